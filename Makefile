@@ -1,0 +1,36 @@
+# `make demo` trains the main job; `make test` runs the suite. Each sets itself up on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian's package puts the four IDX files in $(FMNIST); installed only when missing and we are root.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST)/train-images-idx3-ubyte ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null \
+	  || echo "warning: could not install dataset-fashion-mnist; tests that need it will be skipped"; \
+	else echo "note: Fashion-MNIST not found in $(FMNIST); see README (apt-get install dataset-fashion-mnist)"; fi
+
+demo: setup data
+	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 4 --out runs/demo
+
+test: setup data
+	$(PY) -m pytest -q -n 2 tests
+
+bench: setup data
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
