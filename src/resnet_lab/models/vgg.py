@@ -1,1 +1,202 @@
-"""(being written)"""
+"""VGG (Simonyan & Zisserman 2014, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition", arXiv:1409.1556), configurations A, B, D, E of the paper's Table 1.
+
+Module names and state-dict keys are torchvision's (``features.<i>``, ``avgpool``,
+``classifier.<i>``), so torchvision's ``vgg*`` checkpoints load with ``strict=True``.
+
+Normalization: the ``*_bn`` variants put ``norm_layer(norm)`` after every conv (batch norm by
+default, as torchvision's ``vgg*_bn``). The plain variants are the paper's network and have **no
+normalization layers; their ``norm`` argument is accepted and ignored**, so that every model of
+the zoo takes the same arguments. Convs keep their bias in every variant, as torchvision's do
+(its ``vgg*_bn`` checkpoints carry conv biases).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.norm import check_norm, norm_layer
+from .layers import ClassifierModel
+from .registry import register_model
+
+__all__ = [
+    "VGG",
+    "make_vgg_features",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
+
+# Table 1 of the paper: conv widths, "M" a 2x2 max-pool. A=11, B=13, D=16, E=19 weight layers.
+_CFGS: dict[str, list[Union[str, int]]] = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+def make_vgg_features(
+    cfg: list[Union[str, int]],
+    in_channels: int = 3,
+    norm: str | None = None,
+    small_input: bool = False,
+) -> nn.Sequential:
+    """The convolutional part of a VGG, indexed as torchvision's ``make_layers``.
+
+    Args:
+        cfg: conv widths and ``"M"`` for max-pools (see the paper's Table 1).
+        in_channels: image channels.
+        norm: normalization after each conv, or ``None`` for the plain VGG (conv-ReLU).
+        small_input: drop the final max-pool, so 28-32 px images keep a 2x2 map (a 28 px image
+            would otherwise shrink to 0 px). It is the last module, so the indices (and state-dict
+            keys) of all the others are unchanged.
+    """
+    layers: list[nn.Module] = []
+    ch = in_channels
+    nl = norm_layer(norm) if norm is not None else None
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        v = int(v)
+        # Bias stays on even before a norm: torchvision's vgg*_bn checkpoints have conv biases.
+        conv = nn.Conv2d(ch, v, kernel_size=3, padding=1)
+        layers += [conv, nl(v), nn.ReLU(inplace=True)] if nl is not None else [conv, nn.ReLU(inplace=True)]
+        ch = v
+    if small_input and isinstance(layers[-1], nn.MaxPool2d):
+        layers.pop()
+    return nn.Sequential(*layers)
+
+
+class VGG(ClassifierModel):
+    """VGG: conv features, adaptive average pool, and a 3-layer MLP classifier (fc6, fc7, fc8).
+
+    Args:
+        features: the conv part (see :func:`make_vgg_features`); its output has 512 channels.
+        num_classes: outputs of the last Linear.
+        dropout: dropout before fc7 and fc8 (0.5 in the paper).
+        hidden_dim: width of fc6 and fc7 (4096 in the paper; smaller only if asked, as the
+            checkpoints need 4096).
+        pool_size: side of the adaptive average pool before fc6 (7, torchvision's, so that any
+            input size >= 32 px feeds the same 512*7*7 fc6).
+    """
+
+    classifier_attr = "classifier"
+
+    def __init__(
+        self,
+        features: nn.Module,
+        num_classes: int = 1000,
+        dropout: float = 0.5,
+        hidden_dim: int = 4096,
+        pool_size: int = 7,
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * pool_size * pool_size, hidden_dim),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.ReLU(True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden_dim, num_classes),
+        )
+        self.num_classes = num_classes
+
+        # torchvision's init: He-normal (fan_out) convs, zero biases, N(0, 0.01) Linear weights.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+            elif getattr(m, "weight", None) is not None and getattr(m, "bias", None) is not None and m.weight.dim() == 1:
+                nn.init.ones_(m.weight)  # every norm layer (torch BN, scratch BN, GroupNorm)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 512, h, w)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool, flatten, fc6, fc7, and fc8 unless ``pre_logits`` (then the fc7 features)."""
+        x = torch.flatten(self.avgpool(x), 1)  # (B, 512 * 7 * 7)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+
+def _vgg(
+    cfg: str,
+    batch_norm: bool,
+    *,
+    num_classes: int,
+    in_channels: int,
+    small_input: bool,
+    norm: str,
+    dropout: float,
+    hidden_dim: int,
+    pool_size: int,
+) -> VGG:
+    check_norm(norm)  # validated even where ignored, so a typo never passes silently
+    features = make_vgg_features(_CFGS[cfg], in_channels, norm if batch_norm else None, small_input)
+    return VGG(features, num_classes=num_classes, dropout=dropout, hidden_dim=hidden_dim, pool_size=pool_size)
+
+
+_ARGS_DOC = """
+    Args:
+        num_classes: classifier outputs.
+        in_channels: image channels.
+        small_input: drop the last max-pool, so 28-32 px images work; state-dict keys unchanged.
+        norm: {norm}
+        dropout: dropout in the classifier.
+        hidden_dim: width of fc6/fc7 (4096 for torchvision checkpoints).
+        pool_size: adaptive-pool side before fc6 (7 for torchvision checkpoints; 1 for a small
+            512-wide head on 32 px images).
+"""
+_PLAIN = "accepted and ignored: the plain VGG has no normalization layers (use the _bn variant)."
+_BN = "normalization after every conv (``batch``, ``scratch``, ``group``, ``none``)."
+
+
+def _builder(name: str, cfg: str, batch_norm: bool, layers: int):
+    def build(
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        small_input: bool = False,
+        norm: str = "batch",
+        dropout: float = 0.5,
+        hidden_dim: int = 4096,
+        pool_size: int = 7,
+    ) -> VGG:
+        return _vgg(cfg, batch_norm, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
+                    norm=norm, dropout=dropout, hidden_dim=hidden_dim, pool_size=pool_size)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (
+        f"VGG-{layers} (configuration {cfg} of Simonyan & Zisserman 2014, Table 1)"
+        + (" with a normalization after every conv (Ioffe & Szegedy 2015), torchvision's "
+           f"``{name}``." if batch_norm else f", torchvision's ``{name}``.")
+        + _ARGS_DOC.format(norm=_BN if batch_norm else _PLAIN)
+    )
+    return register_model(build)
+
+
+vgg11 = _builder("vgg11", "A", False, 11)
+vgg11_bn = _builder("vgg11_bn", "A", True, 11)
+vgg13 = _builder("vgg13", "B", False, 13)
+vgg13_bn = _builder("vgg13_bn", "B", True, 13)
+vgg16 = _builder("vgg16", "D", False, 16)
+vgg16_bn = _builder("vgg16_bn", "D", True, 16)
+vgg19 = _builder("vgg19", "E", False, 19)
+vgg19_bn = _builder("vgg19_bn", "E", True, 19)
