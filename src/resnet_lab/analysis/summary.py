@@ -1,0 +1,290 @@
+"""Model summary: one row per layer with output shape, parameters and MACs (torchinfo-style).
+
+MACs come from :class:`torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2). It counts
+convolutions, linear layers and matrix products, and not batch norm, activations, pooling or
+additions; that is the convention of the figures torchvision publishes for its models
+(``weights.meta["_ops"]``, e.g. 1.814 GMACs for resnet18 at 224x224), and the one the papers use.
+
+Per-layer MACs are the growth of the counter's total between a module's forward pre-hook and its
+forward hook, so they are exact per call. Operations that run outside any listed module (a
+functional matmul in a container's ``forward``) are in the total but in no row.
+
+Tip: a model built on the ``meta`` device (``with torch.device("meta"): model = ...``) is
+summarized in milliseconds, since shapes and MACs need no arithmetic; pass ``device="meta"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["LayerRow", "ModelSummary", "count_params", "summarize"]
+
+
+@dataclass
+class LayerRow:
+    """One row of the table: one call of one module.
+
+    Args:
+        name: the module's qualified name in the model (``layer1.0.conv1``).
+        type: the module's class name.
+        depth: nesting depth; children of the model are at depth 1.
+        output_shape: shape of each tensor the call returned (one entry for a plain tensor).
+        params: parameters of the module (and its children, for a collapsed container); 0 on a
+            second call of the same module, so the column sums to the model's total.
+        macs: multiply-accumulates of this call.
+        trainable: whether any of the row's parameters requires grad (False for 0 parameters).
+    """
+
+    name: str
+    type: str
+    depth: int
+    output_shape: list[list[int]]
+    params: int
+    macs: int
+    trainable: bool
+
+
+@dataclass
+class ModelSummary:
+    """The result of :func:`summarize`; print :meth:`to_text`, serialize :meth:`to_dict`.
+
+    Args:
+        model_name: class name of the model.
+        input_shape: full input shape including the batch dimension.
+        rows: the table rows in call order.
+        total_params: every parameter of the model, counted once even if shared.
+        trainable_params: those with ``requires_grad``.
+        total_macs: all multiply-accumulates of one forward pass of the batch.
+        input_bytes: size of the input tensor.
+        activation_bytes: sum of the output tensor sizes of all leaf modules in one forward pass
+            (torchsummary's "forward pass size"; an upper bound when layers work in place).
+        param_bytes: size of all parameters.
+        buffer_bytes: size of all buffers (running statistics).
+    """
+
+    model_name: str
+    input_shape: list[int]
+    rows: list[LayerRow]
+    total_params: int
+    trainable_params: int
+    total_macs: int
+    input_bytes: int
+    activation_bytes: int
+    param_bytes: int
+    buffer_bytes: int
+    batch_size: int = field(default=1)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict: the totals and the rows."""
+        d = asdict(self)
+        d["non_trainable_params"] = self.non_trainable_params
+        return d
+
+    def to_text(self, max_name_width: int = 48) -> str:
+        """An aligned table (layer, output shape, params, MACs) followed by a totals block."""
+        headers = ("Layer (type)", "Output shape", "Params", "MACs")
+        body = []
+        for r in self.rows:
+            indent = "  " * max(r.depth - 1, 0)
+            label = f"{indent}{r.name or '(model)'} ({r.type})"
+            if len(label) > max_name_width:
+                label = label[: max_name_width - 3] + "..."
+            shape = ", ".join(str(s) for s in r.output_shape) if r.output_shape else "-"
+            body.append((label, shape, f"{r.params:,}", _human(r.macs) if r.macs else "-"))
+        widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
+        fmt = f"{{:<{widths[0]}}}  {{:<{widths[1]}}}  {{:>{widths[2]}}}  {{:>{widths[3]}}}"
+        rule_len = sum(widths) + 6
+        lines = ["=" * rule_len, fmt.format(*headers), "=" * rule_len]
+        lines += [fmt.format(*row) for row in body]
+        mb = 1024**2
+        total_size = self.input_bytes + self.activation_bytes + self.param_bytes + self.buffer_bytes
+        lines += [
+            "=" * rule_len,
+            f"Total params:          {self.total_params:,} ({self.total_params / 1e6:.2f} M)",
+            f"Trainable params:      {self.trainable_params:,}",
+            f"Non-trainable params:  {self.non_trainable_params:,}",
+            f"Total MACs:            {_human(self.total_macs)} (input {tuple(self.input_shape)})",
+            "-" * rule_len,
+            f"Input size (MB):       {self.input_bytes / mb:.2f}",
+            f"Activations (MB):      {self.activation_bytes / mb:.2f}  (leaf outputs, one forward pass)",
+            f"Params size (MB):      {self.param_bytes / mb:.2f}",
+            f"Buffers size (MB):     {self.buffer_bytes / mb:.2f}",
+            f"Estimated total (MB):  {total_size / mb:.2f}",
+            "=" * rule_len,
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _human(macs: int) -> str:
+    if macs >= 1e9:
+        return f"{macs / 1e9:.3f} G"
+    if macs >= 1e6:
+        return f"{macs / 1e6:.2f} M"
+    if macs >= 1e3:
+        return f"{macs / 1e3:.2f} K"
+    return str(macs)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """Return ``(trainable, frozen)`` parameter counts; shared parameters are counted once.
+
+    Args:
+        model: any module.
+    """
+    trainable = frozen = 0
+    for p in model.parameters():  # parameters() already de-duplicates shared tensors
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    return trainable, frozen
+
+
+def _tensors(out: Any) -> Iterator[Tensor]:
+    """Every tensor in a module output (tensor, tuple/list/namedtuple, dict), in order."""
+    if isinstance(out, Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for o in out:
+            yield from _tensors(o)
+    elif isinstance(out, dict):
+        for o in out.values():
+            yield from _tensors(o)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def summarize(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (3, 224, 224),
+    *,
+    batch_size: int = 1,
+    depth: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> ModelSummary:
+    """Run one forward pass of a random batch and tabulate layers, parameters and MACs.
+
+    The model runs in eval mode under ``torch.no_grad()`` (so BN uses running statistics and
+    GoogLeNet skips its auxiliary heads, as at inference); its previous mode is restored.
+
+    Args:
+        model: the network.
+        input_size: one sample's shape without the batch dimension, e.g. ``(3, 224, 224)``.
+        batch_size: samples in the batch; MACs and activation sizes scale with it.
+        depth: ``None`` lists every leaf module. An int ``d`` collapses each module at depth ``d``
+            into one row (its subtree's parameters and MACs); leaves above ``d`` stay as rows.
+            Either way the rows partition the modules that run, so their parameters sum to the
+            total (less any module the forward pass never calls, like GoogLeNet's eval-time-idle
+            auxiliary heads).
+        device: where the input is created; must be where the model's parameters are. ``None``
+            uses the model's own device. ``"meta"`` (with a model built on meta) needs no compute.
+        dtype: input dtype.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be None (all leaf layers) or >= 1, got {depth}")
+    if not input_size or any(int(s) < 1 for s in input_size):
+        raise ValueError(f"input_size must be positive sizes without the batch dim, e.g. (3, 224, 224); got {input_size}")
+    model_device = _model_device(model)
+    device = model_device if device is None else torch.device(device)
+    if device.type != model_device.type:
+        raise ValueError(
+            f"the model's parameters are on {model_device} but device={device}; "
+            f"call model.to({str(device)!r}) first or pass device={str(model_device)!r}"
+        )
+
+    # Which modules get a row: leaves (at most `depth` deep), and every module exactly `depth` deep.
+    row_modules: dict[nn.Module, tuple[str, int]] = {}
+    leaves: set[nn.Module] = set()
+    for name, m in model.named_modules():
+        d = 0 if name == "" else name.count(".") + 1
+        is_leaf = next(m.children(), None) is None
+        if is_leaf:
+            leaves.add(m)
+        if (depth is None and is_leaf) or (depth is not None and (d == depth or (is_leaf and d < depth))):
+            row_modules[m] = (name, d)
+
+    counter = FlopCounterMode(display=False)
+    rows: list[LayerRow] = []
+    starts: dict[int, list[int]] = {}
+    seen: set[nn.Module] = set()
+    activation_bytes = 0
+
+    def pre_hook(m: nn.Module, args: Any) -> None:
+        if m in row_modules:
+            starts.setdefault(id(m), []).append(counter.get_total_flops())
+
+    def post_hook(m: nn.Module, args: Any, out: Any) -> None:
+        nonlocal activation_bytes
+        tensors = list(_tensors(out))
+        if m in leaves:
+            activation_bytes += sum(t.numel() * t.element_size() for t in tensors)
+        if m not in row_modules:
+            return
+        name, d = row_modules[m]
+        flops = counter.get_total_flops() - starts[id(m)].pop()
+        first_call = m not in seen
+        seen.add(m)
+        params = [p for p in m.parameters()] if first_call else []
+        rows.append(
+            LayerRow(
+                name=name,
+                type=type(m).__name__,
+                depth=d,
+                output_shape=[list(t.shape) for t in tensors],
+                params=sum(p.numel() for p in params),
+                macs=flops // 2,
+                trainable=any(p.requires_grad for p in params),
+            )
+        )
+
+    handles = []
+    for m in {*row_modules, *leaves}:
+        handles.append(m.register_forward_pre_hook(pre_hook))
+        handles.append(m.register_forward_hook(post_hook))
+    x = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+    trainable, frozen = count_params(model)
+    return ModelSummary(
+        model_name=type(model).__name__,
+        input_shape=list(x.shape),
+        rows=rows,
+        total_params=trainable + frozen,
+        trainable_params=trainable,
+        total_macs=counter.get_total_flops() // 2,
+        input_bytes=x.numel() * x.element_size(),
+        activation_bytes=activation_bytes,
+        param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        batch_size=batch_size,
+    )
+
