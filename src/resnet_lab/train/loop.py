@@ -1,0 +1,402 @@
+"""The training loop: plain functions (`train_one_epoch`, `evaluate`) wired by `train`.
+
+Reads top to bottom: set up (device, optimizer, schedule, resume), then for each epoch train,
+evaluate in eval mode (running BN statistics), log, plot and checkpoint. Ctrl-C and SIGTERM save
+the exact position and return; a non-finite loss stops the run with the step named and the last
+good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .checkpoint import load_state_dict_file, load_train_state, save_model, save_train_state
+from .config import TrainConfig
+from .metrics import confusion_matrix, per_class_accuracy
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["History", "TrainingDiverged", "evaluate", "resolve_device", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    """What :func:`train` returns: one record per epoch and how the run ended."""
+
+    epochs: list[dict] = field(default_factory=list)
+    best_acc: float = 0.0
+    best_epoch: int = 0
+    run_dir: str | None = None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt so both save and exit the same way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Loss, accuracy and confusion matrix of ``model`` in eval mode over ``loader``.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    n = 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, bf16):
+                logits = model(x)
+            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            cm += confusion_matrix(logits.argmax(1), y, num_classes)
+            n += y.numel()
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluation loader yielded no samples")
+    cm = cm.cpu()
+    return {
+        "loss": float(total_loss) / n,
+        "acc": float(cm.diagonal().sum()) / n,
+        "confusion": cm,
+        "per_class_acc": per_class_accuracy(cm).tolist(),
+        "n": n,
+    }
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def train(
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    *,
+    meta: dict[str, Any] | None = None,
+    callbacks: Iterable[Callable[[dict], None]] = (),
+    step_callbacks: Iterable[Callable[[dict], None]] = (),
+    log: Callable[[str], None] | None = None,
+) -> History:
+    """Train ``model`` on ``data`` (a :class:`resnet_lab.data.DataBundle`) as ``config`` says.
+
+    Args:
+        model: any classifier (``create_model`` gives one with ``model_config`` for saving).
+        data: has ``train`` and ``test`` loaders yielding ``(x, y)``, and ``info`` with
+            ``classes``, ``input_size``, ``mean``, ``std`` (saved to ``model.json``).
+        config: the :class:`TrainConfig`.
+        meta: extra entries for ``model.json``.
+        callbacks: called after every epoch with the epoch record (raise KeyboardInterrupt to
+            stop the way Ctrl-C does).
+        step_callbacks: called after every optimizer step with ``{"epoch", "step", "loss"}``.
+        log: where summary lines go (default: print, through tqdm so bars stay intact).
+
+    Returns:
+        The :class:`History`. On Ctrl-C/SIGTERM the position is saved (with ``out``) and the
+        history returned with ``interrupted=True``.
+    """
+    from tqdm.auto import tqdm
+
+    log = log or (lambda s: tqdm.write(s))
+    device = resolve_device(config.device)
+    info = data.info
+    num_classes = len(info.classes)
+    run_dir = Path(config.out) if config.out else None
+    rank = int(os.environ.get("RANK", "0"))
+    is_main = rank == 0
+
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+    base = _unwrap(model)
+    base.to(device)
+    if config.channels_last:
+        base.to(memory_format=torch.channels_last)
+    if config.checkpoint_segments and hasattr(base, "set_grad_checkpointing"):
+        base.set_grad_checkpointing(config.checkpoint_segments)
+
+    steps_per_epoch = len(data.train)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError("the training loader yields no full batch: lower --batch-size or use more data")
+    optimizer = build_optimizer(
+        base, config.optimizer, config.lr, config.momentum, config.nesterov, config.weight_decay, config.lr_scale
+    )
+    scheduler = build_scheduler(
+        optimizer, config.schedule, config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch)
+    )
+    n_trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in base.parameters() if not p.requires_grad)
+
+    history = History(run_dir=str(run_dir) if run_dir else None)
+    start_epoch, skip_steps = 0, 0
+    if config.resume:
+        state = load_train_state(run_dir)
+        base.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=device))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, skip_steps = int(state["epoch"]), int(state["step"])
+        history.epochs = _read_metrics(run_dir, upto=start_epoch)
+        history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        _set_rng_state(state["rng"], device)
+        if start_epoch >= config.epochs:
+            log(f"{run_dir} already finished {start_epoch} epochs; raise --epochs to train further")
+            return history
+        where = f"epoch {start_epoch + 1}, step {skip_steps}" if skip_steps else f"epoch {start_epoch + 1}"
+        log(f"resuming {run_dir} at {where}")
+    elif run_dir is not None and (run_dir / "train_state.pt").exists() and is_main:
+        raise FileExistsError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+    if run_dir is not None and is_main and not config.resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    fwd = torch.compile(model) if config.compile else model
+    meta_base = {
+        "arch": getattr(base, "model_config", None),
+        "classes": list(info.classes),
+        "input_size": list(info.input_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "dataset": getattr(info, "name", None),
+        "params": {"trainable": n_trainable, "frozen": n_frozen},
+        **(meta or {}),
+    }
+    if is_main:
+        log(
+            f"training {meta_base['arch']['name'] if meta_base['arch'] else type(base).__name__} on {device} "
+            f"for {config.epochs} epochs, {steps_per_epoch} steps each; "
+            f"{n_trainable:,} trainable / {n_frozen:,} frozen parameters"
+        )
+
+    def checkpoint(epoch_done: int, step: int, rng: dict[str, Tensor], best: bool = False) -> None:
+        if run_dir is None or not is_main:
+            return
+        record = history.last
+        save_model(run_dir, base, {**meta_base, "epoch": epoch_done, "metrics": {
+            k: v for k, v in record.items() if isinstance(v, (int, float))}}, best=best)
+        save_train_state(run_dir, {
+            "epoch": epoch_done, "step": step, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": rng,
+            "best_acc": history.best_acc, "best_epoch": history.best_epoch,
+        })
+
+    t_start = time.perf_counter()
+    # The resume position: completed epochs, completed steps of the current one, and the global
+    # RNG state at that point (dropout); the loaders draw from their own (seed, epoch) generators.
+    pos = (start_epoch, skip_steps, _rng_state(device))
+    try:
+        with _sigterm_as_interrupt():
+            for epoch in range(start_epoch, config.epochs):
+                if hasattr(data.train, "set_epoch"):
+                    data.train.set_epoch(epoch)
+                model.train()
+                t0 = time.perf_counter()
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                correct = torch.zeros((), dtype=torch.int64, device=device)
+                seen, step = 0, 0
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                           disable=not (config.progress and is_main), unit="batch", dynamic_ncols=True, mininterval=0.5)
+                for x, y in data.train:
+                    if step >= steps_per_epoch:
+                        break
+                    if step < skip_steps:  # resuming mid-epoch: replay the loader to the saved position
+                        step += 1
+                        bar.update(1)
+                        continue
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    if x.shape[0] < 2:  # a single sample has no batch statistics; never feed it to BN
+                        continue
+                    if config.channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    with _autocast(device, config.bf16):
+                        logits = fwd(x)
+                        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                    if not torch.isfinite(loss):
+                        where = f"epoch {epoch + 1}, step {step + 1}"
+                        kept = f"; the last good checkpoint (epoch {epoch}) is in {run_dir}" if run_dir and epoch else ""
+                        raise TrainingDiverged(
+                            f"loss became {loss.item()} at {where} (lr {scheduler.get_last_lr()[0]:.4g}){kept}. "
+                            "Lower --lr, add --grad-clip, or check the data."
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip:
+                        nn.utils.clip_grad_norm_(base.parameters(), config.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    pos = (epoch, step, _rng_state(device))
+                    loss_sum += loss.detach().double() * y.numel()
+                    correct += (logits.argmax(1) == y).sum()
+                    seen += y.numel()
+                    for cb in step_callbacks:
+                        cb({"epoch": epoch + 1, "step": step, "loss": loss.detach()})
+                    bar.update(1)
+                    if step % 10 == 0 or step == steps_per_epoch:
+                        rate = seen / max(time.perf_counter() - t0, 1e-9)
+                        bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
+                                        lr=f"{scheduler.get_last_lr()[0]:.4g}", img_s=f"{rate:.0f}", refresh=False)
+                bar.close()
+                skip_steps = 0
+                train_seconds = time.perf_counter() - t0
+                ev = evaluate(model, data.test, num_classes=num_classes, device=device, bf16=config.bf16,
+                              channels_last=config.channels_last)
+                record = {
+                    "epoch": epoch + 1,
+                    "train_loss": float(loss_sum) / max(seen, 1),
+                    "train_acc": int(correct) / max(seen, 1),
+                    "test_loss": ev["loss"],
+                    "test_acc": ev["acc"],
+                    "lr": scheduler.get_last_lr()[0],
+                    "train_seconds": train_seconds,
+                    "images_per_second": seen / max(train_seconds, 1e-9),
+                    "elapsed_seconds": time.perf_counter() - t_start,
+                }
+                history.epochs.append(record)
+                improved = ev["acc"] > history.best_acc
+                if improved:
+                    history.best_acc, history.best_epoch = ev["acc"], epoch + 1
+                if is_main:
+                    left = (config.epochs - epoch - 1) * (time.perf_counter() - t0)
+                    log(
+                        f"epoch {epoch + 1:>3}/{config.epochs}  train loss {record['train_loss']:.4f} "
+                        f"acc {100 * record['train_acc']:.2f}%  test loss {ev['loss']:.4f} acc {100 * ev['acc']:.2f}%  "
+                        f"{record['images_per_second']:.0f} img/s  {train_seconds:.1f}s  "
+                        f"best {100 * history.best_acc:.2f}%  left ~{_fmt_time(left)}"
+                    )
+                if run_dir is not None and is_main:
+                    _append_metrics(run_dir, record)
+                    pos = (epoch + 1, 0, _rng_state(device))
+                    checkpoint(*pos, best=improved)
+                    if config.plots and (improved or epoch + 1 == config.epochs):
+                        _plot(run_dir, history, ev["confusion"], info.classes, meta_base)
+                for cb in callbacks:
+                    cb(record)
+    except KeyboardInterrupt:
+        history.interrupted = True
+        if run_dir is not None and is_main:
+            # An interrupt inside a step loses only that step: `pos` counts completed ones.
+            checkpoint(*pos)
+            log(f"\ninterrupted in epoch {pos[0] + 1} after {pos[1]} steps; state saved to {run_dir}.\n"
+                f"resume with the same command and --resume")
+        else:
+            log("\ninterrupted (no --out, nothing saved)")
+    history.seconds = time.perf_counter() - t_start
+    return history
+
+
+def _append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
+    """Records of the epochs that the checkpoint covers; later lines (from a crash) are dropped."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["epoch"] <= upto]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def _plot(run_dir: Path, history: History, cm: Tensor, classes, meta: dict) -> None:
+    from .plots import plot_confusion, plot_curves
+
+    name = meta["arch"]["name"] if meta.get("arch") else "model"
+    plot_curves(history.epochs, run_dir / "curves.png", title=f"{name} on {meta.get('dataset')}")
+    plot_confusion(cm, classes, run_dir / "confusion.png", title=f"{name}: test confusion (epoch {history.last['epoch']})")

@@ -1,0 +1,102 @@
+"""Optimizers with sensible parameter groups, and learning-rate schedules as per-step lambdas."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_scheduler", "param_groups", "schedule_fn"]
+
+SCHEDULES = ("cosine", "onecycle", "step", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """Split trainable parameters into decayed and non-decayed groups.
+
+    Only tensors with 2+ dimensions (conv and linear weights) get weight decay; norm weights,
+    norm biases and layer biases do not (decaying BN's gamma fights the normalization; see
+    Goyal et al. 2017 and nanoGPT). Frozen parameters (``requires_grad=False``) are left out
+    entirely: no gradient, no optimizer state, no decay.
+
+    Args:
+        model: the model.
+        weight_decay: decay for the >=2-D tensors.
+        lr_scale: optional ``{name_prefix: factor}`` for discriminative learning rates; the
+            longest matching prefix wins, unmatched parameters get factor 1.
+    """
+    lr_scale = lr_scale or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        matches = [k for k in lr_scale if name.startswith(k)]
+        scale = lr_scale[max(matches, key=len)] if matches else 1.0
+        groups.setdefault((scale, p.ndim >= 2), []).append(p)
+    out = []
+    for (scale, decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
+        out.append({"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
+    if not out:
+        raise ValueError("the model has no trainable parameters (everything is frozen)")
+    return out
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    lr_scale: dict[str, float] | None = None,
+) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW over :func:`param_groups`."""
+    groups = param_groups(model, weight_decay, lr_scale)
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+
+
+def schedule_fn(name: str, total_steps: int, warmup_steps: int = 0, milestones: Iterable[float] = (0.5, 0.75), gamma: float = 0.1) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at optimizer step ``t`` (0-based).
+
+    * ``cosine``: linear warmup then half-cosine to 0 (Loshchilov & Hutter 2017).
+    * ``onecycle``: linear ramp up over ``warmup_steps`` (default 25% of training) and linear
+      decay to 0 (Smith & Topin 2019, the linear variant that airbench uses).
+    * ``step``: the ResNet paper's schedule: divide by 10 at 50% and 75% of training (He et al.
+      2015 drop at 32k and 48k of 64k iterations), with optional warmup.
+    * ``constant``: warmup then flat.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}: expected one of {', '.join(SCHEDULES)}")
+    total_steps = max(1, total_steps)
+    if name == "onecycle" and warmup_steps <= 0:
+        warmup_steps = max(1, int(0.25 * total_steps))
+    marks = sorted(int(m * total_steps) for m in milestones)
+
+    def f(t: int) -> float:
+        if warmup_steps > 0 and t < warmup_steps:
+            return (t + 1) / warmup_steps
+        if name == "constant":
+            return 1.0
+        if name == "step":
+            return gamma ** sum(t >= m for m in marks)
+        progress = (t - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if name == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - progress  # onecycle
+
+    return f
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step ``LambdaLR`` (call ``step()`` after every optimizer step)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_fn(name, total_steps, warmup_steps))

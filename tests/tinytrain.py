@@ -1,0 +1,63 @@
+"""Shared test support: a tiny in-memory dataset and model so the loop's tests do not depend on the zoo or the files."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyLoader:
+    """Seeded per-epoch shuffling like the in-memory loader: order depends on (seed, epoch) only."""
+
+    def __init__(self, x, y, batch_size, shuffle, seed=0):
+        self.x, self.y, self.batch_size, self.shuffle, self.seed, self.epoch = x, y, batch_size, shuffle, seed, 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.shuffle else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.x[idx]
+            if self.shuffle:  # a random flip, drawn from the loader's own generator
+                flip = torch.rand(len(idx), generator=g) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            yield x, self.y[idx]
+
+
+def make_bundle(n_train=96, n_test=40, batch_size=16, seed=0, classes=3):
+    g = torch.Generator().manual_seed(123)
+    centers = torch.randn(classes, 1, 6, 6, generator=g) * 2
+    def draw(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        return centers[y] + 0.5 * torch.randn(n, 1, 6, 6, generator=g), y
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    info = SimpleNamespace(name="tiny", classes=[f"c{i}" for i in range(classes)], input_size=(1, 6, 6),
+                           mean=(0.0,), std=(1.0,))
+    return SimpleNamespace(info=info, train=TinyLoader(xtr, ytr, batch_size, True, seed),
+                           test=TinyLoader(xte, yte, batch_size, False), num_train=n_train, num_test=n_test)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.2)  # makes the global RNG matter for exact resume
+        self.fc = nn.Linear(8, classes)
+        self.model_config = {"name": "tinynet"}
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(self.drop(x.mean((2, 3))))

@@ -1,0 +1,138 @@
+import json
+import math
+
+import pytest
+import torch
+
+from resnet_lab.train import TrainConfig, TrainingDiverged, build_optimizer, evaluate, train
+from resnet_lab.train.optim import schedule_fn
+
+from tinytrain import TinyNet, make_bundle
+
+
+def _cfg(tmp_path=None, **kw):
+    base = dict(epochs=3, lr=0.05, progress=False, plots=False, deterministic=True, device="cpu",
+                out=str(tmp_path) if tmp_path else None)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _fresh():
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def _stop_after(n_epochs=None, n_steps=None):
+    def cb(info):
+        if n_epochs is not None and info["epoch"] == n_epochs and "step" not in info:
+            raise KeyboardInterrupt
+        if n_steps is not None and info.get("step") == n_steps and info["epoch"] == 2:
+            raise KeyboardInterrupt
+    return cb
+
+
+@pytest.mark.parametrize("where", ["epoch_boundary", "mid_epoch"])
+def test_resume_after_interrupt_gives_identical_weights_to_uninterrupted_run(tmp_path, where):
+    full = _fresh()
+    train(full, make_bundle(), _cfg(tmp_path / "full"))
+
+    interrupted = _fresh()
+    cb = _stop_after(n_epochs=1) if where == "epoch_boundary" else _stop_after(n_steps=3)
+    kwargs = {"callbacks": [cb]} if where == "epoch_boundary" else {"step_callbacks": [cb]}
+    hist = train(interrupted, make_bundle(), _cfg(tmp_path / "run"), **kwargs)
+    assert hist.interrupted
+    torch.manual_seed(999)  # resume must not depend on the global RNG at call time
+    resumed = TinyNet()
+    hist2 = train(resumed, make_bundle(), _cfg(tmp_path / "run", resume=True))
+    assert not hist2.interrupted and [r["epoch"] for r in hist2.epochs] == [1, 2, 3]
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+
+
+def test_run_directory_has_the_documented_files_and_train_state_loads_weights_only(tmp_path):
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, plots=True))
+    for name in ("model.safetensors", "best.safetensors", "model.json", "train_state.pt", "metrics.jsonl",
+                 "curves.png", "confusion.png"):
+        assert (tmp_path / name).is_file(), name
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 0
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["classes"] == ["c0", "c1", "c2"] and meta["input_size"] == [1, 6, 6] and meta["epoch"] == 2
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_existing_run_without_resume_is_refused_and_left_intact(tmp_path):
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1))
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1))
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+
+
+def test_nan_loss_stops_with_the_step_named_and_keeps_last_good_checkpoint(tmp_path):
+    saved = {}
+
+    def remember(record):
+        saved[record["epoch"]] = (tmp_path / "model.safetensors").read_bytes()
+
+    def poison(info):
+        if info["epoch"] == 2 and info["step"] == 2:
+            with torch.no_grad():
+                model.fc.weight.fill_(float("nan"))
+
+    model = _fresh()
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3"):
+        train(model, make_bundle(), _cfg(tmp_path), callbacks=[remember], step_callbacks=[poison])
+    assert (tmp_path / "model.safetensors").read_bytes() == saved[1]
+
+
+def test_only_weights_with_two_or_more_dims_decay_and_frozen_params_are_left_out():
+    model = _fresh()
+    model.conv.weight.requires_grad_(False)
+    opt = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.01)
+    in_opt = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    expected = {id(p): (0.01 if p.ndim >= 2 else 0.0) for p in model.parameters() if p.requires_grad}
+    assert in_opt == expected
+    assert id(model.conv.weight) not in in_opt
+
+
+@pytest.mark.parametrize("name", ["cosine", "onecycle", "step"])
+def test_schedules_follow_their_closed_forms(name):
+    total, warm = 100, 10
+    f = schedule_fn(name, total, warm)
+    for t in (0, 5, 9):
+        assert f(t) == pytest.approx((t + 1) / warm)
+    for t in (10, 37, 50, 74, 75, 99):
+        p = (t - warm) / (total - warm)
+        want = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "onecycle": 1 - p,
+                "step": 0.1 ** ((t >= 50) + (t >= 75))}[name]
+        assert f(t) == pytest.approx(want)
+
+
+def test_evaluate_uses_running_statistics_and_restores_train_mode():
+    model, data = _fresh(), make_bundle()
+    train(model, data, _cfg(epochs=1))
+    model.train()
+    ev = evaluate(model, data.test, num_classes=3)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in data.test])
+    y = torch.cat([y for _, y in data.test])
+    assert ev["acc"] == pytest.approx(float((logits.argmax(1) == y).double().mean()))
+    assert ev["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits.double(), y)), rel=1e-6)
+    assert int(ev["confusion"].sum()) == len(y)
+
+
+def test_training_learns_the_separable_toy_task():
+    model, data = _fresh(), make_bundle()
+    hist = train(model, data, _cfg(epochs=15, lr=0.3))
+    assert hist.epochs[-1]["test_acc"] > 0.9 and hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"]
+
+
+def test_resume_without_out_is_a_clear_error():
+    with pytest.raises(ValueError, match="--out"):
+        TrainConfig(resume=True)
