@@ -1,0 +1,117 @@
+"""resnet_lab.analysis.gradflow against float64 autograd recomputations and plain .grad reads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_lab.analysis import GradientFlowRecorder, gradient_norms, plot_gradient_flow
+
+
+class _BranchyNet(nn.Module):
+    """Registration order (head, skip, conv2, conv1) differs from forward order on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(6, 4)
+        self.skip = nn.Conv2d(3, 6, 1, bias=False)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv1(x)))
+        h = self.conv2(h) + self.skip(x)
+        return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+FORWARD_ORDER = ["conv1", "conv2", "skip", "head"]
+
+
+def _reference_norms_float64(model: _BranchyNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    # The same network written out functionally in float64, differentiated by autograd.grad.
+    p = {k: v.detach().double().requires_grad_() for k, v in model.named_parameters()}
+    x = x.double()
+    h = F.conv2d(x, p["conv1.weight"], p["conv1.bias"], padding=1)
+    h = F.batch_norm(h, None, None, p["bn.weight"], p["bn.bias"], training=True)
+    h = F.relu(h)
+    h = F.conv2d(h, p["conv2.weight"], p["conv2.bias"], padding=1) + F.conv2d(x, p["skip.weight"])
+    out = F.linear(h.mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
+    loss = F.cross_entropy(out, y)
+    names = [f"{n}.weight" for n in FORWARD_ORDER]
+    grads = torch.autograd.grad(loss, [p[n] for n in names])
+    return {n: g.norm().item() for n, g in zip(FORWARD_ORDER, grads)}
+
+
+def test_gradient_norms_equal_float64_autograd_recomputation_in_forward_order():
+    torch.manual_seed(0)
+    model = _BranchyNet().double().train()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    got = gradient_norms(model, x.double(), y)
+    assert [n for n, _ in got] == FORWARD_ORDER
+    ref = _reference_norms_float64(model, x, y)
+    for name, value in got:
+        assert value == pytest.approx(ref[name], rel=1e-10, abs=1e-14)
+    assert all(p.grad is None for p in model.parameters()), "gradient_norms must not touch .grad"
+
+
+def test_gradient_norms_in_float32_close_to_float64_reference():
+    torch.manual_seed(1)
+    model = _BranchyNet().train()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([3, 2, 1, 0])
+    ref = _reference_norms_float64(model, x, y)
+    for name, value in gradient_norms(model, x, y):
+        assert value == pytest.approx(ref[name], rel=1e-4)
+
+
+def test_gradient_norms_report_zero_for_frozen_layers():
+    torch.manual_seed(2)
+    model = _BranchyNet().double()
+    model.conv1.requires_grad_(False)
+    got = dict(gradient_norms(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])))
+    assert got["conv1"] == 0.0 and got["head"] > 0
+
+
+def test_recorder_follows_forward_order_and_matches_grad_norms_each_step():
+    torch.manual_seed(3)
+    model = _BranchyNet().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = GradientFlowRecorder(model)
+    expected = []
+    for step in range(3):
+        x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        expected.append([getattr(model, n).weight.grad.norm().item() for n in FORWARD_ORDER])
+        rec.record(step * 10)
+        opt.step()
+    assert rec.layer_names == FORWARD_ORDER
+    assert rec.steps == [0, 10, 20]
+    for got, want in zip(rec.history, expected):
+        assert got == pytest.approx(want, rel=1e-6)
+    assert [n for n, _ in rec.norms(0)] == FORWARD_ORDER
+
+
+def test_recorder_without_a_forward_pass_explains_what_to_do():
+    rec = GradientFlowRecorder(_BranchyNet())
+    with pytest.raises(RuntimeError, match="record\\(\\) after loss.backward"):
+        rec.record()
+
+
+def test_plot_gradient_flow_writes_a_png_with_several_curves(tmp_path):
+    init = [("conv1", 1e-3), ("conv2", 1e-2), ("skip", 0.0), ("head", 1.0)]
+    later = [("conv1", 2e-3), ("conv2", 3e-2), ("skip", 1e-1), ("head", 0.5)]
+    other_model = [(f"l{i}", 10.0 ** -i) for i in range(7)]
+    out = plot_gradient_flow({"init": init, "after 100 steps": later, "plain-20": other_model},
+                             tmp_path / "sub" / "flow.png", title="gradient flow")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    single = plot_gradient_flow(init, tmp_path / "one.png")
+    assert single.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_gradient_flow_rejects_empty_records(tmp_path):
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_gradient_flow({"init": []}, tmp_path / "x.png")
