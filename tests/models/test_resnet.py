@@ -1,0 +1,320 @@
+"""The ResNet family against independent references: torchvision's models, the papers' parameter
+counts, and float64 recomputations of blocks by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from resnet_lab.models import create_model
+from resnet_lab.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+
+IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> None:
+    """Give every BN non-trivial scale, shift and running statistics, so eval outputs depend on
+    each of them being loaded into the right place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "running_mean") and m.running_mean is not None:
+                c = m.running_mean.numel()
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# ImageNet ResNets vs torchvision
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_torchvision_state_dict_loads_strictly_and_gives_identical_outputs(name):
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)(weights=None)
+    randomize_norms(ref)
+    ours = create_model(name)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert n_params(ours) == n_params(ref)
+    ref.eval(), ours.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_zero_init_residual_zeroes_the_same_parameters_as_torchvision(name):
+    ref = getattr(torchvision.models, name)(weights=None, zero_init_residual=True)
+    ours = create_model(name, zero_init_residual=True)
+    ref_zero = {k for k, v in ref.state_dict().items() if v.dtype.is_floating_point and not v.any()}
+    ours_zero = {k for k, v in ours.state_dict().items() if v.dtype.is_floating_point and not v.any()}
+    assert ours_zero == ref_zero
+
+
+def test_in_channels_1_sets_conv1_and_runs_grayscale():
+    model = create_model("resnet18", in_channels=1, num_classes=7).eval()
+    assert model.conv1.weight.shape == (64, 1, 7, 7)
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 64)).shape == (2, 7)
+
+
+def test_small_input_matches_torchvision_with_3x3_stem_and_no_maxpool():
+    # The usual CIFAR adaptation of torchvision's ResNet, done by hand on torchvision's model.
+    ref = torchvision.models.resnet18(weights=None, num_classes=10)
+    ref.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    ref.maxpool = nn.Identity()
+    randomize_norms(ref)
+    ours = create_model("resnet18", num_classes=10, small_input=True)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref.eval(), ours.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+        assert ours.forward_features(x).shape == (2, 512, 4, 4)  # 32 / 8
+
+
+def test_forward_head_pre_logits_is_the_spatial_mean_and_reset_classifier_changes_outputs():
+    model = create_model("resnet20", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (2, 64, 8, 8)  # the paper's 32 -> 16 -> 8 maps, 64 channels
+        torch.testing.assert_close(model.forward_head(feats, pre_logits=True), feats.mean((2, 3)))
+        fc = model.get_classifier()
+        torch.testing.assert_close(model(x), feats.mean((2, 3)) @ fc.weight.T + fc.bias)
+        model.reset_classifier(5)
+        assert model(x).shape == (2, 5)
+
+
+def test_plain18_state_dict_is_resnet18_without_downsample_keys():
+    res = set(create_model("resnet18").state_dict())
+    plain = set(create_model("plain18").state_dict())
+    assert plain == {k for k in res if ".downsample." not in k}
+
+
+# ----------------------------------------------------------------------------------------------
+# Published parameter counts (10 classes). He et al. 2015 table 6; He et al. 2016 tables 2-3;
+# Zagoruyko & Komodakis 2016 table 4.
+# ----------------------------------------------------------------------------------------------
+
+PUBLISHED_M = [
+    ("resnet20", 0.27, 2),
+    ("resnet32", 0.46, 2),
+    ("resnet44", 0.66, 2),
+    ("resnet56", 0.85, 2),
+    ("resnet110", 1.7, 1),
+    ("resnet1202", 19.4, 1),
+    ("preact_resnet110", 1.7, 1),
+    ("preact_resnet164", 1.7, 1),
+    ("wrn16_4", 2.7, 1),
+    ("wrn28_10", 36.5, 1),
+    ("wrn40_4", 8.9, 1),
+]
+
+
+@pytest.mark.parametrize("name,millions,digits", PUBLISHED_M)
+def test_parameter_count_matches_paper(name, millions, digits):
+    assert round(n_params(create_model(name, num_classes=10)) / 1e6, digits) == millions
+
+
+def test_preact_resnet1001_weight_count_matches_paper():
+    # He et al. 2016 table 2 gives 10.2M; that is the conv and fc weights: BN's per-channel scale
+    # and shift add another 0.15M (10.33M in all), which the paper does not count here.
+    model = create_model("preact_resnet1001", num_classes=10)
+    weights = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters())
+    assert round(weights / 1e6, 1) == 10.2
+
+
+def test_option_a_shortcut_is_parameter_free_and_b_adds_exactly_the_projections():
+    a = n_params(create_model("resnet20", num_classes=10))
+    # Paper, sec. 4.2: the residual nets have "exactly the same number of parameters" as the plain.
+    assert a == n_params(create_model("plain20", num_classes=10))
+    # Option B: a 1x1 conv + BN where the width doubles: 16->32 and 32->64.
+    by_hand = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    assert n_params(create_model("resnet20", num_classes=10, shortcut="B")) - a == by_hand
+
+
+def test_cifar_depths_are_6n_plus_2_and_preact_bottleneck_depth_is_9n_plus_2():
+    def blocks(model):
+        return [m for m in model.modules() if isinstance(m, (BasicBlock, PreActBasicBlock, PreActBottleneck))]
+
+    assert len(blocks(create_model("resnet110"))) == (110 - 2) // 2
+    assert len(blocks(create_model("preact_resnet164"))) == (164 - 2) // 3
+    wrn = create_model("wrn28_10")
+    assert len(blocks(wrn)) == (28 - 4) // 2
+    assert wrn.num_features == 640  # 64 * k
+
+
+# ----------------------------------------------------------------------------------------------
+# Residual vs plain blocks, recomputed by hand in float64.
+# ----------------------------------------------------------------------------------------------
+
+
+def _bn(x, bn):
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
+
+
+def _basic_branch(block, x):
+    y = F.relu(_bn(F.conv2d(x, block.conv1.weight, stride=block.conv1.stride, padding=1), block.bn1))
+    return _bn(F.conv2d(y, block.conv2.weight, padding=1), block.bn2)
+
+
+def _zero_pad_subsample(x, out_ch):
+    x = x[:, :, ::2, ::2]
+    zeros = torch.zeros(x.shape[0], out_ch - x.shape[1], *x.shape[2:], dtype=x.dtype)
+    return torch.cat([x, zeros], 1)
+
+
+@pytest.mark.parametrize("stage,index", [("layer1", 1), ("layer2", 0), ("layer3", 1)])
+def test_cifar_residual_block_is_relu_branch_plus_shortcut_and_plain_block_has_no_shortcut(stage, index):
+    torch.manual_seed(0)
+    res = create_model("resnet20", num_classes=10).double().eval()
+    plain = create_model("plain20", num_classes=10).double().eval()
+    randomize_norms(res)
+    plain.load_state_dict(res.state_dict())  # same keys: option A has no parameters
+    rb, pb = getattr(res, stage)[index], getattr(plain, stage)[index]
+    x = torch.randn(2, rb.conv1.in_channels, 8, 8, dtype=torch.float64)
+    out_ch = rb.conv2.out_channels
+    shortcut = x if rb.conv1.stride == (1, 1) else _zero_pad_subsample(x, out_ch)
+    with torch.no_grad():
+        branch = _basic_branch(rb, x)
+        torch.testing.assert_close(rb(x), F.relu(branch + shortcut))
+        torch.testing.assert_close(pb(x), F.relu(branch))
+        # Silence the residual branch: the residual block passes relu(shortcut), the plain one 0.
+        for b in (rb, pb):
+            b.bn2.weight.zero_(), b.bn2.bias.zero_()
+        torch.testing.assert_close(rb(x), F.relu(shortcut))
+        assert not pb(x).any()
+
+
+def test_imagenet_plain_bottleneck_free_resnet_block_vs_plain_block_by_hand():
+    torch.manual_seed(0)
+    res = create_model("resnet18").double().eval()
+    plain = create_model("plain18").double().eval()
+    randomize_norms(res)
+    plain.load_state_dict({k: v for k, v in res.state_dict().items() if ".downsample." not in k})
+    rb, pb = res.layer1[0], plain.layer1[0]
+    x = torch.randn(2, 64, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        branch = _basic_branch(rb, x)
+        torch.testing.assert_close(rb(x), F.relu(branch + x))
+        torch.testing.assert_close(pb(x), F.relu(branch))
+
+
+# ----------------------------------------------------------------------------------------------
+# zero_init_residual: every residual block starts as the identity (Goyal et al. 2017).
+# ----------------------------------------------------------------------------------------------
+
+
+def _expected_at_zero_init(block, x):
+    """What a block with a zero residual branch must output, computed without the block's
+    forward: post-activation blocks relu(shortcut(x)), pre-activation blocks shortcut(x)."""
+    ds = block.downsample
+    if ds is None:
+        shortcut = x
+    elif isinstance(ds, nn.Sequential):  # 1x1 conv + norm (training-mode BN, as in the forward)
+        y = F.conv2d(x, ds[0].weight, ds[0].bias, stride=ds[0].stride)
+        shortcut = F.batch_norm(y, None, None, ds[1].weight, ds[1].bias, training=True, eps=ds[1].eps)
+    elif isinstance(ds, nn.Conv2d):  # pre-activation projection of relu(bn1(x))
+        pre = F.relu(F.batch_norm(x, None, None, block.bn1.weight, block.bn1.bias, training=True, eps=block.bn1.eps))
+        shortcut = F.conv2d(pre, ds.weight, ds.bias, stride=ds.stride)
+    else:  # option A
+        shortcut = _zero_pad_subsample(x, block.conv2.out_channels)
+    post = isinstance(block, (BasicBlock, Bottleneck))
+    return F.relu(shortcut) if post else shortcut
+
+
+@pytest.mark.parametrize(
+    "name,norm,size",
+    [
+        ("resnet18", "batch", 32),
+        ("resnet50", "batch", 32),
+        ("resnet20", "batch", 16),
+        ("resnet20", "group", 16),
+        ("resnet20", "none", 16),
+        ("preact_resnet110", "batch", 8),
+        ("preact_resnet164", "batch", 8),
+        ("wrn16_4", "batch", 8),
+    ],
+)
+def test_zero_init_residual_makes_every_block_the_identity_at_init(name, norm, size):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, norm=norm, zero_init_residual=True).double().train()
+    seen = []
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0].detach(), out.detach())))
+        for m in model.modules()
+        if isinstance(m, (BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck))
+    ]
+    with torch.no_grad():
+        model(torch.randn(2, 3, size, size, dtype=torch.float64))
+    for h in hooks:
+        h.remove()
+    assert seen
+    for block, x, out in seen:
+        torch.testing.assert_close(out, _expected_at_zero_init(block, x))
+
+
+# ----------------------------------------------------------------------------------------------
+# norm="scratch" models are drop-in for norm="batch" ones.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet50", 32), ("plain20", 16), ("resnet20", 16),
+                                       ("preact_resnet164", 8), ("wrn16_4", 8)])
+def test_scratch_norm_model_loads_batch_norm_state_dict_and_matches_it_in_eval(name, size):
+    torch.manual_seed(0)
+    torch_bn = create_model(name, num_classes=10, norm="batch")
+    randomize_norms(torch_bn)
+    ours = create_model(name, num_classes=10, norm="scratch")
+    sd = torch_bn.state_dict()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in sd.items()}
+    ours.load_state_dict(sd, strict=True)
+    torch_bn.eval(), ours.eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), torch_bn(x), rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient checkpointing changes memory, not results.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,kwargs", [("resnet20", {}), ("wrn16_4", {"drop_rate": 0.3}),
+                                         ("preact_resnet164", {}), ("plain20", {})])
+def test_checkpointed_training_step_matches_plain_autograd_including_bn_running_stats(name, kwargs):
+    torch.manual_seed(0)
+    ref = create_model(name, num_classes=10, **kwargs).train()
+    ckpt = create_model(name, num_classes=10, checkpoint_segments=3, **kwargs).train()
+    ckpt.load_state_dict(ref.state_dict())
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 7])
+    for model in (ref, ckpt):
+        torch.manual_seed(1)  # same dropout masks; checkpoint replays the RNG state in backward
+        F.cross_entropy(model(x), y).backward()
+    for (k, p), q in zip(ref.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=k)
+    # The recomputation in backward must not move the running averages a second time.
+    ref_sd, ckpt_sd = ref.state_dict(), ckpt.state_dict()
+    for k in ref_sd:
+        torch.testing.assert_close(ckpt_sd[k], ref_sd[k], msg=k)
+    assert all(v.item() == 1 for k, v in ckpt_sd.items() if k.endswith("num_batches_tracked"))
+
+
+def test_bad_arguments_fail_with_the_bad_value_named():
+    with pytest.raises(ValueError, match="'C'"):
+        create_model("resnet20", shortcut="C")
+    with pytest.raises(ValueError, match="-1"):
+        create_model("resnet20", checkpoint_segments=-1)
+    with pytest.raises(ValueError, match="1.5"):
+        create_model("wrn16_4", drop_rate=1.5)
