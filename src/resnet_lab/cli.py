@@ -1,0 +1,340 @@
+"""Command-line interface: parse, call the library, print. Each sub-command is a few lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+_SMALL_FAMILIES = re.compile(r"^(resnet(8|20|32|44|56|110|1202)|plain(20|32|44|56|110)|preact_|wrn|densenet_bc|densenet40)")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter)
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--dataset", required=required, help="fashion-mnist | cifar10 | cifar100 | folder | fake")
+    p.add_argument("--data-dir", help="where the dataset lives (folder: one sub-folder per class, or train/ and val/)")
+    p.add_argument("--download", action="store_true", help="download through torchvision when missing (needs internet)")
+    p.add_argument("--image-size", type=int, help="resize folder images to this size")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for folder datasets")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_data_args(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 1e-3 for adamw)")
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"])
+    g.add_argument("--warmup-epochs", type=float, default=0.0)
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm")
+    g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    g.add_argument("--subset", type=int, help="train on the first N (seeded) training images only")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
+    g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep nets)")
+    g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
+    g.add_argument("--scale-lr", action="store_true", help="with torchrun: scale --lr by the world size (Goyal et al. 2017)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnet-lab",
+        description="Residual networks and batch normalization: build, train, transfer, reproduce, ship.",
+        formatter_class=_Formatter,
+        epilog="example:\n  resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = _cmd(sub, "models", "List the registered models with their parameter counts.", "resnet-lab models 'resnet*'")
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*' or wrn")
+
+    p = _cmd(sub, "summary", "Layer-by-layer table: output shapes, parameters, MACs.",
+             "resnet-lab summary resnet18 --input-size 1 224 224 --num-classes 10")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
+                   help="default 3 224 224 (3 32 32 for CIFAR families)")
+    p.add_argument("--num-classes", type=int, default=None, help="default 1000 (10 for CIFAR families)")
+    p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (28-32 px)")
+    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
+    p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "train", "Train a model on a dataset.",
+             "resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20")
+    p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
+    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
+    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
+                   help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px")
+    p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
+    _add_train_args(p)
+
+    p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run.", "resnet-lab evaluate runs/r20 --json")
+    p.add_argument("run", help="run directory or .safetensors file")
+    _add_data_args(p, required=False)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "predict", "Top-k classes of image files.", "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3")
+    p.add_argument("run", nargs="?", help="run directory or .safetensors file (or use --onnx)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "finetune", "Transfer a trained network to a new task.",
+             "resnet-lab finetune --from runs/r20 --strategy last --dataset folder --data-dir pets/ --out runs/ft")
+    p.add_argument("--from", dest="source", help="run dir, .safetensors, or torchvision:NAME[.WEIGHTS]")
+    p.add_argument("--from-file", help="a .pth/.safetensors state dict (with --model naming the architecture)")
+    p.add_argument("--model", help="architecture for --from-file")
+    p.add_argument("--strategy", required=True, choices=["all", "last", "head"])
+    p.add_argument("--unfreeze-from", help="for --strategy last: first module that trains (e.g. layer3)")
+    p.add_argument("--backbone-lr-scale", type=float, default=None, help="for all: backbone lr = head lr x this")
+    p.add_argument("--freeze-epochs", type=int, default=0, help="for all: first train the head alone this many epochs")
+    _add_train_args(p)
+
+    p = _cmd(sub, "experiment", "Run an experiment that tests a claim; writes results.json, plots and report.md.",
+             "resnet-lab experiment degradation --budget smoke --out runs/exp")
+    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments")
+    p.add_argument("--budget", default="smoke", choices=["smoke", "full"])
+    p.add_argument("--out", help="output directory (default runs/experiments/NAME)")
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
+             "resnet-lab export runs/r20 --format onnx --fuse-bn --out r20.onnx")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
+    p.add_argument("--out", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+def _default_classes(name: str) -> int:
+    return 10 if _SMALL_FAMILIES.match(name) else 1000
+
+
+def cmd_models(args) -> int:
+    import torch
+
+    from .models import create_model, list_models, model_family
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}; `resnet-lab models` lists all", file=sys.stderr)
+        return 1
+    print(f"{'model':<22} {'family':<10} {'classes':>7} {'params':>10}")
+    for name in names:
+        k = _default_classes(name)
+        with torch.device("meta"):  # count without allocating (resnet1202, vgg19...)
+            n = sum(p.numel() for p in create_model(name, num_classes=k).parameters())
+        print(f"{name:<22} {model_family(name):<10} {k:>7} {n / 1e6:>9.2f}M")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .analysis import summarize
+    from .models import create_model
+
+    small = bool(_SMALL_FAMILIES.match(args.model))
+    size = tuple(args.input_size) if args.input_size else ((3, 32, 32) if small else (3, 224, 224))
+    k = args.num_classes or _default_classes(args.model)
+    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input, norm=args.norm)
+    s = summarize(model, size, depth=args.depth)
+    print(json.dumps(s.to_dict(), indent=2) if args.json else s.to_text())
+    return 0
+
+
+def _train_config(args, out: str | None):
+    from .train import TrainConfig
+
+    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
+    return TrainConfig(
+        epochs=args.epochs, lr=lr, optimizer=args.optimizer, momentum=args.momentum,
+        nesterov=not args.no_nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+        channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
+        deterministic=args.deterministic, seed=args.seed, device=args.device, out=out,
+        resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
+    )
+
+
+def _load_data(args, *, device, in_channels=None, classes=None, per_class=None, batch_size=None):
+    from .data import load_data
+
+    return load_data(
+        args.dataset, data_dir=args.data_dir, batch_size=batch_size or args.batch_size, device=device,
+        augment=not getattr(args, "no_augment", False), subset=getattr(args, "subset", None),
+        seed=getattr(args, "seed", 0), num_workers=args.workers, image_size=args.image_size,
+        in_channels=in_channels, download=args.download, classes=classes, per_class=per_class,
+    )
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .models import create_model
+    from .train import load_state_dict_file, resolve_device, train  # noqa: F401
+    from .train.checkpoint import load_meta
+
+    device = resolve_device(args.device)
+    config = _train_config(args, args.out)
+    if args.resume:
+        arch = dict(load_meta(args.out)["arch"])
+        if arch["name"] != args.model:
+            raise ValueError(f"--model {args.model} differs from the run's {arch['name']} in {args.out}")
+        data = _load_data(args, device=device, in_channels=arch["in_channels"])
+        model = create_model(arch.pop("name"), **arch)
+    else:
+        data = _load_data(args, device=device)
+        c, h, _ = data.info.input_size
+        small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
+        torch.manual_seed(args.seed)
+        extra = {"zero_init_residual": True} if args.zero_init_residual else {}
+        model = create_model(args.model, num_classes=len(data.info.classes), in_channels=c,
+                             small_input=small, norm=args.norm, **extra)
+    model = _maybe_distributed(model, args, config)
+    history = train(model, data, config)
+    if history.interrupted:
+        return 130
+    if history.epochs:
+        print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
+              f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
+    return 0
+
+
+def _maybe_distributed(model, args, config):
+    """Under torchrun, hand over to the distributed helpers (DDP, SyncBatchNorm)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if args.sync_bn or args.scale_lr:
+            print("note: --sync-bn/--scale-lr only matter under torchrun with several processes", file=sys.stderr)
+        return model
+    from .train.distributed import setup_distributed
+
+    return setup_distributed(model, config, sync_bn=args.sync_bn, scale_lr=args.scale_lr)
+
+
+def cmd_evaluate(args) -> int:
+    from .train import evaluate, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.run, device, which="best" if args.best else "model")
+    args.dataset = args.dataset or meta.get("dataset")
+    if not args.dataset:
+        raise ValueError(f"{args.run} does not record its dataset; pass --dataset")
+    args.image_size = args.image_size or meta["input_size"][1]
+    data = _load_data(args, device=device, in_channels=meta["input_size"][0])
+    if list(data.info.classes) != list(meta["classes"]):
+        raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
+    ev = evaluate(model, data.test, num_classes=len(meta["classes"]), device=device)
+    per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
+    if args.json:
+        print(json.dumps({"accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "per_class_accuracy": per_class,
+                          "confusion": ev["confusion"].tolist()}, indent=2))
+    else:
+        print(f"{args.run}: accuracy {100 * ev['acc']:.2f}% on {ev['n']} {args.dataset} test images, loss {ev['loss']:.4f}")
+        for name, acc in per_class.items():
+            print(f"  {name:<20} {100 * acc:6.2f}%")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    images = list(args.images)
+    if args.onnx:
+        if args.run:  # argparse put the first image into `run`
+            images.insert(0, args.run)
+        from .deploy.predict import OnnxPredictor
+
+        results = OnnxPredictor(args.onnx).predict(images, top_k=args.top_k)
+    else:
+        if not args.run:
+            raise ValueError("give a run directory (or --onnx FILE) before the images")
+        from .deploy.predict import predict_images
+
+        results = predict_images(args.run, images, top_k=args.top_k, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
+            print(f"{r['path']}: {top}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .transfer import finetune_from_args
+
+    return finetune_from_args(args)
+
+
+def cmd_experiment(args) -> int:
+    from .experiments import list_experiments, run_experiment
+
+    if args.list or not args.name:
+        for name, claim in list_experiments().items():
+            print(f"{name:<22} {claim}")
+        return 0
+    out = args.out or f"runs/experiments/{args.name}"
+    result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
+                            seed=args.seed)
+    print(f"verdict: {result['verdict']}; report in {out}/report.md")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .deploy.export import export_run
+
+    path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {
+    "models": cmd_models, "summary": cmd_summary, "train": cmd_train, "evaluate": cmd_evaluate,
+    "predict": cmd_predict, "finetune": cmd_finetune, "experiment": cmd_experiment, "export": cmd_export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
