@@ -1,0 +1,383 @@
+"""Batch-norm folding: merge an eval-mode BN into the Conv2d / Linear that feeds it.
+
+In eval mode a BatchNorm is a fixed per-channel affine map (Ioffe & Szegedy 2015, Algorithm 2)::
+
+    y = gamma * (x - mean) / sqrt(var + eps) + beta = s * x + (beta - s * mean),  s = gamma / sqrt(var + eps)
+
+When ``x = W * u + b`` is a convolution (or linear layer) whose output goes *only* to that BN, the
+composition is again a convolution with weight ``s[:, None, None, None] * W`` and bias
+``s * (b - mean) + beta``, so the BN can be removed at inference time at no cost in accuracy.
+
+What folds is decided by data flow, not by names: the model is traced with :mod:`torch.fx` and a BN
+is folded only when its input is the output of a Conv/Linear module that has no other user. This is
+why the BN-ReLU-Conv order of pre-activation ResNets (He et al. 2016, "Identity Mappings") and of
+DenseNet layers (Huang et al. 2017) leaves some BNs in place: a BN that *precedes* a conv through a
+ReLU is not an affine map of the conv's output, and a conv whose output also feeds a shortcut cannot
+absorb a BN that only one of its users sees. :class:`FuseReport` lists both kinds.
+
+When a model does not trace (Python control flow on tensor values), a module-order heuristic is
+used instead (a BN registered right after a Conv/Linear of matching width, or ``convK``/``bnK``
+pairs), and the result is checked numerically against the unfolded model on an example input.
+
+The analysis runs on the graph; the change is applied to the module itself (the conv gets the new
+weight and bias, the BN becomes ``nn.Identity``), so the model keeps its class and its methods
+(``forward_features``, ``get_classifier``...). Folding is exact up to floating-point rounding: the
+arithmetic is done in float64 and cast back to the layer's dtype.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import BatchNorm1d as ScratchBatchNorm1d
+from ..nn import BatchNorm2d as ScratchBatchNorm2d
+
+__all__ = ["BN_TYPES", "FOLDABLE_TYPES", "FuseReport", "count_bn", "fuse_bn", "fuse_bn_with_report", "plan_bn_folding"]
+
+log = logging.getLogger(__name__)
+
+#: Batch-norm classes that are folded: torch's and ours (same parameters and buffers).
+BN_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    ScratchBatchNorm1d,
+    ScratchBatchNorm2d,
+)
+#: Layers a following BN can be folded into: an affine map with the output channel on dim 0 of the weight.
+FOLDABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass
+class FuseReport:
+    """What :func:`fuse_bn` folded and what it left in place.
+
+    Args:
+        folded: ``(layer_name, bn_name)`` pairs, in graph order: ``bn_name`` was folded into
+            ``layer_name`` and replaced by ``nn.Identity``.
+        unfolded: ``(bn_name, reason)`` for every batch-norm module that is still there.
+        method: ``"fx"`` (data flow from a torch.fx trace) or ``"module-order"`` (the heuristic
+            used when the model does not trace; its result was checked numerically).
+        fx_error: why tracing failed, when ``method`` is ``"module-order"``.
+    """
+
+    folded: list[tuple[str, str]] = field(default_factory=list)
+    unfolded: list[tuple[str, str]] = field(default_factory=list)
+    method: str = "fx"
+    fx_error: str | None = None
+
+    @property
+    def unfolded_names(self) -> list[str]:
+        return [name for name, _ in self.unfolded]
+
+    @property
+    def folded_bn_names(self) -> list[str]:
+        return [bn for _, bn in self.folded]
+
+    def summary(self) -> str:
+        """A few human-readable lines (what the CLI prints)."""
+        total = len(self.folded) + len(self.unfolded)
+        lines = [f"folded {len(self.folded)} of {total} batch-norm layers into the preceding conv/linear ({self.method})"]
+        if self.fx_error:
+            lines.append(f"  torch.fx could not trace the model ({self.fx_error}); used the module-order heuristic, verified numerically")
+        reasons: dict[str, list[str]] = {}
+        for name, reason in self.unfolded:
+            reasons.setdefault(reason, []).append(name)
+        for reason, names in reasons.items():
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            lines.append(f"  kept {len(names)}: {reason} ({shown})")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def count_bn(model: nn.Module) -> int:
+    """Number of batch-norm modules (torch's or ours) in ``model``."""
+    return sum(isinstance(m, BN_TYPES) for m in model.modules())
+
+
+# ----------------------------------------------------------------------------------------------
+# Analysis
+
+
+class _LeafBNTracer(torch.fx.Tracer):
+    # torch.nn modules are leaves by default; our BN is not (it lives outside torch.nn) and its
+    # input checks branch on shapes, so it must be a leaf too for the graph to show conv -> bn.
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, BN_TYPES) or super().is_leaf_module(m, qualname)
+
+
+def _bn_blocker(bn: nn.Module) -> str | None:
+    """Why ``bn`` cannot be folded whatever precedes it, or None."""
+    if bn.running_mean is None or bn.running_var is None:
+        return "no running statistics (track_running_stats=False): uses batch statistics in eval"
+    return None
+
+
+def _width(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+def _compatible(layer: nn.Module, bn: nn.Module) -> bool:
+    if isinstance(layer, nn.Linear) and not isinstance(bn, (nn.BatchNorm1d, ScratchBatchNorm1d)):
+        return False
+    return _width(layer) == bn.num_features
+
+
+def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Fold pairs and the reasons for the rest, from the data flow of a torch.fx trace."""
+    graph = _LeafBNTracer().trace(model)
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs: list[tuple[str, str]] = []
+    reasons: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), BN_TYPES):
+            continue
+        bn_name, bn = node.target, modules[node.target]
+        blocker = _bn_blocker(bn)
+        if blocker:
+            reasons[bn_name] = blocker
+            continue
+        if calls[bn_name] > 1:
+            reasons[bn_name] = f"called {calls[bn_name]} times in forward(): shared module"
+            continue
+        src = node.args[0] if node.args else None
+        src_mod = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
+        if len(node.args) != 1 or node.kwargs or not isinstance(src_mod, FOLDABLE_TYPES):
+            what = _describe(src, modules)
+            reasons[bn_name] = f"input is {what}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
+            continue
+        if len(src.users) > 1:
+            reasons[bn_name] = "the conv output also feeds another op (e.g. a shortcut), so it must stay un-normalized there"
+            continue
+        if calls[src.target] > 1:
+            reasons[bn_name] = f"its conv {src.target} is called {calls[src.target]} times (shared)"
+            continue
+        if not _compatible(src_mod, bn):
+            reasons[bn_name] = f"width mismatch with {src.target}"
+            continue
+        pairs.append((src.target, bn_name))
+    for name, m in model.named_modules():
+        if isinstance(m, BN_TYPES) and name not in reasons and name not in {b for _, b in pairs}:
+            reasons[name] = "not called by forward()"
+    return pairs, reasons
+
+
+def _describe(src, modules: dict[str, nn.Module]) -> str:
+    if not isinstance(src, torch.fx.Node):
+        return repr(src)
+    if src.op == "call_module":
+        return f"{type(modules[src.target]).__name__} {src.target}"
+    if src.op == "placeholder":
+        return "the model input"
+    target = getattr(src.target, "__name__", str(src.target))
+    return f"the result of {target}"
+
+
+def _plan_module_order(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Fold pairs guessed from registration order and names (used when fx cannot trace).
+
+    A BN is paired with the Conv/Linear registered immediately before it in the same parent
+    (``conv1, bn1``; ``Sequential(Conv, BN)``; torchvision's ``downsample.0/.1``), or with the
+    ``convK`` registered *before* a ``bnK``. A BN registered before its conv (``bn1, conv1``: the
+    pre-activation order) is not paired.
+    """
+    pairs: list[tuple[str, str]] = []
+    reasons: dict[str, str] = {}
+    for parent_name, parent in model.named_modules():
+        prefix = f"{parent_name}." if parent_name else ""
+        children = list(parent.named_children())
+        for i, (name, bn) in enumerate(children):
+            if not isinstance(bn, BN_TYPES):
+                continue
+            full = prefix + name
+            blocker = _bn_blocker(bn)
+            if blocker:
+                reasons[full] = blocker
+                continue
+            match = None
+            if i > 0 and isinstance(children[i - 1][1], FOLDABLE_TYPES) and _compatible(children[i - 1][1], bn):
+                match = children[i - 1][0]
+            else:
+                m = re.fullmatch(r"(?:bn|norm)(\d+)", name)
+                if m:
+                    for j in range(i):
+                        cname, cmod = children[j]
+                        if cname == f"conv{m.group(1)}" and isinstance(cmod, FOLDABLE_TYPES) and _compatible(cmod, bn):
+                            match = cname
+            if match is None:
+                reasons[full] = "no Conv/Linear registered right before it (module-order heuristic)"
+            else:
+                pairs.append((prefix + match, full))
+    return pairs, reasons
+
+
+def plan_bn_folding(model: nn.Module) -> FuseReport:
+    """Decide which BNs of ``model`` fold into which layers, without changing anything.
+
+    Args:
+        model: any ``nn.Module``; the zoo's models all trace with torch.fx.
+    """
+    try:
+        pairs, reasons = _plan_fx(model)
+        report = FuseReport(method="fx")
+    except Exception as e:  # fx raises many types (TraceError, TypeError, RuntimeError...)
+        pairs, reasons = _plan_module_order(model)
+        report = FuseReport(method="module-order", fx_error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    report.folded = pairs
+    # every BN of the model, in module order, that is not folded
+    folded = {bn for _, bn in pairs}
+    report.unfolded = [(n, reasons.get(n, "not paired")) for n, m in model.named_modules() if isinstance(m, BN_TYPES) and n not in folded]
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Folding
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
+    """Overwrite ``layer``'s weight and bias with those of ``bn(layer(x))`` (eval mode)."""
+    w = layer.weight
+    dtype = w.dtype
+    mean = bn.running_mean.double()
+    var = bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)  # (C_out,)
+    bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(mean)
+    new_w = w.double() * scale.reshape((-1,) + (1,) * (w.dim() - 1))  # output channel is dim 0
+    new_b = (bias - mean) * scale + beta
+    w.copy_(new_w.to(dtype))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(new_b.to(device=w.device, dtype=dtype), requires_grad=w.requires_grad)
+    else:
+        layer.bias.copy_(new_b.to(dtype))
+
+
+def _apply(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
+    for layer_name, bn_name in pairs:
+        layer = model.get_submodule(layer_name)
+        bn = model.get_submodule(bn_name)
+        _fold_into(layer, bn)
+        parent_name, _, attr = bn_name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, nn.Identity())
+
+
+def _check_eval(model: nn.Module) -> None:
+    training = [n or type(model).__name__ for n, m in model.named_modules() if isinstance(m, BN_TYPES) and m.training]
+    if training:
+        raise RuntimeError(
+            f"fuse_bn needs eval-mode batch norm (folding uses the running statistics), but "
+            f"{len(training)} BN layer(s) are in training mode (first: {training[0]!r}). "
+            "Call model.eval() before fuse_bn."
+        )
+
+
+def _shared_modules(model: nn.Module) -> set[int]:
+    seen: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        seen[id(m)] = seen.get(id(m), 0) + 1
+    return {k for k, v in seen.items() if v > 1}
+
+
+def _example_input(model: nn.Module) -> Tensor:
+    config = getattr(model, "model_config", None) or {}
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d))), None)
+    p = next(model.parameters())
+    if isinstance(first, nn.Linear):
+        return torch.randn(2, first.in_features, dtype=p.dtype, device=p.device)
+    if isinstance(first, nn.Conv1d):
+        return torch.randn(2, first.in_channels, 64, dtype=p.dtype, device=p.device)
+    channels = config.get("in_channels", first.in_channels if first is not None else 3)
+    size = 32 if config.get("small_input") else 64
+    return torch.randn(2, channels, size, size, dtype=p.dtype, device=p.device)
+
+
+def fuse_bn_with_report(
+    model: nn.Module, inplace: bool = False, *, example_input: Tensor | None = None
+) -> tuple[nn.Module, FuseReport]:
+    """Fold every BN that directly follows a Conv/Linear; return ``(fused_model, report)``.
+
+    Args:
+        model: a model in eval mode (at least every BN in it).
+        inplace: change ``model`` itself instead of a deep copy.
+        example_input: a batch the model accepts; only used to verify the module-order heuristic
+            when torch.fx cannot trace the model (default: random, shape from ``model_config`` or
+            the first conv, 32 px for small-input models, else 64 px).
+    """
+    _check_eval(model)
+    work = model if inplace else copy.deepcopy(model)
+    report = plan_bn_folding(work)
+    shared = _shared_modules(work)
+    keep = []
+    for layer_name, bn_name in report.folded:
+        if id(work.get_submodule(layer_name)) in shared or id(work.get_submodule(bn_name)) in shared:
+            report.unfolded.append((bn_name, "module registered under several names (shared)"))
+        else:
+            keep.append((layer_name, bn_name))
+    report.folded = keep
+    if report.method == "fx":
+        _apply(work, report.folded)
+    else:
+        _apply_verified(work, report, example_input)
+    log.info("%s", report.summary())
+    return work, report
+
+
+def _apply_verified(work: nn.Module, report: FuseReport, example_input: Tensor | None) -> None:
+    # The heuristic can be wrong for code it has not seen, so check it on a trial copy first.
+    x = example_input if example_input is not None else _example_input(work)
+    trial = copy.deepcopy(work)
+    with torch.no_grad():
+        try:
+            ref = work(x)
+        except Exception as e:
+            raise RuntimeError(
+                f"torch.fx could not trace {type(work).__name__} ({report.fx_error}) and the module-order "
+                f"heuristic cannot be verified: the model failed on an example input of shape "
+                f"{tuple(x.shape)} ({type(e).__name__}: {e}). Pass example_input= with a batch it accepts."
+            ) from e
+        _apply(trial, report.folded)
+        out = trial(x)
+    ref_t = ref if isinstance(ref, Tensor) else ref[0]
+    out_t = out if isinstance(out, Tensor) else out[0]
+    err = (out_t - ref_t).abs().max().item()
+    scale = ref_t.abs().max().item() + 1e-12
+    tol = 1e-3 if ref_t.dtype in (torch.float32, torch.float64) else 5e-2
+    if not err <= tol * scale:
+        raise RuntimeError(
+            f"torch.fx could not trace {type(work).__name__} ({report.fx_error}) and folding by module "
+            f"order changed its output (max abs error {err:.3g}, output scale {scale:.3g}): the "
+            "registration order of its layers does not match the order they run in. Make the model "
+            "traceable by torch.fx (no Python branching on tensor values in forward) to fold it."
+        )
+    _apply(work, report.folded)
+
+
+def fuse_bn(model: nn.Module, inplace: bool = False, *, example_input: Tensor | None = None) -> nn.Module:
+    """Return ``model`` with every eval-mode BN that directly follows a Conv/Linear folded into it.
+
+    The folded BNs become ``nn.Identity``; the model keeps its class and methods. BNs that cannot
+    be folded (pre-activation order, a conv output shared with a shortcut, no running statistics)
+    stay; the report of what was folded is logged at INFO level (use :func:`fuse_bn_with_report`
+    to get it as an object).
+
+    Args:
+        model: a model in eval mode; a BN in training mode raises ``RuntimeError``.
+        inplace: change ``model`` itself instead of a deep copy.
+        example_input: see :func:`fuse_bn_with_report`.
+    """
+    return fuse_bn_with_report(model, inplace, example_input=example_input)[0]
