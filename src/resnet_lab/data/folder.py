@@ -1,0 +1,186 @@
+"""Image folders as they are found in the wild: one sub-folder per class (or ``train/`` and
+``val/`` with one sub-folder per class inside), mixed modes and sizes, stray files.
+
+Every file is opened once at scan time (header + ``Image.verify``); files that are not readable
+images (text files, empty or corrupt files) are skipped and reported in one warning. Hidden files
+(``.DS_Store``, ``._photo.jpg``, ``Thumbs.db``) are ignored silently. An image that passes the scan
+but fails to decode later (a truncated JPEG) is warned about once and replaced by the next sample,
+so a long run does not die in its tenth epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning"]
+
+_IGNORED = {"thumbs.db", "desktop.ini"}
+TRAIN_NAMES = ("train", "training")
+VAL_NAMES = ("val", "valid", "validation", "test")
+
+
+class BadImageWarning(UserWarning):
+    """Some files in an image folder could not be read and were skipped."""
+
+
+@dataclass
+class FolderScan:
+    """The readable images of a class-per-folder tree.
+
+    Attributes:
+        root: the folder scanned.
+        classes: class names (sub-folder names, sorted), index = label.
+        samples: ``(path, label)`` of each readable image, sorted by class then file name.
+        sizes: ``(width, height)`` of each sample, from the file header.
+        bad: ``(path, reason)`` of each skipped file.
+    """
+
+    root: Path
+    classes: list[str]
+    samples: list[tuple[str, int]]
+    sizes: list[tuple[int, int]]
+    bad: list[tuple[str, str]]
+
+
+def _check_image(path: Path) -> tuple[tuple[int, int] | None, str]:
+    if path.stat().st_size == 0:
+        return None, "empty file"
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()  # reads the data stream where the format allows (PNG CRCs) without decoding
+        return size, ""
+    except UnidentifiedImageError:
+        return None, "not an image"
+    except Exception as e:  # PIL raises many types for damaged files (SyntaxError, OSError, ...)
+        return None, f"corrupt ({type(e).__name__}: {e})"
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name.lower() in _IGNORED
+
+
+def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None) -> FolderScan:
+    """Scan ``root/<class>/**/<image>``.
+
+    Args:
+        root: folder with one sub-folder per class.
+        classes: the expected class list (e.g. the train split's for a val split); folders
+            outside it are an error; classes absent here are allowed.
+
+    Raises:
+        FileNotFoundError: ``root`` is missing.
+        ValueError: no class sub-folders, a class folder without readable images, or a val class
+            the train split does not have.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; pass --data-dir with one sub-folder per class")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
+    if not found:
+        loose = [p.name for p in root.iterdir() if p.is_file() and not _hidden(p.name)][:3]
+        hint = f" (it holds files like {loose}; move them into one sub-folder per class)" if loose else ""
+        raise ValueError(
+            f"image folder {root} has no class sub-folders{hint}; expected {root}/<class>/<image> "
+            f"or {root}/train/<class>/<image> and {root}/val/<class>/<image>"
+        )
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise ValueError(
+                f"{root} has class folders {extra} that the training split does not have "
+                f"(training classes: {classes}); rename or remove them"
+            )
+    index = {c: i for i, c in enumerate(classes)}
+    samples: list[tuple[str, int]] = []
+    sizes: list[tuple[int, int]] = []
+    bad: list[tuple[str, str]] = []
+    empty: list[str] = []
+    for name in found:
+        n_before = len(samples)
+        for dirpath, dirnames, filenames in os.walk(root / name):
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            for fn in sorted(filenames):
+                if _hidden(fn):
+                    continue
+                p = Path(dirpath) / fn
+                size, why = _check_image(p)
+                if size is None:
+                    bad.append((str(p), why))
+                else:
+                    samples.append((str(p), index[name]))
+                    sizes.append(size)
+        if len(samples) == n_before:
+            empty.append(name)
+    if bad:
+        shown = "\n  ".join(f"{p}: {why}" for p, why in bad)
+        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}:\n  {shown}", BadImageWarning, stacklevel=2)
+    if empty:
+        raise ValueError(
+            f"class folder(s) {empty} in {root} contain no readable images; add images or remove the folder(s)"
+        )
+    return FolderScan(root=root, classes=list(classes), samples=samples, sizes=sizes, bad=bad)
+
+
+def find_split_dirs(root: str | os.PathLike) -> tuple[Path, Path | None]:
+    """Return ``(train_dir, val_dir)`` if ``root`` has a train/val layout, else ``(root, None)``.
+
+    Args:
+        root: the dataset folder. ``train``/``training`` and ``val``/``valid``/``validation``/``test``
+            sub-folders mark the split layout.
+    """
+    root = Path(root)
+    subdirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()} if root.is_dir() else {}
+    train = next((subdirs[n] for n in TRAIN_NAMES if n in subdirs), None)
+    val = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
+    if train is not None and val is not None:
+        return train, val
+    if train is not None or val is not None:
+        raise ValueError(
+            f"{root} has a {'train' if train is not None else 'val'} folder but no "
+            f"{'val' if train is not None else 'train'} folder; use both (train/<class>, val/<class>) "
+            "or put the class folders directly in it"
+        )
+    return root, None
+
+
+class ImageFileDataset(torch.utils.data.Dataset):
+    """Decode image files with a transform; an undecodable file is warned about once and replaced
+    by the next sample.
+
+    Args:
+        samples: ``(path, label)`` pairs.
+        transform: PIL image -> tensor.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        if not samples:
+            raise ValueError("ImageFileDataset needs at least one sample")
+        self.samples = samples
+        self.transform = transform
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        for k in range(len(self.samples)):
+            path, label = self.samples[(i + k) % len(self.samples)]
+            try:
+                with Image.open(path) as im:
+                    im.load()
+                    return self.transform(im), label
+            except Exception as e:  # truncated/corrupt data found only when decoding
+                if path not in self._warned:
+                    self._warned.add(path)
+                    warnings.warn(f"cannot decode {path} ({e}); using the next image instead", BadImageWarning)
+        raise RuntimeError("no image in this dataset can be decoded")

@@ -1,0 +1,281 @@
+"""Loaders that yield ``(x, y)`` batches already on the training device.
+
+* :class:`InMemoryLoader`, the fast path: the whole dataset is one uint8 tensor (N, C, H, W) on the
+  device; each epoch is a seeded permutation, batches are index slices, and pad-crop/flip plus
+  normalization run batch-wise on the device (the airbench approach; no per-sample Python).
+* :class:`StreamingLoader`: a ``torch.utils.data.DataLoader`` over image files with workers, for
+  folders too big for memory, with the same epoch order, sharding and resume contract.
+
+Epoch order is a pure function of ``(seed, epoch)`` (:func:`epoch_permutation`), so resuming at an
+epoch, or mid-epoch from :meth:`state_dict`, reproduces the same batches. With ``world_size > 1``
+every rank computes the same global permutation and takes its ``batch_size`` slice of each global
+batch of ``batch_size * world_size`` samples, so the union over ranks of global batch ``i`` is batch
+``i`` of one process with batch size ``batch_size * world_size``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .transforms import crop_flip, normalize, sample_crop_flip_params
+
+__all__ = ["InMemoryLoader", "StreamingLoader", "batch_slices", "epoch_permutation", "epoch_seed"]
+
+_AUGMENT_STREAM = 0x5EED_A06  # separates the augmentation random stream from the order stream
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """The generator seed for one epoch: a fixed mix of ``seed``, ``epoch`` and a stream id, so
+    (seed=0, epoch=1) and (seed=1, epoch=0) do not share an order."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7_919 + int(stream)) % (2**63 - 1)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The global sample order of one epoch (int64, CPU): ``randperm`` from a generator seeded by
+    :func:`epoch_seed`, or ``arange(n)`` when not shuffling.
+
+    Args:
+        n: dataset size.
+        seed: the run's seed.
+        epoch: the epoch number (0-based).
+        shuffle: False gives the identity order (test sets).
+    """
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def batch_slices(
+    n: int, batch_size: int, *, drop_last: bool, rank: int = 0, world_size: int = 1, drop_single: bool = False
+) -> list[tuple[int, int]]:
+    """``(start, end)`` positions into the epoch order for this rank's batches.
+
+    Args:
+        n: dataset size.
+        batch_size: per-rank batch size.
+        drop_last: drop the last incomplete global batch.
+        rank, world_size: this process's shard; global batch ``i`` covers positions
+            ``[i*B*W, (i+1)*B*W)`` and rank ``r`` takes ``[i*B*W + r*B, i*B*W + (r+1)*B)``.
+        drop_single: also drop a final batch of one sample (batch norm cannot use it in training).
+
+    If ``drop_last`` would leave no batch at all (fewer samples than one global batch), one smaller
+    batch of ``n // world_size`` samples per rank is used instead, with a warning.
+    """
+    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got {batch_size=}, {rank=}, {world_size=}")
+    gb = batch_size * world_size
+    full = n // gb
+    out = [(i * gb + rank * batch_size, i * gb + (rank + 1) * batch_size) for i in range(full)]
+    rem = n - full * gb
+    if rem and not drop_last:
+        per = math.ceil(rem / world_size)
+        s = full * gb + rank * per
+        e = min(s + per, n)
+        if e - s > (1 if drop_single else 0):
+            out.append((s, e))
+    if drop_last and full == 0:
+        per = n // world_size
+        if per >= (2 if drop_single else 1):
+            warnings.warn(
+                f"only {n} samples for a global batch of {gb}: using one batch of {per} per rank "
+                "instead of none; lower --batch-size to silence this",
+                stacklevel=3,
+            )
+            out = [(rank * per, (rank + 1) * per)]
+    return out
+
+
+class _EpochState:
+    """Epoch counter and position shared by both loaders (the resume contract)."""
+
+    epoch: int
+    position: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its first batch (call before iterating, like
+        ``DistributedSampler.set_epoch``). Without calls the epoch advances after each full pass."""
+        self.epoch = int(epoch)
+        self.position = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "position"}``: the epoch being read and the index of the next batch in it.
+        Plain ints, loadable with ``torch.load(weights_only=True)``."""
+        return {"epoch": int(self.epoch), "position": int(self.position)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next iteration continues epoch ``state["epoch"]`` at batch ``state["position"]``."""
+        self.epoch = int(state["epoch"])
+        self.position = int(state.get("position", 0))
+
+
+class InMemoryLoader(_EpochState):
+    """Batches from a uint8 dataset held on the device, augmented and normalized batch-wise.
+
+    Args:
+        images: uint8 (N, C, H, W).
+        labels: integer (N,).
+        batch_size: samples per batch per rank.
+        mean, std: per-channel normalization on the 0..1 scale.
+        shuffle: a new seeded permutation every epoch (train) or the stored order (test).
+        augment: zero-pad by ``padding`` then random crop back, and random horizontal flip.
+        drop_last: drop the last incomplete batch. A final one-sample batch is dropped anyway when
+            shuffling (training), since batch norm needs more than one value per channel.
+        padding: pixels of padding for the random crop (4 for 28-32 px data).
+        flip: allow the horizontal flip (turn off for data where mirroring changes the class).
+        seed: run seed; the epoch's order and augmentation come from ``(seed, epoch)``.
+        device: where the data live and batches are produced.
+        rank, world_size: distributed shard (see module docstring).
+        channels_last: return ``x`` in ``torch.channels_last`` memory format.
+
+    Yields ``(x, y)``: float32 (B, C, H, W) normalized, int64 (B,), both on ``device``.
+    ``__len__`` is the number of batches per epoch. After each batch, ``last_indices`` (dataset
+    indices) and ``last_params`` (``(dy, dx, flips)`` or None) say what was drawn.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        shuffle: bool = False,
+        augment: bool = False,
+        drop_last: bool = False,
+        padding: int = 4,
+        flip: bool = True,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
+            raise ValueError(f"mean/std need {images.shape[1]} values (one per channel), got {len(mean)}/{len(std)}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = int(batch_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.padding, self.flip, self.seed = int(padding), flip, int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.channels_last = channels_last
+        self.num_samples = int(images.shape[0])
+        self._slices = batch_slices(
+            self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
+            drop_single=shuffle,
+        )
+        self.epoch, self.position = 0, 0
+        self.last_indices: torch.Tensor | None = None
+        self.last_params: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def augment_params(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The crop offsets and flips of every position in epoch ``epoch``'s global order (so all
+        ranks agree and a resumed epoch redraws the same values)."""
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM))
+        return sample_crop_flip_params(self.num_samples, self.padding, self.flip, g)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, start = self.epoch, self.position
+        order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).to(self.device)
+        params = None
+        if self.augment:
+            params = tuple(p.to(self.device) for p in self.augment_params(epoch))  # one copy per epoch
+        for i in range(start, len(self._slices)):
+            s, e = self._slices[i]
+            idx = order[s:e]
+            x = self.images[idx]  # (B, C, H, W) uint8
+            if params is not None:
+                dy, dx, fl = (p[s:e] for p in params)
+                x = crop_flip(x, dy, dx, fl, self.padding)
+                self.last_params = (dy, dx, fl)
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.last_indices = idx
+            self.position = i + 1
+            yield x, self.labels[idx]
+        self.epoch, self.position = epoch + 1, 0
+
+
+class StreamingLoader(_EpochState):
+    """A ``DataLoader`` over a map-style dataset (files decoded in workers), with the same epoch
+    order, sharding, resume and device contract as :class:`InMemoryLoader`.
+
+    Args:
+        dataset: returns ``(x float32 (C, H, W) normalized, label int)``.
+        batch_size: samples per batch per rank.
+        shuffle: seeded permutation per epoch.
+        drop_last: drop the last incomplete batch (a one-sample tail is dropped when shuffling).
+        seed: run seed; order comes from ``(seed, epoch)``, and the workers' random transforms
+            from a generator seeded the same way (reproducible per epoch for a fixed worker count).
+        num_workers: decoding processes (0 decodes in this process, using torch's global RNG).
+        device: where batches are moved (pinned memory and non-blocking copies on CUDA).
+        rank, world_size: distributed shard.
+        channels_last: return ``x`` in ``torch.channels_last`` memory format.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        num_workers: int = 2,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.seed, self.num_workers = int(seed), int(num_workers)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.channels_last = channels_last
+        self.num_samples = len(dataset)  # type: ignore[arg-type]
+        self._slices = batch_slices(
+            self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
+            drop_single=shuffle,
+        )
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, start = self.epoch, self.position
+        order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle)
+        batches = [order[s:e].tolist() for s, e in self._slices[start:]]
+        pin = self.device.type == "cuda"
+        dl = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=batches,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM)),
+        )
+        for i, (x, y) in enumerate(dl, start=start):
+            x = x.to(self.device, non_blocking=pin)
+            y = y.to(self.device, torch.int64, non_blocking=pin)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.position = i + 1
+            yield x, y
+        self.epoch, self.position = epoch + 1, 0
