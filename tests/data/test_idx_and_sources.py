@@ -1,0 +1,163 @@
+"""IDX reader and Fashion-MNIST source order, against IDX files written here byte by byte."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import resnet_lab.data.datasets as ds
+from resnet_lab.data import (
+    FASHION_MNIST_CLASSES,
+    DataNotFoundError,
+    IDXError,
+    find_fashion_mnist,
+    load_data,
+    read_idx,
+)
+
+STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:
+    """IDX encoding written from the format description, independent of resnet_lab.data.idx."""
+    head = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return head + arr.astype(">u1" if code == 0x08 else ">i4").tobytes()
+
+
+def write(path: Path, data: bytes) -> Path:
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_fmnist(folder: Path, n_train: int = 20, n_test: int = 10, gz: bool = True, fill: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(fill)
+    ext = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        x[:, 0, 0] = fill  # marks which folder a loaded image came from
+        y = (np.arange(n) % 10).astype(np.uint8)
+        write(folder / f"{split}-images-idx3-ubyte{ext}", idx_bytes(x))
+        write(folder / f"{split}-labels-idx1-ubyte{ext}", idx_bytes(y))
+    return folder
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_returns_the_array_written_by_an_independent_encoder(tmp_path, gz):
+    arr = np.random.default_rng(1).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    p = write(tmp_path / ("a.idx.gz" if gz else "a.idx"), idx_bytes(arr))
+    out = read_idx(p)
+    assert out.dtype == np.uint8 and out.shape == (7, 5, 3)
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_read_idx_decodes_big_endian_int32():
+    arr = np.array([[1, -2], [70000, 3]], dtype=np.int32)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = write(Path(d) / "i.idx", idx_bytes(arr, code=0x0C))
+        np.testing.assert_array_equal(read_idx(p), arr)
+
+
+def test_read_idx_rejects_bad_magic_naming_the_file(tmp_path):
+    p = write(tmp_path / "bad-magic", b"\x12\x34\x08\x01" + struct.pack(">I", 1) + b"\x00")
+    with pytest.raises(IDXError, match="bad-magic.*not an IDX file"):
+        read_idx(p)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_rejects_truncated_data_naming_the_file(tmp_path, gz):
+    full = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+    p = write(tmp_path / ("short.gz" if gz else "short"), full[:-100])
+    with pytest.raises(IDXError, match=r"short.*truncated"):
+        read_idx(p)
+
+
+def test_read_idx_rejects_wrong_ndim_and_broken_gzip(tmp_path):
+    p = write(tmp_path / "labels", idx_bytes(np.zeros(5, np.uint8)))
+    with pytest.raises(IDXError, match="1 dimensions, expected 3"):
+        read_idx(p, expected_ndim=3)
+    g = tmp_path / "broken.gz"
+    g.write_bytes(gzip.compress(idx_bytes(np.zeros((3, 3), np.uint8)))[:-12])
+    with pytest.raises(IDXError, match="broken.gz"):
+        read_idx(g)
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No env var, Debian path and cache pointed into tmp_path."""
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_fashion_mnist_source_order_data_dir_then_env_then_debian(isolated, monkeypatch):
+    t = isolated
+    make_fmnist(t / "debian", fill=3)
+    make_fmnist(t / "env" / "fashion-mnist", fill=2, gz=False)  # env var's sub-folder counts
+    make_fmnist(t / "explicit", fill=1)
+    monkeypatch.setenv("RESNET_LAB_DATA", str(t / "env"))
+    assert find_fashion_mnist(t / "explicit")["train_images"].parent == t / "explicit"
+    assert find_fashion_mnist(None)["train_images"] == t / "env" / "fashion-mnist" / "train-images-idx3-ubyte"
+    monkeypatch.delenv("RESNET_LAB_DATA")
+    assert find_fashion_mnist(None)["train_images"].parent == t / "debian"
+    # and the data actually loaded are the winning folder's
+    b = load_data("fashion-mnist", data_dir=t / "explicit", batch_size=4, augment=False)
+    assert int(b.train.images[:, 0, 0, 0].unique().item()) == 1
+
+
+def test_fashion_mnist_found_in_torchvision_cache_layout(isolated):
+    make_fmnist(isolated / "cache" / "FashionMNIST" / "raw")
+    assert find_fashion_mnist(None)["test_labels"].parent == isolated / "cache" / "FashionMNIST" / "raw"
+
+
+def test_missing_fashion_mnist_error_lists_every_way_and_place(isolated, monkeypatch):
+    monkeypatch.setenv("RESNET_LAB_DATA", str(isolated / "envdir"))
+    incomplete = isolated / "given"
+    make_fmnist(incomplete)
+    (incomplete / "t10k-labels-idx1-ubyte.gz").unlink()  # an incomplete folder does not count
+    with pytest.raises(DataNotFoundError) as e:
+        load_data("fashion-mnist", data_dir=incomplete)
+    msg = str(e.value)
+    for needle in ("apt-get install dataset-fashion-mnist", "--data-dir", "RESNET_LAB_DATA", "--download",
+                   str(incomplete), str(isolated / "envdir"), str(isolated / "debian"), str(isolated / "cache")):
+        assert needle in msg, needle
+
+
+def test_unknown_dataset_name_suggests_the_closest():
+    with pytest.raises(ValueError, match="fashion-mnist"):
+        load_data("fashon-mnist")
+
+
+REAL = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (REAL / "train-labels-idx1-ubyte.gz").exists() and not (REAL / "train-labels-idx1-ubyte").exists(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_real_debian_fashion_mnist_has_published_shape_and_balance(monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    files = find_fashion_mnist(None)
+    tr_x = read_idx(files["train_images"], expected_ndim=3)
+    tr_y = read_idx(files["train_labels"], expected_ndim=1)
+    te_x = read_idx(files["test_images"], expected_ndim=3)
+    te_y = read_idx(files["test_labels"], expected_ndim=1)
+    # Xiao et al. 2017: 60,000 train / 10,000 test 28x28 images, 10 classes, 6,000 / 1,000 each.
+    assert tr_x.shape == (60000, 28, 28) and te_x.shape == (10000, 28, 28)
+    assert np.bincount(tr_y).tolist() == [6000] * 10
+    assert np.bincount(te_y).tolist() == [1000] * 10
+    # Published normalization constants (0.2860, 0.3530), recomputed in float64.
+    mean, std = tr_x.mean(dtype=np.float64) / 255, tr_x.std(dtype=np.float64) / 255
+    assert abs(mean - 0.2860) < 5e-4 and abs(std - 0.3530) < 5e-4
+    b = load_data("fashion-mnist", batch_size=512)
+    assert b.info.classes == FASHION_MNIST_CLASSES and b.info.input_size == (1, 28, 28)
+    assert b.info.mean == pytest.approx((mean,), abs=1e-4) and b.info.std == pytest.approx((std,), abs=1e-4)

@@ -1,0 +1,177 @@
+"""InMemoryLoader: epoch order, coverage, normalization, crop/flip and sharding, each checked
+against a plain-Python or float64 reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_lab.data import InMemoryLoader, crop_flip, load_data, select_per_class, select_subset
+
+MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
+
+
+def dataset(n: int = 50, c: int = 3, h: int = 8, w: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 10
+    return x, y
+
+
+def loader(x, y, **kw):
+    args = dict(batch_size=8, mean=MEAN[: x.shape[1]], std=STD[: x.shape[1]], shuffle=True, seed=3)
+    args.update(kw)
+    return InMemoryLoader(x, y, **args)
+
+
+def epoch_indices(ld) -> list[int]:
+    out = []
+    for _ in ld:
+        out += ld.last_indices.tolist()
+    return out
+
+
+def test_every_sample_exactly_once_per_epoch_without_drop_last():
+    x, y = dataset(50)
+    ld = loader(x, y, drop_last=False)
+    seen = epoch_indices(ld)
+    assert sorted(seen) == list(range(50))
+    assert seen != list(range(50))  # shuffled
+    assert len(ld) == 7  # 6 full batches of 8 + one of 2
+
+
+def test_drop_last_drops_only_the_tail_and_never_yields_a_single_sample_batch():
+    x, y = dataset(49)
+    assert [len(b) for b, _ in loader(x, y, drop_last=True)] == [8] * 6
+    # 49 = 6*8 + 1: the one-sample tail of a training loader is dropped even without drop_last
+    assert [len(b) for b, _ in loader(x, y, drop_last=False)] == [8] * 6
+    # a test loader (no shuffle) keeps it: evaluation must see every sample
+    assert [len(b) for b, _ in loader(x, y, shuffle=False)] == [8] * 6 + [1]
+
+
+def test_order_is_a_function_of_seed_and_epoch_so_resume_is_exact():
+    x, y = dataset(40)
+    a = loader(x, y, augment=True)
+    epochs = [epoch_indices(a) for _ in range(3)]  # epoch advances after each full pass
+    assert epochs[0] != epochs[1] != epochs[2]
+    b = loader(x, y, augment=True)
+    b.set_epoch(2)
+    assert epoch_indices(b) == epochs[2]
+    # mid-epoch resume: a fresh loader restored from state continues with the same batches
+    c = loader(x, y, augment=True)
+    c.set_epoch(1)
+    it = iter(c)
+    for _ in range(2):
+        next(it)
+    state = c.state_dict()
+    rest_c = [(xb.clone(), yb.clone()) for xb, yb in it]
+    d = loader(x, y, augment=True)
+    d.load_state_dict(state)
+    rest_d = list(d)
+    assert state == {"epoch": 1, "position": 2} and len(rest_d) == len(rest_c) == len(c) - 2
+    for (xa, ya), (xb, yb) in zip(rest_c, rest_d):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert loader(x, y, seed=4).__iter__().__next__()[1].tolist() != loader(x, y).__iter__().__next__()[1].tolist()
+
+
+def test_normalization_matches_float64_recomputation():
+    x, y = dataset(16)
+    ld = loader(x, y, shuffle=False, augment=False)
+    xb, yb = next(iter(ld))
+    ref = (x[:8].double() / 255 - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        STD, dtype=torch.float64
+    ).view(1, 3, 1, 1)
+    assert xb.dtype == torch.float32 and yb.dtype == torch.int64
+    torch.testing.assert_close(xb.double(), ref, rtol=0, atol=1e-5)
+    assert torch.equal(yb, y[:8])
+
+
+def reference_crop_flip(img: np.ndarray, dy: int, dx: int, flip: bool, pad: int) -> np.ndarray:
+    """Per-sample crop in plain Python loops: torchvision RandomCrop(padding) semantics."""
+    c, h, w = img.shape
+    out = np.zeros_like(img)
+    for ch in range(c):
+        for i in range(h):
+            for j in range(w):
+                src_i, src_j = i + dy - pad, j + dx - pad
+                if 0 <= src_i < h and 0 <= src_j < w:
+                    out[ch, i, j] = img[ch, src_i, src_j]
+    return out[:, :, ::-1] if flip else out
+
+
+def test_crop_flip_equals_per_sample_python_reference():
+    x, _ = dataset(12, c=2, h=6, w=7)
+    dy = torch.tensor([0, 8, 4, 1, 7, 3, 0, 8, 5, 2, 6, 4])
+    dx = torch.tensor([8, 0, 4, 2, 6, 5, 0, 8, 1, 7, 3, 4])
+    fl = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+    out = crop_flip(x, dy, dx, fl, 4).numpy()
+    for k in range(12):
+        ref = reference_crop_flip(x[k].numpy(), int(dy[k]), int(dx[k]), bool(fl[k]), 4)
+        np.testing.assert_array_equal(out[k], ref, err_msg=f"sample {k}")
+
+
+def test_loader_augmentation_equals_reference_with_the_offsets_it_drew():
+    x, y = dataset(24, c=3, h=8, w=8)
+    ld = loader(x, y, augment=True, padding=2, shuffle=True)
+    for xb, yb in ld:
+        dy, dx, fl = ld.last_params
+        assert set(dy.tolist()) <= set(range(5)) and set(dx.tolist()) <= set(range(5))
+        for k, i in enumerate(ld.last_indices.tolist()):
+            ref = reference_crop_flip(x[i].numpy(), int(dy[k]), int(dx[k]), bool(fl[k]), 2)
+            ref = (ref / 255 - np.array(MEAN).reshape(3, 1, 1)) / np.array(STD).reshape(3, 1, 1)
+            np.testing.assert_allclose(xb[k].numpy(), ref, atol=1e-5)
+            assert yb[k] == y[i]
+
+
+def test_flip_disabled_never_mirrors():
+    x, y = dataset(64)
+    ld = loader(x, y, augment=True, flip=False)
+    for _ in ld:
+        assert not ld.last_params[2].any()
+    ld = loader(x, y, augment=True, flip=True)
+    flips = torch.cat([ld.last_params[2] for _ in ld])
+    assert 0.2 < flips.float().mean() < 0.8
+
+
+def test_two_ranks_cover_the_same_global_batches_as_one_process():
+    x, y = dataset(70)
+    one = loader(x, y, batch_size=16, augment=True, drop_last=True)
+    r0 = loader(x, y, batch_size=8, augment=True, drop_last=True, rank=0, world_size=2)
+    r1 = loader(x, y, batch_size=8, augment=True, drop_last=True, rank=1, world_size=2)
+    assert len(one) == len(r0) == len(r1) == 4
+    for (x1, y1), (xa, ya), (xb, yb) in zip(one, r0, r1):
+        assert torch.equal(torch.cat([xa, xb]), x1) and torch.equal(torch.cat([ya, yb]), y1)
+
+
+def test_channels_last_output_has_channels_last_strides():
+    x, y = dataset(8)
+    xb, _ = next(iter(loader(x, y, channels_last=True)))
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_subset_is_stratified_and_per_class_keeps_k_each():
+    y = torch.arange(1000) % 10
+    idx = select_subset(y, 95, seed=1)
+    counts = torch.bincount(y[idx], minlength=10)
+    assert len(set(idx.tolist())) == 95 and counts.min() >= 9 and counts.max() <= 10
+    assert not torch.equal(idx, select_subset(y, 95, seed=2))
+    per = select_per_class(y, 7, seed=0)
+    assert torch.bincount(y[per], minlength=10).tolist() == [7] * 10
+
+
+def test_fake_data_are_deterministic_and_classes_filter_relabels():
+    a = load_data("fake", batch_size=32, seed=5, augment=False)
+    b = load_data("fake", batch_size=32, seed=5, augment=False)
+    assert torch.equal(a.train.images, b.train.images) and a.info.input_size == (3, 32, 32)
+    assert (a.num_train, a.num_test) == (512, 128)
+    c = load_data("fake", batch_size=32, seed=5, classes=[7, 2], augment=False)
+    assert c.info.classes == ["class7", "class2"]
+    orig_y = a.train.labels
+    keep = (orig_y == 7) | (orig_y == 2)
+    assert torch.equal(c.train.images, a.train.images[keep])
+    assert torch.equal(c.train.labels, (orig_y[keep] == 2).long())  # 7 -> 0, 2 -> 1
+    d = load_data("fake", batch_size=8, image_size=20, in_channels=1, per_class=3)
+    assert d.info.input_size == (1, 20, 20) and d.num_train == 30
+    xb, yb = next(iter(d.train))
+    assert xb.shape == (8, 1, 20, 20)
