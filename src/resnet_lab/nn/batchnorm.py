@@ -115,12 +115,17 @@ class _BatchNorm(nn.Module):
             eps=self.eps,
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Old torch checkpoints (version < 2) have no num_batches_tracked; torch fills in 0.
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        # Old torch checkpoints (version < 2, or no version) have no num_batches_tracked. Like
+        # torch, keep the current counter for them (0 on a fresh layer); a version-2 state dict
+        # without it stays a missing key, so strict loading reports it as torch does.
         key = prefix + "num_batches_tracked"
-        if self.track_running_stats and key not in state_dict:
-            state_dict[key] = torch.tensor(0, dtype=torch.long)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        version = local_metadata.get("version", None)
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            current = self.num_batches_tracked
+            keep = current is not None and current.device.type != "meta"
+            state_dict[key] = current if keep else torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (

@@ -61,8 +61,9 @@ def batch_norm(
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dim=dims, keepdim=True)  # (1, C, 1, 1)
         var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)  # biased: what normalizes the batch
-        if training and running_mean is not None and running_var is not None:
-            n = x.numel() // x.shape[1]
+        n = x.numel() // x.shape[1] if x.shape[1] else 0
+        # An empty batch (N = 0) has no statistics: torch leaves the running ones untouched.
+        if training and running_mean is not None and running_var is not None and n > 0:
             with torch.no_grad():
                 running_mean.mul_(1 - momentum).add_(mean.reshape(-1).to(running_mean.dtype), alpha=momentum)
                 unbiased = var.reshape(-1) * (n / (n - 1))
