@@ -147,6 +147,14 @@ def test_to_text_is_an_aligned_table_with_totals_and_to_dict_is_json():
     assert d["rows"][0]["name"] == "conv1"
 
 
+def test_float64_model_gets_a_float64_input_and_byte_counts_follow_the_dtype():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    s = summarize(model, (1, 6, 6), batch_size=2)
+    assert s.param_bytes == 8 * sum(p.numel() for p in model.parameters())
+    assert s.activation_bytes == 8 * 2 * (2 * 4 * 4 + 2 * 4 * 4 + 3)  # conv, flatten, linear outputs
+    assert s.input_bytes == 8 * 2 * 36
+
+
 def test_model_on_other_device_than_requested_raises_with_hint():
     with pytest.raises(ValueError, match=r"model.to\('meta'\)"):
         summarize(nn.Linear(2, 2), (2,), device="meta")

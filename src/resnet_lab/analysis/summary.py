@@ -179,7 +179,7 @@ def summarize(
     batch_size: int = 1,
     depth: int | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> ModelSummary:
     """Run one forward pass of a random batch and tabulate layers, parameters and MACs.
 
@@ -197,7 +197,8 @@ def summarize(
             auxiliary heads).
         device: where the input is created; must be where the model's parameters are. ``None``
             uses the model's own device. ``"meta"`` (with a model built on meta) needs no compute.
-        dtype: input dtype.
+        dtype: input dtype; ``None`` uses the dtype of the model's first floating-point parameter
+            (float32 for a model without any).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -262,6 +263,8 @@ def summarize(
     for m in {*row_modules, *leaves}:
         handles.append(m.register_forward_pre_hook(pre_hook))
         handles.append(m.register_forward_hook(post_hook))
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
     was_training = model.training
     try:
