@@ -336,7 +336,8 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
 
     tx, ty = split(spec["train"])
     vx, vy = split(spec["test"])
-    classes = [str(c) for c in _load_batch(hit / spec["meta"])[spec["names"]]]
+    names = _load_batch(hit / spec["meta"])[spec["names"]]
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
     return _Arrays(tx, ty, vx, vy, classes, source=str(hit))
 
 
@@ -582,7 +583,7 @@ def load_data(
             data_dir, batch_size=batch_size, eval_batch_size=eval_bs, device=device, augment=augment,
             subset=subset, seed=seed, num_workers=num_workers, image_size=image_size, in_channels=in_channels,
             val_fraction=val_fraction, drop_last=drop_last, rank=rank, world_size=world_size, classes=classes,
-            per_class=per_class, channels_last=channels_last,
+            per_class=per_class, channels_last=channels_last, flip=flip,
         )
     if key == "fashion-mnist":
         try:
@@ -646,7 +647,7 @@ def _load_folder(
     data_dir: str | os.PathLike | None, *, batch_size: int, eval_batch_size: int, device: str | torch.device,
     augment: bool, subset: int | None, seed: int, num_workers: int, image_size: int | None,
     in_channels: int | None, val_fraction: float, drop_last: bool, rank: int, world_size: int,
-    classes: Sequence[int] | None, per_class: int | None, channels_last: bool,
+    classes: Sequence[int] | None, per_class: int | None, channels_last: bool, flip: bool,
 ) -> DataBundle:
     if data_dir is None:
         raise ValueError("dataset 'folder' needs data_dir (--data-dir DIR) with one sub-folder per class")
@@ -686,7 +687,7 @@ def _load_folder(
     )
     common = dict(seed=seed, num_workers=num_workers, device=device, rank=rank, world_size=world_size,
                   channels_last=channels_last)
-    train_ds = ImageFileDataset(train_s, folder_transforms(image_size, channels, mean, std, train=augment))
+    train_ds = ImageFileDataset(train_s, folder_transforms(image_size, channels, mean, std, train=augment, flip=flip))
     test_tf = folder_transforms(image_size, channels, mean, std, train=False)
     train = StreamingLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, **common)
     test = StreamingLoader(ImageFileDataset(test_s, test_tf) if test_s else _Empty(), batch_size=eval_batch_size,

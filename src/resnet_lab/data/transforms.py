@@ -146,7 +146,22 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
-def folder_transforms(image_size: int, channels: int, mean: Sequence[float], std: Sequence[float], *, train: bool):
+class _ToChannels:
+    """Picklable ``to_channels`` step (workers started with "spawn" pickle the transform)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return to_channels(img, self.channels)
+
+    def __repr__(self) -> str:
+        return f"ToChannels({self.channels})"
+
+
+def folder_transforms(
+    image_size: int, channels: int, mean: Sequence[float], std: Sequence[float], *, train: bool, flip: bool = True
+):
     """torchvision.transforms.v2 pipelines for streamed folder images.
 
     Train: RandomResizedCrop + horizontal flip (the ImageNet recipe, Szegedy et al. 2015).
@@ -157,19 +172,17 @@ def folder_transforms(image_size: int, channels: int, mean: Sequence[float], std
         channels: 1 or 3; the PIL image is converted with :func:`to_channels` first.
         mean, std: normalization on the 0..1 scale.
         train: augmenting pipeline or deterministic one.
+        flip: include the random horizontal flip in the train pipeline.
     """
     from torchvision.transforms import v2
 
-    def convert(img: Image.Image) -> Image.Image:
-        return to_channels(img, channels)
-
     geometry = (
-        [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        [v2.RandomResizedCrop(image_size, antialias=True)] + ([v2.RandomHorizontalFlip()] if flip else [])
         if train
         else [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     )
     return v2.Compose(
-        [v2.Lambda(convert), v2.PILToTensor(), *geometry, v2.ToDtype(torch.float32, scale=True),
+        [_ToChannels(channels), v2.PILToTensor(), *geometry, v2.ToDtype(torch.float32, scale=True),
          v2.Normalize(list(mean), list(std))]
     )
 

@@ -1,0 +1,215 @@
+"""Messy image folders, CIFAR pickle batches and prediction preprocessing, with fixtures built in
+tmp_path (PIL-written images, torchvision-format pickles)."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab.data import BadImageWarning, DataNotFoundError, DatasetInfo, load_data, to_channels, to_model_input
+
+
+def rgb(w: int, h: int, color: tuple[int, int, int]) -> Image.Image:
+    return Image.new("RGB", (w, h), color)
+
+
+def make_messy(root: Path) -> dict[str, list[str]]:
+    """cats: RGB, L, RGBA, P, 16-bit, odd sizes; dogs: RGB + three bad files + hidden files."""
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs").mkdir()
+    rgb(40, 30, (200, 10, 10)).save(root / "cats" / "a_rgb.png")
+    Image.new("L", (17, 23), 90).save(root / "cats" / "b_gray.png")
+    Image.new("RGBA", (32, 32), (0, 0, 255, 128)).save(root / "cats" / "c_rgba.png")
+    rgb(20, 20, (0, 255, 0)).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "cats" / "d_palette.png")
+    Image.fromarray(np.full((25, 25), 40000, dtype=np.uint16)).save(root / "cats" / "e_16bit.png")
+    rgb(50, 64, (10, 10, 10)).save(root / "cats" / "f.jpg", quality=90)
+    for i in range(3):
+        rgb(30 + i, 30, (i * 50, 0, 0)).save(root / "dogs" / f"dog{i}.png")
+    (root / "dogs" / "empty.jpg").write_bytes(b"")
+    (root / "dogs" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    (root / "dogs" / "notes.txt").write_text("remember to label more dogs")
+    (root / "dogs" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return {"good": 9, "bad": ["empty.jpg", "corrupt.png", "notes.txt"]}
+
+
+def test_messy_folder_loads_good_images_and_warns_once_naming_each_bad_file(tmp_path):
+    make_messy(tmp_path)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        b = load_data("folder", data_dir=tmp_path, batch_size=4, num_workers=0, val_fraction=0.25, image_size=16)
+    bad_warnings = [w for w in rec if issubclass(w.category, BadImageWarning)]
+    assert len(bad_warnings) == 1
+    msg = str(bad_warnings[0].message)
+    assert "3 unreadable" in msg
+    for name in ("empty.jpg", "corrupt.png", "notes.txt"):
+        assert msg.count(name) == 1
+    assert ".DS_Store" not in msg
+    assert b.info.classes == ["cats", "dogs"] and b.info.input_size == (3, 16, 16)
+    assert b.num_train + b.num_test == 9
+    assert b.num_test == 3  # per class: round(0.25 * 6 cats) = 2, round(0.25 * 3 dogs) -> at least 1
+    seen = 0
+    for x, y in b.test:
+        assert x.shape[1:] == (3, 16, 16) and x.dtype == torch.float32 and torch.isfinite(x).all()
+        seen += len(y)
+    assert seen == b.num_test
+    xs = [x for x, _ in b.train]
+    assert all(x.shape[1:] == (3, 16, 16) for x in xs)
+
+
+def test_folder_grayscale_model_gets_one_channel_and_small_images_keep_their_size(tmp_path):
+    make_messy(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadImageWarning)
+        b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, in_channels=1, augment=False)
+    # all images <= 64 px: median shorter side of the 9 good images (20,17,32,20,25,50,30,30,30) is 30
+    assert b.info.input_size == (1, 30, 30)
+    x, _ = next(iter(b.train))
+    assert x.shape == (2, 1, 30, 30)
+
+
+def test_empty_class_folder_is_an_error_naming_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rgb(8, 8, (1, 2, 3)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "b" / "readme.txt").write_text("nothing here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadImageWarning)
+        with pytest.raises(ValueError, match=r"\['b'\].*no readable images"):
+            load_data("folder", data_dir=tmp_path, num_workers=0)
+
+
+def test_folder_without_class_subfolders_is_an_error(tmp_path):
+    rgb(8, 8, (1, 2, 3)).save(tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        load_data("folder", data_dir=tmp_path, num_workers=0)
+    with pytest.raises(ValueError, match="needs data_dir"):
+        load_data("folder")
+
+
+def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
+    for split, n in (("train", 4), ("val", 2)):
+        for cls, color in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                rgb(12, 12, color).save(d / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, augment=False, image_size=12)
+    assert (b.num_train, b.num_test) == (8, 4) and b.info.classes == ["blue", "red"]
+    xs, ys = zip(*b.test)
+    x, y = torch.cat(xs), torch.cat(ys)
+    # red images are channel 0 = 1.0, blue channel 2 = 1.0, after ImageNet normalization
+    mean, std = torch.tensor(b.info.mean), torch.tensor(b.info.std)
+    raw = x.mean((2, 3)) * std + mean  # undo normalization: per-image channel means on 0..1
+    expected = torch.where(y[:, None] == 1, torch.tensor([1.0, 0, 0]), torch.tensor([0, 0, 1.0]))
+    torch.testing.assert_close(raw, expected, atol=1e-5, rtol=0)
+    (tmp_path / "val" / "green").mkdir()
+    rgb(12, 12, (0, 255, 0)).save(tmp_path / "val" / "green" / "0.png")
+    with pytest.raises(ValueError, match="green"):
+        load_data("folder", data_dir=tmp_path, num_workers=0)
+
+
+def test_to_channels_handles_every_mode_like_a_manual_conversion():
+    # 16-bit is rescaled (40000/65535*255 = 155.6 -> 156), not clipped to 255
+    im16 = Image.fromarray(np.full((3, 3), 40000, dtype=np.uint16))
+    assert np.asarray(to_channels(im16, 1))[0, 0] == round(40000 * 255 / 65535)
+    # half-transparent blue over white: 0.5*(0,0,255) + 0.5*(255,255,255)
+    rgba = Image.new("RGBA", (2, 2), (0, 0, 255, 128))
+    px = np.asarray(to_channels(rgba, 3))[0, 0].astype(int)
+    a = 128 / 255
+    assert np.abs(px - np.array([255 * (1 - a), 255 * (1 - a), 255])).max() <= 1
+    pal = Image.new("RGB", (2, 2), (10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    assert tuple(np.asarray(to_channels(pal, 3))[0, 0]) == (10, 200, 30)
+    gray = to_channels(Image.new("RGB", (2, 2), (100, 50, 200)), 1)
+    assert np.asarray(gray)[0, 0] == round(100 * 0.299 + 50 * 0.587 + 200 * 0.114)
+
+
+def test_to_model_input_small_gray_resizes_whole_and_normalizes():
+    info = DatasetInfo("fashion-mnist", [str(i) for i in range(10)], (1, 28, 28), (0.286,), (0.353,), resize="whole")
+    img = Image.new("RGB", (56, 40), (255, 255, 255))
+    t = to_model_input(img, info)
+    assert t.shape == (1, 1, 28, 28) and t.dtype == torch.float32
+    torch.testing.assert_close(t, torch.full_like(t, (1.0 - 0.286) / 0.353))
+
+
+def test_to_model_input_large_input_crops_center_after_short_side_resize():
+    info = DatasetInfo("folder", ["a"], (3, 64, 64), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize="crop")
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, :75] = 255  # left quarter white (48 px after resizing to 192x64); the crop starts at 64
+    t = to_model_input(Image.fromarray(arr), info)
+    assert t.shape == (1, 3, 64, 64)
+    assert t.max() < 0.05
+
+
+def cifar_batch(n: int, seed: int, key: str = "labels") -> dict:
+    rng = np.random.default_rng(seed)
+    return {b"batch_label": b"x", key.encode(): list(rng.integers(0, 10, n)),
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"f"] * n}
+
+
+def test_cifar10_reads_torchvision_pickle_layout_without_md5(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    batches = [cifar_batch(6, i) for i in range(6)]
+    for i, b in enumerate(batches[:5]):
+        (d / f"data_batch_{i + 1}").write_bytes(pickle.dumps(b, protocol=2))
+    (d / "test_batch").write_bytes(pickle.dumps(batches[5], protocol=2))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}, protocol=2))
+    b = load_data("cifar10", data_dir=tmp_path, batch_size=4, augment=False)
+    assert b.info.classes == names and b.info.input_size == (3, 32, 32)
+    assert (b.num_train, b.num_test) == (30, 6)
+    # torchvision's CIFAR10.__getitem__ layout: row-major 3x32x32 (R plane, G plane, B plane)
+    ref_x = np.concatenate([bt[b"data"] for bt in batches[:5]]).reshape(-1, 3, 32, 32)
+    ref_y = np.concatenate([bt[b"labels"] for bt in batches[:5]])
+    np.testing.assert_array_equal(b.train.images.numpy(), ref_x)
+    np.testing.assert_array_equal(b.train.labels.numpy(), ref_y)
+    m = ref_x.astype(np.float64).transpose(1, 0, 2, 3).reshape(3, -1) / 255
+    np.testing.assert_allclose(b.info.mean, m.mean(1), atol=1e-4)
+    np.testing.assert_allclose(b.info.std, m.std(1), atol=1e-4)
+    # a pickle that would run code is refused
+    (d / "test_batch").write_bytes(pickle.dumps({"data": Path("x")}))
+    with pytest.raises(ValueError, match="test_batch"):
+        load_data("cifar10", data_dir=tmp_path)
+
+
+def test_missing_cifar_error_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match="(?s)--download.*--data-dir.*cifar-100-python"):
+        load_data("cifar100", data_dir=tmp_path)
+
+
+def test_image_truncated_after_scan_is_replaced_by_next_sample_with_one_warning(tmp_path):
+    from resnet_lab.data import ImageFileDataset
+
+    good = tmp_path / "good.png"
+    rgb(16, 16, (0, 255, 0)).save(good)
+    jpg = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpg, quality=95)
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])  # header intact, data cut: passes the scan
+    ds = ImageFileDataset([(str(jpg), 0), (str(good), 1)], lambda im: torch.from_numpy(np.asarray(im.convert("RGB")).copy()))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        x, label = ds[0]
+        ds[0]
+    assert label == 1 and tuple(x[0, 0].tolist()) == (0, 255, 0)
+    assert len([w for w in rec if "cut.jpg" in str(w.message)]) == 1
+
+
+def test_folder_transforms_survive_pickling_and_worker_processes(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            rgb(10, 10, (i * 80, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=1, val_fraction=0.34)
+    pickle.dumps(b.train.dataset)  # "spawn" workers (macOS, Windows) pickle the dataset
+    batches = list(b.train)
+    assert len(batches) == len(b.train) == 2 and all(x.shape == (2, 3, 10, 10) for x, _ in batches)
