@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .transforms import crop_flip, normalize, sample_crop_flip_params
+from .transforms import crop_flip, sample_crop_flip_params
 
 __all__ = ["InMemoryLoader", "StreamingLoader", "batch_slices", "epoch_permutation", "epoch_seed"]
 
@@ -171,6 +171,10 @@ class InMemoryLoader(_EpochState):
         self.padding, self.flip, self.seed = int(padding), flip, int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
+        c = images.shape[1]
+        # Normalization constants live on the device once, not rebuilt from Python lists per batch.
+        self._mean255 = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
+        self._inv_std255 = 1.0 / (torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
         self.num_samples = int(images.shape[0])
         self._slices = batch_slices(
             self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
@@ -203,7 +207,7 @@ class InMemoryLoader(_EpochState):
                 dy, dx, fl = (p[s:e] for p in params)
                 x = crop_flip(x, dy, dx, fl, self.padding)
                 self.last_params = (dy, dx, fl)
-            x = normalize(x, self.mean, self.std)
+            x = (x.to(torch.float32) - self._mean255) * self._inv_std255  # == normalize(x, mean, std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self.last_indices = idx
