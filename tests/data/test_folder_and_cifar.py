@@ -135,6 +135,9 @@ def test_to_model_input_small_gray_resizes_whole_and_normalizes():
     t = to_model_input(img, info)
     assert t.shape == (1, 1, 28, 28) and t.dtype == torch.float32
     torch.testing.assert_close(t, torch.full_like(t, (1.0 - 0.286) / 0.353))
+    # a run's model.json (JSON lists, no "resize": 28 px counts as small) gives the same tensor
+    meta = {"input_size": [1, 28, 28], "mean": [0.286], "std": [0.353], "classes": info.classes}
+    torch.testing.assert_close(to_model_input(img, meta), t)
 
 
 def test_to_model_input_large_input_crops_center_after_short_side_resize():

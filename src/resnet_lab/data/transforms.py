@@ -9,7 +9,7 @@ its own offsets, and a flip just reverses its column index.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -187,7 +187,9 @@ def folder_transforms(
     )
 
 
-def to_model_input(img: Image.Image, info: "DatasetInfo", *, invert: bool = False) -> torch.Tensor:
+def to_model_input(
+    img: Image.Image, info: "DatasetInfo | Mapping[str, Any]", *, invert: bool = False
+) -> torch.Tensor:
     """Preprocess one image for prediction the way the model's test data were preprocessed.
 
     The image is converted to ``info.input_size[0]`` channels (:func:`to_channels`). With
@@ -198,18 +200,21 @@ def to_model_input(img: Image.Image, info: "DatasetInfo", *, invert: bool = Fals
 
     Args:
         img: a PIL image in any mode.
-        info: the :class:`DatasetInfo` the model was trained with (input size, mean, std).
+        info: the :class:`DatasetInfo` the model was trained with, or a mapping with the same keys
+            (a run's ``model.json``: ``input_size``, ``mean``, ``std``, optional ``resize``).
         invert: invert the pixel values first; Fashion-MNIST garments are light on black, so a
             photo of a dark garment on a white background needs it.
 
     Returns:
         float32 tensor (1, C, H, W), normalized with ``info.mean``/``info.std``.
     """
-    c, h, w = info.input_size
+    get = info.get if isinstance(info, Mapping) else lambda k, d=None: getattr(info, k, d)
+    c, h, w = (int(v) for v in get("input_size"))
+    mean, std = tuple(get("mean")), tuple(get("std"))
     img = to_channels(img, c)
     if invert:
         img = ImageOps.invert(img)
-    mode = getattr(info, "resize", "auto")
+    mode = get("resize", "auto") or "auto"
     if mode == "auto":
         mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"
     if mode == "whole":
@@ -224,4 +229,4 @@ def to_model_input(img: Image.Image, info: "DatasetInfo", *, invert: bool = Fals
     arr = np.asarray(img, dtype=np.uint8)
     t = torch.from_numpy(arr.copy())
     t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
-    return normalize(t[None], info.mean, info.std)
+    return normalize(t[None], mean, std)
