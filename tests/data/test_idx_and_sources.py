@@ -161,3 +161,17 @@ def test_real_debian_fashion_mnist_has_published_shape_and_balance(monkeypatch):
     b = load_data("fashion-mnist", batch_size=512)
     assert b.info.classes == FASHION_MNIST_CLASSES and b.info.input_size == (1, 28, 28)
     assert b.info.mean == pytest.approx((mean,), abs=1e-4) and b.info.std == pytest.approx((std,), abs=1e-4)
+
+
+def test_fashion_mnist_as_rgb_32px_matches_pil_resize_of_each_image(isolated):
+    from PIL import Image
+
+    make_fmnist(isolated / "d", n_train=6, n_test=4)
+    raw = read_idx(isolated / "d" / "train-images-idx3-ubyte.gz")
+    b = load_data("fashion-mnist", data_dir=isolated / "d", image_size=32, in_channels=3, batch_size=2)
+    assert b.info.input_size == (3, 32, 32) and len(b.info.mean) == 3
+    got = b.train.images.numpy()
+    for i in range(6):
+        ref = np.asarray(Image.fromarray(raw[i]).resize((32, 32), Image.Resampling.BILINEAR), dtype=np.int16)
+        for c in range(3):  # gray repeated into each RGB channel
+            assert np.abs(got[i, c].astype(np.int16) - ref).max() <= 1

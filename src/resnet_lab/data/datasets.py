@@ -609,10 +609,14 @@ def load_data(
         vx, vy = _filter_classes(vx, vy, keep)
         names = [names[c] for c in keep]
     channels = in_channels or tx.shape[1]
-    tx, vx = _convert_channels(tx, channels), _convert_channels(vx, channels)
+    if channels < tx.shape[1]:  # reduce channels before resizing, expand after: less to resize
+        tx, vx = _convert_channels(tx, channels), _convert_channels(vx, channels)
     if image_size is not None:
         tx, vx = _resize(tx, image_size), _resize(vx, image_size)
     mean, std = channel_stats(tx)
+    if channels > tx.shape[1]:  # gray repeated to RGB: every channel has the gray statistics
+        tx, vx = _convert_channels(tx, channels), _convert_channels(vx, channels)
+        mean, std = mean * channels, std * channels
     idx = _select(ty, subset, per_class, seed)
     if idx is not None:
         tx, ty = tx[idx], ty[idx]
