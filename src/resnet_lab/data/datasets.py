@@ -103,7 +103,7 @@ class DatasetInfo:
         return len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
+        """A dict for ``model.json`` (``json.dump`` writes the tuples as lists)."""
         return asdict(self)
 
     @classmethod
@@ -392,7 +392,7 @@ def select_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
         raise ValueError(f"subset must be at least 1, got {n}")
     if n >= labels.numel():
         return torch.arange(labels.numel())
-    ranks, pos = _class_ranks(labels, torch.Generator().manual_seed(epoch_seed_for_selection(seed)))
+    ranks, pos = _class_ranks(labels, torch.Generator().manual_seed(_selection_seed(seed)))
     key = ranks * labels.numel() + pos  # round-robin over classes, random class order per round
     return torch.sort(torch.argsort(key)[:n]).values
 
@@ -407,11 +407,11 @@ def select_per_class(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tenso
     """
     if k < 1:
         raise ValueError(f"per_class must be at least 1, got {k}")
-    ranks, _ = _class_ranks(labels, torch.Generator().manual_seed(epoch_seed_for_selection(seed)))
+    ranks, _ = _class_ranks(labels, torch.Generator().manual_seed(_selection_seed(seed)))
     return torch.nonzero(ranks < k).flatten()
 
 
-def epoch_seed_for_selection(seed: int) -> int:
+def _selection_seed(seed: int) -> int:
     # A stream apart from the epoch orders, so subset choice and epoch-0 order are not correlated.
     return (int(seed) * 1_000_003 + 0x5E1EC7) % (2**63 - 1)
 
@@ -640,7 +640,7 @@ def _split_val(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor
     for classes of two or more, never the whole class."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {fraction}")
-    ranks, _ = _class_ranks(labels, torch.Generator().manual_seed(epoch_seed_for_selection(seed) + 1))
+    ranks, _ = _class_ranks(labels, torch.Generator().manual_seed(_selection_seed(seed) + 1))
     counts = torch.bincount(labels)
     n_val = torch.clamp(torch.round(counts.double() * fraction).long(), min=1)
     n_val = torch.minimum(n_val, counts - 1)
