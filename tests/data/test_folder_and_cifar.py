@@ -216,3 +216,23 @@ def test_folder_transforms_survive_pickling_and_worker_processes(tmp_path):
     pickle.dumps(b.train.dataset)  # "spawn" workers (macOS, Windows) pickle the dataset
     batches = list(b.train)
     assert len(batches) == len(b.train) == 2 and all(x.shape == (2, 3, 10, 10) for x, _ in batches)
+
+
+def test_streaming_loader_resumes_mid_epoch_with_the_same_remaining_batches(tmp_path):
+    for cls in ("a", "b", "c"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            rgb(8, 8, (i * 60, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    kw = dict(data_dir=tmp_path, batch_size=2, num_workers=0, augment=False, val_fraction=0.25, seed=9)
+    first = load_data("folder", **kw).train
+    first.set_epoch(3)
+    it = iter(first)
+    next(it)
+    state = first.state_dict()
+    rest = [(x.clone(), y.clone()) for x, y in it]
+    again = load_data("folder", **kw).train
+    again.load_state_dict(state)
+    resumed = list(again)
+    assert state == {"epoch": 3, "position": 1} and len(rest) == len(resumed) == len(first) - 1 == 3
+    for (xa, ya), (xb, yb) in zip(rest, resumed):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
