@@ -136,3 +136,25 @@ def test_training_learns_the_separable_toy_task():
 def test_resume_without_out_is_a_clear_error():
     with pytest.raises(ValueError, match="--out"):
         TrainConfig(resume=True)
+
+
+def test_mid_epoch_resume_with_the_in_memory_loader_matches_uninterrupted_run(tmp_path):
+    from resnet_lab.data import load_data
+
+    def data():
+        return load_data("fake", batch_size=32, image_size=8, in_channels=1, seed=3)
+
+    def model():
+        torch.manual_seed(0)
+        from resnet_lab import create_model
+        return create_model("resnet8", num_classes=10, in_channels=1)
+
+    full = model()
+    train(full, data(), _cfg(tmp_path / "full", epochs=2))
+    part = model()
+    hist = train(part, data(), _cfg(tmp_path / "run", epochs=2), step_callbacks=[_stop_after(n_steps=5)])
+    assert hist.interrupted
+    resumed = model()
+    train(resumed, data(), _cfg(tmp_path / "run", epochs=2, resume=True))
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

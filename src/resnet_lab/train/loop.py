@@ -26,6 +26,13 @@ from torch import Tensor, nn
 
 from .checkpoint import load_state_dict_file, load_train_state, save_model, save_train_state
 from .config import TrainConfig
+from .distributed import (
+    all_reduce_evaluation,
+    all_reduce_train_metrics,
+    broadcast_buffers,
+    get_world_size,
+    rescale_resume_position,
+)
 from .metrics import confusion_matrix, per_class_accuracy
 from .optim import build_optimizer, build_scheduler
 
@@ -190,6 +197,7 @@ def train(
     run_dir = Path(config.out) if config.out else None
     rank = int(os.environ.get("RANK", "0"))
     is_main = rank == 0
+    world_size = get_world_size()  # > 1 under torchrun, after setup_distributed
 
     torch.manual_seed(config.seed)
     if config.deterministic:
@@ -227,6 +235,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, skip_steps = int(state["epoch"]), int(state["step"])
+        if int(state.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:  # other world size/batch
+            skip_steps = rescale_resume_position(scheduler, state, steps_per_epoch)
         history.epochs = _read_metrics(run_dir, upto=start_epoch)
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         _set_rng_state(state["rng"], device)
@@ -271,6 +281,7 @@ def train(
             "epoch": epoch_done, "step": step, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng,
             "best_acc": history.best_acc, "best_epoch": history.best_epoch,
+            "steps_per_epoch": steps_per_epoch, "world_size": world_size,
         })
 
     t_start = time.perf_counter()
@@ -287,12 +298,17 @@ def train(
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 correct = torch.zeros((), dtype=torch.int64, device=device)
                 seen, step = 0, 0
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                if skip_steps and hasattr(data.train, "load_state_dict"):
+                    # Resuming mid-epoch: loaders with a position jump straight to the saved batch
+                    # (their order and augmentation are functions of (seed, epoch, position)).
+                    data.train.load_state_dict({"epoch": epoch, "position": skip_steps})
+                    step = skip_steps
+                bar = tqdm(total=steps_per_epoch, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                            disable=not (config.progress and is_main), unit="batch", dynamic_ncols=True, mininterval=0.5)
                 for x, y in data.train:
                     if step >= steps_per_epoch:
                         break
-                    if step < skip_steps:  # resuming mid-epoch: replay the loader to the saved position
+                    if step < skip_steps:  # resuming mid-epoch without a loader position: replay
                         step += 1
                         bar.update(1)
                         continue
@@ -331,9 +347,15 @@ def train(
                                         lr=f"{scheduler.get_last_lr()[0]:.4g}", img_s=f"{rate:.0f}", refresh=False)
                 bar.close()
                 skip_steps = 0
+                if world_size > 1:  # rank 0 reports the global batch's figures
+                    loss_sum, correct, seen = all_reduce_train_metrics(loss_sum, correct, seen)
                 train_seconds = time.perf_counter() - t0
-                ev = evaluate(model, data.test, num_classes=num_classes, device=device, bf16=config.bf16,
-                              channels_last=config.channels_last)
+                if world_size > 1:  # every rank evaluates its test shard with rank 0's (saved) BN statistics
+                    broadcast_buffers(base)
+                ev = evaluate(model if world_size == 1 else base, data.test, num_classes=num_classes, device=device,
+                              bf16=config.bf16, channels_last=config.channels_last)
+                if world_size > 1:
+                    ev = all_reduce_evaluation(ev)
                 record = {
                     "epoch": epoch + 1,
                     "train_loss": float(loss_sum) / max(seen, 1),
