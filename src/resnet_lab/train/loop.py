@@ -261,6 +261,7 @@ def train(
         "mean": list(info.mean),
         "std": list(info.std),
         "dataset": getattr(info, "name", None),
+        "resize": getattr(info, "resize", None),  # how prediction resizes images (data.to_model_input)
         "params": {"trainable": n_trainable, "frozen": n_frozen},
         **(meta or {}),
     }
