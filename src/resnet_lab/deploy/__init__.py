@@ -1,0 +1,26 @@
+"""Ship a trained network: batch-norm folding, ONNX export, prediction on image files.
+
+* :func:`fuse_bn` folds eval-mode batch norms into the conv/linear before them;
+* :func:`export_onnx` / :func:`export_run` write an ONNX file that carries its preprocessing;
+* :func:`predict_images` (PyTorch) and :class:`OnnxPredictor` (onnxruntime) classify image files.
+"""
+
+from .export import export_onnx, export_run, read_onnx_metadata
+from .fuse import FuseReport, count_bn, fuse_bn, fuse_bn_with_report, plan_bn_folding
+from .predict import ImageReadError, OnnxPredictor, load_image, predict_images, preprocess_image
+
+__all__ = [
+    "FuseReport",
+    "ImageReadError",
+    "OnnxPredictor",
+    "count_bn",
+    "export_onnx",
+    "export_run",
+    "fuse_bn",
+    "fuse_bn_with_report",
+    "load_image",
+    "plan_bn_folding",
+    "predict_images",
+    "preprocess_image",
+    "read_onnx_metadata",
+]

@@ -1,0 +1,287 @@
+"""Prediction on image files: from a run (PyTorch) or from an exported ONNX file (onnxruntime).
+
+Both paths return the same structure, one dict per image::
+
+    {"path": "shoe.png", "top": [("Sneaker", 0.91), ("Sandal", 0.05), ...]}
+
+The PyTorch path preprocesses with :func:`resnet_lab.data.to_model_input`, the ONNX path with
+:func:`preprocess_image`, a NumPy-only copy of the same steps (so an ONNX deployment needs NumPy,
+Pillow and onnxruntime, and runs no torch code):
+
+1. convert to ``L`` (1 input channel) or ``RGB`` (3), whatever the file's mode (EXIF rotation,
+   palette, alpha over white, 16-bit), with the Pillow-only :func:`resnet_lab.data.to_channels`;
+2. resize to (H, W) as the run's ``resize`` says: ``whole`` (Fashion-MNIST, CIFAR: the object fills
+   the frame) resizes the image as it is; ``crop`` (folder datasets) resizes the shorter side
+   (bilinear) and center-crops, as torchvision's ``Resize`` + ``CenterCrop``; ``auto`` (default)
+   is ``whole`` up to 64 px and ``crop`` above;
+3. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "load_image", "predict_images", "preprocess_image", "top_k"]
+
+Prediction = dict[str, Any]
+
+
+class ImageReadError(ValueError):
+    """An image file is missing or cannot be decoded; the message names the file."""
+
+
+def load_image(path: str | os.PathLike):
+    """Open an image file with Pillow and decode it fully (so a broken file fails here, by name).
+
+    Args:
+        path: an image file (PNG, JPEG, ... anything Pillow reads).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e} (expected a PNG, JPEG or other Pillow-readable file)") from e
+
+
+#: Largest side that ``resize="auto"`` treats as a small, whole-frame input (as resnet_lab.data).
+SMALL_INPUT_MAX = 64
+
+
+def _resize(img, height: int, width: int, mode: str):
+    from PIL import Image
+
+    if mode == "auto":
+        mode = "whole" if max(height, width) <= SMALL_INPUT_MAX else "crop"
+    if mode == "whole":
+        return img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    if mode != "crop":
+        raise ValueError(f"resize must be 'whole', 'crop' or 'auto', got {mode!r}")
+    w, h = img.size
+    s = max(height / h, width / w)  # scale so the image covers (H, W), then crop the middle
+    new_w, new_h = max(width, round(w * s)), max(height, round(h * s))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def preprocess_image(
+    image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto"
+) -> np.ndarray:
+    """One PIL image -> a normalized float32 array of shape ``input_size`` (C, H, W); NumPy only.
+
+    The same steps as :func:`resnet_lab.data.to_model_input` (which returns a torch tensor).
+
+    Args:
+        image: a ``PIL.Image`` of any mode.
+        input_size: ``(C, H, W)`` the model expects; C is 1 (grayscale) or 3 (RGB).
+        mean, std: per-channel normalization on the 0..1 scale (length C, or 1 to broadcast).
+        resize: ``"whole"`` (resize to H, W), ``"crop"`` (shorter side to H, center crop) or
+            ``"auto"`` (whole up to 64 px, else crop), as the run's ``model.json`` says.
+    """
+    # Mode conversion (EXIF orientation, alpha over white, 16-bit rescaling) is pure Pillow code
+    # shared with training, so both predictors see the same pixels.
+    from ..data.transforms import to_channels
+
+    c, h, w = (int(v) for v in input_size)
+    if c not in (1, 3):
+        raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    if m.shape[0] not in (1, c) or s.shape[0] not in (1, c):
+        raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
+    img = _resize(to_channels(image, c), h, w, resize or "auto")
+    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3), 0..1
+    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)  # (C, H, W)
+    return np.ascontiguousarray((arr - m) / s, dtype=np.float32)
+
+
+def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
+    """JSON-decode ONNX ``metadata_props`` values (values that are not JSON stay strings).
+
+    Args:
+        props: key -> string, as stored in the ONNX file.
+    """
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError):
+            out[key] = value
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list[tuple[str, float]]]:
+    """Per row of ``probs`` (N, K): the ``k`` most probable ``(class name, probability)``, best first.
+
+    Ties keep the lower class index first (stable sort), so two backends agree on equal scores.
+
+    Args:
+        probs: (N, num_classes) probabilities.
+        classes: class names (index -> name); ``None`` uses the index as the name.
+        k: how many; capped at the number of classes.
+    """
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1, got {k}")
+    n_cls = probs.shape[1]
+    if classes is not None and len(classes) != n_cls:
+        raise ValueError(f"the model has {n_cls} outputs but {len(classes)} class names were given")
+    names = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
+    order = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, n_cls)]
+    return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def predict_images(
+    source_or_model,
+    paths: Sequence[str | os.PathLike],
+    top_k: int = 5,
+    device: str = "cpu",
+    *,
+    meta: dict[str, Any] | None = None,
+    batch_size: int = 64,
+) -> list[Prediction]:
+    """Classify image files with a PyTorch model: the CLI's ``predict RUN IMAGE...``.
+
+    Args:
+        source_or_model: a run directory, a ``.safetensors`` file with its ``model.json``, or an
+            ``nn.Module`` (then ``meta`` is required).
+        paths: image files.
+        top_k: classes to return per image.
+        device: where to run the model.
+        meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
+        batch_size: images per forward pass.
+
+    Returns one ``{"path", "top": [(class, probability), ...]}`` per image, in input order.
+    """
+    import torch
+    from torch import nn
+
+    from ..data import to_model_input
+
+    if isinstance(source_or_model, nn.Module):
+        if meta is None:
+            raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
+        model = source_or_model.to(device).eval()
+    else:
+        from ..train.checkpoint import load_model
+
+        model, meta = load_model(source_or_model, device=device)
+    _check_meta(meta, "model.json")
+    paths = [Path(p) for p in paths]
+    images = [load_image(p) for p in paths]  # fail on a bad file before any compute
+    results: list[Prediction] = []
+    with torch.no_grad():
+        for chunk_paths, chunk in zip(_batches(paths, batch_size), _batches(images, batch_size)):
+            x = torch.cat([to_model_input(img, meta) for img in chunk]).to(device=device, dtype=torch.float32)
+            probs = torch.softmax(model(x).double(), dim=1).cpu().numpy()
+            for p, top in zip(chunk_paths, _top_k(probs, meta.get("classes"), top_k)):
+                results.append({"path": str(p), "top": top})
+    return results
+
+
+_top_k = top_k  # the parameter name shadows the function inside predict()/predict_images()
+
+
+def _check_meta(meta: dict[str, Any], where: str) -> None:
+    missing = [k for k in ("input_size", "mean", "std") if meta.get(k) is None]
+    if missing:
+        raise ValueError(f"{where} has no {', '.join(missing)}: cannot preprocess images without them")
+
+
+class OnnxPredictor:
+    """Classify image files with an exported ONNX model, using onnxruntime, NumPy and Pillow only.
+
+    Preprocessing (input size, mean, std) and class names come from the file's metadata (written by
+    :func:`resnet_lab.deploy.export_onnx`); keyword arguments override them, e.g. for an ONNX file
+    made elsewhere.
+
+    Args:
+        path: the ``.onnx`` file.
+        input_size, mean, std, classes, resize: overrides of the metadata.
+        providers: onnxruntime execution providers (default: CPU).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        input_size: Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        classes: Sequence[str] | None = None,
+        resize: str | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError("OnnxPredictor needs onnxruntime: pip install 'resnet-lab[onnx]'") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(
+                f"ONNX model file not found: {self.path}. Make one with `resnet-lab export RUN --format onnx --out {self.path}`."
+            )
+        self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
+        self.metadata: dict[str, Any] = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        self.input_size = list(input_size or self.metadata.get("input_size") or [])
+        self.mean = list(mean or self.metadata.get("mean") or [])
+        self.std = list(std or self.metadata.get("std") or [])
+        self.classes = list(classes) if classes is not None else self.metadata.get("classes")
+        self.resize = resize or self.metadata.get("resize") or "auto"
+        missing = [k for k in ("input_size", "mean", "std") if not getattr(self, k)]
+        if missing:
+            raise ValueError(
+                f"{self.path} has no {', '.join(missing)} in its metadata (not exported by resnet-lab?): "
+                f"pass {', '.join(m + '=' for m in missing)} to OnnxPredictor"
+            )
+        self.input_name = self.session.get_inputs()[0].name
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        self._fixed_batch = batch_dim if isinstance(batch_dim, int) else None
+
+    def preprocess(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        """Image files -> a (N, C, H, W) float32 batch."""
+        return np.stack([preprocess_image(load_image(p), self.input_size, self.mean, self.std, self.resize) for p in paths])
+
+    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Run the graph on a preprocessed (N, C, H, W) batch."""
+        if self._fixed_batch is not None:  # exported with dynamic_batch=False: one row at a time
+            return np.concatenate([self.session.run(None, {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))])
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+        """Classify image files; same result structure as :func:`predict_images`.
+
+        Args:
+            paths: image files.
+            top_k: classes to return per image.
+            batch_size: images per run of the graph.
+        """
+        paths = [Path(p) for p in paths]
+        batch = self.preprocess(paths)  # fail on a bad file before any compute
+        results: list[Prediction] = []
+        for start in range(0, len(paths), batch_size):
+            probs = _softmax(self.predict_logits(batch[start : start + batch_size]))
+            for p, top in zip(paths[start : start + batch_size], _top_k(probs, self.classes, top_k)):
+                results.append({"path": str(p), "top": top})
+        return results

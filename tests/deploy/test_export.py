@@ -1,0 +1,183 @@
+"""ONNX export and prediction: onnxruntime reproduces PyTorch, and both predictors agree on files.
+
+References: PyTorch's own forward pass (ONNX outputs), the onnx package read directly (metadata),
+resnet_lab.data.to_model_input (the training-side preprocessing the NumPy copy must reproduce).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import resnet_lab  # noqa: E402
+from resnet_lab.data import to_model_input  # noqa: E402
+from resnet_lab.deploy import (  # noqa: E402
+    ImageReadError,
+    OnnxPredictor,
+    export_onnx,
+    export_run,
+    predict_images,
+    preprocess_image,
+    read_onnx_metadata,
+)
+from resnet_lab.train.checkpoint import save_model  # noqa: E402
+
+CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if getattr(m, "running_var", None) is not None and hasattr(m, "num_features"):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+    return model.eval()
+
+
+def run_onnx(path, x: torch.Tensor) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize(
+    "build, input_size, fuse",
+    [
+        (lambda: resnet_lab.create_model("resnet20", num_classes=10, in_channels=1), (1, 28, 28), False),
+        (lambda: resnet_lab.create_model("resnet20", num_classes=10, in_channels=1, norm="scratch"), (1, 28, 28), True),
+        (lambda: torchvision.models.resnet18(num_classes=7), (3, 32, 32), True),
+    ],
+    ids=["resnet20-torch-bn", "resnet20-scratch-bn-fused", "torchvision-resnet18-fused"],
+)
+def test_onnxruntime_matches_pytorch_at_batch_1_and_3(tmp_path, build, input_size, fuse):
+    model = randomize_bn(build())
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=input_size, fuse=fuse)
+    for batch in (1, 3):  # one file, two batch sizes: the batch dimension is dynamic
+        x = torch.randn(batch, *input_size)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = run_onnx(path, x)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_export_does_not_modify_the_model(tmp_path):
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 28, 28), fuse=True)
+    assert model.training  # mode restored (export works on a copy)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_metadata_props_hold_preprocessing_as_json_and_read_back(tmp_path):
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)
+    meta = {"classes": CLASSES, "mean": [0.286], "std": [0.353], "dataset": "fashion-mnist", "epoch": 3,
+            "arch": model.model_config, "input_size": [1, 28, 28]}
+    path = export_onnx(model.eval(), tmp_path / "m.onnx", input_size=(1, 28, 28), meta=meta)
+    proto = onnx.load(str(path))  # read with onnx itself, not with our reader
+    props = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert props["classes"] == CLASSES and props["mean"] == [0.286] and props["std"] == [0.353]
+    assert props["input_size"] == [1, 28, 28] and props["arch"]["name"] == "resnet8"
+    assert read_onnx_metadata(path)["classes"] == CLASSES
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]  # symbolic batch
+
+
+def test_wrong_input_size_fails_with_clear_error_and_leaves_no_file(tmp_path):
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    with pytest.raises(ValueError, match=r"input_size \(3, 28, 28\)"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(3, 28, 28))  # wrong channel count
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="input_size"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(28, 28))
+
+
+# --- prediction on image files ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gray_run(tmp_path_factory):
+    """A run directory of a grayscale Fashion-MNIST-shaped resnet8 and its ONNX export."""
+    root = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=1)
+    save_model(root / "run", model, {"classes": CLASSES, "input_size": [1, 28, 28], "mean": [0.286],
+                                     "std": [0.353], "dataset": "fashion-mnist", "epoch": 1, "metrics": {}})
+    onnx_path = export_run(root / "run", root / "model.onnx", fuse=True)
+    return root / "run", onnx_path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """PNGs in several modes and shapes: grayscale 28x28, RGB 40x30, RGBA 28x28, palette 50x50."""
+    root = tmp_path_factory.mktemp("img")
+    rng = np.random.default_rng(0)
+    files = []
+    for name, mode, size in [("g.png", "L", (28, 28)), ("rgb.png", "RGB", (40, 30)), ("rgba.png", "RGBA", (28, 28))]:
+        channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+        arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8).squeeze()
+        Image.fromarray(arr, mode).save(root / name)
+        files.append(root / name)
+    Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8), "RGB").convert("P").save(root / "p.png")
+    files.append(root / "p.png")
+    return files
+
+
+def test_onnx_predictor_top_k_equals_pytorch_predictor(gray_run, images):
+    run_dir, onnx_path = gray_run
+    torch_preds = predict_images(run_dir, images, top_k=3)
+    onnx_preds = OnnxPredictor(onnx_path).predict(images, top_k=3)
+    assert [p["path"] for p in onnx_preds] == [str(p) for p in images]
+    for t, o in zip(torch_preds, onnx_preds):
+        assert [c for c, _ in o["top"]] == [c for c, _ in t["top"]]
+        np.testing.assert_allclose([p for _, p in o["top"]], [p for _, p in t["top"]], atol=1e-4)
+
+
+def test_predictions_are_probabilities_sorted_best_first(gray_run, images):
+    run_dir, _ = gray_run
+    (pred,) = predict_images(run_dir, images[:1], top_k=10)
+    probs = [p for _, p in pred["top"]]
+    assert sorted({c for c, _ in pred["top"]}) == sorted(CLASSES)
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("input_size", [(1, 28, 28), (3, 32, 32), (3, 80, 80)], ids=["gray-whole", "rgb-whole", "rgb-crop"])
+def test_numpy_preprocessing_equals_the_training_side_to_model_input(images, input_size):
+    info = {"input_size": list(input_size), "mean": [0.5] * input_size[0], "std": [0.25] * input_size[0]}
+    for path in images:
+        with Image.open(path) as img:
+            ref = to_model_input(img, info)[0].numpy()  # (C, H, W)
+            ours = preprocess_image(img, info["input_size"], info["mean"], info["std"])
+        assert ours.shape == tuple(input_size) and ours.dtype == np.float32
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_unreadable_image_error_names_the_file(gray_run, tmp_path):
+    run_dir, onnx_path = gray_run
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    for predict in (lambda p: predict_images(run_dir, p), OnnxPredictor(onnx_path).predict):
+        with pytest.raises(ImageReadError, match="broken.png"):
+            predict([bad])
+        with pytest.raises(ImageReadError, match="missing.png"):
+            predict([tmp_path / "missing.png"])
+
+
+def test_missing_model_files_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        OnnxPredictor(tmp_path / "nope.onnx")
+    with pytest.raises(FileNotFoundError, match="no_run"):
+        predict_images(tmp_path / "no_run", [])
