@@ -1,0 +1,256 @@
+"""DenseNet, VGG and GoogLeNet against torchvision's models (keys, parameter counts, outputs) and
+against the published parameter counts of the CIFAR DenseNets (Huang et al. 2017, Table 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from resnet_lab.models import densenet, googlenet, list_models, vgg
+from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
+
+OURS = {
+    **{n: getattr(densenet, n) for n in ("densenet121", "densenet161", "densenet169", "densenet201")},
+    **{n: getattr(vgg, n) for n in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")},
+    "googlenet": googlenet.googlenet,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Batch-2, 32 px forwards are too small to gain from intra-op threads; on the shared 2-core
+    # machine one thread spends several times less CPU per test.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _torchvision(name: str, **kw) -> nn.Module:
+    if name == "googlenet":
+        kw.setdefault("init_weights", True)  # silences torchvision's FutureWarning; same init
+    return getattr(torchvision.models, name)(weights=None, **kw)
+
+
+def _randomize_norm_stats(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN state, so that eval outputs depend on every buffer being loaded."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_against_torchvision(name: str, x: torch.Tensor, final_linear) -> None:
+    """Strict load of a random torchvision state dict, equal eval outputs, pre-logits that
+    torchvision's last Linear maps to its logits, and a working reset_classifier. (Parameter
+    counts are compared for every model, cheaply, in test_keys_shapes_and_parameter_counts...)"""
+    torch.manual_seed(0)
+    ref = _torchvision(name).eval()
+    _randomize_norm_stats(ref)
+    ours = OURS[name]().eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():
+        expected = ref(x)
+        _assert_close(ours(x), expected)
+        pre = ours.forward_head(ours.forward_features(x), pre_logits=True)
+        _assert_close(final_linear(ref)(pre), expected)
+        ours.reset_classifier(5)
+        assert ours(x).shape == (2, 5)
+        assert ours.get_classifier() is getattr(ours, ours.classifier_attr)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "densenet161", "densenet169", "densenet201"])
+def test_densenet_loads_torchvision_state_dict_and_matches_its_outputs(name):
+    _check_against_torchvision(name, torch.randn(2, 3, 32, 32), lambda ref: ref.classifier)
+
+
+# Building a VGG costs ~1 s (130M parameters); four are compared numerically, and all eight have
+# their keys, shapes and parameter counts compared below.
+@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "vgg16", "vgg16_bn"])
+def test_vgg_loads_torchvision_state_dict_and_matches_its_outputs(name):
+    _check_against_torchvision(name, torch.randn(2, 3, 32, 32), lambda ref: ref.classifier[-1])
+
+
+def test_googlenet_loads_torchvision_default_state_dict_and_matches_its_outputs():
+    # torchvision's googlenet(weights=None) has aux heads; ours by default has none and drops them
+    # on a strict load, as torchvision does with its own checkpoint.
+    _check_against_torchvision("googlenet", torch.randn(2, 3, 32, 32), lambda ref: ref.fc)
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_keys_shapes_and_parameter_counts_equal_torchvision(name):
+    with torch.device("meta"):  # no memory, no init cost: only the structure is compared
+        ref = _torchvision(name, aux_logits=False) if name == "googlenet" else _torchvision(name)
+        ours = OURS[name]()
+    assert _shapes(ours) == _shapes(ref)
+    assert _n_params(ours) == _n_params(ref)
+
+
+def test_googlenet_default_has_torchvision_published_parameter_count():
+    # torchvision's GoogLeNet_Weights.IMAGENET1K_V1.meta["num_params"] (the model without aux heads).
+    with torch.device("meta"):
+        assert _n_params(googlenet.googlenet()) == 6_624_904
+
+
+def test_googlenet_with_aux_logits_matches_torchvision_in_training_mode():
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    ref = _torchvision("googlenet", aux_logits=True).train()
+    ours = googlenet.googlenet(aux_logits=True).train()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert _shapes(ours) == _shapes(ref)
+    torch.manual_seed(1)  # same dropout masks if the heads run in torchvision's order
+    expected = ref(x)
+    torch.manual_seed(1)
+    out = ours(x)
+    assert isinstance(out, tuple) and out._fields == expected._fields == ("logits", "aux_logits2", "aux_logits1")
+    for a, b in zip(out, expected):
+        _assert_close(a, b)
+    ours.eval()
+    ref.eval()
+    with torch.no_grad():
+        _assert_close(ours(x), ref(x))  # eval: plain logits
+
+
+def test_googlenet_scratch_batchnorm_keeps_torchvision_eps_and_outputs():
+    # torchvision's BasicConv2d uses eps=1e-3; our from-scratch BN must get it too.
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    ref = _torchvision("googlenet", aux_logits=False).eval()
+    _randomize_norm_stats(ref)
+    ours = googlenet.googlenet(norm="scratch").eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert all(m.eps == 1e-3 for m in ours.modules() if isinstance(m, ScratchBatchNorm2d))
+    with torch.no_grad():
+        _assert_close(ours(x), ref(x))
+
+
+def test_googlenet_transform_input_matches_torchvision():
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    ref = _torchvision("googlenet", aux_logits=False, transform_input=True).eval()
+    ours = googlenet.googlenet(transform_input=True).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():
+        _assert_close(ours(x), ref(x))
+
+
+def test_densenet_memory_efficient_with_dropout_matches_torchvision_outputs_and_gradients():
+    # A small DenseNet of torchvision's own class (k=12, 2 layers per block) keeps this fast; the
+    # checkpointed bottleneck and the dropout are the same code in every configuration.
+    cfg = dict(growth_rate=12, block_config=(2, 2, 2, 2), num_init_features=24, drop_rate=0.2, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    ref = torchvision.models.DenseNet(**cfg).train()
+    ours = densenet.DenseNet(**cfg, memory_efficient=True).train()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    torch.manual_seed(1)  # same dropout masks: checkpointing must not re-draw them
+    expected = ref(x)
+    expected.square().mean().backward()
+    torch.manual_seed(1)
+    out = ours(x)
+    out.square().mean().backward()
+    _assert_close(out, expected)
+    ref_grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        g = ref_grads[name].grad
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6 * max(g.abs().max().item(), 1.0))
+
+
+@pytest.mark.parametrize(
+    ("name", "published_millions"),
+    # Huang et al. 2017, Table 2 (CIFAR-10, 10 classes), given to 0.1M.
+    [("densenet_bc_100", 0.8), ("densenet_bc_250", 15.3), ("densenet40", 1.0)],
+)
+def test_cifar_densenet_parameter_count_matches_paper(name, published_millions):
+    with torch.device("meta"):
+        n = _n_params(getattr(densenet, name)(num_classes=10))
+    assert abs(n / 1e6 - published_millions) < 0.05, n
+
+
+def test_densenet_bc_100_feature_map_follows_paper_arithmetic():
+    # 2k=24 stem channels; each block adds 16*12=192; transitions halve: 216->108, 300->150, 342.
+    # Three blocks on 32 px: 32, 16, 8 (the paper's final 8x8 global average pool).
+    model = densenet.densenet_bc_100(num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 342, 8, 8)
+        assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "feature_shape"),
+    # 28 px (Fashion-MNIST): densenet121 has 3 transitions (28, 14, 7, 3); VGG 4 pools (28, 14, 7,
+    # 3, 1); GoogLeNet only maxpool3 and maxpool4 (28, 14, 7), all with ceil_mode.
+    [("densenet121", (1024, 3, 3)), ("vgg11_bn", (512, 1, 1)), ("googlenet", (1024, 7, 7))],
+)
+def test_small_input_grayscale_forward_shapes(name, feature_shape):
+    # VGG's 4096-wide fc6/fc7 (100M parameters) would dominate the cost; the width is irrelevant here.
+    extra = {"hidden_dim": 256} if name.startswith("vgg") else {}
+    model = OURS[name](num_classes=10, in_channels=1, small_input=True, **extra).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 1, 28, 28))
+        assert features.shape == (2, *feature_shape)
+        assert model.forward_head(features).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["vgg11_bn", "googlenet"])
+def test_small_input_keeps_torchvision_keys_and_shapes(name):
+    # So ImageNet weights still load for transfer to 32 px images (DenseNet's 3x3 conv0 differs).
+    with torch.device("meta"):
+        ref = _torchvision(name, aux_logits=False) if name == "googlenet" else _torchvision(name)
+        ours = OURS[name](small_input=True)
+    assert _shapes(ours) == _shapes(ref)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "vgg11_bn", "googlenet"])
+@pytest.mark.parametrize(
+    ("norm", "norm_type"), [("scratch", ScratchBatchNorm2d), ("group", nn.GroupNorm), ("none", None)]
+)
+def test_norm_choice_replaces_every_torchvision_batchnorm(name, norm, norm_type):
+    with torch.device("meta"):
+        ref = _torchvision(name, aux_logits=False) if name == "googlenet" else _torchvision(name)
+        ours = OURS[name](norm=norm)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in ref.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
+    if norm_type is not None:
+        assert sum(isinstance(m, norm_type) for m in ours.modules()) == n_bn
+    else:
+        assert not any(isinstance(m, (ScratchBatchNorm2d, nn.GroupNorm)) for m in ours.modules())
+        # A conv no longer followed by a norm keeps its bias (nothing else shifts its output).
+        assert all(m.bias is not None for m in ours.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_plain_vgg_has_no_norm_layers_whatever_norm_is_asked():
+    with torch.device("meta"):
+        ref = _torchvision("vgg11")
+        for norm in ("batch", "scratch", "group", "none"):
+            assert _shapes(vgg.vgg11(norm=norm)) == _shapes(ref)
+
+
+def test_families_are_registered():
+    assert set(list_models("densenet*")) >= {"densenet121", "densenet161", "densenet169", "densenet201",
+                                             "densenet_bc_100", "densenet_bc_250", "densenet40"}
+    assert set(list_models("vgg*")) == {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
+                                        "vgg19", "vgg19_bn"}
+    assert "googlenet" in list_models("googlenet")
