@@ -1,0 +1,544 @@
+"""Data-parallel training on ``torch.distributed``: process group, SyncBatchNorm, DDP, lr scaling.
+
+The engine is PyTorch's own (``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``/``MASTER_PORT``); this module only wires it to the trainer:
+
+* :func:`init_distributed` joins the process group: gloo on CPU, NCCL for CUDA tensors (with gloo
+  kept for CPU tensors), one GPU per process picked by ``LOCAL_RANK``, and a timeout so that a
+  crashed or hung rank makes the others fail with an error instead of waiting forever.
+* :func:`convert_sync_batchnorm` turns every BatchNorm, torch's *and* ours
+  (:mod:`resnet_lab.nn`), into a synchronized one whose statistics are those of the global batch.
+  ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` only knows torch's classes, and torch's
+  SyncBatchNorm runs on GPUs only, so on CPU the layers become our :class:`SyncBatchNorm`.
+  Parameter and buffer names are unchanged: checkpoints load into the plain model.
+* :func:`scale_lr_for_world_size` is the linear scaling rule with warmup (Goyal et al. 2017).
+* :func:`setup_distributed` does all of the above and wraps the model in
+  ``DistributedDataParallel``; the CLI calls it under ``torchrun``.
+* :func:`all_reduce_train_metrics`, :func:`all_reduce_evaluation`, :func:`broadcast_buffers` let
+  the loop report global figures from rank 0.
+
+See docs/DISTRIBUTED.md.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..nn import BatchNorm1d as ScratchBatchNorm1d
+from ..nn import BatchNorm2d as ScratchBatchNorm2d
+from ..nn.functional import batch_norm
+from .metrics import per_class_accuracy
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "TIMEOUT_ENV",
+    "DistEnv",
+    "DistributedError",
+    "SyncBatchNorm",
+    "all_reduce_evaluation",
+    "all_reduce_train_metrics",
+    "broadcast_buffers",
+    "convert_sync_batchnorm",
+    "dist_env",
+    "distributed_errors",
+    "get_world_size",
+    "init_distributed",
+    "rescale_resume_position",
+    "scale_lr_for_world_size",
+    "setup_distributed",
+]
+
+DEFAULT_TIMEOUT_S = 300.0
+TIMEOUT_ENV = "RESNET_LAB_DIST_TIMEOUT"
+_timeout_in_use: float | None = None  # what init_distributed used, for error messages
+
+# torch's native SyncBatchNorm only runs on these device types (it raises on CPU).
+_NATIVE_SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
+_BN_CLASSES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, ScratchBatchNorm1d, ScratchBatchNorm2d)
+
+
+class DistributedError(RuntimeError):
+    """Another process of the job crashed, was killed, or stopped answering within the timeout."""
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in the job, as ``torchrun`` describes it in the environment.
+
+    Args:
+        rank: global rank, 0..world_size-1 (``RANK``).
+        local_rank: rank on this host, picks the GPU (``LOCAL_RANK``).
+        world_size: number of processes in the job (``WORLD_SIZE``).
+    """
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+
+def dist_env() -> DistEnv:
+    """Read ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` (1 process when unset)."""
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError as e:
+        raise ValueError(f"RANK/LOCAL_RANK/WORLD_SIZE must be integers (torchrun sets them): {e}") from None
+    if world < 1 or not 0 <= rank < world or local < 0:
+        raise ValueError(
+            f"inconsistent distributed environment: RANK={rank}, LOCAL_RANK={local}, WORLD_SIZE={world}; "
+            "expected 0 <= RANK < WORLD_SIZE. Launch with torchrun rather than setting them by hand."
+        )
+    return DistEnv(rank=rank, local_rank=local, world_size=world)
+
+
+def get_world_size() -> int:
+    """Processes in the default group, or 1 when no process group is initialized."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _timeout_seconds(timeout: float | None) -> float:
+    if timeout is None:
+        raw = os.environ.get(TIMEOUT_ENV)
+        try:
+            timeout = float(raw) if raw else DEFAULT_TIMEOUT_S
+        except ValueError:
+            raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds; e.g. {TIMEOUT_ENV}=600") from None
+    if not timeout > 0:
+        raise ValueError(f"the process-group timeout must be > 0 seconds, got {timeout}")
+    return float(timeout)
+
+
+def init_distributed(device: str | torch.device = "auto", timeout: float | None = None) -> torch.device:
+    """Join the process group described by the environment and return this process's device.
+
+    Args:
+        device: as for training (``auto``, ``cpu``, ``cuda``, ``cuda:N``). ``auto``/``cuda``
+            become ``cuda:LOCAL_RANK``: one GPU per process.
+        timeout: seconds a collective may wait for the other ranks before failing (default
+            ``$RESNET_LAB_DIST_TIMEOUT`` or 300). Without it a crashed or hung rank would leave
+            the others blocked in the next all-reduce.
+
+    Returns:
+        The device this rank trains on. With ``WORLD_SIZE`` 1 nothing is initialized.
+    """
+    from .loop import resolve_device
+
+    env = dist_env()
+    dev = resolve_device(device)
+    if env.world_size == 1:
+        return dev
+    if not dist.is_available():
+        raise RuntimeError("this PyTorch build has no torch.distributed; install a standard build to use torchrun")
+    if dev.type == "cuda":
+        index = env.local_rank if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"LOCAL_RANK {env.local_rank} needs GPU {index} but only {torch.cuda.device_count()} are visible; "
+                "use --nproc-per-node <= the number of GPUs"
+            )
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
+        # NCCL for the model's CUDA tensors, gloo for the CPU tensors (metrics, confusion matrix).
+        backend = "cpu:gloo,cuda:nccl"
+    elif dev.type == "cpu":
+        backend = "gloo"
+    else:
+        raise ValueError(f"distributed training runs on cpu or cuda, not {dev.type!r}; pass --device cpu or cuda")
+    if not dist.is_initialized():
+        global _timeout_in_use
+        _timeout_in_use = _timeout_seconds(timeout)
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=_timeout_in_use))
+    return dev
+
+
+# --- synchronized batch norm ----------------------------------------------------------------
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: every rank's output is the sum, so the gradient of the total
+    loss with respect to each rank's input is the sum over ranks of the output gradients."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group: Any) -> Tensor:
+        ctx.group = group
+        x = x.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return _AllReduceSum.apply(grad, ctx.group), None
+
+
+class SyncBatchNorm(nn.Module):
+    """Batch norm whose training statistics are those of the global batch across all ranks.
+
+    Same parameters, buffers and conventions as :class:`torch.nn.BatchNorm2d` and
+    :class:`resnet_lab.nn.BatchNorm2d` (momentum 0.1 on the new statistic, unbiased running
+    variance, biased normalizing variance), for any input (N, C, ...). In training under an
+    initialized process group, the per-channel mean and variance are computed over the samples
+    of every rank with two differentiable all-reduces (sum and count, then the sum of squared
+    deviations from the global mean: the same two-pass formula as one process, so results agree
+    to float rounding). Gradients flow through the all-reduces, so each rank's gradient includes
+    the other ranks' dependence on its samples, as in torch's SyncBatchNorm. Without a process
+    group, or in eval mode, it is plain batch norm.
+
+    Unlike torch's SyncBatchNorm it runs on CPU (gloo) as well as on GPUs.
+
+    Args:
+        num_features: C, the channel dimension (dim 1).
+        eps: added to the variance inside the square root.
+        momentum: weight of the new statistic in the running average; None for the cumulative
+            average.
+        affine: learn ``weight`` and ``bias``.
+        track_running_stats: keep ``running_mean``/``running_var`` for eval.
+        process_group: the group to synchronize over (default: all ranks).
+    """
+
+    _version = 2  # state dicts carry num_batches_tracked, like torch's BN
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"num_features must be positive, got {num_features}")
+        factory = {"device": device, "dtype": dtype}
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.process_group = process_group
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def _group_size(self) -> int:
+        if not (dist.is_available() and dist.is_initialized()):
+            return 1
+        return dist.get_world_size(self.process_group or dist.group.WORLD)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"SyncBatchNorm({self.num_features}) expects (N, {self.num_features}, ...) input, got {tuple(x.shape)}"
+            )
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        if not (self.training and self._group_size() > 1):
+            # eval (running statistics, no communication) or a single process: plain batch norm
+            return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                              training=self.training, momentum=factor, eps=self.eps)
+        return self._sync_forward(x, factor)
+
+    def _sync_forward(self, x: Tensor, factor: float) -> Tensor:
+        group = self.process_group or dist.group.WORLD
+        c = self.num_features
+        shape = (1, c) + (1,) * (x.dim() - 2)  # (1, C, 1, 1)
+        dims = [0] + list(range(2, x.dim()))
+        # Statistics in at least float32 (bf16 sums over a global batch lose too many digits).
+        xs = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = torch.full((1,), x.numel() // c, dtype=xs.dtype, device=x.device)
+        packed = _AllReduceSum.apply(torch.cat([xs.sum(dims), count]), group)  # (C + 1,): sums, N
+        n = packed[c].detach()
+        if float(n) <= 1:  # as torch: one value per channel has no variance
+            raise ValueError(f"Expected more than 1 value per channel when training, got {int(n)} over all ranks")
+        mean = packed[:c] / n  # (C,)
+        var = _AllReduceSum.apply(((xs - mean.reshape(shape)) ** 2).sum(dims), group) / n  # biased, (C,)
+        if self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
+                unbiased = var.detach() * (n / (n - 1))
+                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+        y = (xs - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape)
+        if self.bias is not None:
+            y = y + self.bias.reshape(shape)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+def _sync_layer(bn: nn.Module, native: bool, process_group: Any) -> nn.Module:
+    cls = nn.SyncBatchNorm if native else SyncBatchNorm
+    new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group)
+    # Share the very same Parameter and buffer objects: nothing is copied or re-initialized, the
+    # names (hence state-dict keys) are those of the original layer.
+    if bn.affine:
+        new.weight, new.bias = bn.weight, bn.bias
+    new.running_mean, new.running_var = bn.running_mean, bn.running_var
+    new.num_batches_tracked = bn.num_batches_tracked
+    new.train(bn.training)
+    if hasattr(bn, "qconfig"):
+        new.qconfig = bn.qconfig
+    return new
+
+
+def convert_sync_batchnorm(
+    module: nn.Module, device: str | torch.device | None = None, process_group: Any = None
+) -> nn.Module:
+    """Replace every BatchNorm layer (torch's 1d/2d/3d and ``resnet_lab.nn`` 1d/2d) in place.
+
+    On CUDA (and XPU/HPU) the layers become torch's fused ``nn.SyncBatchNorm``; elsewhere (CPU
+    with gloo) our :class:`SyncBatchNorm`, because torch's refuses CPU tensors. Either way the
+    new layer holds the original layer's parameters and buffers under the same names, so
+    ``state_dict()`` keys are unchanged and a checkpoint loads into the model without sync BN.
+
+    Args:
+        module: the model (or a single BN layer, in which case the new layer is returned).
+        device: where the model trains; picks the implementation (default: the device of the
+            model's first parameter, CPU if it has none).
+        process_group: synchronize over this group only (default: all ranks).
+
+    Returns:
+        ``module`` with its layers replaced (or the new layer when ``module`` itself is a BN).
+    """
+    if device is None:
+        first = next(module.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    native = torch.device(device).type in _NATIVE_SYNC_BN_DEVICES
+    if isinstance(module, _BN_CLASSES):
+        return _sync_layer(module, native, process_group)
+    for name, child in module.named_children():
+        if isinstance(child, _BN_CLASSES):
+            setattr(module, name, _sync_layer(child, native, process_group))
+        else:
+            convert_sync_batchnorm(child, device, process_group)
+    return module
+
+
+# --- learning-rate scaling ------------------------------------------------------------------
+
+
+def scale_lr_for_world_size(config, world_size: int) -> list[str]:
+    """The linear scaling rule with gradual warmup (Goyal et al. 2017, sections 2.1-2.2).
+
+    When the global batch grows k-fold (k processes, same per-process batch), multiply the
+    learning rate by k, and ramp it up from near zero at the start, since the large rate is
+    unstable while the weights still change fast. The paper warms up for 5 of 90 epochs; we use
+    5 epochs capped at a quarter of the run, the same share as the one-cycle schedule's ramp
+    (which already warms up by itself, so it is left alone when ``warmup_epochs`` is 0).
+
+    Args:
+        config: a :class:`~resnet_lab.train.TrainConfig`; ``lr`` and ``warmup_epochs`` are updated.
+        world_size: k, the number of processes.
+
+    Returns:
+        Human-readable notes of what changed (for the log).
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    notes = []
+    if world_size > 1:
+        old = config.lr
+        config.lr = old * world_size
+        notes.append(f"--scale-lr: lr {old:g} x {world_size} processes = {config.lr:g}")
+        if config.warmup_epochs <= 0 and config.schedule != "onecycle":
+            config.warmup_epochs = min(5.0, config.epochs / 4)
+            notes.append(f"--scale-lr: linear warmup over the first {config.warmup_epochs:g} epochs")
+    return notes
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def setup_distributed(
+    model: nn.Module,
+    config,
+    *,
+    sync_bn: bool = False,
+    scale_lr: bool = False,
+    timeout: float | None = None,
+) -> nn.Module:
+    """Join the process group, place the model, optionally sync BN and scale lr, wrap in DDP.
+
+    Call it in every process started by ``torchrun`` before :func:`resnet_lab.train.train`.
+
+    Args:
+        model: the plain model (any device; it is moved to this rank's device).
+        config: the :class:`~resnet_lab.train.TrainConfig`; ``device`` is set to this rank's
+            device (``cuda:LOCAL_RANK`` on GPUs), ``lr``/``warmup_epochs`` changed by ``scale_lr``.
+        sync_bn: convert every BatchNorm (torch's and ours) to global-batch statistics.
+        scale_lr: linear scaling rule with warmup (:func:`scale_lr_for_world_size`).
+        timeout: process-group timeout in seconds (default ``$RESNET_LAB_DIST_TIMEOUT`` or 300).
+
+    Returns:
+        The model wrapped in ``DistributedDataParallel`` (or unchanged with one process).
+    """
+    device = init_distributed(config.device, timeout)
+    world = get_world_size()
+    if world == 1:
+        return model
+    config.device = str(device)
+    if scale_lr:
+        notes = scale_lr_for_world_size(config, world)
+        if dist.get_rank() == 0:
+            for line in notes:
+                print(line, flush=True)
+    model.to(device)
+    # DDP registers gradient hooks on the parameters as they are: set the memory format first.
+    if getattr(config, "channels_last", False):
+        model.to(memory_format=torch.channels_last)
+    if sync_bn:
+        model = convert_sync_batchnorm(model, device)
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # Buffer sync copies rank 0's BN running statistics to every rank before each forward; with
+    # sync BN they are identical on all ranks already, so skip that collective (the initial copy
+    # at construction still happens). Newer torch renamed the flag.
+    flag = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **{flag: not sync_bn})
+
+
+# --- resume under another world size -------------------------------------------------------
+
+
+def rescale_resume_position(scheduler, state: dict[str, Any], steps_per_epoch: int) -> int:
+    """Map a checkpoint's position to the current number of steps per epoch.
+
+    A run saved with W processes and resumed with W' (or another batch size) has a different
+    number of optimizer steps per epoch. The epoch count is kept; a mid-epoch position keeps its
+    fraction of the epoch, rounded down (so a few samples are seen twice rather than skipped);
+    the learning-rate schedule moves to the same step in the new step count.
+
+    Args:
+        scheduler: the ``LambdaLR`` already restored from ``state["scheduler"]``.
+        state: the loaded ``train_state.pt`` with ``epoch``, ``step`` and ``steps_per_epoch``.
+        steps_per_epoch: steps per epoch now.
+
+    Returns:
+        The number of steps of the current epoch to skip.
+    """
+    old = int(state["steps_per_epoch"])
+    if old < 1 or steps_per_epoch < 1:
+        raise ValueError(f"steps per epoch must be >= 1, got saved {old} and current {steps_per_epoch}")
+    skip = int(state["step"]) * steps_per_epoch // old
+    t = int(state["epoch"]) * steps_per_epoch + skip  # optimizer steps done, in current steps
+    scheduler.last_epoch = t
+    lrs = [base * fn(t) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+    return skip
+
+
+# --- metrics across ranks -------------------------------------------------------------------
+
+
+def _all_reduce_sum(t: Tensor) -> Tensor:
+    t = t.clone()
+    if get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_train_metrics(loss_sum: Tensor, correct: Tensor, seen: int) -> tuple[Tensor, Tensor, int]:
+    """Sum the per-rank training sums so that rank 0 reports the global loss and accuracy.
+
+    Args:
+        loss_sum: float64 sum of per-sample losses on this rank.
+        correct: int64 count of correct predictions on this rank.
+        seen: samples this rank trained on.
+    """
+    packed = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                             device=loss_sum.device)])
+    total = _all_reduce_sum(packed)  # counts stay exact in float64 below 2**53
+    return total[0], total[1].round().to(torch.int64), int(total[2].round())
+
+
+def all_reduce_evaluation(ev: dict[str, Any]) -> dict[str, Any]:
+    """Combine the per-rank results of :func:`resnet_lab.train.evaluate` on disjoint test shards.
+
+    Loss is summed as ``loss * n`` (float64), the confusion matrices and sample counts are summed;
+    accuracy and per-class accuracy are recomputed from the global confusion matrix.
+
+    Args:
+        ev: this rank's result (``loss``, ``n``, ``confusion``).
+    """
+    cm = _all_reduce_sum(ev["confusion"].to(torch.int64))
+    loss_n = _all_reduce_sum(torch.tensor([ev["loss"] * ev["n"], float(ev["n"])], dtype=torch.float64))
+    n = int(loss_n[1].round())
+    return {**ev, "loss": float(loss_n[0]) / n, "acc": float(cm.diagonal().sum()) / n, "confusion": cm,
+            "per_class_acc": per_class_accuracy(cm).tolist(), "n": n}
+
+
+@torch.no_grad()
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BN running statistics) to every rank.
+
+    Without sync BN each rank's last forward updates its running statistics with its own batch,
+    so the ranks end an epoch with slightly different models; broadcasting rank 0's (the one that
+    is saved) before evaluation makes every rank evaluate the checkpointed model.
+    """
+    if get_world_size() == 1:
+        return
+    for b in module.buffers():
+        dist.broadcast(b, src)
+
+
+@contextmanager
+def distributed_errors() -> Iterator[None]:
+    """Turn a failed collective into a :class:`DistributedError` that says what happened, and
+    leave the process group on the way out (also after success)."""
+    try:
+        yield
+    except DistributedError:
+        raise
+    except RuntimeError as e:
+        if not (dist.is_available() and dist.is_initialized()) or not _looks_distributed(e):
+            raise
+        rank = dist.get_rank()
+        raise DistributedError(
+            f"rank {rank} lost contact with the other processes: one of them crashed, was killed, or did not "
+            f"answer within the {_timeout_in_use or _timeout_seconds(None):g} s timeout (set {TIMEOUT_ENV} to change it). "
+            f"Check the other ranks' output for the first error. Cause: {str(e).splitlines()[0][:300]}"
+        ) from e
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:  # the group may be broken already; exiting is what matters
+                pass
+
+
+def _looks_distributed(e: BaseException) -> bool:
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e).lower()
+    return any(k in text for k in ("gloo", "nccl", "timed out", "timeout", "connection", "peer", "socket"))

@@ -1,0 +1,229 @@
+"""Data-parallel training with 2 processes over loopback (gloo), against one process as the reference.
+
+The reference is the same CLI run in a single process with the global batch (2 x the per-rank
+batch): plain SGD without momentum or weight decay, constant lr, no augmentation, no dropout, so
+the only difference between the runs is how the batch is split. The in-memory loader gives the
+two ranks the two halves of each global batch (same global order as one process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import resnet_lab.nn as rl_nn
+from resnet_lab.cli import main as cli_main
+from resnet_lab.train.distributed import SyncBatchNorm, convert_sync_batchnorm, scale_lr_for_world_size
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
+
+VENV_BIN = Path(sys.executable).parent
+PER_RANK_BATCH = 4
+# 48 samples / global batch 8 = 6 optimizer steps in one epoch.
+TRAIN = ["train", "--model", "resnet8", "--dataset", "fake", "--subset", "48", "--epochs", "1",
+         "--optimizer", "sgd", "--momentum", "0", "--weight-decay", "0", "--schedule", "constant",
+         "--lr", "0.05", "--no-augment", "--no-progress", "--device", "cpu", "--norm", "scratch", "--seed", "3"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # the OS picks a free port; it stays free for the moment we need it
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", PYTHONWARNINGS="ignore", **extra)
+    return env
+
+
+def _launch_ranks(args: list[str], log_dir: Path, world_size: int = 2, **env: str) -> list[subprocess.Popen]:
+    """Start the ranks as torchrun would (same environment variables), without its agent, so a
+    test sees how a rank ends by itself."""
+    port = str(_free_port())
+    procs = []
+    for rank in range(world_size):
+        e = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                 LOCAL_WORLD_SIZE=str(world_size), MASTER_PORT=port, **env)
+        log = open(log_dir / f"rank{rank}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "resnet_lab", *args], env=e, stdout=log,
+                                      stderr=subprocess.STDOUT))
+    return procs
+
+
+def _wait_all(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 120) -> None:
+    try:
+        for p in procs:
+            p.wait(timeout=timeout)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    logs = "\n".join((log_dir / f"rank{r}.log").read_text()[-3000:] for r in range(len(procs)))
+    assert all(p.returncode == 0 for p in procs), logs
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory) -> Path:
+    """The reference: one process, batch = the global batch of the 2-process runs."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    assert cli_main([*TRAIN, "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out)]) == 0
+    return out
+
+
+def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch(single_process_run, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [str(VENV_BIN / "torchrun"), "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "resnet_lab",
+           *TRAIN, "--batch-size", str(PER_RANK_BATCH), "--sync-bn", "--out", str(out)]
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    ref, got = load_file(single_process_run / "model.safetensors"), load_file(out / "model.safetensors")
+    assert got.keys() == ref.keys()  # saved unwrapped: no "module." prefix, same BN keys
+    for k in ref:
+        if k.endswith("num_batches_tracked"):
+            assert int(got[k]) == int(ref[k]) == 6, k  # 6 global steps
+        else:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    # Rank 0 reports global figures: the same train loss/accuracy and test metrics as one process.
+    for a, b in zip(_metrics(out), _metrics(single_process_run), strict=True):
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    # Only rank 0 printed the per-epoch lines.
+    assert r.stdout.count("epoch   1/1") + r.stderr.count("epoch   1/1") == 1
+
+
+def test_without_sync_bn_running_statistics_differ_from_one_process(single_process_run, tmp_path):
+    out = tmp_path / "ddp"
+    procs = _launch_ranks([*TRAIN, "--batch-size", str(PER_RANK_BATCH), "--out", str(out)], tmp_path)
+    _wait_all(procs, tmp_path)
+    ref, got = load_file(single_process_run / "model.safetensors"), load_file(out / "model.safetensors")
+    # Each rank normalizes with the statistics of its own 4 samples, not of the global 8, so the
+    # forward pass, the gradients and the running statistics all differ from the reference.
+    diffs = [(got[k] - ref[k]).abs().max().item() for k in ref if k.endswith(("running_mean", "running_var"))]
+    assert max(diffs) > 1e-3, diffs
+
+
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_a_lost_rank_ends_the_other_with_a_clear_error_within_the_timeout(tmp_path, how):
+    timeout = 15  # short for the test, but above the start-up skew of two ranks on a busy machine
+    args = [*TRAIN, "--batch-size", "2", "--subset", "64", "--epochs", "1000", "--norm", "batch"]  # no --out
+    procs = _launch_ranks(args, tmp_path, RESNET_LAB_DIST_TIMEOUT=str(timeout))
+    rank0_log = tmp_path / "rank0.log"
+    try:
+        deadline = time.monotonic() + 120
+        while "epoch   1/" not in rank0_log.read_text():  # both ranks are past start-up and training
+            assert time.monotonic() < deadline and procs[0].poll() is None, rank0_log.read_text()[-3000:]
+            time.sleep(0.2)
+        t0 = time.monotonic()
+        # killed: the socket closes, rank 0 notices at its next collective; hung (stopped):
+        # nothing closes, only the process-group timeout can end the wait.
+        procs[1].send_signal(signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        rc = procs[0].wait(timeout=timeout + 50)
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    log = rank0_log.read_text()
+    assert rc == 2, log[-3000:]
+    assert "lost contact with the other processes" in log and "RESNET_LAB_DIST_TIMEOUT" in log, log[-3000:]
+    # Ending by the timeout: at most the timeout plus an epoch's work and a slow shared machine.
+    assert waited < timeout + 40, waited
+
+
+# --- single-process unit checks -------------------------------------------------------------
+
+
+class _MixedNorms(nn.Module):
+    """torch's BN and ours side by side, 1d and 2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn_torch = nn.BatchNorm2d(4)
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 1), rl_nn.BatchNorm2d(4))
+        self.fc = nn.Linear(4, 6)
+        self.bn1d_ours = rl_nn.BatchNorm1d(6, momentum=None)
+        self.bn1d_torch = nn.BatchNorm1d(6, affine=False)
+
+    def forward(self, x):
+        x = self.block(self.bn_torch(self.conv(x))).mean((2, 3))
+        return self.bn1d_torch(self.bn1d_ours(self.fc(x)))
+
+
+@pytest.mark.parametrize("device, cls", [("cpu", SyncBatchNorm), ("cuda", nn.SyncBatchNorm)])
+def test_convert_sync_batchnorm_converts_torch_and_our_bn_and_keeps_state_dict_keys(device, cls):
+    torch.manual_seed(0)
+    model = _MixedNorms()
+    with torch.no_grad():  # non-default state so that sharing, not re-initializing, is visible
+        for name, b in model.named_buffers():
+            if "running" in name:
+                b.uniform_(0.5, 1.5)
+        for p in model.parameters():
+            p.add_(0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    convert_sync_batchnorm(model, device)  # conversion itself needs no GPU: it only builds layers
+    kinds = [type(model.bn_torch), type(model.block[1]), type(model.bn1d_ours), type(model.bn1d_torch)]
+    assert kinds == [cls] * 4
+    after = model.state_dict()
+    assert list(after) == list(before)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+    plain = _MixedNorms()
+    plain.load_state_dict(after, strict=True)  # a sync-BN checkpoint loads into the plain model
+
+
+def test_sync_batchnorm_without_process_group_is_torch_batchnorm_in_train_and_eval():
+    torch.manual_seed(0)
+    ref = nn.BatchNorm2d(5)
+    ours = convert_sync_batchnorm(nn.BatchNorm2d(5), "cpu")
+    ours.load_state_dict(ref.state_dict())
+    for train in (True, True, False):
+        ref.train(train)
+        ours.train(train)
+        x = torch.randn(6, 5, 3, 3) * 3 + 1
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        torch.testing.assert_close(ours(x2), ref(x1))
+        if train:
+            ours(x2).square().sum().backward()
+            ref(x1).square().sum().backward()
+            torch.testing.assert_close(x2.grad, x1.grad)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v)
+
+
+def test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al():
+    from resnet_lab.train import TrainConfig
+
+    cfg = TrainConfig(epochs=90, lr=0.1, schedule="step")
+    scale_lr_for_world_size(cfg, 8)
+    # Goyal et al. 2017: k = 8 workers -> lr 0.1 * 8, with 5 epochs of gradual warmup in 90.
+    assert cfg.lr == pytest.approx(0.8) and cfg.warmup_epochs == 5
+    short = TrainConfig(epochs=8, lr=0.1, schedule="cosine")
+    scale_lr_for_world_size(short, 2)
+    assert short.lr == pytest.approx(0.2) and short.warmup_epochs == 2  # capped at a quarter of the run
+    onecycle = TrainConfig(epochs=8, lr=0.1, schedule="onecycle")
+    scale_lr_for_world_size(onecycle, 2)
+    assert onecycle.warmup_epochs == 0  # one-cycle already ramps up over its first quarter
