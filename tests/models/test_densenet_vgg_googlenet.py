@@ -130,6 +130,9 @@ def test_googlenet_with_aux_logits_matches_torchvision_in_training_mode():
     ref.eval()
     with torch.no_grad():
         _assert_close(ours(x), ref(x))  # eval: plain logits
+    ours.train()
+    ours.reset_classifier(5)  # the aux heads follow, so their losses fit the new labels
+    assert [tuple(t.shape) for t in ours(x)] == [(2, 5)] * 3
 
 
 def test_googlenet_scratch_batchnorm_keeps_torchvision_eps_and_outputs():

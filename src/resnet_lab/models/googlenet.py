@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
-from .layers import ClassifierModel
+from .layers import ClassifierModel, replace_linear
 from .registry import register_model
 
 __all__ = ["BasicConv2d", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "googlenet"]
@@ -250,6 +250,14 @@ class GoogLeNet(ClassifierModel):
         x, aux1, aux2 = self._features(x, with_aux=with_aux)
         logits = self.forward_head(x)
         return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace ``fc`` (and the aux heads' last Linear, if built) for ``num_classes`` outputs,
+        so the aux losses of a transferred model have the new number of classes too."""
+        super().reset_classifier(num_classes)
+        for aux in (self.aux1, self.aux2):
+            if aux is not None:
+                aux.fc2 = replace_linear(aux.fc2, num_classes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Without aux heads, drop their weights on load, as torchvision does after loading its
