@@ -62,7 +62,8 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
     shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     torch.onnx.export(
         model, (x,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        opset_version=opset, dynamic_shapes=shapes, dynamo=True, verbose=False,
+        # the dynamo exporter builds opset 18 and its down-conversion to 17 fails (Pad, Reduce*): keep >= 18
+        opset_version=max(opset, 18), dynamic_shapes=shapes, dynamo=True, verbose=False,
     )
 
 
