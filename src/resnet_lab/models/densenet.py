@@ -377,7 +377,7 @@ def densenet_bc_100(
     *,
     num_classes: int = 1000,
     in_channels: int = 3,
-    small_input: bool = True,
+    small_input: bool = False,
     norm: str = "batch",
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
@@ -388,7 +388,8 @@ def densenet_bc_100(
     Args:
         num_classes: classifier outputs.
         in_channels: image channels.
-        small_input: ignored; this model is built for small images (3x3 stem, no pool).
+        small_input: ignored (accepted for the common signature); this model is built for
+            small images either way (3x3 stride-1 stem, no pool).
         norm: normalization of every layer.
         drop_rate: dropout after each dense layer (the paper's 0.2 without augmentation).
         memory_efficient: checkpoint the bottlenecks to save memory.
@@ -402,7 +403,7 @@ def densenet_bc_250(
     *,
     num_classes: int = 1000,
     in_channels: int = 3,
-    small_input: bool = True,
+    small_input: bool = False,
     norm: str = "batch",
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
@@ -421,7 +422,7 @@ def densenet40(
     *,
     num_classes: int = 1000,
     in_channels: int = 3,
-    small_input: bool = True,
+    small_input: bool = False,
     norm: str = "batch",
     drop_rate: float = 0.0,
     memory_efficient: bool = False,
