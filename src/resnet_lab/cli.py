@@ -190,15 +190,29 @@ def _train_config(args, out: str | None):
     )
 
 
-def _load_data(args, *, device, in_channels=None, classes=None, per_class=None, batch_size=None):
+def _load_data(args, *, device, in_channels=None, classes=None, per_class=None, batch_size=None, shard=False):
     from .data import load_data
 
+    rank, world_size, device = _data_shard(device) if shard else (0, 1, device)
     return load_data(
         args.dataset, data_dir=args.data_dir, batch_size=batch_size or args.batch_size, device=device,
         augment=not getattr(args, "no_augment", False), subset=getattr(args, "subset", None),
         seed=getattr(args, "seed", 0), num_workers=args.workers, image_size=args.image_size,
         in_channels=in_channels, download=args.download, classes=classes, per_class=per_class,
+        rank=rank, world_size=world_size,
     )
+
+
+def _data_shard(device):
+    """Under torchrun: (rank, world size, device) so each rank loads its shard onto its own GPU."""
+    from .train.distributed import dist_env
+
+    env = dist_env()
+    if env.world_size > 1 and device.type == "cuda" and device.index is None:
+        import torch
+
+        device = torch.device("cuda", env.local_rank)  # the GPU setup_distributed will pick
+    return env.rank, env.world_size, device
 
 
 def cmd_train(args) -> int:
@@ -214,10 +228,10 @@ def cmd_train(args) -> int:
         arch = dict(load_meta(args.out)["arch"])
         if arch["name"] != args.model:
             raise ValueError(f"--model {args.model} differs from the run's {arch['name']} in {args.out}")
-        data = _load_data(args, device=device, in_channels=arch["in_channels"])
+        data = _load_data(args, device=device, in_channels=arch["in_channels"], shard=True)
         model = create_model(arch.pop("name"), **arch)
     else:
-        data = _load_data(args, device=device)
+        data = _load_data(args, device=device, shard=True)
         c, h, _ = data.info.input_size
         small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
         torch.manual_seed(args.seed)
@@ -225,10 +239,11 @@ def cmd_train(args) -> int:
         model = create_model(args.model, num_classes=len(data.info.classes), in_channels=c,
                              small_input=small, norm=args.norm, **extra)
     model = _maybe_distributed(model, args, config)
-    history = train(model, data, config)
+    with _distributed_errors():
+        history = train(model, data, config)
     if history.interrupted:
         return 130
-    if history.epochs:
+    if history.epochs and _dist_rank() == 0:  # under torchrun only rank 0 reports
         print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
               f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
     return 0
@@ -245,6 +260,24 @@ def _maybe_distributed(model, args, config):
     from .train.distributed import setup_distributed
 
     return setup_distributed(model, config, sync_bn=args.sync_bn, scale_lr=args.scale_lr)
+
+
+def _dist_rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def _distributed_errors():
+    """Under torchrun: a lost rank becomes a clear error, and the process group is left at the end."""
+    import contextlib
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from .train.distributed import distributed_errors
+
+    return distributed_errors()
 
 
 def cmd_evaluate(args) -> int:
