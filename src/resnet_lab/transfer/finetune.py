@@ -1,0 +1,315 @@
+"""The three transfer strategies as one path: source -> model -> (phases of) training.
+
+* ``all``: every pretrained weight that fits is loaded (the classifier is re-created when the
+  class count, or the known class names, differ), all layers train; optionally the backbone at a
+  fraction of the head's learning rate (discriminative learning rates, Howard & Ruder 2018, as
+  fastai's ``fine_tune``) and a first phase of ``freeze_epochs`` with the backbone frozen.
+* ``last``: everything before a module (default: the last stage) is frozen; it and everything
+  after it, the classifier included, train.
+* ``head``: the pretrained classifier stays as it is; a new Linear (old classes -> new classes)
+  is stacked on it and is the only thing that trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .adapt import LoadReport, adapt_mean_std, load_pretrained
+from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
+from .heads import add_head, classifier_linear_name, head_param_names
+from .sources import WeightSource, load_source
+
+__all__ = ["STRATEGIES", "TransferPlan", "finetune", "finetune_from_args", "transfer_model", "use_normalization"]
+
+STRATEGIES = ("all", "last", "head")
+
+
+@dataclass
+class TransferPlan:
+    """How a model was made from pretrained weights (recorded in ``model.json`` as ``transfer``).
+
+    Attributes:
+        strategy: ``all``, ``last`` or ``head``.
+        origin: where the weights came from.
+        source_arch: the architecture of the weights.
+        classifier: module name of the classifier's final Linear.
+        trainable, frozen: parameter values that train / stay fixed.
+        load: what loading did (adapted first conv, re-created classifier).
+        unfreeze_from: for ``last``: the first module that trains.
+        head: for ``head``: ``{"module", "num_classes", "old_classes"}`` of the stacked layer.
+        lr_scale: ``{param-name prefix: factor}`` for the trainer (``all`` with a backbone scale).
+        eval_norms: norm layers locked in eval mode.
+        mean, std, input_size: the preprocessing that travelled with the weights.
+    """
+
+    strategy: str
+    origin: str
+    source_arch: dict[str, Any]
+    classifier: str
+    trainable: int
+    frozen: int
+    load: LoadReport
+    unfreeze_from: str | None = None
+    head: dict[str, Any] | None = None
+    lr_scale: dict[str, float] = field(default_factory=dict)
+    eval_norms: list[str] = field(default_factory=list)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    input_size: tuple[int, ...] | None = None
+
+    def to_meta(self) -> dict[str, Any]:
+        """The ``transfer`` entry of ``model.json`` (``transfer.head`` lets ``load_model`` rebuild)."""
+        entry: dict[str, Any] = {
+            "strategy": self.strategy, "source": self.origin, "source_arch": self.source_arch,
+            "classifier": self.classifier,
+            "params": {"trainable": self.trainable, "frozen": self.frozen},
+            "adapted": self.load.adapted, "recreated": self.load.recreated,
+        }
+        if self.unfreeze_from:
+            entry["unfreeze_from"] = self.unfreeze_from
+        if self.head:
+            entry["head"] = self.head
+        if self.lr_scale:
+            entry["lr_scale"] = self.lr_scale
+        if self.eval_norms:
+            entry["eval_norms"] = len(self.eval_norms)
+        return {"transfer": entry}
+
+    def describe(self) -> str:
+        what = {"all": "all layers train", "head": f"only the new head on {self.classifier} trains",
+                "last": f"trains from {self.unfreeze_from} on"}[self.strategy]
+        lines = [f"transfer ({self.strategy}) from {self.origin}: {what}",
+                 f"  {self.load.summary()}",
+                 f"  {self.trainable:,} trainable / {self.frozen:,} frozen parameters"
+                 + (f"; {len(self.eval_norms)} frozen norm layers kept in eval mode" if self.eval_norms else "")]
+        if self.lr_scale:
+            lines.append(f"  learning-rate factors: {self.lr_scale}")
+        return "\n".join(lines)
+
+
+def _check_options(strategy: str, unfreeze_from: str | None, backbone_lr_scale: float | None, freeze_epochs: int) -> None:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+    if unfreeze_from and strategy != "last":
+        raise ValueError(f"--unfreeze-from applies to --strategy last, not {strategy}")
+    if backbone_lr_scale is not None:
+        if strategy != "all":
+            raise ValueError(f"--backbone-lr-scale applies to --strategy all, not {strategy}")
+        if not backbone_lr_scale > 0:
+            raise ValueError(f"--backbone-lr-scale must be > 0 (e.g. 0.1), got {backbone_lr_scale}")
+    if freeze_epochs:
+        if strategy != "all":
+            raise ValueError(f"--freeze-epochs applies to --strategy all, not {strategy}")
+        if freeze_epochs < 0:
+            raise ValueError(f"--freeze-epochs must be >= 0, got {freeze_epochs}")
+
+
+def transfer_model(
+    source: WeightSource,
+    strategy: str,
+    *,
+    num_classes: int,
+    in_channels: int | None = None,
+    classes: Sequence[str] | None = None,
+    unfreeze_from: str | None = None,
+    backbone_lr_scale: float | None = None,
+    recreate_head: bool | None = None,
+) -> tuple[nn.Module, TransferPlan]:
+    """Build the target model from ``source`` and freeze it as ``strategy`` says.
+
+    Args:
+        source: the pretrained weights (:func:`~resnet_lab.transfer.load_source`).
+        strategy: ``all``, ``last`` or ``head``.
+        num_classes: classes of the target task.
+        in_channels: input channels of the target data (default: the weights'); the first conv
+            is adapted when they differ.
+        classes: target class names; with the source's names known and different, ``all`` and
+            ``last`` re-create the classifier even when the count matches.
+        unfreeze_from: for ``last``: the first module that trains (default: the last stage).
+        backbone_lr_scale: for ``all``: learning-rate factor of everything but the classifier.
+        recreate_head: override the classifier decision (see :func:`load_pretrained`).
+
+    Returns:
+        ``(model, plan)``: the model (in train mode, on the CPU) and a :class:`TransferPlan`.
+    """
+    from ..models import create_model
+
+    _check_options(strategy, unfreeze_from, backbone_lr_scale, 0)
+    arch = dict(source.arch)
+    name = arch.pop("name")
+    in_ch = int(in_channels or arch.get("in_channels", 3))
+    arch["in_channels"] = in_ch
+    if in_ch != 3:
+        arch.pop("transform_input", None)  # GoogLeNet's RGB re-scaling needs 3 channels
+    old_classes = int(arch.get("num_classes", num_classes))
+    if strategy != "head":
+        arch["num_classes"] = num_classes
+        if recreate_head is None and source.classes and classes is not None and list(source.classes) != list(classes):
+            recreate_head = True  # same count, other classes: the old class weights mean nothing here
+    model = create_model(name, **arch)
+    report = load_pretrained(model, source.state_dict, recreate_head=False if strategy == "head" else recreate_head,
+                             source=source.origin or "the weights")
+    classifier = classifier_linear_name(model)
+    head = None
+    eval_norms: list[str] = []
+    lr_scale: dict[str, float] = {}
+    point = None
+    if strategy == "head":
+        add_head(model, num_classes)
+        head = {"module": classifier, "num_classes": num_classes, "old_classes": old_classes}
+        eval_norms = freeze(model, head_param_names(model)).eval_norms
+    elif strategy == "last":
+        point = unfreeze_from or default_unfreeze_point(model)
+        keep = set(params_from(model, point))
+        keep |= {f"{classifier}.{n}" for n, _ in model.get_submodule(classifier).named_parameters()}
+        eval_norms = freeze(model, keep).eval_norms
+    elif backbone_lr_scale is not None:
+        # Longest prefix wins in param_groups: the classifier at the full rate, the rest scaled.
+        lr_scale = {"": float(backbone_lr_scale), f"{classifier}.": 1.0}
+    trainable, frozen = count_params(model)
+    plan = TransferPlan(
+        strategy=strategy, origin=source.origin, source_arch=dict(source.arch), classifier=classifier,
+        trainable=trainable, frozen=frozen, load=report, unfreeze_from=point, head=head, lr_scale=lr_scale,
+        eval_norms=eval_norms, mean=adapt_mean_std(source.mean, in_ch), std=adapt_mean_std(source.std, in_ch),
+        input_size=(in_ch, *source.input_size[1:]) if source.input_size else None,
+    )
+    return model.train(), plan
+
+
+def use_normalization(data, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Make ``data`` (a :class:`~resnet_lab.data.DataBundle`) normalize with the weights' mean/std.
+
+    The pretrained layers expect inputs scaled as in their own training; the target data's own
+    statistics would shift every activation of the first layer.
+
+    Args:
+        data: the bundle, changed in place (its loaders and ``info``).
+        mean, std: per-channel statistics on the 0..1 scale, one per image channel.
+    """
+    from ..data import InMemoryLoader
+
+    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+    def renormalized(loader):
+        if hasattr(loader, "set_normalization"):
+            loader.set_normalization(mean, std)
+            return loader
+        if isinstance(loader, InMemoryLoader):
+            return InMemoryLoader(
+                loader.images, loader.labels, batch_size=loader.batch_size, mean=mean, std=std,
+                shuffle=loader.shuffle, augment=loader.augment, drop_last=loader.drop_last,
+                padding=loader.padding, flip=loader.flip, seed=loader.seed, device=loader.device,
+                rank=loader.rank, world_size=loader.world_size, channels_last=loader.channels_last,
+            )
+        transform = getattr(getattr(loader, "dataset", None), "transform", None)
+        steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ == "Normalize"]
+        if not steps:
+            raise ValueError(f"cannot set the normalization of a {type(loader).__name__}")
+        for t in steps:
+            t.mean, t.std = list(mean), list(std)
+        return loader
+
+    data.train, data.test = renormalized(data.train), renormalized(data.test)
+    data.info.mean, data.info.std = mean, std
+
+
+def finetune(
+    model: nn.Module,
+    data,
+    config,
+    plan: TransferPlan,
+    *,
+    freeze_epochs: int = 0,
+    meta: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+):
+    """Train a transferred model: :func:`resnet_lab.train.train` with the plan's learning-rate
+    factors and ``model.json`` entry, after an optional frozen-backbone phase (``all`` only).
+
+    Args:
+        model: from :func:`transfer_model`.
+        data: the target :class:`~resnet_lab.data.DataBundle`.
+        config: the :class:`~resnet_lab.train.TrainConfig` of the (main) phase; its
+            ``lr_scale`` is replaced by the plan's when the plan has one.
+        plan: from :func:`transfer_model`.
+        freeze_epochs: with ``all``: first train only the classifier this many epochs (run
+            directory ``OUT/freeze_phase``), then everything for ``config.epochs``.
+        meta: extra ``model.json`` entries.
+        log: where summary lines go.
+
+    Returns:
+        The :class:`~resnet_lab.train.History` of the main phase (``history.phases`` holds all).
+    """
+    from ..train import train
+
+    _check_options(plan.strategy, None, None, freeze_epochs)
+    meta = {**plan.to_meta(), **(meta or {})}
+    if plan.lr_scale:
+        config = dataclasses.replace(config, lr_scale=dict(plan.lr_scale))
+    histories = []
+    out = Path(config.out) if config.out else None
+    main_started = out is not None and (out / "train_state.pt").exists()
+    if freeze_epochs and not (config.resume and main_started):
+        # Phase 1: the classifier alone, so the fresh head does not send large random gradients
+        # into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze).
+        classifier = model.get_submodule(plan.classifier)
+        freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
+        phase_dir = out / "freeze_phase" if out else None
+        resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
+        phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
+                                    out=str(phase_dir) if phase_dir else None)
+        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone"}}
+        histories.append(train(model, data, phase, meta=phase_meta, log=log))
+        unfreeze(model, mode=True)
+        if histories[-1].interrupted:
+            histories[-1].phases = histories
+            return histories[-1]
+        if config.resume:  # the main phase has not started yet: nothing of it to resume
+            config = dataclasses.replace(config, resume=False)
+    histories.append(train(model, data, config, meta=meta, log=log))
+    histories[-1].phases = histories
+    return histories[-1]
+
+
+def finetune_from_args(args) -> int:
+    """``resnet-lab finetune``: read the source, load the target data with the weights'
+    preprocessing, build and freeze the model, train. Returns the exit code."""
+    from ..cli import _load_data, _train_config
+    from ..train import resolve_device
+
+    _check_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
+    device = resolve_device(args.device)
+    source = load_source(args.source, file=args.from_file, model=args.model)
+    for note in source.notes:
+        print(f"note: {note}")
+    if args.image_size is None and source.input_size is not None:
+        # The input size travels with the weights (224 for torchvision's ImageNet weights).
+        args.image_size = int(source.input_size[1])
+        print(f"input size {args.image_size} px from the weights (--image-size changes it)")
+    data = _load_data(args, device=device)
+    in_ch = int(data.info.input_size[0])
+    mean, std = adapt_mean_std(source.mean, in_ch), adapt_mean_std(source.std, in_ch)
+    if mean is not None and std is not None:
+        use_normalization(data, mean, std)
+    torch.manual_seed(args.seed)  # the new classifier's initialization
+    model, plan = transfer_model(
+        source, args.strategy, num_classes=len(data.info.classes), in_channels=in_ch, classes=list(data.info.classes),
+        unfreeze_from=args.unfreeze_from, backbone_lr_scale=args.backbone_lr_scale,
+    )
+    print(plan.describe())
+    if args.lr is None and args.optimizer == "sgd":
+        args.lr = 0.01  # fine-tuning starts from a good point: a tenth of the from-scratch rate
+    config = _train_config(args, args.out)
+    history = finetune(model, data, config, plan, freeze_epochs=args.freeze_epochs)
+    if history.interrupted:
+        return 130
+    if history.epochs:
+        print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
+              f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
+    return 0

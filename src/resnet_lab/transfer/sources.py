@@ -1,0 +1,276 @@
+"""Weight sources: our run directories and .safetensors files, torchvision weights by name, and
+plain state-dict files. Each becomes a :class:`WeightSource`: the tensors plus the architecture
+and the preprocessing (input size, mean/std) that travel with them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .adapt import normalize_keys
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TORCHVISION_PREFIX",
+    "WeightSource",
+    "infer_arch",
+    "load_source",
+    "parse_torchvision_name",
+    "torchvision_weights",
+]
+
+TORCHVISION_PREFIX = "torchvision:"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class WeightSource:
+    """Pretrained weights and what they need.
+
+    Attributes:
+        state_dict: the tensors (keys as the zoo's / torchvision's).
+        arch: ``create_model`` arguments the weights belong to, with ``name``.
+        classes: class names of the pretrained classifier (None when unknown).
+        input_size: (C, H, W) the weights were trained at (None when unknown).
+        mean, std: normalization the weights expect, 0..1 scale (None when unknown).
+        origin: where they came from, for logs and ``model.json``.
+        notes: assumptions made while reading (printed by the CLI).
+    """
+
+    state_dict: dict[str, Tensor]
+    arch: dict[str, Any]
+    classes: list[str] | None = None
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    origin: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_torchvision_name(spec: str) -> tuple[str, str | None]:
+    """``"torchvision:resnet18.IMAGENET1K_V1"`` -> ``("resnet18", "IMAGENET1K_V1")``;
+    ``"torchvision:resnet50"`` -> ``("resnet50", None)`` (torchvision's DEFAULT weights).
+
+    Raises:
+        ValueError: not of the form ``torchvision:MODEL[.WEIGHTS]``.
+    """
+    if not spec.startswith(TORCHVISION_PREFIX):
+        raise ValueError(f"{spec!r} is not a torchvision weight name: expected torchvision:MODEL[.WEIGHTS]")
+    rest = spec[len(TORCHVISION_PREFIX):]
+    model, _, weights = rest.partition(".")
+    if not model or (rest.endswith(".") or (_ and not weights)):
+        raise ValueError(
+            f"{spec!r}: expected torchvision:MODEL or torchvision:MODEL.WEIGHTS, e.g. torchvision:resnet50 "
+            "or torchvision:resnet18.IMAGENET1K_V1"
+        )
+    return model, (weights or None)
+
+
+def torchvision_weights(model: str, weights: str | None = None):
+    """The torchvision ``WeightsEnum`` member for ``model`` (``DEFAULT`` when ``weights`` is None),
+    through torchvision's weights API (``get_model_weights``).
+
+    Raises:
+        ValueError: unknown model or weights name; the message lists the available ones.
+    """
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(model)
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"torchvision has no weights for model {model!r} ({e})") from None
+    if weights is None or weights == "DEFAULT":
+        return enum.DEFAULT
+    try:
+        return enum[weights]
+    except KeyError:
+        raise ValueError(
+            f"torchvision has no weights {weights!r} for {model}; available: "
+            f"{', '.join(w.name for w in enum)} (or leave the suffix off for DEFAULT)"
+        ) from None
+
+
+def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSource:
+    from ..models import is_model
+
+    model, weights_name = parse_torchvision_name(spec)
+    if not is_model(model):
+        raise ValueError(
+            f"{spec}: {model!r} is not an architecture of the zoo, so its weights have nowhere to go; "
+            "`resnet-lab models` lists the ones that take torchvision weights (resnet18..152, densenet*, vgg*, googlenet)"
+        )
+    weights = torchvision_weights(model, weights_name)
+    try:
+        # Downloads into the torch hub cache (or reads it from there); tensors only.
+        state = weights.get_state_dict(progress=True, weights_only=True, map_location=map_location)
+    except Exception as e:  # URLError, OSError, HTTPError, RuntimeError of a broken file
+        from torch.hub import get_dir
+
+        raise RuntimeError(
+            f"could not get {spec} ({type(e).__name__}: {e}). It is downloaded from {weights.url} into "
+            f"{get_dir()}/checkpoints on first use, which needs internet access. Without it, download "
+            f"the file elsewhere and pass --from-file FILE --model {model}."
+        ) from e
+    preprocess = weights.transforms()
+    size = int(getattr(preprocess, "crop_size", [224])[0])
+    categories = list(weights.meta.get("categories") or [])
+    arch = {"name": model, "num_classes": len(categories) or 1000, "in_channels": 3, "small_input": False,
+            "norm": "batch"}
+    if model == "googlenet":
+        # torchvision's pretrained GoogLeNet expects its inputs re-scaled from ImageNet mean/std
+        # to the original [-1, 1] scaling (it sets transform_input=True for these weights).
+        arch["transform_input"] = True
+    return WeightSource(
+        state_dict=normalize_keys(state), arch=arch, classes=categories or None, input_size=(3, size, size),
+        mean=tuple(float(v) for v in preprocess.mean), std=tuple(float(v) for v in preprocess.std),
+        origin=f"torchvision:{model}.{weights.name}",
+    )
+
+
+def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
+    from ..train.checkpoint import load_meta, load_state_dict_file
+    from .heads import fold_head
+
+    meta = load_meta(source)
+    path = source / f"{which}.safetensors" if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"{source} has no {path.name}: is it a resnet-lab run directory?")
+    state = load_state_dict_file(path, map_location=map_location)
+    arch = dict(meta["arch"])
+    notes = []
+    head = (meta.get("transfer") or {}).get("head")
+    if head:
+        # A head-transferred run: its stacked Linear folds exactly into the classifier, giving a
+        # plain model with the new class count.
+        state = fold_head(state, head["module"])
+        arch["num_classes"] = int(head["num_classes"])
+        notes.append(f"folded the stacked head {head['module']} into one Linear ({head['num_classes']} classes)")
+    size = meta.get("input_size")
+    return WeightSource(
+        state_dict=state, arch=arch, classes=list(meta["classes"]) if meta.get("classes") else None,
+        input_size=tuple(int(v) for v in size) if size else None,
+        mean=tuple(meta["mean"]) if meta.get("mean") else None, std=tuple(meta["std"]) if meta.get("std") else None,
+        origin=str(path), notes=notes,
+    )
+
+
+def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -> dict[str, Any]:
+    """``create_model`` arguments of ``model`` that fit ``state_dict``: the class count from the
+    classifier, the input channels from the first conv, and ``small_input`` from which stem fits.
+
+    Args:
+        model: a zoo name (``resnet18``...).
+        state_dict: the weights.
+        norm: the norm the weights were trained with.
+
+    Raises:
+        ArchitectureMismatchError: neither stem fits; the message names the first keys that differ.
+    """
+    from ..models import create_model
+    from .adapt import ArchitectureMismatchError, first_conv_key
+    from .heads import classifier_linear_name
+
+    state_dict = normalize_keys(state_dict)
+    with torch.device("meta"):
+        probe = create_model(model, num_classes=1, norm=norm)
+    head = classifier_linear_name(probe)
+    stem = first_conv_key(probe)
+    if f"{head}.weight" not in state_dict or stem not in state_dict:
+        missing = [k for k in (f"{head}.weight", stem) if k not in state_dict]
+        raise ArchitectureMismatchError(
+            f"the weights do not fit {model}: missing in the weights: {', '.join(missing)} (they have "
+            f"{', '.join(list(state_dict)[:5])}...). Check --model."
+        )
+    base = {"name": model, "num_classes": int(state_dict[f"{head}.weight"].shape[0]),
+            "in_channels": int(state_dict[stem].shape[1]), "norm": norm}
+    first_error = None
+    for small in (False, True):
+        arch = {**base, "small_input": small}
+        kw = {k: v for k, v in arch.items() if k != "name"}
+        with torch.device("meta"):
+            target = create_model(model, **kw).state_dict()
+        bad = [k for k, v in target.items() if k in state_dict and state_dict[k].shape != v.shape]
+        missing = [k for k in target if k not in state_dict and not k.endswith("num_batches_tracked")]
+        if not bad and not missing:
+            return arch
+        if first_error is None:
+            first_error = (bad, missing)
+    bad, missing = first_error
+    detail = []
+    if missing:
+        detail.append(f"missing in the weights: {', '.join(missing[:5])}")
+    if bad:
+        detail.append(f"different shapes: {', '.join(f'{k} {tuple(state_dict[k].shape)}' for k in bad[:3])}")
+    raise ArchitectureMismatchError(f"the weights do not fit {model}: {'; '.join(detail)}. Check --model.")
+
+
+def _from_file(path: Path, model: str | None, map_location: str | torch.device) -> WeightSource:
+    from ..train.checkpoint import load_state_dict_file
+
+    if not model:
+        raise ValueError(f"--from-file {path} needs --model NAME: a bare state dict does not say its architecture")
+    state = normalize_keys(load_state_dict_file(path, map_location=map_location))
+    arch = infer_arch(model, state)
+    notes = []
+    mean = std = size = None
+    if arch["in_channels"] == 3 and not arch["small_input"] and arch["num_classes"] == 1000:
+        # A 1000-class RGB network with the ImageNet stem: ImageNet weights (torchvision, timm).
+        mean, std, size = IMAGENET_MEAN, IMAGENET_STD, (3, 224, 224)
+        notes.append("assumed ImageNet preprocessing (mean/std, 224 px) for a 1000-class RGB file")
+    else:
+        notes.append("the file does not say its preprocessing: the target data's own mean/std are used")
+    return WeightSource(state_dict=state, arch=arch, input_size=size, mean=mean, std=std, origin=str(path), notes=notes)
+
+
+def load_source(
+    source: str | os.PathLike | None = None,
+    *,
+    file: str | os.PathLike | None = None,
+    model: str | None = None,
+    which: str = "model",
+    map_location: str | torch.device = "cpu",
+) -> WeightSource:
+    """Read pretrained weights from any supported source.
+
+    Args:
+        source: a run directory, a ``.safetensors`` file with its ``model.json`` beside it, or
+            ``torchvision:MODEL[.WEIGHTS]`` (torchvision's weights API; downloads to the torch
+            hub cache when online).
+        file: instead of ``source``: a ``.pth``/``.pt``/``.safetensors`` state dict, read with
+            ``weights_only=True``; needs ``model``.
+        model: the zoo architecture of ``file``.
+        which: in a run directory, ``model`` (last epoch) or ``best``.
+        map_location: where the tensors go.
+
+    Returns:
+        A :class:`WeightSource`.
+    """
+    if (source is None) == (file is None):
+        raise ValueError("give exactly one weight source: --from RUN|FILE.safetensors|torchvision:NAME, or --from-file FILE --model NAME")
+    if file is not None:
+        return _from_file(Path(file), model, map_location)
+    spec = str(source)
+    if spec.startswith(TORCHVISION_PREFIX):
+        return _from_torchvision(spec, map_location)
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--from {spec}: no such run directory or file (expected a run directory, a .safetensors file "
+            "with model.json beside it, or torchvision:MODEL[.WEIGHTS])"
+        )
+    if path.is_file() and path.suffix != ".safetensors":
+        raise ValueError(f"--from {spec}: a {path.suffix or 'bare'} file has no model.json; use --from-file {spec} --model NAME")
+    if model:
+        src = _from_run(path, which, map_location)
+        if src.arch["name"] != model:
+            raise ValueError(f"--model {model} differs from {src.arch['name']} recorded with {spec}; drop --model")
+        return src
+    return _from_run(path, which, map_location)

@@ -1,0 +1,130 @@
+"""Input adaptation, weight sources and architecture checks, against torchvision's own models."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from resnet_lab.transfer import (
+    ArchitectureMismatchError,
+    fold_head,
+    load_source,
+    parse_torchvision_name,
+    transfer_model,
+)
+
+
+def _transfer(path, model="resnet18", strategy="all", **kw):
+    return transfer_model(load_source(file=path, model=model), strategy, **kw)
+
+
+def test_gray_model_with_summed_first_conv_computes_what_the_rgb_model_computes_on_repeated_gray(tv_resnet18):
+    tv, path = tv_resnet18
+    ours, plan = _transfer(path, in_channels=1, num_classes=10)
+    ours.eval()
+    assert plan.load.adapted == {"conv1.weight": "summed over input channels (3 -> 1)"}
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        # The first conv alone, in float64 against torch's conv on the 3-channel kernel.
+        want = F.conv2d(x.double().repeat(1, 3, 1, 1), tv.conv1.weight.double(), stride=2, padding=3)
+        got = F.conv2d(x.double(), ours.conv1.weight.double(), stride=2, padding=3)
+        assert torch.allclose(got, want, atol=1e-5)  # the kernel sum was taken in float32
+        # And the whole network: same logits as torchvision's model on the repeated image.
+        assert torch.allclose(ours(x), tv(x.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
+
+
+def test_rgb_model_from_gray_weights_repeats_and_divides_the_kernel(tmp_path):
+    torch.manual_seed(0)
+    gray = torchvision.models.resnet18(num_classes=4)
+    gray.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    gray.eval()
+    torch.save(gray.state_dict(), tmp_path / "gray.pth")
+    ours, plan = _transfer(tmp_path / "gray.pth", in_channels=3, num_classes=4)
+    ours.eval()
+    assert "repeated" in plan.load.adapted["conv1.weight"]
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(ours(x.repeat(1, 3, 1, 1)), gray(x), atol=1e-4, rtol=1e-4)
+
+
+def test_torchvision_state_dict_loads_key_for_key_and_gives_torchvisions_logits(tv_resnet18, tmp_path):
+    tv, path = tv_resnet18
+    ours, plan = _transfer(path, num_classes=10)
+    ours.eval()
+    assert plan.load.recreated == [] and plan.load.adapted == {}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), tv(x))
+    # Old checkpoints without num_batches_tracked (torchvision's IMAGENET1K_V1) load too.
+    old = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, tmp_path / "old.pth")
+    ours_old, _ = _transfer(tmp_path / "old.pth", num_classes=10)
+    with torch.no_grad():
+        assert torch.equal(ours_old.eval()(x), tv(x))
+
+
+def test_class_count_change_recreates_only_the_classifier(tv_resnet18):
+    tv, path = tv_resnet18
+    ours, plan = _transfer(path, num_classes=7)
+    assert plan.load.recreated == ["fc.weight", "fc.bias"]
+    assert ours.fc.weight.shape == (7, 512)
+    src = tv.state_dict()
+    for k, v in ours.state_dict().items():
+        if not k.startswith("fc."):
+            assert torch.equal(v, src[k]), k
+
+
+def test_mismatched_architecture_fails_naming_the_first_keys_that_differ(tv_resnet18):
+    _, path = tv_resnet18
+    with pytest.raises(ArchitectureMismatchError, match=r"missing in the weights: layer1\.2\.conv1\.weight"):
+        _transfer(path, model="resnet34", num_classes=10)
+    with pytest.raises(ArchitectureMismatchError, match=r"resnet50.*(layer1\.0\.conv3|different shapes)"):
+        _transfer(path, model="resnet50", num_classes=10)
+
+
+def test_run_directory_source_brings_its_architecture_and_preprocessing(resnet8_run):
+    src = load_source(resnet8_run)
+    assert src.arch["name"] == "resnet8" and src.arch["in_channels"] == 1
+    assert src.mean == (0.25,) and src.std == (0.5,) and src.input_size == (1, 6, 6)
+    _, plan = transfer_model(src, "all", num_classes=5, in_channels=3, classes=["a", "b", "c", "d", "e"])
+    # Same count but other classes: the old class weights are not kept.
+    assert plan.load.recreated == ["fc.weight", "fc.bias"]
+    assert plan.mean == (0.25, 0.25, 0.25) and plan.input_size == (3, 6, 6)
+
+
+def test_torchvision_names_parse_and_unknown_weights_list_the_available_ones():
+    assert parse_torchvision_name("torchvision:resnet50") == ("resnet50", None)
+    assert parse_torchvision_name("torchvision:resnet18.IMAGENET1K_V1") == ("resnet18", "IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="expected torchvision:MODEL"):
+        parse_torchvision_name("torchvision:resnet18.")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        load_source("torchvision:resnet18.IMAGENET9K")
+    with pytest.raises(ValueError, match="not an architecture of the zoo"):
+        load_source("torchvision:vit_b_16")
+
+
+def test_torchvision_download_without_network_says_to_use_from_file(monkeypatch):
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
+    with pytest.raises(RuntimeError, match=r"--from-file FILE --model resnet18"):
+        load_source("torchvision:resnet18.IMAGENET1K_V1")
+
+
+def test_folded_head_equals_the_two_linears_in_float64():
+    g = torch.Generator().manual_seed(0)
+    w0, b0 = torch.randn(6, 4, generator=g), torch.randn(6, generator=g)
+    wh, bh = torch.randn(3, 6, generator=g), torch.randn(3, generator=g)
+    sd = fold_head({"fc.weight": w0, "fc.bias": b0, "fc.head_weight": wh, "fc.head_bias": bh}, "fc")
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    want = F.linear(F.linear(x, w0.double(), b0.double()), wh.double(), bh.double())
+    assert set(sd) == {"fc.weight", "fc.bias"}
+    assert torch.allclose(F.linear(x, sd["fc.weight"].double(), sd["fc.bias"].double()), want, atol=1e-5)

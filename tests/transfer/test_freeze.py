@@ -1,0 +1,97 @@
+"""Frozen means frozen: bit-identical tensors after training, eval-mode BN, no optimizer state."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tinytrain import make_bundle
+
+from resnet_lab import create_model
+from resnet_lab.train import TrainConfig, build_optimizer, load_state_dict_file, train
+from resnet_lab.transfer import (
+    default_unfreeze_point,
+    is_running_norm,
+    load_source,
+    params_from,
+    transfer_model,
+    unfreeze,
+)
+
+
+@pytest.mark.parametrize("strategy", ["last", "head"])
+def test_training_leaves_every_frozen_parameter_and_buffer_bit_identical_to_the_source(resnet8_run, strategy):
+    source = load_state_dict_file(resnet8_run / "model.safetensors")
+    torch.manual_seed(0)
+    model, plan = transfer_model(load_source(resnet8_run), strategy, num_classes=3, in_channels=1,
+                                 classes=["c0", "c1", "c2"], unfreeze_from="layer3" if strategy == "last" else None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = make_bundle(n_train=32, n_test=8, batch_size=8)
+    train(model, data, TrainConfig(epochs=2, lr=0.5, device="cpu", progress=False, plots=False), log=lambda s: None)
+    after = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    frozen_keys = [k for k in source if k not in trainable and not k.startswith(("fc.", "layer3."))]
+    assert len(frozen_keys) > 20 and any(k.endswith("num_batches_tracked") for k in frozen_keys)
+    for k in frozen_keys:
+        assert torch.equal(after[k], source[k]), f"{k} changed although frozen"
+    if strategy == "head":  # the old classifier is frozen too
+        assert torch.equal(after["fc.weight"], source["fc.weight"]) and torch.equal(after["fc.bias"], source["fc.bias"])
+        changed = ["fc.head_weight"]
+    else:  # layer3 trains, its BN statistics move
+        changed = ["layer3.0.conv1.weight", "layer3.0.bn1.running_mean", "fc.weight"]
+        assert plan.unfreeze_from == "layer3"
+    for k in changed:  # the test is not vacuous: what trains did change
+        assert not torch.equal(after[k], before[k]), f"{k} did not train"
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_after_model_train_and_unfreeze_restores_it(resnet8_run):
+    model, plan = transfer_model(load_source(resnet8_run), "last", num_classes=5, in_channels=1)
+    model.train()
+    norms = {n: m for n, m in model.named_modules() if is_running_norm(m)}
+    frozen = {n for n in norms if not n.startswith(plan.unfreeze_from)}
+    assert frozen and set(plan.eval_norms) == frozen
+    assert all(not norms[n].training for n in frozen)
+    assert all(norms[n].training for n in norms if n not in frozen)
+    # Frozen BN normalizes with its running stats: in float64 from the buffers, as torch's eval BN.
+    bn = model.bn1
+    x = torch.randn(4, bn.num_features, 5, 5)
+    want = (x.double() - bn.running_mean.double()[:, None, None]) / torch.sqrt(bn.running_var.double()[:, None, None] + bn.eps)
+    want = want * bn.weight.double()[:, None, None] + bn.bias.double()[:, None, None]
+    assert torch.allclose(bn(x).double(), want, atol=1e-5)
+    unfreeze(model)
+    model.train()
+    assert all(m.training for m in norms.values()) and all(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_parameters_get_no_optimizer_state_and_no_weight_decay(resnet8_run):
+    model, _ = transfer_model(load_source(resnet8_run), "last", num_classes=5, in_channels=1)
+    opt = build_optimizer(model, "sgd", 0.1, weight_decay=5e-4)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[i] for i in in_opt} == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(names[i].startswith(("layer3.", "fc.")) for i in in_opt)
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {n for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
+
+
+def test_all_with_backbone_lr_scale_puts_the_scaled_rate_on_the_backbone_and_the_full_rate_on_the_head(tv_resnet18):
+    _, path = tv_resnet18
+    model, plan = transfer_model(load_source(file=path, model="resnet18"), "all", num_classes=4, backbone_lr_scale=0.1)
+    assert plan.frozen == 0
+    opt = build_optimizer(model, "sgd", 0.02, lr_scale=plan.lr_scale)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        want = 0.02 if name.startswith("fc.") else 0.002
+        assert lr_of[id(p)] == pytest.approx(want), name
+
+
+def test_unfreeze_points_default_to_the_last_stage_and_bad_names_list_the_choices():
+    assert default_unfreeze_point(create_model("resnet18", num_classes=3)) == "layer4"
+    assert default_unfreeze_point(create_model("resnet20", num_classes=3)) == "layer3"
+    with torch.device("meta"):
+        assert default_unfreeze_point(create_model("densenet121", num_classes=3)) == "features.denseblock4"
+        vgg = create_model("vgg11", num_classes=3)
+    assert default_unfreeze_point(vgg) == "features.18"  # its last convolution
+    model = create_model("resnet8", num_classes=3)
+    assert default_unfreeze_point(model) == "layer3"  # one block per stage is still a stage
+    with pytest.raises(ValueError, match="expected one of conv1, bn1, layer1, layer2, layer3, fc"):
+        params_from(model, "layer9")

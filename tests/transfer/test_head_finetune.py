@@ -1,0 +1,75 @@
+"""The stacked head against torchvision's model, and `resnet-lab finetune` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from resnet_lab.cli import main
+from resnet_lab.train import load_model
+from resnet_lab.transfer import load_source, transfer_model
+
+
+def test_head_output_is_the_new_linear_applied_to_the_unchanged_source_logits(tv_resnet18):
+    tv, path = tv_resnet18
+    model, plan = transfer_model(load_source(file=path, model="resnet18"), "head", num_classes=3)
+    model.eval()
+    assert plan.head == {"module": "fc", "num_classes": 3, "old_classes": 10}
+    assert plan.trainable == 10 * 3 + 3  # only the new Linear(10 -> 3)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"fc.head_weight", "fc.head_bias"}
+    # Existing keys keep their names; the new layer adds two.
+    assert set(model.state_dict()) == set(tv.state_dict()) | {"fc.head_weight", "fc.head_bias"}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = F.linear(tv(x), model.fc.head_weight, model.fc.head_bias)
+        assert torch.allclose(model(x), want, atol=1e-5)
+
+
+def test_finetune_cli_head_run_records_counts_and_loads_back_through_load_model(resnet8_run, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = main(["finetune", "--from", str(resnet8_run), "--strategy", "head", "--dataset", "fake",
+                 "--epochs", "1", "--batch-size", "32", "--subset", "64", "--no-progress", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "input size 6 px from the weights" in printed and "summed" not in printed
+    meta = json.loads((out / "model.json").read_text())
+    # fake data are RGB: the 1-channel weights were repeated over 3 channels, the mean/std too.
+    assert meta["input_size"] == [3, 6, 6] and meta["mean"] == [0.25, 0.25, 0.25] and meta["std"] == [0.5] * 3
+    assert meta["transfer"]["strategy"] == "head" and meta["transfer"]["head"]["num_classes"] == 10
+    assert meta["params"] == {"trainable": 5 * 10 + 10, "frozen": meta["params"]["frozen"]}
+    source_params = sum(p.numel() for p in load_model(resnet8_run)[0].parameters())
+    assert meta["params"]["frozen"] == source_params + 2 * 16 * 3 * 3  # conv1 now sees 3 channels
+    model, _ = load_model(out)
+    source, _ = load_model(resnet8_run)
+    x = torch.randn(4, 3, 6, 6)
+    with torch.no_grad():
+        # The source on the gray-equivalent image (the channel sum / 3 == the repeated 1-channel
+        # kernel applied to x), then the stacked Linear read back from the file.
+        want = F.linear(source(x.mean(1, keepdim=True)), model.fc.head_weight, model.fc.head_bias)
+        assert torch.allclose(model(x), want, atol=1e-4)
+
+
+def test_finetune_all_with_freeze_epochs_trains_the_head_first_then_everything(resnet8_run, tmp_path):
+    out = tmp_path / "all"
+    code = main(["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "1",
+                 "--backbone-lr-scale", "0.1", "--dataset", "fake", "--image-size", "8", "--epochs", "1",
+                 "--batch-size", "32", "--subset", "64", "--no-progress", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    phase = json.loads((out / "freeze_phase" / "model.json").read_text())
+    main_meta = json.loads((out / "model.json").read_text())
+    n = sum(p.numel() for p in load_model(out)[0].parameters())
+    assert phase["params"] == {"trainable": 64 * 10 + 10, "frozen": n - 650}
+    assert main_meta["params"] == {"trainable": n, "frozen": 0}
+    assert main_meta["transfer"]["lr_scale"] == {"": 0.1, "fc.": 1.0}
+    src = load_model(resnet8_run)[0].state_dict()
+    phase_state = load_model(out / "freeze_phase")[0].state_dict()
+    assert torch.equal(phase_state["layer1.0.conv1.weight"], src["layer1.0.conv1.weight"])
+    assert not torch.equal(load_model(out)[0].state_dict()["layer1.0.conv1.weight"], src["layer1.0.conv1.weight"])
+
+
+def test_finetune_rejects_options_of_another_strategy(resnet8_run, capsys):
+    code = main(["finetune", "--from", str(resnet8_run), "--strategy", "head", "--unfreeze-from", "layer3",
+                 "--dataset", "fake"])
+    assert code == 2 and "--unfreeze-from applies to --strategy last" in capsys.readouterr().err
