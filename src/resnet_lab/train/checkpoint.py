@@ -193,6 +193,11 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     arch = dict(meta["arch"])
     name = arch.pop("name")
     model = create_model(name, **arch)
+    if (meta.get("transfer") or {}).get("head"):
+        # `finetune --strategy head` stacked a new Linear on the classifier; rebuild it first.
+        from ..transfer.heads import restore_head
+
+        restore_head(model, meta)
     state = load_state_dict_file(_weights_path(source, which))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
