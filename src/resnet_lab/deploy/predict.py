@@ -41,7 +41,7 @@ def load_image(path: str | os.PathLike):
     Args:
         path: an image file (PNG, JPEG, ... anything Pillow reads).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
@@ -50,7 +50,7 @@ def load_image(path: str | os.PathLike):
         with Image.open(path) as img:
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
         raise ImageReadError(f"cannot read image {path}: {e} (expected a PNG, JPEG or other Pillow-readable file)") from e
 
 
@@ -182,18 +182,17 @@ def predict_images(
     if isinstance(source_or_model, nn.Module):
         if meta is None:
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
-        model = source_or_model.to(device).eval()
+        model = source_or_model.to(device).eval()  # the caller's model, now in eval mode
     else:
         from ..train.checkpoint import load_model
 
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
     paths = [Path(p) for p in paths]
-    images = [load_image(p) for p in paths]  # fail on a bad file before any compute
     results: list[Prediction] = []
     with torch.no_grad():
-        for chunk_paths, chunk in zip(_batches(paths, batch_size), _batches(images, batch_size)):
-            x = torch.cat([to_model_input(img, meta) for img in chunk]).to(device=device, dtype=torch.float32)
+        for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
+            x = torch.cat([to_model_input(load_image(p), meta) for p in chunk_paths]).to(device=device, dtype=torch.float32)
             probs = torch.softmax(model(x).double(), dim=1).cpu().numpy()
             for p, top in zip(chunk_paths, _top_k(probs, meta.get("classes"), top_k)):
                 results.append({"path": str(p), "top": top})
@@ -278,10 +277,9 @@ class OnnxPredictor:
             batch_size: images per run of the graph.
         """
         paths = [Path(p) for p in paths]
-        batch = self.preprocess(paths)  # fail on a bad file before any compute
         results: list[Prediction] = []
-        for start in range(0, len(paths), batch_size):
-            probs = _softmax(self.predict_logits(batch[start : start + batch_size]))
-            for p, top in zip(paths[start : start + batch_size], _top_k(probs, self.classes, top_k)):
+        for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
+            probs = _softmax(self.predict_logits(self.preprocess(chunk_paths)))
+            for p, top in zip(chunk_paths, _top_k(probs, self.classes, top_k)):
                 results.append({"path": str(p), "top": top})
         return results
