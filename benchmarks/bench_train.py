@@ -1,0 +1,149 @@
+"""Training throughput: our resnet18/resnet50 against torchvision's, then ours with the speed options.
+
+One training step = forward, cross-entropy, backward, SGD step (momentum 0.9, weight decay 5e-4)
+on a fixed random batch, as in ``resnet_lab.train`` (``zero_grad(set_to_none=True)``, bf16 through
+``torch.autocast`` with the loss in float32). Our model starts from torchvision's weights (the
+state-dict keys match), so both compute the same numbers.
+
+Run alone: ``.venv/bin/python benchmarks/bench_train.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from resnet_lab import create_model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
+from _common import (  # noqa: E402
+    Section, compile_cache_note, interleave, load_average, machine_block, markdown_table, now_utc, paired_ratio,
+    rate_rows, run_standalone, verdict, want_compile,
+)
+
+__all__ = ["build", "train_step"]
+
+FULL = {"image_size": 64, "batch": 32, "archs": ("resnet18", "resnet50"), "compile_archs": ("resnet18",),
+        "target_s": 1.5, "repeats": 5}
+QUICK = {"image_size": 32, "batch": 8, "archs": ("resnet18",), "compile_archs": ("resnet18",),
+         "target_s": 0.2, "repeats": 2}
+NUM_CLASSES = 1000
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = False,
+               channels_last: bool = False, compile: bool = False):
+    """A closure doing one SGD training step of ``model`` on ``(x, y)`` with the given options.
+
+    Args:
+        model: the network (moved to channels_last in place when asked).
+        x, y: the batch.
+        bf16: bfloat16 autocast for forward and loss (loss computed in float32, as the trainer).
+        channels_last: NHWC memory format for model and input.
+        compile: ``torch.compile`` the model (compilation happens on the first call).
+    """
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    fwd = torch.compile(model) if compile else model
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(fwd(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _contenders(arch: str, cfg: dict, with_compile: bool) -> dict:
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, arch)(num_classes=NUM_CLASSES)
+    ours = create_model(arch, num_classes=NUM_CLASSES)
+    ours.load_state_dict(tv.state_dict())  # same weights: same arithmetic on both sides
+    x = torch.randn(cfg["batch"], 3, cfg["image_size"], cfg["image_size"])
+    y = torch.randint(0, NUM_CLASSES, (cfg["batch"],))
+    c = {
+        "torchvision eager fp32": train_step(tv, x, y),
+        "ours eager fp32": train_step(copy.deepcopy(ours), x, y),
+        "ours + channels_last": train_step(copy.deepcopy(ours), x, y, channels_last=True),
+        "ours + bf16 autocast": train_step(copy.deepcopy(ours), x, y, bf16=True),
+        "ours + channels_last + bf16": train_step(copy.deepcopy(ours), x, y, channels_last=True, bf16=True),
+    }
+    if with_compile:
+        c["ours + compile"] = train_step(copy.deepcopy(ours), x, y, compile=True)
+        c["ours + channels_last + bf16 + compile"] = train_step(
+            copy.deepcopy(ours), x, y, channels_last=True, bf16=True, compile=True)
+    return c
+
+
+def build(args: argparse.Namespace, command: str) -> Section:
+    """Run the training benchmark and return its Markdown section.
+
+    Args:
+        args: ``quick``, ``repeats`` (None: the default), ``threads``.
+        command: the command line recorded with the tables.
+    """
+    cfg = dict(QUICK if args.quick else FULL)
+    repeats = args.repeats or cfg["repeats"]
+    started, load0 = now_utc(), load_average()
+    parts, summary = [], []
+    for arch in cfg["archs"]:
+        with_compile = want_compile(args) and arch in cfg["compile_archs"]
+        print(f"[train] {arch} {cfg['batch']}x3x{cfg['image_size']}x{cfg['image_size']}", flush=True)
+        res = interleave(_contenders(arch, cfg, with_compile), repeats=repeats, target_s=cfg["target_s"])
+        base, ours = res["torchvision eager fp32"], res["ours eager fp32"]
+        rows = rate_rows(res, cfg["batch"], "torchvision eager fp32")
+        parts.append(f"### {arch}, batch {cfg['batch']} x 3x{cfg['image_size']}x{cfg['image_size']}, "
+                     f"SGD, {repeats} repeats\n\n")
+        parts.append(markdown_table(["contender", "images/s (median)", "min-max", "speed vs torchvision eager"],
+                                    rows))
+        comp = [m for n, m in res.items() if "compile" in n]
+        if comp:
+            parts.append("\nCompile time (first call, including the first step; the inductor on-disk cache "
+                         "may shorten it on later runs): " + ", ".join(
+                             f"{m.name}: {m.first_call_s:.0f} s" if m.ok else f"{m.name}: failed ({m.error})"
+                             for m in comp) + f" ({compile_cache_note()}). The table is steady state, "
+                         "after compilation.\n")
+        elif not want_compile(args):
+            parts.append("\ntorch.compile contenders not measured in this run (`--compile off`, or `--quick`).\n")
+        else:
+            parts.append("\ntorch.compile contenders measured on "
+                         f"{', '.join(cfg['compile_archs'])} only: compiling a training graph takes minutes "
+                         "on 2 cores and the run must stay under ~10 minutes.\n")
+        if base.ok and ours.ok:
+            same = paired_ratio(ours, base)
+            summary.append((f"train {arch}: ours / torchvision, both eager fp32", f"{same[0]:.2f}x", ">= 1.0",
+                            verdict(same[0], 1.0)))
+            cands = [(paired_ratio(m, base), n) for n, m in res.items() if n.startswith("ours") and m.ok]
+            best_r, best_n = max(cands)
+            summary.append((f"train {arch}: ours best options ({best_n.removeprefix('ours + ')}) / "
+                            "torchvision eager", f"{best_r[0]:.2f}x", "report", "-"))
+            parts.append(
+                f"\nOurs vs torchvision at the same options: {same[0]:.2f}x (repeat-to-repeat range "
+                f"{same[1]:.2f}-{same[2]:.2f}). Best of ours: *{best_n}* at {best_r[0]:.2f}x torchvision eager.\n")
+        parts.append("\n")
+    notes = (
+        "Notes: our resnet18/50 are the same architecture as torchvision's with the same module names "
+        "and the same torch kernels, so a ratio near 1.00 is the expected outcome; the ratio's "
+        "repeat-to-repeat range shows how much of any difference is noise on a shared machine. "
+        "bf16 autocast casts activations and weights to bfloat16 around every convolution and matmul; this "
+        "CPU has avx512_bf16 dot-product instructions but no AMX tiles. channels_last (NHWC) is the layout "
+        "oneDNN's CPU convolutions prefer. "
+        "Whether each option pays for itself here is what the table says, not an assumption.\n"
+    )
+    load1 = load_average()
+    body = machine_block(command, started, load0, load1) + "\n" + "".join(parts) + notes
+    return Section("1. Training throughput: ours vs torchvision", body, summary)
+
+
+if __name__ == "__main__":
+    run_standalone(build, __doc__.splitlines()[0])
