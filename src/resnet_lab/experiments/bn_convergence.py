@@ -1,0 +1,106 @@
+"""Batch normalization speeds up training (Ioffe & Szegedy 2015, "Batch Normalization:
+Accelerating Deep Network Training by Reducing Internal Covariate Shift", fig. 2 and sec. 4.2).
+
+The same plain-20 network (He et al.'s CIFAR plain net, so no shortcut helps the un-normalized
+version) with PyTorch's BN, with our from-scratch BN, and with no normalization, all from the same
+initial weights, data order and learning rate. Speed is measured as optimizer steps (and seconds)
+until the smoothed training loss first reaches a target, and epochs until the test accuracy does.
+Our BN computes the same function as PyTorch's, so those two curves should coincide.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .report import Check, Report, plot_lines
+from .runner import Context, RunSpec, cifar_net, ema, first_at_or_below
+
+__all__ = ["CLAIM", "NAME", "run"]
+
+NAME = "bn_convergence"
+CLAIM = ("Batch normalization speeds up training; our from-scratch BN trains exactly like torch's "
+         "(Ioffe & Szegedy 2015).")
+
+SPEEDUP = 0.8  # BN must need at most this fraction of the steps without normalization
+COINCIDE_ACC = 0.01  # final test accuracies of scratch and torch BN within 1 pp
+COINCIDE_LOSS = 0.05  # mean |difference| of their smoothed loss curves
+
+BUDGET = {
+    "smoke": dict(depth=8, widths=(4, 8, 16), subset=256, epochs=1, max_steps=4, test=128, image_size=14,
+                  batch=32, loss_target=2.2, acc_target=0.2),
+    "full": dict(depth=20, widths=(16, 32, 64), subset=8000, epochs=4, max_steps=None, test=2000, image_size=None,
+                 batch=128, loss_target=0.5, acc_target=0.85),
+}
+NORMS = {"torch BN": "batch", "scratch BN": "scratch", "no norm": "none"}
+
+
+def run(ctx: Context) -> Report:
+    """Train the same plain net with three normalizations; compare steps/epochs to targets."""
+    b = BUDGET[ctx.budget]
+    data = dict(subset=b["subset"], test_samples=b["test"], image_size=b["image_size"])
+    lr = 0.05
+    results = {}
+    for label, norm in NORMS.items():
+        spec = RunSpec(label, cifar_net(b["depth"], residual=False, norm=norm, widths=b["widths"]),
+                       batch_size=b["batch"], epochs=b["epochs"], lr=lr, max_steps_per_epoch=b["max_steps"], data=data,
+                       seed=ctx.seed, info={"norm": norm})
+        results[label] = ctx.train(spec)
+
+    figures = {}
+    for label, r in results.items():
+        smooth = ema(r.step_losses)
+        steps = first_at_or_below(smooth, b["loss_target"])
+        epochs = next((float(rec["epoch"]) for rec in r.epochs if rec["test_acc"] >= b["acc_target"]), math.inf)
+        sec_per_step = sum(rec["train_seconds"] for rec in r.epochs) / max(len(r.step_losses), 1)
+        figures[label] = dict(steps=steps, seconds=steps * sec_per_step, epochs=epochs, smooth=smooth,
+                              sec_per_epoch=sum(rec["train_seconds"] for rec in r.epochs) / max(len(r.epochs), 1))
+    rows = [[label, figures[label]["steps"], figures[label]["seconds"], figures[label]["epochs"],
+             100 * r.last.get("test_acc", 0.0), r.last.get("train_loss"), figures[label]["sec_per_epoch"]]
+            for label, r in results.items()]
+
+    bn, scratch, none = figures["torch BN"], figures["scratch BN"], figures["no norm"]
+    n = min(len(bn["smooth"]), len(scratch["smooth"]))
+    loss_gap = sum(abs(a - c) for a, c in zip(bn["smooth"][:n], scratch["smooth"][:n])) / max(n, 1)
+    acc_gap = abs(results["torch BN"].last.get("test_acc", 0) - results["scratch BN"].last.get("test_acc", 0))
+    faster = bn["steps"] < math.inf and (none["steps"] == math.inf or bn["steps"] <= SPEEDUP * none["steps"])
+    checks = [
+        Check("BN reaches the target training loss in fewer steps than no normalization", faster,
+              f"steps to smoothed training loss <= {b['loss_target']}: torch BN {_n(bn['steps'])}, "
+              f"no norm {_n(none['steps'])} (needs <= {SPEEDUP:.0%} of it)"),
+        Check("scratch-BN and torch-BN curves coincide", loss_gap <= COINCIDE_LOSS and acc_gap <= COINCIDE_ACC,
+              f"mean |smoothed loss difference| {loss_gap:.4f} (<= {COINCIDE_LOSS}), final test accuracy "
+              f"difference {100 * acc_gap:.2f} pp (<= {100 * COINCIDE_ACC:.0f} pp)"),
+    ]
+    findings = [
+        f"epochs to {100 * b['acc_target']:.0f}% test accuracy: " + ", ".join(
+            f"{k} {_n(v['epochs'])}" for k, v in figures.items()),
+        f"seconds per epoch: " + ", ".join(f"{k} {v['sec_per_epoch']:.1f}" for k, v in figures.items())
+        + " (our BN is plain autograd over tensor ops, torch's is a fused kernel)",
+    ]
+    styles = {"torch BN": "-", "scratch BN": ":", "no norm": "--"}
+    plot_lines({k: (list(range(1, len(v["smooth"]) + 1)), v["smooth"]) for k, v in figures.items()},
+               ctx.out / "train_loss.png", title="Training loss per step (EMA 0.1)", xlabel="step",
+               ylabel="cross-entropy", hline=b["loss_target"], styles=styles)
+    plot_lines({k: (r.curve("test_acc")[0], [100 * a for a in r.curve("test_acc")[1]]) for k, r in results.items()},
+               ctx.out / "test_acc.png", title="Test accuracy", xlabel="epoch", ylabel="test accuracy (%)",
+               hline=100 * b["acc_target"], styles=styles)
+    return Report(
+        claim=CLAIM,
+        setup={
+            "data": f"Fashion-MNIST, {b['subset']} training images, first {b['test']} test images, no augmentation",
+            "model": f"plain-{b['depth']} (no shortcuts), widths {b['widths']}, norm torch BN / scratch BN / none",
+            "training": f"SGD momentum 0.9 (Nesterov), lr {lr} one-cycle for all three, weight decay 5e-4, "
+                        f"batch {b['batch']}, {b['epochs']} epochs, same seed ({ctx.seed}) so same initial weights",
+            "targets": f"smoothed training loss {b['loss_target']}; test accuracy {100 * b['acc_target']:.0f}%",
+        },
+        columns=["run", "steps to loss target", "seconds to loss target", "epochs to acc target", "final test acc %",
+                 "final train loss", "s/epoch"],
+        rows=rows, checks=checks, findings=findings, plots=["train_loss.png", "test_acc.png"],
+        data={"runs": {k: r.to_dict() for k, r in results.items()}, "loss_gap": loss_gap, "acc_gap": acc_gap},
+        notes=["One learning rate for all three runs; BN would also allow a higher one (Ioffe & Szegedy sec. 3.3), "
+               "which this experiment does not use."],
+    )
+
+
+def _n(v: float) -> str:
+    return "never" if v == math.inf else f"{v:g}"

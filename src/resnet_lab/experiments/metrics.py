@@ -1,0 +1,63 @@
+"""Metrics for imbalanced tasks: ROC AUC and balanced accuracy (prevalence-independent)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["balanced_accuracy", "roc_auc"]
+
+
+def roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for the positive class ``labels == 1``.
+
+    Computed as the Mann-Whitney U statistic: the probability that a random positive scores above
+    a random negative, ties counting one half (average ranks), in float64.
+
+    Args:
+        scores: (N,) higher means "more positive".
+        labels: (N,) 0/1.
+
+    Raises:
+        ValueError: shapes differ or one class is absent (AUC undefined).
+    """
+    scores = scores.detach().double().flatten().cpu()
+    labels = labels.detach().flatten().cpu().bool()
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores and labels must have the same length, got {scores.numel()} and {labels.numel()}")
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"AUC needs both classes, got {n_pos} positives and {n_neg} negatives")
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    # Average the ranks of tied scores.
+    uniq, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0).double()
+    avg = ends - (counts.double() - 1) / 2
+    ranks[order] = avg[inverse]
+    u = float(ranks[labels].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def balanced_accuracy(pred: Tensor, labels: Tensor, num_classes: int | None = None) -> float:
+    """Mean over classes present in ``labels`` of the per-class recall.
+
+    Args:
+        pred: (N,) predicted class indices.
+        labels: (N,) true class indices.
+        num_classes: number of classes (default: inferred).
+    """
+    pred, labels = pred.flatten().cpu().long(), labels.flatten().cpu().long()
+    if pred.shape != labels.shape:
+        raise ValueError(f"pred and labels must have the same length, got {pred.numel()} and {labels.numel()}")
+    k = num_classes or int(max(pred.max(), labels.max())) + 1
+    recalls = []
+    for c in range(k):
+        mask = labels == c
+        if mask.any():
+            recalls.append(float((pred[mask] == c).double().mean()))
+    if not recalls:
+        raise ValueError("balanced_accuracy needs at least one sample")
+    return sum(recalls) / len(recalls)

@@ -1,0 +1,120 @@
+"""The experiment registry: a list of module names; each module declares itself.
+
+An experiment module (``resnet_lab/experiments/<name>.py``) has:
+
+* ``NAME``: the name on the command line (``resnet-lab experiment NAME``);
+* ``CLAIM``: the claim tested, one sentence with its source;
+* ``run(ctx: Context) -> Report``: declares its runs for ``ctx.budget`` (``smoke`` or ``full``),
+  trains them with ``ctx.train(spec)``, draws its plots into ``ctx.out`` and returns a
+  :class:`~resnet_lab.experiments.report.Report` whose checks decide the verdict.
+
+A module listed here but not (yet) present is skipped, so an experiment can land on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from types import ModuleType
+from typing import Any, Callable
+
+from .report import Report, write_report
+from .runner import BUDGETS, Context
+
+__all__ = ["EXPERIMENT_MODULES", "get_experiment", "list_experiments", "run_experiment"]
+
+# Order of `resnet-lab experiment --list`.
+EXPERIMENT_MODULES = (
+    "degradation",
+    "bn_convergence",
+    "vanishing_gradients",
+    "bn_batch_size",
+    "very_deep",
+    "bn_imbalance",
+    "transfer",
+)
+
+
+def _load(module_name: str) -> ModuleType | None:
+    full = f"{__package__}.{module_name}"
+    try:
+        module = importlib.import_module(full)
+    except ModuleNotFoundError as e:
+        if e.name == full:  # the module itself is absent (not yet written): skip it
+            return None
+        raise  # a missing dependency inside a present module is a real error
+    for attr in ("NAME", "CLAIM", "run"):
+        if not hasattr(module, attr):
+            raise TypeError(f"experiment module {full} lacks {attr}; every experiment declares NAME, CLAIM and run(ctx)")
+    return module
+
+
+def _experiments() -> dict[str, ModuleType]:
+    found = {}
+    for module_name in EXPERIMENT_MODULES:
+        module = _load(module_name)
+        if module is not None:
+            found[module.NAME] = module
+    return found
+
+
+def list_experiments() -> dict[str, str]:
+    """``{name: claim}`` of every available experiment, in the listing order."""
+    return {name: module.CLAIM for name, module in _experiments().items()}
+
+
+def get_experiment(name: str) -> ModuleType:
+    """The module of experiment ``name``.
+
+    Args:
+        name: an experiment name (see :func:`list_experiments`).
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    experiments = _experiments()
+    if name not in experiments:
+        raise ValueError(f"unknown experiment {name!r}: expected one of {', '.join(experiments)} "
+                         "(resnet-lab experiment --list)")
+    return experiments[name]
+
+
+def run_experiment(
+    name: str,
+    *,
+    budget: str = "smoke",
+    out: str | os.PathLike,
+    data_dir: str | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run experiment ``name`` and write ``results.json``, its plots and ``report.md`` into ``out``.
+
+    Args:
+        name: the experiment (see :func:`list_experiments`).
+        budget: ``smoke`` (seconds; checks the pipeline, not the claim) or ``full`` (the real run).
+        out: output folder.
+        data_dir: where to look for datasets first.
+        device: ``auto``, ``cpu``, ``cuda``...
+        seed: base seed of weights and data order.
+        log: where progress lines go.
+
+    Returns:
+        The results written to ``results.json``, with ``verdict`` one of ``confirmed``,
+        ``not confirmed``, ``mixed``.
+    """
+    module = get_experiment(name)
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    ctx = Context(name, budget, out, data_dir=data_dir, device=device, seed=seed, log=log)
+    t0 = time.perf_counter()
+    report = module.run(ctx)
+    if not isinstance(report, Report):
+        raise TypeError(f"experiment {name}: run(ctx) must return a Report, got {type(report).__name__}")
+    report.notes = [*report.notes, *(n for n in ctx.notes if n not in report.notes)]
+    seconds = time.perf_counter() - t0
+    results = write_report(ctx.out, name, report, budget=budget, seconds=seconds)
+    log(f"[{name}] verdict: {results['verdict']} ({seconds:.0f} s); report in {ctx.out / 'report.md'}")
+    return results

@@ -1,0 +1,271 @@
+"""The shared runner: an experiment declares :class:`RunSpec` s, :meth:`Context.train` trains them.
+
+Every run goes through the library's own trainer (:func:`resnet_lab.train.train`) with progress
+bars off and prints one line; the per-epoch records, the per-step training losses and the wall
+time come back as a :class:`RunResult`. Data are loaded once per experiment and shared between
+runs (:meth:`Context.data`); when Fashion-MNIST is not installed the runner falls back to the
+``fake`` dataset and says so in the report's notes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "cifar_net", "ema", "first_at_or_below"]
+
+BUDGETS = ("smoke", "full")
+
+ModelFactory = Callable[[int, int], nn.Module]  # (num_classes, in_channels) -> model
+
+
+def cifar_net(depth: int, *, residual: bool = True, norm: str = "batch",
+              widths: Sequence[int] = (16, 32, 64)) -> ModelFactory:
+    """A factory for the CIFAR ResNet of He et al. 2015 (sec. 4.2) or its plain twin.
+
+    Args:
+        depth: 6n+2.
+        residual: option-A identity shortcuts; False builds the plain net of the same depth.
+        norm: ``batch``, ``scratch``, ``group`` or ``none``.
+        widths: channels of the three stages; the paper's 16-32-64, narrower for CPU budgets.
+    """
+    from ..models.resnet import CifarResNet
+
+    def build(num_classes: int, in_channels: int) -> nn.Module:
+        return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm,
+                           shortcut="A" if residual else "none", widths=tuple(widths))
+
+    return build
+
+
+@dataclass
+class RunSpec:
+    """One training run of an experiment.
+
+    Args:
+        label: the run's name in tables and legends ("plain-56").
+        model: a factory ``(num_classes, in_channels) -> nn.Module`` (see :func:`cifar_net`).
+        batch_size: training batch size.
+        epochs: passes over the (subset of the) training set.
+        lr: peak learning rate.
+        optimizer: ``sgd`` or ``adamw``.
+        schedule: ``onecycle``, ``cosine``, ``step`` or ``constant``.
+        weight_decay: on conv/linear weights.
+        max_steps_per_epoch: cap on steps per epoch (None: the whole subset).
+        data: keyword arguments for :meth:`Context.data` (dataset, subset, image_size...).
+        seed: weights and data order; the same seed gives the same initial weights to runs whose
+            models have the same parameter shapes (scratch vs torch BN).
+        step_callbacks: extra per-step callbacks, e.g. a gradient-flow recorder.
+        info: extra values copied into the result (depth, norm...).
+    """
+
+    label: str
+    model: ModelFactory
+    batch_size: int = 128
+    epochs: int = 1
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    schedule: str = "onecycle"
+    weight_decay: float = 5e-4
+    max_steps_per_epoch: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    step_callbacks: list[Callable[[dict], None]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What one run measured.
+
+    Attributes:
+        label: the spec's label.
+        epochs: the trainer's per-epoch records (train/test loss and accuracy, seconds...).
+        step_losses: training loss after every optimizer step.
+        seconds: wall time of the run, data loading excluded.
+        params: trainable parameters.
+        diverged: the loss became NaN/inf (the records stop there).
+        model: the trained model (not serialized).
+        info: the spec's info plus anything the experiment adds.
+    """
+
+    label: str
+    epochs: list[dict]
+    step_losses: list[float]
+    seconds: float
+    params: int
+    diverged: bool = False
+    model: nn.Module | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+    def curve(self, key: str) -> tuple[list[int], list[float]]:
+        """``(epochs, values)`` of one per-epoch metric."""
+        return [r["epoch"] for r in self.epochs], [r[key] for r in self.epochs]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (the model is left out)."""
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
+
+
+def ema(values: Sequence[float], alpha: float = 0.1) -> list[float]:
+    """Exponential moving average (bias-corrected, as Adam) of a noisy per-step curve.
+
+    Args:
+        values: the per-step values.
+        alpha: weight of the newest value.
+    """
+    out, m = [], 0.0
+    for i, v in enumerate(values, 1):
+        m = (1 - alpha) * m + alpha * v
+        out.append(m / (1 - (1 - alpha) ** i))
+    return out
+
+
+def first_at_or_below(values: Sequence[float], target: float) -> float:
+    """1-based index of the first value ``<= target``; ``inf`` when none is.
+
+    Args:
+        values: a curve (e.g. a smoothed loss per step).
+        target: the threshold.
+    """
+    for i, v in enumerate(values, 1):
+        if v <= target:
+            return float(i)
+    return math.inf
+
+
+class _TestSlice:
+    """The first ``n`` test samples as a loader with a large eval batch (evaluation is cheap that
+    way; the test split is in a fixed order, so every run sees the same samples)."""
+
+    def __new__(cls, test, n: int | None, batch_size: int = 500):
+        from ..data import InMemoryLoader
+
+        if not isinstance(test, InMemoryLoader):
+            return test
+        n = test.num_samples if n is None else min(n, test.num_samples)
+        return InMemoryLoader(test.images[:n], test.labels[:n], batch_size=batch_size, mean=test.mean,
+                              std=test.std, device=test.device)
+
+
+class Context:
+    """What an experiment's ``run(ctx)`` gets: budget, output folder, device, data and trainer.
+
+    Args:
+        name: the experiment name.
+        budget: ``smoke`` or ``full``.
+        out: the output folder (created).
+        data_dir: where to look for datasets first.
+        device: ``auto``, ``cpu``, ``cuda``...
+        seed: base seed.
+        log: where the one-line-per-run messages go.
+    """
+
+    def __init__(self, name: str, budget: str, out: str | os.PathLike, *, data_dir: str | None = None,
+                 device: str = "auto", seed: int = 0, log: Callable[[str], None] = print) -> None:
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+        from ..train import resolve_device
+
+        self.name, self.budget, self.seed = name, budget, int(seed)
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.device = resolve_device(device)
+        self.log = log
+        self.notes: list[str] = []
+        self._cache: dict[Any, Any] = {}
+
+    @property
+    def smoke(self) -> bool:
+        return self.budget == "smoke"
+
+    def data(self, dataset: str = "fashion-mnist", *, batch_size: int = 128, test_samples: int | None = None,
+             **kw: Any):
+        """A :class:`resnet_lab.data.DataBundle`, loaded once per set of arguments.
+
+        Args:
+            dataset: ``fashion-mnist``, ``cifar10``... Falls back to ``fake`` (1 channel, same
+                image size) when the files are missing, with a note in the report.
+            batch_size: training batch size.
+            test_samples: evaluate on the first N test samples only (None: all).
+            **kw: passed to :func:`resnet_lab.data.load_data` (subset, image_size, augment,
+                classes, per_class...); ``augment`` defaults to False here.
+        """
+        from ..data import DataNotFoundError, load_data
+
+        kw.setdefault("augment", False)
+        key = (dataset, batch_size, test_samples, tuple(sorted((k, repr(v)) for k, v in kw.items())))
+        if key in self._cache:
+            bundle = self._cache[key]
+            bundle.train.set_epoch(0)
+            return bundle
+        try:
+            bundle = load_data(dataset, data_dir=self.data_dir, batch_size=batch_size, device=self.device,
+                               seed=self.seed, **kw)
+        except DataNotFoundError:
+            if dataset != "fashion-mnist":
+                raise
+            note = "Fashion-MNIST was not found, so the runs used the `fake` dataset (random images): " \
+                   "the figures say nothing about the claim"
+            if note not in self.notes:
+                self.notes.append(note)
+                self.log(f"[{self.name}] {note}")
+            kw = {**kw, "in_channels": 1}
+            kw.setdefault("image_size", 28)
+            bundle = load_data("fake", batch_size=batch_size, device=self.device, seed=self.seed, **kw)
+        bundle.test = _TestSlice(bundle.test, test_samples)
+        self._cache[key] = bundle
+        return bundle
+
+    def train(self, spec: RunSpec, data=None) -> RunResult:
+        """Train one run with the library trainer (progress off); print one line; return the result.
+
+        Args:
+            spec: the run.
+            data: the bundle to use (default: ``ctx.data(batch_size=spec.batch_size, **spec.data)``).
+        """
+        from ..train import TrainConfig, TrainingDiverged, train
+
+        data = data if data is not None else self.data(batch_size=spec.batch_size, **spec.data)
+        if hasattr(data.train, "set_epoch"):
+            data.train.set_epoch(0)
+        torch.manual_seed(spec.seed)
+        c, _, _ = data.info.input_size
+        model = spec.model(len(data.info.classes), c)
+        config = TrainConfig(
+            epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, schedule=spec.schedule,
+            weight_decay=spec.weight_decay, max_steps_per_epoch=spec.max_steps_per_epoch, progress=False,
+            plots=False, out=None, device=str(self.device), seed=spec.seed,
+        )
+        records: list[dict] = []
+        losses: list[float] = []
+        t0 = time.perf_counter()
+        diverged = False
+        try:
+            train(model, data, config, callbacks=[records.append],
+                  step_callbacks=[lambda s: losses.append(float(s["loss"])), *spec.step_callbacks],
+                  log=lambda s: None)
+        except TrainingDiverged:
+            diverged = True
+            losses.append(math.nan)
+        seconds = time.perf_counter() - t0
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        result = RunResult(spec.label, records, losses, seconds, params, diverged, model, dict(spec.info))
+        last = result.last
+        summary = (f"train loss {last['train_loss']:.4f} acc {100 * last['train_acc']:.2f}%  "
+                   f"test acc {100 * last['test_acc']:.2f}%" if last else "no epoch completed")
+        self.log(f"[{self.name}] {spec.label:<24} {len(losses)} steps, {seconds:.1f}s  {summary}"
+                 + ("  DIVERGED" if diverged else ""))
+        return result
