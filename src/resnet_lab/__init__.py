@@ -1,11 +1,37 @@
 """resnet-lab: residual networks and batch normalization in PyTorch.
 
-Build (:func:`create_model`), train (:func:`train`), transfer, reproduce the classic experiments,
-and ship (BN folding, ONNX) ResNets and their relatives.
+Build (:func:`create_model`), train (:func:`train` on :func:`load_data`), transfer
+(:mod:`resnet_lab.transfer`), reproduce the classic experiments (:mod:`resnet_lab.experiments`),
+and ship (:func:`fuse_bn`, :func:`export_onnx`) ResNets and their relatives.
 """
 
+from .analysis import count_params, summarize
+from .data import DataBundle, DatasetInfo, load_data
+from .deploy import export_onnx, fuse_bn, predict_images
 from .models import create_model, list_models
+from .nn import BatchNorm1d, BatchNorm2d, norm_layer
+from .train import TrainConfig, evaluate, load_model, save_model, train
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "list_models"]
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "DataBundle",
+    "DatasetInfo",
+    "TrainConfig",
+    "__version__",
+    "count_params",
+    "create_model",
+    "evaluate",
+    "export_onnx",
+    "fuse_bn",
+    "list_models",
+    "load_data",
+    "load_model",
+    "norm_layer",
+    "predict_images",
+    "save_model",
+    "summarize",
+    "train",
+]

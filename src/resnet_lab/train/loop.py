@@ -77,21 +77,36 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so both save and exit the same way."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _GracefulStop:
+    """Ctrl-C and SIGTERM ask the loop to stop at the next step boundary (never in the middle of
+    a checkpoint write); a second Ctrl-C stops at once."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    def __init__(self) -> None:
+        self.requested: int | None = None
 
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    def _handler(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = signum
+        sys.stderr.write("\nstopping after the current step and saving (Ctrl-C again to stop at once)\n")
+
+    def check(self) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt(f"signal {self.requested}")
+
+    @contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._old_int = signal.getsignal(signal.SIGINT)
+        old_term = signal.signal(signal.SIGTERM, self._handler)
+        signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, self._old_int)
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:
@@ -290,7 +305,7 @@ def train(
     # RNG state at that point (dropout); the loaders draw from their own (seed, epoch) generators.
     pos = (start_epoch, skip_steps, _rng_state(device))
     try:
-        with _sigterm_as_interrupt():
+        with _GracefulStop().installed() as stop:
             for epoch in range(start_epoch, config.epochs):
                 if hasattr(data.train, "set_epoch"):
                     data.train.set_epoch(epoch)
@@ -336,6 +351,7 @@ def train(
                     scheduler.step()
                     step += 1
                     pos = (epoch, step, _rng_state(device))
+                    stop.check()
                     loss_sum += loss.detach().double() * y.numel()
                     correct += (logits.argmax(1) == y).sum()
                     seen += y.numel()
@@ -388,6 +404,7 @@ def train(
                         _plot(run_dir, history, ev["confusion"], info.classes, meta_base)
                 for cb in callbacks:
                     cb(record)
+                stop.check()
     except KeyboardInterrupt:
         history.interrupted = True
         if run_dir is not None and is_main:
