@@ -206,6 +206,7 @@ def plot_lines(
     xlabel: str,
     ylabel: str,
     logy: bool = False,
+    logx: bool = False,
     hline: float | None = None,
     styles: Mapping[str, str] | None = None,
 ) -> Path:
@@ -216,6 +217,7 @@ def plot_lines(
         path: the PNG to write.
         title, xlabel, ylabel: axis texts.
         logy: log-scale y axis (gradient norms).
+        logx: log-scale x axis (batch sizes).
         hline: a dashed reference line (e.g. the target accuracy).
         styles: matplotlib format strings per label (e.g. ``"--"`` for plain nets).
     """
@@ -236,6 +238,8 @@ def plot_lines(
             ax.axhline(hline, color="gray", ls=":", lw=1)
         if logy:
             ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log", base=2)
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

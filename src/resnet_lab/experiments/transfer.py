@@ -1,0 +1,305 @@
+"""Transfer: from-scratch training vs the three transfer strategies, with few target labels.
+
+A ResNet is pretrained on Fashion-MNIST classes 0-4 (T-shirt, Trouser, Pullover, Dress, Coat).
+The target task is classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) with only k labelled
+training images per class; every run is evaluated on all target test images. Compared: training
+from scratch, ``all`` (every layer, backbone at a tenth of the head's rate), ``last`` (the last
+stage and the classifier) and ``head`` (a new Linear on the frozen pretrained classifier). The
+pretrained network goes through the library path a user takes: it is saved as a run directory and
+read back with :func:`resnet_lab.transfer.load_source`.
+
+The seed text's expectation: ``all`` is the most accurate, ``head``/``last`` are the cheapest, and
+transfer beats scratch most when data are scarce (Yosinski et al. 2014; Kornblith et al. 2019).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from .report import Check, Report
+from .runner import Context, RunResult, RunSpec
+
+__all__ = ["CLAIM", "NAME", "run"]
+
+NAME = "transfer"
+CLAIM = ("Fine-tuning all layers is the most accurate transfer, training only the last stage or a new head "
+         "is the cheapest, and transfer beats training from scratch most when target labels are few "
+         "(Yosinski et al. 2014; Kornblith et al. 2019).")
+
+SOURCE_CLASSES = [0, 1, 2, 3, 4]
+TARGET_CLASSES = [5, 6, 7, 8, 9]
+STRATEGIES = ("scratch", "all", "last", "head")
+# Accuracy differences below this are treated as ties when ranking strategies.
+MARGIN = 0.005
+
+BUDGET: dict[str, dict[str, Any]] = {
+    # model, pretraining (subset of the source images, epochs), target k values, training images
+    # seen per target run (each run sees about this many, as whole passes over its k*5 images),
+    # target batch size, test samples evaluated after each epoch (the final figure uses all),
+    # seeds of the per-class selection for each k.
+    "smoke": dict(model="resnet8", pre_subset=300, pre_epochs=1, ks=(5, 20), seen=100, batch=16, epochs=1,
+                  test_slice=100, seeds={5: 1, 20: 1}, full_test=400),
+    "full": dict(model="resnet8", pre_subset=None, pre_epochs=3, ks=(10, 100, 1000),
+                 seen={10: 2000, 100: 8000, 1000: 20000}, batch=32, epochs=4, test_slice=500,
+                 seeds={10: 2, 100: 1, 1000: 1}, full_test=None),
+}
+LR = {"scratch": 0.1, "all": 0.05, "last": 0.05, "head": 0.05}
+BACKBONE_LR_SCALE = 0.1  # `all`: the backbone at a tenth of the head's rate (fastai's fine_tune)
+
+
+class _Passes:
+    """A training loader whose epoch is ``passes`` passes over the inner loader, so a run on a
+    few images does not evaluate after every one of its one-batch epochs."""
+
+    def __init__(self, loader, passes: int) -> None:
+        self.loader, self.passes, self.epoch = loader, max(1, int(passes)), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader) * self.passes
+
+    def __iter__(self):
+        for r in range(self.passes):
+            self.loader.set_epoch(self.epoch * self.passes + r)
+            yield from self.loader
+
+
+def _slice(test, n: int | None, batch_size: int = 500):
+    from ..data import InMemoryLoader
+
+    if n is None or not isinstance(test, InMemoryLoader) or n >= test.num_samples:
+        return test
+    return InMemoryLoader(test.images[:n], test.labels[:n], batch_size=batch_size, mean=test.mean, std=test.std,
+                          device=test.device)
+
+
+def _pretrain(ctx: Context, b: dict) -> tuple[Any, Any]:
+    """Train the source network on classes 0-4 and save it as a run directory; returns the
+    :class:`~resnet_lab.transfer.WeightSource` read back from it and the run's result."""
+    from ..models import create_model
+    from ..train import save_model
+    from ..transfer import load_source
+
+    data = ctx.data(classes=SOURCE_CLASSES, subset=b["pre_subset"], batch_size=128 if not ctx.smoke else 32,
+                    test_samples=b["test_slice"])
+    spec = RunSpec("pretrain (classes 0-4)",
+                   lambda n, c: create_model(b["model"], num_classes=n, in_channels=c),
+                   batch_size=data.train.batch_size, epochs=b["pre_epochs"], lr=0.1, seed=ctx.seed)
+    result = ctx.train(spec, data=data)
+    info = data.info
+    run_dir = ctx.out / "source"
+    save_model(run_dir, result.model, {"classes": list(info.classes), "input_size": list(info.input_size),
+                                       "mean": list(info.mean), "std": list(info.std), "dataset": info.name,
+                                       "metrics": result.last})
+    return load_source(run_dir), result
+
+
+def _target(ctx: Context, b: dict, k: int, seed: int, source) -> tuple[Any, Any]:
+    """The target bundle (classes 5-9, k per class), normalized as the source was."""
+    from ..transfer import use_normalization
+
+    c = ctx if seed == ctx.seed else Context(ctx.name, ctx.budget, ctx.out, data_dir=ctx.data_dir,
+                                             device=str(ctx.device), seed=seed, log=ctx.log)
+    bundle = c.data(classes=TARGET_CLASSES, per_class=k, batch_size=min(b["batch"], max(2, 5 * k // 2)),
+                    test_samples=b["full_test"])
+    if c is not ctx:
+        ctx.notes += [n for n in c.notes if n not in ctx.notes]
+    if source.mean is not None:
+        use_normalization(bundle, source.mean, source.std)
+    return bundle
+
+
+def _frozen_unchanged(model, source_state: dict) -> bool | None:
+    """Whether every frozen tensor (parameters and the buffers of eval-locked norms) still equals
+    the pretrained one; None when nothing is frozen."""
+    from ..transfer import is_running_norm
+
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    for name, m in model.named_modules():
+        if is_running_norm(m) and "train" in m.__dict__:  # locked in eval mode by freeze()
+            frozen += [f"{name}.{b}" for b, _ in m.named_buffers()]
+    if not frozen:
+        return None
+    state = model.state_dict()
+    return all(n in source_state and torch.equal(state[n].cpu(), source_state[n].cpu()) for n in frozen)
+
+
+def run(ctx: Context) -> Report:
+    """Pretrain on classes 0-4, then train scratch/all/last/head on classes 5-9 for each k."""
+    from ..train import evaluate
+
+    b = BUDGET[ctx.budget]
+    source, pre = _pretrain(ctx, b)
+    runs: list[dict[str, Any]] = []
+    for k in b["ks"]:
+        for rep in range(b["seeds"][k]):
+            seed = ctx.seed + rep
+            bundle = _target(ctx, b, k, seed, source)
+            n_train = bundle.num_train
+            seen = b["seen"] if isinstance(b["seen"], int) else b["seen"][k]
+            passes = max(1, round(seen / max(1, n_train) / b["epochs"]))
+            data = SimpleNamespace(info=bundle.info, train=_Passes(bundle.train, passes),
+                                   test=_slice(bundle.test, b["test_slice"]), num_train=n_train,
+                                   num_test=bundle.num_test)
+            for strategy in STRATEGIES:
+                result = _train(ctx, f"{strategy} k={k} seed={seed}", strategy, data, source, b, seed)
+                final = evaluate(result.model, bundle.test, num_classes=len(bundle.info.classes), device=ctx.device)
+                total = sum(p.numel() for p in result.model.parameters())
+                steps = len(result.step_losses)
+                train_s = sum(r["train_seconds"] for r in result.epochs)
+                runs.append({
+                    "strategy": strategy, "k": k, "seed": seed, "acc": final["acc"], "n_test": final["n"],
+                    "trainable": result.params, "frozen": total - result.params, "steps": steps,
+                    "passes": passes * b["epochs"], "n_train": n_train, "train_seconds": train_s,
+                    "seconds_per_epoch": train_s / max(1, passes * b["epochs"]),
+                    "ms_per_image": 1000 * train_s / max(1, steps * data.train.loader.batch_size),
+                    "frozen_unchanged": _frozen_unchanged(result.model, source.state_dict),
+                    "curve": result.epochs,
+                })
+                ctx.log(f"[{ctx.name}] {result.label:<24} final accuracy on {final['n']} target test images "
+                        f"{100 * final['acc']:.2f}%")
+    return _report(ctx, b, pre, runs)
+
+
+def _train(ctx: Context, label: str, strategy: str, data, source, b: dict, seed: int) -> RunResult:
+    """One target run through the library trainer (as ``ctx.train``, plus the plan's learning-rate
+    factors for ``all``); the model is built after seeding, so runs of one seed start alike."""
+    from ..models import create_model
+    from ..train import TrainConfig, train
+    from ..transfer import transfer_model
+
+    data.train.set_epoch(0)
+    torch.manual_seed(seed)
+    n, c = len(data.info.classes), data.info.input_size[0]
+    lr_scale: dict[str, float] = {}
+    if strategy == "scratch":
+        model = create_model(b["model"], num_classes=n, in_channels=c)
+    else:
+        model, plan = transfer_model(source, strategy, num_classes=n, in_channels=c, classes=list(data.info.classes),
+                                     backbone_lr_scale=BACKBONE_LR_SCALE if strategy == "all" else None)
+        lr_scale = plan.lr_scale
+    config = TrainConfig(epochs=b["epochs"], lr=LR[strategy], lr_scale=lr_scale, progress=False, plots=False,
+                         out=None, device=str(ctx.device), seed=seed)
+    records: list[dict] = []
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    train(model, data, config, callbacks=[records.append], step_callbacks=[lambda r: losses.append(float(r["loss"]))],
+          log=lambda line: None)
+    seconds = time.perf_counter() - t0
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return RunResult(label, records, losses, seconds, trainable, model=model, info={"strategy": strategy})
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
+    ks = list(b["ks"])
+
+    def acc(strategy: str, k: int) -> float:
+        return _mean([r["acc"] for r in runs if r["strategy"] == strategy and r["k"] == k])
+
+    def cost(strategy: str, key: str) -> float:
+        return _mean([r[key] for r in runs if r["strategy"] == strategy and r["k"] == ks[-1]])
+
+    rows = []
+    for k in ks:
+        for s in STRATEGIES:
+            mine = [r for r in runs if r["strategy"] == s and r["k"] == k]
+            rows.append([k, s, 100 * acc(s, k), " / ".join(f"{100 * r['acc']:.1f}" for r in mine) if len(mine) > 1 else "",
+                         mine[0]["trainable"], mine[0]["frozen"], _mean([r["seconds_per_epoch"] for r in mine]),
+                         _mean([r["ms_per_image"] for r in mine]), mine[0]["steps"]])
+
+    _plot(ctx.out / "accuracy_vs_k.png", ks, {s: [100 * acc(s, k) for k in ks] for s in STRATEGIES})
+
+    checks = []
+    best_other = {k: max(acc(s, k) for s in STRATEGIES if s != "all") for k in ks}
+    ok = [k for k in ks if acc("all", k) >= best_other[k] - MARGIN]
+    checks.append(Check(
+        "`all` is the most accurate strategy at every k",
+        len(ok) == len(ks),
+        "; ".join(f"k={k}: all {100 * acc('all', k):.1f}% vs best other "
+                  f"{max((s for s in STRATEGIES if s != 'all'), key=lambda s: acc(s, k))} {100 * best_other[k]:.1f}%"
+                  for k in ks) + f" (ties within {100 * MARGIN:.1f} pp count as most accurate)"))
+    params = {s: cost(s, "trainable") for s in STRATEGIES}
+    checks.append(Check(
+        "`head` and `last` train the fewest parameters",
+        max(params["head"], params["last"]) < min(params["all"], params["scratch"]),
+        ", ".join(f"{s} {int(params[s]):,}" for s in STRATEGIES) + " trainable parameters"))
+    speed = {s: cost(s, "ms_per_image") for s in STRATEGIES}
+    checks.append(Check(
+        f"`head` and `last` take the least training time per image (k={ks[-1]})",
+        max(speed["head"], speed["last"]) < min(speed["all"], speed["scratch"]),
+        ", ".join(f"{s} {speed[s]:.2f} ms" for s in STRATEGIES) + " per training image"))
+    gain = {k: max(acc(s, k) for s in ("all", "last", "head")) - acc("scratch", k) for k in ks}
+    checks.append(Check(
+        "transfer beats scratch, and by the most at the smallest k",
+        gain[ks[0]] > 0 and gain[ks[0]] >= max(gain.values()) - 1e-12,
+        ", ".join(f"k={k}: best transfer - scratch = {100 * gain[k]:+.1f} pp" for k in ks)))
+
+    unchanged = [r["frozen_unchanged"] for r in runs if r["frozen_unchanged"] is not None]
+    findings = [
+        f"pretraining on classes 0-4: {100 * pre.last.get('test_acc', float('nan')):.2f}% on "
+        f"{b['test_slice'] or 'all'} source test images after {b['pre_epochs']} epoch(s), {pre.seconds:.0f} s",
+        f"frozen tensors (parameters and eval-locked BN statistics) bit-identical to the pretrained ones after "
+        f"training in {sum(unchanged)} of {len(unchanged)} `last`/`head` runs",
+    ]
+    for k in ks:
+        order = sorted(STRATEGIES, key=lambda s: -acc(s, k))
+        findings.append(f"k={k}: " + " > ".join(f"{s} {100 * acc(s, k):.1f}%" for s in order))
+    notes = []
+    if not ctx.smoke:
+        notes.append(f"one seed per k except k={', '.join(str(k) for k in ks if b['seeds'][k] > 1)} "
+                     f"({max(b['seeds'].values())} seeds of the per-class selection, averaged); differences of "
+                     "a point or two at k=10 are within the spread between seeds (see the per-seed column)")
+        notes.append("a CPU-sized budget: ResNet-8 (78k parameters), 3 pretraining epochs, each target run sees "
+                     "about 2k/8k/20k images at k=10/100/1000; longer training would raise every figure")
+    return Report(
+        claim=CLAIM,
+        setup={
+            "source task": f"Fashion-MNIST classes 0-4, {b['pre_subset'] or 'all 30000'} training images, "
+                           f"{b['pre_epochs']} epochs, SGD lr 0.1 one-cycle, batch {128 if not ctx.smoke else 32}",
+            "target task": "classes 5-9 with k training images per class, evaluated on all target test images"
+                           + ("" if b["full_test"] is None else f" (smoke: first {b['full_test']})"),
+            "model": f"{b['model']} (CIFAR ResNet, He et al. 2015), no augmentation",
+            "strategies": f"scratch (lr {LR['scratch']}), all (lr {LR['all']}, backbone x{BACKBONE_LR_SCALE}), "
+                          f"last (layer3 + fc, lr {LR['last']}), head (new Linear 5->5 on the frozen classifier, "
+                          f"lr {LR['head']}); SGD Nesterov, one-cycle, weight decay 5e-4, {b['epochs']} epochs",
+            "normalization": "the source's mean/std for every target run (they travel with the weights)",
+        },
+        columns=["k", "strategy", "accuracy %", "per seed %", "trainable", "frozen", "s / epoch", "ms / image",
+                 "steps"],
+        rows=rows, checks=checks, plots=["accuracy_vs_k.png"], findings=findings, notes=notes,
+        data={"runs": runs, "pretrain": pre.to_dict()},
+    )
+
+
+def _plot(path, ks: list[int], series: dict[str, list[float]]) -> None:
+    """Accuracy vs k, one line per strategy, k on a log axis (it spans 10 to 1000)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    try:
+        for s, ys in series.items():
+            ax.plot(ks, ys, "k--" if s == "scratch" else "-", marker="o", ms=4, label=s)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set(title="Target accuracy (classes 5-9) vs labelled images per class", xlabel="k (images per class)",
+               ylabel="test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+    finally:
+        plt.close(fig)
