@@ -1,0 +1,132 @@
+"""Data-parallel scaling on this machine: training images/s with 1 process and with N (torchrun).
+
+Each contender is a real ``resnet-lab train`` run (the CLI, on the ``fake`` dataset held in
+memory, default augmentation): one process, or ``torchrun --nproc-per-node N`` with and without
+``--sync-bn``. The figure is the trainer's own ``images_per_second`` (global images over rank 0's
+training time of the epoch, evaluation excluded), median over the epochs after the first (which
+carries the warm-up), then median over repeats. The contenders run interleaved, repeat by repeat,
+in alternating order, so that the drift of a shared machine hits all of them alike.
+
+Scaling efficiency = (images/s with N processes) / (N x images/s with 1 process of 1 thread): 1.0
+is perfect weak scaling (same per-process batch, N times the global batch). On a CPU machine the
+processes share the cores: with 2 cores, 1 process already uses both through intra-op threads,
+so the fair question there is whether 2 processes x 1 thread beat 1 process x 2 threads.
+
+Run: ``.venv/bin/python benchmarks/bench_distributed.py [--nproc 2] [--repeats 3] [--quick]``;
+prints a Markdown section (command, machine, date, load) to paste into docs/DISTRIBUTED.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _train_args(a: argparse.Namespace, out: Path) -> list[str]:
+    return ["train", "--model", a.model, "--dataset", "fake", "--subset", str(a.subset), "--epochs", str(a.epochs),
+            "--batch-size", str(a.batch_size), "--device", a.device, "--no-progress", "--out", str(out)]
+
+
+def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, workdir: Path) -> float:
+    """One training run; returns the median images/s over epochs 2.. (global, as rank 0 reports)."""
+    out = Path(tempfile.mkdtemp(dir=workdir)) / "run"
+    args = _train_args(a, out) + (["--sync-bn"] if sync_bn else [])
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "resnet_lab", *args]
+    else:
+        cmd = [str(VENV_BIN / "torchrun"), "--nnodes", "1", "--nproc-per-node", str(nproc), "--master-addr",
+               "127.0.0.1", "--master-port", str(_free_port()), "-m", "resnet_lab", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [rec["images_per_second"] for rec in records[1:]] or [records[0]["images_per_second"]]
+    return statistics.median(rates)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--subset", type=int, default=2048, help="training images per epoch")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs of 512 images (smoke)")
+    a = p.parse_args()
+    if a.quick:
+        a.repeats, a.epochs, a.subset = 1, 2, 512
+    cores = os.cpu_count() or 1
+    n = a.nproc
+    # (label, processes, threads per process, sync-bn); threads only matter on CPU.
+    contenders = [
+        ("1 process x 1 thread", 1, 1, False),
+        (f"1 process x {cores} threads", 1, cores, False),
+        (f"{n} processes x {max(1, cores // n)} thread(s)", n, max(1, cores // n), False),
+        (f"{n} processes x {max(1, cores // n)} thread(s), --sync-bn", n, max(1, cores // n), True),
+    ]
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()
+    rates: dict[str, list[float]] = {c[0]: [] for c in contenders}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(a.repeats):
+            order = contenders if rep % 2 == 0 else contenders[::-1]
+            for label, procs, threads, sync in order:
+                rates[label].append(run_one(a, procs, threads, sync, Path(tmp)))
+                print(f"repeat {rep + 1}: {label}: {rates[label][-1]:.0f} img/s", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    single1 = med[contenders[0][0]]
+    single_all = med[contenders[1][0]]
+    lines = ["| setup | images/s (median) | min-max | efficiency vs N x (1 process x 1 thread) | vs 1 process x all threads |",
+             "| :--- | ---: | ---: | ---: | ---: |"]
+    for label, procs, _, _ in contenders:
+        eff = med[label] / (procs * single1)
+        lines.append(f"| {label} | {med[label]:.0f} | {min(rates[label]):.0f}-{max(rates[label]):.0f} | "
+                     f"{eff:.2f} | {med[label] / single_all:.2f}x |")
+    exe = Path(sys.executable)
+    exe_s = str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else str(exe)
+    cmd = shlex.join([exe_s, *sys.argv])
+    print(f"### {a.model}, per-process batch {a.batch_size}, {a.device}\n")
+    print("\n".join(lines) + "\n")
+    print(f"- command: `{cmd}`")
+    print(f"- machine: {_cpu_model()}, {cores} cores; torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"- date: {started}; load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.1f}' for x in load_after)}")
+    print(f"- {a.repeats} repeats x {a.epochs} epochs of {a.subset} images; images/s per run = median over epochs 2..")
+
+
+if __name__ == "__main__":
+    main()
