@@ -38,15 +38,15 @@ STRATEGIES = ("scratch", "all", "last", "head")
 MARGIN = 0.005
 
 BUDGET: dict[str, dict[str, Any]] = {
-    # model, pretraining (subset of the source images, epochs), target k values, training images
-    # seen per target run (each run sees about this many, as whole passes over its k*5 images),
-    # target batch size, test samples evaluated after each epoch (the final figure uses all),
-    # seeds of the per-class selection for each k.
-    "smoke": dict(model="resnet8", pre_subset=300, pre_epochs=1, ks=(5, 20), seen=100, batch=16, epochs=1,
-                  test_slice=100, seeds={5: 1, 20: 1}, full_test=400),
-    "full": dict(model="resnet8", pre_subset=None, pre_epochs=3, ks=(10, 100, 1000),
-                 seen={10: 2000, 100: 8000, 1000: 20000}, batch=32, epochs=4, test_slice=500,
-                 seeds={10: 2, 100: 1, 1000: 1}, full_test=None),
+    # model; pretraining (subset of the source images, epochs); target k values; training images
+    # seen per target run (whole passes over its 5k images, spread over `epochs` epochs); target
+    # batch size; test samples evaluated after each epoch (the final figure uses all target test
+    # images, or `full_test`); seeds of the per-class selection for each k; image side.
+    "smoke": dict(model="resnet8", pre_subset=300, pre_epochs=1, ks=(5, 20), seen=60, batch=16, epochs=1,
+                  test_slice=100, seeds={5: 1, 20: 1}, full_test=400, image_size=14),
+    "full": dict(model="resnet8", pre_subset=None, pre_epochs=1, ks=(10, 100, 1000),
+                 seen={10: 1500, 100: 4000, 1000: 10000}, batch=32, epochs=3, test_slice=300,
+                 seeds={10: 2, 100: 1, 1000: 1}, full_test=None, image_size=None),
 }
 LR = {"scratch": 0.1, "all": 0.05, "last": 0.05, "head": 0.05}
 BACKBONE_LR_SCALE = 0.1  # `all`: the backbone at a tenth of the head's rate (fastai's fine_tune)
@@ -88,7 +88,7 @@ def _pretrain(ctx: Context, b: dict) -> tuple[Any, Any]:
     from ..transfer import load_source
 
     data = ctx.data(classes=SOURCE_CLASSES, subset=b["pre_subset"], batch_size=128 if not ctx.smoke else 32,
-                    test_samples=b["test_slice"])
+                    test_samples=b["test_slice"], image_size=b["image_size"])
     spec = RunSpec("pretrain (classes 0-4)",
                    lambda n, c: create_model(b["model"], num_classes=n, in_channels=c),
                    batch_size=data.train.batch_size, epochs=b["pre_epochs"], lr=0.1, seed=ctx.seed)
@@ -108,7 +108,7 @@ def _target(ctx: Context, b: dict, k: int, seed: int, source) -> tuple[Any, Any]
     c = ctx if seed == ctx.seed else Context(ctx.name, ctx.budget, ctx.out, data_dir=ctx.data_dir,
                                              device=str(ctx.device), seed=seed, log=ctx.log)
     bundle = c.data(classes=TARGET_CLASSES, per_class=k, batch_size=min(b["batch"], max(2, 5 * k // 2)),
-                    test_samples=b["full_test"])
+                    test_samples=b["full_test"], image_size=b["image_size"])
     if c is not ctx:
         ctx.notes += [n for n in c.notes if n not in ctx.notes]
     if source.mean is not None:
@@ -260,8 +260,11 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
         notes.append(f"one seed per k except k={', '.join(str(k) for k in ks if b['seeds'][k] > 1)} "
                      f"({max(b['seeds'].values())} seeds of the per-class selection, averaged); differences of "
                      "a point or two at k=10 are within the spread between seeds (see the per-seed column)")
-        notes.append("a CPU-sized budget: ResNet-8 (78k parameters), 3 pretraining epochs, each target run sees "
-                     "about 2k/8k/20k images at k=10/100/1000; longer training would raise every figure")
+        seen = b["seen"]
+        notes.append(f"a budget for a shared 2-core CPU: ResNet-8 (75k parameters), {b['pre_epochs']} pretraining "
+                     f"epoch over all 30000 source images, each target run sees about "
+                     f"{'/'.join(str(seen[k]) for k in ks)} images at k={'/'.join(map(str, ks))}; longer training "
+                     "would raise every figure")
     return Report(
         claim=CLAIM,
         setup={
@@ -269,7 +272,8 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
                            f"{b['pre_epochs']} epochs, SGD lr 0.1 one-cycle, batch {128 if not ctx.smoke else 32}",
             "target task": "classes 5-9 with k training images per class, evaluated on all target test images"
                            + ("" if b["full_test"] is None else f" (smoke: first {b['full_test']})"),
-            "model": f"{b['model']} (CIFAR ResNet, He et al. 2015), no augmentation",
+            "model": f"{b['model']} (CIFAR ResNet, He et al. 2015), no augmentation"
+                     + (f", images resized to {b['image_size']} px" if b["image_size"] else ", 28 px"),
             "strategies": f"scratch (lr {LR['scratch']}), all (lr {LR['all']}, backbone x{BACKBONE_LR_SCALE}), "
                           f"last (layer3 + fc, lr {LR['last']}), head (new Linear 5->5 on the frozen classifier, "
                           f"lr {LR['head']}); SGD Nesterov, one-cycle, weight decay 5e-4, {b['epochs']} epochs",
