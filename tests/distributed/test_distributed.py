@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -82,15 +84,42 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _epochs(n: int) -> list[str]:
+    args = list(TRAIN)
+    args[args.index("--epochs") + 1] = str(n)
+    return args
+
+
 @pytest.fixture(scope="module")
-def single_process_run(tmp_path_factory) -> Path:
-    """The reference: one process, batch = the global batch of the 2-process runs."""
-    out = tmp_path_factory.mktemp("single") / "run"
+def single_process_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """The reference: one process, batch = the global batch of the 2-process runs; the run after
+    epoch 1, and the same run resumed for epoch 2."""
+    base = tmp_path_factory.mktemp("single")
+    out = base / "run"
     assert cli_main([*TRAIN, "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out)]) == 0
-    return out
+    shutil.copytree(out, base / "epoch1")
+    assert cli_main([*_epochs(2), "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out), "--resume"]) == 0
+    return base / "epoch1", out
 
 
-def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch(single_process_run, tmp_path):
+@pytest.fixture(scope="module")
+def single_process_run(single_process_runs) -> Path:
+    return single_process_runs[0]
+
+
+def _assert_same_weights(got: dict, ref: dict, steps: int) -> None:
+    assert got.keys() == ref.keys()  # saved unwrapped: no "module." prefix, same BN keys
+    for k in ref:
+        if k.endswith("num_batches_tracked"):
+            assert int(got[k]) == int(ref[k]) == steps, k
+        else:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resumes_in_one_process(
+    single_process_runs, tmp_path
+):
+    single_process_run, single_resumed = single_process_runs
     out = tmp_path / "ddp"
     cmd = [str(VENV_BIN / "torchrun"), "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "resnet_lab",
@@ -99,18 +128,19 @@ def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch(single_pr
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
     ref, got = load_file(single_process_run / "model.safetensors"), load_file(out / "model.safetensors")
-    assert got.keys() == ref.keys()  # saved unwrapped: no "module." prefix, same BN keys
-    for k in ref:
-        if k.endswith("num_batches_tracked"):
-            assert int(got[k]) == int(ref[k]) == 6, k  # 6 global steps
-        else:
-            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+    _assert_same_weights(got, ref, steps=6)  # 6 global steps
     # Rank 0 reports global figures: the same train loss/accuracy and test metrics as one process.
     for a, b in zip(_metrics(out), _metrics(single_process_run), strict=True):
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     # Only rank 0 printed the per-epoch lines.
     assert r.stdout.count("epoch   1/1") + r.stderr.count("epoch   1/1") == 1
+
+    # The 2-process checkpoint resumes in one process (same global batch) exactly like the
+    # single-process run resumed for its second epoch.
+    assert cli_main([*_epochs(2), "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out), "--resume"]) == 0
+    _assert_same_weights(load_file(out / "model.safetensors"), load_file(single_resumed / "model.safetensors"), 12)
+    assert _metrics(out)[-1]["test_acc"] == pytest.approx(_metrics(single_resumed)[-1]["test_acc"], abs=1e-6)
 
 
 def test_without_sync_bn_running_statistics_differ_from_one_process(single_process_run, tmp_path):
@@ -193,6 +223,15 @@ def test_convert_sync_batchnorm_converts_torch_and_our_bn_and_keeps_state_dict_k
         torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
     plain = _MixedNorms()
     plain.load_state_dict(after, strict=True)  # a sync-BN checkpoint loads into the plain model
+
+
+def test_convert_sync_batchnorm_keeps_a_frozen_layer_locked_in_eval():
+    model = _MixedNorms()
+    # How transfer learning freezes a BN: an instance-level train() that always picks eval.
+    model.bn_torch.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), model.bn_torch)
+    convert_sync_batchnorm(model, "cpu")
+    model.train()
+    assert not model.bn_torch.training and model.block[1].training
 
 
 def test_sync_batchnorm_without_process_group_is_torch_batchnorm_in_train_and_eval():

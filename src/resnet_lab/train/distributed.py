@@ -23,6 +23,7 @@ See docs/DISTRIBUTED.md.
 from __future__ import annotations
 
 import os
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -138,6 +139,8 @@ def init_distributed(device: str | torch.device = "auto", timeout: float | None 
     dev = resolve_device(device)
     if env.world_size == 1:
         return dev
+    if str(device) == "auto" and dev.type == "mps":  # no collective backend for MPS: use the CPU
+        dev = torch.device("cpu")
     if not dist.is_available():
         raise RuntimeError("this PyTorch build has no torch.distributed; install a standard build to use torchrun")
     if dev.type == "cuda":
@@ -303,6 +306,8 @@ def _sync_layer(bn: nn.Module, native: bool, process_group: Any) -> nn.Module:
     new.running_mean, new.running_var = bn.running_mean, bn.running_var
     new.num_batches_tracked = bn.num_batches_tracked
     new.train(bn.training)
+    if "train" in bn.__dict__:  # a per-layer train() override (a frozen BN locked in eval) stays
+        new.train = types.MethodType(bn.__dict__["train"].__func__, new)
     if hasattr(bn, "qconfig"):
         new.qconfig = bn.qconfig
     return new
