@@ -185,7 +185,8 @@ def default_unfreeze_point(model: nn.Module) -> str:
     (VGG's flat ``features``) train from their last convolution.
     """
     head = _classifier_name(model)
-    candidates = [n for n in stage_names(model) if n != head]
+    # GoogLeNet's auxiliary classifiers hang off inception4a/4d; they are not a stage.
+    candidates = [n for n in stage_names(model) if n != head and not n.startswith("aux")]
     modules = dict(model.named_modules())
     composite = [n for n in candidates if _param_leaves(modules[n]) > 1]
     if composite:
