@@ -1,0 +1,58 @@
+"""The experiment registry and the shared report writer."""
+
+import json
+
+import pytest
+
+from resnet_lab.experiments import (
+    Check,
+    Report,
+    get_experiment,
+    list_experiments,
+    registry,
+    verdict_from_checks,
+    write_report,
+)
+
+# The six claims of issue 5, by the names the issue gives them.
+ISSUE_5_NAMES = ["degradation", "bn_convergence", "vanishing_gradients", "bn_batch_size", "very_deep", "bn_imbalance"]
+
+
+def test_list_experiments_has_the_six_claims_of_issue_5_in_order_with_their_claims():
+    listed = list_experiments()
+    assert [n for n in listed if n in ISSUE_5_NAMES] == ISSUE_5_NAMES
+    assert all(isinstance(c, str) and len(c) > 20 for c in listed.values())
+
+
+def test_unknown_experiment_name_raises_and_lists_the_known_names():
+    with pytest.raises(ValueError, match="degradation.*bn_imbalance"):
+        get_experiment("degredation")
+
+
+def test_registry_skips_a_listed_module_that_does_not_exist_yet(monkeypatch):
+    monkeypatch.setattr(registry, "EXPERIMENT_MODULES", (*registry.EXPERIMENT_MODULES, "not_written_yet"))
+    assert "not_written_yet" not in list_experiments()
+    assert "degradation" in list_experiments()
+
+
+def test_run_experiment_rejects_an_unknown_budget(tmp_path):
+    with pytest.raises(ValueError, match="smoke, full"):
+        registry.run_experiment("degradation", budget="huge", out=tmp_path)
+
+
+@pytest.mark.parametrize("passed, verdict", [([True, True], "confirmed"), ([False, False], "not confirmed"),
+                                             ([True, False], "mixed")])
+def test_verdict_is_confirmed_only_when_every_check_passes(passed, verdict):
+    assert verdict_from_checks([Check(f"q{i}", p, "numbers") for i, p in enumerate(passed)]) == verdict
+
+
+def test_write_report_writes_json_and_markdown_with_the_numbers_behind_the_verdict(tmp_path):
+    report = Report(claim="X beats Y", setup={"data": "tiny"}, columns=["run", "error %"],
+                    rows=[["X", 1.5], ["Y", float("inf")]],
+                    checks=[Check("X has lower error", True, "1.50% vs never")])
+    results = write_report(tmp_path, "demo", report, budget="full", seconds=3.0)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["verdict"] == results["verdict"] == "confirmed"
+    assert on_disk["table"]["rows"][1] == ["Y", "inf"]  # JSON has no infinity; written as a string
+    md = (tmp_path / "report.md").read_text()
+    assert "X beats Y" in md and "1.50% vs never" in md and "| Y | never |" in md
