@@ -56,3 +56,19 @@ def test_write_report_writes_json_and_markdown_with_the_numbers_behind_the_verdi
     assert on_disk["table"]["rows"][1] == ["Y", "inf"]  # JSON has no infinity; written as a string
     md = (tmp_path / "report.md").read_text()
     assert "X beats Y" in md and "1.50% vs never" in md and "| Y | never |" in md
+
+
+def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, monkeypatch):
+    import resnet_lab.data as data
+
+    real = data.load_data
+
+    def no_fashion_mnist(name, **kw):
+        if name == "fashion-mnist":
+            raise data.DataNotFoundError("not installed (simulated)")
+        return real(name, **kw)
+
+    monkeypatch.setattr(data, "load_data", no_fashion_mnist)
+    results = registry.run_experiment("bn_convergence", budget="smoke", out=tmp_path, device="cpu", log=lambda s: None)
+    assert any("fake" in n for n in results["notes"])
+    assert "fake" in (tmp_path / "report.md").read_text()
