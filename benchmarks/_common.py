@@ -37,6 +37,7 @@ __all__ = [
     "compile_cache_note",
     "machine_block",
     "markdown_table",
+    "paired_cost",
     "paired_ratio",
     "setup_threads",
     "spread",
@@ -302,6 +303,12 @@ def paired_ratio(num: Measurement, den: Measurement) -> tuple[float, float, floa
     """
     ratios = [d / n for n, d in zip(num.seconds, den.seconds)]
     return spread(ratios)
+
+
+def paired_cost(num: Measurement, den: Measurement) -> tuple[float, float, float]:
+    """Time of ``num`` relative to ``den`` (>1: ``num`` is slower), repeat by repeat: ``(median,
+    min, max)`` of ``num.seconds[r] / den.seconds[r]``."""
+    return spread([n / d for n, d in zip(num.seconds, den.seconds)])
 
 
 # ----------------------------------------------------------------------------- Markdown

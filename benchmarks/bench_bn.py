@@ -1,0 +1,130 @@
+"""The cost of the readable batch norm: ``resnet_lab.nn.BatchNorm2d`` (plain tensor ops, autograd
+does the backward) against ``torch.nn.BatchNorm2d`` (one fused native kernel each way).
+
+Measured on one layer (forward+backward in training mode, and forward in eval mode) and on a whole
+network (a resnet20 training step with ``norm="scratch"`` vs ``norm="batch"``).
+
+Run alone: ``.venv/bin/python benchmarks/bench_bn.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from resnet_lab import create_model
+from resnet_lab.nn import BatchNorm2d
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
+from _common import (  # noqa: E402
+    Section, fmt_ratio, interleave, load_average, machine_block, markdown_table, now_utc, paired_cost,
+    run_standalone,
+)
+
+__all__ = ["build"]
+
+FULL = {"shape": (128, 64, 16, 16), "model_batch": 128, "target_s": 0.5, "repeats": 7}
+QUICK = {"shape": (16, 16, 8, 8), "model_batch": 8, "target_s": 0.05, "repeats": 2}
+TORCH, OURS = "torch.nn.BatchNorm2d", "resnet_lab.nn.BatchNorm2d (scratch)"
+
+
+def _layer_contenders(shape: tuple[int, ...]) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn(*shape)
+    train, evals = {}, {}
+    for name, cls in ((TORCH, torch.nn.BatchNorm2d), (OURS, BatchNorm2d)):
+        bn = cls(shape[1])
+        bn_eval = cls(shape[1]).eval()
+
+        def fwd_bwd(bn=bn) -> None:
+            x.grad = None
+            bn(x).backward(g)
+
+        def fwd_eval(bn=bn_eval) -> None:
+            with torch.inference_mode():
+                bn(x)
+
+        train[name], evals[name] = fwd_bwd, fwd_eval
+    return train, evals
+
+
+def _model_contenders(batch: int) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    ref = create_model("resnet20", num_classes=10, in_channels=1, norm="batch")
+    out = {}
+    for name, norm in (("resnet20, norm='batch' (torch's BN)", "batch"), ("resnet20, norm='scratch' (ours)", "scratch")):
+        m = create_model("resnet20", num_classes=10, in_channels=1, norm=norm)
+        m.load_state_dict(ref.state_dict())
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+
+        def step(m=m, opt=opt) -> None:
+            loss = F.cross_entropy(m(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        out[name] = step
+    return out
+
+
+def _cost_rows(res: dict, baseline: str) -> list[list[str]]:
+    rows = []
+    for name, m in res.items():
+        if not m.ok:
+            rows.append([name, "failed", "", m.error or ""])
+            continue
+        med, lo, hi = (v * 1e3 for v in (m.median(), min(m.seconds), max(m.seconds)))
+        cost = "1.00x (reference)" if name == baseline else fmt_ratio(paired_cost(m, res[baseline]))
+        rows.append([name, f"{med:.3f}", f"{lo:.3f}-{hi:.3f}", cost])
+    return rows
+
+
+def build(args: argparse.Namespace, command: str) -> Section:
+    """Run the batch-norm benchmark and return its Markdown section.
+
+    Args:
+        args: ``quick``, ``repeats`` (None: the default), ``threads``.
+        command: the command line recorded with the tables.
+    """
+    cfg = dict(QUICK if args.quick else FULL)
+    repeats = args.repeats or cfg["repeats"]
+    started, load0 = now_utc(), load_average()
+    shape = "x".join(map(str, cfg["shape"]))
+    train, evals = _layer_contenders(cfg["shape"])
+    print(f"[bn] layer {shape}", flush=True)
+    r_train = interleave(train, repeats=repeats, target_s=cfg["target_s"], warmup=3)
+    r_eval = interleave(evals, repeats=repeats, target_s=cfg["target_s"], warmup=3)
+    print(f"[bn] resnet20 step, batch {cfg['model_batch']}", flush=True)
+    models = _model_contenders(cfg["model_batch"])
+    r_model = interleave(models, repeats=repeats, target_s=cfg["target_s"] * 2)
+    head = ["implementation", "ms per call (median)", "min-max", "time vs torch's (cost of readable version)"]
+    body = machine_block(command, started, load0, load_average()) + (
+        f"\n### One layer, input {shape} float32, {repeats} repeats\n\n"
+        "Training mode, forward + backward:\n\n" + markdown_table(head, _cost_rows(r_train, TORCH))
+        + "\nEval mode, forward only (running statistics):\n\n" + markdown_table(head, _cost_rows(r_eval, TORCH))
+        + f"\n### Whole network: resnet20 training step (SGD), batch {cfg['model_batch']} x 1x28x28, {repeats} repeats\n\n"
+        + markdown_table(["model", "ms per step (median)", "min-max", "time vs norm='batch'"],
+                         _cost_rows(r_model, next(iter(models))))
+        + "\nNotes: ours computes mean, variance, normalization and affine as separate tensor operations "
+        "(each a pass over the activations, each saved for autograd's backward); torch's is one native "
+        "kernel forward and one backward. That is the price of the teaching path; `norm='batch'` (torch's) "
+        "is the default everywhere.\n"
+    )
+    summary = []
+    for label, res, base in (("BN layer fwd+bwd", r_train, TORCH), ("resnet20 training step", r_model, next(iter(models)))):
+        other = next(n for n in res if n != base)
+        if res[base].ok and res[other].ok:
+            cost = paired_cost(res[other], res[base])[0]
+            summary.append((f"{label}: time with our scratch BN / torch's BN", f"{cost:.2f}x", "report", "-"))
+    return Section("4. Our from-scratch BatchNorm2d vs torch's", body, summary)
+
+
+if __name__ == "__main__":
+    run_standalone(build, __doc__.splitlines()[0])
