@@ -103,8 +103,8 @@ def test_plain18_state_dict_is_resnet18_without_downsample_keys():
 
 
 # ----------------------------------------------------------------------------------------------
-# Published parameter counts (10 classes). He et al. 2015 table 6; He et al. 2016 tables 2-3;
-# Zagoruyko & Komodakis 2016 table 4.
+# Published parameter counts (10 classes), to the papers' rounding: He et al. 2015 table 6;
+# He et al. 2016 ("Identity Mappings"); Zagoruyko & Komodakis 2016 ("Wide Residual Networks").
 # ----------------------------------------------------------------------------------------------
 
 PUBLISHED_M = [
@@ -128,7 +128,7 @@ def test_parameter_count_matches_paper(name, millions, digits):
 
 
 def test_preact_resnet1001_weight_count_matches_paper():
-    # He et al. 2016 table 2 gives 10.2M; that is the conv and fc weights: BN's per-channel scale
+    # He et al. 2016 give 10.2M; that is the conv and fc weights: BN's per-channel scale
     # and shift add another 0.15M (10.33M in all), which the paper does not count here.
     model = create_model("preact_resnet1001", num_classes=10)
     weights = sum(p.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) for p in m.parameters())

@@ -377,10 +377,11 @@ def _projection(norm: str) -> ShortcutFactory:
     )
 
 
-def _preact_projection(in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    # Pre-activation nets project the already normalized input, so no norm follows the conv and
-    # the sum is left unnormalized until the next block's BN (He et al. 2016, authors' code).
-    return conv1x1(in_ch, out_ch, stride)
+def _preact_projection(norm: str) -> ShortcutFactory:
+    """Pre-activation shortcut: a bare 1x1 conv. It projects the already normalized input, and
+    the sum stays unnormalized until the next block's BN (He et al. 2016, authors' code). Like
+    every conv here it keeps a bias only with ``norm="none"``."""
+    return lambda in_ch, out_ch, stride: conv1x1(in_ch, out_ch, stride, bias=norm_has_bias(norm))
 
 
 def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
@@ -661,7 +662,7 @@ class PreActResNet(_PooledHead, ClassifierModel):
         ch = stem_width
         self.stages: list[str] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
-            stage, ch = _make_stage(block, ch, planes, n, 1 if i == 0 else 2, _preact_projection, **kw)
+            stage, ch = _make_stage(block, ch, planes, n, 1 if i == 0 else 2, _preact_projection(norm), **kw)
             self.add_module(f"layer{i + 1}", stage)
             self.stages.append(f"layer{i + 1}")
         # The last block's sum has not been normalized yet (He et al. 2016, sec. 4.1 and fig. 4e).
@@ -886,7 +887,8 @@ def plain110(
     *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
     checkpoint_segments: int = 0,
 ) -> CifarResNet:
-    """Plain-110 for CIFAR (He et al. 2015, sec. 4.2: >60% error, fails to converge well)."""
+    """Plain-110 for CIFAR: ResNet-110 without shortcuts (He et al. 2015, sec. 4.2); deeper plain
+    nets train worse, the degradation problem."""
     return _plain_cifar(110, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                         norm=norm, checkpoint_segments=checkpoint_segments)
 
@@ -905,7 +907,7 @@ def preact_resnet110(
     zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
     """Pre-activation ResNet-110, basic blocks 16-32-64 (He et al. 2016, "Identity Mappings in Deep
-    Residual Networks", table 3), 1.7M params."""
+    Residual Networks"), 1.7M params."""
     return _preact(PreActBasicBlock, 110, 2, num_classes=num_classes, in_channels=in_channels,
                    small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
                    checkpoint_segments=checkpoint_segments)
@@ -917,7 +919,7 @@ def preact_resnet164(
     zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
     """Pre-activation ResNet-164, bottleneck blocks with outputs 64-128-256 (He et al. 2016,
-    "Identity Mappings in Deep Residual Networks", table 2), 1.7M params."""
+    "Identity Mappings in Deep Residual Networks"), 1.7M params."""
     return _preact(PreActBottleneck, 164, 3, num_classes=num_classes, in_channels=in_channels,
                    small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
                    checkpoint_segments=checkpoint_segments)
@@ -929,7 +931,7 @@ def preact_resnet1001(
     zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
     """Pre-activation ResNet-1001, bottleneck blocks (He et al. 2016, "Identity Mappings in Deep
-    Residual Networks", table 2: 10.2M params, 4.92% CIFAR-10 error). ``checkpoint_segments``
+    Residual Networks": 10.2M params, 4.92% CIFAR-10 error). ``checkpoint_segments``
     makes it trainable in modest memory."""
     return _preact(PreActBottleneck, 1001, 3, num_classes=num_classes, in_channels=in_channels,
                    small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
@@ -949,7 +951,7 @@ def wrn16_4(
     *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
     drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
-    """WRN-16-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks", table 4), 2.7M params."""
+    """WRN-16-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 2.7M params."""
     return _wide(16, 4, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
                  drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
 
@@ -959,7 +961,7 @@ def wrn28_10(
     *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
     drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
-    """WRN-28-10 (Zagoruyko & Komodakis 2016, "Wide Residual Networks", table 4), 36.5M params;
+    """WRN-28-10 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 36.5M params;
     the paper's best CIFAR result uses ``drop_rate=0.3``."""
     return _wide(28, 10, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
                  drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
@@ -970,6 +972,6 @@ def wrn40_4(
     *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
     drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
 ) -> PreActResNet:
-    """WRN-40-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks", table 4), 8.9M params."""
+    """WRN-40-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 8.9M params."""
     return _wide(40, 4, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
                  drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
