@@ -28,7 +28,7 @@ COINCIDE_LOSS = 0.05  # mean |difference| of their smoothed loss curves
 BUDGET = {
     "smoke": dict(depth=8, widths=(4, 8, 16), subset=256, epochs=1, max_steps=4, test=128, image_size=14,
                   batch=32, loss_target=2.2, acc_target=0.2),
-    "full": dict(depth=20, widths=(16, 32, 64), subset=8000, epochs=4, max_steps=None, test=2000, image_size=None,
+    "full": dict(depth=20, widths=(16, 32, 64), subset=6000, epochs=3, max_steps=None, test=2000, image_size=None,
                  batch=128, loss_target=0.5, acc_target=0.85),
 }
 NORMS = {"torch BN": "batch", "scratch BN": "scratch", "no norm": "none"}

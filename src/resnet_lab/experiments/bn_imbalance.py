@@ -32,7 +32,7 @@ RATIO = 99
 
 BUDGET = {
     "smoke": dict(negatives=198, seeds=2, depth=8, widths=(4, 8, 16), epochs=1, max_steps=3, batch=32, image_size=14),
-    "full": dict(negatives=5940, seeds=3, depth=14, widths=(16, 32, 64), epochs=3, max_steps=None, batch=64,
+    "full": dict(negatives=2970, seeds=3, depth=14, widths=(16, 32, 64), epochs=3, max_steps=None, batch=64,
                  image_size=None),
 }
 LR = 0.02

@@ -35,7 +35,7 @@ LOSS_DROP = 0.1  # "trains": mean loss of the last steps at least this far below
 BUDGET = {
     "smoke": dict(depth=20, widths=(4, 8, 16), steps=4, window=1, batch=8, image_size=14, test=64, subset=256,
                   preact=None, segments=4, probe_batch=8),
-    "full": dict(depth=1202, widths=(16, 32, 64), steps=40, window=5, batch=16, image_size=14, test=500, subset=2000,
+    "full": dict(depth=1202, widths=(16, 32, 64), steps=30, window=5, batch=16, image_size=14, test=256, subset=2000,
                  preact="preact_resnet1001", segments=24, probe_batch=16),
 }
 LR = 0.02
