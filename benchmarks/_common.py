@@ -93,7 +93,8 @@ def compile_cache_note() -> str:
         from torch._dynamo.utils import counters
 
         c = counters["inductor"]
-        return f"inductor FX-graph cache: {c['fxgraph_cache_hit']} hit(s), {c['fxgraph_cache_miss']} miss(es)"
+        return (f"inductor FX-graph cache so far in this process: {c['fxgraph_cache_hit']} hit(s), "
+                f"{c['fxgraph_cache_miss']} miss(es); a hit means an earlier run's compilation was reused")
     except Exception:  # private counters moved: say nothing rather than fail the benchmark
         return "inductor cache state unknown"
 

@@ -30,7 +30,7 @@ from _common import (  # noqa: E402
 __all__ = ["build", "train_step"]
 
 FULL = {"image_size": 64, "batch": 32, "archs": ("resnet18", "resnet50"), "compile_archs": ("resnet18",),
-        "target_s": 1.5, "repeats": 5}
+        "target_s": 1.0, "repeats": 5}
 QUICK = {"image_size": 32, "batch": 8, "archs": ("resnet18",), "compile_archs": ("resnet18",),
          "target_s": 0.2, "repeats": 2}
 NUM_CLASSES = 1000

@@ -102,6 +102,14 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _wait_for_quiet(load: float, max_wait_s: float, poll_s: float = 10.0) -> None:
+    t0 = time.perf_counter()
+    while load_average()[0] >= load and time.perf_counter() - t0 < max_wait_s:
+        print(f"{now_utc()}: load average {load_average()[0]:.2f} >= {load:g}, waiting", flush=True)
+        time.sleep(poll_s)
+    print(f"{now_utc()}: load average {load_average()[0]:.2f}; starting", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks named by ``--only`` (default all) and write the document.
 
@@ -113,8 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these benchmarks (default: all)")
     parser.add_argument("--out", default=None,
                         help="where to write the Markdown (default docs/BENCHMARKS.md; with --quick a temporary file)")
+    parser.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
+                        help="first wait until the 1-minute load average is below LOAD (a shared machine)")
+    parser.add_argument("--max-wait-min", type=float, default=60.0,
+                        help="give up waiting after this many minutes and run anyway (default 60)")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
+    if args.wait_for_load is not None:
+        _wait_for_quiet(args.wait_for_load, args.max_wait_min * 60)
     out = args.out or (os.path.join(tempfile.gettempdir(), "BENCHMARKS.quick.md") if args.quick
                        else os.path.join(REPO, "docs", "BENCHMARKS.md"))
     command = command_line()
