@@ -395,7 +395,7 @@ def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     if zero_init_residual:
-        # Goyal et al. 2017 ("Accurate, Large Minibatch SGD", sec. 5.1): zero the last scale of
+        # Goyal et al. 2017 ("Accurate, Large Minibatch SGD"): zero the last BN scale (gamma) of
         # each residual branch so every block starts as the identity; helps large-batch training.
         for m in model.modules():
             if m is not model and hasattr(m, "zero_init_last"):
