@@ -116,10 +116,10 @@ def build(args: argparse.Namespace, command: str) -> Section:
         f"\n### {n}x{n} @ {n}x{n} GEMM ({gemm_flops / 1e9:.1f} GFLOP) and a resnet20 training step "
         f"(batch {batch} x 1x28x28, {step_flops / 1e9:.1f} GFLOP by the 3 x 2 x MACs rule), {repeats} repeats\n\n"
         + table + "\n" + util
-        + "\nNotes: GEMM is `torch.mm` into a preallocated output. resnet20 on 28x28 has few channels "
-        "(16-64), so its convolutions are small matrix products with little reuse, plus memory-bound "
-        "batch norm, ReLU, residual additions and the optimizer step, none of which the MAC count "
-        "includes; a utilization far below the GEMM ceiling is expected for such a narrow network.\n"
+        + "\nNotes: GEMM is `torch.mm` into a preallocated output. The training FLOPs count only the "
+        "convolution and linear MACs; the step also spends time in batch norm, ReLU, residual additions, the "
+        "loss and the optimizer update, which are memory-bound and uncounted. resnet20 on 28x28 has only "
+        "16-64 channels, so its convolutions are small matrix products with little data reuse.\n"
     )
     return Section("5. Model FLOPs utilization of training", body, summary)
 
