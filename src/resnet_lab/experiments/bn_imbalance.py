@@ -48,10 +48,13 @@ def _imbalanced(ctx: Context, b: dict, seed: int):
     pos = torch.nonzero(labels == 1).flatten()
     n_neg = min(b["negatives"], len(neg))
     n_pos = max(2, n_neg // RATIO)
-    idx = torch.cat([neg[torch.randperm(len(neg), generator=g)[:n_neg]], pos[torch.randperm(len(pos), generator=g)[:n_pos]]])
+    idx = torch.cat([neg[torch.randperm(len(neg), generator=g)[:n_neg]],
+                     pos[torch.randperm(len(pos), generator=g)[:n_pos]]])
     loader = InMemoryLoader(train.images[idx.to(train.images.device)], labels[idx], batch_size=b["batch"],
-                            mean=train.mean, std=train.std, shuffle=True, drop_last=True, seed=seed, device=train.device)
-    return type(full)(info=full.info, train=loader, test=full.test, num_train=len(idx), num_test=full.num_test), n_neg, n_pos
+                            mean=train.mean, std=train.std, shuffle=True, drop_last=True, seed=seed,
+                            device=train.device)
+    bundle = type(full)(info=full.info, train=loader, test=full.test, num_train=len(idx), num_test=full.num_test)
+    return bundle, n_neg, n_pos
 
 
 @torch.no_grad()
@@ -106,11 +109,13 @@ def run(ctx: Context) -> Report:
         diff = m_no - m_bn
         hurts = diff > 2 * se and diff > 0.005
         checks.append(Check(f"BN lowers the {name}", hurts,
-                            f"no norm {m_no:.4f} ± {s_no:.4f} vs BN {m_bn:.4f} ± {s_bn:.4f} (mean ± sd over {n} seeds); "
+                            f"no norm {m_no:.4f} ± {s_no:.4f} vs BN {m_bn:.4f} ± {s_bn:.4f} "
+                            f"(mean ± sd over {n} seeds); "
                             f"difference {diff:+.4f}, needs > 2 standard errors ({2 * se:.4f}) and > 0.005"))
     for label, m in metrics.items():
         rows.append([label, *(f"{stats(m[k])[0]:.4f} ± {stats(m[k])[1]:.4f}" for k in ("auc", "bacc", "pos_recall"))])
-    rows += [[f"{lab} seed {i + ctx.seed}", metrics[lab]["auc"][i], metrics[lab]["bacc"][i], metrics[lab]["pos_recall"][i]]
+    rows += [[f"{lab} seed {i + ctx.seed}", metrics[lab]["auc"][i], metrics[lab]["bacc"][i],
+              metrics[lab]["pos_recall"][i]]
              for lab in metrics for i in range(b["seeds"])]
     seeds = list(range(ctx.seed, ctx.seed + b["seeds"]))
     plot_lines({lab: (seeds, metrics[lab]["auc"]) for lab in metrics}, ctx.out / "auc_per_seed.png",
@@ -122,7 +127,8 @@ def run(ctx: Context) -> Report:
             "task": f"Fashion-MNIST T-shirt/top (negative) vs Shirt (positive); training: {counts[0]} negatives, "
                     f"{counts[1]} positives ({RATIO}:1, resampled per seed); test: all test images of both classes "
                     "(balanced; AUC and balanced accuracy do not depend on the test ratio)",
-            "model": f"CIFAR ResNet-{b['depth']}, widths {b['widths']}, BN (torch) or no normalization (conv biases on)",
+            "model": f"CIFAR ResNet-{b['depth']}, widths {b['widths']}, BN (torch) or no normalization "
+                     "(conv biases on)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle, weight decay 5e-4, batch {b['batch']} "
                         f"(~{b['batch'] / (RATIO + 1):.2f} positives per batch), {b['epochs']} epochs, plain "
                         "cross-entropy (no reweighting), seeds " + ", ".join(map(str, seeds)),

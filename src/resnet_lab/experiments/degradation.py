@@ -67,7 +67,8 @@ def run(ctx: Context) -> Report:
                 for k, r in results.items()}, ctx.out / "test_error.png", title="Test error", xlabel="epoch",
                ylabel="test error (%)", styles=styles)
     window = max(1, min(len(r.step_losses) for r in results.values()) // 20)
-    plot_lines({k: (list(range(1, len(r.step_losses) + 1)), _smooth(r.step_losses, window)) for k, r in results.items()},
+    plot_lines({k: (list(range(1, len(r.step_losses) + 1)), _smooth(r.step_losses, window))
+                for k, r in results.items()},
                ctx.out / "train_loss_steps.png", title=f"Training loss per step (moving average of {window})",
                xlabel="step", ylabel="cross-entropy", styles=styles)
 
@@ -76,7 +77,8 @@ def run(ctx: Context) -> Report:
         setup={
             "data": f"Fashion-MNIST, {b['subset']} training images (stratified), first {b['test']} test images, "
                     f"no augmentation (the claim is about optimization)",
-            "models": f"CIFAR ResNet/plain nets of depth {shallow} and {deep}, widths {b['widths']}, BN, option-A shortcuts",
+            "models": f"CIFAR ResNet/plain nets of depth {shallow} and {deep}, widths {b['widths']}, BN, "
+                      "option-A shortcuts",
             "training": f"SGD momentum 0.9 (Nesterov), lr 0.1 one-cycle, weight decay 5e-4, batch "
                         f"{specs[0].batch_size}, {b['epochs']} epochs, seed {ctx.seed}",
             "training error": "running average over the last epoch (as the paper's curves)",

@@ -46,7 +46,8 @@ def _load(module_name: str) -> ModuleType | None:
         raise  # a missing dependency inside a present module is a real error
     for attr in ("NAME", "CLAIM", "run"):
         if not hasattr(module, attr):
-            raise TypeError(f"experiment module {full} lacks {attr}; every experiment declares NAME, CLAIM and run(ctx)")
+            raise TypeError(f"experiment module {full} lacks {attr}; every experiment declares NAME, CLAIM "
+                            "and run(ctx)")
     return module
 
 

@@ -115,7 +115,8 @@ def run(ctx: Context) -> Report:
         init = gradient_norms(model, probe_x, probe_y)
         recorder = GradientFlowRecorder(model)
         spec = RunSpec(label, lambda nc, ic, m=model: m, batch_size=b["batch"], epochs=b["epochs"], lr=0.05,
-                       max_steps_per_epoch=b["max_steps"], seed=ctx.seed, step_callbacks=[lambda s, r=recorder: r.record()],
+                       max_steps_per_epoch=b["max_steps"], seed=ctx.seed,
+                       step_callbacks=[lambda s, r=recorder: r.record()],
                        info=cfg)
         result = ctx.train(spec, data)
         recorder.close()
