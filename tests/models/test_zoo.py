@@ -25,6 +25,13 @@ _smallest: dict[tuple[str, bool], int] = {}
 RUNNABLE = [n for n in list_models() if n not in BUILD_ONLY]
 
 
+def _extra(name: str) -> dict:
+    # VGG's 25088->4096->4096 classifier is 120M parameters of plain Linear layers; the full-size
+    # head is compared with torchvision in test_densenet_vgg_googlenet.py, so here a narrow one
+    # keeps 32 cases fast while every conv and norm still runs forward and backward.
+    return {"hidden_dim": 64} if name.startswith("vgg") else {}
+
+
 def _case(norm: str) -> tuple[int, bool]:
     """(in_channels, small_input) for a norm, so the cross product also covers grayscale input
     and the ImageNet stem: batch runs the standard stem on RGB, the others the small-input stem,
@@ -70,7 +77,8 @@ def _finite(t: torch.Tensor) -> bool:
 def test_model_trains_one_step_with_finite_gradients(name, norm):
     torch.manual_seed(0)
     in_channels, small_input = _case(norm)
-    model = create_model(name, num_classes=NUM_CLASSES, in_channels=in_channels, small_input=small_input, norm=norm)
+    model = create_model(name, num_classes=NUM_CLASSES, in_channels=in_channels, small_input=small_input, norm=norm,
+                         **_extra(name))
     size = _input_size(model, name, in_channels, small_input)
     out = model.train()(torch.randn(2, in_channels, size, size))
     assert isinstance(out, torch.Tensor), f"{name} returned {type(out).__name__} in training, expected logits"
