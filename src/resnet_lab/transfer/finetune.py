@@ -283,7 +283,13 @@ def finetune_from_args(args) -> int:
     from ..cli import _load_data, _train_config
     from ..train import resolve_device
 
+    import os
+
     _check_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Freezing changes requires_grad between phases and locks BN modules that SyncBatchNorm
+        # would replace; neither is wired through DDP yet.
+        raise RuntimeError("resnet-lab finetune runs in one process; start it without torchrun")
     device = resolve_device(args.device)
     source = load_source(args.source, file=args.from_file, model=args.model)
     for note in source.notes:
