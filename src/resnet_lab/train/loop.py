@@ -252,7 +252,8 @@ def train(
         start_epoch, skip_steps = int(state["epoch"]), int(state["step"])
         if int(state.get("steps_per_epoch", steps_per_epoch)) != steps_per_epoch:  # other world size/batch
             skip_steps = rescale_resume_position(scheduler, state, steps_per_epoch)
-        history.epochs = _read_metrics(run_dir, upto=start_epoch)
+        # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
+        history.epochs = _read_metrics(run_dir, upto=start_epoch) if is_main else []
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         _set_rng_state(state["rng"], device)
         if start_epoch >= config.epochs:
