@@ -3,8 +3,11 @@ Accelerating Deep Network Training by Reducing Internal Covariate Shift", fig. 2
 
 The same plain-20 network (He et al.'s CIFAR plain net, so no shortcut helps the un-normalized
 version) with PyTorch's BN, with our from-scratch BN, and with no normalization, all from the same
-initial weights, data order and learning rate. Speed is measured as optimizer steps (and seconds)
-until the smoothed training loss first reaches a target, and epochs until the test accuracy does.
+initial weights, data order and learning rate. Speed is measured as in Ioffe & Szegedy's fig. 2
+and table 2 ("steps to match Inception's accuracy"): the targets are where the un-normalized net
+ends (its final smoothed training loss, its best test accuracy), and each run is timed in optimizer
+steps (and seconds) and epochs until it first gets there. The targets thus adapt to the budget and
+are always reached by the baseline.
 Our BN computes the same function as PyTorch's, so those two curves should coincide.
 """
 
@@ -27,9 +30,9 @@ COINCIDE_LOSS = 0.05  # mean |difference| of their smoothed loss curves
 
 BUDGET = {
     "smoke": dict(depth=8, widths=(4, 8, 16), subset=256, epochs=1, max_steps=4, test=128, image_size=14,
-                  batch=32, loss_target=2.2, acc_target=0.2),
+                  batch=32),
     "full": dict(depth=20, widths=(16, 32, 64), subset=6000, epochs=3, max_steps=None, test=2000, image_size=None,
-                 batch=128, loss_target=0.5, acc_target=0.85),
+                 batch=128),
 }
 NORMS = {"torch BN": "batch", "scratch BN": "scratch", "no norm": "none"}
 
@@ -46,6 +49,11 @@ def run(ctx: Context) -> Report:
                        seed=ctx.seed, info={"norm": norm})
         results[label] = ctx.train(spec)
 
+    # Targets: where the un-normalized baseline ends (Ioffe & Szegedy's "steps to match").
+    base = results["no norm"]
+    loss_target = ema(base.step_losses)[-1] if base.step_losses and not base.diverged else math.inf
+    acc_target = max((rec["test_acc"] for rec in base.epochs), default=0.0)
+    b = {**b, "loss_target": loss_target, "acc_target": acc_target}
     figures = {}
     for label, r in results.items():
         smooth = ema(r.step_losses)
@@ -64,15 +72,15 @@ def run(ctx: Context) -> Report:
     acc_gap = abs(results["torch BN"].last.get("test_acc", 0) - results["scratch BN"].last.get("test_acc", 0))
     faster = bn["steps"] < math.inf and (none["steps"] == math.inf or bn["steps"] <= SPEEDUP * none["steps"])
     checks = [
-        Check("BN reaches the target training loss in fewer steps than no normalization", faster,
-              f"steps to smoothed training loss <= {b['loss_target']}: torch BN {_n(bn['steps'])}, "
+        Check("BN reaches the training loss no norm ends with in far fewer steps", faster,
+              f"steps to smoothed training loss <= {b['loss_target']:.4f} (where no norm ends): torch BN {_n(bn['steps'])}, "
               f"no norm {_n(none['steps'])} (needs <= {SPEEDUP:.0%} of it)"),
         Check("scratch-BN and torch-BN curves coincide", loss_gap <= COINCIDE_LOSS and acc_gap <= COINCIDE_ACC,
               f"mean |smoothed loss difference| {loss_gap:.4f} (<= {COINCIDE_LOSS}), final test accuracy "
               f"difference {100 * acc_gap:.2f} pp (<= {100 * COINCIDE_ACC:.0f} pp)"),
     ]
     findings = [
-        f"epochs to {100 * b['acc_target']:.0f}% test accuracy: " + ", ".join(
+        f"epochs to {100 * b['acc_target']:.2f}% test accuracy (the best of no norm): " + ", ".join(
             f"{k} {_n(v['epochs'])}" for k, v in figures.items()),
         f"seconds per epoch: " + ", ".join(f"{k} {v['sec_per_epoch']:.1f}" for k, v in figures.items())
         + " (our BN is plain autograd over tensor ops, torch's is a fused kernel)",
@@ -91,7 +99,8 @@ def run(ctx: Context) -> Report:
             "model": f"plain-{b['depth']} (no shortcuts), widths {b['widths']}, norm torch BN / scratch BN / none",
             "training": f"SGD momentum 0.9 (Nesterov), lr {lr} one-cycle for all three, weight decay 5e-4, "
                         f"batch {b['batch']}, {b['epochs']} epochs, same seed ({ctx.seed}) so same initial weights",
-            "targets": f"smoothed training loss {b['loss_target']}; test accuracy {100 * b['acc_target']:.0f}%",
+            "targets": f"where no norm ends: smoothed training loss {b['loss_target']:.4f}; best test accuracy "
+                       f"{100 * b['acc_target']:.2f}%",
         },
         columns=["run", "steps to loss target", "seconds to loss target", "epochs to acc target", "final test acc %",
                  "final train loss", "s/epoch"],
