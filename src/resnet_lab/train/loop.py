@@ -257,10 +257,12 @@ def train(
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         _set_rng_state(state["rng"], device)
         if start_epoch >= config.epochs:
-            log(f"{run_dir} already finished {start_epoch} epochs; raise --epochs to train further")
+            if is_main:
+                log(f"{run_dir} already finished {start_epoch} epochs; raise --epochs to train further")
             return history
         where = f"epoch {start_epoch + 1}, step {skip_steps}" if skip_steps else f"epoch {start_epoch + 1}"
-        log(f"resuming {run_dir} at {where}")
+        if is_main:
+            log(f"resuming {run_dir} at {where}")
     elif run_dir is not None and (run_dir / "train_state.pt").exists() and is_main:
         raise FileExistsError(
             f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out"
@@ -413,7 +415,7 @@ def train(
             checkpoint(*pos)
             log(f"\ninterrupted in epoch {pos[0] + 1} after {pos[1]} steps; state saved to {run_dir}.\n"
                 f"resume with the same command and --resume")
-        else:
+        elif is_main:  # other ranks: rank 0 saves for the whole job
             log("\ninterrupted (no --out, nothing saved)")
     history.seconds = time.perf_counter() - t_start
     return history
