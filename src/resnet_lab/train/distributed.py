@@ -510,6 +510,10 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
     Without sync BN each rank's last forward updates its running statistics with its own batch,
     so the ranks end an epoch with slightly different models; broadcasting rank 0's (the one that
     is saved) before evaluation makes every rank evaluate the checkpointed model.
+
+    Args:
+        module: the unwrapped model (same buffers, in the same order, on every rank).
+        src: the rank whose buffers win.
     """
     if get_world_size() == 1:
         return
