@@ -28,7 +28,7 @@ PRECISE_HELPS = 0.005  # precise BN must cut the error by at least this to count
 BUDGET = {
     "smoke": dict(batches=(2, 16), depth=8, widths=(4, 8, 16), subset=64, epochs=1, max_steps=3, test=128,
                   image_size=14),
-    "full": dict(batches=(2, 4, 8, 32, 128), depth=20, widths=(16, 32, 64), subset=2000, epochs=2, max_steps=None,
+    "full": dict(batches=(2, 4, 8, 32, 128), depth=20, widths=(16, 32, 64), subset=5000, epochs=3, max_steps=None,
                  test=2000, image_size=None),
 }
 BASE_LR, BASE_BATCH = 0.1, 64  # lr = BASE_LR * batch / BASE_BATCH
