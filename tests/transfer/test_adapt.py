@@ -128,3 +128,28 @@ def test_folded_head_equals_the_two_linears_in_float64():
     want = F.linear(F.linear(x, w0.double(), b0.double()), wh.double(), bh.double())
     assert set(sd) == {"fc.weight", "fc.bias"}
     assert torch.allclose(F.linear(x, sd["fc.weight"].double(), sd["fc.bias"].double()), want, atol=1e-5)
+
+
+def test_legacy_torchvision_densenet_keys_and_wrapper_prefixes_map_to_the_current_names():
+    import re
+
+    from resnet_lab.transfer import normalize_keys
+
+    with torch.device("meta"):
+        current = list(torchvision.models.densenet121().state_dict())
+    # torchvision's published DenseNet files spell "denselayer1.norm1.weight" as "denselayer1.norm.1.weight".
+    legacy = {"module." + re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): torch.zeros(1)
+              for k in current}
+    assert any(".norm.1." in k for k in legacy)
+    assert list(normalize_keys(legacy)) == current
+
+
+def test_from_file_reads_the_stem_channels_and_class_count_off_the_tensor_shapes(tmp_path):
+    from resnet_lab import create_model
+
+    torch.manual_seed(0)
+    small = create_model("resnet18", num_classes=7, in_channels=1, small_input=True)
+    torch.save(small.state_dict(), tmp_path / "small.pth")
+    src = load_source(file=tmp_path / "small.pth", model="resnet18")
+    assert src.arch == {"name": "resnet18", "num_classes": 7, "in_channels": 1, "norm": "batch", "small_input": True}
+    assert src.mean is None  # a 1-channel, 7-class file says nothing about its preprocessing

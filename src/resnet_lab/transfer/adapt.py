@@ -28,9 +28,10 @@ __all__ = [
     "normalize_keys",
 ]
 
-# torchvision's DenseNet checkpoints predate module names with dots ("norm.1" vs "norm1");
-# torchvision.models.densenet._load_state_dict renames them with this pattern.
-_DENSENET_OLD = r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+# torchvision's DenseNet files were saved when module names could hold dots ("norm.1", not
+# "norm1"); torchvision.models.densenet._load_state_dict renames them with this pattern (here also
+# for num_batches_tracked, which a re-saved copy of such a file carries).
+_DENSENET_OLD = r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 # Heads a checkpoint may carry that a model built without them does not want (torchvision's
 # GoogLeNet aux classifiers; torchvision drops them the same way for aux_logits=False).
 _OPTIONAL_PREFIXES = ("aux1.", "aux2.")
