@@ -59,6 +59,7 @@ class RunSpec:
         schedule: ``onecycle``, ``cosine``, ``step`` or ``constant``.
         weight_decay: on conv/linear weights.
         max_steps_per_epoch: cap on steps per epoch (None: the whole subset).
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
         data: keyword arguments for :meth:`Context.data` (dataset, subset, image_size...).
         seed: weights and data order; the same seed gives the same initial weights to runs whose
             models have the same parameter shapes (scratch vs torch BN).
@@ -75,6 +76,7 @@ class RunSpec:
     schedule: str = "onecycle"
     weight_decay: float = 5e-4
     max_steps_per_epoch: int | None = None
+    grad_clip: float | None = None
     data: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     step_callbacks: list[Callable[[dict], None]] = field(default_factory=list)
@@ -246,7 +248,8 @@ class Context:
         model = spec.model(len(data.info.classes), c)
         config = TrainConfig(
             epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, schedule=spec.schedule,
-            weight_decay=spec.weight_decay, max_steps_per_epoch=spec.max_steps_per_epoch, progress=False,
+            weight_decay=spec.weight_decay, max_steps_per_epoch=spec.max_steps_per_epoch, grad_clip=spec.grad_clip,
+            progress=False,
             plots=False, out=None, device=str(self.device), seed=spec.seed,
         )
         records: list[dict] = []
