@@ -41,7 +41,9 @@ def run(ctx: Context) -> Report:
     """Train the same plain net with three normalizations; compare steps/epochs to targets."""
     b = BUDGET[ctx.budget]
     data = dict(subset=b["subset"], test_samples=b["test"], image_size=b["image_size"])
-    lr = 0.05
+    # A learning rate the un-normalized net survives: at 0.05 it diverged (NaN at step 67 of the
+    # first full run), which says BN allows higher rates but leaves no speed to compare.
+    lr = 0.02
     results = {}
     for label, norm in NORMS.items():
         spec = RunSpec(label, cifar_net(b["depth"], residual=False, norm=norm, widths=b["widths"]),
@@ -51,7 +53,8 @@ def run(ctx: Context) -> Report:
 
     # Targets: where the un-normalized baseline ends (Ioffe & Szegedy's "steps to match").
     base = results["no norm"]
-    loss_target = ema(base.step_losses)[-1] if base.step_losses and not base.diverged else math.inf
+    finite = [v for v in base.step_losses if math.isfinite(v)]
+    loss_target = ema(finite)[-1] if finite else math.inf
     acc_target = max((rec["test_acc"] for rec in base.epochs), default=0.0)
     b = {**b, "loss_target": loss_target, "acc_target": acc_target}
     figures = {}
@@ -74,7 +77,8 @@ def run(ctx: Context) -> Report:
     checks = [
         Check("BN reaches the training loss no norm ends with in far fewer steps", faster,
               f"steps to smoothed training loss <= {b['loss_target']:.4f} (where no norm ends): torch BN {_n(bn['steps'])}, "
-              f"no norm {_n(none['steps'])} (needs <= {SPEEDUP:.0%} of it)"),
+              f"no norm {_n(none['steps'])} (needs <= {SPEEDUP:.0%} of it)"
+              + (f"; no norm diverged after {len(finite)} steps" if base.diverged else "")),
         Check("scratch-BN and torch-BN curves coincide", loss_gap <= COINCIDE_LOSS and acc_gap <= COINCIDE_ACC,
               f"mean |smoothed loss difference| {loss_gap:.4f} (<= {COINCIDE_LOSS}), final test accuracy "
               f"difference {100 * acc_gap:.2f} pp (<= {100 * COINCIDE_ACC:.0f} pp)"),
