@@ -59,7 +59,7 @@ class _Block(nn.Module):
         if self.residual:
             # Without normalization every branch adds its variance to the sum; scaling the branches
             # by 1/sqrt(blocks) keeps the output O(1) at any depth (Hanin & Rolnick 2018; Fixup,
-            # Zhang et al. 2019). Unscaled, 19 sigmoid branches diverged at lr 0.05.
+            # Zhang et al. 2019). Unscaled, 18 sigmoid branches diverged at lr 0.05.
             with torch.no_grad():
                 self.linear.weight.mul_(branch_scale)
         if self.linear.bias is not None:
