@@ -1,0 +1,127 @@
+"""Fashion-MNIST accuracy runs: train named recipes through the CLI and record them in docs/RESULTS.md.
+
+Each recipe is the exact `resnet-lab train` command a user would type. The script times the whole
+command (process start to exit, data loading included), reads the run's metrics.jsonl, and writes
+one row per recipe into docs/RESULTS.md with the command, the machine and the date.
+
+    python benchmarks/fashion_mnist.py demo resnet20      # run these recipes
+    python benchmarks/fashion_mnist.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "RESULTS.md"
+CLI = [sys.executable, "-m", "resnet_lab"]
+
+# name: (what it is for, target test accuracy, time budget in minutes, train arguments)
+RECIPES: dict[str, tuple[str, float, float, str]] = {
+    "demo": ("`make demo`: a small ResNet, 92% within 5 minutes", 0.92, 5,
+             "--model resnet8_fast --dataset fashion-mnist --epochs 6 --batch-size 256 --lr 0.2 --label-smoothing 0.1"),
+    "resnet20": ("ResNet-20 (He et al. 2015), 93.5% within 20 minutes", 0.935, 20,
+                 "--model resnet20 --dataset fashion-mnist --epochs 10 --batch-size 128 --lr 0.1 --label-smoothing 0.1"),
+    "best": ("best recipe: wide small-input ResNet, 95%", 0.95, float("inf"),
+             "--model resnet20 --dataset fashion-mnist --epochs 40 --batch-size 128 --lr 0.1 --label-smoothing 0.1"),
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def run_recipe(name: str, out_root: Path) -> dict:
+    purpose, target, budget, args = RECIPES[name]
+    out = out_root / name
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    argv = ["train", *shlex.split(args), "--out", str(out), "--no-progress"]
+    print(f"[{name}] resnet-lab {' '.join(argv)}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([*CLI, *argv], cwd=ROOT, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"[{name}] failed with exit code {proc.returncode}")
+    epochs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    reached = next((e for e in epochs if e["test_acc"] >= target), None)
+    return {
+        "recipe": name, "purpose": purpose, "command": f"resnet-lab {' '.join(argv[:-3])}",
+        "final_acc": epochs[-1]["test_acc"], "best_acc": max(e["test_acc"] for e in epochs),
+        "epochs": len(epochs), "wall_seconds": wall,
+        "train_seconds": sum(e["train_seconds"] for e in epochs),
+        "images_per_second": sorted(e["images_per_second"] for e in epochs)[len(epochs) // 2],
+        "target": target, "budget_minutes": budget,
+        "target_reached_at": None if reached is None else {"epoch": reached["epoch"], "seconds": reached["elapsed_seconds"]},
+        "load_average": os.getloadavg()[0], "machine": machine(),
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def _row(r: dict) -> str:
+    hit = r["target_reached_at"]
+    verdict = "not reached"
+    if hit:
+        within = r["budget_minutes"] == float("inf") or r["wall_seconds"] <= 60 * r["budget_minutes"]
+        verdict = f"epoch {hit['epoch']}, {hit['seconds'] / 60:.1f} min" + ("" if within else " (over budget)")
+    return (f"| {r['recipe']} | {100 * r['final_acc']:.2f}% | {100 * r['best_acc']:.2f}% | {r['epochs']} | "
+            f"{r['wall_seconds'] / 60:.1f} min | {r['images_per_second']:.0f} | {100 * r['target']:.1f}%: {verdict} | "
+            f"{r['date']} |")
+
+
+def write_results(results: list[dict]) -> None:
+    """Insert or replace each recipe's block between markers in docs/RESULTS.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
+    for r in results:
+        block = (
+            f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n"
+            f"```\n{r['command']}\n```\n\n"
+            f"Machine: {r['machine']}; 1-minute load average at the end {r['load_average']:.1f}.\n\n"
+            "| recipe | final test acc | best test acc | epochs | wall time | train images/s (median epoch) | target | date |\n"
+            "|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n<!-- /recipe -->\n"
+        )
+        pattern = re.compile(rf"<!-- recipe:{re.escape(r['recipe'])} -->.*?<!-- /recipe -->\n", re.S)
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "runs" / "results"))
+    a = p.parse_args()
+    if a.list or not a.recipes:
+        for k, (purpose, _, _, args) in RECIPES.items():
+            print(f"{k:<10} {purpose}\n           resnet-lab train {args}")
+        return
+    results = [run_recipe(n, Path(a.out)) for n in a.recipes]
+    (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(results)
+    for r in results:
+        print(_row(r))
+
+
+if __name__ == "__main__":
+    main()
