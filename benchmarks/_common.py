@@ -224,17 +224,28 @@ class Measurement:
 
 
 def calibrate(fn: Callable[[], object], target_s: float, max_inner: int = 1000) -> int:
-    """How many calls of ``fn`` fill about ``target_s`` seconds (from one timed call; at least 1).
+    """How many calls of ``fn`` fill about ``target_s`` seconds (at least 1).
+
+    Times calls one by one until a tenth of ``target_s`` (and at least 3 calls, or one call
+    longer than a third of it) has passed, and sizes the repeat from the *median* call, so one
+    unusually fast call (a batch a DataLoader worker had prefetched) or one stalled by another
+    process cannot skew the count.
 
     Args:
         fn: the measured call (already warmed up).
         target_s: wanted duration of one timed repeat.
         max_inner: cap on the count.
     """
-    t0 = time.perf_counter()
-    fn()
-    dt = time.perf_counter() - t0
-    return int(max(1, min(max_inner, round(target_s / max(dt, 1e-9)))))
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        if elapsed >= target_s / 10 and (len(times) >= 3 or elapsed >= target_s / 3):
+            break
+    return int(max(1, min(max_inner, round(target_s / max(statistics.median(times), 1e-9)))))
 
 
 def interleave(
@@ -243,6 +254,7 @@ def interleave(
     repeats: int,
     warmup: int = 2,
     target_s: float = 0.5,
+    settle_s: float = 0.0,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Measurement]:
     """Time every contender ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
@@ -257,6 +269,8 @@ def interleave(
         repeats: timed repeats per contender (the medians are over these).
         warmup: untimed calls before timing (the first one's time is kept: compile time).
         target_s: approximate duration of one timed repeat.
+        settle_s: pause before each timed repeat of each contender, so background work started by
+            the previous one (DataLoader workers refilling their prefetch queue) is not charged to it.
         log: progress lines (default: to stderr).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -280,6 +294,8 @@ def interleave(
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             fn, m = contenders[name], out[name]
+            if settle_s:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             for _ in range(m.inner):
                 fn()

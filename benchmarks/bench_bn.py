@@ -27,7 +27,7 @@ from _common import (  # noqa: E402
 
 __all__ = ["build"]
 
-FULL = {"shape": (128, 64, 16, 16), "model_batch": 128, "target_s": 0.5, "repeats": 7}
+FULL = {"shape": (128, 64, 16, 16), "model_batch": 64, "target_s": 0.4, "repeats": 5}
 QUICK = {"shape": (16, 16, 8, 8), "model_batch": 8, "target_s": 0.05, "repeats": 2}
 TORCH, OURS = "torch.nn.BatchNorm2d", "resnet_lab.nn.BatchNorm2d (scratch)"
 
@@ -103,7 +103,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
     r_eval = interleave(evals, repeats=repeats, target_s=cfg["target_s"], warmup=3)
     print(f"[bn] resnet20 step, batch {cfg['model_batch']}", flush=True)
     models = _model_contenders(cfg["model_batch"])
-    r_model = interleave(models, repeats=repeats, target_s=cfg["target_s"] * 2)
+    r_model = interleave(models, repeats=repeats, target_s=cfg["target_s"] * 2, warmup=1)
     head = ["implementation", "ms per call (median)", "min-max", "time vs torch's (cost of readable version)"]
     body = machine_block(command, started, load0, load_average()) + (
         f"\n### One layer, input {shape} float32, {repeats} repeats\n\n"

@@ -69,7 +69,7 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
     if quick:
         lines += ["> **`--quick` run: tiny sizes and repeat counts. These figures only show the scripts work; "
                   "they measure nothing.**", ""]
-    busy = max(load_start[0], load_end[0]) > LOADED
+    busy = load_start[0] > LOADED  # measured before any benchmark ran: other users' load only
     lines += [
         f"- command: `{command}` (or `make bench`), from the repository root",
         f"- machine: {m['cpu']}, {m['cores']} cores ({m['isa']}; torch dispatches {m['torch cpu capability']} "
@@ -83,13 +83,15 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
         "interleaved repeat by repeat (the order alternates between repeats), after warm-up; a ratio is the "
         "median over the repeats of the per-repeat ratio, followed by its min-max over the repeats. "
         "Throughputs are medians with their min-max. Absolute numbers depend on the machine and its load; "
-        "the ratios are the claims.",
+        "the ratios are the claims. The load averages printed with each table include this benchmark's own "
+        "work (2 busy threads add about 2, DataLoader workers more); the one at the start of the run, taken "
+        "before any benchmark ran, is the other users' load.",
         "",
     ]
     if busy:
         lines += [
-            f"> **The machine was shared and busy during this run (1-minute load average above {LOADED:g} on "
-            "2 cores).** Other processes took CPU time at random moments, so every figure is noisy: read the "
+            f"> **The machine was shared and busy when this run started (1-minute load average above "
+            f"{LOADED:g} on 2 cores).** Other processes took CPU time at random moments, so every figure is noisy: read the "
             "min-max ranges before the medians. PyTorch's 2-thread parallel regions suffer most from a busy "
             "machine (each waits for both of its threads to be scheduled), single-threaded code least.",
             "",
