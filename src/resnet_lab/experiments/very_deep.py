@@ -153,20 +153,16 @@ def run(ctx: Context) -> Report:
         spec.batch_size, spec.epochs, spec.lr, spec.grad_clip = b["batch"], 1, LR, GRAD_CLIP
         spec.max_steps_per_epoch, spec.data, spec.seed = b["steps"], data, ctx.seed
         record: list[float] = []
-        holder: dict[str, Any] = {}
-
-        def first_grad(step: dict, record=record, holder=holder) -> None:
-            record.append(float(holder["conv1"].weight.grad.norm()) if holder["conv1"].weight.grad is not None else 0.0)
-
         model_factory = spec.model
 
-        def build(nc: int, ic: int, factory=model_factory, holder=holder):
+        def build(nc: int, ic: int, factory=model_factory, record=record):
             m = factory(nc, ic)
-            holder["conv1"] = m.conv1
+            # A hook on the weight sees its gradient as backward computes it, before the trainer
+            # clips it (a callback after the step would read the clipped value). inf/NaN included.
+            m.conv1.weight.register_hook(lambda g, record=record: record.append(float(g.detach().norm())))
             return m
 
         spec.model = build
-        spec.step_callbacks = [first_grad]
         r = ctx.train(spec)
         r.model = None
         results[spec.label] = r
@@ -238,6 +234,8 @@ def run(ctx: Context) -> Report:
                       + (f", {b['preact']}" if b["preact"] else ""),
             "training": f"SGD momentum 0.9 (Nesterov), one-cycle to lr {LR} (25% warm-up), gradient norm clipped "
                         f"to {GRAD_CLIP}, weight decay 5e-4, batch {b['batch']}, {b['steps']} steps, seed {ctx.seed}",
+            "gradient": "norm of the first conv layer's weight gradient at each step, as backward computes it "
+                        "(before clipping)",
             "memory": "peak resident memory (VmHWM, reset after a warm-up step) of a fresh process during one "
                       "forward+backward, minus its "
                       "resident memory just before (activations, gradients, allocator slack)",
