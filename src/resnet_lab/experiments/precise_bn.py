@@ -28,7 +28,7 @@ def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
     """
     from torch.nn.modules.batchnorm import _BatchNorm as TorchBN
 
-    from ..nn.batchnorm import _BatchNorm as ScratchBN
+    from ..nn.batchnorm import BatchNormBase as ScratchBN
 
     return [m for m in model.modules()
             if isinstance(m, (TorchBN, ScratchBN)) and m.track_running_stats and m.running_mean is not None]

@@ -14,11 +14,11 @@ from torch import Tensor, nn
 
 from .functional import batch_norm
 
-__all__ = ["BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormBase"]
 
 
-class _BatchNorm(nn.Module):
-    """Shared state and logic of the 1d and 2d variants.
+class BatchNormBase(nn.Module):
+    """Shared state and logic of the 1d and 2d variants (and of the distributed SyncBatchNorm).
 
     Args:
         num_features: C, the channel (feature) dimension, dim 1 of the input.
@@ -90,18 +90,26 @@ class _BatchNorm(nn.Module):
             want = " or ".join(f"{d}D" for d in self._expected_dims)
             raise ValueError(f"expected {want} input (got {x.dim()}D input)")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check_input(self, x: Tensor) -> None:
         self._check_input_dim(x)
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"{type(self).__name__}({self.num_features}) got an input with {x.shape[1]} "
                 f"channels (shape {tuple(x.shape)}); the channel dimension is dim 1"
             )
+
+    def _momentum_factor(self) -> float:
+        """Count the batch (in training) and return this step's running-average weight."""
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 factor = 1.0 / float(self.num_batches_tracked)
+        return factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        factor = self._momentum_factor()
         # Without running statistics (buffers are None) the function uses batch statistics in
         # eval too, as torch does.
         return batch_norm(
@@ -134,13 +142,13 @@ class _BatchNorm(nn.Module):
         )
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """Batch normalization over (N, C) (per feature) or (N, C, L) (per channel over N and L)."""
 
     _expected_dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """Batch normalization over (N, C, H, W), per channel over N, H and W."""
 
     _expected_dims = (4,)

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
+from ..nn import BatchNormBase
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn.functional import batch_norm
 from .metrics import per_class_accuracy
@@ -184,7 +185,7 @@ class _AllReduceSum(torch.autograd.Function):
         return _AllReduceSum.apply(grad, ctx.group), None
 
 
-class SyncBatchNorm(nn.Module):
+class SyncBatchNorm(BatchNormBase):
     """Batch norm whose training statistics are those of the global batch across all ranks.
 
     Same parameters, buffers and conventions as :class:`torch.nn.BatchNorm2d` and
@@ -209,7 +210,7 @@ class SyncBatchNorm(nn.Module):
         process_group: the group to synchronize over (default: all ranks).
     """
 
-    _version = 2  # state dicts carry num_batches_tracked, like torch's BN
+    _expected_dims = (2, 3, 4, 5)
 
     def __init__(
         self,
@@ -222,27 +223,8 @@ class SyncBatchNorm(nn.Module):
         device=None,
         dtype=None,
     ) -> None:
-        super().__init__()
-        if num_features <= 0:
-            raise ValueError(f"num_features must be positive, got {num_features}")
-        factory = {"device": device, "dtype": dtype}
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
         self.process_group = process_group
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
-            self.register_buffer("running_var", torch.ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
 
     def _group_size(self) -> int:
         if not (dist.is_available() and dist.is_initialized()):
@@ -250,15 +232,8 @@ class SyncBatchNorm(nn.Module):
         return dist.get_world_size(self.process_group or dist.group.WORLD)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() < 2 or x.shape[1] != self.num_features:
-            raise ValueError(
-                f"SyncBatchNorm({self.num_features}) expects (N, {self.num_features}, ...) input, got {tuple(x.shape)}"
-            )
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
+        self._check_input(x)
+        factor = self._momentum_factor()
         if not (self.training and self._group_size() > 1):
             # eval (running statistics, no communication) or a single process: plain batch norm
             return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
@@ -290,10 +265,6 @@ class SyncBatchNorm(nn.Module):
         if self.bias is not None:
             y = y + self.bias.reshape(shape)
         return y.to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
 
 
 def _sync_layer(bn: nn.Module, native: bool, process_group: Any) -> nn.Module:
