@@ -24,6 +24,7 @@ NAME = "bn_convergence"
 CLAIM = ("Batch normalization speeds up training; our from-scratch BN trains exactly like torch's "
          "(Ioffe & Szegedy 2015).")
 
+BELOW_CHANCE = 0.1  # a target must be at least this far past chance (loss ln(C), accuracy 1/C)
 SPEEDUP = 0.8  # BN must need at most this fraction of the steps without normalization
 COINCIDE_ACC = 0.01  # final test accuracies of scratch and torch BN within 1 pp
 COINCIDE_LOSS = 0.05  # mean |difference| of their smoothed loss curves
@@ -54,8 +55,12 @@ def run(ctx: Context) -> Report:
     # Targets: where the un-normalized baseline ends (Ioffe & Szegedy's "steps to match").
     base = results["no norm"]
     finite = [v for v in base.step_losses if math.isfinite(v)]
-    loss_target = ema(finite)[-1] if finite else math.inf
-    acc_target = max((rec["test_acc"] for rec in base.epochs), default=0.0)
+    # If the baseline never leaves chance level, "where it ends" is where everyone starts; the
+    # target is then "clearly below chance" (and a baseline that never gets there never reaches it).
+    num_classes = len(ctx.data(batch_size=b["batch"], **data).info.classes)
+    chance_loss, chance_acc = math.log(num_classes), 1.0 / num_classes
+    loss_target = min(ema(finite)[-1] if finite else math.inf, chance_loss - BELOW_CHANCE)
+    acc_target = max(max((rec["test_acc"] for rec in base.epochs), default=0.0), chance_acc + BELOW_CHANCE)
     b = {**b, "loss_target": loss_target, "acc_target": acc_target}
     figures = {}
     for label, r in results.items():
@@ -72,11 +77,14 @@ def run(ctx: Context) -> Report:
     bn, scratch, none = figures["torch BN"], figures["scratch BN"], figures["no norm"]
     n = min(len(bn["smooth"]), len(scratch["smooth"]))
     loss_gap = sum(abs(a - c) for a, c in zip(bn["smooth"][:n], scratch["smooth"][:n])) / max(n, 1)
+    drift = next((i + 1 for i, (x, y) in enumerate(zip(results["torch BN"].step_losses, results["scratch BN"].step_losses))
+                  if abs(x - y) > 1e-3), None)
     acc_gap = abs(results["torch BN"].last.get("test_acc", 0) - results["scratch BN"].last.get("test_acc", 0))
     faster = bn["steps"] < math.inf and (none["steps"] == math.inf or bn["steps"] <= SPEEDUP * none["steps"])
     checks = [
         Check("BN reaches the training loss no norm ends with in far fewer steps", faster,
-              f"steps to smoothed training loss <= {b['loss_target']:.4f} (where no norm ends): torch BN {_n(bn['steps'])}, "
+              f"steps to smoothed training loss <= {b['loss_target']:.4f} (where no norm ends, at most chance "
+              f"{chance_loss:.3f} - {BELOW_CHANCE}): torch BN {_n(bn['steps'])}, "
               f"no norm {_n(none['steps'])} (needs <= {SPEEDUP:.0%} of it)"
               + (f"; no norm diverged after {len(finite)} steps" if base.diverged else "")),
         Check("scratch-BN and torch-BN curves coincide", loss_gap <= COINCIDE_LOSS and acc_gap <= COINCIDE_ACC,
@@ -84,9 +92,13 @@ def run(ctx: Context) -> Report:
               f"difference {100 * acc_gap:.2f} pp (<= {100 * COINCIDE_ACC:.0f} pp)"),
     ]
     findings = [
-        f"epochs to {100 * b['acc_target']:.2f}% test accuracy (the best of no norm): " + ", ".join(
+        f"epochs to {100 * b['acc_target']:.2f}% test accuracy (the best of no norm, at least chance + "
+        f"{100 * BELOW_CHANCE:.0f} pp): " + ", ".join(
             f"{k} {_n(v['epochs'])}" for k, v in figures.items()),
-        f"seconds per epoch: " + ", ".join(f"{k} {v['sec_per_epoch']:.1f}" for k, v in figures.items())
+        "scratch vs torch BN per-step training loss: "
+        + (f"equal to 1e-3 up to step {drift - 1}, then the float rounding differences grow (as between any "
+           "two BN kernels)" if drift else "equal to 1e-3 at every step"),
+        "seconds per epoch: " + ", ".join(f"{k} {v['sec_per_epoch']:.1f}" for k, v in figures.items())
         + " (our BN is plain autograd over tensor ops, torch's is a fused kernel)",
     ]
     styles = {"torch BN": "-", "scratch BN": ":", "no norm": "--"}
@@ -103,7 +115,7 @@ def run(ctx: Context) -> Report:
             "model": f"plain-{b['depth']} (no shortcuts), widths {b['widths']}, norm torch BN / scratch BN / none",
             "training": f"SGD momentum 0.9 (Nesterov), lr {lr} one-cycle for all three, weight decay 5e-4, "
                         f"batch {b['batch']}, {b['epochs']} epochs, same seed ({ctx.seed}) so same initial weights",
-            "targets": f"where no norm ends: smoothed training loss {b['loss_target']:.4f}; best test accuracy "
+            "targets": f"where no norm ends, and at least {BELOW_CHANCE} past chance: smoothed training loss {b['loss_target']:.4f}; best test accuracy "
                        f"{100 * b['acc_target']:.2f}%",
         },
         columns=["run", "steps to loss target", "seconds to loss target", "epochs to acc target", "final test acc %",
