@@ -29,7 +29,7 @@ from _common import (  # noqa: E402
 
 __all__ = ["build"]
 
-FULL = {"arch": "resnet18", "image_size": 112, "batches": (1, 64), "target_s": 1.0, "repeats": 5}
+FULL = {"arch": "resnet18", "image_size": 112, "batches": (1, 64), "target_s": 1.0, "repeats": 7}
 QUICK = {"arch": "resnet18", "image_size": 32, "batches": (1, 4), "target_s": 0.1, "repeats": 2}
 BASELINE = "torchvision eager"
 TARGET = 1.3

@@ -116,7 +116,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         f"\n### {n}x{n} @ {n}x{n} GEMM ({gemm_flops / 1e9:.1f} GFLOP) and a resnet20 training step "
         f"(batch {batch} x 1x28x28, {step_flops / 1e9:.1f} GFLOP by the 3 x 2 x MACs rule), {repeats} repeats\n\n"
         + table + "\n" + util
-        + "\nNotes: GEMM is `torch.mm` into a preallocated output. The training FLOPs count only the "
+        + "\nNotes: GEMM is `torch.mm` into a preallocated output; in this torch build float32 `torch.mm` is "
+        "MKL's sgemm (BLAS_INFO=mkl) while convolutions run in oneDNN, so the ceiling is torch's own best "
+        "matrix product on this CPU, not a data-sheet peak. The training FLOPs count only the "
         "convolution and linear MACs; the step also spends time in batch norm, ReLU, residual additions, the "
         "loss and the optimizer update, which are memory-bound and uncounted. resnet20 on 28x28 has only "
         "16-64 channels, so its convolutions are small matrix products with little data reuse.\n"
