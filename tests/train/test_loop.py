@@ -158,3 +158,14 @@ def test_mid_epoch_resume_with_the_in_memory_loader_matches_uninterrupted_run(tm
     train(resumed, data(), _cfg(tmp_path / "run", epochs=2, resume=True))
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_infinite_gradient_with_clipping_stops_instead_of_writing_nan_weights(tmp_path):
+    def blow_up(module, grad_in, grad_out):  # an inf gradient enters the conv, as in a 1000-layer plain net
+        return (torch.full_like(grad_in[0], float("inf")),) if grad_in[0] is not None else grad_in
+
+    model = _fresh()
+    model.bn.register_full_backward_hook(blow_up)
+    with pytest.raises(TrainingDiverged, match=r"gradient norm became .* at epoch 1, step 1"):
+        train(model, make_bundle(), _cfg(tmp_path, grad_clip=1.0))
+    assert all(torch.isfinite(p).all() for p in model.parameters())

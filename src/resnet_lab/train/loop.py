@@ -340,16 +340,14 @@ def train(
                         logits = fwd(x)
                         loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                     if not torch.isfinite(loss):
-                        where = f"epoch {epoch + 1}, step {step + 1}"
-                        kept = f"; the last good checkpoint (epoch {epoch}) is in {run_dir}" if run_dir and epoch else ""
-                        raise TrainingDiverged(
-                            f"loss became {loss.item()} at {where} (lr {scheduler.get_last_lr()[0]:.4g}){kept}. "
-                            "Lower --lr, add --grad-clip, or check the data."
-                        )
+                        raise _diverged(f"loss became {loss.item()}", epoch, step, scheduler, run_dir)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if config.grad_clip:
-                        nn.utils.clip_grad_norm_(base.parameters(), config.grad_clip)
+                        # Clipping a non-finite norm would write NaN into every weight; stop instead.
+                        norm = nn.utils.clip_grad_norm_(base.parameters(), config.grad_clip)
+                        if not torch.isfinite(norm):
+                            raise _diverged(f"gradient norm became {norm.item()}", epoch, step, scheduler, run_dir)
                     optimizer.step()
                     scheduler.step()
                     step += 1
@@ -419,6 +417,14 @@ def train(
             log("\ninterrupted (no --out, nothing saved)")
     history.seconds = time.perf_counter() - t_start
     return history
+
+
+def _diverged(what: str, epoch: int, step: int, scheduler, run_dir: Path | None) -> TrainingDiverged:
+    kept = f"; the last good checkpoint (epoch {epoch}) is in {run_dir}" if run_dir and epoch else ""
+    return TrainingDiverged(
+        f"{what} at epoch {epoch + 1}, step {step + 1} (lr {scheduler.get_last_lr()[0]:.4g}){kept}. "
+        "Lower --lr, add --grad-clip, or check the data."
+    )
 
 
 def _append_metrics(run_dir: Path, record: dict) -> None:
