@@ -23,7 +23,9 @@ data:
 	else echo "note: Fashion-MNIST not found in $(FMNIST); see README (apt-get install dataset-fashion-mnist)"; fi
 
 demo: setup data
-	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 4 --out runs/demo
+	rm -rf runs/demo
+	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 5 --batch-size 128 \
+	    --lr 0.1 --no-augment --label-smoothing 0.1 --out runs/demo
 
 test: setup data
 	$(PY) -m pytest -q -n 2 tests
