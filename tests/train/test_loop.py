@@ -169,3 +169,15 @@ def test_infinite_gradient_with_clipping_stops_instead_of_writing_nan_weights(tm
     with pytest.raises(TrainingDiverged, match=r"gradient norm became .* at epoch 1, step 1"):
         train(model, make_bundle(), _cfg(tmp_path, grad_clip=1.0))
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_googlenet_with_aux_heads_trains_on_the_papers_weighted_loss():
+    from resnet_lab import create_model
+    from resnet_lab.train.loop import _loss
+
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3, aux_logits=True, small_input=True).train()
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([0, 2])
+    out = model(x)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(_loss(out, y, 0.0), ce(out[0], y) + 0.3 * (ce(out[1], y) + ce(out[2], y)))

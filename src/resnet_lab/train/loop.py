@@ -338,7 +338,9 @@ def train(
                         x = x.contiguous(memory_format=torch.channels_last)
                     with _autocast(device, config.bf16):
                         logits = fwd(x)
-                        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                        loss = _loss(logits, y, config.label_smoothing)
+                        if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
+                            logits = logits[0]
                     if not torch.isfinite(loss):
                         raise _diverged(f"loss became {loss.item()}", epoch, step, scheduler, run_dir)
                     optimizer.zero_grad(set_to_none=True)
@@ -417,6 +419,15 @@ def train(
             log("\ninterrupted (no --out, nothing saved)")
     history.seconds = time.perf_counter() - t_start
     return history
+
+
+def _loss(logits, y: Tensor, label_smoothing: float) -> Tensor:
+    """Cross-entropy; a model with auxiliary classifiers (GoogLeNet's ``(logits, aux2, aux1)``
+    in training) adds them with weight 0.3 each, as Szegedy et al. 2014 did."""
+    if isinstance(logits, tuple):
+        main, *aux = logits
+        return _loss(main, y, label_smoothing) + 0.3 * sum(_loss(a, y, label_smoothing) for a in aux if a is not None)
+    return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
 
 
 def _diverged(what: str, epoch: int, step: int, scheduler, run_dir: Path | None) -> TrainingDiverged:
