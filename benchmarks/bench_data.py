@@ -160,11 +160,11 @@ def _throughput(streams: dict[str, Iterator], cfg, repeats) -> tuple[str, list]:
         fastest = max(dls, key=lambda m: -m.median())
         r = paired_ratio(res[OURS], fastest)
         summary.append((f"data: in-memory / fastest DataLoader ({fastest.name.split(', ')[1]}), images/s",
-                        f"{r[0]:.1f}x", f">= {TARGET:g}", verdict(r[0], TARGET)))
+                        f"{r[0]:.1f}x ({r[1]:.1f}-{r[2]:.1f})", f">= {TARGET:g}", verdict(r[0], TARGET)))
         if res[OURS_1T].ok:
             r1 = paired_ratio(res[OURS_1T], fastest)
             summary.append(("data: in-memory with its ops on 1 thread (diagnostic) / fastest DataLoader",
-                            f"{r1[0]:.1f}x", f">= {TARGET:g}", verdict(r1[0], TARGET)))
+                            f"{r1[0]:.1f}x ({r1[1]:.1f}-{r1[2]:.1f})", f">= {TARGET:g}", verdict(r1[0], TARGET)))
     table = markdown_table(["data path", "images/s (median)", "min-max", f"speed vs {base}"], rows)
     return table, summary
 

@@ -129,9 +129,10 @@ def build(args: argparse.Namespace, command: str) -> Section:
             if fcl.ok:
                 r = paired_ratio(fcl, base)
                 summary.append((f"inference batch {batch}: ours fused + channels_last / torchvision eager",
-                                f"{r[0]:.2f}x", f">= {TARGET}", verdict(r[0], TARGET)))
+                                f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})", f">= {TARGET}", verdict(r[0], TARGET)))
             summary.append((f"inference batch {batch}: best ({best_n}) / torchvision eager",
-                            f"{best_r[0]:.2f}x", f">= {TARGET}", verdict(best_r[0], TARGET)))
+                            f"{best_r[0]:.2f}x ({best_r[1]:.2f}-{best_r[2]:.2f})", f">= {TARGET}",
+                            verdict(best_r[0], TARGET)))
         parts.append("\n")
     if onnx_error:
         parts.append(f"onnxruntime not measured: {onnx_error}\n\n")

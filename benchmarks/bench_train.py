@@ -122,12 +122,13 @@ def build(args: argparse.Namespace, command: str) -> Section:
                          "on 2 cores and the run must stay under ~10 minutes.\n")
         if base.ok and ours.ok:
             same = paired_ratio(ours, base)
-            summary.append((f"train {arch}: ours / torchvision, both eager fp32", f"{same[0]:.2f}x", ">= 1.0",
+            summary.append((f"train {arch}: ours / torchvision, both eager fp32",
+                            f"{same[0]:.2f}x ({same[1]:.2f}-{same[2]:.2f})", ">= 1.0",
                             verdict(same[0], 1.0)))
             cands = [(paired_ratio(m, base), n) for n, m in res.items() if n.startswith("ours") and m.ok]
             best_r, best_n = max(cands)
             summary.append((f"train {arch}: ours best options ({best_n.removeprefix('ours + ')}) / "
-                            "torchvision eager", f"{best_r[0]:.2f}x", "report", "-"))
+                            "torchvision eager", f"{best_r[0]:.2f}x ({best_r[1]:.2f}-{best_r[2]:.2f})", "report", "-"))
             parts.append(
                 f"\nOurs vs torchvision at the same options: {same[0]:.2f}x (repeat-to-repeat range "
                 f"{same[1]:.2f}-{same[2]:.2f}). Best of ours: *{best_n}* at {best_r[0]:.2f}x torchvision eager.\n")

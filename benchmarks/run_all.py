@@ -98,7 +98,8 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
         ]
     summary = [row for s in sections for row in s.summary]
     if summary:
-        lines += ["## Summary", "", markdown_table(["figure", "measured", "target", "verdict"], summary)]
+        lines += ["## Summary", "", "Medians, with the min-max over the repeats where the figure is a ratio.", "",
+                  markdown_table(["figure", "measured", "target", "verdict"], summary)]
     for s in sections + [GPU_SECTION]:
         lines += [s.markdown()]
     return "\n".join(lines).rstrip() + "\n"
