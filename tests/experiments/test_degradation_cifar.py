@@ -52,6 +52,11 @@ def test_degradation_smoke_also_runs_cifar10_when_its_files_are_found(via, tmp_p
     assert sum(c["question"].startswith("CIFAR-10:") for c in res["checks"]) == 2
     assert "cifar10_train_error.png" in res["plots"] and (out / "cifar10_train_error.png").is_file()
     assert not any("skipped" in n for n in res["notes"])
+    # the CIFAR-10 nets really see 3-channel input: their first 3x3 conv (4 filters at the smoke
+    # budget) has 2 x 9 x 4 = 72 more weights than the 1-channel Fashion-MNIST nets
+    by = res["data"]["runs_by_dataset"]
+    for label in by["fashion-mnist"]:
+        assert by["cifar10"][label]["params"] - by["fashion-mnist"][label]["params"] == 2 * 9 * 4
 
 
 def test_degradation_says_cifar10_was_skipped_and_how_to_provide_it_when_absent(tmp_path, monkeypatch):
