@@ -47,9 +47,29 @@ TRAIN = ["train", "--model", "resnet8", "--dataset", "fake", "--subset", "48", "
 
 
 def _free_port() -> int:
-    with socket.socket() as s:  # the OS picks a free port; it stays free for the moment we need it
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for the rendezvous server, below the kernel's ephemeral range.
+
+    A port the OS hands out for bind(0) is an ephemeral one, and between closing it here and the
+    launched rank binding it, gloo's own connections (of this job or a concurrent test) can take
+    it (EADDRINUSE, seen in CI). Ports below the ephemeral range are never handed out implicitly,
+    so only another explicit bind can race for one: pick at random among those and check it.
+    """
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rng.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def _env(**extra: str) -> dict[str, str]:
