@@ -6,7 +6,6 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
@@ -219,7 +218,7 @@ def cmd_train(args) -> int:
     import torch
 
     from .models import create_model
-    from .train import load_state_dict_file, resolve_device, train  # noqa: F401
+    from .train import resolve_device, train
     from .train.checkpoint import load_meta
 
     device = resolve_device(args.device)

@@ -4,7 +4,6 @@ against a plain-Python or float64 reference."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from resnet_lab.data import InMemoryLoader, crop_flip, load_data, select_per_class, select_subset

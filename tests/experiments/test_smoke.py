@@ -2,7 +2,6 @@
 verdict that follows from its checks. (Smoke budgets check the pipeline, not the claims.)"""
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
-from ..nn.norm import NormLayer, norm_has_bias, norm_layer
+from ..nn.norm import norm_has_bias, norm_layer
 from .layers import ClassifierModel
 from .registry import register_model
 

@@ -9,7 +9,6 @@ good checkpoint kept.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
