@@ -48,6 +48,18 @@ def test_unknown_model_error_names_close_matches(capsys):
     assert code == 2 and "resnet18" in err and "resnet-lab models" in err
 
 
+def test_random_erasing_flag_is_checked_and_trains(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "resnet8", *FAST, "--random-erasing", "2", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--random-erasing" in err and "got 2" in err
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--random-erasing", "0.5",
+                          "--out", str(out))
+    assert code == 0 and (out / "model.safetensors").exists()
+
+
 def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "2", "--out", str(out))

@@ -9,7 +9,18 @@ import sys
 
 __all__ = ["build_parser", "main"]
 
-_SMALL_FAMILIES = re.compile(r"^(resnet(8|20|32|44|56|110|1202)|plain(20|32|44|56|110)|preact_|wrn|densenet_bc|densenet40)")
+_SMALL_FAMILIES = re.compile(r"^(resnet(8|14_wide|20|32|44|56|110|1202)|plain(20|32|44|56|110)|preact_|wrn|densenet_bc|densenet40)")
+
+
+def _probability(text: str) -> float:
+    """argparse type: a float in [0, 1], with an error that says so."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1 (0.5 is typical, 0 turns it off), got {text}")
+    return value
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -43,6 +54,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm")
     g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
+                   help="erase a random rectangle of each training image to the mean with probability P "
+                        "(Zhong et al. 2017; 0.5 is typical)")
     g.add_argument("--subset", type=int, help="train on the first N (seeded) training images only")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
@@ -198,7 +212,7 @@ def _load_data(args, *, device, in_channels=None, classes=None, per_class=None, 
         augment=not getattr(args, "no_augment", False), subset=getattr(args, "subset", None),
         seed=getattr(args, "seed", 0), num_workers=args.workers, image_size=args.image_size,
         in_channels=in_channels, download=args.download, classes=classes, per_class=per_class,
-        rank=rank, world_size=world_size,
+        rank=rank, world_size=world_size, random_erasing=getattr(args, "random_erasing", 0.0),
     )
 
 

@@ -318,3 +318,27 @@ def test_bad_arguments_fail_with_the_bad_value_named():
         create_model("resnet20", checkpoint_segments=-1)
     with pytest.raises(ValueError, match="1.5"):
         create_model("wrn16_4", drop_rate=1.5)
+
+
+@pytest.mark.parametrize("name, depth, widths", [("resnet8_fast", 8, (32, 64, 128)),
+                                                 ("resnet20_fast", 20, (32, 64, 128)),
+                                                 ("resnet14_wide_fast", 14, (64, 128, 256))])
+def test_fast_cifar_variants_count_what_their_layers_hold(name, depth, widths):
+    """Parameters recounted by hand from the architecture: 3x3 stem, n basic blocks per stage
+    (two bias-free 3x3 convs, each with BN weight+bias), a 1x1 conv + BN projection where the
+    width changes, fc; and the stem max-pool halves the map (28 -> 14 -> 7 -> 4)."""
+
+    n, c_in, classes = (depth - 2) // 6, 1, 10
+    total = 9 * c_in * widths[0] + 2 * widths[0]
+    prev = widths[0]
+    for w in widths:
+        for b in range(n):
+            cin = prev if b == 0 else w
+            total += 9 * cin * w + 2 * w + 9 * w * w + 2 * w
+            if cin != w:
+                total += cin * w + 2 * w
+        prev = w
+    total += widths[-1] * classes + classes
+    model = create_model(name, num_classes=classes, in_channels=c_in)
+    assert sum(p.numel() for p in model.parameters()) == total
+    assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, widths[-1], 4, 4)

@@ -532,6 +532,7 @@ def load_data(
     flip: bool = True,
     channels_last: bool = False,
     eval_batch_size: int | None = None,
+    random_erasing: float = 0.0,
 ) -> DataBundle:
     """Load a dataset and return train/test loaders that yield normalized batches on ``device``.
 
@@ -560,6 +561,8 @@ def load_data(
         flip: allow horizontal flips in augmentation.
         channels_last: batches in ``torch.channels_last`` memory format.
         eval_batch_size: test batch size (default ``batch_size``).
+        random_erasing: with ``augment``, the probability of erasing a random rectangle of a
+            training image to the mean (Zhong et al. 2017); 0 (default) turns it off.
 
     Returns:
         A :class:`DataBundle`. Mean/std of in-memory datasets are computed on the training split
@@ -577,13 +580,15 @@ def load_data(
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
+    if not 0.0 <= random_erasing <= 1.0:
+        raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
     eval_bs = eval_batch_size or batch_size
     if key == "folder":
         return _load_folder(
             data_dir, batch_size=batch_size, eval_batch_size=eval_bs, device=device, augment=augment,
             subset=subset, seed=seed, num_workers=num_workers, image_size=image_size, in_channels=in_channels,
             val_fraction=val_fraction, drop_last=drop_last, rank=rank, world_size=world_size, classes=classes,
-            per_class=per_class, channels_last=channels_last, flip=flip,
+            per_class=per_class, channels_last=channels_last, flip=flip, random_erasing=random_erasing,
         )
     if key == "fashion-mnist":
         try:
@@ -630,7 +635,7 @@ def load_data(
     common = dict(mean=mean, std=std, seed=seed, device=device, rank=rank, world_size=world_size,
                   channels_last=channels_last)
     train = InMemoryLoader(tx, ty, batch_size=batch_size, shuffle=True, augment=augment, drop_last=drop_last,
-                           padding=padding, flip=flip, **common)
+                           padding=padding, flip=flip, random_erasing=random_erasing, **common)
     test = InMemoryLoader(vx, vy, batch_size=eval_bs, shuffle=False, augment=False, drop_last=False, **common)
     return DataBundle(info=info, train=train, test=test, num_train=int(tx.shape[0]), num_test=int(vx.shape[0]))
 
@@ -651,7 +656,7 @@ def _load_folder(
     data_dir: str | os.PathLike | None, *, batch_size: int, eval_batch_size: int, device: str | torch.device,
     augment: bool, subset: int | None, seed: int, num_workers: int, image_size: int | None,
     in_channels: int | None, val_fraction: float, drop_last: bool, rank: int, world_size: int,
-    classes: Sequence[int] | None, per_class: int | None, channels_last: bool, flip: bool,
+    classes: Sequence[int] | None, per_class: int | None, channels_last: bool, flip: bool, random_erasing: float,
 ) -> DataBundle:
     if data_dir is None:
         raise ValueError("dataset 'folder' needs data_dir (--data-dir DIR) with one sub-folder per class")
@@ -691,7 +696,8 @@ def _load_folder(
     )
     common = dict(seed=seed, num_workers=num_workers, device=device, rank=rank, world_size=world_size,
                   channels_last=channels_last)
-    train_ds = ImageFileDataset(train_s, folder_transforms(image_size, channels, mean, std, train=augment, flip=flip))
+    train_ds = ImageFileDataset(train_s, folder_transforms(image_size, channels, mean, std, train=augment, flip=flip,
+                                                              random_erasing=random_erasing))
     test_tf = folder_transforms(image_size, channels, mean, std, train=False)
     train = StreamingLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=drop_last, **common)
     test = StreamingLoader(ImageFileDataset(test_s, test_tf) if test_s else _Empty(), batch_size=eval_batch_size,

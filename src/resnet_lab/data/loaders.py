@@ -21,11 +21,12 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .transforms import crop_flip, sample_crop_flip_params
+from .transforms import crop_flip, erase, sample_crop_flip_params, sample_erase_params
 
 __all__ = ["InMemoryLoader", "StreamingLoader", "batch_slices", "epoch_permutation", "epoch_seed"]
 
 _AUGMENT_STREAM = 0x5EED_A06  # separates the augmentation random stream from the order stream
+_ERASE_STREAM = 0x5EED_E2A5  # random erasing has its own stream: turning it on leaves crops unchanged
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -127,6 +128,9 @@ class InMemoryLoader(_EpochState):
             shuffling (training), since batch norm needs more than one value per channel.
         padding: pixels of padding for the random crop (4 for 28-32 px data).
         flip: allow the horizontal flip (turn off for data where mirroring changes the class).
+        random_erasing: with ``augment``, the probability of erasing a random rectangle of each
+            sample to the channel mean (0 after normalization), after crop and flip; see
+            :func:`~resnet_lab.data.transforms.sample_erase_params`. 0 turns it off.
         seed: run seed; the epoch's order and augmentation come from ``(seed, epoch)``.
         device: where the data live and batches are produced.
         rank, world_size: distributed shard (see module docstring).
@@ -134,7 +138,8 @@ class InMemoryLoader(_EpochState):
 
     Yields ``(x, y)``: float32 (B, C, H, W) normalized, int64 (B,), both on ``device``.
     ``__len__`` is the number of batches per epoch. After each batch, ``last_indices`` (dataset
-    indices) and ``last_params`` (``(dy, dx, flips)`` or None) say what was drawn.
+    indices), ``last_params`` (``(dy, dx, flips)`` or None) and ``last_erase`` (``(top, left, eh,
+    ew)`` or None) say what was drawn.
     """
 
     def __init__(
@@ -150,12 +155,15 @@ class InMemoryLoader(_EpochState):
         drop_last: bool = False,
         padding: int = 4,
         flip: bool = True,
+        random_erasing: float = 0.0,
         seed: int = 0,
         device: str | torch.device = "cpu",
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
+        if not 0.0 <= random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -169,6 +177,7 @@ class InMemoryLoader(_EpochState):
         self.mean, self.std = tuple(mean), tuple(std)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.padding, self.flip, self.seed = int(padding), flip, int(seed)
+        self.random_erasing = float(random_erasing)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
         c = images.shape[1]
@@ -183,6 +192,7 @@ class InMemoryLoader(_EpochState):
         self.epoch, self.position = 0, 0
         self.last_indices: torch.Tensor | None = None
         self.last_params: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.last_erase: tuple[torch.Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return len(self._slices)
@@ -193,12 +203,22 @@ class InMemoryLoader(_EpochState):
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM))
         return sample_crop_flip_params(self.num_samples, self.padding, self.flip, g)
 
+    def erase_params(self, epoch: int) -> tuple[torch.Tensor, ...]:
+        """The erasing rectangles ``(top, left, eh, ew)`` of every position in epoch ``epoch``'s
+        global order (``eh == 0`` where a sample is not erased), from their own seeded stream."""
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _ERASE_STREAM))
+        _, _, h, w = self.images.shape
+        return sample_erase_params(self.num_samples, h, w, self.random_erasing, g)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.epoch, self.position
         order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).to(self.device)
         params = None
         if self.augment:
             params = tuple(p.to(self.device) for p in self.augment_params(epoch))  # one copy per epoch
+        erasing = None
+        if self.augment and self.random_erasing > 0:
+            erasing = tuple(p.to(self.device) for p in self.erase_params(epoch))
         for i in range(start, len(self._slices)):
             s, e = self._slices[i]
             idx = order[s:e]
@@ -208,6 +228,9 @@ class InMemoryLoader(_EpochState):
                 x = crop_flip(x, dy, dx, fl, self.padding)
                 self.last_params = (dy, dx, fl)
             x = (x.to(torch.float32) - self._mean255) * self._inv_std255  # == normalize(x, mean, std)
+            if erasing is not None:
+                self.last_erase = tuple(p[s:e] for p in erasing)
+                x = erase(x, *self.last_erase)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self.last_indices = idx

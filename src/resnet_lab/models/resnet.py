@@ -793,6 +793,29 @@ def resnet8_fast(
 
 
 @register_model
+def resnet20_fast(
+    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
+    zero_init_residual: bool = False,
+) -> CifarResNet:
+    """ResNet-20 with doubled widths (32-64-128) and the 2x2 max-pool after the stem (1.08M params):
+    the same MACs as ResNet-20 at 4x its parameters. Not from a paper: a CPU-friendly candidate for
+    the long Fashion-MNIST recipe (see docs/RESULTS.md)."""
+    return _cifar(20, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
+                  shortcut="B", zero_init_residual=zero_init_residual, widths=(32, 64, 128), stem_pool=True)
+
+
+@register_model
+def resnet14_wide_fast(
+    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
+    zero_init_residual: bool = False,
+) -> CifarResNet:
+    """ResNet-14 at 4x the CIFAR widths (64-128-256, as WRN-n-4) with the stem max-pool (2.78M
+    params). Not from a paper: the wide candidate for the long Fashion-MNIST recipe."""
+    return _cifar(14, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
+                  shortcut="B", zero_init_residual=zero_init_residual, widths=(64, 128, 256), stem_pool=True)
+
+
+@register_model
 def resnet20(
     *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
     shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,

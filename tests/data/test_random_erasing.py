@@ -1,0 +1,138 @@
+"""Random erasing (Zhong et al. 2017): the batch-wise mask against a per-sample slice reference,
+the drawn rectangles against the paper's ranges, and the loader's use of it (crops unchanged,
+only the rectangles differ, seeded per epoch so resume redraws them)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from resnet_lab.data import InMemoryLoader, load_data
+from resnet_lab.data.transforms import ERASE_RATIO, ERASE_SCALE, erase, folder_transforms, sample_erase_params
+
+MEAN, STD = (0.3, 0.5), (0.2, 0.25)
+
+
+def data(n=64, c=2, h=12, w=10):
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8), torch.arange(n) % 10
+
+
+def test_erase_equals_per_sample_slice_reference():
+    x = torch.randn(6, 3, 9, 11, dtype=torch.float64)
+    top = torch.tensor([0, 2, 8, 4, 0, 3])
+    left = torch.tensor([0, 5, 10, 1, 0, 7])
+    eh = torch.tensor([9, 3, 1, 0, 2, 5])
+    ew = torch.tensor([11, 4, 1, 0, 6, 4])
+    out = erase(x, top, left, eh, ew, value=-1.5)
+    ref = x.clone().numpy()
+    for k in range(6):
+        t, l, hh, ww = (int(v[k]) for v in (top, left, eh, ew))
+        ref[k, :, t:t + hh, l:l + ww] = -1.5
+    np.testing.assert_array_equal(out.numpy(), ref)
+    assert torch.equal(out[3], x[3])  # eh == 0: untouched
+    assert out.dtype == x.dtype and not torch.equal(out, x)
+
+
+def test_rectangles_follow_the_papers_ranges_and_fit_the_image():
+    h, w, n = 28, 28, 20000
+    top, left, eh, ew = sample_erase_params(n, h, w, 1.0, torch.Generator().manual_seed(0))
+    assert (eh >= 1).all() and (ew >= 1).all()  # p = 1: every sample erased
+    assert (top >= 0).all() and (left >= 0).all() and (top + eh <= h).all() and (left + ew <= w).all()
+    frac = (eh * ew).double() / (h * w)
+    # rounding sides to whole pixels moves the area a little past the drawn fraction
+    assert frac.min() >= ERASE_SCALE[0] * 0.5 and frac.max() <= ERASE_SCALE[1] * 1.3
+    assert abs(frac.mean().item() - sum(ERASE_SCALE) / 2) < 0.02  # uniform area: mean at the midpoint
+    ratio = (eh.double() / ew.double()).log()
+    # log-uniform aspect ratio: symmetric around 1 (mean log ratio ~ 0), both orientations used
+    assert abs(ratio.mean().item()) < 0.05 and (ratio > 0.5).any() and (ratio < -0.5).any()
+    assert ratio.abs().max() <= math.log(ERASE_RATIO[1]) + math.log(2)  # clipping to the image only shrinks
+    # positions cover the whole range where the rectangle fits
+    assert (top == 0).any() and (top + eh == h).any() and (left == 0).any() and (left + ew == w).any()
+
+
+def test_probability_sets_the_erased_share_and_the_stream_stays_aligned():
+    n = 10000
+    full = sample_erase_params(n, 16, 16, 1.0, torch.Generator().manual_seed(5))
+    half = sample_erase_params(n, 16, 16, 0.5, torch.Generator().manual_seed(5))
+    none = sample_erase_params(n, 16, 16, 0.0, torch.Generator().manual_seed(5))
+    erased = half[2] > 0
+    assert 0.47 < erased.float().mean().item() < 0.53
+    assert (none[2] == 0).all() and (none[3] == 0).all()
+    # the same samples get the same rectangles whatever p is; p only decides who is erased
+    for a, b in zip(full, half):
+        assert torch.equal(a[erased], b[erased])
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_bad_probability_is_refused_naming_it(p):
+    x, y = data()
+    with pytest.raises(ValueError, match="random_erasing"):
+        InMemoryLoader(x, y, batch_size=8, mean=MEAN, std=STD, random_erasing=p)
+    with pytest.raises(ValueError, match="probability"):
+        sample_erase_params(4, 8, 8, p, torch.Generator())
+
+
+def test_loader_erases_only_the_drawn_rectangles_after_the_same_crops():
+    x, y = data()
+    kw = dict(batch_size=16, mean=MEAN, std=STD, shuffle=True, augment=True, seed=7, padding=2)
+    plain = InMemoryLoader(x, y, **kw)
+    erased = InMemoryLoader(x, y, random_erasing=0.5, **kw)
+    n_erased = 0
+    for (xa, ya), (xb, yb) in zip(plain, erased):
+        assert torch.equal(ya, yb) and torch.equal(plain.last_indices, erased.last_indices)
+        assert all(torch.equal(a, b) for a, b in zip(plain.last_params, erased.last_params))  # same crops
+        top, left, eh, ew = erased.last_erase
+        ref = xa.clone()
+        for k in range(len(xa)):
+            ref[k, :, top[k]:top[k] + eh[k], left[k]:left[k] + ew[k]] = 0.0  # 0 = the mean after normalizing
+        assert torch.equal(xb, ref)
+        n_erased += int((eh > 0).sum())
+    assert 0 < n_erased < len(x)
+    # no augmentation (test loaders): erasing is off whatever the probability
+    xs = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD, random_erasing=1.0)
+    ref = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD)
+    assert torch.equal(next(iter(xs))[0], next(iter(ref))[0])
+
+
+def test_mid_epoch_resume_redraws_the_same_erasures():
+    x, y = data()
+    kw = dict(batch_size=8, mean=MEAN, std=STD, shuffle=True, augment=True, seed=3, random_erasing=0.7)
+    a = InMemoryLoader(x, y, **kw)
+    a.set_epoch(1)
+    it = iter(a)
+    for _ in range(3):
+        next(it)
+    state = a.state_dict()
+    rest = [xb.clone() for xb, _ in it]
+    b = InMemoryLoader(x, y, **kw)
+    b.load_state_dict(state)
+    again = [xb for xb, _ in b]
+    assert len(rest) == len(again) == len(a) - 3
+    assert all(torch.equal(p, q) for p, q in zip(rest, again))
+    # a different epoch draws different rectangles
+    assert not torch.equal(a.erase_params(1)[0], a.erase_params(2)[0])
+
+
+def test_load_data_passes_it_to_the_training_loader_only():
+    bundle = load_data("fake", batch_size=16, subset=64, random_erasing=0.25, seed=0)
+    assert bundle.train.random_erasing == 0.25 and bundle.train.augment
+    assert not bundle.test.augment
+    with pytest.raises(ValueError, match="random_erasing"):
+        load_data("fake", random_erasing=2.0)
+
+
+def test_folder_pipeline_ends_with_torchvisions_random_erasing():
+    from torchvision.transforms import v2
+
+    train = folder_transforms(16, 3, (0.5,) * 3, (0.25,) * 3, train=True, random_erasing=0.5)
+    last = train.transforms[-1]
+    assert isinstance(last, v2.RandomErasing) and last.p == 0.5 and last.value == [0.0]
+    assert tuple(last.scale) == ERASE_SCALE
+    test = folder_transforms(16, 3, (0.5,) * 3, (0.25,) * 3, train=False, random_erasing=0.5)
+    assert not any(isinstance(t, v2.RandomErasing) for t in test.transforms)
+    with pytest.raises(ValueError, match="probability"):
+        folder_transforms(16, 3, (0.5,) * 3, (0.25,) * 3, train=True, random_erasing=1.2)
