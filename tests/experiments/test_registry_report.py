@@ -72,3 +72,25 @@ def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, mon
     results = registry.run_experiment("bn_convergence", budget="smoke", out=tmp_path, device="cpu", log=lambda s: None)
     assert any("fake" in n for n in results["notes"])
     assert "fake" in (tmp_path / "report.md").read_text()
+
+
+def test_ctrl_c_during_a_run_stops_the_experiment_instead_of_starting_the_next_run(tmp_path):
+    import os
+    import signal
+
+    from resnet_lab.experiments.runner import Context, RunSpec, cifar_net
+
+    ctx = Context("interrupt", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    data = ctx.data("fake", batch_size=16, subset=128, image_size=16, in_channels=1)
+    steps: list[int] = []
+
+    def press_ctrl_c(s):  # a real SIGINT, delivered to this process mid-run
+        steps.append(s["step"])
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    spec = RunSpec("plain-8", cifar_net(8, residual=False), batch_size=16, epochs=3,
+                   step_callbacks=[press_ctrl_c])
+    with pytest.raises(KeyboardInterrupt, match="plain-8 interrupted"):
+        ctx.train(spec, data)
+    assert len(steps) == 2  # stopped at the next step boundary, not after the 3 epochs

@@ -257,9 +257,13 @@ class Context:
         t0 = time.perf_counter()
         diverged = False
         try:
-            train(model, data, config, callbacks=[records.append],
-                  step_callbacks=[lambda s: losses.append(float(s["loss"])), *spec.step_callbacks],
-                  log=lambda s: None)
+            history = train(model, data, config, callbacks=[records.append],
+                            step_callbacks=[lambda s: losses.append(float(s["loss"])), *spec.step_callbacks],
+                            log=lambda s: None)
+            if history.interrupted:
+                # The trainer turns Ctrl-C/SIGTERM into a return (the right thing for one run);
+                # an experiment of many runs must stop too, not start the next run.
+                raise KeyboardInterrupt(f"{self.name}: {spec.label} interrupted")
         except TrainingDiverged:
             diverged = True
             losses.append(math.nan)
