@@ -71,7 +71,10 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
     assert code == 0
     ev = json.loads(stdout)
     assert ev["accuracy"] == pytest.approx(meta["metrics"]["test_acc"])
-    assert len(ev["per_class_accuracy"]) == 10
+    assert len(ev["per_class_accuracy"]) == 10 and ev["tta"] is False
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--json", "--tta")
+    tta = json.loads(stdout)
+    assert code == 0 and tta["tta"] is True and tta["n"] == ev["n"] and tta["loss"] != ev["loss"]
 
     img = tmp_path / "x.png"
     Image.new("RGBA", (40, 23), (200, 10, 10, 128)).save(img)  # odd size and mode: converted as trained

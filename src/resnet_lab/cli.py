@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, required=False)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the predictions for each image and its mirror image")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
@@ -305,13 +307,16 @@ def cmd_evaluate(args) -> int:
     data = _load_data(args, device=device, in_channels=meta["input_size"][0])
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
-    ev = evaluate(model, data.test, num_classes=len(meta["classes"]), device=device)
+    ev = evaluate(model, data.test, num_classes=len(meta["classes"]), device=device, tta=args.tta)
     per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
     if args.json:
-        print(json.dumps({"accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "per_class_accuracy": per_class,
+        print(json.dumps({"accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
+                          "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
     else:
-        print(f"{args.run}: accuracy {100 * ev['acc']:.2f}% on {ev['n']} {args.dataset} test images, loss {ev['loss']:.4f}")
+        how = " with flip TTA" if args.tta else ""
+        print(f"{args.run}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
+              f"loss {ev['loss']:.4f}")
         for name, acc in per_class.items():
             print(f"  {name:<20} {100 * acc:6.2f}%")
     return 0

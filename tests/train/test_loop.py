@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -181,3 +182,24 @@ def test_googlenet_with_aux_heads_trains_on_the_papers_weighted_loss():
     out = model(x)
     ce = torch.nn.functional.cross_entropy
     assert torch.allclose(_loss(out, y, 0.0), ce(out[0], y) + 0.3 * (ce(out[1], y) + ce(out[2], y)))
+
+
+def test_flip_tta_averages_the_probabilities_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 3, 5))
+    model[1].running_mean.uniform_(-1, 1)  # eval mode must use these
+    x = torch.randn(40, 1, 8, 5)  # non-square: the mirror is along the last (width) axis
+    y = torch.randint(0, 5, (40,))
+    batches = [(x[:16], y[:16]), (x[16:], y[16:])]
+    ev = evaluate(model, batches, num_classes=5, tta=True)
+    # float64 reference on a copy of the model
+    ref = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        p = (ref(x.double()).softmax(1) + ref(torch.flip(x.double(), dims=[3])).softmax(1)) / 2
+        q = ref(x.double()).log_softmax(1)
+    assert ev["acc"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    assert ev["loss"] == pytest.approx(float(-p[torch.arange(40), y].log().mean()), rel=1e-5)
+    plain = evaluate(model, batches, num_classes=5)
+    assert plain["loss"] == pytest.approx(float(-q[torch.arange(40), y].mean()), rel=1e-5)
+    assert plain["loss"] != pytest.approx(ev["loss"], rel=1e-3)  # the mirror really was used

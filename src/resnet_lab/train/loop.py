@@ -134,10 +134,14 @@ def evaluate(
     device: str | torch.device = "cpu",
     bf16: bool = False,
     channels_last: bool = False,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix of ``model`` in eval mode over ``loader``.
 
-    The model's train/eval mode is restored afterwards.
+    With ``tta`` (test-time augmentation), each image and its left-right mirror are classified and
+    their softmax probabilities averaged; the loss is then the negative log of the averaged
+    probability of the true class. Only for data whose classes survive mirroring (the training
+    flip already assumes it). The model's train/eval mode is restored afterwards.
     """
     device = torch.device(device)
     was_training = model.training
@@ -152,7 +156,13 @@ def evaluate(
                 x = x.contiguous(memory_format=torch.channels_last)
             with _autocast(device, bf16):
                 logits = model(x)
-            total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                mirrored = model(x.flip(-1)) if tta else None
+            if mirrored is None:
+                total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            else:
+                probs = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
+                logits = probs.log()  # argmax and NLL of the averaged probabilities
+                total_loss += F.nll_loss(logits, y, reduction="sum").double()
             cm += confusion_matrix(logits.argmax(1), y, num_classes)
             n += y.numel()
     finally:
