@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -60,8 +61,6 @@ def run_recipe(name: str, out_root: Path) -> dict:
     purpose, target, budget, args = RECIPES[name]
     out = out_root / name
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     argv = ["train", *shlex.split(args), "--out", str(out), "--no-progress"]
     print(f"[{name}] resnet-lab {' '.join(argv)}", flush=True)
@@ -81,7 +80,7 @@ def run_recipe(name: str, out_root: Path) -> dict:
         "images_per_second": sorted(e["images_per_second"] for e in epochs)[len(epochs) // 2],
         "target": target, "budget_minutes": budget,
         "target_reached_at": None if reached is None else {"epoch": reached["epoch"], "seconds": reached["elapsed_seconds"]},
-        "load_average": os.getloadavg()[0], "machine": machine(),
+        "load_average": os.getloadavg()[0], "machine": machine(), "run_dir": str(out),
         "date": dt.date.today().isoformat(),
     }
 
@@ -106,12 +105,18 @@ def write_results(results: list[dict]) -> None:
     """Insert or replace each recipe's block between markers in docs/RESULTS.md."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
     for r in results:
+        curves = Path(r.get("run_dir", "")) / "curves.png"
+        figure = ""
+        if curves.is_file():  # the run's own loss/accuracy curves, kept next to the results
+            (RESULTS.parent / "img").mkdir(exist_ok=True)
+            shutil.copyfile(curves, RESULTS.parent / "img" / f"recipe_{r['recipe']}.png")
+            figure = f"![{r['recipe']}: loss and accuracy per epoch](img/recipe_{r['recipe']}.png)\n\n"
         block = (
             f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n"
             f"```\n{r['command']}\n```\n\n"
             f"Machine: {r['machine']}; 1-minute load average at the end {r['load_average']:.1f}.\n\n"
             "| recipe | final test acc | best test acc | epochs | wall time | train images/s (median epoch) | target | date |\n"
-            "|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n<!-- /recipe -->\n"
+            "|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n\n" + figure + "<!-- /recipe -->\n"
         )
         pattern = re.compile(rf"<!-- recipe:{re.escape(r['recipe'])} -->.*?<!-- /recipe -->\n", re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
@@ -123,7 +128,15 @@ def main() -> None:
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
+    p.add_argument("--record-only", action="store_true",
+                   help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
     a = p.parse_args()
+    if a.record_only:
+        results = json.loads((Path(a.out) / "results.json").read_text())
+        for r in results:
+            r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
+        write_results([r for r in results if not a.recipes or r["recipe"] in a.recipes])
+        return
     if a.list or not a.recipes:
         for k, (purpose, _, _, args) in RECIPES.items():
             print(f"{k:<10} {purpose}\n           resnet-lab train {args}")
