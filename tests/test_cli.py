@@ -75,6 +75,16 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
     code, stdout, _ = run(capsys, "evaluate", str(out), "--json", "--tta")
     tta = json.loads(stdout)
     assert code == 0 and tta["tta"] is True and tta["n"] == ev["n"] and tta["loss"] != ev["loss"]
+    # the same run twice is an ensemble whose averaged probabilities are the run's own
+    code, stdout, _ = run(capsys, "evaluate", str(out), str(out), "--json")
+    twice = json.loads(stdout)
+    assert code == 0 and twice["runs"] == [str(out), str(out)]
+    assert twice["accuracy"] == ev["accuracy"] and twice["loss"] == pytest.approx(ev["loss"], rel=1e-5)
+    other = tmp_path / "other"  # a different input size cannot be ensembled with it
+    assert run(capsys, "train", "--model", "resnet8", *FAST[:2], "--image-size", "12", "--batch-size", "32",
+               "--no-progress", "--epochs", "1", "--subset", "64", "--out", str(other))[0] == 0
+    code, _, err = run(capsys, "evaluate", str(out), str(other))
+    assert code == 2 and "input_size differ" in err and "one at a time" in err
 
     img = tmp_path / "x.png"
     Image.new("RGBA", (40, 23), (200, 10, 10, 128)).save(img)  # odd size and mode: converted as trained

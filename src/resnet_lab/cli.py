@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
     _add_train_args(p)
 
-    p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run.", "resnet-lab evaluate runs/r20 --json")
-    p.add_argument("run", help="run directory or .safetensors file")
+    p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run (or an ensemble of runs).",
+             "resnet-lab evaluate runs/r20 --json\n  resnet-lab evaluate runs/a runs/b --tta")
+    p.add_argument("run", nargs="+", help="run directory or .safetensors file; several: their averaged "
+                   "probabilities are evaluated (an ensemble)")
     _add_data_args(p, required=False)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
@@ -299,26 +301,35 @@ def cmd_evaluate(args) -> int:
     from .train import evaluate, load_model, resolve_device
 
     device = resolve_device(args.device)
-    model, meta = load_model(args.run, device, which="best" if args.best else "model")
+    runs = list(args.run)
+    loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
+    models, meta = [m for m, _ in loaded], loaded[0][1]
+    for r, (_, other) in zip(runs[1:], loaded[1:]):  # an ensemble must see the same inputs and classes
+        for key in ("classes", "input_size", "mean", "std", "dataset"):
+            if other.get(key) != meta.get(key):
+                raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
+                                 f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
-        raise ValueError(f"{args.run} does not record its dataset; pass --dataset")
+        raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
     args.image_size = args.image_size or meta["input_size"][1]
     data = _load_data(args, device=device, in_channels=meta["input_size"][0])
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
-    ev = evaluate(model, data.test, num_classes=len(meta["classes"]), device=device, tta=args.tta)
+    ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
+                  device=device, tta=args.tta)
     per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
+    name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
-        print(json.dumps({"accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
+        print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
     else:
         how = " with flip TTA" if args.tta else ""
-        print(f"{args.run}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
+        print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
               f"loss {ev['loss']:.4f}")
-        for name, acc in per_class.items():
-            print(f"  {name:<20} {100 * acc:6.2f}%")
+        for cls, acc in per_class.items():
+            print(f"  {cls:<20} {100 * acc:6.2f}%")
     return 0
 
 

@@ -203,3 +203,19 @@ def test_flip_tta_averages_the_probabilities_of_each_image_and_its_mirror():
     plain = evaluate(model, batches, num_classes=5)
     assert plain["loss"] == pytest.approx(float(-q[torch.arange(40), y].mean()), rel=1e-5)
     assert plain["loss"] != pytest.approx(ev["loss"], rel=1e-3)  # the mirror really was used
+
+
+def test_an_ensemble_averages_the_probabilities_of_its_models():
+    torch.manual_seed(1)
+    models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)) for _ in range(3)]
+    x, y = torch.randn(30, 1, 3, 4), torch.randint(0, 4, (30,))
+    for tta in (False, True):
+        ev = evaluate(models, [(x[:7], y[:7]), (x[7:], y[7:])], num_classes=4, tta=tta)
+        with torch.no_grad():
+            views = [x.double(), x.double().flip(-1)] if tta else [x.double()]
+            p = torch.stack([copy.deepcopy(m).double()(v).softmax(1) for m in models for v in views]).mean(0)
+        assert ev["acc"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+        assert ev["loss"] == pytest.approx(float(-p[torch.arange(30), y].log().mean()), rel=1e-5)
+        assert int(ev["confusion"].sum()) == 30
+    with pytest.raises(ValueError, match="at least one model"):
+        evaluate([], [(x, y)], num_classes=4)

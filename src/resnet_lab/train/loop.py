@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     loader: Iterable,
     *,
     num_classes: int,
@@ -138,14 +138,19 @@ def evaluate(
 ) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix of ``model`` in eval mode over ``loader``.
 
-    With ``tta`` (test-time augmentation), each image and its left-right mirror are classified and
-    their softmax probabilities averaged; the loss is then the negative log of the averaged
-    probability of the true class. Only for data whose classes survive mirroring (the training
-    flip already assumes it). The model's train/eval mode is restored afterwards.
+    ``model`` may be a list of models (an ensemble): their softmax probabilities are averaged.
+    With ``tta`` (test-time augmentation), each image and its left-right mirror are classified
+    and their probabilities averaged; only for data whose classes survive mirroring (the training
+    flip already assumes it). Whenever probabilities are averaged, the loss is the negative log of
+    the averaged probability of the true class. Train/eval modes are restored afterwards.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("evaluate needs at least one model")
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     n = 0
@@ -154,19 +159,21 @@ def evaluate(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            inputs = (x, x.flip(-1)) if tta else (x,)
             with _autocast(device, bf16):
-                logits = model(x)
-                mirrored = model(x.flip(-1)) if tta else None
-            if mirrored is None:
-                total_loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
+                outputs = [m(v).float() for m in models for v in inputs]
+            if len(outputs) == 1:
+                (logits,) = outputs
+                total_loss += F.cross_entropy(logits, y, reduction="sum").double()
             else:
-                probs = (logits.float().softmax(1) + mirrored.float().softmax(1)) / 2
+                probs = torch.stack([o.softmax(1) for o in outputs]).mean(0)
                 logits = probs.log()  # argmax and NLL of the averaged probabilities
                 total_loss += F.nll_loss(logits, y, reduction="sum").double()
             cm += confusion_matrix(logits.argmax(1), y, num_classes)
             n += y.numel()
     finally:
-        model.train(was_training)
+        for m, mode in zip(models, was_training):
+            m.train(mode)
     if n == 0:
         raise ValueError("evaluation loader yielded no samples")
     cm = cm.cpu()
