@@ -94,7 +94,16 @@ def run_recipe(name: str, out_root: Path) -> dict:
         shown = [a if a != str(run_dir) else "<previous run>" for a in argv[:-3]]
         commands.append(_env_prefix() + f"resnet-lab {' '.join(shown)}")
         run_dir = stage_out
-    return summarize(name, commands, epochs, wall, run_dir)
+    result = summarize(name, commands, epochs, wall, run_dir)
+    result["tta_acc"] = tta_accuracy(run_dir)
+    return result
+
+
+def tta_accuracy(run_dir: Path) -> float:
+    """Test accuracy of the run's last weights with flip test-time augmentation (`evaluate --tta`)."""
+    proc = subprocess.run([*CLI, "evaluate", str(run_dir), "--tta", "--json"], cwd=ROOT, text=True,
+                          capture_output=True, check=True)
+    return json.loads(proc.stdout)["accuracy"]
 
 
 def summarize(name: str, commands: list[str], epochs: list[dict], wall: float, run_dir: Path) -> dict:
@@ -126,7 +135,8 @@ def _row(r: dict) -> str:
     if hit:
         within = r["budget_minutes"] == float("inf") or r["wall_seconds"] <= 60 * r["budget_minutes"]
         verdict = f"epoch {hit['epoch']}, {hit['seconds'] / 60:.1f} min" + ("" if within else " (over budget)")
-    return (f"| {r['recipe']} | {100 * r['final_acc']:.2f}% | {100 * r['best_acc']:.2f}% | {r['epochs']} | "
+    tta = f"{100 * r['tta_acc']:.2f}%" if r.get("tta_acc") is not None else "-"
+    return (f"| {r['recipe']} | {100 * r['final_acc']:.2f}% | {tta} | {100 * r['best_acc']:.2f}% | {r['epochs']} | "
             f"{r['wall_seconds'] / 60:.1f} min | {r['images_per_second']:.0f} | {100 * r['target']:.1f}%: {verdict} | "
             f"{r['date']} |")
 
@@ -145,8 +155,8 @@ def write_results(results: list[dict]) -> None:
             f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n"
             f"```\n{r['command']}\n```\n\n"
             f"Machine: {r['machine']}; 1-minute load average at the end {r['load_average']:.1f}.\n\n"
-            "| recipe | final test acc | best test acc | epochs | wall time | train images/s (median epoch) | target | date |\n"
-            "|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n\n" + figure + "<!-- /recipe -->\n"
+            "| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target (single view, per epoch) | date |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n\n" + figure + "<!-- /recipe -->\n"
         )
         pattern = re.compile(rf"<!-- recipe:{re.escape(r['recipe'])} -->.*?<!-- /recipe -->\n", re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
