@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .folder import find_split_dirs, scan_class_folders, ImageFileDataset
 from .idx import read_idx
 from .loaders import InMemoryLoader, StreamingLoader
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, SMALL_INPUT_MAX, folder_transforms
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, SMALL_INPUT_MAX, check_erase_probability, folder_transforms
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -580,8 +580,7 @@ def load_data(
         raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-    if not 0.0 <= random_erasing <= 1.0:
-        raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+    check_erase_probability(random_erasing)
     eval_bs = eval_batch_size or batch_size
     if key == "folder":
         return _load_folder(

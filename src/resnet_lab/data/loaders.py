@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .transforms import crop_flip, erase, sample_crop_flip_params, sample_erase_params
+from .transforms import check_erase_probability, crop_flip, erase, sample_crop_flip_params, sample_erase_params
 
 __all__ = ["InMemoryLoader", "StreamingLoader", "batch_slices", "epoch_permutation", "epoch_seed"]
 
@@ -162,8 +162,7 @@ class InMemoryLoader(_EpochState):
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
-        if not 0.0 <= random_erasing <= 1.0:
-            raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+        check_erase_probability(random_erasing)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):

@@ -100,6 +100,12 @@ ERASE_SCALE = (0.02, 0.4)
 ERASE_RATIO = (0.3, 1 / 0.3)
 
 
+def check_erase_probability(p: float) -> None:
+    """Raise ValueError unless ``p`` is a probability (NaN included in the refusal)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"random_erasing is a probability in [0, 1], got {p}")
+
+
 def sample_erase_params(
     n: int, height: int, width: int, p: float, generator: torch.Generator,
     scale: tuple[float, float] = ERASE_SCALE, ratio: tuple[float, float] = ERASE_RATIO,
@@ -121,8 +127,7 @@ def sample_erase_params(
     Returns:
         ``(top, left, eh, ew)``: int64 (n,) each; ``eh == ew == 0`` for samples left alone.
     """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"random erasing probability must be in [0, 1], got {p}")
+    check_erase_probability(p)
     if not (0.0 < scale[0] <= scale[1] <= 1.0 and 0.0 < ratio[0] <= ratio[1]):
         raise ValueError(f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], got {scale}, {ratio}")
     u = torch.rand(n, 5, generator=generator, dtype=torch.float64)
@@ -250,8 +255,7 @@ def folder_transforms(
     """
     from torchvision.transforms import v2
 
-    if not 0.0 <= random_erasing <= 1.0:
-        raise ValueError(f"random erasing probability must be in [0, 1], got {random_erasing}")
+    check_erase_probability(random_erasing)
     erasing = [v2.RandomErasing(random_erasing, ERASE_SCALE, ERASE_RATIO, value=0)] if train and random_erasing else []
 
     geometry = (
