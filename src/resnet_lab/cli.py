@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
 import sys
 
@@ -268,8 +270,6 @@ def cmd_train(args) -> int:
 
 def _maybe_distributed(model, args, config):
     """Under torchrun, hand over to the distributed helpers (DDP, SyncBatchNorm)."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         if args.sync_bn or args.scale_lr:
             print("note: --sync-bn/--scale-lr only matter under torchrun with several processes", file=sys.stderr)
@@ -280,15 +280,12 @@ def _maybe_distributed(model, args, config):
 
 
 def _dist_rank() -> int:
-    import os
-
     return int(os.environ.get("RANK", "0"))
 
 
 def _distributed_errors():
     """Under torchrun: a lost rank becomes a clear error, and the process group is left at the end."""
     import contextlib
-    import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return contextlib.nullcontext()
@@ -390,18 +387,45 @@ COMMANDS = {
 }
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "free some disk space or choose another --out",
+    errno.EDQUOT: "free some disk space or choose another --out",
+    errno.EACCES: "check the permissions or choose another --out",
+    errno.EPERM: "check the permissions or choose another --out",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EISDIR: "give a file name, not a directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+}
+
+
+def _describe_os_error(e: OSError) -> str:
+    """One line for a failed file operation: which file, what went wrong, what to do."""
+    if e.filename is None or e.strerror is None:  # raised by us with a full message already
+        return str(e)
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+    hint = _OS_HINTS.get(e.errno or 0)
+    return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `resnet-lab models | head`: the reader left; not an error of ours
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # missing, unreadable or unwritable files, full disks
+        print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, RuntimeError) as e:  # bad input, with a message that names it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else is our bug: still one line, the traceback on request
+        if os.environ.get("RESNET_LAB_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (unexpected: set RESNET_LAB_DEBUG=1 to see the traceback, "
+              "and please report it)", file=sys.stderr)
+        return 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .optim import OPTIMIZERS, SCHEDULES
@@ -38,8 +39,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr} (0.1 is typical for sgd, 1e-3 for adamw)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -48,6 +49,22 @@ class TrainConfig:
             raise ValueError("resume needs the run directory to continue: set out (--out DIR)")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            # A negative max norm would flip the gradient's sign; 0 would zero every step.
+            raise ValueError(f"grad_clip must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
+            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
+        if isinstance(self.checkpoint_segments, bool) or self.checkpoint_segments < 0:
+            raise ValueError(f"checkpoint_segments must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
+        bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,6 +9,7 @@ good checkpoint kept.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_state_dict_file, load_train_state, save_model, save_train_state
+from ..nn import BatchNormBase
+from .checkpoint import load_meta, load_state_dict_file, load_train_state, recover_run_dir, save_checkpoint
 from .config import TrainConfig
 from .distributed import (
     all_reduce_evaluation,
@@ -241,7 +243,10 @@ def train(
     base.to(device)
     if config.channels_last:
         base.to(memory_format=torch.channels_last)
-    if config.checkpoint_segments and hasattr(base, "set_grad_checkpointing"):
+    if config.checkpoint_segments:
+        if not hasattr(base, "set_grad_checkpointing"):
+            raise ValueError(f"{type(base).__name__} does not support gradient checkpointing "
+                             "(checkpoint_segments / --checkpoint-segments); leave it at 0")
         base.set_grad_checkpointing(config.checkpoint_segments)
 
     steps_per_epoch = len(data.train)
@@ -249,6 +254,8 @@ def train(
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ValueError("the training loader yields no full batch: lower --batch-size or use more data")
+    has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None))
+    run_facts = _run_facts(config, data, world_size)
     optimizer = build_optimizer(
         base, config.optimizer, config.lr, config.momentum, config.nesterov, config.weight_decay, config.lr_scale
     )
@@ -260,8 +267,12 @@ def train(
 
     history = History(run_dir=str(run_dir) if run_dir else None)
     start_epoch, skip_steps = 0, 0
+    if run_dir is not None and is_main:
+        for what in recover_run_dir(run_dir):
+            log(f"{run_dir}: {what}")
     if config.resume:
         state = load_train_state(run_dir)
+        _check_resume(run_dir, state, run_facts)
         base.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=device))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -297,6 +308,7 @@ def train(
         "dataset": getattr(info, "name", None),
         "resize": getattr(info, "resize", None),  # how prediction resizes images (data.to_model_input)
         "params": {"trainable": n_trainable, "frozen": n_frozen},
+        "train_config": run_facts["recipe"],
         **(meta or {}),
     }
     if is_main:
@@ -310,14 +322,14 @@ def train(
         if run_dir is None or not is_main:
             return
         record = history.last
-        save_model(run_dir, base, {**meta_base, "epoch": epoch_done, "metrics": {
-            k: v for k, v in record.items() if isinstance(v, (int, float))}}, best=best)
-        save_train_state(run_dir, {
-            "epoch": epoch_done, "step": step, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng,
-            "best_acc": history.best_acc, "best_epoch": history.best_epoch,
-            "steps_per_epoch": steps_per_epoch, "world_size": world_size,
-        })
+        metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+        save_checkpoint(run_dir, base, {**meta_base, "epoch": epoch_done, "step": step, "metrics": metrics}, best=best,
+                        train_state={
+                            "epoch": epoch_done, "step": step, "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "rng": rng,
+                            "best_acc": history.best_acc, "best_epoch": history.best_epoch,
+                            "steps_per_epoch": steps_per_epoch, "world_size": world_size, **run_facts,
+                        })
 
     t_start = time.perf_counter()
     # The resume position: completed epochs, completed steps of the current one, and the global
@@ -331,6 +343,7 @@ def train(
                 model.train()
                 t0 = time.perf_counter()
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                plain_sum = torch.zeros((), dtype=torch.float64, device=device)  # cross-entropy without smoothing
                 correct = torch.zeros((), dtype=torch.int64, device=device)
                 seen, step = 0, 0
                 if skip_steps and hasattr(data.train, "load_state_dict"):
@@ -348,7 +361,7 @@ def train(
                         bar.update(1)
                         continue
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    if x.shape[0] < 2:  # a single sample has no batch statistics; never feed it to BN
+                    if has_bn and x.shape[0] < 2:  # a lone last sample has no batch statistics: skip it
                         continue
                     if config.channels_last:
                         x = x.contiguous(memory_format=torch.channels_last)
@@ -372,6 +385,9 @@ def train(
                     pos = (epoch, step, _rng_state(device))
                     stop.check()
                     loss_sum += loss.detach().double() * y.numel()
+                    if config.label_smoothing:
+                        with torch.no_grad():
+                            plain_sum += F.cross_entropy(logits.detach().float(), y, reduction="sum").double()
                     correct += (logits.argmax(1) == y).sum()
                     seen += y.numel()
                     for cb in step_callbacks:
@@ -382,9 +398,14 @@ def train(
                         bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
                                         lr=f"{scheduler.get_last_lr()[0]:.4g}", img_s=f"{rate:.0f}", refresh=False)
                 bar.close()
+                if seen == 0 and skip_steps < steps_per_epoch:
+                    raise ValueError(f"epoch {epoch + 1} made no optimizer step: every batch had fewer than 2 "
+                                     "samples; use a larger --batch-size or more data")
                 skip_steps = 0
                 if world_size > 1:  # rank 0 reports the global batch's figures
                     loss_sum, correct, seen = all_reduce_train_metrics(loss_sum, correct, seen)
+                    if config.label_smoothing:
+                        plain_sum = all_reduce_train_metrics(plain_sum, torch.zeros_like(correct), 0)[0]
                 train_seconds = time.perf_counter() - t0
                 if world_size > 1:  # every rank evaluates its test shard with rank 0's (saved) BN statistics
                     broadcast_buffers(base)
@@ -403,6 +424,10 @@ def train(
                     "images_per_second": seen / max(train_seconds, 1e-9),
                     "elapsed_seconds": time.perf_counter() - t_start,
                 }
+                if config.label_smoothing:  # comparable with test_loss (curves.png plots both)
+                    record["train_loss_plain"] = float(plain_sum) / max(seen, 1)
+                # Never let a diverged model overwrite a good checkpoint (or be reported as done).
+                _check_finite(base, ev["loss"], epoch, steps_per_epoch, scheduler, run_dir, history.best_epoch)
                 history.epochs.append(record)
                 improved = ev["acc"] > history.best_acc
                 if improved:
@@ -426,7 +451,7 @@ def train(
                 stop.check()
     except KeyboardInterrupt:
         history.interrupted = True
-        if run_dir is not None and is_main:
+        if run_dir is not None and is_main and not _nonfinite_tensors(base):
             # An interrupt inside a step loses only that step: `pos` counts completed ones.
             checkpoint(*pos)
             log(f"\ninterrupted in epoch {pos[0] + 1} after {pos[1]} steps; state saved to {run_dir}.\n"
@@ -454,17 +479,125 @@ def _diverged(what: str, epoch: int, step: int, scheduler, run_dir: Path | None)
     )
 
 
+def _nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of floating-point parameters and buffers (BN running statistics) holding NaN or inf."""
+    return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _check_finite(model: nn.Module, test_loss: float, epoch: int, steps: int, scheduler, run_dir: Path | None,
+                  best_epoch: int) -> None:
+    """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite test loss, weights or
+    BN statistics; called before anything of the epoch is written."""
+    bad = _nonfinite_tensors(model)
+    if math.isfinite(test_loss) and not bad:
+        return
+    what = f"test loss {test_loss}" if not math.isfinite(test_loss) else "the test loss stayed finite but"
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        what += f"{',' if not math.isfinite(test_loss) else ''} non-finite values in {shown}"
+    kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if run_dir and epoch
+            else "no checkpoint was written")
+    raise TrainingDiverged(
+        f"training diverged at the end of epoch {epoch + 1} ({what}; lr {scheduler.get_last_lr()[0]:.4g}); {kept}. "
+        "Lower --lr, add --grad-clip, or check the data."
+    )
+
+
+def _check_batch_norm_batch_size(model: nn.Module, batch_size: int | None) -> bool:
+    """Whether ``model`` has batch norm layers that train; refuse batch size 1 for them."""
+    was_training = model.training
+    model.train()  # frozen BN layers (transfer) stay in eval through their own train()
+    has_bn = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, BatchNormBase)) and m.training
+                 for m in model.modules())
+    model.train(was_training)
+    if has_bn and batch_size == 1:
+        raise ValueError("batch size 1 cannot train batch normalization: one sample has no batch statistics "
+                         "(its output would be all zeros). Use --batch-size 2 or more, or --norm group / none")
+    return has_bn
+
+
+# TrainConfig fields that shape the trajectory (weights, schedule); the rest (device, out,
+# progress, plots, compile, channels_last, bf16, checkpoint_segments, deterministic) can change on resume.
+_RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
+                  "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch")
+
+
+def _run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict]:
+    """What a resumed run must share with the saved one: the recipe and the data."""
+    info = data.info
+    batch = getattr(data.train, "batch_size", None)
+    return {
+        "recipe": {k: getattr(config, k) for k in _RECIPE_FIELDS},
+        "data": {
+            "dataset": getattr(info, "name", None), "classes": list(info.classes),
+            "input_size": list(info.input_size), "mean": list(info.mean), "std": list(info.std),
+            "global_batch_size": batch * world_size if batch else None,
+            "num_train": getattr(data, "num_train", None),
+            "augment": getattr(data.train, "augment", None),
+            "random_erasing": getattr(data.train, "random_erasing", None),
+        },
+    }
+
+
+def _check_resume(run_dir: Path, state: dict, now: dict[str, dict]) -> None:
+    """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's."""
+    meta = load_meta(run_dir)
+    saved_pos = (int(state["epoch"]), int(state["step"]))
+    meta_pos = (int(meta.get("epoch", saved_pos[0])), int(meta.get("step", saved_pos[1])))
+    if meta_pos != saved_pos:
+        raise ValueError(
+            f"{run_dir} is inconsistent: model.json is at epoch {meta_pos[0]} step {meta_pos[1]} but train_state.pt "
+            f"at epoch {saved_pos[0]} step {saved_pos[1]} (an older resnet-lab was killed while saving). The weights "
+            "still load for evaluate/predict, or continue with a warm restart: resnet-lab finetune --from "
+            f"{run_dir} --strategy all --out NEW_DIR"
+        )
+    saved = {"recipe": state.get("recipe"), "data": state.get("data")}
+    if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
+        saved["data"] = {k: meta.get(k) for k in ("classes", "input_size", "mean", "std")}
+        saved["data"]["dataset"] = meta.get("dataset")
+    diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}"
+             for part in ("recipe", "data") if saved[part]
+             for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
+            f"was started with; to train a finished run further, warm-restart from it: resnet-lab finetune --from "
+            f"{run_dir} --strategy all --epochs N --lr X --out NEW_DIR"
+        )
+
+
+def _differs(saved, now) -> bool:
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)):
+        return len(saved) != len(now) or any(_differs(a, b) for a, b in zip(saved, now))
+    if isinstance(saved, float) or isinstance(now, float):
+        return saved is None or now is None or not math.isclose(float(saved), float(now), rel_tol=1e-9, abs_tol=1e-12)
+    return saved != now
+
+
 def _append_metrics(run_dir: Path, record: dict) -> None:
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
 def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
-    """Records of the epochs that the checkpoint covers; later lines (from a crash) are dropped."""
+    """Records of the epochs that the checkpoint covers; later lines (from a crash) are dropped, and so
+    is a torn last line (a killed append)."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("no integer 'epoch'")
+        except ValueError as e:
+            if i == len(lines):
+                break  # the append a kill cut short: the checkpoint does not count that epoch anyway
+            raise ValueError(f"{path} line {i} is corrupt ({e}); delete that line (or the file) and resume") from e
+        records.append(record)
     records = [r for r in records if r["epoch"] <= upto]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records

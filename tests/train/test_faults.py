@@ -1,0 +1,313 @@
+"""Faults a user or the machine causes during training: divergence, kills mid-save, torn files,
+resuming with other settings, bad configuration. Each test names the fault and what must survive it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnet_lab.train import TrainConfig, TrainingDiverged, train
+from resnet_lab.train import checkpoint as ckpt
+from tinytrain import TinyNet, make_bundle
+
+
+def _cfg(out, **kw):
+    return TrainConfig(**{"epochs": 2, "lr": 0.05, "out": str(out), "progress": False, "plots": False,
+                          "device": "cpu", **kw})
+
+
+def _quiet(*_):
+    pass
+
+
+def _run(out, epochs=2, model=None, bundle=None, **kw):
+    torch.manual_seed(0)
+    return train(model or TinyNet(), bundle or make_bundle(), _cfg(out, epochs=epochs, **kw), log=_quiet)
+
+
+def _interrupted(out, epochs=2, after_epoch=1, **kw):
+    """A run of ``epochs`` epochs stopped (as by Ctrl-C) after ``after_epoch`` of them."""
+    def stop(record):
+        if record["epoch"] == after_epoch:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    h = train(TinyNet(), make_bundle(), _cfg(out, epochs=epochs, **kw), callbacks=[stop], log=_quiet)
+    assert h.interrupted
+    return h
+
+
+def _all_finite(path: Path) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in load_file(path).values() if t.is_floating_point())
+
+
+# --- divergence ---------------------------------------------------------------------------------
+
+
+def test_a_run_whose_bn_statistics_go_nan_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    _interrupted(out, epochs=2, after_epoch=1)
+    good = load_file(out / "model.safetensors")
+    model = TinyNet()
+
+    def poison(info):  # what a huge lr does: the loss stays finite while a running variance overflows
+        if info["epoch"] == 2 and info["step"] == 3:
+            model.bn.running_var.fill_(float("inf"))
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2.*bn.running_var.*last good checkpoint \(epoch 1\)"):
+        train(model, make_bundle(), _cfg(out, resume=True), step_callbacks=[poison], log=_quiet)
+    kept = load_file(out / "model.safetensors")
+    assert kept.keys() == good.keys() and all(torch.equal(kept[k], good[k]) for k in good)
+    assert json.loads((out / "model.json").read_text())["epoch"] == 1
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
+
+
+def test_cli_run_with_a_huge_lr_exits_nonzero_and_never_saves_nonfinite_weights(tmp_path, capsys):
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64",
+                 "--epochs", "2", "--batch-size", "16", "--lr", "1e6", "--no-progress", "--out", str(out)])
+    assert code != 0
+    assert "diverged" in capsys.readouterr().err or "became" in capsys.readouterr().err
+    for name in ("model.safetensors", "best.safetensors"):
+        if (out / name).exists():
+            assert _all_finite(out / name)
+
+
+# --- resume must match the saved run ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"epochs": 3}, "epochs: run has 2, now 3"),
+    ({"lr": 0.01}, "lr: run has 0.05, now 0.01"),
+    ({"optimizer": "adamw", "lr": 0.05}, "optimizer: run has 'sgd', now 'adamw'"),
+    ({"schedule": "cosine"}, "schedule"),
+    ({"weight_decay": 0.0}, "weight_decay"),
+])
+def test_resume_with_another_recipe_is_refused_with_the_difference_shown(tmp_path, change, expected):
+    out = tmp_path / "run"
+    history = _run(out, epochs=2, model=None, bundle=None)
+    assert not history.interrupted
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="cannot resume") as e:
+        _run(out, **{"epochs": 2, "resume": True, **change})
+    assert expected in str(e.value) and "finetune --from" in str(e.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing rewritten
+
+
+@pytest.mark.parametrize("bundle_change, expected", [
+    ({"classes": 4}, "classes"),
+    ({"batch_size": 8}, "global_batch_size: run has 16, now 8"),
+    ({"n_train": 80}, "num_train: run has 96, now 80"),
+])
+def test_resume_on_other_data_is_refused_and_leaves_the_run_untouched(tmp_path, bundle_change, expected):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    classes = bundle_change.get("classes", 3)
+    with pytest.raises(ValueError, match="cannot resume") as e:
+        _run(out, epochs=1, resume=True, model=TinyNet(classes), bundle=make_bundle(**bundle_change))
+    assert expected in str(e.value)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_cli_resume_on_another_dataset_is_refused_and_model_json_keeps_its_classes(tmp_path, capsys):
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    common = ["--model", "resnet8", "--image-size", "16", "--batch-size", "16", "--no-progress", "--out", str(out)]
+    assert main(["train", "--dataset", "fake", "--subset", "64", "--epochs", "1", *common]) == 0
+    meta = (out / "model.json").read_text()
+    assert main(["train", "--dataset", "fake", "--subset", "48", "--epochs", "2", *common, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "num_train: run has 64, now 48" in err and "epochs: run has 1, now 2" in err
+    assert (out / "model.json").read_text() == meta
+
+
+def test_resume_with_the_same_settings_continues_and_matches_an_uninterrupted_run(tmp_path):
+    straight, stitched = tmp_path / "straight", tmp_path / "stitched"
+    _run(straight, epochs=3, deterministic=True)
+
+    _interrupted(stitched, epochs=3, after_epoch=1, deterministic=True)
+    _run(stitched, epochs=3, deterministic=True, resume=True)
+    a, b = load_file(straight / "model.safetensors"), load_file(stitched / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- the checkpoint set is one atomic unit ------------------------------------------------------
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (not even except Exception handlers)."""
+
+
+def _second_checkpoint_killed(tmp_path, monkeypatch, *, fail_replace_at=None, fail_write_of=None):
+    out = tmp_path / "run"
+    _interrupted(out, epochs=2, after_epoch=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace, real_save = os.replace, torch.save
+    calls = {"n": 0}
+
+    def replace(src, dst):
+        if fail_replace_at is not None and ".checkpoint-pending" not in str(src) and str(src).endswith(".staged"):
+            calls["n"] += 1
+            if calls["n"] == fail_replace_at:
+                raise _Killed
+        return real_replace(src, dst)
+
+    def save(obj, f, *a, **k):
+        if fail_write_of == "train_state.pt":
+            raise _Killed
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    with pytest.raises(_Killed):
+        _run(out, epochs=2, resume=True)
+    monkeypatch.undo()
+    return out, before
+
+
+@pytest.mark.parametrize("fail_replace_at", [1, 2, 3])
+def test_a_kill_between_the_renames_of_a_checkpoint_is_rolled_forward_to_one_consistent_set(
+        tmp_path, monkeypatch, fail_replace_at):
+    out, _ = _second_checkpoint_killed(tmp_path, monkeypatch, fail_replace_at=fail_replace_at)
+    assert (out / ".checkpoint-pending.json").exists()  # committed, not finished
+    ckpt.recover_run_dir(out)
+    state = ckpt.load_train_state(out)
+    meta = json.loads((out / "model.json").read_text())
+    assert state["epoch"] == meta["epoch"] == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # The weights are the ones trained for epoch 2: an uninterrupted 2-epoch run has the same.
+    _run(tmp_path / "ref", epochs=2)
+    ref = load_file(tmp_path / "ref" / "model.safetensors")
+    got = load_file(out / "model.safetensors")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_a_kill_before_the_commit_point_keeps_the_old_set_and_the_next_start_removes_the_leftovers(
+        tmp_path, monkeypatch):
+    out, before = _second_checkpoint_killed(tmp_path, monkeypatch, fail_write_of="train_state.pt")
+    for name in ("model.safetensors", "best.safetensors", "model.json", "train_state.pt"):
+        assert (out / name).read_bytes() == before[name], name
+    (out / ".model.safetensors.x1y2.tmp").write_bytes(b"\0" * 100)  # a killed atomic_write's leftover
+    (out / ".best.safetensors.staged").write_bytes(b"\0" * 100)  # a killed write_file_set's leftover
+    leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert leftovers
+    h = _run(out, epochs=2, resume=True)  # the next start cleans up and finishes the run
+    assert h.last["epoch"] == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_torn_checkpoint_set_from_an_older_writer_is_detected_on_resume(tmp_path):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    meta = json.loads((out / "model.json").read_text())
+    meta["epoch"] = 2  # model.json renamed for epoch 2, train_state.pt still epoch 1
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"inconsistent: model.json is at epoch 2 .* train_state.pt at epoch 1"):
+        _run(out, epochs=2, resume=True)
+
+
+def test_run_files_are_readable_by_others_not_mode_0600(tmp_path):
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        _run(out, epochs=1)
+    finally:
+        os.umask(old)
+    for name in ("model.safetensors", "best.safetensors", "model.json", "train_state.pt"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+
+
+# --- torn and corrupt files ---------------------------------------------------------------------
+
+
+def test_a_torn_last_metrics_line_does_not_block_resume(tmp_path):
+    out = tmp_path / "run"
+    _interrupted(out, epochs=2, after_epoch=1)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_loss": 0.5, "test_lo')  # a killed append
+    h = _run(out, epochs=2, resume=True)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and h.last["epoch"] == 2
+
+
+def test_a_corrupt_metrics_line_in_the_middle_is_an_error_naming_the_file(tmp_path):
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3, after_epoch=2)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("garbage\n" + "\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 1 is corrupt"):
+        _run(out, epochs=3, resume=True)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 64, b"not a pickle at all"])
+def test_a_corrupt_train_state_is_an_error_naming_the_file(tmp_path, content):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    (out / "train_state.pt").write_bytes(content)
+    with pytest.raises(ValueError, match=r"train_state.pt cannot be read"):
+        _run(out, epochs=2, resume=True)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x07" * 40, b'{"not": "safetensors"}'])
+def test_a_corrupt_weights_file_is_an_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file"):
+        ckpt.load_state_dict_file(path)
+
+
+def test_corrupt_model_json_is_an_error_naming_the_file(tmp_path):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    (out / "model.json").write_text('{"arch": {"name": ')
+    with pytest.raises(ValueError, match=r"model.json is not valid JSON"):
+        ckpt.load_meta(out)
+
+
+# --- bad configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"grad_clip": -1.0}, "grad_clip must be a finite number > 0"),
+    ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0"),
+    ({"weight_decay": -5e-4}, "weight_decay must be a finite number >= 0"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"momentum": 1.5}, "momentum must be in"),
+    ({"warmup_epochs": -1.0}, "warmup_epochs must be between"),
+    ({"checkpoint_segments": -2}, "checkpoint_segments must be an int >= 0"),
+])
+def test_train_config_refuses_values_that_would_silently_corrupt_training(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw)
+
+
+def test_batch_size_1_with_batch_norm_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization.*--norm group"):
+        _run(tmp_path / "run", epochs=1, bundle=make_bundle(batch_size=1))
+
+
+def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path):
+    model = TinyNet()
+    model.bn = torch.nn.GroupNorm(2, 8)
+    steps = []
+    torch.manual_seed(0)
+    train(model, make_bundle(n_train=12, batch_size=1), _cfg(tmp_path / "run", epochs=1),
+          step_callbacks=[lambda info: steps.append(info["step"])], log=_quiet)
+    assert steps == list(range(1, 13))
+
+
+def test_checkpoint_segments_on_a_model_without_support_is_an_error_not_a_no_op(tmp_path):
+    with pytest.raises(ValueError, match="does not support gradient checkpointing"):
+        _run(tmp_path / "run", epochs=1, checkpoint_segments=2)
