@@ -2,7 +2,13 @@
 Recognition", arXiv:1409.1556), configurations A, B, D, E of the paper's Table 1.
 
 Module names and state-dict keys are torchvision's (``features.<i>``, ``avgpool``,
-``classifier.<i>``), so torchvision's ``vgg*`` checkpoints load with ``strict=True``.
+``classifier.<i>``), so torchvision's ``vgg*`` checkpoints load with ``strict=True``. timm's
+``vgg*`` checkpoints load too: timm keeps fc6 and fc7 as convolutions (``pre_logits.fc1``, a 7x7
+conv, and ``pre_logits.fc2``, a 1x1 conv) and fc8 as ``head.fc``; :func:`vgg_keys_from_timm`
+renames them and flattens the kernels into Linear weights, and ``VGG.load_state_dict`` applies
+it, so a timm state dict loads with ``strict=True`` and gives timm's outputs at 224 px (at any
+input whose last feature map is at most 7x7, i.e. up to 255 px; above that timm slides the 7x7
+conv over the larger map and averages, while torchvision's head first pools to 7x7).
 
 Normalization: the ``*_bn`` variants put ``norm_layer(norm)`` after every conv (batch norm by
 default, as torchvision's ``vgg*_bn``). The plain variants are the paper's network and have **no
@@ -13,13 +19,13 @@ the zoo takes the same arguments. Convs keep their bias in every variant, as tor
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Mapping, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..nn.norm import check_norm, norm_layer
-from .layers import ClassifierModel
+from .layers import ClassifierModel, replace_linear
 from .registry import register_model
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "vgg16_bn",
     "vgg19",
     "vgg19_bn",
+    "vgg_keys_from_timm",
 ]
 
 # Table 1 of the paper: conv widths, "M" a 2x2 max-pool. A=11, B=13, D=16, E=19 weight layers.
@@ -42,6 +49,36 @@ _CFGS: dict[str, list[Union[str, int]]] = {
     "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
     "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
+
+
+# timm's VGG head (timm/models/vgg.py: ConvMlp ``pre_logits`` and ``ClassifierHead`` ``head``)
+# -> torchvision's ``classifier`` Sequential (fc6, ReLU, Dropout, fc7, ReLU, Dropout, fc8).
+_TIMM_HEAD_KEYS = {"pre_logits.fc1.": "classifier.0.", "pre_logits.fc2.": "classifier.3.", "head.fc.": "classifier.6."}
+
+
+def vgg_keys_from_timm(state_dict: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    """A timm VGG state dict with torchvision's (and our) key names and Linear-shaped fc6/fc7.
+
+    timm keeps fc6 as a 7x7 conv over the 512x7x7 map and fc7 as a 1x1 conv (the inverse of its
+    ``_filter_fn``, which reshapes torchvision's weights into these). A kernel ``(out, 512, 7, 7)``
+    flattened to ``(out, 512 * 49)`` lists its entries in the (channel, row, column) order in which
+    ``torch.flatten`` lays out the pooled map, so the Linear computes the conv's single output.
+    Other keys (``features.*``, torchvision's own ``classifier.*``) pass through unchanged, so
+    the function is a no-op on a torchvision state dict.
+
+    Args:
+        state_dict: the weights.
+        prefix: where the VGG sits in ``state_dict`` (``""`` for the model itself).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        old = next((o for o in _TIMM_HEAD_KEYS if key.startswith(prefix + o)), None)
+        if old is not None:
+            key = prefix + _TIMM_HEAD_KEYS[old] + key[len(prefix + old):]
+            if value.dim() == 4:  # a conv kernel (out, C, k, k) -> Linear weight (out, C * k * k)
+                value = value.flatten(1)
+        out[key] = value
+    return out
 
 
 def make_vgg_features(
@@ -134,6 +171,28 @@ class VGG(ClassifierModel):
         """Pool, flatten, fc6, fc7, and fc8 unless ``pre_logits`` (then the fc7 features)."""
         x = torch.flatten(self.avgpool(x), 1)  # (B, 512 * 7 * 7)
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        """The final Linear (fc8, ``classifier.6``), as timm's ``get_classifier``; fc6 and fc7
+        are part of the features a transferred model keeps."""
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace fc8 by a fresh Linear with ``num_classes`` outputs (``nn.Identity`` for 0:
+        the fc7 features out, as timm); fc6 and fc7 keep their weights."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        self.classifier[-1] = replace_linear(self.classifier[-1], num_classes)
+        self.num_classes = num_classes
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # timm's keys and conv-shaped fc6/fc7 become torchvision's before the children load
+        # (torch's load_state_dict passes the children the entries of this, already renamed, dict).
+        renamed = vgg_keys_from_timm(state_dict, prefix)
+        if renamed.keys() != state_dict.keys():
+            state_dict.clear()
+            state_dict.update(renamed)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _vgg(
