@@ -1,0 +1,137 @@
+"""Every fault a user can cause ends in one line on stderr that names the file and the way out,
+exit code 2, never a traceback; and it loses nothing that was saved before."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from resnet_lab.cli import main
+from resnet_lab.train import checkpoint as ckpt
+
+TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
+         "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_errors")
+    run = root / "run"
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run)]) == 0
+    image = root / "img.png"
+    Image.new("L", (16, 16), 128).save(image)
+    return run, image
+
+
+def _one_line_error(capsys, must_name: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert must_name in err, err
+    return err
+
+
+def _commands(run, image, out):
+    return {
+        "evaluate": ["evaluate", str(run)],
+        "evaluate --best": ["evaluate", str(run), "--best"],
+        "predict": ["predict", str(run), str(image)],
+        "export": ["export", str(run), "--out", str(out / "m.onnx")],
+        "export --fuse-bn": ["export", str(run), "--fuse-bn", "--out", str(out / "m.onnx")],
+        "finetune --from": ["finetune", "--from", str(run), "--strategy", "last", *TRAIN[2:], "--epochs", "1",
+                            "--out", str(out / "ft")],
+        "train --resume": ["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"],
+    }
+
+
+@pytest.mark.parametrize("command", list(_commands("r", "i", Path("o"))))
+@pytest.mark.parametrize("content", [b"", b"\x13" * 200], ids=["empty", "random"])
+def test_a_corrupt_weights_file_is_one_line_naming_it_for_every_command_that_reads_one(
+        trained, tmp_path, capsys, command, content):
+    src, image = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    which = "best.safetensors" if command == "evaluate --best" else "model.safetensors"
+    (run / which).write_bytes(content)
+    args = _commands(run, image, tmp_path)[command]
+    assert main(args) == 2
+    _one_line_error(capsys, which)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage"], ids=["empty", "random"])
+def test_a_corrupt_train_state_on_resume_is_one_line_naming_it(trained, tmp_path, capsys, content):
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "train_state.pt").write_bytes(content)
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"]) == 2
+    _one_line_error(capsys, "train_state.pt")
+
+
+def test_an_out_path_below_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(blocker / "run")]) == 2
+    _one_line_error(capsys, str(blocker))
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    src, _ = trained
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.suffix in (".safetensors", ".pt", ".json")}
+
+    def full(state, path, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(ckpt, "save_file", full)
+    shutil.rmtree(run)
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(run)]) == 2
+    err = _one_line_error(capsys, "No space left on device")
+    assert "free some disk space" in err
+    assert not (run / "train_state.pt").exists()  # nothing half-written was left as a run
+    assert before  # the first run saved a full set
+
+
+def test_export_onto_a_directory_is_one_line_with_a_file_name_to_use(trained, tmp_path, capsys):
+    run, _ = trained
+    assert main(["export", str(run), "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, "is a directory")
+
+
+def test_an_unexpected_exception_is_still_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import resnet_lab.cli as cli
+
+    def boom(args):
+        raise KeyError("surprise")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", boom)
+    assert main(["models"]) == 3
+    _one_line_error(capsys, "RESNET_LAB_DEBUG")
+    monkeypatch.setenv("RESNET_LAB_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["models"])
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--grad-clip", "-1", "grad_clip"),
+    ("--weight-decay", "-0.1", "weight_decay"),
+    ("--lr", "inf", "lr must be a finite number"),
+    ("--batch-size", "1", "batch size 1"),
+])
+def test_values_that_would_corrupt_training_are_refused_before_anything_is_written(tmp_path, capsys, flag, value,
+                                                                                  message):
+    out = tmp_path / "run"
+    args = [a for a in TRAIN]
+    if flag == "--batch-size":
+        args[args.index("--batch-size") + 1] = value
+    else:
+        args += [flag, value]
+    assert main(["train", *args, "--epochs", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, message)
+    assert not (out / "model.safetensors").exists()
