@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 from .checkpoint import atomic_write
 
-__all__ = ["plot_curves", "plot_confusion"]
+__all__ = ["curves_figure", "plot_confusion", "plot_curves"]
 
 
 def _plt():
@@ -28,15 +29,52 @@ def _save(fig, path: str | os.PathLike) -> Path:
         plt.close(fig)
 
 
-def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train vs test, side by side."""
+def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> list[float]:
+    """``key`` of every epoch record, NaN (a gap in the line) where a record lacks it."""
+    return [scale * h[key] if h.get(key) is not None else math.nan for h in history]
+
+
+def _loss_labels(history: Sequence[dict], label_smoothing: float) -> dict[str, str]:
+    """Legend labels of the loss curves, saying which loss each one is.
+
+    With label smoothing the training loss is the smoothed objective, which stays well above the
+    plain cross-entropy the test loss measures even on a perfect fit (its floor is the entropy of
+    the smoothed targets), so the two are labelled apart and the plain training loss
+    (``train_loss_plain``), when recorded, is drawn as the curve comparable with the test loss.
+    """
+    has_plain = any(h.get("train_loss_plain") is not None for h in history)
+    if not label_smoothing and not has_plain:
+        return {"train_loss": "train loss", "test_loss": "test loss"}
+    smoothing = f"label smoothing {label_smoothing:g}" if label_smoothing else "with label smoothing"
+    labels = {"train_loss": f"train loss ({smoothing}, the objective)"}
+    if has_plain:
+        labels["train_loss_plain"] = "train loss (plain cross-entropy)"
+    labels["test_loss"] = "test loss (plain cross-entropy)"
+    return labels
+
+
+def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: float = 0.0):
+    """The figure :func:`plot_curves` saves: loss and accuracy per epoch, train vs test.
+
+    Args:
+        history: epoch records (``epoch``, ``train_loss``, ``test_loss``, ``train_acc``,
+            ``test_acc``; optionally ``train_loss_plain``, the plain cross-entropy on the training
+            batches of a run trained with label smoothing).
+        title: the figure's title.
+        label_smoothing: the smoothing the training loss was computed with (0 for none); it is
+            named in the legend, since that loss is not comparable with the test loss.
+
+    Returns:
+        A matplotlib ``Figure`` (close it with ``matplotlib.pyplot.close``).
+    """
     plt = _plt()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label, style in (("train_loss", "train", "-"), ("test_loss", "test", "--")):
-        ax_loss.plot(epochs, [h.get(key) for h in history], style, marker="o", ms=3, label=label)
+    styles = {"train_loss": "-", "train_loss_plain": "-.", "test_loss": "--"}
+    for key, label in _loss_labels(history, label_smoothing).items():
+        ax_loss.plot(epochs, _series(history, key), styles[key], marker="o", ms=3, label=label)
     for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
-        ax_acc.plot(epochs, [100 * h[key] for h in history if key in h], style, marker="o", ms=3, label=label)
+        ax_acc.plot(epochs, _series(history, key, 100), style, marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     best = max((h.get("test_acc", 0) for h in history), default=0)
@@ -44,10 +82,24 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike, title: str = "
     ax_acc.text(epochs[0], 100 * best, f" best {100 * best:.2f}%", va="bottom", fontsize=8, color="gray")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
+
+
+def plot_curves(
+    history: Sequence[dict], path: str | os.PathLike, title: str = "", label_smoothing: float = 0.0
+) -> Path:
+    """Save :func:`curves_figure` as a PNG at ``path`` (atomically) and return the path.
+
+    Args:
+        history: epoch records (see :func:`curves_figure`).
+        path: the PNG file.
+        title: the figure's title.
+        label_smoothing: the training loss's label smoothing, named in the legend.
+    """
+    return _save(curves_figure(history, title, label_smoothing), path)
 
 
 def plot_confusion(cm, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
