@@ -122,15 +122,15 @@ def test_fashion_mnist_found_in_torchvision_cache_layout(isolated):
 
 
 def test_missing_fashion_mnist_error_lists_every_way_and_place(isolated, monkeypatch):
-    monkeypatch.setenv("RESNET_LAB_DATA", str(isolated / "envdir"))
-    incomplete = isolated / "given"
+    incomplete = isolated / "envdir"
+    monkeypatch.setenv("RESNET_LAB_DATA", str(incomplete))
     make_fmnist(incomplete)
     (incomplete / "t10k-labels-idx1-ubyte.gz").unlink()  # an incomplete folder does not count
     with pytest.raises(DataNotFoundError) as e:
-        load_data("fashion-mnist", data_dir=incomplete)
+        load_data("fashion-mnist")  # no data_dir: the whole search order (an explicit one: test_bad_input.py)
     msg = str(e.value)
     for needle in ("apt-get install dataset-fashion-mnist", "--data-dir", "RESNET_LAB_DATA", "--download",
-                   str(incomplete), str(isolated / "envdir"), str(isolated / "debian"), str(isolated / "cache")):
+                   str(incomplete), str(isolated / "debian"), str(isolated / "cache")):
         assert needle in msg, needle
 
 

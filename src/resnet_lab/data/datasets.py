@@ -2,13 +2,14 @@
 
 Sources (see docs/DATA.md):
 
-* ``fashion-mnist``: the four IDX files, looked for in ``data_dir``, ``$RESNET_LAB_DATA``, the
-  Debian package path (:data:`DEBIAN_FASHION_MNIST`), then the torchvision download cache.
+* ``fashion-mnist``: the four IDX files, in ``data_dir`` when it is given (and nowhere else), else
+  looked for in ``$RESNET_LAB_DATA``, the Debian package path (:data:`DEBIAN_FASHION_MNIST`), then
+  the torchvision download cache.
 * ``cifar10`` / ``cifar100``: torchvision's python-pickle batches (``cifar-10-batches-py``,
-  ``cifar-100-python``) in ``data_dir``, ``$RESNET_LAB_DATA`` or the cache; downloaded through
-  torchvision only with ``download=True``. The batches are read here with a restricted unpickler
-  (numpy arrays, lists, dicts, bytes only) rather than through torchvision's Dataset, which skips
-  its per-sample PIL conversion and its md5 pass.
+  ``cifar-100-python``) in ``data_dir`` when given, else ``$RESNET_LAB_DATA`` or the cache;
+  downloaded through torchvision only with ``download=True``. The batches are read here with a
+  restricted unpickler (numpy arrays, lists, dicts, bytes only) rather than through torchvision's
+  Dataset, which skips its per-sample PIL conversion and its md5 pass.
 * ``folder``: a class-per-folder tree (:mod:`resnet_lab.data.folder`), streamed from disk.
 * ``fake``: class-dependent random images for smoke runs.
 
@@ -43,6 +44,7 @@ __all__ = [
     "DEBIAN_FASHION_MNIST",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
+    "MIN_IMAGE_SIZE",
     "DataBundle",
     "DataNotFoundError",
     "DatasetInfo",
@@ -70,6 +72,11 @@ FASHION_MNIST_CLASSES = [
 ]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _GRAY_IMAGENET_MEAN, _GRAY_IMAGENET_STD = (0.449,), (0.226,)  # channel means of IMAGENET_MEAN/STD
+# The smallest image side accepted. The CIFAR-style ResNets used for inputs up to 64 px halve the
+# resolution twice (stages 2 and 3): from 4 px on, each stride-2 convolution halves a real map
+# (4 -> 2 -> 1); below it one runs on a single pixel, i.e. mostly on zero padding, and the pad-crop
+# augmentation (at least 1 px) shifts by half the image. Sizes like 1 or 0 are typos, not tasks.
+MIN_IMAGE_SIZE = 4
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -159,12 +166,29 @@ def cache_dir() -> Path:
 
 
 def _bases(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
-    out = []
+    # An explicit data_dir is the only place looked at: training on another copy found elsewhere
+    # (the Debian package, $RESNET_LAB_DATA) when the given folder lacks the files would be silent.
     if data_dir:
-        out.append(("--data-dir", Path(data_dir).expanduser()))
+        return [("--data-dir", Path(data_dir).expanduser())]
     if os.environ.get(ENV_DATA):
-        out.append((f"${ENV_DATA}", Path(os.environ[ENV_DATA]).expanduser()))
-    return out
+        return [(f"${ENV_DATA}", Path(os.environ[ENV_DATA]).expanduser())]
+    return []
+
+
+def _explicit_dir_notes(data_dir: str | os.PathLike | None, incomplete: str, elsewhere: str) -> tuple[str, str]:
+    """The two parts of a not-found message about an explicit data_dir (both "" without one): what
+    is wrong with it (missing, a file, else ``incomplete``), and that ``elsewhere`` was not searched.
+    """
+    if not data_dir:
+        return "", ""
+    given = Path(data_dir).expanduser()
+    problem = incomplete
+    if not given.is_dir():
+        problem = "it is a file, not a folder" if given.exists() else "it does not exist"
+    return (
+        f" in --data-dir {given} ({problem})",
+        f"An explicit --data-dir is the only place looked at; without it {elsewhere} are searched.\n",
+    )
 
 
 def _idx_file(folder: Path, stem: str) -> Path | None:
@@ -178,32 +202,47 @@ def _fashion_mnist_places(data_dir: str | os.PathLike | None) -> list[tuple[str,
     places = []
     for label, base in _bases(data_dir):
         places += [(label, base), (label, base / "fashion-mnist"), (label, base / "FashionMNIST" / "raw")]
-    places.append(("Debian package dataset-fashion-mnist", Path(DEBIAN_FASHION_MNIST)))
-    places.append(("torchvision download cache", cache_dir() / "FashionMNIST" / "raw"))
+    if not data_dir:
+        places.append(("Debian package dataset-fashion-mnist", Path(DEBIAN_FASHION_MNIST)))
+        places.append(("torchvision download cache", cache_dir() / "FashionMNIST" / "raw"))
     return places
 
 
-def _fashion_mnist_howto(places: list[tuple[str, Path]], why: str = "") -> str:
+def _fashion_mnist_howto(
+    places: list[tuple[str, Path]], why: str = "", data_dir: str | os.PathLike | None = None
+) -> str:
     searched = "\n".join(f"  - {p} ({label})" for label, p in places)
+    where, explicit = _explicit_dir_notes(
+        data_dir, "no folder below has all four IDX files",
+        f"${ENV_DATA}, {DEBIAN_FASHION_MNIST} and the download cache",
+    )
     return (
-        "Fashion-MNIST not found" + (f" ({why})" if why else "") + ". Get it one of these ways:\n"
+        f"Fashion-MNIST not found{where}" + (f" ({why})" if why else "") + ". Get it one of these ways:\n"
         "  1. sudo apt-get install dataset-fashion-mnist   (Debian/Ubuntu; installs "
         f"{DEBIAN_FASHION_MNIST})\n"
         "  2. --data-dir DIR (or data_dir=DIR) pointing at a folder with the four IDX files "
         "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
         "t10k-labels-idx1-ubyte[.gz])\n"
         f"  3. export {ENV_DATA}=DIR with those files in DIR or DIR/fashion-mnist\n"
-        f"  4. --download (download=True) with internet access: torchvision fetches it into {cache_dir()}\n"
-        f"Searched, in order:\n{searched}"
+        f"  4. --download (download=True) with internet access: torchvision fetches it into "
+        f"{_download_root(data_dir) / 'FashionMNIST' / 'raw'}\n"
+        f"{explicit}Searched, in order:\n{searched}"
     )
+
+
+def _download_root(data_dir: str | os.PathLike | None) -> Path:
+    """Where ``download=True`` puts files: the explicit data_dir (so that it then holds them), else
+    the cache."""
+    return Path(data_dir).expanduser() if data_dir else cache_dir()
 
 
 def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """Locate the four Fashion-MNIST IDX files (plain or ``.gz``), first complete folder wins.
 
     Args:
-        data_dir: searched first (also its ``fashion-mnist`` and ``FashionMNIST/raw`` sub-folders);
-            then ``$RESNET_LAB_DATA`` likewise, then :data:`DEBIAN_FASHION_MNIST`, then the cache.
+        data_dir: when given, the only folder searched (with its ``fashion-mnist`` and
+            ``FashionMNIST/raw`` sub-folders); when None, ``$RESNET_LAB_DATA`` likewise, then
+            :data:`DEBIAN_FASHION_MNIST`, then the cache.
 
     Returns:
         ``{"train_images": path, "train_labels": ..., "test_images": ..., "test_labels": ...}``.
@@ -216,7 +255,7 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, P
         files = {k: _idx_file(folder, stem) for k, stem in FASHION_MNIST_FILES.items()}
         if all(files.values()):
             return files  # type: ignore[return-value]
-    raise DataNotFoundError(_fashion_mnist_howto(places))
+    raise DataNotFoundError(_fashion_mnist_howto(places, data_dir=data_dir))
 
 
 def read_fashion_mnist(files: dict[str, Path]) -> _Arrays:
@@ -239,11 +278,11 @@ def read_fashion_mnist(files: dict[str, Path]) -> _Arrays:
     )
 
 
-def _download_fashion_mnist() -> None:
+def _download_fashion_mnist(root: Path) -> None:
     from torchvision.datasets import FashionMNIST
 
     for train in (True, False):
-        FashionMNIST(root=str(cache_dir()), train=train, download=True)
+        FashionMNIST(root=str(root), train=train, download=True)
 
 
 # ----------------------------------------------------------------------------- CIFAR
@@ -284,7 +323,7 @@ def _load_batch(path: Path) -> dict[str, Any]:
 def _cifar_places(name: str, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     folder = _CIFAR[name]["folder"]
     places = []
-    for label, base in _bases(data_dir) + [("download cache", cache_dir())]:
+    for label, base in _bases(data_dir) + ([] if data_dir else [("download cache", cache_dir())]):
         places += [(label, base / folder), (label, base)] if base.name != folder else [(label, base)]
     return places
 
@@ -294,9 +333,11 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
 
     Args:
         name: "cifar10" or "cifar100".
-        data_dir: folder holding ``cifar-10-batches-py``/``cifar-100-python`` (or that folder itself);
-            then ``$RESNET_LAB_DATA``, then the cache are searched.
-        download: fetch through torchvision into :func:`cache_dir` when not found.
+        data_dir: folder holding ``cifar-10-batches-py``/``cifar-100-python`` (or that folder
+            itself), the only place searched when given; when None, ``$RESNET_LAB_DATA``, then the
+            cache are searched.
+        download: fetch through torchvision when not found, into ``data_dir`` when given, else into
+            :func:`cache_dir`.
     """
     spec = _CIFAR[name]
     needed = spec["train"] + spec["test"] + [spec["meta"]]
@@ -305,20 +346,26 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
     if hit is None and download:
         import torchvision.datasets as tvd
 
+        root = _download_root(data_dir)
         try:
-            getattr(tvd, spec["tv"])(root=str(cache_dir()), train=True, download=True)
+            getattr(tvd, spec["tv"])(root=str(root), train=True, download=True)
         except Exception as e:
-            raise DataNotFoundError(f"downloading {name} into {cache_dir()} failed: {e}") from e
-        hit = cache_dir() / spec["folder"]
+            raise DataNotFoundError(f"downloading {name} into {root} failed: {e}") from e
+        hit = root / spec["folder"]
     if hit is None:
         searched = "\n".join(f"  - {p} ({label})" for label, p in places)
+        where, explicit = _explicit_dir_notes(
+            data_dir, f"no complete {spec['folder']}/ in it, nor its files directly in it",
+            f"${ENV_DATA} and the download cache",
+        )
         raise DataNotFoundError(
-            f"{name} not found. Get it one of these ways:\n"
-            f"  1. --download (download=True) with internet access: torchvision fetches it into {cache_dir()}\n"
+            f"{name} not found{where}. Get it one of these ways:\n"
+            f"  1. --download (download=True) with internet access: torchvision fetches it into "
+            f"{_download_root(data_dir)}\n"
             f"  2. --data-dir DIR with DIR/{spec['folder']}/ holding {', '.join(needed)} "
             "(torchvision's python version, https://www.cs.toronto.edu/~kriz/cifar.html)\n"
             f"  3. export {ENV_DATA}=DIR likewise\n"
-            f"Searched, in order:\n{searched}"
+            f"{explicit}Searched, in order:\n{searched}"
         )
 
     def split(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -486,12 +533,25 @@ def _check_name(name: str) -> str:
 
 
 def _select(
-    y: torch.Tensor, subset: int | None, per_class: int | None, seed: int
+    y: torch.Tensor, subset: int | None, per_class: int | None, seed: int, what: str
 ) -> torch.Tensor | None:
+    """Indices of the training samples kept by ``per_class`` then ``subset`` (None: all).
+
+    Args:
+        what: the data's name for the error message (e.g. "fake", "image folder DIR").
+    """
     idx = None
     if per_class is not None:
         idx = select_per_class(y, per_class, seed)
     if subset is not None:
+        n = y.numel() if idx is None else idx.numel()
+        if subset > n:
+            # select_subset would quietly keep all n: a run "on N images" must not train on fewer.
+            after = f" after per_class={per_class}" if per_class is not None else ""
+            raise ValueError(
+                f"--subset {subset} is more than the {n} training images of {what}{after}; "
+                f"drop --subset to train on all {n}, or pass a smaller N"
+            )
         inner = select_subset(y if idx is None else y[idx], subset, seed)
         idx = inner if idx is None else idx[inner]
     return idx
@@ -507,7 +567,38 @@ def _check_classes(classes: Sequence[int] | None, names: list[str]) -> list[int]
             f"classes={classes}: expected distinct labels in 0..{len(names) - 1} ({len(names)} classes), "
             f"e.g. classes=[0, 1, 2, 3, 4]"
         )
+    if len(classes) < 2:
+        # One class trains to a meaningless 100%: every prediction is right.
+        raise ValueError(
+            f"classes={classes} keeps only one class ({names[classes[0]]!r}); a classifier needs at least 2, "
+            f"e.g. classes=[{classes[0]}, {(classes[0] + 1) % len(names)}]"
+        )
     return classes
+
+
+def _check_arguments(
+    batch_size: int, eval_batch_size: int | None, image_size: int | None, in_channels: int | None,
+    subset: int | None, per_class: int | None, random_erasing: float,
+) -> None:
+    """Refuse bad :func:`load_data` arguments before any file is read, each with its CLI flag."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size (--batch-size) must be at least 1, got {batch_size}")
+    if eval_batch_size is not None and eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be at least 1 (or None for batch_size), got {eval_batch_size}")
+    if in_channels is not None and in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    if image_size is not None and image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {image_size}: smaller images leave "
+            "the networks' stride-2 stages nothing but padding; leave it out to use the dataset's own size"
+        )
+    if subset is not None and subset < 1:
+        raise ValueError(
+            f"subset (--subset) must be a positive number of training images, got {subset}; drop it to train on all"
+        )
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be a positive number of training images per class, got {per_class}")
+    check_erase_probability(random_erasing)
 
 
 def load_data(
@@ -538,19 +629,24 @@ def load_data(
 
     Args:
         name: "fashion-mnist", "cifar10", "cifar100", "folder" or "fake".
-        data_dir: where to look first (required for "folder").
+        data_dir: the folder holding the data (required for "folder"). When given, it is the only
+            place looked at; when None, ``$RESNET_LAB_DATA``, the Debian path (Fashion-MNIST) and
+            the download cache are searched.
         batch_size: training samples per batch per rank.
         device: where data live (in-memory datasets) and batches arrive.
         augment: random pad-crop + flip (in-memory) or RandomResizedCrop + flip (folder) for train.
-        subset: keep N training samples, chosen at random and stratified by class (quick runs).
+        subset: keep N training samples, chosen at random and stratified by class (quick runs);
+            more than there are is an error.
         seed: seeds epoch order, augmentation, subset/per-class choice, the folder val split and
             the fake data.
         num_workers: decoding workers for "folder" (in-memory datasets need none).
-        image_size: output side length; default: native (28 Fashion-MNIST, 32 CIFAR and fake);
-            for folders the median short side when every image is at most 64 px, else 224.
+        image_size: output side length, at least :data:`MIN_IMAGE_SIZE` (4); default: native (28
+            Fashion-MNIST, 32 CIFAR and fake); for folders the median short side (at least 4) when
+            every image is at most 64 px, else 224.
         in_channels: 1 or 3; default: native (1 Fashion-MNIST, 3 otherwise). Grayscale is
             repeated to 3 channels; RGB becomes gray with the ITU-R 601-2 luma weights.
-        download: allow torchvision to download Fashion-MNIST/CIFAR into :func:`cache_dir`.
+        download: allow torchvision to download Fashion-MNIST/CIFAR into ``data_dir`` when given,
+            else into :func:`cache_dir`.
         val_fraction: for a folder without train/val sub-folders, the share of each class held out
             as the test split (seeded).
         drop_last: drop the last incomplete training batch.
@@ -571,16 +667,12 @@ def load_data(
 
     Raises:
         DataNotFoundError: the files are not found (the message lists every way to get them).
-        ValueError: bad arguments or unusable folders, with what was expected.
+        FileNotFoundError, NotADirectoryError: a folder dataset's ``data_dir`` is missing or a file.
+        ValueError: bad arguments (``subset`` beyond the data, ``image_size`` below 4, a single
+            class, ...) or unusable folders, with what was expected.
     """
     key = _check_name(name)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if in_channels is not None and in_channels not in (1, 3):
-        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}")
-    check_erase_probability(random_erasing)
+    _check_arguments(batch_size, eval_batch_size, image_size, in_channels, subset, per_class, random_erasing)
     eval_bs = eval_batch_size or batch_size
     if key == "folder":
         return _load_folder(
@@ -596,9 +688,11 @@ def load_data(
             if not download:
                 raise
             try:
-                _download_fashion_mnist()
+                _download_fashion_mnist(_download_root(data_dir))
             except Exception as e:
-                raise DataNotFoundError(_fashion_mnist_howto(_fashion_mnist_places(data_dir), f"download failed: {e}")) from e
+                raise DataNotFoundError(
+                    _fashion_mnist_howto(_fashion_mnist_places(data_dir), f"download failed: {e}", data_dir)
+                ) from e
             files = find_fashion_mnist(data_dir)
         arrays = read_fashion_mnist(files)
     elif key in _CIFAR:
@@ -621,7 +715,7 @@ def load_data(
     if channels > tx.shape[1]:  # gray repeated to RGB: every channel has the gray statistics
         tx, vx = _convert_channels(tx, channels), _convert_channels(vx, channels)
         mean, std = mean * channels, std * channels
-    idx = _select(ty, subset, per_class, seed)
+    idx = _select(ty, subset, per_class, seed, key)
     if idx is not None:
         tx, ty = tx[idx], ty[idx]
     h = tx.shape[-1]
@@ -672,13 +766,19 @@ def _load_folder(
         test_s = [s for s, m in zip(train_s, mask) if m]
         train_s = [s for s, m in zip(train_s, mask) if not m]
     names = scan.classes
+    if len(names) < 2:
+        # One class trains to a meaningless 100%: every prediction is right.
+        raise ValueError(
+            f"image folder {train_dir} has one class sub-folder, {names[0]!r}; a classifier needs at least 2 "
+            f"classes: put each class's images in its own sub-folder ({train_dir}/<class>/<image>)"
+        )
     keep = _check_classes(classes, names)
     if keep is not None:
         lut = {old: new for new, old in enumerate(keep)}
         train_s = [(p, lut[lab]) for p, lab in train_s if lab in lut]
         test_s = [(p, lut[lab]) for p, lab in test_s if lab in lut]
         names = [names[c] for c in keep]
-    idx = _select(torch.tensor([lab for _, lab in train_s]), subset, per_class, seed)
+    idx = _select(torch.tensor([lab for _, lab in train_s]), subset, per_class, seed, f"image folder {train_dir}")
     if idx is not None:
         train_s = [train_s[i] for i in idx.tolist()]
     if not test_s:
@@ -686,7 +786,7 @@ def _load_folder(
     if image_size is None:
         # Small images (icons, CIFAR-like crops) keep their size; photos go to the ImageNet 224.
         small = all(max(w, h) <= SMALL_INPUT_MAX for w, h in sizes)
-        image_size = int(statistics.median(min(w, h) for w, h in sizes)) if small else 224
+        image_size = max(MIN_IMAGE_SIZE, int(statistics.median(min(w, h) for w, h in sizes))) if small else 224
     channels = in_channels or 3
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (_GRAY_IMAGENET_MEAN, _GRAY_IMAGENET_STD)
     info = DatasetInfo(

@@ -77,10 +77,15 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
 
     Raises:
         FileNotFoundError: ``root`` is missing.
+        NotADirectoryError: ``root`` is a file.
         ValueError: no class sub-folders, a class folder without readable images, or a val class
             the train split does not have.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"image folder {root} is a file, not a folder; pass --data-dir DIR with one sub-folder per class"
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; pass --data-dir with one sub-folder per class")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))

@@ -1,0 +1,191 @@
+"""load_data refuses input that would train on the wrong thing or on nothing, with one error that
+names the bad value and the way out: an explicit data_dir without the files (no silent fallback to
+another copy), a one-class folder, --subset beyond the data, tiny image sizes, batch sizes below 1.
+
+Fixtures are written here byte by byte (IDX from the format description, CIFAR as plain pickles).
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import resnet_lab.data.datasets as ds
+from resnet_lab.data import DataNotFoundError, load_data
+
+FMNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def write_fmnist(folder: Path, n: int = 10) -> Path:
+    """The four IDX files (uint8, big-endian dims), 28x28 images of value 7, labels 0..9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in FMNIST_STEMS:
+        arr = np.full((n, 28, 28), 7, np.uint8) if "images" in stem else (np.arange(n) % 10).astype(np.uint8)
+        head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+        (folder / stem).write_bytes(head + arr.tobytes())
+    return folder
+
+
+def write_cifar10(root: Path, n: int = 4) -> Path:
+    """torchvision's cifar-10-batches-py layout with n random images per batch."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"labels": list(rng.integers(0, 10, n)), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2))
+    return root
+
+
+@pytest.fixture
+def copies_elsewhere(tmp_path, monkeypatch):
+    """Complete datasets in every place of the search order except the explicit folder: in
+    $RESNET_LAB_DATA (Fashion-MNIST and CIFAR-10), the Debian path and the cache."""
+    env = tmp_path / "env"
+    write_fmnist(env)
+    write_cifar10(env)
+    monkeypatch.setenv("RESNET_LAB_DATA", str(env))
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", write_fmnist(tmp_path / "debian"))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    write_fmnist(tmp_path / "cache" / "FashionMNIST" / "raw")
+    write_cifar10(tmp_path / "cache")
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing", "file"])
+def test_explicit_data_dir_without_fashion_mnist_is_an_error_naming_it_and_every_way(copies_elsewhere, kind):
+    given = copies_elsewhere / "given"
+    if kind == "empty":
+        given.mkdir()
+    elif kind == "file":
+        given.write_text("not a folder")
+    with pytest.raises(FileNotFoundError) as e:  # DataNotFoundError is one
+        load_data("fashion-mnist", data_dir=given, batch_size=2)
+    assert isinstance(e.value, DataNotFoundError)
+    msg = str(e.value)
+    assert f"in --data-dir {given}" in msg
+    assert {"empty": "no folder below has all four", "missing": "does not exist", "file": "is a file"}[kind] in msg
+    for way in ("--data-dir DIR", "t10k-labels-idx1-ubyte[.gz]", "RESNET_LAB_DATA",
+                "apt-get install dataset-fashion-mnist", "--download"):
+        assert way in msg, way
+
+
+def test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout(copies_elsewhere):
+    for sub in ("", "fashion-mnist", "FashionMNIST/raw"):
+        root = copies_elsewhere / f"given{len(sub)}"
+        write_fmnist(root / sub if sub else root, n=20)
+        b = load_data("fashion-mnist", data_dir=root, batch_size=2, augment=False)
+        assert b.num_train == 20 and b.info.source == str(root / sub if sub else root)
+
+
+def test_download_with_explicit_data_dir_fills_that_folder(copies_elsewhere, monkeypatch):
+    got = []
+
+    def fake_download(root: Path) -> None:  # stands in for torchvision's FashionMNIST(download=True)
+        got.append(root)
+        write_fmnist(root / "FashionMNIST" / "raw", n=30)
+
+    monkeypatch.setattr(ds, "_download_fashion_mnist", fake_download)
+    given = copies_elsewhere / "given"
+    b = load_data("fashion-mnist", data_dir=given, download=True, batch_size=2)
+    assert got == [given] and b.num_train == 30
+    assert b.info.source == str(given / "FashionMNIST" / "raw")
+
+
+def test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy(copies_elsewhere):
+    given = copies_elsewhere / "given"
+    given.mkdir()
+    with pytest.raises(DataNotFoundError) as e:
+        load_data("cifar10", data_dir=given, batch_size=2)
+    msg = str(e.value)
+    assert f"in --data-dir {given}" in msg and "cifar-10-batches-py" in msg
+    assert "--download" in msg and "RESNET_LAB_DATA" in msg
+    # without data_dir the search order still finds the copy in $RESNET_LAB_DATA
+    assert load_data("cifar10", batch_size=2).num_train == 5 * 4
+
+
+def test_folder_data_dir_that_is_a_file_is_not_a_directory_error(tmp_path):
+    f = tmp_path / "photos.zip"
+    f.write_bytes(b"PK\x03\x04")
+    with pytest.raises(NotADirectoryError, match=f"{f} is a file"):
+        load_data("folder", data_dir=f, num_workers=0)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope'} does not exist"):
+        load_data("folder", data_dir=tmp_path / "nope", num_workers=0)
+
+
+def save_images(folder: Path, n: int, size: int = 10) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (size, size), (i * 30, 0, 0)).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("layout", ["flat", "train_val"])
+def test_folder_with_one_class_is_refused_naming_the_folder_and_the_class(tmp_path, layout):
+    root = tmp_path / "data"
+    if layout == "flat":
+        save_images(root / "cats", 4)
+        where = root
+    else:
+        save_images(root / "train" / "cats", 4)
+        save_images(root / "val" / "cats", 2)
+        where = root / "train"
+    with pytest.raises(ValueError, match=f"{where} has one class sub-folder, 'cats'; a classifier needs at least 2"):
+        load_data("folder", data_dir=root, num_workers=0)
+
+
+def test_selecting_a_single_class_is_refused():
+    with pytest.raises(ValueError, match=r"classes=\[3\] keeps only one class \('class3'\).*at least 2"):
+        load_data("fake", classes=[3])
+
+
+def test_subset_larger_than_the_training_data_is_refused_naming_both_numbers():
+    # fake: 512 training images; the old code quietly trained on all 512
+    with pytest.raises(ValueError, match=r"--subset 513 is more than the 512 training images of fake; drop --subset"):
+        load_data("fake", subset=513)
+    assert load_data("fake", subset=512, batch_size=64).num_train == 512  # all of it is still fine
+    with pytest.raises(ValueError, match=r"--subset 40 is more than the 30 .* after per_class=3"):
+        load_data("fake", per_class=3, subset=40)
+
+
+def test_subset_larger_than_a_folder_is_refused(tmp_path):
+    save_images(tmp_path / "a", 3)
+    save_images(tmp_path / "b", 3)
+    with pytest.raises(ValueError, match=f"--subset 50 is more than the 4 training images of image folder {tmp_path}"):
+        load_data("folder", data_dir=tmp_path, subset=50, num_workers=0, val_fraction=0.34)
+
+
+@pytest.mark.parametrize("n", [0, -5])
+def test_subset_below_one_is_refused_with_the_flag(n):
+    with pytest.raises(ValueError, match=rf"subset \(--subset\) must be a positive number of training images, got {n}"):
+        load_data("fake", subset=n)
+
+
+@pytest.mark.parametrize("size", [-3, 0, 1, 3])
+def test_image_size_below_4_is_refused(size):
+    with pytest.raises(ValueError, match=rf"image_size \(--image-size\) must be at least 4 px, got {size}"):
+        load_data("fake", image_size=size)
+
+
+def test_image_size_4_works_and_a_folder_of_tinier_images_is_upscaled_to_4(tmp_path):
+    b = load_data("fake", image_size=4, batch_size=16)
+    assert b.info.input_size == (3, 4, 4) and next(iter(b.train))[0].shape == (16, 3, 4, 4)
+    save_images(tmp_path / "a", 3, size=2)
+    save_images(tmp_path / "b", 3, size=2)
+    f = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, augment=False, val_fraction=0.34)
+    assert f.info.input_size == (3, 4, 4) and next(iter(f.train))[0].shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(batch_size=0), r"batch_size \(--batch-size\) must be at least 1, got 0"),
+    (dict(batch_size=-4), r"batch_size \(--batch-size\) must be at least 1, got -4"),
+    (dict(eval_batch_size=0), r"eval_batch_size must be at least 1 \(or None for batch_size\), got 0"),
+])
+def test_batch_sizes_below_one_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        load_data("fake", **kw)
