@@ -167,22 +167,16 @@ class InMemoryLoader(_EpochState):
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
-        if len(mean) != images.shape[1] or len(std) != images.shape[1]:
-            raise ValueError(f"mean/std need {images.shape[1]} values (one per channel), got {len(mean)}/{len(std)}")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size = int(batch_size)
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.set_normalization(mean, std)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.padding, self.flip, self.seed = int(padding), flip, int(seed)
         self.random_erasing = float(random_erasing)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
-        c = images.shape[1]
-        # Normalization constants live on the device once, not rebuilt from Python lists per batch.
-        self._mean255 = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
-        self._inv_std255 = 1.0 / (torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
         self.num_samples = int(images.shape[0])
         self._slices = batch_slices(
             self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
@@ -195,6 +189,21 @@ class InMemoryLoader(_EpochState):
 
     def __len__(self) -> int:
         return len(self._slices)
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalize with these statistics from the next batch on (e.g. a pretrained model's);
+        every other option (augmentation, random erasing, order, epoch, position) stays.
+
+        Args:
+            mean, std: per-channel statistics on the 0..1 scale, one per image channel.
+        """
+        c = self.images.shape[1]
+        if len(mean) != c or len(std) != c:
+            raise ValueError(f"mean/std need {c} values (one per channel), got {len(mean)}/{len(std)}")
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        # Normalization constants live on the device once, not rebuilt from Python lists per batch.
+        self._mean255 = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
+        self._inv_std255 = 1.0 / (torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
 
     def augment_params(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The crop offsets and flips of every position in epoch ``epoch``'s global order (so all
@@ -284,6 +293,23 @@ class StreamingLoader(_EpochState):
 
     def __len__(self) -> int:
         return len(self._slices)
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalize with these statistics from the next batch on: changes the ``Normalize`` step
+        of the dataset's transform in place; augmentation and random erasing stay.
+
+        Args:
+            mean, std: per-channel statistics on the 0..1 scale, one per image channel.
+
+        Raises:
+            ValueError: the dataset has samples but no transform with a ``Normalize`` step.
+        """
+        transform = getattr(self.dataset, "transform", None)
+        steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ == "Normalize"]
+        if not steps and self.num_samples:
+            raise ValueError(f"cannot set the normalization of {type(self.dataset).__name__}: no Normalize step found")
+        for t in steps:
+            t.mean, t.std = [float(v) for v in mean], [float(v) for v in std]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.epoch, self.position

@@ -186,36 +186,19 @@ def use_normalization(data, mean: Sequence[float], std: Sequence[float]) -> None
     """Make ``data`` (a :class:`~resnet_lab.data.DataBundle`) normalize with the weights' mean/std.
 
     The pretrained layers expect inputs scaled as in their own training; the target data's own
-    statistics would shift every activation of the first layer.
+    statistics would shift every activation of the first layer. The loaders are changed in place
+    (``set_normalization``), not rebuilt, so every other loader option (augmentation, random
+    erasing, flip, subset, channels_last, epoch and position) stays as ``load_data`` set it.
 
     Args:
         data: the bundle, changed in place (its loaders and ``info``).
         mean, std: per-channel statistics on the 0..1 scale, one per image channel.
     """
-    from ..data import InMemoryLoader
-
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-    def renormalized(loader):
-        if hasattr(loader, "set_normalization"):
-            loader.set_normalization(mean, std)
-            return loader
-        if isinstance(loader, InMemoryLoader):
-            return InMemoryLoader(
-                loader.images, loader.labels, batch_size=loader.batch_size, mean=mean, std=std,
-                shuffle=loader.shuffle, augment=loader.augment, drop_last=loader.drop_last,
-                padding=loader.padding, flip=loader.flip, seed=loader.seed, device=loader.device,
-                rank=loader.rank, world_size=loader.world_size, channels_last=loader.channels_last,
-            )
-        transform = getattr(getattr(loader, "dataset", None), "transform", None)
-        steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ == "Normalize"]
-        if not steps:
-            raise ValueError(f"cannot set the normalization of a {type(loader).__name__}")
-        for t in steps:
-            t.mean, t.std = list(mean), list(std)
-        return loader
-
-    data.train, data.test = renormalized(data.train), renormalized(data.test)
+    for loader in (data.train, data.test):
+        if not hasattr(loader, "set_normalization"):
+            raise ValueError(f"cannot set the normalization of a {type(loader).__name__}: it has no set_normalization")
+        loader.set_normalization(mean, std)
     data.info.mean, data.info.std = mean, std
 
 
