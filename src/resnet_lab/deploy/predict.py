@@ -32,7 +32,7 @@ Prediction = dict[str, Any]
 
 
 class ImageReadError(ValueError):
-    """An image file is missing or cannot be decoded; the message names the file."""
+    """An image file is missing, a directory, or cannot be decoded; the message names the path."""
 
 
 def load_image(path: str | os.PathLike):
@@ -40,10 +40,16 @@ def load_image(path: str | os.PathLike):
 
     Args:
         path: an image file (PNG, JPEG, ... anything Pillow reads).
+
+    Raises:
+        ImageReadError: ``path`` is missing, a directory, or not a readable image.
     """
     from PIL import Image
 
     path = Path(path)
+    if path.is_dir():
+        # The shell passes a folder as is; say how to name its images instead of "not found".
+        raise ImageReadError(f"{path} is a directory; pass image files, e.g. {path / '*.png'}")
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
     try:
@@ -237,11 +243,19 @@ class OnnxPredictor:
         except ImportError as e:
             raise ImportError("OnnxPredictor needs onnxruntime: pip install 'resnet-lab[onnx]'") from e
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a directory; pass the .onnx file written by `resnet-lab export`")
         if not self.path.is_file():
             raise FileNotFoundError(
                 f"ONNX model file not found: {self.path}. Make one with `resnet-lab export RUN --format onnx --out {self.path}`."
             )
-        self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
+            raise ValueError(
+                f"{self.path} is not an ONNX model written by resnet-lab export: onnxruntime cannot load it ({e}). "
+                f"Make one with `resnet-lab export RUN --format onnx --out {self.path.with_suffix('.onnx')}`."
+            ) from e
         self.metadata: dict[str, Any] = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
         self.input_size = list(input_size or self.metadata.get("input_size") or [])
         self.mean = list(mean or self.metadata.get("mean") or [])

@@ -1,0 +1,68 @@
+"""`predict` on the wrong kind of path ends in one clear error naming it, never a traceback: a
+directory instead of image files, a file that is not an image, a file that is not an ONNX model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab import create_model
+from resnet_lab.cli import main
+from resnet_lab.deploy import ImageReadError, OnnxPredictor, load_image, predict_images
+from resnet_lab.train import save_model
+
+META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
+
+
+@pytest.fixture
+def images(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(d / "good.png")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))  # PNG signature, garbage after
+    (d / "notes.png").write_text("not an image at all")
+    return d
+
+
+@pytest.fixture
+def run(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "run"
+    save_model(path, create_model("resnet8", num_classes=3, in_channels=1), dict(META))
+    return path
+
+
+def test_a_directory_says_it_is_one_and_how_to_pass_its_images(images):
+    with pytest.raises(ImageReadError, match=f"{images} is a directory; pass image files, e.g. {images}/\\*.png"):
+        load_image(images)
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    with pytest.raises(ImageReadError, match="is a directory"):
+        predict_images(model, [images / "good.png", images], meta=META)
+
+
+@pytest.mark.parametrize("name", ["broken.png", "notes.png"])
+def test_an_unreadable_image_names_the_file(images, name):
+    with pytest.raises(ImageReadError, match=f"cannot read image {images / name}"):
+        load_image(images / name)
+
+
+def test_cli_predict_on_a_directory_prints_one_error_line(run, images, capsys):
+    assert main(["predict", str(run), str(images / "good.png"), str(images)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {images} is a directory; pass image files, e.g. {images}/*.png"
+
+
+def test_onnx_predictor_on_a_file_that_is_not_onnx_is_a_value_error_naming_it(tmp_path, run, images, capsys):
+    pytest.importorskip("onnxruntime")
+    for bad in (run / "model.safetensors", images / "good.png"):
+        with pytest.raises(ValueError, match=f"{bad} is not an ONNX model written by resnet-lab export"):
+            OnnxPredictor(bad)
+    with pytest.raises(ValueError, match=f"{run} is a directory; pass the .onnx file"):
+        OnnxPredictor(run)
+    code = main(["predict", "--onnx", str(run / "model.safetensors"), str(images / "good.png")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'model.safetensors'} is not an ONNX model written by resnet-lab export")
+    assert "Traceback" not in err
