@@ -18,11 +18,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
-from .layers import ClassifierModel
+from .layers import ClassifierModel, checkpoint_keeping_stats, resolve_checkpoint_segments
 from .registry import register_model
 
 __all__ = [
@@ -46,8 +45,10 @@ class _DenseLayer(nn.Module):
         bn_size: bottleneck width as a multiple of k (the paper's 4k); 0 for no bottleneck (the
             plain DenseNet of the paper's Table 2, e.g. DenseNet-40).
         drop_rate: dropout after the layer's output (the paper uses 0.2 without augmentation).
-        memory_efficient: recompute the concatenation + bottleneck in backward instead of storing
-            it (Pleiss et al. 2017, "Memory-Efficient Implementation of DenseNets").
+        memory_efficient: in training with autograd on, recompute the concatenation + norm1-
+            relu1-conv1 in backward instead of storing it (Pleiss et al. 2017, "Memory-Efficient
+            Implementation of DenseNets"); unlike torchvision's, the recomputation leaves norm1's
+            running statistics alone, so they match the plain layer's.
         norm: normalization name, see :func:`resnet_lab.nn.norm_layer`.
     """
 
@@ -81,9 +82,10 @@ class _DenseLayer(nn.Module):
         return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))
 
     def forward(self, prev_features: list[Tensor]) -> Tensor:  # [(B, C_i, H, W)] -> (B, k, H, W)
-        if self.memory_efficient and any(t.requires_grad for t in prev_features):
+        if (self.memory_efficient and self.training and torch.is_grad_enabled()
+                and any(t.requires_grad for t in prev_features)):
             # The concatenation is the memory hog (quadratic in depth); recompute it in backward.
-            out = cp.checkpoint(self._bn_function, *prev_features, use_reentrant=False)
+            out = checkpoint_keeping_stats(self._bn_function, (self.norm1,), *prev_features)
         else:
             out = self._bn_function(*prev_features)
         if self.bottleneck:
@@ -224,6 +226,21 @@ class DenseNet(ClassifierModel):
             elif getattr(m, "weight", None) is not None and getattr(m, "bias", None) is not None and m.weight.dim() == 1:
                 nn.init.ones_(m.weight)  # every norm layer (torch BN, scratch BN, GroupNorm)
                 nn.init.zeros_(m.bias)
+
+    def set_grad_checkpointing(self, segments: int | bool = True) -> None:
+        """Switch the memory-efficient dense layers on or off (the ``memory_efficient`` argument):
+        in training, each layer recomputes its concatenated input and bottleneck in backward, so
+        the kept activations grow linearly with depth instead of quadratically. Results,
+        gradients and BN running statistics are those of the plain model.
+
+        Args:
+            segments: any count > 0 (or ``True``) turns it on for every dense layer, the count
+                itself is not used (each layer is its own segment); 0 or ``False`` turns it off.
+        """
+        on = resolve_checkpoint_segments(segments, 1) > 0
+        for m in self.modules():
+            if isinstance(m, _DenseLayer):
+                m.memory_efficient = on
 
     def forward_features(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, F, h, w)
         # norm5 is not followed by a ReLU module in torchvision's layout; the ReLU is applied here

@@ -1,11 +1,24 @@
-"""Building blocks shared by every model family: convs, the classifier interface."""
+"""Building blocks shared by every model family: convs, the classifier interface, and gradient
+checkpointing that leaves normalization statistics exact."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from typing import Callable, Iterator, Sequence
+
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ClassifierModel", "conv1x1", "conv3x3", "replace_linear"]
+__all__ = [
+    "ClassifierModel",
+    "checkpoint_keeping_stats",
+    "conv1x1",
+    "conv3x3",
+    "replace_linear",
+    "resolve_checkpoint_segments",
+]
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, groups: int = 1, dilation: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -38,6 +51,79 @@ def replace_linear(module: nn.Module, num_classes: int) -> nn.Module:
                 module[i] = new(module[i])
                 return module
     raise TypeError(f"cannot find a Linear layer to replace in {type(module).__name__}")
+
+
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextlib.contextmanager
+def _running_stats_kept(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Restore the running statistics of every norm inside ``modules`` on exit (also when
+    torch's early-stopping recomputation leaves through an exception)."""
+    saved = [
+        (buf, buf.clone())
+        for module in modules
+        for m in module.modules()
+        for name in _RUNNING_STATS
+        if isinstance(buf := getattr(m, name, None), Tensor)
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+class _StatsOnFirstCall:
+    """``fn`` for :func:`torch.utils.checkpoint.checkpoint`: calls after the first are the
+    backward-time recomputation and leave the running statistics of ``modules`` as they were."""
+
+    def __init__(self, fn: Callable[..., Tensor], modules: Sequence[nn.Module]) -> None:
+        self.fn = fn
+        self.modules = modules
+        self.calls = 0
+
+    def __call__(self, *inputs: Tensor) -> Tensor:
+        self.calls += 1
+        ctx = _running_stats_kept(self.modules) if self.calls > 1 else contextlib.nullcontext()
+        with ctx:
+            return self.fn(*inputs)
+
+
+def checkpoint_keeping_stats(fn: Callable[..., Tensor], modules: Sequence[nn.Module], *inputs: Tensor) -> Tensor:
+    """``fn(*inputs)`` under gradient checkpointing: autograd keeps only ``inputs`` and runs ``fn``
+    again in backward, where BN running statistics stay as the forward left them.
+
+    torch's checkpoint (and torchvision's ``memory_efficient`` DenseNet) lets the recomputation
+    update them a second time, so a checkpointed model would drift from the plain one. Dropout
+    masks match: checkpoint replays the RNG state.
+
+    Args:
+        fn: the function to checkpoint (tensors in, one tensor out).
+        modules: every module ``fn`` runs that may hold running statistics.
+        inputs: the tensors ``fn`` takes.
+    """
+    return checkpoint(_StatsOnFirstCall(fn, modules), *inputs, use_reentrant=False)
+
+
+def resolve_checkpoint_segments(segments: int | bool, num_blocks: int) -> int:
+    """Number of checkpointed segments for ``segments`` over ``num_blocks`` blocks.
+
+    Args:
+        segments: an int >= 0 (0 is off), or a bool as timm's ``set_grad_checkpointing(enable)``:
+            ``False`` is off, ``True`` picks ceil(sqrt(num_blocks)), the count that minimises
+            kept activations (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost").
+        num_blocks: blocks that the segments split.
+    """
+    if isinstance(segments, bool):
+        return math.ceil(math.sqrt(num_blocks)) if segments else 0
+    if not isinstance(segments, int) or segments < 0:
+        raise ValueError(
+            f"checkpoint_segments must be an int >= 0 or a bool, got {segments!r}; "
+            "use 0 (off), a segment count such as 2, or True for about sqrt(blocks) segments"
+        )
+    return segments
 
 
 class ClassifierModel(nn.Module):
@@ -77,6 +163,19 @@ class ClassifierModel(nn.Module):
             if isinstance(m, nn.Linear):
                 return m.in_features
         raise AttributeError("classifier has no Linear layer")
+
+    def set_grad_checkpointing(self, segments: int | bool = True) -> None:
+        """Trade compute for memory in training: keep fewer activations for backward and
+        recompute the rest. Families that support it override this; here a non-zero request fails.
+
+        Args:
+            segments: see :func:`resolve_checkpoint_segments`; 0 or ``False`` turns it off.
+        """
+        if resolve_checkpoint_segments(segments, 1):
+            raise ValueError(
+                f"{type(self).__name__} does not support gradient checkpointing; use a ResNet "
+                "(ImageNet, CIFAR, pre-activation, wide) or a DenseNet, or set checkpoint segments to 0"
+            )
 
     def zero_init_last(self) -> None:
         """Zero the last norm weight of every residual branch that supports it (Goyal et al. 2017)."""

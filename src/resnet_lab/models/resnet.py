@@ -17,18 +17,17 @@ block through :func:`resnet_lab.nn.norm_layer`.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn import norm_has_bias, norm_layer
 from ..nn.norm import NormLayer
-from .layers import ClassifierModel, conv1x1, conv3x3
+from .layers import ClassifierModel, checkpoint_keeping_stats, conv1x1, conv3x3, resolve_checkpoint_segments
 from .registry import register_model
 
 __all__ = [
@@ -402,70 +401,59 @@ def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
                 m.zero_init_last()
 
 
-_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-@contextlib.contextmanager
-def _running_stats_kept(modules: Sequence[nn.Module]) -> Iterator[None]:
-    """Restore every norm's running statistics on exit.
-
-    Gradient checkpointing runs a segment's forward twice (again during backward); without this
-    the BN running averages would take two momentum steps per batch instead of one.
-    """
-    saved = [
-        (buf, buf.clone())
-        for block in modules
-        for m in block.modules()
-        for name in _RUNNING_STATS
-        if isinstance(buf := getattr(m, name, None), Tensor)
-    ]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
-
-
-class _Segment:
-    """A run of blocks as one function for :func:`torch.utils.checkpoint.checkpoint`; calls after
-    the first are the backward-time recomputation and leave the running statistics untouched."""
-
-    def __init__(self, blocks: Sequence[nn.Module]) -> None:
-        self.blocks = blocks
-        self.calls = 0
-
-    def __call__(self, x: Tensor) -> Tensor:
-        self.calls += 1
-        ctx = _running_stats_kept(self.blocks) if self.calls > 1 else contextlib.nullcontext()
-        with ctx:
-            for block in self.blocks:
-                x = block(x)
-        return x
-
-
-def _run_blocks(blocks: Sequence[nn.Module], x: Tensor, segments: int, active: bool) -> Tensor:
-    """Run ``blocks`` in order; when ``active``, in ``segments`` checkpointed segments that keep
-    only their inputs and recompute the rest in backward (memory ~ segments + blocks/segments
-    activations instead of all blocks), like ``torch.utils.checkpoint.checkpoint_sequential``."""
-    if not active or segments <= 0:
-        for block in blocks:
-            x = block(x)
-        return x
+def _run_checkpointed(blocks: Sequence[nn.Module], x: Tensor, segments: int) -> Tensor:
+    """Run ``blocks`` in order as ``segments`` checkpointed segments (at most one per block) that
+    keep only their inputs and recompute the rest in backward: memory for about ``segments +
+    blocks / segments`` block activations instead of all blocks, as
+    ``torch.utils.checkpoint.checkpoint_sequential``, but with exact BN running statistics."""
     n = len(blocks)
     segments = min(segments, n)
     bounds = [round(i * n / segments) for i in range(segments + 1)]
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        x = checkpoint(_Segment(blocks[start:stop]), x, use_reentrant=False)
+        part = blocks[start:stop]
+        x = checkpoint_keeping_stats(functools.partial(_run_in_order, part), part, x)
     return x
 
 
-def _check_checkpoint_segments(value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(
-            f"checkpoint_segments must be an int >= 0 (0 turns gradient checkpointing off), got {value!r}"
-        )
-    return value
+def _run_in_order(blocks: Sequence[nn.Module], x: Tensor) -> Tensor:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+class _CheckpointedStages:
+    """The residual stages of a ResNet class (mixin): run them in order, or, with gradient
+    checkpointing on while training with autograd, as checkpointed segments over all their blocks.
+
+    Subclasses set ``stage_names`` (``layer1``, ``layer2``, ...) and ``checkpoint_segments``.
+    """
+
+    stage_names: Sequence[str]
+    checkpoint_segments: int = 0
+
+    def _blocks(self) -> list[nn.Module]:
+        return [b for name in self.stage_names for b in getattr(self, name)]
+
+    def set_grad_checkpointing(self, segments: int | bool = True) -> None:
+        """Checkpoint the residual blocks in training: autograd keeps the input of each of
+        ``segments`` runs of consecutive blocks and recomputes the rest in backward. Results,
+        gradients and BN running statistics are those of the plain model; evaluation and
+        ``torch.no_grad()`` run without it.
+
+        Args:
+            segments: how many segments the blocks of all stages are split into (at most one
+                per block); 0 or ``False`` turns checkpointing off, ``True`` picks
+                ceil(sqrt(blocks)) segments, the least memory (Chen et al. 2016).
+        """
+        self.checkpoint_segments = resolve_checkpoint_segments(segments, len(self._blocks()))
+
+    def _forward_stages(self, x: Tensor) -> Tensor:
+        if self.checkpoint_segments and self.training and torch.is_grad_enabled():
+            return _run_checkpointed(self._blocks(), x, self.checkpoint_segments)
+        # The stages themselves (not their flattened blocks), so hooks on ``layer3`` fire.
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
 
 
 class _PooledHead:
@@ -490,7 +478,7 @@ class _PooledHead:
 # ---------------------------------------------------------------------------------------------
 
 
-class ResNet(_PooledHead, ClassifierModel):
+class ResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
     """ImageNet ResNet (He et al. 2015, table 1) with torchvision's module names.
 
     Args:
@@ -541,6 +529,7 @@ class ResNet(_PooledHead, ClassifierModel):
         self.layer2, ch = _make_stage(block, ch, widths[1], layers[1], 2, shortcut, **kw)
         self.layer3, ch = _make_stage(block, ch, widths[2], layers[2], 2, shortcut, **kw)
         self.layer4, ch = _make_stage(block, ch, widths[3], layers[3], 2, shortcut, **kw)
+        self.stage_names = ("layer1", "layer2", "layer3", "layer4")
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(ch, num_classes)
         self.num_classes = num_classes
@@ -549,13 +538,10 @@ class ResNet(_PooledHead, ClassifierModel):
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, in_channels, H, W) -> (B, C, H/32, W/32) (H/8 with ``small_input``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        return self._forward_stages(x)
 
 
-class CifarResNet(_PooledHead, ClassifierModel):
+class CifarResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
     """CIFAR ResNet of He et al. 2015, sec. 4.2: 3x3 conv (16), three stages of n basic blocks
     with 16, 32, 64 channels on 32, 16, 8 px maps, global average pool, fc; depth 6n+2.
 
@@ -570,7 +556,9 @@ class CifarResNet(_PooledHead, ClassifierModel):
         zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
         widths: channels of the three stages.
         checkpoint_segments: when > 0 and training with autograd on, run the blocks as that many
-            gradient-checkpointed segments (memory for 1000-layer nets); 0 turns it off.
+            gradient-checkpointed segments (memory for 1000-layer nets); 0 turns it off. Same
+            as calling :meth:`set_grad_checkpointing` after construction.
+        stem_pool: a 2x2 max-pool after the stem conv (the CPU-sized ``*_fast`` variants).
     """
 
     classifier_attr = "fc"
@@ -585,7 +573,7 @@ class CifarResNet(_PooledHead, ClassifierModel):
         shortcut: str = "A",
         zero_init_residual: bool = False,
         widths: Sequence[int] = (16, 32, 64),
-        checkpoint_segments: int = 0,
+        checkpoint_segments: int | bool = 0,
         stem_pool: bool = False,
     ) -> None:
         super().__init__()
@@ -596,7 +584,7 @@ class CifarResNet(_PooledHead, ClassifierModel):
         n = (depth - 2) // 6
         make_norm, bias = norm_layer(norm), norm_has_bias(norm)
         factory: ShortcutFactory | None = {"A": ZeroPadShortcut, "B": _projection(norm), "none": None}[shortcut]
-        self.checkpoint_segments = _check_checkpoint_segments(checkpoint_segments)
+        resolve_checkpoint_segments(checkpoint_segments, 1)  # fail before building a large net
         self.conv1 = conv3x3(in_channels, widths[0], bias=bias)
         self.bn1 = make_norm(widths[0])
         self.relu = nn.ReLU(inplace=True)
@@ -608,19 +596,20 @@ class CifarResNet(_PooledHead, ClassifierModel):
         self.layer1, ch = _make_stage(BasicBlock, ch, widths[0], n, 1, factory, **kw)
         self.layer2, ch = _make_stage(BasicBlock, ch, widths[1], n, 2, factory, **kw)
         self.layer3, ch = _make_stage(BasicBlock, ch, widths[2], n, 2, factory, **kw)
+        self.stage_names = ("layer1", "layer2", "layer3")
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(ch, num_classes)
         self.num_classes = num_classes
         _init_weights(self, zero_init_residual)
+        self.set_grad_checkpointing(checkpoint_segments)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, in_channels, H, W) -> (B, widths[2], H/4, W/4) (H/8 with ``stem_pool``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        blocks = [*self.layer1, *self.layer2, *self.layer3]
-        return _run_blocks(blocks, x, self.checkpoint_segments, self.training and torch.is_grad_enabled())
+        return self._forward_stages(x)
 
 
-class PreActResNet(_PooledHead, ClassifierModel):
+class PreActResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
     """Pre-activation ResNet for CIFAR (He et al. 2016) and wide ResNet (Zagoruyko & Komodakis
     2016): 3x3 stem conv, three stages of pre-activation blocks, final BN-ReLU, pool, fc.
 
@@ -635,7 +624,8 @@ class PreActResNet(_PooledHead, ClassifierModel):
         drop_rate: dropout between the convs of basic blocks (wide ResNets).
         zero_init_residual: start every block as the identity (Goyal et al. 2017).
         checkpoint_segments: when > 0 and training with autograd on, run the blocks as that many
-            gradient-checkpointed segments; 0 turns it off.
+            gradient-checkpointed segments; 0 turns it off. Same as calling
+            :meth:`set_grad_checkpointing` after construction.
     """
 
     classifier_attr = "fc"
@@ -652,7 +642,7 @@ class PreActResNet(_PooledHead, ClassifierModel):
         norm: str = "batch",
         drop_rate: float = 0.0,
         zero_init_residual: bool = False,
-        checkpoint_segments: int = 0,
+        checkpoint_segments: int | bool = 0,
     ) -> None:
         super().__init__()
         if len(layers) != len(widths):
@@ -660,15 +650,14 @@ class PreActResNet(_PooledHead, ClassifierModel):
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
         make_norm, bias = norm_layer(norm), norm_has_bias(norm)
-        self.checkpoint_segments = _check_checkpoint_segments(checkpoint_segments)
+        resolve_checkpoint_segments(checkpoint_segments, 1)  # fail before building a large net
         self.conv1 = conv3x3(in_channels, stem_width, bias=bias)
         kw = dict(norm_layer=make_norm, conv_bias=bias, drop_rate=drop_rate)
         ch = stem_width
-        self.stages: list[str] = []
-        for i, (n, planes) in enumerate(zip(layers, widths)):
+        self.stage_names = tuple(f"layer{i + 1}" for i in range(len(layers)))
+        for i, (name, n, planes) in enumerate(zip(self.stage_names, layers, widths)):
             stage, ch = _make_stage(block, ch, planes, n, 1 if i == 0 else 2, _preact_projection(norm), **kw)
-            self.add_module(f"layer{i + 1}", stage)
-            self.stages.append(f"layer{i + 1}")
+            self.add_module(name, stage)
         # The last block's sum has not been normalized yet (He et al. 2016, sec. 4.1 and fig. 4e).
         self.bn_final = make_norm(ch)
         self.relu = nn.ReLU(inplace=True)
@@ -676,12 +665,11 @@ class PreActResNet(_PooledHead, ClassifierModel):
         self.fc = nn.Linear(ch, num_classes)
         self.num_classes = num_classes
         _init_weights(self, zero_init_residual)
+        self.set_grad_checkpointing(checkpoint_segments)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, in_channels, H, W) -> (B, C, H/4, W/4), after the final BN-ReLU."""
-        x = self.conv1(x)
-        blocks = [b for name in self.stages for b in getattr(self, name)]
-        x = _run_blocks(blocks, x, self.checkpoint_segments, self.training and torch.is_grad_enabled())
+        x = self._forward_stages(self.conv1(x))
         return F.relu(self.bn_final(x))  # not in place: with norm="none" x is a block's output
 
 
