@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "folder", "fake")
+FAKE_TRAIN_SAMPLES = 512  # training images of the `fake` dataset
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV_DATA = "RESNET_LAB_DATA"
 FASHION_MNIST_FILES = {
@@ -391,7 +392,7 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
 # ----------------------------------------------------------------------------- fake
 
 
-def _fake(image_size: int, channels: int, seed: int, n_train: int = 512, n_test: int = 128, k: int = 10) -> _Arrays:
+def _fake(image_size: int, channels: int, seed: int, n_train: int = FAKE_TRAIN_SAMPLES, n_test: int = 128, k: int = 10) -> _Arrays:
     # Each class is a smooth random pattern plus noise, so a smoke run can learn something.
     g = torch.Generator().manual_seed(seed)
     protos = torch.rand(k, channels, 4, 4, generator=g) * 255

@@ -9,6 +9,7 @@ runs (:meth:`Context.data`); when Fashion-MNIST is not installed the runner fall
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -18,6 +19,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from ..data import DataNotFoundError, load_data
+from ..data.datasets import FAKE_TRAIN_SAMPLES
 
 __all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "cifar_net", "ema", "first_at_or_below"]
 
@@ -205,8 +209,6 @@ class Context:
             **kw: passed to :func:`resnet_lab.data.load_data` (subset, image_size, augment,
                 classes, per_class...); ``augment`` defaults to False here.
         """
-        from ..data import DataNotFoundError, load_data
-
         kw.setdefault("augment", False)
         key = (dataset, batch_size, test_samples, tuple(sorted((k, repr(v)) for k, v in kw.items())))
         if key in self._cache:
@@ -214,8 +216,7 @@ class Context:
             bundle.train.set_epoch(0)
             return bundle
         try:
-            bundle = load_data(dataset, data_dir=self.data_dir, batch_size=batch_size, device=self.device,
-                               seed=self.seed, **kw)
+            bundle = self._load(dataset, batch_size, kw)
         except DataNotFoundError:
             if dataset != "fashion-mnist":
                 raise
@@ -226,10 +227,29 @@ class Context:
                 self.log(f"[{self.name}] {note}")
             kw = {**kw, "in_channels": 1}
             kw.setdefault("image_size", 28)
+            if kw.get("subset"):  # the fake set is small; a full budget's subset would not fit
+                kw["subset"] = min(kw["subset"], FAKE_TRAIN_SAMPLES)
             bundle = load_data("fake", batch_size=batch_size, device=self.device, seed=self.seed, **kw)
         bundle.test = _TestSlice(bundle.test, test_samples)
         self._cache[key] = bundle
         return bundle
+
+    def _load(self, dataset: str, batch_size: int, kw: dict[str, Any]):
+        """Load from ``--data-dir`` first: an experiment's data dir is a root for several datasets
+        (CIFAR beside Fashion-MNIST), so one it lacks is looked for where the library looks without
+        it, and the report says where it came from."""
+        load = functools.partial(load_data, dataset, batch_size=batch_size, device=self.device, seed=self.seed, **kw)
+        if self.data_dir is None:
+            return load()
+        try:
+            return load(data_dir=self.data_dir)
+        except DataNotFoundError:
+            bundle = load()
+            note = f"{dataset} is not in --data-dir {self.data_dir}; it was read from {bundle.info.source}"
+            if note not in self.notes:
+                self.notes.append(note)
+                self.log(f"[{self.name}] {note}")
+            return bundle
 
     def train(self, spec: RunSpec, data=None) -> RunResult:
         """Train one run with the library trainer (progress off); print one line; return the result.

@@ -607,5 +607,7 @@ def _plot(run_dir: Path, history: History, cm: Tensor, classes, meta: dict) -> N
     from .plots import plot_confusion, plot_curves
 
     name = meta["arch"]["name"] if meta.get("arch") else "model"
-    plot_curves(history.epochs, run_dir / "curves.png", title=f"{name} on {meta.get('dataset')}")
+    smoothing = (meta.get("train_config") or {}).get("label_smoothing", 0.0)
+    plot_curves(history.epochs, run_dir / "curves.png", title=f"{name} on {meta.get('dataset')}",
+                label_smoothing=smoothing)
     plot_confusion(cm, classes, run_dir / "confusion.png", title=f"{name}: test confusion (epoch {history.last['epoch']})")

@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..models.vgg import vgg_keys_from_timm
+
 __all__ = [
     "ArchitectureMismatchError",
     "LoadReport",
@@ -68,8 +70,10 @@ class LoadReport:
 
 
 def normalize_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Strip wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile) and rename
-    torchvision's old DenseNet keys, so any common checkpoint lines up with the zoo's names."""
+    """Strip wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile), rename
+    torchvision's old DenseNet keys and timm's VGG head (conv-shaped fc6/fc7, see
+    :func:`~resnet_lab.models.vgg.vgg_keys_from_timm`), so any common checkpoint lines up with the
+    zoo's names."""
     import re
 
     pattern = re.compile(_DENSENET_OLD)
@@ -80,7 +84,7 @@ def normalize_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
                 k = k[len(prefix):]
         m = pattern.match(k)
         out[m.group(1) + m.group(2) if m else k] = v
-    return out
+    return vgg_keys_from_timm(out)
 
 
 def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..models.vgg import vgg_keys_from_timm
 from .adapt import normalize_keys
 
 __all__ = [
@@ -163,11 +162,6 @@ def _from_run(source: Path, which: str, map_location: str | torch.device) -> Wei
     )
 
 
-def _zoo_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``normalize_keys``, and timm's VGG head (conv-shaped fc6/fc7) renamed to torchvision's."""
-    return vgg_keys_from_timm(normalize_keys(state_dict))
-
-
 def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -> dict[str, Any]:
     """``create_model`` arguments of ``model`` that fit ``state_dict``: the class count from the
     classifier, the input channels from the first conv, and ``small_input`` from which stem fits.
@@ -184,7 +178,7 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     from .adapt import ArchitectureMismatchError, first_conv_key
     from .heads import classifier_linear_name
 
-    state_dict = _zoo_keys(state_dict)
+    state_dict = normalize_keys(state_dict)
     with torch.device("meta"):
         probe = create_model(model, num_classes=1, norm=norm)
     head = classifier_linear_name(probe)
@@ -223,7 +217,7 @@ def _from_file(path: Path, model: str | None, map_location: str | torch.device) 
 
     if not model:
         raise ValueError(f"--from-file {path} needs --model NAME: a bare state dict does not say its architecture")
-    state = _zoo_keys(load_state_dict_file(path, map_location=map_location))
+    state = normalize_keys(load_state_dict_file(path, map_location=map_location))
     arch = infer_arch(model, state)
     notes = []
     mean = std = size = None
