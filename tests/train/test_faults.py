@@ -311,3 +311,25 @@ def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path):
 def test_checkpoint_segments_on_a_model_without_support_is_an_error_not_a_no_op(tmp_path):
     with pytest.raises(ValueError, match="does not support gradient checkpointing"):
         _run(tmp_path / "run", epochs=1, checkpoint_segments=2)
+
+
+def test_with_label_smoothing_the_epoch_record_also_has_the_plain_cross_entropy_that_test_loss_compares_with(
+        tmp_path):
+    import torch.nn.functional as F
+
+    model = TinyNet()
+    model.drop = torch.nn.Identity()
+    bundle = make_bundle()
+    # lr ~ 0: the weights stay put, so the plain loss can be recomputed independently afterwards.
+    h = train(model, bundle, _cfg(tmp_path / "run", epochs=1, lr=1e-30, label_smoothing=0.2), log=_quiet)
+    bundle.train.set_epoch(0)
+    model.train()
+    with torch.no_grad():
+        logits = [(model(x), y) for x, y in bundle.train]
+    plain = sum(float(F.cross_entropy(z, y, reduction="sum")) for z, y in logits) / bundle.num_train
+    smoothed = sum(float(F.cross_entropy(z, y, reduction="sum", label_smoothing=0.2)) for z, y in logits)
+    assert h.last["train_loss_plain"] == pytest.approx(plain, rel=1e-5)
+    assert h.last["train_loss"] == pytest.approx(smoothed / bundle.num_train, rel=1e-5)
+    assert abs(plain - smoothed / bundle.num_train) > 1e-3  # the two are different curves
+    without = train(TinyNet(), make_bundle(), _cfg(tmp_path / "plain", epochs=1), log=_quiet)
+    assert "train_loss_plain" not in without.last
