@@ -35,7 +35,9 @@ def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--dataset", required=required, help="fashion-mnist | cifar10 | cifar100 | folder | fake")
-    p.add_argument("--data-dir", help="where the dataset lives (folder: one sub-folder per class, or train/ and val/)")
+    p.add_argument("--data-dir", help="where the dataset lives; when given, the only place searched (folder: one "
+                   "sub-folder per class, or train/ and val/; Fashion-MNIST/CIFAR without it: $RESNET_LAB_DATA, "
+                   "the Debian path, the cache)")
     p.add_argument("--download", action="store_true", help="download through torchvision when missing (needs internet)")
     p.add_argument("--image-size", type=int, help="resize folder images to this size")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for folder datasets")
@@ -59,7 +61,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
                    help="erase a random rectangle of each training image to the mean with probability P "
                         "(Zhong et al. 2017; 0.5 is typical)")
-    g.add_argument("--subset", type=int, help="train on the first N (seeded) training images only")
+    g.add_argument("--subset", type=int, help="train on N training images only, drawn at random (seeded) "
+                   "with the same share of each class")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
@@ -309,7 +312,7 @@ def cmd_evaluate(args) -> int:
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
-    args.image_size = args.image_size or meta["input_size"][1]
+    args.image_size = meta["input_size"][1] if args.image_size is None else args.image_size
     data = _load_data(args, device=device, in_channels=meta["input_size"][0])
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
