@@ -4,17 +4,89 @@ State lives in the same registered parameters and buffers as torch's (``weight``
 ``running_mean``, ``running_var``, ``num_batches_tracked``), so a state dict moves between
 ``resnet_lab.nn.BatchNorm2d`` and ``torch.nn.BatchNorm2d`` in both directions. The math is the
 pure function :func:`resnet_lab.nn.functional.batch_norm`; this module only keeps state and picks
-train or eval behaviour from ``self.training`` (never from whether autograd is on).
+train or eval behaviour from ``self.training`` (never from whether autograd is on), by torch's
+rules (``torch.nn.modules.batchnorm._BatchNorm.forward``).
+
+The forward pass is two function calls on tensors, each dispatching ``__torch_function__``:
+``torch.fx`` (hence torchvision's ``create_feature_extractor``) records each as one node instead
+of tracing into shape checks it cannot evaluate, and ``torch.jit.script`` compiles them.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import handle_torch_function, has_torch_function_unary, has_torch_function_variadic
 
 from .functional import batch_norm
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormBase"]
+
+
+def _checked_input(x: Tensor, min_dim: int, max_dim: int, num_features: int) -> Tensor:
+    """Raise torch's error for a wrong number of dims and ours for a wrong channel count.
+
+    Returns ``x`` itself so that a traced graph keeps the check: fx drops calls whose result is
+    unused (dead-code elimination in ``create_feature_extractor``).
+    """
+    if has_torch_function_unary(x):
+        return handle_torch_function(_checked_input, (x,), x, min_dim, max_dim, num_features)
+    if x.dim() < min_dim or x.dim() > max_dim:
+        want = " or ".join([f"{d}D" for d in range(min_dim, max_dim + 1)])
+        raise ValueError(f"expected {want} input (got {x.dim()}D input)")
+    if x.shape[1] != num_features:
+        raise ValueError(
+            f"batch norm over {num_features} channels got an input with {x.shape[1]} channels "
+            f"(shape {x.size()}); the channel dimension is dim 1"
+        )
+    return x
+
+
+def _count_batch(num_batches_tracked: Tensor | None, momentum: float | None, counting: bool) -> float:
+    """Count the batch when ``counting`` and return this step's running-average weight: the
+    momentum, or ``1 / num_batches_tracked`` for the cumulative average (momentum ``None``)."""
+    factor = 0.0 if momentum is None else momentum
+    if counting and num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+        if momentum is None:
+            factor = 1.0 / float(num_batches_tracked)
+    return factor
+
+
+def _forward(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    num_batches_tracked: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    training: bool,
+    track_running_stats: bool,
+    momentum: float | None,
+    eps: float,
+) -> Tensor:
+    """torch's ``_BatchNorm.forward`` as a function of the module's state."""
+    if has_torch_function_variadic(x, running_mean, running_var, num_batches_tracked, weight, bias):
+        return handle_torch_function(
+            _forward, (x, running_mean, running_var, num_batches_tracked, weight, bias), x, running_mean,
+            running_var, num_batches_tracked, weight, bias, training, track_running_stats, momentum, eps,
+        )
+    factor = _count_batch(num_batches_tracked, momentum, training and track_running_stats)
+    # Batch statistics in training, and in eval when there are no buffers.
+    use_batch_stats = training or (running_mean is None and running_var is None)
+    # Pass the buffers only where they are read (eval) or updated (training with tracking on), so
+    # that switching track_running_stats off after construction freezes them, as in torch.
+    keep = not training or track_running_stats
+    return batch_norm(
+        x,
+        running_mean if keep else None,
+        running_var if keep else None,
+        weight,
+        bias,
+        training=use_batch_stats,
+        momentum=factor,
+        eps=eps,
+    )
 
 
 class BatchNormBase(nn.Module):
@@ -29,11 +101,19 @@ class BatchNormBase(nn.Module):
             batches seen so far (factor ``1 / num_batches_tracked``).
         affine: learn a per-channel scale ``weight`` (gamma, init 1) and shift ``bias`` (beta, 0).
         track_running_stats: keep running statistics for eval. If False, batch statistics are
-            used in train *and* eval, and the buffers are ``None``, exactly as in torch.
+            used in train *and* eval, and the buffers are ``None``, exactly as in torch. Set to
+            False after construction, it freezes the buffers: training no longer updates them,
+            eval still normalizes with them (torch's rule).
+        device, dtype: where and in which dtype to create parameters and buffers.
+        bias: with ``affine``, learn the shift ``bias`` too; False keeps only ``weight`` (gamma)
+            and ``bias`` is ``None``, as ``torch.nn.BatchNorm2d(C, bias=False)``.
     """
 
     _version = 2  # same as torch: state dicts carry num_batches_tracked
-    _expected_dims: tuple[int, ...] = ()
+    # The input dims the layer accepts, consecutive (BatchNorm1d: 2 or 3; BatchNorm2d: 4). A
+    # constant, like torch's __constants__, so that torch.jit.script compiles it in.
+    _expected_dims: tuple[int, ...] = (2, 3, 4, 5)
+    __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine", "_expected_dims"]
 
     def __init__(
         self,
@@ -44,6 +124,8 @@ class BatchNormBase(nn.Module):
         track_running_stats: bool = True,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if num_features <= 0:
@@ -56,7 +138,10 @@ class BatchNormBase(nn.Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -83,44 +168,31 @@ class BatchNormBase(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() not in self._expected_dims:
-            want = " or ".join(f"{d}D" for d in self._expected_dims)
-            raise ValueError(f"expected {want} input (got {x.dim()}D input)")
-
-    def _check_input(self, x: Tensor) -> None:
-        self._check_input_dim(x)
-        if x.shape[1] != self.num_features:
-            raise ValueError(
-                f"{type(self).__name__}({self.num_features}) got an input with {x.shape[1]} "
-                f"channels (shape {tuple(x.shape)}); the channel dimension is dim 1"
-            )
+    def _check_input(self, x: Tensor) -> Tensor:
+        """``x`` if its dims and channel count fit this layer; torch's ValueError otherwise."""
+        return _checked_input(x, self._expected_dims[0], self._expected_dims[-1], self.num_features)
 
     def _momentum_factor(self) -> float:
-        """Count the batch (in training) and return this step's running-average weight."""
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
-        return factor
+        """Count the batch (training with running statistics) and return this step's
+        running-average weight."""
+        return _count_batch(self.num_batches_tracked, self.momentum, self.training and self.track_running_stats)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        factor = self._momentum_factor()
-        # Without running statistics (buffers are None) the function uses batch statistics in
-        # eval too, as torch does.
-        return batch_norm(
+        x = self._check_input(x)
+        return _forward(
             x,
             self.running_mean,
             self.running_var,
+            self.num_batches_tracked,
             self.weight,
             self.bias,
-            training=self.training,
-            momentum=factor,
-            eps=self.eps,
+            self.training,
+            self.track_running_stats,
+            self.momentum,
+            self.eps,
         )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
@@ -138,7 +210,8 @@ class BatchNormBase(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, track_running_stats={self.track_running_stats}"
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
         )
 
 

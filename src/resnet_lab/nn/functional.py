@@ -1,34 +1,163 @@
-"""Batch normalization as a pure function (Ioffe & Szegedy 2015, Algorithm 1 and 2).
+"""Batch normalization as pure functions (Ioffe & Szegedy 2015, Algorithm 1 and 2).
 
-The function holds no state: the module in :mod:`resnet_lab.nn.batchnorm` owns the buffers and
-passes them in. Conventions are PyTorch's, not the paper's or d2l's:
+Three steps, each its own function, composed by :func:`batch_norm`:
+
+1. :func:`batch_statistics`: the per-channel mean and (biased) variance of the batch;
+2. :func:`normalize`: ``(x - mean) / sqrt(var + eps) * weight + bias``;
+3. :func:`update_running_stats`: fold the batch statistics into the running ones.
+
+A synchronized batch norm replaces only step 1 (statistics over every process's batch). Nothing
+here holds state: the module in :mod:`resnet_lab.nn.batchnorm` owns the buffers and passes them
+in. Conventions are PyTorch's, not the paper's or d2l's:
 
 * ``momentum`` is the weight of the *new* batch statistic (PyTorch's 0.1, i.e. 0.9 decay);
 * the running variance is updated with the *unbiased* batch variance (divided by ``n - 1``),
   while the batch itself is normalized with the *biased* one (divided by ``n``);
-* ``eps`` is added to the variance inside the square root.
+* ``eps`` is added to the variance inside the square root;
+* statistics and normalization are computed in at least float32, and the output has the input's
+  dtype: bfloat16/float16 input with float32 parameters (mixed precision, autocast) works as in
+  torch; any other mix of dtypes is refused, as torch refuses it.
+
+The functions compile with ``torch.jit.script``, and :func:`batch_norm` dispatches
+``__torch_function__`` like ``torch.nn.functional.batch_norm``, so ``torch.fx`` records it as
+one call instead of tracing into its shape-dependent checks.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.overrides import handle_torch_function, has_torch_function_variadic
 
-__all__ = ["batch_norm", "check_batch_size"]
+__all__ = [
+    "batch_norm",
+    "batch_statistics",
+    "check_batch_size",
+    "normalize",
+    "update_running_stats",
+    "values_per_channel",
+]
 
 
-def _stat_shape(x: Tensor) -> tuple[int, ...]:
-    # (1, C) for (N, C); (1, C, 1) for (N, C, L); (1, C, 1, 1) for (N, C, H, W)
-    return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+def _stat_shape(x: Tensor) -> list[int]:
+    # [1, C] for (N, C); [1, C, 1] for (N, C, L); [1, C, 1, 1] for (N, C, H, W)
+    shape = [1] * x.dim()
+    shape[1] = x.shape[1]
+    return shape
+
+
+def _stat_dtype(x: Tensor) -> torch.dtype:
+    # Sums over a batch in bfloat16/float16 lose too many digits: compute in float32 at least.
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def values_per_channel(x: Tensor) -> int:
+    """n, the number of values each channel's statistics average over: N times the spatial sizes.
+
+    Args:
+        x: input of shape (N, C, ...).
+    """
+    size = x.size()
+    n = size[0]
+    for d in size[2:]:
+        n *= d
+    return n
 
 
 def check_batch_size(x: Tensor) -> None:
     """Raise the same ValueError as torch when a channel has a single value in training."""
-    values_per_channel = x.numel() // x.shape[1] if x.dim() >= 2 and x.shape[1] > 0 else 0
-    if values_per_channel == 1:
-        raise ValueError(
-            f"Expected more than 1 value per channel when training, got input size {x.size()}"
-        )
+    size = x.size()
+    if values_per_channel(x) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+
+
+def _check_dtypes(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                  weight: Tensor | None, bias: Tensor | None) -> None:
+    # RuntimeError, the type torch raises for these mixes, so code that catches torch's still works
+    for t in [running_mean, running_var, weight, bias]:
+        if t is not None and t.dtype != x.dtype:
+            # bfloat16/float16 input may run with float32 parameters (mixed precision), as in torch
+            mixed = (x.dtype == torch.bfloat16 or x.dtype == torch.float16) and t.dtype == torch.float32
+            if not mixed:
+                raise RuntimeError(
+                    f"batch_norm got {x.dtype} input with {t.dtype} parameters or running statistics; "
+                    f"convert one to the other's dtype (module.to(dtype) or x.to(dtype)): only "
+                    f"bfloat16/float16 input may run with float32 parameters, as in torch"
+                )
+
+
+def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance over every dim but 1 (Algorithm 1, lines 1-2).
+
+    Args:
+        x: input of shape (N, C, ...).
+
+    Returns:
+        ``(mean, var)``, each of shape (C,), in float32 (float64 for float64 input). ``var``
+        divides by n (what normalizes the batch); :func:`update_running_stats` makes it unbiased.
+    """
+    xs = x.to(_stat_dtype(x))
+    dims = [0] + list(range(2, x.dim()))
+    mean = xs.mean(dims)  # (C,)
+    # Two passes, mean((x - mean)^2): no cancellation when the mean is large against the spread.
+    var = ((xs - mean.reshape(_stat_shape(x))) ** 2).mean(dims)  # (C,)
+    return mean, var
+
+
+def normalize(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` per channel (Algorithm 1, lines 3-4).
+
+    Args:
+        x: input of shape (N, C, ...).
+        mean, var: (C,) statistics: the batch's (training) or the running ones (eval).
+        weight, bias: (C,) gamma and beta, or ``None`` to skip the scale or the shift.
+        eps: added to the variance inside the square root.
+
+    Returns:
+        Tensor of ``x``'s shape and dtype (computed in at least float32).
+    """
+    shape = _stat_shape(x)  # (1, C, 1, 1)
+    y = (x.to(_stat_dtype(x)) - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y.to(x.dtype)
+
+
+def update_running_stats(
+    running_mean: Tensor,
+    running_var: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    count: int,
+    momentum: float,
+) -> None:
+    """Fold a batch's statistics into the running ones, in place, outside autograd.
+
+    ``running = (1 - momentum) * running + momentum * batch``, with the variance made unbiased
+    (times ``count / (count - 1)``), as torch does. An empty batch (``count`` 0) has no
+    statistics: the running ones stay as they are, as in torch.
+
+    Args:
+        running_mean, running_var: (C,) buffers, updated in place.
+        mean, var: (C,) batch mean and biased variance (:func:`batch_statistics`).
+        count: n, the values per channel the statistics came from (> 1, or 0).
+        momentum: weight of the new statistic (torch's convention).
+    """
+    if count == 0:
+        return
+    with torch.no_grad():
+        unbiased = var.detach() * (count / (count - 1))
+        running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
+        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
 def batch_norm(
@@ -41,7 +170,8 @@ def batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
-    """Normalize ``x`` per channel (dim 1) and apply the affine transform.
+    """Normalize ``x`` per channel (dim 1) and apply the affine transform; same signature, checks
+    and errors as ``torch.nn.functional.batch_norm``.
 
     Args:
         x: input of shape (N, C), (N, C, L) or (N, C, H, W).
@@ -50,30 +180,31 @@ def batch_norm(
         weight, bias: (C,) gamma and beta, or ``None`` for no affine transform.
         training: normalize with the batch statistics and update the running ones.
         momentum: weight of the new batch statistic in the running average (PyTorch's convention).
-        eps: added to the variance for numerical stability.
+        eps: added to the variance for numerical stability; > 0 in training, >= 0 in eval.
     """
+    if has_torch_function_variadic(x, running_mean, running_var, weight, bias):
+        return handle_torch_function(
+            batch_norm, (x, running_mean, running_var, weight, bias), x, running_mean, running_var,
+            weight=weight, bias=bias, training=training, momentum=momentum, eps=eps,
+        )
     if x.dim() < 2:
-        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {tuple(x.shape)}")
-    shape = _stat_shape(x)
+        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {x.size()}")
     use_batch_stats = training or running_mean is None or running_var is None
+    # torch's checks and messages (torch.nn.functional.batch_norm)
     if use_batch_stats:
         check_batch_size(x)
-        dims = [0] + list(range(2, x.dim()))
-        mean = x.mean(dim=dims, keepdim=True)  # (1, C, 1, 1)
-        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)  # biased: what normalizes the batch
-        n = x.numel() // x.shape[1] if x.shape[1] else 0
-        # An empty batch (N = 0) has no statistics: torch leaves the running ones untouched.
-        if training and running_mean is not None and running_var is not None and n > 0:
-            with torch.no_grad():
-                running_mean.mul_(1 - momentum).add_(mean.reshape(-1).to(running_mean.dtype), alpha=momentum)
-                unbiased = var.reshape(-1) * (n / (n - 1))
-                running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+    if use_batch_stats and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_dtypes(x, running_mean, running_var, weight, bias)
+    # One conversion for both uses of x, so that a bfloat16/float16 input's gradient is summed in
+    # float32 and rounded once, as torch's kernel does.
+    xs = x.to(_stat_dtype(x))
+    if not use_batch_stats and running_mean is not None and running_var is not None:
+        mean, var = running_mean, running_var  # eval: Algorithm 2
     else:
-        mean = running_mean.reshape(shape)
-        var = running_var.reshape(shape)
-    x_hat = (x - mean) / torch.sqrt(var + eps)
-    if weight is not None:
-        x_hat = x_hat * weight.reshape(shape)
-    if bias is not None:
-        x_hat = x_hat + bias.reshape(shape)
-    return x_hat
+        mean, var = batch_statistics(xs)
+        if training and running_mean is not None and running_var is not None:
+            update_running_stats(running_mean, running_var, mean, var, values_per_channel(x), momentum)
+    return normalize(xs, mean, var, weight, bias, eps).to(x.dtype)
