@@ -290,3 +290,35 @@ def test_scratch_bn_in_a_conv_net_trains_identically_to_torch_bn_float64():
     for (ka, a), (kb, b) in itertools.zip_longest(nets[0].state_dict().items(), nets[1].state_dict().items()):
         assert ka == kb
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+# --- the three steps of the functional API -------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["fp64", "bf16"])
+def test_batch_statistics_normalize_and_update_each_match_torch_functional(dtype):
+    # batch_statistics = torch.var_mean (biased) in float32 at least; update_running_stats = the
+    # buffers torch.nn.functional.batch_norm leaves; normalize = its eval output with those stats.
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(5, 3, 4, 2, generator=g, dtype=torch.float64) * 3 + 1).to(dtype)
+    w, b = torch.rand(3, generator=g, dtype=torch.float64) + 0.5, torch.randn(3, generator=g, dtype=torch.float64)
+    stat = torch.promote_types(dtype, torch.float32)
+    tol = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-5, rtol=1e-5)
+
+    mean, var = rnn.functional.batch_statistics(x)
+    want_var, want_mean = torch.var_mean(x.to(stat), dim=(0, 2, 3), correction=0)
+    assert mean.dtype == var.dtype == stat and mean.shape == var.shape == (3,)
+    torch.testing.assert_close(mean, want_mean, **tol)
+    torch.testing.assert_close(var, want_var, **tol)
+
+    rm, rv = torch.full((3,), 0.5, dtype=stat), torch.full((3,), 2.0, dtype=stat)
+    want_rm, want_rv = rm.clone(), rv.clone()
+    nn.functional.batch_norm(x, want_rm, want_rv, training=True, momentum=0.3)
+    rnn.functional.update_running_stats(rm, rv, mean, var, rnn.functional.values_per_channel(x), momentum=0.3)
+    torch.testing.assert_close(rm, want_rm, **tol)
+    torch.testing.assert_close(rv, want_rv, **tol)
+
+    y = rnn.functional.normalize(x, mean, var, w.to(stat), b.to(stat), eps=1e-3)
+    want = nn.functional.batch_norm(x, mean, var, w.to(stat), b.to(stat), training=False, eps=1e-3)
+    assert y.dtype == want.dtype == dtype
+    torch.testing.assert_close(y, want, **(tol if dtype == torch.float64 else {}))
