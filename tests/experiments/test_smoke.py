@@ -1,5 +1,6 @@
-"""Every experiment runs end to end at the smoke budget: results.json, plots and report.md, with a
-verdict that follows from its checks. (Smoke budgets check the pipeline, not the claims.)"""
+"""Every experiment runs end to end at the smoke budget: results.json, plots and report.md with a
+verdict. (Smoke budgets check the pipeline, not the claims; whether the checks answer correctly is
+shown on made-up results in test_checks.py.)"""
 
 import json
 
@@ -12,17 +13,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_smoke_run_writes_results_plots_and_a_report_whose_verdict_follows_from_its_checks(name, tmp_path):
+def test_smoke_run_writes_results_plots_and_a_report_with_a_verdict(name, tmp_path):
     out = tmp_path / name
     results = run_experiment(name, budget="smoke", out=out, device="cpu", log=lambda s: None)
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["verdict"] == results["verdict"] and results["verdict"] in VERDICTS
-    passed = [c["passed"] for c in on_disk["checks"]]
-    assert passed, "an experiment must test its claim with at least one check"
-    expected = "confirmed" if all(passed) else "not confirmed" if not any(passed) else "mixed"
-    assert on_disk["verdict"] == expected
-    assert all(c["evidence"] for c in on_disk["checks"])  # the numbers behind each answer
+    assert on_disk["verdict"] == results["verdict"] and on_disk["verdict"] in VERDICTS
+    assert on_disk["checks"], "an experiment must test its claim with at least one check"
+    assert all(c["question"] and c["evidence"] and isinstance(c["passed"], bool) for c in on_disk["checks"])
     assert on_disk["plots"] and all((out / p).read_bytes()[:8] == PNG_MAGIC for p in on_disk["plots"])
     md = (out / "report.md").read_text()
     assert on_disk["claim"] in md and f"Verdict: {on_disk['verdict']}" in md
+    assert all(c["question"] in md for c in on_disk["checks"])
     assert len(on_disk["table"]["rows"]) >= 2

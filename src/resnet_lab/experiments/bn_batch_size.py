@@ -10,13 +10,14 @@ batch sizes from 2 to 128, learning rate scaled linearly with the batch size (Go
 from __future__ import annotations
 
 import copy
+from typing import Mapping, Sequence
 
 from ..train import evaluate
 from .precise_bn import precise_bn
 from .report import Check, Report, plot_lines
 from .runner import Context, RunSpec, cifar_net
 
-__all__ = ["CLAIM", "NAME", "run"]
+__all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
 NAME = "bn_batch_size"
 CLAIM = ("Batch norm degrades at tiny batches (2-8) while GroupNorm does not (Wu & He 2018); "
@@ -32,6 +33,35 @@ BUDGET = {
                  test=2000, image_size=None),
 }
 BASE_LR, BASE_BATCH = 0.1, 64  # lr = BASE_LR * batch / BASE_BATCH
+
+
+def claim_checks(err: Mapping[tuple[str, int], float], batches: Sequence[int]) -> list[Check]:
+    """The claim's three checks from the test errors.
+
+    Args:
+        err: ``{(norm, batch size): test error as a fraction}`` with norm ``BN`` or ``GN``, for
+            every batch size.
+        batches: the batch sizes; the smallest is the tiny batch, those >= 16 (else the largest)
+            the large-batch reference.
+    """
+    small, large = min(batches), [bs for bs in batches if bs >= 16] or [max(batches)]
+
+    def best(label: str) -> float:
+        return min(err[(label, bs)] for bs in large)
+
+    def gap(label: str) -> float:
+        return err[(label, small)] - best(label)
+
+    return [
+        Check(f"BN's test error rises at batch {small}", gap("BN") > MARGIN,
+              f"BN error {100 * err[('BN', small)]:.2f}% at batch {small} vs {100 * best('BN'):.2f}% at best of "
+              f"batch {large} (+{100 * gap('BN'):.2f} pp; degradation above {100 * MARGIN:.0f} pp)"),
+        Check(f"GN's test error does not rise at batch {small}", gap("GN") <= MARGIN,
+              f"GN error {100 * err[('GN', small)]:.2f}% at batch {small} vs {100 * best('GN'):.2f}% at best of "
+              f"batch {large} ({100 * gap('GN'):+.2f} pp; allowed up to {100 * MARGIN:.0f} pp)"),
+        Check(f"GN beats BN at batch {small}", err[("GN", small)] < err[("BN", small)],
+              f"{100 * err[('GN', small)]:.2f}% vs {100 * err[('BN', small)]:.2f}%"),
+    ]
 
 
 def run(ctx: Context) -> Report:
@@ -58,22 +88,8 @@ def run(ctx: Context) -> Report:
             runs[spec.label] = r.to_dict()
             r.model = None
 
-    small, large = min(b["batches"]), [bs for bs in b["batches"] if bs >= 16] or [max(b["batches"])]
-
-    def gap(label: str) -> float:
-        return err[(label, small)] - min(err[(label, bs)] for bs in large)
-
-    best = lambda label: min(err[(label, bs)] for bs in large)  # noqa: E731
-    checks = [
-        Check(f"BN's test error rises at batch {small}", gap("BN") > MARGIN,
-              f"BN error {100 * err[('BN', small)]:.2f}% at batch {small} vs {100 * best('BN'):.2f}% at best of "
-              f"batch {large} (+{100 * gap('BN'):.2f} pp; degradation above {100 * MARGIN:.0f} pp)"),
-        Check(f"GN's test error does not rise at batch {small}", gap("GN") <= MARGIN,
-              f"GN error {100 * err[('GN', small)]:.2f}% at batch {small} vs {100 * best('GN'):.2f}% at best of "
-              f"batch {large} ({100 * gap('GN'):+.2f} pp; allowed up to {100 * MARGIN:.0f} pp)"),
-        Check(f"GN beats BN at batch {small}", err[("GN", small)] < err[("BN", small)],
-              f"{100 * err[('GN', small)]:.2f}% vs {100 * err[('BN', small)]:.2f}%"),
-    ]
+    small = min(b["batches"])
+    checks = claim_checks(err, b["batches"])
     helps = {bs: err[("BN", bs)] - err[("BN + precise", bs)] for bs in b["batches"] if ("BN + precise", bs) in err}
     findings = [
         "precise BN (running statistics re-estimated over the training subset after training, batches of 128): "

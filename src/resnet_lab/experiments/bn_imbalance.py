@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import Mapping, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ from .metrics import balanced_accuracy, roc_auc
 from .report import Check, Report, plot_lines
 from .runner import Context, RunSpec, cifar_net
 
-__all__ = ["CLAIM", "NAME", "run"]
+__all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
 NAME = "bn_imbalance"
 CLAIM = ("Batch normalization hurts a binary task with a 99:1 class ratio (tested with AUC and balanced accuracy, "
@@ -67,6 +68,36 @@ def _scores(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(probs), torch.cat(ys)
 
 
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the values that are not NaN (NaN, NaN if none)."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def claim_checks(metrics: Mapping[str, Mapping[str, Sequence[float]]], seeds: int) -> list[Check]:
+    """The claim's two checks: BN lowers the AUC, BN lowers the balanced accuracy, each by more
+    than two standard errors of the difference and by more than 0.005.
+
+    Args:
+        metrics: ``{"BN" | "no norm": {"auc": [one per seed], "bacc": [...]}}``.
+        seeds: the number of seeds.
+    """
+    checks = []
+    for key, name in (("auc", "ROC AUC"), ("bacc", "balanced accuracy (prior-corrected threshold)")):
+        (m_bn, s_bn), (m_no, s_no) = _stats(metrics["BN"][key]), _stats(metrics["no norm"][key])
+        n = seeds
+        se = math.sqrt((s_bn**2 + s_no**2) / n) if n > 1 else 0.0
+        diff = m_no - m_bn
+        hurts = diff > 2 * se and diff > 0.005
+        checks.append(Check(f"BN lowers the {name}", hurts,
+                            f"no norm {m_no:.4f} ± {s_no:.4f} vs BN {m_bn:.4f} ± {s_bn:.4f} "
+                            f"(mean ± sd over {n} seeds); "
+                            f"difference {diff:+.4f}, needs > 2 standard errors ({2 * se:.4f}) and > 0.005"))
+    return checks
+
+
 def run(ctx: Context) -> Report:
     """Train BN and no-norm nets on a 99:1 task over several seeds; compare AUC and balanced accuracy."""
     b = BUDGET[ctx.budget]
@@ -101,25 +132,9 @@ def run(ctx: Context) -> Report:
             for key, v in (("auc", auc), ("bacc", bacc), ("pos_recall", rec)):
                 metrics[label][key].append(v)
 
-    def stats(values: list[float]) -> tuple[float, float]:
-        vals = [v for v in values if v == v]
-        if not vals:
-            return math.nan, math.nan
-        return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-    checks, rows = [], []
-    for key, name in (("auc", "ROC AUC"), ("bacc", "balanced accuracy (prior-corrected threshold)")):
-        (m_bn, s_bn), (m_no, s_no) = stats(metrics["BN"][key]), stats(metrics["no norm"][key])
-        n = b["seeds"]
-        se = math.sqrt((s_bn**2 + s_no**2) / n) if n > 1 else 0.0
-        diff = m_no - m_bn
-        hurts = diff > 2 * se and diff > 0.005
-        checks.append(Check(f"BN lowers the {name}", hurts,
-                            f"no norm {m_no:.4f} ± {s_no:.4f} vs BN {m_bn:.4f} ± {s_bn:.4f} "
-                            f"(mean ± sd over {n} seeds); "
-                            f"difference {diff:+.4f}, needs > 2 standard errors ({2 * se:.4f}) and > 0.005"))
+    checks, rows = claim_checks(metrics, b["seeds"]), []
     for label, m in metrics.items():
-        rows.append([label, *(f"{stats(m[k])[0]:.4f} ± {stats(m[k])[1]:.4f}" for k in ("auc", "bacc", "pos_recall"))])
+        rows.append([label, *(f"{_stats(m[k])[0]:.4f} ± {_stats(m[k])[1]:.4f}" for k in ("auc", "bacc", "pos_recall"))])
     rows += [[f"{lab} seed {i + ctx.seed}", metrics[lab]["auc"][i], metrics[lab]["bacc"][i],
               metrics[lab]["pos_recall"][i]]
              for lab in metrics for i in range(b["seeds"])]
@@ -144,7 +159,7 @@ def run(ctx: Context) -> Report:
         columns=["run", "ROC AUC", "balanced accuracy", "positive recall"],
         rows=rows, checks=checks, plots=["auc_per_seed.png"],
         findings=["balanced accuracy with the plain argmax decision: " + "; ".join(
-            f"{lab} {stats(v)[0]:.4f} ± {stats(v)[1]:.4f}" for lab, v in argmax_bacc.items())
+            f"{lab} {_stats(v)[0]:.4f} ± {_stats(v)[1]:.4f}" for lab, v in argmax_bacc.items())
             + " (0.5 = every test image called negative)"],
         data={"metrics": metrics, "runs": runs},
         notes=["Verdict 'not confirmed' means BN was not measurably worse here (equal within noise, or better); "

@@ -10,11 +10,13 @@ on CIFAR-10 too (3 channels, 32 px, same budget structure) when its files are fo
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..data import DataNotFoundError
 from .report import Check, Report, plot_lines
 from .runner import Context, RunResult, RunSpec, cifar_net
 
-__all__ = ["CLAIM", "DATASETS", "NAME", "run"]
+__all__ = ["CLAIM", "DATASETS", "NAME", "claim_checks", "run"]
 
 NAME = "degradation"
 CLAIM = ("Deeper plain networks train worse than shallower ones, residual networks do not "
@@ -90,6 +92,27 @@ def run(ctx: Context) -> Report:
     )
 
 
+def claim_checks(train_error: Mapping[str, float], shallow: int, deep: int, title: str) -> list[Check]:
+    """The claim's two checks for one dataset, from each run's final-epoch training error.
+
+    Args:
+        train_error: ``{label: training error as a fraction}`` for the labels ``plain-{depth}``
+            and ``resnet-{depth}`` of both depths.
+        shallow, deep: the two depths.
+        title: the dataset's name, for the questions.
+    """
+    ps, pd, rs, rd = (f"plain-{shallow}", f"plain-{deep}", f"resnet-{shallow}", f"resnet-{deep}")
+    err = train_error
+    return [
+        Check(f"{title}: {pd} has a higher training error than {ps}", err[pd] > err[ps] + MARGIN,
+              f"final-epoch training error {100 * err[pd]:.2f}% vs {100 * err[ps]:.2f}% "
+              f"(needs > {100 * MARGIN:.0f} pp more)"),
+        Check(f"{title}: {rd} does not train worse than {rs}", err[rd] <= err[rs] + MARGIN,
+              f"final-epoch training error {100 * err[rd]:.2f}% vs {100 * err[rs]:.2f}% "
+              f"(allowed up to {100 * MARGIN:.0f} pp more)"),
+    ]
+
+
 def _compare(ctx: Context, results: dict[str, RunResult], shallow: int, deep: int, title: str,
              prefix: str) -> tuple[list[Check], list[list], list[str], list[str]]:
     """Checks, table rows, findings and plots for one dataset's four runs."""
@@ -100,14 +123,7 @@ def _compare(ctx: Context, results: dict[str, RunResult], shallow: int, deep: in
     rows = [[label, r.info["depth"], r.params, 100 * err(label), 100 * err(label, "test_acc"),
              r.last.get("train_loss"), r.seconds] for label, r in results.items()]
     ps, pd, rs, rd = (f"plain-{shallow}", f"plain-{deep}", f"resnet-{shallow}", f"resnet-{deep}")
-    checks = [
-        Check(f"{title}: {pd} has a higher training error than {ps}", err(pd) > err(ps) + MARGIN,
-              f"final-epoch training error {100 * err(pd):.2f}% vs {100 * err(ps):.2f}% "
-              f"(needs > {100 * MARGIN:.0f} pp more)"),
-        Check(f"{title}: {rd} does not train worse than {rs}", err(rd) <= err(rs) + MARGIN,
-              f"final-epoch training error {100 * err(rd):.2f}% vs {100 * err(rs):.2f}% "
-              f"(allowed up to {100 * MARGIN:.0f} pp more)"),
-    ]
+    checks = claim_checks({label: err(label) for label in results}, shallow, deep, title)
     findings = [f"{title}, {rd} vs {pd}: training error {100 * err(rd):.2f}% vs {100 * err(pd):.2f}%, "
                 f"test error {100 * err(rd, 'test_acc'):.2f}% vs {100 * err(pd, 'test_acc'):.2f}%"]
 

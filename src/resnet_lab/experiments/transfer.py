@@ -17,14 +17,14 @@ from __future__ import annotations
 import statistics
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .report import Check, Report
 from .runner import Context, RunResult, RunSpec
 
-__all__ = ["CLAIM", "NAME", "run"]
+__all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
 NAME = "transfer"
 CLAIM = ("Fine-tuning all layers is the most accurate transfer, training only the last stage or a new head "
@@ -208,19 +208,63 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
+def _acc(runs: Sequence[Mapping[str, Any]], strategy: str, k: int) -> float:
+    """Mean final accuracy of the runs of ``strategy`` at ``k`` (over seeds)."""
+    return _mean([r["acc"] for r in runs if r["strategy"] == strategy and r["k"] == k])
+
+
+def _ms_per_image(runs: Sequence[Mapping[str, Any]], strategy: str) -> float:
+    # Pooled over every run of the strategy (all k): single short runs are noisy on a shared CPU.
+    mine = [r for r in runs if r["strategy"] == strategy]
+    return 1000 * sum(r["train_seconds"] for r in mine) / max(1, sum(r["images"] for r in mine))
+
+
+def claim_checks(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[Check]:
+    """The claim's four checks from the target runs.
+
+    Args:
+        runs: one record per run with ``strategy`` (one of ``VARIANTS``), ``k``, ``acc`` (final
+            accuracy), ``trainable`` (parameters), ``train_seconds`` and ``images`` (training
+            images seen).
+        ks: the labelled images per class, smallest first.
+    """
+    ks = list(ks)
+
+    def acc(strategy: str, k: int) -> float:
+        return _acc(runs, strategy, k)
+
+    checks = []
+    best_other = {k: max(acc(s, k) for s in STRATEGIES if s != "all") for k in ks}
+    ok = [k for k in ks if acc("all", k) >= best_other[k] - MARGIN]
+    checks.append(Check(
+        "`all` is the most accurate strategy at every k",
+        len(ok) == len(ks),
+        "; ".join(f"k={k}: all {100 * acc('all', k):.1f}% vs best other "
+                  f"{max((s for s in STRATEGIES if s != 'all'), key=lambda s: acc(s, k))} {100 * best_other[k]:.1f}%"
+                  for k in ks) + f" (ties within {100 * MARGIN:.1f} pp count as most accurate)"))
+    params = {s: next(r["trainable"] for r in runs if r["strategy"] == s) for s in STRATEGIES}
+    checks.append(Check(
+        "`head` and `last` train the fewest parameters",
+        max(params["head"], params["last"]) < min(params["all"], params["scratch"]),
+        ", ".join(f"{s} {int(params[s]):,}" for s in STRATEGIES) + " trainable parameters"))
+    speed = {s: _ms_per_image(runs, s) for s in STRATEGIES}
+    checks.append(Check(
+        "`head` and `last` take the least training time per image (all runs of a strategy pooled)",
+        max(speed["head"], speed["last"]) < min(speed["all"], speed["scratch"]),
+        ", ".join(f"{s} {speed[s]:.2f} ms" for s in STRATEGIES) + " per training image"))
+    gain = {k: max(acc(s, k) for s in VARIANTS if s != "scratch") - acc("scratch", k) for k in ks}
+    checks.append(Check(
+        "transfer beats scratch, and by the most at the smallest k",
+        gain[ks[0]] > 0 and gain[ks[0]] >= max(gain.values()) - 1e-12,
+        ", ".join(f"k={k}: best transfer - scratch = {100 * gain[k]:+.1f} pp" for k in ks)))
+    return checks
+
+
 def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
     ks = list(b["ks"])
 
     def acc(strategy: str, k: int) -> float:
-        return _mean([r["acc"] for r in runs if r["strategy"] == strategy and r["k"] == k])
-
-    def trainable(strategy: str) -> int:
-        return next(r["trainable"] for r in runs if r["strategy"] == strategy)
-
-    def ms_per_image(strategy: str) -> float:
-        # Pooled over every run of the strategy (all k): single short runs are noisy on a shared CPU.
-        mine = [r for r in runs if r["strategy"] == strategy]
-        return 1000 * sum(r["train_seconds"] for r in mine) / max(1, sum(r["images"] for r in mine))
+        return _acc(runs, strategy, k)
 
     rows = []
     for k in ks:
@@ -232,30 +276,7 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
 
     _plot(ctx.out / "accuracy_vs_k.png", ks, {s: [100 * acc(s, k) for k in ks] for s in VARIANTS})
 
-    checks = []
-    best_other = {k: max(acc(s, k) for s in STRATEGIES if s != "all") for k in ks}
-    ok = [k for k in ks if acc("all", k) >= best_other[k] - MARGIN]
-    checks.append(Check(
-        "`all` is the most accurate strategy at every k",
-        len(ok) == len(ks),
-        "; ".join(f"k={k}: all {100 * acc('all', k):.1f}% vs best other "
-                  f"{max((s for s in STRATEGIES if s != 'all'), key=lambda s: acc(s, k))} {100 * best_other[k]:.1f}%"
-                  for k in ks) + f" (ties within {100 * MARGIN:.1f} pp count as most accurate)"))
-    params = {s: trainable(s) for s in STRATEGIES}
-    checks.append(Check(
-        "`head` and `last` train the fewest parameters",
-        max(params["head"], params["last"]) < min(params["all"], params["scratch"]),
-        ", ".join(f"{s} {int(params[s]):,}" for s in STRATEGIES) + " trainable parameters"))
-    speed = {s: ms_per_image(s) for s in STRATEGIES}
-    checks.append(Check(
-        "`head` and `last` take the least training time per image (all runs of a strategy pooled)",
-        max(speed["head"], speed["last"]) < min(speed["all"], speed["scratch"]),
-        ", ".join(f"{s} {speed[s]:.2f} ms" for s in STRATEGIES) + " per training image"))
-    gain = {k: max(acc(s, k) for s in VARIANTS if s != "scratch") - acc("scratch", k) for k in ks}
-    checks.append(Check(
-        "transfer beats scratch, and by the most at the smallest k",
-        gain[ks[0]] > 0 and gain[ks[0]] >= max(gain.values()) - 1e-12,
-        ", ".join(f"k={k}: best transfer - scratch = {100 * gain[k]:+.1f} pp" for k in ks)))
+    checks = claim_checks(runs, ks)
 
     unchanged = [r["frozen_unchanged"] for r in runs if r["frozen_unchanged"] is not None]
     findings = [

@@ -14,6 +14,7 @@ and sigmoid with identity shortcuts.
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from ..analysis.gradflow import GradientFlowRecorder, gradient_norms, plot_gradi
 from .report import Check, Report, plot_lines
 from .runner import Context, RunSpec
 
-__all__ = ["CLAIM", "NAME", "DeepMLP", "run"]
+__all__ = ["CLAIM", "NAME", "DeepMLP", "claim_checks", "run"]
 
 NAME = "vanishing_gradients"
 CLAIM = ("With sigmoid and no BN, gradients vanish in the early layers of a deep plain net; BN, ReLU or "
@@ -109,6 +110,30 @@ class DeepMLP(nn.Module):
         return self.head(self.blocks(x.flatten(1)))
 
 
+def claim_checks(ratios: Mapping[str, tuple[float, float]], diverged: Mapping[str, bool] | None = None) -> list[Check]:
+    """The claim's four checks from the first-layer / last-layer gradient-norm ratios.
+
+    Args:
+        ratios: ``{net: (ratio at initialization, ratio after training)}`` for the nets of
+            ``CONFIGS`` (``sigmoid``, ``sigmoid + BN``, ``ReLU``, ``sigmoid + residual``).
+        diverged: ``{net: True}`` for a net whose training diverged (said in the evidence).
+    """
+    diverged = diverged or {}
+    init, trained = ratios["sigmoid"]
+    checks = [Check("sigmoid without BN: the first layer's gradient has vanished",
+                    init < VANISHED and trained < VANISHED,
+                    f"first/last layer gradient norm {init:.2e} at init, "
+                    f"{trained:.2e} after training (vanished below {VANISHED:g})")]
+    for label in ("sigmoid + BN", "ReLU", "sigmoid + residual"):
+        init, trained = ratios[label]
+        checks.append(Check(f"{label}: the first layer's gradient stays alive",
+                            init > ALIVE and trained > ALIVE,
+                            f"first/last ratio {init:.2e} at init, {trained:.2e} after "
+                            f"training (alive above {ALIVE:g})"
+                            + ("; training diverged (NaN loss)" if diverged.get(label) else "")))
+    return checks
+
+
 def run(ctx: Context) -> Report:
     """Per-layer gradient norms at initialization and after training, for four deep nets."""
     b = BUDGET[ctx.budget]
@@ -140,23 +165,13 @@ def run(ctx: Context) -> Report:
         first, last = norms[0][1], norms[-1][1]
         return first / last if last > 0 else math.nan
 
-    rows, checks = [], []
+    rows = []
     for label, f in flows.items():
         r = results[label]
         rows.append([label, f["init"][0][1], f["init"][-1][1], ratio(f["init"]), ratio(f["trained"]),
                      r.last.get("train_loss"), 100 * r.last.get("test_acc", 0.0)])
-    sig = flows["sigmoid"]
-    checks.append(Check("sigmoid without BN: the first layer's gradient has vanished",
-                        ratio(sig["init"]) < VANISHED and ratio(sig["trained"]) < VANISHED,
-                        f"first/last layer gradient norm {ratio(sig['init']):.2e} at init, "
-                        f"{ratio(sig['trained']):.2e} after training (vanished below {VANISHED:g})"))
-    for label in ("sigmoid + BN", "ReLU", "sigmoid + residual"):
-        f = flows[label]
-        checks.append(Check(f"{label}: the first layer's gradient stays alive",
-                            ratio(f["init"]) > ALIVE and ratio(f["trained"]) > ALIVE,
-                            f"first/last ratio {ratio(f['init']):.2e} at init, {ratio(f['trained']):.2e} after "
-                            f"training (alive above {ALIVE:g})"
-                            + ("; training diverged (NaN loss)" if results[label].diverged else "")))
+    checks = claim_checks({label: (ratio(f["init"]), ratio(f["trained"])) for label, f in flows.items()},
+                          {label: r.diverged for label, r in results.items()})
 
     plot_gradient_flow({k: v["init"] for k, v in flows.items()}, ctx.out / "gradflow_init.png",
                        title=f"Per-layer gradient norm at initialization ({b['depth']} layers, width {b['width']})")

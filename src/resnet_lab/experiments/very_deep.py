@@ -17,7 +17,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .report import Check, Report, plot_lines
 from .runner import Context, RunSpec, cifar_net
 
-__all__ = ["CLAIM", "NAME", "memory_probe", "run"]
+__all__ = ["CLAIM", "NAME", "claim_checks", "memory_probe", "run"]
 
 NAME = "very_deep"
 CLAIM = ("ResNets train past 1000 layers (ResNet-1202, pre-act ResNet-1001) where the plain net of the same "
@@ -133,6 +133,50 @@ def _probe_in_subprocess(args: dict[str, Any]) -> dict[str, float]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _trend(step_losses: Sequence[float], k: int) -> tuple[float, float]:
+    """Mean training loss of the first and of the last ``k`` steps (NaN when fewer than 2k)."""
+    losses = [v for v in step_losses if v == v]  # NaN (divergence) dropped
+    if len(losses) < 2 * k:
+        return float("nan"), float("nan")
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+def claim_checks(step_losses: Mapping[str, Sequence[float]], diverged: Mapping[str, bool], labels: Sequence[str], *,
+                 steps: int, window: int, num_classes: int) -> list[Check]:
+    """The claim's checks from the per-step training losses: the residual net trains, the plain
+    net does not, and a third (residual) net, when run, trains too.
+
+    Args:
+        step_losses: ``{run label: training loss after each step}``.
+        diverged: ``{run label: whether the run diverged}``.
+        labels: the residual net's label, the plain net's, and optionally a third net's.
+        steps: steps run (for the questions).
+        window: a net trains when the mean loss of its last ``window`` steps is more than
+            ``BELOW_CHANCE`` below chance level, ln(``num_classes``), and it did not diverge.
+        num_classes: classes of the task.
+    """
+    k, chance = window, math.log(num_classes)
+
+    def trains(label: str) -> bool:
+        first, last = _trend(step_losses[label], k)
+        return not diverged.get(label, False) and last == last and last < chance - BELOW_CHANCE
+
+    checks = []
+    for label, want in ((labels[0], True), (labels[1], False)):
+        first, last = _trend(step_losses[label], k)
+        verb = "trains" if want else "does not train"
+        checks.append(Check(f"{label} {verb} in its first {steps} steps", trains(label) == want,
+                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
+                            f"(trains: last below chance ln({num_classes}) = {chance:.3f} by > {BELOW_CHANCE})"
+                            + ("; diverged" if diverged.get(label, False) else "")))
+    if len(labels) > 2:
+        first, last = _trend(step_losses[labels[2]], k)
+        checks.append(Check(f"{labels[2]} trains in its first {steps} steps", trains(labels[2]),
+                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
+                            f"(chance {chance:.3f})"))
+    return checks
+
+
 def run(ctx: Context) -> Report:
     """Train residual and plain nets of ~1000 layers for their first steps; probe checkpointing memory."""
     b = BUDGET[ctx.budget]
@@ -169,32 +213,13 @@ def run(ctx: Context) -> Report:
         grads[spec.label] = record
 
     def trend(label: str) -> tuple[float, float]:
-        losses = [v for v in results[label].step_losses if v == v]  # NaN (divergence) dropped
-        if len(losses) < 2 * k:
-            return float("nan"), float("nan")
-        return sum(losses[:k]) / k, sum(losses[-k:]) / k
+        return _trend(results[label].step_losses, k)
 
     num_classes = len(ctx.data(batch_size=b["batch"], **data).info.classes)
-    chance = math.log(num_classes)
-
-    def trains(label: str) -> bool:
-        first, last = trend(label)
-        return not results[label].diverged and last == last and last < chance - BELOW_CHANCE
-
-    rlabel, plabel = specs[0].label, specs[1].label
-    checks = []
-    for label, want in ((rlabel, True), (plabel, False)):
-        first, last = trend(label)
-        verb = "trains" if want else "does not train"
-        checks.append(Check(f"{label} {verb} in its first {b['steps']} steps", trains(label) == want,
-                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
-                            f"(trains: last below chance ln({num_classes}) = {chance:.3f} by > {BELOW_CHANCE})"
-                            + ("; diverged" if results[label].diverged else "")))
-    if len(specs) > 2:
-        first, last = trend(specs[2].label)
-        checks.append(Check(f"{specs[2].label} trains in its first {b['steps']} steps", trains(specs[2].label),
-                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
-                            f"(chance {chance:.3f})"))
+    plabel = specs[1].label
+    checks = claim_checks({label: r.step_losses for label, r in results.items()},
+                          {label: r.diverged for label, r in results.items()}, [s.label for s in specs],
+                          steps=b["steps"], window=k, num_classes=num_classes)
 
     # Memory of one training step, with and without checkpointing, each in a fresh process.
     memory = {}
