@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from resnet_lab.cli import main
-from resnet_lab.train import checkpoint as ckpt
+from resnet_lab import runs as ckpt
 
 TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
          "--no-progress"]

@@ -242,7 +242,7 @@ def cmd_train(args) -> int:
 
     from .models import create_model
     from .train import resolve_device, train
-    from .train.checkpoint import load_meta
+    from .runs import load_meta
 
     device = resolve_device(args.device)
     config = _train_config(args, args.out)

@@ -29,7 +29,7 @@ from resnet_lab.deploy import (  # noqa: E402
     preprocess_image,
     read_onnx_metadata,
 )
-from resnet_lab.train.checkpoint import save_model  # noqa: E402
+from resnet_lab.runs import save_model  # noqa: E402
 
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
 

@@ -60,6 +60,7 @@ def test_write_report_writes_json_and_markdown_with_the_numbers_behind_the_verdi
 
 def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, monkeypatch):
     import resnet_lab.data as data
+    import resnet_lab.experiments.runner as runner
 
     real = data.load_data
 
@@ -68,7 +69,7 @@ def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, mon
             raise data.DataNotFoundError("not installed (simulated)")
         return real(name, **kw)
 
-    monkeypatch.setattr(data, "load_data", no_fashion_mnist)
+    monkeypatch.setattr(runner, "load_data", no_fashion_mnist)  # where the runner looks it up
     results = registry.run_experiment("bn_convergence", budget="smoke", out=tmp_path, device="cpu", log=lambda s: None)
     assert any("fake" in n for n in results["notes"])
     assert "fake" in (tmp_path / "report.md").read_text()

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from resnet_lab.train import TrainConfig, TrainingDiverged, train
-from resnet_lab.train import checkpoint as ckpt
+from resnet_lab import runs as ckpt
 from tinytrain import TinyNet, make_bundle
 
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..train.checkpoint import atomic_write, load_model
+from ..runs import atomic_write, load_model
 from .fuse import fuse_bn_with_report
 from .predict import decode_metadata
 

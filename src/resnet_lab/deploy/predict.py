@@ -190,7 +190,7 @@ def predict_images(
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
         model = source_or_model.to(device).eval()  # the caller's model, now in eval mode
     else:
-        from ..train.checkpoint import load_model
+        from ..runs import load_model
 
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")

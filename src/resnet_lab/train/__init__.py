@@ -1,11 +1,17 @@
 """Training: config, loop, optimizers and schedules, checkpoints, metrics, plots."""
 
-from .checkpoint import load_model, load_state_dict_file, save_model
+from ..runs import load_model, load_state_dict_file, save_model
+from .checkpoint import Checkpointer
 from .config import TrainConfig
-from .loop import History, TrainingDiverged, evaluate, resolve_device, train
+from .device import resolve_device
+from .distributed import DistContext
+from .loop import EpochStats, History, TrainingDiverged, evaluate, train, train_one_epoch
 from .optim import build_optimizer, build_scheduler, param_groups
 
 __all__ = [
+    "Checkpointer",
+    "DistContext",
+    "EpochStats",
     "History",
     "TrainConfig",
     "TrainingDiverged",
@@ -18,4 +24,5 @@ __all__ = [
     "resolve_device",
     "save_model",
     "train",
+    "train_one_epoch",
 ]

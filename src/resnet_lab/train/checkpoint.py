@@ -1,379 +1,188 @@
-"""Run directories: weights as safetensors, metadata as JSON, training state as tensors only.
+"""Saving and resuming a training run: the :class:`Checkpointer`.
 
-A run directory holds (DESIGN.md "Runs and checkpoints")::
-
-    model.safetensors   weights of the last completed epoch (or of the interrupt)
-    best.safetensors    weights of the best test accuracy so far
-    model.json          architecture (create_model arguments), classes, input size, mean/std,
-                        epoch, metrics
-    train_state.pt      optimizer, scheduler, RNG and loader position; tensors and plain Python
-                        containers only, so ``torch.load(..., weights_only=True)`` reads it
-    metrics.jsonl       one JSON line per epoch
-    curves.png, confusion.png
-
-Every file is written to a temporary name in the same directory and renamed into place, so a
-crash or Ctrl-C in the middle of a save never leaves a half-written file behind.
-
-A checkpoint is several files (weights, best weights, model.json, train_state.pt) that must agree
-on the epoch. :func:`write_file_set` makes the set one atomic unit with a redo log: every new file
-is first written in full under a staging name, then a small manifest naming them is written
-atomically (the commit point), then the staged files are renamed into place and the manifest is
-removed. A kill before the commit point leaves the old set untouched; a kill after it leaves a
-manifest that :func:`recover_run_dir` (called whenever a run is resumed or loaded) rolls forward.
-Either way the set is never a mix of two checkpoints.
+The files of a run directory and how they are written atomically belong to :mod:`resnet_lab.runs`;
+this module decides *what* a training checkpoint holds (weights, optimizer, schedule, RNG, the
+position in the epoch, the recipe and the data it was trained on) and *when* a resume is allowed:
+only with the same recipe and data, from a consistent checkpoint set.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from contextlib import suppress
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = [
-    "FORMAT",
-    "atomic_write",
-    "atomic_write_text",
-    "find_model_json",
-    "load_meta",
-    "load_model",
-    "load_state_dict_file",
-    "load_train_state",
-    "read_json",
-    "recover_run_dir",
-    "save_checkpoint",
-    "save_model",
-    "save_state_dict",
-    "save_train_state",
-    "write_file_set",
-]
+from ..runs import (
+    append_metrics,
+    load_meta,
+    load_state_dict_file,
+    load_train_state,
+    read_metrics,
+    recover_run_dir,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .device import get_rng_state, set_rng_state
+from .distributed import rescale_resume_position
+from .plots import plot_confusion, plot_curves
 
-FORMAT = "resnet-lab/1"
+__all__ = ["Checkpointer", "Position", "check_resume", "run_facts"]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@dataclass
+class Position:
+    """Where training stands: completed epochs and completed steps of the current epoch."""
+
+    epoch: int = 0
+    step: int = 0
 
 
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give: others on a shared --out can read runs
+# TrainConfig fields that shape the trajectory (weights, schedule); the rest (device, out,
+# progress, plots, compile, channels_last, bf16, checkpoint_segments, deterministic) can change on resume.
+_RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
+                  "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch")
 
 
-def _write_staged(tmp: str, write: Callable[[str], None], target: Path) -> None:
-    """Run ``write(tmp)``, make the file durable and give it the normal file mode (mkstemp's is 0600)."""
-    try:
-        write(tmp)
-    except RuntimeError as e:  # torch.save and safetensors report a failed write (a full disk) this way
-        raise OSError(f"cannot write {target}: {str(e).strip().splitlines()[-1]}; free some disk space, check "
-                      "the permissions, or choose another --out") from e
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, _FILE_MODE)
+def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:
+    """What a resumed run must share with the saved one: the recipe and the data."""
+    info = data.info
+    batch = getattr(data.train, "batch_size", None)
+    return {
+        "recipe": {k: getattr(config, k) for k in _RECIPE_FIELDS},
+        "data": {
+            "dataset": getattr(info, "name", None), "classes": list(info.classes),
+            "input_size": list(info.input_size), "mean": list(info.mean), "std": list(info.std),
+            "global_batch_size": batch * world_size if batch else None,
+            "num_train": getattr(data, "num_train", None),
+            "augment": getattr(data.train, "augment", None),
+            "random_erasing": getattr(data.train, "random_erasing", None),
+        },
+    }
 
 
-def _fsync_dir(path: Path) -> None:
-    # Renames are durable only once the directory itself is synced (POSIX); not possible everywhere.
-    with suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically rename the temporary file to ``path``."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory: give a file name inside it, e.g. {path / 'model.onnx'}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        _write_staged(tmp, write, path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-_MANIFEST = ".checkpoint-pending.json"
-_STAGED_SUFFIX = ".staged"
-
-
-def write_file_set(run_dir: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
-    """Replace the files ``writers`` names (``{file name: write(tmp_path)}``) in ``run_dir`` as one
-    atomic unit: after a crash at any point, either all of them are the new ones (after
-    :func:`recover_run_dir`) or all are the old ones."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
-    try:
-        for name, write in writers.items():
-            tmp = run_dir / f".{name}{_STAGED_SUFFIX}"
-            staged[name] = tmp.name
-            _write_staged(str(tmp), write, run_dir / name)
-    except BaseException:
-        for tmp_name in staged.values():
-            (run_dir / tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(run_dir)
-    atomic_write_text(run_dir / _MANIFEST, json.dumps({"files": staged}) + "\n")  # the commit point
-    _fsync_dir(run_dir)
-    _apply_manifest(run_dir)
-
-
-def _apply_manifest(run_dir: Path) -> None:
-    manifest = run_dir / _MANIFEST
-    files = read_json(manifest)["files"]
-    for name, tmp_name in files.items():
-        if (run_dir / tmp_name).exists():  # already renamed when an earlier roll-forward was cut short
-            os.replace(run_dir / tmp_name, run_dir / name)
-    _fsync_dir(run_dir)
-    manifest.unlink()
-
-
-def recover_run_dir(run_dir: str | os.PathLike) -> list[str]:
-    """Bring a run directory left by a killed writer back to one consistent checkpoint.
-
-    A committed but unfinished checkpoint (its manifest exists) is rolled forward; staged and
-    temporary files of an uncommitted one are removed. Returns what was done, for the log.
-    """
-    run_dir = Path(run_dir)
-    done: list[str] = []
-    if not run_dir.is_dir():
-        return done
-    if (run_dir / _MANIFEST).exists():
-        _apply_manifest(run_dir)
-        done.append("completed a checkpoint that a killed process had committed but not finished")
-    leftovers = [p for p in run_dir.iterdir() if p.name.startswith(".") and p.suffix in (".tmp", _STAGED_SUFFIX)]
-    for p in leftovers:
-        p.unlink(missing_ok=True)
-    if leftovers:
-        done.append(f"removed {len(leftovers)} temporary file(s) of an interrupted save")
-    return done
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
-
-
-def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors wants contiguous tensors without shared storage; clone breaks any sharing.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-
-
-def _safetensors_writer(state: dict[str, torch.Tensor], metadata: dict | None = None) -> Callable[[str], None]:
-    meta = {"format": FORMAT, **({k: str(v) for k, v in metadata.items()} if metadata else {})}
-    return lambda tmp: save_file(state, tmp, metadata=meta)
-
-
-def _text_writer(text: str) -> Callable[[str], None]:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return write
-
-
-def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor] | nn.Module, metadata: dict | None = None) -> Path:
-    """Write weights to a ``.safetensors`` file atomically."""
-    if isinstance(state, nn.Module):
-        state = _cpu_state_dict(state)
-    return atomic_write(path, _safetensors_writer(state, metadata))
-
-
-def _model_meta(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    if "arch" not in meta:
-        config = getattr(model, "model_config", None)
-        if config is None:
-            raise ValueError("meta has no 'arch' and the model has no model_config: build it with create_model")
-        meta = {"arch": config, **meta}
-    return {"format": FORMAT, **meta}
-
-
-def save_checkpoint(
-    run_dir: str | os.PathLike,
-    model: nn.Module,
-    meta: dict[str, Any],
-    *,
-    best: bool = False,
-    train_state: dict[str, Any] | None = None,
-) -> None:
-    """Write ``model.safetensors``, ``model.json`` and, when given, ``best.safetensors`` and
-    ``train_state.pt`` as one atomic set (see :func:`write_file_set`).
-
-    ``meta`` must carry ``arch`` (the ``create_model`` arguments, as ``model.model_config``) unless
-    the model has ``model_config``; everything else (classes, input_size, mean, std, epoch,
-    metrics) is stored as given.
-    """
-    meta = _model_meta(model, meta)
-    state = _cpu_state_dict(model)
-    writers: dict[str, Callable[[str], None]] = {"model.safetensors": _safetensors_writer(state)}
-    if best:
-        writers["best.safetensors"] = _safetensors_writer(state)
-    writers["model.json"] = _text_writer(json.dumps(meta, indent=2, default=_json_default) + "\n")
-    if train_state is not None:
-        writers["train_state.pt"] = lambda tmp: torch.save(train_state, tmp)
-    write_file_set(run_dir, writers)
-
-
-def save_model(run_dir: str | os.PathLike, model: nn.Module, meta: dict[str, Any], *, best: bool = False) -> None:
-    """Write ``model.safetensors`` (and ``best.safetensors`` when ``best``) and ``model.json``."""
-    save_checkpoint(run_dir, model, meta, best=best)
-
-
-def _json_default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read weights from ``.safetensors``, or ``.pth``/``.pt`` with ``weights_only=True``.
-
-    ``.pth`` files are never unpickled beyond tensors; a file holding ``{"state_dict": ...}`` or
-    ``{"model": ...}`` (common training checkpoints) is unwrapped.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not a weights file: pass the run directory itself "
-                                "or a .safetensors/.pth file")
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path), device=str(map_location))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(
-                f"{path} is not a readable safetensors file ({e}): it is truncated or corrupt. In a run "
-                "directory, best.safetensors (evaluate --best) may still be good; otherwise train again."
-            ) from e
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
+def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, Any]]) -> None:
+    """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's."""
+    meta = load_meta(run_dir)
+    saved_pos = (int(state["epoch"]), int(state["step"]))
+    meta_pos = (int(meta.get("epoch", saved_pos[0])), int(meta.get("step", saved_pos[1])))
+    if meta_pos != saved_pos:
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({e}). Only tensor "
-            "checkpoints are accepted; re-save it as torch.save(model.state_dict(), path) or as "
-            ".safetensors."
-        ) from e
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return obj
+            f"{run_dir} is inconsistent: model.json is at epoch {meta_pos[0]} step {meta_pos[1]} but train_state.pt "
+            f"at epoch {saved_pos[0]} step {saved_pos[1]} (an older resnet-lab was killed while saving). The weights "
+            "still load for evaluate/predict, or continue with a warm restart: resnet-lab finetune --from "
+            f"{run_dir} --strategy all --out NEW_DIR"
+        )
+    saved = {"recipe": state.get("recipe"), "data": state.get("data")}
+    if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
+        saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
+    diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}"
+             for part in ("recipe", "data") if saved[part]
+             for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
+            f"was started with; to train a finished run further, warm-restart from it: resnet-lab finetune --from "
+            f"{run_dir} --strategy all --epochs N --lr X --out NEW_DIR"
+        )
 
 
-def find_model_json(source: str | os.PathLike) -> Path:
-    """The ``model.json`` that describes a run directory or a weights file inside one."""
-    source = Path(source)
-    candidates = [source / "model.json"] if source.is_dir() else [source.with_suffix(".json"), source.parent / "model.json"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(
-        f"no model.json found for {source} (looked at {', '.join(map(str, candidates))}). Pass a run "
-        "directory written by `resnet-lab train`, or a .safetensors file that has its model.json beside it."
-    )
+def _differs(saved: Any, now: Any) -> bool:
+    if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)):
+        return len(saved) != len(now) or any(_differs(a, b) for a, b in zip(saved, now))
+    if isinstance(saved, float) or isinstance(now, float):
+        return saved is None or now is None or not math.isclose(float(saved), float(now), rel_tol=1e-9, abs_tol=1e-12)
+    return saved != now
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a corrupt one is a ValueError that names the file."""
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): the file is corrupt; restore it or train again") from e
+class Checkpointer:
+    """Starts, resumes and saves one training run in ``config.out`` (nothing when it is None).
 
-
-def load_meta(source: str | os.PathLike) -> dict[str, Any]:
-    path = find_model_json(source)
-    meta = read_json(path)
-    if not isinstance(meta, dict) or "arch" not in meta or "name" not in meta["arch"]:
-        raise ValueError(f"{path} has no 'arch.name': not a resnet-lab model.json")
-    return meta
-
-
-def _weights_path(source: Path, which: str) -> Path:
-    if source.is_dir():
-        path = source / f"{which}.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"{source} has no {which}.safetensors: is it a resnet-lab run directory?")
-        return path
-    if not source.exists():
-        raise FileNotFoundError(f"no such run directory or weights file: {source}")
-    return source
-
-
-def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from a run directory or ``.safetensors`` file; returns ``(model, meta)``.
+    Every process restores the same state on resume; only the main process (rank 0) writes.
 
     Args:
-        source: run directory, or a weights file with a ``model.json`` beside it.
-        device: where to put the model.
-        which: in a run directory, ``model`` (last epoch) or ``best``.
-
-    The model is returned in eval mode.
+        config: the run's :class:`TrainConfig` (``out``, ``resume``, ``plots``).
+        model: the unwrapped model whose weights are saved.
+        optimizer, scheduler: restored on resume and saved with every checkpoint.
+        facts: :func:`run_facts`, saved and compared on resume.
+        meta: the ``model.json`` entries (arch, classes, input size, mean/std...).
+        steps_per_epoch, world_size: saved so a resume under another world size maps its position.
+        device: where the RNG state and weights are restored to.
+        is_main: whether this process writes.
+        log: where messages go.
     """
-    from ..models import create_model
 
-    source = Path(source)
-    if source.is_dir() and (source / _MANIFEST).exists():
-        with suppress(OSError):  # a read-only copy of a run still loads (possibly the older set)
-            recover_run_dir(source)
-    meta = load_meta(source)
-    arch = dict(meta["arch"])
-    name = arch.pop("name")
-    model = create_model(name, **arch)
-    if (meta.get("transfer") or {}).get("head"):
-        # `finetune --strategy head` stacked a new Linear on the classifier; rebuild it first.
-        from ..transfer.heads import restore_head
+    def __init__(self, config: TrainConfig, model: nn.Module, optimizer, scheduler, *, facts: dict, meta: dict,
+                 steps_per_epoch: int, world_size: int, device: torch.device, is_main: bool,
+                 log: Callable[[str], None]) -> None:
+        self.run_dir = Path(config.out) if config.out else None
+        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
+        self.facts, self.meta = facts, meta
+        self.steps_per_epoch, self.world_size, self.device = steps_per_epoch, world_size, device
+        self.writes = self.run_dir is not None and is_main
+        self.log = log
 
-        restore_head(model, meta)
-    state = load_state_dict_file(_weights_path(source, which))
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), meta
+    def start(self, history) -> Position:
+        """Resume (``config.resume``) or begin a run; returns the position to train from."""
+        if self.run_dir is None:
+            return Position()
+        if self.writes:
+            for what in recover_run_dir(self.run_dir):
+                self.log(f"{self.run_dir}: {what}")
+        if self.config.resume:
+            return self._resume(history)
+        if self.writes:
+            if (self.run_dir / "train_state.pt").exists():
+                raise FileExistsError(
+                    f"{self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+                )
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return Position()
 
+    def _resume(self, history) -> Position:
+        run_dir = self.run_dir
+        state = load_train_state(run_dir)
+        check_resume(run_dir, state, self.facts)
+        self.model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        pos = Position(int(state["epoch"]), int(state["step"]))
+        if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
+            pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
+        # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
+        history.epochs = read_metrics(run_dir, upto=pos.epoch) if self.writes else []
+        history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        set_rng_state(state["rng"], self.device)
+        return pos
 
-def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``train_state.pt`` atomically (tensors and plain containers only)."""
-    return atomic_write(Path(run_dir) / "train_state.pt", lambda tmp: torch.save(state, tmp))
+    def save(self, pos: Position, history, *, best: bool = False) -> None:
+        """Write the checkpoint set for ``pos`` (the RNG state is taken now, at a step boundary)."""
+        if not self.writes:
+            return
+        metrics = {k: v for k, v in history.last.items() if isinstance(v, (int, float))}
+        save_checkpoint(self.run_dir, self.model, {**self.meta, "epoch": pos.epoch, "step": pos.step,
+                                                   "metrics": metrics}, best=best,
+                        train_state={
+                            "epoch": pos.epoch, "step": pos.step, "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "rng": get_rng_state(self.device),
+                            "best_acc": history.best_acc, "best_epoch": history.best_epoch,
+                            "steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size, **self.facts,
+                        })
 
-
-def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / "train_state.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: nothing to resume (start without --resume)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, random bytes, or a pickle that weights_only refuses
-        raise ValueError(
-            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}): the "
-            "training state is corrupt, so the run cannot resume. Its weights may still load "
-            "(evaluate/predict/finetune --from the run); or train again without --resume."
-        ) from e
-    missing = [k for k in ("epoch", "step", "optimizer", "scheduler", "rng") if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}: not a resnet-lab training state; train again without --resume")
-    return state
+    def end_epoch(self, history, confusion: torch.Tensor, *, improved: bool) -> None:
+        """After an epoch: its metrics line, the checkpoint, and the plots when they changed."""
+        if not self.writes:
+            return
+        record = history.last
+        append_metrics(self.run_dir, record)
+        self.save(Position(record["epoch"], 0), history, best=improved)
+        if self.config.plots and (improved or record["epoch"] == self.config.epochs):
+            name = (self.meta.get("arch") or {}).get("name", "model")
+            plot_curves(history.epochs, self.run_dir / "curves.png", title=f"{name} on {self.meta.get('dataset')}",
+                        label_smoothing=self.config.label_smoothing)
+            plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
+                           title=f"{name}: test confusion (epoch {record['epoch']})")

@@ -14,8 +14,8 @@ The engine is PyTorch's own (``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD
 * :func:`scale_lr_for_world_size` is the linear scaling rule with warmup (Goyal et al. 2017).
 * :func:`setup_distributed` does all of the above and wraps the model in
   ``DistributedDataParallel``; the CLI calls it under ``torchrun``.
-* :func:`all_reduce_train_metrics`, :func:`all_reduce_evaluation`, :func:`broadcast_buffers` let
-  the loop report global figures from rank 0.
+* :class:`DistContext` tells the loop its rank and world size and combines the processes'
+  figures (:func:`all_reduce_evaluation`, :func:`broadcast_buffers`) so rank 0 reports global ones.
 
 See docs/DISTRIBUTED.md.
 """
@@ -37,16 +37,17 @@ from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNormBase
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn.functional import batch_norm
+from .device import resolve_device
 from .metrics import per_class_accuracy
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "TIMEOUT_ENV",
+    "DistContext",
     "DistEnv",
     "DistributedError",
     "SyncBatchNorm",
     "all_reduce_evaluation",
-    "all_reduce_train_metrics",
     "broadcast_buffers",
     "convert_sync_batchnorm",
     "dist_env",
@@ -102,6 +103,45 @@ def dist_env() -> DistEnv:
     return DistEnv(rank=rank, local_rank=local, world_size=world)
 
 
+@dataclass(frozen=True)
+class DistContext:
+    """What the training loop needs to know about the job: which process this is, how many there
+    are, and how to combine their figures. With one process every reduction is the identity.
+
+    Args:
+        rank: this process's global rank (rank 0 logs and writes the run directory).
+        world_size: processes in the job.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def current(cls) -> "DistContext":
+        """The job as torchrun and the process group describe it (one process when neither does)."""
+        return cls(rank=int(os.environ.get("RANK", "0")), world_size=get_world_size())
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: Tensor) -> tuple[Tensor, ...]:
+        """Sum scalar tensors over all processes (one all-reduce, in float64)."""
+        if self.world_size == 1:
+            return values
+        total = _all_reduce_sum(torch.stack([v.double() for v in values]))  # counts exact below 2**53
+        return tuple(t if v.is_floating_point() else t.round().to(v.dtype) for t, v in zip(total, values))
+
+    def evaluation(self, ev: dict[str, Any]) -> dict[str, Any]:
+        """Combine the per-process results of ``evaluate`` on disjoint test shards."""
+        return ev if self.world_size == 1 else all_reduce_evaluation(ev)
+
+    def share_buffers(self, model: nn.Module) -> None:
+        """Give every process rank 0's BN running statistics (the ones that are saved)."""
+        if self.world_size > 1:
+            broadcast_buffers(model)
+
+
 def get_world_size() -> int:
     """Processes in the default group, or 1 when no process group is initialized."""
     if dist.is_available() and dist.is_initialized():
@@ -134,8 +174,6 @@ def init_distributed(device: str | torch.device = "auto", timeout: float | None 
     Returns:
         The device this rank trains on. With ``WORLD_SIZE`` 1 nothing is initialized.
     """
-    from .loop import resolve_device
-
     env = dist_env()
     dev = resolve_device(device)
     if env.world_size == 1:
@@ -442,20 +480,6 @@ def _all_reduce_sum(t: Tensor) -> Tensor:
     if get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-def all_reduce_train_metrics(loss_sum: Tensor, correct: Tensor, seen: int) -> tuple[Tensor, Tensor, int]:
-    """Sum the per-rank training sums so that rank 0 reports the global loss and accuracy.
-
-    Args:
-        loss_sum: float64 sum of per-sample losses on this rank.
-        correct: int64 count of correct predictions on this rank.
-        seen: samples this rank trained on.
-    """
-    packed = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
-                                                                             device=loss_sum.device)])
-    total = _all_reduce_sum(packed)  # counts stay exact in float64 below 2**53
-    return total[0], total[1].round().to(torch.int64), int(total[2].round())
 
 
 def all_reduce_evaluation(ev: dict[str, Any]) -> dict[str, Any]:

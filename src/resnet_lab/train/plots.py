@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import atomic_write
+from ..runs import atomic_write
 
 __all__ = ["curves_figure", "plot_confusion", "plot_curves"]
 

@@ -12,8 +12,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.hub import get_dir
+from torchvision.models import get_model_weights
 
-from .adapt import normalize_keys
+from ..models import create_model, is_model
+from ..runs import load_meta, load_state_dict_file
+from .adapt import ArchitectureMismatchError, first_conv_key, normalize_keys
+from .heads import classifier_linear_name, fold_head
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -81,8 +86,6 @@ def torchvision_weights(model: str, weights: str | None = None):
     Raises:
         ValueError: unknown model or weights name; the message lists the available ones.
     """
-    from torchvision.models import get_model_weights
-
     try:
         enum = get_model_weights(model)
     except (ValueError, KeyError) as e:
@@ -99,7 +102,6 @@ def torchvision_weights(model: str, weights: str | None = None):
 
 
 def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSource:
-    from ..models import is_model
 
     model, weights_name = parse_torchvision_name(spec)
     if not is_model(model):
@@ -112,7 +114,6 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
         # Downloads into the torch hub cache (or reads it from there); tensors only.
         state = weights.get_state_dict(progress=True, weights_only=True, map_location=map_location)
     except Exception as e:  # URLError, OSError, HTTPError, RuntimeError of a broken file
-        from torch.hub import get_dir
 
         raise RuntimeError(
             f"could not get {spec} ({type(e).__name__}: {e}). It is downloaded from {weights.url} into "
@@ -136,8 +137,6 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
 
 
 def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
-    from ..train.checkpoint import load_meta, load_state_dict_file
-    from .heads import fold_head
 
     meta = load_meta(source)
     path = source / f"{which}.safetensors" if source.is_dir() else source
@@ -174,9 +173,6 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     Raises:
         ArchitectureMismatchError: neither stem fits; the message names the first keys that differ.
     """
-    from ..models import create_model
-    from .adapt import ArchitectureMismatchError, first_conv_key
-    from .heads import classifier_linear_name
 
     state_dict = normalize_keys(state_dict)
     with torch.device("meta"):
@@ -213,8 +209,6 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
 
 
 def _from_file(path: Path, model: str | None, map_location: str | torch.device) -> WeightSource:
-    from ..train.checkpoint import load_state_dict_file
-
     if not model:
         raise ValueError(f"--from-file {path} needs --model NAME: a bare state dict does not say its architecture")
     state = normalize_keys(load_state_dict_file(path, map_location=map_location))
