@@ -15,7 +15,7 @@ from torch import nn
 from .batchnorm import BatchNorm1d as ScratchBatchNorm1d
 from .batchnorm import BatchNorm2d as ScratchBatchNorm2d
 
-__all__ = ["NORMS", "NormLayer", "check_norm", "group_count", "make_norm", "norm_layer", "norm_has_bias"]
+__all__ = ["NORMS", "NormLayer", "check_norm", "group_count", "norm_layer", "norm_has_bias"]
 
 NORMS = ("batch", "scratch", "group", "none")
 NormLayer = Callable[[int], nn.Module]
@@ -61,11 +61,6 @@ def norm_layer(norm: str = "batch", dim: int = 2) -> NormLayer:
     if norm == "group":
         return _GroupNorm
     return lambda num_features: nn.Identity()
-
-
-def make_norm(norm: str, num_features: int, dim: int = 2) -> nn.Module:
-    """Build one normalization layer over ``num_features`` channels."""
-    return norm_layer(norm, dim)(num_features)
 
 
 def norm_has_bias(norm: str) -> bool:

@@ -23,7 +23,6 @@ See docs/DISTRIBUTED.md.
 from __future__ import annotations
 
 import os
-import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,10 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..nn import BatchNorm1d as ScratchBatchNorm1d
-from ..nn import BatchNormBase
-from ..nn import BatchNorm2d as ScratchBatchNorm2d
-from ..nn.functional import batch_norm
+from ..nn.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 from .device import resolve_device
 from .metrics import per_class_accuracy
 
@@ -63,9 +59,6 @@ DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "RESNET_LAB_DIST_TIMEOUT"
 _timeout_in_use: float | None = None  # what init_distributed used, for error messages
 
-# torch's native SyncBatchNorm only runs on these device types (it raises on CPU).
-_NATIVE_SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
-_BN_CLASSES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, ScratchBatchNorm1d, ScratchBatchNorm2d)
 
 
 class DistributedError(RuntimeError):
@@ -202,157 +195,6 @@ def init_distributed(device: str | torch.device = "auto", timeout: float | None 
         _timeout_in_use = _timeout_seconds(timeout)
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=_timeout_in_use))
     return dev
-
-
-# --- synchronized batch norm ----------------------------------------------------------------
-
-
-class _AllReduceSum(torch.autograd.Function):
-    """Differentiable sum over ranks: every rank's output is the sum, so the gradient of the total
-    loss with respect to each rank's input is the sum over ranks of the output gradients."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, group: Any) -> Tensor:
-        ctx.group = group
-        x = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        return _AllReduceSum.apply(grad, ctx.group), None
-
-
-class SyncBatchNorm(BatchNormBase):
-    """Batch norm whose training statistics are those of the global batch across all ranks.
-
-    Same parameters, buffers and conventions as :class:`torch.nn.BatchNorm2d` and
-    :class:`resnet_lab.nn.BatchNorm2d` (momentum 0.1 on the new statistic, unbiased running
-    variance, biased normalizing variance), for any input (N, C, ...). In training under an
-    initialized process group, the per-channel mean and variance are computed over the samples
-    of every rank with two differentiable all-reduces (sum and count, then the sum of squared
-    deviations from the global mean: the same two-pass formula as one process, so results agree
-    to float rounding). Gradients flow through the all-reduces, so each rank's gradient includes
-    the other ranks' dependence on its samples, as in torch's SyncBatchNorm. Without a process
-    group, or in eval mode, it is plain batch norm.
-
-    Unlike torch's SyncBatchNorm it runs on CPU (gloo) as well as on GPUs.
-
-    Args:
-        num_features: C, the channel dimension (dim 1).
-        eps: added to the variance inside the square root.
-        momentum: weight of the new statistic in the running average; None for the cumulative
-            average.
-        affine: learn ``weight`` and ``bias``.
-        track_running_stats: keep ``running_mean``/``running_var`` for eval.
-        process_group: the group to synchronize over (default: all ranks).
-    """
-
-    _expected_dims = (2, 3, 4, 5)
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        process_group: Any = None,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        self.process_group = process_group
-
-    def _group_size(self) -> int:
-        if not (dist.is_available() and dist.is_initialized()):
-            return 1
-        return dist.get_world_size(self.process_group or dist.group.WORLD)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        factor = self._momentum_factor()
-        if not (self.training and self._group_size() > 1):
-            # eval (running statistics, no communication) or a single process: plain batch norm
-            return batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                              training=self.training, momentum=factor, eps=self.eps)
-        return self._sync_forward(x, factor)
-
-    def _sync_forward(self, x: Tensor, factor: float) -> Tensor:
-        group = self.process_group or dist.group.WORLD
-        c = self.num_features
-        shape = (1, c) + (1,) * (x.dim() - 2)  # (1, C, 1, 1)
-        dims = [0] + list(range(2, x.dim()))
-        # Statistics in at least float32 (bf16 sums over a global batch lose too many digits).
-        xs = x.to(torch.promote_types(x.dtype, torch.float32))
-        count = torch.full((1,), x.numel() // c, dtype=xs.dtype, device=x.device)
-        packed = _AllReduceSum.apply(torch.cat([xs.sum(dims), count]), group)  # (C + 1,): sums, N
-        n = packed[c].detach()
-        if float(n) <= 1:  # as torch: one value per channel has no variance
-            raise ValueError(f"Expected more than 1 value per channel when training, got {int(n)} over all ranks")
-        mean = packed[:c] / n  # (C,)
-        var = _AllReduceSum.apply(((xs - mean.reshape(shape)) ** 2).sum(dims), group) / n  # biased, (C,)
-        if self.running_mean is not None and self.running_var is not None:
-            with torch.no_grad():
-                self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
-                unbiased = var.detach() * (n / (n - 1))
-                self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
-        y = (xs - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.reshape(shape)
-        if self.bias is not None:
-            y = y + self.bias.reshape(shape)
-        return y.to(x.dtype)
-
-
-def _sync_layer(bn: nn.Module, native: bool, process_group: Any) -> nn.Module:
-    cls = nn.SyncBatchNorm if native else SyncBatchNorm
-    new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group)
-    # Share the very same Parameter and buffer objects: nothing is copied or re-initialized, the
-    # names (hence state-dict keys) are those of the original layer.
-    if bn.affine:
-        new.weight, new.bias = bn.weight, bn.bias
-    new.running_mean, new.running_var = bn.running_mean, bn.running_var
-    new.num_batches_tracked = bn.num_batches_tracked
-    new.train(bn.training)
-    if "train" in bn.__dict__:  # a per-layer train() override (a frozen BN locked in eval) stays
-        new.train = types.MethodType(bn.__dict__["train"].__func__, new)
-    if hasattr(bn, "qconfig"):
-        new.qconfig = bn.qconfig
-    return new
-
-
-def convert_sync_batchnorm(
-    module: nn.Module, device: str | torch.device | None = None, process_group: Any = None
-) -> nn.Module:
-    """Replace every BatchNorm layer (torch's 1d/2d/3d and ``resnet_lab.nn`` 1d/2d) in place.
-
-    On CUDA (and XPU/HPU) the layers become torch's fused ``nn.SyncBatchNorm``; elsewhere (CPU
-    with gloo) our :class:`SyncBatchNorm`, because torch's refuses CPU tensors. Either way the
-    new layer holds the original layer's parameters and buffers under the same names, so
-    ``state_dict()`` keys are unchanged and a checkpoint loads into the model without sync BN.
-
-    Args:
-        module: the model (or a single BN layer, in which case the new layer is returned).
-        device: where the model trains; picks the implementation (default: the device of the
-            model's first parameter, CPU if it has none).
-        process_group: synchronize over this group only (default: all ranks).
-
-    Returns:
-        ``module`` with its layers replaced (or the new layer when ``module`` itself is a BN).
-    """
-    if device is None:
-        first = next(module.parameters(), None)
-        device = first.device if first is not None else torch.device("cpu")
-    native = torch.device(device).type in _NATIVE_SYNC_BN_DEVICES
-    if isinstance(module, _BN_CLASSES):
-        return _sync_layer(module, native, process_group)
-    for name, child in module.named_children():
-        if isinstance(child, _BN_CLASSES):
-            setattr(module, name, _sync_layer(child, native, process_group))
-        else:
-            convert_sync_batchnorm(child, device, process_group)
-    return module
 
 
 # --- learning-rate scaling ------------------------------------------------------------------
