@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from safetensors.torch import load_file
 
 from resnet_lab.cli import main
+from trainspy import TrainSpy
 
 FAST = ["--dataset", "fake", "--image-size", "16", "--batch-size", "32", "--no-progress"]
 
@@ -99,31 +98,44 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
 def test_resume_of_a_finished_run_says_how_to_train_further(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out))[0] == 0
+    before = (out / "model.safetensors").read_bytes()
     code, stdout, _ = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out), "--resume")
-    assert code == 0 and "--epochs" in stdout
+    assert code == 0 and "already finished 1 epochs" in stdout and "finetune --from" in stdout
+    assert (out / "model.safetensors").read_bytes() == before  # nothing more was trained
     code, _, err = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out))
     assert code == 2 and "--resume" in err
 
 
-def test_sigterm_saves_the_position_and_resume_finishes_the_run(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "resnet_lab", "train", "--model", "resnet8", *FAST, "--epochs", "30",
-           "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines = []
-    for line in proc.stdout:  # wait for the first finished epoch, then stop it like `kill` would
-        lines.append(line)
-        if line.startswith("epoch   1/30"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(lines) + rest
-    assert "--resume" in rest
-    state = torch.load(out / "train_state.pt", weights_only=True)
-    assert 1 <= state["epoch"] < 30
-    done = subprocess.run([*cmd[:-2], "--epochs", "2", "--out", str(out), "--resume"], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    epochs = [json.loads(l)["epoch"] for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == list(range(1, max(epochs) + 1))
+def test_sigterm_saves_the_position_and_resume_finishes_the_run(tmp_path, capsys, monkeypatch):
+    """SIGTERM in the middle of epoch 1 (at the 2nd of its 4 steps): the run stops at a step
+    boundary with exit code 130, saves that position, and --resume finishes it with the weights
+    of a run that was never interrupted (--deterministic: bit-exact)."""
+    args = ["train", "--model", "resnet8", *FAST[:2], "--image-size", "8", "--subset", "64", "--batch-size", "16",
+            "--epochs", "2", "--no-progress", "--deterministic", "--device", "cpu"]
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        assert run(capsys, *args, "--out", str(tmp_path / "full"))[0] == 0
+
+        def sigterm(record):
+            if (record["epoch"], record["step"]) == (1, 2):
+                # The trainer's handler must be in place, or this signal would end the test process.
+                assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        out = tmp_path / "run"
+        with monkeypatch.context() as m:
+            TrainSpy(m, step_callbacks=(sigterm,))
+            code, stdout, stderr = run(capsys, *args, "--out", str(out))
+        assert code == 130 and "--resume" in stdout + stderr
+        state = torch.load(out / "train_state.pt", weights_only=True)
+        assert int(state["epoch"]) == 0 and int(state["step"]) in (2, 3)  # inside epoch 1 (4 steps)
+        assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip()
+
+        code, stdout, _ = run(capsys, *args, "--out", str(out), "--resume")
+        assert code == 0 and "resuming" in stdout
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
