@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..figures import new_figure
+
 __all__ = ["GradientFlowRecorder", "gradient_norms", "plot_gradient_flow", "weight_layers_in_forward_order"]
 
 # Layers whose weight gradient is tracked: the ones that carry the depth of the network.
@@ -185,37 +187,29 @@ def plot_gradient_flow(
     Returns the path written. Curves of different lengths share the axis "layer index (input ->
     output)"; layer names label the ticks when all curves have the same layers.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed; safe on servers and in tests
-    import matplotlib.pyplot as plt
-
     if not isinstance(records, Mapping):
         records = {"": records}
     if not records or any(len(v) == 0 for v in records.values()):
         raise ValueError("records must hold at least one non-empty [(layer_name, norm), ...] curve")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(10, 5))
-    try:
-        for label, curve in records.items():
-            # Zero norms (unused layers) cannot go on a log axis; show them as gaps.
-            ys = [v if v > 0 else float("nan") for _, v in curve]
-            ax.plot(range(len(ys)), ys, marker="o", markersize=3, label=label or None)
-        ax.set_yscale("log")
-        ax.set_xlabel("layer (forward order: input -> output)")
-        ax.set_ylabel("||dL/dW||")
-        ax.set_title(title)
-        curves = list(records.values())
-        same_layers = all([n for n, _ in c] == [n for n, _ in curves[0]] for c in curves)
-        if same_layers and len(curves[0]) <= 60:
-            ax.set_xticks(range(len(curves[0])))
-            ax.set_xticklabels([n for n, _ in curves[0]], rotation=90, fontsize=7)
-        if any(records.keys()):
-            ax.legend()
-        ax.grid(True, which="both", alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+    fig, ax = new_figure(figsize=(10, 5))
+    for label, curve in records.items():
+        # Zero norms (unused layers) cannot go on a log axis; show them as gaps.
+        ys = [v if v > 0 else float("nan") for _, v in curve]
+        ax.plot(range(len(ys)), ys, marker="o", markersize=3, label=label or None)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (forward order: input -> output)")
+    ax.set_ylabel("||dL/dW||")
+    ax.set_title(title)
+    curves = list(records.values())
+    same_layers = all([n for n, _ in c] == [n for n, _ in curves[0]] for c in curves)
+    if same_layers and len(curves[0]) <= 60:
+        ax.set_xticks(range(len(curves[0])))
+        ax.set_xticklabels([n for n, _ in curves[0]], rotation=90, fontsize=7)
+    if any(records.keys()):
+        ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return path

@@ -93,7 +93,7 @@ def export_onnx(
 
     Returns the path written.
     """
-    import onnx
+    import onnx  # optional extra: pip install resnet-lab[onnx]
 
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
@@ -152,7 +152,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: an ``.onnx`` file.
     """
-    import onnx
+    import onnx  # optional extra: pip install resnet-lab[onnx]
 
     path = Path(path)
     if not path.is_file():

@@ -22,6 +22,7 @@ See docs/DISTRIBUTED.md.
 
 from __future__ import annotations
 
+import inspect
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any, Iterator
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..nn.sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm
 from .device import resolve_device
@@ -271,10 +273,6 @@ def setup_distributed(
         model.to(memory_format=torch.channels_last)
     if sync_bn:
         model = convert_sync_batchnorm(model, device)
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     # Buffer sync copies rank 0's BN running statistics to every rank before each forward; with
     # sync BN they are identical on all ranks already, so skip that collective (the initial copy
     # at construction still happens). Newer torch renamed the flag.

@@ -7,26 +7,11 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..runs import atomic_write
+import numpy as np
+
+from ..figures import new_figure, save_png
 
 __all__ = ["curves_figure", "plot_confusion", "plot_curves"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    plt = _plt()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
 
 
 def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> list[float]:
@@ -67,9 +52,8 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
     Returns:
         A matplotlib ``Figure`` (close it with ``matplotlib.pyplot.close``).
     """
-    plt = _plt()
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
     styles = {"train_loss": "-", "train_loss_plain": "-.", "test_loss": "--"}
     for key, label in _loss_labels(history, label_smoothing).items():
         ax_loss.plot(epochs, _series(history, key), styles[key], marker="o", ms=3, label=label)
@@ -99,19 +83,16 @@ def plot_curves(
         title: the figure's title.
         label_smoothing: the training loss's label smoothing, named in the legend.
     """
-    return _save(curves_figure(history, title, label_smoothing), path)
+    return save_png(curves_figure(history, title, label_smoothing), path)
 
 
 def plot_confusion(cm, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
     """Row-normalized confusion matrix (true class rows) with counts in the cells."""
-    import numpy as np
-
-    plt = _plt()
     cm = np.asarray(cm, dtype=np.int64)
     k = len(classes)
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.5, 0.55 * k + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = new_figure(figsize=(size, size))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
@@ -121,4 +102,4 @@ def plot_confusion(cm, classes: Sequence[str], path: str | os.PathLike, title: s
             for j in range(k):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if rates[i, j] > 0.5 else "black")
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vgg import vgg_keys_from_timm
+from .heads import classifier_linear_name
 
 __all__ = [
     "ArchitectureMismatchError",
@@ -74,8 +76,6 @@ def normalize_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     torchvision's old DenseNet keys and timm's VGG head (conv-shaped fc6/fc7, see
     :func:`~resnet_lab.models.vgg.vgg_keys_from_timm`), so any common checkpoint lines up with the
     zoo's names."""
-    import re
-
     pattern = re.compile(_DENSENET_OLD)
     out = {}
     for k, v in state_dict.items():
@@ -168,8 +168,6 @@ def load_pretrained(
         ArchitectureMismatchError: missing, unexpected or differently shaped keys outside the
             first conv and the classifier; the message names the first of each.
     """
-    from .heads import classifier_linear_name
-
     state_dict = normalize_keys(state_dict)
     target = model.state_dict()
     head = head if head is not None else classifier_linear_name(model)

@@ -1,0 +1,28 @@
+"""Figures as PNG files without pyplot: no global backend is switched and no window can open.
+
+Every plot of the package (training curves, confusion matrices, gradient flow, experiment
+figures) is a :class:`matplotlib.figure.Figure` made here and written with :func:`save_png`,
+atomically like every other file of a run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .runs import atomic_write
+
+__all__ = ["new_figure", "save_png"]
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.0)):
+    """A figure and its axes (one Axes, or an array of them), as ``pyplot.subplots`` returns."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols)
+
+
+def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (atomically) and return the path."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
