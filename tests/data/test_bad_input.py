@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import resnet_lab.data.datasets as ds
+import resnet_lab.data.sources as ds
 from resnet_lab.data import DataNotFoundError, load_data
 
 FMNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import resnet_lab.data.datasets as ds
+import resnet_lab.data.sources as ds
 from resnet_lab.data import (
     FASHION_MNIST_CLASSES,
     DataNotFoundError,

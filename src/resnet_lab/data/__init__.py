@@ -1,35 +1,39 @@
-"""Data: sources (Fashion-MNIST IDX files, CIFAR batches, image folders, fake data), the in-memory
-fast loader, and the transforms for training and prediction. Entry point: :func:`load_data`.
+"""Data: one configuration (:class:`DataConfig`), one entry point (:func:`load_data`).
+
+``config`` holds the options, ``sources`` knows where the files are and reads them (Fashion-MNIST
+IDX files, CIFAR batches, image folders, fake data), ``selection`` picks classes, subsets and
+held-out splits, ``loaders`` serves batches (in memory on the device, or streamed from disk),
+``transforms`` augments batches and holds :func:`preprocess`, the one preprocessing of a single
+image that prediction and ONNX share; ``datasets`` wires them in :func:`load_data`.
 
 See docs/DATA.md for where each dataset is looked for and how messy folders are handled.
 """
 
-from .datasets import (
-    CIFAR10_CLASSES,
-    DATASETS,
-    DEBIAN_FASHION_MNIST,
-    FASHION_MNIST_CLASSES,
-    MIN_IMAGE_SIZE,
-    DataBundle,
-    DataNotFoundError,
-    DatasetInfo,
-    cache_dir,
-    channel_stats,
-    find_fashion_mnist,
-    load_data,
-    read_cifar,
-    read_fashion_mnist,
-    select_per_class,
-    select_subset,
-)
+from .config import DATASETS, MIN_IMAGE_SIZE, DataConfig, data_config
+from .datasets import DataBundle, DatasetInfo, load_data
 from .folder import BadImageWarning, ImageFileDataset, scan_class_folders
 from .idx import IDXError, read_idx, write_idx
 from .loaders import InMemoryLoader, StreamingLoader, batch_slices, epoch_permutation
+from .selection import select_per_class, select_subset
+from .sources import (
+    CIFAR10_CLASSES,
+    DEBIAN_FASHION_MNIST,
+    FAKE_TRAIN_SAMPLES,
+    FASHION_MNIST_CLASSES,
+    DataNotFoundError,
+    cache_dir,
+    find_fashion_mnist,
+    read_cifar,
+    read_fashion_mnist,
+)
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SMALL_INPUT_MAX,
+    channel_stats,
     crop_flip,
     normalize,
+    preprocess,
     sample_crop_flip_params,
     to_channels,
     to_model_input,
@@ -39,12 +43,15 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
     "DEBIAN_FASHION_MNIST",
+    "FAKE_TRAIN_SAMPLES",
     "FASHION_MNIST_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MIN_IMAGE_SIZE",
+    "SMALL_INPUT_MAX",
     "BadImageWarning",
     "DataBundle",
+    "DataConfig",
     "DataNotFoundError",
     "DatasetInfo",
     "IDXError",
@@ -55,10 +62,12 @@ __all__ = [
     "cache_dir",
     "channel_stats",
     "crop_flip",
+    "data_config",
     "epoch_permutation",
     "find_fashion_mnist",
     "load_data",
     "normalize",
+    "preprocess",
     "read_cifar",
     "read_fashion_mnist",
     "read_idx",

@@ -1,4 +1,6 @@
-"""Transforms: batch-wise augmentation on the device, image-mode conversion, and prediction input.
+"""Transforms: batch-wise augmentation on the device, the conversions of in-memory datasets at load
+time, image-mode conversion, and :func:`preprocess`, the one preprocessing of a single image that
+prediction (PyTorch and ONNX) and :func:`to_model_input` share.
 
 The in-memory fast path augments whole batches with tensor ops (the airbench recipe: no
 per-sample Python in the hot loop). The standard CIFAR augmentation (He et al. 2016, sec. 4.2:
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torchvision.transforms import v2
 
 if TYPE_CHECKING:
     from .datasets import DatasetInfo
@@ -23,11 +26,17 @@ if TYPE_CHECKING:
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "GRAY_IMAGENET_MEAN",
+    "GRAY_IMAGENET_STD",
     "SMALL_INPUT_MAX",
+    "channel_stats",
+    "convert_channels",
     "crop_flip",
     "erase",
     "folder_transforms",
     "normalize",
+    "preprocess",
+    "resize_images",
     "sample_crop_flip_params",
     "sample_erase_params",
     "to_channels",
@@ -36,6 +45,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAY_IMAGENET_MEAN, GRAY_IMAGENET_STD = (0.449,), (0.226,)  # channel means of IMAGENET_MEAN/STD
 # Inputs at most this many pixels on a side are "small" (MNIST/CIFAR-like): the object fills the
 # frame, so prediction resizes the whole image instead of resizing the short side and cropping.
 SMALL_INPUT_MAX = 64
@@ -182,6 +192,58 @@ def normalize(
     return (x.to(torch.float32) - m) * inv
 
 
+# ----------------------------------------------------------------------------- in-memory datasets
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with C in (1, 3) as ``channels`` channels: gray is repeated to
+    RGB; RGB becomes gray with the ITU-R 601-2 luma weights (those of PIL's ``convert("L")``)."""
+    c = x.shape[1]
+    if c == channels:
+        return x
+    if c == 1:
+        return x.expand(-1, channels, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels; use in_channels 1 or 3")
+
+
+def resize_images(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images (N, C, H, W) resized to (size, size): bilinear, antialiased, ``chunk`` images
+    at a time (bounded float memory)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    out = [
+        F.interpolate(x[i : i + chunk].float(), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True).round().clamp(0, 255).to(torch.uint8)
+        for i in range(0, x.shape[0], chunk)
+    ]
+    return torch.cat(out) if out else x.new_empty(x.shape[0], x.shape[1], size, size)
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and (population) std of uint8 images on the 0..1 scale, from a
+    256-bin histogram per channel (no float copy of the dataset).
+
+    Args:
+        x: uint8 (N, C, H, W).
+    """
+    means, stds = [], []
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    for c in range(x.shape[1]):
+        h = torch.bincount(x[:, c].reshape(-1).cpu().long(), minlength=256).to(torch.float64)
+        total = h.sum()
+        m = (h * v).sum() / total
+        var = (h * (v - m) ** 2).sum() / total
+        means.append(round(float(m), 4))
+        stds.append(round(float(var.sqrt()), 4))
+    return tuple(means), tuple(stds)
+
+
+# ----------------------------------------------------------------------------- single images
+
+
 def _to_8bit(img: Image.Image) -> Image.Image:
     """Map 16/32-bit integer and float single-channel images to 8-bit "L" by their range.
 
@@ -253,8 +315,6 @@ def folder_transforms(
             normalization; the scale and ratio defaults of Zhong et al.) at the end of the train
             pipeline; 0 leaves it out.
     """
-    from torchvision.transforms import v2
-
     check_erase_probability(random_erasing)
     erasing = [v2.RandomErasing(random_erasing, ERASE_SCALE, ERASE_RATIO, value=0)] if train and random_erasing else []
 
@@ -269,36 +329,45 @@ def folder_transforms(
     )
 
 
-def to_model_input(
-    img: Image.Image, info: "DatasetInfo | Mapping[str, Any]", *, invert: bool = False
+def preprocess(
+    img: Image.Image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto",
+    *, invert: bool = False,
 ) -> torch.Tensor:
-    """Preprocess one image for prediction the way the model's test data were preprocessed.
+    """One image as the model's test data were prepared: the preprocessing that
+    :func:`to_model_input`, ``predict_images`` and the ONNX predictor (which takes ``.numpy()``) share.
 
-    The image is converted to ``info.input_size[0]`` channels (:func:`to_channels`). With
-    ``info.resize == "whole"`` (Fashion-MNIST, CIFAR, fake: centered objects filling the frame) it
-    is resized whole to (H, W); with ``"crop"`` (folder datasets) it gets the folder test
-    transform: shorter side resized to H, then a center crop to (H, W). ``"auto"`` picks "whole"
-    for inputs at most :data:`SMALL_INPUT_MAX` pixels on a side, else "crop".
+    1. convert to ``C`` channels with :func:`to_channels` (EXIF rotation, alpha over white, 16-bit);
+    2. with ``invert``, invert the pixel values (Fashion-MNIST garments are light on black, so a
+       photo of a dark garment on a white background needs it);
+    3. resize to (H, W): ``"whole"`` (Fashion-MNIST, CIFAR, fake: centered objects filling the frame)
+       resizes the image as it is; ``"crop"`` (folder datasets, their test transform) resizes the
+       shorter side and takes the center crop; ``"auto"`` is "whole" up to :data:`SMALL_INPUT_MAX`
+       pixels on a side, else "crop". Bilinear, with Pillow;
+    4. scale to 0..1, subtract ``mean`` and divide by ``std`` per channel (:func:`normalize`).
 
     Args:
         img: a PIL image in any mode.
-        info: the :class:`DatasetInfo` the model was trained with, or a mapping with the same keys
-            (a run's ``model.json``: ``input_size``, ``mean``, ``std``, optional ``resize``).
-        invert: invert the pixel values first; Fashion-MNIST garments are light on black, so a
-            photo of a dark garment on a white background needs it.
+        input_size: ``(C, H, W)`` the model expects; C is 1 (grayscale) or 3 (RGB).
+        mean, std: per-channel statistics on the 0..1 scale (C values, or 1 for every channel).
+        resize: ``"whole"``, ``"crop"`` or ``"auto"``, as the run's ``model.json`` says.
+        invert: see step 2.
 
     Returns:
-        float32 tensor (1, C, H, W), normalized with ``info.mean``/``info.std``.
+        float32 tensor (C, H, W).
     """
-    get = info.get if isinstance(info, Mapping) else lambda k, d=None: getattr(info, k, d)
-    c, h, w = (int(v) for v in get("input_size"))
-    mean, std = tuple(get("mean")), tuple(get("std"))
+    c, h, w = (int(v) for v in input_size)
+    if c not in (1, 3):
+        raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
+    if len(mean) not in (1, c) or len(std) not in (1, c):
+        raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
+    mode = resize or "auto"
+    if mode == "auto":
+        mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"
+    if mode not in ("whole", "crop"):
+        raise ValueError(f"resize must be 'whole', 'crop' or 'auto', got {resize!r}")
     img = to_channels(img, c)
     if invert:
         img = ImageOps.invert(img)
-    mode = get("resize", "auto") or "auto"
-    if mode == "auto":
-        mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"
     if mode == "whole":
         img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
     else:
@@ -308,7 +377,24 @@ def to_model_input(
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - w) // 2, (nh - h) // 2
         img = img.crop((left, top, left + w, top + h))
-    arr = np.asarray(img, dtype=np.uint8)
-    t = torch.from_numpy(arr.copy())
-    t = t[None] if t.ndim == 2 else t.permute(2, 0, 1)  # (C, H, W)
-    return normalize(t[None], mean, std)
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1)  # (C, H, W) uint8
+    return normalize(x[None], tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std)))[0]
+
+
+def to_model_input(
+    img: Image.Image, info: "DatasetInfo | Mapping[str, Any]", *, invert: bool = False
+) -> torch.Tensor:
+    """Preprocess one image for prediction the way the model's test data were preprocessed
+    (:func:`preprocess` with the model's input size, mean, std and resize mode).
+
+    Args:
+        img: a PIL image in any mode.
+        info: the :class:`DatasetInfo` the model was trained with, or a mapping with the same keys
+            (a run's ``model.json``: ``input_size``, ``mean``, ``std``, optional ``resize``).
+        invert: invert the pixel values first (see :func:`preprocess`).
+
+    Returns:
+        float32 tensor (1, C, H, W), normalized with ``info.mean``/``info.std``.
+    """
+    get = info.get if isinstance(info, Mapping) else lambda k, d=None: getattr(info, k, d)
+    return preprocess(img, get("input_size"), get("mean"), get("std"), get("resize", "auto"), invert=invert)[None]

@@ -1,0 +1,169 @@
+"""DataConfig: every option of :func:`~resnet_lab.data.load_data` in one small dataclass, checked
+once when it is made (the CLI's data flags map onto its fields one to one)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from .transforms import check_erase_probability
+
+__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "data_config"]
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "folder", "fake")
+# The channels each dataset has as stored (a folder's images are read as RGB unless asked otherwise).
+NATIVE_CHANNELS = {"fashion-mnist": 1, "cifar10": 3, "cifar100": 3, "folder": 3, "fake": 3}
+_ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+# The smallest image side accepted. The CIFAR-style ResNets used for inputs up to 64 px halve the
+# resolution twice (stages 2 and 3): from 4 px on, each stride-2 convolution halves a real map
+# (4 -> 2 -> 1); below it one runs on a single pixel, i.e. mostly on zero padding, and the pad-crop
+# augmentation (at least 1 px) shifts by half the image. Sizes like 1 or 0 are typos, not tasks.
+MIN_IMAGE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What data to load and how to serve it. Bad values are refused when the config is made,
+    before any file is read, each error naming the CLI flag. Change a field with
+    ``dataclasses.replace(config, batch_size=64)`` (which checks again).
+
+    See docs/DATA.md for where each dataset is looked for.
+    """
+
+    name: str  # fashion-mnist | cifar10 | cifar100 | folder | fake (fashion_mnist, cifar-10... accepted)
+    # --- where the files are
+    data_dir: str | os.PathLike | None = None  # the only place searched when given (needed for folder)
+    download: bool = False  # let torchvision fetch Fashion-MNIST/CIFAR into data_dir (else the cache)
+    # --- which samples
+    classes: Sequence[int] | None = None  # keep these labels, relabeled 0..k-1 in this order, both splits
+    per_class: int | None = None  # keep this many training images of each class (seeded)
+    subset: int | None = None  # keep N training images, random and stratified by class (seeded)
+    val_fraction: float = 0.1  # folder without train/ + val/: share of each class held out as test split
+    seed: int = 0  # epoch order, augmentation, subset/per-class draw, folder split, fake data
+    # --- what the model sees
+    image_size: int | None = None  # side in px, >= 4; None: native (28 Fashion-MNIST, 32 CIFAR/fake;
+    #                                folders: median short side when all are <= 64 px, else 224)
+    in_channels: int | None = None  # 1 or 3; None: native (NATIVE_CHANNELS)
+    mean: Sequence[float] | None = None  # per channel, 0..1 scale; None: the training split's (folders:
+    std: Sequence[float] | None = None  #  ImageNet's); give both, e.g. a pretrained model's
+    # --- augmentation of the training split
+    augment: bool = True  # random pad-crop + flip (in memory), RandomResizedCrop + flip (folders)
+    flip: bool = True  # allow the horizontal flip
+    random_erasing: float = 0.0  # probability of erasing a rectangle to the mean (Zhong et al. 2017)
+    # --- batches
+    batch_size: int = 128  # training samples per batch per rank
+    eval_batch_size: int | None = None  # test samples per batch; None: batch_size
+    drop_last: bool = True  # drop the last incomplete training batch
+    device: str | torch.device = "cpu"  # where in-memory data live and where batches arrive
+    channels_last: bool = False  # batches in torch.channels_last memory format
+    num_workers: int = 2  # decoding processes for folders (in-memory data need none)
+    rank: int = 0  # this process's shard of both splits (see resnet_lab.data.loaders)
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
+        object.__setattr__(self, "name", _canonical_name(self.name))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size (--batch-size) must be at least 1, got {self.batch_size}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
+        if self.in_channels is not None and self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {self.image_size}: smaller "
+                "images leave the networks' stride-2 stages nothing but padding; leave it out to use the dataset's own size"
+            )
+        if self.subset is not None and self.subset < 1:
+            raise ValueError(
+                f"subset (--subset) must be a positive number of training images, got {self.subset}; "
+                "drop it to train on all"
+            )
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        check_erase_probability(self.random_erasing)
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        if self.mean is not None or self.std is not None:
+            object.__setattr__(self, "mean", _stats("mean", self.mean, self.channels, self))
+            object.__setattr__(self, "std", _stats("std", self.std, self.channels, self))
+            if not all(s > 0 for s in self.std):
+                raise ValueError(f"std must be > 0 in every channel, got {list(self.std)}")
+
+    @property
+    def channels(self) -> int:
+        """The channel count of the images the loaders yield: ``in_channels`` or the native one."""
+        return self.in_channels or NATIVE_CHANNELS[self.name]
+
+    @property
+    def test_batch_size(self) -> int:
+        """``eval_batch_size``, or ``batch_size`` when it is None."""
+        return self.eval_batch_size or self.batch_size
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))
+
+
+def _stats(what: str, values: Sequence[float] | None, channels: int, config: DataConfig) -> tuple[float, ...]:
+    """``values`` as a tuple of one finite float per channel, or a ValueError that says why not."""
+    if values is None:
+        raise ValueError(f"give mean and std together (or neither, to compute them), got mean={config.mean}, std={config.std}")
+    out = tuple(float(v) for v in values)
+    if len(out) != channels or not all(math.isfinite(v) for v in out):
+        raise ValueError(
+            f"{what} {list(out)} needs {channels} finite values, one per channel of the {channels}-channel "
+            f"{config.name} images (in_channels={config.in_channels})"
+        )
+    return out
+
+
+def _canonical_name(name: str) -> str:
+    key = str(name).lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        close = difflib.get_close_matches(key, DATASETS, n=2)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}.{hint}")
+    return key
+
+
+def data_config(config: DataConfig | str | None = None, /, **fields: Any) -> DataConfig:
+    """The :class:`DataConfig` that ``load_data(config, **fields)`` loads.
+
+    Args:
+        config: a DataConfig (``fields`` then replace some of its values), a dataset name (``fields``
+            fill in the rest), or None (``fields`` must include ``name``).
+        fields: DataConfig fields by name.
+
+    Raises:
+        TypeError: a keyword that is not a DataConfig field (the message lists the fields), or no
+            dataset name.
+        ValueError: a bad value (see :class:`DataConfig`).
+    """
+    unknown = [k for k in fields if k not in _FIELDS]
+    if unknown:
+        close = {k: difflib.get_close_matches(k, _FIELDS, n=1) for k in unknown}
+        hints = "".join(f" ({k}: did you mean {c[0]}?)" for k, c in close.items() if c)
+        raise TypeError(
+            f"unknown data option(s) {', '.join(unknown)}{hints}; DataConfig has: {', '.join(_FIELDS)}"
+        )
+    if isinstance(config, DataConfig):
+        return dataclasses.replace(config, **fields) if fields else config
+    if isinstance(config, str):
+        if "name" in fields:
+            raise TypeError(f"the dataset is named twice: {config!r} and name={fields['name']!r}")
+        return DataConfig(config, **fields)
+    if config is None and "name" in fields:
+        return DataConfig(**fields)
+    raise TypeError(
+        f"expected a dataset name ({', '.join(DATASETS)}) or a DataConfig, got {config!r}; "
+        'e.g. load_data("fashion-mnist", batch_size=128)'
+    )
