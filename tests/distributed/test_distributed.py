@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from torch import nn
 import resnet_lab.nn as rl_nn
 from resnet_lab.cli import main as cli_main
 from resnet_lab.train.distributed import SyncBatchNorm, convert_sync_batchnorm, scale_lr_for_world_size
+from resnet_lab.transfer import freeze
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -78,18 +78,20 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _launch_ranks(args: list[str], log_dir: Path, world_size: int = 2, **env: str) -> list[subprocess.Popen]:
+def _launch_ranks(args: list[str], log_dir: Path, world_size: int = 2, *, order: tuple[int, ...] | None = None,
+                  rank_env: dict[int, dict[str, str]] | None = None, **env: str) -> list[subprocess.Popen]:
     """Start the ranks as torchrun would (same environment variables), without its agent, so a
-    test sees how a rank ends by itself."""
+    test sees how a rank ends by itself; ``order`` says which rank starts first, ``rank_env``
+    adds variables to one rank. Returns the processes by rank."""
     port = str(_free_port())
-    procs = []
-    for rank in range(world_size):
+    procs: dict[int, subprocess.Popen] = {}
+    for rank in order or range(world_size):
         e = _env(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                 LOCAL_WORLD_SIZE=str(world_size), MASTER_PORT=port, **env)
+                 LOCAL_WORLD_SIZE=str(world_size), MASTER_PORT=port, **env, **(rank_env or {}).get(rank, {}))
         log = open(log_dir / f"rank{rank}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "resnet_lab", *args], env=e, stdout=log,
-                                      stderr=subprocess.STDOUT))
-    return procs
+        procs[rank] = subprocess.Popen([sys.executable, "-m", "resnet_lab", *args], env=e, stdout=log,
+                                       stderr=subprocess.STDOUT)
+    return [procs[r] for r in range(world_size)]
 
 
 def _wait_all(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 120) -> None:
@@ -184,30 +186,33 @@ def test_without_sync_bn_running_statistics_differ_from_one_process(single_proce
     assert max(weights) > 1e-4, weights
 
 
-def test_a_killed_or_hung_rank_ends_the_other_with_a_clear_error_within_the_timeout(tmp_path):
-    # Two 2-process jobs side by side (to halve the wall time): in one, rank 1 is killed (its
-    # sockets close, rank 0 fails at its next collective); in the other, rank 1 is stopped
-    # (SIGSTOP: nothing closes, only the process-group timeout can end rank 0's wait).
-    timeout = 15  # short for the test, but above the start-up skew of two ranks on a busy machine
+def test_a_killed_or_hung_rank_ends_the_other_with_a_clear_error(tmp_path):
+    # Two 2-process jobs side by side: in one, rank 1 is killed (its sockets close, rank 0 fails at
+    # its next collective); in the other, rank 1 is stopped (SIGSTOP: nothing closes, only the
+    # process-group timeout can end rank 0's wait). Rank 1 starts first, with the default timeout,
+    # and waits at the rendezvous for rank 0; rank 0's short timeout then covers only collectives
+    # between two running processes, never the other's start-up, however busy the machine is.
     args = [*TRAIN, "--batch-size", "2", "--subset", "64", "--epochs", "1000", "--norm", "batch"]  # no --out
     jobs = {}
     for how in ("killed", "hung"):
         (tmp_path / how).mkdir()
-        jobs[how] = _launch_ranks(args, tmp_path / how, RESNET_LAB_DIST_TIMEOUT=str(timeout))
+        jobs[how] = _launch_ranks(args, tmp_path / how, order=(1, 0), rank_env={0: {"RESNET_LAB_DIST_TIMEOUT": "5"}},
+                                  PYTHONUNBUFFERED="1")
     logs = {how: tmp_path / how / "rank0.log" for how in jobs}
-    waited, rc = {}, {}
+    rc = {}
     try:
-        deadline = time.monotonic() + 150
         for how, procs in jobs.items():
-            while "epoch   1/" not in logs[how].read_text():  # both ranks past start-up, training
-                assert time.monotonic() < deadline and procs[0].poll() is None, logs[how].read_text()[-3000:]
-                time.sleep(0.2)
-        t0 = time.monotonic()
+            # Rank 0 prints its "training ..." line after the process group and DDP's first
+            # broadcast, so both ranks are past start-up. (Polling is a hang guard, not a timing.)
+            for _ in range(1500):
+                if "training resnet8" in logs[how].read_text() or procs[0].poll() is not None:
+                    break
+                time.sleep(0.1)
+            assert procs[0].poll() is None and "training resnet8" in logs[how].read_text(), logs[how].read_text()[-3000:]
         jobs["killed"][1].send_signal(signal.SIGKILL)
         jobs["hung"][1].send_signal(signal.SIGSTOP)
         for how, procs in jobs.items():
-            rc[how] = procs[0].wait(timeout=timeout + 60)
-            waited[how] = time.monotonic() - t0
+            rc[how] = procs[0].wait(timeout=300)  # a generous guard against a hang, not a time limit
     finally:
         for procs in jobs.values():
             for p in procs:
@@ -218,9 +223,7 @@ def test_a_killed_or_hung_rank_ends_the_other_with_a_clear_error_within_the_time
         log = logs[how].read_text()
         assert rc[how] == 2, log[-3000:]
         assert "lost contact with the other processes" in log and "RESNET_LAB_DIST_TIMEOUT" in log, log[-3000:]
-    # killed: well within the timeout; hung: the timeout plus an epoch's work on a busy machine.
-    assert waited["killed"] < timeout + 10, waited
-    assert waited["hung"] < timeout + 40, waited
+        assert "Traceback" not in log, log[-3000:]
 
 
 # --- single-process unit checks -------------------------------------------------------------
@@ -267,10 +270,12 @@ def test_convert_sync_batchnorm_converts_torch_and_our_bn_and_keeps_state_dict_k
 
 def test_convert_sync_batchnorm_keeps_a_frozen_layer_locked_in_eval():
     model = _MixedNorms()
-    # How transfer learning freezes a BN: an instance-level train() that always picks eval.
-    model.bn_torch.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), model.bn_torch)
+    # Freeze bn_torch as transfer learning does (the library's freeze() locks a frozen BN in eval).
+    report = freeze(model, [n for n, _ in model.named_parameters() if not n.startswith("bn_torch.")])
+    assert report.eval_norms == ["bn_torch"]
     convert_sync_batchnorm(model, "cpu")
     model.train()
+    assert isinstance(model.bn_torch, SyncBatchNorm) and isinstance(model.block[1], SyncBatchNorm)
     assert not model.bn_torch.training and model.block[1].training
 
 
