@@ -212,17 +212,26 @@ def _train_config(args, out: str | None):
     )
 
 
-def _load_data(args, *, device, in_channels=None, classes=None, per_class=None, batch_size=None, shard=False):
+def _data_config(args, **fields):
+    """The data flags as a DataConfig, ``fields`` (DataConfig fields) on top; the flags a command
+    does not have (evaluate: --no-augment, --subset, --seed, --random-erasing) keep their defaults."""
+    from .data import DataConfig
+
+    flags = dict(
+        name=args.dataset, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
+        num_workers=args.workers, batch_size=args.batch_size, augment=not getattr(args, "no_augment", False),
+        subset=getattr(args, "subset", None), seed=getattr(args, "seed", 0),
+        random_erasing=getattr(args, "random_erasing", 0.0),
+    )
+    return DataConfig(**{**flags, **fields})
+
+
+def _load_data(args, *, device, shard: bool = False, **fields):
+    """load_data with the data flags and ``fields``; with ``shard``, this rank's share under torchrun."""
     from .data import load_data
 
     rank, world_size, device = _data_shard(device) if shard else (0, 1, device)
-    return load_data(
-        args.dataset, data_dir=args.data_dir, batch_size=batch_size or args.batch_size, device=device,
-        augment=not getattr(args, "no_augment", False), subset=getattr(args, "subset", None),
-        seed=getattr(args, "seed", 0), num_workers=args.workers, image_size=args.image_size,
-        in_channels=in_channels, download=args.download, classes=classes, per_class=per_class,
-        rank=rank, world_size=world_size, random_erasing=getattr(args, "random_erasing", 0.0),
-    )
+    return load_data(_data_config(args, device=device, rank=rank, world_size=world_size, **fields))
 
 
 def _data_shard(device):

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,12 +21,16 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..data import DataConfig, load_data
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
 from .heads import add_head, classifier_linear_name, head_param_names
 from .sources import WeightSource, load_source
 
-__all__ = ["STRATEGIES", "TransferPlan", "finetune", "finetune_from_args", "transfer_model", "use_normalization"]
+__all__ = [
+    "STRATEGIES", "TransferPlan", "finetune", "finetune_from_args", "transfer_model", "use_normalization",
+    "with_source_preprocessing",
+]
 
 STRATEGIES = ("all", "last", "head")
 
@@ -182,18 +187,41 @@ def transfer_model(
     return model.train(), plan
 
 
-def use_normalization(data, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Make ``data`` (a :class:`~resnet_lab.data.DataBundle`) normalize with the weights' mean/std.
+def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataConfig:
+    """``config`` with the preprocessing that travelled with the weights: their input size (unless
+    ``config`` sets ``image_size``) and their mean/std for the data's channels (unless ``config``
+    sets them; :func:`~resnet_lab.transfer.adapt_mean_std` maps 3 values to 1 channel and back).
 
     The pretrained layers expect inputs scaled as in their own training; the target data's own
-    statistics would shift every activation of the first layer. The loaders are changed in place
-    (``set_normalization``), not rebuilt, so every other loader option (augmentation, random
-    erasing, flip, subset, channels_last, epoch and position) stays as ``load_data`` set it.
+    statistics would shift every activation of the first layer. Loading the data with this config
+    changes nothing else (augmentation, random erasing, flip, subset, channels_last stay).
+
+    Args:
+        config: the target data.
+        source: the pretrained weights (:func:`~resnet_lab.transfer.load_source`).
+    """
+    changes: dict[str, Any] = {}
+    if config.image_size is None and source.input_size is not None:
+        changes["image_size"] = int(source.input_size[1])
+    mean, std = adapt_mean_std(source.mean, config.channels), adapt_mean_std(source.std, config.channels)
+    if config.mean is None and mean is not None and std is not None:
+        changes.update(mean=mean, std=std)
+    return dataclasses.replace(config, **changes)
+
+
+def use_normalization(data, mean: Sequence[float], std: Sequence[float]) -> None:
+    """Deprecated: load the data with the weights' statistics instead, ``load_data(config,
+    mean=..., std=...)`` or :func:`with_source_preprocessing`.
+
+    Makes ``data`` (a :class:`~resnet_lab.data.DataBundle`) normalize with ``mean``/``std`` by
+    changing its loaders in place (``set_normalization``); every other loader option stays.
 
     Args:
         data: the bundle, changed in place (its loaders and ``info``).
         mean, std: per-channel statistics on the 0..1 scale, one per image channel.
     """
+    warnings.warn("use_normalization is deprecated: pass mean= and std= to load_data (a DataConfig) instead",
+                  DeprecationWarning, stacklevel=2)
     mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     for loader in (data.train, data.test):
         if not hasattr(loader, "set_normalization"):
@@ -263,7 +291,7 @@ def finetune(
 def finetune_from_args(args) -> int:
     """``resnet-lab finetune``: read the source, load the target data with the weights'
     preprocessing, build and freeze the model, train. Returns the exit code."""
-    from ..cli import _load_data, _train_config
+    from ..cli import _data_config, _train_config
     from ..train import resolve_device
 
     import os
@@ -277,15 +305,12 @@ def finetune_from_args(args) -> int:
     source = load_source(args.source, file=args.from_file, model=args.model)
     for note in source.notes:
         print(f"note: {note}")
-    if args.image_size is None and source.input_size is not None:
+    data_config = with_source_preprocessing(_data_config(args, device=device), source)
+    if args.image_size is None and data_config.image_size is not None:
         # The input size travels with the weights (224 for torchvision's ImageNet weights).
-        args.image_size = int(source.input_size[1])
-        print(f"input size {args.image_size} px from the weights (--image-size changes it)")
-    data = _load_data(args, device=device)
+        print(f"input size {data_config.image_size} px from the weights (--image-size changes it)")
+    data = load_data(data_config)
     in_ch = int(data.info.input_size[0])
-    mean, std = adapt_mean_std(source.mean, in_ch), adapt_mean_std(source.std, in_ch)
-    if mean is not None and std is not None:
-        use_normalization(data, mean, std)
     torch.manual_seed(args.seed)  # the new classifier's initialization
     model, plan = transfer_model(
         source, args.strategy, num_classes=len(data.info.classes), in_channels=in_ch, classes=list(data.info.classes),
