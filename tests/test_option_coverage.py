@@ -1,0 +1,209 @@
+"""Every command-line option and every TrainConfig field has a test that shows its effect.
+
+``OPTION_TESTS`` maps each ``(command, option)`` of ``resnet_lab.cli.build_parser()`` (positional
+arguments by their name) and each ``("TrainConfig", field)`` to the tests that prove what it
+does, against the same run without it. A new option without an entry fails here, naming it; an
+entry whose test was renamed or removed fails too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+from functools import cache
+from pathlib import Path
+
+from resnet_lab.cli import build_parser
+from resnet_lab.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OPTS = "tests/test_cli_options.py::"
+CLI = "tests/test_cli.py::"
+DIST = "tests/distributed/test_distributed.py::"
+FT = "tests/transfer/test_head_finetune.py::"
+LOOP = "tests/train/test_loop.py::"
+
+# Training flags shared by `train` and `finetune`: their effect is shown through `train`; that
+# finetune hands each one to the trainer and the data loader exactly as train does is
+# FINETUNE_SAME_AS_TRAIN.
+TRAINING = {
+    "--dataset": OPTS + "test_dataset_and_data_dir_train_on_the_folders_classes",
+    "--data-dir": OPTS + "test_dataset_and_data_dir_train_on_the_folders_classes",
+    "--download": OPTS + "test_download_fetches_missing_cifar_into_data_dir_for_train_and_evaluate",
+    "--image-size": OPTS + "test_image_size_resizes_the_training_images",
+    "--workers": OPTS + "test_workers_sets_the_decoding_processes_of_folder_loaders",
+    "--epochs": OPTS + "test_epochs_sets_the_number_of_passes",
+    "--batch-size": OPTS + "test_batch_size_sets_the_training_batch",
+    "--lr": OPTS + "test_lr_sets_the_rate_of_every_sgd_update",
+    "--optimizer": OPTS + "test_optimizer_adamw_keeps_adams_moments_and_defaults_to_lr_1e_3",
+    "--momentum": OPTS + "test_momentum_sets_the_momentum_of_every_sgd_update",
+    "--no-nesterov": OPTS + "test_no_nesterov_uses_plain_momentum",
+    "--weight-decay": OPTS + "test_weight_decay_decays_conv_and_linear_weights_only",
+    "--schedule": OPTS + "test_schedule_sets_the_lr_of_each_step_to_its_closed_form",
+    "--warmup-epochs": OPTS + "test_warmup_epochs_ramps_the_lr_linearly_over_that_many_epochs",
+    "--label-smoothing": OPTS + "test_label_smoothing_trains_on_the_smoothed_cross_entropy",
+    "--grad-clip": OPTS + "test_grad_clip_scales_the_global_gradient_norm_down_to_the_limit",
+    "--no-augment": OPTS + "test_no_augment_feeds_the_stored_images_unchanged",
+    "--random-erasing": (OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
+                         CLI + "test_random_erasing_flag_is_checked_and_trains"),
+    "--subset": OPTS + "test_subset_trains_on_n_images_stratified_by_class",
+    "--seed": OPTS + "test_seed_fixes_the_initial_weights_and_the_data_order",
+    "--device": (OPTS + "test_device_names_where_the_model_trains",
+                 OPTS + "test_device_cuda_runs_there_or_says_it_is_missing"),
+    "--channels-last": OPTS + "test_channels_last_trains_model_and_batches_in_nhwc",
+    "--bf16": OPTS + "test_bf16_runs_the_training_forward_under_bfloat16_autocast",
+    "--compile": OPTS + "test_compile_trains_through_torch_compile",
+    "--deterministic": (OPTS + "test_deterministic_turns_on_deterministic_algorithms_while_training",
+                        CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run"),
+    "--checkpoint-segments": OPTS + "test_checkpoint_segments_saves_fewer_activations_during_training",
+    "--out": OPTS + "test_out_writes_the_run_directory_and_nothing_is_written_without_it",
+    "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
+                 CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
+    "--no-progress": OPTS + "test_no_progress_hides_the_progress_bar",
+    # One process: the note. Under torchrun (the distributed tests): sync-bn matches one process on
+    # the global batch, and without it the statistics differ; scale-lr is Goyal et al.'s rule.
+    "--sync-bn": (OPTS + "test_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+                  DIST + "test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resumes_in_one_process",
+                  DIST + "test_without_sync_bn_running_statistics_differ_from_one_process"),
+    "--scale-lr": (OPTS + "test_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+                   DIST + "test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al"),
+}
+FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
+FINETUNE_OWN = {
+    "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
+    "--resume": OPTS + "test_finetune_resume_continues_an_interrupted_run",
+    # xfail (strict): finetune ignores both silently in one process.
+    "--sync-bn": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+    "--scale-lr": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+}
+
+OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
+    ("models", "pattern"): CLI + "test_models_lists_names_with_paper_parameter_counts",
+
+    ("summary", "model"): OPTS + "test_summary_counts_the_named_models_parameters",
+    ("summary", "--input-size"): OPTS + "test_summary_input_size_sets_the_input_shape",
+    ("summary", "--num-classes"): OPTS + "test_summary_num_classes_sets_the_classifier_width",
+    ("summary", "--small-input"): OPTS + "test_summary_small_input_uses_the_3x3_stem",
+    ("summary", "--norm"): OPTS + "test_summary_norm_builds_the_model_with_that_normalization",
+    ("summary", "--depth"): OPTS + "test_summary_depth_shows_that_many_module_levels",
+    ("summary", "--json"): OPTS + "test_summary_json_and_text_show_the_same_totals",
+
+    ("train", "--model"): OPTS + "test_model_builds_the_named_depth",
+    ("train", "--norm"): OPTS + "test_norm_puts_the_chosen_normalization_after_every_conv",
+    ("train", "--small-input"): OPTS + "test_small_input_picks_the_3x3_stride_1_stem_for_small_images",
+    ("train", "--zero-init-residual"): OPTS + "test_zero_init_residual_zeroes_the_last_norm_of_every_residual_branch",
+    **{("train", flag): tests for flag, tests in TRAINING.items()},
+
+    ("evaluate", "run"): CLI + "test_train_evaluate_predict_end_to_end",
+    ("evaluate", "--dataset"): OPTS + "test_evaluate_dataset_data_dir_and_workers_choose_the_test_images",
+    ("evaluate", "--data-dir"): OPTS + "test_evaluate_dataset_data_dir_and_workers_choose_the_test_images",
+    ("evaluate", "--workers"): OPTS + "test_evaluate_dataset_data_dir_and_workers_choose_the_test_images",
+    ("evaluate", "--download"): OPTS + "test_download_fetches_missing_cifar_into_data_dir_for_train_and_evaluate",
+    ("evaluate", "--image-size"): OPTS + "test_evaluate_image_size_resizes_the_test_images",
+    ("evaluate", "--batch-size"): OPTS + "test_evaluate_batch_size_changes_the_batches_not_the_result",
+    ("evaluate", "--best"): OPTS + "test_evaluate_best_uses_best_safetensors_instead_of_the_last_epoch",
+    ("evaluate", "--tta"): OPTS + "test_evaluate_tta_averages_each_image_with_its_mirror",
+    ("evaluate", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",
+    ("evaluate", "--json"): OPTS + "test_evaluate_json_and_text_report_the_same_figures",
+
+    ("predict", "run"): OPTS + "test_predict_top_k_returns_the_k_most_probable_classes",
+    ("predict", "images"): (OPTS + "test_predict_top_k_returns_the_k_most_probable_classes",
+                            CLI + "test_train_evaluate_predict_end_to_end"),
+    ("predict", "--onnx"): OPTS + "test_predict_onnx_gives_the_pytorch_prediction",
+    ("predict", "--top-k"): OPTS + "test_predict_top_k_returns_the_k_most_probable_classes",
+    ("predict", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",  # xfail: no clear error
+    ("predict", "--json"): OPTS + "test_predict_json_and_text_name_the_same_classes",
+
+    ("finetune", "--from"): OPTS + "test_finetune_strategy_all_starts_from_the_source_and_trains_every_layer",
+    ("finetune", "--from-file"): OPTS + "test_finetune_from_file_with_model_reads_a_bare_state_dict",
+    ("finetune", "--model"): OPTS + "test_finetune_from_file_with_model_reads_a_bare_state_dict",
+    ("finetune", "--strategy"): (OPTS + "test_finetune_strategy_last_trains_only_the_last_stage_and_the_classifier",
+                                 OPTS + "test_finetune_strategy_all_starts_from_the_source_and_trains_every_layer",
+                                 FT + "test_finetune_cli_head_run_records_counts_and_loads_back_through_load_model"),
+    ("finetune", "--unfreeze-from"): OPTS + "test_finetune_unfreeze_from_names_the_first_module_that_trains",
+    ("finetune", "--backbone-lr-scale"): OPTS + "test_finetune_backbone_lr_scale_sets_the_backbone_rate_to_that_fraction",
+    ("finetune", "--freeze-epochs"): FT + "test_finetune_all_with_freeze_epochs_trains_the_head_first_then_everything",
+    **{("finetune", flag): FINETUNE_OWN.get(flag, FINETUNE_SAME_AS_TRAIN) for flag in TRAINING},
+
+    ("experiment", "name"): OPTS + "test_experiment_flags_reach_the_named_experiment",
+    ("experiment", "--list"): OPTS + "test_experiment_list_names_every_experiment_with_its_claim",
+    ("experiment", "--budget"): (OPTS + "test_experiment_flags_reach_the_named_experiment",
+                                 OPTS + "test_experiment_smoke_budget_run_writes_results_and_prints_the_verdict"),
+    ("experiment", "--out"): OPTS + "test_experiment_flags_reach_the_named_experiment",
+    ("experiment", "--data-dir"): OPTS + "test_experiment_flags_reach_the_named_experiment",
+    ("experiment", "--device"): (OPTS + "test_experiment_flags_reach_the_named_experiment",
+                                 OPTS + "test_device_cuda_runs_there_or_says_it_is_missing"),
+    ("experiment", "--seed"): OPTS + "test_experiment_flags_reach_the_named_experiment",
+
+    ("export", "run"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
+    ("export", "--format"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
+    ("export", "--fuse-bn"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
+    ("export", "--out"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
+    ("export", "--opset"): OPTS + "test_export_opset_sets_the_files_onnx_opset",
+
+    # TrainConfig: the fields behind the flags are shown through the flags' tests; the others
+    # through train() directly.
+    **{("TrainConfig", field): TRAINING[flag] for field, flag in {
+        "epochs": "--epochs", "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
+        "nesterov": "--no-nesterov", "weight_decay": "--weight-decay", "schedule": "--schedule",
+        "warmup_epochs": "--warmup-epochs", "label_smoothing": "--label-smoothing", "grad_clip": "--grad-clip",
+        "channels_last": "--channels-last", "bf16": "--bf16", "compile": "--compile",
+        "deterministic": "--deterministic", "seed": "--seed", "device": "--device", "out": "--out",
+        "checkpoint_segments": "--checkpoint-segments"}.items()},
+    ("TrainConfig", "resume"): (LOOP + "test_resume_after_interrupt_gives_identical_weights_to_uninterrupted_run",
+                                CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run"),
+    ("TrainConfig", "progress"): OPTS + "test_config_progress_off_writes_no_bar",
+    ("TrainConfig", "plots"): OPTS + "test_config_plots_draws_curves_and_confusion_only_when_on",
+    ("TrainConfig", "lr_scale"): OPTS + "test_config_lr_scale_multiplies_the_rate_of_parameters_by_name_prefix",
+    ("TrainConfig", "max_steps_per_epoch"): OPTS + "test_config_max_steps_per_epoch_caps_the_steps_of_each_epoch",
+}
+
+
+def cli_options() -> set[tuple[str, str]]:
+    """``(command, option string)`` for every option of every sub-command (positional arguments
+    by their name), ``--help`` excluded."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps sub-parsers here
+    found = set()
+    for command, sub in commands.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for name in action.option_strings or [action.dest]:
+                found.add((command, name))
+    return found
+
+
+def config_fields() -> set[tuple[str, str]]:
+    return {("TrainConfig", f.name) for f in dataclasses.fields(TrainConfig)}
+
+
+@cache
+def defined_tests(path: str) -> frozenset[str]:
+    """Names of the test functions defined at the top level of a test file."""
+    tree = ast.parse((ROOT / path).read_text(), filename=path)
+    return frozenset(n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
+def test_every_cli_option_has_a_test_of_its_effect():
+    missing = sorted(cli_options() - OPTION_TESTS.keys())
+    assert not missing, f"options without a test in OPTION_TESTS: {missing}"
+
+
+def test_every_train_config_field_has_a_test_of_its_effect():
+    missing = sorted(config_fields() - OPTION_TESTS.keys())
+    assert not missing, f"TrainConfig fields without a test in OPTION_TESTS: {missing}"
+
+
+def test_the_map_names_only_existing_options_and_existing_tests():
+    stale = sorted(OPTION_TESTS.keys() - cli_options() - config_fields())
+    assert not stale, f"OPTION_TESTS entries for options that no longer exist: {stale}"
+    absent = []
+    for key, tests in OPTION_TESTS.items():
+        for node in (tests,) if isinstance(tests, str) else tests:
+            path, _, name = node.partition("::")
+            if not (ROOT / path).is_file() or name.split("[")[0] not in defined_tests(path):
+                absent.append(f"{key}: {node}")
+    assert not absent, "mapped tests that do not exist:\n" + "\n".join(absent)
