@@ -377,7 +377,7 @@ def preprocess(
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - w) // 2, (nh - h) // 2
         img = img.crop((left, top, left + w, top + h))
-    x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1)  # (C, H, W) uint8
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1).contiguous()  # (C, H, W)
     return normalize(x[None], tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std)))[0]
 
 

@@ -4,16 +4,16 @@ Both paths return the same structure, one dict per image::
 
     {"path": "shoe.png", "top": [("Sneaker", 0.91), ("Sandal", 0.05), ...]}
 
-The PyTorch path preprocesses with :func:`resnet_lab.data.to_model_input`, the ONNX path with
-:func:`preprocess_image`, a NumPy-only copy of the same steps (so an ONNX deployment needs NumPy,
-Pillow and onnxruntime, and runs no torch code):
+Both preprocess with the one function training's data code defines,
+:func:`resnet_lab.data.preprocess` (the PyTorch path through :func:`resnet_lab.data.to_model_input`,
+the ONNX path through :func:`preprocess_image`, which hands onnxruntime its ``.numpy()``):
 
 1. convert to ``L`` (1 input channel) or ``RGB`` (3), whatever the file's mode (EXIF rotation,
-   palette, alpha over white, 16-bit), with the Pillow-only :func:`resnet_lab.data.to_channels`;
+   palette, alpha over white, 16-bit), with :func:`resnet_lab.data.to_channels`;
 2. resize to (H, W) as the run's ``resize`` says: ``whole`` (Fashion-MNIST, CIFAR: the object fills
    the frame) resizes the image as it is; ``crop`` (folder datasets) resizes the shorter side
    (bilinear) and center-crops, as torchvision's ``Resize`` + ``CenterCrop``; ``auto`` (default)
-   is ``whole`` up to 64 px and ``crop`` above;
+   is ``whole`` up to :data:`resnet_lab.data.SMALL_INPUT_MAX` (64) px and ``crop`` above;
 3. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel.
 """
 
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..data import preprocess, to_model_input
 
 __all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "load_image", "predict_images", "preprocess_image", "top_k"]
 
@@ -60,33 +62,11 @@ def load_image(path: str | os.PathLike):
         raise ImageReadError(f"cannot read image {path}: {e} (expected a PNG, JPEG or other Pillow-readable file)") from e
 
 
-#: Largest side that ``resize="auto"`` treats as a small, whole-frame input (as resnet_lab.data).
-SMALL_INPUT_MAX = 64
-
-
-def _resize(img, height: int, width: int, mode: str):
-    from PIL import Image
-
-    if mode == "auto":
-        mode = "whole" if max(height, width) <= SMALL_INPUT_MAX else "crop"
-    if mode == "whole":
-        return img.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-    if mode != "crop":
-        raise ValueError(f"resize must be 'whole', 'crop' or 'auto', got {mode!r}")
-    w, h = img.size
-    s = max(height / h, width / w)  # scale so the image covers (H, W), then crop the middle
-    new_w, new_h = max(width, round(w * s)), max(height, round(h * s))
-    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - width) // 2, (new_h - height) // 2
-    return img.crop((left, top, left + width, top + height))
-
-
 def preprocess_image(
     image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto"
 ) -> np.ndarray:
-    """One PIL image -> a normalized float32 array of shape ``input_size`` (C, H, W); NumPy only.
-
-    The same steps as :func:`resnet_lab.data.to_model_input` (which returns a torch tensor).
+    """One PIL image -> a normalized float32 array of shape ``input_size`` (C, H, W), for onnxruntime:
+    :func:`resnet_lab.data.preprocess` (the steps above), as NumPy.
 
     Args:
         image: a ``PIL.Image`` of any mode.
@@ -95,21 +75,7 @@ def preprocess_image(
         resize: ``"whole"`` (resize to H, W), ``"crop"`` (shorter side to H, center crop) or
             ``"auto"`` (whole up to 64 px, else crop), as the run's ``model.json`` says.
     """
-    # Mode conversion (EXIF orientation, alpha over white, 16-bit rescaling) is pure Pillow code
-    # shared with training, so both predictors see the same pixels.
-    from ..data.transforms import to_channels
-
-    c, h, w = (int(v) for v in input_size)
-    if c not in (1, 3):
-        raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
-    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    if m.shape[0] not in (1, c) or s.shape[0] not in (1, c):
-        raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
-    img = _resize(to_channels(image, c), h, w, resize or "auto")
-    arr = np.asarray(img, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3), 0..1
-    arr = arr[None] if c == 1 else arr.transpose(2, 0, 1)  # (C, H, W)
-    return np.ascontiguousarray((arr - m) / s, dtype=np.float32)
+    return preprocess(image, input_size, mean, std, resize).numpy()
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
@@ -182,8 +148,6 @@ def predict_images(
     """
     import torch
     from torch import nn
-
-    from ..data import to_model_input
 
     if isinstance(source_or_model, nn.Module):
         if meta is None:

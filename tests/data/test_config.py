@@ -1,0 +1,107 @@
+"""DataConfig: one set of options for load_data, checked when made; mean/std given by the caller (a
+pretrained model's) normalize the batches and leave every other loader option as it was.
+References: the raw uint8 images normalized by hand in float64, the batches' own shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from resnet_lab.data import DataConfig, load_data
+
+MEAN, STD = (0.25, 0.5, 0.75), (0.5, 0.25, 0.4)
+
+
+def test_an_unknown_keyword_is_a_type_error_that_lists_every_field():
+    with pytest.raises(TypeError) as e:
+        load_data("fake", batchsize=16)
+    message = str(e.value)
+    assert "batchsize" in message and "did you mean batch_size" in message
+    assert all(f.name in message for f in dataclasses.fields(DataConfig))
+
+
+def test_a_config_and_a_name_with_keywords_load_the_same_batches():
+    kw = dict(batch_size=16, subset=64, image_size=8, seed=3, random_erasing=0.5)
+    a, b = load_data(DataConfig("fake", **kw)), load_data("fake", **kw)
+    c = load_data(DataConfig("fake", batch_size=99), **kw)  # keywords replace the config's fields
+    for other in (b, c):
+        assert other.info == a.info and other.train.batch_size == 16
+        a.train.set_epoch(0)
+        for (xa, ya), (xo, yo) in zip(a.train, other.train, strict=True):
+            assert torch.equal(xa, xo) and torch.equal(ya, yo)
+
+
+def test_bad_values_are_refused_when_the_config_is_made_and_when_a_field_is_replaced():
+    with pytest.raises(ValueError, match=r"subset \(--subset\) must be a positive number"):
+        DataConfig("fake", subset=0)
+    config = DataConfig("fake")
+    with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be at least 1, got 0"):
+        dataclasses.replace(config, batch_size=0)
+    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+        DataConfig("folder", data_dir="x", val_fraction=1.0)
+    with pytest.raises(ValueError, match="unknown dataset 'fashon-mnist'.*Did you mean fashion-mnist"):
+        DataConfig("fashon-mnist")
+    assert DataConfig("CIFAR_10").name == "cifar10"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(mean=(0.5,), std=(0.5,)), r"mean \[0.5\] needs 3 finite values, one per channel of the 3-channel fake"),
+    (dict(mean=MEAN, std=STD, in_channels=1), r"mean \[0.25, 0.5, 0.75\] needs 1 finite values"),
+    (dict(mean=MEAN), "give mean and std together"),
+    (dict(mean=MEAN, std=(0.5, 0.0, 0.5)), r"std must be > 0 in every channel"),
+])
+def test_mean_and_std_must_fit_the_channels(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DataConfig("fake", **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"in_channels": 1}, {"in_channels": 3}])
+def test_channels_is_the_channel_count_of_the_batches(kw):
+    config = DataConfig("fake", batch_size=8, image_size=8, **kw)
+    x, _ = next(iter(load_data(config).train))
+    assert config.channels == x.shape[1]
+
+
+def source_normalized(random_erasing: float):
+    return load_data("fake", batch_size=16, subset=64, image_size=8, in_channels=3, seed=5, flip=False,
+                     channels_last=True, random_erasing=random_erasing, mean=MEAN, std=STD)
+
+
+def test_given_mean_and_std_normalize_the_crops_and_keep_every_other_loader_option():
+    erased, plain = source_normalized(0.9), source_normalized(0.0)
+    t = erased.train
+    assert t.random_erasing == 0.9 and t.augment and not t.flip and t.channels_last and t.padding == 1
+    assert t.mean == MEAN and erased.info.mean == MEAN and erased.test.std == STD
+    xa, ya = next(iter(erased.train))
+    xb, yb = next(iter(plain.train))
+    assert torch.equal(ya, yb) and xa.is_contiguous(memory_format=torch.channels_last)
+    # The reference: zero-pad the raw images, slice each crop at (dy, dx), normalize in float64.
+    dy, dx, _ = (p.tolist() for p in plain.train.last_params)
+    raw = plain.train.images[plain.train.last_indices].double()
+    padded = F.pad(raw, (1, 1, 1, 1))
+    crops = torch.stack([padded[i, :, y : y + 8, x : x + 8] for i, (y, x) in enumerate(zip(dy, dx))])
+    ref = (crops / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(xb.double(), ref, atol=1e-5, rtol=0)
+    # Erasing still happens: where the batches differ, the erased one is 0 (the mean).
+    differs = (xa != xb).any(1, keepdim=True).expand_as(xa)
+    assert differs.any(3).any(2).any(1).sum() >= 8 and torch.all(xa[differs] == 0)
+
+
+def test_a_folder_with_given_mean_and_std_serves_them(tmp_path):
+    values = {"a": 40, "b": 200}
+    for cls, v in values.items():
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, val_fraction=0.34, mean=MEAN, std=STD)
+    assert b.info.mean == MEAN and b.info.std == STD
+    x, y = next(iter(b.test))
+    for img, label in zip(x, y.tolist()):
+        v = values[b.info.classes[label]] / 255
+        ref = torch.stack([torch.full((8, 8), (v - m) / s, dtype=torch.float64) for m, s in zip(MEAN, STD)])
+        torch.testing.assert_close(img.double(), ref, atol=1e-5, rtol=0)
