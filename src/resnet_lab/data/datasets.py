@@ -14,7 +14,6 @@ import statistics
 import warnings
 from dataclasses import asdict, dataclass
 from itertools import compress
-from pathlib import Path
 from typing import Any
 
 import torch
