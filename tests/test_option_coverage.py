@@ -24,6 +24,7 @@ CLI = "tests/test_cli.py::"
 DIST = "tests/distributed/test_distributed.py::"
 FT = "tests/transfer/test_head_finetune.py::"
 LOOP = "tests/train/test_loop.py::"
+FAULTS = "tests/train/test_faults.py::"
 
 # Training flags shared by `train` and `finetune`: their effect is shown through `train`; that
 # finetune hands each one to the trainer and the data loader exactly as train does is
@@ -62,6 +63,8 @@ TRAINING = {
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
     "--no-progress": OPTS + "test_no_progress_hides_the_progress_bar",
+    "--stop-after": (FAULTS + "test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_run_does",
+                     DIST + "test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resumes_in_one_process"),
     # One process: the note. Under torchrun (the distributed tests): sync-bn matches one process on
     # the global batch, and without it the statistics differ; scale-lr is Goyal et al.'s rule.
     "--sync-bn": (OPTS + "test_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
@@ -151,7 +154,7 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
         "warmup_epochs": "--warmup-epochs", "label_smoothing": "--label-smoothing", "grad_clip": "--grad-clip",
         "channels_last": "--channels-last", "bf16": "--bf16", "compile": "--compile",
         "deterministic": "--deterministic", "seed": "--seed", "device": "--device", "out": "--out",
-        "checkpoint_segments": "--checkpoint-segments"}.items()},
+        "checkpoint_segments": "--checkpoint-segments", "stop_after": "--stop-after"}.items()},
     ("TrainConfig", "resume"): (LOOP + "test_resume_after_interrupt_gives_identical_weights_to_uninterrupted_run",
                                 CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run"),
     ("TrainConfig", "progress"): OPTS + "test_config_progress_off_writes_no_bar",

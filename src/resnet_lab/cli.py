@@ -72,6 +72,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep nets)")
     g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "
+                   "(to split a long run into sessions); --resume with the same command continues it")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
     g.add_argument("--scale-lr", action="store_true", help="with torchrun: scale --lr by the world size (Goyal et al. 2017)")
@@ -209,6 +211,7 @@ def _train_config(args, out: str | None):
         channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
         deterministic=args.deterministic, seed=args.seed, device=args.device, out=out,
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
+        stop_after=args.stop_after,
     )
 
 
@@ -274,7 +277,10 @@ def cmd_train(args) -> int:
         history = train(model, data, config)
     if history.interrupted:
         return 130
-    if history.epochs and _dist_rank() == 0:  # under torchrun only rank 0 reports
+    if history.epochs and _dist_rank() == 0 and history.last["epoch"] < args.epochs:
+        print(f"paused after epoch {history.last['epoch']} of {args.epochs}: best test accuracy "
+              f"{100 * history.best_acc:.2f}% so far; continue with the same command and --resume")
+    elif history.epochs and _dist_rank() == 0:  # under torchrun only rank 0 reports
         print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
               f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
     return 0

@@ -119,11 +119,11 @@ def _epochs(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def single_process_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """The reference: one process, batch = the global batch of the 2-process runs; the run after
-    epoch 1, and the same run resumed for epoch 2."""
+    """The reference: one process, batch = the global batch of the 2-process runs; a 2-epoch run
+    stopped after epoch 1, and the same run resumed for epoch 2."""
     base = tmp_path_factory.mktemp("single")
     out = base / "run"
-    assert cli_main([*TRAIN, "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out)]) == 0
+    assert cli_main([*_epochs(2), "--stop-after", "1", "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out)]) == 0
     shutil.copytree(out, base / "epoch1")
     assert cli_main([*_epochs(2), "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out), "--resume"]) == 0
     return base / "epoch1", out
@@ -150,7 +150,7 @@ def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resum
     out = tmp_path / "ddp"
     cmd = [str(VENV_BIN / "torchrun"), "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "resnet_lab",
-           *TRAIN, "--batch-size", str(PER_RANK_BATCH), "--sync-bn", "--out", str(out)]
+           *_epochs(2), "--stop-after", "1", "--batch-size", str(PER_RANK_BATCH), "--sync-bn", "--out", str(out)]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
@@ -161,7 +161,7 @@ def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resum
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     # Only rank 0 printed the per-epoch lines.
-    assert r.stdout.count("epoch   1/1") + r.stderr.count("epoch   1/1") == 1
+    assert r.stdout.count("epoch   1/2") + r.stderr.count("epoch   1/2") == 1
 
     # The 2-process checkpoint resumes in one process (same global batch) exactly like the
     # single-process run resumed for its second epoch.
@@ -172,7 +172,8 @@ def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resum
 
 def test_without_sync_bn_running_statistics_differ_from_one_process(single_process_run, tmp_path):
     out = tmp_path / "ddp"
-    procs = _launch_ranks([*TRAIN, "--batch-size", str(PER_RANK_BATCH), "--out", str(out)], tmp_path)
+    procs = _launch_ranks([*_epochs(2), "--stop-after", "1", "--batch-size", str(PER_RANK_BATCH), "--out", str(out)],
+                          tmp_path)
     _wait_all(procs, tmp_path)
     ref, got = load_file(single_process_run / "model.safetensors"), load_file(out / "model.safetensors")
     # Each rank normalizes with the statistics of its own 4 samples, not of the global 8, so the

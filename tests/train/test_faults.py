@@ -333,3 +333,16 @@ def test_with_label_smoothing_the_epoch_record_also_has_the_plain_cross_entropy_
     assert abs(plain - smoothed / bundle.num_train) > 1e-3  # the two are different curves
     without = train(TinyNet(), make_bundle(), _cfg(tmp_path / "plain", epochs=1), log=_quiet)
     assert "train_loss_plain" not in without.last
+
+
+def test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    _run(straight, epochs=3, deterministic=True)
+    h = _run(paused, epochs=3, deterministic=True, stop_after=1)
+    assert [r["epoch"] for r in h.epochs] == [1] and not h.interrupted
+    assert ckpt.load_train_state(paused)["epoch"] == 1
+    _run(paused, epochs=3, deterministic=True, stop_after=1, resume=True)  # stop_after is no part of the recipe
+    a, b = load_file(straight / "model.safetensors"), load_file(paused / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="stop_after must be between 1 and epochs"):
+        TrainConfig(epochs=3, stop_after=4)

@@ -35,6 +35,7 @@ class TrainConfig:
     lr_scale: dict[str, float] = field(default_factory=dict)  # {param-name prefix: lr factor}
     max_steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (experiments)
     checkpoint_segments: int = 0  # gradient checkpointing segments, for models that support it
+    stop_after: int | None = None  # stop after this many epochs of the schedule (a later resume continues)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
         if isinstance(self.checkpoint_segments, bool) or self.checkpoint_segments < 0:
             raise ValueError(f"checkpoint_segments must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
+            raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
         bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")

@@ -365,6 +365,9 @@ def train(
                 for cb in callbacks:
                     cb(record)
                 stop.check()
+                if pos.epoch == config.stop_after and pos.epoch < config.epochs:
+                    say(f"stopped after epoch {pos.epoch} of {config.epochs} as asked; continue with --resume")
+                    break
     except KeyboardInterrupt as e:
         history.interrupted = True
         _save_interrupted(ckpt, base, pos, history, hard=isinstance(e, _HardStop), say=say)
