@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.datasets as tvd
 
 from .config import DataConfig
 from .folder import find_split_dirs, scan_class_folders
@@ -215,12 +216,8 @@ def read_fashion_mnist(files: dict[str, Path]) -> ImageArrays:
 
 
 def _download_fashion_mnist(root: Path) -> None:
-    # Imported here, only to download: torchvision.datasets is not needed to read the files, and
-    # importing it costs time on every start (the same holds in read_cifar).
-    from torchvision.datasets import FashionMNIST
-
     for train in (True, False):
-        FashionMNIST(root=str(root), train=train, download=True)
+        tvd.FashionMNIST(root=str(root), train=train, download=True)
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = False) -> ImageArrays:
@@ -305,8 +302,6 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
     places = _cifar_places(name, data_dir)
     hit = next((p for _, p in places if all((p / f).is_file() for f in needed)), None)
     if hit is None and download:
-        import torchvision.datasets as tvd  # only to download (see _download_fashion_mnist)
-
         root = _download_root(data_dir)
         try:
             getattr(tvd, spec["tv"])(root=str(root), train=True, download=True)
