@@ -6,7 +6,7 @@ and ship (:func:`fuse_bn`, :func:`export_onnx`) ResNets and their relatives.
 """
 
 from .analysis import count_params, summarize
-from .data import DataBundle, DatasetInfo, load_data
+from .data import DataBundle, DataConfig, DatasetInfo, load_data
 from .deploy import export_onnx, fuse_bn, predict_images
 from .models import create_model, list_models
 from .nn import BatchNorm1d, BatchNorm2d, norm_layer
@@ -18,6 +18,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "DataBundle",
+    "DataConfig",
     "DatasetInfo",
     "TrainConfig",
     "__version__",

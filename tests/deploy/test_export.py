@@ -1,7 +1,8 @@
 """ONNX export and prediction: onnxruntime reproduces PyTorch, and both predictors agree on files.
 
-References: PyTorch's own forward pass (ONNX outputs), the onnx package read directly (metadata),
-resnet_lab.data.to_model_input (the training-side preprocessing the NumPy copy must reproduce).
+References: PyTorch's own forward pass (ONNX outputs), the onnx package read directly (metadata).
+The preprocessing both predictors share (resnet_lab.data.preprocess) is tested against
+torchvision's transforms in tests/data/test_preprocess.py.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import resnet_lab  # noqa: E402
-from resnet_lab.data import to_model_input  # noqa: E402
 from resnet_lab.deploy import (  # noqa: E402
     ImageReadError,
     OnnxPredictor,
     export_onnx,
     export_run,
     predict_images,
-    preprocess_image,
     read_onnx_metadata,
 )
 from resnet_lab.runs import save_model  # noqa: E402
@@ -152,17 +151,6 @@ def test_predictions_are_probabilities_sorted_best_first(gray_run, images):
     probs = [p for _, p in pred["top"]]
     assert sorted({c for c, _ in pred["top"]}) == sorted(CLASSES)
     assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-6
-
-
-@pytest.mark.parametrize("input_size", [(1, 28, 28), (3, 32, 32), (3, 80, 80)], ids=["gray-whole", "rgb-whole", "rgb-crop"])
-def test_numpy_preprocessing_equals_the_training_side_to_model_input(images, input_size):
-    info = {"input_size": list(input_size), "mean": [0.5] * input_size[0], "std": [0.25] * input_size[0]}
-    for path in images:
-        with Image.open(path) as img:
-            ref = to_model_input(img, info)[0].numpy()  # (C, H, W)
-            ours = preprocess_image(img, info["input_size"], info["mean"], info["std"])
-        assert ours.shape == tuple(input_size) and ours.dtype == np.float32
-        np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
 def test_unreadable_image_error_names_the_file(gray_run, tmp_path):

@@ -1,5 +1,5 @@
-"""use_normalization (finetune's switch to the source weights' mean/std) keeps every loader option:
-random erasing, augmentation, flip, subset, channels_last, the epoch position. The reference for
+"""Data loaded with given mean/std (finetune's source-weights normalization, DataConfig's mean/std)
+keeps every loader option: random erasing, augmentation, flip, subset, channels_last, the epoch position. The reference for
 the pixels is a per-sample pad-and-slice crop of the raw uint8 images normalized in float64."""
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from resnet_lab.data import load_data
-from resnet_lab.transfer import use_normalization
 
 MEAN, STD = (0.25, 0.5, 0.75), (0.5, 0.25, 0.4)
 
 
 def renormalized_bundle(random_erasing: float):
     b = load_data("fake", batch_size=16, subset=64, image_size=8, in_channels=3, seed=5, flip=False,
-                  channels_last=True, random_erasing=random_erasing)
-    use_normalization(b, MEAN, STD)
+                  channels_last=True, random_erasing=random_erasing, mean=MEAN, std=STD)
     return b
 
 
@@ -37,7 +35,7 @@ def reference_batch(loader) -> torch.Tensor:
     return (crops / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def test_use_normalization_keeps_random_erasing_and_the_other_loader_options():
+def test_the_source_normalization_keeps_random_erasing_and_the_other_loader_options():
     b = renormalized_bundle(0.9)
     t = b.train
     assert t.random_erasing == 0.9 and t.augment and not t.flip and t.channels_last
@@ -69,13 +67,13 @@ def test_renormalized_training_batches_are_still_erased_against_the_same_run_wit
     assert n_erased >= len(xa) // 2  # p = 0.9 on 16 images
 
 
-def test_folder_loader_keeps_its_random_erasing_step_after_use_normalization(tmp_path):
+def test_folder_loader_keeps_its_random_erasing_step_with_the_source_normalization(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
         for i in range(3):
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
-    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, val_fraction=0.34, random_erasing=0.5)
-    use_normalization(b, MEAN, STD)
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, val_fraction=0.34, random_erasing=0.5,
+                  mean=MEAN, std=STD)
     steps = {type(s).__name__: s for s in b.train.dataset.transform.transforms}
     assert steps["RandomErasing"].p == 0.5
     assert list(steps["Normalize"].mean) == pytest.approx(MEAN) and list(steps["Normalize"].std) == pytest.approx(STD)

@@ -25,8 +25,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+from PIL import Image
+from torch import nn
 
 from ..data import preprocess, to_model_input
+from ..runs import load_model
 
 __all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "load_image", "predict_images", "preprocess_image", "top_k"]
 
@@ -46,7 +50,6 @@ def load_image(path: str | os.PathLike):
     Raises:
         ImageReadError: ``path`` is missing, a directory, or not a readable image.
     """
-    from PIL import Image
 
     path = Path(path)
     if path.is_dir():
@@ -146,16 +149,11 @@ def predict_images(
 
     Returns one ``{"path", "top": [(class, probability), ...]}`` per image, in input order.
     """
-    import torch
-    from torch import nn
-
     if isinstance(source_or_model, nn.Module):
         if meta is None:
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
         model = source_or_model.to(device).eval()  # the caller's model, now in eval mode
     else:
-        from ..runs import load_model
-
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
     paths = [Path(p) for p in paths]
@@ -203,7 +201,7 @@ class OnnxPredictor:
         providers: Sequence[str] | None = None,
     ) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional extra: pip install resnet-lab[onnx]
         except ImportError as e:
             raise ImportError("OnnxPredictor needs onnxruntime: pip install 'resnet-lab[onnx]'") from e
         self.path = Path(path)
