@@ -11,8 +11,6 @@ import sys
 
 __all__ = ["build_parser", "main"]
 
-_SMALL_FAMILIES = re.compile(r"^(resnet(8|14_wide|20|32|44|56|110|1202)|plain(20|32|44|56|110)|preact_|wrn|densenet_bc|densenet40)")
-
 
 def _probability(text: str) -> float:
     """argparse type: a float in [0, 1], with an error that says so."""
@@ -165,14 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands -------------------------------------------------------------------------------
 
 
-def _default_classes(name: str) -> int:
-    return 10 if _SMALL_FAMILIES.match(name) else 1000
-
-
 def cmd_models(args) -> int:
     import torch
 
-    from .models import create_model, list_models, model_family
+    from .models import create_model, list_models, model_info
 
     names = list_models(args.pattern)
     if not names:
@@ -180,20 +174,20 @@ def cmd_models(args) -> int:
         return 1
     print(f"{'model':<22} {'family':<10} {'classes':>7} {'params':>10}")
     for name in names:
-        k = _default_classes(name)
+        info = model_info(name)
         with torch.device("meta"):  # count without allocating (resnet1202, vgg19...)
-            n = sum(p.numel() for p in create_model(name, num_classes=k).parameters())
-        print(f"{name:<22} {model_family(name):<10} {k:>7} {n / 1e6:>9.2f}M")
+            n = sum(p.numel() for p in create_model(name, num_classes=info.num_classes).parameters())
+        print(f"{name:<22} {info.family:<10} {info.num_classes:>7} {n / 1e6:>9.2f}M")
     return 0
 
 
 def cmd_summary(args) -> int:
     from .analysis import summarize
-    from .models import create_model
+    from .models import create_model, model_info
 
-    small = bool(_SMALL_FAMILIES.match(args.model))
-    size = tuple(args.input_size) if args.input_size else ((3, 32, 32) if small else (3, 224, 224))
-    k = args.num_classes or _default_classes(args.model)
+    info = model_info(args.model)  # the input size and classes the model is designed for
+    size = tuple(args.input_size) if args.input_size else info.input_size
+    k = args.num_classes or info.num_classes
     model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input, norm=args.norm)
     s = summarize(model, size, depth=args.depth)
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.to_text())

@@ -4,14 +4,11 @@ soon as they register. Plus the registry's error messages."""
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from resnet_lab.models import create_model, list_models
-from resnet_lab.models.registry import _lookup
 from resnet_lab.nn import NORMS
 
 NUM_CLASSES = 10
@@ -103,16 +100,6 @@ def test_very_deep_model_builds_with_every_norm_and_norms_change_only_norm_param
     norm_params = sum(p.numel() for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters())
     conv_biases = sum(m.out_channels for m in ref.modules() if isinstance(m, torch.nn.Conv2d))
     assert count["none"] == count["batch"] - norm_params + conv_biases
-
-
-@pytest.mark.parametrize("name", list_models())
-def test_builder_has_the_common_keyword_signature(name):
-    # The DESIGN contract: builders take these keyword-only arguments (with create_model's defaults).
-    params = inspect.signature(_lookup(name)).parameters
-    for arg, default in (("num_classes", 1000), ("in_channels", 3), ("small_input", False), ("norm", "batch")):
-        assert arg in params, f"{name} lacks {arg}"
-        assert params[arg].kind is inspect.Parameter.KEYWORD_ONLY, f"{name}: {arg} must be keyword-only"
-        assert params[arg].default == default, f"{name}: {arg} defaults to {params[arg].default!r}, not {default!r}"
 
 
 def test_list_models_filters_by_pattern():

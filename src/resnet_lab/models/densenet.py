@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
 from .layers import ClassifierModel, checkpoint_keeping_stats, resolve_checkpoint_segments
-from .registry import register_model
+from .registry import Family, Paper
 
 __all__ = [
     "DenseNet",
@@ -252,123 +252,42 @@ class DenseNet(ClassifierModel):
         return x if pre_logits else self.classifier(x)
 
 
+# Builders: one line per model over the two family constructors (ImageNet layout, CIFAR layout).
+# A builder accepts the keyword arguments of its family constructor.
+
+_HUANG_2017 = Paper("Huang et al. 2017", "Densely Connected Convolutional Networks", "1608.06993")
+
+
 def _densenet(
-    growth_rate: int,
-    block_config: Sequence[int],
-    num_init_features: int,
-    *,
-    num_classes: int,
-    in_channels: int,
-    small_input: bool,
-    norm: str,
-    drop_rate: float,
-    memory_efficient: bool,
-) -> DenseNet:
-    return DenseNet(
-        growth_rate,
-        block_config,
-        num_init_features,
-        drop_rate=drop_rate,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        stem="cifar" if small_input else "imagenet",
-        norm=norm,
-        memory_efficient=memory_efficient,
-    )
-
-
-@register_model
-def densenet121(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
+    growth_rate: int, block_config: Sequence[int], num_init_features: int, /, *, num_classes: int = 1000,
+    in_channels: int = 3, small_input: bool = False, norm: str = "batch", drop_rate: float = 0.0,
     memory_efficient: bool = False,
 ) -> DenseNet:
-    """DenseNet-121 (k=32, blocks 6-12-24-16), Huang et al. 2017, Table 1; torchvision's keys.
+    """An ImageNet DenseNet with torchvision's keys; ``small_input`` gives a 3x3 stride-1 conv0 and
+    no pool0, for 28-32 px images (only conv0's weight shape differs from the ImageNet layout).
 
     Args:
-        num_classes: classifier outputs.
-        in_channels: image channels.
-        small_input: 3x3 stride-1 conv0 and no pool0, for 28-32 px images (only conv0's weight
-            shape differs from the ImageNet layout).
-        norm: normalization of every layer.
         drop_rate: dropout after each dense layer.
         memory_efficient: checkpoint the bottlenecks to save memory.
     """
-    return _densenet(32, (6, 12, 24, 16), 64, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, drop_rate=drop_rate, memory_efficient=memory_efficient)
-
-
-@register_model
-def densenet161(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-161 (k=48, blocks 6-12-36-24, 96 stem channels), Huang et al. 2017.
-
-    Args: as :func:`densenet121`.
-    """
-    return _densenet(48, (6, 12, 36, 24), 96, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, drop_rate=drop_rate, memory_efficient=memory_efficient)
-
-
-@register_model
-def densenet169(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-169 (k=32, blocks 6-12-32-32), Huang et al. 2017, Table 1.
-
-    Args: as :func:`densenet121`.
-    """
-    return _densenet(32, (6, 12, 32, 32), 64, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, drop_rate=drop_rate, memory_efficient=memory_efficient)
-
-
-@register_model
-def densenet201(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-201 (k=32, blocks 6-12-48-32), Huang et al. 2017, Table 1.
-
-    Args: as :func:`densenet121`.
-    """
-    return _densenet(32, (6, 12, 48, 32), 64, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, drop_rate=drop_rate, memory_efficient=memory_efficient)
+    return DenseNet(growth_rate, block_config, num_init_features, drop_rate=drop_rate, num_classes=num_classes,
+                    in_channels=in_channels, stem="cifar" if small_input else "imagenet", norm=norm,
+                    memory_efficient=memory_efficient)
 
 
 def _cifar_densenet(
-    depth: int,
-    growth_rate: int,
-    bc: bool,
-    *,
-    num_classes: int,
-    in_channels: int,
-    norm: str,
-    drop_rate: float,
-    memory_efficient: bool,
+    depth: int, growth_rate: int, bc: bool, /, *, num_classes: int = 1000, in_channels: int = 3,
+    small_input: bool = False, norm: str = "batch", drop_rate: float = 0.0, memory_efficient: bool = False,
 ) -> DenseNet:
-    # Paper, Sec. 3: three dense blocks with equal layer counts; depth counts the stem conv, the
-    # two transition convs and the classifier (4), plus 1 conv per plain layer or 2 per BC layer.
+    """A CIFAR DenseNet (Sec. 3): three dense blocks with equal layer counts; ``small_input`` is
+    ignored, the stem is the 3x3 stride-1 conv for 32 px images either way.
+
+    Args:
+        drop_rate: dropout after each dense layer (the paper's 0.2 without augmentation).
+        memory_efficient: checkpoint the bottlenecks to save memory.
+    """
+    # depth counts the stem conv, the two transition convs and the classifier (4), plus 1 conv
+    # per plain layer or 2 per BC layer.
     per_layer = 2 if bc else 1
     if (depth - 4) % (3 * per_layer):
         raise ValueError(f"depth {depth} is not 3 * {per_layer} * n + 4 for a {'BC' if bc else 'plain'} DenseNet")
@@ -389,65 +308,24 @@ def _cifar_densenet(
     )
 
 
-@register_model
-def densenet_bc_100(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-BC (L=100, k=12) for 32 px images: 3 blocks of 16 bottleneck layers, 0.8M
-    parameters on CIFAR-10 (Huang et al. 2017, Table 2).
-
-    Args:
-        num_classes: classifier outputs.
-        in_channels: image channels.
-        small_input: ignored (accepted for the common signature); this model is built for
-            small images either way (3x3 stride-1 stem, no pool).
-        norm: normalization of every layer.
-        drop_rate: dropout after each dense layer (the paper's 0.2 without augmentation).
-        memory_efficient: checkpoint the bottlenecks to save memory.
-    """
-    return _cifar_densenet(100, 12, True, num_classes=num_classes, in_channels=in_channels, norm=norm,
-                           drop_rate=drop_rate, memory_efficient=memory_efficient)
+# torchvision's module names: the classifier is ``classifier``, the first conv ``features.conv0``.
+_IMAGENET = Family(_densenet, paper=_HUANG_2017, classifier="classifier", first_conv="features.conv0")
+_CIFAR = Family(_cifar_densenet, paper=_HUANG_2017, small_input=True, classifier="classifier",
+                first_conv="features.conv0")
 
 
-@register_model
-def densenet_bc_250(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet-BC (L=250, k=24) for 32 px images: 3 blocks of 41 bottleneck layers, 15.3M
-    parameters (Huang et al. 2017, Table 2).
+# Table 1: growth rate k, layers per block, stem channels (2k).
+densenet121 = _IMAGENET.builder("densenet121", 32, (6, 12, 24, 16), 64, doc="DenseNet-121 (k=32, blocks 6-12-24-16).")
+densenet161 = _IMAGENET.builder("densenet161", 48, (6, 12, 36, 24), 96,
+                                doc="DenseNet-161 (k=48, blocks 6-12-36-24, 96 stem channels).")
+densenet169 = _IMAGENET.builder("densenet169", 32, (6, 12, 32, 32), 64, doc="DenseNet-169 (k=32, blocks 6-12-32-32).")
+densenet201 = _IMAGENET.builder("densenet201", 32, (6, 12, 48, 32), 64, doc="DenseNet-201 (k=32, blocks 6-12-48-32).")
 
-    Args: as :func:`densenet_bc_100`.
-    """
-    return _cifar_densenet(250, 24, True, num_classes=num_classes, in_channels=in_channels, norm=norm,
-                           drop_rate=drop_rate, memory_efficient=memory_efficient)
-
-
-@register_model
-def densenet40(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    drop_rate: float = 0.0,
-    memory_efficient: bool = False,
-) -> DenseNet:
-    """DenseNet (L=40, k=12) without bottleneck or compression for 32 px images: 3 blocks of 12
-    layers, 16-channel stem, 1.0M parameters (Huang et al. 2017, Table 2).
-
-    Args: as :func:`densenet_bc_100`.
-    """
-    return _cifar_densenet(40, 12, False, num_classes=num_classes, in_channels=in_channels, norm=norm,
-                           drop_rate=drop_rate, memory_efficient=memory_efficient)
+# Table 2: depth L, growth rate k, bottleneck and compression (BC) or neither.
+densenet_bc_100 = _CIFAR.builder("densenet_bc_100", 100, 12, True, params_m=0.8,
+                                 doc="DenseNet-BC (L=100, k=12) for 32 px images: 3 blocks of 16 bottleneck layers.")
+densenet_bc_250 = _CIFAR.builder("densenet_bc_250", 250, 24, True, params_m=15.3,
+                                 doc="DenseNet-BC (L=250, k=24) for 32 px images: 3 blocks of 41 bottleneck layers.")
+densenet40 = _CIFAR.builder("densenet40", 40, 12, False, params_m=1.0,
+                            doc="DenseNet (L=40, k=12) without bottleneck or compression for 32 px images: 3 blocks "
+                                "of 12 layers, 16-channel stem.")

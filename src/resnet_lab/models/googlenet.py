@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
 from .layers import ClassifierModel, replace_linear
-from .registry import register_model
+from .registry import Family, Paper
 
 __all__ = ["BasicConv2d", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "googlenet"]
 
@@ -268,31 +268,8 @@ class GoogLeNet(ClassifierModel):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-@register_model
-def googlenet(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
-    aux_logits: bool = False,
-    transform_input: bool = False,
-    dropout: float = 0.2,
-    dropout_aux: float = 0.7,
-) -> GoogLeNet:
-    """GoogLeNet / Inception v1 (Szegedy et al. 2014) with torchvision's keys and BN after each conv.
+_SZEGEDY_2014 = Paper("Szegedy et al. 2014", "Going Deeper with Convolutions", "1409.4842")
+_FAMILY = Family(GoogLeNet, paper=_SZEGEDY_2014, first_conv="conv1.conv")
 
-    Args:
-        num_classes: classifier outputs.
-        in_channels: image channels.
-        small_input: stride-1 conv1 and no maxpool1/maxpool2, for 28-32 px images.
-        norm: normalization after every conv.
-        aux_logits: build the two auxiliary heads; training-mode forward then returns
-            ``GoogLeNetOutputs(logits, aux_logits2, aux_logits1)``.
-        transform_input: re-normalize ImageNet-normalized input for torchvision's original weights.
-        dropout: dropout before ``fc``.
-        dropout_aux: dropout in the aux heads.
-    """
-    return GoogLeNet(num_classes=num_classes, in_channels=in_channels, aux_logits=aux_logits,
-                     transform_input=transform_input, small_input=small_input, norm=norm,
-                     dropout=dropout, dropout_aux=dropout_aux)
+
+googlenet = _FAMILY.builder("googlenet", doc="GoogLeNet / Inception v1 with torchvision's keys and BN after each conv.")

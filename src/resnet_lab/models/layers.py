@@ -1,23 +1,26 @@
-"""Building blocks shared by every model family: convs, the classifier interface, and gradient
-checkpointing that leaves normalization statistics exact."""
+"""Building blocks shared by every model family: convs, the classifier interface, the stacked
+transfer head, and gradient checkpointing that leaves normalization statistics exact."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "ClassifierModel",
+    "LinearWithHead",
     "checkpoint_keeping_stats",
     "conv1x1",
     "conv3x3",
     "replace_linear",
     "resolve_checkpoint_segments",
+    "stack_head",
 ]
 
 
@@ -177,12 +180,74 @@ class ClassifierModel(nn.Module):
                 "(ImageNet, CIFAR, pre-activation, wide) or a DenseNet, or set checkpoint segments to 0"
             )
 
-    def zero_init_last(self) -> None:
-        """Zero the last norm weight of every residual branch that supports it (Goyal et al. 2017)."""
-        for m in self.modules():
-            if m is not self and hasattr(m, "zero_init_last"):
-                m.zero_init_last()
+
+class LinearWithHead(nn.Linear):
+    """A pretrained Linear with a new Linear stacked on its output: ``head(linear(x))``, the
+    classifier of a model transferred with ``finetune --strategy head``.
+
+    The stacked layer lives *inside* the old Linear's module, so every existing state-dict key keeps
+    its name and shape (``fc.weight``, ``fc.bias``) and the new layer adds two (``fc.head_weight``
+    of shape (new_classes, old_classes), ``fc.head_bias``).
+
+    Args:
+        in_features: input width of the old layer.
+        out_features: the old class count.
+        new_classes: outputs of the stacked layer.
+        bias: whether the old layer has a bias (the new one always has).
+        device, dtype: as ``nn.Linear``'s.
+    """
+
+    def __init__(self, in_features: int, out_features: int, new_classes: int, bias: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if not isinstance(new_classes, int) or new_classes < 1:
+            raise ValueError(f"new_classes must be a positive int, got {new_classes!r}")
+        # nn.Linear's own initialization (Kaiming-uniform weight, fan-in bias), as a fresh head gets.
+        fresh = nn.Linear(out_features, new_classes, device=device, dtype=dtype)
+        self.head_weight = nn.Parameter(fresh.weight.detach())
+        self.head_bias = nn.Parameter(fresh.bias.detach())
+        self.new_classes = new_classes
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, new_classes: int) -> "LinearWithHead":
+        """Wrap a trained ``linear`` (its weights are copied, not shared) with a fresh head."""
+        out = cls(linear.in_features, linear.out_features, new_classes, bias=linear.bias is not None,
+                  device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.no_grad():
+            out.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                out.bias.copy_(linear.bias)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, old) -> (B, new)
+        return F.linear(super().forward(x), self.head_weight, self.head_bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, new_classes={self.new_classes}"
 
 
-def _flatten_pool(x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C)
-    return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+def stack_head(model: nn.Module, linear_name: str, new_classes: int) -> LinearWithHead:
+    """Stack a fresh ``Linear(old_classes, new_classes)`` on the Linear ``linear_name`` of
+    ``model``, in place; the model then predicts ``new_classes`` classes.
+
+    Args:
+        model: the model; the Linear keeps its weights.
+        linear_name: module name of the classifier's final Linear (``fc``, ``classifier.6``).
+        new_classes: outputs of the new layer.
+
+    Raises:
+        ValueError: that module is not a Linear, or already has a stacked head.
+    """
+    old = model.get_submodule(linear_name)
+    if isinstance(old, LinearWithHead):
+        raise ValueError(
+            f"{linear_name} already has a stacked head ({old.new_classes} classes); "
+            "fold it first (resnet_lab.transfer.fold_head)"
+        )
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"{linear_name} of {type(model).__name__} is a {type(old).__name__}, not the Linear a head stacks on")
+    head = LinearWithHead.from_linear(old, new_classes)
+    parent_name, _, attr = linear_name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, head)
+    model.num_classes = new_classes
+    return head

@@ -1,46 +1,232 @@
-"""Model registry: ``create_model(name, ...)`` and ``list_models(pattern)``."""
+"""Model registry: the builders, what each model is (:class:`ModelInfo`, as timm's
+``pretrained_cfg``), ``create_model(name, ...)`` and ``list_models(pattern)``.
+
+A builder is one line over its family's constructor, with what the paper published::
+
+    _CIFAR = Family(_cifar_resnet, paper=_HE_2015, small_input=True)
+    resnet20 = _CIFAR.builder("resnet20", 20, params_m=0.27, cifar10_error=8.75, doc="ResNet-20 for CIFAR ...")
+
+The family constructor takes the architecture positionally and, as keywords, the options every
+builder of the family accepts; the registry checks a builder's keywords against those options, so
+a typo names the model, the bad argument and the accepted ones.
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
-from typing import Callable
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
 
 from torch import nn
 
 from ..nn.norm import check_norm
+from .layers import stack_head
 
-__all__ = ["create_model", "list_models", "register_model", "model_family", "is_model"]
+__all__ = [
+    "Family",
+    "ModelInfo",
+    "Paper",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_family",
+    "model_info",
+    "register_model",
+]
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])  # register_model returns what it got
+
+# The input a model is designed for when its family is small-input (CIFAR) or not (ImageNet).
+_SMALL_DEFAULTS = ((3, 32, 32), 10)
+_IMAGENET_DEFAULTS = ((3, 224, 224), 1000)
+
+
+@dataclass(frozen=True)
+class Paper:
+    """Where an architecture was published.
+
+    Args:
+        cite: short citation, ``"He et al. 2015"``.
+        title: the paper's title.
+        arxiv: its arXiv id, ``"1512.03385"``.
+    """
+
+    cite: str
+    title: str
+    arxiv: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one model; tools ask for it instead of guessing from names.
+
+    Attributes:
+        name: the registered name (``resnet20``).
+        family: the family module (``resnet``, ``densenet``, ``vgg``, ``googlenet``).
+        paper: where the architecture comes from; ``None`` for our own variants.
+        input_size: the ``(C, H, W)`` it is designed for: 3x32x32 for the CIFAR families,
+            3x224x224 otherwise.
+        num_classes: its usual class count: 10 for the CIFAR families, 1000 (ImageNet) otherwise.
+        small_input: built for 28-32 px images whatever ``small_input`` says (the CIFAR families).
+        classifier: module name of the final Linear (``fc``, ``classifier``, ``classifier.6``).
+        first_conv: module name of the conv that sees the image (``conv1``, ``features.conv0``).
+        params_m: the published parameter count in millions (at ``num_classes``), where stated.
+        cifar10_error: the published CIFAR-10 test error in percent, where stated.
+        options: the keyword arguments its builder accepts, with their defaults.
+    """
+
+    name: str
+    family: str
+    paper: Paper | None
+    input_size: tuple[int, int, int]
+    num_classes: int
+    small_input: bool
+    classifier: str
+    first_conv: str
+    params_m: float | None = None
+    cifar10_error: float | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_size[0]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the models built by one constructor share.
+
+    Args:
+        constructor: builds the model; architecture arguments positional-only, then the options
+            (``num_classes``, ``in_channels``, ``small_input``, ``norm`` and the family's extras)
+            that every builder of the family accepts as keywords.
+        paper: where the architecture comes from.
+        small_input: the models are built for 28-32 px images whatever ``small_input`` says.
+        classifier: module name of the final Linear.
+        first_conv: module name of the conv that sees the image.
+    """
+
+    constructor: Callable[..., nn.Module]
+    paper: Paper | None = None
+    small_input: bool = False
+    classifier: str = "fc"
+    first_conv: str = "conv1"
+
+    def builder(self, name: str, *arch: Any, doc: str, params_m: float | None = None,
+                cifar10_error: float | None = None) -> Callable[..., nn.Module]:
+        """Register and return the public builder ``name``: ``constructor(*arch, **options)``.
+
+        Its docstring is ``doc``, then the paper and the published figures, the options with their
+        defaults, and the constructor's docstring (what the family's own options mean).
+
+        Args:
+            name: the model's name; bind the result to a module variable of that name.
+            *arch: the constructor's architecture arguments (block type, stage sizes, depth...).
+            doc: what the model is, citing the paper's section or table.
+            params_m: published parameter count in millions, where stated.
+            cifar10_error: published CIFAR-10 test error in percent, where stated.
+        """
+
+        def build(**kwargs: Any) -> nn.Module:
+            return self.constructor(*arch, **kwargs)
+
+        build.__name__ = build.__qualname__ = name
+        build.__module__ = self.constructor.__module__
+        figures = [f"{params_m}M parameters" if params_m is not None else "",
+                   f"{cifar10_error}% CIFAR-10 test error" if cifar10_error is not None else ""]
+        source = f'{self.paper.cite}, "{self.paper.title}", arXiv:{self.paper.arxiv}.' if self.paper else ""
+        published = f"Published: {', '.join(f for f in figures if f)}." if any(figures) else ""
+        options = ", ".join(f"``{k}={v!r}``" for k, v in _options(self.constructor)[0].items())
+        usage = f"Options: {options} (``num_classes``, ``in_channels``, ``small_input``, ``norm``: see :func:`create_model`)."
+        build.__doc__ = "\n\n".join(p for p in (doc, " ".join(filter(None, (source, published))), usage,
+                                                  inspect.getdoc(self.constructor)) if p)
+        return register_model(build, family=self, params_m=params_m, cifar10_error=cifar10_error)
+
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_FAMILY: dict[str, str] = {}
+_INFO: dict[str, ModelInfo] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, family: str | None = None):
+def register_model(
+    fn: Builder | None = None,
+    *,
+    family: Family | None = None,
+    params_m: float | None = None,
+    cifar10_error: float | None = None,
+):
     """Decorator that registers a builder under its function name.
 
-    A builder takes keyword arguments ``num_classes``, ``in_channels``, ``small_input``, ``norm``
-    and its own extras, and returns a :class:`~resnet_lab.models.layers.ClassifierModel`.
+    The registered builder takes keywords only and checks them against the options of
+    ``family.constructor`` before calling the function: an unknown keyword raises a TypeError that
+    names the model, the argument and the accepted ones.
+
+    Args:
+        fn: the builder (when used as a bare ``@register_model``).
+        family: what the family shares; without one, the builder is its own constructor (its
+            keyword parameters are its options) and an ImageNet model with ``conv1`` and ``fc``.
+        params_m: published parameter count in millions.
+        cifar10_error: published CIFAR-10 test error in percent.
     """
-    def wrap(f):
-        if f.__name__ in _MODELS:
-            raise ValueError(f"model {f.__name__!r} is registered twice")
-        _MODELS[f.__name__] = f
-        _FAMILY[f.__name__] = family or f.__module__.rsplit(".", 1)[-1]
-        return f
+
+    def wrap(builder: Builder) -> Builder:
+        name = builder.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        fam = family or Family(builder)
+        options, open_ended = _options(fam.constructor)
+        input_size, num_classes = _SMALL_DEFAULTS if fam.small_input else _IMAGENET_DEFAULTS
+
+        @functools.wraps(builder)
+        def checked(**kwargs: Any) -> nn.Module:
+            unknown = [k for k in kwargs if k not in options]
+            if unknown and not open_ended:
+                raise TypeError(
+                    f"{name} got unexpected argument(s) {', '.join(map(repr, unknown))}; "
+                    f"it accepts {', '.join(options)}"
+                )
+            return builder(**kwargs)
+
+        # help() and IDEs show the accepted keywords, not the forwarding **kwargs.
+        checked.__signature__ = inspect.Signature(
+            [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in options.items()],
+            return_annotation=fam.constructor if inspect.isclass(fam.constructor)
+            else inspect.signature(fam.constructor).return_annotation,
+        )
+        _MODELS[name] = checked
+        _INFO[name] = ModelInfo(
+            name=name,
+            family=builder.__module__.rsplit(".", 1)[-1],
+            paper=fam.paper,
+            input_size=input_size,
+            num_classes=num_classes,
+            small_input=fam.small_input,
+            classifier=fam.classifier,
+            first_conv=fam.first_conv,
+            params_m=params_m,
+            cifar10_error=cifar10_error,
+            options=MappingProxyType(options),
+        )
+        return checked  # type: ignore[return-value]
 
     return wrap(fn) if fn is not None else wrap
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from . import densenet, googlenet, resnet, vgg  # noqa: F401
+def _options(constructor: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
+    """The keyword options of ``constructor`` with their defaults, and whether it also takes
+    any other keyword (``**kwargs``)."""
+    params = inspect.signature(constructor).parameters.values()
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    options = {p.name: p.default for p in params if p.kind in keyword}
+    return options, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names, sorted, optionally filtered by a shell-style pattern (``resnet*``)."""
-    _ensure_loaded()
     names = sorted(_MODELS, key=_natural_key)
     if pattern:
         pat = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
@@ -48,24 +234,30 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
-def _natural_key(name: str):
-    import re
-
+def _natural_key(name: str) -> list[int | str]:
+    # resnet8 < resnet20 < resnet110, as a reader expects.
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def is_model(name: str) -> bool:
-    _ensure_loaded()
     return name in _MODELS
 
 
+def model_info(name: str) -> ModelInfo:
+    """What the registry knows about ``name``: input size, classes, classifier, paper...
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the closest names.
+    """
+    _lookup(name)
+    return _INFO[name]
+
+
 def model_family(name: str) -> str:
-    _ensure_loaded()
-    return _FAMILY[_lookup(name).__name__]
+    return model_info(name).family
 
 
 def _lookup(name: str) -> Callable[..., nn.Module]:
-    _ensure_loaded()
     if name in _MODELS:
         return _MODELS[name]
     close = difflib.get_close_matches(name, _MODELS.keys(), n=5, cutoff=0.5)
@@ -76,6 +268,11 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     )
 
 
+def _check_count(arg: str, value: Any, expected: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
+
+
 def create_model(
     name: str,
     *,
@@ -83,7 +280,8 @@ def create_model(
     in_channels: int = 3,
     small_input: bool = False,
     norm: str = "batch",
-    **kwargs,
+    stacked_head: int | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
 
@@ -94,30 +292,23 @@ def create_model(
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
             the CIFAR families are small-input by construction).
         norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``.
-        **kwargs: extras of the family (``zero_init_residual``, ``drop_rate``...).
+        stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
+            :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
+            trains it; the model then predicts ``stacked_head`` classes.
+        **kwargs: options of the family (``zero_init_residual``, ``drop_rate``...); see
+            ``model_info(name).options``.
 
     The returned model carries ``model.model_config``: the name and arguments that rebuild it
-    (what a run's ``model.json`` stores).
+    (what a run's ``model.json`` stores as ``arch``).
     """
     builder = _lookup(name)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int (1 grayscale, 3 RGB), got {in_channels!r}")
+    _check_count("num_classes", num_classes, "the classifier's outputs")
+    _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
     check_norm(norm)
-    params = inspect.signature(builder).parameters
-    accepts_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not accepts_var_kw:
-        unknown = [k for k in kwargs if k not in params]
-        if unknown:
-            extras = sorted(k for k in params if k not in ("num_classes", "in_channels", "small_input", "norm"))
-            raise TypeError(
-                f"{name} got unexpected argument(s) {', '.join(map(repr, unknown))}; "
-                f"it accepts num_classes, in_channels, small_input, norm"
-                + (f" and {', '.join(extras)}" if extras else "")
-            )
+    if stacked_head is not None:
+        _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
     model = builder(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm, **kwargs)
-    model.model_config = {
+    config = {
         "name": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
@@ -125,4 +316,8 @@ def create_model(
         "norm": norm,
         **kwargs,
     }
+    if stacked_head is not None:
+        stack_head(model, _INFO[name].classifier, stacked_head)
+        config["stacked_head"] = stacked_head
+    model.model_config = config
     return model

@@ -28,7 +28,7 @@ from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn import norm_has_bias, norm_layer
 from ..nn.norm import NormLayer
 from .layers import ClassifierModel, checkpoint_keeping_stats, conv1x1, conv3x3, resolve_checkpoint_segments
-from .registry import register_model
+from .registry import Family, Paper
 
 __all__ = [
     "BasicBlock",
@@ -50,8 +50,11 @@ __all__ = [
     "preact_resnet164",
     "preact_resnet1001",
     "resnet8",
+    "resnet8_fast",
+    "resnet14_wide_fast",
     "resnet18",
     "resnet20",
+    "resnet20_fast",
     "resnet32",
     "resnet34",
     "resnet44",
@@ -674,331 +677,186 @@ class PreActResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
 
 
 # ---------------------------------------------------------------------------------------------
-# Builders. Common arguments: num_classes, in_channels, small_input, norm (see create_model).
+# Builders: one family constructor per design, one line per model. A builder accepts the keyword
+# arguments of its family constructor (the first four as create_model's).
 # ---------------------------------------------------------------------------------------------
 
+_HE_2015 = Paper("He et al. 2015", "Deep Residual Learning for Image Recognition", "1512.03385")
+_HE_2016 = Paper("He et al. 2016", "Identity Mappings in Deep Residual Networks", "1603.05027")
+_ZAGORUYKO_2016 = Paper("Zagoruyko & Komodakis 2016", "Wide Residual Networks", "1605.07146")
 
-def _imagenet(block, layers, residual: bool, **kw) -> ResNet:
-    return ResNet(block, layers, residual=residual, **kw)
-
-
-@register_model
-def resnet18(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
+def _resnet(
+    block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], /, *, num_classes: int = 1000,
+    in_channels: int = 3, small_input: bool = False, norm: str = "batch", zero_init_residual: bool = False,
 ) -> ResNet:
-    """ResNet-18 (He et al. 2015, "Deep Residual Learning for Image Recognition"), 11.7M params."""
-    return _imagenet(BasicBlock, (2, 2, 2, 2), True, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, zero_init_residual=zero_init_residual)
+    """An ImageNet ResNet; ``small_input`` gives a 3x3 stride-1 ``conv1`` and no max-pool.
+
+    Args:
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+    """
+    return ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
+                  norm=norm, zero_init_residual=zero_init_residual)
 
 
-@register_model
-def resnet34(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
+def _plain(
+    block: type[BasicBlock], layers: Sequence[int], /, *, num_classes: int = 1000, in_channels: int = 3,
+    small_input: bool = False, norm: str = "batch",
 ) -> ResNet:
-    """ResNet-34 (He et al. 2015, "Deep Residual Learning for Image Recognition"), 21.8M params."""
-    return _imagenet(BasicBlock, (3, 4, 6, 3), True, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, zero_init_residual=zero_init_residual)
+    """A plain ImageNet network; ``small_input`` gives a 3x3 stride-1 ``conv1`` and no max-pool.
+    No ``zero_init_residual``: without shortcuts a zeroed branch would cut the network."""
+    return ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
+                  norm=norm, residual=False)
 
 
-@register_model
-def resnet50(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-50 (He et al. 2015, "Deep Residual Learning for Image Recognition"), bottleneck
-    blocks with the stride in the 3x3 conv (v1.5, as torchvision), 25.6M params."""
-    return _imagenet(Bottleneck, (3, 4, 6, 3), True, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, zero_init_residual=zero_init_residual)
-
-
-@register_model
-def resnet101(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-101 (He et al. 2015, "Deep Residual Learning for Image Recognition"), 44.5M params."""
-    return _imagenet(Bottleneck, (3, 4, 23, 3), True, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, zero_init_residual=zero_init_residual)
-
-
-@register_model
-def resnet152(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-152 (He et al. 2015, "Deep Residual Learning for Image Recognition"), 60.2M params."""
-    return _imagenet(Bottleneck, (3, 8, 36, 3), True, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm, zero_init_residual=zero_init_residual)
-
-
-@register_model
-def plain18(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-) -> ResNet:
-    """Plain-18: ResNet-18 without shortcuts, the baseline of He et al. 2015, sec. 4.1 / fig. 4."""
-    return _imagenet(BasicBlock, (2, 2, 2, 2), False, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm)
-
-
-@register_model
-def plain34(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-) -> ResNet:
-    """Plain-34: ResNet-34 without shortcuts; deeper but worse than plain-18 (He et al. 2015,
-    sec. 4.1, the degradation problem)."""
-    return _imagenet(BasicBlock, (3, 4, 6, 3), False, num_classes=num_classes, in_channels=in_channels,
-                     small_input=small_input, norm=norm)
-
-
-def _cifar(depth: int, *, small_input: bool, **kw) -> CifarResNet:
-    # small_input is accepted for the common signature; CIFAR nets are small-input by design.
-    return CifarResNet(depth, **kw)
-
-
-@register_model
-def resnet8(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
+def _cifar_resnet(
+    depth: int, /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
+    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int | bool = 0,
 ) -> CifarResNet:
-    """ResNet-8: the smallest CIFAR ResNet of He et al. 2015, sec. 4.2 (n=1), 0.08M params; for
-    fast demos and tests."""
-    return _cifar(8, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
+    """A CIFAR ResNet; ``small_input`` is ignored, the net is built for 28-32 px images.
+
+    Args:
+        shortcut: ``A`` zero-padded identity where the width doubles (the paper's), ``B`` 1x1
+            conv + norm there, ``none`` no shortcuts.
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
+    """
+    return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm, shortcut=shortcut,
+                       zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
 
 
-@register_model
-def resnet8_fast(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
+def _cifar_fast(
+    depth: int, widths: Sequence[int], /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+    norm: str = "batch", zero_init_residual: bool = False, checkpoint_segments: int | bool = 0,
 ) -> CifarResNet:
-    """ResNet-8 with doubled widths (32-64-128) and a 2x2 max-pool after the stem: about the MACs
-    of ResNet-8 at 4x its width (0.31M params). Not from a paper: the CPU demo model (`make demo`)
-    for 28-32 px images, where a 16-channel conv leaves most of a CPU's vector units idle."""
-    return _cifar(8, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut="B", zero_init_residual=zero_init_residual, widths=(32, 64, 128), stem_pool=True)
+    """A CIFAR ResNet at other widths with a 2x2 max-pool after the stem and projection
+    shortcuts; ``small_input`` is ignored, the net is built for 28-32 px images.
+
+    Args:
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
+    """
+    return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm, shortcut="B",
+                       zero_init_residual=zero_init_residual, widths=widths, stem_pool=True,
+                       checkpoint_segments=checkpoint_segments)
 
 
-@register_model
-def resnet20_fast(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
+def _cifar_plain(
+    depth: int, /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
+    checkpoint_segments: int | bool = 0,
 ) -> CifarResNet:
-    """ResNet-20 with doubled widths (32-64-128) and the 2x2 max-pool after the stem (1.08M params):
-    the same MACs as ResNet-20 at 4x its parameters. Not from a paper: a CPU-friendly candidate for
-    the long Fashion-MNIST recipe (see docs/RESULTS.md)."""
-    return _cifar(20, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut="B", zero_init_residual=zero_init_residual, widths=(32, 64, 128), stem_pool=True)
+    """A plain CIFAR network; ``small_input`` is ignored, the net is built for 28-32 px images.
+
+    Args:
+        checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
+    """
+    return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm, shortcut="none",
+                       checkpoint_segments=checkpoint_segments)
 
 
-@register_model
-def resnet14_wide_fast(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False,
-) -> CifarResNet:
-    """ResNet-14 at 4x the CIFAR widths (64-128-256, as WRN-n-4) with the stem max-pool (2.78M
-    params). Not from a paper: the wide candidate for the long Fashion-MNIST recipe."""
-    return _cifar(14, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut="B", zero_init_residual=zero_init_residual, widths=(64, 128, 256), stem_pool=True)
+def _preact(
+    block: type[PreActBasicBlock] | type[PreActBottleneck], depth: int, /, *, num_classes: int = 1000,
+    in_channels: int = 3, small_input: bool = False, norm: str = "batch", zero_init_residual: bool = False,
+    checkpoint_segments: int | bool = 0,
+) -> PreActResNet:
+    """A pre-activation ResNet for CIFAR; ``small_input`` is ignored, the net is built for 28-32 px.
 
-
-@register_model
-def resnet20(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-20 for CIFAR (He et al. 2015, sec. 4.2, table 6: 0.27M params, 8.75% error)."""
-    return _cifar(20, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def resnet32(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-32 for CIFAR (He et al. 2015, sec. 4.2, table 6: 0.46M params, 7.51% error)."""
-    return _cifar(32, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def resnet44(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-44 for CIFAR (He et al. 2015, sec. 4.2, table 6: 0.66M params, 7.17% error)."""
-    return _cifar(44, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def resnet56(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-56 for CIFAR (He et al. 2015, sec. 4.2, table 6: 0.85M params, 6.97% error)."""
-    return _cifar(56, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def resnet110(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-110 for CIFAR (He et al. 2015, sec. 4.2, table 6: 1.7M params, 6.43% error)."""
-    return _cifar(110, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def resnet1202(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    shortcut: str = "A", zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """ResNet-1202 for CIFAR (He et al. 2015, sec. 4.2, table 6: 19.4M params, 7.93% error, worse
-    than ResNet-110 through overfitting)."""
-    return _cifar(1202, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                  shortcut=shortcut, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
-
-
-def _plain_cifar(depth: int, **kw) -> CifarResNet:
-    return _cifar(depth, shortcut="none", **kw)
-
-
-@register_model
-def plain20(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """Plain-20 for CIFAR: ResNet-20 without shortcuts (He et al. 2015, sec. 4.2, fig. 6 left)."""
-    return _plain_cifar(20, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                        norm=norm, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def plain32(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """Plain-32 for CIFAR (He et al. 2015, sec. 4.2, fig. 6 left)."""
-    return _plain_cifar(32, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                        norm=norm, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def plain44(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """Plain-44 for CIFAR (He et al. 2015, sec. 4.2, fig. 6 left)."""
-    return _plain_cifar(44, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                        norm=norm, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def plain56(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """Plain-56 for CIFAR: higher training error than plain-20, the degradation problem (He et al.
-    2015, sec. 4.2, fig. 6 left)."""
-    return _plain_cifar(56, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                        norm=norm, checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def plain110(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    checkpoint_segments: int = 0,
-) -> CifarResNet:
-    """Plain-110 for CIFAR: ResNet-110 without shortcuts (He et al. 2015, sec. 4.2); deeper plain
-    nets train worse, the degradation problem."""
-    return _plain_cifar(110, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                        norm=norm, checkpoint_segments=checkpoint_segments)
-
-
-def _preact(block, depth: int, per_block: int, *, small_input: bool, **kw) -> PreActResNet:
-    # depth = per_block * 3n + 2 (stem conv + fc); small_input accepted for the common signature.
+    Args:
+        zero_init_residual: start every block as the identity (Goyal et al. 2017).
+        checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
+    """
+    # depth = (convs per block) * 3n + 2: the stem conv and the fc.
+    per_block = 2 if block is PreActBasicBlock else 3
     if (depth - 2) % (3 * per_block):
         raise ValueError(f"pre-activation depth must be {3 * per_block}n+2, got {depth}")
     n = (depth - 2) // (3 * per_block)
-    return PreActResNet(block, (n, n, n), (16, 32, 64), **kw)
+    return PreActResNet(block, (n, n, n), (16, 32, 64), num_classes=num_classes, in_channels=in_channels, norm=norm,
+                        zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
 
 
-@register_model
-def preact_resnet110(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False, checkpoint_segments: int = 0,
+def _wide(
+    depth: int, k: int, /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+    norm: str = "batch", drop_rate: float = 0.0, zero_init_residual: bool = False,
+    checkpoint_segments: int | bool = 0,
 ) -> PreActResNet:
-    """Pre-activation ResNet-110, basic blocks 16-32-64 (He et al. 2016, "Identity Mappings in Deep
-    Residual Networks"), 1.7M params."""
-    return _preact(PreActBasicBlock, 110, 2, num_classes=num_classes, in_channels=in_channels,
-                   small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
-                   checkpoint_segments=checkpoint_segments)
+    """A wide ResNet for CIFAR; ``small_input`` is ignored, the net is built for 28-32 px images.
 
-
-@register_model
-def preact_resnet164(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> PreActResNet:
-    """Pre-activation ResNet-164, bottleneck blocks with outputs 64-128-256 (He et al. 2016,
-    "Identity Mappings in Deep Residual Networks"), 1.7M params."""
-    return _preact(PreActBottleneck, 164, 3, num_classes=num_classes, in_channels=in_channels,
-                   small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
-                   checkpoint_segments=checkpoint_segments)
-
-
-@register_model
-def preact_resnet1001(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> PreActResNet:
-    """Pre-activation ResNet-1001, bottleneck blocks (He et al. 2016, "Identity Mappings in Deep
-    Residual Networks": 10.2M params, 4.92% CIFAR-10 error). ``checkpoint_segments``
-    makes it trainable in modest memory."""
-    return _preact(PreActBottleneck, 1001, 3, num_classes=num_classes, in_channels=in_channels,
-                   small_input=small_input, norm=norm, zero_init_residual=zero_init_residual,
-                   checkpoint_segments=checkpoint_segments)
-
-
-def _wide(depth: int, k: int, *, small_input: bool, **kw) -> PreActResNet:
+    Args:
+        drop_rate: dropout between the two convs of each block (the paper's 0.3).
+        zero_init_residual: start every block as the identity (Goyal et al. 2017).
+        checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
+    """
     # WRN-d-k: depth = 6n + 4 (stem, fc and the two projection convs count as layers).
     if (depth - 4) % 6:
         raise ValueError(f"wide ResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
-    return PreActResNet(PreActBasicBlock, (n, n, n), (16 * k, 32 * k, 64 * k), **kw)
+    return PreActResNet(PreActBasicBlock, (n, n, n), (16 * k, 32 * k, 64 * k), num_classes=num_classes,
+                        in_channels=in_channels, norm=norm, drop_rate=drop_rate,
+                        zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
 
 
-@register_model
-def wrn16_4(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> PreActResNet:
-    """WRN-16-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 2.7M params."""
-    return _wide(16, 4, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                 drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
+_IMAGENET = Family(_resnet, paper=_HE_2015)
+_IMAGENET_PLAIN = Family(_plain, paper=_HE_2015)
+_CIFAR = Family(_cifar_resnet, paper=_HE_2015, small_input=True)
+_CIFAR_FAST = Family(_cifar_fast, paper=None, small_input=True)
+_CIFAR_PLAIN = Family(_cifar_plain, paper=_HE_2015, small_input=True)
+_PREACT = Family(_preact, paper=_HE_2016, small_input=True)
+_WIDE = Family(_wide, paper=_ZAGORUYKO_2016, small_input=True)
 
+# ImageNet ResNets (table 1), torchvision's parameter counts at 1000 classes.
+resnet18 = _IMAGENET.builder("resnet18", BasicBlock, (2, 2, 2, 2), params_m=11.7, doc="ResNet-18.")
+resnet34 = _IMAGENET.builder("resnet34", BasicBlock, (3, 4, 6, 3), params_m=21.8, doc="ResNet-34.")
+resnet50 = _IMAGENET.builder("resnet50", Bottleneck, (3, 4, 6, 3), params_m=25.6,
+                             doc="ResNet-50: bottleneck blocks with the stride in the 3x3 conv (v1.5, as torchvision).")
+resnet101 = _IMAGENET.builder("resnet101", Bottleneck, (3, 4, 23, 3), params_m=44.5, doc="ResNet-101.")
+resnet152 = _IMAGENET.builder("resnet152", Bottleneck, (3, 8, 36, 3), params_m=60.2, doc="ResNet-152.")
+plain18 = _IMAGENET_PLAIN.builder("plain18", BasicBlock, (2, 2, 2, 2),
+                                  doc="Plain-18: ResNet-18 without shortcuts, the baseline of sec. 4.1 / fig. 4.")
+plain34 = _IMAGENET_PLAIN.builder("plain34", BasicBlock, (3, 4, 6, 3),
+                                  doc="Plain-34: ResNet-34 without shortcuts; deeper but worse than plain-18 (sec. 4.1, "
+                                      "the degradation problem).")
 
-@register_model
-def wrn28_10(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> PreActResNet:
-    """WRN-28-10 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 36.5M params;
-    the paper's best CIFAR result uses ``drop_rate=0.3``."""
-    return _wide(28, 10, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                 drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
+# CIFAR ResNets (sec. 4.2, table 6): depth 6n+2, 16-32-64 channels, option-A shortcuts.
+resnet8 = _CIFAR.builder("resnet8", 8, params_m=0.08,
+                         doc="ResNet-8: the smallest CIFAR ResNet (n=1, not in table 6), for fast demos and tests.")
+resnet20 = _CIFAR.builder("resnet20", 20, params_m=0.27, cifar10_error=8.75, doc="ResNet-20 for CIFAR (table 6).")
+resnet32 = _CIFAR.builder("resnet32", 32, params_m=0.46, cifar10_error=7.51, doc="ResNet-32 for CIFAR (table 6).")
+resnet44 = _CIFAR.builder("resnet44", 44, params_m=0.66, cifar10_error=7.17, doc="ResNet-44 for CIFAR (table 6).")
+resnet56 = _CIFAR.builder("resnet56", 56, params_m=0.85, cifar10_error=6.97, doc="ResNet-56 for CIFAR (table 6).")
+resnet110 = _CIFAR.builder("resnet110", 110, params_m=1.7, cifar10_error=6.43, doc="ResNet-110 for CIFAR (table 6).")
+resnet1202 = _CIFAR.builder("resnet1202", 1202, params_m=19.4, cifar10_error=7.93,
+                            doc="ResNet-1202 for CIFAR (table 6): worse than ResNet-110 through overfitting.")
+plain20 = _CIFAR_PLAIN.builder("plain20", 20, doc="Plain-20 for CIFAR: ResNet-20 without shortcuts (sec. 4.2, fig. 6 left).")
+plain32 = _CIFAR_PLAIN.builder("plain32", 32, doc="Plain-32 for CIFAR (sec. 4.2, fig. 6 left).")
+plain44 = _CIFAR_PLAIN.builder("plain44", 44, doc="Plain-44 for CIFAR (sec. 4.2, fig. 6 left).")
+plain56 = _CIFAR_PLAIN.builder("plain56", 56, doc="Plain-56 for CIFAR: higher training error than plain-20, the "
+                                                  "degradation problem (sec. 4.2, fig. 6 left).")
+plain110 = _CIFAR_PLAIN.builder("plain110", 110, doc="Plain-110 for CIFAR: ResNet-110 without shortcuts (sec. 4.2); "
+                                                     "deeper plain nets train worse.")
 
+# Not from a paper: CPU-sized CIFAR ResNets, doubled or 4x widths and a 2x2 max-pool after the stem
+# (the MACs of the 16-channel net at 4x its width: a 16-channel conv leaves most of a CPU's vector
+# units idle).
+resnet8_fast = _CIFAR_FAST.builder("resnet8_fast", 8, (32, 64, 128), params_m=0.31,
+                                   doc="ResNet-8 at 32-64-128 widths: the CPU demo model (`make demo`).")
+resnet20_fast = _CIFAR_FAST.builder("resnet20_fast", 20, (32, 64, 128), params_m=1.08,
+                                    doc="ResNet-20 at 32-64-128 widths: a CPU-friendly candidate for the long "
+                                        "Fashion-MNIST recipe (see docs/RESULTS.md).")
+resnet14_wide_fast = _CIFAR_FAST.builder("resnet14_wide_fast", 14, (64, 128, 256), params_m=2.78,
+                                         doc="ResNet-14 at 4x the CIFAR widths (64-128-256, as WRN-n-4): the wide "
+                                             "candidate for the long Fashion-MNIST recipe.")
 
-@register_model
-def wrn40_4(
-    *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False, norm: str = "batch",
-    drop_rate: float = 0.0, zero_init_residual: bool = False, checkpoint_segments: int = 0,
-) -> PreActResNet:
-    """WRN-40-4 (Zagoruyko & Komodakis 2016, "Wide Residual Networks"), 8.9M params."""
-    return _wide(40, 4, num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                 drop_rate=drop_rate, zero_init_residual=zero_init_residual, checkpoint_segments=checkpoint_segments)
+# Pre-activation ResNets for CIFAR (He et al. 2016): basic blocks 16-32-64, or bottlenecks with
+# outputs 64-128-256.
+preact_resnet110 = _PREACT.builder("preact_resnet110", PreActBasicBlock, 110, params_m=1.7,
+                                   doc="Pre-activation ResNet-110, basic blocks.")
+preact_resnet164 = _PREACT.builder("preact_resnet164", PreActBottleneck, 164, params_m=1.7,
+                                   doc="Pre-activation ResNet-164, bottleneck blocks.")
+preact_resnet1001 = _PREACT.builder("preact_resnet1001", PreActBottleneck, 1001, params_m=10.2, cifar10_error=4.92,
+                                    doc="Pre-activation ResNet-1001, bottleneck blocks (the published count is the "
+                                        "conv and fc weights); ``checkpoint_segments`` trains it in modest memory.")
+
+# Wide ResNets WRN-d-k (Zagoruyko & Komodakis 2016).
+wrn16_4 = _WIDE.builder("wrn16_4", 16, 4, params_m=2.7, doc="WRN-16-4.")
+wrn28_10 = _WIDE.builder("wrn28_10", 28, 10, params_m=36.5,
+                         doc="WRN-28-10; the paper's best CIFAR result uses ``drop_rate=0.3``.")
+wrn40_4 = _WIDE.builder("wrn40_4", 40, 4, params_m=8.9, doc="WRN-40-4.")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from ..nn.norm import check_norm, norm_layer
 from .layers import ClassifierModel, replace_linear
-from .registry import register_model
+from .registry import Family, Paper
 
 __all__ = [
     "VGG",
@@ -195,67 +195,42 @@ class VGG(ClassifierModel):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+# Builders: one line per model over one family constructor, whose keyword arguments they accept.
+
+_SIMONYAN_2014 = Paper("Simonyan & Zisserman 2014",
+                       "Very Deep Convolutional Networks for Large-Scale Image Recognition", "1409.1556")
+
+
 def _vgg(
-    cfg: str,
-    batch_norm: bool,
-    *,
-    num_classes: int,
-    in_channels: int,
-    small_input: bool,
-    norm: str,
-    dropout: float,
-    hidden_dim: int,
-    pool_size: int,
+    cfg: str, batch_norm: bool, /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+    norm: str = "batch", dropout: float = 0.5, hidden_dim: int = 4096, pool_size: int = 7,
 ) -> VGG:
+    """A VGG with torchvision's keys.
+
+    Args:
+        small_input: drop the last max-pool, so 28-32 px images work; state-dict keys unchanged.
+        norm: the normalization after every conv of a ``_bn`` variant (``batch``, ``scratch``,
+            ``group``, ``none``); checked and ignored by the plain variants, which have none.
+        dropout: dropout in the classifier.
+        hidden_dim: width of fc6/fc7 (4096 for torchvision checkpoints).
+        pool_size: adaptive-pool side before fc6 (7 for torchvision checkpoints; 1 for a small
+            512-wide head on 32 px images).
+    """
     check_norm(norm)  # validated even where ignored, so a typo never passes silently
     features = make_vgg_features(_CFGS[cfg], in_channels, norm if batch_norm else None, small_input)
     return VGG(features, num_classes=num_classes, dropout=dropout, hidden_dim=hidden_dim, pool_size=pool_size)
 
 
-_ARGS_DOC = """
-    Args:
-        num_classes: classifier outputs.
-        in_channels: image channels.
-        small_input: drop the last max-pool, so 28-32 px images work; state-dict keys unchanged.
-        norm: {norm}
-        dropout: dropout in the classifier.
-        hidden_dim: width of fc6/fc7 (4096 for torchvision checkpoints).
-        pool_size: adaptive-pool side before fc6 (7 for torchvision checkpoints; 1 for a small
-            512-wide head on 32 px images).
-"""
-_PLAIN = "accepted and ignored: the plain VGG has no normalization layers (use the _bn variant)."
-_BN = "normalization after every conv (``batch``, ``scratch``, ``group``, ``none``)."
+# get_classifier() is fc8 (classifier.6); fc6 and fc7 belong to what a transfer keeps.
+_FAMILY = Family(_vgg, paper=_SIMONYAN_2014, classifier="classifier.6", first_conv="features.0")
 
 
-def _builder(name: str, cfg: str, batch_norm: bool, layers: int):
-    def build(
-        *,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        small_input: bool = False,
-        norm: str = "batch",
-        dropout: float = 0.5,
-        hidden_dim: int = 4096,
-        pool_size: int = 7,
-    ) -> VGG:
-        return _vgg(cfg, batch_norm, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
-                    norm=norm, dropout=dropout, hidden_dim=hidden_dim, pool_size=pool_size)
-
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (
-        f"VGG-{layers} (configuration {cfg} of Simonyan & Zisserman 2014, Table 1)"
-        + (" with a normalization after every conv (Ioffe & Szegedy 2015), torchvision's "
-           f"``{name}``." if batch_norm else f", torchvision's ``{name}``.")
-        + _ARGS_DOC.format(norm=_BN if batch_norm else _PLAIN)
-    )
-    return register_model(build)
-
-
-vgg11 = _builder("vgg11", "A", False, 11)
-vgg11_bn = _builder("vgg11_bn", "A", True, 11)
-vgg13 = _builder("vgg13", "B", False, 13)
-vgg13_bn = _builder("vgg13_bn", "B", True, 13)
-vgg16 = _builder("vgg16", "D", False, 16)
-vgg16_bn = _builder("vgg16_bn", "D", True, 16)
-vgg19 = _builder("vgg19", "E", False, 19)
-vgg19_bn = _builder("vgg19_bn", "E", True, 19)
+# Table 1 configurations A, B, D, E; ``_bn``: a normalization after every conv (torchvision's).
+vgg11 = _FAMILY.builder("vgg11", "A", False, doc="VGG-11 (configuration A), torchvision's ``vgg11``.")
+vgg11_bn = _FAMILY.builder("vgg11_bn", "A", True, doc="VGG-11 with a normalization after every conv, torchvision's ``vgg11_bn``.")
+vgg13 = _FAMILY.builder("vgg13", "B", False, doc="VGG-13 (configuration B), torchvision's ``vgg13``.")
+vgg13_bn = _FAMILY.builder("vgg13_bn", "B", True, doc="VGG-13 with a normalization after every conv, torchvision's ``vgg13_bn``.")
+vgg16 = _FAMILY.builder("vgg16", "D", False, doc="VGG-16 (configuration D), torchvision's ``vgg16``.")
+vgg16_bn = _FAMILY.builder("vgg16_bn", "D", True, doc="VGG-16 with a normalization after every conv, torchvision's ``vgg16_bn``.")
+vgg19 = _FAMILY.builder("vgg19", "E", False, doc="VGG-19 (configuration E), torchvision's ``vgg19``.")
+vgg19_bn = _FAMILY.builder("vgg19_bn", "E", True, doc="VGG-19 with a normalization after every conv, torchvision's ``vgg19_bn``.")

@@ -1,0 +1,171 @@
+"""What the registry says about each model (``model_info``) against the model itself, run on the
+meta device (shapes only, no memory), and the builders' keyword checking. References: the built
+module tree and the order in which a forward pass reaches the convs, the papers' published
+parameter counts, torch's own ``F.linear`` for the stacked head."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import resnet_lab.models as models
+from resnet_lab.models import LinearWithHead, create_model, list_models, model_info
+
+# The CIFAR families the CLI used to recognise by a name regex before the registry knew them.
+SMALL_INPUT = {
+    "resnet8", "resnet8_fast", "resnet14_wide_fast", "resnet20", "resnet20_fast", "resnet32", "resnet44",
+    "resnet56", "resnet110", "resnet1202", "plain20", "plain32", "plain44", "plain56", "plain110",
+    "preact_resnet110", "preact_resnet164", "preact_resnet1001", "wrn16_4", "wrn28_10", "wrn40_4",
+    "densenet_bc_100", "densenet_bc_250", "densenet40",
+}
+# He et al. 2016 count the conv and fc weights of ResNet-1001, not BN's scales and shifts.
+WEIGHTS_ONLY = {"preact_resnet1001"}
+# Too deep for a quick forward pass, even on the meta device; their families' entries are the
+# ones of resnet20 and preact_resnet164, which run.
+NO_FORWARD = {"resnet1202", "preact_resnet1001"}
+FORWARD = [n for n in list_models() if n not in NO_FORWARD]
+
+
+def _builder(name: str):
+    # The public function, as a user imports it: resnet_lab.models.resnet.resnet20.
+    return getattr(getattr(models, model_info(name).family), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _meta(name: str, small_input: bool = False, in_channels: int = 3) -> nn.Module:
+    """The model for its registered class count, built once per test session on the meta device."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=model_info(name).num_classes, small_input=small_input,
+                             in_channels=in_channels)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builder_rejects_an_unknown_keyword_naming_the_model_the_keyword_and_the_accepted_ones(name):
+    for build in (_builder(name), lambda **kw: create_model(name, **kw)):
+        with pytest.raises(TypeError) as info:
+            build(not_an_option=1)
+        msg = str(info.value)
+        assert name in msg and "'not_an_option'" in msg
+        assert all(option in msg for option in model_info(name).options)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builder_accepts_every_keyword_of_its_family_constructor_with_create_models_defaults(name):
+    options = dict(model_info(name).options)
+    # The DESIGN contract: every model takes these, with create_model's defaults.
+    assert {k: options[k] for k in ("num_classes", "in_channels", "small_input", "norm")} == {
+        "num_classes": 1000, "in_channels": 3, "small_input": False, "norm": "batch"}
+    with torch.device("meta"):
+        model = _builder(name)(**options)
+    assert model.get_classifier is not None and model.num_classes == 1000
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registered_classifier_is_the_final_linear_of_get_classifier(name):
+    info = model_info(name)
+    model = _meta(name)
+    last = [m for m in model.get_classifier().modules() if isinstance(m, nn.Linear)][-1]
+    assert model.get_submodule(info.classifier) is last and last.out_features == info.num_classes
+
+
+@pytest.mark.parametrize("name", FORWARD)
+def test_registered_first_conv_is_the_first_conv_a_forward_pass_reaches(name):
+    info = model_info(name)
+    model = _meta(name, in_channels=1)
+    reached = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: reached.append(n))
+             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.empty(1, 1, *info.input_size[1:], device="meta"))
+    for hook in hooks:
+        hook.remove()
+    assert reached[0] == info.first_conv and model.get_submodule(info.first_conv).in_channels == 1
+
+
+@pytest.mark.parametrize("name", FORWARD)
+def test_small_input_families_ignore_small_input_and_default_to_cifar_shapes(name):
+    info = model_info(name)
+    x = torch.empty(1, 3, 32, 32, device="meta")
+    with torch.no_grad():
+        shapes = [_meta(name, small_input=small).forward_features(x).shape for small in (False, True)]
+    # A CIFAR design gives the same 32 px feature map either way; an ImageNet design's small-input
+    # stem (or VGG's dropped last pool) keeps a larger one.
+    assert (shapes[0] == shapes[1]) == info.small_input == (name in SMALL_INPUT)
+    assert (info.input_size, info.num_classes) == (((3, 32, 32), 10) if info.small_input else ((3, 224, 224), 1000))
+    assert info.in_channels == 3
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).params_m is not None])
+def test_registered_parameter_count_is_the_built_models_to_the_figures_rounding(name):
+    info = model_info(name)
+    model = _meta(name)
+    kinds = (nn.Conv2d, nn.Linear) if name in WEIGHTS_ONLY else (nn.Module,)
+    count = sum(p.numel() for m in model.modules() if isinstance(m, kinds) for p in m.parameters(recurse=False))
+    digits = len(repr(info.params_m).split(".")[1])
+    assert round(count / 1e6, digits) == info.params_m
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registered_paper_has_an_arxiv_id_and_error_figures_are_percentages(name):
+    info = model_info(name)
+    assert info.paper is not None or name.endswith("_fast")  # our CPU variants are from no paper
+    assert info.paper is None or re.fullmatch(r"\d{4}\.\d{4,5}", info.paper.arxiv)
+    assert info.cifar10_error is None or 0 < info.cifar10_error < 100
+
+
+def test_published_cifar10_errors_of_he_et_al_table_6():
+    got = {n: model_info(n).cifar10_error for n in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")}
+    assert got == {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43, "resnet1202": 7.93}
+
+
+def test_model_info_of_an_unknown_name_suggests_close_names():
+    with pytest.raises(ValueError, match="resnet56"):
+        model_info("resnet_56")
+
+
+# --- the stacked transfer head ------------------------------------------------------------------
+
+HEAD_CASES = {  # small models whose classifier Linear sits at different depths: fc, classifier, classifier.6
+    "resnet8": dict(num_classes=5),
+    "densenet40": dict(num_classes=5),
+    "vgg11": dict(num_classes=5, small_input=True, hidden_dim=16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEAD_CASES))
+def test_stacked_head_is_a_new_linear_on_the_unchanged_logits_and_model_config_rebuilds_it(name):
+    torch.manual_seed(0)
+    kw = HEAD_CASES[name]
+    plain = create_model(name, **kw).eval()
+    stacked = create_model(name, stacked_head=3, **kw).eval()
+    head = stacked.get_submodule(model_info(name).classifier)
+    assert isinstance(head, LinearWithHead) and stacked.num_classes == 3
+    # Existing keys keep their names and shapes; the new layer adds two.
+    prefix = model_info(name).classifier
+    assert set(stacked.state_dict()) == set(plain.state_dict()) | {f"{prefix}.head_weight", f"{prefix}.head_bias"}
+    stacked.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(stacked(x), F.linear(plain(x), head.head_weight, head.head_bias), atol=1e-5)
+    config = dict(stacked.model_config)
+    assert config["stacked_head"] == 3 and config["num_classes"] == 5
+    rebuilt = create_model(config.pop("name"), **config).eval()
+    rebuilt.load_state_dict(stacked.state_dict(), strict=True)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), stacked(x))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_stacked_head_must_be_a_positive_int(bad):
+    with pytest.raises(ValueError, match=f"stacked_head.*{re.escape(repr(bad))}"):
+        create_model("resnet8", stacked_head=bad)
+
+
+def test_model_config_leaves_out_stacked_head_when_not_asked():
+    assert "stacked_head" not in create_model("resnet8", num_classes=5).model_config
