@@ -1,20 +1,20 @@
-"""Heads: find the final Linear of a classifier, stack a new Linear on it, re-create it.
+"""Heads: find the final Linear of a classifier, stack a new Linear on it, fold it back.
 
 ``--strategy head`` keeps the pretrained classifier exactly as it is and appends one new fully
 connected layer (old classes -> new classes) on its output. The stacked layer lives *inside* the
-old Linear's module (:class:`LinearWithHead`, a subclass of ``nn.Linear``), so every existing
+old Linear's module (:class:`~resnet_lab.models.LinearWithHead`, a model layer), so every existing
 state-dict key keeps its name (``fc.weight``, ``fc.bias``) and the new layer adds two
-(``fc.head_weight``, ``fc.head_bias``). A run's ``model.json`` records the stacked head under
-``transfer.head``; :func:`restore_head` rebuilds it so ``load_model`` reads the weights back.
+(``fc.head_weight``, ``fc.head_bias``). :func:`add_head` records it in ``model.model_config`` as
+``stacked_head``, so a run's ``arch`` rebuilds it through ``create_model``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..models import LinearWithHead, is_model, model_info, stack_head
 
 __all__ = [
     "LinearWithHead",
@@ -26,54 +26,18 @@ __all__ = [
 ]
 
 
-class LinearWithHead(nn.Linear):
-    """A pretrained Linear with a new Linear stacked on its output: ``head(linear(x))``.
-
-    ``weight`` and ``bias`` are the old layer's (same names, same shapes); ``head_weight``
-    (new_classes, old_classes) and ``head_bias`` (new_classes) are the new layer's.
-
-    Args:
-        in_features: input width of the old layer.
-        out_features: the old class count.
-        new_classes: outputs of the stacked layer.
-        bias: whether the old layer has a bias (the new one always has).
-    """
-
-    def __init__(self, in_features: int, out_features: int, new_classes: int, bias: bool = True,
-                 device: Any = None, dtype: Any = None) -> None:
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if not isinstance(new_classes, int) or new_classes < 1:
-            raise ValueError(f"new_classes must be a positive int, got {new_classes!r}")
-        # nn.Linear's own initialization (Kaiming-uniform weight, fan-in bias), as a fresh head gets.
-        fresh = nn.Linear(out_features, new_classes, device=device, dtype=dtype)
-        self.head_weight = nn.Parameter(fresh.weight.detach())
-        self.head_bias = nn.Parameter(fresh.bias.detach())
-        self.new_classes = new_classes
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, new_classes: int) -> "LinearWithHead":
-        """Wrap a trained ``linear`` (its weights are copied, not shared) with a fresh head."""
-        out = cls(linear.in_features, linear.out_features, new_classes, bias=linear.bias is not None,
-                  device=linear.weight.device, dtype=linear.weight.dtype)
-        with torch.no_grad():
-            out.weight.copy_(linear.weight)
-            if linear.bias is not None:
-                out.bias.copy_(linear.bias)
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, in) -> (B, old) -> (B, new)
-        return F.linear(super().forward(x), self.head_weight, self.head_bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, new_classes={self.new_classes}"
-
-
 def classifier_linear_name(model: nn.Module) -> str:
     """Module name of the classifier's final ``nn.Linear`` (``fc``, ``classifier``, ``classifier.6``).
+
+    A model from :func:`~resnet_lab.models.create_model` names it in its registry entry
+    (``model_info(name).classifier``); any other model with a ``get_classifier()`` is searched.
 
     Raises:
         ValueError: the model has no ``get_classifier`` with a Linear in it.
     """
+    name = (getattr(model, "model_config", None) or {}).get("name")
+    if isinstance(name, str) and is_model(name):
+        return model_info(name).classifier
     get = getattr(model, "get_classifier", None)
     if get is None:
         raise ValueError(f"{type(model).__name__} has no get_classifier(): build it with resnet_lab.create_model")
@@ -82,20 +46,17 @@ def classifier_linear_name(model: nn.Module) -> str:
     if not linears:
         raise ValueError(f"the classifier of {type(model).__name__} ({type(classifier).__name__}) has no Linear layer")
     last = linears[-1]
-    for name, m in model.named_modules():
+    for module_name, m in model.named_modules():
         if m is last:
-            return name
+            return module_name
     raise ValueError("the classifier's Linear is not a sub-module of the model")
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, module)
 
 
 def add_head(model: nn.Module, new_classes: int) -> str:
     """Stack a fresh ``Linear(old_classes, new_classes)`` on the model's classifier, in place.
+
+    ``model.model_config`` (if the model has one) records it as ``stacked_head``, so the saved
+    ``arch`` rebuilds the model with the head: ``create_model(**arch)``.
 
     Args:
         model: a zoo model; its classifier's final Linear keeps its weights.
@@ -105,11 +66,10 @@ def add_head(model: nn.Module, new_classes: int) -> str:
         The module name of the (now :class:`LinearWithHead`) classifier Linear.
     """
     name = classifier_linear_name(model)
-    old = model.get_submodule(name)
-    if isinstance(old, LinearWithHead):
-        raise ValueError(f"{name} already has a stacked head ({old.new_classes} classes); fold it first (fold_head)")
-    _set_module(model, name, LinearWithHead.from_linear(old, new_classes))
-    model.num_classes = new_classes
+    stack_head(model, name, new_classes)
+    config = getattr(model, "model_config", None)
+    if config is not None:
+        model.model_config = {**config, "stacked_head": new_classes}
     return name
 
 
@@ -122,17 +82,18 @@ def head_param_names(model: nn.Module) -> list[str]:
 
 
 def restore_head(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
-    """Re-create the stacked head that a run's ``model.json`` records (``transfer.head``).
+    """Re-create the stacked head that an older run's ``model.json`` records (``transfer.head``).
 
-    Called by ``load_model`` between ``create_model`` and ``load_state_dict``; a model.json
-    without that entry leaves the model unchanged.
+    Superseded by ``create_model(..., stacked_head=K)``, which a run's ``arch`` now carries;
+    a model built that way already has its head and is returned unchanged, as is a model.json
+    without the entry.
 
     Args:
         model: the model built from ``meta["arch"]``.
         meta: the run's model.json contents.
     """
     head = (meta.get("transfer") or {}).get("head")
-    if head:
+    if head and not isinstance(model.get_submodule(classifier_linear_name(model)), LinearWithHead):
         add_head(model, int(head["num_classes"]))
     return model
 
