@@ -8,7 +8,7 @@ and ship (:func:`fuse_bn`, :func:`export_onnx`) ResNets and their relatives.
 from .analysis import count_params, summarize
 from .data import DataBundle, DataConfig, DatasetInfo, load_data
 from .deploy import export_onnx, fuse_bn, predict_images
-from .models import create_model, list_models
+from .models import ModelInfo, create_model, list_models, model_info
 from .nn import BatchNorm1d, BatchNorm2d, norm_layer
 from .train import TrainConfig, evaluate, load_model, save_model, train
 
@@ -20,6 +20,7 @@ __all__ = [
     "DataBundle",
     "DataConfig",
     "DatasetInfo",
+    "ModelInfo",
     "TrainConfig",
     "__version__",
     "count_params",
@@ -30,6 +31,7 @@ __all__ = [
     "list_models",
     "load_data",
     "load_model",
+    "model_info",
     "norm_layer",
     "predict_images",
     "save_model",

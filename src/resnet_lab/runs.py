@@ -346,13 +346,10 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
             recover_run_dir(source)
     meta = load_meta(source)
     arch = dict(meta["arch"])
-    name = arch.pop("name")
-    model = create_model(name, **arch)
-    if (meta.get("transfer") or {}).get("head"):
-        # `finetune --strategy head` stacked a new Linear on the classifier; rebuild it first.
-        from .transfer.heads import restore_head  # replaced by create_model's stacked head (issue 12)
-
-        restore_head(model, meta)
+    head = (meta.get("transfer") or {}).get("head")
+    if head and "stacked_head" not in arch:  # runs saved before model.json's arch recorded the head
+        arch["stacked_head"] = int(head["num_classes"])
+    model = create_model(arch.pop("name"), **arch)
     state = load_state_dict_file(_weights_path(source, which))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta

@@ -4,7 +4,6 @@ load. References: the model before saving (outputs compared exactly), torch's ``
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,8 +76,6 @@ def test_classifier_of_a_model_outside_the_registry_is_found_by_search():
     assert add_head(model, 4) == "head.2" and isinstance(model.head[2], LinearWithHead)
 
 
-@pytest.mark.xfail(strict=True, reason="transfer/sources.py _from_run folds the head but keeps arch['stacked_head']; "
-                   "it must pop it (issue 12 hand-over, see the models helper's report)")
 def test_a_head_transferred_run_is_a_source_for_a_further_transfer(tmp_path):
     model = _source()
     add_head(model, 3)

@@ -15,10 +15,10 @@ from torch import Tensor
 from torch.hub import get_dir
 from torchvision.models import get_model_weights
 
-from ..models import create_model, is_model
+from ..models import create_model, is_model, model_info
 from ..runs import load_meta, load_state_dict_file
-from .adapt import ArchitectureMismatchError, first_conv_key, normalize_keys
-from .heads import classifier_linear_name, fold_head
+from .adapt import ArchitectureMismatchError, normalize_keys
+from .heads import fold_head
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -137,7 +137,6 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
 
 
 def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
-
     meta = load_meta(source)
     path = source / f"{which}.safetensors" if source.is_dir() else source
     if not path.is_file():
@@ -145,13 +144,14 @@ def _from_run(source: Path, which: str, map_location: str | torch.device) -> Wei
     state = load_state_dict_file(path, map_location=map_location)
     arch = dict(meta["arch"])
     notes = []
-    head = (meta.get("transfer") or {}).get("head")
-    if head:
+    classes = arch.pop("stacked_head", None) or ((meta.get("transfer") or {}).get("head") or {}).get("num_classes")
+    if classes:
         # A head-transferred run: its stacked Linear folds exactly into the classifier, giving a
         # plain model with the new class count.
-        state = fold_head(state, head["module"])
-        arch["num_classes"] = int(head["num_classes"])
-        notes.append(f"folded the stacked head {head['module']} into one Linear ({head['num_classes']} classes)")
+        module = model_info(arch["name"]).classifier
+        state = fold_head(state, module)
+        arch["num_classes"] = int(classes)
+        notes.append(f"folded the stacked head {module} into one Linear ({classes} classes)")
     size = meta.get("input_size")
     return WeightSource(
         state_dict=state, arch=arch, classes=list(meta["classes"]) if meta.get("classes") else None,
@@ -173,12 +173,9 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     Raises:
         ArchitectureMismatchError: neither stem fits; the message names the first keys that differ.
     """
-
     state_dict = normalize_keys(state_dict)
-    with torch.device("meta"):
-        probe = create_model(model, num_classes=1, norm=norm)
-    head = classifier_linear_name(probe)
-    stem = first_conv_key(probe)
+    info = model_info(model)  # the registry knows where the classifier and the first conv are
+    head, stem = info.classifier, f"{info.first_conv}.weight"
     if f"{head}.weight" not in state_dict or stem not in state_dict:
         missing = [k for k in (f"{head}.weight", stem) if k not in state_dict]
         raise ArchitectureMismatchError(
