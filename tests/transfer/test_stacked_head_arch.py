@@ -11,7 +11,7 @@ from torch import nn
 from resnet_lab import create_model
 from resnet_lab.models import ClassifierModel, LinearWithHead
 from resnet_lab.train import load_model, save_model
-from resnet_lab.transfer import add_head, classifier_linear_name, load_source, restore_head, transfer_model
+from resnet_lab.transfer import add_head, classifier_linear_name, load_source, transfer_model
 
 META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
 
@@ -49,14 +49,17 @@ def test_a_saved_head_transferred_model_loads_back_from_its_arch_alone(tmp_path)
         assert torch.equal(loaded(x), model(x))
 
 
-def test_restore_head_rebuilds_a_legacy_run_and_leaves_a_model_with_its_head_alone():
-    arch = {"name": "resnet8", "num_classes": 5, "in_channels": 1, "small_input": False, "norm": "batch"}
-    legacy = {"arch": arch, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}}
-    old = restore_head(create_model(**arch), legacy)
-    assert isinstance(old.fc, LinearWithHead) and old.fc.new_classes == 3 and old.num_classes == 3
-    new = create_model(**arch, stacked_head=3)
-    head = new.fc
-    assert restore_head(new, legacy).fc is head  # not stacked twice
+def test_a_legacy_run_with_only_transfer_head_in_model_json_loads_with_its_head(tmp_path):
+    model = _source()
+    add_head(model, 3)
+    arch = {k: v for k, v in model.model_config.items() if k != "stacked_head"}  # as older runs saved it
+    legacy = {**META, "arch": arch, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}}
+    save_model(tmp_path, model, legacy)
+    loaded, _ = load_model(tmp_path)
+    assert isinstance(loaded.fc, LinearWithHead) and loaded.fc.new_classes == 3
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
 
 
 class _Custom(ClassifierModel):

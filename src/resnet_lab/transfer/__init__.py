@@ -24,7 +24,7 @@ from .freeze import (
     stage_names,
     unfreeze,
 )
-from .heads import LinearWithHead, add_head, classifier_linear_name, fold_head, head_param_names, restore_head
+from .heads import LinearWithHead, add_head, classifier_linear_name, fold_head, head_param_names
 from .sources import WeightSource, infer_arch, load_source, parse_torchvision_name, torchvision_weights
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "normalize_keys",
     "params_from",
     "parse_torchvision_name",
-    "restore_head",
     "stage_names",
     "torchvision_weights",
     "transfer_model",

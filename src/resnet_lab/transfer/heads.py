@@ -10,7 +10,6 @@ state-dict key keeps its name (``fc.weight``, ``fc.bias``) and the new layer add
 
 from __future__ import annotations
 
-from typing import Any
 
 from torch import Tensor, nn
 
@@ -22,7 +21,6 @@ __all__ = [
     "classifier_linear_name",
     "fold_head",
     "head_param_names",
-    "restore_head",
 ]
 
 
@@ -79,23 +77,6 @@ def head_param_names(model: nn.Module) -> list[str]:
     if not isinstance(model.get_submodule(name), LinearWithHead):
         raise ValueError(f"{name} has no stacked head: call add_head first")
     return [f"{name}.head_weight", f"{name}.head_bias"]
-
-
-def restore_head(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
-    """Re-create the stacked head that an older run's ``model.json`` records (``transfer.head``).
-
-    Superseded by ``create_model(..., stacked_head=K)``, which a run's ``arch`` now carries;
-    a model built that way already has its head and is returned unchanged, as is a model.json
-    without the entry.
-
-    Args:
-        model: the model built from ``meta["arch"]``.
-        meta: the run's model.json contents.
-    """
-    head = (meta.get("transfer") or {}).get("head")
-    if head and not isinstance(model.get_submodule(classifier_linear_name(model)), LinearWithHead):
-        add_head(model, int(head["num_classes"]))
-    return model
 
 
 def fold_head(state_dict: dict[str, Tensor], name: str) -> dict[str, Tensor]:
