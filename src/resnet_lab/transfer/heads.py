@@ -10,7 +10,6 @@ state-dict key keeps its name (``fc.weight``, ``fc.bias``) and the new layer add
 
 from __future__ import annotations
 
-
 from torch import Tensor, nn
 
 from ..models import LinearWithHead, is_model, model_info, stack_head
