@@ -17,6 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
+
+from ..figures import new_figure, save_png
+from ..runs import atomic_write_text
+
 __all__ = [
     "VERDICTS",
     "Check",
@@ -92,8 +97,6 @@ class Report:
 
 def machine_description() -> str:
     """CPU model and core count (or the GPU name) in one line, for reports."""
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -172,9 +175,7 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
         "command": command,
         "data": report.data,
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(_jsonable(results), indent=1))
-    tmp.replace(out / "results.json")
+    atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1))
 
     lines = [f"# {name}: {verdict}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in report.setup.items()]
@@ -194,7 +195,7 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
     if budget == "smoke":
         lines += ["", "_Smoke budget: this checks the pipeline, not the claim; run `--budget full` for a verdict "
                       "worth reading._"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return results
 
 
@@ -207,6 +208,8 @@ def plot_lines(
     ylabel: str,
     logy: bool = False,
     logx: bool = False,
+    logx_base: float = 2,
+    xticks: Sequence[float] | None = None,
     hline: float | None = None,
     styles: Mapping[str, str] | None = None,
 ) -> Path:
@@ -217,34 +220,28 @@ def plot_lines(
         path: the PNG to write.
         title, xlabel, ylabel: axis texts.
         logy: log-scale y axis (gradient norms).
-        logx: log-scale x axis (batch sizes).
+        logx: log-scale x axis (batch sizes, labelled images per class).
+        logx_base: the base of that log x axis (2 for batch sizes).
+        xticks: the only x positions to label, with their values (default: matplotlib's choice).
         hline: a dashed reference line (e.g. the target accuracy).
         styles: matplotlib format strings per label (e.g. ``"--"`` for plain nets).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    try:
-        for label, (xs, ys) in series.items():
-            ys = [float("nan") if (y is None or (logy and y <= 0)) else y for y in ys]
-            ax.plot(list(xs), ys, (styles or {}).get(label, "-"), label=label, marker="o" if len(ys) <= 30 else None,
-                    ms=3)
-        if hline is not None:
-            ax.axhline(hline, color="gray", ls=":", lw=1)
-        if logy:
-            ax.set_yscale("log")
-        if logx:
-            ax.set_xscale("log", base=2)
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-    finally:
-        plt.close(fig)
-    return path
+    fig, ax = new_figure(figsize=(6.4, 4.0))
+    for label, (xs, ys) in series.items():
+        ys = [float("nan") if (y is None or (logy and y <= 0)) else y for y in ys]
+        ax.plot(list(xs), ys, (styles or {}).get(label, "-"), label=label, marker="o" if len(ys) <= 30 else None,
+                ms=3)
+    if hline is not None:
+        ax.axhline(hline, color="gray", ls=":", lw=1)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log", base=logx_base)
+    if xticks is not None:
+        ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
+        ax.minorticks_off()  # a log axis would label minor ticks between them too (6x10^0)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=80)
