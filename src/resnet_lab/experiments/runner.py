@@ -20,10 +20,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..data import DataNotFoundError, load_data
-from ..data.datasets import FAKE_TRAIN_SAMPLES
+from ..data import FAKE_TRAIN_SAMPLES, DataNotFoundError, InMemoryLoader, load_data
+from ..models.resnet import CifarResNet
+from ..train import TrainConfig, TrainingDiverged, resolve_device, train
 
-__all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "cifar_net", "ema", "first_at_or_below"]
+__all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "cifar_net", "ema", "first_at_or_below",
+           "first_test_samples"]
 
 BUDGETS = ("smoke", "full")
 
@@ -40,7 +42,6 @@ def cifar_net(depth: int, *, residual: bool = True, norm: str = "batch",
         norm: ``batch``, ``scratch``, ``group`` or ``none``.
         widths: channels of the three stages; the paper's 16-32-64, narrower for CPU budgets.
     """
-    from ..models.resnet import CifarResNet
 
     def build(num_classes: int, in_channels: int) -> nn.Module:
         return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm,
@@ -55,7 +56,8 @@ class RunSpec:
 
     Args:
         label: the run's name in tables and legends ("plain-56").
-        model: a factory ``(num_classes, in_channels) -> nn.Module`` (see :func:`cifar_net`).
+        model: a factory ``(num_classes, in_channels) -> nn.Module`` (see :func:`cifar_net`); None
+            when the caller hands :meth:`Context.train` a model it built.
         batch_size: training batch size.
         epochs: passes over the (subset of the) training set.
         lr: peak learning rate.
@@ -64,6 +66,7 @@ class RunSpec:
         weight_decay: on conv/linear weights.
         max_steps_per_epoch: cap on steps per epoch (None: the whole subset).
         grad_clip: clip the global gradient norm to this value (None: no clipping).
+        lr_scale: ``{parameter-name prefix: learning-rate factor}`` (discriminative rates).
         data: keyword arguments for :meth:`Context.data` (dataset, subset, image_size...).
         seed: weights and data order; the same seed gives the same initial weights to runs whose
             models have the same parameter shapes (scratch vs torch BN).
@@ -72,7 +75,7 @@ class RunSpec:
     """
 
     label: str
-    model: ModelFactory
+    model: ModelFactory | None = None
     batch_size: int = 128
     epochs: int = 1
     lr: float = 0.1
@@ -81,6 +84,7 @@ class RunSpec:
     weight_decay: float = 5e-4
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
+    lr_scale: dict[str, float] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     step_callbacks: list[Callable[[dict], None]] = field(default_factory=list)
@@ -151,18 +155,20 @@ def first_at_or_below(values: Sequence[float], target: float) -> float:
     return math.inf
 
 
-class _TestSlice:
+def first_test_samples(test, n: int | None, batch_size: int = 500):
     """The first ``n`` test samples as a loader with a large eval batch (evaluation is cheap that
-    way; the test split is in a fixed order, so every run sees the same samples)."""
+    way; the test split is in a fixed order, so every run sees the same samples).
 
-    def __new__(cls, test, n: int | None, batch_size: int = 500):
-        from ..data import InMemoryLoader
-
-        if not isinstance(test, InMemoryLoader):
-            return test
-        n = test.num_samples if n is None else min(n, test.num_samples)
-        return InMemoryLoader(test.images[:n], test.labels[:n], batch_size=batch_size, mean=test.mean,
-                              std=test.std, device=test.device)
+    Args:
+        test: a test loader; one that is not in memory is returned as it is.
+        n: how many samples (None or more than there are: all).
+        batch_size: the evaluation batch.
+    """
+    if not isinstance(test, InMemoryLoader):
+        return test
+    n = test.num_samples if n is None else min(n, test.num_samples)
+    return InMemoryLoader(test.images[:n], test.labels[:n], batch_size=batch_size, mean=test.mean,
+                          std=test.std, device=test.device)
 
 
 class Context:
@@ -182,8 +188,6 @@ class Context:
                  device: str = "auto", seed: int = 0, log: Callable[[str], None] = print) -> None:
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
-        from ..train import resolve_device
-
         self.name, self.budget, self.seed = name, budget, int(seed)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +201,16 @@ class Context:
     def smoke(self) -> bool:
         return self.budget == "smoke"
 
+    def note(self, text: str) -> None:
+        """Add a caveat to the report's notes (once) and log it.
+
+        Args:
+            text: the caveat, one sentence.
+        """
+        if text not in self.notes:
+            self.notes.append(text)
+            self.log(f"[{self.name}] {text}")
+
     def data(self, dataset: str = "fashion-mnist", *, batch_size: int = 128, test_samples: int | None = None,
              **kw: Any):
         """A :class:`resnet_lab.data.DataBundle`, loaded once per set of arguments.
@@ -207,9 +221,11 @@ class Context:
             batch_size: training batch size.
             test_samples: evaluate on the first N test samples only (None: all).
             **kw: passed to :func:`resnet_lab.data.load_data` (subset, image_size, augment,
-                classes, per_class...); ``augment`` defaults to False here.
+                classes, per_class, mean/std...); ``augment`` defaults to False here and ``seed``
+                (the subset or per-class draw and the order) to the context's.
         """
         kw.setdefault("augment", False)
+        kw.setdefault("seed", self.seed)
         key = (dataset, batch_size, test_samples, tuple(sorted((k, repr(v)) for k, v in kw.items())))
         if key in self._cache:
             bundle = self._cache[key]
@@ -220,17 +236,14 @@ class Context:
         except DataNotFoundError:
             if dataset != "fashion-mnist":
                 raise
-            note = "Fashion-MNIST was not found, so the runs used the `fake` dataset (random images): " \
-                   "the figures say nothing about the claim"
-            if note not in self.notes:
-                self.notes.append(note)
-                self.log(f"[{self.name}] {note}")
+            self.note("Fashion-MNIST was not found, so the runs used the `fake` dataset (random images): "
+                      "the figures say nothing about the claim")
             kw = {**kw, "in_channels": 1}
             kw.setdefault("image_size", 28)
             if kw.get("subset"):  # the fake set is small; a full budget's subset would not fit
                 kw["subset"] = min(kw["subset"], FAKE_TRAIN_SAMPLES)
-            bundle = load_data("fake", batch_size=batch_size, device=self.device, seed=self.seed, **kw)
-        bundle.test = _TestSlice(bundle.test, test_samples)
+            bundle = load_data("fake", batch_size=batch_size, device=self.device, **kw)
+        bundle.test = first_test_samples(bundle.test, test_samples)
         self._cache[key] = bundle
         return bundle
 
@@ -238,39 +251,40 @@ class Context:
         """Load from ``--data-dir`` first: an experiment's data dir is a root for several datasets
         (CIFAR beside Fashion-MNIST), so one it lacks is looked for where the library looks without
         it, and the report says where it came from."""
-        load = functools.partial(load_data, dataset, batch_size=batch_size, device=self.device, seed=self.seed, **kw)
+        load = functools.partial(load_data, dataset, batch_size=batch_size, device=self.device, **kw)
         if self.data_dir is None:
             return load()
         try:
             return load(data_dir=self.data_dir)
         except DataNotFoundError:
             bundle = load()
-            note = f"{dataset} is not in --data-dir {self.data_dir}; it was read from {bundle.info.source}"
-            if note not in self.notes:
-                self.notes.append(note)
-                self.log(f"[{self.name}] {note}")
+            self.note(f"{dataset} is not in --data-dir {self.data_dir}; it was read from {bundle.info.source}")
             return bundle
 
-    def train(self, spec: RunSpec, data=None) -> RunResult:
+    def train(self, spec: RunSpec, data=None, *, model: nn.Module | None = None) -> RunResult:
         """Train one run with the library trainer (progress off); print one line; return the result.
 
         Args:
             spec: the run.
             data: the bundle to use (default: ``ctx.data(batch_size=spec.batch_size, **spec.data)``).
+            model: a model the caller built (e.g. from pretrained weights, whose learning-rate
+                factors go in ``spec.lr_scale``); default: ``spec.model`` built after seeding
+                with ``spec.seed``, so runs of one seed and shape start alike.
         """
-        from ..train import TrainConfig, TrainingDiverged, train
-
         data = data if data is not None else self.data(batch_size=spec.batch_size, **spec.data)
         if hasattr(data.train, "set_epoch"):
             data.train.set_epoch(0)
-        torch.manual_seed(spec.seed)
-        c, _, _ = data.info.input_size
-        model = spec.model(len(data.info.classes), c)
+        if model is None:
+            if spec.model is None:
+                raise ValueError(f"run {spec.label!r} has no model: give RunSpec(model=...) or train(spec, model=...)")
+            torch.manual_seed(spec.seed)
+            c, _, _ = data.info.input_size
+            model = spec.model(len(data.info.classes), c)
         config = TrainConfig(
             epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, schedule=spec.schedule,
             weight_decay=spec.weight_decay, max_steps_per_epoch=spec.max_steps_per_epoch, grad_clip=spec.grad_clip,
-            progress=False,
-            plots=False, out=None, device=str(self.device), seed=spec.seed,
+            lr_scale=dict(spec.lr_scale), progress=False, plots=False, out=None, device=str(self.device),
+            seed=spec.seed,
         )
         records: list[dict] = []
         losses: list[float] = []
