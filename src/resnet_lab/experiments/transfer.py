@@ -15,14 +15,18 @@ transfer beats scratch most when data are scarce (Yosinski et al. 2014; Kornblit
 from __future__ import annotations
 
 import statistics
-import time
 from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import torch
+from torch import nn
 
-from .report import Check, Report
-from .runner import Context, RunResult, RunSpec
+from ..models import create_model
+from ..runs import save_model
+from ..train import evaluate
+from ..transfer import WeightSource, is_running_norm, load_source, transfer_model
+from .report import Check, Report, plot_lines
+from .runner import Context, RunResult, RunSpec, first_test_samples
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
@@ -74,22 +78,9 @@ class _Passes:
             yield from self.loader
 
 
-def _slice(test, n: int | None, batch_size: int = 500):
-    from ..data import InMemoryLoader
-
-    if n is None or not isinstance(test, InMemoryLoader) or n >= test.num_samples:
-        return test
-    return InMemoryLoader(test.images[:n], test.labels[:n], batch_size=batch_size, mean=test.mean, std=test.std,
-                          device=test.device)
-
-
 def _pretrain(ctx: Context, b: dict) -> tuple[Any, Any]:
     """Train the source network on classes 0-4 and save it as a run directory; returns the
     :class:`~resnet_lab.transfer.WeightSource` read back from it and the run's result."""
-    from ..models import create_model
-    from ..train import save_model
-    from ..transfer import load_source
-
     data = ctx.data(classes=SOURCE_CLASSES, subset=b["pre_subset"], batch_size=128 if not ctx.smoke else 32,
                     test_samples=b["test_slice"], image_size=b["image_size"])
     spec = RunSpec("pretrain (classes 0-4)",
@@ -104,26 +95,17 @@ def _pretrain(ctx: Context, b: dict) -> tuple[Any, Any]:
     return load_source(run_dir), result
 
 
-def _target(ctx: Context, b: dict, k: int, seed: int, source) -> tuple[Any, Any]:
-    """The target bundle (classes 5-9, k per class), normalized as the source was."""
-    from ..transfer import use_normalization
-
-    c = ctx if seed == ctx.seed else Context(ctx.name, ctx.budget, ctx.out, data_dir=ctx.data_dir,
-                                             device=str(ctx.device), seed=seed, log=ctx.log)
-    bundle = c.data(classes=TARGET_CLASSES, per_class=k, batch_size=min(b["batch"], max(2, 5 * k // 2)),
-                    test_samples=b["full_test"], image_size=b["image_size"])
-    if c is not ctx:
-        ctx.notes += [n for n in c.notes if n not in ctx.notes]
-    if source.mean is not None:
-        use_normalization(bundle, source.mean, source.std)
-    return bundle
+def _target(ctx: Context, b: dict, k: int, seed: int, source: WeightSource):
+    """The target bundle (classes 5-9, k per class drawn with ``seed``), normalized as the source
+    was: its mean/std travelled with the weights (same dataset, same channels)."""
+    stats = {} if source.mean is None else {"mean": source.mean, "std": source.std}
+    return ctx.data(classes=TARGET_CLASSES, per_class=k, batch_size=min(b["batch"], max(2, 5 * k // 2)),
+                    test_samples=b["full_test"], image_size=b["image_size"], seed=seed, **stats)
 
 
 def _frozen_unchanged(model, source_state: dict) -> bool | None:
     """Whether every frozen tensor (parameters and the buffers of eval-locked norms) still equals
     the pretrained one; None when nothing is frozen."""
-    from ..transfer import is_running_norm
-
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     for name, m in model.named_modules():
         if is_running_norm(m) and "train" in m.__dict__:  # locked in eval mode by freeze()
@@ -136,8 +118,6 @@ def _frozen_unchanged(model, source_state: dict) -> bool | None:
 
 def run(ctx: Context) -> Report:
     """Pretrain on classes 0-4, then train scratch/all/last/head on classes 5-9 for each k."""
-    from ..train import evaluate
-
     b = BUDGET[ctx.budget]
     source, pre = _pretrain(ctx, b)
     runs: list[dict[str, Any]] = []
@@ -145,63 +125,60 @@ def run(ctx: Context) -> Report:
         for rep in range(b["seeds"][k]):
             seed = ctx.seed + rep
             bundle = _target(ctx, b, k, seed, source)
-            n_train = bundle.num_train
             seen = b["seen"] if isinstance(b["seen"], int) else b["seen"][k]
-            passes = max(1, round(seen / max(1, n_train) / b["epochs"]))
+            passes = max(1, round(seen / max(1, bundle.num_train) / b["epochs"]))
             data = SimpleNamespace(info=bundle.info, train=_Passes(bundle.train, passes),
-                                   test=_slice(bundle.test, b["test_slice"]), num_train=n_train,
+                                   test=first_test_samples(bundle.test, b["test_slice"]), num_train=bundle.num_train,
                                    num_test=bundle.num_test)
             for strategy in VARIANTS:
                 result = _train(ctx, f"{strategy} k={k} seed={seed}", strategy, data, source, b, seed)
-                final = evaluate(result.model, bundle.test, num_classes=len(bundle.info.classes), device=ctx.device)
-                total = sum(p.numel() for p in result.model.parameters())
-                steps = len(result.step_losses)
-                train_s = sum(r["train_seconds"] for r in result.epochs)
-                runs.append({
-                    "strategy": strategy, "k": k, "seed": seed, "acc": final["acc"], "n_test": final["n"],
-                    "trainable": result.params, "frozen": total - result.params, "steps": steps,
-                    "passes": passes * b["epochs"], "n_train": n_train, "train_seconds": train_s,
-                    "seconds_per_epoch": train_s / max(1, passes * b["epochs"]),
-                    "images": steps * data.train.loader.batch_size,
-                    "ms_per_image": 1000 * train_s / max(1, steps * data.train.loader.batch_size),
-                    "frozen_unchanged": _frozen_unchanged(result.model, source.state_dict),
-                    "curve": result.epochs,
-                })
-                ctx.log(f"[{ctx.name}] {result.label:<24} final accuracy on {final['n']} target test images "
-                        f"{100 * final['acc']:.2f}%")
+                runs.append(_record(ctx, result, bundle, data, passes * b["epochs"], source, k=k, seed=seed))
     return _report(ctx, b, pre, runs)
 
 
-def _train(ctx: Context, label: str, strategy: str, data, source, b: dict, seed: int) -> RunResult:
-    """One target run through the library trainer (as ``ctx.train``, plus the plan's learning-rate
-    factors for ``all``); the model is built after seeding, so runs of one seed start alike."""
-    from ..models import create_model
-    from ..train import TrainConfig, train
-    from ..transfer import transfer_model
+def _record(ctx: Context, result: RunResult, bundle, data, passes: int, source: WeightSource, *, k: int,
+            seed: int) -> dict[str, Any]:
+    """What one target run measured: the final accuracy on all target test images of ``bundle``
+    (the run itself evaluated on ``data.test``, a slice), its parameters, steps and speed."""
+    final = evaluate(result.model, bundle.test, num_classes=len(bundle.info.classes), device=ctx.device)
+    total = sum(p.numel() for p in result.model.parameters())
+    steps = len(result.step_losses)
+    train_s = sum(r["train_seconds"] for r in result.epochs)
+    images = steps * data.train.loader.batch_size
+    ctx.log(f"[{ctx.name}] {result.label:<24} final accuracy on {final['n']} target test images "
+            f"{100 * final['acc']:.2f}%")
+    return {
+        "strategy": result.info["strategy"], "k": k, "seed": seed, "acc": final["acc"], "n_test": final["n"],
+        "trainable": result.params, "frozen": total - result.params, "steps": steps,
+        "passes": passes, "n_train": bundle.num_train, "train_seconds": train_s,
+        "seconds_per_epoch": train_s / max(1, passes), "images": images,
+        "ms_per_image": 1000 * train_s / max(1, images),
+        "frozen_unchanged": _frozen_unchanged(result.model, source.state_dict),
+        "curve": result.epochs,
+    }
 
-    data.train.set_epoch(0)
-    torch.manual_seed(seed)
+
+def _target_model(strategy: str, data, source: WeightSource, b: dict) -> tuple[nn.Module, dict[str, float]]:
+    """The model of one target run and its learning-rate factors: a fresh one for ``scratch``,
+    else the pretrained one as the strategy freezes it (``all-discr``: ``all`` with the backbone
+    at ``BACKBONE_LR_SCALE``)."""
     n, c = len(data.info.classes), data.info.input_size[0]
-    lr_scale: dict[str, float] = {}
     if strategy == "scratch":
-        model = create_model(b["model"], num_classes=n, in_channels=c)
-    else:
-        discr = strategy == "all-discr"
-        model, plan = transfer_model(source, "all" if discr else strategy, num_classes=n, in_channels=c,
-                                     classes=list(data.info.classes), backbone_lr_scale=BACKBONE_LR_SCALE if discr else None)
-        lr_scale = plan.lr_scale
-    config = TrainConfig(epochs=b["epochs"], lr=LR[strategy], lr_scale=lr_scale, progress=False, plots=False,
-                         out=None, device=str(ctx.device), seed=seed)
-    records: list[dict] = []
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    history = train(model, data, config, callbacks=[records.append],
-                    step_callbacks=[lambda r: losses.append(float(r["loss"]))], log=lambda line: None)
-    if history.interrupted:  # the trainer turns Ctrl-C/SIGTERM into a return; stop the experiment too
-        raise KeyboardInterrupt(f"{label} interrupted")
-    seconds = time.perf_counter() - t0
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return RunResult(label, records, losses, seconds, trainable, model=model, info={"strategy": strategy})
+        return create_model(b["model"], num_classes=n, in_channels=c), {}
+    discr = strategy == "all-discr"
+    model, plan = transfer_model(source, "all" if discr else strategy, num_classes=n, in_channels=c,
+                                 classes=list(data.info.classes), backbone_lr_scale=BACKBONE_LR_SCALE if discr else None)
+    return model, plan.lr_scale
+
+
+def _train(ctx: Context, label: str, strategy: str, data, source: WeightSource, b: dict, seed: int) -> RunResult:
+    """One target run through the runner; the model is built after seeding, so runs of one seed
+    start alike."""
+    torch.manual_seed(seed)
+    model, lr_scale = _target_model(strategy, data, source, b)
+    spec = RunSpec(label, epochs=b["epochs"], lr=LR[strategy], lr_scale=lr_scale, seed=seed,
+                   info={"strategy": strategy})
+    return ctx.train(spec, data=data, model=model)
 
 
 def _mean(values: list[float]) -> float:
@@ -274,7 +251,9 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
                          mine[0]["trainable"], mine[0]["frozen"], _mean([r["seconds_per_epoch"] for r in mine]),
                          _mean([r["ms_per_image"] for r in mine]), mine[0]["steps"]])
 
-    _plot(ctx.out / "accuracy_vs_k.png", ks, {s: [100 * acc(s, k) for k in ks] for s in VARIANTS})
+    plot_lines({s: (ks, [100 * acc(s, k) for k in ks]) for s in VARIANTS}, ctx.out / "accuracy_vs_k.png",
+               title="Target accuracy (classes 5-9) vs labelled images per class", xlabel="k (images per class)",
+               ylabel="test accuracy (%)", logx=True, logx_base=10, xticks=ks, styles={"scratch": "k--"})
 
     checks = claim_checks(runs, ks)
 
@@ -320,26 +299,3 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
         rows=rows, checks=checks, plots=["accuracy_vs_k.png"], findings=findings, notes=notes,
         data={"runs": runs, "pretrain": pre.to_dict()},
     )
-
-
-def _plot(path, ks: list[int], series: dict[str, list[float]]) -> None:
-    """Accuracy vs k, one line per strategy, k on a log axis (it spans 10 to 1000)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    try:
-        for s, ys in series.items():
-            ax.plot(ks, ys, "k--" if s == "scratch" else "-", marker="o", ms=4, label=s)
-        ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set(title="Target accuracy (classes 5-9) vs labelled images per class", xlabel="k (images per class)",
-               ylabel="test accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80)
-    finally:
-        plt.close(fig)
