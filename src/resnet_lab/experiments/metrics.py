@@ -33,7 +33,7 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     ranks = torch.empty_like(scores)
     ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
     # Average the ranks of tied scores.
-    uniq, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).double()
     avg = ends - (counts.double() - 1) / 2
     ranks[order] = avg[inverse]

@@ -16,6 +16,9 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm as TorchBN
+
+from ..nn.batchnorm import BatchNormBase as ScratchBN
 
 __all__ = ["batch_norm_layers", "precise_bn"]
 
@@ -26,10 +29,6 @@ def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
     Args:
         model: any network.
     """
-    from torch.nn.modules.batchnorm import _BatchNorm as TorchBN
-
-    from ..nn.batchnorm import BatchNormBase as ScratchBN
-
     return [m for m in model.modules()
             if isinstance(m, (TorchBN, ScratchBN)) and m.track_running_stats and m.running_mean is not None]
 

@@ -21,9 +21,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..models import create_model
+from ..models.resnet import CifarResNet
 from .report import Check, Report, plot_lines
-from .runner import Context, RunSpec, cifar_net
+from .runner import Context, RunResult, RunSpec, cifar_net
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "memory_probe", "run"]
 
@@ -93,12 +96,8 @@ def memory_probe(args: dict[str, Any]) -> dict[str, float]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     if args.get("model"):
-        from ..models import create_model
-
         model = create_model(args["model"], num_classes=10, in_channels=1, checkpoint_segments=args["segments"])
     else:
-        from ..models.resnet import CifarResNet
-
         model = CifarResNet(args["depth"], num_classes=10, in_channels=1, shortcut="A" if args["residual"] else "none",
                             widths=tuple(args["widths"]), checkpoint_segments=args["segments"])
     model.train()
@@ -180,97 +179,124 @@ def claim_checks(step_losses: Mapping[str, Sequence[float]], diverged: Mapping[s
 def run(ctx: Context) -> Report:
     """Train residual and plain nets of ~1000 layers for their first steps; probe checkpointing memory."""
     b = BUDGET[ctx.budget]
-    depth, k = b["depth"], b["window"]
+    k = b["window"]
     data = dict(subset=b["subset"], test_samples=b["test"], image_size=b["image_size"])
-    grads: dict[str, list[float]] = {}
-    specs = [
-        RunSpec(f"resnet-{depth}", cifar_net(depth, residual=True, widths=b["widths"])),
-        RunSpec(f"plain-{depth}", cifar_net(depth, residual=False, widths=b["widths"])),
-    ]
-    if b["preact"]:
-        from ..models import create_model
-
-        specs.append(RunSpec(b["preact"].replace("_resnet", "-resnet-").replace("-resnet-", "-resnet"),
-                             lambda nc, ic: create_model(b["preact"], num_classes=nc, in_channels=ic)))
-    results = {}
+    specs = _specs(b, data, ctx.seed)
+    results, grads = {}, {}
     for spec in specs:
-        spec.batch_size, spec.epochs, spec.lr, spec.grad_clip = b["batch"], 1, LR, GRAD_CLIP
-        spec.max_steps_per_epoch, spec.data, spec.seed = b["steps"], data, ctx.seed
-        record: list[float] = []
-        model_factory = spec.model
-
-        def build(nc: int, ic: int, factory=model_factory, record=record):
-            m = factory(nc, ic)
-            # A hook on the weight sees its gradient as backward computes it, before the trainer
-            # clips it (a callback after the step would read the clipped value). inf/NaN included.
-            m.conv1.weight.register_hook(lambda g, record=record: record.append(float(g.detach().norm())))
-            return m
-
-        spec.model = build
-        r = ctx.train(spec)
-        r.model = None
-        results[spec.label] = r
-        grads[spec.label] = record
-
-    def trend(label: str) -> tuple[float, float]:
-        return _trend(results[label].step_losses, k)
-
+        results[spec.label], grads[spec.label] = _train_recording_conv1_grad(ctx, spec)
     num_classes = len(ctx.data(batch_size=b["batch"], **data).info.classes)
-    plabel = specs[1].label
     checks = claim_checks({label: r.step_losses for label, r in results.items()},
                           {label: r.diverged for label, r in results.items()}, [s.label for s in specs],
                           steps=b["steps"], window=k, num_classes=num_classes)
-
-    # Memory of one training step, with and without checkpointing, each in a fresh process.
-    memory = {}
-    probe = dict(depth=depth, residual=True, widths=list(b["widths"]), batch=b["probe_batch"],
-                 image_size=b["image_size"])
-    for segments in (0, b["segments"]):
-        memory[segments] = _probe_in_subprocess({**probe, "segments": segments})
-        ctx.log(f"[{NAME}] memory probe resnet-{depth}, checkpoint_segments={segments}: "
-                f"step peak {memory[segments]['step_peak_mib']:.0f} MiB, {memory[segments]['seconds']:.1f} s")
-    m0, m1 = memory[0], memory[b["segments"]]
-    saving = 1 - m1["step_peak_mib"] / m0["step_peak_mib"] if m0["step_peak_mib"] > 0 else float("nan")
-    findings = [
-        f"gradient checkpointing ({b['segments']} segments), one training step of resnet-{depth} at batch "
-        f"{b['probe_batch']}: peak memory rise {m0['step_peak_mib']:.0f} MiB -> {m1['step_peak_mib']:.0f} MiB "
-        f"({100 * saving:.0f}% less), step time {m0['seconds']:.2f} s -> {m1['seconds']:.2f} s "
-        f"(the recomputation); parameters {m0['params_mib']:.0f} MiB",
-    ]
-    rows = []
-    for label, r in results.items():
-        first, last = trend(label)
-        g = grads[label]
-        rows.append([label, r.params, first, last, g[0] if g else None, g[-1] if g else None,
-                     100 * r.last.get("test_acc", 0.0) if r.last else None, r.diverged, r.seconds])
-    styles = {plabel: "--"}
-    plot_lines({k_: (list(range(1, len(r.step_losses) + 1)), r.step_losses) for k_, r in results.items()},
-               ctx.out / "loss_steps.png", title=f"Training loss over the first {b['steps']} steps", xlabel="step",
-               ylabel="cross-entropy", styles=styles)
-    plot_lines({k_: (list(range(1, len(v) + 1)), v) for k_, v in grads.items()}, ctx.out / "first_layer_grad.png",
-               title="First-layer (conv1) gradient norm", xlabel="step", ylabel="||dL/dW_conv1||", logy=True,
-               styles=styles)
+    memory = _memory(ctx, b)
+    _plot(ctx, b, results, grads, plain_label=specs[1].label)
     return Report(
         claim=CLAIM,
-        setup={
-            "data": f"Fashion-MNIST resized to {b['image_size']} px (CPU budget), {b['subset']} training images, "
-                    f"first {b['test']} test images",
-            "models": f"CIFAR ResNet-{depth} and plain-{depth} (widths {b['widths']}, BN)"
-                      + (f", {b['preact']}" if b["preact"] else ""),
-            "training": f"SGD momentum 0.9 (Nesterov), one-cycle to lr {LR} (25% warm-up), gradient norm clipped "
-                        f"to {GRAD_CLIP}, weight decay 5e-4, batch {b['batch']}, {b['steps']} steps, seed {ctx.seed}",
-            "gradient": "norm of the first conv layer's weight gradient at each step, as backward computes it "
-                        "(before clipping)",
-            "memory": "peak resident memory (VmHWM, reset after a warm-up step) of a fresh process during one "
-                      "forward+backward, minus its "
-                      "resident memory just before (activations, gradients, allocator slack)",
-        },
+        setup=_setup(b, ctx.seed),
         columns=["run", "params", f"loss first {k} steps", f"loss last {k} steps", "conv1 grad step 1",
                  "conv1 grad last step", "test acc %", "diverged", "seconds"],
-        rows=rows, checks=checks, findings=findings, plots=["loss_steps.png", "first_layer_grad.png"],
+        rows=_rows(results, grads, k), checks=checks, findings=[_memory_finding(b, memory)],
+        plots=["loss_steps.png", "first_layer_grad.png"],
         data={"runs": {k_: r.to_dict() for k_, r in results.items()}, "first_layer_grad": grads,
               "memory": {str(s): v for s, v in memory.items()}},
         notes=[f"Only the first {b['steps']} steps are run (CPU budget); He et al. train 64k iterations.",
                "There is no plain twin of the bottleneck pre-activation ResNet-1001; plain-1202 is the plain "
                "counterpart for both."] if not ctx.smoke else [],
     )
+
+
+def _specs(b: Mapping[str, Any], data: dict[str, Any], seed: int) -> list[RunSpec]:
+    """The residual net, its plain twin and (full budget) the pre-activation ResNet-1001, all
+    trained alike: the same first steps, learning rate and clipping, data and seed."""
+    depth = b["depth"]
+    specs = [
+        RunSpec(f"resnet-{depth}", cifar_net(depth, residual=True, widths=b["widths"])),
+        RunSpec(f"plain-{depth}", cifar_net(depth, residual=False, widths=b["widths"])),
+    ]
+    if b["preact"]:
+        specs.append(RunSpec(b["preact"].replace("_resnet", "-resnet-").replace("-resnet-", "-resnet"),
+                             lambda nc, ic: create_model(b["preact"], num_classes=nc, in_channels=ic)))
+    for spec in specs:
+        spec.batch_size, spec.epochs, spec.lr, spec.grad_clip = b["batch"], 1, LR, GRAD_CLIP
+        spec.max_steps_per_epoch, spec.data, spec.seed = b["steps"], data, seed
+    return specs
+
+
+def _train_recording_conv1_grad(ctx: Context, spec: RunSpec) -> tuple[RunResult, list[float]]:
+    """Train ``spec`` and record the norm of the first conv layer's weight gradient at each step;
+    the trained model is dropped (a 1202-layer net is large)."""
+    record: list[float] = []
+    factory = spec.model
+
+    def build(nc: int, ic: int) -> nn.Module:
+        m = factory(nc, ic)
+        # A hook on the weight sees its gradient as backward computes it, before the trainer
+        # clips it (a callback after the step would read the clipped value). inf/NaN included.
+        m.conv1.weight.register_hook(lambda g: record.append(float(g.detach().norm())))
+        return m
+
+    spec.model = build
+    result = ctx.train(spec)
+    result.model = None
+    return result, record
+
+
+def _memory(ctx: Context, b: Mapping[str, Any]) -> dict[int, dict[str, float]]:
+    """Memory of one training step of the residual net, without and with checkpointing, each
+    measured in a fresh process; ``{checkpoint_segments: probe result}``."""
+    depth, memory = b["depth"], {}
+    probe = dict(depth=depth, residual=True, widths=list(b["widths"]), batch=b["probe_batch"],
+                 image_size=b["image_size"])
+    for segments in (0, b["segments"]):
+        memory[segments] = _probe_in_subprocess({**probe, "segments": segments})
+        ctx.log(f"[{NAME}] memory probe resnet-{depth}, checkpoint_segments={segments}: "
+                f"step peak {memory[segments]['step_peak_mib']:.0f} MiB, {memory[segments]['seconds']:.1f} s")
+    return memory
+
+
+def _memory_finding(b: Mapping[str, Any], memory: Mapping[int, Mapping[str, float]]) -> str:
+    m0, m1 = memory[0], memory[b["segments"]]
+    saving = 1 - m1["step_peak_mib"] / m0["step_peak_mib"] if m0["step_peak_mib"] > 0 else float("nan")
+    return (f"gradient checkpointing ({b['segments']} segments), one training step of resnet-{b['depth']} at batch "
+            f"{b['probe_batch']}: peak memory rise {m0['step_peak_mib']:.0f} MiB -> {m1['step_peak_mib']:.0f} MiB "
+            f"({100 * saving:.0f}% less), step time {m0['seconds']:.2f} s -> {m1['seconds']:.2f} s "
+            f"(the recomputation); parameters {m0['params_mib']:.0f} MiB")
+
+
+def _rows(results: Mapping[str, RunResult], grads: Mapping[str, list[float]], k: int) -> list[list[Any]]:
+    rows = []
+    for label, r in results.items():
+        first, last = _trend(r.step_losses, k)
+        g = grads[label]
+        rows.append([label, r.params, first, last, g[0] if g else None, g[-1] if g else None,
+                     100 * r.last.get("test_acc", 0.0) if r.last else None, r.diverged, r.seconds])
+    return rows
+
+
+def _plot(ctx: Context, b: Mapping[str, Any], results: Mapping[str, RunResult], grads: Mapping[str, list[float]],
+          *, plain_label: str) -> None:
+    styles = {plain_label: "--"}
+    plot_lines({label: (list(range(1, len(r.step_losses) + 1)), r.step_losses) for label, r in results.items()},
+               ctx.out / "loss_steps.png", title=f"Training loss over the first {b['steps']} steps", xlabel="step",
+               ylabel="cross-entropy", styles=styles)
+    plot_lines({label: (list(range(1, len(v) + 1)), v) for label, v in grads.items()}, ctx.out / "first_layer_grad.png",
+               title="First-layer (conv1) gradient norm", xlabel="step", ylabel="||dL/dW_conv1||", logy=True,
+               styles=styles)
+
+
+def _setup(b: Mapping[str, Any], seed: int) -> dict[str, str]:
+    depth = b["depth"]
+    return {
+        "data": f"Fashion-MNIST resized to {b['image_size']} px (CPU budget), {b['subset']} training images, "
+                f"first {b['test']} test images",
+        "models": f"CIFAR ResNet-{depth} and plain-{depth} (widths {b['widths']}, BN)"
+                  + (f", {b['preact']}" if b["preact"] else ""),
+        "training": f"SGD momentum 0.9 (Nesterov), one-cycle to lr {LR} (25% warm-up), gradient norm clipped "
+                    f"to {GRAD_CLIP}, weight decay 5e-4, batch {b['batch']}, {b['steps']} steps, seed {seed}",
+        "gradient": "norm of the first conv layer's weight gradient at each step, as backward computes it "
+                    "(before clipping)",
+        "memory": "peak resident memory (VmHWM, reset after a warm-up step) of a fresh process during one "
+                  "forward+backward, minus its "
+                  "resident memory just before (activations, gradients, allocator slack)",
+    }
