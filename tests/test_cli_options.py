@@ -532,10 +532,7 @@ def test_device_names_where_the_model_trains(capsys, dry_spy):
     assert {p.device.type for p in dry_spy.last.model.parameters()} == {"cpu"}
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", pytest.param("predict", marks=pytest.mark.xfail(
-    strict=not torch.cuda.is_available(), reason="predict --device cuda without CUDA ends with torch's 'Found no NVIDIA "
-    "driver' instead of naming --device cpu (predict does not resolve the device as train/evaluate do)")),
-    "experiment"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "experiment"])
 def test_device_cuda_runs_there_or_says_it_is_missing(capsys, trained_run, tmp_path, command):
     img = tmp_path / "x.png"
     Image.new("RGB", (8, 8), (10, 200, 30)).save(img)
@@ -606,8 +603,6 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
     assert changes["finetune"] == changes["train"]
 
 
-@pytest.mark.xfail(strict=True, reason="finetune ignores --sync-bn/--scale-lr in one process without the note "
-                                       "train prints (finetune_from_args never reads them)")
 @pytest.mark.parametrize("flag", ["--sync-bn", "--scale-lr"])
 def test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun(capsys, dry_spy, source_run, flag):
     code, _, err = cli(capsys, "finetune", *finetune_args(source_run), flag)

@@ -77,7 +77,6 @@ FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_t
 FINETUNE_OWN = {
     "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
     "--resume": OPTS + "test_finetune_resume_continues_an_interrupted_run",
-    # xfail (strict): finetune ignores both silently in one process.
     "--sync-bn": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
     "--scale-lr": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
 }

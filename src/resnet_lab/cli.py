@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
-import re
 import sys
+
+import torch
+
+from .analysis import summarize
+from .data import DataConfig, load_data
+from .deploy.export import export_run
+from .deploy.predict import OnnxPredictor, predict_images
+from .experiments import list_experiments, run_experiment
+from .models import create_model, list_models, model_info
+from .runs import load_meta, load_model
+from .train import TrainConfig, evaluate, resolve_device, train
+from .train.distributed import dist_env, distributed_errors, setup_distributed
+from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
 
 __all__ = ["build_parser", "main"]
 
@@ -85,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_model_commands(sub)
+    _add_training_commands(sub)
+    _add_use_commands(sub)
+    return parser
 
+
+def _add_model_commands(sub) -> None:
+    """Build: `models`, `summary`."""
     p = _cmd(sub, "models", "List the registered models with their parameter counts.", "resnet-lab models 'resnet*'")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*' or wrn")
 
@@ -100,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
     p.add_argument("--json", action="store_true")
 
+
+def _add_training_commands(sub) -> None:
+    """Train, transfer, reproduce: `train`, `finetune`, `experiment`."""
     p = _cmd(sub, "train", "Train a model on a dataset.",
              "resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20")
     p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
@@ -108,26 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px")
     p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
     _add_train_args(p)
-
-    p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run (or an ensemble of runs).",
-             "resnet-lab evaluate runs/r20 --json\n  resnet-lab evaluate runs/a runs/b --tta")
-    p.add_argument("run", nargs="+", help="run directory or .safetensors file; several: their averaged "
-                   "probabilities are evaluated (an ensemble)")
-    _add_data_args(p, required=False)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
-    p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average the predictions for each image and its mirror image")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
-
-    p = _cmd(sub, "predict", "Top-k classes of image files.", "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3")
-    p.add_argument("run", nargs="?", help="run directory or .safetensors file (or use --onnx)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
 
     p = _cmd(sub, "finetune", "Transfer a trained network to a new task.",
              "resnet-lab finetune --from runs/r20 --strategy last --dataset folder --data-dir pets/ --out runs/ft")
@@ -150,6 +153,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
 
+
+def _add_use_commands(sub) -> None:
+    """Use a trained run: `evaluate`, `predict`, `export`."""
+    p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run (or an ensemble of runs).",
+             "resnet-lab evaluate runs/r20 --json\n  resnet-lab evaluate runs/a runs/b --tta")
+    p.add_argument("run", nargs="+", help="run directory or .safetensors file; several: their averaged "
+                   "probabilities are evaluated (an ensemble)")
+    _add_data_args(p, required=False)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the predictions for each image and its mirror image")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+    p = _cmd(sub, "predict", "Top-k classes of image files.", "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3")
+    p.add_argument("run", nargs="?", help="run directory or .safetensors file (or use --onnx)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+
     p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
              "resnet-lab export runs/r20 --format onnx --fuse-bn --out r20.onnx")
     p.add_argument("run")
@@ -157,17 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
     p.add_argument("--out", required=True)
     p.add_argument("--opset", type=int, default=17)
-    return parser
 
 
 # --- commands -------------------------------------------------------------------------------
 
 
 def cmd_models(args) -> int:
-    import torch
-
-    from .models import create_model, list_models, model_info
-
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}; `resnet-lab models` lists all", file=sys.stderr)
@@ -182,9 +203,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .analysis import summarize
-    from .models import create_model, model_info
-
     info = model_info(args.model)  # the input size and classes the model is designed for
     size = tuple(args.input_size) if args.input_size else info.input_size
     k = args.num_classes or info.num_classes
@@ -195,8 +213,6 @@ def cmd_summary(args) -> int:
 
 
 def _train_config(args, out: str | None):
-    from .train import TrainConfig
-
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
     return TrainConfig(
         epochs=args.epochs, lr=lr, optimizer=args.optimizer, momentum=args.momentum,
@@ -212,8 +228,6 @@ def _train_config(args, out: str | None):
 def _data_config(args, **fields):
     """The data flags as a DataConfig, ``fields`` (DataConfig fields) on top; the flags a command
     does not have (evaluate: --no-augment, --subset, --seed, --random-erasing) keep their defaults."""
-    from .data import DataConfig
-
     flags = dict(
         name=args.dataset, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
         num_workers=args.workers, batch_size=args.batch_size, augment=not getattr(args, "no_augment", False),
@@ -225,31 +239,19 @@ def _data_config(args, **fields):
 
 def _load_data(args, *, device, shard: bool = False, **fields):
     """load_data with the data flags and ``fields``; with ``shard``, this rank's share under torchrun."""
-    from .data import load_data
-
     rank, world_size, device = _data_shard(device) if shard else (0, 1, device)
     return load_data(_data_config(args, device=device, rank=rank, world_size=world_size, **fields))
 
 
 def _data_shard(device):
     """Under torchrun: (rank, world size, device) so each rank loads its shard onto its own GPU."""
-    from .train.distributed import dist_env
-
     env = dist_env()
     if env.world_size > 1 and device.type == "cuda" and device.index is None:
-        import torch
-
         device = torch.device("cuda", env.local_rank)  # the GPU setup_distributed will pick
     return env.rank, env.world_size, device
 
 
 def cmd_train(args) -> int:
-    import torch
-
-    from .models import create_model
-    from .train import resolve_device, train
-    from .runs import load_meta
-
     device = resolve_device(args.device)
     config = _train_config(args, args.out)
     if args.resume:
@@ -269,6 +271,11 @@ def cmd_train(args) -> int:
     model = _maybe_distributed(model, args, config)
     with _distributed_errors():
         history = train(model, data, config)
+    return _report_run(history, args)
+
+
+def _report_run(history, args) -> int:
+    """The last line of `train` and `finetune` (rank 0 only) and the exit code."""
     if history.interrupted:
         return 130
     if history.epochs and _dist_rank() == 0 and history.last["epoch"] < args.epochs:
@@ -280,14 +287,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _note_single_process(args) -> None:
+    if args.sync_bn or args.scale_lr:
+        print("note: --sync-bn/--scale-lr only matter under torchrun with several processes", file=sys.stderr)
+
+
 def _maybe_distributed(model, args, config):
     """Under torchrun, hand over to the distributed helpers (DDP, SyncBatchNorm)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        if args.sync_bn or args.scale_lr:
-            print("note: --sync-bn/--scale-lr only matter under torchrun with several processes", file=sys.stderr)
+        _note_single_process(args)
         return model
-    from .train.distributed import setup_distributed
-
     return setup_distributed(model, config, sync_bn=args.sync_bn, scale_lr=args.scale_lr)
 
 
@@ -297,18 +306,12 @@ def _dist_rank() -> int:
 
 def _distributed_errors():
     """Under torchrun: a lost rank becomes a clear error, and the process group is left at the end."""
-    import contextlib
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return contextlib.nullcontext()
-    from .train.distributed import distributed_errors
-
     return distributed_errors()
 
 
 def cmd_evaluate(args) -> int:
-    from .train import evaluate, load_model, resolve_device
-
     device = resolve_device(args.device)
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
@@ -347,15 +350,11 @@ def cmd_predict(args) -> int:
     if args.onnx:
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
-        from .deploy.predict import OnnxPredictor
-
         results = OnnxPredictor(args.onnx).predict(images, top_k=args.top_k)
     else:
         if not args.run:
             raise ValueError("give a run directory (or --onnx FILE) before the images")
-        from .deploy.predict import predict_images
-
-        results = predict_images(args.run, images, top_k=args.top_k, device=args.device)
+        results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -366,14 +365,36 @@ def cmd_predict(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .transfer import finetune_from_args
-
-    return finetune_from_args(args)
+    """Read the source, load the target data with the weights' preprocessing, build and freeze the
+    model, train."""
+    check_transfer_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Freezing changes requires_grad between phases and locks BN modules that SyncBatchNorm
+        # would replace; neither is wired through DDP yet.
+        raise RuntimeError("resnet-lab finetune runs in one process; start it without torchrun")
+    _note_single_process(args)
+    device = resolve_device(args.device)
+    source = load_source(args.source, file=args.from_file, model=args.model)
+    for note in source.notes:
+        print(f"note: {note}")
+    data_config = with_source_preprocessing(_data_config(args, device=device), source)
+    if args.image_size is None and data_config.image_size is not None:
+        # The input size travels with the weights (224 for torchvision's ImageNet weights).
+        print(f"input size {data_config.image_size} px from the weights (--image-size changes it)")
+    data = load_data(data_config)
+    torch.manual_seed(args.seed)  # the new classifier's initialization
+    model, plan = transfer_model(
+        source, args.strategy, num_classes=len(data.info.classes), in_channels=int(data.info.input_size[0]),
+        classes=list(data.info.classes), unfreeze_from=args.unfreeze_from, backbone_lr_scale=args.backbone_lr_scale,
+    )
+    print(plan.describe())
+    if args.lr is None and args.optimizer == "sgd":
+        args.lr = 0.01  # fine-tuning starts from a good point: a tenth of the from-scratch rate
+    history = finetune(model, data, _train_config(args, args.out), plan, freeze_epochs=args.freeze_epochs)
+    return _report_run(history, args)
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import list_experiments, run_experiment
-
     if args.list or not args.name:
         for name, claim in list_experiments().items():
             print(f"{name:<22} {claim}")
@@ -386,8 +407,6 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .deploy.export import export_run
-
     path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
     print(f"wrote {path}")
     return 0

@@ -200,81 +200,26 @@ def summarize(
         dtype: input dtype; ``None`` uses the dtype of the model's first floating-point parameter
             (float32 for a model without any).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if depth is not None and depth < 1:
-        raise ValueError(f"depth must be None (all leaf layers) or >= 1, got {depth}")
-    if not input_size or any(int(s) < 1 for s in input_size):
-        raise ValueError(f"input_size must be positive sizes without the batch dim, e.g. (3, 224, 224); got {input_size}")
-    model_device = _model_device(model)
-    device = model_device if device is None else torch.device(device)
-    if device.type != model_device.type:
-        raise ValueError(
-            f"the model's parameters are on {model_device} but device={device}; "
-            f"call model.to({str(device)!r}) first or pass device={str(model_device)!r}"
-        )
-
-    # Which modules get a row: leaves (at most `depth` deep), and every module exactly `depth` deep.
-    row_modules: dict[nn.Module, tuple[str, int]] = {}
-    leaves: set[nn.Module] = set()
-    for name, m in model.named_modules():
-        d = 0 if name == "" else name.count(".") + 1
-        is_leaf = next(m.children(), None) is None
-        if is_leaf:
-            leaves.add(m)
-        if (depth is None and is_leaf) or (depth is not None and (d == depth or (is_leaf and d < depth))):
-            row_modules[m] = (name, d)
-
-    counter = FlopCounterMode(display=False)
-    rows: list[LayerRow] = []
-    starts: dict[int, list[int]] = {}
-    seen: set[nn.Module] = set()
-    activation_bytes = 0
-
-    def pre_hook(m: nn.Module, args: Any) -> None:
-        if m in row_modules:
-            starts.setdefault(id(m), []).append(counter.get_total_flops())
-
-    def post_hook(m: nn.Module, args: Any, out: Any) -> None:
-        nonlocal activation_bytes
-        tensors = list(_tensors(out))
-        if m in leaves:
-            activation_bytes += sum(t.numel() * t.element_size() for t in tensors)
-        if m not in row_modules:
-            return
-        name, d = row_modules[m]
-        flops = counter.get_total_flops() - starts[id(m)].pop()
-        first_call = m not in seen
-        seen.add(m)
-        params = [p for p in m.parameters()] if first_call else []
-        rows.append(
-            LayerRow(
-                name=name,
-                type=type(m).__name__,
-                depth=d,
-                output_shape=[list(t.shape) for t in tensors],
-                params=sum(p.numel() for p in params),
-                macs=flops // 2,
-                trainable=any(p.requires_grad for p in params),
-            )
-        )
-
+    device = _check_summary_args(model, input_size, batch_size, depth, device)
+    row_modules, leaves = _row_modules(model, depth)
+    recorder = _Recorder(row_modules, leaves)
     handles = []
     for m in {*row_modules, *leaves}:
-        handles.append(m.register_forward_pre_hook(pre_hook))
-        handles.append(m.register_forward_hook(post_hook))
+        handles.append(m.register_forward_pre_hook(recorder.pre_hook))
+        handles.append(m.register_forward_hook(recorder.post_hook))
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), recorder.counter:
             model(x)
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
+    counter, rows, activation_bytes = recorder.counter, recorder.rows, recorder.activation_bytes
 
     trainable, frozen = count_params(model)
     return ModelSummary(
@@ -291,3 +236,68 @@ def summarize(
         batch_size=batch_size,
     )
 
+
+def _check_summary_args(model: nn.Module, input_size: tuple[int, ...], batch_size: int, depth: int | None,
+                        device: str | torch.device | None) -> torch.device:
+    """Refuse bad arguments with the value named; returns the device the input is made on."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if depth is not None and depth < 1:
+        raise ValueError(f"depth must be None (all leaf layers) or >= 1, got {depth}")
+    if not input_size or any(int(s) < 1 for s in input_size):
+        raise ValueError(f"input_size must be positive sizes without the batch dim, e.g. (3, 224, 224); got {input_size}")
+    model_device = _model_device(model)
+    device = model_device if device is None else torch.device(device)
+    if device.type != model_device.type:
+        raise ValueError(
+            f"the model's parameters are on {model_device} but device={device}; "
+            f"call model.to({str(device)!r}) first or pass device={str(model_device)!r}"
+        )
+    return device
+
+
+def _row_modules(model: nn.Module, depth: int | None) -> tuple[dict[nn.Module, tuple[str, int]], set[nn.Module]]:
+    """Which modules get a row: leaves (at most ``depth`` deep) and every module exactly ``depth``
+    deep, with their names and depths; and the set of leaves (their outputs are the activations)."""
+    row_modules: dict[nn.Module, tuple[str, int]] = {}
+    leaves: set[nn.Module] = set()
+    for name, m in model.named_modules():
+        d = 0 if name == "" else name.count(".") + 1
+        is_leaf = next(m.children(), None) is None
+        if is_leaf:
+            leaves.add(m)
+        if (depth is None and is_leaf) or (depth is not None and (d == depth or (is_leaf and d < depth))):
+            row_modules[m] = (name, d)
+    return row_modules, leaves
+
+
+class _Recorder:
+    """Forward hooks that turn one pass into rows: each row module's MACs (the FLOP counter's
+    growth between its pre- and post-hook), output shapes and, on its first call, parameters."""
+
+    def __init__(self, row_modules: dict[nn.Module, tuple[str, int]], leaves: set[nn.Module]) -> None:
+        self.row_modules, self.leaves = row_modules, leaves
+        self.counter = FlopCounterMode(display=False)
+        self.rows: list[LayerRow] = []
+        self.activation_bytes = 0
+        self._starts: dict[int, list[int]] = {}
+        self._seen: set[nn.Module] = set()
+
+    def pre_hook(self, m: nn.Module, args: Any) -> None:
+        if m in self.row_modules:
+            self._starts.setdefault(id(m), []).append(self.counter.get_total_flops())
+
+    def post_hook(self, m: nn.Module, args: Any, out: Any) -> None:
+        tensors = list(_tensors(out))
+        if m in self.leaves:
+            self.activation_bytes += sum(t.numel() * t.element_size() for t in tensors)
+        if m not in self.row_modules:
+            return
+        name, d = self.row_modules[m]
+        flops = self.counter.get_total_flops() - self._starts[id(m)].pop()
+        params = list(m.parameters()) if m not in self._seen else []  # a reused module counts once
+        self._seen.add(m)
+        self.rows.append(LayerRow(
+            name=name, type=type(m).__name__, depth=d, output_shape=[list(t.shape) for t in tensors],
+            params=sum(p.numel() for p in params), macs=flops // 2, trainable=any(p.requires_grad for p in params),
+        ))

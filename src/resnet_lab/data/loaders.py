@@ -171,7 +171,7 @@ class InMemoryLoader(_EpochState):
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size = int(batch_size)
-        self.set_normalization(mean, std)
+        self._set_normalization(mean, std)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.padding, self.flip, self.seed = int(padding), flip, int(seed)
         self.random_erasing = float(random_erasing)
@@ -190,9 +190,8 @@ class InMemoryLoader(_EpochState):
     def __len__(self) -> int:
         return len(self._slices)
 
-    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Normalize with these statistics from the next batch on (e.g. a pretrained model's);
-        every other option (augmentation, random erasing, order, epoch, position) stays.
+    def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Normalize with these per-channel statistics (the training split's, or given ones).
 
         Args:
             mean, std: per-channel statistics on the 0..1 scale, one per image channel.
@@ -293,23 +292,6 @@ class StreamingLoader(_EpochState):
 
     def __len__(self) -> int:
         return len(self._slices)
-
-    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Normalize with these statistics from the next batch on: changes the ``Normalize`` step
-        of the dataset's transform in place; augmentation and random erasing stay.
-
-        Args:
-            mean, std: per-channel statistics on the 0..1 scale, one per image channel.
-
-        Raises:
-            ValueError: the dataset has samples but no transform with a ``Normalize`` step.
-        """
-        transform = getattr(self.dataset, "transform", None)
-        steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ == "Normalize"]
-        if not steps and self.num_samples:
-            raise ValueError(f"cannot set the normalization of {type(self.dataset).__name__}: no Normalize step found")
-        for t in steps:
-            t.mean, t.std = [float(v) for v in mean], [float(v) for v in std]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.epoch, self.position

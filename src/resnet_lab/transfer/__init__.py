@@ -1,6 +1,6 @@
 """Transfer learning: the three strategies (``all``, ``last``, ``head``), weight sources, input
 adaptation and freezing that really freezes. Entry points: :func:`load_source`,
-:func:`transfer_model`, :func:`finetune`; ``resnet-lab finetune`` calls :func:`finetune_from_args`.
+:func:`transfer_model`, :func:`finetune` (``resnet-lab finetune`` wires them in :mod:`resnet_lab.cli`).
 See docs/TRANSFER.md.
 """
 
@@ -13,7 +13,14 @@ from .adapt import (
     load_pretrained,
     normalize_keys,
 )
-from .finetune import STRATEGIES, TransferPlan, finetune, finetune_from_args, transfer_model, use_normalization
+from .finetune import (
+    STRATEGIES,
+    TransferPlan,
+    check_transfer_options,
+    finetune,
+    transfer_model,
+    with_source_preprocessing,
+)
 from .freeze import (
     FreezeReport,
     count_params,
@@ -42,7 +49,7 @@ __all__ = [
     "count_params",
     "default_unfreeze_point",
     "finetune",
-    "finetune_from_args",
+    "check_transfer_options",
     "first_conv_key",
     "fold_head",
     "freeze",
@@ -58,5 +65,5 @@ __all__ = [
     "torchvision_weights",
     "transfer_model",
     "unfreeze",
-    "use_normalization",
+    "with_source_preprocessing",
 ]

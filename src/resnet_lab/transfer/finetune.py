@@ -13,22 +13,22 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
-from ..data import DataConfig, load_data
+from ..data import DataConfig
+from ..models import create_model
+from ..train import train
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
 from .heads import add_head, classifier_linear_name, head_param_names
-from .sources import WeightSource, load_source
+from .sources import WeightSource
 
 __all__ = [
-    "STRATEGIES", "TransferPlan", "finetune", "finetune_from_args", "transfer_model", "use_normalization",
+    "STRATEGIES", "TransferPlan", "check_transfer_options", "finetune", "transfer_model",
     "with_source_preprocessing",
 ]
 
@@ -98,7 +98,10 @@ class TransferPlan:
         return "\n".join(lines)
 
 
-def _check_options(strategy: str, unfreeze_from: str | None, backbone_lr_scale: float | None, freeze_epochs: int) -> None:
+def check_transfer_options(
+    strategy: str, unfreeze_from: str | None, backbone_lr_scale: float | None, freeze_epochs: int = 0
+) -> None:
+    """Refuse a strategy option that does not apply to the strategy, with the flag named."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if unfreeze_from and strategy != "last":
@@ -143,9 +146,7 @@ def transfer_model(
     Returns:
         ``(model, plan)``: the model (in train mode, on the CPU) and a :class:`TransferPlan`.
     """
-    from ..models import create_model
-
-    _check_options(strategy, unfreeze_from, backbone_lr_scale, 0)
+    check_transfer_options(strategy, unfreeze_from, backbone_lr_scale, 0)
     arch = dict(source.arch)
     name = arch.pop("name")
     in_ch = int(in_channels or arch.get("in_channels", 3))
@@ -209,27 +210,6 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     return dataclasses.replace(config, **changes)
 
 
-def use_normalization(data, mean: Sequence[float], std: Sequence[float]) -> None:
-    """Deprecated: load the data with the weights' statistics instead, ``load_data(config,
-    mean=..., std=...)`` or :func:`with_source_preprocessing`.
-
-    Makes ``data`` (a :class:`~resnet_lab.data.DataBundle`) normalize with ``mean``/``std`` by
-    changing its loaders in place (``set_normalization``); every other loader option stays.
-
-    Args:
-        data: the bundle, changed in place (its loaders and ``info``).
-        mean, std: per-channel statistics on the 0..1 scale, one per image channel.
-    """
-    warnings.warn("use_normalization is deprecated: pass mean= and std= to load_data (a DataConfig) instead",
-                  DeprecationWarning, stacklevel=2)
-    mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-    for loader in (data.train, data.test):
-        if not hasattr(loader, "set_normalization"):
-            raise ValueError(f"cannot set the normalization of a {type(loader).__name__}: it has no set_normalization")
-        loader.set_normalization(mean, std)
-    data.info.mean, data.info.std = mean, std
-
-
 def finetune(
     model: nn.Module,
     data,
@@ -257,9 +237,7 @@ def finetune(
     Returns:
         The :class:`~resnet_lab.train.History` of the main phase (``history.phases`` holds all).
     """
-    from ..train import train
-
-    _check_options(plan.strategy, None, None, freeze_epochs)
+    check_transfer_options(plan.strategy, None, None, freeze_epochs)
     meta = {**plan.to_meta(), **(meta or {})}
     if plan.lr_scale:
         config = dataclasses.replace(config, lr_scale=dict(plan.lr_scale))
@@ -286,44 +264,3 @@ def finetune(
     histories.append(train(model, data, config, meta=meta, log=log))
     histories[-1].phases = histories
     return histories[-1]
-
-
-def finetune_from_args(args) -> int:
-    """``resnet-lab finetune``: read the source, load the target data with the weights'
-    preprocessing, build and freeze the model, train. Returns the exit code."""
-    from ..cli import _data_config, _train_config
-    from ..train import resolve_device
-
-    import os
-
-    _check_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Freezing changes requires_grad between phases and locks BN modules that SyncBatchNorm
-        # would replace; neither is wired through DDP yet.
-        raise RuntimeError("resnet-lab finetune runs in one process; start it without torchrun")
-    device = resolve_device(args.device)
-    source = load_source(args.source, file=args.from_file, model=args.model)
-    for note in source.notes:
-        print(f"note: {note}")
-    data_config = with_source_preprocessing(_data_config(args, device=device), source)
-    if args.image_size is None and data_config.image_size is not None:
-        # The input size travels with the weights (224 for torchvision's ImageNet weights).
-        print(f"input size {data_config.image_size} px from the weights (--image-size changes it)")
-    data = load_data(data_config)
-    in_ch = int(data.info.input_size[0])
-    torch.manual_seed(args.seed)  # the new classifier's initialization
-    model, plan = transfer_model(
-        source, args.strategy, num_classes=len(data.info.classes), in_channels=in_ch, classes=list(data.info.classes),
-        unfreeze_from=args.unfreeze_from, backbone_lr_scale=args.backbone_lr_scale,
-    )
-    print(plan.describe())
-    if args.lr is None and args.optimizer == "sgd":
-        args.lr = 0.01  # fine-tuning starts from a good point: a tenth of the from-scratch rate
-    config = _train_config(args, args.out)
-    history = finetune(model, data, config, plan, freeze_epochs=args.freeze_epochs)
-    if history.interrupted:
-        return 130
-    if history.epochs:
-        print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
-              f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
-    return 0
