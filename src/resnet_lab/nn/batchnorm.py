@@ -9,7 +9,10 @@ rules (``torch.nn.modules.batchnorm._BatchNorm.forward``).
 
 The forward pass is two function calls on tensors, each dispatching ``__torch_function__``:
 ``torch.fx`` (hence torchvision's ``create_feature_extractor``) records each as one node instead
-of tracing into shape checks it cannot evaluate, and ``torch.jit.script`` compiles them.
+of tracing into shape checks it cannot evaluate, and ``torch.jit.script`` compiles them. In
+training, autograd records statistics and normalization as one node, whose backward is batch
+norm's closed-form gradient (``resnet_lab.nn.functional._BatchNormTrain``; docs/BATCHNORM.md has
+the derivation).
 """
 
 from __future__ import annotations

@@ -18,7 +18,13 @@ in. Conventions are PyTorch's, not the paper's or d2l's:
   dtype: bfloat16/float16 input with float32 parameters (mixed precision, autocast) works as in
   torch; any other mix of dtypes is refused, as torch refuses it.
 
-The functions compile with ``torch.jit.script``, and :func:`batch_norm` dispatches
+In training, :func:`batch_norm` runs steps 1 and 2 inside :class:`_BatchNormTrain`, whose backward
+is the closed-form gradient of batch norm (derived in its docstring): autograd then records one
+node instead of every elementwise op of the forward. The forward is the same two functions, so the
+values are those of the plain path.
+
+The functions compile with ``torch.jit.script`` (which cannot call an autograd Function: scripted
+code takes the plain path and lets autograd differentiate it), and :func:`batch_norm` dispatches
 ``__torch_function__`` like ``torch.nn.functional.batch_norm``, so ``torch.fx`` records it as
 one call instead of tracing into its shape-dependent checks.
 """
@@ -44,6 +50,11 @@ def _stat_shape(x: Tensor) -> list[int]:
     shape = [1] * x.dim()
     shape[1] = x.shape[1]
     return shape
+
+
+def _stat_dims(x: Tensor) -> list[int]:
+    # every dim but the channel dim 1: what the per-channel statistics sum over
+    return [0] + list(range(2, x.dim()))
 
 
 def _stat_dtype(x: Tensor) -> torch.dtype:
@@ -97,7 +108,7 @@ def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
         divides by n (what normalizes the batch); :func:`update_running_stats` makes it unbiased.
     """
     xs = x.to(_stat_dtype(x))
-    dims = [0] + list(range(2, x.dim()))
+    dims = _stat_dims(x)
     mean = xs.mean(dims)  # (C,)
     # Two passes, mean((x - mean)^2): no cancellation when the mean is large against the spread.
     var = ((xs - mean.reshape(_stat_shape(x))) ** 2).mean(dims)  # (C,)
@@ -160,6 +171,77 @@ def update_running_stats(
         running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
+class _BatchNormTrain(torch.autograd.Function):
+    r"""Batch statistics and normalization (Algorithm 1) with a hand-written backward.
+
+    ``forward(x, weight, bias, eps) -> (y, mean, var)``: ``y`` as :func:`normalize` with the
+    statistics of :func:`batch_statistics`, which come out too (for the running averages; they
+    carry no gradient). ``x`` is already in float32 or float64 (:func:`batch_norm` converts it).
+
+    The backward, per channel, with n values per channel, ``x_hat = (x - mean) * inv_std``,
+    ``inv_std = 1 / sqrt(var + eps)`` and ``y = gamma * x_hat + beta`` (Ioffe & Szegedy 2015,
+    section 3; all per-channel quantities of shape (1, C, 1, 1), sums over every dim but 1)::
+
+        dbeta  = sum(dy)
+        dgamma = sum(dy * x_hat)
+        dy_hat = dy * gamma                      # gradient at x_hat
+        dx     = (1/n) * inv_std * (n * dy_hat - sum(dy_hat) - x_hat * sum(dy_hat * x_hat))
+
+    Where dx comes from: each x_i reaches every x_hat_j of its channel three ways. Directly,
+    ``inv_std * dy_hat_i``; through the mean (``dmean/dx_i = 1/n``), ``-inv_std * sum(dy_hat) / n``;
+    through the variance (``dvar/dx_i = 2 (x_i - mean) / n``; the mean's own shift cancels since
+    ``sum(x - mean) = 0``) and ``dinv_std/dvar = -inv_std^3 / 2``, the sum over j of
+    ``dy_hat_j * (x_j - mean) * (-inv_std^3 (x_i - mean) / n)`` = ``-inv_std * x_hat_i *
+    sum(dy_hat * x_hat) / n``. Since gamma is constant within a channel,
+    ``sum(dy_hat) = gamma * dbeta`` and ``sum(dy_hat * x_hat) = gamma * dgamma``: the two sums the
+    parameter gradients need are the only reductions of the backward, and::
+
+        dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n)
+
+    Double backward (``create_graph=True``) differentiates this backward with autograd. It is
+    written with differentiable tensor ops, and in that case recomputes the statistics from ``x``
+    so that their dependence on ``x`` is recorded too.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        mean, var = batch_statistics(x)
+        return normalize(x, mean, var, weight, bias, eps), mean, var
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, _, eps = inputs
+        _, mean, var = output
+        ctx.mark_non_differentiable(mean, var)
+        ctx.save_for_backward(x, weight, mean, var)
+        ctx.eps = eps
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, var = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: autograd records this method, and the saved statistics are
+            # constants to it; recompute them from x so their terms reach the second derivative.
+            mean, var = batch_statistics(x)
+        shape, dims, n = _stat_shape(x), _stat_dims(x), values_per_channel(x)
+        inv_std = torch.rsqrt(var + ctx.eps).reshape(shape)  # (1, C, 1, 1)
+        x_hat = (x - mean.reshape(shape)) * inv_std  # (N, C, H, W)
+        dbeta = dy.sum(dims)  # (C,)
+        dgamma = (dy * x_hat).sum(dims)  # (C,)
+        dx = dweight = dbias = None
+        if ctx.needs_input_grad[0]:
+            scale = inv_std if weight is None else weight.reshape(shape) * inv_std  # gamma * inv_std
+            # tensor / n: an empty batch (n = 0) gives an empty dx, as in torch, not ZeroDivisionError
+            dx = scale * (dy - dbeta.reshape(shape) / n - x_hat * (dgamma.reshape(shape) / n))
+        # Sums in float32 for bfloat16/float16 parameters: autograd rounds each gradient to its
+        # input's dtype once, as torch's kernel does.
+        if ctx.needs_input_grad[1]:
+            dweight = dgamma
+        if ctx.needs_input_grad[2]:
+            dbias = dbeta
+        return dx, dweight, dbias, None
+
+
 def batch_norm(
     x: Tensor,
     running_mean: Tensor | None,
@@ -202,9 +284,12 @@ def batch_norm(
     # float32 and rounded once, as torch's kernel does.
     xs = x.to(_stat_dtype(x))
     if not use_batch_stats and running_mean is not None and running_var is not None:
-        mean, var = running_mean, running_var  # eval: Algorithm 2
-    else:
+        return normalize(xs, running_mean, running_var, weight, bias, eps).to(x.dtype)  # eval: Algorithm 2
+    if torch.jit.is_scripting():  # TorchScript cannot call an autograd Function: autograd records the ops
         mean, var = batch_statistics(xs)
-        if training and running_mean is not None and running_var is not None:
-            update_running_stats(running_mean, running_var, mean, var, values_per_channel(x), momentum)
-    return normalize(xs, mean, var, weight, bias, eps).to(x.dtype)
+        y = normalize(xs, mean, var, weight, bias, eps)
+    else:
+        y, mean, var = _BatchNormTrain.apply(xs, weight, bias, eps)
+    if training and running_mean is not None and running_var is not None:
+        update_running_stats(running_mean, running_var, mean, var, values_per_channel(x), momentum)
+    return y.to(x.dtype)
