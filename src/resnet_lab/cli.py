@@ -78,6 +78,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
+    g.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler, for CUDA GPUs "
+                   "without bfloat16 (T4, V100); refused on a CPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
     g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep nets)")
@@ -218,7 +220,7 @@ def _train_config(args, out: str | None):
         epochs=args.epochs, lr=lr, optimizer=args.optimizer, momentum=args.momentum,
         nesterov=not args.no_nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
-        channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
+        channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16, compile=args.compile,
         deterministic=args.deterministic, seed=args.seed, device=args.device, out=out,
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
         stop_after=args.stop_after,

@@ -113,13 +113,15 @@ class Checkpointer:
         device: where the RNG state and weights are restored to.
         is_main: whether this process writes.
         log: where messages go.
+        scaler: the fp16 gradient scaler, whose scale is saved and restored with the optimizer.
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, optimizer, scheduler, *, facts: dict, meta: dict,
                  steps_per_epoch: int, world_size: int, device: torch.device, is_main: bool,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], scaler: torch.amp.GradScaler | None = None) -> None:
         self.run_dir = Path(config.out) if config.out else None
         self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
+        self.scaler = scaler
         self.facts, self.meta = facts, meta
         self.steps_per_epoch, self.world_size, self.device = steps_per_epoch, world_size, device
         self.writes = self.run_dir is not None and is_main
@@ -150,6 +152,8 @@ class Checkpointer:
         self.model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         pos = Position(int(state["epoch"]), int(state["step"]))
         if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
             pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
@@ -171,6 +175,7 @@ class Checkpointer:
                             "scheduler": self.scheduler.state_dict(), "rng": get_rng_state(self.device),
                             "best_acc": history.best_acc, "best_epoch": history.best_epoch,
                             "steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size, **self.facts,
+                            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                         })
 
     def end_epoch(self, history, confusion: torch.Tensor, *, improved: bool) -> None:

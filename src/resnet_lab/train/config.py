@@ -24,6 +24,7 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the global gradient norm to this value
     channels_last: bool = False  # NHWC memory format for model and inputs
     bf16: bool = False  # bfloat16 autocast (CPU and CUDA); no GradScaler needed for bf16
+    fp16: bool = False  # float16 autocast with a GradScaler (CUDA only: GPUs without bf16, T4/V100)
     compile: bool = False  # torch.compile the model for training
     deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume
     seed: int = 0  # seeds weights (in the CLI), shuffling, augmentation and dropout
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
         if isinstance(self.checkpoint_segments, bool) or self.checkpoint_segments < 0:
             raise ValueError(f"checkpoint_segments must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 exclude each other: pick one autocast dtype")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
             raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
         bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}

@@ -1,11 +1,12 @@
-"""Where training runs: the device, bf16 autocast, and the RNG state that an exact resume restores."""
+"""Where training runs: the device, autocast (bf16, or fp16 with a GradScaler), and the RNG state
+that an exact resume restores."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["autocast", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
+__all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -22,9 +23,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on ``device`` (a no-op context when not ``enabled``): one code path."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def amp_dtype(bf16: bool = False, fp16: bool = False) -> torch.dtype | None:
+    """The autocast dtype the flags ask for, or None for full precision."""
+    if bf16 and fp16:
+        raise ValueError("--bf16 and --fp16 exclude each other: pick one autocast dtype")
+    return torch.bfloat16 if bf16 else torch.float16 if fp16 else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; a no-op context for ``None``: one code path for all."""
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def check_fp16(device: torch.device, fp16: bool) -> None:
+    """float16 autocast needs a GradScaler and a GPU; a CPU trains in bfloat16 instead."""
+    if fp16 and device.type != "cuda":
+        raise ValueError(f"--fp16 (float16 autocast with a gradient scaler) is for CUDA GPUs without bfloat16 "
+                         f"(T4, V100); this run is on {device}: use --bf16 there, or neither")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..nn import BatchNormBase
 from .checkpoint import Checkpointer, Position, run_facts
 from .config import TrainConfig
-from .device import autocast, resolve_device, unwrap
+from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
 from .metrics import confusion_matrix, per_class_accuracy
 from .optim import build_optimizer, build_scheduler
@@ -156,6 +156,7 @@ def evaluate(
     num_classes: int,
     device: str | torch.device = "cpu",
     bf16: bool = False,
+    fp16: bool = False,
     channels_last: bool = False,
     tta: bool = False,
 ) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def evaluate(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             inputs = (x, x.flip(-1)) if tta else (x,)
-            with autocast(device, bf16):
+            with autocast(device, amp_dtype(bf16, fp16)):
                 outputs = [m(v).float() for m in models for v in inputs]
             if len(outputs) == 1:
                 (logits,) = outputs
@@ -238,6 +239,7 @@ def train_one_epoch(
     skip_single: bool = True,
     on_step: Callable[[int, Tensor], None] | None = None,
     progress: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: ``steps`` optimizer steps, from ``start_step`` when resuming.
 
@@ -246,7 +248,7 @@ def train_one_epoch(
         loader: yields ``(x, y)``; with ``load_state_dict`` it jumps to ``start_step``, otherwise the
             first batches are replayed without training.
         optimizer, scheduler: stepped once per batch (``scheduler`` per step, not per epoch).
-        config: ``bf16``, ``channels_last``, ``label_smoothing``, ``grad_clip``, ``epochs``.
+        config: ``bf16``/``fp16``, ``channels_last``, ``label_smoothing``, ``grad_clip``, ``epochs``.
         device: where the batches go.
         epoch: 0-based, for messages and the loader's position.
         steps: optimizer steps per epoch.
@@ -254,10 +256,12 @@ def train_one_epoch(
         skip_single: skip a batch of one sample (batch norm has no statistics for it).
         on_step: called after every step with ``(step, loss)``; may raise KeyboardInterrupt to stop.
         progress: show a bar with loss, accuracy, learning rate and images/s.
+        scaler: the fp16 gradient scaler (default: a disabled one, which changes nothing).
     """
     model.train()
     t0 = time.perf_counter()
     stats, guard = EpochStats.zeros(device), _FiniteGuard(device)
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     step = start_step
     if start_step and hasattr(loader, "load_state_dict"):  # jump straight to the saved batch
         loader.load_state_dict({"epoch": epoch, "position": start_step})
@@ -274,19 +278,22 @@ def train_one_epoch(
             continue
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, config.bf16):
+        with autocast(device, amp_dtype(config.bf16, config.fp16)):
             logits = model(x)
             loss = _loss(logits, y, config.label_smoothing)
             if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
                 logits = logits[0]
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()  # a pass-through unless fp16
         if config.grad_clip:
+            scaler.unscale_(optimizer)
             norm = nn.utils.clip_grad_norm_(unwrap(model).parameters(), config.grad_clip)
-            # Clipping a non-finite norm would write NaN into every weight: stop before the step.
-            guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
-        optimizer.step()
+            if not scaler.is_enabled():  # with fp16 the scaler skips a step with inf gradients itself
+                # Clipping a non-finite norm would write NaN into every weight: stop before the step.
+                guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         step += 1
         stats.add(loss, logits, y, config.label_smoothing)
@@ -335,9 +342,11 @@ def train(
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
                                 config.weight_decay, config.lr_scale)
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, int(config.warmup_epochs * steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16
     facts = run_facts(config, data, job.world_size)
     ckpt = Checkpointer(config, base, optimizer, scheduler, facts=facts, meta=_run_meta(base, data.info, facts, meta),
-                        steps_per_epoch=steps, world_size=job.world_size, device=device, is_main=job.is_main, log=log)
+                        steps_per_epoch=steps, world_size=job.world_size, device=device, is_main=job.is_main, log=log,
+                        scaler=scaler)
     history = History(run_dir=config.out)
     pos = ckpt.start(history)
     if pos.epoch >= config.epochs:
@@ -355,7 +364,7 @@ def train(
                     data.train.set_epoch(epoch)
                 stats = train_one_epoch(fwd, data.train, optimizer, scheduler, config, device=device, epoch=epoch,
                                         steps=steps, start_step=pos.step, skip_single=has_bn, on_step=on_step,
-                                        progress=config.progress and job.is_main)
+                                        progress=config.progress and job.is_main, scaler=scaler)
                 record, confusion = _epoch_record(fwd if job.world_size == 1 else base, base, data, config, device,
                                                   job, stats, epoch, scheduler, t_start, history)
                 improved = history.add(record)
@@ -402,6 +411,7 @@ def _save_interrupted(ckpt: Checkpointer, base: nn.Module, pos: Position, histor
 
 def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
     """Seed, determinism, device, memory format and gradient checkpointing; returns the unwrapped model."""
+    check_fp16(device, config.fp16)
     torch.manual_seed(config.seed)
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -463,7 +473,7 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
     loss_sum, plain_sum, correct, seen = job.sum(stats.loss_sum, stats.plain_sum, stats.correct, stats.seen)
     job.share_buffers(base)  # every process evaluates its test shard with rank 0's (saved) statistics
     ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
-                                 bf16=config.bf16, channels_last=config.channels_last))
+                                 bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
     # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
     _check_finite(base, ev["loss"], epoch, scheduler, config.out, history.best_epoch)
     seen = max(int(seen), 1)

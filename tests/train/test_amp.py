@@ -1,0 +1,55 @@
+"""Mixed precision: --bf16 and --fp16 share one code path (autocast + a gradient scaler that is a
+pass-through unless fp16); fp16 is for GPUs and a CPU refuses it. The scaler's wiring is shown on
+the CPU with torch's own GradScaler: an overflowing scale skips the step and backs off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.cli import main
+from resnet_lab.train import TrainConfig, train, train_one_epoch
+from resnet_lab.train.optim import build_optimizer, build_scheduler
+from tinytrain import TinyNet, make_bundle
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_way_out(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"--fp16 .* this run is on cpu: use --bf16"):
+        train(TinyNet(), make_bundle(), TrainConfig(epochs=1, fp16=True, device="cpu", progress=False))
+    code = main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32",
+                 "--batch-size", "16", "--epochs", "1", "--no-progress", "--device", "cpu", "--fp16",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "use --bf16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_bf16_and_fp16_together_are_refused():
+    with pytest.raises(ValueError, match="exclude each other"):
+        TrainConfig(bf16=True, fp16=True)
+
+
+def _one_epoch(scaler, steps=1):
+    torch.manual_seed(0)
+    model, data = TinyNet(), make_bundle()
+    config = TrainConfig(epochs=1, lr=0.05, fp16=scaler.is_enabled(), device="cpu", progress=False)
+    optimizer = build_optimizer(model, "sgd", 0.05, 0.9, True, 0.0)
+    scheduler = build_scheduler(optimizer, "constant", steps)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_one_epoch(model, data.train, optimizer, scheduler, config, device=torch.device("cpu"), epoch=0,
+                    steps=steps, progress=False, scaler=scaler)
+    return before, model.state_dict()
+
+
+def test_an_enabled_scaler_skips_a_step_whose_scaled_gradients_overflow_and_backs_off():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, enabled=True)  # scaled grads overflow float32
+    before, after = _one_epoch(scaler)
+    weights = [k for k in before if k.endswith("weight")]
+    assert all(torch.equal(before[k], after[k]) for k in weights)  # the step was skipped
+    assert scaler.get_scale() == 2.0 ** 126  # torch's backoff factor 0.5
+
+
+def test_a_disabled_scaler_changes_nothing_and_the_step_happens():
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    before, after = _one_epoch(scaler)
+    assert not torch.equal(before["conv.weight"], after["conv.weight"])
