@@ -284,16 +284,7 @@ def train_one_epoch(
             if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
                 logits = logits[0]
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # a pass-through unless fp16
-        if config.grad_clip:
-            scaler.unscale_(optimizer)
-            norm = nn.utils.clip_grad_norm_(unwrap(model).parameters(), config.grad_clip)
-            if not scaler.is_enabled():  # with fp16 the scaler skips a step with inf gradients itself
-                # Clipping a non-finite norm would write NaN into every weight: stop before the step.
-                guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
-        scaler.step(optimizer)
-        scaler.update()
+        _backward_and_step(loss, model, optimizer, scaler, config.grad_clip, guard, where)
         scheduler.step()
         step += 1
         stats.add(loss, logits, y, config.label_smoothing)
@@ -309,6 +300,23 @@ def train_one_epoch(
                          "larger --batch-size or more data")
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _backward_and_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler, grad_clip: float | None, guard: _FiniteGuard,
+                       where: Callable[[], str]) -> None:
+    """Backward, optional clipping of the global gradient norm, and the optimizer step; the
+    scaler is a pass-through unless fp16, where it also skips a step whose gradients overflowed."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)
+        if not scaler.is_enabled():
+            # Clipping a non-finite norm would write NaN into every weight: stop before the step.
+            guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train(
