@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .optim import OPTIMIZERS, SCHEDULES
+from .tensorboard import require_tensorboard
 
 __all__ = ["TrainConfig"]
 
@@ -37,6 +38,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (experiments)
     checkpoint_segments: int = 0  # gradient checkpointing segments, for models that support it
     stop_after: int | None = None  # stop after this many epochs of the schedule (a later resume continues)
+    tensorboard: bool = False  # TensorBoard logs under out/tensorboard/ (the `tensorboard` extra)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -49,6 +51,11 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.resume and not self.out:
             raise ValueError("resume needs the run directory to continue: set out (--out DIR)")
+        if self.tensorboard:
+            if not self.out:
+                raise ValueError("tensorboard writes its logs under the run directory: set out (--out DIR), "
+                                 "or leave tensorboard off")
+            require_tensorboard()  # fail before any data is loaded, saying how to install it
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

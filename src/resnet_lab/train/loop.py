@@ -32,6 +32,7 @@ from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
 from .metrics import confusion_matrix, per_class_accuracy
 from .optim import build_optimizer, build_scheduler
+from .tensorboard import open_tensorboard
 
 __all__ = ["EpochStats", "History", "TrainingDiverged", "evaluate", "resolve_device", "train", "train_one_epoch"]
 
@@ -363,6 +364,7 @@ def train(
         return history
     say(_start_line(base, device, config, steps, pos))
     fwd = torch.compile(model) if config.compile else model
+    board = open_tensorboard(config, base, facts, start_epoch=pos.epoch, is_main=job.is_main)
     t_start = time.perf_counter()
     try:
         with _GracefulStop().installed() as stop:
@@ -376,6 +378,7 @@ def train(
                 record, confusion = _epoch_record(fwd if job.world_size == 1 else base, base, data, config, device,
                                                   job, stats, epoch, scheduler, t_start, history)
                 improved = history.add(record)
+                board.log_epoch(record)  # before the checkpoint: a resume purges what it does not cover
                 say(_epoch_line(record, config, history))
                 ckpt.end_epoch(history, confusion, improved=improved)
                 pos.epoch, pos.step = epoch + 1, 0
@@ -388,6 +391,8 @@ def train(
     except KeyboardInterrupt as e:
         history.interrupted = True
         _save_interrupted(ckpt, base, pos, history, hard=isinstance(e, _HardStop), say=say)
+    finally:
+        board.close(history)
     history.seconds = time.perf_counter() - t_start
     return history
 

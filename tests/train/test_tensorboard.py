@@ -1,0 +1,189 @@
+"""TensorBoard logs (TrainConfig.tensorboard / --tensorboard) and metrics.csv, read back the way a
+user's TensorBoard reads them: tensorboard's own EventAccumulator. The reference for every figure
+is the run's metrics.jsonl (written by another path, runs.append_metrics) or the trained model."""
+
+import csv
+import importlib
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from resnet_lab.cli import main
+from resnet_lab.runs import load_model, save_checkpoint
+from resnet_lab.train import TrainConfig, train
+from resnet_lab.train.tensorboard import SCALAR_TAGS, TensorBoardMissing, open_tensorboard
+
+from tinytrain import TinyNet, make_bundle
+
+# By module path: resnet_lab.train the attribute is the train() function, which hides the package.
+checkpoint_module = importlib.import_module("resnet_lab.train.checkpoint")
+
+try:
+    from tensorboard.backend.event_processing.event_accumulator import STORE_EVERYTHING_SIZE_GUIDANCE, EventAccumulator
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2
+except ImportError:  # the optional extra is absent: the tests that read logs skip, the error test still runs
+    EventAccumulator = None
+
+needs_tensorboard = pytest.mark.skipif(EventAccumulator is None,
+                                       reason="tensorboard is not installed: pip install 'resnet-lab[tensorboard]'")
+
+TINY_CLI = ["--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16", "--epochs", "1",
+            "--no-progress", "--device", "cpu"]
+
+
+def _cfg(out, **kw):
+    base = dict(epochs=2, lr=0.05, progress=False, plots=False, deterministic=True, device="cpu", out=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def _fresh():
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def _read(log_dir) -> "EventAccumulator":
+    acc = EventAccumulator(str(log_dir), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+    acc.Reload()
+    return acc
+
+
+def _records(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_scalars_equal_records(acc, records: list[dict]) -> None:
+    """Every scalar tag holds each epoch once, with the record's value (TensorBoard stores float32)."""
+    for key, tag in SCALAR_TAGS.items():
+        if key not in records[0]:
+            assert tag not in acc.Tags()["scalars"], tag
+            continue
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [r["epoch"] for r in records], tag
+        assert [e.value for e in events] == [float(np.float32(r[key])) for r in records], tag
+
+
+def _hparams(log_dir) -> dict:
+    content = _read(log_dir).PluginTagToContent(hparams_metadata.PLUGIN_NAME)[hparams_metadata.SESSION_START_INFO_TAG]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+
+
+@needs_tensorboard
+def test_tensorboard_scalars_equal_metrics_jsonl_and_hparams_hold_the_recipe_and_final_figures(tmp_path):
+    model = _fresh()
+    history = train(model, make_bundle(), _cfg(tmp_path, label_smoothing=0.1, tensorboard=True))
+    records = _records(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2] and "train_loss_plain" in records[0]
+    _assert_scalars_equal_records(_read(tmp_path / "tensorboard"), records)
+
+    hp = _hparams(tmp_path / "tensorboard" / "hparams")
+    assert hp["model"] == "tinynet" and hp["dataset"] == "tiny" and hp["optimizer"] == "sgd"
+    assert hp["lr"] == 0.05 and hp["label_smoothing"] == 0.1 and hp["epochs"] == 2 and hp["seed"] == 0
+    assert hp["num_classes"] == 3 and hp["input_size"] == "1x6x6" and hp["global_batch_size"] == 16
+    final = _read(tmp_path / "tensorboard" / "hparams")
+    figures = {tag: final.Scalars(tag)[-1].value for tag in final.Tags()["scalars"]}
+    assert figures["hparam/test_acc"] == float(np.float32(records[-1]["test_acc"]))
+    assert figures["hparam/best_test_acc"] == float(np.float32(max(r["test_acc"] for r in records)))
+    assert figures["hparam/best_epoch"] == history.best_epoch and figures["hparam/epochs"] == 2
+
+
+@needs_tensorboard
+def test_tensorboard_histograms_are_the_bn_running_statistics_of_each_epoch(tmp_path):
+    model = _fresh()
+    train(model, make_bundle(), _cfg(tmp_path, tensorboard=True))
+    acc = _read(tmp_path / "tensorboard")
+    assert {t for t in acc.Tags()["histograms"]} == {"bn_running_mean/bn", "bn_running_var/bn"}
+    for stat in ("running_mean", "running_var"):
+        events = acc.Histograms(f"bn_{stat}/bn")
+        assert [e.step for e in events] == [1, 2]
+        final, buffer = events[-1].histogram_value, getattr(model.bn, stat).double()  # the trained model's
+        assert final.num == 8
+        assert final.min == pytest.approx(float(buffer.min()), rel=1e-6)
+        assert final.max == pytest.approx(float(buffer.max()), rel=1e-6)
+        assert final.sum == pytest.approx(float(buffer.sum()), rel=1e-5, abs=1e-6)
+
+
+def test_without_tensorboard_no_log_is_written_but_metrics_csv_is(tmp_path):
+    train(_fresh(), make_bundle(), _cfg(tmp_path))
+    assert not (tmp_path / "tensorboard").exists()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = _records(tmp_path)
+    assert list(rows[0]) == list(records[0])  # the columns, in the record's order
+    assert [{k: float(v) for k, v in row.items()} for row in rows] == [
+        {k: float(v) for k, v in r.items()} for r in records]
+
+
+@needs_tensorboard
+def test_resume_after_a_kill_past_the_checkpoint_gives_each_epoch_once_in_tensorboard_and_metrics_csv(
+        tmp_path, monkeypatch):
+    """Killed after epoch 2 was logged (TensorBoard, metrics.jsonl, metrics.csv) but before its
+    checkpoint: the resume redoes epoch 2, and every log ends with epochs 1, 2, 3 once each."""
+    def killed_at_epoch_2(run_dir, model, meta, **kw):
+        if meta["epoch"] == 2:
+            raise RuntimeError("killed")
+        save_checkpoint(run_dir, model, meta, **kw)
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", killed_at_epoch_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=3, tensorboard=True))
+    assert [r["epoch"] for r in _records(tmp_path)] == [1, 2]  # epoch 2 logged beyond the checkpoint
+    assert [e.step for e in _read(tmp_path / "tensorboard").Scalars("loss/train")] == [1, 2]
+    monkeypatch.undo()
+
+    history = train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=3, resume=True, tensorboard=True))
+    records = _records(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2, 3] and records == history.epochs
+    acc = _read(tmp_path / "tensorboard")
+    _assert_scalars_equal_records(acc, records)
+    assert [e.step for e in acc.Histograms("bn_running_var/bn")] == [1, 2, 3]
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3]
+    assert _hparams(tmp_path / "tensorboard" / "hparams")["epochs"] == 3
+    assert len(list((tmp_path / "tensorboard" / "hparams").glob("events.out.tfevents.*"))) == 1
+
+
+def test_tensorboard_without_out_is_refused_with_the_way_out():
+    with pytest.raises(ValueError, match=r"set out \(--out DIR\)"):
+        TrainConfig(tensorboard=True)
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: import raises
+    with pytest.raises(ImportError, match=r"pip install 'resnet-lab\[tensorboard\]'") as e:
+        TrainConfig(out=str(tmp_path), tensorboard=True)
+    assert isinstance(e.value, TensorBoardMissing)
+    code = main(["train", "--model", "resnet8", *TINY_CLI, "--out", str(tmp_path / "run"), "--tensorboard"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "resnet-lab[tensorboard]" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was loaded or written
+
+
+@needs_tensorboard
+def test_only_the_main_process_writes(tmp_path):
+    board = open_tensorboard(_cfg(tmp_path / "run", tensorboard=True), TinyNet(), {}, start_epoch=0, is_main=False)
+    board.log_epoch({"epoch": 1, "train_loss": 1.0})
+    board.close(None)
+    assert not (tmp_path / "run").exists()
+
+
+def _bn_layers(model: nn.Module) -> set[str]:
+    return {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+
+
+@needs_tensorboard
+def test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer(tmp_path, capsys):
+    for command, source in (("train", ["--model", "resnet8"]), ("finetune", ["--from", str(tmp_path / "train"),
+                                                                               "--strategy", "all"])):
+        out = tmp_path / command
+        assert main([command, *source, *TINY_CLI, "--out", str(out), "--tensorboard"]) == 0, capsys.readouterr().err
+        acc = _read(out / "tensorboard")
+        _assert_scalars_equal_records(acc, _records(out))
+        model, _ = load_model(out)
+        assert {t.split("/", 1)[1] for t in acc.Tags()["histograms"]} == _bn_layers(model)
+        assert (out / "tensorboard" / "hparams").is_dir()
