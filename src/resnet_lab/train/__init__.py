@@ -1,4 +1,4 @@
-"""Training: config, loop, optimizers and schedules, checkpoints, metrics, plots."""
+"""Training: config, loop, optimizers and schedules, checkpoints, metrics, plots, the learning-rate finder."""
 
 from ..runs import load_model, load_state_dict_file, save_model
 from .checkpoint import Checkpointer
@@ -6,6 +6,7 @@ from .config import TrainConfig
 from .device import resolve_device
 from .distributed import DistContext
 from .loop import EpochStats, History, TrainingDiverged, evaluate, train, train_one_epoch
+from .lr_finder import LRFindResult, lr_find, lr_find_figure, plot_lr_find
 from .optim import build_optimizer, build_scheduler, param_groups
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "DistContext",
     "EpochStats",
     "History",
+    "LRFindResult",
     "TrainConfig",
     "TrainingDiverged",
     "build_optimizer",
@@ -20,7 +22,10 @@ __all__ = [
     "evaluate",
     "load_model",
     "load_state_dict_file",
+    "lr_find",
+    "lr_find_figure",
     "param_groups",
+    "plot_lr_find",
     "resolve_device",
     "save_model",
     "train",
