@@ -92,10 +92,39 @@ def batch_slices(
 
 
 class _EpochState:
-    """Epoch counter and position shared by both loaders (the resume contract)."""
+    """What both loaders share: this rank's batches of an epoch, the epoch counter and position
+    (the resume contract), and the memory format of the batches they yield."""
 
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    rank: int
+    world_size: int
+    channels_last: bool
+    num_samples: int
     epoch: int
     position: int
+
+    def _plan_batches(self, num_samples: int) -> None:
+        """Fix this rank's ``(start, end)`` slices of every epoch's order over ``num_samples``
+        samples and start at epoch 0, batch 0. A one-sample tail is dropped when shuffling
+        (training), since batch norm needs more than one value per channel.
+
+        Args:
+            num_samples: dataset size; the sharding attributes must be set already.
+        """
+        self.num_samples = int(num_samples)
+        self._slices = batch_slices(
+            self.num_samples, self.batch_size, drop_last=self.drop_last, rank=self.rank,
+            world_size=self.world_size, drop_single=self.shuffle,
+        )
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int:
+        return len(self._slices)
+
+    def _to_memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` from its first batch (call before iterating, like
@@ -177,18 +206,10 @@ class InMemoryLoader(_EpochState):
         self.random_erasing = float(random_erasing)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
-        self.num_samples = int(images.shape[0])
-        self._slices = batch_slices(
-            self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
-            drop_single=shuffle,
-        )
-        self.epoch, self.position = 0, 0
+        self._plan_batches(images.shape[0])
         self.last_indices: torch.Tensor | None = None
         self.last_params: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.last_erase: tuple[torch.Tensor, ...] | None = None
-
-    def __len__(self) -> int:
-        return len(self._slices)
 
     def _set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Normalize with these per-channel statistics (the training split's, or given ones).
@@ -238,11 +259,9 @@ class InMemoryLoader(_EpochState):
             if erasing is not None:
                 self.last_erase = tuple(p[s:e] for p in erasing)
                 x = erase(x, *self.last_erase)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             self.last_indices = idx
             self.position = i + 1
-            yield x, self.labels[idx]
+            yield self._to_memory_format(x), self.labels[idx]
         self.epoch, self.position = epoch + 1, 0
 
 
@@ -283,15 +302,7 @@ class StreamingLoader(_EpochState):
         self.seed, self.num_workers = int(seed), int(num_workers)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
-        self.num_samples = len(dataset)  # type: ignore[arg-type]
-        self._slices = batch_slices(
-            self.num_samples, self.batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
-            drop_single=shuffle,
-        )
-        self.epoch, self.position = 0, 0
-
-    def __len__(self) -> int:
-        return len(self._slices)
+        self._plan_batches(len(dataset))  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.epoch, self.position
@@ -308,8 +319,6 @@ class StreamingLoader(_EpochState):
         for i, (x, y) in enumerate(dl, start=start):
             x = x.to(self.device, non_blocking=pin)
             y = y.to(self.device, torch.int64, non_blocking=pin)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             self.position = i + 1
-            yield x, y
+            yield self._to_memory_format(x), y
         self.epoch, self.position = epoch + 1, 0

@@ -96,29 +96,18 @@ class _DenseLayer(nn.Module):
 
 
 class _DenseBlock(nn.ModuleDict):
-    """``num_layers`` dense layers; the output concatenates the input and every layer's output.
+    """Dense layers in order; the output concatenates the input and every layer's output.
 
     Args:
-        num_layers: layers in the block.
-        in_ch: channels entering the block.
-        growth_rate, bn_size, drop_rate, memory_efficient, norm: as :class:`_DenseLayer`.
+        layers: the block's :class:`_DenseLayer` s; the i-th (from 0) takes the block's input
+            channels plus ``i * growth_rate``.
     """
 
     _version = 2  # torchvision's; its checkpoints carry it in the state-dict metadata
 
-    def __init__(
-        self,
-        num_layers: int,
-        in_ch: int,
-        growth_rate: int,
-        bn_size: int,
-        drop_rate: float = 0.0,
-        memory_efficient: bool = False,
-        norm: str = "batch",
-    ) -> None:
+    def __init__(self, layers: Sequence[_DenseLayer]) -> None:
         super().__init__()
-        for i in range(num_layers):
-            layer = _DenseLayer(in_ch + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient, norm)
+        for i, layer in enumerate(layers):
             self.add_module(f"denselayer{i + 1}", layer)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C + L * k, H, W)
@@ -204,8 +193,9 @@ class DenseNet(ClassifierModel):
         self.features = nn.Sequential(OrderedDict(stem_layers))
         ch = num_init_features
         for i, num_layers in enumerate(block_config):
-            block = _DenseBlock(num_layers, ch, growth_rate, bn_size, drop_rate, memory_efficient, norm)
-            self.features.add_module(f"denseblock{i + 1}", block)
+            layers = [_DenseLayer(ch + j * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient, norm)
+                      for j in range(num_layers)]
+            self.features.add_module(f"denseblock{i + 1}", _DenseBlock(layers))
             ch += num_layers * growth_rate
             if i != len(block_config) - 1:
                 out_ch = int(ch * compression)  # floor, as torchvision's ch // 2

@@ -76,16 +76,65 @@ ShortcutFactory = Callable[[int, int, int], nn.Module]
 _NORM_TYPES = (nn.BatchNorm2d, ScratchBatchNorm2d, nn.GroupNorm)
 
 
-def _zero_last(norm: nn.Module, conv: nn.Conv2d) -> None:
-    """Make a residual branch output zero: zero its last norm's scale, or, without a norm
-    (``norm="none"``), its last conv, so the block starts as the identity either way."""
-    weight = getattr(norm, "weight", None)
-    if isinstance(weight, Tensor):
-        nn.init.zeros_(weight)
-    else:
+# ---------------------------------------------------------------------------------------------
+# What every residual block shares: the shortcut, the sum, and zero_init_last.
+# ---------------------------------------------------------------------------------------------
+
+
+class _ResidualBlock(nn.Module):
+    """Base of the four residual blocks: the shortcut sum and :meth:`zero_init_last`.
+
+    A subclass builds its branch, then calls :meth:`_init_shortcut` (last, so ``downsample``
+    follows the branch in the state dict, as in torchvision), and names the end of its branch in
+    ``_last_norm`` (``None`` where the branch ends in a conv) and ``_last_conv``.
+    """
+
+    expansion: int = 1
+    _last_norm: str | None
+    _last_conv: str
+    downsample: nn.Module | None
+
+    def _init_shortcut(self, downsample: nn.Module | None, stride: int, residual: bool) -> None:
+        """Keep the shortcut.
+
+        Args:
+            downsample: the shortcut where input and output shapes differ; ``None`` for the identity.
+            stride: the block's stride, kept as an attribute as torchvision's blocks keep it.
+            residual: ``False`` drops the shortcut: the block of a plain network.
+        """
+        self.downsample = downsample
+        self.stride = stride
+        self.residual = residual
+
+    def zero_init_last(self) -> None:
+        """Make the residual branch output zero, so the block starts as the identity (Goyal et al.
+        2017): zero the scale of its last norm, or, where the branch ends in a conv (pre-activation
+        blocks) or the norm has no scale (``norm="none"``), its last conv."""
+        # In a plain block there is no shortcut to carry the signal: zeroing would cut the net.
+        if not self.residual:
+            return
+        norm = getattr(self, self._last_norm) if self._last_norm else None
+        weight = getattr(norm, "weight", None)
+        if isinstance(weight, Tensor):
+            nn.init.zeros_(weight)
+            return
+        conv = getattr(self, self._last_conv)
         nn.init.zeros_(conv.weight)
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
+
+    def _add_shortcut(self, out: Tensor, x: Tensor, projected: Tensor) -> Tensor:
+        """The branch output plus the shortcut; the branch output alone in a plain block.
+
+        Args:
+            out: the residual branch's output.
+            x: the block's input, the identity shortcut.
+            projected: what ``downsample`` maps where shapes differ: ``x`` in post-activation
+                blocks, the pre-activated input in pre-activation ones (He et al. 2016).
+        """
+        if not self.residual:
+            return out
+        return out + (x if self.downsample is None else self.downsample(projected))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,7 +142,7 @@ def _zero_last(norm: nn.Module, conv: nn.Conv2d) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convs (ResNet-18/34 and the CIFAR ResNets), torchvision's module names.
 
     Args:
@@ -109,6 +158,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion: int = 1
+    _last_norm, _last_conv = "bn2", "conv2"
 
     def __init__(
         self,
@@ -126,24 +176,15 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, bias=conv_bias)
         self.bn2 = norm_layer(planes)
-        self.downsample = downsample
-        self.stride = stride
-        self.residual = residual
-
-    def zero_init_last(self) -> None:
-        # In a plain block there is no shortcut to carry the signal: zeroing would cut the net.
-        if self.residual:
-            _zero_last(self.bn2, self.conv2)
+        self._init_shortcut(downsample, stride, residual)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return self.relu(self._add_shortcut(out, x, x))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152), torchvision's module names.
 
     The stride sits in the 3x3 conv, not the first 1x1: torchvision's "ResNet v1.5", about 0.5%
@@ -160,6 +201,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion: int = 4
+    _last_norm, _last_conv = "bn3", "conv3"
 
     def __init__(
         self,
@@ -180,21 +222,13 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_ch, bias=conv_bias)
         self.bn3 = norm_layer(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self.stride = stride
-        self.residual = residual
-
-    def zero_init_last(self) -> None:
-        if self.residual:
-            _zero_last(self.bn3, self.conv3)
+        self._init_shortcut(downsample, stride, residual)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return self.relu(out)
+        return self.relu(self._add_shortcut(out, x, x))
 
 
 class ZeroPadShortcut(nn.Module):
@@ -231,7 +265,7 @@ class ZeroPadShortcut(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class PreActBasicBlock(nn.Module):
+class PreActBasicBlock(_ResidualBlock):
     """BN-ReLU-conv3x3, BN-ReLU-(dropout)-conv3x3, plus the input (He et al. 2016, fig. 4e);
     with dropout, the block of wide ResNets (Zagoruyko & Komodakis 2016, fig. 1d).
 
@@ -248,6 +282,8 @@ class PreActBasicBlock(nn.Module):
     """
 
     expansion: int = 1
+    # The branch ends in a conv, not a norm: zeroing it makes the block exactly the identity.
+    _last_norm, _last_conv = None, "conv2"
 
     def __init__(
         self,
@@ -266,26 +302,17 @@ class PreActBasicBlock(nn.Module):
         self.bn2 = norm_layer(planes)
         self.dropout = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes, bias=conv_bias)
-        self.downsample = downsample
-        self.stride = stride
-        self.residual = residual
-
-    def zero_init_last(self) -> None:
-        # The branch ends in a conv, not a norm: zeroing it makes the block exactly the identity.
-        if self.residual:
-            _zero_last(nn.Identity(), self.conv2)
+        self._init_shortcut(downsample, stride, residual)
 
     def forward(self, x: Tensor) -> Tensor:
         # Not in place: with norm="none" bn1 is the identity and x is still needed by the shortcut.
         pre = F.relu(self.bn1(x))
         out = self.conv1(pre)
         out = self.conv2(self.dropout(F.relu(self.bn2(out), inplace=True)))
-        if not self.residual:
-            return out
-        return out + (x if self.downsample is None else self.downsample(pre))
+        return self._add_shortcut(out, x, pre)
 
 
-class PreActBottleneck(nn.Module):
+class PreActBottleneck(_ResidualBlock):
     """BN-ReLU-conv1x1, BN-ReLU-conv3x3, BN-ReLU-conv1x1, plus the input (He et al. 2016).
 
     Args:
@@ -300,6 +327,7 @@ class PreActBottleneck(nn.Module):
     """
 
     expansion: int = 4
+    _last_norm, _last_conv = None, "conv3"
 
     def __init__(
         self,
@@ -322,22 +350,14 @@ class PreActBottleneck(nn.Module):
         self.conv2 = conv3x3(planes, planes, stride, bias=conv_bias)
         self.bn3 = norm_layer(planes)
         self.conv3 = conv1x1(planes, out_ch, bias=conv_bias)
-        self.downsample = downsample
-        self.stride = stride
-        self.residual = residual
-
-    def zero_init_last(self) -> None:
-        if self.residual:
-            _zero_last(nn.Identity(), self.conv3)
+        self._init_shortcut(downsample, stride, residual)
 
     def forward(self, x: Tensor) -> Tensor:
         pre = F.relu(self.bn1(x))  # not in place: see PreActBasicBlock.forward
         out = self.conv1(pre)
         out = self.conv2(F.relu(self.bn2(out), inplace=True))
         out = self.conv3(F.relu(self.bn3(out), inplace=True))
-        if not self.residual:
-            return out
-        return out + (x if self.downsample is None else self.downsample(pre))
+        return self._add_shortcut(out, x, pre)
 
 
 # ---------------------------------------------------------------------------------------------
