@@ -14,7 +14,6 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
-from torch import nn
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -29,21 +28,9 @@ from resnet_lab.deploy import (  # noqa: E402
     read_onnx_metadata,
 )
 from resnet_lab.runs import save_model  # noqa: E402
+from support import randomize_bn  # noqa: E402
 
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if getattr(m, "running_var", None) is not None and hasattr(m, "num_features"):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model.eval()
 
 
 def run_onnx(path, x: torch.Tensor) -> np.ndarray:
@@ -61,7 +48,7 @@ def run_onnx(path, x: torch.Tensor) -> np.ndarray:
     ids=["resnet20-torch-bn", "resnet20-scratch-bn-fused", "torchvision-resnet18-fused"],
 )
 def test_onnxruntime_matches_pytorch_at_batch_1_and_3(tmp_path, build, input_size, fuse):
-    model = randomize_bn(build())
+    model = randomize_bn(build()).eval()
     path = export_onnx(model, tmp_path / "m.onnx", input_size=input_size, fuse=fuse)
     for batch in (1, 3):  # one file, two batch sizes: the batch dimension is dynamic
         x = torch.randn(batch, *input_size)
@@ -112,7 +99,7 @@ def gray_run(tmp_path_factory):
     """A run directory of a grayscale Fashion-MNIST-shaped resnet8 and its ONNX export."""
     root = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=1)
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=1).eval()
     save_model(root / "run", model, {"classes": CLASSES, "input_size": [1, 28, 28], "mean": [0.286],
                                      "std": [0.353], "dataset": "fashion-mnist", "epoch": 1, "metrics": {}})
     onnx_path = export_run(root / "run", root / "model.onnx", fuse=True)

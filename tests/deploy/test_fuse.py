@@ -15,22 +15,9 @@ from torch import Tensor, nn
 import resnet_lab
 from resnet_lab import nn as rnn
 from resnet_lab.deploy import count_bn, fuse_bn, fuse_bn_with_report
+from support import randomize_bn
 
 BN = (nn.BatchNorm1d, nn.BatchNorm2d, rnn.BatchNorm1d, rnn.BatchNorm2d)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial running statistics and affine parameters in every BN (default ones are ~identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, BN):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model.eval()
 
 
 def rel_err(a: Tensor, b: Tensor) -> float:
@@ -81,7 +68,7 @@ FULLY_FOLDABLE = {
 
 @pytest.mark.parametrize("name", list(FULLY_FOLDABLE))
 def test_fused_zoo_model_matches_unfolded_in_float64_and_leaves_no_bn(name):
-    model = randomize_bn(FULLY_FOLDABLE[name]("batch")).double()
+    model = randomize_bn(FULLY_FOLDABLE[name]("batch")).eval().double()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
@@ -96,7 +83,7 @@ def test_fused_zoo_model_matches_unfolded_in_float64_and_leaves_no_bn(name):
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet20", "googlenet"])
 def test_fused_zoo_model_with_scratch_bn_matches_unfolded_in_float32(name):
-    model = randomize_bn(FULLY_FOLDABLE[name]("scratch"), seed=1)
+    model = randomize_bn(FULLY_FOLDABLE[name]("scratch"), seed=1).eval()
     assert any(isinstance(m, rnn.BatchNorm2d) for m in model.modules())
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -110,7 +97,7 @@ def test_fused_zoo_model_with_scratch_bn_matches_unfolded_in_float32(name):
 
 def test_fused_torchvision_resnet18_matches_unfolded_in_float32():
     # torchvision's code is independent of ours: the fx analysis must not depend on our names.
-    model = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=2)
+    model = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=2).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
@@ -124,7 +111,7 @@ def test_fused_torchvision_resnet18_matches_unfolded_in_float32():
 
 @pytest.mark.parametrize("norm, dtype, tol", [("batch", torch.float64, 1e-10), ("scratch", torch.float32, 1e-5)])
 def test_densenet121_folds_only_bn_after_conv_and_keeps_bn_relu_conv(norm, dtype, tol):
-    model = randomize_bn(zoo("densenet121", norm), seed=3).to(dtype)
+    model = randomize_bn(zoo("densenet121", norm), seed=3).eval().to(dtype)
     x = torch.randn(1, 3, 16, 16, dtype=dtype)
     with torch.no_grad():
         ref = model(x)
@@ -142,7 +129,7 @@ def test_densenet121_folds_only_bn_after_conv_and_keeps_bn_relu_conv(norm, dtype
 
 
 def test_preact_resnet110_keeps_bn_before_conv_and_reports_it():
-    model = randomize_bn(zoo("preact_resnet110"), seed=4).double()
+    model = randomize_bn(zoo("preact_resnet110"), seed=4).eval().double()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
@@ -163,7 +150,7 @@ def test_preact_resnet110_keeps_bn_before_conv_and_reports_it():
 
 
 def test_wide_resnet_with_scratch_bn_folds_first_bn1_when_the_shortcut_is_a_projection():
-    model = randomize_bn(zoo("wrn16_4", "scratch"), seed=8)
+    model = randomize_bn(zoo("wrn16_4", "scratch"), seed=8).eval()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         ref = model(x)
@@ -182,7 +169,7 @@ def test_wide_resnet_with_scratch_bn_folds_first_bn1_when_the_shortcut_is_a_proj
 
 
 def test_fused_model_keeps_forward_features_and_head():
-    model = randomize_bn(zoo("resnet20"), seed=5)
+    model = randomize_bn(zoo("resnet20"), seed=5).eval()
     x = torch.randn(2, 3, 16, 16)
     fused = fuse_bn(model)
     with torch.no_grad():
@@ -193,7 +180,7 @@ def test_fused_model_keeps_forward_features_and_head():
 
 
 def test_fuse_does_not_change_the_input_model_unless_inplace():
-    model = randomize_bn(zoo("resnet20"))
+    model = randomize_bn(zoo("resnet20")).eval()
     n = count_bn(model)
     fuse_bn(model)
     assert count_bn(model) == n
@@ -235,7 +222,7 @@ class ConvLinearNet(nn.Module):
 @pytest.mark.parametrize("scratch", [False, True], ids=["torch-bn", "scratch-bn"])
 def test_conv_and_linear_followed_by_bn_fold_exactly_with_fx_and_fallback(branch, scratch):
     kw = dict(bn2d=rnn.BatchNorm2d, bn1d=rnn.BatchNorm1d) if scratch else {}
-    model = randomize_bn(ConvLinearNet(branch=branch, **kw), seed=6).double()
+    model = randomize_bn(ConvLinearNet(branch=branch, **kw), seed=6).eval().double()
     x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
@@ -264,7 +251,7 @@ class MisorderedUntraceableNet(nn.Module):
 
 
 def test_fallback_heuristic_that_changes_the_output_raises_instead_of_returning_a_wrong_model():
-    model = randomize_bn(MisorderedUntraceableNet(), seed=7)
+    model = randomize_bn(MisorderedUntraceableNet(), seed=7).eval()
     with pytest.raises(RuntimeError, match="changed its output"):
         fuse_bn(model, example_input=torch.randn(2, 3, 8, 8))
     assert isinstance(model.bn1, nn.BatchNorm2d)  # left as it was

@@ -11,26 +11,13 @@ from torch import nn
 
 from resnet_lab.models import create_model
 from resnet_lab.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from support import randomize_bn
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> None:
-    """Give every BN non-trivial scale, shift and running statistics, so eval outputs depend on
-    each of them being loaded into the right place."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if hasattr(m, "running_mean") and m.running_mean is not None:
-                c = m.running_mean.numel()
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -42,7 +29,7 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
 def test_torchvision_state_dict_loads_strictly_and_gives_identical_outputs(name):
     torch.manual_seed(0)
     ref = getattr(torchvision.models, name)(weights=None)
-    randomize_norms(ref)
+    randomize_bn(ref)
     ours = create_model(name)
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert n_params(ours) == n_params(ref)
@@ -73,7 +60,7 @@ def test_small_input_matches_torchvision_with_3x3_stem_and_no_maxpool():
     ref = torchvision.models.resnet18(weights=None, num_classes=10)
     ref.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     ref.maxpool = nn.Identity()
-    randomize_norms(ref)
+    randomize_bn(ref)
     ours = create_model("resnet18", num_classes=10, small_input=True)
     ours.load_state_dict(ref.state_dict(), strict=True)
     ref.eval(), ours.eval()
@@ -180,7 +167,7 @@ def test_cifar_residual_block_is_relu_branch_plus_shortcut_and_plain_block_has_n
     torch.manual_seed(0)
     res = create_model("resnet20", num_classes=10).double().eval()
     plain = create_model("plain20", num_classes=10).double().eval()
-    randomize_norms(res)
+    randomize_bn(res)
     plain.load_state_dict(res.state_dict())  # same keys: option A has no parameters
     rb, pb = getattr(res, stage)[index], getattr(plain, stage)[index]
     x = torch.randn(2, rb.conv1.in_channels, 8, 8, dtype=torch.float64)
@@ -201,7 +188,7 @@ def test_imagenet_plain_bottleneck_free_resnet_block_vs_plain_block_by_hand():
     torch.manual_seed(0)
     res = create_model("resnet18").double().eval()
     plain = create_model("plain18").double().eval()
-    randomize_norms(res)
+    randomize_bn(res)
     plain.load_state_dict({k: v for k, v in res.state_dict().items() if ".downsample." not in k})
     rb, pb = res.layer1[0], plain.layer1[0]
     x = torch.randn(2, 64, 6, 6, dtype=torch.float64)
@@ -275,7 +262,7 @@ def test_zero_init_residual_makes_every_block_the_identity_at_init(name, norm, s
 def test_scratch_norm_model_loads_batch_norm_state_dict_and_matches_it_in_eval(name, size):
     torch.manual_seed(0)
     torch_bn = create_model(name, num_classes=10, norm="batch")
-    randomize_norms(torch_bn)
+    randomize_bn(torch_bn)
     ours = create_model(name, num_classes=10, norm="scratch")
     sd = torch_bn.state_dict()
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in sd.items()}

@@ -1,0 +1,35 @@
+"""Helpers shared by tests in several folders (imported as ``from support import ...``; the
+suite puts ``tests/`` on the path, and a plain module avoids the ambiguity of several
+conftest.py files under ``--import-mode=importlib``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BN with running statistics (torch's, ours, any width) non-trivial ones, a
+    non-trivial scale and shift where it has them, and ``num_batches_tracked`` 1234: the defaults
+    (mean 0, var 1, scale 1, shift 0) make a BN the identity in eval mode, which would hide a
+    wrong mode, a misplaced tensor or a statistic that drifted.
+
+    Args:
+        model: changed in place; its train/eval mode is left as it is.
+        seed: seed of the draws.
+
+    Returns the model, for chaining (``randomize_bn(build()).eval()``).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if not isinstance(getattr(m, "running_mean", None), torch.Tensor):
+                continue
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            if isinstance(getattr(m, "num_batches_tracked", None), torch.Tensor):
+                m.num_batches_tracked.fill_(1234)
+            if getattr(m, "weight", None) is not None:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return model
