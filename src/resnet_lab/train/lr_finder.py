@@ -282,7 +282,7 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> Figure:
     steps = len(result.lrs)
     end = f"diverged at lr {result.lrs[-1]:.2g}, step {steps}" if result.stopped and steps else f"{steps} steps"
     ax.set(xlabel="learning rate", ylabel="training loss", title=title or f"learning-rate range test: {end}")
-    ax.grid(alpha=0.3, which="both")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
 

@@ -1,0 +1,361 @@
+"""The learning-rate range test (resnet_lab.train.lr_find and `resnet-lab lr-find`).
+
+References, independent of the code under test: the geometric sequence's closed form, the learning
+rate each torch optimizer step really used (an optimizer step hook), the float64 debiased moving
+average written out (fastai's AvgSmoothLoss), fastai's divergence rule (smoothed > 4 x its minimum),
+the untouched model's cross-entropy on the first batch computed with torch, hand-worked suggestion
+curves, and bit-exact ``torch.equal`` of every tensor the model held before the test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+import resnet_lab.data as rl_data
+from resnet_lab.cli import main
+from resnet_lab.data import load_data
+from resnet_lab.models import create_model
+from resnet_lab.train import LRFindResult, TrainConfig, lr_find, lr_find_figure
+from resnet_lab.train.lr_finder import steep, valley
+
+from tinytrain import TinyNet, make_bundle
+from trainspy import CallSpy, TrainSpy, patch_everywhere
+
+# `import resnet_lab.train.lr_finder` would resolve resnet_lab.train to the re-exported function train.
+lr_finder = importlib.import_module("resnet_lab.train.lr_finder")
+
+CPU = TrainConfig(device="cpu", progress=False)
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _NaNAt:
+    """A loader whose batch number ``at`` (0-based, counted over all passes) is all NaN."""
+
+    def __init__(self, loader, at: int) -> None:
+        self.loader, self.at, self.seen = loader, at, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            self.seen += 1
+            yield (torch.full_like(x, math.nan) if self.seen - 1 == self.at else x), y
+
+
+@pytest.fixture(scope="module")
+def diverged() -> tuple[LRFindResult, int]:
+    """TinyNet's range test up to lr 1e4, where its loss diverges (returns the result and the steps asked)."""
+    torch.manual_seed(0)
+    return lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-7, end_lr=1e4, steps=100), 100
+
+
+# --- the model is left exactly as it was ----------------------------------------------------------
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model, data = TinyNet(), make_bundle()
+    model.fc.eval()  # mixed modes: each module's own must come back
+    model.fc.weight.grad = torch.full_like(model.fc.weight, 0.25)  # a gradient the caller left
+    return model, data
+
+
+def _resnet8():
+    data = load_data("fake", image_size=8, batch_size=16, device="cpu")
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=len(data.info.classes), in_channels=3, small_input=True)
+    model.eval()
+    data.train.load_state_dict({"epoch": 3, "position": 5})  # mid-epoch: the position must come back
+    return model, data
+
+
+@pytest.mark.parametrize("make", [_tiny, _resnet8], ids=["tinynet", "resnet8"])
+def test_lr_find_leaves_weights_bn_statistics_grads_modes_rng_and_loader_exactly_as_they_were(make):
+    model, data = make()
+    torch.manual_seed(1234)
+    torch.rand(3)  # a caller's RNG somewhere in its stream
+    before, rng = _snapshot(model), torch.get_rng_state()
+    objects = {k: id(v) for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    grads = {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
+    modes = {k: m.training for k, m in model.named_modules()}
+    position = data.train.state_dict() if hasattr(data.train, "state_dict") else None
+    tracked = []  # BN's step counter during the test: proves the test really trained in between
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    hook = bn.register_forward_hook(lambda m, i, o: tracked.append(int(m.num_batches_tracked)))
+
+    result = lr_find(model, data, CPU, start_lr=1e-4, end_lr=1.0, steps=12)
+    hook.remove()
+
+    assert len(result.losses) == 12 and tracked[-1] > tracked[0] and len(set(result.losses)) > 1
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():  # weights, running_mean/var, num_batches_tracked: bit for bit
+        assert torch.equal(after[k], v) and after[k].dtype == v.dtype and after[k].device == v.device, k
+    assert {k: id(v) for k, v in [*model.named_parameters(), *model.named_buffers()]} == objects
+    for k, p in model.named_parameters():
+        assert (p.grad is None and grads[k] is None) or torch.equal(p.grad, grads[k]), k
+    assert {k: m.training for k, m in model.named_modules()} == modes
+    assert torch.equal(torch.get_rng_state(), rng)
+    if position is not None:
+        assert data.train.state_dict() == position
+
+
+def test_a_non_finite_loss_stops_the_test_and_the_model_comes_back_unharmed():
+    torch.manual_seed(0)
+    model, data = TinyNet(), make_bundle()
+    before = _snapshot(model)
+    result = lr_find(model, _NaNAt(data.train, 4), CPU, start_lr=1e-4, end_lr=1.0, steps=12)
+    assert result.stopped and len(result.losses) == 4  # the NaN step is not recorded
+    assert all(math.isfinite(v) for v in result.losses + result.smoothed)
+    for k, v in before.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_lr_find_gives_the_same_result_whatever_the_callers_rng():
+    runs = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(0)
+        model = TinyNet()  # same weights; TinyNet's dropout draws from the global RNG during the test
+        torch.manual_seed(caller_seed)
+        runs.append(lr_find(model, make_bundle(), CPU, start_lr=1e-4, end_lr=1.0, steps=8).losses)
+    assert runs[0] == runs[1]
+
+
+# --- what is measured -----------------------------------------------------------------------------
+
+
+def test_lr_sequence_is_geometric_from_start_to_end_and_is_what_each_optimizer_step_used():
+    start, end, steps = 1e-5, 1e-1, 15
+    torch.manual_seed(0)
+    model = TinyNet()
+    config = dataclasses.replace(CPU, weight_decay=1e-3, lr_scale={"fc": 0.5})
+    applied = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: applied.append([(g["lr"], g["lr_scale"], g["weight_decay"],
+                                                   {p.ndim for p in g["params"]}) for g in opt.param_groups]))
+    try:
+        result = lr_find(model, make_bundle(), config, start_lr=start, end_lr=end, steps=steps)
+    finally:
+        handle.remove()
+    closed = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
+    assert result.lrs == pytest.approx(closed, rel=1e-12) and not result.stopped
+    assert result.lrs[0] == pytest.approx(start, rel=1e-12) and result.lrs[-1] == pytest.approx(end, rel=1e-12)
+    assert len(applied) == steps
+    for i, groups in enumerate(applied):  # the library's param groups: lr_scale and decay as in training
+        assert {scale for _, scale, _, _ in groups} == {1.0, 0.5}
+        for lr, scale, decay, ndims in groups:
+            assert lr == pytest.approx(closed[i] * scale, rel=1e-12)
+            if min(ndims) >= 2:  # conv and linear weights
+                assert decay == 1e-3
+            else:  # BN weights and biases, the linear bias: never decayed
+                assert max(ndims) < 2 and decay == 0.0
+
+
+def test_smoothed_loss_is_the_debiased_moving_average_of_the_losses(diverged):
+    result, _ = diverged
+    average, expected = 0.0, []
+    for k, loss in enumerate(np.asarray(result.losses, dtype=np.float64), start=1):
+        average = 0.98 * average + 0.02 * loss
+        expected.append(average / (1 - 0.98 ** k))
+    assert result.smoothed == pytest.approx(expected, rel=1e-12)
+
+
+def test_first_loss_is_the_untouched_models_training_loss_on_the_first_batch():
+    torch.manual_seed(0)
+    model, data = TinyNet(), make_bundle()
+    reference = TinyNet()
+    reference.load_state_dict(model.state_dict())
+    data.train.set_epoch(0)
+    x, y = next(iter(data.train))
+    torch.manual_seed(CPU.seed)  # the test seeds dropout with config.seed, as train() does
+    expected = F.cross_entropy(reference.train()(x), y).item()
+    result = lr_find(model, data, CPU, start_lr=1e-4, end_lr=1.0, steps=4)
+    assert result.losses[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_stops_once_the_smoothed_loss_exceeds_four_times_its_minimum(diverged):
+    result, steps = diverged
+    s = result.smoothed
+    assert result.stopped and len(s) < steps
+    assert s[-1] > 4 * min(s)  # the last point broke the rule (recorded, as fastai does) ...
+    assert all(s[k] <= 4 * min(s[:k + 1]) for k in range(len(s) - 1))  # ... and none before it
+
+
+def test_end_lr_within_reach_runs_every_step():
+    torch.manual_seed(0)
+    result = lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-6, end_lr=1e-2, steps=30)  # 30 > one pass (6)
+    assert not result.stopped and len(result.losses) == len(result.lrs) == 30
+
+
+def test_suggestions_lie_in_the_tested_range_and_the_valley_below_the_divergence(diverged):
+    result, _ = diverged
+    assert result.valley in result.lrs and result.steep in result.lrs
+    assert result.lrs[0] <= result.valley <= result.lrs[-1] and result.lrs[0] <= result.steep <= result.lrs[-1]
+    assert result.valley < result.lrs[-1]  # the lr at which the loss diverged
+    i = result.lrs.index(result.valley)
+    assert min(result.smoothed[i:]) < result.smoothed[i]  # on the descent: the loss still falls after it
+
+
+def test_valley_is_a_third_plus_a_sixth_into_the_longest_descent_as_fastai_counts():
+    lrs = list(np.geomspace(1e-6, 1.0, 50))
+    # 10 flat points, a strict descent over indices 10..39 (30 points), then a rise.
+    losses = [1.0] * 10 + list(np.linspace(2.0, 0.5, 30)) + list(np.linspace(0.6, 3.0, 10))
+    # fastai: the valley ends at index 39 with 30 points; its start is counted as 39 - 30 = 9;
+    # the suggestion is 9 + int(30 / 3) + int(10 / 2) = 24.
+    assert valley(lrs, losses) == lrs[24]
+    # A descent from the very first point: start -1, so -1 + int(60 / 3) + int(20 / 2) = 29.
+    lrs = list(np.geomspace(1e-6, 1.0, 80))
+    assert valley(lrs, list(np.linspace(3.0, 1.0, 60)) + list(np.linspace(1.1, 4.0, 20))) == lrs[29]
+
+
+def test_steep_is_the_start_of_the_steepest_fall_per_unit_of_log_lr():
+    # Per log lr: -1/ln 10 = -0.43, -0.1/ln 1.1 = -1.05 (steepest), -0.9/ln(100/11) = -0.41.
+    assert steep([1e-3, 1e-2, 1.1e-2, 1e-1], [3.0, 2.0, 1.9, 1.0]) == 1e-2
+    lrs = list(np.geomspace(1e-4, 1.0, 8))
+    assert steep(lrs, [5.0, 4.9, 4.7, 3.0, 2.9, 2.8, 2.9, 3.5]) == lrs[2]
+
+
+def test_lr_find_refuses_a_bad_range_naming_the_value():
+    for kwargs, words in (({"start_lr": 0.0}, "start_lr"), ({"end_lr": 1e-8}, "end_lr"), ({"steps": 1}, "steps"),
+                          ({"beta": 1.0}, "beta"), ({"diverge": 1.0}, "diverge")):
+        with pytest.raises(ValueError, match=words):
+            lr_find(TinyNet(), make_bundle(), CPU, **kwargs)
+
+
+# --- the plot -------------------------------------------------------------------------------------
+
+
+def test_plot_has_a_log_lr_axis_both_curves_and_a_mark_at_each_suggestion():
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1]
+    result = LRFindResult(lrs=lrs, losses=[2.0, 1.5, 1.0, 9.0], smoothed=[2.0, 1.7, 1.3, 4.5], valley=1e-3,
+                          steep=1e-2, stopped=True, steps=10)
+    fig = lr_find_figure(result)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log"
+        lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+        assert lines["loss"] == (lrs, result.losses) and lines["smoothed loss (beta 0.98)"] == (lrs, result.smoothed)
+        assert lines["valley: 1.00e-03"] == ([1e-3], [1.7]) and lines["steep: 1.00e-02"] == ([1e-2], [1.3])
+        assert ax.get_ylim()[1] < 4.5  # scaled to the curve before the divergence, not its tail
+    finally:
+        plt.close(fig)
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+BASE = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--batch-size", "16", "--device", "cpu"]
+
+
+def test_cli_lr_find_tests_the_asked_range_writes_the_png_and_prints_the_suggestion(capsys, monkeypatch, tmp_path):
+    spy = CallSpy(monkeypatch, lr_finder.lr_find)
+    png = tmp_path / "lr.png"
+    code = main(["lr-find", *BASE, "--start-lr", "1e-4", "--end-lr", "0.5", "--steps", "12", "--out", str(png)])
+    out = capsys.readouterr().out
+    assert code == 0
+    (_, kwargs), result = spy.calls[-1], spy.results[-1]
+    assert kwargs == {"start_lr": 1e-4, "end_lr": 0.5, "steps": 12}
+    assert result.lrs[0] == pytest.approx(1e-4) and len(result.lrs) <= 12
+    if not result.stopped:
+        assert len(result.lrs) == 12 and result.lrs[-1] == pytest.approx(0.5)
+    assert f"suggested lr: {result.valley:.2e}" in out and f"--lr {result.valley:.2g}" in out
+    assert f"steepest fall at {result.steep:.2e}" in out
+    assert f"wrote {png}" in out
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.size[0] > 100
+
+
+def test_cli_lr_find_without_out_writes_nothing_and_still_suggests(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["lr-find", *BASE, "--start-lr", "1e-4", "--end-lr", "0.5", "--steps", "6"]) == 0
+    assert "suggested lr:" in capsys.readouterr().out and not list(tmp_path.iterdir())
+
+
+def test_cli_lr_find_refuses_a_bad_range_in_one_line(capsys):
+    assert main(["lr-find", *BASE, "--start-lr", "1", "--end-lr", "0.1", "--steps", "6"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: end_lr must be") and len(err.strip().splitlines()) == 1
+
+
+def _folder(root) -> str:
+    rng = np.random.default_rng(0)
+    for c in ("ants", "bees"):
+        (root / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return str(root)
+
+
+# The flags lr-find shares with train, each compared with the same flag given to train.
+SHARED = [
+    ["--model", "resnet20"], ["--norm", "group"], ["--small-input", "no"], ["--zero-init-residual"],
+    ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"], ["--image-size", "12"],
+    ["--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"], ["--momentum", "0.5"], ["--no-nesterov"],
+    ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
+    ["--seed", "3"], ["--device", "auto"],
+]
+
+
+def _with(base: list[str], flags: list[str]) -> list[str]:
+    """``base`` with ``flags``; a flag already in ``base`` takes the new value."""
+    args = list(base)
+    for i, flag in enumerate(flags):
+        if not flag.startswith("--"):
+            continue
+        value = flags[i + 1:i + 2] if i + 1 < len(flags) and not flags[i + 1].startswith("--") else []
+        if flag in args and value:
+            args[args.index(flag) + 1] = value[0]
+        elif flag not in args:
+            args += [flag, *value]
+    return args
+
+
+@pytest.mark.parametrize("flags", SHARED, ids=lambda f: f[0])
+def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(capsys, monkeypatch, tmp_path, flags):
+    """lr-find shares train's model, data and step flags; each must reach the model, the data loader
+    and the TrainConfig exactly as it does for train (whose tests show each one's effect)."""
+    train_spy, data_spy, lr_calls = TrainSpy(monkeypatch, run=False), CallSpy(monkeypatch, rl_data.load_data), []
+
+    def fake_lr_find(model, data, config, **kwargs):
+        lr_calls.append(SimpleNamespace(model=model, config=config))
+        return LRFindResult(lrs=[1e-3, 1e-2], losses=[2.0, 1.0], smoothed=[2.0, 1.5], valley=1e-3, steep=1e-3,
+                            stopped=False, steps=2)
+
+    patch_everywhere(monkeypatch, lr_finder.lr_find, fake_lr_find)
+    flags = [_folder(tmp_path / "pics") if f == "FOLDER" else f for f in flags]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"lr"}  # the range test sets the lr itself
+
+    def request(call, data_call) -> dict:
+        config = {k: v for k, v in dataclasses.asdict(call.config).items() if k in fields}
+        data = dataclasses.asdict(data_call[0][0])
+        weights = sum(float(p.detach().double().sum()) for p in call.model.parameters())
+        return {"config": config, "data": data, "arch": call.model.model_config, "weights": weights}
+
+    changes = {}
+    for command, calls, extra in (("train", train_spy.calls, ["--epochs", "1", "--no-progress"]),
+                                  ("lr-find", lr_calls, [])):
+        seen = []
+        for argv in (BASE, _with(BASE, flags)):
+            assert main([command, *argv, *extra]) == 0
+            seen.append(request(calls[-1], data_spy.calls[-1]))
+        changes[command] = {part: {k: v for k, v in seen[1][part].items() if seen[0][part].get(k) != v}
+                            if isinstance(seen[1][part], dict) else seen[1][part] != seen[0][part]
+                            for part in seen[0]}
+    capsys.readouterr()
+    train_changes = {k: v for k, v in changes["train"].items() if v}
+    assert train_changes, f"{flags} changed nothing for train"
+    assert {k: v for k, v in changes["lr-find"].items() if v} == train_changes
