@@ -485,6 +485,17 @@ class _PooledHead:
     avgpool: nn.Module
     fc: nn.Module
 
+    def _init_head(self, ch: int, num_classes: int) -> None:
+        """Build the head, torchvision's ``avgpool`` and ``fc``, after the stages.
+
+        Args:
+            ch: channels of the last stage's output.
+            num_classes: outputs of ``fc``.
+        """
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(ch, num_classes)
+        self.num_classes = num_classes
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Feature map -> logits, or the pooled features with ``pre_logits=True``.
 
@@ -553,9 +564,7 @@ class ResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         self.layer3, ch = _make_stage(block, ch, widths[2], layers[2], 2, shortcut, **kw)
         self.layer4, ch = _make_stage(block, ch, widths[3], layers[3], 2, shortcut, **kw)
         self.stage_names = ("layer1", "layer2", "layer3", "layer4")
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(ch, num_classes)
-        self.num_classes = num_classes
+        self._init_head(ch, num_classes)
         _init_weights(self, zero_init_residual)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -620,9 +629,7 @@ class CifarResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         self.layer2, ch = _make_stage(BasicBlock, ch, widths[1], n, 2, factory, **kw)
         self.layer3, ch = _make_stage(BasicBlock, ch, widths[2], n, 2, factory, **kw)
         self.stage_names = ("layer1", "layer2", "layer3")
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(ch, num_classes)
-        self.num_classes = num_classes
+        self._init_head(ch, num_classes)
         _init_weights(self, zero_init_residual)
         self.set_grad_checkpointing(checkpoint_segments)
 
@@ -684,9 +691,7 @@ class PreActResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         # The last block's sum has not been normalized yet (He et al. 2016, sec. 4.1 and fig. 4e).
         self.bn_final = make_norm(ch)
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(ch, num_classes)
-        self.num_classes = num_classes
+        self._init_head(ch, num_classes)
         _init_weights(self, zero_init_residual)
         self.set_grad_checkpointing(checkpoint_segments)
 
