@@ -10,6 +10,7 @@ from torch import nn
 
 from resnet_lab.models import densenet, googlenet, list_models, vgg
 from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
+from support import randomize_bn
 
 OURS = {
     **{n: getattr(densenet, n) for n in ("densenet121", "densenet161", "densenet169", "densenet201")},
@@ -34,19 +35,6 @@ def _torchvision(name: str, **kw) -> nn.Module:
     return getattr(torchvision.models, name)(weights=None, **kw)
 
 
-def _randomize_norm_stats(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN state, so that eval outputs depend on every buffer being loaded."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
-
-
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     scale = expected.abs().max().item()
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
@@ -66,7 +54,7 @@ def _check_against_torchvision(name: str, x: torch.Tensor, final_linear) -> None
     counts are compared for every model, cheaply, in test_keys_shapes_and_parameter_counts...)"""
     torch.manual_seed(0)
     ref = _torchvision(name).eval()
-    _randomize_norm_stats(ref)
+    randomize_bn(ref)
     ours = OURS[name]().eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     with torch.no_grad():
@@ -140,7 +128,7 @@ def test_googlenet_scratch_batchnorm_keeps_torchvision_eps_and_outputs():
     x = torch.randn(2, 3, 32, 32)
     torch.manual_seed(0)
     ref = _torchvision("googlenet", aux_logits=False).eval()
-    _randomize_norm_stats(ref)
+    randomize_bn(ref)
     ours = googlenet.googlenet(norm="scratch").eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     assert all(m.eps == 1e-3 for m in ours.modules() if isinstance(m, ScratchBatchNorm2d))
