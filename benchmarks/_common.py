@@ -1,48 +1,86 @@
-"""Shared timing, statistics, machine description and Markdown helpers for the benchmarks.
+"""Shared timing, quietness, statistics, machine description and Markdown helpers for the benchmarks.
+
+Every benchmark script starts with ``from _common import ...``: Python puts a script's own folder
+first on ``sys.path``, so the scripts (and ``run_all.py``, which imports them) find this module
+without any path set-up; the tests add ``benchmarks/`` to the path once.
 
 Every speed claim in docs/BENCHMARKS.md is a *ratio measured side by side*: the contenders of one
 table run in the same process, interleaved repeat by repeat (the order alternates between repeats so
-neither side always runs first), after a warm-up. A machine shared with other jobs changes speed
-from second to second; pairing the contenders inside each repeat and taking the median of the
-per-repeat ratios cancels most of that drift (airbench reports mean and spread over many runs for
-the same reason).
+neither side always runs first), after a warm-up. Pairing cancels slow drift, not other processes
+taking the CPU at random moments: a figure counts only when the machine was quiet while it was
+taken (:class:`Quietness`, issue 14), and a script refuses to write the docs otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import math
 import os
 import platform
+import re
+import resource
 import shlex
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
+import torchvision
+
+try:  # the optional `onnx` extra: the inference benchmark measures it when installed
+    import onnxruntime
+except ImportError:
+    onnxruntime = None
 
 __all__ = [
+    "BUSY_MARK",
+    "CPU_SHARE",
+    "LOAD_MARGIN",
     "Measurement",
+    "QUICK_MARK",
+    "QuietMeter",
+    "Quietness",
+    "Run",
     "Section",
     "add_common_args",
+    "add_quiet_args",
+    "busy_reasons",
     "calibrate",
+    "command_line",
+    "compile_cache_note",
+    "cpu_seconds",
     "describe_machine",
     "fmt_rate",
     "fmt_ratio",
     "interleave",
     "load_average",
-    "compile_cache_note",
     "machine_block",
+    "machine_line",
     "markdown_table",
+    "may_write",
+    "now_utc",
     "paired_cost",
     "paired_ratio",
+    "parse_proc_stat",
+    "publish",
+    "rate_rows",
+    "run_standalone",
     "setup_threads",
     "spread",
+    "train_step",
+    "update_doc",
+    "verdict",
+    "wait_for_quiet",
     "want_compile",
 ]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS_MD = os.path.join(REPO, "docs", "BENCHMARKS.md")
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -59,8 +97,25 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def add_quiet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of every script that measures: ``--allow-busy``, ``--wait-for-load``, ``--max-wait-min``.
+
+    Args:
+        parser: the script's parser; the flags are added to it and it is returned.
+    """
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="write the figures even when other processes ran during the measurement, marked "
+                             f"'{BUSY_MARK}' (default: refuse to write the docs and exit with status 1)")
+    parser.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
+                        help="first wait until the 1-minute load average is below LOAD (a shared machine)")
+    parser.add_argument("--max-wait-min", type=float, default=60.0,
+                        help="give up waiting after this many minutes and run anyway (default 60)")
+    return parser
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags every benchmark script shares: ``--quick``, ``--repeats``, ``--threads``.
+    """The flags of the in-process benchmarks: ``--quick``, ``--repeats``, ``--threads``, ``--compile``,
+    and those of :func:`add_quiet_args`.
 
     Args:
         parser: the script's parser; the flags are added to it and it is returned.
@@ -73,7 +128,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="measure torch.compile contenders (auto: on, off with --quick; compiling a "
                              "training graph takes minutes on 2 cores)")
-    return parser
+    return add_quiet_args(parser)
 
 
 def want_compile(args: argparse.Namespace) -> bool:
@@ -105,6 +160,23 @@ def load_average() -> tuple[float, float, float]:
         return os.getloadavg()
     except OSError:  # not available on this platform
         return (float("nan"),) * 3
+
+
+def wait_for_quiet(args: argparse.Namespace, poll_s: float = 10.0) -> None:
+    """With ``--wait-for-load LOAD``, wait until the 1-minute load average is below LOAD (at most
+    ``--max-wait-min`` minutes); without it, return at once.
+
+    Args:
+        args: parsed flags from :func:`add_quiet_args`.
+        poll_s: seconds between looks.
+    """
+    if args.wait_for_load is None:
+        return
+    t0 = time.perf_counter()
+    while load_average()[0] >= args.wait_for_load and time.perf_counter() - t0 < args.max_wait_min * 60:
+        print(f"{now_utc()}: load average {load_average()[0]:.2f} >= {args.wait_for_load:g}, waiting", flush=True)
+        time.sleep(poll_s)
+    print(f"{now_utc()}: load average {load_average()[0]:.2f}; starting", flush=True)
 
 
 def _lscpu_model() -> str:
@@ -140,21 +212,26 @@ def describe_machine() -> dict[str, str]:
         "torch cpu capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "threads": str(torch.get_num_threads()),
     }
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    try:
-        import onnxruntime
-
+    if onnxruntime is not None:
         info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
     return info
+
+
+def machine_line(machine: dict[str, str] | None = None) -> str:
+    """One line naming the CPU, its cores and instruction sets, threads and library versions (issue 14:
+    an AVX2-only machine runs the same recipe about 2x slower than an AVX-512 one).
+
+    Args:
+        machine: :func:`describe_machine` (computed when None).
+    """
+    m = machine or describe_machine()
+    lib = f"torch {m['torch']}, torchvision {m['torchvision']}" + (
+        f", onnxruntime {m['onnxruntime']}" if "onnxruntime" in m else "")
+    return (f"{m['cpu']}, {m['cores']} cores ({m['isa']}; torch uses {m['torch cpu capability']}), "
+            f"{m['threads']} torch threads; {lib}; Python {m['python']}")
 
 
 def now_utc() -> str:
@@ -168,26 +245,188 @@ def command_line() -> str:
     return ".venv/bin/python " + " ".join(shlex.quote(a) for a in args)
 
 
-def machine_block(command: str, started: str, load_before: Sequence[float], load_after: Sequence[float],
+def machine_block(command: str, started: str, checks: Sequence["Quietness"],
                   machine: dict[str, str] | None = None) -> str:
-    """The lines that go with every table: command, machine, threads, date and load average.
+    """The lines that go with every table: command, machine, threads, date, and the quietness check.
 
     Args:
         command: the shell command that produced the table.
         started: when the measurement started (:func:`now_utc`).
-        load_before, load_after: :func:`load_average` at the start and the end of the section.
+        checks: the :class:`Quietness` of each measurement the table comes from.
         machine: :func:`describe_machine` (computed when None).
     """
-    m = machine or describe_machine()
-    lib = f"torch {m['torch']}" + (f", torchvision {m['torchvision']}" if "torchvision" in m else "") + (
-        f", onnxruntime {m['onnxruntime']}" if "onnxruntime" in m else "")
-    la = lambda v: " / ".join(f"{x:.2f}" for x in v)  # noqa: E731
-    return (
-        f"- command: `{command}`\n"
-        f"- machine: {m['cpu']}, {m['cores']} cores ({m['isa']}; torch uses {m['torch cpu capability']}), "
-        f"{m['threads']} torch threads; {lib}; Python {m['python']}\n"
-        f"- date: {started}; load average (1/5/15 min) {la(load_before)} at start, {la(load_after)} at end\n"
-    )
+    lines = [f"- command: `{command}`", f"- machine: {machine_line(machine)}", f"- date: {started}"]
+    lines += [f"- {q.describe()}" for q in checks]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- quietness
+
+# Issue 14: a figure counts only when nothing else ran beside it. Other processes show as a load
+# average above the benchmark's own busy threads, and as the benchmark getting less CPU time than
+# its threads x the wall time (its threads waited for a core).
+LOAD_MARGIN = 0.5  # load above the benchmark's own threads by more than this: others were running
+CPU_SHARE = 0.9  # CPU time under this share of wall time x threads: the threads were descheduled
+BUSY_MARK = "INVALID: busy machine"
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from ``/proc/PID/stat`` (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # the command name (field 2) may hold spaces: count the fields after its closing ')'
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def cpu_seconds(pids: Iterable[int] = ()) -> float:
+    """CPU seconds used so far by this process, its children that have been waited for, and the
+    live processes ``pids`` (helpers the benchmark started on purpose and has not stopped yet).
+
+    Args:
+        pids: process ids whose CPU time counts as the benchmark's own.
+    """
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + sum(_proc_cpu_seconds(p) for p in pids)
+
+
+def parse_proc_stat(text: str) -> float:
+    """Busy CPU seconds of the whole machine since boot from ``/proc/stat``'s first line: all time but
+    idle and iowait (steal, the hypervisor giving our cores to other machines, counts as busy).
+
+    Args:
+        text: the content of ``/proc/stat``.
+    """
+    values = [int(v) for v in text.splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest is inside user
+
+
+def _machine_busy_seconds() -> float:
+    try:
+        with open("/proc/stat") as f:
+            return parse_proc_stat(f.read())
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+@dataclass(frozen=True)
+class Quietness:
+    """What the machine did while one measurement ran, and whether its figures may be trusted.
+
+    Attributes:
+        label: what was measured (a section, a configuration, a contender).
+        threads: threads the measurement keeps busy: its torch threads, plus any helper process it
+            started on purpose (a competitor, DataLoader workers) whose CPU time ``cpu_s`` includes.
+        load_before, load_after: 1-minute load average at the start and at the end.
+        wall_s: wall time of the measurement.
+        cpu_s: CPU time the measurement got (this process, its waited-for children, watched helpers).
+        own_load: the most threads this benchmark ever runs at once (default ``threads``): the load
+            it may cause itself, before and after this measurement alike.
+        idle_s: seconds the measurement slept on purpose (not expected to be busy).
+        cores: the machine's cores (no process gets more CPU per second than this).
+        others_cpu_s: CPU seconds the rest of the machine used meanwhile (all busy CPU time, from
+            ``/proc/stat``, minus ``cpu_s``; includes helpers not counted in ``cpu_s``); evidence shown
+            with the figures, not part of the rule.
+    """
+
+    label: str
+    threads: float
+    load_before: float
+    load_after: float
+    wall_s: float
+    cpu_s: float
+    own_load: float | None = None
+    idle_s: float = 0.0
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    others_cpu_s: float = float("nan")
+
+    @property
+    def allowed_load(self) -> float:
+        """The highest load average that still counts as quiet: own threads + :data:`LOAD_MARGIN`."""
+        return (self.threads if self.own_load is None else self.own_load) + LOAD_MARGIN
+
+    @property
+    def busy_threads(self) -> float:
+        """Threads that can be busy at once: ``threads``, at most one per core."""
+        return min(self.threads, self.cores)
+
+    @property
+    def expected_cpu_s(self) -> float:
+        """The least CPU time a quiet machine gives: :data:`CPU_SHARE` x busy wall time x busy threads."""
+        return CPU_SHARE * max(0.0, self.wall_s - self.idle_s) * self.busy_threads
+
+    def check(self) -> list[str]:
+        """Why the figures of this measurement are not to be trusted; empty when the machine was quiet."""
+        reasons = []
+        for when, load in (("at the start", self.load_before), ("at the end", self.load_after)):
+            if math.isnan(load):
+                reasons.append(f"load average {when} unknown (os.getloadavg failed): quietness cannot be checked")
+            elif load > self.allowed_load + 1e-9:
+                reasons.append(f"load average {load:.2f} {when} is above {self.allowed_load:.2f} (the benchmark's "
+                               f"own {self.allowed_load - LOAD_MARGIN:g} threads + {LOAD_MARGIN}): other processes ran")
+        if self.cpu_s < self.expected_cpu_s - 1e-9:
+            busy_wall = max(self.wall_s - self.idle_s, 1e-9)
+            reasons.append(f"CPU time {self.cpu_s:.1f} s is {100 * self.cpu_s / (busy_wall * self.busy_threads):.0f}% "
+                           f"of {busy_wall:.1f} s wall x {self.busy_threads:g} threads, under "
+                           f"{100 * CPU_SHARE:.0f}%: its threads waited for a core")
+        return reasons
+
+    @property
+    def quiet(self) -> bool:
+        return not self.check()
+
+    def describe(self) -> str:
+        """One line for the Markdown: the numbers the rule saw, and the verdict."""
+        busy_wall = max(self.wall_s - self.idle_s, 1e-9)
+        share = self.cpu_s / (busy_wall * self.busy_threads)
+        idle = f" (+{self.idle_s:.1f} s asleep on purpose)" if self.idle_s else ""
+        others = "" if math.isnan(self.others_cpu_s) else f"; the rest of the machine used {self.others_cpu_s:.1f} s CPU"
+        verdict_ = "quiet" if self.quiet else f"**{BUSY_MARK}**"
+        return (f"{self.label + ': ' if self.label else ''}{verdict_}: load average {self.load_before:.2f} at the "
+                f"start, {self.load_after:.2f} at the end (quiet up to {self.allowed_load:.2f}); CPU {self.cpu_s:.1f} s "
+                f"in {busy_wall:.1f} s wall{idle} = {100 * share:.0f}% of {self.busy_threads:g} thread(s) "
+                f"(quiet from {100 * CPU_SHARE:.0f}%){others}")
+
+
+class QuietMeter:
+    """Measures a :class:`Quietness`: created at the start of the measurement, :meth:`stop` at its end.
+
+    Args:
+        label: what is measured.
+        threads: threads the measurement keeps busy (see :class:`Quietness`).
+        own_load: the most threads the whole benchmark runs at once (default ``threads``).
+        pids: live helper processes whose CPU time counts as the measurement's (stop the meter
+            before stopping them).
+    """
+
+    def __init__(self, label: str, threads: float, *, own_load: float | None = None, pids: Sequence[int] = ()) -> None:
+        self.label, self.threads, self.own_load, self.pids = label, threads, own_load, tuple(pids)
+        self.idle_s = 0.0
+        self.load_before = load_average()[0]
+        self.machine0 = _machine_busy_seconds()
+        self.cpu0 = cpu_seconds(self.pids)
+        self.t0 = time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep on purpose (a settle pause): the time is left out of the CPU expectation."""
+        time.sleep(seconds)
+        self.idle_s += seconds
+
+    def stop(self) -> Quietness:
+        wall = time.perf_counter() - self.t0
+        cpu = cpu_seconds(self.pids) - self.cpu0
+        others = _machine_busy_seconds() - self.machine0 - cpu  # NaN without /proc/stat
+        others = others if math.isnan(others) else max(0.0, others)
+        return Quietness(self.label, self.threads, self.load_before, load_average()[0], wall, cpu,
+                         own_load=self.own_load, idle_s=self.idle_s, others_cpu_s=others)
+
+
+def busy_reasons(checks: Iterable[Quietness]) -> list[str]:
+    """Every reason, labelled with its measurement, why some of ``checks`` were not quiet."""
+    return [f"{q.label}: {r}" if q.label else r for q in checks for r in q.check()]
 
 
 # ----------------------------------------------------------------------------- timing
@@ -255,6 +494,7 @@ def interleave(
     warmup: int = 2,
     target_s: float = 0.5,
     settle_s: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Measurement]:
     """Time every contender ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
@@ -271,6 +511,7 @@ def interleave(
         target_s: approximate duration of one timed repeat.
         settle_s: pause before each timed repeat of each contender, so background work started by
             the previous one (DataLoader workers refilling their prefetch queue) is not charged to it.
+        sleep: how to pause (:meth:`QuietMeter.sleep`, so the pause is not expected to be busy).
         log: progress lines (default: to stderr).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -295,7 +536,7 @@ def interleave(
         for name in order:
             fn, m = contenders[name], out[name]
             if settle_s:
-                time.sleep(settle_s)
+                sleep(settle_s)
             t0 = time.perf_counter()
             for _ in range(m.inner):
                 fn()
@@ -326,6 +567,38 @@ def paired_cost(num: Measurement, den: Measurement) -> tuple[float, float, float
     """Time of ``num`` relative to ``den`` (>1: ``num`` is slower), repeat by repeat: ``(median,
     min, max)`` of ``num.seconds[r] / den.seconds[r]``."""
     return spread([n / d for n, d in zip(num.seconds, den.seconds)])
+
+
+# ----------------------------------------------------------------------------- workloads
+
+
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = False,
+               channels_last: bool = False, compile: bool = False):
+    """A closure doing one SGD training step of ``model`` on ``(x, y)`` with the given options, as
+    ``resnet_lab.train`` does it (``zero_grad(set_to_none=True)``, the loss in float32 under bf16).
+
+    Args:
+        model: the network (moved to channels_last in place when asked).
+        x, y: the batch.
+        bf16: bfloat16 autocast for forward and loss (loss computed in float32, as the trainer).
+        channels_last: NHWC memory format for model and input.
+        compile: ``torch.compile`` the model (compilation happens on the first call).
+    """
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    fwd = torch.compile(model) if compile else model
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(fwd(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -376,6 +649,9 @@ def rate_rows(results: dict[str, Measurement], items_per_call: float, baseline: 
     return rows
 
 
+QUICK_MARK = "INVALID: --quick smoke run"
+
+
 @dataclass
 class Section:
     """One benchmark's contribution to docs/BENCHMARKS.md.
@@ -384,14 +660,25 @@ class Section:
         title: the ``##`` heading.
         body: Markdown (tables and notes), without the heading.
         summary: one-line headline figures for the summary table: ``(what, figure, target, verdict)``.
+        checks: the :class:`Quietness` of every measurement behind the figures.
+        quick: a ``--quick`` run (tiny sizes: the figures measure nothing).
     """
 
     title: str
     body: str
     summary: list[tuple[str, str, str, str]] = field(default_factory=list)
+    checks: list[Quietness] = field(default_factory=list)
+    quick: bool = False
 
     def markdown(self) -> str:
-        return f"## {self.title}\n\n{self.body.rstrip()}\n"
+        marks = ""
+        if self.quick:
+            marks += f"> **{QUICK_MARK}**: tiny sizes; these figures only show that the script runs.\n"
+        reasons = busy_reasons(self.checks)
+        if reasons:
+            marks += (f"> **{BUSY_MARK}**: other processes ran while these figures were taken; do not quote them.\n"
+                      + "".join(f"> - {r}\n" for r in reasons))
+        return f"## {self.title}\n\n" + (marks + "\n" if marks else "") + f"{self.body.rstrip()}\n"
 
 
 def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
@@ -402,14 +689,150 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     return "met" if ok else "**missed**"
 
 
-def run_standalone(build: Callable[[argparse.Namespace, str], Section], description: str) -> None:
-    """``main`` of a benchmark script run on its own: parse flags, run, print the section.
+@dataclass
+class Run:
+    """One in-process benchmark's run: its sizes (``FULL`` or ``QUICK``), repeat count, start time and
+    quietness meter. :meth:`start` opens it at the top of a ``build`` and :meth:`section` closes it,
+    so every benchmark records the same facts with its tables.
+
+    Attributes:
+        args: the parsed flags (``quick``, ``repeats``, ``threads``).
+        cfg: the sizes in use.
+        repeats: timed repeats (``--repeats`` or the sizes' default).
+        started: :func:`now_utc` at the start.
+        meter: measures the run's :class:`Quietness`.
+    """
+
+    args: argparse.Namespace
+    cfg: dict
+    repeats: int
+    started: str
+    meter: QuietMeter
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, full: dict, quick: dict, label: str, *, threads: float | None = None,
+              own_load: float | None = None) -> Run:
+        """Pick the sizes and start measuring.
+
+        Args:
+            args: the parsed flags.
+            full, quick: the sizes of a real run and of a ``--quick`` one (each with ``repeats``).
+            label: names the run in the quietness line.
+            threads: threads the run keeps busy (default ``--threads``).
+            own_load: the most threads it ever runs at once (default ``threads``).
+        """
+        cfg = dict(quick if args.quick else full)
+        meter = QuietMeter(label, args.threads if threads is None else threads, own_load=own_load)
+        return cls(args, cfg, args.repeats or cfg["repeats"], now_utc(), meter)
+
+    def section(self, title: str, command: str, body: str, summary: Sequence[tuple[str, str, str, str]] = ()) -> Section:
+        """Stop measuring and return the section: machine block, quietness line, then ``body``."""
+        quiet = self.meter.stop()
+        head = machine_block(command, self.started, [quiet])
+        return Section(title, head + "\n" + body, list(summary), checks=[quiet], quick=self.args.quick)
+
+
+# ----------------------------------------------------------------------------- writing the docs
+
+
+def _block_re(key: str) -> re.Pattern:
+    return re.compile(rf"<!-- bench:{re.escape(key)} -->\n.*?<!-- /bench:{re.escape(key)} -->\n?", re.S)
+
+
+def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
+    """Write ``text`` as the block ``key`` of the Markdown file ``path`` (atomically).
+
+    Each script owns one block between ``<!-- bench:KEY -->`` and ``<!-- /bench:KEY -->``, so
+    benchmarks run at different times each replace only their own figures.
+
+    Args:
+        path: the document (created when missing).
+        key: the block's name.
+        text: its new content.
+        head: the block opens the document and owns everything outside other blocks (``run_all``:
+            the title, the summary, the older unmarked text it generated); other blocks follow it.
+            Otherwise the block replaces its earlier version in place, or is appended.
+    """
+    old = open(path).read() if os.path.exists(path) else ""
+    block = f"<!-- bench:{key} -->\n{text.rstrip()}\n<!-- /bench:{key} -->\n"
+    if head:
+        others = [m.group(0) for m in re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->\n?", old, re.S)
+                  if m.group(1) != key]
+        new = "\n".join([block] + [o if o.endswith("\n") else o + "\n" for o in others])
+    elif _block_re(key).search(old):
+        new = _block_re(key).sub(lambda _: block, old, count=1)
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(new)
+    os.replace(tmp, path)
+
+
+def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | None) -> bool:
+    """Whether figures measured under ``checks`` may be written; says why not on stderr.
+
+    Args:
+        checks: the quietness of every measurement behind the figures.
+        allow_busy: ``--allow-busy``: write busy figures anyway (they carry :data:`BUSY_MARK`).
+        target: the document to be written, or None when the figures are only printed.
+    """
+    reasons = busy_reasons(checks)
+    if not reasons:
+        return True
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"{BUSY_MARK}: other processes ran while these figures were taken:")
+    for r in reasons:
+        say(f"  - {r}")
+    where = target or "the figures above"
+    if allow_busy:
+        say(f"--allow-busy: writing {where} anyway, marked '{BUSY_MARK}'")
+        return True
+    what = f"refusing to update {target}" if target else "the figures above are not to be quoted"
+    say(f"{what}; rerun with nothing else on the machine (--wait-for-load 0.5 waits for it), or pass "
+        f"--allow-busy to write them marked '{BUSY_MARK}'")
+    return False
+
+
+def publish(section: Section, args: argparse.Namespace, *, doc: str | None = None, key: str = "") -> int:
+    """Print ``section``; write it as block ``key`` of ``doc`` when its figures are valid. Returns the
+    exit status: 0, or 1 when the machine was busy and ``--allow-busy`` was not given.
+
+    A ``--quick`` run never writes the docs (its figures measure nothing) and never fails for a
+    busy machine: it only checks that the script runs.
+
+    Args:
+        section: the benchmark's output.
+        args: parsed flags with ``quick`` and ``allow_busy``.
+        doc: the document to update (None: print only).
+        key: the block of ``doc`` this script owns.
+    """
+    print(section.markdown(), flush=True)
+    if args.quick:
+        print(f"--quick: {'not written to ' + doc if doc else 'figures only show that the script runs'}",
+              file=sys.stderr, flush=True)
+        return 0
+    if not may_write(section.checks, allow_busy=args.allow_busy, target=doc):
+        return 1
+    if doc is not None:
+        update_doc(doc, key, section.markdown())
+        print(f"wrote the '{key}' block of {doc}", file=sys.stderr, flush=True)
+    return 0
+
+
+def run_standalone(build: Callable[[argparse.Namespace, str], Section], description: str,
+                   argv: Sequence[str] | None = None) -> int:
+    """``main`` of a benchmark script run on its own: parse flags, run, print the section (the docs
+    are written by ``run_all.py``). Returns the exit status (see :func:`publish`).
 
     Args:
         build: ``build(args, command) -> Section``.
         description: the script's ``--help`` text.
+        argv: command-line arguments (default ``sys.argv[1:]``).
     """
     parser = add_common_args(argparse.ArgumentParser(description=description))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_threads(args.threads)
-    print(build(args, command_line()).markdown())
+    wait_for_quiet(args)
+    return publish(build(args, command_line()), args)

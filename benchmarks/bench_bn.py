@@ -10,20 +10,13 @@ Run alone: ``.venv/bin/python benchmarks/bench_bn.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
-import torch.nn.functional as F
+from _common import Run, Section, fmt_ratio, interleave, markdown_table, paired_cost, run_standalone, train_step
 
 from resnet_lab import create_model
 from resnet_lab.nn import BatchNorm2d
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
-from _common import (  # noqa: E402
-    Section, fmt_ratio, interleave, load_average, machine_block, markdown_table, now_utc, paired_cost,
-    run_standalone,
-)
 
 __all__ = ["build"]
 
@@ -62,15 +55,7 @@ def _model_contenders(batch: int) -> dict:
     for name, norm in (("resnet20, norm='batch' (torch's BN)", "batch"), ("resnet20, norm='scratch' (ours)", "scratch")):
         m = create_model("resnet20", num_classes=10, in_channels=1, norm=norm)
         m.load_state_dict(ref.state_dict())
-        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-
-        def step(m=m, opt=opt) -> None:
-            loss = F.cross_entropy(m(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        out[name] = step
+        out[name] = train_step(m, x, y)
     return out
 
 
@@ -93,9 +78,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``.
         command: the command line recorded with the tables.
     """
-    cfg = dict(QUICK if args.quick else FULL)
-    repeats = args.repeats or cfg["repeats"]
-    started, load0 = now_utc(), load_average()
+    run = Run.start(args, FULL, QUICK, "batch-norm benchmark")
+    cfg, repeats = run.cfg, run.repeats
     shape = "x".join(map(str, cfg["shape"]))
     train, evals = _layer_contenders(cfg["shape"])
     print(f"[bn] layer {shape}", flush=True)
@@ -105,8 +89,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
     models = _model_contenders(cfg["model_batch"])
     r_model = interleave(models, repeats=repeats, target_s=cfg["target_s"] * 2, warmup=1)
     head = ["implementation", "ms per call (median)", "min-max", "time vs torch's (cost of readable version)"]
-    body = machine_block(command, started, load0, load_average()) + (
-        f"\n### One layer, input {shape} float32, {repeats} repeats\n\n"
+    body = (
+        f"### One layer, input {shape} float32, {repeats} repeats\n\n"
         "Training mode, forward + backward:\n\n" + markdown_table(head, _cost_rows(r_train, TORCH))
         + "\nEval mode, forward only (running statistics):\n\n" + markdown_table(head, _cost_rows(r_eval, TORCH))
         + f"\n### Whole network: resnet20 training step (SGD), batch {cfg['model_batch']} x 1x28x28, {repeats} repeats\n\n"
@@ -123,8 +107,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         if res[base].ok and res[other].ok:
             cost = paired_cost(res[other], res[base])[0]
             summary.append((f"{label}: time with our scratch BN / torch's BN", f"{cost:.2f}x", "report", "-"))
-    return Section("4. Our from-scratch BatchNorm2d vs torch's", body, summary)
+    return run.section("4. Our from-scratch BatchNorm2d vs torch's", command, body, summary)
 
 
 if __name__ == "__main__":
-    run_standalone(build, __doc__.splitlines()[0])
+    sys.exit(run_standalone(build, __doc__.splitlines()[0]))

@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import sys
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from _common import (
+    Run, Section, fmt_rate, interleave, markdown_table, paired_ratio, rate_rows, run_standalone, spread, verdict,
+)
 from PIL import Image
 from torchvision import transforms as T
 
 from resnet_lab import create_model
 from resnet_lab.data import InMemoryLoader, load_data
 from resnet_lab.train import TrainConfig, train
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
-from _common import (  # noqa: E402
-    Section, fmt_rate, interleave, load_average, machine_block, markdown_table, now_utc, paired_ratio,
-    rate_rows, run_standalone, spread, verdict,
-)
 
 __all__ = ["PILFashionMNIST", "TimedLoader", "build", "torchvision_loader"]
 
@@ -148,10 +144,10 @@ def _one_thread(stream: Iterator):
     return call
 
 
-def _throughput(streams: dict[str, Iterator], cfg, repeats) -> tuple[str, list]:
+def _throughput(streams: dict[str, Iterator], cfg, repeats, sleep: Callable[[float], None]) -> tuple[str, list]:
     calls = {n: (lambda s=s: next(s)) for n, s in streams.items()}
     calls[OURS_1T] = _one_thread(streams[OURS])
-    res = interleave(calls, repeats=repeats, target_s=cfg["target_s"], warmup=3, settle_s=SETTLE_S)
+    res = interleave(calls, repeats=repeats, target_s=cfg["target_s"], warmup=3, settle_s=SETTLE_S, sleep=sleep)
     base = f"torchvision DataLoader, {cfg['workers'][0]} workers"
     rows = rate_rows(res, cfg["batch"], base)
     summary = []
@@ -169,7 +165,7 @@ def _throughput(streams: dict[str, Iterator], cfg, repeats) -> tuple[str, list]:
     return table, summary
 
 
-def _training_wait(bundle, streams: dict[str, Iterator], cfg, repeats) -> tuple[str, list]:
+def _training_wait(bundle, streams: dict[str, Iterator], cfg, repeats, sleep: Callable[[float], None]) -> tuple[str, list]:
     small_test = InMemoryLoader(bundle.test.images[:256], bundle.test.labels[:256], batch_size=128,
                                 mean=bundle.info.mean, std=bundle.info.std)
     torch.manual_seed(0)
@@ -186,7 +182,7 @@ def _training_wait(bundle, streams: dict[str, Iterator], cfg, repeats) -> tuple[
     # of each call (allocator warm-up) are not counted.
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
-            time.sleep(SETTLE_S)
+            sleep(SETTLE_S)
             loader = TimedLoader(streams[name], cfg["train_steps"])
             data = dataclasses.replace(bundle, train=loader, test=small_test)
             train(models[name], data, config, log=lambda s: None)
@@ -217,22 +213,24 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``.
         command: the command line recorded with the tables.
     """
-    cfg = dict(QUICK if args.quick else FULL)
-    repeats = args.repeats or cfg["repeats"]
-    started, load0 = now_utc(), load_average()
+    # Busy threads: at least the main thread all along (the 0-worker DataLoader is one Python thread;
+    # the others use --threads, or 2 worker processes while the main thread waits). At most
+    # --threads plus the workers run at once: that is the load the benchmark may cause itself.
+    run = Run.start(args, FULL, QUICK, "data benchmark", threads=1, own_load=args.threads + max(FULL["workers"]))
+    cfg, repeats = run.cfg, run.repeats
     bundle = load_data("fashion-mnist", batch_size=cfg["batch"], device="cpu", augment=True)
     images = bundle.train.images[:, 0].numpy()  # (N, 28, 28) uint8: the very array ours holds
     labels = bundle.train.labels.numpy()
     mean, std = bundle.info.mean, bundle.info.std
     print(f"[data] batch production, batch {cfg['batch']}", flush=True)
     streams = _streams(bundle, images, labels, mean, std, cfg)
-    t1, s1 = _throughput(streams, cfg, repeats)
+    t1, s1 = _throughput(streams, cfg, repeats, run.meter.sleep)
     print(f"[data] resnet20 training, {cfg['train_steps']} steps per repeat", flush=True)
-    t2, s2 = _training_wait(bundle, streams, cfg, repeats)
-    load1 = load_average()
+    t2, s2 = _training_wait(bundle, streams, cfg, repeats, run.meter.sleep)
+    for stream in streams.values():  # shut the DataLoader workers down: their CPU time counts once they are reaped
+        stream.close()
     body = (
-        machine_block(command, started, load0, load1)
-        + f"\n### Producing augmented batches of {cfg['batch']} (Fashion-MNIST train split, "
+        f"### Producing augmented batches of {cfg['batch']} (Fashion-MNIST train split, "
         f"{bundle.num_train:,} images), {repeats} repeats\n\n" + t1
         + f"\nDataLoader workers keep running between calls (`persistent_workers`) and prefetch up to "
         f"2 batches each between repeats, which flatters the worker rows a little; each timed repeat starts "
@@ -247,8 +245,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "the whole step time. With DataLoader workers on a 2-core machine the fetch can look cheap while "
         "the worker processes take CPU from the training step itself: compare the training images/s.\n"
     )
-    return Section("3. Data path: in-memory loader vs torchvision DataLoader", body, s1 + s2)
+    return run.section("3. Data path: in-memory loader vs torchvision DataLoader", command, body, s1 + s2)
 
 
 if __name__ == "__main__":
-    run_standalone(build, __doc__.splitlines()[0])
+    sys.exit(run_standalone(build, __doc__.splitlines()[0]))

@@ -12,17 +12,19 @@ is perfect weak scaling (same per-process batch, N times the global batch). On a
 processes share the cores: with 2 cores, 1 process already uses both through intra-op threads,
 so the fair question there is whether 2 processes x 1 thread beat 1 process x 2 threads.
 
+Every run is checked for quietness (load average, and the CPU time its processes got against wall
+time x their threads); a run measured while other processes ran is marked INVALID and the script
+exits with status 1 unless ``--allow-busy``.
+
 Run: ``.venv/bin/python benchmarks/bench_distributed.py [--nproc 2] [--repeats 3] [--quick]``;
-prints a Markdown section (command, machine, date, load) to paste into docs/DISTRIBUTED.md.
+prints a Markdown section (command, machine, date, quietness) to paste into docs/DISTRIBUTED.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -31,7 +33,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
+from _common import (
+    BUSY_MARK, QUICK_MARK, QuietMeter, Quietness, add_quiet_args, busy_reasons, command_line, machine_line, may_write,
+    now_utc, wait_for_quiet,
+)
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -42,23 +47,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _train_args(a: argparse.Namespace, out: Path) -> list[str]:
     return ["train", "--model", a.model, "--dataset", "fake", "--subset", str(a.subset), "--epochs", str(a.epochs),
             "--batch-size", str(a.batch_size), "--device", a.device, "--no-progress", "--out", str(out)]
 
 
-def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, workdir: Path) -> float:
-    """One training run; returns the median images/s over epochs 2.. (global, as rank 0 reports)."""
+def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, workdir: Path, label: str,
+            own_load: float) -> tuple[float, Quietness]:
+    """One training run: the median images/s over epochs 2.. (global, as rank 0 reports) and the
+    run's quietness (its processes are waited for, so their CPU time counts)."""
+    meter = QuietMeter(label, nproc * threads, own_load=own_load)
     out = Path(tempfile.mkdtemp(dir=workdir)) / "run"
     args = _train_args(a, out) + (["--sync-bn"] if sync_bn else [])
     if nproc == 1:
@@ -72,10 +70,10 @@ def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, work
         raise RuntimeError(f"{shlex.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [rec["images_per_second"] for rec in records[1:]] or [records[0]["images_per_second"]]
-    return statistics.median(rates)
+    return statistics.median(rates), meter.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch-size", type=int, default=64, help="per process")
@@ -85,7 +83,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs of 512 images (smoke)")
-    a = p.parse_args()
+    add_quiet_args(p)
+    a = p.parse_args(argv)
+    wait_for_quiet(a)
     if a.quick:
         a.repeats, a.epochs, a.subset = 1, 2, 512
     cores = os.cpu_count() or 1
@@ -97,16 +97,18 @@ def main() -> None:
         (f"{n} processes x {max(1, cores // n)} thread(s)", n, max(1, cores // n), False),
         (f"{n} processes x {max(1, cores // n)} thread(s), --sync-bn", n, max(1, cores // n), True),
     ]
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load_before = os.getloadavg()
+    started = now_utc()
+    own_load = max(procs * threads for _, procs, threads, _ in contenders)  # the most threads one run uses
     rates: dict[str, list[float]] = {c[0]: [] for c in contenders}
+    checks: list[Quietness] = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(a.repeats):
             order = contenders if rep % 2 == 0 else contenders[::-1]
             for label, procs, threads, sync in order:
-                rates[label].append(run_one(a, procs, threads, sync, Path(tmp)))
-                print(f"repeat {rep + 1}: {label}: {rates[label][-1]:.0f} img/s", file=sys.stderr, flush=True)
-    load_after = os.getloadavg()
+                rate, quiet = run_one(a, procs, threads, sync, Path(tmp), f"{label}, repeat {rep + 1}", own_load)
+                rates[label].append(rate)
+                checks.append(quiet)
+                print(f"repeat {rep + 1}: {label}: {rate:.0f} img/s", file=sys.stderr, flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     single1 = med[contenders[0][0]]
     single_all = med[contenders[1][0]]
@@ -116,17 +118,20 @@ def main() -> None:
         eff = med[label] / (procs * single1)
         lines.append(f"| {label} | {med[label]:.0f} | {min(rates[label]):.0f}-{max(rates[label]):.0f} | "
                      f"{eff:.2f} | {med[label] / single_all:.2f}x |")
-    exe = Path(sys.executable)
-    exe_s = str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else str(exe)
-    cmd = shlex.join([exe_s, *sys.argv])
     print(f"### {a.model}, per-process batch {a.batch_size}, {a.device}\n")
+    if a.quick:
+        print(f"> **{QUICK_MARK}**: tiny sizes; these figures only show that the script runs.\n")
+    if busy_reasons(checks):
+        print(f"> **{BUSY_MARK}**: other processes ran during some runs (below); do not quote these figures.\n")
     print("\n".join(lines) + "\n")
-    print(f"- command: `{cmd}`")
-    print(f"- machine: {_cpu_model()}, {cores} cores; torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"- date: {started}; load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
-          f"after {'/'.join(f'{x:.1f}' for x in load_after)}")
+    print(f"- command: `{command_line()}`")
+    print(f"- machine: {machine_line()} (in this script; each run sets its own threads)")
+    print(f"- date: {started}")
     print(f"- {a.repeats} repeats x {a.epochs} epochs of {a.subset} images; images/s per run = median over epochs 2..")
+    for q in checks:
+        print(f"- {q.describe()}")
+    return 0 if a.quick or may_write(checks, allow_busy=a.allow_busy, target=None) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,15 +17,13 @@ import tempfile
 
 import torch
 import torchvision
+from _common import (
+    Run, Section, compile_cache_note, interleave, markdown_table, onnxruntime, paired_ratio, rate_rows,
+    run_standalone, verdict, want_compile,
+)
 
 from resnet_lab import create_model
 from resnet_lab.deploy import export_onnx, fuse_bn
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
-from _common import (  # noqa: E402
-    Section, compile_cache_note, interleave, load_average, machine_block, markdown_table, now_utc, paired_ratio,
-    rate_rows, run_standalone, verdict, want_compile,
-)
 
 __all__ = ["build"]
 
@@ -51,13 +49,13 @@ def _models(arch: str) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def _onnx_session(path: str, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
+    if onnxruntime is None:
+        raise ImportError("onnxruntime is not installed (pip install -e '.[onnx]')")
+    so = onnxruntime.SessionOptions()
     so.intra_op_num_threads = threads  # the same 2 cores torch gets
     so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def build(args: argparse.Namespace, command: str) -> Section:
@@ -67,10 +65,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``, ``compile``.
         command: the command line recorded with the tables.
     """
-    cfg = dict(QUICK if args.quick else FULL)
-    repeats = args.repeats or cfg["repeats"]
+    run = Run.start(args, FULL, QUICK, "inference benchmark")
+    cfg, repeats = run.cfg, run.repeats
     arch, size = cfg["arch"], cfg["image_size"]
-    started, load0 = now_utc(), load_average()
     tv, ours = _models(arch)
     fused = fuse_bn(ours)
     fused_cl = fuse_bn(ours).to(memory_format=torch.channels_last)
@@ -144,10 +141,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         f"{torch.get_num_threads()} intra-op threads, all graph optimizations). "
         "Folding BN removes one pass over the activations (and one operator call) per convolution. The "
         "last column checks that every contender computes torchvision's function (float32 rounding only).\n")
-    load1 = load_average()
-    body = machine_block(command, started, load0, load1) + "\n" + "".join(parts)
-    return Section("2. Inference throughput: fused + channels_last (+ compile, + onnxruntime)", body, summary)
+    return run.section("2. Inference throughput: fused + channels_last (+ compile, + onnxruntime)", command,
+                       "".join(parts), summary)
 
 
 if __name__ == "__main__":
-    run_standalone(build, __doc__.splitlines()[0])
+    sys.exit(run_standalone(build, __doc__.splitlines()[0]))

@@ -13,20 +13,13 @@ Run alone: ``.venv/bin/python benchmarks/bench_mfu.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import torch
-import torch.nn.functional as F
+from _common import Run, Section, fmt_rate, interleave, markdown_table, paired_ratio, run_standalone, spread, train_step
 
 from resnet_lab import create_model
 from resnet_lab.analysis import summarize
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
-from _common import (  # noqa: E402
-    Section, fmt_rate, interleave, load_average, machine_block, markdown_table, now_utc, paired_ratio,
-    run_standalone, spread,
-)
 
 __all__ = ["build", "training_flops_per_step"]
 
@@ -55,22 +48,10 @@ def _gemm(n: int, dtype: torch.dtype):
 
 def _train(batch: int, bf16: bool):
     torch.manual_seed(0)
-    model = create_model("resnet20", num_classes=10, in_channels=1).train()
+    model = create_model("resnet20", num_classes=10, in_channels=1)
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
-    if bf16:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    return train_step(model, x, y, bf16=bf16, channels_last=bf16)
 
 
 def build(args: argparse.Namespace, command: str) -> Section:
@@ -80,9 +61,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``.
         command: the command line recorded with the tables.
     """
-    cfg = dict(QUICK if args.quick else FULL)
-    repeats = args.repeats or cfg["repeats"]
-    started, load0 = now_utc(), load_average()
+    run = Run.start(args, FULL, QUICK, "MFU benchmark")
+    cfg, repeats = run.cfg, run.repeats
     n, batch = cfg["gemm"], cfg["batch"]
     step_flops = training_flops_per_step(create_model("resnet20", num_classes=10, in_channels=1), (1, 28, 28), batch)
     gemm_flops = 2 * n**3
@@ -112,8 +92,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         r = paired_ratio(res[GEMM16], res[GEMM32])
         summary.append(("GEMM bfloat16 / float32 FLOP/s", f"{r[0]:.2f}x", "report", "-"))
     util = markdown_table(["training", "against", "utilization (median, min-max)"], util_rows)
-    body = machine_block(command, started, load0, load_average()) + (
-        f"\n### {n}x{n} @ {n}x{n} GEMM ({gemm_flops / 1e9:.1f} GFLOP) and a resnet20 training step "
+    body = (
+        f"### {n}x{n} @ {n}x{n} GEMM ({gemm_flops / 1e9:.1f} GFLOP) and a resnet20 training step "
         f"(batch {batch} x 1x28x28, {step_flops / 1e9:.1f} GFLOP by the 3 x 2 x MACs rule), {repeats} repeats\n\n"
         + table + "\n" + util
         + "\nNotes: GEMM is `torch.mm` into a preallocated output; in this torch build float32 `torch.mm` is "
@@ -123,8 +103,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "loss and the optimizer update, which are memory-bound and uncounted. resnet20 on 28x28 has only "
         "16-64 channels, so its convolutions are small matrix products with little data reuse.\n"
     )
-    return Section("5. Model FLOPs utilization of training", body, summary)
+    return run.section("5. Model FLOPs utilization of training", command, body, summary)
 
 
 if __name__ == "__main__":
-    run_standalone(build, __doc__.splitlines()[0])
+    sys.exit(run_standalone(build, __doc__.splitlines()[0]))

@@ -12,56 +12,24 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 
 import torch
-import torch.nn.functional as F
 import torchvision
+from _common import (
+    Run, Section, compile_cache_note, interleave, markdown_table, paired_ratio, rate_rows, run_standalone, train_step,
+    verdict, want_compile,
+)
 
 from resnet_lab import create_model
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _common, when imported by run_all
-from _common import (  # noqa: E402
-    Section, compile_cache_note, interleave, load_average, machine_block, markdown_table, now_utc, paired_ratio,
-    rate_rows, run_standalone, verdict, want_compile,
-)
-
-__all__ = ["build", "train_step"]
+__all__ = ["build"]
 
 # arch -> batch; resnet50 at batch 16 keeps the whole run near 10 minutes on 2 shared cores
 FULL = {"image_size": 64, "archs": {"resnet18": 32, "resnet50": 16}, "compile_archs": ("resnet18",),
         "target_s": 1.0, "repeats": 7}
 QUICK = {"image_size": 32, "archs": {"resnet18": 8}, "compile_archs": ("resnet18",), "target_s": 0.2, "repeats": 2}
 NUM_CLASSES = 1000
-
-
-def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = False,
-               channels_last: bool = False, compile: bool = False):
-    """A closure doing one SGD training step of ``model`` on ``(x, y)`` with the given options.
-
-    Args:
-        model: the network (moved to channels_last in place when asked).
-        x, y: the batch.
-        bf16: bfloat16 autocast for forward and loss (loss computed in float32, as the trainer).
-        channels_last: NHWC memory format for model and input.
-        compile: ``torch.compile`` the model (compilation happens on the first call).
-    """
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    fwd = torch.compile(model) if compile else model
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(fwd(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def _contenders(arch: str, batch: int, cfg: dict, with_compile: bool) -> dict:
@@ -92,9 +60,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``.
         command: the command line recorded with the tables.
     """
-    cfg = dict(QUICK if args.quick else FULL)
-    repeats = args.repeats or cfg["repeats"]
-    started, load0 = now_utc(), load_average()
+    run = Run.start(args, FULL, QUICK, "training benchmark")
+    cfg, repeats = run.cfg, run.repeats
     parts, summary = [], []
     for arch, batch in cfg["archs"].items():
         with_compile = want_compile(args) and arch in cfg["compile_archs"]
@@ -142,10 +109,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "oneDNN's CPU convolutions prefer. "
         "Whether each option pays for itself here is what the table says, not an assumption.\n"
     )
-    load1 = load_average()
-    body = machine_block(command, started, load0, load1) + "\n" + "".join(parts) + notes
-    return Section("1. Training throughput: ours vs torchvision", body, summary)
+    return run.section("1. Training throughput: ours vs torchvision", command, "".join(parts) + notes, summary)
 
 
 if __name__ == "__main__":
-    run_standalone(build, __doc__.splitlines()[0])
+    sys.exit(run_standalone(build, __doc__.splitlines()[0]))

@@ -4,6 +4,11 @@ Each recipe is the exact `resnet-lab train` command a user would type. The scrip
 command (process start to exit, data loading included), reads the run's metrics.jsonl, and writes
 one row per recipe into docs/RESULTS.md with the command, the machine and the date.
 
+A recipe counts only when the machine was quiet while it ran (load average and the CPU time the
+training got, see ``_common.Quietness``): otherwise the script refuses to write docs/RESULTS.md,
+says why and exits with status 1, unless ``--allow-busy`` (then the block is marked INVALID).
+The raw results are kept in OUT/results.json either way.
+
     python benchmarks/fashion_mnist.py demo resnet20      # run these recipes
     python benchmarks/fashion_mnist.py --list
 """
@@ -11,10 +16,10 @@ one row per recipe into docs/RESULTS.md with the command, the machine and the da
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -22,6 +27,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
+from _common import BUSY_MARK, QuietMeter, Quietness, add_quiet_args, machine_line, may_write, setup_threads, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -58,20 +66,21 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 }
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import torch
+def run_recipe(name: str, out_root: Path, threads: int) -> dict:
+    """Run one recipe through the CLI with ``threads`` torch threads; its result record, quietness included.
 
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    Args:
+        name: a key of :data:`RECIPES`.
+        out_root: the recipe's run goes to ``out_root / name``.
+        threads: OMP_NUM_THREADS of the training processes.
+    """
+    meter = QuietMeter(name, threads)
+    result = _train_recipe(name, out_root, {**os.environ, "OMP_NUM_THREADS": str(threads)})
+    result["quiet"] = dataclasses.asdict(meter.stop())
+    return result
 
 
-def run_recipe(name: str, out_root: Path) -> dict:
+def _train_recipe(name: str, out_root: Path, env: dict[str, str]) -> dict:
     purpose, target, budget, args = RECIPES[name]
     stages = (args,) if isinstance(args, str) else args
     out = out_root / name
@@ -84,7 +93,7 @@ def run_recipe(name: str, out_root: Path) -> dict:
         argv = [*head, *shlex.split(stage), "--out", str(stage_out), "--no-progress"]
         print(f"[{name}] resnet-lab {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([*CLI, *argv], cwd=ROOT, text=True)
+        proc = subprocess.run([*CLI, *argv], cwd=ROOT, text=True, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"[{name}] stage {k + 1} failed with exit code {proc.returncode}")
         records = [json.loads(l) for l in (stage_out / "metrics.jsonl").read_text().splitlines() if l.strip()]
@@ -92,17 +101,18 @@ def run_recipe(name: str, out_root: Path) -> dict:
             epochs.append({**e, "epoch": len(epochs) + 1, "elapsed_seconds": wall + e["elapsed_seconds"]})
         wall += time.perf_counter() - t0
         shown = [a if a != str(run_dir) else "<previous run>" for a in argv[:-3]]
-        commands.append(_env_prefix() + f"resnet-lab {' '.join(shown)}")
+        # Thread settings change the speed a lot on a shared CPU; the recorded command carries them.
+        commands.append(f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} resnet-lab {' '.join(shown)}")
         run_dir = stage_out
     result = summarize(name, commands, epochs, wall, run_dir)
-    result["tta_acc"] = tta_accuracy(run_dir)
+    result["tta_acc"] = tta_accuracy(run_dir, env)
     return result
 
 
-def tta_accuracy(run_dir: Path) -> float:
+def tta_accuracy(run_dir: Path, env: dict[str, str]) -> float:
     """Test accuracy of the run's last weights with flip test-time augmentation (`evaluate --tta`)."""
     proc = subprocess.run([*CLI, "evaluate", str(run_dir), "--tta", "--json"], cwd=ROOT, text=True,
-                          capture_output=True, check=True)
+                          capture_output=True, check=True, env=env)
     return json.loads(proc.stdout)["accuracy"]
 
 
@@ -119,14 +129,17 @@ def summarize(name: str, commands: list[str], epochs: list[dict], wall: float, r
         "images_per_second": sorted(e["images_per_second"] for e in epochs)[len(epochs) // 2],
         "target": target, "budget_minutes": budget,
         "target_reached_at": None if reached is None else {"epoch": reached["epoch"], "seconds": reached["elapsed_seconds"]},
-        "load_average": os.getloadavg()[0], "machine": machine(), "run_dir": str(run_dir),
+        "machine": machine_line(), "run_dir": str(run_dir),
         "date": dt.date.today().isoformat(),
     }
 
 
-def _env_prefix() -> str:
-    # Thread settings change the speed a lot on a shared CPU; the recorded command carries them.
-    return "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+def quietness(result: dict) -> Quietness:
+    """The result's quietness record; a result from before quietness was recorded counts as unknown."""
+    if "quiet" in result:
+        return Quietness(**result["quiet"])
+    nan = float("nan")
+    return Quietness(result["recipe"], 1, nan, nan, result["wall_seconds"], nan)
 
 
 def _row(r: dict) -> str:
@@ -141,55 +154,99 @@ def _row(r: dict) -> str:
             f"{r['date']} |")
 
 
-def write_results(results: list[dict]) -> None:
-    """Insert or replace each recipe's block between markers in docs/RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
+def write_results(results: list[dict], path: Path = RESULTS) -> None:
+    """Insert or replace each recipe's block between markers in ``path`` (docs/RESULTS.md); a recipe
+    measured on a busy machine gets the INVALID mark (the caller decides whether to write at all).
+
+    Args:
+        results: the result records of :func:`run_recipe`.
+        path: the document.
+    """
+    text = path.read_text() if path.exists() else "# Results\n"
     for r in results:
         curves = Path(r.get("run_dir", "")) / "curves.png"
         figure = ""
         if curves.is_file():  # the run's own loss/accuracy curves, kept next to the results
-            (RESULTS.parent / "img").mkdir(exist_ok=True)
-            shutil.copyfile(curves, RESULTS.parent / "img" / f"recipe_{r['recipe']}.png")
+            (path.parent / "img").mkdir(exist_ok=True)
+            shutil.copyfile(curves, path.parent / "img" / f"recipe_{r['recipe']}.png")
             figure = f"![{r['recipe']}: loss and accuracy per epoch](img/recipe_{r['recipe']}.png)\n\n"
+        quiet = quietness(r)
+        mark = "" if quiet.quiet else (f"> **{BUSY_MARK}**: other processes ran during this run; do not quote it.\n"
+                                       + "".join(f"> - {reason}\n" for reason in quiet.check()) + "\n")
         block = (
-            f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n"
+            f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n{mark}"
             f"```\n{r['command']}\n```\n\n"
-            f"Machine: {r['machine']}; 1-minute load average at the end {r['load_average']:.1f}.\n\n"
+            f"Machine: {r['machine']}.\n\nMachine during the run: {quiet.describe()}.\n\n"
             "| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target (single view, per epoch) | date |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n\n" + figure + "<!-- /recipe -->\n"
         )
         pattern = re.compile(rf"<!-- recipe:{re.escape(r['recipe'])} -->.*?<!-- /recipe -->\n", re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
-    RESULTS.write_text(text)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
-def main() -> None:
+def record(results: list[dict], *, allow_busy: bool, path: Path = RESULTS) -> int:
+    """Write ``results`` into ``path`` when every one was measured on a quiet machine (or
+    ``allow_busy``); returns the exit status (1: refused, nothing written).
+
+    Args:
+        results: the result records.
+        allow_busy: write busy results too, marked INVALID.
+        path: the document.
+    """
+    if not may_write([quietness(r) for r in results], allow_busy=allow_busy, target=str(path)):
+        return 1
+    write_results(results, path)
+    return 0
+
+
+def _list_recipes() -> None:
+    for k, (purpose, _, _, args) in RECIPES.items():
+        stages = (args,) if isinstance(args, str) else args
+        print(f"{k:<10} {purpose}")
+        for i, stage in enumerate(stages):
+            print(f"           resnet-lab {'train' if i == 0 else 'finetune --from <previous run>'} {stage}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the named recipes (or list them, or re-record earlier results); returns the exit status.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
+                   help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
+                        "default, one per core); the recorded command carries it")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
-    a = p.parse_args()
+    add_quiet_args(p)
+    a = p.parse_args(argv)
     if a.record_only:
         results = json.loads((Path(a.out) / "results.json").read_text())
         for r in results:
             r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
-        write_results([r for r in results if not a.recipes or r["recipe"] in a.recipes])
-        return
+        return record([r for r in results if not a.recipes or r["recipe"] in a.recipes], allow_busy=a.allow_busy)
     if a.list or not a.recipes:
-        for k, (purpose, _, _, args) in RECIPES.items():
-            stages = (args,) if isinstance(args, str) else args
-            print(f"{k:<10} {purpose}")
-            for i, stage in enumerate(stages):
-                print(f"           resnet-lab {'train' if i == 0 else 'finetune --from <previous run>'} {stage}")
-        return
-    results = [run_recipe(n, Path(a.out)) for n in a.recipes]
+        _list_recipes()
+        return 0
+    unknown = [n for n in a.recipes if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"error: unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)}")
+    setup_threads(a.threads)  # the machine line names the training processes' threads
+    wait_for_quiet(a)
+    results = [run_recipe(n, Path(a.out), a.threads) for n in a.recipes]
+    Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
-    write_results(results)
     for r in results:
         print(_row(r))
+    return record(results, allow_busy=a.allow_busy)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
