@@ -1,0 +1,515 @@
+"""A run report in one self-contained HTML file: the page people look at after training.
+
+For each run: the curves, the confusion matrix and per-class accuracy of the test set, the test
+images the model got wrong with the most confidence, the recipe (``model.json``'s architecture and
+training configuration) and the timings (``metrics.jsonl``); for several runs also their curves on
+shared axes and a table side by side; and the machine the report was made on. Figures are PNGs
+embedded as base64 ``data:`` URIs and the style sheet is inline, so the file can be mailed or
+archived alone and opens offline.
+
+The test-set sections need the data: the run's dataset is loaded as ``resnet-lab evaluate`` loads
+it (input size, mean and std from ``model.json``); when it cannot be found, those sections say so
+and the rest of the report is still written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import platform
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..data import load_data
+from ..figures import new_figure
+from ..runs import atomic_write_text, load_model, read_metrics
+from ..train import evaluate, resolve_device
+from ..train.plots import curves_figure, plot_confusion
+
+__all__ = ["machine_info", "report_html", "write_report"]
+
+_EVAL_BATCH = 256
+
+
+@dataclass
+class _Mistakes:
+    """Wrong predictions: the inputs as the model saw them (normalized, CPU) and what it said."""
+
+    images: Tensor  # (k, C, H, W)
+    true: Tensor  # (k,)
+    pred: Tensor  # (k,)
+    confidence: Tensor  # (k,) softmax probability of ``pred``
+
+    def most_confident(self, other: "_Mistakes | None", k: int) -> "_Mistakes":
+        """The ``k`` most confident of these and ``other``'s; ties keep the order seen (stable sort)."""
+        if other is not None:
+            return _Mistakes(torch.cat([other.images, self.images]), torch.cat([other.true, self.true]),
+                             torch.cat([other.pred, self.pred]),
+                             torch.cat([other.confidence, self.confidence])).most_confident(None, k)
+        top = self.confidence.argsort(descending=True, stable=True)[:k]
+        return _Mistakes(self.images[top], self.true[top], self.pred[top], self.confidence[top])
+
+
+@dataclass
+class _Evaluation:
+    accuracy: float
+    loss: float
+    n: int
+    confusion: Tensor  # (K, K), rows true classes
+    per_class: list[float]  # NaN for a class without test images
+    mistakes: _Mistakes | None  # None when none were asked for
+    device: str
+
+
+@dataclass
+class _Run:
+    """Everything the page shows about one run."""
+
+    name: str
+    run_dir: Path
+    meta: dict[str, Any]
+    history: list[dict[str, Any]]
+    evaluation: _Evaluation | None = None
+    data_note: str = ""  # why the test-set sections are missing
+    figures: dict[str, str] = field(default_factory=dict)  # data URIs by figure name
+
+
+class _MistakeTracker(nn.Module):
+    """Wraps a model for :func:`~resnet_lab.train.evaluate` and keeps the ``k`` wrong predictions made
+    with the highest confidence, so one pass over the test set gives both evaluate's figures and
+    the mistakes (evaluate returns aggregates only). :meth:`batches` wraps the loader to hand over
+    each batch's labels, which the model's forward never sees."""
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+        self._labels: Tensor | None = None
+        self.kept: _Mistakes | None = None
+
+    def batches(self, loader: Iterable) -> Iterator:
+        for x, y in loader:
+            self._labels = y
+            yield x, y
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        if self.k > 0:
+            confidence, pred = logits.detach().float().softmax(1).max(1)
+            y = self._labels.to(pred.device)
+            wrong = pred != y
+            new = _Mistakes(x[wrong].cpu(), y[wrong].cpu(), pred[wrong].cpu(), confidence[wrong].cpu())
+            self.kept = new.most_confident(self.kept, self.k)
+        return logits
+
+
+def _data_for(meta: dict[str, Any], data_dir: str | os.PathLike | None, device: torch.device):
+    """The run's test data, loaded as `resnet-lab evaluate` loads it, with the run's own mean/std
+    (what the network was trained on) and seed (a folder's held-out split depends on it)."""
+    c, h, _ = meta["input_size"]
+    return load_data(
+        meta["dataset"], data_dir=data_dir, image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
+        seed=int((meta.get("train_config") or {}).get("seed", 0)), augment=False,
+        batch_size=1, eval_batch_size=_EVAL_BATCH, device=device,  # the training split is not used
+    )
+
+
+def _evaluate_run(model: nn.Module, meta: dict[str, Any], data, device: torch.device, mistakes: int) -> _Evaluation:
+    if list(data.info.classes) != list(meta["classes"]):
+        raise ValueError(f"the dataset's classes {list(data.info.classes)} differ from the run's {meta['classes']}: "
+                         "point --data-dir at the data the run was trained on")
+    tracker = _MistakeTracker(model, mistakes)
+    ev = evaluate(tracker, tracker.batches(data.test), num_classes=len(meta["classes"]), device=device)
+    return _Evaluation(ev["acc"], ev["loss"], ev["n"], ev["confusion"], ev["per_class_acc"], tracker.kept, str(device))
+
+
+def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, device: torch.device,
+             mistakes: int) -> _Run:
+    """Load a run, read its metrics and evaluate it on its test set when the data can be found."""
+    if not Path(source).exists():
+        raise FileNotFoundError(f"no such run directory: {source}; give a directory written by `resnet-lab train`")
+    model, meta = load_model(source, device)
+    run_dir = Path(source) if Path(source).is_dir() else Path(source).parent
+    run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir))
+    if not meta.get("dataset"):
+        run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
+        return run
+    if meta["dataset"] == "folder" and data_dir is None:  # model.json does not record where a folder was
+        run.data_note = "the run was trained on an image folder; give the folder with --data-dir."
+        return run
+    try:
+        data = _data_for(meta, data_dir, device)
+    except FileNotFoundError as e:  # DataNotFoundError included: the report goes on without these sections
+        run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{e}"
+        return run
+    run.evaluation = _evaluate_run(model, meta, data, device, mistakes)
+    return run
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure_uri(fig, dpi: int = 90) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return _data_uri(buf.getvalue())
+
+
+def _confusion_uri(cm: Tensor, classes: Sequence[str], title: str) -> str:
+    # plot_confusion is the one confusion-matrix drawing of the package; it writes a file.
+    with tempfile.TemporaryDirectory() as tmp:
+        return _data_uri(plot_confusion(cm, classes, Path(tmp) / "confusion.png", title=title).read_bytes())
+
+
+def _as_pictures(m: _Mistakes, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Normalized inputs back to 0..1 pictures, (k, H, W, C)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (m.images.float() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def _mistakes_uri(m: _Mistakes, classes: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> str:
+    """The mistakes as one mosaic in one Axes, each picture with its labels above it (one Axes per picture
+    costs matplotlib seconds for a 16-image grid)."""
+    pictures = _as_pictures(m, mean, std)  # (k, H, W, C)
+    k, h, w, c = pictures.shape
+    cols = min(8, k)
+    rows = math.ceil(k / cols)
+    band, gap = math.ceil(0.55 * h), math.ceil(0.3 * w)  # room for two lines of labels; space between
+    cell_h, cell_w = h + band, w + gap
+    mosaic = torch.ones(rows * cell_h, cols * cell_w, c)  # white
+    fig, ax = new_figure(figsize=(1.5 * cols, 1.5 * cols * rows * cell_h / (cols * cell_w)))
+    for i in range(k):
+        top, left = (i // cols) * cell_h + band, (i % cols) * cell_w
+        mosaic[top:top + h, left:left + w] = pictures[i]
+        ax.text(left + w / 2, top - 0.08 * h, f"true {classes[int(m.true[i])]}\npred {classes[int(m.pred[i])]} "
+                f"{100 * float(m.confidence[i]):.0f}%", ha="center", va="bottom", fontsize=7)
+    gray = c == 1
+    ax.imshow((mosaic[..., 0] if gray else mosaic).numpy(), cmap="gray" if gray else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.axis("off")
+    return _figure_uri(fig)
+
+
+def _compare_uri(runs: Sequence[_Run]) -> str:
+    """The runs' curves on shared axes: loss and accuracy per epoch, test solid, train dashed."""
+    fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
+    for i, run in enumerate(runs):
+        epochs = [h["epoch"] for h in run.history]
+        for split, style in (("test", "-"), ("train", "--")):
+            label = f"{run.name} ({split})"
+            ax_loss.plot(epochs, [h.get(f"{split}_loss", math.nan) for h in run.history], style, color=f"C{i}",
+                         marker="o", ms=3, label=label)
+            ax_acc.plot(epochs, [100 * h.get(f"{split}_acc", math.nan) for h in run.history], style,
+                        color=f"C{i}", marker="o", ms=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _figure_uri(fig)
+
+
+def _draw_figures(run: _Run) -> None:
+    """The run's figures as data URIs: the curves from metrics.jsonl (curves.png when it has none),
+    the confusion matrix and mistakes of the evaluation (the training's confusion.png without it)."""
+    smoothing = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0)
+    if run.history:
+        run.figures["curves"] = _figure_uri(curves_figure(run.history, run.name, smoothing))
+    elif (run.run_dir / "curves.png").is_file():
+        run.figures["curves"] = _data_uri((run.run_dir / "curves.png").read_bytes())
+    ev, classes = run.evaluation, run.meta["classes"]
+    if ev is not None:
+        run.figures["confusion"] = _confusion_uri(ev.confusion, classes, f"{run.name}: test confusion")
+        if ev.mistakes is not None and len(ev.mistakes.true):
+            run.figures["mistakes"] = _mistakes_uri(ev.mistakes, classes, run.meta["mean"], run.meta["std"])
+    elif (run.run_dir / "confusion.png").is_file():
+        run.figures["confusion"] = _data_uri((run.run_dir / "confusion.png").read_bytes())
+
+
+# --- facts --------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):  # x86 Linux; elsewhere platform's answer
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, str]:
+    """The machine this process runs on: CPU model, cores, torch version and the CPU capability
+    torch's kernels dispatch to (``torch.backends.cpu.get_cpu_capability()``), GPU when present."""
+    info = {
+        "CPU": _cpu_model(),
+        "CPU cores": str(os.cpu_count()),
+        "torch": torch.__version__,
+        "CPU capability (torch)": torch.backends.cpu.get_cpu_capability(),
+        "torch threads": str(torch.get_num_threads()),
+        "Python": platform.python_version(),
+        "OS": platform.platform(),
+    }
+    if torch.cuda.is_available():
+        info["GPU"] = torch.cuda.get_device_name()
+    return info
+
+
+def _wall_seconds(history: Sequence[dict]) -> float:
+    """Wall time over all sessions: ``elapsed_seconds`` restarts at 0 when a run is resumed, so the
+    last value of each session is summed."""
+    total, last = 0.0, 0.0
+    for h in history:
+        elapsed = float(h.get("elapsed_seconds") or 0.0)
+        if elapsed < last:
+            total += last
+        last = elapsed
+    return total + last
+
+
+def _summary(run: _Run) -> dict[str, Any]:
+    """The numbers of the side-by-side table (and of each run's heading)."""
+    h = run.history
+    best = max(h, key=lambda r: r.get("test_acc", -1.0)) if h else {}
+    params = run.meta.get("params") or {}
+    return {
+        "model": run.meta["arch"]["name"], "dataset": run.meta.get("dataset") or "?",
+        "epochs": h[-1]["epoch"] if h else run.meta.get("epoch", 0),
+        "params": int(params.get("trainable", 0)) + int(params.get("frozen", 0)),
+        "final_test_acc": h[-1].get("test_acc") if h else None,
+        "best_test_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
+        "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h),
+        "wall_seconds": _wall_seconds(h),
+    }
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #222; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.8em; }
+h3 { margin-top: 1.3em; } h4 { margin: 1em 0 .3em; }
+.note { color: #8a5a00; background: #fff6e0; padding: .4em .7em; border-radius: 4px; white-space: pre-line; }
+.muted { color: #666; } figure { margin: .5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; } th { background: #f4f4f4; text-align: left; }
+img[data-figure="confusion"] { max-width: 560px; }
+td.text, th.text { text-align: left; } .cols { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
+"""
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def _cell(text: Any, key: str = "", value: Any = None) -> str:
+    """A table cell; ``key`` and ``value`` (the exact number behind the text) as data attributes, so
+    a reader or a test can take the figures without parsing their formatting."""
+    attrs = f' data-key="{_esc(key)}"' if key else ""
+    if value is not None:
+        attrs += f' data-value="{_esc(repr(value) if isinstance(value, float) else value)}"'
+    cls = "" if isinstance(value, (int, float)) and not isinstance(value, bool) else ' class="text"'
+    return f"<td{cls}{attrs}>{_esc(text)}</td>"
+
+
+def _table(name: str, headers: Sequence[str], rows: Iterable[Sequence[str]], run: str = "") -> str:
+    """``rows`` are rows of ready-made ``<td>`` cells (see :func:`_cell`)."""
+    data_run = f' data-run="{_esc(run)}"' if run else ""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join(f"<tr>{''.join(r)}</tr>" for r in rows)
+    return f'<table data-table="{_esc(name)}"{data_run}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _figure(uri: str, name: str, caption: str, run: str = "", alt: str = "") -> str:
+    data_run = f' data-run="{_esc(run)}"' if run else ""
+    return (f'<figure><img data-figure="{_esc(name)}"{data_run} alt="{_esc(alt or caption)}" src="{uri}">'
+            f"<figcaption class=\"muted\">{_esc(caption)}</figcaption></figure>")
+
+
+_EPOCH_COLUMNS = (  # metrics.jsonl key, header, format
+    ("epoch", "epoch", "{:d}"), ("train_loss", "train loss", "{:.4f}"), ("train_acc", "train acc", "pct"),
+    ("test_loss", "test loss", "{:.4f}"), ("test_acc", "test acc", "pct"), ("lr", "lr", "{:.4g}"),
+    ("train_seconds", "train s", "{:.2f}"), ("images_per_second", "images/s", "{:.0f}"),
+    ("elapsed_seconds", "elapsed s", "{:.2f}"),
+)
+
+
+def _epoch_cell(record: dict, key: str, fmt: str) -> str:
+    v = record.get(key)
+    if v is None:
+        return _cell("", key)
+    return _cell(_pct(v) if fmt == "pct" else fmt.format(v), key, v)
+
+
+def _epochs_html(run: _Run) -> str:
+    if not run.history:
+        return '<p class="note">metrics.jsonl is missing or empty: no epoch was recorded.</p>'
+    s = _summary(run)
+    head = (f"<p>{s['epochs']} epochs: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
+            "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added).</p>")
+    rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in run.history]
+    return head + _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
+
+
+def _per_class_html(run: _Run) -> str:
+    ev = run.evaluation
+    counts = ev.confusion.sum(1).tolist()
+    rows = [[_cell(name, "class", name), _cell(_pct(acc), "accuracy", acc),
+             _cell(int(ev.confusion[i, i]), "correct", int(ev.confusion[i, i])), _cell(counts[i], "images", counts[i])]
+            for i, (name, acc) in enumerate(zip(run.meta["classes"], ev.per_class))]
+    return _table("per-class", ["class", "accuracy", "correct", "images"], rows, run.name)
+
+
+def _test_set_html(run: _Run) -> str:
+    """Confusion matrix, per-class accuracy and the mistakes, or the note saying why not."""
+    ev, name = run.evaluation, run.name
+    if ev is None:
+        out = f'<p class="note">No evaluation on the test set: {_esc(run.data_note)}</p>'
+        if "confusion" in run.figures:
+            out += _figure(run.figures["confusion"], "confusion", "confusion matrix of the last training epoch "
+                           "(confusion.png written by the training)", name)
+        return out
+    out = (f"<p>Accuracy <b>{_pct(ev.accuracy)}</b> on {ev.n} test images, loss {ev.loss:.4f} "
+           f"(evaluated on {_esc(ev.device)} for this report, weights of the last epoch).</p>")
+    out += '<div class="cols"><div>' + _figure(run.figures["confusion"], "confusion", "confusion matrix (test set; "
+                                               "rows: true class, shading: share of the row)", name)
+    out += "</div><div><h4>Per-class accuracy</h4>" + _per_class_html(run) + "</div></div>"
+    out += "<h4>Most confidently wrong test images</h4>"
+    if "mistakes" in run.figures:
+        out += _figure(run.figures["mistakes"], "mistakes", f"the {len(ev.mistakes.true)} wrong predictions made "
+                       "with the highest confidence (softmax probability of the predicted class)", name,
+                       alt=_mistakes_alt(ev.mistakes, run.meta["classes"]))
+    else:
+        out += '<p class="muted">None to show (no mistakes, or --mistakes 0).</p>'
+    return out
+
+
+def _mistakes_alt(m: _Mistakes, classes: Sequence[str]) -> str:
+    """The grid in words, image by image (for screen readers, and for whoever reads the page's text)."""
+    return "; ".join(f"true {classes[int(t)]}, predicted {classes[int(p)]} ({100 * float(c):.0f}%)"
+                     for t, p, c in zip(m.true, m.pred, m.confidence))
+
+
+def _recipe_html(run: _Run) -> str:
+    meta = run.meta
+    arch = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in meta["arch"].items()]
+    data = {"dataset": meta.get("dataset"), "input size (C, H, W)": meta.get("input_size"),
+            "classes": len(meta["classes"]), "mean": meta.get("mean"), "std": meta.get("std")}
+    data_rows = [[_cell(k, "name", k), _cell(v, k)] for k, v in data.items()]
+    config = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in (meta.get("train_config") or {}).items()]
+    out = '<div class="cols"><div><h4>Architecture</h4>' + _table("arch", ["field", "value"], arch, run.name)
+    out += "<h4>Data</h4>" + _table("data", ["field", "value"], data_rows, run.name) + "</div>"
+    out += "<div><h4>Training configuration</h4>" + _table("train_config", ["field", "value"], config, run.name)
+    return out + "</div></div>"
+
+
+def _run_html(run: _Run) -> str:
+    s = _summary(run)
+    out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
+    out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}, {s["params"]:,} parameters; best test '
+            f"accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), final {_pct(s['final_test_acc'])}.</p>")
+    out += "<h3>Curves</h3>"
+    out += (_figure(run.figures["curves"], "curves", "loss and accuracy per epoch (metrics.jsonl)", run.name)
+            if "curves" in run.figures else '<p class="note">No curves: metrics.jsonl and curves.png are missing.</p>')
+    out += "<h3>Test set</h3>" + _test_set_html(run)
+    out += "<h3>Recipe</h3>" + _recipe_html(run)
+    out += "<h3>Timings</h3>" + _epochs_html(run)
+    return out + "</section>"
+
+
+def _comparison_html(runs: Sequence[_Run]) -> str:
+    rows = []
+    for run in runs:
+        s = _summary(run)
+        rows.append([
+            _cell(run.name, "run", run.name), _cell(s["model"], "model", s["model"]),
+            _cell(s["dataset"], "dataset", s["dataset"]),
+            _cell(_pct(s["final_test_acc"]), "final_test_acc", s["final_test_acc"]),
+            _cell(_pct(s["best_test_acc"]), "best_test_acc", s["best_test_acc"]),
+            _cell(s["best_epoch"], "best_epoch", s["best_epoch"]), _cell(s["epochs"], "epochs", s["epochs"]),
+            _cell(f"{s['params']:,}", "params", s["params"]),
+            _cell(f"{s['train_seconds']:.1f}", "train_seconds", s["train_seconds"]),
+            _cell(f"{s['wall_seconds']:.1f}", "wall_seconds", s["wall_seconds"]),
+        ])
+    headers = ["run", "model", "dataset", "final test acc", "best test acc", "best epoch", "epochs", "parameters",
+               "train s", "wall s"]
+    out = "<h2>Side by side</h2>" + _table("compare", headers, rows)
+    return out + _figure(_compare_uri(runs), "compare", "the runs' curves on shared axes (test solid, train dashed)")
+
+
+def _machine_html(runs: Sequence[_Run]) -> str:
+    rows = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in machine_info().items()]
+    out = "<h2>Machine</h2><p>Where this report was made (and the test sets evaluated)."
+    # A run's own machine, for a model.json that records one (a dict like machine_info's).
+    trained = [(r.name, r.meta["machine"]) for r in runs if isinstance(r.meta.get("machine"), dict)]
+    out += "</p>" if trained else " model.json does not record where a run trained.</p>"
+    out += _table("machine", ["what", "value"], rows)
+    for name, info in trained:
+        rows = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in info.items()]
+        out += f"<h3>{_esc(name)} trained on</h3>" + _table("trained-on", ["what", "value"], rows, name)
+    return out
+
+
+def _page(runs: Sequence[_Run]) -> str:
+    title = (f"resnet-lab report: {runs[0].name}" if len(runs) == 1
+             else f"resnet-lab report: {len(runs)} runs ({', '.join(r.name for r in runs)})")
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+           f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
+           f'<h1>{_esc(title)}</h1><p class="muted">made {made} by resnet-lab report</p>')
+    if len(runs) > 1:
+        out += _comparison_html(runs)
+    for run in runs:
+        out += _run_html(run)
+    return out + _machine_html(runs) + "</body></html>\n"
+
+
+def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLike | None = None,
+                device: str | torch.device = "auto", mistakes: int = 16) -> str:
+    """The report of ``runs`` as one self-contained HTML page.
+
+    Args:
+        runs: run directories (or weights files inside them) written by ``resnet-lab train``.
+        data_dir: where the runs' dataset lives (as ``--data-dir`` of ``evaluate``); None: the usual places.
+        device: where the test sets are evaluated (``auto``: CUDA, then MPS, then the CPU).
+        mistakes: how many of the most confidently wrong test images to show (0: none).
+
+    Raises:
+        FileNotFoundError: a run without model.json or weights.
+        ValueError: no runs, a negative ``mistakes``, or data whose classes differ from a run's.
+    """
+    if not runs:
+        raise ValueError("give at least one run directory to report on")
+    if mistakes < 0:
+        raise ValueError(f"mistakes (--mistakes) must be 0 or more images, got {mistakes}")
+    dev = resolve_device(device)
+    collected = [_collect(r, data_dir, dev, mistakes) for r in runs]
+    for run in collected:
+        _draw_figures(run)
+    return _page(collected)
+
+
+def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, **kwargs: Any) -> Path:
+    """Write :func:`report_html` of ``runs`` to ``out`` (atomically) and return its path; ``kwargs``
+    are report_html's (``data_dir``, ``device``, ``mistakes``)."""
+    if Path(out).is_dir():  # say so before the evaluations, not after
+        raise IsADirectoryError(f"--out {out} is a directory: give a file name inside it, "
+                                f"e.g. {Path(out) / 'report.html'}")
+    return atomic_write_text(out, report_html(runs, **kwargs))

@@ -1,0 +1,317 @@
+"""`resnet-lab report`: the page's facts against independent readings of the run.
+
+The references are the run's own files read with ``json`` (metrics.jsonl, model.json), the
+parameter count of the rebuilt model, and the test set classified here with plain torch (softmax,
+argmax, counts). The page is read with ``html.parser``, and once more as a real browser builds it:
+headless Chromium (Debian's ``chromium``) dumps its DOM and takes a screenshot; that test is
+skipped where no browser is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab.analysis import report_html, write_report
+from resnet_lab.cli import main
+from resnet_lab.data import load_data
+from resnet_lab.runs import load_model
+
+# resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
+TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
+        "--batch-size", "16", "--no-progress", "--device", "cpu"]
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Page(HTMLParser):
+    """What a reader sees: the title, the images, the tables (cells with their data attributes)
+    and the notes. Used on the written file and on the browser's DOM alike."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.title, self.images, self.tables, self.notes, self.links = "", [], [], [], []
+        self._in_title = self._in_note = False
+        self._cell: dict | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "title":
+            self._in_title = True
+        elif tag == "img":
+            self.images.append(a)
+        elif tag == "table":
+            self.tables.append({"name": a.get("data-table"), "run": a.get("data-run"), "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag == "td":
+            self._cell = {"key": a.get("data-key"), "value": a.get("data-value"), "text": ""}
+            self.tables[-1]["rows"][-1].append(self._cell)
+        elif tag == "p" and "note" in (a.get("class") or ""):
+            self._in_note = True
+            self.notes.append("")
+        if tag in ("link", "script", "iframe", "source") or "href" in a:
+            self.links.append((tag, a))
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        elif tag == "td":
+            self._cell = None
+        elif tag == "p":
+            self._in_note = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        if self._cell is not None:
+            self._cell["text"] += data
+        if self._in_note:
+            self.notes[-1] += data
+
+    def table(self, name: str, run: str | None = None) -> list[dict]:
+        """The rows of table ``name`` (of ``run``) as {data-key: cell}, the header row left out."""
+        (t,) = [t for t in self.tables if t["name"] == name and (run is None or t["run"] == run)]
+        return [{c["key"]: c for c in row} for row in t["rows"] if row]
+
+    def figures(self) -> list[str]:
+        return [img.get("data-figure") for img in self.images]
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def png(uri: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix), uri[:40]
+    img = Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):])))
+    assert img.format == "PNG"
+    img.load()
+    return img
+
+
+def make_folder(root: Path, per_class: int = 10, classes=("ants", "bees")) -> Path:
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def copy_run(run: Path, to: Path, *, meta: dict | None = None, elapsed: list[float] | None = None) -> Path:
+    """A copy of ``run`` with model.json entries added and metrics.jsonl's elapsed_seconds replaced."""
+    shutil.copytree(run, to)
+    (to / "model.json").write_text(json.dumps({**json.loads((run / "model.json").read_text()), **(meta or {})}))
+    if elapsed is not None:
+        records = [{**r, "elapsed_seconds": e} for r, e in zip(metrics(run), elapsed, strict=True)]
+        (to / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return to
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two finished tiny runs: resnet8 with batch norm and without normalization."""
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["train", *TINY, "--out", str(root / "bn")]) == 0
+    assert main(["train", *TINY, "--norm", "none", "--seed", "1", "--out", str(root / "plain")]) == 0
+    return root / "bn", root / "plain"
+
+
+@pytest.fixture(scope="module")
+def one_page(runs, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    assert main(["report", str(runs[0]), "--out", str(out), "--device", "cpu"]) == 0
+    return out, out.read_text(encoding="utf-8")
+
+
+def reference_evaluation(run: Path):
+    """The run's test set classified here: probabilities of the whole set in one batch."""
+    model, meta = load_model(run)
+    c, h, _ = meta["input_size"]
+    data = load_data(meta["dataset"], image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
+                     augment=False, batch_size=256)
+    xs, ys = zip(*data.test)
+    x, y = torch.cat(xs), torch.cat(ys)
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    return probs, y, meta["classes"]
+
+
+def check_epoch_table(page: Page, run: Path, name: str) -> None:
+    """Every cell of the timings table is metrics.jsonl's number, shown as it says."""
+    rows, want = page.table("epochs", name), metrics(run)
+    assert len(rows) == len(want)
+    for row, record in zip(rows, want):
+        for key, value in record.items():
+            if key in row:
+                assert float(row[key]["value"]) == value, (key, row[key], value)
+        assert row["epoch"]["text"] == str(record["epoch"])
+        assert row["test_acc"]["text"] == f"{100 * record['test_acc']:.2f}%"
+        assert row["train_loss"]["text"] == f"{record['train_loss']:.4f}"
+        assert row["train_seconds"]["text"] == f"{record['train_seconds']:.2f}"
+        assert row["elapsed_seconds"]["text"] == f"{record['elapsed_seconds']:.2f}"
+
+
+def test_report_page_has_the_title_one_png_per_figure_and_the_epoch_table_of_metrics_jsonl(runs, one_page):
+    path, text = one_page
+    page = Page(text)
+    assert page.title == f"resnet-lab report: {runs[0]}"
+    assert sorted(page.figures()) == ["confusion", "curves", "mistakes"]
+    for img in page.images:
+        assert min(png(img["src"]).size) > 50  # a real picture, decoded
+    check_epoch_table(page, runs[0], str(runs[0]))
+    assert page.links == []  # self-contained: no style sheet, script, frame or link to fetch
+    assert not page.notes
+
+
+def test_report_per_class_accuracy_and_mistakes_equal_a_plain_torch_evaluation(runs, one_page):
+    page = Page(one_page[1])
+    probs, y, classes = reference_evaluation(runs[0])
+    conf, pred = probs.max(1)
+    rows = page.table("per-class", str(runs[0]))
+    assert [r["class"]["text"] for r in rows] == classes
+    for k, row in enumerate(rows):
+        of_k = y == k
+        assert int(row["images"]["value"]) == int(of_k.sum())
+        assert int(row["correct"]["value"]) == int((pred[of_k] == k).sum())
+        assert float(row["accuracy"]["value"]) == pytest.approx(float((pred[of_k] == k).double().mean()), abs=1e-12)
+    # The grid: the 16 wrong predictions of highest confidence, most confident first.
+    wrong = (pred != y).nonzero().flatten().tolist()
+    wrong.sort(key=lambda i: -float(conf[i]))
+    want = [f"true {classes[int(y[i])]}, predicted {classes[int(pred[i])]} ({100 * float(conf[i]):.0f}%)"
+            for i in wrong[:16]]
+    (grid,) = [img for img in page.images if img["data-figure"] == "mistakes"]
+    assert grid["alt"].split("; ") == want
+
+
+def test_report_of_several_runs_puts_their_curves_on_shared_axes_and_their_numbers_side_by_side(runs, tmp_path):
+    out = write_report([str(r) for r in runs], tmp_path / "both.html", device="cpu", mistakes=4)
+    page = Page(out.read_text(encoding="utf-8"))
+    assert page.title == f"resnet-lab report: 2 runs ({runs[0]}, {runs[1]})"
+    assert sorted(page.figures()) == sorted(["compare", *["curves", "confusion", "mistakes"] * 2])
+    rows = page.table("compare")
+    assert [r["run"]["text"] for r in rows] == [str(r) for r in runs]
+    for row, run in zip(rows, runs):
+        m = metrics(run)
+        model, _ = load_model(run)
+        assert float(row["final_test_acc"]["value"]) == m[-1]["test_acc"]
+        assert float(row["best_test_acc"]["value"]) == max(r["test_acc"] for r in m)
+        assert int(row["epochs"]["value"]) == m[-1]["epoch"] == 2
+        assert int(row["params"]["value"]) == sum(p.numel() for p in model.parameters())
+        assert float(row["train_seconds"]["value"]) == pytest.approx(sum(r["train_seconds"] for r in m), rel=1e-12)
+        assert float(row["wall_seconds"]["value"]) == m[-1]["elapsed_seconds"]  # one session: the last elapsed
+        check_epoch_table(page, run, str(run))
+    assert page.table("arch", str(runs[1]))[-1]["norm"]["text"] == "none"
+
+
+def test_report_without_the_test_set_says_why_and_keeps_the_rest(runs, tmp_path):
+    run = copy_run(runs[0], tmp_path / "moved", meta={"dataset": "cifar10"})  # its data are elsewhere now
+    page = Page(report_html([run], data_dir=tmp_path / "empty", device="cpu"))
+    assert len(page.notes) == 1 and "cifar10 test set was not found" in page.notes[0] and "--data-dir" in page.notes[0]
+    assert sorted(page.figures()) == ["confusion", "curves"]  # the training's confusion.png stands in
+    assert not [t for t in page.tables if t["name"] == "per-class"]
+    check_epoch_table(page, run, str(run))
+
+
+def test_report_wall_time_adds_the_sessions_of_a_resumed_run(runs, tmp_path):
+    # Epoch 2 was trained after a --resume: elapsed_seconds restarted from 0 in the second session.
+    run = copy_run(runs[0], tmp_path / "resumed", elapsed=[3.0, 1.25])
+    page = Page(report_html([run, runs[1]], mistakes=0, device="cpu"))
+    assert float(page.table("compare")[0]["wall_seconds"]["value"]) == 3.0 + 1.25
+
+
+def test_report_shows_the_machine_a_run_trained_on_when_model_json_records_it(runs, tmp_path):
+    machine = {"CPU": "Some CPU 9000", "torch": "2.99", "CPU capability (torch)": "AVX2"}
+    run = copy_run(runs[0], tmp_path / "with-machine", meta={"machine": machine})
+    page = Page(report_html([run], mistakes=0, device="cpu"))
+    def values(rows):
+        return {row["name"]["text"]: next(c["text"] for k, c in row.items() if k != "name") for row in rows}
+
+    assert values(page.table("trained-on", str(run))) == machine
+    here = values(page.table("machine"))
+    assert here["torch"] == torch.__version__
+    assert here["CPU capability (torch)"] == torch.backends.cpu.get_cpu_capability()
+    assert not [t for t in Page(report_html([runs[0]], mistakes=0, device="cpu")).tables if t["name"] == "trained-on"]
+
+
+def test_report_data_dir_is_where_the_test_set_is_read(tmp_path, capsys):
+    folder = make_folder(tmp_path / "pics")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
+                 "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu",
+                 "--out", str(run)]) == 0
+    found = Page(report_html([run], data_dir=folder, device="cpu"))
+    rows = found.table("per-class", str(run))
+    assert [r["class"]["text"] for r in rows] == ["ants", "bees"]
+    assert sum(int(r["images"]["value"]) for r in rows) == 2  # the 10% of each class held out for testing
+    for data_dir in (tmp_path / "moved", None):  # a folder that is gone; none given (model.json has no path)
+        (note,) = Page(report_html([run], data_dir=data_dir, device="cpu")).notes
+        assert "--data-dir" in note
+
+
+def test_report_mistakes_sets_how_many_wrong_images_the_grid_shows(runs, tmp_path):
+    three = Page(report_html([runs[0]], mistakes=3, device="cpu"))
+    (grid,) = [img for img in three.images if img["data-figure"] == "mistakes"]
+    assert len(grid["alt"].split("; ")) == 3
+    assert "mistakes" not in Page(report_html([runs[0]], mistakes=0, device="cpu")).figures()
+    assert main(["report", str(runs[0]), "--mistakes", "-1", "--out", str(tmp_path / "x.html")]) == 2
+
+
+def test_report_device_is_where_the_test_set_is_evaluated(runs, tmp_path, capsys):
+    assert "evaluated on cpu" in report_html([runs[0]], device="cpu", mistakes=0)
+    if torch.cuda.is_available():
+        assert "evaluated on cuda" in report_html([runs[0]], device="cuda", mistakes=0)
+    else:
+        assert main(["report", str(runs[0]), "--device", "cuda", "--out", str(tmp_path / "x.html")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_report_cli_names_the_file_it_wrote_and_refuses_a_missing_run_in_one_line(runs, tmp_path, capsys):
+    out = tmp_path / "sub" / "r.html"
+    assert main(["report", str(runs[0]), "--out", str(out), "--mistakes", "0", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}" and out.is_file()
+    assert main(["report", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
+
+
+# Each image writes its decoded width into the DOM once the page has loaded, so the dump shows
+# whether the browser could decode it (the report itself has no script).
+PROBE = ("<script>addEventListener('load', () => { for (const i of document.images) "
+         "i.dataset.naturalWidth = i.naturalWidth; });</script>")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium installed (apt-get install chromium); "
+                    "the same facts are checked with html.parser above")
+def test_report_in_headless_chromium_shows_the_title_every_figure_and_the_metrics(runs, one_page, tmp_path):
+    path, text = one_page
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,1600",
+           f"--screenshot={shot}", "--dump-dom", probe.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = Page(done.stdout)
+    assert dom.title == f"resnet-lab report: {runs[0]}"
+    assert sorted(dom.figures()) == ["confusion", "curves", "mistakes"]
+    for img in dom.images:  # decoded by the browser, at the PNG's own width
+        assert int(img["data-natural-width"]) == png(img["src"]).size[0]
+    check_epoch_table(dom, runs[0], str(runs[0]))
+    screenshot = Image.open(shot).convert("L")
+    assert screenshot.size == (1200, 1600)
+    assert np.asarray(screenshot).std() > 10  # something was drawn, not a blank page
