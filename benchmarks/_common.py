@@ -14,6 +14,7 @@ taken (:class:`Quietness`, issue 14), and a script refuses to write the docs oth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import math
 import os
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -270,26 +271,43 @@ CPU_SHARE = 0.9  # CPU time under this share of wall time x threads: the threads
 BUSY_MARK = "INVALID: busy machine"
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used so far, from ``/proc/PID/stat`` (0 if gone)."""
+def _proc_stat_fields(pid: str | int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 onwards); empty if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            # the command name (field 2) may hold spaces: count the fields after its closing ')'
-            fields = f.read().rsplit(")", 1)[1].split()
+            # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+            return f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+        return []
 
 
-def cpu_seconds(pids: Iterable[int] = ()) -> float:
-    """CPU seconds used so far by this process, its children that have been waited for, and the
-    live processes ``pids`` (helpers the benchmark started on purpose and has not stopped yet).
+def _proc_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from ``/proc/PID/stat`` (0 if gone)."""
+    fields = _proc_stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0  # utime, stime
 
-    Args:
-        pids: process ids whose CPU time counts as the benchmark's own.
+
+def _live_children() -> list[int]:
+    """This process's live children (DataLoader workers, a competitor, compile workers), from /proc."""
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    return [int(p) for p in pids if (f := _proc_stat_fields(p)) and f[1] == me]  # field 4: the parent's pid
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its children: those waited for (from
+    ``getrusage``, their own waited-for children included) and those still running (from /proc).
+
+    The difference of two readings is right whichever way a child lives: started in between (0 at
+    the first reading), or waited for in between (its /proc time at the first reading, its whole
+    lifetime in ``getrusage`` at the second).
     """
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + sum(_proc_cpu_seconds(p) for p in pids)
+    live = sum(_proc_cpu_seconds(p) for p in _live_children())
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def parse_proc_stat(text: str) -> float:
@@ -319,17 +337,16 @@ class Quietness:
     Attributes:
         label: what was measured (a section, a configuration, a contender).
         threads: threads the measurement keeps busy: its torch threads, plus any helper process it
-            started on purpose (a competitor, DataLoader workers) whose CPU time ``cpu_s`` includes.
+            started on purpose (a competitor, DataLoader workers); ``cpu_s`` includes their CPU time.
         load_before, load_after: 1-minute load average at the start and at the end.
         wall_s: wall time of the measurement.
-        cpu_s: CPU time the measurement got (this process, its waited-for children, watched helpers).
+        cpu_s: CPU time the measurement got (this process and its children, see :func:`cpu_seconds`).
         own_load: the most threads this benchmark ever runs at once (default ``threads``): the load
             it may cause itself, before and after this measurement alike.
         idle_s: seconds the measurement slept on purpose (not expected to be busy).
         cores: the machine's cores (no process gets more CPU per second than this).
         others_cpu_s: CPU seconds the rest of the machine used meanwhile (all busy CPU time, from
-            ``/proc/stat``, minus ``cpu_s``; includes helpers not counted in ``cpu_s``); evidence shown
-            with the figures, not part of the rule.
+            ``/proc/stat``, minus ``cpu_s``): evidence shown with the figures, not part of the rule.
     """
 
     label: str
@@ -398,16 +415,14 @@ class QuietMeter:
         label: what is measured.
         threads: threads the measurement keeps busy (see :class:`Quietness`).
         own_load: the most threads the whole benchmark runs at once (default ``threads``).
-        pids: live helper processes whose CPU time counts as the measurement's (stop the meter
-            before stopping them).
     """
 
-    def __init__(self, label: str, threads: float, *, own_load: float | None = None, pids: Sequence[int] = ()) -> None:
-        self.label, self.threads, self.own_load, self.pids = label, threads, own_load, tuple(pids)
+    def __init__(self, label: str, threads: float, *, own_load: float | None = None) -> None:
+        self.label, self.threads, self.own_load = label, threads, own_load
         self.idle_s = 0.0
         self.load_before = load_average()[0]
         self.machine0 = _machine_busy_seconds()
-        self.cpu0 = cpu_seconds(self.pids)
+        self.cpu0 = cpu_seconds()
         self.t0 = time.perf_counter()
 
     def sleep(self, seconds: float) -> None:
@@ -417,7 +432,7 @@ class QuietMeter:
 
     def stop(self) -> Quietness:
         wall = time.perf_counter() - self.t0
-        cpu = cpu_seconds(self.pids) - self.cpu0
+        cpu = cpu_seconds() - self.cpu0
         others = _machine_busy_seconds() - self.machine0 - cpu  # NaN without /proc/stat
         others = others if math.isnan(others) else max(0.0, others)
         return Quietness(self.label, self.threads, self.load_before, load_average()[0], wall, cpu,
@@ -494,7 +509,7 @@ def interleave(
     warmup: int = 2,
     target_s: float = 0.5,
     settle_s: float = 0.0,
-    sleep: Callable[[float], None] = time.sleep,
+    measured: Callable[[], ContextManager[QuietMeter | None]] = contextlib.nullcontext,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Measurement]:
     """Time every contender ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
@@ -502,7 +517,9 @@ def interleave(
     Each contender's number of calls per repeat is calibrated once (to about ``target_s``), then
     repeat ``r`` runs all contenders in turn, in forward order on even ``r`` and reversed on odd
     ``r``, so drift in the machine's speed hits all of them alike. A contender that raises during
-    warm-up is recorded with its error and left out of the timed repeats.
+    warm-up is recorded with its error and left out of the timed repeats. The timed repeats run
+    inside ``measured()`` (:meth:`Run.measure`: their quietness is what the figures stand on; warm-up
+    and compilation, mostly one busy thread, are not part of it).
 
     Args:
         contenders: label -> zero-argument callable doing one unit of work (a step, a batch).
@@ -511,7 +528,8 @@ def interleave(
         target_s: approximate duration of one timed repeat.
         settle_s: pause before each timed repeat of each contender, so background work started by
             the previous one (DataLoader workers refilling their prefetch queue) is not charged to it.
-        sleep: how to pause (:meth:`QuietMeter.sleep`, so the pause is not expected to be busy).
+        measured: a context manager around the timed repeats, yielding a :class:`QuietMeter` (whose
+            ``sleep`` takes the settle pauses) or None.
         log: progress lines (default: to stderr).
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -531,17 +549,19 @@ def interleave(
         out[name] = m
         log(f"  warm-up {name}: first call {m.first_call_s:.2f} s, {m.inner} call(s) per repeat")
     names = [n for n, m in out.items() if m.error is None]
-    for r in range(repeats):
-        order = names if r % 2 == 0 else names[::-1]
-        for name in order:
-            fn, m = contenders[name], out[name]
-            if settle_s:
-                sleep(settle_s)
-            t0 = time.perf_counter()
-            for _ in range(m.inner):
-                fn()
-            m.seconds.append((time.perf_counter() - t0) / m.inner)
-        log(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {out[n].seconds[-1] * 1e3:.1f} ms" for n in names))
+    with measured() as meter:
+        sleep = meter.sleep if meter is not None else time.sleep
+        for r in range(repeats):
+            order = names if r % 2 == 0 else names[::-1]
+            for name in order:
+                fn, m = contenders[name], out[name]
+                if settle_s:
+                    sleep(settle_s)
+                t0 = time.perf_counter()
+                for _ in range(m.inner):
+                    fn()
+                m.seconds.append((time.perf_counter() - t0) / m.inner)
+            log(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {out[n].seconds[-1] * 1e3:.1f} ms" for n in names))
     return out
 
 
@@ -691,45 +711,62 @@ def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
 
 @dataclass
 class Run:
-    """One in-process benchmark's run: its sizes (``FULL`` or ``QUICK``), repeat count, start time and
-    quietness meter. :meth:`start` opens it at the top of a ``build`` and :meth:`section` closes it,
-    so every benchmark records the same facts with its tables.
+    """One in-process benchmark's run: its sizes (``FULL`` or ``QUICK``), repeat count, start time,
+    and the quietness of each timed part. :meth:`start` opens it at the top of a ``build``,
+    :meth:`interleave` / :meth:`measure` time its parts, and :meth:`section` closes it, so every
+    benchmark records the same facts with its tables.
 
     Attributes:
         args: the parsed flags (``quick``, ``repeats``, ``threads``).
         cfg: the sizes in use.
         repeats: timed repeats (``--repeats`` or the sizes' default).
         started: :func:`now_utc` at the start.
-        meter: measures the run's :class:`Quietness`.
+        label: names the benchmark in the quietness lines.
+        threads: threads its timed parts keep busy.
+        own_load: the most threads it ever runs at once (None: ``threads``).
+        checks: the :class:`Quietness` of each timed part so far.
     """
 
     args: argparse.Namespace
     cfg: dict
     repeats: int
     started: str
-    meter: QuietMeter
+    label: str
+    threads: float
+    own_load: float | None = None
+    checks: list[Quietness] = field(default_factory=list)
 
     @classmethod
     def start(cls, args: argparse.Namespace, full: dict, quick: dict, label: str, *, threads: float | None = None,
               own_load: float | None = None) -> Run:
-        """Pick the sizes and start measuring.
+        """Pick the sizes.
 
         Args:
             args: the parsed flags.
             full, quick: the sizes of a real run and of a ``--quick`` one (each with ``repeats``).
-            label: names the run in the quietness line.
-            threads: threads the run keeps busy (default ``--threads``).
+            label: names the benchmark in the quietness lines.
+            threads: threads its timed parts keep busy (default ``--threads``).
             own_load: the most threads it ever runs at once (default ``threads``).
         """
         cfg = dict(quick if args.quick else full)
-        meter = QuietMeter(label, args.threads if threads is None else threads, own_load=own_load)
-        return cls(args, cfg, args.repeats or cfg["repeats"], now_utc(), meter)
+        return cls(args, cfg, args.repeats or cfg["repeats"], now_utc(), label,
+                   args.threads if threads is None else threads, own_load)
+
+    @contextlib.contextmanager
+    def measure(self, what: str) -> Iterator[QuietMeter]:
+        """Measure the quietness of the enclosed timed part (its record joins :attr:`checks`)."""
+        meter = QuietMeter(f"{self.label}, {what}", self.threads, own_load=self.own_load)
+        yield meter
+        self.checks.append(meter.stop())
+
+    def interleave(self, what: str, contenders: dict[str, Callable[[], object]], **kw) -> dict[str, Measurement]:
+        """:func:`interleave` with its timed repeats measured as ``what``."""
+        return interleave(contenders, repeats=self.repeats, measured=lambda: self.measure(what), **kw)
 
     def section(self, title: str, command: str, body: str, summary: Sequence[tuple[str, str, str, str]] = ()) -> Section:
-        """Stop measuring and return the section: machine block, quietness line, then ``body``."""
-        quiet = self.meter.stop()
-        head = machine_block(command, self.started, [quiet])
-        return Section(title, head + "\n" + body, list(summary), checks=[quiet], quick=self.args.quick)
+        """The section: machine block with the quietness of every timed part, then ``body``."""
+        head = machine_block(command, self.started, self.checks)
+        return Section(title, head + "\n" + body, list(summary), checks=list(self.checks), quick=self.args.quick)
 
 
 # ----------------------------------------------------------------------------- writing the docs

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 import torch
-from _common import Run, Section, fmt_ratio, interleave, markdown_table, paired_cost, run_standalone, train_step
+from _common import Run, Section, fmt_ratio, markdown_table, paired_cost, run_standalone, train_step
 
 from resnet_lab import create_model
 from resnet_lab.nn import BatchNorm2d
@@ -83,11 +83,11 @@ def build(args: argparse.Namespace, command: str) -> Section:
     shape = "x".join(map(str, cfg["shape"]))
     train, evals = _layer_contenders(cfg["shape"])
     print(f"[bn] layer {shape}", flush=True)
-    r_train = interleave(train, repeats=repeats, target_s=cfg["target_s"], warmup=3)
-    r_eval = interleave(evals, repeats=repeats, target_s=cfg["target_s"], warmup=3)
+    r_train = run.interleave("one layer, training", train, target_s=cfg["target_s"], warmup=3)
+    r_eval = run.interleave("one layer, eval", evals, target_s=cfg["target_s"], warmup=3)
     print(f"[bn] resnet20 step, batch {cfg['model_batch']}", flush=True)
     models = _model_contenders(cfg["model_batch"])
-    r_model = interleave(models, repeats=repeats, target_s=cfg["target_s"] * 2, warmup=1)
+    r_model = run.interleave("resnet20 step", models, target_s=cfg["target_s"] * 2, warmup=1)
     head = ["implementation", "ms per call (median)", "min-max", "time vs torch's (cost of readable version)"]
     body = (
         f"### One layer, input {shape} float32, {repeats} repeats\n\n"

@@ -19,12 +19,12 @@ import dataclasses
 import statistics
 import sys
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 from _common import (
-    Run, Section, fmt_rate, interleave, markdown_table, paired_ratio, rate_rows, run_standalone, spread, verdict,
+    Run, Section, fmt_rate, markdown_table, paired_ratio, rate_rows, run_standalone, spread, verdict,
 )
 from PIL import Image
 from torchvision import transforms as T
@@ -144,10 +144,10 @@ def _one_thread(stream: Iterator):
     return call
 
 
-def _throughput(streams: dict[str, Iterator], cfg, repeats, sleep: Callable[[float], None]) -> tuple[str, list]:
+def _throughput(streams: dict[str, Iterator], cfg, run: Run) -> tuple[str, list]:
     calls = {n: (lambda s=s: next(s)) for n, s in streams.items()}
     calls[OURS_1T] = _one_thread(streams[OURS])
-    res = interleave(calls, repeats=repeats, target_s=cfg["target_s"], warmup=3, settle_s=SETTLE_S, sleep=sleep)
+    res = run.interleave("batch production", calls, target_s=cfg["target_s"], warmup=3, settle_s=SETTLE_S)
     base = f"torchvision DataLoader, {cfg['workers'][0]} workers"
     rows = rate_rows(res, cfg["batch"], base)
     summary = []
@@ -165,7 +165,7 @@ def _throughput(streams: dict[str, Iterator], cfg, repeats, sleep: Callable[[flo
     return table, summary
 
 
-def _training_wait(bundle, streams: dict[str, Iterator], cfg, repeats, sleep: Callable[[float], None]) -> tuple[str, list]:
+def _training_wait(bundle, streams: dict[str, Iterator], cfg, run: Run) -> tuple[str, list]:
     small_test = InMemoryLoader(bundle.test.images[:256], bundle.test.labels[:256], batch_size=128,
                                 mean=bundle.info.mean, std=bundle.info.std)
     torch.manual_seed(0)
@@ -180,17 +180,18 @@ def _training_wait(bundle, streams: dict[str, Iterator], cfg, repeats, sleep: Ca
     names = list(streams)
     # The streams are already running (workers started, loaders warm); the first skip_steps steps
     # of each call (allocator warm-up) are not counted.
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            sleep(SETTLE_S)
-            loader = TimedLoader(streams[name], cfg["train_steps"])
-            data = dataclasses.replace(bundle, train=loader, test=small_test)
-            train(models[name], data, config, log=lambda s: None)
-            f, total = loader.window(cfg["skip_steps"])
-            fetch[name].append(f / total)
-            rate[name].append((cfg["train_steps"] - cfg["skip_steps"]) * cfg["batch"] / total)
-        print(f"  train repeat {r + 1}/{repeats}: " + ", ".join(f"{n} fetch {100 * fetch[n][-1]:.1f}%" for n in names),
-              file=sys.stderr, flush=True)
+    with run.measure("training") as meter:
+        for r in range(run.repeats):
+            for name in (names if r % 2 == 0 else names[::-1]):
+                meter.sleep(SETTLE_S)
+                loader = TimedLoader(streams[name], cfg["train_steps"])
+                data = dataclasses.replace(bundle, train=loader, test=small_test)
+                train(models[name], data, config, log=lambda s: None)
+                f, total = loader.window(cfg["skip_steps"])
+                fetch[name].append(f / total)
+                rate[name].append((cfg["train_steps"] - cfg["skip_steps"]) * cfg["batch"] / total)
+            print(f"  train repeat {r + 1}/{run.repeats}: "
+                  + ", ".join(f"{n} fetch {100 * fetch[n][-1]:.1f}%" for n in names), file=sys.stderr, flush=True)
     rows = []
     for n in names:
         fm, flo, fhi = spread([100 * v for v in fetch[n]])
@@ -213,9 +214,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         args: ``quick``, ``repeats`` (None: the default), ``threads``.
         command: the command line recorded with the tables.
     """
-    # Busy threads: at least the main thread all along (the 0-worker DataLoader is one Python thread;
-    # the others use --threads, or 2 worker processes while the main thread waits). At most
-    # --threads plus the workers run at once: that is the load the benchmark may cause itself.
+    # Busy threads: at least one all along (the 0-worker DataLoader is one Python thread; the others
+    # use --threads, or 2 worker processes, children whose CPU time counts, while the main thread
+    # waits). At most --threads plus the workers run at once: the load the benchmark may cause itself.
     run = Run.start(args, FULL, QUICK, "data benchmark", threads=1, own_load=args.threads + max(FULL["workers"]))
     cfg, repeats = run.cfg, run.repeats
     bundle = load_data("fashion-mnist", batch_size=cfg["batch"], device="cpu", augment=True)
@@ -224,10 +225,10 @@ def build(args: argparse.Namespace, command: str) -> Section:
     mean, std = bundle.info.mean, bundle.info.std
     print(f"[data] batch production, batch {cfg['batch']}", flush=True)
     streams = _streams(bundle, images, labels, mean, std, cfg)
-    t1, s1 = _throughput(streams, cfg, repeats, run.meter.sleep)
+    t1, s1 = _throughput(streams, cfg, run)
     print(f"[data] resnet20 training, {cfg['train_steps']} steps per repeat", flush=True)
-    t2, s2 = _training_wait(bundle, streams, cfg, repeats, run.meter.sleep)
-    for stream in streams.values():  # shut the DataLoader workers down: their CPU time counts once they are reaped
+    t2, s2 = _training_wait(bundle, streams, cfg, run)
+    for stream in streams.values():  # shut the DataLoader workers down
         stream.close()
     body = (
         f"### Producing augmented batches of {cfg['batch']} (Fashion-MNIST train split, "

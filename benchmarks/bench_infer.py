@@ -18,7 +18,7 @@ import tempfile
 import torch
 import torchvision
 from _common import (
-    Run, Section, compile_cache_note, interleave, markdown_table, onnxruntime, paired_ratio, rate_rows,
+    Run, Section, compile_cache_note, markdown_table, onnxruntime, paired_ratio, rate_rows,
     run_standalone, verdict, want_compile,
 )
 
@@ -101,7 +101,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
         with torch.inference_mode():
             ref = tv(x)
             dev = {}
-            res = interleave(c, repeats=repeats, target_s=cfg["target_s"], warmup=1)
+            res = run.interleave(f"batch {batch}", c, target_s=cfg["target_s"], warmup=1)
             for name, fn in c.items():
                 if res[name].ok:
                     out = torch.as_tensor(fn())

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 import torch
-from _common import Run, Section, fmt_rate, interleave, markdown_table, paired_ratio, run_standalone, spread, train_step
+from _common import Run, Section, fmt_rate, markdown_table, paired_ratio, run_standalone, spread, train_step
 
 from resnet_lab import create_model
 from resnet_lab.analysis import summarize
@@ -70,7 +70,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
          TRAIN32: _train(batch, False), TRAIN16: _train(batch, True)}
     flops = {GEMM32: gemm_flops, GEMM16: gemm_flops, TRAIN32: step_flops, TRAIN16: step_flops}
     print(f"[mfu] GEMM {n}^3 and resnet20 batch {batch}", flush=True)
-    res = interleave(c, repeats=repeats, target_s=cfg["target_s"], warmup=1)
+    res = run.interleave("GEMM and training", c, target_s=cfg["target_s"], warmup=1)
     rows = []
     for name, m in res.items():
         if not m.ok:

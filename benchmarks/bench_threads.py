@@ -15,8 +15,8 @@ until it spins before timing. Each child times ``--steps`` steps after ``--warmu
 the configurations run in turn, the order reversed every other repeat, so drift hits all alike.
 
 Quietness: each child measures its own timed steps (``_common.Quietness``). Its busy threads are
-its torch threads plus the competitor it started (whose CPU time it reads from /proc, so a
-contended figure counts only when the pair together kept the cores busy); the load it may cause
+its torch threads plus the competitor it started (a child process, whose CPU time counts with its
+own: a contended figure counts only when the pair together kept the cores busy); the load it may cause
 itself is the most the benchmark ever runs at once, 2 threads + 1 competitor. A configuration
 measured while anything else ran is marked INVALID and docs/BENCHMARKS.md is not written.
 
@@ -134,14 +134,14 @@ def child(config: Config, size: dict, own_load: float) -> dict:
     try:
         for _ in range(size["warmup"]):
             step()
-        pids = (competitor.pid,) if competitor else ()
-        meter = QuietMeter(config.label, config.threads + len(pids), own_load=own_load, pids=pids)
+        # the competitor is a live child: its CPU time counts with ours (cpu_seconds reads it from /proc)
+        meter = QuietMeter(config.label, config.threads + config.contended, own_load=own_load)
         seconds = []
         for _ in range(size["steps"]):
             t0 = time.perf_counter()
             step()
             seconds.append(time.perf_counter() - t0)
-        quiet = meter.stop()  # before the competitor stops: its CPU time is read while it lives
+        quiet = meter.stop()  # the window ends with the last step, before the competitor stops
     finally:
         if competitor is not None:
             _stop(competitor)

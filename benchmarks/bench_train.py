@@ -17,7 +17,7 @@ import sys
 import torch
 import torchvision
 from _common import (
-    Run, Section, compile_cache_note, interleave, markdown_table, paired_ratio, rate_rows, run_standalone, train_step,
+    Run, Section, compile_cache_note, markdown_table, paired_ratio, rate_rows, run_standalone, train_step,
     verdict, want_compile,
 )
 
@@ -66,8 +66,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
     for arch, batch in cfg["archs"].items():
         with_compile = want_compile(args) and arch in cfg["compile_archs"]
         print(f"[train] {arch} {batch}x3x{cfg['image_size']}x{cfg['image_size']}", flush=True)
-        res = interleave(_contenders(arch, batch, cfg, with_compile), repeats=repeats, target_s=cfg["target_s"],
-                         warmup=1)
+        res = run.interleave(arch, _contenders(arch, batch, cfg, with_compile), target_s=cfg["target_s"], warmup=1)
         base, ours = res["torchvision eager fp32"], res["ours eager fp32"]
         rows = rate_rows(res, batch, "torchvision eager fp32")
         parts.append(f"### {arch}, batch {batch} x 3x{cfg['image_size']}x{cfg['image_size']}, "

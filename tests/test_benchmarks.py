@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,6 +96,18 @@ def test_cpu_time_read_from_proc_matches_the_process_rusage():
     own = resource.getrusage(resource.RUSAGE_SELF)
     from_proc = _common._proc_cpu_seconds(os.getpid())
     assert from_proc == pytest.approx(own.ru_utime + own.ru_stime, abs=0.1)  # clock ticks of 10 ms
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc")
+def test_live_children_a_benchmark_started_are_found_for_their_cpu_time():
+    # A competitor or DataLoader worker is a live child while it is measured; its CPU time must count.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert child.pid in _common._live_children()
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in _common._live_children()
 
 
 # ----------------------------------------------------------------------------- marks and the docs gate
