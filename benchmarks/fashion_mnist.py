@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 import torch
-from _common import BUSY_MARK, QuietMeter, Quietness, add_quiet_args, machine_line, may_write, setup_threads, wait_for_quiet
+from _common import (
+    BUSY_MARK, QuietMeter, Quietness, add_quiet_args, machine_line, may_write, setup_threads, wait_for_quiet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"

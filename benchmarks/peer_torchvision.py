@@ -135,7 +135,8 @@ def prepare_root(source: str | Path, root: str | Path) -> Path:
 def _check_recipe(ns: argparse.Namespace) -> None:
     unsupported = {"--optimizer adamw": ns.optimizer != "sgd", "--bf16": ns.bf16, "--channels-last": ns.channels_last,
                    "--compile": ns.compile, "--random-erasing": ns.random_erasing > 0, "--grad-clip": ns.grad_clip,
-                   "--zero-init-residual": ns.zero_init_residual, f"--dataset {ns.dataset}": ns.dataset != "fashion-mnist"}
+                   "--zero-init-residual": ns.zero_init_residual,
+                   f"--dataset {ns.dataset}": ns.dataset != "fashion-mnist"}
     bad = [flag for flag, used in unsupported.items() if used]
     if bad:
         raise ValueError(f"the peer pipeline does not implement {', '.join(bad)}; it runs the plain SGD recipe on "
@@ -163,8 +164,9 @@ def run_peer(root: str, flags: list[str]) -> None:
     ns = build_parser().parse_args(["train", *flags])
     _check_recipe(ns)
     augment = [] if ns.no_augment else [T.RandomCrop(28, padding=4), T.RandomHorizontalFlip()]
-    train_set = datasets.FashionMNIST(root, train=True, transform=T.Compose([*augment, T.ToTensor(), T.Normalize(MEAN, STD)]))
-    test_set = datasets.FashionMNIST(root, train=False, transform=T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)]))
+    to_input = [T.ToTensor(), T.Normalize(MEAN, STD)]
+    train_set = datasets.FashionMNIST(root, train=True, transform=T.Compose([*augment, *to_input]))
+    test_set = datasets.FashionMNIST(root, train=False, transform=T.Compose(to_input))
     if ns.subset:  # the same images resnet-lab's --subset picks
         train_set = Subset(train_set, select_subset(train_set.targets, ns.subset, ns.seed).tolist())
     train_loader = DataLoader(train_set, batch_size=ns.batch_size, shuffle=True, drop_last=True,
@@ -176,8 +178,8 @@ def run_peer(root: str, flags: list[str]) -> None:
     decay = [p for p in model.parameters() if p.ndim >= 2]  # conv and linear weights; not BN or biases
     rest = [p for p in model.parameters() if p.ndim < 2]
     lr = ns.lr if ns.lr is not None else TrainConfig.lr
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": ns.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                                lr=lr, momentum=ns.momentum, nesterov=not ns.no_nesterov)
+    groups = [{"params": decay, "weight_decay": ns.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=ns.momentum, nesterov=not ns.no_nesterov)
     steps = len(train_loader)
     scheduler = build_scheduler(optimizer, ns.schedule, ns.epochs * steps, int(ns.warmup_epochs * steps))
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=ns.label_smoothing)
@@ -200,7 +202,8 @@ def run_peer(root: str, flags: list[str]) -> None:
                   "elapsed_seconds": time.perf_counter() - t_start}
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"epoch {epoch + 1}/{ns.epochs}  test acc {100 * record['test_acc']:.2f}%  {train_seconds:.1f}s", flush=True)
+        print(f"epoch {epoch + 1}/{ns.epochs}  test acc {100 * record['test_acc']:.2f}%  {train_seconds:.1f}s",
+              flush=True)
 
 
 # ----------------------------------------------------------------------------- side by side
@@ -273,7 +276,7 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
     to_target = "n/a (not reached by both)" if c["to_target_ratio"] is None else f"**{c['to_target_ratio']:.2f}x**"
     checks = [o.quiet for o in outcomes]
     body = (
-        f"### resnet8_fast, the `make demo` recipe, {len(outcomes[0].records)} epoch(s), one thread each, back to back\n\n"
+        f"### The `make demo` recipe, {len(outcomes[0].records)} epoch(s), one thread each, back to back\n\n"
         + "".join(f"- {o.name}: `{o.command}`\n" for o in outcomes) + "\n" + table
         + f"\nresnet-lab is {c['per_epoch_ratio']:.2f}x as fast per epoch and {to_target} as fast to "
         f"{100 * c['target']:.2f}% test accuracy (the best both reached) as the pipeline a user would write.\n\n"
@@ -282,8 +285,9 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
         "checkpoints and plots. The peer reads torchvision's FashionMNIST from the same IDX files, builds a PIL "
         "image and a tensor per sample, and normalizes with the published mean/std (0.2860, 0.3530).\n"
     )
-    summary = [("peer: resnet-lab train / torchvision pipeline, time per epoch (1 thread)",
-                f"{c['per_epoch_ratio']:.2f}x", f">= {PER_EPOCH_GOAL:g}", verdict(c["per_epoch_ratio"], PER_EPOCH_GOAL))]
+    ratio = c["per_epoch_ratio"]
+    summary = [("peer: resnet-lab train / torchvision pipeline, time per epoch (1 thread)", f"{ratio:.2f}x",
+                f">= {PER_EPOCH_GOAL:g}", verdict(ratio, PER_EPOCH_GOAL))]
     head = machine_block(command, started, checks)
     return Section("8. Against the pipeline a user would write: torchvision + DataLoader", head + "\n" + body,
                    summary, checks=checks, quick=quick)
@@ -291,12 +295,15 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help=f"1 epoch of {QUICK_SUBSET:,} training images: checks the script runs")
+    p.add_argument("--quick", action="store_true",
+                   help=f"1 epoch of {QUICK_SUBSET:,} training images: checks the script runs")
     p.add_argument("--epochs", type=int, default=None, help="epochs for both (default: the demo's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip on both sides (default: as the demo recipe, which has --no-augment)")
-    p.add_argument("--target", type=float, default=None, help="accuracy to time, e.g. 0.9 (default: the best both reached)")
-    p.add_argument("--data-dir", default=str(DEBIAN_FASHION_MNIST), help="the Fashion-MNIST IDX files (default: %(default)s)")
+    p.add_argument("--target", type=float, default=None,
+                   help="accuracy to time, e.g. 0.9 (default: the best both reached)")
+    p.add_argument("--data-dir", default=str(DEBIAN_FASHION_MNIST),
+                   help="the Fashion-MNIST IDX files (default: %(default)s)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'peer' block is written (when quiet)")
     add_quiet_args(p)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the peer's own process

@@ -4,6 +4,7 @@ peer_torchvision.py that can be checked without measuring anything. Nothing here
 
 import argparse
 import gzip
+import json
 import math
 import os
 import re
@@ -276,6 +277,23 @@ def test_prepared_root_is_what_torchvision_fashion_mnist_reads(tmp_path):
     test = torchvision.datasets.FashionMNIST(str(root), train=False)
     assert np.array_equal(train.data.numpy(), images["train"]) and train.targets.tolist() == [0, 1, 2]
     assert np.array_equal(test.data.numpy(), images["t10k"])
+
+
+def test_peer_worker_trains_on_a_tiny_idx_set_and_writes_one_record_per_epoch(tmp_path):
+    src = tmp_path / "debian"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("t10k", 4)):
+        _idx(src / f"{split}-images-idx3-ubyte.gz", 0x803, rng.integers(0, 256, (n, 28, 28)))
+        _idx(src / f"{split}-labels-idx1-ubyte.gz", 0x801, np.arange(n) % 10)
+    root = peer_torchvision.prepare_root(src, tmp_path / "root")
+    out = tmp_path / "run"
+    flags = peer_torchvision.recipe_flags(epochs=2)
+    peer_torchvision.run_peer(str(root), [*flags, "--batch-size", "4", "--out", str(out)])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(r["test_acc"] in (0.0, 0.25, 0.5, 0.75, 1.0) for r in records)  # 4 test images
+    assert records[1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
 
 
 def test_prepare_root_without_the_files_says_where_to_get_them(tmp_path):
