@@ -1,5 +1,5 @@
-"""The cost of the readable batch norm: ``resnet_lab.nn.BatchNorm2d`` (plain tensor ops, autograd
-does the backward) against ``torch.nn.BatchNorm2d`` (one fused native kernel each way).
+"""The cost of the readable batch norm: ``resnet_lab.nn.BatchNorm2d`` (plain tensor ops forward, a
+hand-written closed-form backward) against ``torch.nn.BatchNorm2d`` (one fused native kernel each way).
 
 Measured on one layer (forward+backward in training mode, and forward in eval mode) and on a whole
 network (a resnet20 training step with ``norm="scratch"`` vs ``norm="batch"``).
@@ -97,9 +97,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         + markdown_table(["model", "ms per step (median)", "min-max", "time vs norm='batch'"],
                          _cost_rows(r_model, next(iter(models))))
         + "\nNotes: ours computes mean, variance, normalization and affine as separate tensor operations "
-        "(each a pass over the activations, each saved for autograd's backward); torch's is one native "
-        "kernel forward and one backward. That is the price of the teaching path; `norm='batch'` (torch's) "
-        "is the default everywhere.\n"
+        "(each a pass over the activations); its backward is one hand-written closed-form function "
+        "(docs/BATCHNORM.md), not autograd's op-by-op graph. torch's is one native kernel forward and one "
+        "backward. `norm='batch'` (torch's) is the default everywhere.\n"
     )
     summary = []
     for label, res, base in (("BN layer fwd+bwd", r_train, TORCH), ("resnet20 training step", r_model, next(iter(models)))):
