@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
+EXTRAS ?= dev,onnx,tensorboard
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data browser demo test bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,12 +23,21 @@ data:
 	  || echo "warning: could not install dataset-fashion-mnist; tests that need it will be skipped"; \
 	else echo "note: Fashion-MNIST not found in $(FMNIST); see README (apt-get install dataset-fashion-mnist)"; fi
 
+# Debian's chromium lets tests/analysis/test_report.py check the HTML report in a real browser;
+# installed only when missing and we are root, never failing the build (the test then skips).
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
+	  || echo "warning: could not install chromium; the browser test of the report will be skipped"; \
+	else echo "note: no chromium; the browser test of the report is skipped (apt-get install chromium)"; fi
+
 demo: setup data
 	rm -rf runs/demo
 	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 5 --batch-size 128 \
 	    --lr 0.1 --no-augment --label-smoothing 0.1 --out runs/demo
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest -q -n 2 tests
 
 bench: setup data
