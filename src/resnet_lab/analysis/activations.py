@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 import torch
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from ..figures import new_figure, save_png
@@ -210,10 +211,16 @@ class ActivationStatsRecorder:
         """
         rows = self.stats(index)
         return {
-            "mean": statistics.median(abs(r.mean) for r in rows),
-            "log_std": statistics.median(abs(math.log(r.std)) if r.std > 0 else math.inf for r in rows),
-            "within": statistics.median(r.within for r in rows),
+            "mean": _median([abs(r.mean) for r in rows]),
+            "log_std": _median([abs(math.log(r.std)) if r.std != 0 else math.inf for r in rows]),  # log(NaN) is NaN
+            "within": _median([r.within for r in rows]),
         }
+
+    def drift_history(self) -> dict[str, list[float]]:
+        """:meth:`drift` at every record: ``{"mean": [...], "log_std": [...], "within": [...]}``,
+        one value per entry of :attr:`steps`."""
+        drifts = [self.drift(i) for i in range(len(self.records))]
+        return {k: [d[k] for d in drifts] for k in ("mean", "log_std", "within")}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the sites, the recorded steps and one ``(layers, records)`` list per statistic."""
@@ -222,6 +229,11 @@ class ActivationStatsRecorder:
         if self.layers:
             out.update({stat: self.matrix(stat).tolist() for stat in STATS})
         return out
+
+
+def _median(values: list[float]) -> float:
+    """The median; NaN when any value is NaN (a diverged step), which sorting would hide."""
+    return math.nan if any(math.isnan(v) for v in values) else statistics.median(values)
 
 
 def plot_activation_stats(recorders: Mapping[str, ActivationStatsRecorder], path: str | Path, *,
@@ -244,18 +256,25 @@ def plot_activation_stats(recorders: Mapping[str, ActivationStatsRecorder], path
     finite = [s[torch.isfinite(s) & (s > 0)] for s in stds.values()]
     s_lim = max([1.0001] + [float(torch.maximum(s.max(), 1 / s.min())) for s in finite if s.numel()])
     rows = len(recorders)
-    fig, axes = new_figure(rows, 2, figsize=(11, 1.0 + 2.6 * rows))
+    fig, axes = new_figure(rows, 2, figsize=(11, 1.0 + 2.4 * rows))
     axes = axes.reshape(rows, 2)
+    scales = (dict(cmap="RdBu_r", vmin=-m_lim, vmax=m_lim), dict(cmap="RdBu_r", norm=LogNorm(1 / s_lim, s_lim)))
+    images = [None, None]
     for i, (label, rec) in enumerate(recorders.items()):
         steps, half = rec.steps or [0], rec.every / 2  # one column per record, every `every` steps
         extent = (steps[0] - half, steps[-1] + half, len(rec.layers) - 0.5, -0.5)
-        for ax, mat, kw, name in (
-            (axes[i, 0], means[label], dict(cmap="RdBu_r", vmin=-m_lim, vmax=m_lim), "mean"),
-            (axes[i, 1], stds[label], dict(cmap="RdBu_r", norm=LogNorm(1 / s_lim, s_lim)), "std (log scale)"),
-        ):
-            im = ax.imshow(mat.numpy(), aspect="auto", interpolation="nearest", extent=extent, **kw)
-            fig.colorbar(im, ax=ax, fraction=0.05)
-            ax.set(title=f"{label}: {name}", xlabel="training step", ylabel="layer (input at top)")
+        for j, (mat, name) in enumerate(((means[label], "mean"), (stds[label], "std (log scale)"))):
+            ax = axes[i, j]
+            images[j] = ax.imshow(mat.numpy(), aspect="auto", interpolation="nearest", extent=extent, **scales[j])
+            ax.set_title(f"{label}: {name}")
+            for axis in (ax.xaxis, ax.yaxis):  # steps and layers are whole numbers
+                axis.set_major_locator(MaxNLocator(integer=True))
+        axes[i, 0].set_ylabel("layer (input at top)")
     fig.suptitle(title)
-    fig.tight_layout()
+    # No tight_layout: it would lay out every tick label a second time (save_png's tight bounding
+    # box trims the margins anyway), doubling the cost of the plot. Spacing first, colour bars after.
+    fig.subplots_adjust(hspace=0.4, wspace=0.3, top=1 - 0.6 / fig.get_figheight())
+    for j in range(2):  # one colour bar per column: the scales are shared
+        axes[-1, j].set_xlabel("training step")
+        fig.colorbar(images[j], ax=list(axes[:, j]), fraction=0.05)
     return save_png(fig, path, dpi=80)
