@@ -1,0 +1,245 @@
+"""What the network looks at: Grad-CAM maps (Selvaraju et al. 2017, arXiv:1610.02391) through the
+``grad-cam`` package (``pytorch_grad_cam``, the optional extra ``resnet-lab[cam]``).
+
+* :func:`grad_cam` weighs the feature map of the model's registered ``cam_layer``
+  (:attr:`resnet_lab.models.ModelInfo.cam_layer`: ``layer4``, ``layer3`` for the CIFAR nets,
+  ``bn_final`` for pre-activation and wide nets, ``features`` for DenseNet and VGG, ``inception5b``
+  for GoogLeNet) by the class score's gradient and returns an (H, W) map in [0, 1];
+* :func:`overlay` draws that map over an image (grad-cam's jet overlay);
+* :func:`save_cams` does both for image files, as ``resnet-lab predict RUN IMAGE --cam PATH``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data import to_model_input
+from ..models import model_info
+from ..runs import load_model
+from .predict import load_image
+
+__all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
+
+#: appended to an image's stem to name its map when ``--cam`` is a directory.
+CAM_SUFFIX = "_cam.png"
+_INSTALL = "pip install 'resnet-lab[cam]' (the grad-cam package)"
+
+
+def _cam_layer_name(model: nn.Module, layer: str | None) -> str:
+    """``layer``, or the registry's ``cam_layer`` of the model's architecture."""
+    if layer is not None:
+        return layer
+    name = (getattr(model, "model_config", None) or {}).get("name")
+    if name is None:
+        raise ValueError("the model has no model_config['name'] (it was not built by create_model), so the "
+                         "registry cannot name its Grad-CAM layer: pass layer='<module name of its last feature map>'")
+    return model_info(name).cam_layer
+
+
+def _target_layer(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        tops = ", ".join(n for n, _ in model.named_children())
+        raise ValueError(f"the model has no module {name!r} for Grad-CAM; its top-level modules are {tops}") from None
+
+
+def _one_image(image_tensor: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) or (1, C, H, W) -> (1, C, H, W), a leaf that requires grad."""
+    x = image_tensor[None] if image_tensor.dim() == 3 else image_tensor
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"grad_cam takes one image, (C, H, W) or (1, C, H, W), got shape {tuple(image_tensor.shape)}")
+    # A frozen backbone leaves the layer's output without a graph; a grad-requiring input keeps one.
+    return x.detach().requires_grad_(True)
+
+
+def _grad_cam(model: nn.Module, x: torch.Tensor, target_class: int | None, layer: str | None) -> tuple[np.ndarray, int]:
+    """The map and the class it explains (``target_class``, or the top class)."""
+    try:
+        from pytorch_grad_cam import GradCAM  # optional extra: pip install 'resnet-lab[cam]'
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # optional extra, as above
+    except ImportError as e:
+        raise ImportError(f"Grad-CAM needs the optional extra: {_INSTALL}") from e
+    bad_class = isinstance(target_class, bool) or not isinstance(target_class, (int, np.integer)) or target_class < 0
+    if target_class is not None and bad_class:
+        raise ValueError(f"target_class must be a class index >= 0 (or None for the top class), got {target_class!r}")
+    target = _target_layer(model, _cam_layer_name(model, layer))
+    was_training = model.training
+    cam = GradCAM(model=model, target_layers=[target])  # puts the model in eval mode
+    try:
+        with torch.enable_grad():  # callers may hold torch.no_grad(); the map needs the gradient
+            targets = None if target_class is None else [ClassifierOutputTarget(target_class)]
+            heat = cam(input_tensor=x, targets=targets)  # (1, H, W), min-max scaled to [0, 1]
+    except IndexError:
+        n = cam.outputs.shape[-1]
+        raise ValueError(f"target_class {target_class} is out of range: the model has {n} classes "
+                         f"(0..{n - 1})") from None
+    finally:
+        cam.activations_and_grads.release()  # remove the hooks: the model is left as it was given
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    chosen = int(cam.outputs[0].argmax()) if target_class is None else int(target_class)
+    return heat[0], chosen
+
+
+def grad_cam(model: nn.Module, image_tensor: torch.Tensor, target_class: int | None = None,
+             layer: str | None = None) -> np.ndarray:
+    """Grad-CAM of one preprocessed image: where the evidence for ``target_class`` lies.
+
+    The feature map A of ``layer`` is weighed per channel by the spatial mean of d(score)/dA, summed,
+    passed through a ReLU, upsampled (bilinear) to the input's size and scaled to [0, 1]
+    (``pytorch_grad_cam.GradCAM``). The model runs in eval mode and is returned in the mode it had,
+    without hooks and with its parameters' ``.grad`` cleared.
+
+    Args:
+        model: a classifier; with ``layer=None`` it must come from :func:`resnet_lab.create_model`
+            (or a run), whose ``model_config["name"]`` names its registered ``cam_layer``.
+        image_tensor: one normalized image, (C, H, W) or (1, C, H, W), on the model's device (as
+            :func:`resnet_lab.data.to_model_input` makes it).
+        target_class: the class index to explain; ``None`` explains the top class.
+        layer: module name of the feature map (``"layer3"``); ``None`` asks the registry.
+
+    Returns:
+        float32 array (H, W) in [0, 1], H and W those of the input.
+
+    Raises:
+        ImportError: the ``cam`` extra is not installed.
+        ValueError: a bad shape, layer name or class index.
+    """
+    heat, _ = _grad_cam(model, _one_image(image_tensor), target_class, layer)
+    return heat
+
+
+def _display_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
+    """``size`` (W, H) scaled up by a whole factor until its shorter side is at least ``min_side``."""
+    factor = max(1, math.ceil(min_side / min(size)))
+    return size[0] * factor, size[1] * factor
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, image_weight: float = 0.5,
+            min_side: int = 0) -> Image.Image:
+    """Draw ``heatmap`` over ``image`` in the jet colours (blue: none, red: most), as grad-cam's
+    ``show_cam_on_image`` does.
+
+    Args:
+        image: the picture (any mode; drawn in RGB). The heatmap is stretched over all of it, so give
+            the image as the model saw it (the same crop).
+        heatmap: (h, w) values in [0, 1], e.g. from :func:`grad_cam`; resized (bilinear) to the output.
+        image_weight: share of the image in the blend (0: only the map, 1: only the image).
+        min_side: enlarge small images by a whole factor (nearest neighbour: the pixels stay
+            visible) until their shorter side has at least this many pixels; 0 keeps the size.
+
+    Returns:
+        an RGB image of ``image``'s size (times the enlarging factor).
+    """
+    try:
+        from pytorch_grad_cam.utils.image import show_cam_on_image  # optional extra: pip install 'resnet-lab[cam]'
+    except ImportError as e:
+        raise ImportError(f"overlay needs the optional extra: {_INSTALL}") from e
+    heat = np.asarray(heatmap.detach().cpu() if isinstance(heatmap, torch.Tensor) else heatmap, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D (H, W), got shape {heat.shape}")
+    if heat.size == 0 or not np.isfinite(heat).all() or heat.min() < 0 or heat.max() > 1:
+        raise ValueError("heatmap values must be finite and in [0, 1] (as grad_cam returns them)")
+    if not 0.0 <= image_weight <= 1.0:
+        raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
+    size = _display_size(image.size, min_side)
+    rgb = image.convert("RGB").resize(size, Image.Resampling.NEAREST)
+    heat = np.asarray(Image.fromarray(heat, mode="F").resize(size, Image.Resampling.BILINEAR)).clip(0, 1)
+    blended = show_cam_on_image(np.asarray(rgb, dtype=np.float32) / 255, heat, use_rgb=True, image_weight=image_weight)
+    return Image.fromarray(blended)
+
+
+def _seen_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
+    """The picture the model was given: a normalized (C, H, W) tensor back on the 0..255 scale."""
+    c = x.shape[0]
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1).expand(c, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1).expand(c, 1, 1)
+    pixels = (x.detach().cpu().float() * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Image.fromarray(pixels[0].numpy() if c == 1 else pixels.permute(1, 2, 0).numpy())
+
+
+def _check_writable_suffix(path: Path) -> None:
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write a picture to {path}: expected a file name ending in .png or .jpg "
+                         f"(or an existing directory)")
+
+
+def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
+    """Where each image's map goes: ``out`` itself for one image (unless ``out`` is an existing
+    directory); otherwise ``out`` is a directory (made if missing) holding ``<image stem>_cam.png``.
+
+    Args:
+        images: the image files.
+        out: the ``--cam`` path.
+
+    Raises:
+        ValueError: ``out`` cannot take the maps (a file for several images, a directory-like path
+            with no picture suffix for one image, two images with the same stem).
+    """
+    out = Path(out)
+    if len(images) == 1 and not out.is_dir():
+        _check_writable_suffix(out)
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--cam {out} is a file, but {len(images)} images need one map each: pass a directory")
+    if out.suffix.lower() in Image.registered_extensions() and not out.exists():
+        raise ValueError(f"--cam {out} looks like a picture file, but {len(images)} images need one map each: "
+                         f"pass a directory (e.g. {out.with_suffix('')})")
+    stems = [Path(p).stem for p in images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"images with the same name {', '.join(twice)} would share a map in {out}: "
+                         f"run them in separate calls")
+    return [out / f"{stem}{CAM_SUFFIX}" for stem in stems]
+
+
+def save_cams(
+    source_or_model: str | os.PathLike | nn.Module,
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    meta: dict[str, Any] | None = None,
+    min_side: int = 224,
+) -> list[dict[str, Any]]:
+    """Write the Grad-CAM of each image's top class over the image as the model saw it (resized or
+    cropped to its input size, enlarged to ``min_side``): ``predict RUN IMAGE... --cam out``.
+
+    Args:
+        source_or_model: a run directory or ``.safetensors`` file, or a model (then ``meta`` is required).
+        images: image files.
+        out: one image: the picture's path; several: a directory (see :func:`cam_paths`).
+        device: where the model runs.
+        meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
+        min_side: shorter side of the written pictures at least (see :func:`overlay`).
+
+    Returns:
+        ``{"path": image, "cam": written picture, "class": explained class}`` per image, in order.
+    """
+    targets = cam_paths(images, out)  # check the destination before any work
+    if isinstance(source_or_model, nn.Module):
+        if meta is None:
+            raise ValueError("save_cams(model, ...) needs meta= with input_size, mean, std and classes "
+                             "(a run's model.json)")
+        model = source_or_model.to(device)
+    else:
+        model, meta = load_model(source_or_model, device=device)
+    classes = meta.get("classes")
+    written = []
+    for path, target in zip(images, targets):
+        x = to_model_input(load_image(path), meta).to(device)  # (1, C, H, W)
+        heat, cls = _grad_cam(model, _one_image(x), None, None)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        overlay(_seen_image(x[0], meta["mean"], meta["std"]), heat, min_side=min_side).save(target)
+        written.append({"path": str(Path(path)), "cam": str(target), "class": classes[cls] if classes else str(cls)})
+    return written

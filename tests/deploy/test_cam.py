@@ -1,0 +1,245 @@
+"""Grad-CAM (``resnet_lab.deploy.cam``, ``predict --cam``): the registry names a real feature map for
+every model, the map is Grad-CAM's formula recomputed in float64, and a trained Fashion-MNIST model
+looks at the trousers rather than at the background."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from resnet_lab import create_model, list_models, model_info
+from resnet_lab.cli import main
+from resnet_lab.data import FASHION_MNIST_CLASSES, DataNotFoundError, channel_stats, find_fashion_mnist, read_idx
+from resnet_lab.runs import save_model
+
+pytest.importorskip("pytorch_grad_cam", reason="the cam extra is not installed: pip install 'resnet-lab[cam]'")
+from resnet_lab.deploy.cam import grad_cam, overlay  # noqa: E402  (after the skip: it is the extra's code)
+
+# The models whose depth makes even a meta-device build take a second or more.
+_DEEP = {"resnet1202", "preact_resnet1001"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _DEEP else n for n in list_models()])
+def test_every_registered_models_cam_layer_is_one_of_its_modules(name):
+    with torch.device("meta"):  # the module tree without allocating or initializing weights
+        model = create_model(name)
+    layer = model.get_submodule(model_info(name).cam_layer)  # AttributeError names the missing one
+    assert layer is not model
+
+
+# One model per family constructor, at a small input its stem and stages accept.
+_FAMILIES = [("resnet18", 64), ("plain18", 64), ("resnet8", 16), ("resnet8_fast", 16), ("plain20", 16),
+             ("preact_resnet110", 16), ("wrn16_4", 16), ("densenet40", 16), ("densenet121", 64), ("vgg11_bn", 32),
+             ("googlenet", 64)]
+
+
+@pytest.mark.parametrize("name,size", _FAMILIES)
+def test_cam_layer_outputs_the_feature_map_the_head_pools(name, size):
+    """forward_features (the model's own contract: the map the head pools) is the cam layer's output,
+    or its ReLU where the head applies one (pre-activation nets, DenseNet)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    seen = {}
+    hook = model.get_submodule(model_info(name).cam_layer).register_forward_hook(lambda m, i, o: seen.update(out=o))
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, 3, size, size))
+    hook.remove()
+    out = seen["out"]
+    assert out.dim() == 4 and out.shape == features.shape
+    assert torch.equal(features, out) or torch.equal(features, F.relu(out))
+
+
+def _reference_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int | None) -> tuple[np.ndarray, int]:
+    """Grad-CAM as Selvaraju et al. 2017 write it, in float64 with a hook and autograd: channel
+    weights are the spatial mean of d(score)/dA, the map is ReLU(sum_c w_c A_c), scaled to [0, 1],
+    upsampled bilinearly (half-pixel centres) and scaled to [0, 1] again, as grad-cam does."""
+    model = copy.deepcopy(model).double().eval()
+    seen = {}
+    model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.update(a=o))
+    logits = model(x.double())
+    cls = int(logits[0].argmax()) if target is None else target
+    a = seen["a"]
+    (g,) = torch.autograd.grad(logits[0, cls], a)
+    cam = torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))  # (1, 1, h, w)
+
+    def scaled(t):
+        t = t - t.min()
+        return t / (t.max() + 1e-7)
+
+    up = F.interpolate(scaled(cam), size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return scaled(up)[0, 0].detach().numpy(), cls
+
+
+def test_grad_cam_is_the_formula_recomputed_in_float64_for_the_top_or_the_given_class():
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=4, in_channels=1)
+    x = torch.randn(1, 1, 16, 16)
+    want, top = _reference_cam(model, x, model_info("resnet8").cam_layer, None)
+    got = grad_cam(model, x[0])  # (C, H, W) works as (1, C, H, W)
+    assert got.shape == (16, 16) and got.min() >= 0 and got.max() <= 1
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    other = (top + 1) % 4
+    want_other, _ = _reference_cam(model, x, "layer2", other)
+    np.testing.assert_allclose(grad_cam(model, x, target_class=other, layer="layer2"), want_other, atol=1e-4)
+
+
+def test_grad_cam_leaves_the_model_in_its_mode_without_hooks_or_gradients():
+    model = create_model("resnet8", num_classes=3, in_channels=1).train()
+    for p in model.layer1.parameters():  # a frozen stage still gets a map
+        p.requires_grad_(False)
+    with torch.no_grad():  # callers' no_grad does not stop it
+        heat = grad_cam(model, torch.randn(1, 16, 16))
+    assert heat.shape == (16, 16)
+    assert model.training
+    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_grad_cam_errors_name_the_bad_value_and_the_way_out():
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    with pytest.raises(ValueError, match=r"target_class 3 is out of range: the model has 3 classes"):
+        grad_cam(model, torch.randn(1, 8, 8), target_class=3)
+    with pytest.raises(ValueError, match=r"no module 'layer9'.*layer1, layer2, layer3"):
+        grad_cam(model, torch.randn(1, 8, 8), layer="layer9")
+    with pytest.raises(ValueError, match=r"one image.*got shape \(2, 1, 8, 8\)"):
+        grad_cam(model, torch.randn(2, 1, 8, 8))
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"not built by create_model.*pass layer="):
+        grad_cam(plain, torch.randn(1, 8, 8))
+    assert grad_cam(plain, torch.randn(1, 8, 8), layer="0").shape == (8, 8)
+
+
+def test_overlay_is_the_images_size_enlarged_by_a_whole_factor_in_jet_colours():
+    image = Image.fromarray(np.full((28, 20), 128, dtype=np.uint8))  # (H, W) = (28, 20): W is the short side
+    heat = np.zeros((28, 20), dtype=np.float32)
+    heat[:, :10] = 1.0  # left half hot, right half cold
+    assert overlay(image, heat).size == (20, 28)
+    big = overlay(image, heat, min_side=224, image_weight=0.0)  # 224 / 20 -> a factor of 12
+    assert big.mode == "RGB" and big.size == (240, 336)
+    rgb = np.asarray(big).astype(int)
+    left, right = rgb[:, :60].reshape(-1, 3).mean(0), rgb[:, -60:].reshape(-1, 3).mean(0)
+    assert left[0] > 2 * left[2] and right[2] > 2 * right[0]  # jet: hot is red, cold is blue
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        overlay(image, heat * 2)
+
+
+# --- a trained Fashion-MNIST model -------------------------------------------------------------
+
+TROUSER, DRESS = FASHION_MNIST_CLASSES.index("Trouser"), FASHION_MNIST_CLASSES.index("Dress")
+
+
+def _fashion_mnist_split(files: dict[str, Path], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(read_idx(files[f"{split}_images"], expected_ndim=3)).unsqueeze(1)  # uint8 (N, 1, 28, 28)
+    return x, torch.from_numpy(read_idx(files[f"{split}_labels"], expected_ndim=1)).long()
+
+
+@pytest.fixture(scope="module")
+def trouser_model():
+    """resnet8 trained for one epoch on 500 trousers and 500 dresses (label 0: trouser): two garments
+    of the same upright shape, so the evidence for trousers has to lie on the garment itself."""
+    try:
+        files = find_fashion_mnist(None)
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    x, y = _fashion_mnist_split(files, "train")
+    idx = torch.cat([torch.nonzero(y == c).flatten()[:500] for c in (TROUSER, DRESS)])
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))]
+    mean, std = channel_stats(x[idx])
+    norm = lambda u8: (u8.float() / 255 - mean[0]) / std[0]  # noqa: E731
+    images, labels = norm(x[idx]), (y[idx] == DRESS).long()
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=2, in_channels=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for i in range(0, len(images), 32):
+        loss = F.cross_entropy(model(images[i:i + 32]), labels[i:i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # Eval-mode statistics over the whole subset: 31 steps leave the running averages behind the weights.
+    torch.optim.swa_utils.update_bn([images[i:i + 250] for i in range(0, len(images), 250)], model)
+    test_x, test_y = _fashion_mnist_split(files, "test")
+    return model.eval(), norm, test_x[test_y == TROUSER][:8], test_x[test_y == DRESS][:8]
+
+
+def test_grad_cam_of_a_trained_fashion_mnist_model_weighs_the_trousers_pixels_over_the_background(trouser_model):
+    model, norm, trousers, dresses = trouser_model
+    with torch.no_grad():
+        predicted = model(norm(torch.cat([trousers, dresses]))).argmax(1)
+    assert (predicted == torch.tensor([0] * 8 + [1] * 8)).float().mean() >= 0.85  # it learned the task
+    for img in trousers:
+        heat = grad_cam(model, norm(img), target_class=0)  # (28, 28)
+        garment = img[0].numpy() > 25  # the trouser's pixels; Fashion-MNIST's background is 0
+        assert heat[garment].mean() > heat[~garment].mean()
+
+
+# --- predict --cam ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cam_run(tmp_path) -> tuple[Path, nn.Module, list[Path]]:
+    """A run of a resnet8 (random weights) for 16 px grayscale images, and two such images."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=3, in_channels=1).eval()
+    run = tmp_path / "run"
+    save_model(run, model, {"classes": ["a", "b", "c"], "input_size": [1, 16, 16], "mean": [0.5], "std": [0.25]})
+    rng = np.random.default_rng(0)
+    images = []
+    for name in ("one", "two"):
+        images.append(tmp_path / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(images[-1])
+    return run, model, images
+
+
+def _expected_picture(model: nn.Module, path: Path) -> tuple[np.ndarray, int]:
+    """The float64 Grad-CAM of the top class over the image, 14x enlarged (16 px -> 224 px)."""
+    image = Image.open(path)
+    x = (torch.from_numpy(np.array(image)).double() / 255 - 0.5) / 0.25
+    heat, cls = _reference_cam(model, x[None, None], "layer3", None)
+    return np.asarray(overlay(image, heat.astype(np.float32), min_side=224)).astype(int), cls
+
+
+def test_predict_cam_writes_the_top_class_map_over_the_image(cam_run, tmp_path, capsys):
+    run, model, (image, _) = cam_run
+    out = tmp_path / "cam.png"
+    assert main(["predict", str(run), str(image), "--top-k", "1", "--cam", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    want, cls = _expected_picture(model, image)
+    top = lines[0].split(": ")[1].split()[0]
+    assert top == "abc"[cls] and lines[1] == f"{image}: Grad-CAM of {top} -> {out}"
+    got = np.asarray(Image.open(out)).astype(int)
+    assert got.shape == want.shape == (224, 224, 3)
+    assert np.abs(got - want).max() <= 2  # float32 vs float64 maps round to the same colours, or one step off
+
+
+def test_predict_cam_with_several_images_writes_image_cam_png_into_the_directory(cam_run, tmp_path, capsys):
+    run, model, images = cam_run
+    out = tmp_path / "cams"
+    assert main(["predict", str(run), *map(str, images), "--json", "--cam", str(out)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["cam"] for r in results] == [str(out / "one_cam.png"), str(out / "two_cam.png")]
+    for image, r in zip(images, results):
+        want, _ = _expected_picture(model, image)
+        assert np.abs(np.asarray(Image.open(r["cam"])).astype(int) - want).max() <= 2
+
+
+def test_predict_cam_refuses_onnx_a_file_for_several_images_and_an_unknown_suffix(cam_run, tmp_path, capsys):
+    run, _, images = cam_run
+    cases = [  # (before the images, the images, after them, the message)
+        (["--onnx", str(tmp_path / "m.onnx")], images[:1], ["--cam", str(tmp_path / "c.png")],
+         "--cam needs the PyTorch model"),
+        ([str(run)], images, ["--cam", str(tmp_path / "c.png")], "images need one map each: pass a directory"),
+        ([str(run)], images[:1], ["--cam", str(tmp_path / "c.xyz")], "expected a file name ending in .png or .jpg"),
+    ]
+    for before, imgs, after, message in cases:
+        assert main(["predict", *before, *map(str, imgs), *after]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not list(tmp_path.glob("c.*"))
