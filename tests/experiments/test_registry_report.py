@@ -1,6 +1,7 @@
 """The experiment registry and the shared report writer."""
 
 import json
+import math
 
 import pytest
 
@@ -56,6 +57,20 @@ def test_write_report_writes_json_and_markdown_with_the_numbers_behind_the_verdi
     assert on_disk["table"]["rows"][1] == ["Y", "inf"]  # JSON has no infinity; written as a string
     md = (tmp_path / "report.md").read_text()
     assert "X beats Y" in md and "1.50% vs never" in md and "| Y | never |" in md
+
+
+def test_write_report_shows_spreads_as_mean_and_sd_and_keeps_every_seed_in_json(tmp_path):
+    from resnet_lab.experiments.report import Spread
+
+    report = Report(claim="X beats Y", setup={}, columns=["run", "error %"],
+                    rows=[["X", Spread.of([10.0, 12.0, 14.0])], ["Y", Spread.of([3.0, math.inf])]],
+                    checks=[Check("X has lower error", False, "numbers")])
+    write_report(tmp_path, "demo", report, budget="full", seconds=1.0)
+    md = (tmp_path / "report.md").read_text()
+    assert "| X | 12.0 ± 2.0 |" in md and "| Y | 3 / never |" in md
+    row = json.loads((tmp_path / "results.json").read_text())["table"]["rows"][0][1]
+    assert row["values"] == [10.0, 12.0, 14.0] and row["mean"] == 12.0 and row["sd"] == 2.0
+    assert (row["min"], row["max"], row["n"]) == (10.0, 14.0, 3)
 
 
 def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, monkeypatch):

@@ -4,6 +4,14 @@ An experiment hands back a :class:`Report`: the claim, the setup, a table of mea
 list of :class:`Check` s, each a yes/no question answered from those figures with the numbers in
 its text. :func:`verdict_from_checks` turns the checks into the verdict, so no module can state an
 outcome without the numbers behind it.
+
+Every figure of a full budget is measured over several seeds and kept as a :class:`Spread` (mean,
+standard deviation, min-max); the table shows it as ``mean ± sd``. A check compares two spreads
+with one of three rules, each stated in its evidence: :func:`exceeds` (an effect: the difference of
+means is larger than the sum of the two standard deviations, and than a margin fixed in advance),
+:func:`within` (no worse: even one standard deviation up each, the difference stays inside a
+tolerance) and :func:`indistinguishable` (the difference of means is inside the sum of the two
+standard deviations). A NaN figure (a run that diverged where no value stands for it) fails every rule.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,9 +35,14 @@ __all__ = [
     "VERDICTS",
     "Check",
     "Report",
+    "Spread",
+    "exceeds",
+    "indistinguishable",
     "machine_description",
     "plot_lines",
+    "rule_text",
     "verdict_from_checks",
+    "within",
     "write_report",
 ]
 
@@ -48,6 +62,148 @@ class Check:
     question: str
     passed: bool
     evidence: str
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure measured over seeds: its values, mean, standard deviation and range.
+
+    Args:
+        values: one value per seed (a NaN makes the mean NaN, so every rule fails on it).
+    """
+
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values) -> "Spread":
+        """The spread of ``values`` (any iterable of numbers).
+
+        Args:
+            values: one value per seed; at least one.
+        """
+        vals = tuple(float(v) for v in values)
+        if not vals:
+            raise ValueError("a spread needs at least one value (one per seed); got none")
+        return cls(vals)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation (n - 1); 0 for one value; NaN when a value is not finite."""
+        if not all(math.isfinite(v) for v in self.values):
+            return math.nan
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+    @property
+    def lo(self) -> float:
+        return min(self.values)
+
+    @property
+    def hi(self) -> float:
+        return max(self.values)
+
+    def scaled(self, factor: float) -> "Spread":
+        """The same figure in other units (fractions to percent: ``scaled(100)``).
+
+        Args:
+            factor: multiplies every value.
+        """
+        return Spread(tuple(v * factor for v in self.values))
+
+    def fmt(self, digits: int = 2) -> str:
+        """``mean ± sd`` with ``digits`` decimals (``mean`` alone for one seed).
+
+        Args:
+            digits: decimals of both numbers.
+        """
+        if not math.isfinite(self.sd):
+            return str(self)
+        return f"{self.mean:.{digits}f}" + (f" ± {self.sd:.{digits}f}" if self.n > 1 else "")
+
+    def __str__(self) -> str:
+        sd = self.sd
+        if not math.isfinite(sd):  # a seed that never got there (inf) or diverged (NaN): show each seed
+            return " / ".join(_fmt(v) for v in self.values)
+        if self.n == 1 or sd == 0:
+            return _fmt(self.mean) + ("" if self.n == 1 else f" ± {_fmt(sd)}")
+        if abs(self.mean) < 1e-3 or abs(self.mean) >= 1e5:
+            return f"{self.mean:.3g} ± {sd:.2g}"
+        digits = min(6, max(0, 1 - math.floor(math.log10(sd))))  # two significant digits of the sd
+        return self.fmt(digits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "sd": self.sd, "min": self.lo, "max": self.hi, "n": self.n,
+                "values": list(self.values)}
+
+
+def _finite(*xs: float) -> bool:
+    return all(not math.isnan(x) for x in xs)
+
+
+def exceeds(a: Spread, b: Spread, margin: float = 0.0) -> bool:
+    """An effect beyond the seed-to-seed spread: ``mean(a) - mean(b) > max(margin, sd(a) + sd(b))``.
+
+    Args:
+        a, b: the two figures over seeds.
+        margin: the smallest difference that counts, fixed in advance.
+    """
+    diff, noise = a.mean - b.mean, a.sd + b.sd
+    return _finite(diff, noise) and diff > max(margin, noise)
+
+
+def within(a: Spread, b: Spread, tolerance: float) -> bool:
+    """No worse beyond a tolerance, even at the edge of the spread:
+    ``mean(a) - mean(b) + sd(a) + sd(b) <= tolerance`` (a noisy ``a`` fails, as it should: an
+    absence of effect is shown only by figures tighter than the tolerance).
+
+    Args:
+        a, b: the two figures over seeds; ``a`` is the one that must not be higher.
+        tolerance: how much higher ``a`` may be, fixed in advance.
+    """
+    diff, noise = a.mean - b.mean, a.sd + b.sd
+    return _finite(diff, noise) and diff + noise <= tolerance
+
+
+def indistinguishable(a: Spread, b: Spread) -> bool:
+    """The two figures fall inside each other's seed spread: ``|mean(a) - mean(b)| <= sd(a) + sd(b)``.
+
+    Args:
+        a, b: the two figures over seeds.
+    """
+    diff, noise = a.mean - b.mean, a.sd + b.sd
+    return _finite(diff, noise) and abs(diff) <= noise
+
+
+def rule_text(rule: str, a: Spread, b: Spread, bound: float = 0.0, *, scale: float = 1.0, unit: str = "",
+              digits: int = 2) -> str:
+    """The numbers behind one rule, for a check's evidence.
+
+    Args:
+        rule: ``exceeds``, ``within`` or ``indistinguishable``.
+        a, b: the figures compared, in the order the rule takes them.
+        bound: the margin (``exceeds``) or tolerance (``within``).
+        scale: display factor (100 for percent).
+        unit: display unit (" pp").
+        digits: decimals.
+    """
+    diff, noise = scale * (a.mean - b.mean), scale * (a.sd + b.sd)
+    f = f".{digits}f"
+    if rule == "exceeds":
+        return (f"difference of means {diff:+{f}}{unit} must exceed both the margin {scale * bound:{f}}{unit} and "
+                f"the sum of the two seed sds {noise:{f}}{unit}")
+    if rule == "within":
+        return (f"difference of means {diff:+{f}}{unit} plus the sum of the two seed sds {noise:{f}}{unit} = "
+                f"{diff + noise:+{f}}{unit} must be <= {scale * bound:{f}}{unit}")
+    if rule == "indistinguishable":
+        return f"|difference of means| {abs(diff):{f}}{unit} must be <= the sum of the two seed sds {noise:{f}}{unit}"
+    raise ValueError(f"unknown rule {rule!r}: expected exceeds, within or indistinguishable")
 
 
 def verdict_from_checks(checks: Sequence[Check]) -> str:
@@ -112,6 +268,8 @@ def machine_description() -> str:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, Spread):
+        return str(v)
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
@@ -128,7 +286,9 @@ def _fmt(v: Any) -> str:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Tensors, tuples and non-finite floats made JSON-safe (inf/nan become strings)."""
+    """Tensors, tuples, spreads and non-finite floats made JSON-safe (inf/nan become strings)."""
+    if isinstance(obj, Spread):
+        return _jsonable(obj.to_dict())
     if isinstance(obj, Mapping):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -212,6 +372,7 @@ def plot_lines(
     xticks: Sequence[float] | None = None,
     hline: float | None = None,
     styles: Mapping[str, str] | None = None,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
     """One line per entry ``{label: (xs, ys)}`` on one axis, saved as a small PNG.
 
@@ -225,12 +386,18 @@ def plot_lines(
         xticks: the only x positions to label, with their values (default: matplotlib's choice).
         hline: a dashed reference line (e.g. the target accuracy).
         styles: matplotlib format strings per label (e.g. ``"--"`` for plain nets).
+        bands: ``{label: (lower, upper)}`` per x, shaded in the line's colour: the seed spread
+            (mean - sd, mean + sd) around a mean curve.
     """
     fig, ax = new_figure(figsize=(6.4, 4.0))
     for label, (xs, ys) in series.items():
         ys = [float("nan") if (y is None or (logy and y <= 0)) else y for y in ys]
-        ax.plot(list(xs), ys, (styles or {}).get(label, "-"), label=label, marker="o" if len(ys) <= 30 else None,
-                ms=3)
+        (line,) = ax.plot(list(xs), ys, (styles or {}).get(label, "-"), label=label,
+                          marker="o" if len(ys) <= 30 else None, ms=3)
+        if bands and label in bands:
+            lower, upper = bands[label]
+            ax.fill_between(list(xs)[:len(lower)], list(lower), list(upper), color=line.get_color(), alpha=0.2,
+                            lw=0)
     if hline is not None:
         ax.axhline(hline, color="gray", ls=":", lw=1)
     if logy:
