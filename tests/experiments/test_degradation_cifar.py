@@ -54,9 +54,11 @@ def test_degradation_smoke_also_runs_cifar10_when_its_files_are_found(via, tmp_p
     assert not any("skipped" in n for n in res["notes"])
     # the CIFAR-10 nets really see 3-channel input: their first 3x3 conv (4 filters at the smoke
     # budget) has 2 x 9 x 4 = 72 more weights than the 1-channel Fashion-MNIST nets
+    # (each label holds one run per seed)
     by = res["data"]["runs_by_dataset"]
     for label in by["fashion-mnist"]:
-        assert by["cifar10"][label]["params"] - by["fashion-mnist"][label]["params"] == 2 * 9 * 4
+        for cifar, fashion in zip(by["cifar10"][label]["runs"], by["fashion-mnist"][label]["runs"], strict=True):
+            assert cifar["params"] - fashion["params"] == 2 * 9 * 4
 
 
 def test_degradation_says_cifar10_was_skipped_and_how_to_provide_it_when_absent(tmp_path, monkeypatch):

@@ -2,10 +2,13 @@
 not (He et al. 2015, sec. 4.2 "Exploring over 1000 layers": ResNet-1202 reaches 0.1% training
 error; He et al. 2016, "Identity Mappings": pre-activation ResNet-1001).
 
-ResNet-1202 and the plain-1202 (same layers, no shortcuts), plus pre-activation ResNet-1001, each
-trained for the same first steps: the training loss per step and the gradient norm of the first
-layer. Then the memory of one training step with and without gradient checkpointing (the models'
-``checkpoint_segments``, the trainer's ``--checkpoint-segments``), each measured in a fresh process.
+ResNet-1202 and the plain-1202 (same layers, no shortcuts), each trained for the same first steps
+with several seeds: the training loss per step and the gradient norm of the first layer. The
+pre-activation ResNet-1001 is trained with the recipe its paper gives for networks this deep (He
+et al. 2016, sec. 4 / 2015, sec. 4.2: lr 0.01 until the training error is below 80%, about 400
+iterations, then 0.1; no clipping), for as many steps as a CPU affords. Then the memory of one
+training step with and without gradient checkpointing (the models' ``checkpoint_segments``, the
+trainer's ``--checkpoint-segments``), each measured in a fresh process.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -24,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import create_model
-from ..models.resnet import CifarResNet
-from .report import Check, Report, plot_lines
-from .runner import Context, RunResult, RunSpec, cifar_net
+from ..models.resnet import CifarResNet, PreActBottleneck, PreActResNet
+from .report import Check, Report, Spread, plot_lines
+from .runner import Context, ModelFactory, RunSpec, SeedResults, cifar_net
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "memory_probe", "run"]
 
@@ -34,20 +39,28 @@ NAME = "very_deep"
 CLAIM = ("ResNets train past 1000 layers (ResNet-1202, pre-act ResNet-1001) where the plain net of the same "
          "depth does not (He et al. 2015 sec. 4.2; He et al. 2016); gradient checkpointing cuts their memory.")
 
-# "trains": the mean training loss of the last steps is this far below chance level, ln(classes).
+# "trains": the mean training loss of the last steps is this far below chance level, ln(classes),
+# even one seed sd up; "does not train": not below it even one seed sd down.
 BELOW_CHANCE = 0.2
 
-BUDGET = {
+BUDGET: dict[str, dict[str, Any]] = {
+    # preact: the third net (a registry name, or None for a tiny pre-activation net), its warm-up
+    # steps at PREACT_WARMUP_LR and its steps at PREACT_LR after them.
     "smoke": dict(depth=20, widths=(4, 8, 16), steps=4, window=2, batch=8, image_size=14, test=64, subset=256,
-                  preact=None, segments=4, probe_batch=8),
+                  preact=None, preact_warmup=2, preact_steps=4, segments=4, probe_batch=8, seeds=2),
     "full": dict(depth=1202, widths=(16, 32, 64), steps=100, window=10, batch=16, image_size=14, test=256, subset=2000,
-                 preact="preact_resnet1001", segments=24, probe_batch=16),
+                 preact="preact_resnet1001", preact_warmup=100, preact_steps=100, segments=24, probe_batch=16,
+                 seeds=3),
 }
-# One protocol for every net: one-cycle (its first quarter is a linear warm-up, as He et al. warm up
-# their 110- and 1202-layer nets) and the global gradient norm clipped to 1, so that no net can be
-# knocked out by a single exploding first step (the plain-1202's first-step gradient is huge) and
-# the question is only whether it learns.
+# ResNet-1202 and plain-1202: one-cycle (its first quarter a linear warm-up) and the global gradient
+# norm clipped to 1, so that no net can be knocked out by a single exploding first step (the
+# plain-1202's first-step gradient is huge) and the question is only whether it learns.
 LR, GRAD_CLIP = 0.05, 1.0
+# Pre-activation ResNet-1001: the paper's rates (for its batch of 128; ours is smaller), constant,
+# no clipping: under the clipping above its stem gradient (~1e4) took the whole clipped norm and
+# the net stayed at chance.
+PREACT_WARMUP_LR, PREACT_LR = 0.01, 0.1
+WARMUP_ERROR = 0.8  # He et al.'s end of warm-up: training error below 80%
 
 
 def _rss_kib() -> int:
@@ -140,106 +153,129 @@ def _trend(step_losses: Sequence[float], k: int) -> tuple[float, float]:
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
-def claim_checks(step_losses: Mapping[str, Sequence[float]], diverged: Mapping[str, bool], labels: Sequence[str], *,
-                 steps: int, window: int, num_classes: int) -> list[Check]:
-    """The claim's checks from the per-step training losses: the residual net trains, the plain
-    net does not, and a third (residual) net, when run, trains too.
+def _last_losses(curves: Sequence[Sequence[float]], diverged: Sequence[bool], k: int, chance: float) -> Spread:
+    """The last-``k``-step mean loss of each seed; a seed that diverged counts at chance level."""
+    return Spread.of(chance if d else _trend(c, k)[1] for c, d in zip(curves, diverged))
+
+
+def claim_checks(step_losses: Mapping[str, Sequence[Sequence[float]]], diverged: Mapping[str, Sequence[bool]],
+                 labels: Sequence[str], *, protocols: Mapping[str, str], window: int, num_classes: int) -> list[Check]:
+    """The claim's checks from the per-step training losses of every seed: the residual net trains,
+    the plain net does not, and a third (residual) net, when run, trains too.
 
     Args:
-        step_losses: ``{run label: training loss after each step}``.
-        diverged: ``{run label: whether the run diverged}``.
+        step_losses: ``{run label: [training loss after each step, one list per seed]}``.
+        diverged: ``{run label: [whether each seed diverged]}`` (a diverged seed counts at chance).
         labels: the residual net's label, the plain net's, and optionally a third net's.
-        steps: steps run (for the questions).
-        window: a net trains when the mean loss of its last ``window`` steps is more than
-            ``BELOW_CHANCE`` below chance level, ln(``num_classes``), and it did not diverge.
+        protocols: ``{run label: how it was trained}``, for the questions ("in its first 100 steps").
+        window: a net trains when the mean over seeds of the mean loss of its last ``window`` steps,
+            plus one seed sd, is more than ``BELOW_CHANCE`` below chance level, ln(``num_classes``);
+            it does not train when that mean minus one sd is not below it.
         num_classes: classes of the task.
     """
     k, chance = window, math.log(num_classes)
-
-    def trains(label: str) -> bool:
-        first, last = _trend(step_losses[label], k)
-        return not diverged.get(label, False) and last == last and last < chance - BELOW_CHANCE
-
+    bar = chance - BELOW_CHANCE
     checks = []
-    for label, want in ((labels[0], True), (labels[1], False)):
-        first, last = _trend(step_losses[label], k)
-        verb = "trains" if want else "does not train"
-        checks.append(Check(f"{label} {verb} in its first {steps} steps", trains(label) == want,
-                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
-                            f"(trains: last below chance ln({num_classes}) = {chance:.3f} by > {BELOW_CHANCE})"
-                            + ("; diverged" if diverged.get(label, False) else "")))
-    if len(labels) > 2:
-        first, last = _trend(step_losses[labels[2]], k)
-        checks.append(Check(f"{labels[2]} trains in its first {steps} steps", trains(labels[2]),
-                            f"mean training loss of the first {k} steps {first:.3f}, of the last {k} {last:.3f} "
-                            f"(chance {chance:.3f})"))
+    for i, label in enumerate(labels):
+        want = i != 1  # the plain net (second) must not train
+        last = _last_losses(step_losses[label], diverged[label], k, chance)
+        ok = (last.mean + last.sd < bar) if want else (last.mean - last.sd >= bar)
+        firsts = [_trend(c, k)[0] for c in step_losses[label]]
+        firsts = [f for f in firsts if f == f]
+        n_div = sum(diverged[label])
+        checks.append(Check(
+            f"{label} {'trains' if want else 'does not train'} {protocols[label]}", ok,
+            f"mean training loss of the last {k} steps {last.fmt(3)} (mean ± sd over {last.n} seeds"
+            + (f"; {n_div} diverged, counted at chance" if n_div else "") + "), of the first "
+            + (f"{k} {statistics.fmean(firsts):.3f}" if firsts else f"{k} n/a")
+            + f"; trains: mean + sd below chance ln({num_classes}) = {chance:.3f} by > {BELOW_CHANCE}; does not "
+              "train: mean - sd not below it"))
     return checks
 
 
 def run(ctx: Context) -> Report:
-    """Train residual and plain nets of ~1000 layers for their first steps; probe checkpointing memory."""
+    """Train residual and plain nets of ~1000 layers for their first steps over seeds; probe checkpointing memory."""
     b = BUDGET[ctx.budget]
     k = b["window"]
     data = dict(subset=b["subset"], test_samples=b["test"], image_size=b["image_size"])
-    specs = _specs(b, data, ctx.seed)
+    specs = _specs(b, data)
+    seeds = ctx.seeds(b["seeds"])
     results, grads = {}, {}
     for spec in specs:
-        results[spec.label], grads[spec.label] = _train_recording_conv1_grad(ctx, spec)
+        results[spec.label], grads[spec.label] = _train_recording_conv1_grad(ctx, spec, seeds)
     num_classes = len(ctx.data(batch_size=b["batch"], **data).info.classes)
-    checks = claim_checks({label: r.step_losses for label, r in results.items()},
-                          {label: r.diverged for label, r in results.items()}, [s.label for s in specs],
-                          steps=b["steps"], window=k, num_classes=num_classes)
+    checks = claim_checks({label: [r.step_losses for r in v.runs] for label, v in results.items()},
+                          {label: [r.diverged for r in v.runs] for label, v in results.items()}, [s.label for s in specs],
+                          protocols={s.label: s.info["protocol"] for s in specs}, window=k, num_classes=num_classes)
     memory = _memory(ctx, b)
     _plot(ctx, b, results, grads, plain_label=specs[1].label)
     return Report(
         claim=CLAIM,
-        setup=_setup(b, ctx.seed),
+        setup=_setup(b, seeds),
         columns=["run", "params", f"loss first {k} steps", f"loss last {k} steps", "conv1 grad step 1",
                  "conv1 grad last step", "test acc %", "diverged", "seconds"],
-        rows=_rows(results, grads, k), checks=checks, findings=[_memory_finding(b, memory)],
+        rows=_rows(results, grads, k), checks=checks, findings=[_memory_finding(b, memory), *_warmup_findings(results)],
         plots=["loss_steps.png", "first_layer_grad.png"],
         data={"runs": {k_: r.to_dict() for k_, r in results.items()}, "first_layer_grad": grads,
               "memory": {str(s): v for s, v in memory.items()}},
-        notes=[f"Only the first {b['steps']} steps are run (CPU budget); He et al. train 64k iterations.",
+        notes=[f"Only the first {b['steps']} steps are run for the 1202-layer nets and {b['preact_warmup']} + "
+               f"{b['preact_steps']} for the 1001-layer one (CPU budget: about 1-2 s per step); He et al. train 64k "
+               "iterations, warming up for about 400. Whether a net learns in its first steps is what is tested, "
+               "not the error it ends with.",
                "There is no plain twin of the bottleneck pre-activation ResNet-1001; plain-1202 is the plain "
                "counterpart for both."] if not ctx.smoke else [],
     )
 
 
-def _specs(b: Mapping[str, Any], data: dict[str, Any], seed: int) -> list[RunSpec]:
-    """The residual net, its plain twin and (full budget) the pre-activation ResNet-1001, all
-    trained alike: the same first steps, learning rate and clipping, data and seed."""
+def _tiny_preact(num_classes: int, in_channels: int) -> nn.Module:
+    """An 11-layer pre-activation bottleneck net: the smoke budget's stand-in for ResNet-1001."""
+    return PreActResNet(PreActBottleneck, [1, 1, 1], (4, 8, 16), stem_width=4, num_classes=num_classes,
+                        in_channels=in_channels)
+
+
+def _specs(b: Mapping[str, Any], data: dict[str, Any]) -> list[RunSpec]:
+    """The residual net and its plain twin, trained alike (one-cycle to ``LR``, clipping), and the
+    pre-activation ResNet-1001 with its paper's warm-up recipe."""
     depth = b["depth"]
+    common = dict(batch_size=b["batch"], epochs=1, data=data)
+    first = f"in its first {b['steps']} steps"
     specs = [
-        RunSpec(f"resnet-{depth}", cifar_net(depth, residual=True, widths=b["widths"])),
-        RunSpec(f"plain-{depth}", cifar_net(depth, residual=False, widths=b["widths"])),
+        RunSpec(f"resnet-{depth}", cifar_net(depth, residual=True, widths=b["widths"]), lr=LR, grad_clip=GRAD_CLIP,
+                max_steps_per_epoch=b["steps"], info={"protocol": first}, **common),
+        RunSpec(f"plain-{depth}", cifar_net(depth, residual=False, widths=b["widths"]), lr=LR, grad_clip=GRAD_CLIP,
+                max_steps_per_epoch=b["steps"], info={"protocol": first}, **common),
     ]
-    if b["preact"]:
-        specs.append(RunSpec(b["preact"].replace("_resnet", "-resnet-").replace("-resnet-", "-resnet"),
-                             lambda nc, ic: create_model(b["preact"], num_classes=nc, in_channels=ic)))
-    for spec in specs:
-        spec.batch_size, spec.epochs, spec.lr, spec.grad_clip = b["batch"], 1, LR, GRAD_CLIP
-        spec.max_steps_per_epoch, spec.data, spec.seed = b["steps"], data, seed
+    name = b["preact"]
+    factory: ModelFactory = _tiny_preact if name is None else (
+        lambda nc, ic: create_model(name, num_classes=nc, in_channels=ic))
+    label = "preact-resnet11 (tiny)" if name is None else name.replace("_resnet", "-resnet")
+    specs.append(RunSpec(label, factory, lr=PREACT_LR, schedule="constant", warmup_lr=PREACT_WARMUP_LR,
+                         warmup_steps=b["preact_warmup"], max_steps_per_epoch=b["preact_steps"],
+                         info={"protocol": f"with its paper's recipe ({b['preact_warmup']} steps at lr "
+                                           f"{PREACT_WARMUP_LR}, then {b['preact_steps']} at {PREACT_LR})"},
+                         **common))
     return specs
 
 
-def _train_recording_conv1_grad(ctx: Context, spec: RunSpec) -> tuple[RunResult, list[float]]:
-    """Train ``spec`` and record the norm of the first conv layer's weight gradient at each step;
-    the trained model is dropped (a 1202-layer net is large)."""
-    record: list[float] = []
+def _train_recording_conv1_grad(ctx: Context, spec: RunSpec, seeds: Sequence[int]
+                                ) -> tuple[SeedResults, list[list[float]]]:
+    """Train ``spec`` once per seed and record the norm of the first conv layer's weight gradient
+    at each step of each seed; the trained models are dropped (a 1202-layer net is large)."""
+    records: list[list[float]] = []
     factory = spec.model
 
     def build(nc: int, ic: int) -> nn.Module:
         m = factory(nc, ic)
+        record: list[float] = []
+        records.append(record)
         # A hook on the weight sees its gradient as backward computes it, before the trainer
         # clips it (a callback after the step would read the clipped value). inf/NaN included.
         m.conv1.weight.register_hook(lambda g: record.append(float(g.detach().norm())))
         return m
 
-    spec.model = build
-    result = ctx.train(spec)
-    result.model = None
-    return result, record
+    result = ctx.train_seeds(replace(spec, model=build), seeds)
+    result.drop_models()
+    return result, records
 
 
 def _memory(ctx: Context, b: Mapping[str, Any]) -> dict[int, dict[str, float]]:
@@ -264,39 +300,63 @@ def _memory_finding(b: Mapping[str, Any], memory: Mapping[int, Mapping[str, floa
             f"(the recomputation); parameters {m0['params_mib']:.0f} MiB")
 
 
-def _rows(results: Mapping[str, RunResult], grads: Mapping[str, list[float]], k: int) -> list[list[Any]]:
+def _rows(results: Mapping[str, SeedResults], grads: Mapping[str, list[list[float]]], k: int) -> list[list[Any]]:
     rows = []
     for label, r in results.items():
-        first, last = _trend(r.step_losses, k)
+        trends = [_trend(x.step_losses, k) for x in r.runs]
         g = grads[label]
-        rows.append([label, r.params, first, last, g[0] if g else None, g[-1] if g else None,
-                     100 * r.last.get("test_acc", 0.0) if r.last else None, r.diverged, r.seconds])
+        rows.append([label, r.runs[0].params, Spread.of(t[0] for t in trends), Spread.of(t[1] for t in trends),
+                     Spread.of(x[0] if x else math.nan for x in g), Spread.of(x[-1] if x else math.nan for x in g),
+                     r.final("test_acc").scaled(100), f"{r.diverged} of {len(r.runs)}", r.spread(lambda x: x.seconds)])
     return rows
 
 
-def _plot(ctx: Context, b: Mapping[str, Any], results: Mapping[str, RunResult], grads: Mapping[str, list[float]],
-          *, plain_label: str) -> None:
+def _warmup_findings(results: Mapping[str, SeedResults]) -> list[str]:
+    out = []
+    for label, r in results.items():
+        warm = [x.info["warmup"] for x in r.runs if "warmup" in x.info]
+        if warm:
+            err = Spread.of(w["train_error"] for w in warm)
+            out.append(f"{label}: running training error over the {warm[0]['steps']} warm-up steps at lr "
+                       f"{warm[0]['lr']:g}: {err.scaled(100).fmt(1)}% (He et al. go on to lr {PREACT_LR} once it is "
+                       f"below {100 * WARMUP_ERROR:.0f}%: "
+                       + ("met" if err.mean < WARMUP_ERROR else "not met") + " on average; the steps are fixed here)")
+    return out
+
+
+def _plot(ctx: Context, b: Mapping[str, Any], results: Mapping[str, SeedResults],
+          grads: Mapping[str, list[list[float]]], *, plain_label: str) -> None:
+    """Loss per step and conv1 gradient norm per step, the mean over seeds."""
     styles = {plain_label: "--"}
-    plot_lines({label: (list(range(1, len(r.step_losses) + 1)), r.step_losses) for label, r in results.items()},
-               ctx.out / "loss_steps.png", title=f"Training loss over the first {b['steps']} steps", xlabel="step",
-               ylabel="cross-entropy", styles=styles)
-    plot_lines({label: (list(range(1, len(v) + 1)), v) for label, v in grads.items()}, ctx.out / "first_layer_grad.png",
-               title="First-layer (conv1) gradient norm", xlabel="step", ylabel="||dL/dW_conv1||", logy=True,
-               styles=styles)
+    losses = {label: r.mean_steps() for label, r in results.items()}
+    plot_lines({label: (x, m) for label, (x, m, _) in losses.items()}, ctx.out / "loss_steps.png",
+               title="Training loss per step, mean over seeds (pre-act: warm-up included)", xlabel="step",
+               ylabel="cross-entropy", styles=styles,
+               bands={label: ([a - s for a, s in zip(m, sd)], [a + s for a, s in zip(m, sd)])
+                      for label, (_, m, sd) in losses.items()})
+    mean_grads = {}
+    for label, g in grads.items():
+        n = min(len(x) for x in g) if g else 0
+        mean_grads[label] = (list(range(1, n + 1)), [statistics.fmean(x[i] for x in g) for i in range(n)])
+    plot_lines(mean_grads, ctx.out / "first_layer_grad.png", title="First-layer (conv1) gradient norm, mean over seeds",
+               xlabel="step", ylabel="||dL/dW_conv1||", logy=True, styles=styles)
 
 
-def _setup(b: Mapping[str, Any], seed: int) -> dict[str, str]:
+def _setup(b: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, str]:
     depth = b["depth"]
     return {
         "data": f"Fashion-MNIST resized to {b['image_size']} px (CPU budget), {b['subset']} training images, "
                 f"first {b['test']} test images",
-        "models": f"CIFAR ResNet-{depth} and plain-{depth} (widths {b['widths']}, BN)"
-                  + (f", {b['preact']}" if b["preact"] else ""),
-        "training": f"SGD momentum 0.9 (Nesterov), one-cycle to lr {LR} (25% warm-up), gradient norm clipped "
-                    f"to {GRAD_CLIP}, weight decay 5e-4, batch {b['batch']}, {b['steps']} steps, seed {seed}",
+        "models": f"CIFAR ResNet-{depth} and plain-{depth} (widths {b['widths']}, BN), "
+                  + (b["preact"] or "a tiny pre-activation bottleneck net (smoke)"),
+        "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {b['batch']}; resnet/plain-{depth}: "
+                    f"one-cycle to lr {LR} (25% warm-up), gradient norm clipped to {GRAD_CLIP}, {b['steps']} steps; "
+                    f"pre-activation net: {b['preact_warmup']} steps at lr {PREACT_WARMUP_LR}, then "
+                    f"{b['preact_steps']} at lr {PREACT_LR} (constant), no clipping (He et al. 2016's recipe)",
+        "seeds": f"{', '.join(map(str, seeds))} (initial weights and data order); figures are mean ± sd over seeds",
         "gradient": "norm of the first conv layer's weight gradient at each step, as backward computes it "
                     "(before clipping)",
         "memory": "peak resident memory (VmHWM, reset after a warm-up step) of a fresh process during one "
-                  "forward+backward, minus its "
-                  "resident memory just before (activations, gradients, allocator slack)",
+                  "forward+backward, minus its resident memory just before (activations, gradients, allocator "
+                  "slack); one measurement per setting (no randomness in it)",
     }
