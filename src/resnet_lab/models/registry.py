@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from torch import nn
 
 from ..nn.norm import check_norm
+from ..weights import get_weights
 from .layers import stack_head
 
 __all__ = [
@@ -75,6 +76,8 @@ class ModelInfo:
         small_input: built for 28-32 px images whatever ``small_input`` says (the CIFAR families).
         classifier: module name of the final Linear (``fc``, ``classifier``, ``classifier.6``).
         first_conv: module name of the conv that sees the image (``conv1``, ``features.conv0``).
+        cam_layer: module name whose output map Grad-CAM weighs (``layer4``, ``features``): the
+            last spatial feature map before the head pools it (:func:`resnet_lab.deploy.grad_cam`).
         params_m: the published parameter count in millions (at ``num_classes``), where stated.
         cifar10_error: the published CIFAR-10 test error in percent, where stated.
         options: the keyword arguments its builder accepts, with their defaults.
@@ -88,6 +91,7 @@ class ModelInfo:
     small_input: bool
     classifier: str
     first_conv: str
+    cam_layer: str
     params_m: float | None = None
     cifar10_error: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -109,6 +113,8 @@ class Family:
         small_input: the models are built for 28-32 px images whatever ``small_input`` says.
         classifier: module name of the final Linear.
         first_conv: module name of the conv that sees the image.
+        cam_layer: module name of the last spatial feature map, the one the head pools
+            (Grad-CAM's target layer).
     """
 
     constructor: Callable[..., nn.Module]
@@ -116,6 +122,7 @@ class Family:
     small_input: bool = False
     classifier: str = "fc"
     first_conv: str = "conv1"
+    cam_layer: str = "layer4"
 
     def builder(self, name: str, *arch: Any, doc: str, params_m: float | None = None,
                 cifar10_error: float | None = None) -> Callable[..., nn.Module]:
@@ -168,7 +175,8 @@ def register_model(
     Args:
         fn: the builder (when used as a bare ``@register_model``).
         family: what the family shares; without one, the builder is its own constructor (its
-            keyword parameters are its options) and an ImageNet model with ``conv1`` and ``fc``.
+            keyword parameters are its options) and an ImageNet model with ``conv1``, ``layer4``
+            and ``fc``.
         params_m: published parameter count in millions.
         cifar10_error: published CIFAR-10 test error in percent.
     """
@@ -207,6 +215,7 @@ def register_model(
             small_input=fam.small_input,
             classifier=fam.classifier,
             first_conv=fam.first_conv,
+            cam_layer=fam.cam_layer,
             params_m=params_m,
             cifar10_error=cifar10_error,
             options=MappingProxyType(options),
@@ -273,6 +282,33 @@ def _check_count(arg: str, value: Any, expected: str) -> None:
         raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
 
 
+# create_model's own defaults: with weights=, a value other than these must agree with the weights.
+_CREATE_DEFAULTS = {"num_classes": 1000, "in_channels": 3, "small_input": False, "norm": "batch"}
+
+
+def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, int, bool, str, dict[str, Any]]:
+    """``create_model``'s arguments for ``name`` with the shipped weights ``tag``: the entry's
+    architecture, plus the family options it does not fix.
+
+    Args:
+        name: the model.
+        tag: the weights' tag.
+        given: the caller's ``num_classes``, ``in_channels``, ``small_input``, ``norm`` and options.
+    """
+    arch = {k: v for k, v in get_weights(name, tag).arch.items() if k != "name"}
+    defaults = {**_INFO[name].options, **_CREATE_DEFAULTS}
+    for key, value in given.items():
+        # As torchvision, refuse what contradicts the weights; a value equal to the default counts as not given.
+        if key in arch and value != arch[key] and not (key in defaults and value == defaults[key]):
+            raise ValueError(
+                f"{name} weights {tag!r} were trained with {key}={arch[key]!r}, not {value!r}: leave {key} out "
+                f"(for another class count, call model.reset_classifier(n) on the loaded model)"
+            )
+    merged = {**given, **arch}
+    options = {k: v for k, v in merged.items() if k not in _CREATE_DEFAULTS}
+    return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
+
+
 def create_model(
     name: str,
     *,
@@ -281,6 +317,7 @@ def create_model(
     small_input: bool = False,
     norm: str = "batch",
     stacked_head: int | None = None,
+    weights: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -295,13 +332,26 @@ def create_model(
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
             :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
             trains it; the model then predicts ``stacked_head`` classes.
+        weights: the tag of shipped trained weights (``"fashion-mnist"``; see
+            :func:`resnet_lab.weights.list_weights`): the architecture arguments (``num_classes``,
+            ``in_channels``...) then come from the entry, and the weights are loaded after their
+            sha256 is checked. A stacked head goes on top of them.
         **kwargs: options of the family (``zero_init_residual``, ``drop_rate``...); see
             ``model_info(name).options``.
 
     The returned model carries ``model.model_config``: the name and arguments that rebuild it
     (what a run's ``model.json`` stores as ``arch``).
+
+    Raises:
+        ValueError: an unknown name or weights tag, or an argument that contradicts the weights'
+            architecture (``num_classes=5`` for 10-class weights: load them, then
+            ``model.reset_classifier(5)``).
     """
     builder = _lookup(name)
+    if weights is not None:
+        num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(
+            name, weights, dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
+                                **kwargs))
     _check_count("num_classes", num_classes, "the classifier's outputs")
     _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
     check_norm(norm)
@@ -316,6 +366,8 @@ def create_model(
         "norm": norm,
         **kwargs,
     }
+    if weights is not None:
+        model.load_state_dict(get_weights(name, weights).get_state_dict())
     if stacked_head is not None:
         stack_head(model, _INFO[name].classifier, stacked_head)
         config["stacked_head"] = stacked_head

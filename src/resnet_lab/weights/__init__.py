@@ -1,0 +1,203 @@
+"""Trained weights that ship with the package, in the style of torchvision's ``Weights`` enums.
+
+Each entry is two files in this directory: ``MODEL-TAG.safetensors`` (the weights) and
+``MODEL-TAG.json``, a run's ``model.json`` (architecture, classes, input size, mean/std) with a
+``weights`` block: the tag, the file's sha256, the exact command that trained it (``recipe``) and
+the test accuracy that ``resnet-lab evaluate MODEL:TAG`` prints for the shipped file. Because the
+JSON is a ``model.json`` beside its weights file, everything that loads a run also loads an entry.
+
+Use them by name::
+
+    create_model("resnet20", weights="fashion-mnist")        # the registry's way
+    get_weights("resnet20:fashion-mnist").transforms.mean    # what the input must look like
+    resnet-lab evaluate resnet20:fashion-mnist                # the CLI's way (predict, finetune --from)
+
+Every read checks the file's sha256 first: a changed or damaged file is refused, never loaded.
+
+This package sits below :mod:`resnet_lab.models` (which imports it for ``create_model(...,
+weights=...)``) and imports nothing of ours: it is data plus the code that checks and reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "Transforms",
+    "Weights",
+    "WeightsHashError",
+    "get_weights",
+    "is_weights_name",
+    "list_weights",
+    "read_entry",
+    "sha256_of",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+
+# MODEL:TAG, e.g. resnet20:fashion-mnist; no slash, so a path with a colon is never taken for one.
+_NAME = re.compile(r"^([A-Za-z0-9_]+):([A-Za-z0-9_.-]+)$")
+
+
+class WeightsHashError(ValueError):
+    """A weights file whose sha256 differs from the one its entry records."""
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """What an input must look like for the weights: the preprocessing they were trained with.
+
+    Attributes:
+        mean, std: per-channel normalization of pixel values scaled to 0..1.
+        input_size: ``(C, H, W)``.
+        classes: the class names, in the order of the classifier's outputs.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: tuple[int, int, int]
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One shipped set of trained weights.
+
+    Attributes:
+        model: the registered model name (``resnet20``).
+        tag: what they were trained on (``fashion-mnist``).
+        path: the ``.safetensors`` file.
+        meta_path: its ``model.json``-like JSON file.
+        sha256: the file's SHA-256, hex; checked before every read.
+        recipe: the exact command that trained them.
+        accuracy: test accuracy in percent, as ``resnet-lab evaluate MODEL:TAG`` prints it for
+            this file (two decimals).
+        test_images: how many test images that accuracy is over.
+        dataset: the dataset name the CLI knows (``fashion-mnist``).
+        transforms: mean, std, input size and classes.
+        arch: the ``create_model`` arguments, with ``name``.
+    """
+
+    model: str
+    tag: str
+    path: Path
+    meta_path: Path
+    sha256: str
+    recipe: str
+    accuracy: float
+    test_images: int
+    dataset: str
+    transforms: Transforms
+    arch: Mapping[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """``MODEL:TAG``, the form the CLI takes."""
+        return f"{self.model}:{self.tag}"
+
+    def verify(self) -> Path:
+        """The weights file, after checking its sha256 against the entry's.
+
+        Raises:
+            FileNotFoundError: the file is missing.
+            WeightsHashError: its sha256 differs (a damaged or replaced file).
+        """
+        if not self.path.is_file():
+            raise FileNotFoundError(f"the weights file of {self.name} is missing: {self.path}; reinstall resnet-lab")
+        actual = sha256_of(self.path)
+        if actual != self.sha256:
+            raise WeightsHashError(
+                f"{self.path} has sha256 {actual}, but {self.name} expects {self.sha256}: the file is damaged "
+                "or was replaced, so it is refused; reinstall resnet-lab (pip install --force-reinstall resnet-lab) or, "
+                "in a checkout, restore the file with git"
+            )
+        return self.path
+
+    def get_state_dict(self, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+        """The verified tensors; floating-point ones as float32 (a file may store float16)."""
+        try:
+            state = load_file(str(self.verify()), device=str(map_location))
+        except SafetensorError as e:  # only reachable if the recorded hash itself is of a bad file
+            raise ValueError(f"{self.path} is not a readable safetensors file ({e}); reinstall resnet-lab") from e
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_entry(meta_path: str | os.PathLike) -> Weights:
+    """The :class:`Weights` an entry's JSON describes (its ``weights.file`` beside it).
+
+    Raises:
+        ValueError: the JSON lacks a field of the entry format.
+    """
+    meta_path = Path(meta_path)
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    try:
+        w, arch = meta["weights"], meta["arch"]
+        transforms = Transforms(mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                                input_size=tuple(meta["input_size"]), classes=tuple(meta["classes"]))
+        return Weights(
+            model=arch["name"], tag=w["tag"], path=meta_path.parent / w["file"], meta_path=meta_path,
+            sha256=w["sha256"], recipe=w["recipe"], accuracy=float(w["accuracy"]), test_images=int(w["test_images"]),
+            dataset=meta["dataset"], transforms=transforms, arch=MappingProxyType(dict(arch)),
+        )
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{meta_path} is not a weights entry: missing or bad field {e}") from e
+
+
+def _scan(directory: Path) -> dict[str, Weights]:
+    entries = (read_entry(p) for p in sorted(directory.glob("*.json")))
+    return {w.name: w for w in entries}
+
+
+_REGISTRY: dict[str, Weights] = _scan(WEIGHTS_DIR)
+
+
+def list_weights(model: str | None = None) -> list[str]:
+    """Names (``MODEL:TAG``) of the shipped weights, optionally of one model only."""
+    return [n for n, w in _REGISTRY.items() if model is None or w.model == model]
+
+
+def is_weights_name(spec: str) -> bool:
+    """Whether ``spec`` has the form ``MODEL:TAG`` (registered or not); paths never do."""
+    return _NAME.match(spec) is not None
+
+
+def get_weights(model: str, tag: str | None = None) -> Weights:
+    """The entry of ``get_weights("resnet20", "fashion-mnist")`` or ``get_weights("resnet20:fashion-mnist")``.
+
+    Raises:
+        ValueError: no such entry; the message lists what is shipped.
+    """
+    if tag is None:
+        match = _NAME.match(model)
+        if match is None:
+            raise ValueError(f"{model!r} is not a weights name: expected MODEL:TAG, e.g. resnet20:fashion-mnist")
+        model, tag = match.groups()
+    name = f"{model}:{tag}"
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    same_model = [w.tag for w in _REGISTRY.values() if w.model == model]
+    known = (f"{model} has weights {', '.join(map(repr, same_model))}" if same_model
+             else f"shipped: {', '.join(_REGISTRY) or 'none'}")
+    raise ValueError(f"no shipped weights {name!r}; {known} (or give a run directory or .safetensors file)")
