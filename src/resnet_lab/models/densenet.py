@@ -299,9 +299,10 @@ def _cifar_densenet(
 
 
 # torchvision's module names: the classifier is ``classifier``, the first conv ``features.conv0``.
-_IMAGENET = Family(_densenet, paper=_HUANG_2017, classifier="classifier", first_conv="features.conv0")
+_IMAGENET = Family(_densenet, paper=_HUANG_2017, classifier="classifier", first_conv="features.conv0",
+                   cam_layer="features")
 _CIFAR = Family(_cifar_densenet, paper=_HUANG_2017, small_input=True, classifier="classifier",
-                first_conv="features.conv0")
+                first_conv="features.conv0", cam_layer="features")
 
 
 # Table 1: growth rate k, layers per block, stem channels (2k).

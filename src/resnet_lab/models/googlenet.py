@@ -269,7 +269,7 @@ class GoogLeNet(ClassifierModel):
 
 
 _SZEGEDY_2014 = Paper("Szegedy et al. 2014", "Going Deeper with Convolutions", "1409.4842")
-_FAMILY = Family(GoogLeNet, paper=_SZEGEDY_2014, first_conv="conv1.conv")
+_FAMILY = Family(GoogLeNet, paper=_SZEGEDY_2014, first_conv="conv1.conv", cam_layer="inception5b")
 
 
 googlenet = _FAMILY.builder("googlenet", doc="GoogLeNet / Inception v1 with torchvision's keys and BN after each conv.")

@@ -821,11 +821,13 @@ def _wide(
 
 _IMAGENET = Family(_resnet, paper=_HE_2015)
 _IMAGENET_PLAIN = Family(_plain, paper=_HE_2015)
-_CIFAR = Family(_cifar_resnet, paper=_HE_2015, small_input=True)
-_CIFAR_FAST = Family(_cifar_fast, paper=None, small_input=True)
-_CIFAR_PLAIN = Family(_cifar_plain, paper=_HE_2015, small_input=True)
-_PREACT = Family(_preact, paper=_HE_2016, small_input=True)
-_WIDE = Family(_wide, paper=_ZAGORUYKO_2016, small_input=True)
+_CIFAR = Family(_cifar_resnet, paper=_HE_2015, small_input=True, cam_layer="layer3")
+_CIFAR_FAST = Family(_cifar_fast, paper=None, small_input=True, cam_layer="layer3")
+_CIFAR_PLAIN = Family(_cifar_plain, paper=_HE_2015, small_input=True, cam_layer="layer3")
+# Grad-CAM reads bn_final: the last stage's sum is not normalized yet (He et al. 2016, fig. 4e) and the
+# head pools relu(bn_final(x)) through F.relu, so the `relu` module never runs and would give no map.
+_PREACT = Family(_preact, paper=_HE_2016, small_input=True, cam_layer="bn_final")
+_WIDE = Family(_wide, paper=_ZAGORUYKO_2016, small_input=True, cam_layer="bn_final")
 
 # ImageNet ResNets (table 1), torchvision's parameter counts at 1000 classes.
 resnet18 = _IMAGENET.builder("resnet18", BasicBlock, (2, 2, 2, 2), params_m=11.7, doc="ResNet-18.")

@@ -222,7 +222,7 @@ def _vgg(
 
 
 # get_classifier() is fc8 (classifier.6); fc6 and fc7 belong to what a transfer keeps.
-_FAMILY = Family(_vgg, paper=_SIMONYAN_2014, classifier="classifier.6", first_conv="features.0")
+_FAMILY = Family(_vgg, paper=_SIMONYAN_2014, classifier="classifier.6", first_conv="features.0", cam_layer="features")
 
 
 # Table 1 configurations A, B, D, E; ``_bn``: a normalization after every conv (torchvision's).
