@@ -9,6 +9,8 @@ A run directory holds (DESIGN.md "Runs and checkpoints")::
     train_state.pt      optimizer, scheduler, RNG and loader position; tensors and plain Python
                         containers only, so ``torch.load(..., weights_only=True)`` reads it
     metrics.jsonl       one JSON line per epoch
+    metrics.csv         the same records as a table (one row per epoch), rewritten from metrics.jsonl
+                        whenever it changes, so the two always agree
     curves.png, confusion.png
 
 Every file is written to a temporary name in the same directory and renamed into place, so a
@@ -25,6 +27,8 @@ Either way the set is never a mix of two checkpoints.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -38,6 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .models import create_model
+from .weights import get_weights, is_weights_name
 
 __all__ = [
     "FORMAT",
@@ -52,6 +57,7 @@ __all__ = [
     "read_json",
     "read_metrics",
     "recover_run_dir",
+    "resolve_source",
     "save_checkpoint",
     "save_model",
     "save_state_dict",
@@ -330,17 +336,32 @@ def _weights_path(source: Path, which: str) -> Path:
     return source
 
 
+def resolve_source(source: str | os.PathLike) -> Path:
+    """Where the weights of ``source`` are: the path itself, or for shipped weights named
+    ``MODEL:TAG`` (``resnet20:fashion-mnist``, see :mod:`resnet_lab.weights`) their file, after
+    its sha256 is checked. An existing path wins over a name.
+
+    Raises:
+        ValueError: ``MODEL:TAG`` names no shipped weights, or the file's sha256 is wrong.
+    """
+    path = Path(source)
+    if path.exists() or not is_weights_name(str(source)):
+        return path
+    return get_weights(str(source)).verify()
+
+
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a run directory or ``.safetensors`` file; returns ``(model, meta)``.
 
     Args:
-        source: run directory, or a weights file with a ``model.json`` beside it.
+        source: run directory, a weights file with a ``model.json`` beside it, or the name of
+            shipped weights, ``MODEL:TAG`` (:func:`resolve_source`).
         device: where to put the model.
         which: in a run directory, ``model`` (last epoch) or ``best``.
 
     The model is returned in eval mode.
     """
-    source = Path(source)
+    source = resolve_source(source)
     if source.is_dir() and (source / _MANIFEST).exists():
         with suppress(OSError):  # a read-only copy of a run still loads (possibly the older set)
             recover_run_dir(source)
@@ -379,9 +400,23 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    """Append one epoch's record to ``metrics.jsonl`` (one JSON object per line)."""
+    """Append one epoch's record to ``metrics.jsonl`` (one JSON object per line) and rewrite
+    ``metrics.csv`` from it."""
     with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+    _write_metrics_csv(run_dir, read_metrics(run_dir))
+
+
+def _write_metrics_csv(run_dir: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """``metrics.csv``: ``records`` as a table, one row per epoch, the union of their keys as
+    columns (blank where a record lacks one). Always written whole from metrics.jsonl's records
+    (a few kB), never appended, so it cannot drift from them: a resume's trim reaches it too."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(Path(run_dir) / "metrics.csv", text.getvalue())
 
 
 def read_metrics(run_dir: str | os.PathLike, upto: int | None = None) -> list[dict[str, Any]]:
@@ -410,4 +445,5 @@ def read_metrics(run_dir: str | os.PathLike, upto: int | None = None) -> list[di
     if upto is not None:
         records = [r for r in records if r["epoch"] <= upto]
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        _write_metrics_csv(run_dir, records)
     return records

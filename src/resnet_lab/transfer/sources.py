@@ -16,7 +16,7 @@ from torch.hub import get_dir
 from torchvision.models import get_model_weights
 
 from ..models import create_model, is_model, model_info
-from ..runs import load_meta, load_state_dict_file
+from ..runs import load_meta, load_state_dict_file, resolve_source
 from .adapt import ArchitectureMismatchError, normalize_keys
 from .heads import fold_head
 
@@ -232,8 +232,9 @@ def load_source(
     """Read pretrained weights from any supported source.
 
     Args:
-        source: a run directory, a ``.safetensors`` file with its ``model.json`` beside it, or
-            ``torchvision:MODEL[.WEIGHTS]`` (torchvision's weights API; downloads to the torch
+        source: a run directory, a ``.safetensors`` file with its ``model.json`` beside it,
+            shipped weights ``MODEL:TAG`` (``resnet20:fashion-mnist``; :mod:`resnet_lab.weights`),
+            or ``torchvision:MODEL[.WEIGHTS]`` (torchvision's weights API; downloads to the torch
             hub cache when online).
         file: instead of ``source``: a ``.pth``/``.pt``/``.safetensors`` state dict, read with
             ``weights_only=True``; needs ``model``.
@@ -245,23 +246,25 @@ def load_source(
         A :class:`WeightSource`.
     """
     if (source is None) == (file is None):
-        raise ValueError("give exactly one weight source: --from RUN|FILE.safetensors|torchvision:NAME, or --from-file FILE --model NAME")
+        raise ValueError("give exactly one weight source: --from RUN|FILE.safetensors|MODEL:TAG|torchvision:NAME, "
+                         "or --from-file FILE --model NAME")
     if file is not None:
         return _from_file(Path(file), model, map_location)
     spec = str(source)
     if spec.startswith(TORCHVISION_PREFIX):
         return _from_torchvision(spec, map_location)
-    path = Path(spec)
+    path = resolve_source(spec)  # shipped weights MODEL:TAG: their checked file, with its model.json beside it
     if not path.exists():
         raise FileNotFoundError(
             f"--from {spec}: no such run directory or file (expected a run directory, a .safetensors file "
-            "with model.json beside it, or torchvision:MODEL[.WEIGHTS])"
+            "with model.json beside it, shipped weights MODEL:TAG such as resnet20:fashion-mnist, or "
+            "torchvision:MODEL[.WEIGHTS])"
         )
     if path.is_file() and path.suffix != ".safetensors":
         raise ValueError(f"--from {spec}: a {path.suffix or 'bare'} file has no model.json; use --from-file {spec} --model NAME")
-    if model:
-        src = _from_run(path, which, map_location)
-        if src.arch["name"] != model:
-            raise ValueError(f"--model {model} differs from {src.arch['name']} recorded with {spec}; drop --model")
-        return src
-    return _from_run(path, which, map_location)
+    src = _from_run(path, which, map_location)
+    if model and src.arch["name"] != model:
+        raise ValueError(f"--model {model} differs from {src.arch['name']} recorded with {spec}; drop --model")
+    if path != Path(spec):
+        src.origin = spec  # shipped weights: their name says more than the installed file's path
+    return src

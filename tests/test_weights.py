@@ -1,0 +1,173 @@
+"""The trained weights that ship with the package: their files, the registry, and every way in
+(create_model, torch.hub, the CLI's MODEL:TAG for evaluate, predict and finetune)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from safetensors.torch import load_file
+
+import resnet_lab.weights as weights_pkg
+from resnet_lab.cli import main
+from resnet_lab.models import create_model
+from resnet_lab.weights import WeightsHashError, get_weights, list_weights, read_entry
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+HAS_DEBIAN = (DEBIAN / "t10k-images-idx3-ubyte.gz").exists() and (DEBIAN / "t10k-labels-idx1-ubyte.gz").exists()
+# Xiao et al. 2017, the dataset's own order of labels.
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot"]
+
+
+def _file_tensors(name: str) -> dict[str, torch.Tensor]:
+    """The shipped tensors read straight from the file with safetensors, not through the registry."""
+    return load_file(str(get_weights(name).path))
+
+
+def _corrupt_copy(name: str, tmp_path: Path):
+    """A copy of the entry (JSON and weights) in tmp_path with one byte of a tensor flipped."""
+    entry = get_weights(name)
+    shutil.copy(entry.meta_path, tmp_path / entry.meta_path.name)
+    data = bytearray(entry.path.read_bytes())
+    data[-100] ^= 0x01  # inside the last tensor's data: the file still parses, only the hash tells
+    (tmp_path / entry.path.name).write_bytes(bytes(data))
+    return read_entry(tmp_path / entry.meta_path.name)
+
+
+def test_resnet8_fast_and_resnet20_on_fashion_mnist_ship_under_2_mb_each():
+    assert {"resnet8_fast:fashion-mnist", "resnet20:fashion-mnist"} <= set(list_weights())
+    for name in list_weights():
+        assert get_weights(name).path.stat().st_size < 2_000_000, name
+
+
+@pytest.mark.parametrize("name", list_weights())
+def test_every_shipped_file_has_the_sha256_its_entry_records(name):
+    entry = get_weights(name)
+    assert hashlib.sha256(entry.path.read_bytes()).hexdigest() == entry.sha256
+
+
+@pytest.mark.parametrize("name", list_weights())
+def test_entry_records_recipe_accuracy_and_the_fashion_mnist_transforms(name):
+    entry = get_weights(name)
+    model, tag = name.split(":")
+    assert entry.model == model and entry.tag == tag == entry.dataset == "fashion-mnist"
+    assert f"resnet-lab train --model {model} --dataset fashion-mnist " in entry.recipe
+    assert 85.0 < entry.accuracy < 100.0 and entry.test_images == 10_000  # Xiao et al. 2017: 10,000 test images
+    t = entry.transforms
+    assert t.input_size == (1, 28, 28) and list(t.classes) == FASHION_MNIST_CLASSES
+    # The published normalization constants of Fashion-MNIST, 0.2860 and 0.3530.
+    assert t.mean == pytest.approx((0.2860,), abs=5e-4) and t.std == pytest.approx((0.3530,), abs=5e-4)
+    # The recipe's flags are the run's: its epochs are the trained epochs.
+    assert f"--epochs {json.loads(entry.meta_path.read_text())['epoch']} " in entry.recipe + " "
+
+
+def test_create_model_with_weights_takes_the_entrys_architecture_and_the_files_tensors():
+    model = create_model("resnet20", weights="fashion-mnist")
+    assert model.model_config == {"name": "resnet20", "num_classes": 10, "in_channels": 1, "small_input": True,
+                                  "norm": "batch"}
+    want = _file_tensors("resnet20:fashion-mnist")
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_create_model_with_weights_refuses_a_class_count_that_contradicts_them():
+    with pytest.raises(ValueError, match=r"num_classes=10, not 5.*reset_classifier"):
+        create_model("resnet20", weights="fashion-mnist", num_classes=5)
+    # the entry's own values are accepted when given
+    assert create_model("resnet20", weights="fashion-mnist", num_classes=10, in_channels=1) is not None
+
+
+def test_unknown_weights_tag_names_the_shipped_ones():
+    with pytest.raises(ValueError, match=r"no shipped weights 'resnet20:cifar10'; resnet20 has weights 'fashion-mnist'"):
+        create_model("resnet20", weights="cifar10")
+
+
+def test_a_corrupted_copy_is_refused_with_both_hashes_in_the_message(tmp_path):
+    bad = _corrupt_copy("resnet20:fashion-mnist", tmp_path)
+    actual = hashlib.sha256(bad.path.read_bytes()).hexdigest()
+    with pytest.raises(WeightsHashError, match=f"sha256 {actual}.*expects {bad.sha256}.*refused.*reinstall"):
+        bad.get_state_dict()
+
+
+def test_cli_and_create_model_refuse_a_corrupted_file_in_one_error_line(tmp_path, monkeypatch, capsys):
+    bad = _corrupt_copy("resnet20:fashion-mnist", tmp_path)
+    monkeypatch.setitem(weights_pkg._REGISTRY, bad.name, bad)
+    with pytest.raises(WeightsHashError):
+        create_model("resnet20", weights="fashion-mnist")
+    assert main(["evaluate", "resnet20:fashion-mnist", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "is damaged or was replaced, so it is refused" in err and err.count("\n") == 1
+
+
+def test_torch_hub_loads_resnet20_with_weights_from_the_repo_dir():
+    model = torch.hub.load(str(ROOT), "resnet20", weights="fashion-mnist", source="local")
+    want = _file_tensors("resnet20:fashion-mnist")
+    assert all(torch.equal(model.state_dict()[k], want[k]) for k in want)
+    untrained = torch.hub.load(str(ROOT), "resnet56", num_classes=7, source="local")
+    assert untrained.fc.out_features == 7
+
+
+def _test_images() -> tuple[np.ndarray, np.ndarray]:
+    """Debian's Fashion-MNIST test set, read with numpy from the IDX format (not our reader)."""
+    with gzip.open(DEBIAN / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(DEBIAN / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def test_predict_by_name_gives_the_probabilities_of_torchvisions_preprocessing(tmp_path, capsys):
+    shirt = tmp_path / "shirt.png"
+    if HAS_DEBIAN:
+        images, labels = _test_images()
+        pixels = images[int(np.flatnonzero(labels == FASHION_MNIST_CLASSES.index("Shirt"))[0])]
+    else:
+        pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(pixels).save(shirt)
+    assert main(["predict", "resnet20:fashion-mnist", str(shirt), "--top-k", "10", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    # Reference: the file's tensors in a fresh model, fed through torchvision's ToTensor + Normalize.
+    entry = get_weights("resnet20:fashion-mnist")
+    model = create_model("resnet20", num_classes=10, in_channels=1, small_input=True)
+    model.load_state_dict(_file_tensors(entry.name))
+    x = TF.normalize(TF.to_tensor(Image.open(shirt)), entry.transforms.mean, entry.transforms.std)
+    with torch.no_grad():
+        probs = torch.softmax(model.eval()(x[None]).double(), 1)[0]
+    got = dict(result["top"])
+    assert set(got) == set(FASHION_MNIST_CLASSES)
+    assert all(got[c] == pytest.approx(float(probs[i]), abs=1e-5) for i, c in enumerate(FASHION_MNIST_CLASSES))
+
+
+def test_finetune_from_name_starts_from_the_shipped_weights(tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = main(["finetune", "--from", "resnet20:fashion-mnist", "--strategy", "last", "--dataset", "fake",
+                 "--image-size", "8", "--epochs", "1", "--batch-size", "32", "--subset", "64", "--no-progress",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["transfer"]["source"] == "resnet20:fashion-mnist"
+    # --strategy last keeps the backbone frozen: its tensors are still the shipped file's.
+    state = load_file(str(out / "model.safetensors"))
+    want = _file_tensors("resnet20:fashion-mnist")
+    assert torch.equal(state["layer2.0.conv1.weight"], want["layer2.0.conv1.weight"])
+    assert torch.equal(state["layer2.0.bn1.running_var"], want["layer2.0.bn1.running_var"])
+
+
+@pytest.mark.skipif(not HAS_DEBIAN, reason="Debian package dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("name", list_weights())
+def test_evaluate_by_name_reproduces_the_recorded_accuracy_on_debian_fashion_mnist(name, capsys):
+    entry = get_weights(name)
+    assert main(["evaluate", name, "--device", "cpu", "--data-dir", str(DEBIAN)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{name}: accuracy {entry.accuracy:.2f}% on 10000 fashion-mnist test images")
