@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
-EXTRAS ?= dev,onnx,tensorboard
+EXTRAS ?= dev,onnx,tensorboard,cam
 
 .PHONY: setup data browser demo test bench clean
 

@@ -139,3 +139,17 @@ def test_sigterm_saves_the_position_and_resume_finishes_the_run(tmp_path, capsys
     assert epochs == [1, 2]
     full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
     assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+def test_evaluate_uses_the_runs_own_normalization_and_reproduces_its_recorded_test_loss(tmp_path, capsys):
+    # Trained on a subset, whose mean/std differ from the whole training split's: evaluate must
+    # normalize as the run did, so it reproduces the test loss the trainer recorded.
+    out = tmp_path / "run"
+    assert run(capsys, "train", "--model", "resnet8", *FAST, "--subset", "64", "--epochs", "1", "--seed", "3",
+               "--out", str(out))[0] == 0
+    recorded = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    code, stdout, _ = run(capsys, "evaluate", str(out), "--json")
+    result = json.loads(stdout)
+    assert code == 0
+    assert result["loss"] == pytest.approx(recorded["test_loss"], rel=1e-5)
+    assert result["accuracy"] == pytest.approx(recorded["test_acc"], abs=1e-9)

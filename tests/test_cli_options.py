@@ -698,7 +698,8 @@ def evaluate_json(capsys, *argv: str) -> dict:
 
 def test_evaluate_best_uses_best_safetensors_instead_of_the_last_epoch(capsys, trained_run, tmp_path):
     other = tmp_path / "other"
-    assert cli(capsys, "train", *TINY, "--norm", "scratch", "--seed", "5", "--out", str(other))[0] == 0
+    # Other weights on the same data (same seed, so the same subset and normalization): another lr.
+    assert cli(capsys, "train", *TINY, "--norm", "scratch", "--lr", "0.5", "--out", str(other))[0] == 0
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     shutil.copy(other / "model.safetensors", run / "best.safetensors")  # a best epoch with other weights
@@ -893,7 +894,7 @@ def test_experiment_list_names_every_experiment_with_its_claim(capsys):
     assert code == 0
     listed = [line.split()[0] for line in out.splitlines()]
     names = [importlib.import_module(f"resnet_lab.experiments.{m}").NAME for m in registry.EXPERIMENT_MODULES]
-    assert listed == names and len(names) == 7
+    assert listed == names and len(names) == 10
     for name, claim in list_experiments().items():
         assert claim in out, name
 

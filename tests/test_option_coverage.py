@@ -25,6 +25,10 @@ DIST = "tests/distributed/test_distributed.py::"
 FT = "tests/transfer/test_head_finetune.py::"
 LOOP = "tests/train/test_loop.py::"
 FAULTS = "tests/train/test_faults.py::"
+CAM = "tests/deploy/test_cam.py::"
+REPORT = "tests/analysis/test_report.py::"
+LRF = "tests/train/test_lr_finder.py::"
+BOARD = "tests/train/test_tensorboard.py::"
 
 # Training flags shared by `train` and `finetune`: their effect is shown through `train`; that
 # finetune hands each one to the trainer and the data loader exactly as train does is
@@ -65,6 +69,8 @@ TRAINING = {
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
     "--no-progress": OPTS + "test_no_progress_hides_the_progress_bar",
+    "--tensorboard": (BOARD + "test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer",
+                      BOARD + "test_tensorboard_without_the_package_says_how_to_install_it"),
     "--stop-after": (FAULTS + "test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_run_does",
                      DIST + "test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resumes_in_one_process"),
     # One process: the note. Under torchrun (the distributed tests): sync-bn matches one process on
@@ -81,6 +87,7 @@ FINETUNE_OWN = {
     "--resume": OPTS + "test_finetune_resume_continues_an_interrupted_run",
     "--sync-bn": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
     "--scale-lr": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+    "--tensorboard": BOARD + "test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer",
 }
 
 OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
@@ -119,6 +126,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("predict", "--top-k"): OPTS + "test_predict_top_k_returns_the_k_most_probable_classes",
     ("predict", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",  # xfail: no clear error
     ("predict", "--json"): OPTS + "test_predict_json_and_text_name_the_same_classes",
+    ("predict", "--cam"): (CAM + "test_predict_cam_writes_the_top_class_map_over_the_image",
+                           CAM + "test_predict_cam_with_several_images_writes_image_cam_png_into_the_directory"),
 
     ("finetune", "--from"): OPTS + "test_finetune_strategy_all_starts_from_the_source_and_trains_every_layer",
     ("finetune", "--from-file"): OPTS + "test_finetune_from_file_with_model_reads_a_bare_state_dict",
@@ -147,6 +156,28 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("export", "--out"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
     ("export", "--opset"): OPTS + "test_export_opset_sets_the_files_onnx_opset",
 
+    ("report", "run"): (
+        REPORT + "test_report_page_has_the_title_one_png_per_figure_and_the_epoch_table_of_metrics_jsonl",
+        REPORT + "test_report_of_several_runs_puts_their_curves_on_shared_axes_and_their_numbers_side_by_side"),
+    ("report", "--out"): REPORT + "test_report_cli_names_the_file_it_wrote_and_refuses_a_missing_run_in_one_line",
+    ("report", "--data-dir"): (REPORT + "test_report_data_dir_is_where_the_test_set_is_read",
+                               REPORT + "test_report_without_the_test_set_says_why_and_keeps_the_rest"),
+    ("report", "--mistakes"): REPORT + "test_report_mistakes_sets_how_many_wrong_images_the_grid_shows",
+    ("report", "--device"): REPORT + "test_report_device_is_where_the_test_set_is_evaluated",
+
+    # lr-find: the model, data and step flags it shares with train reach the library as train's do
+    # (train's tests show each one's effect); its own flags are shown by running it.
+    **{("lr-find", flag): LRF + "test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does"
+       for flag in ("--model", "--norm", "--small-input", "--zero-init-residual", "--dataset", "--data-dir",
+                    "--download", "--image-size", "--workers", "--batch-size", "--optimizer", "--momentum",
+                    "--no-nesterov", "--weight-decay", "--label-smoothing", "--grad-clip", "--no-augment", "--seed",
+                    "--device")},
+    **{("lr-find", flag): (LRF + "test_cli_lr_find_tests_the_asked_range_writes_the_png_and_prints_the_suggestion",
+                           LRF + "test_lr_sequence_is_geometric_from_start_to_end_and_is_what_each_optimizer_step_used")
+       for flag in ("--start-lr", "--end-lr", "--steps")},
+    ("lr-find", "--out"): (LRF + "test_cli_lr_find_tests_the_asked_range_writes_the_png_and_prints_the_suggestion",
+                           LRF + "test_cli_lr_find_without_out_writes_nothing_and_still_suggests"),
+
     # TrainConfig: the fields behind the flags are shown through the flags' tests; the others
     # through train() directly.
     **{("TrainConfig", field): TRAINING[flag] for field, flag in {
@@ -162,6 +193,12 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("TrainConfig", "plots"): OPTS + "test_config_plots_draws_curves_and_confusion_only_when_on",
     ("TrainConfig", "lr_scale"): OPTS + "test_config_lr_scale_multiplies_the_rate_of_parameters_by_name_prefix",
     ("TrainConfig", "max_steps_per_epoch"): OPTS + "test_config_max_steps_per_epoch_caps_the_steps_of_each_epoch",
+    ("TrainConfig", "tensorboard"): (
+        BOARD + "test_tensorboard_scalars_equal_metrics_jsonl_and_hparams_hold_the_recipe_and_final_figures",
+        BOARD + "test_tensorboard_histograms_are_the_bn_running_statistics_of_each_epoch",
+        BOARD + "test_resume_after_a_kill_past_the_checkpoint_gives_each_epoch_once_in_tensorboard_and_metrics_csv",
+        BOARD + "test_without_tensorboard_no_log_is_written_but_metrics_csv_is",
+        BOARD + "test_tensorboard_without_out_is_refused_with_the_way_out"),
 }
 
 

@@ -10,7 +10,8 @@ from .data import DataBundle, DataConfig, DatasetInfo, load_data
 from .deploy import export_onnx, fuse_bn, predict_images
 from .models import ModelInfo, create_model, list_models, model_info
 from .nn import BatchNorm1d, BatchNorm2d, norm_layer
-from .train import TrainConfig, evaluate, load_model, save_model, train
+from .train import TrainConfig, evaluate, load_model, lr_find, save_model, train
+from .weights import Weights, get_weights, list_weights
 
 __version__ = "0.1.0"
 
@@ -22,15 +23,19 @@ __all__ = [
     "DatasetInfo",
     "ModelInfo",
     "TrainConfig",
+    "Weights",
     "__version__",
     "count_params",
     "create_model",
     "evaluate",
     "export_onnx",
     "fuse_bn",
+    "get_weights",
     "list_models",
+    "list_weights",
     "load_data",
     "load_model",
+    "lr_find",
     "model_info",
     "norm_layer",
     "predict_images",

@@ -11,14 +11,15 @@ import sys
 
 import torch
 
-from .analysis import summarize
+from .analysis import summarize, write_report
 from .data import DataConfig, load_data
+from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .models import create_model, list_models, model_info
 from .runs import load_meta, load_model
-from .train import TrainConfig, evaluate, resolve_device, train
+from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
 
@@ -54,28 +55,42 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for folder datasets")
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    _add_data_args(p)
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10)
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The flags that build a new model (`train`, `lr-find`)."""
+    p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
+    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
+    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
+                   help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px")
+    p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
+
+
+def _add_step_args(g) -> None:
+    """The flags that shape each training step (`train`, `finetune`, `lr-find`); see _step_config."""
     g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 1e-3 for adamw)")
     g.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
     g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"])
-    g.add_argument("--warmup-epochs", type=float, default=0.0)
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm")
     g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_data_args(p)
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 1e-3 for adamw)")
+    _add_step_args(g)
+    g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"])
+    g.add_argument("--warmup-epochs", type=float, default=0.0)
     g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
                    help="erase a random rectangle of each training image to the mean with probability P "
                         "(Zhong et al. 2017; 0.5 is typical)")
     g.add_argument("--subset", type=int, help="train on N training images only, drawn at random (seeded) "
                    "with the same share of each class")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
     g.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler, for CUDA GPUs "
@@ -88,6 +103,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "
                    "(to split a long run into sessions); --resume with the same command continues it")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
+                   "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
     g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
     g.add_argument("--scale-lr", action="store_true", help="with torchrun: scale --lr by the world size (Goyal et al. 2017)")
 
@@ -124,19 +141,28 @@ def _add_model_commands(sub) -> None:
 
 
 def _add_training_commands(sub) -> None:
-    """Train, transfer, reproduce: `train`, `finetune`, `experiment`."""
+    """Train, transfer, reproduce: `train`, `lr-find`, `finetune`, `experiment`."""
     p = _cmd(sub, "train", "Train a model on a dataset.",
              "resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20")
-    p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
-    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
-    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
-                   help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px")
-    p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
+    _add_model_args(p)
     _add_train_args(p)
+
+    p = _cmd(sub, "lr-find", "Learning-rate range test: steps at growing rates, the loss plot, a suggested lr.",
+             "resnet-lab lr-find --model resnet20 --dataset fashion-mnist --batch-size 128 --out lr_find.png")
+    _add_model_args(p)
+    _add_data_args(p)
+    g = p.add_argument_group("range test (the model is left as it was)")
+    _add_step_args(g)
+    g.add_argument("--start-lr", type=float, default=1e-7, help="the first learning rate")
+    g.add_argument("--end-lr", type=float, default=10.0, help="the last learning rate")
+    g.add_argument("--steps", type=int, default=100,
+                   help="optimizer steps at most; the test stops early once the smoothed loss exceeds 4x its minimum")
+    g.add_argument("--out", metavar="PLOT.png", help="write the plot (loss against learning rate) here")
 
     p = _cmd(sub, "finetune", "Transfer a trained network to a new task.",
              "resnet-lab finetune --from runs/r20 --strategy last --dataset folder --data-dir pets/ --out runs/ft")
-    p.add_argument("--from", dest="source", help="run dir, .safetensors, or torchvision:NAME[.WEIGHTS]")
+    p.add_argument("--from", dest="source", help="run dir, .safetensors, shipped weights MODEL:TAG "
+                   "(resnet20:fashion-mnist), or torchvision:NAME[.WEIGHTS]")
     p.add_argument("--from-file", help="a .pth/.safetensors state dict (with --model naming the architecture)")
     p.add_argument("--model", help="architecture for --from-file")
     p.add_argument("--strategy", required=True, choices=["all", "last", "head"])
@@ -157,10 +183,12 @@ def _add_training_commands(sub) -> None:
 
 
 def _add_use_commands(sub) -> None:
-    """Use a trained run: `evaluate`, `predict`, `export`."""
+    """Use a trained run: `evaluate`, `predict`, `export`, `report`."""
     p = _cmd(sub, "evaluate", "Accuracy and per-class accuracy of a trained run (or an ensemble of runs).",
-             "resnet-lab evaluate runs/r20 --json\n  resnet-lab evaluate runs/a runs/b --tta")
-    p.add_argument("run", nargs="+", help="run directory or .safetensors file; several: their averaged "
+             "resnet-lab evaluate runs/r20 --json\n  resnet-lab evaluate runs/a runs/b --tta\n"
+             "  resnet-lab evaluate resnet20:fashion-mnist   # the shipped weights (docs/WEIGHTS.md)")
+    p.add_argument("run", nargs="+", help="run directory, .safetensors file or shipped weights MODEL:TAG "
+                   "(resnet20:fashion-mnist); several: their averaged "
                    "probabilities are evaluated (an ensemble)")
     _add_data_args(p, required=False)
     p.add_argument("--batch-size", type=int, default=256)
@@ -170,13 +198,18 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
-    p = _cmd(sub, "predict", "Top-k classes of image files.", "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3")
-    p.add_argument("run", nargs="?", help="run directory or .safetensors file (or use --onnx)")
+    p = _cmd(sub, "predict", "Top-k classes of image files.",
+             "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3\n  resnet-lab predict resnet20:fashion-mnist shirt.png"
+             "\n  resnet-lab predict runs/r20 trouser.png --cam cam.png")
+    p.add_argument("run", nargs="?", help="run directory, .safetensors file or shipped weights MODEL:TAG "
+                   "(resnet20:fashion-mnist) (or use --onnx)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cam", metavar="PATH", help="draw the Grad-CAM of the top class over each image (needs the "
+                   "cam extra): one image: the picture PATH; several: the directory PATH, one IMAGE_cam.png each")
 
     p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
              "resnet-lab export runs/r20 --format onnx --fuse-bn --out r20.onnx")
@@ -185,6 +218,17 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
     p.add_argument("--out", required=True)
     p.add_argument("--opset", type=int, default=17)
+
+    p = _cmd(sub, "report", "One self-contained HTML page on trained runs: curves, confusion matrix, per-class "
+             "accuracy, the most confidently wrong test images, recipe, machine, timings; several runs side by side.",
+             "resnet-lab report runs/r20 --out report.html\n  resnet-lab report runs/a runs/b --out compare.html")
+    p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--data-dir", help="where the runs' dataset lives (as for evaluate); when the test set is not "
+                   "found, the report says so and leaves out the sections that need it")
+    p.add_argument("--mistakes", type=int, default=16, metavar="N",
+                   help="show the N most confidently wrong test images (0: none)")
+    p.add_argument("--device", default="auto", help="where the test sets are evaluated: auto | cpu | cuda | mps")
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -214,16 +258,21 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _step_config(args) -> dict:
+    """The TrainConfig fields of the flags _add_step_args adds (--batch-size and --no-augment go to _data_config)."""
+    return dict(optimizer=args.optimizer, momentum=args.momentum, nesterov=not args.no_nesterov,
+                weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+                seed=args.seed, device=args.device)
+
+
 def _train_config(args, out: str | None):
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
     return TrainConfig(
-        epochs=args.epochs, lr=lr, optimizer=args.optimizer, momentum=args.momentum,
-        nesterov=not args.no_nesterov, weight_decay=args.weight_decay, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+        **_step_config(args), epochs=args.epochs, lr=lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16, compile=args.compile,
-        deterministic=args.deterministic, seed=args.seed, device=args.device, out=out,
+        deterministic=args.deterministic, out=out,
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
-        stop_after=args.stop_after,
+        stop_after=args.stop_after, tensorboard=args.tensorboard,
     )
 
 
@@ -264,16 +313,43 @@ def cmd_train(args) -> int:
         model = create_model(arch.pop("name"), **arch)
     else:
         data = _load_data(args, device=device, shard=True)
-        c, h, _ = data.info.input_size
-        small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
-        torch.manual_seed(args.seed)
-        extra = {"zero_init_residual": True} if args.zero_init_residual else {}
-        model = create_model(args.model, num_classes=len(data.info.classes), in_channels=c,
-                             small_input=small, norm=args.norm, **extra)
+        model = _new_model(args, data)
     model = _maybe_distributed(model, args, config)
     with _distributed_errors():
         history = train(model, data, config)
     return _report_run(history, args)
+
+
+def _new_model(args, data):
+    """The model the _add_model_args flags ask for, shaped for ``data``, its weights seeded by --seed."""
+    c, h, _ = data.info.input_size
+    small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
+    torch.manual_seed(args.seed)
+    extra = {"zero_init_residual": True} if args.zero_init_residual else {}
+    return create_model(args.model, num_classes=len(data.info.classes), in_channels=c, small_input=small,
+                        norm=args.norm, **extra)
+
+
+def cmd_lr_find(args) -> int:
+    device = resolve_device(args.device)
+    data = _load_data(args, device=device)
+    model = _new_model(args, data)
+    result = lr_find(model, data, TrainConfig(**_step_config(args)), start_lr=args.start_lr, end_lr=args.end_lr,
+                     steps=args.steps)
+    taken = len(result.lrs)
+    how = ("the loss did not diverge" if not result.stopped else
+           f"the loss diverged after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else
+           "the first loss was not finite")
+    print(f"lr range test of {args.model} on {args.dataset}, lr {args.start_lr:g} to {args.end_lr:g} in "
+          f"{args.steps} steps: {how}")
+    if result.valley is None:
+        print("no suggestion: no finite loss was recorded; check the data, or lower --start-lr")
+    else:
+        steep = f"; steepest fall at {result.steep:.2e}" if result.steep is not None else ""
+        print(f"suggested lr: {result.valley:.2e} (fastai's valley{steep}); try --lr {result.valley:.2g}")
+    if args.out:
+        print(f"wrote {plot_lr_find(result, args.out, title=f'{args.model} on {args.dataset}')}")
+    return 0
 
 
 def _report_run(history, args) -> int:
@@ -327,7 +403,10 @@ def cmd_evaluate(args) -> int:
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
     args.image_size = meta["input_size"][1] if args.image_size is None else args.image_size
-    data = _load_data(args, device=device, in_channels=meta["input_size"][0])
+    # The run's own normalization and seed (a folder's held-out split depends on it), not new ones.
+    seed = (meta.get("train_config") or {}).get("seed", 0)
+    data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
+                      std=tuple(meta["std"]), seed=seed)
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
@@ -349,6 +428,9 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     images = list(args.images)
+    if args.cam and args.onnx:
+        raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
+                         "directory instead of --onnx FILE")
     if args.onnx:
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
@@ -357,12 +439,17 @@ def cmd_predict(args) -> int:
         if not args.run:
             raise ValueError("give a run directory (or --onnx FILE) before the images")
         results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
+    cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
+    for r, cam in zip(results, cams):
+        r["cam"] = cam["cam"]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
             top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
             print(f"{r['path']}: {top}")
+        for cam in cams:
+            print(f"{cam['path']}: Grad-CAM of {cam['class']} -> {cam['cam']}")
     return 0
 
 
@@ -414,9 +501,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    path = write_report(args.run, args.out, data_dir=args.data_dir, device=args.device, mistakes=args.mistakes)
+    print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {
     "models": cmd_models, "summary": cmd_summary, "train": cmd_train, "evaluate": cmd_evaluate,
     "predict": cmd_predict, "finetune": cmd_finetune, "experiment": cmd_experiment, "export": cmd_export,
+    "lr-find": cmd_lr_find, "report": cmd_report,
 }
 
 
@@ -453,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # missing, unreadable or unwritable files, full disks
         print(f"error: {_describe_os_error(e)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, RuntimeError) as e:  # bad input, with a message that names it
+    except (ValueError, TypeError, RuntimeError, ImportError) as e:  # bad input or a missing extra, named
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is our bug: still one line, the traceback on request

@@ -33,6 +33,9 @@ EXPERIMENT_MODULES = (
     "very_deep",
     "bn_imbalance",
     "transfer",
+    "bn_input_stats",
+    "bn_sigmoid_range",
+    "bn_regularization",
 )
 
 
