@@ -342,9 +342,60 @@ def train(
     Returns:
         The :class:`History`; after Ctrl-C/SIGTERM with ``interrupted=True`` and the position saved.
     """
-    log = log or tqdm.write
+    run = _setup_run(model, data, config, meta, log or tqdm.write)
+    history = History(run_dir=config.out)
+    pos = run.ckpt.start(history)
+    if pos.epoch >= config.epochs:
+        run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it with "
+                "`resnet-lab finetune --from`")
+        return history
+    run.say(_start_line(run.base, run.device, config, run.steps, pos))
+    board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
+    t_start = time.perf_counter()
+    try:
+        with _GracefulStop().installed() as stop:
+            on_step = _step_hook(pos, step_callbacks, stop)
+            for epoch in range(pos.epoch, config.epochs):
+                record = _run_epoch(run, epoch, pos, on_step, history, board, t_start)
+                pos.epoch, pos.step = epoch + 1, 0
+                for cb in callbacks:
+                    cb(record)
+                stop.check()
+                if pos.epoch == config.stop_after and pos.epoch < config.epochs:
+                    run.say(f"stopped after epoch {pos.epoch} of {config.epochs} as asked; continue with --resume")
+                    break
+    except KeyboardInterrupt as e:
+        history.interrupted = True
+        _save_interrupted(run.ckpt, run.base, pos, history, hard=isinstance(e, _HardStop), say=run.say)
+    finally:
+        board.close(history)
+    history.seconds = time.perf_counter() - t_start
+    return history
+
+
+@dataclass
+class _Run:
+    """What every epoch of one training run shares, built once by :func:`_setup_run`."""
+
+    config: TrainConfig
+    data: Any
+    fwd: nn.Module  # what the batches go through: the model, compiled when asked
+    base: nn.Module  # the unwrapped model: the parameters, what is saved
+    device: torch.device
+    job: DistContext
+    steps: int
+    has_bn: bool
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    facts: dict
+    ckpt: Checkpointer
+    say: Callable[[str], None]  # log on the main process, silent on the others
+
+
+def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
+    """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
     job, device = DistContext.current(), resolve_device(config.device)
-    say = log if job.is_main else (lambda s: None)
     base = _prepare_model(model, config, device)
     steps = _steps_per_epoch(data, config)
     has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None))
@@ -356,45 +407,26 @@ def train(
     ckpt = Checkpointer(config, base, optimizer, scheduler, facts=facts, meta=_run_meta(base, data.info, facts, meta),
                         steps_per_epoch=steps, world_size=job.world_size, device=device, is_main=job.is_main, log=log,
                         scaler=scaler)
-    history = History(run_dir=config.out)
-    pos = ckpt.start(history)
-    if pos.epoch >= config.epochs:
-        say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it with "
-            "`resnet-lab finetune --from`")
-        return history
-    say(_start_line(base, device, config, steps, pos))
     fwd = torch.compile(model) if config.compile else model
-    board = open_tensorboard(config, base, facts, start_epoch=pos.epoch, is_main=job.is_main)
-    t_start = time.perf_counter()
-    try:
-        with _GracefulStop().installed() as stop:
-            on_step = _step_hook(pos, step_callbacks, stop)
-            for epoch in range(pos.epoch, config.epochs):
-                if hasattr(data.train, "set_epoch"):
-                    data.train.set_epoch(epoch)
-                stats = train_one_epoch(fwd, data.train, optimizer, scheduler, config, device=device, epoch=epoch,
-                                        steps=steps, start_step=pos.step, skip_single=has_bn, on_step=on_step,
-                                        progress=config.progress and job.is_main, scaler=scaler)
-                record, confusion = _epoch_record(fwd if job.world_size == 1 else base, base, data, config, device,
-                                                  job, stats, epoch, scheduler, t_start, history)
-                improved = history.add(record)
-                board.log_epoch(record)  # before the checkpoint: a resume purges what it does not cover
-                say(_epoch_line(record, config, history))
-                ckpt.end_epoch(history, confusion, improved=improved)
-                pos.epoch, pos.step = epoch + 1, 0
-                for cb in callbacks:
-                    cb(record)
-                stop.check()
-                if pos.epoch == config.stop_after and pos.epoch < config.epochs:
-                    say(f"stopped after epoch {pos.epoch} of {config.epochs} as asked; continue with --resume")
-                    break
-    except KeyboardInterrupt as e:
-        history.interrupted = True
-        _save_interrupted(ckpt, base, pos, history, hard=isinstance(e, _HardStop), say=say)
-    finally:
-        board.close(history)
-    history.seconds = time.perf_counter() - t_start
-    return history
+    return _Run(config, data, fwd, base, device, job, steps, has_bn, optimizer, scheduler, scaler, facts, ckpt,
+                log if job.is_main else (lambda s: None))
+
+
+def _run_epoch(run: _Run, epoch: int, pos: Position, on_step, history: History, board, t_start: float) -> dict:
+    """Train one epoch, evaluate, log it and checkpoint it; returns the epoch's record."""
+    config, data = run.config, run.data
+    if hasattr(data.train, "set_epoch"):
+        data.train.set_epoch(epoch)
+    stats = train_one_epoch(run.fwd, data.train, run.optimizer, run.scheduler, config, device=run.device, epoch=epoch,
+                            steps=run.steps, start_step=pos.step, skip_single=run.has_bn, on_step=on_step,
+                            progress=config.progress and run.job.is_main, scaler=run.scaler)
+    record, confusion = _epoch_record(run.fwd if run.job.world_size == 1 else run.base, run.base, data, config,
+                                      run.device, run.job, stats, epoch, run.scheduler, t_start, history)
+    improved = history.add(record)
+    board.log_epoch(record)  # before the checkpoint: a resume purges what it does not cover
+    run.say(_epoch_line(record, config, history))
+    run.ckpt.end_epoch(history, confusion, improved=improved)
+    return record
 
 
 def _step_hook(pos: Position, step_callbacks: Iterable[Callable[[dict], None]], stop: _GracefulStop):
