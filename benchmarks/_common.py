@@ -268,6 +268,7 @@ def machine_block(command: str, started: str, checks: Sequence["Quietness"],
 # its threads x the wall time (its threads waited for a core).
 LOAD_MARGIN = 0.5  # load above the benchmark's own threads by more than this: others were running
 CPU_SHARE = 0.9  # CPU time under this share of wall time x threads: the threads were descheduled
+OTHERS_IDLE_SHARE = 0.1  # other processes using under 10% of one core: the machine was ours
 BUSY_MARK = "INVALID: busy machine"
 
 
@@ -384,8 +385,13 @@ class Quietness:
             elif load > self.allowed_load + 1e-9:
                 reasons.append(f"load average {load:.2f} {when} is above {self.allowed_load:.2f} (the benchmark's "
                                f"own {self.allowed_load - LOAD_MARGIN:g} threads + {LOAD_MARGIN}): other processes ran")
-        if self.cpu_s < self.expected_cpu_s - 1e-9:
-            busy_wall = max(self.wall_s - self.idle_s, 1e-9)
+        busy_wall = max(self.wall_s - self.idle_s, 1e-9)
+        # A short CPU share means the threads waited, for a core or by design (a PASSIVE OpenMP
+        # thread sleeps while it waits; a single-threaded phase leaves the other idle). When
+        # /proc/stat shows that the rest of the machine used almost nothing meanwhile, no core was
+        # taken from us: the shortfall is the benchmark's own waiting, not another process.
+        others_idle = not math.isnan(self.others_cpu_s) and self.others_cpu_s <= OTHERS_IDLE_SHARE * busy_wall
+        if self.cpu_s < self.expected_cpu_s - 1e-9 and not others_idle:
             reasons.append(f"CPU time {self.cpu_s:.1f} s is {100 * self.cpu_s / (busy_wall * self.busy_threads):.0f}% "
                            f"of {busy_wall:.1f} s wall x {self.busy_threads:g} threads, under "
                            f"{100 * CPU_SHARE:.0f}%: its threads waited for a core")

@@ -57,6 +57,15 @@ def test_cpu_time_under_90_percent_of_wall_times_threads_is_busy():
     assert len(reasons) == 1 and "CPU time 17.9 s" in reasons[0] and "90%" in reasons[0]
 
 
+def test_a_short_cpu_share_while_the_rest_of_the_machine_was_idle_is_the_benchmarks_own_waiting():
+    # A PASSIVE OpenMP thread sleeps while it waits: 77% of 2 threads, but others used 0.0 s CPU.
+    assert q(cpu_s=15.4, others_cpu_s=0.0).check() == []
+    assert q(cpu_s=15.4, others_cpu_s=1.0).check() == []  # 10% of one core over 10 s: still ours
+    busy = q(cpu_s=15.4, others_cpu_s=1.1).check()  # more than that: a core was taken from us
+    assert len(busy) == 1 and "CPU time 15.4 s" in busy[0]
+    assert len(q(cpu_s=15.4).check()) == 1  # unknown (no /proc/stat): the rule alone
+
+
 def test_a_competitor_the_benchmark_started_counts_as_its_own_threads_up_to_the_cores():
     # 2 torch threads + 1 competitor on 2 cores: load may reach 3.5, CPU is expected of 2 cores only.
     contended = dict(threads=3, load_before=3.4, load_after=3.5)
