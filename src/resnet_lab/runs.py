@@ -61,7 +61,6 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "save_state_dict",
-    "save_train_state",
     "write_file_set",
 ]
 
@@ -374,11 +373,6 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     state = load_state_dict_file(_weights_path(source, which))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
-
-
-def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``train_state.pt`` atomically (tensors and plain containers only)."""
-    return atomic_write(Path(run_dir) / "train_state.pt", lambda tmp: torch.save(state, tmp))
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
