@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from resnet_lab.train.device import amp_dtype, autocast
+
 try:  # the optional `onnx` extra: the inference benchmark measures it when installed
     import onnxruntime
 except ImportError:
@@ -599,14 +601,17 @@ def paired_cost(num: Measurement, den: Measurement) -> tuple[float, float, float
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = False,
-               channels_last: bool = False, compile: bool = False):
+               fp16: bool = False, channels_last: bool = False, compile: bool = False):
     """A closure doing one SGD training step of ``model`` on ``(x, y)`` with the given options, as
-    ``resnet_lab.train`` does it (``zero_grad(set_to_none=True)``, the loss in float32 under bf16).
+    ``resnet_lab.train`` does it (``zero_grad(set_to_none=True)``, the loss in float32 under autocast,
+    autocast on the batch's device, a GradScaler under fp16). On CUDA the closure only queues the
+    work: the caller synchronizes around its timings.
 
     Args:
-        model: the network (moved to channels_last in place when asked).
+        model: the network, on ``x``'s device (moved to channels_last in place when asked).
         x, y: the batch.
         bf16: bfloat16 autocast for forward and loss (loss computed in float32, as the trainer).
+        fp16: float16 autocast with a gradient scaler (CUDA GPUs without bfloat16; not with ``bf16``).
         channels_last: NHWC memory format for model and input.
         compile: ``torch.compile`` the model (compilation happens on the first call).
     """
@@ -616,13 +621,16 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     fwd = torch.compile(model) if compile else model
+    dtype = amp_dtype(bf16, fp16)
+    scaler = torch.amp.GradScaler(x.device.type, enabled=fp16)  # a pass-through unless fp16
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(x.device, dtype):
             loss = F.cross_entropy(fwd(x).float(), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     return step
 
