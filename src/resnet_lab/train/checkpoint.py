@@ -25,6 +25,7 @@ from ..runs import (
     recover_run_dir,
     save_checkpoint,
 )
+from .averaging import WeightAveraging
 from .config import TrainConfig
 from .device import get_rng_state, set_rng_state
 from .distributed import rescale_resume_position
@@ -44,7 +45,8 @@ class Position:
 # TrainConfig fields that shape the trajectory (weights, schedule); the rest (device, out,
 # progress, plots, compile, channels_last, bf16, checkpoint_segments, deterministic) can change on resume.
 _RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
-                  "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch")
+                  "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch", "ema", "lookahead",
+                  "lookahead_alpha", "norm_lr_scale", "progressive_resize")
 
 
 def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:
@@ -114,14 +116,19 @@ class Checkpointer:
         is_main: whether this process writes.
         log: where messages go.
         scaler: the fp16 gradient scaler, whose scale is saved and restored with the optimizer.
+        averaging: the run's EMA and lookahead weights: with an EMA, ``model.safetensors`` (and
+            ``best.safetensors``) hold the EMA and ``train_state.pt`` the raw weights; lookahead's
+            slow weights go into ``train_state.pt``.
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module, optimizer, scheduler, *, facts: dict, meta: dict,
                  steps_per_epoch: int, world_size: int, device: torch.device, is_main: bool,
-                 log: Callable[[str], None], scaler: torch.amp.GradScaler | None = None) -> None:
+                 log: Callable[[str], None], scaler: torch.amp.GradScaler | None = None,
+                 averaging: WeightAveraging | None = None) -> None:
         self.run_dir = Path(config.out) if config.out else None
         self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
-        self.scaler = scaler
+        self.scaler, self.averaging = scaler, averaging
+        self.saved_model = averaging.reported if averaging is not None else model  # what model.safetensors holds
         self.facts, self.meta = facts, meta
         self.steps_per_epoch, self.world_size, self.device = steps_per_epoch, world_size, device
         self.writes = self.run_dir is not None and is_main
@@ -149,7 +156,9 @@ class Checkpointer:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
         check_resume(run_dir, state, self.facts)
-        self.model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
+        self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
+        if self.averaging is not None:
+            self.averaging.load_state_dict(state.get("averaging") or {})
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -168,14 +177,15 @@ class Checkpointer:
         if not self.writes:
             return
         metrics = {k: v for k, v in history.last.items() if isinstance(v, (int, float))}
-        save_checkpoint(self.run_dir, self.model, {**self.meta, "epoch": pos.epoch, "step": pos.step,
-                                                   "metrics": metrics}, best=best,
+        save_checkpoint(self.run_dir, self.saved_model, {**self.meta, "epoch": pos.epoch, "step": pos.step,
+                                                         "metrics": metrics}, best=best,
                         train_state={
                             "epoch": pos.epoch, "step": pos.step, "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "rng": get_rng_state(self.device),
                             "best_acc": history.best_acc, "best_epoch": history.best_epoch,
                             "steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size, **self.facts,
                             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                            "averaging": self.averaging.state_dict() if self.averaging is not None else {},
                         })
 
     def end_epoch(self, history, confusion: torch.Tensor, *, improved: bool) -> None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from .optim import OPTIMIZERS, SCHEDULES
+from .progressive import MIN_SIDE
 from .tensorboard import require_tensorboard
 
 __all__ = ["TrainConfig"]
@@ -39,6 +40,11 @@ class TrainConfig:
     checkpoint_segments: int = 0  # gradient checkpointing segments, for models that support it
     stop_after: int | None = None  # stop after this many epochs of the schedule (a later resume continues)
     tensorboard: bool = False  # TensorBoard logs under out/tensorboard/ (the `tensorboard` extra)
+    ema: float = 0.0  # decay per step of an EMA of the weights, which is then evaluated and saved (0.99); 0 = off
+    lookahead: int = 0  # lookahead's k: fast steps per slow update (Zhang et al. 2019); 0 = off
+    lookahead_alpha: float = 0.5  # lookahead's slow step toward the fast weights
+    norm_lr_scale: float = 1.0  # lr factor for the norm layers' weights and biases (times any lr_scale)
+    progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -75,9 +81,27 @@ class TrainConfig:
             raise ValueError("bf16 and fp16 exclude each other: pick one autocast dtype")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
             raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
+        self._check_recipe_options()
         bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
+
+    def _check_recipe_options(self) -> None:
+        """EMA, lookahead, the norm layers' lr and progressive resizing (docs/RECIPES.md)."""
+        if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
+            raise ValueError(f"ema (--ema) must be a decay in [0, 1), got {self.ema} (0.99 is typical; 0 turns it off)")
+        if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or self.lookahead < 0:
+            raise ValueError(f"lookahead (--lookahead) must be an int >= 0 (k fast steps per slow update; 0 turns it "
+                             f"off), got {self.lookahead!r}")
+        if not (math.isfinite(self.lookahead_alpha) and 0 < self.lookahead_alpha <= 1):
+            raise ValueError(f"lookahead_alpha (--lookahead-alpha) must be in (0, 1], got {self.lookahead_alpha} "
+                             "(0.5 is the paper's)")
+        if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
+            raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
+                             f"unchanged), got {self.norm_lr_scale}")
+        if self.progressive_resize is not None and self.progressive_resize < MIN_SIDE:
+            raise ValueError(f"progressive_resize (--progressive-resize) must be at least {MIN_SIDE} px, got "
+                             f"{self.progressive_resize}; or leave it unset to train at full size")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -26,12 +26,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..nn import BatchNormBase
+from .averaging import WeightAveraging
 from .checkpoint import Checkpointer, Position, run_facts
 from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
 from .metrics import confusion_matrix, per_class_accuracy
 from .optim import build_optimizer, build_scheduler
+from .progressive import check_progressive_resize, progressive_side, resize_batch
 from .tensorboard import open_tensorboard
 
 __all__ = ["EpochStats", "History", "TrainingDiverged", "evaluate", "resolve_device", "train", "train_one_epoch"]
@@ -241,6 +243,7 @@ def train_one_epoch(
     on_step: Callable[[int, Tensor], None] | None = None,
     progress: bool = True,
     scaler: torch.amp.GradScaler | None = None,
+    averaging: WeightAveraging | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: ``steps`` optimizer steps, from ``start_step`` when resuming.
 
@@ -258,6 +261,7 @@ def train_one_epoch(
         on_step: called after every step with ``(step, loss)``; may raise KeyboardInterrupt to stop.
         progress: show a bar with loss, accuracy, learning rate and images/s.
         scaler: the fp16 gradient scaler (default: a disabled one, which changes nothing).
+        averaging: EMA and lookahead weights, updated after every optimizer step.
     """
     model.train()
     t0 = time.perf_counter()
@@ -277,8 +281,7 @@ def train_one_epoch(
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if skip_single and x.shape[0] < 2:  # a lone last sample has no batch statistics
             continue
-        if config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = _training_input(x, config, epoch)
         with autocast(device, amp_dtype(config.bf16, config.fp16)):
             logits = model(x)
             loss = _loss(logits, y, config.label_smoothing)
@@ -287,6 +290,8 @@ def train_one_epoch(
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
         _backward_and_step(loss, model, optimizer, scaler, config.grad_clip, guard, where)
         scheduler.step()
+        if averaging is not None:  # before on_step, which may stop the run: the saved state includes this step
+            averaging.after_step()
         step += 1
         stats.add(loss, logits, y, config.label_smoothing)
         if on_step is not None:
@@ -301,6 +306,16 @@ def train_one_epoch(
                          "larger --batch-size or more data")
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _training_input(x: Tensor, config: TrainConfig, epoch: int) -> Tensor:
+    """A training batch as the model gets it: at progressive resizing's size for ``epoch`` (the
+    batch's own size is the full one), in the asked memory format."""
+    if config.progressive_resize:
+        x = resize_batch(x, progressive_side(config.progressive_resize, min(x.shape[-2:]), epoch, config.epochs))
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _backward_and_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -388,6 +403,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    averaging: WeightAveraging | None  # EMA and lookahead weights, when asked
     facts: dict
     ckpt: Checkpointer
     say: Callable[[str], None]  # log on the main process, silent on the others
@@ -399,17 +415,20 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     base = _prepare_model(model, config, device)
     steps = _steps_per_epoch(data, config)
     has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None))
+    check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
-                                config.weight_decay, config.lr_scale)
+                                config.weight_decay, config.lr_scale, config.norm_lr_scale)
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, int(config.warmup_epochs * steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16
+    averaging = (WeightAveraging(base, ema=config.ema, lookahead=config.lookahead,
+                                 lookahead_alpha=config.lookahead_alpha) if config.ema or config.lookahead else None)
     facts = run_facts(config, data, job.world_size)
     ckpt = Checkpointer(config, base, optimizer, scheduler, facts=facts, meta=_run_meta(base, data.info, facts, meta),
                         steps_per_epoch=steps, world_size=job.world_size, device=device, is_main=job.is_main, log=log,
-                        scaler=scaler)
+                        scaler=scaler, averaging=averaging)
     fwd = torch.compile(model) if config.compile else model
-    return _Run(config, data, fwd, base, device, job, steps, has_bn, optimizer, scheduler, scaler, facts, ckpt,
-                log if job.is_main else (lambda s: None))
+    return _Run(config, data, fwd, base, device, job, steps, has_bn, optimizer, scheduler, scaler, averaging, facts,
+                ckpt, log if job.is_main else (lambda s: None))
 
 
 def _run_epoch(run: _Run, epoch: int, pos: Position, on_step, history: History, board, t_start: float) -> dict:
@@ -419,9 +438,13 @@ def _run_epoch(run: _Run, epoch: int, pos: Position, on_step, history: History, 
         data.train.set_epoch(epoch)
     stats = train_one_epoch(run.fwd, data.train, run.optimizer, run.scheduler, config, device=run.device, epoch=epoch,
                             steps=run.steps, start_step=pos.step, skip_single=run.has_bn, on_step=on_step,
-                            progress=config.progress and run.job.is_main, scaler=run.scaler)
-    record, confusion = _epoch_record(run.fwd if run.job.world_size == 1 else run.base, run.base, data, config,
-                                      run.device, run.job, stats, epoch, run.scheduler, t_start, history)
+                            progress=config.progress and run.job.is_main, scaler=run.scaler, averaging=run.averaging)
+    shown = run.ckpt.saved_model  # the EMA when on: evaluated, saved and reported instead of the raw weights
+    if shown is not run.base:
+        run.job.share_buffers(shown)  # the EMA of rank 0's statistics is what is saved
+    evaluated = shown if shown is not run.base else run.fwd if run.job.world_size == 1 else run.base
+    record, confusion = _epoch_record(evaluated, run.base, data, config, run.device, run.job, stats, epoch,
+                                      run.scheduler, t_start, history)
     improved = history.add(record)
     board.log_epoch(record)  # before the checkpoint: a resume purges what it does not cover
     run.say(_epoch_line(record, config, history))

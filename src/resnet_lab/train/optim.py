@@ -8,13 +8,26 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-__all__ = ["SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_scheduler", "param_groups", "schedule_fn"]
+from ..nn import BatchNormBase
+
+__all__ = ["NORM_LAYERS", "SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_scheduler", "norm_parameters",
+           "param_groups", "schedule_fn"]
 
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 
+# The normalization layers whose weights and biases norm_lr_scale scales: torch's batch and
+# instance norms (_NormBase, SyncBatchNorm included), group, layer and RMS norms, and our batch norms.
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, BatchNormBase)
 
-def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, float] | None = None) -> list[dict]:
+
+def norm_parameters(model: nn.Module) -> set[int]:
+    """The ``id`` of every parameter of a normalization layer (:data:`NORM_LAYERS`) in ``model``."""
+    return {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+
+
+def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, float] | None = None,
+                 norm_lr_scale: float = 1.0) -> list[dict]:
     """Split trainable parameters into decayed and non-decayed groups.
 
     Only tensors with 2+ dimensions (conv and linear weights) get weight decay; norm weights,
@@ -27,14 +40,19 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, floa
         weight_decay: decay for the >=2-D tensors.
         lr_scale: optional ``{name_prefix: factor}`` for discriminative learning rates; the
             longest matching prefix wins, unmatched parameters get factor 1.
+        norm_lr_scale: a further factor for the normalization layers' weights and biases
+            (airbench and hlb-CIFAR10 train BN's biases at a much higher rate than the convs).
     """
     lr_scale = lr_scale or {}
+    norm_ids = norm_parameters(model) if norm_lr_scale != 1.0 else set()
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         matches = [k for k in lr_scale if name.startswith(k)]
         scale = lr_scale[max(matches, key=len)] if matches else 1.0
+        if id(p) in norm_ids:
+            scale *= norm_lr_scale
         groups.setdefault((scale, p.ndim >= 2), []).append(p)
     out = []
     for (scale, decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
@@ -52,9 +70,10 @@ def build_optimizer(
     nesterov: bool = True,
     weight_decay: float = 5e-4,
     lr_scale: dict[str, float] | None = None,
+    norm_lr_scale: float = 1.0,
 ) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or AdamW over :func:`param_groups`."""
-    groups = param_groups(model, weight_decay, lr_scale)
+    groups = param_groups(model, weight_decay, lr_scale, norm_lr_scale)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     if name == "sgd":
