@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .transforms import check_erase_probability
+from .transforms import check_erase_probability, check_flip_mode
 
 __all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "data_config"]
 
@@ -55,6 +55,7 @@ class DataConfig:
     # --- augmentation of the training split
     augment: bool = True  # random pad-crop + flip (in memory), RandomResizedCrop + flip (folders)
     flip: bool = True  # allow the horizontal flip
+    flip_mode: str = "random"  # random | alternate (airbench: each sample flipped every other epoch; in memory only)
     random_erasing: float = 0.0  # probability of erasing a rectangle to the mean (Zhong et al. 2017)
     # --- batches
     batch_size: int = 128  # training samples per batch per rank
@@ -90,6 +91,11 @@ class DataConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         check_erase_probability(self.random_erasing)
+        check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
+        if self.flip_mode != "random" and self.name == "folder":
+            raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
+                             "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "
+                             "flip per image: use --flip random")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         if self.mean is not None or self.std is not None:

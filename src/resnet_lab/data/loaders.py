@@ -21,12 +21,21 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .transforms import check_erase_probability, crop_flip, erase, sample_crop_flip_params, sample_erase_params
+from .transforms import (
+    alternating_flips,
+    check_erase_probability,
+    check_flip_mode,
+    crop_flip,
+    erase,
+    sample_crop_flip_params,
+    sample_erase_params,
+)
 
 __all__ = ["InMemoryLoader", "StreamingLoader", "batch_slices", "epoch_permutation", "epoch_seed"]
 
 _AUGMENT_STREAM = 0x5EED_A06  # separates the augmentation random stream from the order stream
 _ERASE_STREAM = 0x5EED_E2A5  # random erasing has its own stream: turning it on leaves crops unchanged
+_FLIP_STREAM = 0x5EED_F11B  # the alternating flip's epoch-0 half: its own stream, so crops stay unchanged
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
@@ -157,6 +166,11 @@ class InMemoryLoader(_EpochState):
             shuffling (training), since batch norm needs more than one value per channel.
         padding: pixels of padding for the random crop (4 for 28-32 px data).
         flip: allow the horizontal flip (turn off for data where mirroring changes the class).
+        flip_mode: "random" (each sample flipped with probability 1/2, drawn anew every epoch) or
+            "alternate" (airbench's alternating flip: a seeded random half of the samples in epoch
+            0, then each sample the opposite of the epoch before; see
+            :func:`~resnet_lab.data.transforms.alternating_flips`). Needs ``augment`` and ``flip``.
+            The crops are the same in both modes.
         random_erasing: with ``augment``, the probability of erasing a random rectangle of each
             sample to the channel mean (0 after normalization), after crop and flip; see
             :func:`~resnet_lab.data.transforms.sample_erase_params`. 0 turns it off.
@@ -184,6 +198,7 @@ class InMemoryLoader(_EpochState):
         drop_last: bool = False,
         padding: int = 4,
         flip: bool = True,
+        flip_mode: str = "random",
         random_erasing: float = 0.0,
         seed: int = 0,
         device: str | torch.device = "cpu",
@@ -192,6 +207,7 @@ class InMemoryLoader(_EpochState):
         channels_last: bool = False,
     ) -> None:
         check_erase_probability(random_erasing)
+        check_flip_mode(flip_mode, augment=augment, flip=flip)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -202,7 +218,7 @@ class InMemoryLoader(_EpochState):
         self.batch_size = int(batch_size)
         self._set_normalization(mean, std)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
-        self.padding, self.flip, self.seed = int(padding), flip, int(seed)
+        self.padding, self.flip, self.flip_mode, self.seed = int(padding), flip, flip_mode, int(seed)
         self.random_erasing = float(random_erasing)
         self.rank, self.world_size = int(rank), int(world_size)
         self.channels_last = channels_last
@@ -225,11 +241,42 @@ class InMemoryLoader(_EpochState):
         self._mean255 = torch.tensor(self.mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255
         self._inv_std255 = 1.0 / (torch.tensor(self.std, dtype=torch.float32, device=self.device).view(1, c, 1, 1) * 255)
 
-    def augment_params(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float32 normalized; the same numbers as ``transforms.normalize``."""
+        return (x.to(torch.float32) - self._mean255) * self._inv_std255
+
+    def normalized_images(self, limit: int | None = None) -> torch.Tensor:
+        """The first ``limit`` images (all when None) in dataset order, normalized as the batches
+        are but neither augmented nor shuffled: float32 (N, C, H, W) on the device. For statistics
+        of the training inputs, e.g. :func:`~resnet_lab.models.whitening.whiten_first_conv`.
+
+        Args:
+            limit: at most this many images (>= 1), or None for all.
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a positive number of images (or None for all), got {limit}")
+        return self._normalize(self.images[:limit])
+
+    def augment_params(
+        self, epoch: int, order: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The crop offsets and flips of every position in epoch ``epoch``'s global order (so all
-        ranks agree and a resumed epoch redraws the same values)."""
+        ranks agree and a resumed epoch redraws the same values).
+
+        Args:
+            epoch: the epoch number (0-based).
+            order: that epoch's :func:`epoch_permutation` (computed when None); the alternating
+                flip is per sample, so it is read in this order.
+        """
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM))
-        return sample_crop_flip_params(self.num_samples, self.padding, self.flip, g)
+        dy, dx, flips = sample_crop_flip_params(self.num_samples, self.padding, self.flip, g)
+        if self.flip_mode == "alternate":
+            if order is None:
+                order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle)
+            # Seeded as for epoch 0 in every epoch: the same half, negated in odd epochs.
+            first = torch.Generator().manual_seed(epoch_seed(self.seed, 0, _FLIP_STREAM))
+            flips = alternating_flips(self.num_samples, epoch, first)[order.cpu()]
+        return dy, dx, flips
 
     def erase_params(self, epoch: int) -> tuple[torch.Tensor, ...]:
         """The erasing rectangles ``(top, left, eh, ew)`` of every position in epoch ``epoch``'s
@@ -243,7 +290,7 @@ class InMemoryLoader(_EpochState):
         order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).to(self.device)
         params = None
         if self.augment:
-            params = tuple(p.to(self.device) for p in self.augment_params(epoch))  # one copy per epoch
+            params = tuple(p.to(self.device) for p in self.augment_params(epoch, order))  # one copy per epoch
         erasing = None
         if self.augment and self.random_erasing > 0:
             erasing = tuple(p.to(self.device) for p in self.erase_params(epoch))
@@ -255,7 +302,7 @@ class InMemoryLoader(_EpochState):
                 dy, dx, fl = (p[s:e] for p in params)
                 x = crop_flip(x, dy, dx, fl, self.padding)
                 self.last_params = (dy, dx, fl)
-            x = (x.to(torch.float32) - self._mean255) * self._inv_std255  # == normalize(x, mean, std)
+            x = self._normalize(x)
             if erasing is not None:
                 self.last_erase = tuple(p[s:e] for p in erasing)
                 x = erase(x, *self.last_erase)

@@ -28,8 +28,11 @@ __all__ = [
     "IMAGENET_STD",
     "GRAY_IMAGENET_MEAN",
     "GRAY_IMAGENET_STD",
+    "FLIP_MODES",
     "SMALL_INPUT_MAX",
+    "alternating_flips",
     "channel_stats",
+    "check_flip_mode",
     "convert_channels",
     "crop_flip",
     "erase",
@@ -49,6 +52,10 @@ GRAY_IMAGENET_MEAN, GRAY_IMAGENET_STD = (0.449,), (0.226,)  # channel means of I
 # Inputs at most this many pixels on a side are "small" (MNIST/CIFAR-like): the object fills the
 # frame, so prediction resizes the whole image instead of resizing the short side and cropping.
 SMALL_INPUT_MAX = 64
+# How the in-memory loader draws horizontal flips: "random" (each sample, each epoch, a coin toss) or
+# "alternate" (airbench's alternating flip, Jordan 2024, arXiv 2404.00498: a random half in epoch 0,
+# then every sample the opposite of its previous epoch, so each pair of epochs shows both views).
+FLIP_MODES = ("random", "alternate")
 
 
 def sample_crop_flip_params(
@@ -71,6 +78,42 @@ def sample_crop_flip_params(
     if not flip:
         flips = torch.zeros(n, dtype=torch.bool)
     return dy, dx, flips
+
+
+def check_flip_mode(flip_mode: str, *, augment: bool, flip: bool) -> None:
+    """Raise ValueError unless ``flip_mode`` is one of :data:`FLIP_MODES` and, for "alternate",
+    flips happen at all (with augmentation on and the flip allowed): asking for an alternating flip
+    that never flips is a mistake, not a no-op.
+
+    Args:
+        flip_mode: "random" or "alternate".
+        augment: whether the training images are augmented.
+        flip: whether the horizontal flip is allowed.
+    """
+    if flip_mode not in FLIP_MODES:
+        raise ValueError(f"flip_mode (--flip) must be one of {', '.join(FLIP_MODES)}, got {flip_mode!r}")
+    if flip_mode == "alternate" and not (augment and flip):
+        off = "augmentation is off (augment=False, --no-augment)" if not augment else "the flip is off (flip=False)"
+        raise ValueError(f"flip_mode 'alternate' (--flip alternate) flips nothing because {off}; "
+                         "turn it back on, or leave --flip at random")
+
+
+def alternating_flips(n: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample flips of the alternating flip: a seeded random half of the ``n`` samples (exactly
+    ``n // 2``) in even epochs, the other samples in odd epochs, so each sample's flip in epoch
+    ``e + 1`` is the opposite of its flip in epoch ``e``.
+
+    Args:
+        n: number of samples (the dataset, indexed by sample, not by position in an epoch's order).
+        epoch: the epoch number (0-based).
+        generator: the stream that picks the epoch-0 half; seed it the same for every epoch.
+
+    Returns:
+        bool (n,): flip sample ``i`` in this epoch.
+    """
+    first = torch.zeros(n, dtype=torch.bool)
+    first[torch.randperm(n, generator=generator)[: n // 2]] = True
+    return ~first if epoch % 2 else first
 
 
 def crop_flip(
