@@ -1,0 +1,95 @@
+"""benchmarks/gpu.py without a GPU: its ``--dry-run`` on the CPU prints every part with figures and
+writes nothing; without CUDA and without ``--dry-run`` it refuses in one line; the recipe and
+time-to-accuracy plumbing checked on made-up records. Nothing here times anything."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as a script's folder allows
+
+import gpu  # noqa: E402
+
+from resnet_lab.cli import build_parser  # noqa: E402
+
+NUMBER = r"[\d,.]+"
+
+
+def _gpu_script(*args: str, cuda_visible: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if cuda_visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda_visible
+    return subprocess.run([sys.executable, str(BENCHMARKS / "gpu.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=BENCHMARKS.parent, timeout=300)
+
+
+def test_dry_run_prints_every_part_with_figures_and_never_writes_the_doc(tmp_path):
+    doc = tmp_path / "BENCHMARKS.md"
+    # targets 0% and 1%: reached by the first epoch of any model, so the time columns hold numbers
+    proc = _gpu_script("--dry-run", "--dataset", "fake", "--targets", "0", "0.01", "--write", "--doc", str(doc))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.startswith(f"## {gpu.TITLE}\n") and "INVALID: --dry-run" in out
+    assert "- device: cpu" in out and "- machine: " in out and "- command: " in out and "- date: " in out
+    # a) both data paths with an images/s figure
+    assert re.search(rf"^\| {re.escape(gpu.OURS)} \| {NUMBER} \|", out, re.M)
+    assert re.search(rf"^\| torchvision DataLoader, 0 workers, then \.to\(cpu\) \| {NUMBER} \|", out, re.M)
+    # b) fp32, the autocast and channels_last, alone and together, each with steps/s and images/s
+    for name in ("fp32", "bf16 autocast", "channels_last", "bf16 autocast + channels_last"):
+        assert re.search(rf"^\| {re.escape(name)} \| {NUMBER} \| {NUMBER} \|", out, re.M), name
+    # c) the seed's row and the mean, each target reached at epoch 1, and the whole command's time
+    assert re.search(rf"^\| seed 0 \|( {NUMBER}% \|){{2}}( {NUMBER} s \(epoch 1\) \|){{2}} {NUMBER} s \|$", out, re.M)
+    assert re.search(rf"^\| \*\*mean of 1\*\* \|( \*\*{NUMBER}%\*\* \|){{2}}( \*\*{NUMBER} s \(1/1 reached\)\*\* \|){{2}}"
+                     rf" \*\*{NUMBER} s\*\* \|$", out, re.M)
+    assert "--seed S" in out and "$TMP" in out
+    assert not doc.exists() and "--dry-run: not written" in proc.stderr
+
+
+def test_without_cuda_and_without_dry_run_it_refuses_in_one_line_with_exit_2():
+    proc = _gpu_script(cuda_visible="")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == gpu.NO_CUDA and proc.stdout == ""
+
+
+def test_a_cpu_device_without_dry_run_is_refused_too():
+    assert gpu.main(["--device", "cpu"]) == 2
+
+
+def test_fp16_with_a_gradient_scaler_on_a_gpu_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert gpu.amp_flag(torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert gpu.amp_flag(torch.device("cuda")) == "bf16"
+    assert gpu.amp_flag(torch.device("cpu")) == "bf16"
+
+
+def test_the_recipe_reaches_resnet_lab_train_with_the_scripts_own_flags_and_fp16_where_needed():
+    argv = gpu.recipe_command(gpu.RECIPE, dataset="fashion-mnist", data_dir="/d", device=torch.device("cuda"),
+                              seed=2, out="/o", amp="fp16")
+    ns = build_parser().parse_args(argv)  # resnet-lab's own parser: what the subprocess will see
+    assert (ns.model, ns.epochs, ns.batch_size, ns.lr, ns.label_smoothing) == ("resnet20_fast", 20, 512, 0.4, 0.1)
+    assert ns.fp16 and not ns.bf16 and ns.channels_last
+    assert (ns.dataset, ns.data_dir, ns.device, ns.seed, ns.out) == ("fashion-mnist", "/d", "cuda", 2, "/o")
+
+
+@pytest.mark.parametrize("flag", ["--seed 1", "--out x", "--device=cpu", "--dataset fake"])
+def test_a_recipe_giving_a_flag_the_script_sets_is_refused(flag):
+    with pytest.raises(ValueError, match=re.escape(flag.split("=")[0].split()[0])):
+        gpu.recipe_command(f"--model resnet20 {flag}", dataset="fake", data_dir=None, device=torch.device("cpu"),
+                           seed=0, out="/o", amp="bf16")
+
+
+def test_time_to_each_target_is_the_first_epoch_reaching_it():
+    records = [{"epoch": 1, "test_acc": 0.930, "elapsed_seconds": 10.0},
+               {"epoch": 2, "test_acc": 0.945, "elapsed_seconds": 20.5},
+               {"epoch": 3, "test_acc": 0.941, "elapsed_seconds": 31.0},
+               {"epoch": 4, "test_acc": 0.950, "elapsed_seconds": 41.0}]
+    s = gpu.seed_summary(records, 55.0, (0.94, 0.95, 0.96))
+    assert s["reached"] == {0.94: (2, 20.5), 0.95: (4, 41.0), 0.96: None}
+    assert (s["final"], s["best"], s["epochs"], s["wall_s"]) == (0.950, 0.950, 4, 55.0)
