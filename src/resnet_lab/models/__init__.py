@@ -14,6 +14,7 @@ from .registry import (
     model_info,
     register_model,
 )
+from .whitening import Whitening, find_first_conv, whiten_first_conv
 
 __all__ = [
     "ClassifierModel",
@@ -21,8 +22,10 @@ __all__ = [
     "LinearWithHead",
     "ModelInfo",
     "Paper",
+    "Whitening",
     "create_model",
     "densenet",
+    "find_first_conv",
     "googlenet",
     "is_model",
     "list_models",
@@ -32,4 +35,5 @@ __all__ = [
     "resnet",
     "stack_head",
     "vgg",
+    "whiten_first_conv",
 ]

@@ -1,0 +1,167 @@
+"""The patch-whitening first conv (airbench): checked against a float64 numpy recomputation of the
+patch covariance, its eigenvectors and what the whitened patches look like."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from resnet_lab.cli import main
+from resnet_lab.data import DataConfig, load_data
+from resnet_lab.models import create_model, whiten_first_conv
+from resnet_lab.runs import load_model
+from resnet_lab.train import TrainConfig, train
+from tinytrain import TinyNet, make_bundle
+
+
+def _correlated_images(n: int = 24, c: int = 3, size: int = 12, seed: int = 0) -> np.ndarray:
+    """float64 (N, C, H, W): white noise blurred across neighbouring pixels, mixed across channels
+    and shifted off zero, so patch values are strongly correlated and not centred."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, size + 2, size + 2))
+    x = x[..., 1:-1, 1:-1] + 0.7 * x[..., :-2, 1:-1] + 0.5 * x[..., 1:-1, 2:]  # (N, C, size, size)
+    mix = np.triu(np.full((c, c), 0.6)) + np.eye(c) * 0.4
+    return np.einsum("dc,nchw->ndhw", mix, x) + 0.3
+
+
+def _patches(x: np.ndarray, k: int) -> np.ndarray:
+    """Every k x k patch as a row, laid out like a conv weight row (channel, row, column)."""
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # (N, C, H', W', k, k)
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * k * k)
+
+
+def _eigen(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns) of the centred patch covariance."""
+    values, vectors = np.linalg.eigh(np.cov(p, rowvar=False, bias=True))
+    return values[::-1], vectors[:, ::-1]
+
+
+def _whitened_cov(weight: torch.Tensor, p: np.ndarray) -> np.ndarray:
+    """Covariance of the conv's outputs over all patches: W cov(P) W^T."""
+    w = weight.detach().double().reshape(weight.shape[0], -1).numpy()
+    z = (p - p.mean(0)) @ w.T
+    return z.T @ z / len(z)
+
+
+def test_whitened_patches_have_identity_covariance_and_the_second_half_the_opposite_sign():
+    x = _correlated_images()
+    p = _patches(x, 3)
+    conv = nn.Conv2d(3, 54, 3, padding=1, bias=False)  # 2 x 27 patch dimensions: airbench's layout
+    done = whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9)
+    assert (done.patch_dim, done.whitened, done.module) == (27, 54, "")
+    values, _ = _eigen(p)
+    assert values[-1] > 1e-3, "the test images must have no flat direction"
+    cov = _whitened_cov(conv.weight[:27], p)
+    np.testing.assert_allclose(cov, np.eye(27), atol=2e-5)
+    assert torch.equal(conv.weight[27:], -conv.weight[:27])
+
+
+def test_resnet20_first_conv_keeps_the_16_strongest_directions_scaled_by_their_eigenvalues():
+    x = _correlated_images()
+    p = _patches(x, 3)
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    eps = 5e-4
+    done = whiten_first_conv(model, torch.from_numpy(x).float(), eps=eps)
+    assert (done.module, done.out_channels, done.whitened, done.images) == ("conv1", 16, 16, 24)
+    values, vectors = _eigen(p)
+    w = model.conv1.weight.detach().double().reshape(16, 27).numpy()
+    scale = np.sqrt(values[:16] + eps)
+    np.testing.assert_allclose(np.abs((w * vectors[:, :16].T).sum(1)) * scale, 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1) * scale, 1.0, atol=1e-5)
+    np.testing.assert_allclose(_whitened_cov(model.conv1.weight, p), np.diag(values[:16] / (values[:16] + eps)),
+                               atol=1e-5)
+    after = model.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == ["conv1.weight"]
+    assert [n for n, q in model.named_parameters() if not q.requires_grad] == ["conv1.weight"]
+
+
+def test_more_channels_than_twice_the_patch_dimensions_keep_their_initial_weights():
+    x = _correlated_images(c=1)
+    conv = nn.Conv2d(1, 24, 3, bias=False)  # patches of 9 values: 18 channels whitened
+    init = conv.weight.detach().clone()
+    done = whiten_first_conv(conv, torch.from_numpy(x).float())
+    assert (done.patch_dim, done.whitened) == (9, 18)
+    assert torch.equal(conv.weight[9:18], -conv.weight[:9])
+    assert torch.equal(conv.weight[18:], init[18:])
+    assert not torch.equal(conv.weight[:18], init[:18])
+
+
+@pytest.mark.parametrize("conv, images, eps, words", [
+    (nn.Conv2d(4, 8, 3, groups=2), torch.randn(2, 4, 8, 8), 5e-4, "grouped"),
+    (nn.Conv2d(3, 8, 3), torch.randn(2, 1, 8, 8), 5e-4, "(N>=1, 3, H, W)"),
+    (nn.Conv2d(3, 8, 3), torch.randn(2, 3, 8, 8), 0.0, "eps must be > 0"),
+    (nn.Conv2d(3, 8, 5), torch.randn(2, 3, 4, 4), 5e-4, "smaller than the 5x5 kernel"),
+], ids=["groups", "channels", "eps", "tiny-images"])
+def test_whitening_that_makes_no_sense_is_refused_in_one_line(conv, images, eps, words):
+    with pytest.raises(ValueError) as err:
+        whiten_first_conv(conv, images, eps=eps)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_whitened_conv_stays_as_it_is_through_training_while_the_rest_learns():
+    data = make_bundle()
+    torch.manual_seed(0)
+    model = TinyNet()
+    whiten_first_conv(model, data.train.x)
+    whitened, fc = model.conv.weight.detach().clone(), model.fc.weight.detach().clone()
+    config = TrainConfig(epochs=1, lr=0.1, weight_decay=5e-3, device="cpu", progress=False, plots=False,
+                         max_steps_per_epoch=3)
+    train(model, data, config, log=lambda line: None)
+    assert torch.equal(model.conv.weight, whitened)
+    assert not torch.equal(model.fc.weight, fc)
+
+
+TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "8",
+        "--epochs", "1", "--no-progress", "--device", "cpu"]
+
+
+def _training_patches() -> np.ndarray:
+    """The fake training images the CLI trains on, normalized in float64 by numpy."""
+    data = load_data(DataConfig("fake", image_size=8, subset=32, batch_size=8))
+    mean, std = (np.array(s, dtype=np.float64)[None, :, None, None] for s in (data.info.mean, data.info.std))
+    x = (data.train.images.numpy().astype(np.float64) / 255 - mean) / std
+    return _patches(x, 3)
+
+
+def test_cli_whiten_trains_with_the_whitened_frozen_first_conv_records_it_and_loads_back(tmp_path, capsys):
+    plain, whitened = tmp_path / "plain", tmp_path / "whitened"
+    assert main(["train", *TINY, "--out", str(plain)]) == 0
+    assert main(["train", *TINY, "--whiten", "--out", str(whitened)]) == 0, capsys.readouterr().err
+    meta = json.loads((whitened / "model.json").read_text())
+    assert meta["whiten"] == {"module": "conv1", "images": 32, "eps": 5e-4, "patch_dim": 27, "out_channels": 16,
+                              "whitened": 16}
+    assert meta["params"]["frozen"] == 16 * 27 and "whiten" not in json.loads((plain / "model.json").read_text())
+    p = _training_patches()
+    values, _ = _eigen(p)
+    target = np.diag(values[:16] / (values[:16] + 5e-4))
+    model, _ = load_model(whitened)  # after a training epoch: still the whitening, so it did not train
+    np.testing.assert_allclose(_whitened_cov(model.conv1.weight, p), target, atol=1e-4)
+    base, _ = load_model(plain)
+    assert np.abs(_whitened_cov(base.conv1.weight, p) - target).max() > 0.1
+
+
+def test_cli_resume_refuses_a_different_whiten_setting(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TINY, "--whiten", "--out", str(run)]) == 0
+    capsys.readouterr()
+    code = main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "trained with --whiten" in err and err.count("\n") == 1
+
+
+def test_cli_whiten_on_a_streamed_folder_is_refused_in_one_line(tmp_path, capsys):
+    for label in ("ants", "bees"):
+        (tmp_path / label).mkdir()
+        for i in range(4):
+            Image.new("RGB", (8, 8), (40 * i, 80, 120)).save(tmp_path / label / f"{i}.png")
+    code = main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(tmp_path), "--image-size", "8",
+                 "--batch-size", "4", "--epochs", "1", "--no-progress", "--device", "cpu", "--workers", "0", "--whiten"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--whiten needs an in-memory dataset" in err and err.count("\n") == 1
