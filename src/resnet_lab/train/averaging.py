@@ -94,7 +94,7 @@ class Lookahead:
             return
         for name, fast in self.params.items():
             slow = self.slow[name]
-            slow.add_(fast - slow, alpha=self.alpha)
+            slow.lerp_(fast, self.alpha)  # slow + alpha (fast - slow); exactly fast at alpha = 1
             fast.copy_(slow)
 
 
@@ -129,6 +129,13 @@ class WeightAveraging:
     def reported(self) -> nn.Module:
         """The model that is evaluated and saved as ``model.safetensors``: the EMA when on."""
         return self.ema.model if self.ema is not None else self.model
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """At the end of training, leave the caller's model holding the reported weights (the EMA),
+        as ``model.safetensors`` does; a run without ``--out`` would lose them otherwise."""
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.model.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
         """What ``train_state.pt`` needs beyond ``model.safetensors`` to resume exactly: with an

@@ -355,7 +355,8 @@ def train(
         log: where summary lines go (default: through tqdm, so bars stay intact).
 
     Returns:
-        The :class:`History`; after Ctrl-C/SIGTERM with ``interrupted=True`` and the position saved.
+        The :class:`History`; after Ctrl-C/SIGTERM with ``interrupted=True`` and the position saved. With
+        ``config.ema``, ``model`` ends holding the EMA (what was evaluated and saved), unless interrupted.
     """
     run = _setup_run(model, data, config, meta, log or tqdm.write)
     history = History(run_dir=config.out)
@@ -379,6 +380,8 @@ def train(
                 if pos.epoch == config.stop_after and pos.epoch < config.epochs:
                     run.say(f"stopped after epoch {pos.epoch} of {config.epochs} as asked; continue with --resume")
                     break
+        if run.averaging is not None:
+            run.averaging.finish()  # the caller's model ends as the one reported and saved
     except KeyboardInterrupt as e:
         history.interrupted = True
         _save_interrupted(run.ckpt, run.base, pos, history, hard=isinstance(e, _HardStop), say=run.say)

@@ -1,0 +1,140 @@
+"""TrainConfig.ema / --ema: an exponential moving average of the weights is what each epoch
+evaluates, what model.safetensors and best.safetensors hold and what the run reports.
+
+The reference is the recurrence written out in float64 over the raw weights recorded after every
+optimizer step, with TensorFlow's warm-up ``min(decay, (1 + t) / (10 + t))``; the reported figures
+are checked by evaluating the saved file with a freshly built model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnet_lab.train import TrainConfig, evaluate, train
+
+from tinytrain import TinyNet, make_bundle
+
+DECAY = 0.9
+
+
+def _cfg(out=None, **kw) -> TrainConfig:
+    base = dict(epochs=2, lr=0.05, progress=False, plots=False, deterministic=True, device="cpu",
+                out=str(out) if out else None)
+    return TrainConfig(**{**base, **kw})
+
+
+def _fresh() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def _float64_ema(initial: dict, raws: list[dict], decay: float) -> dict:
+    """The EMA by its definition: e <- d_t e + (1 - d_t) raw_t with d_t = min(decay, (1 + t) / (10 + t))
+    for floating-point tensors; integer tensors (num_batches_tracked) take the raw value."""
+    ema = {k: v.double() if v.is_floating_point() else v.clone() for k, v in initial.items()}
+    for t, raw in enumerate(raws):
+        d = min(decay, (1 + t) / (10 + t))
+        for k, v in raw.items():
+            ema[k] = d * ema[k] + (1 - d) * v.double() if v.is_floating_point() else v.clone()
+    return ema
+
+
+def _train_recording(out, **kw) -> tuple[TinyNet, dict, list[dict], object]:
+    """Train, recording the raw weights (parameters and buffers) after every optimizer step."""
+    model = _fresh()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    raws: list[dict] = []
+    hist = train(model, make_bundle(), _cfg(out, ema=DECAY, **kw),
+                 step_callbacks=[lambda info: raws.append({k: v.clone() for k, v in model.state_dict().items()})])
+    return model, initial, raws, hist
+
+
+def test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights(tmp_path):
+    model, initial, raws, _ = _train_recording(tmp_path)
+    assert len(raws) == 12  # 2 epochs of 6 steps
+    expected = _float64_ema(initial, raws, DECAY)
+    saved = load_file(tmp_path / "model.safetensors")
+    for k, v in expected.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(saved[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
+            torch.testing.assert_close(model.state_dict()[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(saved[k], v), k  # num_batches_tracked: copied, not averaged
+    assert not torch.allclose(saved["bn.running_mean"], raws[-1]["bn.running_mean"])  # BN statistics averaged
+    # train_state.pt keeps the raw weights for an exact resume
+    raw = torch.load(tmp_path / "train_state.pt", weights_only=True)["averaging"]["raw"]
+    for k, v in raws[-1].items():
+        assert torch.equal(raw[k], v), k
+
+
+def test_reported_test_accuracy_and_best_file_are_those_of_the_ema(tmp_path):
+    _, _, raws, hist = _train_recording(tmp_path, epochs=3)
+    data = make_bundle()
+    for name, record in (("model.safetensors", hist.last), ("best.safetensors", hist.epochs[hist.best_epoch - 1])):
+        net = TinyNet()
+        net.load_state_dict(load_file(tmp_path / name))
+        ev = evaluate(net, data.test, num_classes=3)
+        assert ev["acc"] == record["test_acc"] and ev["loss"] == pytest.approx(record["test_loss"], rel=1e-6), name
+    raw_net = TinyNet()
+    raw_net.load_state_dict(raws[-1])
+    assert evaluate(raw_net, data.test, num_classes=3)["loss"] != pytest.approx(hist.last["test_loss"], rel=1e-6)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["train_config"]["ema"] == DECAY
+
+
+def test_without_ema_the_saved_weights_are_the_raw_ones_and_no_average_is_kept(tmp_path):
+    model = _fresh()
+    train(model, make_bundle(), _cfg(tmp_path))
+    saved = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["averaging"] == {}
+
+
+def _stop_at(epoch: int, step: int):
+    def cb(info):
+        if info["epoch"] == epoch and info["step"] == step:
+            raise KeyboardInterrupt
+    return cb
+
+
+@pytest.mark.parametrize("options", [{"ema": 0.8}, {"lookahead": 4, "lookahead_alpha": 0.6},
+                                     {"ema": 0.8, "lookahead": 4}], ids=["ema", "lookahead", "both"])
+def test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, options):
+    full = _fresh()
+    train(full, make_bundle(), _cfg(tmp_path / "full", epochs=3, **options))
+    interrupted = _fresh()
+    # step 3 of epoch 2 (step 9 of the run) lies between lookahead's syncs at steps 8 and 12
+    hist = train(interrupted, make_bundle(), _cfg(tmp_path / "run", epochs=3, **options),
+                 step_callbacks=[_stop_at(2, 3)])
+    assert hist.interrupted
+    torch.manual_seed(999)  # the resume must not depend on the global RNG or the model's weights at call time
+    resumed = TinyNet()
+    hist2 = train(resumed, make_bundle(), _cfg(tmp_path / "run", epochs=3, resume=True, **options))
+    assert [r["epoch"] for r in hist2.epochs] == [1, 2, 3]
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    a_state = torch.load(tmp_path / "full" / "train_state.pt", weights_only=True)["averaging"]
+    b_state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["averaging"]
+    assert a_state.keys() == b_state.keys() and a_state
+    for part in ("raw", "slow"):
+        for k, v in a_state.get(part, {}).items():
+            assert torch.equal(v, b_state[part][k]), f"{part} {k}"
+
+
+@pytest.mark.parametrize("field, value", [("ema", 0.5), ("lookahead", 2), ("lookahead_alpha", 0.8),
+                                          ("norm_lr_scale", 2.0), ("progressive_resize", 4)])
+def test_resume_with_a_different_recipe_option_is_refused_naming_it(tmp_path, field, value):
+    train(_fresh(), make_bundle(), _cfg(tmp_path, stop_after=1, ema=0.9, lookahead=3))
+    changed = {"ema": 0.9, "lookahead": 3, field: value}
+    with pytest.raises(ValueError, match=f"cannot resume .*recipe {field}:"):
+        train(_fresh(), make_bundle(), _cfg(tmp_path, resume=True, **changed))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, float("nan")])
+def test_ema_outside_0_1_is_refused_naming_the_flag(value):
+    with pytest.raises(ValueError, match=r"ema \(--ema\) must be a decay in \[0, 1\)"):
+        TrainConfig(ema=value)

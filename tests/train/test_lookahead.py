@@ -1,0 +1,82 @@
+"""TrainConfig.lookahead / lookahead_alpha (--lookahead K, --lookahead-alpha A): Zhang et al. 2019's
+"k steps forward, 1 step back", against a hand-written loop over torch.optim.SGD: every k steps
+``slow += alpha * (fast - slow)`` and the fast weights restart from the slow ones (parameters only;
+BN running statistics and SGD's momentum stay as the fast steps left them)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_lab.train import TrainConfig, train
+
+from tinytrain import TinyNet, make_bundle
+
+LR, MOMENTUM, EPOCHS = 0.05, 0.9, 2
+
+
+def _net() -> TinyNet:
+    torch.manual_seed(0)
+    net = TinyNet()
+    net.drop = nn.Identity()  # no dropout: the hand-written loop need not replay the trainer's RNG draws
+    return net
+
+
+def _trained(**kw) -> TinyNet:
+    net = _net()
+    # constant lr, plain momentum, no decay: one torch.optim.SGD over all parameters is the same optimizer
+    train(net, make_bundle(), TrainConfig(epochs=EPOCHS, lr=LR, momentum=MOMENTUM, nesterov=False, weight_decay=0.0,
+                                          schedule="constant", progress=False, plots=False, device="cpu", **kw))
+    return net
+
+
+def _by_hand(k: int | None, alpha: float) -> TinyNet:
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    slow = [p.detach().clone() for p in net.parameters()]
+    loader, t = make_bundle().train, 0
+    net.train()
+    for epoch in range(EPOCHS):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+            t += 1
+            if k and t % k == 0:
+                with torch.no_grad():
+                    for p, s in zip(net.parameters(), slow):
+                        s += alpha * (p - s)
+                        p.copy_(s)
+    return net
+
+
+def _assert_same(a: nn.Module, b: nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("k, alpha", [(5, 0.5), (3, 0.8)])
+def test_lookahead_equals_a_hand_written_loop_over_torch_sgd(k, alpha):
+    trained = _trained(lookahead=k, lookahead_alpha=alpha)
+    _assert_same(trained, _by_hand(k, alpha))  # 12 steps: syncs after step 5 and 10 (k=5), every 3rd (k=3)
+    plain = _by_hand(None, alpha)
+    assert not torch.allclose(trained.fc.weight, plain.fc.weight, atol=1e-4)  # against the same run without it
+
+
+def test_lookahead_alpha_1_is_the_inner_optimizer_alone():
+    """With alpha = 1 the slow weights jump to the fast ones: nothing changes."""
+    plain, with_one = _trained(), _trained(lookahead=3, lookahead_alpha=1.0)
+    for (name, x), y in zip(plain.state_dict().items(), with_one.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("kw, match", [({"lookahead": -1}, r"lookahead \(--lookahead\) must be an int >= 0"),
+                                       ({"lookahead": 2.5}, r"lookahead \(--lookahead\) must be an int >= 0"),
+                                       ({"lookahead_alpha": 0.0}, r"lookahead_alpha \(--lookahead-alpha\) must be in"),
+                                       ({"lookahead_alpha": 1.5}, r"lookahead_alpha \(--lookahead-alpha\) must be in")])
+def test_lookahead_refuses_a_negative_k_and_alpha_outside_0_1(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)

@@ -1,0 +1,90 @@
+"""TrainConfig.progressive_resize / --progressive-resize: epoch e of E trains on images whose side is
+``round(start + (full - start) * min(1, (e / E) / 0.75))`` (linear from the start side to the full
+size, reached at 75% of training), resized by antialiased bilinear interpolation; evaluation
+always sees the full size. The model's inputs are recorded by a spy."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_lab.train import TrainConfig, train
+from resnet_lab.train.progressive import resize_batch
+
+from tinytrain import TinyLoader, TinyNet, make_bundle
+
+FULL, START, EPOCHS = 16, 4, 5
+
+
+class SpyNet(TinyNet):
+    """TinyNet (global pooling: any image size) that records each input's mode and size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, tuple[int, int], torch.Tensor]] = []
+
+    def forward(self, x):
+        self.seen.append((self.training, tuple(x.shape[-2:]), x.detach().clone()))
+        return super().forward(x)
+
+
+def _bundle(side: int = FULL) -> SimpleNamespace:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 1, side, side, generator=g), torch.randint(0, 3, (32,), generator=g)
+    info = SimpleNamespace(name="tiny16", classes=["a", "b", "c"], input_size=(1, side, side), mean=(0.0,), std=(1.0,))
+    return SimpleNamespace(info=info, train=TinyLoader(x, y, 8, True), test=TinyLoader(x[:16], y[:16], 8, False),
+                           num_train=32, num_test=16)
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**dict(epochs=EPOCHS, lr=0.05, progress=False, plots=False, device="cpu"), **kw})
+
+
+def test_each_epoch_trains_at_the_closed_form_side_and_evaluation_is_at_full_size():
+    torch.manual_seed(0)
+    model, data = SpyNet(), _bundle()
+    train(model, data, _cfg(progressive_resize=START))
+    steps = len(data.train)
+    training = [(size, x) for mode, size, x in model.seen if mode]
+    evaluation = [size for mode, size, _ in model.seen if not mode]
+    expected = [round(START + (FULL - START) * min(1.0, (e / EPOCHS) / 0.75)) for e in range(EPOCHS)]
+    assert expected == [4, 7, 10, 14, 16]
+    assert [size for size, _ in training] == [(s, s) for s in expected for _ in range(steps)]
+    assert evaluation and set(evaluation) == {(FULL, FULL)}
+    # The first batch is the loader's first batch, shrunk by antialiased bilinear interpolation.
+    data.train.set_epoch(0)
+    x0, _ = next(iter(data.train))
+    want = F.interpolate(x0, size=(START, START), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(training[0][1], want)
+
+
+def test_without_progressive_resize_every_epoch_trains_at_full_size():
+    torch.manual_seed(0)
+    model = SpyNet()
+    train(model, _bundle(), _cfg(epochs=2))
+    assert {size for _, size, _ in model.seen} == {(FULL, FULL)}
+
+
+def test_resize_keeps_the_aspect_ratio_with_the_shorter_side_at_the_asked_size():
+    x = torch.rand(2, 3, 8, 12)
+    assert resize_batch(x, 4).shape == (2, 3, 4, 6)
+    assert resize_batch(x, 8) is x
+    flat = torch.full((1, 1, 9, 9), 0.25)
+    torch.testing.assert_close(resize_batch(flat, 5), torch.full((1, 1, 5, 5), 0.25))  # a constant stays constant
+
+
+def test_a_start_side_below_4_is_refused_naming_the_flag():
+    with pytest.raises(ValueError, match=r"progressive_resize \(--progressive-resize\) must be at least 4 px, got 3"):
+        TrainConfig(progressive_resize=3)
+
+
+@pytest.mark.parametrize("start", [6, 7])
+def test_a_start_side_not_below_the_images_side_is_refused_before_training(start):
+    model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"--progressive-resize\) must be smaller than the images' side \(6 px\)"):
+        train(model, make_bundle(), _cfg(progressive_resize=start))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
