@@ -151,6 +151,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
                   world_size=config.world_size, channels_last=config.channels_last)
     train = InMemoryLoader(tx, ty, batch_size=config.batch_size, shuffle=True, augment=config.augment,
                            drop_last=config.drop_last, padding=padding, flip=config.flip,
+                           flip_mode=config.flip_mode,
                            random_erasing=config.random_erasing, **common)
     test = InMemoryLoader(vx, vy, batch_size=config.test_batch_size, shuffle=False, augment=False, drop_last=False,
                           **common)
