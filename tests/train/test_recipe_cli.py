@@ -1,0 +1,48 @@
+"""The recipe flags of `train` and `finetune` (--ema, --lookahead, --lookahead-alpha, --norm-lr-scale,
+--progressive-resize) reach the trainer as the TrainConfig fields whose effects tests/train/test_ema.py,
+test_lookahead.py, test_norm_lr_scale.py and test_progressive_resize.py show; a run trained with all
+of them records them in its recipe (model.json) and its saved weights are the EMA."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from resnet_lab.cli import main
+
+from trainspy import TrainSpy
+
+# resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps.
+TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16",
+        "--epochs", "1", "--no-progress", "--device", "cpu"]
+FLAGS = ["--ema", "0.9", "--lookahead", "2", "--lookahead-alpha", "0.6", "--norm-lr-scale", "2.5",
+         "--progressive-resize", "4"]
+FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4}
+DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None}
+
+
+def _fields(config) -> dict:
+    return {k: getattr(config, k) for k in FIELDS}
+
+
+def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, monkeypatch, capsys):
+    spy = TrainSpy(monkeypatch)
+    out = tmp_path / "r8"
+    assert main(["train", *TINY, *FLAGS, "--out", str(out)]) == 0
+    call = spy.last
+    assert _fields(call.config) == FIELDS
+    assert {tuple(x.shape[-2:]) for x in call.inputs} == {(4, 4)}  # one epoch: all of it at the start side
+    assert {k: json.loads((out / "model.json").read_text())["train_config"][k] for k in FIELDS} == FIELDS
+    saved = load_file(out / "model.safetensors")
+    raw = torch.load(out / "train_state.pt", weights_only=True)["averaging"]["raw"]
+    assert not torch.equal(saved["fc.weight"], raw["fc.weight"])  # model.safetensors holds the EMA
+
+    spy.run = False
+    finetune = ["finetune", "--from", str(out), "--strategy", "all", *TINY[2:]]
+    assert main([*finetune, *FLAGS]) == 0
+    assert _fields(spy.last.config) == FIELDS
+    assert main(finetune) == 0 and main(["train", *TINY]) == 0
+    assert _fields(spy.calls[-2].config) == DEFAULTS == _fields(spy.calls[-1].config)
+    capsys.readouterr()
