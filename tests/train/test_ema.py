@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import resnet_lab.nn as rl_nn
 from resnet_lab.train import TrainConfig, evaluate, train
 
 from tinytrain import TinyNet, make_bundle
@@ -43,9 +44,11 @@ def _float64_ema(initial: dict, raws: list[dict], decay: float) -> dict:
     return ema
 
 
-def _train_recording(out, **kw) -> tuple[TinyNet, dict, list[dict], object]:
+def _train_recording(out, scratch_bn: bool = False, **kw) -> tuple[TinyNet, dict, list[dict], object]:
     """Train, recording the raw weights (parameters and buffers) after every optimizer step."""
     model = _fresh()
+    if scratch_bn:
+        model.bn = rl_nn.BatchNorm2d(8)  # resnet-lab's own batch norm: the same state-dict keys
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     raws: list[dict] = []
     hist = train(model, make_bundle(), _cfg(out, ema=DECAY, **kw),
@@ -53,8 +56,9 @@ def _train_recording(out, **kw) -> tuple[TinyNet, dict, list[dict], object]:
     return model, initial, raws, hist
 
 
-def test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights(tmp_path):
-    model, initial, raws, _ = _train_recording(tmp_path)
+@pytest.mark.parametrize("scratch_bn", [False, True], ids=["torch_bn", "scratch_bn"])
+def test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights(tmp_path, scratch_bn):
+    model, initial, raws, _ = _train_recording(tmp_path, scratch_bn)
     assert len(raws) == 12  # 2 epochs of 6 steps
     expected = _float64_ema(initial, raws, DECAY)
     saved = load_file(tmp_path / "model.safetensors")

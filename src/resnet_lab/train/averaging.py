@@ -50,17 +50,21 @@ class WeightEma:
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.decay = decay
         self.updates = 0
+        self.source = model
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average toward ``model``'s current weights (call after each optimizer step)."""
+    def update(self) -> None:
+        """Move the average toward the model's current weights (call after each optimizer step)."""
         weight = 1 - ema_decay(self.decay, self.updates)
-        averaged = self.model.state_dict()  # detached views of the copy's tensors: updated in place
-        for name, raw in model.state_dict().items():
-            if raw.is_floating_point():
-                averaged[name].lerp_(raw, weight)
-            else:
-                averaged[name].copy_(raw)
+        # state_dict() gives detached views of the tensors: updating the copy's views updates the copy.
+        # Taken anew each time, in case a layer replaced a buffer instead of updating it in place.
+        averaged, raw = self.model.state_dict(), self.source.state_dict()
+        floats = [k for k, v in raw.items() if v.is_floating_point()]
+        if floats:  # one kernel per dtype and device, not one per tensor (as timm's ModelEmaV3)
+            torch._foreach_lerp_([averaged[k] for k in floats], [raw[k] for k in floats], weight)
+        for k, v in raw.items():
+            if not v.is_floating_point():
+                averaged[k].copy_(v)
         self.updates += 1
 
 
@@ -92,10 +96,9 @@ class Lookahead:
         self.steps += 1
         if self.steps % self.k:
             return
-        for name, fast in self.params.items():
-            slow = self.slow[name]
-            slow.lerp_(fast, self.alpha)  # slow + alpha (fast - slow); exactly fast at alpha = 1
-            fast.copy_(slow)
+        fast, slow = list(self.params.values()), [self.slow[name] for name in self.params]
+        torch._foreach_lerp_(slow, fast, self.alpha)  # slow + alpha (fast - slow); exactly fast at alpha = 1
+        torch._foreach_copy_(fast, slow)
 
 
 def _cpu(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -123,7 +126,7 @@ class WeightAveraging:
         if self.lookahead is not None:
             self.lookahead.step()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update()
 
     @property
     def reported(self) -> nn.Module:
