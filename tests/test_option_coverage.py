@@ -29,6 +29,15 @@ CAM = "tests/deploy/test_cam.py::"
 REPORT = "tests/analysis/test_report.py::"
 LRF = "tests/train/test_lr_finder.py::"
 BOARD = "tests/train/test_tensorboard.py::"
+EMA = "tests/train/test_ema.py::"
+LOOKAHEAD = "tests/train/test_lookahead.py::"
+NORM_LR = "tests/train/test_norm_lr_scale.py::"
+RESIZE = "tests/train/test_progressive_resize.py::"
+RECIPE_CLI = "tests/train/test_recipe_cli.py::test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer"
+RECIPE_RESUME = (EMA + "test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run",
+                 EMA + "test_resume_with_a_different_recipe_option_is_refused_naming_it")
+FLIP = "tests/data/test_alternating_flip.py::"
+WHITEN = "tests/models/test_whitening.py::"
 
 # Training flags shared by `train` and `finetune`: their effect is shown through `train`; that
 # finetune hands each one to the trainer and the data loader exactly as train does is
@@ -53,6 +62,9 @@ TRAINING = {
     "--no-augment": OPTS + "test_no_augment_feeds_the_stored_images_unchanged",
     "--random-erasing": (OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
                          CLI + "test_random_erasing_flag_is_checked_and_trains"),
+    "--flip": (FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
+               FLIP + "test_alternate_flips_a_random_half_then_each_image_the_opposite_of_the_epoch_before",
+               FLIP + "test_random_flip_repeats_some_images_view_in_consecutive_epochs"),
     "--subset": OPTS + "test_subset_trains_on_n_images_stratified_by_class",
     "--seed": OPTS + "test_seed_fixes_the_initial_weights_and_the_data_order",
     "--device": (OPTS + "test_device_names_where_the_model_trains",
@@ -65,6 +77,27 @@ TRAINING = {
     "--deterministic": (OPTS + "test_deterministic_turns_on_deterministic_algorithms_while_training",
                         CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run"),
     "--checkpoint-segments": OPTS + "test_checkpoint_segments_saves_fewer_activations_during_training",
+    # The recipe options (docs/RECIPES.md): each against float64 or hand-written references and the run
+    # without it; RECIPE_CLI shows train and finetune hand each flag to TrainConfig.
+    "--ema": (EMA + "test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights",
+              EMA + "test_reported_test_accuracy_and_best_file_are_those_of_the_ema",
+              EMA + "test_ema_outside_0_1_is_refused_naming_the_flag", *RECIPE_RESUME, RECIPE_CLI),
+    "--lookahead": (LOOKAHEAD + "test_lookahead_equals_a_hand_written_loop_over_torch_sgd",
+                    LOOKAHEAD + "test_lookahead_refuses_a_negative_k_and_alpha_outside_0_1", *RECIPE_RESUME,
+                    RECIPE_CLI),
+    "--lookahead-alpha": (LOOKAHEAD + "test_lookahead_equals_a_hand_written_loop_over_torch_sgd",
+                          LOOKAHEAD + "test_lookahead_alpha_1_is_the_inner_optimizer_alone",
+                          LOOKAHEAD + "test_lookahead_refuses_a_negative_k_and_alpha_outside_0_1", RECIPE_CLI),
+    "--norm-lr-scale": (
+        NORM_LR + "test_norm_lr_scale_multiplies_the_lr_of_exactly_the_norm_layers_parameters_times_lr_scale",
+        NORM_LR + "test_norm_lr_scale_covers_every_norm_of_a_zoo_model",
+        NORM_LR + "test_in_training_the_norm_parameters_move_f_times_as_far_on_the_first_step_and_the_rest_alike",
+        NORM_LR + "test_norm_lr_scale_negative_or_not_finite_is_refused_naming_the_flag", RECIPE_CLI),
+    "--progressive-resize": (RESIZE + "test_each_epoch_trains_at_the_closed_form_side_and_evaluation_is_at_full_size",
+                             RESIZE + "test_without_progressive_resize_every_epoch_trains_at_full_size",
+                             RESIZE + "test_a_start_side_below_4_is_refused_naming_the_flag",
+                             RESIZE + "test_a_start_side_not_below_the_images_side_is_refused_before_training",
+                             RECIPE_CLI),
     "--out": OPTS + "test_out_writes_the_run_directory_and_nothing_is_written_without_it",
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
@@ -83,6 +116,9 @@ TRAINING = {
 }
 FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
 FINETUNE_OWN = {
+    **{flag: RECIPE_CLI for flag in ("--ema", "--lookahead", "--lookahead-alpha", "--norm-lr-scale",
+                                     "--progressive-resize")},
+    "--flip": FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
     "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
     "--resume": OPTS + "test_finetune_resume_continues_an_interrupted_run",
     "--sync-bn": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
@@ -105,6 +141,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("train", "--norm"): OPTS + "test_norm_puts_the_chosen_normalization_after_every_conv",
     ("train", "--small-input"): OPTS + "test_small_input_picks_the_3x3_stride_1_stem_for_small_images",
     ("train", "--zero-init-residual"): OPTS + "test_zero_init_residual_zeroes_the_last_norm_of_every_residual_branch",
+    ("train", "--whiten"): (WHITEN + "test_cli_whiten_trains_with_the_whitened_frozen_first_conv_records_it_and_loads_back",
+                            WHITEN + "test_cli_resume_refuses_a_different_whiten_setting"),
     **{("train", flag): tests for flag, tests in TRAINING.items()},
 
     ("evaluate", "run"): CLI + "test_train_evaluate_predict_end_to_end",
@@ -199,6 +237,9 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
         BOARD + "test_resume_after_a_kill_past_the_checkpoint_gives_each_epoch_once_in_tensorboard_and_metrics_csv",
         BOARD + "test_without_tensorboard_no_log_is_written_but_metrics_csv_is",
         BOARD + "test_tensorboard_without_out_is_refused_with_the_way_out"),
+    **{("TrainConfig", field): TRAINING[flag] for field, flag in {
+        "ema": "--ema", "lookahead": "--lookahead", "lookahead_alpha": "--lookahead-alpha",
+        "norm_lr_scale": "--norm-lr-scale", "progressive_resize": "--progressive-resize"}.items()},
 }
 
 

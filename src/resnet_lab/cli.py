@@ -12,12 +12,12 @@ import sys
 import torch
 
 from .analysis import summarize, write_report
-from .data import DataConfig, load_data
+from .data import DataConfig, InMemoryLoader, load_data
 from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
-from .models import create_model, list_models, model_info
+from .models import create_model, list_models, model_info, whiten_first_conv
 from .runs import load_meta, load_model
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -89,6 +89,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
                    help="erase a random rectangle of each training image to the mean with probability P "
                         "(Zhong et al. 2017; 0.5 is typical)")
+    g.add_argument("--flip", choices=["random", "alternate"], default="random",
+                   help="horizontal flip of the training images: random (each image, each epoch, with probability "
+                        "1/2) or alternate (airbench: a random half in the first epoch, then each image the opposite "
+                        "of the epoch before); alternate: in-memory datasets only")
     g.add_argument("--subset", type=int, help="train on N training images only, drawn at random (seeded) "
                    "with the same share of each class")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
@@ -98,6 +102,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
     g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep nets)")
+    g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay per step (0.99 is "
+                        "typical; BN statistics averaged too) and evaluate, save and report it; 0: off")
+    g.add_argument("--lookahead", type=int, default=0, metavar="K", help="lookahead (Zhang et al. 2019): every K "
+                   "steps the slow weights move --lookahead-alpha of the way to the fast ones, which restart there; "
+                   "0: off")
+    g.add_argument("--lookahead-alpha", type=float, default=0.5, metavar="A", help="lookahead's slow step, in (0, 1]")
+    g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
+                   help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
+                        "scale); airbench trains BN biases at a higher rate")
+    g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
+                   help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
+                        "full size at 75%% of the epochs (evaluation always at full size)")
     g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "
@@ -145,6 +162,9 @@ def _add_training_commands(sub) -> None:
     p = _cmd(sub, "train", "Train a model on a dataset.",
              "resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20")
     _add_model_args(p)
+    p.add_argument("--whiten", action="store_true",
+                   help="set the first conv to the patch whitening of up to 5000 training images (airbench) and "
+                        "freeze it; in-memory datasets only")
     _add_train_args(p)
 
     p = _cmd(sub, "lr-find", "Learning-rate range test: steps at growing rates, the loss plot, a suggested lr.",
@@ -272,7 +292,9 @@ def _train_config(args, out: str | None):
         channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16, compile=args.compile,
         deterministic=args.deterministic, out=out,
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
-        stop_after=args.stop_after, tensorboard=args.tensorboard,
+        stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
+        lookahead_alpha=args.lookahead_alpha, norm_lr_scale=args.norm_lr_scale,
+        progressive_resize=args.progressive_resize,
     )
 
 
@@ -283,7 +305,7 @@ def _data_config(args, **fields):
         name=args.dataset, data_dir=args.data_dir, download=args.download, image_size=args.image_size,
         num_workers=args.workers, batch_size=args.batch_size, augment=not getattr(args, "no_augment", False),
         subset=getattr(args, "subset", None), seed=getattr(args, "seed", 0),
-        random_erasing=getattr(args, "random_erasing", 0.0),
+        random_erasing=getattr(args, "random_erasing", 0.0), flip_mode=getattr(args, "flip", "random"),
     )
     return DataConfig(**{**flags, **fields})
 
@@ -314,10 +336,30 @@ def cmd_train(args) -> int:
     else:
         data = _load_data(args, device=device, shard=True)
         model = _new_model(args, data)
+    meta = _whiten(args, model, data)
     model = _maybe_distributed(model, args, config)
     with _distributed_errors():
-        history = train(model, data, config)
+        history = train(model, data, config, meta=meta)
     return _report_run(history, args)
+
+
+_WHITEN_IMAGES = 5000  # airbench's count: the patch covariance of 5000 CIFAR images is stable
+
+
+def _whiten(args, model, data) -> dict | None:
+    """--whiten: set the first conv to the patch whitening of the first training images (normalized,
+    not augmented) and freeze it; the model.json entry that says so. A resumed run must match."""
+    saved = load_meta(args.out).get("whiten") if args.resume else None
+    if args.resume and bool(saved) != args.whiten:
+        raise ValueError(f"{args.out} was trained {'with' if saved else 'without'} --whiten; resume with the "
+                         "command the run was started with")
+    if not args.whiten:
+        return None
+    if not isinstance(data.train, InMemoryLoader):
+        raise ValueError(f"--whiten needs an in-memory dataset (fashion-mnist, cifar10, cifar100, fake), not "
+                         f"{args.dataset}: image folders are streamed from disk with augmentation")
+    done = whiten_first_conv(model, data.train.normalized_images(_WHITEN_IMAGES))
+    return {"whiten": done.as_dict()}
 
 
 def _new_model(args, data):

@@ -62,6 +62,7 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "num_train": getattr(data, "num_train", None),
             "augment": getattr(data.train, "augment", None),
             "random_erasing": getattr(data.train, "random_erasing", None),
+            "flip_mode": getattr(data.train, "flip_mode", None),
         },
     }
 
