@@ -22,6 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as a script's folder allows
 
 import _common  # noqa: E402
+import ablate_recipe  # noqa: E402
 import bench_threads  # noqa: E402
 import fashion_mnist  # noqa: E402
 import peer_torchvision  # noqa: E402
@@ -327,3 +328,53 @@ def test_peer_help_works(capsys):
     with pytest.raises(SystemExit) as e:
         peer_torchvision.main(["--help"])
     assert e.value.code == 0 and "torchvision" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- ablate_recipe.py (item 3)
+
+
+def test_every_ablation_variant_is_a_command_line_that_resnet_labs_parser_accepts():
+    base = build_parser().parse_args(["train", *shlex.split(ablate_recipe.BASE)])
+    for name, variant in ablate_recipe.VARIANTS.items():
+        ns = build_parser().parse_args(["train", *variant.args(ablate_recipe.BASE)])
+        changed = {k for k, v in vars(ns).items() if v != vars(base)[k]}
+        # Each variant changes what it says and nothing else (base changes nothing).
+        assert (name == "base") == (not changed), (name, changed)
+
+
+def test_a_variant_drops_base_flags_with_their_values_and_appends_its_own():
+    v = ablate_recipe.Variant("x", drop=("--batch-size", "--no-augment"), add="--batch-size 256")
+    assert v.args("--model m --batch-size 128 --no-augment --lr 0.1") == ["--model", "m", "--lr", "0.1",
+                                                                            "--batch-size", "256"]
+    with pytest.raises(ValueError, match="--bf16"):
+        ablate_recipe.Variant("x", drop=("--bf16",)).args("--model m")
+
+
+def test_ablation_changes_are_paired_by_seed_and_judged_against_their_spread():
+    accs = {"base": [0.90, 0.92, 0.91], "ema": [0.91, 0.93, 0.92], "augment": [0.92, 0.90, 0.91]}
+    runs = [{"variant": v, "seed": s, "final_acc": a, "epoch_seconds": 10.0 + s, "command": v}
+            for v, vals in accs.items() for s, a in enumerate(vals)]
+    rows = {r["variant"]: r for r in ablate_recipe.summarize(runs)}
+    ema = np.array(accs["ema"]) - np.array(accs["base"])  # +1 pp for every seed: sd 0
+    aug = np.array(accs["augment"]) - np.array(accs["base"])  # +2, -2, 0 pp: mean 0
+    assert rows["ema"]["delta"] == pytest.approx(ema.mean()) and rows["ema"]["delta_sd"] == pytest.approx(0, abs=1e-12)
+    assert rows["ema"]["verdict"] == "helps"
+    assert rows["augment"]["delta_sd"] == pytest.approx(aug.std(ddof=1))
+    assert rows["augment"]["verdict"] == "inside the seed spread"
+    assert rows["base"]["sd"] == pytest.approx(np.std(accs["base"], ddof=1)) and "delta" not in rows["base"]
+    assert rows["base"]["epoch_seconds"] == 11.0  # median over seeds
+    assert ablate_recipe.verdict(-0.02, 0.01) == "hurts"
+
+
+def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert sorted((r["variant"], r["seed"]) for r in saved["runs"]) == [
+        ("base", 0), ("base", 1), ("no_label_smoothing", 0), ("no_label_smoothing", 1)]
+    for r in saved["runs"]:  # the figure is the run's own last test accuracy
+        last = json.loads((tmp_path / r["variant"] / f"seed{r['seed']}" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert r["final_acc"] == last["test_acc"]
+    assert "| no_label_smoothing | label smoothing 0.1 -> 0 |" in proc.stdout

@@ -1,0 +1,215 @@
+"""Ablate the fast-training options one at a time on a fixed budget, several seeds each.
+
+Every variant is the base recipe (the `make demo` command at a shorter, fixed number of epochs) plus
+or minus one option; each runs with ``--seeds`` seeds through the CLI, as a user would type it.
+The table gives the final test accuracy (mean ± sd over seeds), the change against the base with
+the same seed (paired: the runs of one seed share the initial weights and the data order) and the
+median training seconds per epoch.
+
+Accuracy is a function of the seed alone: with one OpenMP thread per run, a CPU run computes the
+same numbers whatever else the machine does, so ``--jobs 2`` (two single-thread runs side by side on
+a 2-core machine) changes the times, not the accuracies. The seconds column is then relative only
+(both runs shared the memory bus) and says so; a quiet ``--jobs 1`` run gives absolute times.
+
+A variant *helps* when its mean paired change exceeds the paired changes' sd (and *hurts* when it
+falls below minus that sd); otherwise its effect is inside the seed-to-seed spread at this budget.
+
+    python benchmarks/ablate_recipe.py --list
+    python benchmarks/ablate_recipe.py --epochs 2 --seeds 3 --jobs 2 --write
+    python benchmarks/ablate_recipe.py --dry-run          # fake data, tiny model: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import load_average, machine_line, now_utc, update_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "RESULTS.md"
+CLI = [sys.executable, "-m", "resnet_lab"]
+
+# The `make demo` recipe without its epoch count (the budget is --epochs).
+BASE = "--model resnet8_fast --dataset fashion-mnist --batch-size 128 --lr 0.1 --no-augment --label-smoothing 0.1"
+# The smoke test's stand-in: a tiny model on generated images (the script, not the figures).
+DRY_BASE = ("--model resnet8_fast --dataset fake --subset 256 --image-size 16 --batch-size 64 --lr 0.1 "
+            "--no-augment --label-smoothing 0.1")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One option against the base: ``add`` appends flags, ``drop`` removes base flags first."""
+
+    what: str
+    add: str = ""
+    drop: tuple[str, ...] = ()
+
+    def args(self, base: str) -> list[str]:
+        words = shlex.split(base)
+        for flag in self.drop:
+            if flag not in words:
+                raise ValueError(f"variant drops {flag}, which the base recipe does not have")
+            i = words.index(flag)
+            takes_value = i + 1 < len(words) and not words[i + 1].startswith("--")
+            del words[i:i + 1 + takes_value]
+        return words + shlex.split(self.add)
+
+
+VARIANTS: dict[str, Variant] = {
+    "base": Variant("the base recipe"),
+    "no_label_smoothing": Variant("label smoothing 0.1 -> 0", drop=("--label-smoothing",)),
+    "ema": Variant("EMA of the weights, decay 0.99 per step (evaluated and saved)", add="--ema 0.99"),
+    "lookahead": Variant("lookahead, 5 fast steps per slow update, alpha 0.5", add="--lookahead 5"),
+    "norm_lr_x4": Variant("learning rate of BN gains and biases x4", add="--norm-lr-scale 4"),
+    "whiten": Variant("patch-whitened first conv, frozen", add="--whiten"),
+    "progressive": Variant("progressive resizing from 20 px to 28 px", add="--progressive-resize 20"),
+    "augment": Variant("pad-crop + random flip", drop=("--no-augment",)),
+    "augment_alternate": Variant("pad-crop + alternating flip", drop=("--no-augment",), add="--flip alternate"),
+    "batch256": Variant("batch 256 at lr 0.2 (half the steps)", drop=("--batch-size", "--lr"),
+                        add="--batch-size 256 --lr 0.2"),
+    "bf16_channels_last": Variant("bf16 autocast + channels_last", add="--bf16 --channels-last"),
+}
+
+
+def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, threads: int) -> dict:
+    """Train one variant with one seed through the CLI (skipped when its run already finished).
+
+    Args:
+        name: a key of :data:`VARIANTS`.
+        seed: the ``--seed`` of the run.
+        epochs: the fixed budget.
+        base: the base recipe's flags.
+        out_root: runs go to ``out_root/name/seedN``.
+        threads: OMP_NUM_THREADS of the run.
+    """
+    out = out_root / name / f"seed{seed}"
+    metrics = out / "metrics.jsonl"
+    argv = ["train", *VARIANTS[name].args(base), "--epochs", str(epochs), "--seed", str(seed),
+            "--out", str(out), "--no-progress"]
+    records = _records(metrics)
+    if len(records) != epochs:  # not run yet, or stopped half-way: start it again
+        shutil.rmtree(out, ignore_errors=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        proc = subprocess.run([*CLI, *argv], cwd=ROOT, env=env, text=True, capture_output=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"[{name} seed {seed}] exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
+        records = _records(metrics)
+    print(f"[{name} seed {seed}] {100 * records[-1]['test_acc']:.2f}%", flush=True)
+    return {"variant": name, "seed": seed, "final_acc": records[-1]["test_acc"],
+            "epoch_seconds": statistics.median(r["train_seconds"] for r in records),
+            "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"])}
+
+
+def _records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per variant: mean and sd of the final accuracy, the paired change against ``base`` (same
+    seed) with its sd, the verdict, and the median seconds per epoch."""
+    by = {}
+    for r in runs:
+        by.setdefault(r["variant"], {})[r["seed"]] = r
+    base = by.get("base", {})
+    rows = []
+    for name, seeds in by.items():
+        accs = [seeds[s]["final_acc"] for s in sorted(seeds)]
+        row = {"variant": name, "what": VARIANTS[name].what, "n": len(accs), "mean": statistics.fmean(accs),
+               "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+               "epoch_seconds": statistics.median(seeds[s]["epoch_seconds"] for s in seeds),
+               "command": next(iter(seeds.values()))["command"]}
+        paired = [seeds[s]["final_acc"] - base[s]["final_acc"] for s in sorted(seeds) if s in base]
+        if name != "base" and paired:
+            row["delta"] = statistics.fmean(paired)
+            row["delta_sd"] = statistics.stdev(paired) if len(paired) > 1 else float("inf")
+            row["verdict"] = verdict(row["delta"], row["delta_sd"])
+        rows.append(row)
+    return rows
+
+
+def verdict(delta: float, sd: float) -> str:
+    """``helps`` / ``hurts`` when the mean paired change exceeds its sd, else inside the spread."""
+    if delta > sd:
+        return "helps"
+    if delta < -sd:
+        return "hurts"
+    return "inside the seed spread"
+
+
+def table(rows: list[dict], base_seconds: float) -> str:
+    out = ["| variant | what | final test acc (mean ± sd) | change vs base, same seed | verdict | s/epoch (x base) |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        change = "-" if "delta" not in r else f"{100 * r['delta']:+.2f} ± {100 * r['delta_sd']:.2f} pp"
+        out.append(f"| {r['variant']} | {r['what']} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f}% (n={r['n']}) | "
+                   f"{change} | {r.get('verdict', '-')} | {r['epoch_seconds']:.1f} ({r['epoch_seconds'] / base_seconds:.2f}x) |")
+    return "\n".join(out)
+
+
+def report(rows: list[dict], args: argparse.Namespace, started: str, loads: tuple, wall: float) -> str:
+    """The markdown block: command, machine, load before and after, the table."""
+    base = next(r for r in rows if r["variant"] == "base")
+    timing = ("one run at a time: the seconds are absolute for this machine" if args.jobs == 1 else
+              f"{args.jobs} single-thread runs side by side: the seconds are relative only; the accuracies do "
+              "not depend on the load (one thread, fixed seed)")
+    return (f"### Fast-training options, one at a time: {args.epochs} epoch(s), {args.seeds} seeds\n\n"
+            f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *sys.argv[1:]])}\n```\n\n"
+            f"Base: `{base['command']}`. Machine: {machine_line()}. "
+            f"Started {started}; load average {loads[0]:.2f} before, {loads[1]:.2f} after; {timing}; "
+            f"{wall / 60:.0f} min in all.\n\n{table(rows, base['epoch_seconds'])}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (each with --threads threads)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
+    p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
+    p.add_argument("--dry-run", action="store_true", help="fake data, tiny images, 1 epoch, 2 seeds; writes no doc")
+    a = p.parse_args(argv)
+    if a.list:
+        for k, v in VARIANTS.items():
+            print(f"{k:<20} {v.what}")
+        return 0
+    names = a.variants or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variant(s) {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    if "base" not in names:
+        names = ["base", *names]
+    base = DRY_BASE if a.dry_run else BASE
+    if a.dry_run:
+        a.epochs, a.seeds, a.write = 1, 2, False
+    started, load0, t0 = now_utc(), load_average()[0], time.perf_counter()
+    jobs = [(n, s) for s in range(a.seeds) for n in names]
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        runs = list(pool.map(lambda job: run_one(*job, a.epochs, base, Path(a.out), a.threads), jobs))
+    rows = summarize(runs)
+    block = report(rows, a, started, (load0, load_average()[0]), time.perf_counter() - t0)
+    print(block)
+    (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
+    if a.write:
+        update_doc(str(RESULTS), "ablation", block)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
