@@ -162,9 +162,15 @@ def table(rows: list[dict], base_seconds: float) -> str:
 def report(rows: list[dict], args: argparse.Namespace, started: str, loads: tuple, wall: float) -> str:
     """The markdown block: command, machine, load before and after, the table."""
     base = next(r for r in rows if r["variant"] == "base")
-    timing = ("one run at a time: the seconds are absolute for this machine" if args.jobs == 1 else
-              f"{args.jobs} single-thread runs side by side: the seconds are relative only; the accuracies do "
-              "not depend on the load (one thread, fixed seed)")
+    own = args.jobs * args.threads
+    if max(loads) > own + 0.5:  # the quietness rule of _common: others ran beside the runs
+        timing = (f"other processes ran beside the runs (load above their own {own} threads + 0.5): the seconds "
+                  "are not a speed figure; the accuracies do not depend on the load (one thread, fixed seed)")
+    elif args.jobs == 1:
+        timing = "one run at a time on a quiet machine: the seconds are this machine's"
+    else:
+        timing = (f"{args.jobs} runs side by side: the seconds are relative only; the accuracies do not depend "
+                  "on the load (one thread, fixed seed)")
     return (f"### Fast-training options, one at a time: {args.epochs} epoch(s), {args.seeds} seeds\n\n"
             f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *sys.argv[1:]])}\n```\n\n"
             f"Base: `{base['command']}`. Machine: {machine_line()}. "
