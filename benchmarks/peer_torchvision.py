@@ -6,7 +6,8 @@ the recipe augments, then ``ToTensor`` and ``Normalize``), a ``DataLoader`` and 
 loop. It trains the same model with the same recipe as ``make demo``: the flags are parsed by
 resnet-lab's own argument parser, so both sides read the same epochs, batch size, learning rate,
 label smoothing, momentum and weight decay; SGD with Nesterov momentum, weight decay on the >= 2-D
-weights only, and the per-step schedule from ``resnet_lab.train.build_scheduler``.
+weights only, and the per-step schedule from ``resnet_lab.train.build_scheduler``; ``--channels-last``
+and ``--bf16`` as a user writes them (``model.to(memory_format=...)``, ``torch.autocast``).
 
 Both run back to back on the same machine, one thread each (``OMP_NUM_THREADS=1``), each in its
 own process: ``resnet-lab train`` and this script's ``--worker``. Reported as ratios: training time
@@ -133,8 +134,7 @@ def prepare_root(source: str | Path, root: str | Path) -> Path:
 
 
 def _check_recipe(ns: argparse.Namespace) -> None:
-    unsupported = {"--optimizer adamw": ns.optimizer != "sgd", "--bf16": ns.bf16, "--channels-last": ns.channels_last,
-                   "--compile": ns.compile, "--random-erasing": ns.random_erasing > 0, "--grad-clip": ns.grad_clip,
+    unsupported = {"--optimizer adamw": ns.optimizer != "sgd", "--compile": ns.compile, "--random-erasing": ns.random_erasing > 0, "--grad-clip": ns.grad_clip,
                    "--zero-init-residual": ns.zero_init_residual,
                    f"--dataset {ns.dataset}": ns.dataset != "fashion-mnist"}
     bad = [flag for flag, used in unsupported.items() if used]
@@ -143,15 +143,20 @@ def _check_recipe(ns: argparse.Namespace) -> None:
                          "fashion-mnist (change the recipe or extend the peer)")
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:
-    """Test accuracy of ``model`` on ``loader``."""
+def evaluate(model: torch.nn.Module, loader: DataLoader, ns: argparse.Namespace) -> float:
+    """Test accuracy of ``model`` on ``loader`` (with the recipe's memory format and autocast)."""
     model.eval()
     correct = total = 0
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=ns.bf16):
         for x, y in loader:
-            correct += (model(x).argmax(1) == y).sum().item()
+            correct += (model(_as_input(x, ns)).argmax(1) == y).sum().item()
             total += len(y)
     return correct / total
+
+
+def _as_input(x: torch.Tensor, ns: argparse.Namespace) -> torch.Tensor:
+    """The batch in the recipe's memory format (``--channels-last``: NHWC, as the model)."""
+    return x.contiguous(memory_format=torch.channels_last) if ns.channels_last else x
 
 
 def run_peer(root: str, flags: list[str]) -> None:
@@ -175,6 +180,8 @@ def run_peer(root: str, flags: list[str]) -> None:
 
     torch.manual_seed(ns.seed)
     model = create_model(ns.model, num_classes=10, in_channels=1, norm=ns.norm)
+    if ns.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     decay = [p for p in model.parameters() if p.ndim >= 2]  # conv and linear weights; not BN or biases
     rest = [p for p in model.parameters() if p.ndim < 2]
     lr = ns.lr if ns.lr is not None else TrainConfig.lr
@@ -191,13 +198,14 @@ def run_peer(root: str, flags: list[str]) -> None:
         model.train()
         t0 = time.perf_counter()
         for x, y in train_loader:
-            loss = criterion(model(x), y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ns.bf16):
+                loss = criterion(model(_as_input(x, ns)).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
         train_seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "test_acc": evaluate(model, test_loader), "train_seconds": train_seconds,
+        record = {"epoch": epoch + 1, "test_acc": evaluate(model, test_loader, ns), "train_seconds": train_seconds,
                   "images_per_second": steps * ns.batch_size / train_seconds,
                   "elapsed_seconds": time.perf_counter() - t_start}
         with open(out / "metrics.jsonl", "a") as f:

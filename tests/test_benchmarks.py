@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -264,8 +265,38 @@ def test_peer_recipe_changes_reach_both_sides_through_resnet_labs_parser():
 
 
 def test_peer_refuses_options_it_does_not_implement():
-    with pytest.raises(ValueError, match="--bf16"):
-        peer_torchvision.run_peer("/nonexistent", [*peer_torchvision.recipe_flags(), "--bf16"])
+    with pytest.raises(ValueError, match="--compile"):
+        peer_torchvision.run_peer("/nonexistent", [*peer_torchvision.recipe_flags(), "--compile"])
+
+
+def _tiny_root(tmp_path: Path) -> Path:
+    src = tmp_path / "debian"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("t10k", 4)):
+        _idx(src / f"{split}-images-idx3-ubyte.gz", 0x803, rng.integers(0, 256, (n, 28, 28)))
+        _idx(src / f"{split}-labels-idx1-ubyte.gz", 0x801, np.arange(n) % 10)
+    return peer_torchvision.prepare_root(src, tmp_path / "root")
+
+
+@pytest.mark.parametrize("extra", [[], ["--bf16", "--channels-last"]])
+def test_peer_runs_bf16_and_channels_last_as_a_user_writes_them(tmp_path, monkeypatch, extra):
+    seen = []
+    build = peer_torchvision.create_model
+
+    def spy(*args, **kw):
+        model = build(*args, **kw)
+        # Inside the net (32 channels): with one channel both layouts are the same strides.
+        model.layer1.register_forward_hook(lambda m, inp, out: seen.append(
+            (inp[0].is_contiguous(memory_format=torch.channels_last), out.dtype,
+             m[0].conv1.weight.is_contiguous(memory_format=torch.channels_last))))
+        return model
+
+    monkeypatch.setattr(peer_torchvision, "create_model", spy)
+    flags = peer_torchvision.recipe_flags(epochs=1)
+    peer_torchvision.run_peer(str(_tiny_root(tmp_path)), [*flags, *extra, "--batch-size", "4", "--out", str(tmp_path / "r")])
+    want = (True, torch.bfloat16, True) if extra else (False, torch.float32, False)
+    assert seen and all(s == want for s in seen)  # training and evaluation alike
 
 
 def _idx(path: Path, magic: int, array: np.ndarray) -> None:
@@ -290,13 +321,7 @@ def test_prepared_root_is_what_torchvision_fashion_mnist_reads(tmp_path):
 
 
 def test_peer_worker_trains_on_a_tiny_idx_set_and_writes_one_record_per_epoch(tmp_path):
-    src = tmp_path / "debian"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("t10k", 4)):
-        _idx(src / f"{split}-images-idx3-ubyte.gz", 0x803, rng.integers(0, 256, (n, 28, 28)))
-        _idx(src / f"{split}-labels-idx1-ubyte.gz", 0x801, np.arange(n) % 10)
-    root = peer_torchvision.prepare_root(src, tmp_path / "root")
+    root = _tiny_root(tmp_path)
     out = tmp_path / "run"
     flags = peer_torchvision.recipe_flags(epochs=2)
     peer_torchvision.run_peer(str(root), [*flags, "--batch-size", "4", "--out", str(out)])
