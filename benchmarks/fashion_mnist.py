@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -68,24 +69,27 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 }
 
 
-def run_recipe(name: str, out_root: Path, threads: int) -> dict:
+def run_recipe(name: str, out_root: Path, threads: int, seed: int | None = None) -> dict:
     """Run one recipe through the CLI with ``threads`` torch threads; its result record, quietness included.
 
     Args:
         name: a key of :data:`RECIPES`.
-        out_root: the recipe's run goes to ``out_root / name``.
+        out_root: the recipe's run goes to ``out_root / name`` (``/ seedN`` with a seed).
         threads: OMP_NUM_THREADS of the training processes.
+        seed: ``--seed`` for every stage (None: the recipe's own, 0 unless it says).
     """
-    meter = QuietMeter(name, threads)
-    result = _train_recipe(name, out_root, {**os.environ, "OMP_NUM_THREADS": str(threads)})
+    meter = QuietMeter(name if seed is None else f"{name} seed {seed}", threads)
+    result = _train_recipe(name, out_root, {**os.environ, "OMP_NUM_THREADS": str(threads)}, seed)
     result["quiet"] = dataclasses.asdict(meter.stop())
     return result
 
 
-def _train_recipe(name: str, out_root: Path, env: dict[str, str]) -> dict:
+def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | None = None) -> dict:
     purpose, target, budget, args = RECIPES[name]
     stages = (args,) if isinstance(args, str) else args
-    out = out_root / name
+    if seed is not None:  # the last --seed wins in argparse: every stage gets this one
+        stages = tuple(f"{stage} --seed {seed}" for stage in stages)
+    out = out_root / name if seed is None else out_root / name / f"seed{seed}"
     if out.exists():
         shutil.rmtree(out)
     commands, epochs, wall, run_dir = [], [], 0.0, None
@@ -108,6 +112,7 @@ def _train_recipe(name: str, out_root: Path, env: dict[str, str]) -> dict:
         run_dir = stage_out
     result = summarize(name, commands, epochs, wall, run_dir)
     result["tta_acc"] = tta_accuracy(run_dir, env)
+    result["seed"] = seed
     return result
 
 
@@ -151,38 +156,64 @@ def _row(r: dict) -> str:
         within = r["budget_minutes"] == float("inf") or r["wall_seconds"] <= 60 * r["budget_minutes"]
         verdict = f"epoch {hit['epoch']}, {hit['seconds'] / 60:.1f} min" + ("" if within else " (over budget)")
     tta = f"{100 * r['tta_acc']:.2f}%" if r.get("tta_acc") is not None else "-"
-    return (f"| {r['recipe']} | {100 * r['final_acc']:.2f}% | {tta} | {100 * r['best_acc']:.2f}% | {r['epochs']} | "
+    label = r["recipe"] if r.get("seed") is None else f"{r['recipe']} seed {r['seed']}"
+    return (f"| {label} | {100 * r['final_acc']:.2f}% | {tta} | {100 * r['best_acc']:.2f}% | {r['epochs']} | "
             f"{r['wall_seconds'] / 60:.1f} min | {r['images_per_second']:.0f} | {100 * r['target']:.1f}%: {verdict} | "
             f"{r['date']} |")
+
+
+def _mean_row(rs: list[dict]) -> str:
+    """The mean ± sd over seeds of a recipe's runs, and whether the mean meets its target and budget."""
+    acc = [100 * r["final_acc"] for r in rs]
+    wall = [r["wall_seconds"] / 60 for r in rs]
+    tta = [100 * r["tta_acc"] for r in rs if r.get("tta_acc") is not None]
+    target, budget = rs[0]["target"], rs[0]["budget_minutes"]
+    met = statistics.fmean(acc) >= 100 * target and (budget == float("inf") or statistics.fmean(wall) <= budget)
+    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+    tta_txt = f"{statistics.fmean(tta):.2f} ± {sd(tta):.2f}%" if len(tta) == len(rs) else "-"
+    budget_txt = "" if budget == float("inf") else f" in {budget:g} min"
+    return (f"| **mean of {len(rs)} seeds** | **{statistics.fmean(acc):.2f} ± {sd(acc):.2f}%** | {tta_txt} | - | "
+            f"{rs[0]['epochs']} | **{statistics.fmean(wall):.1f} ± {sd(wall):.1f} min** | - | "
+            f"{100 * target:.1f}%{budget_txt}: **{'met' if met else 'not met'}** (mean accuracy, mean wall time) | "
+            f"{rs[0]['date']} |")
 
 
 def write_results(results: list[dict], path: Path = RESULTS) -> None:
     """Insert or replace each recipe's block between markers in ``path`` (docs/RESULTS.md); a recipe
     measured on a busy machine gets the INVALID mark (the caller decides whether to write at all).
+    Several seeds of one recipe share its block: one row each and a row with their mean.
 
     Args:
         results: the result records of :func:`run_recipe`.
         path: the document.
     """
     text = path.read_text() if path.exists() else "# Results\n"
+    groups: dict[str, list[dict]] = {}
     for r in results:
+        groups.setdefault(r["recipe"], []).append(r)
+    for name, rs in groups.items():
+        r = rs[0]
         curves = Path(r.get("run_dir", "")) / "curves.png"
         figure = ""
         if curves.is_file():  # the run's own loss/accuracy curves, kept next to the results
             (path.parent / "img").mkdir(exist_ok=True)
-            shutil.copyfile(curves, path.parent / "img" / f"recipe_{r['recipe']}.png")
-            figure = f"![{r['recipe']}: loss and accuracy per epoch](img/recipe_{r['recipe']}.png)\n\n"
-        quiet = quietness(r)
-        mark = "" if quiet.quiet else (f"> **{BUSY_MARK}**: other processes ran during this run; do not quote it.\n"
-                                       + "".join(f"> - {reason}\n" for reason in quiet.check()) + "\n")
+            shutil.copyfile(curves, path.parent / "img" / f"recipe_{name}.png")
+            figure = f"![{name}: loss and accuracy per epoch](img/recipe_{name}.png)\n\n"
+        quiet = [quietness(x) for x in rs]
+        busy = [reason for q in quiet for reason in q.check()]
+        mark = "" if not busy else (f"> **{BUSY_MARK}**: other processes ran during this run; do not quote it.\n"
+                                    + "".join(f"> - {reason}\n" for reason in busy) + "\n")
+        seeds = [x.get("seed") for x in rs]
+        how = "" if seeds == [None] else f"Seeds {', '.join(str(s) for s in seeds)} (`--seed` appended to the command).\n\n"
+        rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
         block = (
-            f"<!-- recipe:{r['recipe']} -->\n### {r['recipe']}: {r['purpose']}\n\n{mark}"
-            f"```\n{r['command']}\n```\n\n"
-            f"Machine: {r['machine']}.\n\nMachine during the run: {quiet.describe()}.\n\n"
+            f"<!-- recipe:{name} -->\n### {name}: {r['purpose']}\n\n{mark}"
+            f"```\n{r['command']}\n```\n\n{how}"
+            f"Machine: {r['machine']}.\n\nMachine during the run: {'; '.join(q.describe() for q in quiet)}.\n\n"
             "| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target (single view, per epoch) | date |\n"
-            "|---|---|---|---|---|---|---|---|---|\n" + _row(r) + "\n\n" + figure + "<!-- /recipe -->\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n" + figure + "<!-- /recipe -->\n"
         )
-        pattern = re.compile(rf"<!-- recipe:{re.escape(r['recipe'])} -->.*?<!-- /recipe -->\n", re.S)
+        pattern = re.compile(rf"<!-- recipe:{re.escape(name)} -->.*?<!-- /recipe -->\n", re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -225,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
                    help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
                         "default, one per core); the recorded command carries it")
+    p.add_argument("--seeds", type=int, default=1, help="run each recipe with --seed 0..N-1 and report the mean "
+                   "(default 1: the recipe's own seed)")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
     add_quiet_args(p)
@@ -242,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)}")
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
-    results = [run_recipe(n, Path(a.out), a.threads) for n in a.recipes]
+    seeds = [None] if a.seeds == 1 else list(range(a.seeds))
+    results = [run_recipe(n, Path(a.out), a.threads, seed) for n in a.recipes for seed in seeds]
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     for r in results:

@@ -209,6 +209,26 @@ def test_fashion_mnist_refuses_busy_or_unchecked_results_and_marks_them_when_all
     assert BUSY_MARK not in doc.read_text() and "quiet" in doc.read_text()
 
 
+def test_fashion_mnist_seeds_share_one_block_with_a_row_each_and_their_mean(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    runs = [{**_result(), "seed": s, "final_acc": a, "wall_seconds": w, "tta_acc": a + 0.001,
+             "quiet": {"label": f"demo seed {s}", "threads": 2, "load_before": 0.1, "load_after": 2.0,
+                       "wall_s": w, "cpu_s": 1.9 * w, "cores": 2}}
+            for s, a, w in ((0, 0.930, 110.0), (1, 0.934, 118.0), (2, 0.929, 140.0))]
+    assert fashion_mnist.record(runs, allow_busy=False, path=doc) == 0
+    text = doc.read_text()
+    assert text.count("<!-- recipe:demo -->") == 1
+    assert all(f"| demo seed {s} | {100 * a:.2f}% |" in text for s, a in ((0, 0.930), (1, 0.934), (2, 0.929)))
+    acc, wall = np.array([93.0, 93.4, 92.9]), np.array([110.0, 118.0, 140.0]) / 60
+    assert f"**{acc.mean():.2f} ± {acc.std(ddof=1):.2f}%**" in text
+    assert f"**{wall.mean():.1f} ± {wall.std(ddof=1):.1f} min**" in text
+    # 93.1% on average clears the 92% target and 2.0 min mean is inside the 5-minute budget.
+    assert "92.0% in 5 min: **met**" in text
+    slow = [{**r, "wall_seconds": 400.0} for r in runs]
+    fashion_mnist.write_results(slow, doc)
+    assert "92.0% in 5 min: **not met**" in doc.read_text()
+
+
 # ----------------------------------------------------------------------------- bench_threads.py (item 2)
 
 
