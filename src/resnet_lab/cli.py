@@ -114,7 +114,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "scale); airbench trains BN biases at a higher rate")
     g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
                    help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
-                        "full size at 75%% of the epochs (evaluation always at full size)")
+                        "full size at the epoch 75%% of the way through; the last epoch always at full size, as evaluation")
     g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "

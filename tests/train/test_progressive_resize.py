@@ -1,10 +1,11 @@
 """TrainConfig.progressive_resize / --progressive-resize: epoch e of E trains on images whose side is
-``round(start + (full - start) * min(1, (e / E) / 0.75))`` (linear from the start side to the full
-size, reached at 75% of training), resized by antialiased bilinear interpolation; evaluation
+``round(start + (full - start) * min(1, e / ceil(0.75 * (E - 1))))`` (linear from the start side to the
+full size, reached at the epoch 75% of the way through, so the last epoch is always at full size), resized by antialiased bilinear interpolation; evaluation
 always sees the full size. The model's inputs are recorded by a spy."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_lab.train import TrainConfig, train
-from resnet_lab.train.progressive import resize_batch
+from resnet_lab.train.progressive import progressive_side, resize_batch
 
 from tinytrain import TinyLoader, TinyNet, make_bundle
 
@@ -50,8 +51,8 @@ def test_each_epoch_trains_at_the_closed_form_side_and_evaluation_is_at_full_siz
     steps = len(data.train)
     training = [(size, x) for mode, size, x in model.seen if mode]
     evaluation = [size for mode, size, _ in model.seen if not mode]
-    expected = [round(START + (FULL - START) * min(1.0, (e / EPOCHS) / 0.75)) for e in range(EPOCHS)]
-    assert expected == [4, 7, 10, 14, 16]
+    expected = [round(START + (FULL - START) * min(1.0, e / math.ceil(0.75 * (EPOCHS - 1)))) for e in range(EPOCHS)]
+    assert expected == [4, 8, 12, 16, 16]
     assert [size for size, _ in training] == [(s, s) for s in expected for _ in range(steps)]
     assert evaluation and set(evaluation) == {(FULL, FULL)}
     # The first batch is the loader's first batch, shrunk by antialiased bilinear interpolation.
@@ -88,3 +89,14 @@ def test_a_start_side_not_below_the_images_side_is_refused_before_training(start
     with pytest.raises(ValueError, match=r"--progressive-resize\) must be smaller than the images' side \(6 px\)"):
         train(model, make_bundle(), _cfg(progressive_resize=start))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 4, 7, 10])
+def test_the_last_epoch_always_trains_at_full_size(epochs):
+    sides = [progressive_side(START, FULL, e, epochs) for e in range(epochs)]
+    assert sides[0] == START and sides[-1] == FULL and sides == sorted(sides)
+
+
+def test_progressive_resize_with_one_epoch_is_refused_naming_the_flag():
+    with pytest.raises(ValueError, match="--progressive-resize.*at least 2 epochs"):
+        TrainConfig(epochs=1, progressive_resize=8)

@@ -99,6 +99,9 @@ class TrainConfig:
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
             raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
                              f"unchanged), got {self.norm_lr_scale}")
+        if self.progressive_resize is not None and self.epochs < 2:
+            raise ValueError(f"progressive_resize (--progressive-resize) needs at least 2 epochs (the last one trains "
+                             f"at full size), got epochs={self.epochs}; train longer or leave it off")
         if self.progressive_resize is not None and self.progressive_resize < MIN_SIDE:
             raise ValueError(f"progressive_resize (--progressive-resize) must be at least {MIN_SIDE} px, got "
                              f"{self.progressive_resize}; or leave it unset to train at full size")
