@@ -266,11 +266,22 @@ def test_bench_threads_help_works(capsys):
 
 
 def _makefile_demo_flags() -> list[str]:
+    """The flags `make demo` passes on a CPU with native bfloat16 (where $(DEMO_BF16) is --bf16)."""
     text = (BENCHMARKS.parent / "Makefile").read_text().replace("\\\n", " ")
-    line = re.search(r"resnet-lab train (.*)", text).group(1)
+    line = re.search(r"resnet-lab train (.*)", text).group(1).replace("$(DEMO_BF16)", "--bf16")
     flags = shlex.split(line)
     i = flags.index("--out")
     return flags[:i] + flags[i + 2:]
+
+
+def test_make_demo_asks_for_bf16_only_where_the_cpu_has_native_bfloat16(tmp_path):
+    rule = re.search(r"DEMO_BF16 := \$\(shell (.*)\)", (BENCHMARKS.parent / "Makefile").read_text()).group(1)
+    for flags, want in (("fpu avx2 avx512f avx512_bf16", "--bf16"), ("fpu amx_bf16 amx_tile", "--bf16"),
+                        ("fpu avx2 fma", ""), ("fpu avx512f avx512bw", "")):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        out = subprocess.run(["sh", "-c", rule.replace("/proc/cpuinfo", str(cpuinfo))], capture_output=True, text=True)
+        assert out.stdout.strip() == want, flags
 
 
 def test_peer_runs_the_flags_of_make_demo():
@@ -313,7 +324,7 @@ def test_peer_runs_bf16_and_channels_last_as_a_user_writes_them(tmp_path, monkey
         return model
 
     monkeypatch.setattr(peer_torchvision, "create_model", spy)
-    flags = peer_torchvision.recipe_flags(epochs=1)
+    flags = [f for f in peer_torchvision.recipe_flags(epochs=1) if f not in ("--bf16", "--channels-last")]
     peer_torchvision.run_peer(str(_tiny_root(tmp_path)), [*flags, *extra, "--batch-size", "4", "--out", str(tmp_path / "r")])
     want = (True, torch.bfloat16, True) if extra else (False, torch.float32, False)
     assert seen and all(s == want for s in seen)  # training and evaluation alike
