@@ -147,6 +147,19 @@ def test_vanishing_gradients_checks(ratios, want, verdict):
     assert "over 2 seeds" in checks[0].evidence
 
 
+@pytest.mark.parametrize("label", ["sigmoid", "sigmoid + residual"])
+@pytest.mark.parametrize("where", [0, 1])
+def test_vanishing_gradients_a_nan_seed_fails_its_check_wherever_it_sits(label, where):
+    # Python's min()/max() skip a NaN that is not first: a diverged seed once passed "stays alive".
+    nan = float("nan")
+    ratios = {"sigmoid": ([1e-4, 2e-4], [1e-3, 2e-3]), **ALIVE}
+    init, trained = ratios[label]
+    ratios[label] = (init, [nan, trained[1]] if where == 0 else [trained[0], nan])
+    checks = vanishing_gradients.claim_checks(ratios)
+    failed = {0: "sigmoid", 3: "sigmoid + residual"}
+    assert [c.passed for c in checks] == [failed.get(i) != label for i in range(4)]
+
+
 def test_vanishing_gradients_says_when_a_net_diverged():
     checks = vanishing_gradients.claim_checks({"sigmoid": ([1e-4], [1e-3]), **ALIVE}, {"ReLU": True})
     assert "diverged" in checks[2].evidence and "diverged" not in checks[1].evidence

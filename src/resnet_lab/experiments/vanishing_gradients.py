@@ -130,13 +130,13 @@ def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     init, trained = ratios["sigmoid"]
     n = len(init)
     checks = [Check("sigmoid without BN: the first layer's gradient has vanished",
-                    max(init) < VANISHED and max(trained) < VANISHED,
+                    all(v < VANISHED for v in [*init, *trained]),  # all(): a NaN (false both ways) fails
                     f"first/last layer gradient norm {spread(init)} at init, {spread(trained)} after training "
                     f"(range over {n} seeds; every seed must be below {VANISHED:g})")]
     for label in ("sigmoid + BN", "ReLU", "sigmoid + residual"):
         init, trained = ratios[label]
         checks.append(Check(f"{label}: the first layer's gradient stays alive",
-                            min(init) > ALIVE and min(trained) > ALIVE,
+                            all(v > ALIVE for v in [*init, *trained]),  # min() would skip a NaN seed
                             f"first/last ratio {spread(init)} at init, {spread(trained)} after training (range over "
                             f"{len(init)} seeds; every seed must be above {ALIVE:g})"
                             + ("; training diverged (NaN loss)" if diverged.get(label) else "")))
