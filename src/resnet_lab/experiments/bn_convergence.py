@@ -6,9 +6,12 @@ Four parts, each a check:
 
 1. **Same steps in float64.** The plain-20 with torch's BN and with ours, from the same weights, on
    the same batches, for a few SGD steps in float64: the losses and the weights must agree to
-   ``F64_TOLERANCE``. (In float32 two BN kernels round differently, and a 20-layer net amplifies
-   the difference until the runs are two different samples of training: coincidence is defined
-   only where rounding is negligible.)
+   ``F64_TOLERANCE``, at the fixed rate ``F64_LR``. (In float32 two BN kernels round differently,
+   and a 20-layer net amplifies the difference until the runs are two different samples of
+   training: coincidence is defined only where rounding is negligible. At the sweep's top rate,
+   0.3, the plain-20 is chaotic even in float64: differences of 1e-15 at the first step grow about
+   10x per step, to 1e-2 in the loss by step 12, so any two float64 implementations part ways
+   there; that measures the net's stability, not the layer.)
 2. **Same distribution in float32.** Torch BN and scratch BN trained with several seeds: their
    final test accuracies and their steps to the loss target fall inside each other's seed spread.
 3. **Speed-up where the baseline learns.** The plain-20 with torch BN and without normalization,
@@ -53,6 +56,7 @@ LOSS_TARGET = 1.0  # smoothed (EMA 0.1) training cross-entropy of the plain-20; 
 LENET_LOSS_TARGET = 0.6  # the same for LeNet (d2l's LeNet ends its 10 epochs near 0.47 without BN)
 ACC_TARGET = 0.70  # test accuracy, reported (epochs to it), not checked
 F64_TOLERANCE = 1e-9  # largest |difference| of losses and of weights, scratch vs torch BN, in float64
+F64_LR = 0.02  # the float64 check's rate: the plain-20 is stable there (the swept rate may be chaotic)
 
 BUDGET: dict[str, dict[str, Any]] = {
     "smoke": dict(depth=8, widths=(4, 8, 16), subset=256, epochs=1, max_steps=4, test=128, image_size=14, batch=32,
@@ -213,7 +217,7 @@ def run(ctx: Context) -> Report:
     for r in results.values():
         r.drop_models()
     batches = _f64_batches(ctx, b)
-    f64 = float64_agreement(b["depth"], b["widths"], batches, lr["torch BN"], seed=ctx.seed)
+    f64 = float64_agreement(b["depth"], b["widths"], batches, F64_LR, seed=ctx.seed)
     ctx.log(f"[{NAME}] float64, {f64['steps']} steps: loss diff {f64['max_loss_diff']:.2e}, "
             f"state diff {f64['max_state_diff']:.2e}")
     lenet, lenet_censor = _lenet(ctx, b, seeds)
@@ -358,7 +362,7 @@ def _setup(b: Mapping[str, Any], lr: Mapping[str, float], seeds: Sequence[int]) 
         "training": f"SGD momentum 0.9 (Nesterov), one-cycle, weight decay 5e-4, batch {b['batch']}, "
                     f"{b['epochs']} epochs",
         "seeds": f"{', '.join(map(str, seeds))}; a seed gives torch and scratch BN the same initial weights and order",
-        "float64": f"{b['f64_steps']} steps at batch {b['f64_batch']}, lr {lr['torch BN']:g}, both BNs from the "
+        "float64": f"{b['f64_steps']} steps at batch {b['f64_batch']}, lr {F64_LR:g}, both BNs from the "
                    f"same weights (tolerance {F64_TOLERANCE:g})",
         "LeNet (d2l)": f"LeNet-5, sigmoid, BN (ours) after every conv/linear layer or none, Xavier init, inputs in "
                        f"[0, 1]; plain SGD (no momentum, no weight decay), constant lr {LENET_LR['LeNet + BN']} with "
