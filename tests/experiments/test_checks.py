@@ -158,6 +158,8 @@ def test_vanishing_gradients_a_nan_seed_fails_its_check_wherever_it_sits(label, 
     checks = vanishing_gradients.claim_checks(ratios)
     failed = {0: "sigmoid", 3: "sigmoid + residual"}
     assert [c.passed for c in checks] == [failed.get(i) != label for i in range(4)]
+    shown = checks[0 if label == "sigmoid" else 3].evidence
+    assert "NaN in 1 seed(s)" in shown  # the evidence says so, not only the verdict
 
 
 def test_vanishing_gradients_says_when_a_net_diverged():

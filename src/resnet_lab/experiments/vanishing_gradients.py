@@ -125,7 +125,11 @@ def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     diverged = diverged or {}
 
     def spread(values: Sequence[float]) -> str:
-        return f"{min(values):.2e}..{max(values):.2e}" if len(values) > 1 else f"{values[0]:.2e}"
+        finite = [v for v in values if not math.isnan(v)]
+        nans = f" and NaN in {len(values) - len(finite)} seed(s)" if len(finite) < len(values) else ""
+        if not finite:
+            return "NaN" if len(values) == 1 else f"NaN in all {len(values)} seeds"
+        return (f"{min(finite):.2e}..{max(finite):.2e}" if len(finite) > 1 else f"{finite[0]:.2e}") + nans
 
     init, trained = ratios["sigmoid"]
     n = len(init)
