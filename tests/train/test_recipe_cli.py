@@ -17,8 +17,9 @@ from trainspy import TrainSpy
 # resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16",
         "--epochs", "1", "--no-progress", "--device", "cpu"]
+# Two epochs: progressive resizing needs them (the last one trains at full size); argparse's last --epochs wins.
 FLAGS = ["--ema", "0.9", "--lookahead", "2", "--lookahead-alpha", "0.6", "--norm-lr-scale", "2.5",
-         "--progressive-resize", "4"]
+         "--progressive-resize", "4", "--epochs", "2"]
 FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4}
 DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None}
 
@@ -33,7 +34,8 @@ def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, m
     assert main(["train", *TINY, *FLAGS, "--out", str(out)]) == 0
     call = spy.last
     assert _fields(call.config) == FIELDS
-    assert {tuple(x.shape[-2:]) for x in call.inputs} == {(4, 4)}  # one epoch: all of it at the start side
+    # epoch 1 at the start side, the last epoch at the full 8 px
+    assert [tuple(x.shape[-2:]) for x in call.inputs] == [(4, 4), (4, 4), (8, 8), (8, 8)]
     assert {k: json.loads((out / "model.json").read_text())["train_config"][k] for k in FIELDS} == FIELDS
     saved = load_file(out / "model.safetensors")
     raw = torch.load(out / "train_state.pt", weights_only=True)["averaging"]["raw"]
