@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..models import is_model, model_info
+from ..models import find_first_conv
 from ..models.vgg import vgg_keys_from_timm
 from .heads import classifier_linear_name
 
@@ -132,13 +132,11 @@ def adapt_mean_std(values: Sequence[float] | None, channels: int) -> tuple[float
 def first_conv_key(model: nn.Module) -> str | None:
     """State-dict key of the first convolution's kernel (the one that sees the image): from the
     registry for zoo models, else the first Conv2d in module order."""
-    name = (getattr(model, "model_config", None) or {}).get("name")
-    if name and is_model(name):
-        return f"{model_info(name).first_conv}.weight"
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            return f"{name}.weight" if name else "weight"
-    return None
+    try:
+        path, _ = find_first_conv(model)
+    except ValueError:  # no convolution at all
+        return None
+    return f"{path}.weight" if path else "weight"
 
 
 def _fmt(keys: list[str], limit: int = 5) -> str:
