@@ -276,6 +276,57 @@ def test_no_augment_feeds_the_stored_images_unchanged(capsys, spy):
     assert not all(_matches_a_stored_image(augmented))  # random crops and flips moved pixels
 
 
+def _matches_a_stored_image_or_its_mirror(call) -> list[bool]:
+    """For each training input, whether it equals a stored image, or one mirrored left-right,
+    normalized by hand."""
+    stored = _normalized(call.data.train.images, call.data.info.mean, call.data.info.std)
+    stored = torch.cat([stored, stored.flip(-1)])
+    x = torch.cat(call.inputs).double()
+    dist = (x[:, None] - stored[None]).abs().flatten(2).amax(-1)
+    return (dist.amin(1) < 1e-5).tolist()
+
+
+def test_crop_padding_zero_flips_without_shifting(capsys, spy):
+    default, flip_only = train_pair(capsys, spy, TINY, "--crop-padding", "0")
+    assert all(_matches_a_stored_image_or_its_mirror(flip_only))
+    assert not all(_matches_a_stored_image(flip_only)), "the flip still runs"
+    assert not all(_matches_a_stored_image_or_its_mirror(default)), "the default crop shifts pixels"
+    assert (default.data.train.padding, flip_only.data.train.padding) == (1, 0)  # 8 px images: 8 / 8 = 1
+
+
+def test_crop_padding_sets_the_largest_shift(capsys, spy):
+    """--crop-padding 3 on 8 px images: some input is shifted by more than the default 1 px."""
+    def shifted_by_more_than(call, k: int) -> bool:
+        stored = _normalized(call.data.train.images, call.data.info.mean, call.data.info.std)
+        stored = torch.cat([stored, stored.flip(-1)])
+        x = torch.cat(call.inputs).double()
+        # a shift of at most k px leaves the central (8 - 2k)^2 window equal to some stored window
+        def near(img):
+            for dy in range(-k, k + 1):
+                for dx in range(-k, k + 1):
+                    a = img[..., max(0, dy):8 + min(0, dy), max(0, dx):8 + min(0, dx)]
+                    b = stored[..., max(0, -dy):8 + min(0, -dy), max(0, -dx):8 + min(0, -dx)]
+                    if ((a[None] - b).abs().flatten(1).amax(1) < 1e-5).any():
+                        return True
+            return False
+        return not all(near(img) for img in x)
+    default, wide = train_pair(capsys, spy, TINY, "--crop-padding", "3")
+    assert not shifted_by_more_than(default, 1) and shifted_by_more_than(wide, 1)
+
+
+def test_resume_with_another_crop_padding_is_refused(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(TINY, "--epochs", "2", "--stop-after", "1", "--out", str(out)))[0] == 0
+    code, _, err = cli(capsys, "train", *with_flags(TINY, "--epochs", "2", "--crop-padding", "0", "--out", str(out),
+                                                    "--resume"))
+    assert code == 2 and "cannot resume" in err and "crop_padding: run has 1, now 0" in err
+
+
+def test_crop_padding_rejects_a_negative_shift_in_one_line(capsys):
+    code, _, err = cli(capsys, "train", *TINY, "--crop-padding", "-1")
+    assert code == 2 and err.startswith("error: crop_padding (--crop-padding) must be 0") and err.count("\n") == 1
+
+
 def _erased_rectangle(erased: torch.Tensor, plain: torch.Tensor) -> tuple[int, int] | None:
     """(height, width) of the region where ``erased`` differs from ``plain``, after checking
     that it is a filled rectangle set to 0 (the channel mean, after normalization) in every

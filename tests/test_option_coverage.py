@@ -65,6 +65,8 @@ TRAINING = {
     "--flip": (FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
                FLIP + "test_alternate_flips_a_random_half_then_each_image_the_opposite_of_the_epoch_before",
                FLIP + "test_random_flip_repeats_some_images_view_in_consecutive_epochs"),
+    "--crop-padding": (OPTS + "test_crop_padding_zero_flips_without_shifting",
+                       OPTS + "test_crop_padding_sets_the_largest_shift"),
     "--subset": OPTS + "test_subset_trains_on_n_images_stratified_by_class",
     "--seed": OPTS + "test_seed_fixes_the_initial_weights_and_the_data_order",
     "--device": (OPTS + "test_device_names_where_the_model_trains",

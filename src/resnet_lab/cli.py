@@ -93,6 +93,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="horizontal flip of the training images: random (each image, each epoch, with probability "
                         "1/2) or alternate (airbench: a random half in the first epoch, then each image the opposite "
                         "of the epoch before); alternate: in-memory datasets only")
+    g.add_argument("--crop-padding", type=int, default=None, metavar="PX",
+                   help="pad-crop shift of the training images in pixels; 0: flip only, no crop (in-memory "
+                        "datasets; default: side / 8, 4 px on Fashion-MNIST and CIFAR)")
     g.add_argument("--subset", type=int, help="train on N training images only, drawn at random (seeded) "
                    "with the same share of each class")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
@@ -306,6 +309,7 @@ def _data_config(args, **fields):
         num_workers=args.workers, batch_size=args.batch_size, augment=not getattr(args, "no_augment", False),
         subset=getattr(args, "subset", None), seed=getattr(args, "seed", 0),
         random_erasing=getattr(args, "random_erasing", 0.0), flip_mode=getattr(args, "flip", "random"),
+        crop_padding=getattr(args, "crop_padding", None),
     )
     return DataConfig(**{**flags, **fields})
 

@@ -57,6 +57,7 @@ class DataConfig:
     flip: bool = True  # allow the horizontal flip
     flip_mode: str = "random"  # random | alternate (airbench: each sample flipped every other epoch; in memory only)
     random_erasing: float = 0.0  # probability of erasing a rectangle to the mean (Zhong et al. 2017)
+    crop_padding: int | None = None  # pad-crop shift in px (in memory); None: side / 8 (4 px at 28-32 px); 0: flip only
     # --- batches
     batch_size: int = 128  # training samples per batch per rank
     eval_batch_size: int | None = None  # test samples per batch; None: batch_size
@@ -92,6 +93,14 @@ class DataConfig:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         check_erase_probability(self.random_erasing)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
+        if self.crop_padding is not None:
+            if self.crop_padding < 0:
+                raise ValueError(f"crop_padding (--crop-padding) must be 0 (flip only) or a positive number of pixels, "
+                                 f"got {self.crop_padding}; leave it out for side / 8")
+            if self.name == "folder":
+                raise ValueError(f"crop_padding {self.crop_padding} (--crop-padding) applies to in-memory datasets "
+                                 "(fashion-mnist, cifar10, cifar100, fake); image folders use RandomResizedCrop: "
+                                 "leave it out")
         if self.flip_mode != "random" and self.name == "folder":
             raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
                              "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "

@@ -146,7 +146,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
         resize="whole", source=arrays.source,
     )
     # He et al. pad 4 px on 32 px CIFAR images; keep that ratio for other sizes (28 px -> 4).
-    padding = max(1, round(h / 8))
+    padding = max(1, round(h / 8)) if config.crop_padding is None else config.crop_padding
     common = dict(mean=mean, std=std, seed=config.seed, device=config.device, rank=config.rank,
                   world_size=config.world_size, channels_last=config.channels_last)
     train = InMemoryLoader(tx, ty, batch_size=config.batch_size, shuffle=True, augment=config.augment,

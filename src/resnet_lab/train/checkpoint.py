@@ -63,6 +63,7 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "augment": getattr(data.train, "augment", None),
             "random_erasing": getattr(data.train, "random_erasing", None),
             "flip_mode": getattr(data.train, "flip_mode", None),
+            "crop_padding": getattr(data.train, "padding", None) if getattr(data.train, "augment", False) else None,
         },
     }
 
