@@ -72,6 +72,13 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 }
 
 
+# Recipes whose target is judged on the final weights evaluated with flip test-time augmentation
+# (`evaluate --tta`: the mean of the image's and its mirror's softmax), as airbench judges its 94%:
+# the evaluation is part of the recipe, so its time counts in the wall time. The other recipes are
+# judged on the single-view test accuracy after each epoch.
+TTA_TARGET = frozenset({"fast"})
+
+
 def run_recipe(name: str, out_root: Path, threads: int, seed: int | None = None) -> dict:
     """Run one recipe through the CLI with ``threads`` torch threads; its result record, quietness included.
 
@@ -114,7 +121,12 @@ def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | No
         commands.append(f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} resnet-lab {' '.join(shown)}")
         run_dir = stage_out
     result = summarize(name, commands, epochs, wall, run_dir)
+    t0 = time.perf_counter()
     result["tta_acc"] = tta_accuracy(run_dir, env)
+    if name in TTA_TARGET:  # the TTA evaluation is the recipe's last step: its time counts
+        result["wall_seconds"] += time.perf_counter() - t0
+        hit = result["tta_acc"] >= result["target"]
+        result["target_reached_at"] = {"epoch": result["epochs"], "seconds": result["wall_seconds"]} if hit else None
     result["seed"] = seed
     return result
 
@@ -171,7 +183,8 @@ def _mean_row(rs: list[dict]) -> str:
     wall = [r["wall_seconds"] / 60 for r in rs]
     tta = [100 * r["tta_acc"] for r in rs if r.get("tta_acc") is not None]
     target, budget = rs[0]["target"], rs[0]["budget_minutes"]
-    met = statistics.fmean(acc) >= 100 * target and (budget == float("inf") or statistics.fmean(wall) <= budget)
+    judged = tta if rs[0]["recipe"] in TTA_TARGET and len(tta) == len(rs) else acc
+    met = statistics.fmean(judged) >= 100 * target and (budget == float("inf") or statistics.fmean(wall) <= budget)
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
     tta_txt = f"{statistics.fmean(tta):.2f} ± {sd(tta):.2f}%" if len(tta) == len(rs) else "-"
     budget_txt = "" if budget == float("inf") else f" in {budget:g} min"
@@ -209,11 +222,12 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         seeds = [x.get("seed") for x in rs]
         how = "" if seeds == [None] else f"Seeds {', '.join(str(s) for s in seeds)} (`--seed` appended to the command).\n\n"
         rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
+        judged = ("final, flip TTA, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
         block = (
             f"<!-- recipe:{name} -->\n### {name}: {r['purpose']}\n\n{mark}"
             f"```\n{r['command']}\n```\n\n{how}"
             f"Machine: {r['machine']}.\n\nMachine during the run: {'; '.join(q.describe() for q in quiet)}.\n\n"
-            "| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target (single view, per epoch) | date |\n"
+            f"| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target ({judged}) | date |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n" + figure + "<!-- /recipe -->\n"
         )
         pattern = re.compile(rf"<!-- recipe:{re.escape(name)} -->.*?<!-- /recipe -->\n", re.S)
