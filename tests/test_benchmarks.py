@@ -267,6 +267,38 @@ def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_tim
         assert (r["target_reached_at"] is not None) == reached
 
 
+def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_out(tmp_path, monkeypatch):
+    """fast_ddp: 2 processes of 1 thread each for --threads 2, started by torchrun, and the recorded
+    command is the one a user would type; a one-process recipe keeps `resnet-lab` and all threads."""
+    seen = []
+    real_run = subprocess.run
+
+    def fake_cli(argv, **kw):
+        if "--out" not in argv:
+            return real_run(argv, **kw)
+        seen.append((argv, kw["env"]["OMP_NUM_THREADS"]))
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        record = {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0, "images_per_second": 1.0}
+        (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(fashion_mnist.subprocess, "run", fake_cli)
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env: 0.9)
+    ddp = fashion_mnist._train_recipe("fast_ddp", tmp_path / "a", {"OMP_NUM_THREADS": "2"})
+    one = fashion_mnist._train_recipe("fast", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
+    (ddp_argv, ddp_threads), (one_argv, one_threads) = seen
+    assert ddp_argv[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "resnet_lab"]
+    assert (ddp_threads, one_threads) == ("1", "2") and one_argv[1:3] == ["-m", "resnet_lab"]
+    assert ddp["command"].startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m resnet_lab train ")
+    assert one["command"].startswith("OMP_NUM_THREADS=2 resnet-lab train ")
+    # The same recipe but for the per-process batch: 2 x 64 = fast's 128.
+    ddp_flags, fast_flags = (shlex.split(fashion_mnist.RECIPES[n][3]) for n in ("fast_ddp", "fast"))
+    assert ddp_flags[ddp_flags.index("--batch-size") + 1] == "64" and fast_flags[fast_flags.index("--batch-size") + 1] == "128"
+    strip = lambda f: [a for i, a in enumerate(f) if a not in ("--batch-size", "--device", "cpu", "64", "128")]  # noqa: E731
+    assert strip(ddp_flags) == strip(fast_flags)
+
+
 # ----------------------------------------------------------------------------- bench_threads.py (item 2)
 
 
