@@ -230,6 +230,25 @@ def test_fashion_mnist_seeds_share_one_block_with_a_row_each_and_their_mean(tmp_
     assert "92.0% in 5 min: **not met**" in doc.read_text()
 
 
+def _fake_resnet_lab(monkeypatch, record: dict) -> list[tuple[list[str], str]]:
+    """Replace the recipe's `resnet-lab` processes: each stage writes ``record`` as its one epoch to
+    metrics.jsonl where --out says; returns the (argv, OMP_NUM_THREADS) of every stage started.
+    Other subprocesses (the machine description's probes) run for real."""
+    seen, real_run = [], subprocess.run
+
+    def fake(argv, **kw):
+        if "--out" not in argv:
+            return real_run(argv, **kw)
+        seen.append((argv, kw["env"]["OMP_NUM_THREADS"]))
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(fashion_mnist.subprocess, "run", fake)
+    return seen
+
+
 def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_timed(tmp_path, monkeypatch):
     """`fast` is judged like airbench's 94%: final weights with flip TTA, the evaluation's time in the
     wall time; the same record under a single-view recipe's name is judged per epoch."""
@@ -245,19 +264,8 @@ def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_tim
 
     # The run itself: the TTA evaluation's seconds are added to the wall time, and the target is
     # reached only by the TTA accuracy.
-    record = {"epoch": 1, "test_acc": 0.941, "elapsed_seconds": 10.0, "train_seconds": 9.0, "images_per_second": 1.0}
-
-    real_run = subprocess.run
-
-    def fake_cli(argv, **kw):  # the training stage writes its metrics where --out says
-        if "--out" not in argv:  # not resnet-lab (the machine description's probes)
-            return real_run(argv, **kw)
-        out = Path(argv[argv.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-        return subprocess.CompletedProcess(argv, 0)
-
-    monkeypatch.setattr(fashion_mnist.subprocess, "run", fake_cli)
+    _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.941, "elapsed_seconds": 10.0, "train_seconds": 9.0,
+                                    "images_per_second": 1.0})
     for tta, reached in ((0.9395, False), (0.9401, True)):
         clock = iter([0.0, 100.0, 200.0, 230.0])  # stage start, stage end, TTA start, TTA end
         monkeypatch.setattr(fashion_mnist, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
@@ -270,20 +278,8 @@ def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_tim
 def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_out(tmp_path, monkeypatch):
     """fast_ddp: 2 processes of 1 thread each for --threads 2, started by torchrun, and the recorded
     command is the one a user would type; a one-process recipe keeps `resnet-lab` and all threads."""
-    seen = []
-    real_run = subprocess.run
-
-    def fake_cli(argv, **kw):
-        if "--out" not in argv:
-            return real_run(argv, **kw)
-        seen.append((argv, kw["env"]["OMP_NUM_THREADS"]))
-        out = Path(argv[argv.index("--out") + 1])
-        out.mkdir(parents=True)
-        record = {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0, "images_per_second": 1.0}
-        (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-        return subprocess.CompletedProcess(argv, 0)
-
-    monkeypatch.setattr(fashion_mnist.subprocess, "run", fake_cli)
+    seen = _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
+                                           "images_per_second": 1.0})
     monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env: 0.9)
     ddp = fashion_mnist._train_recipe("fast_ddp", tmp_path / "a", {"OMP_NUM_THREADS": "2"})
     one = fashion_mnist._train_recipe("fast", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
@@ -295,8 +291,8 @@ def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_
     # The same recipe but for the per-process batch: 2 x 64 = fast's 128.
     ddp_flags, fast_flags = (shlex.split(fashion_mnist.RECIPES[n][3]) for n in ("fast_ddp", "fast"))
     assert ddp_flags[ddp_flags.index("--batch-size") + 1] == "64" and fast_flags[fast_flags.index("--batch-size") + 1] == "128"
-    strip = lambda f: [a for i, a in enumerate(f) if a not in ("--batch-size", "--device", "cpu", "64", "128")]  # noqa: E731
-    assert strip(ddp_flags) == strip(fast_flags)
+    per_process = ("--batch-size", "64", "128", "--device", "cpu")
+    assert [a for a in ddp_flags if a not in per_process] == [a for a in fast_flags if a not in per_process]
 
 
 # ----------------------------------------------------------------------------- bench_threads.py (item 2)
