@@ -85,8 +85,8 @@ TTA_TARGET = frozenset({"fast", "fast_ddp"})
 
 # Recipes trained by N single-threaded processes under torchrun (data parallel over gloo, each
 # process a 1/N share of every batch: --batch-size is per process) instead of one process with N
-# threads. On 2 cores a small network's convolutions split poorly across threads, while two
-# processes each keep a core busy; the all-reduce of 1 M gradients costs little by comparison.
+# threads. Tried for `fast` on 2 cores: no faster than one process with 2 threads (docs/RESULTS.md),
+# kept so that the comparison can be repeated on other machines.
 PROCESSES = {"fast_ddp": 2}
 
 

@@ -327,6 +327,11 @@ def test_crop_padding_rejects_a_negative_shift_in_one_line(capsys):
     assert code == 2 and err.startswith("error: crop_padding (--crop-padding) must be 0") and err.count("\n") == 1
 
 
+def test_crop_padding_with_no_augment_would_do_nothing_and_is_refused(capsys):
+    code, _, err = cli(capsys, "train", *TINY, "--crop-padding", "2", "--no-augment")
+    assert code == 2 and "--no-augment" in err and "crop_padding 2" in err and err.count("\n") == 1
+
+
 def _erased_rectangle(erased: torch.Tensor, plain: torch.Tensor) -> tuple[int, int] | None:
     """(height, width) of the region where ``erased`` differs from ``plain``, after checking
     that it is a filled rectangle set to 0 (the channel mean, after normalization) in every

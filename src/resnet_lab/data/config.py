@@ -97,6 +97,9 @@ class DataConfig:
             if self.crop_padding < 0:
                 raise ValueError(f"crop_padding (--crop-padding) must be 0 (flip only) or a positive number of pixels, "
                                  f"got {self.crop_padding}; leave it out for side / 8")
+            if not self.augment:
+                raise ValueError(f"crop_padding {self.crop_padding} (--crop-padding) sets the random crop, which "
+                                 "--no-augment (augment=False) turns off: drop one of the two")
             if self.name == "folder":
                 raise ValueError(f"crop_padding {self.crop_padding} (--crop-padding) applies to in-memory datasets "
                                  "(fashion-mnist, cifar10, cifar100, fake); image folders use RandomResizedCrop: "
