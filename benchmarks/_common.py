@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, Sequence
 
 import torch
@@ -804,7 +805,7 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
             the title, the summary, the older unmarked text it generated); other blocks follow it.
             Otherwise the block replaces its earlier version in place, or is appended.
     """
-    old = open(path).read() if os.path.exists(path) else ""
+    old = Path(path).read_text() if os.path.exists(path) else ""
     block = f"<!-- bench:{key} -->\n{text.rstrip()}\n<!-- /bench:{key} -->\n"
     if head:
         others = [m.group(0) for m in re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->\n?", old, re.S)
