@@ -276,13 +276,17 @@ def test_no_augment_feeds_the_stored_images_unchanged(capsys, spy):
     assert not all(_matches_a_stored_image(augmented))  # random crops and flips moved pixels
 
 
-def _matches_a_stored_image_or_its_mirror(call) -> list[bool]:
-    """For each training input, whether it equals a stored image, or one mirrored left-right,
-    normalized by hand."""
+def _stored_and_mirrored(call) -> torch.Tensor:
+    """The stored training images normalized by hand, then the same images mirrored left-right."""
     stored = _normalized(call.data.train.images, call.data.info.mean, call.data.info.std)
-    stored = torch.cat([stored, stored.flip(-1)])
+    return torch.cat([stored, stored.flip(-1)])
+
+
+def _matches_a_stored_image_or_its_mirror(call) -> list[bool]:
+    """For each training input, whether it equals a stored image or one mirrored left-right."""
+    views = _stored_and_mirrored(call)
     x = torch.cat(call.inputs).double()
-    dist = (x[:, None] - stored[None]).abs().flatten(2).amax(-1)
+    dist = (x[:, None] - views[None]).abs().flatten(2).amax(-1)
     return (dist.amin(1) < 1e-5).tolist()
 
 
@@ -297,8 +301,7 @@ def test_crop_padding_zero_flips_without_shifting(capsys, spy):
 def test_crop_padding_sets_the_largest_shift(capsys, spy):
     """--crop-padding 3 on 8 px images: some input is shifted by more than the default 1 px."""
     def shifted_by_more_than(call, k: int) -> bool:
-        stored = _normalized(call.data.train.images, call.data.info.mean, call.data.info.std)
-        stored = torch.cat([stored, stored.flip(-1)])
+        stored = _stored_and_mirrored(call)
         x = torch.cat(call.inputs).double()
         # a shift of at most k px leaves the central (8 - 2k)^2 window equal to some stored window
         def near(img):
