@@ -210,6 +210,18 @@ def test_fashion_mnist_refuses_busy_or_unchecked_results_and_marks_them_when_all
     assert BUSY_MARK not in doc.read_text() and "quiet" in doc.read_text()
 
 
+def test_fashion_mnist_summary_reads_only_the_evaluated_epochs_of_an_eval_every_run():
+    epochs = [{"epoch": 1, "train_seconds": 10.0, "images_per_second": 900.0, "elapsed_seconds": 10.0},
+              {"epoch": 2, "train_seconds": 10.0, "images_per_second": 1000.0, "elapsed_seconds": 22.0,
+               "test_acc": 0.95, "test_loss": 0.2},
+              {"epoch": 3, "train_seconds": 10.0, "images_per_second": 1100.0, "elapsed_seconds": 32.0},
+              {"epoch": 4, "train_seconds": 10.0, "images_per_second": 1000.0, "elapsed_seconds": 44.0,
+               "test_acc": 0.94, "test_loss": 0.3}]
+    r = fashion_mnist.summarize("demo", ["resnet-lab train ..."], epochs, 50.0, Path("/nonexistent"))
+    assert (r["final_acc"], r["best_acc"], r["epochs"]) == (0.94, 0.95, 4)
+    assert r["target_reached_at"] == {"epoch": 2, "seconds": 22.0}  # the demo's 93%, first seen at epoch 2
+
+
 def test_fashion_mnist_seeds_share_one_block_with_a_row_each_and_their_mean(tmp_path):
     doc = tmp_path / "RESULTS.md"
     runs = [{**_result(), "seed": s, "final_acc": a, "wall_seconds": w, "tta_acc": a + 0.001,

@@ -569,6 +569,45 @@ def test_out_writes_the_run_directory_and_nothing_is_written_without_it(capsys, 
     assert {"model.safetensors", "model.json", "train_state.pt", "metrics.jsonl"} <= names
 
 
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_changes_nothing_else(capsys, tmp_path):
+    base = with_flags(TINY, "--epochs", "5")
+    assert cli(capsys, "train", *base, "--out", str(tmp_path / "every"))[0] == 0
+    code, out, _ = cli(capsys, "train", *base, "--eval-every", "2", "--out", str(tmp_path / "sparse"))
+    assert code == 0
+    every, sparse = _metrics(tmp_path / "every"), _metrics(tmp_path / "sparse")
+    assert [("test_acc" in r) for r in every] == [True] * 5
+    assert [("test_acc" in r) for r in sparse] == [False, True, False, True, True]  # 2, 4 and the last
+    assert "test not evaluated (every 2)" in out
+    for a, b in zip(every, sparse):  # skipping an evaluation leaves the training itself unchanged
+        assert (a["train_loss"], a["train_acc"]) == (b["train_loss"], b["train_acc"])
+        if "test_acc" in b:
+            assert (a["test_loss"], a["test_acc"]) == (b["test_loss"], b["test_acc"])
+    a, b = load_file(tmp_path / "every" / "model.safetensors"), load_file(tmp_path / "sparse" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    best = json.loads((tmp_path / "sparse" / "model.json").read_text()).get("best_epoch")
+    state = torch.load(tmp_path / "sparse" / "train_state.pt", weights_only=False)
+    assert state["best_epoch"] in (2, 4, 5) and best in (None, state["best_epoch"])  # only an evaluated epoch
+
+
+def test_eval_every_also_evaluates_the_epoch_a_stop_after_pause_ends_on(capsys, tmp_path):
+    args = [*with_flags(TINY, "--epochs", "4"), "--eval-every", "3", "--out", str(tmp_path / "r")]
+    assert cli(capsys, "train", *args, "--stop-after", "2")[0] == 0
+    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, True]
+    assert cli(capsys, "train", *args, "--resume")[0] == 0
+    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, True, True, True]
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_eval_every_below_1_is_refused_in_one_line_naming_the_flag(capsys, bad):
+    code, _, err = cli(capsys, "train", *TINY, "--eval-every", bad)
+    assert code != 0 and "--eval-every" in err and bad in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_no_progress_hides_the_progress_bar(capsys):
     without_flag = [a for a in TINY if a != "--no-progress"]
     code, _, err = cli(capsys, "train", *without_flag)
@@ -635,7 +674,7 @@ FLAG_CASES = [
     ["--subset", "40"], ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--compile"],
     ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"],
-    ["--image-size", "12"], ["--workers", "1"],
+    ["--image-size", "12"], ["--workers", "1"], ["--eval-every", "2"],
 ]
 
 

@@ -122,6 +122,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "
                    "(to split a long run into sessions); --resume with the same command continues it")
+    g.add_argument("--eval-every", type=int, default=1, metavar="N",
+                   help="evaluate on the test set every N epochs and after the last one (and a --stop-after pause); "
+                        "the epochs between record no test figures and cannot become best.safetensors")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
@@ -297,7 +300,7 @@ def _train_config(args, out: str | None):
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
         stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
         lookahead_alpha=args.lookahead_alpha, norm_lr_scale=args.norm_lr_scale,
-        progressive_resize=args.progressive_resize,
+        progressive_resize=args.progressive_resize, eval_every=args.eval_every,
     )
 
 

@@ -3,7 +3,6 @@ smoothed objective, not comparable with the test loss (plain cross-entropy)."""
 
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import pytest
@@ -59,11 +58,17 @@ def test_curves_with_a_plain_record_but_unknown_smoothing_do_not_call_the_object
     assert labels[0] == "train loss (with label smoothing, the objective)"
 
 
-def test_epochs_missing_a_value_leave_a_gap_instead_of_shifting_the_curve(close_figures):
-    history = [PLAIN[0], {k: v for k, v in PLAIN[1].items() if k != "test_acc"}]
-    acc = {line.get_label(): list(line.get_ydata()) for line in curves_figure(history).axes[1].get_lines()}
-    assert acc["train"] == pytest.approx([70.0, 82.0])
-    assert acc["test"][0] == pytest.approx(78.0) and math.isnan(acc["test"][1])
+def test_epochs_missing_a_value_are_skipped_and_the_others_keep_their_epoch(close_figures):
+    """A run evaluated every few epochs (--eval-every) lacks test figures in between: the test curve
+    goes through the evaluated epochs at their own x, never shifted onto the skipped ones."""
+    third = {"epoch": 3, "train_loss": 0.4, "train_acc": 0.88, "test_loss": 0.35, "test_acc": 0.87}
+    history = [PLAIN[0], {k: v for k, v in PLAIN[1].items() if not k.startswith("test")}, third]
+    fig = curves_figure(history)
+    acc = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[1].get_lines()}
+    assert acc["train"] == ([1, 2, 3], pytest.approx([70.0, 82.0, 88.0]))
+    assert acc["test"] == ([1, 3], pytest.approx([78.0, 87.0]))
+    loss = {line.get_label(): list(line.get_xdata()) for line in fig.axes[0].get_lines()}
+    assert loss["test loss"] == [1, 3] and loss["train loss"] == [1, 2, 3]
 
 
 def test_plot_curves_writes_a_png_file(tmp_path):

@@ -190,8 +190,9 @@ class Checkpointer:
                             "averaging": self.averaging.state_dict() if self.averaging is not None else {},
                         })
 
-    def end_epoch(self, history, confusion: torch.Tensor, *, improved: bool) -> None:
-        """After an epoch: its metrics line, the checkpoint, and the plots when they changed."""
+    def end_epoch(self, history, confusion: torch.Tensor | None, *, improved: bool) -> None:
+        """After an epoch: its metrics line, the checkpoint, and the plots when they changed
+        (``confusion`` is None for an epoch that was not evaluated)."""
         if not self.writes:
             return
         record = history.last
@@ -201,5 +202,6 @@ class Checkpointer:
             name = (self.meta.get("arch") or {}).get("name", "model")
             plot_curves(history.epochs, self.run_dir / "curves.png", title=f"{name} on {self.meta.get('dataset')}",
                         label_smoothing=self.config.label_smoothing)
-            plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
-                           title=f"{name}: test confusion (epoch {record['epoch']})")
+            if confusion is not None:
+                plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
+                               title=f"{name}: test confusion (epoch {record['epoch']})")

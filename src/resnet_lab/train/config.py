@@ -45,6 +45,7 @@ class TrainConfig:
     lookahead_alpha: float = 0.5  # lookahead's slow step toward the fast weights
     norm_lr_scale: float = 1.0  # lr factor for the norm layers' weights and biases (times any lr_scale)
     progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
+    eval_every: int = 1  # evaluate on the test set every N epochs and after the last (and a --stop-after pause)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -81,10 +82,18 @@ class TrainConfig:
             raise ValueError("bf16 and fp16 exclude each other: pick one autocast dtype")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
             raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
+                             f"is always evaluated), got {self.eval_every!r}")
         self._check_recipe_options()
         bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the run evaluates on the test set after ``epoch`` (1-based): every ``eval_every``-th
+        epoch, the last one, and the one a ``stop_after`` pause ends on."""
+        return epoch % self.eval_every == 0 or epoch in (self.epochs, self.stop_after)
 
     def _check_recipe_options(self) -> None:
         """EMA, lookahead, the norm layers' lr and progressive resizing (docs/RECIPES.md)."""

@@ -61,7 +61,7 @@ class History:
     def add(self, record: dict) -> bool:
         """Append an epoch's record; returns whether its test accuracy is the best so far."""
         self.epochs.append(record)
-        improved = record["test_acc"] > self.best_acc
+        improved = "test_acc" in record and record["test_acc"] > self.best_acc  # not evaluated: never the best
         if improved:
             self.best_acc, self.best_epoch = record["test_acc"], record["epoch"]
         return improved
@@ -542,18 +542,20 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
                   history: History) -> tuple[dict, Tensor]:
     """Evaluate, combine the processes' figures, refuse a diverged model, and build the epoch's record."""
     loss_sum, plain_sum, correct, seen = job.sum(stats.loss_sum, stats.plain_sum, stats.correct, stats.seen)
-    job.share_buffers(base)  # every process evaluates its test shard with rank 0's (saved) statistics
-    ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
-                                 bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
-    # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
-    _check_finite(base, ev["loss"], epoch, scheduler, config.out, history.best_epoch)
     seen = max(int(seen), 1)
+    ev = None
+    if config.evaluates(epoch + 1):  # the same answer in every process: they evaluate together
+        job.share_buffers(base)  # every process evaluates its test shard with rank 0's (saved) statistics
+        ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
+                                     bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
+    # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
+    _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out,
+                  history.best_epoch, loss_name="test loss" if ev else "training loss")
     record = {
         "epoch": epoch + 1,
         "train_loss": float(loss_sum) / seen,
         "train_acc": int(correct) / seen,
-        "test_loss": ev["loss"],
-        "test_acc": ev["acc"],
+        **({"test_loss": ev["loss"], "test_acc": ev["acc"]} if ev else {}),
         "lr": scheduler.get_last_lr()[0],
         "train_seconds": stats.seconds,
         "images_per_second": seen / max(stats.seconds, 1e-9),  # all processes together
@@ -561,14 +563,15 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
     }
     if config.label_smoothing:  # comparable with test_loss (curves.png plots both)
         record["train_loss_plain"] = float(plain_sum) / seen
-    return record, ev["confusion"]
+    return record, ev["confusion"] if ev else None
 
 
 def _epoch_line(record: dict, config: TrainConfig, history: History) -> str:
     left = (config.epochs - record["epoch"]) * record["train_seconds"]
+    test = (f"test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%" if "test_acc" in record
+            else f"test not evaluated (every {config.eval_every})")
     return (f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f} "
-            f"acc {100 * record['train_acc']:.2f}%  test loss {record['test_loss']:.4f} "
-            f"acc {100 * record['test_acc']:.2f}%  {record['images_per_second']:.0f} img/s  "
+            f"acc {100 * record['train_acc']:.2f}%  {test}  {record['images_per_second']:.0f} img/s  "
             f"{record['train_seconds']:.1f}s  best {100 * history.best_acc:.2f}%  left ~{_fmt_time(left)}")
 
 
@@ -578,17 +581,18 @@ def _nonfinite_tensors(model: nn.Module) -> list[str]:
             if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _check_finite(model: nn.Module, test_loss: float, epoch: int, scheduler, run_dir: str | None,
-                  best_epoch: int) -> None:
-    """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite test loss, weights or
-    BN statistics; called before anything of the epoch is written."""
+def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir: str | None,
+                  best_epoch: int, loss_name: str = "test loss") -> None:
+    """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite loss (``loss_name``: the
+    test loss, or the training loss of an epoch not evaluated), weights or BN statistics; called before
+    anything of the epoch is written."""
     bad = _nonfinite_tensors(model)
-    if math.isfinite(test_loss) and not bad:
+    if math.isfinite(loss) and not bad:
         return
-    what = f"test loss {test_loss}" if not math.isfinite(test_loss) else "the test loss stayed finite but"
+    what = f"{loss_name} {loss}" if not math.isfinite(loss) else f"the {loss_name} stayed finite but"
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        what += f"{',' if not math.isfinite(test_loss) else ''} non-finite values in {shown}"
+        what += f"{',' if not math.isfinite(loss) else ''} non-finite values in {shown}"
     kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if run_dir and epoch
             else "no checkpoint was written")
     raise TrainingDiverged(

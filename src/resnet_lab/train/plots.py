@@ -19,6 +19,13 @@ def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> list[float
     return [scale * h[key] if h.get(key) is not None else math.nan for h in history]
 
 
+def _points(epochs: list[int], values: list[float]) -> tuple[list[int], list[float]]:
+    """The epochs that have a value: a run evaluated every few epochs (--eval-every) draws its test
+    curve through the evaluated epochs instead of leaving isolated points."""
+    kept = [(e, v) for e, v in zip(epochs, values) if not math.isnan(v)]
+    return [e for e, _ in kept], [v for _, v in kept]
+
+
 def _loss_labels(history: Sequence[dict], label_smoothing: float) -> dict[str, str]:
     """Legend labels of the loss curves, saying which loss each one is.
 
@@ -56,9 +63,9 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
     fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
     styles = {"train_loss": "-", "train_loss_plain": "-.", "test_loss": "--"}
     for key, label in _loss_labels(history, label_smoothing).items():
-        ax_loss.plot(epochs, _series(history, key), styles[key], marker="o", ms=3, label=label)
+        ax_loss.plot(*_points(epochs, _series(history, key)), styles[key], marker="o", ms=3, label=label)
     for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
-        ax_acc.plot(epochs, _series(history, key, 100), style, marker="o", ms=3, label=label)
+        ax_acc.plot(*_points(epochs, _series(history, key, 100)), style, marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     best = max((h.get("test_acc", 0) for h in history), default=0)

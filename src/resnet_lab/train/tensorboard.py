@@ -129,7 +129,8 @@ class TensorBoardLog:
         """
         last = history.last
         if last:
-            metrics = {"hparam/test_acc": last["test_acc"], "hparam/test_loss": last["test_loss"],
+            # An interrupted run's last epoch may be one that --eval-every skipped: its test figures are absent.
+            metrics = {**{f"hparam/{k}": last[k] for k in ("test_acc", "test_loss") if k in last},
                        "hparam/train_loss": last["train_loss"], "hparam/best_test_acc": history.best_acc,
                        "hparam/best_epoch": history.best_epoch, "hparam/epochs": last["epoch"]}
             # One hparams record per run: a later session's replaces this one (add_hparams appends).
