@@ -570,9 +570,10 @@ def _epoch_line(record: dict, config: TrainConfig, history: History) -> str:
     left = (config.epochs - record["epoch"]) * record["train_seconds"]
     test = (f"test loss {record['test_loss']:.4f} acc {100 * record['test_acc']:.2f}%" if "test_acc" in record
             else f"test not evaluated (every {config.eval_every})")
+    best = f"best {100 * history.best_acc:.2f}%" if history.best_epoch else "best -"  # nothing evaluated yet
     return (f"epoch {record['epoch']:>3}/{config.epochs}  train loss {record['train_loss']:.4f} "
             f"acc {100 * record['train_acc']:.2f}%  {test}  {record['images_per_second']:.0f} img/s  "
-            f"{record['train_seconds']:.1f}s  best {100 * history.best_acc:.2f}%  left ~{_fmt_time(left)}")
+            f"{record['train_seconds']:.1f}s  {best}  left ~{_fmt_time(left)}")
 
 
 def _nonfinite_tensors(model: nn.Module) -> list[str]:
