@@ -18,8 +18,8 @@ from resnet_lab.models import LinearWithHead, create_model, list_models, model_i
 
 # The CIFAR families the CLI used to recognise by a name regex before the registry knew them.
 SMALL_INPUT = {
-    "resnet8", "resnet8_fast", "resnet14_wide_fast", "resnet20", "resnet20_fast", "resnet32", "resnet44",
-    "resnet56", "resnet110", "resnet1202", "plain20", "plain32", "plain44", "plain56", "plain110",
+    "resnet8", "resnet8_fast", "resnet14_fast", "resnet14_wide_fast", "resnet20", "resnet20_fast", "resnet32",
+    "resnet44", "resnet56", "resnet110", "resnet1202", "plain20", "plain32", "plain44", "plain56", "plain110",
     "preact_resnet110", "preact_resnet164", "preact_resnet1001", "wrn16_4", "wrn28_10", "wrn40_4",
     "densenet_bc_100", "densenet_bc_250", "densenet40",
 }

@@ -51,6 +51,7 @@ __all__ = [
     "preact_resnet1001",
     "resnet8",
     "resnet8_fast",
+    "resnet14_fast",
     "resnet14_wide_fast",
     "resnet18",
     "resnet20",
@@ -865,6 +866,9 @@ plain110 = _CIFAR_PLAIN.builder("plain110", 110, doc="Plain-110 for CIFAR: ResNe
 # units idle).
 resnet8_fast = _CIFAR_FAST.builder("resnet8_fast", 8, (32, 64, 128), params_m=0.31,
                                    doc="ResNet-8 at 32-64-128 widths: the CPU demo model (`make demo`).")
+resnet14_fast = _CIFAR_FAST.builder("resnet14_fast", 14, (32, 64, 128), params_m=0.70,
+                                    doc="ResNet-14 at 32-64-128 widths: two blocks per stage, between the demo model "
+                                        "and resnet20_fast (the `fast` recipe's model, see docs/RESULTS.md).")
 resnet20_fast = _CIFAR_FAST.builder("resnet20_fast", 20, (32, 64, 128), params_m=1.08,
                                     doc="ResNet-20 at 32-64-128 widths: a CPU-friendly candidate for the long "
                                         "Fashion-MNIST recipe (see docs/RESULTS.md).")
