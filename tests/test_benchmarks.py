@@ -302,19 +302,20 @@ def test_every_recipe_stage_is_a_command_line_resnet_labs_parser_accepts_and_che
 
 def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_out(tmp_path, monkeypatch):
     """fast_ddp: 2 processes of 1 thread each for --threads 2, started by torchrun, and the recorded
-    command is the one a user would type; a one-process recipe keeps `resnet-lab` and all threads."""
+    command is the one a user would type; a one-process recipe (fast_resnet20, the one fast_ddp
+    splits) keeps `resnet-lab` and all threads."""
     seen = _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
                                            "images_per_second": 1.0})
     monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env: 0.9)
     ddp = fashion_mnist._train_recipe("fast_ddp", tmp_path / "a", {"OMP_NUM_THREADS": "2"})
-    one = fashion_mnist._train_recipe("fast", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
+    one = fashion_mnist._train_recipe("fast_resnet20", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
     (ddp_argv, ddp_threads), (one_argv, one_threads) = seen
     assert ddp_argv[1:8] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "resnet_lab"]
     assert (ddp_threads, one_threads) == ("1", "2") and one_argv[1:3] == ["-m", "resnet_lab"]
     assert ddp["command"].startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc-per-node 2 -m resnet_lab train ")
     assert one["command"].startswith("OMP_NUM_THREADS=2 resnet-lab train ")
-    # The same recipe but for the per-process batch: 2 x 64 = fast's 128.
-    ddp_flags, fast_flags = (shlex.split(fashion_mnist.RECIPES[n][3]) for n in ("fast_ddp", "fast"))
+    # The same recipe but for the per-process batch: 2 x 64 = fast_resnet20's 128.
+    ddp_flags, fast_flags = (shlex.split(fashion_mnist.RECIPES[n][3]) for n in ("fast_ddp", "fast_resnet20"))
     assert ddp_flags[ddp_flags.index("--batch-size") + 1] == "64" and fast_flags[fast_flags.index("--batch-size") + 1] == "128"
     per_process = ("--batch-size", "64", "128", "--device", "cpu")
     assert [a for a in ddp_flags if a not in per_process] == [a for a in fast_flags if a not in per_process]
