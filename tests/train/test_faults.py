@@ -69,6 +69,22 @@ def test_a_run_whose_bn_statistics_go_nan_stops_and_keeps_the_last_finite_checkp
     assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
 
 
+def test_an_epoch_that_eval_every_skips_is_still_checked_for_divergence(tmp_path):
+    """With --eval-every the test loss of a skipped epoch is unknown: the weights, the BN statistics
+    and the training loss are still checked before anything of the epoch is written."""
+    out = tmp_path / "run"
+    model = TinyNet()
+
+    def poison(info):
+        if info["epoch"] == 1 and info["step"] == 3:
+            model.bn.running_var.fill_(float("inf"))
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 \(the training loss stayed finite but.*bn.running_var"):
+        train(model, make_bundle(), _cfg(out, epochs=3, eval_every=2), step_callbacks=[poison], log=_quiet)
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.jsonl").exists()
+
+
 def test_cli_run_with_a_huge_lr_exits_nonzero_and_never_saves_nonfinite_weights(tmp_path, capsys):
     from resnet_lab.cli import main
 
