@@ -46,9 +46,7 @@ _RESTART = ("--strategy all --dataset fashion-mnist --batch-size 128 --lr 0.03 -
 # single40's first stage (44 epochs in `single40`) and a warm restart after it, each evaluated once.
 _SINGLE40 = ("--model resnet20_fast --dataset fashion-mnist --epochs {epochs} --batch-size 128 --lr 0.1 --crop-padding 2 "
              "--random-erasing 0.25 --label-smoothing 0.1 --channels-last --bf16 --whiten --eval-every {epochs}")
-_SINGLE40_RESTART = ("--strategy all --dataset fashion-mnist --batch-size 128 --lr 0.03 --schedule cosine "
-                     "--warmup-epochs 1 --crop-padding 2 --random-erasing 0.5 --label-smoothing 0.1 --seed 1 --bf16 "
-                     "--channels-last --epochs {epochs} --eval-every {epochs}")
+_SINGLE40_RESTART = _RESTART + " --crop-padding 2 --epochs {epochs} --eval-every {epochs}"
 
 # name: (what it is for, target test accuracy, time budget in minutes, train arguments). The
 # arguments may be a tuple of stages: the first is `resnet-lab train`, each later one is

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -14,15 +13,11 @@ from ..figures import new_figure, save_png
 __all__ = ["curves_figure", "plot_confusion", "plot_curves"]
 
 
-def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> list[float]:
-    """``key`` of every epoch record, NaN (a gap in the line) where a record lacks it."""
-    return [scale * h[key] if h.get(key) is not None else math.nan for h in history]
-
-
-def _points(epochs: list[int], values: list[float]) -> tuple[list[int], list[float]]:
-    """The epochs that have a value: a run evaluated every few epochs (--eval-every) draws its test
-    curve through the evaluated epochs instead of leaving isolated points."""
-    kept = [(e, v) for e, v in zip(epochs, values) if not math.isnan(v)]
+def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+    """The epochs whose records hold ``key``, and ``key`` of each, times ``scale``: a run evaluated
+    every few epochs (--eval-every) draws its test curve through the evaluated epochs, each at its
+    own epoch, never shifted onto the skipped ones."""
+    kept = [(h["epoch"], scale * h[key]) for h in history if h.get(key) is not None]
     return [e for e, _ in kept], [v for _, v in kept]
 
 
@@ -63,9 +58,9 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
     fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
     styles = {"train_loss": "-", "train_loss_plain": "-.", "test_loss": "--"}
     for key, label in _loss_labels(history, label_smoothing).items():
-        ax_loss.plot(*_points(epochs, _series(history, key)), styles[key], marker="o", ms=3, label=label)
+        ax_loss.plot(*_series(history, key), styles[key], marker="o", ms=3, label=label)
     for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
-        ax_acc.plot(*_points(epochs, _series(history, key, 100)), style, marker="o", ms=3, label=label)
+        ax_acc.plot(*_series(history, key, 100), style, marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     best = max((h.get("test_acc", 0) for h in history), default=0)
