@@ -153,3 +153,13 @@ def test_evaluate_uses_the_runs_own_normalization_and_reproduces_its_recorded_te
     assert code == 0
     assert result["loss"] == pytest.approx(recorded["test_loss"], rel=1e-5)
     assert result["accuracy"] == pytest.approx(recorded["test_acc"], abs=1e-9)
+
+
+
+def test_version_prints_the_installed_package_version_and_torch(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0  # the installed distribution's metadata is the reference
+    assert capsys.readouterr().out.strip() == f"resnet-lab {version('resnet-lab')} (torch {torch.__version__})"

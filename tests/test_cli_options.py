@@ -825,6 +825,35 @@ def test_evaluate_tta_averages_each_image_with_its_mirror(capsys, monkeypatch, t
     assert plain["loss"] != pytest.approx(got["loss"], rel=1e-4)
 
 
+def test_evaluate_tta_shift_adds_each_view_moved_up_down_left_and_right(capsys, monkeypatch, trained_run):
+    ev_spy = CallSpy(monkeypatch, rl_train.evaluate)
+    got = evaluate_json(capsys, str(trained_run), "--tta", "--tta-shift", "1")
+    loader = ev_spy.calls[-1][0][1]
+    model, meta = rl_train.load_model(trained_run)
+    model = model.double()
+    black = [-m / s for m, s in zip(meta["mean"], meta["std"])]  # a black pixel, normalized, per channel
+    with torch.no_grad():
+        xs, ys = zip(*[(x.double(), y) for x, y in loader])
+        x, y = torch.cat(xs), torch.cat(ys)
+        side = x.shape[-1]
+        assert x.shape[1] == len(black) == 3
+        padded = [torch.cat([torch.nn.functional.pad(v[:, c:c + 1], (1, 1, 1, 1), value=black[c]) for c in range(3)], 1)
+                  for v in (x, x.flip(-1))]
+        views = [p[..., 1 - dy:1 - dy + side, 1 - dx:1 - dx + side]
+                 for p in padded for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+        p = torch.stack([model(v).softmax(1) for v in views]).mean(0)  # float64 reference, 10 views
+    assert got["tta"] is True and got["tta_shift"] == 1 and got["n"] == len(y) == 128
+    assert got["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    assert got["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+    flip_only = evaluate_json(capsys, str(trained_run), "--tta")
+    assert flip_only["tta_shift"] == 0 and flip_only["loss"] != pytest.approx(got["loss"], rel=1e-4)
+    code, out, _ = cli(capsys, "evaluate", str(trained_run), "--tta-shift", "1")
+    assert code == 0 and "with 1 px shift TTA" in out  # without --tta: the 5 unmirrored views
+    code, _, err = cli(capsys, "evaluate", str(trained_run), "--tta-shift", "-1")
+    assert code != 0 and "--tta-shift must be 0 (off) or a positive number of pixels, got -1" in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+
+
 def test_evaluate_batch_size_changes_the_batches_not_the_result(capsys, monkeypatch, trained_run):
     ev_spy = CallSpy(monkeypatch, rl_train.evaluate)
     default, small = evaluate_json(capsys, str(trained_run)), evaluate_json(capsys, str(trained_run), "--batch-size", "50")

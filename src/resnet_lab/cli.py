@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from . import __version__
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .deploy.cam import save_cams
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20",
     )
+    parser.add_argument("--version", action="version", version=f"resnet-lab {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_model_commands(sub)
     _add_training_commands(sub)
@@ -221,6 +223,10 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the predictions for each image and its mirror image")
+    p.add_argument("--tta-shift", type=int, default=0, metavar="PX",
+                   help="test-time augmentation: also average the predictions for each view moved PX pixels up, "
+                        "down, left and right (with --tta: 10 views); for models trained with a pad-crop of at "
+                        "least PX (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
@@ -439,6 +445,8 @@ def _distributed_errors():
 
 
 def cmd_evaluate(args) -> int:
+    if args.tta_shift < 0:
+        raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
     device = resolve_device(args.device)
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
@@ -459,15 +467,18 @@ def cmd_evaluate(args) -> int:
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
-                  device=device, tta=args.tta)
+                  device=device, tta=args.tta, tta_shift=args.tta_shift,
+                  fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
+                          "tta_shift": args.tta_shift,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
     else:
-        how = " with flip TTA" if args.tta else ""
+        views = (["flip"] if args.tta else []) + ([f"{args.tta_shift} px shift"] if args.tta_shift else [])
+        how = f" with {' and '.join(views)} TTA" if views else ""
         print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
               f"loss {ev['loss']:.4f}")
         for cls, acc in per_class.items():

@@ -205,6 +205,31 @@ def test_flip_tta_averages_the_probabilities_of_each_image_and_its_mirror():
     assert plain["loss"] != pytest.approx(ev["loss"], rel=1e-3)  # the mirror really was used
 
 
+def test_shift_tta_averages_ten_views_each_moved_one_pixel_with_the_black_pixel_fill():
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 4, 5))
+    x, y = torch.randn(30, 1, 8, 6), torch.randint(0, 5, (30,))
+    batches = [(x[:11], y[:11]), (x[11:], y[11:])]
+    ev = evaluate(model, batches, num_classes=5, tta=True, tta_shift=1, fill=[-0.8])
+
+    def moved(v, dy, dx):  # float64 reference: constant-pad by one pixel, then crop the shifted window
+        padded = torch.nn.functional.pad(v, (1, 1, 1, 1), value=-0.8)
+        return padded[..., 1 - dy:1 - dy + 8, 1 - dx:1 - dx + 6]
+
+    ref = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        views = [moved(b, dy, dx) for b in (x.double(), x.double().flip(-1))
+                 for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+        p = torch.stack([ref(v).softmax(1) for v in views]).mean(0)
+    assert ev["acc"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    assert ev["loss"] == pytest.approx(float(-p[torch.arange(30), y].log().mean()), rel=1e-5)
+    flip_only = evaluate(model, batches, num_classes=5, tta=True)
+    assert flip_only["loss"] != pytest.approx(ev["loss"], rel=1e-3)  # the shifted views really were used
+    with pytest.raises(ValueError, match="tta_shift must be 0 .* got -2"):
+        evaluate(model, batches, num_classes=5, tta_shift=-2)
+
+
 def test_an_ensemble_averages_the_probabilities_of_its_models():
     torch.manual_seed(1)
     models = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)) for _ in range(3)]

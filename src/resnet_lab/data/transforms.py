@@ -44,6 +44,8 @@ __all__ = [
     "sample_erase_params",
     "to_channels",
     "to_model_input",
+    "translate",
+    "tta_views",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,6 +147,47 @@ def crop_flip(
     # One gather over the flattened padded image (4x faster on CPU than 4-D advanced indexing).
     flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
     return padded.reshape(b, c, hp * wp).gather(2, flat).view(b, c, h, w)
+
+
+def translate(x: torch.Tensor, dy: int, dx: int, fill: Sequence[float] | None = None) -> torch.Tensor:
+    """Shift every image's content ``dy`` pixels down and ``dx`` right (negative: up, left).
+
+    The pixels the shift uncovers take ``fill``, one value per channel (default 0). For normalized
+    images pass the normalized value of a black pixel, ``-mean / std``: then the shift matches the
+    training pad-crop, which zero-pads the raw pixels (:func:`crop_flip`).
+
+    Args:
+        x: images (B, C, H, W), floating point.
+        dy, dx: the shift in pixels, each smaller than the image's side.
+        fill: per-channel value of the uncovered pixels.
+
+    Returns:
+        A new batch of the same shape (contiguous in the default memory format).
+    """
+    h, w = x.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(f"a shift of ({dy}, {dx}) px moves a {h}x{w} image out of its frame")
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out[:] = x.new_tensor(fill).view(1, -1, 1, 1) if fill is not None else 0
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def tta_views(x: torch.Tensor, *, flip: bool, shift: int = 0,
+              fill: Sequence[float] | None = None) -> list[torch.Tensor]:
+    """The test-time-augmentation views of a batch: the images, their mirrors (``flip``) and, for
+    ``shift`` > 0, each of those moved ``shift`` pixels up, down, left and right (:func:`translate`).
+
+    One view (the batch itself) without ``flip`` and ``shift``; 2, 5 or 10 views otherwise.
+    """
+    if shift < 0:
+        raise ValueError(f"tta shift must be 0 (none) or a positive number of pixels, got {shift}")
+    base = [x, x.flip(-1)] if flip else [x]
+    if not shift:
+        return base
+    moves = ((shift, 0), (-shift, 0), (0, shift), (0, -shift))
+    return [v2 for v in base for v2 in (v, *(translate(v, dy, dx, fill) for dy, dx in moves))]
 
 
 # Random erasing defaults of Zhong et al. 2017 (sec. 3.1): erased area 2%..40% of the image,

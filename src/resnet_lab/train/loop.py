@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..data.transforms import tta_views
 from ..nn import BatchNormBase
 from .averaging import WeightAveraging
 from .checkpoint import Checkpointer, Position, run_facts
@@ -162,15 +163,23 @@ def evaluate(
     fp16: bool = False,
     channels_last: bool = False,
     tta: bool = False,
+    tta_shift: int = 0,
+    fill: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix of ``model`` in eval mode over ``loader``.
 
     ``model`` may be a list of models (an ensemble): their softmax probabilities are averaged.
     With ``tta`` (test-time augmentation), each image and its left-right mirror are classified
     and their probabilities averaged; only for data whose classes survive mirroring (the training
-    flip already assumes it). Whenever probabilities are averaged, the loss is the negative log of
-    the averaged probability of the true class. Train/eval modes are restored afterwards.
+    flip already assumes it). With ``tta_shift`` > 0, each of those views is also classified moved
+    ``tta_shift`` pixels up, down, left and right, the uncovered pixels set to ``fill`` (per
+    channel; pass ``-mean / std``, a black pixel, for normalized images), and all views count
+    equally (:func:`resnet_lab.data.transforms.tta_views`); meant for models trained with a pad-crop
+    of at least that many pixels. Whenever probabilities are averaged, the loss is the negative log
+    of the averaged probability of the true class. Train/eval modes are restored afterwards.
     """
+    if tta_shift < 0:
+        raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {tta_shift}")
     device = torch.device(device)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
@@ -184,9 +193,9 @@ def evaluate(
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            inputs = tta_views(x, flip=tta, shift=tta_shift, fill=fill)
             if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            inputs = (x, x.flip(-1)) if tta else (x,)
+                inputs = [v.contiguous(memory_format=torch.channels_last) for v in inputs]
             with autocast(device, amp_dtype(bf16, fp16)):
                 outputs = [m(v).float() for m in models for v in inputs]
             if len(outputs) == 1:

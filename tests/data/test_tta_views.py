@@ -1,0 +1,66 @@
+"""Test-time translation views: :func:`translate` against a per-pixel Python reference and against
+the training pad-crop (zero padding of the raw pixels, then normalization), and :func:`tta_views`'
+list of views."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.data import crop_flip
+from resnet_lab.data.transforms import translate, tta_views
+
+MEAN, STD = (0.3, 0.5), (0.2, 0.25)
+
+
+def _reference(x: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
+    """out[..., i, j] = x[..., i - dy, j - dx] where that pixel exists, else the channel's fill."""
+    b, c, h, w = x.shape
+    out = torch.empty_like(x)
+    for ch in range(c):
+        for i in range(h):
+            for j in range(w):
+                si, sj = i - dy, j - dx
+                out[:, ch, i, j] = x[:, ch, si, sj] if 0 <= si < h and 0 <= sj < w else fill[ch]
+    return out
+
+
+@pytest.mark.parametrize("dy,dx", [(1, 0), (-1, 0), (0, 2), (0, -2), (2, -1), (-3, 3)])
+def test_translate_moves_the_content_and_fills_the_uncovered_pixels(dy, dx):
+    x = torch.randn(3, 2, 6, 7)
+    fill = (-1.5, 0.25)
+    assert torch.equal(translate(x, dy, dx, fill), _reference(x, dy, dx, fill))
+    assert torch.equal(translate(x, dy, dx), _reference(x, dy, dx, (0.0, 0.0)))  # default fill 0
+
+
+def test_translate_by_the_black_pixel_fill_equals_the_training_pad_crop_then_normalize():
+    raw = torch.randint(0, 256, (4, 2, 8, 8), dtype=torch.uint8)
+    mean, std = torch.tensor(MEAN).view(1, 2, 1, 1), torch.tensor(STD).view(1, 2, 1, 1)
+    norm = lambda u: (u.float() / 255 - mean) / std  # noqa: E731
+    fill = [-m / s for m, s in zip(MEAN, STD)]
+    p = 2
+    for dy, dx in ((2, 0), (-2, 0), (0, 1), (-1, 2)):
+        # the pad-crop's offset (oy, ox) into the padded image shows the content moved by (p - oy, p - ox)
+        oy, ox = torch.full((4,), p - dy), torch.full((4,), p - dx)
+        trained = norm(crop_flip(raw, oy, ox, torch.zeros(4, dtype=torch.bool), p))
+        assert torch.allclose(translate(norm(raw), dy, dx, fill), trained, atol=1e-6)
+
+
+def test_translate_refuses_a_shift_that_leaves_the_frame():
+    with pytest.raises(ValueError, match=r"\(0, 5\) px moves a 5x5 image out of its frame"):
+        translate(torch.zeros(1, 1, 5, 5), 0, 5)
+
+
+def test_tta_views_are_the_images_their_mirrors_and_the_four_shifts_of_each():
+    x = torch.randn(2, 1, 5, 6)
+    assert [torch.equal(v, x) for v in tta_views(x, flip=False)] == [True]
+    plain, mirror = tta_views(x, flip=True)
+    assert torch.equal(plain, x) and torch.equal(mirror, x.flip(-1))
+    views = tta_views(x, flip=True, shift=1, fill=[0.5])
+    assert len(views) == 10
+    expected = [base if (dy, dx) == (0, 0) else _reference(base, dy, dx, [0.5])
+                for base in (x, x.flip(-1)) for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
+    assert all(torch.equal(v, e) for v, e in zip(views, expected))
+    assert len(tta_views(x, flip=False, shift=2)) == 5
+    with pytest.raises(ValueError, match="got -1"):
+        tta_views(x, flip=True, shift=-1)
