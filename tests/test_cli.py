@@ -163,3 +163,13 @@ def test_version_prints_the_installed_package_version_and_torch(capsys):
         main(["--version"])
     assert exit_info.value.code == 0  # the installed distribution's metadata is the reference
     assert capsys.readouterr().out.strip() == f"resnet-lab {version('resnet-lab')} (torch {torch.__version__})"
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "{p}"], ["predict", "{p}", "shirt.png"], ["export", "{p}", "--out", "{p}.onnx"]])
+def test_a_mistyped_run_path_is_named_as_missing_in_one_line(capsys, tmp_path, argv):
+    missing = tmp_path / "runs" / "r2O"  # a typo of r20
+    code, _, err = run(capsys, *[a.format(p=missing) for a in argv])
+    assert code != 0 and err.strip() == (
+        f"error: {missing} does not exist. Pass a run directory written by `resnet-lab train` (its --out), a "
+        ".safetensors file with its model.json beside it, or shipped weights as MODEL:TAG (docs/WEIGHTS.md lists them).")
+    assert not (tmp_path / "runs").exists()  # nothing created on the way out

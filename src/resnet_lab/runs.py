@@ -296,6 +296,10 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
 def find_model_json(source: str | os.PathLike) -> Path:
     """The ``model.json`` that describes a run directory or a weights file inside one."""
     source = Path(source)
+    if not source.exists():  # a mistyped path: say so, not which model.json files are missing
+        raise FileNotFoundError(f"{source} does not exist. Pass a run directory written by `resnet-lab train` "
+                                "(its --out), a .safetensors file with its model.json beside it, or shipped "
+                                "weights as MODEL:TAG (docs/WEIGHTS.md lists them).")
     candidates = [source / "model.json"] if source.is_dir() else [source.with_suffix(".json"), source.parent / "model.json"]
     for c in candidates:
         if c.is_file():
