@@ -123,6 +123,20 @@ def test_live_children_a_benchmark_started_are_found_for_their_cpu_time():
     assert child.pid not in _common._live_children()
 
 
+def test_the_machine_line_carries_the_measured_gemm_speed_and_restores_the_threads(monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(_common, "_cpu_flags", lambda: {"avx2"})  # no native bf16: float32 only
+    _common.gemm_speed.cache_clear()
+    text = _common.gemm_speed(1, side=64, repeats=2)
+    assert re.fullmatch(r"GEMM 64\^3 at 1 thread\(s\): fp32 \d+ GFLOP/s", text), text
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(_common, "_cpu_flags", lambda: {"avx512_bf16"})
+    _common.gemm_speed.cache_clear()
+    assert re.fullmatch(r"GEMM 64\^3 at 1 thread\(s\): fp32 \d+, bf16 \d+ GFLOP/s", _common.gemm_speed(1, side=64, repeats=2))
+    monkeypatch.setattr(_common, "gemm_speed", lambda threads: f"GEMM probe at {threads}")
+    assert f"{threads} torch threads, GEMM probe at {threads}; torch " in _common.machine_line()
+
+
 # ----------------------------------------------------------------------------- marks and the docs gate
 
 
