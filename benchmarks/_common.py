@@ -211,7 +211,7 @@ def _cpu_flags() -> set[str]:
 def gemm_speed(threads: int, side: int = 1024, repeats: int = 5) -> str:
     """The machine's measured matrix-product speed at ``threads`` torch threads, as a short text.
 
-    Two hosts that both report "AMD EPYC, avx512_bf16" ran the same bf16 recipe 1.9x apart
+    Two hosts that both report "AMD EPYC, avx512_bf16" ran the same bf16 recipe 1.6-2.1x apart
     (2026-12-02): the CPU's name and flags do not tell them apart, a 0.1-second probe does. The
     median of ``repeats`` ``side``-cubed products in float32, and in bfloat16 where the CPU
     computes it natively. Cached per thread count; informative only (the figures it goes with have

@@ -86,7 +86,8 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
         "Throughputs are medians with their min-max. Absolute numbers depend on the machine; the ratios are the "
         "claims. The machine line ends its hardware part with a 0.1-second matrix-product probe (GEMM GFLOP/s, "
         "newer runs only): two hosts that both report an AMD EPYC with avx512_bf16 differed 1.7x in bfloat16 GEMM "
-        "and 1.9x in the same bf16 recipe (docs/RESULTS.md), so compare absolute figures only where it matches. Each section says whether the machine was quiet while it was measured (issue 14): its load "
+        "and 1.6-2.1x in the same bf16 recipe (docs/RESULTS.md), so compare absolute figures only where it "
+        "matches. Each section says whether the machine was quiet while it was measured (issue 14): its load "
         "average at most its own busy threads + 0.5 at the start and the end, and at least 90% of its threads' "
         "wall time spent on a CPU; a section measured on a busy machine is marked INVALID, and the script "
         "refuses to write it unless told `--allow-busy`.",
