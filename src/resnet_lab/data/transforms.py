@@ -187,7 +187,7 @@ def tta_views(x: torch.Tensor, *, flip: bool, shift: int = 0,
     if not shift:
         return base
     moves = ((shift, 0), (-shift, 0), (0, shift), (0, -shift))
-    return [v2 for v in base for v2 in (v, *(translate(v, dy, dx, fill) for dy, dx in moves))]
+    return [view for v in base for view in (v, *(translate(v, dy, dx, fill) for dy, dx in moves))]
 
 
 # Random erasing defaults of Zhong et al. 2017 (sec. 3.1): erased area 2%..40% of the image,
