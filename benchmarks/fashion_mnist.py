@@ -77,6 +77,10 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
     "single40_restart20": ("one model, 95% within 40 minutes: `single40` cut to 34 epochs, then a 20-epoch warm "
                            "restart (cosine from 0.03, random erasing 0.5), judged with flip TTA", 0.95, 40,
                            (_SINGLE40.format(epochs=34), _SINGLE40_RESTART.format(epochs=20))),
+    "single40_shift": ("one model, 95% within 40 minutes: `single40_restart20`'s training, judged with flip TTA plus "
+                       "1 px shifts (`evaluate --tta --tta-shift 1`: 10 views; the judge fixed on 2026-12-02 before "
+                       "any run of it)", 0.95, 40,
+                       (_SINGLE40.format(epochs=34), _SINGLE40_RESTART.format(epochs=20))),
     "resnet20": ("ResNet-20 (He et al. 2015), 93.5% within 20 minutes", 0.935, 20,
                  "--model resnet20 --dataset fashion-mnist --epochs 10 --batch-size 128 --lr 0.1 --label-smoothing 0.1 --bf16 --channels-last"),
     "resnet20_noaug": ("ResNet-20 without augmentation (converges sooner in a short budget), 93.5% within 20 minutes",
@@ -101,7 +105,12 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 # (`evaluate --tta`: the mean of the image's and its mirror's softmax), as airbench judges its 94%:
 # the evaluation is part of the recipe, so its time counts in the wall time. The other recipes are
 # judged on the single-view test accuracy after each epoch.
-TTA_TARGET = frozenset({"fast", "fast_resnet20", "fast_ddp", "single40", "single40_restart", "single40_restart20"})
+TTA_TARGET = frozenset({"fast", "fast_resnet20", "fast_ddp", "single40", "single40_restart", "single40_restart20",
+                        "single40_shift"})
+
+# TTA recipes whose views are also shifted this many pixels up, down, left and right
+# (`evaluate --tta --tta-shift PX`); the others use the image and its mirror only.
+TTA_SHIFT = {"single40_shift": 1}
 
 # Recipes trained by N single-threaded processes under torchrun (data parallel over gloo, each
 # process a 1/N share of every batch: --batch-size is per process) instead of one process with N
@@ -154,7 +163,7 @@ def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | No
         run_dir = stage_out
     result = summarize(name, commands, epochs, wall, run_dir)
     t0 = time.perf_counter()
-    result["tta_acc"] = tta_accuracy(run_dir, env)
+    result["tta_acc"] = tta_accuracy(run_dir, env, shift=TTA_SHIFT.get(name, 0))
     if name in TTA_TARGET:  # the TTA evaluation is the recipe's last step: its time counts
         result["wall_seconds"] += time.perf_counter() - t0
         hit = result["tta_acc"] >= result["target"]
@@ -177,9 +186,11 @@ def _launcher(name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]
     return [sys.executable, "-m", *prefix], {**env, "OMP_NUM_THREADS": str(threads)}, "torchrun " + " ".join(prefix[1:])
 
 
-def tta_accuracy(run_dir: Path, env: dict[str, str]) -> float:
-    """Test accuracy of the run's last weights with flip test-time augmentation (`evaluate --tta`)."""
-    proc = subprocess.run([*CLI, "evaluate", str(run_dir), "--tta", "--json"], cwd=ROOT, text=True,
+def tta_accuracy(run_dir: Path, env: dict[str, str], shift: int = 0) -> float:
+    """Test accuracy of the run's last weights with flip test-time augmentation (`evaluate --tta`),
+    each view also shifted ``shift`` pixels each way when ``shift`` > 0 (`--tta-shift`)."""
+    extra = ["--tta-shift", str(shift)] if shift else []
+    proc = subprocess.run([*CLI, "evaluate", str(run_dir), "--tta", *extra, "--json"], cwd=ROOT, text=True,
                           capture_output=True, check=True, env=env)
     return json.loads(proc.stdout)["accuracy"]
 
@@ -241,6 +252,12 @@ def _mean_row(rs: list[dict]) -> str:
             f"{rs[0]['date']} |")
 
 
+def _tta_views(name: str) -> str:
+    """How a recipe's TTA accuracy is taken, as its RESULTS table names it."""
+    shift = TTA_SHIFT.get(name, 0)
+    return f"flip + {shift} px shift TTA" if shift else "flip TTA"
+
+
 def write_results(results: list[dict], path: Path = RESULTS) -> None:
     """Insert or replace each recipe's block between markers in ``path`` (docs/RESULTS.md); a recipe
     measured on a busy machine gets the INVALID mark (the caller decides whether to write at all).
@@ -269,12 +286,13 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         seeds = [x.get("seed") for x in rs]
         how = "" if seeds == [None] else f"Seeds {', '.join(str(s) for s in seeds)} (`--seed` appended to the command).\n\n"
         rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
-        judged = ("final, flip TTA, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
+        views = _tta_views(name)
+        judged = (f"final, {views}, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
         block = (
             f"<!-- recipe:{name} -->\n### {name}: {r['purpose']}\n\n{mark}"
             f"```\n{r['command']}\n```\n\n{how}"
             f"Machine: {r['machine']}.\n\nMachine during the run: {'; '.join(q.describe() for q in quiet)}.\n\n"
-            f"| recipe | final test acc | final, flip TTA | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target ({judged}) | date |\n"
+            f"| recipe | final test acc | final, {views} | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target ({judged}) | date |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n" + figure + "<!-- /recipe -->\n"
         )
         pattern = re.compile(rf"<!-- recipe:{re.escape(name)} -->.*?<!-- /recipe -->\n", re.S)

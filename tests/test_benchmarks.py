@@ -295,10 +295,36 @@ def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_tim
     for tta, reached in ((0.9395, False), (0.9401, True)):
         clock = iter([0.0, 100.0, 200.0, 230.0])  # stage start, stage end, TTA start, TTA end
         monkeypatch.setattr(fashion_mnist, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-        monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, tta=tta: tta)
+        monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift, tta=tta: tta)
         r = fashion_mnist._train_recipe("fast", tmp_path / "out", {"OMP_NUM_THREADS": "1"})
         assert r["wall_seconds"] == 130.0  # 100 s of training, 30 s of TTA evaluation
         assert (r["target_reached_at"] is not None) == reached
+
+
+def test_a_shift_tta_recipe_trains_as_its_base_and_is_judged_with_shifted_views(tmp_path, monkeypatch):
+    """single40_shift is single40_restart20's training with a different judge, fixed in the code
+    before it runs: `evaluate --tta --tta-shift 1`, named so in its table; the others stay flip-only."""
+    assert fashion_mnist.RECIPES["single40_shift"][1:] == fashion_mnist.RECIPES["single40_restart20"][1:]
+    assert "single40_shift" in fashion_mnist.TTA_TARGET
+    evaluations = []
+
+    def evaluate(argv, **kw):  # the real tta_accuracy, with `resnet-lab evaluate` replaced
+        evaluations.append(argv[argv.index("evaluate"):])
+        return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"accuracy": 0.95}))
+
+    monkeypatch.setattr(fashion_mnist.subprocess, "run", evaluate)
+    for name in ("single40_shift", "single40_restart20", "fast"):
+        assert fashion_mnist.tta_accuracy(tmp_path, {}, fashion_mnist.TTA_SHIFT.get(name, 0)) == 0.95
+    run = str(tmp_path)
+    assert evaluations == [["evaluate", run, "--tta", "--tta-shift", "1", "--json"],
+                           ["evaluate", run, "--tta", "--json"], ["evaluate", run, "--tta", "--json"]]
+
+    doc = tmp_path / "RESULTS.md"
+    r = {**_result(cpu_s=119.0), "final_acc": 0.948, "tta_acc": 0.9505, "target": 0.95, "budget_minutes": 40}
+    fashion_mnist.write_results([{**r, "recipe": "single40_shift"}, {**r, "recipe": "single40_restart20"}], doc)
+    shifted, flip = doc.read_text().split("<!-- recipe:single40_restart20 -->")
+    assert "| final, flip + 1 px shift TTA |" in shifted and "target (final, flip + 1 px shift TTA, evaluation timed)" in shifted
+    assert "| final, flip TTA |" in flip and "shift" not in flip
 
 
 @pytest.mark.parametrize("name", list(fashion_mnist.RECIPES))
@@ -320,7 +346,7 @@ def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_
     splits) keeps `resnet-lab` and all threads."""
     seen = _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
                                            "images_per_second": 1.0})
-    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env: 0.9)
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift: 0.9)
     ddp = fashion_mnist._train_recipe("fast_ddp", tmp_path / "a", {"OMP_NUM_THREADS": "2"})
     one = fashion_mnist._train_recipe("fast_resnet20", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
     (ddp_argv, ddp_threads), (one_argv, one_threads) = seen
