@@ -4,6 +4,8 @@ the CPU with torch's own GradScaler: an overflowing scale skips the step and bac
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -43,7 +45,11 @@ def _one_epoch(scaler, steps=1):
 
 def test_an_enabled_scaler_skips_a_step_whose_scaled_gradients_overflow_and_backs_off():
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, enabled=True)  # scaled grads overflow float32
-    before, after = _one_epoch(scaler)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before, after = _one_epoch(scaler)
+    # The schedule still moves on, without torch's warning that the calls came in the wrong order.
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
     weights = [k for k in before if k.endswith("weight")]
     assert all(torch.equal(before[k], after[k]) for k in weights)  # the step was skipped
     assert scaler.get_scale() == 2.0 ** 126  # torch's backoff factor 0.5
@@ -53,3 +59,20 @@ def test_a_disabled_scaler_changes_nothing_and_the_step_happens():
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     before, after = _one_epoch(scaler)
     assert not torch.equal(before["conv.weight"], after["conv.weight"])
+
+
+def test_torch_warns_about_a_schedule_stepped_past_a_skipped_step_which_the_loop_silences():
+    """The reference for the test above: the same skipped step followed by a bare scheduler.step()
+    draws torch's call-order warning."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    optimizer = build_optimizer(model, "sgd", 0.05, 0.9, True, 0.0)
+    scheduler = build_scheduler(optimizer, "constant", 1)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    x, y = next(iter(make_bundle().train))
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    next(model.parameters()).grad[0] = float("inf")  # an overflowing gradient, as fp16 gives
+    scaler.step(optimizer)
+    assert not getattr(optimizer, "_opt_called", False)  # the scaler skipped optimizer.step()
+    with pytest.warns(UserWarning, match=r"lr_scheduler.step\(\)` before `optimizer.step\(\)"):
+        scheduler.step()

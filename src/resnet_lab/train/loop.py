@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -298,7 +299,7 @@ def train_one_epoch(
                 logits = logits[0]
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
         _backward_and_step(loss, model, optimizer, scaler, config.grad_clip, guard, where)
-        scheduler.step()
+        _step_schedule(scheduler, scaler)
         if averaging is not None:  # before on_step, which may stop the run: the saved state includes this step
             averaging.after_step()
         step += 1
@@ -342,6 +343,19 @@ def _backward_and_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Op
             guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
     scaler.step(optimizer)
     scaler.update()
+
+
+def _step_schedule(scheduler, scaler: torch.amp.GradScaler) -> None:
+    """Move the schedule on by one batch, also past an fp16 step the scaler skipped, so that the run
+    keeps its length in steps. torch then warns that ``lr_scheduler.step()`` came before
+    ``optimizer.step()``, as if the calls were in the wrong order; they are not, and since fp16 runs
+    often skip their first steps while the scale settles, that warning is silenced for fp16 only."""
+    if not scaler.is_enabled():
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def train(
