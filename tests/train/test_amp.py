@@ -62,8 +62,8 @@ def test_a_disabled_scaler_changes_nothing_and_the_step_happens():
 
 
 def test_torch_warns_about_a_schedule_stepped_past_a_skipped_step_which_the_loop_silences():
-    """The reference for the test above: the same skipped step followed by a bare scheduler.step()
-    draws torch's call-order warning."""
+    """The reference for the test above: a step the scaler skips (here for an inf gradient set by
+    hand) followed by a bare scheduler.step() draws torch's call-order warning."""
     torch.manual_seed(0)
     model = TinyNet()
     optimizer = build_optimizer(model, "sgd", 0.05, 0.9, True, 0.0)
