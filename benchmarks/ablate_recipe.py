@@ -3,13 +3,16 @@
 Every variant is the base recipe (the `make demo` command at a shorter, fixed number of epochs) plus
 or minus one option; each runs with ``--seeds`` seeds through the CLI, as a user would type it.
 The table gives the final test accuracy (mean ± sd over seeds), the change against the base with
-the same seed (paired: the runs of one seed share the initial weights and the data order) and the
-median training seconds per epoch.
+the same seed (paired: the runs of one seed share the initial weights and the data order), the
+median training seconds of an epoch after the first (steady state) and of the first epoch, which
+also pays any one-off cost (``--compile`` compiles the model during it).
 
 Accuracy is a function of the seed alone: with one OpenMP thread per run, a CPU run computes the
 same numbers whatever else the machine does, so ``--jobs 2`` (two single-thread runs side by side on
 a 2-core machine) changes the times, not the accuracies. The seconds column is then relative only
-(both runs shared the memory bus) and says so; a quiet ``--jobs 1`` run gives absolute times.
+(both runs shared the memory bus) and says so; a quiet ``--jobs 1`` run gives absolute times. The
+whole ablation is metered like every benchmark (load before and after, the CPU time the runs got):
+when other processes ran, the block still gives the accuracies but says the seconds are no figure.
 
 A variant *helps* when its mean paired change exceeds the paired changes' sd (and *hurts* when it
 falls below minus that sd); otherwise its effect is inside the seed-to-seed spread at this budget.
@@ -34,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import load_average, machine_line, now_utc, update_doc
+from _common import QuietMeter, machine_line, now_utc, update_doc, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -81,6 +84,9 @@ VARIANTS: dict[str, Variant] = {
     "batch256": Variant("batch 256 at lr 0.2 (half the steps)", drop=("--batch-size", "--lr"),
                         add="--batch-size 256 --lr 0.2"),
     "fp32": Variant("float32 and NCHW (no bf16 autocast, no channels_last)", drop=("--bf16", "--channels-last")),
+    "no_bf16": Variant("float32 (no bf16 autocast), channels_last kept", drop=("--bf16",)),
+    "no_channels_last": Variant("NCHW (no channels_last), bf16 autocast kept", drop=("--channels-last",)),
+    "compile": Variant("torch.compile the model (compiled during the first epoch)", add="--compile"),
 }
 
 
@@ -108,8 +114,9 @@ def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, thread
             raise SystemExit(f"[{name} seed {seed}] exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
         records = _records(metrics)
     print(f"[{name} seed {seed}] {100 * records[-1]['test_acc']:.2f}%", flush=True)
+    seconds = [r["train_seconds"] for r in records]
     return {"variant": name, "seed": seed, "final_acc": records[-1]["test_acc"],
-            "epoch_seconds": statistics.median(r["train_seconds"] for r in records),
+            "epoch_seconds": statistics.median(seconds[1:] or seconds), "first_epoch_seconds": seconds[0],
             "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"])}
 
 
@@ -121,7 +128,8 @@ def _records(path: Path) -> list[dict]:
 
 def summarize(runs: list[dict]) -> list[dict]:
     """Per variant: mean and sd of the final accuracy, the paired change against ``base`` (same
-    seed) with its sd, the verdict, and the median seconds per epoch."""
+    seed) with its sd, the verdict, and the median over seeds of the steady seconds per epoch and of
+    the first epoch's seconds."""
     by = {}
     for r in runs:
         by.setdefault(r["variant"], {})[r["seed"]] = r
@@ -132,6 +140,8 @@ def summarize(runs: list[dict]) -> list[dict]:
         row = {"variant": name, "what": VARIANTS[name].what, "n": len(accs), "mean": statistics.fmean(accs),
                "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                "epoch_seconds": statistics.median(seeds[s]["epoch_seconds"] for s in seeds),
+               "first_epoch_seconds": statistics.median(seeds[s].get("first_epoch_seconds", seeds[s]["epoch_seconds"])
+                                                        for s in seeds),
                "command": next(iter(seeds.values()))["command"]}
         paired = [seeds[s]["final_acc"] - base[s]["final_acc"] for s in sorted(seeds) if s in base]
         if name != "base" and paired:
@@ -152,22 +162,30 @@ def verdict(delta: float, sd: float) -> str:
 
 
 def table(rows: list[dict], base_seconds: float) -> str:
-    out = ["| variant | what | final test acc (mean ± sd) | change vs base, same seed | verdict | s/epoch (x base) |",
-           "|---|---|---|---|---|---|"]
+    out = ["| variant | what | final test acc (mean ± sd) | change vs base, same seed | verdict | "
+           "s/epoch after the first (x base) | first epoch s |",
+           "|---|---|---|---|---|---|---|"]
     for r in rows:
         change = "-" if "delta" not in r else f"{100 * r['delta']:+.2f} ± {100 * r['delta_sd']:.2f} pp"
         out.append(f"| {r['variant']} | {r['what']} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f}% (n={r['n']}) | "
-                   f"{change} | {r.get('verdict', '-')} | {r['epoch_seconds']:.1f} ({r['epoch_seconds'] / base_seconds:.2f}x) |")
+                   f"{change} | {r.get('verdict', '-')} | {r['epoch_seconds']:.1f} ({r['epoch_seconds'] / base_seconds:.2f}x) | "
+                   f"{r['first_epoch_seconds']:.1f} |")
     return "\n".join(out)
 
 
-def report(rows: list[dict], args: argparse.Namespace, started: str, loads: tuple, wall: float) -> str:
-    """The markdown block: command, machine, load before and after, the table."""
+def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall: float) -> str:
+    """The markdown block: command, machine, the quietness of the whole ablation, the table.
+
+    Args:
+        quiet: the :class:`_common.Quietness` of the whole ablation (all its runs).
+    """
     base = next(r for r in rows if r["variant"] == "base")
-    own = args.jobs * args.threads
-    if max(loads) > own + 0.5:  # the quietness rule of _common: others ran beside the runs
-        timing = (f"other processes ran beside the runs (load above their own {own} threads + 0.5): the seconds "
-                  "are not a speed figure; the accuracies do not depend on the load (one thread, fixed seed)")
+    reasons = quiet.check()
+    loads = (f"load average {quiet.load_before:.2f} before, {quiet.load_after:.2f} after; runs' CPU "
+             f"{quiet.cpu_s:.0f} s in {quiet.wall_s:.0f} s wall, the rest of the machine {quiet.others_cpu_s:.0f} s")
+    if reasons:  # the quietness rule of _common: others ran beside the runs
+        timing = (f"other processes ran beside the runs ({'; '.join(reasons)}): the seconds are not a speed "
+                  "figure; the accuracies do not depend on the load (one thread, fixed seed)")
     elif args.jobs == 1:
         timing = "one run at a time on a quiet machine: the seconds are this machine's"
     else:
@@ -176,7 +194,7 @@ def report(rows: list[dict], args: argparse.Namespace, started: str, loads: tupl
     return (f"### Fast-training options, one at a time: {args.epochs} epoch(s), {args.seeds} seeds\n\n"
             f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *sys.argv[1:]])}\n```\n\n"
             f"Base: `{base['command']}`. Machine: {machine_line()}. "
-            f"Started {started}; load average {loads[0]:.2f} before, {loads[1]:.2f} after; {timing}; "
+            f"Started {started}; {loads}; {timing}; "
             f"{wall / 60:.0f} min in all.\n\n{table(rows, base['epoch_seconds'])}\n")
 
 
@@ -191,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
     p.add_argument("--dry-run", action="store_true", help="fake data, tiny images, 1 epoch, 2 seeds; writes no doc")
+    # The waiting flags of the measuring scripts; not their --allow-busy: a busy ablation is still
+    # written, since its accuracies hold (its block then says its seconds are no figure).
+    p.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
+                   help="first wait until the 1-minute load average is below LOAD (a shared machine)")
+    p.add_argument("--max-wait-min", type=float, default=60.0,
+                   help="give up waiting after this many minutes and run anyway (default 60)")
     a = p.parse_args(argv)
     if a.list:
         for k, v in VARIANTS.items():
@@ -206,12 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     base = DRY_BASE if a.dry_run else BASE
     if a.dry_run:
         a.epochs, a.seeds, a.write = 1, 2, False
-    started, load0, t0 = now_utc(), load_average()[0], time.perf_counter()
+    wait_for_quiet(a)
+    started, t0 = now_utc(), time.perf_counter()
+    meter = QuietMeter("ablation", a.jobs * a.threads)
     jobs = [(n, s) for s in range(a.seeds) for n in names]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         runs = list(pool.map(lambda job: run_one(*job, a.epochs, base, Path(a.out), a.threads), jobs))
+    quiet = meter.stop()
     rows = summarize(runs)
-    block = report(rows, a, started, (load0, load_average()[0]), time.perf_counter() - t0)
+    block = report(rows, a, started, quiet, time.perf_counter() - t0)
     print(block)
     (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
     if a.write:

@@ -3,6 +3,7 @@ INVALID and never written to docs/), the docs blocks, and the pieces of bench_th
 peer_torchvision.py that can be checked without measuring anything. Nothing here times anything."""
 
 import argparse
+import dataclasses
 import gzip
 import json
 import math
@@ -540,8 +541,8 @@ def test_a_variant_drops_base_flags_with_their_values_and_appends_its_own():
 
 def test_ablation_changes_are_paired_by_seed_and_judged_against_their_spread():
     accs = {"base": [0.90, 0.92, 0.91], "ema": [0.91, 0.93, 0.92], "augment": [0.92, 0.90, 0.91]}
-    runs = [{"variant": v, "seed": s, "final_acc": a, "epoch_seconds": 10.0 + s, "command": v}
-            for v, vals in accs.items() for s, a in enumerate(vals)]
+    runs = [{"variant": v, "seed": s, "final_acc": a, "epoch_seconds": 10.0 + s, "first_epoch_seconds": 30.0 + 2 * s,
+             "command": v} for v, vals in accs.items() for s, a in enumerate(vals)]
     rows = {r["variant"]: r for r in ablate_recipe.summarize(runs)}
     ema = np.array(accs["ema"]) - np.array(accs["base"])  # +1 pp for every seed: sd 0
     aug = np.array(accs["augment"]) - np.array(accs["base"])  # +2, -2, 0 pp: mean 0
@@ -551,7 +552,28 @@ def test_ablation_changes_are_paired_by_seed_and_judged_against_their_spread():
     assert rows["augment"]["verdict"] == "inside the seed spread"
     assert rows["base"]["sd"] == pytest.approx(np.std(accs["base"], ddof=1)) and "delta" not in rows["base"]
     assert rows["base"]["epoch_seconds"] == 11.0  # median over seeds
+    assert rows["base"]["first_epoch_seconds"] == 32.0
     assert ablate_recipe.verdict(-0.02, 0.01) == "hurts"
+
+
+def _ablation_rows():
+    runs = [{"variant": v, "seed": 0, "final_acc": 0.9, "epoch_seconds": sec, "first_epoch_seconds": first,
+             "command": v} for v, sec, first in (("base", 20.0, 21.0), ("compile", 25.0, 90.0))]
+    return ablate_recipe.summarize(runs)
+
+
+def test_ablation_report_gives_steady_and_first_epoch_seconds_and_trusts_them_only_when_quiet():
+    args = argparse.Namespace(jobs=1, threads=1, epochs=2, seeds=1)
+    quiet = _common.Quietness("ablation", 1, load_before=0.1, load_after=1.1, wall_s=100.0, cpu_s=99.0,
+                              others_cpu_s=1.0)
+    block = ablate_recipe.report(_ablation_rows(), args, "then", quiet, 100.0)
+    # compile: steady 25 s = 1.25x base's 20 s; its first epoch (compilation) in its own column
+    assert "| 25.0 (1.25x) | 90.0 |" in block and "| 20.0 (1.00x) | 21.0 |" in block
+    assert "the seconds are this machine's" in block and "load average 0.10 before, 1.10 after" in block
+    busy = dataclasses.replace(quiet, load_after=3.0, cpu_s=40.0, others_cpu_s=80.0)
+    block = ablate_recipe.report(_ablation_rows(), args, "then", busy, 100.0)
+    assert "the seconds are not a speed figure" in block and "load average 3.00 at the end" in block
+    assert "this machine's" not in block
 
 
 def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
