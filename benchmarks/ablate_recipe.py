@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import QuietMeter, machine_line, now_utc, update_doc, wait_for_quiet
+from _common import QuietMeter, machine_line, now_utc, setup_threads, update_doc, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     base = DRY_BASE if a.dry_run else BASE
     if a.dry_run:
         a.epochs, a.seeds, a.write = 1, 2, False
+    setup_threads(a.threads)  # the block's machine line names the runs' threads (and probes GEMM at them)
     wait_for_quiet(a)
     started, t0 = now_utc(), time.perf_counter()
     meter = QuietMeter("ablation", a.jobs * a.threads)

@@ -579,8 +579,9 @@ def test_ablation_report_gives_steady_and_first_epoch_seconds_and_trusts_them_on
 def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
                            "--out", str(tmp_path)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 torch threads" in proc.stdout  # the machine line names the runs' threads (--threads 1)
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert sorted((r["variant"], r["seed"]) for r in saved["runs"]) == [
         ("base", 0), ("base", 1), ("no_label_smoothing", 0), ("no_label_smoothing", 1)]
