@@ -268,17 +268,19 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         path: the document.
     """
     text = path.read_text() if path.exists() else "# Results\n"
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str | None], list[dict]] = {}
     for r in results:
-        groups.setdefault(r["recipe"], []).append(r)
-    for name, rs in groups.items():
+        groups.setdefault((r["recipe"], r.get("host")), []).append(r)
+    for (name, host), rs in groups.items():
         r = rs[0]
+        key = name if host is None else f"{name}@{host}"  # another host's block stands beside the first
         curves = Path(r.get("run_dir", "")) / "curves.png"
         figure = ""
         if curves.is_file():  # the run's own loss/accuracy curves, kept next to the results
             (path.parent / "img").mkdir(exist_ok=True)
-            shutil.copyfile(curves, path.parent / "img" / f"recipe_{name}.png")
-            figure = f"![{name}: loss and accuracy per epoch](img/recipe_{name}.png)\n\n"
+            image = f"recipe_{key.replace('@', '_on_')}.png"
+            shutil.copyfile(curves, path.parent / "img" / image)
+            figure = f"![{key}: loss and accuracy per epoch](img/{image})\n\n"
         quiet = [quietness(x) for x in rs]
         busy = [reason for q in quiet for reason in q.check()]
         mark = "" if not busy else (f"> **{BUSY_MARK}**: other processes ran during this run; do not quote it.\n"
@@ -289,13 +291,13 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         views = _tta_views(name)
         judged = (f"final, {views}, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
         block = (
-            f"<!-- recipe:{name} -->\n### {name}: {r['purpose']}\n\n{mark}"
+            f"<!-- recipe:{key} -->\n### {name}{'' if host is None else f' on the {host} host'}: {r['purpose']}\n\n{mark}"
             f"```\n{r['command']}\n```\n\n{how}"
             f"Machine: {r['machine']}.\n\nMachine during the run: {'; '.join(q.describe() for q in quiet)}.\n\n"
             f"| recipe | final test acc | final, {views} | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target ({judged}) | date |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n" + figure + "<!-- /recipe -->\n"
         )
-        pattern = re.compile(rf"<!-- recipe:{re.escape(name)} -->.*?<!-- /recipe -->\n", re.S)
+        pattern = re.compile(rf"<!-- recipe:{re.escape(key)} -->.*?<!-- /recipe -->\n", re.S)
         text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -342,12 +344,20 @@ def main(argv: list[str] | None = None) -> int:
                    "(default 1: the recipe's own seed)")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
+    p.add_argument("--host", default=None, metavar="NAME",
+                   help="write the figures as a block of their own, 'RECIPE on the NAME host', beside the "
+                        "recipe's block from another machine instead of replacing it (letters, digits, - and _)")
     add_quiet_args(p)
     a = p.parse_args(argv)
+    if a.host is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", a.host):
+        raise SystemExit(f"error: --host {a.host!r}: use letters, digits, '-' and '_' only (it names a block "
+                         "of docs/RESULTS.md and an image file)")
     if a.record_only:
         results = json.loads((Path(a.out) / "results.json").read_text())
         for r in results:
             r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
+            if a.host is not None:
+                r["host"] = a.host
         return record([r for r in results if not a.recipes or r["recipe"] in a.recipes], allow_busy=a.allow_busy)
     if a.list or not a.recipes:
         _list_recipes()
@@ -358,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))
-    results = [run_recipe(n, Path(a.out), a.threads, seed) for n in a.recipes for seed in seeds]
+    results = [{**run_recipe(n, Path(a.out), a.threads, seed), **({} if a.host is None else {"host": a.host})}
+               for n in a.recipes for seed in seeds]
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     for r in results:

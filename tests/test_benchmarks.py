@@ -257,6 +257,40 @@ def test_fashion_mnist_seeds_share_one_block_with_a_row_each_and_their_mean(tmp_
     assert "92.0% in 5 min: **not met**" in doc.read_text()
 
 
+def test_fashion_mnist_host_writes_another_machines_block_beside_the_recipes_own(tmp_path, monkeypatch):
+    """--host NAME: the same recipe measured on a second machine gets its own block (and plot); the
+    first machine's block stays as it was, and a rerun on NAME replaces only NAME's block."""
+    doc = tmp_path / "RESULTS.md"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "curves.png").write_bytes(b"png")
+    fast = {**_result(cpu_s=119.0), "final_acc": 0.9326, "run_dir": str(run_dir)}
+    assert fashion_mnist.record([fast], allow_busy=False, path=doc) == 0
+    first = doc.read_text()
+    slow = {**fast, "final_acc": 0.9301, "wall_seconds": 200.0, "host": "slow"}
+    assert fashion_mnist.record([slow], allow_busy=False, path=doc) == 0
+    text = doc.read_text()
+    assert text.startswith(first.rstrip())  # the first machine's block, untouched
+    own = text[len(first.rstrip()):]
+    assert "<!-- recipe:demo@slow -->" in own and "### demo on the slow host: p" in own
+    assert "| demo | 93.01% |" in own and "3.3 min" in own and "93.26%" not in own
+    assert (tmp_path / "img" / "recipe_demo_on_slow.png").is_file() and "img/recipe_demo_on_slow.png" in own
+    assert fashion_mnist.record([{**slow, "final_acc": 0.9311}], allow_busy=False, path=doc) == 0
+    text = doc.read_text()
+    assert text.count("<!-- recipe:demo@slow -->") == 1 and "93.11%" in text and "93.01%" not in text
+    assert text.startswith(first.rstrip())
+    # --record-only carries --host into the records it rewrites; a name that cannot be a block is refused.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "results.json").write_text(json.dumps([{**fast, "final_acc": 0.9290}]))
+    monkeypatch.setattr(fashion_mnist, "RESULTS", doc)
+    written = []
+    monkeypatch.setattr(fashion_mnist, "record", lambda results, **kw: written.extend(results) or 0)
+    assert fashion_mnist.main(["--record-only", "--out", str(tmp_path / "out"), "--host", "slow"]) == 0
+    assert [r["host"] for r in written] == ["slow"]
+    with pytest.raises(SystemExit, match="--host 'a b': use letters, digits"):
+        fashion_mnist.main(["demo", "--host", "a b"])
+
+
 def _fake_resnet_lab(monkeypatch, record: dict) -> list[tuple[list[str], str]]:
     """Replace the recipe's `resnet-lab` processes: each stage writes ``record`` as its one epoch to
     metrics.jsonl where --out says; returns the (argv, OMP_NUM_THREADS) of every stage started.
