@@ -610,6 +610,21 @@ def test_ablation_report_gives_steady_and_first_epoch_seconds_and_trusts_them_on
     assert "this machine's" not in block
 
 
+def test_ablation_waits_for_a_quiet_machine_only_when_asked(tmp_path, monkeypatch):
+    waited, loads = [], []  # loads: what the next readings of the load average give, then 0.4
+    monkeypatch.setattr(_common, "load_average", lambda: (loads.pop(0) if loads else 0.4, 0.0, 0.0))
+    monkeypatch.setattr(_common.time, "sleep", lambda s: waited.append(s))
+    monkeypatch.setattr(ablate_recipe, "run_one", lambda name, seed, *a: {
+        "variant": name, "seed": seed, "final_acc": 0.9, "epoch_seconds": 1.0, "first_epoch_seconds": 1.0,
+        "command": name})
+    monkeypatch.setattr(ablate_recipe, "machine_line", lambda: "m")
+    loads[:] = [0.9, 0.9]
+    assert ablate_recipe.main(["--dry-run", "--out", str(tmp_path)]) == 0 and waited == []
+    loads[:] = [0.9, 0.9]
+    assert ablate_recipe.main(["--dry-run", "--out", str(tmp_path), "--wait-for-load", "0.5"]) == 0
+    assert len(waited) == 1  # 0.9 >= 0.5: one pause, then 0.4: start
+
+
 def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
                            "--out", str(tmp_path)], capture_output=True, text=True,
