@@ -103,15 +103,17 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def add_quiet_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) -> argparse.ArgumentParser:
     """The flags of every script that measures: ``--allow-busy``, ``--wait-for-load``, ``--max-wait-min``.
 
     Args:
         parser: the script's parser; the flags are added to it and it is returned.
+        allow_busy: add ``--allow-busy`` (False for a script that writes busy figures anyway, marked).
     """
-    parser.add_argument("--allow-busy", action="store_true",
-                        help="write the figures even when other processes ran during the measurement, marked "
-                             f"'{BUSY_MARK}' (default: refuse to write the docs and exit with status 1)")
+    if allow_busy:
+        parser.add_argument("--allow-busy", action="store_true",
+                            help="write the figures even when other processes ran during the measurement, marked "
+                                 f"'{BUSY_MARK}' (default: refuse to write the docs and exit with status 1)")
     parser.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
                         help="first wait until the 1-minute load average is below LOAD (a shared machine)")
     parser.add_argument("--max-wait-min", type=float, default=60.0,

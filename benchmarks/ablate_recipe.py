@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import QuietMeter, machine_line, now_utc, setup_threads, update_doc, wait_for_quiet
+from _common import QuietMeter, add_quiet_args, machine_line, now_utc, setup_threads, update_doc, wait_for_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -209,12 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
     p.add_argument("--dry-run", action="store_true", help="fake data, tiny images, 1 epoch, 2 seeds; writes no doc")
-    # The waiting flags of the measuring scripts; not their --allow-busy: a busy ablation is still
-    # written, since its accuracies hold (its block then says its seconds are no figure).
-    p.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
-                   help="first wait until the 1-minute load average is below LOAD (a shared machine)")
-    p.add_argument("--max-wait-min", type=float, default=60.0,
-                   help="give up waiting after this many minutes and run anyway (default 60)")
+    # No --allow-busy: a busy ablation is still written, since its accuracies hold (its block then
+    # says its seconds are no figure).
+    add_quiet_args(p, allow_busy=False)
     a = p.parse_args(argv)
     if a.list:
         for k, v in VARIANTS.items():
