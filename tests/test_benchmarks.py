@@ -625,6 +625,17 @@ def test_ablation_waits_for_a_quiet_machine_only_when_asked(tmp_path, monkeypatc
     assert len(waited) == 1  # 0.9 >= 0.5: one pause, then 0.4: start
 
 
+def test_ablation_takes_the_waiting_flags_but_not_allow_busy_since_it_writes_busy_accuracies_anyway(capsys):
+    parser = argparse.ArgumentParser()
+    _common.add_quiet_args(parser, allow_busy=False)
+    assert parser.parse_args(["--wait-for-load", "0.5"]).wait_for_load == 0.5
+    assert not hasattr(parser.parse_args([]), "allow_busy")
+    assert _common.add_quiet_args(argparse.ArgumentParser()).parse_args(["--allow-busy"]).allow_busy
+    with pytest.raises(SystemExit) as e:
+        ablate_recipe.main(["--list", "--allow-busy"])
+    assert e.value.code == 2 and "--allow-busy" in capsys.readouterr().err
+
+
 def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
                            "--out", str(tmp_path)], capture_output=True, text=True,
