@@ -45,14 +45,40 @@ def test_no_function_in_src_is_longer_than_80_lines_and_train_is_under_60():
 
 def test_imports_stand_at_the_top_of_every_module():
     """An import inside a function hides the dependency graph (and usually a cycle); the only ones
-    allowed are optional dependencies, marked with a comment that says so on the line."""
+    allowed are optional dependencies and deferred heavy ones (torchvision: seconds that every
+    command would pay), marked with a comment that says so on the line."""
     hidden = []
     for path in sorted(SRC.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
         lines = source.splitlines()
         for fn in _functions(ast.parse(source)):
             for node in ast.walk(fn):
-                if isinstance(node, (ast.Import, ast.ImportFrom)) and "optional" not in lines[node.lineno - 1]:
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and not any(
+                    mark in lines[node.lineno - 1] for mark in ("optional", "deferred")):
                     hidden.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not hidden, "imports inside functions:\n" + "\n".join(hidden)
 
+
+
+def test_the_cli_and_in_memory_training_do_not_import_torchvision(tmp_path):
+    """torchvision's import pulls in torch._dynamo and triton (2-3 s on a 2-core CPU, more than torch
+    itself), so every command would pay it; only image folders, downloads and torchvision weights
+    need it, and they import it when they run."""
+    code = (
+        "import sys\n"
+        "import resnet_lab.cli\n"
+        "from resnet_lab import TrainConfig, create_model, load_data, train\n"
+        "data = load_data('fake', batch_size=32, image_size=8, in_channels=1)\n"
+        "model = create_model('resnet8_fast', num_classes=len(data.info.classes), in_channels=1, small_input=True)\n"
+        "train(model, data, TrainConfig(epochs=1, max_steps_per_epoch=2, progress=False))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    # and the deferred import still works where it is needed: an image folder's transforms
+    folder = subprocess.run([sys.executable, "-c", "from resnet_lab.data.transforms import folder_transforms\n"
+                             "print(type(folder_transforms(32, 3, (0.5,) * 3, (0.5,) * 3, train=True)).__module__)"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert folder.returncode == 0, folder.stderr[-3000:]
+    assert folder.stdout.strip().startswith("torchvision.transforms")

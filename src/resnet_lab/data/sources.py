@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.datasets as tvd
 
 from .config import DataConfig
 from .folder import find_split_dirs, scan_class_folders
@@ -216,6 +215,8 @@ def read_fashion_mnist(files: dict[str, Path]) -> ImageArrays:
 
 
 def _download_fashion_mnist(root: Path) -> None:
+    import torchvision.datasets as tvd  # deferred: importing torchvision costs 2-3 s
+
     for train in (True, False):
         tvd.FashionMNIST(root=str(root), train=train, download=True)
 
@@ -302,6 +303,8 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
     places = _cifar_places(name, data_dir)
     hit = next((p for _, p in places if all((p / f).is_file() for f in needed)), None)
     if hit is None and download:
+        import torchvision.datasets as tvd  # deferred: importing torchvision costs 2-3 s
+
         root = _download_root(data_dir)
         try:
             getattr(tvd, spec["tv"])(root=str(root), train=True, download=True)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from torchvision.transforms import v2
 
 if TYPE_CHECKING:
     from .datasets import DatasetInfo
@@ -401,6 +400,8 @@ def folder_transforms(
             normalization; the scale and ratio defaults of Zhong et al.) at the end of the train
             pipeline; 0 leaves it out.
     """
+    from torchvision.transforms import v2  # deferred: importing torchvision costs 2-3 s
+
     check_erase_probability(random_erasing)
     erasing = [v2.RandomErasing(random_erasing, ERASE_SCALE, ERASE_RATIO, value=0)] if train and random_erasing else []
 

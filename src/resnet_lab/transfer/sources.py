@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.hub import get_dir
-from torchvision.models import get_model_weights
 
 from ..models import create_model, is_model, model_info
 from ..runs import load_meta, load_state_dict_file, resolve_source
@@ -86,6 +85,8 @@ def torchvision_weights(model: str, weights: str | None = None):
     Raises:
         ValueError: unknown model or weights name; the message lists the available ones.
     """
+    from torchvision.models import get_model_weights  # deferred: importing torchvision costs 2-3 s
+
     try:
         enum = get_model_weights(model)
     except (ValueError, KeyError) as e:
