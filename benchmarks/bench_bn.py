@@ -1,4 +1,4 @@
-"""The cost of the readable batch norm: ``resnet_lab.nn.BatchNorm2d`` (plain tensor ops forward, a
+"""The cost of the readable batch norm: ``resnet_lab.nn.BatchNorm2d`` (tensor ops forward, a
 hand-written closed-form backward) against ``torch.nn.BatchNorm2d`` (one fused native kernel each way).
 
 Measured on one layer (forward+backward in training mode, and forward in eval mode) and on a whole
@@ -96,10 +96,11 @@ def build(args: argparse.Namespace, command: str) -> Section:
         + f"\n### Whole network: resnet20 training step (SGD), batch {cfg['model_batch']} x 1x28x28, {repeats} repeats\n\n"
         + markdown_table(["model", "ms per step (median)", "min-max", "time vs norm='batch'"],
                          _cost_rows(r_model, next(iter(models))))
-        + "\nNotes: ours computes mean, variance, normalization and affine as separate tensor operations "
-        "(each a pass over the activations); its backward is one hand-written closed-form function "
-        "(docs/BATCHNORM.md), not autograd's op-by-op graph. torch's is one native kernel forward and one "
-        "backward. `norm='batch'` (torch's) is the default everywhere.\n"
+        + "\nNotes: ours is a few tensor operations, arranged so that each pass over the activations "
+        "counts: in training, the mean, `x - mean`, its square's mean and one multiply-add with per-channel "
+        "factors forward, and four passes backward in one hand-written closed-form function "
+        "(docs/BATCHNORM.md), not autograd's op-by-op graph; in eval, one multiply-add. torch's is one native "
+        "kernel forward and one backward. `norm='batch'` (torch's) is the default everywhere.\n"
     )
     summary = []
     for label, res, base in (("BN layer fwd+bwd", r_train, TORCH), ("resnet20 training step", r_model, next(iter(models)))):

@@ -20,8 +20,15 @@ in. Conventions are PyTorch's, not the paper's or d2l's:
 
 In training, :func:`batch_norm` runs steps 1 and 2 inside :class:`_BatchNormTrain`, whose backward
 is the closed-form gradient of batch norm (derived in its docstring): autograd then records one
-node instead of every elementwise op of the forward. The forward is the same two functions, so the
-values are those of the plain path.
+node instead of every elementwise op of the forward. Its forward computes steps 1 and 2 with
+``x - mean`` kept from the variance for ``y`` (``_normalize_batch``), and the scripted path below
+calls the same function, so both give the same values.
+
+Speed comes from counting passes over the activations, not operations: per-channel values (C of
+them) are free, while each elementwise operation on the N*H*W*C activations reads and writes them
+all. So ``(x - mean) / sqrt(var + eps) * weight + bias`` is one multiply-add with a per-channel
+scale and shift (``torch.addcmul``), the training forward makes three passes (``x - mean``, its
+square, the multiply-add) besides the two reductions, and the backward four.
 
 The functions compile with ``torch.jit.script`` (which cannot call an autograd Function: scripted
 code takes the plain path and lets autograd differentiate it), and :func:`batch_norm` dispatches
@@ -107,12 +114,37 @@ def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
         ``(mean, var)``, each of shape (C,), in float32 (float64 for float64 input). ``var``
         divides by n (what normalizes the batch); :func:`update_running_stats` makes it unbiased.
     """
-    xs = x.to(_stat_dtype(x))
-    dims = _stat_dims(x)
+    mean, var, _ = _centred_statistics(x.to(_stat_dtype(x)))
+    return mean, var
+
+
+def _centred_statistics(xs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # mean, biased var and the centred input x - mean, which the training forward reuses
+    dims = _stat_dims(xs)
     mean = xs.mean(dims)  # (C,)
     # Two passes, mean((x - mean)^2): no cancellation when the mean is large against the spread.
-    var = ((xs - mean.reshape(_stat_shape(x))) ** 2).mean(dims)  # (C,)
-    return mean, var
+    xc = xs - mean.reshape(_stat_shape(xs))  # (N, C, H, W)
+    var = (xc * xc).mean(dims)  # (C,)
+    return mean, var, xc
+
+
+def _normalize_batch(xs: Tensor, weight: Tensor | None, bias: Tensor | None,
+                     eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    # Algorithm 1 in training: (y, mean, var), y = (x - mean) * scale + bias with the batch's
+    # statistics, reusing x - mean from the variance (three passes over the activations in all)
+    mean, var, xc = _centred_statistics(xs)
+    scale = _scale(var, weight, eps).reshape(_stat_shape(xs))
+    # xc is a temporary of ours: when no graph is recorded (inside _BatchNormTrain) y takes its memory
+    y = xc * scale if torch.is_grad_enabled() else xc.mul_(scale)
+    if bias is not None:
+        y = y.add_(bias.reshape(_stat_shape(xs)))
+    return y, mean, var
+
+
+def _scale(var: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+    # gamma / sqrt(var + eps), per channel: the factor every centred value is multiplied by
+    inv_std = torch.rsqrt(var + eps)
+    return inv_std if weight is None else weight * inv_std
 
 
 def normalize(
@@ -125,6 +157,11 @@ def normalize(
 ) -> Tensor:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` per channel (Algorithm 1, lines 3-4).
 
+    Everything but ``x`` is per channel, so the four operations fold into one multiply-add per
+    value, ``x * scale + shift`` with ``scale = weight / sqrt(var + eps)`` and ``shift = bias -
+    mean * scale`` (as torch's CPU kernel computes it): the activations are read once, not once per
+    operation. The C per-channel values cost nothing; each pass over the N*H*W*C values costs.
+
     Args:
         x: input of shape (N, C, ...).
         mean, var: (C,) statistics: the batch's (training) or the running ones (eval).
@@ -134,13 +171,12 @@ def normalize(
     Returns:
         Tensor of ``x``'s shape and dtype (computed in at least float32).
     """
-    shape = _stat_shape(x)  # (1, C, 1, 1)
-    y = (x.to(_stat_dtype(x)) - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + eps)
-    if weight is not None:
-        y = y * weight.reshape(shape)
-    if bias is not None:
-        y = y + bias.reshape(shape)
-    return y.to(x.dtype)
+    shape = _stat_shape(x)
+    scale = _scale(var, weight, eps)  # (C,)
+    shift = -mean * scale if bias is None else bias - mean * scale  # (C,)
+    # one new tensor: the product; the shift is added in place (a second new tensor costs more
+    # than a pass over one that is already in the cache)
+    return (x.to(_stat_dtype(x)) * scale.reshape(shape)).add_(shift.reshape(shape)).to(x.dtype)
 
 
 def update_running_stats(
@@ -174,9 +210,9 @@ def update_running_stats(
 class _BatchNormTrain(torch.autograd.Function):
     r"""Batch statistics and normalization (Algorithm 1) with a hand-written backward.
 
-    ``forward(x, weight, bias, eps) -> (y, mean, var)``: ``y`` as :func:`normalize` with the
-    statistics of :func:`batch_statistics`, which come out too (for the running averages; they
-    carry no gradient). ``x`` is already in float32 or float64 (:func:`batch_norm` converts it).
+    ``forward(x, weight, bias, eps) -> (y, mean, var)``: ``y`` normalized with the statistics of
+    :func:`batch_statistics`, which come out too (for the running averages; they carry no
+    gradient). ``x`` is already in float32 or float64 (:func:`batch_norm` converts it).
 
     The backward, per channel, with n values per channel, ``x_hat = (x - mean) * inv_std``,
     ``inv_std = 1 / sqrt(var + eps)`` and ``y = gamma * x_hat + beta`` (Ioffe & Szegedy 2015,
@@ -198,6 +234,11 @@ class _BatchNormTrain(torch.autograd.Function):
 
         dx = gamma * inv_std * (dy - dbeta / n - x_hat * dgamma / n)
 
+    In code, with the centred ``xc = x - mean`` (``x_hat = xc * inv_std``, never stored) and
+    ``scale = gamma * inv_std``: ``dgamma = inv_std * sum(dy * xc)``, and ``dx = scale * dy +
+    (-scale * dbeta / n) + xc * (-scale * inv_std * dgamma / n)``, two multiply-adds with
+    per-channel factors.
+
     Double backward (``create_graph=True``) differentiates this backward with autograd. It is
     written with differentiable tensor ops, and in that case recomputes the statistics from ``x``
     so that their dependence on ``x`` is recorded too.
@@ -205,8 +246,7 @@ class _BatchNormTrain(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        mean, var = batch_statistics(x)
-        return normalize(x, mean, var, weight, bias, eps), mean, var
+        return _normalize_batch(x, weight, bias, eps)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -219,20 +259,27 @@ class _BatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, mean, var = ctx.saved_tensors
-        if torch.is_grad_enabled():
+        graph = torch.is_grad_enabled()
+        if graph:
             # create_graph=True: autograd records this method, and the saved statistics are
             # constants to it; recompute them from x so their terms reach the second derivative.
             mean, var = batch_statistics(x)
         shape, dims, n = _stat_shape(x), _stat_dims(x), values_per_channel(x)
-        inv_std = torch.rsqrt(var + ctx.eps).reshape(shape)  # (1, C, 1, 1)
-        x_hat = (x - mean.reshape(shape)) * inv_std  # (N, C, H, W)
+        inv_std = torch.rsqrt(var + ctx.eps)  # (C,)
+        if n == 0:  # an empty batch's statistics are NaN; its parameter gradients are 0, as in torch
+            inv_std = torch.zeros_like(inv_std)
+        xc = x - mean.reshape(shape)  # (N, C, H, W); x_hat = xc * inv_std, never stored
         dbeta = dy.sum(dims)  # (C,)
-        dgamma = (dy * x_hat).sum(dims)  # (C,)
+        dgamma = (dy * xc).sum(dims) * inv_std  # (C,): sum(dy * x_hat)
         dx = dweight = dbias = None
         if ctx.needs_input_grad[0]:
-            scale = inv_std if weight is None else weight.reshape(shape) * inv_std  # gamma * inv_std
-            # tensor / n: an empty batch (n = 0) gives an empty dx, as in torch, not ZeroDivisionError
-            dx = scale * (dy - dbeta.reshape(shape) / n - x_hat * (dgamma.reshape(shape) / n))
+            scale = inv_std if weight is None else weight * inv_std  # gamma * inv_std, (C,)
+            # dx = xc * (-scale * inv_std * dgamma / n) + scale * dy - scale * dbeta / n, in xc's
+            # memory unless autograd records this. Tensor / n: an empty batch (n = 0) gives an
+            # empty dx, as in torch, not ZeroDivisionError.
+            k = (-scale * inv_std * dgamma / n).reshape(shape)
+            dx = xc * k if graph else xc.mul_(k)
+            dx = dx.addcmul_(dy, scale.reshape(shape)).add_((-scale * dbeta / n).reshape(shape))
         # Sums in float32 for bfloat16/float16 parameters: autograd rounds each gradient to its
         # input's dtype once, as torch's kernel does.
         if ctx.needs_input_grad[1]:
@@ -286,8 +333,7 @@ def batch_norm(
     if not use_batch_stats and running_mean is not None and running_var is not None:
         return normalize(xs, running_mean, running_var, weight, bias, eps).to(x.dtype)  # eval: Algorithm 2
     if torch.jit.is_scripting():  # TorchScript cannot call an autograd Function: autograd records the ops
-        mean, var = batch_statistics(xs)
-        y = normalize(xs, mean, var, weight, bias, eps)
+        y, mean, var = _normalize_batch(xs, weight, bias, eps)
     else:
         y, mean, var = _BatchNormTrain.apply(xs, weight, bias, eps)
     if training and running_mean is not None and running_var is not None:
