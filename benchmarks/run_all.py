@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None,
                         help="where to write the Markdown (default docs/BENCHMARKS.md; with --quick a temporary file)")
     args = parser.parse_args(argv)
+    if set(args.only) != set(BENCHMARKS) and args.out is None and not args.quick:
+        # the run_all block is rewritten whole: a partial run would drop the other sections' figures
+        parser.error(f"--only {' '.join(args.only)} would leave the other benchmarks' sections out of "
+                     f"{os.path.relpath(BENCHMARKS_MD)}, which run_all rewrites whole; run them all to update it, "
+                     "or give --out FILE")
     setup_threads(args.threads)
     wait_for_quiet(args)
     out = args.out or (os.path.join(tempfile.gettempdir(), "BENCHMARKS.quick.md") if args.quick else BENCHMARKS_MD)

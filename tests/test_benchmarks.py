@@ -179,6 +179,26 @@ def test_a_quick_run_never_writes_the_doc_and_never_fails_for_a_busy_machine(tmp
     assert not doc.exists()
 
 
+def test_run_all_only_refuses_to_rewrite_the_doc_without_the_other_sections(tmp_path, capsys, monkeypatch):
+    import run_all
+
+    ran = []
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (lambda *a, k=k: ran.append(k)) for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: ran.append("setup"))
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--only", "bn"])
+    assert e.value.code == 2 and ran == []
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--only bn would leave the other benchmarks' sections out of" in err and "--out FILE" in err
+    # what the message offers works: another file, or a quick run, goes ahead
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: ran.append("ran"))
+    monkeypatch.setattr(run_all, "render", lambda *a, **k: "doc")
+    monkeypatch.setattr(run_all, "may_write", lambda *a, **k: True)
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (lambda *a: Section(k, "body")) for k in run_all.BENCHMARKS})
+    assert run_all.main(["--only", "bn", "--out", str(tmp_path / "B.md")]) == 0
+    assert "doc" in (tmp_path / "B.md").read_text()
+
+
 def test_print_only_scripts_exit_1_on_a_busy_machine(capsys):
     assert _common.publish(Section("T", "new", checks=[q(cpu_s=0.0)]), _args()) == 1
     assert _common.publish(Section("T", "new", checks=[q(cpu_s=0.0)]), _args(allow_busy=True)) == 0
