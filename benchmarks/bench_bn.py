@@ -97,11 +97,12 @@ def build(args: argparse.Namespace, command: str) -> Section:
         + f"\n### Whole network: resnet20 training step (SGD), batch {cfg['model_batch']} x 1x28x28, {repeats} repeats\n\n"
         + markdown_table(["model", "ms per step (median)", "min-max", "time vs norm='batch'"],
                          _cost_rows(r_model, next(iter(models))))
-        + "\nNotes: ours is a few tensor operations, arranged so that each pass over the activations "
-        "counts: in training, the mean, `x - mean`, its square's mean and one multiply-add with per-channel "
-        "factors forward, and four passes backward in one hand-written closed-form function "
-        "(docs/BATCHNORM.md), not autograd's op-by-op graph; in eval, one multiply-add. torch's is one native "
-        "kernel forward and one backward. `norm='batch'` (torch's) is the default everywhere.\n"
+        + "\nNotes: ours is a few tensor operations, arranged to make few passes over the activations and "
+        "few new tensors: in training, four passes forward (`x - mean`, its square, the per-channel scale and "
+        "shift, the last two in place) besides two reductions, and five backward in one hand-written "
+        "closed-form function (docs/BATCHNORM.md), not autograd's op-by-op graph; in eval, a per-channel "
+        "scale and an in-place shift. torch's is one native kernel forward and one backward. `norm='batch'` "
+        "(torch's) is the default everywhere.\n"
     )
     summary = []
     # issue 14's goal for the step: within 1.15x of torch's BN; the single layer is reported

@@ -24,11 +24,13 @@ node instead of every elementwise op of the forward. Its forward computes steps 
 ``x - mean`` kept from the variance for ``y`` (``_normalize_batch``), and the scripted path below
 calls the same function, so both give the same values.
 
-Speed comes from counting passes over the activations, not operations: per-channel values (C of
-them) are free, while each elementwise operation on the N*H*W*C activations reads and writes them
-all. So ``(x - mean) / sqrt(var + eps) * weight + bias`` is one multiply-add with a per-channel
-scale and shift (``torch.addcmul``), the training forward makes three passes (``x - mean``, its
-square, the multiply-add) besides the two reductions, and the backward four.
+Speed comes from counting passes over the activations and new tensors, not operations:
+per-channel values (C of them) are free, while each elementwise operation on the N*H*W*C
+activations reads and writes them all, and a new tensor of megabytes costs more again. So
+``(x - mean) / sqrt(var + eps) * weight + bias`` in eval is a product with a per-channel scale into
+one new tensor and a per-channel shift added in place (two passes, where four operations made four
+tensors); the training forward makes four passes and two new tensors besides its two reductions
+(six and six before), and the backward five passes and two new tensors (seven and six).
 
 The functions compile with ``torch.jit.script`` (which cannot call an autograd Function: scripted
 code takes the plain path and lets autograd differentiate it), and :func:`batch_norm` dispatches
@@ -131,7 +133,7 @@ def _centred_statistics(xs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _normalize_batch(xs: Tensor, weight: Tensor | None, bias: Tensor | None,
                      eps: float) -> tuple[Tensor, Tensor, Tensor]:
     # Algorithm 1 in training: (y, mean, var), y = (x - mean) * scale + bias with the batch's
-    # statistics, reusing x - mean from the variance (three passes over the activations in all)
+    # statistics, reusing x - mean from the variance (four passes over the activations in all)
     mean, var, xc = _centred_statistics(xs)
     scale = _scale(var, weight, eps).reshape(_stat_shape(xs))
     # xc is a temporary of ours: when no graph is recorded (inside _BatchNormTrain) y takes its memory
@@ -157,10 +159,10 @@ def normalize(
 ) -> Tensor:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` per channel (Algorithm 1, lines 3-4).
 
-    Everything but ``x`` is per channel, so the four operations fold into one multiply-add per
-    value, ``x * scale + shift`` with ``scale = weight / sqrt(var + eps)`` and ``shift = bias -
-    mean * scale`` (as torch's CPU kernel computes it): the activations are read once, not once per
-    operation. The C per-channel values cost nothing; each pass over the N*H*W*C values costs.
+    Everything but ``x`` is per channel, so the four operations fold into ``x * scale + shift``
+    with ``scale = weight / sqrt(var + eps)`` and ``shift = bias - mean * scale`` (as torch's CPU
+    kernel computes it): one new tensor and two passes over the activations instead of four of
+    each. The C per-channel values cost nothing; each pass over the N*H*W*C values costs.
 
     Args:
         x: input of shape (N, C, ...).
@@ -236,8 +238,8 @@ class _BatchNormTrain(torch.autograd.Function):
 
     In code, with the centred ``xc = x - mean`` (``x_hat = xc * inv_std``, never stored) and
     ``scale = gamma * inv_std``: ``dgamma = inv_std * sum(dy * xc)``, and ``dx = scale * dy +
-    (-scale * dbeta / n) + xc * (-scale * inv_std * dgamma / n)``, two multiply-adds with
-    per-channel factors.
+    (-scale * dbeta / n) + xc * (-scale * inv_std * dgamma / n)``, with per-channel factors and in
+    ``xc``'s memory.
 
     Double backward (``create_graph=True``) differentiates this backward with autograd. It is
     written with differentiable tensor ops, and in that case recomputes the statistics from ``x``
