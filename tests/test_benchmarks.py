@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as a script
 
 import _common  # noqa: E402
 import ablate_recipe  # noqa: E402
+import bench_startup  # noqa: E402
 import bench_threads  # noqa: E402
 import fashion_mnist  # noqa: E402
 import peer_torchvision  # noqa: E402
@@ -197,6 +199,38 @@ def test_run_all_only_refuses_to_rewrite_the_doc_without_the_other_sections(tmp_
     monkeypatch.setattr(run_all, "BENCHMARKS", {k: (lambda *a: Section(k, "body")) for k in run_all.BENCHMARKS})
     assert run_all.main(["--only", "bn", "--out", str(tmp_path / "B.md")]) == 0
     assert "doc" in (tmp_path / "B.md").read_text()
+
+
+def test_startup_contenders_alternate_and_the_table_compares_them_with_the_cli_import(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_startup, "run_once", lambda code: calls.append(code) or float(len(calls)))
+    seconds, checks = bench_startup.measure(2)
+    codes = list(bench_startup.CONTENDERS.values())
+    assert calls == codes + codes[::-1] and len(checks) == 2  # the second repeat in reverse order
+    text = bench_startup.table(seconds)
+    base = statistics.median(seconds[bench_startup.BASE])
+    for label, v in seconds.items():
+        assert f"| {label} | {statistics.median(v):.2f} |" in text and f"{statistics.median(v) / base:.2f}x" in text
+
+
+def test_startup_contenders_run_and_only_the_old_import_loads_torchvision():
+    # what the table says it measures: torchvision in sys.modules exactly where a contender imports it
+    probe = "; import sys; print('torchvision' in sys.modules)"
+    for label, code in bench_startup.CONTENDERS.items():
+        if "--help" in code:
+            continue
+        done = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == str(label == bench_startup.OLD), label
+    assert bench_startup.run_once(bench_startup.CONTENDERS["resnet-lab --help (whole command)"]) > 0
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        bench_startup.run_once("raise SystemExit(3)")
+
+
+def test_startup_refuses_zero_repeats(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_startup.main(["--repeats", "0"])
+    assert e.value.code == 2 and "--repeats must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_print_only_scripts_exit_1_on_a_busy_machine(capsys):
