@@ -227,6 +227,21 @@ def test_startup_contenders_run_and_only_the_old_import_loads_torchvision():
         bench_startup.run_once("raise SystemExit(3)")
 
 
+def test_startup_writes_its_block_of_doc_with_repeats_processes_each_and_quick_writes_nothing(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench_startup, "run_once", lambda code: calls.append(code) or 1.0 + 0.1 * len(calls))
+    monkeypatch.setattr(bench_startup, "QuietMeter", lambda *a, **k: SimpleNamespace(stop=lambda: q()))
+    doc = tmp_path / "B.md"
+    assert bench_startup.main(["--repeats", "3", "--doc", str(doc)]) == 0
+    assert len(calls) == 3 * len(bench_startup.CONTENDERS)
+    text = doc.read_text()
+    assert "<!-- bench:startup -->" in text and "## 10. Start-up time" in text and "3 repeat(s)" in text
+    calls.clear()
+    quick_doc = tmp_path / "Q.md"
+    assert bench_startup.main(["--quick", "--doc", str(quick_doc)]) == 0
+    assert len(calls) == len(bench_startup.CONTENDERS) and not quick_doc.exists()  # one repeat, nothing written
+
+
 def test_startup_refuses_zero_repeats(capsys):
     with pytest.raises(SystemExit) as e:
         bench_startup.main(["--repeats", "0"])
