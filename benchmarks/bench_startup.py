@@ -87,7 +87,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "optimizers import on their first step (most of what torchvision's import cost); the other commands "
         "do not.\n"
     )
-    machine = {**describe_machine(), "threads": "1 (process start-up is single-threaded)"}
+    machine = {**describe_machine(), "threads": "1"}  # process start-up is single-threaded
     return Section("10. Start-up time", machine_block(command, started, checks, machine) + "\n" + body,
                    checks=checks, quick=args.quick)
 
