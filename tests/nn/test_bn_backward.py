@@ -187,3 +187,28 @@ def test_scripted_layer_falls_back_to_autograd_and_its_gradients_equal_torch():
         xx = x.detach().clone().requires_grad_()
         out.extend(_grads(bn(xx), [xx, bn.weight, bn.bias]))
     _assert_close(got, want, torch.float32)
+
+
+def test_torch_compile_traces_the_function_and_gives_torchs_outputs_gradients_and_buffers():
+    # aot_eager: dynamo and AOTAutograd trace the Function (forward and hand-written backward) without
+    # needing a C compiler for inductor's kernels.
+    torch._dynamo.reset()
+    ours, ref = rnn.BatchNorm2d(4), nn.BatchNorm2d(4)
+    with torch.no_grad():
+        for bn in (ours, ref):
+            bn.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0]))
+            bn.bias.copy_(torch.tensor([-1.0, 0.0, 0.5, 1.0]))
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    g = torch.Generator().manual_seed(5)
+    for step in range(2):
+        x = (torch.randn(6, 4, 5, 5, generator=g) * 3 + step).requires_grad_(True)
+        x_ref = x.detach().clone().requires_grad_(True)
+        y, y_ref = compiled(x), ref(x_ref)
+        _assert_close(_grads(y, [x, ours.weight, ours.bias]), _grads(y_ref, [x_ref, ref.weight, ref.bias]),
+                      torch.float32)
+        _assert_close([y.detach()], [y_ref.detach()], torch.float32)
+    _assert_close([ours.running_mean, ours.running_var], [ref.running_mean, ref.running_var], torch.float32)
+    ours.eval(), ref.eval()
+    x = torch.randn(6, 4, 5, 5, generator=g)
+    with torch.no_grad():
+        _assert_close([torch.compile(ours, backend="aot_eager")(x)], [ref(x)], torch.float32)
