@@ -13,7 +13,7 @@ import argparse
 import sys
 
 import torch
-from _common import Run, Section, fmt_ratio, markdown_table, paired_cost, run_standalone, train_step
+from _common import Run, Section, fmt_ratio, markdown_table, paired_cost, run_standalone, train_step, verdict
 
 from resnet_lab import create_model
 from resnet_lab.nn import BatchNorm2d
@@ -111,9 +111,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         other = next(n for n in res if n != base)
         if res[base].ok and res[other].ok:
             cost = paired_cost(res[other], res[base])[0]
-            verdict = "-" if goal is None else "met" if cost <= goal else "**missed**"
             summary.append((f"{label}: time with our scratch BN / torch's BN", f"{cost:.2f}x",
-                            "report" if goal is None else f"<= {goal:.2f}x", verdict))
+                            "report" if goal is None else f"<= {goal:.2f}x",
+                            "-" if goal is None else verdict(cost, goal, higher_is_better=False)))
     return run.section("4. Our from-scratch BatchNorm2d vs torch's", command, body, summary)
 
 

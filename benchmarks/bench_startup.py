@@ -22,17 +22,17 @@ from _common import (BENCHMARKS_MD, QuietMeter, Section, add_quiet_args, command
 
 __all__ = ["CONTENDERS", "build", "main", "measure"]
 
-# label: the Python code run in a fresh interpreter (`python -c CODE`)
+# the contenders' labels, and the Python code each runs in a fresh interpreter (`python -c CODE`)
+BASE = "import resnet_lab.cli (every command pays this)"
+OLD = "import torchvision, then resnet_lab.cli (the import until 2026-12-03)"
+DYNAMO = "import resnet_lab.cli and torch._dynamo (training: torch's optimizers import it)"
 CONTENDERS: dict[str, str] = {
     "python, import torch": "import torch",
-    "import resnet_lab.cli (every command pays this)": "import resnet_lab.cli",
-    "import torchvision, then resnet_lab.cli (the import until 2026-12-03)": "import torchvision, resnet_lab.cli",
-    "import resnet_lab.cli and torch._dynamo (training: torch's optimizers import it)":
-        "import resnet_lab.cli, torch._dynamo",
+    BASE: "import resnet_lab.cli",
+    OLD: "import torchvision, resnet_lab.cli",
+    DYNAMO: "import resnet_lab.cli, torch._dynamo",
     "resnet-lab --help (whole command)": "import sys; from resnet_lab.cli import main; sys.argv[1:] = ['--help']; main()",
 }
-BASE, OLD = "import resnet_lab.cli (every command pays this)", "import torchvision, then resnet_lab.cli (the import until 2026-12-03)"
-DYNAMO = "import resnet_lab.cli and torch._dynamo (training: torch's optimizers import it)"
 
 
 def run_once(code: str) -> float:
@@ -40,7 +40,7 @@ def run_once(code: str) -> float:
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
-    if done.returncode not in (0,):  # argparse's --help exits 0 as well
+    if done.returncode != 0:  # argparse's --help exits 0 as well
         raise RuntimeError(f"`python -c {code!r}` failed with exit code {done.returncode}: {done.stderr[-500:]}")
     return seconds
 
@@ -60,10 +60,9 @@ def measure(repeats: int, contenders: dict[str, str] = CONTENDERS) -> tuple[dict
     return seconds, checks
 
 
-def table(seconds: dict[str, list[float]]) -> str:
-    """Median and min-max seconds per contender, and each against the CLI's import."""
-    base = statistics.median(seconds[BASE])
-    rows = [[label, f"{statistics.median(v):.2f}", f"{min(v):.2f}-{max(v):.2f}", f"{statistics.median(v) / base:.2f}x"]
+def table(seconds: dict[str, list[float]], med: dict[str, float]) -> str:
+    """Median (``med``) and min-max seconds per contender, and each against the CLI's import."""
+    rows = [[label, f"{med[label]:.2f}", f"{min(v):.2f}-{max(v):.2f}", f"{med[label] / med[BASE]:.2f}x"]
             for label, v in seconds.items()]
     return markdown_table(["contender", "seconds (median)", "min-max", "vs import resnet_lab.cli"], rows)
 
@@ -80,7 +79,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
     seconds, checks = measure(repeats)
     med = {k: statistics.median(v) for k, v in seconds.items()}
     body = (
-        f"### Fresh processes, {repeats} repeat(s), contenders alternating\n\n" + table(seconds)
+        f"### Fresh processes, {repeats} repeat(s), contenders alternating\n\n" + table(seconds, med)
         + f"\nImporting torchvision first would add {med[OLD] - med[BASE]:.2f} s (median against median) to every "
         "command; it is imported only where it is used: image-folder transforms, downloads and torchvision "
         f"weights. Training still pays {med[DYNAMO] - med[BASE]:.2f} s for `torch._dynamo`, which torch's "

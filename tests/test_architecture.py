@@ -59,7 +59,6 @@ def test_imports_stand_at_the_top_of_every_module():
     assert not hidden, "imports inside functions:\n" + "\n".join(hidden)
 
 
-
 def test_the_cli_and_in_memory_training_do_not_import_torchvision(tmp_path):
     """torchvision's import pulls in torch._dynamo and triton (2-3 s on a 2-core CPU, more than torch
     itself), so every command would pay it; only image folders, downloads and torchvision weights
