@@ -7,7 +7,9 @@ loop. It trains the same model with the same recipe as ``make demo``: the flags 
 resnet-lab's own argument parser, so both sides read the same epochs, batch size, learning rate,
 label smoothing, momentum and weight decay; SGD with Nesterov momentum, weight decay on the >= 2-D
 weights only, and the per-step schedule from ``resnet_lab.train.build_scheduler``; ``--channels-last``
-and ``--bf16`` as a user writes them (``model.to(memory_format=...)``, ``torch.autocast``).
+and ``--bf16`` as a user writes them (``model.to(memory_format=...)``, ``torch.autocast``); ``--whiten``
+through the library's ``whiten_first_conv`` on the first 5000 training images, as a user would call
+it. Any other recipe option is refused in one line rather than silently left out.
 
 Both run back to back on the same machine, one thread each (``OMP_NUM_THREADS=1``), each in its
 own process: ``resnet-lab train`` and this script's ``--worker``. Reported as ratios: training time
@@ -54,6 +56,7 @@ from resnet_lab import create_model
 from resnet_lab.cli import build_parser
 from resnet_lab.data import select_subset
 from resnet_lab.data.sources import DEBIAN_FASHION_MNIST
+from resnet_lab.models import whiten_first_conv
 from resnet_lab.train import TrainConfig, build_scheduler
 
 __all__ = ["compare", "main", "prepare_root", "recipe_flags", "time_to"]
@@ -64,6 +67,7 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 # The Fashion-MNIST training set's mean and std, as tutorials quote them (a user copies these).
 MEAN, STD = (0.2860,), (0.3530,)
 QUICK_SUBSET = 1024
+WHITEN_IMAGES = 5000  # as `resnet-lab train --whiten` (airbench's count)
 PER_EPOCH_GOAL, TO_ACCURACY_GOAL = 3.0, 5.0  # issue 14: >= 3x per epoch, >= 5x to 93% (own recipe vs peer's)
 OURS, PEER = "resnet-lab train", "torchvision pipeline (peer)"
 
@@ -133,11 +137,21 @@ def prepare_root(source: str | Path, root: str | Path) -> Path:
 # ----------------------------------------------------------------------------- the peer: what a user writes
 
 
+# The `resnet-lab train` options the peer carries out (or that change no number: where the run goes,
+# the progress bar, the loader's worker count); any other option away from its default is refused.
+PEER_OPTIONS = frozenset({"command", "model", "norm", "whiten", "dataset", "data_dir", "epochs", "lr", "batch_size",
+                          "momentum", "no_nesterov", "weight_decay", "label_smoothing", "no_augment", "seed",
+                          "schedule", "warmup_epochs", "subset", "channels_last", "bf16", "out", "no_progress",
+                          "workers"})
+
+
 def _check_recipe(ns: argparse.Namespace) -> None:
-    unsupported = {"--optimizer adamw": ns.optimizer != "sgd", "--compile": ns.compile, "--random-erasing": ns.random_erasing > 0, "--grad-clip": ns.grad_clip,
-                   "--zero-init-residual": ns.zero_init_residual,
-                   f"--dataset {ns.dataset}": ns.dataset != "fashion-mnist"}
-    bad = [flag for flag, used in unsupported.items() if used]
+    """Refuse, in one line, a recipe option the peer would otherwise silently leave out."""
+    defaults = build_parser().parse_args(["train", "--model", ns.model, "--dataset", ns.dataset])
+    bad = [f"--{name.replace('_', '-')} {value}" for name, value in sorted(vars(ns).items())
+           if name not in PEER_OPTIONS and value != getattr(defaults, name)]
+    if ns.dataset != "fashion-mnist":
+        bad.insert(0, f"--dataset {ns.dataset}")
     if bad:
         raise ValueError(f"the peer pipeline does not implement {', '.join(bad)}; it runs the plain SGD recipe on "
                          "fashion-mnist (change the recipe or extend the peer)")
@@ -180,10 +194,15 @@ def run_peer(root: str, flags: list[str]) -> None:
 
     torch.manual_seed(ns.seed)
     model = create_model(ns.model, num_classes=10, in_channels=1, norm=ns.norm)
+    if ns.whiten:  # the library's patch whitening of the first training images, normalized, not augmented
+        plain = datasets.FashionMNIST(root, train=True, transform=T.Compose(to_input))
+        first = train_set.indices[:WHITEN_IMAGES] if ns.subset else range(min(WHITEN_IMAGES, len(plain)))
+        whiten_first_conv(model, torch.stack([plain[i][0] for i in first]))
     if ns.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim >= 2]  # conv and linear weights; not BN or biases
-    rest = [p for p in model.parameters() if p.ndim < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # not a whitened (frozen) first conv
+    decay = [p for p in trained if p.ndim >= 2]  # conv and linear weights; not BN or biases
+    rest = [p for p in trained if p.ndim < 2]
     lr = ns.lr if ns.lr is not None else TrainConfig.lr
     groups = [{"params": decay, "weight_decay": ns.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=ns.momentum, nesterov=not ns.no_nesterov)

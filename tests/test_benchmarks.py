@@ -34,6 +34,7 @@ import peer_torchvision  # noqa: E402
 from _common import BUSY_MARK, QUICK_MARK, Quietness, Section  # noqa: E402
 
 from resnet_lab.cli import build_parser  # noqa: E402
+from resnet_lab.models import whiten_first_conv  # noqa: E402
 
 NAN = float("nan")
 
@@ -531,9 +532,34 @@ def test_peer_recipe_changes_reach_both_sides_through_resnet_labs_parser():
     assert build_parser().parse_args(["train", *peer_torchvision.recipe_flags(augment=False)]).no_augment
 
 
-def test_peer_refuses_options_it_does_not_implement():
-    with pytest.raises(ValueError, match="--compile"):
-        peer_torchvision.run_peer("/nonexistent", [*peer_torchvision.recipe_flags(), "--compile"])
+@pytest.mark.parametrize("extra", [["--compile"], ["--ema", "0.99"], ["--crop-padding", "2"], ["--eval-every", "2"],
+                                   ["--norm-lr-scale", "4"], ["--dataset", "cifar10"], ["--fp16"]])
+def test_peer_refuses_options_it_does_not_implement(extra):
+    with pytest.raises(ValueError, match=f"does not implement {extra[0]}"):
+        peer_torchvision.run_peer("/nonexistent", [*peer_torchvision.recipe_flags(), *extra])
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_peer_whiten_sets_and_freezes_the_first_conv_as_resnet_lab_does(tmp_path, monkeypatch, whiten):
+    built = []
+    build = peer_torchvision.create_model
+    monkeypatch.setattr(peer_torchvision, "create_model", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    root = _tiny_root(tmp_path)
+    flags = [f for f in peer_torchvision.recipe_flags(epochs=1) if f != "--whiten"] + (["--whiten"] if whiten else [])
+    torch.manual_seed(0)
+    initial = build("resnet8_fast", num_classes=10, in_channels=1).conv1.weight.detach().clone()
+    peer_torchvision.run_peer(str(root), [*flags, "--batch-size", "4", "--out", str(tmp_path / "r")])
+    conv = built[0].conv1.weight
+    # The reference: the training images as ToTensor + Normalize give them, whitened by the library.
+    raw = torchvision.datasets.FashionMNIST(str(root), train=True).data.float().div(255).unsqueeze(1)
+    torch.manual_seed(0)  # the peer's seed: the channels past the whitening's 2 x 9 keep these initial weights
+    reference = build("resnet8_fast", num_classes=10, in_channels=1)
+    whiten_first_conv(reference, (raw - peer_torchvision.MEAN[0]) / peer_torchvision.STD[0])
+    if whiten:  # set to the whitening and left untouched by the optimizer (weight decay included)
+        assert not conv.requires_grad and torch.allclose(conv, reference.conv1.weight, atol=1e-5)
+    else:  # the same run without the flag trains the initial conv
+        assert conv.requires_grad and not torch.allclose(conv, reference.conv1.weight, atol=1e-3)
+        assert not torch.equal(conv, initial)
 
 
 def _tiny_root(tmp_path: Path) -> Path:
