@@ -38,8 +38,8 @@ DEMO_BF16 := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --bf
 
 demo: setup data
 	rm -rf runs/demo
-	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 5 --batch-size 128 \
-	    --lr 0.1 --no-augment --label-smoothing 0.1 --channels-last $(DEMO_BF16) --out runs/demo
+	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 4 --batch-size 256 \
+	    --lr 0.4 --no-augment --label-smoothing 0.1 --channels-last $(DEMO_BF16) --whiten --out runs/demo
 
 test: setup data browser
 	$(PY) -m pytest -q -n 2 tests

@@ -1,6 +1,6 @@
 """Ablate the fast-training options one at a time on a fixed budget, several seeds each.
 
-Every variant is the base recipe (the `make demo` command at a shorter, fixed number of epochs) plus
+Every variant is the base recipe (the first `make demo` command, `demo_b128`, at a shorter, fixed number of epochs) plus
 or minus one option; each runs with ``--seeds`` seeds through the CLI, as a user would type it.
 The table gives the final test accuracy (mean ± sd over seeds), the change against the base with
 the same seed (paired: the runs of one seed share the initial weights and the data order), the
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
 CLI = [sys.executable, "-m", "resnet_lab"]
 
-# The `make demo` recipe without its epoch count (the budget is --epochs); bf16 + channels_last make
+# The first `make demo` recipe (`demo_b128` in fashion_mnist.py) without its epoch count (the budget is --epochs); bf16 + channels_last make
 # a step about 2x cheaper on a CPU with AVX512-BF16, so the ablation fits in a session.
 BASE = ("--model resnet8_fast --dataset fashion-mnist --batch-size 128 --lr 0.1 --no-augment --label-smoothing 0.1 "
         "--bf16 --channels-last")
