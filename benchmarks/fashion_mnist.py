@@ -73,6 +73,10 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
                   "128 at 2 threads on this model), judged with flip TTA, 94% within 5 minutes", 0.94, 5,
                   "--model resnet14_fast --dataset fashion-mnist --epochs 7 --batch-size 256 --lr 0.2 --crop-padding 0 "
                   "--label-smoothing 0.1 --channels-last --bf16 --whiten --eval-every 7"),
+    "fast_b256_6": ("`fast_b256` for 6 epochs at `--lr 0.3` (screened on 3 seeds at one thread: 94.03% with flip TTA), "
+                    "judged with flip TTA, 94% within 5 minutes", 0.94, 5,
+                    "--model resnet14_fast --dataset fashion-mnist --epochs 6 --batch-size 256 --lr 0.3 --crop-padding 0 "
+                    "--label-smoothing 0.1 --channels-last --bf16 --whiten --eval-every 6"),
     "fast_resnet20": ("the first `fast` recipe: `resnet20_fast`, 7 epochs, flip without crop, a whitened first layer, "
                       "judged with flip TTA, 94% within 5 minutes", 0.94, 5,
                       "--model resnet20_fast --dataset fashion-mnist --epochs 7 --batch-size 128 --lr 0.1 "
@@ -119,7 +123,7 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 # (`evaluate --tta`: the mean of the image's and its mirror's softmax), as airbench judges its 94%:
 # the evaluation is part of the recipe, so its time counts in the wall time. The other recipes are
 # judged on the single-view test accuracy after each epoch.
-TTA_TARGET = frozenset({"fast", "fast_b256", "fast_resnet20", "fast_ddp", "single40", "single40_restart",
+TTA_TARGET = frozenset({"fast", "fast_b256", "fast_b256_6", "fast_resnet20", "fast_ddp", "single40", "single40_restart",
                         "single40_restart20", "single40_shift"})
 
 # TTA recipes whose views are also shifted this many pixels up, down, left and right
