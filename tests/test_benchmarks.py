@@ -34,6 +34,7 @@ import peer_torchvision  # noqa: E402
 from _common import BUSY_MARK, QUICK_MARK, Quietness, Section  # noqa: E402
 
 from resnet_lab.cli import build_parser  # noqa: E402
+from resnet_lab.data import select_subset  # noqa: E402
 from resnet_lab.models import whiten_first_conv  # noqa: E402
 
 NAN = float("nan")
@@ -590,6 +591,26 @@ def test_peer_runs_bf16_and_channels_last_as_a_user_writes_them(tmp_path, monkey
     peer_torchvision.run_peer(str(_tiny_root(tmp_path)), [*flags, *extra, "--batch-size", "4", "--out", str(tmp_path / "r")])
     want = (True, torch.bfloat16, True) if extra else (False, torch.float32, False)
     assert seen and all(s == want for s in seen)  # training and evaluation alike
+
+
+def test_peer_whitens_the_images_of_its_subset(tmp_path, monkeypatch):
+    built = []
+    build = peer_torchvision.create_model
+    monkeypatch.setattr(peer_torchvision, "create_model", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    root = _tiny_root(tmp_path)
+    peer_torchvision.run_peer(str(root), [*peer_torchvision.recipe_flags(epochs=1, subset=4), "--batch-size", "2",
+                                          "--out", str(tmp_path / "r")])
+    train = torchvision.datasets.FashionMNIST(str(root), train=True)
+    images = (train.data.float().div(255).unsqueeze(1) - peer_torchvision.MEAN[0]) / peer_torchvision.STD[0]
+    kept = select_subset(train.targets, 4, 0)  # what resnet-lab's --subset 4 --seed 0 trains on
+    whitened = []
+    for chosen in (images[kept], images):
+        torch.manual_seed(0)
+        reference = build("resnet8_fast", num_classes=10, in_channels=1)
+        whiten_first_conv(reference, chosen)
+        whitened.append(reference.conv1.weight)
+    assert torch.allclose(built[0].conv1.weight, whitened[0], atol=1e-5)
+    assert not torch.allclose(whitened[0], whitened[1], atol=1e-3)  # the subset's patches, not all 8 images'
 
 
 def _idx(path: Path, magic: int, array: np.ndarray) -> None:
