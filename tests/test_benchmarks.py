@@ -33,6 +33,7 @@ import fashion_mnist  # noqa: E402
 import peer_torchvision  # noqa: E402
 from _common import BUSY_MARK, QUICK_MARK, Quietness, Section  # noqa: E402
 
+from resnet_lab import create_model  # noqa: E402
 from resnet_lab.cli import build_parser  # noqa: E402
 from resnet_lab.data import select_subset  # noqa: E402
 from resnet_lab.models import whiten_first_conv  # noqa: E402
@@ -540,26 +541,42 @@ def test_peer_refuses_options_it_does_not_implement(extra):
         peer_torchvision.run_peer("/nonexistent", [*peer_torchvision.recipe_flags(), *extra])
 
 
+def _spy_on_models(monkeypatch) -> list[torch.nn.Module]:
+    """The models the peer builds, in order (its create_model, recorded)."""
+    built, build = [], peer_torchvision.create_model
+    monkeypatch.setattr(peer_torchvision, "create_model", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    return built
+
+
+def _normalized_training_images(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images as ToTensor + Normalize give them, and their labels."""
+    train = torchvision.datasets.FashionMNIST(str(root), train=True)
+    return (train.data.float().div(255).unsqueeze(1) - peer_torchvision.MEAN[0]) / peer_torchvision.STD[0], train.targets
+
+
+def _whitened_reference(images: torch.Tensor | None) -> torch.Tensor:
+    """The first conv of resnet8_fast as the peer builds it (seed 0), whitened by the library on
+    ``images`` (None: left as initialized). Past the whitening's 2 x 9 channels it keeps these initial weights."""
+    torch.manual_seed(0)
+    reference = create_model("resnet8_fast", num_classes=10, in_channels=1)  # not the spy
+    if images is not None:
+        whiten_first_conv(reference, images)
+    return reference.conv1.weight.detach().clone()
+
+
 @pytest.mark.parametrize("whiten", [True, False])
 def test_peer_whiten_sets_and_freezes_the_first_conv_as_resnet_lab_does(tmp_path, monkeypatch, whiten):
-    built = []
-    build = peer_torchvision.create_model
-    monkeypatch.setattr(peer_torchvision, "create_model", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    initial = _whitened_reference(None)
+    built = _spy_on_models(monkeypatch)
     root = _tiny_root(tmp_path)
     flags = [f for f in peer_torchvision.recipe_flags(epochs=1) if f != "--whiten"] + (["--whiten"] if whiten else [])
-    torch.manual_seed(0)
-    initial = build("resnet8_fast", num_classes=10, in_channels=1).conv1.weight.detach().clone()
     peer_torchvision.run_peer(str(root), [*flags, "--batch-size", "4", "--out", str(tmp_path / "r")])
     conv = built[0].conv1.weight
-    # The reference: the training images as ToTensor + Normalize give them, whitened by the library.
-    raw = torchvision.datasets.FashionMNIST(str(root), train=True).data.float().div(255).unsqueeze(1)
-    torch.manual_seed(0)  # the peer's seed: the channels past the whitening's 2 x 9 keep these initial weights
-    reference = build("resnet8_fast", num_classes=10, in_channels=1)
-    whiten_first_conv(reference, (raw - peer_torchvision.MEAN[0]) / peer_torchvision.STD[0])
+    reference = _whitened_reference(_normalized_training_images(root)[0])
     if whiten:  # set to the whitening and left untouched by the optimizer (weight decay included)
-        assert not conv.requires_grad and torch.allclose(conv, reference.conv1.weight, atol=1e-5)
+        assert not conv.requires_grad and torch.allclose(conv, reference, atol=1e-5)
     else:  # the same run without the flag trains the initial conv
-        assert conv.requires_grad and not torch.allclose(conv, reference.conv1.weight, atol=1e-3)
+        assert conv.requires_grad and not torch.allclose(conv, reference, atol=1e-3)
         assert not torch.equal(conv, initial)
 
 
@@ -594,21 +611,13 @@ def test_peer_runs_bf16_and_channels_last_as_a_user_writes_them(tmp_path, monkey
 
 
 def test_peer_whitens_the_images_of_its_subset(tmp_path, monkeypatch):
-    built = []
-    build = peer_torchvision.create_model
-    monkeypatch.setattr(peer_torchvision, "create_model", lambda *a, **kw: built.append(build(*a, **kw)) or built[-1])
+    built = _spy_on_models(monkeypatch)
     root = _tiny_root(tmp_path)
     peer_torchvision.run_peer(str(root), [*peer_torchvision.recipe_flags(epochs=1, subset=4), "--batch-size", "2",
                                           "--out", str(tmp_path / "r")])
-    train = torchvision.datasets.FashionMNIST(str(root), train=True)
-    images = (train.data.float().div(255).unsqueeze(1) - peer_torchvision.MEAN[0]) / peer_torchvision.STD[0]
-    kept = select_subset(train.targets, 4, 0)  # what resnet-lab's --subset 4 --seed 0 trains on
-    whitened = []
-    for chosen in (images[kept], images):
-        torch.manual_seed(0)
-        reference = build("resnet8_fast", num_classes=10, in_channels=1)
-        whiten_first_conv(reference, chosen)
-        whitened.append(reference.conv1.weight)
+    images, labels = _normalized_training_images(root)
+    kept = select_subset(labels, 4, 0)  # what resnet-lab's --subset 4 --seed 0 trains on
+    whitened = [_whitened_reference(chosen) for chosen in (images[kept], images)]
     assert torch.allclose(built[0].conv1.weight, whitened[0], atol=1e-5)
     assert not torch.allclose(whitened[0], whitened[1], atol=1e-3)  # the subset's patches, not all 8 images'
 
