@@ -453,6 +453,15 @@ def test_warmup_epochs_ramps_the_lr_linearly_over_that_many_epochs(capsys, spy):
     assert [s.lrs[0] for s in warm.steps] == pytest.approx([0.1 * (t + 1) / 4 for t in range(4)] + [0.1] * 4)
 
 
+def test_a_warmup_shorter_than_one_step_is_one_step_not_onecycles_default_quarter(capsys, spy):
+    base = with_flags(TINY, "--batch-size", "8", "--epochs", "2")  # onecycle, 4 steps per epoch
+    default, short = train_pair(capsys, spy, base, "--warmup-epochs", "0.1")  # 0.4 of a step
+    assert [s.lrs[0] for s in default.steps] == pytest.approx([0.1 * _closed_form("onecycle", t, 8) for t in range(8)])
+    # one warmup step at the peak, then the linear decay from the peak over the other 7
+    want = [0.1] + [0.1 * (1 - (t - 1) / 7) for t in range(1, 8)]
+    assert [s.lrs[0] for s in short.steps] == pytest.approx(want, abs=1e-12)
+
+
 def test_label_smoothing_trains_on_the_smoothed_cross_entropy(capsys, spy):
     plain, smooth = train_pair(capsys, spy, TINY, "--label-smoothing", "0.2")
     for call, eps in ((plain, 0.0), (smooth, 0.2)):

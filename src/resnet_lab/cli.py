@@ -86,7 +86,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 1e-3 for adamw)")
     _add_step_args(g)
     g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"])
-    g.add_argument("--warmup-epochs", type=float, default=0.0)
+    g.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="linear warmup over this many epochs (at least one step when set; 0: none, except "
+                        "onecycle's own ramp over the first quarter)")
     g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
                    help="erase a random rectangle of each training image to the mean with probability P "
                         "(Zhong et al. 2017; 0.5 is typical)")
@@ -112,7 +114,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lookahead", type=int, default=0, metavar="K", help="lookahead (Zhang et al. 2019): every K "
                    "steps the slow weights move --lookahead-alpha of the way to the fast ones, which restart there; "
                    "0: off")
-    g.add_argument("--lookahead-alpha", type=float, default=0.5, metavar="A", help="lookahead's slow step, in (0, 1]")
+    g.add_argument("--lookahead-alpha", type=float, default=0.5, metavar="A", help="lookahead's slow step, in (0, 1]; only with --lookahead")
     g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
                    help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
                         "scale); airbench trains BN biases at a higher rate")

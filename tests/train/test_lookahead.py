@@ -80,3 +80,11 @@ def test_lookahead_alpha_1_is_the_inner_optimizer_alone():
 def test_lookahead_refuses_a_negative_k_and_alpha_outside_0_1(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
+
+
+def test_lookahead_alpha_without_lookahead_is_refused_not_ignored():
+    """Without lookahead on, the slow step has nothing to act on: a set alpha is an error, not a no-op."""
+    with pytest.raises(ValueError, match=r"only acts with lookahead on: add --lookahead K"):
+        TrainConfig(lookahead_alpha=0.8)
+    assert TrainConfig(lookahead=5, lookahead_alpha=0.8).lookahead_alpha == 0.8
+    assert TrainConfig().lookahead_alpha == 0.5  # the default counts as unset

@@ -166,6 +166,29 @@ def test_lr_sequence_is_geometric_from_start_to_end_and_is_what_each_optimizer_s
                 assert max(ndims) < 2 and decay == 0.0
 
 
+def test_norm_lr_scale_multiplies_the_norm_layers_rate_in_the_range_test_as_in_training():
+    start, end, steps = 1e-4, 1e-2, 4
+    torch.manual_seed(0)
+    model = TinyNet()
+    norm_params = {id(model.bn.weight), id(model.bn.bias)}
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(
+        [(g["lr"], {id(p) for p in g["params"]}) for g in opt.param_groups]))
+    try:
+        lr_find(model, make_bundle(), dataclasses.replace(CPU, norm_lr_scale=3.0), start_lr=start, end_lr=end,
+                steps=steps)
+    finally:
+        handle.remove()
+    closed = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
+    assert len(seen) == steps
+    for i, groups in enumerate(seen):
+        for lr, ids in groups:  # the BN weight and bias at 3x the step's rate, everything else at 1x
+            want = 3.0 if ids <= norm_params else 1.0
+            assert not (ids & norm_params) or ids <= norm_params
+            assert lr == pytest.approx(closed[i] * want, rel=1e-12)
+        assert any(ids <= norm_params for _, ids in groups)
+
+
 def test_smoothed_loss_is_the_debiased_moving_average_of_the_losses(diverged):
     result, _ = diverged
     average, expected = 0.0, []

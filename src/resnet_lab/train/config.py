@@ -11,6 +11,8 @@ from .tensorboard import require_tensorboard
 
 __all__ = ["TrainConfig"]
 
+LOOKAHEAD_ALPHA = 0.5  # Zhang et al. 2019's slow step, the default of lookahead_alpha
+
 
 @dataclass
 class TrainConfig:
@@ -42,7 +44,7 @@ class TrainConfig:
     tensorboard: bool = False  # TensorBoard logs under out/tensorboard/ (the `tensorboard` extra)
     ema: float = 0.0  # decay per step of an EMA of the weights, which is then evaluated and saved (0.99); 0 = off
     lookahead: int = 0  # lookahead's k: fast steps per slow update (Zhang et al. 2019); 0 = off
-    lookahead_alpha: float = 0.5  # lookahead's slow step toward the fast weights
+    lookahead_alpha: float = LOOKAHEAD_ALPHA  # lookahead's slow step toward the fast weights
     norm_lr_scale: float = 1.0  # lr factor for the norm layers' weights and biases (times any lr_scale)
     progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
     eval_every: int = 1  # evaluate on the test set every N epochs and after the last (and a --stop-after pause)
@@ -105,6 +107,9 @@ class TrainConfig:
         if not (math.isfinite(self.lookahead_alpha) and 0 < self.lookahead_alpha <= 1):
             raise ValueError(f"lookahead_alpha (--lookahead-alpha) must be in (0, 1], got {self.lookahead_alpha} "
                              "(0.5 is the paper's)")
+        if not self.lookahead and self.lookahead_alpha != LOOKAHEAD_ALPHA:
+            raise ValueError(f"lookahead_alpha (--lookahead-alpha {self.lookahead_alpha:g}) only acts with lookahead "
+                             "on: add --lookahead K (5 is the paper's) or drop --lookahead-alpha")
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
             raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
                              f"unchanged), got {self.norm_lr_scale}")

@@ -435,6 +435,13 @@ class _Run:
     say: Callable[[str], None]  # log on the main process, silent on the others
 
 
+def _warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
+    """The steps of ``warmup_epochs``: at least one when it is set at all, so a warmup shorter than
+    a step is not read as 0 (which onecycle takes as its default 25%)."""
+    steps = int(warmup_epochs * steps_per_epoch)
+    return max(steps, 1) if warmup_epochs > 0 else 0
+
+
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
     """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
     job, device = DistContext.current(), resolve_device(config.device)
@@ -444,7 +451,7 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
                                 config.weight_decay, config.lr_scale, config.norm_lr_scale)
-    scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, int(config.warmup_epochs * steps))
+    scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, _warmup_steps(config.warmup_epochs, steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16
     averaging = (WeightAveraging(base, ema=config.ema, lookahead=config.lookahead,
                                  lookahead_alpha=config.lookahead_alpha) if config.ema or config.lookahead else None)

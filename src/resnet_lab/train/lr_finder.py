@@ -146,7 +146,7 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
     base = unwrap(model)
     lr_factor = lambda t: (end_lr / start_lr) ** (t / (steps - 1))  # noqa: E731  (geometric; 1 at step 0)
     optimizer = build_optimizer(base, config.optimizer, start_lr, config.momentum, config.nesterov,
-                                config.weight_decay, config.lr_scale)
+                                config.weight_decay, config.lr_scale, config.norm_lr_scale)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16, as in train
     bar = tqdm(total=steps, desc="lr range test", leave=False, disable=not config.progress, unit="step",
@@ -195,7 +195,7 @@ def lr_find(
         data: a :class:`resnet_lab.data.DataBundle` (its ``train`` loader is used) or a loader yielding
             ``(x, y)``, with ``len``; it is read for as many passes as ``steps`` needs.
         config: the training recipe the test should match: ``optimizer``, ``momentum``, ``nesterov``,
-            ``weight_decay``, ``lr_scale``, ``label_smoothing``, ``grad_clip``, ``bf16``/``fp16``,
+            ``weight_decay``, ``lr_scale``, ``norm_lr_scale``, ``label_smoothing``, ``grad_clip``, ``bf16``/``fp16``,
             ``channels_last``, ``seed`` (dropout draws), ``device``, ``progress``; ``lr``, the schedule and
             the run-directory fields do not matter here. Default ``TrainConfig()``.
         start_lr, end_lr: the first and the last learning rate (fastai's 1e-7 and 10).
