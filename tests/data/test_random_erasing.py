@@ -92,10 +92,6 @@ def test_loader_erases_only_the_drawn_rectangles_after_the_same_crops():
         assert torch.equal(xb, ref)
         n_erased += int((eh > 0).sum())
     assert 0 < n_erased < len(x)
-    # no augmentation (test loaders): erasing is off whatever the probability
-    xs = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD, random_erasing=1.0)
-    ref = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD)
-    assert torch.equal(next(iter(xs))[0], next(iter(ref))[0])
 
 
 def test_mid_epoch_resume_redraws_the_same_erasures():
@@ -123,6 +119,24 @@ def test_load_data_passes_it_to_the_training_loader_only():
     assert not bundle.test.augment
     with pytest.raises(ValueError, match="random_erasing"):
         load_data("fake", random_erasing=2.0)
+
+
+def test_erasing_with_augmentation_off_is_refused_since_it_would_change_nothing(capsys, tmp_path):
+    x, y = data()
+    with pytest.raises(ValueError, match=r"random_erasing 0.5 \(--random-erasing\) is part of the augmentation"):
+        InMemoryLoader(x, y, batch_size=8, mean=MEAN, std=STD, augment=False, random_erasing=0.5)
+    with pytest.raises(ValueError, match="--no-augment"):
+        load_data("fake", batch_size=16, subset=64, augment=False, random_erasing=0.5)
+    # the same loader with augmentation on erases: its batches differ from the ones without erasing
+    on = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD, augment=True, random_erasing=1.0)
+    off = InMemoryLoader(x, y, batch_size=64, mean=MEAN, std=STD, augment=True)
+    assert not torch.equal(next(iter(on))[0], next(iter(off))[0])
+    from resnet_lab.cli import main
+    code = main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32",
+                 "--epochs", "1", "--no-augment", "--random-erasing", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: random_erasing 1") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_folder_pipeline_ends_with_torchvisions_random_erasing():

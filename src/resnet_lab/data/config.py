@@ -91,7 +91,7 @@ class DataConfig:
             raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        check_erase_probability(self.random_erasing)
+        check_erase_probability(self.random_erasing, augment=self.augment)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
         if self.crop_padding is not None:
             if self.crop_padding < 0:

@@ -206,7 +206,7 @@ class InMemoryLoader(_EpochState):
         world_size: int = 1,
         channels_last: bool = False,
     ) -> None:
-        check_erase_probability(random_erasing)
+        check_erase_probability(random_erasing, augment=augment)
         check_flip_mode(flip_mode, augment=augment, flip=flip)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")

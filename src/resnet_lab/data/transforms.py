@@ -195,10 +195,15 @@ ERASE_SCALE = (0.02, 0.4)
 ERASE_RATIO = (0.3, 1 / 0.3)
 
 
-def check_erase_probability(p: float) -> None:
-    """Raise ValueError unless ``p`` is a probability (NaN included in the refusal)."""
+def check_erase_probability(p: float, *, augment: bool = True) -> None:
+    """Raise ValueError unless ``p`` is a probability (NaN included in the refusal) and, when it is
+    above 0, the training images are augmented at all (erasing is part of the augmentation, so
+    with ``augment`` off it would change nothing)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"random_erasing is a probability in [0, 1], got {p}")
+    if p > 0 and not augment:
+        raise ValueError(f"random_erasing {p:g} (--random-erasing) is part of the augmentation, which --no-augment "
+                         "(augment=False) turns off: drop one of the two")
 
 
 def sample_erase_params(
