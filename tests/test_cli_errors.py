@@ -4,6 +4,7 @@ exit code 2, never a traceback; and it loses nothing that was saved before."""
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -136,3 +137,52 @@ def test_values_that_would_corrupt_training_are_refused_before_anything_is_writt
     assert main(["train", *args, "--epochs", "1", "--out", str(out)]) == 2
     _one_line_error(capsys, message)
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "resnet20"], "--model resnet20 differs from the run in"),
+    (["--norm", "group"], "--norm group differs from the run in"),
+    (["--small-input", "no"], "--small-input no differs from the run in"),
+    (["--zero-init-residual"], "--zero-init-residual differs from the run in"),
+])
+def test_resume_refuses_model_flags_that_differ_from_the_run_instead_of_ignoring_them(trained, tmp_path, capsys,
+                                                                                     flags, message):
+    """--resume rebuilds the model from model.json; a model flag that disagrees would be silently dropped."""
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    args = [a for a in TRAIN]
+    for flag, value in zip(flags[::2], flags[1::2] + [None]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag] + ([value] if value is not None else [])
+    assert main(["train", *args, "--epochs", "2", "--out", str(run), "--resume"]) == 2
+    err = _one_line_error(capsys, message)
+    assert "resume with the command the run was started with" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "2", "--stop-after", "1", "--out", str(run)]) == 0
+    assert main(["train", *TRAIN, "--norm", "batch", "--small-input", "yes", "--epochs", "2", "--out", str(run),
+                 "--resume"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "resnet8", "--small-input", "no"], "resnet8 is built for small images"),
+    (["train", "--model", "vgg11", "--norm", "batch"], "vgg11 has no normalization layers, so --norm batch"),
+    (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so norm 'group'"),
+    (["lr-find", "--model", "vgg13", "--norm", "scratch"], "vgg13 has no normalization layers"),
+    (["summary", "vgg11", "--norm", "group"], "use vgg11_bn"),
+])
+def test_model_flags_the_model_would_ignore_are_refused(tmp_path, capsys, argv, message):
+    data = {"train": ["--dataset", "fake", "--image-size", "16", "--subset", "32", "--batch-size", "16", "--no-progress"],
+            "lr-find": ["--dataset", "fake", "--image-size", "16"], "summary": []}[argv[0]]
+    out = ["--out", str(tmp_path / "out")] if argv[0] == "train" else []
+    assert main([*argv, *data, *out]) == 2
+    _one_line_error(capsys, message)
+    assert not (tmp_path / "out").exists()

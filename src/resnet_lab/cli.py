@@ -59,9 +59,11 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """The flags that build a new model (`train`, `lr-find`)."""
     p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
-    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
+    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"],
+                   help="the normalization layer of every block (default: batch)")
     p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
-                   help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px")
+                   help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px (the CIFAR "
+                        "families, resnet20 and the like, always have it)")
     p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
 
 
@@ -162,7 +164,7 @@ def _add_model_commands(sub) -> None:
                    help="default 3 224 224 (3 32 32 for CIFAR families)")
     p.add_argument("--num-classes", type=int, default=None, help="default 1000 (10 for CIFAR families)")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (28-32 px)")
-    p.add_argument("--norm", default="batch", choices=["batch", "scratch", "group", "none"])
+    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"], help="default: batch")
     p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
     p.add_argument("--json", action="store_true")
 
@@ -286,7 +288,9 @@ def cmd_summary(args) -> int:
     info = model_info(args.model)  # the input size and classes the model is designed for
     size = tuple(args.input_size) if args.input_size else info.input_size
     k = args.num_classes or info.num_classes
-    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input, norm=args.norm)
+    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
+                         norm=args.norm or "batch")
+    _check_norm_flag(args, model)
     s = summarize(model, size, depth=args.depth)
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.to_text())
     return 0
@@ -344,8 +348,7 @@ def cmd_train(args) -> int:
     config = _train_config(args, args.out)
     if args.resume:
         arch = dict(load_meta(args.out)["arch"])
-        if arch["name"] != args.model:
-            raise ValueError(f"--model {args.model} differs from the run's {arch['name']} in {args.out}")
+        _check_resumed_arch(args, arch)
         data = _load_data(args, device=device, in_channels=arch["in_channels"], shard=True)
         model = create_model(arch.pop("name"), **arch)
     else:
@@ -377,14 +380,40 @@ def _whiten(args, model, data) -> dict | None:
     return {"whiten": done.as_dict()}
 
 
+def _check_resumed_arch(args, arch: dict) -> None:
+    """--resume rebuilds the run's own model from model.json: a model flag given now must agree with it."""
+    given = (("--model", args.model, arch["name"]), ("--norm", args.norm, arch.get("norm")),
+             ("--small-input", {"yes": True, "no": False}.get(args.small_input), arch.get("small_input")),
+             ("--zero-init-residual", True if args.zero_init_residual else None, arch.get("zero_init_residual", False)))
+    for flag, now, saved in given:
+        if now is not None and now != saved:
+            shown = args.small_input if flag == "--small-input" else "" if flag == "--zero-init-residual" else now
+            raise ValueError(f"{flag} {shown}".rstrip() + f" differs from the run in {args.out} ({flag.lstrip('-')}: "
+                             f"{saved}); resume with the command the run was started with")
+
+
+def _check_norm_flag(args, model) -> None:
+    """--norm batch on a model without norm layers (the plain VGGs) would change nothing; the
+    library refuses the other norms itself and records the default as none."""
+    if args.norm == "batch" and model.model_config["norm"] == "none":
+        raise ValueError(f"{args.model} has no normalization layers, so --norm batch would change nothing: use "
+                         f"{args.model}_bn, or leave --norm out")
+
+
 def _new_model(args, data):
     """The model the _add_model_args flags ask for, shaped for ``data``, its weights seeded by --seed."""
     c, h, _ = data.info.input_size
+    if args.small_input == "no" and model_info(args.model).small_input:
+        raise ValueError(f"{args.model} is built for small images (3x3 stride-1 stem, no max-pool) whatever "
+                         "--small-input says, so --small-input no would change nothing: leave it out, or pick a "
+                         "model with an ImageNet stem (resnet18)")
     small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
     torch.manual_seed(args.seed)
     extra = {"zero_init_residual": True} if args.zero_init_residual else {}
-    return create_model(args.model, num_classes=len(data.info.classes), in_channels=c, small_input=small,
-                        norm=args.norm, **extra)
+    model = create_model(args.model, num_classes=len(data.info.classes), in_channels=c, small_input=small,
+                         norm=args.norm or "batch", **extra)
+    _check_norm_flag(args, model)
+    return model
 
 
 def cmd_lr_find(args) -> int:

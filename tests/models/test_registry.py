@@ -169,3 +169,29 @@ def test_stacked_head_must_be_a_positive_int(bad):
 
 def test_model_config_leaves_out_stacked_head_when_not_asked():
     assert "stacked_head" not in create_model("resnet8", num_classes=5).model_config
+
+
+def _stem_and_norm_layers(model: nn.Module) -> tuple[tuple, int]:
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    norms = sum(isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm)) for m in model.modules())
+    return (first.kernel_size, first.stride), norms
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet8_fast", "densenet40", "vgg11", "vgg11_bn", "resnet18"])
+def test_model_config_records_the_model_that_was_built(name):
+    """model.json's arch must describe the network, not echo arguments the family does not use:
+    the CIFAR families are small-input whatever small_input says, and the paper's VGGs have no norm."""
+    model = create_model(name, num_classes=10, small_input=False)
+    config = model.model_config
+    assert config["small_input"] == (name in SMALL_INPUT) == model_info(name).small_input
+    stem, norms = _stem_and_norm_layers(model)
+    assert (config["norm"] == "none") == (norms == 0)
+    # the record rebuilds the same network, and small_input=True builds the same for a CIFAR family
+    rebuilt = create_model(**{"name": name, **{k: v for k, v in config.items() if k != "name"}})
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    small = create_model(name, num_classes=10, small_input=True)
+    assert small.model_config["small_input"]
+    if name in SMALL_INPUT:  # the same network either way
+        assert repr(small) == repr(model) and _stem_and_norm_layers(small) == (stem, norms)
+    else:  # an ImageNet family really changes (a 3x3 stem, or VGG's last max-pool dropped)
+        assert repr(small) != repr(model)

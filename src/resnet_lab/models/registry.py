@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from torch import nn
 
-from ..nn.norm import check_norm
+from ..nn.norm import check_norm, has_norm_layers
 from ..weights import get_weights
 from .layers import stack_head
 
@@ -358,11 +358,17 @@ def create_model(
     if stacked_head is not None:
         _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
     model = builder(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm, **kwargs)
+    if norm != "none" and not has_norm_layers(model):  # the plain VGGs: no norm layer to choose
+        if norm != "batch":  # anything but the default asks for a layer the model does not have
+            raise ValueError(f"{name} has no normalization layers, so norm {norm!r} (--norm {norm}) would change "
+                             f"nothing: use {name}_bn, or leave it out")
+        norm = "none"
     config = {
         "name": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
-        "small_input": small_input,
+        # what was built: the CIFAR families are small-input whatever small_input says
+        "small_input": small_input or _INFO[name].small_input,
         "norm": norm,
         **kwargs,
     }

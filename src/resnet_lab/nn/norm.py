@@ -14,11 +14,22 @@ from torch import nn
 
 from .batchnorm import BatchNorm1d as ScratchBatchNorm1d
 from .batchnorm import BatchNorm2d as ScratchBatchNorm2d
+from .batchnorm import BatchNormBase
 
-__all__ = ["NORMS", "NormLayer", "check_norm", "group_count", "norm_layer", "norm_has_bias"]
+__all__ = ["NORMS", "NORM_LAYERS", "NormLayer", "check_norm", "group_count", "has_norm_layers", "norm_layer",
+           "norm_has_bias"]
 
 NORMS = ("batch", "scratch", "group", "none")
 NormLayer = Callable[[int], nn.Module]
+
+# Every normalization layer class: torch's batch and instance norms (_NormBase, SyncBatchNorm
+# included), group, layer and RMS norms, and our batch norms.
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, BatchNormBase)
+
+
+def has_norm_layers(model: nn.Module) -> bool:
+    """Whether ``model`` holds any normalization layer (:data:`NORM_LAYERS`)."""
+    return any(isinstance(m, NORM_LAYERS) for m in model.modules())
 
 
 def check_norm(norm: str) -> str:

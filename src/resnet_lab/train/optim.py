@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ..nn import BatchNormBase
+from ..nn.norm import NORM_LAYERS
 
 __all__ = ["NORM_LAYERS", "SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_scheduler", "norm_parameters",
            "param_groups", "schedule_fn"]
@@ -16,9 +16,7 @@ __all__ = ["NORM_LAYERS", "SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_s
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
 
-# The normalization layers whose weights and biases norm_lr_scale scales: torch's batch and
-# instance norms (_NormBase, SyncBatchNorm included), group, layer and RMS norms, and our batch norms.
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm, BatchNormBase)
+# NORM_LAYERS (from resnet_lab.nn.norm): the layers whose weights and biases norm_lr_scale scales.
 
 
 def norm_parameters(model: nn.Module) -> set[int]:
