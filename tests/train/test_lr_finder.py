@@ -325,7 +325,7 @@ def _folder(root) -> str:
 
 # The flags lr-find shares with train, each compared with the same flag given to train.
 SHARED = [
-    ["--model", "resnet20"], ["--norm", "group"], ["--small-input", "no"], ["--zero-init-residual"],
+    ["--model", "resnet20"], ["--norm", "group"], ["--model", "resnet18", "--small-input", "no"], ["--zero-init-residual"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"], ["--image-size", "12"],
     ["--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"], ["--momentum", "0.5"], ["--no-nesterov"],
     ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
@@ -347,7 +347,7 @@ def _with(base: list[str], flags: list[str]) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("flags", SHARED, ids=lambda f: f[0])
+@pytest.mark.parametrize("flags", SHARED, ids=lambda f: f[-2] if f[0] == "--model" and len(f) > 2 else f[0])
 def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(capsys, monkeypatch, tmp_path, flags):
     """lr-find shares train's model, data and step flags; each must reach the model, the data loader
     and the TrainConfig exactly as it does for train (whose tests show each one's effect)."""
