@@ -74,3 +74,47 @@ def test_finetune_rejects_options_of_another_strategy(resnet8_run, capsys):
     code = main(["finetune", "--from", str(resnet8_run), "--strategy", "head", "--unfreeze-from", "layer3",
                  "--dataset", "fake"])
     assert code == 2 and "--unfreeze-from applies to --strategy last" in capsys.readouterr().err
+
+
+FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
+      "--device", "cpu"]
+
+
+def _epochs(run) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stop_after_pauses_the_main_phase_and_the_frozen_phase_runs_whole(resnet8_run, tmp_path, capsys):
+    """--stop-after counts epochs of --epochs (the main phase); it used to cut the frozen phase
+    short and let the main phase start at once, and the resume then skipped the rest of it."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "2", "--epochs", "3",
+            *FT, "--out", str(out)]
+    assert main([*args, "--stop-after", "1"]) == 0
+    assert "paused after epoch 1 of 3" in capsys.readouterr().out
+    assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1]
+    assert main([*args, "--resume"]) == 0
+    assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2, 3]
+
+
+def test_warmup_and_progressive_resize_longer_than_the_frozen_phase_belong_to_the_main_phase(resnet8_run, tmp_path):
+    out = tmp_path / "ft"
+    assert main(["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "1", "--epochs", "3",
+                 "--warmup-epochs", "2", "--progressive-resize", "6", *FT, "--out", str(out)]) == 0
+    phase = json.loads((out / "freeze_phase" / "model.json").read_text())["train_config"]
+    main_phase = json.loads((out / "model.json").read_text())["train_config"]
+    assert (phase["epochs"], phase["warmup_epochs"], phase["progressive_resize"]) == (1, 0, None)
+    assert (main_phase["epochs"], main_phase["warmup_epochs"], main_phase["progressive_resize"]) == (3, 2, 6)
+
+
+def test_resume_with_another_strategy_is_one_line_and_changes_nothing(resnet8_run, tmp_path, capsys):
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--strategy", "last", "--stop-after", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main([*args, "--strategy", "all", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "strategy 'last', not 'all'" in err and "resume with the command the run was started with" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..data import DataConfig
 from ..models import create_model
+from ..runs import load_meta
 from ..train import train
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
@@ -210,6 +211,16 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     return dataclasses.replace(config, **changes)
 
 
+def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
+    """A resumed transfer must freeze and stack what the run did: another strategy, unfreeze point
+    or head would give the saved optimizer state other parameter groups."""
+    saved = load_meta(out).get("transfer") or {}
+    for key, flag in (("strategy", "--strategy"), ("unfreeze_from", "--unfreeze-from"), ("head", "--strategy head")):
+        if saved.get(key) != planned.get(key):
+            raise ValueError(f"{out} was fine-tuned with {key} {saved.get(key)!r}, not {planned.get(key)!r} "
+                             f"({flag}); resume with the command the run was started with")
+
+
 def finetune(
     model: nn.Module,
     data,
@@ -230,7 +241,9 @@ def finetune(
             ``lr_scale`` is replaced by the plan's when the plan has one.
         plan: from :func:`transfer_model`.
         freeze_epochs: with ``all``: first train only the classifier this many epochs (run
-            directory ``OUT/freeze_phase``), then everything for ``config.epochs``.
+            directory ``OUT/freeze_phase``), then everything for ``config.epochs``. The frozen
+            phase runs whole, without ``stop_after``, ``warmup_epochs`` and ``progressive_resize``,
+            which count epochs of the main phase.
         meta: extra ``model.json`` entries.
         log: where summary lines go.
 
@@ -244,6 +257,8 @@ def finetune(
     histories = []
     out = Path(config.out) if config.out else None
     main_started = out is not None and (out / "train_state.pt").exists()
+    if config.resume and main_started:
+        _check_resumed_plan(out, meta["transfer"])
     if freeze_epochs and not (config.resume and main_started):
         # Phase 1: the classifier alone, so the fresh head does not send large random gradients
         # into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze).
@@ -251,8 +266,11 @@ def finetune(
         freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
         phase_dir = out / "freeze_phase" if out else None
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
+        # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
+        # --progressive-resize count epochs of the main phase (--epochs), so they stay there.
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
-                                    out=str(phase_dir) if phase_dir else None)
+                                    out=str(phase_dir) if phase_dir else None, stop_after=None, warmup_epochs=0.0,
+                                    progressive_resize=None)
         phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone"}}
         histories.append(train(model, data, phase, meta=phase_meta, log=log))
         unfreeze(model, mode=True)
