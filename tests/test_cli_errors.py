@@ -186,3 +186,21 @@ def test_model_flags_the_model_would_ignore_are_refused(tmp_path, capsys, argv, 
     assert main([*argv, *data, *out]) == 2
     _one_line_error(capsys, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_best_on_a_weights_file_is_refused_not_ignored(trained, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run / "model.safetensors"), "--best"]) == 2
+    _one_line_error(capsys, "is a weights file, so there is no best.safetensors to choose (--best)")
+    assert main(["evaluate", str(run / "model.safetensors")]) == 0  # the file alone is fine
+    assert main(["evaluate", str(run), "--best"]) == 0  # and --best in a run directory
+
+
+def test_predict_onnx_refuses_a_device_it_would_not_use(trained, tmp_path, capsys):
+    run, image = trained
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cuda:7"]) == 2
+    _one_line_error(capsys, "--onnx runs on onnxruntime's CPU provider, not --device cuda:7")
+    assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cpu"]) == 0

@@ -684,7 +684,8 @@ FLAG_CASES = [
     ["--subset", "40"], ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--compile"],
     ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"],
-    ["--image-size", "12"], ["--workers", "1"], ["--eval-every", "2"],
+    ["--image-size", "12"], ["--workers", "1"], ["--eval-every", "2"], ["--crop-padding", "2"],
+    ["--epochs", "2", "--stop-after", "1"],
 ]
 
 
@@ -711,10 +712,21 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
     assert changes["finetune"] == changes["train"]
 
 
+def test_finetune_fp16_on_a_cpu_is_refused_as_train_refuses_it(capsys, source_run):
+    errors = []
+    for command, base in (("train", TINY), ("finetune", ["--from", str(source_run), "--strategy", "all", *TINY[2:]])):
+        code, _, err = cli(capsys, command, *with_flags(base, "--device", "cpu"), "--fp16")
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        errors.append(err)
+    assert errors[0] == errors[1] and "fp16" in errors[0]
+
+
 @pytest.mark.parametrize("flag", ["--sync-bn", "--scale-lr"])
-def test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun(capsys, dry_spy, source_run, flag):
-    code, _, err = cli(capsys, "finetune", *finetune_args(source_run), flag)
-    assert code == 0 and "only matter under torchrun" in err
+def test_finetune_has_no_torchrun_flags_since_it_runs_in_one_process(capsys, source_run, flag):
+    """finetune refuses torchrun, so --sync-bn and --scale-lr could never act there: not accepted."""
+    with pytest.raises(SystemExit) as exit_:
+        cli(capsys, "finetune", *finetune_args(source_run), flag)
+    assert exit_.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
 
 
 # --- finetune's own flags -----------------------------------------------------------------------
@@ -954,7 +966,7 @@ def onnx_files(trained_run, tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("onnx")
     files = {"plain": d / "plain.onnx", "fused": d / "fused.onnx", "opset13": d / "opset13.onnx"}
     assert main(["export", str(trained_run), "--out", str(files["plain"])]) == 0
-    assert main(["export", str(trained_run), "--format", "onnx", "--fuse-bn", "--out", str(files["fused"])]) == 0
+    assert main(["export", str(trained_run), "--fuse-bn", "--out", str(files["fused"])]) == 0
     assert main(["export", str(trained_run), "--opset", "13", "--out", str(files["opset13"])]) == 0
     return files
 

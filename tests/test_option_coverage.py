@@ -120,15 +120,18 @@ TRAINING = {
     "--scale-lr": (OPTS + "test_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
                    DIST + "test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al"),
 }
+TORCHRUN_ONLY = ("--sync-bn", "--scale-lr")  # train's; finetune runs in one process and does not take them
 FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
 FINETUNE_OWN = {
     **{flag: RECIPE_CLI for flag in ("--ema", "--lookahead", "--lookahead-alpha", "--norm-lr-scale",
                                      "--progressive-resize")},
     "--flip": FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
     "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
-    "--resume": OPTS + "test_finetune_resume_continues_an_interrupted_run",
-    "--sync-bn": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
-    "--scale-lr": OPTS + "test_finetune_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
+    "--resume": (OPTS + "test_finetune_resume_continues_an_interrupted_run",
+                 FT + "test_resume_with_another_strategy_is_one_line_and_changes_nothing"),
+    "--fp16": OPTS + "test_finetune_fp16_on_a_cpu_is_refused_as_train_refuses_it",
+    "--stop-after": (FINETUNE_SAME_AS_TRAIN,
+                     FT + "test_stop_after_pauses_the_main_phase_and_the_frozen_phase_runs_whole"),
     "--tensorboard": BOARD + "test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer",
 }
 
@@ -183,7 +186,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("finetune", "--unfreeze-from"): OPTS + "test_finetune_unfreeze_from_names_the_first_module_that_trains",
     ("finetune", "--backbone-lr-scale"): OPTS + "test_finetune_backbone_lr_scale_sets_the_backbone_rate_to_that_fraction",
     ("finetune", "--freeze-epochs"): FT + "test_finetune_all_with_freeze_epochs_trains_the_head_first_then_everything",
-    **{("finetune", flag): FINETUNE_OWN.get(flag, FINETUNE_SAME_AS_TRAIN) for flag in TRAINING},
+    **{("finetune", flag): FINETUNE_OWN.get(flag, FINETUNE_SAME_AS_TRAIN) for flag in TRAINING
+       if flag not in TORCHRUN_ONLY},
 
     ("experiment", "name"): OPTS + "test_experiment_flags_reach_the_named_experiment",
     ("experiment", "--list"): OPTS + "test_experiment_list_names_every_experiment_with_its_claim",
@@ -196,7 +200,6 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("experiment", "--seed"): OPTS + "test_experiment_flags_reach_the_named_experiment",
 
     ("export", "run"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
-    ("export", "--format"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
     ("export", "--fuse-bn"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
     ("export", "--out"): OPTS + "test_export_fuse_bn_folds_the_batchnorm_arithmetic_and_keeps_the_outputs",
     ("export", "--opset"): OPTS + "test_export_opset_sets_the_files_onnx_opset",

@@ -133,8 +133,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
-    g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
-    g.add_argument("--scale-lr", action="store_true", help="with torchrun: scale --lr by the world size (Goyal et al. 2017)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +176,9 @@ def _add_training_commands(sub) -> None:
                    help="set the first conv to the patch whitening of up to 5000 training images (airbench) and "
                         "freeze it; in-memory datasets only")
     _add_train_args(p)
+    g = p.add_argument_group("several processes (torchrun; finetune runs in one)")
+    g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
+    g.add_argument("--scale-lr", action="store_true", help="with torchrun: scale --lr by the world size (Goyal et al. 2017)")
 
     p = _cmd(sub, "lr-find", "Learning-rate range test: steps at growing rates, the loss plot, a suggested lr.",
              "resnet-lab lr-find --model resnet20 --dataset fashion-mnist --batch-size 128 --out lr_find.png")
@@ -242,17 +243,16 @@ def _add_use_commands(sub) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N | mps (with --onnx: cpu)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--cam", metavar="PATH", help="draw the Grad-CAM of the top class over each image (needs the "
                    "cam extra): one image: the picture PATH; several: the directory PATH, one IMAGE_cam.png each")
 
     p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
-             "resnet-lab export runs/r20 --format onnx --fuse-bn --out r20.onnx")
+             "resnet-lab export runs/r20 --fuse-bn --out r20.onnx")
     p.add_argument("run")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=17)
 
     p = _cmd(sub, "report", "One self-contained HTML page on trained runs: curves, confusion matrix, per-class "
@@ -523,6 +523,9 @@ def cmd_predict(args) -> int:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
     if args.onnx:
+        if args.device not in ("cpu", "auto"):
+            raise ValueError(f"--onnx runs on onnxruntime's CPU provider, not --device {args.device}: drop --device, "
+                             "or give the run directory instead of --onnx to predict there")
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
         results = OnnxPredictor(args.onnx).predict(images, top_k=args.top_k)
@@ -552,7 +555,6 @@ def cmd_finetune(args) -> int:
         # Freezing changes requires_grad between phases and locks BN modules that SyncBatchNorm
         # would replace; neither is wired through DDP yet.
         raise RuntimeError("resnet-lab finetune runs in one process; start it without torchrun")
-    _note_single_process(args)
     device = resolve_device(args.device)
     source = load_source(args.source, file=args.from_file, model=args.model)
     for note in source.notes:

@@ -336,6 +336,9 @@ def _weights_path(source: Path, which: str) -> Path:
         return path
     if not source.exists():
         raise FileNotFoundError(f"no such run directory or weights file: {source}")
+    if which != "model":  # a weights file is one set of weights: best/last is a choice inside a run
+        raise ValueError(f"{source} is a weights file, so there is no {which}.safetensors to choose (--best): "
+                         f"give the run directory, or drop --best")
     return source
 
 
@@ -360,7 +363,8 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
         source: run directory, a weights file with a ``model.json`` beside it, or the name of
             shipped weights, ``MODEL:TAG`` (:func:`resolve_source`).
         device: where to put the model.
-        which: in a run directory, ``model`` (last epoch) or ``best``.
+        which: in a run directory, ``model`` (last epoch) or ``best``; a weights file or shipped
+            weights accept only ``model``.
 
     The model is returned in eval mode.
     """

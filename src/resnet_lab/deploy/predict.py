@@ -209,14 +209,14 @@ class OnnxPredictor:
             raise ValueError(f"{self.path} is a directory; pass the .onnx file written by `resnet-lab export`")
         if not self.path.is_file():
             raise FileNotFoundError(
-                f"ONNX model file not found: {self.path}. Make one with `resnet-lab export RUN --format onnx --out {self.path}`."
+                f"ONNX model file not found: {self.path}. Make one with `resnet-lab export RUN --out {self.path}`."
             )
         try:
             self.session = ort.InferenceSession(str(self.path), providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) derive from Exception only
             raise ValueError(
                 f"{self.path} is not an ONNX model written by resnet-lab export: onnxruntime cannot load it ({e}). "
-                f"Make one with `resnet-lab export RUN --format onnx --out {self.path.with_suffix('.onnx')}`."
+                f"Make one with `resnet-lab export RUN --out {self.path.with_suffix('.onnx')}`."
             ) from e
         self.metadata: dict[str, Any] = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
         self.input_size = list(input_size or self.metadata.get("input_size") or [])
