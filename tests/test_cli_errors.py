@@ -204,3 +204,13 @@ def test_predict_onnx_refuses_a_device_it_would_not_use(trained, tmp_path, capsy
     assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cuda:7"]) == 2
     _one_line_error(capsys, "--onnx runs on onnxruntime's CPU provider, not --device cuda:7")
     assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cpu"]) == 0
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_sync_bn_on_a_model_without_batch_norm_is_refused(tmp_path, capsys, norm):
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "1", "--norm", norm, "--sync-bn", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"--sync-bn: resnet8 with norm {norm} has no BatchNorm layer to synchronize")
+    assert not out.exists()
+    # with BatchNorm (torch's or ours) it is accepted (in one process: a note that it needs torchrun)
+    assert main(["train", *TRAIN, "--epochs", "1", "--norm", "scratch", "--sync-bn"]) == 0

@@ -19,6 +19,7 @@ from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .models import create_model, list_models, model_info, whiten_first_conv
+from .nn import BatchNormBase
 from .runs import load_meta, load_model
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -355,6 +356,11 @@ def cmd_train(args) -> int:
         data = _load_data(args, device=device, shard=True)
         model = _new_model(args, data)
     meta = _whiten(args, model, data)
+    if args.sync_bn and not any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, BatchNormBase))
+                                for m in model.modules()):
+        norm = model.model_config.get("norm")
+        raise ValueError(f"--sync-bn: {args.model} with norm {norm} has no BatchNorm layer to synchronize: drop "
+                         "--sync-bn")
     model = _maybe_distributed(model, args, config)
     with _distributed_errors():
         history = train(model, data, config, meta=meta)

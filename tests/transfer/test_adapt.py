@@ -117,6 +117,13 @@ def test_torchvision_download_without_network_says_to_use_from_file(monkeypatch)
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
     with pytest.raises(RuntimeError, match=r"--from-file FILE --model resnet18"):
         load_source("torchvision:resnet18.IMAGENET1K_V1")
+    with pytest.raises(RuntimeError, match=r"--from-file FILE --model resnet18"):  # --model agrees: no complaint
+        load_source("torchvision:resnet18.IMAGENET1K_V1", model="resnet18")
+    # --model names the architecture of --from-file; one that contradicts the torchvision name is
+    # refused before any download, instead of being silently ignored
+    with pytest.raises(ValueError, match=r"--model resnet50 differs from resnet18 named by --from "
+                                         r"torchvision:resnet18.IMAGENET1K_V1; drop --model"):
+        load_source("torchvision:resnet18.IMAGENET1K_V1", model="resnet50")
 
 
 def test_folded_head_equals_the_two_linears_in_float64():

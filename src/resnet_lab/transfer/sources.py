@@ -253,6 +253,9 @@ def load_source(
         return _from_file(Path(file), model, map_location)
     spec = str(source)
     if spec.startswith(TORCHVISION_PREFIX):
+        named, _ = parse_torchvision_name(spec)
+        if model and model != named:  # checked before any download
+            raise ValueError(f"--model {model} differs from {named} named by --from {spec}; drop --model")
         return _from_torchvision(spec, map_location)
     path = resolve_source(spec)  # shipped weights MODEL:TAG: their checked file, with its model.json beside it
     if not path.exists():
