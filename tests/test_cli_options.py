@@ -712,6 +712,17 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
     assert changes["finetune"] == changes["train"]
 
 
+def test_finetune_seed_draws_the_new_layers_weights(capsys, dry_spy, source_run):
+    """--seed seeds the new head's initialization: the same seed gives the same head, another seed
+    another one, while the source's weights are the same in all three."""
+    for seed in ("1", "1", "2"):
+        assert cli(capsys, "finetune", *finetune_args(source_run, "head"), "--seed", seed)[0] == 0
+    a, b, c = (call.initial_state for call in dry_spy.calls[-3:])
+    assert torch.equal(a["fc.head_weight"], b["fc.head_weight"]) and torch.equal(a["fc.head_bias"], b["fc.head_bias"])
+    assert not torch.equal(a["fc.head_weight"], c["fc.head_weight"])
+    assert torch.equal(a["fc.weight"], c["fc.weight"]) and torch.equal(a["layer1.0.conv1.weight"], c["layer1.0.conv1.weight"])
+
+
 def test_finetune_fp16_on_a_cpu_is_refused_as_train_refuses_it(capsys, source_run):
     errors = []
     for command, base in (("train", TINY), ("finetune", ["--from", str(source_run), "--strategy", "all", *TINY[2:]])):

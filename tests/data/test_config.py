@@ -105,3 +105,28 @@ def test_a_folder_with_given_mean_and_std_serves_them(tmp_path):
         v = values[b.info.classes[label]] / 255
         ref = torch.stack([torch.full((8, 8), (v - m) / s, dtype=torch.float64) for m, s in zip(MEAN, STD)])
         torch.testing.assert_close(img.double(), ref, atol=1e-5, rtol=0)
+
+
+def _batch_sizes(loader) -> list[int]:
+    loader.set_epoch(0)
+    return [len(y) for _, y in loader]
+
+
+def test_eval_batch_size_sets_the_test_batches_and_leaves_the_training_ones():
+    """eval_batch_size against the same load without it: 128 fake test images."""
+    plain = load_data("fake", batch_size=24, subset=64, image_size=8)
+    sized = load_data("fake", batch_size=24, subset=64, image_size=8, eval_batch_size=50)
+    assert _batch_sizes(plain.test) == [24] * 5 + [8]
+    assert _batch_sizes(sized.test) == [50, 50, 28]
+    assert _batch_sizes(plain.train) == _batch_sizes(sized.train) == [24, 24]
+
+
+def test_drop_last_false_keeps_the_incomplete_training_batch():
+    """drop_last against the default (True): 64 images in batches of 24."""
+    dropped = load_data("fake", batch_size=24, subset=64, image_size=8)
+    kept = load_data("fake", batch_size=24, subset=64, image_size=8, drop_last=False)
+    assert _batch_sizes(dropped.train) == [24, 24]
+    assert _batch_sizes(kept.train) == [24, 24, 16]
+    kept.train.set_epoch(0)
+    served = sorted(int(i) for _ in kept.train for i in kept.train.last_indices)
+    assert served == list(range(64))  # the tail batch holds the 16 images the default drops

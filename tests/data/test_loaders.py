@@ -174,3 +174,30 @@ def test_fake_data_are_deterministic_and_classes_filter_relabels():
     assert d.info.input_size == (1, 20, 20) and d.num_train == 30
     xb, yb = next(iter(d.train))
     assert xb.shape == (8, 1, 20, 20)
+
+
+class _PidDataset(torch.utils.data.Dataset):
+    """Each sample is the id of the process that decoded it."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        import os
+
+        return torch.tensor([float(os.getpid())]), i % 2
+
+
+def test_streaming_loader_decodes_in_num_workers_processes():
+    """num_workers (--workers) against 0: with workers the samples are decoded in other processes."""
+    import os
+
+    from resnet_lab.data.loaders import StreamingLoader
+
+    pids = {}
+    for workers in (0, 2):
+        loader = StreamingLoader(_PidDataset(), batch_size=4, num_workers=workers)
+        loader.set_epoch(0)
+        pids[workers] = {int(p) for x, _ in loader for p in x.flatten()}
+    assert pids[0] == {os.getpid()}
+    assert len(pids[2]) == 2 and os.getpid() not in pids[2]
