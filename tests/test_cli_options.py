@@ -886,6 +886,33 @@ def test_evaluate_tta_shift_adds_each_view_moved_up_down_left_and_right(capsys, 
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
 
 
+def test_evaluate_an_ensemble_with_best_and_tta_averages_every_models_best_weights_over_both_views(
+        capsys, monkeypatch, trained_run, tmp_path):
+    """--best and --tta reach every member of an ensemble, not only the first."""
+    other, third = tmp_path / "other", tmp_path / "third"
+    assert cli(capsys, "train", *TINY, "--lr", "0.5", "--out", str(other))[0] == 0
+    assert cli(capsys, "train", *TINY, "--lr", "0.02", "--out", str(third))[0] == 0
+    runs = []
+    for name, last, best in (("a", trained_run, other), ("b", other, third)):  # three weights in all
+        run = tmp_path / name
+        shutil.copytree(last, run)
+        shutil.copy(best / "model.safetensors", run / "best.safetensors")
+        runs.append(run)
+    ev_spy = CallSpy(monkeypatch, rl_train.evaluate)
+    got = evaluate_json(capsys, *map(str, runs), "--best", "--tta")
+    loader = ev_spy.calls[-1][0][1]
+    members = [rl_train.load_model(r)[0].double() for r in (other, third)]  # the two best weights
+    with torch.no_grad():
+        xs, ys = zip(*[(x.double(), y) for x, y in loader])
+        x, y = torch.cat(xs), torch.cat(ys)
+        p = torch.stack([m(v).softmax(1) for m in members for v in (x, x.flip(-1))]).mean(0)  # float64
+    assert got["n"] == len(y) and got["tta"] is True
+    assert got["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    assert got["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+    for flags in ([], ["--best"], ["--tta"]):  # each flag changes the ensemble's figures
+        assert evaluate_json(capsys, *map(str, runs), *flags)["loss"] != pytest.approx(got["loss"], rel=1e-4)
+
+
 def test_evaluate_batch_size_changes_the_batches_not_the_result(capsys, monkeypatch, trained_run):
     ev_spy = CallSpy(monkeypatch, rl_train.evaluate)
     default, small = evaluate_json(capsys, str(trained_run)), evaluate_json(capsys, str(trained_run), "--batch-size", "50")

@@ -121,6 +121,7 @@ TRAINING = {
     "--scale-lr": (OPTS + "test_sync_bn_and_scale_lr_in_one_process_say_they_need_torchrun",
                    DIST + "test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al"),
 }
+ENSEMBLE = OPTS + "test_evaluate_an_ensemble_with_best_and_tta_averages_every_models_best_weights_over_both_views"
 TORCHRUN_ONLY = ("--sync-bn", "--scale-lr")  # train's; finetune runs in one process and does not take them
 FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
 FINETUNE_OWN = {
@@ -163,8 +164,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("evaluate", "--download"): OPTS + "test_download_fetches_missing_cifar_into_data_dir_for_train_and_evaluate",
     ("evaluate", "--image-size"): OPTS + "test_evaluate_image_size_resizes_the_test_images",
     ("evaluate", "--batch-size"): OPTS + "test_evaluate_batch_size_changes_the_batches_not_the_result",
-    ("evaluate", "--best"): OPTS + "test_evaluate_best_uses_best_safetensors_instead_of_the_last_epoch",
-    ("evaluate", "--tta"): OPTS + "test_evaluate_tta_averages_each_image_with_its_mirror",
+    ("evaluate", "--best"): (OPTS + "test_evaluate_best_uses_best_safetensors_instead_of_the_last_epoch", ENSEMBLE),
+    ("evaluate", "--tta"): (OPTS + "test_evaluate_tta_averages_each_image_with_its_mirror", ENSEMBLE),
     ("evaluate", "--tta-shift"): OPTS + "test_evaluate_tta_shift_adds_each_view_moved_up_down_left_and_right",
     ("evaluate", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",
     ("evaluate", "--json"): OPTS + "test_evaluate_json_and_text_report_the_same_figures",
