@@ -117,3 +117,24 @@ def test_lenet_has_d2l_bn_lenet_parameter_count(norm, params):
     model = LeNet(10, 1, norm=norm)
     assert sum(p.numel() for p in model.parameters()) == params
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("field, value", [("optimizer", "adamw"), ("momentum", 0.5), ("warmup_epochs", 0.5),
+                                          ("grad_clip", 0.5), ("lr_scale", {"fc": 0.5}), ("schedule", "cosine"),
+                                          ("weight_decay", 0.0), ("lr", 0.05), ("epochs", 2)])
+def test_each_run_spec_field_reaches_the_trainers_config(tmp_path, monkeypatch, field, value):
+    """A RunSpec field the runner dropped would leave every experiment run at the default; each
+    must arrive in the TrainConfig the trainer gets (whose tests show what each one does)."""
+    from trainspy import TrainSpy
+
+    spy = TrainSpy(monkeypatch)
+    ctx, data = _fake_context(tmp_path)
+    base = dict(batch_size=8, epochs=1, max_steps_per_epoch=1)
+    for spec in (RunSpec("plain", cifar_net(8, widths=(2, 4, 8)), **base),
+                 RunSpec("changed", cifar_net(8, widths=(2, 4, 8)), **{**base, field: value})):
+        ctx.train(spec, data)
+    plain, changed = (call.config for call in spy.calls[-2:])
+    assert getattr(changed, field) == value != getattr(plain, field)
+    differing = {f for f in ("optimizer", "momentum", "warmup_epochs", "grad_clip", "lr_scale", "schedule",
+                             "weight_decay", "lr", "epochs") if getattr(plain, f) != getattr(changed, f)}
+    assert differing == {field}
