@@ -244,3 +244,27 @@ def test_an_ensemble_averages_the_probabilities_of_its_models():
         assert int(ev["confusion"].sum()) == 30
     with pytest.raises(ValueError, match="at least one model"):
         evaluate([], [(x, y)], num_classes=4)
+
+
+def test_the_first_evaluated_epoch_is_the_best_even_at_zero_accuracy(tmp_path):
+    """best.safetensors must exist once an epoch was evaluated: a run at 0% (a fine-tune on
+    unseen classes can start there) used to never write it, and evaluate --best then failed."""
+    from resnet_lab.train.loop import History
+    from tinytrain import TinyLoader
+
+    h = History()
+    assert h.add({"epoch": 1, "train_loss": 1.0}) is False  # not evaluated: never the best
+    assert h.add({"epoch": 2, "test_acc": 0.0}) is True and (h.best_epoch, h.best_acc) == (2, 0.0)
+    assert h.add({"epoch": 3, "test_acc": 0.0}) is False and h.best_epoch == 2  # a tie keeps the earlier
+    assert h.add({"epoch": 4, "test_acc": 0.5}) is True and h.best_epoch == 4
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    with torch.no_grad():
+        model.fc.bias.copy_(torch.tensor([0.0, 0.0, -1e4]))  # class 2 is never predicted
+    data = make_bundle()
+    x, _ = next(iter(data.test))
+    data.test = TinyLoader(x, torch.full((len(x),), 2), 16, False)  # ... and is every test label
+    history = train(model, data, TrainConfig(epochs=1, lr=1e-9, device="cpu", progress=False, out=str(tmp_path)))
+    assert history.best_acc == 0.0 and history.best_epoch == 1
+    assert (tmp_path / "best.safetensors").is_file()

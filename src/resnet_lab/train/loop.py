@@ -63,7 +63,9 @@ class History:
     def add(self, record: dict) -> bool:
         """Append an epoch's record; returns whether its test accuracy is the best so far."""
         self.epochs.append(record)
-        improved = "test_acc" in record and record["test_acc"] > self.best_acc  # not evaluated: never the best
+        # Not evaluated: never the best. The first evaluated epoch is, whatever its accuracy (even
+        # 0%, so best.safetensors always exists once something was evaluated).
+        improved = "test_acc" in record and (not self.best_epoch or record["test_acc"] > self.best_acc)
         if improved:
             self.best_acc, self.best_epoch = record["test_acc"], record["epoch"]
         return improved
