@@ -100,8 +100,15 @@ def test_resume_of_a_finished_run_says_how_to_train_further(tmp_path, capsys):
     assert run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out))[0] == 0
     before = (out / "model.safetensors").read_bytes()
     code, stdout, _ = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out), "--resume")
-    assert code == 0 and "already finished 1 epochs" in stdout and "finetune --from" in stdout
+    assert code == 0 and "already finished 1 epochs" in stdout
+    hint = stdout[stdout.index("resnet-lab finetune"):].splitlines()[0].split()
+    assert hint[:8] == ["resnet-lab", "finetune", "--from", str(out), "--strategy", "all", "--dataset", "fake"]
     assert (out / "model.safetensors").read_bytes() == before  # nothing more was trained
+    # the hint, with its placeholders filled in, is a command that runs
+    filled = {"N": "1", "X": "0.01", "NEW_DIR": str(tmp_path / "more")}
+    code, _, err = run(capsys, *[filled.get(a, a) for a in hint[1:]], *FAST[FAST.index("--image-size"):])
+    assert code == 0, err
+    assert (tmp_path / "more" / "model.safetensors").is_file()
     code, _, err = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out))
     assert code == 2 and "--resume" in err
 

@@ -68,6 +68,13 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
     }
 
 
+def warm_restart_command(run_dir: str | Path, dataset: str | None) -> str:
+    """The command that trains a finished (or torn) run further: a warm restart through finetune,
+    on the run's own dataset when it is known."""
+    data = f"--dataset {dataset}" + (" --data-dir DIR" if dataset == "folder" else "") if dataset else "--dataset DATASET"
+    return f"resnet-lab finetune --from {run_dir} --strategy all {data} --epochs N --lr X --out NEW_DIR"
+
+
 def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, Any]]) -> None:
     """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's."""
     meta = load_meta(run_dir)
@@ -77,8 +84,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         raise ValueError(
             f"{run_dir} is inconsistent: model.json is at epoch {meta_pos[0]} step {meta_pos[1]} but train_state.pt "
             f"at epoch {saved_pos[0]} step {saved_pos[1]} (an older resnet-lab was killed while saving). The weights "
-            "still load for evaluate/predict, or continue with a warm restart: resnet-lab finetune --from "
-            f"{run_dir} --strategy all --out NEW_DIR"
+            f"still load for evaluate/predict, or continue with a warm restart: "
+            f"{warm_restart_command(run_dir, meta.get('dataset'))}"
         )
     saved = {"recipe": state.get("recipe"), "data": state.get("data")}
     if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
@@ -89,8 +96,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     if diffs:
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
-            f"was started with; to train a finished run further, warm-restart from it: resnet-lab finetune --from "
-            f"{run_dir} --strategy all --epochs N --lr X --out NEW_DIR"
+            f"was started with; to train a finished run further, warm-restart from it: "
+            f"{warm_restart_command(run_dir, saved['data'].get('dataset') or meta.get('dataset'))}"
         )
 
 

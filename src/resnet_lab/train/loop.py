@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..data.transforms import tta_views
 from ..nn import BatchNormBase
 from .averaging import WeightAveraging
-from .checkpoint import Checkpointer, Position, run_facts
+from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
@@ -387,8 +387,8 @@ def train(
     history = History(run_dir=config.out)
     pos = run.ckpt.start(history)
     if pos.epoch >= config.epochs:
-        run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it with "
-                "`resnet-lab finetune --from`")
+        run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
+                f"{warm_restart_command(config.out, getattr(data.info, 'name', None))}")
         return history
     run.say(_start_line(run.base, run.device, config, run.steps, pos))
     board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
