@@ -214,3 +214,27 @@ def test_sync_bn_on_a_model_without_batch_norm_is_refused(tmp_path, capsys, norm
     assert not out.exists()
     # with BatchNorm (torch's or ours) it is accepted (in one process: a note that it needs torchrun)
     assert main(["train", *TRAIN, "--epochs", "1", "--norm", "scratch", "--sync-bn"]) == 0
+
+
+@pytest.mark.parametrize("command", ["models", "experiment"])
+def test_sigterm_outside_training_is_interrupted_exit_130_not_a_silent_143(monkeypatch, capsys, command):
+    """Training saves its position on SIGTERM; elsewhere in a command (an experiment's data loading,
+    probes, plots) SIGTERM used to kill the process with 143 and no word."""
+    import os
+    import signal
+    import time
+
+    import resnet_lab.cli as cli
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(500):  # the handler raises at the next bytecode; the loop is only a backstop
+            time.sleep(0.01)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setitem(cli.COMMANDS, command, killed)
+    argv = ["models"] if command == "models" else ["experiment", "degradation"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone afterwards

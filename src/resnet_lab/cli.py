@@ -7,7 +7,9 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import sys
+import threading
 
 import torch
 
@@ -633,10 +635,30 @@ def _describe_os_error(e: OSError) -> str:
     return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops every command as Ctrl-C does ("interrupted", exit 130), wherever it lands:
+    data loading, evaluation, an experiment between its runs. Training installs its own handler
+    on top, which first saves the position."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args) or 0
+        with _sigterm_as_interrupt():
+            return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
