@@ -238,3 +238,73 @@ def test_sigterm_outside_training_is_interrupted_exit_130_not_a_silent_143(monke
     assert main(argv) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone afterwards
+
+
+@pytest.mark.parametrize("removed", ["train_state.pt", "nothing"])
+def test_a_new_run_never_overwrites_a_run_even_one_without_its_training_state(trained, tmp_path, capsys, removed):
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / removed).unlink(missing_ok=True)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", *TRAIN, "--model", "resnet20", "--epochs", "1", "--out", str(run)]) == 2
+    _one_line_error(capsys, "already holds a run")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_out_naming_a_file_is_refused_and_the_file_kept(tmp_path, capsys):
+    image = tmp_path / "gray.png"
+    Image.new("L", (8, 8), 7).save(image)
+    data = image.read_bytes()
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(image)]) == 2
+    _one_line_error(capsys, f"--out {image} is a file; a run is written into a directory")
+    assert image.read_bytes() == data
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["export onto the checkpoint", "export onto its source file", "export onto an image",
+                                  "report onto model.json", "lr-find onto best.safetensors", "cam onto its image"])
+def test_an_output_never_lands_on_an_input_a_run_file_or_a_file_of_another_kind(trained, tmp_path, capsys, case):
+    src, image = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    pic = tmp_path / "shirt.png"
+    shutil.copy(image, pic)
+    weights = tmp_path / "alone.safetensors"
+    shutil.copy(run / "model.safetensors", weights)
+    shutil.copy(run / "model.json", tmp_path / "alone.json")
+    argv, message = {
+        "export onto the checkpoint": (["export", str(run), "--out", str(run / "model.safetensors")],
+                                       "belongs to the run in"),
+        "export onto its source file": (["export", str(weights), "--out", str(weights)], "is one of this command's inputs"),
+        "export onto an image": (["export", str(run), "--out", str(pic)], "exists and does not end in .onnx, so it is no earlier ONNX output"),
+        "report onto model.json": (["report", str(run), "--out", str(run / "model.json"), "--mistakes", "0"],
+                                   "belongs to the run in"),
+        "lr-find onto best.safetensors": (["lr-find", *TRAIN[:6], "--steps", "3", "--out", str(run / "best.safetensors")],
+                                          "belongs to the run in"),
+        "cam onto its image": (["predict", str(run), str(pic), "--cam", str(pic)], "is one of the input images"),
+    }[case]
+    before = _files(tmp_path)
+    assert main(argv) == 2
+    _one_line_error(capsys, message)
+    assert _files(tmp_path) == before
+
+
+def test_outputs_of_the_same_kind_are_rewritten_as_before(trained, tmp_path, capsys):
+    run, _ = trained
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", str(run), "--fuse-bn", "--out", str(out)]) == 0  # a second export replaces the first
+    assert main(["lr-find", *TRAIN[:6], "--steps", "3", "--out", str(tmp_path)]) == 2
+    _one_line_error(capsys, f"e.g. {tmp_path / 'lr_find.png'}")
+
+
+@pytest.mark.parametrize("opset", ["0", "-1", "99"])
+def test_export_refuses_an_opset_torch_cannot_write(trained, tmp_path, capsys, opset):
+    run, _ = trained
+    assert main(["export", str(run), "--opset", opset, "--out", str(tmp_path / "m.onnx")]) == 2
+    _one_line_error(capsys, f"opset (--opset) must be an ONNX opset this torch exports, 7 to")
+    assert not (tmp_path / "m.onnx").exists()

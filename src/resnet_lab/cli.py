@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import torch
 
@@ -22,7 +23,7 @@ from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .models import create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
-from .runs import load_meta, load_model
+from .runs import check_output_file, load_meta, load_model
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
@@ -425,6 +426,11 @@ def _new_model(args, data):
 
 
 def cmd_lr_find(args) -> int:
+    if args.out:  # before the range test, not after it
+        if Path(args.out).is_dir():
+            raise IsADirectoryError(f"--out {args.out} is a directory: give a file name inside it, e.g. "
+                                    f"{Path(args.out) / 'lr_find.png'}")
+        check_output_file(args.out, kind="PNG plot", suffixes=(".png",))
     device = resolve_device(args.device)
     data = _load_data(args, device=device)
     model = _new_model(args, data)
@@ -597,12 +603,14 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_export(args) -> int:
+    check_output_file(args.out, kind="ONNX", suffixes=(".onnx",), inputs=(args.run,))
     path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_report(args) -> int:
+    check_output_file(args.out, kind="HTML report", suffixes=(".html", ".htm"), inputs=tuple(args.run))
     path = write_report(args.run, args.out, data_dir=args.data_dir, device=args.device, mistakes=args.mistakes)
     print(f"wrote {path}")
     return 0

@@ -46,6 +46,8 @@ from .weights import get_weights, is_weights_name
 
 __all__ = [
     "FORMAT",
+    "RUN_FILES",
+    "check_output_file",
     "atomic_write",
     "atomic_write_text",
     "find_model_json",
@@ -65,6 +67,36 @@ __all__ = [
 ]
 
 FORMAT = "resnet-lab/1"
+
+# The files whose presence makes a directory a run: a new run must not overwrite them, and no
+# other output (an ONNX file, a report, a plot) may land on one.
+RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetensors", "metrics.jsonl")
+
+
+def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str, ...],
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse an output path that would destroy something, before any work is done: one of the
+    command's ``inputs``, a file of a run directory, or an existing file of another kind than
+    ``kind`` (``suffixes``, lower case with the dot). Rewriting an earlier output of the same kind
+    (``r20.onnx`` again) is allowed.
+
+    Raises:
+        FileExistsError: naming the file and the way out.
+    """
+    path = Path(out)
+    if not path.is_file():
+        return path
+    for given in inputs:
+        if Path(given).exists() and path.samefile(given):
+            raise FileExistsError(f"{path} is one of this command's inputs; writing the {kind} there would destroy "
+                                  "it: choose another output path")
+    if path.name in RUN_FILES and (path.parent / "model.json").exists():
+        raise FileExistsError(f"{path} belongs to the run in {path.parent}; writing the {kind} there would destroy "
+                              "it: choose another output path")
+    if path.suffix.lower() not in suffixes:
+        raise FileExistsError(f"{path} exists and does not end in {' or '.join(suffixes)}, so it is no earlier "
+                              f"{kind} output: choose another output path, or delete it first")
+    return path
 
 
 def _umask() -> int:
@@ -102,7 +134,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then atomically rename the temporary file to ``path``."""
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory: give a file name inside it, e.g. {path / 'model.onnx'}")
+        raise IsADirectoryError(f"{path} is a directory: give a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -189,7 +189,7 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
     out = Path(out)
     if len(images) == 1 and not out.is_dir():
         _check_writable_suffix(out)
-        return [out]
+        return _not_an_input([out], images)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--cam {out} is a file, but {len(images)} images need one map each: pass a directory")
     if out.suffix.lower() in Image.registered_extensions() and not out.exists():
@@ -200,7 +200,17 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
     if twice:
         raise ValueError(f"images with the same name {', '.join(twice)} would share a map in {out}: "
                          f"run them in separate calls")
-    return [out / f"{stem}{CAM_SUFFIX}" for stem in stems]
+    return _not_an_input([out / f"{stem}{CAM_SUFFIX}" for stem in stems], images)
+
+
+def _not_an_input(targets: list[Path], images: Sequence[str | os.PathLike]) -> list[Path]:
+    """Refuse a map that would overwrite one of the images it is drawn from."""
+    for target in targets:
+        for image in images:
+            if target.is_file() and Path(image).exists() and target.samefile(image):
+                raise ValueError(f"--cam {target} is one of the input images; the map would overwrite it: choose "
+                                 "another --cam path")
+    return targets
 
 
 def save_cams(

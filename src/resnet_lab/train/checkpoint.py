@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..runs import (
+    RUN_FILES,
     append_metrics,
     load_meta,
     load_state_dict_file,
@@ -153,9 +154,14 @@ class Checkpointer:
         if self.config.resume:
             return self._resume(history)
         if self.writes:
-            if (self.run_dir / "train_state.pt").exists():
+            if self.run_dir.exists() and not self.run_dir.is_dir():
+                raise FileExistsError(f"--out {self.run_dir} is a file; a run is written into a directory: choose "
+                                      "another --out")
+            found = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+            if found:  # a run, even one without its training state, is never overwritten
                 raise FileExistsError(
-                    f"{self.run_dir} already holds a run; pass --resume to continue it, or choose another --out"
+                    f"{self.run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
+                    "another --out"
                 )
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
