@@ -308,3 +308,30 @@ def test_export_refuses_an_opset_torch_cannot_write(trained, tmp_path, capsys, o
     assert main(["export", str(run), "--opset", opset, "--out", str(tmp_path / "m.onnx")]) == 2
     _one_line_error(capsys, f"opset (--opset) must be an ONNX opset this torch exports, 7 to")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_experiment_never_overwrites_earlier_results_or_a_run(trained, tmp_path, capsys, monkeypatch):
+    import resnet_lab.cli as cli
+
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "results.json").write_text('{"verdict": "confirmed"}')
+    assert main(["experiment", "degradation", "--out", str(done)]) == 2
+    _one_line_error(capsys, "holds the results of an earlier experiment (results.json)")
+    assert (done / "results.json").read_text() == '{"verdict": "confirmed"}'
+    run, _ = trained
+    before = _files(run)
+    assert main(["experiment", "degradation", "--out", str(run)]) == 2
+    _one_line_error(capsys, "holds a training run (model.json)")
+    assert _files(run) == before
+    assert main(["experiment", "degradation", "--out", ""]) == 2
+    _one_line_error(capsys, "--out is empty")
+    # without --out: the default folder, or the next free one beside it
+    seen = []
+    monkeypatch.setattr(cli, "run_experiment", lambda name, **kw: seen.append(kw["out"]) or {"verdict": "mixed"})
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "degradation"]) == 0
+    (tmp_path / "runs/experiments/degradation").mkdir(parents=True)
+    (tmp_path / "runs/experiments/degradation/results.json").write_text("{}")
+    assert main(["experiment", "degradation"]) == 0
+    assert seen == ["runs/experiments/degradation", "runs/experiments/degradation-2"]

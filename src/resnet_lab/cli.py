@@ -21,6 +21,7 @@ from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
+from .experiments.registry import free_experiment_dir
 from .models import create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .runs import check_output_file, load_meta, load_model
@@ -213,7 +214,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("name", nargs="?", help="experiment name (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments")
     p.add_argument("--budget", default="smoke", choices=["smoke", "full"])
-    p.add_argument("--out", help="output directory (default runs/experiments/NAME)")
+    p.add_argument("--out", help="output directory, refused when it holds earlier results (default "
+                   "runs/experiments/NAME, or NAME-2... when that one does)")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -595,7 +597,9 @@ def cmd_experiment(args) -> int:
         for name, claim in list_experiments().items():
             print(f"{name:<22} {claim}")
         return 0
-    out = args.out or f"runs/experiments/{args.name}"
+    if args.out is not None and not args.out.strip():
+        raise ValueError("--out is empty: give the folder for the results (default runs/experiments/NAME)")
+    out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
     result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
                             seed=args.seed)
     print(f"verdict: {result['verdict']}; report in {out}/report.md")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
@@ -84,6 +85,28 @@ def get_experiment(name: str) -> ModuleType:
     return experiments[name]
 
 
+def check_experiment_out(out: str | os.PathLike) -> None:
+    """Refuse an output folder whose contents a run would overwrite: earlier results (a full
+    budget takes hours) or a training run. Raises FileExistsError naming the way out."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; an experiment writes a folder: choose another --out")
+    for name, what in (("results.json", "the results of an earlier experiment"), ("model.json", "a training run")):
+        if (out / name).exists():
+            raise FileExistsError(f"--out {out} holds {what} ({name}), which this run would overwrite: choose "
+                                  "another --out, or delete the folder to run it again")
+
+
+def free_experiment_dir(base: str | os.PathLike) -> Path:
+    """``base``, or ``base-2``, ``base-3``... the first that holds no earlier results."""
+    base = Path(base)
+    candidate, n = base, 1
+    while (candidate / "results.json").exists() or (candidate / "model.json").exists() or candidate.is_file():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
 def run_experiment(
     name: str,
     *,
@@ -112,6 +135,7 @@ def run_experiment(
     module = get_experiment(name)
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    check_experiment_out(out)
     ctx = Context(name, budget, out, data_dir=data_dir, device=device, seed=seed, log=log)
     t0 = time.perf_counter()
     report = module.run(ctx)
