@@ -335,3 +335,37 @@ def test_experiment_never_overwrites_earlier_results_or_a_run(trained, tmp_path,
     (tmp_path / "runs/experiments/degradation/results.json").write_text("{}")
     assert main(["experiment", "degradation"]) == 0
     assert seen == ["runs/experiments/degradation", "runs/experiments/degradation-2"]
+
+
+def test_model_json_or_a_picture_given_as_weights_is_one_line_naming_the_way_out(trained, tmp_path, capsys):
+    run, image = trained
+    assert main(["evaluate", str(run / "model.json")]) == 2
+    _one_line_error(capsys, f"{run / 'model.json'} is not a weights file (.json): pass the run directory {run}")
+    assert main(["finetune", "--from-file", str(image), "--model", "resnet8", "--strategy", "head", *TRAIN[2:],
+                 "--epochs", "1"]) == 2
+    _one_line_error(capsys, "is not a weights file (.png): pass a .safetensors, .pth or .pt file")
+
+
+def test_an_unreadable_weights_file_is_a_permission_error_not_corruption(trained, tmp_path, capsys, monkeypatch):
+    import os
+
+    run, _ = trained
+    weights = run / "model.safetensors"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == weights else real(p, mode, *a, **k))
+    assert main(["evaluate", str(run)]) == 2
+    err = _one_line_error(capsys, f"{weights}: Permission denied; check the permissions")
+    assert "corrupt" not in err
+
+
+def test_an_unreadable_training_state_is_a_permission_error_not_corruption(tmp_path, capsys, monkeypatch):
+    import os
+
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "2", "--stop-after", "1", "--out", str(run)]) == 0
+    state = run / "train_state.pt"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == state else real(p, mode, *a, **k))
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"]) == 2
+    err = _one_line_error(capsys, f"{state}: Permission denied; check the permissions")
+    assert "corrupt" not in err

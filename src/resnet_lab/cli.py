@@ -630,8 +630,8 @@ COMMANDS = {
 _OS_HINTS = {
     errno.ENOSPC: "free some disk space or choose another --out",
     errno.EDQUOT: "free some disk space or choose another --out",
-    errno.EACCES: "check the permissions or choose another --out",
-    errno.EPERM: "check the permissions or choose another --out",
+    errno.EACCES: "check the permissions (of an output: or choose another --out)",
+    errno.EPERM: "check the permissions (of an output: or choose another --out)",
     errno.EROFS: "the file system is read-only: choose another --out",
     errno.EISDIR: "give a file name, not a directory",
     errno.ENOTDIR: "a part of the path is a file, not a directory",

@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import errno
 import os
 import tempfile
 from contextlib import suppress
@@ -288,6 +289,9 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+_WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: model_best.pth.tar
+
+
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read weights from ``.safetensors``, or ``.pth``/``.pt`` with ``weights_only=True``.
 
@@ -300,6 +304,12 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
                                 "or a .safetensors/.pth file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if not os.access(path, os.R_OK):  # unreadable is not corrupt: say which it is
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+    if path.suffix.lower() not in _WEIGHTS_SUFFIXES:  # model.json, a picture, ...: not a guess at pickles
+        hint = (f"pass the run directory {path.parent}" if (path.parent / "model.json").exists()
+                else "pass a .safetensors, .pth or .pt file")
+        raise ValueError(f"{path} is not a weights file ({path.suffix or 'no suffix'}): {hint}")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path), device=str(map_location))
@@ -419,6 +429,8 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / "train_state.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: nothing to resume (start without --resume)")
+    if not os.access(path, os.R_OK):  # unreadable is not corrupt
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, random bytes, or a pickle that weights_only refuses
