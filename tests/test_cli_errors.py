@@ -369,3 +369,20 @@ def test_an_unreadable_training_state_is_a_permission_error_not_corruption(tmp_p
     assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"]) == 2
     err = _one_line_error(capsys, f"{state}: Permission denied; check the permissions")
     assert "corrupt" not in err
+
+
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    import importlib
+    import os
+
+    loop = importlib.import_module("resnet_lab.train.loop")
+    out = tmp_path / "ro"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == out else real(p, mode, *a, **k))
+    steps = []
+    real_epoch = loop._run_epoch
+    monkeypatch.setattr(loop, "_run_epoch", lambda *a, **k: steps.append(1) or real_epoch(*a, **k))
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{out}: Permission denied")
+    assert steps == [] and list(out.iterdir()) == []

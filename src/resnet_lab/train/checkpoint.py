@@ -8,7 +8,9 @@ only with the same recipe and data, from a consistent checkpoint set.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -67,6 +69,12 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "crop_padding": getattr(data.train, "padding", None) if getattr(data.train, "augment", False) else None,
         },
     }
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Before the first step, not after the first epoch: a run directory we cannot write to."""
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(run_dir))
 
 
 def warm_restart_command(run_dir: str | Path, dataset: str | None) -> str:
@@ -152,6 +160,8 @@ class Checkpointer:
             for what in recover_run_dir(self.run_dir):
                 self.log(f"{self.run_dir}: {what}")
         if self.config.resume:
+            if self.writes:
+                _check_writable(self.run_dir)
             return self._resume(history)
         if self.writes:
             if self.run_dir.exists() and not self.run_dir.is_dir():
@@ -164,7 +174,7 @@ class Checkpointer:
                     "another --out"
                 )
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            _check_writable(self.run_dir)
         return Position()
 
     def _resume(self, history) -> Position:
