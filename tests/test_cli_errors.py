@@ -386,3 +386,13 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
     assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 2
     _one_line_error(capsys, f"{out}: Permission denied")
     assert steps == [] and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", ["gpu", "bogus", "", "meta"])
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_an_unknown_device_is_one_line_listing_the_devices_and_makes_nothing(tmp_path, capsys, device, command):
+    out = tmp_path / "out"
+    argv = ([*TRAIN, "--epochs", "1"] if command == "train" else ["degradation"])
+    assert main([command, *argv, "--device", device, "--out", str(out)]) == 2
+    _one_line_error(capsys, "use auto, cpu, cuda, cuda:N or mps")
+    assert not out.exists()

@@ -599,6 +599,7 @@ def cmd_experiment(args) -> int:
         return 0
     if args.out is not None and not args.out.strip():
         raise ValueError("--out is empty: give the folder for the results (default runs/experiments/NAME)")
+    resolve_device(args.device)  # a bad --device before any folder is made
     out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
     result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
                             seed=args.seed)

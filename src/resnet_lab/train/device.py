@@ -17,7 +17,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):  # torch's message lists every backend it knows, ipu, xla...
+        raise ValueError(f"unknown device {str(device)!r} (--device): use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {str(device)!r} (--device) is not one resnet-lab runs on: use auto, cpu, cuda, "
+                         "cuda:N or mps")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use --device cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
     return dev
