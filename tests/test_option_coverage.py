@@ -1,9 +1,9 @@
-"""Every command-line option and every TrainConfig field has a test that shows its effect.
+"""Every command-line option and every TrainConfig and DataConfig field has a test that shows its effect.
 
 ``OPTION_TESTS`` maps each ``(command, option)`` of ``resnet_lab.cli.build_parser()`` (positional
-arguments by their name) and each ``("TrainConfig", field)`` to the tests that prove what it
-does, against the same run without it. A new option without an entry fails here, naming it; an
-entry whose test was renamed or removed fails too.
+arguments by their name) and each ``("TrainConfig", field)`` and ``("DataConfig", field)`` to the
+tests that prove what it does, against the same run (or load) without it. A new option or field
+without an entry fails here, naming it; an entry whose test was renamed or removed fails too.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from resnet_lab.cli import build_parser
+from resnet_lab.data import DataConfig
 from resnet_lab.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,13 @@ RECIPE_CLI = "tests/train/test_recipe_cli.py::test_cli_train_and_finetune_hand_t
 RECIPE_RESUME = (EMA + "test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run",
                  EMA + "test_resume_with_a_different_recipe_option_is_refused_naming_it")
 FLIP = "tests/data/test_alternating_flip.py::"
+DATA_CONFIG = "tests/data/test_config.py::"
+LOADERS = "tests/data/test_loaders.py::"
+FOLDERS = "tests/data/test_folder_and_cifar.py::"
+BAD_DATA = "tests/data/test_bad_input.py::"
+ERASING = "tests/data/test_random_erasing.py::"
+GIVEN_STATS = DATA_CONFIG + "test_given_mean_and_std_normalize_the_crops_and_keep_every_other_loader_option"
+EVAL_BATCH = DATA_CONFIG + "test_eval_batch_size_sets_the_test_batches_and_leaves_the_training_ones"
 WHITEN = "tests/models/test_whitening.py::"
 
 # Training flags shared by `train` and `finetune`: their effect is shown through `train`; that
@@ -254,6 +262,44 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     **{("TrainConfig", field): TRAINING[flag] for field, flag in {
         "ema": "--ema", "lookahead": "--lookahead", "lookahead_alpha": "--lookahead-alpha",
         "norm_lr_scale": "--norm-lr-scale", "progressive_resize": "--progressive-resize"}.items()},
+
+    # DataConfig: the fields behind the data flags (cli._data_config) are shown through the flags'
+    # tests; the others through load_data directly, against the same load without the field (or a
+    # reference computed by hand). --channels-last sets TrainConfig's field, not DataConfig's.
+    **{("DataConfig", field): TRAINING[flag] for field, flag in {
+        "name": "--dataset", "subset": "--subset", "seed": "--seed", "image_size": "--image-size",
+        "augment": "--no-augment", "flip_mode": "--flip", "crop_padding": "--crop-padding",
+        "num_workers": "--workers"}.items()},
+    ("DataConfig", "data_dir"): (TRAINING["--data-dir"],
+                                 BAD_DATA + "test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy",
+                                 BAD_DATA + "test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout"),
+    ("DataConfig", "download"): (TRAINING["--download"],
+                                 BAD_DATA + "test_download_with_explicit_data_dir_fills_that_folder"),
+    ("DataConfig", "classes"): LOADERS + "test_fake_data_are_deterministic_and_classes_filter_relabels",
+    ("DataConfig", "per_class"): (LOADERS + "test_fake_data_are_deterministic_and_classes_filter_relabels",
+                                  LOADERS + "test_subset_is_stratified_and_per_class_keeps_k_each"),
+    ("DataConfig", "val_fraction"): (
+        FOLDERS + "test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split",
+        FOLDERS + "test_messy_folder_loads_good_images_and_warns_once_naming_each_bad_file"),
+    ("DataConfig", "in_channels"): (
+        DATA_CONFIG + "test_channels_is_the_channel_count_of_the_batches",
+        FOLDERS + "test_folder_grayscale_model_gets_one_channel_and_small_images_keep_their_size"),
+    **{("DataConfig", field): (GIVEN_STATS, DATA_CONFIG + "test_a_folder_with_given_mean_and_std_serves_them")
+       for field in ("mean", "std")},
+    # flip=False: the batches equal a hand-made reference of unmirrored crops; the loader never mirrors.
+    ("DataConfig", "flip"): (GIVEN_STATS, LOADERS + "test_flip_disabled_never_mirrors"),
+    ("DataConfig", "random_erasing"): (*TRAINING["--random-erasing"],
+                                       ERASING + "test_load_data_passes_it_to_the_training_loader_only"),
+    ("DataConfig", "batch_size"): (TRAINING["--batch-size"], EVAL_BATCH),
+    ("DataConfig", "eval_batch_size"): EVAL_BATCH,
+    ("DataConfig", "drop_last"): DATA_CONFIG + "test_drop_last_false_keeps_the_incomplete_training_batch",
+    ("DataConfig", "device"): LOADERS + "test_load_data_device_serves_every_batch_there",
+    ("DataConfig", "channels_last"): (
+        LOADERS + "test_load_data_channels_last_serves_both_splits_in_nhwc_with_the_same_values"),
+    **{("DataConfig", field): (
+        LOADERS + "test_load_data_rank_and_world_size_serve_each_rank_its_half_of_the_global_batch",
+        DIST + "test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resumes_in_one_process")
+       for field in ("rank", "world_size")},
 }
 
 
@@ -272,8 +318,9 @@ def cli_options() -> set[tuple[str, str]]:
     return found
 
 
-def config_fields() -> set[tuple[str, str]]:
-    return {("TrainConfig", f.name) for f in dataclasses.fields(TrainConfig)}
+def config_fields(*configs: type) -> set[tuple[str, str]]:
+    """``(class name, field)`` for every field of ``configs`` (default: TrainConfig and DataConfig)."""
+    return {(c.__name__, f.name) for c in configs or (TrainConfig, DataConfig) for f in dataclasses.fields(c)}
 
 
 @cache
@@ -289,8 +336,13 @@ def test_every_cli_option_has_a_test_of_its_effect():
 
 
 def test_every_train_config_field_has_a_test_of_its_effect():
-    missing = sorted(config_fields() - OPTION_TESTS.keys())
+    missing = sorted(config_fields(TrainConfig) - OPTION_TESTS.keys())
     assert not missing, f"TrainConfig fields without a test in OPTION_TESTS: {missing}"
+
+
+def test_every_data_config_field_has_a_test_of_its_effect():
+    missing = sorted(config_fields(DataConfig) - OPTION_TESTS.keys())
+    assert not missing, f"DataConfig fields without a test in OPTION_TESTS: {missing}"
 
 
 def test_the_map_names_only_existing_options_and_existing_tests():

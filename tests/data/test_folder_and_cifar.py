@@ -114,6 +114,28 @@ def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
         load_data("folder", data_dir=tmp_path, num_workers=0)
 
 
+def test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split(tmp_path):
+    """val_fraction against the default (0.1) on a folder without val/: round(fraction * count) of each
+    class become the test split, and every image is in exactly one split."""
+    files = {}
+    for cls, n in (("a", 10), ("b", 6)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            rgb(8, 8, (10 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+        files[cls] = {str(tmp_path / cls / f"{i}.png") for i in range(n)}
+    splits = {}
+    for fraction in (None, 0.5):
+        kw = {} if fraction is None else {"val_fraction": fraction}
+        b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, **kw)
+        test = [(path, b.info.classes[label]) for path, label in b.test.dataset.samples]
+        train = [(path, b.info.classes[label]) for path, label in b.train.dataset.samples]
+        assert (b.num_test, b.num_train) == (len(test), len(train))
+        assert sorted(train + test) == sorted((f, cls) for cls, fs in files.items() for f in fs)
+        splits[fraction] = {cls: sum(c == cls for _, c in test) for cls in files}
+    assert splits[None] == {"a": 1, "b": 1}  # round(0.1 * 10) = 1; round(0.6) = 1
+    assert splits[0.5] == {"a": 5, "b": 3}
+
+
 def test_to_channels_handles_every_mode_like_a_manual_conversion():
     # 16-bit is rescaled (40000/65535*255 = 155.6 -> 156), not clipped to 255
     im16 = Image.fromarray(np.full((3, 3), 40000, dtype=np.uint16))

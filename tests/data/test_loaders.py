@@ -1,9 +1,11 @@
 """InMemoryLoader: epoch order, coverage, normalization, crop/flip and sharding, each checked
-against a plain-Python or float64 reference."""
+against a plain-Python or float64 reference; load_data's serving options (rank, world_size, device,
+channels_last) against the same load without them."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from resnet_lab.data import InMemoryLoader, crop_flip, load_data, select_per_class, select_subset
@@ -201,3 +203,83 @@ def test_streaming_loader_decodes_in_num_workers_processes():
         pids[workers] = {int(p) for x, _ in loader for p in x.flatten()}
     assert pids[0] == {os.getpid()}
     assert len(pids[2]) == 2 and os.getpid() not in pids[2]
+
+
+# --- load_data's serving options (DataConfig rank, world_size, device, channels_last), each against
+# the same load without it, for the in-memory (fake) and the streamed (folder) path.
+
+
+def _load(name: str, root, **kw):
+    """load_data of 64 fake images of 8 px, or of a folder under ``root`` of two classes of 8 distinct
+    8 px PNGs (written on first use; not augmented, since folder augmentation draws from torch's
+    global generator and two loads would crop differently)."""
+    if name == "fake":
+        return load_data("fake", seed=3, subset=64, image_size=8, **kw)
+    from PIL import Image
+
+    for c, cls in enumerate(("a", "b")):
+        if not (root / cls).is_dir():
+            (root / cls).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(np.full((8, 8, 3), 20 * i + 5 * c, np.uint8)).save(root / cls / f"{i}.png")
+    return load_data("folder", seed=3, data_dir=root, num_workers=0, val_fraction=0.25, augment=False, **kw)
+
+
+def _epoch(ld) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    ld.set_epoch(0)
+    return [(x.cpu(), y.cpu()) for x, y in ld]
+
+
+def test_load_data_rank_and_world_size_serve_each_rank_its_half_of_the_global_batch(tmp_path):
+    """rank and world_size against one process with the global batch: the two ranks' batches are the
+    two halves of each of its batches, training (augmented) and test, nothing repeated."""
+    one = _load("fake", tmp_path, batch_size=16)
+    ranks = [_load("fake", tmp_path, batch_size=8, rank=r, world_size=2) for r in (0, 1)]
+    for split in ("train", "test"):
+        whole = _epoch(getattr(one, split))
+        halves = [_epoch(getattr(r, split)) for r in ranks]
+        assert len(whole) == len(halves[0]) == len(halves[1]) == {"train": 4, "test": 8}[split]
+        for (x1, y1), (xa, ya), (xb, yb) in zip(whole, *halves):
+            assert len(ya) == len(yb) == 8 and not torch.equal(xa, xb)
+            assert torch.equal(torch.cat([xa, xb]), x1) and torch.equal(torch.cat([ya, yb]), y1)
+    # The folder path shards the same way: rank 1 of 2 is the second half of each global batch.
+    folder_one = _load("folder", tmp_path, batch_size=4)
+    folder_r1 = _load("folder", tmp_path, batch_size=2, rank=1, world_size=2)
+    for (x1, y1), (xr, yr) in zip(_epoch(folder_one.train), _epoch(folder_r1.train), strict=True):
+        assert torch.equal(xr, x1[2:]) and torch.equal(yr, y1[2:])
+
+
+@pytest.mark.parametrize("name", ["fake", "folder"])
+@pytest.mark.parametrize("device", [
+    "meta",  # a device every machine has: batches arrive there, with shapes but no values
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+])
+def test_load_data_device_serves_every_batch_there(tmp_path, name, device):
+    """device against the default (cpu): every batch of both splits arrives on it, same shapes; on a
+    real accelerator with the same values."""
+    plain, moved = _load(name, tmp_path, batch_size=4), _load(name, tmp_path, batch_size=4, device=device)
+    for split in ("train", "test"):
+        here, there = getattr(plain, split), getattr(moved, split)
+        here.set_epoch(0)
+        there.set_epoch(0)
+        pairs = list(zip(here, there, strict=True))
+        assert pairs
+        for (xc, yc), (xd, yd) in pairs:
+            assert xc.device.type == yc.device.type == "cpu"
+            assert xd.device.type == yd.device.type == device and xd.shape == xc.shape and yd.shape == yc.shape
+            if device != "meta":
+                torch.testing.assert_close(xd.cpu(), xc, rtol=0, atol=1e-6)
+                assert torch.equal(yd.cpu(), yc)
+
+
+@pytest.mark.parametrize("name", ["fake", "folder"])
+def test_load_data_channels_last_serves_both_splits_in_nhwc_with_the_same_values(tmp_path, name):
+    """channels_last against the default: the same numbers, stored NHWC instead of NCHW."""
+    nchw, nhwc = _load(name, tmp_path, batch_size=4), _load(name, tmp_path, batch_size=4, channels_last=True)
+    for split in ("train", "test"):
+        pairs = list(zip(_epoch(getattr(nchw, split)), _epoch(getattr(nhwc, split)), strict=True))
+        assert pairs
+        for (xa, ya), (xb, yb) in pairs:
+            assert xa.is_contiguous() and not xa.is_contiguous(memory_format=torch.channels_last)
+            assert xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
