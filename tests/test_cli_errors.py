@@ -396,3 +396,11 @@ def test_an_unknown_device_is_one_line_listing_the_devices_and_makes_nothing(tmp
     assert main([command, *argv, "--device", device, "--out", str(out)]) == 2
     _one_line_error(capsys, "use auto, cpu, cuda, cuda:N or mps")
     assert not out.exists()
+
+
+def test_a_crop_padding_beyond_half_the_image_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "1", "--crop-padding", "9", "--out", str(out)]) == 2  # 16 px images
+    _one_line_error(capsys, "crop_padding 9 (--crop-padding) must be between 0 and half the image side (8 px of 16)")
+    assert not out.exists()
+    assert main(["train", *TRAIN, "--epochs", "1", "--crop-padding", "8"]) == 0  # half the side is still allowed

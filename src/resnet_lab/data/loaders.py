@@ -212,6 +212,11 @@ class InMemoryLoader(_EpochState):
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        side = min(images.shape[-2:])
+        if augment and not 0 <= int(padding) <= side // 2:
+            raise ValueError(f"crop_padding {padding} (--crop-padding) must be between 0 and half the image side "
+                             f"({side // 2} px of {side}): a larger shift moves the object out of the picture "
+                             f"(side / 8, {max(1, side // 8)} px, is the usual)")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
