@@ -444,7 +444,10 @@ def cmd_lr_find(args) -> int:
            "the first loss was not finite")
     print(f"lr range test of {args.model} on {args.dataset}, lr {args.start_lr:g} to {args.end_lr:g} in "
           f"{args.steps} steps: {how}")
-    if result.valley is None:
+    if result.valley is None and taken:
+        print(f"no suggestion: the loss diverged after {taken} steps, too soon to show a valley; lower --start-lr "
+              f"(or --end-lr)")
+    elif result.valley is None:
         print("no suggestion: no finite loss was recorded; check the data, or lower --start-lr")
     else:
         steep = f"; steepest fall at {result.steep:.2e}" if result.steep is not None else ""

@@ -382,3 +382,12 @@ def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(ca
     train_changes = {k: v for k, v in changes["train"].items() if v}
     assert train_changes, f"{flags} changed nothing for train"
     assert {k: v for k, v in changes["lr-find"].items() if v} == train_changes
+
+
+def test_a_test_that_diverges_at_once_suggests_nothing_rather_than_a_rate_that_diverged(capsys):
+    """From 1e6 the loss explodes within a few steps: fastai's window is empty, and the old fallback
+    (the whole record) suggested the very rate that diverged."""
+    code = main(["lr-find", *BASE, "--start-lr", "1e6", "--end-lr", "1e7", "--steps", "20", "--no-augment"])
+    out = capsys.readouterr().out
+    assert code == 0 and "the loss diverged after" in out
+    assert "suggested lr" not in out and "no suggestion: the loss diverged after" in out and "lower --start-lr" in out

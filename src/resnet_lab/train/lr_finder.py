@@ -218,16 +218,21 @@ def lr_find(
         if config.channels_last:
             base.to(memory_format=torch.channels_last)
         lrs, stopped = _run(model, loader, config, device, start_lr, end_lr, steps, record)
-    valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps)
+    valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps, stopped)
     return LRFindResult(lrs=lrs, losses=record.losses, smoothed=record.smoothed, valley=valley_lr,
                         steep=steep_lr, stopped=stopped, steps=steps)
 
 
-def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int) -> tuple[float | None, float | None]:
+def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int,
+             stopped: bool = False) -> tuple[float | None, float | None]:
     """fastai's suggestions over the smoothed losses without the first tenth of the steps and the last 5
-    points; a record too short for that is used whole (fastai would fail there)."""
+    points. A record too short for that is used whole when the test ran every step (a short test,
+    fastai would fail there); when the loss diverged that early there is no valley to read, so no
+    suggestion (it would be a rate that diverged)."""
     lo, hi = steps // 10, len(smoothed) - SKIP_END
     if hi - lo < 2:
+        if stopped:
+            return None, None
         lo, hi = 0, len(smoothed)
     lrs, losses = list(lrs[lo:hi]), list(smoothed[lo:hi])
     return (valley(lrs, losses) if losses else None), (steep(lrs, losses) if len(losses) >= 2 else None)
