@@ -189,3 +189,18 @@ def test_image_size_4_works_and_a_folder_of_tinier_images_is_upscaled_to_4(tmp_p
 def test_batch_sizes_below_one_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         load_data("fake", **kw)
+
+
+def test_a_failed_download_puts_the_reason_on_the_first_line(copies_elsewhere, monkeypatch):
+    """torchvision's error spans lines (the mirrors it tried); folded into the first line of ours,
+    so the message still reads: what failed and why, then the ways to get the data."""
+    def offline(root: Path) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://a/, got:\n<urlopen error no network>\n")
+
+    monkeypatch.setattr(ds, "_download_fashion_mnist", offline)
+    with pytest.raises(DataNotFoundError) as e:
+        load_data("fashion-mnist", data_dir=copies_elsewhere / "given", download=True, batch_size=2)
+    first, second = str(e.value).splitlines()[:2]
+    assert ("download failed: Error downloading train-images-idx3-ubyte.gz: Tried http://a/, got: "
+            "<urlopen error no network>") in first
+    assert second.startswith("  1. ")

@@ -238,7 +238,7 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: b
             _download_fashion_mnist(_download_root(data_dir))
         except Exception as e:
             raise DataNotFoundError(
-                _fashion_mnist_howto(_fashion_mnist_places(data_dir), f"download failed: {e}", data_dir)
+                _fashion_mnist_howto(_fashion_mnist_places(data_dir), f"download failed: {' '.join(str(e).split())}", data_dir)
             ) from e
         files = find_fashion_mnist(data_dir)
     return read_fashion_mnist(files)
@@ -309,7 +309,7 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
         try:
             getattr(tvd, spec["tv"])(root=str(root), train=True, download=True)
         except Exception as e:
-            raise DataNotFoundError(f"downloading {name} into {root} failed: {e}") from e
+            raise DataNotFoundError(f"downloading {name} into {root} failed: {' '.join(str(e).split())}") from e
         hit = root / spec["folder"]
     if hit is None:
         searched = "\n".join(f"  - {p} ({label})" for label, p in places)
