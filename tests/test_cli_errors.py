@@ -404,3 +404,14 @@ def test_a_crop_padding_beyond_half_the_image_is_refused_before_training(tmp_pat
     _one_line_error(capsys, "crop_padding 9 (--crop-padding) must be between 0 and half the image side (8 px of 16)")
     assert not out.exists()
     assert main(["train", *TRAIN, "--epochs", "1", "--crop-padding", "8"]) == 0  # half the side is still allowed
+
+
+@pytest.mark.parametrize("clip, hint", [([], "Lower --lr, add --grad-clip 1, or check the data."),
+                                        (["--grad-clip", "1"], "Lower --lr, lower --grad-clip (now 1), or check the data.")])
+def test_a_diverged_run_says_the_way_out_for_its_own_flags(tmp_path, capsys, clip, hint):
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "1", "--lr", "1e9", "--schedule", "constant", *clip,
+                 "--out", str(out)]) == 2
+    err = _one_line_error(capsys, hint)
+    assert "diverged" in err or "became" in err
+    assert not (out / "model.safetensors").exists()

@@ -284,7 +284,8 @@ def train_one_epoch(
         loader.load_state_dict({"epoch": epoch, "position": start_step})
     bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
                unit="batch", dynamic_ncols=True, mininterval=0.5)
-    where = lambda: f"at epoch {epoch + 1}, step {step + 1} (lr {scheduler.get_last_lr()[0]:.4g})"  # noqa: E731
+    where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {scheduler.get_last_lr()[0]:.4g}); "  # noqa: E731
+                     f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip)}")
     for i, (x, y) in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):
         if step >= steps:
             break
@@ -581,7 +582,7 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
         ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
                                      bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
     # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
-    _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out,
+    _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out, config.grad_clip,
                   history.best_epoch, loss_name="test loss" if ev else "training loss")
     record = {
         "epoch": epoch + 1,
@@ -614,8 +615,14 @@ def _nonfinite_tensors(model: nn.Module) -> list[str]:
             if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
+def _diverged_hint(grad_clip: float | None) -> str:
+    """The way out of a diverged run, for the flags it was given."""
+    clip = "add --grad-clip 1" if grad_clip is None else f"lower --grad-clip (now {grad_clip:g})"
+    return f"Lower --lr, {clip}, or check the data."
+
+
 def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir: str | None,
-                  best_epoch: int, loss_name: str = "test loss") -> None:
+                  grad_clip: float | None, best_epoch: int, loss_name: str = "test loss") -> None:
     """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite loss (``loss_name``: the
     test loss, or the training loss of an epoch not evaluated), weights or BN statistics; called before
     anything of the epoch is written."""
@@ -630,7 +637,7 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir:
             else "no checkpoint was written")
     raise TrainingDiverged(
         f"training diverged at the end of epoch {epoch + 1} ({what}; lr {scheduler.get_last_lr()[0]:.4g}); {kept}. "
-        "Lower --lr, add --grad-clip, or check the data."
+        f"{_diverged_hint(grad_clip)}"
     )
 
 
