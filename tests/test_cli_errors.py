@@ -325,7 +325,7 @@ def test_experiment_never_overwrites_earlier_results_or_a_run(trained, tmp_path,
     _one_line_error(capsys, "holds a training run (model.json)")
     assert _files(run) == before
     assert main(["experiment", "degradation", "--out", ""]) == 2
-    _one_line_error(capsys, "--out is empty")
+    _one_line_error(capsys, "--out is an empty string")
     # without --out: the default folder, or the next free one beside it
     seen = []
     monkeypatch.setattr(cli, "run_experiment", lambda name, **kw: seen.append(kw["out"]) or {"verdict": "mixed"})
@@ -415,3 +415,28 @@ def test_a_diverged_run_says_the_way_out_for_its_own_flags(tmp_path, capsys, cli
     err = _one_line_error(capsys, hint)
     assert "diverged" in err or "became" in err
     assert not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", *TRAIN, "--epochs", "1", "--out", ""], "--out is an empty string"),
+    (["train", *TRAIN, "--epochs", "1", "--data-dir", ""], "--data-dir is an empty string"),
+    (["evaluate", ""], "RUN is an empty string"),
+    (["experiment", ""], "unknown experiment ''"),
+    (["experiment", "degradaton"], "did you mean degradation?"),
+    (["summary", "resnet20", "--num-classes", "0"], "num_classes must be a positive int"),
+    (["train", *TRAIN, "--epochs", "1", "--workers", "-1"], "num_workers (--workers) must be an int >= 0"),
+])
+def test_empty_zero_and_mistyped_values_are_refused_not_taken_as_defaults(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    _one_line_error(capsys, message)
+    assert list(tmp_path.iterdir()) == []  # nothing written where the empty --out would have defaulted
+
+
+def test_predict_with_both_a_run_and_onnx_says_to_give_one(trained, tmp_path, capsys):
+    run, image = trained
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--onnx", str(onnx_file)]) == 2
+    _one_line_error(capsys, f"give the model once: the run {run} or --onnx {onnx_file}, not both")

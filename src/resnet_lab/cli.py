@@ -293,7 +293,7 @@ def cmd_models(args) -> int:
 def cmd_summary(args) -> int:
     info = model_info(args.model)  # the input size and classes the model is designed for
     size = tuple(args.input_size) if args.input_size else info.input_size
-    k = args.num_classes or info.num_classes
+    k = args.num_classes if args.num_classes is not None else info.num_classes  # 0 is refused, not the default
     model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
                          norm=args.norm or "batch")
     _check_norm_flag(args, model)
@@ -542,6 +542,9 @@ def cmd_predict(args) -> int:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
     if args.onnx:
+        if args.run and (Path(args.run).is_dir() or Path(args.run).suffix == ".safetensors"
+                         or (":" in args.run and not Path(args.run).exists())):
+            raise ValueError(f"give the model once: the run {args.run} or --onnx {args.onnx}, not both")
         if args.device not in ("cpu", "auto"):
             raise ValueError(f"--onnx runs on onnxruntime's CPU provider, not --device {args.device}: drop --device, "
                              "or give the run directory instead of --onnx to predict there")
@@ -596,12 +599,10 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    if args.list or not args.name:
+    if args.list or args.name is None:
         for name, claim in list_experiments().items():
             print(f"{name:<22} {claim}")
         return 0
-    if args.out is not None and not args.out.strip():
-        raise ValueError("--out is empty: give the folder for the results (default runs/experiments/NAME)")
     resolve_device(args.device)  # a bad --device before any folder is made
     out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
     result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
@@ -670,9 +671,24 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
+# Path options where an empty string is a mistake (a shell variable that was not set), not "not given".
+_PATH_OPTIONS = ("out", "data_dir", "onnx", "cam", "source", "from_file", "run", "images")
+
+
+def _refuse_empty_paths(args) -> None:
+    for dest in _PATH_OPTIONS:
+        values = getattr(args, dest, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and not value.strip():
+                flag = dest.upper() if dest in ("run", "images") else "--" + dest.replace("_", "-")
+                flag = "--from" if dest == "source" else flag
+                raise ValueError(f"{flag} is an empty string: give a path (an unset shell variable?)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _refuse_empty_paths(args)
         with _sigterm_as_interrupt():
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:

@@ -71,6 +71,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers (--workers) must be an int >= 0 (0 decodes in the main process), got "
+                             f"{self.num_workers!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:

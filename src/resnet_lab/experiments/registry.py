@@ -13,6 +13,7 @@ A module listed here but not (yet) present is skipped, so an experiment can land
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import time
@@ -80,7 +81,9 @@ def get_experiment(name: str) -> ModuleType:
     """
     experiments = _experiments()
     if name not in experiments:
-        raise ValueError(f"unknown experiment {name!r}: expected one of {', '.join(experiments)} "
+        close = difflib.get_close_matches(name, list(experiments), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ValueError(f"unknown experiment {name!r}: {hint}expected one of {', '.join(experiments)} "
                          "(resnet-lab experiment --list)")
     return experiments[name]
 
