@@ -440,3 +440,17 @@ def test_predict_with_both_a_run_and_onnx_says_to_give_one(trained, tmp_path, ca
     capsys.readouterr()
     assert main(["predict", str(run), str(image), "--onnx", str(onnx_file)]) == 2
     _one_line_error(capsys, f"give the model once: the run {run} or --onnx {onnx_file}, not both")
+
+
+def test_a_warning_during_a_command_is_one_line_without_our_source_path(tmp_path, capsys):
+    """A batch larger than the data warns (one batch of what there is); it read as a Python
+    warning with loaders.py's path and line before."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "resnet_lab", "train", *TRAIN, "--epochs", "1", "--batch-size", "1000"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if "global batch of 1000" in line]
+    assert len(warning) == 1 and warning[0].startswith("warning: only 64 samples"), proc.stderr
+    assert "loaders.py" not in proc.stderr and "UserWarning" not in proc.stderr

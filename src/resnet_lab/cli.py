@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -685,8 +686,14 @@ def _refuse_empty_paths(args) -> None:
                 raise ValueError(f"{flag} is an empty string: give a path (an unset shell variable?)")
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI's errors read: one line, no source path and line of ours."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    plain_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         _refuse_empty_paths(args)
         with _sigterm_as_interrupt():
@@ -709,3 +716,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {e} (unexpected: set RESNET_LAB_DEBUG=1 to see the traceback, "
               "and please report it)", file=sys.stderr)
         return 3
+    finally:
+        warnings.formatwarning = plain_format
