@@ -454,3 +454,11 @@ def test_a_warning_during_a_command_is_one_line_without_our_source_path(tmp_path
     warning = [line for line in proc.stderr.splitlines() if "global batch of 1000" in line]
     assert len(warning) == 1 and warning[0].startswith("warning: only 64 samples"), proc.stderr
     assert "loaders.py" not in proc.stderr and "UserWarning" not in proc.stderr
+
+
+def test_evaluate_at_another_image_size_than_the_model_was_trained_at_says_so(trained, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run), "--image-size", "12"]) == 0
+    assert f"note: --image-size 12 differs from the 16 px {run} was trained at" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--image-size", "16"]) == 0
+    assert "note:" not in capsys.readouterr().err

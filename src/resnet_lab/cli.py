@@ -510,7 +510,11 @@ def cmd_evaluate(args) -> int:
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
-    args.image_size = meta["input_size"][1] if args.image_size is None else args.image_size
+    trained_at = meta["input_size"][1]
+    if args.image_size is not None and args.image_size != trained_at:
+        print(f"note: --image-size {args.image_size} differs from the {trained_at} px {runs[0]} was trained at: the "
+              "figures are for test images resized to it", file=sys.stderr)
+    args.image_size = trained_at if args.image_size is None else args.image_size
     # The run's own normalization and seed (a folder's held-out split depends on it), not new ones.
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
