@@ -225,6 +225,18 @@ def test_report_without_the_test_set_says_why_and_keeps_the_rest(runs, tmp_path)
     check_epoch_table(page, run, str(run))
 
 
+def test_report_with_a_folder_run_whose_folder_is_not_at_data_dir_notes_it_and_reports_the_others(runs, tmp_path):
+    """One --data-dir serves every run: a folder run's test set cannot be loaded from another
+    dataset's place, and the report says so for that run instead of failing as a whole."""
+    folder_run = copy_run(runs[0], tmp_path / "pets", meta={"dataset": "folder"})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page = Page(report_html([runs[0], folder_run], data_dir=empty, mistakes=0, device="cpu"))
+    assert len(page.notes) == 1 and "folder test set could not be loaded" in page.notes[0]
+    assert "report the run on its own" in page.notes[0]
+    assert [t for t in page.tables if t["name"] == "per-class"]  # the other run was evaluated
+
+
 def test_report_wall_time_adds_the_sessions_of_a_resumed_run(runs, tmp_path):
     # Epoch 2 was trained after a --resume: elapsed_seconds restarted from 0 in the second session.
     run = copy_run(runs[0], tmp_path / "resumed", elapsed=[3.0, 1.25])

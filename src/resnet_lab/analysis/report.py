@@ -151,6 +151,10 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     except FileNotFoundError as e:  # DataNotFoundError included: the report goes on without these sections
         run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{e}"
         return run
+    except ValueError as e:  # found, but not this run's (a folder without class sub-folders, other classes)
+        run.data_note = (f"the {meta['dataset']} test set could not be loaded ({e}); give its place with "
+                         "--data-dir, or report the run on its own.")
+        return run
     run.evaluation = _evaluate_run(model, meta, data, device, mistakes)
     return run
 
