@@ -462,3 +462,11 @@ def test_evaluate_at_another_image_size_than_the_model_was_trained_at_says_so(tr
     assert f"note: --image-size 12 differs from the 16 px {run} was trained at" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--image-size", "16"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_an_allocation_that_cannot_fit_is_one_line_naming_the_sizes_to_lower(capsys):
+    # 3 x 10^7 x 10^7 floats: no machine has the 1.2 PB, and torch's CPU allocator refuses at once
+    assert main(["summary", "resnet8", "--input-size", "3", "10000000", "10000000"]) == 2
+    err = _one_line_error(capsys, "out of memory (")
+    assert "GiB asked): lower --batch-size, --image-size (or summary's --input-size)" in err
+    assert "alloc_cpu" not in err and "enforce fail" not in err

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -690,6 +691,19 @@ def _refuse_empty_paths(args) -> None:
                 raise ValueError(f"{flag} is an empty string: give a path (an unset shell variable?)")
 
 
+_OOM_TEXT = "can't allocate memory"  # torch's CPU allocator, as a plain RuntimeError
+
+
+def _out_of_memory(e: BaseException) -> str:
+    asked = re.search(r"allocate (\d+) bytes", str(e)) or re.search(r"allocate ([\d.]+ [KMGT]iB)", str(e))
+    size = ""
+    if asked:
+        size = (f" ({int(asked.group(1)) / 2**30:.1f} GiB asked)" if asked.group(1).isdigit()
+                else f" ({asked.group(1)} asked)")
+    return (f"out of memory{size}: lower --batch-size, --image-size (or summary's --input-size), or pick a "
+            "smaller model")
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as the CLI's errors read: one line, no source path and line of ours."""
     return f"warning: {' '.join(str(message).split())}\n"
@@ -711,8 +725,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # missing, unreadable or unwritable files, full disks
         print(f"error: {_describe_os_error(e)}", file=sys.stderr)
         return 2
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        print(f"error: {_out_of_memory(e)}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, RuntimeError, ImportError) as e:  # bad input or a missing extra, named
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_out_of_memory(e) if _OOM_TEXT in str(e) else e}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is our bug: still one line, the traceback on request
         if os.environ.get("RESNET_LAB_DEBUG"):
