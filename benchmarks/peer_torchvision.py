@@ -193,7 +193,7 @@ def run_peer(root: str, flags: list[str]) -> None:
     test_loader = DataLoader(test_set, batch_size=ns.batch_size)
 
     torch.manual_seed(ns.seed)
-    model = create_model(ns.model, num_classes=10, in_channels=1, norm=ns.norm)
+    model = create_model(ns.model, num_classes=10, in_channels=1, norm=ns.norm or "batch")
     if ns.whiten:  # the library's patch whitening of the first training images, normalized, not augmented
         plain = datasets.FashionMNIST(root, train=True, transform=T.Compose(to_input))
         first = train_set.indices[:WHITEN_IMAGES] if ns.subset else range(min(WHITEN_IMAGES, len(plain)))

@@ -395,14 +395,17 @@ def _whiten(args, model, data) -> dict | None:
 
 def _check_resumed_arch(args, arch: dict) -> None:
     """--resume rebuilds the run's own model from model.json: a model flag given now must agree with it."""
-    given = (("--model", args.model, arch["name"]), ("--norm", args.norm, arch.get("norm")),
-             ("--small-input", {"yes": True, "no": False}.get(args.small_input), arch.get("small_input")),
-             ("--zero-init-residual", True if args.zero_init_residual else None, arch.get("zero_init_residual", False)))
-    for flag, now, saved in given:
-        if now is not None and now != saved:
-            shown = args.small_input if flag == "--small-input" else "" if flag == "--zero-init-residual" else now
-            raise ValueError(f"{flag} {shown}".rstrip() + f" differs from the run in {args.out} ({flag.lstrip('-')}: "
-                             f"{saved}); resume with the command the run was started with")
+    asked = {  # model.json key: (the flag as given, its value there; None when not given)
+        "name": (f"--model {args.model}", args.model),
+        "norm": (f"--norm {args.norm}", args.norm),
+        "small_input": (f"--small-input {args.small_input}", {"yes": True, "no": False}.get(args.small_input)),
+        "zero_init_residual": ("--zero-init-residual", True if args.zero_init_residual else None),
+    }
+    for key, (flag, value) in asked.items():
+        saved = arch.get(key, False if key == "zero_init_residual" else None)
+        if value is not None and value != saved:
+            raise ValueError(f"{flag} differs from the run in {args.out} ({key}: {saved}); resume with the command "
+                             "the run was started with")
 
 
 def _check_norm_flag(args, model) -> None:

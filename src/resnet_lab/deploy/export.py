@@ -67,6 +67,16 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
     )
 
 
+def _check_exporter_and_opset(exporter: str, opset: int) -> None:
+    from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
+
+    if exporter not in ("auto", "torchscript", "dynamo"):
+        raise ValueError(f"exporter must be 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
+        raise ValueError(f"opset (--opset) must be an ONNX opset this torch exports, {ONNX_MIN_OPSET} to "
+                         f"{ONNX_MAX_OPSET}, got {opset!r} (17 is the default)")
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -95,13 +105,7 @@ def export_onnx(
     """
     import onnx  # optional extra: pip install resnet-lab[onnx]
 
-    from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
-
-    if exporter not in ("auto", "torchscript", "dynamo"):
-        raise ValueError(f"exporter must be 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
-        raise ValueError(f"opset (--opset) must be an ONNX opset this torch exports, {ONNX_MIN_OPSET} to "
-                         f"{ONNX_MAX_OPSET}, got {opset!r} (17 is the default)")
+    _check_exporter_and_opset(exporter, opset)
     size = _check_input_size(input_size)
     path = Path(path)
     work = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
