@@ -240,11 +240,21 @@ def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor] | nn
 
 
 def _model_meta(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    if "arch" not in meta:
-        config = getattr(model, "model_config", None)
+    """``meta`` with the model's ``arch``, checked against the model: a model.json that does not
+    describe its weights could never be loaded."""
+    config = getattr(model, "model_config", None)
+    if meta.get("arch") is None:
         if config is None:
             raise ValueError("meta has no 'arch' and the model has no model_config: build it with create_model")
-        meta = {"arch": config, **meta}
+        meta = {**meta, "arch": config}
+    elif config is not None and meta["arch"].get("name") != config.get("name"):
+        raise ValueError(f"meta's arch ({meta['arch'].get('name')}) does not describe the model "
+                         f"({config.get('name')}): leave 'arch' out of meta, or pass the model's model_config")
+    built, classes = config or meta["arch"], meta.get("classes")
+    outputs = built.get("stacked_head") or built.get("num_classes")
+    if classes is not None and outputs is not None and len(classes) != outputs:
+        raise ValueError(f"meta names {len(classes)} classes but the model has {outputs} outputs: give one class "
+                         "name per output")
     return {"format": FORMAT, **meta}
 
 

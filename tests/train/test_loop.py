@@ -268,3 +268,71 @@ def test_the_first_evaluated_epoch_is_the_best_even_at_zero_accuracy(tmp_path):
     history = train(model, data, TrainConfig(epochs=1, lr=1e-9, device="cpu", progress=False, out=str(tmp_path)))
     assert history.best_acc == 0.0 and history.best_epoch == 1
     assert (tmp_path / "best.safetensors").is_file()
+
+
+def _fake(**kw):
+    from resnet_lab.data import load_data
+
+    return load_data("fake", image_size=8, subset=32, batch_size=16, **kw)
+
+
+def _quick(tmp_path=None, **kw):
+    return TrainConfig(epochs=1, device="cpu", progress=False, plots=False, max_steps_per_epoch=1,
+                       out=str(tmp_path) if tmp_path else None, **kw)
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("outputs", ValueError, "the model has 20 outputs but the data has 10 classes: create_model(..., num_classes=10)"),
+    ("channels", ValueError, "the model takes 3 input channels but the data has 1"),
+    ("config", TypeError, "config must be a TrainConfig, got dict"),
+    ("data", TypeError, "data must be a DataBundle"),
+    ("no arch", ValueError, "the model has no model_config, so the run in out could not be loaded back"),
+])
+def test_train_refuses_a_model_that_does_not_fit_the_data_before_any_step(tmp_path, case, error, message):
+    """Each of these trained before and failed later (a run that never loads back, predict refusing
+    20 outputs for 10 names) or deep inside torch (a conv's channel error, 'Target 9 is out of bounds')."""
+    from resnet_lab.models import create_model
+
+    model, data, config = create_model("resnet8", num_classes=10), _fake(), _quick(tmp_path / "run")
+    if case == "outputs":
+        model = create_model("resnet8", num_classes=20)
+    elif case == "channels":
+        data = _fake(in_channels=1)
+    elif case == "config":
+        config = {"epochs": 1}
+    elif case == "data":
+        data = "fake"
+    else:
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    with pytest.raises(error) as e:
+        train(model, data, config)
+    assert message in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_without_model_config_still_trains_without_a_run_directory():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    assert train(model, _fake(), _quick()).epochs
+
+
+def test_evaluate_refuses_a_num_classes_other_than_the_models_outputs():
+    from resnet_lab.models import create_model
+
+    with pytest.raises(ValueError, match="the model has 10 outputs but num_classes is 20"):
+        evaluate(create_model("resnet8", num_classes=10), _fake().test, num_classes=20)
+
+
+def test_save_model_refuses_a_meta_that_does_not_describe_the_model(tmp_path):
+    from resnet_lab.models import create_model
+    from resnet_lab.runs import load_model, save_model
+
+    r8 = create_model("resnet8", num_classes=10)
+    meta = {"arch": r8.model_config, "classes": [str(i) for i in range(10)], "input_size": [3, 8, 8],
+            "mean": [0.5] * 3, "std": [0.25] * 3}
+    with pytest.raises(ValueError, match=r"meta's arch \(resnet8\) does not describe the model \(resnet20\)"):
+        save_model(tmp_path / "a", create_model("resnet20", num_classes=10), meta)
+    with pytest.raises(ValueError, match="meta names 1 classes but the model has 10 outputs"):
+        save_model(tmp_path / "b", r8, {**meta, "classes": ["a"]})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    save_model(tmp_path / "c", r8, meta)  # the model's own meta: saved, and loads back
+    assert load_model(tmp_path / "c")[1]["arch"]["name"] == "resnet8"

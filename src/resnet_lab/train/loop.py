@@ -201,6 +201,9 @@ def evaluate(
                 inputs = [v.contiguous(memory_format=torch.channels_last) for v in inputs]
             with autocast(device, amp_dtype(bf16, fp16)):
                 outputs = [m(v).float() for m in models for v in inputs]
+            if outputs[0].shape[-1] != num_classes:
+                raise ValueError(f"the model has {outputs[0].shape[-1]} outputs but num_classes is {num_classes}: pass "
+                                 "the number of classes the model was built for")
             if len(outputs) == 1:
                 (logits,) = outputs
                 total_loss += F.cross_entropy(logits, y, reduction="sum").double()
@@ -445,8 +448,34 @@ def _warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
     return max(steps, 1) if warmup_epochs > 0 else 0
 
 
+def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dict | None = None) -> None:
+    """Before any step: the arguments are what train() takes, the model's outputs and input channels
+    fit the data (for models that record them, as create_model's do), and a run with ``out`` can be
+    loaded back (its model.json needs the model's architecture)."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}: TrainConfig(epochs=..., lr=...)")
+    if not all(hasattr(data, a) for a in ("train", "test", "info")):
+        raise TypeError(f"data must be a DataBundle (train, test, info) from resnet_lab.data.load_data, got "
+                        f"{type(data).__name__}")
+    arch = getattr(unwrap(model), "model_config", None)
+    if not arch:
+        if config.out and not (meta or {}).get("arch"):
+            raise ValueError("the model has no model_config, so the run in out could not be loaded back: build it "
+                             "with create_model, give meta={'arch': ...}, or leave out unset")
+        return
+    classes, channels = len(data.info.classes), int(data.info.input_size[0])
+    outputs = arch.get("stacked_head") or arch.get("num_classes")
+    if outputs is not None and outputs != classes:
+        raise ValueError(f"the model has {outputs} outputs but the data has {classes} classes: "
+                         f"create_model(..., num_classes={classes})")
+    if arch.get("in_channels") is not None and arch["in_channels"] != channels:
+        raise ValueError(f"the model takes {arch['in_channels']} input channels but the data has {channels}: "
+                         f"load_data(..., in_channels={arch['in_channels']}) or create_model(..., in_channels={channels})")
+
+
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
     """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
+    check_model_fits_data(model, data, config, meta)
     job, device = DistContext.current(), resolve_device(config.device)
     base = _prepare_model(model, config, device)
     steps = _steps_per_epoch(data, config)
