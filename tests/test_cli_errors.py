@@ -470,3 +470,25 @@ def test_an_allocation_that_cannot_fit_is_one_line_naming_the_sizes_to_lower(cap
     err = _one_line_error(capsys, "out of memory (")
     assert "GiB asked): lower --batch-size, --image-size (or summary's --input-size)" in err
     assert "alloc_cpu" not in err and "enforce fail" not in err
+
+
+def test_a_run_whose_first_save_failed_starts_again_with_the_same_command(tmp_path, capsys, monkeypatch):
+    """metrics.jsonl is written before the checkpoint set: a full disk in between leaves it alone,
+    which is no run to protect (and none to resume)."""
+    import errno
+    import importlib
+
+    ckpt = importlib.import_module("resnet_lab.train.checkpoint")
+    real = ckpt.save_checkpoint
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "model.safetensors"))
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(ckpt, "save_checkpoint", full)
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, "No space left on device")
+    assert [p.name for p in out.iterdir() if p.is_file()] and not (out / "model.json").exists()
+    monkeypatch.setattr(ckpt, "save_checkpoint", real)
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 0
+    assert (out / "model.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 1

@@ -167,7 +167,9 @@ class Checkpointer:
             if self.run_dir.exists() and not self.run_dir.is_dir():
                 raise FileExistsError(f"--out {self.run_dir} is a file; a run is written into a directory: choose "
                                       "another --out")
-            found = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+            # metrics.jsonl alone is the leftover of a first save that failed (it is written before the
+            # checkpoint set): not a run, so it is cleared as before, and the same command can start again
+            found = [name for name in RUN_FILES if name != "metrics.jsonl" and (self.run_dir / name).exists()]
             if found:  # a run, even one without its training state, is never overwritten
                 raise FileExistsError(
                     f"{self.run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
@@ -175,6 +177,7 @@ class Checkpointer:
                 )
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _check_writable(self.run_dir)
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         return Position()
 
     def _resume(self, history) -> Position:
