@@ -175,7 +175,7 @@ def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "resnet8", "--small-input", "no"], "resnet8 is built for small images"),
     (["train", "--model", "vgg11", "--norm", "batch"], "vgg11 has no normalization layers, so --norm batch"),
-    (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so norm 'group'"),
+    (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so --norm group"),
     (["lr-find", "--model", "vgg13", "--norm", "scratch"], "vgg13 has no normalization layers"),
     (["summary", "vgg11", "--norm", "group"], "use vgg11_bn"),
 ])
@@ -492,3 +492,17 @@ def test_a_run_whose_first_save_failed_starts_again_with_the_same_command(tmp_pa
     monkeypatch.setattr(ckpt, "save_checkpoint", real)
     assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 0
     assert (out / "model.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_plain_vgg_run_saved_with_another_norm_by_an_earlier_version_still_loads(tmp_path, capsys):
+    """Earlier versions accepted --norm group on vgg11 and recorded it; rebuilding from that
+    model.json must not trip the refusal meant for the flag."""
+    run = tmp_path / "vgg"
+    args = ["--model", "vgg11", "--dataset", "fake", "--image-size", "32", "--subset", "32", "--batch-size", "16",
+            "--epochs", "1", "--no-progress"]
+    assert main(["train", *args, "--out", str(run)]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["arch"]["norm"] == "none"
+    meta["arch"]["norm"] = "group"  # as an earlier version wrote it
+    (run / "model.json").write_text(json.dumps(meta))
+    assert main(["evaluate", str(run)]) == 0

@@ -409,11 +409,11 @@ def _check_resumed_arch(args, arch: dict) -> None:
 
 
 def _check_norm_flag(args, model) -> None:
-    """--norm batch on a model without norm layers (the plain VGGs) would change nothing; the
-    library refuses the other norms itself and records the default as none."""
-    if args.norm == "batch" and model.model_config["norm"] == "none":
-        raise ValueError(f"{args.model} has no normalization layers, so --norm batch would change nothing: use "
-                         f"{args.model}_bn, or leave --norm out")
+    """A --norm on a model without norm layers (the plain VGGs, which create_model records as
+    norm none) would change nothing."""
+    if args.norm not in (None, "none") and model.model_config["norm"] == "none":
+        raise ValueError(f"{args.model} has no normalization layers, so --norm {args.norm} would change nothing: "
+                         f"use {args.model}_bn, or leave --norm out")
 
 
 def _new_model(args, data):

@@ -359,9 +359,8 @@ def create_model(
         _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
     model = builder(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm, **kwargs)
     if norm != "none" and not has_norm_layers(model):  # the plain VGGs: no norm layer to choose
-        if norm != "batch":  # anything but the default asks for a layer the model does not have
-            raise ValueError(f"{name} has no normalization layers, so norm {norm!r} (--norm {norm}) would change "
-                             f"nothing: use {name}_bn, or leave it out")
+        # Recorded as what was built. Not refused here: runs saved before this record other norms and
+        # must still load; the CLI refuses a --norm that would change nothing.
         norm = "none"
     config = {
         "name": name,

@@ -12,9 +12,8 @@ conv over the larger map and averages, while torchvision's head first pools to 7
 
 Normalization: the ``*_bn`` variants put ``norm_layer(norm)`` after every conv (batch norm by
 default, as torchvision's ``vgg*_bn``). The plain variants are the paper's network and have **no
-normalization layers: :func:`~resnet_lab.models.create_model` builds them with the default
-``norm="batch"`` or ``"none"`` and records ``norm: "none"``, and refuses ``scratch`` or ``group``,
-which would change nothing. Convs keep their bias in every variant, as torchvision's do
+normalization layers: :func:`~resnet_lab.models.create_model` builds them whatever ``norm``
+says and records ``norm: "none"`` (what was built); the CLI refuses a ``--norm`` for them. Convs keep their bias in every variant, as torchvision's do
 (its ``vgg*_bn`` checkpoints carry conv biases).
 """
 
@@ -211,8 +210,8 @@ def _vgg(
     Args:
         small_input: drop the last max-pool, so 28-32 px images work; state-dict keys unchanged.
         norm: the normalization after every conv of a ``_bn`` variant (``batch``, ``scratch``,
-            ``group``, ``none``); the plain variants have none (``create_model`` refuses a
-            norm other than the default or ``none`` for them).
+            ``group``, ``none``); the plain variants have none (``create_model`` records
+            ``none`` for them).
         dropout: dropout in the classifier.
         hidden_dim: width of fc6/fc7 (4096 for torchvision checkpoints).
         pool_size: adaptive-pool side before fc6 (7 for torchvision checkpoints; 1 for a small
