@@ -118,3 +118,37 @@ def test_resume_with_another_strategy_is_one_line_and_changes_nothing(resnet8_ru
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "strategy 'last', not 'all'" in err and "resume with the command the run was started with" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_a_frozen_phase_saved_with_the_main_phases_warmup_resumes_with_it(resnet8_run, tmp_path, monkeypatch):
+    """Earlier versions gave the frozen phase the main phase's --warmup-epochs; such a phase,
+    interrupted, must resume with the value it was saved with, not be refused for a new one."""
+    import importlib
+
+    from trainspy import TrainSpy
+
+    ft = importlib.import_module("resnet_lab.transfer.finetune")
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "2", "--epochs", "2",
+            "--warmup-epochs", "1", *FT, "--out", str(out)]
+    real_replace = ft.dataclasses.replace
+
+    def as_before(config, **changes):  # the earlier version: the frozen phase inherits the warmup
+        if changes.get("stop_after", 0) is None:  # only the frozen phase's replace sets stop_after=None
+            changes.pop("warmup_epochs")
+        return real_replace(config, **changes)
+
+    steps = []
+
+    def stop_in_the_frozen_phases_second_epoch(record):
+        steps.append(record)
+        if len(steps) == 3:  # 2 steps per epoch: frozen epoch 2, step 1
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ft.dataclasses, "replace", as_before)
+        TrainSpy(m, step_callbacks=(stop_in_the_frozen_phases_second_epoch,))
+        assert main(args) == 130
+    assert json.loads((out / "freeze_phase" / "model.json").read_text())["train_config"]["warmup_epochs"] == 1.0
+    assert main([*args, "--resume"]) == 0
+    assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]

@@ -268,9 +268,12 @@ def finetune(
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
         # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
         # --progressive-resize count epochs of the main phase (--epochs), so they stay there.
+        own = {"warmup_epochs": 0.0, "progressive_resize": None}
+        if resume:  # a frozen phase saved by an earlier version carried the main phase's values: keep its own
+            saved = load_meta(phase_dir).get("train_config") or {}
+            own = {k: saved.get(k, v) for k, v in own.items()}
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
-                                    out=str(phase_dir) if phase_dir else None, stop_after=None, warmup_epochs=0.0,
-                                    progressive_resize=None)
+                                    out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
         phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone"}}
         histories.append(train(model, data, phase, meta=phase_meta, log=log))
         unfreeze(model, mode=True)
