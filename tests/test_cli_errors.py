@@ -506,3 +506,18 @@ def test_a_plain_vgg_run_saved_with_another_norm_by_an_earlier_version_still_loa
     meta["arch"]["norm"] = "group"  # as an earlier version wrote it
     (run / "model.json").write_text(json.dumps(meta))
     assert main(["evaluate", str(run)]) == 0
+
+
+@pytest.mark.parametrize("command", ["export", "lr-find", "report"])
+def test_an_output_named_without_its_suffix_is_refused_on_the_first_write_too(trained, tmp_path, capsys, command):
+    """Written once without a suffix, the file could not be told from a stranger's the next time."""
+    run, _ = trained
+    out = tmp_path / "result"
+    argv = {"export": ["export", str(run)], "lr-find": ["lr-find", *TRAIN[:6], "--steps", "3"],
+            "report": ["report", str(run), "--mistakes", "0"]}[command]
+    suffix = {"export": ".onnx", "lr-find": ".png", "report": ".html"}[command]
+    assert main([*argv, "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{out} does not end in {suffix}")
+    assert not out.exists()
+    assert main([*argv, "--out", str(out.with_suffix(suffix))]) == 0
+    assert main([*argv, "--out", str(out.with_suffix(suffix))]) == 0  # and again, over its own earlier output

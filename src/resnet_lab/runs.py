@@ -77,15 +77,21 @@ RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetens
 def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str, ...],
                       inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Refuse an output path that would destroy something, before any work is done: one of the
-    command's ``inputs``, a file of a run directory, or an existing file of another kind than
-    ``kind`` (``suffixes``, lower case with the dot). Rewriting an earlier output of the same kind
-    (``r20.onnx`` again) is allowed.
+    command's ``inputs`` or a file of a run directory; and a name that does not end in one of
+    ``suffixes`` (lower case, with the dot), so that an earlier output is always recognized by its
+    name and can be written again (``r20.onnx`` twice).
 
     Raises:
-        FileExistsError: naming the file and the way out.
+        FileExistsError: an existing file that must not be overwritten, named with the way out.
+        ValueError: a name without the suffix.
     """
     path = Path(out)
+    if path.is_dir():  # the writers say so, with a file name to use
+        return path
     if not path.is_file():
+        if path.suffix.lower() not in suffixes:
+            raise ValueError(f"{path} does not end in {' or '.join(suffixes)}: name the {kind} file so, e.g. "
+                             f"{path.with_suffix(suffixes[0])}")
         return path
     for given in inputs:
         if Path(given).exists() and path.samefile(given):
