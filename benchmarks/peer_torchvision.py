@@ -58,6 +58,7 @@ from resnet_lab.data import select_subset
 from resnet_lab.data.sources import DEBIAN_FASHION_MNIST
 from resnet_lab.models import whiten_first_conv
 from resnet_lab.train import TrainConfig, build_scheduler
+from resnet_lab.train.optim import warmup_steps
 
 __all__ = ["compare", "main", "prepare_root", "recipe_flags", "time_to"]
 
@@ -207,7 +208,7 @@ def run_peer(root: str, flags: list[str]) -> None:
     groups = [{"params": decay, "weight_decay": ns.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=ns.momentum, nesterov=not ns.no_nesterov)
     steps = len(train_loader)
-    scheduler = build_scheduler(optimizer, ns.schedule, ns.epochs * steps, int(ns.warmup_epochs * steps))
+    scheduler = build_scheduler(optimizer, ns.schedule, ns.epochs * steps, warmup_steps(ns.warmup_epochs, steps))
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=ns.label_smoothing)
 
     out = Path(ns.out)

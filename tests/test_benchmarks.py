@@ -654,6 +654,21 @@ def test_peer_worker_trains_on_a_tiny_idx_set_and_writes_one_record_per_epoch(tm
     assert records[1]["elapsed_seconds"] >= records[0]["elapsed_seconds"]
 
 
+def test_peer_warms_up_over_the_same_steps_as_train_even_below_one_step(tmp_path, monkeypatch):
+    """A warmup shorter than a step is one step in train (not 0, which onecycle turns into 25%);
+    the peer must schedule the same, or the two sides run different recipes."""
+    from resnet_lab.train.optim import build_scheduler, warmup_steps
+
+    seen = []
+    monkeypatch.setattr(peer_torchvision, "build_scheduler",
+                        lambda opt, name, total, warm: seen.append((total, warm)) or build_scheduler(opt, name, total, warm))
+    flags = [f for f in peer_torchvision.recipe_flags(epochs=1)]
+    peer_torchvision.run_peer(str(_tiny_root(tmp_path)), [*flags, "--batch-size", "4", "--warmup-epochs", "0.01",
+                                                          "--out", str(tmp_path / "run")])
+    (total, warm), = seen
+    assert warm == warmup_steps(0.01, total) == 1
+
+
 def test_prepare_root_without_the_files_says_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
         peer_torchvision.prepare_root(tmp_path, tmp_path / "root")

@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
 from .metrics import confusion_matrix, per_class_accuracy
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, warmup_steps
 from .progressive import check_progressive_resize, progressive_side, resize_batch
 from .tensorboard import open_tensorboard
 
@@ -441,13 +441,6 @@ class _Run:
     say: Callable[[str], None]  # log on the main process, silent on the others
 
 
-def _warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
-    """The steps of ``warmup_epochs``: at least one when it is set at all, so a warmup shorter than
-    a step is not read as 0 (which onecycle takes as its default 25%)."""
-    steps = int(warmup_epochs * steps_per_epoch)
-    return max(steps, 1) if warmup_epochs > 0 else 0
-
-
 def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dict | None = None) -> None:
     """Before any step: the arguments are what train() takes, the model's outputs and input channels
     fit the data (for models that record them, as create_model's do), and a run with ``out`` can be
@@ -483,7 +476,7 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
                                 config.weight_decay, config.lr_scale, config.norm_lr_scale)
-    scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, _warmup_steps(config.warmup_epochs, steps))
+    scheduler = build_scheduler(optimizer, config.schedule, config.epochs * steps, warmup_steps(config.warmup_epochs, steps))
     scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16
     averaging = (WeightAveraging(base, ema=config.ema, lookahead=config.lookahead,
                                  lookahead_alpha=config.lookahead_alpha) if config.ema or config.lookahead else None)

@@ -11,7 +11,7 @@ from torch import nn
 from ..nn.norm import NORM_LAYERS
 
 __all__ = ["NORM_LAYERS", "SCHEDULES", "OPTIMIZERS", "build_optimizer", "build_scheduler", "norm_parameters",
-           "param_groups", "schedule_fn"]
+           "param_groups", "schedule_fn", "warmup_steps"]
 
 SCHEDULES = ("cosine", "onecycle", "step", "constant")
 OPTIMIZERS = ("sgd", "adamw")
@@ -112,6 +112,13 @@ def schedule_fn(name: str, total_steps: int, warmup_steps: int = 0, milestones: 
         return 1.0 - progress  # onecycle
 
     return f
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
+    """The steps of ``warmup_epochs``: at least one when it is set at all, so a warmup shorter than
+    a step is not read as 0 (which onecycle takes as its default 25%)."""
+    steps = int(warmup_epochs * steps_per_epoch)
+    return max(steps, 1) if warmup_epochs > 0 else 0
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
