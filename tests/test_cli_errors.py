@@ -521,3 +521,32 @@ def test_an_output_named_without_its_suffix_is_refused_on_the_first_write_too(tr
     assert not out.exists()
     assert main([*argv, "--out", str(out.with_suffix(suffix))]) == 0
     assert main([*argv, "--out", str(out.with_suffix(suffix))]) == 0  # and again, over its own earlier output
+
+
+def test_predict_onnx_leaves_a_missing_or_directory_image_to_the_image_reader(trained, tmp_path, capsys):
+    """Only a run (a folder with model.json), a .safetensors file or shipped weights count as a
+    second model; a missing picture whose name has a colon, or a folder, is a bad image."""
+    run, image = trained
+    onnx_file = tmp_path / "m.onnx"
+    assert main(["export", str(run), "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--onnx", str(onnx_file), str(tmp_path / "shot 12:31.png"), str(image)]) == 2
+    err = _one_line_error(capsys, "shot 12:31.png")
+    assert "give the model once" not in err
+    assert main(["predict", "--onnx", str(onnx_file), str(tmp_path), str(image)]) == 2
+    assert "give the model once" not in _one_line_error(capsys, str(tmp_path))
+    assert main(["predict", "resnet20:fashion-mnist", str(image), "--onnx", str(onnx_file)]) == 2
+    _one_line_error(capsys, "give the model once: the run resnet20:fashion-mnist")
+
+
+def test_the_one_line_warning_format_is_set_only_by_the_main_thread_and_always_put_back(capsys):
+    import threading
+    import warnings
+
+    before = warnings.formatwarning
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(main(["models", "resnet8"])))
+    thread.start()
+    thread.join()
+    assert seen == [0] and warnings.formatwarning is before
+    assert main(["models", "resnet8"]) == 0 and warnings.formatwarning is before

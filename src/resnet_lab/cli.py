@@ -26,6 +26,7 @@ from .experiments import list_experiments, run_experiment
 from .experiments.registry import free_experiment_dir
 from .models import create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
+from .weights import is_weights_name
 from .runs import check_output_file, load_meta, load_model
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -49,6 +50,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     pass
 
 
+# Formats to nothing; a help text holding it is not given "(default: None)" by the formatter.
+_NO_DEFAULT = "%(default).0s"
+
+
 def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter)
 
@@ -66,8 +71,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """The flags that build a new model (`train`, `lr-find`)."""
     p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
-    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"],
-                   help="the normalization layer of every block (default: batch)")
+    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"], default=None,
+                   help="the normalization layer of every block; batch when not given" + _NO_DEFAULT)
     p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
                    help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px (the CIFAR "
                         "families, resnet20 and the like, always have it)")
@@ -169,7 +174,8 @@ def _add_model_commands(sub) -> None:
                    help="default 3 224 224 (3 32 32 for CIFAR families)")
     p.add_argument("--num-classes", type=int, default=None, help="default 1000 (10 for CIFAR families)")
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (28-32 px)")
-    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"], help="default: batch")
+    p.add_argument("--norm", choices=["batch", "scratch", "group", "none"],
+                   help="batch when not given" + _NO_DEFAULT)
     p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
     p.add_argument("--json", action="store_true")
 
@@ -551,8 +557,9 @@ def cmd_predict(args) -> int:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
     if args.onnx:
-        if args.run and (Path(args.run).is_dir() or Path(args.run).suffix == ".safetensors"
-                         or (":" in args.run and not Path(args.run).exists())):
+        run = Path(args.run) if args.run else None
+        if run and ((run / "model.json").is_file() or (run.suffix == ".safetensors" and run.is_file())
+                    or (not run.exists() and is_weights_name(args.run))):
             raise ValueError(f"give the model once: the run {args.run} or --onnx {args.onnx}, not both")
         if args.device not in ("cpu", "auto"):
             raise ValueError(f"--onnx runs on onnxruntime's CPU provider, not --device {args.device}: drop --device, "
@@ -714,7 +721,10 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    plain_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
+    own_format = threading.current_thread() is threading.main_thread()  # a process-wide setting: main thread only
+    plain_format = warnings.formatwarning
+    if own_format:
+        warnings.formatwarning = _one_line_warning
     try:
         _refuse_empty_paths(args)
         with _sigterm_as_interrupt():
@@ -728,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # missing, unreadable or unwritable files, full disks
         print(f"error: {_describe_os_error(e)}", file=sys.stderr)
         return 2
-    except (MemoryError, torch.OutOfMemoryError) as e:
+    except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)) as e:  # the name is torch >= 2.5
         print(f"error: {_out_of_memory(e)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, RuntimeError, ImportError) as e:  # bad input or a missing extra, named
@@ -741,4 +751,5 @@ def main(argv: list[str] | None = None) -> int:
               "and please report it)", file=sys.stderr)
         return 3
     finally:
-        warnings.formatwarning = plain_format
+        if own_format and warnings.formatwarning is _one_line_warning:
+            warnings.formatwarning = plain_format
