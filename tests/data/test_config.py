@@ -130,3 +130,16 @@ def test_drop_last_false_keeps_the_incomplete_training_batch():
     kept.train.set_epoch(0)
     served = sorted(int(i) for _ in kept.train for i in kept.train.last_indices)
     assert served == list(range(64))  # the tail batch holds the 16 images the default drops
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: DataConfig("fake", augment="no"), "DataConfig.augment must be True or False, got 'no'"),
+    (lambda: DataConfig("fake", drop_last="no"), "DataConfig.drop_last must be True or False, got 'no'"),
+    (lambda: DataConfig("fake", batch_size="16"), "DataConfig.batch_size must be a number, got '16'"),
+    (lambda: DataConfig("fake", batch_size=16.5), "DataConfig.batch_size must be an int, got 16.5"),
+])
+def test_a_field_of_the_wrong_kind_is_a_type_error_not_a_truthy_string(make, message):
+    """augment="no" used to augment (a non-empty string is true); "16" failed deep in a comparison."""
+    with pytest.raises(TypeError) as e:
+        make()
+    assert str(e.value) == message

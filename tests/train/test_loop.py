@@ -336,3 +336,22 @@ def test_save_model_refuses_a_meta_that_does_not_describe_the_model(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     save_model(tmp_path / "c", r8, meta)  # the model's own meta: saved, and loads back
     assert load_model(tmp_path / "c")[1]["arch"]["name"] == "resnet8"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"epochs": 1.5}, "TrainConfig.epochs must be an int, got 1.5"),
+    ({"lr": "0.1"}, "TrainConfig.lr must be a number, got '0.1'"),
+    ({"deterministic": "no"}, "TrainConfig.deterministic must be True or False, got 'no'"),
+    ({"lr_scale": 0.1}, "TrainConfig.lr_scale must be a dict, got 0.1"),
+])
+def test_train_config_fields_of_the_wrong_kind_are_type_errors(kw, message):
+    with pytest.raises(TypeError) as e:
+        TrainConfig(**kw)
+    assert str(e.value) == message
+
+
+def test_create_model_refuses_a_string_for_small_input():
+    from resnet_lab.models import create_model
+
+    with pytest.raises(TypeError, match="small_input must be True or False, got 'no'"):
+        create_model("resnet18", small_input="no")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -14,7 +15,42 @@ import torch
 
 from .transforms import check_erase_probability, check_flip_mode
 
-__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "data_config"]
+__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_field_types", "data_config"]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+# A field's annotation -> (the check, what the message says it must be).
+_FIELD_TYPES = {
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "int": (_is_int, "an int"),
+    "int | None": (lambda v: v is None or _is_int(v), "an int or None"),
+    "float": (_is_real, "a number"),
+    "float | None": (lambda v: v is None or _is_real(v), "a number or None"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "dict[str, float]": (lambda v: isinstance(v, dict), "a dict"),
+}
+
+
+def check_field_types(config: Any, *, exact: bool = True) -> None:
+    """Raise TypeError for a dataclass field of the wrong kind: a string where True/False goes
+    (any non-empty string was truthy: augment="no" augmented), a string where a number goes, and
+    with ``exact`` a float where an int goes (run without it first, so the fields' own range
+    checks, which name their flags, speak first about 2.5 epochs)."""
+    for f in dataclasses.fields(config):
+        kind = str(f.type)
+        if not exact:
+            kind = {"int": "float", "int | None": "float | None"}.get(kind, kind)
+        check, expected = _FIELD_TYPES.get(kind, (None, ""))
+        value = getattr(config, f.name)
+        if check is not None and not check(value):
+            raise TypeError(f"{type(config).__name__}.{f.name} must be {expected}, got {value!r}")
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "folder", "fake")
 # The channels each dataset has as stored (a folder's images are read as RGB unless asked otherwise).
@@ -69,6 +105,7 @@ class DataConfig:
     world_size: int = 1
 
     def __post_init__(self) -> None:
+        check_field_types(self, exact=False)
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
@@ -118,6 +155,7 @@ class DataConfig:
             object.__setattr__(self, "std", _stats("std", self.std, self.channels, self))
             if not all(s > 0 for s in self.std):
                 raise ValueError(f"std must be > 0 in every channel, got {list(self.std)}")
+        check_field_types(self)
 
     @property
     def channels(self) -> int:

@@ -352,6 +352,8 @@ def create_model(
         num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(
             name, weights, dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
                                 **kwargs))
+    if not isinstance(small_input, bool):  # "no" is truthy: it built the small stem
+        raise TypeError(f"small_input must be True or False, got {small_input!r}")
     _check_count("num_classes", num_classes, "the classifier's outputs")
     _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
     check_norm(norm)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ..data.config import check_field_types
 from .optim import OPTIMIZERS, SCHEDULES
 from .progressive import MIN_SIDE
 from .tensorboard import require_tensorboard
@@ -50,6 +51,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on the test set every N epochs and after the last (and a --stop-after pause)
 
     def __post_init__(self) -> None:
+        check_field_types(self, exact=False)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -91,6 +93,7 @@ class TrainConfig:
         bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
+        check_field_types(self)  # after the range checks, which name their flags: 2.5 epochs is an error here
 
     def evaluates(self, epoch: int) -> bool:
         """Whether the run evaluates on the test set after ``epoch`` (1-based): every ``eval_every``-th
