@@ -355,3 +355,14 @@ def test_create_model_refuses_a_string_for_small_input():
 
     with pytest.raises(TypeError, match="small_input must be True or False, got 'no'"):
         create_model("resnet18", small_input="no")
+
+
+def test_an_lr_scale_prefix_that_matches_no_parameter_is_refused_naming_the_modules():
+    from resnet_lab.models import create_model
+
+    model = create_model("resnet8", num_classes=10)
+    with pytest.raises(ValueError, match=r"lr_scale prefix 'layr3\.' matches no parameter of the model; its "
+                                         r"parameters start with: bn1, conv1, fc, layer1, layer2, layer3"):
+        build_optimizer(model, lr_scale={"layer3.": 0.5, "layr3.": 0.0})
+    groups = build_optimizer(model, lr_scale={"layer3.": 0.5}).param_groups
+    assert {g["lr_scale"] for g in groups} == {0.5, 1.0}

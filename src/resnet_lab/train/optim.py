@@ -42,6 +42,12 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, floa
             (airbench and hlb-CIFAR10 train BN's biases at a much higher rate than the convs).
     """
     lr_scale = lr_scale or {}
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [k for k in lr_scale if not any(name.startswith(k) for name in names)]
+    if unmatched:  # a typo ("layr3.") would silently train that part at the full rate
+        tops = sorted({name.split(".")[0] for name in names})
+        raise ValueError(f"lr_scale prefix {unmatched[0]!r} matches no parameter of the model; its parameters "
+                         f"start with: {', '.join(tops)}")
     norm_ids = norm_parameters(model) if norm_lr_scale != 1.0 else set()
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
