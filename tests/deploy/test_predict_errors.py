@@ -66,3 +66,22 @@ def test_onnx_predictor_on_a_file_that_is_not_onnx_is_a_value_error_naming_it(tm
     err = capsys.readouterr().err
     assert err.startswith(f"error: {run / 'model.safetensors'} is not an ONNX model written by resnet-lab export")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("std", [[0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+def test_a_std_that_is_not_positive_is_refused_not_turned_into_nan_or_wrong_probabilities(tmp_path, std):
+    import numpy as np
+    from PIL import Image
+
+    from resnet_lab.deploy import export_onnx, predict_images
+    from resnet_lab.models import create_model
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(image)
+    model = create_model("resnet8", num_classes=2)
+    meta = {"classes": ["a", "b"], "input_size": [3, 8, 8], "mean": [0.5] * 3, "std": std}
+    with pytest.raises(ValueError, match=r"std must be > 0 in every channel"):
+        predict_images(model, [image], meta=meta)
+    with pytest.raises(ValueError, match=r"meta's std must be > 0 in every channel"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(3, 8, 8), meta=meta)
+    assert not (tmp_path / "m.onnx").exists()

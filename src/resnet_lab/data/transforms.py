@@ -12,6 +12,7 @@ is one boolean mask per batch built from each sample's rectangle.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -452,6 +453,8 @@ def preprocess(
         raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
     if len(mean) not in (1, c) or len(std) not in (1, c):
         raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
+    if not all(math.isfinite(s) and s > 0 for s in std):  # 0 gives NaN, a negative one wrong probabilities
+        raise ValueError(f"std must be > 0 in every channel, got {list(std)}")
     mode = resize or "auto"
     if mode == "auto":
         mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"

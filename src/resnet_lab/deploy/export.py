@@ -67,7 +67,7 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
     )
 
 
-def _check_exporter_and_opset(exporter: str, opset: int) -> None:
+def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None) -> None:
     from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
 
     if exporter not in ("auto", "torchscript", "dynamo"):
@@ -75,6 +75,9 @@ def _check_exporter_and_opset(exporter: str, opset: int) -> None:
     if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
         raise ValueError(f"opset (--opset) must be an ONNX opset this torch exports, {ONNX_MIN_OPSET} to "
                          f"{ONNX_MAX_OPSET}, got {opset!r} (17 is the default)")
+    std = (meta or {}).get("std")
+    if std is not None and not all(s > 0 for s in std):  # the file's predictor would divide by it
+        raise ValueError(f"meta's std must be > 0 in every channel, got {list(std)}")
 
 
 def export_onnx(
@@ -105,7 +108,7 @@ def export_onnx(
     """
     import onnx  # optional extra: pip install resnet-lab[onnx]
 
-    _check_exporter_and_opset(exporter, opset)
+    _check_export_args(exporter, opset, meta)
     size = _check_input_size(input_size)
     path = Path(path)
     work = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
