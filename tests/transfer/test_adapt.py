@@ -160,3 +160,16 @@ def test_from_file_reads_the_stem_channels_and_class_count_off_the_tensor_shapes
     src = load_source(file=tmp_path / "small.pth", model="resnet18")
     assert src.arch == {"name": "resnet18", "num_classes": 7, "in_channels": 1, "norm": "batch", "small_input": True}
     assert src.mean is None  # a 1-channel, 7-class file says nothing about its preprocessing
+
+
+def test_transfer_model_refuses_a_channel_count_it_would_ignore_and_a_path_for_a_source(tv_resnet18):
+    from resnet_lab.transfer import transfer_model
+
+    _, path = tv_resnet18
+    source = load_source(file=path, model="resnet18")
+    with pytest.raises(ValueError, match="in_channels must be 1 .grayscale. or 3 .RGB., got 0"):
+        transfer_model(source, "last", num_classes=5, in_channels=0)
+    with pytest.raises(TypeError, match="source must be a WeightSource from load_source"):
+        transfer_model(str(path), "last", num_classes=5)
+    model, _ = transfer_model(source, "last", num_classes=5, in_channels=1)
+    assert model.model_config["in_channels"] == 1

@@ -197,7 +197,10 @@ def lr_find(
         config: the training recipe the test should match: ``optimizer``, ``momentum``, ``nesterov``,
             ``weight_decay``, ``lr_scale``, ``norm_lr_scale``, ``label_smoothing``, ``grad_clip``, ``bf16``/``fp16``,
             ``channels_last``, ``seed`` (dropout draws), ``device``, ``progress``; ``lr``, the schedule and
-            the run-directory fields do not matter here. Default ``TrainConfig()``.
+            the run-directory fields do not matter here, and ``ema``, ``lookahead``,
+            ``progressive_resize`` and ``checkpoint_segments`` are not applied (the test takes plain
+            steps at full size: a model that fits in memory only with checkpointing may not fit
+            here). Default ``TrainConfig()``.
         start_lr, end_lr: the first and the last learning rate (fastai's 1e-7 and 10).
         steps: optimizer steps at most (fastai's 100).
         beta: weight of the smoothed loss's running average (fastai's 0.98).

@@ -148,6 +148,10 @@ def transfer_model(
         ``(model, plan)``: the model (in train mode, on the CPU) and a :class:`TransferPlan`.
     """
     check_transfer_options(strategy, unfreeze_from, backbone_lr_scale, 0)
+    if not hasattr(source, "arch"):
+        raise TypeError(f"source must be a WeightSource from load_source(...), got {type(source).__name__}")
+    if in_channels is not None and in_channels not in (1, 3):  # 0 was taken as "the weights' own"
+        raise ValueError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
     arch = dict(source.arch)
     name = arch.pop("name")
     in_ch = int(in_channels or arch.get("in_channels", 3))
