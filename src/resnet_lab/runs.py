@@ -48,6 +48,7 @@ from .weights import get_weights, is_weights_name
 __all__ = [
     "FORMAT",
     "RUN_FILES",
+    "arch_outputs",
     "check_output_file",
     "atomic_write",
     "atomic_write_text",
@@ -245,6 +246,12 @@ def save_state_dict(path: str | os.PathLike, state: dict[str, torch.Tensor] | nn
     return atomic_write(path, _safetensors_writer(state, metadata))
 
 
+def arch_outputs(arch: dict[str, Any]) -> int | None:
+    """The outputs of the model an ``arch`` (``model.model_config``) builds: its stacked head's
+    classes when it has one, else ``num_classes``; None when it does not say."""
+    return arch.get("stacked_head") or arch.get("num_classes")
+
+
 def _model_meta(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     """``meta`` with the model's ``arch``, checked against the model: a model.json that does not
     describe its weights could never be loaded."""
@@ -256,8 +263,7 @@ def _model_meta(model: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     elif config is not None and meta["arch"].get("name") != config.get("name"):
         raise ValueError(f"meta's arch ({meta['arch'].get('name')}) does not describe the model "
                          f"({config.get('name')}): leave 'arch' out of meta, or pass the model's model_config")
-    built, classes = config or meta["arch"], meta.get("classes")
-    outputs = built.get("stacked_head") or built.get("num_classes")
+    classes, outputs = meta.get("classes"), arch_outputs(config or meta["arch"])
     if classes is not None and outputs is not None and len(classes) != outputs:
         raise ValueError(f"meta names {len(classes)} classes but the model has {outputs} outputs: give one class "
                          "name per output")

@@ -13,7 +13,8 @@ conv over the larger map and averages, while torchvision's head first pools to 7
 Normalization: the ``*_bn`` variants put ``norm_layer(norm)`` after every conv (batch norm by
 default, as torchvision's ``vgg*_bn``). The plain variants are the paper's network and have **no
 normalization layers: :func:`~resnet_lab.models.create_model` builds them whatever ``norm``
-says and records ``norm: "none"`` (what was built); the CLI refuses a ``--norm`` for them. Convs keep their bias in every variant, as torchvision's do
+says and records ``norm: "none"`` (what was built); the CLI refuses a ``--norm`` for them.
+Convs keep their bias in every variant, as torchvision's do
 (its ``vgg*_bn`` checkpoints carry conv biases).
 """
 

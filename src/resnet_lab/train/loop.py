@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.transforms import tta_views
 from ..nn import BatchNormBase
+from ..runs import arch_outputs
 from .averaging import WeightAveraging
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
@@ -457,7 +458,7 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
                              "with create_model, give meta={'arch': ...}, or leave out unset")
         return
     classes, channels = len(data.info.classes), int(data.info.input_size[0])
-    outputs = arch.get("stacked_head") or arch.get("num_classes")
+    outputs = arch_outputs(arch)
     if outputs is not None and outputs != classes:
         raise ValueError(f"the model has {outputs} outputs but the data has {classes} classes: "
                          f"create_model(..., num_classes={classes})")
