@@ -366,3 +366,12 @@ def test_an_lr_scale_prefix_that_matches_no_parameter_is_refused_naming_the_modu
         build_optimizer(model, lr_scale={"layer3.": 0.5, "layr3.": 0.0})
     groups = build_optimizer(model, lr_scale={"layer3.": 0.5}).param_groups
     assert {g["lr_scale"] for g in groups} == {0.5, 1.0}
+
+
+def test_evaluate_takes_auto_and_names_the_devices_for_an_unknown_one():
+    from resnet_lab.models import create_model
+
+    model, test = create_model("resnet8", num_classes=10), _fake().test
+    assert evaluate(model, test, num_classes=10, device="auto")["n"] == evaluate(model, test, num_classes=10)["n"]
+    with pytest.raises(ValueError, match=r"unknown device 'gpu' \(--device\): use auto, cpu, cuda, cuda:N or mps"):
+        evaluate(model, test, num_classes=10, device="gpu")

@@ -184,7 +184,7 @@ def evaluate(
     """
     if tta_shift < 0:
         raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {tta_shift}")
-    device = torch.device(device)
+    device = resolve_device(device)  # "auto" and a clear message for "gpu", as train
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
