@@ -687,18 +687,18 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-# Path options where an empty string is a mistake (a shell variable that was not set), not "not given".
-_PATH_OPTIONS = ("out", "data_dir", "onnx", "cam", "source", "from_file", "run", "images")
+# Path options where an empty string is a mistake (a shell variable that was not set), not "not
+# given": argparse's dest -> the name the message shows.
+_PATH_OPTIONS = {"out": "--out", "data_dir": "--data-dir", "onnx": "--onnx", "cam": "--cam", "source": "--from",
+                 "from_file": "--from-file", "run": "RUN", "images": "IMAGES"}
 
 
 def _refuse_empty_paths(args) -> None:
-    for dest in _PATH_OPTIONS:
+    for dest, shown in _PATH_OPTIONS.items():
         values = getattr(args, dest, None)
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str) and not value.strip():
-                flag = dest.upper() if dest in ("run", "images") else "--" + dest.replace("_", "-")
-                flag = "--from" if dest == "source" else flag
-                raise ValueError(f"{flag} is an empty string: give a path (an unset shell variable?)")
+                raise ValueError(f"{shown} is an empty string: give a path (an unset shell variable?)")
 
 
 _OOM_TEXT = "can't allocate memory"  # torch's CPU allocator, as a plain RuntimeError

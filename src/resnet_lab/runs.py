@@ -35,7 +35,7 @@ import os
 import tempfile
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -50,6 +50,7 @@ __all__ = [
     "RUN_FILES",
     "arch_outputs",
     "check_output_file",
+    "is_one_of",
     "atomic_write",
     "atomic_write_text",
     "find_model_json",
@@ -75,6 +76,12 @@ FORMAT = "resnet-lab/1"
 RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetensors", "metrics.jsonl")
 
 
+def is_one_of(path: str | os.PathLike, others: Sequence[str | os.PathLike]) -> bool:
+    """Whether the existing file ``path`` is one of ``others`` (the same file, however named)."""
+    path = Path(path)
+    return path.is_file() and any(Path(o).exists() and path.samefile(o) for o in others)
+
+
 def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str, ...],
                       inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Refuse an output path that would destroy something, before any work is done: one of the
@@ -94,10 +101,9 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
             raise ValueError(f"{path} does not end in {' or '.join(suffixes)}: name the {kind} file so, e.g. "
                              f"{path.with_suffix(suffixes[0])}")
         return path
-    for given in inputs:
-        if Path(given).exists() and path.samefile(given):
-            raise FileExistsError(f"{path} is one of this command's inputs; writing the {kind} there would destroy "
-                                  "it: choose another output path")
+    if is_one_of(path, inputs):
+        raise FileExistsError(f"{path} is one of this command's inputs; writing the {kind} there would destroy "
+                              "it: choose another output path")
     if path.name in RUN_FILES and (path.parent / "model.json").exists():
         raise FileExistsError(f"{path} belongs to the run in {path.parent}; writing the {kind} there would destroy "
                               "it: choose another output path")

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..data import to_model_input
 from ..models import model_info
-from ..runs import load_model
+from ..runs import is_one_of, load_model
 from .predict import load_image
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
@@ -206,10 +206,9 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
 def _not_an_input(targets: list[Path], images: Sequence[str | os.PathLike]) -> list[Path]:
     """Refuse a map that would overwrite one of the images it is drawn from."""
     for target in targets:
-        for image in images:
-            if target.is_file() and Path(image).exists() and target.samefile(image):
-                raise ValueError(f"--cam {target} is one of the input images; the map would overwrite it: choose "
-                                 "another --cam path")
+        if is_one_of(target, images):
+            raise ValueError(f"--cam {target} is one of the input images; the map would overwrite it: choose "
+                             "another --cam path")
     return targets
 
 
