@@ -1,5 +1,6 @@
-"""preprocess, the one preprocessing of a single image (prediction, ONNX, to_model_input), against
-torchvision's Resize / CenterCrop / Normalize applied to the same PIL image."""
+"""preprocess, the one preprocessing of a single image (prediction, ONNX, to_model_input): "whole"
+against torchvision's Resize / Normalize on the same PIL image, "crop" against the test pipeline a
+folder dataset's model was evaluated with (folder_transforms(train=False))."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from resnet_lab.data import preprocess, to_model_input
+from resnet_lab.data.transforms import folder_transforms
 
 
 def reference(img: Image.Image, size: tuple[int, int], mean, std, crop: bool) -> torch.Tensor:
@@ -21,22 +23,49 @@ def reference(img: Image.Image, size: tuple[int, int], mean, std, crop: bool) ->
 
 
 @pytest.mark.parametrize("mode, channels", [("RGB", 3), ("L", 1)])
-def test_whole_and_crop_resizing_match_torchvision_on_the_pil_image(mode, channels):
+def test_whole_resizing_matches_torchvision_on_the_pil_image(mode, channels):
     rng = np.random.default_rng(0)
     shape = (50, 100, 3) if mode == "RGB" else (50, 100)  # 100 x 50: the short side 50 -> 64 makes 128 x 64
     img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
     mean, std = [0.4, 0.5, 0.6][:channels], [0.2, 0.25, 0.3][:channels]
-    for resize, size, crop in [("crop", (64, 64), True), ("whole", (28, 28), False), ("whole", (20, 36), False)]:
+    for resize, size, crop in [("whole", (28, 28), False), ("whole", (20, 36), False)]:
         ours = preprocess(img, (channels, *size), mean, std, resize)
         assert ours.shape == (channels, *size) and ours.dtype == torch.float32 and ours.is_contiguous()
         torch.testing.assert_close(ours, reference(img, size, mean, std, crop), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("width, height", [(100, 72), (100, 77), (91, 64), (129, 100), (72, 100), (64, 64), (300, 41)])
+def test_crop_is_the_folder_test_pipeline_pixel_for_pixel_at_any_aspect_ratio(width, height, channels):
+    # Prediction must see what evaluation saw: torchvision truncates the long side and rounds the
+    # crop offset; rounding the one or flooring the other shifts or rescales by a pixel.
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = (127 + 60 * np.sin(xx / 5.0) + 60 * np.cos(yy / 7.0)).astype(np.uint8)
+    img = Image.fromarray(np.stack([smooth, smooth[::-1], 255 - smooth], -1))
+    mean, std = [0.4, 0.5, 0.6][:channels], [0.2, 0.25, 0.3][:channels]
+    ours = preprocess(img, (channels, 64, 64), mean, std, "crop")
+    evaluated = folder_transforms(64, channels, mean, std, train=False)(img)
+    torch.testing.assert_close(ours, evaluated, atol=1e-6, rtol=0)
+
+
+def test_crop_to_a_non_square_input_covers_it_and_takes_the_middle():
+    # No test pipeline makes a non-square crop; a float64 reference of the geometry instead: a
+    # 100 x 50 (W x H) ramp, value 2x in column x, scaled to cover 40 x 30 is 60 x 30, and its
+    # middle 40 columns are 10..49, whose centres sit at x = (j + 10.5) * 100 / 60 - 0.5.
+    ramp = np.tile(np.arange(100, dtype=np.uint8)[None, :] * 2, (50, 1))
+    ours = preprocess(Image.fromarray(ramp), (1, 30, 40), [0.0], [1.0], "crop")
+    assert ours.shape == (1, 30, 40)
+    j = torch.arange(40, dtype=torch.float64)
+    expected = 2 * ((j + 10.5) * 100 / 60 - 0.5)
+    assert (ours[0].double() * 255 - expected).abs().max() <= 1.0  # a linear ramp stays linear; uint8 rounding
+
+
 def test_auto_is_whole_up_to_64_px_and_crop_above():
     img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 100, 3), dtype=np.uint8))
-    for side, crop in [(64, False), (65, True)]:
-        ref = reference(img, (side, side), [0.5] * 3, [0.5] * 3, crop)
-        torch.testing.assert_close(preprocess(img, (3, side, side), [0.5], [0.5]), ref, atol=1e-5, rtol=0)
+    ref = reference(img, (64, 64), [0.5] * 3, [0.5] * 3, crop=False)
+    torch.testing.assert_close(preprocess(img, (3, 64, 64), [0.5], [0.5]), ref, atol=1e-5, rtol=0)
+    ref = folder_transforms(65, 3, [0.5] * 3, [0.5] * 3, train=False)(img)
+    torch.testing.assert_close(preprocess(img, (3, 65, 65), [0.5], [0.5]), ref, atol=1e-6, rtol=0)
 
 
 def test_to_model_input_is_preprocess_with_a_batch_dimension_and_invert_flips_the_pixels():

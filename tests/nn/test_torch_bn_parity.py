@@ -481,6 +481,26 @@ def test_create_feature_extractor_traces_a_scratch_bn_resnet_and_matches_its_lay
     torch.testing.assert_close(extractor.bn1.running_mean, model.bn1.running_mean, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("traced_in", ["train", "eval"])
+def test_fx_graph_follows_the_mode_it_runs_in_not_the_one_it_was_traced_in(traced_in):
+    # torch's BN is an fx leaf, so its graph reads .training when it runs; ours must too.
+    graphs = {}
+    for name, cls in (("ours", rnn.BatchNorm2d), ("torch", nn.BatchNorm2d)):
+        torch.manual_seed(0)
+        layer = cls(3)
+        with torch.no_grad():
+            layer.running_mean.fill_(0.5), layer.running_var.fill_(4.0)
+        getattr(layer, traced_in)()
+        graphs[name] = torch.fx.symbolic_trace(nn.Sequential(nn.Identity(), layer))
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1)) * 2 + 1
+    for mode in ("eval", "train", "eval"):
+        outs = {name: getattr(g, mode)()(x) for name, g in graphs.items()}
+        torch.testing.assert_close(outs["ours"], outs["torch"], atol=1e-5, rtol=1e-5)
+    ours, ref = graphs["ours"].get_submodule("1"), graphs["torch"].get_submodule("1")
+    assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item() == 1
+    torch.testing.assert_close(ours.running_var, ref.running_var, atol=1e-6, rtol=1e-6)
+
+
 def test_fx_traced_scratch_bn_keeps_its_input_checks():
     traced = torch.fx.symbolic_trace(nn.Sequential(nn.Identity(), rnn.BatchNorm2d(4)))
     with pytest.raises(ValueError, match="expected 4D input"):

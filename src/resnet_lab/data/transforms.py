@@ -465,15 +465,25 @@ def preprocess(
         img = ImageOps.invert(img)
     if mode == "whole":
         img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1).contiguous()  # (C, H, W)
     else:
-        iw, ih = img.size
-        s = max(h / ih, w / iw)  # scale so the image covers (H, W), then crop the middle
-        nw, nh = max(w, round(iw * s)), max(h, round(ih * s))
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = (nw - w) // 2, (nh - h) // 2
-        img = img.crop((left, top, left + w, top + h))
-    x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1).contiguous()  # (C, H, W)
+        x = _resize_center_crop(torch.from_numpy(np.array(img, dtype=np.uint8)).view(img.height, img.width, c)
+                                .permute(2, 0, 1).contiguous(), h, w)
     return normalize(x[None], tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std)))[0]
+
+
+def _resize_center_crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """uint8 (C, H', W') scaled so that it covers (h, w), then its center (h, w): for a square
+    output the folder test pipeline's ``Resize(size) + CenterCrop(size)`` on the tensor, op for op
+    (torchvision's sizes: the long side truncated, the crop offset rounded)."""
+    from torchvision.transforms.v2 import functional as TF  # deferred: importing torchvision costs 2-3 s
+
+    ih, iw = x.shape[-2:]
+    if h / ih >= w / iw:  # the height decides: as Resize(h) when the height is the shorter side
+        size = [h, max(w, int(h * iw / ih))]
+    else:
+        size = [max(h, int(w * ih / iw)), w]
+    return TF.center_crop(TF.resize(x, size, antialias=True), [h, w])
 
 
 def to_model_input(

@@ -92,6 +92,17 @@ def _forward(
     )
 
 
+def _layer_forward(x: Tensor, layer: "BatchNormBase") -> Tensor:
+    """``layer``'s forward on ``x`` with the layer's mode and state read now: the call a traced
+    graph records (the layer becomes a ``get_attr`` node, so its ``training`` is not frozen in)."""
+    if has_torch_function_unary(x):
+        return handle_torch_function(_layer_forward, (x,), x, layer)
+    return _forward(
+        x, layer.running_mean, layer.running_var, layer.num_batches_tracked, layer.weight, layer.bias,
+        layer.training, layer.track_running_stats, layer.momentum, layer.eps,
+    )
+
+
 class BatchNormBase(nn.Module):
     """Shared state and logic of the 1d and 2d variants (and of the distributed SyncBatchNorm).
 
@@ -185,6 +196,10 @@ class BatchNormBase(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)
+        if not torch.jit.is_scripting() and has_torch_function_unary(x):
+            # torch.fx: one call that reads the mode and the state from the layer when the graph
+            # runs, so a graph traced in training follows .eval() as torch's BN (an fx leaf) does.
+            return handle_torch_function(_layer_forward, (x,), x, self)
         return _forward(
             x,
             self.running_mean,
