@@ -265,3 +265,41 @@ def test_bn_without_running_stats_is_kept_and_reported():
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         assert torch.allclose(fused(x), model(x))
+
+
+def test_a_linear_bn1d_fold_is_right_on_2d_input_and_refuses_3d_input_where_it_would_be_wrong():
+    # A Linear acts on the last dim, BatchNorm1d on dim 1: on (N, L, F) input with L == F the
+    # widths match but the fold is not the same function, and no module says which input comes.
+    model = randomize_bn(nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8)), seed=8).eval().double()
+    fused, report = fuse_bn_with_report(model)
+    assert report.folded == [("0", "1")]
+    flat = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert rel_err(fused(flat), model(flat)) < 1e-12
+        with pytest.raises(ValueError, match=r"\(N, C\) input only, got shape \(5, 8, 8\)"):
+            fused(torch.randn(5, 8, 8, dtype=torch.float64))
+        model(torch.randn(5, 8, 8, dtype=torch.float64))  # the unfolded model takes it
+
+
+def test_a_conv_whose_weight_is_tied_to_another_module_is_not_folded():
+    # Folding writes the weight in place, which would change the module it is tied to as well.
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)
+            self.conv2, self.bn2 = nn.Conv2d(3, 3, 3, padding=1, bias=False), nn.BatchNorm2d(3)
+            self.conv3 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+            self.conv3.weight = self.conv1.weight
+
+        def forward(self, x: Tensor) -> Tensor:
+            x = self.conv3(torch.relu(self.bn1(self.conv1(x))))
+            return self.bn2(self.conv2(x))
+
+    model = randomize_bn(Tied(), seed=9).eval().double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    fused, report = fuse_bn_with_report(model)
+    assert report.folded == [("conv2", "bn2")]
+    assert dict(report.unfolded)["bn1"] == "the weights of conv1 are tied to another module's"
+    with torch.no_grad():
+        assert rel_err(fused(x), model(x)) < 1e-12
+    assert fused.conv3.weight is fused.conv1.weight

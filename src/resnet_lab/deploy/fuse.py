@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 
-__all__ = ["BN_TYPES", "FOLDABLE_TYPES", "FuseReport", "count_bn", "fuse_bn", "fuse_bn_with_report", "plan_bn_folding"]
+__all__ = ["BN_TYPES", "FOLDABLE_TYPES", "FoldedAfterLinear", "FuseReport", "count_bn", "fuse_bn", "fuse_bn_with_report", "plan_bn_folding"]
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,24 @@ def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
         layer.bias.copy_(new_b.to(dtype))
 
 
+class FoldedAfterLinear(nn.Identity):
+    """Where a BatchNorm1d folded into the Linear before it was: the identity for (N, C) input.
+
+    The fold is right only when the Linear's output is (N, C): a Linear acts on the last dim, a
+    BatchNorm1d on dim 1, so on (N, L, F) input the two differ, and nothing in a module tells which
+    input it will get. A 3-D input is refused here instead of giving wrong outputs.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2:
+            raise ValueError(
+                f"a BatchNorm1d folded into the Linear before it takes (N, C) input only, got shape "
+                f"{tuple(x.shape)}: on (N, L, C) input the BN normalizes dim 1, not the Linear's outputs; "
+                "fuse_bn this model only for 2-D use, or do not fold it"
+            )
+        return x
+
+
 def _apply(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
     for layer_name, bn_name in pairs:
         layer = model.get_submodule(layer_name)
@@ -273,7 +291,7 @@ def _apply(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
         _fold_into(layer, bn)
         parent_name, _, attr = bn_name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, nn.Identity())
+        setattr(parent, attr, FoldedAfterLinear() if isinstance(layer, nn.Linear) else nn.Identity())
 
 
 def _check_eval(model: nn.Module) -> None:
@@ -291,6 +309,16 @@ def _shared_modules(model: nn.Module) -> set[int]:
     for _, m in model.named_modules(remove_duplicate=False):
         seen[id(m)] = seen.get(id(m), 0) + 1
     return {k for k, v in seen.items() if v > 1}
+
+
+def _shared_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters that more than one module holds (tied weights): folding writes the
+    weight in place, which would change the other module too."""
+    owners: dict[int, set[int]] = {}
+    for m in model.modules():
+        for p in m.parameters(recurse=False):
+            owners.setdefault(id(p), set()).add(id(m))
+    return {k for k, v in owners.items() if len(v) > 1}
 
 
 def _example_input(model: nn.Module) -> Tensor:
@@ -321,11 +349,14 @@ def fuse_bn_with_report(
     _check_eval(model)
     work = model if inplace else copy.deepcopy(model)
     report = plan_bn_folding(work)
-    shared = _shared_modules(work)
+    shared, tied = _shared_modules(work), _shared_parameters(work)
     keep = []
     for layer_name, bn_name in report.folded:
-        if id(work.get_submodule(layer_name)) in shared or id(work.get_submodule(bn_name)) in shared:
+        layer = work.get_submodule(layer_name)
+        if id(layer) in shared or id(work.get_submodule(bn_name)) in shared:
             report.unfolded.append((bn_name, "module registered under several names (shared)"))
+        elif any(id(p) in tied for p in layer.parameters(recurse=False)):
+            report.unfolded.append((bn_name, f"the weights of {layer_name} are tied to another module's"))
         else:
             keep.append((layer_name, bn_name))
     report.folded = keep
