@@ -246,6 +246,18 @@ def test_very_deep_third_net_must_train_too_and_a_diverged_seed_counts_at_chance
     assert "paper's recipe" in checks[2].question
 
 
+def test_very_deep_names_seeds_that_stopped_in_their_first_step_apart_from_later_divergence():
+    # The plain-1202's first backward pass overflows float32: a NaN before any update, which
+    # gradient clipping cannot scale back; the check says so rather than "did not learn".
+    losses = {"resnet-1202": seeds3([2.3, 2.3, 1.5, 1.4]),
+              "plain-1202": [[math.nan], [math.nan], [2.3, 2.3, 2.3, math.nan]]}
+    diverged = {"resnet-1202": [False] * 3, "plain-1202": [True] * 3}
+    checks = very_deep.claim_checks(losses, diverged, list(losses), protocols=PROTOCOLS, window=2, num_classes=10)
+    assert answers(checks) == [True, True]
+    assert "3 diverged, counted at chance; 2 of them in the first step, before any update" in checks[1].evidence
+    assert "first step" not in checks[0].evidence
+
+
 # --- bn_imbalance: no norm beats BN by more than the sum of the seed sds and > 0.005, in AUC and
 # --- in balanced accuracy ---
 

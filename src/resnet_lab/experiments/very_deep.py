@@ -53,8 +53,10 @@ BUDGET: dict[str, dict[str, Any]] = {
                  seeds=3),
 }
 # ResNet-1202 and plain-1202: one-cycle (its first quarter a linear warm-up) and the global gradient
-# norm clipped to 1, so that no net can be knocked out by a single exploding first step (the
-# plain-1202's first-step gradient is huge) and the question is only whether it learns.
+# norm clipped to 1, so that a large but finite first-step gradient cannot knock a net out and the
+# question is whether it learns. Clipping cannot help a gradient that is already non-finite: the
+# plain-1202's first backward pass overflows float32 (its norm is ~1e77 in float64), and the
+# check says so instead of calling it a net that trained and failed to learn.
 LR, GRAD_CLIP = 0.05, 1.0
 # Pre-activation ResNet-1001: the paper's rates (for its batch of 128; ours is smaller), constant,
 # no clipping: under the clipping above its stem gradient (~1e4) took the whole clipped norm and
@@ -183,10 +185,15 @@ def claim_checks(step_losses: Mapping[str, Sequence[Sequence[float]]], diverged:
         firsts = [_trend(c, k)[0] for c in step_losses[label]]
         firsts = [f for f in firsts if f == f]
         n_div = sum(diverged[label])
+        # a diverged seed with no finite step loss stopped in its first step, before any update
+        at_first = sum(d and not any(v == v for v in c) for c, d in zip(step_losses[label], diverged[label]))
         checks.append(Check(
             f"{label} {'trains' if want else 'does not train'} {protocols[label]}", ok,
             f"mean training loss of the last {k} steps {last.fmt(3)} (mean ± sd over {last.n} seeds"
-            + (f"; {n_div} diverged, counted at chance" if n_div else "") + "), of the first "
+            + (f"; {n_div} diverged, counted at chance" if n_div else "")
+            + (f"; {at_first} of them in the first step, before any update: a non-finite loss or gradient "
+               "in the first backward pass, which clipping cannot scale back" if at_first else "")
+            + "), of the first "
             + (f"{k} {statistics.fmean(firsts):.3f}" if firsts else f"{k} n/a")
             + f"; trains: mean + sd below chance ln({num_classes}) = {chance:.3f} by > {BELOW_CHANCE}; does not "
               "train: mean - sd not below it"))
