@@ -1064,13 +1064,13 @@ def probe_experiment(monkeypatch) -> dict:
 def test_experiment_flags_reach_the_named_experiment(capsys, probe_experiment, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, "experiment", "option_probe")
-    assert code == 0 and "verdict: confirmed" in out
+    assert code == 0 and "verdict: confirmed (smoke budget: a check of the pipeline, not evidence)" in out
     assert probe_experiment["budget"] == "smoke" and probe_experiment["seed"] == 0 and probe_experiment["data_dir"] is None
     assert (tmp_path / "runs" / "experiments" / "option_probe" / "report.md").is_file()  # the default --out
     folder = make_folder(tmp_path / "pics")
     code, out, _ = cli(capsys, "experiment", "option_probe", "--budget", "full", "--out", str(tmp_path / "o"),
                        "--data-dir", str(folder), "--device", "cpu", "--seed", "7")
-    assert code == 0
+    assert code == 0 and "verdict: confirmed; report in" in out  # a full run's verdict stands bare
     assert {k: probe_experiment[k] for k in ("budget", "out", "data_dir", "device", "seed", "classes")} == {
         "budget": "full", "out": tmp_path / "o", "data_dir": str(folder), "device": torch.device("cpu"), "seed": 7,
         "classes": ["ants", "bees"]}

@@ -24,6 +24,7 @@ from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .experiments.registry import free_experiment_dir
+from .experiments.report import verdict_text
 from .models import create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
@@ -623,7 +624,7 @@ def cmd_experiment(args) -> int:
     out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
     result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
                             seed=args.seed)
-    print(f"verdict: {result['verdict']}; report in {out}/report.md")
+    print(f"verdict: {verdict_text(result['verdict'], args.budget)}; report in {out}/report.md")
     return 0
 
 

@@ -329,3 +329,10 @@ def test_transfer_compares_strategies_seed_by_seed():
     checks = transfer.claim_checks(_runs(acc, GOOD_PARAMS, GOOD_MS, noise=(-0.08, 0.0, 0.08)), [5, 20])
     assert checks[0].passed
     assert "last 0.93 ± 0.12 pp" in checks[0].evidence  # per-seed differences 1.0, 0.8, 1.0 pp
+
+
+def test_bn_convergence_sweep_cap_is_the_steps_its_one_epoch_runs():
+    # The report states the cap as the sweep's length; training drops the last partial batch, so
+    # a cap above subset // batch would be a number of steps that never ran.
+    full = bn_convergence.BUDGET["full"]
+    assert full["sweep_steps"] == full["subset"] // full["batch"]

@@ -22,6 +22,7 @@ def test_smoke_run_writes_results_plots_and_a_report_with_a_verdict(name, tmp_pa
     assert all(c["question"] and c["evidence"] and isinstance(c["passed"], bool) for c in on_disk["checks"])
     assert on_disk["plots"] and all((out / p).read_bytes()[:8] == PNG_MAGIC for p in on_disk["plots"])
     md = (out / "report.md").read_text()
-    assert on_disk["claim"] in md and f"Verdict: {on_disk['verdict']}" in md
+    assert on_disk["claim"] in md and f"Verdict: {on_disk['verdict']} (smoke budget: a check of the pipeline, not evidence)" in md
+    assert md.startswith(f"# {name}: {on_disk['verdict']} (smoke budget")  # the title says it too
     assert all(c["question"] in md for c in on_disk["checks"])
     assert len(on_disk["table"]["rows"]) >= 2

@@ -65,7 +65,7 @@ BUDGET: dict[str, dict[str, Any]] = {
                   seeds=2, lrs=(0.02, 0.1), sweep_steps=3, f64_steps=2, f64_batch=8,
                   lenet=dict(subset=256, epochs=1, max_steps=3, batch=32, test=128)),
     "full": dict(depth=20, widths=(16, 32, 64), subset=6000, epochs=3, max_steps=None, test=2000, image_size=None,
-                 batch=128, seeds=3, lrs=(0.003, 0.01, 0.03, 0.1, 0.3), sweep_steps=47, f64_steps=3, f64_batch=32,
+                 batch=128, seeds=3, lrs=(0.003, 0.01, 0.03, 0.1, 0.3), sweep_steps=46, f64_steps=3, f64_batch=32,
                  lenet=dict(subset=None, epochs=10, max_steps=None, batch=256, test=None)),
 }
 NORMS = {"torch BN": "batch", "scratch BN": "scratch", "no norm": "none"}

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from .report import Report, write_report
+from .report import Report, verdict_text, write_report
 from .runner import BUDGETS, Context
 
 __all__ = ["EXPERIMENT_MODULES", "get_experiment", "list_experiments", "run_experiment"]
@@ -147,5 +147,5 @@ def run_experiment(
     report.notes = [*report.notes, *(n for n in ctx.notes if n not in report.notes)]
     seconds = time.perf_counter() - t0
     results = write_report(ctx.out, name, report, budget=budget, seconds=seconds)
-    log(f"[{name}] verdict: {results['verdict']} ({seconds:.0f} s); report in {ctx.out / 'report.md'}")
+    log(f"[{name}] verdict: {verdict_text(results['verdict'], budget)} ({seconds:.0f} s); report in {ctx.out / 'report.md'}")
     return results

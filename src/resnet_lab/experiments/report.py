@@ -42,11 +42,18 @@ __all__ = [
     "plot_lines",
     "rule_text",
     "verdict_from_checks",
+    "verdict_text",
     "within",
     "write_report",
 ]
 
 VERDICTS = ("confirmed", "not confirmed", "mixed")
+
+
+def verdict_text(verdict: str, budget: str) -> str:
+    """The verdict as people read it: at the smoke budget (seconds, one or two seeds) the checks run
+    on figures too small to mean anything, so the word is marked as no evidence."""
+    return f"{verdict} (smoke budget: a check of the pipeline, not evidence)" if budget == "smoke" else verdict
 
 
 @dataclass
@@ -337,14 +344,14 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
     }
     atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1))
 
-    lines = [f"# {name}: {verdict}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
+    lines = [f"# {name}: {verdict_text(verdict, budget)}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in report.setup.items()]
     lines += [f"- budget: {budget}; wall time {seconds:.0f} s; {results['date']}",
               f"- machine: {results['machine']}", f"- command: `{command}`", "", "## Measured", ""]
     lines.append("| " + " | ".join(report.columns) + " |")
     lines.append("|" + "---|" * len(report.columns))
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in report.rows]
-    lines += ["", f"## Verdict: {verdict}", ""]
+    lines += ["", f"## Verdict: {verdict_text(verdict, budget)}", ""]
     lines += [f"- [{'x' if c.passed else ' '}] {c.question}: {c.evidence}" for c in report.checks]
     if report.findings:
         lines += ["", "## Other findings", ""] + [f"- {f}" for f in report.findings]
