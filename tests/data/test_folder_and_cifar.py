@@ -258,3 +258,107 @@ def test_streaming_loader_resumes_mid_epoch_with_the_same_remaining_batches(tmp_
     assert state == {"epoch": 3, "position": 1} and len(rest) == len(resumed) == len(first) - 1 == 3
     for (xa, ya), (xb, yb) in zip(rest, resumed):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+
+
+def write_cifar10_dir(root: Path, **replace) -> Path:
+    """cifar-10-batches-py with 4 images per batch, then the named files (``data_batch_3``,
+    ``batches.meta``, ...) replaced by the given objects, pickled as they are."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    files = {f"data_batch_{i}": cifar_batch(4, i) for i in range(1, 6)}
+    files["test_batch"] = cifar_batch(4, 9)
+    files["batches.meta"] = {b"label_names": CIFAR10_NAMES}
+    files.update(replace)
+    for name, obj in files.items():
+        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+    return root
+
+
+def with_entry(batch: dict, key: bytes, value) -> dict:
+    return {**batch, key: value}
+
+
+@pytest.mark.parametrize("replace, bad_file, match", [
+    ({"data_batch_3": with_entry(cifar_batch(4, 3), b"labels", [0, 10, 2, 3])}, "data_batch_3",
+     r"has label 10, expected 0\.\.9 \(batches\.meta names 10 classes\)"),
+    ({"test_batch": with_entry(cifar_batch(4, 3), b"labels", [0, -1, 2, 3])}, "test_batch",
+     r"has label -1, expected 0\.\.9"),
+    ({"batches.meta": {b"label_names": CIFAR10_NAMES[:5]},
+      "data_batch_1": with_entry(cifar_batch(4, 1), b"labels", [0, 1, 7, 2])},
+     "data_batch_1", r"has label 7, expected 0\.\.4 \(batches\.meta names 5 classes\)"),
+    ({"batches.meta": {b"num_cases_per_batch": 4}}, "batches.meta", r"lacks the entries \['label_names'\]"),
+    ({"data_batch_4": [1, 2, 3]}, "data_batch_4", r"holds a pickled list, not the dict"),
+    ({"batches.meta": ["a"] * 10}, "batches.meta", r"holds a pickled list, not the dict"),
+    ({"data_batch_2": with_entry(cifar_batch(4, 2), b"labels", [0, 1, 2])}, "data_batch_2",
+     r"has 4 images but labels of shape \(3,\), expected \(4,\)"),
+    ({"data_batch_1": with_entry(cifar_batch(4, 1), b"data", np.full((4, 3072), 300, np.int64))}, "data_batch_1",
+     r"data are int64 from 300 to 300, expected pixel values 0\.\.255"),
+])
+def test_cifar_refuses_malformed_batches_and_meta_with_one_line_naming_the_file(
+    tmp_path, monkeypatch, replace, bad_file, match
+):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path, **replace)
+    with pytest.raises(ValueError, match=match) as e:
+        load_data("cifar10", data_dir=root, batch_size=2)
+    msg = str(e.value)
+    assert str(root / "cifar-10-batches-py" / bad_file) in msg and "get it again" in msg and "\n" not in msg
+
+
+def test_cifar_data_given_as_int64_within_0_to_255_still_loads_exactly(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    wide = cifar_batch(4, 1)
+    wide[b"data"] = wide[b"data"].astype(np.int64)
+    b = load_data("cifar10", data_dir=write_cifar10_dir(tmp_path, data_batch_1=wide), batch_size=2, augment=False)
+    np.testing.assert_array_equal(b.train.images[:4].numpy().reshape(4, -1), wide[b"data"])
+
+
+def test_folder_skips_and_reports_a_dangling_symlink_instead_of_failing(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            rgb(8, 8, (i * 60, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, val_fraction=0.34)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, BadImageWarning)]
+    assert len(msgs) == 1 and "1 unreadable" in msgs[0]
+    assert f"{tmp_path / 'a' / 'gone.png'}: broken symbolic link to {tmp_path / 'nowhere.png'}" in msgs[0]
+    assert b.num_train + b.num_test == 6
+
+
+def test_folder_follows_a_symlinked_subfolder_once_and_survives_a_symlink_loop(tmp_path):
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for i in range(4):
+        rgb(8, 8, (0, i * 60, 0)).save(elsewhere / f"x{i}.png")
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(2):
+            rgb(8, 8, (i * 60, 0, 0)).save(data / cls / f"{i}.png")
+    (data / "a" / "more").symlink_to(elsewhere, target_is_directory=True)   # photos kept elsewhere: count
+    (data / "a" / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice: once
+    (data / "b" / "loop").symlink_to(data / "b", target_is_directory=True)  # a cycle: must end
+    b = load_data("folder", data_dir=data, batch_size=2, num_workers=0, val_fraction=0.34)
+    samples = b.train.dataset.samples + b.test.dataset.samples
+    by_class = {c: sorted(Path(p).name for p, y in samples if y == i) for i, c in enumerate(b.info.classes)}
+    assert by_class == {"a": ["0.png", "1.png", "x0.png", "x1.png", "x2.png", "x3.png"], "b": ["0.png", "1.png"]}
+
+
+def test_gray_imagenet_mean_is_the_luma_of_imagenets_channel_means(tmp_path):
+    """A 1-channel folder model is normalized with ImageNet's gray mean; the loader makes gray with
+    PIL's ITU-R 601-2 luma, which is linear, so the mean is the luma of the channel means: checked
+    in float64 and against PIL's own conversion of the ImageNet mean colour."""
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            rgb(8, 8, (i * 60, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (gray_mean,) = load_data("folder", data_dir=tmp_path, in_channels=1, batch_size=2, num_workers=0).info.mean
+    rgb_mean = (0.485, 0.456, 0.406)  # ImageNet (torchvision)
+    assert gray_mean == pytest.approx(0.299 * rgb_mean[0] + 0.587 * rgb_mean[1] + 0.114 * rgb_mean[2], abs=5e-4)
+    pil_gray = np.asarray(rgb(1, 1, tuple(round(255 * m) for m in rgb_mean)).convert("L"))[0, 0] / 255
+    assert abs(gray_mean - pil_gray) < 1 / 255

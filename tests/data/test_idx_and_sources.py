@@ -175,3 +175,46 @@ def test_fashion_mnist_as_rgb_32px_matches_pil_resize_of_each_image(isolated):
         ref = np.asarray(Image.fromarray(raw[i]).resize((32, 32), Image.Resampling.BILINEAR), dtype=np.int16)
         for c in range(3):  # gray repeated into each RGB channel
             assert np.abs(got[i, c].astype(np.int16) - ref).max() <= 1
+
+
+def test_read_idx_turns_a_damaged_deflate_stream_into_an_idx_error_naming_the_file(tmp_path):
+    # A valid gzip header followed by a deflate block of the reserved type 3: zlib.error, which is
+    # not an OSError, must still become the one-line "delete it and get it again" error.
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_bytes(bytes([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF, 0x07]) + bytes(20))
+    with pytest.raises(IDXError, match=r"cannot read IDX file .*train-images-idx3-ubyte\.gz.*delete it and get it again"):
+        read_idx(p)
+
+
+def fmnist_with(folder: Path, **replace: np.ndarray) -> Path:
+    """make_fmnist's four plain files, then the named ones (e.g. ``train_images``) replaced by
+    the given arrays, IDX-encoded with the dtype code of their numpy type."""
+    make_fmnist(folder, gz=False)
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.float32): 0x0D}
+    stems = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    for key, arr in replace.items():
+        code = codes[arr.dtype]
+        head = bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+        (folder / stems[key]).write_bytes(head + arr.astype(arr.dtype.newbyteorder(">")).tobytes())
+    return folder
+
+
+@pytest.mark.parametrize("key, arr, match", [
+    # 32 px training images with the 28 px test images: refused, not trained at one size and tested at another
+    ("train_images", np.zeros((20, 32, 32), np.uint8),
+     r"train-images-idx3-ubyte holds uint8 images of 32x32 px, expected uint8 28x28"),
+    ("test_images", np.zeros((10, 28, 27), np.uint8),
+     r"t10k-images-idx3-ubyte holds uint8 images of 28x27 px, expected uint8 28x28"),
+    ("train_images", np.zeros((20, 28, 28), np.float32), r"train-images-idx3-ubyte holds float32 images of 28x28 px"),
+    ("train_labels", (np.arange(20) % 10 - 1).astype(np.int8),
+     r"train-labels-idx1-ubyte has label -1, expected 0\.\.9"),
+    ("test_labels", np.full(10, 10, np.uint8), r"t10k-labels-idx1-ubyte has label 10, expected 0\.\.9"),
+])
+def test_fashion_mnist_refuses_images_not_uint8_28x28_and_labels_outside_0_to_9_naming_the_file(
+    isolated, key, arr, match
+):
+    d = fmnist_with(isolated / "d", **{key: arr})
+    with pytest.raises(ValueError, match=match + ".*delete it and get it again") as e:
+        load_data("fashion-mnist", data_dir=d, batch_size=2)
+    assert str(d) in str(e.value) and "\n" not in str(e.value)

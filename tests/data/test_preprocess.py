@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from resnet_lab.data import preprocess, to_model_input
+from resnet_lab.data import preprocess, to_channels, to_model_input
 from resnet_lab.data.transforms import folder_transforms
 
 
@@ -83,3 +83,52 @@ def test_to_model_input_is_preprocess_with_a_batch_dimension_and_invert_flips_th
 def test_bad_arguments_are_value_errors_naming_them(args, match):
     with pytest.raises(ValueError, match=match):
         preprocess(Image.new("RGB", (8, 8)), *args)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_png_colour_key_transparency_is_composited_over_white_in_prediction_and_the_test_pipeline(tmp_path, mode):
+    # A tRNS colour key: pixels of value 0 (black) are transparent. PIL's own reading of the file
+    # (convert("RGBA")) gives the alpha; composited over white, they must come out white.
+    a = np.zeros((8, 8), np.uint8)
+    a[2:6, 2:6] = 128
+    path = tmp_path / f"{mode}.png"
+    if mode == "L":
+        Image.fromarray(a, "L").save(path, transparency=0)
+    else:
+        Image.fromarray(np.stack([a] * 3, -1), "RGB").save(path, transparency=(0, 0, 0))
+    img = Image.open(path)
+    assert img.mode == mode and "transparency" in img.info
+    alpha = np.asarray(img.convert("RGBA"))[..., 3] / 255.0
+    expected = np.round(a * alpha + 255 * (1 - alpha)) / 255.0  # float64 compositing over white
+    for channels in (1, 3):
+        ours = preprocess(img, (channels, 8, 8), [0.0], [1.0], "whole")
+        evaluated = folder_transforms(8, channels, [0.0] * channels, [1.0] * channels, train=False)(img)
+        torch.testing.assert_close(ours, evaluated, atol=1e-6, rtol=0)  # prediction = test pipeline
+        np.testing.assert_allclose(ours.numpy(), np.broadcast_to(expected, (channels, 8, 8)), atol=1e-6)
+
+
+def test_16_bit_colour_key_is_composited_before_scaling_to_8_bits():
+    # 40000 and 40001 both become gray 156; only the stored key 40000 is transparent.
+    img = Image.fromarray(np.array([[40000, 40001, 0]], np.uint16))
+    img.info["transparency"] = 40000
+    out = np.asarray(to_channels(img, 1))
+    assert out.tolist() == [[255, round(40001 / 257), 0]]
+
+
+@pytest.mark.parametrize("mode", ["I", "I;16"])
+def test_integer_images_map_v_to_v_over_257_whatever_the_rest_of_the_image(mode):
+    # Float64 reference: v / 257 rounded (no ties: 257 is odd), after clipping to 0..65535.
+    v = np.arange(65536, dtype=np.int64).reshape(256, 256)
+    if mode == "I":  # 32-bit: values outside the 16-bit range clip
+        v = v.copy()
+        v[0, :3] = (-5, 70000, 2**31 - 1)
+    img = Image.fromarray(v.astype(np.int32 if mode == "I" else np.uint16))
+    assert img.mode == mode
+    ref = np.round(np.clip(v.astype(np.float64), 0, 65535) / 257)
+    np.testing.assert_array_equal(np.asarray(to_channels(img, 1)), ref)
+    # the same stored value decodes alike in a dark image and in one with a brighter pixel
+    dark = np.full((4, 4), 200, np.int32)
+    bright = dark.copy()
+    bright[0, 0] = 1000
+    grays = [np.asarray(to_channels(Image.fromarray(a), 1))[1, 1] for a in (dark, bright)]
+    assert grays == [round(200 / 257)] * 2

@@ -2,7 +2,8 @@
 ``val/`` with one sub-folder per class inside), mixed modes and sizes, stray files.
 
 Every file is opened once at scan time (header + ``Image.verify``); files that are not readable
-images (text files, empty or corrupt files) are skipped and reported in one warning. Hidden files
+images (text files, empty or corrupt files, broken symbolic links) are skipped and reported in one
+warning. Symlinked folders are followed, each real folder once. Hidden files
 (``.DS_Store``, ``._photo.jpg``, ``Thumbs.db``) are ignored silently. An image that passes the scan
 but fails to decode later (a truncated JPEG) is warned about once and replaced by the next sample,
 so a long run does not die in its tenth epoch.
@@ -14,7 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -50,9 +51,9 @@ class FolderScan:
 
 
 def _check_image(path: Path) -> tuple[tuple[int, int] | None, str]:
-    if path.stat().st_size == 0:
-        return None, "empty file"
     try:
+        if path.stat().st_size == 0:
+            return None, "empty file"
         with Image.open(path) as im:
             size = im.size
             im.verify()  # reads the data stream where the format allows (PNG CRCs) without decoding
@@ -60,11 +61,31 @@ def _check_image(path: Path) -> tuple[tuple[int, int] | None, str]:
     except UnidentifiedImageError:
         return None, "not an image"
     except Exception as e:  # PIL raises many types for damaged files (SyntaxError, OSError, ...)
+        if isinstance(e, OSError) and e.errno is not None:  # the file system's error, not the decoder's
+            if path.is_symlink() and not path.exists():  # dangling, or a cycle of links
+                return None, f"broken symbolic link to {os.readlink(path)}"
+            return None, f"cannot read ({e.strerror or e})"
         return None, f"corrupt ({type(e).__name__}: {e})"
 
 
 def _hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in _IGNORED
+
+
+def _files_below(folder: Path) -> Iterator[Path]:
+    """Every non-hidden file below ``folder``, sorted folder by folder, following symlinked folders
+    (a link to photos kept elsewhere counts) but entering each real folder once: a link to a folder
+    above it, or two links to one folder, would otherwise loop forever or count its images twice."""
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not _hidden(d) and real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        yield from (Path(dirpath) / fn for fn in sorted(filenames) if not _hidden(fn))
 
 
 def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None) -> FolderScan:
@@ -112,18 +133,13 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     empty: list[str] = []
     for name in found:
         n_before = len(samples)
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for fn in sorted(filenames):
-                if _hidden(fn):
-                    continue
-                p = Path(dirpath) / fn
-                size, why = _check_image(p)
-                if size is None:
-                    bad.append((str(p), why))
-                else:
-                    samples.append((str(p), index[name]))
-                    sizes.append(size)
+        for p in _files_below(root / name):
+            size, why = _check_image(p)
+            if size is None:
+                bad.append((str(p), why))
+            else:
+                samples.append((str(p), index[name]))
+                sizes.append(size)
         if len(samples) == n_before:
             empty.append(name)
     if bad:

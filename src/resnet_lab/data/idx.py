@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged deflate stream (not an OSError)
         raise IDXError(
             f"cannot read IDX file {path}: {e}. The file is damaged or incomplete; "
             "delete it and get it again (see docs/DATA.md)."

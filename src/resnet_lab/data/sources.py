@@ -195,17 +195,33 @@ def find_fashion_mnist(data_dir: str | os.PathLike | None = None) -> dict[str, P
 
 
 def read_fashion_mnist(files: dict[str, Path]) -> ImageArrays:
-    """Read the IDX files found by :func:`find_fashion_mnist` into uint8 (N, 1, 28, 28) tensors."""
+    """Read the IDX files found by :func:`find_fashion_mnist` into uint8 (N, 1, 28, 28) tensors.
+
+    Raises:
+        IDXError: a file is not valid IDX (see :func:`~resnet_lab.data.idx.read_idx`).
+        ValueError: images that are not uint8 28x28, image and label counts that differ, labels
+            outside 0..9; the message names the file.
+    """
     arrays = {k: read_idx(p, expected_ndim=3 if k.endswith("images") else 1) for k, p in files.items()}
+    again = "; the file is not Fashion-MNIST's: delete it and get it again (see docs/DATA.md)"
     for split in ("train", "test"):
         xi, yi = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        x_file, y_file = files[f"{split}_images"], files[f"{split}_labels"]
+        # Both splits must be 28x28: a fully convolutional net would otherwise train on one size
+        # and be evaluated on another without a word.
+        if xi.dtype != np.uint8 or xi.shape[1:] != (28, 28):
+            raise ValueError(f"{x_file} holds {xi.dtype} images of {xi.shape[1]}x{xi.shape[2]} px, "
+                             f"expected uint8 28x28{again}")
         if xi.shape[0] != yi.shape[0]:
             raise ValueError(
-                f"{files[f'{split}_images']} has {xi.shape[0]} images but {files[f'{split}_labels']} has "
+                f"{x_file} has {xi.shape[0]} images but {y_file} has "
                 f"{yi.shape[0]} labels; the files do not belong together"
             )
-        if yi.size and yi.max() >= len(FASHION_MNIST_CLASSES):
-            raise ValueError(f"{files[f'{split}_labels']} has label {int(yi.max())}, expected 0..9")
+        if yi.dtype.kind not in "iu":
+            raise ValueError(f"{y_file} holds {yi.dtype} labels, expected integers 0..9{again}")
+        bad = (yi < 0) | (yi >= len(FASHION_MNIST_CLASSES))
+        if bad.any():
+            raise ValueError(f"{y_file} has label {int(yi[bad][0])}, expected 0..9{again}")
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return ImageArrays(
         train_x=t(arrays["train_images"]).unsqueeze(1), train_y=t(arrays["train_labels"]).long(),
@@ -270,13 +286,55 @@ class _DataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: a CIFAR batch holds only arrays and lists")
 
 
-def _load_batch(path: Path) -> dict[str, Any]:
+_CIFAR_AGAIN = "; delete it and get it again (see docs/DATA.md)"
+
+
+def _load_batch(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """One pickled CIFAR file as a dict with str keys, which must hold ``keys``."""
     try:
         with open(path, "rb") as f:
             d = _DataUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable CIFAR batch ({e}); delete it and get it again") from e
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+        raise ValueError(f"{path} is not a readable CIFAR batch ({e}){_CIFAR_AGAIN}") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} holds a pickled {type(d).__name__}, not the dict of a CIFAR batch{_CIFAR_AGAIN}")
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the entries {missing} of a CIFAR batch (it has {sorted(map(str, d))}){_CIFAR_AGAIN}"
+        )
+    return d
+
+
+def _cifar_batch_arrays(
+    path: Path, d: dict[str, Any], labels_key: str, classes: list[str], meta: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's uint8 (N, 3, 32, 32) images and int64 labels, checked: N images and N labels,
+    labels indexing ``classes`` (read from ``meta``), pixel values in 0..255 (a cast to uint8 would
+    wrap 300 to 44 without a word)."""
+    k = len(classes)
+    try:
+        x = np.asarray(d["data"])
+        y = np.asarray(d[labels_key])
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise ValueError(f"{path}: its data or {labels_key} are not arrays ({e}){_CIFAR_AGAIN}") from e
+    if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: data has shape {x.shape}, expected (N, 3072){_CIFAR_AGAIN}")
+    if x.dtype != np.uint8:
+        if x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255)):
+            lo_hi = f" from {x.min()} to {x.max()}" if x.size and x.dtype.kind in "iuf" else ""
+            raise ValueError(f"{path}: data are {x.dtype}{lo_hi}, expected pixel values 0..255{_CIFAR_AGAIN}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"{path} has {x.shape[0]} images but {labels_key} of shape {y.shape}, expected "
+                         f"({x.shape[0]},){_CIFAR_AGAIN}")
+    if y.size and y.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {labels_key} are {y.dtype}, expected integers 0..{k - 1}{_CIFAR_AGAIN}")
+    bad = (y < 0) | (y >= k)
+    if bad.any():
+        raise ValueError(f"{path} has label {int(y[bad][0])}, expected 0..{k - 1} ({meta.name} names {k} classes): "
+                         f"the files do not belong together; delete {path.parent} and get it again (see docs/DATA.md)")
+    return x.astype(np.uint8).reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
 def _cifar_places(name: str, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
@@ -297,6 +355,12 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
             cache are searched.
         download: fetch through torchvision when not found, into ``data_dir`` when given, else into
             :func:`cache_dir`.
+
+    Raises:
+        DataNotFoundError: the files are in none of the places searched.
+        ValueError: a file that is not a pickled dict with CIFAR's entries, labels outside
+            0..len(class names)-1 or not one per image, data that are not (N, 3072) values in
+            0..255; the message names the file.
     """
     spec = _CIFAR[name]
     needed = spec["train"] + spec["test"] + [spec["meta"]]
@@ -327,23 +391,23 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
             f"{explicit}Searched, in order:\n{searched}"
         )
 
+    meta = hit / spec["meta"]
+    names = _load_batch(meta, (spec["names"],))[spec["names"]]
+    if not isinstance(names, (list, tuple)) or len(names) < 2:
+        raise ValueError(f"{meta}: {spec['names']} is {names!r:.60}, expected a list of class names{_CIFAR_AGAIN}")
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
+
     def split(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
         for f in files:
-            d = _load_batch(hit / f)
-            if "data" not in d or spec["labels"] not in d:
-                raise ValueError(f"{hit / f} lacks 'data'/'{spec['labels']}' entries: not a {name} batch")
-            x = np.asarray(d["data"], dtype=np.uint8)
-            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
-                raise ValueError(f"{hit / f}: data has shape {x.shape}, expected (N, 3072)")
-            xs.append(x.reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[spec["labels"]], dtype=np.int64))
+            d = _load_batch(hit / f, ("data", spec["labels"]))
+            x, y = _cifar_batch_arrays(hit / f, d, spec["labels"], classes, meta)
+            xs.append(x)
+            ys.append(y)
         return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
     tx, ty = split(spec["train"])
     vx, vy = split(spec["test"])
-    names = _load_batch(hit / spec["meta"])[spec["names"]]
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
     return ImageArrays(tx, ty, vx, vy, classes, source=str(hit))
 
 

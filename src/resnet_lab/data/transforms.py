@@ -50,7 +50,11 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_IMAGENET_MEAN, GRAY_IMAGENET_STD = (0.449,), (0.226,)  # channel means of IMAGENET_MEAN/STD
+# ImageNet's statistics for the gray images to_channels makes (ITU-R 601-2 luma, 0.299 R + 0.587 G +
+# 0.114 B). The mean is linear: sum_c w_c * mean_c = 0.4590. The std would need the channel
+# covariances, which are not published with the means; sum_c w_c * std_c = 0.2256 is its value for
+# fully correlated channels (an upper bound; ImageNet's channels are strongly correlated).
+GRAY_IMAGENET_MEAN, GRAY_IMAGENET_STD = (0.459,), (0.226,)
 # Inputs at most this many pixels on a side are "small" (MNIST/CIFAR-like): the object fills the
 # frame, so prediction resizes the whole image instead of resizing the short side and cropping.
 SMALL_INPUT_MAX = 64
@@ -336,25 +340,39 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
-    """Map 16/32-bit integer and float single-channel images to 8-bit "L" by their range.
+    """Map 16/32-bit integer and float single-channel images to 8-bit "L", the same way for every
+    image (no guess from its own range, so a stored value always decodes to the same gray).
 
-    ``Image.convert("L")`` clips 16-bit values at 255, which turns most 16-bit PNGs white.
+    Integer modes ("I;16*": 16-bit PNG/TIFF; "I": 16-bit PGM, 32-bit TIFF, 16-bit PNG in older
+    Pillow) are read as 16-bit: v -> round(v / 257), 0..65535 onto 0..255; "I" values below 0 or
+    above 65535 are clipped first. ``Image.convert("L")`` would clip at 255 instead, which turns
+    most 16-bit images white. Float ("F"): 0..1 if the image's maximum is at most 1, else 0..255.
     """
     arr = np.asarray(img)
     if img.mode == "F":
         arr = arr.astype(np.float64)
         hi = 1.0 if arr.size and np.nanmax(arr) <= 1.0 else 255.0
         return Image.fromarray(np.clip(np.nan_to_num(arr) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    arr = arr.astype(np.int64)
-    hi = 65535 if (img.mode.startswith("I;16") or (arr.size and arr.max() > 255)) else 255
-    return Image.fromarray(np.clip((arr * 255 + hi // 2) // hi, 0, 255).astype(np.uint8), "L")
+    v = np.clip(arr.astype(np.int64), 0, 65535)
+    return Image.fromarray(((2 * v + 257) // 514).astype(np.uint8), "L")  # floor(v / 257 + 1/2), in integers
+
+
+def _colour_key_alpha(img: Image.Image) -> Image.Image | None:
+    """The alpha mask ("L", 0 = transparent) of a 16/32-bit image whose transparency is a colour
+    key (PNG's tRNS chunk: one stored value means "transparent"), or None without one. Read before
+    :func:`_to_8bit`, which maps several stored values to one gray."""
+    key = img.info.get("transparency")
+    if not isinstance(key, int):
+        return None
+    return Image.fromarray(np.where(np.asarray(img) == key, 0, 255).astype(np.uint8), "L")
 
 
 def to_channels(img: Image.Image, channels: int) -> Image.Image:
     """Convert any PIL image to mode "L" (``channels=1``) or "RGB" (``channels=3``).
 
     Applies the EXIF orientation (phone photos), composites transparency (RGBA, LA, palette with
-    transparency) over white, and rescales 16-bit/float images instead of clipping them.
+    transparency, a tRNS colour key on 1/L/RGB/16-bit images) over white, and maps 16-bit/float
+    images to 8 bits instead of clipping them (:func:`_to_8bit`).
 
     Args:
         img: the image, any mode (1, L, P, RGB, RGBA, LA, CMYK, I, I;16, F, ...).
@@ -363,10 +381,13 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     img = ImageOps.exif_transpose(img)
-    if img.mode == "P" or img.mode == "PA":
-        img = img.convert("RGBA")
+    if img.mode in ("P", "PA") or (img.mode in ("1", "L", "RGB") and img.info.get("transparency") is not None):
+        img = img.convert("RGBA")  # Pillow turns the palette's or the colour key's transparency into alpha
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        alpha = _colour_key_alpha(img)
         img = _to_8bit(img)
+        if alpha is not None:
+            img.putalpha(alpha)  # "L" -> "LA"
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
