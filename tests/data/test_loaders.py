@@ -283,3 +283,35 @@ def test_load_data_channels_last_serves_both_splits_in_nhwc_with_the_same_values
             assert xa.is_contiguous() and not xa.is_contiguous(memory_format=torch.channels_last)
             assert xb.is_contiguous(memory_format=torch.channels_last) and not xb.is_contiguous()
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_streamed_augmentation_is_the_same_for_any_worker_count_and_after_a_resume_mid_epoch(tmp_path):
+    """Random crops and flips of a folder epoch come from (seed, epoch, position): 0 and 2 workers
+    give the same batches, and so does a loader resumed at batch 2 (a resumed --deterministic run
+    must see what the uninterrupted one saw). The reference is the first loader's own epoch."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+
+    def batches(workers: int, resume_at: int = 0) -> list[torch.Tensor]:
+        ld = load_data("folder", seed=5, data_dir=tmp_path, num_workers=workers, val_fraction=0.25, augment=True,
+                       image_size=8, batch_size=3).train
+        ld.load_state_dict({"epoch": 1, "position": resume_at})
+        torch.manual_seed(123)  # the caller's stream: must not decide the crops
+        return [x for x, _ in ld]
+
+    whole = batches(0)
+    assert len(whole) == 4 and not torch.equal(whole[0], whole[1])
+    for got in (batches(2), batches(0, resume_at=2), batches(2, resume_at=2)):
+        want = whole[len(whole) - len(got):]
+        assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    batches_in_process = batches(0)  # reseeds to 123 before iterating, then decodes here
+    assert torch.equal(torch.rand(3), expected)  # decoding in this process left torch's stream as it was
+    assert all(torch.equal(a, b) for a, b in zip(batches_in_process, whole))

@@ -317,6 +317,24 @@ class InMemoryLoader(_EpochState):
         self.epoch, self.position = epoch + 1, 0
 
 
+class _SeededSamples(torch.utils.data.Dataset):
+    """``dataset[index]`` for keys ``(index, seed)``, with torch's generator seeded by ``seed`` for
+    that one sample and restored afterwards (so the caller's random stream, e.g. dropout's when
+    decoding in this process, is left as it was)."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
 class StreamingLoader(_EpochState):
     """A ``DataLoader`` over a map-style dataset (files decoded in workers), with the same epoch
     order, sharding, resume and device contract as :class:`InMemoryLoader`.
@@ -326,9 +344,10 @@ class StreamingLoader(_EpochState):
         batch_size: samples per batch per rank.
         shuffle: seeded permutation per epoch.
         drop_last: drop the last incomplete batch (a one-sample tail is dropped when shuffling).
-        seed: run seed; order comes from ``(seed, epoch)``, and the workers' random transforms
-            from a generator seeded the same way (reproducible per epoch for a fixed worker count).
-        num_workers: decoding processes (0 decodes in this process, using torch's global RNG).
+        seed: run seed; order comes from ``(seed, epoch)``, and each sample's random transforms
+            from a seed of ``(seed, epoch, position in the epoch)``: the same batches for any
+            worker count, and after a resume mid-epoch.
+        num_workers: decoding processes (0 decodes in this process).
         device: where batches are moved (pinned memory and non-blocking copies on CUDA).
         rank, world_size: distributed shard.
         channels_last: return ``x`` in ``torch.channels_last`` memory format.
@@ -358,15 +377,20 @@ class StreamingLoader(_EpochState):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, start = self.epoch, self.position
-        order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle)
-        batches = [order[s:e].tolist() for s, e in self._slices[start:]]
+        order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).tolist()
+        # Each sample's random transforms draw from a seed of (run seed, epoch, its position in the
+        # epoch's order), not from a worker's stream: the same whatever the worker count, and the
+        # same after a resume mid-epoch, which starts the workers at another batch.
+        base = epoch_seed(self.seed, epoch, _AUGMENT_STREAM)
+        batches = [[(order[k], (base * 1_000_033 + k) % (2**63 - 1)) for k in range(s, e)]
+                   for s, e in self._slices[start:]]
         pin = self.device.type == "cuda"
         dl = torch.utils.data.DataLoader(
-            self.dataset,
+            _SeededSamples(self.dataset),
             batch_sampler=batches,
             num_workers=self.num_workers,
             pin_memory=pin,
-            generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM)),
+            generator=torch.Generator().manual_seed(base),  # else the DataLoader draws its seed from torch's stream
         )
         for i, (x, y) in enumerate(dl, start=start):
             x = x.to(self.device, non_blocking=pin)
