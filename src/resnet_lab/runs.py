@@ -518,6 +518,7 @@ def read_metrics(run_dir: str | os.PathLike, upto: int | None = None) -> list[di
         records.append(record)
     if upto is not None:
         records = [r for r in records if r["epoch"] <= upto]
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        # under a temporary name, then renamed: a kill during the rewrite must not leave the history empty
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
         _write_metrics_csv(run_dir, records)
     return records

@@ -129,6 +129,20 @@ def test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run(tm
             assert torch.equal(v, b_state[part][k]), f"{part} {k}"
 
 
+def test_a_finished_run_given_to_train_again_leaves_the_model_holding_its_saved_ema(tmp_path):
+    # train() promises the caller's model ends holding the EMA; finetune's main phase builds on that
+    # when a run is resumed after its frozen phase had finished.
+    from resnet_lab.runs import load_state_dict_file
+
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, ema=0.8))
+    again = TinyNet()
+    hist = train(again, make_bundle(), _cfg(tmp_path, epochs=2, ema=0.8, resume=True))
+    assert not hist.interrupted
+    saved = load_state_dict_file(tmp_path / "model.safetensors")
+    for k, v in again.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+
 @pytest.mark.parametrize("field, value", [("ema", 0.5), ("lookahead", 2), ("lookahead_alpha", 0.8),
                                           ("norm_lr_scale", 2.0), ("progressive_resize", 4)])
 def test_resume_with_a_different_recipe_option_is_refused_naming_it(tmp_path, field, value):

@@ -52,6 +52,42 @@ def test_resume_after_interrupt_gives_identical_weights_to_uninterrupted_run(tmp
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("step", [3, 6], ids=["mid_epoch", "after_the_last_step"])
+def test_an_epoch_resumed_mid_way_reports_the_training_figures_of_all_its_steps(tmp_path, step):
+    # The reference: the uninterrupted run's record of the same epoch (same batches, same weights;
+    # 6 steps an epoch). Label smoothing, so that the plain loss is recorded too.
+    full = train(_fresh(), make_bundle(), _cfg(tmp_path / "full", label_smoothing=0.1))
+    hist = train(_fresh(), make_bundle(), _cfg(tmp_path / "run", label_smoothing=0.1),
+                 step_callbacks=[_stop_after(n_steps=step)])
+    assert hist.interrupted
+    resumed = train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", resume=True, label_smoothing=0.1))
+    for key in ("train_loss", "train_acc", "train_loss_plain"):
+        assert resumed.epochs[1][key] == full.epochs[1][key], key
+    assert resumed.epochs[1]["train_acc"] > 0 and resumed.epochs[1]["images_per_second"] > 0
+
+
+def test_read_metrics_rewrites_the_history_atomically(tmp_path, monkeypatch):
+    # A resume trims metrics.jsonl to its checkpoint; a kill during that rewrite must leave the old
+    # file, not an empty one. Simulated: the rename that commits the new file never happens.
+    import os
+
+    from resnet_lab import runs
+
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2))
+    before = (tmp_path / "metrics.jsonl").read_text()
+    real = os.replace
+
+    def killed(src, dst, *a, **kw):
+        if str(dst).endswith("metrics.jsonl"):
+            raise KeyboardInterrupt("killed")
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runs.read_metrics(tmp_path, upto=1)
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
 def test_run_directory_has_the_documented_files_and_train_state_loads_weights_only(tmp_path):
     train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, plots=True))
     for name in ("model.safetensors", "best.safetensors", "model.json", "train_state.pt", "metrics.jsonl",

@@ -43,6 +43,8 @@ class Position:
 
     epoch: int = 0
     step: int = 0
+    # mid-epoch: the training sums of the epoch's steps so far (EpochStats.state_dict), or None
+    partial: dict[str, float] | None = None
 
 
 # TrainConfig fields that shape the trajectory (weights, schedule); the rest (device, out,
@@ -191,9 +193,11 @@ class Checkpointer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        pos = Position(int(state["epoch"]), int(state["step"]))
+        pos = Position(int(state["epoch"]), int(state["step"]), state.get("partial") or None)
         if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
             pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
+        if int(state.get("world_size", 1)) != self.world_size or self.world_size > 1:
+            pos.partial = None  # one process's sums; another sharding would count them wrongly
         # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
         history.epochs = read_metrics(run_dir, upto=pos.epoch) if self.writes else []
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
@@ -214,6 +218,7 @@ class Checkpointer:
                             "steps_per_epoch": self.steps_per_epoch, "world_size": self.world_size, **self.facts,
                             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                             "averaging": self.averaging.state_dict() if self.averaging is not None else {},
+                            "partial": pos.partial if pos.step else None,
                         })
 
     def end_epoch(self, history, confusion: torch.Tensor | None, *, improved: bool) -> None:

@@ -19,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +149,22 @@ class EpochStats:
         self.correct += (logits.argmax(1) == y).sum()
         self.seen += y.numel()
 
+    def state_dict(self) -> dict[str, float]:
+        """The sums as plain numbers, for a checkpoint taken mid-epoch."""
+        return {"loss_sum": float(self.loss_sum), "plain_sum": float(self.plain_sum), "correct": int(self.correct),
+                "seen": int(self.seen), "seconds": float(self.seconds)}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, float], device: torch.device) -> "EpochStats":
+        """The sums of a part of an epoch saved by :meth:`state_dict`, to go on adding to."""
+        stats = cls.zeros(device)
+        stats.loss_sum += float(state["loss_sum"])
+        stats.plain_sum += float(state["plain_sum"])
+        stats.correct += int(state["correct"])
+        stats.seen += int(state["seen"])
+        stats.seconds = float(state["seconds"])
+        return stats
+
     def postfix(self, lr: float, seconds: float) -> dict[str, str]:
         """The progress bar's figures (a host sync: call every few steps, not every step)."""
         seen = int(self.seen)
@@ -260,6 +276,7 @@ def train_one_epoch(
     progress: bool = True,
     scaler: torch.amp.GradScaler | None = None,
     averaging: WeightAveraging | None = None,
+    stats: EpochStats | None = None,
 ) -> EpochStats:
     """One pass over ``loader``: ``steps`` optimizer steps, from ``start_step`` when resuming.
 
@@ -278,10 +295,25 @@ def train_one_epoch(
         progress: show a bar with loss, accuracy, learning rate and images/s.
         scaler: the fp16 gradient scaler (default: a disabled one, which changes nothing).
         averaging: EMA and lookahead weights, updated after every optimizer step.
+        stats: the sums to add this pass's batches to (those of the steps before ``start_step``,
+            when resuming mid-epoch); updated in place, also when a stop interrupts the pass.
     """
     model.train()
     t0 = time.perf_counter()
-    stats, guard = EpochStats.zeros(device), _FiniteGuard(device)
+    stats = stats if stats is not None else EpochStats.zeros(device)
+    try:
+        _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, steps, start_step, skip_single,
+                     on_step, progress, scaler, averaging, stats)
+    finally:  # an interrupted pass keeps its time too, for the images/s of the resumed epoch
+        stats.seconds += time.perf_counter() - t0
+    return stats
+
+
+def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, steps, start_step, skip_single, on_step,
+                 progress, scaler, averaging, stats: EpochStats) -> None:
+    """The loop of :func:`train_one_epoch` (its arguments), adding each batch to ``stats``."""
+    t0 = time.perf_counter()
+    guard = _FiniteGuard(device)
     scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     step = start_step
     if start_step and hasattr(loader, "load_state_dict"):  # jump straight to the saved batch
@@ -316,13 +348,12 @@ def train_one_epoch(
         bar.update(1)
         if step % 10 == 0 or step == steps:  # the only host syncs: for the bar, and the guard with it
             guard.check(lambda: f"loss or gradient norm became non-finite before step {step} {where()}")
-            bar.set_postfix(stats.postfix(scheduler.get_last_lr()[0], time.perf_counter() - t0), refresh=False)
+            elapsed = stats.seconds + time.perf_counter() - t0  # with the part of the epoch before a resume
+            bar.set_postfix(stats.postfix(scheduler.get_last_lr()[0], elapsed), refresh=False)
     bar.close()
     if step == start_step < steps:
         raise ValueError(f"epoch {epoch + 1} made no optimizer step: every batch had fewer than 2 samples; use a "
                          "larger --batch-size or more data")
-    stats.seconds = time.perf_counter() - t0
-    return stats
 
 
 def _training_input(x: Tensor, config: TrainConfig, epoch: int) -> Tensor:
@@ -394,6 +425,8 @@ def train(
     if pos.epoch >= config.epochs:
         run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
                 f"{warm_restart_command(config.out, getattr(data.info, 'name', None))}")
+        if run.averaging is not None:
+            run.averaging.finish()  # as after training: the caller's model holds the EMA it saved
         return history
     run.say(_start_line(run.base, run.device, config, run.steps, pos))
     board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
@@ -414,6 +447,10 @@ def train(
             run.averaging.finish()  # the caller's model ends as the one reported and saved
     except KeyboardInterrupt as e:
         history.interrupted = True
+        # One process's sums are the epoch's; under torchrun each rank has its own, and rank 0's alone
+        # would be wrong, so a resumed distributed epoch reports the steps after the resume.
+        if run.epoch_stats is not None and pos.step and run.job.world_size == 1:
+            pos.partial = run.epoch_stats.state_dict()
         _save_interrupted(run.ckpt, run.base, pos, history, hard=isinstance(e, _HardStop), say=run.say)
     finally:
         board.close(history)
@@ -440,6 +477,7 @@ class _Run:
     facts: dict
     ckpt: Checkpointer
     say: Callable[[str], None]  # log on the main process, silent on the others
+    epoch_stats: EpochStats | None = None  # the current epoch's sums so far, saved by an interrupt
 
 
 def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dict | None = None) -> None:
@@ -495,9 +533,15 @@ def _run_epoch(run: _Run, epoch: int, pos: Position, on_step, history: History, 
     config, data = run.config, run.data
     if hasattr(data.train, "set_epoch"):
         data.train.set_epoch(epoch)
+    # resumed mid-epoch: go on adding to the sums of the steps before the stop, so that the epoch's
+    # training loss and accuracy cover all of it
+    run.epoch_stats = (EpochStats.from_state_dict(pos.partial, run.device) if pos.step and pos.partial
+                       else EpochStats.zeros(run.device))
+    pos.partial = None
     stats = train_one_epoch(run.fwd, data.train, run.optimizer, run.scheduler, config, device=run.device, epoch=epoch,
                             steps=run.steps, start_step=pos.step, skip_single=run.has_bn, on_step=on_step,
-                            progress=config.progress and run.job.is_main, scaler=run.scaler, averaging=run.averaging)
+                            progress=config.progress and run.job.is_main, scaler=run.scaler, averaging=run.averaging,
+                            stats=run.epoch_stats)
     shown = run.ckpt.saved_model  # the EMA when on: evaluated, saved and reported instead of the raw weights
     if shown is not run.base:
         run.job.share_buffers(shown)  # the EMA of rank 0's statistics is what is saved
