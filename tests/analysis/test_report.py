@@ -110,12 +110,18 @@ def make_folder(root: Path, per_class: int = 10, classes=("ants", "bees")) -> Pa
     return root
 
 
-def copy_run(run: Path, to: Path, *, meta: dict | None = None, elapsed: list[float] | None = None) -> Path:
-    """A copy of ``run`` with model.json entries added and metrics.jsonl's elapsed_seconds replaced."""
+def copy_run(run: Path, to: Path, *, meta: dict | None = None, elapsed: list[float] | None = None,
+             sessions: list[int | None] | None = None) -> Path:
+    """A copy of ``run`` with model.json entries added and metrics.jsonl's elapsed_seconds (and
+    session numbers; None drops the field, as in records written before it existed) replaced."""
     shutil.copytree(run, to)
     (to / "model.json").write_text(json.dumps({**json.loads((run / "model.json").read_text()), **(meta or {})}))
     if elapsed is not None:
         records = [{**r, "elapsed_seconds": e} for r, e in zip(metrics(run), elapsed, strict=True)]
+        for r, n in zip(records, sessions or [], strict=False):
+            r.pop("session", None)
+            if n is not None:
+                r["session"] = n
         (to / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return to
 
@@ -237,11 +243,26 @@ def test_report_with_a_folder_run_whose_folder_is_not_at_data_dir_notes_it_and_r
     assert [t for t in page.tables if t["name"] == "per-class"]  # the other run was evaluated
 
 
-def test_report_wall_time_adds_the_sessions_of_a_resumed_run(runs, tmp_path):
+@pytest.mark.parametrize("elapsed, sessions", [([3.0, 1.25], [1, 2]), ([3.0, 3.5], [1, 2]), ([3.0, 1.25], [None, None])],
+                         ids=["resumed", "resumed-slower-epoch", "records-without-session"])
+def test_report_wall_time_adds_the_sessions_of_a_resumed_run(runs, tmp_path, elapsed, sessions):
     # Epoch 2 was trained after a --resume: elapsed_seconds restarted from 0 in the second session.
-    run = copy_run(runs[0], tmp_path / "resumed", elapsed=[3.0, 1.25])
+    # A resumed epoch may take longer than the last one before it (later epochs of progressive
+    # resizing), which a rule "a session ends where elapsed goes down" cannot see; older records,
+    # without the session, still get that rule.
+    run = copy_run(runs[0], tmp_path / "resumed", elapsed=elapsed, sessions=sessions)
     page = Page(report_html([run, runs[1]], mistakes=0, device="cpu"))
-    assert float(page.table("compare")[0]["wall_seconds"]["value"]) == 3.0 + 1.25
+    assert float(page.table("compare")[0]["wall_seconds"]["value"]) == sum(elapsed)
+
+
+def test_a_resumed_run_numbers_its_sessions_in_metrics(runs, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "3", "--stop-after", "1", "--out", str(out)]) == 0
+    assert main(["train", *TINY, "--epochs", "3", "--stop-after", "2", "--out", str(out), "--resume"]) == 0
+    assert main(["train", *TINY, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+    assert [r["session"] for r in metrics(out)] == [1, 2, 3]
+    compare = Page(report_html([out, runs[1]], mistakes=0, device="cpu")).table("compare")
+    assert float(compare[0]["wall_seconds"]["value"]) == pytest.approx(sum(r["elapsed_seconds"] for r in metrics(out)))
 
 
 def test_report_shows_the_machine_a_run_trained_on_when_model_json_records_it(runs, tmp_path):
@@ -327,3 +348,19 @@ def test_report_in_headless_chromium_shows_the_title_every_figure_and_the_metric
     screenshot = Image.open(shot).convert("L")
     assert screenshot.size == (1200, 1600)
     assert np.asarray(screenshot).std() > 10  # something was drawn, not a blank page
+
+
+def test_side_by_side_training_loss_is_the_plain_cross_entropy_of_a_label_smoothed_run(runs):
+    # The axis says cross-entropy: a smoothed run's train_loss is its objective, not that; the
+    # reference is the run's own train_loss_plain from metrics.jsonl.
+    from resnet_lab.analysis.report import _loss_series, _Run
+
+    history = [{"epoch": 1, "train_loss": 2.30, "train_loss_plain": 2.25, "test_loss": 2.2},
+               {"epoch": 2, "train_loss": 2.10, "train_loss_plain": 2.00, "test_loss": 2.1}]
+    smoothed = _Run("ls", runs[0], {"train_config": {"label_smoothing": 0.1}}, history)
+    assert _loss_series(smoothed) == [("ls (test)", [2.2, 2.1]), ("ls (train)", [2.25, 2.00])]
+    older = _Run("old", runs[0], {"train_config": {"label_smoothing": 0.1}},
+                 [{k: v for k, v in h.items() if k != "train_loss_plain"} for h in history])
+    assert _loss_series(older)[1] == ("old (train, smoothed objective)", [2.30, 2.10])
+    ce = _Run("ce", runs[0], {"train_config": {"label_smoothing": 0.0}}, [{"epoch": 1, "train_loss": 2.3}])
+    assert _loss_series(ce)[1] == ("ce (train)", [2.3])  # without smoothing the objective is the cross-entropy

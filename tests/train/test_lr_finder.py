@@ -279,6 +279,17 @@ def test_plot_has_a_log_lr_axis_both_curves_and_a_mark_at_each_suggestion():
         plt.close(fig)
 
 
+def test_plot_names_the_beta_that_smoothed_the_loss():
+    result = lr_find(TinyNet(), make_bundle(), CPU, steps=6, beta=0.5)
+    assert result.beta == 0.5
+    fig = lr_find_figure(result)
+    try:
+        labels = [line.get_label() for line in fig.axes[0].get_lines()]
+        assert "smoothed loss (beta 0.5)" in labels and "smoothed loss (beta 0.98)" not in labels
+    finally:
+        plt.close(fig)
+
+
 # --- the command line -----------------------------------------------------------------------------
 
 BASE = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--batch-size", "16", "--device", "cpu"]

@@ -75,7 +75,9 @@ def gradient_norms(
 
     One forward and one backward pass; the gradients come from :func:`torch.autograd.grad`, so the
     model's ``.grad`` fields are not touched. The model runs in its current mode: call
-    ``model.train()`` first to see the gradients training sees (BN with batch statistics).
+    ``model.train()`` first to see the gradients training sees (BN with batch statistics); that
+    forward pass is a real one, so in training mode it also moves BN's running statistics by one
+    batch, as a training step would.
 
     Args:
         model: the network.

@@ -208,15 +208,26 @@ def _mistakes_uri(m: _Mistakes, classes: Sequence[str], mean: Sequence[float], s
     return _figure_uri(fig)
 
 
+def _loss_series(run: _Run) -> list[tuple[str, list[float]]]:
+    """The side-by-side loss curves of one run, test then train, as ``(label, per-epoch values)``.
+    The training curve is the plain cross-entropy where the run recorded it (label smoothing's
+    objective is another quantity); a smoothed run without it is labelled as such."""
+    plain = any("train_loss_plain" in h for h in run.history)
+    smoothed = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0) > 0 and not plain
+    return [(f"{run.name} (test)", [h.get("test_loss", math.nan) for h in run.history]),
+            (f"{run.name} (train{', smoothed objective' if smoothed else ''})",
+             [h.get("train_loss_plain" if plain else "train_loss", math.nan) for h in run.history])]
+
+
 def _compare_uri(runs: Sequence[_Run]) -> str:
-    """The runs' curves on shared axes: loss and accuracy per epoch, test solid, train dashed."""
+    """The runs' curves on shared axes: loss (:func:`_loss_series`) and accuracy per epoch, test
+    solid, train dashed."""
     fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
     for i, run in enumerate(runs):
         epochs = [h["epoch"] for h in run.history]
-        for split, style in (("test", "-"), ("train", "--")):
+        for (split, style), (label, losses) in zip((("test", "-"), ("train", "--")), _loss_series(run)):
+            ax_loss.plot(epochs, losses, style, color=f"C{i}", marker="o", ms=3, label=label)
             label = f"{run.name} ({split})"
-            ax_loss.plot(epochs, [h.get(f"{split}_loss", math.nan) for h in run.history], style, color=f"C{i}",
-                         marker="o", ms=3, label=label)
             ax_acc.plot(epochs, [100 * h.get(f"{split}_acc", math.nan) for h in run.history], style,
                         color=f"C{i}", marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
@@ -274,14 +285,21 @@ def machine_info() -> dict[str, str]:
 
 def _wall_seconds(history: Sequence[dict]) -> float:
     """Wall time over all sessions: ``elapsed_seconds`` restarts at 0 when a run is resumed, so the
-    last value of each session is summed."""
-    total, last = 0.0, 0.0
+    last value of each session is summed. Records name their session; those of runs written before
+    they did are split where ``elapsed_seconds`` goes down (a guess that misses a resumed session
+    whose first epoch took longer than the previous session's last)."""
+    if history and all("session" in h for h in history):
+        last: dict[int, float] = {}
+        for h in history:
+            last[int(h["session"])] = float(h.get("elapsed_seconds") or 0.0)
+        return sum(last.values())
+    total, prev = 0.0, 0.0
     for h in history:
         elapsed = float(h.get("elapsed_seconds") or 0.0)
-        if elapsed < last:
-            total += last
-        last = elapsed
-    return total + last
+        if elapsed < prev:
+            total += prev
+        prev = elapsed
+    return total + prev
 
 
 def _summary(run: _Run) -> dict[str, Any]:

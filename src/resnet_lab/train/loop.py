@@ -56,6 +56,7 @@ class History:
     run_dir: str | None = None
     interrupted: bool = False
     seconds: float = 0.0
+    session: int = 1  # 1 for a new run, one more on every resume: each record says which one wrote it
 
     @property
     def last(self) -> dict:
@@ -422,6 +423,8 @@ def train(
     run = _setup_run(model, data, config, meta, log or tqdm.write)
     history = History(run_dir=config.out)
     pos = run.ckpt.start(history)
+    if config.resume and history.epochs:  # elapsed_seconds starts again at 0: the session tells the report
+        history.session = int(history.last.get("session", 1)) + 1
     if pos.epoch >= config.epochs:
         run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
                 f"{warm_restart_command(config.out, getattr(data.info, 'name', None))}")
@@ -659,7 +662,8 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
         "lr": scheduler.get_last_lr()[0],
         "train_seconds": stats.seconds,
         "images_per_second": seen / max(stats.seconds, 1e-9),  # all processes together
-        "elapsed_seconds": time.perf_counter() - t_start,
+        "elapsed_seconds": time.perf_counter() - t_start,  # since this session (process) started
+        "session": history.session,
     }
     if config.label_smoothing:  # comparable with test_loss (curves.png plots both)
         record["train_loss_plain"] = float(plain_sum) / seen

@@ -55,6 +55,7 @@ class LRFindResult:
             (fastai's ``steep``), or None with fewer than 2 points.
         stopped: the loss diverged (smoothed above 4x its minimum, or not finite) before ``steps``.
         steps: the steps asked for.
+        beta: the running average's weight that made ``smoothed`` (the plot's legend names it).
     """
 
     lrs: list[float]
@@ -64,6 +65,7 @@ class LRFindResult:
     steep: float | None
     stopped: bool
     steps: int
+    beta: float = BETA
 
 
 class _Diverged(KeyboardInterrupt):
@@ -223,7 +225,7 @@ def lr_find(
         lrs, stopped = _run(model, loader, config, device, start_lr, end_lr, steps, record)
     valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps, stopped)
     return LRFindResult(lrs=lrs, losses=record.losses, smoothed=record.smoothed, valley=valley_lr,
-                        steep=steep_lr, stopped=stopped, steps=steps)
+                        steep=steep_lr, stopped=stopped, steps=steps, beta=beta)
 
 
 def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int,
@@ -276,7 +278,7 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> Figure:
     """
     fig, ax = new_figure(figsize=(6.4, 4.0))
     ax.plot(result.lrs, result.losses, color="0.7", lw=0.8, label="loss")
-    ax.plot(result.lrs, result.smoothed, color="C0", lw=1.6, label=f"smoothed loss (beta {BETA:g})")
+    ax.plot(result.lrs, result.smoothed, color="C0", lw=1.6, label=f"smoothed loss (beta {result.beta:g})")
     for name, lr, marker, color in (("valley", result.valley, "o", "C3"), ("steep", result.steep, "s", "C2")):
         if lr is not None:
             ax.plot([lr], [result.smoothed[result.lrs.index(lr)]], marker, color=color, ms=8,
