@@ -422,14 +422,8 @@ def train(
     """
     run = _setup_run(model, data, config, meta, log or tqdm.write)
     history = History(run_dir=config.out)
-    pos = run.ckpt.start(history)
-    if config.resume and history.epochs:  # elapsed_seconds starts again at 0: the session tells the report
-        history.session = int(history.last.get("session", 1)) + 1
-    if pos.epoch >= config.epochs:
-        run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
-                f"{warm_restart_command(config.out, getattr(data.info, 'name', None))}")
-        if run.averaging is not None:
-            run.averaging.finish()  # as after training: the caller's model holds the EMA it saved
+    pos = _start(run, history)
+    if pos is None:  # a resume of a finished run
         return history
     run.say(_start_line(run.base, run.device, config, run.steps, pos))
     board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
@@ -450,11 +444,7 @@ def train(
             run.averaging.finish()  # the caller's model ends as the one reported and saved
     except KeyboardInterrupt as e:
         history.interrupted = True
-        # One process's sums are the epoch's; under torchrun each rank has its own, and rank 0's alone
-        # would be wrong, so a resumed distributed epoch reports the steps after the resume.
-        if run.epoch_stats is not None and pos.step and run.job.world_size == 1:
-            pos.partial = run.epoch_stats.state_dict()
-        _save_interrupted(run.ckpt, run.base, pos, history, hard=isinstance(e, _HardStop), say=run.say)
+        _save_interrupted(run, pos, history, hard=isinstance(e, _HardStop))
     finally:
         board.close(history)
     history.seconds = time.perf_counter() - t_start
@@ -569,10 +559,30 @@ def _step_hook(pos: Position, step_callbacks: Iterable[Callable[[dict], None]], 
     return on_step
 
 
-def _save_interrupted(ckpt: Checkpointer, base: nn.Module, pos: Position, history: History, *, hard: bool,
-                      say: Callable[[str], None]) -> None:
+def _start(run: _Run, history: History) -> Position | None:
+    """Begin or resume: the position to train from, or None for a run that already finished (the
+    caller's model then holds what the run saved, its EMA when it has one, as after training)."""
+    config = run.config
+    pos = run.ckpt.start(history)
+    if config.resume and history.epochs:  # elapsed_seconds starts again at 0: the session tells the report
+        history.session = int(history.last.get("session", 1)) + 1
+    if pos.epoch < config.epochs:
+        return pos
+    run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
+            f"{warm_restart_command(config.out, getattr(run.data.info, 'name', None))}")
+    if run.averaging is not None:
+        run.averaging.finish()
+    return None
+
+
+def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool) -> None:
     """A soft stop lands between steps, so ``pos`` counts completed ones and the state is exact; a
     hard stop (a second Ctrl-C) may land inside an optimizer step, so nothing is saved then."""
+    ckpt, base, say = run.ckpt, run.base, run.say
+    # One process's sums are the epoch's; under torchrun each rank has its own, and rank 0's alone
+    # would be wrong, so a resumed distributed epoch reports the steps after the resume.
+    if run.epoch_stats is not None and pos.step and run.job.world_size == 1:
+        pos.partial = run.epoch_stats.state_dict()
     if ckpt.run_dir is None:
         say("\ninterrupted (no --out, nothing saved)")
     elif hard or _nonfinite_tensors(base):
