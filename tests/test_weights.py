@@ -88,9 +88,48 @@ def test_create_model_with_weights_refuses_a_class_count_that_contradicts_them()
     assert create_model("resnet20", weights="fashion-mnist", num_classes=10, in_channels=1) is not None
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"in_channels": 3}, r"in_channels=1, not 3: leave in_channels out$"),  # 3 is also create_model's default
+    ({"num_classes": 1000}, r"num_classes=10, not 1000: leave num_classes out \(for another class count"),
+    ({"norm": "batch"}, None),  # the weights' own value, given: accepted
+])
+def test_an_argument_equal_to_the_default_still_counts_as_given_against_the_weights(kwargs, match):
+    # The RGB default must not be taken as "not given": gray weights built for in_channels=3 came
+    # back with 1 input channel and failed later on an RGB image with torch's conv error.
+    if match is None:
+        assert create_model("resnet20", weights="fashion-mnist", **kwargs).model_config["in_channels"] == 1
+        return
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet20", weights="fashion-mnist", **kwargs)
+
+
+def test_arguments_left_out_are_create_models_defaults_without_weights():
+    config = create_model("resnet20").model_config
+    assert (config["num_classes"], config["in_channels"], config["norm"]) == (1000, 3, "batch")
+    assert create_model("resnet18").model_config["small_input"] is False
+
+
 def test_unknown_weights_tag_names_the_shipped_ones():
     with pytest.raises(ValueError, match=r"no shipped weights 'resnet20:cifar10'; resnet20 has weights 'fashion-mnist'"):
         create_model("resnet20", weights="cifar10")
+
+
+def test_the_way_out_of_a_missing_tag_fits_where_it_was_asked_for(tmp_path):
+    from resnet_lab.runs import resolve_source
+
+    # torchvision's tags are not shipped: the error names the transfer route, not a run directory
+    with pytest.raises(ValueError, match=r"IMAGENET1K_V1 weights are not shipped: `resnet-lab finetune --from "
+                                         r"torchvision:resnet18.IMAGENET1K_V1`.*--from-file FILE --model resnet18"):
+        create_model("resnet18", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match=r"weights= takes a shipped tag: a run directory or \.safetensors file "
+                                         r"loads with load_model\(PATH\)"):
+        create_model("resnet20", weights=str(tmp_path / "run"))
+    # where a path is accepted too (evaluate, export, load_model), the error says so
+    with pytest.raises(ValueError, match=r"no shipped weights 'resnet20:cifar10'.*or give a run directory"):
+        resolve_source("resnet20:cifar10")
+    with pytest.raises(ValueError) as refused:
+        create_model("resnet20", weights="cifar10")
+    assert "run directory" not in str(refused.value)
 
 
 def test_a_corrupted_copy_is_refused_with_both_hashes_in_the_message(tmp_path):

@@ -423,7 +423,11 @@ def resolve_source(source: str | os.PathLike) -> Path:
     path = Path(source)
     if path.exists() or not is_weights_name(str(source)):
         return path
-    return get_weights(str(source)).verify()
+    try:
+        weights = get_weights(str(source))
+    except ValueError as e:  # here a path would do too: say so
+        raise ValueError(f"{e} (or give a run directory or .safetensors file)") from None
+    return weights.verify()
 
 
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:

@@ -282,7 +282,7 @@ def _check_count(arg: str, value: Any, expected: str) -> None:
         raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
 
 
-# create_model's own defaults: with weights=, a value other than these must agree with the weights.
+# create_model's own defaults, for the arguments left out (None); with weights=, the weights' instead.
 _CREATE_DEFAULTS = {"num_classes": 1000, "in_channels": 3, "small_input": False, "norm": "batch"}
 
 
@@ -293,18 +293,20 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
     Args:
         name: the model.
         tag: the weights' tag.
-        given: the caller's ``num_classes``, ``in_channels``, ``small_input``, ``norm`` and options.
+        given: the arguments the caller gave (``num_classes``, ``in_channels``, ``small_input``,
+            ``norm``, family options); those left out are not in it.
     """
     arch = {k: v for k, v in get_weights(name, tag).arch.items() if k != "name"}
-    defaults = {**_INFO[name].options, **_CREATE_DEFAULTS}
     for key, value in given.items():
-        # As torchvision, refuse what contradicts the weights; a value equal to the default counts as not given.
-        if key in arch and value != arch[key] and not (key in defaults and value == defaults[key]):
+        # As torchvision, refuse what contradicts the weights, even a value that is also the default:
+        # in_channels=3 for gray weights would be dropped without a word, then fail on an RGB image.
+        if key in arch and value != arch[key]:
             raise ValueError(
-                f"{name} weights {tag!r} were trained with {key}={arch[key]!r}, not {value!r}: leave {key} out "
-                f"(for another class count, call model.reset_classifier(n) on the loaded model)"
+                f"{name} weights {tag!r} were trained with {key}={arch[key]!r}, not {value!r}: leave {key} out"
+                + (" (for another class count, call model.reset_classifier(n) on the loaded model)"
+                   if key == "num_classes" else "")
             )
-    merged = {**given, **arch}
+    merged = {**_CREATE_DEFAULTS, **given, **arch}
     options = {k: v for k, v in merged.items() if k not in _CREATE_DEFAULTS}
     return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
 
@@ -312,10 +314,10 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
 def create_model(
     name: str,
     *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    norm: str = "batch",
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    small_input: bool | None = None,
+    norm: str | None = None,
     stacked_head: int | None = None,
     weights: str | None = None,
     **kwargs: Any,
@@ -324,11 +326,12 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models` (``resnet18``, ``resnet56``, ``densenet121``...).
-        num_classes: outputs of the classifier.
-        in_channels: 1 for grayscale, 3 for RGB.
+        num_classes: outputs of the classifier (left out: 1000, or the weights').
+        in_channels: 1 for grayscale, 3 for RGB (left out: 3, or the weights').
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
-            the CIFAR families are small-input by construction).
-        norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``.
+            the CIFAR families are small-input by construction). Left out: False, or the weights'.
+        norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``
+            (left out: ``batch``, or the weights').
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
             :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
             trains it; the model then predicts ``stacked_head`` classes.
@@ -348,10 +351,12 @@ def create_model(
             ``model.reset_classifier(5)``).
     """
     builder = _lookup(name)
+    given = {k: v for k, v in dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input,
+                                   norm=norm).items() if v is not None}
     if weights is not None:
-        num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(
-            name, weights, dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm,
-                                **kwargs))
+        num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(name, weights, {**given, **kwargs})
+    else:
+        num_classes, in_channels, small_input, norm = ({**_CREATE_DEFAULTS, **given}[k] for k in _CREATE_DEFAULTS)
     if not isinstance(small_input, bool):  # "no" is truthy: it built the small stem
         raise TypeError(f"small_input must be True or False, got {small_input!r}")
     _check_count("num_classes", num_classes, "the classifier's outputs")

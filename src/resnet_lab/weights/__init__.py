@@ -200,4 +200,10 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
     same_model = [w.tag for w in _REGISTRY.values() if w.model == model]
     known = (f"{model} has weights {', '.join(map(repr, same_model))}" if same_model
              else f"shipped: {', '.join(_REGISTRY) or 'none'}")
-    raise ValueError(f"no shipped weights {name!r}; {known} (or give a run directory or .safetensors file)")
+    # torchvision's ImageNet weights are reached by transfer, not shipped (their tags are upper case)
+    elsewhere = (f"; torchvision's {tag} weights are not shipped: `resnet-lab finetune --from "
+                 f"torchvision:{model}.{tag}` downloads them, or `--from-file FILE --model {model}` reads a "
+                 "saved state dict" if tag.isupper() else "")
+    if "/" in tag or "\\" in tag or tag.endswith(".safetensors"):  # a path given where a tag goes
+        elsewhere = "; weights= takes a shipped tag: a run directory or .safetensors file loads with load_model(PATH)"
+    raise ValueError(f"no shipped weights {name!r}; {known}{elsewhere}")
