@@ -132,6 +132,19 @@ def test_drop_last_false_keeps_the_incomplete_training_batch():
     assert served == list(range(64))  # the tail batch holds the 16 images the default drops
 
 
+def test_drop_last_false_is_refused_for_several_ranks_which_would_take_different_step_counts():
+    # The reference: batch_slices itself, which gives 99 samples in batches of 8 on 2 ranks 7 and 6
+    # training batches: DDP would wait for the missing step until its timeout.
+    from resnet_lab.data.loaders import batch_slices
+
+    per_rank = [len(batch_slices(99, 8, drop_last=False, rank=r, world_size=2, drop_single=True)) for r in (0, 1)]
+    assert per_rank[0] != per_rank[1]
+    with pytest.raises(ValueError, match=r"drop_last=False with world_size=2: .* keep drop_last=True"):
+        DataConfig("fake", world_size=2, rank=1, drop_last=False)
+    assert DataConfig("fake", world_size=2, rank=1).drop_last  # the default is fine
+    assert not DataConfig("fake", drop_last=False).drop_last  # and one process may keep its tail
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: DataConfig("fake", augment="no"), "DataConfig.augment must be True or False, got 'no'"),
     (lambda: DataConfig("fake", drop_last="no"), "DataConfig.drop_last must be True or False, got 'no'"),

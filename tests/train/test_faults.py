@@ -119,6 +119,17 @@ def test_resume_with_another_recipe_is_refused_with_the_difference_shown(tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing rewritten
 
 
+def test_a_refused_resume_names_the_runs_own_values_as_flags_and_they_resume_it(tmp_path):
+    # As --scale-lr does under torchrun: lr and warmup were made from the process count, so the
+    # same command in another count differs without a typed difference; the error gives the way back.
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3, lr=0.1, warmup_epochs=0.5)
+    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.1 --warmup-epochs 0\.5\)") as e:
+        _run(out, epochs=3, resume=True, lr=0.05, warmup_epochs=0.0)
+    assert "--epochs 3" not in str(e.value)  # only what differs
+    assert not _run(out, epochs=3, resume=True, lr=0.1, warmup_epochs=0.5).interrupted
+
+
 @pytest.mark.parametrize("bundle_change, expected", [
     ({"classes": 4}, "classes"),
     ({"batch_size": 8}, "global_batch_size: run has 16, now 8"),

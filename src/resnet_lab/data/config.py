@@ -148,6 +148,12 @@ class DataConfig:
             raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
                              "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "
                              "flip per image: use --flip random")
+        if self.world_size > 1 and not self.drop_last:
+            # batch_slices gives the last partial batch to some ranks only (a one-sample piece is
+            # dropped), and DDP waits at every step for all of them: a hang until the timeout
+            raise ValueError(f"drop_last=False with world_size={self.world_size}: the last partial batch would go to "
+                             "some ranks and not others, and DDP needs every rank to take the same steps; keep "
+                             "drop_last=True")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         if self.mean is not None or self.std is not None:

@@ -54,6 +54,11 @@ _RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_d
                   "lookahead_alpha", "norm_lr_scale", "progressive_resize")
 
 
+# The recipe fields whose CLI flag is --FIELD-NAME VALUE (a refused resume names them with the run's values).
+_FLAG_FIELDS = ("epochs", "lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip", "seed",
+                "ema", "lookahead", "lookahead_alpha", "norm_lr_scale", "progressive_resize")
+
+
 def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:
     """What a resumed run must share with the saved one: the recipe and the data."""
     info = data.info
@@ -105,9 +110,15 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
              for part in ("recipe", "data") if saved[part]
              for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
     if diffs:
+        # The run's own values as flags: the way back when the difference was not typed but made, as
+        # --scale-lr makes lr and warmup from the number of processes (another count on resume).
+        flags = [f"--{k.replace('_', '-')} {saved['recipe'][k]}" for k in _FLAG_FIELDS
+                 if saved["recipe"] and k in now["recipe"] and saved["recipe"].get(k) is not None
+                 and _differs(saved["recipe"][k], now["recipe"][k])]
+        again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
-            f"was started with; to train a finished run further, warm-restart from it: "
+            f"was started with{again}; to train a finished run further, warm-restart from it: "
             f"{warm_restart_command(run_dir, saved['data'].get('dataset') or meta.get('dataset'))}"
         )
 
