@@ -240,8 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     print(block)
     (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
     if a.write:
-        update_doc(str(RESULTS), "ablation", block)
+        update_doc(str(RESULTS), block_key(a.epochs), block)
     return 0
+
+
+def block_key(epochs: int) -> str:
+    """The RESULTS.md block of an ablation at ``epochs`` epochs: one per budget, so a longer
+    ablation stands beside the shorter one instead of replacing it."""
+    return f"ablation-{epochs}-epochs"
 
 
 if __name__ == "__main__":

@@ -776,6 +776,18 @@ def test_ablation_takes_the_waiting_flags_but_not_allow_busy_since_it_writes_bus
     assert e.value.code == 2 and "--allow-busy" in capsys.readouterr().err
 
 
+def test_an_ablation_at_another_budget_gets_a_block_of_its_own_in_results(tmp_path):
+    # One block per epoch budget: a 5-epoch ablation must not replace the 2-epoch one.
+    doc = tmp_path / "RESULTS.md"
+    _common.update_doc(str(doc), ablate_recipe.block_key(2), "two epochs")
+    _common.update_doc(str(doc), ablate_recipe.block_key(5), "five epochs")
+    _common.update_doc(str(doc), ablate_recipe.block_key(2), "two epochs, again")
+    text = doc.read_text()
+    assert "five epochs" in text and "two epochs, again" in text and text.count("two epochs") == 1
+    results = (BENCHMARKS.parent / "docs" / "RESULTS.md").read_text()
+    assert f"<!-- bench:{ablate_recipe.block_key(2)} -->" in results  # where the 2-epoch table stands
+
+
 def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
                            "--out", str(tmp_path)], capture_output=True, text=True,
