@@ -66,3 +66,46 @@ def test_precise_bn_sets_running_stats_to_equal_weight_batch_averages(bn):
 def test_precise_bn_rejects_an_empty_loader():
     with pytest.raises(ValueError, match="no batch"):
         precise_bn(nn.Sequential(nn.BatchNorm2d(2)), [], num_batches=3)
+
+
+def test_precise_bn_leaves_eval_locked_layers_and_an_empty_loaders_model_as_they_were():
+    # transfer.freeze locks a frozen part's BN in eval: it never runs with batch statistics, so
+    # re-estimating it would wipe what it was trained with (to mean 0, var 1).
+    from resnet_lab.transfer.freeze import _lock_eval
+
+    frozen, trained = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+    frozen.running_mean.fill_(2.0), frozen.running_var.fill_(5.0), frozen.num_batches_tracked.fill_(9)
+    _lock_eval(frozen)
+    model = nn.Sequential(frozen, trained).eval()
+    batches = [(torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(i)), None) for i in range(3)]
+    assert precise_bn(model, batches, num_batches=3) == 3
+    assert frozen.running_mean.tolist() == [2.0, 2.0] and frozen.running_var.tolist() == [5.0, 5.0]
+    assert int(frozen.num_batches_tracked) == 9 and int(trained.num_batches_tracked) == 3
+    # no batch at all: the error, and the trained statistics kept
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    with pytest.raises(ValueError, match="no batch"):
+        precise_bn(model, [], num_batches=3)
+    assert all(torch.equal(v, before[k]) for k, v in trained.state_dict().items())
+
+
+@pytest.mark.parametrize("scores, labels, match", [
+    (torch.tensor([0.1, 0.4, 0.3, 0.2]), torch.tensor([0, 2, 2, 0]), r"labels must be 0 or 1, got the values \[0, 2\]"),
+    (torch.tensor([0.1, 0.4, 0.3, 0.2]), torch.tensor([-1, 1, 1, -1]), r"labels must be 0 or 1"),
+    (torch.tensor([0.1, float("nan"), 0.3, 0.2]), torch.tensor([0, 1, 1, 0]), r"1 NaN"),
+])
+def test_roc_auc_refuses_labels_other_than_0_1_and_nan_scores(scores, labels, match):
+    # Before: {0, 2} counted 2 as positive (AUC 1.0) and a NaN ranked highest (AUC 1.0).
+    with pytest.raises(ValueError, match=match):
+        roc_auc(scores, labels)
+
+
+def test_balanced_accuracy_refuses_classes_outside_num_classes_instead_of_dropping_them():
+    labels, pred = torch.tensor([0, 0, 1, 1, 5, 5]), torch.tensor([0, 0, 1, 1, 0, 0])
+    assert balanced_accuracy(pred, labels) == pytest.approx((1 + 1 + 0) / 3)  # class 5 counted, by hand
+    with pytest.raises(ValueError, match=r"class indices must be in 0..1, got 5"):
+        balanced_accuracy(pred, labels, num_classes=2)  # was 1.0: class 5 silently left out
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="num_classes must be a positive int"):
+            balanced_accuracy(pred, labels, num_classes=bad)
+    with pytest.raises(ValueError, match="at least one sample"):
+        balanced_accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))

@@ -185,7 +185,7 @@ def run(ctx: Context) -> Report:
             "data": f"Fashion-MNIST, {b['subset']} training images (one fixed draw), first {b['test']} test images, "
                     "no augmentation",
             "model": "LeNet-5 (conv 6-16, fc 120-84, ReLU, max-pool), torch BN after every conv and hidden fc or no "
-                     "normalization (biases on)",
+                     "normalization (then with biases in its convs and fcs; with BN they have none)",
             "design": f"BN on/off x regularization on/off; regularization = dropout {DROPOUT} after the hidden fc "
                       f"layers + weight decay {WEIGHT_DECAY:g} (off: no dropout, no weight decay)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle for all four, batch {b['batch']}, "

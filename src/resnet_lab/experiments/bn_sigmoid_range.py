@@ -180,7 +180,7 @@ def run(ctx: Context) -> Report:
                     f"{'first ' + str(b['test']) if b['test'] else 'all'} test images, no augmentation",
             "model": f"{b['hidden']} fully connected hidden layers of {b['width']} sigmoid units (Ioffe & Szegedy "
                      "sec. 4.1's MNIST net), Glorot init; BN (torch BatchNorm1d) before each sigmoid with gamma/beta "
-                     "learned or frozen at 1/0, or no normalization (Linear biases on)",
+                     "learned or frozen at 1/0, or no normalization (then with Linear biases; with BN they have none)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle, weight decay 5e-4 on weights only, batch "
                         f"{b['batch']}, {b['epochs']} epochs; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))}",
             "recorded": f"share of each sigmoid's inputs with |x| < 1, every {b['every']} training steps (training "

@@ -19,12 +19,18 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
         labels: (N,) 0/1.
 
     Raises:
-        ValueError: shapes differ or one class is absent (AUC undefined).
+        ValueError: shapes differ, a label is not 0 or 1, a score is NaN (it has no rank), or one
+            class is absent (AUC undefined).
     """
     scores = scores.detach().double().flatten().cpu()
-    labels = labels.detach().flatten().cpu().bool()
+    labels = labels.detach().flatten().cpu()
     if scores.shape != labels.shape:
         raise ValueError(f"scores and labels must have the same length, got {scores.numel()} and {labels.numel()}")
+    if not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"labels must be 0 or 1, got the values {sorted(set(labels.tolist()))[:6]}")
+    if bool(scores.isnan().any()):
+        raise ValueError(f"scores hold {int(scores.isnan().sum())} NaN, which no ranking orders: AUC undefined")
+    labels = labels.bool()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"AUC needs both classes, got {n_pos} positives and {n_neg} negatives")
@@ -47,12 +53,21 @@ def balanced_accuracy(pred: Tensor, labels: Tensor, num_classes: int | None = No
     Args:
         pred: (N,) predicted class indices.
         labels: (N,) true class indices.
-        num_classes: number of classes (default: inferred).
+        num_classes: number of classes (default: inferred); a label or prediction outside
+            ``0..num_classes-1`` is an error, not a class left out.
     """
     pred, labels = pred.flatten().cpu().long(), labels.flatten().cpu().long()
     if pred.shape != labels.shape:
         raise ValueError(f"pred and labels must have the same length, got {pred.numel()} and {labels.numel()}")
-    k = num_classes or int(max(pred.max(), labels.max())) + 1
+    if labels.numel() == 0:
+        raise ValueError("balanced_accuracy needs at least one sample")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive int or None (inferred), got {num_classes!r}")
+    k = num_classes if num_classes is not None else int(max(pred.max(), labels.max())) + 1
+    low, high = int(min(pred.min(), labels.min())), int(max(pred.max(), labels.max()))
+    if low < 0 or high >= k:
+        raise ValueError(f"class indices must be in 0..{k - 1}, got {low if low < 0 else high}")
     recalls = []
     for c in range(k):
         mask = labels == c

@@ -40,7 +40,10 @@ def precise_bn(model: nn.Module, loader: Iterable, num_batches: int, device: str
 
     Each layer's running mean becomes the mean of the per-batch means, and its running variance the
     mean of the per-batch unbiased variances (PyTorch's cumulative average, ``momentum=None``).
-    The model's train/eval mode and the layers' momentum are restored afterwards.
+    The model's train/eval mode and the layers' momentum are restored afterwards. The batches run
+    through the model in training mode, dropout included (as fvcore's precise BN does). A layer
+    that stays in eval under ``model.train()`` (a frozen part of a transferred network) keeps its
+    statistics; and if no batch comes, every layer keeps its statistics.
 
     Args:
         model: the trained network.
@@ -53,17 +56,19 @@ def precise_bn(model: nn.Module, loader: Iterable, num_batches: int, device: str
     """
     if num_batches < 1:
         raise ValueError(f"num_batches must be >= 1, got {num_batches}")
-    layers = batch_norm_layers(model)
+    was_training = model.training
+    model.train()  # eval-locked layers stay in eval: they are not re-estimated
+    layers = [m for m in batch_norm_layers(model) if m.training]
     if not layers:
+        model.train(was_training)
         return 0
     if device is None:
         device = next(model.parameters()).device
     momenta = [m.momentum for m in layers]
-    was_training = model.training
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts the same
-    model.train()
     used = 0
     try:
         for batch in islice(loader, num_batches):
@@ -73,6 +78,9 @@ def precise_bn(model: nn.Module, loader: Iterable, num_batches: int, device: str
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
+        if used == 0:  # nothing came (or the first batch failed): the trained statistics stay
+            for m, (mean, var, count) in zip(layers, saved):
+                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
         model.train(was_training)
     if used == 0:
         raise ValueError("precise_bn: the loader yielded no batch; pass a training loader with data")
