@@ -486,10 +486,9 @@ def preprocess(
         img = ImageOps.invert(img)
     if mode == "whole":
         img = img.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
-        x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(h, w, c).permute(2, 0, 1).contiguous()  # (C, H, W)
-    else:
-        x = _resize_center_crop(torch.from_numpy(np.array(img, dtype=np.uint8)).view(img.height, img.width, c)
-                                .permute(2, 0, 1).contiguous(), h, w)
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).view(img.height, img.width, c).permute(2, 0, 1).contiguous()
+    if mode == "crop":
+        x = _resize_center_crop(x, h, w)
     return normalize(x[None], tuple(mean) * (c // len(mean)), tuple(std) * (c // len(std)))[0]
 
 

@@ -30,7 +30,9 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -304,21 +306,11 @@ def _check_eval(model: nn.Module) -> None:
         )
 
 
-def _shared_modules(model: nn.Module) -> set[int]:
-    seen: dict[int, int] = {}
-    for _, m in model.named_modules(remove_duplicate=False):
-        seen[id(m)] = seen.get(id(m), 0) + 1
-    return {k for k, v in seen.items() if v > 1}
-
-
-def _shared_parameters(model: nn.Module) -> set[int]:
-    """ids of the parameters that more than one module holds (tied weights): folding writes the
-    weight in place, which would change the other module too."""
-    owners: dict[int, set[int]] = {}
-    for m in model.modules():
-        for p in m.parameters(recurse=False):
-            owners.setdefault(id(p), set()).add(id(m))
-    return {k for k, v in owners.items() if len(v) > 1}
+def _repeated(named: Iterable[tuple[str, object]]) -> set[int]:
+    """ids of the objects listed under more than one name: modules registered twice (shared), or
+    parameters that two modules hold (tied weights, which an in-place fold would change in both)."""
+    counts = Counter(id(obj) for _, obj in named)
+    return {k for k, n in counts.items() if n > 1}
 
 
 def _example_input(model: nn.Module) -> Tensor:
@@ -349,7 +341,8 @@ def fuse_bn_with_report(
     _check_eval(model)
     work = model if inplace else copy.deepcopy(model)
     report = plan_bn_folding(work)
-    shared, tied = _shared_modules(work), _shared_parameters(work)
+    shared = _repeated(work.named_modules(remove_duplicate=False))
+    tied = _repeated(work.named_parameters(remove_duplicate=False))
     keep = []
     for layer_name, bn_name in report.folded:
         layer = work.get_submodule(layer_name)

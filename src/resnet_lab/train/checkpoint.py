@@ -106,15 +106,14 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     saved = {"recipe": state.get("recipe"), "data": state.get("data")}
     if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
-    diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}"
-             for part in ("recipe", "data") if saved[part]
-             for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
-    if diffs:
+    differing = [(part, key) for part in ("recipe", "data") if saved[part]
+                 for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
+    if differing:
+        diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}" for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
         # --scale-lr makes lr and warmup from the number of processes (another count on resume).
-        flags = [f"--{k.replace('_', '-')} {saved['recipe'][k]}" for k in _FLAG_FIELDS
-                 if saved["recipe"] and k in now["recipe"] and saved["recipe"].get(k) is not None
-                 and _differs(saved["recipe"][k], now["recipe"][k])]
+        flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
+                 if part == "recipe" and key in _FLAG_FIELDS and saved[part][key] is not None]
         again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
@@ -207,8 +206,8 @@ class Checkpointer:
         pos = Position(int(state["epoch"]), int(state["step"]), state.get("partial") or None)
         if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
             pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
-        if int(state.get("world_size", 1)) != self.world_size or self.world_size > 1:
-            pos.partial = None  # one process's sums; another sharding would count them wrongly
+        if self.world_size > 1:
+            pos.partial = None  # one process's sums (only one process saves them): every rank would add them
         # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
         history.epochs = read_metrics(run_dir, upto=pos.epoch) if self.writes else []
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
