@@ -414,6 +414,52 @@ def test_double_backward_passes_gradgradcheck_and_equals_torch(layout, mode):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
+@layouts
+@pytest.mark.parametrize("affine", [True, False])
+def test_forward_mode_jvp_and_jacfwd_in_training_equal_torch(layout, affine):
+    # torch.func's transforms refuse a layer that updates its buffers (torch's own BN too): the
+    # functorch way is track_running_stats=False, which normalizes with batch statistics.
+    ours, ref = _pair(layout, track_running_stats=False, affine=affine)
+    x = _input(layout)
+    tangent = _input(layout, seed=7)
+    (y_o, t_o), (y_r, t_r) = torch.func.jvp(ours, (x,), (tangent,)), torch.func.jvp(ref, (x,), (tangent,))
+    _assert_all_close([y_o, t_o], [y_r, t_r])
+    _assert_all_close([torch.func.jacfwd(ours)(x)], [torch.func.jacfwd(ref)(x)])
+    # forward over reverse: the Hessian of a scalar of the output
+    hess = lambda bn: torch.func.hessian(lambda x: (bn(x) ** 3).sum())(x)  # noqa: E731
+    torch.testing.assert_close(hess(ours), hess(ref), atol=1e-10, rtol=1e-10)
+    if affine:  # tangents of gamma and beta
+        params = {k: v.detach() for k, v in ref.named_parameters()}
+        jac = lambda bn: torch.func.jacfwd(lambda p: torch.func.functional_call(bn, p, (x,)))(params)  # noqa: E731
+        got, want = jac(ours), jac(ref)
+        _assert_all_close([got[k] for k in want], [want[k] for k in want])
+
+
+@layouts
+def test_forward_ad_dual_tensor_updates_running_stats_like_torch(layout):
+    # torch.autograd.forward_ad (not torch.func) allows the buffer update
+    import torch.autograd.forward_ad as fwad
+
+    ours, ref = _pair(layout)
+    x, tangent = _input(layout), _input(layout, seed=7)
+    got = []
+    for bn in (ours, ref):
+        with fwad.dual_level():
+            y = bn(fwad.make_dual(x, tangent))
+            got.append([fwad.unpack_dual(y).primal.clone(), fwad.unpack_dual(y).tangent.clone()])
+    _assert_all_close(*got)
+    _assert_same_state(ours, ref)
+
+
+@layouts
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_vmap_normalizes_each_slice_as_its_own_batch_like_torch(layout, mode):
+    ours, ref = _pair(layout, track_running_stats=False)
+    getattr(ours, mode)(), getattr(ref, mode)()
+    xs = torch.stack([_input(layout, step=s) for s in range(3)])  # three batches, different scales
+    _assert_all_close([torch.func.vmap(ours)(xs)], [torch.func.vmap(ref)(xs)])
+
+
 # --- bias=False, empty batches, resets, repr -------------------------------------------------
 
 

@@ -244,7 +244,17 @@ class _BatchNormTrain(torch.autograd.Function):
     Double backward (``create_graph=True``) differentiates this backward with autograd. It is
     written with differentiable tensor ops, and in that case recomputes the statistics from ``x``
     so that their dependence on ``x`` is recorded too.
+
+    Forward-mode AD (``torch.func.jvp``, ``jacfwd``) pushes tangents ``tx``, ``tgamma``,
+    ``tbeta`` through the same steps forward: ``tmean = mean(tx)``, ``tvar = 2 mean(xc * tx)`` (the
+    mean's tangent cancels, as in the backward), so ``tinv_std = -inv_std^2 * mean(x_hat * tx)``,
+    ``tx_hat = inv_std * (tx - tmean - x_hat * mean(x_hat * tx))`` and ``ty = gamma * tx_hat +
+    tgamma * x_hat + tbeta``.
+    ``vmap`` runs the forward on each vmapped slice (``generate_vmap_rule``): every slice is a batch
+    with its own statistics.
     """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -256,7 +266,26 @@ class _BatchNormTrain(torch.autograd.Function):
         _, mean, var = output
         ctx.mark_non_differentiable(mean, var)
         ctx.save_for_backward(x, weight, mean, var)
+        ctx.save_for_forward(x, weight, mean, var)
         ctx.eps = eps
+
+    @staticmethod
+    def jvp(ctx, tx: Tensor | None, tweight: Tensor | None, tbias: Tensor | None,
+            _teps: None) -> tuple[Tensor, None, None]:
+        x, weight, mean, var = ctx.saved_tensors
+        shape, dims = _stat_shape(x), _stat_dims(x)
+        inv_std = torch.rsqrt(var + ctx.eps).reshape(shape)
+        x_hat = (x - mean.reshape(shape)) * inv_std
+        ty = torch.zeros_like(x)
+        if tx is not None:
+            t_hat = inv_std * (tx - tx.mean(dims).reshape(shape)
+                               - x_hat * (x_hat * tx).mean(dims).reshape(shape))
+            ty = ty + (t_hat if weight is None else weight.reshape(shape) * t_hat)
+        if tweight is not None:
+            ty = ty + tweight.reshape(shape) * x_hat
+        if tbias is not None:
+            ty = ty + tbias.reshape(shape)
+        return ty, None, None
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor) -> tuple[Tensor | None, ...]:
