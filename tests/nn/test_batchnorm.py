@@ -205,6 +205,37 @@ def test_wrong_channel_count_is_an_error_naming_the_channels():
         rnn.BatchNorm2d(3)(torch.randn(2, 4, 3, 3))
 
 
+# (running_mean, running_var, weight, bias, training) that torch.nn.functional.batch_norm refuses
+_C = 4
+_REFUSED = {
+    "one buffer in training": (torch.full((_C,), 5.0), None, None, None, True),
+    "other buffer in training": (None, torch.full((_C,), 5.0), None, None, True),
+    "no buffers in eval": (None, None, None, None, False),
+    "one buffer in eval": (torch.full((_C,), 5.0), None, None, None, False),
+    "short running_mean": (torch.full((3,), 5.0), torch.full((3,), 5.0), None, None, True),
+    "long running_var": (torch.full((_C,), 5.0), torch.full((5,), 5.0), None, None, True),
+    "short running_mean in eval": (torch.full((3,), 5.0), torch.full((3,), 5.0), None, None, False),
+    "short weight": (torch.full((_C,), 5.0), torch.full((_C,), 5.0), torch.ones(3), None, True),
+    "long bias without buffers": (None, None, torch.ones(_C), torch.ones(5), True),
+}
+
+
+@pytest.mark.parametrize("case", list(_REFUSED))
+def test_functional_batch_norm_refuses_what_torch_refuses_before_touching_the_buffers(case):
+    x = torch.randn(3, _C, 2, 2)
+
+    def run(fn):
+        args = [None if t is None else t.clone() for t in _REFUSED[case][:4]]
+        with pytest.raises(Exception) as info:
+            fn(x, *args[:2], args[2], args[3], training=_REFUSED[case][4], momentum=0.5)
+        return info.value, args
+
+    (want, _), (got, buffers) = run(nn.functional.batch_norm), run(batch_norm)
+    assert type(got) is type(want) and str(got) == str(want)
+    for t in buffers[:2]:  # the running statistics are as they were
+        assert t is None or torch.equal(t, torch.full_like(t, 5.0))
+
+
 @pytest.mark.parametrize("shape", [(5, 3), (3, 2, 4), (2, 2, 3, 3)], ids=["NC", "NCL", "NCHW"])
 def test_functional_batch_norm_passes_gradcheck_in_train_mode(shape):
     g = torch.Generator().manual_seed(11)

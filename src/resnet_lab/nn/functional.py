@@ -106,6 +106,22 @@ def _check_dtypes(x: Tensor, running_mean: Tensor | None, running_var: Tensor | 
                 )
 
 
+def _check_buffers(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
+                   weight: Tensor | None, bias: Tensor | None, training: bool) -> None:
+    # torch's errors, types and messages: a lone buffer, eval without buffers, a wrong size
+    if training and (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+    if not training:
+        for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if t is None:
+                raise RuntimeError(f"{name} must be defined in evaluation mode")
+    channels = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and t.numel() != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+
+
 def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance over every dim but 1 (Algorithm 1, lines 1-2).
 
@@ -245,8 +261,8 @@ class _BatchNormTrain(torch.autograd.Function):
     written with differentiable tensor ops, and in that case recomputes the statistics from ``x``
     so that their dependence on ``x`` is recorded too.
 
-    Forward-mode AD (``torch.func.jvp``, ``jacfwd``) pushes tangents ``tx``, ``tgamma``,
-    ``tbeta`` through the same steps forward: ``tmean = mean(tx)``, ``tvar = 2 mean(xc * tx)`` (the
+    Forward-mode AD (``torch.func.jvp``, ``jacfwd``; :class:`_BatchNormTrainJvp`) pushes tangents
+    ``tx``, ``tgamma``, ``tbeta`` through the same steps forward: ``tmean = mean(tx)``, ``tvar = 2 mean(xc * tx)`` (the
     mean's tangent cancels, as in the backward), so ``tinv_std = -inv_std^2 * mean(x_hat * tx)``,
     ``tx_hat = inv_std * (tx - tmean - x_hat * mean(x_hat * tx))`` and ``ty = gamma * tx_hat +
     tgamma * x_hat + tbeta``.
@@ -266,26 +282,7 @@ class _BatchNormTrain(torch.autograd.Function):
         _, mean, var = output
         ctx.mark_non_differentiable(mean, var)
         ctx.save_for_backward(x, weight, mean, var)
-        ctx.save_for_forward(x, weight, mean, var)
         ctx.eps = eps
-
-    @staticmethod
-    def jvp(ctx, tx: Tensor | None, tweight: Tensor | None, tbias: Tensor | None,
-            _teps: None) -> tuple[Tensor, None, None]:
-        x, weight, mean, var = ctx.saved_tensors
-        shape, dims = _stat_shape(x), _stat_dims(x)
-        inv_std = torch.rsqrt(var + ctx.eps).reshape(shape)
-        x_hat = (x - mean.reshape(shape)) * inv_std
-        ty = torch.zeros_like(x)
-        if tx is not None:
-            t_hat = inv_std * (tx - tx.mean(dims).reshape(shape)
-                               - x_hat * (x_hat * tx).mean(dims).reshape(shape))
-            ty = ty + (t_hat if weight is None else weight.reshape(shape) * t_hat)
-        if tweight is not None:
-            ty = ty + tweight.reshape(shape) * x_hat
-        if tbias is not None:
-            ty = ty + tbias.reshape(shape)
-        return ty, None, None
 
     @staticmethod
     def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor) -> tuple[Tensor | None, ...]:
@@ -320,6 +317,36 @@ class _BatchNormTrain(torch.autograd.Function):
         return dx, dweight, dbias, None
 
 
+class _BatchNormTrainJvp(_BatchNormTrain):
+    """:class:`_BatchNormTrain` with its forward-mode rule (``jvp``), for eager code: Dynamo
+    (``torch.compile``) cannot trace a Function that defines one, so compiled code takes the
+    parent class."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _BatchNormTrain.setup_context(ctx, inputs, output)
+        x, weight, _, _ = inputs
+        _, mean, var = output
+        ctx.save_for_forward(x, weight, mean, var)
+
+    @staticmethod
+    def jvp(ctx, tx: Tensor | None, tweight: Tensor | None, tbias: Tensor | None,
+            _teps: None) -> tuple[Tensor, None, None]:
+        x, weight, mean, var = ctx.saved_tensors
+        shape, dims = _stat_shape(x), _stat_dims(x)
+        inv_std = torch.rsqrt(var + ctx.eps).reshape(shape)
+        x_hat = (x - mean.reshape(shape)) * inv_std
+        ty = torch.zeros_like(x)
+        if tx is not None:
+            t_hat = inv_std * (tx - tx.mean(dims).reshape(shape)
+                               - x_hat * (x_hat * tx).mean(dims).reshape(shape))
+            ty = ty + (t_hat if weight is None else weight.reshape(shape) * t_hat)
+        if tweight is not None:
+            ty = ty + tweight.reshape(shape) * x_hat
+        if tbias is not None:
+            ty = ty + tbias.reshape(shape)
+        return ty, None, None
+
 def batch_norm(
     x: Tensor,
     running_mean: Tensor | None,
@@ -335,8 +362,8 @@ def batch_norm(
 
     Args:
         x: input of shape (N, C), (N, C, L) or (N, C, H, W).
-        running_mean, running_var: (C,) buffers, updated in place when ``training``; ``None`` to
-            keep no running statistics (then batch statistics are used in eval too, as in torch).
+        running_mean, running_var: (C,) buffers, updated in place when ``training``; both
+            ``None`` to keep no running statistics (training only: eval needs them, as in torch).
         weight, bias: (C,) gamma and beta, or ``None`` for no affine transform.
         training: normalize with the batch statistics and update the running ones.
         momentum: weight of the new batch statistic in the running average (PyTorch's convention).
@@ -349,11 +376,12 @@ def batch_norm(
         )
     if x.dim() < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {x.size()}")
-    use_batch_stats = training or running_mean is None or running_var is None
-    # torch's checks and messages (torch.nn.functional.batch_norm)
-    if use_batch_stats:
+    # torch's checks and messages (torch.nn.functional.batch_norm and its kernel), all made before
+    # anything is computed or updated
+    _check_buffers(x, running_mean, running_var, weight, bias, training)
+    if training:
         check_batch_size(x)
-    if use_batch_stats and eps <= 0.0:
+    if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
@@ -361,12 +389,14 @@ def batch_norm(
     # One conversion for both uses of x, so that a bfloat16/float16 input's gradient is summed in
     # float32 and rounded once, as torch's kernel does.
     xs = x.to(_stat_dtype(x))
-    if not use_batch_stats and running_mean is not None and running_var is not None:
+    # (eval has both buffers, checked above; TorchScript needs the None tests to refine the types)
+    if not training and running_mean is not None and running_var is not None:
         return normalize(xs, running_mean, running_var, weight, bias, eps).to(x.dtype)  # eval: Algorithm 2
     if torch.jit.is_scripting():  # TorchScript cannot call an autograd Function: autograd records the ops
         y, mean, var = _normalize_batch(xs, weight, bias, eps)
     else:
-        y, mean, var = _BatchNormTrain.apply(xs, weight, bias, eps)
+        function = _BatchNormTrain if torch.compiler.is_compiling() else _BatchNormTrainJvp
+        y, mean, var = function.apply(xs, weight, bias, eps)
     if training and running_mean is not None and running_var is not None:
         update_running_stats(running_mean, running_var, mean, var, values_per_channel(x), momentum)
     return y.to(x.dtype)
