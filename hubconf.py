@@ -1,9 +1,10 @@
 """torch.hub entry points: every model of the zoo, with the shipped trained weights by tag.
 
     model = torch.hub.load("path/to/resnet-lab", "resnet20", weights="fashion-mnist", source="local")
-    model = torch.hub.load("path/to/resnet-lab", "resnet56", num_classes=10, source="local")  # untrained
+    model = torch.hub.load("path/to/resnet-lab", "resnet56", num_classes=7, source="local")  # untrained
 
-Each entry point is ``create_model(name, weights=..., **kwargs)`` (docs/WEIGHTS.md lists the tags).
+Each entry point is ``create_model(name, weights=..., **kwargs)`` (docs/WEIGHTS.md lists the tags);
+``num_classes`` left out is the model's own: 10 for the CIFAR families, 1000 for the ImageNet ones.
 """
 
 # Private aliases: torch.hub.list shows every public callable of this module (a class too).
@@ -16,6 +17,7 @@ _sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
 
 from resnet_lab.models import create_model as _create_model
 from resnet_lab.models import list_models as _list_models
+from resnet_lab.models import model_info as _model_info
 from resnet_lab.weights import list_weights as _list_weights
 
 dependencies = ["torch", "torchvision", "safetensors", "numpy", "PIL"]
@@ -28,9 +30,11 @@ def _entry_point(name: str):
         return _create_model(name, weights=weights, **kwargs)
 
     tags = [n.split(":", 1)[1] for n in _list_weights(name)]
+    classes = _model_info(name).num_classes
     load.__name__ = load.__qualname__ = name
     load.__doc__ = (f"{name} from resnet-lab: create_model({name!r}, weights=..., **kwargs). "
-                    f"weights: {', '.join(map(repr, tags)) if tags else 'none shipped'}; None for random initialization.")
+                    f"weights: {', '.join(map(repr, tags)) if tags else 'none shipped'}; None for random initialization. "
+                    f"num_classes left out: {classes}.")
     return load
 
 

@@ -6,19 +6,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image
 from safetensors.torch import load_file
 
 import resnet_lab.weights as weights_pkg
 from resnet_lab.cli import main
-from resnet_lab.models import create_model
+from resnet_lab.models import create_model, model_info
+from resnet_lab.models.resnet import CifarResNet
 from resnet_lab.weights import WeightsHashError, get_weights, list_weights, read_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,9 +107,22 @@ def test_an_argument_equal_to_the_default_still_counts_as_given_against_the_weig
 
 
 def test_arguments_left_out_are_create_models_defaults_without_weights():
+    # num_classes left out is the model's own: what `resnet-lab models` lists and the family's
+    # constructor (CifarResNet(20)) defaults to
     config = create_model("resnet20").model_config
-    assert (config["num_classes"], config["in_channels"], config["norm"]) == (1000, 3, "batch")
+    assert (config["num_classes"], config["in_channels"], config["norm"]) == (10, 3, "batch")
+    assert create_model("resnet20").fc.out_features == CifarResNet(20).fc.out_features == 10
     assert create_model("resnet18").model_config["small_input"] is False
+    assert create_model("resnet18").fc.out_features == torchvision.models.resnet18().fc.out_features == 1000
+    for name in ("resnet8", "wrn16_4", "densenet40", "preact_resnet164", "resnet18", "densenet121", "googlenet"):
+        with torch.device("meta"):
+            assert create_model(name).num_classes == model_info(name).num_classes, name
+
+
+def test_torch_hub_entry_points_default_to_the_models_own_class_count():
+    for name, classes in (("resnet20", 10), ("wrn16_4", 10), ("resnet18", 1000)):
+        with torch.device("meta"):
+            assert torch.hub.load(str(ROOT), name, source="local").num_classes == classes
 
 
 def test_unknown_weights_tag_names_the_shipped_ones():
@@ -130,6 +146,18 @@ def test_the_way_out_of_a_missing_tag_fits_where_it_was_asked_for(tmp_path):
     with pytest.raises(ValueError) as refused:
         create_model("resnet20", weights="cifar10")
     assert "run directory" not in str(refused.value)
+    # an upper-case tag for a model torchvision does not have: no route through torchvision
+    with pytest.raises(ValueError) as refused:
+        create_model("resnet20", weights="DEFAULT")
+    assert "torchvision" not in str(refused.value) and "resnet20 has weights 'fashion-mnist'" in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", [True, 1, ["fashion-mnist"]])
+def test_a_weights_argument_that_is_not_a_string_is_a_type_error_naming_it(bad):
+    with pytest.raises(TypeError, match=re.escape(f"got {bad!r}")):
+        create_model("resnet20", weights=bad)
+    with pytest.raises(TypeError, match=re.escape(repr(bad))):
+        get_weights("resnet20", bad)
 
 
 def test_a_corrupted_copy_is_refused_with_both_hashes_in_the_message(tmp_path):

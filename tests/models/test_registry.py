@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import resnet_lab.models as models
@@ -195,3 +196,38 @@ def test_model_config_records_the_model_that_was_built(name):
         assert repr(small) == repr(model) and _stem_and_norm_layers(small) == (stem, norms)
     else:  # an ImageNet family really changes (a 3x3 stem, or VGG's last max-pool dropped)
         assert repr(small) != repr(model)
+
+
+@pytest.mark.parametrize("bad", [None, 18, ("resnet20",)])
+def test_a_model_name_that_is_not_a_string_is_a_type_error_naming_it(bad):
+    with pytest.raises(TypeError, match=re.escape(f"got {bad!r}")):
+        create_model(bad)
+
+
+@pytest.mark.parametrize("name,option", [("resnet8", "zero_init_residual"), ("densenet40", "memory_efficient"),
+                                         ("googlenet", "aux_logits"), ("googlenet", "transform_input")])
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_a_true_false_option_refuses_anything_but_a_bool(name, option, bad):
+    # "no" is truthy: zero_init_residual="no" zeroed every block's last BN scale
+    assert isinstance(model_info(name).options[option], bool)
+    with pytest.raises(TypeError, match=f"{name}'s option {option} must be True or False, got {re.escape(repr(bad))}"):
+        create_model(name, **{option: bad})
+
+
+def test_numpy_integer_class_counts_are_taken_as_torchvision_takes_them():
+    np = pytest.importorskip("numpy")
+    got = create_model("resnet8", num_classes=np.int64(7), in_channels=np.int32(1))
+    want = torchvision.models.resnet18(num_classes=np.int64(7))
+    assert got.fc.out_features == want.fc.out_features == 7 and got.model_config["num_classes"] == 7
+    assert type(got.model_config["num_classes"]) is int and type(got.model_config["in_channels"]) is int
+
+
+@pytest.mark.parametrize("name,kwargs,match", [
+    ("densenet40", dict(drop_rate=-0.1), r"drop_rate must be in \[0, 1\), got -0.1"),
+    ("densenet40", dict(drop_rate=1.0), r"drop_rate must be in \[0, 1\), got 1.0"),
+    ("vgg11", dict(pool_size=0), "pool_size must be a positive int, got 0"),
+    ("vgg11", dict(hidden_dim=0), "hidden_dim must be a positive int, got 0"),
+])
+def test_family_options_out_of_range_are_refused_by_name(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model(name, **kwargs)

@@ -174,6 +174,8 @@ class DenseNet(ClassifierModel):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression!r} (0.5 is DenseNet-C)")
+        if not 0.0 <= drop_rate < 1.0:  # a negative rate would switch dropout off without a word
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r} (0.2 is the paper's)")
         nl = norm_layer(norm)
         bias = norm_has_bias(norm)
         if stem == "imagenet":

@@ -17,6 +17,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import operator
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -197,6 +198,9 @@ def register_model(
                     f"{name} got unexpected argument(s) {', '.join(map(repr, unknown))}; "
                     f"it accepts {', '.join(options)}"
                 )
+            for key, value in kwargs.items():  # "no" is truthy: it would switch the option on
+                if isinstance(options.get(key), bool) and not isinstance(value, bool):
+                    raise TypeError(f"{name}'s option {key} must be True or False, got {value!r}")
             return builder(**kwargs)
 
         # help() and IDEs show the accepted keywords, not the forwarding **kwargs.
@@ -267,6 +271,8 @@ def model_family(name: str) -> str:
 
 
 def _lookup(name: str) -> Callable[..., nn.Module]:
+    if not isinstance(name, str):
+        raise TypeError(f"a model name is a string such as 'resnet20', got {name!r}; `resnet-lab models` lists them")
     if name in _MODELS:
         return _MODELS[name]
     close = difflib.get_close_matches(name, _MODELS.keys(), n=5, cutoff=0.5)
@@ -277,13 +283,25 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     )
 
 
-def _check_count(arg: str, value: Any, expected: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+def _check_count(arg: str, value: Any, expected: str) -> int:
+    """``value`` as an int (numpy's integers too, as torch takes them), or a ValueError."""
+    try:
+        count = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        count = 0
+    if count < 1:
         raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
+    return count
 
 
-# create_model's own defaults, for the arguments left out (None); with weights=, the weights' instead.
-_CREATE_DEFAULTS = {"num_classes": 1000, "in_channels": 3, "small_input": False, "norm": "batch"}
+# The architecture arguments of create_model, in its order of return.
+_ARCH_ARGS = ("num_classes", "in_channels", "small_input", "norm")
+
+
+def _create_defaults(name: str) -> dict[str, Any]:
+    """create_model's values for the arguments left out (None); with weights=, the weights' win.
+    The class count is the model's own, as in the family's constructor and `resnet-lab models`."""
+    return {"num_classes": _INFO[name].num_classes, "in_channels": 3, "small_input": False, "norm": "batch"}
 
 
 def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, int, bool, str, dict[str, Any]]:
@@ -306,8 +324,8 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
                 + (" (for another class count, call model.reset_classifier(n) on the loaded model)"
                    if key == "num_classes" else "")
             )
-    merged = {**_CREATE_DEFAULTS, **given, **arch}
-    options = {k: v for k, v in merged.items() if k not in _CREATE_DEFAULTS}
+    merged = {**_create_defaults(name), **given, **arch}
+    options = {k: v for k, v in merged.items() if k not in _ARCH_ARGS}
     return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
 
 
@@ -326,7 +344,9 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models` (``resnet18``, ``resnet56``, ``densenet121``...).
-        num_classes: outputs of the classifier (left out: 1000, or the weights').
+        num_classes: outputs of the classifier (left out: the model's own,
+            ``model_info(name).num_classes``: 10 for the CIFAR families, 1000 for the ImageNet
+            ones; or the weights').
         in_channels: 1 for grayscale, 3 for RGB (left out: 3, or the weights').
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
             the CIFAR families are small-input by construction). Left out: False, or the weights'.
@@ -351,19 +371,22 @@ def create_model(
             ``model.reset_classifier(5)``).
     """
     builder = _lookup(name)
+    if weights is not None and not isinstance(weights, str):
+        raise TypeError(f"weights= takes the tag of shipped weights such as 'fashion-mnist', got {weights!r}; "
+                        "resnet_lab.list_weights() lists them")
     given = {k: v for k, v in dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                                    norm=norm).items() if v is not None}
     if weights is not None:
         num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(name, weights, {**given, **kwargs})
     else:
-        num_classes, in_channels, small_input, norm = ({**_CREATE_DEFAULTS, **given}[k] for k in _CREATE_DEFAULTS)
+        num_classes, in_channels, small_input, norm = ({**_create_defaults(name), **given}[k] for k in _ARCH_ARGS)
     if not isinstance(small_input, bool):  # "no" is truthy: it built the small stem
         raise TypeError(f"small_input must be True or False, got {small_input!r}")
-    _check_count("num_classes", num_classes, "the classifier's outputs")
-    _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
+    num_classes = _check_count("num_classes", num_classes, "the classifier's outputs")
+    in_channels = _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
     check_norm(norm)
     if stacked_head is not None:
-        _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
+        stacked_head = _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
     model = builder(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm, **kwargs)
     if norm != "none" and not has_norm_layers(model):  # the plain VGGs: no norm layer to choose
         # Recorded as what was built. Not refused here: runs saved before this record other norms and

@@ -139,6 +139,9 @@ class VGG(ClassifierModel):
         pool_size: int = 7,
     ) -> None:
         super().__init__()
+        for arg, value in (("hidden_dim", hidden_dim), ("pool_size", pool_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # 0 builds a model of zeros
+                raise ValueError(f"{arg} must be a positive int, got {value!r} (torchvision's: 4096 and 7)")
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(

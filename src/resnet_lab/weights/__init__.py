@@ -183,12 +183,22 @@ def is_weights_name(spec: str) -> bool:
     return _NAME.match(spec) is not None
 
 
+def _in_torchvision(model: str) -> bool:
+    """Whether torchvision has a model of this name (with ImageNet weights to download)."""
+    import torchvision.models  # deferred: only a refused tag needs it
+
+    return model in torchvision.models.list_models()
+
+
 def get_weights(model: str, tag: str | None = None) -> Weights:
     """The entry of ``get_weights("resnet20", "fashion-mnist")`` or ``get_weights("resnet20:fashion-mnist")``.
 
     Raises:
         ValueError: no such entry; the message lists what is shipped.
     """
+    if not isinstance(model, str) or not isinstance(tag, (str, type(None))):
+        raise TypeError(f"weights are named by strings, e.g. get_weights('resnet20', 'fashion-mnist'); "
+                        f"got {model!r}, {tag!r}")
     if tag is None:
         match = _NAME.match(model)
         if match is None:
@@ -203,7 +213,7 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
     # torchvision's ImageNet weights are reached by transfer, not shipped (their tags are upper case)
     elsewhere = (f"; torchvision's {tag} weights are not shipped: `resnet-lab finetune --from "
                  f"torchvision:{model}.{tag}` downloads them, or `--from-file FILE --model {model}` reads a "
-                 "saved state dict" if tag.isupper() else "")
+                 "saved state dict" if tag.isupper() and _in_torchvision(model) else "")
     if "/" in tag or "\\" in tag or tag.endswith(".safetensors"):  # a path given where a tag goes
         elsewhere = "; weights= takes a shipped tag: a run directory or .safetensors file loads with load_model(PATH)"
     raise ValueError(f"no shipped weights {name!r}; {known}{elsewhere}")
