@@ -91,6 +91,26 @@ def test_wrong_input_size_fails_with_clear_error_and_leaves_no_file(tmp_path):
         export_onnx(model, tmp_path / "m.onnx", input_size=(28, 28))
 
 
+def test_an_opset_the_torchscript_exporter_cannot_write_is_refused_not_written_as_another(tmp_path, capfd):
+    # the CIFAR option-A shortcut's strided slice needs opset 10 in torch's TorchScript exporter;
+    # the dynamo exporter writes 18 or newer, so it is no way to an opset-9 file
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    with pytest.raises(torch.onnx.errors.SymbolicValueError):
+        torch.onnx.export(model, (torch.randn(2, 1, 16, 16),), str(tmp_path / "ref.onnx"), opset_version=9, dynamo=False)
+    (tmp_path / "ref.onnx").unlink(missing_ok=True)
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"cannot write this model at opset 9 \(step!=1 is currently not supported\); "
+                                         r"try a newer --opset"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=9)
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left
+    assert capfd.readouterr().out == ""  # not the exporter's IR dump
+    with pytest.raises(ValueError, match="the dynamo exporter writes opset 18 or newer, not 17"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=17, exporter="dynamo")
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=10)
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
 # --- prediction on image files ------------------------------------------------------------------
 
 

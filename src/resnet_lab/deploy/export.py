@@ -13,12 +13,14 @@ only if TorchScript fails (e.g. on a future torch that removed it).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -57,13 +59,33 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int
         )
 
 
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null: the TorchScript exporter prints its whole IR graph
+    there from C++ when it fails, and the failure is reported as one line instead."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+# The dynamo exporter builds opset 18; below it only the TorchScript exporter writes the file.
+DYNAMO_MIN_OPSET = 18
+
+
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool) -> None:
     # one spec per positional argument of forward: dim 0 of the image batch is symbolic
     shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     torch.onnx.export(
         model, (x,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
         # the dynamo exporter builds opset 18 and its down-conversion to 17 fails (Pad, Reduce*): keep >= 18
-        opset_version=max(opset, 18), dynamic_shapes=shapes, dynamo=True, verbose=False,
+        opset_version=max(opset, DYNAMO_MIN_OPSET), dynamic_shapes=shapes, dynamo=True, verbose=False,
     )
 
 
@@ -75,6 +97,9 @@ def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None) -
     if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
         raise ValueError(f"opset (--opset) must be an ONNX opset this torch exports, {ONNX_MIN_OPSET} to "
                          f"{ONNX_MAX_OPSET}, got {opset!r} (17 is the default)")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise ValueError(f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer, not {opset}: "
+                         f"raise the opset or use the torchscript exporter")
     std = (meta or {}).get("std")
     if std is not None and not all(s > 0 for s in std):  # the file's predictor would divide by it
         raise ValueError(f"meta's std must be > 0 in every channel, got {list(std)}")
@@ -140,12 +165,19 @@ def export_onnx(
                 _export_dynamo(work, x, tmp, opset, dynamic_batch)
             else:
                 try:
-                    _export_torchscript(work, x, tmp, opset, dynamic_batch)
-                except Exception:
-                    if exporter == "torchscript":
-                        raise
+                    with _stdout_silenced():
+                        _export_torchscript(work, x, tmp, opset, dynamic_batch)
+                except Exception as e:
+                    if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
+                        # the dynamo exporter would write another opset than the one asked for
+                        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" [Caused by")[0].strip()
+                        raise ValueError(
+                            f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
+                            f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
+                        ) from e
                     _export_dynamo(work, x, tmp, opset, dynamic_batch)
-        proto = onnx.load(tmp)
+        proto = onnx.load(tmp)  # external data too, if the exporter wrote a side file: saved inline below
+        Path(f"{tmp}.data").unlink(missing_ok=True)
         del proto.metadata_props[:]
         for key, value in props.items():
             entry = proto.metadata_props.add()
