@@ -48,6 +48,7 @@ from .weights import get_weights, is_weights_name
 __all__ = [
     "FORMAT",
     "RUN_FILES",
+    "RUN_OUTPUTS",
     "arch_outputs",
     "check_output_file",
     "is_one_of",
@@ -74,6 +75,9 @@ FORMAT = "resnet-lab/1"
 # The files whose presence makes a directory a run: a new run must not overwrite them, and no
 # other output (an ONNX file, a report, a plot) may land on one.
 RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetensors", "metrics.jsonl")
+# What else a run writes: its table and plots. No other output may land on them either, and a new
+# run does not start in a directory that holds them without a run.
+RUN_OUTPUTS = ("metrics.csv", "curves.png", "confusion.png")
 
 
 def is_one_of(path: str | os.PathLike, others: Sequence[str | os.PathLike]) -> bool:
@@ -104,7 +108,7 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
     if is_one_of(path, inputs):
         raise FileExistsError(f"{path} is one of this command's inputs; writing the {kind} there would destroy "
                               "it: choose another output path")
-    if path.name in RUN_FILES and (path.parent / "model.json").exists():
+    if path.name in RUN_FILES + RUN_OUTPUTS and (path.parent / "model.json").exists():
         raise FileExistsError(f"{path} belongs to the run in {path.parent}; writing the {kind} there would destroy "
                               "it: choose another output path")
     if path.suffix.lower() not in suffixes:

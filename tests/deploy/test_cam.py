@@ -243,3 +243,13 @@ def test_predict_cam_refuses_onnx_a_file_for_several_images_and_an_unknown_suffi
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not list(tmp_path.glob("c.*"))
+
+
+def test_predict_cam_refuses_to_draw_over_a_runs_plot(cam_run, capsys):
+    run, _, images = cam_run
+    (run / "confusion.png").write_bytes(b"the run's plot")
+    assert main(["predict", str(run), str(images[0]), "--cam", str(run / "confusion.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --cam {run / 'confusion.png'} belongs to the run in {run}; the map would overwrite it: " \
+                  "choose another --cam path\n"
+    assert (run / "confusion.png").read_bytes() == b"the run's plot"

@@ -373,3 +373,43 @@ def test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_r
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="stop_after must be between 1 and epochs"):
         TrainConfig(epochs=3, stop_after=4)
+
+
+# --- a new run next to someone's files ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,content", [
+    ("curves.png", b"my plot"),
+    ("confusion.png", b"my plot"),
+    ("metrics.csv", b"a,b\n1,2\n"),
+    ("metrics.jsonl", b'{"mine": 1}\n'),
+])
+def test_a_new_run_refuses_a_folder_holding_a_users_file_of_a_runs_name(tmp_path, name, content):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_bytes(content)
+    with pytest.raises(FileExistsError, match=rf"{name} exists but .*holds no run.*move it away or choose another --out"):
+        _run(out)
+    assert (out / name).read_bytes() == content and [p.name for p in out.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_failed_first_saves_metrics_are_cleared_and_the_same_command_starts_again(tmp_path, torn):
+    # a first save appends metrics.jsonl and rewrites metrics.csv before the checkpoint set
+    out = tmp_path / "run"
+    out.mkdir()
+    record = json.dumps({"epoch": 1, "train_loss": 2.3})
+    (out / "metrics.jsonl").write_text(record[:15] if torn else record + "\n")
+    (out / "metrics.csv").write_text("epoch,train_loss\n1,2.3\n")
+    _run(out, epochs=1)
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
+    assert "2.3\n" not in (out / "metrics.csv").read_text()
+
+
+def test_no_output_lands_on_a_runs_plots_or_table(tmp_path):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    for name in ("curves.png", "confusion.png", "metrics.csv"):
+        (out / name).write_bytes(b"the run's")  # plots=False in _cfg: stand-ins
+        with pytest.raises(FileExistsError, match=f"{name} belongs to the run"):
+            ckpt.check_output_file(out / name, kind="plot", suffixes=(".png", ".csv"))

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..data import to_model_input
 from ..models import model_info
-from ..runs import is_one_of, load_model
+from ..runs import RUN_FILES, RUN_OUTPUTS, is_one_of, load_model
 from .predict import load_image
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
@@ -204,11 +204,14 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
 
 
 def _not_an_input(targets: list[Path], images: Sequence[str | os.PathLike]) -> list[Path]:
-    """Refuse a map that would overwrite one of the images it is drawn from."""
+    """Refuse a map that would overwrite one of the images it is drawn from, or a run's file."""
     for target in targets:
         if is_one_of(target, images):
             raise ValueError(f"--cam {target} is one of the input images; the map would overwrite it: choose "
                              "another --cam path")
+        if target.name in RUN_FILES + RUN_OUTPUTS and (target.parent / "model.json").exists():
+            raise ValueError(f"--cam {target} belongs to the run in {target.parent}; the map would overwrite it: "
+                             "choose another --cam path")
     return targets
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..runs import (
     RUN_FILES,
+    RUN_OUTPUTS,
     append_metrics,
     load_meta,
     load_state_dict_file,
@@ -130,6 +131,29 @@ def _differs(saved: Any, now: Any) -> bool:
     return saved != now
 
 
+def _check_no_foreign_outputs(run_dir: Path) -> None:
+    """Refuse to start a run where it would overwrite files that are not a failed first save's.
+
+    A first save appends ``metrics.jsonl`` (and rewrites ``metrics.csv`` from it) before it writes
+    the checkpoint set; when it fails in between, those two are left without a run, and the same
+    command may start again over them. Anything else of a run's names (the plots; a
+    ``metrics.csv`` alone; a ``metrics.jsonl`` whose lines are not epoch records, each of which
+    starts ``{"epoch": ``, a torn last one too) is someone's file.
+    """
+    jsonl = run_dir / "metrics.jsonl"
+    try:
+        lines = jsonl.read_text(encoding="utf-8").splitlines() if jsonl.is_file() else []
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    leftover = bool(lines) and all(line.startswith('{"epoch": ') for line in lines if line.strip())
+    for name in ("metrics.jsonl", *RUN_OUTPUTS):
+        if (run_dir / name).exists() and not (leftover and name in ("metrics.jsonl", "metrics.csv")):
+            raise FileExistsError(
+                f"{run_dir / name} exists but {run_dir} holds no run (no model.json): a run would overwrite it; "
+                "move it away or choose another --out"
+            )
+
+
 class Checkpointer:
     """Starts, resumes and saves one training run in ``config.out`` (nothing when it is None).
 
@@ -187,9 +211,11 @@ class Checkpointer:
                     f"{self.run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
                     "another --out"
                 )
+            _check_no_foreign_outputs(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _check_writable(self.run_dir)
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            for name in ("metrics.jsonl", "metrics.csv"):  # a failed first save's leftovers (checked above)
+                (self.run_dir / name).unlink(missing_ok=True)
         return Position()
 
     def _resume(self, history) -> Position:
