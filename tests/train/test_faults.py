@@ -413,3 +413,23 @@ def test_no_output_lands_on_a_runs_plots_or_table(tmp_path):
         (out / name).write_bytes(b"the run's")  # plots=False in _cfg: stand-ins
         with pytest.raises(FileExistsError, match=f"{name} belongs to the run"):
             ckpt.check_output_file(out / name, kind="plot", suffixes=(".png", ".csv"))
+
+
+def test_resuming_into_a_folder_that_does_not_exist_says_so_not_permission_denied(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--out .*nope does not exist: nothing to resume \(start without --resume"):
+        _run(tmp_path / "nope", resume=True)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_finetune_resume_into_a_missing_folder_is_one_line_naming_it(tmp_path, capsys):
+    from resnet_lab.cli import main
+
+    src = tmp_path / "src"
+    args = ["--dataset", "fake", "--image-size", "16", "--subset", "32", "--epochs", "1", "--batch-size", "16",
+            "--no-progress"]
+    assert main(["train", "--model", "resnet8", *args, "--out", str(src)]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--from", str(src), "--strategy", "all", *args, "--resume",
+                 "--out", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {tmp_path / 'nope'} does not exist: nothing to resume") and err.count("\n") == 1

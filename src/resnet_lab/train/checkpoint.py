@@ -196,6 +196,9 @@ class Checkpointer:
             for what in recover_run_dir(self.run_dir):
                 self.log(f"{self.run_dir}: {what}")
         if self.config.resume:
+            if not self.run_dir.exists():  # before the permission check: a missing folder is not a denied one
+                raise FileNotFoundError(f"--out {self.run_dir} does not exist: nothing to resume (start without "
+                                        "--resume, or give the run's folder)")
             if self.writes:
                 _check_writable(self.run_dir)
             return self._resume(history)
