@@ -550,3 +550,34 @@ def test_the_one_line_warning_format_is_set_only_by_the_main_thread_and_always_p
     thread.join()
     assert seen == [0] and warnings.formatwarning is before
     assert main(["models", "resnet8"]) == 0 and warnings.formatwarning is before
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--momentum", "0.5"], "--momentum 0.5"),
+    (["--no-nesterov"], "--no-nesterov"),
+    (["--momentum", "0", "--no-nesterov"], "--momentum 0, --no-nesterov"),
+])
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_sgds_momentum_options_with_adamw_are_refused_not_ignored(tmp_path, capsys, extra, named, command):
+    # AdamW's moments are its betas: the same run with and without these flags trained identically
+    args = [command, *TRAIN, "--optimizer", "adamw", *extra, "--out", str(tmp_path / "o")]
+    if command == "lr-find":
+        args = [command, *TRAIN[:6], "--batch-size", "16", "--optimizer", "adamw", *extra, "--steps", "3",
+                "--out", str(tmp_path / "o.png")]
+    assert main(args) == 2
+    err = _one_line_error(capsys, f"({named}) are SGD's and do nothing with adamw")
+    assert "--optimizer sgd" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-99999999999999999999"])
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_a_seed_torch_cannot_take_is_one_line_naming_the_flag_and_the_range(tmp_path, capsys, seed, command):
+    import torch
+
+    with pytest.raises(ValueError, match="Overflow"):  # what torch says of it: no flag, no range
+        torch.manual_seed(int(seed))
+    args = (["train", *TRAIN, "--epochs", "1"] if command == "train" else ["experiment", "degradation"])
+    assert main([*args, f"--seed={seed}", "--out", str(tmp_path / "o")]) == 2
+    _one_line_error(capsys, f"seed (--seed) must be an integer from {-(2 ** 63)} to ")
+    assert not (tmp_path / "o").exists()

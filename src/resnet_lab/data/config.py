@@ -15,7 +15,19 @@ import torch
 
 from .transforms import check_erase_probability, check_flip_mode
 
-__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_field_types", "data_config"]
+__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_field_types", "check_seed",
+           "data_config"]
+
+# torch.manual_seed's range (a signed or an unsigned 64-bit integer)
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
+
+
+def check_seed(seed: int, headroom: int = 0) -> None:
+    """Refuse a seed torch cannot take (``Overflow when unpacking long long`` names nothing), with
+    ``headroom`` for the seeds counted up from it (an experiment's seed, seed + 1...)."""
+    low, high = SEED_RANGE
+    if not low <= seed <= high - headroom:
+        raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed}")
 
 
 def _is_int(v: Any) -> bool:
@@ -106,6 +118,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, exact=False)
+        check_seed(self.seed)
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:

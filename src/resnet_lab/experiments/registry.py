@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from ..data.config import check_seed
 from .report import Report, verdict_text, write_report
 from .runner import BUDGETS, Context
 
@@ -139,6 +140,7 @@ def run_experiment(
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     check_experiment_out(out)
+    check_seed(seed, headroom=100)  # its runs count seeds up from it
     ctx = Context(name, budget, out, data_dir=data_dir, device=device, seed=seed, log=log)
     t0 = time.perf_counter()
     report = module.run(ctx)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..data.config import check_field_types
+from ..data.config import check_field_types, check_seed
 from .optim import OPTIMIZERS, SCHEDULES
 from .progressive import MIN_SIDE
 from .tensorboard import require_tensorboard
 
 __all__ = ["TrainConfig"]
 
+SGD_MOMENTUM = 0.9  # the default of momentum
 LOOKAHEAD_ALPHA = 0.5  # Zhang et al. 2019's slow step, the default of lookahead_alpha
 
 
@@ -20,7 +21,7 @@ class TrainConfig:
     epochs: int = 10  # passes over the training set
     lr: float = 0.1  # peak learning rate (SGD); use ~1e-3 for AdamW
     optimizer: str = "sgd"  # sgd | adamw
-    momentum: float = 0.9  # SGD momentum
+    momentum: float = SGD_MOMENTUM  # SGD momentum
     nesterov: bool = True  # Nesterov momentum (SGD)
     weight_decay: float = 5e-4  # applied to conv/linear weights only, never to norm params or biases
     schedule: str = "onecycle"  # onecycle | cosine | step (the paper's /10 at 50% and 75%) | constant
@@ -52,6 +53,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, exact=False)
+        check_seed(self.seed)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -73,6 +75,11 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer == "adamw" and (self.momentum != SGD_MOMENTUM or not self.nesterov):
+            # AdamW has its own moment estimates (betas 0.9, 0.999): the two would change nothing
+            given = [f"--momentum {self.momentum:g}"] * (self.momentum != SGD_MOMENTUM) + ["--no-nesterov"] * (not self.nesterov)
+            raise ValueError(f"momentum and nesterov ({', '.join(given)}) are SGD's and do nothing with adamw: leave "
+                             "them out, or use --optimizer sgd")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             # A negative max norm would flip the gradient's sign; 0 would zero every step.
             raise ValueError(f"grad_clip must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
