@@ -54,24 +54,43 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 # Formats to nothing; a help text holding it is not given "(default: None)" by the formatter.
 _NO_DEFAULT = "%(default).0s"
 
+# --lr when not given, by --optimizer: train's from-scratch rates; finetune starts from a good point, so
+# its SGD rate is a tenth of train's (docs/TRANSFER.md).
+_TRAIN_LR = {"sgd": 0.1, "adamw": 1e-3}
+_FINETUNE_LR = {"sgd": 0.01, "adamw": 1e-3}
+_DEVICE_HELP = "auto (cuda, then mps, else cpu) | cpu | cuda | cuda:N | mps"
+# --image-size when not given, per command.
+_NATIVE_SIZE = "28 Fashion-MNIST, 32 CIFAR and fake; folders: the median short side when all are <= 64 px, else 224"
+_SOURCE_SIZE = "the weights' size when known (torchvision: 224), else " + _NATIVE_SIZE
+_RUN_SIZE = "the size the run was trained at"
+
+
+def _lr_help(rates: dict[str, float], why: str = "") -> str:
+    return (f"peak learning rate; when not given: {rates['sgd']:g} for sgd{why}, {rates['adamw']:g} for adamw"
+            + _NO_DEFAULT)
+
 
 def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter)
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--dataset", required=required, help="fashion-mnist | cifar10 | cifar100 | folder | fake")
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True, size: str = _NATIVE_SIZE) -> None:
+    """The data flags; ``size``: what --image-size left out means for the command."""
+    p.add_argument("--dataset", required=required, help="fashion-mnist | cifar10 | cifar100 | folder | fake"
+                   + ("" if required else "; the run's own when not given") + _NO_DEFAULT)
     p.add_argument("--data-dir", help="where the dataset lives; when given, the only place searched (folder: one "
                    "sub-folder per class, or train/ and val/; Fashion-MNIST/CIFAR without it: $RESNET_LAB_DATA, "
-                   "the Debian path, the cache)")
+                   "the Debian path, the cache)" + _NO_DEFAULT)
     p.add_argument("--download", action="store_true", help="download through torchvision when missing (needs internet)")
-    p.add_argument("--image-size", type=int, help="resize folder images to this size")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="image side in px, every dataset resized to it (folders: resized and cropped; fake: made "
+                        f"at it); when not given: {size}" + _NO_DEFAULT)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for folder datasets")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """The flags that build a new model (`train`, `lr-find`)."""
-    p.add_argument("--model", required=True, help="a name from `resnet-lab models`")
+    p.add_argument("--model", required=True, help="a name from `resnet-lab models`" + _NO_DEFAULT)
     p.add_argument("--norm", choices=["batch", "scratch", "group", "none"], default=None,
                    help="the normalization layer of every block; batch when not given" + _NO_DEFAULT)
     p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
@@ -82,25 +101,35 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_step_args(g) -> None:
     """The flags that shape each training step (`train`, `finetune`, `lr-find`); see _step_config."""
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--batch-size", type=int, default=128, help="training images per step (under torchrun: per "
+                   "process)")
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
+                   help="sgd (with --momentum, Nesterov) or adamw")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (sgd only)")
     g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
-    g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm")
+    g.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="weight decay of the conv and linear weights (never norm layers or biases); 0: off")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing, in [0, 1); "
+                   "0: off")
+    g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm to this value; "
+                   "no clipping when not given" + _NO_DEFAULT)
     g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--seed", type=int, default=0, help="seed of the new weights, data order and augmentation")
+    g.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    _add_data_args(p)
+def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_LR),
+                    size: str = _NATIVE_SIZE) -> None:
+    """The data and training flags of `train` and `finetune`; ``lr_help``, ``size``: their own
+    --lr and --image-size defaults."""
+    _add_data_args(p, size=size)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 for sgd, 1e-3 for adamw)")
+    g.add_argument("--epochs", type=int, default=10, help="passes over the training set")
+    g.add_argument("--lr", type=float, default=None, help=lr_help)
     _add_step_args(g)
-    g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"])
+    g.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "step", "constant"],
+                   help="learning-rate schedule: onecycle, cosine, step (/10 at 50%% and 75%% of training) or "
+                        "constant")
     g.add_argument("--warmup-epochs", type=float, default=0.0,
                    help="linear warmup over this many epochs (at least one step when set; 0: none, except "
                         "onecycle's own ramp over the first quarter)")
@@ -113,16 +142,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "of the epoch before); alternate: in-memory datasets only")
     g.add_argument("--crop-padding", type=int, default=None, metavar="PX",
                    help="pad-crop shift of the training images in pixels; 0: flip only, no crop (in-memory "
-                        "datasets; default: side / 8, 4 px on Fashion-MNIST and CIFAR)")
-    g.add_argument("--subset", type=int, help="train on N training images only, drawn at random (seeded) "
-                   "with the same share of each class")
+                        "datasets; when not given: side / 8, 4 px on Fashion-MNIST and CIFAR)" + _NO_DEFAULT)
+    g.add_argument("--subset", type=int, metavar="N", help="train on N training images only, drawn at random (seeded) "
+                   "with the same share of each class; all when not given" + _NO_DEFAULT)
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
     g.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler, for CUDA GPUs "
                    "without bfloat16 (T4, V100); refused on a CPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
-    g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep nets)")
+    g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep "
+                   "nets); 0: off")
     g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="keep an exponential moving average of the weights with this decay per step (0.99 is "
                         "typical; BN statistics averaged too) and evaluate, save and report it; 0: off")
@@ -135,11 +165,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "scale); airbench trains BN biases at a higher rate")
     g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
                    help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
-                        "full size at the epoch 75%% of the way through; the last epoch always at full size, as evaluation")
-    g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png)")
+                        "full size at the epoch 75%% of the way through; the last epoch always at full size, as "
+                        "evaluation; off when not given" + _NO_DEFAULT)
+    g.add_argument("--out", help="run directory (checkpoints, metrics.jsonl, curves.png); nothing is saved when not "
+                   "given" + _NO_DEFAULT)
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--stop-after", type=int, metavar="N", help="stop after N epochs of the --epochs schedule "
-                   "(to split a long run into sessions); --resume with the same command continues it")
+                   "(to split a long run into sessions); --resume with the same command continues it; when not "
+                   "given: all of them" + _NO_DEFAULT)
     g.add_argument("--eval-every", type=int, default=1, metavar="N",
                    help="evaluate on the test set every N epochs and after the last one (and a --stop-after pause); "
                         "the epochs between record no test figures and cannot become best.safetensors")
@@ -166,19 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_commands(sub) -> None:
     """Build: `models`, `summary`."""
     p = _cmd(sub, "models", "List the registered models with their parameter counts.", "resnet-lab models 'resnet*'")
-    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*' or wrn")
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*' or wrn; all models when not "
+                   "given" + _NO_DEFAULT)
 
     p = _cmd(sub, "summary", "Layer-by-layer table: output shapes, parameters, MACs.",
              "resnet-lab summary resnet18 --input-size 1 224 224 --num-classes 10")
-    p.add_argument("model")
+    p.add_argument("model", help="a name from `resnet-lab models`")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), default=None,
-                   help="default 3 224 224 (3 32 32 for CIFAR families)")
-    p.add_argument("--num-classes", type=int, default=None, help="default 1000 (10 for CIFAR families)")
+                   help="input shape, H and W in px; when not given: the model's own, 3 224 224 (3 32 32 for the "
+                        "CIFAR families)" + _NO_DEFAULT)
+    p.add_argument("--num-classes", type=int, default=None, help="classifier outputs; when not given: the model's "
+                   "own, 1000 (10 for the CIFAR families)" + _NO_DEFAULT)
     p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (28-32 px)")
     p.add_argument("--norm", choices=["batch", "scratch", "group", "none"],
                    help="batch when not given" + _NO_DEFAULT)
     p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
 
 
 def _add_training_commands(sub) -> None:
@@ -204,30 +240,40 @@ def _add_training_commands(sub) -> None:
     g.add_argument("--end-lr", type=float, default=10.0, help="the last learning rate")
     g.add_argument("--steps", type=int, default=100,
                    help="optimizer steps at most; the test stops early once the smoothed loss exceeds 4x its minimum")
-    g.add_argument("--out", metavar="PLOT.png", help="write the plot (loss against learning rate) here")
+    g.add_argument("--out", metavar="PLOT.png", help="write the plot (loss against learning rate) here; no plot "
+                   "when not given" + _NO_DEFAULT)
 
     p = _cmd(sub, "finetune", "Transfer a trained network to a new task.",
              "resnet-lab finetune --from runs/r20 --strategy last --dataset folder --data-dir pets/ --out runs/ft")
     p.add_argument("--from", dest="source", help="run dir, .safetensors, shipped weights MODEL:TAG "
-                   "(resnet20:fashion-mnist), or torchvision:NAME[.WEIGHTS]")
-    p.add_argument("--from-file", help="a .pth/.safetensors state dict (with --model naming the architecture)")
-    p.add_argument("--model", help="architecture for --from-file")
-    p.add_argument("--strategy", required=True, choices=["all", "last", "head"])
-    p.add_argument("--unfreeze-from", help="for --strategy last: first module that trains (e.g. layer3)")
-    p.add_argument("--backbone-lr-scale", type=float, default=None, help="for all: backbone lr = head lr x this")
-    p.add_argument("--freeze-epochs", type=int, default=0, help="for all: first train the head alone this many epochs")
-    _add_train_args(p)
+                   "(resnet20:fashion-mnist), or torchvision:NAME[.WEIGHTS]; this or --from-file" + _NO_DEFAULT)
+    p.add_argument("--from-file", help="instead of --from: a .pth/.safetensors state dict (with --model naming the "
+                   "architecture)" + _NO_DEFAULT)
+    p.add_argument("--model", help="architecture for --from-file (needed with it)" + _NO_DEFAULT)
+    p.add_argument("--strategy", required=True, choices=["all", "last", "head"],
+                   help="what trains: all (every layer), last (the classifier and the layers from --unfreeze-from "
+                        "on) or head (only a new layer stacked on the classifier)" + _NO_DEFAULT)
+    p.add_argument("--unfreeze-from", help="for --strategy last: first module that trains (e.g. layer3); the last "
+                   "stage when not given" + _NO_DEFAULT)
+    p.add_argument("--backbone-lr-scale", type=float, default=None, help="for all: backbone lr = head lr x this; "
+                   "one rate for all when not given" + _NO_DEFAULT)
+    p.add_argument("--freeze-epochs", type=int, default=0, help="for all: first train the head alone this many "
+                   "epochs (before the --epochs)")
+    _add_train_args(p, lr_help=_lr_help(_FINETUNE_LR, " (a tenth of train's)"), size=_SOURCE_SIZE)
 
     p = _cmd(sub, "experiment", "Run an experiment that tests a claim; writes results.json, plots and report.md.",
              "resnet-lab experiment degradation --budget smoke --out runs/exp")
-    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("name", nargs="?", help="experiment name (see --list); when not given: the list" + _NO_DEFAULT)
     p.add_argument("--list", action="store_true", help="list the experiments")
-    p.add_argument("--budget", default="smoke", choices=["smoke", "full"])
-    p.add_argument("--out", help="output directory, refused when it holds earlier results (default "
-                   "runs/experiments/NAME, or NAME-2... when that one does)")
-    p.add_argument("--data-dir")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", default="smoke", choices=["smoke", "full"],
+                   help="smoke (seconds: checks the pipeline, not the claim) or full (the real run)")
+    p.add_argument("--out", help="output directory, refused when it holds earlier results; when not given: "
+                   "runs/experiments/NAME, or NAME-2... when that one does" + _NO_DEFAULT)
+    p.add_argument("--data-dir", help="where to look for the datasets first (then, as without it, "
+                   "$RESNET_LAB_DATA, the Debian path, the cache)" + _NO_DEFAULT)
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help="base seed of the weights and data order (several seeds: "
+                   "seed, seed + 1, ...)")
 
 
 def _add_use_commands(sub) -> None:
@@ -238,8 +284,8 @@ def _add_use_commands(sub) -> None:
     p.add_argument("run", nargs="+", help="run directory, .safetensors file or shipped weights MODEL:TAG "
                    "(resnet20:fashion-mnist); several: their averaged "
                    "probabilities are evaluated (an ensemble)")
-    _add_data_args(p, required=False)
-    p.add_argument("--batch-size", type=int, default=256)
+    _add_data_args(p, required=False, size=_RUN_SIZE)
+    p.add_argument("--batch-size", type=int, default=256, help="test images per batch")
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the predictions for each image and its mirror image")
@@ -247,36 +293,38 @@ def _add_use_commands(sub) -> None:
                    help="test-time augmentation: also average the predictions for each view moved PX pixels up, "
                         "down, left and right (with --tta: 10 views); for models trained with a pad-crop of at "
                         "least PX (0: off)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     p = _cmd(sub, "predict", "Top-k classes of image files.",
              "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3\n  resnet-lab predict resnet20:fashion-mnist shirt.png"
              "\n  resnet-lab predict runs/r20 trouser.png --cam cam.png")
     p.add_argument("run", nargs="?", help="run directory, .safetensors file or shipped weights MODEL:TAG "
-                   "(resnet20:fashion-mnist) (or use --onnx)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--onnx", help="an ONNX file written by `resnet-lab export` (runs on onnxruntime)")
-    p.add_argument("--top-k", type=int, default=3)
+                   "(resnet20:fashion-mnist) (or use --onnx)" + _NO_DEFAULT)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="the image files to classify")
+    p.add_argument("--onnx", help="instead of RUN: an ONNX file written by `resnet-lab export` (runs on "
+                   "onnxruntime)" + _NO_DEFAULT)
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="show the K most likely classes of each image")
     p.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N | mps (with --onnx: cpu)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--cam", metavar="PATH", help="draw the Grad-CAM of the top class over each image (needs the "
-                   "cam extra): one image: the picture PATH; several: the directory PATH, one IMAGE_cam.png each")
+                   "cam extra): one image: the picture PATH; several: the directory PATH, one IMAGE_cam.png each; "
+                   "none when not given" + _NO_DEFAULT)
 
     p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
              "resnet-lab export runs/r20 --fuse-bn --out r20.onnx")
-    p.add_argument("run")
+    p.add_argument("run", help="run directory, .safetensors file or shipped weights MODEL:TAG")
     p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--out", required=True, help="the .onnx file to write" + _NO_DEFAULT)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
     p = _cmd(sub, "report", "One self-contained HTML page on trained runs: curves, confusion matrix, per-class "
              "accuracy, the most confidently wrong test images, recipe, machine, timings; several runs side by side.",
              "resnet-lab report runs/r20 --out report.html\n  resnet-lab report runs/a runs/b --out compare.html")
     p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table)")
-    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--out", required=True, help="the HTML file to write" + _NO_DEFAULT)
     p.add_argument("--data-dir", help="where the runs' dataset lives (as for evaluate); when the test set is not "
-                   "found, the report says so and leaves out the sections that need it")
+                   "found, the report says so and leaves out the sections that need it" + _NO_DEFAULT)
     p.add_argument("--mistakes", type=int, default=16, metavar="N",
                    help="show the N most confidently wrong test images (0: none)")
     p.add_argument("--device", default="auto", help="where the test sets are evaluated: auto | cpu | cuda | mps")
@@ -319,7 +367,7 @@ def _step_config(args) -> dict:
 
 
 def _train_config(args, out: str | None):
-    lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 1e-3)
+    lr = args.lr if args.lr is not None else _TRAIN_LR[args.optimizer]
     return TrainConfig(
         **_step_config(args), epochs=args.epochs, lr=lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16, compile=args.compile,
@@ -609,8 +657,8 @@ def cmd_finetune(args) -> int:
         classes=list(data.info.classes), unfreeze_from=args.unfreeze_from, backbone_lr_scale=args.backbone_lr_scale,
     )
     print(plan.describe())
-    if args.lr is None and args.optimizer == "sgd":
-        args.lr = 0.01  # fine-tuning starts from a good point: a tenth of the from-scratch rate
+    if args.lr is None:
+        args.lr = _FINETUNE_LR[args.optimizer]  # sgd: a tenth of train's; fine-tuning starts from a good point
     history = finetune(model, data, _train_config(args, args.out), plan, freeze_epochs=args.freeze_epochs)
     return _report_run(history, args)
 
