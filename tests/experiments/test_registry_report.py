@@ -110,3 +110,30 @@ def test_ctrl_c_during_a_run_stops_the_experiment_instead_of_starting_the_next_r
     with pytest.raises(KeyboardInterrupt, match="plain-8 interrupted"):
         ctx.train(spec, data)
     assert len(steps) == 2  # stopped at the next step boundary, not after the 3 epochs
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(seed=3, device="cpu", data_dir="my data")])
+def test_the_reports_command_runs_the_experiment_again_with_the_same_arguments(tmp_path, monkeypatch, kwargs):
+    import shlex
+    import types
+
+    from resnet_lab.cli import build_parser
+
+    seen = []
+
+    def run(ctx):  # the experiment's arguments as it sees them
+        seen.append((ctx.seed, ctx.budget))
+        return Report(claim="c", setup={}, columns=["a"], rows=[[1]], checks=[Check("q", True, "n")])
+
+    monkeypatch.setattr(registry, "get_experiment", lambda name: types.SimpleNamespace(run=run))
+    out = tmp_path / "exp one"
+    results = registry.run_experiment("degradation", budget="smoke", out=out, log=lambda s: None, **kwargs)
+    command = results["command"]
+    assert f"- command: `{command}`" in (out / "report.md").read_text()
+    words = shlex.split(command)
+    assert words[:2] == ["resnet-lab", "experiment"]
+    args = build_parser().parse_args(words[1:])
+    want = {"seed": 0, "device": "auto", "data_dir": None, **kwargs}
+    assert (args.name, args.budget, args.out) == ("degradation", "smoke", str(out))
+    assert (args.seed, args.device, args.data_dir) == (want["seed"], want["device"], want["data_dir"])
+    assert seen == [(want["seed"], "smoke")]

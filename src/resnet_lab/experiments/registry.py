@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import shlex
 import time
 from pathlib import Path
 from types import ModuleType
@@ -111,6 +112,17 @@ def free_experiment_dir(base: str | os.PathLike) -> Path:
     return candidate
 
 
+def reproducing_command(name: str, budget: str, out: str | os.PathLike, data_dir: str | None, device: str,
+                        seed: int) -> str:
+    """The CLI call that runs the experiment again as it was run: every argument that was not the
+    default (the same base seed gives the same seeds)."""
+    words = ["resnet-lab", "experiment", name, "--budget", budget, "--out", str(out)]
+    for flag, value, default in (("--seed", seed, 0), ("--device", device, "auto"), ("--data-dir", data_dir, None)):
+        if value != default:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
 def run_experiment(
     name: str,
     *,
@@ -148,6 +160,7 @@ def run_experiment(
         raise TypeError(f"experiment {name}: run(ctx) must return a Report, got {type(report).__name__}")
     report.notes = [*report.notes, *(n for n in ctx.notes if n not in report.notes)]
     seconds = time.perf_counter() - t0
-    results = write_report(ctx.out, name, report, budget=budget, seconds=seconds)
+    results = write_report(ctx.out, name, report, budget=budget, seconds=seconds,
+                           command=reproducing_command(name, budget, ctx.out, data_dir, device, seed))
     log(f"[{name}] verdict: {verdict_text(results['verdict'], budget)} ({seconds:.0f} s); report in {ctx.out / 'report.md'}")
     return results
