@@ -581,3 +581,14 @@ def test_a_seed_torch_cannot_take_is_one_line_naming_the_flag_and_the_range(tmp_
     assert main([*args, f"--seed={seed}", "--out", str(tmp_path / "o")]) == 2
     _one_line_error(capsys, f"seed (--seed) must be an integer from {-(2 ** 63)} to ")
     assert not (tmp_path / "o").exists()
+
+
+def test_images_too_small_for_the_model_are_one_line_naming_the_size_flag_before_anything_is_written(
+        tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["train", "--model", "vgg11_bn", "--small-input", "no", "--dataset", "fake", "--image-size", "28",
+                 "--subset", "32", "--batch-size", "16", "--epochs", "1", "--no-progress", "--out", str(out)]) == 2
+    _one_line_error(capsys, "vgg11_bn cannot take 28x28 px images")
+    assert not out.exists()
+    assert main(["summary", "vgg11_bn", "--input-size", "1", "28", "28"]) == 2
+    _one_line_error(capsys, "(--input-size)")

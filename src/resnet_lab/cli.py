@@ -25,7 +25,7 @@ from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .experiments.registry import free_experiment_dir
 from .experiments.report import verdict_text
-from .models import create_model, list_models, model_info, whiten_first_conv
+from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import check_output_file, load_meta, load_model
@@ -354,6 +354,8 @@ def cmd_summary(args) -> int:
     model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
                          norm=args.norm or "batch")
     _check_norm_flag(args, model)
+    arch = dict(model.model_config)
+    check_input_size(arch.pop("name"), size, flag="--input-size", **arch)
     s = summarize(model, size, depth=args.depth)
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.to_text())
     return 0

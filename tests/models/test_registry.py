@@ -231,3 +231,23 @@ def test_numpy_integer_class_counts_are_taken_as_torchvision_takes_them():
 def test_family_options_out_of_range_are_refused_by_name(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name,small,too_small,fits", [("vgg11_bn", False, 28, 32), ("vgg11_bn", True, 14, 16),
+                                                      ("densenet121", False, 28, 32)])
+def test_check_input_size_refuses_what_torchvisions_model_cannot_take_and_passes_what_it_can(
+        name, small, too_small, fits):
+    reference = getattr(torchvision.models, name)().eval() if not small else None
+    for side in (too_small, fits):
+        if reference is not None:  # torchvision's own model at the same size: the independent reference
+            with torch.no_grad():
+                if side == too_small:
+                    with pytest.raises(RuntimeError, match="too small"):
+                        reference(torch.randn(1, 3, side, side))
+                else:
+                    reference(torch.randn(1, 3, side, side))
+        if side == too_small:
+            with pytest.raises(ValueError, match=rf"{name} cannot take {side}x{side} px images.*\(--image-size\)"):
+                models.check_input_size(name, (3, side, side), small_input=small)
+        else:
+            models.check_input_size(name, (3, side, side), small_input=small)

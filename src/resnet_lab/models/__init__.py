@@ -7,6 +7,7 @@ from .registry import (
     Family,
     ModelInfo,
     Paper,
+    check_input_size,
     create_model,
     is_model,
     list_models,

@@ -21,8 +21,9 @@ import operator
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+import torch
 from torch import nn
 
 from ..nn.norm import check_norm, has_norm_layers
@@ -33,6 +34,7 @@ __all__ = [
     "Family",
     "ModelInfo",
     "Paper",
+    "check_input_size",
     "create_model",
     "is_model",
     "list_models",
@@ -327,6 +329,30 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
     merged = {**_create_defaults(name), **given, **arch}
     options = {k: v for k, v in merged.items() if k not in _ARCH_ARGS}
     return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
+
+
+def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--image-size", **kwargs: Any) -> None:
+    """Refuse images too small for model ``name`` built with ``kwargs`` (``create_model``'s), by
+    a forward pass on the meta device (no memory, no arithmetic): the poolings of a VGG or an
+    ImageNet-stem DenseNet leave no pixels of a small image, and torch's error names neither.
+
+    Args:
+        name: the model; ``kwargs``: the other arguments of ``create_model``.
+        input_size: ``(C, H, W)`` of one image.
+        flag: the option that sets the size, named in the error.
+
+    Raises:
+        ValueError: the images are too small, naming the model, the size and the way out.
+    """
+    try:
+        with torch.device("meta"), torch.no_grad():
+            create_model(name, **kwargs).eval()(torch.empty(2, *input_size))
+    except RuntimeError as e:
+        if "too small" not in str(e):
+            raise
+        raise ValueError(f"{name} cannot take {input_size[-2]}x{input_size[-1]} px images: its downsampling leaves "
+                         f"no pixels ({str(e).splitlines()[0]}); give it larger images ({flag}), or pick a "
+                         "model for small images") from e
 
 
 def create_model(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..data.transforms import tta_views
+from ..models import check_input_size, is_model
 from ..nn import BatchNormBase
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
@@ -496,6 +497,10 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     if arch.get("in_channels") is not None and arch["in_channels"] != channels:
         raise ValueError(f"the model takes {arch['in_channels']} input channels but the data has {channels}: "
                          f"load_data(..., in_channels={arch['in_channels']}) or create_model(..., in_channels={channels})")
+    if is_model(arch.get("name", "")):
+        check_input_size(arch["name"], tuple(int(s) for s in data.info.input_size),
+                         **{k: v for k, v in arch.items() if k != "name"})
+
 
 
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
