@@ -28,7 +28,7 @@ from .experiments.report import verdict_text
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_output_file, load_meta, load_model
+from .runs import check_output_file, load_meta, load_model, settle_run_dir
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
@@ -412,7 +412,7 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device)
     config = _train_config(args, args.out)
     if args.resume:
-        arch = dict(load_meta(args.out)["arch"])
+        arch = dict(_resumed_meta(args.out)["arch"])
         _check_resumed_arch(args, arch)
         data = _load_data(args, device=device, in_channels=arch["in_channels"], shard=True)
         model = create_model(arch.pop("name"), **arch)
@@ -431,13 +431,25 @@ def cmd_train(args) -> int:
     return _report_run(history, args)
 
 
+def _resumed_meta(out: str) -> dict:
+    """model.json of the run --resume continues, after finishing a save a kill cut short."""
+    if not Path(out).exists():
+        raise FileNotFoundError(f"--out {out} does not exist: nothing to resume (start without --resume, or give "
+                                "the run's folder)")
+    settle_run_dir(out)
+    if not (Path(out) / "model.json").is_file():
+        raise FileNotFoundError(f"{out} holds no checkpoint yet (no model.json): nothing to resume (start without "
+                                "--resume)")
+    return load_meta(out)
+
+
 _WHITEN_IMAGES = 5000  # airbench's count: the patch covariance of 5000 CIFAR images is stable
 
 
 def _whiten(args, model, data) -> dict | None:
     """--whiten: set the first conv to the patch whitening of the first training images (normalized,
     not augmented) and freeze it; the model.json entry that says so. A resumed run must match."""
-    saved = load_meta(args.out).get("whiten") if args.resume else None
+    saved = _resumed_meta(args.out).get("whiten") if args.resume else None
     if args.resume and bool(saved) != args.whiten:
         raise ValueError(f"{args.out} was trained {'with' if saved else 'without'} --whiten; resume with the "
                          "command the run was started with")

@@ -23,6 +23,12 @@ atomically (the commit point), then the staged files are renamed into place and 
 removed. A kill before the commit point leaves the old set untouched; a kill after it leaves a
 manifest that :func:`recover_run_dir` (called whenever a run is resumed or loaded) rolls forward.
 Either way the set is never a mix of two checkpoints.
+
+One process writes a run directory at a time: the trainer holds an exclusive advisory lock on the
+directory (:class:`RunLock`) from start to end, and a second writer is refused before it touches
+anything (recovery included). A reader (:func:`load_model`) rolls a killed writer's save forward
+only when no writer holds the run; while one does, it waits out a save's renames and reads again
+when a save landed during its read, so it never mixes two saves.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import errno
 import os
 import tempfile
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,12 +50,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .models import create_model
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per run directory is then the user's care
+    fcntl = None  # type: ignore[assignment]
 from .weights import get_weights, is_weights_name
 
 __all__ = [
     "FORMAT",
     "RUN_FILES",
     "RUN_OUTPUTS",
+    "RunInUseError",
+    "RunLock",
     "arch_outputs",
     "check_output_file",
     "is_one_of",
@@ -67,6 +81,7 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "save_state_dict",
+    "settle_run_dir",
     "write_file_set",
 ]
 
@@ -168,6 +183,96 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 
 _MANIFEST = ".checkpoint-pending.json"
 _STAGED_SUFFIX = ".staged"
+
+
+class RunInUseError(RuntimeError):
+    """Another process is writing the run directory."""
+
+
+class RunLock:
+    """The exclusive lock of the one process that writes a run directory: an advisory ``flock`` on
+    the directory itself, so that taking it leaves no file behind.
+
+    ``acquire()`` raises :class:`RunInUseError` when another process holds it; ``release()`` (also
+    at process exit, by the OS) lets the next one in.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        if fcntl is None or self._fd is not None:
+            return self
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunInUseError(f"{self.run_dir} is being written by another process (a train or finetune with "
+                                "this --out): wait for it to finish, or choose another --out") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:  # a run abandoned by an exception between start and its end
+        self.release()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _writer_active(run_dir: Path) -> bool:
+    """Whether another process (or another RunLock of this one) holds ``run_dir``'s lock."""
+    if fcntl is None:
+        return False
+    try:
+        with RunLock(run_dir):
+            return False
+    except RunInUseError:
+        return True
+    except OSError:  # unreadable: nobody can tell; read as if no writer
+        return False
+
+
+def _model_json_stamp(run_dir: Path) -> tuple[int, int] | None:
+    # every checkpoint set replaces model.json with a new file: a new inode
+    with suppress(OSError):
+        st = (run_dir / "model.json").stat()
+        return st.st_ino, st.st_mtime_ns
+    return None
+
+
+def _read_whole(run_dir: Path, read: Callable[[], Any], wait_s: float = 60.0) -> Any:
+    """``read()`` the files of one checkpoint set, never of two: wait while a save is being renamed
+    into place (its manifest exists), and read again when one landed during the read."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        while (run_dir / _MANIFEST).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        before = _model_json_stamp(run_dir)
+        result = read()
+        if (not (run_dir / _MANIFEST).exists() and _model_json_stamp(run_dir) == before) or time.monotonic() > deadline:
+            return result
+
+
+def settle_run_dir(run_dir: str | os.PathLike) -> None:
+    """Before reading a run: roll a killed writer's committed save forward, unless a writer is
+    active (its renames are then under way). A read-only copy is read as it is."""
+    run_dir = Path(run_dir)
+    if not (run_dir / _MANIFEST).exists() or _writer_active(run_dir):
+        return
+    with suppress(OSError, RunInUseError):  # read-only, or a writer started just now: read what is there
+        with RunLock(run_dir):
+            recover_run_dir(run_dir)
 
 
 def write_file_set(run_dir: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
@@ -447,16 +552,15 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     The model is returned in eval mode.
     """
     source = resolve_source(source)
-    if source.is_dir() and (source / _MANIFEST).exists():
-        with suppress(OSError):  # a read-only copy of a run still loads (possibly the older set)
-            recover_run_dir(source)
-    meta = load_meta(source)
+    run_dir = source if source.is_dir() else source.parent
+    settle_run_dir(run_dir)
+    # model.json and the weights of one save, even while a training run writes the directory
+    meta, state = _read_whole(run_dir, lambda: (load_meta(source), load_state_dict_file(_weights_path(source, which))))
     arch = dict(meta["arch"])
     head = (meta.get("transfer") or {}).get("head")
     if head and "stacked_head" not in arch:  # runs saved before model.json's arch recorded the head
         arch["stacked_head"] = int(head["num_classes"])
     model = create_model(arch.pop("name"), **arch)
-    state = load_state_dict_file(_weights_path(source, which))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
 

@@ -433,3 +433,156 @@ def test_finetune_resume_into_a_missing_folder_is_one_line_naming_it(tmp_path, c
                  "--out", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: --out {tmp_path / 'nope'} does not exist: nothing to resume") and err.count("\n") == 1
+
+
+# --- one writer per run directory ------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_before_it_touches_anything_and_the_first_finishes_whole(tmp_path):
+    out = tmp_path / "run"
+    refused = []
+
+    def second_writer(record):
+        if record["epoch"] == 1:
+            (out / ".model.safetensors.x.tmp").write_bytes(b"the first run's save in progress (a stand-in)")
+            for resume in (False, True):
+                # fork_rng: the refused run seeds torch, which would change the first run's batches
+                with torch.random.fork_rng(), pytest.raises(ckpt.RunInUseError,
+                                                            match=r"is being written by another process.*another --out"):
+                    _run(out, epochs=2, resume=resume)
+                refused.append(resume)
+            assert (out / ".model.safetensors.x.tmp").exists()  # no recovery by the refused one
+            (out / ".model.safetensors.x.tmp").unlink()
+
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=2), callbacks=[second_writer], log=_quiet)
+    assert refused == [False, True]
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    _run(tmp_path / "ref", epochs=2)
+    ref, got = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    _run(out, epochs=2, resume=True)  # the lock went with the run: the next writer gets in
+
+
+def test_a_reader_leaves_a_live_writers_committed_save_alone_and_finishes_a_dead_ones(tmp_path, monkeypatch):
+    out, _ = _second_checkpoint_killed(tmp_path, monkeypatch, fail_replace_at=1)
+    manifest = out / ".checkpoint-pending.json"
+    with ckpt.RunLock(out):  # a writer is alive: its own renames are under way
+        ckpt.settle_run_dir(out)
+        assert manifest.exists()
+    ckpt.settle_run_dir(out)  # the writer died: roll forward
+    assert not manifest.exists()
+    assert ckpt.load_train_state(out)["epoch"] == json.loads((out / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_read_waits_out_a_saves_renames_and_is_redone_when_a_save_lands_during_it(tmp_path):
+    import threading
+
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    manifest = out / ".checkpoint-pending.json"
+    manifest.write_text('{"files": {}}\n')
+    seen = []
+
+    def read():
+        seen.append(manifest.exists())
+        if len(seen) == 1:  # a save lands while this read runs: model.json is a new file after it
+            text = (out / "model.json").read_text()
+            (out / "model.json").unlink()
+            (out / "model.json").write_text(text)
+        return len(seen)
+
+    threading.Timer(0.2, manifest.unlink).start()  # the writer's renames end
+    assert ckpt._read_whole(out, read) == 2 and seen == [False, False]
+
+
+def test_resume_finishes_a_committed_first_checkpoint_instead_of_refusing(tmp_path, monkeypatch, capsys):
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "32",
+            "--batch-size", "16", "--epochs", "2", "--no-progress", "--out", str(out)]
+    real_replace = os.replace
+
+    def replace(src, dst):  # killed after the first checkpoint's commit point, before model.json is in place
+        if str(dst).endswith("model.json") and str(src).endswith(".staged"):
+            raise _Killed
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(_Killed):
+        main(args)
+    monkeypatch.undo()
+    assert (out / ".checkpoint-pending.json").exists() and not (out / "model.json").exists()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+
+
+def test_resume_of_a_folder_without_a_checkpoint_says_nothing_to_resume(tmp_path, capsys):
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "train_lo')  # a first save killed mid-append
+    assert main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "32",
+                 "--batch-size", "16", "--epochs", "1", "--no-progress", "--out", str(out), "--resume"]) == 2
+    assert capsys.readouterr().err == (f"error: {out} holds no checkpoint yet (no model.json): nothing to resume "
+                                       "(start without --resume)\n")
+
+
+def test_a_cut_metrics_file_is_named_on_resume_with_the_epochs_it_lacks(tmp_path):
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3, after_epoch=2)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text(lines[1] + "\n")  # epoch 1's record cut away
+    said = []
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=3, resume=True), log=said.append)
+    assert any("lacks the records of epoch(s) 1 that the checkpoint covers" in s for s in said), said
+
+
+def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    _run(out, epochs=1, plots=True)
+    stale = b"drawn before the last checkpoint"
+    (out / "curves.png").write_bytes(stale)
+    os.utime(out / "curves.png", ns=(1, 1))
+    said = []
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=1, resume=True, plots=True), log=said.append)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and any("redrawn" in s for s in said)
+    said.clear()
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=1, resume=True, plots=True), log=said.append)
+    assert not any("redrawn" in s for s in said)  # up to date: left alone
+
+
+@pytest.mark.parametrize("out_given", [True, False])
+def test_the_first_ctrl_c_promises_a_save_only_when_there_is_somewhere_to_save(capsys, out_given):
+    import signal
+
+    from resnet_lab.train import loop
+
+    stop = loop._GracefulStop(saves=out_given)
+    stop._handler(signal.SIGINT, None)
+    err = capsys.readouterr().err
+    assert ("and saving" in err) == out_given and "Ctrl-C again to stop at once" in err
+
+
+@pytest.mark.parametrize("epoch_of_second_stop", [1, 2])
+def test_a_second_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path, epoch_of_second_stop):
+    from resnet_lab.train import loop
+
+    out = tmp_path / "run"
+
+    def hard_stop(info):
+        if info["epoch"] == epoch_of_second_stop and info["step"] == 2:
+            raise loop._HardStop("signal 2")
+
+    said = []
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=2), step_callbacks=[hard_stop], log=said.append)
+    line = next(s for s in said if "stopped at once" in s)
+    if epoch_of_second_stop == 1:
+        assert "no checkpoint was written yet: run the same command again" in line and not (out / "train_state.pt").exists()
+    else:
+        assert "the last checkpoint is kept; resume with the same command and --resume" in line

@@ -89,6 +89,25 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
     )
 
 
+def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool, exporter: str) -> None:
+    """Write the ONNX file with the exporter asked for; ``auto``: TorchScript, then dynamo when
+    TorchScript fails at an opset dynamo writes (never a file of another opset than asked)."""
+    if exporter == "dynamo":
+        _export_dynamo(model, x, path, opset, dynamic_batch)
+        return
+    try:
+        with _stdout_silenced():
+            _export_torchscript(model, x, path, opset, dynamic_batch)
+    except Exception as e:
+        if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" [Caused by")[0].strip()
+            raise ValueError(
+                f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
+                f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
+            ) from e
+        _export_dynamo(model, x, path, opset, dynamic_batch)
+
+
 def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None) -> None:
     from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
 
@@ -161,21 +180,7 @@ def export_onnx(
 
     def write(tmp: str) -> None:
         with torch.no_grad():
-            if exporter == "dynamo":
-                _export_dynamo(work, x, tmp, opset, dynamic_batch)
-            else:
-                try:
-                    with _stdout_silenced():
-                        _export_torchscript(work, x, tmp, opset, dynamic_batch)
-                except Exception as e:
-                    if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
-                        # the dynamo exporter would write another opset than the one asked for
-                        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" [Caused by")[0].strip()
-                        raise ValueError(
-                            f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
-                            f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
-                        ) from e
-                    _export_dynamo(work, x, tmp, opset, dynamic_batch)
+            _export(work, x, tmp, opset, dynamic_batch, exporter)
         proto = onnx.load(tmp)  # external data too, if the exporter wrote a side file: saved inline below
         Path(f"{tmp}.data").unlink(missing_ok=True)
         del proto.metadata_props[:]

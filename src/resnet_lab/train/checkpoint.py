@@ -21,6 +21,7 @@ from torch import nn
 from ..runs import (
     RUN_FILES,
     RUN_OUTPUTS,
+    RunLock,
     append_metrics,
     load_meta,
     load_state_dict_file,
@@ -186,13 +187,28 @@ class Checkpointer:
         self.facts, self.meta = facts, meta
         self.steps_per_epoch, self.world_size, self.device = steps_per_epoch, world_size, device
         self.writes = self.run_dir is not None and is_main
+        self.lock = RunLock(self.run_dir or ".")
         self.log = log
 
     def start(self, history) -> Position:
-        """Resume (``config.resume``) or begin a run; returns the position to train from."""
+        """Resume (``config.resume``) or begin a run; returns the position to train from. The
+        writing process holds the run directory's lock from here to :meth:`close`: a second
+        writer is refused before it changes anything."""
         if self.run_dir is None:
             return Position()
-        if self.writes:
+        try:
+            return self._start(history)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let the next writer in (the end of the run; the OS does it at exit too)."""
+        self.lock.release()
+
+    def _start(self, history) -> Position:
+        if self.writes and self.run_dir.is_dir():
+            self.lock.acquire()
             for what in recover_run_dir(self.run_dir):
                 self.log(f"{self.run_dir}: {what}")
         if self.config.resume:
@@ -217,6 +233,7 @@ class Checkpointer:
             _check_no_foreign_outputs(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _check_writable(self.run_dir)
+            self.lock.acquire()  # two new runs started at once into a new folder: the second stops here
             for name in ("metrics.jsonl", "metrics.csv"):  # a failed first save's leftovers (checked above)
                 (self.run_dir / name).unlink(missing_ok=True)
         return Position()
@@ -239,6 +256,10 @@ class Checkpointer:
             pos.partial = None  # one process's sums (only one process saves them): every rank would add them
         # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
         history.epochs = read_metrics(run_dir, upto=pos.epoch) if self.writes else []
+        missing = sorted(set(range(1, pos.epoch + 1)) - {r["epoch"] for r in history.epochs})
+        if self.writes and missing:  # the checkpoint counts them: the file was cut or edited
+            self.log(f"{run_dir / 'metrics.jsonl'} lacks the records of epoch(s) {', '.join(map(str, missing))} that "
+                     "the checkpoint covers (the file was cut or edited): training goes on; its curves have a gap")
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
         set_rng_state(state["rng"], self.device)
         return pos
@@ -259,6 +280,20 @@ class Checkpointer:
                             "averaging": self.averaging.state_dict() if self.averaging is not None else {},
                             "partial": pos.partial if pos.step else None,
                         })
+
+    def refresh_curves(self, history) -> None:
+        """Redraw ``curves.png`` when it is older than the last checkpoint (a kill during the last
+        epoch's plots, which follow it): called when a finished run is resumed. The confusion
+        matrix would need an evaluation; it is left as it is."""
+        curves, records = self.run_dir / "curves.png" if self.run_dir else None, history.epochs
+        if not (self.writes and self.config.plots and records):
+            return
+        if curves.exists() and curves.stat().st_mtime_ns >= (self.run_dir / "model.json").stat().st_mtime_ns:
+            return
+        name = (self.meta.get("arch") or {}).get("name", "model")
+        plot_curves(records, curves, title=f"{name} on {self.meta.get('dataset')}",
+                    label_smoothing=self.config.label_smoothing)
+        self.log(f"{curves}: redrawn (it was older than the last checkpoint)")
 
     def end_epoch(self, history, confusion: torch.Tensor | None, *, improved: bool) -> None:
         """After an epoch: its metrics line, the checkpoint, and the plots when they changed

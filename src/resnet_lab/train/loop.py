@@ -82,14 +82,16 @@ class _GracefulStop:
     """Ctrl-C and SIGTERM ask the loop to stop at the next step boundary (never in the middle of
     a step or a checkpoint write); a second Ctrl-C stops at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, saves: bool = True) -> None:
         self.requested: int | None = None
+        self.saves = saves  # whether the stop saves anything (a run with an output directory)
 
     def _handler(self, signum, frame):
         if self.requested is not None:
             raise _HardStop(f"signal {signum}")
         self.requested = signum
-        sys.stderr.write("\nstopping after the current step and saving (Ctrl-C again to stop at once)\n")
+        saving = " and saving" if self.saves else ""
+        sys.stderr.write(f"\nstopping after the current step{saving} (Ctrl-C again to stop at once)\n")
 
     def check(self) -> None:
         if self.requested is not None:
@@ -430,7 +432,7 @@ def train(
     board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
     t_start = time.perf_counter()
     try:
-        with _GracefulStop().installed() as stop:
+        with _GracefulStop(saves=config.out is not None).installed() as stop:
             on_step = _step_hook(pos, step_callbacks, stop)
             for epoch in range(pos.epoch, config.epochs):
                 record = _run_epoch(run, epoch, pos, on_step, history, board, t_start)
@@ -448,6 +450,7 @@ def train(
         _save_interrupted(run, pos, history, hard=isinstance(e, _HardStop))
     finally:
         board.close(history)
+        run.ckpt.close()
     history.seconds = time.perf_counter() - t_start
     return history
 
@@ -573,6 +576,8 @@ def _start(run: _Run, history: History) -> Position | None:
         history.session = int(history.last.get("session", 1)) + 1
     if pos.epoch < config.epochs:
         return pos
+    run.ckpt.refresh_curves(history)
+    run.ckpt.close()
     run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
             f"{warm_restart_command(config.out, getattr(run.data.info, 'name', None))}")
     if run.averaging is not None:
@@ -591,7 +596,10 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
     if ckpt.run_dir is None:
         say("\ninterrupted (no --out, nothing saved)")
     elif hard or _nonfinite_tensors(base):
-        say(f"\nstopped at once; nothing of epoch {pos.epoch + 1} was saved (the last checkpoint is kept)")
+        kept = ("the last checkpoint is kept; resume with the same command and --resume"
+                if (ckpt.run_dir / "train_state.pt").exists() else "no checkpoint was written yet: run the same "
+                "command again to start over")
+        say(f"\nstopped at once; nothing of epoch {pos.epoch + 1} was saved ({kept})")
     else:
         ckpt.save(pos, history)
         say(f"\ninterrupted in epoch {pos.epoch + 1} after {pos.step} steps; state saved to {ckpt.run_dir}.\n"

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..data import DataConfig
 from ..models import create_model
-from ..runs import load_meta
+from ..runs import load_meta, settle_run_dir
 from ..train import train
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
@@ -260,6 +260,9 @@ def finetune(
         config = dataclasses.replace(config, lr_scale=dict(plan.lr_scale))
     histories = []
     out = Path(config.out) if config.out else None
+    if config.resume and out is not None:  # finish a save a kill cut short before judging what started
+        for run_dir in (out, out / "freeze_phase"):
+            settle_run_dir(run_dir)
     main_started = out is not None and (out / "train_state.pt").exists()
     if config.resume and main_started:
         _check_resumed_plan(out, meta["transfer"])
