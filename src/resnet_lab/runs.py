@@ -593,11 +593,18 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     _write_metrics_csv(run_dir, read_metrics(run_dir))
 
 
+_CSV_ORDER = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "train_seconds", "images_per_second",
+              "elapsed_seconds", "session", "train_loss_plain")
+
+
 def _write_metrics_csv(run_dir: str | os.PathLike, records: list[dict[str, Any]]) -> None:
     """``metrics.csv``: ``records`` as a table, one row per epoch, the union of their keys as
     columns (blank where a record lacks one). Always written whole from metrics.jsonl's records
     (a few kB), never appended, so it cannot drift from them: a resume's trim reaches it too."""
-    columns = list(dict.fromkeys(key for record in records for key in record))
+    # a fixed order (docs/TENSORBOARD.md), whatever the first record holds: an epoch --eval-every
+    # skips has no test figures, and its keys would otherwise come first
+    seen = dict.fromkeys(key for record in records for key in record)
+    columns = [k for k in _CSV_ORDER if k in seen] + [k for k in seen if k not in _CSV_ORDER]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()

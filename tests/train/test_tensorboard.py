@@ -187,3 +187,15 @@ def test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer(tm
         model, _ = load_model(out)
         assert {t.split("/", 1)[1] for t in acc.Tags()["histograms"]} == _bn_layers(model)
         assert (out / "tensorboard" / "hparams").is_dir()
+
+
+def test_metrics_csv_columns_keep_the_documented_order_when_the_first_epoch_is_not_evaluated(tmp_path):
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, eval_every=2))
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    first = _records(tmp_path)[0]
+    assert "test_acc" not in first  # the record order would put the test columns last
+    documented = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "train_seconds",
+                  "images_per_second", "elapsed_seconds", "session"]  # docs/TENSORBOARD.md, metrics.csv
+    assert list(rows[0])[:len(documented)] == documented
+    assert rows[0]["test_acc"] == "" and rows[1]["test_acc"] != ""
