@@ -4,6 +4,10 @@ conftest.py files under ``--import-mode=importlib``)."""
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,3 +37,20 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
     return model
+
+
+class FakeTorchvisionCifar10:
+    """Stands in for torchvision.datasets.CIFAR10(download=True): writes torchvision's
+    python-pickle layout (5 train batches of 6 images, a test batch of 6) into ``root``."""
+
+    roots: list[tuple[str, bool]] = []
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        type(self).roots.append((root, download))
+        d = Path(root) / "cifar-10-batches-py"
+        d.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            batch = {b"labels": list(rng.integers(0, 10, 6)), b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8)}
+            (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+        (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))

@@ -592,3 +592,20 @@ def test_images_too_small_for_the_model_are_one_line_naming_the_size_flag_before
     assert not out.exists()
     assert main(["summary", "vgg11_bn", "--input-size", "1", "28", "28"]) == 2
     _one_line_error(capsys, "(--input-size)")
+
+
+def test_an_unwritable_output_is_named_by_the_users_path_not_a_temporary_one(trained, tmp_path, capsys, monkeypatch):
+    run, _ = trained
+    (tmp_path / "afile.txt").write_text("mine")
+    assert main(["export", str(run), "--out", str(tmp_path / "afile.txt" / "m.onnx")]) == 2
+    _one_line_error(capsys, f"afile.txt is a file, not a folder: choose another path")
+    assert (tmp_path / "afile.txt").read_text() == "mine"
+
+    def denied(prefix, suffix, dir):  # what a read-only folder does to a non-root user
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}x1y2{suffix}")
+
+    monkeypatch.setattr(ckpt.tempfile, "mkstemp", denied)
+    out = tmp_path / "ro" / "m.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    err = _one_line_error(capsys, f"{out}: Permission denied")
+    assert ".tmp" not in err

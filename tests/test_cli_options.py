@@ -16,7 +16,6 @@ import dataclasses
 import importlib
 import json
 import math
-import pickle
 import shutil
 import sys
 import types
@@ -39,6 +38,7 @@ from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.experiments import VERDICTS, Check, Report, list_experiments
 
+from support import FakeTorchvisionCifar10
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy
 
@@ -209,38 +209,21 @@ def test_workers_sets_the_decoding_processes_of_folder_loaders(capsys, dry_spy, 
     assert dry_spy.last.data.train.num_workers == 0
 
 
-class _FakeTorchvisionCifar10:
-    """Stands in for torchvision.datasets.CIFAR10(download=True): writes torchvision's
-    python-pickle layout (5 train batches of 6 images, a test batch of 6) into ``root``."""
-
-    roots: list[tuple[str, bool]] = []
-
-    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
-        type(self).roots.append((root, download))
-        d = Path(root) / "cifar-10-batches-py"
-        d.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            batch = {b"labels": list(rng.integers(0, 10, 6)), b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8)}
-            (d / name).write_bytes(pickle.dumps(batch, protocol=2))
-        (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
-
-
 def test_download_fetches_missing_cifar_into_data_dir_for_train_and_evaluate(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", _FakeTorchvisionCifar10)
-    monkeypatch.setattr(_FakeTorchvisionCifar10, "roots", [])
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
+    monkeypatch.setattr(FakeTorchvisionCifar10, "roots", [])
     monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
     args = ["--model", "resnet8", "--dataset", "cifar10", "--data-dir", str(tmp_path / "d1"), "--batch-size", "8",
             "--epochs", "1", "--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")]
     code, _, err = cli(capsys, "train", *args)
-    assert code == 2 and "--download" in err and _FakeTorchvisionCifar10.roots == []
+    assert code == 2 and "--download" in err and FakeTorchvisionCifar10.roots == []
     assert cli(capsys, "train", *args, "--download")[0] == 0
-    assert _FakeTorchvisionCifar10.roots == [(str(tmp_path / "d1"), True)]
+    assert FakeTorchvisionCifar10.roots == [(str(tmp_path / "d1"), True)]
     code, out, _ = cli(capsys, "evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path / "d2"), "--download",
                        "--batch-size", "8", "--json")
     assert code == 0 and json.loads(out)["n"] == 6  # the fetched test batch
-    assert _FakeTorchvisionCifar10.roots[-1] == (str(tmp_path / "d2"), True)
+    assert FakeTorchvisionCifar10.roots[-1] == (str(tmp_path / "d2"), True)
 
 
 def test_image_size_resizes_the_training_images(capsys, spy):
@@ -683,7 +666,7 @@ FLAG_CASES = [
     ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"], ["--random-erasing", "0.5"],
     ["--subset", "40"], ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--compile"],
     ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"],
-    ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"],
+    ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download", "--subset", "20"],
     ["--image-size", "12"], ["--workers", "1"], ["--eval-every", "2"], ["--crop-padding", "2"],
     ["--epochs", "2", "--stop-after", "1"],
 ]
@@ -697,7 +680,11 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
     spy = TrainSpy(monkeypatch, run=False)
     data_spy = CallSpy(monkeypatch, rl_data.load_data)
     folder = make_folder(tmp_path / "pics", per_class=20) if "FOLDER" in flags else None
-    flags = [str(tmp_path / "out") if f == "OUT" else str(folder) if f == "FOLDER" else f for f in flags]
+    if "--download" in flags:  # torchvision's CIFAR-10 download, offline (see the --download test above)
+        monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
+        monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    flags = [str(tmp_path / "out") if f == "OUT" else str(folder) if f == "FOLDER" else
+             str(tmp_path / "cifar") if f == "CIFAR" else f for f in flags]
     no_progress = [a for a in TINY if a != "--no-progress"]
     changes = {}
     for command, base in (("train", no_progress), ("finetune", ["--from", str(source_run), "--strategy", "all",

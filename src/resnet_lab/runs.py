@@ -168,15 +168,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory: give a file name inside it")
+    blocking = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # mkdir would say only "File exists" of it
+        raise NotADirectoryError(f"cannot write {path}: {blocking} is a file, not a folder: choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named by the user's path, not the temporary one nobody asked for
+        raise type(e)(e.errno, e.strerror, str(path)) from e
     os.close(fd)
     try:
         _write_staged(tmp, write, path)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename == tmp:
+            raise type(e)(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

@@ -8,6 +8,7 @@ Fixtures are written here byte by byte (IDX from the format description, CIFAR a
 from __future__ import annotations
 
 import pickle
+import re
 import struct
 from pathlib import Path
 
@@ -204,3 +205,15 @@ def test_a_failed_download_puts_the_reason_on_the_first_line(copies_elsewhere, m
     assert ("download failed: Error downloading train-images-idx3-ubyte.gz: Tried http://a/, got: "
             "<urlopen error no network>") in first
     assert second.startswith("  1. ")
+
+
+@pytest.mark.parametrize("name,kwargs,flag", [
+    ("fake", dict(data_dir="somewhere"), "data_dir (--data-dir)"),
+    ("fake", dict(download=True), "download (--download)"),
+    ("folder", dict(data_dir="somewhere", download=True), "download (--download)"),
+])
+def test_data_options_that_would_change_nothing_for_the_dataset_are_refused(name, kwargs, flag):
+    from resnet_lab.data import DataConfig
+
+    with pytest.raises(ValueError, match=re.escape(flag) + ".*would change nothing.*leave it out"):
+        DataConfig(name, **kwargs)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from PIL import Image
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
@@ -29,6 +30,7 @@ from resnet_lab.models import create_model
 from resnet_lab.train import LRFindResult, TrainConfig, lr_find, lr_find_figure
 from resnet_lab.train.lr_finder import steep, valley
 
+from support import FakeTorchvisionCifar10
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy, patch_everywhere
 
@@ -337,7 +339,8 @@ def _folder(root) -> str:
 # The flags lr-find shares with train, each compared with the same flag given to train.
 SHARED = [
     ["--model", "resnet20"], ["--norm", "group"], ["--model", "resnet18", "--small-input", "no"], ["--zero-init-residual"],
-    ["--dataset", "folder", "--data-dir", "FOLDER"], ["--data-dir", "FOLDER"], ["--download"], ["--image-size", "12"],
+    ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download"],
+    ["--image-size", "12"],
     ["--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"], ["--momentum", "0.5"], ["--no-nesterov"],
     ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
     ["--seed", "3"], ["--device", "auto"],
@@ -370,7 +373,11 @@ def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(ca
                             stopped=False, steps=2)
 
     patch_everywhere(monkeypatch, lr_finder.lr_find, fake_lr_find)
-    flags = [_folder(tmp_path / "pics") if f == "FOLDER" else f for f in flags]
+    if "--download" in flags:  # torchvision's CIFAR-10 download, offline
+        monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
+        monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    flags = [_folder(tmp_path / "pics") if f == "FOLDER" else str(tmp_path / "cifar") if f == "CIFAR" else f
+             for f in flags]
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"lr"}  # the range test sets the lr itself
 
     def request(call, data_call) -> dict:

@@ -121,6 +121,14 @@ class DataConfig:
         check_seed(self.seed)
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
+        # options that would change nothing for this dataset (an option that does nothing is refused)
+        if self.name == "fake" and (self.data_dir is not None or self.download):
+            flag = "data_dir (--data-dir)" if self.data_dir is not None else "download (--download)"
+            raise ValueError(f"{flag} with the fake dataset would change nothing (its images are made, not read): "
+                             "leave it out")
+        if self.name == "folder" and self.download:
+            raise ValueError("download (--download) with a folder dataset would change nothing (there is nothing to "
+                             "download; its images are yours, in --data-dir): leave it out")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers (--workers) must be an int >= 0 (0 decodes in the main process), got "
                              f"{self.num_workers!r}")
