@@ -609,3 +609,18 @@ def test_an_unwritable_output_is_named_by_the_users_path_not_a_temporary_one(tra
     assert main(["export", str(run), "--out", str(out)]) == 2
     err = _one_line_error(capsys, f"{out}: Permission denied")
     assert ".tmp" not in err
+
+
+def test_lr_find_names_an_unwritable_plot_path_before_the_range_test(tmp_path, capsys, monkeypatch):
+    from resnet_lab import runs
+
+    ran = []
+    monkeypatch.setattr("resnet_lab.cli.lr_find", lambda *a, **k: ran.append(1))
+    real_access = runs.os.access
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    # root may write anywhere: stand in for a folder the user cannot write to
+    monkeypatch.setattr(runs.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    assert main(["lr-find", *TRAIN[:6], "--batch-size", "16", "--steps", "3", "--out", str(ro / "lr.png")]) == 2
+    _one_line_error(capsys, f"{ro / 'lr.png'}: Permission denied")
+    assert ran == []

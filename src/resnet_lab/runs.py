@@ -115,6 +115,9 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
     path = Path(out)
     if path.is_dir():  # the writers say so, with a file name to use
         return path
+    folder = next((p for p in path.parents if p.exists()), Path("."))
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):  # before the work, not after it
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
     if not path.is_file():
         if path.suffix.lower() not in suffixes:
             raise ValueError(f"{path} does not end in {' or '.join(suffixes)}: name the {kind} file so, e.g. "
