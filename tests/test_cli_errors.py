@@ -624,3 +624,10 @@ def test_lr_find_names_an_unwritable_plot_path_before_the_range_test(tmp_path, c
     assert main(["lr-find", *TRAIN[:6], "--batch-size", "16", "--steps", "3", "--out", str(ro / "lr.png")]) == 2
     _one_line_error(capsys, f"{ro / 'lr.png'}: Permission denied")
     assert ran == []
+
+
+def test_lr_find_with_batches_too_small_to_step_says_so_of_the_range_test(capsys):
+    assert main(["lr-find", *TRAIN[:6], "--batch-size", "1", "--steps", "3"]) == 2
+    shown = capsys.readouterr().err.split("\r")[-1]  # what a terminal shows once the bar has cleared itself
+    assert shown.startswith("error: the range test made no optimizer step: every batch had fewer than 2 samples")
+    assert "epoch" not in shown and shown.count("\n") == 1

@@ -174,6 +174,12 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
             epoch += 1
     except (_Diverged, TrainingDiverged):  # TrainingDiverged: a non-finite loss or gradient norm
         stopped = True
+    except ValueError as e:
+        if "made no optimizer step" not in str(e):
+            raise
+        # said of the test, which has no epochs to the user
+        raise ValueError("the range test made no optimizer step: every batch had fewer than 2 samples; use a "
+                         "larger --batch-size or more data") from e
     finally:
         bar.close()
     return [start_lr * lr_factor(i) for i in range(len(record.losses))], stopped
