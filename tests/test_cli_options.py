@@ -667,7 +667,8 @@ FLAG_CASES = [
     ["--subset", "40"], ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--compile"],
     ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download", "--subset", "20"],
-    ["--image-size", "12"], ["--workers", "1"], ["--eval-every", "2"], ["--crop-padding", "2"],
+    ["--image-size", "12"], ["--dataset", "folder", "--data-dir", "FOLDER", "--workers", "1"], ["--eval-every", "2"],
+    ["--crop-padding", "2"],
     ["--epochs", "2", "--stop-after", "1"],
 ]
 

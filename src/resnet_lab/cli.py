@@ -19,6 +19,7 @@ import torch
 from . import __version__
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
+from .data.config import FOLDER_WORKERS
 from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
@@ -85,7 +86,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True, size: str 
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="image side in px, every dataset resized to it (folders: resized and cropped; fake: made "
                         f"at it); when not given: {size}" + _NO_DEFAULT)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for folder datasets")
+    p.add_argument("--workers", type=int, default=None, help="processes that decode the images of a folder dataset "
+                   f"(0: in this process); {FOLDER_WORKERS} when not given; in-memory datasets take none" + _NO_DEFAULT)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:

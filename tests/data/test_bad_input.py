@@ -217,3 +217,14 @@ def test_data_options_that_would_change_nothing_for_the_dataset_are_refused(name
 
     with pytest.raises(ValueError, match=re.escape(flag) + ".*would change nothing.*leave it out"):
         DataConfig(name, **kwargs)
+
+
+def test_workers_for_a_dataset_held_in_memory_are_refused_and_folders_default_to_two(tmp_path):
+    from resnet_lab.data import DataConfig
+
+    with pytest.raises(ValueError, match=r"num_workers \(--workers\) sets the processes that decode image folders; "
+                                         r"fashion-mnist is held in memory and decodes nothing: leave it out"):
+        DataConfig("fashion-mnist", num_workers=0)
+    assert DataConfig("fashion-mnist").num_workers is None
+    assert DataConfig("folder", data_dir=str(tmp_path)).num_workers == 2
+    assert DataConfig("folder", data_dir=str(tmp_path), num_workers=0).num_workers == 0

@@ -341,7 +341,8 @@ SHARED = [
     ["--model", "resnet20"], ["--norm", "group"], ["--model", "resnet18", "--small-input", "no"], ["--zero-init-residual"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download"],
     ["--image-size", "12"],
-    ["--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"], ["--momentum", "0.5"], ["--no-nesterov"],
+    ["--dataset", "folder", "--data-dir", "FOLDER", "--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"],
+    ["--momentum", "0.5"], ["--no-nesterov"],
     ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
     ["--seed", "3"], ["--device", "auto"],
 ]

@@ -73,6 +73,7 @@ _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100":
 # (4 -> 2 -> 1); below it one runs on a single pixel, i.e. mostly on zero padding, and the pad-crop
 # augmentation (at least 1 px) shifts by half the image. Sizes like 1 or 0 are typos, not tasks.
 MIN_IMAGE_SIZE = 4
+FOLDER_WORKERS = 2  # num_workers left out, for image folders
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class DataConfig:
     drop_last: bool = True  # drop the last incomplete training batch
     device: str | torch.device = "cpu"  # where in-memory data live and where batches arrive
     channels_last: bool = False  # batches in torch.channels_last memory format
-    num_workers: int = 2  # decoding processes for folders (in-memory data need none)
+    num_workers: int | None = None  # decoding processes for folders (None: 2); in-memory data take none
     rank: int = 0  # this process's shard of both splits (see resnet_lab.data.loaders)
     world_size: int = 1
 
@@ -129,9 +130,15 @@ class DataConfig:
         if self.name == "folder" and self.download:
             raise ValueError("download (--download) with a folder dataset would change nothing (there is nothing to "
                              "download; its images are yours, in --data-dir): leave it out")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+        if self.num_workers is not None and (isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int)
+                                             or self.num_workers < 0):
             raise ValueError(f"num_workers (--workers) must be an int >= 0 (0 decodes in the main process), got "
                              f"{self.num_workers!r}")
+        if self.name != "folder" and self.num_workers is not None:  # it would change nothing
+            raise ValueError(f"num_workers (--workers) sets the processes that decode image folders; {self.name} "
+                             "is held in memory and decodes nothing: leave it out")
+        if self.name == "folder" and self.num_workers is None:  # the value (what dataclasses.replace passes on)
+            object.__setattr__(self, "num_workers", FOLDER_WORKERS)
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
