@@ -116,6 +116,8 @@ def _data_for(meta: dict[str, Any], data_dir: str | os.PathLike | None, device: 
     """The run's test data, loaded as `resnet-lab evaluate` loads it, with the run's own mean/std
     (what the network was trained on) and seed (a folder's held-out split depends on it)."""
     c, h, _ = meta["input_size"]
+    if meta["dataset"] == "fake":  # one --data-dir serves every run; the fake images are made, not read
+        data_dir = None
     return load_data(
         meta["dataset"], data_dir=data_dir, image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
         seed=int((meta.get("train_config") or {}).get("seed", 0)), augment=False,
