@@ -631,3 +631,16 @@ def test_lr_find_with_batches_too_small_to_step_says_so_of_the_range_test(capsys
     shown = capsys.readouterr().err.split("\r")[-1]  # what a terminal shows once the bar has cleared itself
     assert shown.startswith("error: the range test made no optimizer step: every batch had fewer than 2 samples")
     assert "epoch" not in shown and shown.count("\n") == 1
+
+
+def test_too_small_images_of_progressive_resizing_and_lr_find_are_refused_before_any_step(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["train", "--model", "vgg11", "--small-input", "yes", "--dataset", "fake", "--image-size", "32",
+                 "--progressive-resize", "8", "--subset", "32", "--batch-size", "16", "--epochs", "2",
+                 "--no-progress", "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "vgg11 cannot take 8x8 px images")
+    assert "give it larger images (--progressive-resize)" in err
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["lr-find", "--model", "densenet121", "--small-input", "no", "--dataset", "fake", "--image-size",
+                 "28", "--batch-size", "4", "--steps", "2"]) == 2
+    _one_line_error(capsys, "densenet121 cannot take 28x28 px images")

@@ -512,6 +512,8 @@ def cmd_lr_find(args) -> int:
     device = resolve_device(args.device)
     data = _load_data(args, device=device)
     model = _new_model(args, data)
+    arch = dict(model.model_config)
+    check_input_size(arch.pop("name"), tuple(data.info.input_size), **arch)  # before the range test
     result = lr_find(model, data, TrainConfig(**_step_config(args)), start_lr=args.start_lr, end_lr=args.end_lr,
                      steps=args.steps)
     taken = len(result.lrs)

@@ -269,11 +269,13 @@ def _read_whole(run_dir: Path, read: Callable[[], Any], wait_s: float = 60.0) ->
     into place (its manifest exists), and read again when one landed during the read."""
     deadline = time.monotonic() + wait_s
     while True:
-        while (run_dir / _MANIFEST).exists() and time.monotonic() < deadline:
+        # only a live writer's renames end; a dead writer's manifest in a read-only copy stays
+        while (run_dir / _MANIFEST).exists() and time.monotonic() < deadline and _writer_active(run_dir):
             time.sleep(0.02)
         before = _model_json_stamp(run_dir)
         result = read()
-        if (not (run_dir / _MANIFEST).exists() and _model_json_stamp(run_dir) == before) or time.monotonic() > deadline:
+        settled = not (run_dir / _MANIFEST).exists() or not _writer_active(run_dir)
+        if (settled and _model_json_stamp(run_dir) == before) or time.monotonic() > deadline:
             return result
 
 

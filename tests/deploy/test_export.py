@@ -176,3 +176,11 @@ def test_missing_model_files_raise_clear_errors(tmp_path):
         OnnxPredictor(tmp_path / "nope.onnx")
     with pytest.raises(FileNotFoundError, match="no_run"):
         predict_images(tmp_path / "no_run", [])
+
+
+def test_export_works_without_a_stdout(tmp_path, monkeypatch):
+    # pythonw, services, `>&-`: the exporter's silencing of stdout has nothing to silence
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    monkeypatch.setattr("sys.stdout", None)
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16))
+    assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17

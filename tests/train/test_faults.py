@@ -492,8 +492,9 @@ def test_a_read_waits_out_a_saves_renames_and_is_redone_when_a_save_lands_during
             (out / "model.json").write_text(text)
         return len(seen)
 
-    threading.Timer(0.2, manifest.unlink).start()  # the writer's renames end
-    assert ckpt._read_whole(out, read) == 2 and seen == [False, False]
+    with ckpt.RunLock(out):  # a live writer (this lock is another open file to the reader's check)
+        threading.Timer(0.2, manifest.unlink).start()  # the writer's renames end
+        assert ckpt._read_whole(out, read) == 2 and seen == [False, False]
 
 
 def test_resume_finishes_a_committed_first_checkpoint_instead_of_refusing(tmp_path, monkeypatch, capsys):
@@ -586,3 +587,45 @@ def test_a_second_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path, epoch_of_
         assert "no checkpoint was written yet: run the same command again" in line and not (out / "train_state.pt").exists()
     else:
         assert "the last checkpoint is kept; resume with the same command and --resume" in line
+
+
+def test_a_read_only_copy_with_a_dead_writers_manifest_is_read_at_once(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    (out / ".checkpoint-pending.json").write_text('{"files": {}}\n')  # recovery cannot run: read-only
+
+    def no_waiting(seconds):
+        raise AssertionError("waited for a manifest that no live writer will remove")
+
+    monkeypatch.setattr(ckpt.time, "sleep", no_waiting)
+    assert ckpt._read_whole(out, lambda: "read", wait_s=3600) == "read"
+
+
+def test_a_runs_lock_is_let_go_when_its_start_fails_after_taking_it(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tensorboard").write_text("a file where the log folder goes")  # open_tensorboard fails
+    pytest.importorskip("tensorboard")
+    with pytest.raises(OSError) as failed:
+        _run(out, epochs=1, tensorboard=True)
+    # the traceback (kept, as a REPL or notebook keeps the last one) still holds the failed run
+    assert failed.tb is not None and not ckpt._writer_active(out)
+    (out / "tensorboard").unlink()
+    _run(out, epochs=1)  # not "being written by another process"
+
+
+def test_a_second_ctrl_c_in_finetunes_main_phase_points_to_resume_which_keeps_the_frozen_phase(tmp_path):
+    from resnet_lab.train import loop
+
+    out = tmp_path / "ft"
+    _run(out / "freeze_phase", epochs=1)  # the finished frozen phase, as finetune --freeze-epochs leaves it
+
+    def hard_stop(info):
+        if info["epoch"] == 1 and info["step"] == 2:
+            raise loop._HardStop("signal 2")
+
+    said = []
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=2), step_callbacks=[hard_stop], log=said.append)
+    line = next(s for s in said if "stopped at once" in s)
+    assert "the same command with --resume keeps the finished phase" in line

@@ -63,14 +63,20 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int
 def _stdout_silenced() -> Iterator[None]:
     """Send file descriptor 1 to /dev/null: the TorchScript exporter prints its whole IR graph
     there from C++ when it fails, and the failure is reported as one line instead."""
-    sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        saved = os.dup(1)
+    except OSError:  # no stdout at all (closed, pythonw): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
             yield
     finally:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
 
@@ -95,17 +101,19 @@ def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_ba
     if exporter == "dynamo":
         _export_dynamo(model, x, path, opset, dynamic_batch)
         return
-    try:
-        with _stdout_silenced():
+    with _stdout_silenced():  # its own failure is no exporter error: outside the try
+        try:
             _export_torchscript(model, x, path, opset, dynamic_batch)
-    except Exception as e:
-        if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(" [Caused by")[0].strip()
-            raise ValueError(
-                f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
-                f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
-            ) from e
-        _export_dynamo(model, x, path, opset, dynamic_batch)
+            return
+        except Exception as e:
+            error = e
+    if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(" [Caused by")[0].strip()
+        raise ValueError(
+            f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
+            f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
+        ) from error
+    _export_dynamo(model, x, path, opset, dynamic_batch)
 
 
 def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None) -> None:

@@ -428,10 +428,11 @@ def train(
     pos = _start(run, history)
     if pos is None:  # a resume of a finished run
         return history
-    run.say(_start_line(run.base, run.device, config, run.steps, pos))
-    board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
-    t_start = time.perf_counter()
-    try:
+    board, t_start = None, time.perf_counter()
+    try:  # from here on, whatever happens, the run directory's lock is let go
+        run.say(_start_line(run.base, run.device, config, run.steps, pos))
+        board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
+        t_start = time.perf_counter()
         with _GracefulStop(saves=config.out is not None).installed() as stop:
             on_step = _step_hook(pos, step_callbacks, stop)
             for epoch in range(pos.epoch, config.epochs):
@@ -449,7 +450,8 @@ def train(
         history.interrupted = True
         _save_interrupted(run, pos, history, hard=isinstance(e, _HardStop))
     finally:
-        board.close(history)
+        if board is not None:
+            board.close(history)
         run.ckpt.close()
     history.seconds = time.perf_counter() - t_start
     return history
@@ -501,8 +503,11 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
         raise ValueError(f"the model takes {arch['in_channels']} input channels but the data has {channels}: "
                          f"load_data(..., in_channels={arch['in_channels']}) or create_model(..., in_channels={channels})")
     if is_model(arch.get("name", "")):
-        check_input_size(arch["name"], tuple(int(s) for s in data.info.input_size),
-                         **{k: v for k, v in arch.items() if k != "name"})
+        rest, (c, _, _) = {k: v for k, v in arch.items() if k != "name"}, data.info.input_size
+        check_input_size(arch["name"], tuple(int(s) for s in data.info.input_size), **rest)
+        if config.progressive_resize:  # the first epochs' smaller images
+            side = int(config.progressive_resize)
+            check_input_size(arch["name"], (int(c), side, side), flag="--progressive-resize", **rest)
 
 
 
@@ -576,8 +581,10 @@ def _start(run: _Run, history: History) -> Position | None:
         history.session = int(history.last.get("session", 1)) + 1
     if pos.epoch < config.epochs:
         return pos
-    run.ckpt.refresh_curves(history)
-    run.ckpt.close()
+    try:
+        run.ckpt.refresh_curves(history)
+    finally:
+        run.ckpt.close()
     run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
             f"{warm_restart_command(config.out, getattr(run.data.info, 'name', None))}")
     if run.averaging is not None:
@@ -597,8 +604,10 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         say("\ninterrupted (no --out, nothing saved)")
     elif hard or _nonfinite_tensors(base):
         kept = ("the last checkpoint is kept; resume with the same command and --resume"
-                if (ckpt.run_dir / "train_state.pt").exists() else "no checkpoint was written yet: run the same "
-                "command again to start over")
+                if (ckpt.run_dir / "train_state.pt").exists() else
+                "no checkpoint of this phase yet; the same command with --resume keeps the finished phase"
+                if any(ckpt.run_dir.glob("*/train_state.pt")) else  # finetune's frozen phase, in a sub-folder
+                "no checkpoint was written yet: run the same command again to start over")
         say(f"\nstopped at once; nothing of epoch {pos.epoch + 1} was saved ({kept})")
     else:
         ckpt.save(pos, history)
