@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import QuietMeter, add_quiet_args, machine_line, now_utc, setup_threads, update_doc, wait_for_quiet
+from _common import (BUSY_MARK, QuietMeter, add_quiet_args, machine_line, now_utc, setup_threads, update_doc,
+                     wait_for_quiet)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -106,7 +107,8 @@ def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, thread
     argv = ["train", *VARIANTS[name].args(base), "--epochs", str(epochs), "--seed", str(seed),
             "--out", str(out), "--no-progress"]
     records = _records(metrics)
-    if len(records) != epochs:  # not run yet, or stopped half-way: start it again
+    reused = len(records) == epochs  # trained by an earlier call: its seconds were not metered by this one
+    if not reused:  # not run yet, or stopped half-way: start it again
         shutil.rmtree(out, ignore_errors=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.run([*CLI, *argv], cwd=ROOT, env=env, text=True, capture_output=True)
@@ -117,7 +119,7 @@ def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, thread
     seconds = [r["train_seconds"] for r in records]
     return {"variant": name, "seed": seed, "final_acc": records[-1]["test_acc"],
             "epoch_seconds": statistics.median(seconds[1:] or seconds), "first_epoch_seconds": seconds[0],
-            "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"])}
+            "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"]), "reused": reused}
 
 
 def _records(path: Path) -> list[dict]:
@@ -173,19 +175,23 @@ def table(rows: list[dict], base_seconds: float) -> str:
     return "\n".join(out)
 
 
-def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall: float) -> str:
+def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall: float, reused: int = 0) -> str:
     """The markdown block: command, machine, the quietness of the whole ablation, the table.
 
     Args:
         quiet: the :class:`_common.Quietness` of the whole ablation (all its runs).
+        reused: runs an earlier call trained (their seconds are not this call's to vouch for).
     """
     base = next(r for r in rows if r["variant"] == "base")
     reasons = quiet.check()
     loads = (f"load average {quiet.load_before:.2f} before, {quiet.load_after:.2f} after; runs' CPU "
              f"{quiet.cpu_s:.0f} s in {quiet.wall_s:.0f} s wall, the rest of the machine {quiet.others_cpu_s:.0f} s")
-    if reasons:  # the quietness rule of _common: others ran beside the runs
-        timing = (f"other processes ran beside the runs ({'; '.join(reasons)}): the seconds are not a speed "
-                  "figure; the accuracies do not depend on the load (one thread, fixed seed)")
+    if reused:  # the meter saw none of these runs' time
+        timing = (f"**{BUSY_MARK}** for the seconds: {reused} of the runs were trained by an earlier call and "
+                  "reused, unmetered by this one; the accuracies do not depend on the load (one thread, fixed seed)")
+    elif reasons:  # the quietness rule of _common: others ran beside the runs
+        timing = (f"**{BUSY_MARK}** for the seconds: other processes ran beside the runs ({'; '.join(reasons)}); "
+                  "the accuracies do not depend on the load (one thread, fixed seed)")
     elif args.jobs == 1:
         timing = "one run at a time on a quiet machine: the seconds are this machine's"
     else:
@@ -236,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = list(pool.map(lambda job: run_one(*job, a.epochs, base, Path(a.out), a.threads), jobs))
     quiet = meter.stop()
     rows = summarize(runs)
-    block = report(rows, a, started, quiet, time.perf_counter() - t0)
+    reused = sum(r.get("reused", False) for r in runs)
+    block = report(rows, a, started, quiet, time.perf_counter() - t0, reused=reused)
     print(block)
     (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
     if a.write:

@@ -88,9 +88,12 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
         "newer runs only): two hosts that both report an AMD EPYC with avx512_bf16 differed 1.7x in bfloat16 GEMM "
         "and 1.6-2.1x in the same bf16 recipe (docs/RESULTS.md), so compare absolute figures only where it "
         "matches. Each section says whether the machine was quiet while it was measured (issue 14): its load "
-        "average at most its own busy threads + 0.5 at the start and the end, and at least 90% of its threads' "
-        "wall time spent on a CPU; a section measured on a busy machine is marked INVALID, and the script "
-        "refuses to write it unless told `--allow-busy`.",
+        "average at most its own busy threads + 0.5 at the start and the end; at least 90% of its threads' "
+        "wall time spent on a CPU, unless the rest of the machine used under a tenth of a core meanwhile (then "
+        "the shortfall is the benchmark's own waiting, e.g. PASSIVE threads); and the rest of the machine at "
+        "most half a core (from /proc/stat; sections measured before this third rule, 2026-12-03, did not "
+        "apply it); a section measured on a busy machine is marked INVALID, and the script refuses to write it "
+        "unless told `--allow-busy`.",
         "",
     ]
     # a figure from a busy section keeps its mark in the summary too

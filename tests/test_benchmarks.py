@@ -75,6 +75,16 @@ def test_a_short_cpu_share_while_the_rest_of_the_machine_was_idle_is_the_benchma
     assert len(q(cpu_s=15.4).check()) == 1  # unknown (no /proc/stat): the rule alone
 
 
+def test_a_one_core_competitor_beside_a_one_thread_benchmark_is_busy_though_load_and_share_look_fine():
+    # 1 thread on 2 cores keeps its whole CPU share beside a competitor on the other core, and the
+    # load average (a minute behind) may not show it yet: the rest of the machine's CPU time does.
+    alone = dict(threads=1, load_before=0.9, load_after=1.15, wall_s=13.9, cpu_s=13.8)
+    assert q(**alone, others_cpu_s=0.5).check() == []
+    busy = q(**alone, others_cpu_s=14.0).check()
+    assert len(busy) == 1 and "the rest of the machine used 14.0 s CPU in 13.9 s wall" in busy[0]
+    assert len(q(**alone, others_cpu_s=0.5 * 13.9 + 0.1).check()) == 1  # more than half a core
+
+
 def test_a_competitor_the_benchmark_started_counts_as_its_own_threads_up_to_the_cores():
     # 2 torch threads + 1 competitor on 2 cores: load may reach 3.5, CPU is expected of 2 cores only.
     contended = dict(threads=3, load_before=3.4, load_after=3.5)
@@ -746,7 +756,11 @@ def test_ablation_report_gives_steady_and_first_epoch_seconds_and_trusts_them_on
     assert "the seconds are this machine's" in block and "load average 0.10 before, 1.10 after" in block
     busy = dataclasses.replace(quiet, load_after=3.0, cpu_s=40.0, others_cpu_s=80.0)
     block = ablate_recipe.report(_ablation_rows(), args, "then", busy, 100.0)
-    assert "the seconds are not a speed figure" in block and "load average 3.00 at the end" in block
+    assert f"**{_common.BUSY_MARK}** for the seconds" in block and "load average 3.00 at the end" in block
+    assert "this machine's" not in block
+    # runs an earlier call trained and this one reused: their seconds were never metered here
+    block = ablate_recipe.report(_ablation_rows(), args, "then", quiet, 100.0, reused=2)
+    assert f"**{_common.BUSY_MARK}** for the seconds: 2 of the runs were trained by an earlier call" in block
     assert "this machine's" not in block
 
 
