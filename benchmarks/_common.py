@@ -103,6 +103,17 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (--threads, --seeds, --repeats, --steps): 0 or less is no count."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) -> argparse.ArgumentParser:
     """The flags of every script that measures: ``--allow-busy``, ``--wait-for-load``, ``--max-wait-min``.
 
@@ -130,9 +141,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and repeat counts: checks that the script runs, figures are meaningless")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per contender (default 5, --quick 2); medians are over these")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="measure torch.compile contenders (auto: on, off with --quick; compiling a "
                              "training graph takes minutes on 2 cores)")

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from _common import (BUSY_MARK, QuietMeter, add_quiet_args, machine_line, now_utc, setup_threads, update_doc,
                      wait_for_quiet)
+from _common import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -209,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--list", action="store_true")
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=positive_int, default=3)
     p.add_argument("--jobs", type=int, default=1, help="runs side by side (each with --threads threads)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
     p.add_argument("--dry-run", action="store_true", help="fake data, tiny images, 1 epoch, 2 seeds; writes no doc")

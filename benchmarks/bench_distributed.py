@@ -37,6 +37,7 @@ from _common import (
     BUSY_MARK, QUICK_MARK, QuietMeter, Quietness, add_quiet_args, busy_reasons, command_line, machine_line, may_write,
     now_utc, wait_for_quiet,
 )
+from _common import positive_int
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", type=int, default=2048, help="training images per epoch")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs of 512 images (smoke)")
     add_quiet_args(p)

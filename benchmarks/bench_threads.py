@@ -41,6 +41,7 @@ from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, command_line, describe_machine, machine_block,
     markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
+from _common import positive_int
 
 from resnet_lab import create_model
 
@@ -241,8 +242,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="batch 8, 1+2 steps, 1 repeat: checks the script runs")
-    p.add_argument("--repeats", type=int, default=None, help="processes per configuration (default 2, --quick 1)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per process (default 8, --quick 2)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="processes per configuration (default 2, --quick 1)")
+    p.add_argument("--steps", type=positive_int, default=None, help="timed steps per process (default 8, --quick 2)")
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, UNSET],
                    help=f"OMP_WAIT_POLICY values to compare (default: ACTIVE PASSIVE; '{UNSET}': the runtime's default)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'threads' block is written (when quiet)")

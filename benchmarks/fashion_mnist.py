@@ -33,6 +33,7 @@ import torch
 from _common import (
     BUSY_MARK, QuietMeter, Quietness, add_quiet_args, machine_line, may_write, setup_threads, wait_for_quiet,
 )
+from _common import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -355,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
+    p.add_argument("--threads", type=positive_int, default=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
                    help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
                         "default, one per core); the recorded command carries it")
-    p.add_argument("--seeds", type=int, default=1, help="run each recipe with --seed 0..N-1 and report the mean "
+    p.add_argument("--seeds", type=positive_int, default=1, help="run each recipe with --seed 0..N-1 and report the mean "
                    "(default 1: the recipe's own seed)")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")

@@ -47,6 +47,7 @@ from _common import (
     machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
     wait_for_quiet, want_compile,
 )
+from _common import positive_int
 from bench_data import torchvision_loader
 from peer_torchvision import time_to
 
@@ -358,13 +359,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"`resnet-lab train` flags for the time to accuracy, without {', '.join(OWN_FLAGS)}; "
                         f"give them with '=': --recipe='--model ...' (default: '{RECIPE}'; --dry-run: "
                         f"'{DRY_RECIPE}')")
-    p.add_argument("--seeds", type=int, default=None, help="runs of the recipe, seeds 0..N-1 (default 3, --dry-run 1)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="runs of the recipe, seeds 0..N-1 (default 3, --dry-run 1)")
     p.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                    help="test accuracies to time, as fractions (default 0.94 0.95)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per contender (default 5, --dry-run 2)")
+    p.add_argument("--repeats", type=positive_int, default=None, help="timed repeats per contender (default 5, --dry-run 2)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="measure the torch.compile contenders (auto: on, off with --dry-run)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads of this process (default: torch's; the GPU does the work)")
     p.add_argument("--write", action="store_true",
                    help="write the section into --doc (CUDA only; never from --dry-run)")

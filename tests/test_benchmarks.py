@@ -815,3 +815,17 @@ def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_
         last = json.loads((tmp_path / r["variant"] / f"seed{r['seed']}" / "metrics.jsonl").read_text().splitlines()[-1])
         assert r["final_acc"] == last["test_acc"]
     assert "| no_label_smoothing | label smoothing 0.1 -> 0 |" in proc.stdout
+
+
+@pytest.mark.parametrize("script,flag", [("fashion_mnist.py", ["demo", "--seeds", "0"]),
+                                         ("bench_bn.py", ["--threads", "0"]),
+                                         ("ablate_recipe.py", ["base", "--seeds", "-2"])])
+def test_a_count_below_one_is_refused_before_anything_runs_or_is_written(script, flag, tmp_path):
+    # fashion_mnist --seeds 0 ran nothing, then wrote an empty results.json over the last one
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *flag], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 2 and "must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1, got 0"):
+        _common.positive_int("0")
