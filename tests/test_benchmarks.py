@@ -258,7 +258,7 @@ def test_startup_writes_its_block_of_doc_with_repeats_processes_each_and_quick_w
 def test_startup_refuses_zero_repeats(capsys):
     with pytest.raises(SystemExit) as e:
         bench_startup.main(["--repeats", "0"])
-    assert e.value.code == 2 and "--repeats must be at least 1, got 0" in capsys.readouterr().err
+    assert e.value.code == 2 and "--repeats: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_print_only_scripts_exit_1_on_a_busy_machine(capsys):
