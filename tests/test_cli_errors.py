@@ -306,7 +306,7 @@ def test_outputs_of_the_same_kind_are_rewritten_as_before(trained, tmp_path, cap
 def test_export_refuses_an_opset_torch_cannot_write(trained, tmp_path, capsys, opset):
     run, _ = trained
     assert main(["export", str(run), "--opset", opset, "--out", str(tmp_path / "m.onnx")]) == 2
-    _one_line_error(capsys, f"opset (--opset) must be an ONNX opset this torch exports, 7 to")
+    _one_line_error(capsys, "opset (--opset) must be an ONNX opset this torch exports, 7 to")
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -598,7 +598,7 @@ def test_an_unwritable_output_is_named_by_the_users_path_not_a_temporary_one(tra
     run, _ = trained
     (tmp_path / "afile.txt").write_text("mine")
     assert main(["export", str(run), "--out", str(tmp_path / "afile.txt" / "m.onnx")]) == 2
-    _one_line_error(capsys, f"afile.txt is a file, not a folder: choose another path")
+    _one_line_error(capsys, "afile.txt is a file, not a folder: choose another path")
     assert (tmp_path / "afile.txt").read_text() == "mine"
 
     def denied(prefix, suffix, dir):  # what a read-only folder does to a non-root user

@@ -24,6 +24,7 @@ __all__ = [
     "ModelInfo",
     "Paper",
     "Whitening",
+    "check_input_size",
     "create_model",
     "densenet",
     "find_first_conv",
