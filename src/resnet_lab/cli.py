@@ -29,7 +29,7 @@ from .experiments.report import verdict_text
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_output_file, load_meta, load_model, settle_run_dir
+from .runs import check_output_file, load_meta, load_model, missing_run, settle_run_dir
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
@@ -436,8 +436,7 @@ def cmd_train(args) -> int:
 def _resumed_meta(out: str) -> dict:
     """model.json of the run --resume continues, after finishing a save a kill cut short."""
     if not Path(out).exists():
-        raise FileNotFoundError(f"--out {out} does not exist: nothing to resume (start without --resume, or give "
-                                "the run's folder)")
+        raise missing_run(out)
     settle_run_dir(out)
     if not (Path(out) / "model.json").is_file():
         raise FileNotFoundError(f"{out} holds no checkpoint yet (no model.json): nothing to resume (start without "

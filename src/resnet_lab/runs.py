@@ -74,6 +74,7 @@ __all__ = [
     "load_state_dict_file",
     "append_metrics",
     "load_train_state",
+    "missing_run",
     "read_json",
     "read_metrics",
     "recover_run_dir",
@@ -578,6 +579,12 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     model = create_model(arch.pop("name"), **arch)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), meta
+
+
+def missing_run(out: str | os.PathLike) -> FileNotFoundError:
+    """The error of ``--resume`` into a folder that does not exist (the CLI and the trainer both say it)."""
+    return FileNotFoundError(f"--out {out} does not exist: nothing to resume (start without --resume, or give the "
+                             "run's folder)")
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:

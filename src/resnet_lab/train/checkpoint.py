@@ -26,6 +26,7 @@ from ..runs import (
     load_meta,
     load_state_dict_file,
     load_train_state,
+    missing_run,
     read_metrics,
     recover_run_dir,
     save_checkpoint,
@@ -213,8 +214,7 @@ class Checkpointer:
                 self.log(f"{self.run_dir}: {what}")
         if self.config.resume:
             if not self.run_dir.exists():  # before the permission check: a missing folder is not a denied one
-                raise FileNotFoundError(f"--out {self.run_dir} does not exist: nothing to resume (start without "
-                                        "--resume, or give the run's folder)")
+                raise missing_run(self.run_dir)
             if self.writes:
                 _check_writable(self.run_dir)
             return self._resume(history)
@@ -290,10 +290,15 @@ class Checkpointer:
             return
         if curves.exists() and curves.stat().st_mtime_ns >= (self.run_dir / "model.json").stat().st_mtime_ns:
             return
-        name = (self.meta.get("arch") or {}).get("name", "model")
-        plot_curves(records, curves, title=f"{name} on {self.meta.get('dataset')}",
-                    label_smoothing=self.config.label_smoothing)
+        self._plot_curves(records)
         self.log(f"{curves}: redrawn (it was older than the last checkpoint)")
+
+    def _plot_curves(self, records: list[dict]) -> None:
+        plot_curves(records, self.run_dir / "curves.png", title=f"{self._name()} on {self.meta.get('dataset')}",
+                    label_smoothing=self.config.label_smoothing)
+
+    def _name(self) -> str:
+        return (self.meta.get("arch") or {}).get("name", "model")
 
     def end_epoch(self, history, confusion: torch.Tensor | None, *, improved: bool) -> None:
         """After an epoch: its metrics line, the checkpoint, and the plots when they changed
@@ -304,9 +309,7 @@ class Checkpointer:
         append_metrics(self.run_dir, record)
         self.save(Position(record["epoch"], 0), history, best=improved)
         if self.config.plots and (improved or record["epoch"] == self.config.epochs):
-            name = (self.meta.get("arch") or {}).get("name", "model")
-            plot_curves(history.epochs, self.run_dir / "curves.png", title=f"{name} on {self.meta.get('dataset')}",
-                        label_smoothing=self.config.label_smoothing)
+            self._plot_curves(history.epochs)
             if confusion is not None:
                 plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
-                               title=f"{name}: test confusion (epoch {record['epoch']})")
+                               title=f"{self._name()}: test confusion (epoch {record['epoch']})")
