@@ -291,10 +291,27 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def command_line() -> str:
-    """How this process was started, as a shell command relative to the repository root."""
-    args = [os.path.relpath(sys.argv[0])] + sys.argv[1:] if sys.argv and sys.argv[0] else ["python"]
-    return ".venv/bin/python " + " ".join(shlex.quote(a) for a in args)
+def command_line(argv: Sequence[str] | None = None, executable: str | None = None) -> str:
+    """How this process was started, as a shell command run from the repository root.
+
+    The script is named relative to the root, whatever the working directory was; the interpreter
+    too when it lives in the repository (``.venv/bin/python``), else by its file name (``python3``:
+    another machine's own Python, as on a lent GPU machine).
+
+    Args:
+        argv: the arguments (default ``sys.argv``).
+        executable: the interpreter (default ``sys.executable``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    exe = os.path.abspath(executable or sys.executable or "python")
+    root = REPO
+    inside = lambda path: os.path.commonpath([root, path]) == root  # noqa: E731
+    python = os.path.relpath(exe, root) if inside(exe) else os.path.basename(exe)
+    if not argv or not argv[0]:
+        return python
+    script = os.path.abspath(argv[0])
+    shown = os.path.relpath(script, root) if inside(script) else script
+    return " ".join(shlex.quote(a) for a in [python, shown, *argv[1:]])
 
 
 def machine_block(command: str, started: str, checks: Sequence["Quietness"],

@@ -387,10 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))
-    results = [{**run_recipe(n, Path(a.out), a.threads, seed), **({} if a.host is None else {"host": a.host})}
-               for n in a.recipes for seed in seeds]
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
+    results = []
+    for n in a.recipes:
+        for seed in seeds:
+            results.append({**run_recipe(n, Path(a.out), a.threads, seed), **({} if a.host is None else {"host": a.host})})
+            # after every run, so that a long series stopped part-way keeps what it measured (--record-only)
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     for r in results:
         print(_row(r))
     return record(results, allow_busy=a.allow_busy)

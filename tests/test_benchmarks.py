@@ -829,3 +829,16 @@ def test_a_count_below_one_is_refused_before_anything_runs_or_is_written(script,
     assert proc.returncode == 2 and "must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1, got 0"):
         _common.positive_int("0")
+
+
+def test_command_line_names_the_script_from_the_repository_root_and_the_real_interpreter(tmp_path, monkeypatch):
+    # Run from another folder: the script is still named from the root, so the recorded command
+    # can be pasted there; an interpreter outside the repository is named by its file name.
+    monkeypatch.chdir(tmp_path)
+    repo = Path(_common.REPO)
+    script = str(repo / "benchmarks" / "gpu.py")
+    venv_python = str(repo / ".venv" / "bin" / "python")
+    assert _common.command_line([script, "--parts", "step"], venv_python) == ".venv/bin/python benchmarks/gpu.py --parts step"
+    assert _common.command_line([script, "--recipe=--model x"], "/opt/torch/.venv/bin/python3") == (
+        "python3 benchmarks/gpu.py '--recipe=--model x'")
+    assert _common.command_line([], venv_python) == ".venv/bin/python"
