@@ -87,6 +87,7 @@ __all__ = [
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(REPO, "docs", "BENCHMARKS.md")
+MAX_WAIT_MIN = 60.0  # --wait-for-load gives up after this many minutes unless --max-wait-min says
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -101,6 +102,17 @@ def setup_threads(threads: int) -> None:
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a load average or a number of minutes: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -125,28 +137,33 @@ def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) 
         parser.add_argument("--allow-busy", action="store_true",
                             help="write the figures even when other processes ran during the measurement, marked "
                                  f"'{BUSY_MARK}' (default: refuse to write the docs and exit with status 1)")
-    parser.add_argument("--wait-for-load", type=float, default=None, metavar="LOAD",
-                        help="first wait until the 1-minute load average is below LOAD (a shared machine)")
-    parser.add_argument("--max-wait-min", type=float, default=60.0,
-                        help="give up waiting after this many minutes and run anyway (default 60)")
+    parser.add_argument("--wait-for-load", type=positive_float, default=None, metavar="LOAD",
+                        help="first wait until the 1-minute load average is below LOAD (a shared machine; "
+                             "default: start at once)")
+    parser.add_argument("--max-wait-min", type=positive_float, default=None, metavar="MIN",
+                        help=f"with --wait-for-load: give up waiting after MIN minutes and run anyway (default "
+                             f"{MAX_WAIT_MIN:g})")
     return parser
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_common_args(parser: argparse.ArgumentParser, *, compile_flag: bool = True) -> argparse.ArgumentParser:
     """The flags of the in-process benchmarks: ``--quick``, ``--repeats``, ``--threads``, ``--compile``,
     and those of :func:`add_quiet_args`.
 
     Args:
         parser: the script's parser; the flags are added to it and it is returned.
+        compile_flag: add ``--compile`` (False for a script with no ``torch.compile`` contender, where
+            the flag would change nothing).
     """
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and repeat counts: checks that the script runs, figures are meaningless")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per contender (default 5, --quick 2); medians are over these")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads (default 2)")
-    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                        help="measure torch.compile contenders (auto: on, off with --quick; compiling a "
-                             "training graph takes minutes on 2 cores)")
+    if compile_flag:
+        parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                            help="measure torch.compile contenders (auto: on, off with --quick; compiling a "
+                                 "training graph takes minutes on 2 cores)")
     return add_quiet_args(parser)
 
 
@@ -189,10 +206,15 @@ def wait_for_quiet(args: argparse.Namespace, poll_s: float = 10.0) -> None:
         args: parsed flags from :func:`add_quiet_args`.
         poll_s: seconds between looks.
     """
+    max_wait = getattr(args, "max_wait_min", None)
     if args.wait_for_load is None:
+        if max_wait is not None:
+            raise SystemExit(f"error: --max-wait-min {max_wait:g} bounds the wait of --wait-for-load, which was not "
+                             "given: add --wait-for-load LOAD (e.g. 0.6), or drop --max-wait-min")
         return
+    max_wait = MAX_WAIT_MIN if max_wait is None else max_wait
     t0 = time.perf_counter()
-    while load_average()[0] >= args.wait_for_load and time.perf_counter() - t0 < args.max_wait_min * 60:
+    while load_average()[0] >= args.wait_for_load and time.perf_counter() - t0 < max_wait * 60:
         print(f"{now_utc()}: load average {load_average()[0]:.2f} >= {args.wait_for_load:g}, waiting", flush=True)
         time.sleep(poll_s)
     print(f"{now_utc()}: load average {load_average()[0]:.2f}; starting", flush=True)
@@ -672,7 +694,7 @@ def paired_cost(num: Measurement, den: Measurement) -> tuple[float, float, float
 
 
 def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool = False,
-               fp16: bool = False, channels_last: bool = False, compile: bool = False):
+               fp16: bool = False, channels_last: bool = False, compile: bool = False, graph: bool = False):
     """A closure doing one SGD training step of ``model`` on ``(x, y)`` with the given options, as
     ``resnet_lab.train`` does it (``zero_grad(set_to_none=True)``, the loss in float32 under autocast,
     autocast on the batch's device, a GradScaler under fp16). On CUDA the closure only queues the
@@ -685,6 +707,12 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
         fp16: float16 autocast with a gradient scaler (CUDA GPUs without bfloat16; not with ``bf16``).
         channels_last: NHWC memory format for model and input.
         compile: ``torch.compile`` the model (compilation happens on the first call).
+        graph: capture the whole step (forward, backward, SGD update) in one CUDA graph after three
+            eager warm-up steps, and replay it: one launch per step instead of hundreds (CUDA only,
+            not with ``fp16``, whose scaler decides on the CPU whether to step; not with ``compile``).
+
+    Raises:
+        RuntimeError: ``graph`` where it cannot apply.
     """
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -703,7 +731,46 @@ def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16
         scaler.step(opt)
         scaler.update()
 
-    return step
+    if not graph:
+        return step
+    if x.device.type != "cuda":
+        raise RuntimeError(f"a CUDA graph needs a CUDA device, not {x.device.type}")
+    if fp16 or compile:
+        raise RuntimeError("a whole-step CUDA graph is measured without fp16's GradScaler and without compile")
+    replay: list[Callable[[], None]] = []
+
+    def graphed() -> None:  # captured on the first call, the caller's warm-up, where a failure is reported
+        if not replay:
+            replay.append(_graphed(model, x, y, opt, dtype))
+        replay[0]()
+
+    return graphed
+
+
+def _graphed(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+             dtype: torch.dtype | None) -> Callable[[], None]:
+    """The training step captured whole in a CUDA graph (PyTorch's "whole network capture"): the
+    gradients and the batch live at fixed addresses, and a replay redoes every kernel of the step."""
+
+    def once() -> None:
+        # autocast's weight cache would hold casts made outside the graph: off while capturing
+        with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream(x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):  # warm-up off the default stream, as the capture needs
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            once()
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)  # the captured backward allocates the gradients from the graph's pool
+    with torch.cuda.graph(graph):
+        once()
+    return graph.replay
 
 
 # ----------------------------------------------------------------------------- Markdown
@@ -944,7 +1011,7 @@ def publish(section: Section, args: argparse.Namespace, *, doc: str | None = Non
 
 
 def run_standalone(build: Callable[[argparse.Namespace, str], Section], description: str,
-                   argv: Sequence[str] | None = None) -> int:
+                   argv: Sequence[str] | None = None, *, compile_flag: bool = False) -> int:
     """``main`` of a benchmark script run on its own: parse flags, run, print the section (the docs
     are written by ``run_all.py``). Returns the exit status (see :func:`publish`).
 
@@ -952,8 +1019,10 @@ def run_standalone(build: Callable[[argparse.Namespace, str], Section], descript
         build: ``build(args, command) -> Section``.
         description: the script's ``--help`` text.
         argv: command-line arguments (default ``sys.argv[1:]``).
+        compile_flag: the script measures ``torch.compile`` contenders (:func:`want_compile`): offer
+            ``--compile``.
     """
-    parser = add_common_args(argparse.ArgumentParser(description=description))
+    parser = add_common_args(argparse.ArgumentParser(description=description), compile_flag=compile_flag)
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     wait_for_quiet(args)

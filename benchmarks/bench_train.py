@@ -112,4 +112,4 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0]))
+    sys.exit(run_standalone(build, __doc__.splitlines()[0], compile_flag=True))

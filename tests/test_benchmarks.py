@@ -10,6 +10,7 @@ import math
 import os
 import re
 import resource
+import runpy
 import shlex
 import statistics
 import subprocess
@@ -371,6 +372,12 @@ def test_fashion_mnist_host_writes_another_machines_block_beside_the_recipes_own
     assert [r["host"] for r in written] == ["slow"]
     with pytest.raises(SystemExit, match="--host 'a b': use letters, digits"):
         fashion_mnist.main(["demo", "--host", "a b"])
+    # --record-only where no run wrote results.json, or where it is not one: a one-line error, not a traceback
+    with pytest.raises(SystemExit, match=r"--record-only found no .*nowhere.*results\.json.*give that run's --out"):
+        fashion_mnist.main(["--record-only", "--out", str(tmp_path / "nowhere")])
+    (tmp_path / "out" / "results.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"results\.json is not a results file of this script"):
+        fashion_mnist.main(["--record-only", "--out", str(tmp_path / "out")])
 
 
 def _fake_resnet_lab(monkeypatch, record: dict) -> list[tuple[list[str], str]]:
@@ -476,6 +483,18 @@ def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_
     assert ddp_flags[ddp_flags.index("--batch-size") + 1] == "64" and fast_flags[fast_flags.index("--batch-size") + 1] == "128"
     per_process = ("--batch-size", "64", "128", "--device", "cpu")
     assert [a for a in ddp_flags if a not in per_process] == [a for a in fast_flags if a not in per_process]
+
+
+
+@pytest.mark.parametrize("name, threads, metered", [("fast_ddp", 1, 2), ("fast_ddp", 2, 2), ("fast_ddp", 4, 4),
+                                                     ("fast_resnet20", 1, 1), ("fast_resnet20", 2, 2)])
+def test_the_quietness_of_a_recipe_counts_the_threads_all_its_processes_keep_busy(name, threads, metered, tmp_path,
+                                                                                  monkeypatch):
+    # fast_ddp at --threads 1 still runs 2 processes of 1 thread: its CPU share is judged against 2
+    _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
+                                   "images_per_second": 1.0})
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift: 0.9)
+    assert fashion_mnist.run_recipe(name, tmp_path, threads)["quiet"]["threads"] == metered
 
 
 # ----------------------------------------------------------------------------- bench_threads.py (item 2)
@@ -842,3 +861,38 @@ def test_command_line_names_the_script_from_the_repository_root_and_the_real_int
     assert _common.command_line([script, "--recipe=--model x"], "/opt/torch/.venv/bin/python3") == (
         "python3 benchmarks/gpu.py '--recipe=--model x'")
     assert _common.command_line([], venv_python) == ".venv/bin/python"
+
+
+@pytest.mark.parametrize("bad", ["-1", "0", "nan", "inf", "soon"])
+def test_the_waiting_flags_refuse_a_load_or_a_wait_that_is_no_positive_number(bad, capsys):
+    parser = _common.add_quiet_args(argparse.ArgumentParser())
+    for flag in ("--wait-for-load", "--max-wait-min"):
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([flag, bad])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_max_wait_without_wait_for_load_is_refused_instead_of_doing_nothing(monkeypatch):
+    parser = _common.add_quiet_args(argparse.ArgumentParser())
+    with pytest.raises(SystemExit, match=r"--max-wait-min 5 bounds the wait of --wait-for-load"):
+        _common.wait_for_quiet(parser.parse_args(["--max-wait-min", "5"]))
+    # with --wait-for-load it bounds the wait: a machine that never calms down is given 5 minutes
+    clock, slept = [0.0], []
+    monkeypatch.setattr(_common, "load_average", lambda: (3.0, 3.0, 3.0))
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_common.time, "sleep", lambda s: (slept.append(s), clock.__setitem__(0, clock[0] + s)))
+    _common.wait_for_quiet(parser.parse_args(["--wait-for-load", "0.5", "--max-wait-min", "5"]), poll_s=60)
+    assert len(slept) == 5
+    slept.clear(), clock.__setitem__(0, 0.0)
+    _common.wait_for_quiet(parser.parse_args(["--wait-for-load", "0.5"]), poll_s=60)
+    assert len(slept) == _common.MAX_WAIT_MIN  # the default bound
+
+
+@pytest.mark.parametrize("script, measures_compile", [("bench_bn", False), ("bench_data", False), ("bench_mfu", False),
+                                                      ("bench_infer", True), ("bench_train", True)])
+def test_only_the_scripts_with_a_compiled_contender_offer_compile(script, measures_compile, monkeypatch, capsys):
+    # Each script's own --help, as a user reads it: --compile only where it changes what is measured.
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(Path(_common.REPO) / "benchmarks" / f"{script}.py"), run_name="__main__")
+    assert ("--compile" in capsys.readouterr().out) == measures_compile
