@@ -147,7 +147,9 @@ def run_recipe(name: str, out_root: Path, threads: int, seed: int | None = None)
         threads: OMP_NUM_THREADS of the training processes.
         seed: ``--seed`` for every stage (None: the recipe's own, 0 unless it says).
     """
-    meter = QuietMeter(name if seed is None else f"{name} seed {seed}", threads)
+    # a PROCESSES recipe keeps each of its processes' threads busy: at --threads 1, two processes of one
+    nproc = PROCESSES.get(name, 1)
+    meter = QuietMeter(name if seed is None else f"{name} seed {seed}", nproc * max(1, threads // nproc))
     result = _train_recipe(name, out_root, {**os.environ, "OMP_NUM_THREADS": str(threads)}, seed)
     result["quiet"] = dataclasses.asdict(meter.stop())
     return result
@@ -372,7 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --host {a.host!r}: use letters, digits, '-' and '_' only (it names a block "
                          "of docs/RESULTS.md and an image file)")
     if a.record_only:
-        results = json.loads((Path(a.out) / "results.json").read_text())
+        saved = Path(a.out) / "results.json"
+        if not saved.is_file():
+            raise SystemExit(f"error: --record-only found no {saved}: it records the results.json that a run of "
+                             "this script wrote there; give that run's --out, or run the recipes first")
+        try:
+            results = json.loads(saved.read_text())
+        except ValueError as e:
+            raise SystemExit(f"error: {saved} is not a results file of this script ({e}); give the --out of a "
+                             "finished run") from None
         for r in results:
             r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
             if a.host is not None:
