@@ -102,7 +102,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "convolution and linear MACs; the step also spends time in batch norm, ReLU, residual additions, the "
         "loss and the optimizer update, which are memory-bound and uncounted. resnet20 on 28x28 has only "
         "16-64 channels (small matrix products); how near they come to the GEMM ceiling is what the table measures. "
-        "On 2026-11-23, at a load average near 3 on these 2 cores, the same step measured 7.3 GFLOP/s: spinning threads that share their cores cost more than any kernel choice.\n"
+        "On 2026-11-23, at a load average near 3 on a 2-core AMD EPYC, the same step measured 7.3 GFLOP/s: spinning threads that share their cores cost more than any kernel choice.\n"
     )
     return run.section("5. Model FLOPs utilization of training", command, body, summary)
 

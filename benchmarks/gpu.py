@@ -12,9 +12,14 @@ b) **Training step**: ResNet-20 on Fashion-MNIST-shaped batches of 512, SGD, as 
    steps (``_common.train_step``): fp32, bf16 autocast (fp16 with a GradScaler on a GPU without
    bfloat16), channels_last, ``torch.compile``, each alone, and their combinations. Contenders are
    interleaved repeat by repeat after warm-up calls; each timed call runs ``--steps`` steps between
-   two synchronizations; medians of ``--repeats`` repeats, ratios paired repeat by repeat.
+   two synchronizations; medians of ``--repeats`` repeats, ratios paired repeat by repeat. On a CUDA
+   device with bfloat16, also bf16 + channels_last with the whole step captured in one CUDA graph
+   (the first H200 run found the eager step bound by kernel launches, not by the GPU).
 c) **Time to accuracy**: the ``--recipe`` (a `resnet-lab train` command line) once per seed; the whole
    command's wall time, and from its metrics.jsonl the first epoch at 94% and at 95% test accuracy.
+
+A part that breaks is reported in the section, the others are still measured, and the script
+then exits with status 1 without writing the docs.
 
 ``--dry-run`` runs all three on the CPU at tiny sizes (a few steps, a one-epoch recipe), to check the
 script without a GPU: its figures measure nothing and it never writes the docs. Without ``--dry-run``
@@ -71,6 +76,7 @@ OWN_FLAGS = ("--dataset", "--data-dir", "--device", "--seed", "--out", "--resume
 FULL = {"batch": 512, "steps": 10, "warmup": 3, "target_s": 1.0, "repeats": 5, "workers": 8, "seeds": 3}
 DRY = {"batch": 8, "steps": 1, "warmup": 1, "target_s": 0.0, "repeats": 2, "workers": 0, "seeds": 1}
 OURS = "ours: load_data(device=...), in memory"
+FAILED = "failed"  # a part's summary figure when it broke (the section is printed, never written)
 FP32 = "fp32"
 
 
@@ -182,8 +188,10 @@ def data_part(args: argparse.Namespace, run: Run, device: torch.device, amp: str
 # ----------------------------------------------------------------------------- b) the training step
 
 
-def _options(amp: str, with_compile: bool) -> dict[str, dict]:
-    """Contender label -> ``train_step`` options: fp32, each option alone, then the combinations."""
+def _options(amp: str, with_compile: bool, with_graph: bool = False) -> dict[str, dict]:
+    """Contender label -> ``train_step`` options: fp32, each option alone, then the combinations; with
+    ``with_graph`` also the best eager combination captured whole in a CUDA graph (one launch per step:
+    the first H200 run found the step bound by kernel launches)."""
     a = _amp_label(amp)
     opts = {FP32: {}, a: {amp: True}, "channels_last": {"channels_last": True}}
     if with_compile:
@@ -191,6 +199,8 @@ def _options(amp: str, with_compile: bool) -> dict[str, dict]:
     opts[f"{a} + channels_last"] = {amp: True, "channels_last": True}
     if with_compile:
         opts[f"{a} + channels_last + compile"] = {amp: True, "channels_last": True, "compile": True}
+    if with_graph:
+        opts[f"{a} + channels_last + CUDA graph"] = {amp: True, "channels_last": True, "graph": True}
     return opts
 
 
@@ -210,7 +220,7 @@ def step_part(args: argparse.Namespace, run: Run, device: torch.device, amp: str
     torch.manual_seed(0)
     base = create_model("resnet20", num_classes=10, in_channels=1).to(device)
     with_compile = want_compile(args)
-    opts = _options(amp, with_compile)
+    opts = _options(amp, with_compile, with_graph=device.type == "cuda" and amp == "bf16")
     print(f"[gpu] b) resnet20 training step, batch {cfg['batch']}: {', '.join(opts)}", file=sys.stderr, flush=True)
     contenders = {n: _steps(train_step(copy.deepcopy(base), x, y, **kw), cfg["steps"], device) for n, kw in opts.items()}
     res = run.interleave("training step", contenders, target_s=cfg["target_s"], warmup=cfg["warmup"])
@@ -327,6 +337,9 @@ def gpu_line(device: torch.device) -> str:
             f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; torch {torch.__version__}")
 
 
+PARTS = {"data": data_part, "step": step_part, "recipe": recipe_part}
+
+
 def build(args: argparse.Namespace, command: str, device: torch.device) -> Section:
     """Run the parts asked for (``--parts``) and return the section."""
     run = Run.start(args, FULL, DRY, "GPU benchmark", threads=1,
@@ -334,7 +347,12 @@ def build(args: argparse.Namespace, command: str, device: torch.device) -> Secti
     amp = amp_flag(device)
     parts, summary = [], []
     for name in args.parts:
-        body, figures = {"data": data_part, "step": step_part, "recipe": recipe_part}[name](args, run, device, amp)
+        try:
+            body, figures = PARTS[name](args, run, device, amp)
+        except Exception as e:  # a lent GPU's minutes are few: one broken part leaves the others measured
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"[gpu] {name}: failed ({why})", file=sys.stderr, flush=True)
+            body, figures = f"### {name}: failed\n\n`{why}`\n", [(f"GPU {name} part", FAILED, "report", "-")]
         parts.append(body)
         summary.extend(figures)
     mark = ("> **INVALID: --dry-run on the CPU**: tiny sizes; these figures only show that the script runs.\n\n"
@@ -343,6 +361,11 @@ def build(args: argparse.Namespace, command: str, device: torch.device) -> Secti
     summary_table = markdown_table(["figure", "measured", "target", "verdict"], [list(s) for s in summary])
     return Section(TITLE, mark + head + "\n" + summary_table + "\n" + "\n".join(parts), summary,
                    checks=list(run.checks))
+
+
+def failed_parts(section: Section) -> list[str]:
+    """The parts of ``section`` that broke (their summary row says :data:`FAILED`)."""
+    return [what for what, figure, _, _ in section.summary if figure == FAILED]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -402,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     wait_for_quiet(args)
     section = build(args, command_line(), device)
     print(section.markdown(), flush=True)
+    broken = failed_parts(section)
+    if broken:
+        print(f"error: {', '.join(broken)} failed (the reason is in its part above); nothing written to {args.doc}",
+              file=sys.stderr)
+        return 1
     if not args.write:
         return 0
     if args.dry_run:

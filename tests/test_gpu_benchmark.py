@@ -93,3 +93,32 @@ def test_time_to_each_target_is_the_first_epoch_reaching_it():
     s = gpu.seed_summary(records, 55.0, (0.94, 0.95, 0.96))
     assert s["reached"] == {0.94: (2, 20.5), 0.95: (4, 41.0), 0.96: None}
     assert (s["final"], s["best"], s["epochs"], s["wall_s"]) == (0.950, 0.950, 4, 55.0)
+
+
+def test_the_cuda_graph_contender_is_measured_on_a_bf16_gpu_only_and_refuses_a_cpu_in_one_line():
+    with_graph, without = gpu._options("bf16", False, with_graph=True), gpu._options("bf16", False)
+    extra = set(with_graph) - set(without)
+    assert extra == {"bf16 autocast + channels_last + CUDA graph"}
+    assert with_graph[extra.pop()] == {"bf16": True, "channels_last": True, "graph": True}
+    import _common
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    x, y = torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 0])
+    with pytest.raises(RuntimeError, match="a CUDA graph needs a CUDA device, not cpu"):
+        _common.train_step(model, x, y, graph=True)
+    _common.train_step(model, x, y)()  # the eager step on the same inputs runs
+
+
+def test_a_part_that_breaks_is_reported_the_others_still_measured_and_nothing_written(tmp_path, monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+
+    monkeypatch.setitem(gpu.PARTS, "data", broken)
+    doc = tmp_path / "BENCHMARKS.md"
+    code = gpu.main(["--dry-run", "--dataset", "fake", "--parts", "data", "step", "--compile", "off", "--write",
+                     "--doc", str(doc)])
+    out, err = capsys.readouterr()
+    assert code == 1 and not doc.exists()
+    assert "### data: failed\n\n`RuntimeError: CUDA error: an illegal memory access was encountered`" in out
+    assert "| GPU data part | failed |" in out
+    assert re.search(rf"^\| bf16 autocast \+ channels_last \| {NUMBER} \| {NUMBER} \|", out, re.M)  # step measured
+    assert "error: GPU data part failed" in err and "nothing written" in err
