@@ -104,6 +104,12 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def error_line(e: BaseException) -> str:
+    """An exception as one line for a table: its type and the first line of its message (200 characters)."""
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {first}"
+
+
 def positive_float(text: str) -> float:
     """argparse type of a load average or a number of minutes: a finite number above 0."""
     try:
@@ -326,13 +332,12 @@ def command_line(argv: Sequence[str] | None = None, executable: str | None = Non
     """
     argv = list(sys.argv if argv is None else argv)
     exe = os.path.abspath(executable or sys.executable or "python")
-    root = REPO
-    inside = lambda path: os.path.commonpath([root, path]) == root  # noqa: E731
-    python = os.path.relpath(exe, root) if inside(exe) else os.path.basename(exe)
+    inside = lambda path: os.path.commonpath([REPO, path]) == REPO  # noqa: E731
+    python = os.path.relpath(exe, REPO) if inside(exe) else os.path.basename(exe)
     if not argv or not argv[0]:
         return python
     script = os.path.abspath(argv[0])
-    shown = os.path.relpath(script, root) if inside(script) else script
+    shown = os.path.relpath(script, REPO) if inside(script) else script
     return " ".join(shlex.quote(a) for a in [python, shown, *argv[1:]])
 
 
@@ -645,7 +650,7 @@ def interleave(
                 fn()
             m.inner = calibrate(fn, target_s)
         except Exception as e:  # a contender that cannot run on this machine is reported, not fatal
-            m.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            m.error = error_line(e)
             log(f"  {name}: failed in warm-up ({m.error})")
         out[name] = m
         log(f"  warm-up {name}: first call {m.first_call_s:.2f} s, {m.inner} call(s) per repeat")

@@ -147,9 +147,8 @@ def run_recipe(name: str, out_root: Path, threads: int, seed: int | None = None)
         threads: OMP_NUM_THREADS of the training processes.
         seed: ``--seed`` for every stage (None: the recipe's own, 0 unless it says).
     """
-    # a PROCESSES recipe keeps each of its processes' threads busy: at --threads 1, two processes of one
-    nproc = PROCESSES.get(name, 1)
-    meter = QuietMeter(name if seed is None else f"{name} seed {seed}", nproc * max(1, threads // nproc))
+    nproc, per_process = _processes(name, threads)  # at --threads 1, fast_ddp still keeps 2 threads busy
+    meter = QuietMeter(name if seed is None else f"{name} seed {seed}", nproc * per_process)
     result = _train_recipe(name, out_root, {**os.environ, "OMP_NUM_THREADS": str(threads)}, seed)
     result["quiet"] = dataclasses.asdict(meter.stop())
     return result
@@ -193,16 +192,22 @@ def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | No
     return result
 
 
+def _processes(name: str, threads: int) -> tuple[int, int]:
+    """How many processes a recipe runs (:data:`PROCESSES`, else 1) and the threads of each: ``threads``
+    shared out among them, at least one each."""
+    nproc = PROCESSES.get(name, 1)
+    return nproc, max(1, threads // nproc)
+
+
 def _launcher(name: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
     """How a recipe's stages start: the command prefix, its environment and the prefix as shown.
 
     One process gets all of ``env``'s threads; a :data:`PROCESSES` recipe runs that many processes
     under torchrun (``--standalone``: a free local port), the threads shared out among them.
     """
-    nproc = PROCESSES.get(name, 1)
+    nproc, threads = _processes(name, int(env["OMP_NUM_THREADS"]))
     if nproc == 1:
         return CLI, env, "resnet-lab"
-    threads = max(1, int(env["OMP_NUM_THREADS"]) // nproc)
     prefix = ["torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "resnet_lab"]
     return [sys.executable, "-m", *prefix], {**env, "OMP_NUM_THREADS": str(threads)}, "torchrun " + " ".join(prefix[1:])
 
@@ -397,12 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))
-    results = []
+    results, host = [], {} if a.host is None else {"host": a.host}
+    Path(a.out).mkdir(parents=True, exist_ok=True)
     for n in a.recipes:
         for seed in seeds:
-            results.append({**run_recipe(n, Path(a.out), a.threads, seed), **({} if a.host is None else {"host": a.host})})
+            results.append({**run_recipe(n, Path(a.out), a.threads, seed), **host})
             # after every run, so that a long series stopped part-way keeps what it measured (--record-only)
-            Path(a.out).mkdir(parents=True, exist_ok=True)
             (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
     for r in results:
         print(_row(r))

@@ -48,7 +48,7 @@ from typing import Callable, Iterable
 
 import torch
 from _common import (
-    BENCHMARKS_MD, Run, Section, add_quiet_args, command_line, compile_cache_note, fmt_rate,
+    BENCHMARKS_MD, Run, Section, add_quiet_args, command_line, compile_cache_note, error_line, fmt_rate,
     machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
     wait_for_quiet, want_compile,
 )
@@ -350,7 +350,7 @@ def build(args: argparse.Namespace, command: str, device: torch.device) -> Secti
         try:
             body, figures = PARTS[name](args, run, device, amp)
         except Exception as e:  # a lent GPU's minutes are few: one broken part leaves the others measured
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            why = error_line(e)
             print(f"[gpu] {name}: failed ({why})", file=sys.stderr, flush=True)
             body, figures = f"### {name}: failed\n\n`{why}`\n", [(f"GPU {name} part", FAILED, "report", "-")]
         parts.append(body)
