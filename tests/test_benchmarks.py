@@ -451,6 +451,21 @@ def test_a_shift_tta_recipe_trains_as_its_base_and_is_judged_with_shifted_views(
     assert "| final, flip TTA |" in flip and "shift" not in flip
 
 
+def test_the_longer_shift_recipe_is_single40_shift_with_more_epochs_and_the_same_judge():
+    """single40_shift62 changes only the two stages' epoch counts (and their --eval-every) of
+    single40_shift, and is judged the same way: ten views, its evaluation timed."""
+    import re
+
+    base, longer = (fashion_mnist.RECIPES[n] for n in ("single40_shift", "single40_shift62"))
+    assert longer[1:3] == base[1:3] == (0.95, 40)
+    drop_epochs = lambda stage: re.sub(r"--(epochs|eval-every) \d+", "", stage)
+    assert [drop_epochs(s) for s in longer[3]] == [drop_epochs(s) for s in base[3]]
+    epochs = [int(re.search(r"--epochs (\d+)", s).group(1)) for s in longer[3]]
+    assert epochs == [38, 24] and sum(epochs) == 54 + 8
+    assert fashion_mnist.TTA_SHIFT["single40_shift62"] == fashion_mnist.TTA_SHIFT["single40_shift"] == 1
+    assert "single40_shift62" in fashion_mnist.TTA_TARGET
+
+
 @pytest.mark.parametrize("name", list(fashion_mnist.RECIPES))
 def test_every_recipe_stage_is_a_command_line_resnet_labs_parser_accepts_and_checks(name):
     """Each stage parses (train, then finetune --from) and builds its DataConfig: a typo or a
