@@ -557,6 +557,43 @@ def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_check
     assert not any("redrawn" in s for s in said)  # up to date: left alone
 
 
+def test_resuming_a_finished_run_redraws_a_stale_confusion_plot_from_the_checkpoint_without_evaluating(tmp_path):
+    """The last evaluated epoch's confusion matrix rides in train_state.pt: it is the saved model's
+    own (recounted here from its predictions), and a resume redraws the same picture from it."""
+    out = tmp_path / "run"
+    _run(out, epochs=2, plots=True)
+    saved = ckpt.load_train_state(out)["confusion"]
+    model = TinyNet()
+    model.load_state_dict(load_file(out / "model.safetensors"))
+    model.eval()
+    recount = torch.zeros(3, 3, dtype=torch.int64)
+    with torch.no_grad():
+        for x, y in make_bundle().test:
+            for t, p in zip(y.tolist(), model(x).argmax(1).tolist()):
+                recount[t, p] += 1
+    assert saved["epoch"] == 2 and saved["matrix"].tolist() == recount.tolist() and recount.sum() == 40
+
+    original = (out / "confusion.png").read_bytes()
+    (out / "confusion.png").unlink()  # killed between the checkpoint and the plot
+    said = []
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=2, resume=True, plots=True), log=said.append)
+    assert (out / "confusion.png").read_bytes() == original
+    assert [s for s in said if "redrawn" in s] == [f"{out / 'confusion.png'}: redrawn (it was older than the last checkpoint)"]
+
+
+def test_without_plots_no_confusion_matrix_is_kept_and_an_older_checkpoint_resumes(tmp_path):
+    out = tmp_path / "run"
+    _run(out, epochs=1)  # plots off: nothing would be redrawn
+    state = ckpt.load_train_state(out)
+    assert state["confusion"] is None
+    del state["confusion"]  # a checkpoint written before the matrix was kept
+    torch.save(state, out / "train_state.pt")
+    said = []
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=1, resume=True, plots=True), log=said.append)
+    assert not (out / "confusion.png").exists() and (out / "curves.png").exists()
+    assert [s for s in said if "redrawn" in s] == [f"{out / 'curves.png'}: redrawn (it was older than the last checkpoint)"]
+
+
 @pytest.mark.parametrize("out_given", [True, False])
 def test_the_first_ctrl_c_promises_a_save_only_when_there_is_somewhere_to_save(capsys, out_given):
     import signal

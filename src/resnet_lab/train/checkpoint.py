@@ -190,6 +190,9 @@ class Checkpointer:
         self.writes = self.run_dir is not None and is_main
         self.lock = RunLock(self.run_dir or ".")
         self.log = log
+        # the last evaluated epoch's test confusion matrix, saved with every checkpoint (with plots on)
+        # so that a resume can redraw a confusion.png that a kill left older than the checkpoint
+        self.confusion: dict[str, Any] | None = None
 
     def start(self, history) -> Position:
         """Resume (``config.resume``) or begin a run; returns the position to train from. The
@@ -261,6 +264,7 @@ class Checkpointer:
             self.log(f"{run_dir / 'metrics.jsonl'} lacks the records of epoch(s) {', '.join(map(str, missing))} that "
                      "the checkpoint covers (the file was cut or edited): training goes on; its curves have a gap")
         history.best_acc, history.best_epoch = float(state["best_acc"]), int(state["best_epoch"])
+        self.confusion = state.get("confusion") or None  # absent from checkpoints before it was saved
         set_rng_state(state["rng"], self.device)
         return pos
 
@@ -279,19 +283,28 @@ class Checkpointer:
                             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                             "averaging": self.averaging.state_dict() if self.averaging is not None else {},
                             "partial": pos.partial if pos.step else None,
+                            "confusion": self.confusion,
                         })
 
     def refresh_curves(self, history) -> None:
-        """Redraw ``curves.png`` when it is older than the last checkpoint (a kill during the last
-        epoch's plots, which follow it): called when a finished run is resumed. The confusion
-        matrix would need an evaluation; it is left as it is."""
-        curves, records = self.run_dir / "curves.png" if self.run_dir else None, history.epochs
-        if not (self.writes and self.config.plots and records):
+        """Redraw ``curves.png`` and ``confusion.png`` when they are missing or older than the last
+        checkpoint (a kill during the last epoch's plots, which follow it): called when a finished
+        run is resumed. The confusion matrix comes from the checkpoint (no evaluation); one saved
+        before checkpoints kept it is left as it is."""
+        if not (self.writes and self.config.plots and history.epochs):
             return
-        if curves.exists() and curves.stat().st_mtime_ns >= (self.run_dir / "model.json").stat().st_mtime_ns:
-            return
-        self._plot_curves(records)
-        self.log(f"{curves}: redrawn (it was older than the last checkpoint)")
+        saved = (self.run_dir / "model.json").stat().st_mtime_ns
+        stale = lambda path: not path.exists() or path.stat().st_mtime_ns < saved
+        if stale(self.run_dir / "curves.png"):
+            self._plot_curves(history.epochs)
+            self.log(f"{self.run_dir / 'curves.png'}: redrawn (it was older than the last checkpoint)")
+        if self.confusion is not None and stale(self.run_dir / "confusion.png"):
+            self._plot_confusion(torch.as_tensor(self.confusion["matrix"]), int(self.confusion["epoch"]))
+            self.log(f"{self.run_dir / 'confusion.png'}: redrawn (it was older than the last checkpoint)")
+
+    def _plot_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
+        plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
+                       title=f"{self._name()}: test confusion (epoch {epoch})")
 
     def _plot_curves(self, records: list[dict]) -> None:
         plot_curves(records, self.run_dir / "curves.png", title=f"{self._name()} on {self.meta.get('dataset')}",
@@ -307,9 +320,10 @@ class Checkpointer:
             return
         record = history.last
         append_metrics(self.run_dir, record)
+        if confusion is not None and self.config.plots:
+            self.confusion = {"epoch": int(record["epoch"]), "matrix": confusion.detach().to("cpu", torch.int64, copy=True)}
         self.save(Position(record["epoch"], 0), history, best=improved)
         if self.config.plots and (improved or record["epoch"] == self.config.epochs):
             self._plot_curves(history.epochs)
             if confusion is not None:
-                plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
-                               title=f"{self._name()}: test confusion (epoch {record['epoch']})")
+                self._plot_confusion(confusion, int(record["epoch"]))
