@@ -419,7 +419,7 @@ def test_a_tta_recipe_is_judged_on_its_flip_tta_accuracy_with_the_evaluation_tim
     for tta, reached in ((0.9395, False), (0.9401, True)):
         clock = iter([0.0, 100.0, 200.0, 230.0])  # stage start, stage end, TTA start, TTA end
         monkeypatch.setattr(fashion_mnist, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-        monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift, tta=tta: tta)
+        monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift, pattern, tta=tta: tta)
         r = fashion_mnist._train_recipe("fast", tmp_path / "out", {"OMP_NUM_THREADS": "1"})
         assert r["wall_seconds"] == 130.0  # 100 s of training, 30 s of TTA evaluation
         assert (r["target_reached_at"] is not None) == reached
@@ -466,6 +466,30 @@ def test_the_longer_shift_recipe_is_single40_shift_with_more_epochs_and_the_same
     assert "single40_shift62" in fashion_mnist.TTA_TARGET
 
 
+def test_the_diamond_recipe_trains_as_single40_shift_and_is_judged_with_26_views(tmp_path, monkeypatch):
+    """single40_diamond changes only the judge: `evaluate --tta --tta-shift 2 --tta-pattern diamond`,
+    named so in its RESULTS table."""
+    assert fashion_mnist.RECIPES["single40_diamond"][1:] == fashion_mnist.RECIPES["single40_shift"][1:]
+    assert "single40_diamond" in fashion_mnist.TTA_TARGET
+    evaluations = []
+
+    def evaluate(argv, **kw):
+        evaluations.append(argv[argv.index("evaluate"):])
+        return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"accuracy": 0.951}))
+
+    _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.947, "elapsed_seconds": 10.0, "train_seconds": 9.0,
+                                    "images_per_second": 1.0})
+    stages = fashion_mnist.subprocess.run
+    monkeypatch.setattr(fashion_mnist.subprocess, "run",
+                        lambda argv, **kw: evaluate(argv, **kw) if "evaluate" in argv else stages(argv, **kw))
+    r = fashion_mnist._train_recipe("single40_diamond", tmp_path / "out", {"OMP_NUM_THREADS": "1"})
+    assert r["tta_acc"] == 0.951 and r["target_reached_at"] is not None
+    assert evaluations[-1][2:] == ["--tta", "--tta-shift", "2", "--tta-pattern", "diamond", "--json"]
+    doc = tmp_path / "RESULTS.md"
+    fashion_mnist.write_results([{**r, "quiet": _result(cpu_s=119.0)["quiet"]}], doc)
+    assert "| final, flip + 2 px diamond shift TTA |" in doc.read_text()
+
+
 @pytest.mark.parametrize("name", list(fashion_mnist.RECIPES))
 def test_every_recipe_stage_is_a_command_line_resnet_labs_parser_accepts_and_checks(name):
     """Each stage parses (train, then finetune --from) and builds its DataConfig: a typo or a
@@ -485,7 +509,7 @@ def test_a_ddp_recipe_runs_its_processes_under_torchrun_with_the_threads_shared_
     splits) keeps `resnet-lab` and all threads."""
     seen = _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
                                            "images_per_second": 1.0})
-    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift: 0.9)
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift, pattern: 0.9)
     ddp = fashion_mnist._train_recipe("fast_ddp", tmp_path / "a", {"OMP_NUM_THREADS": "2"})
     one = fashion_mnist._train_recipe("fast_resnet20", tmp_path / "b", {"OMP_NUM_THREADS": "2"})
     (ddp_argv, ddp_threads), (one_argv, one_threads) = seen
@@ -508,7 +532,7 @@ def test_the_quietness_of_a_recipe_counts_the_threads_all_its_processes_keep_bus
     # fast_ddp at --threads 1 still runs 2 processes of 1 thread: its CPU share is judged against 2
     _fake_resnet_lab(monkeypatch, {"epoch": 1, "test_acc": 0.9, "elapsed_seconds": 1.0, "train_seconds": 1.0,
                                    "images_per_second": 1.0})
-    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift: 0.9)
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda run_dir, env, shift, pattern: 0.9)
     assert fashion_mnist.run_recipe(name, tmp_path, threads)["quiet"]["threads"] == metered
 
 

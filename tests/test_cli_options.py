@@ -874,6 +874,38 @@ def test_evaluate_tta_shift_adds_each_view_moved_up_down_left_and_right(capsys, 
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
 
 
+def test_evaluate_tta_pattern_diamond_moves_the_views_every_way_within_the_shift(capsys, monkeypatch, trained_run):
+    """--tta-pattern diamond --tta-shift 2: each view and each of its 12 moves with |dy| + |dx| <= 2
+    (26 views with --tta), against a float64 recomputation that pads with the black pixel and crops;
+    without --tta-shift it is refused, since it would change nothing."""
+    ev_spy = CallSpy(monkeypatch, rl_train.evaluate)
+    got = evaluate_json(capsys, str(trained_run), "--tta", "--tta-shift", "2", "--tta-pattern", "diamond")
+    loader = ev_spy.calls[-1][0][1]
+    model, meta = rl_train.load_model(trained_run)
+    model = model.double()
+    black = [-m / s for m, s in zip(meta["mean"], meta["std"])]
+    moves = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if abs(dy) + abs(dx) <= 2]
+    assert len(moves) == 13
+    with torch.no_grad():
+        xs, ys = zip(*[(x.double(), y) for x, y in loader])
+        x, y = torch.cat(xs), torch.cat(ys)
+        side = x.shape[-1]
+        padded = [torch.cat([torch.nn.functional.pad(v[:, c:c + 1], (2, 2, 2, 2), value=black[c]) for c in range(3)], 1)
+                  for v in (x, x.flip(-1))]
+        views = [p[..., 2 - dy:2 - dy + side, 2 - dx:2 - dx + side] for p in padded for dy, dx in moves]
+        p = torch.stack([model(v).softmax(1) for v in views]).mean(0)  # float64 reference, 26 views
+    assert got["tta_shift"] == 2 and got["tta_pattern"] == "diamond" and got["n"] == len(y) == 128
+    assert got["accuracy"] == pytest.approx(float((p.argmax(1) == y).double().mean()))
+    assert got["loss"] == pytest.approx(float(-p[torch.arange(len(y)), y].log().mean()), rel=1e-5)
+    cross = evaluate_json(capsys, str(trained_run), "--tta", "--tta-shift", "2")
+    assert cross["tta_pattern"] == "cross" and cross["loss"] != pytest.approx(got["loss"], rel=1e-4)
+    code, out, _ = cli(capsys, "evaluate", str(trained_run), "--tta", "--tta-shift", "2", "--tta-pattern", "diamond")
+    assert code == 0 and "with flip and 2 px diamond shift TTA" in out
+    code, _, err = cli(capsys, "evaluate", str(trained_run), "--tta", "--tta-pattern", "diamond")
+    assert code != 0 and err.strip() == ("error: --tta-pattern diamond says how --tta-shift moves the views, and "
+                                         "--tta-shift is 0 (off): add --tta-shift PX, or drop --tta-pattern")
+
+
 def test_evaluate_an_ensemble_with_best_and_tta_averages_every_models_best_weights_over_both_views(
         capsys, monkeypatch, trained_run, tmp_path):
     """--best and --tta reach every member of an ensemble, not only the first."""

@@ -175,6 +175,7 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("evaluate", "--best"): (OPTS + "test_evaluate_best_uses_best_safetensors_instead_of_the_last_epoch", ENSEMBLE),
     ("evaluate", "--tta"): (OPTS + "test_evaluate_tta_averages_each_image_with_its_mirror", ENSEMBLE),
     ("evaluate", "--tta-shift"): OPTS + "test_evaluate_tta_shift_adds_each_view_moved_up_down_left_and_right",
+    ("evaluate", "--tta-pattern"): OPTS + "test_evaluate_tta_pattern_diamond_moves_the_views_every_way_within_the_shift",
     ("evaluate", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",
     ("evaluate", "--json"): OPTS + "test_evaluate_json_and_text_report_the_same_figures",
 

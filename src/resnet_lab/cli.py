@@ -20,6 +20,7 @@ from . import __version__
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
+from .data.transforms import TTA_PATTERNS
 from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
@@ -295,6 +296,9 @@ def _add_use_commands(sub) -> None:
                    help="test-time augmentation: also average the predictions for each view moved PX pixels up, "
                         "down, left and right (with --tta: 10 views); for models trained with a pad-crop of at "
                         "least PX (0: off)")
+    p.add_argument("--tta-pattern", choices=TTA_PATTERNS, default="cross",
+                   help="how --tta-shift moves the views: cross (PX pixels up, down, left and right) or diamond "
+                        "(every way within PX pixels: 12 moves at 2 px, with --tta 26 views)")
     p.add_argument("--device", default="auto", help=_DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -574,6 +578,10 @@ def _distributed_errors():
 def cmd_evaluate(args) -> int:
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
+    if args.tta_pattern != "cross" and not args.tta_shift:
+        raise ValueError(f"--tta-pattern {args.tta_pattern} says how --tta-shift moves the views, and --tta-shift is 0 "
+                         "(off): add --tta-shift PX, or drop --tta-pattern")
+    pattern = args.tta_pattern
     device = resolve_device(args.device)
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
@@ -598,17 +606,18 @@ def cmd_evaluate(args) -> int:
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
-                  device=device, tta=args.tta, tta_shift=args.tta_shift,
+                  device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
-                          "tta_shift": args.tta_shift,
+                          "tta_shift": args.tta_shift, "tta_pattern": pattern if args.tta_shift else None,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
     else:
-        views = (["flip"] if args.tta else []) + ([f"{args.tta_shift} px shift"] if args.tta_shift else [])
+        shifts = f"{args.tta_shift} px{' diamond' if pattern == 'diamond' else ''} shift"
+        views = (["flip"] if args.tta else []) + ([shifts] if args.tta_shift else [])
         how = f" with {' and '.join(views)} TTA" if views else ""
         print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
               f"loss {ev['loss']:.4f}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet_lab.data import crop_flip
-from resnet_lab.data.transforms import translate, tta_views
+from resnet_lab.data.transforms import translate, tta_offsets, tta_views
 
 MEAN, STD = (0.3, 0.5), (0.2, 0.25)
 
@@ -64,3 +64,26 @@ def test_tta_views_are_the_images_their_mirrors_and_the_four_shifts_of_each():
     assert len(tta_views(x, flip=False, shift=2)) == 5
     with pytest.raises(ValueError, match="got -1"):
         tta_views(x, flip=True, shift=-1)
+
+
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_the_diamond_moves_every_way_within_the_shift_once_each_and_the_cross_only_along_the_axes(shift):
+    every = {(dy, dx) for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
+             if 0 < abs(dy) + abs(dx) <= shift}
+    diamond = tta_offsets(shift, "diamond")
+    assert len(diamond) == len(set(diamond)) == len(every) == 2 * shift * (shift + 1) and set(diamond) == every
+    assert [abs(dy) + abs(dx) for dy, dx in diamond] == sorted(abs(dy) + abs(dx) for dy, dx in diamond)  # nearest first
+    assert tta_offsets(shift) == [(shift, 0), (-shift, 0), (0, shift), (0, -shift)]
+    assert tta_offsets(0, "diamond") == tta_offsets(0) == []
+
+
+def test_diamond_views_are_each_view_then_its_moves_and_an_unknown_pattern_is_refused():
+    x = torch.randn(2, 1, 6, 6)
+    views = tta_views(x, flip=True, shift=2, fill=[0.5], pattern="diamond")
+    assert len(views) == 26
+    expected = [_reference(base, dy, dx, [0.5]) for base in (x, x.flip(-1)) for dy, dx in [(0, 0), *tta_offsets(2, "diamond")]]
+    assert all(torch.equal(v, e) for v, e in zip(views, expected))
+    assert set(map(tuple, (v.flatten().tolist() for v in tta_views(x, flip=False, shift=1, pattern="diamond")))) == \
+        set(map(tuple, (v.flatten().tolist() for v in tta_views(x, flip=False, shift=1))))  # the same 5 at 1 px
+    with pytest.raises(ValueError, match="tta pattern must be one of cross, diamond, got 'ring'"):
+        tta_views(x, flip=True, shift=1, pattern="ring")

@@ -264,6 +264,8 @@ def test_shift_tta_averages_ten_views_each_moved_one_pixel_with_the_black_pixel_
     assert flip_only["loss"] != pytest.approx(ev["loss"], rel=1e-3)  # the shifted views really were used
     with pytest.raises(ValueError, match="tta_shift must be 0 .* got -2"):
         evaluate(model, batches, num_classes=5, tta_shift=-2)
+    with pytest.raises(ValueError, match="tta pattern must be one of cross, diamond, got 'square'"):
+        evaluate(model, batches, num_classes=5, tta=True, tta_shift=1, tta_pattern="square")
 
 
 def test_an_ensemble_averages_the_probabilities_of_its_models():

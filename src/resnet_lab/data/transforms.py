@@ -45,8 +45,13 @@ __all__ = [
     "to_channels",
     "to_model_input",
     "translate",
+    "tta_offsets",
     "tta_views",
 ]
+
+# How test-time augmentation moves its views (tta_offsets): "cross" moves each view PX pixels up,
+# down, left and right; "diamond" every way within PX pixels (|dy| + |dx| <= PX).
+TTA_PATTERNS = ("cross", "diamond")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -178,19 +183,33 @@ def translate(x: torch.Tensor, dy: int, dx: int, fill: Sequence[float] | None = 
     return out
 
 
-def tta_views(x: torch.Tensor, *, flip: bool, shift: int = 0,
-              fill: Sequence[float] | None = None) -> list[torch.Tensor]:
-    """The test-time-augmentation views of a batch: the images, their mirrors (``flip``) and, for
-    ``shift`` > 0, each of those moved ``shift`` pixels up, down, left and right (:func:`translate`).
+def tta_offsets(shift: int, pattern: str = "cross") -> list[tuple[int, int]]:
+    """The ``(dy, dx)`` moves of the shifted test-time views, the unmoved view not included.
 
-    One view (the batch itself) without ``flip`` and ``shift``; 2, 5 or 10 views otherwise.
+    ``"cross"``: ``shift`` pixels down, up, right and left (4 moves). ``"diamond"``: every move of
+    at most ``shift`` pixels in all, ``0 < |dy| + |dx| <= shift`` (``2 * shift * (shift + 1)``
+    moves: 4 at 1 px, the cross's; 12 at 2 px), nearest first. None for ``shift`` 0.
     """
     if shift < 0:
         raise ValueError(f"tta shift must be 0 (none) or a positive number of pixels, got {shift}")
+    if pattern not in TTA_PATTERNS:
+        raise ValueError(f"tta pattern must be one of {', '.join(TTA_PATTERNS)}, got {pattern!r}")
+    if pattern == "cross":
+        return [(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else []
+    return [(dy, dx) for r in range(1, shift + 1) for dy in range(-r, r + 1) for dx in sorted({r - abs(dy), abs(dy) - r})]
+
+
+def tta_views(x: torch.Tensor, *, flip: bool, shift: int = 0,
+              fill: Sequence[float] | None = None, pattern: str = "cross") -> list[torch.Tensor]:
+    """The test-time-augmentation views of a batch: the images, their mirrors (``flip``) and, for
+    ``shift`` > 0, each of those moved by :func:`tta_offsets` (``pattern``: ``shift`` pixels up,
+    down, left and right, or every way within ``shift`` pixels) with :func:`translate`.
+
+    One view (the batch itself) without ``flip`` and ``shift``; 2, 5 or 10 views otherwise with the
+    cross; 13 or 26 with the 2 px diamond.
+    """
+    moves = tta_offsets(shift, pattern)
     base = [x, x.flip(-1)] if flip else [x]
-    if not shift:
-        return base
-    moves = ((shift, 0), (-shift, 0), (0, shift), (0, -shift))
     return [view for v in base for view in (v, *(translate(v, dy, dx, fill) for dy, dx in moves))]
 
 

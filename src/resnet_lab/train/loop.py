@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..data.transforms import tta_views
+from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
 from ..nn import BatchNormBase
 from ..runs import arch_outputs
@@ -189,6 +189,7 @@ def evaluate(
     tta: bool = False,
     tta_shift: int = 0,
     fill: Sequence[float] | None = None,
+    tta_pattern: str = "cross",
 ) -> dict[str, Any]:
     """Loss, accuracy and confusion matrix of ``model`` in eval mode over ``loader``.
 
@@ -199,11 +200,13 @@ def evaluate(
     ``tta_shift`` pixels up, down, left and right, the uncovered pixels set to ``fill`` (per
     channel; pass ``-mean / std``, a black pixel, for normalized images), and all views count
     equally (:func:`resnet_lab.data.transforms.tta_views`); meant for models trained with a pad-crop
-    of at least that many pixels. Whenever probabilities are averaged, the loss is the negative log
+    of at least that many pixels. ``tta_pattern="diamond"`` moves them every way within
+    ``tta_shift`` pixels instead (:func:`resnet_lab.data.transforms.tta_offsets`: 26 views at 2 px). Whenever probabilities are averaged, the loss is the negative log
     of the averaged probability of the true class. Train/eval modes are restored afterwards.
     """
     if tta_shift < 0:
         raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {tta_shift}")
+    tta_offsets(tta_shift, tta_pattern)  # an unknown pattern fails before any model runs
     device = resolve_device(device)  # "auto" and a clear message for "gpu", as train
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
@@ -217,7 +220,7 @@ def evaluate(
     try:
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            inputs = tta_views(x, flip=tta, shift=tta_shift, fill=fill)
+            inputs = tta_views(x, flip=tta, shift=tta_shift, fill=fill, pattern=tta_pattern)
             if channels_last:
                 inputs = [v.contiguous(memory_format=torch.channels_last) for v in inputs]
             with autocast(device, amp_dtype(bf16, fp16)):
