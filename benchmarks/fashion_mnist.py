@@ -327,7 +327,8 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         mark = "" if not busy else (f"> **{BUSY_MARK}**: other processes ran during this run; do not quote it.\n"
                                     + "".join(f"> - {reason}\n" for reason in busy) + "\n")
         seeds = [x.get("seed") for x in rs]
-        how = "" if seeds == [None] else f"Seeds {', '.join(str(s) for s in seeds)} (`--seed` appended to the command).\n\n"
+        how = "" if seeds == [None] else (f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} "
+                                          "(`--seed` appended to the command).\n\n")
         rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
         views = _tta_views(name)
         judged = (f"final, {views}, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
