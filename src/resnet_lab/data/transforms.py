@@ -188,7 +188,7 @@ def tta_offsets(shift: int, pattern: str = "cross") -> list[tuple[int, int]]:
 
     ``"cross"``: ``shift`` pixels down, up, right and left (4 moves). ``"diamond"``: every move of
     at most ``shift`` pixels in all, ``0 < |dy| + |dx| <= shift`` (``2 * shift * (shift + 1)``
-    moves: 4 at 1 px, the cross's; 12 at 2 px), nearest first. None for ``shift`` 0.
+    moves: 4 at 1 px, the cross's; 12 at 2 px), nearest first. No moves for ``shift`` 0.
     """
     if shift < 0:
         raise ValueError(f"tta shift must be 0 (none) or a positive number of pixels, got {shift}")

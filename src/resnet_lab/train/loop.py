@@ -201,8 +201,9 @@ def evaluate(
     channel; pass ``-mean / std``, a black pixel, for normalized images), and all views count
     equally (:func:`resnet_lab.data.transforms.tta_views`); meant for models trained with a pad-crop
     of at least that many pixels. ``tta_pattern="diamond"`` moves them every way within
-    ``tta_shift`` pixels instead (:func:`resnet_lab.data.transforms.tta_offsets`: 26 views at 2 px). Whenever probabilities are averaged, the loss is the negative log
-    of the averaged probability of the true class. Train/eval modes are restored afterwards.
+    ``tta_shift`` pixels instead (:func:`resnet_lab.data.transforms.tta_offsets`: 26 views at 2 px).
+    Whenever probabilities are averaged, the loss is the negative log of the averaged probability of
+    the true class. Train/eval modes are restored afterwards.
     """
     if tta_shift < 0:
         raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {tta_shift}")
