@@ -581,7 +581,6 @@ def cmd_evaluate(args) -> int:
     if args.tta_pattern != "cross" and not args.tta_shift:
         raise ValueError(f"--tta-pattern {args.tta_pattern} says how --tta-shift moves the views, and --tta-shift is 0 "
                          "(off): add --tta-shift PX, or drop --tta-pattern")
-    pattern = args.tta_pattern
     device = resolve_device(args.device)
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
@@ -606,17 +605,17 @@ def cmd_evaluate(args) -> int:
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
-                  device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=pattern,
+                  device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=args.tta_pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
-                          "tta_shift": args.tta_shift, "tta_pattern": pattern if args.tta_shift else None,
+                          "tta_shift": args.tta_shift, "tta_pattern": args.tta_pattern if args.tta_shift else None,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
     else:
-        shifts = f"{args.tta_shift} px{' diamond' if pattern == 'diamond' else ''} shift"
+        shifts = f"{args.tta_shift} px{' diamond' if args.tta_pattern == 'diamond' else ''} shift"
         views = (["flip"] if args.tta else []) + ([shifts] if args.tta_shift else [])
         how = f" with {' and '.join(views)} TTA" if views else ""
         print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
