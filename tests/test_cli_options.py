@@ -34,6 +34,7 @@ from torch import nn
 import resnet_lab.data as rl_data
 import resnet_lab.experiments.registry as registry
 import resnet_lab.nn as rl_nn
+import resnet_lab.train as rl_train
 from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.experiments import VERDICTS, Check, Report, list_experiments
@@ -42,7 +43,6 @@ from support import FakeTorchvisionCifar10
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy
 
-rl_train = importlib.import_module("resnet_lab.train")  # the package (resnet_lab.train is also the function)
 
 # resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps, evaluation on 128 images.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16",

@@ -11,7 +11,6 @@ every optimizer step, the learning rates, the parameters before and after and th
 
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,8 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-# `import resnet_lab.train as m` would give the function: the package re-exports `train` under that name.
-rl_train = importlib.import_module("resnet_lab.train")
+import resnet_lab.train as rl_train
 
 
 def patch_everywhere(monkeypatch: pytest.MonkeyPatch, real: Callable, replacement: Callable) -> None:

@@ -10,7 +10,9 @@ from .data import DataBundle, DataConfig, DatasetInfo, load_data
 from .deploy import export_onnx, fuse_bn, predict_images
 from .models import ModelInfo, create_model, list_models, model_info
 from .nn import BatchNorm1d, BatchNorm2d, norm_layer
-from .train import TrainConfig, evaluate, load_model, lr_find, save_model, train
+# `train` is the resnet_lab.train package, callable as its train() function (see its docstring).
+from . import train
+from .train import TrainConfig, evaluate, load_model, lr_find, save_model
 from .weights import Weights, get_weights, list_weights
 
 __version__ = "0.1.0"

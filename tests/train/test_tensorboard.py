@@ -3,7 +3,6 @@ user's TensorBoard reads them: tensorboard's own EventAccumulator. The reference
 is the run's metrics.jsonl (written by another path, runs.append_metrics) or the trained model."""
 
 import csv
-import importlib
 import json
 import sys
 
@@ -12,15 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+import resnet_lab.train.checkpoint as checkpoint_module
 from resnet_lab.cli import main
 from resnet_lab.runs import load_model, save_checkpoint
 from resnet_lab.train import TrainConfig, train
 from resnet_lab.train.tensorboard import SCALAR_TAGS, TensorBoardMissing, open_tensorboard
 
 from tinytrain import TinyNet, make_bundle
-
-# By module path: resnet_lab.train the attribute is the train() function, which hides the package.
-checkpoint_module = importlib.import_module("resnet_lab.train.checkpoint")
 
 try:
     from tensorboard.backend.event_processing.event_accumulator import STORE_EVERYTHING_SIZE_GUIDANCE, EventAccumulator

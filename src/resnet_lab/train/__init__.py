@@ -1,4 +1,13 @@
-"""Training: config, loop, optimizers and schedules, checkpoints, metrics, plots, the learning-rate finder."""
+"""Training: config, loop, optimizers and schedules, checkpoints, metrics, plots, the learning-rate finder.
+
+The package is also callable as its own :func:`train` (``resnet_lab.train(model, data, config)``):
+the top level exports ``train``, and a plain function under that name would hide the package, so
+``import resnet_lab.train.lr_finder as m`` would fail with "'function' object has no attribute".
+"""
+
+import inspect
+import sys
+import types
 
 from ..runs import load_model, load_state_dict_file, save_model
 from .checkpoint import Checkpointer
@@ -31,3 +40,16 @@ __all__ = [
     "train",
     "train_one_epoch",
 ]
+
+
+class _TrainPackage(types.ModuleType):
+    """The type of this package: a module that calls :func:`train` when called."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+# Python supports swapping a module's class for a ModuleType subclass (the data model, "Customizing
+# module attribute access"). inspect.signature(resnet_lab.train) reads __signature__.
+__signature__ = inspect.signature(train)
+sys.modules[__name__].__class__ = _TrainPackage
