@@ -40,6 +40,7 @@ import errno
 import os
 import tempfile
 import time
+import weakref
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -209,7 +210,14 @@ class RunLock:
 
     ``acquire()`` raises :class:`RunInUseError` when another process holds it; ``release()`` (also
     at process exit, by the OS) lets the next one in.
+
+    A ``flock`` belongs to the open file, which a forked child shares: the lock would last until the
+    last of the holder's children (an image folder's DataLoader workers) exited too, so a killed
+    run's folder stayed refused until its workers noticed. Every forked child closes its copies at
+    once (:func:`_close_locks_in_child`; closing, not unlocking, which would free the parent's lock).
     """
+
+    _held: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(run_dir)
@@ -226,6 +234,7 @@ class RunLock:
             raise RunInUseError(f"{self.run_dir} is being written by another process (a train or finetune with "
                                 "this --out): wait for it to finish, or choose another --out") from None
         self._fd = fd
+        RunLock._held.add(self)
         return self
 
     def release(self) -> None:
@@ -233,6 +242,7 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            RunLock._held.discard(self)
 
     def __del__(self) -> None:  # a run abandoned by an exception between start and its end
         self.release()
@@ -242,6 +252,21 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _close_locks_in_child() -> None:
+    """In a forked child: close the inherited file descriptors of the parent's locks, so that the
+    lock ends with the parent (the parent's own descriptors keep it while the parent lives)."""
+    for lock in list(RunLock._held):
+        if lock._fd is not None:
+            with suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+    RunLock._held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_locks_in_child)
 
 
 def _writer_active(run_dir: Path) -> bool:

@@ -3,9 +3,13 @@ resuming with other settings, bad configuration. Each test names the fault and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -666,3 +670,33 @@ def test_a_second_ctrl_c_in_finetunes_main_phase_points_to_resume_which_keeps_th
     train(TinyNet(), make_bundle(), _cfg(out, epochs=2), step_callbacks=[hard_stop], log=said.append)
     line = next(s for s in said if "stopped at once" in s)
     assert "the same command with --resume keeps the finished phase" in line
+
+
+def test_a_killed_writers_forked_children_do_not_keep_its_lock(tmp_path):
+    """An image folder's DataLoader workers are forked children of the writer: they share its open
+    folder, so its flock outlived a killed writer until they exited. They now close their copies."""
+    out = tmp_path / "run"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "from resnet_lab.runs import RunLock\n"
+        "lock = RunLock(sys.argv[1]).acquire()\n"
+        "child = os.fork()\n"
+        "if child == 0:  # a worker: lives on after the writer dies, until the test closes stdin\n"
+        "    sys.stdin.read()\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(600)\n"), str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(writer.stdout.readline())
+    try:
+        assert ckpt._writer_active(out)  # the writer holds it
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=60)
+        os.kill(child, 0)  # the worker is still alive ...
+        assert not ckpt._writer_active(out)  # ... and the folder is free at once
+        with ckpt.RunLock(out):
+            pass
+    finally:
+        writer.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
