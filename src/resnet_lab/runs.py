@@ -257,11 +257,10 @@ class RunLock:
 def _close_locks_in_child() -> None:
     """In a forked child: close the inherited file descriptors of the parent's locks, so that the
     lock ends with the parent (the parent's own descriptors keep it while the parent lives)."""
-    for lock in list(RunLock._held):
-        if lock._fd is not None:
-            with suppress(OSError):
-                os.close(lock._fd)
-            lock._fd = None
+    for lock in list(RunLock._held):  # held locks only: release() drops a lock from the set
+        with suppress(OSError):
+            os.close(lock._fd)
+        lock._fd = None
     RunLock._held.clear()
 
 

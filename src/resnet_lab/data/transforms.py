@@ -191,7 +191,7 @@ def tta_offsets(shift: int, pattern: str = "cross") -> list[tuple[int, int]]:
     moves: 4 at 1 px, the cross's; 12 at 2 px), nearest first. No moves for ``shift`` 0.
     """
     if shift < 0:
-        raise ValueError(f"tta shift must be 0 (none) or a positive number of pixels, got {shift}")
+        raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {shift}")
     if pattern not in TTA_PATTERNS:
         raise ValueError(f"tta pattern must be one of {', '.join(TTA_PATTERNS)}, got {pattern!r}")
     if pattern == "cross":

@@ -205,9 +205,7 @@ def evaluate(
     Whenever probabilities are averaged, the loss is the negative log of the averaged probability of
     the true class. Train/eval modes are restored afterwards.
     """
-    if tta_shift < 0:
-        raise ValueError(f"tta_shift must be 0 (none) or a positive number of pixels, got {tta_shift}")
-    tta_offsets(tta_shift, tta_pattern)  # an unknown pattern fails before any model runs
+    tta_offsets(tta_shift, tta_pattern)  # a negative shift or an unknown pattern fails before any model runs
     device = resolve_device(device)  # "auto" and a clear message for "gpu", as train
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
