@@ -34,6 +34,7 @@ EMA = "tests/train/test_ema.py::"
 LOOKAHEAD = "tests/train/test_lookahead.py::"
 NORM_LR = "tests/train/test_norm_lr_scale.py::"
 RESIZE = "tests/train/test_progressive_resize.py::"
+MIX = "tests/train/test_mixing.py::"
 RECIPE_CLI = "tests/train/test_recipe_cli.py::test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer"
 RECIPE_RESUME = (EMA + "test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run",
                  EMA + "test_resume_with_a_different_recipe_option_is_refused_naming_it")
@@ -109,6 +110,16 @@ TRAINING = {
                              RESIZE + "test_a_start_side_below_4_is_refused_naming_the_flag",
                              RESIZE + "test_a_start_side_not_below_the_images_side_is_refused_before_training",
                              RECIPE_CLI),
+    "--mixup": (MIX + "test_mixup_blends_every_image_with_its_partner_in_the_share_lam",
+                MIX + "test_lam_follows_beta_alpha_alpha",
+                MIX + "test_the_loop_trains_on_the_mixed_batch_with_the_soft_target_cross_entropy",
+                MIX + "test_without_mixing_the_model_trains_on_the_loaders_batches_and_ends_elsewhere",
+                MIX + "test_a_bad_alpha_is_refused_naming_the_flag", *RECIPE_RESUME, RECIPE_CLI),
+    "--cutmix": (MIX + "test_cutmix_pastes_one_rectangle_of_the_partner_and_lam_is_the_area_left",
+                 MIX + "test_with_both_on_each_batch_uses_one_of_the_two_with_equal_odds",
+                 MIX + "test_the_loop_trains_on_the_mixed_batch_with_the_soft_target_cross_entropy",
+                 MIX + "test_without_mixing_the_model_trains_on_the_loaders_batches_and_ends_elsewhere",
+                 MIX + "test_a_bad_alpha_is_refused_naming_the_flag", *RECIPE_RESUME, RECIPE_CLI),
     "--out": OPTS + "test_out_writes_the_run_directory_and_nothing_is_written_without_it",
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
@@ -134,7 +145,7 @@ TORCHRUN_ONLY = ("--sync-bn", "--scale-lr")  # train's; finetune runs in one pro
 FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
 FINETUNE_OWN = {
     **{flag: RECIPE_CLI for flag in ("--ema", "--lookahead", "--lookahead-alpha", "--norm-lr-scale",
-                                     "--progressive-resize")},
+                                     "--progressive-resize", "--mixup", "--cutmix")},
     "--flip": FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
     "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
     "--resume": (OPTS + "test_finetune_resume_continues_an_interrupted_run",
@@ -262,7 +273,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
         BOARD + "test_tensorboard_without_out_is_refused_with_the_way_out"),
     **{("TrainConfig", field): TRAINING[flag] for field, flag in {
         "ema": "--ema", "lookahead": "--lookahead", "lookahead_alpha": "--lookahead-alpha",
-        "norm_lr_scale": "--norm-lr-scale", "progressive_resize": "--progressive-resize"}.items()},
+        "norm_lr_scale": "--norm-lr-scale", "progressive_resize": "--progressive-resize", "mixup": "--mixup",
+        "cutmix": "--cutmix"}.items()},
 
     # DataConfig: the fields behind the data flags (cli._data_config) are shown through the flags'
     # tests; the others through load_data directly, against the same load without the field (or a

@@ -166,6 +166,13 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
     g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
                    help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
                         "scale); airbench trains BN biases at a higher rate")
+    g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup (Zhang et al. 2018): train on blends of two images, the loss blended alike, the share "
+                        "drawn per batch from Beta(ALPHA, ALPHA) (0.2 is typical); 0: off")
+    g.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="CutMix (Yun et al. 2019): paste a rectangle of another image, the loss blended by area, "
+                        "the share drawn per batch from Beta(ALPHA, ALPHA) (1 is typical); with --mixup each batch "
+                        "uses one of the two; 0: off")
     g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
                    help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
                         "full size at the epoch 75%% of the way through; the last epoch always at full size, as "
@@ -383,7 +390,7 @@ def _train_config(args, out: str | None):
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
         stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
         lookahead_alpha=args.lookahead_alpha, norm_lr_scale=args.norm_lr_scale,
-        progressive_resize=args.progressive_resize, eval_every=args.eval_every,
+        progressive_resize=args.progressive_resize, mixup=args.mixup, cutmix=args.cutmix, eval_every=args.eval_every,
     )
 
 

@@ -1,6 +1,7 @@
 """The recipe flags of `train` and `finetune` (--ema, --lookahead, --lookahead-alpha, --norm-lr-scale,
---progressive-resize) reach the trainer as the TrainConfig fields whose effects tests/train/test_ema.py,
-test_lookahead.py, test_norm_lr_scale.py and test_progressive_resize.py show; a run trained with all
+--progressive-resize, --mixup, --cutmix) reach the trainer as the TrainConfig fields whose effects
+tests/train/test_ema.py, test_lookahead.py, test_norm_lr_scale.py, test_progressive_resize.py and
+test_mixing.py show; a run trained with all
 of them records them in its recipe (model.json) and its saved weights are the EMA."""
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subse
         "--epochs", "1", "--no-progress", "--device", "cpu"]
 # Two epochs: progressive resizing needs them (the last one trains at full size); argparse's last --epochs wins.
 FLAGS = ["--ema", "0.9", "--lookahead", "2", "--lookahead-alpha", "0.6", "--norm-lr-scale", "2.5",
-         "--progressive-resize", "4", "--epochs", "2"]
-FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4}
-DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None}
+         "--progressive-resize", "4", "--mixup", "0.3", "--cutmix", "0.7", "--epochs", "2"]
+FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4,
+          "mixup": 0.3, "cutmix": 0.7}
+DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None,
+            "mixup": 0.0, "cutmix": 0.0}
 
 
 def _fields(config) -> dict:

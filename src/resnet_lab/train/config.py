@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..data.config import check_field_types, check_seed
+from .mixing import check_mix_alpha
 from .optim import OPTIMIZERS, SCHEDULES
 from .progressive import MIN_SIDE
 from .tensorboard import require_tensorboard
@@ -49,6 +50,8 @@ class TrainConfig:
     lookahead_alpha: float = LOOKAHEAD_ALPHA  # lookahead's slow step toward the fast weights
     norm_lr_scale: float = 1.0  # lr factor for the norm layers' weights and biases (times any lr_scale)
     progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
+    mixup: float = 0.0  # Beta(a, a) of mixup's per-batch blend of two images and their labels (0.2); 0 = off
+    cutmix: float = 0.0  # Beta(a, a) of CutMix's share of a pasted rectangle (1.0); 0 = off; with mixup: either, 50/50
     eval_every: int = 1  # evaluate on the test set every N epochs and after the last (and a --stop-after pause)
 
     def __post_init__(self) -> None:
@@ -108,7 +111,7 @@ class TrainConfig:
         return epoch % self.eval_every == 0 or epoch in (self.epochs, self.stop_after)
 
     def _check_recipe_options(self) -> None:
-        """EMA, lookahead, the norm layers' lr and progressive resizing (docs/RECIPES.md)."""
+        """EMA, lookahead, the norm layers' lr, progressive resizing, mixup and CutMix (docs/RECIPES.md)."""
         if not (math.isfinite(self.ema) and 0 <= self.ema < 1):
             raise ValueError(f"ema (--ema) must be a decay in [0, 1), got {self.ema} (0.99 is typical; 0 turns it off)")
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or self.lookahead < 0:
@@ -123,6 +126,8 @@ class TrainConfig:
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
             raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
                              f"unchanged), got {self.norm_lr_scale}")
+        check_mix_alpha("mixup", self.mixup)
+        check_mix_alpha("cutmix", self.cutmix)
         if self.progressive_resize is not None and self.epochs < 2:
             raise ValueError(f"progressive_resize (--progressive-resize) needs at least 2 epochs (the last one trains "
                              f"at full size), got epochs={self.epochs}; train longer or leave it off")

@@ -36,6 +36,7 @@ from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
 from .distributed import DistContext
 from .metrics import confusion_matrix, per_class_accuracy
+from .mixing import Mix, mix_batch, mix_rng
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .progressive import check_progressive_resize, progressive_side, resize_batch
 from .tensorboard import open_tensorboard
@@ -146,11 +147,14 @@ class EpochStats:
         return cls(zero.clone(), zero.clone(), zero.long(), zero.long())
 
     @torch.no_grad()
-    def add(self, loss: Tensor, logits: Tensor, y: Tensor, label_smoothing: float) -> None:
+    def add(self, loss: Tensor, logits: Tensor, y: Tensor, label_smoothing: float, mix: Mix | None = None) -> None:
+        """One batch; with ``mix`` (mixup/CutMix) the plain loss is blended as the objective is, and
+        a prediction counts as correct when it names the label with the larger share."""
         self.loss_sum += loss.detach().double() * y.numel()
         if label_smoothing:
-            self.plain_sum += F.cross_entropy(logits.detach().float(), y, reduction="sum").double()
-        self.correct += (logits.argmax(1) == y).sum()
+            self.plain_sum += _mixed(lambda t: F.cross_entropy(logits.detach().float(), t, reduction="sum"), y,
+                                     mix).double()
+        self.correct += (logits.argmax(1) == (mix.major(y) if mix else y)).sum()
         self.seen += y.numel()
 
     def state_dict(self) -> dict[str, float]:
@@ -257,6 +261,11 @@ def _fmt_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _mixed(loss_of: Callable[[Tensor], Tensor], y: Tensor, mix: Mix | None) -> Tensor:
+    """``loss_of(y)``, or with mixup/CutMix the blend of the losses against both labels."""
+    return loss_of(y) if mix is None else mix.lam * loss_of(y) + (1.0 - mix.lam) * loss_of(mix.y_b)
+
+
 def _loss(logits, y: Tensor, label_smoothing: float) -> Tensor:
     """Cross-entropy; a model with auxiliary classifiers (GoogLeNet's ``(logits, aux2, aux1)``
     in training) adds them with weight 0.3 each, as Szegedy et al. 2014 did."""
@@ -336,10 +345,12 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if skip_single and x.shape[0] < 2:  # a lone last sample has no batch statistics
             continue
-        x = _training_input(x, config, epoch)
+        mix = (mix_batch(x, y, mixup=config.mixup, cutmix=config.cutmix, rng=mix_rng(config.seed, epoch, step))
+               if config.mixup or config.cutmix else None)
+        x = _training_input(mix.x if mix else x, config, epoch)
         with autocast(device, amp_dtype(config.bf16, config.fp16)):
             logits = model(x)
-            loss = _loss(logits, y, config.label_smoothing)
+            loss = _mixed(lambda t: _loss(logits, t, config.label_smoothing), y, mix)
             if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
                 logits = logits[0]
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
@@ -348,7 +359,7 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
         if averaging is not None:  # before on_step, which may stop the run: the saved state includes this step
             averaging.after_step()
         step += 1
-        stats.add(loss, logits, y, config.label_smoothing)
+        stats.add(loss, logits, y, config.label_smoothing, mix)
         if on_step is not None:
             on_step(step, loss)
         bar.update(1)

@@ -1,0 +1,167 @@
+"""TrainConfig.mixup / --mixup and TrainConfig.cutmix / --cutmix (Zhang et al. 2018, Yun et al. 2019).
+
+References: images that are constant at their own index, so that every mixed pixel says which two
+images it came from and in what share; the Beta distribution's published mean and variance; and
+torch's own cross-entropy against soft (blended, then smoothed) targets for the loss the loop
+optimizes. Each option is shown against the same run without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_lab.train import EpochStats, TrainConfig, train
+from resnet_lab.train.mixing import mix_batch, mix_rng
+
+from tinytrain import TinyNet, make_bundle
+
+N, H, W = 16, 12, 10
+
+
+def _indexed() -> tuple[torch.Tensor, torch.Tensor]:
+    """Image i is constant at i (two channels), labelled i."""
+    y = torch.arange(N)
+    return y.float()[:, None, None, None].expand(N, 2, H, W).clone(), y
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_mixup_blends_every_image_with_its_partner_in_the_share_lam(seed):
+    x, y = _indexed()
+    mix = mix_batch(x, y, mixup=0.4, cutmix=0.0, rng=mix_rng(seed, 0, 0))
+    assert mix.kind == "mixup" and 0 <= mix.lam <= 1
+    assert sorted(mix.y_b.tolist()) == y.tolist()  # a permutation: every image is some image's partner
+    want = mix.lam * y.double() + (1 - mix.lam) * mix.y_b.double()
+    torch.testing.assert_close(mix.x.double(), want[:, None, None, None].expand(N, 2, H, W), rtol=0, atol=1e-5)
+    assert torch.equal(x, _indexed()[0])  # the loader's batch is left as it was
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cutmix_pastes_one_rectangle_of_the_partner_and_lam_is_the_area_left(seed):
+    x, y = _indexed()
+    mix = mix_batch(x, y, mixup=0.0, cutmix=1.0, rng=mix_rng(seed, 3, 7))
+    assert mix.kind == "cutmix"
+    boxes = set()
+    for i in range(N):
+        if mix.y_b[i] == i:  # paired with itself: nothing changes
+            assert torch.equal(mix.x[i], x[i])
+            continue
+        values = set(mix.x[i].unique().tolist())
+        assert values <= {float(i), float(mix.y_b[i])}
+        pasted = (mix.x[i, 0] == mix.y_b[i])
+        assert torch.equal(pasted, mix.x[i, 1] == mix.y_b[i])  # the same rectangle in every channel
+        rows, cols = pasted.any(1).nonzero().flatten(), pasted.any(0).nonzero().flatten()
+        if len(rows):  # the pasted pixels fill their bounding box: one rectangle
+            top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            assert bool(pasted[top:bottom, left:right].all()) and int(pasted.sum()) == (bottom - top) * (right - left)
+            boxes.add((top, bottom, left, right))
+        assert mix.lam == pytest.approx(1 - int(pasted.sum()) / (H * W), abs=1e-12)
+    assert len(boxes) <= 1  # one rectangle per batch, the same for every image
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0])
+def test_lam_follows_beta_alpha_alpha(alpha):
+    lams = torch.tensor([mix_batch(*_indexed(), mixup=alpha, cutmix=0.0, rng=mix_rng(0, 0, s)).lam
+                         for s in range(4000)], dtype=torch.float64)
+    # Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1)); 4000 draws put the sample figures within ~0.01
+    assert float(lams.mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(lams.var()) == pytest.approx(1 / (4 * (2 * alpha + 1)), abs=0.015)
+
+
+def test_with_both_on_each_batch_uses_one_of_the_two_with_equal_odds():
+    kinds = [mix_batch(*_indexed(), mixup=0.2, cutmix=1.0, rng=mix_rng(1, 0, s)).kind for s in range(2000)]
+    assert set(kinds) == {"mixup", "cutmix"}
+    assert kinds.count("mixup") == pytest.approx(1000, abs=100)  # 4.5 standard deviations
+
+
+def test_the_draws_depend_on_the_seed_epoch_and_step_only():
+    x, y = _indexed()
+    a = mix_batch(x, y, mixup=0.4, cutmix=1.0, rng=mix_rng(3, 1, 5))
+    b = mix_batch(x, y, mixup=0.4, cutmix=1.0, rng=mix_rng(3, 1, 5))
+    assert (a.kind, a.lam) == (b.kind, b.lam) and torch.equal(a.x, b.x) and torch.equal(a.y_b, b.y_b)
+    others = [mix_batch(x, y, mixup=0.4, cutmix=1.0, rng=mix_rng(*k)) for k in [(4, 1, 5), (3, 2, 5), (3, 1, 6)]]
+    assert all(o.lam != a.lam for o in others)
+
+
+class RecordingNet(TinyNet):
+    """TinyNet that records each training input and the logits it returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.seen.append((x.detach().clone(), out.detach().clone()))
+        return out
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**dict(epochs=2, lr=0.05, progress=False, plots=False, device="cpu", seed=5), **kw})
+
+
+def _run(**kw):
+    torch.manual_seed(0)
+    model, data, losses = RecordingNet(), make_bundle(), []
+    train(model, data, _cfg(**kw), step_callbacks=[lambda info: losses.append(float(info["loss"]))])
+    return model, data, losses
+
+
+@pytest.mark.parametrize("options", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}],
+                         ids=["mixup", "cutmix", "both"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_the_loop_trains_on_the_mixed_batch_with_the_soft_target_cross_entropy(options, smoothing):
+    model, data, losses = _run(label_smoothing=smoothing, **options)
+    steps = len(data.train)
+    assert len(model.seen) == len(losses) == 2 * steps
+    kinds = set()
+    for epoch in range(2):
+        data.train.set_epoch(epoch)
+        for step, (x, y) in enumerate(data.train):
+            mix = mix_batch(x, y, mixup=options.get("mixup", 0.0), cutmix=options.get("cutmix", 0.0),
+                            rng=mix_rng(5, epoch, step))
+            kinds.add(mix.kind)
+            seen, logits = model.seen[epoch * steps + step]
+            assert torch.equal(seen, mix.x)
+            assert not torch.equal(seen, x)
+            # torch's cross-entropy against the blended one-hot targets, smoothed by torch itself
+            soft = mix.lam * F.one_hot(y, 3).double() + (1 - mix.lam) * F.one_hot(mix.y_b, 3).double()
+            want = F.cross_entropy(logits.double(), soft, label_smoothing=smoothing)
+            assert losses[epoch * steps + step] == pytest.approx(float(want), rel=1e-5)
+    assert len(kinds) == len(options)  # with both on, both were used
+
+
+def test_without_mixing_the_model_trains_on_the_loaders_batches_and_ends_elsewhere():
+    plain, data, _ = _run()
+    data.train.set_epoch(0)
+    assert torch.equal(plain.seen[0][0], next(iter(data.train))[0])
+    for options in ({"mixup": 0.4}, {"cutmix": 1.0}):
+        mixed, _, _ = _run(**options)
+        assert not torch.equal(mixed.fc.weight, plain.fc.weight), options
+
+
+def test_training_accuracy_counts_the_label_with_the_larger_share():
+    x, y = _indexed()
+    mix = mix_batch(x, y, mixup=0.4, cutmix=0.0, rng=mix_rng(0, 0, 0))
+    moved = mix.y_b != y
+    for lam, right in ((0.3, mix.y_b), (0.7, y)):
+        mix_at = type(mix)(mix.x, mix.y_b, lam, mix.kind)
+        logits = F.one_hot(right, N).float()
+        stats = EpochStats.zeros(torch.device("cpu"))
+        stats.add(torch.tensor(1.0), logits, y, 0.1, mix_at)
+        assert int(stats.correct) == N
+        wrong = EpochStats.zeros(torch.device("cpu"))
+        wrong.add(torch.tensor(1.0), F.one_hot(torch.where(right == y, mix.y_b, y), N).float(), y, 0.1, mix_at)
+        assert int(wrong.correct) == N - int(moved.sum())
+        # the plain (unsmoothed) loss is blended as the objective is
+        soft = lam * F.one_hot(y, N).double() + (1 - lam) * F.one_hot(mix.y_b, N).double()
+        assert float(stats.plain_sum) == pytest.approx(N * float(F.cross_entropy(logits.double(), soft)), rel=1e-6)
+
+
+@pytest.mark.parametrize("field", ["mixup", "cutmix"])
+@pytest.mark.parametrize("value", [-0.5, float("nan"), float("inf")])
+def test_a_bad_alpha_is_refused_naming_the_flag(field, value):
+    with pytest.raises(ValueError, match=rf"{field} \(--{field}\) must be a Beta\(alpha, alpha\) concentration >= 0"):
+        TrainConfig(**{field: value})
