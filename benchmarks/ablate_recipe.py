@@ -81,6 +81,8 @@ VARIANTS: dict[str, Variant] = {
     "norm_lr_x4": Variant("learning rate of BN gains and biases x4", add="--norm-lr-scale 4"),
     "whiten": Variant("patch-whitened first conv, frozen", add="--whiten"),
     "progressive": Variant("progressive resizing from 20 px to 28 px", add="--progressive-resize 20"),
+    "mixup": Variant("mixup, blend drawn per batch from Beta(0.2, 0.2)", add="--mixup 0.2"),
+    "cutmix": Variant("CutMix, pasted share drawn per batch from Beta(1, 1)", add="--cutmix 1.0"),
     "augment": Variant("pad-crop + random flip", drop=("--no-augment",)),
     "augment_alternate": Variant("pad-crop + alternating flip", drop=("--no-augment",), add="--flip alternate"),
     "batch256": Variant("batch 256 at lr 0.2 (half the steps)", drop=("--batch-size", "--lr"),
