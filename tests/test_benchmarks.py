@@ -466,6 +466,21 @@ def test_the_longer_shift_recipe_is_single40_shift_with_more_epochs_and_the_same
     assert "single40_shift62" in fashion_mnist.TTA_TARGET
 
 
+def test_the_low_rate_recipe_is_single40_shift_with_only_the_restart_rate_lowered():
+    """single40_shift_lr01 keeps single40_shift's first stage, target, budget and judge; its restart
+    parses to the same options except the peak rate, 0.01 instead of 0.03."""
+    from resnet_lab.cli import build_parser
+
+    base, low = (fashion_mnist.RECIPES[n] for n in ("single40_shift", "single40_shift_lr01"))
+    assert low[1:3] == base[1:3] and low[3][0] == base[3][0]
+    head = ["finetune", "--from", "some/run"]
+    parsed = [vars(build_parser().parse_args([*head, *shlex.split(s[3][1]), "--out", "x"])) for s in (base, low)]
+    assert (parsed[0].pop("lr"), parsed[1].pop("lr")) == (0.03, 0.01)
+    assert parsed[0] == parsed[1]
+    assert fashion_mnist.TTA_SHIFT["single40_shift_lr01"] == 1 and "single40_shift_lr01" in fashion_mnist.TTA_TARGET
+    assert "single40_shift_lr01" not in fashion_mnist.TTA_PATTERN
+
+
 def test_the_diamond_recipe_trains_as_single40_shift_and_is_judged_with_26_views(tmp_path, monkeypatch):
     """single40_diamond changes only the judge: `evaluate --tta --tta-shift 2 --tta-pattern diamond`,
     named so in its RESULTS table."""
