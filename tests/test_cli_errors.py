@@ -644,3 +644,69 @@ def test_too_small_images_of_progressive_resizing_and_lr_find_are_refused_before
     assert main(["lr-find", "--model", "densenet121", "--small-input", "no", "--dataset", "fake", "--image-size",
                  "28", "--batch-size", "4", "--steps", "2"]) == 2
     _one_line_error(capsys, "densenet121 cannot take 28x28 px images")
+
+
+@pytest.mark.parametrize("what", ["run directory", "weights name"])
+def test_predict_with_a_model_and_no_image_says_no_image_was_given(trained, capsys, what):
+    run, _ = trained
+    model = str(run) if what == "run directory" else "resnet20:fashion-mnist"
+    assert main(["predict", model]) == 2
+    _one_line_error(capsys, f"no image given: add the image files after {model}, e.g. resnet-lab predict {model} "
+                            "shoe.png")
+
+
+def test_an_output_path_that_cannot_exist_says_to_check_the_path(trained, tmp_path, capsys, monkeypatch):
+    run, _ = trained
+
+    def no_such_place(path, write):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+
+    monkeypatch.setattr("resnet_lab.deploy.export.atomic_write", no_such_place)  # as under /proc
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = _one_line_error(capsys, "m.onnx: No such file or directory; check the path")
+    assert err.endswith("(an output's folder must be one that can be created)")
+
+
+def test_a_pickled_pth_is_one_line_without_the_advice_to_unpickle_it(tmp_path, capsys):
+    import argparse
+
+    import torch
+
+    pickled, junk = tmp_path / "pickled.pth", tmp_path / "junk.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "extra": argparse.Namespace(a=1)}, pickled)
+    junk.write_bytes(b"hello, this is no checkpoint " * 8)
+    for path, reason in ((pickled, "it holds Python objects besides tensors, which are never unpickled here"),
+                         (junk, "not a torch checkpoint")):
+        assert main(["finetune", "--from-file", str(path), "--model", "resnet8", "--strategy", "all", *TRAIN[2:],
+                     "--epochs", "1", "--out", str(tmp_path / "ft")]) == 2
+        err = _one_line_error(capsys, f"{path} could not be read with torch.load(weights_only=True) ({reason}")
+        assert "weights_only` set to `False`" not in err and "\x1b" not in err
+    assert not (tmp_path / "ft").exists()
+
+
+def test_a_bad_finetune_lr_names_the_defaults_of_both_commands(trained, tmp_path, capsys):
+    run, _ = trained
+    assert main(["finetune", "--from", str(run), "--strategy", "all", *TRAIN[2:], "--lr", "-1",
+                 "--out", str(tmp_path / "ft")]) == 2
+    _one_line_error(capsys, "lr must be a finite number > 0, got -1.0 (when not given: 0.1 for sgd in train, 0.01 in "
+                            "finetune, 1e-3 for adamw)")
+
+
+def test_evaluate_on_a_test_set_smaller_than_a_training_batch_gives_no_training_warning(trained, tmp_path, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run), "--batch-size", "8"]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and "accuracy" in out.out
+    folder = tmp_path / "pets"
+    for cls in ("cat", "dog"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (12, 12), (40 * i, 100 if cls == "cat" else 200, 0)).save(folder / cls / f"{i}.png")
+    ft = ["--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8", "--epochs",
+          "1", "--batch-size", "4", "--workers", "0", "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(["train", *ft]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r"), "--data-dir", str(folder), "--workers", "0"]) == 0
+    out = capsys.readouterr()
+    assert "only" not in out.err and "global batch" not in out.err, out.err
+    assert "accuracy" in out.out

@@ -608,7 +608,8 @@ def cmd_evaluate(args) -> int:
     # The run's own normalization and seed (a folder's held-out split depends on it), not new ones.
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
-                      std=tuple(meta["std"]), seed=seed)
+                      std=tuple(meta["std"]), seed=seed,  # --batch-size is the test batch; no training split is used
+                      batch_size=1, eval_batch_size=args.batch_size)
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
@@ -650,6 +651,11 @@ def cmd_predict(args) -> int:
         results = OnnxPredictor(args.onnx).predict(images, top_k=args.top_k)
     else:
         if not args.run:
+            given = images[0]
+            if len(images) == 1 and ((Path(given) / "model.json").is_file() or Path(given).suffix == ".safetensors"
+                                     or (not Path(given).exists() and is_weights_name(given))):
+                raise ValueError(f"no image given: add the image files after {given}, e.g. "
+                                 f"resnet-lab predict {given} shoe.png")
             raise ValueError("give a run directory (or --onnx FILE) before the images")
         results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
     cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
@@ -709,7 +715,6 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_export(args) -> int:
-    check_output_file(args.out, kind="ONNX", suffixes=(".onnx",), inputs=(args.run,))
     path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
     print(f"wrote {path}")
     return 0
@@ -737,6 +742,7 @@ _OS_HINTS = {
     errno.EROFS: "the file system is read-only: choose another --out",
     errno.EISDIR: "give a file name, not a directory",
     errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.ENOENT: "check the path (an output's folder must be one that can be created)",
 }
 
 

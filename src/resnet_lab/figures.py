@@ -12,7 +12,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .runs import atomic_write
+from .runs import OUTPUT_MARK, atomic_write
 
 __all__ = ["new_figure", "save_png"]
 
@@ -25,4 +25,6 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6
 
 def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG at ``path`` (atomically) and return the path."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    software = {"Software": OUTPUT_MARK}  # the mark that lets a later command replace it (runs.is_own_output)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
+                                                      metadata=software))

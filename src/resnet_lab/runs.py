@@ -38,6 +38,7 @@ import io
 import json
 import errno
 import os
+import re
 import tempfile
 import time
 import weakref
@@ -97,6 +98,35 @@ RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetens
 RUN_OUTPUTS = ("metrics.csv", "curves.png", "confusion.png")
 
 
+# The mark every output file of a command carries (an ONNX file's producer_name, a PNG's Software
+# text, a JPEG's comment, an HTML page's generator): an existing file is replaced only if it has it.
+OUTPUT_MARK = "resnet-lab"
+
+
+def is_own_output(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` was written by resnet-lab (carries :data:`OUTPUT_MARK`), so a
+    command may replace it: ``.onnx``, ``.html``/``.htm`` and pictures; anything else, no."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".onnx":
+            import onnx  # deferred: the optional onnx extra, present wherever ONNX files are written
+
+            return onnx.load(str(path), load_external_data=False).producer_name == OUTPUT_MARK
+        if suffix in (".html", ".htm"):
+            with open(path, "rb") as f:
+                return f'<meta name="generator" content="{OUTPUT_MARK}'.encode() in f.read(4096)
+        from PIL import Image  # deferred: only pictures need it
+
+        with Image.open(path) as img:
+            mark = img.info.get("Software") or img.info.get("comment") or ""
+        if isinstance(mark, bytes):
+            mark = mark.decode("utf-8", "replace")
+        return str(mark).startswith(OUTPUT_MARK)
+    except Exception:  # unreadable, or not what its name says: not ours
+        return False
+
+
 def is_one_of(path: str | os.PathLike, others: Sequence[str | os.PathLike]) -> bool:
     """Whether the existing file ``path`` is one of ``others`` (the same file, however named)."""
     path = Path(path)
@@ -106,9 +136,10 @@ def is_one_of(path: str | os.PathLike, others: Sequence[str | os.PathLike]) -> b
 def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str, ...],
                       inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Refuse an output path that would destroy something, before any work is done: one of the
-    command's ``inputs`` or a file of a run directory; and a name that does not end in one of
-    ``suffixes`` (lower case, with the dot), so that an earlier output is always recognized by its
-    name and can be written again (``r20.onnx`` twice).
+    command's ``inputs``, a file of a run directory, or an existing file that resnet-lab did not
+    write (:func:`is_own_output`); and a name that does not end in one of ``suffixes`` (lower case,
+    with the dot), so that an earlier output is recognized by its name and mark and can be written
+    again (``r20.onnx`` twice).
 
     Raises:
         FileExistsError: an existing file that must not be overwritten, named with the way out.
@@ -134,6 +165,9 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
     if path.suffix.lower() not in suffixes:
         raise FileExistsError(f"{path} exists and does not end in {' or '.join(suffixes)}, so it is no earlier "
                               f"{kind} output: choose another output path, or delete it first")
+    if not is_own_output(path):
+        raise FileExistsError(f"{path} exists and was not written by resnet-lab, so it is no earlier {kind} output: "
+                              "choose another output path, or delete it first")
     return path
 
 
@@ -469,6 +503,18 @@ def _json_default(o):
 _WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: model_best.pth.tar
 
 
+def _load_failure(e: Exception) -> str:
+    """torch.load's failure in a few words: its message spans many lines, carries terminal colour
+    codes and suggests ``weights_only=False``, which would run whatever code the file holds."""
+    if "Weights only load failed" in str(e):
+        return "it holds Python objects besides tensors, which are never unpickled here"
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    if not first or first.isdigit():  # a bare number from a file that is no checkpoint at all
+        return f"not a torch checkpoint: {type(e).__name__} {first}".strip()
+    return first[:200]
+
+
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read weights from ``.safetensors``, or ``.pth``/``.pt`` with ``weights_only=True``.
 
@@ -499,7 +545,7 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends
         raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({e}). Only tensor "
+            f"{path} could not be read with torch.load(weights_only=True) ({_load_failure(e)}). Only tensor "
             "checkpoints are accepted; re-save it as torch.save(model.state_dict(), path) or as "
             ".safetensors."
         ) from e

@@ -320,6 +320,22 @@ def test_report_cli_names_the_file_it_wrote_and_refuses_a_missing_run_in_one_lin
     assert err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
 
 
+def test_report_replaces_its_own_page_and_never_a_page_it_did_not_write(runs, tmp_path, capsys):
+    ours, theirs = tmp_path / "r.html", tmp_path / "notes.html"
+    args = ["--mistakes", "0", "--device", "cpu"]
+    assert main(["report", str(runs[0]), "--out", str(ours), *args]) == 0
+    assert '<meta name="generator" content="resnet-lab">' in ours.read_text(encoding="utf-8")
+    assert main(["report", str(runs[1]), "--out", str(ours), *args]) == 0  # the same command again: replaced
+    assert Page(ours.read_text(encoding="utf-8")).title == f"resnet-lab report: {runs[1]}"
+    theirs.write_text("<html><body>my notes</body></html>")
+    capsys.readouterr()
+    assert main(["report", str(runs[0]), "--out", str(theirs), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {theirs} exists and was not written by resnet-lab, so it is no earlier HTML report "
+                   "output: choose another output path, or delete it first")
+    assert theirs.read_text() == "<html><body>my notes</body></html>"
+
+
 # Each image writes its decoded width into the DOM once the page has loaded, so the dump shows
 # whether the browser could decode it (the report itself has no script).
 PROBE = ("<script>addEventListener('load', () => { for (const i of document.images) "

@@ -7,9 +7,12 @@ import json
 import torch
 import torch.nn.functional as F
 
+from resnet_lab import create_model
 from resnet_lab.cli import main
+from resnet_lab.runs import save_model
 from resnet_lab.train import load_model
 from resnet_lab.transfer import load_source, transfer_model
+from support import randomize_bn
 
 
 def test_head_output_is_the_new_linear_applied_to_the_unchanged_source_logits(tv_resnet18):
@@ -118,6 +121,32 @@ def test_resume_with_another_strategy_is_one_line_and_changes_nothing(resnet8_ru
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "strategy 'last', not 'all'" in err and "resume with the command the run was started with" in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_from_other_weights_is_one_line_and_the_same_file_by_another_path_resumes(resnet8_run, tmp_path,
+                                                                                        capsys, monkeypatch):
+    out = tmp_path / "ft"
+    args = ["finetune", "--epochs", "2", "--strategy", "last", *FT, "--out", str(out)]
+    assert main([*args, "--from", str(resnet8_run), "--stop-after", "1"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    meta = {"classes": [f"old{i}" for i in range(5)], "input_size": [1, 6, 6], "mean": [0.25], "std": [0.5],
+            "dataset": "tiny"}
+    twin, wide = tmp_path / "twin", tmp_path / "wide"
+    # the same architecture with other weights (would load, and mix two transfers in one run), and
+    # another architecture (its state dict would not even load)
+    save_model(twin, randomize_bn(create_model("resnet8", num_classes=5, in_channels=1), seed=2), meta)
+    save_model(wide, randomize_bn(create_model("resnet20", num_classes=5, in_channels=1), seed=2), meta)
+    for other in (twin, wide):
+        capsys.readouterr()
+        assert main([*args, "--from", str(other), "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and "state_dict" not in err, err
+        assert err == (f"error: {out} was fine-tuned from {resnet8_run / 'model.safetensors'}, not "
+                       f"{other / 'model.safetensors'} (--from); resume with the command the run was started with")
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    monkeypatch.chdir(resnet8_run.parent)  # the source by a relative path: the same file, so it resumes
+    assert main([*args, "--from", resnet8_run.name, "--resume"]) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 2
 
 
 def test_a_frozen_phase_saved_with_the_main_phases_warmup_resumes_with_it(resnet8_run, tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data import load_data
 from ..figures import new_figure
-from ..runs import atomic_write_text, load_model, read_metrics
+from ..runs import OUTPUT_MARK, atomic_write_text, load_model, read_metrics
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -495,7 +495,8 @@ def _page(runs: Sequence[_Run]) -> str:
     title = (f"resnet-lab report: {runs[0].name}" if len(runs) == 1
              else f"resnet-lab report: {len(runs)} runs ({', '.join(r.name for r in runs)})")
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+    out = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="generator" content="{OUTPUT_MARK}"><title>{_esc(title)}</title>'
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head><body>'
            f'<h1>{_esc(title)}</h1><p class="muted">made {made} by resnet-lab report</p>')
     if len(runs) > 1:

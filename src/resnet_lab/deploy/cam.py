@@ -19,11 +19,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
 from ..data import to_model_input
 from ..models import model_info
-from ..runs import RUN_FILES, RUN_OUTPUTS, is_one_of, load_model
+from ..runs import OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, atomic_write, is_one_of, is_own_output, load_model
 from .predict import load_image
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
@@ -187,6 +188,8 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
             with no picture suffix for one image, two images with the same stem).
     """
     out = Path(out)
+    if isinstance(images, (str, os.PathLike)):  # one image, not its letters
+        images = [images]
     if len(images) == 1 and not out.is_dir():
         _check_writable_suffix(out)
         return _not_an_input([out], images)
@@ -212,7 +215,25 @@ def _not_an_input(targets: list[Path], images: Sequence[str | os.PathLike]) -> l
         if target.name in RUN_FILES + RUN_OUTPUTS and (target.parent / "model.json").exists():
             raise ValueError(f"--cam {target} belongs to the run in {target.parent}; the map would overwrite it: "
                              "choose another --cam path")
+        if target.is_file() and not is_own_output(target):
+            raise ValueError(f"--cam {target} exists and is no earlier Grad-CAM map (resnet-lab did not write it); "
+                             "the map would overwrite it: choose another --cam path, or delete it first")
     return targets
+
+
+def _save_marked(image: Image.Image, target: Path) -> None:
+    """Write ``image`` atomically in the format its name says, with :data:`OUTPUT_MARK` where the
+    format has room for it (PNG text, JPEG and GIF comment), so that a later run may replace it."""
+    fmt = Image.registered_extensions()[target.suffix.lower()]
+    extra: dict[str, Any] = {}
+    if fmt == "PNG":
+        extra["pnginfo"] = PngInfo()
+        extra["pnginfo"].add_text("Software", OUTPUT_MARK)
+    elif fmt in ("JPEG", "GIF"):
+        extra["comment"] = OUTPUT_MARK
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    atomic_write(target, lambda tmp: image.save(tmp, format=fmt, **extra))
 
 
 def save_cams(
@@ -229,7 +250,7 @@ def save_cams(
 
     Args:
         source_or_model: a run directory or ``.safetensors`` file, or a model (then ``meta`` is required).
-        images: image files.
+        images: image files (or one image file).
         out: one image: the picture's path; several: a directory (see :func:`cam_paths`).
         device: where the model runs.
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
@@ -238,6 +259,8 @@ def save_cams(
     Returns:
         ``{"path": image, "cam": written picture, "class": explained class}`` per image, in order.
     """
+    if isinstance(images, (str, os.PathLike)):  # one image, not its letters
+        images = [images]
     targets = cam_paths(images, out)  # check the destination before any work
     if isinstance(source_or_model, nn.Module):
         if meta is None:
@@ -251,7 +274,6 @@ def save_cams(
     for path, target in zip(images, targets):
         x = to_model_input(load_image(path), meta).to(device)  # (1, C, H, W)
         heat, cls = _grad_cam(model, _one_image(x), None, None)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        overlay(_seen_image(x[0], meta["mean"], meta["std"]), heat, min_side=min_side).save(target)
+        _save_marked(overlay(_seen_image(x[0], meta["mean"], meta["std"]), heat, min_side=min_side), target)
         written.append({"path": str(Path(path)), "cam": str(target), "class": classes[cls] if classes else str(cls)})
     return written

@@ -8,7 +8,8 @@ Exporter choice (torch 2.14, measured here on resnet18): the TorchScript-based e
 (``dynamo=False``) takes ~0.3 s and writes the requested opset directly; the torch.export-based one
 (``dynamo=True``, needs onnxscript) takes ~3 s and builds opset 18, then fails to down-convert to 17
 with a logged traceback. ``exporter="auto"`` therefore uses TorchScript and falls back to dynamo
-only if TorchScript fails (e.g. on a future torch that removed it).
+only if TorchScript fails (e.g. on a future torch that removed it), or above TorchScript's newest
+opset (20 in torch 2.14), where dynamo is the only exporter torch supports.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..runs import atomic_write, load_model
+from ..runs import atomic_write, check_output_file, load_model
 from .fuse import fuse_bn_with_report
 from .predict import decode_metadata
 
@@ -97,8 +98,11 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dyn
 
 def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool, exporter: str) -> None:
     """Write the ONNX file with the exporter asked for; ``auto``: TorchScript, then dynamo when
-    TorchScript fails at an opset dynamo writes (never a file of another opset than asked)."""
-    if exporter == "dynamo":
+    TorchScript fails at an opset dynamo writes (never a file of another opset than asked), and
+    dynamo straight away above TorchScript's newest opset (it would warn that it does not support it)."""
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET  # deferred: with the optional onnx
+
+    if exporter == "dynamo" or (exporter == "auto" and opset > ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET):
         _export_dynamo(model, x, path, opset, dynamic_batch)
         return
     with _stdout_silenced():  # its own failure is no exporter error: outside the try
@@ -162,7 +166,7 @@ def export_onnx(
 
     _check_export_args(exporter, opset, meta)
     size = _check_input_size(input_size)
-    path = Path(path)
+    path = check_output_file(path, kind="ONNX", suffixes=(".onnx",))  # never a run's file or a non-.onnx file
     work = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     fuse_summary = None
     if fuse:
@@ -235,6 +239,7 @@ def export_run(
         opset: ONNX opset version.
         which: in a run directory, ``model`` (last epoch) or ``best``.
     """
+    check_output_file(out, kind="ONNX", suffixes=(".onnx",), inputs=(source,))  # before loading anything
     model, meta = load_model(source, which=which)
     if "input_size" not in meta:
         raise ValueError(f"model.json of {source} has no 'input_size' ([C, H, W]); it is needed to export")

@@ -61,7 +61,10 @@ def load_image(path: str | os.PathLike):
         with Image.open(path) as img:
             img.load()
             return img.copy()
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, DecompressionBombError...
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"cannot read image {path}: {e} Shrink it first (or, in Python, raise "
+                             "PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
         raise ImageReadError(f"cannot read image {path}: {e} (expected a PNG, JPEG or other Pillow-readable file)") from e
 
 
@@ -122,6 +125,13 @@ def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list
     return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
 
 
+def _as_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files as a list: one path (a str or PathLike) is one image, not its letters."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
 def _batches(items: Sequence, size: int):
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -141,7 +151,7 @@ def predict_images(
     Args:
         source_or_model: a run directory, a ``.safetensors`` file with its ``model.json``, or an
             ``nn.Module`` (then ``meta`` is required).
-        paths: image files.
+        paths: image files (or one image file).
         top_k: classes to return per image.
         device: where to run the model.
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
@@ -156,7 +166,7 @@ def predict_images(
     else:
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
-    paths = [Path(p) for p in paths]
+    paths = _as_paths(paths)
     results: list[Prediction] = []
     with torch.no_grad():
         for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
@@ -228,7 +238,8 @@ class OnnxPredictor:
         if missing:
             raise ValueError(
                 f"{self.path} has no {', '.join(missing)} in its metadata (not exported by resnet-lab?): "
-                f"pass {', '.join(m + '=' for m in missing)} to OnnxPredictor"
+                f"re-export it with `resnet-lab export RUN` (or export_onnx(..., meta=model.json's content)), "
+                f"which records them, or in Python pass {', '.join(m + '=' for m in missing)} to OnnxPredictor"
             )
         self.input_name = self.session.get_inputs()[0].name
         batch_dim = self.session.get_inputs()[0].shape[0]
@@ -248,11 +259,11 @@ class OnnxPredictor:
         """Classify image files; same result structure as :func:`predict_images`.
 
         Args:
-            paths: image files.
+            paths: image files (or one image file).
             top_k: classes to return per image.
             batch_size: images per run of the graph.
         """
-        paths = [Path(p) for p in paths]
+        paths = _as_paths(paths)
         results: list[Prediction] = []
         for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
             probs = _softmax(self.predict_logits(self.preprocess(chunk_paths)))

@@ -60,7 +60,7 @@ class TrainConfig:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr} (0.1 is typical for sgd, 1e-3 for adamw)")
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr} (when not given: 0.1 for sgd in train, 0.01 in finetune, 1e-3 for adamw)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

@@ -215,10 +215,25 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     return dataclasses.replace(config, **changes)
 
 
+def _other_source(was: Any, now: Any) -> bool:
+    """Whether two ``--from`` values name different weights (the same file by another path does not)."""
+    if was == now:
+        return False
+    try:
+        return Path(str(was)).resolve() != Path(str(now)).resolve() or not Path(str(now)).exists()
+    except (OSError, RuntimeError):
+        return True
+
+
 def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
-    """A resumed transfer must freeze and stack what the run did: another strategy, unfreeze point
-    or head would give the saved optimizer state other parameter groups."""
+    """A resumed transfer must start from the same weights and freeze and stack what the run did:
+    other source weights would mix two transfers in one run (or fail to load), and another strategy,
+    unfreeze point or head would give the saved optimizer state other parameter groups."""
     saved = load_meta(out).get("transfer") or {}
+    was, now = saved.get("source"), planned.get("source")
+    if "source" in saved and (_other_source(was, now) or saved.get("source_arch") != planned.get("source_arch")):
+        raise ValueError(f"{out} was fine-tuned from {was}, not {now} (--from); resume with the command the run was "
+                         "started with")
     for key, flag in (("strategy", "--strategy"), ("unfreeze_from", "--unfreeze-from"), ("head", "--strategy head")):
         if saved.get(key) != planned.get(key):
             raise ValueError(f"{out} was fine-tuned with {key} {saved.get(key)!r}, not {planned.get(key)!r} "

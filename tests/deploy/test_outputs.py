@@ -1,0 +1,163 @@
+"""What shipping writes, and what it must not overwrite; the Python API as forgiving as the CLI.
+
+References: the onnx package read directly (opset, producer), onnxruntime against PyTorch's forward
+pass, Pillow reading the written pictures back, and the files as they were before a refused call.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import resnet_lab  # noqa: E402
+from resnet_lab.deploy import OnnxPredictor, export_onnx, export_run, predict_images  # noqa: E402
+from resnet_lab.deploy.cam import save_cams  # noqa: E402
+from resnet_lab.deploy.predict import ImageReadError, load_image  # noqa: E402
+from resnet_lab.figures import new_figure, save_png  # noqa: E402
+from resnet_lab.runs import check_output_file, is_own_output, save_model  # noqa: E402
+
+CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory of a grayscale resnet8 and one grayscale picture."""
+    root = tmp_path_factory.mktemp("out")
+    torch.manual_seed(0)
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    save_model(root / "run", model, {"classes": CLASSES, "input_size": [1, 28, 28], "mean": [0.286],
+                                     "std": [0.353], "dataset": "fashion-mnist", "epoch": 1, "metrics": {}})
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), "L").save(root / "shoe.png")
+    return root / "run", root / "shoe.png"
+
+
+def _foreign_picture(path):
+    Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8), "RGB").save(path)
+    return path.read_bytes()
+
+
+def test_the_export_api_refuses_the_runs_own_files_and_names_without_onnx(run, tmp_path):
+    run_dir, _ = run
+    weights = (run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="belongs to the run"):
+        export_run(run_dir, run_dir / "model.safetensors")
+    assert (run_dir / "model.safetensors").read_bytes() == weights  # the run survives, as with the CLI
+    with pytest.raises(ValueError, match=r"does not end in \.onnx"):
+        export_run(run_dir, tmp_path / "model.txt")
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)
+    with pytest.raises(ValueError, match=r"does not end in \.onnx"):
+        export_onnx(model, tmp_path / "model.txt", input_size=(1, 28, 28))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_replaces_its_own_onnx_file_but_not_anyone_elses(run, tmp_path):
+    run_dir, _ = run
+    out = export_run(run_dir, tmp_path / "m.onnx")
+    assert onnx.load(str(out)).producer_name == "resnet-lab" and is_own_output(out)
+    export_run(run_dir, out, fuse=True)  # the same command again: replaced
+    assert onnx.load(str(out)).metadata_props  # a whole file, read back
+    foreign = tmp_path / "theirs.onnx"
+    proto = onnx.load(str(out))
+    proto.producer_name = "pytorch"
+    onnx.save(proto, str(foreign))
+    before = foreign.read_bytes()
+    for call in (lambda: export_run(run_dir, foreign),
+                 lambda: export_onnx(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), foreign,
+                                     input_size=(1, 28, 28))):
+        with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+            call()
+    assert foreign.read_bytes() == before
+
+
+def test_an_opset_above_the_torchscript_exporters_is_written_by_dynamo_without_a_warning(run, tmp_path):
+    pytest.importorskip("onnxscript")
+    run_dir, _ = run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export_run(run_dir, tmp_path / "m21.onnx", opset=21)
+    assert not [w for w in caught if "not supported" in str(w.message)]
+    proto = onnx.load(str(out))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    model, _ = resnet_lab.load_model(run_dir)
+    x = torch.randn(3, 1, 28, 28)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.eval()(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cam.png", "cam.jpg", "cam.gif"])
+def test_a_cam_picture_is_marked_and_replaced_by_the_next_run(run, tmp_path, name):
+    run_dir, image = run
+    (first,) = save_cams(run_dir, [image], tmp_path / name)
+    assert is_own_output(first["cam"])
+    with Image.open(first["cam"]) as pic:
+        assert pic.size[0] >= 224 and pic.format == {"png": "PNG", "jpg": "JPEG", "gif": "GIF"}[name[-3:]]
+    save_cams(run_dir, [image], tmp_path / name)  # again: its own earlier map, replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
+
+
+def test_a_cam_never_overwrites_a_picture_it_did_not_write(run, tmp_path):
+    run_dir, image = run
+    mine = tmp_path / "holiday.png"
+    before = _foreign_picture(mine)
+    with pytest.raises(ValueError, match="no earlier Grad-CAM map"):
+        save_cams(run_dir, [image], mine)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (folder / "shoe_cam.png").write_bytes(before)  # a user's file under the name the map would take
+    with pytest.raises(ValueError, match="no earlier Grad-CAM map"):
+        save_cams(run_dir, [image, mine], folder)
+    assert mine.read_bytes() == before and (folder / "shoe_cam.png").read_bytes() == before
+
+
+def test_plots_replace_only_their_own_files(tmp_path):
+    fig, ax = new_figure()
+    ax.plot([0, 1], [1, 0])
+    plot = save_png(fig, tmp_path / "lr.png")
+    assert is_own_output(plot) and check_output_file(plot, kind="PNG plot", suffixes=(".png",)) == plot
+    theirs = tmp_path / "theirs.png"
+    _foreign_picture(theirs)
+    assert not is_own_output(theirs)
+    with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+        check_output_file(theirs, kind="PNG plot", suffixes=(".png",))
+    page = tmp_path / "theirs.html"
+    page.write_text("<html><body>my notes</body></html>")
+    with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+        check_output_file(page, kind="HTML report", suffixes=(".html", ".htm"))
+    # (a report replacing its own page: tests/analysis/test_report.py)
+
+
+def test_one_path_is_one_image_not_its_letters(run, tmp_path):
+    run_dir, image = run
+    onnx_path = export_run(run_dir, tmp_path / "m.onnx")
+    as_list = predict_images(run_dir, [image], top_k=2)
+    assert predict_images(run_dir, str(image), top_k=2) == as_list
+    assert predict_images(run_dir, image, top_k=2) == as_list
+    (one,) = OnnxPredictor(onnx_path).predict(str(image), top_k=2)
+    assert one["path"] == str(image)
+    (cam,) = save_cams(run_dir, str(image), tmp_path / "c.png")
+    assert cam["path"] == str(image)
+
+
+def test_onnx_without_preprocessing_says_how_to_get_it_from_the_cli_too(tmp_path):
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)
+    path = export_onnx(model, tmp_path / "bare.onnx", input_size=(1, 28, 28))  # no meta: no mean, std
+    with pytest.raises(ValueError, match=r"no mean, std .*resnet-lab export RUN.*pass mean=, std= to OnnxPredictor"):
+        OnnxPredictor(path)
+
+
+def test_an_image_over_pillows_pixel_limit_names_the_limit_and_the_way_out(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((64, 64), dtype=np.uint8), "L").save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # 4x the limit: Pillow's bomb error
+    with pytest.raises(ImageReadError, match=r"big\.png.*Shrink it first"):
+        load_image(big)
