@@ -89,6 +89,33 @@ def test_an_epoch_that_eval_every_skips_is_still_checked_for_divergence(tmp_path
     assert not (out / "model.safetensors").exists() and not (out / "metrics.jsonl").exists()
 
 
+def test_an_epoch_not_evaluated_whose_finite_model_overflows_in_eval_mode_is_not_saved(tmp_path):
+    """Weights and BN statistics can all be finite and still so large that every eval-mode output
+    overflows (a huge lr): an epoch without a test loss is judged by a few of its own images, run
+    as `evaluate` would run them, before it is written."""
+    def inflating(model):
+        def inflate(info):  # after epoch 1's last step (6 of 96 / 16): a finite mean no output survives
+            if info["epoch"] == 1 and info["step"] == 6:
+                model.bn.running_mean.fill_(-3e38)
+        return inflate
+
+    out, model = tmp_path / "run", TinyNet()
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 \(the training loss stayed finite but the model in eval "
+                                               r"mode gives non-finite outputs.*no checkpoint was written"):
+        train(model, make_bundle(), _cfg(out, epochs=3, eval_every=3), step_callbacks=[inflating(model)], log=_quiet)
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.jsonl").exists()
+    assert all(bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point())
+    model = TinyNet()  # the same run evaluated every epoch: its test loss is what stops it
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 \(test loss (nan|inf)"):
+        train(model, make_bundle(), _cfg(tmp_path / "every", epochs=3), step_callbacks=[inflating(model)], log=_quiet)
+    model = TinyNet()  # and without the fault, the run that skips evaluations trains on
+    torch.manual_seed(0)
+    history = train(model, make_bundle(), _cfg(tmp_path / "fine", epochs=3, eval_every=3), log=_quiet)
+    assert [r["epoch"] for r in history.epochs] == [1, 2, 3]
+
+
 def test_cli_run_with_a_huge_lr_exits_nonzero_and_never_saves_nonfinite_weights(tmp_path, capsys):
     from resnet_lab.cli import main
 

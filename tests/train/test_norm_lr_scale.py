@@ -85,3 +85,20 @@ def test_in_training_the_norm_parameters_move_f_times_as_far_on_the_first_step_a
 def test_norm_lr_scale_negative_or_not_finite_is_refused_naming_the_flag(value):
     with pytest.raises(ValueError, match=r"norm_lr_scale \(--norm-lr-scale\) must be a finite number >= 0"):
         TrainConfig(norm_lr_scale=value)
+
+
+@pytest.mark.parametrize("optimizer, schedule", [("sgd", "onecycle"), ("adamw", "step")])
+def test_the_recorded_lr_is_the_schedules_not_the_scaled_norm_groups(optimizer, schedule):
+    """metrics.jsonl, the curves, the bar and TensorBoard show ``--lr``'s schedule; the norm group,
+    which sorts first among the groups, trains at F times it."""
+    def records(scale):
+        torch.manual_seed(0)
+        config = TrainConfig(epochs=2, lr=LR, optimizer=optimizer, schedule=schedule, norm_lr_scale=scale,
+                             progress=False, plots=False, device="cpu")
+        return [r["lr"] for r in train(TinyNet(), make_bundle(), config, log=lambda *_: None).epochs]
+
+    plain, scaled = records(1.0), records(F_NORM)
+    assert plain == pytest.approx(scaled, rel=1e-12) and plain[0] > 0
+    model = TinyNet()
+    opt = build_optimizer(model, optimizer, lr=LR, norm_lr_scale=F_NORM)
+    assert opt.param_groups[0]["lr"] == pytest.approx(F_NORM * LR)  # the norm group does come first

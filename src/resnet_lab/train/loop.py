@@ -140,6 +140,10 @@ class EpochStats:
     correct: Tensor
     seen: Tensor
     seconds: float = 0.0
+    # A few images of the epoch's last batch, as the model got them: an epoch that is not evaluated
+    # runs them in eval mode before it is saved (weights and BN statistics can be finite, yet so
+    # large that every eval-mode output overflows). Not saved: a resumed epoch takes its own.
+    probe: Tensor | None = None
 
     @classmethod
     def zeros(cls, device: torch.device) -> "EpochStats":
@@ -335,7 +339,7 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
         loader.load_state_dict({"epoch": epoch, "position": start_step})
     bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
                unit="batch", dynamic_ncols=True, mininterval=0.5)
-    where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {scheduler.get_last_lr()[0]:.4g}); "  # noqa: E731
+    where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {_base_lr(scheduler):.4g}); "  # noqa: E731
                      f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip)}")
     for i, (x, y) in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):
         if step >= steps:
@@ -360,17 +364,42 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
             averaging.after_step()
         step += 1
         stats.add(loss, logits, y, config.label_smoothing, mix)
+        stats.probe = x[:_PROBE_IMAGES].detach()
         if on_step is not None:
             on_step(step, loss)
         bar.update(1)
         if step % 10 == 0 or step == steps:  # the only host syncs: for the bar, and the guard with it
             guard.check(lambda: f"loss or gradient norm became non-finite before step {step} {where()}")
             elapsed = stats.seconds + time.perf_counter() - t0  # with the part of the epoch before a resume
-            bar.set_postfix(stats.postfix(scheduler.get_last_lr()[0], elapsed), refresh=False)
+            bar.set_postfix(stats.postfix(_base_lr(scheduler), elapsed), refresh=False)
     bar.close()
     if step == start_step < steps:
         raise ValueError(f"epoch {epoch + 1} made no optimizer step: every batch had fewer than 2 samples; use a "
                          "larger --batch-size or more data")
+
+
+def _base_lr(scheduler) -> float:
+    """The schedule's rate now (``--lr`` at its peak), not a scaled group's: the groups are sorted by
+    their ``lr_scale``, so the first one may be the norm layers' at ``--norm-lr-scale`` times it."""
+    first = scheduler.optimizer.param_groups[0]
+    return scheduler.get_last_lr()[0] / first.get("lr_scale", 1.0)
+
+
+_PROBE_IMAGES = 16  # see EpochStats.probe
+
+
+@torch.no_grad()
+def _eval_overflows(model: nn.Module, x: Tensor, config: TrainConfig, device: torch.device) -> bool:
+    """Whether ``model`` in eval mode (running BN statistics) gives a non-finite output for ``x``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(device, amp_dtype(config.bf16, config.fp16)):
+            out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        return not bool(torch.isfinite(out.float()).all())
+    finally:
+        model.train(was_training)
 
 
 def _training_input(x: Tensor, config: TrainConfig, epoch: int) -> Tensor:
@@ -696,15 +725,20 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
         job.share_buffers(base)  # every process evaluates its test shard with rank 0's (saved) statistics
         ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
                                      bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
+    overflows = False
+    if ev is None:  # no test loss to judge by: the saved model must at least give finite outputs
+        mine = stats.probe is not None and _eval_overflows(model, stats.probe, config, device)
+        (flag,) = job.sum(torch.tensor(float(mine), dtype=torch.float64, device=device))
+        overflows = float(flag) > 0  # in every process alike, so that all stop together
     # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
     _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out, config.grad_clip,
-                  history.best_epoch, loss_name="test loss" if ev else "training loss")
+                  history.best_epoch, loss_name="test loss" if ev else "training loss", eval_overflows=overflows)
     record = {
         "epoch": epoch + 1,
         "train_loss": float(loss_sum) / seen,
         "train_acc": int(correct) / seen,
         **({"test_loss": ev["loss"], "test_acc": ev["acc"]} if ev else {}),
-        "lr": scheduler.get_last_lr()[0],
+        "lr": _base_lr(scheduler),
         "train_seconds": stats.seconds,
         "images_per_second": seen / max(stats.seconds, 1e-9),  # all processes together
         "elapsed_seconds": time.perf_counter() - t_start,  # since this session (process) started
@@ -738,21 +772,26 @@ def _diverged_hint(grad_clip: float | None) -> str:
 
 
 def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir: str | None,
-                  grad_clip: float | None, best_epoch: int, loss_name: str = "test loss") -> None:
+                  grad_clip: float | None, best_epoch: int, loss_name: str = "test loss",
+                  eval_overflows: bool = False) -> None:
     """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite loss (``loss_name``: the
-    test loss, or the training loss of an epoch not evaluated), weights or BN statistics; called before
-    anything of the epoch is written."""
+    test loss, or the training loss of an epoch not evaluated), weights or BN statistics, or (an epoch
+    not evaluated) a model whose eval-mode outputs overflow; called before anything of the epoch is
+    written."""
     bad = _nonfinite_tensors(model)
-    if math.isfinite(loss) and not bad:
+    if math.isfinite(loss) and not bad and not eval_overflows:
         return
     what = f"{loss_name} {loss}" if not math.isfinite(loss) else f"the {loss_name} stayed finite but"
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         what += f"{',' if not math.isfinite(loss) else ''} non-finite values in {shown}"
+    elif eval_overflows:
+        what += (f"{',' if not math.isfinite(loss) else ''} the model in eval mode gives non-finite outputs "
+                 "(weights or BN running statistics grew too large)")
     kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if run_dir and epoch
             else "no checkpoint was written")
     raise TrainingDiverged(
-        f"training diverged at the end of epoch {epoch + 1} ({what}; lr {scheduler.get_last_lr()[0]:.4g}); {kept}. "
+        f"training diverged at the end of epoch {epoch + 1} ({what}; lr {_base_lr(scheduler):.4g}); {kept}. "
         f"{_diverged_hint(grad_clip)}"
     )
 
