@@ -196,6 +196,20 @@ def test_best_on_a_weights_file_is_refused_not_ignored(trained, capsys):
     assert main(["evaluate", str(run), "--best"]) == 0  # and --best in a run directory
 
 
+def test_best_of_a_run_not_evaluated_yet_says_so_and_the_way_out(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "3", "--stop-after", "1", "--out", str(run)]) == 0
+    (run / "best.safetensors").unlink()  # as a run interrupted before its first evaluation is
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--best"]) == 2
+    _one_line_error(capsys, f"{run} has no best.safetensors yet: no epoch of it was evaluated (it stopped before the "
+                            "first evaluation); drop --best for its last epoch, or train on with --resume")
+    assert main(["evaluate", str(run)]) == 0
+    (run / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")  # no weights at all: the old question
+    assert main(["evaluate", str(run), "--best"]) == 2
+    _one_line_error(capsys, f"{run} has no best.safetensors: is it a resnet-lab run directory?")
+
+
 def test_predict_onnx_refuses_a_device_it_would_not_use(trained, tmp_path, capsys):
     run, image = trained
     onnx_file = tmp_path / "m.onnx"
@@ -388,6 +402,31 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypa
     assert steps == [] and list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["train", "train --resume", "report"])
+def test_an_out_on_a_read_only_file_system_says_so_not_permission_denied(trained, tmp_path, capsys, monkeypatch,
+                                                                        command):
+    import os
+    from types import SimpleNamespace
+
+    run, _ = trained
+    mount = tmp_path / "mnt"  # stands for a read-only bind mount: access() says no, statvfs says why
+    shutil.copytree(run, mount / "run")
+    real_access, real_statvfs = os.access, os.statvfs
+    inside = lambda p: Path(p) == mount or mount in Path(p).parents  # noqa: E731
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: (not mode & os.W_OK) and real_access(p, mode)
+                        if inside(p) else real_access(p, mode, *a, **k))
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY) if inside(p) else real_statvfs(p))
+    argv, named = {
+        "train": (["train", *TRAIN, "--epochs", "1", "--out", str(mount / "new")], mount / "new"),
+        "train --resume": (["train", *TRAIN, "--epochs", "3", "--out", str(mount / "run"), "--resume"], mount / "run"),
+        "report": (["report", str(run), "--out", str(mount / "r.html"), "--mistakes", "0"], mount / "r.html"),
+    }[command]
+    before = _files(mount)
+    assert main(argv) == 2
+    _one_line_error(capsys, f"{named}: Read-only file system; the file system is read-only: choose another --out")
+    assert _files(mount) == before
+
+
 @pytest.mark.parametrize("device", ["gpu", "bogus", "", "meta"])
 @pytest.mark.parametrize("command", ["train", "experiment"])
 def test_an_unknown_device_is_one_line_listing_the_devices_and_makes_nothing(tmp_path, capsys, device, command):
@@ -404,6 +443,17 @@ def test_a_crop_padding_beyond_half_the_image_is_refused_before_training(tmp_pat
     _one_line_error(capsys, "crop_padding 9 (--crop-padding) must be between 0 and half the image side (8 px of 16)")
     assert not out.exists()
     assert main(["train", *TRAIN, "--epochs", "1", "--crop-padding", "8"]) == 0  # half the side is still allowed
+
+
+def test_the_crop_padding_hint_names_the_padding_the_default_uses(tmp_path, capsys):
+    from resnet_lab.data import DataConfig, load_data
+
+    # 28 px: side / 8 is 3.5, and the default rounds it to 4 (what a run without the flag trains with)
+    fake = dict(name="fake", image_size=28, subset=16, batch_size=8)
+    assert load_data(DataConfig(**fake)).train.padding == 4
+    assert main(["train", *TRAIN[:4], "--image-size", "28", *TRAIN[6:], "--epochs", "1", "--crop-padding", "15",
+                 "--out", str(tmp_path / "run")]) == 2
+    _one_line_error(capsys, "(side / 8, 4 px, is the usual and the default)")
 
 
 @pytest.mark.parametrize("clip, hint", [([], "Lower --lr, add --grad-clip 1, or check the data."),
@@ -710,3 +760,9 @@ def test_evaluate_on_a_test_set_smaller_than_a_training_batch_gives_no_training_
     out = capsys.readouterr()
     assert "only" not in out.err and "global batch" not in out.err, out.err
     assert "accuracy" in out.out
+
+
+@pytest.mark.parametrize("size", [["1", "-28", "28"], ["1", "0", "28"]])
+def test_summary_with_an_empty_or_negative_side_names_the_flag(capsys, size):
+    assert main(["summary", "resnet8", "--input-size", *size]) == 2
+    _one_line_error(capsys, f"--input-size must give a height and width of at least 1 px, got {' '.join(size)}")

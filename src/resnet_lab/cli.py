@@ -363,6 +363,9 @@ def cmd_models(args) -> int:
 def cmd_summary(args) -> int:
     info = model_info(args.model)  # the input size and classes the model is designed for
     size = tuple(args.input_size) if args.input_size else info.input_size
+    if any(v < 1 for v in size[1:]):  # before a model is built for it: torch's message names no flag
+        raise ValueError(f"--input-size must give a height and width of at least 1 px, got {' '.join(map(str, size))} "
+                         "(C H W)")
     k = args.num_classes if args.num_classes is not None else info.num_classes  # 0 is refused, not the default
     model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
                          norm=args.norm or "batch")

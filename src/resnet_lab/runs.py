@@ -98,6 +98,17 @@ RUN_FILES = ("train_state.pt", "model.json", "model.safetensors", "best.safetens
 RUN_OUTPUTS = ("metrics.csv", "curves.png", "confusion.png")
 
 
+def unwritable(folder: str | os.PathLike, path: str | os.PathLike | None = None) -> OSError:
+    """The error for a ``folder`` that ``os.access`` says cannot be written (naming ``path``, the
+    file meant to go there): a read-only file system when it is one, else a permission error."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): the permission error it most likely is
+        read_only = False
+    code = errno.EROFS if read_only else errno.EACCES
+    return (OSError if read_only else PermissionError)(code, os.strerror(code), str(path or folder))
+
+
 # The mark every output file of a command carries (an ONNX file's producer_name, a PNG's Software
 # text, a JPEG's comment, an HTML page's generator): an existing file is replaced only if it has it.
 OUTPUT_MARK = "resnet-lab"
@@ -150,7 +161,7 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
         return path
     folder = next((p for p in path.parents if p.exists()), Path("."))
     if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):  # before the work, not after it
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        raise unwritable(folder, path)
     if not path.is_file():
         if path.suffix.lower() not in suffixes:
             raise ValueError(f"{path} does not end in {' or '.join(suffixes)}: name the {kind} file so, e.g. "
@@ -597,6 +608,10 @@ def _weights_path(source: Path, which: str) -> Path:
     if source.is_dir():
         path = source / f"{which}.safetensors"
         if not path.is_file():
+            if which == "best" and (source / "model.safetensors").is_file():  # a run, not evaluated yet
+                raise FileNotFoundError(f"{source} has no best.safetensors yet: no epoch of it was evaluated (it "
+                                        "stopped before the first evaluation); drop --best for its last epoch, "
+                                        "or train on with --resume")
             raise FileNotFoundError(f"{source} has no {which}.safetensors: is it a resnet-lab run directory?")
         return path
     if not source.exists():

@@ -251,3 +251,13 @@ def test_check_input_size_refuses_what_torchvisions_model_cannot_take_and_passes
                 models.check_input_size(name, (3, side, side), small_input=small)
         else:
             models.check_input_size(name, (3, side, side), small_input=small)
+
+
+@pytest.mark.parametrize("size", [(1, 0, 28), (1, -28, 28), (1, 28, 0)])
+def test_check_input_size_refuses_an_empty_or_negative_side_naming_the_flag(size):
+    with pytest.raises(RuntimeError):  # torch's own message names no flag (or no size at all)
+        models.create_model("resnet8", num_classes=10, in_channels=1)(torch.empty(2, *size))
+    with pytest.raises(ValueError, match=r"--input-size must give a height and width of at least 1 px, got "
+                                         + re.escape(str(size))):
+        models.check_input_size("resnet8", size, flag="--input-size", in_channels=1)
+

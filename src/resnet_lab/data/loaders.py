@@ -216,7 +216,7 @@ class InMemoryLoader(_EpochState):
         if augment and not 0 <= int(padding) <= side // 2:
             raise ValueError(f"crop_padding {padding} (--crop-padding) must be between 0 and half the image side "
                              f"({side // 2} px of {side}): a larger shift moves the object out of the picture "
-                             f"(side / 8, {max(1, side // 8)} px, is the usual)")
+                             f"(side / 8, {max(1, round(side / 8))} px, is the usual and the default)")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)

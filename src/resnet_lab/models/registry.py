@@ -344,6 +344,8 @@ def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--ima
     Raises:
         ValueError: the images are too small, naming the model, the size and the way out.
     """
+    if any(int(v) < 1 for v in tuple(input_size)[-2:]):
+        raise ValueError(f"{flag} must give a height and width of at least 1 px, got {tuple(input_size)} (C, H, W)")
     try:
         with torch.device("meta"), torch.no_grad():
             create_model(name, **kwargs).eval()(torch.empty(2, *input_size))

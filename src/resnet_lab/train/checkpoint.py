@@ -8,7 +8,6 @@ only with the same recipe and data, from a consistent checkpoint set.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ..runs import (
     read_metrics,
     recover_run_dir,
     save_checkpoint,
+    unwritable,
 )
 from .averaging import WeightAveraging
 from .config import TrainConfig
@@ -84,7 +84,7 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
 def _check_writable(run_dir: Path) -> None:
     """Before the first step, not after the first epoch: a run directory we cannot write to."""
     if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(run_dir))
+        raise unwritable(run_dir)
 
 
 def warm_restart_command(run_dir: str | Path, dataset: str | None) -> str:
