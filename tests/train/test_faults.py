@@ -51,6 +51,44 @@ def _all_finite(path: Path) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in load_file(path).values() if t.is_floating_point())
 
 
+def test_the_interrupt_message_says_where_the_run_stopped(tmp_path):
+    def stop_at(epoch, step=None):
+        def cb(info):
+            if info["epoch"] == epoch and (step is None or info.get("step") == step):
+                raise KeyboardInterrupt
+        return cb
+
+    lines = []
+    torch.manual_seed(0)  # at an epoch's end: 'after epoch 1 of 2', not 'in epoch 2 after 0 steps'
+    train(TinyNet(), make_bundle(), _cfg(tmp_path / "a"), callbacks=[stop_at(1)], log=lines.append)
+    torch.manual_seed(0)  # inside an epoch: its step
+    train(TinyNet(), make_bundle(), _cfg(tmp_path / "b"), step_callbacks=[stop_at(1, 2)], log=lines.append)
+    said = [line.strip().splitlines()[0] for line in lines if "interrupted" in line]
+    assert said == [f"interrupted after epoch 1 of 2; state saved to {tmp_path / 'a'}.",
+                    f"interrupted in epoch 1 after 2 steps; state saved to {tmp_path / 'b'}."]
+
+
+def test_a_run_resumed_mid_epoch_counts_the_cut_short_sessions_seconds_in_its_wall_time(tmp_path):
+    """The report adds each session's last elapsed_seconds; a session cut short mid-epoch writes no
+    record, so its seconds come with the resume: the wall time never falls below the training time."""
+    import time
+
+    def slow_then_stop(info):
+        time.sleep(0.3)  # the cut-short session's epoch: 0.9 s in 3 steps, then Ctrl-C
+        if info["step"] == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    assert train(TinyNet(), make_bundle(), _cfg(out), step_callbacks=[slow_then_stop], log=_quiet).interrupted
+    carried = torch.load(out / "train_state.pt", weights_only=True)["partial"]["seconds"]
+    assert carried >= 0.9
+    history = train(TinyNet(), make_bundle(), _cfg(out, resume=True), log=_quiet)
+    first = history.epochs[0]
+    assert first["session"] == 1 and first["train_seconds"] >= carried  # the epoch's training: both sessions'
+    assert first["elapsed_seconds"] >= first["train_seconds"]  # and its wall time covers them both
+
+
 # --- divergence ---------------------------------------------------------------------------------
 
 

@@ -181,3 +181,21 @@ def test_a_frozen_phase_saved_with_the_main_phases_warmup_resumes_with_it(resnet
     assert json.loads((out / "freeze_phase" / "model.json").read_text())["train_config"]["warmup_epochs"] == 1.0
     assert main([*args, "--resume"]) == 0
     assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]
+
+
+def test_a_resume_after_the_frozen_phase_finished_goes_on_without_a_warm_restart_note(resnet8_run, tmp_path, capsys):
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "1", "--epochs", "2",
+            "--deterministic", *FT]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"  # stopped between the phases: the frozen one done, nothing of the main one saved
+    assert main([*args, "--out", str(cut)]) == 0
+    for p in cut.iterdir():
+        if p.is_file():
+            p.unlink()
+    capsys.readouterr()
+    assert main([*args, "--out", str(cut), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" not in out and "warm-restart" not in out, out
+    whole, resumed = (json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (tmp_path / "whole", cut))
+    assert {k: resumed[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")} == \
+        {k: whole[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}

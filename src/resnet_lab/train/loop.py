@@ -477,8 +477,12 @@ def train(
         t_start = time.perf_counter()
         with _GracefulStop(saves=config.out is not None).installed() as stop:
             on_step = _step_hook(pos, step_callbacks, stop)
+            # A resume mid-epoch brings the seconds the cut-short sessions spent in this epoch (they
+            # wrote no record): counted in this session's elapsed_seconds, the sessions add up to
+            # the run's wall time, never less than its training time.
+            carried = float((pos.partial or {}).get("seconds", 0.0)) if pos.step else 0.0
             for epoch in range(pos.epoch, config.epochs):
-                record = _run_epoch(run, epoch, pos, on_step, history, board, t_start)
+                record = _run_epoch(run, epoch, pos, on_step, history, board, t_start - carried)
                 pos.epoch, pos.step = epoch + 1, 0
                 for cb in callbacks:
                     cb(record)
@@ -653,7 +657,9 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         say(f"\nstopped at once; nothing of epoch {pos.epoch + 1} was saved ({kept})")
     else:
         ckpt.save(pos, history)
-        say(f"\ninterrupted in epoch {pos.epoch + 1} after {pos.step} steps; state saved to {ckpt.run_dir}.\n"
+        where = (f"after epoch {pos.epoch} of {run.config.epochs}" if pos.step == 0 and pos.epoch
+                 else f"in epoch {pos.epoch + 1} after {pos.step} steps")
+        say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n"
             "resume with the same command and --resume")
 
 

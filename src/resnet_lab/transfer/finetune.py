@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from torch import nn
+from tqdm import tqdm
 
 from ..data import DataConfig
 from ..models import create_model
@@ -215,6 +216,13 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     return dataclasses.replace(config, **changes)
 
 
+def _without_finished_note(log: Callable[[str], None] | None, run_dir: Path) -> Callable[[str], None]:
+    """``log`` (train's default when None) without the line that calls ``run_dir`` finished."""
+    say = log or tqdm.write
+    note = f"{run_dir} already finished "
+    return lambda line: None if line.startswith(note) else say(line)
+
+
 def _other_source(was: Any, now: Any) -> bool:
     """Whether two ``--from`` values name different weights (the same file by another path does not)."""
     if was == now:
@@ -297,7 +305,10 @@ def finetune(
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
                                     out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
         phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone"}}
-        histories.append(train(model, data, phase, meta=phase_meta, log=log))
+        # A frozen phase that finished before an interrupt only reloads its weights here: train's note
+        # on a finished run (warm-restart it to train further) is not for this command.
+        phase_log = _without_finished_note(log, phase_dir) if resume else log
+        histories.append(train(model, data, phase, meta=phase_meta, log=phase_log))
         unfreeze(model, mode=True)
         if histories[-1].interrupted:
             histories[-1].phases = histories
