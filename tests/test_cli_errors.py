@@ -766,3 +766,17 @@ def test_evaluate_on_a_test_set_smaller_than_a_training_batch_gives_no_training_
 def test_summary_with_an_empty_or_negative_side_names_the_flag(capsys, size):
     assert main(["summary", "resnet8", "--input-size", *size]) == 2
     _one_line_error(capsys, f"--input-size must give a height and width of at least 1 px, got {' '.join(size)}")
+
+
+@pytest.mark.filterwarnings("ignore:the test split of")
+def test_a_folder_whose_test_split_is_empty_is_refused_before_training(tmp_path, capsys):
+    folder = tmp_path / "one_each"
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        Image.new("RGB", (12, 12), (200 if cls == "a" else 20, 0, 0)).save(folder / cls / "0.png")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
+                 "--epochs", "3", "--batch-size", "2", "--workers", "0", "--no-progress", "--out", str(out)]) == 2
+    err = _one_line_error(capsys, "the test set is empty, so no epoch can be evaluated")
+    assert "val/ folder" in err
+    assert not out.exists() or not any(out.iterdir())

@@ -77,6 +77,15 @@ def test_explicit_data_dir_without_fashion_mnist_is_an_error_naming_it_and_every
         assert way in msg, way
 
 
+@pytest.mark.parametrize("layout", ["", "fashion-mnist", "FashionMNIST/raw"])
+def test_a_data_dir_lacking_one_idx_file_names_the_file_it_lacks(copies_elsewhere, layout):
+    folder = write_fmnist(copies_elsewhere / "given" / layout)
+    (folder / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataNotFoundError, match=rf"no folder below has all four IDX files; {folder} lacks "
+                                                r"train-labels-idx1-ubyte\[\.gz\]\)"):
+        load_data("fashion-mnist", data_dir=copies_elsewhere / "given", batch_size=2)
+
+
 def test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout(copies_elsewhere):
     for sub in ("", "fashion-mnist", "FashionMNIST/raw"):
         root = copies_elsewhere / f"given{len(sub)}"

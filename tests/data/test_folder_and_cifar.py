@@ -3,7 +3,10 @@ tmp_path (PIL-written images, torchvision-format pickles)."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -229,6 +232,27 @@ def test_image_truncated_after_scan_is_replaced_by_next_sample_with_one_warning(
     assert len([w for w in rec if "cut.jpg" in str(w.message)]) == 1
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_truncated_image_is_warned_about_once_per_run_whatever_the_workers(tmp_path, workers):
+    """Each epoch's worker processes start from a copy of the dataset; the warning must not repeat.
+    (Run as a user runs it: pytest's own warning capture would swallow what worker processes say.)"""
+    data = tmp_path / "data"
+    for cls in ("a", "b"):
+        (data / cls).mkdir(parents=True)
+        for i in range(4):
+            rgb(10, 10, (i * 60, 80 if cls == "a" else 160, 0)).save(data / cls / f"{i}.png")
+    jpg = data / "a" / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpg, quality=95)
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])  # passes the scan, fails to decode
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "resnet_lab", "train", "--model", "resnet8", "--dataset", "folder",
+                           "--data-dir", str(data), "--image-size", "8", "--epochs", "3", "--batch-size", "4",
+                           "--workers", workers, "--no-progress", "--device", "cpu", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("cannot decode") == 1, done.stderr
+
+
 def test_folder_transforms_survive_pickling_and_worker_processes(tmp_path):
     for cls in ("a", "b"):
         (tmp_path / cls).mkdir()
@@ -308,12 +332,41 @@ def test_cifar_refuses_malformed_batches_and_meta_with_one_line_naming_the_file(
     assert str(root / "cifar-10-batches-py" / bad_file) in msg and "get it again" in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
+def test_cifar_batches_pickled_with_any_protocol_load_exactly(tmp_path, monkeypatch, protocol):
+    """Protocol 5 (Python 3.14's default) pickles an array through numpy's _frombuffer, not _reconstruct."""
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    batches = [cifar_batch(4, i) for i in range(6)]
+    for name, batch in zip([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], batches):
+        (d / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": CIFAR10_NAMES}, protocol=protocol))
+    b = load_data("cifar10", data_dir=tmp_path, batch_size=2, augment=False)
+    ref = np.concatenate([bt[b"data"] for bt in batches[:5]]).reshape(-1, 3, 32, 32)
+    np.testing.assert_array_equal(b.train.images.numpy(), ref)
+    np.testing.assert_array_equal(b.test.labels.numpy(), batches[5][b"labels"])
+
+
 def test_cifar_data_given_as_int64_within_0_to_255_still_loads_exactly(tmp_path, monkeypatch):
     monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
     wide = cifar_batch(4, 1)
     wide[b"data"] = wide[b"data"].astype(np.int64)
     b = load_data("cifar10", data_dir=write_cifar10_dir(tmp_path, data_batch_1=wide), batch_size=2, augment=False)
     np.testing.assert_array_equal(b.train.images[:4].numpy().reshape(4, -1), wide[b"data"])
+
+
+def test_a_folder_given_under_home_with_a_tilde_is_found_as_cifar_is(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    for cls in ("a", "b"):
+        (home / "pets" / cls).mkdir(parents=True)
+        for i in range(3):
+            rgb(8, 8, (i * 60, 0, 0)).save(home / "pets" / cls / f"{i}.png")
+    monkeypatch.setenv("HOME", str(home))  # what `--data-dir=~/pets` hands over: the shell expands no ~ there
+    by_tilde = load_data("folder", data_dir="~/pets", batch_size=2, num_workers=0, val_fraction=0.34)
+    by_path = load_data("folder", data_dir=home / "pets", batch_size=2, num_workers=0, val_fraction=0.34)
+    assert by_tilde.info.classes == by_path.info.classes == ["a", "b"]
+    assert (by_tilde.num_train, by_tilde.num_test) == (by_path.num_train, by_path.num_test) == (4, 2)
 
 
 def test_folder_skips_and_reports_a_dangling_symlink_instead_of_failing(tmp_path):

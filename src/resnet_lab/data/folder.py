@@ -188,20 +188,23 @@ class ImageFileDataset(torch.utils.data.Dataset):
             raise ValueError("ImageFileDataset needs at least one sample")
         self.samples = samples
         self.transform = transform
-        self._warned: set[str] = set()
+        # Which samples were warned about, in shared memory: each epoch's worker processes start
+        # from a copy of this dataset, so a plain set would warn again in every epoch.
+        self._warned = torch.zeros(len(samples), dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         for k in range(len(self.samples)):
-            path, label = self.samples[(i + k) % len(self.samples)]
+            j = (i + k) % len(self.samples)
+            path, label = self.samples[j]
             try:
                 with Image.open(path) as im:
                     im.load()
                     return self.transform(im), label
             except Exception as e:  # truncated/corrupt data found only when decoding
-                if path not in self._warned:
-                    self._warned.add(path)
+                if not bool(self._warned[j]):
+                    self._warned[j] = True
                     warnings.warn(f"cannot decode {path} ({e}); using the next image instead", BadImageWarning)
         raise RuntimeError("no image in this dataset can be decoded")

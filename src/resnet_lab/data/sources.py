@@ -134,6 +134,15 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _idx_files_missing(places: list[tuple[str, Path]]) -> str:
+    """Where a searched folder holds some of the four IDX files but not all: which it lacks."""
+    for _, folder in places:
+        missing = [stem for stem in FASHION_MNIST_FILES.values() if _idx_file(folder, stem) is None]
+        if 0 < len(missing) < len(FASHION_MNIST_FILES):
+            return f"; {folder} lacks {', '.join(m + '[.gz]' for m in missing)}"
+    return ""
+
+
 def _fashion_mnist_places(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     places = []
     for label, base in _bases(data_dir):
@@ -149,7 +158,7 @@ def _fashion_mnist_howto(
 ) -> str:
     searched = "\n".join(f"  - {p} ({label})" for label, p in places)
     where, explicit = _explicit_dir_notes(
-        data_dir, "no folder below has all four IDX files",
+        data_dir, "no folder below has all four IDX files" + _idx_files_missing(places),
         f"${ENV_DATA}, {DEBIAN_FASHION_MNIST} and the download cache",
     )
     return (
@@ -278,6 +287,8 @@ class _DataUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("codecs", "encode"),
+        # pickle protocol 5 (Python 3.14's default) stores an array as a buffer: numpy rebuilds it here
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     }
 
     def find_class(self, module: str, name: str) -> Any:
@@ -494,6 +505,7 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
     """
     if data_dir is None:
         raise ValueError("dataset 'folder' needs data_dir (--data-dir DIR) with one sub-folder per class")
+    data_dir = Path(data_dir).expanduser()  # --data-dir=~/pets: the shell leaves that ~ to us, as for CIFAR
     train_dir, val_dir = find_split_dirs(data_dir)
     scan = scan_class_folders(train_dir)
     train = scan.samples

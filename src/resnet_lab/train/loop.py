@@ -534,6 +534,10 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     if not all(hasattr(data, a) for a in ("train", "test", "info")):
         raise TypeError(f"data must be a DataBundle (train, test, info) from resnet_lab.data.load_data, got "
                         f"{type(data).__name__}")
+    if hasattr(data.test, "__len__") and len(data.test) == 0:  # else an epoch trains, then its evaluation fails
+        raise ValueError("the test set is empty, so no epoch can be evaluated: give each class more images (the "
+                         "held-out split takes a share of each class, none of a class with one image) or a val/ "
+                         "folder")
     arch = getattr(unwrap(model), "model_config", None)
     if not arch:
         if config.out and not (meta or {}).get("arch"):
