@@ -124,7 +124,8 @@ def test_an_unexpected_exception_is_still_one_line_and_debug_shows_the_traceback
     ("--weight-decay", "-0.1", "weight_decay"),
     ("--lr", "inf", "lr must be a finite number"),
     ("--batch-size", "1", "batch size 1"),
-    ("--lookahead-alpha", "0.8", "--lookahead-alpha 0.8) only acts with lookahead on"),
+    ("--lookahead-alpha", "0.8", "--lookahead-alpha 0.8 only acts with lookahead on"),
+    ("--lookahead-alpha", "0.5", "--lookahead-alpha 0.5 only acts with lookahead on"),  # its default value, too
 ])
 def test_values_that_would_corrupt_training_are_refused_before_anything_is_written(tmp_path, capsys, flag, value,
                                                                                   message):

@@ -32,6 +32,7 @@ from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import check_output_file, load_meta, load_model, missing_run, settle_run_dir
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
+from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
 
@@ -162,7 +163,9 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
     g.add_argument("--lookahead", type=int, default=0, metavar="K", help="lookahead (Zhang et al. 2019): every K "
                    "steps the slow weights move --lookahead-alpha of the way to the fast ones, which restart there; "
                    "0: off")
-    g.add_argument("--lookahead-alpha", type=float, default=0.5, metavar="A", help="lookahead's slow step, in (0, 1]; only with --lookahead")
+    g.add_argument("--lookahead-alpha", type=float, default=None, metavar="A",
+                   help=f"lookahead's slow step, in (0, 1]; only with --lookahead; {LOOKAHEAD_ALPHA} when not given"
+                        + _NO_DEFAULT)
     g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
                    help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
                         "scale); airbench trains BN biases at a higher rate")
@@ -384,6 +387,16 @@ def _step_config(args) -> dict:
                 seed=args.seed, device=args.device)
 
 
+def _lookahead_alpha(args) -> float:
+    """--lookahead-alpha, refused without --lookahead even at its default value (given, it would do nothing)."""
+    if args.lookahead_alpha is None:
+        return LOOKAHEAD_ALPHA
+    if not args.lookahead:
+        raise ValueError(f"--lookahead-alpha {args.lookahead_alpha:g} only acts with lookahead on: add --lookahead K "
+                         "(5 is the paper's) or drop --lookahead-alpha")
+    return args.lookahead_alpha
+
+
 def _train_config(args, out: str | None):
     lr = args.lr if args.lr is not None else _TRAIN_LR[args.optimizer]
     return TrainConfig(
@@ -392,7 +405,7 @@ def _train_config(args, out: str | None):
         deterministic=args.deterministic, out=out,
         resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
         stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
-        lookahead_alpha=args.lookahead_alpha, norm_lr_scale=args.norm_lr_scale,
+        lookahead_alpha=_lookahead_alpha(args), norm_lr_scale=args.norm_lr_scale,
         progressive_resize=args.progressive_resize, mixup=args.mixup, cutmix=args.cutmix, eval_every=args.eval_every,
     )
 

@@ -261,3 +261,4 @@ def test_check_input_size_refuses_an_empty_or_negative_side_naming_the_flag(size
                                          + re.escape(str(size))):
         models.check_input_size("resnet8", size, flag="--input-size", in_channels=1)
 
+

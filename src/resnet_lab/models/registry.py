@@ -83,7 +83,10 @@ class ModelInfo:
             last spatial feature map before the head pools it (:func:`resnet_lab.deploy.grad_cam`).
         params_m: the published parameter count in millions (at ``num_classes``), where stated.
         cifar10_error: the published CIFAR-10 test error in percent, where stated.
-        options: the keyword arguments its builder accepts, with their defaults.
+        options: the keyword arguments its builder accepts, with the builder's defaults: the
+            DESIGN contract's ``num_classes=1000, small_input=False`` for every family, while
+            :func:`create_model` builds ``num_classes`` (10 for the CIFAR families) and the
+            small stem of this record when they are left out.
     """
 
     name: str
@@ -379,7 +382,7 @@ def create_model(
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
             the CIFAR families are small-input by construction). Left out: False, or the weights'.
         norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``
-            (left out: ``batch``, or the weights').
+            (left out: ``batch``, or the weights'); the plain VGGs, with no norm layer, record ``none``.
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
             :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
             trains it; the model then predicts ``stacked_head`` classes.
