@@ -350,6 +350,32 @@ def test_experiment_never_overwrites_earlier_results_or_a_run(trained, tmp_path,
     (tmp_path / "runs/experiments/degradation/results.json").write_text("{}")
     assert main(["experiment", "degradation"]) == 0
     assert seen == ["runs/experiments/degradation", "runs/experiments/degradation-2"]
+    (tmp_path / "runs/experiments/degradation-2").mkdir()
+    (tmp_path / "runs/experiments/degradation-2/report.md").write_text("cut short")  # an interrupted run's
+    assert main(["experiment", "degradation"]) == 0
+    assert seen[-1] == "runs/experiments/degradation-3"
+
+
+@pytest.mark.parametrize("held", ["a run one folder down", "an earlier report", "a plot"])
+def test_experiment_out_holding_anything_it_would_write_over_is_refused(trained, tmp_path, capsys, held):
+    run, _ = trained
+    out = tmp_path / "mine"
+    out.mkdir()
+    if held == "a run one folder down":  # the transfer experiment trains into out/source
+        shutil.copytree(run, out / "source")
+    else:
+        (out / {"an earlier report": "report.md", "a plot": "train_error.png"}[held]).write_text("mine")
+    (out / ".hidden").write_text("ignored")
+    before = _files(out)
+    assert main(["experiment", "transfer", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"--out {out} is not empty (it holds {out}/")
+    assert _files(out) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_text("")  # hidden files aside, an empty folder is fine
+    from resnet_lab.experiments.registry import check_experiment_out
+
+    check_experiment_out(empty)
 
 
 def test_model_json_or_a_picture_given_as_weights_is_one_line_naming_the_way_out(trained, tmp_path, capsys):

@@ -70,4 +70,6 @@ def test_degradation_says_cifar10_was_skipped_and_how_to_provide_it_when_absent(
     assert res["data"]["datasets"] == ["Fashion-MNIST"]
     note = next(n for n in res["notes"] if "CIFAR-10 was skipped" in n)
     assert "cifar-10-batches-py" in note and "RESNET_LAB_DATA" in note
+    # what was not found where, a whole clause: not the heading of a list the note leaves out
+    assert "(cifar10 not found" in note and "Get it one of these ways" not in note
     assert note in (out / "report.md").read_text()

@@ -69,7 +69,7 @@ def run(ctx: Context) -> Report:
             bundle = ctx.data(dataset, batch_size=batch, **data)
         except DataNotFoundError as e:
             # Fashion-MNIST never raises here (the context falls back to `fake` with a note).
-            first = str(e).splitlines()[0]
+            first = str(e).splitlines()[0].split(". Get it")[0]  # what was not found where; the ways come next
             notes.append(f"{title} was skipped: its files were not found ({first}). To include it, put "
                          "torchvision's `cifar-10-batches-py/` folder in --data-dir DIR or in $RESNET_LAB_DATA "
                          "(or run once with --download where there is network).")

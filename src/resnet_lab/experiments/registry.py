@@ -100,13 +100,25 @@ def check_experiment_out(out: str | os.PathLike) -> None:
         if (out / name).exists():
             raise FileExistsError(f"--out {out} holds {what} ({name}), which this run would overwrite: choose "
                                   "another --out, or delete the folder to run it again")
+    held = _first_entry(out)
+    if held is not None:  # a run one folder down, an earlier report.md or plot: its names are the run's
+        raise FileExistsError(f"--out {out} is not empty (it holds {held}), and an experiment writes its report, "
+                              "plots and training runs there: choose a new or empty --out, or delete the folder "
+                              "to run it again")
+
+
+def _first_entry(folder: Path) -> Path | None:
+    """Something in ``folder`` (hidden files aside), or None when it is missing or empty."""
+    if not folder.is_dir():
+        return None
+    return next((p for p in sorted(folder.iterdir()) if not p.name.startswith(".")), None)
 
 
 def free_experiment_dir(base: str | os.PathLike) -> Path:
-    """``base``, or ``base-2``, ``base-3``... the first that holds no earlier results."""
+    """``base``, or ``base-2``, ``base-3``... the first that is missing or empty."""
     base = Path(base)
     candidate, n = base, 1
-    while (candidate / "results.json").exists() or (candidate / "model.json").exists() or candidate.is_file():
+    while candidate.is_file() or _first_entry(candidate) is not None:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
