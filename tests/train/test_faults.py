@@ -89,6 +89,33 @@ def test_a_run_resumed_mid_epoch_counts_the_cut_short_sessions_seconds_in_its_wa
     assert first["elapsed_seconds"] >= first["train_seconds"]  # and its wall time covers them both
 
 
+def test_under_torchrun_a_resumed_epoch_drops_the_sums_but_keeps_the_cut_short_seconds(tmp_path, monkeypatch):
+    """Several processes drop the saved sums of the epoch (only rank 0's were saved); its wall
+    seconds still count (Checkpointer.start with world_size 2, the rest of the run as one process)."""
+    import time
+
+    from resnet_lab.train import checkpoint
+
+    def slow_then_stop(info):
+        time.sleep(0.3)
+        if info["step"] == 3:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out), step_callbacks=[slow_then_stop], log=_quiet)
+    carried = torch.load(out / "train_state.pt", weights_only=True)["partial"]["seconds"]
+    real_start = checkpoint.Checkpointer.start
+
+    def as_two_processes(self, history):
+        self.world_size = 2
+        return real_start(self, history)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "start", as_two_processes)
+    first = train(TinyNet(), make_bundle(), _cfg(out, resume=True), log=_quiet).epochs[0]
+    assert first["train_seconds"] < carried <= first["elapsed_seconds"]  # the sums start again; the time does not
+
+
 # --- divergence ---------------------------------------------------------------------------------
 
 

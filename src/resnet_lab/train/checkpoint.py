@@ -48,6 +48,8 @@ class Position:
     step: int = 0
     # mid-epoch: the training sums of the epoch's steps so far (EpochStats.state_dict), or None
     partial: dict[str, float] | None = None
+    # mid-epoch: the seconds the cut-short sessions spent in this epoch (kept where ``partial`` is not)
+    seconds: float = 0.0
 
 
 # TrainConfig fields that shape the trajectory (weights, schedule); the rest (device, out,
@@ -255,6 +257,7 @@ class Checkpointer:
         pos = Position(int(state["epoch"]), int(state["step"]), state.get("partial") or None)
         if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
             pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
+        pos.seconds = float((pos.partial or {}).get("seconds", 0.0)) if pos.step else 0.0
         if self.world_size > 1:
             pos.partial = None  # one process's sums (only one process saves them): every rank would add them
         # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.

@@ -479,8 +479,8 @@ def train(
             on_step = _step_hook(pos, step_callbacks, stop)
             # A resume mid-epoch brings the seconds the cut-short sessions spent in this epoch (they
             # wrote no record): counted in this session's elapsed_seconds, the sessions add up to
-            # the run's wall time, never less than its training time.
-            carried = float((pos.partial or {}).get("seconds", 0.0)) if pos.step else 0.0
+            # the run's wall time (under torchrun too, where the epoch's sums start again).
+            carried = pos.seconds if pos.step else 0.0
             for epoch in range(pos.epoch, config.epochs):
                 record = _run_epoch(run, epoch, pos, on_step, history, board, t_start - carried)
                 pos.epoch, pos.step = epoch + 1, 0
