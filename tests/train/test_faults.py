@@ -702,6 +702,24 @@ def test_the_first_ctrl_c_promises_a_save_only_when_there_is_somewhere_to_save(c
     assert ("and saving" in err) == out_given and "Ctrl-C again to stop at once" in err
 
 
+def test_under_torchrun_only_rank_0_announces_the_stop_but_every_rank_stops(capsys, monkeypatch):
+    import signal
+
+    from resnet_lab.train import loop
+
+    for rank, world in ((0, 1), (1, 2), (0, 2)):  # what torchrun's environment says, as DistContext reads it
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        out = []
+        # the loop's own wiring: announces=run.job.is_main
+        stop = loop._GracefulStop(saves=True, announces=loop.DistContext.current().is_main)
+        stop._handler(signal.SIGINT, None)
+        out.append(capsys.readouterr().err)
+        assert ("stopping after the current step" in out[0]) == (rank == 0), (rank, out)
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+
+
 @pytest.mark.parametrize("epoch_of_second_stop", [1, 2])
 def test_a_second_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path, epoch_of_second_stop):
     from resnet_lab.train import loop
