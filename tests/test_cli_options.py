@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 import math
 import shutil
 import sys
@@ -1090,7 +1091,8 @@ def test_experiment_flags_reach_the_named_experiment(capsys, probe_experiment, m
     folder = make_folder(tmp_path / "pics")
     code, out, _ = cli(capsys, "experiment", "option_probe", "--budget", "full", "--out", str(tmp_path / "o"),
                        "--data-dir", str(folder), "--device", "cpu", "--seed", "7")
-    assert code == 0 and "verdict: confirmed; report in" in out  # a full run's verdict stands bare
+    assert code == 0 and re.search(r"verdict: confirmed \(\d+ s\); report in", out)  # a full run's stands bare
+    assert out.count("verdict:") == 1, out  # said once, not again by the CLI
     assert {k: probe_experiment[k] for k in ("budget", "out", "data_dir", "device", "seed", "classes")} == {
         "budget": "full", "out": tmp_path / "o", "data_dir": str(folder), "device": torch.device("cpu"), "seed": 7,
         "classes": ["ants", "bees"]}

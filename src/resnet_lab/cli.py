@@ -26,7 +26,6 @@ from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
 from .experiments.registry import free_experiment_dir
-from .experiments.report import verdict_text
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
@@ -724,9 +723,8 @@ def cmd_experiment(args) -> int:
         return 0
     resolve_device(args.device)  # a bad --device before any folder is made
     out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
-    result = run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
-                            seed=args.seed)
-    print(f"verdict: {verdict_text(result['verdict'], args.budget)}; report in {out}/report.md")
+    run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
+                   seed=args.seed)  # its last line is the verdict and where the report is: said once
     return 0
 
 
