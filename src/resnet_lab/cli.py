@@ -648,15 +648,21 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _names_a_model(arg: str) -> bool:
+    """Whether a positional argument of predict is a model (a run directory, a weights file or shipped
+    weights MODEL:TAG) rather than an image: argparse cannot tell them apart."""
+    path = Path(arg)
+    return ((path / "model.json").is_file() or (path.suffix == ".safetensors" and path.is_file())
+            or (not path.exists() and is_weights_name(arg)))
+
+
 def cmd_predict(args) -> int:
     images = list(args.images)
     if args.cam and args.onnx:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
     if args.onnx:
-        run = Path(args.run) if args.run else None
-        if run and ((run / "model.json").is_file() or (run.suffix == ".safetensors" and run.is_file())
-                    or (not run.exists() and is_weights_name(args.run))):
+        if args.run and _names_a_model(args.run):
             raise ValueError(f"give the model once: the run {args.run} or --onnx {args.onnx}, not both")
         if args.device not in ("cpu", "auto"):
             raise ValueError(f"--onnx runs on onnxruntime's CPU provider, not --device {args.device}: drop --device, "
@@ -667,8 +673,7 @@ def cmd_predict(args) -> int:
     else:
         if not args.run:
             given = images[0]
-            if len(images) == 1 and ((Path(given) / "model.json").is_file() or Path(given).suffix == ".safetensors"
-                                     or (not Path(given).exists() and is_weights_name(given))):
+            if len(images) == 1 and _names_a_model(given):
                 raise ValueError(f"no image given: add the image files after {given}, e.g. "
                                  f"resnet-lab predict {given} shoe.png")
             raise ValueError("give a run directory (or --onnx FILE) before the images")

@@ -25,7 +25,7 @@ from torch import nn
 from ..data import to_model_input
 from ..models import model_info
 from ..runs import OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, atomic_write, is_one_of, is_own_output, load_model
-from .predict import load_image
+from .predict import image_paths, load_image
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
 
@@ -188,8 +188,7 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
             with no picture suffix for one image, two images with the same stem).
     """
     out = Path(out)
-    if isinstance(images, (str, os.PathLike)):  # one image, not its letters
-        images = [images]
+    images = image_paths(images)  # one path is one image, not its letters
     if len(images) == 1 and not out.is_dir():
         _check_writable_suffix(out)
         return _not_an_input([out], images)
@@ -259,8 +258,7 @@ def save_cams(
     Returns:
         ``{"path": image, "cam": written picture, "class": explained class}`` per image, in order.
     """
-    if isinstance(images, (str, os.PathLike)):  # one image, not its letters
-        images = [images]
+    images = image_paths(images)
     targets = cam_paths(images, out)  # check the destination before any work
     if isinstance(source_or_model, nn.Module):
         if meta is None:

@@ -125,7 +125,7 @@ def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list
     return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
 
 
-def _as_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+def image_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """The image files as a list: one path (a str or PathLike) is one image, not its letters."""
     if isinstance(paths, (str, os.PathLike)):
         return [Path(paths)]
@@ -166,7 +166,7 @@ def predict_images(
     else:
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
-    paths = _as_paths(paths)
+    paths = image_paths(paths)
     results: list[Prediction] = []
     with torch.no_grad():
         for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
@@ -263,7 +263,7 @@ class OnnxPredictor:
             top_k: classes to return per image.
             batch_size: images per run of the graph.
         """
-        paths = _as_paths(paths)
+        paths = image_paths(paths)
         results: list[Prediction] = []
         for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
             probs = _softmax(self.predict_logits(self.preprocess(chunk_paths)))
