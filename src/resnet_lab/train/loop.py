@@ -482,7 +482,7 @@ def train(
             # A resume mid-epoch brings the seconds the cut-short sessions spent in this epoch (they
             # wrote no record): counted in this session's elapsed_seconds, the sessions add up to
             # the run's wall time (under torchrun too, where the epoch's sums start again).
-            carried = pos.seconds if pos.step else 0.0
+            carried = pos.seconds  # 0 unless resumed mid-epoch (Checkpointer.start)
             for epoch in range(pos.epoch, config.epochs):
                 record = _run_epoch(run, epoch, pos, on_step, history, board, t_start - carried)
                 pos.epoch, pos.step = epoch + 1, 0
