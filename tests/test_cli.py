@@ -23,6 +23,14 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def test_models_pattern_ignores_letter_case(capsys):
+    assert run(capsys, "models", "wrn")[0] == 0
+    lower = run(capsys, "models", "wrn")[1]
+    assert "wrn" in lower
+    assert run(capsys, "models", "WRN") == (0, lower, "")
+    assert run(capsys, "models", "ResNet2*")[1] == run(capsys, "models", "resnet2*")[1]
+
+
 def test_models_lists_names_with_paper_parameter_counts(capsys):
     code, out, _ = run(capsys, "models", "resnet*")
     assert code == 0

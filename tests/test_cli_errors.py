@@ -500,7 +500,8 @@ def test_a_diverged_run_says_the_way_out_for_its_own_flags(tmp_path, capsys, cli
     (["evaluate", ""], "RUN is an empty string"),
     (["experiment", ""], "unknown experiment ''"),
     (["experiment", "degradaton"], "did you mean degradation?"),
-    (["summary", "resnet20", "--num-classes", "0"], "num_classes must be a positive int"),
+    (["summary", "resnet20", "--num-classes", "0"], "--num-classes must be at least 1, got 0; leave it out for "
+                                                    "the model's own (10)"),
     (["train", *TRAIN, "--epochs", "1", "--workers", "-1"], "num_workers (--workers) must be an int >= 0"),
 ])
 def test_empty_zero_and_mistyped_values_are_refused_not_taken_as_defaults(tmp_path, capsys, monkeypatch, argv, message):
@@ -793,6 +794,15 @@ def test_evaluate_on_a_test_set_smaller_than_a_training_batch_gives_no_training_
 def test_summary_with_an_empty_or_negative_side_names_the_flag(capsys, size):
     assert main(["summary", "resnet8", "--input-size", *size]) == 2
     _one_line_error(capsys, f"--input-size must give a height and width of at least 1 px, got {' '.join(size)}")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input-size", "0", "32", "32"], "--input-size must give at least 1 channel (C: 1 grayscale, 3 RGB), got 0 32 32"),
+    (["--depth", "0"], "--depth must be at least 1 (1: the top-level modules), got 0"),
+])
+def test_summary_errors_name_the_flag_not_the_python_argument(capsys, argv, message):
+    assert main(["summary", "resnet20", *argv]) == 2
+    _one_line_error(capsys, message)
 
 
 @pytest.mark.filterwarnings("ignore:the test split of")

@@ -365,10 +365,18 @@ def cmd_models(args) -> int:
 def cmd_summary(args) -> int:
     info = model_info(args.model)  # the input size and classes the model is designed for
     size = tuple(args.input_size) if args.input_size else info.input_size
+    if size[0] < 1:  # the library's message names its argument (in_channels), not the flag
+        raise ValueError(f"--input-size must give at least 1 channel (C: 1 grayscale, 3 RGB), got "
+                         f"{' '.join(map(str, size))} (C H W)")
     if any(v < 1 for v in size[1:]):  # before a model is built for it: torch's message names no flag
         raise ValueError(f"--input-size must give a height and width of at least 1 px, got {' '.join(map(str, size))} "
                          "(C H W)")
-    k = args.num_classes if args.num_classes is not None else info.num_classes  # 0 is refused, not the default
+    if args.num_classes is not None and args.num_classes < 1:  # 0 is refused, not the default
+        raise ValueError(f"--num-classes must be at least 1, got {args.num_classes}; leave it out for the model's "
+                         f"own ({info.num_classes})")
+    if args.depth < 1:
+        raise ValueError(f"--depth must be at least 1 (1: the top-level modules), got {args.depth}")
+    k = args.num_classes if args.num_classes is not None else info.num_classes
     model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
                          norm=args.norm or "batch")
     _check_norm_flag(args, model)

@@ -158,3 +158,13 @@ def test_float64_model_gets_a_float64_input_and_byte_counts_follow_the_dtype():
 def test_model_on_other_device_than_requested_raises_with_hint():
     with pytest.raises(ValueError, match=r"model.to\('meta'\)"):
         summarize(nn.Linear(2, 2), (2,), device="meta")
+
+
+def test_an_input_size_or_dtype_the_model_cannot_take_names_the_arguments_and_leaves_no_hooks():
+    model = torchvision.models.resnet18().train()
+    with pytest.raises(ValueError, match=r"summary's input \(1, 32, 32\).*input_size is \(C, H, W\) without the batch dim"):
+        summarize(model, (32, 32))  # C missing: torch's error alone names neither argument
+    with pytest.raises(ValueError, match=r"torch.float64.*dtype must be the model's"):
+        summarize(model, (3, 32, 32), dtype=torch.float64)
+    assert model.training  # the mode is restored and every hook removed
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

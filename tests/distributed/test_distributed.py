@@ -312,3 +312,45 @@ def test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al():
     onecycle = TrainConfig(epochs=8, lr=0.1, schedule="onecycle")
     scale_lr_for_world_size(onecycle, 2)
     assert onecycle.warmup_epochs == 0  # one-cycle already ramps up over its first quarter
+
+
+def _empty_batch_rank(rank: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results = {}
+        for case, sizes in (("all_empty", (0, 0)), ("one_empty", (0, 4))):
+            torch.manual_seed(1)
+            xs = [torch.randn(n, 3, 2, 2) * 2 + 1 for n in sizes]  # the same on both ranks
+            sync = SyncBatchNorm(3).train()
+            x = xs[rank].clone().requires_grad_()
+            y = sync(x)
+            y.square().sum().backward()
+            results[case] = {"shape": list(y.shape), "mean": sync.running_mean.tolist(),
+                             "var": sync.running_var.tolist(), "tracked": int(sync.num_batches_tracked),
+                             "wgrad": sync.weight.grad.tolist()}
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_sync_batchnorm_on_empty_batches_does_what_one_process_does(tmp_path):
+    # One process, torch's BN: an empty batch gives an empty output and leaves the running
+    # statistics alone; a batch empty on one rank only is the other rank's batch.
+    torch.multiprocessing.start_processes(_empty_batch_rank, args=(_free_port(), str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        ref = nn.BatchNorm2d(3).train()
+        out = ref(torch.randn(0, 3, 2, 2))
+        assert got["all_empty"]["shape"] == [0, 3, 2, 2] == list(out.shape)
+        assert got["all_empty"]["mean"] == ref.running_mean.tolist()
+        assert got["all_empty"]["var"] == ref.running_var.tolist()
+        assert got["all_empty"]["tracked"] == int(ref.num_batches_tracked) == 1
+        assert got["all_empty"]["wgrad"] == [0.0, 0.0, 0.0]
+        ref = nn.BatchNorm2d(3).train()
+        torch.manual_seed(1)
+        _, x1 = torch.randn(0, 3, 2, 2) * 2 + 1, torch.randn(4, 3, 2, 2) * 2 + 1
+        ref(x1)
+        assert got["one_empty"]["shape"] == ([0, 3, 2, 2] if rank == 0 else [4, 3, 2, 2])
+        torch.testing.assert_close(torch.tensor(got["one_empty"]["mean"]), ref.running_mean)
+        torch.testing.assert_close(torch.tensor(got["one_empty"]["var"]), ref.running_var)

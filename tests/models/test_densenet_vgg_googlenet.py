@@ -3,6 +3,7 @@ against the published parameter counts of the CIFAR DenseNets (Huang et al. 2017
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -121,6 +122,16 @@ def test_googlenet_with_aux_logits_matches_torchvision_in_training_mode():
     ours.train()
     ours.reset_classifier(5)  # the aux heads follow, so their losses fit the new labels
     assert [tuple(t.shape) for t in ours(x)] == [(2, 5)] * 3
+
+
+def test_googlenet_dropout_aux_without_aux_heads_is_refused_and_acts_with_them():
+    with pytest.raises(ValueError, match="dropout_aux=0.5 only acts on the aux heads; pass aux_logits=True"):
+        googlenet.googlenet(dropout_aux=0.5)
+    assert googlenet.googlenet(dropout_aux=0.7).aux1 is None  # the default, spelt out, is harmless
+    with_aux = googlenet.googlenet(aux_logits=True, dropout_aux=0.5, num_classes=np.int64(4))
+    assert with_aux.aux1.dropout.p == with_aux.aux2.dropout.p == 0.5
+    with_aux.reset_classifier(np.int64(3))
+    assert type(with_aux.aux1.fc2.out_features) is int and with_aux.aux1.fc2.out_features == 3
 
 
 def test_googlenet_scratch_batchnorm_keeps_torchvision_eps_and_outputs():

@@ -48,6 +48,38 @@ def test_zero_init_residual_zeroes_the_same_parameters_as_torchvision(name):
     assert ours_zero == ref_zero
 
 
+@pytest.mark.parametrize("name,kwargs", [("resnet20", {"shortcut": "none"}), ("resnet20", {"shortcut": "B"}),
+                                         ("resnet20", {})])
+def test_zero_init_residual_on_a_net_without_shortcuts_is_refused_not_ignored(name, kwargs):
+    # A plain net has nothing to zero: the option used to be recorded in the config and do nothing.
+    torch.manual_seed(1)
+    plain = create_model(name, **kwargs)
+    if kwargs.get("shortcut") == "none":
+        with pytest.raises(ValueError, match="zero_init_residual=True needs residual blocks"):
+            create_model(name, zero_init_residual=True, **kwargs)
+        return
+    torch.manual_seed(1)
+    zeroed = create_model(name, zero_init_residual=True, **kwargs)
+    changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, zeroed.state_dict()[k])]
+    assert changed and all(k.endswith("bn2.weight") for k in changed)
+
+
+def test_reset_classifier_takes_numpy_ints_as_create_model_does_and_refuses_bools():
+    import numpy as np
+
+    model = create_model("resnet20")
+    model.reset_classifier(np.int64(5))
+    assert type(model.num_classes) is int and model.fc.out_features == 5
+    for bad in (True, -1, 2.0, "3"):
+        with pytest.raises(ValueError, match=f"num_classes must be a non-negative int.*got {bad!r}"):
+            model.reset_classifier(bad)
+    vgg = create_model("vgg11_bn")
+    vgg.reset_classifier(np.int16(3))
+    assert vgg.classifier[-1].out_features == 3
+    with pytest.raises(ValueError, match="got True"):
+        vgg.reset_classifier(True)
+
+
 def test_in_channels_1_sets_conv1_and_runs_grayscale():
     model = create_model("resnet18", in_channels=1, num_classes=7).eval()
     assert model.conv1.weight.shape == (64, 1, 7, 7)

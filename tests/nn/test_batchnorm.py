@@ -205,6 +205,17 @@ def test_wrong_channel_count_is_an_error_naming_the_channels():
         rnn.BatchNorm2d(3)(torch.randn(2, 4, 3, 3))
 
 
+@pytest.mark.parametrize("ours_cls,torch_cls,shape", [(rnn.BatchNorm2d, nn.BatchNorm2d, (2, 4, 3, 3)),
+                                                      (rnn.BatchNorm1d, nn.BatchNorm1d, (2, 4))])
+def test_wrong_channel_count_raises_torch_error_type(ours_cls, torch_cls, shape):
+    # Code written against torch's layer catches RuntimeError; it must catch ours too.
+    x = torch.randn(*shape)
+    with pytest.raises(RuntimeError):
+        torch_cls(3)(x)
+    with pytest.raises(RuntimeError, match="batch norm over 3 channels got an input with 4 channels"):
+        ours_cls(3)(x)
+
+
 # (running_mean, running_var, weight, bias, training) that torch.nn.functional.batch_norm refuses
 _C = 4
 _REFUSED = {

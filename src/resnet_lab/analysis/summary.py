@@ -214,7 +214,11 @@ def summarize(
     try:
         model.eval()
         with torch.no_grad(), recorder.counter:
-            model(x)
+            try:
+                model(x)
+            except RuntimeError as e:  # torch's message names neither input_size nor dtype
+                raise ValueError(f"the model cannot run on the summary's input {tuple(x.shape)} ({x.dtype}): {e}; "
+                                 "input_size is (C, H, W) without the batch dim, and dtype must be the model's") from e
     finally:
         model.train(was_training)
         for h in handles:

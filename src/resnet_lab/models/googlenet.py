@@ -145,7 +145,7 @@ class GoogLeNet(ClassifierModel):
             and no maxpool1/maxpool2, leaving the two later pools (32 -> 16 -> 8 px).
         norm: normalization after every conv.
         dropout: dropout before ``fc`` (0.2, torchvision's).
-        dropout_aux: dropout in the aux heads (0.7, the paper's).
+        dropout_aux: dropout in the aux heads (0.7, the paper's); only with ``aux_logits=True``.
     """
 
     classifier_attr = "fc"
@@ -167,6 +167,10 @@ class GoogLeNet(ClassifierModel):
                 f"transform_input=True re-normalizes the 3 ImageNet RGB channels, but in_channels={in_channels}; "
                 "pass transform_input=False for other inputs"
             )
+        if not aux_logits and dropout_aux != 0.7:
+            # Without the aux heads there is nothing for it to act on: refuse rather than record it.
+            raise ValueError(f"dropout_aux={dropout_aux!r} only acts on the aux heads; pass aux_logits=True "
+                             "with it, or leave dropout_aux out")
         self.aux_logits = aux_logits
         self.transform_input = transform_input
         self.num_classes = num_classes
@@ -257,7 +261,7 @@ class GoogLeNet(ClassifierModel):
         super().reset_classifier(num_classes)
         for aux in (self.aux1, self.aux2):
             if aux is not None:
-                aux.fc2 = replace_linear(aux.fc2, num_classes)
+                aux.fc2 = replace_linear(aux.fc2, self.num_classes)  # the checked int
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Without aux heads, drop their weights on load, as torchvision does after loading its

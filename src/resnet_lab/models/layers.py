@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -16,6 +17,7 @@ __all__ = [
     "ClassifierModel",
     "LinearWithHead",
     "checkpoint_keeping_stats",
+    "classifier_size",
     "conv1x1",
     "conv3x3",
     "replace_linear",
@@ -129,6 +131,19 @@ def resolve_checkpoint_segments(segments: int | bool, num_blocks: int) -> int:
     return segments
 
 
+def classifier_size(num_classes: Any) -> int:
+    """``num_classes`` for :meth:`ClassifierModel.reset_classifier` as an int (numpy's integers
+    too, as ``create_model`` takes them; 0 removes the classifier), or a ValueError naming it."""
+    try:
+        count = -1 if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"num_classes must be a non-negative int (0: no classifier, the features out), "
+                         f"got {num_classes!r}")
+    return count
+
+
 class ClassifierModel(nn.Module):
     """The interface every model of the zoo has (timm's transfer-learning hooks).
 
@@ -154,8 +169,7 @@ class ClassifierModel(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier's final Linear by a fresh one with ``num_classes`` outputs."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        num_classes = classifier_size(num_classes)
         setattr(self, self.classifier_attr, replace_linear(self.get_classifier(), num_classes))
         self.num_classes = num_classes
 

@@ -244,11 +244,12 @@ def _options(constructor: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted, optionally filtered by a shell-style pattern (``resnet*``)."""
+    """Registered model names, sorted, optionally filtered by a shell-style pattern (``resnet*``;
+    letter case is ignored, as the names are lower case)."""
     names = sorted(_MODELS, key=_natural_key)
     if pattern:
-        pat = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        names = [n for n in names if fnmatch.fnmatch(n, pat)]
+        pat = pattern.lower() if any(c in pattern for c in "*?[") else f"*{pattern.lower()}*"
+        names = [n for n in names if fnmatch.fnmatchcase(n, pat)]
     return names
 
 

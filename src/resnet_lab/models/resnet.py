@@ -420,9 +420,14 @@ def _init_weights(model: nn.Module, zero_init_residual: bool) -> None:
     if zero_init_residual:
         # Goyal et al. 2017 ("Accurate, Large Minibatch SGD"): zero the last BN scale (gamma) of
         # each residual branch so every block starts as the identity; helps large-batch training.
-        for m in model.modules():
-            if m is not model and hasattr(m, "zero_init_last"):
-                m.zero_init_last()
+        blocks = [m for m in model.modules() if m is not model and hasattr(m, "zero_init_last")]
+        if not any(getattr(m, "residual", True) for m in blocks):
+            # A plain net has no shortcut to carry the signal, so there is nothing to zero: the
+            # option would be recorded in the config and do nothing.
+            raise ValueError("zero_init_residual=True needs residual blocks, but this net has no shortcuts "
+                             "(shortcut='none' / a plain net); drop zero_init_residual")
+        for m in blocks:
+            m.zero_init_last()
 
 
 def _run_checkpointed(blocks: Sequence[nn.Module], x: Tensor, segments: int) -> Tensor:
@@ -524,7 +529,8 @@ class ResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         small_input: for 28-32 px images: ``conv1`` becomes 3x3 stride 1 and ``maxpool`` the
             identity, so the last stage still sees 4x4 instead of 1x1 (the usual CIFAR adaptation).
         norm: ``batch``, ``scratch``, ``group`` or ``none``.
-        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
+            refused for a net without shortcuts, which has nothing to zero.
         residual: ``False`` builds the plain network of the same depth (He et al. 2015, sec. 4.1).
         widths: planes of the four stages.
     """
@@ -586,7 +592,8 @@ class CifarResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         shortcut: ``"A"``: zero-padded identity where the width doubles, parameter-free, what the
             paper used on CIFAR (and what its parameter counts assume); ``"B"``: 1x1 conv + norm
             there; ``"none"``: no shortcuts at all, the plain net of the same depth.
-        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
+            refused for a net without shortcuts, which has nothing to zero.
         widths: channels of the three stages.
         checkpoint_segments: when > 0 and training with autograd on, run the blocks as that many
             gradient-checkpointed segments (memory for 1000-layer nets); 0 turns it off. Same
@@ -718,7 +725,8 @@ def _resnet(
     """An ImageNet ResNet; ``small_input`` gives a 3x3 stride-1 ``conv1`` and no max-pool.
 
     Args:
-        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
+            refused for a net without shortcuts, which has nothing to zero.
     """
     return ResNet(block, layers, num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                   norm=norm, zero_init_residual=zero_init_residual)
@@ -743,7 +751,8 @@ def _cifar_resnet(
     Args:
         shortcut: ``A`` zero-padded identity where the width doubles (the paper's), ``B`` 1x1
             conv + norm there, ``none`` no shortcuts.
-        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
+            refused for a net without shortcuts, which has nothing to zero.
         checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
     """
     return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm, shortcut=shortcut,
@@ -758,7 +767,8 @@ def _cifar_fast(
     shortcuts; ``small_input`` is ignored, the net is built for 28-32 px images.
 
     Args:
-        zero_init_residual: start every residual block as the identity (Goyal et al. 2017).
+        zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
+            refused for a net without shortcuts, which has nothing to zero.
         checkpoint_segments: gradient-checkpointed segments in training (less memory); 0 is off.
     """
     return CifarResNet(depth, num_classes=num_classes, in_channels=in_channels, norm=norm, shortcut="B",

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.norm import check_norm, norm_layer
-from .layers import ClassifierModel, replace_linear
+from .layers import ClassifierModel, classifier_size, replace_linear
 from .registry import Family, Paper
 
 __all__ = [
@@ -184,8 +184,7 @@ class VGG(ClassifierModel):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace fc8 by a fresh Linear with ``num_classes`` outputs (``nn.Identity`` for 0:
         the fc7 features out, as timm); fc6 and fc7 keep their weights."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+        num_classes = classifier_size(num_classes)
         self.classifier[-1] = replace_linear(self.classifier[-1], num_classes)
         self.num_classes = num_classes
 

@@ -23,7 +23,12 @@ from torch.overrides import handle_torch_function, has_torch_function_unary, has
 
 from .functional import batch_norm
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormBase"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNormBase", "ChannelCountError"]
+
+
+class ChannelCountError(ValueError, RuntimeError):
+    """An input whose channel count is not the layer's. A ``RuntimeError`` as torch's BN raises
+    (its kernel finds the mismatch), and a ``ValueError`` as this module's earlier versions raised."""
 
 
 def _checked_input(x: Tensor, min_dim: int, max_dim: int, num_features: int) -> Tensor:
@@ -38,7 +43,7 @@ def _checked_input(x: Tensor, min_dim: int, max_dim: int, num_features: int) -> 
         want = " or ".join([f"{d}D" for d in range(min_dim, max_dim + 1)])
         raise ValueError(f"expected {want} input (got {x.dim()}D input)")
     if x.shape[1] != num_features:
-        raise ValueError(
+        raise ChannelCountError(
             f"batch norm over {num_features} channels got an input with {x.shape[1]} channels "
             f"(shape {x.size()}); the channel dimension is dim 1"
         )

@@ -63,8 +63,13 @@ def sync_batch_statistics(x: Tensor, group: Any) -> tuple[Tensor, Tensor, int]:
     count = torch.full((1,), x.numel() // c, dtype=xs.dtype, device=x.device)
     packed = _AllReduceSum.apply(torch.cat([xs.sum(dims), count]), group)  # (C + 1,): sums, n
     n = int(packed[c].detach())
-    if n <= 1:  # as torch: one value per channel has no variance
+    if n == 1:  # as torch: one value per channel has no variance
         raise ValueError(f"Expected more than 1 value per channel when training, got {n} over all ranks")
+    if n == 0:
+        # Every rank's batch is empty (each rank sees the same n, so all skip the second
+        # all-reduce): no statistics, and the running ones stay as they are (n = 0). Finite
+        # stand-ins normalize the empty input, so the parameter gradients are 0, as in torch.
+        return torch.zeros(c, dtype=xs.dtype, device=x.device), torch.ones(c, dtype=xs.dtype, device=x.device), 0
     mean = packed[:c] / n  # (C,)
     shape = [1, c] + [1] * (x.dim() - 2)  # (1, C, 1, 1)
     var = _AllReduceSum.apply(((xs - mean.reshape(shape)) ** 2).sum(dims), group) / n  # biased, (C,)
