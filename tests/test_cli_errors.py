@@ -817,3 +817,24 @@ def test_a_folder_whose_test_split_is_empty_is_refused_before_training(tmp_path,
     err = _one_line_error(capsys, "the test set is empty, so no epoch can be evaluated")
     assert "val/ folder" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_export_fuse_bn_prints_what_it_folded_and_what_it_kept(trained, tmp_path, capsys):
+    run, _ = trained
+    capsys.readouterr()
+    assert main(["export", str(run), "--fuse-bn", "--out", str(tmp_path / "f.onnx")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # resnet8: every BN follows a conv that nothing else reads (fuse_bn_with_report's count)
+    from resnet_lab.deploy import fuse_bn_with_report
+    from resnet_lab.runs import load_model
+
+    _, report = fuse_bn_with_report(load_model(run)[0].eval())
+    assert out[:-1] == report.summary().splitlines() and out[0].startswith(f"folded {len(report.folded)} of ")
+    assert out[-1] == f"wrote {tmp_path / 'f.onnx'}"
+    assert main(["export", str(run), "--out", str(tmp_path / "u.onnx")]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {tmp_path / 'u.onnx'}"]  # no folding, no summary
+    group = tmp_path / "group"
+    assert main(["train", *TRAIN, "--norm", "group", "--epochs", "1", "--out", str(group)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(group), "--fuse-bn", "--out", str(tmp_path / "g.onnx")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("nothing to fold: the model has no batch-norm layer")

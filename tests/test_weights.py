@@ -106,6 +106,40 @@ def test_an_argument_equal_to_the_default_still_counts_as_given_against_the_weig
         create_model("resnet20", weights="fashion-mnist", **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"shortcut": "B"}, r"were trained with shortcut='A', not 'B': leave shortcut out$"),
+    # no tensor more or less: it loaded silently and computed a plain net with residual weights
+    ({"shortcut": "none"}, r"were trained with shortcut='A', not 'none': leave shortcut out$"),
+    ({"zero_init_residual": True}, r"zero_init_residual=True only sets the initial weights, which resnet20 weights "
+                                   r"'fashion-mnist' replace: leave zero_init_residual out$"),
+])
+def test_family_options_that_contradict_the_weights_or_do_nothing_with_them_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("resnet20", weights="fashion-mnist", **kwargs)
+    # the weights' own value, and options that change training only, are accepted
+    reference = create_model("resnet20", weights="fashion-mnist").eval()
+    for ok in ({"shortcut": "A"}, {"checkpoint_segments": 2}):
+        model = create_model("resnet20", weights="fashion-mnist", **ok).eval()
+        x = torch.randn(2, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(model(x), reference(x))
+
+
+def test_weights_that_do_not_fit_the_built_layers_name_the_first_odd_tensor(monkeypatch):
+    # The check of the options that shape a net comes first; behind it, loading names what differs.
+    import resnet_lab.models.registry as registry
+
+    monkeypatch.setattr(registry, "_SHAPING", ())
+    with pytest.raises(ValueError, match=r"do not fit the model built with \{'shortcut': 'B'\}: the model has "
+                                         r"layer2\.0\.downsample\.0\.weight and they do not; leave shortcut out$"):
+        create_model("resnet20", weights="fashion-mnist", shortcut="B")
+
+
+def test_the_full_weights_name_given_as_a_tag_gets_the_tag_as_the_way_out():
+    with pytest.raises(ValueError, match=r"weights= takes the tag alone: weights='fashion-mnist'$"):
+        create_model("resnet20", weights="resnet20:fashion-mnist")
+
+
 def test_arguments_left_out_are_create_models_defaults_without_weights():
     # num_classes left out is the model's own: what `resnet-lab models` lists and the family's
     # constructor (CifarResNet(20)) defaults to

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import signal
@@ -741,8 +742,26 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _printing_log(name: str):
+    """Print the INFO lines of logger ``name`` (the library's summaries) to stdout while inside."""
+    logger, handler = logging.getLogger(name), logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # once, even where the user's own logging is set up
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def cmd_export(args) -> int:
-    path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
+    with _printing_log("resnet_lab.deploy.export"):  # --fuse-bn: what was folded and what was kept, and why
+        path = export_run(args.run, args.out, fuse=args.fuse_bn, opset=args.opset)
     print(f"wrote {path}")
     return 0
 

@@ -82,6 +82,32 @@ def test_metadata_props_hold_preprocessing_as_json_and_read_back(tmp_path):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]  # symbolic batch
 
 
+def test_a_static_batch_export_takes_one_image_and_the_predictor_uses_it(tmp_path, images):
+    # It used to bake in the example batch of 2, so neither onnxruntime at 1 nor OnnxPredictor could run it.
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=4).eval()
+    path = export_onnx(model, tmp_path / "s.onnx", input_size=(1, 28, 28), dynamic_batch=False,
+                       meta={"classes": CLASSES, "mean": [0.286], "std": [0.353]})
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 1, 28, 28] and not dims[0].dim_param
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        np.testing.assert_allclose(run_onnx(path, x), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    preds = OnnxPredictor(path).predict(images, top_k=2)
+    assert len(preds) == len(images) and all(len(p["top"]) == 2 for p in preds)
+
+
+@pytest.mark.parametrize("bn", [torch.nn.BatchNorm2d, resnet_lab.nn.BatchNorm2d])
+def test_a_batch_norm_without_running_statistics_is_refused_before_writing(tmp_path, bn):
+    # In eval mode it normalizes by the batch's own statistics: the exported file (ours once failed
+    # to load in onnxruntime) would answer differently for one image in different batches.
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), bn(4, track_running_stats=False), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 2)).eval()
+    with pytest.raises(ValueError, match=r"^1 has no running statistics \(track_running_stats=False\).*export a "
+                                         r"model trained with running statistics"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(1, 8, 8), opset=18)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_wrong_input_size_fails_with_clear_error_and_leaves_no_file(tmp_path):
     model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
     with pytest.raises(ValueError, match=r"input_size \(3, 28, 28\)"):

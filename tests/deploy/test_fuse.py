@@ -188,6 +188,28 @@ def test_fuse_does_not_change_the_input_model_unless_inplace():
     assert same is model and count_bn(model) == 0
 
 
+@pytest.mark.parametrize("sync", ["torch", "ours"])
+def test_synchronized_batch_norms_fold_like_plain_ones_and_are_counted(sync):
+    # A model converted for torchrun (SyncBatchNorm) and saved: in eval mode each layer is the
+    # same affine map. They were neither counted nor folded ("folded 0 of 0").
+    model = randomize_bn(zoo("resnet20"), seed=3).eval()
+    n = count_bn(model)
+    synced = (nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync == "torch"
+              else rnn.convert_sync_batchnorm(model, "cpu"))
+    kind = nn.SyncBatchNorm if sync == "torch" else rnn.SyncBatchNorm
+    assert sum(isinstance(m, kind) for m in synced.modules()) == n == count_bn(synced)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = synced(x)
+    fused, report = fuse_bn_with_report(synced)
+    with torch.no_grad():
+        out = fused(x)
+    assert rel_err(out, ref) < 1e-5
+    assert len(report.folded) == n and report.unfolded == [] and count_bn(fused) == 0
+    with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
+        fuse_bn(synced.train())
+
+
 def test_training_mode_model_raises_clear_error():
     model = zoo("resnet20").train()
     with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):

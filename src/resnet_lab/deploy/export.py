@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import sys
 import warnings
@@ -27,8 +28,10 @@ import torch
 from torch import nn
 
 from ..runs import atomic_write, check_output_file, load_model
-from .fuse import fuse_bn_with_report
+from .fuse import BN_TYPES, fuse_bn_with_report
 from .predict import decode_metadata
+
+log = logging.getLogger(__name__)
 
 __all__ = ["INPUT_NAME", "METADATA_KEYS", "OUTPUT_NAME", "export_onnx", "export_run", "read_onnx_metadata"]
 
@@ -157,7 +160,8 @@ def export_onnx(
             file's ``metadata_props`` as JSON strings (with ``input_size`` from this call).
         fuse: fold batch norms into the preceding convs first (:func:`resnet_lab.deploy.fuse_bn`).
         opset: ONNX opset version.
-        dynamic_batch: make dim 0 symbolic (``"batch"``) so one file serves any batch size.
+        dynamic_batch: make dim 0 symbolic (``"batch"``) so one file serves any batch size;
+            ``False``: the file takes a batch of exactly 1.
         exporter: ``"auto"``, ``"torchscript"`` (``dynamo=False``) or ``"dynamo"``.
 
     Returns the path written.
@@ -167,13 +171,23 @@ def export_onnx(
     _check_export_args(exporter, opset, meta)
     size = _check_input_size(input_size)
     path = check_output_file(path, kind="ONNX", suffixes=(".onnx",))  # never a run's file or a non-.onnx file
+    batch_stats = [n for n, m in model.named_modules() if isinstance(m, BN_TYPES) and m.running_mean is None]
+    if batch_stats:
+        more = f" (and {len(batch_stats) - 1} more batch-norm layers)" if len(batch_stats) > 1 else ""
+        raise ValueError(
+            f"{batch_stats[0]}{more} has no running statistics (track_running_stats=False): it normalizes by "
+            "each batch's own statistics even in eval mode, so an exported model's answer for an image would "
+            "depend on the rest of its batch; export a model trained with running statistics")
     work = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     fuse_summary = None
     if fuse:
         work, report = fuse_bn_with_report(work, inplace=True)
         fuse_summary = {"folded": len(report.folded), "unfolded": report.unfolded_names}
-    # batch 2, not 1: the dynamo exporter specializes a dimension whose example size is 1
-    x = torch.randn(2, *size)
+        log.info("%s", report.summary())
+    # Dynamic: batch 2, not 1, since the dynamo exporter specializes a dimension whose example size
+    # is 1. Static: batch 1, one image per call, as a predictor sends them (a static batch of 2
+    # would refuse every other size).
+    x = torch.randn(2 if dynamic_batch else 1, *size)
     try:  # a wrong input_size is the caller's mistake, not the exporter's: say so before exporting
         with torch.no_grad():
             work(x)

@@ -39,18 +39,22 @@ from torch import Tensor, nn
 
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
+from ..nn import SyncBatchNorm as ScratchSyncBatchNorm
 
 __all__ = ["BN_TYPES", "FOLDABLE_TYPES", "FoldedAfterLinear", "FuseReport", "count_bn", "fuse_bn", "fuse_bn_with_report", "plan_bn_folding"]
 
 log = logging.getLogger(__name__)
 
-#: Batch-norm classes that are folded: torch's and ours (same parameters and buffers).
+#: Batch-norm classes that are folded: torch's and ours (same parameters and buffers). The
+#: synchronized ones too: in eval mode a SyncBatchNorm is the same fixed affine map.
 BN_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
+    nn.SyncBatchNorm,
     ScratchBatchNorm1d,
     ScratchBatchNorm2d,
+    ScratchSyncBatchNorm,
 )
 #: Layers a following BN can be folded into: an affine map with the output channel on dim 0 of the weight.
 FOLDABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -85,6 +89,8 @@ class FuseReport:
     def summary(self) -> str:
         """A few human-readable lines (what the CLI prints)."""
         total = len(self.folded) + len(self.unfolded)
+        if total == 0:
+            return "nothing to fold: the model has no batch-norm layer (GroupNorm or no norm, for instance)"
         lines = [f"folded {len(self.folded)} of {total} batch-norm layers into the preceding conv/linear ({self.method})"]
         if self.fx_error:
             lines.append(f"  torch.fx could not trace the model ({self.fx_error}); used the module-order heuristic, verified numerically")

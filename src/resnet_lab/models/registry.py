@@ -302,6 +302,11 @@ def _check_count(arg: str, value: Any, expected: str) -> int:
 
 # The architecture arguments of create_model, in its order of return.
 _ARCH_ARGS = ("num_classes", "in_channels", "small_input", "norm")
+# Family options that only choose the initial weights: with weights= they would do nothing.
+_INIT_ONLY = ("zero_init_residual",)
+# Family options that shape the network (what a weights entry must agree with); the others
+# (dropout, checkpointing) change training, not the function a trained net computes.
+_SHAPING = ("shortcut", "transform_input", "aux_logits", "hidden_dim", "pool_size", "widths", "stem_pool")
 
 
 def _create_defaults(name: str) -> dict[str, Any]:
@@ -321,18 +326,40 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
             ``norm``, family options); those left out are not in it.
     """
     arch = {k: v for k, v in get_weights(name, tag).arch.items() if k != "name"}
+    # An option the entry does not record had its default when the weights were trained; one that
+    # shapes the function without adding tensors (shortcut 'A' -> 'none') would load and compute
+    # another net.
+    trained = {**{k: _INFO[name].options[k] for k in _SHAPING if k in _INFO[name].options}, **arch}
+    for key in _INIT_ONLY:
+        if given.get(key):
+            raise ValueError(f"{key}={given[key]!r} only sets the initial weights, which {name} weights {tag!r} "
+                             f"replace: leave {key} out")
     for key, value in given.items():
         # As torchvision, refuse what contradicts the weights, even a value that is also the default:
         # in_channels=3 for gray weights would be dropped without a word, then fail on an RGB image.
-        if key in arch and value != arch[key]:
+        if key in trained and value != trained[key]:
             raise ValueError(
-                f"{name} weights {tag!r} were trained with {key}={arch[key]!r}, not {value!r}: leave {key} out"
+                f"{name} weights {tag!r} were trained with {key}={trained[key]!r}, not {value!r}: leave {key} out"
                 + (" (for another class count, call model.reset_classifier(n) on the loaded model)"
                    if key == "num_classes" else "")
             )
     merged = {**_create_defaults(name), **given, **arch}
     options = {k: v for k, v in merged.items() if k not in _ARCH_ARGS}
     return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
+
+
+def _load_weights(model: nn.Module, name: str, tag: str, options: dict[str, Any]) -> None:
+    """Load shipped weights ``tag`` into ``model``, or a ValueError naming the family options that
+    built other layers than the weights have (``shortcut="B"`` adds projection convs)."""
+    try:
+        result = model.load_state_dict(get_weights(name, tag).get_state_dict(), strict=False)
+        odd = [f"the model has {k} and they do not" for k in result.missing_keys[:1]]
+        odd += [f"they have {k} and the model does not" for k in result.unexpected_keys[:1]]
+    except RuntimeError as e:  # a tensor of another shape
+        odd = [next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))]
+    if odd:
+        raise ValueError(f"{name} weights {tag!r} do not fit the model built with {options}: {odd[0]}; leave "
+                         f"{', '.join(options) or 'the family options'} out")
 
 
 def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--image-size", **kwargs: Any) -> None:
@@ -434,7 +461,7 @@ def create_model(
         **kwargs,
     }
     if weights is not None:
-        model.load_state_dict(get_weights(name, weights).get_state_dict())
+        _load_weights(model, name, weights, {k: v for k, v in kwargs.items() if k not in _ARCH_ARGS})
     if stacked_head is not None:
         stack_head(model, _INFO[name].classifier, stacked_head)
         config["stacked_head"] = stacked_head

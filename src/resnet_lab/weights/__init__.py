@@ -214,6 +214,8 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
     elsewhere = (f"; torchvision's {tag} weights are not shipped: `resnet-lab finetune --from "
                  f"torchvision:{model}.{tag}` downloads them, or `--from-file FILE --model {model}` reads a "
                  "saved state dict" if tag.isupper() and _in_torchvision(model) else "")
+    if tag.startswith(f"{model}:") and tag.split(":", 1)[1] in same_model:  # the full name given where a tag goes
+        elsewhere = f"; weights= takes the tag alone: weights={tag.split(':', 1)[1]!r}"
     if "/" in tag or "\\" in tag or tag.endswith(".safetensors"):  # a path given where a tag goes
         elsewhere = "; weights= takes a shipped tag: a run directory or .safetensors file loads with load_model(PATH)"
     raise ValueError(f"no shipped weights {name!r}; {known}{elsewhere}")
