@@ -134,3 +134,28 @@ def test_heatmaps_of_two_networks_with_different_depths_are_written(tmp_path):
     path = plot_activation_stats(recs, tmp_path / "stats.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
     assert recs["no norm"].to_dict()["std"].__len__() == 3 and recs["BN"].to_dict()["steps"] == [0, 2]
+
+
+def test_a_training_pass_that_raises_adds_no_step_so_steps_and_records_stay_paired():
+    class Flaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.fail = nn.Linear(4, 4), nn.ReLU(), False
+
+        def forward(self, x):
+            x = self.act(self.fc(x))
+            if self.fail:
+                raise RuntimeError("out of memory (simulated)")
+            return x
+
+    model = Flaky().train()
+    with ActivationStatsRecorder(model) as rec:
+        model(torch.randn(3, 4))
+        model.fail = True
+        with pytest.raises(RuntimeError, match="simulated"):
+            model(torch.randn(3, 4))
+        model.fail = False
+        model(torch.randn(3, 4))
+    # the failed pass was step 1: it has no record, so it has no step either
+    assert rec.steps == [0, 2] and len(rec.records) == 2
+    assert all(len(v) == len(rec.steps) for v in rec.drift_history().values())

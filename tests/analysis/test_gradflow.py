@@ -115,3 +115,35 @@ def test_plot_gradient_flow_writes_a_png_with_several_curves(tmp_path):
 def test_plot_gradient_flow_rejects_empty_records(tmp_path):
     with pytest.raises(ValueError, match="non-empty"):
         plot_gradient_flow({"init": []}, tmp_path / "x.png")
+
+
+def test_forward_order_in_training_mode_leaves_the_bn_running_statistics_as_they_were():
+    from resnet_lab.analysis.gradflow import weight_layers_in_forward_order
+    from resnet_lab.models import create_model
+
+    model = create_model("resnet8").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    order = weight_layers_in_forward_order(model, torch.randn(4, 3, 16, 16) * 3 + 1)
+    assert [n for n, _ in order][:2] == ["conv1", "layer1.0.conv1"] and model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def test_gradient_norms_under_no_grad_and_for_aux_outputs_and_an_empty_recorder_say_what_to_do():
+    from resnet_lab.models import create_model
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"needs autograd.*call it outside that block"):
+        gradient_norms(model, torch.randn(4, 3), torch.tensor([0, 1, 0, 1]))
+    # GoogLeNet in training mode with aux heads returns (logits, aux2, aux1): the default loss is the
+    # main logits' cross-entropy, the same gradients as a loss_fn that picks them out
+    net = create_model("googlenet", aux_logits=True, num_classes=3, small_input=True).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
+    torch.manual_seed(0)
+    got = gradient_norms(net, x, y)
+    torch.manual_seed(0)
+    want = gradient_norms(net, x, y, loss_fn=lambda out, t: F.cross_entropy(out.logits, t))
+    assert got == want and len(got) > 10
+    rec = GradientFlowRecorder(model)
+    with pytest.raises(ValueError, match=r"no record yet: call record\(\) after loss.backward\(\)"):
+        rec.norms()

@@ -228,6 +228,17 @@ def test_data_options_that_would_change_nothing_for_the_dataset_are_refused(name
         DataConfig(name, **kwargs)
 
 
+@pytest.mark.parametrize("name", ["fake", "fashion-mnist", "cifar10"])
+def test_val_fraction_for_a_dataset_with_its_own_test_split_is_refused(name):
+    from resnet_lab.data import DataConfig
+
+    with pytest.raises(ValueError, match=rf"val_fraction=0.3 holds out part of an image folder as its test split; "
+                                         rf"{name} has its own test split: leave it out"):
+        DataConfig(name, val_fraction=0.3)
+    assert DataConfig(name).val_fraction == DataConfig("folder", data_dir="x").val_fraction == 0.1
+    assert DataConfig("folder", data_dir="x", val_fraction=0.3).val_fraction == 0.3
+
+
 def test_workers_for_a_dataset_held_in_memory_are_refused_and_folders_default_to_two(tmp_path):
     from resnet_lab.data import DataConfig
 

@@ -78,7 +78,9 @@ class ActivationStatsRecorder:
         plot_activation_stats({"BN": rec}, "stats.png")
 
     Args:
-        model: any network; its forward passes are watched through hooks.
+        model: any network; its forward passes are watched through hooks (the default sites are
+            activation modules: for a net that calls ``F.relu``, pass ``where="output"`` and
+            ``layer_types=(nn.BatchNorm2d,)``).
         every: record one training step in ``every``.
         layer_types: module classes whose input (or output) is recorded.
         where: ``"input"`` (the pre-activation of an activation module; the default) or
@@ -102,6 +104,7 @@ class ActivationStatsRecorder:
         self.records: list[dict[str, tuple[float, float, float]]] = []  # per step: {site: (mean, std, within)}
         self._forwards = 0  # training forward passes seen
         self._active = False  # inside a training forward pass that is being recorded
+        self._step = 0  # the step of the pass being recorded
         self._calls: dict[str, int] = {}
         self._pending: dict[str, Tensor] = {}
         self._handles: list[Any] = []
@@ -142,8 +145,9 @@ class ActivationStatsRecorder:
             return  # evaluation, or a no-grad pass in training mode: not a training step
         step, self._forwards = self._forwards, self._forwards + 1
         if step % self.every == 0:
-            self._active, self._calls, self._pending = True, {}, {}
-            self.steps.append(step)
+            # The step goes into `steps` with its record, at the end of the pass: a pass that
+            # raises (out of memory, Ctrl-C) adds neither, so steps[i] stays records[i]'s step.
+            self._active, self._calls, self._pending, self._step = True, {}, {}, step
 
     def _site(self, name: str, x: Any) -> None:
         if not self._active or not isinstance(x, Tensor) or x.numel() == 0:
@@ -165,6 +169,7 @@ class ActivationStatsRecorder:
         # One host transfer per recorded step (not one per site): cheap on a GPU.
         values = torch.stack(list(self._pending.values())).cpu().tolist() if names else []
         self.records.append({n: tuple(v) for n, v in zip(names, values)})
+        self.steps.append(self._step)
         self.layers += [n for n in names if n not in self.layers]
         self._pending = {}
 

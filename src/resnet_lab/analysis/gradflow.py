@@ -50,17 +50,23 @@ def weight_layers_in_forward_order(
     calls them; layers that never run are left out.
 
     Args:
-        model: the network (its mode is left as it is).
+        model: the network (its mode is left as it is; in training mode the pass runs as training
+            runs it, aux heads included, and the BN running statistics it moves are put back).
         x: a batch to run (under ``no_grad``).
         layer_types: module classes to list.
     """
     order, handles = _track_forward_order(model, layer_types)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN running statistics, batch counts
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
     return order
 
 
@@ -83,12 +89,19 @@ def gradient_norms(
         model: the network.
         x: input batch.
         y: targets for ``loss_fn``.
-        loss_fn: ``loss_fn(model(x), y)`` -> scalar loss; cross-entropy by default.
+        loss_fn: ``loss_fn(model(x), y)`` -> scalar loss; cross-entropy by default (of the main
+            logits, for a model whose training output also carries aux logits).
         layer_types: module classes whose ``weight`` is measured.
     """
+    if not torch.is_grad_enabled():
+        raise RuntimeError("gradient_norms needs autograd, but it is off here (torch.no_grad() or "
+                           "torch.inference_mode()): call it outside that block")
     order, handles = _track_forward_order(model, layer_types)
     try:
-        loss = loss_fn(model(x), y)
+        out = model(x)
+        # GoogLeNet with aux heads in training mode returns (logits, aux2, aux1): the main
+        # classifier's loss, unless the caller's loss_fn takes the whole output.
+        loss = loss_fn(out.logits if loss_fn is F.cross_entropy and hasattr(out, "logits") else out, y)
     finally:
         for h in handles:
             h.remove()
@@ -161,6 +174,10 @@ class GradientFlowRecorder:
 
     def norms(self, index: int = -1) -> LayerNorms:
         """``(layer, norm)`` pairs of one record (``index`` into the records, -1 = the last)."""
+        if not self.history:
+            raise ValueError("GradientFlowRecorder has no record yet: call record() after loss.backward()")
+        if not -len(self.history) <= index < len(self.history):
+            raise IndexError(f"record {index} asked, but there are {len(self.history)} (0..{len(self.history) - 1})")
         return list(zip(self.layer_names, self.history[index]))
 
     def _detach_hooks(self) -> None:

@@ -159,6 +159,9 @@ class DataConfig:
             raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+        if self.name != "folder" and self.val_fraction != 0.1:  # the default; elsewhere it would change nothing
+            raise ValueError(f"val_fraction={self.val_fraction} holds out part of an image folder as its test split; "
+                             f"{self.name} has its own test split: leave it out")
         check_erase_probability(self.random_erasing, augment=self.augment)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
         if self.crop_padding is not None:
