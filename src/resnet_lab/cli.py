@@ -767,7 +767,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    check_output_file(args.out, kind="HTML report", suffixes=(".html", ".htm"), inputs=tuple(args.run))
     path = write_report(args.run, args.out, data_dir=args.data_dir, device=args.device, mistakes=args.mistakes)
     print(f"wrote {path}")
     return 0

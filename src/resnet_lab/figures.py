@@ -12,9 +12,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from .runs import OUTPUT_MARK, atomic_write
+from .runs import OUTPUT_MARK, atomic_write, check_output_file
 
-__all__ = ["new_figure", "save_png"]
+__all__ = ["check_png_path", "new_figure", "save_png"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.0)):
@@ -28,3 +28,10 @@ def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     software = {"Software": OUTPUT_MARK}  # the mark that lets a later command replace it (runs.is_own_output)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight",
                                                       metadata=software))
+
+
+def check_png_path(path: str | os.PathLike) -> Path:
+    """Refuse a plot path given by a caller that would destroy something (a run's file, a file
+    resnet-lab did not write, a name without .png): the rule of every output the CLI writes, kept
+    by the public plotting functions too. Call it before the work that makes the figure."""
+    return check_output_file(path, kind="PNG plot", suffixes=(".png",))

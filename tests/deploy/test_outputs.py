@@ -161,3 +161,39 @@ def test_an_image_over_pillows_pixel_limit_names_the_limit_and_the_way_out(tmp_p
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 4)  # 4x the limit: Pillow's bomb error
     with pytest.raises(ImageReadError, match=r"big\.png.*Shrink it first"):
         load_image(big)
+
+
+def test_the_public_writers_of_plots_and_reports_refuse_a_runs_files_and_files_they_did_not_write(run, tmp_path):
+    # Only the CLI checked these paths: write_report(runs, "notes.html") replaced a user's page,
+    # plot_lr_find(result, "RUN/model.safetensors") a run's weights.
+    from resnet_lab.analysis import ActivationStatsRecorder, plot_activation_stats, plot_gradient_flow, write_report
+    from resnet_lab.train import LRFindResult, plot_lr_find
+
+    run_dir, _ = run
+    weights = (run_dir / "model.safetensors").read_bytes()
+    theirs = tmp_path / "theirs.png"
+    picture = _foreign_picture(theirs)
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>my notes</p>")
+    result = LRFindResult([1e-3, 1e-2, 1e-1], [2.0, 1.9, 1.5], [2.0, 1.95, 1.8], 1e-2, 1e-2, False, 3)
+    rec = ActivationStatsRecorder(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()).train())
+    with rec:
+        rec.model(torch.randn(3, 2))
+    writers = {
+        "lr-find plot": lambda p: plot_lr_find(result, p),
+        "gradient flow": lambda p: plot_gradient_flow([("a", 1.0), ("b", 0.5)], p),
+        "activation stats": lambda p: plot_activation_stats({"net": rec}, p),
+    }
+    for name, write in writers.items():
+        with pytest.raises(FileExistsError, match="belongs to the run in"):
+            write(run_dir / "model.safetensors")
+        with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+            write(theirs)
+        own = write(tmp_path / f"{name}.png")  # a new file, then the same again: its own, replaced
+        assert is_own_output(own) and write(own) == own, name
+    with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+        write_report(run_dir, notes)
+    with pytest.raises(FileExistsError, match="is one of this command's inputs|belongs to the run in"):
+        write_report([run_dir], run_dir / "model.json")
+    assert (run_dir / "model.safetensors").read_bytes() == weights and theirs.read_bytes() == picture
+    assert notes.read_text() == "<p>my notes</p>"

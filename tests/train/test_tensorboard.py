@@ -196,3 +196,42 @@ def test_metrics_csv_columns_keep_the_documented_order_when_the_first_epoch_is_n
                   "images_per_second", "elapsed_seconds", "session"]  # docs/TENSORBOARD.md, metrics.csv
     assert list(rows[0])[:len(documented)] == documented
     assert rows[0]["test_acc"] == "" and rows[1]["test_acc"] != ""
+
+
+@needs_tensorboard
+def test_a_tensorboard_folder_with_files_resnet_lab_did_not_write_is_refused_and_kept(tmp_path):
+    # A new run used to delete the whole RUN/tensorboard folder, the user's files in it too.
+    (tmp_path / "tensorboard" / "mine").mkdir(parents=True)
+    (tmp_path / "tensorboard" / "mine" / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"tensorboard holds files that resnet-lab did not write: move them"):
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1, tensorboard=True))
+    assert (tmp_path / "tensorboard" / "mine" / "notes.txt").read_text() == "precious"
+    as_file = tmp_path / "f"
+    as_file.mkdir()
+    (as_file / "tensorboard").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"tensorboard is a file, and --tensorboard writes a folder there"):
+        train(_fresh(), make_bundle(), _cfg(as_file, epochs=1, tensorboard=True))
+    assert (as_file / "tensorboard").read_text() == "mine"
+
+
+@needs_tensorboard
+def test_a_new_run_replaces_only_its_own_event_files_and_a_resume_accepts_a_log_without_the_mark(tmp_path):
+    from resnet_lab.train.tensorboard import LOG_MARK
+
+    train(_fresh(), make_bundle(), _cfg(tmp_path / "a", epochs=1, tensorboard=True))
+    log = tmp_path / "a" / "tensorboard"
+    assert (log / LOG_MARK).exists()
+    # the mark makes the folder ours: a new session from epoch 0 clears the old events, keeps the rest
+    (log / "readme.txt").write_text("kept")
+    stale = sorted(log.glob("events.out.tfevents.*"))
+    board = open_tensorboard(_cfg(tmp_path / "a", tensorboard=True), _fresh(), {"recipe": {}, "data": {}},
+                             start_epoch=0, is_main=True)
+    board.writer.close()
+    assert not any(p.exists() for p in stale) and (log / "readme.txt").read_text() == "kept"
+    assert not (log / "hparams").exists()
+    # a run logged before the mark existed (event files and hparams/ only) still resumes
+    train(_fresh(), make_bundle(), _cfg(tmp_path / "b", epochs=2, stop_after=1, tensorboard=True))
+    (tmp_path / "b" / "tensorboard" / LOG_MARK).unlink()
+    history = train(_fresh(), make_bundle(), _cfg(tmp_path / "b", epochs=2, resume=True, tensorboard=True))
+    assert [e.step for e in _read(tmp_path / "b" / "tensorboard").Scalars("loss/train")] == [1, 2]
+    assert len(history.epochs) == 2

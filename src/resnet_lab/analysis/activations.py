@@ -34,7 +34,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
-from ..figures import new_figure, save_png
+from ..figures import check_png_path, new_figure, save_png
 
 __all__ = ["ACTIVATION_TYPES", "STATS", "ActivationStatsRecorder", "LayerStats", "plot_activation_stats"]
 
@@ -250,11 +250,13 @@ def plot_activation_stats(recorders: Mapping[str, ActivationStatsRecorder], path
 
     Args:
         recorders: ``{label: recorder}`` (e.g. ``{"BN": ..., "no norm": ...}``).
-        path: the PNG to write.
+        path: the PNG to write (a path that holds a run's file, or a file resnet-lab did not
+            write, is refused).
         title: the figure title.
     """
     if not recorders:
         raise ValueError("plot_activation_stats needs at least one recorder")
+    path = check_png_path(path)  # a run's file or one resnet-lab did not write is refused
     means = {k: r.matrix("mean") for k, r in recorders.items()}
     stds = {k: r.matrix("std") for k, r in recorders.items()}
     m_lim = max(float(m.abs().nan_to_num(0).max()) for m in means.values()) or 1.0

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..figures import new_figure
+from ..figures import check_png_path, new_figure, save_png
 
 __all__ = ["GradientFlowRecorder", "gradient_norms", "plot_gradient_flow", "weight_layers_in_forward_order"]
 
@@ -210,8 +210,7 @@ def plot_gradient_flow(
         records = {"": records}
     if not records or any(len(v) == 0 for v in records.values()):
         raise ValueError("records must hold at least one non-empty [(layer_name, norm), ...] curve")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_png_path(path)
     fig, ax = new_figure(figsize=(10, 5))
     for label, curve in records.items():
         # Zero norms (unused layers) cannot go on a log axis; show them as gaps.
@@ -230,5 +229,4 @@ def plot_gradient_flow(
         ax.legend()
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path, dpi=100)

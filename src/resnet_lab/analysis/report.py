@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data import load_data
 from ..figures import new_figure
-from ..runs import OUTPUT_MARK, atomic_write_text, load_model, read_metrics
+from ..runs import OUTPUT_MARK, atomic_write_text, check_output_file, load_model, read_metrics
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -520,6 +520,8 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
         FileNotFoundError: a run without model.json or weights.
         ValueError: no runs, a negative ``mistakes``, or data whose classes differ from a run's.
     """
+    if isinstance(runs, (str, os.PathLike)):  # one run, not a list of its letters
+        runs = [runs]
     if not runs:
         raise ValueError("give at least one run directory to report on")
     if mistakes < 0:
@@ -533,7 +535,10 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike, **kwargs: Any) -> Path:
     """Write :func:`report_html` of ``runs`` to ``out`` (atomically) and return its path; ``kwargs``
-    are report_html's (``data_dir``, ``device``, ``mistakes``)."""
+    are report_html's (``data_dir``, ``device``, ``mistakes``). As the CLI, it refuses an ``out``
+    that would destroy something (one of ``runs``, a run's file, a file resnet-lab did not write)."""
+    runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+    check_output_file(out, kind="HTML report", suffixes=(".html", ".htm"), inputs=tuple(runs))
     if Path(out).is_dir():  # say so before the evaluations, not after
         raise IsADirectoryError(f"--out {out} is a directory: give a file name inside it, "
                                 f"e.g. {Path(out) / 'report.html'}")

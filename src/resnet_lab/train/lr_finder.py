@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..figures import new_figure, save_png
+from ..figures import check_png_path, new_figure, save_png
 from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
 from .loop import TrainingDiverged, train_one_epoch
@@ -304,5 +304,6 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> Figure:
 
 
 def plot_lr_find(result: LRFindResult, path: str | os.PathLike, title: str = "") -> Path:
-    """Save :func:`lr_find_figure` as a PNG at ``path`` (atomically) and return the path."""
-    return save_png(lr_find_figure(result, title), path)
+    """Save :func:`lr_find_figure` as a PNG at ``path`` (atomically) and return the path; a path
+    that holds another file (a run's, or one resnet-lab did not write) is refused."""
+    return save_png(lr_find_figure(result, title), check_png_path(path))

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..nn import BatchNormBase
 
-__all__ = ["INSTALL_HINT", "SCALAR_TAGS", "TensorBoardLog", "TensorBoardMissing", "open_tensorboard",
+__all__ = ["INSTALL_HINT", "LOG_MARK", "SCALAR_TAGS", "TensorBoardLog", "TensorBoardMissing", "open_tensorboard",
            "require_tensorboard", "run_hparams"]
 
 INSTALL_HINT = "pip install 'resnet-lab[tensorboard]'"
@@ -86,6 +86,26 @@ def _wait_for_a_later_second(log_dir: Path) -> None:
         time.sleep(wait)
 
 
+#: The file that says a ``tensorboard/`` folder is resnet-lab's (TensorBoard reads only event files).
+LOG_MARK = ".resnet-lab"
+
+
+def _check_log_dir(log_dir: Path, resuming: bool) -> None:
+    """Refuse a ``tensorboard`` path that is not resnet-lab's to write in: a file, or a folder
+    with files that a run of this tool did not put there (it would mix them into the run's logs,
+    and a new run clears its old event files). A resumed run appends and deletes nothing, so
+    there the logs of a run from before the mark (event files and ``hparams/`` only) are accepted."""
+    if log_dir.exists() and not log_dir.is_dir():
+        raise FileExistsError(f"{log_dir} is a file, and --tensorboard writes a folder there: move the file, or "
+                              "choose another --out")
+    if not log_dir.is_dir() or (log_dir / LOG_MARK).exists():
+        return
+    ours = (lambda p: p.name.startswith("events.out.tfevents.") or p.name == "hparams") if resuming else (lambda p: False)
+    if not all(ours(p) for p in log_dir.iterdir()):
+        raise FileExistsError(f"{log_dir} holds files that resnet-lab did not write: move them, or choose another "
+                              "--out")
+
+
 class TensorBoardLog:
     """Writes one training run's TensorBoard logs (only ever created on the main process).
 
@@ -102,9 +122,13 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter  # optional extra: pip install resnet-lab[tensorboard]
 
         self.log_dir = Path(run_dir) / "tensorboard"
-        if start_epoch == 0:  # a new run (or one that never finished an epoch): nothing to keep
-            shutil.rmtree(self.log_dir, ignore_errors=True)
+        _check_log_dir(self.log_dir, resuming=start_epoch > 0)
+        if start_epoch == 0:  # a new run (or one that never finished an epoch): nothing of ours to keep
+            for old in self.log_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+            shutil.rmtree(self.log_dir / "hparams", ignore_errors=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.log_dir / LOG_MARK).touch()
         _wait_for_a_later_second(self.log_dir)
         self.model, self.hparams = model, hparams
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_epoch + 1)
