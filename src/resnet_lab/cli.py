@@ -556,11 +556,14 @@ def cmd_lr_find(args) -> int:
            "the first loss was not finite")
     print(f"lr range test of {args.model} on {args.dataset}, lr {args.start_lr:g} to {args.end_lr:g} in "
           f"{args.steps} steps: {how}")
-    if result.valley is None and taken:
+    if result.valley is None and taken and not result.stopped:
+        print(f"no suggestion: {taken} steps are too few to show a valley; use more --steps (100 is fastai's)")
+    elif result.valley is None and taken:
         print(f"no suggestion: the loss diverged after {taken} steps, too soon to show a valley; lower --start-lr "
               f"(or --end-lr)")
-    elif result.valley is None:
-        print("no suggestion: no finite loss was recorded; check the data, or lower --start-lr")
+    elif result.valley is None:  # the first loss comes before any update: no rate can be the cause
+        print("no suggestion: the first loss, before any update, was not finite; check the data and the model "
+              "(a NaN or infinite input or weight)")
     else:
         steep = f"; steepest fall at {result.steep:.2e}" if result.steep is not None else ""
         print(f"suggested lr: {result.valley:.2e} (fastai's valley{steep}); try --lr {result.valley:.2g}")

@@ -410,3 +410,66 @@ def test_a_test_that_diverges_at_once_suggests_nothing_rather_than_a_rate_that_d
     out = capsys.readouterr().out
     assert code == 0 and "the loss diverged after" in out
     assert "suggested lr" not in out and "no suggestion: the loss diverged after" in out and "lower --start-lr" in out
+
+
+def test_lr_find_takes_plain_full_size_unmixed_steps_whatever_the_recipe_says():
+    # progressive_resize and mixup were applied: the test saw 16 px images and blended labels.
+    data = load_data("fake", batch_size=16, subset=64, image_size=32, augment=False)
+    seen = []
+    model = create_model("resnet8", num_classes=len(data.info.classes))
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    try:
+        plain = lr_find(model, data, CPU, start_lr=1e-4, end_lr=0.1, steps=6)
+        recipe = dataclasses.replace(CPU, epochs=10, progressive_resize=16, mixup=0.4, cutmix=1.0)
+        with_recipe = lr_find(model, data, recipe, start_lr=1e-4, end_lr=0.1, steps=6)
+    finally:
+        hook.remove()
+    assert set(seen) == {(32, 32)}
+    assert with_recipe.losses == plain.losses  # the same seed, the same plain steps
+
+
+def test_lr_find_checks_the_model_against_the_data_as_train_does():
+    data = make_bundle()
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        lr_find(TinyNet(), data, {"device": "cpu"})
+    gray = load_data("fake", batch_size=16, subset=32, image_size=16, in_channels=1)
+    with pytest.raises(ValueError, match=r"the model has 3 outputs but the data has 10 classes"):
+        lr_find(create_model("resnet8", num_classes=3, in_channels=1), gray, CPU, steps=6)
+    with pytest.raises(ValueError, match=r"the model takes 3 input channels but the data has 1"):
+        lr_find(create_model("resnet8", num_classes=10), gray, CPU, steps=6)
+
+
+@pytest.mark.parametrize("steps", [2, 3, 4])
+def test_too_few_steps_give_no_suggestion_instead_of_an_end_of_the_range(steps, capsys):
+    result = lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-4, end_lr=1e-3, steps=steps)
+    assert not result.stopped and len(result.lrs) == steps
+    assert result.valley is None and result.steep is None
+    assert valley([1e-3, 1e-2], [5.0, 4.0]) == 1e-3  # fastai's start of -1 no longer wraps to the last rate
+    assert main(["lr-find", *BASE, "--start-lr", "1e-4", "--end-lr", "1e-3", "--steps", str(steps)]) == 0
+    out = capsys.readouterr().out
+    assert f"no suggestion: {steps} steps are too few to show a valley; use more --steps" in out
+    assert "suggested lr" not in out
+
+
+def test_a_first_loss_that_is_not_finite_is_blamed_on_the_data_or_model_not_the_rate(capsys, monkeypatch):
+    # The first loss comes before any update: "lower --start-lr" could not help.
+    import resnet_lab.cli as cli
+
+    real = cli.lr_find
+
+    def nan_model(model, *args, **kwargs):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(cli, "lr_find", nan_model)
+    assert main(["lr-find", *BASE, "--steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "the first loss was not finite" in out
+    assert "no suggestion: the first loss, before any update, was not finite; check the data and the model" in out
+    result = LRFindResult(lrs=[], losses=[], smoothed=[], valley=None, steep=None, stopped=True, steps=10)
+    fig = lr_find_figure(result)
+    try:
+        assert fig.axes[0].get_title() == "learning-rate range test: the first loss was not finite"
+    finally:
+        plt.close(fig)

@@ -541,12 +541,20 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
                          "held-out split takes a share of each class, none of a class with one image) or a val/ "
                          "folder")
     arch = getattr(unwrap(model), "model_config", None)
+    if not arch and config.out and not (meta or {}).get("arch"):
+        raise ValueError("the model has no model_config, so the run in out could not be loaded back: build it "
+                         "with create_model, give meta={'arch': ...}, or leave out unset")
+    check_model_fits_info(model, data.info, config.progressive_resize)
+
+
+def check_model_fits_info(model: nn.Module, info, progressive_resize: int | None = None) -> None:
+    """The model's outputs, input channels and smallest input fit the data described by ``info``
+    (a DataBundle's), for models that record their architecture (``model_config``, as
+    create_model's do); others pass unchecked."""
+    arch = getattr(unwrap(model), "model_config", None)
     if not arch:
-        if config.out and not (meta or {}).get("arch"):
-            raise ValueError("the model has no model_config, so the run in out could not be loaded back: build it "
-                             "with create_model, give meta={'arch': ...}, or leave out unset")
         return
-    classes, channels = len(data.info.classes), int(data.info.input_size[0])
+    classes, channels = len(info.classes), int(info.input_size[0])
     outputs = arch_outputs(arch)
     if outputs is not None and outputs != classes:
         raise ValueError(f"the model has {outputs} outputs but the data has {classes} classes: "
@@ -555,12 +563,11 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
         raise ValueError(f"the model takes {arch['in_channels']} input channels but the data has {channels}: "
                          f"load_data(..., in_channels={arch['in_channels']}) or create_model(..., in_channels={channels})")
     if is_model(arch.get("name", "")):
-        rest, (c, _, _) = {k: v for k, v in arch.items() if k != "name"}, data.info.input_size
-        check_input_size(arch["name"], tuple(int(s) for s in data.info.input_size), **rest)
-        if config.progressive_resize:  # the first epochs' smaller images
-            side = int(config.progressive_resize)
+        rest, (c, _, _) = {k: v for k, v in arch.items() if k != "name"}, info.input_size
+        check_input_size(arch["name"], tuple(int(s) for s in info.input_size), **rest)
+        if progressive_resize:  # the first epochs' smaller images
+            side = int(progressive_resize)
             check_input_size(arch["name"], (int(c), side, side), flag="--progressive-resize", **rest)
-
 
 
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:

@@ -15,6 +15,7 @@ loader's position are exactly what they were. The suggestions are fastai's ``val
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from ..figures import check_png_path, new_figure, save_png
 from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
-from .loop import TrainingDiverged, train_one_epoch
+from .loop import TrainingDiverged, check_model_fits_info, train_one_epoch
 from .optim import build_optimizer
 
 __all__ = ["LRFindResult", "lr_find", "lr_find_figure", "plot_lr_find", "steep", "valley"]
@@ -39,6 +40,7 @@ __all__ = ["LRFindResult", "lr_find", "lr_find_figure", "plot_lr_find", "steep",
 BETA = 0.98  # fastai's AvgSmoothLoss: weight of the running average
 DIVERGE = 4.0  # fastai's LRFinder: stop when the smoothed loss exceeds 4x its minimum so far
 SKIP_END = 5  # fastai leaves the last 5 points (the divergence) out of the suggestions
+MIN_POINTS = 5  # fewer recorded losses show no valley: no suggestion rather than an end of the range
 
 
 @dataclass
@@ -206,9 +208,9 @@ def lr_find(
             ``weight_decay``, ``lr_scale``, ``norm_lr_scale``, ``label_smoothing``, ``grad_clip``, ``bf16``/``fp16``,
             ``channels_last``, ``seed`` (dropout draws), ``device``, ``progress``; ``lr``, the schedule and
             the run-directory fields do not matter here, and ``ema``, ``lookahead``,
-            ``progressive_resize`` and ``checkpoint_segments`` are not applied (the test takes plain
-            steps at full size: a model that fits in memory only with checkpointing may not fit
-            here). Default ``TrainConfig()``.
+            ``progressive_resize``, ``mixup``, ``cutmix`` and ``checkpoint_segments`` are not
+            applied (the test takes plain steps at full size: a model that fits in memory only
+            with checkpointing may not fit here). Default ``TrainConfig()``.
         start_lr, end_lr: the first and the last learning rate (fastai's 1e-7 and 10).
         steps: optimizer steps at most (fastai's 100).
         beta: weight of the smoothed loss's running average (fastai's 0.98).
@@ -217,8 +219,15 @@ def lr_find(
     Returns:
         The :class:`LRFindResult`: learning rates, losses, smoothed losses and the suggestions.
     """
-    config = config or TrainConfig()
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}: TrainConfig(optimizer=..., ...)")
+    # Plain steps at full size, as documented: progressive resizing and mixing would change the
+    # images and the losses the test reads (EMA and lookahead act outside the steps it runs).
+    config = dataclasses.replace(config, progressive_resize=None, mixup=0.0, cutmix=0.0)
     _check_range(start_lr, end_lr, steps, beta, diverge)
+    if hasattr(data, "info"):  # a DataBundle: the same checks as train's, before any step
+        check_model_fits_info(model, data.info)
     loader = getattr(data, "train", data)
     device = resolve_device(config.device)
     check_fp16(device, config.fp16)
@@ -238,11 +247,11 @@ def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int,
              stopped: bool = False) -> tuple[float | None, float | None]:
     """fastai's suggestions over the smoothed losses without the first tenth of the steps and the last 5
     points. A record too short for that is used whole when the test ran every step (a short test,
-    fastai would fail there); when the loss diverged that early there is no valley to read, so no
-    suggestion (it would be a rate that diverged)."""
+    fastai would fail there) and has at least ``MIN_POINTS`` losses; when the loss diverged that
+    early, or fewer steps were asked, there is no valley to read, so no suggestion."""
     lo, hi = steps // 10, len(smoothed) - SKIP_END
     if hi - lo < 2:
-        if stopped:
+        if stopped or len(smoothed) < MIN_POINTS:  # 2 or 3 points would name the first or the last rate
             return None, None
         lo, hi = 0, len(smoothed)
     lrs, losses = list(lrs[lo:hi]), list(smoothed[lo:hi])
@@ -266,7 +275,8 @@ def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
             if longest[end] < longest[i]:  # inside the j loop, as in fastai: the start it records
                 end, start = i, i - longest[i]  # may be the length reached at this j, not the final one
     third = (end - start) / 3
-    return float(lrs[start + int(third) + int(third / 2)])
+    # start is -1 for a descent from the first point (fastai's count); never index from the end
+    return float(lrs[max(0, start + int(third) + int(third / 2))])
 
 
 def steep(lrs: Sequence[float], losses: Sequence[float]) -> float:
@@ -296,7 +306,8 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> Figure:
         margin = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.05
         ax.set_ylim(lo - margin, hi + margin)
     steps = len(result.lrs)
-    end = f"diverged at lr {result.lrs[-1]:.2g}, step {steps}" if result.stopped and steps else f"{steps} steps"
+    end = (f"diverged at lr {result.lrs[-1]:.2g}, step {steps}" if result.stopped and steps else
+           "the first loss was not finite" if result.stopped else f"{steps} steps")
     ax.set(xlabel="learning rate", ylabel="training loss", title=title or f"learning-rate range test: {end}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
