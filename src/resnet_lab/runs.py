@@ -662,7 +662,13 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     if head and "stacked_head" not in arch:  # runs saved before model.json's arch recorded the head
         arch["stacked_head"] = int(head["num_classes"])
     model = create_model(arch.pop("name"), **arch)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # torch's message is many lines and names no file
+        odd = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise ValueError(f"the weights in {_weights_path(source, which)} do not fit the model that "
+                         f"{run_dir / 'model.json'} describes ({odd[:200]}); were they copied from another run? "
+                         "Put the run's own weights back, or load them with the model.json they were saved with") from e
     return model.to(device).eval(), meta
 
 

@@ -380,3 +380,56 @@ def test_side_by_side_training_loss_is_the_plain_cross_entropy_of_a_label_smooth
     assert _loss_series(older)[1] == ("old (train, smoothed objective)", [2.30, 2.10])
     ce = _Run("ce", runs[0], {"train_config": {"label_smoothing": 0.0}}, [{"epoch": 1, "train_loss": 2.3}])
     assert _loss_series(ce)[1] == ("ce (train)", [2.3])  # without smoothing the objective is the cross-entropy
+
+
+def test_report_names_the_weights_it_evaluated(runs, tmp_path):
+    # report RUN/best.safetensors evaluated the best epoch and called it "the last epoch"
+    run = runs[0]
+    last = report_html([run], device="cpu", mistakes=0)
+    assert "weights of the last epoch (model.safetensors)" in last
+    best = report_html([run / "best.safetensors"], device="cpu", mistakes=0)
+    assert "weights of the best evaluated epoch (best.safetensors)" in best and "weights of the last epoch" not in best
+    probs, y, _ = reference_evaluation(run / "best.safetensors")  # the best epoch's weights, classified here
+    assert f"Accuracy <b>{100 * (probs.argmax(1) == y).float().mean().item():.2f}%</b>" in best
+
+
+def test_report_heading_of_a_run_without_an_evaluated_epoch_invents_no_best_epoch(runs, tmp_path):
+    run = copy_run(runs[0], tmp_path / "noeval")
+    records = [{k: v for k, v in r.items() if not k.startswith("test_")} for r in metrics(run)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    page = report_html([run, runs[0]], device="cpu", mistakes=0)
+    assert "no evaluated epoch in metrics.jsonl" in page and "(epoch 1)" not in page.split("<section")[1]
+    (compare,) = [t for t in Page(page).tables if t["name"] == "compare"]  # the side-by-side table
+    rows = [{c["key"]: c for c in row} for row in compare["rows"] if row]
+    cells = [r for r in rows if "best_epoch" in r]
+    assert cells[0]["best_epoch"]["value"] is None  # no invented epoch 1 for the run without evaluations
+    assert cells[1]["best_epoch"]["value"] == str(max(metrics(runs[0]), key=lambda r: r["test_acc"])["epoch"])
+    (run / "metrics.jsonl").unlink()
+    assert "no metrics.jsonl" in report_html([run], device="cpu", mistakes=0)
+
+
+def test_report_data_dir_for_runs_on_fake_data_only_is_refused(runs, tmp_path):
+    with pytest.raises(ValueError, match=r"--data-dir .* is not used: every run here was trained on the fake dataset"):
+        report_html(list(runs), data_dir=tmp_path / "nowhere", device="cpu")
+
+
+def test_report_note_on_missing_data_gives_a_download_the_report_can_use(runs, tmp_path):
+    run = copy_run(runs[0], tmp_path / "moved", meta={"dataset": "cifar10"})
+    (note,) = Page(report_html([run], data_dir=tmp_path / "empty", device="cpu")).notes
+    assert f"`resnet-lab evaluate {run} --download`" in note and "(download=True)" not in note
+
+
+def test_weights_copied_from_another_run_give_one_line_naming_the_files(runs, tmp_path, capsys):
+    run = copy_run(runs[0], tmp_path / "swapped")
+    other = tmp_path / "r20"
+    assert main(["train", "--model", "resnet20", "--dataset", "fake", "--image-size", "8", "--subset", "16",
+                 "--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu", "--out", str(other)]) == 0
+    shutil.copy(other / "model.safetensors", run / "model.safetensors")
+    capsys.readouterr()
+    for argv in (["evaluate", str(run)], ["report", str(run), "--out", str(tmp_path / "r.html")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith(f"error: the weights in {run / 'model.safetensors'} do not fit the model that "
+                              f"{run / 'model.json'} describes (")
+        assert "were they copied from another run?" in err

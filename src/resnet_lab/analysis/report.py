@@ -81,6 +81,7 @@ class _Run:
     history: list[dict[str, Any]]
     evaluation: _Evaluation | None = None
     data_note: str = ""  # why the test-set sections are missing
+    weights: str = "model.safetensors"  # the file that was evaluated
     figures: dict[str, str] = field(default_factory=dict)  # data URIs by figure name
 
 
@@ -141,7 +142,8 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
         raise FileNotFoundError(f"no such run directory: {source}; give a directory written by `resnet-lab train`")
     model, meta = load_model(source, device)
     run_dir = Path(source) if Path(source).is_dir() else Path(source).parent
-    run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir))
+    run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir),
+               weights="model.safetensors" if Path(source).is_dir() else Path(source).name)
     if not meta.get("dataset"):
         run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
         return run
@@ -151,7 +153,9 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     try:
         data = _data_for(meta, data_dir, device)
     except FileNotFoundError as e:  # DataNotFoundError included: the report goes on without these sections
-        run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{e}"
+        # report has no --download: the loader's way to download goes through evaluate here
+        how = str(e).replace("--download (download=True)", f"`resnet-lab evaluate {source} --download`")
+        run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{how}"
         return run
     except ValueError as e:  # found, but not this run's (a folder without class sub-folders, other classes)
         run.data_note = (f"the {meta['dataset']} test set could not be loaded ({e}); give its place with "
@@ -307,7 +311,8 @@ def _wall_seconds(history: Sequence[dict]) -> float:
 def _summary(run: _Run) -> dict[str, Any]:
     """The numbers of the side-by-side table (and of each run's heading)."""
     h = run.history
-    best = max(h, key=lambda r: r.get("test_acc", -1.0)) if h else {}
+    evaluated = [r for r in h if r.get("test_acc") is not None]  # epochs with an evaluation (--eval-every)
+    best = max(evaluated, key=lambda r: r["test_acc"]) if evaluated else {}
     params = run.meta.get("params") or {}
     return {
         "model": run.meta["arch"]["name"], "dataset": run.meta.get("dataset") or "?",
@@ -401,6 +406,12 @@ def _per_class_html(run: _Run) -> str:
     return _table("per-class", ["class", "accuracy", "correct", "images"], rows, run.name)
 
 
+def _weights_words(name: str) -> str:
+    """Which weights the report's evaluation used, in words."""
+    return {"model.safetensors": "weights of the last epoch (model.safetensors)",
+            "best.safetensors": "weights of the best evaluated epoch (best.safetensors)"}.get(name, f"weights in {name}")
+
+
 def _test_set_html(run: _Run) -> str:
     """Confusion matrix, per-class accuracy and the mistakes, or the note saying why not."""
     ev, name = run.evaluation, run.name
@@ -411,7 +422,7 @@ def _test_set_html(run: _Run) -> str:
                            "(confusion.png written by the training)", name)
         return out
     out = (f"<p>Accuracy <b>{_pct(ev.accuracy)}</b> on {ev.n} test images, loss {ev.loss:.4f} "
-           f"(evaluated on {_esc(ev.device)} for this report, weights of the last epoch).</p>")
+           f"(evaluated on {_esc(ev.device)} for this report, {_esc(_weights_words(run.weights))}).</p>")
     out += '<div class="cols"><div>' + _figure(run.figures["confusion"], "confusion", "confusion matrix (test set; "
                                                "rows: true class, shading: share of the row)", name)
     out += "</div><div><h4>Per-class accuracy</h4>" + _per_class_html(run) + "</div></div>"
@@ -447,8 +458,11 @@ def _recipe_html(run: _Run) -> str:
 def _run_html(run: _Run) -> str:
     s = _summary(run)
     out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
-    out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}, {s["params"]:,} parameters; best test '
-            f"accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), final {_pct(s['final_test_acc'])}.</p>")
+    best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), final "
+            f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
+            "no evaluated epoch in metrics.jsonl" if run.history else "no metrics.jsonl")
+    out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}, {s["params"]:,} parameters; '
+            f"{best}.</p>")
     out += "<h3>Curves</h3>"
     out += (_figure(run.figures["curves"], "curves", "loss and accuracy per epoch (metrics.jsonl)", run.name)
             if "curves" in run.figures else '<p class="note">No curves: metrics.jsonl and curves.png are missing.</p>')
@@ -528,6 +542,9 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
         raise ValueError(f"mistakes (--mistakes) must be 0 or more images, got {mistakes}")
     dev = resolve_device(device)
     collected = [_collect(r, data_dir, dev, mistakes) for r in runs]
+    if data_dir is not None and all(run.meta.get("dataset") == "fake" for run in collected):
+        raise ValueError(f"--data-dir {data_dir} is not used: every run here was trained on the fake dataset, whose "
+                         "images are made, not read; leave it out")
     for run in collected:
         _draw_figures(run)
     return _page(collected)
