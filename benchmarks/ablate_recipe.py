@@ -110,19 +110,35 @@ def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, thread
     argv = ["train", *VARIANTS[name].args(base), "--epochs", str(epochs), "--seed", str(seed),
             "--out", str(out), "--no-progress"]
     records = _records(metrics)
-    reused = len(records) == epochs  # trained by an earlier call: its seconds were not metered by this one
-    if not reused:  # not run yet, or stopped half-way: start it again
+    # Trained by an earlier call of the very same command and threads (its seconds were not metered
+    # by this one): reused. Anything else there (a --dry-run's fake-data run, other flags, a run
+    # stopped half-way, one from before the record existed) is trained again.
+    done = {"argv": argv, "threads": threads}
+    reused = len(records) == epochs and _read_json(out / RUN_RECORD) == done
+    if not reused:
         shutil.rmtree(out, ignore_errors=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         proc = subprocess.run([*CLI, *argv], cwd=ROOT, env=env, text=True, capture_output=True)
         if proc.returncode != 0:
             raise SystemExit(f"[{name} seed {seed}] exit {proc.returncode}: {proc.stderr.strip()[-400:]}")
         records = _records(metrics)
+        (out / RUN_RECORD).write_text(json.dumps(done))
     print(f"[{name} seed {seed}] {100 * records[-1]['test_acc']:.2f}%", flush=True)
     seconds = [r["train_seconds"] for r in records]
     return {"variant": name, "seed": seed, "final_acc": records[-1]["test_acc"],
             "epoch_seconds": statistics.median(seconds[1:] or seconds), "first_epoch_seconds": seconds[0],
             "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"]), "reused": reused}
+
+
+#: Beside each run: the command and threads that trained it, so that only the same run is reused.
+RUN_RECORD = "ablation_command.json"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _records(path: Path) -> list[dict]:
@@ -191,15 +207,15 @@ def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall
              f"{quiet.cpu_s:.0f} s in {quiet.wall_s:.0f} s wall, the rest of the machine {quiet.others_cpu_s:.0f} s")
     if reused:  # the meter saw none of these runs' time
         timing = (f"**{BUSY_MARK}** for the seconds: {reused} of the runs were trained by an earlier call and "
-                  "reused, unmetered by this one; the accuracies do not depend on the load (one thread, fixed seed)")
+                  "reused, unmetered by this one; the accuracies do not depend on the load (fixed seed and threads)")
     elif reasons:  # the quietness rule of _common: others ran beside the runs
         timing = (f"**{BUSY_MARK}** for the seconds: other processes ran beside the runs ({'; '.join(reasons)}); "
-                  "the accuracies do not depend on the load (one thread, fixed seed)")
+                  "the accuracies do not depend on the load (fixed seed and threads)")
     elif args.jobs == 1:
         timing = "one run at a time on a quiet machine: the seconds are this machine's"
     else:
         timing = (f"{args.jobs} runs side by side: the seconds are relative only; the accuracies do not depend "
-                  "on the load (one thread, fixed seed)")
+                  "on the load (fixed seed and threads)")
     return (f"### Fast-training options, one at a time: {args.epochs} epoch(s), {args.seeds} seeds\n\n"
             f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *sys.argv[1:]])}\n```\n\n"
             f"Base: `{base['command']}`. Machine: {machine_line()}. "
@@ -211,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=2)
     p.add_argument("--seeds", type=positive_int, default=3)
-    p.add_argument("--jobs", type=int, default=1, help="runs side by side (each with --threads threads)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (each with --threads threads)")
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")

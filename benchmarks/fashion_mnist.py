@@ -179,8 +179,25 @@ def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | No
     if seed is not None:  # the last --seed wins in argparse: every stage gets this one
         stages = tuple(f"{stage} --seed {seed}" for stage in stages)
     out = out_root / name if seed is None else out_root / name / f"seed{seed}"
+    # An earlier run of it waits beside, and comes back if this one fails or is stopped: a re-run
+    # never loses a finished run before it has a new one.
+    earlier = out.with_name(out.name + ".earlier")
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(earlier, ignore_errors=True)
+        out.rename(earlier)
+    try:
+        result = _train_stages(name, stages, out, env, seed)
+    except BaseException:
+        if earlier.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            earlier.rename(out)
+        raise
+    shutil.rmtree(earlier, ignore_errors=True)
+    return result
+
+
+def _train_stages(name: str, stages: tuple[str, ...], out: Path, env: dict[str, str], seed: int | None) -> dict:
+    """Train a recipe's stages into ``out`` (``out/stageK`` for several) and judge it."""
     commands, epochs, wall, run_dir = [], [], 0.0, None
     launcher, launch_env, shown_launcher = _launcher(name, env)
     for k, stage in enumerate(stages):
@@ -252,7 +269,7 @@ def summarize(name: str, commands: list[str], epochs: list[dict], wall: float, r
         "final_acc": epochs[-1]["test_acc"], "best_acc": max(e["test_acc"] for e in evaluated),
         "epochs": len(epochs), "wall_seconds": wall,
         "train_seconds": sum(e["train_seconds"] for e in epochs),
-        "images_per_second": sorted(e["images_per_second"] for e in epochs)[len(epochs) // 2],
+        "images_per_second": statistics.median(e["images_per_second"] for e in epochs),
         "target": target, "budget_minutes": budget,
         "target_reached_at": None if reached is None else {"epoch": reached["epoch"], "seconds": reached["elapsed_seconds"]},
         "machine": machine_line(), "run_dir": str(run_dir),
@@ -374,6 +391,20 @@ def _list_recipes() -> None:
             print(f"           resnet-lab {'train' if i == 0 else 'finetune --from <previous run>'} {stage}")
 
 
+def _result_key(r: dict) -> tuple:
+    """What a later result replaces in results.json: the same recipe, seed and host."""
+    return r.get("recipe"), r.get("seed"), r.get("host")
+
+
+def _earlier_results(path: Path) -> list[dict]:
+    """The results an earlier call left in ``path`` (none when missing or unreadable)."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [r for r in results if isinstance(r, dict) and "recipe" in r] if isinstance(results, list) else []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the named recipes (or list them, or re-record earlier results); returns the exit status.
 
@@ -425,11 +456,18 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))
     results, host = [], {} if a.host is None else {"host": a.host}
     Path(a.out).mkdir(parents=True, exist_ok=True)
+    saved = Path(a.out) / "results.json"
+    earlier = _earlier_results(saved)
     for n in a.recipes:
         for seed in seeds:
             results.append({**run_recipe(n, Path(a.out), a.threads, seed), **host})
-            # after every run, so that a long series stopped part-way keeps what it measured (--record-only)
-            (Path(a.out) / "results.json").write_text(json.dumps(results, indent=2))
+            # after every run, so that a long series stopped part-way keeps what it measured
+            # (--record-only); the earlier results of other recipes, seeds and hosts stay
+            new = {_result_key(r) for r in results}
+            kept = [r for r in earlier if _result_key(r) not in new]
+            tmp = saved.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(kept + results, indent=2))
+            tmp.replace(saved)
     for r in results:
         print(_row(r))
     return record(results, allow_busy=a.allow_busy)

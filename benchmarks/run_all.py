@@ -109,7 +109,8 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks named by ``--only`` (default all) and write the document when they were
-    measured on a quiet machine. Returns the exit status (1: busy machine, nothing written).
+    measured on a quiet machine. Returns the exit status (1: busy machine or a failed benchmark,
+    nothing written there).
 
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
@@ -131,18 +132,27 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line()
     started, load_start, t0 = now_utc(), load_average(), time.perf_counter()
     print(f"benchmarks {', '.join(args.only)}; load average {load_start[0]:.2f}; writing {out}", flush=True)
-    sections = []
+    sections, failed = [], []
     for name in args.only:
         t = time.perf_counter()
         try:
             sections.append(BENCHMARKS[name](args, command))
         except Exception as e:  # one broken benchmark must not lose the others' figures
             traceback.print_exc()
+            failed.append(name)
             sections.append(Section(f"{name}: failed", f"The benchmark raised `{type(e).__name__}: {e}`.\n"))
         print(f"[{name}] done in {time.perf_counter() - t:.0f} s (total {(time.perf_counter() - t0) / 60:.1f} min)",
               flush=True)
     text = render(sections, command=command, started=started, finished=now_utc(),
                   elapsed_s=time.perf_counter() - t0, load_start=load_start, load_end=load_average(), quick=args.quick)
+    if failed and not args.quick:
+        # Writing would replace the failed sections' earlier figures with "failed": keep the document,
+        # and the others' new figures in a side file.
+        side = os.path.join(tempfile.gettempdir(), "BENCHMARKS.failed.md")
+        update_doc(side, "run_all", text, head=True)
+        print(f"error: {', '.join(failed)} failed (traceback above); {out} is left as it was, and this run's "
+              f"figures are in {side}", file=sys.stderr)
+        return 1
     # A --quick run's figures are marked and go to a temporary file: no quietness gate for a smoke run.
     if not args.quick and not may_write([c for s in sections for c in s.checks], allow_busy=args.allow_busy,
                                         target=out):

@@ -950,3 +950,107 @@ def test_only_the_scripts_with_a_compiled_contender_offer_compile(script, measur
     with pytest.raises(SystemExit):
         runpy.run_path(str(Path(_common.REPO) / "benchmarks" / f"{script}.py"), run_name="__main__")
     assert ("--compile" in capsys.readouterr().out) == measures_compile
+
+
+# ----------------------------------------------------------------------------- results kept (QA, 2026-12-05)
+
+
+def test_a_re_run_of_a_recipe_keeps_the_finished_run_until_the_new_one_has_finished(tmp_path, monkeypatch):
+    record = {"epoch": 1, "test_acc": 0.93, "elapsed_seconds": 1.0, "train_seconds": 1.0, "images_per_second": 1.0}
+    _fake_resnet_lab(monkeypatch, record)
+    monkeypatch.setattr(fashion_mnist, "tta_accuracy", lambda *a, **k: 0.93)
+    out = tmp_path / "out"
+    fashion_mnist._train_recipe("demo", out, {"OMP_NUM_THREADS": "1"})
+    (out / "demo" / "model.safetensors").write_text("finished")
+    real_run = subprocess.run
+
+    def stopped(argv, **kw):  # Ctrl-C reaches the training process, which exits 130 half-way
+        if "--out" not in argv:
+            return real_run(argv, **kw)
+        Path(argv[argv.index("--out") + 1]).mkdir(parents=True)
+        return subprocess.CompletedProcess(argv, 130)
+
+    monkeypatch.setattr(fashion_mnist.subprocess, "run", stopped)
+    with pytest.raises(SystemExit, match="stage 1 failed with exit code 130"):
+        fashion_mnist._train_recipe("demo", out, {"OMP_NUM_THREADS": "1"})
+    assert (out / "demo" / "model.safetensors").read_text() == "finished"  # it used to be deleted first
+    assert not (out / "demo.earlier").exists()
+    _fake_resnet_lab(monkeypatch, {**record, "test_acc": 0.94})
+    r = fashion_mnist._train_recipe("demo", out, {"OMP_NUM_THREADS": "1"})
+    assert r["final_acc"] == 0.94 and not (out / "demo" / "model.safetensors").exists()  # replaced, once done
+    assert not (out / "demo.earlier").exists()
+
+
+def test_results_json_keeps_the_earlier_results_of_other_recipes_seeds_and_hosts(tmp_path, monkeypatch):
+    made = iter(range(100))
+    monkeypatch.setattr(fashion_mnist, "run_recipe", lambda n, out, threads, seed: {**_result(), "recipe": n,
+                                                                                    "seed": seed, "n": next(made)})
+    monkeypatch.setattr(fashion_mnist, "record", lambda results, allow_busy: 0)
+    monkeypatch.setattr(fashion_mnist, "setup_threads", lambda threads: None)
+    out = ["--out", str(tmp_path)]
+    assert fashion_mnist.main(["demo", *out]) == 0
+    assert fashion_mnist.main(["demo_b128", *out]) == 0
+    assert fashion_mnist.main(["demo", "--seeds", "2", "--host", "other", *out]) == 0
+    assert fashion_mnist.main(["demo", *out]) == 0  # the same recipe, seed and host: replaced
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert sorted((r["recipe"], str(r["seed"]), str(r.get("host")), r["n"]) for r in saved) == [
+        ("demo", "0", "other", 2), ("demo", "1", "other", 3), ("demo", "None", "None", 4),
+        ("demo_b128", "None", "None", 1)]
+
+
+def test_the_images_per_second_column_is_the_median_epoch():
+    epochs = [{"epoch": e, "test_acc": 0.9, "train_seconds": 1.0, "elapsed_seconds": float(e), "images_per_second": v}
+              for e, v in enumerate((700.0, 740.0, 769.0, 850.0), start=1)]
+    r = fashion_mnist.summarize("demo", ["c"], epochs, 4.0, Path("/nonexistent"))
+    assert r["images_per_second"] == statistics.median([700.0, 740.0, 769.0, 850.0]) == 754.5  # was 769
+
+
+def test_an_ablation_reuses_only_a_run_of_the_same_command_and_threads(tmp_path, monkeypatch):
+    started = []
+
+    def fake(argv, **kw):
+        started.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": 0.5 + len(started) / 100,
+                                                       "train_seconds": 1.0}) + "\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(ablate_recipe.subprocess, "run", fake)
+    first = ablate_recipe.run_one("base", 0, 1, ablate_recipe.DRY_BASE, tmp_path, 1)  # a --dry-run's fake data
+    assert not first["reused"] and len(started) == 1
+    again = ablate_recipe.run_one("base", 0, 1, ablate_recipe.DRY_BASE, tmp_path, 1)
+    assert again["reused"] and again["final_acc"] == first["final_acc"] and len(started) == 1
+    real = ablate_recipe.run_one("base", 0, 1, ablate_recipe.BASE, tmp_path, 1)  # Fashion-MNIST: not the dry run's
+    assert not real["reused"] and real["final_acc"] != first["final_acc"] and len(started) == 2
+    threads = ablate_recipe.run_one("base", 0, 1, ablate_recipe.BASE, tmp_path, 2)
+    assert not threads["reused"] and len(started) == 3
+
+
+@pytest.mark.parametrize("argv", [["base", "--jobs", "0"], ["base", "--epochs", "0"]])
+def test_ablation_counts_below_one_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        ablate_recipe.main(argv)
+    assert e.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_run_all_with_a_failed_benchmark_leaves_the_doc_alone_and_exits_1(tmp_path, capsys, monkeypatch):
+    import run_all
+
+    doc = tmp_path / "B.md"
+    doc.write_text("<!-- bench:run_all -->\nearlier figures\n<!-- /bench:run_all -->\n")
+
+    def broken(*a):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (broken if k == "data" else (lambda *a, k=k: Section(k, "new")))
+                                                for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
+    monkeypatch.setattr(run_all, "may_write", lambda *a, **k: True)
+    monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert run_all.main(["--out", str(doc)]) == 1
+    assert "earlier figures" in doc.read_text()
+    err = capsys.readouterr().err
+    assert "error: data failed (traceback above)" in err and "left as it was" in err
+    assert "new" in (tmp_path / "BENCHMARKS.failed.md").read_text()
