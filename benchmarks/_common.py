@@ -121,6 +121,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def accuracy_fraction(text: str) -> float:
+    """argparse type of a test accuracy to time (--target, --targets): a fraction in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.94, got {text!r}") from None
+    if not 0 < value <= 1:  # NaN fails this too
+        hint = f" (for {value:g}% give {value / 100:g})" if 1 < value <= 100 else ""
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1]{hint}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type of a count (--threads, --seeds, --repeats, --steps): 0 or less is no count."""
     try:
@@ -141,8 +153,9 @@ def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) 
     """
     if allow_busy:
         parser.add_argument("--allow-busy", action="store_true",
-                            help="write the figures even when other processes ran during the measurement, marked "
-                                 f"'{BUSY_MARK}' (default: refuse to write the docs and exit with status 1)")
+                            help="accept figures taken while other processes ran: they are marked "
+                                 f"'{BUSY_MARK}', written to the document where the script writes one, and the "
+                                 "exit status is 0 (default: write nothing and exit with status 1)")
     parser.add_argument("--wait-for-load", type=positive_float, default=None, metavar="LOAD",
                         help="first wait until the 1-minute load average is below LOAD (a shared machine; "
                              "default: start at once)")
@@ -979,13 +992,15 @@ def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | No
     say(f"{BUSY_MARK}: other processes ran while these figures were taken:")
     for r in reasons:
         say(f"  - {r}")
-    where = target or "the figures above"
     if allow_busy:
-        say(f"--allow-busy: writing {where} anyway, marked '{BUSY_MARK}'")
+        say(f"--allow-busy: writing {target} anyway, marked '{BUSY_MARK}'" if target else
+            f"--allow-busy: exit status 0 anyway; the figures above are marked '{BUSY_MARK}' (this script writes "
+            "no document: run_all.py does)")
         return True
     what = f"refusing to update {target}" if target else "the figures above are not to be quoted"
-    say(f"{what}; rerun with nothing else on the machine (--wait-for-load 0.5 waits for it), or pass "
-        f"--allow-busy to write them marked '{BUSY_MARK}'")
+    way = (f"--allow-busy to write them marked '{BUSY_MARK}'" if target else
+           "--allow-busy to exit with status 0 anyway")
+    say(f"{what}; rerun with nothing else on the machine (--wait-for-load 0.5 waits for it), or pass {way}")
     return False
 
 

@@ -391,6 +391,16 @@ def _list_recipes() -> None:
             print(f"           resnet-lab {'train' if i == 0 else 'finetune --from <previous run>'} {stage}")
 
 
+def _env_threads() -> int:
+    """--threads' default: $OMP_NUM_THREADS, else torch's own count; a value that is no count is refused."""
+    text = os.environ.get("OMP_NUM_THREADS")
+    if text is None:
+        return torch.get_num_threads()
+    if not text.strip().isdigit() or int(text) < 1:
+        raise SystemExit(f"error: OMP_NUM_THREADS={text!r} is no thread count: set a whole number such as 2, or unset it")
+    return int(text)
+
+
 def _result_key(r: dict) -> tuple:
     """What a later result replaces in results.json: the same recipe, seed and host."""
     return r.get("recipe"), r.get("seed"), r.get("host")
@@ -415,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
-    p.add_argument("--threads", type=positive_int, default=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
+    p.add_argument("--threads", type=positive_int, default=_env_threads(),
                    help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
                         "default, one per core); the recorded command carries it")
     p.add_argument("--seeds", type=positive_int, default=1, help="run each recipe with --seed 0..N-1 and report the mean "

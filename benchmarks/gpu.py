@@ -52,7 +52,7 @@ from _common import (
     machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
     wait_for_quiet, want_compile,
 )
-from _common import positive_int
+from _common import accuracy_fraction, positive_int
 from bench_data import torchvision_loader
 from peer_torchvision import time_to
 
@@ -383,7 +383,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"give them with '=': --recipe='--model ...' (default: '{RECIPE}'; --dry-run: "
                         f"'{DRY_RECIPE}')")
     p.add_argument("--seeds", type=positive_int, default=None, help="runs of the recipe, seeds 0..N-1 (default 3, --dry-run 1)")
-    p.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
+    p.add_argument("--targets", type=accuracy_fraction, nargs="+", default=list(TARGETS),
                    help="test accuracies to time, as fractions (default 0.94 0.95)")
     p.add_argument("--repeats", type=positive_int, default=None, help="timed repeats per contender (default 5, --dry-run 2)")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",

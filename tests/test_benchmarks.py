@@ -1054,3 +1054,37 @@ def test_run_all_with_a_failed_benchmark_leaves_the_doc_alone_and_exits_1(tmp_pa
     err = capsys.readouterr().err
     assert "error: data failed (traceback above)" in err and "left as it was" in err
     assert "new" in (tmp_path / "BENCHMARKS.failed.md").read_text()
+
+
+@pytest.mark.parametrize("value, message", [("95", "must be a fraction in (0, 1] (for 95% give 0.95), got 95"),
+                                            ("nan", "must be a fraction in (0, 1], got nan"),
+                                            ("0", "must be a fraction in (0, 1], got 0"),
+                                            ("high", "expected a fraction such as 0.94, got 'high'")])
+def test_accuracy_targets_are_fractions(value, message, capsys):
+    with pytest.raises(SystemExit):
+        peer_torchvision.parse_args(["--target", value])
+    assert message in capsys.readouterr().err
+    assert _common.accuracy_fraction("0.94") == 0.94 and _common.accuracy_fraction("1") == 1.0
+
+
+def test_peer_refuses_a_missing_data_dir_and_no_epochs_before_running(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        peer_torchvision.parse_args(["--data-dir", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert f"--data-dir {tmp_path / 'nowhere'} is not a folder: give the one with the four Fashion-MNIST" in err
+    with pytest.raises(SystemExit):
+        peer_torchvision.parse_args(["--epochs", "0", "--data-dir", str(tmp_path)])
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_peer_says_whether_the_timed_accuracy_was_given_or_the_best_both_reached():
+    ours = [{"test_acc": a, "train_seconds": 10.0, "elapsed_seconds": 10.0 * (i + 1)} for i, a in enumerate((0.5, 0.6))]
+    peer = [{"test_acc": a, "train_seconds": 12.0, "elapsed_seconds": 12.0 * (i + 1)} for i, a in enumerate((0.45, 0.52))]
+    assert peer_torchvision.compare(ours, peer)["target_is_best"] is True
+    assert peer_torchvision.compare(ours, peer, target=0.5)["target_is_best"] is False
+
+
+def test_fashion_mnist_refuses_a_thread_count_that_is_no_count(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    with pytest.raises(SystemExit, match=r"OMP_NUM_THREADS='abc' is no thread count"):
+        fashion_mnist.main(["--list"])
