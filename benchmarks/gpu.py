@@ -299,7 +299,8 @@ def recipe_part(args: argparse.Namespace, run: Run, device: torch.device, amp: s
                                   seed=seed, out=os.path.join(tmp, f"seed{seed}"), amp=amp)
             records, wall = _run_seed(argv, run, seed)
             results.append(seed_summary(records, wall, targets))
-        shown = "resnet-lab " + shlex.join(argv).replace(tmp, "$TMP").replace(f"--seed {seeds[-1]}", "--seed S")
+        shown = ("resnet-lab " + shlex.join(argv).replace(tmp, "$TMP").replace(f"--seed {seeds[-1]}", "--seed S")
+                 .replace(f"$TMP/seed{seeds[-1]}", "$TMP/seedS"))
     cell = lambda hit: "not reached" if hit is None else f"{hit[1]:.1f} s (epoch {hit[0]})"  # noqa: E731
     rows = [[f"seed {s}", f"{100 * r['final']:.2f}%", f"{100 * r['best']:.2f}%",
              *[cell(r["reached"][t]) for t in targets], f"{r['wall_s']:.1f} s"] for s, r in zip(seeds, results)]
