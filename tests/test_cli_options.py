@@ -587,12 +587,23 @@ def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_changes_nothing_e
     assert state["best_epoch"] in (2, 4, 5) and best in (None, state["best_epoch"])  # only an evaluated epoch
 
 
-def test_eval_every_also_evaluates_the_epoch_a_stop_after_pause_ends_on(capsys, tmp_path):
-    args = [*with_flags(TINY, "--epochs", "4"), "--eval-every", "3", "--out", str(tmp_path / "r")]
-    assert cli(capsys, "train", *args, "--stop-after", "2")[0] == 0
-    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, True]
-    assert cli(capsys, "train", *args, "--resume")[0] == 0
-    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, True, True, True]
+def test_a_run_split_by_stop_after_evaluates_and_keeps_the_best_epoch_as_the_whole_run_does(capsys, tmp_path):
+    # A pause used to evaluate its epoch too: an extra test figure, and an epoch the whole run never
+    # judged could become best.safetensors. The split run must end as the run in one session.
+    args = [*with_flags(TINY, "--epochs", "4"), "--eval-every", "3", "--deterministic"]
+    assert cli(capsys, "train", *args, "--out", str(tmp_path / "whole"))[0] == 0
+    split = [*args, "--out", str(tmp_path / "r")]
+    assert cli(capsys, "train", *split, "--stop-after", "2")[0] == 0
+    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, False]
+    assert not (tmp_path / "r" / "best.safetensors").exists()
+    assert cli(capsys, "train", *split, "--resume")[0] == 0
+    assert [("test_acc" in r) for r in _metrics(tmp_path / "r")] == [False, False, True, True]
+    timing = ("train_seconds", "elapsed_seconds", "images_per_second", "session")
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    assert strip(_metrics(tmp_path / "r")) == strip(_metrics(tmp_path / "whole"))
+    for name in ("model.safetensors", "best.safetensors"):
+        a, b = load_file(tmp_path / "r" / name), load_file(tmp_path / "whole" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 @pytest.mark.parametrize("bad", ["0", "-2"])

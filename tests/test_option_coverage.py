@@ -125,7 +125,7 @@ TRAINING = {
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
     "--no-progress": OPTS + "test_no_progress_hides_the_progress_bar",
     "--eval-every": (OPTS + "test_eval_every_evaluates_every_nth_and_the_last_epoch_and_changes_nothing_else",
-                     OPTS + "test_eval_every_also_evaluates_the_epoch_a_stop_after_pause_ends_on",
+                     OPTS + "test_a_run_split_by_stop_after_evaluates_and_keeps_the_best_epoch_as_the_whole_run_does",
                      OPTS + "test_eval_every_below_1_is_refused_in_one_line_naming_the_flag",
                      FAULTS + "test_an_epoch_that_eval_every_skips_is_still_checked_for_divergence"),
     "--tensorboard": (BOARD + "test_cli_train_and_finetune_with_tensorboard_log_every_epoch_and_bn_layer",

@@ -187,8 +187,9 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                    "(to split a long run into sessions); --resume with the same command continues it; when not "
                    "given: all of them" + _NO_DEFAULT)
     g.add_argument("--eval-every", type=int, default=1, metavar="N",
-                   help="evaluate on the test set every N epochs and after the last one (and a --stop-after pause); "
-                        "the epochs between record no test figures and cannot become best.safetensors")
+                   help="evaluate on the test set every N epochs and after the last one (a --stop-after pause "
+                        "evaluates only where the whole run would); the epochs between record no test figures and "
+                        "cannot become best.safetensors")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")

@@ -810,3 +810,35 @@ def test_a_killed_writers_forked_children_do_not_keep_its_lock(tmp_path):
         writer.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_resume_with_another_eval_every_or_nesterov_is_refused_with_the_runs_flags(tmp_path):
+    # --eval-every decides which epochs are judged and can become best: another value on resume
+    # changed the run silently. --optimizer and --no-nesterov are now named as flags too.
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3, eval_every=1)
+    with pytest.raises(ValueError, match=r"recipe eval_every: run has 1, now 3.*or give the run's values: --eval-every 1"):
+        _run(out, epochs=3, resume=True, eval_every=3)
+    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.05 --optimizer sgd\)"):
+        _run(out, epochs=3, resume=True, optimizer="adamw", lr=0.001)
+    with pytest.raises(ValueError, match=r"recipe nesterov: run has True, now False.*no --no-nesterov"):
+        _run(out, epochs=3, resume=True, nesterov=False)
+    assert not _run(out, epochs=3, resume=True).interrupted
+
+
+@pytest.mark.parametrize("passed", [1, 2])
+def test_a_stop_after_the_run_has_passed_says_the_run_trains_on_to_its_end(tmp_path, passed):
+    # The same command given again continues the run (documented); it used to do so without a word,
+    # so a user who meant another pause saw the whole run train.
+    out, said = tmp_path / "run", []
+    _run(out, epochs=4, stop_after=2)
+    torch.manual_seed(0)
+    h = train(TinyNet(), make_bundle(), _cfg(out, epochs=4, resume=True, stop_after=passed), log=said.append)
+    assert [r["epoch"] for r in h.epochs] == [1, 2, 3, 4]
+    assert any(f"--stop-after {passed} was reached in an earlier session ({out} is at epoch 2 of 4): training on to "
+               "the end; give a later --stop-after" in line for line in said), said
+    out2, said = tmp_path / "later", []
+    _run(out2, epochs=4, stop_after=2)
+    torch.manual_seed(0)
+    h = train(TinyNet(), make_bundle(), _cfg(out2, epochs=4, resume=True, stop_after=3), log=said.append)
+    assert [r["epoch"] for r in h.epochs] == [1, 2, 3] and not any("earlier session" in line for line in said)

@@ -199,3 +199,47 @@ def test_a_resume_after_the_frozen_phase_finished_goes_on_without_a_warm_restart
     whole, resumed = (json.loads((d / "metrics.jsonl").read_text().splitlines()[-1]) for d in (tmp_path / "whole", cut))
     assert {k: resumed[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")} == \
         {k: whole[k] for k in ("epoch", "train_loss", "test_loss", "test_acc")}
+
+
+def test_a_resume_in_the_frozen_phase_refuses_another_source_or_main_phase_and_names_the_flag(resnet8_run, tmp_path,
+                                                                                               capsys, monkeypatch):
+    """Interrupted in the frozen phase, nothing of the main phase is saved yet: another --from, or
+    another main-phase --epochs / --backbone-lr-scale / --warmup-epochs, used to be taken silently
+    (and model.json named the wrong source); another --freeze-epochs was refused naming --epochs."""
+    from trainspy import TrainSpy
+
+    out = tmp_path / "ft"
+    args = ["finetune", "--strategy", "all", "--freeze-epochs", "2", "--epochs", "2", *FT, "--out", str(out)]
+    steps = []
+
+    def stop_in_the_frozen_phase(record):
+        steps.append(record)
+        if len(steps) == 3:  # 2 steps per epoch: frozen epoch 2, step 1
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        TrainSpy(m, step_callbacks=(stop_in_the_frozen_phase,))
+        assert main([*args, "--from", str(resnet8_run)]) == 130
+    meta = {"classes": [f"old{i}" for i in range(5)], "input_size": [1, 6, 6], "mean": [0.25], "std": [0.5],
+            "dataset": "tiny"}
+    twin = tmp_path / "twin"
+    save_model(twin, randomize_bn(create_model("resnet8", num_classes=5, in_channels=1), seed=2), meta)
+    before = {p.name: p.read_bytes() for p in (out / "freeze_phase").iterdir() if p.is_file()}
+    refusals = {
+        (f"--from={twin}",): f"was fine-tuned from {resnet8_run / 'model.safetensors'}, not {twin / 'model.safetensors'}",
+        ("--epochs", "3"): "was started with --epochs 2 for its main phase, not 3;",
+        ("--backbone-lr-scale", "0.5"): "was started with --backbone-lr-scale (not given) for its main phase, not 0.5;",
+        ("--warmup-epochs", "1"): "was started with --warmup-epochs 0 for its main phase, not 1;",
+        ("--freeze-epochs", "1"): f"{out} was fine-tuned with --freeze-epochs 2, not 1;",
+    }
+    for extra, message in refusals.items():
+        source = [] if extra[0].startswith("--from") else ["--from", str(resnet8_run)]
+        capsys.readouterr()
+        assert main([*args, *source, *extra, "--resume"]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "resume with the command the run was started" in err, err
+        assert {p.name: p.read_bytes() for p in (out / "freeze_phase").iterdir() if p.is_file()} == before
+        assert not (out / "train_state.pt").exists()
+    assert main([*args, "--from", str(resnet8_run), "--resume"]) == 0
+    assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]
+    assert json.loads((out / "model.json").read_text())["transfer"]["source"] == str(resnet8_run / "model.safetensors")

@@ -56,12 +56,13 @@ class Position:
 # progress, plots, compile, channels_last, bf16, checkpoint_segments, deterministic) can change on resume.
 _RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
                   "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch", "ema", "lookahead",
-                  "lookahead_alpha", "norm_lr_scale", "progressive_resize", "mixup", "cutmix")
+                  "lookahead_alpha", "norm_lr_scale", "progressive_resize", "mixup", "cutmix", "eval_every")
 
 
 # The recipe fields whose CLI flag is --FIELD-NAME VALUE (a refused resume names them with the run's values).
-_FLAG_FIELDS = ("epochs", "lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip", "seed",
-                "ema", "lookahead", "lookahead_alpha", "norm_lr_scale", "progressive_resize", "mixup", "cutmix")
+_FLAG_FIELDS = ("epochs", "lr", "optimizer", "momentum", "schedule", "weight_decay", "warmup_epochs", "label_smoothing",
+                "grad_clip", "seed", "ema", "lookahead", "lookahead_alpha", "norm_lr_scale", "progressive_resize",
+                "mixup", "cutmix", "eval_every")
 
 
 def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:
@@ -119,6 +120,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         # --scale-lr makes lr and warmup from the number of processes (another count on resume).
         flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
                  if part == "recipe" and key in _FLAG_FIELDS and saved[part][key] is not None]
+        flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
+                  for part, key in differing if (part, key) == ("recipe", "nesterov")]
         again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "

@@ -52,7 +52,7 @@ class TrainConfig:
     progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
     mixup: float = 0.0  # Beta(a, a) of mixup's per-batch blend of two images and their labels (0.2); 0 = off
     cutmix: float = 0.0  # Beta(a, a) of CutMix's share of a pasted rectangle (1.0); 0 = off; with mixup: either, 50/50
-    eval_every: int = 1  # evaluate on the test set every N epochs and after the last (and a --stop-after pause)
+    eval_every: int = 1  # evaluate on the test set every N epochs and after the last
 
     def __post_init__(self) -> None:
         check_field_types(self, exact=False)
@@ -107,8 +107,9 @@ class TrainConfig:
 
     def evaluates(self, epoch: int) -> bool:
         """Whether the run evaluates on the test set after ``epoch`` (1-based): every ``eval_every``-th
-        epoch, the last one, and the one a ``stop_after`` pause ends on."""
-        return epoch % self.eval_every == 0 or epoch in (self.epochs, self.stop_after)
+        epoch and the last one. Not the one a ``stop_after`` pause ends on: an evaluation there would
+        add a test figure and a candidate best epoch that the run in one session does not have."""
+        return epoch % self.eval_every == 0 or epoch == self.epochs
 
     def _check_recipe_options(self) -> None:
         """EMA, lookahead, the norm layers' lr, progressive resizing, mixup and CutMix (docs/RECIPES.md)."""

@@ -638,6 +638,12 @@ def _start(run: _Run, history: History) -> Position | None:
     pos = run.ckpt.start(history)
     if config.resume and history.epochs:  # elapsed_seconds starts again at 0: the session tells the report
         history.session = int(history.last.get("session", 1)) + 1
+    if config.resume and config.stop_after is not None and config.stop_after <= pos.epoch < config.epochs:
+        # The command that made the pause, given again, continues the run (as documented); say so,
+        # since a user who meant another pause would otherwise see the run train to its end.
+        run.say(f"--stop-after {config.stop_after} was reached in an earlier session ({config.out} is at epoch "
+                f"{pos.epoch} of {config.epochs}): training on to the end; give a later --stop-after to pause "
+                "again (it counts epochs of the whole run)")
     if pos.epoch < config.epochs:
         return pos
     try:

@@ -248,6 +248,49 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
                              f"({flag}); resume with the command the run was started with")
 
 
+# The main phase's settings that its frozen phase replaces with its own (flag names for the refusal):
+# a resume before the main phase has a checkpoint compares them with the frozen phase's record.
+_MAIN_PHASE_FLAGS = {"epochs": "--epochs", "lr_scale": "--backbone-lr-scale", "warmup_epochs": "--warmup-epochs",
+                     "progressive_resize": "--progressive-resize"}
+
+
+def _main_phase_plan(config) -> dict[str, Any]:
+    """What the main phase will train with, of the settings the frozen phase does not share."""
+    return {"epochs": config.epochs, "lr_scale": dict(config.lr_scale or {}), "warmup_epochs": config.warmup_epochs,
+            "progressive_resize": config.progressive_resize}
+
+
+def _check_resumed_phases(out: Path, phase_dir: Path, freeze_epochs: int, main_plan: dict[str, Any]) -> None:
+    """Refuse a resume whose frozen phase or planned main phase differs from the interrupted run's:
+    ``--freeze-epochs`` (train's own check would name --epochs and the inner folder), and the main
+    phase's epochs, backbone rate, warm-up and resizing, which no checkpoint has recorded yet."""
+    saved = load_meta(phase_dir)
+    was = (saved.get("train_config") or {}).get("epochs")
+    if was is not None and int(was) != freeze_epochs:
+        raise ValueError(f"{out} was fine-tuned with --freeze-epochs {was}, not {freeze_epochs}; resume with the "
+                         "command the run was started with")
+    planned = (saved.get("transfer") or {}).get("main_phase")
+    if planned is None:  # a frozen phase saved before this record existed
+        return
+    for key, flag in _MAIN_PHASE_FLAGS.items():
+        if _differs(planned.get(key), main_plan[key]):
+            raise ValueError(f"{out} was started with {flag} {_as_flag(key, planned.get(key))} for its main phase, not "
+                             f"{_as_flag(key, main_plan[key])}; resume with the command the run was started with")
+
+
+def _as_flag(key: str, value: Any) -> str:
+    """A main-phase setting as its flag's value (the backbone's lr factor is the '' group's)."""
+    if key == "lr_scale":
+        return f"{value['']:g}" if value and "" in value else "(not given)"
+    return "(not given)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) != float(b)
+    return a != b
+
+
 def finetune(
     model: nn.Module,
     data,
@@ -296,6 +339,10 @@ def finetune(
         freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
         phase_dir = out / "freeze_phase" if out else None
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
+        main_plan = _main_phase_plan(config)
+        if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
+            _check_resumed_plan(phase_dir, meta["transfer"])
+            _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
         # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
         # --progressive-resize count epochs of the main phase (--epochs), so they stay there.
         own = {"warmup_epochs": 0.0, "progressive_resize": None}
@@ -304,7 +351,7 @@ def finetune(
             own = {k: saved.get(k, v) for k, v in own.items()}
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
                                     out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
-        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone"}}
+        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone", "main_phase": main_plan}}
         # A frozen phase that finished before an interrupt only reloads its weights here: train's note
         # on a finished run (warm-restart it to train further) is not for this command.
         phase_log = _without_finished_note(log, phase_dir) if resume else log
