@@ -24,6 +24,17 @@ def rel_err(a: Tensor, b: Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+def fold_and_compare(model: nn.Module, x: Tensor):
+    """Fold ``model``'s batch norms (a copy) and return ``(relative error of its output on x, the
+    folded model, the report)``."""
+    with torch.no_grad():
+        ref = model(x)
+    fused, report = fuse_bn_with_report(model)
+    with torch.no_grad():
+        out = fused(x)
+    return rel_err(out, ref), fused, report
+
+
 def bns_fed_by_a_conv(model: nn.Module, x: Tensor) -> list[str]:
     """Names of BN modules whose input *is* the output tensor of a Conv/Linear module (forward hooks)."""
     produced: dict[int, str] = {}
@@ -70,12 +81,8 @@ FULLY_FOLDABLE = {
 def test_fused_zoo_model_matches_unfolded_in_float64_and_leaves_no_bn(name):
     model = randomize_bn(FULLY_FOLDABLE[name]("batch")).eval().double()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        ref = model(x)
-    fused, report = fuse_bn_with_report(model)
-    with torch.no_grad():
-        out = fused(x)
-    assert rel_err(out, ref) < 1e-10
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-10
     assert count_bn(fused) == 0 and report.unfolded == []
     assert len(report.folded) == count_bn(model)
     assert type(fused) is type(model)  # module changed in place, not replaced by an fx GraphModule
@@ -113,12 +120,8 @@ def test_fused_torchvision_resnet18_matches_unfolded_in_float32():
 def test_densenet121_folds_only_bn_after_conv_and_keeps_bn_relu_conv(norm, dtype, tol):
     model = randomize_bn(zoo("densenet121", norm), seed=3).eval().to(dtype)
     x = torch.randn(1, 3, 16, 16, dtype=dtype)
-    with torch.no_grad():
-        ref = model(x)
-    fused, report = fuse_bn_with_report(model)
-    with torch.no_grad():
-        out = fused(x)
-    assert rel_err(out, ref) < tol
+    err, fused, report = fold_and_compare(model, x)
+    assert err < tol
     # Huang et al. 2017, Table 1: blocks of 6, 12, 24, 16 BN-ReLU-Conv layers. norm1 of each layer,
     # the norm of 3 transitions and norm5 see a concatenation: kept; norm0 and each norm2 follow a conv.
     layers = 6 + 12 + 24 + 16
@@ -131,12 +134,8 @@ def test_densenet121_folds_only_bn_after_conv_and_keeps_bn_relu_conv(norm, dtype
 def test_preact_resnet110_keeps_bn_before_conv_and_reports_it():
     model = randomize_bn(zoo("preact_resnet110"), seed=4).eval().double()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        ref = model(x)
-    fused, report = fuse_bn_with_report(model)
-    with torch.no_grad():
-        out = fused(x)
-    assert rel_err(out, ref) < 1e-10
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-10
     # He et al. 2016 (Identity Mappings), full pre-activation unit: BN-ReLU-conv-BN-ReLU-conv.
     # bn2 follows conv1 and folds; bn1 sees the sum (or the stem conv that also feeds the identity
     # shortcut) and stays, as does the final BN after the last sum. 110 = 6 * 18 + 2: 54 blocks.
@@ -152,12 +151,8 @@ def test_preact_resnet110_keeps_bn_before_conv_and_reports_it():
 def test_wide_resnet_with_scratch_bn_folds_first_bn1_when_the_shortcut_is_a_projection():
     model = randomize_bn(zoo("wrn16_4", "scratch"), seed=8).eval()
     x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        ref = model(x)
-    fused, report = fuse_bn_with_report(model)
-    with torch.no_grad():
-        out = fused(x)
-    assert rel_err(out, ref) < 1e-5
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-5
     # Zagoruyko & Komodakis 2016: the first block of each stage widens (16 -> 64 -> 128 -> 256), so its
     # shortcut is a 1x1 conv of the *pre-activated* input: the stem conv feeds only layer1.0.bn1,
     # which therefore folds. The other bn1 follow a sum and stay, with the final BN.
@@ -199,12 +194,8 @@ def test_synchronized_batch_norms_fold_like_plain_ones_and_are_counted(sync):
     kind = nn.SyncBatchNorm if sync == "torch" else rnn.SyncBatchNorm
     assert sum(isinstance(m, kind) for m in synced.modules()) == n == count_bn(synced)
     x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        ref = synced(x)
-    fused, report = fuse_bn_with_report(synced)
-    with torch.no_grad():
-        out = fused(x)
-    assert rel_err(out, ref) < 1e-5
+    err, fused, report = fold_and_compare(synced, x)
+    assert err < 1e-5
     assert len(report.folded) == n and report.unfolded == [] and count_bn(fused) == 0
     with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
         fuse_bn(synced.train())

@@ -83,6 +83,18 @@ FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset"
       "--device", "cpu"]
 
 
+def _ctrl_c_at_step(n: int):
+    """A step callback that stops the run as Ctrl-C does at its ``n``-th optimizer step (1-based)."""
+    steps = []
+
+    def stop(record):
+        steps.append(record)
+        if len(steps) == n:
+            raise KeyboardInterrupt
+
+    return stop
+
+
 def _epochs(run) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -167,16 +179,9 @@ def test_a_frozen_phase_saved_with_the_main_phases_warmup_resumes_with_it(resnet
             changes.pop("warmup_epochs")
         return real_replace(config, **changes)
 
-    steps = []
-
-    def stop_in_the_frozen_phases_second_epoch(record):
-        steps.append(record)
-        if len(steps) == 3:  # 2 steps per epoch: frozen epoch 2, step 1
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
         m.setattr(ft.dataclasses, "replace", as_before)
-        TrainSpy(m, step_callbacks=(stop_in_the_frozen_phases_second_epoch,))
+        TrainSpy(m, step_callbacks=(_ctrl_c_at_step(3),))  # 2 steps per epoch: frozen epoch 2, step 1
         assert main(args) == 130
     assert json.loads((out / "freeze_phase" / "model.json").read_text())["train_config"]["warmup_epochs"] == 1.0
     assert main([*args, "--resume"]) == 0
@@ -210,15 +215,8 @@ def test_a_resume_in_the_frozen_phase_refuses_another_source_or_main_phase_and_n
 
     out = tmp_path / "ft"
     args = ["finetune", "--strategy", "all", "--freeze-epochs", "2", "--epochs", "2", *FT, "--out", str(out)]
-    steps = []
-
-    def stop_in_the_frozen_phase(record):
-        steps.append(record)
-        if len(steps) == 3:  # 2 steps per epoch: frozen epoch 2, step 1
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
-        TrainSpy(m, step_callbacks=(stop_in_the_frozen_phase,))
+        TrainSpy(m, step_callbacks=(_ctrl_c_at_step(3),))  # 2 steps per epoch: frozen epoch 2, step 1
         assert main([*args, "--from", str(resnet8_run)]) == 130
     meta = {"classes": [f"old{i}" for i in range(5)], "input_size": [1, 6, 6], "mean": [0.25], "std": [0.5],
             "dataset": "tiny"}
