@@ -100,8 +100,9 @@ def _check_log_dir(log_dir: Path, resuming: bool) -> None:
                               "choose another --out")
     if not log_dir.is_dir() or (log_dir / LOG_MARK).exists():
         return
-    ours = (lambda p: p.name.startswith("events.out.tfevents.") or p.name == "hparams") if resuming else (lambda p: False)
-    if not all(ours(p) for p in log_dir.iterdir()):
+    logs_of_an_older_run = resuming and all(p.name.startswith("events.out.tfevents.") or p.name == "hparams"
+                                            for p in log_dir.iterdir())
+    if any(log_dir.iterdir()) and not logs_of_an_older_run:
         raise FileExistsError(f"{log_dir} holds files that resnet-lab did not write: move them, or choose another "
                               "--out")
 
