@@ -36,8 +36,15 @@ browser:
 # emulated and slower than float32. channels_last pays on every CPU (oneDNN's convolutions are NHWC).
 DEMO_BF16 := $(shell grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo --bf16)
 
+# A new demo replaces the last one's run files (runs.RUN_FILES and RUN_OUTPUTS) and nothing else:
+# a runs/demo that holds no run is the user's, and is left alone.
+DEMO_FILES := train_state.pt model.json model.safetensors best.safetensors metrics.jsonl metrics.csv curves.png confusion.png
+
 demo: setup data
-	rm -rf runs/demo
+	@if [ -n "$$(ls -A runs/demo 2>/dev/null)" ] && [ ! -f runs/demo/model.json ] && [ ! -f runs/demo/train_state.pt ]; then \
+	  echo "error: runs/demo holds no run of make demo; move it away (or rename it) and run make demo again" >&2; \
+	  exit 2; fi
+	cd runs/demo 2>/dev/null && rm -f $(DEMO_FILES) || true
 	$(VENV)/bin/resnet-lab train --model resnet8_fast --dataset fashion-mnist --epochs 4 --batch-size 256 \
 	    --lr 0.4 --no-augment --label-smoothing 0.1 --channels-last $(DEMO_BF16) --whiten --out runs/demo
 
@@ -48,4 +55,4 @@ bench: setup data
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

@@ -1088,3 +1088,33 @@ def test_fashion_mnist_refuses_a_thread_count_that_is_no_count(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "abc")
     with pytest.raises(SystemExit, match=r"OMP_NUM_THREADS='abc' is no thread count"):
         fashion_mnist.main(["--list"])
+
+
+def test_make_demo_replaces_only_the_last_demos_run_files_and_leaves_a_users_folder_alone(tmp_path):
+    # It ran `rm -rf runs/demo`: a user's notes in it went with the old run.
+    import shutil as sh
+
+    root = BENCHMARKS.parent
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        sh.copy(root / name, tmp_path / name)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    stub = venv / "bin" / "resnet-lab"  # stands in for training: records its arguments where --out says
+    stub.write_text('#!/bin/sh\nwhile [ "$1" != "--out" ]; do shift; done\nmkdir -p "$2" && echo ran > "$2/model.json"\n')
+    stub.chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml: make setup has nothing to do
+    demo = tmp_path / "runs" / "demo"
+    demo.mkdir(parents=True)
+    (demo / "notes.txt").write_text("mine")
+    (tmp_path / "fm").mkdir()
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").touch()  # make data: found, nothing to install
+    make = ["make", "-s", "demo", "VENV=venv", "FMNIST=fm"]
+    proc = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "runs/demo holds no run of make demo; move it away" in proc.stderr
+    assert sorted(p.name for p in demo.iterdir()) == ["notes.txt"]
+    for name in ("model.json", "curves.png", "metrics.jsonl"):
+        (demo / name).write_text("old run")
+    proc = subprocess.run(make, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in demo.iterdir()) == ["model.json", "notes.txt"]
+    assert (demo / "model.json").read_text() == "ran\n" and (demo / "notes.txt").read_text() == "mine"

@@ -838,3 +838,20 @@ def test_export_fuse_bn_prints_what_it_folded_and_what_it_kept(trained, tmp_path
     capsys.readouterr()
     assert main(["export", str(group), "--fuse-bn", "--out", str(tmp_path / "g.onnx")]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("nothing to fold: the model has no batch-norm layer")
+
+
+@pytest.mark.parametrize("missing, extra, what", [
+    ("onnx", [], "ONNX export needs the onnx package: pip install 'resnet-lab[onnx]'"),
+    ("onnxscript", ["--opset", "21"], "the dynamo ONNX exporter (opset 21) needs the onnxscript package: "
+                                      "pip install 'resnet-lab[onnx]'"),
+])
+def test_export_without_the_onnx_extra_names_the_extra_in_one_line(trained, tmp_path, capsys, monkeypatch,
+                                                                    missing, extra, what):
+    import sys
+
+    run, _ = trained
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ImportError
+    capsys.readouterr()
+    assert main(["export", str(run), *extra, "--out", str(tmp_path / "m.onnx")]) == 2
+    _one_line_error(capsys, what)
+    assert not (tmp_path / "m.onnx").exists()

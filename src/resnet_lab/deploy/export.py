@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import logging
 import os
@@ -89,7 +90,16 @@ def _stdout_silenced() -> Iterator[None]:
 DYNAMO_MIN_OPSET = 18
 
 
+def _require(module: str, what: str):
+    """Import an optional package of the ``onnx`` extra, or an ImportError that names the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{what} needs the {module} package: pip install 'resnet-lab[onnx]'") from e
+
+
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool) -> None:
+    _require("onnxscript", f"the dynamo ONNX exporter (opset {max(opset, DYNAMO_MIN_OPSET)})")
     # one spec per positional argument of forward: dim 0 of the image batch is symbolic
     shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     torch.onnx.export(
@@ -166,7 +176,7 @@ def export_onnx(
 
     Returns the path written.
     """
-    import onnx  # optional extra: pip install resnet-lab[onnx]
+    onnx = _require("onnx", "ONNX export")
 
     _check_export_args(exporter, opset, meta)
     size = _check_input_size(input_size)
@@ -227,7 +237,7 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Args:
         path: an ``.onnx`` file.
     """
-    import onnx  # optional extra: pip install resnet-lab[onnx]
+    onnx = _require("onnx", "reading an ONNX file's metadata")
 
     path = Path(path)
     if not path.is_file():
