@@ -23,6 +23,12 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def test_models_without_a_match_is_bad_input_exit_2(capsys):
+    code, out, err = run(capsys, "models", "nosuch")
+    assert code == 2 and out == "" and err.strip() == ("error: no model matches 'nosuch'; `resnet-lab models` lists "
+                                                         "all")
+
+
 def test_models_pattern_ignores_letter_case(capsys):
     assert run(capsys, "models", "wrn")[0] == 0
     lower = run(capsys, "models", "wrn")[1]

@@ -855,3 +855,23 @@ def test_export_without_the_onnx_extra_names_the_extra_in_one_line(trained, tmp_
     assert main(["export", str(run), *extra, "--out", str(tmp_path / "m.onnx")]) == 2
     _one_line_error(capsys, what)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_options_may_go_between_the_runs_and_images_of_predict_evaluate_and_report(trained, tmp_path, capsys):
+    # `predict RUN --top-k 3 IMAGE` ended in "unrecognized arguments: IMAGE"
+    run, image = trained
+    assert main(["predict", str(run), str(image), "--top-k", "3", "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    for argv in (["predict", str(run), "--top-k", "3", str(image), "--json"],
+                 ["predict", str(run), "--json", str(image), "--top-k", "3"]):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out) == want
+    assert main(["predict", str(run), str(image), "--top-k", "2", str(image), "--json"]) == 0
+    assert [p["path"] for p in json.loads(capsys.readouterr().out)] == [str(image)] * 2
+    assert main(["evaluate", str(run), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--device", "cpu", str(run), "--json"]) == 0  # an ensemble of the two
+    assert json.loads(capsys.readouterr().out)["accuracy"] == one["accuracy"]
+    with pytest.raises(SystemExit) as e:  # an unknown option: still argparse's error, exit 2
+        main(["predict", str(run), "--no-such-flag", str(image)])
+    assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

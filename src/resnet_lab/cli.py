@@ -30,7 +30,7 @@ from .experiments.registry import free_experiment_dir
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_output_file, load_meta, load_model, missing_run, settle_run_dir
+from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, resolve_source, settle_run_dir
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -353,8 +353,7 @@ def _add_use_commands(sub) -> None:
 def cmd_models(args) -> int:
     names = list_models(args.pattern)
     if not names:
-        print(f"no model matches {args.pattern!r}; `resnet-lab models` lists all", file=sys.stderr)
-        return 1
+        raise ValueError(f"no model matches {args.pattern!r}; `resnet-lab models` lists all")  # exit 2, as bad input
     print(f"{'model':<22} {'family':<10} {'classes':>7} {'params':>10}")
     for name in names:
         info = model_info(name)
@@ -620,6 +619,8 @@ def cmd_evaluate(args) -> int:
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
     models, meta = [m for m, _ in loaded], loaded[0][1]
+    for r, (_, m) in zip(runs, loaded):
+        check_meta(m, resolve_source(r), ("input_size", "classes", "mean", "std"), "evaluate")
     for r, (_, other) in zip(runs[1:], loaded[1:]):  # an ensemble must see the same inputs and classes
         for key in ("classes", "input_size", "mean", "std", "dataset"):
             if other.get(key) != meta.get(key):
@@ -855,8 +856,27 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {' '.join(str(message).split())}\n"
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with options allowed between the positional runs and images of evaluate,
+    report and predict (`predict RUN --top-k 3 IMAGE`): argparse leaves the positionals after an
+    option unrecognized there, so they are joined back to the list they continue."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) in ("evaluate", "report", "predict") \
+            and not any(e.startswith("-") for e in extra):
+        if args.command == "predict":  # one list: the first of several is the model (cmd_predict tells)
+            given = ([args.run] if args.run else []) + list(args.images) + extra
+            args.run, args.images = given[0], given[1:]
+        else:
+            args.run = list(args.run) + extra
+        return args
+    if extra:
+        parser.parse_args(argv)  # argparse's own error for what it does not know
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     own_format = threading.current_thread() is threading.main_thread()  # a process-wide setting: main thread only
     plain_format = warnings.formatwarning
     if own_format:

@@ -71,6 +71,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "find_model_json",
+    "check_meta",
     "load_meta",
     "load_model",
     "load_state_dict_file",
@@ -594,6 +595,15 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON ({e}): the file is corrupt; restore it or train again") from e
+
+
+def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str, ...], purpose: str) -> None:
+    """Refuse a ``model.json`` without ``keys`` (edited, or not written by a run) in one line naming
+    what is missing and what needs it, instead of a KeyError deep in the command."""
+    missing = [k for k in keys if meta.get(k) is None]
+    if missing:
+        raise ValueError(f"{find_model_json(source)} has no {', '.join(map(repr, missing))}, which {purpose} needs: it "
+                         "was edited, or not written by resnet-lab train; restore it, or train the run again")
 
 
 def load_meta(source: str | os.PathLike) -> dict[str, Any]:

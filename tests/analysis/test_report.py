@@ -433,3 +433,23 @@ def test_weights_copied_from_another_run_give_one_line_naming_the_files(runs, tm
         assert err.startswith(f"error: the weights in {run / 'model.safetensors'} do not fit the model that "
                               f"{run / 'model.json'} describes (")
         assert "were they copied from another run?" in err
+
+
+def test_report_takes_shipped_weights_as_the_other_commands_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test_acc": 0.5}\n')  # someone's file here: not read
+    page = report_html(["resnet20:fashion-mnist"], data_dir=None, device="cpu", mistakes=0)
+    assert "weights in resnet20-fashion-mnist.safetensors" in page and "no metrics.jsonl" in page
+
+
+@pytest.mark.parametrize("key", ["classes", "mean", "input_size"])
+def test_a_model_json_without_a_key_is_one_line_in_evaluate_and_report(runs, tmp_path, capsys, key):
+    run = copy_run(runs[0], tmp_path / "bad")
+    meta = json.loads((run / "model.json").read_text())
+    del meta[key]
+    (run / "model.json").write_text(json.dumps(meta))
+    for argv in (["evaluate", str(run)], ["report", str(run), "--out", str(tmp_path / "r.html")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "KeyError" not in err, err
+        assert f"{run / 'model.json'} has no '{key}', which {argv[0]} needs" in err

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data import load_data
 from ..figures import new_figure
-from ..runs import OUTPUT_MARK, atomic_write_text, check_output_file, load_model, read_metrics
+from ..runs import OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics, resolve_source
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -138,12 +138,12 @@ def _evaluate_run(model: nn.Module, meta: dict[str, Any], data, device: torch.de
 def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, device: torch.device,
              mistakes: int) -> _Run:
     """Load a run, read its metrics and evaluate it on its test set when the data can be found."""
-    if not Path(source).exists():
-        raise FileNotFoundError(f"no such run directory: {source}; give a directory written by `resnet-lab train`")
-    model, meta = load_model(source, device)
-    run_dir = Path(source) if Path(source).is_dir() else Path(source).parent
+    model, meta = load_model(source, device)  # a run directory, a weights file in one, or shipped MODEL:TAG
+    where = resolve_source(source)
+    check_meta(meta, where, ("input_size", "classes", "mean", "std"), "report")
+    run_dir = where if where.is_dir() else where.parent  # shipped weights: their folder, which has no metrics
     run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir),
-               weights="model.safetensors" if Path(source).is_dir() else Path(source).name)
+               weights="model.safetensors" if where.is_dir() else where.name)
     if not meta.get("dataset"):
         run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
         return run
