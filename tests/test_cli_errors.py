@@ -122,7 +122,7 @@ def test_an_unexpected_exception_is_still_one_line_and_debug_shows_the_traceback
 @pytest.mark.parametrize("flag, value, message", [
     ("--grad-clip", "-1", "grad_clip"),
     ("--weight-decay", "-0.1", "weight_decay"),
-    ("--lr", "inf", "lr must be a finite number"),
+    ("--lr", "inf", "lr (--lr) must be a finite number"),
     ("--batch-size", "1", "batch size 1"),
     ("--lookahead-alpha", "0.8", "--lookahead-alpha 0.8 only acts with lookahead on"),
     ("--lookahead-alpha", "0.5", "--lookahead-alpha 0.5 only acts with lookahead on"),  # its default value, too
@@ -766,7 +766,7 @@ def test_a_bad_finetune_lr_names_the_defaults_of_both_commands(trained, tmp_path
     run, _ = trained
     assert main(["finetune", "--from", str(run), "--strategy", "all", *TRAIN[2:], "--lr", "-1",
                  "--out", str(tmp_path / "ft")]) == 2
-    _one_line_error(capsys, "lr must be a finite number > 0, got -1.0 (when not given: 0.1 for sgd in train, 0.01 in "
+    _one_line_error(capsys, "lr (--lr) must be a finite number > 0, got -1.0 (when not given: 0.1 for sgd in train, 0.01 in "
                             "finetune, 1e-3 for adamw)")
 
 
@@ -875,3 +875,26 @@ def test_options_may_go_between_the_runs_and_images_of_predict_evaluate_and_repo
     with pytest.raises(SystemExit) as e:  # an unknown option: still argparse's error, exit 2
         main(["predict", str(run), "--no-such-flag", str(image)])
     assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+LR_FIND = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--batch-size", "16"]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["train", *TRAIN, "--stop-after", "0", "--epochs", "1"], "stop_after (--stop-after) must be between 1"),
+    (["train", *TRAIN, "--epochs", "0"], "epochs (--epochs) must be >= 1"),
+    (["train", *TRAIN, "--label-smoothing", "1"], "label_smoothing (--label-smoothing) must be in [0, 1)"),
+    (["lr-find", *LR_FIND, "--steps", "1"], "steps (--steps) must be an int >= 2"),
+    (["lr-find", *LR_FIND, "--start-lr", "0"], "start_lr (--start-lr) must be a finite number > 0"),
+])
+def test_errors_of_recipe_values_name_the_flag(argv, names, capsys):
+    assert main(argv) == 2
+    _one_line_error(capsys, names)
+
+
+def test_predict_top_k_and_evaluate_batch_size_errors_name_the_flag(trained, capsys):
+    run, image = trained
+    assert main(["predict", str(run), str(image), "--top-k", "0"]) == 2
+    _one_line_error(capsys, "top_k (--top-k) must be >= 1, got 0")
+    assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
+    _one_line_error(capsys, "eval_batch_size (evaluate's --batch-size) must be at least 1")

@@ -194,7 +194,7 @@ def test_image_size_4_works_and_a_folder_of_tinier_images_is_upscaled_to_4(tmp_p
 @pytest.mark.parametrize("kw, match", [
     (dict(batch_size=0), r"batch_size \(--batch-size\) must be at least 1, got 0"),
     (dict(batch_size=-4), r"batch_size \(--batch-size\) must be at least 1, got -4"),
-    (dict(eval_batch_size=0), r"eval_batch_size must be at least 1 \(or None for batch_size\), got 0"),
+    (dict(eval_batch_size=0), r"eval_batch_size \(evaluate's --batch-size\) must be at least 1 \(or None for batch_size\), got 0"),
 ])
 def test_batch_sizes_below_one_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):

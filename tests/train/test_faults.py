@@ -402,14 +402,14 @@ def test_corrupt_model_json_is_an_error_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"grad_clip": -1.0}, "grad_clip must be a finite number > 0"),
-    ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0"),
-    ({"weight_decay": -5e-4}, "weight_decay must be a finite number >= 0"),
-    ({"lr": float("inf")}, "lr must be a finite number > 0"),
-    ({"lr": float("nan")}, "lr must be a finite number > 0"),
-    ({"momentum": 1.5}, "momentum must be in"),
-    ({"warmup_epochs": -1.0}, "warmup_epochs must be between"),
-    ({"checkpoint_segments": -2}, "checkpoint_segments must be an int >= 0"),
+    ({"grad_clip": -1.0}, "grad_clip \\(--grad-clip\\) must be a finite number > 0"),
+    ({"grad_clip": 0.0}, "grad_clip \\(--grad-clip\\) must be a finite number > 0"),
+    ({"weight_decay": -5e-4}, "weight_decay \\(--weight-decay\\) must be a finite number >= 0"),
+    ({"lr": float("inf")}, "lr \\(--lr\\) must be a finite number > 0"),
+    ({"lr": float("nan")}, "lr \\(--lr\\) must be a finite number > 0"),
+    ({"momentum": 1.5}, "momentum \\(--momentum\\) must be in"),
+    ({"warmup_epochs": -1.0}, "warmup_epochs \\(--warmup-epochs\\) must be between"),
+    ({"checkpoint_segments": -2}, "checkpoint_segments \\(--checkpoint-segments\\) must be an int >= 0"),
 ])
 def test_train_config_refuses_values_that_would_silently_corrupt_training(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -467,7 +467,7 @@ def test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_r
     _run(paused, epochs=3, deterministic=True, stop_after=1, resume=True)  # stop_after is no part of the recipe
     a, b = load_file(straight / "model.safetensors"), load_file(paused / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match="stop_after must be between 1 and epochs"):
+    with pytest.raises(ValueError, match=r"stop_after \(--stop-after\) must be between 1 and epochs"):
         TrainConfig(epochs=3, stop_after=4)
 
 

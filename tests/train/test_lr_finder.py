@@ -324,7 +324,7 @@ def test_cli_lr_find_without_out_writes_nothing_and_still_suggests(capsys, tmp_p
 def test_cli_lr_find_refuses_a_bad_range_in_one_line(capsys):
     assert main(["lr-find", *BASE, "--start-lr", "1", "--end-lr", "0.1", "--steps", "6"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: end_lr must be") and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: end_lr (--end-lr) must be") and len(err.strip().splitlines()) == 1
 
 
 def _folder(root) -> str:

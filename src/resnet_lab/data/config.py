@@ -142,7 +142,7 @@ class DataConfig:
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
+            raise ValueError(f"eval_batch_size (evaluate's --batch-size) must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:

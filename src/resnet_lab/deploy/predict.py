@@ -116,7 +116,7 @@ def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list
         k: how many; capped at the number of classes.
     """
     if k < 1:
-        raise ValueError(f"top_k must be >= 1, got {k}")
+        raise ValueError(f"top_k (--top-k) must be >= 1, got {k}")
     n_cls = probs.shape[1]
     if classes is not None and len(classes) != n_cls:
         raise ValueError(f"the model has {n_cls} outputs but {len(classes)} class names were given")

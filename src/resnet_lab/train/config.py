@@ -58,26 +58,26 @@ class TrainConfig:
         check_field_types(self, exact=False)
         check_seed(self.seed)
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ValueError(f"epochs (--epochs) must be >= 1, got {self.epochs}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr} (when not given: 0.1 for sgd in train, 0.01 in finetune, 1e-3 for adamw)")
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr} (when not given: 0.1 for sgd in train, 0.01 in finetune, 1e-3 for adamw)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.resume and not self.out:
-            raise ValueError("resume needs the run directory to continue: set out (--out DIR)")
+            raise ValueError("resume (--resume) needs the run directory to continue: set out (--out DIR)")
         if self.tensorboard:
             if not self.out:
-                raise ValueError("tensorboard writes its logs under the run directory: set out (--out DIR), "
+                raise ValueError("tensorboard (--tensorboard) writes its logs under the run directory: set out (--out DIR), "
                                  "or leave tensorboard off")
             require_tensorboard()  # fail before any data is loaded, saying how to install it
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ValueError(f"label_smoothing (--label-smoothing) must be in [0, 1), got {self.label_smoothing} (0.1 is usual; 0 turns it off)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
+            raise ValueError(f"weight_decay (--weight-decay) must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+            raise ValueError(f"momentum (--momentum) must be in [0, 1), got {self.momentum} (0.9 is usual)")
         if self.optimizer == "adamw" and (self.momentum != SGD_MOMENTUM or not self.nesterov):
             # AdamW has its own moment estimates (betas 0.9, 0.999): the two would change nothing
             given = [f"--momentum {self.momentum:g}"] * (self.momentum != SGD_MOMENTUM) + ["--no-nesterov"] * (not self.nesterov)
@@ -85,17 +85,17 @@ class TrainConfig:
                              "them out, or use --optimizer sgd")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             # A negative max norm would flip the gradient's sign; 0 would zero every step.
-            raise ValueError(f"grad_clip must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
+            raise ValueError(f"grad_clip (--grad-clip) must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
         if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
-            raise ValueError(f"warmup_epochs must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+            raise ValueError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
         if isinstance(self.checkpoint_segments, bool) or self.checkpoint_segments < 0:
-            raise ValueError(f"checkpoint_segments must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
+            raise ValueError(f"checkpoint_segments (--checkpoint-segments) must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
         if self.bf16 and self.fp16:
-            raise ValueError("bf16 and fp16 exclude each other: pick one autocast dtype")
+            raise ValueError("bf16 and fp16 (--bf16, --fp16) exclude each other: pick one autocast dtype")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
-            raise ValueError(f"stop_after must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
+            raise ValueError(f"stop_after (--stop-after) must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
                              f"is always evaluated), got {self.eval_every!r}")

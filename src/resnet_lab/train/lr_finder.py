@@ -95,12 +95,12 @@ class _Recorder:
 
 def _check_range(start_lr: float, end_lr: float, steps: int, beta: float, diverge: float) -> None:
     if not (math.isfinite(start_lr) and start_lr > 0):
-        raise ValueError(f"start_lr must be a finite number > 0, got {start_lr} (1e-7 is fastai's default)")
+        raise ValueError(f"start_lr (--start-lr) must be a finite number > 0, got {start_lr} (1e-7 is fastai's default)")
     if not (math.isfinite(end_lr) and end_lr > start_lr):
-        raise ValueError(f"end_lr must be finite and above start_lr ({start_lr:g}), got {end_lr} "
+        raise ValueError(f"end_lr (--end-lr) must be finite and above start_lr ({start_lr:g}), got {end_lr} "
                          "(10 is fastai's default)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ValueError(f"steps must be an int >= 2 (100 is fastai's default), got {steps!r}")
+        raise ValueError(f"steps (--steps) must be an int >= 2 (100 is fastai's default), got {steps!r}")
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1) (0.98 is fastai's), got {beta}")
     if not (math.isfinite(diverge) and diverge > 1):
