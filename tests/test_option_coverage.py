@@ -242,7 +242,9 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
        for flag in ("--model", "--norm", "--small-input", "--zero-init-residual", "--dataset", "--data-dir",
                     "--download", "--image-size", "--workers", "--batch-size", "--optimizer", "--momentum",
                     "--no-nesterov", "--weight-decay", "--label-smoothing", "--grad-clip", "--no-augment", "--seed",
-                    "--device")},
+                    "--device", "--channels-last", "--bf16", "--norm-lr-scale")},
+    ("lr-find", "--fp16"): LRF + "test_lr_find_fp16_on_a_cpu_is_refused_as_train_refuses_it",
+    ("lr-find", "--no-progress"): LRF + "test_lr_find_no_progress_hides_the_bar_and_reaches_the_config",
     **{("lr-find", flag): (LRF + "test_cli_lr_find_tests_the_asked_range_writes_the_png_and_prints_the_suggestion",
                            LRF + "test_lr_sequence_is_geometric_from_start_to_end_and_is_what_each_optimizer_step_used")
        for flag in ("--start-lr", "--end-lr", "--steps")},

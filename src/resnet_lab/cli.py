@@ -122,6 +122,24 @@ def _add_step_args(g) -> None:
     g.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
 
+def _add_precision_args(g) -> None:
+    """How the steps compute: memory format and autocast (train, finetune, lr-find)."""
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
+    g.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler, for CUDA GPUs "
+                   "without bfloat16 (T4, V100); refused on a CPU")
+
+
+def _add_norm_lr_scale(g) -> None:
+    g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
+                   help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
+                        "scale); airbench trains BN biases at a higher rate")
+
+
+def _add_no_progress(g, shown: str = "one line per epoch only") -> None:
+    g.add_argument("--no-progress", action="store_true", help=f"no progress bar ({shown})")
+
+
 def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_LR),
                     size: str = _NATIVE_SIZE) -> None:
     """The data and training flags of `train` and `finetune`; ``lr_help``, ``size``: their own
@@ -149,10 +167,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                         "datasets; when not given: side / 8, 4 px on Fashion-MNIST and CIFAR)" + _NO_DEFAULT)
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images only, drawn at random (seeded) "
                    "with the same share of each class; all when not given" + _NO_DEFAULT)
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)")
-    g.add_argument("--fp16", action="store_true", help="float16 autocast with a gradient scaler, for CUDA GPUs "
-                   "without bfloat16 (T4, V100); refused on a CPU")
+    _add_precision_args(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
     g.add_argument("--checkpoint-segments", type=int, default=0, help="gradient checkpointing segments (very deep "
@@ -166,9 +181,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
     g.add_argument("--lookahead-alpha", type=float, default=None, metavar="A",
                    help=f"lookahead's slow step, in (0, 1]; only with --lookahead; {LOOKAHEAD_ALPHA} when not given"
                         + _NO_DEFAULT)
-    g.add_argument("--norm-lr-scale", type=float, default=1.0, metavar="F",
-                   help="multiply the learning rate of every norm layer's weight and bias by F (times any other "
-                        "scale); airbench trains BN biases at a higher rate")
+    _add_norm_lr_scale(g)
     g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                    help="mixup (Zhang et al. 2018): train on blends of two images, the loss blended alike, the share "
                         "drawn per batch from Beta(ALPHA, ALPHA) (0.2 is typical); 0: off")
@@ -190,7 +203,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                    help="evaluate on the test set every N epochs and after the last one (a --stop-after pause "
                         "evaluates only where the whole run would); the epochs between record no test figures and "
                         "cannot become best.safetensors")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    _add_no_progress(g)
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
 
@@ -250,6 +263,9 @@ def _add_training_commands(sub) -> None:
     _add_data_args(p)
     g = p.add_argument_group("range test (the model is left as it was)")
     _add_step_args(g)
+    _add_precision_args(g)  # the steps as training will take them (docs/LR_FINDER.md: test with those flags)
+    _add_norm_lr_scale(g)
+    _add_no_progress(g, "the result lines only")
     g.add_argument("--start-lr", type=float, default=1e-7, help="the first learning rate")
     g.add_argument("--end-lr", type=float, default=10.0, help="the last learning rate")
     g.add_argument("--steps", type=int, default=100,
@@ -548,8 +564,9 @@ def cmd_lr_find(args) -> int:
     model = _new_model(args, data)
     arch = dict(model.model_config)
     check_input_size(arch.pop("name"), tuple(data.info.input_size), **arch)  # before the range test
-    result = lr_find(model, data, TrainConfig(**_step_config(args)), start_lr=args.start_lr, end_lr=args.end_lr,
-                     steps=args.steps)
+    config = TrainConfig(**_step_config(args), channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16,
+                         norm_lr_scale=args.norm_lr_scale, progress=not args.no_progress)
+    result = lr_find(model, data, config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
     taken = len(result.lrs)
     how = ("the loss did not diverge" if not result.stopped else
            f"the loss diverged after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else

@@ -344,7 +344,7 @@ SHARED = [
     ["--dataset", "folder", "--data-dir", "FOLDER", "--workers", "1"], ["--batch-size", "8"], ["--optimizer", "adamw"],
     ["--momentum", "0.5"], ["--no-nesterov"],
     ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
-    ["--seed", "3"], ["--device", "auto"],
+    ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--norm-lr-scale", "4"],
 ]
 
 
@@ -473,3 +473,27 @@ def test_a_first_loss_that_is_not_finite_is_blamed_on_the_data_or_model_not_the_
         assert fig.axes[0].get_title() == "learning-rate range test: the first loss was not finite"
     finally:
         plt.close(fig)
+
+
+def test_lr_find_no_progress_hides_the_bar_and_reaches_the_config(capsys, monkeypatch):
+    seen = []
+    real = lr_finder.lr_find
+
+    def spy(model, data, config, **kwargs):
+        seen.append(config.progress)
+        return real(model, data, config, **kwargs)
+
+    patch_everywhere(monkeypatch, lr_finder.lr_find, spy)
+    argv = ["lr-find", *BASE, "--start-lr", "1e-4", "--end-lr", "0.5", "--steps", "6"]
+    assert main(argv) == 0
+    bar = capsys.readouterr().err
+    assert main([*argv, "--no-progress"]) == 0
+    quiet = capsys.readouterr().err
+    assert seen == [True, False] and "lr range test" in bar and "lr range test" not in quiet
+
+
+def test_lr_find_fp16_on_a_cpu_is_refused_as_train_refuses_it(capsys):
+    assert main(["lr-find", *BASE, "--steps", "6", "--fp16"]) == 2
+    lr_err = capsys.readouterr().err.strip()
+    assert main(["train", *BASE, "--epochs", "1", "--no-progress", "--fp16"]) == 2
+    assert lr_err == capsys.readouterr().err.strip() and "fp16" in lr_err and len(lr_err.splitlines()) == 1
