@@ -898,3 +898,26 @@ def test_predict_top_k_and_evaluate_batch_size_errors_name_the_flag(trained, cap
     _one_line_error(capsys, "top_k (--top-k) must be >= 1, got 0")
     assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
     _one_line_error(capsys, "eval_batch_size (evaluate's --batch-size) must be at least 1")
+
+
+def test_lr_find_under_torchrun_is_refused_as_finetune_is(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["lr-find", *LR_FIND, "--steps", "6"]) == 2
+    _one_line_error(capsys, "resnet-lab lr-find runs in one process; start it without torchrun")
+
+
+def test_evaluate_dataset_empty_is_refused_not_taken_as_the_runs(trained, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run), "--dataset", ""]) == 2
+    _one_line_error(capsys, "--dataset is an empty string: give a dataset name (an unset shell variable?)")
+
+
+def test_report_with_a_data_dir_that_does_not_exist_warns_on_stderr(tmp_path, capsys):
+    run = tmp_path / "run"  # a fake-data run relabelled as CIFAR-10: data the report must look for
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(run)]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "dataset": "cifar10"}))
+    capsys.readouterr()
+    assert main(["report", str(run), "--data-dir", str(tmp_path / "typo"), "--out", str(tmp_path / "r.html")]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: --data-dir {tmp_path / 'typo'} does not exist" in err

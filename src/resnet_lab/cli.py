@@ -332,8 +332,9 @@ def _add_use_commands(sub) -> None:
     p = _cmd(sub, "predict", "Top-k classes of image files.",
              "resnet-lab predict runs/r20 shoe.png shirt.jpg --top-k 3\n  resnet-lab predict resnet20:fashion-mnist shirt.png"
              "\n  resnet-lab predict runs/r20 trouser.png --cam cam.png")
-    p.add_argument("run", nargs="?", help="run directory, .safetensors file or shipped weights MODEL:TAG "
-                   "(resnet20:fashion-mnist) (or use --onnx)" + _NO_DEFAULT)
+    p.add_argument("run", nargs="?", help="run directory (its last epoch; RUN/best.safetensors for the best "
+                   "evaluated one), .safetensors file or shipped weights MODEL:TAG (resnet20:fashion-mnist) (or use "
+                   "--onnx)" + _NO_DEFAULT)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="the image files to classify")
     p.add_argument("--onnx", help="instead of RUN: an ONNX file written by `resnet-lab export` (runs on "
                    "onnxruntime)" + _NO_DEFAULT)
@@ -346,7 +347,8 @@ def _add_use_commands(sub) -> None:
 
     p = _cmd(sub, "export", "Export a trained run (ONNX), optionally with BatchNorm folded into the convs.",
              "resnet-lab export runs/r20 --fuse-bn --out r20.onnx")
-    p.add_argument("run", help="run directory, .safetensors file or shipped weights MODEL:TAG")
+    p.add_argument("run", help="run directory (its last epoch; RUN/best.safetensors for the best evaluated one), "
+                   ".safetensors file or shipped weights MODEL:TAG")
     p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
     p.add_argument("--out", required=True, help="the .onnx file to write" + _NO_DEFAULT)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
@@ -354,7 +356,8 @@ def _add_use_commands(sub) -> None:
     p = _cmd(sub, "report", "One self-contained HTML page on trained runs: curves, confusion matrix, per-class "
              "accuracy, the most confidently wrong test images, recipe, machine, timings; several runs side by side.",
              "resnet-lab report runs/r20 --out report.html\n  resnet-lab report runs/a runs/b --out compare.html")
-    p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table)")
+    p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table), a "
+                   "weights file in one (RUN/best.safetensors) or shipped weights MODEL:TAG")
     p.add_argument("--out", required=True, help="the HTML file to write" + _NO_DEFAULT)
     p.add_argument("--data-dir", help="where the runs' dataset lives (as for evaluate); when the test set is not "
                    "found, the report says so and leaves out the sections that need it" + _NO_DEFAULT)
@@ -554,6 +557,8 @@ def _new_model(args, data):
 
 
 def cmd_lr_find(args) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would run the test and write the same --out
+        raise RuntimeError("resnet-lab lr-find runs in one process; start it without torchrun")
     if args.out:  # before the range test, not after it
         if Path(args.out).is_dir():
             raise IsADirectoryError(f"--out {args.out} is a directory: give a file name inside it, e.g. "
@@ -627,6 +632,9 @@ def _distributed_errors():
 
 
 def cmd_evaluate(args) -> int:
+    if args.dataset is not None and not args.dataset.strip():  # "" would fall back to the run's dataset
+        raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
+                         "out for the run's own")
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
     if args.tta_pattern != "cross" and not args.tta_shift:
@@ -789,6 +797,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    if args.data_dir and not Path(args.data_dir).expanduser().exists():  # the page notes it; say so here too
+        print(f"warning: --data-dir {args.data_dir} does not exist: the test-set sections will be a note saying so",
+              file=sys.stderr)
     path = write_report(args.run, args.out, data_dir=args.data_dir, device=args.device, mistakes=args.mistakes)
     print(f"wrote {path}")
     return 0
