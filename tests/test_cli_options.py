@@ -1168,11 +1168,18 @@ def test_summary_num_classes_sets_the_classifier_width(capsys):
 
 
 def test_summary_small_input_uses_the_3x3_stem(capsys):
+    # auto (the default) decides from --input-size as train decides from the images: small at 32 px,
+    # so the table shows the network `train --model resnet18` builds on 32 px data
     args = ["resnet18", "--input-size", "3", "32", "32", "--num-classes", "10"]
-    big, small = summary_json(capsys, *args), summary_json(capsys, *args, "--small-input")
+    big, small = summary_json(capsys, *args, "--small-input", "no"), summary_json(capsys, *args, "--small-input")
+    auto, yes = summary_json(capsys, *args), summary_json(capsys, *args, "--small-input", "yes")
     conv1 = {s: next(r for r in d["rows"] if r["name"] == "conv1") for s, d in (("big", big), ("small", small))}
     assert conv1["big"]["params"] == 3 * 64 * 7 * 7 and conv1["small"]["params"] == 3 * 64 * 3 * 3
     assert conv1["big"]["output_shape"] == [[1, 64, 16, 16]] and conv1["small"]["output_shape"] == [[1, 64, 32, 32]]
+    assert auto == yes == small
+    large = summary_json(capsys, "resnet18", "--input-size", "3", "96", "96")
+    assert next(r for r in large["rows"] if r["name"] == "conv1")["params"] == 3 * 64 * 7 * 7  # > 64 px: ImageNet stem
+    assert cli(capsys, "summary", "resnet20", "--small-input", "no")[0] == 2  # would change nothing
 
 
 @pytest.mark.parametrize("norm, kind", [("scratch", "BatchNorm2d"), ("group", "GroupNorm")])

@@ -237,7 +237,9 @@ def _add_model_commands(sub) -> None:
                         "CIFAR families)" + _NO_DEFAULT)
     p.add_argument("--num-classes", type=int, default=None, help="classifier outputs; when not given: the model's "
                    "own, 1000 (10 for the CIFAR families)" + _NO_DEFAULT)
-    p.add_argument("--small-input", action="store_true", help="3x3 stride-1 stem, no max-pool (28-32 px)")
+    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto", nargs="?", const="yes",
+                   help="3x3 stride-1 stem, no max-pool; auto: yes when --input-size is <= 64 px, as train decides "
+                        "(the CIFAR families always have it); the flag alone: yes")
     p.add_argument("--norm", choices=["batch", "scratch", "group", "none"],
                    help="batch when not given" + _NO_DEFAULT)
     p.add_argument("--depth", type=int, default=3, help="module nesting depth shown")
@@ -397,7 +399,7 @@ def cmd_summary(args) -> int:
     if args.depth < 1:
         raise ValueError(f"--depth must be at least 1 (1: the top-level modules), got {args.depth}")
     k = args.num_classes if args.num_classes is not None else info.num_classes
-    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=args.small_input,
+    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=_small_input(args, size[1]),
                          norm=args.norm or "batch")
     _check_norm_flag(args, model)
     arch = dict(model.model_config)
@@ -540,14 +542,19 @@ def _check_norm_flag(args, model) -> None:
                          f"use {args.model}_bn, or leave --norm out")
 
 
-def _new_model(args, data):
-    """The model the _add_model_args flags ask for, shaped for ``data``, its weights seeded by --seed."""
-    c, h, _ = data.info.input_size
+def _small_input(args, height: int) -> bool:
+    """--small-input (auto|yes|no) for images ``height`` px high; train, lr-find and summary decide alike."""
     if args.small_input == "no" and model_info(args.model).small_input:
         raise ValueError(f"{args.model} is built for small images (3x3 stride-1 stem, no max-pool) whatever "
                          "--small-input says, so --small-input no would change nothing: leave it out, or pick a "
                          "model with an ImageNet stem (resnet18)")
-    small = h <= 64 if args.small_input == "auto" else args.small_input == "yes"
+    return height <= 64 if args.small_input == "auto" else args.small_input == "yes"
+
+
+def _new_model(args, data):
+    """The model the _add_model_args flags ask for, shaped for ``data``, its weights seeded by --seed."""
+    c, h, _ = data.info.input_size
+    small = _small_input(args, h)
     torch.manual_seed(args.seed)
     extra = {"zero_init_residual": True} if args.zero_init_residual else {}
     model = create_model(args.model, num_classes=len(data.info.classes), in_channels=c, small_input=small,
