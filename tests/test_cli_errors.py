@@ -668,8 +668,9 @@ def test_images_too_small_for_the_model_are_one_line_naming_the_size_flag_before
                  "--subset", "32", "--batch-size", "16", "--epochs", "1", "--no-progress", "--out", str(out)]) == 2
     _one_line_error(capsys, "vgg11_bn cannot take 28x28 px images")
     assert not out.exists()
-    assert main(["summary", "vgg11_bn", "--input-size", "1", "28", "28"]) == 2
+    assert main(["summary", "vgg11_bn", "--small-input", "no", "--input-size", "1", "28", "28"]) == 2
     _one_line_error(capsys, "(--input-size)")
+    assert main(["summary", "vgg11_bn", "--input-size", "1", "28", "28"]) == 0  # auto: the small stem, as train
 
 
 def test_an_unwritable_output_is_named_by_the_users_path_not_a_temporary_one(trained, tmp_path, capsys, monkeypatch):
