@@ -37,7 +37,7 @@ from .device import get_rng_state, set_rng_state
 from .distributed import rescale_resume_position
 from .plots import plot_confusion, plot_curves
 
-__all__ = ["Checkpointer", "Position", "check_resume", "run_facts"]
+__all__ = ["Checkpointer", "Position", "check_resume", "recipe_values_differ", "run_facts"]
 
 
 @dataclass
@@ -113,7 +113,7 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
     differing = [(part, key) for part in ("recipe", "data") if saved[part]
-                 for key in saved[part] if key in now[part] and _differs(saved[part][key], now[part][key])]
+                 for key in saved[part] if key in now[part] and recipe_values_differ(saved[part][key], now[part][key])]
     if differing:
         diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}" for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
@@ -130,9 +130,11 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         )
 
 
-def _differs(saved: Any, now: Any) -> bool:
+def recipe_values_differ(saved: Any, now: Any) -> bool:
+    """Whether a saved recipe value and the one asked for now differ (floats to rounding, lists
+    element by element): what a resume compares."""
     if isinstance(saved, (list, tuple)) and isinstance(now, (list, tuple)):
-        return len(saved) != len(now) or any(_differs(a, b) for a, b in zip(saved, now))
+        return len(saved) != len(now) or any(recipe_values_differ(a, b) for a, b in zip(saved, now))
     if isinstance(saved, float) or isinstance(now, float):
         return saved is None or now is None or not math.isclose(float(saved), float(now), rel_tol=1e-9, abs_tol=1e-12)
     return saved != now

@@ -24,6 +24,7 @@ from ..data import DataConfig
 from ..models import create_model
 from ..runs import load_meta, settle_run_dir
 from ..train import train
+from ..train.checkpoint import recipe_values_differ
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
 from .heads import add_head, classifier_linear_name, head_param_names
@@ -273,7 +274,7 @@ def _check_resumed_phases(out: Path, phase_dir: Path, freeze_epochs: int, main_p
     if planned is None:  # a frozen phase saved before this record existed
         return
     for key, flag in _MAIN_PHASE_FLAGS.items():
-        if _differs(planned.get(key), main_plan[key]):
+        if recipe_values_differ(planned.get(key), main_plan[key]):
             raise ValueError(f"{out} was started with {flag} {_as_flag(key, planned.get(key))} for its main phase, not "
                              f"{_as_flag(key, main_plan[key])}; resume with the command the run was started with")
 
@@ -283,12 +284,6 @@ def _as_flag(key: str, value: Any) -> str:
     if key == "lr_scale":
         return f"{value['']:g}" if value and "" in value else "(not given)"
     return "(not given)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _differs(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        return float(a) != float(b)
-    return a != b
 
 
 def finetune(
