@@ -922,3 +922,11 @@ def test_report_with_a_data_dir_that_does_not_exist_warns_on_stderr(tmp_path, ca
     assert main(["report", str(run), "--data-dir", str(tmp_path / "typo"), "--out", str(tmp_path / "r.html")]) == 0
     err = capsys.readouterr().err
     assert f"warning: --data-dir {tmp_path / 'typo'} does not exist" in err
+
+
+def test_an_unknown_flag_is_answered_with_the_usage_of_its_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["summary", "resnet8", "--image-size", "32"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: resnet-lab summary ")
+    assert err.strip().endswith("resnet-lab summary: error: unrecognized arguments: --image-size 32")
