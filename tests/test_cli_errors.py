@@ -930,3 +930,11 @@ def test_an_unknown_flag_is_answered_with_the_usage_of_its_command(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("usage: resnet-lab summary ")
     assert err.strip().endswith("resnet-lab summary: error: unrecognized arguments: --image-size 32")
+
+
+def test_experiment_list_with_a_name_is_refused_not_the_name_ignored(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "--list", "degradation"]) == 2
+    _one_line_error(capsys, "--list lists every experiment and runs none: drop --list to run degradation")
+    assert main(["experiment", "--list"]) == 0 and "degradation" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()

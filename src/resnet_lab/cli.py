@@ -769,6 +769,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_experiment(args) -> int:
+    if args.list and args.name is not None:  # the name would be ignored
+        raise ValueError(f"--list lists every experiment and runs none: drop --list to run {args.name}, or drop "
+                         f"{args.name} to see the list")
     if args.list or args.name is None:
         for name, claim in list_experiments().items():
             print(f"{name:<22} {claim}")
