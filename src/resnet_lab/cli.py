@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_training_commands(sub)
     _add_use_commands(sub)
-    parser.set_defaults(_commands=sub.choices)  # each command's parser, for its own usage line in errors
+    parser.command_parsers = sub.choices  # each command's parser, for its own usage line in errors
     return parser
 
 
@@ -901,7 +901,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     option unrecognized there, so they are joined back to the list they continue."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    commands = vars(args).pop("_commands", {})
     if extra and getattr(args, "command", None) in ("evaluate", "report", "predict") \
             and not any(e.startswith("-") for e in extra):
         if args.command == "predict":  # one list: the first of several is the model (cmd_predict tells)
@@ -911,7 +910,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             args.run = list(args.run) + extra
         return args
     if extra:  # argparse's error, with the usage of the command it was given to (not the top level's)
-        commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
