@@ -30,7 +30,7 @@ from .experiments.registry import free_experiment_dir
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, resolve_source, settle_run_dir
+from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, settle_run_dir
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -653,7 +653,7 @@ def cmd_evaluate(args) -> int:
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
     models, meta = [m for m, _ in loaded], loaded[0][1]
     for r, (_, m) in zip(runs, loaded):
-        check_meta(m, resolve_source(r), ("input_size", "classes", "mean", "std"), "evaluate")
+        check_meta(m, r, ("input_size", "classes", "mean", "std"), "evaluate")
     for r, (_, other) in zip(runs[1:], loaded[1:]):  # an ensemble must see the same inputs and classes
         for key in ("classes", "input_size", "mean", "std", "dataset"):
             if other.get(key) != meta.get(key):

@@ -599,10 +599,11 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str, ...], purpose: str) -> None:
     """Refuse a ``model.json`` without ``keys`` (edited, or not written by a run) in one line naming
-    what is missing and what needs it, instead of a KeyError deep in the command."""
+    what is missing and what needs it, instead of a KeyError deep in the command. ``source`` is what
+    the user gave (shipped weights are resolved only to name the file in the error)."""
     missing = [k for k in keys if meta.get(k) is None]
     if missing:
-        raise ValueError(f"{find_model_json(source)} has no {', '.join(map(repr, missing))}, which {purpose} needs: it "
+        raise ValueError(f"{find_model_json(resolve_source(source))} has no {', '.join(map(repr, missing))}, which {purpose} needs: it "
                          "was edited, or not written by resnet-lab train; restore it, or train the run again")
 
 

@@ -140,7 +140,7 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     """Load a run, read its metrics and evaluate it on its test set when the data can be found."""
     model, meta = load_model(source, device)  # a run directory, a weights file in one, or shipped MODEL:TAG
     where = resolve_source(source)
-    check_meta(meta, where, ("input_size", "classes", "mean", "std"), "report")
+    check_meta(meta, source, ("input_size", "classes", "mean", "std"), "report")
     run_dir = where if where.is_dir() else where.parent  # shipped weights: their folder, which has no metrics
     run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir),
                weights="model.safetensors" if where.is_dir() else where.name)
