@@ -361,3 +361,24 @@ def test_fast_cifar_variants_count_what_their_layers_hold(name, depth, widths):
     model = create_model(name, num_classes=classes, in_channels=c_in)
     assert sum(p.numel() for p in model.parameters()) == total
     assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, widths[-1], 4, 4)
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet20", {"weights": "fashion-mnist"}), ("vgg11_bn", {}),
+                                          ("googlenet", {"aux_logits": True}), ("resnet20", {"stacked_head": 4})],
+                         ids=["shipped_weights", "vgg", "googlenet_aux", "stacked_head"])
+def test_a_reset_classifier_is_what_save_model_records_and_load_model_rebuilds(tmp_path, name, kwargs):
+    """The path create_model's error recommends for another class count: the saved arch describes
+    the new classifier, so the run loads back with the same outputs (before, model_config kept the
+    old count: save_model refused the classes, and with no classes the file did not load)."""
+    from resnet_lab.runs import load_model, save_model
+
+    model = create_model(name, **kwargs)
+    model.reset_classifier(3)
+    assert model.model_config["num_classes"] == 3 and "stacked_head" not in model.model_config
+    save_model(tmp_path / "r", model, {"classes": ["a", "b", "c"]})
+    loaded, meta = load_model(tmp_path / "r")
+    assert meta["classes"] == ["a", "b", "c"]
+    model.eval(), loaded.eval()
+    x = torch.randn(2, model.model_config["in_channels"], 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x)) and loaded(x).shape == (2, 3)

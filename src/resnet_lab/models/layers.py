@@ -171,7 +171,16 @@ class ClassifierModel(nn.Module):
         """Replace the classifier's final Linear by a fresh one with ``num_classes`` outputs."""
         num_classes = classifier_size(num_classes)
         setattr(self, self.classifier_attr, replace_linear(self.get_classifier(), num_classes))
+        self._record_classes(num_classes)
+
+    def _record_classes(self, num_classes: int) -> None:
+        """Keep ``num_classes`` and ``model_config`` (what save_model writes and load_model
+        rebuilds) true to the new classifier, a plain Linear: a stacked head went with the old one."""
         self.num_classes = num_classes
+        config = getattr(self, "model_config", None)
+        if config is not None:
+            self.model_config = {**{k: v for k, v in config.items() if k != "stacked_head"},
+                                 "num_classes": num_classes}
 
     @property
     def num_features(self) -> int:

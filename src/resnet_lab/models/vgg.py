@@ -186,7 +186,7 @@ class VGG(ClassifierModel):
         the fc7 features out, as timm); fc6 and fc7 keep their weights."""
         num_classes = classifier_size(num_classes)
         self.classifier[-1] = replace_linear(self.classifier[-1], num_classes)
-        self.num_classes = num_classes
+        self._record_classes(num_classes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # timm's keys and conv-shaped fc6/fc7 become torchvision's before the children load
