@@ -341,19 +341,32 @@ def test_experiment_never_overwrites_earlier_results_or_a_run(trained, tmp_path,
     assert _files(run) == before
     assert main(["experiment", "degradation", "--out", ""]) == 2
     _one_line_error(capsys, "--out is an empty string")
-    # without --out: the default folder, or the next free one beside it
+    # without --out: the default folder, or the next free one beside it that no other process holds
     seen = []
     monkeypatch.setattr(cli, "run_experiment", lambda name, **kw: seen.append(kw["out"]) or {"verdict": "mixed"})
+    assert main(["experiment", "degradation"]) == 0 and seen == [None]  # run_experiment claims the default
+    from resnet_lab.experiments.registry import claim_experiment_dir
+    from resnet_lab.runs import RunLock
+
+    def claimed() -> str:
+        out, lock = claim_experiment_dir(None, "degradation")
+        lock.release()
+        return str(out)
+
     monkeypatch.chdir(tmp_path)
-    assert main(["experiment", "degradation"]) == 0
-    (tmp_path / "runs/experiments/degradation").mkdir(parents=True)
+    assert claimed() == "runs/experiments/degradation"
     (tmp_path / "runs/experiments/degradation/results.json").write_text("{}")
-    assert main(["experiment", "degradation"]) == 0
-    assert seen == ["runs/experiments/degradation", "runs/experiments/degradation-2"]
-    (tmp_path / "runs/experiments/degradation-2").mkdir()
+    assert claimed() == "runs/experiments/degradation-2"
     (tmp_path / "runs/experiments/degradation-2/report.md").write_text("cut short")  # an interrupted run's
-    assert main(["experiment", "degradation"]) == 0
-    assert seen[-1] == "runs/experiments/degradation-3"
+    assert claimed() == "runs/experiments/degradation-3"
+    # Another experiment started at the same moment holds -3, still empty: this one takes -4 (both
+    # used to write into the same folder, the second over the first).
+    with RunLock(tmp_path / "runs/experiments/degradation-3"):
+        assert claimed() == "runs/experiments/degradation-4"
+    held = tmp_path / "held"
+    held.mkdir()
+    with RunLock(held), pytest.raises(ckpt.RunInUseError, match="is being written by another process"):
+        claim_experiment_dir(held, "degradation")
 
 
 @pytest.mark.parametrize("held", ["a run one folder down", "an earlier report", "a plot"])
@@ -938,3 +951,25 @@ def test_experiment_list_with_a_name_is_refused_not_the_name_ignored(capsys, tmp
     _one_line_error(capsys, "--list lists every experiment and runs none: drop --list to run degradation")
     assert main(["experiment", "--list"]) == 0 and "degradation" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, named", [(["--budget", "full", "--out", "zz"], "--budget, --out are"),
+                                          (["--seed", "5"], "--seed is"), (["--list", "--device", "cpu"], "--device is")])
+def test_experiment_options_without_a_name_are_refused_not_ignored(capsys, tmp_path, monkeypatch, flags, named):
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", *flags]) == 2
+    _one_line_error(capsys, f"{named} for running an experiment, and none is named: add the experiment's name")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "zz").exists()
+    assert main(["experiment"]) == 0 and "degradation" in capsys.readouterr().out  # the bare listing stays
+
+
+@pytest.mark.parametrize("seed", [True, 1.0, "3"])
+def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder(tmp_path, seed):
+    """True ran seeds 1 and 2 and recorded `--seed True`, a command the CLI refuses; "3" was a raw TypeError."""
+    from resnet_lab.experiments import run_experiment
+
+    with pytest.raises(ValueError, match=f"seed \\(--seed\\) must be an integer from .*got {seed}"):
+        run_experiment("degradation", out=tmp_path / "x", seed=seed, log=lambda s: None)
+    with pytest.raises(ValueError, match="gpu"):
+        run_experiment("degradation", out=tmp_path / "x", device="gpu", log=lambda s: None)
+    assert not (tmp_path / "x").exists()  # neither left an empty folder behind

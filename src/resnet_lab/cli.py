@@ -26,7 +26,6 @@ from .deploy.cam import save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
-from .experiments.registry import free_experiment_dir
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
@@ -772,13 +771,18 @@ def cmd_experiment(args) -> int:
     if args.list and args.name is not None:  # the name would be ignored
         raise ValueError(f"--list lists every experiment and runs none: drop --list to run {args.name}, or drop "
                          f"{args.name} to see the list")
+    given = [flag for flag, value, default in (("--budget", args.budget, "smoke"), ("--out", args.out, None),
+                                               ("--data-dir", args.data_dir, None), ("--device", args.device, "auto"),
+                                               ("--seed", args.seed, 0)) if value != default]
+    if (args.list or args.name is None) and given:  # they would be ignored
+        raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for running an experiment, and "
+                         "none is named: add the experiment's name (see resnet-lab experiment --list)")
     if args.list or args.name is None:
         for name, claim in list_experiments().items():
             print(f"{name:<22} {claim}")
         return 0
-    resolve_device(args.device)  # a bad --device before any folder is made
-    out = args.out or str(free_experiment_dir(f"runs/experiments/{args.name}"))  # never over earlier results
-    run_experiment(args.name, budget=args.budget, out=out, data_dir=args.data_dir, device=args.device,
+    # without --out: runs/experiments/NAME, or NAME-2... never over earlier results
+    run_experiment(args.name, budget=args.budget, out=args.out, data_dir=args.data_dir, device=args.device,
                    seed=args.seed)  # its last line is the verdict and where the report is: said once
     return 0
 

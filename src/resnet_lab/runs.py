@@ -277,8 +277,8 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunInUseError(f"{self.run_dir} is being written by another process (a train or finetune with "
-                                "this --out): wait for it to finish, or choose another --out") from None
+            raise RunInUseError(f"{self.run_dir} is being written by another process (a train, finetune or "
+                                "experiment with this --out): wait for it to finish, or choose another --out") from None
         self._fd = fd
         RunLock._held.add(self)
         return self

@@ -85,9 +85,21 @@ def test_missing_fashion_mnist_falls_back_to_fake_data_and_says_so(tmp_path, mon
         return real(name, **kw)
 
     monkeypatch.setattr(runner, "load_data", no_fashion_mnist)  # where the runner looks it up
-    results = registry.run_experiment("bn_convergence", budget="smoke", out=tmp_path, device="cpu", log=lambda s: None)
-    assert any("fake" in n for n in results["notes"])
-    assert "fake" in (tmp_path / "report.md").read_text()
+    lines = []
+    results = registry.run_experiment("bn_convergence", budget="smoke", out=tmp_path, device="cpu", log=lines.append)
+    assert any("fake" in n for n in results["notes"]) and results["fake_data"] is True
+    md = (tmp_path / "report.md").read_text()
+    # Even a full budget's verdict on random images is no evidence: the verdict and the setup say so
+    # (the setup used to name Fashion-MNIST).
+    assert md.startswith(f"# bn_convergence: {results['verdict']} (random images, Fashion-MNIST was not found: "
+                         "not evidence)")
+    assert "- data: random images (`fake`: Fashion-MNIST was not found) in place of: Fashion-MNIST" in md
+    assert "(random images, Fashion-MNIST was not found: not evidence)" in lines[-1]
+    from resnet_lab.experiments.report import verdict_text
+
+    assert verdict_text("confirmed", "full") == "confirmed"
+    assert verdict_text("confirmed", "full", fake_data=True) == ("confirmed (random images, Fashion-MNIST was not "
+                                                                 "found: not evidence)")
 
 
 def test_ctrl_c_during_a_run_stops_the_experiment_instead_of_starting_the_next_run(tmp_path):

@@ -23,6 +23,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 from ..data.config import check_seed
+from ..runs import RunInUseError, RunLock
+from ..train.device import resolve_device
 from .report import Report, verdict_text, write_report
 from .runner import BUDGETS, Context
 
@@ -114,14 +116,37 @@ def _first_entry(folder: Path) -> Path | None:
     return next((p for p in sorted(folder.iterdir()) if not p.name.startswith(".")), None)
 
 
-def free_experiment_dir(base: str | os.PathLike) -> Path:
-    """``base``, or ``base-2``, ``base-3``... the first that is missing or empty."""
-    base = Path(base)
-    candidate, n = base, 1
-    while candidate.is_file() or _first_entry(candidate) is not None:
+DEFAULT_ROOT = Path("runs/experiments")  # where an experiment without ``out`` writes: DEFAULT_ROOT/NAME[-N]
+
+
+def claim_experiment_dir(out: str | os.PathLike | None, name: str) -> tuple[Path, RunLock]:
+    """The output folder of a run of experiment ``name``, created and locked for this process.
+
+    ``out`` is checked by :func:`check_experiment_out`, and one another process is writing is
+    refused. Without ``out``: the first of ``runs/experiments/NAME``, ``NAME-2``... that is missing
+    or empty and that no other process holds (two experiments started at once used to pick the
+    same empty folder and write over each other's results)."""
+    if out is not None:
+        check_experiment_out(out)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out).acquire()
+        check_experiment_out(out)  # what it holds may have changed before the lock was ours
+        return Path(out), lock
+    base, n = DEFAULT_ROOT / name, 0
+    while True:
         n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if candidate.is_file() or _first_entry(candidate) is not None:
+            continue
+        candidate.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(candidate)
+        try:
+            lock.acquire()
+        except RunInUseError:  # another experiment has just claimed it
+            continue
+        if _first_entry(candidate) is None:
+            return candidate, lock
+        lock.release()  # filled between the look and the lock
 
 
 def reproducing_command(name: str, budget: str, out: str | os.PathLike, data_dir: str | None, device: str,
@@ -139,7 +164,7 @@ def run_experiment(
     name: str,
     *,
     budget: str = "smoke",
-    out: str | os.PathLike,
+    out: str | os.PathLike | None = None,
     data_dir: str | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -150,7 +175,8 @@ def run_experiment(
     Args:
         name: the experiment (see :func:`list_experiments`).
         budget: ``smoke`` (seconds; checks the pipeline, not the claim) or ``full`` (the real run).
-        out: output folder.
+        out: output folder, missing or empty (None: the first free ``runs/experiments/NAME``,
+            ``NAME-2``...). It is locked while the experiment runs.
         data_dir: where to look for datasets first.
         device: ``auto``, ``cpu``, ``cuda``...
         seed: base seed of weights and data order.
@@ -163,16 +189,27 @@ def run_experiment(
     module = get_experiment(name)
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
-    check_experiment_out(out)
     check_seed(seed, headroom=100)  # its runs count seeds up from it
+    resolve_device(device)  # a bad device before any folder is made
+    out, lock = claim_experiment_dir(out, name)
+    with lock:
+        return _run(module, name, budget, out, data_dir, device, seed, log)
+
+
+def _run(module: ModuleType, name: str, budget: str, out: Path, data_dir: str | None, device: str, seed: int,
+         log: Callable[[str], None]) -> dict[str, Any]:
     ctx = Context(name, budget, out, data_dir=data_dir, device=device, seed=seed, log=log)
     t0 = time.perf_counter()
     report = module.run(ctx)
     if not isinstance(report, Report):
         raise TypeError(f"experiment {name}: run(ctx) must return a Report, got {type(report).__name__}")
     report.notes = [*report.notes, *(n for n in ctx.notes if n not in report.notes)]
+    if ctx.fake_data and "data" in report.setup:  # the experiment describes the data it asked for
+        report.setup = {**report.setup, "data": f"random images (`fake`: Fashion-MNIST was not found) in place of: "
+                                                f"{report.setup['data']}"}
     seconds = time.perf_counter() - t0
-    results = write_report(ctx.out, name, report, budget=budget, seconds=seconds,
+    results = write_report(ctx.out, name, report, budget=budget, seconds=seconds, fake_data=ctx.fake_data,
                            command=reproducing_command(name, budget, ctx.out, data_dir, device, seed))
-    log(f"[{name}] verdict: {verdict_text(results['verdict'], budget)} ({seconds:.0f} s); report in {ctx.out / 'report.md'}")
+    log(f"[{name}] verdict: {verdict_text(results['verdict'], budget, ctx.fake_data)} ({seconds:.0f} s); "
+        f"report in {ctx.out / 'report.md'}")
     return results

@@ -50,9 +50,12 @@ __all__ = [
 VERDICTS = ("confirmed", "not confirmed", "mixed")
 
 
-def verdict_text(verdict: str, budget: str) -> str:
+def verdict_text(verdict: str, budget: str, fake_data: bool = False) -> str:
     """The verdict as people read it: at the smoke budget (seconds, one or two seeds) the checks run
-    on figures too small to mean anything, so the word is marked as no evidence."""
+    on figures too small to mean anything, and on random images (``fake_data``: Fashion-MNIST was
+    not found) they say nothing about the claim, so the word is then marked as no evidence."""
+    if fake_data:
+        return f"{verdict} (random images, Fashion-MNIST was not found: not evidence)"
     return f"{verdict} (smoke budget: a check of the pipeline, not evidence)" if budget == "smoke" else verdict
 
 
@@ -310,7 +313,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: str, seconds: float,
-                 command: str | None = None) -> dict[str, Any]:
+                 command: str | None = None, fake_data: bool = False) -> dict[str, Any]:
     """Write ``results.json`` and ``report.md`` into ``out``; return the results dict.
 
     Args:
@@ -320,6 +323,8 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
         budget: ``smoke`` or ``full``.
         seconds: wall time of the experiment.
         command: the command line that reproduces it (default: the CLI call).
+        fake_data: the runs trained on random images (Fashion-MNIST was not found): the verdict is
+            marked as no evidence and ``results.json`` says so.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,6 +335,7 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
         "claim": report.claim,
         "budget": budget,
         "verdict": verdict,
+        "fake_data": fake_data,
         "checks": [asdict(c) for c in report.checks],
         "setup": report.setup,
         "table": {"columns": report.columns, "rows": report.rows},
@@ -344,14 +350,14 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
     }
     atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1))
 
-    lines = [f"# {name}: {verdict_text(verdict, budget)}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
+    lines = [f"# {name}: {verdict_text(verdict, budget, fake_data)}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in report.setup.items()]
     lines += [f"- budget: {budget}; wall time {seconds:.0f} s; {results['date']}",
               f"- machine: {results['machine']}", f"- command: `{command}`", "", "## Measured", ""]
     lines.append("| " + " | ".join(report.columns) + " |")
     lines.append("|" + "---|" * len(report.columns))
     lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in report.rows]
-    lines += ["", f"## Verdict: {verdict_text(verdict, budget)}", ""]
+    lines += ["", f"## Verdict: {verdict_text(verdict, budget, fake_data)}", ""]
     lines += [f"- [{'x' if c.passed else ' '}] {c.question}: {c.evidence}" for c in report.checks]
     if report.findings:
         lines += ["", "## Other findings", ""] + [f"- {f}" for f in report.findings]

@@ -309,12 +309,13 @@ class Context:
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
         self.name, self.budget, self.seed = name, budget, int(seed)
+        self.device = resolve_device(device)  # before the folder is made: a bad device leaves none behind
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        self.device = resolve_device(device)
         self.log = log
         self.notes: list[str] = []
+        self.fake_data = False  # set when Fashion-MNIST was missing and the runs used random images
         self._cache: dict[Any, Any] = {}
 
     @property
@@ -358,6 +359,7 @@ class Context:
                 raise
             self.note("Fashion-MNIST was not found, so the runs used the `fake` dataset (random images): "
                       "the figures say nothing about the claim")
+            self.fake_data = True
             kw = {**kw, "in_channels": 1}
             kw.setdefault("image_size", 28)
             if kw.get("subset"):  # the fake set is small; a full budget's subset would not fit
