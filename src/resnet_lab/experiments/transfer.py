@@ -3,8 +3,9 @@
 A ResNet is pretrained on Fashion-MNIST classes 0-4 (T-shirt, Trouser, Pullover, Dress, Coat).
 The target task is classes 5-9 (Sandal, Shirt, Sneaker, Bag, Ankle boot) with only k labelled
 training images per class; every run is evaluated on all target test images. Compared: training
-from scratch, ``all`` (every layer, backbone at a tenth of the head's rate), ``last`` (the last
-stage and the classifier) and ``head`` (a new Linear on the frozen pretrained classifier). The
+from scratch, ``all`` (every layer at one rate; ``all-discr``: the backbone at a tenth of the
+head's rate), ``last`` (the last stage and the classifier) and ``head`` (a new Linear on the frozen
+pretrained classifier). The
 pretrained network goes through the library path a user takes: it is saved as a run directory and
 read back with :func:`resnet_lab.transfer.load_source`.
 
@@ -242,12 +243,13 @@ def claim_checks(runs: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> list[C
         "`head` and `last` take the least training time per image (all runs of a strategy pooled)",
         max(speed["head"], speed["last"]) < min(speed["all"], speed["scratch"]),
         ", ".join(f"{s} {speed[s]:.2f} ms" for s in STRATEGIES) + " per training image"))
-    best = {k: max((s for s in VARIANTS if s != "scratch"), key=lambda s: _acc(runs, s, k)) for k in ks}
-    gain = {k: _paired(runs, best[k], "scratch", k) for k in ks}
+    # `all` against scratch at every k, fixed before the runs: picking the best of the variants
+    # afterwards would compare different strategies across k and lean towards passing
+    gain = {k: _paired(runs, "all", "scratch", k) for k in ks}
     most = exceeds(gain[ks[0]], zero) and all(exceeds(gain[ks[0]], gain[k]) for k in ks[1:])
     checks.append(Check(
-        "transfer beats scratch, and by the most at the smallest k", most,
-        ", ".join(f"k={k}: {best[k]} - scratch = {gain[k].scaled(100).fmt()} pp" for k in ks)
+        "transfer (`all`) beats scratch, and by the most at the smallest k", most,
+        ", ".join(f"k={k}: all - scratch = {gain[k].scaled(100).fmt()} pp" for k in ks)
         + f" (per-seed differences); at k={ks[0]}: " + rule_text("exceeds", gain[ks[0]], zero, scale=100, unit=" pp")
         + "; and against each larger k: "
         + "; ".join(rule_text("exceeds", gain[ks[0]], gain[k], scale=100, unit=" pp") for k in ks[1:])))
