@@ -138,3 +138,19 @@ def test_each_run_spec_field_reaches_the_trainers_config(tmp_path, monkeypatch, 
     differing = {f for f in ("optimizer", "momentum", "warmup_epochs", "grad_clip", "lr_scale", "schedule",
                              "weight_decay", "lr", "epochs") if getattr(plain, f) != getattr(changed, f)}
     assert differing == {field}
+
+
+@pytest.mark.parametrize("steps", [3, 5, 7])
+def test_warmup_trains_exactly_its_steps_when_they_do_not_split_evenly_into_epochs(tmp_path, steps):
+    """2 steps an epoch: 3 warm-up steps used to run 2 epochs of 2 (4 steps), 5 ran 6, 7 ran 8."""
+    ctx, data = _fake_context(tmp_path)
+    spec = RunSpec("warm", cifar_net(8, widths=(2, 4, 8)), batch_size=8, epochs=1, max_steps_per_epoch=2,
+                   warmup_lr=0.01, warmup_steps=steps)
+    r = ctx.train(spec, data)
+    assert r.info["warmup"]["steps"] == steps and len(r.step_losses) == steps + 2
+
+
+@pytest.mark.parametrize("bad", [-5, 2.5, True])
+def test_runspec_refuses_warmup_steps_that_are_not_a_count(bad):
+    with pytest.raises(ValueError, match=f"warmup_steps must be an int >= 0.*got {bad!r}"):
+        RunSpec("warm", warmup_steps=bad)

@@ -113,6 +113,11 @@ class RunSpec:
     step_callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"RunSpec {self.label!r}: warmup_steps must be an int >= 0 (0: no constant warm-up), "
+                             f"got {self.warmup_steps!r}")
+
 
 @dataclass
 class RunResult:
@@ -465,12 +470,14 @@ class Context:
         return TrainConfig(**{**fields, **override})
 
     def _warmup_config(self, spec: RunSpec, data) -> TrainConfig:
-        """The constant warm-up phase: ``warmup_steps`` steps at ``warmup_lr``, over as many
-        (partial) epochs as the training set needs."""
+        """The constant warm-up phase: exactly ``warmup_steps`` steps at ``warmup_lr``, over as few
+        (partial) epochs of equal length as the training set allows (the trainer caps every epoch
+        alike: 3 steps at 2 an epoch take 3 epochs of 1, not 2 of 2). Evaluated once, at its end."""
+        n = spec.warmup_steps
         per_epoch = min(len(data.train), spec.max_steps_per_epoch or len(data.train))
-        epochs = math.ceil(spec.warmup_steps / max(1, per_epoch))
+        epochs = next(e for e in range(math.ceil(n / max(1, per_epoch)), n + 1) if n % e == 0)
         return self._config(spec, epochs=epochs, lr=spec.warmup_lr, schedule="constant", warmup_epochs=0.0,
-                            max_steps_per_epoch=math.ceil(spec.warmup_steps / epochs))
+                            max_steps_per_epoch=n // epochs, eval_every=epochs)
 
     def _fit(self, spec: RunSpec, model: nn.Module, data, config: TrainConfig) -> tuple[list[dict], list[float], bool]:
         """One call of the trainer: ``(per-epoch records, per-step losses, diverged)``."""
