@@ -109,6 +109,19 @@ def test_bn_convergence_says_the_speed_up_is_a_lower_bound_when_no_norm_never_ge
     assert f"{ratio:.2f}x" in checks[2].evidence
 
 
+def test_bn_convergence_gives_no_speed_up_and_no_coincidence_when_the_bn_runs_never_reach_the_target():
+    """Censored steps are all equal: two BN layers that never train used to "coincide", and a
+    ratio of two censored means was printed as "speed-up 1.00x (a lower bound...)"."""
+    never = [424.0] * 3
+    checks = bn_convergence.claim_checks(F64_OK, ACC_OK, {"torch BN": never, "scratch BN": never, "no norm": never},
+                                         LENET_OK, CENSOR)
+    assert answers(checks) == [True, False, False, True]
+    assert "3 of the BN runs never reached the loss target, so their steps say nothing" not in checks[1].evidence
+    assert "6 of the BN runs never reached the loss target, so their steps say nothing" in checks[1].evidence
+    assert "no speed-up: 3 of 3 faster runs never reached it either" in checks[2].evidence
+    assert "speed-up 1.00x" not in checks[2].evidence and "lower bound" not in checks[2].evidence
+
+
 def _ema_by_weights(values: list[float], t: int, alpha: float = 0.1) -> float:
     """The bias-corrected EMA at step t (1-based) written as its weighted average (Adam's form)."""
     weights = [alpha * (1 - alpha) ** (t - i) for i in range(1, t + 1)]
@@ -340,3 +353,11 @@ def test_bn_convergence_sweep_cap_is_the_steps_its_one_epoch_runs():
     # a cap above subset // batch would be a number of steps that never ran.
     full = bn_convergence.BUDGET["full"]
     assert full["sweep_steps"] == full["subset"] // full["batch"]
+
+
+def test_very_deep_memory_finding_shows_small_peaks_to_three_figures():
+    """0.22 and 0.12 MiB used to print as "0 MiB -> 0 MiB (45% less)"."""
+    text = very_deep._memory_finding({"segments": 4, "depth": 110, "probe_batch": 8},
+                                     {0: {"step_peak_mib": 0.22, "seconds": 0.5, "params_mib": 0.4},
+                                      4: {"step_peak_mib": 0.121, "seconds": 0.7, "params_mib": 0.4}})
+    assert "peak memory rise 0.22 MiB -> 0.121 MiB (45% less)" in text and "parameters 0.4 MiB" in text

@@ -72,4 +72,6 @@ def test_degradation_says_cifar10_was_skipped_and_how_to_provide_it_when_absent(
     assert "cifar-10-batches-py" in note and "RESNET_LAB_DATA" in note
     # what was not found where, a whole clause: not the heading of a list the note leaves out
     assert "(cifar10 not found" in note and "Get it one of these ways" not in note
+    # the download hint names a command that has --download (experiment has not)
+    assert "`resnet-lab train --model resnet20 --dataset cifar10 --download --epochs 1`" in note
     assert note in (out / "report.md").read_text()

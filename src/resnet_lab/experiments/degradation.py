@@ -72,7 +72,9 @@ def run(ctx: Context) -> Report:
             first = str(e).splitlines()[0].split(". Get it")[0]  # what was not found where; the ways come next
             notes.append(f"{title} was skipped: its files were not found ({first}). To include it, put "
                          "torchvision's `cifar-10-batches-py/` folder in --data-dir DIR or in $RESNET_LAB_DATA "
-                         "(or run once with --download where there is network).")
+                         "(or, where there is network, fetch it once into the cache the library reads: "
+                         "`resnet-lab train --model resnet20 --dataset cifar10 --download --epochs 1`; "
+                         "`experiment` itself has no --download).")
             ctx.log(f"[{ctx.name}] {title} skipped: not found")
             continue
         ran.append(title)

@@ -302,9 +302,9 @@ def _memory_finding(b: Mapping[str, Any], memory: Mapping[int, Mapping[str, floa
     m0, m1 = memory[0], memory[b["segments"]]
     saving = 1 - m1["step_peak_mib"] / m0["step_peak_mib"] if m0["step_peak_mib"] > 0 else float("nan")
     return (f"gradient checkpointing ({b['segments']} segments), one training step of resnet-{b['depth']} at batch "
-            f"{b['probe_batch']}: peak memory rise {m0['step_peak_mib']:.0f} MiB -> {m1['step_peak_mib']:.0f} MiB "
+            f"{b['probe_batch']}: peak memory rise {m0['step_peak_mib']:.3g} MiB -> {m1['step_peak_mib']:.3g} MiB "
             f"({100 * saving:.0f}% less), step time {m0['seconds']:.2f} s -> {m1['seconds']:.2f} s "
-            f"(the recomputation); parameters {m0['params_mib']:.0f} MiB")
+            f"(the recomputation); parameters {m0['params_mib']:.3g} MiB")
 
 
 def _rows(results: Mapping[str, SeedResults], grads: Mapping[str, list[list[float]]], k: int) -> list[list[Any]]:
