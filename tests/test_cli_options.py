@@ -1243,3 +1243,43 @@ def test_config_progress_off_writes_no_bar(capsys):
     assert "batch" in capsys.readouterr().err
     rl_train.train(_tiny(), make_bundle(), _config(progress=False), log=lambda s: None)
     assert "batch" not in capsys.readouterr().err
+
+
+def _held_out(folder: Path, **kw) -> list[str]:
+    return sorted(p for p, _ in rl_data.load_data("folder", data_dir=folder, batch_size=2, num_workers=0,
+                                                  **kw).test.dataset.samples)
+
+
+def test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_and_finetune_keep_them(
+        capsys, tmp_path):
+    """The hold-out of a folder without val/ used to follow --seed: an ensemble of two seeds, or a
+    finetune with another seed, scored images a run had trained on (a QA run on pure noise: 17%
+    alone, 67-75% as an ensemble)."""
+    folder = make_folder(tmp_path / "pics", per_class=20)  # 10%: 2 of each class held out
+    assert _held_out(folder, seed=0) == _held_out(folder, seed=1)  # the training seed moves nothing
+    assert _held_out(folder, split_seed=1) != _held_out(folder)  # split_seed does
+    runs = []
+    for seed in ("0", "1"):
+        runs.append(str(tmp_path / f"r{seed}"))
+        assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder", "--seed", seed), "--data-dir",
+                   str(folder), "--workers", "0", "--out", runs[-1])[0] == 0
+        assert json.loads((Path(runs[-1]) / "model.json").read_text())["split_seed"] == 0
+    assert evaluate_json(capsys, *runs, "--data-dir", str(folder), "--workers", "0", "--batch-size", "4")["n"] == 4
+    # A run saved before model.json recorded the split drew it with its training seed: evaluate holds
+    # out those images again, and an ensemble with a run that held out others is refused.
+    old = tmp_path / "old"
+    shutil.copytree(runs[1], old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["split_seed"]
+    (old / "model.json").write_text(json.dumps(meta))
+    code, _, err = cli(capsys, "evaluate", runs[0], str(old), "--data-dir", str(folder), "--workers", "0")
+    assert code == 2 and "they hold out different test images of the folder (split seeds 0 and 1)" in err
+    from resnet_lab.runs import load_meta, split_seed_of
+    from resnet_lab.transfer import load_source, with_source_preprocessing
+
+    assert split_seed_of(load_meta(old)) == 1
+    source = load_source(str(old))
+    assert source.split_seed == 1 and "state_dict" not in repr(source)
+    config = with_source_preprocessing(rl_data.DataConfig("folder", data_dir=folder, num_workers=0), source)
+    assert config.split_seed == 1 and _held_out(folder, split_seed=1) == sorted(
+        p for p, _ in rl_data.load_data(config).test.dataset.samples)

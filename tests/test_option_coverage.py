@@ -285,6 +285,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
         "name": "--dataset", "subset": "--subset", "seed": "--seed", "image_size": "--image-size",
         "augment": "--no-augment", "flip_mode": "--flip", "crop_padding": "--crop-padding",
         "num_workers": "--workers"}.items()},
+    ("DataConfig", "split_seed"): (
+        OPTS + "test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_and_finetune_keep_them"),
     ("DataConfig", "data_dir"): (TRAINING["--data-dir"],
                                  BAD_DATA + "test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy",
                                  BAD_DATA + "test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout"),

@@ -29,7 +29,7 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, settle_run_dir
+from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, settle_run_dir, split_seed_of
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -658,6 +658,11 @@ def cmd_evaluate(args) -> int:
             if other.get(key) != meta.get(key):
                 raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
                                  f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
+        if meta.get("dataset") == "folder" and split_seed_of(other) != split_seed_of(meta):
+            # each held out other test images: one run's test images are the other's training images
+            raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
+                             f"folder (split seeds {split_seed_of(meta)} and {split_seed_of(other)}), "
+                             "so each would be scored on images the other trained on; evaluate them one at a time")
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
@@ -666,11 +671,11 @@ def cmd_evaluate(args) -> int:
         print(f"note: --image-size {args.image_size} differs from the {trained_at} px {runs[0]} was trained at: the "
               "figures are for test images resized to it", file=sys.stderr)
     args.image_size = trained_at if args.image_size is None else args.image_size
-    # The run's own normalization and seed (a folder's held-out split depends on it), not new ones.
+    # The run's own normalization, seed (which makes the fake data) and held-out split of a folder.
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
-                      std=tuple(meta["std"]), seed=seed,  # --batch-size is the test batch; no training split is used
-                      batch_size=1, eval_batch_size=args.batch_size)
+                      std=tuple(meta["std"]), seed=seed, split_seed=split_seed_of(meta) or 0,
+                      batch_size=1, eval_batch_size=args.batch_size)  # --batch-size is the test batch
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),

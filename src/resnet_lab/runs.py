@@ -597,6 +597,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}): the file is corrupt; restore it or train again") from e
 
 
+def split_seed_of(meta: dict[str, Any]) -> int | None:
+    """The seed of the held-out test split a run of a folder without val/ was trained beside: what
+    its ``model.json`` records (None: a val/ folder, no seed involved), or for runs saved before it
+    did, the training seed (which drew the split then). Evaluating with another would score images
+    the run trained on."""
+    if "split_seed" in meta:
+        return None if meta["split_seed"] is None else int(meta["split_seed"])
+    return int((meta.get("train_config") or {}).get("seed", 0))
+
+
 def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str, ...], purpose: str) -> None:
     """Refuse a ``model.json`` without ``keys`` (edited, or not written by a run) in one line naming
     what is missing and what needs it, instead of a KeyError deep in the command. ``source`` is what

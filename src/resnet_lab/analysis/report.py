@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from ..data import load_data
 from ..figures import new_figure
-from ..runs import OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics, resolve_source
+from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
+                    resolve_source, split_seed_of)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -115,13 +116,14 @@ class _MistakeTracker(nn.Module):
 
 def _data_for(meta: dict[str, Any], data_dir: str | os.PathLike | None, device: torch.device):
     """The run's test data, loaded as `resnet-lab evaluate` loads it, with the run's own mean/std
-    (what the network was trained on) and seed (a folder's held-out split depends on it)."""
+    (what the network was trained on), seed (which makes the fake data) and a folder's held-out split."""
     c, h, _ = meta["input_size"]
     if meta["dataset"] == "fake":  # one --data-dir serves every run; the fake images are made, not read
         data_dir = None
     return load_data(
         meta["dataset"], data_dir=data_dir, image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
-        seed=int((meta.get("train_config") or {}).get("seed", 0)), augment=False,
+        seed=int((meta.get("train_config") or {}).get("seed", 0)), split_seed=split_seed_of(meta) or 0,
+        augment=False,
         batch_size=1, eval_batch_size=_EVAL_BATCH, device=device,  # the training split is not used
     )
 

@@ -94,7 +94,9 @@ class DataConfig:
     per_class: int | None = None  # keep this many training images of each class (seeded)
     subset: int | None = None  # keep N training images, random and stratified by class (seeded)
     val_fraction: float = 0.1  # folder without train/ + val/: share of each class held out as test split
-    seed: int = 0  # epoch order, augmentation, subset/per-class draw, folder split, fake data
+    seed: int = 0  # epoch order, augmentation, subset/per-class draw, fake data
+    split_seed: int = 0  # a folder without val/: which images are held out (not `seed`: every seed of a
+    #                      folder then tests on the same images, which no run of it trained on)
     # --- what the model sees
     image_size: int | None = None  # side in px, >= 4; None: native (28 Fashion-MNIST, 32 CIFAR/fake;
     #                                folders: median short side when all are <= 64 px, else 224)
@@ -120,6 +122,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_field_types(self, exact=False)
         check_seed(self.seed)
+        if not _is_int(self.split_seed) or not SEED_RANGE[0] <= self.split_seed <= SEED_RANGE[1]:
+            raise ValueError(f"split_seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got "
+                             f"{self.split_seed!r}")
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
         # options that would change nothing for this dataset (an option that does nothing is refused)

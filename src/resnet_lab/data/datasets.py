@@ -51,6 +51,8 @@ class DatasetInfo:
         resize: how prediction resizes a new image (see :func:`~resnet_lab.data.preprocess`):
             "whole" (resize to H, W), "crop" (short side to H, then center crop) or "auto".
         source: where the data were read from (informational).
+        split_seed: the seed of the held-out test split of a folder without val/ (``model.json``
+            records it, so that evaluating the run holds out the same images); None otherwise.
     """
 
     name: str
@@ -60,6 +62,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     resize: str = "auto"
     source: str = ""
+    split_seed: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -159,7 +162,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
 
 
 def _load_folder(config: DataConfig) -> DataBundle:
-    found = find_folder_samples(config.data_dir, config.val_fraction, config.seed)
+    found = find_folder_samples(config.data_dir, config.val_fraction, config.split_seed)
     train_s, test_s, names = found.train, found.test, found.classes
     keep = check_classes(config.classes, names)
     if keep is not None:
@@ -178,7 +181,7 @@ def _load_folder(config: DataConfig) -> DataBundle:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else (GRAY_IMAGENET_MEAN, GRAY_IMAGENET_STD)
     info = DatasetInfo(
         name="folder", classes=names, input_size=(channels, size, size), mean=mean, std=std, resize="crop",
-        source=str(found.root),
+        source=str(found.root), split_seed=config.split_seed if found.held_out else None,
     )
     common = dict(seed=config.seed, num_workers=config.num_workers, device=config.device, rank=config.rank,
                   world_size=config.world_size, channels_last=config.channels_last)

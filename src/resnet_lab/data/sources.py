@@ -479,6 +479,7 @@ class FolderSamples:
         classes: class names (sub-folder names, sorted), index = label.
         train, test: ``(path, label)`` of each image.
         sizes: ``(width, height)`` of every image found in ``train_dir`` (held-out ones included).
+        held_out: the test split was held out of ``train_dir`` (there is no val/ folder).
     """
 
     root: Path
@@ -487,6 +488,7 @@ class FolderSamples:
     train: list[tuple[str, int]]
     test: list[tuple[str, int]]
     sizes: list[tuple[int, int]]
+    held_out: bool = False
 
 
 def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float, seed: int) -> FolderSamples:
@@ -522,4 +524,4 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
             f"classes: put each class's images in its own sub-folder ({train_dir}/<class>/<image>)"
         )
     return FolderSamples(root=Path(data_dir), train_dir=train_dir, classes=scan.classes, train=train, test=test,
-                         sizes=list(scan.sizes))
+                         sizes=list(scan.sizes), held_out=val_dir is None)

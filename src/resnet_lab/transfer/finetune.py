@@ -201,8 +201,10 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     sets them; :func:`~resnet_lab.transfer.adapt_mean_std` maps 3 values to 1 channel and back).
 
     The pretrained layers expect inputs scaled as in their own training; the target data's own
-    statistics would shift every activation of the first layer. Loading the data with this config
-    changes nothing else (augmentation, random erasing, flip, subset, channels_last stay).
+    statistics would shift every activation of the first layer. A run of an image folder also
+    passes on which images it held out for testing (``split_seed``), so a finetune on the same folder
+    tests on none the source trained on. Loading the data with this config changes nothing else
+    (augmentation, random erasing, flip, subset, channels_last stay).
 
     Args:
         config: the target data.
@@ -214,6 +216,9 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     mean, std = adapt_mean_std(source.mean, config.channels), adapt_mean_std(source.std, config.channels)
     if config.mean is None and mean is not None and std is not None:
         changes.update(mean=mean, std=std)
+    if config.name == "folder" and source.split_seed is not None:
+        # the source's held-out images: on the same folder, other ones would include images it trained on
+        changes["split_seed"] = source.split_seed
     return dataclasses.replace(config, **changes)
 
 

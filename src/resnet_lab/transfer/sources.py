@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.hub import get_dir
 
 from ..models import create_model, is_model, model_info
-from ..runs import load_meta, load_state_dict_file, resolve_source
+from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of
 from .adapt import ArchitectureMismatchError, normalize_keys
 from .heads import fold_head
 
@@ -47,9 +47,11 @@ class WeightSource:
         mean, std: normalization the weights expect, 0..1 scale (None when unknown).
         origin: where they came from, for logs and ``model.json``.
         notes: assumptions made while reading (printed by the CLI).
+        split_seed: a run of an image folder without val/: the seed of the test images it held out
+            (a finetune on a folder holds out the same ones, so none it trained on is tested).
     """
 
-    state_dict: dict[str, Tensor]
+    state_dict: dict[str, Tensor] = field(repr=False)  # printing a source shows what it is, not every tensor
     arch: dict[str, Any]
     classes: list[str] | None = None
     input_size: tuple[int, int, int] | None = None
@@ -57,6 +59,7 @@ class WeightSource:
     std: tuple[float, ...] | None = None
     origin: str = ""
     notes: list[str] = field(default_factory=list)
+    split_seed: int | None = None
 
 
 def parse_torchvision_name(spec: str) -> tuple[str, str | None]:
@@ -158,7 +161,7 @@ def _from_run(source: Path, which: str, map_location: str | torch.device) -> Wei
         state_dict=state, arch=arch, classes=list(meta["classes"]) if meta.get("classes") else None,
         input_size=tuple(int(v) for v in size) if size else None,
         mean=tuple(meta["mean"]) if meta.get("mean") else None, std=tuple(meta["std"]) if meta.get("std") else None,
-        origin=str(path), notes=notes,
+        origin=str(path), notes=notes, split_seed=split_seed_of(meta) if meta.get("dataset") == "folder" else None,
     )
 
 
