@@ -463,7 +463,7 @@ def test_an_out_on_a_read_only_file_system_says_so_not_permission_denied(trained
     }[command]
     before = _files(mount)
     assert main(argv) == 2
-    _one_line_error(capsys, f"{named}: Read-only file system; the file system is read-only: choose another --out")
+    _one_line_error(capsys, f"{named}: Read-only file system; the file system is read-only: choose another output path (--out, --cam)")
     assert _files(mount) == before
 
 
@@ -909,7 +909,7 @@ def test_errors_of_recipe_values_name_the_flag(argv, names, capsys):
 def test_predict_top_k_and_evaluate_batch_size_errors_name_the_flag(trained, capsys):
     run, image = trained
     assert main(["predict", str(run), str(image), "--top-k", "0"]) == 2
-    _one_line_error(capsys, "top_k (--top-k) must be >= 1, got 0")
+    _one_line_error(capsys, "top_k (--top-k) must be an int >= 1, got 0")
     assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
     _one_line_error(capsys, "eval_batch_size (evaluate's --batch-size) must be at least 1")
 

@@ -22,7 +22,7 @@ from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
 from .data.transforms import TTA_PATTERNS
-from .deploy.cam import save_cams
+from .deploy.cam import cam_paths, save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
@@ -709,6 +709,8 @@ def _names_a_model(arg: str) -> bool:
 
 def cmd_predict(args) -> int:
     images = list(args.images)
+    if args.cam and not args.onnx and args.run:
+        cam_paths(images, args.cam)  # every map's destination, before any prediction is made
     if args.cam and args.onnx:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
@@ -729,15 +731,16 @@ def cmd_predict(args) -> int:
                                  f"resnet-lab predict {given} shoe.png")
             raise ValueError("give a run directory (or --onnx FILE) before the images")
         results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
+    if not args.json:  # the predictions first: a map that cannot be written loses none of them
+        for r in results:
+            top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
+            print(f"{r['path']}: {top}", flush=True)
     cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
     for r, cam in zip(results, cams):
         r["cam"] = cam["cam"]
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for r in results:
-            top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
-            print(f"{r['path']}: {top}")
         for cam in cams:
             print(f"{cam['path']}: Grad-CAM of {cam['class']} -> {cam['cam']}")
     return 0
@@ -833,11 +836,11 @@ COMMANDS = {
 
 
 _OS_HINTS = {
-    errno.ENOSPC: "free some disk space or choose another --out",
-    errno.EDQUOT: "free some disk space or choose another --out",
-    errno.EACCES: "check the permissions (of an output: or choose another --out)",
-    errno.EPERM: "check the permissions (of an output: or choose another --out)",
-    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.ENOSPC: "free some disk space or choose another output path (--out, --cam)",
+    errno.EDQUOT: "free some disk space or choose another output path (--out, --cam)",
+    errno.EACCES: "check the permissions (of an output: or choose another path for it, --out or --cam)",
+    errno.EPERM: "check the permissions (of an output: or choose another path for it, --out or --cam)",
+    errno.EROFS: "the file system is read-only: choose another output path (--out, --cam)",
     errno.EISDIR: "give a file name, not a directory",
     errno.ENOTDIR: "a part of the path is a file, not a directory",
     errno.ENOENT: "check the path (an output's folder must be one that can be created)",

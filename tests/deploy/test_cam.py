@@ -91,16 +91,40 @@ def test_grad_cam_is_the_formula_recomputed_in_float64_for_the_top_or_the_given_
     np.testing.assert_allclose(grad_cam(model, x, target_class=other, layer="layer2"), want_other, atol=1e-4)
 
 
-def test_grad_cam_leaves_the_model_in_its_mode_without_hooks_or_gradients():
+def test_grad_cam_leaves_the_model_as_it_came_modes_hooks_and_accumulated_gradients():
     model = create_model("resnet8", num_classes=3, in_channels=1).train()
     for p in model.layer1.parameters():  # a frozen stage still gets a map
         p.requires_grad_(False)
+    model.bn1.eval()  # a BN the user froze by hand (it used to come back in train mode)
+    model(torch.randn(2, 1, 16, 16)).sum().backward()  # gradients being accumulated (they used to be deleted)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads
+    modes = {n: m.training for n, m in model.named_modules()}
     with torch.no_grad():  # callers' no_grad does not stop it
         heat = grad_cam(model, torch.randn(1, 16, 16))
     assert heat.shape == (16, 16)
-    assert model.training
+    assert {n: m.training for n, m in model.named_modules()} == modes and not model.bn1.training
     assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
-    assert all(p.grad is None for p in model.parameters())
+    assert {n: p.grad for n, p in model.named_parameters() if p.grad is not None}.keys() == grads.keys()
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.equal(p.grad, grads[n]), n
+    fresh = create_model("resnet8", num_classes=3, in_channels=1)
+    grad_cam(fresh, torch.randn(1, 16, 16))
+    assert all(p.grad is None for p in fresh.parameters())  # none before, none after
+
+
+def test_grad_cam_under_autocast_matches_float32_and_refuses_what_it_cannot_take():
+    model = create_model("resnet8", num_classes=3, in_channels=1).eval()
+    x = torch.randn(1, 16, 16)
+    with torch.autocast("cpu", torch.bfloat16):  # turned off for the map
+        np.testing.assert_array_equal(grad_cam(model, x), grad_cam(model, x))
+    with pytest.raises(ValueError, match=r"needs a float32 model, and this one has bfloat16 parameters: pass "
+                                         r"model.float\(\)"):
+        grad_cam(model.to(torch.bfloat16), x.bfloat16())
+    model.float()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match=r"which torch.inference_mode\(\) turns off"):
+        grad_cam(model, x)
 
 
 def test_grad_cam_errors_name_the_bad_value_and_the_way_out():
@@ -115,6 +139,13 @@ def test_grad_cam_errors_name_the_bad_value_and_the_way_out():
     with pytest.raises(ValueError, match=r"not built by create_model.*pass layer="):
         grad_cam(plain, torch.randn(1, 8, 8))
     assert grad_cam(plain, torch.randn(1, 8, 8), layer="0").shape == (8, 8)
+    # a module that never runs, or one without an (N, C, H, W) output, is named
+    wide = create_model("wrn16_4")
+    with pytest.raises(ValueError, match=r"layer 'relu' never ran in the forward pass"):
+        grad_cam(wide, torch.randn(1, 3, 32, 32), layer="relu")
+    for layer in ("fc", ""):
+        with pytest.raises(ValueError, match=rf"layer '{layer}' gives a 2-D output \(1, 3\), not a feature map"):
+            grad_cam(model, torch.randn(1, 8, 8), layer=layer)
 
 
 def test_overlay_is_the_images_size_enlarged_by_a_whole_factor_in_jet_colours():
@@ -236,7 +267,10 @@ def test_predict_cam_refuses_onnx_a_file_for_several_images_and_an_unknown_suffi
         (["--onnx", str(tmp_path / "m.onnx")], images[:1], ["--cam", str(tmp_path / "c.png")],
          "--cam needs the PyTorch model"),
         ([str(run)], images, ["--cam", str(tmp_path / "c.png")], "images need one map each: pass a directory"),
-        ([str(run)], images[:1], ["--cam", str(tmp_path / "c.xyz")], "expected a file name ending in .png or .jpg"),
+        ([str(run)], images[:1], ["--cam", str(tmp_path / "c.xyz")], "expected a file name ending in .png, .jpg or"),
+        # formats that cannot carry the mark would be refused by the same command the next time
+        ([str(run)], images[:1], ["--cam", str(tmp_path / "c.webp")], "expected a file name ending in .png, .jpg or"),
+        ([str(run)], images[:1], ["--cam", str(tmp_path / "c.bmp")], "expected a file name ending in .png, .jpg or"),
     ]
     for before, imgs, after, message in cases:
         assert main(["predict", *before, *map(str, imgs), *after]) == 2
@@ -253,3 +287,21 @@ def test_predict_cam_refuses_to_draw_over_a_runs_plot(cam_run, capsys):
     assert err == f"error: --cam {run / 'confusion.png'} belongs to the run in {run}; the map would overwrite it: " \
                   "choose another --cam path\n"
     assert (run / "confusion.png").read_bytes() == b"the run's plot"
+
+
+def test_predict_cam_checks_every_destination_first_and_prints_the_predictions_before_the_maps(
+        cam_run, tmp_path, capsys):
+    run, _, images = cam_run
+    out = tmp_path / "maps"
+    (out / "two_cam.png").mkdir(parents=True)  # a directory where the second map goes
+    assert main(["predict", str(run), *map(str, images), "--cam", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --cam {out / 'two_cam.png'} is a directory, where the map of two would go: choose " \
+                  "another --cam path, or move it\n"
+    assert not (out / "one_cam.png").exists()  # the first map used to be written before the refusal
+    # "maps2/" names a directory to make, even for one image
+    assert main(["predict", str(run), str(images[0]), "--cam", f"{tmp_path / 'maps2'}/"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{images[0]}: ") and lines[1].endswith(str(tmp_path / "maps2" / "one_cam.png"))
+    assert main(["predict", str(run), str(images[0]), "--cam", f"{tmp_path / 'maps2'}/"]) == 0  # again: replaced
+    capsys.readouterr()

@@ -85,3 +85,20 @@ def test_a_std_that_is_not_positive_is_refused_not_turned_into_nan_or_wrong_prob
     with pytest.raises(ValueError, match=r"meta's std must be > 0 in every channel"):
         export_onnx(model, tmp_path / "m.onnx", input_size=(3, 8, 8), meta=meta)
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("size", [-1, 0, 2.5, True])
+def test_a_batch_size_that_is_not_a_positive_int_is_refused_not_an_empty_result(run, images, size):
+    """-1 returned [] (no predictions, no error); 0 was a bare range() error."""
+    good = [images / "good.png"]
+    with pytest.raises(ValueError, match=f"batch_size must be an int >= 1 .*got {size!r}"):
+        predict_images(run, good, batch_size=size)
+    assert len(predict_images(run, good, batch_size=1)) == 1
+
+
+def test_a_quoted_pattern_is_named_as_one_the_shell_did_not_expand(images):
+    with pytest.raises(ImageReadError, match=r"image file not found: .*\*\.png \(a pattern: the shell expands it "
+                                             r"only unquoted"):
+        load_image(images / "*.png")
+    with pytest.raises(ImageReadError, match=r"image file not found: .*missing\.png$"):
+        load_image(images / "missing.png")

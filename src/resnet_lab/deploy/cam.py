@@ -24,7 +24,8 @@ from torch import nn
 
 from ..data import to_model_input
 from ..models import model_info
-from ..runs import OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, atomic_write, is_one_of, is_own_output, load_model
+from ..runs import (OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, arch_outputs, atomic_write, is_one_of, is_own_output,
+                    load_model)
 from .predict import image_paths, load_image
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
@@ -72,21 +73,44 @@ def _grad_cam(model: nn.Module, x: torch.Tensor, target_class: int | None, layer
     bad_class = isinstance(target_class, bool) or not isinstance(target_class, (int, np.integer)) or target_class < 0
     if target_class is not None and bad_class:
         raise ValueError(f"target_class must be a class index >= 0 (or None for the top class), got {target_class!r}")
-    target = _target_layer(model, _cam_layer_name(model, layer))
-    was_training = model.training
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("grad_cam needs gradients, which torch.inference_mode() turns off: call it outside "
+                           "that block (torch.no_grad() is fine)")
+    low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.dtype != torch.float32})
+    if low:
+        raise ValueError(f"grad_cam needs a float32 model, and this one has {', '.join(low)} parameters: pass "
+                         "model.float() (a bf16/fp16 model predicts fine; its map is computed in float32)")
+    layer_name = _cam_layer_name(model, layer)
+    target = _target_layer(model, layer_name)
+    modes = {m: m.training for m in model.modules()}  # each module's own mode: a frozen BN stays in eval
+    grads = {p: None if p.grad is None else p.grad.clone() for p in model.parameters()}  # accumulated ones
     cam = GradCAM(model=model, target_layers=[target])  # puts the model in eval mode
     try:
-        with torch.enable_grad():  # callers may hold torch.no_grad(); the map needs the gradient
+        # callers may hold torch.no_grad() or autocast; the map needs the gradient, in float32
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             targets = None if target_class is None else [ClassifierOutputTarget(target_class)]
-            heat = cam(input_tensor=x, targets=targets)  # (1, H, W), min-max scaled to [0, 1]
+            heat = cam(input_tensor=x.float(), targets=targets)  # (1, H, W), min-max scaled to [0, 1]
     except IndexError:
         n = cam.outputs.shape[-1]
         raise ValueError(f"target_class {target_class} is out of range: the model has {n} classes "
                          f"(0..{n - 1})") from None
+    except (AttributeError, ValueError) as e:
+        seen = cam.activations_and_grads.activations
+        if not seen:
+            raise ValueError(f"layer {layer_name!r} never ran in the forward pass, so it has no feature map for "
+                             "Grad-CAM: choose a module the forward pass calls (the model's cam_layer when "
+                             "layer=None)") from None
+        if seen[0].dim() != 4:
+            raise ValueError(f"layer {layer_name!r} gives a {seen[0].dim()}-D output {tuple(seen[0].shape)}, not a "
+                             "feature map (N, C, H, W): choose a convolutional stage, e.g. the model's cam_layer "
+                             "(layer=None)") from None
+        raise e
     finally:
         cam.activations_and_grads.release()  # remove the hooks: the model is left as it was given
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
+        for p, g in grads.items():
+            p.grad = g
     chosen = int(cam.outputs[0].argmax()) if target_class is None else int(target_class)
     return heat[0], chosen
 
@@ -97,8 +121,9 @@ def grad_cam(model: nn.Module, image_tensor: torch.Tensor, target_class: int | N
 
     The feature map A of ``layer`` is weighed per channel by the spatial mean of d(score)/dA, summed,
     passed through a ReLU, upsampled (bilinear) to the input's size and scaled to [0, 1]
-    (``pytorch_grad_cam.GradCAM``). The model runs in eval mode and is returned in the mode it had,
-    without hooks and with its parameters' ``.grad`` cleared.
+    (``pytorch_grad_cam.GradCAM``). The model runs in eval mode and is returned as it came: each
+    module in the train/eval mode it had, no hooks, and its parameters' ``.grad`` as they were
+    (accumulated gradients survive). Autocast is turned off for the map, which is computed in float32.
 
     Args:
         model: a classifier; with ``layer=None`` it must come from :func:`resnet_lab.create_model`
@@ -113,7 +138,9 @@ def grad_cam(model: nn.Module, image_tensor: torch.Tensor, target_class: int | N
 
     Raises:
         ImportError: the ``cam`` extra is not installed.
-        ValueError: a bad shape, layer name or class index.
+        ValueError: a bad shape, layer name (one that never runs, or has no (N, C, H, W) output) or
+            class index; a model that is not float32.
+        RuntimeError: called inside ``torch.inference_mode()``.
     """
     heat, _ = _grad_cam(model, _one_image(image_tensor), target_class, layer)
     return heat
@@ -168,11 +195,18 @@ def _seen_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return Image.fromarray(pixels[0].numpy() if c == 1 else pixels.permute(1, 2, 0).numpy())
 
 
+# The formats whose files carry OUTPUT_MARK (PNG text, JPEG/GIF comment): a map in another format
+# (WebP, BMP, TIFF...) could not be told from a user's picture, so the same command would refuse to
+# replace it the next time.
+CAM_FORMATS = ("PNG", "JPEG", "GIF")
+
+
 def _check_writable_suffix(path: Path) -> None:
     fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"cannot write a picture to {path}: expected a file name ending in .png or .jpg "
-                         f"(or an existing directory)")
+    if fmt not in CAM_FORMATS:
+        raise ValueError(f"cannot write a Grad-CAM map to {path}: expected a file name ending in .png, .jpg or .gif "
+                         f"(the formats that carry resnet-lab's mark, so that the same command can replace it), or a "
+                         f"directory")
 
 
 def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[Path]:
@@ -187,9 +221,10 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
         ValueError: ``out`` cannot take the maps (a file for several images, a directory-like path
             with no picture suffix for one image, two images with the same stem).
     """
+    as_dir = str(out).endswith(("/", os.sep))  # "maps/": a directory, even one to make
     out = Path(out)
     images = image_paths(images)  # one path is one image, not its letters
-    if len(images) == 1 and not out.is_dir():
+    if len(images) == 1 and not out.is_dir() and not as_dir:
         _check_writable_suffix(out)
         return _not_an_input([out], images)
     if out.exists() and not out.is_dir():
@@ -208,6 +243,9 @@ def cam_paths(images: Sequence[str | os.PathLike], out: str | os.PathLike) -> li
 def _not_an_input(targets: list[Path], images: Sequence[str | os.PathLike]) -> list[Path]:
     """Refuse a map that would overwrite one of the images it is drawn from, or a run's file."""
     for target in targets:
+        if target.is_dir():
+            raise ValueError(f"--cam {target} is a directory, where the map of {target.stem.removesuffix('_cam')} "
+                             "would go: choose another --cam path, or move it")
         if is_one_of(target, images):
             raise ValueError(f"--cam {target} is one of the input images; the map would overwrite it: choose "
                              "another --cam path")
@@ -268,6 +306,10 @@ def save_cams(
     else:
         model, meta = load_model(source_or_model, device=device)
     classes = meta.get("classes")
+    outputs = arch_outputs(getattr(model, "model_config", None) or meta.get("arch") or {})
+    if classes and outputs is not None and len(classes) != outputs:
+        raise ValueError(f"meta names {len(classes)} classes but the model has {outputs} outputs: give one class "
+                         "name per output")
     written = []
     for path, target in zip(images, targets):
         x = to_model_input(load_image(path), meta).to(device)  # (1, C, H, W)

@@ -56,6 +56,9 @@ def load_image(path: str | os.PathLike):
         # The shell passes a folder as is; say how to name its images instead of "not found".
         raise ImageReadError(f"{path} is a directory; pass image files, e.g. {path / '*.png'}")
     if not path.is_file():
+        if any(c in path.name for c in "*?["):  # a quoted pattern reaches us as it was typed
+            raise ImageReadError(f"image file not found: {path} (a pattern: the shell expands it only unquoted, "
+                                 f"e.g. {path} without the quotes)")
         raise ImageReadError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
@@ -115,8 +118,8 @@ def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list
         classes: class names (index -> name); ``None`` uses the index as the name.
         k: how many; capped at the number of classes.
     """
-    if k < 1:
-        raise ValueError(f"top_k (--top-k) must be >= 1, got {k}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k (--top-k) must be an int >= 1, got {k!r}")
     n_cls = probs.shape[1]
     if classes is not None and len(classes) != n_cls:
         raise ValueError(f"the model has {n_cls} outputs but {len(classes)} class names were given")
@@ -133,6 +136,8 @@ def image_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
 
 
 def _batches(items: Sequence, size: int):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # -1 yielded nothing: no predictions
+        raise ValueError(f"batch_size must be an int >= 1 (images decoded and run at a time), got {size!r}")
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
