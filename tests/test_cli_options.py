@@ -1273,7 +1273,8 @@ def test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_a
     del meta["split_seed"]
     (old / "model.json").write_text(json.dumps(meta))
     code, _, err = cli(capsys, "evaluate", runs[0], str(old), "--data-dir", str(folder), "--workers", "0")
-    assert code == 2 and "they hold out different test images of the folder (split seeds 0 and 1)" in err
+    assert code == 2 and "they hold out different test images of the folder (split seeds 0 and 1, shares 0.1 and " \
+                         "0.1)" in err
     from resnet_lab.runs import load_meta, split_seed_of
     from resnet_lab.transfer import load_source, with_source_preprocessing
 
@@ -1283,3 +1284,48 @@ def test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_a
     config = with_source_preprocessing(rl_data.DataConfig("folder", data_dir=folder, num_workers=0), source)
     assert config.split_seed == 1 and _held_out(folder, split_seed=1) == sorted(
         p for p, _ in rl_data.load_data(config).test.dataset.samples)
+
+
+def test_evaluate_json_gives_null_for_a_class_without_test_images_and_the_text_says_so(capsys, tmp_path):
+    """json.dumps wrote NaN, which is not JSON: a strict parser refused the whole output."""
+    data = tmp_path / "d"
+    make_folder(data / "train", per_class=6, classes=("cat", "dog", "emu"))
+    make_folder(data / "val", per_class=2, classes=("cat", "dog"), seed=1)
+    run = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "4"), "--data-dir",
+               str(data), "--workers", "0", "--out", str(run))[0] == 0
+    code, out, err = cli(capsys, "evaluate", str(run), "--data-dir", str(data), "--workers", "0", "--json")
+    assert code == 0, err
+    ev = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert ev["per_class_accuracy"]["emu"] is None and ev["n"] == 4
+    assert all(isinstance(ev["per_class_accuracy"][c], float) for c in ("cat", "dog"))
+    code, out, _ = cli(capsys, "evaluate", str(run), "--data-dir", str(data), "--workers", "0")
+    assert code == 0 and "  emu                       - (no test images)" in out and "nan" not in out
+
+
+def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_the_same(capsys, tmp_path):
+    folder = make_folder(tmp_path / "pics", per_class=20)
+    run = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "8"), "--data-dir",
+               str(folder), "--workers", "0", "--val-fraction", "0.5", "--out", str(run))[0] == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert (meta["split_seed"], meta["val_fraction"]) == (0, 0.5)
+    held = _held_out(folder, val_fraction=0.5)
+    assert len(held) == 20 and len(_held_out(folder)) == 4  # against the run without it: 2 of each class
+    assert evaluate_json(capsys, str(run), "--data-dir", str(folder), "--workers", "0", "--batch-size", "4")["n"] == 20
+    from resnet_lab.transfer import load_source, with_source_preprocessing
+
+    config = with_source_preprocessing(rl_data.DataConfig("folder", data_dir=folder, num_workers=0),
+                                       load_source(str(run)))
+    assert config.val_fraction == 0.5 and sorted(p for p, _ in rl_data.load_data(config).test.dataset.samples) == held
+    # a folder whose val/ is the test split: the share would change nothing, so it is refused
+    split = tmp_path / "split"
+    make_folder(split / "train", per_class=4)
+    make_folder(split / "val", per_class=2, seed=1)
+    code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
+                       "--workers", "0", "--val-fraction", "0.5")
+    assert code == 2 and f"has {split / 'val'}, which is the test split: leave it out" in err
+    # evaluating the run on such a folder uses its val/ (no share to hold out), and a test/ beside val/ is named
+    make_folder(split / "test", per_class=3, seed=2)
+    with pytest.warns(UserWarning, match=r"val/ is the test split; test/ is not used"):
+        assert evaluate_json(capsys, str(run), "--data-dir", str(split), "--workers", "0", "--batch-size", "4")["n"] == 4

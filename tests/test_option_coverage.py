@@ -78,6 +78,7 @@ TRAINING = {
     "--crop-padding": (OPTS + "test_crop_padding_zero_flips_without_shifting",
                        OPTS + "test_crop_padding_sets_the_largest_shift"),
     "--subset": OPTS + "test_subset_trains_on_n_images_stratified_by_class",
+    "--val-fraction": OPTS + "test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_the_same",
     "--seed": OPTS + "test_seed_fixes_the_initial_weights_and_the_data_order",
     "--device": (OPTS + "test_device_names_where_the_model_trains",
                  OPTS + "test_device_cuda_runs_there_or_says_it_is_missing"),
@@ -297,7 +298,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
                                   LOADERS + "test_subset_is_stratified_and_per_class_keeps_k_each"),
     ("DataConfig", "val_fraction"): (
         FOLDERS + "test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split",
-        FOLDERS + "test_messy_folder_loads_good_images_and_warns_once_naming_each_bad_file"),
+        FOLDERS + "test_messy_folder_loads_good_images_and_warns_once_naming_each_bad_file",
+        OPTS + "test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_the_same"),
     ("DataConfig", "in_channels"): (
         DATA_CONFIG + "test_channels_is_the_channel_count_of_the_batches",
         FOLDERS + "test_folder_grayscale_model_gets_one_channel_and_small_images_keep_their_size"),

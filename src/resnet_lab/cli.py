@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -29,7 +30,8 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import check_meta, check_output_file, load_meta, load_model, missing_run, settle_run_dir, split_seed_of
+from .runs import (check_meta, check_output_file, held_out_split, load_meta, load_model, missing_run, settle_run_dir,
+                   split_seed_of)
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -164,6 +166,10 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
     g.add_argument("--crop-padding", type=int, default=None, metavar="PX",
                    help="pad-crop shift of the training images in pixels; 0: flip only, no crop (in-memory "
                         "datasets; when not given: side / 8, 4 px on Fashion-MNIST and CIFAR)" + _NO_DEFAULT)
+    g.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="an image folder without train/ + val/: the share of each class held out as the test split, "
+                        "between 0 and 1 (0.1 when not given); the run records it and evaluate and report hold out "
+                        "the same images" + _NO_DEFAULT)
     g.add_argument("--subset", type=int, metavar="N", help="train on N training images only, drawn at random (seeded) "
                    "with the same share of each class; all when not given" + _NO_DEFAULT)
     _add_precision_args(g)
@@ -448,6 +454,7 @@ def _data_config(args, **fields):
         subset=getattr(args, "subset", None), seed=getattr(args, "seed", 0),
         random_erasing=getattr(args, "random_erasing", 0.0), flip_mode=getattr(args, "flip", "random"),
         crop_padding=getattr(args, "crop_padding", None),
+        **({"val_fraction": args.val_fraction} if getattr(args, "val_fraction", None) is not None else {}),
     )
     return DataConfig(**{**flags, **fields})
 
@@ -658,10 +665,12 @@ def cmd_evaluate(args) -> int:
             if other.get(key) != meta.get(key):
                 raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
                                  f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
-        if meta.get("dataset") == "folder" and split_seed_of(other) != split_seed_of(meta):
+        if meta.get("dataset") == "folder" and (split_seed_of(other), other.get("val_fraction")) != (
+                split_seed_of(meta), meta.get("val_fraction")):
             # each held out other test images: one run's test images are the other's training images
             raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
-                             f"folder (split seeds {split_seed_of(meta)} and {split_seed_of(other)}), "
+                             f"folder (split seeds {split_seed_of(meta)} and {split_seed_of(other)}, shares "
+                             f"{meta.get('val_fraction')} and {other.get('val_fraction')}), "
                              "so each would be scored on images the other trained on; evaluate them one at a time")
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
@@ -674,14 +683,16 @@ def cmd_evaluate(args) -> int:
     # The run's own normalization, seed (which makes the fake data) and held-out split of a folder.
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
-                      std=tuple(meta["std"]), seed=seed, split_seed=split_seed_of(meta) or 0,
+                      std=tuple(meta["std"]), seed=seed,
+                      **(held_out_split(meta, args.data_dir) if args.dataset == "folder" else {}),
                       batch_size=1, eval_batch_size=args.batch_size)  # --batch-size is the test batch
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
                   device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=args.tta_pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
-    per_class = dict(zip(meta["classes"], ev["per_class_acc"]))
+    # a class without test images has no accuracy: null in JSON (NaN is not JSON), "no test images" in text
+    per_class = {c: None if math.isnan(a) else a for c, a in zip(meta["classes"], ev["per_class_acc"])}
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
@@ -695,7 +706,7 @@ def cmd_evaluate(args) -> int:
         print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
               f"loss {ev['loss']:.4f}")
         for cls, acc in per_class.items():
-            print(f"  {cls:<20} {100 * acc:6.2f}%")
+            print(f"  {cls:<20} {100 * acc:6.2f}%" if acc is not None else f"  {cls:<20}      - (no test images)")
     return 0
 
 

@@ -51,6 +51,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .data.folder import holds_out
 from .models import create_model
 
 try:
@@ -605,6 +606,19 @@ def split_seed_of(meta: dict[str, Any]) -> int | None:
     if "split_seed" in meta:
         return None if meta["split_seed"] is None else int(meta["split_seed"])
     return int((meta.get("train_config") or {}).get("seed", 0))
+
+
+def held_out_split(meta: dict[str, Any], data_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The DataConfig fields that hold out again, from the image folder ``data_dir``, the test images
+    of a run of an image folder without val/ (``split_seed``, ``val_fraction``; runs saved before
+    ``model.json`` recorded them drew the split with their training seed and the default share).
+    Empty for other datasets; no share for a ``data_dir`` with a val/ folder, which is its test split."""
+    if meta.get("dataset") != "folder":
+        return {}
+    fields: dict[str, Any] = {"split_seed": split_seed_of(meta) or 0}
+    if meta.get("val_fraction") and holds_out(data_dir):
+        fields["val_fraction"] = float(meta["val_fraction"])
+    return fields
 
 
 def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str, ...], purpose: str) -> None:

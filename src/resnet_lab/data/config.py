@@ -20,6 +20,7 @@ __all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
+DEFAULT_VAL_FRACTION = 0.1  # a folder without val/: the share of each class held out for testing
 
 
 def check_seed(seed: int, headroom: int = 0) -> None:
@@ -93,7 +94,7 @@ class DataConfig:
     classes: Sequence[int] | None = None  # keep these labels, relabeled 0..k-1 in this order, both splits
     per_class: int | None = None  # keep this many training images of each class (seeded)
     subset: int | None = None  # keep N training images, random and stratified by class (seeded)
-    val_fraction: float = 0.1  # folder without train/ + val/: share of each class held out as test split
+    val_fraction: float = DEFAULT_VAL_FRACTION  # folder without train/ + val/: share of each class held out as test split
     seed: int = 0  # epoch order, augmentation, subset/per-class draw, fake data
     split_seed: int = 0  # a folder without val/: which images are held out (not `seed`: every seed of a
     #                      folder then tests on the same images, which no run of it trained on)
@@ -164,7 +165,7 @@ class DataConfig:
             raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        if self.name != "folder" and self.val_fraction != 0.1:  # the default; elsewhere it would change nothing
+        if self.name != "folder" and self.val_fraction != DEFAULT_VAL_FRACTION:  # elsewhere it would change nothing
             raise ValueError(f"val_fraction={self.val_fraction} holds out part of an image folder as its test split; "
                              f"{self.name} has its own test split: leave it out")
         check_erase_probability(self.random_erasing, augment=self.augment)

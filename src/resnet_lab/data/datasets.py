@@ -51,8 +51,9 @@ class DatasetInfo:
         resize: how prediction resizes a new image (see :func:`~resnet_lab.data.preprocess`):
             "whole" (resize to H, W), "crop" (short side to H, then center crop) or "auto".
         source: where the data were read from (informational).
-        split_seed: the seed of the held-out test split of a folder without val/ (``model.json``
-            records it, so that evaluating the run holds out the same images); None otherwise.
+        split_seed, val_fraction: the seed and share of the held-out test split of a folder without
+            val/ (``model.json`` records them, so that evaluating the run holds out the same
+            images); None otherwise.
     """
 
     name: str
@@ -63,6 +64,7 @@ class DatasetInfo:
     resize: str = "auto"
     source: str = ""
     split_seed: int | None = None
+    val_fraction: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -182,6 +184,7 @@ def _load_folder(config: DataConfig) -> DataBundle:
     info = DatasetInfo(
         name="folder", classes=names, input_size=(channels, size, size), mean=mean, std=std, resize="crop",
         source=str(found.root), split_seed=config.split_seed if found.held_out else None,
+        val_fraction=config.val_fraction if found.held_out else None,
     )
     common = dict(seed=config.seed, num_workers=config.num_workers, device=config.device, rank=config.rank,
                   world_size=config.world_size, channels_last=config.channels_last)

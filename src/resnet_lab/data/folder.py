@@ -152,6 +152,15 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     return FolderScan(root=root, classes=list(classes), samples=samples, sizes=sizes, bad=bad)
 
 
+def holds_out(root: str | os.PathLike | None) -> bool:
+    """Whether a dataset folder has no val/ folder, so that its test split is held out of it (False
+    too where it cannot be read: loading it says why)."""
+    try:
+        return root is not None and find_split_dirs(Path(root).expanduser())[1] is None
+    except (OSError, ValueError):
+        return False
+
+
 def find_split_dirs(root: str | os.PathLike) -> tuple[Path, Path | None]:
     """Return ``(train_dir, val_dir)`` if ``root`` has a train/val layout, else ``(root, None)``.
 
@@ -164,6 +173,11 @@ def find_split_dirs(root: str | os.PathLike) -> tuple[Path, Path | None]:
     train = next((subdirs[n] for n in TRAIN_NAMES if n in subdirs), None)
     val = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
     if train is not None and val is not None:
+        unused = [subdirs[n].name for n in VAL_NAMES if n in subdirs and subdirs[n] is not val]
+        if unused:  # a test/ beside val/: say which one the test split is, rather than skip it silently
+            warnings.warn(f"{root}: {val.name}/ is the test split; {', '.join(f'{u}/' for u in unused)} "
+                          f"{'is' if len(unused) == 1 else 'are'} not used (evaluate a run on it with "
+                          f"--data-dir pointing at a folder whose val/ it is)", stacklevel=2)
         return train, val
     if train is not None or val is not None:
         raise ValueError(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
+from .config import DEFAULT_VAL_FRACTION, DataConfig
 from .folder import find_split_dirs, scan_class_folders
 from .idx import read_idx
 from .selection import hold_out
@@ -509,6 +509,10 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
         raise ValueError("dataset 'folder' needs data_dir (--data-dir DIR) with one sub-folder per class")
     data_dir = Path(data_dir).expanduser()  # --data-dir=~/pets: the shell leaves that ~ to us, as for CIFAR
     train_dir, val_dir = find_split_dirs(data_dir)
+    if val_dir is not None and val_fraction != DEFAULT_VAL_FRACTION:  # it would change nothing
+        raise ValueError(f"val_fraction (--val-fraction) {val_fraction:g} holds out a share of a folder without a "
+                         f"val/ folder, and {data_dir} has {val_dir}, which is the test split: leave it out, or point "
+                         f"--data-dir at {train_dir} to hold out a share of it instead")
     scan = scan_class_folders(train_dir)
     train = scan.samples
     if val_dir is not None:

@@ -722,7 +722,8 @@ def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str
         "dataset": getattr(info, "name", None),
         "resize": getattr(info, "resize", None),  # how prediction resizes images (data.to_model_input)
         # a folder's held-out split (None: its val/ folder), which evaluate and report hold out again
-        **({"split_seed": getattr(info, "split_seed", None)} if getattr(info, "name", None) == "folder" else {}),
+        **({"split_seed": getattr(info, "split_seed", None), "val_fraction": getattr(info, "val_fraction", None)}
+           if getattr(info, "name", None) == "folder" else {}),
         "params": {"trainable": sum(p.numel() for p in base.parameters() if p.requires_grad),
                    "frozen": sum(p.numel() for p in base.parameters() if not p.requires_grad)},
         "train_config": facts["recipe"],

@@ -21,6 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import DataConfig
+from ..data.config import DEFAULT_VAL_FRACTION
+from ..data.folder import holds_out
 from ..models import create_model
 from ..runs import load_meta, settle_run_dir
 from ..train import train
@@ -219,6 +221,8 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     if config.name == "folder" and source.split_seed is not None:
         # the source's held-out images: on the same folder, other ones would include images it trained on
         changes["split_seed"] = source.split_seed
+        if source.val_fraction and config.val_fraction == DEFAULT_VAL_FRACTION and holds_out(config.data_dir):
+            changes["val_fraction"] = float(source.val_fraction)
     return dataclasses.replace(config, **changes)
 
 

@@ -47,8 +47,9 @@ class WeightSource:
         mean, std: normalization the weights expect, 0..1 scale (None when unknown).
         origin: where they came from, for logs and ``model.json``.
         notes: assumptions made while reading (printed by the CLI).
-        split_seed: a run of an image folder without val/: the seed of the test images it held out
-            (a finetune on a folder holds out the same ones, so none it trained on is tested).
+        split_seed, val_fraction: a run of an image folder without val/: the seed and share of the
+            test images it held out (a finetune on a folder holds out the same ones, so none it
+            trained on is tested).
     """
 
     state_dict: dict[str, Tensor] = field(repr=False)  # printing a source shows what it is, not every tensor
@@ -60,6 +61,7 @@ class WeightSource:
     origin: str = ""
     notes: list[str] = field(default_factory=list)
     split_seed: int | None = None
+    val_fraction: float | None = None
 
 
 def parse_torchvision_name(spec: str) -> tuple[str, str | None]:
@@ -162,6 +164,7 @@ def _from_run(source: Path, which: str, map_location: str | torch.device) -> Wei
         input_size=tuple(int(v) for v in size) if size else None,
         mean=tuple(meta["mean"]) if meta.get("mean") else None, std=tuple(meta["std"]) if meta.get("std") else None,
         origin=str(path), notes=notes, split_seed=split_seed_of(meta) if meta.get("dataset") == "folder" else None,
+        val_fraction=meta.get("val_fraction") if meta.get("dataset") == "folder" else None,
     )
 
 
