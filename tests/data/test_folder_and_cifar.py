@@ -415,3 +415,32 @@ def test_gray_imagenet_mean_is_the_luma_of_imagenets_channel_means(tmp_path):
     assert gray_mean == pytest.approx(0.299 * rgb_mean[0] + 0.587 * rgb_mean[1] + 0.114 * rgb_mean[2], abs=5e-4)
     pil_gray = np.asarray(rgb(1, 1, tuple(round(255 * m) for m in rgb_mean)).convert("L"))[0, 0] / 255
     assert abs(gray_mean - pil_gray) < 1 / 255
+
+
+@pytest.mark.parametrize("link", ["parent", "sibling_class", "file_in_other_class"])
+def test_a_link_that_puts_an_image_in_two_classes_is_refused_naming_it(tmp_path, link):
+    """A link out of a class folder gave the same images two labels, and some were held out for
+    testing under one label while training under the other (the docs said loops add nothing twice)."""
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            rgb(8, 8, (i * 60, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    if link == "parent":
+        (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)
+    elif link == "sibling_class":
+        (tmp_path / "a" / "sib").symlink_to(tmp_path / "b", target_is_directory=True)
+    else:
+        (tmp_path / "a" / "copy.png").symlink_to(tmp_path / "b" / "0.png")
+    with pytest.raises(ValueError, match=r"image\(s\) in .* are in two classes through symbolic links, e.g. "
+                                         r".*/a/\S+ \(class 'a'\) and .*/b/0\.png \(class 'b'\) are one file"):
+        load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0)
+
+
+def test_two_links_to_one_image_in_its_own_class_count_it_once(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            rgb(8, 8, (i * 60, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "a" / "again.png").symlink_to(tmp_path / "a" / "0.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0)
+    assert b.num_train + b.num_test == 6

@@ -131,9 +131,17 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     sizes: list[tuple[int, int]] = []
     bad: list[tuple[str, str]] = []
     empty: list[str] = []
+    owner: dict[str, tuple[str, Path]] = {}  # real path -> the class and path it was first found under
+    twice: list[tuple[Path, str, Path, str]] = []
     for name in found:
         n_before = len(samples)
         for p in _files_below(root / name):
+            real = os.path.realpath(p)
+            if real in owner:  # a link to a file, or a folder linked from elsewhere: one image, one sample
+                if owner[real][0] != name:  # and one label: a link across classes would teach it two
+                    twice.append((*owner[real][::-1], p, name))
+                continue
+            owner[real] = (name, p)
             size, why = _check_image(p)
             if size is None:
                 bad.append((str(p), why))
@@ -145,6 +153,13 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     if bad:
         shown = "\n  ".join(f"{p}: {why}" for p, why in bad)
         warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}:\n  {shown}", BadImageWarning, stacklevel=2)
+    if twice:
+        first_path, first, p, second = twice[0]
+        raise ValueError(
+            f"{len(twice)} image(s) in {root} are in two classes through symbolic links, e.g. {first_path} (class "
+            f"{first!r}) and {p} (class {second!r}) are one file, {os.path.realpath(p)}: one image cannot have two "
+            "labels (and would be tested on what it trained on); remove the link(s) that lead out of a class folder"
+        )
     if empty:
         raise ValueError(
             f"class folder(s) {empty} in {root} contain no readable images; add images or remove the folder(s)"
