@@ -444,3 +444,18 @@ def test_two_links_to_one_image_in_its_own_class_count_it_once(tmp_path):
     (tmp_path / "a" / "again.png").symlink_to(tmp_path / "a" / "0.png")
     b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0)
     assert b.num_train + b.num_test == 6
+
+
+# Damaged bytes can make a pickle call an allowed function with bad arguments: a bad encoding name
+# (LookupError) or a number where it wants text (TypeError). Both escaped as unnamed errors.
+@pytest.mark.parametrize("raw, error", [(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x06\x00\x00\x00lGtin1\x86R.",
+                                         "LookupError"),
+                                        (b"\x80\x02c_codecs\nencode\nK\x05X\x06\x00\x00\x00latin1\x86R.", "TypeError")])
+def test_a_damaged_cifar_pickle_that_fails_in_any_way_is_one_error_naming_the_file(tmp_path, monkeypatch, raw, error):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path)
+    meta = root / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(raw)
+    with pytest.raises(ValueError, match=rf"{meta} is not a readable CIFAR batch \({error}: .*get it again") as e:
+        load_data("cifar10", data_dir=root, batch_size=2)
+    assert "\n" not in str(e.value)

@@ -305,8 +305,10 @@ def _load_batch(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             d = _DataUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable CIFAR batch ({e}){_CIFAR_AGAIN}") from e
+    except OSError:
+        raise
+    except Exception as e:  # a damaged pickle can fail in any way (a bad encoding name, a call with bad arguments)
+        raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}){_CIFAR_AGAIN}") from e
     if not isinstance(d, dict):
         raise ValueError(f"{path} holds a pickled {type(d).__name__}, not the dict of a CIFAR batch{_CIFAR_AGAIN}")
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
