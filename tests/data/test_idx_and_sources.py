@@ -218,3 +218,20 @@ def test_fashion_mnist_refuses_images_not_uint8_28x28_and_labels_outside_0_to_9_
     with pytest.raises(ValueError, match=match + ".*delete it and get it again") as e:
         load_data("fashion-mnist", data_dir=d, batch_size=2)
     assert str(d) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_read_idx_names_a_gzip_file_without_gz_and_counts_huge_dimensions_exactly(tmp_path):
+    plain = tmp_path / "train-images-idx3-ubyte"
+    plain.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 1, 2, 2) + bytes(4)))
+    with pytest.raises(IDXError, match=r"is gzip-compressed but its name does not end in .gz: rename it to "
+                                       r"train-images-idx3-ubyte.gz"):
+        read_idx(plain)
+    huge = tmp_path / "huge-idx2-ubyte"
+    huge.write_bytes(b"\x00\x00\x08\x02" + struct.pack(">2I", 2**32 - 1, 3) + bytes(6))
+    # the byte count used to wrap around in int64 arithmetic for larger headers; it is exact now
+    with pytest.raises(IDXError, match=rf"dimensions \(4294967295, 3\) need {(2**32 - 1) * 3} data bytes, found 6"):
+        read_idx(huge)
+    wraps = tmp_path / "wraps-idx3-ubyte"  # 2^32-1 cubed overflows int64: it was a raw numpy reshape error
+    wraps.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(6))
+    with pytest.raises(IDXError, match=r"is truncated: dimensions .* need \d+ data bytes, found 6"):
+        read_idx(wraps)

@@ -9,6 +9,7 @@ every error, so a half-downloaded or mislabelled file fails loudly instead of tr
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -66,6 +67,9 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int | None = None) -> np
     if len(raw) < 4:
         raise IDXError(f"IDX file {path} is truncated: {len(raw)} bytes, shorter than the 4-byte header")
     zero0, zero1, code, ndim = raw[0], raw[1], raw[2], raw[3]
+    if raw[:2] == b"\x1f\x8b":  # gzip's own magic: a compressed file under a plain name
+        raise IDXError(f"{path} is gzip-compressed but its name does not end in .gz: rename it to {path.name}.gz "
+                       f"(or gunzip it)")
     if zero0 != 0 or zero1 != 0 or code not in IDX_DTYPES or ndim == 0:
         raise IDXError(
             f"{path} is not an IDX file: magic number {raw[:4].hex()} "
@@ -79,7 +83,7 @@ def read_idx(path: str | os.PathLike, *, expected_ndim: int | None = None) -> np
         raise IDXError(f"IDX file {path} is truncated inside its header ({len(raw)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: 2^32-1 x 3 does not wrap around
     got = len(raw) - header
     if got < expected:
         raise IDXError(
