@@ -156,3 +156,27 @@ def test_a_field_of_the_wrong_kind_is_a_type_error_not_a_truthy_string(make, mes
     with pytest.raises(TypeError) as e:
         make()
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"classes": "01"}, TypeError, r"classes must be a list of class indices \(ints\), e\.g\. \[5, 6, 7\], got '01'"),
+    ({"classes": 5}, TypeError, r"classes must be a list of class indices \(ints\), e\.g\. \[5, 6, 7\], got 5"),
+    ({"classes": [1.5, 2.7]}, TypeError, r"got 1\.5 in \[1\.5, 2\.7\]"),
+    ({"classes": [True, False]}, TypeError, r"got True in \[True, False\]"),
+    ({"rank": -1}, ValueError, r"rank must be an int from 0 to world_size - 1 \(0\), got -1"),
+    ({"rank": 5, "world_size": 2}, ValueError, r"rank must be an int from 0 to world_size - 1 \(1\), got 5"),
+    ({"world_size": 0}, ValueError, r"world_size must be an int >= 1 .*got 0"),
+    ({"device": "gpu"}, ValueError, r"unknown device 'gpu': use cpu, cuda, cuda:N or mps"),
+    ({"mean": 0.5, "std": 0.2}, TypeError, r"mean must be a list of one value per channel, e\.g\. \[0\.5\]"),
+])
+def test_data_config_refuses_nonsense_when_made_not_after_reading_the_files(kw, error, match):
+    """These were accepted (classes "01" became (0, 1), [1.5, 2.7] became [1, 2]) or failed later,
+    inside load_data, with torch's or Python's own words."""
+    with pytest.raises(error, match=match):
+        DataConfig("fake", **kw)
+
+
+def test_data_config_keeps_good_classes_ranks_and_devices():
+    assert DataConfig("fake", classes=np.array([3, 1])).classes == (3, 1)
+    assert DataConfig("fake", rank=1, world_size=2).rank == 1
+    assert str(DataConfig("fake", device="cuda:1").device) == "cuda:1"  # a name; whether it exists is checked later

@@ -413,3 +413,17 @@ def test_evaluate_takes_auto_and_names_the_devices_for_an_unknown_one():
     assert evaluate(model, test, num_classes=10, device="auto")["n"] == evaluate(model, test, num_classes=10)["n"]
     with pytest.raises(ValueError, match=r"unknown device 'gpu' \(--device\): use auto, cpu, cuda, cuda:N or mps"):
         evaluate(model, test, num_classes=10, device="gpu")
+
+
+@pytest.mark.parametrize("kw, error, match", [
+    ({"out": ""}, ValueError, r"out \(--out\) is an empty string: give a run directory, or None to write nothing"),
+    ({"out": 5}, TypeError, r"out \(--out\) must be a path .*got 5"),
+    ({"device": "gpu"}, ValueError, r"unknown device 'gpu' \(--device\): use auto, cpu, cuda, cuda:N or mps"),
+    ({"lr_scale": {"fc": "x"}}, ValueError, r"lr_scale factors must be finite and >= 0, got \{'fc': 'x'\}"),
+])
+def test_train_config_refuses_nonsense_when_made(kw, error, match):
+    """out="" quietly wrote nothing, out=5 and device="gpu" failed only when train() ran, and a
+    string factor was Python's "must be real number, not str"."""
+    with pytest.raises(error, match=match):
+        TrainConfig(**kw)
+    assert TrainConfig(device="cuda:0").device == "cuda:0"  # the name: whether it exists is checked by train()

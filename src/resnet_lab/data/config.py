@@ -9,7 +9,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -185,6 +185,18 @@ class DataConfig:
             raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
                              "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "
                              "flip per image: use --flip random")
+        if not _is_int(self.world_size) or self.world_size < 1:
+            raise ValueError(f"world_size must be an int >= 1 (the processes sharing the data), got {self.world_size!r}")
+        if not _is_int(self.rank) or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be an int from 0 to world_size - 1 ({self.world_size - 1}), got {self.rank!r}")
+        try:  # the name only: whether the machine has it is checked where the data go there
+            torch.device(self.device)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"unknown device {str(self.device)!r}: use cpu, cuda, cuda:N or mps") from None
+        for name in ("data_dir",):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise TypeError(f"{name} must be a path (str or pathlib.Path), got {value!r}")
         if self.world_size > 1 and not self.drop_last:
             # batch_slices gives the last partial batch to some ranks only (a one-sample piece is
             # dropped), and DDP waits at every step for all of them: a hang until the timeout
@@ -192,6 +204,12 @@ class DataConfig:
                              "some ranks and not others, and DDP needs every rank to take the same steps; keep "
                              "drop_last=True")
         if self.classes is not None:
+            # "01" was read as (0, 1), [1.5, 2.7] as [1, 2], [True, False] as (1, 0)
+            if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Iterable):
+                raise TypeError(f"classes must be a list of class indices (ints), e.g. [5, 6, 7], got {self.classes!r}")
+            bad = [c for c in self.classes if not _is_int(c)]
+            if bad:
+                raise TypeError(f"classes must be a list of class indices (ints), got {bad[0]!r} in {self.classes!r}")
             object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         if self.mean is not None or self.std is not None:
             object.__setattr__(self, "mean", _stats("mean", self.mean, self.channels, self))
@@ -218,6 +236,9 @@ def _stats(what: str, values: Sequence[float] | None, channels: int, config: Dat
     """``values`` as a tuple of one finite float per channel, or a ValueError that says why not."""
     if values is None:
         raise ValueError(f"give mean and std together (or neither, to compute them), got mean={config.mean}, std={config.std}")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{what} must be a list of one value per channel, e.g. [0.5] or [0.485, 0.456, 0.406], "
+                        f"got {values!r}")
     out = tuple(float(v) for v in values)
     if len(out) != channels or not all(math.isfinite(v) for v in out):
         raise ValueError(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import asdict, dataclass, field
+
+import torch
 
 from ..data.config import check_field_types, check_seed
 from .mixing import check_mix_alpha
@@ -19,6 +23,19 @@ LOOKAHEAD_ALPHA = 0.5  # Zhang et al. 2019's slow step, the default of lookahead
 
 @dataclass
 class TrainConfig:
+    """How a run trains: every field with its default and meaning (the comments beside them), the
+    CLI flag of each named in its error. Bad values are refused when the config is made.
+
+    The fields: ``epochs``, ``lr``, ``optimizer`` (sgd | adamw), ``momentum``, ``nesterov``,
+    ``weight_decay`` (conv/linear weights only), ``schedule`` (onecycle | cosine | step | constant),
+    ``warmup_epochs``, ``label_smoothing``, ``grad_clip``, ``channels_last``, ``bf16``, ``fp16``,
+    ``compile``, ``deterministic``, ``seed``, ``device``, ``out`` (the run directory; None writes
+    nothing), ``resume``, ``progress``, ``plots``, ``lr_scale`` ({parameter-name prefix: factor}),
+    ``max_steps_per_epoch``, ``checkpoint_segments``, ``stop_after``, ``tensorboard``, and the
+    recipe options of docs/RECIPES.md: ``ema``, ``lookahead``, ``lookahead_alpha``,
+    ``norm_lr_scale``, ``progressive_resize``, ``mixup``, ``cutmix``, ``sam``; ``eval_every``.
+    """
+
     epochs: int = 10  # passes over the training set
     lr: float = 0.1  # peak learning rate (SGD); use ~1e-3 for AdamW
     optimizer: str = "sgd"  # sgd | adamw
@@ -65,6 +82,17 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.out is not None and not isinstance(self.out, (str, os.PathLike)):
+            raise TypeError(f"out (--out) must be a path (str or pathlib.Path) or None, got {self.out!r}")
+        if self.out is not None and not str(self.out).strip():  # "" used to mean "write nothing"
+            raise ValueError("out (--out) is an empty string: give a run directory, or None to write nothing")
+        if str(self.device) != "auto":
+            try:  # the name only: whether this machine has it is checked when the run starts
+                kind = torch.device(self.device).type
+            except (RuntimeError, ValueError, TypeError):
+                kind = None
+            if kind not in ("cpu", "cuda", "mps"):
+                raise ValueError(f"unknown device {str(self.device)!r} (--device): use auto, cpu, cuda, cuda:N or mps")
         if self.resume and not self.out:
             raise ValueError("resume (--resume) needs the run directory to continue: set out (--out DIR)")
         if self.tensorboard:
@@ -100,7 +128,8 @@ class TrainConfig:
             raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
                              f"is always evaluated), got {self.eval_every!r}")
         self._check_recipe_options()
-        bad = {k: v for k, v in self.lr_scale.items() if not (math.isfinite(v) and v >= 0)}
+        bad = {k: v for k, v in self.lr_scale.items()
+               if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
         check_field_types(self)  # after the range checks, which name their flags: 2.5 epochs is an error here
