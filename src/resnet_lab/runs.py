@@ -640,6 +640,8 @@ def load_meta(source: str | os.PathLike) -> dict[str, Any]:
 
 
 def _weights_path(source: Path, which: str) -> Path:
+    if which not in ("model", "best"):  # "bogus" was looked for as bogus.safetensors
+        raise ValueError(f"which must be 'model' (the last epoch) or 'best' (the best evaluated epoch), got {which!r}")
     if source.is_dir():
         path = source / f"{which}.safetensors"
         if not path.is_file():

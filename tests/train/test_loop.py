@@ -427,3 +427,19 @@ def test_train_config_refuses_nonsense_when_made(kw, error, match):
     with pytest.raises(error, match=match):
         TrainConfig(**kw)
     assert TrainConfig(device="cuda:0").device == "cuda:0"  # the name: whether it exists is checked by train()
+
+
+@pytest.mark.parametrize("which", ["bogus", None, "last"])
+def test_load_model_refuses_a_which_other_than_model_or_best(tmp_path, which):
+    """"bogus" was looked for as bogus.safetensors ("is it a resnet-lab run directory?"), and on a
+    weights file the message talked about the CLI's --best."""
+    from resnet_lab.models import create_model
+    from resnet_lab.runs import load_model, save_model
+
+    r8 = create_model("resnet8", num_classes=10)
+    save_model(tmp_path / "r", r8, {"classes": [str(i) for i in range(10)], "input_size": [3, 8, 8],
+                                    "mean": [0.5] * 3, "std": [0.25] * 3})
+    for source in (tmp_path / "r", tmp_path / "r" / "model.safetensors"):
+        with pytest.raises(ValueError, match=rf"which must be 'model' \(the last epoch\) or 'best' .*got {which!r}"):
+            load_model(source, which=which)
+    assert load_model(tmp_path / "r", which="model")[0].model_config["name"] == "resnet8"
