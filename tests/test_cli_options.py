@@ -1329,3 +1329,25 @@ def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_th
     make_folder(split / "test", per_class=3, seed=2)
     with pytest.warns(UserWarning, match=r"val/ is the test split; test/ is not used"):
         assert evaluate_json(capsys, str(run), "--data-dir", str(split), "--workers", "0", "--batch-size", "4")["n"] == 4
+
+
+def test_a_run_on_some_classes_records_them_and_evaluate_and_report_keep_them(capsys, tmp_path):
+    """A Python run with DataConfig(classes=[...]) (docs/TRANSFER.md's example) could not be
+    evaluated or reported: the dataset was reloaded with all its classes."""
+    from resnet_lab import create_model
+    from resnet_lab.analysis import write_report
+    from resnet_lab.data import DataConfig, load_data
+    from resnet_lab.train import TrainConfig, train
+
+    data = load_data(DataConfig("fake", classes=[7, 2, 5], in_channels=1, image_size=8, subset=48, batch_size=16))
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    train(create_model("resnet8", num_classes=3, in_channels=1), data,
+          TrainConfig(epochs=1, progress=False, plots=False, out=str(run), device="cpu"))
+    capsys.readouterr()
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["class_indices"] == [7, 2, 5] and meta["classes"] == [data.info.classes[i] for i in range(3)]
+    ev = evaluate_json(capsys, str(run))
+    assert ev["n"] == data.num_test and list(ev["per_class_accuracy"]) == meta["classes"]
+    write_report([str(run)], tmp_path / "r.html")
+    assert "accuracy" in (tmp_path / "r.html").read_text().lower()

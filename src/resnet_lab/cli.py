@@ -30,7 +30,7 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_meta, check_output_file, held_out_split, load_meta, load_model, missing_run, settle_run_dir,
+from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir,
                    split_seed_of)
 from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
@@ -684,7 +684,7 @@ def cmd_evaluate(args) -> int:
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
                       std=tuple(meta["std"]), seed=seed,
-                      **(held_out_split(meta, args.data_dir) if args.dataset == "folder" else {}),
+                      **same_test_data(meta, args.dataset, args.data_dir),
                       batch_size=1, eval_batch_size=args.batch_size)  # --batch-size is the test batch
     if list(data.info.classes) != list(meta["classes"]):
         raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")

@@ -608,6 +608,16 @@ def split_seed_of(meta: dict[str, Any]) -> int | None:
     return int((meta.get("train_config") or {}).get("seed", 0))
 
 
+def same_test_data(meta: dict[str, Any], dataset: str, data_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The DataConfig fields that make ``dataset`` (in ``data_dir``) give the test images a run was
+    tested on, when it is the run's own dataset: its classes (a run on some of them) and a folder's
+    held-out split (:func:`held_out_split`). Empty for another dataset."""
+    if dataset != meta.get("dataset"):
+        return {}
+    indices = meta.get("class_indices")
+    return {**({"classes": tuple(int(c) for c in indices)} if indices else {}), **held_out_split(meta, data_dir)}
+
+
 def held_out_split(meta: dict[str, Any], data_dir: str | os.PathLike | None) -> dict[str, Any]:
     """The DataConfig fields that hold out again, from the image folder ``data_dir``, the test images
     of a run of an image folder without val/ (``split_seed``, ``val_fraction``; runs saved before

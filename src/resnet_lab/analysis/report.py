@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data import load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
-                    resolve_source, held_out_split)
+                    resolve_source, same_test_data)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -122,7 +122,8 @@ def _data_for(meta: dict[str, Any], data_dir: str | os.PathLike | None, device: 
         data_dir = None
     return load_data(
         meta["dataset"], data_dir=data_dir, image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
-        seed=int((meta.get("train_config") or {}).get("seed", 0)), **held_out_split(meta, data_dir), augment=False,
+        seed=int((meta.get("train_config") or {}).get("seed", 0)), **same_test_data(meta, meta["dataset"], data_dir),
+        augment=False,
         batch_size=1, eval_batch_size=_EVAL_BATCH, device=device,  # the training split is not used
     )
 

@@ -51,6 +51,9 @@ class DatasetInfo:
         resize: how prediction resizes a new image (see :func:`~resnet_lab.data.preprocess`):
             "whole" (resize to H, W), "crop" (short side to H, then center crop) or "auto".
         source: where the data were read from (informational).
+        class_indices: the dataset's labels that were kept (``DataConfig.classes``), in the order of
+            ``classes``; None when all were (``model.json`` records them, so that evaluating the
+            run keeps the same classes).
         split_seed, val_fraction: the seed and share of the held-out test split of a folder without
             val/ (``model.json`` records them, so that evaluating the run holds out the same
             images); None otherwise.
@@ -65,6 +68,7 @@ class DatasetInfo:
     source: str = ""
     split_seed: int | None = None
     val_fraction: float | None = None
+    class_indices: tuple[int, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -148,7 +152,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
     h = tx.shape[-1]
     info = DatasetInfo(
         name=config.name, classes=names, input_size=(channels, tx.shape[-2], h), mean=mean, std=std,
-        resize="whole", source=arrays.source,
+        resize="whole", source=arrays.source, class_indices=tuple(keep) if keep is not None else None,
     )
     # He et al. pad 4 px on 32 px CIFAR images; keep that ratio for other sizes (28 px -> 4).
     padding = max(1, round(h / 8)) if config.crop_padding is None else config.crop_padding
@@ -185,6 +189,7 @@ def _load_folder(config: DataConfig) -> DataBundle:
         name="folder", classes=names, input_size=(channels, size, size), mean=mean, std=std, resize="crop",
         source=str(found.root), split_seed=config.split_seed if found.held_out else None,
         val_fraction=config.val_fraction if found.held_out else None,
+        class_indices=tuple(keep) if keep is not None else None,
     )
     common = dict(seed=config.seed, num_workers=config.num_workers, device=config.device, rank=config.rank,
                   world_size=config.world_size, channels_last=config.channels_last)

@@ -721,6 +721,8 @@ def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str
         "std": list(info.std),
         "dataset": getattr(info, "name", None),
         "resize": getattr(info, "resize", None),  # how prediction resizes images (data.to_model_input)
+        # the dataset's labels a run on some of its classes kept, which evaluate and report keep again
+        **({"class_indices": list(info.class_indices)} if getattr(info, "class_indices", None) else {}),
         # a folder's held-out split (None: its val/ folder), which evaluate and report hold out again
         **({"split_seed": getattr(info, "split_seed", None), "val_fraction": getattr(info, "val_fraction", None)}
            if getattr(info, "name", None) == "folder" else {}),
