@@ -81,3 +81,15 @@ def test_the_cli_and_in_memory_training_do_not_import_torchvision(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True)
     assert folder.returncode == 0, folder.stderr[-3000:]
     assert folder.stdout.strip().startswith("torchvision.transforms")
+
+
+def test_importing_the_library_loads_neither_matplotlib_nor_the_cli(tmp_path):
+    """matplotlib (0.2-0.5 s) loads when the first figure is drawn, not with `import resnet_lab`;
+    drawing one still works."""
+    code = ("import sys\nimport resnet_lab\n"
+            "print(sorted(m for m in ('matplotlib', 'resnet_lab.cli') if m in sys.modules))\n"
+            "from resnet_lab.figures import new_figure\nfig, ax = new_figure()\n"
+            "print('matplotlib' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["[]", "True"]

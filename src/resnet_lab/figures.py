@@ -10,15 +10,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from .runs import OUTPUT_MARK, atomic_write, check_output_file
+
+if TYPE_CHECKING:  # matplotlib loads when the first figure is drawn, not with `import resnet_lab`
+    from matplotlib.figure import Figure
 
 __all__ = ["check_png_path", "new_figure", "save_png"]
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.0)):
     """A figure and its axes (one Axes, or an array of them), as ``pyplot.subplots`` returns."""
+    from matplotlib.figure import Figure  # deferred: see the import above
+
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols)
 

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from matplotlib.colors import LogNorm
-from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
 from ..figures import check_png_path, new_figure, save_png
@@ -265,6 +263,9 @@ def plot_activation_stats(recorders: Mapping[str, ActivationStatsRecorder], path
     rows = len(recorders)
     fig, axes = new_figure(rows, 2, figsize=(11, 1.0 + 2.4 * rows))
     axes = axes.reshape(rows, 2)
+    from matplotlib.colors import LogNorm  # deferred: `import resnet_lab` does not load matplotlib
+    from matplotlib.ticker import MaxNLocator  # deferred, as LogNorm
+
     scales = (dict(cmap="RdBu_r", vmin=-m_lim, vmax=m_lim), dict(cmap="RdBu_r", norm=LogNorm(1 / s_lim, s_lim)))
     images = [None, None]
     for i, (label, rec) in enumerate(recorders.items()):

@@ -185,32 +185,14 @@ class DataConfig:
             raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
                              "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "
                              "flip per image: use --flip random")
-        if not _is_int(self.world_size) or self.world_size < 1:
-            raise ValueError(f"world_size must be an int >= 1 (the processes sharing the data), got {self.world_size!r}")
-        if not _is_int(self.rank) or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank must be an int from 0 to world_size - 1 ({self.world_size - 1}), got {self.rank!r}")
-        try:  # the name only: whether the machine has it is checked where the data go there
-            torch.device(self.device)
-        except (RuntimeError, ValueError, TypeError):
-            raise ValueError(f"unknown device {str(self.device)!r}: use cpu, cuda, cuda:N or mps") from None
-        for name in ("data_dir",):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise TypeError(f"{name} must be a path (str or pathlib.Path), got {value!r}")
+        self._check_placement()
         if self.world_size > 1 and not self.drop_last:
             # batch_slices gives the last partial batch to some ranks only (a one-sample piece is
             # dropped), and DDP waits at every step for all of them: a hang until the timeout
             raise ValueError(f"drop_last=False with world_size={self.world_size}: the last partial batch would go to "
                              "some ranks and not others, and DDP needs every rank to take the same steps; keep "
                              "drop_last=True")
-        if self.classes is not None:
-            # "01" was read as (0, 1), [1.5, 2.7] as [1, 2], [True, False] as (1, 0)
-            if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Iterable):
-                raise TypeError(f"classes must be a list of class indices (ints), e.g. [5, 6, 7], got {self.classes!r}")
-            bad = [c for c in self.classes if not _is_int(c)]
-            if bad:
-                raise TypeError(f"classes must be a list of class indices (ints), got {bad[0]!r} in {self.classes!r}")
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        self._check_classes()
         if self.mean is not None or self.std is not None:
             object.__setattr__(self, "mean", _stats("mean", self.mean, self.channels, self))
             object.__setattr__(self, "std", _stats("std", self.std, self.channels, self))
@@ -227,6 +209,29 @@ class DataConfig:
     def test_batch_size(self) -> int:
         """``eval_batch_size``, or ``batch_size`` when it is None."""
         return self.eval_batch_size or self.batch_size
+
+    def _check_classes(self) -> None:
+        """``classes`` as a tuple of ints ("01" was read as (0, 1), [1.5, 2.7] as [1, 2])."""
+        if self.classes is not None:
+            if isinstance(self.classes, (str, bytes)) or not isinstance(self.classes, Iterable):
+                raise TypeError(f"classes must be a list of class indices (ints), e.g. [5, 6, 7], got {self.classes!r}")
+            bad = [c for c in self.classes if not _is_int(c)]
+            if bad:
+                raise TypeError(f"classes must be a list of class indices (ints), got {bad[0]!r} in {self.classes!r}")
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+    def _check_placement(self) -> None:
+        """Where the data come from and go: a path, this process's shard, a device name."""
+        if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir (--data-dir) must be a path (str or pathlib.Path), got {self.data_dir!r}")
+        if not _is_int(self.world_size) or self.world_size < 1:
+            raise ValueError(f"world_size must be an int >= 1 (the processes sharing the data), got {self.world_size!r}")
+        if not _is_int(self.rank) or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be an int from 0 to world_size - 1 ({self.world_size - 1}), got {self.rank!r}")
+        try:  # the name only: whether the machine has it is checked where the data go there
+            torch.device(self.device)
+        except (RuntimeError, ValueError, TypeError):
+            raise ValueError(f"unknown device {str(self.device)!r}: use cpu, cuda, cuda:N or mps") from None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))

@@ -22,10 +22,9 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,6 +33,9 @@ from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
 from .loop import TrainingDiverged, check_model_fits_info, train_one_epoch
 from .optim import build_optimizer
+
+if TYPE_CHECKING:  # matplotlib loads when a figure is drawn
+    from matplotlib.figure import Figure
 
 __all__ = ["LRFindResult", "lr_find", "lr_find_figure", "plot_lr_find", "steep", "valley"]
 
@@ -285,7 +287,7 @@ def steep(lrs: Sequence[float], losses: Sequence[float]) -> float:
     return float(lrs[min(range(len(slopes)), key=slopes.__getitem__)])
 
 
-def lr_find_figure(result: LRFindResult, title: str = "") -> Figure:
+def lr_find_figure(result: LRFindResult, title: str = "") -> "Figure":
     """Loss against learning rate (log x): the raw and the smoothed loss, and marks at the suggestions.
 
     Args:
