@@ -143,6 +143,8 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     Args:
         model: any module.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_params needs a torch.nn.Module, got {type(model).__name__}")
     trainable = frozen = 0
     for p in model.parameters():  # parameters() already de-duplicates shared tensors
         if p.requires_grad:

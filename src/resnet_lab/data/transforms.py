@@ -541,4 +541,8 @@ def to_model_input(
         float32 tensor (1, C, H, W), normalized with ``info.mean``/``info.std``.
     """
     get = info.get if isinstance(info, Mapping) else lambda k, d=None: getattr(info, k, d)
+    missing = [k for k in ("input_size", "mean", "std") if get(k) is None]
+    if missing:
+        raise ValueError(f"to_model_input needs the model's {', '.join(missing)} (a run's model.json or a "
+                         f"DatasetInfo has them), got {sorted(info) if isinstance(info, Mapping) else info!r}")
     return preprocess(img, get("input_size"), get("mean"), get("std"), get("resize", "auto"), invert=invert)[None]

@@ -345,6 +345,8 @@ def fuse_bn_with_report(
             the first conv, 32 px for small-input models, else 64 px).
     """
     _check_eval(model)
+    if not isinstance(inplace, bool):  # "no" is truthy: it would change the caller's model
+        raise TypeError(f"inplace must be True or False, got {inplace!r}")
     work = model if inplace else copy.deepcopy(model)
     report = plan_bn_folding(work)
     shared = _repeated(work.named_modules(remove_duplicate=False))

@@ -63,8 +63,8 @@ def norm_layer(norm: str = "batch", dim: int = 2) -> NormLayer:
         dim: 2 for feature maps (N, C, H, W), 1 for features (N, C) or sequences (N, C, L).
     """
     check_norm(norm)
-    if dim not in (1, 2):
-        raise ValueError(f"dim must be 1 or 2, got {dim}")
+    if isinstance(dim, bool) or dim not in (1, 2):  # True == 1: it gave BatchNorm1d
+        raise ValueError(f"dim must be 1 or 2, got {dim!r}")
     if norm == "batch":
         return nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
     if norm == "scratch":

@@ -220,6 +220,8 @@ def evaluate(
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
+    if not isinstance(tta, bool):  # "no" is truthy: it would average the mirror views
+        raise TypeError(f"tta must be True or False, got {tta!r}")
     was_training = [m.training for m in models]
     for m in models:
         m.eval()

@@ -78,6 +78,8 @@ def _unlock(module: nn.Module, mode: bool) -> None:
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """``(trainable, frozen)`` numbers of parameter values of ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_params needs a torch.nn.Module, got {type(model).__name__}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     return trainable, frozen

@@ -1,0 +1,46 @@
+"""Public functions refuse arguments of the wrong kind with an error naming the argument, instead
+of a deep Python error or a truthy string acting as True (found by a library user's pass over the
+API: tta="no" averaged the mirror views, inplace="no" changed the caller's model, dim=True gave
+BatchNorm1d)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab.analysis import count_params
+from resnet_lab.data import to_model_input
+from resnet_lab.deploy import fuse_bn
+from resnet_lab.models import create_model, list_models
+from resnet_lab.nn import norm_layer
+from resnet_lab.train import evaluate
+from resnet_lab.transfer.freeze import count_params as frozen_count
+
+
+def test_truthy_strings_are_not_taken_for_true():
+    model = create_model("resnet8", num_classes=3, in_channels=1).eval()
+    batches = [(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]))]
+    with pytest.raises(TypeError, match="tta must be True or False, got 'no'"):
+        evaluate(model, batches, num_classes=3, tta="no")
+    assert evaluate(model, batches, num_classes=3, tta=False)["n"] == 4
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match="inplace must be True or False, got 'no'"):
+        fuse_bn(model, inplace="no")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="dim must be 1 or 2, got True"):
+        norm_layer("batch", dim=True)
+    assert norm_layer("batch", dim=1) is torch.nn.BatchNorm1d
+
+
+def test_wrong_kinds_are_named():
+    with pytest.raises(TypeError, match=r"pattern must be a string such as 'resnet\*' \(or None for all\), got 5"):
+        list_models(5)
+    assert list_models("resnet20*") == ["resnet20", "resnet20_fast"]
+    for counter in (count_params, frozen_count):
+        with pytest.raises(TypeError, match="count_params needs a torch.nn.Module, got int"):
+            counter(5)
+    with pytest.raises(ValueError, match=r"to_model_input needs the model's mean, std \(a run's model.json"):
+        to_model_input(Image.new("L", (8, 8)), {"input_size": [1, 8, 8]})
+    assert to_model_input(Image.new("L", (8, 8)), {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5]}).shape \
+        == (1, 1, 8, 8)
