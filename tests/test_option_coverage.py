@@ -35,6 +35,7 @@ LOOKAHEAD = "tests/train/test_lookahead.py::"
 NORM_LR = "tests/train/test_norm_lr_scale.py::"
 RESIZE = "tests/train/test_progressive_resize.py::"
 MIX = "tests/train/test_mixing.py::"
+SAM = "tests/train/test_sam.py::"
 RECIPE_CLI = "tests/train/test_recipe_cli.py::test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer"
 RECIPE_RESUME = (EMA + "test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run",
                  EMA + "test_resume_with_a_different_recipe_option_is_refused_naming_it")
@@ -121,6 +122,10 @@ TRAINING = {
                  MIX + "test_the_loop_trains_on_the_mixed_batch_with_the_soft_target_cross_entropy",
                  MIX + "test_without_mixing_the_model_trains_on_the_loaders_batches_and_ends_elsewhere",
                  MIX + "test_a_bad_alpha_is_refused_naming_the_flag", *RECIPE_RESUME, RECIPE_CLI),
+    "--sam": (SAM + "test_sam_equals_a_float64_hand_written_loop_and_differs_from_plain_sgd",
+              SAM + "test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restores_everything_exactly",
+              SAM + "test_sam_negative_or_not_finite_is_refused_naming_the_flag",
+              SAM + "test_sam_with_fp16_is_refused_with_the_way_out", *RECIPE_RESUME, RECIPE_CLI),
     "--out": OPTS + "test_out_writes_the_run_directory_and_nothing_is_written_without_it",
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
@@ -146,7 +151,7 @@ TORCHRUN_ONLY = ("--sync-bn", "--scale-lr")  # train's; finetune runs in one pro
 FINETUNE_SAME_AS_TRAIN = OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"
 FINETUNE_OWN = {
     **{flag: RECIPE_CLI for flag in ("--ema", "--lookahead", "--lookahead-alpha", "--norm-lr-scale",
-                                     "--progressive-resize", "--mixup", "--cutmix")},
+                                     "--progressive-resize", "--mixup", "--cutmix", "--sam")},
     "--flip": FLIP + "test_cli_flip_alternate_reaches_the_training_loader",
     "--random-erasing": OPTS + "test_random_erasing_erases_one_rectangle_per_image_to_the_mean",
     "--resume": (OPTS + "test_finetune_resume_continues_an_interrupted_run",
@@ -277,7 +282,7 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     **{("TrainConfig", field): TRAINING[flag] for field, flag in {
         "ema": "--ema", "lookahead": "--lookahead", "lookahead_alpha": "--lookahead-alpha",
         "norm_lr_scale": "--norm-lr-scale", "progressive_resize": "--progressive-resize", "mixup": "--mixup",
-        "cutmix": "--cutmix"}.items()},
+        "cutmix": "--cutmix", "sam": "--sam"}.items()},
 
     # DataConfig: the fields behind the data flags (cli._data_config) are shown through the flags'
     # tests; the others through load_data directly, against the same load without the field (or a

@@ -194,6 +194,9 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                    help="CutMix (Yun et al. 2019): paste a rectangle of another image, the loss blended by area, "
                         "the share drawn per batch from Beta(ALPHA, ALPHA) (1 is typical); with --mixup each batch "
                         "uses one of the two; 0: off")
+    g.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimization (Foret et al. 2021): step with the gradient taken at the "
+                        "weights moved RHO uphill (0.05 is the paper's); each step costs two passes; 0: off")
     g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
                    help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
                         "full size at the epoch 75%% of the way through; the last epoch always at full size, as "
@@ -442,6 +445,7 @@ def _train_config(args, out: str | None):
         stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
         lookahead_alpha=_lookahead_alpha(args), norm_lr_scale=args.norm_lr_scale,
         progressive_resize=args.progressive_resize, mixup=args.mixup, cutmix=args.cutmix, eval_every=args.eval_every,
+        sam=args.sam,
     )
 
 

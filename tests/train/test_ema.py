@@ -106,8 +106,9 @@ def _stop_at(epoch: int, step: int):
 
 
 @pytest.mark.parametrize("options", [{"ema": 0.8}, {"lookahead": 4, "lookahead_alpha": 0.6},
-                                     {"ema": 0.8, "lookahead": 4}, {"ema": 0.8, "mixup": 0.4, "cutmix": 1.0}],
-                         ids=["ema", "lookahead", "both", "mixup_cutmix"])
+                                     {"ema": 0.8, "lookahead": 4}, {"ema": 0.8, "mixup": 0.4, "cutmix": 1.0},
+                                     {"sam": 0.1, "ema": 0.8}],
+                         ids=["ema", "lookahead", "both", "mixup_cutmix", "sam_ema"])
 def test_resume_after_interrupt_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, options):
     full = _fresh()
     train(full, make_bundle(), _cfg(tmp_path / "full", epochs=3, **options))
@@ -146,7 +147,7 @@ def test_a_finished_run_given_to_train_again_leaves_the_model_holding_its_saved_
 
 @pytest.mark.parametrize("field, value", [("ema", 0.5), ("lookahead", 2), ("lookahead_alpha", 0.8),
                                           ("norm_lr_scale", 2.0), ("progressive_resize", 4),
-                                          ("mixup", 0.2), ("cutmix", 1.0)])
+                                          ("mixup", 0.2), ("cutmix", 1.0), ("sam", 0.05)])
 def test_resume_with_a_different_recipe_option_is_refused_naming_it(tmp_path, field, value):
     train(_fresh(), make_bundle(), _cfg(tmp_path, stop_after=1, ema=0.9, lookahead=3))
     changed = {"ema": 0.9, "lookahead": 3, field: value}

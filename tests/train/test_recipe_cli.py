@@ -1,7 +1,7 @@
 """The recipe flags of `train` and `finetune` (--ema, --lookahead, --lookahead-alpha, --norm-lr-scale,
---progressive-resize, --mixup, --cutmix) reach the trainer as the TrainConfig fields whose effects
+--progressive-resize, --mixup, --cutmix, --sam) reach the trainer as the TrainConfig fields whose effects
 tests/train/test_ema.py, test_lookahead.py, test_norm_lr_scale.py, test_progressive_resize.py and
-test_mixing.py show; a run trained with all
+test_mixing.py and test_sam.py show; a run trained with all
 of them records them in its recipe (model.json) and its saved weights are the EMA."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subse
         "--epochs", "1", "--no-progress", "--device", "cpu"]
 # Two epochs: progressive resizing needs them (the last one trains at full size); argparse's last --epochs wins.
 FLAGS = ["--ema", "0.9", "--lookahead", "2", "--lookahead-alpha", "0.6", "--norm-lr-scale", "2.5",
-         "--progressive-resize", "4", "--mixup", "0.3", "--cutmix", "0.7", "--epochs", "2"]
+         "--progressive-resize", "4", "--mixup", "0.3", "--cutmix", "0.7", "--sam", "0.05", "--epochs", "2"]
 FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4,
-          "mixup": 0.3, "cutmix": 0.7}
+          "mixup": 0.3, "cutmix": 0.7, "sam": 0.05}
 DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None,
-            "mixup": 0.0, "cutmix": 0.0}
+            "mixup": 0.0, "cutmix": 0.0, "sam": 0.0}
 
 
 def _fields(config) -> dict:
@@ -37,8 +37,9 @@ def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, m
     assert main(["train", *TINY, *FLAGS, "--out", str(out)]) == 0
     call = spy.last
     assert _fields(call.config) == FIELDS
-    # epoch 1 at the start side, the last epoch at the full 8 px
-    assert [tuple(x.shape[-2:]) for x in call.inputs] == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    # epoch 1 at the start side, the last epoch at the full 8 px; with SAM each step's batch twice
+    assert [tuple(x.shape[-2:]) for x in call.inputs] == [(4, 4)] * 4 + [(8, 8)] * 4
+    assert all(torch.equal(a, b) for a, b in zip(call.inputs[::2], call.inputs[1::2]))
     assert {k: json.loads((out / "model.json").read_text())["train_config"][k] for k in FIELDS} == FIELDS
     saved = load_file(out / "model.safetensors")
     raw = torch.load(out / "train_state.pt", weights_only=True)["averaging"]["raw"]

@@ -56,13 +56,13 @@ class Position:
 # progress, plots, compile, channels_last, bf16, checkpoint_segments, deterministic) can change on resume.
 _RECIPE_FIELDS = ("epochs", "lr", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
                   "label_smoothing", "grad_clip", "seed", "lr_scale", "max_steps_per_epoch", "ema", "lookahead",
-                  "lookahead_alpha", "norm_lr_scale", "progressive_resize", "mixup", "cutmix", "eval_every")
+                  "lookahead_alpha", "norm_lr_scale", "progressive_resize", "mixup", "cutmix", "eval_every", "sam")
 
 
 # The recipe fields whose CLI flag is --FIELD-NAME VALUE (a refused resume names them with the run's values).
 _FLAG_FIELDS = ("epochs", "lr", "optimizer", "momentum", "schedule", "weight_decay", "warmup_epochs", "label_smoothing",
                 "grad_clip", "seed", "ema", "lookahead", "lookahead_alpha", "norm_lr_scale", "progressive_resize",
-                "mixup", "cutmix", "eval_every")
+                "mixup", "cutmix", "eval_every", "sam")
 
 
 def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:

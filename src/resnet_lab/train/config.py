@@ -69,6 +69,7 @@ class TrainConfig:
     progressive_resize: int | None = None  # side in px of epoch 1's training images, growing to full size
     mixup: float = 0.0  # Beta(a, a) of mixup's per-batch blend of two images and their labels (0.2); 0 = off
     cutmix: float = 0.0  # Beta(a, a) of CutMix's share of a pasted rectangle (1.0); 0 = off; with mixup: either, 50/50
+    sam: float = 0.0  # SAM's rho (Foret et al. 2021): step with the gradient taken rho uphill (0.05); 2 passes a step; 0 = off
     eval_every: int = 1  # evaluate on the test set every N epochs and after the last
 
     def __post_init__(self) -> None:
@@ -156,6 +157,12 @@ class TrainConfig:
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
             raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
                              f"unchanged), got {self.norm_lr_scale}")
+        if not (math.isfinite(self.sam) and self.sam >= 0):
+            raise ValueError(f"sam (--sam) must be a finite number >= 0 (SAM's rho: 0.05 is the paper's; 0 turns it "
+                             f"off), got {self.sam}")
+        if self.sam and self.fp16:
+            # fp16's scaler skips a step whose gradients overflow; SAM would first move the weights along them
+            raise ValueError("sam (--sam) does not combine with fp16 (--fp16): use --bf16, or leave SAM off")
         check_mix_alpha("mixup", self.mixup)
         check_mix_alpha("cutmix", self.cutmix)
         if self.progressive_resize is not None and self.epochs < 2:

@@ -39,6 +39,7 @@ from .metrics import confusion_matrix, per_class_accuracy
 from .mixing import Mix, mix_batch, mix_rng
 from .optim import build_optimizer, build_scheduler, warmup_steps
 from .progressive import check_progressive_resize, progressive_side, resize_batch
+from .sam import sam_gradient
 from .tensorboard import open_tensorboard
 
 __all__ = ["EpochStats", "History", "TrainingDiverged", "evaluate", "resolve_device", "train", "train_one_epoch"]
@@ -283,6 +284,14 @@ def _loss(logits, y: Tensor, label_smoothing: float) -> Tensor:
     return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
 
 
+def _forward_loss(model: nn.Module, x: Tensor, y: Tensor, mix: Mix | None, config: TrainConfig,
+                  device: torch.device) -> tuple[Any, Tensor]:
+    """The model's output for a training batch and its loss, under the run's autocast."""
+    with autocast(device, amp_dtype(config.bf16, config.fp16)):
+        logits = model(x)
+        return logits, _mixed(lambda t: _loss(logits, t, config.label_smoothing), y, mix)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -356,13 +365,13 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
         mix = (mix_batch(x, y, mixup=config.mixup, cutmix=config.cutmix, rng=mix_rng(config.seed, epoch, step))
                if config.mixup or config.cutmix else None)
         x = _training_input(mix.x if mix else x, config, epoch)
-        with autocast(device, amp_dtype(config.bf16, config.fp16)):
-            logits = model(x)
-            loss = _mixed(lambda t: _loss(logits, t, config.label_smoothing), y, mix)
-            if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
-                logits = logits[0]
+        logits, loss = _forward_loss(model, x, y, mix, config, device)
+        if isinstance(logits, tuple):  # GoogLeNet with aux heads: (logits, aux2, aux1)
+            logits = logits[0]
         guard.watch(loss, lambda: f"loss became {loss.item()} {where()}")
-        _backward_and_step(loss, model, optimizer, scaler, config.grad_clip, guard, where)
+        again = (lambda: _forward_loss(model, x, y, mix, config, device)[1]) if config.sam else None
+        _backward_and_step(loss, model, optimizer, scaler, config.grad_clip, guard, where, sam=config.sam,
+                           loss_at_ascent=again)
         _step_schedule(scheduler, scaler)
         if averaging is not None:  # before on_step, which may stop the run: the saved state includes this step
             averaging.after_step()
@@ -418,11 +427,17 @@ def _training_input(x: Tensor, config: TrainConfig, epoch: int) -> Tensor:
 
 def _backward_and_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
                        scaler: torch.amp.GradScaler, grad_clip: float | None, guard: _FiniteGuard,
-                       where: Callable[[], str]) -> None:
+                       where: Callable[[], str], sam: float = 0.0,
+                       loss_at_ascent: Callable[[], Tensor] | None = None) -> None:
     """Backward, optional clipping of the global gradient norm, and the optimizer step; the
-    scaler is a pass-through unless fp16, where it also skips a step whose gradients overflowed."""
+    scaler is a pass-through unless fp16, where it also skips a step whose gradients overflowed.
+    With ``sam`` (SAM's rho), the step takes SAM's gradient instead: that of ``loss_at_ascent()``,
+    the batch's loss recomputed at the weights moved ``sam`` uphill (train/sam.py)."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if sam:
+        norm = sam_gradient(model, sam, loss_at_ascent, backward=lambda again: scaler.scale(again).backward())
+        guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
     if grad_clip:
         scaler.unscale_(optimizer)
         norm = nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)

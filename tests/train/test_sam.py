@@ -1,0 +1,106 @@
+"""TrainConfig.sam (--sam RHO): sharpness-aware minimization (Foret et al. 2021), against a loop
+written by hand in float64 over the paper's update: the gradient g at w, the ascent
+e = rho * g / ||g||, the gradient at w + e on the same batch, then the optimizer's step from w with
+it. Batch normalization's running statistics move with the first pass only."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_lab.train import TrainConfig, train
+from resnet_lab.train.sam import ascent_at
+
+from tinytrain import TinyNet, make_bundle
+
+LR, MOMENTUM, EPOCHS, RHO = 0.05, 0.9, 2, 0.1
+
+
+def _net() -> TinyNet:
+    torch.manual_seed(0)
+    net = TinyNet()
+    net.drop = nn.Identity()  # no dropout: the hand-written loop need not replay the trainer's RNG draws
+    return net
+
+
+def _trained(**kw) -> TinyNet:
+    net = _net()
+    # constant lr, plain momentum, no decay: one torch.optim.SGD over all parameters is the same optimizer
+    train(net, make_bundle(), TrainConfig(epochs=EPOCHS, lr=LR, momentum=MOMENTUM, nesterov=False, weight_decay=0.0,
+                                          schedule="constant", progress=False, plots=False, device="cpu", **kw))
+    return net
+
+
+def _by_hand(rho: float) -> nn.Module:
+    """SAM in float64 with SGD's momentum written out: v = m v + g_sam, w -= lr v."""
+    net = _net().double()
+    params = list(net.parameters())
+    velocity = [torch.zeros_like(p) for p in params]
+    loader = make_bundle().train
+    net.train()
+    for epoch in range(EPOCHS):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            x = x.double()
+            grads = torch.autograd.grad(F.cross_entropy(net(x), y), params)  # moves the running statistics
+            probe = copy.deepcopy(net)  # the ascent's pass runs on a copy: its statistics are thrown away
+            norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+            with torch.no_grad():
+                for q, g in zip(probe.parameters(), grads):
+                    q += rho * g / norm
+            sam_grads = torch.autograd.grad(F.cross_entropy(probe(x), y), list(probe.parameters()))
+            with torch.no_grad():
+                for p, v, g in zip(params, velocity, sam_grads):
+                    v.mul_(MOMENTUM).add_(g)
+                    p.sub_(LR * v)
+    return net
+
+
+def test_sam_equals_a_float64_hand_written_loop_and_differs_from_plain_sgd():
+    trained = _trained(sam=RHO)
+    expected = _by_hand(RHO)
+    for (name, x), y in zip(trained.state_dict().items(), expected.state_dict().values()):
+        if x.is_floating_point():  # weights and the BN running statistics of the first passes only
+            torch.testing.assert_close(x.double(), y, rtol=1e-5, atol=1e-6, msg=name)
+        else:
+            assert torch.equal(x, y), name  # num_batches_tracked counts each step once
+    assert trained.bn.num_batches_tracked.item() == 2 * 6
+    plain = _trained()
+    assert not torch.allclose(trained.fc.weight, plain.fc.weight, atol=1e-4)  # against the same run without it
+    torch.testing.assert_close(plain.fc.weight.double(), _by_hand(0.0).fc.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restores_everything_exactly():
+    net = _net()
+    net.conv.weight.requires_grad_(False)  # frozen: no gradient, not moved
+    x, y = next(iter(make_bundle().train))
+    F.cross_entropy(net(x), y).backward()
+    before = copy.deepcopy(net.state_dict())
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    grads = [p.grad.clone() for p in trainable]
+    with ascent_at(net, 0.25) as norm:
+        moved = [p.detach() - before[name] for name, p in net.named_parameters() if p.requires_grad]
+        assert torch.equal(net.conv.weight, before["conv.weight"])
+        torch.testing.assert_close(torch.sqrt(sum((m ** 2).sum() for m in moved)), torch.tensor(0.25))
+        for m, g in zip(moved, grads):  # along +g (uphill), scaled by rho / ||g||
+            torch.testing.assert_close(m, 0.25 * g / norm, rtol=1e-5, atol=1e-7)
+        net(x)  # a training pass in the block moves the running statistics...
+        assert not torch.equal(net.bn.running_mean, before["bn.running_mean"])
+    for name, value in net.state_dict().items():  # ...which leave with the block, as the ascent does
+        assert torch.equal(value, before[name]), name
+
+
+@pytest.mark.parametrize("value", [-0.05, float("nan"), float("inf")])
+def test_sam_negative_or_not_finite_is_refused_naming_the_flag(value):
+    with pytest.raises(ValueError, match=r"sam \(--sam\) must be a finite number >= 0"):
+        TrainConfig(sam=value)
+
+
+def test_sam_with_fp16_is_refused_with_the_way_out():
+    with pytest.raises(ValueError, match=r"sam \(--sam\) does not combine with fp16 \(--fp16\): use --bf16"):
+        TrainConfig(sam=0.05, fp16=True)
+    assert TrainConfig(sam=0.05, bf16=True).sam == 0.05
