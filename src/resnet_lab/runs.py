@@ -416,6 +416,8 @@ def recover_run_dir(run_dir: str | os.PathLike) -> list[str]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename: a reader sees the
+    old file or the new one, never a part. Returns the path."""
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
@@ -642,6 +644,8 @@ def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str,
 
 
 def load_meta(source: str | os.PathLike) -> dict[str, Any]:
+    """The ``model.json`` of a run directory or of a weights file (beside it, or a shipped one's), as
+    a dict; a ValueError when it does not describe a resnet-lab model (no ``arch.name``)."""
     path = find_model_json(source)
     meta = read_json(path)
     if not isinstance(meta, dict) or "arch" not in meta or "name" not in meta["arch"]:
@@ -726,6 +730,8 @@ def missing_run(out: str | os.PathLike) -> FileNotFoundError:
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run's ``train_state.pt`` (optimizer, schedule, position, RNG states: what ``--resume`` needs),
+    read with ``weights_only=True``; a clear error when it is missing, unreadable or corrupt."""
     path = Path(run_dir) / "train_state.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: nothing to resume (start without --resume)")

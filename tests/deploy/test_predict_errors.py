@@ -102,3 +102,19 @@ def test_a_quoted_pattern_is_named_as_one_the_shell_did_not_expand(images):
         load_image(images / "*.png")
     with pytest.raises(ImageReadError, match=r"image file not found: .*missing\.png$"):
         load_image(images / "missing.png")
+
+
+def test_a_model_given_without_a_device_is_not_moved(images, monkeypatch):
+    """predict_images(model) used device="cpu" by default and moved the caller's model there: a
+    CUDA model came back on the CPU. Without device= it stays where it is."""
+    import resnet_lab.deploy.predict as predict_module
+
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    # No GPU here: the model's device, as predict_images reads it from its first parameter, is
+    # made to say "meta"; the default must send the model there, not to "cpu".
+    monkeypatch.setattr(predict_module, "next", lambda it, default=None: torch.empty(0, device="meta"), raising=False)
+    seen = []
+    monkeypatch.setattr(model, "to", lambda device=None, *a, **kw: seen.append(torch.device(device)) or model)
+    with pytest.raises(Exception):  # the CPU model cannot take "meta" inputs; what matters is where it was sent
+        predict_images(model, [images / "good.png"], meta=META)
+    assert seen == [torch.device("meta")]

@@ -278,7 +278,7 @@ def save_cams(
     images: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     meta: dict[str, Any] | None = None,
     min_side: int = 224,
 ) -> list[dict[str, Any]]:
@@ -289,7 +289,7 @@ def save_cams(
         source_or_model: a run directory or ``.safetensors`` file, or a model (then ``meta`` is required).
         images: image files (or one image file).
         out: one image: the picture's path; several: a directory (see :func:`cam_paths`).
-        device: where the model runs.
+        device: where the model runs (None: a model given stays where it is; a run loads on the CPU).
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
         min_side: shorter side of the written pictures at least (see :func:`overlay`).
 
@@ -302,8 +302,11 @@ def save_cams(
         if meta is None:
             raise ValueError("save_cams(model, ...) needs meta= with input_size, mean, std and classes "
                              "(a run's model.json)")
+        if device is None:  # the caller's model stays where it is
+            device = next(source_or_model.parameters(), torch.empty(0)).device
         model = source_or_model.to(device)
     else:
+        device = "cpu" if device is None else device
         model, meta = load_model(source_or_model, device=device)
     classes = meta.get("classes")
     outputs = arch_outputs(getattr(model, "model_config", None) or meta.get("arch") or {})

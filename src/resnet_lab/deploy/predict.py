@@ -146,7 +146,7 @@ def predict_images(
     source_or_model,
     paths: Sequence[str | os.PathLike],
     top_k: int = 5,
-    device: str = "cpu",
+    device: str | torch.device | None = None,
     *,
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
@@ -158,7 +158,7 @@ def predict_images(
             ``nn.Module`` (then ``meta`` is required).
         paths: image files (or one image file).
         top_k: classes to return per image.
-        device: where to run the model.
+        device: where to run the model (None: a model given stays where it is; a run loads on the CPU).
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
         batch_size: images per forward pass.
 
@@ -167,8 +167,11 @@ def predict_images(
     if isinstance(source_or_model, nn.Module):
         if meta is None:
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
+        if device is None:  # the caller's model stays where it is (a CUDA model used to move to the CPU)
+            device = next(source_or_model.parameters(), torch.empty(0)).device
         model = source_or_model.to(device).eval()  # the caller's model, now in eval mode
     else:
+        device = "cpu" if device is None else device
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
     paths = image_paths(paths)

@@ -261,6 +261,7 @@ def _natural_key(name: str) -> list[int | str]:
 
 
 def is_model(name: str) -> bool:
+    """Whether ``name`` is a registered model (see :func:`list_models`)."""
     return name in _MODELS
 
 
@@ -275,6 +276,8 @@ def model_info(name: str) -> ModelInfo:
 
 
 def model_family(name: str) -> str:
+    """The family of model ``name``: ``resnet`` (plain, CIFAR, pre-activation and wide ones too), ``densenet``,
+    ``vgg`` or ``googlenet``."""
     return model_info(name).family
 
 

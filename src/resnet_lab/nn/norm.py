@@ -33,6 +33,7 @@ def has_norm_layers(model: nn.Module) -> bool:
 
 
 def check_norm(norm: str) -> str:
+    """``norm`` if it is one of :data:`NORMS` (batch, scratch, group, none), else a ValueError listing them."""
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}: expected one of {', '.join(NORMS)}")
     return norm
