@@ -221,8 +221,26 @@ def update_running_stats(
         return
     with torch.no_grad():
         unbiased = var.detach() * (count / (count - 1))
-        running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
-        running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+        # Both new values first, then the writes (the same arithmetic as mul_ then add_): a batch
+        # that cannot be folded in (a vmapped one) leaves both buffers as they were.
+        new_mean = torch.add(running_mean * (1 - momentum), mean.detach().to(running_mean.dtype), alpha=momentum)
+        new_var = torch.add(running_var * (1 - momentum), unbiased.to(running_var.dtype), alpha=momentum)
+        if torch.jit.is_scripting():  # TorchScript has no try (nor vmap)
+            running_mean.copy_(new_mean)
+        else:
+            _write_running_mean(running_mean, new_mean)
+        running_var.copy_(new_var)
+
+
+def _write_running_mean(running_mean: Tensor, new_mean: Tensor) -> None:
+    try:
+        running_mean.copy_(new_mean)
+    except RuntimeError as e:  # torch's own words for the case (its kernel raises them up front)
+        raise RuntimeError(
+            "Batch norm got a batched tensor as input while the running_mean or running_var, which will "
+            "be updated in place, were not batched. If you are using vmap, use "
+            "torch.func.replace_all_batch_norm_modules_(model) or track_running_stats=False"
+        ) from e
 
 
 class _BatchNormTrain(torch.autograd.Function):
@@ -383,6 +401,8 @@ def batch_norm(
         check_batch_size(x)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):  # torch's words; None was a raw "-"
+        raise TypeError(f"batch_norm(): argument 'momentum' must be float, not {type(momentum).__name__}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     _check_dtypes(x, running_mean, running_var, weight, bias)

@@ -86,7 +86,7 @@ class SyncBatchNorm(BatchNormBase):
 
     Args:
         num_features: C, the channel dimension (dim 1).
-        eps, momentum, affine, track_running_stats: as :class:`resnet_lab.nn.BatchNorm2d`.
+        eps, momentum, affine, track_running_stats, bias: as :class:`resnet_lab.nn.BatchNorm2d`.
         process_group: the group to synchronize over (default: all ranks).
     """
 
@@ -102,8 +102,10 @@ class SyncBatchNorm(BatchNormBase):
         process_group: Any = None,
         device=None,
         dtype=None,
+        *,
+        bias: bool = True,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.process_group = process_group
 
     def _group_size(self) -> int:
