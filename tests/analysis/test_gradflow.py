@@ -147,3 +147,25 @@ def test_gradient_norms_under_no_grad_and_for_aux_outputs_and_an_empty_recorder_
     rec = GradientFlowRecorder(model)
     with pytest.raises(ValueError, match=r"no record yet: call record\(\) after loss.backward\(\)"):
         rec.norms()
+
+
+def test_recorders_ride_along_training_with_ema_and_sam_one_record_per_optimizer_step():
+    """An EMA deep-copies the model with the recorders' hooks on it: the copy's layers fired a hook
+    that did not know them (KeyError at the first evaluation). SAM's probe pass at the perturbed
+    weights was counted as a training step of its own (twice the steps, half of them at weights the
+    model never keeps)."""
+    from tinytrain import TinyNet, make_bundle
+
+    from resnet_lab.analysis import ActivationStatsRecorder
+    from resnet_lab.train import TrainConfig, train
+
+    for options in ({"ema": 0.9}, {"sam": 0.05}, {}):
+        torch.manual_seed(0)
+        model = TinyNet()
+        flow = GradientFlowRecorder(model)
+        steps = []
+        with ActivationStatsRecorder(model, layer_types=(nn.BatchNorm2d,), where="output") as acts:
+            train(model, make_bundle(), TrainConfig(epochs=1, progress=False, plots=False, device="cpu", **options),
+                  step_callbacks=[lambda s: (flow.record(s["step"]), steps.append(s["step"]))])
+        assert flow.layer_names == ["conv", "fc"] and len(flow.history) == len(steps) == 6, options
+        assert len(acts.steps) == 6, options  # one per optimizer step, the probe passes left out

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..figures import check_png_path, new_figure, save_png
+from ..train.sam import in_ascent
 
 __all__ = ["ACTIVATION_TYPES", "STATS", "ActivationStatsRecorder", "LayerStats", "plot_activation_stats"]
 
@@ -89,7 +90,7 @@ class ActivationStatsRecorder:
 
     def __init__(self, model: nn.Module, *, every: int = 1, layer_types: tuple[type[nn.Module], ...] = ACTIVATION_TYPES,
                  where: str = "input", linear_range: float = 1.0) -> None:
-        if not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
         if where not in ("input", "output"):
             raise ValueError(f"where must be 'input' or 'output', got {where!r}")
@@ -139,8 +140,8 @@ class ActivationStatsRecorder:
 
     def _begin(self, module: nn.Module, args: tuple) -> None:
         self._active = False
-        if not (module.training and torch.is_grad_enabled()):
-            return  # evaluation, or a no-grad pass in training mode: not a training step
+        if not (module.training and torch.is_grad_enabled()) or in_ascent():
+            return  # evaluation, a no-grad pass in training mode or SAM's probe pass: not a training step
         step, self._forwards = self._forwards, self._forwards + 1
         if step % self.every == 0:
             # The step goes into `steps` with its record, at the end of the pass: a pass that

@@ -34,7 +34,8 @@ def _track_forward_order(model: nn.Module, layer_types: tuple[type[nn.Module], .
     names = {m: n for n, m in model.named_modules() if isinstance(m, layer_types)}
 
     def hook(m: nn.Module, args, out) -> None:
-        if id(m) not in seen and getattr(m, "weight", None) is not None:
+        # a copy of a hooked layer (an EMA's deepcopy of the model carries the hooks) is not this model's
+        if m in names and id(m) not in seen and getattr(m, "weight", None) is not None:
             seen.add(id(m))
             order.append((names[m], m))
 

@@ -20,13 +20,22 @@ is how the recipes here use it: in the warm restart that ends a run.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["sam_gradient", "ascent_at"]
+__all__ = ["sam_gradient", "ascent_at", "in_ascent"]
+
+_ascents = threading.local()  # how many ascent_at blocks this thread is inside
+
+
+def in_ascent() -> bool:
+    """Whether the running forward pass is SAM's probe at the perturbed weights (inside
+    :func:`ascent_at`): not a training step of its own, so recorders of per-step statistics skip it."""
+    return getattr(_ascents, "depth", 0) > 0
 
 
 @contextmanager
@@ -44,9 +53,11 @@ def ascent_at(model: nn.Module, rho: float) -> Iterator[Tensor]:
         scale = rho / (norm + 1e-12)
         for p in params:
             p.add_(p.grad * scale.to(p.grad.dtype))
+    _ascents.depth = getattr(_ascents, "depth", 0) + 1
     try:
         yield norm
     finally:
+        _ascents.depth -= 1
         with torch.no_grad():
             for p, w in zip(params, kept):
                 p.copy_(w)
