@@ -914,10 +914,19 @@ def test_predict_top_k_and_evaluate_batch_size_errors_name_the_flag(trained, cap
     _one_line_error(capsys, "eval_batch_size (evaluate's --batch-size) must be at least 1")
 
 
-def test_lr_find_under_torchrun_is_refused_as_finetune_is(monkeypatch, capsys):
+def test_every_command_but_train_under_torchrun_is_refused_before_any_work(monkeypatch, capsys, trained, tmp_path):
+    """evaluate, report and export ran the whole job once per rank (doubled output, both ranks
+    writing one file); experiment failed with its own lock's "another process"."""
+    run, image = trained
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["lr-find", *LR_FIND, "--steps", "6"]) == 2
-    _one_line_error(capsys, "resnet-lab lr-find runs in one process; start it without torchrun")
+    monkeypatch.chdir(tmp_path)
+    for argv in (["lr-find", *LR_FIND, "--steps", "6"], ["evaluate", str(run)], ["predict", str(run), str(image)],
+                 ["export", str(run), "--out", "m.onnx"], ["report", str(run), "--out", "r.html"],
+                 ["experiment", "degradation", "--out", "exp"],
+                 ["finetune", "--from", str(run), "--strategy", "head", *TRAIN[2:]]):
+        assert main(argv) == 2, argv
+        _one_line_error(capsys, f"resnet-lab {argv[0]} runs in one process; start it without torchrun")
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_evaluate_dataset_empty_is_refused_not_taken_as_the_runs(trained, capsys):

@@ -574,9 +574,7 @@ def _new_model(args, data):
     return model
 
 
-def cmd_lr_find(args) -> int:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would run the test and write the same --out
-        raise RuntimeError("resnet-lab lr-find runs in one process; start it without torchrun")
+def cmd_lr_find(args) -> int:  # one process (ONE_PROCESS): every rank would run the test and write the same --out
     if args.out:  # before the range test, not after it
         if Path(args.out).is_dir():
             raise IsADirectoryError(f"--out {args.out} is a directory: give a file name inside it, e.g. "
@@ -765,10 +763,8 @@ def cmd_finetune(args) -> int:
     """Read the source, load the target data with the weights' preprocessing, build and freeze the
     model, train."""
     check_transfer_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Freezing changes requires_grad between phases and locks BN modules that SyncBatchNorm
-        # would replace; neither is wired through DDP yet.
-        raise RuntimeError("resnet-lab finetune runs in one process; start it without torchrun")
+    # One process (ONE_PROCESS): freezing changes requires_grad between phases and locks BN modules
+    # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
     source = load_source(args.source, file=args.from_file, model=args.model)
     for note in source.notes:
@@ -941,6 +937,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# The commands that run in one process: under torchrun they are refused (train alone takes it).
+ONE_PROCESS = ("lr-find", "finetune", "evaluate", "predict", "export", "report", "experiment")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     own_format = threading.current_thread() is threading.main_thread()  # a process-wide setting: main thread only
@@ -949,6 +949,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = _one_line_warning
     try:
         _refuse_empty_paths(args)
+        if args.command in ONE_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # every rank would run the whole job and write the same files (experiment: refused by
+            # its own lock as "another process"); only train takes torchrun
+            raise RuntimeError(f"resnet-lab {args.command} runs in one process; start it without torchrun")
         with _sigterm_as_interrupt():
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -354,3 +355,16 @@ def test_sync_batchnorm_on_empty_batches_does_what_one_process_does(tmp_path):
         assert got["one_empty"]["shape"] == ([0, 3, 2, 2] if rank == 0 else [4, 3, 2, 2])
         torch.testing.assert_close(torch.tensor(got["one_empty"]["mean"]), ref.running_mean)
         torch.testing.assert_close(torch.tensor(got["one_empty"]["var"]), ref.running_var)
+
+
+@pytest.mark.parametrize("raw, shown", [("inf", "inf"), ("1e300", "1e+300"), ("0", "0"), ("-5", "-5")])
+def test_a_timeout_outside_0_to_a_week_is_refused_naming_the_variable(monkeypatch, raw, shown):
+    """inf passed the `> 0` check and overflowed inside torch ("unexpected: please report it")."""
+    from resnet_lab.train.distributed import MAX_TIMEOUT_S, TIMEOUT_ENV, _timeout_seconds
+
+    monkeypatch.setenv(TIMEOUT_ENV, raw)
+    with pytest.raises(ValueError, match=rf"{TIMEOUT_ENV}={raw} must be more than 0 and at most 604800 seconds "
+                                         rf"\(a week\), got {re.escape(shown)}"):
+        _timeout_seconds(None)
+    monkeypatch.setenv(TIMEOUT_ENV, "600")
+    assert _timeout_seconds(None) == 600.0 and MAX_TIMEOUT_S == 604800

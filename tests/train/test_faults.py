@@ -842,3 +842,31 @@ def test_a_stop_after_the_run_has_passed_says_the_run_trains_on_to_its_end(tmp_p
     torch.manual_seed(0)
     h = train(TinyNet(), make_bundle(), _cfg(out2, epochs=4, resume=True, stop_after=3), log=said.append)
     assert [r["epoch"] for r in h.epochs] == [1, 2, 3] and not any("earlier session" in line for line in said)
+
+
+def test_under_torchrun_the_forwarded_echo_of_a_ctrl_c_is_not_a_second_one(monkeypatch):
+    """A Ctrl-C reaches a torchrun worker twice, from the terminal and forwarded by torchrun: the
+    echo was taken for "Ctrl-C again" and 3 of 5 stops saved nothing. Under torchrun the same
+    signal within ECHO_SECONDS is the echo; later, or in one process, it stops at once."""
+    import signal as sig
+
+    from resnet_lab.train import loop
+
+    now = [100.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: now[0])
+    stop = loop._GracefulStop(saves=True, announces=False, distributed=True)
+    stop._handler(sig.SIGINT, None)
+    now[0] += 0.3
+    stop._handler(sig.SIGINT, None)  # the echo: still a graceful stop
+    assert stop.requested == sig.SIGINT
+    now[0] += loop._GracefulStop.ECHO_SECONDS
+    with pytest.raises(loop._HardStop):
+        stop._handler(sig.SIGINT, None)  # a real second Ctrl-C
+    single = loop._GracefulStop(saves=True, announces=False)
+    single._handler(sig.SIGINT, None)
+    with pytest.raises(loop._HardStop):
+        single._handler(sig.SIGINT, None)  # one process: a second Ctrl-C stops at once, as before
+    other = loop._GracefulStop(saves=True, announces=False, distributed=True)
+    other._handler(sig.SIGTERM, None)
+    with pytest.raises(loop._HardStop):
+        other._handler(sig.SIGINT, None)  # another signal is no echo

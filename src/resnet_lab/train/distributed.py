@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 300.0
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: larger values overflow torch's timeout
 TIMEOUT_ENV = "RESNET_LAB_DIST_TIMEOUT"
 _timeout_in_use: float | None = None  # what init_distributed used, for error messages
 
@@ -145,14 +146,17 @@ def get_world_size() -> int:
 
 
 def _timeout_seconds(timeout: float | None) -> float:
+    where = "the process-group timeout"
     if timeout is None:
         raw = os.environ.get(TIMEOUT_ENV)
         try:
             timeout = float(raw) if raw else DEFAULT_TIMEOUT_S
         except ValueError:
             raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds; e.g. {TIMEOUT_ENV}=600") from None
-    if not timeout > 0:
-        raise ValueError(f"the process-group timeout must be > 0 seconds, got {timeout}")
+        where = f"{TIMEOUT_ENV}={raw}" if raw else where
+    if not 0 < timeout <= MAX_TIMEOUT_S:  # inf or 1e300 overflowed inside torch: "unexpected, please report"
+        raise ValueError(f"{where} must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds (a week), got "
+                         f"{timeout:g}; e.g. {TIMEOUT_ENV}=600")
     return float(timeout)
 
 

@@ -84,15 +84,25 @@ class _GracefulStop:
     """Ctrl-C and SIGTERM ask the loop to stop at the next step boundary (never in the middle of
     a step or a checkpoint write); a second Ctrl-C stops at once."""
 
-    def __init__(self, saves: bool = True, announces: bool = True) -> None:
+    # Under torchrun a Ctrl-C reaches each worker twice: from the terminal (the whole process
+    # group) and forwarded by torchrun a moment later. The same signal again within this many
+    # seconds is that echo, not a second Ctrl-C (3 of 5 such stops used to save nothing).
+    ECHO_SECONDS = 2.0
+
+    def __init__(self, saves: bool = True, announces: bool = True, distributed: bool = False) -> None:
         self.requested: int | None = None
         self.saves = saves  # whether the stop saves anything (a run with an output directory)
         self.announces = announces  # whether this process says so (under torchrun: rank 0, as for all progress)
+        self.distributed = distributed
+        self._at = 0.0
 
     def _handler(self, signum, frame):
         if self.requested is not None:
+            echo = self.distributed and signum == self.requested and time.monotonic() - self._at < self.ECHO_SECONDS
+            if echo:
+                return
             raise _HardStop(f"signal {signum}")
-        self.requested = signum
+        self.requested, self._at = signum, time.monotonic()
         if self.announces:
             saving = " and saving" if self.saves else ""
             sys.stderr.write(f"\nstopping after the current step{saving} (Ctrl-C again to stop at once)\n")
@@ -494,7 +504,8 @@ def train(
         run.say(_start_line(run.base, run.device, config, run.steps, pos))
         board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
         t_start = time.perf_counter()
-        with _GracefulStop(saves=config.out is not None, announces=run.job.is_main).installed() as stop:
+        with _GracefulStop(saves=config.out is not None, announces=run.job.is_main,
+                           distributed=run.job.world_size > 1).installed() as stop:
             on_step = _step_hook(pos, step_callbacks, stop)
             # A resume mid-epoch brings the seconds the cut-short sessions spent in this epoch (they
             # wrote no record): counted in this session's elapsed_seconds, the sessions add up to
