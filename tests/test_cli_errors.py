@@ -982,3 +982,14 @@ def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder
     with pytest.raises(ValueError, match="gpu"):
         run_experiment("degradation", out=tmp_path / "x", device="gpu", log=lambda s: None)
     assert not (tmp_path / "x").exists()  # neither left an empty folder behind
+
+
+def test_a_prefix_of_a_flag_is_not_taken_for_it(capsys):
+    """argparse's abbreviations took `finetune --norm 0.5` for --norm-lr-scale 0.5 (and `--norm
+    group` failed as a bad float): an unknown flag is now an error, never a guess."""
+    for argv in (["finetune", "--from", "r", "--strategy", "all", "--dataset", "fake", "--norm", "0.5"],
+                 ["train", "--model", "resnet8", "--dataset", "fake", "--epo", "1"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"error: unrecognized arguments: {' '.join(argv[-2:])}" in err

@@ -75,7 +75,10 @@ def _lr_help(rates: dict[str, float], why: str = "") -> str:
 
 
 def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter)
+    # allow_abbrev=False: argparse took `finetune --norm group` for --norm-lr-scale (a prefix), and
+    # `--norm 0.5` would have set the norm layers' rate; an unknown flag is an error, never a guess
+    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter,
+                          allow_abbrev=False)
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, size: str = _NATIVE_SIZE) -> None:
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="resnet-lab",
         description="Residual networks and batch normalization: build, train, transfer, reproduce, ship.",
         formatter_class=_Formatter,
+        allow_abbrev=False,
         epilog="example:\n  resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20",
     )
     parser.add_argument("--version", action="version", version=f"resnet-lab {__version__} (torch {torch.__version__})")
