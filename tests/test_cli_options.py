@@ -1351,3 +1351,45 @@ def test_a_run_on_some_classes_records_them_and_evaluate_and_report_keep_them(ca
     assert ev["n"] == data.num_test and list(ev["per_class_accuracy"]) == meta["classes"]
     write_report([str(run)], tmp_path / "r.html")
     assert "accuracy" in (tmp_path / "r.html").read_text().lower()
+
+
+def test_a_finetune_resumed_from_another_directory_names_the_same_source_by_another_path(
+        capsys, monkeypatch, source_run, tmp_path):
+    """model.json kept --from as typed, relative to where the run started: the same command from
+    another directory (--from work/src for src) was refused as another source."""
+    work = tmp_path / "work"
+    shutil.copytree(source_run, work / "src")
+    monkeypatch.chdir(work)
+
+    def stop(record):
+        if record["epoch"] == 1 and record["step"] == 1:
+            raise KeyboardInterrupt
+
+    args = with_flags(finetune_args(Path("src"), "last"), "--epochs", "2")
+    with monkeypatch.context() as m:
+        TrainSpy(m, step_callbacks=(stop,))
+        assert cli(capsys, "finetune", *args, "--out", "ft")[0] == 130
+    monkeypatch.chdir(tmp_path)
+    moved = with_flags(finetune_args(Path("work/src"), "last"), "--epochs", "2")
+    code, out, err = cli(capsys, "finetune", *moved, "--out", "work/ft", "--resume")
+    assert code == 0 and "resuming" in out, err
+    other = tmp_path / "other"
+    shutil.copytree(source_run, other)
+    code, _, err = cli(capsys, "finetune", *with_flags(finetune_args(other, "last"), "--epochs", "3"), "--out",
+                       "work/ft", "--resume")
+    assert code == 2 and "was fine-tuned from work/src/model.safetensors, not" in err  # another file: refused
+
+
+def test_finetune_val_fraction_given_wins_over_the_folder_sources_share_and_says_so(capsys, tmp_path):
+    folder = make_folder(tmp_path / "pics", per_class=20)
+    run = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "8"), "--data-dir",
+               str(folder), "--workers", "0", "--val-fraction", "0.25", "--out", str(run))[0] == 0
+    ft = tmp_path / "ft"
+    code, out, err = cli(capsys, "finetune", "--from", str(run), "--strategy", "head", "--dataset", "folder",
+                         "--data-dir", str(folder), "--workers", "0", "--epochs", "1", "--batch-size", "8",
+                         "--no-progress", "--device", "cpu", "--val-fraction", "0.1", "--out", str(ft))
+    assert code == 0, err
+    assert f"note: {run} held out 0.25 of its folder; on that same folder --val-fraction 0.1 tests on other " \
+           "images" in out
+    assert json.loads((ft / "model.json").read_text())["val_fraction"] == 0.1  # it used to stay 0.25, silently

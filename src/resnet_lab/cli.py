@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -774,6 +775,11 @@ def cmd_finetune(args) -> int:
     for note in source.notes:
         print(f"note: {note}")
     data_config = with_source_preprocessing(_data_config(args, device=device), source)
+    if args.val_fraction is not None:  # given: it wins over the share a folder source passed on
+        if source.val_fraction is not None and args.val_fraction != source.val_fraction:
+            print(f"note: {args.source} held out {source.val_fraction:g} of its folder; on that same folder "
+                  f"--val-fraction {args.val_fraction:g} tests on other images, some of which it trained on")
+        data_config = dataclasses.replace(data_config, val_fraction=args.val_fraction)
     if args.image_size is None and data_config.image_size is not None:
         # The input size travels with the weights (224 for torchvision's ImageNet weights).
         print(f"input size {data_config.image_size} px from the weights (--image-size changes it)")

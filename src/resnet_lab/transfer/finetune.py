@@ -76,7 +76,8 @@ class TransferPlan:
     def to_meta(self) -> dict[str, Any]:
         """The ``transfer`` entry of ``model.json`` (``transfer.head`` lets ``load_model`` rebuild)."""
         entry: dict[str, Any] = {
-            "strategy": self.strategy, "source": self.origin, "source_arch": self.source_arch,
+            "strategy": self.strategy, "source": self.origin, "source_path": _absolute(self.origin),
+            "source_arch": self.source_arch,
             "classifier": self.classifier,
             "params": {"trainable": self.trainable, "frozen": self.frozen},
             "adapted": self.load.adapted, "recreated": self.load.recreated,
@@ -233,6 +234,13 @@ def _without_finished_note(log: Callable[[str], None] | None, run_dir: Path) -> 
     return lambda line: None if line.startswith(note) else say(line)
 
 
+def _absolute(origin: str) -> str:
+    """A source given as a path, made absolute (a resume from another directory names it by another
+    relative path); other origins (``torchvision:...``, shipped weights) as they are."""
+    path = Path(origin)
+    return str(path.resolve()) if path.exists() else origin
+
+
 def _other_source(was: Any, now: Any) -> bool:
     """Whether two ``--from`` values name different weights (the same file by another path does not)."""
     if was == now:
@@ -249,7 +257,10 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     unfreeze point or head would give the saved optimizer state other parameter groups."""
     saved = load_meta(out).get("transfer") or {}
     was, now = saved.get("source"), planned.get("source")
-    if "source" in saved and (_other_source(was, now) or saved.get("source_arch") != planned.get("source_arch")):
+    # runs saved before source_path was recorded: their relative source, resolved from here
+    other = (saved["source_path"] != planned.get("source_path") if "source_path" in saved and planned.get("source_path")
+             else _other_source(was, now))
+    if "source" in saved and (other or saved.get("source_arch") != planned.get("source_arch")):
         raise ValueError(f"{out} was fine-tuned from {was}, not {now} (--from); resume with the command the run was "
                          "started with")
     for key, flag in (("strategy", "--strategy"), ("unfreeze_from", "--unfreeze-from"), ("head", "--strategy head")):
