@@ -378,7 +378,7 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--data-dir", help="where the runs' dataset lives (as for evaluate); when the test set is not "
                    "found, the report says so and leaves out the sections that need it" + _NO_DEFAULT)
     p.add_argument("--mistakes", type=int, default=16, metavar="N",
-                   help="show the N most confidently wrong test images (0: none)")
+                   help="show the N most confidently wrong test images, 0 to 256 (0: none)")
     p.add_argument("--device", default="auto", help="where the test sets are evaluated: auto | cpu | cuda | mps")
 
 

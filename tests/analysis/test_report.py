@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -416,7 +417,9 @@ def test_report_data_dir_for_runs_on_fake_data_only_is_refused(runs, tmp_path):
 def test_report_note_on_missing_data_gives_a_download_the_report_can_use(runs, tmp_path):
     run = copy_run(runs[0], tmp_path / "moved", meta={"dataset": "cifar10"})
     (note,) = Page(report_html([run], data_dir=tmp_path / "empty", device="cpu")).notes
-    assert f"`resnet-lab evaluate {run} --download`" in note and "(download=True)" not in note
+    # with the report's --data-dir: the download goes where the note says (it named a cache folder)
+    assert f"`resnet-lab evaluate {run} --data-dir {tmp_path / 'empty'} --download`" in note
+    assert "(download=True)" not in note
 
 
 def test_weights_copied_from_another_run_give_one_line_naming_the_files(runs, tmp_path, capsys):
@@ -453,3 +456,33 @@ def test_a_model_json_without_a_key_is_one_line_in_evaluate_and_report(runs, tmp
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "KeyError" not in err, err
         assert f"{run / 'model.json'} has no '{key}', which {argv[0]} needs" in err
+
+
+@pytest.mark.parametrize("bad", [-1, 257, 100000, "16", 2.5, True])
+def test_report_mistakes_outside_0_to_256_or_not_a_count_is_refused_naming_it(runs, bad):
+    """100000 drew an 856 x 99526 px grid in 4 GB; "16" and 2.5 were raw Python errors."""
+    from resnet_lab.analysis.report import MAX_MISTAKES
+
+    with pytest.raises(ValueError, match=rf"mistakes \(--mistakes\) must be a whole number of images from 0 to "
+                                         rf"{MAX_MISTAKES}, got {re.escape(repr(bad))}"):
+        report_html([runs[0]], mistakes=bad, device="cpu")
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda, cuda:N or mps, got None"):
+        report_html([runs[0]], device=None)
+
+
+def test_report_colours_each_of_many_runs_apart():
+    """f"C{i}" repeats every 10: runs 1, 11, 21 shared blue."""
+    from resnet_lab.analysis.report import _run_colours
+
+    assert _run_colours(3) == ["C0", "C1", "C2"]
+    many = _run_colours(40)
+    assert len({tuple(round(v, 6) for v in c) for c in many}) == 40
+
+
+def test_a_report_of_more_runs_than_the_legend_holds_draws_one_legend_entry_a_run(runs, tmp_path):
+    copies = []
+    for i in range(9):
+        shutil.copytree(runs[0], tmp_path / f"r{i}")
+        copies.append(tmp_path / f"r{i}")
+    page = report_html(copies, mistakes=0, device="cpu")
+    assert page.count("<section") >= 9 and "data:image/png;base64," in page

@@ -201,7 +201,7 @@ def plot_gradient_flow(
     Args:
         records: ``{label: [(layer_name, norm), ...]}`` (e.g. ``"init"`` and ``"after 100 steps"``,
             or one entry per model), or a single ``[(layer_name, norm), ...]`` list.
-        path: where to write the image (format from the suffix; PNG recommended).
+        path: where to write the PNG (a name ending in ``.png``; another suffix is refused).
         title: the figure title.
 
     Returns the path written. Curves of different lengths share the axis "layer index (input ->

@@ -156,7 +156,9 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
         data = _data_for(meta, data_dir, device)
     except FileNotFoundError as e:  # DataNotFoundError included: the report goes on without these sections
         # report has no --download: the loader's way to download goes through evaluate here
-        how = str(e).replace("--download (download=True)", f"`resnet-lab evaluate {source} --download`")
+        # (with the report's --data-dir, so that evaluate downloads where the message says it would)
+        evaluate = f"resnet-lab evaluate {source}" + (f" --data-dir {data_dir}" if data_dir is not None else "")
+        how = str(e).replace("--download (download=True)", f"`{evaluate} --download`")
         run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{how}"
         return run
     except ValueError as e:  # found, but not this run's (a folder without class sub-folders, other classes)
@@ -231,19 +233,40 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
     """The runs' curves on shared axes: loss (:func:`_loss_series`) and accuracy per epoch, test
     solid, train dashed."""
     fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
+    colours = _run_colours(len(runs))
     for i, run in enumerate(runs):
         epochs = [h["epoch"] for h in run.history]
         for (split, style), (label, losses) in zip((("test", "-"), ("train", "--")), _loss_series(run)):
-            ax_loss.plot(epochs, losses, style, color=f"C{i}", marker="o", ms=3, label=label)
+            ax_loss.plot(epochs, losses, style, color=colours[i], marker="o", ms=3, label=label)
             label = f"{run.name} ({split})"
             ax_acc.plot(epochs, [100 * h.get(f"{split}_acc", math.nan) for h in run.history], style,
-                        color=f"C{i}", marker="o", ms=3, label=label)
+                        color=colours[i], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(runs) <= LEGEND_RUNS:
+            ax.legend(fontsize=7)
+    if len(runs) > LEGEND_RUNS:  # two entries a run would cover the curves: one a run, beside the axes
+        from matplotlib.lines import Line2D  # deferred, as every matplotlib import here
+
+        handles = [Line2D([], [], color=c, marker="o", ms=3, label=run.name) for c, run in zip(colours, runs)]
+        ax_acc.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      ncol=math.ceil(len(runs) / 30), title="test solid, train dashed", title_fontsize=6)
     return _figure_uri(fig)
+
+
+LEGEND_RUNS = 8  # up to this many runs each axes has its own legend (test and train per run)
+
+
+def _run_colours(n: int) -> list:
+    """One colour per run: matplotlib's 10 (C0..C9) while they last, then n hues from a cyclic
+    colour map (C{i} repeats every 10: runs 1 and 11 shared blue)."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    from matplotlib import colormaps  # deferred, as every matplotlib import here
+
+    return [colormaps["hsv"](i / n) for i in range(n)]
 
 
 def _draw_figures(run: _Run) -> None:
@@ -522,6 +545,9 @@ def _page(runs: Sequence[_Run]) -> str:
     return out + _machine_html(runs) + "</body></html>\n"
 
 
+MAX_MISTAKES = 256  # the most confidently wrong images a report shows: 32 rows of 8
+
+
 def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLike | None = None,
                 device: str | torch.device = "auto", mistakes: int = 16) -> str:
     """The report of ``runs`` as one self-contained HTML page.
@@ -534,14 +560,18 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
 
     Raises:
         FileNotFoundError: a run without model.json or weights.
-        ValueError: no runs, a negative ``mistakes``, or data whose classes differ from a run's.
+        ValueError: no runs, ``mistakes`` outside 0..MAX_MISTAKES, or data whose classes differ from a run's.
     """
     if isinstance(runs, (str, os.PathLike)):  # one run, not a list of its letters
         runs = [runs]
     if not runs:
         raise ValueError("give at least one run directory to report on")
-    if mistakes < 0:
-        raise ValueError(f"mistakes (--mistakes) must be 0 or more images, got {mistakes}")
+    if isinstance(mistakes, bool) or not isinstance(mistakes, int) or not 0 <= mistakes <= MAX_MISTAKES:
+        # 100000 drew a 856 x 99526 px grid in 4 GB and a 20 MB page
+        raise ValueError(f"mistakes (--mistakes) must be a whole number of images from 0 to {MAX_MISTAKES}, got "
+                         f"{mistakes!r}")
+    if device is None:
+        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps, got None")
     dev = resolve_device(device)
     collected = [_collect(r, data_dir, dev, mistakes) for r in runs]
     if data_dir is not None and all(run.meta.get("dataset") == "fake" for run in collected):
