@@ -44,3 +44,22 @@ def test_wrong_kinds_are_named():
         to_model_input(Image.new("L", (8, 8)), {"input_size": [1, 8, 8]})
     assert to_model_input(Image.new("L", (8, 8)), {"input_size": [1, 8, 8], "mean": [0.5], "std": [0.5]}).shape \
         == (1, 1, 8, 8)
+
+
+def test_analysis_tools_name_bad_arguments():
+    """summarize("3,32,32") was int(','); (3, 8.5, 8) and batch_size=2.0 torch errors; depth=True
+    was taken as 1; summarize("resnet8") and GradientFlowRecorder("resnet8") AttributeErrors."""
+    from resnet_lab.analysis import GradientFlowRecorder, summarize
+
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    for kw, match in [({"input_size": "1,8,8"}, r"input_size must be positive int sizes .*got '1,8,8'"),
+                      ({"input_size": (1, 8.5, 8)}, r"input_size must be positive int sizes .*got \(1, 8\.5, 8\)"),
+                      ({"input_size": (1, 8, 8), "batch_size": 2.0}, r"batch_size must be an int >= 1, got 2\.0"),
+                      ({"input_size": (1, 8, 8), "depth": True}, r"depth must be None .* or an int >= 1, got True")]:
+        with pytest.raises(ValueError, match=match):
+            summarize(model, **kw)
+    with pytest.raises(TypeError, match=r"summarize needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\)"):
+        summarize("resnet8", (1, 8, 8))
+    with pytest.raises(TypeError, match="GradientFlowRecorder needs a torch.nn.Module, got str"):
+        GradientFlowRecorder("resnet8")
+    assert summarize(model, (1, 8, 8), depth=1).total_params == sum(p.numel() for p in model.parameters())

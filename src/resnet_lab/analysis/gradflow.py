@@ -144,6 +144,8 @@ class GradientFlowRecorder:
     """
 
     def __init__(self, model: nn.Module, layer_types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"GradientFlowRecorder needs a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.layer_types = layer_types
         self.steps: list[int] = []

@@ -246,12 +246,16 @@ def summarize(
 def _check_summary_args(model: nn.Module, input_size: tuple[int, ...], batch_size: int, depth: int | None,
                         device: str | torch.device | None) -> torch.device:
     """Refuse bad arguments with the value named; returns the device the input is made on."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if depth is not None and depth < 1:
-        raise ValueError(f"depth must be None (all leaf layers) or >= 1, got {depth}")
-    if not input_size or any(int(s) < 1 for s in input_size):
-        raise ValueError(f"input_size must be positive sizes without the batch dim, e.g. (3, 224, 224); got {input_size}")
+    if not isinstance(model, nn.Module):  # summarize("resnet8"): build it with create_model first
+        raise TypeError(f"summarize needs a torch.nn.Module (e.g. create_model({model!r})), got {type(model).__name__}")
+    if not _is_count(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if depth is not None and (not _is_count(depth) or depth < 1):
+        raise ValueError(f"depth must be None (all leaf layers) or an int >= 1, got {depth!r}")
+    sizes = input_size if isinstance(input_size, (tuple, list)) else None
+    if not sizes or not all(_is_count(s) and s >= 1 for s in sizes):  # "3,32,32", (3, 8.5, 8)
+        raise ValueError(f"input_size must be positive int sizes without the batch dim, e.g. (3, 224, 224); got "
+                         f"{input_size!r}")
     model_device = _model_device(model)
     device = model_device if device is None else torch.device(device)
     if device.type != model_device.type:
@@ -260,6 +264,10 @@ def _check_summary_args(model: nn.Module, input_size: tuple[int, ...], batch_siz
             f"call model.to({str(device)!r}) first or pass device={str(model_device)!r}"
         )
     return device
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _row_modules(model: nn.Module, depth: int | None) -> tuple[dict[nn.Module, tuple[str, int]], set[nn.Module]]:
