@@ -159,3 +159,12 @@ def test_a_training_pass_that_raises_adds_no_step_so_steps_and_records_stay_pair
     # the failed pass was step 1: it has no record, so it has no step either
     assert rec.steps == [0, 2] and len(rec.records) == 2
     assert all(len(v) == len(rec.steps) for v in rec.drift_history().values())
+
+
+def test_stats_at_a_record_that_does_not_exist_names_the_records_there_are():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    with ActivationStatsRecorder(net) as rec:
+        net(torch.randn(2, 3)).sum().backward()
+    assert len(rec.stats(0)) == 1 and rec.stats(-1) == rec.stats(0)
+    with pytest.raises(IndexError, match=r"index 5 is outside the 1 record\(s\) \(steps \[0\]\): use 0\.\.0, or -1"):
+        rec.stats(5)

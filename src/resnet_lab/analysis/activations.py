@@ -199,6 +199,9 @@ class ActivationStatsRecorder:
     def stats(self, index: int = -1) -> list[LayerStats]:
         """Every site's statistics at one record (``index`` into the records; -1: the last)."""
         self._require_records()
+        if isinstance(index, bool) or not isinstance(index, int) or not -len(self.records) <= index < len(self.records):
+            raise IndexError(f"index {index!r} is outside the {len(self.records)} record(s) (steps {self.steps}): use "
+                             f"0..{len(self.records) - 1}, or -1 for the last")
         record = self.records[index]
         return [LayerStats(n, *record[n]) for n in self.layers if n in record]
 
