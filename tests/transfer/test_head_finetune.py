@@ -241,3 +241,26 @@ def test_a_resume_in_the_frozen_phase_refuses_another_source_or_main_phase_and_n
     assert main([*args, "--from", str(resnet8_run), "--resume"]) == 0
     assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]
     assert json.loads((out / "model.json").read_text())["transfer"]["source"] == str(resnet8_run / "model.safetensors")
+
+
+def test_a_frozen_phase_in_the_way_is_named_when_freeze_epochs_is_left_out(resnet8_run, tmp_path, monkeypatch, capsys):
+    """Interrupted in its frozen phase, a run resumed without --freeze-epochs was "nothing to
+    resume"; started again without --resume, it trained a main phase beside the orphaned frozen one."""
+    from trainspy import TrainSpy
+
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--epochs", "2", *FT, "--out", str(out)]
+    with monkeypatch.context() as m:
+        TrainSpy(m, step_callbacks=(_ctrl_c_at_step(1),))
+        assert main([*args, "--freeze-epochs", "2"]) == 130
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {out} was started with a frozen phase ({out / 'freeze_phase'}) that has not handed over "
+                   "to the main one: resume with --freeze-epochs 2\n")
+    assert main(args) == 2
+    assert f"holds the frozen phase of an earlier finetune ({out / 'freeze_phase'}): resume it with the same " \
+           "command, --freeze-epochs 2 and --resume" in capsys.readouterr().err
+    assert not (out / "model.json").exists()  # no main phase was started beside it
+    assert main([*args, "--freeze-epochs", "2", "--resume"]) == 0
+    assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]

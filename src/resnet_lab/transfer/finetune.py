@@ -251,6 +251,22 @@ def _other_source(was: Any, now: Any) -> bool:
         return True
 
 
+def _check_frozen_phase_kept(out: Path | None, freeze_epochs: int, resume: bool, main_started: bool) -> None:
+    """A run directory holding a frozen phase that has not handed over is that run's, without
+    --freeze-epochs too: a resume was "nothing to resume", and a new run trained the main phase from
+    the source beside the orphaned frozen one, one directory mixing two runs."""
+    phase_dir = out / "freeze_phase" if out is not None else None
+    if freeze_epochs or main_started or phase_dir is None or not (phase_dir / "model.json").exists():
+        return
+    epochs = (load_meta(phase_dir).get("train_config") or {}).get("epochs")
+    how = f"--freeze-epochs {epochs}" if epochs else "the --freeze-epochs it was started with"
+    if resume:
+        raise ValueError(f"{out} was started with a frozen phase ({phase_dir}) that has not handed over to the main "
+                         f"one: resume with {how}")
+    raise FileExistsError(f"{out} holds the frozen phase of an earlier finetune ({phase_dir}): resume it with the "
+                          f"same command, {how} and --resume, or choose another --out")
+
+
 def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     """A resumed transfer must start from the same weights and freeze and stack what the run did:
     other source weights would mix two transfers in one run (or fail to load), and another strategy,
@@ -347,6 +363,7 @@ def finetune(
     main_started = out is not None and (out / "train_state.pt").exists()
     if config.resume and main_started:
         _check_resumed_plan(out, meta["transfer"])
+    _check_frozen_phase_kept(out, freeze_epochs, config.resume, main_started)
     if freeze_epochs and not (config.resume and main_started):
         # Phase 1: the classifier alone, so the fresh head does not send large random gradients
         # into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze).
