@@ -173,3 +173,43 @@ def test_transfer_model_refuses_a_channel_count_it_would_ignore_and_a_path_for_a
         transfer_model(str(path), "last", num_classes=5)
     model, _ = transfer_model(source, "last", num_classes=5, in_channels=1)
     assert model.model_config["in_channels"] == 1
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_from_file_finds_the_norm_the_weights_were_trained_with(tmp_path, norm):
+    """A `--norm group` run's weights failed with "missing in the weights: bn1.running_mean...
+    Check --model", with the right --model."""
+    from resnet_lab import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=4, norm=norm).eval()
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    source = load_source(file=tmp_path / "w.pth", model="resnet8")
+    assert source.arch["norm"] == norm
+    again, _ = transfer_model(source, "all", num_classes=4)
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(again.eval()(x), model(x))
+
+
+def test_from_file_folds_a_head_transferred_runs_stacked_head_as_from_run_does(tmp_path):
+    from resnet_lab import create_model
+    from resnet_lab.runs import save_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, stacked_head=3).eval()
+    save_model(tmp_path / "run", model, {"classes": ["a", "b", "c"], "input_size": [3, 16, 16],
+                                        "mean": [0.5] * 3, "std": [0.25] * 3})
+    by_file = load_source(file=tmp_path / "run" / "model.safetensors", model="resnet8")
+    by_run = load_source(tmp_path / "run")
+    assert by_file.arch["num_classes"] == 3 and any("folded the stacked head fc" in n for n in by_file.notes)
+    assert by_file.state_dict.keys() == by_run.state_dict.keys()
+    assert all(torch.equal(by_file.state_dict[k], by_run.state_dict[k]) for k in by_run.state_dict)
+
+
+def test_from_file_googlenet_imagenet_weights_take_torchvisions_input_rescaling(tmp_path):
+    """Only torchvision:googlenet set transform_input; the documented offline way (--from-file FILE
+    --model googlenet) built another network than torchvision's with those weights."""
+    from resnet_lab import create_model
+
+    torch.save(create_model("googlenet", num_classes=1000).state_dict(), tmp_path / "g.pth")
+    assert load_source(file=tmp_path / "g.pth", model="googlenet").arch["transform_input"] is True

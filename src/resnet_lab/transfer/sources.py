@@ -212,17 +212,37 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     raise ArchitectureMismatchError(f"the weights do not fit {model}: {'; '.join(detail)}. Check --model.")
 
 
+def _infer_any_norm(model: str, state: dict[str, Tensor]) -> dict[str, Any]:
+    """:func:`infer_arch` with the norm the weights have: BN's running statistics, else GroupNorm's
+    affine parameters alone, else none (a file does not say; --from-file of a `--norm group` run
+    failed with "missing bn1.running_mean... Check --model")."""
+    first = None
+    for norm in ("batch", "group", "none"):
+        try:
+            return infer_arch(model, state, norm=norm)
+        except ArchitectureMismatchError as e:
+            first = first or e
+    raise first
+
+
 def _from_file(path: Path, model: str | None, map_location: str | torch.device) -> WeightSource:
     if not model:
         raise ValueError(f"--from-file {path} needs --model NAME: a bare state dict does not say its architecture")
     state = normalize_keys(load_state_dict_file(path, map_location=map_location))
-    arch = infer_arch(model, state)
     notes = []
+    module = model_info(model).classifier if is_model(model) else None
+    if module is not None and f"{module}.head_weight" in state:
+        # a head-transferred run's weights file: its stacked Linear folds exactly, as for --from RUN
+        state = fold_head(state, module)
+        notes.append(f"folded the stacked head {module} into one Linear ({state[f'{module}.weight'].shape[0]} classes)")
+    arch = _infer_any_norm(model, state)
     mean = std = size = None
     if arch["in_channels"] == 3 and not arch["small_input"] and arch["num_classes"] == 1000:
         # A 1000-class RGB network with the ImageNet stem: ImageNet weights (torchvision, timm).
         mean, std, size = IMAGENET_MEAN, IMAGENET_STD, (3, 224, 224)
         notes.append("assumed ImageNet preprocessing (mean/std, 224 px) for a 1000-class RGB file")
+        if model == "googlenet":  # torchvision's GoogLeNet weights expect their input re-scaled, as _from_torchvision
+            arch["transform_input"] = True
     else:
         notes.append("the file does not say its preprocessing: the target data's own mean/std are used")
     return WeightSource(state_dict=state, arch=arch, input_size=size, mean=mean, std=std, origin=str(path), notes=notes)
