@@ -870,3 +870,40 @@ def test_under_torchrun_the_forwarded_echo_of_a_ctrl_c_is_not_a_second_one(monke
     other._handler(sig.SIGTERM, None)
     with pytest.raises(loop._HardStop):
         other._handler(sig.SIGINT, None)  # another signal is no echo
+
+
+def test_batch_size_1_is_refused_for_local_bn_but_not_for_sync_bn_over_several_processes():
+    """--sync-bn takes the statistics over the global batch: 2 processes x 1 sample is a batch of 2,
+    which one process allows, and --sync-bn is offered for exactly such small per-device batches."""
+    from resnet_lab.models import create_model
+    from resnet_lab.nn import convert_sync_batchnorm
+    from resnet_lab.train import loop
+
+    local = create_model("resnet8", num_classes=3)
+    with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization"):
+        loop._check_batch_norm_batch_size(local, 1, world_size=2)  # local BN: one sample per process
+    synced = convert_sync_batchnorm(create_model("resnet8", num_classes=3), torch.device("cpu"))
+    assert loop._check_batch_norm_batch_size(synced, 1, world_size=2) is False  # nothing to skip either
+    with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization"):
+        loop._check_batch_norm_batch_size(synced, 1, world_size=1)  # alone, sync BN has one sample
+    assert loop._check_batch_norm_batch_size(synced, 2, world_size=1) is True
+
+
+def test_under_torchrun_an_empty_share_is_named_as_one_not_as_an_empty_set(monkeypatch):
+    """A test set of 1 image over 2 processes said "the test set is empty: give each class more
+    images"; 3 training images over 2 processes said "lower --batch-size", which cannot help."""
+    from tinytrain import TinyNet, make_bundle
+
+    from resnet_lab.train import TrainConfig, loop
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    data = make_bundle()
+    data.test.x, data.test.y = data.test.x[:0], data.test.y[:0]
+    data.num_test = 1  # all ranks together: rank 1's share is empty
+    with pytest.raises(ValueError, match=r"the 1 test image\(s\) are fewer than the 2 processes, so rank 1 gets none"):
+        loop.check_model_fits_data(TinyNet(), data, TrainConfig(device="cpu"))
+    data = make_bundle(n_train=3, batch_size=16)
+    with pytest.raises(ValueError, match=r"3 training image\(s\) over 2 processes leave each fewer than one batch; "
+                                         r"use fewer processes"):
+        loop._steps_per_epoch(data, TrainConfig(device="cpu"))

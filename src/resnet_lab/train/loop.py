@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
-from ..nn import BatchNormBase
+from ..nn import BatchNormBase, SyncBatchNorm
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
@@ -564,6 +564,12 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     if not all(hasattr(data, a) for a in ("train", "test", "info")):
         raise TypeError(f"data must be a DataBundle (train, test, info) from resnet_lab.data.load_data, got "
                         f"{type(data).__name__}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if hasattr(data.test, "__len__") and len(data.test) == 0 and world > 1 and getattr(data, "num_test", 0):
+        # this rank's share is empty, not the test set (it used to say "give each class more images")
+        raise ValueError(f"the {data.num_test} test image(s) are fewer than the {world} processes, so rank "
+                         f"{os.environ.get('RANK', '?')} gets none to evaluate: use fewer processes "
+                         "(--nproc-per-node) or more test images")
     if hasattr(data.test, "__len__") and len(data.test) == 0:  # else an epoch trains, then its evaluation fails
         raise ValueError("the test set is empty, so no epoch can be evaluated: give each class more images (the "
                          "held-out split takes a share of each class, none of a class with one image) or a val/ "
@@ -604,7 +610,7 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     job, device = DistContext.current(), resolve_device(config.device)
     base = _prepare_model(model, config, device)
     steps = _steps_per_epoch(data, config)
-    has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None))
+    has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None), job.world_size)
     check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
                                 config.weight_decay, config.lr_scale, config.norm_lr_scale)
@@ -734,6 +740,11 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     steps = len(data.train)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if steps < 1 and world > 1 and getattr(data, "num_train", 0):
+        raise ValueError(f"the training loader yields no full batch: {data.num_train} training image(s) over {world} "
+                         f"processes leave each fewer than one batch; use fewer processes (--nproc-per-node), a "
+                         "smaller --batch-size or more data")
     if steps < 1:
         raise ValueError("the training loader yields no full batch: lower --batch-size or use more data")
     return steps
@@ -854,14 +865,20 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir:
     )
 
 
-def _check_batch_norm_batch_size(model: nn.Module, batch_size: int | None) -> bool:
-    """Whether ``model`` has batch norm layers that train; refuse batch size 1 for them."""
+def _check_batch_norm_batch_size(model: nn.Module, batch_size: int | None, world_size: int = 1) -> bool:
+    """Whether ``model`` has batch norm layers that train on this process's batch alone; refuse
+    batch size 1 for them. SyncBatchNorm under several processes takes its statistics over the
+    global batch, so one sample per process is fine there (--sync-bn's purpose: small per-device
+    batches)."""
     was_training = model.training
     model.train()  # frozen BN layers (transfer) stay in eval through their own train()
-    has_bn = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, BatchNormBase)) and m.training
-                 for m in model.modules())
+    training = [m for m in model.modules() if isinstance(m, (nn.modules.batchnorm._BatchNorm, BatchNormBase))
+                and m.training]
     model.train(was_training)
+    synced = world_size > 1 and all(isinstance(m, (nn.SyncBatchNorm, SyncBatchNorm)) for m in training)
+    has_bn = bool(training) and not synced
     if has_bn and batch_size == 1:
         raise ValueError("batch size 1 cannot train batch normalization: one sample has no batch statistics "
-                         "(its output would be all zeros). Use --batch-size 2 or more, or --norm group / none")
+                         "(its output would be all zeros). Use --batch-size 2 or more, or --norm group / none"
+                         + (", or --sync-bn (statistics over every process's sample)" if world_size > 1 else ""))
     return has_bn
