@@ -63,3 +63,25 @@ def test_analysis_tools_name_bad_arguments():
     with pytest.raises(TypeError, match="GradientFlowRecorder needs a torch.nn.Module, got str"):
         GradientFlowRecorder("resnet8")
     assert summarize(model, (1, 8, 8), depth=1).total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_transfer_functions_name_bad_arguments(tmp_path):
+    """freeze(model, "fc.weight") iterated the letters; with_source_preprocessing("fashion-mnist", s)
+    was an AttributeError; transfer_model(num_classes=3, classes=[2 names]) saved a model.json that
+    could not load; --backbone-lr-scale inf was named as lr_scale."""
+    from resnet_lab.data import DataConfig
+    from resnet_lab.transfer import (check_transfer_options, freeze, load_source, transfer_model,
+                                     with_source_preprocessing)
+
+    model = create_model("resnet8", num_classes=3)
+    with pytest.raises(TypeError, match=r"trainable must be a list of parameter names, e.g. \['fc.weight'\]"):
+        freeze(model, "fc.weight")
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    source = load_source(file=tmp_path / "w.pth", model="resnet8")
+    with pytest.raises(TypeError, match=r"config must be a DataConfig \(e.g. DataConfig\('fashion-mnist'\)\)"):
+        with_source_preprocessing("fashion-mnist", source)
+    assert with_source_preprocessing(DataConfig("fake"), source).name == "fake"
+    with pytest.raises(ValueError, match="classes names 2 classes but num_classes is 3"):
+        transfer_model(source, "last", num_classes=3, classes=["a", "b"])
+    with pytest.raises(ValueError, match=r"--backbone-lr-scale must be a finite number > 0 \(e.g. 0.1\), got inf"):
+        check_transfer_options("all", None, float("inf"))

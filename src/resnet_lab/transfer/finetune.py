@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -115,8 +116,8 @@ def check_transfer_options(
     if backbone_lr_scale is not None:
         if strategy != "all":
             raise ValueError(f"--backbone-lr-scale applies to --strategy all, not {strategy}")
-        if not backbone_lr_scale > 0:
-            raise ValueError(f"--backbone-lr-scale must be > 0 (e.g. 0.1), got {backbone_lr_scale}")
+        if not (math.isfinite(backbone_lr_scale) and backbone_lr_scale > 0):  # inf named lr_scale, not the flag
+            raise ValueError(f"--backbone-lr-scale must be a finite number > 0 (e.g. 0.1), got {backbone_lr_scale}")
     if freeze_epochs:
         if strategy != "all":
             raise ValueError(f"--freeze-epochs applies to --strategy all, not {strategy}")
@@ -155,6 +156,9 @@ def transfer_model(
     check_transfer_options(strategy, unfreeze_from, backbone_lr_scale, 0)
     if not hasattr(source, "arch"):
         raise TypeError(f"source must be a WeightSource from load_source(...), got {type(source).__name__}")
+    if classes is not None and len(classes) != num_classes:  # a model.json that could never load back
+        raise ValueError(f"classes names {len(classes)} classes but num_classes is {num_classes}: give one name per "
+                         "class")
     if in_channels is not None and in_channels not in (1, 3):  # 0 was taken as "the weights' own"
         raise ValueError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
     arch = dict(source.arch)
@@ -213,6 +217,8 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
         config: the target data.
         source: the pretrained weights (:func:`~resnet_lab.transfer.load_source`).
     """
+    if not isinstance(config, DataConfig):  # "fashion-mnist" was an AttributeError
+        raise TypeError(f"config must be a DataConfig (e.g. DataConfig({config!r})), got {type(config).__name__}")
     changes: dict[str, Any] = {}
     if config.image_size is None and source.input_size is not None:
         changes["image_size"] = int(source.input_size[1])

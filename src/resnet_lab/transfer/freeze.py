@@ -103,6 +103,9 @@ def freeze(model: nn.Module, trainable: Iterable[str]) -> FreezeReport:
     Raises:
         ValueError: a name in ``trainable`` is not a parameter of ``model``.
     """
+    if isinstance(trainable, str):  # "fc.weight" was read letter by letter
+        raise TypeError(f"trainable must be a list of parameter names, e.g. [{trainable!r}], got the string "
+                        f"{trainable!r}")
     keep = set(trainable)
     names = {n for n, _ in model.named_parameters()}
     unknown = sorted(keep - names)
