@@ -96,6 +96,11 @@ class _GracefulStop:
         self.distributed = distributed
         self._at = 0.0
 
+    @classmethod
+    def for_run(cls, run: "_Run") -> "_GracefulStop":
+        """Saving when the run has a directory, said by the main process, echo-aware under torchrun."""
+        return cls(saves=run.config.out is not None, announces=run.job.is_main, distributed=run.job.world_size > 1)
+
     def _handler(self, signum, frame):
         if self.requested is not None:
             echo = self.distributed and signum == self.requested and time.monotonic() - self._at < self.ECHO_SECONDS
@@ -504,8 +509,7 @@ def train(
         run.say(_start_line(run.base, run.device, config, run.steps, pos))
         board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
         t_start = time.perf_counter()
-        with _GracefulStop(saves=config.out is not None, announces=run.job.is_main,
-                           distributed=run.job.world_size > 1).installed() as stop:
+        with _GracefulStop.for_run(run).installed() as stop:
             on_step = _step_hook(pos, step_callbacks, stop)
             # A resume mid-epoch brings the seconds the cut-short sessions spent in this epoch (they
             # wrote no record): counted in this session's elapsed_seconds, the sessions add up to
