@@ -60,3 +60,24 @@ class TinyNet(nn.Module):
     def forward(self, x):
         x = torch.relu(self.bn(self.conv(x)))
         return self.fc(self.drop(x.mean((2, 3))))
+
+
+def dropout_free_net(seed: int = 0) -> TinyNet:
+    """A seeded TinyNet without dropout: a hand-written reference loop need not replay the
+    trainer's RNG draws."""
+    torch.manual_seed(seed)
+    net = TinyNet()
+    net.drop = nn.Identity()
+    return net
+
+
+def trained_with_plain_sgd(lr: float, momentum: float, epochs: int, **kw) -> TinyNet:
+    """:func:`dropout_free_net` trained by resnet_lab's trainer at a constant rate, with plain
+    momentum and no decay, so that one ``torch.optim.SGD`` over all parameters is the same optimizer;
+    ``kw``: further TrainConfig fields (the option under test)."""
+    from resnet_lab.train import TrainConfig, train
+
+    net = dropout_free_net()
+    train(net, make_bundle(), TrainConfig(epochs=epochs, lr=lr, momentum=momentum, nesterov=False, weight_decay=0.0,
+                                          schedule="constant", progress=False, plots=False, device="cpu", **kw))
+    return net

@@ -10,26 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_lab.train import TrainConfig, train
+from resnet_lab.train import TrainConfig
 
-from tinytrain import TinyNet, make_bundle
+from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
 
 LR, MOMENTUM, EPOCHS = 0.05, 0.9, 2
 
 
 def _net() -> TinyNet:
-    torch.manual_seed(0)
-    net = TinyNet()
-    net.drop = nn.Identity()  # no dropout: the hand-written loop need not replay the trainer's RNG draws
-    return net
+    return dropout_free_net()
 
 
 def _trained(**kw) -> TinyNet:
-    net = _net()
-    # constant lr, plain momentum, no decay: one torch.optim.SGD over all parameters is the same optimizer
-    train(net, make_bundle(), TrainConfig(epochs=EPOCHS, lr=LR, momentum=MOMENTUM, nesterov=False, weight_decay=0.0,
-                                          schedule="constant", progress=False, plots=False, device="cpu", **kw))
-    return net
+    return trained_with_plain_sgd(LR, MOMENTUM, EPOCHS, **kw)
 
 
 def _by_hand(k: int | None, alpha: float) -> TinyNet:
