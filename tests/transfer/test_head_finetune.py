@@ -264,3 +264,17 @@ def test_a_frozen_phase_in_the_way_is_named_when_freeze_epochs_is_left_out(resne
     assert not (out / "model.json").exists()  # no main phase was started beside it
     assert main([*args, "--freeze-epochs", "2", "--resume"]) == 0
     assert _epochs(out / "freeze_phase") == [1, 2] and _epochs(out) == [1, 2]
+
+
+def test_a_resume_in_the_main_phase_keeps_the_freeze_epochs_it_was_started_with(resnet8_run, tmp_path, capsys):
+    """Once the main phase had begun, another --freeze-epochs was accepted without a word, and the
+    top-level model.json did not say how long the frozen phase had been."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--epochs", "3", *FT, "--out", str(out)]
+    assert main([*args, "--freeze-epochs", "1", "--stop-after", "1"]) == 0
+    assert json.loads((out / "model.json").read_text())["transfer"]["freeze_epochs"] == 1
+    capsys.readouterr()
+    assert main([*args, "--freeze-epochs", "2", "--resume"]) == 2
+    assert "was fine-tuned with --freeze-epochs 1, not 2; resume with the command" in capsys.readouterr().err
+    assert main([*args, "--freeze-epochs", "1", "--resume"]) == 0
+    assert _epochs(out) == [1, 2, 3]

@@ -359,6 +359,7 @@ def finetune(
     """
     check_transfer_options(plan.strategy, None, None, freeze_epochs)
     meta = {**plan.to_meta(), **(meta or {})}
+    meta["transfer"] = {**meta["transfer"], "freeze_epochs": freeze_epochs}  # a resume must keep the plan
     if plan.lr_scale:
         config = dataclasses.replace(config, lr_scale=dict(plan.lr_scale))
     histories = []
@@ -369,6 +370,10 @@ def finetune(
     main_started = out is not None and (out / "train_state.pt").exists()
     if config.resume and main_started:
         _check_resumed_plan(out, meta["transfer"])
+        saved = (load_meta(out).get("transfer") or {}).get("freeze_epochs")
+        if saved is not None and saved != freeze_epochs:  # the main phase began after that many frozen epochs
+            raise ValueError(f"{out} was fine-tuned with --freeze-epochs {saved}, not {freeze_epochs}; resume with "
+                             "the command the run was started with")
     _check_frozen_phase_kept(out, freeze_epochs, config.resume, main_started)
     if freeze_epochs and not (config.resume and main_started):
         # Phase 1: the classifier alone, so the fresh head does not send large random gradients
