@@ -1180,6 +1180,9 @@ def test_summary_small_input_uses_the_3x3_stem(capsys):
     large = summary_json(capsys, "resnet18", "--input-size", "3", "96", "96")
     assert next(r for r in large["rows"] if r["name"] == "conv1")["params"] == 3 * 64 * 7 * 7  # > 64 px: ImageNet stem
     assert cli(capsys, "summary", "resnet20", "--small-input", "no")[0] == 2  # would change nothing
+    # the flag alone before the model name: argparse took "resnet18" as its value (invalid choice)
+    assert summary_json(capsys, "--small-input", "resnet18", "--input-size", "3", "32", "32", "--num-classes",
+                        "10") == small
 
 
 @pytest.mark.parametrize("norm, kind", [("scratch", "BatchNorm2d"), ("group", "GroupNorm")])

@@ -928,11 +928,27 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {' '.join(str(message).split())}\n"
 
 
+def _small_input_flag_alone(argv: list[str]) -> list[str]:
+    """`summary --small-input resnet18`: the flag alone (yes) before the model name, which argparse
+    would take as the flag's value ("invalid choice: 'resnet18'")."""
+    if not argv or argv[0] != "summary":
+        return argv
+    out = []
+    for i, word in enumerate(argv):
+        out.append(word)
+        follows = argv[i + 1] if i + 1 < len(argv) else None
+        if word == "--small-input" and follows is not None and not follows.startswith("-") \
+                and follows not in ("auto", "yes", "no"):
+            out.append("yes")
+    return out
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with options allowed between the positional runs and images of evaluate,
     report and predict (`predict RUN --top-k 3 IMAGE`): argparse leaves the positionals after an
     option unrecognized there, so they are joined back to the list they continue."""
     parser = build_parser()
+    argv = _small_input_flag_alone(list(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) in ("evaluate", "report", "predict") \
             and not any(e.startswith("-") for e in extra):
