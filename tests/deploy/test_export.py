@@ -210,3 +210,44 @@ def test_export_works_without_a_stdout(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdout", None)
     export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16))
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17
+
+
+def test_exporting_the_best_weights_writes_the_best_epochs_number_and_metrics(tmp_path):
+    """model.json describes the last epoch: `export RUN/best.safetensors` wrote epoch 300 and its
+    metrics into the file of the weights of epoch 84."""
+    import shutil
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    records = [{"epoch": 1, "test_acc": 0.9, "test_loss": 0.3}, {"epoch": 2, "test_acc": 0.5, "test_loss": 0.9},
+               {"epoch": 3, "train_loss": 0.1}]  # epoch 3 not evaluated (--eval-every)
+    save_model(run, resnet_lab.create_model("resnet8", num_classes=10, in_channels=1),
+               {"classes": CLASSES, "input_size": [1, 12, 12], "mean": [0.5], "std": [0.25], "epoch": 3,
+                "metrics": records[-1]})
+    shutil.copy(run / "model.safetensors", run / "best.safetensors")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for source, which in ((run, "best"), (run / "best.safetensors", "model")):
+        out = export_run(source, tmp_path / f"{which}.onnx", which=which)
+        meta = read_onnx_metadata(out)
+        assert meta["epoch"] == 1 and meta["metrics"]["test_acc"] == 0.9, source
+    last = read_onnx_metadata(export_run(run, tmp_path / "last.onnx"))
+    assert last["epoch"] == 3 and last["metrics"] == records[-1]  # the last epoch's weights: model.json's
+
+
+def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_path):
+    """These were written, and failed only in the file's predictor (2 class names for 10 outputs,
+    2 means for 3 channels), or named another network; input_size 12.7 was cut to 12, fuse="no" folded."""
+    model = resnet_lab.create_model("resnet8").eval()
+    out = tmp_path / "m.onnx"
+    for kw, match in [({"meta": {"classes": ["a", "b"]}}, "meta names 2 classes but the model has 10 outputs"),
+                      ({"meta": {"mean": [0.5, 0.5], "std": [0.2] * 3}}, "meta's mean has 2 value.s. for 3-channel"),
+                      ({"meta": {"arch": {"name": "resnet50"}}}, r"meta's arch \(resnet50\) does not describe the model"),
+                      ({"input_size": None}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"input_size": "3,12,12"}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"input_size": (3, 12.7, 12)}, "input_size must be .C, H, W. with positive int entries")]:
+        with pytest.raises(ValueError, match=match):
+            export_onnx(model, out, **{"input_size": (3, 12, 12), **kw})
+    for kw in ({"fuse": "no"}, {"dynamic_batch": "no"}):
+        with pytest.raises(TypeError, match="must be True or False, got 'no'"):
+            export_onnx(model, out, input_size=(3, 12, 12), **kw)
+    assert not out.exists()

@@ -25,10 +25,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..runs import atomic_write, check_output_file, load_model
+from ..runs import arch_outputs, atomic_write, check_output_file, load_model, read_metrics
 from .fuse import BN_TYPES, fuse_bn_with_report
 from .predict import decode_metadata
 
@@ -43,10 +44,32 @@ METADATA_KEYS = ("format", "arch", "classes", "input_size", "mean", "std", "resi
 
 
 def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
-    size = tuple(int(s) for s in input_size)
-    if len(size) != 3 or any(s < 1 for s in size):
-        raise ValueError(f"input_size must be (C, H, W) with positive entries, got {tuple(input_size)!r}")
-    return size
+    ints = isinstance(input_size, (tuple, list)) and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in input_size)
+    if not ints or len(input_size) != 3 or any(s < 1 for s in input_size):  # None, "3,12,12", 12.7 (truncated)
+        raise ValueError(f"input_size must be (C, H, W) with positive int entries, e.g. (1, 28, 28), got "
+                         f"{input_size!r}")
+    return tuple(int(s) for s in input_size)
+
+
+def _check_meta_fits(model: nn.Module, meta: dict[str, Any] | None, size: tuple[int, ...]) -> None:
+    """Refuse a ``meta`` that does not describe the model: the file would be written, and its
+    predictor fail later (classes vs outputs, mean/std vs channels) or name another network."""
+    if not meta:
+        return
+    config = getattr(model, "model_config", None) or {}
+    arch = meta.get("arch") or {}
+    if config.get("name") and arch.get("name") and arch["name"] != config["name"]:
+        raise ValueError(f"meta's arch ({arch['name']}) does not describe the model ({config['name']}): leave 'arch' "
+                         "out of meta, or pass the model's model_config")
+    outputs = arch_outputs(config) if config else None
+    if meta.get("classes") is not None and outputs is not None and len(meta["classes"]) != outputs:
+        raise ValueError(f"meta names {len(meta['classes'])} classes but the model has {outputs} outputs: give one "
+                         "class name per output")
+    for key in ("mean", "std"):
+        if meta.get(key) is not None and len(meta[key]) != size[0]:
+            raise ValueError(f"meta's {key} has {len(meta[key])} value(s) for {size[0]}-channel inputs: give one per "
+                             "channel")
 
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool) -> None:
@@ -179,7 +202,11 @@ def export_onnx(
     onnx = _require("onnx", "ONNX export")
 
     _check_export_args(exporter, opset, meta)
+    for name, flag in (("fuse", fuse), ("dynamic_batch", dynamic_batch)):
+        if not isinstance(flag, bool):  # "no" is truthy: it folded, or wrote a dynamic graph
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     size = _check_input_size(input_size)
+    _check_meta_fits(model, meta, size)
     path = check_output_file(path, kind="ONNX", suffixes=(".onnx",))  # never a run's file or a non-.onnx file
     batch_stats = [n for n, m in model.named_modules() if isinstance(m, BN_TYPES) and m.running_mean is None]
     if batch_stats:
@@ -246,6 +273,23 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return decode_metadata({p.key: p.value for p in proto.metadata_props})
 
 
+def _best_epoch_meta(source: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` describing the best evaluated epoch's weights: model.json's ``epoch`` and ``metrics``
+    are the last epoch's, which an export of best.safetensors used to write into the file. The best
+    epoch is the first with the highest test accuracy (the trainer's rule); without metrics.jsonl
+    neither is written."""
+    run_dir = source if source.is_dir() else source.parent
+    try:
+        evaluated = [r for r in read_metrics(run_dir) if r.get("test_acc") is not None]
+    except (OSError, ValueError):
+        evaluated = []
+    meta = {k: v for k, v in meta.items() if k not in ("epoch", "metrics")}
+    if evaluated:
+        best = max(evaluated, key=lambda r: r["test_acc"])
+        meta.update(epoch=best["epoch"], metrics=best)
+    return meta
+
+
 def export_run(
     source: str | os.PathLike,
     out: str | os.PathLike,
@@ -265,6 +309,8 @@ def export_run(
     """
     check_output_file(out, kind="ONNX", suffixes=(".onnx",), inputs=(source,))  # before loading anything
     model, meta = load_model(source, which=which)
+    if which == "best" or Path(source).name == "best.safetensors":
+        meta = _best_epoch_meta(Path(source), meta)
     if "input_size" not in meta:
         raise ValueError(f"model.json of {source} has no 'input_size' ([C, H, W]); it is needed to export")
     return export_onnx(model, out, input_size=meta["input_size"], meta=meta, fuse=fuse, opset=opset)
