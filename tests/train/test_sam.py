@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_lab.train import TrainConfig
+from resnet_lab.train import TrainConfig, train
 from resnet_lab.train.sam import ascent_at
 
 from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
@@ -97,3 +97,28 @@ def test_sam_with_fp16_is_refused_with_the_way_out():
     with pytest.raises(ValueError, match=r"sam \(--sam\) does not combine with fp16 \(--fp16\): use --bf16"):
         TrainConfig(sam=0.05, fp16=True)
     assert TrainConfig(sam=0.05, bf16=True).sam == 0.05
+
+
+def test_a_blow_up_at_the_ascent_stops_before_the_step_and_names_sam():
+    """rho 1e30 made the second pass's loss NaN; it was not checked, the step wrote NaN into every
+    weight, and the next step's check blamed the learning rate, one step late."""
+    from resnet_lab.train import TrainingDiverged
+
+    net = _net()
+    with pytest.raises(TrainingDiverged, match=r"the loss at SAM's ascent \(--sam 1e\+30\) became nan at epoch 1, "
+                                               r"step 1 .*Lower --sam \(now 1e\+30\) or --lr"):
+        train(net, make_bundle(), TrainConfig(epochs=1, sam=1e30, progress=False, plots=False, device="cpu"))
+    assert all(torch.isfinite(p).all() for p in net.parameters())  # the step was not taken
+
+
+def test_the_ascent_is_measured_in_the_gradients_own_precision_when_finer_than_float32():
+    """A float64 model's gradient norm was taken in float32 (3e-4 off a float64 reference step)."""
+    net = _net().double()
+    x, y = next(iter(make_bundle().train))
+    F.cross_entropy(net(x.double()), y).backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    want = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    with ascent_at(net, 0.1) as norm:
+        assert norm.dtype == torch.float64 and torch.equal(norm, torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in grads])))
+    torch.testing.assert_close(norm, want, rtol=1e-12, atol=0)

@@ -368,7 +368,7 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
     bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
                unit="batch", dynamic_ncols=True, mininterval=0.5)
     where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {_base_lr(scheduler):.4g}); "  # noqa: E731
-                     f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip)}")
+                     f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip, config.sam)}")
     for i, (x, y) in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):
         if step >= steps:
             break
@@ -451,8 +451,12 @@ def _backward_and_step(loss: Tensor, model: nn.Module, optimizer: torch.optim.Op
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if sam:
-        norm = sam_gradient(model, sam, loss_at_ascent, backward=lambda again: scaler.scale(again).backward())
+        second: list[Tensor] = []
+        norm = sam_gradient(model, sam, lambda: second.append(loss_at_ascent()) or second[0],
+                            backward=lambda again: scaler.scale(again).backward())
         guard.watch(norm, lambda: f"gradient norm became {norm.item()} {where()}")
+        # before the step: a blow-up at the ascent's weights would otherwise be written into every weight
+        guard.watch(second[0], lambda: f"the loss at SAM's ascent (--sam {sam:g}) became {second[0].item()} {where()}")
     if grad_clip:
         scaler.unscale_(optimizer)
         norm = nn.utils.clip_grad_norm_(unwrap(model).parameters(), grad_clip)
@@ -838,9 +842,11 @@ def _nonfinite_tensors(model: nn.Module) -> list[str]:
             if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _diverged_hint(grad_clip: float | None) -> str:
+def _diverged_hint(grad_clip: float | None, sam: float = 0.0) -> str:
     """The way out of a diverged run, for the flags it was given."""
     clip = "add --grad-clip 1" if grad_clip is None else f"lower --grad-clip (now {grad_clip:g})"
+    if sam:
+        return f"Lower --sam (now {sam:g}) or --lr, {clip}, or check the data."
     return f"Lower --lr, {clip}, or check the data."
 
 

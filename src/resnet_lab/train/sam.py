@@ -48,7 +48,9 @@ def ascent_at(model: nn.Module, rho: float) -> Iterator[Tensor]:
     with torch.no_grad():
         kept = [p.detach().clone() for p in params]
         kept_buffers = [b.detach().clone() for b in buffers]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in params])) \
+        # at least float32 (bf16/fp16 gradients upcast), float64 gradients in float64
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(
+            p.grad.to(torch.promote_types(p.grad.dtype, torch.float32))) for p in params])) \
             if params else torch.zeros(())
         scale = rho / (norm + 1e-12)
         for p in params:
