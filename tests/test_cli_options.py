@@ -1327,7 +1327,7 @@ def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_th
     make_folder(split / "val", per_class=2, seed=1)
     code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
                        "--workers", "0", "--val-fraction", "0.5")
-    assert code == 2 and f"has {split / 'val'}, which is the test split: leave it out" in err
+    assert code == 2 and f"{split} has a val/ folder, which is the test split: leave it out" in err
     # evaluating the run on such a folder uses its val/ (no share to hold out), and a test/ beside val/ is named
     make_folder(split / "test", per_class=3, seed=2)
     with pytest.warns(UserWarning, match=r"val/ is the test split; test/ is not used"):
@@ -1396,3 +1396,32 @@ def test_finetune_val_fraction_given_wins_over_the_folder_sources_share_and_says
     assert f"note: {run} held out 0.25 of its folder; on that same folder --val-fraction 0.1 tests on other " \
            "images" in out
     assert json.loads((ft / "model.json").read_text())["val_fraction"] == 0.1  # it used to stay 0.25, silently
+
+
+def test_val_fraction_where_it_changes_nothing_is_refused_at_any_value_and_a_resume_keeps_it(capsys, tmp_path):
+    """--val-fraction 0.1 (the default value) was accepted for fake data and for a folder with val/;
+    a resume with another share, or without the flag, went on with a different split."""
+    code, _, err = cli(capsys, "train", *TINY, "--val-fraction", "0.1")
+    assert code == 2 and "--val-fraction 0.1 holds out a share of an image folder without val/; fake has its own" in err
+    split = tmp_path / "split"
+    make_folder(split / "train", per_class=4)
+    make_folder(split / "val", per_class=2, seed=1)
+    code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
+                       "--workers", "0", "--val-fraction", "0.1")
+    assert code == 2 and f"{split} has a val/ folder, which is the test split: leave it out" in err
+    folder = make_folder(tmp_path / "pics", per_class=20)
+    args = [*with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "8", "--epochs", "2"), "--data-dir",
+            str(folder), "--workers", "0", "--out", str(tmp_path / "run")]
+    assert cli(capsys, "train", *args, "--val-fraction", "0.25", "--stop-after", "1")[0] == 0
+    for again in ([], ["--val-fraction", "0.3"]):
+        code, _, err = cli(capsys, "train", *args, *again, "--resume")
+        assert code == 2 and "data val_fraction: run has 0.25" in err and "--val-fraction 0.25" in err, again
+    assert cli(capsys, "train", *args, "--val-fraction", "0.25", "--resume")[0] == 0
+
+
+def test_a_pause_before_any_evaluation_says_so_instead_of_a_best_of_0(capsys, tmp_path):
+    """--eval-every 2 --stop-after 1 printed "best test accuracy 0.00% so far" with nothing evaluated."""
+    code, out, _ = cli(capsys, "train", *with_flags(TINY, "--epochs", "3"), "--eval-every", "2", "--stop-after", "1",
+                       "--out", str(tmp_path / "run"))
+    assert code == 0 and "paused after epoch 1 of 3: no epoch evaluated yet; continue with the same command" in out
+    assert "0.00%" not in out

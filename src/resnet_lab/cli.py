@@ -23,6 +23,7 @@ from . import __version__
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
+from .data.folder import holds_out
 from .data.transforms import TTA_PATTERNS
 from .deploy.cam import cam_paths, save_cams
 from .deploy.export import export_run
@@ -465,7 +466,17 @@ def _data_config(args, **fields):
         crop_padding=getattr(args, "crop_padding", None),
         **({"val_fraction": args.val_fraction} if getattr(args, "val_fraction", None) is not None else {}),
     )
-    return DataConfig(**{**flags, **fields})
+    config = DataConfig(**{**flags, **fields})
+    # given at its default (0.1) the library cannot tell it from left out: where it changes nothing, say so
+    given = getattr(args, "val_fraction", None) is not None
+    split_folder = config.name == "folder" and config.data_dir is not None and Path(config.data_dir).is_dir() \
+        and not holds_out(config.data_dir)
+    if given and (config.name != "folder" or split_folder):
+        where = (f"{config.data_dir} has a val/ folder, which is the test split" if split_folder
+                 else f"{config.name} has its own test split")
+        raise ValueError(f"--val-fraction {args.val_fraction:g} holds out a share of an image folder without val/; "
+                         f"{where}: leave it out")
+    return config
 
 
 def _load_data(args, *, device, shard: bool = False, **fields):
@@ -620,8 +631,10 @@ def _report_run(history, args) -> int:
     if history.interrupted:
         return 130
     if history.epochs and _dist_rank() == 0 and history.last["epoch"] < args.epochs:
-        print(f"paused after epoch {history.last['epoch']} of {args.epochs}: best test accuracy "
-              f"{100 * history.best_acc:.2f}% so far; continue with the same command and --resume")
+        best = (f"best test accuracy {100 * history.best_acc:.2f}% so far" if history.best_epoch
+                else "no epoch evaluated yet")  # --eval-every: 0.00% was printed for none
+        print(f"paused after epoch {history.last['epoch']} of {args.epochs}: {best}; continue with the same command "
+              "and --resume")
     elif history.epochs and _dist_rank() == 0:  # under torchrun only rank 0 reports
         print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
               f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))

@@ -232,7 +232,8 @@ def test_data_options_that_would_change_nothing_for_the_dataset_are_refused(name
 def test_val_fraction_for_a_dataset_with_its_own_test_split_is_refused(name):
     from resnet_lab.data import DataConfig
 
-    with pytest.raises(ValueError, match=rf"val_fraction=0.3 holds out part of an image folder as its test split; "
+    with pytest.raises(ValueError, match=rf"val_fraction \(--val-fraction 0.3\) holds out part of an image folder as "
+                                         rf"its test split; "
                                          rf"{name} has its own test split: leave it out"):
         DataConfig(name, val_fraction=0.3)
     assert DataConfig(name).val_fraction == DataConfig("folder", data_dir="x").val_fraction == 0.1

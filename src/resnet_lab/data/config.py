@@ -164,9 +164,10 @@ class DataConfig:
         if self.per_class is not None and self.per_class < 1:
             raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
+            raise ValueError(f"val_fraction (--val-fraction) must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if self.name != "folder" and self.val_fraction != DEFAULT_VAL_FRACTION:  # elsewhere it would change nothing
-            raise ValueError(f"val_fraction={self.val_fraction} holds out part of an image folder as its test split; "
+            raise ValueError(f"val_fraction (--val-fraction {self.val_fraction:g}) holds out part of an image folder as "
+                             f"its test split; "
                              f"{self.name} has its own test split: leave it out")
         check_erase_probability(self.random_erasing, augment=self.augment)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)

@@ -80,6 +80,8 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "random_erasing": getattr(data.train, "random_erasing", None),
             "flip_mode": getattr(data.train, "flip_mode", None),
             "crop_padding": getattr(data.train, "padding", None) if getattr(data.train, "augment", False) else None,
+            # a folder's held-out split: another share or seed would test on images the run trained on
+            "val_fraction": getattr(info, "val_fraction", None), "split_seed": getattr(info, "split_seed", None),
         },
     }
 
@@ -119,7 +121,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         # The run's own values as flags: the way back when the difference was not typed but made, as
         # --scale-lr makes lr and warmup from the number of processes (another count on resume).
         flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
-                 if part == "recipe" and key in _FLAG_FIELDS and saved[part][key] is not None]
+                 if (part == "recipe" and key in _FLAG_FIELDS or (part, key) == ("data", "val_fraction"))
+                 and saved[part][key] is not None]
         flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
                   for part, key in differing if (part, key) == ("recipe", "nesterov")]
         again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
