@@ -272,3 +272,23 @@ def test_evaluate_by_name_reproduces_the_recorded_accuracy_on_debian_fashion_mni
     assert main(["evaluate", name, "--device", "cpu", "--data-dir", str(DEBIAN)]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith(f"{name}: accuracy {entry.accuracy:.2f}% on 10000 fashion-mnist test images")
+
+
+def test_a_corrupted_copy_given_by_path_is_refused_as_by_name(tmp_path, capsys):
+    """By path (the file and its entry copied elsewhere, one byte flipped), export, evaluate and
+    load_model read the damaged weights: the entry's sha256 was checked only by name."""
+    from resnet_lab.runs import load_model
+
+    src = get_weights("resnet8_fast:fashion-mnist")
+    copy = tmp_path / src.path.name
+    shutil.copy(src.path, copy)
+    shutil.copy(src.path.with_suffix(".json"), copy.with_suffix(".json"))
+    assert load_model(copy)[0] is not None  # intact: loads
+    raw = bytearray(copy.read_bytes())
+    raw[-100] ^= 0x01  # inside the last tensor's data: the file still parses, only the hash tells
+    copy.write_bytes(bytes(raw))
+    with pytest.raises(WeightsHashError, match=r"has another sha256 than its entry .*refused"):
+        load_model(copy)
+    assert main(["export", str(copy), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "is damaged or was replaced, so it is refused" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

@@ -58,7 +58,7 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one writer per run directory is then the user's care
     fcntl = None  # type: ignore[assignment]
-from .weights import get_weights, is_weights_name
+from .weights import WeightsHashError, get_weights, is_weights_name, sha256_of
 
 __all__ = [
     "FORMAT",
@@ -673,6 +673,22 @@ def _weights_path(source: Path, which: str) -> Path:
     return source
 
 
+def _verify_beside(path: Path) -> None:
+    """A weights file given by path whose entry beside it (``NAME.json``) records a sha256 (shipped
+    weights, or a copy of them) is checked as by name: by path it used to load a damaged file."""
+    entry = path.with_suffix(".json")
+    if path.suffix != ".safetensors" or not path.is_file() or not entry.is_file():
+        return
+    try:
+        expected = (json.loads(entry.read_text()).get("weights") or {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # not an entry: load_meta says what is wrong with it
+    if expected and sha256_of(path) != expected:
+        raise WeightsHashError(f"{path} has another sha256 than its entry {entry.name} records ({expected}): the file "
+                               "is damaged or was replaced, so it is refused; restore it (reinstall resnet-lab for "
+                               "shipped weights)")
+
+
 def resolve_source(source: str | os.PathLike) -> Path:
     """Where the weights of ``source`` are: the path itself, or for shipped weights named
     ``MODEL:TAG`` (``resnet20:fashion-mnist``, see :mod:`resnet_lab.weights`) their file, after
@@ -683,6 +699,7 @@ def resolve_source(source: str | os.PathLike) -> Path:
     """
     path = Path(source)
     if path.exists() or not is_weights_name(str(source)):
+        _verify_beside(path)
         return path
     try:
         weights = get_weights(str(source))
