@@ -251,3 +251,12 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
         with pytest.raises(TypeError, match="must be True or False, got 'no'"):
             export_onnx(model, out, input_size=(3, 12, 12), **kw)
     assert not out.exists()
+
+
+def test_read_onnx_metadata_names_a_directory_and_a_file_that_is_not_onnx(tmp_path):
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a directory: give an .onnx file"):
+        read_onnx_metadata(tmp_path)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x96\x01not a model at all" * 3)
+    with pytest.raises(ValueError, match=f"{garbage} is not a readable ONNX file"):
+        read_onnx_metadata(garbage)

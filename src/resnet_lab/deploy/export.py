@@ -267,9 +267,15 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     onnx = _require("onnx", "reading an ONNX file's metadata")
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory: give an .onnx file (resnet-lab export RUN --out FILE.onnx)")
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and kin name neither the file nor the way out
+        raise ValueError(f"{path} is not a readable ONNX file ({type(e).__name__}); export it again with "
+                         "resnet-lab export") from e
     return decode_metadata({p.key: p.value for p in proto.metadata_props})
 
 
