@@ -963,7 +963,9 @@ def test_experiment_list_with_a_name_is_refused_not_the_name_ignored(capsys, tmp
 
 
 @pytest.mark.parametrize("flags, named", [(["--budget", "full", "--out", "zz"], "--budget, --out are"),
-                                          (["--seed", "5"], "--seed is"), (["--list", "--device", "cpu"], "--device is")])
+                                          (["--seed", "5"], "--seed is"), (["--list", "--device", "cpu"], "--device is"),
+                                          (["--budget", "smoke"], "--budget is"), (["--seed", "0"], "--seed is"),
+                                          (["--device", "auto"], "--device is")])  # given at their default values too
 def test_experiment_options_without_a_name_are_refused_not_ignored(capsys, tmp_path, monkeypatch, flags, named):
     monkeypatch.chdir(tmp_path)
     assert main(["experiment", *flags]) == 2

@@ -312,15 +312,16 @@ def _add_training_commands(sub) -> None:
              "resnet-lab experiment degradation --budget smoke --out runs/exp")
     p.add_argument("name", nargs="?", help="experiment name (see --list); when not given: the list" + _NO_DEFAULT)
     p.add_argument("--list", action="store_true", help="list the experiments")
-    p.add_argument("--budget", default="smoke", choices=["smoke", "full"],
-                   help="smoke (seconds: checks the pipeline, not the claim) or full (the real run)")
+    p.add_argument("--budget", default=None, choices=["smoke", "full"],  # None: told from a given "smoke"
+                   help="smoke (seconds: checks the pipeline, not the claim) or full (the real run); smoke when "
+                        "not given" + _NO_DEFAULT)
     p.add_argument("--out", help="output directory, refused when it holds earlier results; when not given: "
                    "runs/experiments/NAME, or NAME-2... when that one does" + _NO_DEFAULT)
     p.add_argument("--data-dir", help="where to look for the datasets first (then, as without it, "
                    "$RESNET_LAB_DATA, the Debian path, the cache)" + _NO_DEFAULT)
-    p.add_argument("--device", default="auto", help=_DEVICE_HELP)
-    p.add_argument("--seed", type=int, default=0, help="base seed of the weights and data order (several seeds: "
-                   "seed, seed + 1, ...)")
+    p.add_argument("--device", default=None, help=_DEVICE_HELP + "; auto when not given" + _NO_DEFAULT)
+    p.add_argument("--seed", type=int, default=None, help="base seed of the weights and data order (several seeds: "
+                   "seed, seed + 1, ...); 0 when not given" + _NO_DEFAULT)
 
 
 def _add_use_commands(sub) -> None:
@@ -380,7 +381,7 @@ def _add_use_commands(sub) -> None:
                    "found, the report says so and leaves out the sections that need it" + _NO_DEFAULT)
     p.add_argument("--mistakes", type=int, default=16, metavar="N",
                    help="show the N most confidently wrong test images, 0 to 256 (0: none)")
-    p.add_argument("--device", default="auto", help="where the test sets are evaluated: auto | cpu | cuda | mps")
+    p.add_argument("--device", default="auto", help="where the test sets are evaluated: " + _DEVICE_HELP)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -813,9 +814,9 @@ def cmd_experiment(args) -> int:
     if args.list and args.name is not None:  # the name would be ignored
         raise ValueError(f"--list lists every experiment and runs none: drop --list to run {args.name}, or drop "
                          f"{args.name} to see the list")
-    given = [flag for flag, value, default in (("--budget", args.budget, "smoke"), ("--out", args.out, None),
-                                               ("--data-dir", args.data_dir, None), ("--device", args.device, "auto"),
-                                               ("--seed", args.seed, 0)) if value != default]
+    # None: not given (a flag given at its default value, --budget smoke, is still given)
+    given = [flag for flag, value in (("--budget", args.budget), ("--out", args.out), ("--data-dir", args.data_dir),
+                                      ("--device", args.device), ("--seed", args.seed)) if value is not None]
     if (args.list or args.name is None) and given:  # they would be ignored
         raise ValueError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for running an experiment, and "
                          "none is named: add the experiment's name (see resnet-lab experiment --list)")
@@ -824,8 +825,9 @@ def cmd_experiment(args) -> int:
             print(f"{name:<22} {claim}")
         return 0
     # without --out: runs/experiments/NAME, or NAME-2... never over earlier results
-    run_experiment(args.name, budget=args.budget, out=args.out, data_dir=args.data_dir, device=args.device,
-                   seed=args.seed)  # its last line is the verdict and where the report is: said once
+    run_experiment(args.name, budget=args.budget or "smoke", out=args.out, data_dir=args.data_dir,
+                   device="auto" if args.device is None else args.device,
+                   seed=0 if args.seed is None else args.seed)  # its last line: the verdict
     return 0
 
 
