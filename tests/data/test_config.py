@@ -42,7 +42,7 @@ def test_bad_values_are_refused_when_the_config_is_made_and_when_a_field_is_repl
     config = DataConfig("fake")
     with pytest.raises(ValueError, match=r"batch_size \(--batch-size\) must be at least 1, got 0"):
         dataclasses.replace(config, batch_size=0)
-    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+    with pytest.raises(ValueError, match="val_fraction \\(--val-fraction\\) must be between 0 and 1"):
         DataConfig("folder", data_dir="x", val_fraction=1.0)
     with pytest.raises(ValueError, match="unknown dataset 'fashon-mnist'.*Did you mean fashion-mnist"):
         DataConfig("fashon-mnist")

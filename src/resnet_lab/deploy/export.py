@@ -53,8 +53,16 @@ def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
 
 
 def _check_meta_fits(model: nn.Module, meta: dict[str, Any] | None, size: tuple[int, ...]) -> None:
-    """Refuse a ``meta`` that does not describe the model: the file would be written, and its
-    predictor fail later (classes vs outputs, mean/std vs channels) or name another network."""
+    """Refuse a model that cannot be exported faithfully (BN without running statistics), and a
+    ``meta`` that does not describe it: the file would be written, and its predictor fail later
+    (classes vs outputs, mean/std vs channels) or name another network."""
+    batch_stats = [n for n, m in model.named_modules() if isinstance(m, BN_TYPES) and m.running_mean is None]
+    if batch_stats:
+        more = f" (and {len(batch_stats) - 1} more batch-norm layers)" if len(batch_stats) > 1 else ""
+        raise ValueError(
+            f"{batch_stats[0]}{more} has no running statistics (track_running_stats=False): it normalizes by "
+            "each batch's own statistics even in eval mode, so an exported model's answer for an image would "
+            "depend on the rest of its batch; export a model trained with running statistics")
     if not meta:
         return
     config = getattr(model, "model_config", None) or {}
@@ -156,9 +164,12 @@ def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_ba
     _export_dynamo(model, x, path, opset, dynamic_batch)
 
 
-def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None) -> None:
+def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None, **flags: Any) -> None:
     from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
 
+    for name, flag in flags.items():  # fuse, dynamic_batch: "no" is truthy, it folded or wrote a dynamic graph
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
@@ -201,20 +212,10 @@ def export_onnx(
     """
     onnx = _require("onnx", "ONNX export")
 
-    _check_export_args(exporter, opset, meta)
-    for name, flag in (("fuse", fuse), ("dynamic_batch", dynamic_batch)):
-        if not isinstance(flag, bool):  # "no" is truthy: it folded, or wrote a dynamic graph
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    _check_export_args(exporter, opset, meta, fuse=fuse, dynamic_batch=dynamic_batch)
     size = _check_input_size(input_size)
     _check_meta_fits(model, meta, size)
     path = check_output_file(path, kind="ONNX", suffixes=(".onnx",))  # never a run's file or a non-.onnx file
-    batch_stats = [n for n, m in model.named_modules() if isinstance(m, BN_TYPES) and m.running_mean is None]
-    if batch_stats:
-        more = f" (and {len(batch_stats) - 1} more batch-norm layers)" if len(batch_stats) > 1 else ""
-        raise ValueError(
-            f"{batch_stats[0]}{more} has no running statistics (track_running_stats=False): it normalizes by "
-            "each batch's own statistics even in eval mode, so an exported model's answer for an image would "
-            "depend on the rest of its batch; export a model trained with running statistics")
     work = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     fuse_summary = None
     if fuse:
