@@ -1306,6 +1306,18 @@ def test_evaluate_json_gives_null_for_a_class_without_test_images_and_the_text_s
     assert code == 0 and "  emu                       - (no test images)" in out and "nan" not in out
 
 
+def _refused_on_a_split_folder(capsys, root: Path, share: str) -> Path:
+    """A train/ + val/ folder under ``root``, on which ``--val-fraction SHARE`` is refused (its val/ is
+    the test split: a share would change nothing). Returns the folder."""
+    split = root / "split"
+    make_folder(split / "train", per_class=4)
+    make_folder(split / "val", per_class=2, seed=1)
+    code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
+                       "--workers", "0", "--val-fraction", share)
+    assert code == 2 and f"{split} has a val/ folder, which is the test split: leave it out" in err
+    return split
+
+
 def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_the_same(capsys, tmp_path):
     folder = make_folder(tmp_path / "pics", per_class=20)
     run = tmp_path / "run"
@@ -1322,12 +1334,7 @@ def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_th
                                        load_source(str(run)))
     assert config.val_fraction == 0.5 and sorted(p for p, _ in rl_data.load_data(config).test.dataset.samples) == held
     # a folder whose val/ is the test split: the share would change nothing, so it is refused
-    split = tmp_path / "split"
-    make_folder(split / "train", per_class=4)
-    make_folder(split / "val", per_class=2, seed=1)
-    code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
-                       "--workers", "0", "--val-fraction", "0.5")
-    assert code == 2 and f"{split} has a val/ folder, which is the test split: leave it out" in err
+    split = _refused_on_a_split_folder(capsys, tmp_path, "0.5")
     # evaluating the run on such a folder uses its val/ (no share to hold out), and a test/ beside val/ is named
     make_folder(split / "test", per_class=3, seed=2)
     with pytest.warns(UserWarning, match=r"val/ is the test split; test/ is not used"):
@@ -1403,12 +1410,7 @@ def test_val_fraction_where_it_changes_nothing_is_refused_at_any_value_and_a_res
     a resume with another share, or without the flag, went on with a different split."""
     code, _, err = cli(capsys, "train", *TINY, "--val-fraction", "0.1")
     assert code == 2 and "--val-fraction 0.1 holds out a share of an image folder without val/; fake has its own" in err
-    split = tmp_path / "split"
-    make_folder(split / "train", per_class=4)
-    make_folder(split / "val", per_class=2, seed=1)
-    code, _, err = cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(split),
-                       "--workers", "0", "--val-fraction", "0.1")
-    assert code == 2 and f"{split} has a val/ folder, which is the test split: leave it out" in err
+    _refused_on_a_split_folder(capsys, tmp_path, "0.1")
     folder = make_folder(tmp_path / "pics", per_class=20)
     args = [*with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "8", "--epochs", "2"), "--data-dir",
             str(folder), "--workers", "0", "--out", str(tmp_path / "run")]
