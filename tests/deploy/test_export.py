@@ -132,6 +132,11 @@ def test_an_opset_the_torchscript_exporter_cannot_write_is_refused_not_written_a
     assert capfd.readouterr().out == ""  # not the exporter's IR dump
     with pytest.raises(ValueError, match="the dynamo exporter writes opset 18 or newer, not 17"):
         export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=17, exporter="dynamo")
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as ts_max
+
+    with pytest.raises(ValueError, match=rf"the TorchScript exporter writes opset {ts_max} at most, not {ts_max + 1}"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=ts_max + 1, exporter="torchscript")
+    assert list(tmp_path.iterdir()) == []  # torch used to warn and write it
     export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=10)
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 10
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]

@@ -159,13 +159,15 @@ def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_ba
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(" [Caused by")[0].strip()
         raise ValueError(
             f"the TorchScript exporter cannot write this model at opset {opset} ({reason}); "
-            f"try a newer --opset ({DYNAMO_MIN_OPSET} or more lets the dynamo exporter write it)"
+            f"try a newer --opset (the next ones may do; {DYNAMO_MIN_OPSET} or more also lets the dynamo exporter "
+            "write it)"
         ) from error
     _export_dynamo(model, x, path, opset, dynamic_batch)
 
 
 def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None, **flags: Any) -> None:
-    from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET  # deferred: with the optional onnx
+    from torch.onnx._constants import (  # deferred: with the optional onnx
+        ONNX_MAX_OPSET, ONNX_MIN_OPSET, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 
     for name, flag in flags.items():  # fuse, dynamic_batch: "no" is truthy, it folded or wrote a dynamic graph
         if not isinstance(flag, bool):
@@ -175,6 +177,9 @@ def _check_export_args(exporter: str, opset: int, meta: dict[str, Any] | None, *
     if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_MIN_OPSET <= opset <= ONNX_MAX_OPSET:
         raise ValueError(f"opset (--opset) must be an ONNX opset this torch exports, {ONNX_MIN_OPSET} to "
                          f"{ONNX_MAX_OPSET}, got {opset!r} (17 is the default)")
+    if exporter == "torchscript" and opset > ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET:  # torch only warns, then writes
+        raise ValueError(f"the TorchScript exporter writes opset {ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET} at most, not "
+                         f"{opset}: lower the opset or use the dynamo exporter (exporter='auto' picks it)")
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise ValueError(f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or newer, not {opset}: "
                          f"raise the opset or use the torchscript exporter")
