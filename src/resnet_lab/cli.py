@@ -686,12 +686,11 @@ def cmd_evaluate(args) -> int:
             if other.get(key) != meta.get(key):
                 raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
                                  f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
-        if meta.get("dataset") == "folder" and (split_seed_of(other), other.get("val_fraction")) != (
-                split_seed_of(meta), meta.get("val_fraction")):
+        mine, theirs = ((split_seed_of(m), m.get("val_fraction")) for m in (meta, other))
+        if meta.get("dataset") == "folder" and mine != theirs:
             # each held out other test images: one run's test images are the other's training images
             raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
-                             f"folder (split seeds {split_seed_of(meta)} and {split_seed_of(other)}, shares "
-                             f"{meta.get('val_fraction')} and {other.get('val_fraction')}), "
+                             f"folder (split seeds {mine[0]} and {theirs[0]}, shares {mine[1]} and {theirs[1]}), "
                              "so each would be scored on images the other trained on; evaluate them one at a time")
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:

@@ -34,7 +34,7 @@ from .averaging import WeightAveraging
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
-from .distributed import DistContext
+from .distributed import DistContext, dist_env
 from .metrics import confusion_matrix, per_class_accuracy
 from .mixing import Mix, mix_batch, mix_rng
 from .optim import build_optimizer, build_scheduler, warmup_steps
@@ -572,11 +572,11 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     if not all(hasattr(data, a) for a in ("train", "test", "info")):
         raise TypeError(f"data must be a DataBundle (train, test, info) from resnet_lab.data.load_data, got "
                         f"{type(data).__name__}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if hasattr(data.test, "__len__") and len(data.test) == 0 and world > 1 and getattr(data, "num_test", 0):
+    env = dist_env()
+    if hasattr(data.test, "__len__") and len(data.test) == 0 and env.world_size > 1 and getattr(data, "num_test", 0):
         # this rank's share is empty, not the test set (it used to say "give each class more images")
-        raise ValueError(f"the {data.num_test} test image(s) are fewer than the {world} processes, so rank "
-                         f"{os.environ.get('RANK', '?')} gets none to evaluate: use fewer processes "
+        raise ValueError(f"the {data.num_test} test image(s) are fewer than the {env.world_size} processes, so rank "
+                         f"{env.rank} gets none to evaluate: use fewer processes "
                          "(--nproc-per-node) or more test images")
     if hasattr(data.test, "__len__") and len(data.test) == 0:  # else an epoch trains, then its evaluation fails
         raise ValueError("the test set is empty, so no epoch can be evaluated: give each class more images (the "
@@ -748,7 +748,7 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     steps = len(data.train)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = dist_env().world_size
     if steps < 1 and world > 1 and getattr(data, "num_train", 0):
         raise ValueError(f"the training loader yields no full batch: {data.num_train} training image(s) over {world} "
                          f"processes leave each fewer than one batch; use fewer processes (--nproc-per-node), a "
