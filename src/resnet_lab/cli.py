@@ -570,12 +570,15 @@ def _check_norm_flag(args, model) -> None:
                          f"use {args.model}_bn, or leave --norm out")
 
 
-def _small_input(args, height: int) -> bool:
-    """--small-input (auto|yes|no) for images ``height`` px high; train, lr-find and summary decide alike."""
-    if args.small_input == "no" and model_info(args.model).small_input:
-        raise ValueError(f"{args.model} is built for small images (3x3 stride-1 stem, no max-pool) whatever "
-                         "--small-input says, so --small-input no would change nothing: leave it out, or pick a "
-                         "model with an ImageNet stem (resnet18)")
+def _small_input(args, height: int) -> bool | None:
+    """--small-input (auto|yes|no) for images ``height`` px high; train, lr-find and summary decide alike.
+    None for the families that are small-input by construction (create_model refuses False for them)."""
+    if model_info(args.model).small_input:
+        if args.small_input == "no":
+            raise ValueError(f"{args.model} is built for small images (3x3 stride-1 stem, no max-pool) whatever "
+                             "--small-input says, so --small-input no would change nothing: leave it out, or pick a "
+                             "model with an ImageNet stem (resnet18)")
+        return None
     return height <= 64 if args.small_input == "auto" else args.small_input == "yes"
 
 

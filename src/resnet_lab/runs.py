@@ -52,7 +52,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data.folder import holds_out
-from .models import create_model
+from .models import create_model, list_models, model_info
 
 try:
     import fcntl
@@ -650,6 +650,9 @@ def load_meta(source: str | os.PathLike) -> dict[str, Any]:
     meta = read_json(path)
     if not isinstance(meta, dict) or "arch" not in meta or "name" not in meta["arch"]:
         raise ValueError(f"{path} has no 'arch.name': not a resnet-lab model.json")
+    arch = meta["arch"]
+    if arch.get("small_input") is False and arch["name"] in list_models() and model_info(arch["name"]).small_input:
+        arch["small_input"] = True  # runs saved before 2026-12-03 recorded the argument, not the stem it built
     return meta
 
 

@@ -38,7 +38,7 @@ def _builder(name: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _meta(name: str, small_input: bool = False, in_channels: int = 3) -> nn.Module:
+def _meta(name: str, small_input: bool | None = None, in_channels: int = 3) -> nn.Module:
     """The model for its registered class count, built once per test session on the meta device."""
     with torch.device("meta"):
         model = create_model(name, num_classes=model_info(name).num_classes, small_input=small_input,
@@ -90,13 +90,13 @@ def test_registered_first_conv_is_the_first_conv_a_forward_pass_reaches(name):
 
 
 @pytest.mark.parametrize("name", FORWARD)
-def test_small_input_families_ignore_small_input_and_default_to_cifar_shapes(name):
+def test_small_input_families_are_small_by_construction_and_default_to_cifar_shapes(name):
     info = model_info(name)
     x = torch.empty(1, 3, 32, 32, device="meta")
     with torch.no_grad():
-        shapes = [_meta(name, small_input=small).forward_features(x).shape for small in (False, True)]
-    # A CIFAR design gives the same 32 px feature map either way; an ImageNet design's small-input
-    # stem (or VGG's dropped last pool) keeps a larger one.
+        shapes = [_meta(name, **kw).forward_features(x).shape for kw in ({}, {"small_input": True})]
+    # A CIFAR design gives the same 32 px feature map left at its default; an ImageNet design's
+    # small-input stem (or VGG's dropped last pool) keeps a larger one.
     assert (shapes[0] == shapes[1]) == info.small_input == (name in SMALL_INPUT)
     assert (info.input_size, info.num_classes) == (((3, 32, 32), 10) if info.small_input else ((3, 224, 224), 1000))
     assert info.in_channels == 3
@@ -182,7 +182,7 @@ def _stem_and_norm_layers(model: nn.Module) -> tuple[tuple, int]:
 def test_model_config_records_the_model_that_was_built(name):
     """model.json's arch must describe the network, not echo arguments the family does not use:
     the CIFAR families are small-input whatever small_input says, and the paper's VGGs have no norm."""
-    model = create_model(name, num_classes=10, small_input=False)
+    model = create_model(name, num_classes=10, **({} if name in SMALL_INPUT else {"small_input": False}))
     config = model.model_config
     assert config["small_input"] == (name in SMALL_INPUT) == model_info(name).small_input
     stem, norms = _stem_and_norm_layers(model)
@@ -262,3 +262,13 @@ def test_check_input_size_refuses_an_empty_or_negative_side_naming_the_flag(size
         models.check_input_size("resnet8", size, flag="--input-size", in_channels=1)
 
 
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_INPUT))
+def test_small_input_false_is_refused_where_it_would_change_nothing(name):
+    """The CIFAR families have only the small stem: small_input=False built the same network and
+    said nothing. Left out or True, the model is built; False is refused, naming the way out."""
+    with pytest.raises(ValueError, match=rf"{name} is built for 28-32 px images.*small_input=False would change nothing"):
+        create_model(name, num_classes=10, small_input=False)
+    with torch.device("meta"):  # the shapes only: resnet1202 is large
+        assert create_model(name, num_classes=10).model_config["small_input"] is True

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.models import create_model, list_models
+from resnet_lab.models import create_model, list_models, model_info
 from resnet_lab.nn import NORMS
 
 NUM_CLASSES = 10
@@ -79,6 +79,7 @@ def test_model_trains_one_step_with_finite_gradients(name, norm):
         assert create_model(name, num_classes=NUM_CLASSES, norm=norm).model_config["norm"] == "none"
     torch.manual_seed(0)
     in_channels, small_input = _case(norm)
+    small_input = small_input or model_info(name).small_input  # the CIFAR families refuse small_input=False
     model = create_model(name, num_classes=NUM_CLASSES, in_channels=in_channels, small_input=small_input, norm=norm,
                          **_extra(name))
     size = _input_size(model, name, in_channels, small_input)

@@ -76,7 +76,8 @@ class ModelInfo:
         input_size: the ``(C, H, W)`` it is designed for: 3x32x32 for the CIFAR families,
             3x224x224 otherwise.
         num_classes: its usual class count: 10 for the CIFAR families, 1000 (ImageNet) otherwise.
-        small_input: built for 28-32 px images whatever ``small_input`` says (the CIFAR families).
+        small_input: built for 28-32 px images by construction (the CIFAR families; they refuse
+            ``small_input=False``).
         classifier: module name of the final Linear (``fc``, ``classifier``, ``classifier.6``).
         first_conv: module name of the conv that sees the image (``conv1``, ``features.conv0``).
         cam_layer: module name whose output map Grad-CAM weighs (``layer4``, ``features``): the
@@ -116,7 +117,7 @@ class Family:
             (``num_classes``, ``in_channels``, ``small_input``, ``norm`` and the family's extras)
             that every builder of the family accepts as keywords.
         paper: where the architecture comes from.
-        small_input: the models are built for 28-32 px images whatever ``small_input`` says.
+        small_input: the models are built for 28-32 px images (``small_input=False`` is refused).
         classifier: module name of the final Linear.
         first_conv: module name of the conv that sees the image.
         cam_layer: module name of the last spatial feature map, the one the head pools
@@ -413,7 +414,8 @@ def create_model(
             ones; or the weights').
         in_channels: 1 for grayscale, 3 for RGB (left out: 3, or the weights').
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
-            the CIFAR families are small-input by construction). Left out: False, or the weights'.
+            the CIFAR families are small-input by construction and refuse False). Left out: False,
+            or the weights'.
         norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``
             (left out: ``batch``, or the weights'); the plain VGGs, with no norm layer, record ``none``.
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
@@ -440,6 +442,10 @@ def create_model(
                         "resnet_lab.list_weights() lists them")
     given = {k: v for k, v in dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                                    norm=norm).items() if v is not None}
+    if small_input is False and _INFO[name].small_input:  # it would build the same small stem
+        raise ValueError(f"{name} is built for 28-32 px images (3x3 stride-1 stem, no max-pool) by construction, so "
+                         "small_input=False would change nothing: leave it out, or pick a model with an ImageNet "
+                         "stem (resnet18)")
     if weights is not None:
         num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(name, weights, {**given, **kwargs})
     else:
@@ -460,7 +466,7 @@ def create_model(
         "name": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
-        # what was built: the CIFAR families are small-input whatever small_input says
+        # what was built: the CIFAR families are small-input by construction
         "small_input": small_input or _INFO[name].small_input,
         "norm": norm,
         **kwargs,

@@ -192,7 +192,7 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     base = {"name": model, "num_classes": int(state_dict[f"{head}.weight"].shape[0]),
             "in_channels": int(state_dict[stem].shape[1]), "norm": norm}
     first_error = None
-    for small in (False, True):
+    for small in (True,) if info.small_input else (False, True):  # a CIFAR family has only the small stem
         arch = {**base, "small_input": small}
         kw = {k: v for k, v in arch.items() if k != "name"}
         with torch.device("meta"):

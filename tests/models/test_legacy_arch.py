@@ -1,0 +1,29 @@
+"""Runs saved before 2026-12-03 recorded ``small_input`` as the argument given, not the stem built:
+a CIFAR family trained on large images said ``false``. create_model now refuses that argument for
+those families (it changed nothing), and such a run must still load, as the same network."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from resnet_lab import create_model
+from resnet_lab.train import load_model, save_model
+
+META = {"classes": [str(i) for i in range(10)], "input_size": [1, 28, 28], "mean": [0.5], "std": [0.25]}
+
+
+def test_a_cifar_family_run_that_recorded_small_input_false_still_loads(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet8_fast", num_classes=10, in_channels=1).eval()
+    save_model(tmp_path, model, dict(META))
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["arch"]["small_input"] = False  # as the older runs wrote it
+    meta_path.write_text(json.dumps(meta))
+    loaded, loaded_meta = load_model(tmp_path)
+    assert loaded_meta["arch"]["small_input"] is True
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
