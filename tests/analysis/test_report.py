@@ -221,6 +221,11 @@ def test_report_of_several_runs_puts_their_curves_on_shared_axes_and_their_numbe
         assert float(row["wall_seconds"]["value"]) == m[-1]["elapsed_seconds"]  # one session: the last elapsed
         check_epoch_table(page, run, str(run))
     assert page.table("arch", str(runs[1]))[-1]["norm"]["text"] == "none"
+    # how the batches were made (model.json's training entry), one process here
+    for run in runs:
+        training = {k: cell for row in page.table("training", str(run)) for k, cell in row.items() if k != "name"}
+        saved = json.loads((run / "model.json").read_text())["training"]
+        assert list(training) == list(saved) and training["world_size"]["text"] == "1"
 
 
 def test_report_without_the_test_set_says_why_and_keeps_the_rest(runs, tmp_path):

@@ -163,11 +163,17 @@ def test_torchrun_with_sync_bn_matches_one_process_on_the_global_batch_and_resum
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     # Only rank 0 printed the per-epoch lines.
     assert r.stdout.count("epoch   1/2") + r.stderr.count("epoch   1/2") == 1
+    # model.json says how the batches were made: 2 processes, synchronized BN, the global batch
+    training = json.loads((out / "model.json").read_text())["training"]
+    assert (training["world_size"], training["sync_bn"], training["global_batch_size"]) == (2, True, 2 * PER_RANK_BATCH)
+    single = json.loads((single_process_run / "model.json").read_text())["training"]
+    assert (single["world_size"], single["sync_bn"], single["global_batch_size"]) == (1, False, 2 * PER_RANK_BATCH)
 
     # The 2-process checkpoint resumes in one process (same global batch) exactly like the
     # single-process run resumed for its second epoch.
     assert cli_main([*_epochs(2), "--batch-size", str(2 * PER_RANK_BATCH), "--out", str(out), "--resume"]) == 0
     _assert_same_weights(load_file(out / "model.safetensors"), load_file(single_resumed / "model.safetensors"), 12)
+    assert json.loads((out / "model.json").read_text())["training"]["world_size"] == 1  # the last start's
     assert _metrics(out)[-1]["test_acc"] == pytest.approx(_metrics(single_resumed)[-1]["test_acc"], abs=1e-6)
 
 

@@ -52,3 +52,14 @@ def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, m
     assert main(finetune) == 0 and main(["train", *TINY]) == 0
     assert _fields(spy.calls[-2].config) == DEFAULTS == _fields(spy.calls[-1].config)
     capsys.readouterr()
+
+
+def test_model_json_records_how_the_batches_were_made(tmp_path):
+    """model.json's "training": the global batch, augmentation, one process, no synchronized BN
+    (tests/distributed shows 2 processes with --sync-bn), as the flags asked."""
+    assert main(["train", *TINY, "--random-erasing", "0.3", "--crop-padding", "1", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *TINY, "--no-augment", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / n / "model.json").read_text())["training"] for n in "ab")
+    assert a == {"world_size": 1, "sync_bn": False, "global_batch_size": 16, "augment": True, "crop_padding": 1,
+                 "flip_mode": "random", "random_erasing": 0.3}
+    assert (b["augment"], b["crop_padding"], b["random_erasing"]) == (False, None, 0.0)

@@ -477,6 +477,9 @@ def _recipe_html(run: _Run) -> str:
     out = '<div class="cols"><div><h4>Architecture</h4>' + _table("arch", ["field", "value"], arch, run.name)
     out += "<h4>Data</h4>" + _table("data", ["field", "value"], data_rows, run.name) + "</div>"
     out += "<div><h4>Training configuration</h4>" + _table("train_config", ["field", "value"], config, run.name)
+    if meta.get("training"):  # runs saved before 2026-12-05 lack it
+        batches = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in meta["training"].items()]
+        out += "<h4>Batches</h4>" + _table("training", ["field", "value"], batches, run.name)
     return out + "</div></div>"
 
 

@@ -758,6 +758,9 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     return steps
 
 
+_TRAINING_FACTS = ("global_batch_size", "augment", "crop_padding", "flip_mode", "random_erasing")
+
+
 def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str, Any]:
     """The model.json entries of this run (the Checkpointer adds epoch, step and metrics)."""
     return {
@@ -776,6 +779,10 @@ def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str
         "params": {"trainable": sum(p.numel() for p in base.parameters() if p.requires_grad),
                    "frozen": sum(p.numel() for p in base.parameters() if not p.requires_grad)},
         "train_config": facts["recipe"],
+        # how the batches were made and shared (the last start's, for a run resumed under another world size)
+        "training": {"world_size": dist_env().world_size,
+                     "sync_bn": any(isinstance(m, (SyncBatchNorm, nn.SyncBatchNorm)) for m in base.modules()),
+                     **{k: facts["data"][k] for k in _TRAINING_FACTS}},
         **(meta or {}),
     }
 
