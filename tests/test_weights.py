@@ -7,7 +7,10 @@ import gzip
 import hashlib
 import json
 import re
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +295,32 @@ def test_a_corrupted_copy_given_by_path_is_refused_as_by_name(tmp_path, capsys):
     assert main(["export", str(copy), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "is damaged or was replaced, so it is refused" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+    # the same pair as a run directory (the entry as model.json): checked as well, not loaded
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(copy, run / "model.safetensors")
+    shutil.copy(src.path.with_suffix(".json"), run / "model.json")
+    with pytest.raises(WeightsHashError, match=r"has another sha256 than its entry model.json records"):
+        load_model(run)
+    shutil.copy(src.path, run / "model.safetensors")
+    assert load_model(run)[0] is not None  # intact: loads
+
+
+def test_a_damaged_or_stray_entry_leaves_the_other_weights_and_the_commands_working(tmp_path):
+    """The registry reads every JSON of the weights folder at import: a truncated entry (a damaged
+    install) or a stray notes.json used to take every command down with a traceback, --help too."""
+    package = tmp_path / "src" / "resnet_lab"
+    shutil.copytree(ROOT / "src" / "resnet_lab", package, ignore=shutil.ignore_patterns("__pycache__"))
+    entry = package / "weights" / "resnet20-fashion-mnist.json"
+    entry.write_text(entry.read_text()[:300])
+    (package / "weights" / "notes.json").write_text("{}")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src"), "OMP_NUM_THREADS": "1"}
+    listed = subprocess.run([sys.executable, "-m", "resnet_lab", "models"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    code = ("import resnet_lab.weights as w; print(w.list_weights()); w.get_weights('resnet20:fashion-mnist')")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.stdout.strip() == "['resnet8_fast:fashion-mnist']"  # the intact entry still loads
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: no shipped weights 'resnet20:fashion-mnist'")
+    assert "2 entries" in last and "resnet20-fashion-mnist.json is not a readable weights entry" in last
+    assert "notes.json is not a weights entry" in last and "reinstall resnet-lab" in last

@@ -678,7 +678,10 @@ def _weights_path(source: Path, which: str) -> Path:
 
 def _verify_beside(path: Path) -> None:
     """A weights file given by path whose entry beside it (``NAME.json``) records a sha256 (shipped
-    weights, or a copy of them) is checked as by name: by path it used to load a damaged file."""
+    weights, or a copy of them) is checked as by name: by path it used to load a damaged file. A
+    directory whose model.json is such an entry is checked the same way for its model.safetensors."""
+    if path.is_dir():
+        path = path / "model.safetensors"
     entry = path.with_suffix(".json")
     if path.suffix != ".safetensors" or not path.is_file() or not entry.is_file():
         return

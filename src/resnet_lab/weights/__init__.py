@@ -150,8 +150,11 @@ def read_entry(meta_path: str | os.PathLike) -> Weights:
         ValueError: the JSON lacks a field of the entry format.
     """
     meta_path = Path(meta_path)
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path} is not a readable weights entry ({type(e).__name__}: {e})") from e
     try:
         w, arch = meta["weights"], meta["arch"]
         transforms = Transforms(mean=tuple(meta["mean"]), std=tuple(meta["std"]),
@@ -161,16 +164,25 @@ def read_entry(meta_path: str | os.PathLike) -> Weights:
             sha256=w["sha256"], recipe=w["recipe"], accuracy=float(w["accuracy"]), test_images=int(w["test_images"]),
             dataset=meta["dataset"], transforms=transforms, arch=MappingProxyType(dict(arch)),
         )
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{meta_path} is not a weights entry: missing or bad field {e}") from e
 
 
-def _scan(directory: Path) -> dict[str, Weights]:
-    entries = (read_entry(p) for p in sorted(directory.glob("*.json")))
-    return {w.name: w for w in entries}
+def _scan(directory: Path) -> tuple[dict[str, Weights], dict[Path, str]]:
+    """The readable entries by name, and what is wrong with each unreadable JSON: one damaged or
+    stray file must not take the package (every command, even --help) down with it."""
+    entries, damaged = {}, {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            w = read_entry(path)
+        except ValueError as e:
+            damaged[path] = str(e)
+        else:
+            entries[w.name] = w
+    return entries, damaged
 
 
-_REGISTRY: dict[str, Weights] = _scan(WEIGHTS_DIR)
+_REGISTRY, _DAMAGED = _scan(WEIGHTS_DIR)
 
 
 def list_weights(model: str | None = None) -> list[str]:
@@ -218,4 +230,8 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
         elsewhere = f"; weights= takes the tag alone: weights={tag.split(':', 1)[1]!r}"
     if "/" in tag or "\\" in tag or tag.endswith(".safetensors"):  # a path given where a tag goes
         elsewhere = "; weights= takes a shipped tag: a run directory or .safetensors file loads with load_model(PATH)"
+    if _DAMAGED:  # the entry asked for may be the damaged one
+        elsewhere += (f"; {len(_DAMAGED)} entr{'y' if len(_DAMAGED) == 1 else 'ies'} in {WEIGHTS_DIR} could not be "
+                      f"read ({'; '.join(_DAMAGED.values())}): reinstall resnet-lab (pip install --force-reinstall "
+                      "resnet-lab) or, in a checkout, restore the files with git")
     raise ValueError(f"no shipped weights {name!r}; {known}{elsewhere}")
