@@ -764,15 +764,20 @@ def test_a_pickled_pth_is_one_line_without_the_advice_to_unpickle_it(tmp_path, c
 
     import torch
 
-    pickled, junk = tmp_path / "pickled.pth", tmp_path / "junk.pth"
+    pickled, junk, garbage, cut = (tmp_path / f"{n}.pth" for n in ("pickled", "junk", "garbage", "cut"))
     torch.save({"conv1.weight": torch.zeros(1), "extra": argparse.Namespace(a=1)}, pickled)
     junk.write_bytes(b"hello, this is no checkpoint " * 8)
+    garbage.write_bytes(b"not a checkpoint")  # torch calls this a weights-only failure too: no objects in it
+    torch.save({"conv1.weight": torch.zeros(100000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:20000])  # truncated
+    damaged = "not a torch checkpoint, or a truncated or damaged one"
     for path, reason in ((pickled, "it holds Python objects besides tensors, which are never unpickled here"),
-                         (junk, "not a torch checkpoint")):
+                         (junk, damaged), (garbage, damaged), (cut, damaged)):
         assert main(["finetune", "--from-file", str(path), "--model", "resnet8", "--strategy", "all", *TRAIN[2:],
                      "--epochs", "1", "--out", str(tmp_path / "ft")]) == 2
         err = _one_line_error(capsys, f"{path} could not be read with torch.load(weights_only=True) ({reason}")
         assert "weights_only` set to `False`" not in err and "\x1b" not in err
+        assert ("re-save it as" in err) == (path == pickled) and ("copy it again" in err) == (path != pickled)
     assert not (tmp_path / "ft").exists()
 
 

@@ -518,16 +518,20 @@ def _json_default(o):
 _WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: model_best.pth.tar
 
 
-def _load_failure(e: Exception) -> str:
-    """torch.load's failure in a few words: its message spans many lines, carries terminal colour
-    codes and suggests ``weights_only=False``, which would run whatever code the file holds."""
-    if "Weights only load failed" in str(e):
-        return "it holds Python objects besides tensors, which are never unpickled here"
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
-    first = lines[0] if lines else ""
-    if not first or first.isdigit():  # a bare number from a file that is no checkpoint at all
-        return f"not a torch checkpoint: {type(e).__name__} {first}".strip()
-    return first[:200]
+def _load_failure(e: Exception) -> tuple[str, str]:
+    """torch.load's failure in a few words, and the way out: its message spans many lines, carries
+    terminal colour codes and suggests ``weights_only=False``, which would run whatever code the file
+    holds. Its "Weights only load failed" also covers bytes that are no checkpoint at all."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    if "Unsupported global" in text:  # a real pickle that names classes: objects besides tensors
+        return ("it holds Python objects besides tensors, which are never unpickled here",
+                "Only tensor checkpoints are accepted; re-save it as torch.save(model.state_dict(), path) or as "
+                ".safetensors.")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = "" if "Weights only load failed" in text or not lines or lines[0].isdigit() else lines[0][:200]
+    return (f"not a torch checkpoint, or a truncated or damaged one: {type(e).__name__}{': ' + first if first else ''}",
+            "If it was copied or downloaded, copy it again; a checkpoint is what torch.save(model.state_dict(), "
+            "path) writes, or a .safetensors file.")
 
 
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -559,11 +563,8 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends
-        raise ValueError(
-            f"{path} could not be read with torch.load(weights_only=True) ({_load_failure(e)}). Only tensor "
-            "checkpoints are accepted; re-save it as torch.save(model.state_dict(), path) or as "
-            ".safetensors."
-        ) from e
+        reason, way_out = _load_failure(e)
+        raise ValueError(f"{path} could not be read with torch.load(weights_only=True) ({reason}). {way_out}") from e
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.error
 
 import pytest
@@ -213,3 +214,55 @@ def test_from_file_googlenet_imagenet_weights_take_torchvisions_input_rescaling(
 
     torch.save(create_model("googlenet", num_classes=1000).state_dict(), tmp_path / "g.pth")
     assert load_source(file=tmp_path / "g.pth", model="googlenet").arch["transform_input"] is True
+
+
+def _cached_stand_in(monkeypatch, tmp_path, state: dict, prefix: str | None = None):
+    """torchvision's resnet18 weights as a file in a fresh TORCH_HOME's cache, named as torchvision
+    names its files (MODEL-SHA256PREFIX.pth) with ``prefix`` or the file's own hash prefix."""
+    import hashlib
+    import types
+
+    import torch.hub
+
+    from resnet_lab.transfer import sources
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    staged = tmp_path / "staged.pth"
+    torch.save(state, staged)
+    prefix = hashlib.sha256(staged.read_bytes()).hexdigest()[:8] if prefix is None else prefix
+    path = cache / f"resnet18-{prefix}.pth"
+    staged.rename(path)
+    real = sources.torchvision_weights("resnet18", "IMAGENET1K_V1")
+    url = f"https://download.invalid/models/{path.name}"
+    stand_in = types.SimpleNamespace(url=url, transforms=real.transforms, meta=real.meta, name=real.name,
+                                     get_state_dict=lambda **kw: torch.hub.load_state_dict_from_url(url, **kw))
+    monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
+    return path
+
+
+def test_a_cached_torchvision_file_is_checked_against_the_hash_its_name_carries(monkeypatch, tmp_path):
+    """torch checks a file's hash only when it downloads it: a damaged or foreign file already in the
+    cache was loaded as torchvision's ImageNet weights, and a broken one told an offline user to
+    download elsewhere, though torch never downloads over a cached file."""
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    good = _cached_stand_in(monkeypatch, tmp_path / "good", state)
+    source = load_source("torchvision:resnet18.IMAGENET1K_V1")  # the file matches its name: it loads
+    assert all(torch.equal(source.state_dict[k], v) for k, v in state.items())
+    assert good.is_file()
+
+    foreign = _cached_stand_in(monkeypatch, tmp_path / "foreign", state, prefix="f37072fd")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(foreign))}, is damaged or not the file torchvision "
+                                         r"published .*f37072fd.*delete it and run again"):
+        load_source("torchvision:resnet18.IMAGENET1K_V1")
+
+    broken = _cached_stand_in(monkeypatch, tmp_path / "broken", state)
+    broken.write_bytes(broken.read_bytes()[:20000])  # truncated, still named by the whole file's hash
+    with pytest.raises((ValueError, RuntimeError), match=rf"{re.escape(str(broken))}.*delete it and run again"):
+        load_source("torchvision:resnet18.IMAGENET1K_V1")
+    unnamed = _cached_stand_in(monkeypatch, tmp_path / "unnamed", state, prefix="")  # no hash in its name
+    unnamed.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=rf"from its cached file {re.escape(str(unnamed))} .*the file is damaged; "
+                                           "delete it and run again"):
+        load_source("torchvision:resnet18.IMAGENET1K_V1")

@@ -9,13 +9,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
-from torch.hub import get_dir
+from torch.hub import HASH_REGEX, get_dir
 
 from ..models import create_model, is_model, model_info
 from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of
+from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
 from .heads import fold_head
 
@@ -107,6 +109,16 @@ def torchvision_weights(model: str, weights: str | None = None):
         ) from None
 
 
+def _check_cached(path: Path, spec: str) -> None:
+    """A cached torchvision file whose sha256 does not start as its name says (``resnet18-f37072fd.pth``):
+    damaged, or not the published file."""
+    named = HASH_REGEX.search(path.name)
+    if path.is_file() and named and not sha256_of(path).startswith(named.group(1)):
+        raise ValueError(f"the cached file of {spec}, {path}, is damaged or not the file torchvision published (its "
+                         f"sha256 does not start with {named.group(1)}, as its name says): delete it and run again "
+                         "to download it afresh")
+
+
 def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSource:
 
     model, weights_name = parse_torchvision_name(spec)
@@ -116,11 +128,15 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
             "`resnet-lab models` lists the ones that take torchvision weights (resnet18..152, densenet*, vgg*, googlenet)"
         )
     weights = torchvision_weights(model, weights_name)
+    cached = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    _check_cached(cached, spec)  # torch checks the hash only when it downloads, never a cached file
     try:
         # Downloads into the torch hub cache (or reads it from there); tensors only.
         state = weights.get_state_dict(progress=True, weights_only=True, map_location=map_location)
     except Exception as e:  # URLError, OSError, HTTPError, RuntimeError of a broken file
-
+        if cached.is_file():  # never downloaded again while it is there, online or not
+            raise RuntimeError(f"could not read {spec} from its cached file {cached} ({type(e).__name__}): the file "
+                               "is damaged; delete it and run again to download it afresh") from e
         raise RuntimeError(
             f"could not get {spec} ({type(e).__name__}: {e}). It is downloaded from {weights.url} into "
             f"{get_dir()}/checkpoints on first use, which needs internet access. Without it, download "
