@@ -1000,3 +1000,19 @@ def test_a_prefix_of_a_flag_is_not_taken_for_it(capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and f"error: unrecognized arguments: {' '.join(argv[-2:])}" in err
+
+
+def test_finetune_from_a_json_points_at_the_weights_beside_it_and_that_command_works(trained, tmp_path, capsys):
+    """--from RUN/model.json (or a shipped entry's .json) used to say "use --from-file FILE --model
+    NAME", a command that is itself refused (a .json holds no weights)."""
+    from resnet_lab.weights import get_weights
+
+    run, _ = trained
+    entry = get_weights("resnet8_fast:fashion-mnist").meta_path
+    for given, beside in ((run / "model.json", run), (entry, entry.with_suffix(".safetensors"))):
+        args = ["finetune", "--strategy", "head", *TRAIN[2:], "--epochs", "1", "--out", str(tmp_path / "ft")]
+        assert main([*args[:1], "--from", str(given), *args[1:]]) == 2
+        _one_line_error(capsys, f"--from {given} is the description, not the weights: give --from {beside}")
+        assert not (tmp_path / "ft").exists()
+    assert main(["finetune", "--from", str(run), "--strategy", "head", *TRAIN[2:], "--epochs", "1",
+                 "--out", str(tmp_path / "ft")]) == 0

@@ -306,6 +306,9 @@ def load_source(
             "with model.json beside it, shipped weights MODEL:TAG such as resnet20:fashion-mnist, or "
             "torchvision:MODEL[.WEIGHTS])"
         )
+    if path.is_file() and path.suffix == ".json":  # model.json or a shipped entry: the weights are beside it
+        beside = path.parent if path.name == "model.json" else path.with_suffix(".safetensors")
+        raise ValueError(f"--from {spec} is the description, not the weights: give --from {beside}")
     if path.is_file() and path.suffix != ".safetensors":
         raise ValueError(f"--from {spec}: a {path.suffix or 'bare'} file has no model.json; use --from-file {spec} --model NAME")
     src = _from_run(path, which, map_location)
