@@ -324,3 +324,18 @@ def test_a_damaged_or_stray_entry_leaves_the_other_weights_and_the_commands_work
     assert last.startswith("ValueError: no shipped weights 'resnet20:fashion-mnist'")
     assert "2 entries" in last and "resnet20-fashion-mnist.json is not a readable weights entry" in last
     assert "notes.json is not a weights entry" in last and "reinstall resnet-lab" in last
+
+
+def test_torchvision_style_calls_are_pointed_at_weights_and_a_weights_entry_is_taken_whole():
+    """pretrained=True got "unexpected argument(s) 'pretrained'" with a list that left weights= out;
+    get_weights(...)'s entry passed as weights= was refused with its whole repr."""
+    with pytest.raises(TypeError, match=r"create_model takes weights=TAG .*list_weights\('resnet18'\).*not "
+                                        r"pretrained=.*load_source\('torchvision:resnet18'\)"):
+        create_model("resnet18", pretrained=True)
+    entry = get_weights("resnet20:fashion-mnist")
+    by_entry, by_tag = create_model("resnet20", weights=entry), create_model("resnet20", weights="fashion-mnist")
+    assert by_entry.model_config == by_tag.model_config
+    assert all(torch.equal(a, b) for a, b in zip(by_entry.state_dict().values(), by_tag.state_dict().values()))
+    with pytest.raises(ValueError, match=r"weights resnet20:fashion-mnist are resnet20's, not resnet8_fast's: "
+                                         r"create_model\('resnet20', weights='fashion-mnist'\)"):
+        create_model("resnet8_fast", weights=entry)

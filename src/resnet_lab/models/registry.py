@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..nn.norm import check_norm, has_norm_layers
-from ..weights import get_weights
+from ..weights import Weights, get_weights
 from .layers import stack_head
 
 __all__ = [
@@ -421,7 +421,8 @@ def create_model(
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
             :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
             trains it; the model then predicts ``stacked_head`` classes.
-        weights: the tag of shipped trained weights (``"fashion-mnist"``; see
+        weights: the tag of shipped trained weights (``"fashion-mnist"``, or its
+            :class:`~resnet_lab.weights.Weights` from ``get_weights``; see
             :func:`resnet_lab.weights.list_weights`): the architecture arguments (``num_classes``,
             ``in_channels``...) then come from the entry, and the weights are loaded after their
             sha256 is checked. A stacked head goes on top of them.
@@ -437,6 +438,15 @@ def create_model(
             ``model.reset_classifier(5)``).
     """
     builder = _lookup(name)
+    if "pretrained" in kwargs:  # torchvision's old argument
+        raise TypeError(f"create_model takes weights=TAG (shipped weights: resnet_lab.list_weights({name!r})), not "
+                        "pretrained=; torchvision's ImageNet weights come through transfer: "
+                        f"resnet_lab.transfer.load_source('torchvision:{name}') or finetune --from torchvision:{name}")
+    if isinstance(weights, Weights):  # get_weights("resnet20:fashion-mnist") given whole: its tag says the same
+        if weights.model != name:
+            raise ValueError(f"weights {weights.name} are {weights.model}'s, not {name}'s: create_model("
+                             f"{weights.model!r}, weights={weights.tag!r})")
+        weights = weights.tag
     if weights is not None and not isinstance(weights, str):
         raise TypeError(f"weights= takes the tag of shipped weights such as 'fashion-mnist', got {weights!r}; "
                         "resnet_lab.list_weights() lists them")
