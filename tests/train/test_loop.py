@@ -443,3 +443,23 @@ def test_load_model_refuses_a_which_other_than_model_or_best(tmp_path, which):
         with pytest.raises(ValueError, match=rf"which must be 'model' \(the last epoch\) or 'best' .*got {which!r}"):
             load_model(source, which=which)
     assert load_model(tmp_path / "r", which="model")[0].model_config["name"] == "resnet8"
+
+
+@pytest.mark.parametrize("before", [(False, False), (True, False), (True, True)])
+def test_deterministic_mode_is_the_callers_again_after_train_returns_or_fails(tmp_path, before):
+    """deterministic=True switched torch's process-wide deterministic algorithms on and left them on
+    after train() (later code in the process ran slower or warned); a run that could not start left
+    them on too."""
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    seen = []
+    try:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        train(_fresh(), make_bundle(), _cfg(epochs=1),
+              callbacks=[lambda r: seen.append(torch.are_deterministic_algorithms_enabled())])
+        assert seen == [True]  # on while it ran
+        assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+        with pytest.raises(ValueError, match="no full batch"):  # refused in setup, after the model was prepared
+            train(_fresh(), make_bundle(n_train=8), _cfg(epochs=1))
+        assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])

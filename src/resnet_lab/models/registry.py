@@ -394,6 +394,30 @@ def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--ima
                          "model for small images") from e
 
 
+def _refuse_idle_small_input(name: str, small_input: Any) -> None:
+    if small_input is False and _INFO[name].small_input:  # it would build the same small stem
+        raise ValueError(f"{name} is built for 28-32 px images (3x3 stride-1 stem, no max-pool) by construction, so "
+                         "small_input=False would change nothing: leave it out, or pick resnet18 (ImageNet stem)")
+
+
+def _weights_tag(name: str, weights: Any, kwargs: Mapping[str, Any]) -> str | None:
+    """create_model's ``weights=`` as a tag: a get_weights entry gives its own; torchvision's old
+    ``pretrained=`` is pointed at the ways to weights."""
+    if "pretrained" in kwargs:  # torchvision's old argument
+        raise TypeError(f"create_model takes weights=TAG (shipped weights: resnet_lab.list_weights({name!r})), not "
+                        "pretrained=; torchvision's ImageNet weights come through transfer: "
+                        f"resnet_lab.transfer.load_source('torchvision:{name}') or finetune --from torchvision:{name}")
+    if isinstance(weights, Weights):  # get_weights("resnet20:fashion-mnist") given whole: its tag says the same
+        if weights.model != name:
+            raise ValueError(f"weights {weights.name} are {weights.model}'s, not {name}'s: create_model("
+                             f"{weights.model!r}, weights={weights.tag!r})")
+        weights = weights.tag
+    if weights is not None and not isinstance(weights, str):
+        raise TypeError(f"weights= takes the tag of shipped weights such as 'fashion-mnist', got {weights!r}; "
+                        "resnet_lab.list_weights() lists them")
+    return weights
+
+
 def create_model(
     name: str,
     *,
@@ -438,24 +462,10 @@ def create_model(
             ``model.reset_classifier(5)``).
     """
     builder = _lookup(name)
-    if "pretrained" in kwargs:  # torchvision's old argument
-        raise TypeError(f"create_model takes weights=TAG (shipped weights: resnet_lab.list_weights({name!r})), not "
-                        "pretrained=; torchvision's ImageNet weights come through transfer: "
-                        f"resnet_lab.transfer.load_source('torchvision:{name}') or finetune --from torchvision:{name}")
-    if isinstance(weights, Weights):  # get_weights("resnet20:fashion-mnist") given whole: its tag says the same
-        if weights.model != name:
-            raise ValueError(f"weights {weights.name} are {weights.model}'s, not {name}'s: create_model("
-                             f"{weights.model!r}, weights={weights.tag!r})")
-        weights = weights.tag
-    if weights is not None and not isinstance(weights, str):
-        raise TypeError(f"weights= takes the tag of shipped weights such as 'fashion-mnist', got {weights!r}; "
-                        "resnet_lab.list_weights() lists them")
+    weights = _weights_tag(name, weights, kwargs)
     given = {k: v for k, v in dict(num_classes=num_classes, in_channels=in_channels, small_input=small_input,
                                    norm=norm).items() if v is not None}
-    if small_input is False and _INFO[name].small_input:  # it would build the same small stem
-        raise ValueError(f"{name} is built for 28-32 px images (3x3 stride-1 stem, no max-pool) by construction, so "
-                         "small_input=False would change nothing: leave it out, or pick a model with an ImageNet "
-                         "stem (resnet18)")
+    _refuse_idle_small_input(name, small_input)
     if weights is not None:
         num_classes, in_channels, small_input, norm, kwargs = _arch_of_weights(name, weights, {**given, **kwargs})
     else:

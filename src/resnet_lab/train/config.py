@@ -50,7 +50,7 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast (CPU and CUDA); no GradScaler needed for bf16
     fp16: bool = False  # float16 autocast with a GradScaler (CUDA only: GPUs without bf16, T4/V100)
     compile: bool = False  # torch.compile the model for training
-    deterministic: bool = False  # torch.use_deterministic_algorithms, process-wide (left on after train()): bit-exact resume
+    deterministic: bool = False  # torch.use_deterministic_algorithms while train() runs (the caller's setting comes back): bit-exact resume
     seed: int = 0  # seeds weights (in the CLI), shuffling, augmentation and dropout
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     out: str | None = None  # run directory; None writes nothing

@@ -534,9 +534,7 @@ def train(
         history.interrupted = True
         _save_interrupted(run, pos, history, hard=isinstance(e, _HardStop))
     finally:
-        if board is not None:
-            board.close(history)
-        run.ckpt.close()
+        _close(run, board, history)
     history.seconds = time.perf_counter() - t_start
     return history
 
@@ -561,6 +559,7 @@ class _Run:
     ckpt: Checkpointer
     say: Callable[[str], None]  # log on the main process, silent on the others
     epoch_stats: EpochStats | None = None  # the current epoch's sums so far, saved by an interrupt
+    determinism: tuple[bool, bool, bool] = (False, False, False)  # the caller's, restored at the end (_close)
 
 
 def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dict | None = None) -> None:
@@ -612,7 +611,42 @@ def check_model_fits_info(model: nn.Module, info, progressive_resize: int | None
             check_input_size(arch["name"], (int(c), side, side), flag="--progressive-resize", **rest)
 
 
+def _determinism() -> tuple[bool, bool, bool]:
+    """torch's process-wide deterministic mode (on, warn only) and cuDNN's benchmark flag."""
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark)
+
+
+def _restore_determinism(state: tuple[bool, bool, bool]) -> None:
+    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+    torch.backends.cudnn.benchmark = state[2]
+
+
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
+    """:func:`_build_run`, remembering the process-wide settings ``deterministic`` changes, to put
+    them back when the run ends (or now, if it cannot start)."""
+    determinism = _determinism()
+    try:
+        run = _build_run(model, data, config, meta, log)
+    except BaseException:
+        _restore_determinism(determinism)
+        raise
+    run.determinism = determinism
+    return run
+
+
+def _close(run: _Run, board, history: History) -> None:
+    """Let go of what a run holds: its TensorBoard writer, its run directory's lock, and the
+    deterministic mode it switched on (the caller's comes back)."""
+    try:
+        if board is not None:
+            board.close(history)
+    finally:
+        run.ckpt.close()
+        _restore_determinism(run.determinism)
+
+
+def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
     """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
     check_model_fits_data(model, data, config, meta)
     job, device = DistContext.current(), resolve_device(config.device)
