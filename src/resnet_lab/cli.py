@@ -34,7 +34,7 @@ from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir,
                    split_seed_of)
-from .train import TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
+from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
@@ -142,6 +142,34 @@ def _add_norm_lr_scale(g) -> None:
                         "scale); airbench trains BN biases at a higher rate")
 
 
+def _add_whiten(p) -> None:
+    p.add_argument("--whiten", action="store_true",
+                   help="set the first conv to the patch whitening of up to 5000 training images (airbench) and "
+                        "freeze it; in-memory datasets only")
+
+
+def _add_augment_args(g) -> None:
+    """How the training batches are drawn and augmented (train, finetune, lr-find)."""
+    g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
+                   help="erase a random rectangle of each training image to the mean with probability P "
+                        "(Zhong et al. 2017; 0.5 is typical)")
+    g.add_argument("--flip", choices=["random", "alternate"], default="random",
+                   help="horizontal flip of the training images: random (each image, each epoch, with probability "
+                        "1/2) or alternate (airbench: a random half in the first epoch, then each image the opposite "
+                        "of the epoch before); alternate: in-memory datasets only")
+    g.add_argument("--crop-padding", type=int, default=None, metavar="PX",
+                   help="pad-crop shift of the training images in pixels; 0: flip only, no crop (in-memory "
+                        "datasets; when not given: side / 8, 4 px on Fashion-MNIST and CIFAR)" + _NO_DEFAULT)
+    g.add_argument("--subset", type=int, metavar="N", help="train on N training images only, drawn at random (seeded) "
+                   "with the same share of each class; all when not given" + _NO_DEFAULT)
+
+
+def _add_sam(g) -> None:
+    g.add_argument("--sam", type=float, default=0.0, metavar="RHO",
+                   help="sharpness-aware minimization (Foret et al. 2021): step with the gradient taken at the "
+                        "weights moved RHO uphill (0.05 is the paper's); each step costs two passes; 0: off")
+
+
 def _add_no_progress(g, shown: str = "one line per epoch only") -> None:
     g.add_argument("--no-progress", action="store_true", help=f"no progress bar ({shown})")
 
@@ -161,22 +189,11 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
     g.add_argument("--warmup-epochs", type=float, default=0.0,
                    help="linear warmup over this many epochs (at least one step when set; 0: none, except "
                         "onecycle's own ramp over the first quarter)")
-    g.add_argument("--random-erasing", type=_probability, default=0.0, metavar="P",
-                   help="erase a random rectangle of each training image to the mean with probability P "
-                        "(Zhong et al. 2017; 0.5 is typical)")
-    g.add_argument("--flip", choices=["random", "alternate"], default="random",
-                   help="horizontal flip of the training images: random (each image, each epoch, with probability "
-                        "1/2) or alternate (airbench: a random half in the first epoch, then each image the opposite "
-                        "of the epoch before); alternate: in-memory datasets only")
-    g.add_argument("--crop-padding", type=int, default=None, metavar="PX",
-                   help="pad-crop shift of the training images in pixels; 0: flip only, no crop (in-memory "
-                        "datasets; when not given: side / 8, 4 px on Fashion-MNIST and CIFAR)" + _NO_DEFAULT)
+    _add_augment_args(g)
     g.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help="an image folder without train/ + val/: the share of each class held out as the test split, "
                         "between 0 and 1 (0.1 when not given); the run records it and evaluate and report hold out "
                         "the same images" + _NO_DEFAULT)
-    g.add_argument("--subset", type=int, metavar="N", help="train on N training images only, drawn at random (seeded) "
-                   "with the same share of each class; all when not given" + _NO_DEFAULT)
     _add_precision_args(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--deterministic", action="store_true", help="deterministic algorithms: bit-exact resume")
@@ -199,9 +216,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                    help="CutMix (Yun et al. 2019): paste a rectangle of another image, the loss blended by area, "
                         "the share drawn per batch from Beta(ALPHA, ALPHA) (1 is typical); with --mixup each batch "
                         "uses one of the two; 0: off")
-    g.add_argument("--sam", type=float, default=0.0, metavar="RHO",
-                   help="sharpness-aware minimization (Foret et al. 2021): step with the gradient taken at the "
-                        "weights moved RHO uphill (0.05 is the paper's); each step costs two passes; 0: off")
+    _add_sam(g)
     g.add_argument("--progressive-resize", type=int, default=None, metavar="PX",
                    help="progressive resizing: train the first epoch on PX-pixel images, growing linearly to the "
                         "full size at the epoch 75%% of the way through; the last epoch always at full size, as "
@@ -266,9 +281,7 @@ def _add_training_commands(sub) -> None:
     p = _cmd(sub, "train", "Train a model on a dataset.",
              "resnet-lab train --model resnet20 --dataset fashion-mnist --epochs 10 --out runs/r20")
     _add_model_args(p)
-    p.add_argument("--whiten", action="store_true",
-                   help="set the first conv to the patch whitening of up to 5000 training images (airbench) and "
-                        "freeze it; in-memory datasets only")
+    _add_whiten(p)
     _add_train_args(p)
     g = p.add_argument_group("several processes (torchrun; finetune runs in one)")
     g.add_argument("--sync-bn", action="store_true", help="with torchrun: synchronize BatchNorm statistics across processes")
@@ -277,11 +290,14 @@ def _add_training_commands(sub) -> None:
     p = _cmd(sub, "lr-find", "Learning-rate range test: steps at growing rates, the loss plot, a suggested lr.",
              "resnet-lab lr-find --model resnet20 --dataset fashion-mnist --batch-size 128 --out lr_find.png")
     _add_model_args(p)
+    _add_whiten(p)
     _add_data_args(p)
     g = p.add_argument_group("range test (the model is left as it was)")
     _add_step_args(g)
-    _add_precision_args(g)  # the steps as training will take them (docs/LR_FINDER.md: test with those flags)
+    _add_augment_args(g)  # the steps and batches as training will take them (docs/LR_FINDER.md: test with those flags)
+    _add_precision_args(g)
     _add_norm_lr_scale(g)
+    _add_sam(g)
     _add_no_progress(g, "the result lines only")
     g.add_argument("--start-lr", type=float, default=1e-7, help="the first learning rate")
     g.add_argument("--end-lr", type=float, default=10.0, help="the last learning rate")
@@ -534,8 +550,9 @@ _WHITEN_IMAGES = 5000  # airbench's count: the patch covariance of 5000 CIFAR im
 def _whiten(args, model, data) -> dict | None:
     """--whiten: set the first conv to the patch whitening of the first training images (normalized,
     not augmented) and freeze it; the model.json entry that says so. A resumed run must match."""
-    saved = _resumed_meta(args.out).get("whiten") if args.resume else None
-    if args.resume and bool(saved) != args.whiten:
+    resume = getattr(args, "resume", False)  # lr-find has none
+    saved = _resumed_meta(args.out).get("whiten") if resume else None
+    if resume and bool(saved) != args.whiten:
         raise ValueError(f"{args.out} was trained {'with' if saved else 'without'} --whiten; resume with the "
                          "command the run was started with")
     if not args.whiten:
@@ -605,13 +622,27 @@ def cmd_lr_find(args) -> int:  # one process (ONE_PROCESS): every rank would run
     model = _new_model(args, data)
     arch = dict(model.model_config)
     check_input_size(arch.pop("name"), tuple(data.info.input_size), **arch)  # before the range test
+    _whiten(args, model, data)  # the first conv training would start from
     config = TrainConfig(**_step_config(args), channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16,
-                         norm_lr_scale=args.norm_lr_scale, progress=not args.no_progress)
-    result = lr_find(model, data, config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+                         norm_lr_scale=args.norm_lr_scale, sam=args.sam, progress=not args.no_progress)
+    try:
+        result = lr_find(model, data, config, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    except LRFindInterrupted as stop:  # what was measured is still shown (and plotted), then the exit of Ctrl-C
+        _print_lr_find(stop.result, args)
+        print(f"interrupted after {len(stop.result.lrs)} of {args.steps} steps", file=sys.stderr)
+        return 130
+    _print_lr_find(result, args)
+    return 0
+
+
+def _print_lr_find(result, args) -> None:
+    """The test's outcome, its suggestion (or why there is none) and, with --out, the plot."""
     taken = len(result.lrs)
     how = ("the loss did not diverge" if not result.stopped else
            f"the loss diverged after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else
            "the first loss was not finite")
+    if result.interrupted:
+        how = f"interrupted after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else "interrupted before a step"
     print(f"lr range test of {args.model} on {args.dataset}, lr {args.start_lr:g} to {args.end_lr:g} in "
           f"{args.steps} steps: {how}")
     if result.valley is None and taken and not result.stopped:
@@ -619,15 +650,14 @@ def cmd_lr_find(args) -> int:  # one process (ONE_PROCESS): every rank would run
     elif result.valley is None and taken:
         print(f"no suggestion: the loss diverged after {taken} steps, too soon to show a valley; lower --start-lr "
               f"(or --end-lr)")
-    elif result.valley is None:  # the first loss comes before any update: no rate can be the cause
+    elif result.valley is None and not result.interrupted:  # the first loss comes before any update
         print("no suggestion: the first loss, before any update, was not finite; check the data and the model "
               "(a NaN or infinite input or weight)")
-    else:
+    elif result.valley is not None:
         steep = f"; steepest fall at {result.steep:.2e}" if result.steep is not None else ""
         print(f"suggested lr: {result.valley:.2e} (fastai's valley{steep}); try --lr {result.valley:.2g}")
     if args.out:
         print(f"wrote {plot_lr_find(result, args.out, title=f'{args.model} on {args.dataset}')}")
-    return 0
 
 
 def _report_run(history, args) -> int:

@@ -162,7 +162,9 @@ def check_output_file(out: str | os.PathLike, *, kind: str, suffixes: tuple[str,
     if path.is_dir():  # the writers say so, with a file name to use
         return path
     folder = next((p for p in path.parents if p.exists()), Path("."))
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):  # before the work, not after it
+    if not folder.is_dir():  # found after the work, by the writer, until this was checked here
+        raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder: choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):  # before the work, not after it
         raise unwritable(folder, path)
     if not path.is_file():
         if path.suffix.lower() not in suffixes:

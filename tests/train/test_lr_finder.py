@@ -345,6 +345,8 @@ SHARED = [
     ["--momentum", "0.5"], ["--no-nesterov"],
     ["--weight-decay", "0.01"], ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"],
     ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--norm-lr-scale", "4"],
+    ["--random-erasing", "0.5"], ["--flip", "alternate"], ["--crop-padding", "1"], ["--subset", "32"],
+    ["--sam", "0.05"], ["--whiten"],
 ]
 
 
@@ -497,3 +499,93 @@ def test_lr_find_fp16_on_a_cpu_is_refused_as_train_refuses_it(capsys):
     lr_err = capsys.readouterr().err.strip()
     assert main(["train", *BASE, "--epochs", "1", "--no-progress", "--fp16"]) == 2
     assert lr_err == capsys.readouterr().err.strip() and "fp16" in lr_err and len(lr_err.splitlines()) == 1
+
+
+def _interrupt_after(monkeypatch, n: int) -> None:
+    """Ctrl-C once ``n`` losses are recorded (the user's KeyboardInterrupt, not the divergence stop)."""
+    real = lr_finder._Recorder.add
+
+    def add(self, loss):
+        if len(self.losses) == n:
+            raise KeyboardInterrupt
+        return real(self, loss)
+
+    monkeypatch.setattr(lr_finder._Recorder, "add", add)
+
+
+def test_ctrl_c_keeps_what_was_measured_and_the_model_as_it_was(monkeypatch, capsys, tmp_path):
+    """Ctrl-C threw the whole record away ("interrupted", no plot, no suggestion): now the library
+    raises LRFindInterrupted carrying the steps so far, and the CLI prints and plots them."""
+    torch.manual_seed(0)
+    model = TinyNet()
+    before = _snapshot(model)
+    _interrupt_after(monkeypatch, 30)
+    with pytest.raises(lr_finder.LRFindInterrupted) as stop:
+        lr_find(model, make_bundle(), CPU, start_lr=1e-4, end_lr=1.0, steps=100)
+    assert isinstance(stop.value, KeyboardInterrupt)  # a caller that catches Ctrl-C still does
+    result = stop.value.result
+    assert result.interrupted and not result.stopped and len(result.lrs) == len(result.losses) == 30
+    assert result.lrs[1] == pytest.approx(1e-4 * 1e4 ** (1 / 99)) and result.valley in result.lrs
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    png = tmp_path / "lr.png"
+    assert main(["lr-find", *BASE, "--steps", "100", "--out", str(png)]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted after 30 steps, at lr" in captured.out and "suggested lr:" in captured.out
+    assert f"wrote {png}" in captured.out and png.is_file()
+    assert captured.err.strip().endswith("interrupted after 30 of 100 steps")
+
+
+def test_a_short_test_that_ran_every_step_suggests_from_its_whole_record_not_its_first_rate():
+    """With 7 to 9 steps fastai's window (the first tenth and the last 5 left out) kept 2 to 4
+    points, so on a straight falling curve the valley was the first rate tested."""
+    for n in (7, 8, 9):
+        lrs = [1e-4 * 10 ** (3 * i / (n - 1)) for i in range(n)]
+        falling = [3.0 - 0.2 * i for i in range(n)]
+        suggested, fastest = lr_finder._suggest(lrs, falling, n)
+        assert suggested == valley(lrs, falling) != lrs[0] and fastest == steep(lrs, falling)
+        assert lr_finder._suggest(lrs, falling, n, stopped=True) == (None, None)  # a divergence that early: none
+
+
+def test_lr_find_names_bad_argument_kinds_and_takes_numpy_scalars():
+    data = make_bundle()
+    for kwargs, message in (({"start_lr": "1e-7"}, "start_lr must be a number, got '1e-7'"),
+                            ({"end_lr": torch.tensor(1.0)}, r"end_lr must be a number, got tensor\(1.\) \(a tensor: "
+                                                            r"pass .item\(\)\)"),
+                            ({"steps": 5.0}, "steps must be an int, got 5.0")):
+        with pytest.raises(TypeError, match=message):
+            lr_find(TinyNet(), data, CPU, **kwargs)
+    with pytest.raises(TypeError, match="data must be a DataBundle .* or a loader with len"):
+        lr_find(TinyNet(), iter(data.train), CPU)
+    with pytest.raises(TypeError, match="model must be a torch nn.Module, got NoneType"):
+        lr_find(None, data, CPU)
+    with pytest.raises(ValueError, match=r"spans more than a float can hold .*narrow the range"):
+        lr_find(TinyNet(), data, CPU, start_lr=1e-300, end_lr=1e300, steps=10)
+    result = lr_find(TinyNet(), data, CPU, start_lr=np.float64(1e-4), end_lr=np.float32(1e-2), steps=np.int64(6))
+    assert all(type(lr) is float for lr in result.lrs) and len(result.lrs) == 6
+
+
+def test_valley_and_steep_refuse_curves_they_cannot_read_and_the_plot_marks_a_rate_between_points():
+    for call, message in ((lambda: valley([], []), "at least 1 point"), (lambda: steep([1.0], [1.0]), "at least 2"),
+                          (lambda: valley([1.0, 2.0], [1.0]), "2 rates and 1 losses"),
+                          (lambda: steep([1e-3, 1e-3, 1e-2], [3.0, 2.0, 1.0]), "grow from point to point"),
+                          (lambda: valley([1e-3, 1e-2], [1.0, float("nan")]), "not finite")):
+        with pytest.raises(ValueError, match=message):
+            call()
+    result = LRFindResult(lrs=[1e-3, 1e-2, 1e-1], losses=[3.0, 2.0, 1.0], smoothed=[3.0, 2.0, 1.0], valley=5e-3,
+                          steep=1e-2, stopped=False, steps=3)
+    fig = lr_find_figure(result, title="resnet8 on fake")
+    try:
+        (mark,) = [ln for ln in fig.axes[0].lines if ln.get_label().startswith("valley")]
+        assert mark.get_ydata()[0] == 2.0  # the point nearest 5e-3 on a log axis: 1e-2
+        assert fig.axes[0].get_title() == "resnet8 on fake: 3 steps"  # how it ended follows the given title
+    finally:
+        plt.close(fig)
+
+
+def test_an_out_inside_a_file_is_refused_before_the_test(monkeypatch, capsys, tmp_path):
+    spy = CallSpy(monkeypatch, lr_finder.lr_find)
+    (tmp_path / "lf.png").write_bytes(b"")
+    assert main(["lr-find", *BASE, "--steps", "6", "--out", str(tmp_path / "lf.png" / "x.png")]) == 2
+    assert f"cannot write {tmp_path / 'lf.png' / 'x.png'}: {tmp_path / 'lf.png'} is a file, not a folder: choose another path" in \
+        capsys.readouterr().err
+    assert not spy.calls

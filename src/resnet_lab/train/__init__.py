@@ -15,7 +15,7 @@ from .config import TrainConfig
 from .device import resolve_device
 from .distributed import DistContext
 from .loop import EpochStats, History, TrainingDiverged, evaluate, train, train_one_epoch
-from .lr_finder import LRFindResult, lr_find, lr_find_figure, plot_lr_find
+from .lr_finder import LRFindInterrupted, LRFindResult, lr_find, lr_find_figure, plot_lr_find
 from .optim import build_optimizer, build_scheduler, param_groups
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DistContext",
     "EpochStats",
     "History",
+    "LRFindInterrupted",
     "LRFindResult",
     "TrainConfig",
     "TrainingDiverged",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from .optim import build_optimizer
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn
     from matplotlib.figure import Figure
 
-__all__ = ["LRFindResult", "lr_find", "lr_find_figure", "plot_lr_find", "steep", "valley"]
+__all__ = ["LRFindInterrupted", "LRFindResult", "lr_find", "lr_find_figure", "plot_lr_find", "steep", "valley"]
 
 BETA = 0.98  # fastai's AvgSmoothLoss: weight of the running average
 DIVERGE = 4.0  # fastai's LRFinder: stop when the smoothed loss exceeds 4x its minimum so far
@@ -70,6 +71,16 @@ class LRFindResult:
     stopped: bool
     steps: int
     beta: float = BETA
+    interrupted: bool = False
+
+
+class LRFindInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during the test: the model is back as it was, and ``result`` holds the
+    steps recorded until then, with suggestions as for a test of that many steps."""
+
+    def __init__(self, result: LRFindResult) -> None:
+        super().__init__(f"lr range test interrupted after {len(result.lrs)} of {result.steps} steps")
+        self.result = result
 
 
 class _Diverged(KeyboardInterrupt):
@@ -95,13 +106,26 @@ class _Recorder:
         return self.smoothed[-1] > self.diverge * min(self.smoothed)
 
 
+def _number(name: str, value, integral: bool = False):
+    """``value`` as a float (an int for ``integral``), numpy's scalars included; a string, a bool or
+    a tensor is refused naming the argument (a tensor made the recorded rates tensors)."""
+    kind = numbers.Integral if integral else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {'an int' if integral else 'a number'}, got {value!r}"
+                        + (" (a tensor: pass .item())" if isinstance(value, torch.Tensor) else ""))
+    return int(value) if integral else float(value)
+
+
 def _check_range(start_lr: float, end_lr: float, steps: int, beta: float, diverge: float) -> None:
     if not (math.isfinite(start_lr) and start_lr > 0):
         raise ValueError(f"start_lr (--start-lr) must be a finite number > 0, got {start_lr} (1e-7 is fastai's default)")
     if not (math.isfinite(end_lr) and end_lr > start_lr):
         raise ValueError(f"end_lr (--end-lr) must be finite and above start_lr ({start_lr:g}), got {end_lr} "
                          "(10 is fastai's default)")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+    if not math.isfinite(end_lr / start_lr):  # the rates' factor would overflow to inf on the way
+        raise ValueError(f"--start-lr {start_lr:g} to --end-lr {end_lr:g} spans more than a float can hold "
+                         "(a factor above 1e308): narrow the range (fastai's is 1e-7 to 10)")
+    if steps < 2:
         raise ValueError(f"steps (--steps) must be an int >= 2 (100 is fastai's default), got {steps!r}")
     if not 0 <= beta < 1:
         raise ValueError(f"beta must be in [0, 1) (0.98 is fastai's), got {beta}")
@@ -145,8 +169,9 @@ def _state_kept(model: nn.Module, loader, device: torch.device) -> Iterator[None
 
 
 def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, start_lr: float, end_lr: float,
-         steps: int, record: _Recorder) -> tuple[list[float], bool]:
-    """The steps themselves; returns the learning rates of the recorded steps and whether it stopped early."""
+         steps: int, record: _Recorder) -> tuple[list[float], bool, bool]:
+    """The steps themselves; returns the learning rates of the recorded steps, whether the loss
+    diverged and whether Ctrl-C (or SIGTERM) ended the test."""
     if len(loader) < 1:
         raise ValueError("the training loader yields no batch: lower --batch-size or use more data")
     base = unwrap(model)
@@ -167,7 +192,7 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
         if stop:
             raise _Diverged
 
-    stopped, epoch = False, 0
+    stopped, interrupted, epoch = False, False, 0
     try:
         while len(record.losses) < steps:  # as many passes over the loader as the steps need
             if hasattr(loader, "set_epoch"):
@@ -178,6 +203,8 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
             epoch += 1
     except (_Diverged, TrainingDiverged):  # TrainingDiverged: a non-finite loss or gradient norm
         stopped = True
+    except KeyboardInterrupt:  # the user's: the steps so far are kept (lr_find raises LRFindInterrupted)
+        interrupted = True
     except ValueError as e:
         if "made no optimizer step" not in str(e):
             raise
@@ -186,7 +213,7 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
                          "larger --batch-size or more data") from e
     finally:
         bar.close()
-    return [start_lr * lr_factor(i) for i in range(len(record.losses))], stopped
+    return [start_lr * lr_factor(i) for i in range(len(record.losses))], stopped, interrupted
 
 
 def lr_find(
@@ -207,7 +234,7 @@ def lr_find(
         data: a :class:`resnet_lab.data.DataBundle` (its ``train`` loader is used) or a loader yielding
             ``(x, y)``, with ``len``; it is read for as many passes as ``steps`` needs.
         config: the training recipe the test should match: ``optimizer``, ``momentum``, ``nesterov``,
-            ``weight_decay``, ``lr_scale``, ``norm_lr_scale``, ``label_smoothing``, ``grad_clip``, ``bf16``/``fp16``,
+            ``weight_decay``, ``lr_scale``, ``norm_lr_scale``, ``label_smoothing``, ``grad_clip``, ``sam``, ``bf16``/``fp16``,
             ``channels_last``, ``seed`` (dropout draws), ``device``, ``progress``; ``lr``, the schedule and
             the run-directory fields do not matter here, and ``ema``, ``lookahead``,
             ``progressive_resize``, ``mixup``, ``cutmix`` and ``checkpoint_segments`` are not
@@ -220,7 +247,15 @@ def lr_find(
 
     Returns:
         The :class:`LRFindResult`: learning rates, losses, smoothed losses and the suggestions.
+
+    Raises:
+        LRFindInterrupted: Ctrl-C (or SIGTERM) during the test, after the model is put back; its
+            ``result`` holds the steps measured until then.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    start_lr, end_lr = _number("start_lr", start_lr), _number("end_lr", end_lr)
+    steps, beta, diverge = _number("steps", steps, integral=True), _number("beta", beta), _number("diverge", diverge)
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}: TrainConfig(optimizer=..., ...)")
@@ -231,6 +266,9 @@ def lr_find(
     if hasattr(data, "info"):  # a DataBundle: the same checks as train's, before any step
         check_model_fits_info(model, data.info)
     loader = getattr(data, "train", data)
+    if not (hasattr(loader, "__len__") and hasattr(loader, "__iter__")):  # a generator has no length to plan by
+        raise TypeError(f"data must be a DataBundle (load_data(...)) or a loader with len(), got "
+                        f"{type(loader).__name__}")
     device = resolve_device(config.device)
     check_fp16(device, config.fp16)
     base, record = unwrap(model), _Recorder(beta, diverge)
@@ -239,10 +277,13 @@ def lr_find(
         base.to(device)
         if config.channels_last:
             base.to(memory_format=torch.channels_last)
-        lrs, stopped = _run(model, loader, config, device, start_lr, end_lr, steps, record)
+        lrs, stopped, interrupted = _run(model, loader, config, device, start_lr, end_lr, steps, record)
     valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps, stopped)
-    return LRFindResult(lrs=lrs, losses=record.losses, smoothed=record.smoothed, valley=valley_lr,
-                        steep=steep_lr, stopped=stopped, steps=steps, beta=beta)
+    result = LRFindResult(lrs=lrs, losses=record.losses, smoothed=record.smoothed, valley=valley_lr,
+                          steep=steep_lr, stopped=stopped, steps=steps, beta=beta, interrupted=interrupted)
+    if interrupted:  # after the state is back: the caller still learns of the Ctrl-C, with what was measured
+        raise LRFindInterrupted(result)
+    return result
 
 
 def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int,
@@ -252,12 +293,21 @@ def _suggest(lrs: Sequence[float], smoothed: Sequence[float], steps: int,
     fastai would fail there) and has at least ``MIN_POINTS`` losses; when the loss diverged that
     early, or fewer steps were asked, there is no valley to read, so no suggestion."""
     lo, hi = steps // 10, len(smoothed) - SKIP_END
-    if hi - lo < 2:
-        if stopped or len(smoothed) < MIN_POINTS:  # 2 or 3 points would name the first or the last rate
+    if hi - lo < MIN_POINTS:  # a window of 2 to 4 points names its first or last rate, not a valley
+        if stopped or len(smoothed) < MIN_POINTS:
             return None, None
         lo, hi = 0, len(smoothed)
     lrs, losses = list(lrs[lo:hi]), list(smoothed[lo:hi])
     return (valley(lrs, losses) if losses else None), (steep(lrs, losses) if len(losses) >= 2 else None)
+
+
+def _check_curve(lrs: Sequence[float], losses: Sequence[float], least: int) -> None:
+    if len(lrs) != len(losses):
+        raise ValueError(f"a curve needs one loss per learning rate, got {len(lrs)} rates and {len(losses)} losses")
+    if len(losses) < least:
+        raise ValueError(f"a suggestion needs at least {least} point{'s' if least > 1 else ''}, got {len(losses)}")
+    if not all(math.isfinite(v) for v in losses):
+        raise ValueError("a loss of the curve is not finite: leave the diverged points out, as lr_find records them")
 
 
 def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
@@ -266,7 +316,11 @@ def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
     The valley ends at the point with the longest decreasing subsequence before it; as fastai counts,
     it starts that length before its end, and the suggestion lies a third plus a sixth of the way in.
     O(n^2) in the number of points, as fastai's.
+
+    Raises:
+        ValueError: no point, lists of different lengths, or a loss that is not finite.
     """
+    _check_curve(lrs, losses, 1)
     n = len(losses)
     longest = [1] * n  # longest decreasing subsequence ending at each point
     start = end = 0
@@ -282,7 +336,15 @@ def valley(lrs: Sequence[float], losses: Sequence[float]) -> float:
 
 
 def steep(lrs: Sequence[float], losses: Sequence[float]) -> float:
-    """fastai's ``steep``: the learning rate at the start of the steepest fall of ``losses`` against log lr."""
+    """fastai's ``steep``: the learning rate at the start of the steepest fall of ``losses`` against log lr.
+
+    Raises:
+        ValueError: fewer than 2 points, lists of different lengths, a loss that is not finite, or
+            rates that do not grow.
+    """
+    _check_curve(lrs, losses, 2)
+    if any(not b > a > 0 for a, b in zip(lrs, lrs[1:])):
+        raise ValueError("steep needs learning rates > 0 that grow from point to point, as a range test records them")
     slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(losses) - 1)]
     return float(lrs[min(range(len(slopes)), key=slopes.__getitem__)])
 
@@ -292,15 +354,16 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> "Figure":
 
     Args:
         result: what :func:`lr_find` returned.
-        title: the figure's title (default: the steps taken and how the test ended).
+        title: what was tested (default "learning-rate range test"); the steps taken and how the
+            test ended follow it.
     """
     fig, ax = new_figure(figsize=(6.4, 4.0))
     ax.plot(result.lrs, result.losses, color="0.7", lw=0.8, label="loss")
     ax.plot(result.lrs, result.smoothed, color="C0", lw=1.6, label=f"smoothed loss (beta {result.beta:g})")
     for name, lr, marker, color in (("valley", result.valley, "o", "C3"), ("steep", result.steep, "s", "C2")):
-        if lr is not None:
-            ax.plot([lr], [result.smoothed[result.lrs.index(lr)]], marker, color=color, ms=8,
-                    label=f"{name}: {lr:.2e}")
+        if lr is not None and result.lrs:  # at the recorded point nearest the rate (a result made by hand
+            near = min(range(len(result.lrs)), key=lambda i: abs(math.log(result.lrs[i] / lr)))  # may not hold it)
+            ax.plot([lr], [result.smoothed[near]], marker, color=color, ms=8, label=f"{name}: {lr:.2e}")
     ax.set_xscale("log")
     if result.smoothed:  # the y range of the smoothed curve before the stop: the raw tail can be huge
         shown = result.smoothed[:-1] if result.stopped and len(result.smoothed) > 1 else result.smoothed
@@ -309,8 +372,9 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> "Figure":
         ax.set_ylim(lo - margin, hi + margin)
     steps = len(result.lrs)
     end = (f"diverged at lr {result.lrs[-1]:.2g}, step {steps}" if result.stopped and steps else
-           "the first loss was not finite" if result.stopped else f"{steps} steps")
-    ax.set(xlabel="learning rate", ylabel="training loss", title=title or f"learning-rate range test: {end}")
+           "the first loss was not finite" if result.stopped else
+           f"interrupted after {steps} of {result.steps} steps" if result.interrupted else f"{steps} steps")
+    ax.set(xlabel="learning rate", ylabel="training loss", title=f"{title or 'learning-rate range test'}: {end}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
