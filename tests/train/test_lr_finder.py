@@ -586,6 +586,7 @@ def test_an_out_inside_a_file_is_refused_before_the_test(monkeypatch, capsys, tm
     spy = CallSpy(monkeypatch, lr_finder.lr_find)
     (tmp_path / "lf.png").write_bytes(b"")
     assert main(["lr-find", *BASE, "--steps", "6", "--out", str(tmp_path / "lf.png" / "x.png")]) == 2
-    assert f"cannot write {tmp_path / 'lf.png' / 'x.png'}: {tmp_path / 'lf.png'} is a file, not a folder: choose another path" in \
+    blocking = tmp_path / "lf.png"
+    assert f"cannot write {blocking / 'x.png'}: {blocking} is a file, not a folder: choose another path" in \
         capsys.readouterr().err
     assert not spy.calls
