@@ -814,6 +814,9 @@ def cmd_finetune(args) -> int:
     """Read the source, load the target data with the weights' preprocessing, build and freeze the
     model, train."""
     check_transfer_options(args.strategy, args.unfreeze_from, args.backbone_lr_scale, args.freeze_epochs)
+    if args.lr is None:
+        args.lr = _FINETUNE_LR[args.optimizer]  # sgd: a tenth of train's; fine-tuning starts from a good point
+    config = _train_config(args, args.out)  # its refusals (--tensorboard without the package...) before any loading
     # One process (ONE_PROCESS): freezing changes requires_grad between phases and locks BN modules
     # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
@@ -836,9 +839,7 @@ def cmd_finetune(args) -> int:
         classes=list(data.info.classes), unfreeze_from=args.unfreeze_from, backbone_lr_scale=args.backbone_lr_scale,
     )
     print(plan.describe())
-    if args.lr is None:
-        args.lr = _FINETUNE_LR[args.optimizer]  # sgd: a tenth of train's; fine-tuning starts from a good point
-    history = finetune(model, data, _train_config(args, args.out), plan, freeze_epochs=args.freeze_epochs)
+    history = finetune(model, data, config, plan, freeze_epochs=args.freeze_epochs)
     return _report_run(history, args)
 
 

@@ -235,3 +235,29 @@ def test_a_new_run_replaces_only_its_own_event_files_and_a_resume_accepts_a_log_
     history = train(_fresh(), make_bundle(), _cfg(tmp_path / "b", epochs=2, resume=True, tensorboard=True))
     assert [e.step for e in _read(tmp_path / "b" / "tensorboard").Scalars("loss/train")] == [1, 2]
     assert len(history.epochs) == 2
+
+
+def test_a_broken_tensorboard_install_and_finetune_are_refused_before_anything_is_loaded(tmp_path, monkeypatch,
+                                                                                        capsys):
+    """A tensorboard package that imports but cannot serve torch's writer (broken, too old) failed
+    only when the writer was made, with torch's message and an empty run directory left behind; and
+    finetune loaded its source weights and data before refusing --tensorboard."""
+    import types
+
+    import resnet_lab.cli as cli
+
+    broken = types.ModuleType("tensorboard")  # imports, but has no __version__: torch's writer refuses it
+    monkeypatch.setitem(sys.modules, "tensorboard", broken)
+    for name in [m for m in sys.modules if m == "torch.utils.tensorboard" or m.startswith("torch.utils.tensorboard.")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(TensorBoardMissing, match=r"the installed tensorboard package does not load .*reinstall it"):
+        TrainConfig(out=str(tmp_path / "r"), tensorboard=True)
+    loaded = []
+    monkeypatch.setattr(cli, "load_source", lambda *a, **k: loaded.append(a))
+    for command in (["train", "--model", "resnet8"], ["finetune", "--from", "resnet8_fast:fashion-mnist",
+                                                      "--strategy", "head"]):
+        assert main([*command, *TINY_CLI, "--out", str(tmp_path / "run"), "--tensorboard"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not load" in err and "resnet-lab[tensorboard]" in err
+        assert not (tmp_path / "run").exists()
+    assert not loaded  # finetune refused before reading its source

@@ -55,6 +55,11 @@ def require_tensorboard() -> None:
     except ImportError as e:
         raise TensorBoardMissing(f"--tensorboard (TrainConfig.tensorboard) needs the tensorboard package: "
                                  f"{INSTALL_HINT}", name="tensorboard") from e
+    try:  # what the writer imports: a broken or too old install fails here, not after the run began
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  # optional: deferred
+    except ImportError as e:
+        raise TensorBoardMissing(f"--tensorboard (TrainConfig.tensorboard): the installed tensorboard package does "
+                                 f"not load ({e}); reinstall it: {INSTALL_HINT}", name="tensorboard") from e
 
 
 def run_hparams(facts: dict[str, dict[str, Any]], model_name: str) -> dict[str, Any]:
