@@ -286,6 +286,20 @@ class RunLock:
         RunLock._held.add(self)
         return self
 
+    @staticmethod
+    def is_held(run_dir: str | os.PathLike) -> bool:
+        """Whether a process (this one included) holds the lock of ``run_dir`` now; takes nothing."""
+        if fcntl is None:
+            return False
+        fd = os.open(run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing lets go of a shared lock it took
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -587,6 +601,9 @@ def find_model_json(source: str | os.PathLike) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    if source.is_dir() and RunLock.is_held(source):  # a run started there and has not saved yet
+        raise FileNotFoundError(f"{source} holds no checkpoint yet: a run is writing it and saves the first at the "
+                                "end of its first epoch; try again then")
     raise FileNotFoundError(
         f"no model.json found for {source} (looked at {', '.join(map(str, candidates))}). Pass a run "
         "directory written by `resnet-lab train`, or a .safetensors file that has its model.json beside it."

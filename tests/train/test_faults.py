@@ -907,3 +907,20 @@ def test_under_torchrun_an_empty_share_is_named_as_one_not_as_an_empty_set(monke
     with pytest.raises(ValueError, match=r"3 training image\(s\) over 2 processes leave each fewer than one batch; "
                                          r"use fewer processes"):
         loop._steps_per_epoch(data, TrainConfig(device="cpu"))
+
+
+def test_a_run_that_has_not_saved_yet_is_named_as_such_not_as_no_run(tmp_path, capsys):
+    """export/evaluate of a run directory whose training had not reached its first checkpoint said
+    "no model.json found ... Pass a run directory written by `resnet-lab train`" of a directory that
+    a train was writing."""
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with ckpt.RunLock(out):  # a training run started there
+        for argv in (["export", str(out), "--out", str(tmp_path / "m.onnx")], ["evaluate", str(out)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"{out} holds no checkpoint yet: a run is writing it and saves the first at the end" in err
+    assert main(["evaluate", str(out)]) == 2  # no writer: a folder that is no run
+    assert "no model.json found" in capsys.readouterr().err
