@@ -461,5 +461,11 @@ def test_deterministic_mode_is_the_callers_again_after_train_returns_or_fails(tm
         with pytest.raises(ValueError, match="no full batch"):  # refused in setup, after the model was prepared
             train(_fresh(), make_bundle(n_train=8), _cfg(epochs=1))
         assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1))
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1, resume=True))  # finished already: no training
+        assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+        with pytest.raises(ValueError, match="--lr"):  # a resume refused for another recipe
+            train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, lr=0.5, resume=True))
+        assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])

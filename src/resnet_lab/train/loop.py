@@ -708,6 +708,19 @@ def _step_hook(pos: Position, step_callbacks: Iterable[Callable[[dict], None]], 
 
 
 def _start(run: _Run, history: History) -> Position | None:
+    """:func:`_begin`, putting the caller's deterministic mode back when no training follows (a
+    refused resume, a run that already finished)."""
+    try:
+        pos = _begin(run, history)
+    except BaseException:
+        _restore_determinism(run.determinism)
+        raise
+    if pos is None:
+        _restore_determinism(run.determinism)
+    return pos
+
+
+def _begin(run: _Run, history: History) -> Position | None:
     """Begin or resume: the position to train from, or None for a run that already finished (the
     caller's model then holds what the run saved, its EMA when it has one, as after training)."""
     config = run.config
