@@ -52,7 +52,7 @@ test: setup data browser
 	$(PY) -m pytest -q -n 2 tests
 
 bench: setup data
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --wait-for-load 0.6 --max-wait-min 5
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache

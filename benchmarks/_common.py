@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterable, Iterator, NoReturn, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +56,12 @@ __all__ = [
     "add_quiet_args",
     "busy_reasons",
     "calibrate",
+    "check_doc",
     "command_line",
     "compile_cache_note",
     "cpu_seconds",
     "describe_machine",
+    "fail",
     "gemm_speed",
     "fmt_rate",
     "fmt_ratio",
@@ -74,11 +76,13 @@ __all__ = [
     "paired_ratio",
     "parse_proc_stat",
     "publish",
+    "python_name",
     "rate_rows",
     "run_standalone",
     "setup_threads",
     "spread",
     "train_step",
+    "unmarked_text",
     "update_doc",
     "verdict",
     "wait_for_quiet",
@@ -91,6 +95,16 @@ MAX_WAIT_MIN = 60.0  # --wait-for-load gives up after this many minutes unless -
 
 
 # ----------------------------------------------------------------------------- set-up
+
+
+def fail(message: str) -> NoReturn:
+    """Refuse bad input the project's way: one line ``error: MESSAGE`` on stderr, exit status 2.
+
+    Args:
+        message: names the bad value and the way out.
+    """
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def setup_threads(threads: int) -> None:
@@ -344,14 +358,28 @@ def command_line(argv: Sequence[str] | None = None, executable: str | None = Non
         executable: the interpreter (default ``sys.executable``).
     """
     argv = list(sys.argv if argv is None else argv)
-    exe = os.path.abspath(executable or sys.executable or "python")
-    inside = lambda path: os.path.commonpath([REPO, path]) == REPO  # noqa: E731
-    python = os.path.relpath(exe, REPO) if inside(exe) else os.path.basename(exe)
+    python = python_name(executable)
     if not argv or not argv[0]:
         return python
     script = os.path.abspath(argv[0])
-    shown = os.path.relpath(script, REPO) if inside(script) else script
+    shown = os.path.relpath(script, REPO) if _inside_repo(script) else script
     return " ".join(shlex.quote(a) for a in [python, shown, *argv[1:]])
+
+
+def _inside_repo(path: str) -> bool:
+    return os.path.commonpath([REPO, os.path.abspath(path)]) == REPO
+
+
+def python_name(executable: str | None = None) -> str:
+    """The interpreter as a recorded command names it: relative to the repository root when it lives
+    there (``.venv/bin/python``), else by its file name (``python3``), never a ``../..`` path into
+    another folder of this machine.
+
+    Args:
+        executable: the interpreter (default ``sys.executable``).
+    """
+    exe = os.path.abspath(executable or sys.executable or "python")
+    return os.path.relpath(exe, REPO) if _inside_repo(exe) else os.path.basename(exe)
 
 
 def machine_block(command: str, started: str, checks: Sequence["Quietness"],
@@ -946,6 +974,32 @@ def _block_re(key: str) -> re.Pattern:
     return re.compile(rf"<!-- bench:{re.escape(key)} -->\n.*?<!-- /bench:{re.escape(key)} -->\n?", re.S)
 
 
+def unmarked_text(path: str) -> str:
+    """The text of the document ``path`` outside its ``<!-- bench:KEY -->`` blocks, stripped ('' when
+    it is missing): what a ``head`` write of :func:`update_doc` would replace."""
+    old = Path(path).read_text() if os.path.isfile(path) else ""
+    return re.sub(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->\n?", "", old, flags=re.S).strip()
+
+
+def check_doc(path: str, flag: str) -> str:
+    """Refuse, before anything is measured, a document that :func:`update_doc` could not write:
+    an empty name (it would write ``.tmp`` in the working folder, then fail) or a folder.
+
+    Args:
+        path: the document a script is to update.
+        flag: the option that named it (for the message).
+
+    Returns:
+        ``path``.
+    """
+    default = os.path.relpath(BENCHMARKS_MD)
+    if not path.strip():
+        fail(f"{flag} {path!r} names no file: give a Markdown file (e.g. {default}), or leave {flag} out")
+    if os.path.isdir(path):
+        fail(f"{flag} {path} is a folder: give a Markdown file, e.g. {os.path.join(path, 'BENCHMARKS.md')}")
+    return path
+
+
 def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
     """Write ``text`` as the block ``key`` of the Markdown file ``path`` (atomically).
 
@@ -960,6 +1014,8 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
             the title, the summary, the older unmarked text it generated); other blocks follow it.
             Otherwise the block replaces its earlier version in place, or is appended.
     """
+    if not str(path).strip():  # "" would write ".tmp" in the working folder, then fail (check_doc says so first)
+        raise ValueError("update_doc needs a document path, got an empty one")
     old = Path(path).read_text() if os.path.exists(path) else ""
     block = f"<!-- bench:{key} -->\n{text.rstrip()}\n<!-- /bench:{key} -->\n"
     if head:

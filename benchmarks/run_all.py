@@ -26,11 +26,16 @@ import bench_infer
 import bench_mfu
 import bench_train
 from _common import (
-    BENCHMARKS_MD, BUSY_MARK, QUICK_MARK, Section, add_common_args, busy_reasons, command_line, load_average,
-    machine_line, markdown_table, may_write, now_utc, setup_threads, update_doc, wait_for_quiet,
+    BENCHMARKS_MD, BUSY_MARK, QUICK_MARK, Section, add_common_args, busy_reasons, check_doc, command_line, fail,
+    load_average, machine_line, markdown_table, may_write, now_utc, setup_threads, unmarked_text, update_doc,
+    wait_for_quiet,
 )
 
-__all__ = ["BENCHMARKS", "main", "render"]
+__all__ = ["BENCHMARKS", "MAKE_BENCH_FLAGS", "main", "render", "target"]
+
+# what `make bench` passes (the Makefile's bench target): the document names `make bench` beside a
+# command only when the two are the same run
+MAKE_BENCH_FLAGS = "--wait-for-load 0.6 --max-wait-min 5"
 
 BENCHMARKS = {
     "train": bench_train.build,
@@ -75,7 +80,8 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
         lines += [f"> **{BUSY_MARK}**: other processes ran during {sum(bool(busy_reasons(s.checks)) for s in sections)} "
                   "of these benchmarks (marked below); their figures are not to be quoted.", ""]
     lines += [
-        f"- command: `{command}` (or `make bench`), from the repository root",
+        f"- command: `{command}`{' (or `make bench`)' if command.endswith('run_all.py ' + MAKE_BENCH_FLAGS) else ''}, "
+        "from the repository root",
         f"- machine: {machine_line()}",
         f"- run: {started} to {finished} ({elapsed_s / 60:.1f} min); load average (1/5/15 min) "
         f"{la(load_start)} at start, {la(load_end)} at end",
@@ -107,6 +113,34 @@ def render(sections: list[Section], *, command: str, started: str, finished: str
     return "\n".join(lines).rstrip() + "\n"
 
 
+def target(args: argparse.Namespace) -> str:
+    """The file this run writes (``--out``; default docs/BENCHMARKS.md, a temporary file with ``--quick``),
+    refused before anything is measured where writing it would lose text: run_all's block is rewritten
+    whole and owns everything outside the other scripts' blocks.
+
+    Args:
+        args: parsed flags with ``out``, ``only`` and ``quick``.
+    """
+    if args.out is not None:
+        check_doc(args.out, "--out")  # "" is no file, not "the default"
+        out = args.out
+    else:
+        out = os.path.join(tempfile.gettempdir(), "BENCHMARKS.quick.md") if args.quick else BENCHMARKS_MD
+    doc = os.path.relpath(BENCHMARKS_MD)
+    if os.path.realpath(out) == os.path.realpath(BENCHMARKS_MD):
+        if set(args.only) != set(BENCHMARKS):  # a partial run would drop the other sections' figures
+            fail(f"--only {' '.join(args.only)} would leave the other benchmarks' sections out of {doc}, which "
+                 "run_all rewrites whole; run them all to update it, or give --out FILE")
+        if args.quick:
+            fail(f"--quick figures measure nothing and never replace {doc}'s: leave --out out (a temporary file) "
+                 "or give --out another FILE")
+    text = unmarked_text(out)
+    if text:
+        fail(f"--out {out} holds text that run_all did not write ({text[:40]!r}...), outside any "
+             "'<!-- bench:KEY -->' block, and run_all would replace it: give a new file, or one run_all wrote")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks named by ``--only`` (default all) and write the document when they were
     measured on a quiet machine. Returns the exit status (1: busy machine or a failed benchmark,
@@ -121,14 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None,
                         help="where to write the Markdown (default docs/BENCHMARKS.md; with --quick a temporary file)")
     args = parser.parse_args(argv)
-    if set(args.only) != set(BENCHMARKS) and args.out is None and not args.quick:
-        # the run_all block is rewritten whole: a partial run would drop the other sections' figures
-        parser.error(f"--only {' '.join(args.only)} would leave the other benchmarks' sections out of "
-                     f"{os.path.relpath(BENCHMARKS_MD)}, which run_all rewrites whole; run them all to update it, "
-                     "or give --out FILE")
+    out = target(args)
     setup_threads(args.threads)
     wait_for_quiet(args)
-    out = args.out or (os.path.join(tempfile.gettempdir(), "BENCHMARKS.quick.md") if args.quick else BENCHMARKS_MD)
     command = command_line()
     started, load_start, t0 = now_utc(), load_average(), time.perf_counter()
     print(f"benchmarks {', '.join(args.only)}; load average {load_start[0]:.2f}; writing {out}", flush=True)

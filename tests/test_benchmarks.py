@@ -1118,3 +1118,69 @@ def test_make_demo_replaces_only_the_last_demos_run_files_and_leaves_a_users_fol
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in demo.iterdir()) == ["model.json", "notes.txt"]
     assert (demo / "model.json").read_text() == "ran\n" and (demo / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- QA of the scripts (2026-12-06)
+
+
+def _run_all_measuring_nothing(monkeypatch, ran: list):
+    import run_all
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (lambda *a, k=k: ran.append(k) or Section(k, "body"))
+                                                for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
+    monkeypatch.setattr(run_all, "render", lambda *a, **k: "new figures")
+    monkeypatch.setattr(run_all, "may_write", lambda *a, **k: True)
+    return run_all
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv", [["--only", "mfu", "--out", ""], ["--out", ""], ["--out", "   "],
+                                  ["--only", "mfu", "--out", _common.BENCHMARKS_MD],
+                                  ["--quick", "--out", _common.BENCHMARKS_MD]])
+def test_run_all_refuses_an_out_that_would_replace_the_real_figures_before_measuring(argv, monkeypatch, capsys):
+    # --out "" was taken for "no --out": docs/BENCHMARKS.md lost sections 1-4 to a --only mfu run
+    ran = []
+    run_all = _run_all_measuring_nothing(monkeypatch, ran)
+    monkeypatch.setattr(run_all, "update_doc", lambda *a, **k: pytest.fail("wrote a document"))
+    with pytest.raises(SystemExit) as e:
+        run_all.main(argv)
+    assert e.value.code == 2 and ran == []
+    assert "--out" in _one_error_line(capsys)
+
+
+def test_run_all_refuses_a_file_of_prose_it_did_not_write_and_keeps_other_blocks_of_its_own(tmp_path, monkeypatch,
+                                                                                           capsys):
+    ran = []
+    run_all = _run_all_measuring_nothing(monkeypatch, ran)
+    notes = tmp_path / "n.md"
+    notes.write_text("# My notes\n\nprose\n")
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--quick", "--only", "mfu", "--out", str(notes)])
+    assert e.value.code == 2 and ran == [] and notes.read_text() == "# My notes\n\nprose\n"
+    assert str(notes) in _one_error_line(capsys)
+    own = tmp_path / "own.md"  # a file of blocks only: run_all's own is rewritten, the others kept
+    _common.update_doc(str(own), "threads", "T1")
+    assert run_all.main(["--quick", "--only", "mfu", "--out", str(own)]) == 0
+    assert ran == ["mfu"] and "new figures" in own.read_text() and "T1" in own.read_text()
+
+
+def test_make_bench_runs_the_command_the_document_names_and_only_that_command_names_it(monkeypatch):
+    import run_all
+
+    make = (BENCHMARKS.parent / "Makefile").read_text()
+    recipe = re.search(r"^bench:.*\n\t(.*)$", make, re.M).group(1)
+    assert recipe == f"$(PY) benchmarks/run_all.py {run_all.MAKE_BENCH_FLAGS}"
+    doc = (BENCHMARKS.parent / "docs" / "BENCHMARKS.md").read_text()
+    assert f"run_all.py {run_all.MAKE_BENCH_FLAGS}` (or `make bench`)" in doc
+    monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    kw = dict(started="s", finished="f", elapsed_s=1.0, load_start=(0.0,) * 3, load_end=(0.0,) * 3, quick=False)
+    assert "(or `make bench`)" in run_all.render([], command=f"python benchmarks/run_all.py {run_all.MAKE_BENCH_FLAGS}",
+                                                 **kw)
+    assert "make bench" not in run_all.render([], command="python benchmarks/run_all.py --repeats 1", **kw)
