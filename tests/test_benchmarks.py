@@ -847,7 +847,7 @@ def test_ablation_waits_for_a_quiet_machine_only_when_asked(tmp_path, monkeypatc
     monkeypatch.setattr(ablate_recipe, "machine_line", lambda: "m")
     loads[:] = [0.9, 0.9]
     assert ablate_recipe.main(["--dry-run", "--out", str(tmp_path)]) == 0 and waited == []
-    loads[:] = [0.9, 0.9]
+    loads[:] = [0.9]  # one reading per look
     assert ablate_recipe.main(["--dry-run", "--out", str(tmp_path), "--wait-for-load", "0.5"]) == 0
     assert len(waited) == 1  # 0.9 >= 0.5: one pause, then 0.4: start
 
@@ -1184,3 +1184,15 @@ def test_make_bench_runs_the_command_the_document_names_and_only_that_command_na
     assert "(or `make bench`)" in run_all.render([], command=f"python benchmarks/run_all.py {run_all.MAKE_BENCH_FLAGS}",
                                                  **kw)
     assert "make bench" not in run_all.render([], command="python benchmarks/run_all.py --repeats 1", **kw)
+
+
+def test_wait_for_load_says_when_it_gives_up_and_never_waits_past_max_wait_min(monkeypatch, capsys):
+    clock, slept = [0.0], []
+    monkeypatch.setattr(_common, "load_average", lambda: (2.34, 2.0, 2.0))
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_common.time, "sleep", lambda s: (slept.append(s), clock.__setitem__(0, clock[0] + s)))
+    parser = _common.add_quiet_args(argparse.ArgumentParser())
+    _common.wait_for_quiet(parser.parse_args(["--wait-for-load", "0.6", "--max-wait-min", "0.5"]), poll_s=60)
+    assert sum(slept) == 30  # half a minute, not a whole poll of 60 s
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "gave up waiting after 0.5 min" in last and "2.34" in last and "0.6" in last
