@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 
-from _common import (BENCHMARKS_MD, QuietMeter, Section, add_quiet_args, command_line, describe_machine,
-                     machine_block, markdown_table, now_utc, publish, wait_for_quiet)
+from _common import (BENCHMARKS_MD, QuietMeter, Section, add_quiet_args, check_doc, command_line, describe_machine,
+                     gemm_speed, machine_block, markdown_table, now_utc, publish, wait_for_quiet)
 from _common import positive_int
 
 __all__ = ["CONTENDERS", "build", "main", "measure"]
@@ -87,7 +87,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "optimizers import on their first step (most of what torchvision's import cost); the other commands "
         "do not.\n"
     )
-    machine = {**describe_machine(), "threads": "1"}  # process start-up is single-threaded
+    # process start-up is single-threaded: the machine line's threads and its GEMM probe say 1 alike
+    machine = {**describe_machine(), "threads": "1", "speed": gemm_speed(1)}
     return Section("10. Start-up time", machine_block(command, started, checks, machine) + "\n" + body,
                    checks=checks, quick=args.quick)
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'startup' block is written (when quiet)")
     add_quiet_args(p)
     args = p.parse_args(argv)
+    check_doc(args.doc, "--doc")  # before the measurement, not after it
     wait_for_quiet(args)
     return publish(build(args, command_line()), args, doc=args.doc, key="startup")
 

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, command_line, describe_machine, machine_block,
-    markdown_table, now_utc, publish, train_step, wait_for_quiet,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, describe_machine,
+    machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
 from _common import positive_int
 
@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         out = child(Config(args.threads, args.policy, args.contended), size, args.own_load)
         print(RESULT + json.dumps(out), flush=True)
         return 0
+    check_doc(args.doc, "--doc")  # before the measurement, not after it
     wait_for_quiet(args)
     return publish(build(args, command_line()), args, doc=args.doc, key="threads")
 

@@ -48,7 +48,7 @@ from typing import Callable, Iterable
 
 import torch
 from _common import (
-    BENCHMARKS_MD, Run, Section, add_quiet_args, command_line, compile_cache_note, error_line, fmt_rate,
+    BENCHMARKS_MD, Run, Section, add_quiet_args, check_doc, command_line, compile_cache_note, error_line, fmt_rate,
     machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
     wait_for_quiet, want_compile,
 )
@@ -401,6 +401,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.recipe = DRY_RECIPE if args.dry_run else RECIPE
     if args.seeds is not None and args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.write:
+        check_doc(args.doc, "--doc")  # before the GPU's minutes are spent, not after
     return args
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, command_line, machine_block, markdown_table,
-    accuracy_fraction, now_utc, positive_int, publish, setup_threads, verdict, wait_for_quiet,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, machine_block,
+    markdown_table, accuracy_fraction, now_utc, positive_int, publish, setup_threads, verdict, wait_for_quiet,
 )
 from fashion_mnist import RECIPES
 from torch.utils.data import DataLoader, Subset
@@ -342,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.flags and not args.worker:
         p.error(f"unexpected arguments {' '.join(args.flags)}")
+    if not args.worker:
+        check_doc(args.doc, "--doc")  # before either pipeline runs, not after both
     if not args.worker and not Path(args.data_dir).is_dir():  # before either pipeline starts
         p.error(f"--data-dir {args.data_dir} is not a folder: give the one with the four Fashion-MNIST IDX files "
                 f"(apt-get install dataset-fashion-mnist puts them in {DEBIAN_FASHION_MNIST})")

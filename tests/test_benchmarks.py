@@ -1196,3 +1196,43 @@ def test_wait_for_load_says_when_it_gives_up_and_never_waits_past_max_wait_min(m
     assert sum(slept) == 30  # half a minute, not a whole poll of 60 s
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "gave up waiting after 0.5 min" in last and "2.34" in last and "0.6" in last
+
+
+@pytest.mark.parametrize("doc", ["", " "])
+def test_a_doc_that_names_no_file_is_refused_before_anything_is_measured(doc, tmp_path, monkeypatch, capsys):
+    # bench_startup --doc "" measured for minutes, then failed with FileNotFoundError and left a ".tmp" behind
+    monkeypatch.chdir(tmp_path)
+    measured = []
+    monkeypatch.setattr(bench_startup, "run_once", lambda code: measured.append(code) or 1.0)
+    monkeypatch.setattr(bench_threads, "_measure", lambda *a: measured.append("threads") or ({}, {}))
+    monkeypatch.setattr(peer_torchvision, "_run", lambda *a: measured.append("peer"))
+    (tmp_path / "data").mkdir()
+    for main, argv in ((bench_startup.main, ["--repeats", "1", "--allow-busy"]), (bench_threads.main, ["--quick"]),
+                       (peer_torchvision.main, ["--quick", "--data-dir", str(tmp_path / "data")]),
+                       (gpu_parse_args(), ["--write"])):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--doc", doc])
+        assert e.value.code == 2 and measured == []
+        assert "--doc" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # no stray .tmp
+
+
+def gpu_parse_args():
+    import gpu
+
+    return gpu.parse_args
+
+
+def test_the_startup_machine_line_gives_threads_and_gemm_probe_at_the_same_count(monkeypatch):
+    monkeypatch.setattr(bench_startup, "run_once", lambda code: 1.0)
+    monkeypatch.setattr(bench_startup, "QuietMeter", lambda *a, **k: SimpleNamespace(stop=lambda: q()))
+    monkeypatch.setattr(_common, "gemm_speed", lambda threads: f"GEMM probe at {threads} thread(s)")
+    monkeypatch.setattr(bench_startup, "gemm_speed", _common.gemm_speed, raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the benchmarks' own count; start-up runs at 1
+    try:
+        text = bench_startup.build(argparse.Namespace(quick=True, repeats=1), "cmd").markdown()
+    finally:
+        torch.set_num_threads(before)
+    line = next(x for x in text.splitlines() if x.startswith("- machine: "))
+    assert "1 torch threads, GEMM probe at 1 thread(s)" in line
