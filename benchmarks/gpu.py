@@ -48,7 +48,8 @@ from typing import Callable, Iterable
 
 import torch
 from _common import (
-    BENCHMARKS_MD, Run, Section, add_quiet_args, check_doc, command_line, compile_cache_note, error_line, fmt_rate,
+    BENCHMARKS_MD, Run, Section, add_quiet_args, check_doc, command_line, compile_cache_note, error_line, fail,
+    fmt_rate,
     machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
     wait_for_quiet, want_compile,
 )
@@ -56,7 +57,7 @@ from _common import accuracy_fraction, positive_int
 from bench_data import torchvision_loader
 from peer_torchvision import time_to
 
-from resnet_lab import create_model
+from resnet_lab import create_model, model_info
 from resnet_lab.cli import build_parser
 from resnet_lab.data import load_data
 
@@ -114,7 +115,7 @@ def recipe_command(recipe: str, *, dataset: str, data_dir: str | None, device: t
         amp: :func:`amp_flag`.
 
     Raises:
-        ValueError: the recipe gives a flag the script sets itself.
+        ValueError: the recipe gives a flag the script sets itself, or names no model of resnet-lab.
     """
     flags = shlex.split(recipe)
     own = [f for f in flags if f.split("=")[0] in OWN_FLAGS]
@@ -125,7 +126,8 @@ def recipe_command(recipe: str, *, dataset: str, data_dir: str | None, device: t
         flags = ["--fp16" if f == "--bf16" else f for f in flags]
     flags += ["--dataset", dataset, *(["--data-dir", data_dir] if data_dir else []), "--device", str(device),
               "--seed", str(seed), "--out", out, "--no-progress"]
-    build_parser().parse_args(["train", *flags])  # a bad recipe fails here, with argparse's message
+    ns = build_parser().parse_args(["train", *flags])  # a bad recipe fails here, with argparse's message
+    model_info(ns.model)  # and an unknown model here (ValueError), not after the other parts were measured
     return ["train", *flags]
 
 
@@ -371,7 +373,7 @@ def failed_parts(section: Section) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda", help="a CUDA device (default cuda)")
+    p.add_argument("--device", default=None, help="a CUDA device (default cuda; not with --dry-run, on the CPU)")
     p.add_argument("--dry-run", action="store_true",
                    help="on the CPU, tiny sizes, a few steps, a one-epoch recipe; writes nothing")
     p.add_argument("--dataset", choices=("fashion-mnist", "fake"), default="fashion-mnist",
@@ -403,6 +405,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
     if args.write:
         check_doc(args.doc, "--doc")  # before the GPU's minutes are spent, not after
+    if args.write and not args.dry_run and set(args.parts) != set(PARTS):
+        # the block is written whole: a subset would drop the other parts' figures from it
+        fail(f"--write with --parts {' '.join(args.parts)} would replace the whole '{KEY}' block of {args.doc}, "
+             f"dropping the other parts' figures: measure all of {' '.join(PARTS)} to write it, or leave --write out "
+             "(the section is printed)")
+    if args.dry_run and args.device is not None:
+        fail(f"--dry-run runs on the CPU, so --device {args.device} would be ignored: leave one of them out")
     return args
 
 
@@ -413,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
     args = parse_args(argv)
-    device = torch.device("cpu") if args.dry_run else torch.device(args.device)
+    try:
+        device = torch.device("cpu") if args.dry_run else torch.device(args.device or "cuda")
+    except RuntimeError:
+        fail(f"--device {args.device} is no device: give cuda or cuda:N (or --dry-run to check the script on a CPU)")
     if not args.dry_run and (device.type != "cuda" or not torch.cuda.is_available()):
         print(NO_CUDA, file=sys.stderr)
         return 2

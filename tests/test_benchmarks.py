@@ -1236,3 +1236,29 @@ def test_the_startup_machine_line_gives_threads_and_gemm_probe_at_the_same_count
         torch.set_num_threads(before)
     line = next(x for x in text.splitlines() if x.startswith("- machine: "))
     assert "1 torch threads, GEMM probe at 1 thread(s)" in line
+
+
+def test_gpu_write_with_a_subset_of_parts_is_refused_since_the_block_is_written_whole(capsys):
+    # --parts step --write replaced the whole gpu block: the data and recipe tables were lost
+    gpu = pytest.importorskip("gpu")
+    with pytest.raises(SystemExit) as e:
+        gpu.parse_args(["--parts", "step", "--write"])
+    assert e.value.code == 2 and "--parts step" in _one_error_line(capsys)
+    assert gpu.parse_args(["--parts", "step"]).parts == ["step"]  # printing a subset is fine
+    assert gpu.parse_args(["--write"]).write  # all three parts write the block
+    assert gpu.parse_args(["--dry-run", "--parts", "step", "--write"]).dry_run  # a dry run writes nothing anyway
+
+
+@pytest.mark.parametrize("argv, names", [(["--device", "nonsense"], "--device nonsense"),
+                                         (["--dry-run", "--device", "cuda:1"], "--device cuda:1"),
+                                         (["--dry-run", "--dataset", "fake", "--recipe=--model nope"], "nope")])
+def test_gpu_refuses_a_bad_device_or_recipe_in_one_line_before_measuring(argv, names, monkeypatch, capsys):
+    gpu = pytest.importorskip("gpu")
+    measured = []
+    for part in gpu.PARTS:
+        monkeypatch.setitem(gpu.PARTS, part, lambda *a, part=part: measured.append(part) or ("", []))
+    with pytest.raises(SystemExit) as e:
+        code = gpu.main(argv)
+        raise SystemExit(code)
+    assert e.value.code == 2 and measured == []
+    assert names in _one_error_line(capsys)
