@@ -34,12 +34,18 @@ import tempfile
 from pathlib import Path
 
 from _common import (
-    BUSY_MARK, QUICK_MARK, QuietMeter, Quietness, add_quiet_args, busy_reasons, command_line, machine_line, may_write,
-    now_utc, wait_for_quiet,
+    BUSY_MARK, QUICK_MARK, QuietMeter, Quietness, add_quiet_args, busy_reasons, command_line, fail, machine_line,
+    may_write, now_utc, wait_for_quiet,
 )
 from _common import positive_int
 
+from resnet_lab import model_info
+from resnet_lab.train.device import resolve_device
+
 VENV_BIN = Path(sys.executable).parent
+# the sizes of a run, and of a --quick one; a size given on the command line wins over either
+FULL = {"repeats": 3, "epochs": 3, "subset": 2048}
+QUICK = {"repeats": 1, "epochs": 2, "subset": 512}
 
 
 def _free_port() -> int:
@@ -74,21 +80,38 @@ def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, work
     return statistics.median(rates), meter.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, with the sizes of --quick (or a full run) where none was given, and the model and
+    device checked by resnet-lab itself: a bad one is refused in one line before anything runs."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
-    p.add_argument("--subset", type=positive_int, default=2048, help="training images per epoch")
-    p.add_argument("--epochs", type=positive_int, default=3)
+    p.add_argument("--subset", type=positive_int, default=None,
+                   help=f"training images per epoch (default {FULL['subset']}, --quick {QUICK['subset']})")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"default {FULL['epochs']}, --quick {QUICK['epochs']}")
     p.add_argument("--nproc", type=positive_int, default=2)
-    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=None,
+                   help=f"default {FULL['repeats']}, --quick {QUICK['repeats']}")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs of 512 images (smoke)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 1 repeat, 2 epochs of 512 images unless --repeats, --epochs, --subset say")
     add_quiet_args(p)
     a = p.parse_args(argv)
+    for name, value in (QUICK if a.quick else FULL).items():
+        if getattr(a, name) is None:
+            setattr(a, name, value)
+    try:
+        model_info(a.model)
+        resolve_device(a.device)
+    except (ValueError, RuntimeError) as e:  # the runs would fail one by one, each with a traceback
+        fail(str(e))
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
     wait_for_quiet(a)
-    if a.quick:
-        a.repeats, a.epochs, a.subset = 1, 2, 512
     cores = os.cpu_count() or 1
     n = a.nproc
     # (label, processes, threads per process, sync-bn); threads only matter on CPU.

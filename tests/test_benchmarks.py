@@ -1262,3 +1262,27 @@ def test_gpu_refuses_a_bad_device_or_recipe_in_one_line_before_measuring(argv, n
         raise SystemExit(code)
     assert e.value.code == 2 and measured == []
     assert names in _one_error_line(capsys)
+
+
+def test_bench_distributed_quick_keeps_the_sizes_given_explicitly():
+    import bench_distributed
+
+    a = bench_distributed.parse_args(["--quick", "--epochs", "4", "--repeats", "2", "--subset", "256"])
+    assert (a.epochs, a.repeats, a.subset) == (4, 2, 256)  # --quick overrode all three
+    a = bench_distributed.parse_args(["--quick"])
+    assert (a.epochs, a.repeats, a.subset) == (2, 1, 512)
+    a = bench_distributed.parse_args(["--epochs", "5"])
+    assert (a.epochs, a.repeats, a.subset) == (5, 3, 2048)
+
+
+@pytest.mark.parametrize("flag, value", [("--model", "nope"), ("--device", "nope")])
+def test_bench_distributed_refuses_a_bad_model_or_device_in_one_line_before_any_run(flag, value, monkeypatch, capsys):
+    import bench_distributed
+
+    def run_one(*a):
+        raise RuntimeError("a training run started")
+
+    monkeypatch.setattr(bench_distributed, "run_one", run_one)
+    with pytest.raises(SystemExit) as e:
+        bench_distributed.main(["--quick", flag, value])
+    assert e.value.code == 2 and repr(value) in _one_error_line(capsys)
