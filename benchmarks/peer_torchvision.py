@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, machine_block,
-    markdown_table, accuracy_fraction, now_utc, positive_int, publish, setup_threads, verdict, wait_for_quiet,
+    markdown_table, accuracy_fraction, fail, now_utc, positive_int, publish, python_name, setup_threads, verdict,
+    wait_for_quiet,
 )
 from fashion_mnist import RECIPES
 from torch.utils.data import DataLoader, Subset
@@ -60,7 +61,7 @@ from resnet_lab.models import whiten_first_conv
 from resnet_lab.train import TrainConfig, build_scheduler
 from resnet_lab.train.optim import warmup_steps
 
-__all__ = ["compare", "main", "prepare_root", "recipe_flags", "time_to"]
+__all__ = ["compare", "main", "missing_idx", "prepare_root", "recipe_flags", "time_to"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = RECIPES["demo"][3]  # the flags of `make demo`
@@ -106,6 +107,12 @@ def recipe_flags(*, epochs: int | None = None, augment: bool | None = None, subs
     if data_dir is not None:
         flags = _with_flag(flags, "--data-dir", data_dir)
     return flags
+
+
+def missing_idx(source: str | Path) -> list[str]:
+    """The Fashion-MNIST IDX files that ``source`` holds neither plain nor as ``.gz``."""
+    return [name for name in IDX_FILES if not (Path(source) / name).is_file()
+            and not (Path(source) / f"{name}.gz").is_file()]
 
 
 def prepare_root(source: str | Path, root: str | Path) -> Path:
@@ -250,7 +257,8 @@ class Outcome:
 
 def _shown(cmd: list[str], tmp: str) -> str:
     """``cmd`` as the reader would type it: from the repository root, the temporary folder as $TMP."""
-    text = shlex.join(cmd).replace(tmp, "$TMP").replace(sys.executable, os.path.relpath(sys.executable, ROOT))
+    # the interpreter as command_line names it: never a ../../ path from the repository to a venv elsewhere
+    text = shlex.join(cmd).replace(tmp, "$TMP").replace(sys.executable, python_name(sys.executable))
     return "OMP_NUM_THREADS=1 " + text.replace(f"{ROOT}{os.sep}", "")
 
 
@@ -347,6 +355,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.worker and not Path(args.data_dir).is_dir():  # before either pipeline starts
         p.error(f"--data-dir {args.data_dir} is not a folder: give the one with the four Fashion-MNIST IDX files "
                 f"(apt-get install dataset-fashion-mnist puts them in {DEBIAN_FASHION_MNIST})")
+    missing = [] if args.worker else missing_idx(args.data_dir)
+    if missing:  # prepare_root would fail with a traceback, after the wait for a quiet machine
+        fail(f"--data-dir {args.data_dir} lacks {', '.join(missing)} (or .gz): give the folder with the four "
+             f"Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist puts them in {DEBIAN_FASHION_MNIST})")
     return args
 
 

@@ -1286,3 +1286,21 @@ def test_bench_distributed_refuses_a_bad_model_or_device_in_one_line_before_any_
     with pytest.raises(SystemExit) as e:
         bench_distributed.main(["--quick", flag, value])
     assert e.value.code == 2 and repr(value) in _one_error_line(capsys)
+
+
+def test_peer_refuses_a_data_dir_without_the_idx_files_in_one_line_before_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(peer_torchvision, "_run", lambda *a: pytest.fail("a pipeline ran"))
+    with pytest.raises(SystemExit) as e:
+        peer_torchvision.main(["--quick", "--data-dir", str(tmp_path)])
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and str(tmp_path) in err and "train-images-idx3-ubyte" in err
+
+
+def test_peer_records_an_interpreter_outside_the_repository_by_its_name(monkeypatch):
+    # a venv outside the repository was recorded as ../../../work/main/.venv/bin/python
+    monkeypatch.setattr(sys, "executable", "/opt/elsewhere/.venv/bin/python")
+    cmd = ["/opt/elsewhere/.venv/bin/python", "-m", "resnet_lab", "train", "--out", "/tmp/peer_x/ours"]
+    assert peer_torchvision._shown(cmd, "/tmp/peer_x") == "OMP_NUM_THREADS=1 python -m resnet_lab train --out $TMP/ours"
+    inside = str(BENCHMARKS.parent / ".venv" / "bin" / "python")
+    monkeypatch.setattr(sys, "executable", inside)
+    assert peer_torchvision._shown([inside, "-m", "resnet_lab"], "/no/such/tmp") == "OMP_NUM_THREADS=1 .venv/bin/python -m resnet_lab"
