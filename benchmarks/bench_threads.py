@@ -11,7 +11,7 @@ the CLI's default.
 How: every configuration runs in a fresh Python process (``--child``), because OpenMP reads
 ``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY`` once, when torch loads. A contended configuration
 starts one competitor (``--spin``: a 1-thread process multiplying matrices without pause) and waits
-until it spins before timing. Each child times ``--steps`` steps after ``--warmup`` untimed ones;
+until it spins before timing. Each child times ``--steps`` steps after 2 untimed ones (1 with ``--quick``);
 the configurations run in turn, the order reversed every other repeat, so drift hits all alike.
 
 Quietness: each child measures its own timed steps (``_common.Quietness``). Its busy threads are
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, describe_machine,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, describe_machine, fail,
     machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
 from _common import positive_int
@@ -240,6 +240,16 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    twice = sorted({p for p in args.policies if args.policies.count(p) > 1})
+    if twice:  # each would run twice per repeat, and the table would still say one repeat
+        fail(f"--policies names {', '.join(twice)} more than once: give each policy once (--repeats N runs "
+             "every configuration N times)")
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags, the hidden ones of the processes this script starts itself included."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="batch 8, 1+2 steps, 1 repeat: checks the script runs")
     p.add_argument("--repeats", type=positive_int, default=None, help="processes per configuration (default 2, --quick 1)")
@@ -256,7 +266,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--own-load", type=float, default=3.0, help=argparse.SUPPRESS)
     p.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spin-size", type=int, default=FULL["spin_size"], help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:

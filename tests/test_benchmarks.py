@@ -1304,3 +1304,13 @@ def test_peer_records_an_interpreter_outside_the_repository_by_its_name(monkeypa
     inside = str(BENCHMARKS.parent / ".venv" / "bin" / "python")
     monkeypatch.setattr(sys, "executable", inside)
     assert peer_torchvision._shown([inside, "-m", "resnet_lab"], "/no/such/tmp") == "OMP_NUM_THREADS=1 .venv/bin/python -m resnet_lab"
+
+
+def test_bench_threads_refuses_a_policy_named_twice_and_its_docstring_names_only_its_own_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_threads.parse_args(["--policies", "ACTIVE", "ACTIVE"])  # ran twice, reported as 1 repeat
+    assert e.value.code == 2 and "ACTIVE" in _one_error_line(capsys)
+    assert bench_threads.parse_args(["--policies", "unset", "ACTIVE"]).policies == ["unset", "ACTIVE"]
+    flags = set(bench_threads.build_parser()._option_string_actions)
+    named = set(re.findall(r"``(--[\w-]+)``", bench_threads.__doc__))
+    assert named and named <= flags, named - flags  # it promised a --warmup flag
