@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from _common import (
-    BUSY_MARK, QuietMeter, Quietness, add_quiet_args, machine_line, may_write, setup_threads, wait_for_quiet,
+    BUSY_MARK, QuietMeter, Quietness, add_quiet_args, fail, machine_line, may_write, setup_threads, wait_for_quiet,
 )
 from _common import positive_int
 
@@ -415,6 +415,53 @@ def _earlier_results(path: Path) -> list[dict]:
     return [r for r in results if isinstance(r, dict) and "recipe" in r] if isinstance(results, list) else []
 
 
+#: What a result record holds for its row and block of docs/RESULTS.md (see :func:`summarize`).
+RESULT_KEYS = ("recipe", "purpose", "command", "final_acc", "best_acc", "epochs", "wall_seconds", "images_per_second",
+               "target", "budget_minutes", "target_reached_at", "machine", "date")
+
+
+def _saved_results(saved: Path) -> list[dict]:
+    """The result records of OUT/results.json, refused in one line when it is missing or not this script's."""
+    if not saved.is_file():
+        raise SystemExit(f"error: --record-only found no {saved}: it records the results.json that a run of "
+                         "this script wrote there; give that run's --out, or run the recipes first")
+    try:
+        results = json.loads(saved.read_text())
+    except ValueError as e:
+        raise SystemExit(f"error: {saved} is not a results file of this script ({e}); give the --out of a "
+                         "finished run") from None
+    if not isinstance(results, list):
+        fail(f"{saved} is not a results file of this script (a {type(results).__name__}, not a list of results); "
+             "give the --out of a finished run")
+    for i, r in enumerate(results):
+        lacks = [k for k in RESULT_KEYS if k not in r] if isinstance(r, dict) else ["everything: it is no record"]
+        if lacks:
+            fail(f"{saved} is not a results file of this script: entry {i + 1} lacks {', '.join(lacks)}; give "
+                 "the --out of a finished run")
+    return results
+
+
+def _record_only(a: argparse.Namespace) -> int:
+    """--record-only: write docs/RESULTS.md from OUT/results.json (the named recipes', or all); nothing trains."""
+    ignored = [flag for flag, value in (("--seeds", a.seeds), ("--threads", a.threads),
+                                        ("--wait-for-load", a.wait_for_load), ("--max-wait-min", a.max_wait_min))
+               if value is not None]
+    if ignored:
+        fail(f"--record-only trains nothing, so {', '.join(ignored)} would be ignored: the results keep the seeds "
+             "and threads of the run that wrote them; leave them out")
+    saved = Path(a.out) / "results.json"
+    results = _saved_results(saved)
+    absent = [n for n in a.recipes if n not in {r["recipe"] for r in results}]
+    if absent:
+        fail(f"{saved} holds no result of {', '.join(absent)}: name recipes it holds "
+             f"({', '.join(sorted({r['recipe'] for r in results})) or 'none'}), or none to record them all")
+    for r in results:
+        r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
+        if a.host is not None:
+            r["host"] = a.host
+    return record([r for r in results if not a.recipes or r["recipe"] in a.recipes], allow_busy=a.allow_busy)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the named recipes (or list them, or re-record earlier results); returns the exit status.
 
@@ -425,10 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
-    p.add_argument("--threads", type=positive_int, default=_env_threads(),
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
                         "default, one per core); the recorded command carries it")
-    p.add_argument("--seeds", type=positive_int, default=1, help="run each recipe with --seed 0..N-1 and report the mean "
+    p.add_argument("--seeds", type=positive_int, default=None, help="run each recipe with --seed 0..N-1 and report the mean "
                    "(default 1: the recipe's own seed)")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
@@ -440,27 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.host is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", a.host):
         raise SystemExit(f"error: --host {a.host!r}: use letters, digits, '-' and '_' only (it names a block "
                          "of docs/RESULTS.md and an image file)")
+    unknown = [n for n in a.recipes if n not in RECIPES]
+    if unknown:  # --record-only too: it exited 0 having recorded nothing
+        fail(f"unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)} (see --list)")
     if a.record_only:
-        saved = Path(a.out) / "results.json"
-        if not saved.is_file():
-            raise SystemExit(f"error: --record-only found no {saved}: it records the results.json that a run of "
-                             "this script wrote there; give that run's --out, or run the recipes first")
-        try:
-            results = json.loads(saved.read_text())
-        except ValueError as e:
-            raise SystemExit(f"error: {saved} is not a results file of this script ({e}); give the --out of a "
-                             "finished run") from None
-        for r in results:
-            r.setdefault("run_dir", str(Path(a.out) / r["recipe"]))
-            if a.host is not None:
-                r["host"] = a.host
-        return record([r for r in results if not a.recipes or r["recipe"] in a.recipes], allow_busy=a.allow_busy)
+        return _record_only(a)
+    a.threads = _env_threads() if a.threads is None else a.threads
+    a.seeds = 1 if a.seeds is None else a.seeds
     if a.list or not a.recipes:
         _list_recipes()
         return 0
-    unknown = [n for n in a.recipes if n not in RECIPES]
-    if unknown:
-        raise SystemExit(f"error: unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)}")
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))

@@ -1314,3 +1314,26 @@ def test_bench_threads_refuses_a_policy_named_twice_and_its_docstring_names_only
     flags = set(bench_threads.build_parser()._option_string_actions)
     named = set(re.findall(r"``(--[\w-]+)``", bench_threads.__doc__))
     assert named and named <= flags, named - flags  # it promised a --warmup flag
+
+
+@pytest.mark.parametrize("saved, says", [({"a": 1}, "a dict, not a list"), ([{"recipe": "demo"}], "entry 1 lacks purpose"),
+                                         (["demo"], "entry 1 lacks everything")])
+def test_record_only_refuses_a_results_json_that_is_not_this_scripts_in_one_line(saved, says, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.setattr(fashion_mnist, "record", lambda *a, **k: pytest.fail("recorded"))
+    (tmp_path / "results.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as e:
+        fashion_mnist.main(["--record-only", "--out", str(tmp_path)])
+    assert e.value.code == 2 and says in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv, says", [(["nope"], "unknown recipe(s) nope"), (["resnet20"], "no result of resnet20"),
+                                        (["--seeds", "3"], "--seeds"), (["--threads", "2"], "--threads"),
+                                        (["--wait-for-load", "0.5"], "--wait-for-load")])
+def test_record_only_refuses_what_it_would_ignore(argv, says, tmp_path, monkeypatch, capsys):
+    # --record-only nope exited 0 having recorded nothing; --seeds and --threads did nothing
+    monkeypatch.setattr(fashion_mnist, "record", lambda *a, **k: pytest.fail("recorded"))
+    (tmp_path / "results.json").write_text(json.dumps([_result()]))
+    with pytest.raises(SystemExit) as e:
+        fashion_mnist.main(["--record-only", "--out", str(tmp_path), *argv])
+    assert e.value.code == 2 and says in _one_error_line(capsys)
