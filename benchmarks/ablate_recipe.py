@@ -20,24 +20,32 @@ falls below minus that sd); otherwise its effect is inside the seed-to-seed spre
     python benchmarks/ablate_recipe.py --list
     python benchmarks/ablate_recipe.py --epochs 2 --seeds 3 --jobs 2 --write
     python benchmarks/ablate_recipe.py --dry-run          # fake data, tiny model: checks the script
+
+A dry run trains in a temporary folder unless ``--out`` names one (never one that holds a real
+ablation's runs). ``--write`` puts the table into docs/RESULTS.md as the block of its epoch budget
+and variant set: a later run of the same command replaces it, another set stands beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import (BUSY_MARK, QuietMeter, add_quiet_args, machine_line, now_utc, setup_threads, update_doc,
+from _common import (BUSY_MARK, QuietMeter, add_quiet_args, fail, machine_line, now_utc, setup_threads, update_doc,
                      wait_for_quiet)
 from _common import positive_int
 
@@ -217,27 +225,64 @@ def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall
         timing = (f"{args.jobs} runs side by side: the seconds are relative only; the accuracies do not depend "
                   "on the load (fixed seed and threads)")
     return (f"### Fast-training options, one at a time: {args.epochs} epoch(s), {args.seeds} seeds\n\n"
-            f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *sys.argv[1:]])}\n```\n\n"
+            f"```\n{' '.join(['python benchmarks/ablate_recipe.py', *getattr(args, 'argv', sys.argv[1:])])}\n```\n\n"
             f"Base: `{base['command']}`. Machine: {machine_line()}. "
             f"Started {started}; {loads}; {timing}; "
             f"{wall / 60:.0f} min in all.\n\n{table(rows, base['epoch_seconds'])}\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--epochs", type=positive_int, default=2)
-    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--epochs", type=positive_int, default=None, help="the fixed budget (default 2, --dry-run 1)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3, --dry-run 2)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (each with --threads threads)")
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
+    p.add_argument("--out", default=None,
+                   help="where the runs and ablation.json go (default runs/ablation; --dry-run: a temporary folder)")
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
-    p.add_argument("--dry-run", action="store_true", help="fake data, tiny images, 1 epoch, 2 seeds; writes no doc")
+    p.add_argument("--dry-run", action="store_true",
+                   help="fake data, tiny images, 1 epoch, 2 seeds unless --epochs, --seeds say; writes no doc")
     # No --allow-busy: a busy ablation is still written, since its accuracies hold (its block then
     # says its seconds are no figure).
     add_quiet_args(p, allow_busy=False)
-    a = p.parse_args(argv)
+    return p
+
+
+def _settle(a: argparse.Namespace) -> None:
+    """The budget and the folder: explicit values win over the defaults of a run or a dry run; what a
+    dry run cannot do, or would destroy, is refused before anything trains."""
+    a.epochs = a.epochs or (1 if a.dry_run else 2)
+    a.seeds = a.seeds or (2 if a.dry_run else 3)
+    if not a.dry_run:
+        a.out = a.out if a.out is not None else str(ROOT / "runs" / "ablation")
+        return
+    if a.write:
+        fail("--dry-run's fake-data figures are never written to docs/RESULTS.md, so --write would be ignored: "
+             "leave one of them out")
+    if a.out is not None and _real_runs(Path(a.out)):
+        fail(f"--out {a.out} holds a real ablation ({_real_runs(Path(a.out))[0]}), which a dry run would replace: "
+             "leave --out out (a temporary folder) or give another folder")
+
+
+def _real_runs(out: Path) -> list[Path]:
+    """What under ``out`` a real ablation left: its ablation.json, or runs not trained on a dry run's fake data."""
+    saved = _read_json(out / "ablation.json")
+    commands = [str(r.get("command", "")) for r in saved.get("runs", []) if isinstance(r, dict)] if isinstance(
+        saved, dict) else []
+    found = [out / "ablation.json"] if any("--dataset " in c and "--dataset fake" not in c for c in commands) else []
+    for run in sorted(out.glob("*/seed*")):
+        done = _read_json(run / RUN_RECORD)
+        dry = isinstance(done, dict) and "fake" in done.get("argv", [])
+        if not dry and run.is_dir() and any(run.iterdir()):
+            found.append(run)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # the command the block records
     if a.list:
         for k, v in VARIANTS.items():
             print(f"{k:<20} {v.what}")
@@ -249,9 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "base" not in names:
         names = ["base", *names]
+    _settle(a)
+    key = block_key(a.epochs, a.variants) if a.write else None  # the block is chosen before the runs
+    with contextlib.ExitStack() as stack:
+        if a.out is None:  # a dry run's own folder, gone when it ends
+            a.out = stack.enter_context(tempfile.TemporaryDirectory(prefix="ablation-dry-run-"))
+        return _ablate(a, names, key)
+
+
+def _ablate(a: argparse.Namespace, names: list[str], key: str | None) -> int:
+    """Train every variant with every seed, print the block, keep ablation.json, write the block under ``key``."""
     base = DRY_BASE if a.dry_run else BASE
-    if a.dry_run:
-        a.epochs, a.seeds, a.write = 1, 2, False
     setup_threads(a.threads)  # the block's machine line names the runs' threads (and probes GEMM at them)
     wait_for_quiet(a)
     started, t0 = now_utc(), time.perf_counter()
@@ -265,15 +318,41 @@ def main(argv: list[str] | None = None) -> int:
     block = report(rows, a, started, quiet, time.perf_counter() - t0, reused=reused)
     print(block)
     (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
-    if a.write:
-        update_doc(str(RESULTS), block_key(a.epochs), block)
+    if key is not None:
+        update_doc(str(RESULTS), key, block)
     return 0
 
 
-def block_key(epochs: int) -> str:
-    """The RESULTS.md block of an ablation at ``epochs`` epochs: one per budget, so a longer
-    ablation stands beside the shorter one instead of replacing it."""
-    return f"ablation-{epochs}-epochs"
+def _variant_set(variants) -> str:
+    """The variants a command ran, as one text: ``all`` (none named, or every one), else the sorted names with base."""
+    chosen = set(variants)
+    if not chosen or chosen >= set(VARIANTS):
+        return "all"
+    return "-".join(sorted(chosen | {"base"}))
+
+
+def _ablation_blocks(doc: Path) -> dict[str, str]:
+    """The ablation blocks of ``doc``: key -> the command its code block records."""
+    text = doc.read_text() if doc.is_file() else ""
+    found = re.finditer(r"<!-- bench:(ablation-[\w-]+) -->\n.*?```\n(.*?)\n```.*?<!-- /bench:\1 -->", text, re.S)
+    return {m.group(1): m.group(2) for m in found}
+
+
+def block_key(epochs: int, variants=(), doc: Path | None = None) -> str:
+    """The RESULTS.md block of an ablation at ``epochs`` epochs of ``variants`` (none: all): one per budget
+    and variant set, so a longer ablation, or one of other variants, stands beside the others instead
+    of replacing them. A block in ``doc`` whose recorded command ran the same budget and set keeps its
+    key (``ablation-2-epochs``, ``ablation-5-epochs``: named before the set was part of the key)."""
+    want = _variant_set(variants)
+    for key, command in _ablation_blocks(RESULTS if doc is None else doc).items():
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # a command this parser no longer reads matches nothing
+                ns = build_parser().parse_args(shlex.split(command)[2:])
+        except SystemExit:
+            continue
+        if (ns.epochs or 2) == epochs and _variant_set(ns.variants) == want:
+            return key
+    return f"ablation-{epochs}-epochs-{want}"
 
 
 if __name__ == "__main__":

@@ -1337,3 +1337,65 @@ def test_record_only_refuses_what_it_would_ignore(argv, says, tmp_path, monkeypa
     with pytest.raises(SystemExit) as e:
         fashion_mnist.main(["--record-only", "--out", str(tmp_path), *argv])
     assert e.value.code == 2 and says in _one_error_line(capsys)
+
+
+def _fake_ablation_runs(monkeypatch) -> list[tuple]:
+    calls = []
+
+    def run_one(name, seed, epochs, base, out_root, threads):
+        calls.append((name, seed, epochs, out_root))
+        return {"variant": name, "seed": seed, "final_acc": 0.9, "epoch_seconds": 1.0, "first_epoch_seconds": 1.0,
+                "command": f"resnet-lab train {base}"}
+
+    monkeypatch.setattr(ablate_recipe, "run_one", run_one)
+    monkeypatch.setattr(ablate_recipe, "machine_line", lambda: "m")
+    return calls
+
+
+def test_an_ablation_dry_run_trains_in_a_temporary_folder_with_the_budget_given(tmp_path, monkeypatch):
+    # --dry-run used runs/ablation: it deleted a real ablation's runs and replaced its ablation.json
+    monkeypatch.setattr(ablate_recipe, "ROOT", tmp_path / "repo")
+    calls = _fake_ablation_runs(monkeypatch)
+    assert ablate_recipe.main(["--dry-run", "ema", "--epochs", "3", "--seeds", "1"]) == 0
+    assert not (tmp_path / "repo").exists()
+    assert sorted((n, s, e) for n, s, e, _ in calls) == [("base", 0, 3), ("ema", 0, 3)]  # both were dropped
+    assert not calls[0][3].exists()  # the temporary folder is gone with the dry run
+
+
+def test_an_ablation_dry_run_refuses_a_folder_of_real_runs_and_write(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ablate_recipe, "ROOT", tmp_path / "repo")
+    calls = _fake_ablation_runs(monkeypatch)
+    real = tmp_path / "base" / "seed0"
+    real.mkdir(parents=True)
+    (real / "metrics.jsonl").write_text('{"test_acc": 0.9}\n')
+    for argv in (["--out", str(tmp_path)], ["--write"]):
+        with pytest.raises(SystemExit) as e:
+            ablate_recipe.main(["--dry-run", *argv])
+        assert e.value.code == 2 and argv[0] in _one_error_line(capsys)
+    assert calls == [] and (real / "metrics.jsonl").is_file()
+    (real / ablate_recipe.RUN_RECORD).write_text(json.dumps({"argv": ["train", "--dataset", "fake"], "threads": 1}))
+    assert ablate_recipe.main(["--dry-run", "--out", str(tmp_path)]) == 0  # an earlier dry run's folder is fine
+    saved = tmp_path / "only_json"  # a real ablation's table, its runs moved away
+    saved.mkdir()
+    (saved / "ablation.json").write_text(json.dumps({"runs": [{"command": f"resnet-lab train {ablate_recipe.BASE}"}]}))
+    with pytest.raises(SystemExit):
+        ablate_recipe.main(["--dry-run", "--out", str(saved)])
+    assert "ablation.json" in _one_error_line(capsys) and not (tmp_path / "repo").exists()
+
+
+def test_an_ablation_block_is_keyed_by_its_variant_set_and_the_existing_blocks_keep_their_keys(tmp_path, monkeypatch):
+    # `base mixup cutmix --epochs 5 --write` replaced the ema/lookahead 5-epoch table
+    assert ablate_recipe.block_key(2) == "ablation-2-epochs"  # the commands that wrote docs/RESULTS.md's blocks
+    assert ablate_recipe.block_key(5, ["base", "ema", "lookahead", "no_label_smoothing"]) == "ablation-5-epochs"
+    assert ablate_recipe.block_key(5, ["mixup", "cutmix"]) == "ablation-5-epochs-base-cutmix-mixup"
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text((BENCHMARKS.parent / "docs" / "RESULTS.md").read_text())
+    monkeypatch.setattr(ablate_recipe, "RESULTS", doc)
+    _fake_ablation_runs(monkeypatch)
+    before = re.search(r"<!-- bench:ablation-5-epochs -->.*?<!-- /bench:ablation-5-epochs -->", doc.read_text(), re.S)
+    argv = ["base", "mixup", "cutmix", "--epochs", "5", "--seeds", "1", "--out", str(tmp_path), "--write"]
+    assert ablate_recipe.main(argv) == 0
+    text = doc.read_text()
+    assert before.group(0) in text and "<!-- bench:ablation-5-epochs-base-cutmix-mixup -->" in text
+    assert "python benchmarks/ablate_recipe.py base mixup cutmix --epochs 5" in text  # the command, not pytest's
+    assert ablate_recipe.block_key(5, ["cutmix", "mixup", "base"], doc) == "ablation-5-epochs-base-cutmix-mixup"
