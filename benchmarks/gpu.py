@@ -23,8 +23,9 @@ then exits with status 1 without writing the docs.
 
 ``--dry-run`` runs all three on the CPU at tiny sizes (a few steps, a one-epoch recipe), to check the
 script without a GPU: its figures measure nothing and it never writes the docs. Without ``--dry-run``
-the script needs CUDA; ``--write`` puts the section into docs/BENCHMARKS.md (block ``gpu``), and only
-when the CPU side of the machine was quiet (``_common.Quietness``; ``--allow-busy`` to override).
+the script needs CUDA; ``--write`` puts the section into docs/BENCHMARKS.md (block ``gpu``, replaced
+whole, so only with all three ``--parts``), and only when the CPU side of the machine was quiet
+(``_common.Quietness``; ``--allow-busy`` to override).
 
     .venv/bin/python benchmarks/gpu.py                     # on a CUDA machine: print the section
     .venv/bin/python benchmarks/gpu.py --write             # ... and write it into docs/BENCHMARKS.md

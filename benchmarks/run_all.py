@@ -8,7 +8,9 @@ script writes its block (title, summary, sections 1-6); bench_threads.py and pee
 each write their own block after it, which this script keeps. Nothing is written when any benchmark
 ran on a busy machine (see ``_common.Quietness``): the script says why and exits with status 1,
 unless ``--allow-busy`` (the figures are then marked INVALID). A ``--quick`` run writes to a
-temporary file unless ``--out`` is given, so it never replaces the real figures.
+temporary file unless ``--out`` is given, so it never replaces the real figures. Before anything is
+measured, an ``--out`` that would lose text is refused: an empty name, docs/BENCHMARKS.md with
+``--only`` or ``--quick``, and an existing file with text outside ``<!-- bench:KEY -->`` blocks.
 """
 
 from __future__ import annotations
