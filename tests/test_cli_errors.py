@@ -1016,3 +1016,24 @@ def test_finetune_from_a_json_points_at_the_weights_beside_it_and_that_command_w
         assert not (tmp_path / "ft").exists()
     assert main(["finetune", "--from", str(run), "--strategy", "head", *TRAIN[2:], "--epochs", "1",
                  "--out", str(tmp_path / "ft")]) == 0
+
+
+def test_a_missing_dependency_is_named_with_the_way_out(monkeypatch, capsys):
+    """Python's bare "No module named 'matplotlib'" (a declared dependency uninstalled) said nothing
+    of what to do; an optional extra's own message is left as it is."""
+    import resnet_lab.cli as cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", missing)
+    assert main(["models"]) == 2
+    _one_line_error(capsys, "No module named 'matplotlib': matplotlib is a dependency of resnet-lab that this "
+                            "Python environment lacks; reinstall resnet-lab's dependencies")
+
+    def extra(args):
+        raise ModuleNotFoundError("--tensorboard needs the tensorboard package: pip install x", name="tensorboard")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", extra)
+    assert main(["models"]) == 2
+    assert "dependency of resnet-lab" not in _one_line_error(capsys, "needs the tensorboard package")

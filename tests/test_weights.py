@@ -339,3 +339,15 @@ def test_torchvision_style_calls_are_pointed_at_weights_and_a_weights_entry_is_t
     with pytest.raises(ValueError, match=r"weights resnet20:fashion-mnist are resnet20's, not resnet8_fast's: "
                                          r"create_model\('resnet20', weights='fashion-mnist'\)"):
         create_model("resnet8_fast", weights=entry)
+
+
+def test_torch_hub_names_a_missing_dependency_in_one_line():
+    """A hub user without tqdm (which importing resnet_lab needs) got a ModuleNotFoundError traceback
+    out of hubconf.py: torch.hub checks `dependencies` only after hubconf has imported."""
+    code = ("import sys; sys.modules['tqdm'] = None; import torch\n"
+            f"torch.hub.load({str(ROOT)!r}, 'resnet8_fast', source='local')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and last.startswith("RuntimeError: resnet-lab's hub entry points need the tqdm package")
+    assert "pip install" in last

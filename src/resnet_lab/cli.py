@@ -916,6 +916,15 @@ _OS_HINTS = {
 }
 
 
+def _missing_module_hint(e: Exception) -> str:
+    """The way out of Python's bare "No module named 'X'" (our optional extras say theirs): a
+    dependency of resnet-lab went missing from the environment."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name or str(e) != f"No module named {e.name!r}":
+        return ""
+    return (f": {e.name.split('.')[0]} is a dependency of resnet-lab that this Python environment lacks; reinstall "
+            "resnet-lab's dependencies (pip install resnet-lab, or make setup in a checkout)")
+
+
 def _describe_os_error(e: OSError) -> str:
     """One line for a failed file operation: which file, what went wrong, what to do."""
     if e.filename is None or e.strerror is None:  # raised by us with a full message already
@@ -1042,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_out_of_memory(e)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, RuntimeError, ImportError) as e:  # bad input or a missing extra, named
-        print(f"error: {_out_of_memory(e) if _OOM_TEXT in str(e) else e}", file=sys.stderr)
+        print(f"error: {_out_of_memory(e) if _OOM_TEXT in str(e) else e}{_missing_module_hint(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is our bug: still one line, the traceback on request
         if os.environ.get("RESNET_LAB_DEBUG"):
