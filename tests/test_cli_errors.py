@@ -1037,3 +1037,14 @@ def test_a_missing_dependency_is_named_with_the_way_out(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "models", extra)
     assert main(["models"]) == 2
     assert "dependency of resnet-lab" not in _one_line_error(capsys, "needs the tensorboard package")
+
+
+def test_predict_cam_without_the_extra_is_refused_before_any_prediction(trained, tmp_path, monkeypatch, capsys):
+    import sys
+
+    run, image = trained
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # the cam extra not installed
+    assert main(["predict", str(run), str(image), "--cam", str(tmp_path / "cam.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "cam.png").exists()
+    assert captured.err.startswith("error: Grad-CAM needs the optional extra: pip install 'resnet-lab[cam]'")

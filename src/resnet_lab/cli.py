@@ -25,7 +25,7 @@ from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
 from .data.folder import holds_out
 from .data.transforms import TTA_PATTERNS
-from .deploy.cam import cam_paths, save_cams
+from .deploy.cam import cam_paths, require_cam, save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, predict_images
 from .experiments import list_experiments, run_experiment
@@ -774,7 +774,8 @@ def _names_a_model(arg: str) -> bool:
 def cmd_predict(args) -> int:
     images = list(args.images)
     if args.cam and not args.onnx and args.run:
-        cam_paths(images, args.cam)  # every map's destination, before any prediction is made
+        require_cam()  # the extra, before any prediction is made
+        cam_paths(images, args.cam)  # every map's destination, too
     if args.cam and args.onnx:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")

@@ -28,7 +28,7 @@ from ..runs import (OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, arch_outputs, atomic_wr
                     load_model)
 from .predict import image_paths, load_image
 
-__all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "save_cams"]
+__all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "require_cam", "save_cams"]
 
 #: appended to an image's stem to name its map when ``--cam`` is a directory.
 CAM_SUFFIX = "_cam.png"
@@ -61,6 +61,15 @@ def _one_image(image_tensor: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"grad_cam takes one image, (C, H, W) or (1, C, H, W), got shape {tuple(image_tensor.shape)}")
     # A frozen backbone leaves the layer's output without a graph; a grad-requiring input keeps one.
     return x.detach().requires_grad_(True)
+
+
+def require_cam() -> None:
+    """Raise an ImportError saying how to install it when the grad-cam extra is missing: callers
+    (``predict --cam``) check before any work, not after the predictions."""
+    try:
+        import pytorch_grad_cam  # noqa: F401  # optional extra: pip install 'resnet-lab[cam]'
+    except ImportError as e:
+        raise ImportError(f"Grad-CAM needs the optional extra: {_INSTALL}") from e
 
 
 def _grad_cam(model: nn.Module, x: torch.Tensor, target_class: int | None, layer: str | None) -> tuple[np.ndarray, int]:
