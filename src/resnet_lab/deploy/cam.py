@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -67,7 +68,7 @@ def require_cam() -> None:
     """Raise an ImportError saying how to install it when the grad-cam extra is missing: callers
     (``predict --cam``) check before any work, not after the predictions."""
     try:
-        import pytorch_grad_cam  # noqa: F401  # optional extra: pip install 'resnet-lab[cam]'
+        importlib.import_module("pytorch_grad_cam")  # optional extra: pip install 'resnet-lab[cam]'
     except ImportError as e:
         raise ImportError(f"Grad-CAM needs the optional extra: {_INSTALL}") from e
 

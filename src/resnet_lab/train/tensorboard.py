@@ -16,6 +16,7 @@ from, and reading the run back gives each epoch once.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
@@ -51,12 +52,12 @@ class TensorBoardMissing(ModuleNotFoundError, RuntimeError):
 def require_tensorboard() -> None:
     """Raise :class:`TensorBoardMissing`, saying how to install it, when ``tensorboard`` is absent."""
     try:
-        import tensorboard  # noqa: F401  # optional extra: pip install resnet-lab[tensorboard]
+        importlib.import_module("tensorboard")  # optional extra: pip install resnet-lab[tensorboard]
     except ImportError as e:
         raise TensorBoardMissing(f"--tensorboard (TrainConfig.tensorboard) needs the tensorboard package: "
                                  f"{INSTALL_HINT}", name="tensorboard") from e
     try:  # what the writer imports: a broken or too old install fails here, not after the run began
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  # optional: deferred
+        importlib.import_module("torch.utils.tensorboard")  # optional: loads the extra
     except ImportError as e:
         raise TensorBoardMissing(f"--tensorboard (TrainConfig.tensorboard): the installed tensorboard package does "
                                  f"not load ({e}); reinstall it: {INSTALL_HINT}", name="tensorboard") from e
