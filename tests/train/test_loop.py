@@ -1,4 +1,5 @@
 import copy
+import importlib
 import json
 import math
 
@@ -469,3 +470,21 @@ def test_deterministic_mode_is_the_callers_again_after_train_returns_or_fails(tm
         assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
+def test_ctrl_c_during_setup_is_not_replaced_by_a_failing_restore(monkeypatch):
+    """A Ctrl-C inside torch's lazy imports (during setup) left them half loaded; putting the
+    deterministic mode back then raised "module 'sympy' has no attribute 'logic'", which the CLI
+    reported as an unexpected error instead of "interrupted"."""
+    loop = importlib.import_module("resnet_lab.train.loop")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def half_loaded(*args, **kwargs):
+        raise AttributeError("module 'sympy' has no attribute 'logic'")
+
+    monkeypatch.setattr(loop, "_build_run", interrupted)
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", half_loaded)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh(), make_bundle(), _cfg(epochs=1))

@@ -617,9 +617,15 @@ def _determinism() -> tuple[bool, bool, bool]:
             torch.backends.cudnn.benchmark)
 
 
-def _restore_determinism(state: tuple[bool, bool, bool]) -> None:
-    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
-    torch.backends.cudnn.benchmark = state[2]
+def _restore_determinism(state: tuple[bool, bool, bool], quiet: bool = False) -> None:
+    """Put ``state`` back; ``quiet``: on the way out of an error or Ctrl-C, whose report must not
+    be replaced by this one's (a Ctrl-C inside torch's lazy imports leaves them half loaded)."""
+    try:
+        torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+        torch.backends.cudnn.benchmark = state[2]
+    except Exception:
+        if not quiet:
+            raise
 
 
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
@@ -629,7 +635,7 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     try:
         run = _build_run(model, data, config, meta, log)
     except BaseException:
-        _restore_determinism(determinism)
+        _restore_determinism(determinism, quiet=True)
         raise
     run.determinism = determinism
     return run
@@ -643,7 +649,7 @@ def _close(run: _Run, board, history: History) -> None:
             board.close(history)
     finally:
         run.ckpt.close()
-        _restore_determinism(run.determinism)
+        _restore_determinism(run.determinism, quiet=True)  # in a finally: never over an error in flight
 
 
 def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
@@ -713,7 +719,7 @@ def _start(run: _Run, history: History) -> Position | None:
     try:
         pos = _begin(run, history)
     except BaseException:
-        _restore_determinism(run.determinism)
+        _restore_determinism(run.determinism, quiet=True)
         raise
     if pos is None:
         _restore_determinism(run.determinism)
