@@ -924,3 +924,39 @@ def test_a_run_that_has_not_saved_yet_is_named_as_such_not_as_no_run(tmp_path, c
             assert f"{out} holds no checkpoint yet: a run is writing it and saves the first at the end" in err
     assert main(["evaluate", str(out)]) == 2  # no writer: a folder that is no run
     assert "no model.json found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stopped_after", [1, 2])
+def test_a_second_ctrl_c_just_after_an_epochs_checkpoint_says_it_was_saved(tmp_path, monkeypatch, stopped_after):
+    """A second Ctrl-C while an epoch's plots were drawn (its checkpoint already committed) said
+    "nothing of epoch N was saved", and the next --resume went on from epoch N + 1."""
+    from resnet_lab.train import loop
+    from resnet_lab.train.checkpoint import Checkpointer
+
+    real = Checkpointer.end_epoch
+
+    def end_epoch(self, history, confusion, *, improved):
+        real(self, history, confusion, improved=improved)
+        if history.last["epoch"] == stopped_after:
+            raise loop._HardStop("signal 2")  # in the plots, after the save
+
+    monkeypatch.setattr(Checkpointer, "end_epoch", end_epoch)
+    said, out = [], tmp_path / "run"
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out, epochs=2), log=said.append)
+    line = next(s for s in said if "stopped at once" in s)
+    assert f"after epoch {stopped_after} was saved" in line
+    assert ("the run is complete" in line) == (stopped_after == 2) and "nothing of" not in line
+    assert json.loads((out / "model.json").read_text())["epoch"] == stopped_after
+
+
+def test_a_ctrl_c_after_the_last_epoch_says_the_run_is_complete(tmp_path):
+    def stop_at_the_end(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt  # as Ctrl-C during the last plots: the stop is taken after the epoch
+
+    said = []
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", epochs=2), callbacks=[stop_at_the_end], log=said.append)
+    line = next(s for s in said if "interrupted" in s)
+    assert "after epoch 2 of 2" in line and "the run is complete" in line and "resume with the same command" not in line

@@ -203,6 +203,7 @@ class Checkpointer:
         # the last evaluated epoch's test confusion matrix, saved with every checkpoint (with plots on)
         # so that a resume can redraw a confusion.png that a kill left older than the checkpoint
         self.confusion: dict[str, Any] | None = None
+        self.saved_at: tuple[int, int] | None = None  # (epoch, step) of the last checkpoint this process wrote
 
     def start(self, history) -> Position:
         """Resume (``config.resume``) or begin a run; returns the position to train from. The
@@ -296,6 +297,7 @@ class Checkpointer:
                             "partial": pos.partial if pos.step else None,
                             "confusion": self.confusion,
                         })
+        self.saved_at = (int(pos.epoch), int(pos.step))  # committed: a stop from here on loses nothing of it
 
     def refresh_curves(self, history) -> None:
         """Redraw ``curves.png`` and ``confusion.png`` when they are missing or older than the last

@@ -762,6 +762,10 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         pos.partial = run.epoch_stats.state_dict()
     if ckpt.run_dir is None:
         say("\ninterrupted (no --out, nothing saved)")
+    elif hard and ckpt.saved_at == (pos.epoch + 1, 0):  # its checkpoint was written; pos moves on after it
+        say(f"\nstopped at once, after epoch {pos.epoch + 1} was saved; "
+            + ("the run is complete" if pos.epoch + 1 == run.config.epochs else
+               "resume with the same command and --resume"))
     elif hard or _nonfinite_tensors(base):
         kept = ("the last checkpoint is kept; resume with the same command and --resume"
                 if (ckpt.run_dir / "train_state.pt").exists() else
@@ -773,8 +777,10 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         ckpt.save(pos, history)
         where = (f"after epoch {pos.epoch} of {run.config.epochs}" if pos.step == 0 and pos.epoch
                  else f"in epoch {pos.epoch + 1} after {pos.step} steps")
-        say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n"
-            "resume with the same command and --resume")
+        done = pos.epoch == run.config.epochs and pos.step == 0  # stopped while the last plots were drawn
+        say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n" + (
+            "the run is complete (a --resume redraws its plots if they are behind)" if done else
+            "resume with the same command and --resume"))
 
 
 def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
