@@ -960,3 +960,23 @@ def test_a_ctrl_c_after_the_last_epoch_says_the_run_is_complete(tmp_path):
     train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", epochs=2), callbacks=[stop_at_the_end], log=said.append)
     line = next(s for s in said if "interrupted" in s)
     assert "after epoch 2 of 2" in line and "the run is complete" in line and "resume with the same command" not in line
+
+
+def test_cli_resume_on_other_batches_names_the_flags_that_give_the_runs_values(tmp_path, capsys):
+    """The recipe's flags were named with the run's values; the data's (--batch-size, --image-size,
+    --no-augment, --random-erasing, --subset) were refused as "global_batch_size", "input_size"...
+    with no flag to give."""
+    from resnet_lab.cli import main
+
+    out = tmp_path / "run"
+    common = ["--model", "resnet8", "--dataset", "fake", "--subset", "64", "--epochs", "2", "--no-progress",
+              "--out", str(out)]
+    assert main(["train", *common, "--image-size", "16", "--batch-size", "16", "--stop-after", "1"]) == 0
+    assert main(["train", *common, "--image-size", "12", "--batch-size", "8", "--random-erasing", "0.3",
+                 "--crop-padding", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    for flag in ("--batch-size 16", "--image-size 16", "--random-erasing 0.0", "--crop-padding 2"):
+        assert flag in err.split("or give the run's values: ")[1], (flag, err)
+    assert main(["train", *common, "--image-size", "16", "--batch-size", "16", "--no-augment", "--resume"]) == 2
+    assert "no --no-augment" in capsys.readouterr().err.split("or give the run's values: ")[1]
+    assert main(["train", *common, "--image-size", "16", "--batch-size", "16", "--resume"]) == 0

@@ -125,12 +125,31 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
                  and saved[part][key] is not None]
         flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
                   for part, key in differing if (part, key) == ("recipe", "nesterov")]
+        flags += [flag for part, key in differing if part == "data"
+                  for flag in [_data_flag(key, saved["data"][key], int(state.get("world_size") or 1))] if flag]
         again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
             f"was started with{again}; to train a finished run further, warm-restart from it: "
             f"{warm_restart_command(run_dir, saved['data'].get('dataset') or meta.get('dataset'))}"
         )
+
+
+def _data_flag(key: str, value: Any, world_size: int) -> str | None:
+    """The flag that gives a data fact of a run its value again (None: none does, or it is
+    val_fraction, named with the recipe's); the training images' count names its flag only, since
+    --subset of all of them would draw another order."""
+    if key == "global_batch_size" and value:
+        return f"--batch-size {value // world_size}" + (f" (per process, {world_size} processes)" if world_size > 1 else "")
+    if key == "input_size" and value:
+        return f"--image-size {value[-1]}"
+    if key == "augment":
+        return "no --no-augment" if value else "--no-augment"
+    if key == "num_train":
+        return f"--subset as the run had it ({value} images)"
+    flag = {"crop_padding": "--crop-padding", "random_erasing": "--random-erasing", "flip_mode": "--flip",
+            "dataset": "--dataset"}.get(key)
+    return f"{flag} {value}" if flag and value is not None else None
 
 
 def recipe_values_differ(saved: Any, now: Any) -> bool:
