@@ -371,7 +371,7 @@ def settle_run_dir(run_dir: str | os.PathLike) -> None:
     """Before reading a run: roll a killed writer's committed save forward, unless a writer is
     active (its renames are then under way). A read-only copy is read as it is."""
     run_dir = Path(run_dir)
-    if not (run_dir / _MANIFEST).exists() or _writer_active(run_dir):
+    if not ((run_dir / _MANIFEST).exists() or _leftovers(run_dir)) or _writer_active(run_dir):
         return
     with suppress(OSError, RunInUseError):  # read-only, or a writer started just now: read what is there
         with RunLock(run_dir):
@@ -410,6 +410,13 @@ def _apply_manifest(run_dir: Path) -> None:
     manifest.unlink()
 
 
+def _leftovers(run_dir: Path) -> list[Path]:
+    """The staged and temporary files a killed save left (a live writer's are in use)."""
+    if not run_dir.is_dir():
+        return []
+    return [p for p in run_dir.iterdir() if p.name.startswith(".") and p.suffix in (".tmp", _STAGED_SUFFIX)]
+
+
 def recover_run_dir(run_dir: str | os.PathLike) -> list[str]:
     """Bring a run directory left by a killed writer back to one consistent checkpoint.
 
@@ -423,7 +430,7 @@ def recover_run_dir(run_dir: str | os.PathLike) -> list[str]:
     if (run_dir / _MANIFEST).exists():
         _apply_manifest(run_dir)
         done.append("completed a checkpoint that a killed process had committed but not finished")
-    leftovers = [p for p in run_dir.iterdir() if p.name.startswith(".") and p.suffix in (".tmp", _STAGED_SUFFIX)]
+    leftovers = _leftovers(run_dir)
     for p in leftovers:
         p.unlink(missing_ok=True)
     if leftovers:

@@ -980,3 +980,21 @@ def test_cli_resume_on_other_batches_names_the_flags_that_give_the_runs_values(t
     assert main(["train", *common, "--image-size", "16", "--batch-size", "16", "--no-augment", "--resume"]) == 2
     assert "no --no-augment" in capsys.readouterr().err.split("or give the run's values: ")[1]
     assert main(["train", *common, "--image-size", "16", "--batch-size", "16", "--resume"]) == 0
+
+
+def test_reading_a_run_removes_the_temporary_files_a_killed_save_left(tmp_path):
+    """A kill during a save's staging or the plots left .model.safetensors.staged or a plot's .tmp;
+    evaluate and export read the run (load_model settles it first) but kept them: only a resume
+    removed them, though the README says the next load does."""
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    stray = [out / ".model.safetensors.staged", out / ".curves.png.k2j4.tmp"]
+    for p in stray:
+        p.write_bytes(b"cut short")
+    ckpt.settle_run_dir(out)  # what load_model, evaluate and export do before reading
+    assert not any(p.exists() for p in stray) and (out / "model.safetensors").is_file()
+    for p in stray:
+        p.write_bytes(b"cut short")
+    with ckpt.RunLock(out):  # a live writer's files are in use: left alone
+        ckpt.settle_run_dir(out)
+        assert all(p.exists() for p in stray)
