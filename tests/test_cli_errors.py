@@ -1048,3 +1048,17 @@ def test_predict_cam_without_the_extra_is_refused_before_any_prediction(trained,
     captured = capsys.readouterr()
     assert captured.out == "" and not (tmp_path / "cam.png").exists()
     assert captured.err.startswith("error: Grad-CAM needs the optional extra: pip install 'resnet-lab[cam]'")
+
+
+def test_finetune_resume_into_a_folder_that_does_not_exist_is_refused_before_loading(tmp_path, monkeypatch, capsys):
+    """With --freeze-epochs the frozen phase started afresh in a folder --resume named by mistake
+    (train, and finetune without a frozen phase, refused it)."""
+    import resnet_lab.cli as cli
+
+    loaded = []
+    monkeypatch.setattr(cli, "load_source", lambda *a, **k: loaded.append(a))
+    out = tmp_path / "missing"
+    assert main(["finetune", "--from", "resnet8_fast:fashion-mnist", "--strategy", "all", "--freeze-epochs", "1",
+                 *TRAIN[2:], "--epochs", "1", "--out", str(out), "--resume"]) == 2
+    _one_line_error(capsys, f"--out {out} does not exist: nothing to resume")
+    assert not out.exists() and not loaded

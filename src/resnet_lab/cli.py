@@ -818,6 +818,8 @@ def cmd_finetune(args) -> int:
     if args.lr is None:
         args.lr = _FINETUNE_LR[args.optimizer]  # sgd: a tenth of train's; fine-tuning starts from a good point
     config = _train_config(args, args.out)  # its refusals (--tensorboard without the package...) before any loading
+    if args.resume and args.out and not Path(args.out).exists():  # a frozen phase would start afresh there
+        raise missing_run(args.out)
     # One process (ONE_PROCESS): freezing changes requires_grad between phases and locks BN modules
     # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
