@@ -608,6 +608,10 @@ def find_model_json(source: str | os.PathLike) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    if source.is_dir() and (source / "freeze_phase" / "model.json").is_file():  # finetune's first phase only
+        raise FileNotFoundError(f"{source} holds only the frozen phase of a finetune (freeze_phase/): the main phase "
+                                f"has not saved yet; evaluate {source / 'freeze_phase'}, or finish the finetune with "
+                                "its command and --resume")
     if source.is_dir() and RunLock.is_held(source):  # a run started there and has not saved yet
         raise FileNotFoundError(f"{source} holds no checkpoint yet: a run is writing it and saves the first at the "
                                 "end of its first epoch; try again then")

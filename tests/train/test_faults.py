@@ -924,6 +924,10 @@ def test_a_run_that_has_not_saved_yet_is_named_as_such_not_as_no_run(tmp_path, c
             assert f"{out} holds no checkpoint yet: a run is writing it and saves the first at the end" in err
     assert main(["evaluate", str(out)]) == 2  # no writer: a folder that is no run
     assert "no model.json found" in capsys.readouterr().err
+    (out / "freeze_phase").mkdir()
+    (out / "freeze_phase" / "model.json").write_text("{}")  # a finetune killed before its main phase saved
+    assert main(["evaluate", str(out)]) == 2
+    assert f"{out} holds only the frozen phase of a finetune (freeze_phase/)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stopped_after", [1, 2])
