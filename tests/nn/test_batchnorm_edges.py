@@ -33,3 +33,70 @@ def test_sync_batchnorm_takes_bias_false_as_torchs_does():
     ours, theirs = rn.SyncBatchNorm(3, bias=False), nn.SyncBatchNorm(3, bias=False)
     assert ours.bias is None and theirs.bias is None and ours.weight.shape == theirs.weight.shape
     assert ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+@pytest.mark.parametrize("x", [torch.randint(0, 5, (2, 3, 2, 2)), torch.rand(2, 3, 2, 2) > 0.5,
+                               torch.randn(2, 3, 2, 2, dtype=torch.complex64)], ids=["long", "bool", "complex"])
+def test_non_floating_input_is_refused_as_torch_refuses_it(x):
+    """Without float parameters to catch the dtype, integer, bool and complex input was computed
+    and cast back (0 and -1 for integers); torch raises NotImplementedError."""
+    with pytest.raises(NotImplementedError):
+        nn.BatchNorm2d(3, affine=False, track_running_stats=False)(x)
+    ours = rn.BatchNorm2d(3, affine=False, track_running_stats=False)
+    with pytest.raises(NotImplementedError, match=rf'"batch_norm" not implemented for {x.dtype}.*x.float\(\)'):
+        ours(x)
+
+
+def test_functional_arguments_torch_refuses_are_refused():
+    x, mean, var = torch.randn(4, 3), torch.zeros(3), torch.ones(3)
+    with pytest.raises(TypeError, match="argument 'training' must be bool, not str"):
+        RF.batch_norm(x, mean, var, training="no")
+    with pytest.raises(TypeError, match="argument 'weight' must be Tensor, not list"):
+        RF.batch_norm(x, mean, var, [1.0, 1.0, 1.0], training=True)
+    with pytest.raises(RuntimeError, match="running_mean is updated in place and cannot require grad"):
+        RF.batch_norm(x, torch.zeros(3, requires_grad=True), var, training=True)
+    with pytest.raises(RuntimeError, match=r"running_mean should be a 1-D tensor of 3 elements, got shape \[3, 1\]"):
+        RF.batch_norm(x, torch.zeros(3, 1), torch.ones(3, 1), training=True)  # not a vmap error
+    for count in (1, -1):
+        with pytest.raises(ValueError, match=f"count must be 0 .* got {count}"):
+            RF.update_running_stats(mean.clone(), var.clone(), mean, var, count, 0.1)
+    assert torch.equal(mean, torch.zeros(3)) and torch.equal(var, torch.ones(3))
+
+
+def _as_if_two_ranks(monkeypatch, layer):
+    """The global-batch path in one process: a world of one gloo rank that the layer takes for two
+    (the all-reduces sum this rank alone)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        monkeypatch.setenv("MASTER_PORT", "29577")
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    monkeypatch.setattr(type(layer), "_group_size", lambda self: 2)
+    return layer
+
+
+def test_sync_batchnorm_global_path_makes_the_plain_paths_checks_and_takes_any_rank(monkeypatch):
+    import torch.distributed as dist
+
+    try:
+        for layer, x, error in ((rn.SyncBatchNorm(3, eps=0.0), torch.full((4, 3), 2.0), ValueError),
+                                (rn.SyncBatchNorm(3), torch.randn(4, 3, dtype=torch.float64), RuntimeError),
+                                (rn.SyncBatchNorm(3, affine=False, track_running_stats=False),
+                                 torch.randint(0, 4, (4, 3)), NotImplementedError)):
+            with pytest.raises(error):
+                _as_if_two_ranks(monkeypatch, layer)(x)
+        six = torch.randn(2, 3, 1, 1, 1, 2)  # torch's SyncBatchNorm takes any (N, C, ...)
+        ours, theirs = rn.SyncBatchNorm(3), nn.BatchNorm3d(3)
+        torch.testing.assert_close(ours(six), theirs(six.reshape(2, 3, 1, 1, 2)).reshape(six.shape))
+        assert torch.isfinite(_as_if_two_ranks(monkeypatch, rn.SyncBatchNorm(3))(torch.randn(4, 3))).all()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("norm", rn.NORMS)
+@pytest.mark.parametrize("channels", [0, -3, "8", None, True])
+def test_norm_layer_names_a_bad_channel_count(norm, channels):
+    with pytest.raises(ValueError, match=rf"norm_layer\('{norm}'\) takes a channel count \(an int >= 1\), got"):
+        rn.norm_layer(norm)(channels)

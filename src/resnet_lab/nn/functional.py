@@ -109,6 +109,10 @@ def _check_dtypes(x: Tensor, running_mean: Tensor | None, running_var: Tensor | 
 def _check_buffers(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                    weight: Tensor | None, bias: Tensor | None, training: bool) -> None:
     # torch's errors, types and messages: a lone buffer, eval without buffers, a wrong size
+    for name, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and not isinstance(t, Tensor):  # a list failed later as "has no attribute numel"
+            raise TypeError(f"batch_norm(): argument '{name}' must be Tensor, not {type(t).__name__}")
     if training and (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if not training:
@@ -120,6 +124,35 @@ def _check_buffers(x: Tensor, running_mean: Tensor | None, running_var: Tensor |
                     ("bias", bias)):
         if t is not None and t.numel() != channels:
             raise RuntimeError(f"{name} should contain {channels} elements not {t.numel()}")
+        if t is not None and t.dim() != 1:  # (C, 1) failed in the update, reported as a vmap problem
+            raise RuntimeError(f"{name} should be a 1-D tensor of {channels} elements, got shape {list(t.shape)}")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if training and t is not None and t.requires_grad:  # updated in place, outside autograd
+            raise RuntimeError(f"{name} is updated in place and cannot require grad: pass a buffer "
+                               "(requires_grad=False)")
+
+
+def check_arguments(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
+                    bias: Tensor | None, training: bool, momentum: float, eps: float,
+                    per_process_batch: bool = True) -> None:
+    """torch's checks and messages (``torch.nn.functional.batch_norm`` and its kernel), made before
+    anything is computed or updated; ``per_process_batch``: refuse one value per channel in this
+    process's batch (SyncBatchNorm counts the global batch instead)."""
+    if not x.is_floating_point():  # torch: '"batch_norm" not implemented for 'Long''
+        raise NotImplementedError(f'"batch_norm" not implemented for {x.dtype}: batch norm takes floating-point '
+                                  "input; convert it (x.float())")
+    if not isinstance(training, bool):  # "no" is truthy: it trained
+        raise TypeError(f"batch_norm(): argument 'training' must be bool, not {type(training).__name__}")
+    _check_buffers(x, running_mean, running_var, weight, bias, training)
+    if training and per_process_batch:
+        check_batch_size(x)
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):  # torch's words; None was a raw "-"
+        raise TypeError(f"batch_norm(): argument 'momentum' must be float, not {type(momentum).__name__}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_dtypes(x, running_mean, running_var, weight, bias)
 
 
 def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -219,6 +252,8 @@ def update_running_stats(
     """
     if count == 0:
         return
+    if count < 2:  # n / (n - 1) has no value at 1 and flips the sign below it
+        raise ValueError(f"count must be 0 (an empty batch) or at least 2 values per channel, got {count}")
     with torch.no_grad():
         unbiased = var.detach() * (count / (count - 1))
         # Both new values first, then the writes (the same arithmetic as mul_ then add_): a batch
@@ -394,18 +429,7 @@ def batch_norm(
         )
     if x.dim() < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {x.size()}")
-    # torch's checks and messages (torch.nn.functional.batch_norm and its kernel), all made before
-    # anything is computed or updated
-    _check_buffers(x, running_mean, running_var, weight, bias, training)
-    if training:
-        check_batch_size(x)
-    if training and eps <= 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):  # torch's words; None was a raw "-"
-        raise TypeError(f"batch_norm(): argument 'momentum' must be float, not {type(momentum).__name__}")
-    if eps < 0.0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    _check_dtypes(x, running_mean, running_var, weight, bias)
+    check_arguments(x, running_mean, running_var, weight, bias, training, momentum, eps)
     # One conversion for both uses of x, so that a bfloat16/float16 input's gradient is summed in
     # float32 and rounded once, as torch's kernel does.
     xs = x.to(_stat_dtype(x))

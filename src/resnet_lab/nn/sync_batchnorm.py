@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNormBase
-from .functional import normalize, update_running_stats
+from .functional import check_arguments, normalize, update_running_stats
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_statistics"]
 
@@ -90,7 +90,7 @@ class SyncBatchNorm(BatchNormBase):
         process_group: the group to synchronize over (default: all ranks).
     """
 
-    _expected_dims = (2, 3, 4, 5)
+    _expected_dims = (2, 64)  # any (N, C, ...), as torch's SyncBatchNorm
 
     def __init__(
         self,
@@ -117,6 +117,9 @@ class SyncBatchNorm(BatchNormBase):
         if not (self.training and self._group_size() > 1):
             return super().forward(x)  # eval or one process: plain batch norm, torch's rules included
         x = self._check_input(x)
+        # the plain path's checks (dtype, eps, parameters), but for the batch size: the global one counts
+        check_arguments(x, self.running_mean, self.running_var, self.weight, self.bias, True,
+                        0.0 if self.momentum is None else self.momentum, self.eps, per_process_batch=False)
         factor = self._momentum_factor()
         mean, var, n = sync_batch_statistics(x, self.process_group or dist.group.WORLD)  # the one step that differs
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
