@@ -115,8 +115,13 @@ def test_an_unexpected_exception_is_still_one_line_and_debug_shows_the_traceback
     assert main(["models"]) == 3
     _one_line_error(capsys, "RESNET_LAB_DEBUG")
     monkeypatch.setenv("RESNET_LAB_DEBUG", "1")
-    with pytest.raises(KeyError):
-        main(["models"])
+    assert main(["models"]) == 3  # the documented status, the traceback shown too
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError: 'surprise'" in err
+    for off in ("0", "false", ""):  # "0" turned tracebacks on
+        monkeypatch.setenv("RESNET_LAB_DEBUG", off)
+        assert main(["models"]) == 3
+        assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -1062,3 +1067,31 @@ def test_finetune_resume_into_a_folder_that_does_not_exist_is_refused_before_loa
                  *TRAIN[2:], "--epochs", "1", "--out", str(out), "--resume"]) == 2
     _one_line_error(capsys, f"--out {out} does not exist: nothing to resume")
     assert not out.exists() and not loaded
+
+
+def test_json_outputs_hold_null_where_a_model_with_non_finite_weights_gives_nan(trained, tmp_path, capsys):
+    """evaluate --json wrote "loss": NaN and predict --json NaN probabilities: not JSON."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run, image = trained
+    broken = tmp_path / "nan"
+    shutil.copytree(run, broken)
+    state = load_file(broken / "model.safetensors")
+    state["fc.weight"][0, 0] = float("nan")
+    save_file(state, broken / "model.safetensors")
+    capsys.readouterr()
+    assert main(["evaluate", str(broken), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))["loss"] is None
+    assert main(["predict", str(broken), str(image), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    assert all(p is None for _, p in result["top"])
+
+
+def test_stop_after_without_out_and_a_huge_image_size_are_refused_in_one_line(capsys):
+    assert main(["train", *TRAIN, "--epochs", "2", "--stop-after", "1"]) == 2
+    _one_line_error(capsys, "without out (--out DIR) nothing is saved to resume")
+    assert main(["train", *TRAIN[:4], "--image-size", "99999999999999999999", *TRAIN[6:]]) == 2
+    _one_line_error(capsys, "image_size (--image-size) must be at most 8192 px")

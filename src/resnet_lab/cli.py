@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from pathlib import Path
 
@@ -748,7 +749,7 @@ def cmd_evaluate(args) -> int:
     per_class = {c: None if math.isnan(a) else a for c, a in zip(meta["classes"], ev["per_class_acc"])}
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
-        print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": ev["loss"], "n": ev["n"], "tta": args.tta,
+        print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": _finite(ev["loss"]), "n": ev["n"], "tta": args.tta,
                           "tta_shift": args.tta_shift, "tta_pattern": args.tta_pattern if args.tta_shift else None,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
@@ -803,8 +804,8 @@ def cmd_predict(args) -> int:
     cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
     for r, cam in zip(results, cams):
         r["cam"] = cam["cam"]
-    if args.json:
-        print(json.dumps(results, indent=2))
+    if args.json:  # NaN is not JSON: a probability of a model with non-finite weights is null
+        print(json.dumps([{**r, "top": [[c, _finite(p)] for c, p in r["top"]]} for r in results], indent=2))
     else:
         for cam in cams:
             print(f"{cam['path']}: Grad-CAM of {cam['class']} -> {cam['cam']}")
@@ -917,6 +918,11 @@ _OS_HINTS = {
     errno.ENOTDIR: "a part of the path is a file, not a directory",
     errno.ENOENT: "check the path (an output's folder must be one that can be created)",
 }
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None (JSON null) when it is NaN or infinite, which JSON cannot hold."""
+    return value if math.isfinite(value) else None
 
 
 def _missing_module_hint(e: Exception) -> str:
@@ -1057,8 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_out_of_memory(e) if _OOM_TEXT in str(e) else e}{_missing_module_hint(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is our bug: still one line, the traceback on request
-        if os.environ.get("RESNET_LAB_DEBUG"):
-            raise
+        if os.environ.get("RESNET_LAB_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
+            traceback.print_exc()  # and still the documented exit status
         print(f"error: {type(e).__name__}: {e} (unexpected: set RESNET_LAB_DEBUG=1 to see the traceback, "
               "and please report it)", file=sys.stderr)
         return 3

@@ -74,6 +74,7 @@ _ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100":
 # (4 -> 2 -> 1); below it one runs on a single pixel, i.e. mostly on zero padding, and the pad-crop
 # augmentation (at least 1 px) shifts by half the image. Sizes like 1 or 0 are typos, not tasks.
 MIN_IMAGE_SIZE = 4
+MAX_IMAGE_SIZE = 8192  # 8192^2 px per image; far beyond any model here
 FOLDER_WORKERS = 2  # num_workers left out, for image folders
 
 
@@ -151,6 +152,8 @@ class DataConfig:
             raise ValueError(f"eval_batch_size (evaluate's --batch-size) must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # torch's resize overflowed (C++ trace)
+            raise ValueError(f"image_size (--image-size) must be at most {MAX_IMAGE_SIZE} px, got {self.image_size}")
         if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
             raise ValueError(
                 f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {self.image_size}: smaller "

@@ -96,6 +96,9 @@ class TrainConfig:
                 raise ValueError(f"unknown device {str(self.device)!r} (--device): use auto, cpu, cuda, cuda:N or mps")
         if self.resume and not self.out:
             raise ValueError("resume (--resume) needs the run directory to continue: set out (--out DIR)")
+        if self.stop_after is not None and self.stop_after < self.epochs and not self.out:
+            raise ValueError(f"stop_after (--stop-after {self.stop_after}) pauses a run to resume it later, and without "
+                             "out (--out DIR) nothing is saved to resume: set out, or leave stop_after off")
         if self.tensorboard:
             if not self.out:
                 raise ValueError("tensorboard (--tensorboard) writes its logs under the run directory: set out (--out DIR), "
