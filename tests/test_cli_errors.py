@@ -1095,3 +1095,22 @@ def test_stop_after_without_out_and_a_huge_image_size_are_refused_in_one_line(ca
     _one_line_error(capsys, "without out (--out DIR) nothing is saved to resume")
     assert main(["train", *TRAIN[:4], "--image-size", "99999999999999999999", *TRAIN[6:]]) == 2
     _one_line_error(capsys, "image_size (--image-size) must be at most 8192 px")
+
+
+def test_a_reader_that_leaves_the_pipe_does_not_end_a_training_run(tmp_path, monkeypatch):
+    """`resnet-lab train ... | head -2` stopped the run after its first epoch with exit status 0 and
+    no message: the BrokenPipeError of an epoch line ended the command."""
+    import io
+    import json
+    import sys
+
+    class Head(io.StringIO):  # the reader leaves after two lines
+        def write(self, text):
+            if self.getvalue().count("\n") >= 2:
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Head())
+    out = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "3", "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 3

@@ -943,6 +943,47 @@ def _describe_os_error(e: OSError) -> str:
     return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
 
 
+class _PipeSafeStdout:
+    """stdout that goes on when its reader leaves (`resnet-lab train ... | head -2`): the writes
+    after a BrokenPipeError go nowhere, so a training run is not ended by a closed pipe."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _pipe_safe_stdout():
+    """The command's stdout as :class:`_PipeSafeStdout`; a pipe that closed leaves fd 1 on /dev/null,
+    so that Python's own flush at exit does not complain either."""
+    stream = _PipeSafeStdout(sys.stdout)
+    sys.stdout = stream
+    try:
+        yield
+    finally:
+        sys.stdout = stream._stream
+        if stream.broken:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM stops every command as Ctrl-C does ("interrupted", exit 130), wherever it lands:
@@ -1045,7 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
             # every rank would run the whole job and write the same files (experiment: refused by
             # its own lock as "another process"); only train takes torchrun
             raise RuntimeError(f"resnet-lab {args.command} runs in one process; start it without torchrun")
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _pipe_safe_stdout():
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

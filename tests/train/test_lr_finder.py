@@ -590,3 +590,12 @@ def test_an_out_inside_a_file_is_refused_before_the_test(monkeypatch, capsys, tm
     assert f"cannot write {blocking / 'x.png'}: {blocking} is a file, not a folder: choose another path" in \
         capsys.readouterr().err
     assert not spy.calls
+
+
+def test_a_test_interrupted_too_early_for_the_window_suggests_nothing(monkeypatch):
+    """Ctrl-C after 7 of 100 steps (rates up to about 3e-7) suggested 1.75e-07: the start of the
+    range, not a valley."""
+    _interrupt_after(monkeypatch, 7)
+    with pytest.raises(lr_finder.LRFindInterrupted) as stop:
+        lr_find(TinyNet(), make_bundle(), CPU, steps=100)
+    assert len(stop.value.result.lrs) == 7 and stop.value.result.valley is None and stop.value.result.steep is None

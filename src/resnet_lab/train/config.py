@@ -96,9 +96,6 @@ class TrainConfig:
                 raise ValueError(f"unknown device {str(self.device)!r} (--device): use auto, cpu, cuda, cuda:N or mps")
         if self.resume and not self.out:
             raise ValueError("resume (--resume) needs the run directory to continue: set out (--out DIR)")
-        if self.stop_after is not None and self.stop_after < self.epochs and not self.out:
-            raise ValueError(f"stop_after (--stop-after {self.stop_after}) pauses a run to resume it later, and without "
-                             "out (--out DIR) nothing is saved to resume: set out, or leave stop_after off")
         if self.tensorboard:
             if not self.out:
                 raise ValueError("tensorboard (--tensorboard) writes its logs under the run directory: set out (--out DIR), "
@@ -128,6 +125,9 @@ class TrainConfig:
             raise ValueError("bf16 and fp16 (--bf16, --fp16) exclude each other: pick one autocast dtype")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
             raise ValueError(f"stop_after (--stop-after) must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
+        if self.stop_after is not None and self.stop_after < self.epochs and not self.out:
+            raise ValueError(f"stop_after (--stop-after {self.stop_after}) pauses a run to resume it later, and without "
+                             "out (--out DIR) nothing is saved to resume: set out, or leave stop_after off")
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
             raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
                              f"is always evaluated), got {self.eval_every!r}")

@@ -278,7 +278,8 @@ def lr_find(
         if config.channels_last:
             base.to(memory_format=torch.channels_last)
         lrs, stopped, interrupted = _run(model, loader, config, device, start_lr, end_lr, steps, record)
-    valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps, stopped)
+    # an interrupted record too short for fastai's window is the start of the range, not a valley
+    valley_lr, steep_lr = _suggest(lrs, record.smoothed, steps, stopped or interrupted)
     result = LRFindResult(lrs=lrs, losses=record.losses, smoothed=record.smoothed, valley=valley_lr,
                           steep=steep_lr, stopped=stopped, steps=steps, beta=beta, interrupted=interrupted)
     if interrupted:  # after the state is back: the caller still learns of the Ctrl-C, with what was measured
