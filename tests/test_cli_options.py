@@ -681,7 +681,7 @@ FLAG_CASES = [
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download", "--subset", "20"],
     ["--image-size", "12"], ["--dataset", "folder", "--data-dir", "FOLDER", "--workers", "1"], ["--eval-every", "2"],
     ["--crop-padding", "2"],
-    ["--epochs", "2", "--stop-after", "1"],
+    ["--epochs", "2", "--stop-after", "1", "--out", "OUT"],  # a pause is for resuming: refused without --out
 ]
 
 

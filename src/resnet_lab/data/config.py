@@ -78,6 +78,16 @@ MAX_IMAGE_SIZE = 8192  # 8192^2 px per image; far beyond any model here
 FOLDER_WORKERS = 2  # num_workers left out, for image folders
 
 
+def _check_image_size(size: int | None) -> None:
+    if size is not None and size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {size}: smaller "
+            "images leave the networks' stride-2 stages nothing but padding; leave it out to use the dataset's own size"
+        )
+    if size is not None and size > MAX_IMAGE_SIZE:  # torch's resize overflowed with a C++ trace
+        raise ValueError(f"image_size (--image-size) must be at most {MAX_IMAGE_SIZE} px, got {size}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """What data to load and how to serve it. Bad values are refused when the config is made,
@@ -152,13 +162,7 @@ class DataConfig:
             raise ValueError(f"eval_batch_size (evaluate's --batch-size) must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
-        if self.image_size is not None and self.image_size > MAX_IMAGE_SIZE:  # torch's resize overflowed (C++ trace)
-            raise ValueError(f"image_size (--image-size) must be at most {MAX_IMAGE_SIZE} px, got {self.image_size}")
-        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
-            raise ValueError(
-                f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {self.image_size}: smaller "
-                "images leave the networks' stride-2 stages nothing but padding; leave it out to use the dataset's own size"
-            )
+        _check_image_size(self.image_size)
         if self.subset is not None and self.subset < 1:
             raise ValueError(
                 f"subset (--subset) must be a positive number of training images, got {self.subset}; "

@@ -66,17 +66,14 @@ def norm_layer(norm: str = "batch", dim: int = 2) -> NormLayer:
     check_norm(norm)
     if isinstance(dim, bool) or dim not in (1, 2):  # True == 1: it gave BatchNorm1d
         raise ValueError(f"dim must be 1 or 2, got {dim!r}")
-    if norm == "batch":
-        layer = nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
-    elif norm == "scratch":
-        layer = ScratchBatchNorm2d if dim == 2 else ScratchBatchNorm1d
-    elif norm == "group":
-        layer = _GroupNorm
-    else:
-        layer = lambda num_features: nn.Identity()  # noqa: E731
+    if norm == "batch":  # the classes themselves (norm_layer("batch") is nn.BatchNorm2d)
+        return nn.BatchNorm2d if dim == 2 else nn.BatchNorm1d
+    if norm == "scratch":
+        return ScratchBatchNorm2d if dim == 2 else ScratchBatchNorm1d
+    layer = _GroupNorm if norm == "group" else (lambda num_features: nn.Identity())
 
     def build(num_features: int, **kwargs) -> nn.Module:
-        # one check for every kind: torch built BatchNorm2d(0), GroupNorm(1, 0), and "8" failed in a comparison
+        # GroupNorm(1, 0) was built, and the identity took any count at all
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"norm_layer({norm!r}) takes a channel count (an int >= 1), got {num_features!r}")
         return layer(num_features, **kwargs)
