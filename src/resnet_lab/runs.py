@@ -286,20 +286,6 @@ class RunLock:
         RunLock._held.add(self)
         return self
 
-    @staticmethod
-    def is_held(run_dir: str | os.PathLike) -> bool:
-        """Whether a process (this one included) holds the lock of ``run_dir`` now; takes nothing."""
-        if fcntl is None:
-            return False
-        fd = os.open(run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing lets go of a shared lock it took
-        return False
-
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -612,7 +598,7 @@ def find_model_json(source: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{source} holds only the frozen phase of a finetune (freeze_phase/): the main phase "
                                 f"has not saved yet; evaluate {source / 'freeze_phase'}, or finish the finetune with "
                                 "its command and --resume")
-    if source.is_dir() and RunLock.is_held(source):  # a run started there and has not saved yet
+    if source.is_dir() and _writer_active(source):  # a run started there and has not saved yet
         raise FileNotFoundError(f"{source} holds no checkpoint yet: a run is writing it and saves the first at the "
                                 "end of its first epoch; try again then")
     raise FileNotFoundError(
