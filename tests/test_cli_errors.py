@@ -1114,3 +1114,9 @@ def test_a_reader_that_leaves_the_pipe_does_not_end_a_training_run(tmp_path, mon
     out = tmp_path / "run"
     assert main(["train", *TRAIN, "--epochs", "3", "--out", str(out)]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 3
+
+
+def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys):
+    run, _ = trained
+    assert main(["evaluate", str(run), "--tta-shift", "100"]) == 2
+    _one_line_error(capsys, "--tta-shift 100 moves the 16 px test images out of their frame")

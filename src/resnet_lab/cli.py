@@ -734,6 +734,9 @@ def cmd_evaluate(args) -> int:
         print(f"note: --image-size {args.image_size} differs from the {trained_at} px {runs[0]} was trained at: the "
               "figures are for test images resized to it", file=sys.stderr)
     args.image_size = trained_at if args.image_size is None else args.image_size
+    if args.tta_shift >= args.image_size:  # found per batch, in words that named no flag
+        raise ValueError(f"--tta-shift {args.tta_shift} moves the {args.image_size} px test images out of their frame: "
+                         f"give fewer pixels than that (1 or 2 match a training pad-crop of that many)")
     # The run's own normalization, seed (which makes the fake data) and held-out split of a folder.
     seed = (meta.get("train_config") or {}).get("seed", 0)
     data = _load_data(args, device=device, in_channels=meta["input_size"][0], mean=tuple(meta["mean"]),
