@@ -1120,3 +1120,21 @@ def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys):
     run, _ = trained
     assert main(["evaluate", str(run), "--tta-shift", "100"]) == 2
     _one_line_error(capsys, "--tta-shift 100 moves the 16 px test images out of their frame")
+
+
+def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+    import os
+
+    import resnet_lab.cli as cli
+
+    loaded = []
+    monkeypatch.setattr(cli, "load_source", lambda *a, **k: loaded.append(a))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    # root may write anywhere: stand in for a folder the user cannot write to
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    assert main(["finetune", "--from", "resnet8_fast:fashion-mnist", "--strategy", "head", *TRAIN[2:],
+                 "--epochs", "1", "--out", str(ro / "ft")]) == 2
+    _one_line_error(capsys, f"{ro / 'ft'}: Permission denied")
+    assert not loaded

@@ -34,7 +34,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir,
-                   split_seed_of)
+                   split_seed_of, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -824,6 +824,10 @@ def cmd_finetune(args) -> int:
     config = _train_config(args, args.out)  # its refusals (--tensorboard without the package...) before any loading
     if args.resume and args.out and not Path(args.out).exists():  # a frozen phase would start afresh there
         raise missing_run(args.out)
+    if args.out:  # before the source and the data are loaded, not after
+        folder = next((p for p in (Path(args.out), *Path(args.out).parents) if p.exists()), Path("."))
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise unwritable(folder, args.out)
     # One process (ONE_PROCESS): freezing changes requires_grad between phases and locks BN modules
     # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
