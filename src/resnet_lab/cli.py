@@ -749,7 +749,7 @@ def cmd_evaluate(args) -> int:
                   device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=args.tta_pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     # a class without test images has no accuracy: null in JSON (NaN is not JSON), "no test images" in text
-    per_class = {c: None if math.isnan(a) else a for c, a in zip(meta["classes"], ev["per_class_acc"])}
+    per_class = {c: _finite(a) for c, a in zip(meta["classes"], ev["per_class_acc"])}
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": _finite(ev["loss"]), "n": ev["n"], "tta": args.tta,
