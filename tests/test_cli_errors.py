@@ -1138,3 +1138,38 @@ def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_pa
                  "--epochs", "1", "--out", str(ro / "ft")]) == 2
     _one_line_error(capsys, f"{ro / 'ft'}: Permission denied")
     assert not loaded
+
+
+_EDITS = {  # a hand edit of model.json -> the field the refusal must name
+    "name is a number": (lambda m: m["arch"].update(name=5), "'arch.name' must be a model name"),
+    "num_classes as text": (lambda m: m["arch"].update(num_classes="10"), "'arch.num_classes' must be a positive integer"),
+    "classes as text": (lambda m: m.update(classes="abc"), "'classes' must be a list of 10 class names"),
+    "too few classes": (lambda m: m.update(classes=["a", "b"]), "'classes' must be a list of 10 class names"),
+    "mean as text": (lambda m: m.update(mean="0.3"), "'mean' must be a list of 1 or 3 numbers (one per channel)"),
+    "mean for 2 channels": (lambda m: m.update(mean=[0.1, 0.2]), "'mean' must be a list of 1 or 3 numbers"),
+    "std zero": (lambda m: m.update(std=[0]), "'std' must be a list of 1 or 3 numbers (one per channel), each > 0"),
+    "input_size as text": (lambda m: m.update(input_size="28"), "'input_size' must be [channels, height, width]"),
+    "input_size without channels": (lambda m: m.update(input_size=[28, 28]), "'input_size' must be [channels, height, width]"),
+    "resize a number": (lambda m: m.update(resize=7), "'resize' must be a string"),
+    "train_config a list": (lambda m: m.update(train_config=[]), "'train_config' must be a JSON object"),
+    "in_channels as text": (lambda m: m["arch"].update(in_channels="1"), "its 'arch' builds no model: in_channels"),
+    "unknown norm": (lambda m: m["arch"].update(norm="foo"), "its 'arch' builds no model: unknown norm 'foo'"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(_EDITS))
+def test_a_hand_edited_model_json_is_refused_naming_the_file_and_the_field(trained, tmp_path, capsys, edit):
+    """Each of these used to fail with an error naming neither (for input_size as text: "'>=' not
+    supported between instances of 'int' and 'str'", for mean as text: "could not convert string to
+    float: '.'"), and a wrong resize or train_config went unnoticed by evaluate."""
+    run, image = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    change, field = _EDITS[edit]
+    change(meta)
+    (copy / "model.json").write_text(json.dumps(meta))
+    for command in (["evaluate", str(copy)], ["predict", str(copy), str(image)]):
+        assert main(command) == 2
+        err = _one_line_error(capsys, field)
+        assert str(copy / "model.json") in err and "Traceback" not in err

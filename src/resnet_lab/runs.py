@@ -660,13 +660,65 @@ def check_meta(meta: dict[str, Any], source: str | os.PathLike, keys: tuple[str,
                          "was edited, or not written by resnet-lab train; restore it, or train the run again")
 
 
+def _numbers(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+def _outputs_and_channels(meta: dict[str, Any]) -> tuple[Any, Any]:
+    """What ``meta`` says the model outputs (a stacked head's classes, also as older runs recorded
+    it) and how many channels its input has; None where it does not say."""
+    arch, transfer = meta["arch"], meta.get("transfer")
+    head = transfer.get("head") if isinstance(transfer, dict) else None
+    outputs = head.get("num_classes") if isinstance(head, dict) and "stacked_head" not in arch else arch_outputs(arch)
+    size = meta.get("input_size")
+    return outputs, (size[0] if _numbers(size) else arch.get("in_channels"))
+
+
+def _field_problem(meta: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """The first field of ``meta`` whose value cannot be what a run wrote: (field, what it must be, value)."""
+    arch, size, classes = meta["arch"], meta.get("input_size"), meta.get("classes")
+    outputs, channels = _outputs_and_channels(meta)
+    checks = [
+        ("arch.name", "a model name (a string)", arch.get("name"), isinstance(arch.get("name"), str)),
+        ("arch.num_classes", "a positive integer", arch.get("num_classes"),
+         arch.get("num_classes") is None or (type(arch["num_classes"]) is int and arch["num_classes"] > 0)),
+        ("input_size", "[channels, height, width] as 3 positive integers", size,
+         size is None or (_numbers(size) and len(size) == 3 and all(type(v) is int and v > 0 for v in size))),
+        ("classes", f"a list of {outputs or 'the'} class names (strings), one per output", classes,
+         classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                             and (outputs is None or len(classes) == outputs))),
+    ]
+    counts = "1 number" if channels == 1 else f"1 or {channels} numbers (one per channel)"
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        checks.append((key, f"a list of {counts}{', each > 0' if key == 'std' else ''}", value,
+                       value is None or (_numbers(value) and (channels is None or len(value) in (1, channels))
+                                         and (key == "mean" or min(value) > 0))))
+    for key, kind in (("resize", str), ("dataset", str), ("train_config", dict), ("training", dict)):
+        checks.append((key, f"a {'string' if kind is str else 'JSON object'}", meta.get(key),
+                       meta.get(key) is None or isinstance(meta[key], kind)))
+    return next(((k, want, v) for k, want, v, ok in checks if not ok), None)
+
+
+def _check_fields(meta: dict[str, Any], path: Path) -> None:
+    """A hand-edited ``model.json`` with a field of the wrong type is refused here, naming the file and the
+    field; it used to fail later with messages such as "'>=' not supported between 'int' and 'str'"."""
+    problem = _field_problem(meta)
+    if problem:
+        key, want, value = problem
+        raise ValueError(f"{path}: {key!r} must be {want}, got {json.dumps(value)[:80]}: the file was edited, or not "
+                         "written by resnet-lab; restore it, or train the run again")
+
+
 def load_meta(source: str | os.PathLike) -> dict[str, Any]:
     """The ``model.json`` of a run directory or of a weights file (beside it, or a shipped one's), as
     a dict; a ValueError when it does not describe a resnet-lab model (no ``arch.name``)."""
     path = find_model_json(source)
     meta = read_json(path)
-    if not isinstance(meta, dict) or "arch" not in meta or "name" not in meta["arch"]:
+    if not isinstance(meta, dict) or not isinstance(meta.get("arch"), dict) or "name" not in meta["arch"]:
         raise ValueError(f"{path} has no 'arch.name': not a resnet-lab model.json")
+    _check_fields(meta, path)
     arch = meta["arch"]
     if arch.get("small_input") is False and arch["name"] in list_models() and model_info(arch["name"]).small_input:
         arch["small_input"] = True  # runs saved before 2026-12-03 recorded the argument, not the stem it built
@@ -752,7 +804,10 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     head = (meta.get("transfer") or {}).get("head")
     if head and "stacked_head" not in arch:  # runs saved before model.json's arch recorded the head
         arch["stacked_head"] = int(head["num_classes"])
-    model = create_model(arch.pop("name"), **arch)
+    try:
+        model = create_model(arch.pop("name"), **arch)
+    except (ValueError, TypeError) as e:  # an edited arch: name the file, not only the argument
+        raise ValueError(f"{find_model_json(source)}: its 'arch' builds no model: {e}") from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # torch's message is many lines and names no file
