@@ -122,6 +122,14 @@ def test_bn_regularization_gains_are_paired_by_seed_so_a_shared_seed_effect_canc
     assert checks[1].passed and "gain without BN 2.00 ± 0.00 pp vs gain with BN 0.00 ± 0.00 pp" in checks[1].evidence
 
 
+def test_bn_regularization_gap_is_compared_by_size_so_test_above_train_is_no_narrowing():
+    # A BN net whose test accuracy is 4 pp above its training accuracy has a gap of 4 pp, wider than
+    # the 0.5 pp of the net without BN; compared signed (-4 < 0.5), it used to count as narrowing.
+    gap = {BN: {PLAIN: [-0.04, -0.041, -0.039], REG: [0.0, 0.0, 0.0]}, NO: {PLAIN: [0.005, 0.004, 0.006], REG: [0.0] * 3}}
+    checks = bn_regularization.claim_checks(ACC_CONFIRMS, gap)
+    assert not checks[0].passed and "|gap| no norm 0.50 ± 0.10 pp vs |gap| BN 4.00 ± 0.10 pp" in checks[0].evidence
+
+
 # --- smoke runs ------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ Checks (a difference counts when the difference of the means over seeds exceeds 
 seed standard deviations, :func:`~resnet_lab.experiments.report.exceeds`, and a margin fixed in
 advance: ``GAP_MARGIN`` for the gap, ``ACC_MARGIN`` for accuracies; gains are paired by seed):
 
-1. without dropout and L2, BN narrows the train-test gap (BN regularizes);
+1. without dropout and L2, BN narrows the train-test gap, compared by size (BN regularizes);
 2. dropout + L2 add less test accuracy to the BN net than to the net without BN (less need);
 3. BN alone is more accurate than dropout + L2 alone (it can stand in for them).
 """
@@ -103,8 +103,10 @@ def claim_checks(test_acc: Mapping[str, Mapping[str, Sequence[float]]],
         return [r - p for r, p in zip(test_acc[net][REG], test_acc[net][PLAIN])]
 
     return [
-        effect_check("without dropout and L2, BN narrows the train-test accuracy gap", gap[NO_NORM][PLAIN],
-                     gap[BN][PLAIN], ("gap no norm", "gap BN"), margin=GAP_MARGIN, scale=100, unit=" pp", digits=2),
+        # by size: a test accuracy above the training accuracy is a gap too, not a narrower one
+        effect_check("without dropout and L2, BN narrows the train-test accuracy gap", [abs(g) for g in gap[NO_NORM][PLAIN]],
+                     [abs(g) for g in gap[BN][PLAIN]], ("|gap| no norm", "|gap| BN"), margin=GAP_MARGIN, scale=100,
+                     unit=" pp", digits=2),
         effect_check("dropout + L2 add less test accuracy to the BN net than to the net without BN", gains(NO_NORM),
                      gains(BN), ("gain without BN", "gain with BN"), margin=ACC_MARGIN, scale=100, unit=" pp",
                      digits=2),
