@@ -266,3 +266,29 @@ def test_a_cached_torchvision_file_is_checked_against_the_hash_its_name_carries(
     with pytest.raises(RuntimeError, match=rf"from its cached file {re.escape(str(unnamed))} .*the file is damaged; "
                                            "delete it and run again"):
         load_source("torchvision:resnet18.IMAGENET1K_V1")
+
+
+def test_gray_googlenet_from_imagenet_weights_keeps_the_input_rescaling_and_computes_what_torchvisions_does(tmp_path):
+    """GoogLeNet's ImageNet weights expect [-1, 1] inputs (transform_input); a gray transfer used to drop
+    the re-scaling, so its summed conv1 saw (g - 0.449) / 0.226 where the weights were trained on
+    (g - 0.5) / 0.5. Reference: torchvision's GoogLeNet on the gray image as three equal channels,
+    each normalized with ImageNet's mean/std, against ours on the gray image normalized with the
+    averages the transfer records. Compared after the first conv block (conv, BN, ReLU) and at the
+    logits: a randomly initialized GoogLeNet's logits hardly depend on its input."""
+    torch.manual_seed(0)
+    tv = torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=True).eval()
+    torch.save(tv.state_dict(), tmp_path / "g.pth")
+    ours, plan = _transfer(tmp_path / "g.pth", model="googlenet", in_channels=1, num_classes=1000)
+    ours.eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert plan.mean == pytest.approx((mean.mean().item(),)) and plan.std == pytest.approx((std.mean().item(),))
+    gray = torch.rand(2, 1, 64, 64)
+    seen = []
+    for model in (tv, ours):
+        model.conv1.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        want = tv((gray.repeat(1, 3, 1, 1) - mean) / std)
+        got = ours((gray - plan.mean[0]) / plan.std[0])
+    assert seen[0].abs().max() > 0.1 and torch.allclose(seen[1], seen[0], atol=1e-4, rtol=1e-4), \
+        (seen[1] - seen[0]).abs().max()
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)

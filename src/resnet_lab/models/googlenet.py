@@ -29,6 +29,8 @@ from ..nn.norm import norm_has_bias, norm_layer
 from .layers import ClassifierModel, replace_linear
 from .registry import Family, Paper
 
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what transform_input undoes
+
 __all__ = ["BasicConv2d", "GoogLeNet", "GoogLeNetOutputs", "Inception", "InceptionAux", "googlenet"]
 
 _BN_EPS = 1e-3  # torchvision's BasicConv2d (TensorFlow's default, which its weights were made with)
@@ -136,11 +138,12 @@ class GoogLeNet(ClassifierModel):
 
     Args:
         num_classes: outputs of ``fc`` (and of the aux heads).
-        in_channels: image channels (3 when ``transform_input``).
+        in_channels: image channels (1 or 3 when ``transform_input``).
         aux_logits: build the two auxiliary classifiers (see the module doc for what forward
             returns then).
         transform_input: re-normalize inputs from ImageNet mean/std to the [-1, 1] scaling that
-            torchvision's original (TensorFlow-ported) weights expect. Default False.
+            torchvision's original (TensorFlow-ported) weights expect; a 1-channel input is taken as
+            normalized with the channel averages of ImageNet's mean/std. Default False.
         small_input: for 28-32 px images: stride-1 conv1 (still 7x7, so ImageNet weights load)
             and no maxpool1/maxpool2, leaving the two later pools (32 -> 16 -> 8 px).
         norm: normalization after every conv.
@@ -162,10 +165,10 @@ class GoogLeNet(ClassifierModel):
         dropout_aux: float = 0.7,
     ) -> None:
         super().__init__()
-        if transform_input and in_channels != 3:
+        if transform_input and in_channels not in (1, 3):
             raise ValueError(
-                f"transform_input=True re-normalizes the 3 ImageNet RGB channels, but in_channels={in_channels}; "
-                "pass transform_input=False for other inputs"
+                f"transform_input=True re-normalizes ImageNet RGB channels (or their average, for gray images), but "
+                f"in_channels={in_channels}; pass transform_input=False for other inputs"
             )
         if not aux_logits and dropout_aux != 0.7:
             # Without the aux heads there is nothing for it to act on: refuse rather than record it.
@@ -220,10 +223,13 @@ class GoogLeNet(ClassifierModel):
     def _transform_input(self, x: Tensor) -> Tensor:
         if not self.transform_input:
             return x
-        # ImageNet (x - mean) / std  ->  (x01 - 0.5) / 0.5, per channel.
-        mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
+        # ImageNet (x - mean) / std  ->  (x01 - 0.5) / 0.5, per channel. A gray image stands for three
+        # equal channels, normalized with the averages (transfer.adapt_mean_std): re-scaled the same
+        # way, conv1's channel-summed kernel then sees exactly what the RGB kernel saw.
+        mean, std = x.new_tensor(_IMAGENET_MEAN), x.new_tensor(_IMAGENET_STD)
+        if x.shape[1] == 1:
+            mean, std = mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
+        return x * (std / 0.5).view(1, -1, 1, 1) + ((mean - 0.5) / 0.5).view(1, -1, 1, 1)
 
     def _features(self, x: Tensor, with_aux: bool) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         # Shapes for a 224 px input (small_input: 32 px stays 32 until maxpool3).

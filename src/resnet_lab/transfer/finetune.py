@@ -165,8 +165,6 @@ def transfer_model(
     name = arch.pop("name")
     in_ch = int(in_channels or arch.get("in_channels", 3))
     arch["in_channels"] = in_ch
-    if in_ch != 3:
-        arch.pop("transform_input", None)  # GoogLeNet's RGB re-scaling needs 3 channels
     old_classes = int(arch.get("num_classes", num_classes))
     if strategy != "head":
         arch["num_classes"] = num_classes
