@@ -180,6 +180,22 @@ def test_vanishing_gradients_says_when_a_net_diverged():
     assert "diverged" in checks[2].evidence and "diverged" not in checks[1].evidence
 
 
+def test_vanishing_gradients_names_a_seed_whose_training_died_apart_from_a_vanished_start():
+    # A ReLU seed that ended at 10% (a dead net: its ratio after training fell to 2.5e-3 on one CPU)
+    # failed "stays alive" with nothing saying why; 11.9% is still chance for 10 classes, 12.1% not.
+    from resnet_lab.experiments.runner import RunResult, SeedResults
+
+    def run(seed, acc, diverged=False):
+        return RunResult("ReLU", [{"epoch": 3, "test_acc": acc}], [], 1.0, 10, diverged, info={"seed": seed})
+
+    relu = SeedResults("ReLU", [run(0, 0.80), run(1, 0.119), run(2, 0.121), run(3, 0.10, diverged=True)])
+    assert vanishing_gradients.collapsed_seeds(relu, 10) == [1]
+    ratios = {"sigmoid": ([1e-4, 2e-4], [1e-3, 2e-3]), **ALIVE, "ReLU": ([0.3, 0.4], [0.6, 2.5e-3])}
+    checks = vanishing_gradients.claim_checks(ratios, collapsed={"ReLU": [1]})
+    assert not checks[2].passed and checks[2].evidence.endswith("training collapsed to chance accuracy in seed 1")
+    assert "collapsed" not in checks[1].evidence
+
+
 # --- bn_batch_size: BN's error rises > 2 pp (and the spread) at the smallest batch, GN's stays
 # --- within 2 pp even one sd up, GN beats BN beyond the spread ---
 

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from ..analysis.gradflow import GradientFlowRecorder, gradient_norms, plot_gradient_flow
 from .report import Check, Report, Spread, plot_lines
-from .runner import Context, RunSpec
+from .runner import Context, RunSpec, SeedResults
 
-__all__ = ["CLAIM", "NAME", "DeepMLP", "claim_checks", "run"]
+__all__ = ["CHANCE_MARGIN", "CLAIM", "NAME", "DeepMLP", "claim_checks", "collapsed_seeds", "run"]
 
 NAME = "vanishing_gradients"
 CLAIM = ("With sigmoid and no BN, gradients vanish in the early layers of a deep plain net; BN, ReLU or "
@@ -33,6 +33,7 @@ CLAIM = ("With sigmoid and no BN, gradients vanish in the early layers of a deep
 
 VANISHED = 1e-2  # first-layer / last-layer gradient norm below this: vanished
 ALIVE = 1e-1  # above this: alive
+CHANCE_MARGIN = 0.02  # a final test accuracy below 1/classes + 2 pp: the training collapsed to chance
 
 BUDGET = {
     "smoke": dict(depth=10, width=32, subset=512, epochs=1, max_steps=5, batch=64, test=256, seeds=2),
@@ -113,7 +114,8 @@ class DeepMLP(nn.Module):
 
 
 def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                 diverged: Mapping[str, bool] | None = None) -> list[Check]:
+                 diverged: Mapping[str, bool] | None = None,
+                 collapsed: Mapping[str, Sequence[int]] | None = None) -> list[Check]:
     """The claim's four checks from the first-layer / last-layer gradient-norm ratios of every seed.
 
     Args:
@@ -121,8 +123,11 @@ def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
             for the nets of ``CONFIGS`` (``sigmoid``, ``sigmoid + BN``, ``ReLU``,
             ``sigmoid + residual``). A NaN fails the check.
         diverged: ``{net: True}`` for a net whose training diverged in some seed (said in the evidence).
+        collapsed: ``{net: [seed, ...]}``: seeds whose training ended at chance accuracy without a NaN
+            (a ReLU net at this rate can die); their small ratio still fails the check, and the
+            evidence says why, since it is a failure of training rather than of the initialization.
     """
-    diverged = diverged or {}
+    diverged, collapsed = diverged or {}, collapsed or {}
 
     def spread(values: Sequence[float]) -> str:
         finite = [v for v in values if not math.isnan(v)]
@@ -143,8 +148,17 @@ def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                             all(v > ALIVE for v in [*init, *trained]),  # min() would skip a NaN seed
                             f"first/last ratio {spread(init)} at init, {spread(trained)} after training (range over "
                             f"{len(init)} seeds; every seed must be above {ALIVE:g})"
-                            + ("; training diverged (NaN loss)" if diverged.get(label) else "")))
+                            + ("; training diverged (NaN loss)" if diverged.get(label) else "")
+                            + (f"; training collapsed to chance accuracy in seed {', '.join(map(str, collapsed[label]))}"
+                               if collapsed.get(label) else "")))
     return checks
+
+
+def collapsed_seeds(result: SeedResults, num_classes: int) -> list[int]:
+    """The seeds whose training ended at chance test accuracy (below 1/classes + ``CHANCE_MARGIN``)
+    without diverging: a dead network, which the evidence names apart from a vanished initialization."""
+    return [r.info.get("seed") for r in result.runs
+            if not r.diverged and r.last.get("test_acc", 1.0) < 1 / num_classes + CHANCE_MARGIN]
 
 
 def _ratio(norms: list[tuple[str, float]]) -> float:
@@ -185,11 +199,11 @@ def run(ctx: Context) -> Report:
         flows[label] = {"init": inits, "trained": afters}
         results[label] = result
         over_steps[label] = [row[0] for row in recorders[0].history]
-    return _report(ctx, b, seeds, flows, results, over_steps)
+    return _report(ctx, b, seeds, flows, results, over_steps, len(data.info.classes))
 
 
 def _report(ctx: Context, b: Mapping, seeds: Sequence[int], flows: Mapping, results: Mapping,
-            over_steps: Mapping) -> Report:
+            over_steps: Mapping, num_classes: int) -> Report:
     """Table, checks and plots from the per-seed gradient norms (the plots show the first seed)."""
     rows = []
     for label, f in flows.items():
@@ -198,7 +212,8 @@ def _report(ctx: Context, b: Mapping, seeds: Sequence[int], flows: Mapping, resu
                      Spread.of(map(_ratio, f["init"])), Spread.of(map(_ratio, f["trained"])), r.final("train_loss"),
                      r.final("test_acc").scaled(100)])
     checks = claim_checks({label: ([_ratio(x) for x in f["init"]], [_ratio(x) for x in f["trained"]])
-                           for label, f in flows.items()}, {label: r.diverged > 0 for label, r in results.items()})
+                           for label, f in flows.items()}, {label: r.diverged > 0 for label, r in results.items()},
+                          {label: collapsed_seeds(r, num_classes) for label, r in results.items()})
 
     plot_gradient_flow({k: v["init"][0] for k, v in flows.items()}, ctx.out / "gradflow_init.png",
                        title=f"Per-layer gradient norm at initialization ({b['depth']} layers, width {b['width']}; "
