@@ -1002,3 +1002,39 @@ def test_reading_a_run_removes_the_temporary_files_a_killed_save_left(tmp_path):
     with ckpt.RunLock(out):  # a live writer's files are in use: left alone
         ckpt.settle_run_dir(out)
         assert all(p.exists() for p in stray)
+
+
+def _png_folder(root: Path, seed: int, per_class: int = 6) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_cli_resume_on_another_image_folder_with_the_same_names_and_counts_is_refused(tmp_path, capsys):
+    """QA resumed a folder run with --data-dir at another folder of the same class names, file names
+    and counts: epoch 2 trained and was tested on other images, and "best" compared two test sets.
+    The same folder moved elsewhere still resumes (paths are taken under the folder)."""
+    from resnet_lab.cli import main
+
+    first, other = _png_folder(tmp_path / "first", seed=0), _png_folder(tmp_path / "other", seed=1)
+    out = tmp_path / "run"
+    common = ["--model", "resnet8", "--dataset", "folder", "--epochs", "2", "--batch-size", "4", "--workers", "0",
+              "--val-fraction", "0.25", "--no-progress", "--out", str(out)]
+    assert main(["train", *common, "--data-dir", str(first), "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", *common, "--data-dir", str(other), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the images in {other} are not those the run trained on in {first}" in err, err
+    assert f"--data-dir {first} (the folder as it was" in err.split("or give the run's values: ")[1], err
+    (first / "a" / "5.png").unlink()  # a file removed: the count changes too, and --subset is no way back
+    assert main(["train", *common, "--data-dir", str(first), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "are not those the run trained on" in err and "--subset" not in err, err
+    _png_folder(tmp_path / "moved", seed=0)  # the first folder's files, elsewhere
+    assert main(["train", *common, "--data-dir", str(tmp_path / "moved"), "--resume"]) == 0

@@ -8,6 +8,7 @@ only with the same recipe and data, from a consistent checkpoint set.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -82,8 +83,34 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "crop_padding": getattr(data.train, "padding", None) if getattr(data.train, "augment", False) else None,
             # a folder's held-out split: another share or seed would test on images the run trained on
             "val_fraction": getattr(info, "val_fraction", None), "split_seed": getattr(info, "split_seed", None),
+            # an image folder's files: another folder with the same class names and counts, or files
+            # added, removed or replaced, used to resume silently ("folder" only names it in the refusal)
+            "files": _folder_fingerprint(data), "folder": info.source if getattr(info, "name", None) == "folder" else None,
         },
     }
+
+
+FINGERPRINT_BYTES = 4096  # of each image file: its header and the start of its pixels
+
+
+def _folder_fingerprint(data) -> str | None:
+    """A hash of an image folder's training and test files (path under the folder, class, size and
+    first :data:`FINGERPRINT_BYTES` bytes), so the folder may move or be copied but not change; None
+    for other datasets. Sizes alone did not do: random 8 x 8 PNGs all have one size. The scan
+    already opened every file for its header, so this read costs little more."""
+    if getattr(data.info, "name", None) != "folder":
+        return None
+    digest = hashlib.sha256()
+    for loader in (data.train, data.test):
+        for path, label in getattr(getattr(loader, "dataset", None), "samples", []):
+            rel = os.path.relpath(path, data.info.source)
+            digest.update(f"{rel}\0{label}\0{os.path.getsize(path)}\0".encode("utf-8", "surrogateescape"))
+            try:
+                with open(path, "rb") as f:
+                    digest.update(f.read(FINGERPRINT_BYTES))
+            except OSError:  # gone since the scan: the loader warns and replaces it; the hash marks it
+                digest.update(b"\0unreadable")
+    return digest.hexdigest()[:16]
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -114,10 +141,10 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     saved = {"recipe": state.get("recipe"), "data": state.get("data")}
     if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
-    differing = [(part, key) for part in ("recipe", "data") if saved[part]
-                 for key in saved[part] if key in now[part] and recipe_values_differ(saved[part][key], now[part][key])]
+    differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
+                 if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])]
     if differing:
-        diffs = [f"{part} {key}: run has {saved[part][key]!r}, now {now[part][key]!r}" for part, key in differing]
+        diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
         # --scale-lr makes lr and warmup from the number of processes (another count on resume).
         flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
@@ -125,8 +152,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
                  and saved[part][key] is not None]
         flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
                   for part, key in differing if (part, key) == ("recipe", "nesterov")]
-        flags += [flag for part, key in differing if part == "data"
-                  for flag in [_data_flag(key, saved["data"][key], int(state.get("world_size") or 1))] if flag]
+        flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
+                  for flag in [_data_flag(key, saved["data"], int(state.get("world_size") or 1))] if flag]
         again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
@@ -135,10 +162,20 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         )
 
 
-def _data_flag(key: str, value: Any, world_size: int) -> str | None:
-    """The flag that gives a data fact of a run its value again (None: none does, or it is
-    val_fraction, named with the recipe's); the training images' count names its flag only, since
-    --subset of all of them would draw another order."""
+def _difference(part: str, key: str, saved: dict[str, Any], now: dict[str, Any]) -> str:
+    if (part, key) == ("data", "files"):  # two hashes would say nothing
+        return (f"data files: the images in {now.get('folder')} are not those the run trained on in "
+                f"{saved.get('folder')} (another folder, or files added, removed or replaced)")
+    return f"{part} {key}: run has {saved[key]!r}, now {now[key]!r}"
+
+
+def _data_flag(key: str, saved: dict[str, Any], world_size: int) -> str | None:
+    """The flag that gives a data fact of a run (``saved[key]``) its value again (None: none does, or
+    it is val_fraction, named with the recipe's); the training images' count names its flag only,
+    since --subset of all of them would draw another order."""
+    value = saved[key]
+    if key == "files":
+        return f"--data-dir {saved.get('folder')} (the folder as it was when the run started)"
     if key == "global_batch_size" and value:
         return f"--batch-size {value // world_size}" + (f" (per process, {world_size} processes)" if world_size > 1 else "")
     if key == "input_size" and value:
