@@ -4,6 +4,7 @@ conftest.py files under ``--import-mode=importlib``)."""
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -54,3 +55,11 @@ class FakeTorchvisionCifar10:
             batch = {b"labels": list(rng.integers(0, 10, 6)), b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8)}
             (d / name).write_bytes(pickle.dumps(batch, protocol=2))
         (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+
+
+class TerminalStream(io.StringIO):
+    """A stream that says it is a terminal, as a shell's stderr does: progress bars draw only on
+    one (``contextlib.redirect_stderr(TerminalStream())``)."""
+
+    def isatty(self) -> bool:
+        return True

@@ -12,6 +12,7 @@ that every option has a test here or elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -40,7 +41,7 @@ from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.experiments import VERDICTS, Check, Report, list_experiments
 
-from support import FakeTorchvisionCifar10
+from support import FakeTorchvisionCifar10, TerminalStream
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy
 
@@ -615,10 +616,19 @@ def test_eval_every_below_1_is_refused_in_one_line_naming_the_flag(capsys, bad):
 
 def test_no_progress_hides_the_progress_bar(capsys):
     without_flag = [a for a in TINY if a != "--no-progress"]
-    code, _, err = cli(capsys, "train", *without_flag)
-    assert code == 0 and "epoch 1/1" in err and "batch" in err  # tqdm's bar on stderr
-    code, _, err = cli(capsys, "train", *TINY)
-    assert code == 0 and "epoch 1/1" not in err and "batch" not in err
+    for argv, drawn in ((without_flag, True), (TINY, False)):
+        terminal = TerminalStream()  # bars draw on a terminal only
+        with contextlib.redirect_stderr(terminal):
+            assert cli(capsys, "train", *argv)[0] == 0
+        bar = terminal.getvalue()
+        assert ("epoch 1/1" in bar and "batch" in bar) is drawn, argv  # tqdm's bar on stderr
+
+
+def test_off_a_terminal_train_draws_no_bar_and_keeps_the_line_of_each_epoch(capsys):
+    """`resnet-lab train ... 2> log` filled the log with the bar's carriage-return redraws."""
+    code, out, err = cli(capsys, "train", *[a for a in TINY if a != "--no-progress"])  # stderr captured: no terminal
+    assert code == 0 and "\r" not in err and "batch" not in err
+    assert re.search(r"^epoch +1/1 +train loss", out, re.M)  # the summary line, as with --no-progress
 
 
 @pytest.mark.parametrize("flag", ["--sync-bn", "--scale-lr"])
@@ -1241,11 +1251,12 @@ def test_config_max_steps_per_epoch_caps_the_steps_of_each_epoch(monkeypatch):
     assert [(r["epoch"], r["step"]) for r in capped.records] == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
-def test_config_progress_off_writes_no_bar(capsys):
-    rl_train.train(_tiny(), make_bundle(), _config(progress=True), log=lambda s: None)
-    assert "batch" in capsys.readouterr().err
-    rl_train.train(_tiny(), make_bundle(), _config(progress=False), log=lambda s: None)
-    assert "batch" not in capsys.readouterr().err
+def test_config_progress_off_writes_no_bar():
+    for progress in (True, False):
+        terminal = TerminalStream()  # bars draw on a terminal only
+        with contextlib.redirect_stderr(terminal):
+            rl_train.train(_tiny(), make_bundle(), _config(progress=progress), log=lambda s: None)
+        assert ("batch" in terminal.getvalue()) is progress
 
 
 def _held_out(folder: Path, **kw) -> list[str]:

@@ -172,7 +172,8 @@ def _add_sam(g) -> None:
 
 
 def _add_no_progress(g, shown: str = "one line per epoch only") -> None:
-    g.add_argument("--no-progress", action="store_true", help=f"no progress bar ({shown})")
+    g.add_argument("--no-progress", action="store_true", help=f"no progress bar ({shown}); off a terminal (stderr "
+                   "to a file or a pipe) none is drawn anyway")
 
 
 def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_LR),

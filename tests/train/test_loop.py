@@ -1,14 +1,19 @@
+import contextlib
 import copy
 import importlib
+import io
 import json
 import math
 
 import pytest
 import torch
+from tqdm.auto import tqdm
 
 from resnet_lab.train import TrainConfig, TrainingDiverged, build_optimizer, evaluate, train
+from resnet_lab.train.bars import bar_disable, on_terminal
 from resnet_lab.train.optim import schedule_fn
 
+from support import TerminalStream
 from tinytrain import TinyNet, make_bundle
 
 
@@ -488,3 +493,25 @@ def test_ctrl_c_during_setup_is_not_replaced_by_a_failing_restore(monkeypatch):
     monkeypatch.setattr(torch, "use_deterministic_algorithms", half_loaded)
     with pytest.raises(KeyboardInterrupt):
         train(_fresh(), make_bundle(), _cfg(epochs=1))
+
+
+def test_progress_bars_draw_on_a_terminal_only():
+    """tqdm's carriage-return redraws filled a log (`resnet-lab train ... 2> log`) with junk: off a
+    terminal no bar is drawn; on one it still is, unless progress is off."""
+    for stream, progress, drawn in ((TerminalStream(), True, True), (io.StringIO(), True, False),
+                                    (TerminalStream(), False, False)):
+        with tqdm(total=3, disable=bar_disable(progress), file=stream) as bar:
+            assert bar.disable is not drawn, (progress, type(stream))
+            bar.update(3)
+        assert ("3/3" in stream.getvalue()) is drawn, (progress, type(stream))
+    assert on_terminal(TerminalStream()) and not on_terminal(io.StringIO()) and not on_terminal(object())
+
+
+def test_train_draws_its_bar_on_a_terminal_and_none_into_a_file(capsys):
+    config = TrainConfig(epochs=1, lr=0.05, progress=True, plots=False, device="cpu")
+    terminal = TerminalStream()
+    with contextlib.redirect_stderr(terminal):
+        train(TinyNet(), make_bundle(), config, log=lambda s: None)
+    assert "epoch 1/1" in terminal.getvalue() and "\r" in terminal.getvalue()
+    train(TinyNet(), make_bundle(), config, log=lambda s: None)  # stderr captured: not a terminal
+    assert "\r" not in capsys.readouterr().err

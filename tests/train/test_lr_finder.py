@@ -9,6 +9,7 @@ curves, and bit-exact ``torch.equal`` of every tensor the model held before the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import math
@@ -30,7 +31,7 @@ from resnet_lab.models import create_model
 from resnet_lab.train import LRFindResult, TrainConfig, lr_find, lr_find_figure
 from resnet_lab.train.lr_finder import steep, valley
 
-from support import FakeTorchvisionCifar10
+from support import FakeTorchvisionCifar10, TerminalStream
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy, patch_everywhere
 
@@ -487,11 +488,15 @@ def test_lr_find_no_progress_hides_the_bar_and_reaches_the_config(capsys, monkey
 
     patch_everywhere(monkeypatch, lr_finder.lr_find, spy)
     argv = ["lr-find", *BASE, "--start-lr", "1e-4", "--end-lr", "0.5", "--steps", "6"]
-    assert main(argv) == 0
-    bar = capsys.readouterr().err
-    assert main([*argv, "--no-progress"]) == 0
-    quiet = capsys.readouterr().err
+    streams = []
+    for extra in ([], ["--no-progress"]):
+        streams.append(TerminalStream())  # bars draw on a terminal only
+        with contextlib.redirect_stderr(streams[-1]):
+            assert main([*argv, *extra]) == 0
+    bar, quiet = (s.getvalue() for s in streams)
     assert seen == [True, False] and "lr range test" in bar and "lr range test" not in quiet
+    assert main(argv) == 0  # stderr captured, no terminal: no bar either
+    assert "lr range test" not in capsys.readouterr().err
 
 
 def test_lr_find_fp16_on_a_cpu_is_refused_as_train_refuses_it(capsys):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import types
 import urllib.error
 
 import pytest
@@ -17,6 +20,9 @@ from resnet_lab.transfer import (
     parse_torchvision_name,
     transfer_model,
 )
+from resnet_lab.transfer import sources
+
+from support import TerminalStream
 
 
 def _transfer(path, model="resnet18", strategy="all", **kw):
@@ -292,3 +298,21 @@ def test_gray_googlenet_from_imagenet_weights_keeps_the_input_rescaling_and_comp
     assert seen[0].abs().max() > 0.1 and torch.allclose(seen[1], seen[0], atol=1e-4, rtol=1e-4), \
         (seen[1] - seen[0]).abs().max()
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_the_download_bar_of_torchvision_weights_draws_on_a_terminal_only(monkeypatch, tmp_path):
+    """torch's download bar, like training's, wrote carriage-return redraws into a log (`2> log`)."""
+    asked = []
+
+    def get_state_dict(**kw):
+        asked.append(kw["progress"])
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    stand_in = types.SimpleNamespace(url="https://download.invalid/models/resnet18-f37072fd.pth",
+                                     get_state_dict=get_state_dict)
+    monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
+    for stream in (TerminalStream(), io.StringIO()):
+        with contextlib.redirect_stderr(stream), pytest.raises(RuntimeError, match="could not get torchvision:"):
+            load_source("torchvision:resnet18")
+    assert asked == [True, False]

@@ -55,7 +55,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     out: str | None = None  # run directory; None writes nothing
     resume: bool = False  # continue the run in `out` from its train_state.pt
-    progress: bool = True  # tqdm progress bar per epoch
+    progress: bool = True  # tqdm progress bar per epoch, on a terminal only (train/bars.py)
     plots: bool = True  # curves.png and confusion.png
     lr_scale: dict[str, float] = field(default_factory=dict)  # {param-name prefix: lr factor}
     max_steps_per_epoch: int | None = None  # cap on optimizer steps per epoch (experiments)

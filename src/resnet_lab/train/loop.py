@@ -31,6 +31,7 @@ from ..models import check_input_size, is_model
 from ..nn import BatchNormBase, SyncBatchNorm
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
+from .bars import bar_disable
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
 from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
@@ -339,7 +340,7 @@ def train_one_epoch(
         start_step: steps of this epoch already done.
         skip_single: skip a batch of one sample (batch norm has no statistics for it).
         on_step: called after every step with ``(step, loss)``; may raise KeyboardInterrupt to stop.
-        progress: show a bar with loss, accuracy, learning rate and images/s.
+        progress: show a bar with loss, accuracy, learning rate and images/s (on a terminal only).
         scaler: the fp16 gradient scaler (default: a disabled one, which changes nothing).
         averaging: EMA and lookahead weights, updated after every optimizer step.
         stats: the sums to add this pass's batches to (those of the steps before ``start_step``,
@@ -365,8 +366,8 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
     step = start_step
     if start_step and hasattr(loader, "load_state_dict"):  # jump straight to the saved batch
         loader.load_state_dict({"epoch": epoch, "position": start_step})
-    bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
-               unit="batch", dynamic_ncols=True, mininterval=0.5)
+    bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=bar_disable(progress), unit="batch", dynamic_ncols=True, mininterval=0.5)
     where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {_base_lr(scheduler):.4g}); "  # noqa: E731
                      f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip, config.sam)}")
     for i, (x, y) in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..figures import check_png_path, new_figure, save_png
+from .bars import bar_disable
 from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
 from .loop import TrainingDiverged, check_model_fits_info, train_one_epoch
@@ -180,7 +181,7 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
                                 config.weight_decay, config.lr_scale, config.norm_lr_scale)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)  # a pass-through unless fp16, as in train
-    bar = tqdm(total=steps, desc="lr range test", leave=False, disable=not config.progress, unit="step",
+    bar = tqdm(total=steps, desc="lr range test", leave=False, disable=bar_disable(config.progress), unit="step",
                dynamic_ncols=True, mininterval=0.5)
     taken = itertools.count()  # steps so far, over all passes
 

@@ -17,6 +17,7 @@ from torch.hub import HASH_REGEX, get_dir
 
 from ..models import create_model, is_model, model_info
 from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of
+from ..train.bars import on_terminal
 from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
 from .heads import fold_head
@@ -131,8 +132,8 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
     cached = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
     _check_cached(cached, spec)  # torch checks the hash only when it downloads, never a cached file
     try:
-        # Downloads into the torch hub cache (or reads it from there); tensors only.
-        state = weights.get_state_dict(progress=True, weights_only=True, map_location=map_location)
+        # Downloads into the torch hub cache (or reads it from there); tensors only. The bar on a terminal only.
+        state = weights.get_state_dict(progress=on_terminal(), weights_only=True, map_location=map_location)
     except Exception as e:  # URLError, OSError, HTTPError, RuntimeError of a broken file
         if cached.is_file():  # never downloaded again while it is there, online or not
             raise RuntimeError(f"could not read {spec} from its cached file {cached} ({type(e).__name__}): the file "
