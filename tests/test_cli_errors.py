@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from resnet_lab.cli import main
+from resnet_lab.cli import build_parser, main
 from resnet_lab import runs as ckpt
 
 TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
@@ -956,12 +956,57 @@ def test_report_with_a_data_dir_that_does_not_exist_warns_on_stderr(tmp_path, ca
     assert f"warning: --data-dir {tmp_path / 'typo'} does not exist" in err
 
 
-def test_an_unknown_flag_is_answered_with_the_usage_of_its_command(capsys):
+def _parse_error(capsys, argv: list[str]) -> list[str]:
+    """The lines on stderr of a command line that argparse refuses (exit 2, as argparse exits)."""
     with pytest.raises(SystemExit) as e:
-        main(["summary", "resnet8", "--image-size", "32"])
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("usage: resnet-lab summary ")
-    assert err.strip().endswith("resnet-lab summary: error: unrecognized arguments: --image-size 32")
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
+def test_an_unknown_flag_is_answered_in_the_name_of_its_command_with_a_pointer_to_its_help(capsys):
+    """argparse printed the whole usage block of the command (a screenful for train) before its error."""
+    assert _parse_error(capsys, ["summary", "resnet8", "--image-size", "32"]) == [
+        "resnet-lab summary: error: unrecognized arguments: --image-size 32; did you mean --input-size?",
+        "see `resnet-lab summary --help` for its options"]
+
+
+@pytest.mark.parametrize("argv, first", [
+    (["train", "--model", "resnet8", "--dataset", "fake", "--epoch", "3"],
+     "resnet-lab train: error: unrecognized arguments: --epoch 3; did you mean --epochs?"),
+    (["train", "--model", "resnet8", "--epoch=3", "--dataset", "fake"],
+     "resnet-lab train: error: unrecognized arguments: --epoch=3; did you mean --epochs?"),
+    (["train", "--model", "resnet8", "--dataset", "fake", "--epoch", "3", "--bachsize", "8"],
+     "resnet-lab train: error: unrecognized arguments: --epoch 3 --bachsize 8; did you mean --epochs (for --epoch), "
+     "--batch-size (for --bachsize)?"),
+    (["trian", "--model", "resnet8"], "resnet-lab: error: unknown command 'trian'; did you mean train?"),
+    (["lr_find"], "resnet-lab: error: unknown command 'lr_find'; did you mean lr-find?"),
+    (["frobnicate"], "resnet-lab: error: unknown command 'frobnicate'; the commands: models, summary, train, lr-find, "
+     "finetune, experiment, evaluate, predict, export, report"),
+])
+def test_an_unknown_flag_or_command_is_answered_with_the_closest_one(capsys, argv, first):
+    lines = _parse_error(capsys, argv)
+    command = "resnet-lab train" if argv[0] == "train" else "resnet-lab"
+    assert lines == [first, f"see `{command} --help` for its {'options' if argv[0] == 'train' else 'commands'}"]
+
+
+@pytest.mark.parametrize("argv", [["train", "--dataset", "fake"],  # --model missing
+                                  ["train", "--model", "resnet8", "--dataset", "fake", "--epochs", "two"],
+                                  ["train", "--model", "resnet8", "--dataset", "fake", "--optimizer", "sgdd"],
+                                  ["summary"], []])
+def test_every_parse_error_is_one_line_and_the_pointer_to_help(capsys, argv):
+    lines = _parse_error(capsys, argv)
+    assert len(lines) == 2 and "usage:" not in "\n".join(lines), lines
+    assert lines[0].startswith(f"resnet-lab{' ' + argv[0] if argv else ''}: error: ")
+    assert lines[1].startswith(f"see `resnet-lab{' ' + argv[0] if argv else ''} --help` for its ")
+
+
+def test_help_is_still_argparses_whole_usage(capsys):
+    for argv, parser in ((["train", "--help"], build_parser().command_parsers["train"]), (["--help"], build_parser())):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith("usage: resnet-lab") and out == parser.format_help()
 
 
 def test_experiment_list_with_a_name_is_refused_not_the_name_ignored(capsys, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import errno
 import json
 import logging
@@ -56,6 +57,28 @@ def _probability(text: str) -> float:
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (each command's too), whose errors are one line and a pointer to --help:
+    argparse put the whole usage block, a screenful for train, before the line that matters."""
+
+    def error(self, message: str):
+        what = "commands" if hasattr(self, "command_parsers") else "options"  # the top level's or a command's
+        self.exit(2, f"{self.prog}: error: {message}\nsee `{self.prog} --help` for its {what}\n")
+
+    def unrecognized(self, extra: list[str]) -> str:
+        """argparse's "unrecognized arguments" message, with this command's closest option for each
+        unknown one (`--epoch` -> `--epochs`)."""
+        options = [o for action in self._actions for o in action.option_strings]  # argparse's list of them
+        close = {}
+        for word in extra:
+            flag = word.split("=", 1)[0]
+            match = difflib.get_close_matches(flag, options, n=1) if flag.startswith("--") else []
+            if match:
+                close[flag] = match[0]
+        hint = ", ".join(f"{m} (for {flag})" if len(close) > 1 else m for flag, m in close.items())
+        return f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {hint}?" if hint else "")
 
 
 # Formats to nothing; a help text holding it is not given "(default: None)" by the formatter.
@@ -239,7 +262,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resnet-lab",
         description="Residual networks and batch normalization: build, train, transfer, reproduce, ship.",
         formatter_class=_Formatter,
@@ -1058,12 +1081,23 @@ def _small_input_flag_alone(argv: list[str]) -> list[str]:
     return out
 
 
+def _refuse_unknown_command(parser: _Parser, argv: list[str]) -> None:
+    """`resnet-lab trian`: argparse listed every command; the closest one is the likely meaning."""
+    word = argv[0] if argv else "-"
+    if word.startswith("-") or word in parser.command_parsers:
+        return
+    close = difflib.get_close_matches(word, parser.command_parsers, n=1)
+    parser.error(f"unknown command {word!r}; " + (f"did you mean {close[0]}?" if close else
+                                                  f"the commands: {', '.join(parser.command_parsers)}"))
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with options allowed between the positional runs and images of evaluate,
     report and predict (`predict RUN --top-k 3 IMAGE`): argparse leaves the positionals after an
     option unrecognized there, so they are joined back to the list they continue."""
     parser = build_parser()
     argv = _small_input_flag_alone(list(sys.argv[1:] if argv is None else argv))
+    _refuse_unknown_command(parser, argv)
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) in ("evaluate", "report", "predict") \
             and not any(e.startswith("-") for e in extra):
@@ -1073,8 +1107,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         else:
             args.run = list(args.run) + extra
         return args
-    if extra:  # argparse's error, with the usage of the command it was given to (not the top level's)
-        parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # argparse's error, in the name of the command it was given to (not the top level's)
+        command = parser.command_parsers.get(args.command, parser)
+        command.error(command.unrecognized(extra))
     return args
 
 
