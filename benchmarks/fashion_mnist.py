@@ -173,11 +173,24 @@ def run_recipe(name: str, out_root: Path, threads: int, seed: int | None = None)
     return result
 
 
+def seeded(stage: str, seed: int | None) -> str:
+    """A stage's flags with ``--seed seed`` in place of its own, or added (None: as they are); resnet-lab
+    refuses a flag given twice, so the seed cannot just be appended to a stage that has one."""
+    if seed is None:
+        return stage
+    words = shlex.split(stage)
+    for i, word in enumerate(words):
+        if word.split("=", 1)[0] == "--seed":
+            del words[i:i + (1 if "=" in word else 2)]
+            words[i:i] = ["--seed", str(seed)]
+            return shlex.join(words)
+    return shlex.join([*words, "--seed", str(seed)])
+
+
 def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | None = None) -> dict:
     purpose, target, budget, args = RECIPES[name]
     stages = (args,) if isinstance(args, str) else args
-    if seed is not None:  # the last --seed wins in argparse: every stage gets this one
-        stages = tuple(f"{stage} --seed {seed}" for stage in stages)
+    stages = tuple(seeded(stage, seed) for stage in stages)  # every stage gets this one
     out = out_root / name if seed is None else out_root / name / f"seed{seed}"
     # An earlier run of it waits beside, and comes back if this one fails or is stopped: a re-run
     # never loses a finished run before it has a new one.
@@ -350,7 +363,7 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
                                     + "".join(f"> - {reason}\n" for reason in busy) + "\n")
         seeds = [x.get("seed") for x in rs]
         how = "" if seeds == [None] else (f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} "
-                                          "(`--seed` appended to the command).\n\n")
+                                          "(`--seed` set in each command, in place of its own).\n\n")
         rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
         views = _tta_views(name)
         judged = (f"final, {views}, evaluation timed" if name in TTA_TARGET else "single view, per epoch")

@@ -1399,3 +1399,19 @@ def test_an_ablation_block_is_keyed_by_its_variant_set_and_the_existing_blocks_k
     assert before.group(0) in text and "<!-- bench:ablation-5-epochs-base-cutmix-mixup -->" in text
     assert "python benchmarks/ablate_recipe.py base mixup cutmix --epochs 5" in text  # the command, not pytest's
     assert ablate_recipe.block_key(5, ["cutmix", "mixup", "base"], doc) == "ablation-5-epochs-base-cutmix-mixup"
+
+
+def test_every_recipe_stage_gives_each_flag_once_with_or_without_a_seed():
+    """`--seeds N` appended `--seed S` to stages that carry their own (`--seed 1`), relying on argparse's
+    last value; resnet-lab refuses a flag given twice, so the seed now takes the place of the stage's own."""
+    parser = build_parser()
+    for name, (_, _, _, args) in fashion_mnist.RECIPES.items():
+        for seed in (None, 0, 2):
+            for k, stage in enumerate((args,) if isinstance(args, str) else args):
+                head = ["train"] if k == 0 else ["finetune", "--from", "RUN"]
+                words = [*head, *shlex.split(fashion_mnist.seeded(stage, seed)), "--out", "OUT", "--no-progress"]
+                parser.command_parsers[head[0]].refuse_repeated(words[1:])  # exits 2 on a repeated flag
+                if seed is not None:
+                    assert words[words.index("--seed") + 1] == str(seed), (name, k)
+    assert fashion_mnist.seeded("--lr 0.1 --seed=1 --bf16", 3) == "--lr 0.1 --seed 3 --bf16"
+    assert fashion_mnist.seeded("--lr 0.1", 3) == "--lr 0.1 --seed 3"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from resnet_lab.cli import build_parser, main
+from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
 TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
@@ -267,7 +267,7 @@ def test_a_new_run_never_overwrites_a_run_even_one_without_its_training_state(tr
     shutil.copytree(src, run)
     (run / removed).unlink(missing_ok=True)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    assert main(["train", *TRAIN, "--model", "resnet20", "--epochs", "1", "--out", str(run)]) == 2
+    assert main(["train", *TRAIN[2:], "--model", "resnet20", "--epochs", "1", "--out", str(run)]) == 2  # not resnet8
     _one_line_error(capsys, "already holds a run")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
@@ -544,7 +544,9 @@ def test_a_warning_during_a_command_is_one_line_without_our_source_path(tmp_path
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "resnet_lab", "train", *TRAIN, "--epochs", "1", "--batch-size", "1000"],
+    args = list(TRAIN)
+    args[args.index("--batch-size") + 1] = "1000"  # a flag is given once
+    proc = subprocess.run([sys.executable, "-m", "resnet_lab", "train", *args, "--epochs", "1"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if "global batch of 1000" in line]
@@ -1218,3 +1220,26 @@ def test_a_hand_edited_model_json_is_refused_naming_the_file_and_the_field(train
         assert main(command) == 2
         err = _one_line_error(capsys, field)
         assert str(copy / "model.json") in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, first", [
+    (["train", "--model", "resnet8", "--epochs", "3", "--dataset", "fake", "--epochs", "5"],
+     "resnet-lab train: error: --epochs is given twice (3, then 5): give it once"),
+    (["train", "--model", "resnet8", "--epochs=3", "--dataset", "fake", "--epochs", "5"],
+     "resnet-lab train: error: --epochs is given twice (3, then 5): give it once"),
+    (["train", "--model", "resnet8", "--lr", "0.1", "--dataset", "fake", "--lr=0.1"],  # the same value: still once
+     "resnet-lab train: error: --lr is given twice (0.1, then 0.1): give it once"),
+    (["summary", "resnet8", "--input-size", "3", "32", "32", "--input-size", "1", "28", "28"],
+     "resnet-lab summary: error: --input-size is given twice (3 32 32, then 1 28 28): give it once"),
+    (["predict", "runs/r", "a.png", "--top-k", "-1", "--top-k", "2"],
+     "resnet-lab predict: error: --top-k is given twice (-1, then 2): give it once"),
+])
+def test_a_flag_given_twice_is_refused_naming_both_values(capsys, argv, first):
+    """`--epochs 3 ... --epochs 5` trained 5 epochs without a word; it is one of the two, or a typo."""
+    assert _parse_error(capsys, argv) == [first, f"see `resnet-lab {argv[0]} --help` for its options"]
+
+
+def test_a_switch_given_twice_and_a_flag_value_after_double_dash_are_not_refused(capsys):
+    """A switch says the same thing twice (nothing is lost); after `--` a word is a value, not a flag."""
+    assert _parse(["train", "--model", "m", "--dataset", "fake", "--bf16", "--bf16"]).bf16
+    assert _parse(["predict", "--top-k", "2", "r", "--", "--top-k"]).images == ["--top-k"]

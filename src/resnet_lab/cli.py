@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import difflib
 import errno
+import itertools
 import json
 import logging
 import math
@@ -67,10 +68,14 @@ class _Parser(argparse.ArgumentParser):
         what = "commands" if hasattr(self, "command_parsers") else "options"  # the top level's or a command's
         self.exit(2, f"{self.prog}: error: {message}\nsee `{self.prog} --help` for its {what}\n")
 
+    def options(self) -> dict[str, argparse.Action]:
+        """Each option string of this parser (its groups' too) and its action."""
+        return {o: action for action in self._actions for o in action.option_strings}  # argparse's list of them
+
     def unrecognized(self, extra: list[str]) -> str:
         """argparse's "unrecognized arguments" message, with this command's closest option for each
         unknown one (`--epoch` -> `--epochs`)."""
-        options = [o for action in self._actions for o in action.option_strings]  # argparse's list of them
+        options = list(self.options())
         close = {}
         for word in extra:
             flag = word.split("=", 1)[0]
@@ -79,6 +84,26 @@ class _Parser(argparse.ArgumentParser):
                 close[flag] = match[0]
         hint = ", ".join(f"{m} (for {flag})" if len(close) > 1 else m for flag, m in close.items())
         return f"unrecognized arguments: {' '.join(extra)}" + (f"; did you mean {hint}?" if hint else "")
+
+    def refuse_repeated(self, argv: list[str]) -> None:
+        """A flag that takes a value, given twice: argparse kept the last one without a word (`--epochs 3
+        ... --epochs 5` trained 5). A switch (--bf16) given twice loses nothing and passes; none of ours is
+        meant to be repeated (no append or count action), and abbreviations are off (allow_abbrev)."""
+        options, given = self.options(), {}
+        for i, word in enumerate(argv):
+            if word == "--":  # the rest are values
+                return
+            flag, eq, value = word.partition("=")
+            action = options.get(flag)
+            if action is None or action.nargs == 0:
+                continue
+            if not eq:  # the words after it that argparse gives it
+                count = action.nargs if isinstance(action.nargs, int) else 1
+                value = " ".join(itertools.takewhile(lambda w: not w.startswith("--"), argv[i + 1:i + 1 + count]))
+                value = value or "alone"
+            if action in given:
+                self.error(f"{flag} is given twice ({given[action]}, then {value}): give it once")
+            given[action] = value
 
 
 # Formats to nothing; a help text holding it is not given "(default: None)" by the formatter.
@@ -1098,6 +1123,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     argv = _small_input_flag_alone(list(sys.argv[1:] if argv is None else argv))
     _refuse_unknown_command(parser, argv)
+    if argv and argv[0] in parser.command_parsers:  # the command is the first word (the top level takes no value)
+        parser.command_parsers[argv[0]].refuse_repeated(argv[1:])
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) in ("evaluate", "report", "predict") \
             and not any(e.startswith("-") for e in extra):

@@ -200,7 +200,9 @@ def test_a_killed_or_hung_rank_ends_the_other_with_a_clear_error(tmp_path):
     # process-group timeout can end rank 0's wait). Rank 1 starts first, with the default timeout,
     # and waits at the rendezvous for rank 0; rank 0's short timeout then covers only collectives
     # between two running processes, never the other's start-up, however busy the machine is.
-    args = [*TRAIN, "--batch-size", "2", "--subset", "64", "--epochs", "1000", "--norm", "batch"]  # no --out
+    args = [*TRAIN, "--batch-size", "2"]  # no --out
+    for flag, value in (("--subset", "64"), ("--epochs", "1000"), ("--norm", "batch")):  # a flag is given once
+        args[args.index(flag) + 1] = value
     jobs = {}
     for how in ("killed", "hung"):
         (tmp_path / how).mkdir()

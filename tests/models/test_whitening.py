@@ -151,7 +151,9 @@ def test_cli_resume_refuses_a_different_whiten_setting(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--whiten", "--out", str(run)]) == 0
     capsys.readouterr()
-    code = main(["train", *TINY, "--epochs", "2", "--resume", "--out", str(run)])
+    two = list(TINY)
+    two[two.index("--epochs") + 1] = "2"  # a flag is given once
+    code = main(["train", *two, "--resume", "--out", str(run)])
     err = capsys.readouterr().err
     assert code == 2 and "trained with --whiten" in err and err.count("\n") == 1
 

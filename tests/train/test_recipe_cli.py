@@ -18,9 +18,10 @@ from trainspy import TrainSpy
 # resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16",
         "--epochs", "1", "--no-progress", "--device", "cpu"]
-# Two epochs: progressive resizing needs them (the last one trains at full size); argparse's last --epochs wins.
 FLAGS = ["--ema", "0.9", "--lookahead", "2", "--lookahead-alpha", "0.6", "--norm-lr-scale", "2.5",
-         "--progressive-resize", "4", "--mixup", "0.3", "--cutmix", "0.7", "--sam", "0.05", "--epochs", "2"]
+         "--progressive-resize", "4", "--mixup", "0.3", "--cutmix", "0.7", "--sam", "0.05"]
+# Two epochs: progressive resizing needs them (the last one trains at full size); a flag is given once.
+TWO_EPOCHS = [*TINY[:TINY.index("--epochs")], "--epochs", "2", *TINY[TINY.index("--epochs") + 2:]]
 FIELDS = {"ema": 0.9, "lookahead": 2, "lookahead_alpha": 0.6, "norm_lr_scale": 2.5, "progressive_resize": 4,
           "mixup": 0.3, "cutmix": 0.7, "sam": 0.05}
 DEFAULTS = {"ema": 0.0, "lookahead": 0, "lookahead_alpha": 0.5, "norm_lr_scale": 1.0, "progressive_resize": None,
@@ -34,7 +35,7 @@ def _fields(config) -> dict:
 def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, monkeypatch, capsys):
     spy = TrainSpy(monkeypatch)
     out = tmp_path / "r8"
-    assert main(["train", *TINY, *FLAGS, "--out", str(out)]) == 0
+    assert main(["train", *TWO_EPOCHS, *FLAGS, "--out", str(out)]) == 0
     call = spy.last
     assert _fields(call.config) == FIELDS
     # epoch 1 at the start side, the last epoch at the full 8 px; with SAM each step's batch twice
@@ -46,10 +47,10 @@ def test_cli_train_and_finetune_hand_the_recipe_flags_to_the_trainer(tmp_path, m
     assert not torch.equal(saved["fc.weight"], raw["fc.weight"])  # model.safetensors holds the EMA
 
     spy.run = False
-    finetune = ["finetune", "--from", str(out), "--strategy", "all", *TINY[2:]]
-    assert main([*finetune, *FLAGS]) == 0
+    finetune = ["finetune", "--from", str(out), "--strategy", "all"]
+    assert main([*finetune, *TWO_EPOCHS[2:], *FLAGS]) == 0
     assert _fields(spy.last.config) == FIELDS
-    assert main(finetune) == 0 and main(["train", *TINY]) == 0
+    assert main([*finetune, *TINY[2:]]) == 0 and main(["train", *TINY]) == 0
     assert _fields(spy.calls[-2].config) == DEFAULTS == _fields(spy.calls[-1].config)
     capsys.readouterr()
 
