@@ -1432,6 +1432,17 @@ def test_val_fraction_where_it_changes_nothing_is_refused_at_any_value_and_a_res
     assert cli(capsys, "train", *args, "--val-fraction", "0.25", "--resume")[0] == 0
 
 
+def test_a_pause_is_told_in_one_line(capsys, tmp_path):
+    """--stop-after printed "stopped after epoch 1 of 2 as asked; continue with --resume" (train's) and
+    then "paused after epoch 1 of 2: ..." (the CLI's): one is enough."""
+    code, out, err = cli(capsys, "train", *with_flags(TINY, "--epochs", "2"), "--stop-after", "1",
+                         "--out", str(tmp_path / "run"))
+    told = [line for line in (out + err).splitlines() if "epoch 1 of 2" in line]
+    assert code == 0 and len(told) == 1, told
+    assert re.fullmatch(r"paused after epoch 1 of 2: best test accuracy \d+\.\d\d% so far; continue with the same "
+                        r"command and --resume", told[0])
+
+
 def test_a_pause_before_any_evaluation_says_so_instead_of_a_best_of_0(capsys, tmp_path):
     """--eval-every 2 --stop-after 1 printed "best test accuracy 0.00% so far" with nothing evaluated."""
     code, out, _ = cli(capsys, "train", *with_flags(TINY, "--epochs", "3"), "--eval-every", "2", "--stop-after", "1",

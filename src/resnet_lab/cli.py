@@ -711,15 +711,11 @@ def _print_lr_find(result, args) -> None:
 
 
 def _report_run(history, args) -> int:
-    """The last line of `train` and `finetune` (rank 0 only) and the exit code."""
+    """The last line of `train` and `finetune` (rank 0 only) and the exit code; a --stop-after pause
+    was told by train itself, in one line."""
     if history.interrupted:
         return 130
-    if history.epochs and _dist_rank() == 0 and history.last["epoch"] < args.epochs:
-        best = (f"best test accuracy {100 * history.best_acc:.2f}% so far" if history.best_epoch
-                else "no epoch evaluated yet")  # --eval-every: 0.00% was printed for none
-        print(f"paused after epoch {history.last['epoch']} of {args.epochs}: {best}; continue with the same command "
-              "and --resume")
-    elif history.epochs and _dist_rank() == 0:  # under torchrun only rank 0 reports
+    if history.epochs and _dist_rank() == 0 and history.last["epoch"] >= args.epochs:  # torchrun: rank 0 reports
         print(f"done: best test accuracy {100 * history.best_acc:.2f}% (epoch {history.best_epoch}) "
               f"in {history.seconds:.0f}s" + (f"; run in {args.out}" if args.out else ""))
     return 0

@@ -515,3 +515,13 @@ def test_train_draws_its_bar_on_a_terminal_and_none_into_a_file(capsys):
     assert "epoch 1/1" in terminal.getvalue() and "\r" in terminal.getvalue()
     train(TinyNet(), make_bundle(), config, log=lambda s: None)  # stderr captured: not a terminal
     assert "\r" not in capsys.readouterr().err
+
+
+def test_a_pause_of_stop_after_says_where_the_run_stands_in_one_line(tmp_path):
+    lines = []
+    config = TrainConfig(epochs=3, lr=0.05, stop_after=2, out=str(tmp_path / "run"), progress=False, plots=False,
+                         device="cpu")
+    history = train(TinyNet(), make_bundle(), config, log=lines.append)
+    told = [line for line in lines if "after epoch 2" in line]
+    assert told == [f"paused after epoch 2 of 3: best test accuracy {100 * history.best_acc:.2f}% so far; continue "
+                    "with the same command and --resume"]

@@ -527,7 +527,7 @@ def train(
                     cb(record)
                 stop.check()
                 if pos.epoch == config.stop_after and pos.epoch < config.epochs:
-                    run.say(f"stopped after epoch {pos.epoch} of {config.epochs} as asked; continue with --resume")
+                    run.say(_pause_line(history, pos.epoch, config.epochs))
                     break
         if run.averaging is not None:
             run.averaging.finish()  # the caller's model ends as the one reported and saved
@@ -538,6 +538,14 @@ def train(
         _close(run, board, history)
     history.seconds = time.perf_counter() - t_start
     return history
+
+
+def _pause_line(history: History, epoch: int, epochs: int) -> str:
+    """What a ``stop_after`` pause says, the only line at the stop (the CLI adds none): where the run
+    stands and how it goes on."""
+    best = (f"best test accuracy {100 * history.best_acc:.2f}% so far" if history.best_epoch
+            else "no epoch evaluated yet")  # eval_every: not a best of 0.00%
+    return f"paused after epoch {epoch} of {epochs}: {best}; continue with the same command and --resume"
 
 
 @dataclass
