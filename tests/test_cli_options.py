@@ -722,6 +722,21 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
     assert changes["finetune"] == changes["train"]
 
 
+def test_finetune_prints_its_notes_on_stderr_and_its_results_on_stdout(capsys, source_run, tmp_path):
+    """finetune printed its notes on stdout, where the other commands print results only."""
+    tiny = [a for a in TINY[2:] if a not in ("--image-size", "8")]  # the input size comes from the weights
+    code, out, err = cli(capsys, "finetune", "--from", str(source_run), "--strategy", "head", *tiny)
+    assert code == 0 and err.splitlines() == ["note: input size 8 px from the weights (--image-size changes it)"]
+    assert out.startswith(f"transfer (head) from {source_run}") and "done: best test accuracy" in out
+    weights = tmp_path / "r8.pth"  # a plain state dict, which says nothing of its preprocessing
+    torch.save(load_file(source_run / "model.safetensors"), weights)
+    code, out, err = cli(capsys, "finetune", "--from-file", str(weights), "--model", "resnet8", "--strategy", "head",
+                         *TINY[2:])
+    assert code == 0 and err.splitlines() == ["note: the file does not say its preprocessing: the target data's own "
+                                              "mean/std are used"]
+    assert "note:" not in out and "done: best test accuracy" in out
+
+
 def test_finetune_seed_draws_the_new_layers_weights(capsys, dry_spy, source_run):
     """--seed seeds the new head's initialization: the same seed gives the same head, another seed
     another one, while the source's weights are the same in all three."""
@@ -1411,8 +1426,8 @@ def test_finetune_val_fraction_given_wins_over_the_folder_sources_share_and_says
                          "--data-dir", str(folder), "--workers", "0", "--epochs", "1", "--batch-size", "8",
                          "--no-progress", "--device", "cpu", "--val-fraction", "0.1", "--out", str(ft))
     assert code == 0, err
-    assert f"note: {run} held out 0.25 of its folder; on that same folder --val-fraction 0.1 tests on other " \
-           "images" in out
+    note = f"note: {run} held out 0.25 of its folder; on that same folder --val-fraction 0.1 tests on other images"
+    assert note in err and "note:" not in out  # a note, on stderr as every command's
     assert json.loads((ft / "model.json").read_text())["val_fraction"] == 0.1  # it used to stay 0.25, silently
 
 

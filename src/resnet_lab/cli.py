@@ -877,17 +877,19 @@ def cmd_finetune(args) -> int:
     # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
     source = load_source(args.source, file=args.from_file, model=args.model)
-    for note in source.notes:
-        print(f"note: {note}")
+    for note in source.notes:  # notes on stderr, as every command's: stdout is for the results
+        print(f"note: {note}", file=sys.stderr)
     data_config = with_source_preprocessing(_data_config(args, device=device), source)
     if args.val_fraction is not None:  # given: it wins over the share a folder source passed on
         if source.val_fraction is not None and args.val_fraction != source.val_fraction:
             print(f"note: {args.source} held out {source.val_fraction:g} of its folder; on that same folder "
-                  f"--val-fraction {args.val_fraction:g} tests on other images, some of which it trained on")
+                  f"--val-fraction {args.val_fraction:g} tests on other images, some of which it trained on",
+                  file=sys.stderr)
         data_config = dataclasses.replace(data_config, val_fraction=args.val_fraction)
     if args.image_size is None and data_config.image_size is not None:
         # The input size travels with the weights (224 for torchvision's ImageNet weights).
-        print(f"input size {data_config.image_size} px from the weights (--image-size changes it)")
+        print(f"note: input size {data_config.image_size} px from the weights (--image-size changes it)",
+              file=sys.stderr)
     data = load_data(data_config)
     torch.manual_seed(args.seed)  # the new classifier's initialization
     model, plan = transfer_model(

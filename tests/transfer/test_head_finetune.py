@@ -35,8 +35,9 @@ def test_finetune_cli_head_run_records_counts_and_loads_back_through_load_model(
     code = main(["finetune", "--from", str(resnet8_run), "--strategy", "head", "--dataset", "fake",
                  "--epochs", "1", "--batch-size", "32", "--subset", "64", "--no-progress", "--device", "cpu", "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
-    assert "input size 6 px from the weights" in printed and "summed" not in printed
+    printed = capsys.readouterr()
+    assert "note: input size 6 px from the weights" in printed.err  # a note: stderr
+    assert "summed" not in printed.out + printed.err
     meta = json.loads((out / "model.json").read_text())
     # fake data are RGB: the 1-channel weights were repeated over 3 channels, the mean/std too.
     assert meta["input_size"] == [3, 6, 6] and meta["mean"] == [0.25, 0.25, 0.25] and meta["std"] == [0.5] * 3
