@@ -424,9 +424,13 @@ def test_report_data_dir_for_runs_on_fake_data_only_is_refused(runs, tmp_path):
 def test_report_note_on_missing_data_gives_a_download_the_report_can_use(runs, tmp_path):
     run = copy_run(runs[0], tmp_path / "moved", meta={"dataset": "cifar10"})
     (note,) = Page(report_html([run], data_dir=tmp_path / "empty", device="cpu")).notes
-    # with the report's --data-dir: the download goes where the note says (it named a cache folder)
-    assert f"`resnet-lab evaluate {run} --data-dir {tmp_path / 'empty'} --download`" in note
+    # --data-dir lacks it, and so do the usual places, which the report searches next: a download into
+    # the cache (evaluate without --data-dir) is one the report then finds (it named a cache folder)
+    assert f"cifar10 test set was not found in --data-dir {tmp_path / 'empty'} nor in the usual places" in note
+    assert f"`resnet-lab evaluate {run} --download`" in note
     assert "(download=True)" not in note
+    (note,) = Page(report_html([run], device="cpu")).notes  # no --data-dir: the usual places alone
+    assert "cifar10 test set was not found; give its place" in note and f"`resnet-lab evaluate {run} --download`" in note
 
 
 def test_weights_copied_from_another_run_give_one_line_naming_the_files(runs, tmp_path, capsys):
@@ -493,3 +497,44 @@ def test_a_report_of_more_runs_than_the_legend_holds_draws_one_legend_entry_a_ru
         copies.append(tmp_path / f"r{i}")
     page = report_html(copies, mistakes=0, device="cpu")
     assert page.count("<section") >= 9 and "data:image/png;base64," in page
+
+
+def _fashion_mnist_or_skip() -> None:
+    from resnet_lab.data import DataNotFoundError, find_fashion_mnist
+
+    try:
+        find_fashion_mnist()
+    except DataNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+
+
+def _evaluate_json(run: Path, capsys, *extra: str) -> dict:
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--device", "cpu", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_page(tmp_path, capsys):
+    """--data-dir serves every run of the page: the folder run's folder held no Fashion-MNIST, so the
+    Fashion-MNIST run lost its test set; a built-in dataset that --data-dir does not hold is read
+    from the usual places, as `evaluate` without --data-dir reads it, and the page says where."""
+    _fashion_mnist_or_skip()
+    folder = make_folder(tmp_path / "pics")
+    fm, pics = tmp_path / "fm", tmp_path / "pics-run"
+    assert main(["train", "--model", "resnet8", "--dataset", "fashion-mnist", "--image-size", "8", "--subset", "32",
+                 "--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu", "--out", str(fm)]) == 0
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
+                 "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu",
+                 "--out", str(pics)]) == 0
+    page = Page(report_html([fm, pics], data_dir=folder, mistakes=0, device="cpu"))
+    assert not page.notes, page.notes
+    for run, extra in ((fm, ()), (pics, ("--data-dir", str(folder)))):
+        want = _evaluate_json(run, capsys, *extra)  # the reference: evaluate, where it looks by itself
+        rows = page.table("per-class", str(run))
+        assert {r["class"]["text"]: float(r["accuracy"]["value"]) for r in rows} == pytest.approx(
+            want["per_class_accuracy"], abs=1e-12)
+        assert sum(int(r["images"]["value"]) for r in rows) == want["n"]
+    text = report_html([fm, pics], data_dir=folder, mistakes=0, device="cpu")
+    fm_section, pics_section = text.split("<section")[1:3]
+    assert f"--data-dir {folder} does not hold fashion-mnist" in fm_section
+    assert f"read from {folder}" in pics_section  # the folder run: the --data-dir it was given

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..data import load_data
+from ..data import DataNotFoundError, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
                     resolve_source, same_test_data)
@@ -82,6 +82,7 @@ class _Run:
     history: list[dict[str, Any]]
     evaluation: _Evaluation | None = None
     data_note: str = ""  # why the test-set sections are missing
+    data_source: str = ""  # where the evaluated test set was read, in words
     weights: str = "model.safetensors"  # the file that was evaluated
     figures: dict[str, str] = field(default_factory=dict)  # data URIs by figure name
 
@@ -152,21 +153,55 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     if meta["dataset"] == "folder" and data_dir is None:  # model.json does not record where a folder was
         run.data_note = "the run was trained on an image folder; give the folder with --data-dir."
         return run
-    try:
-        data = _data_for(meta, data_dir, device)
-    except FileNotFoundError as e:  # DataNotFoundError included: the report goes on without these sections
-        # report has no --download: the loader's way to download goes through evaluate here
-        # (with the report's --data-dir, so that evaluate downloads where the message says it would)
-        evaluate = f"resnet-lab evaluate {source}" + (f" --data-dir {data_dir}" if data_dir is not None else "")
-        how = str(e).replace("--download (download=True)", f"`{evaluate} --download`")
-        run.data_note = f"the {meta['dataset']} test set was not found; give its place with --data-dir.\n{how}"
-        return run
-    except ValueError as e:  # found, but not this run's (a folder without class sub-folders, other classes)
-        run.data_note = (f"the {meta['dataset']} test set could not be loaded ({e}); give its place with "
-                         "--data-dir, or report the run on its own.")
-        return run
-    run.evaluation = _evaluate_run(model, meta, data, device, mistakes)
+    data = _test_data(run, source, data_dir, device)
+    if data is not None:
+        run.evaluation = _evaluate_run(model, meta, data, device, mistakes)
     return run
+
+
+# Datasets that live in the usual places (--data-dir, $RESNET_LAB_DATA, the Debian path, the cache).
+_BUILT_IN = ("fashion-mnist", "cifar10", "cifar100")
+
+
+def _test_data(run: _Run, source: str | os.PathLike, data_dir: str | os.PathLike | None, device: torch.device):
+    """The run's test data, and ``run.data_source`` saying where they were read; None (and
+    ``run.data_note`` saying why) when they cannot be loaded.
+
+    One --data-dir serves every run of the page, and runs of several datasets share it: a built-in
+    dataset that it does not hold is read from the usual places, where `evaluate` without --data-dir
+    looks, so a folder run and a Fashion-MNIST run are evaluated side by side."""
+    meta, name = run.meta, run.meta["dataset"]
+    places = [data_dir, None] if data_dir is not None and name in _BUILT_IN else [data_dir]
+    for i, place in enumerate(places):
+        try:
+            data = _data_for(meta, place, device)
+        except DataNotFoundError as e:
+            if i + 1 < len(places):
+                continue  # --data-dir does not hold it: the usual places next
+            run.data_note = _not_found_note(run, source, place, e, tried=data_dir if place != data_dir else None)
+            return None
+        except FileNotFoundError as e:  # a folder that is gone: the report goes on without these sections
+            run.data_note = _not_found_note(run, source, place, e)
+            return None
+        except ValueError as e:  # found, but not this run's (a folder without class sub-folders, other classes)
+            run.data_note = (f"the {name} test set could not be loaded ({e}); give its place with "
+                             "--data-dir, or report the run on its own.")
+            return None
+        read = f"{'made at' if name == 'fake' else 'read from'} {data.info.source or 'an unrecorded place'}"
+        run.data_source = read if place == data_dir else f"{read}, as --data-dir {data_dir} does not hold {name}"
+        return data
+    return None
+
+
+def _not_found_note(run: _Run, source: str | os.PathLike, place: str | os.PathLike | None, e: Exception,
+                    tried: str | os.PathLike | None = None) -> str:
+    """Why a run's test set is missing, with the download the report can then use: report has no
+    --download, so the loader's way to download goes through evaluate (with the ``place`` looked
+    at last, so that evaluate downloads where the message says it would)."""
+    evaluate = f"resnet-lab evaluate {source}" + (f" --data-dir {place}" if place is not None else "")
+    how = str(e).replace("--download (download=True)", f"`{evaluate} --download`")
+    also = f" in --data-dir {tried} nor in the usual places" if tried is not None else ""
+    return f"the {run.meta['dataset']} test set was not found{also}; give its place with --data-dir.\n{how}"
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -447,7 +482,8 @@ def _test_set_html(run: _Run) -> str:
                            "(confusion.png written by the training)", name)
         return out
     out = (f"<p>Accuracy <b>{_pct(ev.accuracy)}</b> on {ev.n} test images, loss {ev.loss:.4f} "
-           f"(evaluated on {_esc(ev.device)} for this report, {_esc(_weights_words(run.weights))}).</p>")
+           f"(evaluated on {_esc(ev.device)} for this report, {_esc(_weights_words(run.weights))}; "
+           f"the test images were {_esc(run.data_source)}).</p>")
     out += '<div class="cols"><div>' + _figure(run.figures["confusion"], "confusion", "confusion matrix (test set; "
                                                "rows: true class, shading: share of the row)", name)
     out += "</div><div><h4>Per-class accuracy</h4>" + _per_class_html(run) + "</div></div>"
@@ -557,7 +593,9 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
 
     Args:
         runs: run directories (or weights files inside them) written by ``resnet-lab train``.
-        data_dir: where the runs' dataset lives (as ``--data-dir`` of ``evaluate``); None: the usual places.
+        data_dir: where the runs' dataset lives (as ``--data-dir`` of ``evaluate``): a folder run's folder;
+            a Fashion-MNIST or CIFAR run whose dataset it does not hold reads it from the usual places.
+            None: the usual places.
         device: where the test sets are evaluated (``auto``: CUDA, then MPS, then the CPU).
         mistakes: how many of the most confidently wrong test images to show (0: none).
 
