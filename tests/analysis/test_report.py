@@ -538,3 +538,29 @@ def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_pa
     fm_section, pics_section = text.split("<section")[1:3]
     assert f"--data-dir {folder} does not hold fashion-mnist" in fm_section
     assert f"read from {folder}" in pics_section  # the folder run: the --data-dir it was given
+
+
+def test_report_of_an_unfinished_run_says_it_stopped_and_calls_no_accuracy_final(runs, tmp_path):
+    """A run stopped with --stop-after (or killed) after epoch 1 of 3 read as finished: "final
+    42.83%", "1 epochs". The reference: the epochs model.json's recipe asked for, and the last
+    epoch of metrics.jsonl."""
+    run = tmp_path / "stopped"
+    assert main(["train", *TINY, "--epochs", "3", "--stop-after", "1", "--out", str(run)]) == 0
+    planned = json.loads((run / "model.json").read_text())["train_config"]["epochs"]
+    done = metrics(run)[-1]["epoch"]
+    assert (done, planned) == (1, 3)
+    text = report_html([run, runs[0]], device="cpu", mistakes=0)
+    mine, finished = text.split("<section")[1:3]
+    heading = re.sub("<[^>]+>", "", mine.split("</p>")[0])
+    assert f"stopped after epoch {done} of {planned}" in heading and "--resume" in heading
+    assert "last evaluated" in heading and "final" not in heading
+    assert f"{done} epoch of {planned}:" in mine
+    assert "final" in finished.split("</p>")[0] and "stopped" not in finished
+    rows = Page(text).table("compare")
+    assert rows[0]["epochs"]["text"] == f"{done} of {planned} (unfinished)" and int(rows[0]["epochs"]["value"]) == done
+    assert rows[0]["final_test_acc"]["text"].endswith("(last evaluated)")
+    assert float(rows[0]["final_test_acc"]["value"]) == metrics(run)[-1]["test_acc"]
+    assert rows[1]["epochs"]["text"] == "2" and "last evaluated" not in rows[1]["final_test_acc"]["text"]
+    # killed in the middle of epoch 2: model.json's checkpoint is at a step of it
+    killed = copy_run(run, tmp_path / "killed", meta={"step": 1})
+    assert f"stopped in epoch {done + 1} of {planned} (after step 1)" in report_html([killed], device="cpu", mistakes=0)

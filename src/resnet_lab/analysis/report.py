@@ -382,7 +382,30 @@ def _summary(run: _Run) -> dict[str, Any]:
         "best_test_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
         "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h),
         "wall_seconds": _wall_seconds(h),
+        "unfinished": _unfinished(run),
     }
+
+
+def _unfinished(run: _Run) -> tuple[int, int, int] | None:
+    """``(epochs done, epochs planned, steps into the next)`` of a run that stopped before its last
+    epoch (--stop-after, Ctrl-C, a kill), from its checkpoint in ``model.json``; None for a finished
+    run, or one whose model.json does not record its plan (shipped weights)."""
+    planned = (run.meta.get("train_config") or {}).get("epochs")
+    done = run.meta.get("epoch", run.history[-1]["epoch"] if run.history else None)
+    if not isinstance(planned, int) or not isinstance(done, int):
+        return None
+    step = int(run.meta.get("step") or 0)
+    return (done, planned, step) if done < planned or step else None
+
+
+def _unfinished_words(run: _Run, unfinished: tuple[int, int, int]) -> str:
+    """Where an unfinished run stopped and how to go on: the command that started it, with --resume
+    (train needs its model and data flags again, so `train --resume` alone would not do)."""
+    done, planned, step = unfinished
+    where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
+    command = "finetune" if run.meta.get("transfer") else "train"
+    return (f"unfinished: stopped {where}; continue it with the resnet-lab {command} command that started it and "
+            f"--resume (--out {run.run_dir})")
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -406,6 +429,11 @@ def _esc(value: Any) -> str:
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _cell(text: Any, key: str = "", value: Any = None) -> str:
@@ -451,7 +479,9 @@ def _epochs_html(run: _Run) -> str:
     if not run.history:
         return '<p class="note">metrics.jsonl is missing or empty: no epoch was recorded.</p>'
     s = _summary(run)
-    head = (f"<p>{s['epochs']} epochs: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
+    unfinished = s["unfinished"]
+    epochs = _count(s["epochs"], "epoch") + (f" of {unfinished[1]}" if unfinished else "")
+    head = (f"<p>{epochs}: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
             "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added).</p>")
     rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in run.history]
     return head + _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
@@ -522,11 +552,13 @@ def _recipe_html(run: _Run) -> str:
 def _run_html(run: _Run) -> str:
     s = _summary(run)
     out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
-    best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), final "
+    final = "last evaluated" if s["unfinished"] else "final"
+    best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), {final} "
             f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
             "no evaluated epoch in metrics.jsonl" if run.history else "no metrics.jsonl")
+    stopped = f"; {_unfinished_words(run, s['unfinished'])}" if s["unfinished"] else ""
     out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}, {s["params"]:,} parameters; '
-            f"{best}.</p>")
+            f"{best}{_esc(stopped)}.</p>")
     out += "<h3>Curves</h3>"
     out += (_figure(run.figures["curves"], "curves", "loss and accuracy per epoch (metrics.jsonl)", run.name)
             if "curves" in run.figures else '<p class="note">No curves: metrics.jsonl and curves.png are missing.</p>')
@@ -540,12 +572,16 @@ def _comparison_html(runs: Sequence[_Run]) -> str:
     rows = []
     for run in runs:
         s = _summary(run)
+        unfinished = s["unfinished"]
         rows.append([
             _cell(run.name, "run", run.name), _cell(s["model"], "model", s["model"]),
             _cell(s["dataset"], "dataset", s["dataset"]),
-            _cell(_pct(s["final_test_acc"]), "final_test_acc", s["final_test_acc"]),
+            _cell(_pct(s["final_test_acc"]) + (" (last evaluated)" if unfinished else ""), "final_test_acc",
+                  s["final_test_acc"]),
             _cell(_pct(s["best_test_acc"]), "best_test_acc", s["best_test_acc"]),
-            _cell(s["best_epoch"], "best_epoch", s["best_epoch"]), _cell(s["epochs"], "epochs", s["epochs"]),
+            _cell(s["best_epoch"], "best_epoch", s["best_epoch"]),
+            _cell(f"{s['epochs']} of {unfinished[1]} (unfinished)" if unfinished else s["epochs"], "epochs",
+                  s["epochs"]),
             _cell(f"{s['params']:,}", "params", s["params"]),
             _cell(f"{s['train_seconds']:.1f}", "train_seconds", s["train_seconds"]),
             _cell(f"{s['wall_seconds']:.1f}", "wall_seconds", s["wall_seconds"]),
