@@ -564,3 +564,31 @@ def test_report_of_an_unfinished_run_says_it_stopped_and_calls_no_accuracy_final
     # killed in the middle of epoch 2: model.json's checkpoint is at a step of it
     killed = copy_run(run, tmp_path / "killed", meta={"step": 1})
     assert f"stopped in epoch {done + 1} of {planned} (after step 1)" in report_html([killed], device="cpu", mistakes=0)
+
+
+def _named(page: Page, table: str, run) -> dict[str, dict]:
+    """A two-column field/value table of ``run`` as {field: value cell}."""
+    return {row["name"]["text"]: next(c for k, c in row.items() if k != "name") for row in page.table(table, str(run))}
+
+
+def test_report_recipe_has_the_training_set_size_and_the_speed_settings_model_json_records(runs, tmp_path):
+    """A --subset 16 run and a run on 32 images had the same recipe on the page; --channels-last,
+    --deterministic and --whiten were not shown either. The references: the flags given, and
+    model.json read with json."""
+    run = tmp_path / "small"
+    assert main(["train", *TINY, "--subset", "16", "--channels-last", "--deterministic", "--whiten",
+                 "--out", str(run)]) == 0
+    saved = json.loads((run / "model.json").read_text())
+    assert saved["training"]["num_train"] == 16  # --subset 16
+    assert (saved["training"]["channels_last"], saved["training"]["deterministic"]) == (True, True)
+    assert (saved["training"]["bf16"], saved["training"]["fp16"]) == (False, False)
+    assert "num_train" not in saved["train_config"] and "channels_last" not in saved["train_config"]  # once only
+    page = Page(report_html([run, runs[0]], device="cpu", mistakes=0))
+    batches = _named(page, "training", run)
+    assert int(batches["num_train"]["value"]) == 16 and batches["channels_last"]["text"] == "True"
+    assert batches["deterministic"]["text"] == "True" and batches["bf16"]["text"] == "False"
+    whiten = _named(page, "whiten", run)
+    assert {k: c["text"] for k, c in whiten.items()} == {k: str(v) for k, v in saved["whiten"].items()}
+    assert not [t for t in page.tables if t["name"] == "whiten" and t["run"] == str(runs[0])]
+    compare = page.table("compare")
+    assert [int(r["num_train"]["value"]) for r in compare] == [16, 32]  # TINY: --subset 32

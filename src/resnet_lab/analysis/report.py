@@ -378,6 +378,7 @@ def _summary(run: _Run) -> dict[str, Any]:
         "model": run.meta["arch"]["name"], "dataset": run.meta.get("dataset") or "?",
         "epochs": h[-1]["epoch"] if h else run.meta.get("epoch", 0),
         "params": int(params.get("trainable", 0)) + int(params.get("frozen", 0)),
+        "num_train": (run.meta.get("training") or {}).get("num_train"),  # older runs lack it (before 2026-12-06)
         "final_test_acc": h[-1].get("test_acc") if h else None,
         "best_test_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
         "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h),
@@ -541,6 +542,9 @@ def _recipe_html(run: _Run) -> str:
     data_rows = [[_cell(k, "name", k), _cell(v, k)] for k, v in data.items()]
     config = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in (meta.get("train_config") or {}).items()]
     out = '<div class="cols"><div><h4>Architecture</h4>' + _table("arch", ["field", "value"], arch, run.name)
+    if isinstance(meta.get("whiten"), dict):  # --whiten: the first conv set from the training images and frozen
+        whiten = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in meta["whiten"].items()]
+        out += "<h4>Whitened first conv (--whiten, frozen)</h4>" + _table("whiten", ["field", "value"], whiten, run.name)
     out += "<h4>Data</h4>" + _table("data", ["field", "value"], data_rows, run.name) + "</div>"
     out += "<div><h4>Training configuration</h4>" + _table("train_config", ["field", "value"], config, run.name)
     if meta.get("training"):  # runs saved before 2026-12-05 lack it
@@ -583,11 +587,12 @@ def _comparison_html(runs: Sequence[_Run]) -> str:
             _cell(f"{s['epochs']} of {unfinished[1]} (unfinished)" if unfinished else s["epochs"], "epochs",
                   s["epochs"]),
             _cell(f"{s['params']:,}", "params", s["params"]),
+            _cell("n/a" if s["num_train"] is None else f"{s['num_train']:,}", "num_train", s["num_train"]),
             _cell(f"{s['train_seconds']:.1f}", "train_seconds", s["train_seconds"]),
             _cell(f"{s['wall_seconds']:.1f}", "wall_seconds", s["wall_seconds"]),
         ])
     headers = ["run", "model", "dataset", "final test acc", "best test acc", "best epoch", "epochs", "parameters",
-               "train s", "wall s"]
+               "training images", "train s", "wall s"]
     out = "<h2>Side by side</h2>" + _table("compare", headers, rows)
     return out + _figure(_compare_uri(runs), "compare", "the runs' curves on shared axes (test solid, train dashed)")
 

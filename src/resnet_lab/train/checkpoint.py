@@ -66,8 +66,14 @@ _FLAG_FIELDS = ("epochs", "lr", "optimizer", "momentum", "schedule", "weight_dec
                 "mixup", "cutmix", "eval_every", "sam")
 
 
+# TrainConfig fields a resume may change (speed, memory format, reproducibility): recorded in
+# model.json's "training" (the last start's) for the report, never compared.
+_SETTING_FIELDS = ("bf16", "fp16", "channels_last", "compile", "deterministic")
+
+
 def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str, Any]]:
-    """What a resumed run must share with the saved one: the recipe and the data."""
+    """What a resumed run must share with the saved one: the recipe and the data; and the
+    ``settings`` it may change, which only model.json records."""
     info = data.info
     batch = getattr(data.train, "batch_size", None)
     return {
@@ -87,6 +93,7 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             # added, removed or replaced, used to resume silently ("folder" only names it in the refusal)
             "files": _folder_fingerprint(data), "folder": info.source if getattr(info, "name", None) == "folder" else None,
         },
+        "settings": {k: getattr(config, k) for k in _SETTING_FIELDS},
     }
 
 

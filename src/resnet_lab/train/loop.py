@@ -826,7 +826,7 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     return steps
 
 
-_TRAINING_FACTS = ("global_batch_size", "augment", "crop_padding", "flip_mode", "random_erasing")
+_TRAINING_FACTS = ("global_batch_size", "num_train", "augment", "crop_padding", "flip_mode", "random_erasing")
 
 
 def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str, Any]:
@@ -850,7 +850,7 @@ def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str
         # how the batches were made and shared (the last start's, for a run resumed under another world size)
         "training": {"world_size": dist_env().world_size,
                      "sync_bn": any(isinstance(m, (SyncBatchNorm, nn.SyncBatchNorm)) for m in base.modules()),
-                     **{k: facts["data"][k] for k in _TRAINING_FACTS}},
+                     **{k: facts["data"][k] for k in _TRAINING_FACTS}, **facts["settings"]},
         **(meta or {}),
     }
 
