@@ -592,3 +592,46 @@ def test_report_recipe_has_the_training_set_size_and_the_speed_settings_model_js
     assert not [t for t in page.tables if t["name"] == "whiten" and t["run"] == str(runs[0])]
     compare = page.table("compare")
     assert [int(r["num_train"]["value"]) for r in compare] == [16, 32]  # TINY: --subset 32
+
+
+def _train_folder(folder: Path, out: Path, *flags: str) -> None:
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
+                 "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu", "--out", str(out),
+                 *(flags or ("--epochs", "1"))]) == 0
+
+
+def test_report_batches_of_a_folder_run_show_its_augmentation_as_the_flags_asked(tmp_path):
+    """A folder run showed `augment None` (and None for random erasing and the flip) whether it was
+    augmented or not: the streaming loader has none of the in-memory loader's attributes that were
+    read. The reference: the flags each run was trained with."""
+    folder = make_folder(tmp_path / "pics")
+    _train_folder(folder, tmp_path / "aug", "--epochs", "1", "--random-erasing", "0.25")
+    _train_folder(folder, tmp_path / "plain", "--epochs", "1", "--no-augment")
+    want = {"aug": {"augment": True, "random_erasing": 0.25, "flip_mode": "random"},
+            "plain": {"augment": False, "random_erasing": 0.0, "flip_mode": None}}
+    page = Page(report_html([tmp_path / "aug", tmp_path / "plain"], data_dir=folder, device="cpu", mistakes=0))
+    for name, facts in want.items():
+        saved = json.loads((tmp_path / name / "model.json").read_text())["training"]
+        assert {k: saved[k] for k in facts} == facts, name
+        batches = _named(page, "training", tmp_path / name)
+        assert batches["augment"]["text"] == str(facts["augment"])
+        assert float(batches["random_erasing"]["value"]) == facts["random_erasing"]
+        assert batches["crop_padding"]["text"] == ("random-resized crop" if facts["augment"] else "n/a")
+
+
+def test_a_folder_run_saved_before_its_augmentation_was_recorded_still_resumes(tmp_path, capsys):
+    """Folder runs saved before recorded None for augment, flip_mode and random_erasing; now that the
+    true values are recorded, a resume compares them: None is "not recorded", not another value."""
+    folder, run = make_folder(tmp_path / "pics"), tmp_path / "old"
+    _train_folder(folder, run, "--epochs", "2", "--stop-after", "1")
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    state["data"].update(augment=None, flip_mode=None, random_erasing=None)  # as an older resnet-lab saved it
+    torch.save(state, run / "train_state.pt")
+    _train_folder(folder, run, "--epochs", "2", "--resume")
+    assert [r["epoch"] for r in metrics(run)] == [1, 2]
+    _train_folder(folder, tmp_path / "new", "--epochs", "2", "--stop-after", "1")  # a recorded value is compared
+    capsys.readouterr()
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
+                 "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu", "--out",
+                 str(tmp_path / "new"), "--epochs", "2", "--resume", "--no-augment"]) == 2
+    assert "data augment: run has True, now False" in capsys.readouterr().err

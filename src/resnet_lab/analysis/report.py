@@ -548,9 +548,18 @@ def _recipe_html(run: _Run) -> str:
     out += "<h4>Data</h4>" + _table("data", ["field", "value"], data_rows, run.name) + "</div>"
     out += "<div><h4>Training configuration</h4>" + _table("train_config", ["field", "value"], config, run.name)
     if meta.get("training"):  # runs saved before 2026-12-05 lack it
-        batches = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in meta["training"].items()]
+        batches = [[_cell(k, "name", k), _cell(_training_text(meta, k, v), k, v)] for k, v in meta["training"].items()]
         out += "<h4>Batches</h4>" + _table("training", ["field", "value"], batches, run.name)
     return out + "</div></div>"
+
+
+def _training_text(meta: dict[str, Any], key: str, value: Any) -> Any:
+    """A cell of the Batches table: a fact that does not apply (None) as n/a, and the crop of an
+    augmented image folder, which is random-resized rather than padded, by its name."""
+    if value is not None:
+        return value
+    folder_crop = key == "crop_padding" and meta.get("dataset") == "folder" and meta["training"].get("augment")
+    return "random-resized crop" if folder_crop else "n/a"
 
 
 def _run_html(run: _Run) -> str:

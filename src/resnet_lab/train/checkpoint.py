@@ -83,10 +83,7 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "input_size": list(info.input_size), "mean": list(info.mean), "std": list(info.std),
             "global_batch_size": batch * world_size if batch else None,
             "num_train": getattr(data, "num_train", None),
-            "augment": getattr(data.train, "augment", None),
-            "random_erasing": getattr(data.train, "random_erasing", None),
-            "flip_mode": getattr(data.train, "flip_mode", None),
-            "crop_padding": getattr(data.train, "padding", None) if getattr(data.train, "augment", False) else None,
+            **_augmentation(data.train),
             # a folder's held-out split: another share or seed would test on images the run trained on
             "val_fraction": getattr(info, "val_fraction", None), "split_seed": getattr(info, "split_seed", None),
             # an image folder's files: another folder with the same class names and counts, or files
@@ -120,6 +117,34 @@ def _folder_fingerprint(data) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def _augmentation(train) -> dict[str, Any]:
+    """How the training batches were augmented: the in-memory loader's own settings, or an image
+    folder's train transforms (the streaming loader has none of those attributes: folder runs saved
+    before 2026-12-06 recorded None for each). A folder crops at random scale and aspect ratio
+    (RandomResizedCrop), never by padding, so its ``crop_padding`` is None."""
+    if hasattr(train, "augment"):
+        return {"augment": train.augment, "random_erasing": getattr(train, "random_erasing", None),
+                "flip_mode": getattr(train, "flip_mode", None),
+                "crop_padding": getattr(train, "padding", None) if train.augment else None}
+    steps = getattr(getattr(getattr(train, "dataset", None), "transform", None), "transforms", None)
+    if steps is None:  # a loader of the caller's: nothing to read
+        return dict.fromkeys(("augment", "random_erasing", "flip_mode", "crop_padding"))
+    by_name = {type(t).__name__: t for t in steps}  # torchvision's classes, named: no torchvision import here
+    erasing = by_name.get("RandomErasing")
+    return {"augment": "RandomResizedCrop" in by_name, "random_erasing": float(erasing.p) if erasing else 0.0,
+            "flip_mode": "random" if "RandomHorizontalFlip" in by_name else None, "crop_padding": None}
+
+
+# Folder runs saved before 2026-12-06 recorded None for these (see _augmentation): not recorded, so
+# not compared on resume.
+_UNRECORDED_FOLDER_FACTS = ("augment", "flip_mode", "random_erasing")
+
+
+def _unrecorded(saved_data: dict[str, Any], key: str) -> bool:
+    return (saved_data.get("dataset") == "folder" and saved_data.get("augment") is None
+            and key in _UNRECORDED_FOLDER_FACTS)
+
+
 def _check_writable(run_dir: Path) -> None:
     """Before the first step, not after the first epoch: a run directory we cannot write to."""
     if not os.access(run_dir, os.W_OK | os.X_OK):
@@ -149,7 +174,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
     differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
-                 if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])]
+                 if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
+                 and not (part == "data" and _unrecorded(saved["data"], key))]
     if differing:
         diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
