@@ -635,3 +635,35 @@ def test_a_folder_run_saved_before_its_augmentation_was_recorded_still_resumes(t
                  "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu", "--out",
                  str(tmp_path / "new"), "--epochs", "2", "--resume", "--no-augment"]) == 2
     assert "data augment: run has True, now False" in capsys.readouterr().err
+
+
+def test_report_of_a_finetuned_run_shows_its_transfer_block(runs, tmp_path):
+    """model.json's `transfer` entry (source, strategy, frozen parameters, the recreated classifier,
+    the adapted conv1, where training starts) was on no part of the page. The reference: that entry,
+    and the parameters of the rebuilt model that requires_grad says are frozen."""
+    run = tmp_path / "ft"
+    assert main(["finetune", "--from", str(runs[0]), "--strategy", "last", "--dataset", "folder", "--data-dir",
+                 str(make_folder(tmp_path / "pics")), "--image-size", "8", "--epochs", "1", "--batch-size", "16",
+                 "--workers", "0", "--no-progress", "--device", "cpu", "--out", str(run)]) == 0
+    entry = json.loads((run / "model.json").read_text())["transfer"]
+    text = report_html([run], device="cpu", mistakes=0)
+    page = Page(text)
+    table = _named(page, "transfer", run)
+    assert table["strategy"]["text"] == entry["strategy"] == "last"
+    assert table["source"]["text"] == entry["source"] and table["unfreeze_from"]["text"] == entry["unfreeze_from"]
+    assert table["source model"]["text"] == entry["source_arch"]["name"]
+    assert table["recreated"]["text"] == ", ".join(entry["recreated"])
+    assert table["adapted"]["text"] == "; ".join(f"{k}: {v}" for k, v in entry["adapted"].items()) or "none"
+    model, _ = load_model(run)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert int(table["frozen parameters"]["value"]) == entry["params"]["frozen"]
+    assert int(table["trainable parameters"]["value"]) == entry["params"]["trainable"]
+    assert frozen in (0, entry["params"]["frozen"])  # load_model may unfreeze; when it does not, the same count
+    heading = re.sub("<[^>]+>", "", text.split("<section")[1].split("</p>")[0])
+    assert f"fine-tuned from {entry['source']} (strategy last" in heading
+    assert not [t for t in Page(report_html([runs[0]], device="cpu", mistakes=0)).tables if t["name"] == "transfer"]
+    # a gray source on colour images: its conv1 was adapted (the entry as finetune writes it)
+    adapted = {"conv1.weight": "repeated and divided over input channels (1 -> 3)"}
+    gray = copy_run(run, tmp_path / "from-gray", meta={"transfer": {**entry, "adapted": adapted}})
+    table = _named(Page(report_html([gray], device="cpu", mistakes=0)), "transfer", gray)
+    assert table["adapted"]["text"] == "conv1.weight: repeated and divided over input channels (1 -> 3)"

@@ -562,6 +562,38 @@ def _training_text(meta: dict[str, Any], key: str, value: Any) -> Any:
     return "random-resized crop" if folder_crop else "n/a"
 
 
+def _transfer_words(entry: dict[str, Any]) -> str:
+    """A fine-tuned run's origin in words, for its heading."""
+    how = {"all": "all layers trained", "head": "only a new head trained",
+           "last": f"trained from {entry.get('unfreeze_from')} on"}.get(entry.get("strategy"), "")
+    return f"fine-tuned from {entry.get('source')} (strategy {entry.get('strategy')}{': ' + how if how else ''})"
+
+
+def _transfer_html(run: _Run) -> str:
+    """model.json's ``transfer`` entry of a fine-tuned run (`resnet-lab finetune`): where the weights
+    came from, what was frozen, recreated (the classifier) and adapted (conv1 to other channels)."""
+    entry = run.meta["transfer"]
+    params = entry.get("params") or {}
+    rows = [("strategy", "strategy", entry.get("strategy")), ("source", "source", entry.get("source")),
+            ("source path", "source_path", entry.get("source_path")),
+            ("source model", "source_arch", (entry.get("source_arch") or {}).get("name")),
+            ("classifier", "classifier", entry.get("classifier")),
+            ("trainable parameters", "trainable", params.get("trainable")),
+            ("frozen parameters", "frozen", params.get("frozen")),
+            ("recreated", "recreated", ", ".join(entry.get("recreated") or []) or "none"),
+            ("adapted", "adapted", "; ".join(f"{k}: {v}" for k, v in (entry.get("adapted") or {}).items()) or "none")]
+    rows += [(key, key, entry[key]) for key in ("unfreeze_from", "freeze_epochs", "phase") if key in entry]
+    if entry.get("lr_scale"):
+        rows.append(("lr_scale", "lr_scale", "; ".join(f"{k} x{v:g}" for k, v in entry["lr_scale"].items())))
+    if entry.get("eval_norms"):
+        rows.append(("frozen norm layers kept in eval mode", "eval_norms", entry["eval_norms"]))
+    if entry.get("head"):
+        rows.append(("new head", "head", ", ".join(f"{k} {v}" for k, v in entry["head"].items())))
+    cells = [[_cell(label, "name", label), _cell(f"{v:,}", key, v) if isinstance(v, int) else _cell(v, key)]
+             for label, key, v in rows if v is not None]
+    return f"<p>{_esc(_transfer_words(entry))}.</p>" + _table("transfer", ["field", "value"], cells, run.name)
+
+
 def _run_html(run: _Run) -> str:
     s = _summary(run)
     out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
@@ -570,12 +602,15 @@ def _run_html(run: _Run) -> str:
             f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
             "no evaluated epoch in metrics.jsonl" if run.history else "no metrics.jsonl")
     stopped = f"; {_unfinished_words(run, s['unfinished'])}" if s["unfinished"] else ""
-    out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}, {s["params"]:,} parameters; '
+    origin = f", {_transfer_words(run.meta['transfer'])}" if isinstance(run.meta.get("transfer"), dict) else ""
+    out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}{_esc(origin)}, {s["params"]:,} parameters; '
             f"{best}{_esc(stopped)}.</p>")
     out += "<h3>Curves</h3>"
     out += (_figure(run.figures["curves"], "curves", "loss and accuracy per epoch (metrics.jsonl)", run.name)
             if "curves" in run.figures else '<p class="note">No curves: metrics.jsonl and curves.png are missing.</p>')
     out += "<h3>Test set</h3>" + _test_set_html(run)
+    if isinstance(run.meta.get("transfer"), dict):
+        out += "<h3>Transfer</h3>" + _transfer_html(run)
     out += "<h3>Recipe</h3>" + _recipe_html(run)
     out += "<h3>Timings</h3>" + _epochs_html(run)
     return out + "</section>"
