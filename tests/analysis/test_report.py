@@ -667,3 +667,35 @@ def test_report_of_a_finetuned_run_shows_its_transfer_block(runs, tmp_path):
     gray = copy_run(run, tmp_path / "from-gray", meta={"transfer": {**entry, "adapted": adapted}})
     table = _named(Page(report_html([gray], device="cpu", mistakes=0)), "transfer", gray)
     assert table["adapted"]["text"] == "conv1.weight: repeated and divided over input channels (1 -> 3)"
+
+
+def test_side_by_side_row_of_a_run_without_metrics_says_n_a_and_takes_the_reports_own_accuracy(runs, tmp_path):
+    """A run without metrics.jsonl (nor metrics.csv, curves.png) read "best epoch None", "train s
+    0.0", "wall s 0.0": nothing was measured, so n/a; its accuracy is the one the report measured,
+    checked against the test set classified with plain torch."""
+    run = copy_run(runs[0], tmp_path / "bare")
+    for name in ("metrics.jsonl", "metrics.csv", "curves.png"):
+        (run / name).unlink(missing_ok=True)
+    page = Page(report_html([run, runs[0]], device="cpu", mistakes=0))
+    row = page.table("compare")[0]
+    for key in ("best_epoch", "train_seconds", "wall_seconds", "best_test_acc"):
+        assert row[key]["text"] == "n/a" and row[key]["value"] is None, key
+    probs, y, _ = reference_evaluation(run)
+    accuracy = float((probs.argmax(1) == y).double().mean())
+    assert float(row["final_test_acc"]["value"]) == pytest.approx(accuracy, abs=1e-12)
+    assert row["final_test_acc"]["text"] == f"{100 * accuracy:.2f}% (this report's evaluation)"
+    other = page.table("compare")[1]
+    assert float(other["train_seconds"]["value"]) == pytest.approx(sum(r["train_seconds"] for r in metrics(runs[0])))
+
+
+def test_report_of_an_empty_metrics_jsonl_says_it_is_empty_and_names_the_curves_it_shows(runs, tmp_path):
+    run = copy_run(runs[0], tmp_path / "empty-metrics")
+    (run / "metrics.jsonl").write_text("")
+    text = report_html([run], device="cpu", mistakes=0)
+    heading = re.sub("<[^>]+>", "", text.split("<section")[1].split("</p>")[0])
+    assert "metrics.jsonl is empty" in heading and "no metrics.jsonl" not in heading
+    (curves,) = [img for img in Page(text).images if img["data-figure"] == "curves"]
+    assert curves["src"].split(",", 1)[1] == base64.b64encode((run / "curves.png").read_bytes()).decode()
+    assert "curves.png" in curves["alt"] and "(metrics.jsonl)" not in curves["alt"]
+    (run / "metrics.jsonl").unlink()
+    assert "no metrics.jsonl" in report_html([run], device="cpu", mistakes=0)

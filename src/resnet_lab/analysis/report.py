@@ -379,10 +379,12 @@ def _summary(run: _Run) -> dict[str, Any]:
         "epochs": h[-1]["epoch"] if h else run.meta.get("epoch", 0),
         "params": int(params.get("trainable", 0)) + int(params.get("frozen", 0)),
         "num_train": (run.meta.get("training") or {}).get("num_train"),  # older runs lack it (before 2026-12-06)
-        "final_test_acc": h[-1].get("test_acc") if h else None,
+        # without metrics, the accuracy this report measured (when it could evaluate)
+        "final_test_acc": h[-1].get("test_acc") if h else run.evaluation.accuracy if run.evaluation else None,
+        "final_from_report": not h and run.evaluation is not None,
         "best_test_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
-        "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h),
-        "wall_seconds": _wall_seconds(h),
+        "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h) if h else None,  # None: not measured
+        "wall_seconds": _wall_seconds(h) if h else None,
         "unfinished": _unfinished(run),
     }
 
@@ -432,6 +434,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
 
 
+def _or_na(v: Any, fmt: str = "{}") -> str:
+    """A number as ``fmt`` shows it, or n/a when it was not measured (None)."""
+    return "n/a" if v is None else fmt.format(v)
+
+
 def _count(n: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
@@ -478,7 +485,7 @@ def _epoch_cell(record: dict, key: str, fmt: str) -> str:
 
 def _epochs_html(run: _Run) -> str:
     if not run.history:
-        return '<p class="note">metrics.jsonl is missing or empty: no epoch was recorded.</p>'
+        return f'<p class="note">{_no_metrics_words(run).capitalize()}: no epoch was recorded.</p>'
     s = _summary(run)
     unfinished = s["unfinished"]
     epochs = _count(s["epochs"], "epoch") + (f" of {unfinished[1]}" if unfinished else "")
@@ -594,20 +601,30 @@ def _transfer_html(run: _Run) -> str:
     return f"<p>{_esc(_transfer_words(entry))}.</p>" + _table("transfer", ["field", "value"], cells, run.name)
 
 
+def _no_metrics_words(run: _Run) -> str:
+    """Why a run has no epoch records: metrics.jsonl is missing, or there without one."""
+    path = run.run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return "no metrics.jsonl"
+    return "metrics.jsonl is empty" if path.stat().st_size == 0 else "metrics.jsonl holds no whole epoch record"
+
+
 def _run_html(run: _Run) -> str:
     s = _summary(run)
     out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
     final = "last evaluated" if s["unfinished"] else "final"
     best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), {final} "
             f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
-            "no evaluated epoch in metrics.jsonl" if run.history else "no metrics.jsonl")
+            "no evaluated epoch in metrics.jsonl" if run.history else _no_metrics_words(run))
     stopped = f"; {_unfinished_words(run, s['unfinished'])}" if s["unfinished"] else ""
     origin = f", {_transfer_words(run.meta['transfer'])}" if isinstance(run.meta.get("transfer"), dict) else ""
     out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}{_esc(origin)}, {s["params"]:,} parameters; '
             f"{best}{_esc(stopped)}.</p>")
     out += "<h3>Curves</h3>"
-    out += (_figure(run.figures["curves"], "curves", "loss and accuracy per epoch (metrics.jsonl)", run.name)
-            if "curves" in run.figures else '<p class="note">No curves: metrics.jsonl and curves.png are missing.</p>')
+    source = "metrics.jsonl" if run.history else f"curves.png written by the training; {_no_metrics_words(run)}"
+    out += (_figure(run.figures["curves"], "curves", f"loss and accuracy per epoch ({source})", run.name)
+            if "curves" in run.figures else
+            f'<p class="note">No curves: {_no_metrics_words(run)} and curves.png is missing.</p>')
     out += "<h3>Test set</h3>" + _test_set_html(run)
     if isinstance(run.meta.get("transfer"), dict):
         out += "<h3>Transfer</h3>" + _transfer_html(run)
@@ -624,16 +641,17 @@ def _comparison_html(runs: Sequence[_Run]) -> str:
         rows.append([
             _cell(run.name, "run", run.name), _cell(s["model"], "model", s["model"]),
             _cell(s["dataset"], "dataset", s["dataset"]),
-            _cell(_pct(s["final_test_acc"]) + (" (last evaluated)" if unfinished else ""), "final_test_acc",
+            _cell(_pct(s["final_test_acc"]) + (" (last evaluated)" if unfinished else "")
+                  + (" (this report's evaluation)" if s["final_from_report"] else ""), "final_test_acc",
                   s["final_test_acc"]),
             _cell(_pct(s["best_test_acc"]), "best_test_acc", s["best_test_acc"]),
-            _cell(s["best_epoch"], "best_epoch", s["best_epoch"]),
+            _cell(_or_na(s["best_epoch"]), "best_epoch", s["best_epoch"]),
             _cell(f"{s['epochs']} of {unfinished[1]} (unfinished)" if unfinished else s["epochs"], "epochs",
                   s["epochs"]),
             _cell(f"{s['params']:,}", "params", s["params"]),
-            _cell("n/a" if s["num_train"] is None else f"{s['num_train']:,}", "num_train", s["num_train"]),
-            _cell(f"{s['train_seconds']:.1f}", "train_seconds", s["train_seconds"]),
-            _cell(f"{s['wall_seconds']:.1f}", "wall_seconds", s["wall_seconds"]),
+            _cell(_or_na(s["num_train"], "{:,}"), "num_train", s["num_train"]),
+            _cell(_or_na(s["train_seconds"], "{:.1f}"), "train_seconds", s["train_seconds"]),
+            _cell(_or_na(s["wall_seconds"], "{:.1f}"), "wall_seconds", s["wall_seconds"]),
         ])
     headers = ["run", "model", "dataset", "final test acc", "best test acc", "best epoch", "epochs", "parameters",
                "training images", "train s", "wall s"]
