@@ -699,3 +699,42 @@ def test_report_of_an_empty_metrics_jsonl_says_it_is_empty_and_names_the_curves_
     assert "curves.png" in curves["alt"] and "(metrics.jsonl)" not in curves["alt"]
     (run / "metrics.jsonl").unlink()
     assert "no metrics.jsonl" in report_html([run], device="cpu", mistakes=0)
+
+
+def test_mistake_labels_of_long_class_names_overlap_neither_each_other_nor_the_pictures(monkeypatch):
+    """Two-line labels ("true ...", "pred ... 97%") of longer class names ran into their neighbours'
+    and over the pictures. The reference: matplotlib's own measure of each drawn label (its window
+    extent) against its neighbours' and every picture's rectangle."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from resnet_lab.analysis import report
+
+    drawn = []
+    monkeypatch.setattr(report, "_figure_uri", lambda fig, dpi=90: drawn.append(fig) or "data:,")
+    classes = ["T-shirt/top", "Ankle boot", "a rather long class folder name", "x", "another-quite-long-name_v2"]
+    k = 12
+    true, pred = torch.arange(k) % 5, (torch.arange(k) + 2) % 5
+    m = report._Mistakes(torch.zeros(k, 1, 10, 10), true, pred, torch.linspace(0.99, 0.5, k))
+    report._mistakes_uri(m, classes, [0.5], [0.5])
+    (fig,) = drawn
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (ax,) = fig.axes
+    labels = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(labels) == k
+    # the pictures' rectangles, found in the mosaic itself: runs of rows and of columns holding gray
+    gray = np.asarray(ax.images[0].get_array()) < 1  # the background is white, the pictures 0.5
+
+    def runs_of(flags):
+        edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(int), 0]))
+        return list(zip(edges[::2], edges[1::2]))
+
+    pictures = [ax.transData.transform([(c0 - 0.5, r0 - 0.5), (c1 - 0.5, r1 - 0.5)])
+                for r0, r1 in runs_of(gray.any(1)) for c0, c1 in runs_of(gray.any(0)) if gray[r0, c0]]
+    assert len(pictures) == k
+    for i, box in enumerate(labels):
+        for j, other in enumerate(labels[:i]):
+            assert not box.overlaps(other), ("over another label", i, j, box, other)
+        for j, ((x0, y0), (x1, y1)) in enumerate(pictures):
+            lo, hi = sorted((y0, y1))
+            assert not (box.x0 < x1 and box.x1 > x0 and box.y0 < hi and box.y1 > lo), ("over a picture", i, j)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (i, box, fig.bbox)

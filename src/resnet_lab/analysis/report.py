@@ -230,22 +230,56 @@ def _as_pictures(m: _Mistakes, mean: Sequence[float], std: Sequence[float]) -> T
     return (m.images.float() * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1)
 
 
+_LABEL_CHARS = 24  # a class name longer than this is cut with an ellipsis in the grid (the alt text has it whole)
+_PICTURE_INCHES = 0.9  # the side of one picture in the grid
+_LABEL_POINTS = 7
+_GRID_INCHES = 12.5  # the widest grid: a page shows it at about its size
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LABEL_CHARS else name[:_LABEL_CHARS - 1] + "\u2026"
+
+
+def _label_inches(fig, labels: Sequence[str]) -> tuple[float, float]:
+    """The widest and tallest of ``labels`` as drawn at the grid's font size, in inches (measured by
+    matplotlib's renderer, not guessed from a character count)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred, as every matplotlib import here
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = []
+    for label in labels:
+        text = fig.text(0, 0, label, fontsize=_LABEL_POINTS)
+        boxes.append(text.get_window_extent(renderer))
+        text.remove()
+    return max(b.width for b in boxes) / fig.dpi, max(b.height for b in boxes) / fig.dpi
+
+
 def _mistakes_uri(m: _Mistakes, classes: Sequence[str], mean: Sequence[float], std: Sequence[float]) -> str:
     """The mistakes as one mosaic in one Axes, each picture with its labels above it (one Axes per picture
-    costs matplotlib seconds for a 16-image grid)."""
+    costs matplotlib seconds for a 16-image grid). The space between pictures and above them is sized
+    to the widest and tallest label, so long class names neither run into the neighbours' labels nor
+    over the pictures."""
     pictures = _as_pictures(m, mean, std)  # (k, H, W, C)
     k, h, w, c = pictures.shape
-    cols = min(8, k)
-    rows = math.ceil(k / cols)
-    band, gap = math.ceil(0.55 * h), math.ceil(0.3 * w)  # room for two lines of labels; space between
+    labels = [f"true {_short(classes[int(m.true[i])])}\npred {_short(classes[int(m.pred[i])])} "
+              f"{100 * float(m.confidence[i]):.0f}%" for i in range(k)]
+    fig, ax = new_figure()
+    wide, tall = _label_inches(fig, labels)
+    scale = _PICTURE_INCHES / max(h, w)  # inches per image pixel
+    gap = max(math.ceil(0.3 * w), math.ceil((wide + 0.12) / scale) - w)  # space between pictures
+    lift = 0.04 / scale  # between a picture and its labels
+    band = max(math.ceil(0.55 * h), math.ceil((tall + 0.08) / scale + lift))  # room for two lines of labels
     cell_h, cell_w = h + band, w + gap
+    cols = min(8, k, max(1, int(_GRID_INCHES // (cell_w * scale))))  # long labels: fewer columns, not tiny text
+    rows = math.ceil(k / cols)
     mosaic = torch.ones(rows * cell_h, cols * cell_w, c)  # white
-    fig, ax = new_figure(figsize=(1.5 * cols, 1.5 * cols * rows * cell_h / (cols * cell_w)))
+    fig.set_size_inches(cols * cell_w * scale, rows * cell_h * scale)
+    ax.set_position([0, 0, 1, 1])  # the mosaic fills the figure: the scale above holds
     for i in range(k):
-        top, left = (i // cols) * cell_h + band, (i % cols) * cell_w
+        top, left = (i // cols) * cell_h + band, (i % cols) * cell_w + gap // 2
         mosaic[top:top + h, left:left + w] = pictures[i]
-        ax.text(left + w / 2, top - 0.08 * h, f"true {classes[int(m.true[i])]}\npred {classes[int(m.pred[i])]} "
-                f"{100 * float(m.confidence[i]):.0f}%", ha="center", va="bottom", fontsize=7)
+        # imshow centres pixel j on j: a picture's edges are half a pixel before its first and after its last
+        ax.text(left + (w - 1) / 2, top - 0.5 - lift, labels[i], ha="center", va="bottom", fontsize=_LABEL_POINTS)
     gray = c == 1
     ax.imshow((mosaic[..., 0] if gray else mosaic).numpy(), cmap="gray" if gray else None, vmin=0, vmax=1,
               interpolation="nearest")
