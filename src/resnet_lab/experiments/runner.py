@@ -91,6 +91,9 @@ class RunSpec:
             models have the same parameter shapes (scratch vs torch BN).
         step_callbacks: extra per-step callbacks, e.g. a gradient-flow recorder.
         info: extra values copied into the result (depth, norm...).
+        out: write the run as `resnet-lab train --out` does (model.json with its classes, recipe and
+            batches, weights, metrics.jsonl), so `evaluate` and `report` take it; None: nothing is
+            written. One run only (the seeds of ``train_seeds`` would share it).
     """
 
     label: str
@@ -112,6 +115,7 @@ class RunSpec:
     seed: int = 0
     step_callbacks: list[Callable[[dict], None]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    out: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
@@ -465,7 +469,8 @@ class Context:
             epochs=spec.epochs, lr=spec.lr, optimizer=spec.optimizer, momentum=spec.momentum, schedule=spec.schedule,
             warmup_epochs=spec.warmup_epochs, weight_decay=spec.weight_decay,
             max_steps_per_epoch=spec.max_steps_per_epoch, grad_clip=spec.grad_clip, lr_scale=dict(spec.lr_scale),
-            progress=False, plots=False, out=None, device=str(self.device), seed=spec.seed,
+            progress=False, plots=False, out=None if spec.out is None else str(spec.out), device=str(self.device),
+            seed=spec.seed,
         )
         return TrainConfig(**{**fields, **override})
 
@@ -477,7 +482,7 @@ class Context:
         per_epoch = min(len(data.train), spec.max_steps_per_epoch or len(data.train))
         epochs = next(e for e in range(math.ceil(n / max(1, per_epoch)), n + 1) if n % e == 0)
         return self._config(spec, epochs=epochs, lr=spec.warmup_lr, schedule="constant", warmup_epochs=0.0,
-                            max_steps_per_epoch=n // epochs, eval_every=epochs)
+                            max_steps_per_epoch=n // epochs, eval_every=epochs, out=None)  # spec.out: the run proper
 
     def _fit(self, spec: RunSpec, model: nn.Module, data, config: TrainConfig) -> tuple[list[dict], list[float], bool]:
         """One call of the trainer: ``(per-epoch records, per-step losses, diverged)``."""

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from ..runs import save_model
 from ..train import evaluate
 from ..transfer import WeightSource, is_running_norm, load_source, transfer_model
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text
@@ -82,19 +81,17 @@ class _Passes:
 
 
 def _pretrain(ctx: Context, b: dict) -> tuple[Any, Any]:
-    """Train the source network on classes 0-4 and save it as a run directory; returns the
-    :class:`~resnet_lab.transfer.WeightSource` read back from it and the run's result."""
+    """Train the source network on classes 0-4 into the run directory ``source/``; returns the
+    :class:`~resnet_lab.transfer.WeightSource` read back from it and the run's result. The trainer
+    writes the directory as `resnet-lab train` does (the kept classes, recipe, batches, metrics), so
+    `resnet-lab evaluate` and `report` take it like any run."""
     data = ctx.data(classes=SOURCE_CLASSES, subset=b["pre_subset"], batch_size=128 if not ctx.smoke else 32,
                     test_samples=b["test_slice"], image_size=b["image_size"])
+    run_dir = ctx.out / "source"
     spec = RunSpec("pretrain (classes 0-4)",
                    lambda n, c: create_model(b["model"], num_classes=n, in_channels=c),
-                   batch_size=data.train.batch_size, epochs=b["pre_epochs"], lr=0.1, seed=ctx.seed)
+                   batch_size=data.train.batch_size, epochs=b["pre_epochs"], lr=0.1, seed=ctx.seed, out=run_dir)
     result = ctx.train(spec, data=data)
-    info = data.info
-    run_dir = ctx.out / "source"
-    save_model(run_dir, result.model, {"classes": list(info.classes), "input_size": list(info.input_size),
-                                       "mean": list(info.mean), "std": list(info.std), "dataset": info.name,
-                                       "metrics": result.last})
     return load_source(run_dir), result
 
 
