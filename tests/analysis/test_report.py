@@ -738,3 +738,39 @@ def test_mistake_labels_of_long_class_names_overlap_neither_each_other_nor_the_p
             lo, hi = sorted((y0, y1))
             assert not (box.x0 < x1 and box.x1 > x0 and box.y0 < hi and box.y1 > lo), ("over a picture", i, j)
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (i, box, fig.bbox)
+
+
+def test_report_side_by_side_epoch_axis_has_whole_epochs_only(runs, monkeypatch):
+    """Two epochs drew ticks at 1.0, 1.2, 1.4... (the comparison and each run's curves): an epoch is a count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from resnet_lab.analysis import report
+
+    drawn = []
+    real = report._figure_uri
+    monkeypatch.setattr(report, "_figure_uri", lambda fig, dpi=90: drawn.append(fig) or real(fig, dpi))
+    report_html(list(runs), device="cpu", mistakes=0)
+    assert len(drawn) == 3  # each run's curves, then the comparison
+    for fig in drawn:
+        assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"]
+        FigureCanvasAgg(fig).draw()
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_report_data_table_numbers_carry_their_exact_values_and_one_epoch_is_singular(runs, tmp_path):
+    """docs/REPORT.md: every number in a table carries its value in data-value; the Data table's
+    mean/std had none. The reference: model.json read with json. And "1 epochs:" was plural."""
+    saved = json.loads((runs[0] / "model.json").read_text())
+    page = Page(report_html([runs[0]], device="cpu", mistakes=0))
+    data = _named(page, "data", runs[0])
+    for key in ("mean", "std"):
+        assert json.loads(data[key]["value"]) == saved[key]
+    assert json.loads(data["input size (C, H, W)"]["value"]) == saved["input_size"]
+    assert int(data["classes"]["value"]) == len(saved["classes"])
+    run = tmp_path / "one"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    text = report_html([run], device="cpu", mistakes=0)
+    assert "<p>1 epoch: " in text and "1 epochs" not in text

@@ -312,6 +312,7 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
                         color=colours[i], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    _whole_epochs(fig)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         if len(runs) <= LEGEND_RUNS:
@@ -326,6 +327,15 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
 
 
 LEGEND_RUNS = 8  # up to this many runs each axes has its own legend (test and train per run)
+
+
+def _whole_epochs(fig):
+    """Ticks at whole epochs on every (epoch) x axis of ``fig``: two epochs drew 1.0, 1.2, 1.4..."""
+    from matplotlib.ticker import MaxNLocator  # deferred, as every matplotlib import here
+
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
 def _run_colours(n: int) -> list:
@@ -343,7 +353,7 @@ def _draw_figures(run: _Run) -> None:
     the confusion matrix and mistakes of the evaluation (the training's confusion.png without it)."""
     smoothing = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0)
     if run.history:
-        run.figures["curves"] = _figure_uri(curves_figure(run.history, run.name, smoothing))
+        run.figures["curves"] = _figure_uri(_whole_epochs(curves_figure(run.history, run.name, smoothing)))
     elif (run.run_dir / "curves.png").is_file():
         run.figures["curves"] = _data_uri((run.run_dir / "curves.png").read_bytes())
     ev, classes = run.evaluation, run.meta["classes"]
@@ -580,7 +590,7 @@ def _recipe_html(run: _Run) -> str:
     arch = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in meta["arch"].items()]
     data = {"dataset": meta.get("dataset"), "input size (C, H, W)": meta.get("input_size"),
             "classes": len(meta["classes"]), "mean": meta.get("mean"), "std": meta.get("std")}
-    data_rows = [[_cell(k, "name", k), _cell(v, k)] for k, v in data.items()]
+    data_rows = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in data.items()]
     config = [[_cell(k, "name", k), _cell(v, k, v)] for k, v in (meta.get("train_config") or {}).items()]
     out = '<div class="cols"><div><h4>Architecture</h4>' + _table("arch", ["field", "value"], arch, run.name)
     if isinstance(meta.get("whiten"), dict):  # --whiten: the first conv set from the training images and frozen
