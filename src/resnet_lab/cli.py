@@ -916,9 +916,16 @@ def cmd_experiment(args) -> int:
             print(f"{name:<22} {claim}")
         return 0
     # without --out: runs/experiments/NAME, or NAME-2... never over earlier results
-    run_experiment(args.name, budget=args.budget or "smoke", out=args.out, data_dir=args.data_dir,
-                   device="auto" if args.device is None else args.device,
-                   seed=0 if args.seed is None else args.seed)  # its last line: the verdict
+    try:
+        run_experiment(args.name, budget=args.budget or "smoke", out=args.out, data_dir=args.data_dir,
+                       device="auto" if args.device is None else args.device,
+                       seed=0 if args.seed is None else args.seed)  # its last line: the verdict
+    except KeyboardInterrupt:  # more than main's "interrupted": the folder it leaves is refused by a rerun
+        where = (f"--out {args.out} is half-written (no verdict): give another --out, or delete {args.out} first, to "
+                 "run it again" if args.out else f"its folder runs/experiments/{args.name} (or {args.name}-N, the "
+                 "newest) is half-written (no verdict): delete it; a run without --out takes a new folder")
+        print(f"interrupted: {where}", file=sys.stderr)
+        return 130
     return 0
 
 

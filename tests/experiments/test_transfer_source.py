@@ -26,3 +26,7 @@ def test_the_transfer_experiments_source_run_can_be_evaluated_and_reported(tmp_p
     page = report_html([source], device="cpu", mistakes=0)
     assert "No evaluation on the test set" not in page
     assert f"Accuracy <b>{100 * evaluated['accuracy']:.2f}%</b> on {evaluated['n']} test images" in page
+    # the smoke budget's one epoch, in the singular
+    results = json.loads((out / "results.json").read_text())
+    assert "1 epochs" not in json.dumps(results["setup"]) + json.dumps(results["findings"])
+    assert ", 1 epoch, SGD" in results["setup"]["source task"] and "after 1 epoch," in results["findings"][0]

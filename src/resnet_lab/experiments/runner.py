@@ -29,8 +29,8 @@ from ..models.resnet import CifarResNet
 from ..train import TrainConfig, TrainingDiverged, resolve_device, train
 from .report import Spread
 
-__all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "SeedResults", "cifar_net", "ema", "first_at_or_below",
-           "first_test_samples"]
+__all__ = ["BUDGETS", "Context", "RunResult", "RunSpec", "SeedResults", "cifar_net", "count", "ema",
+           "first_at_or_below", "first_test_samples"]
 
 BUDGETS = ("smoke", "full")
 
@@ -262,6 +262,17 @@ def first_at_or_below(values: Sequence[float], target: float) -> float:
     return math.inf
 
 
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun`` in the singular or the plural, for setups and log lines: a smoke budget's
+    "1 epochs" read as a typo.
+
+    Args:
+        n: how many.
+        noun: the singular (``epoch``, ``step``); the plural adds an s.
+    """
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def first_test_samples(test, n: int | None, batch_size: int = 500):
     """The first ``n`` test samples as a loader with a large eval batch (evaluation is cheap that
     way; the test split is in a fixed order, so every run sees the same samples).
@@ -459,7 +470,7 @@ class Context:
         last = result.last
         summary = (f"train loss {last['train_loss']:.4f} acc {100 * last['train_acc']:.2f}%  "
                    f"test acc {100 * last['test_acc']:.2f}%" if last else "no epoch completed")
-        self.log(f"[{self.name}] {spec.label:<24} {len(losses)} steps, {seconds:.1f}s  {summary}"
+        self.log(f"[{self.name}] {spec.label:<24} {count(len(losses), 'step')}, {seconds:.1f}s  {summary}"
                  + ("  DIVERGED" if diverged else ""))
         return result
 

@@ -30,7 +30,7 @@ from ..models import create_model
 from ..train import evaluate
 from ..transfer import WeightSource, is_running_norm, load_source, transfer_model
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text
-from .runner import Context, RunResult, RunSpec, first_test_samples
+from .runner import Context, RunResult, RunSpec, count, first_test_samples
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
@@ -276,7 +276,7 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
     unchanged = [r["frozen_unchanged"] for r in runs if r["frozen_unchanged"] is not None]
     findings = [
         f"pretraining on classes 0-4: {100 * pre.last.get('test_acc', float('nan')):.2f}% on "
-        f"{b['test_slice'] or 'all'} source test images after {b['pre_epochs']} epoch(s), {pre.seconds:.0f} s",
+        f"{b['test_slice'] or 'all'} source test images after {count(b['pre_epochs'], 'epoch')}, {pre.seconds:.0f} s",
         f"frozen tensors (parameters and eval-locked BN statistics) bit-identical to the pretrained ones after "
         f"training in {sum(unchanged)} of {len(unchanged)} `last`/`head` runs",
     ]
@@ -299,7 +299,7 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
         claim=CLAIM,
         setup={
             "source task": f"Fashion-MNIST classes 0-4, {b['pre_subset'] or 'all 30000'} training images, "
-                           f"{b['pre_epochs']} epochs, SGD lr 0.1 one-cycle, batch {128 if not ctx.smoke else 32}",
+                           f"{count(b['pre_epochs'], 'epoch')}, SGD lr 0.1 one-cycle, batch {128 if not ctx.smoke else 32}",
             "target task": "classes 5-9 with k training images per class, evaluated on all target test images"
                            + ("" if b["full_test"] is None else f" (smoke: first {b['full_test']})"),
             "model": f"{b['model']} (CIFAR ResNet, He et al. 2015), no augmentation"
@@ -307,7 +307,7 @@ def _report(ctx: Context, b: dict, pre, runs: list[dict]) -> Report:
             "strategies": f"scratch (lr {LR['scratch']}), all (lr {LR['all']}), all-discr (lr {LR['all-discr']}, "
                           f"backbone x{BACKBONE_LR_SCALE}), "
                           f"last (layer3 + fc, lr {LR['last']}), head (new Linear 5->5 on the frozen classifier, "
-                          f"lr {LR['head']}); SGD Nesterov, one-cycle, weight decay 5e-4, {b['epochs']} epochs",
+                          f"lr {LR['head']}); SGD Nesterov, one-cycle, weight decay 5e-4, {count(b['epochs'], 'epoch')}",
             "normalization": "the source's mean/std for every target run (they travel with the weights)",
         },
         columns=["k", "strategy", "accuracy %", "per seed %", "trainable", "frozen", "s / epoch", "ms / image",
