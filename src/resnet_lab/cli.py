@@ -443,8 +443,10 @@ def _add_use_commands(sub) -> None:
     p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table), a "
                    "weights file in one (RUN/best.safetensors) or shipped weights MODEL:TAG")
     p.add_argument("--out", required=True, help="the HTML file to write" + _NO_DEFAULT)
-    p.add_argument("--data-dir", help="where the runs' dataset lives (as for evaluate); when the test set is not "
-                   "found, the report says so and leaves out the sections that need it" + _NO_DEFAULT)
+    p.add_argument("--data-dir", help="the image folder of folder runs, and the first place searched for a built-in "
+                   "dataset (then the usual places, as evaluate without it), so runs of both kinds share a page; "
+                   "when a test set is not found, the report says so and leaves out the sections that need it"
+                   + _NO_DEFAULT)
     p.add_argument("--mistakes", type=int, default=16, metavar="N",
                    help="show the N most confidently wrong test images, 0 to 256 (0: none)")
     p.add_argument("--device", default="auto", help="where the test sets are evaluated: " + _DEVICE_HELP)

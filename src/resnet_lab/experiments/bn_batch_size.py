@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 from ..train import evaluate
 from .precise_bn import precise_bn
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text, within
-from .runner import Context, RunSpec, SeedResults, cifar_net
+from .runner import Context, RunSpec, SeedResults, cifar_net, count
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "run"]
 
@@ -109,7 +109,7 @@ def run(ctx: Context) -> Report:
         data={"errors": {f"{k[0]} @ {k[1]}": v for k, v in err.items()}, "runs": runs},
         notes=[f"Same number of epochs ({b['epochs']}) on the same {b['subset']} images at every batch size, so small "
                "batches take many more (smaller) steps: Wu & He's protocol, not a same-number-of-steps comparison. "
-               f"A CPU's scale: a subset of Fashion-MNIST at {b['image_size']} px and {b['epochs']} epochs instead of "
+               f"A CPU's scale: a subset of Fashion-MNIST at {b['image_size']} px and {count(b['epochs'], 'epoch')} instead of "
                "ImageNet for 100 epochs "
                "(the subset and epochs are the same for every batch size)."],
     )
@@ -164,7 +164,7 @@ def _setup(b: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, str]:
                 f"first {b['test']} test images, no augmentation",
         "model": f"CIFAR ResNet-{b['depth']}, widths {b['widths']}, BN (torch) or GN "
                  "(32 groups or fewer with >= 2 channels each)",
-        "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, {b['epochs']} epochs at every batch size; lr "
+        "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, {count(b['epochs'], 'epoch')} at every batch size; lr "
                     f"{BASE_LR} x batch / {BASE_BATCH} (linear scaling), linear warm-up over the first "
                     f"{WARMUP_EPOCHS:g} epoch, then cosine decay",
         "batch sizes": ", ".join(map(str, b["batches"])),

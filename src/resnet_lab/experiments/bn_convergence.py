@@ -44,7 +44,7 @@ from ..models.resnet import CifarResNet
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from .report import Check, Report, Spread, exceeds, indistinguishable, plot_lines, rule_text
-from .runner import Context, RunResult, RunSpec, SeedResults, cifar_net, ema, first_at_or_below
+from .runner import Context, RunResult, RunSpec, SeedResults, cifar_net, count, ema, first_at_or_below
 
 __all__ = ["CLAIM", "F64_TOLERANCE", "LENET_LOSS_TARGET", "LOSS_TARGET", "LeNet", "NAME", "claim_checks",
            "float64_agreement", "run", "steps_to_target"]
@@ -370,13 +370,13 @@ def _setup(b: Mapping[str, Any], lr: Mapping[str, float], seeds: Sequence[int]) 
                           f"per net; chosen: torch BN {lr['torch BN']:g} (scratch BN the same), no norm "
                           f"{lr['no norm']:g}",
         "training": f"SGD momentum 0.9 (Nesterov), one-cycle, weight decay 5e-4, batch {b['batch']}, "
-                    f"{b['epochs']} epochs",
+                    f"{count(b['epochs'], 'epoch')}",
         "seeds": f"{', '.join(map(str, seeds))}; a seed gives torch and scratch BN the same initial weights and order",
         "float64": f"{b['f64_steps']} steps at batch {b['f64_batch']}, lr {F64_LR:g}, both BNs from the "
                    f"same weights (tolerance {F64_TOLERANCE:g})",
         "LeNet (d2l)": f"LeNet-5, sigmoid, BN (ours) after every conv/linear layer or none, Xavier init, inputs in "
                        f"[0, 1]; plain SGD (no momentum, no weight decay), constant lr {LENET_LR['LeNet + BN']} with "
-                       f"BN and {LENET_LR['LeNet']} without, batch {lb['batch']}, {lb['epochs']} epochs on "
+                       f"BN and {LENET_LR['LeNet']} without, batch {lb['batch']}, {count(lb['epochs'], 'epoch')} on "
                        f"{lb['subset'] or 'all 60000'} training images",
         "targets": f"fixed in advance: smoothed (EMA 0.1) training loss <= {LOSS_TARGET} (plain net), "
                    f"<= {LENET_LOSS_TARGET} (LeNet); never reached = the budget's steps + 1",
@@ -386,7 +386,7 @@ def _setup(b: Mapping[str, Any], lr: Mapping[str, float], seeds: Sequence[int]) 
 def _notes(ctx: Context, b: Mapping[str, Any]) -> list[str]:
     if ctx.smoke:
         return []
-    return [f"The plain net's runs are {b['epochs']} epochs on {b['subset']} images, far shorter than the BN "
+    return [f"The plain net's runs are {count(b['epochs'], 'epoch')} on {b['subset']} images, far shorter than the BN "
             "paper's; the speed-up is of this early phase.",
             "LeNet uses one architecture with and without BN (d2l's BN LeNet, 5x5 convs without padding); d2l's own "
             "LeNet chapter pads the first conv."]

@@ -27,7 +27,7 @@ import torch
 
 from ..analysis.activations import ActivationStatsRecorder, plot_activation_stats
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text
-from .runner import Context, ModelFactory, RunResult, RunSpec, SeedResults, cifar_net
+from .runner import Context, ModelFactory, RunResult, RunSpec, SeedResults, cifar_net, count
 
 __all__ = ["CLAIM", "MARGIN", "NAME", "NEAR_LOG_STD", "NEAR_MEAN", "claim_checks", "effect_check", "run", "seed_band",
            "train_recorded"]
@@ -216,7 +216,7 @@ def run(ctx: Context) -> Report:
             "model": f"plain-{b['depth']} (He et al. 2015's CIFAR plain net, no shortcuts), widths {b['widths']}, "
                      "torch BN or no normalization (convs keep their bias)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle for both, weight decay 5e-4, batch "
-                        f"{b['batch']}, {b['epochs']} epochs; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))} "
+                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))} "
                         "(weights and order; one training subset)",
             "recorded": f"mean and std (over batch, channels, positions) of every ReLU's input, every {b['every']} "
                         "training steps, in training mode (BN with batch statistics)",

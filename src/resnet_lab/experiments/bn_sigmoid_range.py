@@ -33,7 +33,7 @@ from torch import nn
 from ..analysis.activations import ActivationStatsRecorder, plot_activation_stats
 from .bn_input_stats import effect_check, seed_band, train_recorded
 from .report import Check, Report, Spread, plot_lines
-from .runner import Context, RunResult, RunSpec, SeedResults
+from .runner import Context, RunResult, RunSpec, SeedResults, count
 from .vanishing_gradients import DeepMLP
 
 __all__ = ["ACC_MARGIN", "CLAIM", "CONFIGS", "LINEAR_SHARE", "NAME", "SHARE_MARGIN", "claim_checks", "run",
@@ -182,7 +182,7 @@ def run(ctx: Context) -> Report:
                      "sec. 4.1's MNIST net), Glorot init; BN (torch BatchNorm1d) before each sigmoid with gamma/beta "
                      "learned or frozen at 1/0, or no normalization (then with Linear biases; with BN they have none)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle, weight decay 5e-4 on weights only, batch "
-                        f"{b['batch']}, {b['epochs']} epochs; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))}",
+                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))}",
             "recorded": f"share of each sigmoid's inputs with |x| < 1, every {b['every']} training steps (training "
                         "mode, batch statistics); the median over layers at the last record",
             "rule": "a difference counts when the difference of the means exceeds the sum of the two seed sds and "

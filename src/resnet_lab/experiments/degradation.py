@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..data import DataNotFoundError
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text, within
-from .runner import Context, ModelFactory, RunSpec, SeedResults, cifar_net
+from .runner import Context, ModelFactory, RunSpec, SeedResults, cifar_net, count
 
 __all__ = ["CLAIM", "DATASETS", "NAME", "claim_checks", "init_gradient", "run"]
 
@@ -100,7 +100,7 @@ def run(ctx: Context) -> Report:
         rows=rows, checks=checks, plots=plots,
         data={"datasets": ran, "runs": all_runs.get("fashion-mnist", {}), "runs_by_dataset": all_runs},
         findings=[f"datasets run: {', '.join(ran)}"] + findings,
-        notes=notes + ([f"{b['epochs']} epochs on {b['subset']} images is far shorter than the paper's 64k "
+        notes=notes + ([f"{count(b['epochs'], 'epoch')} on {b['subset']} images is far shorter than the paper's 64k "
                         "iterations; the comparison is of the early phase of training."] if not ctx.smoke else []),
     )
 
@@ -132,7 +132,7 @@ def _setup(b: Mapping, shallow: int, deep: int, batch: int, seeds: Sequence[int]
                   "option-A shortcuts; residual nets with the last BN scale of each block at zero "
                   "(zero_init_residual, Goyal et al. 2017)",
         "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {batch}: {b['warmup']} steps at lr "
-                    f"{WARMUP_LR} (He et al. 2015's warm-up), then {b['epochs']} epochs of one-cycle to lr {LR} "
+                    f"{WARMUP_LR} (He et al. 2015's warm-up), then {count(b['epochs'], 'epoch')} of one-cycle to lr {LR} "
                     "(its first quarter a linear ramp); same for every net and dataset",
         "seeds": f"{', '.join(map(str, seeds))} (initial weights and data order; the same training subset); "
                  "figures are mean ± sd over seeds",

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..analysis.gradflow import GradientFlowRecorder, gradient_norms, plot_gradient_flow
 from .report import Check, Report, Spread, plot_lines
-from .runner import Context, RunSpec, SeedResults
+from .runner import Context, RunSpec, SeedResults, count
 
 __all__ = ["CHANCE_MARGIN", "CLAIM", "NAME", "DeepMLP", "claim_checks", "collapsed_seeds", "run"]
 
@@ -230,7 +230,7 @@ def _report(ctx: Context, b: Mapping, seeds: Sequence[int], flows: Mapping, resu
             "data": f"Fashion-MNIST, {b['subset']} training images (flattened), first {b['test']} test images",
             "models": f"fully connected, {b['depth']} Linear layers, width {b['width']}; sigmoid (Glorot init), "
                       "sigmoid + BN, ReLU (He init), sigmoid + identity shortcuts",
-            "training": f"SGD momentum 0.9 (Nesterov), lr 0.05 one-cycle, batch {b['batch']}, {b['epochs']} epochs",
+            "training": f"SGD momentum 0.9 (Nesterov), lr 0.05 one-cycle, batch {b['batch']}, {count(b['epochs'], 'epoch')}",
             "seeds": f"{', '.join(map(str, seeds))} (initialization and data order); figures are mean ± sd over "
                      "seeds, checks need every seed beyond the threshold",
             "measure": "||dL/dW|| per Linear layer on one fixed training batch (train mode); "

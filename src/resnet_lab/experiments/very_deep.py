@@ -31,7 +31,7 @@ from torch import nn
 from ..models import create_model
 from ..models.resnet import CifarResNet, PreActBottleneck, PreActResNet
 from .report import Check, Report, Spread, plot_lines
-from .runner import Context, ModelFactory, RunSpec, SeedResults, cifar_net
+from .runner import Context, ModelFactory, RunSpec, SeedResults, cifar_net, count
 
 __all__ = ["CLAIM", "NAME", "claim_checks", "memory_probe", "run"]
 
@@ -225,7 +225,7 @@ def run(ctx: Context) -> Report:
         plots=["loss_steps.png", "first_layer_grad.png"],
         data={"runs": {k_: r.to_dict() for k_, r in results.items()}, "first_layer_grad": grads,
               "memory": {str(s): v for s, v in memory.items()}},
-        notes=[f"Only the first {b['steps']} steps are run for the 1202-layer nets and {b['preact_warmup']} + "
+        notes=[f"Only the first {count(b['steps'], 'step')} are run for the 1202-layer nets and {b['preact_warmup']} + "
                f"{b['preact_steps']} for the 1001-layer one (CPU budget: about 1-2 s per step); He et al. train 64k "
                "iterations, warming up for about 400. Whether a net learns in its first steps is what is tested, "
                "not the error it ends with.",
@@ -245,7 +245,7 @@ def _specs(b: Mapping[str, Any], data: dict[str, Any]) -> list[RunSpec]:
     pre-activation ResNet-1001 with its paper's warm-up recipe."""
     depth = b["depth"]
     common = dict(batch_size=b["batch"], epochs=1, data=data)
-    first = f"in its first {b['steps']} steps"
+    first = f"in its first {count(b['steps'], 'step')}"
     specs = [
         RunSpec(f"resnet-{depth}", cifar_net(depth, residual=True, widths=b["widths"]), lr=LR, grad_clip=GRAD_CLIP,
                 max_steps_per_epoch=b["steps"], info={"protocol": first}, **common),
@@ -357,7 +357,7 @@ def _setup(b: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, str]:
         "models": f"CIFAR ResNet-{depth} and plain-{depth} (widths {b['widths']}, BN), "
                   + (b["preact"] or "a tiny pre-activation bottleneck net (smoke)"),
         "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {b['batch']}; resnet/plain-{depth}: "
-                    f"one-cycle to lr {LR} (25% warm-up), gradient norm clipped to {GRAD_CLIP}, {b['steps']} steps; "
+                    f"one-cycle to lr {LR} (25% warm-up), gradient norm clipped to {GRAD_CLIP}, {count(b['steps'], 'step')}; "
                     f"pre-activation net: {b['preact_warmup']} steps at lr {PREACT_WARMUP_LR}, then "
                     f"{b['preact_steps']} at lr {PREACT_LR} (constant), no clipping (He et al. 2016's recipe)",
         "seeds": f"{', '.join(map(str, seeds))} (initial weights and data order); figures are mean ± sd over seeds",
