@@ -31,6 +31,16 @@ from resnet_lab.runs import load_model
 # resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
         "--batch-size", "16", "--no-progress", "--device", "cpu"]
+
+
+def tiny(**values: str) -> list[str]:
+    """TINY with some of its flags' values replaced (`tiny(epochs="3")`): a flag is given once."""
+    args = list(TINY)
+    for name, value in values.items():
+        args[args.index(f"--{name.replace('_', '-')}") + 1] = value
+    return args
+
+
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -545,7 +555,7 @@ def test_report_of_an_unfinished_run_says_it_stopped_and_calls_no_accuracy_final
     42.83%", "1 epochs". The reference: the epochs model.json's recipe asked for, and the last
     epoch of metrics.jsonl."""
     run = tmp_path / "stopped"
-    assert main(["train", *TINY, "--epochs", "3", "--stop-after", "1", "--out", str(run)]) == 0
+    assert main(["train", *tiny(epochs="3"), "--stop-after", "1", "--out", str(run)]) == 0
     planned = json.loads((run / "model.json").read_text())["train_config"]["epochs"]
     done = metrics(run)[-1]["epoch"]
     assert (done, planned) == (1, 3)
@@ -576,7 +586,7 @@ def test_report_recipe_has_the_training_set_size_and_the_speed_settings_model_js
     --deterministic and --whiten were not shown either. The references: the flags given, and
     model.json read with json."""
     run = tmp_path / "small"
-    assert main(["train", *TINY, "--subset", "16", "--channels-last", "--deterministic", "--whiten",
+    assert main(["train", *tiny(subset="16"), "--channels-last", "--deterministic", "--whiten",
                  "--out", str(run)]) == 0
     saved = json.loads((run / "model.json").read_text())
     assert saved["training"]["num_train"] == 16  # --subset 16
@@ -771,6 +781,6 @@ def test_report_data_table_numbers_carry_their_exact_values_and_one_epoch_is_sin
     assert json.loads(data["input size (C, H, W)"]["value"]) == saved["input_size"]
     assert int(data["classes"]["value"]) == len(saved["classes"])
     run = tmp_path / "one"
-    assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    assert main(["train", *tiny(epochs="1"), "--out", str(run)]) == 0
     text = report_html([run], device="cpu", mistakes=0)
     assert "<p>1 epoch: " in text and "1 epochs" not in text
