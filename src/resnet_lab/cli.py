@@ -35,7 +35,7 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir,
+from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir, trained_folder,
                    split_seed_of, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import LOOKAHEAD_ALPHA
@@ -776,6 +776,10 @@ def cmd_evaluate(args) -> int:
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
+    if args.data_dir is None and args.dataset == meta.get("dataset") and trained_folder(meta):
+        args.data_dir = trained_folder(meta)  # a folder run's own folder: it was "needs data_dir"
+        print(f"note: testing on the folder {runs[0]} trained on, {args.data_dir} (--data-dir gives another)",
+              file=sys.stderr)
     trained_at = meta["input_size"][1]
     if args.image_size is not None and args.image_size != trained_at:
         print(f"note: --image-size {args.image_size} differs from the {trained_at} px {runs[0]} was trained at: the "

@@ -74,6 +74,7 @@ __all__ = [
     "find_model_json",
     "check_meta",
     "load_meta",
+    "trained_folder",
     "load_model",
     "load_state_dict_file",
     "append_metrics",
@@ -635,6 +636,13 @@ def same_test_data(meta: dict[str, Any], dataset: str, data_dir: str | os.PathLi
         return {}
     indices = meta.get("class_indices")
     return {**({"classes": tuple(int(c) for c in indices)} if indices else {}), **held_out_split(meta, data_dir)}
+
+
+def trained_folder(meta: dict[str, Any]) -> str | None:
+    """The image folder a folder run trained on (absolute, recorded since 2026-12-05), when it is
+    still there: where evaluate and report look when no --data-dir is given. None otherwise."""
+    folder = (meta.get("training") or {}).get("folder") if meta.get("dataset") == "folder" else None
+    return folder if isinstance(folder, str) and os.path.isdir(folder) else None
 
 
 def held_out_split(meta: dict[str, Any], data_dir: str | os.PathLike | None) -> dict[str, Any]:

@@ -307,7 +307,12 @@ def test_report_data_dir_is_where_the_test_set_is_read(tmp_path, capsys):
     rows = found.table("per-class", str(run))
     assert [r["class"]["text"] for r in rows] == ["ants", "bees"]
     assert sum(int(r["images"]["value"]) for r in rows) == 2  # the 10% of each class held out for testing
-    for data_dir in (tmp_path / "moved", None):  # a folder that is gone; none given (model.json has no path)
+    # none given: the folder model.json records, the same test images
+    alone = Page(report_html([run], device="cpu")).table("per-class", str(run))
+    assert [(r["class"]["text"], r["images"]["value"]) for r in alone] == [(r["class"]["text"], r["images"]["value"])
+                                                                          for r in rows]
+    folder.rename(tmp_path / "moved")
+    for data_dir in (folder, None):  # a folder that is gone, given or recorded
         (note,) = Page(report_html([run], data_dir=data_dir, device="cpu")).notes
         assert "--data-dir" in note
 

@@ -1038,3 +1038,26 @@ def test_cli_resume_on_another_image_folder_with_the_same_names_and_counts_is_re
     assert "are not those the run trained on" in err and "--subset" not in err, err
     _png_folder(tmp_path / "moved", seed=0)  # the first folder's files, elsewhere
     assert main(["train", *common, "--data-dir", str(tmp_path / "moved"), "--resume"]) == 0
+
+
+def test_a_folder_run_is_evaluated_and_reported_on_its_own_folder_without_data_dir(tmp_path, capsys):
+    """`evaluate RUN` on a folder run said "dataset 'folder' needs data_dir" and report left out its test
+    sections: model.json did not record the folder. Reference: the same commands with --data-dir."""
+    from resnet_lab.analysis import report_html
+    from resnet_lab.cli import main
+
+    folder, out = _png_folder(tmp_path / "imgs", seed=0), tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--epochs", "1",
+                 "--batch-size", "4", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["training"]["folder"] == str(folder.resolve())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    alone = capsys.readouterr()
+    assert main(["evaluate", str(out), "--json", "--data-dir", str(folder)]) == 0
+    assert json.loads(alone.out) == json.loads(capsys.readouterr().out)
+    assert f"testing on the folder {out} trained on, {folder.resolve()}" in alone.err
+    page = report_html([out], device="cpu", mistakes=0)
+    assert f"the test images were read from {folder.resolve()}" in page
+    folder.rename(tmp_path / "moved")  # gone from where it was: the flag is needed again, as before
+    assert main(["evaluate", str(out)]) == 2
+    assert "--data-dir" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data import DataNotFoundError, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
-                    resolve_source, same_test_data)
+                    resolve_source, same_test_data, trained_folder)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -150,8 +150,11 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     if not meta.get("dataset"):
         run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
         return run
-    if meta["dataset"] == "folder" and data_dir is None:  # model.json does not record where a folder was
-        run.data_note = "the run was trained on an image folder; give the folder with --data-dir."
+    if meta["dataset"] == "folder" and data_dir is None:
+        data_dir = trained_folder(meta)  # recorded since 2026-12-05, when it is still there
+    if meta["dataset"] == "folder" and data_dir is None:
+        run.data_note = ("the run was trained on an image folder that its model.json does not name or that is gone; "
+                         "give the folder with --data-dir.")
         return run
     data = _test_data(run, source, data_dir, device)
     if data is not None:
