@@ -26,7 +26,7 @@ from . import __version__
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
-from .data.folder import holds_out
+from .data.folder import display_name, holds_out
 from .data.transforms import TTA_PATTERNS
 from .deploy.cam import cam_paths, require_cam, save_cams
 from .deploy.export import export_run
@@ -814,6 +814,7 @@ def cmd_evaluate(args) -> int:
         print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
               f"loss {ev['loss']:.4f}")
         for cls, acc in per_class.items():
+            cls = display_name(cls)  # a folder name that is not UTF-8 (b"b\xe9") as a terminal shows it
             print(f"  {cls:<20} {100 * acc:6.2f}%" if acc is not None else f"  {cls:<20}      - (no test images)")
     return 0
 
@@ -853,8 +854,8 @@ def cmd_predict(args) -> int:
         results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
     if not args.json:  # the predictions first: a map that cannot be written loses none of them
         for r in results:
-            top = ", ".join(f"{c} {100 * p:.1f}%" for c, p in r["top"])
-            print(f"{r['path']}: {top}", flush=True)
+            top = ", ".join(f"{display_name(c)} {100 * p:.1f}%" for c, p in r["top"])
+            print(f"{display_name(r['path'])}: {top}", flush=True)
     cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
     for r, cam in zip(results, cams):
         r["cam"] = cam["cam"]
@@ -862,7 +863,7 @@ def cmd_predict(args) -> int:
         print(json.dumps([{**r, "top": [[c, _finite(p)] for c, p in r["top"]]} for r in results], indent=2))
     else:
         for cam in cams:
-            print(f"{cam['path']}: Grad-CAM of {cam['class']} -> {cam['cam']}")
+            print(f"{cam['path']}: Grad-CAM of {display_name(cam['class'])} -> {cam['cam']}")
     return 0
 
 

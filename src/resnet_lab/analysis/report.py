@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..data import DataNotFoundError, load_data
+from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
                     resolve_source, same_test_data, trained_folder)
@@ -264,7 +264,7 @@ def _mistakes_uri(m: _Mistakes, classes: Sequence[str], mean: Sequence[float], s
     over the pictures."""
     pictures = _as_pictures(m, mean, std)  # (k, H, W, C)
     k, h, w, c = pictures.shape
-    labels = [f"true {_short(classes[int(m.true[i])])}\npred {_short(classes[int(m.pred[i])])} "
+    labels = [f"true {_short(display_name(classes[int(m.true[i])]))}\npred {_short(display_name(classes[int(m.pred[i])]))} "
               f"{100 * float(m.confidence[i]):.0f}%" for i in range(k)]
     fig, ax = new_figure()
     wide, tall = _label_inches(fig, labels)
@@ -474,7 +474,8 @@ td.text, th.text { text-align: left; } .cols { display: flex; flex-wrap: wrap; g
 
 
 def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text; a name that is not valid UTF-8 (a class folder's) as display_name shows it."""
+    return html.escape(display_name(str(value)), quote=True)
 
 
 def _pct(v: float | None) -> str:

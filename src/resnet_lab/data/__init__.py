@@ -11,7 +11,7 @@ See docs/DATA.md for where each dataset is looked for and how messy folders are 
 
 from .config import DATASETS, MIN_IMAGE_SIZE, DataConfig, data_config
 from .datasets import DataBundle, DatasetInfo, load_data
-from .folder import BadImageWarning, ImageFileDataset, scan_class_folders
+from .folder import BadImageWarning, ImageFileDataset, display_name, scan_class_folders
 from .idx import IDXError, read_idx, write_idx
 from .loaders import InMemoryLoader, StreamingLoader, batch_slices, epoch_permutation
 from .selection import select_per_class, select_subset
@@ -62,6 +62,7 @@ __all__ = [
     "cache_dir",
     "channel_stats",
     "crop_flip",
+    "display_name",
     "data_config",
     "epoch_permutation",
     "find_fashion_mnist",

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning"]
+__all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning", "display_name"]
 
 _IGNORED = {"thumbs.db", "desktop.ini"}
 TRAIN_NAMES = ("train", "training")
@@ -48,6 +48,18 @@ class FolderScan:
     samples: list[tuple[str, int]]
     sizes: list[tuple[int, int]]
     bad: list[tuple[str, str]]
+
+
+def display_name(name: str) -> str:
+    """``name`` as figures and printed text can show it. A folder name that is not valid UTF-8
+    (``b"b\\xe9"``, Latin-1 on a UTF-8 system) reaches Python with each undecodable byte as a lone
+    surrogate (``os.fsdecode``: ``"b\\udce9"``), which matplotlib refuses and a UTF-8 stdout cannot
+    encode; here each such byte becomes U+FFFD, as a UTF-8 terminal shows it. The class keeps its
+    real name (the folder's) everywhere else: ``model.json``, JSON output, the data it is read from."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (one read from JSON, say)
+        return name.encode("utf-8", "replace").decode("utf-8")
 
 
 def _check_image(path: Path) -> tuple[tuple[int, int] | None, str]:

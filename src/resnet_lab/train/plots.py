@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data import display_name
 from ..figures import new_figure, save_png
 
 __all__ = ["curves_figure", "plot_confusion", "plot_curves"]
@@ -70,7 +71,7 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(display_name(title))  # a run folder's name may not be UTF-8 (see display_name)
     return fig
 
 
@@ -89,8 +90,10 @@ def plot_curves(
 
 
 def plot_confusion(cm, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> Path:
-    """Row-normalized confusion matrix (true class rows) with counts in the cells."""
+    """Row-normalized confusion matrix (true class rows) with counts in the cells. Class names that
+    are not valid UTF-8 (folder names) are drawn as :func:`resnet_lab.data.display_name` shows them."""
     cm = np.asarray(cm, dtype=np.int64)
+    classes = [display_name(str(c)) for c in classes]
     k = len(classes)
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.5, 0.55 * k + 2)
@@ -98,7 +101,7 @@ def plot_confusion(cm, classes: Sequence[str], path: str | os.PathLike, title: s
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix (test)")
+    ax.set(xlabel="predicted", ylabel="true", title=display_name(title) or "confusion matrix (test)")
     if k <= 20:
         for i in range(k):
             for j in range(k):
