@@ -1099,8 +1099,9 @@ def _out_of_memory(e: BaseException) -> str:
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """A warning as the CLI's errors read: one line, no source path and line of ours."""
-    return f"warning: {' '.join(str(message).split())}\n"
+    """A warning as the CLI's errors read: one line, no source path and line of ours. Only line breaks
+    (and the indentation around them) become one space: a file name's runs of spaces are kept."""
+    return "warning: " + re.sub(r"[ \t]*\n\s*", " ", str(message).strip()) + "\n"
 
 
 def _small_input_flag_alone(argv: list[str]) -> list[str]:

@@ -162,9 +162,9 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
                 sizes.append(size)
         if len(samples) == n_before:
             empty.append(name)
-    if bad:
-        shown = "\n  ".join(f"{p}: {why}" for p, why in bad)
-        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}:\n  {shown}", BadImageWarning, stacklevel=2)
+    if bad:  # one line, each name quoted whole: "bad  two  spaces.png" keeps its spaces, a newline shows as \n
+        shown = "; ".join(f"{p!r} ({why})" for p, why in bad)
+        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}: {shown}", BadImageWarning, stacklevel=2)
     if twice:
         first_path, first, p, second = twice[0]
         raise ValueError(

@@ -1,0 +1,55 @@
+"""Image folders as QA found them: names with runs of spaces, train/ and val/ that are one set of
+images, a class named like a split, images beside the class folders, a folder that decodes nothing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from resnet_lab.cli import main
+from resnet_lab.data import BadImageWarning, scan_class_folders
+
+TRAIN = ["train", "--model", "resnet8_fast", "--dataset", "folder", "--batch-size", "4", "--image-size", "8",
+         "--epochs", "1", "--no-progress"]
+
+
+def save_images(folder: Path, n: int, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_skipped_files_are_named_intact_in_the_warning_and_the_cli_line(tmp_path, capsys):
+    root = tmp_path / "pets"
+    save_images(root / "cats", 6)
+    save_images(root / "dogs", 6, seed=1)
+    (root / "cats" / "bad  two  spaces.png").write_text("not an image")
+    (root / "dogs" / "empty.png").write_bytes(b"")
+    on_disk = sorted(str(root / c / n) for c in ("cats", "dogs") for n in os.listdir(root / c) if not n[0].isdigit())
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        scan_class_folders(root)
+    (message,) = [str(w.message) for w in rec if issubclass(w.category, BadImageWarning)]
+    assert "\n" not in message
+    assert all(repr(p) in message for p in on_disk)  # quoted whole: a double space is seen, not lost
+    assert message.count("; ") == 1  # one entry per file, apart
+    err = cli_stderr([*TRAIN, "--data-dir", str(root), "--workers", "0", "--out", str(tmp_path / "run")], capsys)
+    (line,) = [x for x in err.splitlines() if "unreadable" in x]
+    assert line.startswith("warning: skipped 2") and all(repr(p) in line for p in on_disk)
+
+
+def cli_stderr(argv: list[str], capsys, code: int = 0) -> str:
+    """The CLI's stderr with its warnings as a terminal sees them (pytest records warnings instead)."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(m, c, f, n, line))
+        assert main(argv) == code
+    return capsys.readouterr().err
