@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from resnet_lab.cli import main
@@ -53,3 +54,16 @@ def cli_stderr(argv: list[str], capsys, code: int = 0) -> str:
             warnings.formatwarning(m, c, f, n, line))
         assert main(argv) == code
     return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,lacks", [("Test", "train"), ("validation", "train"), ("train", "val")])
+def test_a_class_named_like_a_split_is_refused_naming_that_folder_and_the_ways_out(tmp_path, capsys, name, lacks):
+    root = tmp_path / "flat"
+    save_images(root / name, 4)
+    save_images(root / "other", 4, seed=1)
+    (folder,) = [d for d in os.listdir(root) if d.lower() == name.lower()]  # as it is on disk
+    err = cli_stderr([*TRAIN, "--data-dir", str(root), "--out", str(tmp_path / "run")], capsys, code=2)
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert f"a {folder}/ folder" in err and f"but no {lacks}" in err
+    assert f"rename the class folder {folder}/" in err and f"{root}/{'train' if lacks == 'train' else 'val'}/<class>" in err
+    assert not (tmp_path / "run").exists()

@@ -207,12 +207,21 @@ def find_split_dirs(root: str | os.PathLike) -> tuple[Path, Path | None]:
                           f"--data-dir pointing at a folder whose val/ it is)", stacklevel=2)
         return train, val
     if train is not None or val is not None:
-        raise ValueError(
-            f"{root} has a {'train' if train is not None else 'val'} folder but no "
-            f"{'val' if train is not None else 'train'} folder; use both (train/<class>, val/<class>) "
-            "or put the class folders directly in it"
-        )
+        raise ValueError(_half_split(root, train, val))
     return root, None
+
+
+def _half_split(root: Path, train: Path | None, val: Path | None) -> str:
+    """Why a folder with only one of train/ and val/ is refused, naming the folder it has (often a
+    class that happens to be called ``test`` or ``train``) and both ways out."""
+    if train is None:
+        return (f"{root} has a {val.name}/ folder but no train/ folder, so it reads as a split without its training "
+                f"half: if {val.name} is a class, rename the class folder {val.name}/ (e.g. {val.name}_); if it "
+                f"is the test split, put the training images in {root}/train/<class>/ beside it")
+    return (f"{root} has a {train.name}/ folder but no val/ (valid/, validation/, test/) folder, so it reads as a split "
+            f"without its test half: if {train.name} is a class, rename the class folder {train.name}/ (e.g. "
+            f"{train.name}_); if it is the training split, put the test images in {root}/val/<class>/ beside it, or "
+            f"move its class folders up into {root} to hold out a share of each (--val-fraction)")
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
