@@ -67,3 +67,23 @@ def test_a_class_named_like_a_split_is_refused_naming_that_folder_and_the_ways_o
     assert f"a {folder}/ folder" in err and f"but no {lacks}" in err
     assert f"rename the class folder {folder}/" in err and f"{root}/{'train' if lacks == 'train' else 'val'}/<class>" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_images_beside_the_class_folders_are_named_in_one_warning_not_ignored_silently(tmp_path):
+    root = tmp_path / "pets"
+    save_images(root / "cats", 3)
+    save_images(root / "dogs", 3, seed=1)
+    save_images(root, 2, seed=2)  # 0.png, 1.png directly in root
+    (root / "README.txt").write_text("pets, 2024")  # not an image: no reason to warn
+    loose = sorted(n for n in os.listdir(root) if n.endswith(".png"))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        scan = scan_class_folders(root)
+    (message,) = [str(w.message) for w in rec]
+    assert message.startswith(f"{len(loose)} image(s) directly in {root} are not in a class folder and are not used")
+    assert any(repr(n) in message for n in loose) and "README" not in message
+    assert len(scan.samples) == 6
+    (root / "0.png").unlink(), (root / "1.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan_class_folders(root)

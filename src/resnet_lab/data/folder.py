@@ -100,6 +100,18 @@ def _files_below(folder: Path) -> Iterator[Path]:
         yield from (Path(dirpath) / fn for fn in sorted(filenames) if not _hidden(fn))
 
 
+def _warn_loose_images(root: Path) -> None:
+    """Warn once about images lying directly in ``root`` beside its class folders: they have no class,
+    so they are not used, which a user who put them there expects least. Told by their extension (no
+    file is opened); other files (a README) are no concern."""
+    images = Image.registered_extensions()
+    loose = sorted(p.name for p in root.iterdir()
+                   if not _hidden(p.name) and p.suffix.lower() in images and p.is_file())
+    if loose:
+        warnings.warn(f"{len(loose)} image(s) directly in {root} are not in a class folder and are not used, e.g. "
+                      f"{loose[0]!r}; move them into {root}/<class>/ to train on them", stacklevel=3)
+
+
 def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None) -> FolderScan:
     """Scan ``root/<class>/**/<image>``.
 
@@ -129,6 +141,7 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
             f"image folder {root} has no class sub-folders{hint}; expected {root}/<class>/<image> "
             f"or {root}/train/<class>/<image> and {root}/val/<class>/<image>"
         )
+    _warn_loose_images(root)
     if classes is None:
         classes = found
     else:
