@@ -87,3 +87,29 @@ def test_images_beside_the_class_folders_are_named_in_one_warning_not_ignored_si
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         scan_class_folders(root)
+
+
+def pngs(folder: Path) -> list[str]:
+    return sorted(os.path.join(d, n) for d, _, names in os.walk(folder, followlinks=True) for n in names)
+
+
+@pytest.mark.parametrize("link", ["folders", "one file"])
+def test_a_val_split_that_holds_training_images_through_links_is_refused_naming_one(tmp_path, capsys, link):
+    root = tmp_path / "pets"
+    for i, cls in enumerate(("a", "b")):
+        save_images(root / "train" / cls, 4, seed=i)
+        if link == "folders":  # val/a -> train/a: every test image is a training image
+            (root / "val").mkdir(exist_ok=True)
+            (root / "val" / cls).symlink_to(root / "train" / cls, target_is_directory=True)
+        else:  # val/ of its own, but one of its files is a link to a training image
+            save_images(root / "val" / cls, 2, seed=10 + i)
+    if link == "one file":
+        (root / "val" / "b" / "x.png").symlink_to(root / "train" / "b" / "3.png")
+    train_real = {os.path.realpath(p) for p in pngs(root / "train")}
+    shared = [p for p in pngs(root / "val") if os.path.realpath(p) in train_real]
+    assert shared  # the files on disk say so
+    err = cli_stderr([*TRAIN, "--data-dir", str(root), "--out", str(tmp_path / "run")], capsys, code=2)
+    assert len(err.splitlines()) == 1
+    assert f"{len(shared)} of the " in err and f"test image(s) in {root / 'val'} are training images" in err
+    assert any(f"e.g. {p} is {os.path.realpath(p)}" in err for p in shared)
+    assert "remove the link" in err and not (tmp_path / "run").exists()

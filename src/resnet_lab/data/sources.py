@@ -493,6 +493,22 @@ class FolderSamples:
     held_out: bool = False
 
 
+def _refuse_shared_images(train: list[tuple[str, int]], test: list[tuple[str, int]], train_dir: Path,
+                          val_dir: Path) -> None:
+    """Refuse a val/ whose images are training images through symbolic links (val/cats -> train/cats,
+    or one linked file): the run would report its accuracy on images it trained on, as a plausible
+    number nobody would question."""
+    trained = {os.path.realpath(p): p for p, _ in train}
+    shared = [(p, trained[real]) for p, _ in test if (real := os.path.realpath(p)) in trained]
+    if shared:
+        path, same = shared[0]
+        raise ValueError(
+            f"{len(shared)} of the {len(test)} test image(s) in {val_dir} are training images of {train_dir} through "
+            f"symbolic links, e.g. {path} is {os.path.realpath(same)}: the test accuracy would be measured on images "
+            f"the model trained on; remove the link(s) and give {val_dir} images of its own, or remove {val_dir} to "
+            f"hold out a share of each class instead (--val-fraction)")
+
+
 def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float, seed: int) -> FolderSamples:
     """Scan a class-per-folder tree (:func:`~resnet_lab.data.folder.scan_class_folders`); its
     ``val/`` (or ``valid``, ``validation``, ``test``) is the test split, else a seeded
@@ -519,6 +535,7 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
     train = scan.samples
     if val_dir is not None:
         test = scan_class_folders(val_dir, classes=scan.classes).samples
+        _refuse_shared_images(train, test, train_dir, val_dir)
     else:
         mask = hold_out(torch.tensor([lab for _, lab in train], dtype=torch.long), val_fraction, seed).tolist()
         test = [s for s, m in zip(train, mask) if m]
