@@ -19,6 +19,7 @@ the ONNX path through :func:`preprocess_image`, which hands onnxruntime its ``.n
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -56,7 +57,9 @@ def load_image(path: str | os.PathLike):
         # The shell passes a folder as is; say how to name its images instead of "not found".
         raise ImageReadError(f"{path} is a directory; pass image files, e.g. {path / '*.png'}")
     if not path.is_file():
-        if any(c in path.name for c in "*?["):  # a quoted pattern reaches us as it was typed
+        if any(c in path.name for c in "*?["):  # a pattern reaches us as it was typed: quoted, or matching nothing
+            if not glob.glob(str(path)):  # unquoted, the shell passes a pattern that matches nothing as it is
+                raise ImageReadError(f"image file not found: {path} (no file matches this pattern)")
             raise ImageReadError(f"image file not found: {path} (a pattern: the shell expands it only unquoted, "
                                  f"e.g. {path} without the quotes)")
         raise ImageReadError(f"image file not found: {path}")
