@@ -33,6 +33,7 @@ __all__ = [
     "alternating_flips",
     "channel_stats",
     "check_flip_mode",
+    "check_preprocess",
     "convert_channels",
     "crop_flip",
     "erase",
@@ -408,10 +409,14 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
         if alpha is not None:
             img.putalpha(alpha)  # "L" -> "LA"
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        img = img.convert("RGBA")
+        img = img.convert("LA" if img.mode == "La" else "RGBA").convert("RGBA")  # La unpremultiplies to LA only
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return img.convert("L" if channels == 1 else "RGB")
+    target = "L" if channels == 1 else "RGB"
+    try:
+        return img.convert(target)
+    except ValueError:  # no direct way (LAB -> L: a CIE L*a*b* TIFF): through RGB, which Pillow reaches from more modes
+        return img.convert("RGB").convert(target)
 
 
 class _ToChannels:
@@ -462,6 +467,25 @@ def folder_transforms(
     )
 
 
+def check_preprocess(input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto") -> str:
+    """Refuse settings of :func:`preprocess` that no image could be prepared with (a hand-edited
+    ``model.json``, a wrong ``meta=``), so that a caller preparing many files can say so once, before
+    the first, rather than blame every file. Returns the resize mode, ``"whole"`` or ``"crop"``."""
+    c, h, w = (int(v) for v in input_size)
+    if c not in (1, 3):
+        raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
+    if len(mean) not in (1, c) or len(std) not in (1, c):
+        raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
+    if not all(math.isfinite(s) and s > 0 for s in std):  # 0 gives NaN, a negative one wrong probabilities
+        raise ValueError(f"std must be > 0 in every channel, got {list(std)}")
+    mode = resize or "auto"
+    if mode == "auto":
+        mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"
+    if mode not in ("whole", "crop"):
+        raise ValueError(f"resize must be 'whole', 'crop' or 'auto', got {resize!r}")
+    return mode
+
+
 def preprocess(
     img: Image.Image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto",
     *, invert: bool = False,
@@ -488,18 +512,8 @@ def preprocess(
     Returns:
         float32 tensor (C, H, W).
     """
+    mode = check_preprocess(input_size, mean, std, resize)
     c, h, w = (int(v) for v in input_size)
-    if c not in (1, 3):
-        raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
-    if len(mean) not in (1, c) or len(std) not in (1, c):
-        raise ValueError(f"mean {list(mean)} and std {list(std)} must have 1 or {c} entries for {c}-channel input")
-    if not all(math.isfinite(s) and s > 0 for s in std):  # 0 gives NaN, a negative one wrong probabilities
-        raise ValueError(f"std must be > 0 in every channel, got {list(std)}")
-    mode = resize or "auto"
-    if mode == "auto":
-        mode = "whole" if max(h, w) <= SMALL_INPUT_MAX else "crop"
-    if mode not in ("whole", "crop"):
-        raise ValueError(f"resize must be 'whole', 'crop' or 'auto', got {resize!r}")
     img = to_channels(img, c)
     if invert:
         img = ImageOps.invert(img)

@@ -23,19 +23,20 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from ..data import preprocess, to_model_input
+from ..data import check_preprocess, preprocess, to_model_input
 from ..runs import load_model
 
 __all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "load_image", "predict_images", "preprocess_image", "top_k"]
 
 Prediction = dict[str, Any]
+T = TypeVar("T")
 
 
 class ImageReadError(ValueError):
@@ -72,6 +73,17 @@ def load_image(path: str | os.PathLike):
                              "PIL.Image.MAX_IMAGE_PIXELS if you trust the file)") from e
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
         raise ImageReadError(f"cannot read image {path}: {e} (expected a PNG, JPEG or other Pillow-readable file)") from e
+
+
+def _prepared(path: str | os.PathLike, prepare: Callable[[Image.Image], T]) -> T:
+    """``prepare(load_image(path))``, where an error after decoding (a mode Pillow has no conversion
+    for) is an :class:`ImageReadError` naming the file too, as a decoding error is. The settings
+    ``prepare`` uses are checked once before (``check_preprocess``): what fails here is the file's."""
+    img = load_image(path)
+    try:
+        return prepare(img)
+    except (ValueError, OSError) as e:  # Pillow's "conversion from X to Y not supported", a failed resize
+        raise ImageReadError(f"cannot convert image {path} (mode {img.mode}, {img.width}x{img.height}): {e}") from e
 
 
 def preprocess_image(
@@ -177,11 +189,13 @@ def predict_images(
         device = "cpu" if device is None else device
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
+    check_preprocess(meta["input_size"], meta["mean"], meta["std"], meta.get("resize", "auto"))  # once, not per file
     paths = image_paths(paths)
     results: list[Prediction] = []
     with torch.no_grad():
         for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
-            x = torch.cat([to_model_input(load_image(p), meta) for p in chunk_paths]).to(device=device, dtype=torch.float32)
+            x = torch.cat([_prepared(p, lambda img: to_model_input(img, meta)) for p in chunk_paths])
+            x = x.to(device=device, dtype=torch.float32)
             probs = torch.softmax(model(x).double(), dim=1).cpu().numpy()
             for p, top in zip(chunk_paths, _top_k(probs, meta.get("classes"), top_k)):
                 results.append({"path": str(p), "top": top})
@@ -252,13 +266,15 @@ class OnnxPredictor:
                 f"re-export it with `resnet-lab export RUN` (or export_onnx(..., meta=model.json's content)), "
                 f"which records them, or in Python pass {', '.join(m + '=' for m in missing)} to OnnxPredictor"
             )
+        check_preprocess(self.input_size, self.mean, self.std, self.resize)  # here, not blamed on an image
         self.input_name = self.session.get_inputs()[0].name
         batch_dim = self.session.get_inputs()[0].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) else None
 
     def preprocess(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Image files -> a (N, C, H, W) float32 batch."""
-        return np.stack([preprocess_image(load_image(p), self.input_size, self.mean, self.std, self.resize) for p in paths])
+        return np.stack([_prepared(p, lambda img: preprocess_image(img, self.input_size, self.mean, self.std, self.resize))
+                         for p in paths])
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the graph on a preprocessed (N, C, H, W) batch."""
