@@ -30,7 +30,7 @@ from .data.folder import display_name, holds_out
 from .data.transforms import TTA_PATTERNS
 from .deploy.cam import cam_paths, require_cam, save_cams
 from .deploy.export import export_run
-from .deploy.predict import OnnxPredictor, predict_images
+from .deploy.predict import OnnxPredictor, iter_predictions
 from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
@@ -843,7 +843,7 @@ def cmd_predict(args) -> int:
                              "or give the run directory instead of --onnx to predict there")
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
-        results = OnnxPredictor(args.onnx).predict(images, top_k=args.top_k)
+        results = OnnxPredictor(args.onnx).iter_predict(images, top_k=args.top_k)
     else:
         if not args.run:
             given = images[0]
@@ -851,12 +851,11 @@ def cmd_predict(args) -> int:
                 raise ValueError(f"no image given: add the image files after {given}, e.g. "
                                  f"resnet-lab predict {given} shoe.png")
             raise ValueError("give a run directory (or --onnx FILE) before the images")
-        results = predict_images(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
-    if not args.json:  # the predictions first: a map that cannot be written loses none of them
-        for r in results:
-            top = ", ".join(f"{display_name(c)} {100 * p:.1f}%" for c, p in r["top"])
-            print(f"{display_name(r['path'])}: {top}", flush=True)
-    cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device)) if args.cam else []
+        results = iter_predictions(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
+    results, failed = _print_predictions(results, args.json)
+    cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device), on_error="keep") \
+        if args.cam and results else []
+    cams = [cam for cam in cams if "error" not in cam]  # the files predict could not read, named already
     for r, cam in zip(results, cams):
         r["cam"] = cam["cam"]
     if args.json:  # NaN is not JSON: a probability of a model with non-finite weights is null
@@ -864,7 +863,24 @@ def cmd_predict(args) -> int:
     else:
         for cam in cams:
             print(f"{cam['path']}: Grad-CAM of {display_name(cam['class'])} -> {cam['cam']}")
-    return 0
+    return 2 if failed else 0
+
+
+def _print_predictions(results, as_json: bool) -> tuple[list[dict], int]:
+    """Print each prediction as it is made (text; JSON waits for them all) and each file that could
+    not be read as one error line on stderr: one bad file among 300 used to cost all 300 predictions.
+    Returns the predictions and the number of files that failed (the exit status is 2 if any did)."""
+    good, failed = [], 0
+    for r in results:  # the predictions first: a map that cannot be written loses none of them
+        if "error" in r:
+            failed += 1
+            print(f"error: {r['error']}", file=sys.stderr, flush=True)
+            continue
+        good.append(r)
+        if not as_json:
+            top = ", ".join(f"{display_name(c)} {100 * p:.1f}%" for c, p in r["top"])
+            print(f"{display_name(r['path'])}: {top}", flush=True)
+    return good, failed
 
 
 def cmd_finetune(args) -> int:

@@ -87,3 +87,74 @@ def test_an_error_after_decoding_names_the_file(images, monkeypatch):
     model = create_model("resnet8", num_classes=3, in_channels=1)
     with pytest.raises(ImageReadError, match=f"cannot convert image {odd[0]} .*conversion from XYZ to L not supported"):
         predict_images(model, paths, meta=META)
+
+
+def same(got, want) -> bool:
+    """The same predictions (paths, classes in order), probabilities to float rounding (another
+    batch, another summation order)."""
+    flat = lambda rs: [(r["path"], [c for c, _ in r["top"]]) for r in rs]
+    probs = lambda rs: [p for r in rs for _, p in r["top"]]
+    return flat(got) == flat(want) and probs(got) == pytest.approx(probs(want), abs=1e-6)
+
+
+def mixed(images):
+    """Good images with an unreadable one among them, in the order given."""
+    good = sorted(images.glob("good*.png"))
+    return good[:1] + [images / "notes.png"] + good[1:], good
+
+
+def test_predict_images_keeps_the_good_predictions_and_names_each_bad_file_when_asked(run, images):
+    from resnet_lab.deploy import iter_predictions, predict_images
+
+    paths, good = mixed(images)
+    alone = predict_images(run, good, top_k=2)  # the same run without the bad file: the reference
+    for batch_size in (1, 2, 64):
+        got = predict_images(run, paths, top_k=2, batch_size=batch_size, on_error="keep")
+        assert [r["path"] for r in got] == [str(p) for p in paths]
+        assert got[1] == {"path": str(images / "notes.png"), "error": got[1]["error"]}
+        assert got[1]["error"].startswith(f"cannot read image {images / 'notes.png'}")
+        assert same([r for r in got if "error" not in r], alone)
+    with pytest.raises(ImageReadError, match=f"cannot read image {images / 'notes.png'}"):
+        predict_images(run, paths)  # the default: all or an error, as before
+    stream = iter_predictions(run, paths, top_k=2, batch_size=1)
+    assert same([next(stream)], alone[:1])  # one at a time, before the bad file is reached
+    assert "error" in next(stream)
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'keep'"):
+        predict_images(run, paths, on_error="skip")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_predict_prints_the_good_predictions_and_one_line_per_bad_file_and_exits_2(run, images, capsys, as_json):
+    import json
+
+    from resnet_lab.cli import main
+    from resnet_lab.deploy import predict_images
+
+    paths, good = mixed(images)
+    alone = predict_images(run, good, top_k=3)
+    code = main(["predict", str(run), *map(str, paths), *(["--json"] if as_json else [])])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.splitlines() == [f"error: cannot read image {images / 'notes.png'}: " + err.split(": ", 2)[2].strip()]
+    if as_json:
+        assert same(json.loads(out), alone)
+    else:
+        assert [line.split(": ")[0] for line in out.splitlines()] == [str(p) for p in good]
+        assert all(f"{r['top'][0][0]} {100 * r['top'][0][1]:.1f}%" in line for r, line in zip(alone, out.splitlines()))
+
+
+def test_cli_predict_with_onnx_and_with_cam_keeps_the_good_images_too(run, images, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("pytorch_grad_cam")
+    from resnet_lab.cli import main
+
+    paths, good = mixed(images)
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), *map(str, paths)]) == 2
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == len(good) and len(err.splitlines()) == 1 and "notes.png" in err
+    assert main(["predict", str(run), *map(str, paths), "--cam", str(tmp_path / "maps")]) == 2
+    out, err = capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(f"{p.stem}_cam.png" for p in good)
+    assert len(err.splitlines()) == 1 and out.count("Grad-CAM of") == len(good)

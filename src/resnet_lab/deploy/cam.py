@@ -23,11 +23,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
-from ..data import to_model_input
 from ..models import model_info
 from ..runs import (OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, arch_outputs, atomic_write, is_one_of, is_own_output,
                     load_model)
-from .predict import image_paths, load_image
+from .predict import ImageReadError, image_paths, load_model_input
 
 __all__ = ["CAM_SUFFIX", "cam_paths", "grad_cam", "overlay", "require_cam", "save_cams"]
 
@@ -291,6 +290,7 @@ def save_cams(
     device: str | torch.device | None = None,
     meta: dict[str, Any] | None = None,
     min_side: int = 224,
+    on_error: str = "raise",
 ) -> list[dict[str, Any]]:
     """Write the Grad-CAM of each image's top class over the image as the model saw it (resized or
     cropped to its input size, enlarged to ``min_side``): ``predict RUN IMAGE... --cam out``.
@@ -302,10 +302,15 @@ def save_cams(
         device: where the model runs (None: a model given stays where it is; a run loads on the CPU).
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
         min_side: shorter side of the written pictures at least (see :func:`overlay`).
+        on_error: ``"raise"``: an image that cannot be read raises ``ImageReadError`` naming it;
+            ``"keep"``: its entry is ``{"path", "error"}``, no map, and the other maps are drawn (as
+            ``predict_images``; the maps' names are those of all the images given).
 
     Returns:
         ``{"path": image, "cam": written picture, "class": explained class}`` per image, in order.
     """
+    if on_error not in ("raise", "keep"):
+        raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
     images = image_paths(images)
     targets = cam_paths(images, out)  # check the destination before any work
     if isinstance(source_or_model, nn.Module):
@@ -325,7 +330,13 @@ def save_cams(
                          "name per output")
     written = []
     for path, target in zip(images, targets):
-        x = to_model_input(load_image(path), meta).to(device)  # (1, C, H, W)
+        try:
+            x = load_model_input(path, meta).to(device)  # (1, C, H, W)
+        except ImageReadError as e:
+            if on_error == "raise":
+                raise
+            written.append({"path": str(Path(path)), "error": str(e)})
+            continue
         heat, cls = _grad_cam(model, _one_image(x), None, None)
         _save_marked(overlay(_seen_image(x[0], meta["mean"], meta["std"]), heat, min_side=min_side), target)
         written.append({"path": str(Path(path)), "cam": str(target), "class": classes[cls] if classes else str(cls)})

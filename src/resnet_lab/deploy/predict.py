@@ -23,7 +23,7 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -33,7 +33,8 @@ from torch import nn
 from ..data import check_preprocess, preprocess, to_model_input
 from ..runs import load_model
 
-__all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "load_image", "predict_images", "preprocess_image", "top_k"]
+__all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "iter_predictions", "load_image", "load_model_input",
+           "predict_images", "preprocess_image", "top_k"]
 
 Prediction = dict[str, Any]
 T = TypeVar("T")
@@ -133,14 +134,18 @@ def top_k(probs: np.ndarray, classes: Sequence[str] | None, k: int) -> list[list
         classes: class names (index -> name); ``None`` uses the index as the name.
         k: how many; capped at the number of classes.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"top_k (--top-k) must be an int >= 1, got {k!r}")
+    _check_k(k)
     n_cls = probs.shape[1]
     if classes is not None and len(classes) != n_cls:
         raise ValueError(f"the model has {n_cls} outputs but {len(classes)} class names were given")
     names = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
     order = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, n_cls)]
     return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k (--top-k) must be an int >= 1, got {k!r}")
 
 
 def image_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -150,14 +155,47 @@ def image_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return [Path(p) for p in paths]
 
 
-def _batches(items: Sequence, size: int):
+def _check_batch_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # -1 yielded nothing: no predictions
         raise ValueError(f"batch_size must be an int >= 1 (images decoded and run at a time), got {size!r}")
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
-def predict_images(
+def _predictions(paths: list[Path], batch_size: int, prepare: Callable[[Path], Any],
+                 probabilities: Callable[[list], np.ndarray], classes: Sequence[str] | None, k: int) -> Iterator[Prediction]:
+    """One result per path, in input order, ``batch_size`` files decoded and run at a time (bounded
+    memory): ``{"path", "top"}``, or ``{"path", "error"}`` for a file ``prepare`` cannot read, while
+    the rest of its batch still runs (one bad file among 300 used to cost every prediction)."""
+    for i in range(0, len(paths), batch_size):
+        ready, entries = [], []
+        for p in paths[i : i + batch_size]:
+            try:
+                ready.append(prepare(p))
+                entries.append({"path": str(p)})
+            except ImageReadError as e:
+                entries.append({"path": str(p), "error": str(e)})
+        tops = iter(_top_k(probabilities(ready), classes, k) if ready else [])
+        for entry in entries:
+            if "error" not in entry:
+                entry["top"] = next(tops)
+            yield entry
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in ("raise", "keep"):
+        raise ValueError(f"on_error must be 'raise' or 'keep', got {on_error!r}")
+
+
+def _raise_or_keep(results: Iterator[Prediction], on_error: str) -> list[Prediction]:
+    """The results as a list; with ``on_error="raise"`` the first unreadable file's error instead."""
+    out = []
+    for r in results:
+        if "error" in r and on_error == "raise":
+            raise ImageReadError(r["error"])
+        out.append(r)
+    return out
+
+
+def iter_predictions(
     source_or_model,
     paths: Sequence[str | os.PathLike],
     top_k: int = 5,
@@ -165,19 +203,11 @@ def predict_images(
     *,
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
-) -> list[Prediction]:
-    """Classify image files with a PyTorch model: the CLI's ``predict RUN IMAGE...``.
-
-    Args:
-        source_or_model: a run directory, a ``.safetensors`` file with its ``model.json``, or an
-            ``nn.Module`` (then ``meta`` is required).
-        paths: image files (or one image file).
-        top_k: classes to return per image.
-        device: where to run the model (None: a model given stays where it is; a run loads on the CPU).
-        meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
-        batch_size: images per forward pass.
-
-    Returns one ``{"path", "top": [(class, probability), ...]}`` per image, in input order.
+) -> Iterator[Prediction]:
+    """:func:`predict_images` as it goes: the model is loaded and the arguments checked now, then
+    one result per image, in input order, yielded as its batch is done; a file that cannot be read
+    (missing, not an image, a mode with no conversion) is ``{"path", "error": message naming it}``
+    and the others go on. The CLI's ``predict`` prints from it.
     """
     if isinstance(source_or_model, nn.Module):
         if meta is None:
@@ -190,16 +220,54 @@ def predict_images(
         model, meta = load_model(source_or_model, device=device)
     _check_meta(meta, "model.json")
     check_preprocess(meta["input_size"], meta["mean"], meta["std"], meta.get("resize", "auto"))  # once, not per file
-    paths = image_paths(paths)
-    results: list[Prediction] = []
-    with torch.no_grad():
-        for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
-            x = torch.cat([_prepared(p, lambda img: to_model_input(img, meta)) for p in chunk_paths])
-            x = x.to(device=device, dtype=torch.float32)
-            probs = torch.softmax(model(x).double(), dim=1).cpu().numpy()
-            for p, top in zip(chunk_paths, _top_k(probs, meta.get("classes"), top_k)):
-                results.append({"path": str(p), "top": top})
-    return results
+    _check_k(top_k)
+    _check_batch_size(batch_size)
+
+    def probabilities(batch: list[torch.Tensor]) -> np.ndarray:
+        with torch.no_grad():  # here, not around the yields: grad mode is the caller's between them
+            x = torch.cat(batch).to(device=device, dtype=torch.float32)
+            return torch.softmax(model(x).double(), dim=1).cpu().numpy()
+
+    return _predictions(image_paths(paths), batch_size, lambda p: load_model_input(p, meta), probabilities,
+                        meta.get("classes"), top_k)
+
+
+def predict_images(
+    source_or_model,
+    paths: Sequence[str | os.PathLike],
+    top_k: int = 5,
+    device: str | torch.device | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    on_error: str = "raise",
+) -> list[Prediction]:
+    """Classify image files with a PyTorch model: the CLI's ``predict RUN IMAGE...``.
+
+    Args:
+        source_or_model: a run directory, a ``.safetensors`` file with its ``model.json``, or an
+            ``nn.Module`` (then ``meta`` is required).
+        paths: image files (or one image file).
+        top_k: classes to return per image.
+        device: where to run the model (None: a model given stays where it is; a run loads on the CPU).
+        meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
+        batch_size: images per forward pass.
+        on_error: ``"raise"``: a file that cannot be read raises :class:`ImageReadError` naming it;
+            ``"keep"``: its entry is ``{"path", "error"}`` and the other images are predicted.
+
+    Returns one ``{"path", "top": [(class, probability), ...]}`` per image, in input order
+    (:func:`iter_predictions` yields them as they are made).
+    """
+    _check_on_error(on_error)  # before the model is loaded
+    results = iter_predictions(source_or_model, paths, top_k, device, meta=meta, batch_size=batch_size)
+    return _raise_or_keep(results, on_error)
+
+
+def load_model_input(path: str | os.PathLike, meta: Any) -> torch.Tensor:
+    """An image file as the model's (1, C, H, W) input (:func:`resnet_lab.data.to_model_input` with
+    ``meta``, a run's ``model.json`` or a ``DatasetInfo``); :class:`ImageReadError` naming the file
+    when it cannot be read or converted."""
+    return _prepared(path, lambda img: to_model_input(img, meta))
 
 
 _top_k = top_k  # the parameter name shadows the function inside predict()/predict_images()
@@ -273,8 +341,10 @@ class OnnxPredictor:
 
     def preprocess(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """Image files -> a (N, C, H, W) float32 batch."""
-        return np.stack([_prepared(p, lambda img: preprocess_image(img, self.input_size, self.mean, self.std, self.resize))
-                         for p in paths])
+        return np.stack([self._prepare(p) for p in paths])
+
+    def _prepare(self, path: str | os.PathLike) -> np.ndarray:
+        return _prepared(path, lambda img: preprocess_image(img, self.input_size, self.mean, self.std, self.resize))
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the graph on a preprocessed (N, C, H, W) batch."""
@@ -282,18 +352,24 @@ class OnnxPredictor:
             return np.concatenate([self.session.run(None, {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))])
         return self.session.run(None, {self.input_name: batch})[0]
 
-    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
+    def iter_predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5,
+                     batch_size: int = 64) -> Iterator[Prediction]:
+        """:meth:`predict` as it goes, as :func:`iter_predictions`: an unreadable file is
+        ``{"path", "error"}`` and the others go on."""
+        _check_k(top_k)
+        _check_batch_size(batch_size)
+        return _predictions(image_paths(paths), batch_size, self._prepare,
+                            lambda batch: _softmax(self.predict_logits(np.stack(batch))), self.classes, top_k)
+
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64,
+                on_error: str = "raise") -> list[Prediction]:
         """Classify image files; same result structure as :func:`predict_images`.
 
         Args:
             paths: image files (or one image file).
             top_k: classes to return per image.
             batch_size: images per run of the graph.
+            on_error: ``"raise"`` or ``"keep"``, as for :func:`predict_images`.
         """
-        paths = image_paths(paths)
-        results: list[Prediction] = []
-        for chunk_paths in _batches(paths, batch_size):  # decode one batch at a time: bounded memory
-            probs = _softmax(self.predict_logits(self.preprocess(chunk_paths)))
-            for p, top in zip(chunk_paths, _top_k(probs, self.classes, top_k)):
-                results.append({"path": str(p), "top": top})
-        return results
+        _check_on_error(on_error)
+        return _raise_or_keep(self.iter_predict(paths, top_k, batch_size), on_error)
