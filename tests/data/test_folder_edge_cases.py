@@ -113,3 +113,27 @@ def test_a_val_split_that_holds_training_images_through_links_is_refused_naming_
     assert f"{len(shared)} of the " in err and f"test image(s) in {root / 'val'} are training images" in err
     assert any(f"e.g. {p} is {os.path.realpath(p)}" in err for p in shared)
     assert "remove the link" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_folder_whose_images_all_fail_to_decode_is_one_error_naming_it_and_leaves_no_out(tmp_path, capsys, workers):
+    """JPEGs cut short pass the scan (its verify() reads no JPEG data) and fail when decoded; with
+    workers, torch wrapped the error in a 15-line worker traceback."""
+    root = tmp_path / "cut"
+    save_images(root / "a", 3)
+    save_images(root / "b", 3, seed=1)
+    for png in sorted(root.glob("*/*.png")):
+        Image.open(png).convert("RGB").resize((32, 32)).save(png.with_suffix(".jpg"), quality=95)
+        png.unlink()
+        data = png.with_suffix(".jpg").read_bytes()
+        png.with_suffix(".jpg").write_bytes(data[: 2 * len(data) // 3])  # the headers whole, the data cut
+    for jpg in root.glob("*/*.jpg"):  # the reference: Pillow itself cannot decode any of them
+        with pytest.raises(OSError, match="(?i)truncated"), Image.open(jpg) as im:
+            im.load()
+    out = tmp_path / "run"
+    err = cli_stderr([*TRAIN, "--data-dir", str(root), "--workers", str(workers), "--out", str(out)], capsys, code=2)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "Caught" not in err, err
+    assert errors[0].startswith(f"error: no image in {root} can be decoded")
+    assert "convert" in errors[0] and err.rstrip().endswith(errors[0])
+    assert not out.exists()  # created for the run, empty: removed

@@ -11,7 +11,7 @@ See docs/DATA.md for where each dataset is looked for and how messy folders are 
 
 from .config import DATASETS, MIN_IMAGE_SIZE, DataConfig, data_config
 from .datasets import DataBundle, DatasetInfo, load_data
-from .folder import BadImageWarning, ImageFileDataset, display_name, scan_class_folders
+from .folder import BadImageWarning, ImageFileDataset, NoDecodableImageError, display_name, scan_class_folders
 from .idx import IDXError, read_idx, write_idx
 from .loaders import InMemoryLoader, StreamingLoader, batch_slices, epoch_permutation
 from .selection import select_per_class, select_subset
@@ -58,6 +58,7 @@ __all__ = [
     "IDXError",
     "ImageFileDataset",
     "InMemoryLoader",
+    "NoDecodableImageError",
     "StreamingLoader",
     "batch_slices",
     "cache_dir",

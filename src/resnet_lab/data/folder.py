@@ -20,7 +20,8 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning", "display_name"]
+__all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning",
+           "NoDecodableImageError", "display_name"]
 
 _IGNORED = {"thumbs.db", "desktop.ini"}
 TRAIN_NAMES = ("train", "training")
@@ -29,6 +30,23 @@ VAL_NAMES = ("val", "valid", "validation", "test")
 
 class BadImageWarning(UserWarning):
     """Some files in an image folder could not be read and were skipped."""
+
+
+class NoDecodableImageError(RuntimeError):
+    """No image of an :class:`ImageFileDataset` can be decoded; the message names the folder.
+
+    Raised in a DataLoader worker, it reaches the main process as this type again, but torch passes
+    the worker's whole traceback as its message ("Caught ... in DataLoader worker process 0.
+    Original Traceback ..."): the original message, its last line, is taken back out of it, so
+    that the error still reads as one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        lines = message.rstrip().splitlines()
+        prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if len(lines) > 1 and lines[-1].startswith(prefix):  # torch's ExceptionWrapper.reraise
+            message = lines[-1][len(prefix):]
+        super().__init__(message)
 
 
 @dataclass
@@ -270,4 +288,9 @@ class ImageFileDataset(torch.utils.data.Dataset):
                 if not bool(self._warned[j]):
                     self._warned[j] = True
                     warnings.warn(f"cannot decode {path} ({e}); using the next image instead", BadImageWarning)
-        raise RuntimeError("no image in this dataset can be decoded")
+                last = (path, e)
+        folder = os.path.commonpath([os.path.dirname(p) for p, _ in self.samples])
+        raise NoDecodableImageError(
+            f"no image in {folder} can be decoded ({len(self.samples)} tried; e.g. {last[0]}: {last[1]}): check that "
+            "the files open in an image viewer, and convert the ones that do not (re-save them as PNG) or remove them"
+        )

@@ -10,6 +10,7 @@ written, and the last good checkpoint stays.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -569,6 +570,7 @@ class _Run:
     say: Callable[[str], None]  # log on the main process, silent on the others
     epoch_stats: EpochStats | None = None  # the current epoch's sums so far, saved by an interrupt
     determinism: tuple[bool, bool, bool] = (False, False, False)  # the caller's, restored at the end (_close)
+    made_out: bool = False  # this start created the run directory (_begin): removed again if it is left empty
 
 
 def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dict | None = None) -> None:
@@ -651,14 +653,18 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
 
 
 def _close(run: _Run, board, history: History) -> None:
-    """Let go of what a run holds: its TensorBoard writer, its run directory's lock, and the
-    deterministic mode it switched on (the caller's comes back)."""
+    """Let go of what a run holds: its TensorBoard writer, its run directory's lock, the
+    deterministic mode it switched on (the caller's comes back), and the run directory itself when
+    this start made it and nothing was saved into it."""
     try:
         if board is not None:
             board.close(history)
     finally:
         run.ckpt.close()
         _restore_determinism(run.determinism, quiet=True)  # in a finally: never over an error in flight
+        if run.made_out:  # a run that failed before its first save (no image decodes): no empty --out behind
+            with contextlib.suppress(OSError):  # not empty (or gone): left as it is
+                run.ckpt.run_dir.rmdir()
 
 
 def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
@@ -739,6 +745,7 @@ def _begin(run: _Run, history: History) -> Position | None:
     """Begin or resume: the position to train from, or None for a run that already finished (the
     caller's model then holds what the run saved, its EMA when it has one, as after training)."""
     config = run.config
+    run.made_out = run.ckpt.writes and not run.ckpt.run_dir.exists()
     pos = run.ckpt.start(history)
     if config.resume and history.epochs:  # elapsed_seconds starts again at 0: the session tells the report
         history.session = int(history.last.get("session", 1)) + 1
