@@ -203,6 +203,8 @@ OPTION_TESTS: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("predict", "--top-k"): OPTS + "test_predict_top_k_returns_the_k_most_probable_classes",
     ("predict", "--device"): OPTS + "test_device_cuda_runs_there_or_says_it_is_missing",  # xfail: no clear error
     ("predict", "--json"): OPTS + "test_predict_json_and_text_name_the_same_classes",
+    ("predict", "--invert"): "tests/deploy/test_predict_qa.py::"
+                             "test_invert_predicts_a_dark_on_light_image_as_its_light_on_dark_original",
     ("predict", "--cam"): (CAM + "test_predict_cam_writes_the_top_class_map_over_the_image",
                            CAM + "test_predict_cam_with_several_images_writes_image_cam_png_into_the_directory"),
 

@@ -425,6 +425,9 @@ def _add_use_commands(sub) -> None:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="show the K most likely classes of each image")
     p.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N | mps (with --onnx: cpu)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--invert", action="store_true", help="invert the images' pixel values (transparency is "
+                   "white first): a dark object on a light or transparent background for a model trained on "
+                   "light objects on black, such as Fashion-MNIST's")
     p.add_argument("--cam", metavar="PATH", help="draw the Grad-CAM of the top class over each image (needs the "
                    "cam extra): one image: the picture PATH; several: the directory PATH, one IMAGE_cam.png each; "
                    "none when not given" + _NO_DEFAULT)
@@ -843,7 +846,7 @@ def cmd_predict(args) -> int:
                              "or give the run directory instead of --onnx to predict there")
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
-        results = OnnxPredictor(args.onnx).iter_predict(images, top_k=args.top_k)
+        results = OnnxPredictor(args.onnx).iter_predict(images, top_k=args.top_k, invert=args.invert)
     else:
         if not args.run:
             given = images[0]
@@ -851,10 +854,11 @@ def cmd_predict(args) -> int:
                 raise ValueError(f"no image given: add the image files after {given}, e.g. "
                                  f"resnet-lab predict {given} shoe.png")
             raise ValueError("give a run directory (or --onnx FILE) before the images")
-        results = iter_predictions(args.run, images, top_k=args.top_k, device=resolve_device(args.device))
+        results = iter_predictions(args.run, images, top_k=args.top_k, device=resolve_device(args.device),
+                                   invert=args.invert)
     results, failed = _print_predictions(results, args.json)
-    cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device), on_error="keep") \
-        if args.cam and results else []
+    cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device), on_error="keep",
+                     invert=args.invert) if args.cam and results else []
     cams = [cam for cam in cams if "error" not in cam]  # the files predict could not read, named already
     for r, cam in zip(results, cams):
         r["cam"] = cam["cam"]

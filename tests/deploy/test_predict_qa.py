@@ -158,3 +158,43 @@ def test_cli_predict_with_onnx_and_with_cam_keeps_the_good_images_too(run, image
     out, err = capsys.readouterr()
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(f"{p.stem}_cam.png" for p in good)
     assert len(err.splitlines()) == 1 and out.count("Grad-CAM of") == len(good)
+
+
+def test_invert_predicts_a_dark_on_light_image_as_its_light_on_dark_original(run, tmp_path, capsys):
+    """Fashion-MNIST garments are light on black; --invert (preprocess's invert=True) is the way to
+    show such a model a photo of a dark garment on white, or one on a transparent background
+    (composited over white first)."""
+    import json
+
+    from PIL import ImageOps
+
+    from resnet_lab.cli import main
+    from resnet_lab.deploy import predict_images
+
+    rng = np.random.default_rng(3)
+    garment = np.zeros((8, 8), np.uint8)
+    garment[2:7, 1:6] = rng.integers(120, 255, (5, 5))
+    Image.fromarray(garment).save(tmp_path / "original.png")  # light on black, as the model was trained
+    ImageOps.invert(Image.fromarray(garment)).save(tmp_path / "photo.png")  # dark on white: the reference
+    cutout = np.zeros((8, 8, 4), np.uint8)
+    cutout[..., :3], cutout[..., 3] = (255 - garment)[..., None], np.where(garment > 0, 255, 0)
+    Image.fromarray(cutout, "RGBA").save(tmp_path / "cutout.png")  # dark garment, transparent around it
+    want = predict_images(run, [tmp_path / "original.png"], top_k=3)[0]["top"]
+
+    def predicted(*extra):
+        assert main(["predict", str(run), str(tmp_path / "photo.png"), str(tmp_path / "cutout.png"), "--json",
+                     "--top-k", "3", *extra]) == 0
+        return [r["top"] for r in json.loads(capsys.readouterr().out)]
+
+    for top in predicted("--invert"):
+        assert [c for c, _ in top] == [c for c, _ in want] and [p for _, p in top] == pytest.approx([p for _, p in want])
+    assert all([p for _, p in top] != pytest.approx([p for _, p in want]) for top in predicted())  # without it
+    got = predict_images(run, [tmp_path / "photo.png"], top_k=3, invert=True)[0]["top"]
+    assert [p for _, p in got] == pytest.approx([p for _, p in want])
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--onnx", str(tmp_path / "m.onnx"), str(tmp_path / "photo.png"), "--invert", "--json",
+                 "--top-k", "3"]) == 0
+    (onnx,) = json.loads(capsys.readouterr().out)
+    assert [p for _, p in onnx["top"]] == pytest.approx([p for _, p in want], abs=1e-5)

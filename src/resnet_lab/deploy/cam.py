@@ -291,6 +291,7 @@ def save_cams(
     meta: dict[str, Any] | None = None,
     min_side: int = 224,
     on_error: str = "raise",
+    invert: bool = False,
 ) -> list[dict[str, Any]]:
     """Write the Grad-CAM of each image's top class over the image as the model saw it (resized or
     cropped to its input size, enlarged to ``min_side``): ``predict RUN IMAGE... --cam out``.
@@ -305,6 +306,8 @@ def save_cams(
         on_error: ``"raise"``: an image that cannot be read raises ``ImageReadError`` naming it;
             ``"keep"``: its entry is ``{"path", "error"}``, no map, and the other maps are drawn (as
             ``predict_images``; the maps' names are those of all the images given).
+        invert: invert the pixel values first, as ``predict_images(..., invert=True)``: the map is
+            drawn over the image as the model saw it.
 
     Returns:
         ``{"path": image, "cam": written picture, "class": explained class}`` per image, in order.
@@ -331,7 +334,7 @@ def save_cams(
     written = []
     for path, target in zip(images, targets):
         try:
-            x = load_model_input(path, meta).to(device)  # (1, C, H, W)
+            x = load_model_input(path, meta, invert=invert).to(device)  # (1, C, H, W)
         except ImageReadError as e:
             if on_error == "raise":
                 raise

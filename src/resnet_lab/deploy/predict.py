@@ -88,7 +88,8 @@ def _prepared(path: str | os.PathLike, prepare: Callable[[Image.Image], T]) -> T
 
 
 def preprocess_image(
-    image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto"
+    image, input_size: Sequence[int], mean: Sequence[float], std: Sequence[float], resize: str = "auto",
+    *, invert: bool = False,
 ) -> np.ndarray:
     """One PIL image -> a normalized float32 array of shape ``input_size`` (C, H, W), for onnxruntime:
     :func:`resnet_lab.data.preprocess` (the steps above), as NumPy.
@@ -99,8 +100,9 @@ def preprocess_image(
         mean, std: per-channel normalization on the 0..1 scale (length C, or 1 to broadcast).
         resize: ``"whole"`` (resize to H, W), ``"crop"`` (shorter side to H, center crop) or
             ``"auto"`` (whole up to 64 px, else crop), as the run's ``model.json`` says.
+        invert: invert the pixel values after the mode conversion (see :func:`predict_images`).
     """
-    return preprocess(image, input_size, mean, std, resize).numpy()
+    return preprocess(image, input_size, mean, std, resize, invert=invert).numpy()
 
 
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
@@ -203,6 +205,7 @@ def iter_predictions(
     *,
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
+    invert: bool = False,
 ) -> Iterator[Prediction]:
     """:func:`predict_images` as it goes: the model is loaded and the arguments checked now, then
     one result per image, in input order, yielded as its batch is done; a file that cannot be read
@@ -228,8 +231,8 @@ def iter_predictions(
             x = torch.cat(batch).to(device=device, dtype=torch.float32)
             return torch.softmax(model(x).double(), dim=1).cpu().numpy()
 
-    return _predictions(image_paths(paths), batch_size, lambda p: load_model_input(p, meta), probabilities,
-                        meta.get("classes"), top_k)
+    return _predictions(image_paths(paths), batch_size, lambda p: load_model_input(p, meta, invert=invert),
+                        probabilities, meta.get("classes"), top_k)
 
 
 def predict_images(
@@ -241,6 +244,7 @@ def predict_images(
     meta: dict[str, Any] | None = None,
     batch_size: int = 64,
     on_error: str = "raise",
+    invert: bool = False,
 ) -> list[Prediction]:
     """Classify image files with a PyTorch model: the CLI's ``predict RUN IMAGE...``.
 
@@ -254,20 +258,23 @@ def predict_images(
         batch_size: images per forward pass.
         on_error: ``"raise"``: a file that cannot be read raises :class:`ImageReadError` naming it;
             ``"keep"``: its entry is ``{"path", "error"}`` and the other images are predicted.
+        invert: invert the pixel values after the mode conversion (transparency over white), as
+            :func:`resnet_lab.data.preprocess` does: a dark object on a light (or transparent)
+            background shown to a model trained on light objects on black (Fashion-MNIST).
 
     Returns one ``{"path", "top": [(class, probability), ...]}`` per image, in input order
     (:func:`iter_predictions` yields them as they are made).
     """
     _check_on_error(on_error)  # before the model is loaded
-    results = iter_predictions(source_or_model, paths, top_k, device, meta=meta, batch_size=batch_size)
+    results = iter_predictions(source_or_model, paths, top_k, device, meta=meta, batch_size=batch_size, invert=invert)
     return _raise_or_keep(results, on_error)
 
 
-def load_model_input(path: str | os.PathLike, meta: Any) -> torch.Tensor:
+def load_model_input(path: str | os.PathLike, meta: Any, *, invert: bool = False) -> torch.Tensor:
     """An image file as the model's (1, C, H, W) input (:func:`resnet_lab.data.to_model_input` with
-    ``meta``, a run's ``model.json`` or a ``DatasetInfo``); :class:`ImageReadError` naming the file
-    when it cannot be read or converted."""
-    return _prepared(path, lambda img: to_model_input(img, meta))
+    ``meta``, a run's ``model.json`` or a ``DatasetInfo``, and ``invert``); :class:`ImageReadError`
+    naming the file when it cannot be read or converted."""
+    return _prepared(path, lambda img: to_model_input(img, meta, invert=invert))
 
 
 _top_k = top_k  # the parameter name shadows the function inside predict()/predict_images()
@@ -343,8 +350,9 @@ class OnnxPredictor:
         """Image files -> a (N, C, H, W) float32 batch."""
         return np.stack([self._prepare(p) for p in paths])
 
-    def _prepare(self, path: str | os.PathLike) -> np.ndarray:
-        return _prepared(path, lambda img: preprocess_image(img, self.input_size, self.mean, self.std, self.resize))
+    def _prepare(self, path: str | os.PathLike, invert: bool = False) -> np.ndarray:
+        return _prepared(path, lambda img: preprocess_image(img, self.input_size, self.mean, self.std, self.resize,
+                                                            invert=invert))
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         """Run the graph on a preprocessed (N, C, H, W) batch."""
@@ -352,17 +360,17 @@ class OnnxPredictor:
             return np.concatenate([self.session.run(None, {self.input_name: batch[i : i + 1]})[0] for i in range(len(batch))])
         return self.session.run(None, {self.input_name: batch})[0]
 
-    def iter_predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5,
-                     batch_size: int = 64) -> Iterator[Prediction]:
+    def iter_predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64,
+                     invert: bool = False) -> Iterator[Prediction]:
         """:meth:`predict` as it goes, as :func:`iter_predictions`: an unreadable file is
         ``{"path", "error"}`` and the others go on."""
         _check_k(top_k)
         _check_batch_size(batch_size)
-        return _predictions(image_paths(paths), batch_size, self._prepare,
+        return _predictions(image_paths(paths), batch_size, lambda p: self._prepare(p, invert),
                             lambda batch: _softmax(self.predict_logits(np.stack(batch))), self.classes, top_k)
 
     def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5, batch_size: int = 64,
-                on_error: str = "raise") -> list[Prediction]:
+                on_error: str = "raise", invert: bool = False) -> list[Prediction]:
         """Classify image files; same result structure as :func:`predict_images`.
 
         Args:
@@ -370,6 +378,7 @@ class OnnxPredictor:
             top_k: classes to return per image.
             batch_size: images per run of the graph.
             on_error: ``"raise"`` or ``"keep"``, as for :func:`predict_images`.
+            invert: invert the pixel values, as for :func:`predict_images`.
         """
         _check_on_error(on_error)
-        return _raise_or_keep(self.iter_predict(paths, top_k, batch_size), on_error)
+        return _raise_or_keep(self.iter_predict(paths, top_k, batch_size, invert), on_error)
