@@ -11,7 +11,7 @@ the ONNX path through :func:`preprocess_image`, which hands onnxruntime its ``.n
 1. convert to ``L`` (1 input channel) or ``RGB`` (3), whatever the file's mode (EXIF rotation,
    palette, alpha over white, 16-bit), with :func:`resnet_lab.data.to_channels`;
 2. resize to (H, W) as the run's ``resize`` says: ``whole`` (Fashion-MNIST, CIFAR: the object fills
-   the frame) resizes the image as it is; ``crop`` (folder datasets) resizes the shorter side
+   the frame) resizes the image as it is, as the in-memory datasets are resized; ``crop`` (folder datasets) resizes the shorter side
    (bilinear) and center-crops, as torchvision's ``Resize`` + ``CenterCrop``; ``auto`` (default)
    is ``whole`` up to :data:`resnet_lab.data.SMALL_INPUT_MAX` (64) px and ``crop`` above;
 3. scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel.
