@@ -11,9 +11,8 @@ from PIL import Image
 from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.deploy import ImageReadError, OnnxPredictor, load_image, predict_images
-from resnet_lab.train import save_model
 
-META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
+META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}  # the run fixture's (conftest.py)
 
 
 @pytest.fixture
@@ -24,14 +23,6 @@ def images(tmp_path):
     (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(64)))  # PNG signature, garbage after
     (d / "notes.png").write_text("not an image at all")
     return d
-
-
-@pytest.fixture
-def run(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "run"
-    save_model(path, create_model("resnet8", num_classes=3, in_channels=1), dict(META))
-    return path
 
 
 def test_a_directory_says_it_is_one_and_how_to_pass_its_images(images):

@@ -12,9 +12,8 @@ from PIL import Image
 
 from resnet_lab import create_model
 from resnet_lab.deploy import ImageReadError, load_image
-from resnet_lab.train import save_model
 
-META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}
+META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}  # the run fixture's (conftest.py)
 
 
 @pytest.fixture
@@ -26,14 +25,6 @@ def images(tmp_path):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(d / f"good{i}.png")
     (d / "notes.png").write_text("not an image at all")
     return d
-
-
-@pytest.fixture
-def run(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "run"
-    save_model(path, create_model("resnet8", num_classes=3, in_channels=1), dict(META))
-    return path
 
 
 def test_a_pattern_that_matches_no_file_says_so_and_a_quoted_one_that_would_match_says_to_unquote(images):
