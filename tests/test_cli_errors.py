@@ -985,6 +985,8 @@ def test_an_unknown_flag_is_answered_in_the_name_of_its_command_with_a_pointer_t
     (["lr_find"], "resnet-lab: error: unknown command 'lr_find'; did you mean lr-find?"),
     (["frobnicate"], "resnet-lab: error: unknown command 'frobnicate'; the commands: models, summary, train, lr-find, "
      "finetune, experiment, evaluate, predict, export, report"),
+    # a top-level flag: it said "the following arguments are required: COMMAND"
+    (["--verison"], "resnet-lab: error: unrecognized arguments: --verison; did you mean --version?"),
 ])
 def test_an_unknown_flag_or_command_is_answered_with_the_closest_one(capsys, argv, first):
     lines = _parse_error(capsys, argv)
@@ -1243,3 +1245,8 @@ def test_a_switch_given_twice_and_a_flag_value_after_double_dash_are_not_refused
     """A switch says the same thing twice (nothing is lost); after `--` a word is a value, not a flag."""
     assert _parse(["train", "--model", "m", "--dataset", "fake", "--bf16", "--bf16"]).bf16
     assert _parse(["predict", "--top-k", "2", "r", "--", "--top-k"]).images == ["--top-k"]
+    # summary's --small-input takes an optional yes/no; alone it is a switch, and was refused twice
+    assert _parse(["summary", "--small-input", "--small-input", "resnet8"]).small_input in (True, "yes")
+    with pytest.raises(SystemExit):
+        _parse(["summary", "resnet8", "--small-input", "yes", "--small-input", "no"])
+    assert "--small-input is given twice (yes, then no)" in capsys.readouterr().err

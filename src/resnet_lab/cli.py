@@ -95,7 +95,8 @@ class _Parser(argparse.ArgumentParser):
                 return
             flag, eq, value = word.partition("=")
             action = options.get(flag)
-            if action is None or action.nargs == 0:
+            if action is None or action.nargs == 0 or (action.nargs == "?" and not eq and (
+                    i + 1 == len(argv) or argv[i + 1].startswith("-"))):  # a switch, as `--small-input` alone
                 continue
             if not eq:  # the words after it that argparse gives it
                 count = action.nargs if isinstance(action.nargs, int) else 1
@@ -750,6 +751,20 @@ def _distributed_errors():
     return distributed_errors()
 
 
+def _own_folder(run: str, meta: dict) -> str | None:
+    """The folder a folder run trained on, for evaluate without --data-dir (a note names it); a
+    refusal naming it when it is gone; None for runs that did not record it (then the data layer
+    says that --data-dir is needed)."""
+    recorded = (meta.get("training") or {}).get("folder")
+    if trained_folder(meta):
+        print(f"note: testing on the folder {run} trained on, {recorded} (--data-dir gives another)", file=sys.stderr)
+        return recorded
+    if isinstance(recorded, str):
+        raise FileNotFoundError(f"{run} trained on the image folder {recorded}, which is gone: give its new place "
+                                "with --data-dir")
+    return None
+
+
 def cmd_evaluate(args) -> int:
     if args.dataset is not None and not args.dataset.strip():  # "" would fall back to the run's dataset
         raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
@@ -779,10 +794,8 @@ def cmd_evaluate(args) -> int:
     args.dataset = args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
-    if args.data_dir is None and args.dataset == meta.get("dataset") and trained_folder(meta):
-        args.data_dir = trained_folder(meta)  # a folder run's own folder: it was "needs data_dir"
-        print(f"note: testing on the folder {runs[0]} trained on, {args.data_dir} (--data-dir gives another)",
-              file=sys.stderr)
+    if args.data_dir is None and args.dataset == meta.get("dataset") == "folder":
+        args.data_dir = _own_folder(runs[0], meta)
     trained_at = meta["input_size"][1]
     if args.image_size is not None and args.image_size != trained_at:
         print(f"note: --image-size {args.image_size} differs from the {trained_at} px {runs[0]} was trained at: the "
@@ -1142,6 +1155,8 @@ def _small_input_flag_alone(argv: list[str]) -> list[str]:
 def _refuse_unknown_command(parser: _Parser, argv: list[str]) -> None:
     """`resnet-lab trian`: argparse listed every command; the closest one is the likely meaning."""
     word = argv[0] if argv else "-"
+    if word.startswith("--") and word.split("=", 1)[0] not in parser.options():  # `--verison`
+        parser.error(parser.unrecognized([word]))
     if word.startswith("-") or word in parser.command_parsers:
         return
     close = difflib.get_close_matches(word, parser.command_parsers, n=1)

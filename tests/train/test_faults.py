@@ -1050,7 +1050,7 @@ def test_a_folder_run_is_evaluated_and_reported_on_its_own_folder_without_data_d
     assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--epochs", "1",
                  "--batch-size", "4", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--out", str(out)]) == 0
     assert json.loads((out / "model.json").read_text())["training"]["folder"] == str(folder.resolve())
-    capsys.readouterr()
+    assert "for 1 epoch, 2 steps each" in capsys.readouterr().out  # 8 training images in batches of 4: not "1 epochs"
     assert main(["evaluate", str(out), "--json"]) == 0
     alone = capsys.readouterr()
     assert main(["evaluate", str(out), "--json", "--data-dir", str(folder)]) == 0
@@ -1058,6 +1058,18 @@ def test_a_folder_run_is_evaluated_and_reported_on_its_own_folder_without_data_d
     assert f"testing on the folder {out} trained on, {folder.resolve()}" in alone.err
     page = report_html([out], device="cpu", mistakes=0)
     assert f"the test images were read from {folder.resolve()}" in page
-    folder.rename(tmp_path / "moved")  # gone from where it was: the flag is needed again, as before
+    folder.rename(tmp_path / "moved")  # gone from where it was: said so, and the flag is needed again
     assert main(["evaluate", str(out)]) == 2
-    assert "--data-dir" in capsys.readouterr().err
+    assert f"trained on the image folder {folder.resolve()}, which is gone: give its new place with --data-dir" \
+        in capsys.readouterr().err
+
+
+def test_the_folder_fingerprint_is_taken_only_for_a_run_directory(tmp_path):
+    """It reads 4 KiB of every image; without --out there is nothing to resume, so it is not taken."""
+    from resnet_lab.data import DataConfig, load_data
+    from resnet_lab.train.checkpoint import run_facts
+
+    data = load_data(DataConfig("folder", data_dir=str(_png_folder(tmp_path / "imgs", seed=0)), batch_size=4,
+                                val_fraction=0.25, num_workers=0))
+    assert run_facts(TrainConfig(out=None), data, 1)["data"]["files"] is None
+    assert len(run_facts(TrainConfig(out=str(tmp_path / "run")), data, 1)["data"]["files"]) == 16

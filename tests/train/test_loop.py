@@ -2,6 +2,7 @@ import contextlib
 import copy
 import importlib
 import io
+import sys
 import json
 import math
 
@@ -505,6 +506,20 @@ def test_progress_bars_draw_on_a_terminal_only():
             bar.update(3)
         assert ("3/3" in stream.getvalue()) is drawn, (progress, type(stream))
     assert on_terminal(TerminalStream()) and not on_terminal(io.StringIO()) and not on_terminal(object())
+
+
+def test_progress_bars_draw_in_ipython_whose_output_is_no_terminal(monkeypatch):
+    """Jupyter without ipywidgets, qtconsole and Spyder give tqdm.auto plain tqdm, which on their
+    non-terminal stream disabled itself under disable=None: the bar shown there before was gone."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: object()))
+    stream = io.StringIO()
+    with tqdm(total=3, disable=bar_disable(True), file=stream) as bar:
+        bar.update(3)
+    assert "3/3" in stream.getvalue() and bar_disable(False) is True
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))  # imported, no shell
+    assert bar_disable(True) is None
 
 
 def test_train_draws_its_bar_on_a_terminal_and_none_into_a_file(capsys):

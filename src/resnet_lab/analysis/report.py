@@ -575,7 +575,8 @@ def _test_set_html(run: _Run) -> str:
     out += "</div><div><h4>Per-class accuracy</h4>" + _per_class_html(run) + "</div></div>"
     out += "<h4>Most confidently wrong test images</h4>"
     if "mistakes" in run.figures:
-        out += _figure(run.figures["mistakes"], "mistakes", f"the {len(ev.mistakes.true)} wrong predictions made "
+        k = len(ev.mistakes.true)
+        out += _figure(run.figures["mistakes"], "mistakes", f"the {k} wrong prediction{'s' * (k != 1)} made "
                        "with the highest confidence (softmax probability of the predicted class)", name,
                        alt=_mistakes_alt(ev.mistakes, run.meta["classes"]))
     else:

@@ -14,10 +14,19 @@ __all__ = ["bar_disable", "on_terminal"]
 
 
 def bar_disable(progress: bool) -> bool | None:
-    """tqdm's ``disable`` for a bar that ``progress`` asks for: None, tqdm's own "not on a non-TTY"
-    (it asks the stream the bar draws on, so a notebook's widget bar still draws), or True when
-    ``progress`` is off."""
-    return None if progress else True
+    """tqdm's ``disable`` for a bar that ``progress`` asks for: True when it is off; False inside
+    IPython (Jupyter, qtconsole, Spyder), whose output is no terminal but shows a bar, a text one too
+    when tqdm.auto falls back to it without ipywidgets; else None, tqdm's own "not on a non-TTY" (it
+    asks the stream the bar draws on)."""
+    if not progress:
+        return True
+    return False if _in_ipython() else None
+
+
+def _in_ipython() -> bool:
+    shell = sys.modules.get("IPython")  # imported by the kernel itself; never imported here
+    get = getattr(shell, "get_ipython", None)
+    return bool(get and get() is not None)
 
 
 def on_terminal(stream: TextIO | None = None) -> bool:

@@ -88,7 +88,8 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "val_fraction": getattr(info, "val_fraction", None), "split_seed": getattr(info, "split_seed", None),
             # an image folder's files: another folder with the same class names and counts, or files
             # added, removed or replaced, used to resume silently ("folder" only names it in the refusal)
-            "files": _folder_fingerprint(data), "folder": os.path.abspath(info.source) if getattr(info, "name", None) == "folder" else None,
+            "files": _folder_fingerprint(data) if config.out else None,  # no run directory: nothing to resume
+            "folder": os.path.abspath(info.source) if getattr(info, "name", None) == "folder" else None,
         },
         "settings": {k: getattr(config, k) for k in _SETTING_FIELDS},
     }

@@ -869,7 +869,8 @@ def _start_line(base: nn.Module, device: torch.device, config: TrainConfig, step
         return f"resuming {config.out} at {where}"
     params = sum(p.numel() for p in base.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in base.parameters() if not p.requires_grad)
-    return (f"training {name} on {device} for {config.epochs} epochs, {steps} steps each; "
+    return (f"training {name} on {device} for {config.epochs} epoch{'s' * (config.epochs != 1)}, "
+            f"{steps} step{'s' * (steps != 1)} each; "
             f"{params:,} trainable / {frozen:,} frozen parameters")
 
 
