@@ -168,3 +168,34 @@ def test_an_input_size_or_dtype_the_model_cannot_take_names_the_arguments_and_le
         summarize(model, (3, 32, 32), dtype=torch.float64)
     assert model.training  # the mode is restored and every hook removed
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_tied_weight_and_a_containers_own_parameter_are_each_in_one_row():
+    """The rows sum to the model's total, as the docs promise: a weight shared by two Linears was in
+    both rows (144 against 80), and a container's own parameter (a layer-scale gamma) in none (122
+    against 126). Reference: sum(p.numel() for p in model.parameters())."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.gamma = nn.Conv2d(3, 4, 3), nn.Parameter(torch.ones(4, 1, 1))
+
+        def forward(self, x):
+            return self.conv(x) * self.gamma
+
+    scaled = nn.Sequential(Scaled(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    for model, size in ((Tied(), (8,)), (scaled, (3, 8, 8))):
+        s = summarize(model, size)
+        assert sum(r.params for r in s.rows) == s.total_params == sum(p.numel() for p in model.parameters())
+        assert sum(r.macs for r in s.rows) == s.total_macs
+    rows = {r.name: r for r in summarize(scaled, (3, 8, 8)).rows}
+    assert (rows["0"].params, rows["0"].macs, rows["0.conv"].params) == (4, 0, 112)  # gamma alone; the conv's MACs stay its own

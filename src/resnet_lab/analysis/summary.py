@@ -192,11 +192,12 @@ def summarize(
         model: the network.
         input_size: one sample's shape without the batch dimension, e.g. ``(3, 224, 224)``.
         batch_size: samples in the batch; MACs and activation sizes scale with it.
-        depth: ``None`` lists every leaf module. An int ``d`` collapses each module at depth ``d``
-            into one row (its subtree's parameters and MACs); leaves above ``d`` stay as rows.
-            Either way the rows partition the modules that run, so their parameters sum to the
-            total (less any module the forward pass never calls, like GoogLeNet's eval-time-idle
-            auxiliary heads).
+        depth: ``None`` lists every leaf module, and a container holding parameters of its own
+            (a layer-scale ``gamma``) as a row of those alone. An int ``d`` collapses each module at
+            depth ``d`` into one row (its subtree's parameters and MACs); leaves above ``d`` stay as
+            rows. Either way each parameter is in one row (a tied weight, a reused module: the
+            first), so the rows sum to the total (less any module the forward pass never calls,
+            like GoogLeNet's eval-time-idle auxiliary heads).
         device: where the input is created; must be where the model's parameters are. ``None``
             uses the model's own device. ``"meta"`` (with a model built on meta) needs no compute.
         dtype: input dtype; ``None`` uses the dtype of the model's first floating-point parameter
@@ -204,7 +205,7 @@ def summarize(
     """
     device = _check_summary_args(model, input_size, batch_size, depth, device)
     row_modules, leaves = _row_modules(model, depth)
-    recorder = _Recorder(row_modules, leaves)
+    recorder = _Recorder(row_modules, leaves, own_only=depth is None)
     handles = []
     for m in {*row_modules, *leaves}:
         handles.append(m.register_forward_pre_hook(recorder.pre_hook))
@@ -272,7 +273,9 @@ def _is_count(v: Any) -> bool:
 
 def _row_modules(model: nn.Module, depth: int | None) -> tuple[dict[nn.Module, tuple[str, int]], set[nn.Module]]:
     """Which modules get a row: leaves (at most ``depth`` deep) and every module exactly ``depth``
-    deep, with their names and depths; and the set of leaves (their outputs are the activations)."""
+    deep, with their names and depths; and the set of leaves (their outputs are the activations).
+    Without ``depth``, a container that holds parameters of its own (a layer-scale ``gamma``) gets a
+    row too, for those alone (:class:`_Recorder`): they were in no row, so the rows missed the total."""
     row_modules: dict[nn.Module, tuple[str, int]] = {}
     leaves: set[nn.Module] = set()
     for name, m in model.named_modules():
@@ -280,7 +283,8 @@ def _row_modules(model: nn.Module, depth: int | None) -> tuple[dict[nn.Module, t
         is_leaf = next(m.children(), None) is None
         if is_leaf:
             leaves.add(m)
-        if (depth is None and is_leaf) or (depth is not None and (d == depth or (is_leaf and d < depth))):
+        own = depth is None and not is_leaf and next(m.parameters(recurse=False), None) is not None
+        if (depth is None and is_leaf) or own or (depth is not None and (d == depth or (is_leaf and d < depth))):
             row_modules[m] = (name, d)
     return row_modules, leaves
 
@@ -289,17 +293,19 @@ class _Recorder:
     """Forward hooks that turn one pass into rows: each row module's MACs (the FLOP counter's
     growth between its pre- and post-hook), output shapes and, on its first call, parameters."""
 
-    def __init__(self, row_modules: dict[nn.Module, tuple[str, int]], leaves: set[nn.Module]) -> None:
-        self.row_modules, self.leaves = row_modules, leaves
+    def __init__(self, row_modules: dict[nn.Module, tuple[str, int]], leaves: set[nn.Module],
+                 own_only: bool = False) -> None:
+        """``own_only``: a container's row is of its own parameters alone (``depth=None``)."""
+        self.row_modules, self.leaves, self.own_only = row_modules, leaves, own_only
         self.counter = FlopCounterMode(display=False)
         self.rows: list[LayerRow] = []
         self.activation_bytes = 0
-        self._starts: dict[int, list[int]] = {}
-        self._seen: set[nn.Module] = set()
+        self._starts: dict[int, list[tuple[int, int]]] = {}
+        self._seen: set[int] = set()  # parameters already in a row: a reused module or a tied weight counts once
 
     def pre_hook(self, m: nn.Module, args: Any) -> None:
         if m in self.row_modules:
-            self._starts.setdefault(id(m), []).append(self.counter.get_total_flops())
+            self._starts.setdefault(id(m), []).append((self.counter.get_total_flops(), len(self.rows)))
 
     def post_hook(self, m: nn.Module, args: Any, out: Any) -> None:
         tensors = list(_tensors(out))
@@ -308,10 +314,14 @@ class _Recorder:
         if m not in self.row_modules:
             return
         name, d = self.row_modules[m]
-        flops = self.counter.get_total_flops() - self._starts[id(m)].pop()
-        params = list(m.parameters()) if m not in self._seen else []  # a reused module counts once
-        self._seen.add(m)
+        start, first_row = self._starts[id(m)].pop()
+        macs = (self.counter.get_total_flops() - start) // 2
+        own = self.own_only and m not in self.leaves
+        if own:  # a container's row of its own parameters: its children's rows hold the rest, MACs too
+            macs -= sum(r.macs for r in self.rows[first_row:])
+        params = [p for p in m.parameters(recurse=not own) if id(p) not in self._seen]
+        self._seen.update(id(p) for p in params)
         self.rows.append(LayerRow(
             name=name, type=type(m).__name__, depth=d, output_shape=[list(t.shape) for t in tensors],
-            params=sum(p.numel() for p in params), macs=flops // 2, trainable=any(p.requires_grad for p in params),
+            params=sum(p.numel() for p in params), macs=macs, trainable=any(p.requires_grad for p in params),
         ))
