@@ -272,3 +272,16 @@ def test_small_input_false_is_refused_where_it_would_change_nothing(name):
         create_model(name, num_classes=10, small_input=False)
     with torch.device("meta"):  # the shapes only: resnet1202 is large
         assert create_model(name, num_classes=10).model_config["small_input"] is True
+
+
+@pytest.mark.parametrize("name, says", [
+    ("resnet20", "Published: 0.27M parameters, 8.75% CIFAR-10 test error."),  # He et al. 2015, table 6
+    ("resnet18", "Published: 11.7M parameters (torchvision's documentation"),  # the paper's table 1 gives FLOPs
+    ("resnet8", "Parameters: 0.08M (counted; no paper gives it)."),  # n=1 is not in table 6
+    ("resnet8_fast", "Parameters: 0.31M (counted; no paper gives it)."),
+])
+def test_a_docstring_calls_published_only_what_a_paper_or_its_named_source_published(name, says):
+    """QA: resnet8 and the *_fast models said "Published: 0.31M parameters" with no paper, and the
+    ImageNet ResNets credited torchvision's counts to He et al. 2015, whose table 1 has FLOPs only."""
+    doc = " ".join(getattr(models.resnet, name).__doc__.split())
+    assert says in doc and ("Published" not in doc if "counted" in says else True)

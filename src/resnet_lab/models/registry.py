@@ -82,7 +82,9 @@ class ModelInfo:
         first_conv: module name of the conv that sees the image (``conv1``, ``features.conv0``).
         cam_layer: module name whose output map Grad-CAM weighs (``layer4``, ``features``): the
             last spatial feature map before the head pools it (:func:`resnet_lab.deploy.grad_cam`).
-        params_m: the published parameter count in millions (at ``num_classes``), where stated.
+        params_m: the parameter count in millions (at ``num_classes``): the paper's where it states
+            one, else the source the model's docstring names (torchvision's for the ImageNet
+            ResNets), or counted here for a model no paper has (its docstring says so).
         cifar10_error: the published CIFAR-10 test error in percent, where stated.
         options: the keyword arguments its builder accepts, with the builder's defaults: the
             DESIGN contract's ``num_classes=1000, small_input=False`` for every family, while
@@ -132,7 +134,7 @@ class Family:
     cam_layer: str = "layer4"
 
     def builder(self, name: str, *arch: Any, doc: str, params_m: float | None = None,
-                cifar10_error: float | None = None) -> Callable[..., nn.Module]:
+                cifar10_error: float | None = None, params_from: str | None = None) -> Callable[..., nn.Module]:
         """Register and return the public builder ``name``: ``constructor(*arch, **options)``.
 
         Its docstring is ``doc``, then the paper and the published figures, the options with their
@@ -144,6 +146,9 @@ class Family:
             doc: what the model is, citing the paper's section or table.
             params_m: published parameter count in millions, where stated.
             cifar10_error: published CIFAR-10 test error in percent, where stated.
+            params_from: where ``params_m`` comes from when it is not the paper's: a source
+                (``"torchvision's documentation"``), or ``"counted"`` for a model no paper has,
+                whose docstring then says "Parameters:" rather than "Published:".
         """
 
         def build(**kwargs: Any) -> nn.Module:
@@ -151,10 +156,13 @@ class Family:
 
         build.__name__ = build.__qualname__ = name
         build.__module__ = self.constructor.__module__
-        figures = [f"{params_m}M parameters" if params_m is not None else "",
+        counted = params_from == "counted"
+        figures = [f"{params_m}M parameters" + (f" ({params_from})" if params_from else "")
+                   if params_m is not None and not counted else "",
                    f"{cifar10_error}% CIFAR-10 test error" if cifar10_error is not None else ""]
         source = f'{self.paper.cite}, "{self.paper.title}", arXiv:{self.paper.arxiv}.' if self.paper else ""
-        published = f"Published: {', '.join(f for f in figures if f)}." if any(figures) else ""
+        published = " ".join(filter(None, (f"Published: {', '.join(f for f in figures if f)}." if any(figures) else "",
+                                           f"Parameters: {params_m}M (counted; no paper gives it)." if counted else "")))
         options = ", ".join(f"``{k}={v!r}``" for k, v in _options(self.constructor)[0].items())
         usage = f"Options: {options} (``num_classes``, ``in_channels``, ``small_input``, ``norm``: see :func:`create_model`)."
         build.__doc__ = "\n\n".join(p for p in (doc, " ".join(filter(None, (source, published))), usage,

@@ -841,12 +841,17 @@ _PREACT = Family(_preact, paper=_HE_2016, small_input=True, cam_layer="bn_final"
 _WIDE = Family(_wide, paper=_ZAGORUYKO_2016, small_input=True, cam_layer="bn_final")
 
 # ImageNet ResNets (table 1), torchvision's parameter counts at 1000 classes.
-resnet18 = _IMAGENET.builder("resnet18", BasicBlock, (2, 2, 2, 2), params_m=11.7, doc="ResNet-18.")
-resnet34 = _IMAGENET.builder("resnet34", BasicBlock, (3, 4, 6, 3), params_m=21.8, doc="ResNet-34.")
-resnet50 = _IMAGENET.builder("resnet50", Bottleneck, (3, 4, 6, 3), params_m=25.6,
+_TORCHVISION_COUNT = "torchvision's documentation; the paper's table 1 gives FLOPs"
+resnet18 = _IMAGENET.builder("resnet18", BasicBlock, (2, 2, 2, 2), params_m=11.7, params_from=_TORCHVISION_COUNT,
+                             doc="ResNet-18.")
+resnet34 = _IMAGENET.builder("resnet34", BasicBlock, (3, 4, 6, 3), params_m=21.8, params_from=_TORCHVISION_COUNT,
+                             doc="ResNet-34.")
+resnet50 = _IMAGENET.builder("resnet50", Bottleneck, (3, 4, 6, 3), params_m=25.6, params_from=_TORCHVISION_COUNT,
                              doc="ResNet-50: bottleneck blocks with the stride in the 3x3 conv (v1.5, as torchvision).")
-resnet101 = _IMAGENET.builder("resnet101", Bottleneck, (3, 4, 23, 3), params_m=44.5, doc="ResNet-101.")
-resnet152 = _IMAGENET.builder("resnet152", Bottleneck, (3, 8, 36, 3), params_m=60.2, doc="ResNet-152.")
+resnet101 = _IMAGENET.builder("resnet101", Bottleneck, (3, 4, 23, 3), params_m=44.5, params_from=_TORCHVISION_COUNT,
+                              doc="ResNet-101.")
+resnet152 = _IMAGENET.builder("resnet152", Bottleneck, (3, 8, 36, 3), params_m=60.2, params_from=_TORCHVISION_COUNT,
+                              doc="ResNet-152.")
 plain18 = _IMAGENET_PLAIN.builder("plain18", BasicBlock, (2, 2, 2, 2),
                                   doc="Plain-18: ResNet-18 without shortcuts, the baseline of sec. 4.1 / fig. 4.")
 plain34 = _IMAGENET_PLAIN.builder("plain34", BasicBlock, (3, 4, 6, 3),
@@ -854,7 +859,7 @@ plain34 = _IMAGENET_PLAIN.builder("plain34", BasicBlock, (3, 4, 6, 3),
                                       "the degradation problem).")
 
 # CIFAR ResNets (sec. 4.2, table 6): depth 6n+2, 16-32-64 channels, option-A shortcuts.
-resnet8 = _CIFAR.builder("resnet8", 8, params_m=0.08,
+resnet8 = _CIFAR.builder("resnet8", 8, params_m=0.08, params_from="counted",
                          doc="ResNet-8: the smallest CIFAR ResNet (n=1, not in table 6), for fast demos and tests.")
 resnet20 = _CIFAR.builder("resnet20", 20, params_m=0.27, cifar10_error=8.75, doc="ResNet-20 for CIFAR (table 6).")
 resnet32 = _CIFAR.builder("resnet32", 32, params_m=0.46, cifar10_error=7.51, doc="ResNet-32 for CIFAR (table 6).")
@@ -874,15 +879,15 @@ plain110 = _CIFAR_PLAIN.builder("plain110", 110, doc="Plain-110 for CIFAR: ResNe
 # Not from a paper: CPU-sized CIFAR ResNets, doubled or 4x widths and a 2x2 max-pool after the stem
 # (the MACs of the 16-channel net at 4x its width: a 16-channel conv leaves most of a CPU's vector
 # units idle).
-resnet8_fast = _CIFAR_FAST.builder("resnet8_fast", 8, (32, 64, 128), params_m=0.31,
+resnet8_fast = _CIFAR_FAST.builder("resnet8_fast", 8, (32, 64, 128), params_m=0.31, params_from="counted",
                                    doc="ResNet-8 at 32-64-128 widths: the CPU demo model (`make demo`).")
-resnet14_fast = _CIFAR_FAST.builder("resnet14_fast", 14, (32, 64, 128), params_m=0.70,
+resnet14_fast = _CIFAR_FAST.builder("resnet14_fast", 14, (32, 64, 128), params_m=0.70, params_from="counted",
                                     doc="ResNet-14 at 32-64-128 widths: two blocks per stage, between the demo model "
                                         "and resnet20_fast (the `fast` recipe's model, see docs/RESULTS.md).")
-resnet20_fast = _CIFAR_FAST.builder("resnet20_fast", 20, (32, 64, 128), params_m=1.08,
+resnet20_fast = _CIFAR_FAST.builder("resnet20_fast", 20, (32, 64, 128), params_m=1.08, params_from="counted",
                                     doc="ResNet-20 at 32-64-128 widths: a CPU-friendly candidate for the long "
                                         "Fashion-MNIST recipe (see docs/RESULTS.md).")
-resnet14_wide_fast = _CIFAR_FAST.builder("resnet14_wide_fast", 14, (64, 128, 256), params_m=2.78,
+resnet14_wide_fast = _CIFAR_FAST.builder("resnet14_wide_fast", 14, (64, 128, 256), params_m=2.78, params_from="counted",
                                          doc="ResNet-14 at 4x the CIFAR widths (64-128-256, as WRN-n-4): the wide "
                                              "candidate for the long Fashion-MNIST recipe.")
 
