@@ -1210,11 +1210,14 @@ def test_summary_small_input_uses_the_3x3_stem(capsys):
                         "10") == small
 
 
-@pytest.mark.parametrize("norm, kind", [("scratch", "BatchNorm2d"), ("group", "GroupNorm")])
+@pytest.mark.parametrize("norm, kind", [("batch", "BatchNorm2d"), ("scratch", "ScratchBatchNorm2d"),
+                                        ("group", "GroupNorm")])
 def test_summary_norm_builds_the_model_with_that_normalization(capsys, norm, kind):
+    """The Type column names the layer built: scratch BN read BatchNorm2d as torch's does, and the
+    group norm _GroupNorm (a private class)."""
     rows = summary_json(capsys, "resnet8", "--norm", norm)["rows"]
     norms = [r["type"] for r in rows if r["type"].endswith(("BatchNorm2d", "GroupNorm"))]
-    assert len(norms) == 7 and all(t.endswith(kind) for t in norms)
+    assert len(norms) == 7 and all(t == kind for t in norms)
     none_rows = summary_json(capsys, "resnet8", "--norm", "none")["rows"]
     assert not [r for r in none_rows if r["type"].endswith(("BatchNorm2d", "GroupNorm"))]
 

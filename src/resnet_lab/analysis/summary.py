@@ -22,6 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..nn import BatchNorm1d as ScratchBatchNorm1d
+from ..nn import BatchNorm2d as ScratchBatchNorm2d
+
 __all__ = ["LayerRow", "ModelSummary", "count_params", "summarize"]
 
 
@@ -289,6 +292,14 @@ def _row_modules(model: nn.Module, depth: int | None) -> tuple[dict[nn.Module, t
     return row_modules, leaves
 
 
+def _type_name(m: nn.Module) -> str:
+    """A row's type: the class name, without a leading underscore (``_GroupNorm``, the norm="group"
+    layer, reads GroupNorm), and our from-scratch BN as ``ScratchBatchNorm2d``, which would otherwise
+    read as torch's ``BatchNorm2d`` and leave a ``--norm scratch`` model indistinguishable."""
+    name = type(m).__name__.lstrip("_")
+    return f"Scratch{name}" if type(m) in (ScratchBatchNorm1d, ScratchBatchNorm2d) else name
+
+
 class _Recorder:
     """Forward hooks that turn one pass into rows: each row module's MACs (the FLOP counter's
     growth between its pre- and post-hook), output shapes and, on its first call, parameters."""
@@ -322,6 +333,6 @@ class _Recorder:
         params = [p for p in m.parameters(recurse=not own) if id(p) not in self._seen]
         self._seen.update(id(p) for p in params)
         self.rows.append(LayerRow(
-            name=name, type=type(m).__name__, depth=d, output_shape=[list(t.shape) for t in tensors],
+            name=name, type=_type_name(m), depth=d, output_shape=[list(t.shape) for t in tensors],
             params=sum(p.numel() for p in params), macs=macs, trainable=any(p.requires_grad for p in params),
         ))
