@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
@@ -487,11 +488,6 @@ def _or_na(v: Any, fmt: str = "{}") -> str:
     return "n/a" if v is None else fmt.format(v)
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 epoch``, ``2 epochs``."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def _cell(text: Any, key: str = "", value: Any = None) -> str:
     """A table cell; ``key`` and ``value`` (the exact number behind the text) as data attributes, so
     a reader or a test can take the figures without parsing their formatting."""
@@ -536,7 +532,7 @@ def _epochs_html(run: _Run) -> str:
         return f'<p class="note">{_no_metrics_words(run).capitalize()}: no epoch was recorded.</p>'
     s = _summary(run)
     unfinished = s["unfinished"]
-    epochs = _count(s["epochs"], "epoch") + (f" of {unfinished[1]}" if unfinished else "")
+    epochs = count(s["epochs"], "epoch") + (f" of {unfinished[1]}" if unfinished else "")
     head = (f"<p>{epochs}: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
             "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added).</p>")
     rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in run.history]
@@ -575,8 +571,7 @@ def _test_set_html(run: _Run) -> str:
     out += "</div><div><h4>Per-class accuracy</h4>" + _per_class_html(run) + "</div></div>"
     out += "<h4>Most confidently wrong test images</h4>"
     if "mistakes" in run.figures:
-        k = len(ev.mistakes.true)
-        out += _figure(run.figures["mistakes"], "mistakes", f"the {k} wrong prediction{'s' * (k != 1)} made "
+        out += _figure(run.figures["mistakes"], "mistakes", f"the {count(len(ev.mistakes.true), 'wrong prediction')} made "
                        "with the highest confidence (softmax probability of the predicted class)", name,
                        alt=_mistakes_alt(ev.mistakes, run.meta["classes"]))
     else:

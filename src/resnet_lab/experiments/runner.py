@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .._text import count
 from ..data import FAKE_TRAIN_SAMPLES, DataNotFoundError, InMemoryLoader, load_data
 from ..models.resnet import CifarResNet
 from ..train import TrainConfig, TrainingDiverged, resolve_device, train
@@ -260,17 +261,6 @@ def first_at_or_below(values: Sequence[float], target: float) -> float:
         if v <= target:
             return float(i)
     return math.inf
-
-
-def count(n: int, noun: str) -> str:
-    """``n`` and ``noun`` in the singular or the plural, for setups and log lines: a smoke budget's
-    "1 epochs" read as a typo.
-
-    Args:
-        n: how many.
-        noun: the singular (``epoch``, ``step``); the plural adds an s.
-    """
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def first_test_samples(test, n: int | None, batch_size: int = 500):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .._text import count
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
 from ..nn import BatchNormBase, SyncBatchNorm
@@ -869,8 +870,7 @@ def _start_line(base: nn.Module, device: torch.device, config: TrainConfig, step
         return f"resuming {config.out} at {where}"
     params = sum(p.numel() for p in base.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in base.parameters() if not p.requires_grad)
-    return (f"training {name} on {device} for {config.epochs} epoch{'s' * (config.epochs != 1)}, "
-            f"{steps} step{'s' * (steps != 1)} each; "
+    return (f"training {name} on {device} for {count(config.epochs, 'epoch')}, {count(steps, 'step')} each; "
             f"{params:,} trainable / {frozen:,} frozen parameters")
 
 
