@@ -1458,7 +1458,7 @@ def test_a_pause_is_told_in_one_line(capsys, tmp_path):
     told = [line for line in (out + err).splitlines() if "epoch 1 of 2" in line]
     assert code == 0 and len(told) == 1, told
     assert re.fullmatch(r"paused after epoch 1 of 2: best test accuracy \d+\.\d\d% so far; continue with the same "
-                        r"command and --resume", told[0])
+                        r"command and --resume \(in Python: resume=True\)", told[0])
 
 
 def test_a_pause_before_any_evaluation_says_so_instead_of_a_best_of_0(capsys, tmp_path):

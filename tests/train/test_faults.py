@@ -779,7 +779,7 @@ def test_a_second_ctrl_c_in_finetunes_main_phase_points_to_resume_which_keeps_th
     torch.manual_seed(0)
     train(TinyNet(), make_bundle(), _cfg(out, epochs=2), step_callbacks=[hard_stop], log=said.append)
     line = next(s for s in said if "stopped at once" in s)
-    assert "the same command with --resume keeps the finished phase" in line
+    assert "the same command with --resume (resume=True) keeps the finished phase" in line
 
 
 def test_a_killed_writers_forked_children_do_not_keep_its_lock(tmp_path):

@@ -539,4 +539,4 @@ def test_a_pause_of_stop_after_says_where_the_run_stands_in_one_line(tmp_path):
     history = train(TinyNet(), make_bundle(), config, log=lines.append)
     told = [line for line in lines if "after epoch 2" in line]
     assert told == [f"paused after epoch 2 of 3: best test accuracy {100 * history.best_acc:.2f}% so far; continue "
-                    "with the same command and --resume"]
+                    "with the same command and --resume (in Python: resume=True)"]

@@ -542,12 +542,16 @@ def train(
     return history
 
 
+# How a paused or interrupted run goes on, said to CLI users and Python callers alike.
+RESUME_HINT = "the same command and --resume (in Python: resume=True)"
+
+
 def _pause_line(history: History, epoch: int, epochs: int) -> str:
     """What a ``stop_after`` pause says, the only line at the stop (the CLI adds none): where the run
     stands and how it goes on."""
     best = (f"best test accuracy {100 * history.best_acc:.2f}% so far" if history.best_epoch
             else "no epoch evaluated yet")  # eval_every: not a best of 0.00%
-    return f"paused after epoch {epoch} of {epochs}: {best}; continue with the same command and --resume"
+    return f"paused after epoch {epoch} of {epochs}: {best}; continue with {RESUME_HINT}"
 
 
 @dataclass
@@ -782,11 +786,11 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
     elif hard and ckpt.saved_at == (pos.epoch + 1, 0):  # its checkpoint was written; pos moves on after it
         say(f"\nstopped at once, after epoch {pos.epoch + 1} was saved; "
             + ("the run is complete" if pos.epoch + 1 == run.config.epochs else
-               "resume with the same command and --resume"))
+               f"resume with {RESUME_HINT}"))
     elif hard or _nonfinite_tensors(base):
-        kept = ("the last checkpoint is kept; resume with the same command and --resume"
+        kept = (f"the last checkpoint is kept; resume with {RESUME_HINT}"
                 if (ckpt.run_dir / "train_state.pt").exists() else
-                "no checkpoint of this phase yet; the same command with --resume keeps the finished phase"
+                "no checkpoint of this phase yet; the same command with --resume (resume=True) keeps the finished phase"
                 if any(ckpt.run_dir.glob("*/train_state.pt")) else  # finetune's frozen phase, in a sub-folder
                 "no checkpoint was written yet: run the same command again to start over")
         say(f"\nstopped at once; nothing of epoch {pos.epoch + 1} was saved ({kept})")
@@ -797,7 +801,7 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         done = pos.epoch == run.config.epochs and pos.step == 0  # stopped while the last plots were drawn
         say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n" + (
             "the run is complete (a --resume redraws its plots if they are behind)" if done else
-            "resume with the same command and --resume"))
+            f"resume with {RESUME_HINT}"))
 
 
 def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
