@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .cli import main
+from ._launch import main  # a Ctrl-C while torch loads is one line too
 
 if __name__ == "__main__":
     code = main()
