@@ -15,9 +15,10 @@ from pathlib import Path as _Path
 # never pip-installed still loads), so src/ goes first, before the imports below.
 _sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
 
-# What importing resnet_lab needs (matplotlib loads only when a figure is drawn). torch.hub checks
-# this list only after this module has imported, so a missing one is named here instead.
-dependencies = ["torch", "torchvision", "safetensors", "numpy", "PIL", "tqdm"]
+# What the entry points import: the model zoo and the weights (`import resnet_lab` loads the rest of
+# the package only on use). torch.hub checks this list only after this module has imported, so a
+# missing one is named here instead.
+dependencies = ["torch", "safetensors"]
 
 try:
     from resnet_lab.models import create_model as _create_model
@@ -26,7 +27,7 @@ try:
     from resnet_lab.weights import list_weights as _list_weights
 except ModuleNotFoundError as _e:
     raise RuntimeError(f"resnet-lab's hub entry points need the {_e.name.split('.')[0]} package, which is not "
-                       "installed: pip install torch torchvision safetensors numpy pillow tqdm") from None
+                       "installed: pip install torch safetensors") from None
 
 
 def _entry_point(name: str):

@@ -342,12 +342,27 @@ def test_torchvision_style_calls_are_pointed_at_weights_and_a_weights_entry_is_t
 
 
 def test_torch_hub_names_a_missing_dependency_in_one_line():
-    """A hub user without tqdm (which importing resnet_lab needs) got a ModuleNotFoundError traceback
+    """A hub user without safetensors (which the weights need) got a ModuleNotFoundError traceback
     out of hubconf.py: torch.hub checks `dependencies` only after hubconf has imported."""
-    code = ("import sys; sys.modules['tqdm'] = None; import torch\n"
+    code = ("import sys; sys.modules['safetensors'] = None; import torch\n"
             f"torch.hub.load({str(ROOT)!r}, 'resnet8_fast', source='local')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode != 0 and last.startswith("RuntimeError: resnet-lab's hub entry points need the tqdm package")
+    assert r.returncode != 0 and last.startswith("RuntimeError: resnet-lab's hub entry points need the safetensors")
     assert "pip install" in last
+
+
+def test_torch_hub_needs_only_what_it_lists():
+    """The entry points load the model zoo alone: without the training side's packages (tqdm,
+    torchvision, PIL, matplotlib) a hub model still builds, equal to create_model's."""
+    code = ("import sys\nfor name in ('tqdm', 'torchvision', 'PIL', 'matplotlib'): sys.modules[name] = None\n"
+            "import torch\n"
+            f"model = torch.hub.load({str(ROOT)!r}, 'resnet8_fast', source='local')\n"
+            "from resnet_lab.models import create_model\n"
+            "torch.manual_seed(0); a = create_model('resnet8_fast').state_dict()\n"
+            f"torch.manual_seed(0); b = torch.hub.load({str(ROOT)!r}, 'resnet8_fast', source='local').state_dict()\n"
+            "print(all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0 and r.stdout.split() == ["True"], r.stderr[-1500:]
