@@ -7,7 +7,8 @@
   folders too big for memory, with the same epoch order, sharding and resume contract.
 
 Epoch order is a pure function of ``(seed, epoch)`` (:func:`epoch_permutation`), so resuming at an
-epoch, or mid-epoch from :meth:`state_dict`, reproduces the same batches. With ``world_size > 1``
+epoch, or mid-epoch from :meth:`state_dict`, reproduces the same batches. Every ``iter()`` of a
+loader is a whole pass, except the one right after ``load_state_dict``, which starts at its position. With ``world_size > 1``
 every rank computes the same global permutation and takes its ``batch_size`` slice of each global
 batch of ``batch_size * world_size`` samples, so the union over ranks of global batch ``i`` is batch
 ``i`` of one process with batch size ``batch_size * world_size``.
@@ -128,6 +129,7 @@ class _EpochState:
             world_size=self.world_size, drop_single=self.shuffle,
         )
         self.epoch, self.position = 0, 0
+        self._resume = False  # load_state_dict asked the next pass to start at `position`
 
     def __len__(self) -> int:
         return len(self._slices)
@@ -140,6 +142,7 @@ class _EpochState:
         ``DistributedSampler.set_epoch``). Without calls the epoch advances after each full pass."""
         self.epoch = int(epoch)
         self.position = 0
+        self._resume = False
 
     def state_dict(self) -> dict[str, int]:
         """``{"epoch", "position"}``: the epoch being read and the index of the next batch in it.
@@ -147,9 +150,20 @@ class _EpochState:
         return {"epoch": int(self.epoch), "position": int(self.position)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: the next iteration continues epoch ``state["epoch"]`` at batch ``state["position"]``."""
+        """Resume: the next iteration continues epoch ``state["epoch"]`` at batch ``state["position"]``.
+        Only that one: the pass after it, and every pass not preceded by this call, start at batch 0."""
         self.epoch = int(state["epoch"])
         self.position = int(state.get("position", 0))
+        self._resume = True
+
+    def _start_pass(self) -> tuple[int, int]:
+        """The epoch and first batch of a new pass: batch 0, unless :meth:`load_state_dict` set a
+        position for this pass. A pass left part-way (a ``break``, ``next(iter(loader))``, an
+        error) is not continued by the next one: evaluating after peeking at a batch covers the
+        whole split."""
+        start = self.position if self._resume else 0
+        self._resume, self.position = False, start
+        return self.epoch, start
 
 
 class InMemoryLoader(_EpochState):
@@ -291,7 +305,10 @@ class InMemoryLoader(_EpochState):
         return sample_erase_params(self.num_samples, h, w, self.random_erasing, g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = self.epoch, self.position
+        return self._pass(*self._start_pass())  # now, not at the first next(): iter() starts the pass
+
+    def _pass(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of epoch ``epoch`` from batch ``start``; at the end the epoch advances."""
         order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).to(self.device)
         params = None
         if self.augment:
@@ -376,7 +393,10 @@ class StreamingLoader(_EpochState):
         self._plan_batches(len(dataset))  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, start = self.epoch, self.position
+        return self._pass(*self._start_pass())  # now, not at the first next(): iter() starts the pass
+
+    def _pass(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of epoch ``epoch`` from batch ``start``; at the end the epoch advances."""
         order = epoch_permutation(self.num_samples, self.seed, epoch, self.shuffle).tolist()
         # Each sample's random transforms draw from a seed of (run seed, epoch, its position in the
         # epoch's order), not from a worker's stream: the same whatever the worker count, and the
