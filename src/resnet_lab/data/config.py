@@ -15,8 +15,8 @@ import torch
 
 from .transforms import check_erase_probability, check_flip_mode
 
-__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_field_types", "check_seed",
-           "data_config"]
+__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_name",
+           "check_device_present", "check_field_types", "check_seed", "data_config"]
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
@@ -29,6 +29,35 @@ def check_seed(seed: int, headroom: int = 0) -> None:
     low, high = SEED_RANGE
     if not _is_int(seed) or not low <= seed <= high - headroom:  # True would be 1, "3" or 1.0 a raw TypeError
         raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed}")
+
+
+def check_device_name(device: Any) -> torch.device:
+    """``device`` as a torch.device, if it is a name torch knows (a str or torch.device:
+    ``device=0`` was taken for cuda:0). The meta device is taken too: batches with shapes only."""
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', "
+                        f"got {device!r}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
+
+
+def check_device_present(device: str | torch.device) -> None:
+    """Refuse, in one line, a CUDA or MPS device this machine lacks (torch's own error is a traceback
+    about drivers, raised by the first copy of the data), as train does (``RuntimeError``)."""
+    dev = check_device_name(device)
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use device='cpu' "
+                           "(--device cpu)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' "
+                           "(--device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise RuntimeError(f"device {str(device)!r} asked for, but this machine has {n} CUDA device"
+                           f"{'s' if n != 1 else ''} (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of "
+                           "them, or device='cpu' (--device cpu)")
 
 
 def _is_int(v: Any) -> bool:
@@ -232,14 +261,14 @@ class DataConfig:
         """Where the data come from and go: a path, this process's shard, a device name."""
         if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
             raise TypeError(f"data_dir (--data-dir) must be a path (str or pathlib.Path), got {self.data_dir!r}")
+        if isinstance(self.data_dir, str) and not self.data_dir.strip():  # was taken for "not given"
+            way_out = "" if self.name == "folder" else ", or leave it out (None) to search the usual places"
+            raise ValueError(f"data_dir (--data-dir) is an empty string: give a path (an unset shell variable?){way_out}")
         if not _is_int(self.world_size) or self.world_size < 1:
             raise ValueError(f"world_size must be an int >= 1 (the processes sharing the data), got {self.world_size!r}")
         if not _is_int(self.rank) or not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank must be an int from 0 to world_size - 1 ({self.world_size - 1}), got {self.rank!r}")
-        try:  # the name only: whether the machine has it is checked where the data go there
-            torch.device(self.device)
-        except (RuntimeError, ValueError, TypeError):
-            raise ValueError(f"unknown device {str(self.device)!r}: use cpu, cuda, cuda:N or mps") from None
+        check_device_name(self.device)  # the name only: whether the machine has it, when the data go there
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(DataConfig))

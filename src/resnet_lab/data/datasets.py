@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .config import MIN_IMAGE_SIZE, DataConfig, data_config
+from .config import MIN_IMAGE_SIZE, DataConfig, check_device_present, data_config
 from .folder import ImageFileDataset
 from .loaders import InMemoryLoader, StreamingLoader
 from .selection import check_classes, keep_classes, select_training
@@ -117,12 +117,14 @@ def load_data(config: DataConfig | str | None = None, /, **fields: Any) -> DataB
 
     Raises:
         TypeError: a keyword that is not a DataConfig field (the message lists them).
+        RuntimeError: ``device`` is a CUDA or MPS device this machine does not have.
         DataNotFoundError: the files are not found (the message lists every way to get them).
         FileNotFoundError, NotADirectoryError: a folder dataset's ``data_dir`` is missing or a file.
         ValueError: bad values (``subset`` beyond the data, ``image_size`` below 4, a single class,
             ...) or unusable folders, with what was expected.
     """
     config = data_config(config, **fields)
+    check_device_present(config.device)  # before any file is read
     return _load_folder(config) if config.name == "folder" else _load_in_memory(config)
 
 

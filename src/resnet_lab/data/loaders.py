@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from .config import check_device_present
 from .transforms import (
     alternating_flips,
     check_erase_probability,
@@ -231,6 +232,7 @@ class InMemoryLoader(_EpochState):
             raise ValueError(f"crop_padding {padding} (--crop-padding) must be between 0 and half the image side "
                              f"({side // 2} px of {side}): a larger shift moves the object out of the picture "
                              f"(side / 8, {max(1, round(side / 8))} px, is the usual and the default)")
+        check_device_present(device)
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
@@ -385,6 +387,7 @@ class StreamingLoader(_EpochState):
         channels_last: bool = False,
     ) -> None:
         self.dataset = dataset
+        check_device_present(device)
         self.device = torch.device(device)
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.seed, self.num_workers = int(seed), int(num_workers)

@@ -1,0 +1,75 @@
+"""Inputs load_data used to take with a raw traceback, or silently ignore: a device this machine
+lacks, a device given as a number, an empty data_dir. Each is refused in one line that names the
+value and the way out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.data import DataConfig, InMemoryLoader, load_data
+from resnet_lab.data.sources import find_fashion_mnist, find_folder_samples, read_cifar
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_a_cuda_device_without_cuda_is_one_line_naming_it_and_cpu(device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as exc:
+        load_data("fake", device=device, image_size=8)
+    assert _one_line(exc) == (f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' "
+                              "(--device cpu)")
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="CUDA is not available here"):  # the loader made directly too
+        InMemoryLoader(x, torch.zeros(4), batch_size=2, mean=[0.5] * 3, std=[0.5] * 3, device=device)
+
+
+def test_a_cuda_index_beyond_the_machines_devices_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError) as exc:
+        load_data("fake", device="cuda:3", image_size=8)
+    assert _one_line(exc) == ("device 'cuda:3' asked for, but this machine has 1 CUDA device (cuda:0); use one of "
+                              "them, or device='cpu' (--device cpu)")
+
+
+def test_mps_without_mps_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(RuntimeError) as exc:
+        load_data("fake", device="mps", image_size=8)
+    assert "Apple's MPS is not available here; use device='cpu'" in _one_line(exc)
+
+
+@pytest.mark.parametrize("device, error, message", [
+    (0, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', got 0"),
+    (None, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', got None"),
+    ("cuda:x", ValueError, "unknown device 'cuda:x': use cpu, cuda, cuda:N or mps"),
+])
+def test_a_device_that_is_not_a_name_of_ours_is_refused_by_the_config(device, error, message):
+    with pytest.raises(error) as exc:
+        DataConfig("fake", device=device)
+    assert _one_line(exc) == message
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10", "folder"])
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_data_dir_is_refused_not_taken_for_no_data_dir(name, empty):
+    with pytest.raises(ValueError) as exc:
+        DataConfig(name, data_dir=empty)
+    way_out = "" if name == "folder" else ", or leave it out (None) to search the usual places"
+    assert _one_line(exc) == f"data_dir (--data-dir) is an empty string: give a path (an unset shell variable?){way_out}"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: find_fashion_mnist(""),
+    lambda: read_cifar("cifar10", ""),
+    lambda: find_folder_samples("", 0.1, 0),  # was the current directory
+])
+def test_the_readers_refuse_an_empty_data_dir_too(call):
+    with pytest.raises(ValueError, match=r"^data_dir \(--data-dir\) is an empty string: give a path"):
+        call()
