@@ -281,13 +281,26 @@ def _stats(what: str, values: Sequence[float] | None, channels: int, config: Dat
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{what} must be a list of one value per channel, e.g. [0.5] or [0.485, 0.456, 0.406], "
                         f"got {values!r}")
-    out = tuple(float(v) for v in values)
+    out = tuple(_number(what, v, values) for v in values)
     if len(out) != channels or not all(math.isfinite(v) for v in out):
         raise ValueError(
             f"{what} {list(out)} needs {channels} finite values, one per channel of the {channels}-channel "
             f"{config.name} images (in_channels={config.in_channels})"
         )
     return out
+
+
+def _number(what: str, value: Any, values: Any) -> float:
+    """One value of ``mean``/``std`` as a float: a number, numpy's or a one-element tensor included;
+    a string (float("a") named neither the field nor the list), None or True is refused."""
+    try:
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        shown = list(values) if not isinstance(values, (list, tuple)) else values
+        raise TypeError(f"{what} must hold one number per channel, e.g. [0.5, 0.5, 0.5]; got {value!r} in "
+                        f"{shown!r}") from None
 
 
 def _canonical_name(name: str) -> str:
