@@ -1,6 +1,6 @@
 """Inputs load_data used to take with a raw traceback, or silently ignore: a device this machine
-lacks, a device given as a number, an empty data_dir. Each is refused in one line that names the
-value and the way out."""
+lacks, a device given as a number, an empty data_dir, a non-number in mean/std, a per_class beyond
+a class's images. Each is refused in one line that names the value and the way out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet_lab.data import DataConfig, InMemoryLoader, load_data
-from resnet_lab.data.sources import find_fashion_mnist, find_folder_samples, read_cifar
+from resnet_lab.data.sources import fake_arrays, find_fashion_mnist, find_folder_samples, read_cifar
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -73,3 +73,36 @@ def test_an_empty_data_dir_is_refused_not_taken_for_no_data_dir(name, empty):
 def test_the_readers_refuse_an_empty_data_dir_too(call):
     with pytest.raises(ValueError, match=r"^data_dir \(--data-dir\) is an empty string: give a path"):
         call()
+
+
+@pytest.mark.parametrize("values, shown", [(["a", 0, 0], "'a'"), ([None, 0, 0], "None"), ([True, 0, 0], "True")])
+@pytest.mark.parametrize("field", ["mean", "std"])
+def test_a_non_number_in_mean_or_std_names_the_field_and_value(field, values, shown):
+    good = [0.5] * 3
+    stats = {"mean": good, "std": good, field: values}
+    with pytest.raises(TypeError) as exc:
+        DataConfig("fake", **stats)
+    assert _one_line(exc) == (f"{field} must hold one number per channel, e.g. [0.5, 0.5, 0.5]; got {shown} in "
+                              f"{values!r}")
+
+
+def test_mean_and_std_as_tensors_or_numpy_values_still_work():
+    np = pytest.importorskip("numpy")
+    c = DataConfig("fake", mean=torch.tensor([0.5, 0.4, 0.3]), std=np.array([0.2, 0.2, 0.2], dtype=np.float32))
+    assert c.mean == pytest.approx((0.5, 0.4, 0.3)) and c.std == pytest.approx((0.2, 0.2, 0.2))
+
+
+def test_per_class_beyond_the_smallest_class_is_refused_naming_it():
+    labels = fake_arrays(8, 3, 0).train_y  # the images load_data("fake") draws from
+    counts = torch.bincount(labels)
+    smallest = int(counts.argmin())
+    low = int(counts[smallest])
+    assert low < int(counts.max())  # some class has more: per_class=low + 1 fits some classes, not all
+    data = load_data("fake", per_class=low, image_size=8)
+    assert data.num_train == low * len(counts)  # each class gives exactly per_class images
+    for k in (low + 1, 10**9):
+        with pytest.raises(ValueError) as exc:
+            load_data("fake", per_class=k, image_size=8)
+        assert _one_line(exc) == (f"per_class {k} is more than the {low} training images of class "
+                                  f"'class{smallest}' (label {smallest}) of fake, its smallest class; pass "
+                                  f"per_class={low} or less, or drop per_class to train on every image")

@@ -65,7 +65,8 @@ def select_per_class(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tenso
 
 
 def select_training(
-    labels: torch.Tensor, subset: int | None, per_class: int | None, seed: int, what: str
+    labels: torch.Tensor, subset: int | None, per_class: int | None, seed: int, what: str,
+    names: Sequence[str] | None = None,
 ) -> torch.Tensor | None:
     """Indices of the training samples kept by ``per_class`` then ``subset`` (None: all).
 
@@ -73,12 +74,15 @@ def select_training(
         labels: (N,) int labels of the training split.
         subset, per_class, seed: as in :class:`~resnet_lab.data.DataConfig`.
         what: the data's name for the error message (e.g. "fake", "image folder DIR").
+        names: the class names, index = label, for the error message.
 
     Raises:
-        ValueError: ``subset`` is more than the samples left after ``per_class``.
+        ValueError: ``per_class`` is more than some class has, or ``subset`` more than the samples
+            left after ``per_class``.
     """
     idx = None
     if per_class is not None:
+        _check_per_class(labels, per_class, what, names)
         idx = select_per_class(labels, per_class, seed)
     if subset is not None:
         n = labels.numel() if idx is None else idx.numel()
@@ -92,6 +96,21 @@ def select_training(
         inner = select_subset(labels if idx is None else labels[idx], subset, seed)
         idx = inner if idx is None else idx[inner]
     return idx
+
+
+def _check_per_class(labels: torch.Tensor, per_class: int, what: str, names: Sequence[str] | None) -> None:
+    """Refuse a ``per_class`` some class cannot give: select_per_class would quietly keep all of a
+    smaller class, and a run "on k images per class" must not train on fewer (as for subset)."""
+    counts = torch.bincount(labels)
+    present = torch.nonzero(counts).flatten()
+    if not present.numel():
+        return
+    label = int(present[counts[present].argmin()])
+    low = int(counts[label])
+    if per_class > low:
+        name = f"{names[label]!r} (label {label})" if names is not None and label < len(names) else f"{label}"
+        raise ValueError(f"per_class {per_class} is more than the {low} training images of class {name} of {what}, "
+                         f"its smallest class; pass per_class={low} or less, or drop per_class to train on every image")
 
 
 def check_classes(classes: Sequence[int] | None, names: list[str]) -> list[int] | None:
