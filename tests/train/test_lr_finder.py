@@ -115,7 +115,20 @@ def test_lr_find_leaves_weights_bn_statistics_grads_modes_rng_and_loader_exactly
     assert {k: m.training for k, m in model.named_modules()} == modes
     assert torch.equal(torch.get_rng_state(), rng)
     if position is not None:
-        assert data.train.state_dict() == position
+        assert data.train.state_dict() == position and data.train.resuming  # the pending resume too
+
+
+def test_after_lr_find_a_loader_left_part_way_still_starts_its_next_pass_whole():
+    """A pass the caller broke off is not continued by the next one (data.loaders); lr_find put the
+    broken-off position back as a resume, so the next pass after it covered part of the split."""
+    data = load_data("fake", batch_size=32, subset=256, device="cpu")
+    whole = [y.clone() for _, y in data.train]
+    for _ in zip(range(3), data.train):  # three batches, then the caller stops
+        pass
+    lr_find(create_model("resnet8", num_classes=10, in_channels=3), data, CPU, start_lr=1e-4, end_lr=1.0, steps=5)
+    assert not data.train.resuming
+    after = [y for _, y in data.train]
+    assert len(after) == len(whole) == 8 and torch.equal(torch.cat(after).sort().values, torch.cat(whole).sort().values)
 
 
 def test_a_non_finite_loss_stops_the_test_and_the_model_comes_back_unharmed():

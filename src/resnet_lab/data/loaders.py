@@ -157,6 +157,11 @@ class _EpochState:
         self.position = int(state.get("position", 0))
         self._resume = True
 
+    @property
+    def resuming(self) -> bool:
+        """Whether the next pass continues at :meth:`state_dict`'s position (set by :meth:`load_state_dict`)."""
+        return self._resume
+
     def _start_pass(self) -> tuple[int, int]:
         """The epoch and first batch of a new pass: batch 0, unless :meth:`load_state_dict` set a
         position for this pass. A pass left part-way (a ``break``, ``next(iter(loader))``, an

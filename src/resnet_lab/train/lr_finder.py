@@ -153,6 +153,7 @@ def _state_kept(model: nn.Module, loader, device: torch.device) -> Iterator[None
     modes = [(m, m.training) for m in model.modules()]
     rng = get_rng_state(device)
     position = loader.state_dict() if hasattr(loader, "state_dict") else None
+    resuming = getattr(loader, "resuming", True)  # a loader of ours says whether its next pass resumes
     try:
         yield
     finally:
@@ -165,8 +166,10 @@ def _state_kept(model: nn.Module, loader, device: torch.device) -> Iterator[None
         for m, mode in modes:
             m.training = mode
         set_rng_state(rng, device)
-        if position is not None:
+        if position is not None and resuming:
             loader.load_state_dict(position)
+        elif position is not None:  # a pass left part-way before the test: the next one starts whole
+            loader.set_epoch(position["epoch"])
 
 
 def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, start_lr: float, end_lr: float,
