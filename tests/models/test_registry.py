@@ -223,14 +223,61 @@ def test_numpy_integer_class_counts_are_taken_as_torchvision_takes_them():
 
 
 @pytest.mark.parametrize("name,kwargs,match", [
-    ("densenet40", dict(drop_rate=-0.1), r"drop_rate must be in \[0, 1\), got -0.1"),
-    ("densenet40", dict(drop_rate=1.0), r"drop_rate must be in \[0, 1\), got 1.0"),
+    ("densenet40", dict(drop_rate=-0.1), r"drop_rate must be a float in \[0, 1\), got -0.1"),
+    ("densenet40", dict(drop_rate=1.0), r"drop_rate must be a float in \[0, 1\), got 1.0"),
     ("vgg11", dict(pool_size=0), "pool_size must be a positive int, got 0"),
     ("vgg11", dict(hidden_dim=0), "hidden_dim must be a positive int, got 0"),
 ])
 def test_family_options_out_of_range_are_refused_by_name(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
         create_model(name, **kwargs)
+
+
+def _rate_options() -> list[tuple[str, str, dict]]:
+    """(model, option, other kwargs) for every float option of every registered model, one model per
+    family constructor: the dropout probabilities (googlenet's dropout_aux with its aux heads on)."""
+    seen, cases = set(), []
+    for name in list_models():
+        info = model_info(name)
+        for option, default in info.options.items():
+            key = (info.family, tuple(info.options), option)
+            if isinstance(default, float) and key not in seen:
+                seen.add(key)
+                cases.append((name, option, {"aux_logits": True} if option == "dropout_aux" else {}))
+    return cases
+
+
+@pytest.mark.parametrize("name,option,extra", _rate_options())
+@pytest.mark.parametrize("bad", ["a", None, -1, 1, 1.5, float("nan"), True])
+def test_every_dropout_option_refuses_a_bad_rate_in_one_line_naming_the_option(name, option, extra, bad):
+    # torch's own check names no option ("dropout probability has to be between 0 and 1") and lets 1
+    # (every activation zeroed) through; comparing a string with a float names neither option nor value.
+    try:
+        torch_says = repr(nn.Dropout(p=bad))
+    except (TypeError, ValueError) as e:
+        torch_says = str(e)
+    assert f"{option} must" not in torch_says
+    error = TypeError if not isinstance(bad, (int, float)) or isinstance(bad, bool) else ValueError
+    with pytest.raises(error, match=rf"^{option} must be a float in \[0, 1\), got {re.escape(repr(bad))} \([^\n]*$"):
+        with torch.device("meta"):
+            create_model(name, **extra, **{option: bad})
+
+
+def test_the_rate_options_found_are_the_zoos_dropouts():
+    # independent list: the dropout options the four family modules document
+    assert {(model_info(n).family, o) for n, o, _ in _rate_options()} == {
+        ("densenet", "drop_rate"), ("resnet", "drop_rate"), ("vgg", "dropout"), ("googlenet", "dropout"),
+        ("googlenet", "dropout_aux")}
+
+
+@pytest.mark.parametrize("name,option,extra", _rate_options())
+def test_a_good_rate_is_taken_as_a_float_by_the_dropout_layers(name, option, extra):
+    np = pytest.importorskip("numpy")
+    with torch.device("meta"):
+        model = create_model(name, **extra, **{option: np.float64(0.25)})
+    rates = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
+    rates |= {m.drop_rate for m in model.modules() if type(m).__name__ == "_DenseLayer"}
+    assert 0.25 in rates and all(type(r) is float for r in rates)
 
 
 @pytest.mark.parametrize("name,small,too_small,fits", [("vgg11_bn", False, 28, 32), ("vgg11_bn", True, 14, 16),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
-from .layers import ClassifierModel, checkpoint_keeping_stats, resolve_checkpoint_segments
+from .layers import ClassifierModel, check_rate, checkpoint_keeping_stats, resolve_checkpoint_segments
 from .registry import Family, Paper
 
 __all__ = [
@@ -174,8 +174,7 @@ class DenseNet(ClassifierModel):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression!r} (0.5 is DenseNet-C)")
-        if not 0.0 <= drop_rate < 1.0:  # a negative rate would switch dropout off without a word
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r} (0.2 is the paper's)")
+        drop_rate = check_rate("drop_rate", drop_rate, "0.2 is the paper's")
         nl = norm_layer(norm)
         bias = norm_has_bias(norm)
         if stem == "imagenet":

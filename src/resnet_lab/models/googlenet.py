@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.norm import norm_has_bias, norm_layer
-from .layers import ClassifierModel, replace_linear
+from .layers import ClassifierModel, check_rate, replace_linear
 from .registry import Family, Paper
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what transform_input undoes
@@ -170,7 +170,10 @@ class GoogLeNet(ClassifierModel):
                 f"transform_input=True re-normalizes ImageNet RGB channels (or their average, for gray images), but "
                 f"in_channels={in_channels}; pass transform_input=False for other inputs"
             )
-        if not aux_logits and dropout_aux != 0.7:
+        dropout = check_rate("dropout", dropout, "0.2 is torchvision's")
+        if aux_logits:
+            dropout_aux = check_rate("dropout_aux", dropout_aux, "0.7 is the paper's")
+        elif dropout_aux != 0.7:
             # Without the aux heads there is nothing for it to act on: refuse rather than record it.
             raise ValueError(f"dropout_aux={dropout_aux!r} only acts on the aux heads; pass aux_logits=True "
                              "with it, or leave dropout_aux out")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 from typing import Any, Callable, Iterator, Sequence
 
@@ -16,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 __all__ = [
     "ClassifierModel",
     "LinearWithHead",
+    "check_rate",
     "checkpoint_keeping_stats",
     "classifier_size",
     "conv1x1",
@@ -129,6 +131,26 @@ def resolve_checkpoint_segments(segments: int | bool, num_blocks: int) -> int:
             "use 0 (off), a segment count such as 2, or True for about sqrt(blocks) segments"
         )
     return segments
+
+
+def check_rate(arg: str, value: Any, usual: str) -> float:
+    """``value`` of the option ``arg`` (a dropout probability) as a float in [0, 1), or an error
+    naming the option: torch's own says "dropout probability" and the comparison of a string
+    names neither; 1 would zero every activation, a negative rate or NaN switch dropout off.
+
+    Args:
+        arg: the option's name (``drop_rate``, ``dropout``).
+        value: what the caller gave; an int or numpy float is taken, a bool is not.
+        usual: the common value, for the message (``"0.2 is the paper's"``).
+
+    Raises:
+        TypeError: ``value`` is not a number; ValueError: it is outside [0, 1).
+    """
+    ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok_type or not 0.0 <= value < 1.0:
+        error = ValueError if ok_type else TypeError
+        raise error(f"{arg} must be a float in [0, 1), got {value!r} ({usual}; 0 turns it off)")
+    return float(value)
 
 
 def classifier_size(num_classes: Any) -> int:

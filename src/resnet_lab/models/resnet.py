@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn import norm_has_bias, norm_layer
 from ..nn.norm import NormLayer
-from .layers import ClassifierModel, checkpoint_keeping_stats, conv1x1, conv3x3, resolve_checkpoint_segments
+from .layers import (ClassifierModel, check_rate, checkpoint_keeping_stats, conv1x1, conv3x3,
+                     resolve_checkpoint_segments)
 from .registry import Family, Paper
 
 __all__ = [
@@ -685,8 +686,7 @@ class PreActResNet(_CheckpointedStages, _PooledHead, ClassifierModel):
         super().__init__()
         if len(layers) != len(widths):
             raise ValueError(f"layers and widths need one entry per stage, got {list(layers)} and {list(widths)}")
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        drop_rate = check_rate("drop_rate", drop_rate, "0.3 is the WRN paper's")
         make_norm, bias = norm_layer(norm), norm_has_bias(norm)
         resolve_checkpoint_segments(checkpoint_segments, 1)  # fail before building a large net
         self.conv1 = conv3x3(in_channels, stem_width, bias=bias)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.norm import check_norm, norm_layer
-from .layers import ClassifierModel, classifier_size, replace_linear
+from .layers import ClassifierModel, check_rate, classifier_size, replace_linear
 from .registry import Family, Paper
 
 __all__ = [
@@ -142,6 +142,7 @@ class VGG(ClassifierModel):
         for arg, value in (("hidden_dim", hidden_dim), ("pool_size", pool_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:  # 0 builds a model of zeros
                 raise ValueError(f"{arg} must be a positive int, got {value!r} (torchvision's: 4096 and 7)")
+        dropout = check_rate("dropout", dropout, "0.5 is the paper's")
         self.features = features
         self.avgpool = nn.AdaptiveAvgPool2d((pool_size, pool_size))
         self.classifier = nn.Sequential(
