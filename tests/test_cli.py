@@ -29,6 +29,15 @@ def test_models_without_a_match_is_bad_input_exit_2(capsys):
                                                          "all")
 
 
+@pytest.mark.parametrize("typed, meant", [("resent", "resnet8"), ("DENSNET", "densenet121"), ("vgg*bnx", "vgg11_bn")])
+def test_models_without_a_match_offers_the_closest_names(capsys, typed, meant):
+    # the name meant is one `models` lists for its own pattern: a hint that names it leads somewhere
+    assert meant in run(capsys, "models", meant)[1]
+    code, out, err = run(capsys, "models", typed)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: no model matches {typed!r}; did you mean ") and meant in err.split("?")[0]
+
+
 def test_models_pattern_ignores_letter_case(capsys):
     assert run(capsys, "models", "wrn")[0] == 0
     lower = run(capsys, "models", "wrn")[1]

@@ -461,8 +461,11 @@ def _add_use_commands(sub) -> None:
 
 def cmd_models(args) -> int:
     names = list_models(args.pattern)
-    if not names:
-        raise ValueError(f"no model matches {args.pattern!r}; `resnet-lab models` lists all")  # exit 2, as bad input
+    if not names:  # exit 2, as bad input; a misspelt name ("resent") gets the closest ones
+        typed = re.sub(r"[*?\[\]]", "", args.pattern).lower()
+        close = difflib.get_close_matches(typed, list_models(), n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"no model matches {args.pattern!r}; {hint}`resnet-lab models` lists all")
     print(f"{'model':<22} {'family':<10} {'classes':>7} {'params':>10}")
     for name in names:
         info = model_info(name)

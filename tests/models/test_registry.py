@@ -130,6 +130,15 @@ def test_model_info_of_an_unknown_name_suggests_close_names():
         model_info("resnet_56")
 
 
+@pytest.mark.parametrize("typed", ["RESNET18", "ResNet18", "VGG11_BN", "DenseNet121"])
+def test_a_name_in_the_wrong_letter_case_suggests_the_lower_case_name_first(typed):
+    # list_models ignores case: it finds the one name meant, which the error must offer first
+    (meant,) = [n for n in list_models(typed) if n == typed.lower()]
+    for call in (model_info, create_model):
+        with pytest.raises(ValueError, match=rf"^unknown model {typed!r}\. Did you mean: {meant}[,?]"):
+            call(typed)
+
+
 # --- the stacked transfer head ------------------------------------------------------------------
 
 HEAD_CASES = {  # small models whose classifier Linear sits at different depths: fc, classifier, classifier.6

@@ -295,7 +295,8 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
         raise TypeError(f"a model name is a string such as 'resnet20', got {name!r}; `resnet-lab models` lists them")
     if name in _MODELS:
         return _MODELS[name]
-    close = difflib.get_close_matches(name, _MODELS.keys(), n=5, cutoff=0.5)
+    # The names are lower case, as list_models' patterns ignore case: RESNET18 is resnet18 mistyped.
+    close = difflib.get_close_matches(name.lower(), _MODELS.keys(), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
         f"unknown model {name!r}.{hint} `resnet-lab models` (or resnet_lab.list_models()) lists all "
