@@ -181,7 +181,8 @@ def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "resnet8", "--small-input", "no"], "resnet8 is built for small images"),
     (["train", "--model", "vgg11", "--norm", "batch"], "vgg11 has no normalization layers, so --norm batch"),
-    (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so --norm group"),
+    (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so norm='group' (--norm "
+                                                       "group) would change nothing: use vgg11_bn"),
     (["lr-find", "--model", "vgg13", "--norm", "scratch"], "vgg13 has no normalization layers"),
     (["summary", "vgg11", "--norm", "group"], "use vgg11_bn"),
 ])
@@ -192,6 +193,14 @@ def test_model_flags_the_model_would_ignore_are_refused(tmp_path, capsys, argv, 
     assert main([*argv, *data, *out]) == 2
     _one_line_error(capsys, message)
     assert not (tmp_path / "out").exists()
+
+
+def test_norm_none_on_a_plain_vgg_names_what_it_is_and_builds_the_same_model(capsys):
+    # accepted as small_input=True is on a CIFAR family: the value that names what is built
+    assert main(["summary", "vgg11", "--input-size", "3", "32", "32", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["summary", "vgg11", "--input-size", "3", "32", "32", "--json", "--norm", "none"]) == 0
+    assert json.loads(capsys.readouterr().out) == plain
 
 
 def test_best_on_a_weights_file_is_refused_not_ignored(trained, capsys):

@@ -3,13 +3,15 @@ against the published parameter counts of the CIFAR DenseNets (Huang et al. 2017
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from resnet_lab.models import densenet, googlenet, list_models, vgg
+from resnet_lab.models import create_model, densenet, googlenet, list_models, vgg
 from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
 from support import randomize_bn
 
@@ -243,11 +245,20 @@ def test_norm_choice_replaces_every_torchvision_batchnorm(name, norm, norm_type)
         assert all(m.bias is not None for m in ours.modules() if isinstance(m, nn.Conv2d))
 
 
-def test_plain_vgg_has_no_norm_layers_whatever_norm_is_asked():
+@pytest.mark.parametrize("name", ["vgg11", "vgg13", "vgg16", "vgg19"])
+def test_plain_vgg_takes_none_or_the_default_and_refuses_a_norm_it_would_not_build(name):
     with torch.device("meta"):
-        ref = _torchvision("vgg11")
-        for norm in ("batch", "scratch", "group", "none"):
-            assert _shapes(vgg.vgg11(norm=norm)) == _shapes(ref)
+        ref = _torchvision(name)  # torchvision's plain VGG: no norm layer
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in ref.modules())
+        for norm in ("batch", "none"):  # create_model's default, and what is built
+            assert _shapes(getattr(vgg, name)(norm=norm)) == _shapes(ref)
+            assert create_model(name, norm=norm).model_config["norm"] == "none"
+        for norm in ("scratch", "group"):  # once built as the plain net without a word
+            for build in (getattr(vgg, name), functools.partial(create_model, name)):
+                with pytest.raises(ValueError, match=rf"^{name} has no normalization layers, so norm='{norm}' "
+                                                     rf"\(--norm {norm}\) would change nothing: use {name}_bn "):
+                    build(norm=norm)
+            assert len(_shapes(create_model(f"{name}_bn", norm=norm))) > len(_shapes(ref))  # the way out builds it
 
 
 def test_families_are_registered():

@@ -1,6 +1,7 @@
 """Runs saved before 2026-12-03 recorded ``small_input`` as the argument given, not the stem built:
-a CIFAR family trained on large images said ``false``. create_model now refuses that argument for
-those families (it changed nothing), and such a run must still load, as the same network."""
+a CIFAR family trained on large images said ``false``; and a plain VGG recorded the ``--norm`` given.
+create_model now refuses those arguments for those models (they changed nothing), and such a run
+must still load, as the same network."""
 
 from __future__ import annotations
 
@@ -27,3 +28,21 @@ def test_a_cifar_family_run_that_recorded_small_input_false_still_loads(tmp_path
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_a_plain_vgg_run_that_recorded_another_norm_still_loads_as_the_norm_free_net(tmp_path):
+    # runs saved before the plain VGGs refused norm="scratch"/"group" recorded the flag given
+    torch.manual_seed(0)
+    model = create_model("vgg11", num_classes=10, in_channels=1, small_input=True, hidden_dim=8, pool_size=1).eval()
+    assert model.model_config["norm"] == "none"
+    save_model(tmp_path, model, dict(META))
+    meta_path = tmp_path / "model.json"
+    for recorded in ("scratch", "group"):
+        meta = json.loads(meta_path.read_text())
+        meta["arch"]["norm"] = recorded
+        meta_path.write_text(json.dumps(meta))
+        loaded, loaded_meta = load_model(tmp_path)
+        assert loaded_meta["arch"]["norm"] == "none"
+        x = torch.randn(2, 1, 28, 28)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))

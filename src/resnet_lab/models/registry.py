@@ -449,8 +449,8 @@ def create_model(
         small_input: for 28-32 px images: 3x3 stride-1 stem without max-pool (ImageNet families;
             the CIFAR families are small-input by construction and refuse False). Left out: False,
             or the weights'.
-        norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none``
-            (left out: ``batch``, or the weights'); the plain VGGs, with no norm layer, record ``none``.
+        norm: ``batch`` (torch BN), ``scratch`` (our BN), ``group`` (GroupNorm) or ``none`` (left out: ``batch``,
+            or the weights'); the plain VGGs record ``none`` and refuse ``scratch``, ``group`` (use ``vgg11_bn``).
         stacked_head: outputs of a new Linear stacked on the classifier's final Linear (a
             :class:`~resnet_lab.models.layers.LinearWithHead`), as ``finetune --strategy head``
             trains it; the model then predicts ``stacked_head`` classes.
@@ -488,8 +488,8 @@ def create_model(
         stacked_head = _check_count("stacked_head", stacked_head, "the classes of the Linear stacked on the classifier")
     model = builder(num_classes=num_classes, in_channels=in_channels, small_input=small_input, norm=norm, **kwargs)
     if norm != "none" and not has_norm_layers(model):  # the plain VGGs: no norm layer to choose
-        # Recorded as what was built. Not refused here: runs saved before this record other norms and
-        # must still load; the CLI refuses a --norm that would change nothing.
+        # Recorded as what was built: only the default "batch" gets here (they refuse scratch and group),
+        # as the CLI and torchvision's weights spell it out; the CLI refuses a --norm batch.
         norm = "none"
     config = {
         "name": name,

@@ -12,8 +12,9 @@ conv over the larger map and averages, while torchvision's head first pools to 7
 
 Normalization: the ``*_bn`` variants put ``norm_layer(norm)`` after every conv (batch norm by
 default, as torchvision's ``vgg*_bn``). The plain variants are the paper's network and have **no
-normalization layers: :func:`~resnet_lab.models.create_model` builds them whatever ``norm``
-says and records ``norm: "none"`` (what was built); the CLI refuses a ``--norm`` for them.
+normalization layers**: they take ``norm="none"`` or create_model's default ``"batch"``, record
+``norm: "none"`` (what was built), and refuse ``scratch`` and ``group``, which would change nothing
+(the CLI refuses ``--norm batch`` for them too; ``--norm none`` names what they are).
 Convs keep their bias in every variant, as torchvision's do
 (its ``vgg*_bn`` checkpoints carry conv biases).
 """
@@ -214,14 +215,20 @@ def _vgg(
     Args:
         small_input: drop the last max-pool, so 28-32 px images work; state-dict keys unchanged.
         norm: the normalization after every conv of a ``_bn`` variant (``batch``, ``scratch``,
-            ``group``, ``none``); the plain variants have none (``create_model`` records
-            ``none`` for them).
+            ``group``, ``none``); the plain variants have none: they take ``none`` or the default
+            ``batch`` (``create_model`` records ``none``) and refuse ``scratch`` and ``group``.
         dropout: dropout in the classifier.
         hidden_dim: width of fc6/fc7 (4096 for torchvision checkpoints).
         pool_size: adaptive-pool side before fc6 (7 for torchvision checkpoints; 1 for a small
             512-wide head on 32 px images).
     """
-    check_norm(norm)  # validated even where ignored, so a typo never passes silently
+    if not batch_norm and check_norm(norm) not in ("batch", "none"):
+        # "batch" is create_model's default, which callers spell out (the CLI, torchvision's weights): taken and
+        # recorded as the none that is built. Runs saved with scratch or group before this was refused load
+        # through runs.load_meta, which records none for them.
+        name = f"vgg{sum(isinstance(v, int) for v in _CFGS[cfg]) + 3}"
+        raise ValueError(f"{name} has no normalization layers, so norm={norm!r} (--norm {norm}) would change "
+                         f"nothing: use {name}_bn for a norm after every conv, or leave norm out")
     features = make_vgg_features(_CFGS[cfg], in_channels, norm if batch_norm else None, small_input)
     return VGG(features, num_classes=num_classes, dropout=dropout, hidden_dim=hidden_dim, pool_size=pool_size)
 
