@@ -1122,16 +1122,25 @@ def _refuse_empty_paths(args) -> None:
 
 
 _OOM_TEXT = "can't allocate memory"  # torch's CPU allocator, as a plain RuntimeError
+# A tensor size past int64: torch's size arithmetic (one line) or its argument parser (a C++ backtrace).
+_OVERFLOW = re.compile(r"Storage size calculation overflowed|argument 'size' failed to unpack .*Overflow")
 
 
-def _out_of_memory(e: BaseException) -> str:
+def _is_out_of_memory(e: BaseException) -> bool:
+    return _OOM_TEXT in str(e) or bool(_OVERFLOW.search(str(e)))
+
+
+def _out_of_memory(e: BaseException, args=None) -> str:
     asked = re.search(r"allocate (\d+) bytes", str(e)) or re.search(r"allocate ([\d.]+ [KMGT]iB)", str(e))
-    size = ""
+    size = " (more than 2^63 bytes asked)" if _OVERFLOW.search(str(e)) else ""
     if asked:
         size = (f" ({int(asked.group(1)) / 2**30:.1f} GiB asked)" if asked.group(1).isdigit()
                 else f" ({asked.group(1)} asked)")
-    return (f"out of memory{size}: lower --batch-size, --image-size (or summary's --input-size), or pick a "
-            "smaller model")
+    # summary's --num-classes sizes the classifier: 10^12 classes asked 238418 GiB without naming it
+    classes = getattr(args, "num_classes", None)
+    flags = ((f"--num-classes (now {classes}), " if classes else "")
+             + "--batch-size, --image-size (or summary's --input-size)")
+    return f"out of memory{size}: lower {flags}, or pick a smaller model"
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -1219,10 +1228,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_describe_os_error(e)}", file=sys.stderr)
         return 2
     except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)) as e:  # the name is torch >= 2.5
-        print(f"error: {_out_of_memory(e)}", file=sys.stderr)
+        print(f"error: {_out_of_memory(e, args)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, RuntimeError, ImportError) as e:  # bad input or a missing extra, named
-        print(f"error: {_out_of_memory(e) if _OOM_TEXT in str(e) else e}{_missing_module_hint(e)}", file=sys.stderr)
+        print(f"error: {_out_of_memory(e, args) if _is_out_of_memory(e) else e}{_missing_module_hint(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # anything else is our bug: still one line, the traceback on request
         if os.environ.get("RESNET_LAB_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
