@@ -114,12 +114,14 @@ def test_torchvision_names_parse_and_unknown_weights_list_the_available_ones():
         load_source("torchvision:vit_b_16")
 
 
-def test_torchvision_download_without_network_says_to_use_from_file(monkeypatch):
+def test_torchvision_download_without_network_says_to_use_from_file(monkeypatch, tmp_path):
     import torch.hub
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: every source is fetched
+    monkeypatch.setattr(torch.hub, "urlopen", offline)  # torch's download, however it is reached
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
     with pytest.raises(RuntimeError, match=r"--from-file FILE --model resnet18"):
@@ -304,15 +306,68 @@ def test_the_download_bar_of_torchvision_weights_draws_on_a_terminal_only(monkey
     """torch's download bar, like training's, wrote carriage-return redraws into a log (`2> log`)."""
     asked = []
 
-    def get_state_dict(**kw):
-        asked.append(kw["progress"])
+    def download(url, dst, hash_prefix=None, progress=True):
+        asked.append(progress)
         raise urllib.error.URLError("offline")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    stand_in = types.SimpleNamespace(url="https://download.invalid/models/resnet18-f37072fd.pth",
-                                     get_state_dict=get_state_dict)
+    stand_in = types.SimpleNamespace(url="https://download.invalid/models/resnet18-f37072fd.pth")
     monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
+    monkeypatch.setattr(sources, "download_url_to_file", download)
     for stream in (TerminalStream(), io.StringIO()):
         with contextlib.redirect_stderr(stream), pytest.raises(RuntimeError, match="could not get torchvision:"):
             load_source("torchvision:resnet18")
     assert asked == [True, False]
+
+
+def test_torchvision_weights_that_fail_to_download_print_nothing_but_the_error(monkeypatch, tmp_path, capfd):
+    """torch's download printed 'Downloading: "URL" to FILE' on stdout before it connected, so an offline
+    finetune said it was downloading, then that it could not. The fetch itself is what fails here
+    (torch.hub's urlopen), so every line torch would print on the way is printed or not as for real."""
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    capfd.readouterr()
+    for stream in (TerminalStream(), io.StringIO()):  # with the bar (a terminal) and without
+        with contextlib.redirect_stderr(stream), pytest.raises(RuntimeError) as e:
+            load_source("torchvision:resnet18")
+        assert stream.getvalue() == ""
+        assert "\n" not in str(e.value) and "could not get torchvision:resnet18 (URLError" in str(e.value)
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    assert list((tmp_path / "hub" / "checkpoints").iterdir()) == []  # no partial file left behind
+
+
+def test_torchvision_weights_downloaded_are_the_published_file_and_say_so(monkeypatch, tmp_path, capfd):
+    """A download (a local file served through torch.hub's urlopen) lands in the cache under the name of
+    the URL, is checked against the hash prefix of that name and loads the tensors that were served;
+    the only line about it is our note."""
+    import hashlib
+    import urllib.request
+
+    import torch.hub
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    served = tmp_path / "served.pth"
+    torch.save(state, served)
+    name = f"resnet18-{hashlib.sha256(served.read_bytes()).hexdigest()[:8]}.pth"
+    real = sources.torchvision_weights("resnet18", "IMAGENET1K_V1")
+    stand_in = types.SimpleNamespace(url=f"https://download.invalid/models/{name}", transforms=real.transforms,
+                                     meta=real.meta, name=real.name,
+                                     get_state_dict=lambda **kw: torch.hub.load_state_dict_from_url(
+                                         f"https://download.invalid/models/{name}", **kw))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
+    monkeypatch.setattr(torch.hub, "urlopen", lambda req: urllib.request.urlopen(served.as_uri()))
+    capfd.readouterr()
+    with contextlib.redirect_stderr(io.StringIO()) as bar:
+        source = load_source("torchvision:resnet18")
+    cached = tmp_path / "home" / "hub" / "checkpoints" / name
+    assert cached.read_bytes() == served.read_bytes()
+    assert all(torch.equal(source.state_dict[k], v) for k, v in state.items())
+    assert source.notes == [f"downloaded torchvision:resnet18 into {cached}"]
+    assert capfd.readouterr() == ("", "") and bar.getvalue() == ""

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
-from torch.hub import HASH_REGEX, get_dir
+from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
 from ..models import create_model, is_model, model_info
 from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of
@@ -131,9 +131,14 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
     weights = torchvision_weights(model, weights_name)
     cached = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
     _check_cached(cached, spec)  # torch checks the hash only when it downloads, never a cached file
+    notes = []
     try:
-        # Downloads into the torch hub cache (or reads it from there); tensors only. The bar on a terminal only.
-        state = weights.get_state_dict(progress=on_terminal(), weights_only=True, map_location=map_location)
+        if not cached.is_file():
+            _download(weights.url, cached)
+            notes.append(f"downloaded {spec} into {cached}")
+        # Reads the torch hub cache (torch's own download printed "Downloading: URL" on stdout before it
+        # connected, a false line offline); tensors only.
+        state = weights.get_state_dict(progress=False, weights_only=True, map_location=map_location)
     except Exception as e:  # URLError, OSError, HTTPError, RuntimeError of a broken file
         if cached.is_file():  # never downloaded again while it is there, online or not
             raise RuntimeError(f"could not read {spec} from its cached file {cached} ({type(e).__name__}): the file "
@@ -155,8 +160,16 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
     return WeightSource(
         state_dict=normalize_keys(state), arch=arch, classes=categories or None, input_size=(3, size, size),
         mean=tuple(float(v) for v in preprocess.mean), std=tuple(float(v) for v in preprocess.std),
-        origin=f"torchvision:{model}.{weights.name}",
+        origin=f"torchvision:{model}.{weights.name}", notes=notes,
     )
+
+
+def _download(url: str, cached: Path) -> None:
+    """``url`` into the torch hub cache file ``cached``, checked against the hash prefix its name carries,
+    with torch's bar on a terminal only and no other output (a failed download leaves no file)."""
+    named = HASH_REGEX.search(cached.name)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    download_url_to_file(url, str(cached), named.group(1) if named else None, progress=on_terminal())
 
 
 def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
