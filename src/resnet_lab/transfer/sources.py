@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 TORCHVISION_PREFIX = "torchvision:"
+TRAIN_STATE = "train_state.pt"  # a run's optimizer and progress: no model weights
+_STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")  # what --from-file reads besides .safetensors
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -256,6 +258,9 @@ def _infer_any_norm(model: str, state: dict[str, Tensor]) -> dict[str, Any]:
 
 
 def _from_file(path: Path, model: str | None, map_location: str | torch.device) -> WeightSource:
+    refusal = _not_weights_of_run(path, "--from-file")
+    if refusal:  # its own error named the run directory without the flag (and train_state.pt none)
+        raise ValueError(refusal)
     if not model:
         raise ValueError(f"--from-file {path} needs --model NAME: a bare state dict does not say its architecture")
     state = normalize_keys(load_state_dict_file(path, map_location=map_location))
@@ -276,6 +281,40 @@ def _from_file(path: Path, model: str | None, map_location: str | torch.device) 
     else:
         notes.append("the file does not say its preprocessing: the target data's own mean/std are used")
     return WeightSource(state_dict=state, arch=arch, input_size=size, mean=mean, std=std, origin=str(path), notes=notes)
+
+
+def _run_of(path: Path) -> Path | None:
+    """The run directory ``path`` is a file of (a ``model.json`` beside it), if any."""
+    return path.parent if (path.parent / "model.json").is_file() else None
+
+
+def _not_weights_of_run(path: Path, flag: str) -> str | None:
+    """The refusal of a file in a run directory that holds no weights (metrics.jsonl, a plot,
+    train_state.pt: the optimizer and progress, no model), naming the run directory, which works."""
+    run = _run_of(path) if path.is_file() else None
+    weights = path.suffix.lower() in (".safetensors", *_STATE_DICT_SUFFIXES) and path.name != TRAIN_STATE
+    if run is None or weights:
+        return None
+    what = ("the training state of the run" if path.name == TRAIN_STATE else "a file of the run")
+    return f"{flag} {path} is {what} {run}, not its weights: give --from {run}"
+
+
+def _not_a_run_file(path: Path, spec: str, map_location: str | torch.device) -> str:
+    """Why ``--from FILE`` (not .safetensors/.json) is refused, with the way out that works: the run
+    directory for a file of a run, ``--from-file`` for a state dict, else what ``--from`` takes."""
+    refusal = _not_weights_of_run(path, "--from")
+    if refusal:
+        return refusal
+    if path.suffix.lower() in _STATE_DICT_SUFFIXES:
+        try:
+            load_state_dict_file(path, map_location=map_location)  # only a real state dict earns --from-file
+        except ValueError as e:
+            run = _run_of(path)
+            return f"--from {str(e).rstrip('.')}" + (f" (the run's own weights: --from {run})" if run else "")
+        return f"--from {spec} is a bare state dict (no model.json): use --from-file {spec} --model NAME"
+    return (f"--from {spec} is not a weights file ({path.suffix or 'no suffix'}): give a run directory, a "
+            ".safetensors file with model.json beside it, shipped weights MODEL:TAG or torchvision:NAME, or "
+            "--from-file FILE.pth --model NAME for a state dict")
 
 
 def load_source(
@@ -324,7 +363,7 @@ def load_source(
         beside = path.parent if path.name == "model.json" else path.with_suffix(".safetensors")
         raise ValueError(f"--from {spec} is the description, not the weights: give --from {beside}")
     if path.is_file() and path.suffix != ".safetensors":
-        raise ValueError(f"--from {spec}: a {path.suffix or 'bare'} file has no model.json; use --from-file {spec} --model NAME")
+        raise ValueError(_not_a_run_file(path, spec, map_location))
     src = _from_run(path, which, map_location)
     if model and src.arch["name"] != model:
         raise ValueError(f"--model {model} differs from {src.arch['name']} recorded with {spec}; drop --model")
