@@ -271,11 +271,20 @@ def _check_frozen_phase_kept(out: Path | None, freeze_epochs: int, resume: bool,
                           f"same command, {how} and --resume, or choose another --out")
 
 
+def _check_not_a_train_run(out: Path) -> None:
+    """A finetune's --out that holds a `train` run: a resume compared the plans field by field ("fine-tuned
+    with strategy None"), and without --resume train's refusal said to pass it."""
+    if (out / "model.json").is_file() and not load_meta(out).get("transfer"):
+        raise ValueError(f"{out} holds a `resnet-lab train` run, not a finetune: give the finetune a new --out (the "
+                         f"train run resumes with `resnet-lab train ... --out {out} --resume`)")
+
+
 def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     """A resumed transfer must start from the same weights and freeze and stack what the run did:
     other source weights would mix two transfers in one run (or fail to load), and another strategy,
     unfreeze point or head would give the saved optimizer state other parameter groups."""
-    saved = load_meta(out).get("transfer") or {}
+    _check_not_a_train_run(out)
+    saved = load_meta(out)["transfer"]
     was, now = saved.get("source"), planned.get("source")
     # runs saved before source_path was recorded: their relative source, resolved from here
     other = (saved["source_path"] != planned.get("source_path") if "source_path" in saved and planned.get("source_path")
@@ -366,6 +375,8 @@ def finetune(
         for run_dir in (out, out / "freeze_phase"):
             settle_run_dir(run_dir)
     main_started = out is not None and (out / "train_state.pt").exists()
+    if main_started:
+        _check_not_a_train_run(out)
     if config.resume and main_started:
         _check_resumed_plan(out, meta["transfer"])
         saved = (load_meta(out).get("transfer") or {}).get("freeze_epochs")
