@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from resnet_lab import create_model
 from resnet_lab.cli import main
+from resnet_lab.train import TrainConfig
+from resnet_lab.transfer import finetune, load_source, transfer_model
 
 FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
       "--device", "cpu"]
@@ -38,3 +42,51 @@ def test_finetune_into_a_train_run_says_it_is_a_train_run_and_the_ways_out_work(
     assert json.loads((tmp_path / "ft" / "model.json").read_text())["transfer"]["strategy"] == "last"
     assert main([*trained, "--resume"]) == 0
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("strategy", ["last", "head", "all"])
+def test_an_empty_unfreeze_from_is_refused_in_one_line_by_the_cli_and_the_api(resnet8_run, tmp_path, capsys, strategy):
+    """--unfreeze-from "" was taken as not given: --strategy last trained from the default layer3, and the
+    other strategies skipped their "applies to --strategy last" refusal."""
+    out = tmp_path / "ft"
+    code = main(["finetune", "--from", str(resnet8_run), "--strategy", strategy, "--unfreeze-from", "", "--epochs", "1",
+                 *FT, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: --unfreeze-from '' is not a module name") and "layer3" in err
+    assert not out.exists()
+    source = load_source(resnet8_run)
+    with pytest.raises(ValueError, match=r"^--unfreeze-from '' is not a module name"):
+        transfer_model(source, strategy, num_classes=3, unfreeze_from="")
+    with pytest.raises(TypeError, match=r"unfreeze_from must be a module name such as 'layer3', got int 3"):
+        transfer_model(source, strategy, num_classes=3, unfreeze_from=3)
+    # a name still works, and only with "last"
+    if strategy == "last":
+        _, plan = transfer_model(source, strategy, num_classes=3, unfreeze_from="layer2")
+        assert plan.unfreeze_from == "layer2"
+
+
+@pytest.mark.parametrize("strategy", ["all", "last", "head"])
+@pytest.mark.parametrize("bad", [-1, 0, 2.0, True, "3"])
+def test_transfer_model_refuses_num_classes_as_create_model_does_for_every_strategy(resnet8_run, strategy, bad):
+    """"head" named the argument of its stacked layer ("new_classes must be a positive int"), which the
+    caller never passed; the reference is create_model's own refusal of the same value."""
+    with pytest.raises(ValueError) as want:
+        create_model("resnet8", num_classes=bad)
+    with pytest.raises(ValueError) as got:
+        transfer_model(load_source(resnet8_run), strategy, num_classes=bad)
+    assert str(got.value) == str(want.value) and "num_classes" in str(got.value)
+
+
+def test_transfer_model_takes_numpy_class_counts_as_ints(resnet8_run):
+    _, plan = transfer_model(load_source(resnet8_run), "head", num_classes=np.int64(3))
+    assert plan.head["num_classes"] == 3 and type(plan.head["num_classes"]) is int  # goes to model.json
+
+
+@pytest.mark.parametrize("plan", [None, "head", {"strategy": "head"}])
+def test_finetune_without_the_plan_of_transfer_model_is_a_type_error(resnet8_run, tmp_path, plan):
+    model, _ = transfer_model(load_source(resnet8_run), "head", num_classes=3)
+    with pytest.raises(TypeError, match=rf"plan must be the TransferPlan that transfer_model\(\.\.\.\) returns with "
+                                        rf"the model, got {type(plan).__name__}$"):
+        finetune(model, None, TrainConfig(epochs=1, out=str(tmp_path / "ft")), plan)
+    assert not (tmp_path / "ft").exists()

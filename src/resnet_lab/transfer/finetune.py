@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -111,7 +112,13 @@ def check_transfer_options(
     """Refuse a strategy option that does not apply to the strategy, with the flag named."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    if unfreeze_from and strategy != "last":
+    if unfreeze_from is not None and not isinstance(unfreeze_from, str):
+        raise TypeError(f"unfreeze_from must be a module name such as 'layer3', got {type(unfreeze_from).__name__} "
+                        f"{unfreeze_from!r}")
+    if unfreeze_from == "":  # was taken as not given (training from the last stage) with any strategy
+        raise ValueError("--unfreeze-from '' is not a module name: give the first module that trains with --strategy "
+                         "last (e.g. layer3), or leave it out (the last stage)")
+    if unfreeze_from is not None and strategy != "last":
         raise ValueError(f"--unfreeze-from applies to --strategy last, not {strategy}")
     if backbone_lr_scale is not None:
         if strategy != "all":
@@ -156,6 +163,7 @@ def transfer_model(
     check_transfer_options(strategy, unfreeze_from, backbone_lr_scale, 0)
     if not hasattr(source, "arch"):
         raise TypeError(f"source must be a WeightSource from load_source(...), got {type(source).__name__}")
+    num_classes = _class_count(num_classes)  # "head" named its stacked layer's argument (new_classes)
     if classes is not None and len(classes) != num_classes:  # a model.json that could never load back
         raise ValueError(f"classes names {len(classes)} classes but num_classes is {num_classes}: give one name per "
                          "class")
@@ -183,7 +191,7 @@ def transfer_model(
         head = {"module": classifier, "num_classes": num_classes, "old_classes": old_classes}
         eval_norms = freeze(model, head_param_names(model)).eval_norms
     elif strategy == "last":
-        point = unfreeze_from or default_unfreeze_point(model)
+        point = default_unfreeze_point(model) if unfreeze_from is None else unfreeze_from
         keep = set(params_from(model, point))
         keep |= {f"{classifier}.{n}" for n, _ in model.get_submodule(classifier).named_parameters()}
         eval_norms = freeze(model, keep).eval_norms
@@ -198,6 +206,17 @@ def transfer_model(
         input_size=(in_ch, *source.input_size[1:]) if source.input_size else None,
     )
     return model.train(), plan
+
+
+def _class_count(num_classes: Any) -> int:
+    """``num_classes`` as an int (numpy's integers too), or create_model's own refusal, for every strategy."""
+    try:
+        count = operator.index(num_classes) if not isinstance(num_classes, bool) else 0
+    except TypeError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"num_classes must be a positive int (the classifier's outputs), got {num_classes!r}")
+    return count
 
 
 def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataConfig:
@@ -298,6 +317,19 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
                              f"({flag}); resume with the command the run was started with")
 
 
+def _check_started_run(out: Path, planned: dict[str, Any], resume: bool, freeze_epochs: int) -> None:
+    """An --out whose main phase has a checkpoint: a `train` run is refused; a resume keeps the plan and the
+    frozen epochs the main phase began after."""
+    _check_not_a_train_run(out)
+    if not resume:
+        return
+    _check_resumed_plan(out, planned)
+    saved = load_meta(out)["transfer"].get("freeze_epochs")
+    if saved is not None and saved != freeze_epochs:
+        raise ValueError(f"{out} was fine-tuned with --freeze-epochs {saved}, not {freeze_epochs}; resume with "
+                         "the command the run was started with")
+
+
 # The main phase's settings that its frozen phase replaces with its own (flag names for the refusal):
 # a resume before the main phase has a checkpoint compares them with the frozen phase's record.
 _MAIN_PHASE_FLAGS = {"epochs": "--epochs", "lr_scale": "--backbone-lr-scale", "warmup_epochs": "--warmup-epochs",
@@ -364,6 +396,9 @@ def finetune(
     Returns:
         The :class:`~resnet_lab.train.History` of the main phase (``history.phases`` holds all).
     """
+    if not isinstance(plan, TransferPlan):  # None was "'NoneType' object has no attribute 'strategy'"
+        raise TypeError(f"plan must be the TransferPlan that transfer_model(...) returns with the model, got "
+                        f"{type(plan).__name__}")
     check_transfer_options(plan.strategy, None, None, freeze_epochs)
     meta = {**plan.to_meta(), **(meta or {})}
     meta["transfer"] = {**meta["transfer"], "freeze_epochs": freeze_epochs}  # a resume must keep the plan
@@ -376,13 +411,7 @@ def finetune(
             settle_run_dir(run_dir)
     main_started = out is not None and (out / "train_state.pt").exists()
     if main_started:
-        _check_not_a_train_run(out)
-    if config.resume and main_started:
-        _check_resumed_plan(out, meta["transfer"])
-        saved = (load_meta(out).get("transfer") or {}).get("freeze_epochs")
-        if saved is not None and saved != freeze_epochs:  # the main phase began after that many frozen epochs
-            raise ValueError(f"{out} was fine-tuned with --freeze-epochs {saved}, not {freeze_epochs}; resume with "
-                             "the command the run was started with")
+        _check_started_run(out, meta["transfer"], config.resume, freeze_epochs)
     _check_frozen_phase_kept(out, freeze_epochs, config.resume, main_started)
     if freeze_epochs and not (config.resume and main_started):
         # Phase 1: the classifier alone, so the fresh head does not send large random gradients
