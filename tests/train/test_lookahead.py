@@ -60,16 +60,31 @@ def test_lookahead_equals_a_hand_written_loop_over_torch_sgd(k, alpha):
 
 
 def test_lookahead_alpha_1_is_the_inner_optimizer_alone():
-    """With alpha = 1 the slow weights jump to the fast ones: nothing changes."""
-    plain, with_one = _trained(), _trained(lookahead=3, lookahead_alpha=1.0)
-    for (name, x), y in zip(plain.state_dict().items(), with_one.state_dict().values()):
-        assert torch.equal(x, y), name
+    """With alpha = 1 the slow weights jump to the fast ones: the hand-written loop's run is the
+    plain optimizer's, so the option would change nothing and is refused with the way out."""
+    _assert_same(_by_hand(3, 1.0), _by_hand(None, 1.0))
+    with pytest.raises(ValueError, match=r"lookahead_alpha \(--lookahead-alpha\) must be in \(0, 1\), got 1.0 .*"
+                                         r"1 would be the plain optimizer: leave lookahead off"):
+        TrainConfig(lookahead=3, lookahead_alpha=1.0)
+
+
+def test_lookahead_k_beyond_the_runs_steps_is_refused_at_train_start():
+    """A k larger than the run's optimizer steps never syncs: the run would be the plain one."""
+    steps = len(make_bundle().train) * EPOCHS  # counted from the loader: 6 batches an epoch
+    _assert_same(_by_hand(steps + 1, 0.5), _by_hand(None, 0.5))  # why: nothing changes
+    with pytest.raises(ValueError, match=rf"lookahead \(--lookahead {steps + 1}\) syncs every {steps + 1} optimizer "
+                                         rf"steps, but this run takes {steps} \({EPOCHS} epochs of 6 steps\): it would "
+                                         rf"never sync, .*give --lookahead {steps} or fewer"):
+        _trained(lookahead=steps + 1)
+    _assert_same(_trained(lookahead=steps), _by_hand(steps, 0.5))  # one sync, at the very end: taken
 
 
 @pytest.mark.parametrize("kw, match", [({"lookahead": -1}, r"lookahead \(--lookahead\) must be an int >= 0"),
                                        ({"lookahead": 2.5}, r"lookahead \(--lookahead\) must be an int >= 0"),
                                        ({"lookahead_alpha": 0.0}, r"lookahead_alpha \(--lookahead-alpha\) must be in"),
-                                       ({"lookahead_alpha": 1.5}, r"lookahead_alpha \(--lookahead-alpha\) must be in")])
+                                       ({"lookahead_alpha": 1.5}, r"lookahead_alpha \(--lookahead-alpha\) must be in"),
+                                       ({"lookahead": 5, "lookahead_alpha": 1.0},
+                                        r"lookahead_alpha \(--lookahead-alpha\) must be in \(0, 1\)")])
 def test_lookahead_refuses_a_negative_k_and_alpha_outside_0_1(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)

@@ -385,7 +385,7 @@ def test_save_model_refuses_a_meta_that_does_not_describe_the_model(tmp_path):
 
 @pytest.mark.parametrize("kw, message", [
     ({"epochs": 1.5}, "TrainConfig.epochs must be an int, got 1.5"),
-    ({"lr": "0.1"}, "TrainConfig.lr must be a number, got '0.1'"),
+    ({"lr": "0.1"}, "TrainConfig.lr must be a number or None, got '0.1'"),
     ({"deterministic": "no"}, "TrainConfig.deterministic must be True or False, got 'no'"),
     ({"lr_scale": 0.1}, "TrainConfig.lr_scale must be a dict, got 0.1"),
 ])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
@@ -19,12 +19,19 @@ __all__ = ["TrainConfig"]
 
 SGD_MOMENTUM = 0.9  # the default of momentum
 LOOKAHEAD_ALPHA = 0.5  # Zhang et al. 2019's slow step, the default of lookahead_alpha
+# lr when not given (None), by optimizer: train's from-scratch rates, the CLI's too (finetune's CLI
+# takes 0.01 for sgd: it starts from a good point)
+DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 
 
 @dataclass
 class TrainConfig:
     """How a run trains: every field with its default and meaning (the comments beside them), the
-    CLI flag of each named in its error. Bad values are refused when the config is made.
+    CLI flag of each named in its error. Bad values are refused when the config is made, and again
+    when train() starts (:meth:`check`): a field changed after construction is checked too.
+    ``lr=None`` (the default) becomes the optimizer's rate when the config is made: 0.1 for sgd,
+    1e-3 for adamw (as the CLI's train); ``dataclasses.replace(c, optimizer="adamw")`` keeps ``c``'s
+    rate, so pass ``lr=None`` with it for adamw's.
 
     The fields: ``epochs``, ``lr``, ``optimizer`` (sgd | adamw), ``momentum``, ``nesterov``,
     ``weight_decay`` (conv/linear weights only), ``schedule`` (onecycle | cosine | step | constant),
@@ -37,7 +44,7 @@ class TrainConfig:
     """
 
     epochs: int = 10  # passes over the training set
-    lr: float = 0.1  # peak learning rate (SGD); use ~1e-3 for AdamW
+    lr: float | None = None  # peak learning rate; None: the optimizer's DEFAULT_LR (0.1 sgd, 1e-3 adamw), set when made
     optimizer: str = "sgd"  # sgd | adamw
     momentum: float = SGD_MOMENTUM  # SGD momentum
     nesterov: bool = True  # Nesterov momentum (SGD)
@@ -73,12 +80,41 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on the test set every N epochs and after the last
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse bad values, each error naming the field and its flag, and resolve ``lr=None`` to the
+        optimizer's default (:data:`DEFAULT_LR`). Run when the config is made and again when
+        :func:`~resnet_lab.train.train` (or ``lr_find``) starts, so that a field changed afterwards
+        (``config.epochs = 0`` in a notebook) is checked too. Each field's own kind and range first,
+        then the exact kinds (2.5 epochs), then the checks that weigh fields against each other."""
+        self._check_int_kinds()
         check_field_types(self, exact=False)
         check_seed(self.seed)
-        if self.epochs < 1:
+        self._check_ranges()
+        self._check_recipe_options()
+        check_field_types(self)  # after the range checks, which name their flags: 2.5 epochs is an error here
+        if self.lr is None:  # after the optimizer is known to be one
+            self.lr = DEFAULT_LR[self.optimizer]
+        self._check_combinations()
+
+    def _check_int_kinds(self) -> None:
+        """An int field holding True or a string is named as an int field (the first pass of
+        check_field_types takes int fields for numbers, so that 2.5 epochs meets its range check)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if str(f.type) in ("int", "int | None") and value is not None and (
+                    isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise TypeError(f"TrainConfig.{f.name} must be an int{' or None' if 'None' in str(f.type) else ''}, "
+                                f"got {value!r}")
+
+    def _check_ranges(self) -> None:
+        """Each field on its own: its range, or the names it may take."""
+        if not (math.isfinite(self.epochs) and self.epochs >= 1):
             raise ValueError(f"epochs (--epochs) must be >= 1, got {self.epochs}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr} (when not given: 0.1 for sgd in train, 0.01 in finetune, 1e-3 for adamw)")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr} (when not given: 0.1 for sgd in "
+                             "train, 0.01 in finetune, 1e-3 for adamw)")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -94,6 +130,41 @@ class TrainConfig:
                 kind = None
             if kind not in ("cpu", "cuda", "mps"):
                 raise ValueError(f"unknown device {str(self.device)!r} (--device): use auto, cpu, cuda, cuda:N or mps")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing (--label-smoothing) must be in [0, 1), got {self.label_smoothing} (0.1 is usual; 0 turns it off)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay (--weight-decay) must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum (--momentum) must be in [0, 1), got {self.momentum} (0.9 is usual)")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            # A negative max norm would flip the gradient's sign; 0 would zero every step.
+            raise ValueError(f"grad_clip (--grad-clip) must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
+        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
+            raise ValueError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.max_steps_per_epoch is not None and not self.max_steps_per_epoch >= 1:
+            raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
+        if not self.checkpoint_segments >= 0:
+            raise ValueError(f"checkpoint_segments (--checkpoint-segments) must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
+        if self.stop_after is not None and not (isinstance(self.stop_after, numbers.Integral)
+                                                and 1 <= self.stop_after <= self.epochs):
+            raise ValueError(f"stop_after (--stop-after) must be between 1 and epochs ({self.epochs}), got "
+                             f"{self.stop_after} (a whole number of epochs)")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
+                             f"is always evaluated), got {self.eval_every!r}")
+        self._check_lr_scale()
+
+    def _check_lr_scale(self) -> None:
+        keys = [k for k in self.lr_scale if not isinstance(k, str)]
+        if keys:  # {1: 2.0} was taken, and training failed on str.startswith
+            raise TypeError(f"lr_scale keys must be parameter-name prefixes (str), e.g. {{'fc': 10.0}}, got {keys[0]!r}")
+        bad = {k: v for k, v in self.lr_scale.items()
+               if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
+
+    def _check_combinations(self) -> None:
+        """The fields weighed against each other, once each is known to be of its kind and range."""
         if self.resume and not self.out:
             raise ValueError("resume (--resume) needs the run directory to continue: set out (--out DIR)")
         if self.tensorboard:
@@ -101,42 +172,25 @@ class TrainConfig:
                 raise ValueError("tensorboard (--tensorboard) writes its logs under the run directory: set out (--out DIR), "
                                  "or leave tensorboard off")
             require_tensorboard()  # fail before any data is loaded, saying how to install it
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing (--label-smoothing) must be in [0, 1), got {self.label_smoothing} (0.1 is usual; 0 turns it off)")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay (--weight-decay) must be a finite number >= 0 (0 turns it off), got {self.weight_decay}")
-        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
-            raise ValueError(f"momentum (--momentum) must be in [0, 1), got {self.momentum} (0.9 is usual)")
         if self.optimizer == "adamw" and (self.momentum != SGD_MOMENTUM or not self.nesterov):
             # AdamW has its own moment estimates (betas 0.9, 0.999): the two would change nothing
             given = [f"--momentum {self.momentum:g}"] * (self.momentum != SGD_MOMENTUM) + ["--no-nesterov"] * (not self.nesterov)
             raise ValueError(f"momentum and nesterov ({', '.join(given)}) are SGD's and do nothing with adamw: leave "
                              "them out, or use --optimizer sgd")
-        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
-            # A negative max norm would flip the gradient's sign; 0 would zero every step.
-            raise ValueError(f"grad_clip (--grad-clip) must be a finite number > 0 (or unset for no clipping), got {self.grad_clip}")
-        if not (math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs <= self.epochs):
-            raise ValueError(f"warmup_epochs (--warmup-epochs) must be between 0 and epochs ({self.epochs}), got {self.warmup_epochs}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ValueError(f"max_steps_per_epoch must be >= 1 (or None for whole epochs), got {self.max_steps_per_epoch}")
-        if isinstance(self.checkpoint_segments, bool) or self.checkpoint_segments < 0:
-            raise ValueError(f"checkpoint_segments (--checkpoint-segments) must be an int >= 0 (0 turns it off), got {self.checkpoint_segments!r}")
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 (--bf16, --fp16) exclude each other: pick one autocast dtype")
-        if self.stop_after is not None and not 1 <= self.stop_after <= self.epochs:
-            raise ValueError(f"stop_after (--stop-after) must be between 1 and epochs ({self.epochs}), got {self.stop_after}")
         if self.stop_after is not None and self.stop_after < self.epochs and not self.out:
             raise ValueError(f"stop_after (--stop-after {self.stop_after}) pauses a run to resume it later, and without "
                              "out (--out DIR) nothing is saved to resume: set out, or leave stop_after off")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ValueError(f"eval_every (--eval-every) must be an int >= 1 (1 evaluates every epoch; the last epoch "
-                             f"is always evaluated), got {self.eval_every!r}")
-        self._check_recipe_options()
-        bad = {k: v for k, v in self.lr_scale.items()
-               if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (math.isfinite(v) and v >= 0)}
-        if bad:
-            raise ValueError(f"lr_scale factors must be finite and >= 0, got {bad}")
-        check_field_types(self)  # after the range checks, which name their flags: 2.5 epochs is an error here
+        if not self.lookahead and self.lookahead_alpha != LOOKAHEAD_ALPHA:
+            raise ValueError(f"lookahead_alpha (--lookahead-alpha {self.lookahead_alpha:g}) only acts with lookahead "
+                             "on: add --lookahead K (5 is the paper's) or drop --lookahead-alpha")
+        if self.sam and self.fp16:
+            # fp16's scaler skips a step whose gradients overflow; SAM would first move the weights along them
+            raise ValueError("sam (--sam) does not combine with fp16 (--fp16): use --bf16, or leave SAM off")
+        if self.progressive_resize is not None and self.epochs < 2:
+            raise ValueError(f"progressive_resize (--progressive-resize) needs at least 2 epochs (the last one trains "
+                             f"at full size), got epochs={self.epochs}; train longer or leave it off")
 
     def evaluates(self, epoch: int) -> bool:
         """Whether the run evaluates on the test set after ``epoch`` (1-based): every ``eval_every``-th
@@ -151,26 +205,18 @@ class TrainConfig:
         if isinstance(self.lookahead, bool) or not isinstance(self.lookahead, int) or self.lookahead < 0:
             raise ValueError(f"lookahead (--lookahead) must be an int >= 0 (k fast steps per slow update; 0 turns it "
                              f"off), got {self.lookahead!r}")
-        if not (math.isfinite(self.lookahead_alpha) and 0 < self.lookahead_alpha <= 1):
-            raise ValueError(f"lookahead_alpha (--lookahead-alpha) must be in (0, 1], got {self.lookahead_alpha} "
-                             "(0.5 is the paper's)")
-        if not self.lookahead and self.lookahead_alpha != LOOKAHEAD_ALPHA:
-            raise ValueError(f"lookahead_alpha (--lookahead-alpha {self.lookahead_alpha:g}) only acts with lookahead "
-                             "on: add --lookahead K (5 is the paper's) or drop --lookahead-alpha")
+        if not (math.isfinite(self.lookahead_alpha) and 0 < self.lookahead_alpha < 1):
+            # 1 moves the slow weights all the way to the fast ones: the plain optimizer, lookahead doing nothing
+            raise ValueError(f"lookahead_alpha (--lookahead-alpha) must be in (0, 1), got {self.lookahead_alpha} "
+                             "(0.5 is the paper's; 1 would be the plain optimizer: leave lookahead off for that)")
         if not (math.isfinite(self.norm_lr_scale) and self.norm_lr_scale >= 0):
             raise ValueError(f"norm_lr_scale (--norm-lr-scale) must be a finite number >= 0 (1 leaves the rate "
                              f"unchanged), got {self.norm_lr_scale}")
         if not (math.isfinite(self.sam) and self.sam >= 0):
             raise ValueError(f"sam (--sam) must be a finite number >= 0 (SAM's rho: 0.05 is the paper's; 0 turns it "
                              f"off), got {self.sam}")
-        if self.sam and self.fp16:
-            # fp16's scaler skips a step whose gradients overflow; SAM would first move the weights along them
-            raise ValueError("sam (--sam) does not combine with fp16 (--fp16): use --bf16, or leave SAM off")
         check_mix_alpha("mixup", self.mixup)
         check_mix_alpha("cutmix", self.cutmix)
-        if self.progressive_resize is not None and self.epochs < 2:
-            raise ValueError(f"progressive_resize (--progressive-resize) needs at least 2 epochs (the last one trains "
-                             f"at full size), got epochs={self.epochs}; train longer or leave it off")
         if self.progressive_resize is not None and self.progressive_resize < MIN_SIDE:
             raise ValueError(f"progressive_resize (--progressive-resize) must be at least {MIN_SIDE} px, got "
                              f"{self.progressive_resize}; or leave it unset to train at full size")

@@ -584,6 +584,7 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     loaded back (its model.json needs the model's architecture)."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}: TrainConfig(epochs=..., lr=...)")
+    config.check()  # again: a field set after the config was made (config.epochs = 0) is checked too
     if not all(hasattr(data, a) for a in ("train", "test", "info")):
         raise TypeError(f"data must be a DataBundle (train, test, info) from resnet_lab.data.load_data, got "
                         f"{type(data).__name__}")
@@ -676,8 +677,9 @@ def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
     check_model_fits_data(model, data, config, meta)
     job, device = DistContext.current(), resolve_device(config.device)
-    base = _prepare_model(model, config, device)
     steps = _steps_per_epoch(data, config)
+    _check_lookahead_steps(config, steps)
+    base = _prepare_model(model, config, device)
     has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None), job.world_size)
     check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
@@ -693,6 +695,17 @@ def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     fwd = torch.compile(model) if config.compile else model
     return _Run(config, data, fwd, base, device, job, steps, has_bn, optimizer, scheduler, scaler, averaging, facts,
                 ckpt, log if job.is_main else (lambda s: None))
+
+
+def _check_lookahead_steps(config: TrainConfig, steps: int) -> None:
+    """Refuse a lookahead k the run never reaches: its slow weights would never sync, which is the
+    same run as without lookahead."""
+    total = config.epochs * steps
+    if config.lookahead > total:
+        raise ValueError(f"lookahead (--lookahead {config.lookahead}) syncs every {config.lookahead} optimizer steps, "
+                         f"but this run takes {total} ({count(config.epochs, 'epoch')} of {count(steps, 'step')}): it "
+                         f"would never sync, the same as no lookahead; give --lookahead {total} or fewer (5 is the "
+                         "paper's), or leave it off")
 
 
 def _run_epoch(run: _Run, epoch: int, pos: Position, on_step, history: History, board, t_start: float) -> dict:

@@ -1,0 +1,106 @@
+"""TrainConfig's checks: run again when train() starts (a field set after the config was made used
+to train unchecked: epochs=0 returned an empty History, ema=1.5 trained, eval_every=0 was a
+ZeroDivisionError), lr's default by optimizer (the CLI's), and errors that name the field at fault."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from resnet_lab.train import TrainConfig, lr_find, train
+
+from tinytrain import TinyNet, make_bundle
+
+
+def _net() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet()
+
+
+def _quiet(**kw) -> TrainConfig:
+    return TrainConfig(**{**dict(epochs=1, progress=False, plots=False, device="cpu"), **kw})
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("ema", 1.5), ("momentum", 5.0), ("eval_every", 0),
+                                          ("label_smoothing", 1.5), ("lr", float("nan")), ("lookahead_alpha", 1.0),
+                                          ("stop_after", 2.5), ("lr_scale", {1: 1.0}), ("bf16", "no")])
+def test_a_field_set_after_construction_is_checked_when_train_starts(tmp_path, field, value):
+    """The same error as the constructor's for the value (the reference), before anything is written."""
+    with pytest.raises((ValueError, TypeError)) as made:
+        _quiet(**{field: value, **({"lookahead": 2} if field == "lookahead_alpha" else {})})
+    config = _quiet(out=str(tmp_path / "run"), lookahead=2 if field == "lookahead_alpha" else 0)
+    setattr(config, field, value)
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(type(made.value)) as started:
+        train(net, make_bundle(), config)
+    assert str(started.value) == str(made.value)
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_lr_find_checks_a_mutated_config_too():
+    config = _quiet()
+    config.momentum = 5.0
+    with pytest.raises(ValueError, match=r"momentum \(--momentum\) must be in \[0, 1\), got 5.0"):
+        lr_find(_net(), make_bundle(), config, steps=3)
+
+
+def test_config_stays_mutable_and_a_good_change_trains():
+    config = _quiet()
+    config.epochs = 2  # notebooks change configs in place: still allowed
+    assert [r["epoch"] for r in train(_net(), make_bundle(), config, log=lambda s: None).epochs] == [1, 2]
+
+
+def test_lr_defaults_by_optimizer_as_the_cli_does():
+    """docs: 0.1 for sgd, 1e-3 for adamw when lr is not given (the CLI's train, cli._TRAIN_LR)."""
+    from resnet_lab.cli import _TRAIN_LR
+
+    assert TrainConfig().lr == _TRAIN_LR["sgd"] == 0.1
+    assert TrainConfig(optimizer="adamw").lr == _TRAIN_LR["adamw"] == 1e-3
+    assert TrainConfig(optimizer="adamw", lr=0.01).lr == 0.01  # a given rate is kept
+    assert isinstance(TrainConfig(lr=None).lr, float)
+    adamw = TrainConfig(optimizer="adamw")
+    assert dataclasses.replace(adamw, epochs=3).lr == 1e-3  # replace keeps the rate...
+    assert dataclasses.replace(TrainConfig(), optimizer="adamw", lr=None).lr == 1e-3  # ...None takes the new default
+    config = TrainConfig()
+    config.optimizer, config.lr = "adamw", None  # the same in place: resolved when train() checks it
+    config.check()
+    assert config.lr == 1e-3
+
+
+def test_adamw_default_lr_is_what_the_optimizer_runs_saves_and_resumes_with(tmp_path):
+    """The rate reaches torch's AdamW, model.json records it, and a resume with lr left out matches
+    the saved recipe (a resume with another lr is refused)."""
+    out = tmp_path / "run"
+    recipe = dict(optimizer="adamw", schedule="constant", epochs=2, out=str(out))
+    train(_net(), make_bundle(), _quiet(**recipe, stop_after=1), log=lambda s: None)
+    assert json.loads((out / "model.json").read_text())["train_config"]["lr"] == 1e-3
+    history = train(_net(), make_bundle(), _quiet(**recipe, resume=True), log=lambda s: None)
+    assert [(r["epoch"], r["lr"]) for r in history.epochs] == [(1, 1e-3), (2, 1e-3)]
+    with pytest.raises(ValueError, match=r"--lr 0.001"):
+        train(_net(), make_bundle(), _quiet(**recipe, lr=0.1, resume=True), log=lambda s: None)
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    ({"epochs": float("nan")}, ValueError, "epochs (--epochs) must be >= 1, got nan"),
+    ({"epochs": True}, TypeError, "TrainConfig.epochs must be an int, got True"),
+    ({"stop_after": True}, TypeError, "TrainConfig.stop_after must be an int or None, got True"),
+    ({"stop_after": 2.5}, ValueError, "stop_after (--stop-after) must be between 1 and epochs (10), got 2.5 (a whole number of epochs)"),
+    ({"lr_scale": {1: 1.0}}, TypeError,
+     "lr_scale keys must be parameter-name prefixes (str), e.g. {'fc': 10.0}, got 1"),
+])
+def test_errors_name_the_field_at_fault(kw, error, message):
+    with pytest.raises(error) as e:
+        TrainConfig(**kw)
+    assert str(e.value) == message
+
+
+def test_warmup_still_weighed_against_epochs():
+    with pytest.raises(ValueError, match=r"warmup_epochs \(--warmup-epochs\) must be between 0 and epochs \(2\), got 3"):
+        TrainConfig(epochs=2, warmup_epochs=3.0)
+    assert math.isclose(TrainConfig(epochs=2, warmup_epochs=2.0).warmup_epochs, 2.0)
