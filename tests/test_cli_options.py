@@ -392,6 +392,13 @@ def test_optimizer_adamw_keeps_adams_moments_and_defaults_to_lr_1e_3(capsys, spy
     assert 0.5e-3 < moved < 1.5e-3
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_clis_default_lr_is_the_apis(capsys, dry_spy, optimizer):
+    """train --optimizer X without --lr gives the trainer the rate TrainConfig(optimizer=X) has."""
+    assert cli(capsys, "train", *TINY, "--optimizer", optimizer)[0] == 0
+    assert dry_spy.last.config.lr == rl_train.TrainConfig(optimizer=optimizer).lr == {"sgd": 0.1, "adamw": 1e-3}[optimizer]
+
+
 def test_momentum_sets_the_momentum_of_every_sgd_update(capsys, spy):
     default, chosen = train_pair(capsys, spy, CONSTANT, "--momentum", "0.5")
     assert sgd_mismatch(chosen, lr=0.1, momentum=0.5) < SGD_TOL < sgd_mismatch(chosen, lr=0.1, momentum=0.9)

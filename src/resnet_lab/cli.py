@@ -38,7 +38,7 @@ from .weights import is_weights_name
 from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir, trained_folder,
                    split_seed_of, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
-from .train.config import LOOKAHEAD_ALPHA
+from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
 
@@ -110,9 +110,9 @@ class _Parser(argparse.ArgumentParser):
 # Formats to nothing; a help text holding it is not given "(default: None)" by the formatter.
 _NO_DEFAULT = "%(default).0s"
 
-# --lr when not given, by --optimizer: train's from-scratch rates; finetune starts from a good point, so
-# its SGD rate is a tenth of train's (docs/TRANSFER.md).
-_TRAIN_LR = {"sgd": 0.1, "adamw": 1e-3}
+# --lr when not given, by --optimizer: train's from-scratch rates (TrainConfig's own, lr=None); finetune
+# starts from a good point, so its SGD rate is a tenth of train's (docs/TRANSFER.md).
+_TRAIN_LR = DEFAULT_LR
 _FINETUNE_LR = {"sgd": 0.01, "adamw": 1e-3}
 _DEVICE_HELP = "auto (cuda, then mps, else cpu) | cpu | cuda | cuda:N | mps"
 # --image-size when not given, per command.
