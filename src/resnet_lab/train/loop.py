@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import signal
 import sys
@@ -232,15 +233,16 @@ def evaluate(
     of at least that many pixels. ``tta_pattern="diamond"`` moves them every way within
     ``tta_shift`` pixels instead (:func:`resnet_lab.data.transforms.tta_offsets`: 26 views at 2 px).
     Whenever probabilities are averaged, the loss is the negative log of the averaged probability of
-    the true class. Train/eval modes are restored afterwards.
+    the true class, computed in log space (a probability below float32's range stays finite). The
+    flags (``bf16``, ``fp16``, ``channels_last``, ``tta``) must be True or False; ``fp16`` needs a
+    CUDA device, as in train. Train/eval modes are restored afterwards.
     """
-    tta_offsets(tta_shift, tta_pattern)  # a negative shift or an unknown pattern fails before any model runs
     device = resolve_device(device)  # "auto" and a clear message for "gpu", as train
+    _check_evaluate_args(num_classes, device, bf16=bf16, fp16=fp16, channels_last=channels_last, tta=tta,
+                         tta_shift=tta_shift, tta_pattern=tta_pattern)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
-    if not isinstance(tta, bool):  # "no" is truthy: it would average the mirror views
-        raise TypeError(f"tta must be True or False, got {tta!r}")
     was_training = [m.training for m in models]
     for m in models:
         m.eval()
@@ -258,14 +260,9 @@ def evaluate(
             if outputs[0].shape[-1] != num_classes:
                 raise ValueError(f"the model has {outputs[0].shape[-1]} outputs but num_classes is {num_classes}: pass "
                                  "the number of classes the model was built for")
-            if len(outputs) == 1:
-                (logits,) = outputs
-                total_loss += F.cross_entropy(logits, y, reduction="sum").double()
-            else:
-                probs = torch.stack([o.softmax(1) for o in outputs]).mean(0)
-                logits = probs.log()  # argmax and NLL of the averaged probabilities
-                total_loss += F.nll_loss(logits, y, reduction="sum").double()
-            cm += confusion_matrix(logits.argmax(1), y, num_classes)
+            loss, predicted = _averaged_loss(outputs, y)
+            total_loss += loss
+            cm += confusion_matrix(predicted, y, num_classes)
             n += y.numel()
     finally:
         for m, mode in zip(models, was_training):
@@ -280,6 +277,38 @@ def evaluate(
         "per_class_acc": per_class_accuracy(cm).tolist(),
         "n": n,
     }
+
+
+def _check_evaluate_args(num_classes: int, device: torch.device, *, tta_shift: int, tta_pattern: str,
+                         **flags: bool) -> None:
+    """evaluate()'s arguments, each error naming its argument (a truthy "no" was taken for True,
+    num_classes=True and tta_shift=2.5 failed deep in torch)."""
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):  # "no" is truthy: tta="no" would average the mirror views
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"num_classes must be an int >= 1 (the model's outputs), got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be an int >= 1 (the model's outputs), got {num_classes!r}")
+    if isinstance(tta_shift, bool) or not isinstance(tta_shift, numbers.Integral):
+        raise TypeError(f"tta_shift must be an int >= 0 (pixels each view moves; 0 turns it off), got {tta_shift!r}")
+    tta_offsets(tta_shift, tta_pattern)  # a negative shift or an unknown pattern fails before any model runs
+    amp_dtype(flags["bf16"], flags["fp16"])  # both: refused here, not per batch
+    check_fp16(device, flags["fp16"])  # as train refuses --fp16 on a CPU
+
+
+def _averaged_loss(outputs: list[Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
+    """The summed loss (float64) and the predicted classes of one batch from the logits of every
+    model and view: cross-entropy of a single output; otherwise the negative log of the averaged
+    probability of the true class, averaged in log space (logsumexp of the log-softmaxes minus
+    log k), so that a probability that rounds to 0 in float32 (an overconfident model) gives a
+    large finite loss, not inf. The prediction is the argmax of the averaged probabilities."""
+    if len(outputs) == 1:
+        (logits,) = outputs
+        return F.cross_entropy(logits, y, reduction="sum").double(), logits.argmax(1)
+    log_probs = torch.stack([o.log_softmax(1) for o in outputs]).logsumexp(0) - math.log(len(outputs))
+    predicted = torch.stack([o.softmax(1) for o in outputs]).mean(0).argmax(1)
+    return F.nll_loss(log_probs, y, reduction="sum").double(), predicted
 
 
 def _fmt_time(seconds: float) -> str:

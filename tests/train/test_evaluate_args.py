@@ -1,0 +1,94 @@
+"""evaluate(): arguments of the wrong kind are named (a truthy "yes" ran bf16, num_classes=True failed
+in torch.zeros, tta_shift=2.5 in a slice, fp16 ran on a CPU), and an ensemble's or TTA's loss stays
+finite where each model's is (probabilities averaged in float32 rounded a true class to 0: inf)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_lab.models import create_model
+from resnet_lab.train import evaluate
+
+
+def _model(seed: int = 0, scale: float = 1.0):
+    torch.manual_seed(seed)
+    model = create_model("resnet8", num_classes=10, in_channels=1).eval()
+    with torch.no_grad():  # an overconfident model: logits thousands apart
+        model.fc.weight.mul_(scale)
+        model.fc.bias.mul_(scale)
+    return model
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(16, 1, 8, 8, generator=g) * 3, torch.arange(16) % 10
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    ({"bf16": "yes"}, TypeError, "bf16 must be True or False, got 'yes'"),
+    ({"fp16": 1}, TypeError, "fp16 must be True or False, got 1"),
+    ({"channels_last": 1}, TypeError, "channels_last must be True or False, got 1"),
+    ({"tta": "no"}, TypeError, "tta must be True or False, got 'no'"),
+    ({"num_classes": True}, TypeError, "num_classes must be an int >= 1 (the model's outputs), got True"),
+    ({"num_classes": 10.0}, TypeError, "num_classes must be an int >= 1 (the model's outputs), got 10.0"),
+    ({"num_classes": 0}, ValueError, "num_classes must be an int >= 1 (the model's outputs), got 0"),
+    ({"tta_shift": 2.5}, TypeError, "tta_shift must be an int >= 0 (pixels each view moves; 0 turns it off), got 2.5"),
+    ({"tta_shift": True}, TypeError, "tta_shift must be an int >= 0 (pixels each view moves; 0 turns it off), got True"),
+])
+def test_arguments_of_the_wrong_kind_are_named(kw, error, message):
+    model = _model()
+    with pytest.raises(error) as e:
+        evaluate(model, [_batch()], **{"num_classes": 10, **kw})
+    assert str(e.value) == message
+
+
+def test_fp16_on_a_cpu_is_refused_as_train_refuses_it():
+    with pytest.raises(ValueError, match=r"--fp16 .*this run is on cpu: use --bf16 there, or neither"):
+        evaluate(_model(), [_batch()], num_classes=10, device="cpu", fp16=True)
+
+
+def test_good_arguments_still_evaluate():
+    x, y = _batch()
+    ev = evaluate(_model(), [(x, y)], num_classes=np.int64(10), tta_shift=np.int64(1), bf16=True, channels_last=True)
+    assert ev["n"] == 16
+
+
+def test_ensemble_and_tta_loss_stay_finite_for_an_overconfident_model():
+    """[m, m] averages a model with itself: its loss is the model's own cross-entropy, recomputed in
+    float64 here; the predictions are the argmax of the averaged float32 probabilities, as before."""
+    model, (x, y) = _model(scale=5000.0), _batch()
+    with torch.no_grad():
+        logits = model(x)
+    reference = F.cross_entropy(logits.double(), y).item()
+    assert math.isfinite(reference) and reference > 100  # true classes far below float32's smallest probability
+    single, pair = evaluate(model, [(x, y)], num_classes=10), evaluate([model, model], [(x, y)], num_classes=10)
+    assert single["loss"] == pytest.approx(reference, rel=1e-5)
+    assert pair["loss"] == pytest.approx(reference, rel=1e-5)
+    assert pair["acc"] == single["acc"] == (logits.argmax(1) == y).float().mean().item()
+    flipped = evaluate(model, [(x, y)], num_classes=10, tta=True)
+    assert math.isfinite(flipped["loss"])
+
+
+def test_ensemble_loss_matches_a_float64_recomputation():
+    """Two different overconfident models: -log of the mean of their probabilities of the true class,
+    in float64 (log-sum-exp, so nothing underflows); accuracy from the mean float32 probabilities."""
+    models, (x, y) = [_model(0, 5000.0), _model(1, 5000.0)], _batch()
+    with torch.no_grad():
+        logits = [m(x) for m in models]
+    log_p = torch.stack([F.log_softmax(l.double(), 1) for l in logits])  # (2, N, 10)
+    true = log_p[:, torch.arange(len(y)), y]  # (2, N)
+    reference = -(torch.logsumexp(true, 0) - math.log(2)).mean().item()
+    predicted = torch.stack([l.softmax(1) for l in logits]).mean(0).argmax(1)
+    ev = evaluate(models, [(x, y)], num_classes=10)
+    assert math.isfinite(reference) and ev["loss"] == pytest.approx(reference, rel=1e-5)
+    assert ev["acc"] == (predicted == y).float().mean().item()
+    mild = [_model(0), _model(1)]  # ordinary models: the same figure as the probability average it replaced
+    with torch.no_grad():
+        probs = torch.stack([m(x).double().softmax(1) for m in mild]).mean(0)
+    assert evaluate(mild, [(x, y)], num_classes=10)["loss"] == pytest.approx(
+        F.nll_loss(probs.log(), y).item(), rel=1e-5)
