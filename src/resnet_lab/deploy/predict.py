@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data import check_preprocess, preprocess, to_model_input
 from ..runs import load_model
+from ..train.device import resolve_device
 
 __all__ = ["ImageReadError", "OnnxPredictor", "decode_metadata", "iter_predictions", "load_image", "load_model_input",
            "predict_images", "preprocess_image", "top_k"]
@@ -157,6 +158,11 @@ def image_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return [Path(p) for p in paths]
 
 
+def _check_invert(invert: bool) -> None:
+    if not isinstance(invert, bool):  # "no" is truthy: it would invert every image
+        raise TypeError(f"invert must be True or False, got {invert!r}")
+
+
 def _check_batch_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # -1 yielded nothing: no predictions
         raise ValueError(f"batch_size must be an int >= 1 (images decoded and run at a time), got {size!r}")
@@ -212,6 +218,9 @@ def iter_predictions(
     (missing, not an image, a mode with no conversion) is ``{"path", "error": message naming it}``
     and the others go on. The CLI's ``predict`` prints from it.
     """
+    _check_invert(invert)  # before the model is loaded
+    if device is not None:  # "gpu" and a CUDA device this machine lacks: one line, as train's --device
+        device = resolve_device(device)
     if isinstance(source_or_model, nn.Module):
         if meta is None:
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
@@ -253,12 +262,13 @@ def predict_images(
             ``nn.Module`` (then ``meta`` is required).
         paths: image files (or one image file).
         top_k: classes to return per image.
-        device: where to run the model (None: a model given stays where it is; a run loads on the CPU).
+        device: where to run the model: auto, cpu, cuda, cuda:N or mps, refused in one line when
+            this machine lacks it (None: a model given stays where it is; a run loads on the CPU).
         meta: ``model.json`` content (``input_size``, ``mean``, ``std``, ``classes``) when passing a model.
         batch_size: images per forward pass.
         on_error: ``"raise"``: a file that cannot be read raises :class:`ImageReadError` naming it;
             ``"keep"``: its entry is ``{"path", "error"}`` and the other images are predicted.
-        invert: invert the pixel values after the mode conversion (transparency over white), as
+        invert: True to invert the pixel values after the mode conversion (transparency over white), as
             :func:`resnet_lab.data.preprocess` does: a dark object on a light (or transparent)
             background shown to a model trained on light objects on black (Fashion-MNIST).
 
@@ -366,6 +376,7 @@ class OnnxPredictor:
         ``{"path", "error"}`` and the others go on."""
         _check_k(top_k)
         _check_batch_size(batch_size)
+        _check_invert(invert)
         return _predictions(image_paths(paths), batch_size, lambda p: self._prepare(p, invert),
                             lambda batch: _softmax(self.predict_logits(np.stack(batch))), self.classes, top_k)
 
