@@ -220,6 +220,7 @@ def test_best_of_a_run_not_evaluated_yet_says_so_and_the_way_out(tmp_path, capsy
     _one_line_error(capsys, f"{run} has no best.safetensors yet: no epoch of it was evaluated (it stopped before the "
                             "first evaluation); drop --best for its last epoch, or train on with --resume")
     assert main(["evaluate", str(run)]) == 0
+    assert "is unfinished: it stopped after epoch 1 of 3" in capsys.readouterr().err  # a note, after the figures
     (run / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")  # no weights at all: the old question
     assert main(["evaluate", str(run), "--best"]) == 2
     _one_line_error(capsys, f"{run} has no best.safetensors: is it a resnet-lab run directory?")
@@ -1270,3 +1271,71 @@ def test_a_switch_given_twice_and_a_flag_value_after_double_dash_are_not_refused
     with pytest.raises(SystemExit):
         _parse(["summary", "resnet8", "--small-input", "yes", "--small-input", "no"])
     assert "--small-input is given twice (yes, then no)" in capsys.readouterr().err
+
+
+# --- evaluate: which weights file to try, the run's own dataset, an unfinished run ------------------
+
+
+def test_a_broken_weights_file_points_to_the_runs_other_one(trained, tmp_path, capsys):
+    """best.safetensors broken under --best: the way out is model.safetensors (drop --best), not the
+    broken file itself; model.safetensors broken: add --best."""
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "best.safetensors").write_bytes(b"\x13" * 200)
+    assert main(["evaluate", str(run), "--best"]) == 2
+    err = _one_line_error(capsys, "best.safetensors is not a readable safetensors file")
+    assert "model.safetensors (its last epoch) may still be good: drop --best" in err and "evaluate --best" not in err
+    assert main(["evaluate", str(run)]) == 0  # the way out works
+    capsys.readouterr()
+    shutil.copy(src / "best.safetensors", run / "best.safetensors")
+    (run / "model.safetensors").write_bytes(b"\x13" * 200)
+    assert main(["evaluate", str(run)]) == 2
+    _one_line_error(capsys, "The run's best.safetensors may still be good: add --best")
+    assert main(["evaluate", str(run), "--best"]) == 0
+
+
+def test_a_run_without_model_safetensors_names_it_and_offers_best(trained, tmp_path, capsys):
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "model.safetensors").unlink()
+    assert main(["evaluate", str(run)]) == 2
+    _one_line_error(capsys, f"{run} has a model.json but no model.safetensors (its last epoch's weights); its "
+                            "best.safetensors is there: add --best")
+    assert main(["evaluate", str(run), "--best"]) == 0
+    capsys.readouterr()
+    (run / "best.safetensors").unlink()
+    assert main(["evaluate", str(run)]) == 2
+    _one_line_error(capsys, "no model.safetensors (its last epoch's weights): put the file back, or train again")
+
+
+def test_evaluate_on_another_datasets_classes_says_to_drop_dataset(trained, tmp_path, capsys):
+    """A run of Fashion-MNIST (its model.json as such a run writes it) evaluated with --dataset fake."""
+    from resnet_lab.data import FASHION_MNIST_CLASSES
+
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    meta = json.loads((run / "model.json").read_text())
+    assert len(meta["classes"]) == len(FASHION_MNIST_CLASSES)
+    meta.update(dataset="fashion-mnist", classes=list(FASHION_MNIST_CLASSES))
+    (run / "model.json").write_text(json.dumps(meta))
+    assert main(["evaluate", str(run), "--dataset", "fake"]) == 2
+    err = _one_line_error(capsys, "differ from the model's ['T-shirt/top'")
+    assert err.endswith(": drop --dataset to test on the run's own fashion-mnist")
+    assert main(["evaluate", str(src), "--dataset", "fake"]) == 0  # the run's own: no error
+    assert capsys.readouterr().err == ""
+
+
+def test_evaluate_notes_an_unfinished_run_in_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *TRAIN, "--epochs", "3", "--stop-after", "1", "--out", str(run)]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] > 0  # stdout stays JSON
+    assert out.err == (f"note: {run} is unfinished: it stopped after epoch {meta['epoch']} of "
+                       f"{meta['train_config']['epochs']}; continue it with the command that started it and --resume\n")
+    assert (meta["epoch"], meta["train_config"]["epochs"]) == (1, 3)  # as --stop-after 1 of --epochs 3 asked

@@ -794,7 +794,7 @@ def cmd_evaluate(args) -> int:
             raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
                              f"folder (split seeds {mine[0]} and {theirs[0]}, shares {mine[1]} and {theirs[1]}), "
                              "so each would be scored on images the other trained on; evaluate them one at a time")
-    args.dataset = args.dataset or meta.get("dataset")
+    given_dataset, args.dataset = args.dataset, args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
     if args.data_dir is None and args.dataset == meta.get("dataset") == "folder":
@@ -813,11 +813,12 @@ def cmd_evaluate(args) -> int:
                       std=tuple(meta["std"]), seed=seed,
                       **same_test_data(meta, args.dataset, args.data_dir),
                       batch_size=1, eval_batch_size=args.batch_size)  # --batch-size is the test batch
-    if list(data.info.classes) != list(meta["classes"]):
-        raise ValueError(f"the dataset's classes {data.info.classes} differ from the model's {meta['classes']}")
+    _check_evaluated_classes(data.info.classes, meta, given_dataset)
     ev = evaluate(models if len(models) > 1 else models[0], data.test, num_classes=len(meta["classes"]),
                   device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=args.tta_pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
+    for r, (_, m) in zip(runs, loaded):  # after the evaluation: a note never comes with an error
+        _note_unfinished(r, m)
     # a class without test images has no accuracy: null in JSON (NaN is not JSON), "no test images" in text
     per_class = {c: _finite(a) for c, a in zip(meta["classes"], ev["per_class_acc"])}
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
@@ -836,6 +837,30 @@ def cmd_evaluate(args) -> int:
             cls = display_name(cls)  # a folder name that is not UTF-8 (b"b\xe9") as a terminal shows it
             print(f"  {cls:<20} {100 * acc:6.2f}%" if acc is not None else f"  {cls:<20}      - (no test images)")
     return 0
+
+
+def _check_evaluated_classes(classes, meta: dict, given_dataset: str | None) -> None:
+    """The test data's classes are the model's; else the error, and with --dataset another than the
+    run's the way out: the run's own dataset."""
+    if list(classes) == list(meta["classes"]):
+        return
+    own = meta.get("dataset")
+    way_out = f": drop --dataset to test on the run's own {own}" if given_dataset and own and given_dataset != own else ""
+    raise ValueError(f"the dataset's classes {list(classes)} differ from the model's {meta['classes']}{way_out}")
+
+
+def _note_unfinished(run: str, meta: dict) -> None:
+    """One stderr line for a run that stopped before its last epoch (--stop-after, Ctrl-C): its
+    weights are those of that point, as the report says (analysis/report.py's _unfinished)."""
+    planned, done = (meta.get("train_config") or {}).get("epochs"), meta.get("epoch")
+    if not isinstance(planned, int) or not isinstance(done, int):  # shipped weights record no plan
+        return
+    step = int(meta.get("step") or 0)
+    if done >= planned and not step:
+        return
+    where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
+    print(f"note: {run} is unfinished: it stopped {where}; continue it with the command that started it and --resume",
+          file=sys.stderr)
 
 
 def _names_a_model(arg: str) -> bool:

@@ -544,6 +544,18 @@ def _load_failure(e: Exception) -> tuple[str, str]:
             "path) writes, or a .safetensors file.")
 
 
+def _corrupt_weights_hint(path: Path) -> str:
+    """The way out of a broken weights file: in a run directory, the run's other weights file when it
+    is there (best.safetensors for a broken model.safetensors, and the other way round)."""
+    other = {"model.safetensors": "best.safetensors", "best.safetensors": "model.safetensors"}.get(path.name)
+    if other is None or not (path.parent / other).is_file():
+        return "If it was copied or downloaded, copy it again; otherwise train again."
+    if other == "best.safetensors":
+        return "The run's best.safetensors may still be good: add --best (which='best'); otherwise train again."
+    return ("The run's model.safetensors (its last epoch) may still be good: drop --best (which='model'); otherwise "
+            "train again.")
+
+
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read weights from ``.safetensors``, or ``.pth``/``.pt`` with ``weights_only=True``.
 
@@ -566,10 +578,8 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
         try:
             return load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(
-                f"{path} is not a readable safetensors file ({e}): it is truncated or corrupt. In a run "
-                "directory, best.safetensors (evaluate --best) may still be good; otherwise train again."
-            ) from e
+            raise ValueError(f"{path} is not a readable safetensors file ({e}): it is truncated or corrupt. "
+                             f"{_corrupt_weights_hint(path)}") from e
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends
@@ -745,6 +755,11 @@ def _weights_path(source: Path, which: str) -> Path:
                 raise FileNotFoundError(f"{source} has no best.safetensors yet: no epoch of it was evaluated (it "
                                         "stopped before the first evaluation); drop --best for its last epoch, "
                                         "or train on with --resume")
+            if which == "model" and (source / "model.json").is_file():  # a run whose last weights are gone
+                best = (source / "best.safetensors").is_file()
+                raise FileNotFoundError(f"{source} has a model.json but no model.safetensors (its last epoch's weights)"
+                                        + ("; its best.safetensors is there: add --best (which='best')" if best else
+                                           ": put the file back, or train again"))
             raise FileNotFoundError(f"{source} has no {which}.safetensors: is it a resnet-lab run directory?")
         return path
     if not source.exists():
