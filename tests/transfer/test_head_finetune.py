@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -282,3 +284,44 @@ def test_a_resume_in_the_main_phase_keeps_the_freeze_epochs_it_was_started_with(
     assert "was fine-tuned with --freeze-epochs 1, not 2; resume with the command" in capsys.readouterr().err
     assert main([*args, "--freeze-epochs", "1", "--resume"]) == 0
     assert _epochs(out) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("hard", [False, True], ids=["ctrl-c", "second-ctrl-c"])
+def test_a_stop_at_the_end_of_the_frozen_phase_says_to_resume_not_that_the_run_is_complete(
+        resnet8_run, tmp_path, capsys, monkeypatch, hard):
+    """A Ctrl-C while the frozen phase drew its last plots was told "the run is complete" (the phase
+    was, the fine-tune's main phase had not begun); --resume then trained the main phase."""
+    ft = importlib.import_module("resnet_lab.transfer.finetune")
+    from resnet_lab.train import loop
+
+    from resnet_lab.train.checkpoint import Checkpointer
+
+    def stop_after_the_frozen_phase(record):  # after its last epoch is saved, as Ctrl-C in its plots
+        raise KeyboardInterrupt
+
+    real, real_end = ft.train, Checkpointer.end_epoch
+
+    def train(model, data, config, **kwargs):
+        frozen = config.out and config.out.endswith("freeze_phase")
+        return real(model, data, config, callbacks=[stop_after_the_frozen_phase] if frozen else (), **kwargs)
+
+    def end_epoch(self, history, confusion, *, improved):  # a second Ctrl-C in the plots, after the save
+        real_end(self, history, confusion, improved=improved)
+        if self.run_dir.name == "freeze_phase":
+            raise loop._HardStop("signal 2")
+
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "1", "--epochs", "2",
+            *FT, "--out", str(out)]
+    with monkeypatch.context() as m:
+        if hard:
+            m.setattr(Checkpointer, "end_epoch", end_epoch)
+        else:
+            m.setattr(ft, "train", train)
+        assert main(args) == 130
+    said = capsys.readouterr()
+    told = said.out + said.err
+    assert ("after epoch 1 was saved" if hard else "interrupted after epoch 1 of 1") in told, told
+    assert "the run is complete" not in told and "resume with the same command and --resume" in told, told
+    assert main([*args, "--resume"]) == 0
+    assert _epochs(out / "freeze_phase") == [1] and _epochs(out) == [1, 2]

@@ -827,7 +827,7 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         say("\ninterrupted (no --out, nothing saved)")
     elif hard and ckpt.saved_at == (pos.epoch + 1, 0):  # its checkpoint was written; pos moves on after it
         say(f"\nstopped at once, after epoch {pos.epoch + 1} was saved; "
-            + ("the run is complete" if pos.epoch + 1 == run.config.epochs else
+            + ("the run is complete" if pos.epoch + 1 == run.config.epochs and not _phase_of_more(ckpt) else
                f"resume with {RESUME_HINT}"))
     elif hard or _nonfinite_tensors(base):
         kept = (f"the last checkpoint is kept; resume with {RESUME_HINT}"
@@ -840,10 +840,17 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         ckpt.save(pos, history)
         where = (f"after epoch {pos.epoch} of {run.config.epochs}" if pos.step == 0 and pos.epoch
                  else f"in epoch {pos.epoch + 1} after {pos.step} steps")
-        done = pos.epoch == run.config.epochs and pos.step == 0  # stopped while the last plots were drawn
+        # stopped while the last plots were drawn; a finetune's frozen phase has its main phase to come
+        done = pos.epoch == run.config.epochs and pos.step == 0 and not _phase_of_more(ckpt)
         say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n" + (
             "the run is complete (a --resume redraws its plots if they are behind)" if done else
             f"resume with {RESUME_HINT}"))
+
+
+def _phase_of_more(ckpt) -> bool:
+    """Whether this run is a phase that another follows: a finetune's frozen-backbone phase (its
+    model.json says so), complete at its last epoch while the fine-tune is not."""
+    return (ckpt.meta.get("transfer") or {}).get("phase") == "frozen backbone"
 
 
 def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
