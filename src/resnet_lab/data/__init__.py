@@ -18,6 +18,8 @@ from .selection import select_per_class, select_subset
 from .sources import (
     CIFAR10_CLASSES,
     DEBIAN_FASHION_MNIST,
+    FAKE_CLASSES,
+    FAKE_PER_CLASS,
     FAKE_TRAIN_SAMPLES,
     FASHION_MNIST_CLASSES,
     DataNotFoundError,
@@ -44,6 +46,8 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DATASETS",
     "DEBIAN_FASHION_MNIST",
+    "FAKE_CLASSES",
+    "FAKE_PER_CLASS",
     "FAKE_TRAIN_SAMPLES",
     "FASHION_MNIST_CLASSES",
     "IMAGENET_MEAN",

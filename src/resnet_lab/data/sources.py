@@ -35,6 +35,8 @@ __all__ = [
     "CIFAR10_CLASSES",
     "DEBIAN_FASHION_MNIST",
     "ENV_DATA",
+    "FAKE_CLASSES",
+    "FAKE_PER_CLASS",
     "FAKE_TRAIN_SAMPLES",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_FILES",
@@ -52,6 +54,10 @@ __all__ = [
 ]
 
 FAKE_TRAIN_SAMPLES = 512  # training images of the `fake` dataset
+FAKE_CLASSES = 10  # its classes, class0 to class9
+# The training images of its smallest class: labels are 0..k-1 in turn (fake_arrays), so each
+# class has n // k or one more.
+FAKE_PER_CLASS = FAKE_TRAIN_SAMPLES // FAKE_CLASSES
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 ENV_DATA = "RESNET_LAB_DATA"
 FASHION_MNIST_FILES = {
@@ -435,7 +441,8 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
 
 
 def fake_arrays(
-    image_size: int, channels: int, seed: int, n_train: int = FAKE_TRAIN_SAMPLES, n_test: int = 128, k: int = 10
+    image_size: int, channels: int, seed: int, n_train: int = FAKE_TRAIN_SAMPLES, n_test: int = 128,
+    k: int = FAKE_CLASSES,
 ) -> ImageArrays:
     """The ``fake`` dataset: each class is a smooth random pattern plus noise, so a smoke run can
     learn something.

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._text import count
-from ..data import FAKE_TRAIN_SAMPLES, DataNotFoundError, InMemoryLoader, load_data
+from ..data import FAKE_PER_CLASS, FAKE_TRAIN_SAMPLES, DataNotFoundError, InMemoryLoader, load_data
 from ..models.resnet import CifarResNet
 from ..train import TrainConfig, TrainingDiverged, resolve_device, train
 from .report import Spread
@@ -348,7 +348,8 @@ class Context:
 
         Args:
             dataset: ``fashion-mnist``, ``cifar10``... Falls back to ``fake`` (1 channel, same
-                image size) when the files are missing, with a note in the report.
+                image size) when the files are missing, with a note in the report; ``subset`` and
+                ``per_class`` are then cut to what the small fake set has.
             batch_size: training batch size.
             test_samples: evaluate on the first N test samples only (None: all).
             **kw: passed to :func:`resnet_lab.data.load_data` (subset, image_size, augment,
@@ -374,6 +375,8 @@ class Context:
             kw.setdefault("image_size", 28)
             if kw.get("subset"):  # the fake set is small; a full budget's subset would not fit
                 kw["subset"] = min(kw["subset"], FAKE_TRAIN_SAMPLES)
+            if kw.get("per_class"):  # nor would a full budget's per_class (100, 1000: it has ~51 a class)
+                kw["per_class"] = min(kw["per_class"], FAKE_PER_CLASS)
             bundle = load_data("fake", batch_size=batch_size, device=self.device, **kw)
         bundle.test = first_test_samples(bundle.test, test_samples)
         self._cache[key] = bundle
