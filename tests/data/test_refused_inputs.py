@@ -106,3 +106,17 @@ def test_per_class_beyond_the_smallest_class_is_refused_naming_it():
         assert _one_line(exc) == (f"per_class {k} is more than the {low} training images of class "
                                   f"'class{smallest}' (label {smallest}) of fake, its smallest class; pass "
                                   f"per_class={low} or less, or drop per_class to train on every image")
+
+
+@pytest.mark.parametrize("classes", [[5, 6, 7, 8, 9], [9, 3]])
+def test_per_class_refusal_names_the_callers_label_when_classes_relabels(classes):
+    """classes=[5..9] keeps labels 5..9 as 0..4: the message said "'class5' (label 0)"."""
+    counts = torch.bincount(fake_arrays(8, 3, 0).train_y)  # the reference: the fake set's own counts
+    kept = torch.tensor(classes)
+    smallest = int(kept[counts[kept].argmin()])  # the first of the smallest, in the order given
+    low = int(counts[smallest])
+    with pytest.raises(ValueError) as exc:
+        load_data("fake", classes=classes, per_class=100, image_size=8)
+    assert _one_line(exc) == (f"per_class 100 is more than the {low} training images of class "
+                              f"'class{smallest}' (label {smallest}) of fake, its smallest class; pass "
+                              f"per_class={low} or less, or drop per_class to train on every image")

@@ -148,7 +148,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
         # Before gray is repeated to RGB: each RGB channel then has the gray statistics.
         mean, std = (stats * (channels // tx.shape[1]) for stats in channel_stats(tx))
     tx, vx = convert_channels(tx, channels), convert_channels(vx, channels)
-    idx = select_training(ty, config.subset, config.per_class, config.seed, config.name, names)
+    idx = select_training(ty, config.subset, config.per_class, config.seed, config.name, names, keep)
     if idx is not None:
         tx, ty = tx[idx], ty[idx]
     h = tx.shape[-1]
@@ -177,7 +177,7 @@ def _load_folder(config: DataConfig) -> DataBundle:
         train_s, test_s = _keep_samples(train_s, keep), _keep_samples(test_s, keep)
         names = [names[c] for c in keep]
     idx = select_training(_labels(train_s), config.subset, config.per_class, config.seed,
-                          f"image folder {found.train_dir}", names)
+                          f"image folder {found.train_dir}", names, keep)
     if idx is not None:
         train_s = [train_s[i] for i in idx.tolist()]
     if not test_s:

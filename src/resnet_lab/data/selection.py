@@ -66,7 +66,7 @@ def select_per_class(labels: torch.Tensor, k: int, seed: int = 0) -> torch.Tenso
 
 def select_training(
     labels: torch.Tensor, subset: int | None, per_class: int | None, seed: int, what: str,
-    names: Sequence[str] | None = None,
+    names: Sequence[str] | None = None, keep: Sequence[int] | None = None,
 ) -> torch.Tensor | None:
     """Indices of the training samples kept by ``per_class`` then ``subset`` (None: all).
 
@@ -75,6 +75,8 @@ def select_training(
         subset, per_class, seed: as in :class:`~resnet_lab.data.DataConfig`.
         what: the data's name for the error message (e.g. "fake", "image folder DIR").
         names: the class names, index = label, for the error message.
+        keep: the caller's labels of ``labels``' classes when ``classes`` relabeled them
+            (:func:`keep_classes`): the error message names the label the caller gave.
 
     Raises:
         ValueError: ``per_class`` is more than some class has, or ``subset`` more than the samples
@@ -82,7 +84,7 @@ def select_training(
     """
     idx = None
     if per_class is not None:
-        _check_per_class(labels, per_class, what, names)
+        _check_per_class(labels, per_class, what, names, keep)
         idx = select_per_class(labels, per_class, seed)
     if subset is not None:
         n = labels.numel() if idx is None else idx.numel()
@@ -98,7 +100,9 @@ def select_training(
     return idx
 
 
-def _check_per_class(labels: torch.Tensor, per_class: int, what: str, names: Sequence[str] | None) -> None:
+def _check_per_class(
+    labels: torch.Tensor, per_class: int, what: str, names: Sequence[str] | None, keep: Sequence[int] | None,
+) -> None:
     """Refuse a ``per_class`` some class cannot give: select_per_class would quietly keep all of a
     smaller class, and a run "on k images per class" must not train on fewer (as for subset)."""
     counts = torch.bincount(labels)
@@ -108,7 +112,8 @@ def _check_per_class(labels: torch.Tensor, per_class: int, what: str, names: Seq
     label = int(present[counts[present].argmin()])
     low = int(counts[label])
     if per_class > low:
-        name = f"{names[label]!r} (label {label})" if names is not None and label < len(names) else f"{label}"
+        shown = keep[label] if keep is not None else label  # the caller's label, not the index after classes=
+        name = f"{names[label]!r} (label {shown})" if names is not None and label < len(names) else f"{shown}"
         raise ValueError(f"per_class {per_class} is more than the {low} training images of class {name} of {what}, "
                          f"its smallest class; pass per_class={low} or less, or drop per_class to train on every image")
 
