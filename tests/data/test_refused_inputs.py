@@ -23,7 +23,7 @@ def test_a_cuda_device_without_cuda_is_one_line_naming_it_and_cpu(device, monkey
     with pytest.raises(RuntimeError) as exc:
         load_data("fake", device=device, image_size=8)
     assert _one_line(exc) == (f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' "
-                              "(--device cpu)")
+                              "in Python, --device cpu on the command line")
     x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(RuntimeError, match="CUDA is not available here"):  # the loader made directly too
         InMemoryLoader(x, torch.zeros(4), batch_size=2, mean=[0.5] * 3, std=[0.5] * 3, device=device)
@@ -35,14 +35,14 @@ def test_a_cuda_index_beyond_the_machines_devices_is_named(monkeypatch):
     with pytest.raises(RuntimeError) as exc:
         load_data("fake", device="cuda:3", image_size=8)
     assert _one_line(exc) == ("device 'cuda:3' asked for, but this machine has 1 CUDA device (cuda:0); use one of "
-                              "them, or device='cpu' (--device cpu)")
+                              "them, or device='cpu' in Python, --device cpu on the command line")
 
 
 def test_mps_without_mps_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(RuntimeError) as exc:
         load_data("fake", device="mps", image_size=8)
-    assert "Apple's MPS is not available here; use device='cpu'" in _one_line(exc)
+    assert "Apple's MPS is not available here; use device='cpu' in Python, --device cpu" in _one_line(exc)
 
 
 @pytest.mark.parametrize("device, error, message", [

@@ -45,19 +45,19 @@ def check_device_name(device: Any) -> torch.device:
 
 def check_device_present(device: str | torch.device) -> None:
     """Refuse, in one line, a CUDA or MPS device this machine lacks (torch's own error is a traceback
-    about drivers, raised by the first copy of the data), as train does (``RuntimeError``)."""
+    about drivers, raised by the first copy of the data), or a CUDA index past its GPUs. The one
+    check: train's ``resolve_device`` calls it too, so both say the same (``RuntimeError``)."""
     dev = check_device_name(device)
+    cpu = "device='cpu' in Python, --device cpu on the command line"
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use device='cpu' "
-                           "(--device cpu)")
+        raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use {cpu}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} asked for, but CUDA is not available here; use device='cpu' "
-                           "(--device cpu)")
+        raise RuntimeError(f"device {str(device)!r} asked for, but CUDA is not available here; use {cpu}")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         n = torch.cuda.device_count()
         raise RuntimeError(f"device {str(device)!r} asked for, but this machine has {n} CUDA device"
                            f"{'s' if n != 1 else ''} (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of "
-                           "them, or device='cpu' (--device cpu)")
+                           f"them, or {cpu}")
 
 
 def _is_int(v: Any) -> bool:

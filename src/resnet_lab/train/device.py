@@ -6,11 +6,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..data.config import check_device_present
+
 __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit CUDA device must exist."""
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit CUDA or MPS device must exist
+    here (:func:`~resnet_lab.data.config.check_device_present`: CUDA at all, and the index)."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,10 +27,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {str(device)!r} (--device) is not one resnet-lab runs on: use auto, cpu, cuda, "
                          "cuda:N or mps")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use --device cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu")
+    check_device_present(dev)  # data's check: load_data and train refuse a missing device in the same words
     return dev
 
 

@@ -1,0 +1,50 @@
+"""train's resolve_device and the data's loaders refuse a device this machine lacks through one
+check (data.config.check_device_present): the same words, naming both ways out (device='cpu' in
+Python, --device cpu on the command line), and the same verdict on a CUDA index past the GPUs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.data import load_data
+from resnet_lab.train import resolve_device
+
+
+def _message(call, device) -> str:
+    with pytest.raises(RuntimeError) as exc:
+        call(device)
+    text = str(exc.value)
+    assert "\n" not in text
+    return text
+
+
+def _no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _no_mps(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def _one_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+@pytest.mark.parametrize("machine, device", [
+    (_no_cuda, "cuda"), (_no_cuda, "cuda:0"), (_no_mps, "mps"), (_one_gpu, "cuda:3"),
+])
+def test_train_and_data_refuse_a_missing_device_in_the_same_words(monkeypatch, machine, device):
+    machine(monkeypatch)
+    from_train = _message(resolve_device, device)
+    from_data = _message(lambda d: load_data("fake", device=d, image_size=8), device)
+    assert from_train == from_data
+    assert repr(device) in from_train
+    assert "device='cpu' in Python" in from_train and "--device cpu on the command line" in from_train
+
+
+def test_a_cuda_index_within_the_machines_gpus_is_taken(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_device("cuda:3") == torch.device("cuda", 3)
