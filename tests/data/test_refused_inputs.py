@@ -57,22 +57,26 @@ def test_a_device_that_is_not_a_name_of_ours_is_refused_by_the_config(device, er
 
 
 @pytest.mark.parametrize("name", ["fashion-mnist", "cifar10", "folder"])
-@pytest.mark.parametrize("empty", ["", "  "])
-def test_an_empty_data_dir_is_refused_not_taken_for_no_data_dir(name, empty):
+@pytest.mark.parametrize("empty, what", [("", "an empty string"), ("  ", "blank ('  ', whitespace only)")])
+def test_an_empty_data_dir_is_refused_not_taken_for_no_data_dir(name, empty, what):
     with pytest.raises(ValueError) as exc:
         DataConfig(name, data_dir=empty)
     way_out = "" if name == "folder" else ", or leave it out (None) to search the usual places"
-    assert _one_line(exc) == f"data_dir (--data-dir) is an empty string: give a path (an unset shell variable?){way_out}"
+    assert _one_line(exc) == f"data_dir (--data-dir) is {what}: give a path (an unset shell variable?){way_out}"
 
 
-@pytest.mark.parametrize("call", [
-    lambda: find_fashion_mnist(""),
-    lambda: read_cifar("cifar10", ""),
-    lambda: find_folder_samples("", 0.1, 0),  # was the current directory
+@pytest.mark.parametrize("name, call", [
+    ("fashion-mnist", find_fashion_mnist),
+    ("cifar10", lambda d: read_cifar("cifar10", d)),
+    ("folder", lambda d: find_folder_samples(d, 0.1, 0)),  # was the current directory
 ])
-def test_the_readers_refuse_an_empty_data_dir_too(call):
-    with pytest.raises(ValueError, match=r"^data_dir \(--data-dir\) is an empty string: give a path"):
-        call()
+@pytest.mark.parametrize("empty", ["", " ", "\t"])
+def test_the_readers_refuse_an_empty_data_dir_in_the_configs_words(name, call, empty):
+    with pytest.raises(ValueError) as reference:
+        DataConfig(name, data_dir=empty)
+    with pytest.raises(ValueError) as exc:
+        call(empty)
+    assert _one_line(exc) == str(reference.value)
 
 
 @pytest.mark.parametrize("values, shown", [(["a", 0, 0], "'a'"), ([None, 0, 0], "None"), ([True, 0, 0], "True")])

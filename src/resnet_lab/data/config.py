@@ -16,7 +16,7 @@ import torch
 from .transforms import check_erase_probability, check_flip_mode
 
 __all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_name",
-           "check_device_present", "check_field_types", "check_seed", "data_config"]
+           "check_data_dir", "check_device_present", "check_field_types", "check_seed", "data_config"]
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
@@ -58,6 +58,16 @@ def check_device_present(device: str | torch.device) -> None:
         raise RuntimeError(f"device {str(device)!r} asked for, but this machine has {n} CUDA device"
                            f"{'s' if n != 1 else ''} (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of "
                            f"them, or {cpu}")
+
+
+def check_data_dir(data_dir: Any, searched: bool = True) -> None:
+    """Refuse an empty or blank string, which ``if data_dir:`` took for "not given" (and a folder
+    for "."); one message for DataConfig and the readers. ``searched``: leaving data_dir out
+    searches the usual places (not for a folder, which has none)."""
+    if isinstance(data_dir, str) and not data_dir.strip():
+        what = "an empty string" if not data_dir else f"blank ({data_dir!r}, whitespace only)"
+        way_out = ", or leave it out (None) to search the usual places" if searched else ""
+        raise ValueError(f"data_dir (--data-dir) is {what}: give a path (an unset shell variable?){way_out}")
 
 
 def _is_int(v: Any) -> bool:
@@ -261,9 +271,7 @@ class DataConfig:
         """Where the data come from and go: a path, this process's shard, a device name."""
         if self.data_dir is not None and not isinstance(self.data_dir, (str, os.PathLike)):
             raise TypeError(f"data_dir (--data-dir) must be a path (str or pathlib.Path), got {self.data_dir!r}")
-        if isinstance(self.data_dir, str) and not self.data_dir.strip():  # was taken for "not given"
-            way_out = "" if self.name == "folder" else ", or leave it out (None) to search the usual places"
-            raise ValueError(f"data_dir (--data-dir) is an empty string: give a path (an unset shell variable?){way_out}")
+        check_data_dir(self.data_dir, searched=self.name != "folder")  # "" was taken for "not given"
         if not _is_int(self.world_size) or self.world_size < 1:
             raise ValueError(f"world_size must be an int >= 1 (the processes sharing the data), got {self.world_size!r}")
         if not _is_int(self.rank) or not 0 <= self.rank < self.world_size:

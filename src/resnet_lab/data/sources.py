@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULT_VAL_FRACTION, DataConfig
+from .config import DEFAULT_VAL_FRACTION, DataConfig, check_data_dir
 from .folder import find_split_dirs, scan_class_folders
 from .idx import read_idx
 from .selection import hold_out
@@ -107,16 +107,10 @@ def cache_dir() -> Path:
     return Path(base) / "resnet-lab"
 
 
-def _check_data_dir(data_dir: str | os.PathLike | None) -> None:
-    """Refuse an empty string, which ``if data_dir:`` took for "not given" (and a folder for ".")."""
-    if isinstance(data_dir, str) and not data_dir.strip():
-        raise ValueError("data_dir (--data-dir) is an empty string: give a path (an unset shell variable?), or None")
-
-
 def _bases(data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     # An explicit data_dir is the only place looked at: training on another copy found elsewhere
     # (the Debian package, $RESNET_LAB_DATA) when the given folder lacks the files would be silent.
-    _check_data_dir(data_dir)
+    check_data_dir(data_dir)
     if data_dir:
         return [("--data-dir", Path(data_dir).expanduser())]
     if os.environ.get(ENV_DATA):
@@ -539,7 +533,7 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
     """
     if data_dir is None:
         raise ValueError("dataset 'folder' needs data_dir (--data-dir DIR) with one sub-folder per class")
-    _check_data_dir(data_dir)
+    check_data_dir(data_dir, searched=False)
     data_dir = Path(data_dir).expanduser()  # --data-dir=~/pets: the shell leaves that ~ to us, as for CIFAR
     train_dir, val_dir = find_split_dirs(data_dir)
     if val_dir is not None and val_fraction != DEFAULT_VAL_FRACTION:  # it would change nothing
