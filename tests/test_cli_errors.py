@@ -526,6 +526,7 @@ def test_a_diverged_run_says_the_way_out_for_its_own_flags(tmp_path, capsys, cli
     (["train", *TRAIN, "--epochs", "1", "--out", ""], "--out is an empty string"),
     (["train", *TRAIN, "--epochs", "1", "--data-dir", ""], "--data-dir is an empty string"),
     (["evaluate", ""], "RUN is an empty string"),
+    (["train", *TRAIN, "--epochs", "1", "--data-dir", "  "], "--data-dir is blank ('  ', whitespace only)"),
     (["experiment", ""], "unknown experiment ''"),
     (["experiment", "degradaton"], "did you mean degradation?"),
     (["summary", "resnet20", "--num-classes", "0"], "--num-classes must be at least 1, got 0; leave it out for "

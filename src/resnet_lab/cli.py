@@ -1143,7 +1143,8 @@ def _refuse_empty_paths(args) -> None:
         values = getattr(args, dest, None)
         for value in values if isinstance(values, list) else [values]:
             if isinstance(value, str) and not value.strip():
-                raise ValueError(f"{shown} is an empty string: give a path (an unset shell variable?)")
+                what = "an empty string" if not value else f"blank ({value!r}, whitespace only)"
+                raise ValueError(f"{shown} is {what}: give a path (an unset shell variable?)")
 
 
 _OOM_TEXT = "can't allocate memory"  # torch's CPU allocator, as a plain RuntimeError
