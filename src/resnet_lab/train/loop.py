@@ -707,7 +707,7 @@ def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     check_model_fits_data(model, data, config, meta)
     job, device = DistContext.current(), resolve_device(config.device)
     steps = _steps_per_epoch(data, config)
-    _check_lookahead_steps(config, steps)
+    _check_lookahead_steps(config, steps, meta)
     base = _prepare_model(model, config, device)
     has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None), job.world_size)
     check_progressive_resize(config.progressive_resize, data.info.input_size)
@@ -726,13 +726,19 @@ def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
                 ckpt, log if job.is_main else (lambda s: None))
 
 
-def _check_lookahead_steps(config: TrainConfig, steps: int) -> None:
+def _check_lookahead_steps(config: TrainConfig, steps: int, meta: dict | None) -> None:
     """Refuse a lookahead k the run never reaches: its slow weights would never sync, which is the
-    same run as without lookahead."""
-    total = config.epochs * steps
+    same run as without lookahead. A finetune's frozen-backbone phase is measured by the main phase
+    that follows it (its model.json records that phase's epochs): --lookahead is asked of the whole
+    fine-tune, and a short frozen phase alone must not refuse it, nor let a too-short main phase pass."""
+    transfer = (meta or {}).get("transfer") or {}
+    epochs, what = config.epochs, "this run"
+    if transfer.get("phase") == "frozen backbone" and (transfer.get("main_phase") or {}).get("epochs"):
+        epochs, what = int(transfer["main_phase"]["epochs"]), "this fine-tune's main phase"
+    total = epochs * steps
     if config.lookahead > total:
         raise ValueError(f"lookahead (--lookahead {config.lookahead}) syncs every {config.lookahead} optimizer steps, "
-                         f"but this run takes {total} ({count(config.epochs, 'epoch')} of {count(steps, 'step')}): it "
+                         f"but {what} takes {total} ({count(epochs, 'epoch')} of {count(steps, 'step')}): it "
                          f"would never sync, the same as no lookahead; give --lookahead {total} or fewer (5 is the "
                          "paper's), or leave it off")
 
