@@ -1286,14 +1286,44 @@ def test_a_broken_weights_file_points_to_the_runs_other_one(trained, tmp_path, c
     (run / "best.safetensors").write_bytes(b"\x13" * 200)
     assert main(["evaluate", str(run), "--best"]) == 2
     err = _one_line_error(capsys, "best.safetensors is not a readable safetensors file")
-    assert "model.safetensors (its last epoch) may still be good: drop --best" in err and "evaluate --best" not in err
-    assert main(["evaluate", str(run)]) == 0  # the way out works
+    assert (f"model.safetensors (its last epoch) may still be good: give {run / 'model.safetensors'} instead "
+            "(evaluate: drop --best; Python: which='model')") in err and "evaluate --best" not in err
+    assert main(["evaluate", str(run)]) == 0  # the ways out work
+    assert main(["evaluate", str(run / "model.safetensors")]) == 0
     capsys.readouterr()
     shutil.copy(src / "best.safetensors", run / "best.safetensors")
     (run / "model.safetensors").write_bytes(b"\x13" * 200)
     assert main(["evaluate", str(run)]) == 2
-    _one_line_error(capsys, "The run's best.safetensors may still be good: add --best")
+    _one_line_error(capsys, f"The run's best.safetensors may still be good: give {run / 'best.safetensors'} instead "
+                            "(evaluate: add --best; Python: which='best')")
     assert main(["evaluate", str(run), "--best"]) == 0
+    assert main(["evaluate", str(run / "best.safetensors")]) == 0
+
+
+@pytest.mark.parametrize("fault", ["broken", "missing"])
+@pytest.mark.parametrize("command", ["predict", "export", "report", "finetune --from"])
+def test_a_broken_or_missing_model_safetensors_names_best_safetensors_by_path_for_commands_without_best(
+        trained, tmp_path, capsys, command, fault):
+    """Only evaluate has --best: predict, export, report and finetune were told to "add --best", which their
+    parser refuses. The hint names RUN/best.safetensors, which each of them takes."""
+    src, image = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    if fault == "broken":
+        (run / "model.safetensors").write_bytes(b"\x13" * 200)
+    else:
+        (run / "model.safetensors").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    args = {**_commands(run, image, out), "report": ["report", str(run), "--out", str(out / "r.html")]}[command]
+    assert main(args) == 2
+    err = _one_line_error(capsys, f"give {run / 'best.safetensors'} instead (evaluate: add --best; Python: "
+                                  "which='best')")
+    assert "add --best (" not in err
+    with pytest.raises(SystemExit):  # why the hint must not send these commands to --best
+        _parse([*args, "--best"])
+    capsys.readouterr()
+    assert main([str(run / "best.safetensors") if a == str(run) else a for a in args]) == 0, capsys.readouterr().err
 
 
 def test_a_run_without_model_safetensors_names_it_and_offers_best(trained, tmp_path, capsys):
@@ -1303,8 +1333,10 @@ def test_a_run_without_model_safetensors_names_it_and_offers_best(trained, tmp_p
     (run / "model.safetensors").unlink()
     assert main(["evaluate", str(run)]) == 2
     _one_line_error(capsys, f"{run} has a model.json but no model.safetensors (its last epoch's weights); its "
-                            "best.safetensors is there: add --best")
+                            f"best.safetensors is there: give {run / 'best.safetensors'} instead (evaluate: add --best; "
+                            "Python: which='best')")
     assert main(["evaluate", str(run), "--best"]) == 0
+    assert main(["evaluate", str(run / "best.safetensors")]) == 0
     capsys.readouterr()
     (run / "best.safetensors").unlink()
     assert main(["evaluate", str(run)]) == 2

@@ -75,6 +75,7 @@ __all__ = [
     "check_meta",
     "load_meta",
     "trained_folder",
+    "weights_path",
     "load_model",
     "load_state_dict_file",
     "append_metrics",
@@ -546,14 +547,16 @@ def _load_failure(e: Exception) -> tuple[str, str]:
 
 def _corrupt_weights_hint(path: Path) -> str:
     """The way out of a broken weights file: in a run directory, the run's other weights file when it
-    is there (best.safetensors for a broken model.safetensors, and the other way round)."""
+    is there (best.safetensors for a broken model.safetensors, and the other way round), named by its
+    path, which every command that reads a run takes; only evaluate has --best."""
     other = {"model.safetensors": "best.safetensors", "best.safetensors": "model.safetensors"}.get(path.name)
     if other is None or not (path.parent / other).is_file():
         return "If it was copied or downloaded, copy it again; otherwise train again."
     if other == "best.safetensors":
-        return "The run's best.safetensors may still be good: add --best (which='best'); otherwise train again."
-    return ("The run's model.safetensors (its last epoch) may still be good: drop --best (which='model'); otherwise "
-            "train again.")
+        return (f"The run's best.safetensors may still be good: give {path.parent / other} instead "
+                "(evaluate: add --best; Python: which='best'); otherwise train again.")
+    return (f"The run's model.safetensors (its last epoch) may still be good: give {path.parent / other} instead "
+            "(evaluate: drop --best; Python: which='model'); otherwise train again.")
 
 
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -745,7 +748,10 @@ def load_meta(source: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def _weights_path(source: Path, which: str) -> Path:
+def weights_path(source: Path, which: str = "model") -> Path:
+    """The weights file that ``source`` (a run directory or a weights file) names: in a run, its
+    ``model.safetensors`` (last epoch) or ``best.safetensors``; a missing one is refused with the
+    way out that each command takes (the other file's path)."""
     if which not in ("model", "best"):  # "bogus" was looked for as bogus.safetensors
         raise ValueError(f"which must be 'model' (the last epoch) or 'best' (the best evaluated epoch), got {which!r}")
     if source.is_dir():
@@ -758,7 +764,8 @@ def _weights_path(source: Path, which: str) -> Path:
             if which == "model" and (source / "model.json").is_file():  # a run whose last weights are gone
                 best = (source / "best.safetensors").is_file()
                 raise FileNotFoundError(f"{source} has a model.json but no model.safetensors (its last epoch's weights)"
-                                        + ("; its best.safetensors is there: add --best (which='best')" if best else
+                                        + (f"; its best.safetensors is there: give {source / 'best.safetensors'} "
+                                           "instead (evaluate: add --best; Python: which='best')" if best else
                                            ": put the file back, or train again"))
             raise FileNotFoundError(f"{source} has no {which}.safetensors: is it a resnet-lab run directory?")
         return path
@@ -824,7 +831,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     run_dir = source if source.is_dir() else source.parent
     settle_run_dir(run_dir)
     # model.json and the weights of one save, even while a training run writes the directory
-    meta, state = _read_whole(run_dir, lambda: (load_meta(source), load_state_dict_file(_weights_path(source, which))))
+    meta, state = _read_whole(run_dir, lambda: (load_meta(source), load_state_dict_file(weights_path(source, which))))
     arch = dict(meta["arch"])
     head = (meta.get("transfer") or {}).get("head")
     if head and "stacked_head" not in arch:  # runs saved before model.json's arch recorded the head
@@ -837,7 +844,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # torch's message is many lines and names no file
         odd = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
-        raise ValueError(f"the weights in {_weights_path(source, which)} do not fit the model that "
+        raise ValueError(f"the weights in {weights_path(source, which)} do not fit the model that "
                          f"{run_dir / 'model.json'} describes ({odd[:200]}); were they copied from another run? "
                          "Put the run's own weights back, or load them with the model.json they were saved with") from e
     return model.to(device).eval(), meta

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
 from ..models import create_model, is_model, model_info
-from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of
+from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of, weights_path
 from ..train.bars import on_terminal
 from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
@@ -176,9 +176,7 @@ def _download(url: str, cached: Path) -> None:
 
 def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
     meta = load_meta(source)
-    path = source / f"{which}.safetensors" if source.is_dir() else source
-    if not path.is_file():
-        raise FileNotFoundError(f"{source} has no {path.name}: is it a resnet-lab run directory?")
+    path = weights_path(source, which)  # a missing model.safetensors names the run's best.safetensors
     state = load_state_dict_file(path, map_location=map_location)
     arch = dict(meta["arch"])
     notes = []
