@@ -220,10 +220,23 @@ def test_a_refused_resume_names_the_runs_own_values_as_flags_and_they_resume_it(
     # same command in another count differs without a typed difference; the error gives the way back.
     out = tmp_path / "run"
     _interrupted(out, epochs=3, lr=0.1, warmup_epochs=0.5)
-    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.1 --warmup-epochs 0\.5\)") as e:
+    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.1 --warmup-epochs 0\.5; in Python: "
+                                         r"lr=0\.1, warmup_epochs=0\.5\)") as e:
         _run(out, epochs=3, resume=True, lr=0.05, warmup_epochs=0.0)
     assert "--epochs 3" not in str(e.value)  # only what differs
     assert not _run(out, epochs=3, resume=True, lr=0.1, warmup_epochs=0.5).interrupted
+
+
+def test_a_python_adamw_run_of_the_old_lr_default_is_told_its_lr_in_python_spelling_and_resumes_with_it(tmp_path):
+    """An adamw run started from Python before lr=None meant adamw's own rate recorded lr 0.1; resumed
+    with resume=True (lr now 1e-3) it was told only "--lr 0.1", a flag a notebook caller has not got."""
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3, optimizer="adamw", lr=0.1)  # what lr=None gave adamw then
+    assert TrainConfig(optimizer="adamw").lr != 0.1  # what it gives now: the resume differs
+    with pytest.raises(ValueError, match=r"recipe lr: run has 0\.1, now .*or give the run's values: --lr 0\.1; "
+                                         r"in Python: lr=0\.1\)"):
+        _run(out, epochs=3, resume=True, optimizer="adamw", lr=None)
+    assert not _run(out, epochs=3, resume=True, optimizer="adamw", lr=0.1).interrupted
 
 
 @pytest.mark.parametrize("bundle_change, expected", [
@@ -819,9 +832,11 @@ def test_a_resume_with_another_eval_every_or_nesterov_is_refused_with_the_runs_f
     _interrupted(out, epochs=3, eval_every=1)
     with pytest.raises(ValueError, match=r"recipe eval_every: run has 1, now 3.*or give the run's values: --eval-every 1"):
         _run(out, epochs=3, resume=True, eval_every=3)
-    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.05 --optimizer sgd\)"):
+    with pytest.raises(ValueError, match=r"or give the run's values: --lr 0\.05 --optimizer sgd; in Python: "
+                                         r"lr=0\.05, optimizer='sgd'\)"):
         _run(out, epochs=3, resume=True, optimizer="adamw", lr=0.001)
-    with pytest.raises(ValueError, match=r"recipe nesterov: run has True, now False.*no --no-nesterov"):
+    with pytest.raises(ValueError, match=r"recipe nesterov: run has True, now False.*no --no-nesterov; in Python: "
+                                         r"nesterov=True\)"):
         _run(out, epochs=3, resume=True, nesterov=False)
     assert not _run(out, epochs=3, resume=True).interrupted
 

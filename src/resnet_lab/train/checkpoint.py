@@ -188,7 +188,12 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
                   for part, key in differing if (part, key) == ("recipe", "nesterov")]
         flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
                   for flag in [_data_flag(key, saved["data"], int(state.get("world_size") or 1))] if flag]
-        again = f" (or give the run's values: {' '.join(flags)})" if flags else ""
+        # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
+        fields = [f"{key}={saved[part][key]!r}" for part, key in differing
+                  if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov")
+                      or (part, key) == ("data", "val_fraction")) and saved[part][key] is not None]
+        python = f"; in Python: {', '.join(fields)}" if fields else ""
+        again = f" (or give the run's values: {' '.join(flags)}{python})" if flags else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
             f"was started with{again}; to train a finished run further, warm-restart from it: "
