@@ -35,6 +35,7 @@ __all__ = [
     "ModelInfo",
     "Paper",
     "check_input_size",
+    "check_num_classes",
     "create_model",
     "is_model",
     "list_models",
@@ -315,6 +316,12 @@ def _check_count(arg: str, value: Any, expected: str) -> int:
     return count
 
 
+def check_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an int (numpy's integers too), or the one ValueError that create_model,
+    transfer_model and evaluate all give for it (True, 2.0, "3", 0 and -1 are refused)."""
+    return _check_count("num_classes", num_classes, "the classifier's outputs")
+
+
 # The architecture arguments of create_model, in its order of return.
 _ARCH_ARGS = ("num_classes", "in_channels", "small_input", "norm")
 # Family options that only choose the initial weights: with weights= they would do nothing.
@@ -481,7 +488,7 @@ def create_model(
         num_classes, in_channels, small_input, norm = ({**_create_defaults(name), **given}[k] for k in _ARCH_ARGS)
     if not isinstance(small_input, bool):  # "no" is truthy: it built the small stem
         raise TypeError(f"small_input must be True or False, got {small_input!r}")
-    num_classes = _check_count("num_classes", num_classes, "the classifier's outputs")
+    num_classes = check_num_classes(num_classes)
     in_channels = _check_count("in_channels", in_channels, "1 grayscale, 3 RGB")
     check_norm(norm)
     if stacked_head is not None:

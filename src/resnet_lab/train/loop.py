@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .._text import count
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
+from ..models.registry import check_num_classes
 from ..nn import BatchNormBase, SyncBatchNorm
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
@@ -286,10 +287,7 @@ def _check_evaluate_args(num_classes: int, device: torch.device, *, tta_shift: i
     for name, flag in flags.items():
         if not isinstance(flag, bool):  # "no" is truthy: tta="no" would average the mirror views
             raise TypeError(f"{name} must be True or False, got {flag!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int >= 1 (the model's outputs), got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1 (the model's outputs), got {num_classes!r}")
+    check_num_classes(num_classes)  # as create_model and transfer_model refuse it
     if isinstance(tta_shift, bool) or not isinstance(tta_shift, numbers.Integral):
         raise TypeError(f"tta_shift must be an int >= 0 (pixels each view moves; 0 turns it off), got {tta_shift!r}")
     tta_offsets(tta_shift, tta_pattern)  # a negative shift or an unknown pattern fails before any model runs

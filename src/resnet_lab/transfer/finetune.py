@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,6 +25,7 @@ from ..data import DataConfig
 from ..data.config import DEFAULT_VAL_FRACTION
 from ..data.folder import holds_out
 from ..models import create_model
+from ..models.registry import check_num_classes
 from ..runs import load_meta, settle_run_dir
 from ..train import train
 from ..train.checkpoint import recipe_values_differ
@@ -163,7 +163,7 @@ def transfer_model(
     check_transfer_options(strategy, unfreeze_from, backbone_lr_scale, 0)
     if not hasattr(source, "arch"):
         raise TypeError(f"source must be a WeightSource from load_source(...), got {type(source).__name__}")
-    num_classes = _class_count(num_classes)  # "head" named its stacked layer's argument (new_classes)
+    num_classes = check_num_classes(num_classes)  # "head" named its stacked layer's argument (new_classes)
     if classes is not None and len(classes) != num_classes:  # a model.json that could never load back
         raise ValueError(f"classes names {len(classes)} classes but num_classes is {num_classes}: give one name per "
                          "class")
@@ -206,17 +206,6 @@ def transfer_model(
         input_size=(in_ch, *source.input_size[1:]) if source.input_size else None,
     )
     return model.train(), plan
-
-
-def _class_count(num_classes: Any) -> int:
-    """``num_classes`` as an int (numpy's integers too), or create_model's own refusal, for every strategy."""
-    try:
-        count = operator.index(num_classes) if not isinstance(num_classes, bool) else 0
-    except TypeError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"num_classes must be a positive int (the classifier's outputs), got {num_classes!r}")
-    return count
 
 
 def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataConfig:
