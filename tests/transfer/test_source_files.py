@@ -70,3 +70,33 @@ def test_from_a_file_that_is_no_state_dict_never_suggests_from_file(tmp_path, re
     (run / "old.pth").write_bytes(b"broken")  # a damaged file in a run: the run's weights are the way out
     with pytest.raises(ValueError, match=rf"could not be read .* \(the run's own weights: --from {re.escape(str(run))}\)$"):
         load_source(run / "old.pth")
+
+
+def test_a_state_dict_inside_a_run_is_named_as_such_and_both_ways_out_load(tmp_path, resnet8_run, capsys):
+    """--from RUN/extra.pth was "a bare state dict (no model.json)" with RUN/model.json beside it: the
+    refusal says it is a file inside the run, names --from RUN for the run's own weights and
+    --from-file with a model for this file, and each of them loads what it says."""
+    from resnet_lab.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(resnet8_run, run)
+    torch.manual_seed(3)
+    extra = create_model("resnet8", num_classes=3, in_channels=1)
+    torch.save(extra.state_dict(), run / "extra.pth")
+    with pytest.raises(ValueError) as e:
+        load_source(run / "extra.pth")
+    text = str(e.value)
+    assert "\n" not in text and "no model.json" not in text, text
+    assert text.startswith(f"--from {run / 'extra.pth'} is a state dict file inside run {run}, not the run's weights")
+    assert f"give --from {run} for the run's own weights" in text
+    found = re.search(r"--from-file (\S+) --model NAME \(the run's is (\w+)\) for this file$", text)
+    assert found, text
+    own = load_source(run)
+    want = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(own.state_dict[k], v) for k, v in want.items())
+    this = load_source(file=found.group(1), model=found.group(2))
+    assert all(torch.equal(this.state_dict[k], v) for k, v in extra.state_dict().items())
+    code = main(["finetune", "--from", str(run / "extra.pth"), "--strategy", "last", "--dataset", "fake", "--epochs",
+                 "1", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "ft")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {text}"

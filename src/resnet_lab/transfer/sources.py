@@ -297,6 +297,15 @@ def _not_weights_of_run(path: Path, flag: str) -> str | None:
     return f"{flag} {path} is {what} {run}, not its weights: give --from {run}"
 
 
+def _run_model_hint(run: Path) -> str:
+    """" (the run's is resnet8)": a likely --model for a state dict kept in a run; nothing when its
+    model.json cannot say."""
+    try:
+        return f" (the run's is {load_meta(run)['arch']['name']})"
+    except (OSError, ValueError):
+        return ""
+
+
 def _not_a_run_file(path: Path, spec: str, map_location: str | torch.device) -> str:
     """Why ``--from FILE`` (not .safetensors/.json) is refused, with the way out that works: the run
     directory for a file of a run, ``--from-file`` for a state dict, else what ``--from`` takes."""
@@ -309,6 +318,11 @@ def _not_a_run_file(path: Path, spec: str, map_location: str | torch.device) -> 
         except ValueError as e:
             run = _run_of(path)
             return f"--from {str(e).rstrip('.')}" + (f" (the run's own weights: --from {run})" if run else "")
+        run = _run_of(path)
+        if run is not None:  # model.json beside it describes the run's own weights, not this file
+            return (f"--from {spec} is a state dict file inside run {run}, not the run's weights (the run's "
+                    f"model.json describes {run / 'model.safetensors'}): give --from {run} for the run's own weights, "
+                    f"or --from-file {spec} --model NAME{_run_model_hint(run)} for this file")
         return f"--from {spec} is a bare state dict (no model.json): use --from-file {spec} --model NAME"
     return (f"--from {spec} is not a weights file ({path.suffix or 'no suffix'}): give a run directory, a "
             ".safetensors file with model.json beside it, shipped weights MODEL:TAG or torchvision:NAME, or "
