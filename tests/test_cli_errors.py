@@ -278,7 +278,8 @@ def test_a_new_run_never_overwrites_a_run_even_one_without_its_training_state(tr
     (run / removed).unlink(missing_ok=True)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert main(["train", *TRAIN[2:], "--model", "resnet20", "--epochs", "1", "--out", str(run)]) == 2  # not resnet8
-    _one_line_error(capsys, "already holds a run")
+    err = _one_line_error(capsys, "already holds a run")
+    assert err.endswith("pass --resume to continue it, or choose another --out (in Python: resume=True, or another out)")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
@@ -1370,5 +1371,5 @@ def test_evaluate_notes_an_unfinished_run_in_one_line(tmp_path, capsys):
     out = capsys.readouterr()
     assert json.loads(out.out)["n"] > 0  # stdout stays JSON
     assert out.err == (f"note: {run} is unfinished: it stopped after epoch {meta['epoch']} of "
-                       f"{meta['train_config']['epochs']}; continue it with the command that started it and --resume\n")
+                       f"{meta['train_config']['epochs']}; continue it with the command that started it and --resume (in Python: the same call with resume=True)\n")
     assert (meta["epoch"], meta["train_config"]["epochs"]) == (1, 3)  # as --stop-after 1 of --epochs 3 asked

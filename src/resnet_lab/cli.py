@@ -859,7 +859,7 @@ def _note_unfinished(run: str, meta: dict) -> None:
     if done >= planned and not step:
         return
     where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
-    print(f"note: {run} is unfinished: it stopped {where}; continue it with the command that started it and --resume",
+    print(f"note: {run} is unfinished: it stopped {where}; continue it with the command that started it and --resume (in Python: the same call with resume=True)",
           file=sys.stderr)
 
 

@@ -853,7 +853,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
 def missing_run(out: str | os.PathLike) -> FileNotFoundError:
     """The error of ``--resume`` into a folder that does not exist (the CLI and the trainer both say it)."""
     return FileNotFoundError(f"--out {out} does not exist: nothing to resume (start without --resume, or give the "
-                             "run's folder)")
+                             "run's folder; in Python: resume=False, or the run's out)")
 
 
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:

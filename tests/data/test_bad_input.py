@@ -249,3 +249,19 @@ def test_workers_for_a_dataset_held_in_memory_are_refused_and_folders_default_to
     assert DataConfig("fashion-mnist").num_workers is None
     assert DataConfig("folder", data_dir=str(tmp_path)).num_workers == 2
     assert DataConfig("folder", data_dir=str(tmp_path), num_workers=0).num_workers == 0
+
+
+def test_a_failed_cifar_download_says_how_to_go_on_without_internet(tmp_path, monkeypatch):
+    """It said only 'downloading cifar10 into DIR failed: <urlopen error ...>': no way out."""
+    import torchvision.datasets as tvd
+
+    def offline(**kwargs):
+        raise RuntimeError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    monkeypatch.setenv("RESNET_LAB_DATA", str(tmp_path / "none"))
+    with pytest.raises(DataNotFoundError) as e:
+        load_data("cifar10", data_dir=tmp_path / "given", download=True, batch_size=2)
+    line = str(e.value)
+    assert "\n" not in line and "Name or service not known" in line
+    assert "fetch cifar-10-batches-py/ (data_batch_1" in line and "--data-dir DIR (data_dir=) holding it" in line

@@ -16,7 +16,7 @@ from tinytrain import TinyNet, make_bundle
 
 
 def test_fp16_on_a_cpu_is_refused_with_the_way_out(tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"--fp16 .* this run is on cpu: use --bf16"):
+    with pytest.raises(ValueError, match=r"--fp16 .* this is on cpu: use --bf16"):
         train(TinyNet(), make_bundle(), TrainConfig(epochs=1, fp16=True, device="cpu", progress=False))
     code = main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32",
                  "--batch-size", "16", "--epochs", "1", "--no-progress", "--device", "cpu", "--fp16",

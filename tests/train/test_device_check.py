@@ -48,3 +48,20 @@ def test_a_cuda_index_within_the_machines_gpus_is_taken(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert resolve_device("cuda:3") == torch.device("cuda", 3)
+
+
+@pytest.mark.parametrize("device", [0, 1, True, 0.0])
+def test_a_device_given_as_a_number_is_refused_not_taken_for_a_gpu(device):
+    """torch.device(0) is cuda:0: evaluate(device=0) and predict_images(device=0) asked for a GPU the
+    caller never named, where TrainConfig and load_data refuse a number."""
+    from resnet_lab.deploy import predict_images
+    from resnet_lab.train import evaluate
+
+    with pytest.raises(TypeError, match=rf"device must be a name .* got {device!r}"):
+        resolve_device(device)
+    with pytest.raises(TypeError, match="device must be a name"):
+        evaluate(torch.nn.Linear(4, 2), [(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))], num_classes=2,
+                 device=device)
+    with pytest.raises(TypeError, match="device must be a name"):
+        predict_images(torch.nn.Linear(4, 2), [], device=device)
+    assert resolve_device(torch.device("cpu")) == resolve_device("cpu") == torch.device("cpu")

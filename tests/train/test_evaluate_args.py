@@ -56,7 +56,7 @@ def test_num_classes_is_refused_as_create_model_and_transfer_model_refuse_it(bad
 
 
 def test_fp16_on_a_cpu_is_refused_as_train_refuses_it():
-    with pytest.raises(ValueError, match=r"--fp16 .*this run is on cpu: use --bf16 there, or neither"):
+    with pytest.raises(ValueError, match=r"--fp16 \(fp16=True.*this is on cpu: use --bf16 \(bf16=True\) there, or neither"):
         evaluate(_model(), [_batch()], num_classes=10, device="cpu", fp16=True)
 
 

@@ -393,7 +393,10 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
         try:
             getattr(tvd, spec["tv"])(root=str(root), train=True, download=True)
         except Exception as e:
-            raise DataNotFoundError(f"downloading {name} into {root} failed: {' '.join(str(e).split())}") from e
+            raise DataNotFoundError(f"downloading {name} into {root} failed: {' '.join(str(e).split())}; without "
+                                    f"internet, fetch {spec['folder']}/ ({', '.join(needed)}; "
+                                    "https://www.cs.toronto.edu/~kriz/cifar.html) elsewhere and give --data-dir DIR "
+                                    "(data_dir=) holding it") from e
         hit = root / spec["folder"]
     if hit is None:
         searched = "\n".join(f"  - {p} ({label})" for label, p in places)

@@ -337,7 +337,7 @@ class Checkpointer:
             if found:  # a run, even one without its training state, is never overwritten
                 raise FileExistsError(
                     f"{self.run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
-                    "another --out"
+                    "another --out (in Python: resume=True, or another out)"
                 )
             _check_no_foreign_outputs(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_devi
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit CUDA or MPS device must exist
     here (:func:`~resnet_lab.data.config.check_device_present`: CUDA at all, and the index)."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):  # 0 would be cuda:0
+        raise TypeError(f"device must be a name such as 'cpu', 'cuda:0' or 'auto' (or a torch.device), got {device!r}")
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -46,8 +48,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def check_fp16(device: torch.device, fp16: bool) -> None:
     """float16 autocast needs a GradScaler and a GPU; a CPU trains in bfloat16 instead."""
     if fp16 and device.type != "cuda":
-        raise ValueError(f"--fp16 (float16 autocast with a gradient scaler) is for CUDA GPUs without bfloat16 "
-                         f"(T4, V100); this run is on {device}: use --bf16 there, or neither")
+        raise ValueError(f"--fp16 (fp16=True: float16 autocast with a gradient scaler) is for CUDA GPUs without "
+                         f"bfloat16 (T4, V100); this is on {device}: use --bf16 (bf16=True) there, or neither")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
