@@ -123,7 +123,7 @@ def test_resume_of_a_finished_run_says_how_to_train_further(tmp_path, capsys):
     assert run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out))[0] == 0
     before = (out / "model.safetensors").read_bytes()
     code, stdout, _ = run(capsys, "train", "--model", "resnet8", *FAST, "--epochs", "1", "--out", str(out), "--resume")
-    assert code == 0 and "already finished 1 epochs" in stdout
+    assert code == 0 and "already finished 1 epoch;" in stdout
     hint = stdout[stdout.index("resnet-lab finetune"):].splitlines()[0].split()
     assert hint[:8] == ["resnet-lab", "finetune", "--from", str(out), "--strategy", "all", "--dataset", "fake"]
     assert (out / "model.safetensors").read_bytes() == before  # nothing more was trained

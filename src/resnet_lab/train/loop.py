@@ -812,7 +812,7 @@ def _begin(run: _Run, history: History) -> Position | None:
         run.ckpt.refresh_curves(history)
     finally:
         run.ckpt.close()
-    run.say(f"{config.out} already finished {pos.epoch} epochs; to train further, warm-restart from it: "
+    run.say(f"{config.out} already finished {count(pos.epoch, 'epoch')}; to train further, warm-restart from it: "
             f"{warm_restart_command(config.out, getattr(run.data.info, 'name', None))}")
     if run.averaging is not None:
         run.averaging.finish()
