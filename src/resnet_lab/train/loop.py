@@ -569,6 +569,9 @@ def train(
     return history
 
 
+# model.json's transfer.phase of a finetune's first phase (transfer.finetune writes it).
+FROZEN_PHASE = "frozen backbone"
+
 # How a paused or interrupted run goes on, said to CLI users and Python callers alike.
 RESUME_HINT = "the same command and --resume (in Python: resume=True)"
 
@@ -729,10 +732,9 @@ def _check_lookahead_steps(config: TrainConfig, steps: int, meta: dict | None) -
     same run as without lookahead. A finetune's frozen-backbone phase is measured by the main phase
     that follows it (its model.json records that phase's epochs): --lookahead is asked of the whole
     fine-tune, and a short frozen phase alone must not refuse it, nor let a too-short main phase pass."""
-    transfer = (meta or {}).get("transfer") or {}
     epochs, what = config.epochs, "this run"
-    if transfer.get("phase") == "frozen backbone" and (transfer.get("main_phase") or {}).get("epochs"):
-        epochs, what = int(transfer["main_phase"]["epochs"]), "this fine-tune's main phase"
+    if _phase_of_more(meta) and (meta["transfer"].get("main_phase") or {}).get("epochs"):
+        epochs, what = int(meta["transfer"]["main_phase"]["epochs"]), "this fine-tune's main phase"
     total = epochs * steps
     if config.lookahead > total:
         raise ValueError(f"lookahead (--lookahead {config.lookahead}) syncs every {config.lookahead} optimizer steps, "
@@ -831,7 +833,7 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         say("\ninterrupted (no --out, nothing saved)")
     elif hard and ckpt.saved_at == (pos.epoch + 1, 0):  # its checkpoint was written; pos moves on after it
         say(f"\nstopped at once, after epoch {pos.epoch + 1} was saved; "
-            + ("the run is complete" if pos.epoch + 1 == run.config.epochs and not _phase_of_more(ckpt) else
+            + ("the run is complete" if pos.epoch + 1 == run.config.epochs and not _phase_of_more(ckpt.meta) else
                f"resume with {RESUME_HINT}"))
     elif hard or _nonfinite_tensors(base):
         kept = (f"the last checkpoint is kept; resume with {RESUME_HINT}"
@@ -845,16 +847,16 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
         where = (f"after epoch {pos.epoch} of {run.config.epochs}" if pos.step == 0 and pos.epoch
                  else f"in epoch {pos.epoch + 1} after {pos.step} steps")
         # stopped while the last plots were drawn; a finetune's frozen phase has its main phase to come
-        done = pos.epoch == run.config.epochs and pos.step == 0 and not _phase_of_more(ckpt)
+        done = pos.epoch == run.config.epochs and pos.step == 0 and not _phase_of_more(ckpt.meta)
         say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n" + (
             "the run is complete (a --resume redraws its plots if they are behind)" if done else
             f"resume with {RESUME_HINT}"))
 
 
-def _phase_of_more(ckpt) -> bool:
-    """Whether this run is a phase that another follows: a finetune's frozen-backbone phase (its
-    model.json says so), complete at its last epoch while the fine-tune is not."""
-    return (ckpt.meta.get("transfer") or {}).get("phase") == "frozen backbone"
+def _phase_of_more(meta: dict | None) -> bool:
+    """Whether the run of this model.json ``meta`` is a phase that another follows: a finetune's
+    frozen-backbone phase, complete at its last epoch while the fine-tune is not."""
+    return ((meta or {}).get("transfer") or {}).get("phase") == FROZEN_PHASE
 
 
 def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:

@@ -28,6 +28,7 @@ from ..models import create_model
 from ..models.registry import check_num_classes
 from ..runs import load_meta, settle_run_dir
 from ..train import train
+from ..train.loop import FROZEN_PHASE
 from ..train.checkpoint import recipe_values_differ
 from .adapt import LoadReport, adapt_mean_std, load_pretrained
 from .freeze import count_params, default_unfreeze_point, freeze, params_from, unfreeze
@@ -421,7 +422,7 @@ def finetune(
             own = {k: saved.get(k, v) for k, v in own.items()}
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
                                     out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
-        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": "frozen backbone", "main_phase": main_plan}}
+        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": FROZEN_PHASE, "main_phase": main_plan}}
         # A frozen phase that finished before an interrupt only reloads its weights here: train's note
         # on a finished run (warm-restart it to train further) is not for this command.
         phase_log = _without_finished_note(log, phase_dir) if resume else log
