@@ -313,12 +313,11 @@ def _not_a_run_file(path: Path, spec: str, map_location: str | torch.device) -> 
     if refusal:
         return refusal
     if path.suffix.lower() in _STATE_DICT_SUFFIXES:
+        run = _run_of(path)
         try:
             load_state_dict_file(path, map_location=map_location)  # only a real state dict earns --from-file
         except ValueError as e:
-            run = _run_of(path)
             return f"--from {str(e).rstrip('.')}" + (f" (the run's own weights: --from {run})" if run else "")
-        run = _run_of(path)
         if run is not None:  # model.json beside it describes the run's own weights, not this file
             return (f"--from {spec} is a state dict file inside run {run}, not the run's weights (the run's "
                     f"model.json describes {run / 'model.safetensors'}): give --from {run} for the run's own weights, "
