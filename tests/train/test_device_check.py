@@ -57,11 +57,11 @@ def test_a_device_given_as_a_number_is_refused_not_taken_for_a_gpu(device):
     from resnet_lab.deploy import predict_images
     from resnet_lab.train import evaluate
 
-    with pytest.raises(TypeError, match=rf"device must be a name .* got {device!r}"):
+    with pytest.raises(TypeError, match=rf"device \(--device\) must be a device name \(str\) or torch.device, e.g. 'cpu', 'cuda:0' or 'auto', got {device!r}"):
         resolve_device(device)
-    with pytest.raises(TypeError, match="device must be a name"):
+    with pytest.raises(TypeError, match=r"device \(--device\) must be a device name"):
         evaluate(torch.nn.Linear(4, 2), [(torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))], num_classes=2,
                  device=device)
-    with pytest.raises(TypeError, match="device must be a name"):
+    with pytest.raises(TypeError, match=r"device \(--device\) must be a device name"):
         predict_images(torch.nn.Linear(4, 2), [], device=device)
     assert resolve_device(torch.device("cpu")) == resolve_device("cpu") == torch.device("cpu")

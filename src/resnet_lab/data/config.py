@@ -15,7 +15,7 @@ import torch
 
 from .transforms import check_erase_probability, check_flip_mode
 
-__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_name",
+__all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_is_name", "check_device_name",
            "check_data_dir", "check_device_present", "check_field_types", "check_seed", "data_config"]
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
@@ -31,12 +31,18 @@ def check_seed(seed: int, headroom: int = 0) -> None:
         raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed}")
 
 
+def check_device_is_name(device: Any, auto: bool = False) -> None:
+    """A TypeError unless ``device`` is a str or torch.device (``device=0`` was taken for cuda:0 and
+    True for cuda:1): the one wording for load_data, train and evaluate (``auto``: 'auto' is named too)."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
+        names = "'cpu', 'cuda:0' or 'auto'" if auto else "'cpu' or 'cuda:0'"
+        raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. {names}, got {device!r}")
+
+
 def check_device_name(device: Any) -> torch.device:
     """``device`` as a torch.device, if it is a name torch knows (a str or torch.device:
     ``device=0`` was taken for cuda:0). The meta device is taken too: batches with shapes only."""
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', "
-                        f"got {device!r}")
+    check_device_is_name(device)
     try:
         return torch.device(device)
     except (RuntimeError, ValueError, TypeError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..data.config import check_device_present
+from ..data.config import check_device_is_name, check_device_present
 
 __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
 
@@ -14,8 +14,7 @@ __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_devi
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit CUDA or MPS device must exist
     here (:func:`~resnet_lab.data.config.check_device_present`: CUDA at all, and the index)."""
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):  # 0 would be cuda:0
-        raise TypeError(f"device must be a name such as 'cpu', 'cuda:0' or 'auto' (or a torch.device), got {device!r}")
+    check_device_is_name(device, auto=True)  # 0 would be cuda:0; data's wording
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
