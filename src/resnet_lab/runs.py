@@ -608,6 +608,10 @@ def find_model_json(source: str | os.PathLike) -> Path:
     for c in candidates:
         if c.is_file():
             return c
+    if source.is_file() and source.suffix.lower() == ".onnx":  # an export where its run belongs
+        raise FileNotFoundError(f"{source} is an ONNX file (an export), not a run: `resnet-lab predict --onnx {source} "
+                                "IMAGE...` runs it (in Python: resnet_lab.deploy.OnnxPredictor); the other commands "
+                                "take the run directory it was exported from")
     if source.is_dir() and (source / "freeze_phase" / "model.json").is_file():  # finetune's first phase only
         raise FileNotFoundError(f"{source} holds only the frozen phase of a finetune (freeze_phase/): the main phase "
                                 f"has not saved yet; evaluate {source / 'freeze_phase'}, or finish the finetune with "

@@ -226,7 +226,7 @@ def iter_predictions(
             raise ValueError("predict_images(model, ...) needs meta= with input_size, mean, std and classes (a run's model.json)")
         if device is None:  # the caller's model stays where it is (a CUDA model used to move to the CPU)
             device = next(source_or_model.parameters(), torch.empty(0)).device
-        model = source_or_model.to(device).eval()  # the caller's model, now in eval mode
+        model = source_or_model.to(device)  # moved there, as nn.Module.to does; its modes are kept (below)
     else:
         device = "cpu" if device is None else device
         model, meta = load_model(source_or_model, device=device)
@@ -236,9 +236,15 @@ def iter_predictions(
     _check_batch_size(batch_size)
 
     def probabilities(batch: list[torch.Tensor]) -> np.ndarray:
-        with torch.no_grad():  # here, not around the yields: grad mode is the caller's between them
-            x = torch.cat(batch).to(device=device, dtype=torch.float32)
-            return torch.softmax(model(x).double(), dim=1).cpu().numpy()
+        modes = [(m, m.training) for m in model.modules()]  # each module's own: a frozen BN stays in eval
+        model.eval()  # for the forward only: a training model given here goes back to training after it
+        try:
+            with torch.no_grad():  # here, not around the yields: grad mode is the caller's between them
+                x = torch.cat(batch).to(device=device, dtype=torch.float32)
+                return torch.softmax(model(x).double(), dim=1).cpu().numpy()
+        finally:
+            for m, training in modes:
+                m.training = training
 
     return _predictions(image_paths(paths), batch_size, lambda p: load_model_input(p, meta, invert=invert),
                         probabilities, meta.get("classes"), top_k)
@@ -296,6 +302,23 @@ def _check_meta(meta: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where} has no {', '.join(missing)}: cannot preprocess images without them")
 
 
+def _given_or(value: Any, recorded: Any) -> list:
+    """An override as a list (a NumPy array's truth value is an error), else the recorded value."""
+    if value is not None:
+        return list(value)
+    return list(recorded) if recorded is not None else []
+
+
+def _check_graph_input(path: Path, shape: Sequence[Any], input_size: Sequence[int]) -> None:
+    """Refuse in one line an ``input_size`` the graph's fixed (C, H, W) does not take (onnxruntime
+    said so only at the first prediction, in several lines); dynamic dimensions take any size."""
+    fixed = list(shape[1:])
+    if len(fixed) != len(input_size) or any(isinstance(d, int) and d != int(s) for d, s in zip(fixed, input_size)):
+        graph = tuple(d if isinstance(d, int) else "any" for d in fixed)
+        raise ValueError(f"input_size {tuple(int(s) for s in input_size)} does not fit {path}: its graph takes "
+                         f"(C, H, W) = {graph}; leave input_size out to use the file's metadata")
+
+
 class OnnxPredictor:
     """Classify image files with an exported ONNX model, using onnxruntime, NumPy and Pillow only.
 
@@ -339,9 +362,9 @@ class OnnxPredictor:
                 f"Make one with `resnet-lab export RUN --out {self.path.with_suffix('.onnx')}`."
             ) from e
         self.metadata: dict[str, Any] = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
-        self.input_size = list(input_size or self.metadata.get("input_size") or [])
-        self.mean = list(mean or self.metadata.get("mean") or [])
-        self.std = list(std or self.metadata.get("std") or [])
+        self.input_size = _given_or(input_size, self.metadata.get("input_size"))  # NumPy arrays too: no truth tests
+        self.mean = _given_or(mean, self.metadata.get("mean"))
+        self.std = _given_or(std, self.metadata.get("std"))
         self.classes = list(classes) if classes is not None else self.metadata.get("classes")
         self.resize = resize or self.metadata.get("resize") or "auto"
         missing = [k for k in ("input_size", "mean", "std") if not getattr(self, k)]
@@ -352,6 +375,7 @@ class OnnxPredictor:
                 f"which records them, or in Python pass {', '.join(m + '=' for m in missing)} to OnnxPredictor"
             )
         check_preprocess(self.input_size, self.mean, self.std, self.resize)  # here, not blamed on an image
+        _check_graph_input(self.path, self.session.get_inputs()[0].shape, self.input_size)
         self.input_name = self.session.get_inputs()[0].name
         batch_dim = self.session.get_inputs()[0].shape[0]
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) else None

@@ -244,8 +244,8 @@ def evaluate(
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
-    was_training = [m.training for m in models]
-    for m in models:
+    modes = [(sub, sub.training) for m in models for sub in m.modules()]  # each module's own (a BN put in eval
+    for m in models:                                                       # inside a training model stays so)
         m.eval()
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
@@ -266,8 +266,8 @@ def evaluate(
             cm += confusion_matrix(predicted, y, num_classes)
             n += y.numel()
     finally:
-        for m, mode in zip(models, was_training):
-            m.train(mode)
+        for sub, mode in modes:
+            sub.training = mode
     if n == 0:
         raise ValueError("evaluation loader yielded no samples")
     cm = cm.cpu()

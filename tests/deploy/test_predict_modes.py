@@ -1,0 +1,92 @@
+"""Found by a QA pass on deployment (2026-12-06): predict_images left the caller's model in eval mode
+(a hand-written loop that predicts mid-training then froze its BN statistics), evaluate flipped a BN
+the caller had put in eval back to training, OnnxPredictor took NumPy overrides for a truth test and
+an input_size its graph does not take only at the first prediction, and an .onnx file given where a
+run belongs did not say how to run it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab.cli import main
+from resnet_lab.deploy import OnnxPredictor, iter_predictions, predict_images
+from resnet_lab.runs import load_model
+from resnet_lab.train import evaluate
+
+from .conftest import TINY_META
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(path)
+    return path
+
+
+def _modes(model):
+    return [m.training for m in model.modules()]
+
+
+def test_predicting_with_a_training_model_keeps_its_modes_and_uses_eval_mode_for_the_forward(run, image):
+    model, meta = load_model(run)
+    model.train()
+    model.layer1[0].bn1.eval()  # one BN the caller froze
+    before = _modes(model)
+    reference = predict_images(run, [image])  # loaded fresh: eval mode, the reference
+    assert predict_images(model, [image], meta=dict(meta))[0]["top"] == reference[0]["top"]
+    assert _modes(model) == before
+    results = iter_predictions(model, [image], meta=dict(meta))
+    assert _modes(model) == before  # not switched when the generator is made
+    assert next(results)["top"] == reference[0]["top"]
+    assert _modes(model) == before
+
+
+def test_evaluate_gives_back_each_modules_own_mode(run):
+    model, _ = load_model(run)
+    model.train()
+    model.layer1[0].bn1.eval()
+    before = _modes(model)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    evaluate(model, [(x, y)], num_classes=3)
+    assert _modes(model) == before
+
+
+def _exported(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from resnet_lab.deploy.export import export_run
+
+    path = tmp_path / "m.onnx"
+    export_run(run, path)
+    return path
+
+
+def test_onnx_predictor_takes_numpy_overrides_as_the_same_lists(run, image, tmp_path):
+    path = _exported(run, tmp_path)
+    arrays = OnnxPredictor(path, input_size=np.array([1, 8, 8]), mean=np.array([0.5]), std=np.array([0.25]))
+    lists = OnnxPredictor(path, input_size=[1, 8, 8], mean=[0.5], std=[0.25])
+    assert (arrays.input_size, arrays.mean, arrays.std) == (lists.input_size, lists.mean, lists.std)
+    assert arrays.predict([image])[0]["top"] == lists.predict([image])[0]["top"]
+    other = OnnxPredictor(path, mean=np.array([0.2]), std=np.array([0.5]))  # an override still overrides
+    assert (other.mean, other.std) == ([0.2], [0.5]) and other.input_size == TINY_META["input_size"]
+
+
+def test_onnx_predictor_refuses_an_input_size_its_graph_does_not_take_when_made(run, tmp_path):
+    path = _exported(run, tmp_path)
+    with pytest.raises(ValueError) as e:
+        OnnxPredictor(path, input_size=[3, 8, 8], mean=[0.5] * 3, std=[0.25] * 3)
+    assert str(e.value) == (f"input_size (3, 8, 8) does not fit {path}: its graph takes (C, H, W) = (1, 8, 8); leave "
+                            "input_size out to use the file's metadata")
+
+
+@pytest.mark.parametrize("command", ["predict", "export", "evaluate"])
+def test_an_onnx_file_where_a_run_belongs_says_how_to_run_it(run, image, tmp_path, capsys, command):
+    path = _exported(run, tmp_path)
+    args = {"predict": [str(path), str(image)], "export": [str(path), "--out", str(tmp_path / "again.onnx")],
+            "evaluate": [str(path)]}[command]
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert f"{path} is an ONNX file (an export), not a run: `resnet-lab predict --onnx {path} IMAGE...` runs it" in err
