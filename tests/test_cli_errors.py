@@ -283,6 +283,45 @@ def test_a_new_run_never_overwrites_a_run_even_one_without_its_training_state(tr
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_that_lost_its_model_json_gets_one_refusal_with_ways_out_that_work(trained, tmp_path, capsys, resume):
+    """QA 2026-12-06: without model.json a new run said "pass --resume" and --resume said "start
+    without --resume": each refusal pointed at the other."""
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "model.json").unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), *(["--resume"] if resume else [])]) == 2
+    err = _one_line_error(capsys, f"{run} holds part of a run (train_state.pt, model.safetensors")
+    assert err.endswith(f"but no model.json: it can be neither resumed nor overwritten; put its model.json back, or "
+                        f"choose another --out (in Python: another out), or delete {run} to start over there")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    for name, data in before.items():  # each way out works: the file put back resumes, another --out starts
+        (run / name).write_bytes(data)
+    (run / "model.json").write_bytes((src / "model.json").read_bytes())
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(tmp_path / "other")]) == 0
+
+
+def test_python_resume_into_a_run_without_model_json_is_the_same_refusal_not_a_writer_that_is_not_there(trained,
+                                                                                                   tmp_path):
+    from resnet_lab import create_model, train
+    from resnet_lab.data import load_data
+    from resnet_lab.train import TrainConfig
+
+    src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    (run / "model.json").unlink()
+    meta = json.loads((src / "model.json").read_text())
+    data = load_data("fake", image_size=meta["input_size"][-1], batch_size=8, subset=16)
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match=r"holds part of a run .* but no model.json: it can be neither"):
+            train(create_model("resnet8", num_classes=10, in_channels=meta["input_size"][0]), data,
+                  TrainConfig(epochs=2, out=str(run), resume=resume, progress=False))
+
+
 def test_out_naming_a_file_is_refused_and_the_file_kept(tmp_path, capsys):
     image = tmp_path / "gray.png"
     Image.new("L", (8, 8), 7).save(image)

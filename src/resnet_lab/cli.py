@@ -35,7 +35,7 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, same_test_data, settle_run_dir, trained_folder,
+from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data, settle_run_dir, trained_folder,
                    split_seed_of, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
@@ -597,9 +597,11 @@ def _resumed_meta(out: str) -> dict:
     if not Path(out).exists():
         raise missing_run(out)
     settle_run_dir(out)
+    if lost := run_without_meta(out):
+        raise lost
     if not (Path(out) / "model.json").is_file():
         raise FileNotFoundError(f"{out} holds no checkpoint yet (no model.json): nothing to resume (start without "
-                                "--resume)")
+                                "--resume; in Python: resume=False)")
     return load_meta(out)
 
 

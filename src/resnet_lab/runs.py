@@ -860,6 +860,19 @@ def missing_run(out: str | os.PathLike) -> FileNotFoundError:
                              "run's folder; in Python: resume=False, or the run's out)")
 
 
+def run_without_meta(run_dir: str | os.PathLike) -> FileExistsError | None:
+    """The error for a folder that holds run files (train_state.pt, weights) but no ``model.json``
+    (deleted by hand): --resume cannot rebuild the model without it and a new run must not overwrite
+    the rest, so both refusals name the ways out that work; None when the folder is no such thing."""
+    run_dir = Path(run_dir)
+    found = [name for name in RUN_FILES if name not in ("model.json", "metrics.jsonl") and (run_dir / name).exists()]
+    if not found or (run_dir / "model.json").exists():
+        return None
+    return FileExistsError(f"{run_dir} holds part of a run ({', '.join(found)}) but no model.json: it can be neither "
+                           "resumed nor overwritten; put its model.json back, or choose another --out (in Python: "
+                           f"another out), or delete {run_dir} to start over there")
+
+
 def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run's ``train_state.pt`` (optimizer, schedule, position, RNG states: what ``--resume`` needs),
     read with ``weights_only=True``; a clear error when it is missing, unreadable or corrupt."""

@@ -638,7 +638,7 @@ def test_resume_of_a_folder_without_a_checkpoint_says_nothing_to_resume(tmp_path
     assert main(["train", "--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "32",
                  "--batch-size", "16", "--epochs", "1", "--no-progress", "--out", str(out), "--resume"]) == 2
     assert capsys.readouterr().err == (f"error: {out} holds no checkpoint yet (no model.json): nothing to resume "
-                                       "(start without --resume)\n")
+                                       "(start without --resume; in Python: resume=False)\n")
 
 
 def test_a_cut_metrics_file_is_named_on_resume_with_the_epochs_it_lacks(tmp_path):

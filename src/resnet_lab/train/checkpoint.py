@@ -29,6 +29,7 @@ from ..runs import (
     missing_run,
     read_metrics,
     recover_run_dir,
+    run_without_meta,
     save_checkpoint,
     unwritable,
 )
@@ -321,6 +322,8 @@ class Checkpointer:
             self.lock.acquire()
             for what in recover_run_dir(self.run_dir):
                 self.log(f"{self.run_dir}: {what}")
+        if (self.config.resume or self.writes) and (lost := run_without_meta(self.run_dir)):
+            raise lost  # neither way out of the two refusals below would work
         if self.config.resume:
             if not self.run_dir.exists():  # before the permission check: a missing folder is not a denied one
                 raise missing_run(self.run_dir)
