@@ -1227,6 +1227,33 @@ def test_a_reader_that_leaves_the_pipe_does_not_end_a_training_run(tmp_path, mon
     assert json.loads((out / "model.json").read_text())["epoch"] == 3
 
 
+def test_an_error_line_to_a_stderr_reader_that_left_still_exits_2(tmp_path, monkeypatch):
+    """QA 2026-12-06: `resnet-lab evaluate ... 2>&1 >/dev/null | head -1` exited 1 about half the
+    time: printing the error line raised BrokenPipeError inside main's handler. In-process: a stderr
+    whose reader left; in a real process: stderr a pipe with no reader at all (deterministic)."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    class Gone(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Gone())
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    monkeypatch.undo()
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        code = subprocess.run([sys.executable, "-m", "resnet_lab", "evaluate", str(tmp_path / "missing")],
+                              stdout=subprocess.DEVNULL, stderr=write, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                              timeout=300).returncode
+    finally:
+        os.close(write)
+    assert code == 2
+
+
 def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys):
     run, _ = trained
     assert main(["evaluate", str(run), "--tta-shift", "100"]) == 2

@@ -1074,9 +1074,10 @@ def _describe_os_error(e: OSError) -> str:
     return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
 
 
-class _PipeSafeStdout:
-    """stdout that goes on when its reader leaves (`resnet-lab train ... | head -2`): the writes
-    after a BrokenPipeError go nowhere, so a training run is not ended by a closed pipe."""
+class _PipeSafeStream:
+    """stdout or stderr that goes on when its reader leaves (`resnet-lab train ... | head -2`,
+    `2>&1 >/dev/null | head -1`): the writes after a BrokenPipeError go nowhere, so a training run
+    is not ended by a closed pipe, nor an error line's exit status 2 turned into 1."""
 
     def __init__(self, stream) -> None:
         self._stream, self.broken = stream, False
@@ -1101,18 +1102,19 @@ class _PipeSafeStdout:
 
 
 @contextlib.contextmanager
-def _pipe_safe_stdout():
-    """The command's stdout as :class:`_PipeSafeStdout`; a pipe that closed leaves fd 1 on /dev/null,
-    so that Python's own flush at exit does not complain either."""
-    stream = _PipeSafeStdout(sys.stdout)
-    sys.stdout = stream
+def _pipe_safe_output():
+    """The command's stdout and stderr as :class:`_PipeSafeStream`; a pipe that closed leaves its fd
+    on /dev/null, so that Python's own flush at exit does not complain either."""
+    out, err = _PipeSafeStream(sys.stdout), _PipeSafeStream(sys.stderr)
+    sys.stdout, sys.stderr = out, err
     try:
         yield
     finally:
-        sys.stdout = stream._stream
-        if stream.broken:
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.stdout, sys.stderr = out._stream, err._stream
+        for stream in (out, err):
+            if stream.broken:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), stream._stream.fileno())
 
 
 @contextlib.contextmanager
@@ -1234,6 +1236,12 @@ ONE_PROCESS = ("lr-find", "finetune", "evaluate", "predict", "export", "report",
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    with _pipe_safe_output():  # the error lines below too: a reader of stderr that left changed 2 into 1
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; every failure is one line on stderr and its exit status."""
     own_format = threading.current_thread() is threading.main_thread()  # a process-wide setting: main thread only
     plain_format = warnings.formatwarning
     if own_format:
@@ -1244,7 +1252,7 @@ def main(argv: list[str] | None = None) -> int:
             # every rank would run the whole job and write the same files (experiment: refused by
             # its own lock as "another process"); only train takes torchrun
             raise RuntimeError(f"resnet-lab {args.command} runs in one process; start it without torchrun")
-        with _sigterm_as_interrupt(), _pipe_safe_stdout():
+        with _sigterm_as_interrupt():
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
