@@ -1439,3 +1439,20 @@ def test_evaluate_notes_an_unfinished_run_in_one_line(tmp_path, capsys):
     assert out.err == (f"note: {run} is unfinished: it stopped after epoch {meta['epoch']} of "
                        f"{meta['train_config']['epochs']}; continue it with the command that started it and --resume (in Python: the same call with resume=True)\n")
     assert (meta["epoch"], meta["train_config"]["epochs"]) == (1, 3)  # as --stop-after 1 of --epochs 3 asked
+
+
+def test_best_of_shipped_weights_names_them_as_typed_not_their_file_inside_the_package(capsys):
+    """QA 2026-12-06: `evaluate resnet8_fast:fashion-mnist --best` named
+    .../site-packages/resnet_lab/weights/resnet8_fast-fashion-mnist.safetensors and told the user to
+    give the run directory, which shipped weights do not have."""
+    from resnet_lab.runs import load_model
+    from resnet_lab.weights import list_weights
+
+    name = next(iter(list_weights()))
+    assert main(["evaluate", name, "--best"]) == 2
+    err = _one_line_error(capsys, f"{name} names shipped weights")
+    assert err == (f"error: {name} names shipped weights, one set of them: there is no best epoch to choose (--best; in "
+                   "Python: which='best'); drop --best")
+    with pytest.raises(ValueError, match=f"^{name} names shipped weights"):
+        load_model(name, which="best")
+    assert load_model(name)[1]["arch"]  # without --best the same name loads

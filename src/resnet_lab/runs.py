@@ -831,6 +831,9 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
 
     The model is returned in eval mode.
     """
+    if which == "best" and not Path(source).exists() and is_weights_name(str(source)):  # named as typed, not its file
+        raise ValueError(f"{source} names shipped weights, one set of them: there is no best epoch to choose (--best; "
+                         "in Python: which='best'); drop --best")
     source = resolve_source(source)
     run_dir = source if source.is_dir() else source.parent
     settle_run_dir(run_dir)
