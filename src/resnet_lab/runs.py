@@ -73,6 +73,7 @@ __all__ = [
     "atomic_write_text",
     "find_model_json",
     "check_meta",
+    "check_metrics_record",
     "load_meta",
     "trained_folder",
     "weights_path",
@@ -925,6 +926,30 @@ def _write_metrics_csv(run_dir: str | os.PathLike, records: list[dict[str, Any]]
     atomic_write_text(Path(run_dir) / "metrics.csv", text.getvalue())
 
 
+# The numbers of an epoch record (train/loop.py's _epoch_record); each may be absent (test_* of an
+# epoch --eval-every skips, train_loss_plain without label smoothing) or null, never a string or a bool.
+METRICS_NUMBERS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "train_seconds", "images_per_second",
+                   "elapsed_seconds", "session", "train_loss_plain")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_metrics_record(record: dict[str, Any], where: str, way_out: str) -> None:
+    """Refuse an epoch record (of metrics.jsonl, or model.json's ``metrics``) whose number is a string
+    or a bool, in one line naming ``where`` it is, the field and ``way_out``; a hand-edited value
+    failed later as "'>' not supported between instances of 'str' and 'float'"."""
+    for key in ("epoch", *METRICS_NUMBERS):
+        value = record.get(key)
+        ok = _whole(value) if key == "epoch" else value is None or (
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            want = "a whole number" if key == "epoch" else "a number (or null)"
+            raise ValueError(f"{where}: {key!r} must be {want}, got {json.dumps(value)[:80]}: it was edited, or not "
+                             f"written by resnet-lab; {way_out}")
+
+
 def read_metrics(run_dir: str | os.PathLike, upto: int | None = None) -> list[dict[str, Any]]:
     """The epoch records of ``metrics.jsonl``, tolerating a torn last line (a killed append).
 
@@ -936,17 +961,19 @@ def read_metrics(run_dir: str | os.PathLike, upto: int | None = None) -> list[di
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = [(i, line) for i, line in enumerate(text, 1) if line.strip()]  # i: the line number an editor shows
     records = []
-    for i, line in enumerate(lines, 1):
+    for n, (i, line) in enumerate(lines, 1):
         try:
             record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            if not isinstance(record, dict) or not _whole(record.get("epoch")):
                 raise ValueError("no integer 'epoch'")
         except ValueError as e:
-            if i == len(lines):
+            if n == len(lines):
                 break  # the append a kill cut short: the checkpoint does not count that epoch anyway
             raise ValueError(f"{path} line {i} is corrupt ({e}); delete that line (or the file) and resume") from e
+        check_metrics_record(record, f"{path} line {i}", "fix that line or delete it")
         records.append(record)
     if upto is not None:
         records = [r for r in records if r["epoch"] <= upto]

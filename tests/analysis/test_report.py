@@ -10,6 +10,7 @@ skipped where no browser is installed.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -26,7 +27,7 @@ from PIL import Image
 from resnet_lab.analysis import report_html, write_report
 from resnet_lab.cli import main
 from resnet_lab.data import load_data
-from resnet_lab.runs import load_model
+from resnet_lab.runs import load_model, read_metrics
 
 # resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
@@ -789,3 +790,58 @@ def test_report_data_table_numbers_carry_their_exact_values_and_one_epoch_is_sin
     assert main(["train", *tiny(epochs="1"), "--out", str(run)]) == 0
     text = report_html([run], device="cpu", mistakes=0)
     assert "<p>1 epoch: " in text and "1 epochs" not in text
+
+
+def _heading(text: str, i: int = 0) -> str:
+    """The words of the ``i``-th run's heading paragraph."""
+    return re.sub("<[^>]+>", "", text.split("<section")[i + 1].split("</p>")[0])
+
+
+def test_a_torn_last_metrics_record_is_named_and_its_epoch_1_is_not_called_final(runs, tmp_path):
+    """A kill during the append tore epoch 2's line of a finished run: the page said "final" of
+    epoch 1's numbers. The reference: model.json's checkpoint record of epoch 2 ('metrics') and
+    metrics.jsonl's line 1, both read with json."""
+    run = copy_run(runs[0], tmp_path / "torn")
+    first, second = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(first + "\n" + second[:100])
+    saved = json.loads((run / "model.json").read_text())
+    assert saved["epoch"] == saved["metrics"]["epoch"] == 2 and json.loads(first)["epoch"] == 1
+    text = report_html([run, runs[1]], device="cpu", mistakes=0)
+    page = Page(text)
+    mine = text.split("<section")[1]
+    assert re.search(r"final ([\d.]+)%", _heading(text)).group(1) == f"{100 * saved['metrics']['test_acc']:.2f}"
+    (note,) = [n for n in page.notes if "metrics.jsonl stops" in n]
+    assert "stops at epoch 1 of the 2" in note and "torn" in note and "model.json" in note
+    assert note in html.unescape(mine)
+    row = page.table("compare")[0]
+    assert float(row["final_test_acc"]["value"]) == saved["metrics"]["test_acc"]
+    assert int(row["epochs"]["value"]) == 2
+    timings = page.table("epochs", str(run))
+    assert [r["epoch"]["text"] for r in timings] == ["1", "2 (model.json)"]
+    for row, record in zip(timings, [json.loads(first), saved["metrics"]]):
+        assert float(row["test_acc"]["value"]) == record["test_acc"]
+    # the record cut off whole (not torn) and model.json without a record of epoch 2: nothing is "final"
+    (run / "metrics.jsonl").write_text(first + "\n")
+    (run / "model.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "metrics"}))
+    text = report_html([run, runs[1]], device="cpu", mistakes=0)
+    assert "final" not in _heading(text) and f"last recorded {100 * json.loads(first)['test_acc']:.2f}%" in _heading(text)
+    (note,) = [n for n in Page(text).notes if "metrics.jsonl stops" in n]
+    assert "records after it are missing" in note and "no record of epoch 2" in note
+    assert Page(text).table("compare")[0]["final_test_acc"]["text"].endswith("(last recorded)")
+
+
+@pytest.mark.parametrize("value", ['"oops"', "true", "[0.5]"])
+def test_a_hand_edited_metrics_value_is_one_line_naming_the_file_line_and_field(runs, tmp_path, capsys, value):
+    """A string in metrics.jsonl's test_acc crashed report with "'>' not supported between instances
+    of 'str' and 'float'"."""
+    run = copy_run(runs[0], tmp_path / "edited")
+    first = (run / "metrics.jsonl").read_text().splitlines()[0]
+    (run / "metrics.jsonl").write_text(first + "\n" + '{"epoch": 2, "train_loss": 2.05, "test_acc": ' + value + "}\n")
+    capsys.readouterr()
+    assert main(["report", str(run), "--out", str(tmp_path / "r.html"), "--device", "cpu", "--mistakes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {run / 'metrics.jsonl'} line 2: 'test_acc' must be a number")
+    assert "fix that line or delete it" in err and value in err
+    # null is what a record without the evaluation may hold: read, not refused
+    (run / "metrics.jsonl").write_text(first + "\n" + '{"epoch": 2, "train_loss": 2.05, "test_acc": null}\n')
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]

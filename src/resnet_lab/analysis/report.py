@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
-from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_output_file, load_model, read_metrics,
-                    resolve_source, same_test_data, trained_folder)
+from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file, load_model,
+                    read_metrics, resolve_source, same_test_data, trained_folder)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -80,12 +80,14 @@ class _Run:
     name: str
     run_dir: Path
     meta: dict[str, Any]
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # metrics.jsonl's records, and model.json's of a later epoch (see _stops_short)
     evaluation: _Evaluation | None = None
     data_note: str = ""  # why the test-set sections are missing
     data_source: str = ""  # where the evaluated test set was read, in words
     weights: str = "model.safetensors"  # the file that was evaluated
     figures: dict[str, str] = field(default_factory=dict)  # data URIs by figure name
+    metrics_note: str = ""  # where metrics.jsonl stops short of the checkpoint's epoch, and what stands in
+    from_meta: int | None = None  # the epoch whose record is model.json's (history[-1]), not metrics.jsonl's
 
 
 class _MistakeTracker(nn.Module):
@@ -148,6 +150,7 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     run_dir = where if where.is_dir() else where.parent  # shipped weights: their folder, which has no metrics
     run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir),
                weights="model.safetensors" if where.is_dir() else where.name)
+    _stops_short(run)
     if not meta.get("dataset"):
         run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
         return run
@@ -161,6 +164,30 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     if data is not None:
         run.evaluation = _evaluate_run(model, meta, data, device, mistakes)
     return run
+
+
+def _stops_short(run: _Run) -> None:
+    """A metrics.jsonl that stops before the epoch model.json's checkpoint is at (a kill tore its last
+    line, which read_metrics drops, or records were cut): the last whole record is not the run's
+    final one. model.json's ``metrics`` record of that epoch, when it holds one, is added to the
+    history; ``run.metrics_note`` says where the file stops and what stands in for the rest."""
+    done = run.meta.get("epoch")
+    if not run.history or not isinstance(done, int) or isinstance(done, bool) or done <= run.history[-1]["epoch"]:
+        return
+    path, last = run.run_dir / "metrics.jsonl", run.history[-1]["epoch"]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    why = ("its last record is torn (a kill during the append leaves one)" if len(lines) > len(run.history)
+           else "the records after it are missing")
+    stops = f"metrics.jsonl stops at epoch {last} of the {done} that model.json's checkpoint covers: {why}"
+    record = run.meta.get("metrics")
+    if isinstance(record, dict) and record.get("epoch") == done:
+        check_metrics_record(record, f"{run.run_dir / 'model.json'} 'metrics'", "restore it, or train the run again")
+        run.history.append(record)
+        run.from_meta = done
+        run.metrics_note = (f"{stops}. Epoch {done}'s figures (the final ones, the last row of the timings and the "
+                            f"curves' last point) are model.json's record of it ('metrics').")
+    else:
+        run.metrics_note = f"{stops}, and model.json holds no record of epoch {done}: the figures stop at epoch {last}."
 
 
 # Datasets that live in the usual places (--data-dir, $RESNET_LAB_DATA, the Debian path, the cache).
@@ -434,6 +461,8 @@ def _summary(run: _Run) -> dict[str, Any]:
         "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h) if h else None,  # None: not measured
         "wall_seconds": _wall_seconds(h) if h else None,
         "unfinished": _unfinished(run),
+        # metrics.jsonl stops short of the checkpoint and model.json has no record to stand in: not final
+        "short": bool(run.metrics_note) and run.from_meta is None,
     }
 
 
@@ -536,6 +565,8 @@ def _epochs_html(run: _Run) -> str:
     head = (f"<p>{epochs}: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
             "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added).</p>")
     rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in run.history]
+    if run.from_meta is not None:  # the last row is not metrics.jsonl's (see the note above)
+        rows[-1][0] = _cell(f"{run.from_meta} (model.json)", "epoch", run.from_meta)
     return head + _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
 
 
@@ -656,7 +687,7 @@ def _no_metrics_words(run: _Run) -> str:
 def _run_html(run: _Run) -> str:
     s = _summary(run)
     out = f"<section data-run=\"{_esc(run.name)}\"><h2>{_esc(run.name)}</h2>"
-    final = "last evaluated" if s["unfinished"] else "final"
+    final = "last evaluated" if s["unfinished"] else "last recorded" if s["short"] else "final"
     best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), {final} "
             f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
             "no evaluated epoch in metrics.jsonl" if run.history else _no_metrics_words(run))
@@ -664,8 +695,12 @@ def _run_html(run: _Run) -> str:
     origin = f", {_transfer_words(run.meta['transfer'])}" if isinstance(run.meta.get("transfer"), dict) else ""
     out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}{_esc(origin)}, {s["params"]:,} parameters; '
             f"{best}{_esc(stopped)}.</p>")
+    if run.metrics_note:
+        out += f'<p class="note">{_esc(run.metrics_note)}</p>'
     out += "<h3>Curves</h3>"
     source = "metrics.jsonl" if run.history else f"curves.png written by the training; {_no_metrics_words(run)}"
+    if run.from_meta is not None:
+        source += f", and model.json's record of epoch {run.from_meta}"
     out += (_figure(run.figures["curves"], "curves", f"loss and accuracy per epoch ({source})", run.name)
             if "curves" in run.figures else
             f'<p class="note">No curves: {_no_metrics_words(run)} and curves.png is missing.</p>')
@@ -686,6 +721,7 @@ def _comparison_html(runs: Sequence[_Run]) -> str:
             _cell(run.name, "run", run.name), _cell(s["model"], "model", s["model"]),
             _cell(s["dataset"], "dataset", s["dataset"]),
             _cell(_pct(s["final_test_acc"]) + (" (last evaluated)" if unfinished else "")
+                  + (" (last recorded)" if s["short"] and not unfinished else "")
                   + (" (this report's evaluation)" if s["final_from_report"] else ""), "final_test_acc",
                   s["final_test_acc"]),
             _cell(_pct(s["best_test_acc"]), "best_test_acc", s["best_test_acc"]),
