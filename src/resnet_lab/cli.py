@@ -35,8 +35,8 @@ from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data, settle_run_dir, trained_folder,
-                   split_seed_of, unwritable)
+from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
+                   settle_run_dir, split_seed_of, stopped_words, trained_folder, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
 from .train.distributed import dist_env, distributed_errors, setup_distributed
@@ -860,9 +860,7 @@ def _note_unfinished(run: str, meta: dict) -> None:
     step = int(meta.get("step") or 0)
     if done >= planned and not step:
         return
-    where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
-    print(f"note: {run} is unfinished: it stopped {where}; continue it with the command that started it and --resume (in Python: the same call with resume=True)",
-          file=sys.stderr)
+    print(f"note: {run} is unfinished: it {stopped_words(done, planned, step)}", file=sys.stderr)
 
 
 def _names_a_model(arg: str) -> bool:

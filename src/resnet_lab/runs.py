@@ -90,6 +90,7 @@ __all__ = [
     "save_model",
     "save_state_dict",
     "settle_run_dir",
+    "stopped_words",
     "write_file_set",
 ]
 
@@ -924,6 +925,15 @@ def _write_metrics_csv(run_dir: str | os.PathLike, records: list[dict[str, Any]]
     writer.writeheader()
     writer.writerows(records)
     atomic_write_text(Path(run_dir) / "metrics.csv", text.getvalue())
+
+
+def stopped_words(done: int, planned: int, step: int) -> str:
+    """Where a run that stopped before its last epoch stopped (``done`` epochs of ``planned``, ``step``
+    steps into the next) and how to go on, for the CLI's and the Python API's user alike: evaluate's
+    note and report's heading say it in these words."""
+    where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
+    return (f"stopped {where}; continue it with the command that started it and --resume "
+            "(in Python: the same call with resume=True)")
 
 
 # The numbers of an epoch record (train/loop.py's _epoch_record); each may be absent (test_* of an

@@ -845,3 +845,18 @@ def test_a_hand_edited_metrics_value_is_one_line_naming_the_file_line_and_field(
     # null is what a record without the evaluation may hold: read, not refused
     (run / "metrics.jsonl").write_text(first + "\n" + '{"epoch": 2, "train_loss": 2.05, "test_acc": null}\n')
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
+def test_an_unfinished_runs_heading_says_how_to_go_on_in_evaluates_words(runs, tmp_path, capsys):
+    """A run started from Python (resnet_lab.train with stop_after) was told to use "the resnet-lab
+    train command that started it"; evaluate's note names the Python call too. The reference:
+    evaluate's note on the same run."""
+    run = tmp_path / "stopped"
+    assert main(["train", *tiny(epochs="2"), "--stop-after", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--device", "cpu"]) == 0
+    note = capsys.readouterr().err.strip()
+    words = note.split(" is unfinished: it ", 1)[1]
+    assert "resume=True" in words
+    heading = html.unescape(_heading(report_html([run], device="cpu", mistakes=0)))
+    assert f"unfinished: {words}." in heading

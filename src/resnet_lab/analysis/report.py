@@ -34,7 +34,7 @@ from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file, load_model,
-                    read_metrics, resolve_source, same_test_data, trained_folder)
+                    read_metrics, resolve_source, same_test_data, stopped_words, trained_folder)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion
 
@@ -478,14 +478,10 @@ def _unfinished(run: _Run) -> tuple[int, int, int] | None:
     return (done, planned, step) if done < planned or step else None
 
 
-def _unfinished_words(run: _Run, unfinished: tuple[int, int, int]) -> str:
-    """Where an unfinished run stopped and how to go on: the command that started it, with --resume
-    (train needs its model and data flags again, so `train --resume` alone would not do)."""
-    done, planned, step = unfinished
-    where = f"in epoch {done + 1} of {planned} (after step {step})" if step else f"after epoch {done} of {planned}"
-    command = "finetune" if run.meta.get("transfer") else "train"
-    return (f"unfinished: stopped {where}; continue it with the resnet-lab {command} command that started it and "
-            f"--resume (--out {run.run_dir})")
+def _unfinished_words(unfinished: tuple[int, int, int]) -> str:
+    """Where an unfinished run stopped and how to go on, in evaluate's words (runs.stopped_words): the
+    command or the Python call that started it, with --resume (resume=True)."""
+    return f"unfinished: {stopped_words(*unfinished)}"
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -691,7 +687,7 @@ def _run_html(run: _Run) -> str:
     best = (f"best test accuracy {_pct(s['best_test_acc'])} (epoch {s['best_epoch']}), {final} "
             f"{_pct(s['final_test_acc'])}" if s["best_epoch"] is not None else
             "no evaluated epoch in metrics.jsonl" if run.history else _no_metrics_words(run))
-    stopped = f"; {_unfinished_words(run, s['unfinished'])}" if s["unfinished"] else ""
+    stopped = f"; {_unfinished_words(s['unfinished'])}" if s["unfinished"] else ""
     origin = f", {_transfer_words(run.meta['transfer'])}" if isinstance(run.meta.get("transfer"), dict) else ""
     out += (f'<p class="muted">{_esc(s["model"])} on {_esc(s["dataset"])}{_esc(origin)}, {s["params"]:,} parameters; '
             f"{best}{_esc(stopped)}.</p>")
