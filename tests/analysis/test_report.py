@@ -401,7 +401,7 @@ def test_side_by_side_training_loss_is_the_plain_cross_entropy_of_a_label_smooth
     assert _loss_series(smoothed) == [("ls (test)", [2.2, 2.1]), ("ls (train)", [2.25, 2.00])]
     older = _Run("old", runs[0], {"train_config": {"label_smoothing": 0.1}},
                  [{k: v for k, v in h.items() if k != "train_loss_plain"} for h in history])
-    assert _loss_series(older)[1] == ("old (train, smoothed objective)", [2.30, 2.10])
+    assert _loss_series(older)[1] == ("old (train; loss: the smoothed objective)", [2.30, 2.10])
     ce = _Run("ce", runs[0], {"train_config": {"label_smoothing": 0.0}}, [{"epoch": 1, "train_loss": 2.3}])
     assert _loss_series(ce)[1] == ("ce (train)", [2.3])  # without smoothing the objective is the cross-entropy
 
@@ -860,3 +860,58 @@ def test_an_unfinished_runs_heading_says_how_to_go_on_in_evaluates_words(runs, t
     assert "resume=True" in words
     heading = html.unescape(_heading(report_html([run], device="cpu", mistakes=0)))
     assert f"unfinished: {words}." in heading
+
+
+def _compare_figure(runs, n: int, monkeypatch):
+    """The side-by-side figure of ``n`` runs (run directory ``runs[0]``, histories of two epochs made
+    here), as matplotlib drew it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from resnet_lab.analysis import report
+
+    drawn = []
+    monkeypatch.setattr(report, "_figure_uri", lambda fig, dpi=90: drawn.append(fig) or "data:,")
+    made = [report._Run(f"run{i}", runs[0], {"train_config": {}},
+                        [{"epoch": e, "train_loss": 2.4 - 0.1 * e - 0.01 * i, "test_loss": 2.3 - 0.05 * e,
+                          "train_acc": 0.1 * e + 0.01 * i, "test_acc": 0.12 * e} for e in (1, 2)]) for i in range(n)]
+    report._compare_uri(made)
+    (fig,) = drawn
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    FigureCanvasAgg(fig).draw()
+    return fig, renderer
+
+
+@pytest.mark.parametrize("n", [6, 9])
+def test_side_by_side_legend_covers_no_point_and_shows_each_curves_style(runs, monkeypatch, n):
+    """The loss panel's legend sat over a run's epoch-1 points, and its "(train)" entries were drawn
+    solid (a dashed line too short to show a gap beside its marker). The reference: the figure's own
+    artists, in display coordinates: every plotted point and each panel's whole box (ticks, labels)."""
+    import matplotlib as mpl
+    from matplotlib.transforms import Bbox
+
+    fig, renderer = _compare_figure(runs, n, monkeypatch)
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    box = legends[0].get_window_extent(renderer)
+    for ax in fig.axes:  # the panel, its tick labels and axis labels (its tight box holds its own legend too)
+        panel = Bbox.union([ax.get_window_extent(renderer), ax.xaxis.get_tightbbox(renderer),
+                            ax.yaxis.get_tightbbox(renderer)])
+        assert not box.overlaps(panel), ("the legend is over a panel", box, panel)
+        for line in ax.get_lines():
+            for x, y in ax.transData.transform(line.get_xydata()):
+                assert not (box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1), (line.get_label(), x, y)
+    if n > 8:
+        return  # one entry a run, its title says which style is which
+    plotted = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    handles = legends[0].legend_handles
+    assert sorted(h.get_label() for h in handles) == sorted(plotted) and len(handles) == 2 * n
+    scale = 72 / fig.dpi  # display pixels to points
+    for handle in handles:
+        line = plotted[handle.get_label()]
+        assert (handle.get_linestyle(), handle.get_color()) == (line.get_linestyle(), line.get_color())
+        if line.get_linestyle() == "--":  # a dash and a gap either side of the marker at least
+            on, off = (v * line.get_linewidth() for v in mpl.rcParams["lines.dashed_pattern"])
+            (x0, _), (x1, _) = handle.get_transform().transform(handle.get_xydata()[[0, -1]])
+            assert (x1 - x0) * scale >= 2 * (on + off) + line.get_markersize(), (x1 - x0) * scale
+    assert {h.get_linestyle() for h in handles if "(train" in h.get_label()} == {"--"}
+    assert {h.get_linestyle() for h in handles if "(test)" in h.get_label()} == {"-"}

@@ -76,3 +76,15 @@ def test_plot_curves_writes_a_png_file(tmp_path):
     assert path == tmp_path / "curves.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.get_fignums()  # the figure was closed after saving
+
+
+def test_curves_png_is_ticked_at_whole_epochs(close_figures):
+    """A 2-epoch run's curves.png was ticked at 1.0, 1.2, ... 2.0; an epoch is a count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = curves_figure(PLAIN)
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == [1, 2], ticks

@@ -36,7 +36,7 @@ from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file, load_model,
                     read_metrics, resolve_source, same_test_data, stopped_words, trained_folder)
 from ..train import evaluate, resolve_device
-from ..train.plots import curves_figure, plot_confusion
+from ..train.plots import curves_figure, plot_confusion, whole_epochs
 
 __all__ = ["machine_info", "report_html", "write_report"]
 
@@ -325,7 +325,7 @@ def _loss_series(run: _Run) -> list[tuple[str, list[float]]]:
     plain = any("train_loss_plain" in h for h in run.history)
     smoothed = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0) > 0 and not plain
     return [(f"{run.name} (test)", [h.get("test_loss", math.nan) for h in run.history]),
-            (f"{run.name} (train{', smoothed objective' if smoothed else ''})",
+            (f"{run.name} (train{'; loss: the smoothed objective' if smoothed else ''})",
              [h.get("train_loss_plain" if plain else "train_loss", math.nan) for h in run.history])]
 
 
@@ -343,12 +343,16 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
                         color=colours[i], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    _whole_epochs(fig)
+    whole_epochs(fig)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        if len(runs) <= LEGEND_RUNS:
-            ax.legend(fontsize=7)
-    if len(runs) > LEGEND_RUNS:  # two entries a run would cover the curves: one a run, beside the axes
+    if len(runs) <= LEGEND_RUNS:  # below the panels, never over a point: a row a run, test | train
+        lines = ax_loss.get_lines()  # the same styles and colours as the accuracy panel's, with the loss's labels
+        order = lines[0::2] + lines[1::2]  # columns fill first: the test column, then the train one
+        # a long handle, or a dashed line reads as solid at 7 pt (two dashes and the marker)
+        fig.legend(handles=order, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
+                   handlelength=4, frameon=False)
+    else:  # two entries a run would cover the curves: one a run, beside the axes
         from matplotlib.lines import Line2D  # deferred, as every matplotlib import here
 
         handles = [Line2D([], [], color=c, marker="o", ms=3, label=run.name) for c, run in zip(colours, runs)]
@@ -357,16 +361,7 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
     return _figure_uri(fig)
 
 
-LEGEND_RUNS = 8  # up to this many runs each axes has its own legend (test and train per run)
-
-
-def _whole_epochs(fig):
-    """Ticks at whole epochs on every (epoch) x axis of ``fig``: two epochs drew 1.0, 1.2, 1.4..."""
-    from matplotlib.ticker import MaxNLocator  # deferred, as every matplotlib import here
-
-    for ax in fig.axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return fig
+LEGEND_RUNS = 8  # up to this many runs the legend has an entry for each curve (test and train per run)
 
 
 def _run_colours(n: int) -> list:
@@ -384,7 +379,7 @@ def _draw_figures(run: _Run) -> None:
     the confusion matrix and mistakes of the evaluation (the training's confusion.png without it)."""
     smoothing = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0)
     if run.history:
-        run.figures["curves"] = _figure_uri(_whole_epochs(curves_figure(run.history, run.name, smoothing)))
+        run.figures["curves"] = _figure_uri(curves_figure(run.history, run.name, smoothing))
     elif (run.run_dir / "curves.png").is_file():
         run.figures["curves"] = _data_uri((run.run_dir / "curves.png").read_bytes())
     ev, classes = run.evaluation, run.meta["classes"]

@@ -11,7 +11,17 @@ import numpy as np
 from ..data import display_name
 from ..figures import new_figure, save_png
 
-__all__ = ["curves_figure", "plot_confusion", "plot_curves"]
+__all__ = ["curves_figure", "plot_confusion", "plot_curves", "whole_epochs"]
+
+
+def whole_epochs(fig):
+    """Ticks at whole epochs on every x axis of ``fig`` (each is an epoch axis) and ``fig`` back: matplotlib's
+    own ticks for two epochs were 1.0, 1.2, 1.4..., and an epoch is a count."""
+    from matplotlib.ticker import MaxNLocator  # deferred: matplotlib loads with the first figure (figures.py)
+
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
 
 
 def _series(history: Sequence[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
@@ -72,7 +82,7 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(display_name(title))  # a run folder's name may not be UTF-8 (see display_name)
-    return fig
+    return whole_epochs(fig)
 
 
 def plot_curves(
