@@ -4,23 +4,14 @@ or False ("no" inverted every image)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from resnet_lab.deploy import OnnxPredictor, iter_predictions, predict_images
 from resnet_lab.runs import load_model
 from resnet_lab.train import resolve_device
 
 TINY_META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}  # the run fixture's
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "x.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(path)
-    return path
 
 
 def _resolver_error(device):

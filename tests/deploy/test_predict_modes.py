@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from resnet_lab.cli import main
 from resnet_lab.deploy import OnnxPredictor, iter_predictions, predict_images
@@ -17,13 +16,6 @@ from resnet_lab.runs import load_model
 from resnet_lab.train import evaluate
 
 from .conftest import TINY_META
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "x.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8), dtype=np.uint8)).save(path)
-    return path
 
 
 def _modes(model):
