@@ -427,8 +427,16 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cpu") if args.dry_run else torch.device(args.device or "cuda")
     except RuntimeError:
         fail(f"--device {args.device} is no device: give cuda or cuda:N (or --dry-run to check the script on a CPU)")
-    if not args.dry_run and (device.type != "cuda" or not torch.cuda.is_available()):
+    if not args.dry_run and device.type != "cuda":  # cpu, mps: not what this script measures
+        print(f"--device {args.device} is not a CUDA device: give cuda or cuda:N (or --dry-run to check the script on "
+              "a CPU)", file=sys.stderr)
+        return 2
+    if not args.dry_run and not torch.cuda.is_available():
         print(NO_CUDA, file=sys.stderr)
+        return 2
+    if not args.dry_run and device.index is not None and device.index >= torch.cuda.device_count():
+        print(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+              f"cuda:{torch.cuda.device_count() - 1}; give one of them", file=sys.stderr)  # before any part runs
         return 2
     if args.threads is not None:
         setup_threads(args.threads)

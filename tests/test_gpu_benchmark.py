@@ -57,8 +57,21 @@ def test_without_cuda_and_without_dry_run_it_refuses_in_one_line_with_exit_2():
     assert proc.stderr.strip() == gpu.NO_CUDA and proc.stdout == ""
 
 
-def test_a_cpu_device_without_dry_run_is_refused_too():
-    assert gpu.main(["--device", "cpu"]) == 2
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_a_device_that_is_not_cuda_without_dry_run_is_refused_by_name(device, capsys):
+    """QA 2026-12-06: --device cpu said "no CUDA device", false on a machine with one."""
+    assert gpu.main(["--device", device]) == 2
+    assert capsys.readouterr().err.strip() == (f"--device {device} is not a CUDA device: give cuda or cuda:N (or "
+                                               "--dry-run to check the script on a CPU)")
+
+
+def test_a_cuda_index_past_the_machines_gpus_is_refused_before_any_part_runs(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(gpu, "build", lambda *a, **k: pytest.fail("a part ran"))
+    assert gpu.main(["--device", "cuda:5"]) == 2
+    assert capsys.readouterr().err.strip() == ("--device cuda:5: this machine has 1 CUDA device(s), cuda:0 to cuda:0; "
+                                               "give one of them")
 
 
 def test_fp16_with_a_gradient_scaler_on_a_gpu_without_bfloat16(monkeypatch):
