@@ -39,6 +39,7 @@ from .runs import (check_meta, check_output_file, load_meta, load_model, missing
                    settle_run_dir, split_seed_of, stopped_words, trained_folder, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
+from .train.device import check_fp16
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
 
@@ -571,6 +572,7 @@ def _data_shard(device):
 
 def cmd_train(args) -> int:
     device = resolve_device(args.device)
+    check_fp16(device, args.fp16)  # before the data is loaded (an image folder is scanned whole)
     config = _train_config(args, args.out)
     if args.resume:
         arch = dict(_resumed_meta(args.out)["arch"])
@@ -679,6 +681,7 @@ def cmd_lr_find(args) -> int:  # one process (ONE_PROCESS): every rank would run
                                     f"{Path(args.out) / 'lr_find.png'}")
         check_output_file(args.out, kind="PNG plot", suffixes=(".png",))
     device = resolve_device(args.device)
+    check_fp16(device, args.fp16)  # before the data is loaded
     data = _load_data(args, device=device)
     model = _new_model(args, data)
     arch = dict(model.model_config)
@@ -944,6 +947,7 @@ def cmd_finetune(args) -> int:
     # One process (ONE_PROCESS): freezing changes requires_grad between phases and locks BN modules
     # that SyncBatchNorm would replace; neither is wired through DDP yet.
     device = resolve_device(args.device)
+    check_fp16(device, args.fp16)  # before the source and the data are loaded
     source = load_source(args.source, file=args.from_file, model=args.model)
     for note in source.notes:  # notes on stderr, as every command's: stdout is for the results
         print(f"note: {note}", file=sys.stderr)

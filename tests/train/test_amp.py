@@ -76,3 +76,23 @@ def test_torch_warns_about_a_schedule_stepped_past_a_skipped_step_which_the_loop
     assert not getattr(optimizer, "_opt_called", False)  # the scaler skipped optimizer.step()
     with pytest.warns(UserWarning, match=r"lr_scheduler.step\(\)` before `optimizer.step\(\)"):
         scheduler.step()
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find", "finetune"])
+def test_fp16_on_a_cpu_is_refused_before_anything_is_loaded_or_printed(tmp_path, capsys, monkeypatch, command):
+    """QA 2026-12-06: finetune --fp16 loaded the source and the data and printed four lines before
+    the refusal; train and lr-find scanned the data first (a whole image folder)."""
+    import resnet_lab.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda *a, **k: pytest.fail("the data was loaded before the refusal"))
+    monkeypatch.setattr(cli, "load_source", lambda *a, **k: pytest.fail("the source was loaded before the refusal"))
+    data = ["--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16", "--no-progress",
+            "--device", "cpu", "--fp16"]
+    argv = {"train": ["train", "--model", "resnet8", *data, "--epochs", "1", "--out", str(tmp_path / "run")],
+            "lr-find": ["lr-find", "--model", "resnet8", *data, "--out", str(tmp_path / "lr.png")],
+            "finetune": ["finetune", "--from", "resnet8_fast:fashion-mnist", "--strategy", "last", *data, "--epochs",
+                         "1", "--out", str(tmp_path / "ft")]}[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: --fp16 ") and "use --bf16" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
