@@ -124,3 +124,11 @@ def test_per_class_refusal_names_the_callers_label_when_classes_relabels(classes
     assert _one_line(exc) == (f"per_class 100 is more than the {low} training images of class "
                               f"'class{smallest}' (label {smallest}) of fake, its smallest class; pass "
                               f"per_class={low} or less, or drop per_class to train on every image")
+
+
+@pytest.mark.parametrize("device", ["xla", "ipu", "hpu:0"])
+def test_a_device_torch_names_but_resnet_lab_does_not_run_on_is_one_line(device):
+    """QA 2026-12-06: load_data(device='xla') was torch's traceback from the first copy."""
+    with pytest.raises(ValueError) as exc:
+        load_data("fake", device=device, image_size=8)
+    assert _one_line(exc) == f"device {device!r} is not one resnet-lab runs on: use cpu, cuda, cuda:N or mps"

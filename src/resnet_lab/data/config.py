@@ -44,9 +44,12 @@ def check_device_name(device: Any) -> torch.device:
     ``device=0`` was taken for cuda:0). The meta device is taken too: batches with shapes only."""
     check_device_is_name(device)
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):
         raise ValueError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps", "meta"):  # xla, ipu...: torch names them, the copy failed
+        raise ValueError(f"device {str(device)!r} is not one resnet-lab runs on: use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def check_device_present(device: str | torch.device) -> None:
