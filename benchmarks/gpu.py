@@ -60,7 +60,7 @@ from peer_torchvision import time_to
 
 from resnet_lab import create_model, model_info
 from resnet_lab.cli import build_parser
-from resnet_lab.data import load_data
+from resnet_lab.data import DataNotFoundError, find_fashion_mnist, load_data
 
 __all__ = ["amp_flag", "main", "recipe_command", "seed_summary"]
 
@@ -440,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         setup_threads(args.threads)
+    if args.dataset == "fashion-mnist":  # missing data is refused once, whole, before any part runs
+        try:
+            find_fashion_mnist(args.data_dir)
+        except DataNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:  # a bad recipe is refused before anything is measured
         recipe_command(args.recipe, dataset=args.dataset, data_dir=args.data_dir, device=device, seed=0,
                        out="-", amp=amp_flag(device))

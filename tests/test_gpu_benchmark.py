@@ -135,3 +135,16 @@ def test_a_part_that_breaks_is_reported_the_others_still_measured_and_nothing_wr
     assert "| GPU data part | failed |" in out
     assert re.search(rf"^\| bf16 autocast \+ channels_last \| {NUMBER} \| {NUMBER} \|", out, re.M)  # step measured
     assert "error: GPU data part failed" in err and "nothing written" in err
+
+
+def test_missing_fashion_mnist_is_refused_whole_before_any_part_runs(tmp_path, monkeypatch, capsys):
+    """QA 2026-12-06: each part failed on its own and the section kept only the message's first line,
+    cut at "Get it one of these ways:"."""
+    from resnet_lab.data import DataNotFoundError, find_fashion_mnist
+
+    monkeypatch.setattr(gpu, "build", lambda *a, **k: pytest.fail("a part ran"))
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataNotFoundError) as reference:
+        find_fashion_mnist(missing)
+    assert gpu.main(["--dry-run", "--data-dir", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {reference.value}\n"
