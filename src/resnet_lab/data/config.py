@@ -39,16 +39,19 @@ def check_device_is_name(device: Any, auto: bool = False) -> None:
         raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. {names}, got {device!r}")
 
 
-def check_device_name(device: Any) -> torch.device:
+def check_device_name(device: Any, *, training: bool = False) -> torch.device:
     """``device`` as a torch.device, if it is a name torch knows (a str or torch.device:
-    ``device=0`` was taken for cuda:0). The meta device is taken too: batches with shapes only."""
-    check_device_is_name(device)
+    ``device=0`` was taken for cuda:0) of a kind resnet-lab runs on. The meta device is taken too
+    (batches with shapes only), except with ``training``: train's resolver, whose words also name
+    ``auto`` and ``--device``. The one check for both (xla, ipu: torch names them, the copy failed)."""
+    check_device_is_name(device, auto=training)
+    flag, names = (" (--device)", "auto, cpu, cuda, cuda:N or mps") if training else ("", "cpu, cuda, cuda:N or mps")
     try:
         dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ValueError(f"unknown device {str(device)!r}: use cpu, cuda, cuda:N or mps") from None
-    if dev.type not in ("cpu", "cuda", "mps", "meta"):  # xla, ipu...: torch names them, the copy failed
-        raise ValueError(f"device {str(device)!r} is not one resnet-lab runs on: use cpu, cuda, cuda:N or mps")
+    except (RuntimeError, ValueError, TypeError):  # torch's message lists every backend it knows
+        raise ValueError(f"unknown device {str(device)!r}{flag}: use {names}") from None
+    if dev.type not in ("cpu", "cuda", "mps") + (() if training else ("meta",)):
+        raise ValueError(f"device {str(device)!r}{flag} is not one resnet-lab runs on: use {names}")
     return dev
 
 

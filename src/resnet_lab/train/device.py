@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..data.config import check_device_is_name, check_device_present
+from ..data.config import check_device_is_name, check_device_name, check_device_present
 
 __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
 
@@ -21,13 +21,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):  # torch's message lists every backend it knows, ipu, xla...
-        raise ValueError(f"unknown device {str(device)!r} (--device): use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {str(device)!r} (--device) is not one resnet-lab runs on: use auto, cpu, cuda, "
-                         "cuda:N or mps")
+    dev = check_device_name(device, training=True)  # data's check, in the trainer's words
     check_device_present(dev)  # data's check: load_data and train refuse a missing device in the same words
     return dev
 
