@@ -166,7 +166,7 @@ def test_a_field_of_the_wrong_kind_is_a_type_error_not_a_truthy_string(make, mes
     ({"rank": -1}, ValueError, r"rank must be an int from 0 to world_size - 1 \(0\), got -1"),
     ({"rank": 5, "world_size": 2}, ValueError, r"rank must be an int from 0 to world_size - 1 \(1\), got 5"),
     ({"world_size": 0}, ValueError, r"world_size must be an int >= 1 .*got 0"),
-    ({"device": "gpu"}, ValueError, r"unknown device 'gpu': use cpu, cuda, cuda:N or mps"),
+    ({"device": "gpu"}, ValueError, r"unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"),
     ({"mean": 0.5, "std": 0.2}, TypeError, r"mean must be a list of one value per channel, e\.g\. \[0\.5\]"),
 ])
 def test_data_config_refuses_nonsense_when_made_not_after_reading_the_files(kw, error, match):

@@ -46,9 +46,9 @@ def test_mps_without_mps_is_one_line(monkeypatch):
 
 
 @pytest.mark.parametrize("device, error, message", [
-    (0, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', got 0"),
-    (None, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu' or 'cuda:0', got None"),
-    ("cuda:x", ValueError, "unknown device 'cuda:x': use cpu, cuda, cuda:N or mps"),
+    (0, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu', 'cuda:0' or 'auto', got 0"),
+    (None, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu', 'cuda:0' or 'auto', got None"),
+    ("cuda:x", ValueError, "unknown device 'cuda:x': use auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_a_device_that_is_not_a_name_of_ours_is_refused_by_the_config(device, error, message):
     with pytest.raises(error) as exc:
@@ -131,4 +131,20 @@ def test_a_device_torch_names_but_resnet_lab_does_not_run_on_is_one_line(device)
     """QA 2026-12-06: load_data(device='xla') was torch's traceback from the first copy."""
     with pytest.raises(ValueError) as exc:
         load_data("fake", device=device, image_size=8)
-    assert _one_line(exc) == f"device {device!r} is not one resnet-lab runs on: use cpu, cuda, cuda:N or mps"
+    assert _one_line(exc) == f"device {device!r} is not one resnet-lab runs on: use auto, cpu, cuda, cuda:N or mps"
+
+
+def test_auto_puts_the_data_where_train_would_put_the_model(monkeypatch):
+    """QA 2026-12-05: load_data(device='auto') was "unknown device 'auto'" while train and predict
+    take auto; now both resolve it by the same rule (CUDA, then MPS, then the CPU)."""
+    from resnet_lab.train import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    config = DataConfig("fake", device="auto", image_size=8)
+    assert config.device == "auto"  # the config keeps what was asked for
+    x, _ = next(iter(load_data(config).train))
+    assert x.device == resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the choice, without moving data there
+    from resnet_lab.data.config import pick_device
+    assert pick_device("auto") == resolve_device("auto") == torch.device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")

@@ -16,7 +16,7 @@ import torch
 from .transforms import check_erase_probability, check_flip_mode
 
 __all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_is_name", "check_device_name",
-           "check_data_dir", "check_device_present", "check_field_types", "check_seed", "data_config"]
+           "check_data_dir", "check_device_present", "check_field_types", "check_seed", "data_config", "pick_device"]
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
@@ -31,21 +31,24 @@ def check_seed(seed: int, headroom: int = 0) -> None:
         raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed}")
 
 
-def check_device_is_name(device: Any, auto: bool = False) -> None:
+def check_device_is_name(device: Any) -> None:
     """A TypeError unless ``device`` is a str or torch.device (``device=0`` was taken for cuda:0 and
-    True for cuda:1): the one wording for load_data, train and evaluate (``auto``: 'auto' is named too)."""
+    True for cuda:1): the one wording for load_data, train and evaluate."""
     if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
-        names = "'cpu', 'cuda:0' or 'auto'" if auto else "'cpu' or 'cuda:0'"
-        raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. {names}, got {device!r}")
+        raise TypeError(f"device (--device) must be a device name (str) or torch.device, e.g. 'cpu', 'cuda:0' or "
+                        f"'auto', got {device!r}")
 
 
-def check_device_name(device: Any, *, training: bool = False) -> torch.device:
+def check_device_name(device: Any, *, training: bool = False) -> torch.device | str:
     """``device`` as a torch.device, if it is a name torch knows (a str or torch.device:
-    ``device=0`` was taken for cuda:0) of a kind resnet-lab runs on. The meta device is taken too
-    (batches with shapes only), except with ``training``: train's resolver, whose words also name
-    ``auto`` and ``--device``. The one check for both (xla, ipu: torch names them, the copy failed)."""
-    check_device_is_name(device, auto=training)
-    flag, names = (" (--device)", "auto, cpu, cuda, cuda:N or mps") if training else ("", "cpu, cuda, cuda:N or mps")
+    ``device=0`` was taken for cuda:0) of a kind resnet-lab runs on, or ``'auto'`` as given
+    (:func:`pick_device` chooses). The meta device is taken too (batches with shapes only), except
+    with ``training``: train's resolver, whose words name ``--device``. The one check for both
+    (xla, ipu: torch names them, the copy failed)."""
+    check_device_is_name(device)
+    if isinstance(device, str) and device == "auto":
+        return device
+    flag, names = (" (--device)" if training else ""), "auto, cpu, cuda, cuda:N or mps"
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError):  # torch's message lists every backend it knows
@@ -55,11 +58,23 @@ def check_device_name(device: Any, *, training: bool = False) -> torch.device:
     return dev
 
 
+def pick_device(device: str | torch.device) -> torch.device:
+    """``'auto'`` as the device this machine runs best on: CUDA, then Apple's MPS, then the CPU; any
+    other name as its torch.device. The one rule for load_data and train's ``resolve_device``."""
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
 def check_device_present(device: str | torch.device) -> None:
     """Refuse, in one line, a CUDA or MPS device this machine lacks (torch's own error is a traceback
     about drivers, raised by the first copy of the data), or a CUDA index past its GPUs. The one
     check: train's ``resolve_device`` calls it too, so both say the same (``RuntimeError``)."""
-    dev = check_device_name(device)
+    dev = pick_device(check_device_name(device))
     cpu = "device='cpu' in Python, --device cpu on the command line"
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError(f"device {str(device)!r} asked for, but Apple's MPS is not available here; use {cpu}")

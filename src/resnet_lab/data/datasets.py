@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import statistics
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import compress
 from typing import Any
 
 import torch
 
-from .config import MIN_IMAGE_SIZE, DataConfig, check_device_present, data_config
+from .config import MIN_IMAGE_SIZE, DataConfig, check_device_present, data_config, pick_device
 from .folder import ImageFileDataset
 from .loaders import InMemoryLoader, StreamingLoader
 from .selection import check_classes, keep_classes, select_training
@@ -125,6 +125,8 @@ def load_data(config: DataConfig | str | None = None, /, **fields: Any) -> DataB
     """
     config = data_config(config, **fields)
     check_device_present(config.device)  # before any file is read
+    if config.device == "auto":  # the same choice as train's resolve_device
+        config = replace(config, device=pick_device(config.device))
     return _load_folder(config) if config.name == "folder" else _load_in_memory(config)
 
 

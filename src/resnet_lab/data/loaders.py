@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .config import check_device_present
+from .config import check_device_present, pick_device
 from .transforms import (
     alternating_flips,
     check_erase_probability,
@@ -238,7 +238,7 @@ class InMemoryLoader(_EpochState):
                              f"({side // 2} px of {side}): a larger shift moves the object out of the picture "
                              f"(side / 8, {max(1, round(side / 8))} px, is the usual and the default)")
         check_device_present(device)
-        self.device = torch.device(device)
+        self.device = pick_device(device)  # "auto" as load_data and train choose
         self.images = images.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size = int(batch_size)
@@ -393,7 +393,7 @@ class StreamingLoader(_EpochState):
     ) -> None:
         self.dataset = dataset
         check_device_present(device)
-        self.device = torch.device(device)
+        self.device = pick_device(device)  # "auto" as load_data and train choose
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.seed, self.num_workers = int(seed), int(num_workers)
         self.rank, self.world_size = int(rank), int(world_size)

@@ -6,22 +6,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..data.config import check_device_is_name, check_device_name, check_device_present
+from ..data.config import check_device_name, check_device_present, pick_device
 
 __all__ = ["amp_dtype", "autocast", "check_fp16", "get_rng_state", "resolve_device", "set_rng_state", "unwrap"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit CUDA or MPS device must exist
-    here (:func:`~resnet_lab.data.config.check_device_present`: CUDA at all, and the index)."""
-    check_device_is_name(device, auto=True)  # 0 would be cuda:0; data's wording
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = check_device_name(device, training=True)  # data's check, in the trainer's words
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU (data's :func:`~resnet_lab.data.config.pick_device`,
+    so load_data chooses alike); an explicit CUDA or MPS device must exist here
+    (:func:`~resnet_lab.data.config.check_device_present`: CUDA at all, and the index)."""
+    dev = pick_device(check_device_name(device, training=True))  # data's check, in the trainer's words
     check_device_present(dev)  # data's check: load_data and train refuse a missing device in the same words
     return dev
 
