@@ -44,7 +44,7 @@ def test_arguments_of_the_wrong_kind_are_named(kw, error, message):
     assert str(e.value) == message
 
 
-@pytest.mark.parametrize("bad", [True, 10.0, "3", 0, -1])
+@pytest.mark.parametrize("bad", [True, 10.0, "3", 0, -1, 10**23])
 def test_num_classes_is_refused_as_create_model_and_transfer_model_refuse_it(bad):
     """evaluate had a third check of its own (TypeError, another message): the reference is
     create_model's refusal of the same value; transfer_model's test compares with it too."""
@@ -53,6 +53,13 @@ def test_num_classes_is_refused_as_create_model_and_transfer_model_refuse_it(bad
     with pytest.raises(ValueError) as got:
         evaluate(_model(), [_batch()], num_classes=bad)
     assert str(got.value) == str(want.value) and "num_classes" in str(got.value)
+    assert "\n" not in str(want.value)  # 10**23 was torch's overflow TypeError, several lines
+
+
+def test_a_class_count_no_layer_can_hold_names_the_limit():
+    with pytest.raises(ValueError) as e:
+        create_model("resnet8", num_classes=2**63)
+    assert str(e.value) == f"num_classes must be a positive int (the classifier's outputs) of at most {2**31 - 1}, got {2**63}"
 
 
 def test_fp16_on_a_cpu_is_refused_as_train_refuses_it():

@@ -305,6 +305,9 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     )
 
 
+_MAX_COUNT = 2**31 - 1  # more outputs or channels than any layer can hold
+
+
 def _check_count(arg: str, value: Any, expected: str) -> int:
     """``value`` as an int (numpy's integers too, as torch takes them), or a ValueError."""
     try:
@@ -313,6 +316,8 @@ def _check_count(arg: str, value: Any, expected: str) -> int:
         count = 0
     if count < 1:
         raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
+    if count > _MAX_COUNT:  # torch's own error was an overflow TypeError or a failed allocation
+        raise ValueError(f"{arg} must be a positive int ({expected}) of at most {_MAX_COUNT}, got {value!r}")
     return count
 
 
