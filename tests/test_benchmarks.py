@@ -1415,3 +1415,17 @@ def test_every_recipe_stage_gives_each_flag_once_with_or_without_a_seed():
                     assert words[words.index("--seed") + 1] == str(seed), (name, k)
     assert fashion_mnist.seeded("--lr 0.1 --seed=1 --bf16", 3) == "--lr 0.1 --seed 3 --bf16"
     assert fashion_mnist.seeded("--lr 0.1", 3) == "--lr 0.1 --seed 3"
+
+
+def test_readme_and_recipes_name_every_flag_make_demo_passes():
+    """QA 2026-12-06: both pages described the demo without --no-augment and --label-smoothing 0.1,
+    which change what it trains; the Makefile is the reference."""
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    para = readme[readme.index("`make demo` trains"):].split("\n\n")[0]
+    recipes = (BENCHMARKS.parent / "docs" / "RECIPES.md").read_text()
+    demo = recipes[recipes.index("`make demo` itself became"):].split("\n\n")[0]
+    flags = _makefile_demo_flags()
+    for flag, value in zip(flags, flags[1:] + [""]):
+        if flag in ("--no-augment", "--label-smoothing", "--whiten"):
+            assert flag in demo, flag
+            assert (flag if flag != "--label-smoothing" else f"label smoothing {value}") in para, flag

@@ -131,3 +131,16 @@ def test_image_size_help_covers_every_dataset_in_pixels():
         assert all(s in text for s in ("Fashion-MNIST", "CIFAR", "fake", "28", str(native), "224")), text
     assert "trained at" in _help("evaluate", "--image-size")
     assert "weights" in _help("finetune", "--image-size")
+
+
+def test_lookahead_alpha_help_states_the_interval_train_config_accepts():
+    """QA 2026-12-06: the help said (0, 1] while 1 is refused."""
+    from resnet_lab.train import TrainConfig
+    low, high = re.search(r"in ([(\[])0, 1([)\]])", _help("train", "--lookahead-alpha")).groups()
+    for end, bracket in ((0.0, low), (1.0, high)):
+        try:
+            TrainConfig(lookahead=2, lookahead_alpha=end)
+            accepted = True
+        except ValueError:
+            accepted = False
+        assert accepted == (bracket in "[]"), (end, bracket)

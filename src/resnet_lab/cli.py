@@ -258,7 +258,7 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                    "steps the slow weights move --lookahead-alpha of the way to the fast ones, which restart there; "
                    "0: off")
     g.add_argument("--lookahead-alpha", type=float, default=None, metavar="A",
-                   help=f"lookahead's slow step, in (0, 1]; only with --lookahead; {LOOKAHEAD_ALPHA} when not given"
+                   help=f"lookahead's slow step, in (0, 1) (1 would be no lookahead); only with --lookahead; {LOOKAHEAD_ALPHA} when not given"
                         + _NO_DEFAULT)
     _add_norm_lr_scale(g)
     g.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",

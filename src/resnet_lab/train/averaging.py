@@ -79,7 +79,7 @@ class Lookahead:
     Args:
         model: the model being trained (its current weights are the first slow weights).
         k: fast steps per slow update (>= 1).
-        alpha: the slow weights' step toward the fast ones, in (0, 1].
+        alpha: the slow weights' step toward the fast ones, in (0, 1) (1 is the plain optimizer).
     """
 
     def __init__(self, model: nn.Module, k: int, alpha: float) -> None:
