@@ -27,6 +27,7 @@ from ..runs import (
     load_state_dict_file,
     load_train_state,
     missing_run,
+    read_json,
     read_metrics,
     recover_run_dir,
     run_without_meta,
@@ -262,6 +263,24 @@ def _check_no_foreign_outputs(run_dir: Path) -> None:
             )
 
 
+def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Refuse, in one line, a model that trains other tensors than the run did (torch's own error:
+    "loaded state dict contains a parameter group that doesn't match the size of optimizer's
+    group"); the usual cause is whiten_first_conv, which freezes the first conv, done on one side only."""
+    then = [len(g["params"]) for g in saved.get("param_groups", [])]
+    now = [len(g["params"]) for g in optimizer.param_groups]
+    if then == now:
+        return
+    meta = read_json(run_dir / "model.json") if (run_dir / "model.json").is_file() else None
+    whitened = meta.get("whiten") if isinstance(meta, dict) else None
+    why = ("its first conv was whitened and frozen (model.json 'whiten'): call whiten_first_conv on the model "
+           "before resuming, as the run's start did" if whitened else
+           "it was trained without a whitened first conv: resume with the model unwhitened, its layers frozen "
+           "as the run's start had them" if sum(then) > sum(now) else
+           "resume with the model as the run's start had it (the same layers frozen)")
+    raise ValueError(f"{run_dir} was trained with {sum(then)} trainable tensors, this model has {sum(now)}: {why}")
+
+
 class Checkpointer:
     """Starts, resumes and saves one training run in ``config.out`` (nothing when it is None).
 
@@ -354,6 +373,7 @@ class Checkpointer:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
         check_resume(run_dir, state, self.facts)
+        _check_trainable(run_dir, state["optimizer"], self.optimizer)  # before the model is touched
         self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         if self.averaging is not None:
             self.averaging.load_state_dict(state.get("averaging") or {})

@@ -1,0 +1,46 @@
+"""A Python resume whose model trains other tensors than the run did (the run whitened and froze its
+first conv, the model given now did not, or the other way round) was torch's "loaded state dict
+contains a parameter group that doesn't match the size of optimizer's group". Now one line naming
+the run, the counts and the way out; the run's files are left as they were (QA 2026-12-06)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab.data import load_data
+from resnet_lab.models import create_model, whiten_first_conv
+from resnet_lab.train import TrainConfig, train
+
+
+def _run(out, *, whiten: bool, resume: bool):
+    data = load_data("fake", subset=128, batch_size=64, image_size=16)
+    torch.manual_seed(0)
+    model = create_model("resnet8_fast", num_classes=10, in_channels=3)
+    meta = {"whiten": whiten_first_conv(model, data.train.normalized_images(256)).as_dict()} if whiten else None
+    trainable = sum(p.requires_grad for p in model.parameters())
+    config = TrainConfig(epochs=2, stop_after=1, out=str(out), resume=resume, progress=False, plots=False)
+    return lambda: train(model, data, config, meta=meta), trainable
+
+
+def _files(run):
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("first, then, hint", [
+    (True, False, "its first conv was whitened and frozen (model.json 'whiten'): call whiten_first_conv"),
+    (False, True, "it was trained without a whitened first conv: resume with the model unwhitened"),
+])
+def test_resuming_with_other_trainable_tensors_is_one_line(tmp_path, first, then, hint):
+    run = tmp_path / "run"
+    start, saved = _run(run, whiten=first, resume=False)
+    start()
+    before = _files(run)
+    resume, now = _run(run, whiten=then, resume=True)
+    assert saved != now  # the premise: whitening freezes the first conv
+    with pytest.raises(ValueError) as e:
+        resume()
+    text = str(e.value)
+    assert "\n" not in text and str(run) in text and hint in text
+    assert f"{saved} trainable tensors" in text and f"this model has {now}" in text
+    assert _files(run) == before
