@@ -621,8 +621,7 @@ def test_an_allocation_that_cannot_fit_is_one_line_naming_the_sizes_to_lower(cap
     assert "alloc_cpu" not in err and "enforce fail" not in err
 
 
-@pytest.mark.parametrize("classes, asked", [(10**12, "GiB asked"), (2**63 - 1, "more than 2^63 bytes asked"),
-                                            (10**23, "more than 2^63 bytes asked")])
+@pytest.mark.parametrize("classes, asked", [(10**12, "GiB asked"), (2**63 - 1, "more than 2^63 bytes asked")])
 def test_an_allocation_that_cannot_fit_names_the_class_count_that_asked_for_it(capsys, classes, asked):
     # the classifier alone: 64 features x classes float32 weights, past any machine's memory
     assert 64 * classes * 4 > 2**47  # 128 TiB
@@ -630,6 +629,12 @@ def test_an_allocation_that_cannot_fit_names_the_class_count_that_asked_for_it(c
     err = _one_line_error(capsys, "out of memory (")
     assert asked in err and f"lower --num-classes (now {classes}), --batch-size" in err
     assert "Exception raised from" not in err and "frame #" not in err
+
+
+def test_a_class_count_past_torchs_sizes_is_refused_before_any_allocation(capsys):
+    assert main(["summary", "resnet20", "--num-classes", str(10**23)]) == 2
+    _one_line_error(capsys, f"num_classes must be a positive int (the classifier's outputs) of at most {2**63 - 1}, "
+                            f"got {10**23}")
 
 
 def test_a_run_whose_first_save_failed_starts_again_with_the_same_command(tmp_path, capsys, monkeypatch):

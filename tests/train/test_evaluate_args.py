@@ -58,8 +58,8 @@ def test_num_classes_is_refused_as_create_model_and_transfer_model_refuse_it(bad
 
 def test_a_class_count_no_layer_can_hold_names_the_limit():
     with pytest.raises(ValueError) as e:
-        create_model("resnet8", num_classes=2**63)
-    assert str(e.value) == f"num_classes must be a positive int (the classifier's outputs) of at most {2**31 - 1}, got {2**63}"
+        create_model("resnet8", num_classes=2**63)  # one past torch's int64 sizes
+    assert str(e.value) == f"num_classes must be a positive int (the classifier's outputs) of at most {2**63 - 1}, got {2**63}"
 
 
 def test_fp16_on_a_cpu_is_refused_as_train_refuses_it():

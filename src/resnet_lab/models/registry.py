@@ -305,7 +305,7 @@ def _lookup(name: str) -> Callable[..., nn.Module]:
     )
 
 
-_MAX_COUNT = 2**31 - 1  # more outputs or channels than any layer can hold
+_MAX_COUNT = 2**63 - 1  # torch's sizes are int64: more was its overflow TypeError (less, past memory, is the CLI's out-of-memory line)
 
 
 def _check_count(arg: str, value: Any, expected: str) -> int:
@@ -316,7 +316,7 @@ def _check_count(arg: str, value: Any, expected: str) -> int:
         count = 0
     if count < 1:
         raise ValueError(f"{arg} must be a positive int ({expected}), got {value!r}")
-    if count > _MAX_COUNT:  # torch's own error was an overflow TypeError or a failed allocation
+    if count > _MAX_COUNT:
         raise ValueError(f"{arg} must be a positive int ({expected}) of at most {_MAX_COUNT}, got {value!r}")
     return count
 
