@@ -36,7 +36,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
-                   settle_run_dir, split_seed_of, stopped_words, trained_folder, unwritable)
+                   settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
 from .train.device import check_fp16
@@ -856,14 +856,9 @@ def _check_evaluated_classes(classes, meta: dict, given_dataset: str | None) -> 
 
 def _note_unfinished(run: str, meta: dict) -> None:
     """One stderr line for a run that stopped before its last epoch (--stop-after, Ctrl-C): its
-    weights are those of that point, as the report says (analysis/report.py's _unfinished)."""
-    planned, done = (meta.get("train_config") or {}).get("epochs"), meta.get("epoch")
-    if not isinstance(planned, int) or not isinstance(done, int):  # shipped weights record no plan
-        return
-    step = int(meta.get("step") or 0)
-    if done >= planned and not step:
-        return
-    print(f"note: {run} is unfinished: it {stopped_words(done, planned, step)}", file=sys.stderr)
+    weights are those of that point, as the report and finetune say (runs.unfinished_note)."""
+    if note := unfinished_note(run, meta):
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _names_a_model(arg: str) -> bool:

@@ -91,6 +91,8 @@ __all__ = [
     "save_state_dict",
     "settle_run_dir",
     "stopped_words",
+    "unfinished_at",
+    "unfinished_note",
     "write_file_set",
 ]
 
@@ -925,6 +927,26 @@ def _write_metrics_csv(run_dir: str | os.PathLike, records: list[dict[str, Any]]
     writer.writeheader()
     writer.writerows(records)
     atomic_write_text(Path(run_dir) / "metrics.csv", text.getvalue())
+
+
+def unfinished_at(meta: dict[str, Any], done: Any = None) -> tuple[int, int, int] | None:
+    """``(epochs done, epochs planned, steps into the next)`` of a run that stopped before its last
+    epoch (--stop-after, Ctrl-C, a kill), from its checkpoint record in ``model.json`` (``done``: the
+    epoch to assume when it records none); None for a finished run, or one whose model.json does not
+    record its plan (shipped weights). evaluate, finetune and report judge a run by it."""
+    planned = (meta.get("train_config") or {}).get("epochs")
+    done = meta.get("epoch", done)
+    if not _whole(planned) or not _whole(done):
+        return None
+    step = meta.get("step") or 0
+    step = int(step) if _whole(step) else 0
+    return (done, planned, step) if done < planned or step else None
+
+
+def unfinished_note(run: str | os.PathLike, meta: dict[str, Any]) -> str | None:
+    """The one-line note (without "note: ") that ``run`` stopped before its last epoch, or None."""
+    at = unfinished_at(meta)
+    return f"{run} is unfinished: it {stopped_words(*at)}" if at else None
 
 
 def stopped_words(done: int, planned: int, step: int) -> str:

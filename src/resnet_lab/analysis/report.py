@@ -34,7 +34,7 @@ from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
 from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file, load_model,
-                    read_metrics, resolve_source, same_test_data, stopped_words, trained_folder)
+                    read_metrics, resolve_source, same_test_data, stopped_words, trained_folder, unfinished_at)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion, whole_epochs
 
@@ -462,15 +462,9 @@ def _summary(run: _Run) -> dict[str, Any]:
 
 
 def _unfinished(run: _Run) -> tuple[int, int, int] | None:
-    """``(epochs done, epochs planned, steps into the next)`` of a run that stopped before its last
-    epoch (--stop-after, Ctrl-C, a kill), from its checkpoint in ``model.json``; None for a finished
-    run, or one whose model.json does not record its plan (shipped weights)."""
-    planned = (run.meta.get("train_config") or {}).get("epochs")
-    done = run.meta.get("epoch", run.history[-1]["epoch"] if run.history else None)
-    if not isinstance(planned, int) or not isinstance(done, int):
-        return None
-    step = int(run.meta.get("step") or 0)
-    return (done, planned, step) if done < planned or step else None
+    """Where a run that stopped before its last epoch stopped (:func:`~resnet_lab.runs.unfinished_at`;
+    model.json's checkpoint record, else the last epoch of its metrics); None for a finished run."""
+    return unfinished_at(run.meta, run.history[-1]["epoch"] if run.history else None)
 
 
 def _unfinished_words(unfinished: tuple[int, int, int]) -> str:

@@ -26,7 +26,7 @@ from ..data.config import DEFAULT_VAL_FRACTION
 from ..data.folder import holds_out
 from ..models import create_model
 from ..models.registry import check_num_classes
-from ..runs import load_meta, settle_run_dir
+from ..runs import arch_outputs, load_meta, settle_run_dir
 from ..train import train
 from ..train.loop import FROZEN_PHASE
 from ..train.checkpoint import recipe_values_differ
@@ -357,6 +357,16 @@ def _as_flag(key: str, value: Any) -> str:
     return "(not given)" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _check_classes_fit(model: nn.Module, data, plan: TransferPlan) -> None:
+    """The transferred model's outputs against the data's classes, with transfer's way out (train's
+    own check names create_model, which would throw the pretrained weights away)."""
+    outputs = arch_outputs(getattr(model, "model_config", None) or {})
+    classes = getattr(getattr(data, "info", None), "classes", None)
+    if outputs is not None and classes is not None and outputs != len(classes):
+        raise ValueError(f"the model has {outputs} outputs but the data has {len(classes)} classes: transfer_model("
+                         f"source, {plan.strategy!r}, num_classes={len(classes)}) keeps the pretrained weights")
+
+
 def finetune(
     model: nn.Module,
     data,
@@ -390,6 +400,7 @@ def finetune(
         raise TypeError(f"plan must be the TransferPlan that transfer_model(...) returns with the model, got "
                         f"{type(plan).__name__}")
     check_transfer_options(plan.strategy, None, None, freeze_epochs)
+    _check_classes_fit(model, data, plan)
     meta = {**plan.to_meta(), **(meta or {})}
     meta["transfer"] = {**meta["transfer"], "freeze_epochs": freeze_epochs}  # a resume must keep the plan
     if plan.lr_scale:

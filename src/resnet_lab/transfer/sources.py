@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
 from ..models import create_model, is_model, model_info
-from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of, weights_path
+from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
 from ..train.bars import on_terminal
 from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
@@ -179,7 +179,7 @@ def _from_run(source: Path, which: str, map_location: str | torch.device) -> Wei
     path = weights_path(source, which)  # a missing model.safetensors names the run's best.safetensors
     state = load_state_dict_file(path, map_location=map_location)
     arch = dict(meta["arch"])
-    notes = []
+    notes = [note] if (note := unfinished_note(source, meta)) else []  # evaluate's note: its weights stop short
     classes = arch.pop("stacked_head", None) or ((meta.get("transfer") or {}).get("head") or {}).get("num_classes")
     if classes:
         # A head-transferred run: its stacked Linear folds exactly into the classifier, giving a

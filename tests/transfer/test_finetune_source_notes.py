@@ -1,0 +1,62 @@
+"""QA 2026-12-06: finetune from a run that stopped before its last epoch said nothing (evaluate notes
+it), and a transferred model whose class count does not fit the data was told to call
+create_model, which throws the pretrained weights away."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resnet_lab import cli
+from resnet_lab.data import DataConfig, load_data
+from resnet_lab.models import create_model
+from resnet_lab.train import TrainConfig, train
+from resnet_lab.transfer import finetune, load_source, transfer_model
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory):
+    run = tmp_path_factory.mktemp("src") / "unfinished"
+    data = load_data("fake", subset=64, batch_size=32, image_size=16)
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=10, in_channels=3)
+    train(model, data, TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False))
+    return run
+
+
+def _evaluate_note(run, capsys) -> str:
+    """The reference: what `resnet-lab evaluate RUN` says of the same run."""
+    cli.main(["evaluate", str(run), "--dataset", "fake", "--image-size", "16"])
+    return next(line for line in capsys.readouterr().err.splitlines() if "unfinished" in line)
+
+
+def test_the_source_of_an_unfinished_run_carries_evaluates_note(unfinished, capsys):
+    want = _evaluate_note(unfinished, capsys)
+    assert want.startswith("note: ")
+    assert want[len("note: "):] in load_source(unfinished).notes
+
+
+def test_finetune_on_the_command_line_prints_it(unfinished, tmp_path, capsys):
+    want = _evaluate_note(unfinished, capsys)
+    code = cli.main(["finetune", "--from", str(unfinished), "--strategy", "last", "--dataset", "fake",
+                     "--image-size", "16", "--subset", "64", "--batch-size", "32", "--epochs", "1", "--no-progress",
+                     "--out", str(tmp_path / "ft")])
+    assert code == 0 and want in capsys.readouterr().err.splitlines()
+
+
+def test_a_finished_run_has_no_such_note(unfinished, tmp_path):
+    run = tmp_path / "done"
+    data = load_data("fake", subset=64, batch_size=32, image_size=16)
+    train(create_model("resnet8", num_classes=10, in_channels=3), data,
+          TrainConfig(epochs=1, out=str(run), progress=False, plots=False))
+    assert not any("unfinished" in n for n in load_source(run).notes)
+
+
+@pytest.mark.parametrize("strategy", ["all", "last", "head"])
+def test_a_class_count_that_does_not_fit_names_transfer_model(unfinished, strategy):
+    model, plan = transfer_model(load_source(unfinished), strategy, num_classes=3)
+    data = load_data(DataConfig("fake", classes=[0, 1, 2, 3, 4], subset=50, image_size=16, batch_size=25))
+    with pytest.raises(ValueError) as e:
+        finetune(model, data, TrainConfig(epochs=1, lr=0.01, progress=False), plan)
+    assert str(e.value) == (f"the model has 3 outputs but the data has 5 classes: transfer_model(source, "
+                            f"{strategy!r}, num_classes=5) keeps the pretrained weights")
