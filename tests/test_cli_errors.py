@@ -270,6 +270,32 @@ def test_sigterm_outside_training_is_interrupted_exit_130_not_a_silent_143(monke
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone afterwards
 
 
+def test_sigterm_to_a_torchrun_rank_outside_training_says_torchrun_stopped_it(monkeypatch, capsys):
+    """QA 2026-12-06: when one rank refused a bad flag, torchrun's SIGTERM made the other print a
+    bare "interrupted", as if the user had pressed Ctrl-C."""
+    import os
+    import signal
+    import time
+
+    import resnet_lab.cli as cli
+
+    def killed(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(500):
+            time.sleep(0.01)
+        return 0
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setitem(cli.COMMANDS, "train", killed)
+    assert main(["train", *TRAIN, "--epochs", "1"]) == 130
+    assert capsys.readouterr().err.strip() == ("rank 1: stopped by torchrun (SIGTERM): another process failed (its "
+                                               "error says why) or the job was interrupted")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: the plain word, as before
+    assert main(["train", *TRAIN, "--epochs", "1"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 @pytest.mark.parametrize("removed", ["train_state.pt", "nothing"])
 def test_a_new_run_never_overwrites_a_run_even_one_without_its_training_state(trained, tmp_path, capsys, removed):
     src, _ = trained

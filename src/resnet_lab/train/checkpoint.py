@@ -161,8 +161,9 @@ def warm_restart_command(run_dir: str | Path, dataset: str | None) -> str:
     return f"resnet-lab finetune --from {run_dir} --strategy all {data} --epochs N --lr X --out NEW_DIR"
 
 
-def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, Any]]) -> None:
-    """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's."""
+def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, Any]], world_size: int = 1) -> None:
+    """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's
+    (``world_size``: the processes resuming it, which share the run's global batch)."""
     meta = load_meta(run_dir)
     saved_pos = (int(state["epoch"]), int(state["step"]))
     meta_pos = (int(meta.get("epoch", saved_pos[0])), int(meta.get("step", saved_pos[1])))
@@ -189,7 +190,7 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
                   for part, key in differing if (part, key) == ("recipe", "nesterov")]
         flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
-                  for flag in [_data_flag(key, saved["data"], int(state.get("world_size") or 1))] if flag]
+                  for flag in [_data_flag(key, saved["data"], world_size)] if flag]
         # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
         fields = [f"{key}={saved[part][key]!r}" for part, key in differing
                   if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov")
@@ -213,10 +214,13 @@ def _difference(part: str, key: str, saved: dict[str, Any], now: dict[str, Any])
 def _data_flag(key: str, saved: dict[str, Any], world_size: int) -> str | None:
     """The flag that gives a data fact of a run (``saved[key]``) its value again (None: none does, or
     it is val_fraction, named with the recipe's); the training images' count names its flag only,
-    since --subset of all of them would draw another order."""
+    since --subset of all of them would draw another order. ``world_size``: the processes resuming
+    now, among which the run's global batch is shared (not the run's own count)."""
     value = saved[key]
     if key == "files":
         return f"--data-dir {saved.get('folder')} (the folder as it was when the run started)"
+    if key == "global_batch_size" and value and value % world_size:
+        return f"a process count that divides its global batch of {value} (not {world_size})"
     if key == "global_batch_size" and value:
         return f"--batch-size {value // world_size}" + (f" (per process, {world_size} processes)" if world_size > 1 else "")
     if key == "input_size" and value:
@@ -372,7 +376,7 @@ class Checkpointer:
     def _resume(self, history) -> Position:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
-        check_resume(run_dir, state, self.facts)
+        check_resume(run_dir, state, self.facts, self.world_size)
         _check_trainable(run_dir, state["optimizer"], self.optimizer)  # before the model is touched
         self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         if self.averaging is not None:
