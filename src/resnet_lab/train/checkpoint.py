@@ -278,9 +278,9 @@ def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.opti
     meta = read_json(run_dir / "model.json") if (run_dir / "model.json").is_file() else None
     whitened = meta.get("whiten") if isinstance(meta, dict) else None
     why = ("its first conv was whitened and frozen (model.json 'whiten'): call whiten_first_conv on the model "
-           "before resuming, as the run's start did" if whitened else
+           "before resuming, as the run's start did" if whitened and sum(then) < sum(now) else
            "it was trained without a whitened first conv: resume with the model unwhitened, its layers frozen "
-           "as the run's start had them" if sum(then) > sum(now) else
+           "as the run's start had them" if not whitened and sum(then) > sum(now) else
            "resume with the model as the run's start had it (the same layers frozen)")
     raise ValueError(f"{run_dir} was trained with {sum(then)} trainable tensors, this model has {sum(now)}: {why}")
 
