@@ -179,7 +179,9 @@ def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "resnet8", "--small-input", "no"], "resnet8 is built for small images"),
+    (["train", "--model", "resnet8", "--small-input", "no"], "resnet8 has one stem, made for 28-32 px images (not the "
+                                                            "ImageNet 7x7 stride-2 stem), so --small-input no would"),
+    (["summary", "resnet8_fast", "--small-input", "no"], "resnet8_fast has one stem, made for 28-32 px images"),
     (["train", "--model", "vgg11", "--norm", "batch"], "vgg11 has no normalization layers, so --norm batch"),
     (["train", "--model", "vgg11", "--norm", "group"], "vgg11 has no normalization layers, so norm='group' (--norm "
                                                        "group) would change nothing: use vgg11_bn"),

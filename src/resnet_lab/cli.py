@@ -33,6 +33,7 @@ from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, iter_predictions
 from .experiments import list_experiments, run_experiment
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
+from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
 from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
@@ -655,9 +656,7 @@ def _small_input(args, height: int) -> bool | None:
     None for the families that are small-input by construction (create_model refuses False for them)."""
     if model_info(args.model).small_input:
         if args.small_input == "no":
-            raise ValueError(f"{args.model} is built for small images (3x3 stride-1 stem, no max-pool) whatever "
-                             "--small-input says, so --small-input no would change nothing: leave it out, or pick a "
-                             "model with an ImageNet stem (resnet18)")
+            raise ValueError(small_stem_only(args.model, "--small-input no"))
         return None
     return height <= 64 if args.small_input == "auto" else args.small_input == "yes"
 

@@ -324,10 +324,19 @@ def test_check_input_size_refuses_an_empty_or_negative_side_naming_the_flag(size
 def test_small_input_false_is_refused_where_it_would_change_nothing(name):
     """The CIFAR families have only the small stem: small_input=False built the same network and
     said nothing. Left out or True, the model is built; False is refused, naming the way out."""
-    with pytest.raises(ValueError, match=rf"{name} is built for 28-32 px images.*small_input=False would change nothing"):
+    with pytest.raises(ValueError) as e:
         create_model(name, num_classes=10, small_input=False)
+    assert str(e.value) == (f"{name} has one stem, made for 28-32 px images (not the ImageNet 7x7 stride-2 stem), so "
+                            "small_input=False would change nothing: leave it out, or pick a model with an ImageNet "
+                            "stem (resnet18)")
     with torch.device("meta"):  # the shapes only: resnet1202 is large
-        assert create_model(name, num_classes=10).model_config["small_input"] is True
+        model = create_model(name, num_classes=10)
+    assert model.model_config["small_input"] is True
+    # what the words say of the stem is true of the model built (QA 2026-12-06: they said "no max-pool"
+    # of the *_fast models, which have one)
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert (first.kernel_size, first.stride) != ((7, 7), (2, 2))
+    assert "no max-pool" not in str(e.value) or not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
 
 
 @pytest.mark.parametrize("name, says", [

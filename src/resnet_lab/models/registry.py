@@ -415,10 +415,17 @@ def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--ima
                          "model for small images") from e
 
 
+def small_stem_only(name: str, flag: str = "small_input=False") -> str:
+    """Why ``flag`` is refused for a family that has one stem, made for small images: create_model's and
+    the CLI's words (true of every such family: the CIFAR nets' stride-1 stem and the *_fast models',
+    which has a max-pool, alike)."""
+    return (f"{name} has one stem, made for 28-32 px images (not the ImageNet 7x7 stride-2 stem), so {flag} would "
+            "change nothing: leave it out, or pick a model with an ImageNet stem (resnet18)")
+
+
 def _refuse_idle_small_input(name: str, small_input: Any) -> None:
     if small_input is False and _INFO[name].small_input:  # it would build the same small stem
-        raise ValueError(f"{name} is built for 28-32 px images (3x3 stride-1 stem, no max-pool) by construction, so "
-                         "small_input=False would change nothing: leave it out, or pick resnet18 (ImageNet stem)")
+        raise ValueError(small_stem_only(name))
 
 
 def _weights_tag(name: str, weights: Any, kwargs: Mapping[str, Any]) -> str | None:
