@@ -162,6 +162,44 @@ def test_overlay_is_the_images_size_enlarged_by_a_whole_factor_in_jet_colours():
         overlay(image, heat * 2)
 
 
+def _jet(heat: np.ndarray) -> np.ndarray:
+    """OpenCV's jet colours (grad-cam's) of a [0, 1] map, RGB on [0, 1]: the colour reference."""
+    import cv2
+
+    return cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET)[..., ::-1].astype(np.float64) / 255
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 0.5, 1.0])
+def test_overlay_is_the_documented_blend_without_stretching(weight):
+    """QA 2026-12-06: overlay divided the blend by its maximum (grad-cam's show_cam_on_image), so a
+    grey image came back brighter, and all white at image_weight=1."""
+    image = Image.fromarray(np.full((28, 28), 100, dtype=np.uint8))
+    heat = np.zeros((28, 28), dtype=np.float32)
+    heat[10:15, 10:15] = 1.0
+    got = np.asarray(overlay(image, heat, image_weight=weight)).astype(int)
+    want = np.round(255 * ((1 - weight) * _jet(np.asarray(
+        Image.fromarray(heat, mode="F").resize((28, 28), Image.Resampling.BILINEAR)).clip(0, 1))
+        + weight * 100 / 255)).astype(int)
+    assert np.abs(got - want).max() <= 1
+    if weight == 1.0:
+        assert (got == 100).all()  # only the image: the image
+
+
+def test_a_map_of_tiny_values_is_still_scaled_to_reach_one():
+    """QA 2026-12-06: grad-cam divides by max + 1e-7, so a map whose raw values are near 1e-9 (an
+    untrained model's near-zero logits) topped out well below 1."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=4, in_channels=1)
+    with torch.no_grad():
+        model.fc.weight.mul_(1e-9)  # every gradient, and so the map, a billion times smaller
+    x = torch.randn(1, 1, 16, 16)
+    got = grad_cam(model, x[0])
+    assert got.max() == pytest.approx(1.0, abs=1e-6) and got.min() == 0
+    torch.manual_seed(0)
+    plain = create_model("resnet8", num_classes=4, in_channels=1)  # the same net at its normal scale
+    np.testing.assert_allclose(got, grad_cam(plain, x[0]), atol=1e-3)
+
+
 # --- a trained Fashion-MNIST model -------------------------------------------------------------
 
 TROUSER, DRESS = FASHION_MNIST_CLASSES.index("Trouser"), FASHION_MNIST_CLASSES.index("Dress")

@@ -121,7 +121,9 @@ def _grad_cam(model: nn.Module, x: torch.Tensor, target_class: int | None, layer
         for p, g in grads.items():
             p.grad = g
     chosen = int(cam.outputs[0].argmax()) if target_class is None else int(target_class)
-    return heat[0], chosen
+    heat, top = heat[0], float(heat[0].max())
+    # grad-cam scales by max + 1e-7: a map of tiny raw values (an untrained net's) stopped short of 1
+    return (heat / top if top > 0 else heat), chosen
 
 
 def grad_cam(model: nn.Module, image_tensor: torch.Tensor, target_class: int | None = None,
@@ -163,8 +165,9 @@ def _display_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
 
 def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, image_weight: float = 0.5,
             min_side: int = 0) -> Image.Image:
-    """Draw ``heatmap`` over ``image`` in the jet colours (blue: none, red: most), as grad-cam's
-    ``show_cam_on_image`` does.
+    """Draw ``heatmap`` over ``image`` in the jet colours (blue: none, red: most), grad-cam's, blended
+    ``image_weight * image + (1 - image_weight) * colours`` (not stretched to the brightest pixel, as
+    grad-cam's ``show_cam_on_image`` stretches it).
 
     Args:
         image: the picture (any mode; drawn in RGB). The heatmap is stretched over all of it, so give
@@ -178,7 +181,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, image_wei
         an RGB image of ``image``'s size (times the enlarging factor).
     """
     try:
-        from pytorch_grad_cam.utils.image import show_cam_on_image  # optional extra: pip install 'resnet-lab[cam]'
+        import cv2  # optional extra (grad-cam's dependency): pip install 'resnet-lab[cam]'
     except ImportError as e:
         raise ImportError(f"overlay needs the optional extra: {_INSTALL}") from e
     heat = np.asarray(heatmap.detach().cpu() if isinstance(heatmap, torch.Tensor) else heatmap, dtype=np.float32)
@@ -191,8 +194,11 @@ def overlay(image: Image.Image, heatmap: np.ndarray | torch.Tensor, *, image_wei
     size = _display_size(image.size, min_side)
     rgb = image.convert("RGB").resize(size, Image.Resampling.NEAREST)
     heat = np.asarray(Image.fromarray(heat, mode="F").resize(size, Image.Resampling.BILINEAR)).clip(0, 1)
-    blended = show_cam_on_image(np.asarray(rgb, dtype=np.float32) / 255, heat, use_rgb=True, image_weight=image_weight)
-    return Image.fromarray(blended)
+    # grad-cam's jet colours, blended as documented; its show_cam_on_image also divides the blend by
+    # its maximum, which brightened every picture (an image_weight=1 grey image came back white)
+    jet = cv2.applyColorMap(np.uint8(255 * heat), cv2.COLORMAP_JET)[..., ::-1].astype(np.float32) / 255
+    blended = (1 - image_weight) * jet + image_weight * np.asarray(rgb, dtype=np.float32) / 255
+    return Image.fromarray(np.round(blended * 255).clip(0, 255).astype(np.uint8))
 
 
 def _seen_image(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
