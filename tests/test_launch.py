@@ -6,6 +6,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import resnet_lab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,16 @@ def test_a_ctrl_c_while_torch_loads_is_one_line_and_exit_130():
     # the reference: the same interrupt through the CLI module itself is the traceback users saw
     done = _run(INTERRUPT_TORCH + "from resnet_lab.cli import main")
     assert done.returncode != 0 and "Traceback" in done.stderr and "KeyboardInterrupt" in done.stderr
+
+
+@pytest.mark.parametrize("module, package", [("torch", "torch"), ("PIL", "pillow"), ("tqdm", "tqdm")])
+def test_a_missing_dependency_is_one_line_naming_the_package_to_install(module, package):
+    """QA 2026-12-06: a Python without torch ran the CLI into a ModuleNotFoundError traceback."""
+    hide = f"import sys; sys.modules[{module!r}] = None\n"  # as if it were not installed
+    done = _run(hide + "from resnet_lab._launch import main; raise SystemExit(main())")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == (f"error: resnet-lab needs {module}, which this Python ({sys.executable}) cannot import: "
+                           f"pip install {package} (or reinstall resnet-lab, which brings it)\n")
 
 
 def test_the_installed_command_starts_at_the_launcher():

@@ -306,6 +306,28 @@ def test_a_corrupted_copy_given_by_path_is_refused_as_by_name(tmp_path, capsys):
     assert load_model(run)[0] is not None  # intact: loads
 
 
+@pytest.mark.parametrize("edit, says", [
+    (lambda meta: [], "is not a weights entry: its JSON is a list, not an object"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "weights"}, "is not a weights entry: field 'weights' is missing"),
+    (lambda meta: {**meta, "weights": []}, "is not a weights entry: field 'weights' is a list, not an object"),
+    (lambda meta: {**meta, "weights": {k: v for k, v in meta["weights"].items() if k != "sha256"}},
+     "is not a weights entry: field 'weights.sha256' is missing"),
+    (lambda meta: {**meta, "weights": {**meta["weights"], "accuracy": "high"}},
+     "is not a weights entry: field 'weights.accuracy' is 'high', not a number"),
+])
+def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
+    """QA 2026-12-06: an entry of [] read "missing or bad field list indices must be integers or
+    slices, not str": torch's... Python's message glued on, naming no field."""
+    from resnet_lab.weights import read_entry
+
+    meta = json.loads(get_weights("resnet20:fashion-mnist").meta_path.read_text())
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(edit(meta)))
+    with pytest.raises(ValueError) as e:
+        read_entry(path)
+    assert str(e.value) == f"{path} {says}"
+
+
 def test_a_damaged_or_stray_entry_leaves_the_other_weights_and_the_commands_working(tmp_path):
     """The registry reads every JSON of the weights folder at import: a truncated entry (a damaged
     install) or a stray notes.json used to take every command down with a traceback, --help too."""
@@ -339,6 +361,20 @@ def test_torchvision_style_calls_are_pointed_at_weights_and_a_weights_entry_is_t
     with pytest.raises(ValueError, match=r"weights resnet20:fashion-mnist are resnet20's, not resnet8_fast's: "
                                          r"create_model\('resnet20', weights='fashion-mnist'\)"):
         create_model("resnet8_fast", weights=entry)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet8_fast", "preact_resnet164"])
+def test_pretrained_on_a_model_torchvision_lacks_names_only_routes_that_exist(name):
+    """QA 2026-12-06: pretrained=True on a CIFAR-family model named load_source('torchvision:resnet20'),
+    which fails (torchvision has no such model). The reference: torchvision's own model list."""
+    import torchvision
+
+    assert name not in torchvision.models.list_models()
+    with pytest.raises(TypeError) as e:
+        create_model(name, pretrained=True)
+    text = str(e.value)
+    assert "torchvision:" not in text and f"list_weights({name!r})" in text and "weights=" in text
+    assert "\n" not in text
 
 
 def test_torch_hub_names_a_missing_dependency_in_one_line():

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import sys
 
+# The modules the CLI imports whose pip package has another name.
+_PIP_NAMES = {"PIL": "pillow"}
+
 
 def main() -> int:
     try:
@@ -14,4 +17,11 @@ def main() -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:  # a dependency missing from this Python: pip's job, not a traceback
+        if not e.name or e.name.split(".")[0] == __package__:
+            raise
+        top = e.name.split(".")[0]
+        print(f"error: resnet-lab needs {top}, which this Python ({sys.executable}) cannot import: pip install "
+              f"{_PIP_NAMES.get(top, top)} (or reinstall resnet-lab, which brings it)", file=sys.stderr)
+        return 2
     return cli_main()

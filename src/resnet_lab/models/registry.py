@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..nn.norm import check_norm, has_norm_layers
-from ..weights import Weights, get_weights
+from ..weights import Weights, get_weights, in_torchvision
 from .layers import stack_head
 
 __all__ = [
@@ -432,9 +432,11 @@ def _weights_tag(name: str, weights: Any, kwargs: Mapping[str, Any]) -> str | No
     """create_model's ``weights=`` as a tag: a get_weights entry gives its own; torchvision's old
     ``pretrained=`` is pointed at the ways to weights."""
     if "pretrained" in kwargs:  # torchvision's old argument
+        imagenet = (f"; torchvision's ImageNet weights come through transfer: resnet_lab.transfer.load_source("
+                    f"'torchvision:{name}') or finetune --from torchvision:{name}" if in_torchvision(name) else
+                    f" (torchvision has no {name}, so no ImageNet weights of it either)")
         raise TypeError(f"create_model takes weights=TAG (shipped weights: resnet_lab.list_weights({name!r})), not "
-                        "pretrained=; torchvision's ImageNet weights come through transfer: "
-                        f"resnet_lab.transfer.load_source('torchvision:{name}') or finetune --from torchvision:{name}")
+                        f"pretrained={imagenet}")
     if isinstance(weights, Weights):  # get_weights("resnet20:fashion-mnist") given whole: its tag says the same
         if weights.model != name:
             raise ValueError(f"weights {weights.name} are {weights.model}'s, not {name}'s: create_model("

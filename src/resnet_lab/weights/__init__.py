@@ -39,6 +39,7 @@ __all__ = [
     "Weights",
     "WeightsHashError",
     "get_weights",
+    "in_torchvision",
     "is_weights_name",
     "list_weights",
     "read_entry",
@@ -155,17 +156,48 @@ def read_entry(meta_path: str | os.PathLike) -> Weights:
             meta = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{meta_path} is not a readable weights entry ({type(e).__name__}: {e})") from e
-    try:
-        w, arch = meta["weights"], meta["arch"]
-        transforms = Transforms(mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                                input_size=tuple(meta["input_size"]), classes=tuple(meta["classes"]))
-        return Weights(
-            model=arch["name"], tag=w["tag"], path=meta_path.parent / w["file"], meta_path=meta_path,
-            sha256=w["sha256"], recipe=w["recipe"], accuracy=float(w["accuracy"]), test_images=int(w["test_images"]),
-            dataset=meta["dataset"], transforms=transforms, arch=MappingProxyType(dict(arch)),
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{meta_path} is not a weights entry: missing or bad field {e}") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} is not a weights entry: its JSON is {_json_kind(meta)}, not an object")
+
+    def field(dotted: str, kind: type | tuple[type, ...] = object) -> Any:
+        return _entry_field(meta, dotted, kind, meta_path)
+
+    number, seq = (int, float), (list, tuple)
+    transforms = Transforms(mean=tuple(field("mean", seq)), std=tuple(field("std", seq)),
+                            input_size=tuple(field("input_size", seq)), classes=tuple(field("classes", seq)))
+    return Weights(
+        model=field("arch.name", str), tag=field("weights.tag", str), path=meta_path.parent / field("weights.file", str),
+        meta_path=meta_path, sha256=field("weights.sha256", str), recipe=field("weights.recipe"),
+        accuracy=float(field("weights.accuracy", number)), test_images=int(field("weights.test_images", number)),
+        dataset=field("dataset", str), transforms=transforms, arch=MappingProxyType(dict(field("arch", dict))),
+    )
+
+
+def _entry_field(meta: dict[str, Any], dotted: str, kind: type | tuple[type, ...], meta_path: Path) -> Any:
+    """``meta``'s value at ``dotted`` ("weights.sha256"), of ``kind``, or a ValueError naming the field
+    (a list where an object belongs read "list indices must be integers or slices, not str")."""
+    value: Any = meta
+    for depth, key in enumerate(dotted.split(".")):
+        if not isinstance(value, dict):
+            parent = ".".join(dotted.split(".")[:depth])
+            raise ValueError(f"{meta_path} is not a weights entry: field {parent!r} is {_json_kind(value)}, not an "
+                             "object")
+        if key not in value:
+            missing = ".".join(dotted.split(".")[:depth + 1])
+            raise ValueError(f"{meta_path} is not a weights entry: field {missing!r} is missing")
+        value = value[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not object):
+        want = "a number" if kind == (int, float) else _json_kind(kind())
+        shown = repr(value) if value is None or isinstance(value, (str, int, float)) else _json_kind(value)
+        raise ValueError(f"{meta_path} is not a weights entry: field {dotted!r} is {shown}, not {want}")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    """How JSON names what ``value`` is: a list, an object, a string..."""
+    kinds = ((dict, "an object"), (list, "a list"), (tuple, "a list"), (str, "a string"), (bool, "a boolean"),
+             (int, "a number"), (float, "a number"), (type(None), "null"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
 
 
 def _scan(directory: Path) -> tuple[dict[str, Weights], dict[Path, str]]:
@@ -195,7 +227,7 @@ def is_weights_name(spec: str) -> bool:
     return _NAME.match(spec) is not None
 
 
-def _in_torchvision(model: str) -> bool:
+def in_torchvision(model: str) -> bool:
     """Whether torchvision has a model of this name (with ImageNet weights to download)."""
     import torchvision.models  # deferred: only a refused tag needs it
 
@@ -225,7 +257,7 @@ def get_weights(model: str, tag: str | None = None) -> Weights:
     # torchvision's ImageNet weights are reached by transfer, not shipped (their tags are upper case)
     elsewhere = (f"; torchvision's {tag} weights are not shipped: `resnet-lab finetune --from "
                  f"torchvision:{model}.{tag}` downloads them, or `--from-file FILE --model {model}` reads a "
-                 "saved state dict" if tag.isupper() and _in_torchvision(model) else "")
+                 "saved state dict" if tag.isupper() and in_torchvision(model) else "")
     if tag.startswith(f"{model}:") and tag.split(":", 1)[1] in same_model:  # the full name given where a tag goes
         elsewhere = f"; weights= takes the tag alone: weights={tag.split(':', 1)[1]!r}"
     if "/" in tag or "\\" in tag or tag.endswith(".safetensors"):  # a path given where a tag goes
