@@ -429,13 +429,18 @@ class Checkpointer:
         if not (self.writes and self.config.plots and history.epochs):
             return
         saved = (self.run_dir / "model.json").stat().st_mtime_ns
-        stale = lambda path: not path.exists() or path.stat().st_mtime_ns < saved
-        if stale(self.run_dir / "curves.png"):
+
+        def why_stale(path: Path) -> str | None:
+            if not path.exists():
+                return "it was missing"
+            return "it was older than the last checkpoint" if path.stat().st_mtime_ns < saved else None
+
+        if why := why_stale(self.run_dir / "curves.png"):
             self._plot_curves(history.epochs)
-            self.log(f"{self.run_dir / 'curves.png'}: redrawn (it was older than the last checkpoint)")
-        if self.confusion is not None and stale(self.run_dir / "confusion.png"):
+            self.log(f"{self.run_dir / 'curves.png'}: redrawn ({why})")
+        if self.confusion is not None and (why := why_stale(self.run_dir / "confusion.png")):
             self._plot_confusion(torch.as_tensor(self.confusion["matrix"]), int(self.confusion["epoch"]))
-            self.log(f"{self.run_dir / 'confusion.png'}: redrawn (it was older than the last checkpoint)")
+            self.log(f"{self.run_dir / 'confusion.png'}: redrawn ({why})")
 
     def _plot_confusion(self, confusion: torch.Tensor, epoch: int) -> None:
         plot_confusion(confusion, self.meta["classes"], self.run_dir / "confusion.png",
