@@ -944,8 +944,15 @@ def unfinished_at(meta: dict[str, Any], done: Any = None) -> tuple[int, int, int
 
 
 def unfinished_note(run: str | os.PathLike, meta: dict[str, Any]) -> str | None:
-    """The one-line note (without "note: ") that ``run`` stopped before its last epoch, or None."""
+    """The one-line note (without "note: ") that ``run`` stopped before its last epoch, or None; a run
+    whose lock a trainer holds has not stopped: the note says it is still training (--resume would be
+    refused)."""
     at = unfinished_at(meta)
+    if at and Path(run).is_dir() and _writer_active(Path(run)):
+        done, planned, step = at
+        where = f"in epoch {done + 1} of {planned} (step {step})" if step else f"after epoch {done} of {planned}"
+        return (f"{run} is still being trained by another process: these are the weights of its last checkpoint, "
+                f"saved {where}")
     return f"{run} is unfinished: it {stopped_words(*at)}" if at else None
 
 

@@ -60,3 +60,17 @@ def test_a_class_count_that_does_not_fit_names_transfer_model(unfinished, strate
         finetune(model, data, TrainConfig(epochs=1, lr=0.01, progress=False), plan)
     assert str(e.value) == (f"the model has 3 outputs but the data has 5 classes: transfer_model(source, "
                             f"{strategy!r}, num_classes=5) keeps the pretrained weights")
+
+
+def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfinished, capsys):
+    """QA 2026-12-06: evaluate of a run another process was training said "continue it with ...
+    --resume", which that process's lock would refuse."""
+    from resnet_lab.runs import RunLock
+
+    with RunLock(unfinished):  # a trainer holds the run (another RunLock counts as another writer)
+        cli.main(["evaluate", str(unfinished), "--dataset", "fake", "--image-size", "16"])
+        note = next(line for line in capsys.readouterr().err.splitlines() if str(unfinished) in line)
+        assert note == (f"note: {unfinished} is still being trained by another process: these are the weights of "
+                        "its last checkpoint, saved after epoch 1 of 2")
+        assert note[len("note: "):] in load_source(unfinished).notes
+    assert "--resume" in _evaluate_note(unfinished, capsys)  # released: stopped, and resumable again
