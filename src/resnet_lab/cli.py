@@ -36,7 +36,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
+from .runs import (check_arch, check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
                    settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
@@ -576,7 +576,9 @@ def cmd_train(args) -> int:
     check_fp16(device, args.fp16)  # before the data is loaded (an image folder is scanned whole)
     config = _train_config(args, args.out)
     if args.resume:
-        arch = dict(_resumed_meta(args.out)["arch"])
+        meta = _resumed_meta(args.out)
+        check_arch(meta, args.out)  # a hand-edited arch is the file's fault, not --model's
+        arch = dict(meta["arch"])
         _check_resumed_arch(args, arch)
         data = _load_data(args, device=device, in_channels=arch["in_channels"], shard=True)
         model = create_model(arch.pop("name"), **arch)

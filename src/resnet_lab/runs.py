@@ -80,6 +80,7 @@ __all__ = [
     "load_model",
     "load_state_dict_file",
     "append_metrics",
+    "check_arch",
     "load_train_state",
     "missing_run",
     "read_json",
@@ -823,6 +824,22 @@ def resolve_source(source: str | os.PathLike) -> Path:
     return weights.verify()
 
 
+def _arch_error(source: str | os.PathLike, e: Exception) -> ValueError:
+    return ValueError(f"{find_model_json(source)}: its 'arch' builds no model: {e}")
+
+
+def check_arch(meta: dict[str, Any], source: str | os.PathLike) -> None:
+    """Refuse, naming the file, a model.json whose ``arch`` builds no model (a hand edit): a resume
+    blamed the user's --model for it, finetune printed create_model's error without the file. The
+    model is built on the meta device: shapes only, no memory, no time."""
+    arch = dict(meta.get("arch") or {})
+    try:
+        with torch.device("meta"):
+            create_model(arch.pop("name", None), **arch)
+    except (ValueError, TypeError) as e:
+        raise _arch_error(source, e) from e
+
+
 def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *, which: str = "model") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a run directory or ``.safetensors`` file; returns ``(model, meta)``.
 
@@ -850,7 +867,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     try:
         model = create_model(arch.pop("name"), **arch)
     except (ValueError, TypeError) as e:  # an edited arch: name the file, not only the argument
-        raise ValueError(f"{find_model_json(source)}: its 'arch' builds no model: {e}") from e
+        raise _arch_error(source, e) from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # torch's message is many lines and names no file

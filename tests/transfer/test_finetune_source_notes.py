@@ -74,3 +74,31 @@ def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfi
                         "its last checkpoint, saved after epoch 1 of 2")
         assert note[len("note: "):] in load_source(unfinished).notes
     assert "--resume" in _evaluate_note(unfinished, capsys)  # released: stopped, and resumable again
+
+
+@pytest.mark.parametrize("edit", [{"name": "nonsense"}, {"num_classes": 0}, {"norm": "sparkle"}])
+def test_a_hand_edited_arch_is_blamed_on_model_json_by_finetune_and_resume(unfinished, tmp_path, capsys, edit):
+    """QA 2026-12-06: evaluate, predict, export and report named model.json for an arch that builds no
+    model; finetune printed create_model's words alone, and a resume blamed the user's --model."""
+    import json
+    import shutil
+
+    from resnet_lab.runs import load_model
+
+    run = tmp_path / "edited"
+    shutil.copytree(unfinished, run)
+    meta = json.loads((run / "model.json").read_text())
+    meta["arch"].update(edit)
+    (run / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError) as want:  # the reference: what load_model (evaluate, predict...) says
+        load_model(run)
+    assert str(want.value).startswith(f"{run / 'model.json'}: ")  # load_meta's field check, or the build's
+    with pytest.raises(ValueError) as got:
+        load_source(run)
+    assert str(got.value) == str(want.value)
+    common = ["--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "32", "--no-progress"]
+    assert cli.main(["finetune", "--from", str(run), "--strategy", "all", "--epochs", "1", *common,
+                     "--out", str(tmp_path / "ft")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {want.value}"
+    assert cli.main(["train", "--model", "resnet8", "--epochs", "2", *common, "--out", str(run), "--resume"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {want.value}"

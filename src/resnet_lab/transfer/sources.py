@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
 from ..models import create_model, is_model, model_info
-from ..runs import load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
+from ..runs import check_arch, load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
 from ..train.bars import on_terminal
 from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
@@ -176,6 +176,7 @@ def _download(url: str, cached: Path) -> None:
 
 def _from_run(source: Path, which: str, map_location: str | torch.device) -> WeightSource:
     meta = load_meta(source)
+    check_arch(meta, source)  # a hand-edited arch names the file, as load_model does
     path = weights_path(source, which)  # a missing model.safetensors names the run's best.safetensors
     state = load_state_dict_file(path, map_location=map_location)
     arch = dict(meta["arch"])
