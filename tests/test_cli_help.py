@@ -144,3 +144,22 @@ def test_lookahead_alpha_help_states_the_interval_train_config_accepts():
         except ValueError:
             accepted = False
         assert accepted == (bracket in "[]"), (end, bracket)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_every_commands_description_is_wrapped_like_the_rest_of_its_help(command):
+    """QA 2026-12-06: report's description was one 184-character line (printed as written, for the
+    example block), where every other command's fitted the terminal."""
+    help_text = _commands()[command].format_help()
+    description = help_text.split("\n\n")[1]
+    assert max(len(line) for line in description.splitlines()) <= 80, description
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find", "summary"])
+def test_small_input_alone_means_yes_in_every_command_that_takes_it(command):
+    """QA 2026-12-06: summary took `--small-input` alone as yes; train and lr-find wanted a value."""
+    head = ["summary", "resnet18"] if command == "summary" else [command, "--model", "resnet18", "--dataset", "fake"]
+    parser = build_parser()
+    alone, spelled = parser.parse_args([*head, "--small-input"]), parser.parse_args([*head, "--small-input", "yes"])
+    assert alone.small_input == spelled.small_input == "yes"
+    assert parser.parse_args(head).small_input == "auto"

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 import traceback
 import warnings
@@ -131,8 +132,9 @@ def _lr_help(rates: dict[str, float], why: str = "") -> str:
 def _cmd(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     # allow_abbrev=False: argparse took `finetune --norm group` for --norm-lr-scale (a prefix), and
     # `--norm 0.5` would have set the norm layers' rate; an unknown flag is an error, never a guess
-    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}", formatter_class=_Formatter,
-                          allow_abbrev=False)
+    # the description is printed as written (RawDescription, for the example): wrapped here
+    return sub.add_parser(name, help=help, description=f"{textwrap.fill(help, 79, break_on_hyphens=False)}\n\nexample:\n  {example}",
+                          formatter_class=_Formatter, allow_abbrev=False)
 
 
 def _add_data_args(p: argparse.ArgumentParser, required: bool = True, size: str = _NATIVE_SIZE) -> None:
@@ -155,9 +157,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a name from `resnet-lab models`" + _NO_DEFAULT)
     p.add_argument("--norm", choices=["batch", "scratch", "group", "none"], default=None,
                    help="the normalization layer of every block; batch when not given" + _NO_DEFAULT)
-    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto",
+    p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto", nargs="?", const="yes",
                    help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px (the CIFAR "
-                        "families, resnet20 and the like, always have it)")
+                        "families, resnet20 and the like, always have it); the flag alone: yes, as in summary")
     p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
 
 
