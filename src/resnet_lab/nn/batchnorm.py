@@ -50,14 +50,13 @@ def _checked_input(x: Tensor, min_dim: int, max_dim: int, num_features: int) -> 
     return x
 
 
-def _count_batch(num_batches_tracked: Tensor | None, momentum: float | None, counting: bool) -> float:
-    """Count the batch when ``counting`` and return this step's running-average weight: the
-    momentum, or ``1 / num_batches_tracked`` for the cumulative average (momentum ``None``)."""
+def _running_weight(num_batches_tracked: Tensor | None, momentum: float | None, counting: bool) -> float:
+    """This step's running-average weight: the momentum, or ``1 / (num_batches_tracked + 1)`` for
+    the cumulative average (momentum ``None``) of a batch that ``counting`` will count once it has
+    been taken (:func:`_forward` counts it after the call: a refused batch leaves the count alone)."""
     factor = 0.0 if momentum is None else momentum
-    if counting and num_batches_tracked is not None:
-        num_batches_tracked.add_(1)
-        if momentum is None:
-            factor = 1.0 / float(num_batches_tracked)
+    if counting and num_batches_tracked is not None and momentum is None:
+        factor = 1.0 / (float(num_batches_tracked) + 1.0)
     return factor
 
 
@@ -79,13 +78,14 @@ def _forward(
             _forward, (x, running_mean, running_var, num_batches_tracked, weight, bias), x, running_mean,
             running_var, num_batches_tracked, weight, bias, training, track_running_stats, momentum, eps,
         )
-    factor = _count_batch(num_batches_tracked, momentum, training and track_running_stats)
+    counting = training and track_running_stats
+    factor = _running_weight(num_batches_tracked, momentum, counting)
     # Batch statistics in training, and in eval when there are no buffers.
     use_batch_stats = training or (running_mean is None and running_var is None)
     # Pass the buffers only where they are read (eval) or updated (training with tracking on), so
     # that switching track_running_stats off after construction freezes them, as in torch.
     keep = not training or track_running_stats
-    return batch_norm(
+    out = batch_norm(
         x,
         running_mean if keep else None,
         running_var if keep else None,
@@ -95,6 +95,9 @@ def _forward(
         momentum=factor,
         eps=eps,
     )
+    if counting and num_batches_tracked is not None:  # torch counts before its checks: a refused batch counted
+        num_batches_tracked.add_(1)
+    return out
 
 
 def _layer_forward(x: Tensor, layer: "BatchNormBase") -> Tensor:
@@ -195,9 +198,13 @@ class BatchNormBase(nn.Module):
         return _checked_input(x, self._expected_dims[0], self._expected_dims[-1], self.num_features)
 
     def _momentum_factor(self) -> float:
-        """Count the batch (training with running statistics) and return this step's
-        running-average weight."""
-        return _count_batch(self.num_batches_tracked, self.momentum, self.training and self.track_running_stats)
+        """This step's running-average weight; :meth:`_count_batch` counts the batch once taken."""
+        return _running_weight(self.num_batches_tracked, self.momentum, self.training and self.track_running_stats)
+
+    def _count_batch(self) -> None:
+        """Count a batch taken in training with running statistics (after it was, never before)."""
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check_input(x)

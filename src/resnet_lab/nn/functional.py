@@ -130,6 +130,9 @@ def _check_buffers(x: Tensor, running_mean: Tensor | None, running_var: Tensor |
         if training and t is not None and t.requires_grad:  # updated in place, outside autograd
             raise RuntimeError(f"{name} is updated in place and cannot require grad: pass a buffer "
                                "(requires_grad=False)")
+        if not training and t is not None and t.requires_grad and torch.is_grad_enabled():  # torch refuses it too
+            raise RuntimeError(f"batch norm is not differentiable with respect to {name}, which requires grad: "
+                               "pass a buffer (requires_grad=False)")
 
 
 def check_arguments(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,

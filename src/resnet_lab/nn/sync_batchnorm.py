@@ -124,6 +124,7 @@ class SyncBatchNorm(BatchNormBase):
         mean, var, n = sync_batch_statistics(x, self.process_group or dist.group.WORLD)  # the one step that differs
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             update_running_stats(self.running_mean, self.running_var, mean, var, n, factor)
+        self._count_batch()  # after the statistics were gathered: a failed gather counts nothing
         return normalize(x, mean, var, self.weight, self.bias, self.eps)
 
 
