@@ -69,6 +69,17 @@ def test_a_missing_dependency_is_one_line_naming_the_package_to_install(module, 
                            f"pip install {package} (or reinstall resnet-lab, which brings it)\n")
 
 
+@pytest.mark.parametrize("module, package", [("PIL.Image", "pillow")])
+def test_a_missing_part_of_an_installed_dependency_names_the_part_and_a_reinstall(module, package):
+    """The review of 2026-12-06: a missing PIL.Image said PIL "cannot import" and to pip install pillow,
+    which pip answers with "Requirement already satisfied"."""
+    done = _run(f"import sys; sys.modules[{module!r}] = None\n"
+                "from resnet_lab._launch import main; raise SystemExit(main())")
+    assert done.returncode == 2 and done.stderr == (
+        f"error: resnet-lab needs {module}, which this Python's {package} ({sys.executable}) lacks: pip install "
+        f"--upgrade --force-reinstall {package}\n"), done.stderr
+
+
 def test_the_installed_command_starts_at_the_launcher():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"resnet-lab": "resnet_lab._launch:main"}

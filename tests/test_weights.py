@@ -313,7 +313,12 @@ def test_a_corrupted_copy_given_by_path_is_refused_as_by_name(tmp_path, capsys):
     (lambda meta: {**meta, "weights": {k: v for k, v in meta["weights"].items() if k != "sha256"}},
      "is not a weights entry: field 'weights.sha256' is missing"),
     (lambda meta: {**meta, "weights": {**meta["weights"], "accuracy": "high"}},
-     "is not a weights entry: field 'weights.accuracy' is 'high', not a number"),
+     "is not a weights entry: field 'weights.accuracy' is \"high\", not a number"),
+    (lambda meta: {**meta, "mean": 0.5}, "is not a weights entry: field 'mean' is 0.5, not a list"),
+    (lambda meta: {**meta, "input_size": None}, "is not a weights entry: field 'input_size' is null, not a list"),
+    (lambda meta: {**meta, "classes": {}}, "is not a weights entry: field 'classes' is an object, not a list"),
+    (lambda meta: {**meta, "weights": {**meta["weights"], "tag": True}},
+     "is not a weights entry: field 'weights.tag' is true, not a string"),
 ])
 def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
     """QA 2026-12-06: an entry of [] read "missing or bad field list indices must be integers or

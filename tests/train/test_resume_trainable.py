@@ -44,3 +44,24 @@ def test_resuming_with_other_trainable_tensors_is_one_line(tmp_path, first, then
     assert "\n" not in text and str(run) in text and hint in text
     assert f"{saved} trainable tensors" in text and f"this model has {now}" in text
     assert _files(run) == before
+
+
+@pytest.mark.parametrize("other, what", [
+    (dict(name="resnet20"), "name: run has 'resnet8_fast', now 'resnet20'"),
+    (dict(name="resnet8_fast", norm="none"), "norm: run has 'batch', now 'none'"),
+])
+def test_resuming_with_another_model_names_what_differs_not_freezing(tmp_path, other, what):
+    """The review of 2026-12-06: a resume with resnet20 for a resnet8 run, or norm='none', was told to
+    unfreeze or unwhiten (the trainable counts differ for another model too)."""
+    run = tmp_path / "run"
+    start, _ = _run(run, whiten=False, resume=False)
+    start()
+    before = _files(run)
+    data = load_data("fake", subset=128, batch_size=64, image_size=16)
+    model = create_model(num_classes=10, in_channels=3, **other)
+    with pytest.raises(ValueError) as e:
+        train(model, data, TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
+    text = str(e.value)
+    assert "\n" not in text and f"{run} was trained with another model (" in text and what in text
+    assert "whiten" not in text and "frozen" not in text
+    assert _files(run) == before

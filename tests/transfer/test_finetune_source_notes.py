@@ -32,7 +32,9 @@ def _evaluate_note(run, capsys) -> str:
 
 def test_the_source_of_an_unfinished_run_carries_evaluates_note(unfinished, capsys):
     want = _evaluate_note(unfinished, capsys)
-    assert want.startswith("note: ")
+    # the run stopped after epoch 1 of 2 (stop_after=1 of epochs=2): the words, written out by hand
+    assert want == (f"note: {unfinished} is unfinished: it stopped after epoch 1 of 2; continue it with the command "
+                    "that started it and --resume (in Python: the same call with resume=True)")
     assert want[len("note: "):] in load_source(unfinished).notes
 
 

@@ -9,6 +9,7 @@ only with the same recipe and data, from a consistent checkpoint set.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -267,6 +268,23 @@ def _check_no_foreign_outputs(run_dir: Path) -> None:
             )
 
 
+def _check_same_arch(run_dir: Path, model: nn.Module) -> None:
+    """Refuse, in one line naming what differs, a model other than the one model.json's ``arch``
+    records (a Python resume with resnet20 for a resnet8 run, or norm='none' for 'batch'); torch's
+    missing/unexpected keys were many lines, and the trainable-count check would blame freezing."""
+    config = getattr(model, "model_config", None)
+    meta = read_json(run_dir / "model.json") if (run_dir / "model.json").is_file() else None
+    saved = meta.get("arch") if isinstance(meta, dict) else None
+    if not config or not isinstance(saved, dict):  # a model of the caller's own: nothing to compare
+        return
+    now = json.loads(json.dumps(dict(config), default=str))  # as model.json holds it (tuples as lists)
+    differ = [k for k in sorted(set(now) | set(saved)) if now.get(k) != saved.get(k)]
+    if differ:
+        what = "; ".join(f"{k}: run has {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
+        raise ValueError(f"{run_dir} was trained with another model ({what}): resume with the model the run was "
+                         "started with (model.json's 'arch' holds create_model's arguments)")
+
+
 def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
     """Refuse, in one line, a model that trains other tensors than the run did (torch's own error:
     "loaded state dict contains a parameter group that doesn't match the size of optimizer's
@@ -377,6 +395,7 @@ class Checkpointer:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
         check_resume(run_dir, state, self.facts, self.world_size)
+        _check_same_arch(run_dir, self.model)  # before the counts: another model differs in them too
         _check_trainable(run_dir, state["optimizer"], self.optimizer)  # before the model is touched
         self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         if self.averaging is not None:

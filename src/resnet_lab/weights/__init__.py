@@ -187,8 +187,8 @@ def _entry_field(meta: dict[str, Any], dotted: str, kind: type | tuple[type, ...
             raise ValueError(f"{meta_path} is not a weights entry: field {missing!r} is missing")
         value = value[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not object):
-        want = "a number" if kind == (int, float) else _json_kind(kind())
-        shown = repr(value) if value is None or isinstance(value, (str, int, float)) else _json_kind(value)
+        want = _json_kind(kind[0]() if isinstance(kind, tuple) else kind())  # kind's JSON name: a list, a number
+        shown = json.dumps(value) if value is None or isinstance(value, (str, int, float)) else _json_kind(value)
         raise ValueError(f"{meta_path} is not a weights entry: field {dotted!r} is {shown}, not {want}")
     return value
 
@@ -207,7 +207,7 @@ def _scan(directory: Path) -> tuple[dict[str, Weights], dict[Path, str]]:
     for path in sorted(directory.glob("*.json")):
         try:
             w = read_entry(path)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: a case read_entry did not foresee; still one file
             damaged[path] = str(e)
         else:
             entries[w.name] = w
