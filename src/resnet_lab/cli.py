@@ -971,6 +971,19 @@ def cmd_finetune(args) -> int:
     return _report_run(history, args)
 
 
+def _interrupted_experiment(given: str | None, folder: Path | None, empty: bool) -> str:
+    """What an interrupted experiment left, naming the very folder it claimed (run_experiment says
+    which: a guess at runs/experiments/NAME-N once sent a user to delete finished results)."""
+    if folder is None:
+        return "nothing was written (no folder was claimed yet)"
+    if empty:
+        return f"{folder} holds nothing yet (no verdict): the same command runs it again"
+    if given:
+        return (f"--out {given} is half-written (no verdict): give another --out, or delete {given} first, to run it "
+                "again")
+    return f"its folder {folder} is half-written (no verdict): delete it; a run without --out takes a new folder"
+
+
 def cmd_experiment(args) -> int:
     if args.list and args.name is not None:  # the name would be ignored
         raise ValueError(f"--list lists every experiment and runs none: drop --list to run {args.name}, or drop "
@@ -990,10 +1003,9 @@ def cmd_experiment(args) -> int:
         run_experiment(args.name, budget=args.budget or "smoke", out=args.out, data_dir=args.data_dir,
                        device="auto" if args.device is None else args.device,
                        seed=0 if args.seed is None else args.seed)  # its last line: the verdict
-    except KeyboardInterrupt:  # more than main's "interrupted": the folder it leaves is refused by a rerun
-        where = (f"--out {args.out} is half-written (no verdict): give another --out, or delete {args.out} first, to "
-                 "run it again" if args.out else f"its folder runs/experiments/{args.name} (or {args.name}-N, the "
-                 "newest) is half-written (no verdict): delete it; a run without --out takes a new folder")
+    except KeyboardInterrupt as e:  # more than main's "interrupted": the folder it leaves is refused by a rerun
+        where = _interrupted_experiment(args.out, getattr(e, "experiment_dir", None),
+                                        getattr(e, "experiment_dir_empty", False))
         print(f"interrupted: {where}", file=sys.stderr)
         return 130
     return 0

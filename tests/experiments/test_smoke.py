@@ -26,3 +26,20 @@ def test_smoke_run_writes_results_plots_and_a_report_with_a_verdict(name, tmp_pa
     assert md.startswith(f"# {name}: {on_disk['verdict']} (smoke budget")  # the title says it too
     assert all(c["question"] in md for c in on_disk["checks"])
     assert len(on_disk["table"]["rows"]) >= 2
+    _assert_words_count_right(md, on_disk)
+
+
+def _assert_words_count_right(md: str, results: dict) -> None:
+    """QA 2026-12-06: "1 steps at lr", "every 1 training steps", "seeds 0 (", "(1 threads)" at the
+    smoke budget; and setups that said "1 epoch" for runs the budget stopped after 3 of its 8 steps."""
+    import re
+
+    text = md + json.dumps(results["setup"])
+    assert not re.search(r"(?<![\d.])1 [a-z-]+ ?[a-z]*steps\b|(?<![\d.])1 (epochs|steps|threads|seeds)\b", text), text
+    assert not re.search(r"\bseeds \d+(?!,| and| to|\d)", text), text  # one seed: "seed 0"
+    assert results["setup"].get("steps", "").startswith("the smoke budget stops each epoch early (")
+    # the cut named is what the trainer ran: each "k steps of n" has k < n
+    for k, n in re.findall(r"(\d+) steps? of (\d+)", results["setup"]["steps"]):
+        assert int(k) < int(n)
+    # bn_convergence rounded its seconds per epoch (0.024 s) to nothing
+    assert not re.search(r"seconds per epoch: [^\n]*(?<![\d.])0\.0 ± 0\.0", md)

@@ -34,16 +34,15 @@ def test_an_interrupted_experiment_says_its_folder_is_half_written_and_how_to_ru
         tmp_path, monkeypatch, capsys, given):
     """Ctrl-C printed only "interrupted": the folder the experiment was writing is half-written, and
     the same command with the same --out is then refused (the folder is not empty)."""
-    import resnet_lab.cli as cli
+    import resnet_lab.experiments.registry as registry
 
     out = tmp_path / "exp"
 
-    def interrupted(name, **kwargs):  # stopped after the first run was written
-        folder = tmp_path / (kwargs["out"] or f"runs/experiments/{name}")
+    def interrupted(module, name, budget, folder, *args):  # stopped after the first run was written
         (folder / "plain-20").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "run_experiment", interrupted)
+    monkeypatch.setattr(registry, "_run", interrupted)
     monkeypatch.chdir(tmp_path)
     argv = ["experiment", "degradation"] + (["--out", str(out)] if given else [])
     assert main(argv) == 130
@@ -52,4 +51,27 @@ def test_an_interrupted_experiment_says_its_folder_is_half_written_and_how_to_ru
     if given:
         assert f"--out {out}" in line and "another --out" in line and f"delete {out}" in line
     else:
-        assert "runs/experiments/degradation" in line and "delete" in line
+        assert line == ("interrupted: its folder runs/experiments/degradation is half-written (no verdict): delete "
+                        "it; a run without --out takes a new folder")
+
+
+def test_an_interrupted_experiment_names_the_folder_it_claimed_not_the_newest(tmp_path, monkeypatch, capsys):
+    """QA 2026-12-06: with finished results in NAME-2 and NAME emptied, a run claimed NAME and was
+    interrupted; the line said "runs/experiments/NAME (or NAME-N, the newest)", which sent the user to
+    delete NAME-2's results. And an interrupt before anything was written called the folder half-written."""
+    import resnet_lab.experiments.registry as registry
+
+    monkeypatch.chdir(tmp_path)
+    finished = tmp_path / "runs/experiments/degradation-2"
+    finished.mkdir(parents=True)
+    (finished / "results.json").write_text("{}")
+    (tmp_path / "runs/experiments/degradation").mkdir()  # emptied by the user: the first free folder
+
+    def before_anything(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "_run", before_anything)
+    assert main(["experiment", "degradation"]) == 130
+    assert capsys.readouterr().err.strip() == ("interrupted: runs/experiments/degradation holds nothing yet (no "
+                                               "verdict): the same command runs it again")
+    assert (finished / "results.json").exists()

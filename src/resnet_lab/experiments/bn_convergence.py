@@ -331,7 +331,7 @@ def _findings(sweep, results, lenet, steps, lsteps) -> list[str]:
             f"{k} {r.spread(_epochs_to_acc)}" for k, r in results.items()) + " (inf = not reached)",
         "LeNet final test accuracy %: " + ", ".join(f"{k} {r.final('test_acc').scaled(100)}" for k, r in lenet.items())
         + "; steps to loss {}: ".format(LENET_LOSS_TARGET) + ", ".join(f"{k} {Spread.of(v)}" for k, v in lsteps.items()),
-        "seconds per epoch: " + ", ".join(f"{k} {r.spread(lambda x: x.seconds / max(1, len(x.epochs))).fmt(1)}"
+        "seconds per epoch: " + ", ".join(f"{k} {r.spread(lambda x: x.seconds / max(1, len(x.epochs)))}"  # the table's digits
                                           for k, r in results.items())
         + " (ours is a hand-written autograd function over tensor ops, torch's a fused kernel)",
     ]

@@ -27,6 +27,7 @@ import torch
 
 from ..analysis.activations import ActivationStatsRecorder, plot_activation_stats
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text
+from .._text import every_steps, seeds_text
 from .runner import Context, ModelFactory, RunResult, RunSpec, SeedResults, cifar_net, count
 
 __all__ = ["CLAIM", "MARGIN", "NAME", "NEAR_LOG_STD", "NEAR_MEAN", "claim_checks", "effect_check", "run", "seed_band",
@@ -216,10 +217,10 @@ def run(ctx: Context) -> Report:
             "model": f"plain-{b['depth']} (He et al. 2015's CIFAR plain net, no shortcuts), widths {b['widths']}, "
                      "torch BN or no normalization (convs keep their bias)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle for both, weight decay 5e-4, batch "
-                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))} "
+                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; {seeds_text(ctx.seeds(b['seeds']))} "
                         "(weights and order; one training subset)",
-            "recorded": f"mean and std (over batch, channels, positions) of every ReLU's input, every {b['every']} "
-                        "training steps, in training mode (BN with batch statistics)",
+            "recorded": f"mean and std (over batch, channels, positions) of every ReLU's input, "
+                        f"{every_steps(b['every'])}, in training mode (BN with batch statistics)",
             "rule": "a difference counts when the difference of the means exceeds the sum of the two seed sds and "
                     f"{MARGIN} (fixed in advance)",
         },

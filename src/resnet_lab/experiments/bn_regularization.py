@@ -30,6 +30,7 @@ from ..nn import norm_has_bias, norm_layer
 from ..train import evaluate
 from .bn_input_stats import effect_check
 from .report import Check, Report, Spread, plot_lines
+from .._text import seeds_text
 from .runner import Context, RunResult, RunSpec, SeedResults, count, first_test_samples
 
 __all__ = ["ACC_MARGIN", "CLAIM", "DROPOUT", "GAP_MARGIN", "NAME", "WEIGHT_DECAY", "LeNet", "claim_checks", "run"]
@@ -191,7 +192,7 @@ def run(ctx: Context) -> Report:
             "design": f"BN on/off x regularization on/off; regularization = dropout {DROPOUT} after the hidden fc "
                       f"layers + weight decay {WEIGHT_DECAY:g} (off: no dropout, no weight decay)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle for all four, batch {b['batch']}, "
-                        f"{count(b['epochs'], 'epoch')}; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))} (weights and order)",
+                        f"{count(b['epochs'], 'epoch')}; {seeds_text(ctx.seeds(b['seeds']))} (weights and order)",
             "measured": "test accuracy and train accuracy of the final model in eval mode; gap = train - test",
             "rule": "a difference counts when the difference of the means exceeds the sum of the two seed sds and "
                     f"a margin fixed in advance ({100 * GAP_MARGIN:g} pp of gap, {100 * ACC_MARGIN:g} pp of accuracy)",

@@ -33,6 +33,7 @@ from torch import nn
 from ..analysis.activations import ActivationStatsRecorder, plot_activation_stats
 from .bn_input_stats import effect_check, seed_band, train_recorded
 from .report import Check, Report, Spread, plot_lines
+from .._text import every_steps, seeds_text
 from .runner import Context, RunResult, RunSpec, SeedResults, count
 from .vanishing_gradients import DeepMLP
 
@@ -182,8 +183,8 @@ def run(ctx: Context) -> Report:
                      "sec. 4.1's MNIST net), Glorot init; BN (torch BatchNorm1d) before each sigmoid with gamma/beta "
                      "learned or frozen at 1/0, or no normalization (then with Linear biases; with BN they have none)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle, weight decay 5e-4 on weights only, batch "
-                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; seeds {', '.join(map(str, ctx.seeds(b['seeds'])))}",
-            "recorded": f"share of each sigmoid's inputs with |x| < 1, every {b['every']} training steps (training "
+                        f"{b['batch']}, {count(b['epochs'], 'epoch')}; {seeds_text(ctx.seeds(b['seeds']))}",
+            "recorded": f"share of each sigmoid's inputs with |x| < 1, {every_steps(b['every'])} (training "
                         "mode, batch statistics); the median over layers at the last record",
             "rule": "a difference counts when the difference of the means exceeds the sum of the two seed sds and "
                     f"a margin fixed in advance ({100 * SHARE_MARGIN:g} pp of share, {100 * ACC_MARGIN:g} pp of "

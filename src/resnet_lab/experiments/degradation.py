@@ -131,7 +131,7 @@ def _setup(b: Mapping, shallow: int, deep: int, batch: int, seeds: Sequence[int]
         "models": f"CIFAR ResNet/plain nets of depth {shallow} and {deep}, widths {b['widths']}, BN, "
                   "option-A shortcuts; residual nets with the last BN scale of each block at zero "
                   "(zero_init_residual, Goyal et al. 2017)",
-        "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {batch}: {b['warmup']} steps at lr "
+        "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {batch}: {count(b['warmup'], 'step')} at lr "
                     f"{WARMUP_LR} (He et al. 2015's warm-up), then {count(b['epochs'], 'epoch')} of one-cycle to lr {LR} "
                     "(its first quarter a linear ramp); same for every net and dataset",
         "seeds": f"{', '.join(map(str, seeds))} (initial weights and data order; the same training subset); "

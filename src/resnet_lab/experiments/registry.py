@@ -25,6 +25,7 @@ from typing import Any, Callable
 from ..data.config import check_seed
 from ..runs import RunInUseError, RunLock
 from ..train.device import resolve_device
+from .._text import count
 from .report import Report, verdict_text, write_report
 from .runner import BUDGETS, Context
 
@@ -192,8 +193,12 @@ def run_experiment(
     check_seed(seed, headroom=100)  # its runs count seeds up from it
     resolve_device(device)  # a bad device before any folder is made
     out, lock = claim_experiment_dir(out, name)
-    with lock:
-        return _run(module, name, budget, out, data_dir, device, seed, log)
+    try:
+        with lock:
+            return _run(module, name, budget, out, data_dir, device, seed, log)
+    except KeyboardInterrupt as e:  # which folder this run claimed, and whether it wrote into it yet
+        e.experiment_dir, e.experiment_dir_empty = out, _first_entry(out) is None
+        raise
 
 
 def _run(module: ModuleType, name: str, budget: str, out: Path, data_dir: str | None, device: str, seed: int,
@@ -207,6 +212,10 @@ def _run(module: ModuleType, name: str, budget: str, out: Path, data_dir: str | 
     if ctx.fake_data and "data" in report.setup:  # the experiment describes the data it asked for
         report.setup = {**report.setup, "data": f"random images (`fake`: Fashion-MNIST was not found) in place of: "
                                                 f"{report.setup['data']}"}
+    if ctx.step_caps:  # the epochs a setup names were cut short: the reader must not count steps from them
+        cuts = ", ".join(f"{count(k, 'step')} of {n}" for k, n in sorted(ctx.step_caps))
+        report.setup = {**report.setup, "steps": f"the {budget} budget stops each epoch early ({cuts}): epoch counts "
+                                                  "above are not steps, and notes on step counts do not hold at it"}
     seconds = time.perf_counter() - t0
     results = write_report(ctx.out, name, report, budget=budget, seconds=seconds, fake_data=ctx.fake_data,
                            command=reproducing_command(name, budget, ctx.out, data_dir, device, seed))

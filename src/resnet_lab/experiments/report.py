@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .._text import count
 from ..figures import new_figure, save_png
 from ..runs import atomic_write_text
 
@@ -271,7 +272,7 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    desc = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    desc = f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} ({count(torch.get_num_threads(), 'thread')})"
     if torch.cuda.is_available():
         desc += f"; GPU {torch.cuda.get_device_name(0)}"
     return desc

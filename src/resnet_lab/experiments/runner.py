@@ -326,6 +326,7 @@ class Context:
         self.log = log
         self.notes: list[str] = []
         self.fake_data = False  # set when Fashion-MNIST was missing and the runs used random images
+        self.step_caps: set[tuple[int, int]] = set()  # (steps run, steps an epoch has) of runs the budget cut short
         self._cache: dict[Any, Any] = {}
 
     @property
@@ -435,6 +436,8 @@ class Context:
                 with ``spec.seed``, so runs of one seed and shape start alike.
         """
         data = data if data is not None else self.data(batch_size=spec.batch_size, **spec.data)
+        if spec.max_steps_per_epoch and hasattr(data.train, "__len__") and spec.max_steps_per_epoch < len(data.train):
+            self.step_caps.add((int(spec.max_steps_per_epoch), len(data.train)))  # the setup says so
         if model is None:
             if spec.model is None:
                 raise ValueError(f"run {spec.label!r} has no model: give RunSpec(model=...) or train(spec, model=...)")

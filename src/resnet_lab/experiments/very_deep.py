@@ -258,7 +258,7 @@ def _specs(b: Mapping[str, Any], data: dict[str, Any]) -> list[RunSpec]:
     label = "preact-resnet11 (tiny)" if name is None else name.replace("_resnet", "-resnet")
     specs.append(RunSpec(label, factory, lr=PREACT_LR, schedule="constant", warmup_lr=PREACT_WARMUP_LR,
                          warmup_steps=b["preact_warmup"], max_steps_per_epoch=b["preact_steps"],
-                         info={"protocol": f"with its paper's recipe ({b['preact_warmup']} steps at lr "
+                         info={"protocol": f"with its paper's recipe ({count(b['preact_warmup'], 'step')} at lr "
                                            f"{PREACT_WARMUP_LR}, then {b['preact_steps']} at {PREACT_LR})"},
                          **common))
     return specs
@@ -324,7 +324,7 @@ def _warmup_findings(results: Mapping[str, SeedResults]) -> list[str]:
         warm = [x.info["warmup"] for x in r.runs if "warmup" in x.info]
         if warm:
             err = Spread.of(w["train_error"] for w in warm)
-            out.append(f"{label}: running training error over the {warm[0]['steps']} warm-up steps at lr "
+            out.append(f"{label}: running training error over the {count(warm[0]['steps'], 'warm-up step')} at lr "
                        f"{warm[0]['lr']:g}: {err.scaled(100).fmt(1)}% (He et al. go on to lr {PREACT_LR} once it is "
                        f"below {100 * WARMUP_ERROR:.0f}%: "
                        + ("met" if err.mean < WARMUP_ERROR else "not met") + " on average; the steps are fixed here)")
@@ -358,7 +358,7 @@ def _setup(b: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, str]:
                   + (b["preact"] or "a tiny pre-activation bottleneck net (smoke)"),
         "training": f"SGD momentum 0.9 (Nesterov), weight decay 5e-4, batch {b['batch']}; resnet/plain-{depth}: "
                     f"one-cycle to lr {LR} (25% warm-up), gradient norm clipped to {GRAD_CLIP}, {count(b['steps'], 'step')}; "
-                    f"pre-activation net: {b['preact_warmup']} steps at lr {PREACT_WARMUP_LR}, then "
+                    f"pre-activation net: {count(b['preact_warmup'], 'step')} at lr {PREACT_WARMUP_LR}, then "
                     f"{b['preact_steps']} at lr {PREACT_LR} (constant), no clipping (He et al. 2016's recipe)",
         "seeds": f"{', '.join(map(str, seeds))} (initial weights and data order); figures are mean ± sd over seeds",
         "gradient": "norm of the first conv layer's weight gradient at each step, as backward computes it "
