@@ -965,11 +965,12 @@ def unfinished_note(run: str | os.PathLike, meta: dict[str, Any]) -> str | None:
     whose lock a trainer holds has not stopped: the note says it is still training (--resume would be
     refused)."""
     at = unfinished_at(meta)
-    if at and Path(run).is_dir() and _writer_active(Path(run)):
+    folder = Path(run) if Path(run).is_dir() else Path(run).parent  # RUN, or RUN/best.safetensors
+    if at and (folder / "model.json").is_file() and _writer_active(folder):
         done, planned, step = at
         where = f"in epoch {done + 1} of {planned} (step {step})" if step else f"after epoch {done} of {planned}"
-        return (f"{run} is still being trained by another process: these are the weights of its last checkpoint, "
-                f"saved {where}")
+        return (f"{run} is still being trained by another process: its weights are those saved so far (the last "
+                f"checkpoint was {where})")
     return f"{run} is unfinished: it {stopped_words(*at)}" if at else None
 
 

@@ -47,12 +47,14 @@ def test_resuming_with_other_trainable_tensors_is_one_line(tmp_path, first, then
 
 
 @pytest.mark.parametrize("other, what", [
-    (dict(name="resnet20"), "name: run has 'resnet8_fast', now 'resnet20'"),
-    (dict(name="resnet8_fast", norm="none"), "norm: run has 'batch', now 'none'"),
+    (dict(name="resnet20"), "model.json: resnet8_fast, this model: resnet20; "),
+    (dict(name="resnet8_fast", norm="none"), " of its tensors differ, e.g. "),
 ])
 def test_resuming_with_another_model_names_what_differs_not_freezing(tmp_path, other, what):
     """The review of 2026-12-06: a resume with resnet20 for a resnet8 run, or norm='none', was told to
     unfreeze or unwhiten (the trainable counts differ for another model too)."""
+    from safetensors import safe_open
+
     run = tmp_path / "run"
     start, _ = _run(run, whiten=False, resume=False)
     start()
@@ -64,4 +66,27 @@ def test_resuming_with_another_model_names_what_differs_not_freezing(tmp_path, o
     text = str(e.value)
     assert "\n" not in text and f"{run} was trained with another model (" in text and what in text
     assert "whiten" not in text and "frozen" not in text
+    # the tensor named is one whose shape really differs (the reference: the file's own header)
+    key = text.split(", e.g. ")[1].split(":")[0]
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        saved = tuple(f.get_slice(key).get_shape()) if key in f.keys() else None
+    now = tuple(model.state_dict()[key].shape) if key in model.state_dict() else None
+    assert saved != now
     assert _files(run) == before
+
+
+@pytest.mark.parametrize("first, then", [
+    (dict(zero_init_residual=False), {}),           # a default given, then left out
+    (dict(checkpoint_segments=2), {}),              # changes memory, not the model: may change on resume
+    ({}, dict(checkpoint_segments=0)),
+])
+def test_the_same_model_spelled_otherwise_resumes(tmp_path, first, then):
+    """The review of 2026-12-06: comparing create_model's arguments refused these (the same tensors)."""
+    run = tmp_path / "run"
+    data = load_data("fake", subset=128, batch_size=64, image_size=16)
+    torch.manual_seed(0)
+    train(create_model("resnet8", num_classes=10, in_channels=3, **first), data,
+          TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False))
+    history = train(create_model("resnet8", num_classes=10, in_channels=3, **then), data,
+                    TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
+    assert [r["epoch"] for r in history.epochs] == [1, 2]

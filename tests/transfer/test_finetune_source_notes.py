@@ -72,9 +72,13 @@ def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfi
     with RunLock(unfinished):  # a trainer holds the run (another RunLock counts as another writer)
         cli.main(["evaluate", str(unfinished), "--dataset", "fake", "--image-size", "16"])
         note = next(line for line in capsys.readouterr().err.splitlines() if str(unfinished) in line)
-        assert note == (f"note: {unfinished} is still being trained by another process: these are the weights of "
-                        "its last checkpoint, saved after epoch 1 of 2")
+        assert note == (f"note: {unfinished} is still being trained by another process: its weights are those "
+                        "saved so far (the last checkpoint was after epoch 1 of 2)")
         assert note[len("note: "):] in load_source(unfinished).notes
+        for given in (unfinished / "model.safetensors", unfinished / "best.safetensors"):  # a file of the run too
+            cli.main(["evaluate", str(given), "--dataset", "fake", "--image-size", "16"])
+            err = capsys.readouterr().err
+            assert f"note: {given} is still being trained by another process" in err and "--resume" not in err
     assert "--resume" in _evaluate_note(unfinished, capsys)  # released: stopped, and resumable again
 
 

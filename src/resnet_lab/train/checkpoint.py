@@ -9,7 +9,6 @@ only with the same recipe and data, from a consistent checkpoint set.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..runs import (
@@ -269,20 +269,29 @@ def _check_no_foreign_outputs(run_dir: Path) -> None:
 
 
 def _check_same_arch(run_dir: Path, model: nn.Module) -> None:
-    """Refuse, in one line naming what differs, a model other than the one model.json's ``arch``
-    records (a Python resume with resnet20 for a resnet8 run, or norm='none' for 'batch'); torch's
-    missing/unexpected keys were many lines, and the trainable-count check would blame freezing."""
-    config = getattr(model, "model_config", None)
-    meta = read_json(run_dir / "model.json") if (run_dir / "model.json").is_file() else None
-    saved = meta.get("arch") if isinstance(meta, dict) else None
-    if not config or not isinstance(saved, dict):  # a model of the caller's own: nothing to compare
+    """Refuse, in one line naming what differs, a model whose tensors are not those the run saved (a
+    Python resume with resnet20 for a resnet8 run, or norm='none' for 'batch'): torch's missing and
+    unexpected keys were many lines, and the trainable-count check would blame freezing. Shapes, not
+    create_model's arguments, are compared: the same model spelled otherwise (a default given or left
+    out, checkpoint_segments) resumes."""
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
         return
-    now = json.loads(json.dumps(dict(config), default=str))  # as model.json holds it (tuples as lists)
-    differ = [k for k in sorted(set(now) | set(saved)) if now.get(k) != saved.get(k)]
-    if differ:
-        what = "; ".join(f"{k}: run has {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
-        raise ValueError(f"{run_dir} was trained with another model ({what}): resume with the model the run was "
-                         "started with (model.json's 'arch' holds create_model's arguments)")
+    try:
+        with safe_open(str(path), framework="pt") as f:  # the header only: names and shapes
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, SafetensorError):  # a damaged file: loading it says so in its own words
+        return
+    now = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if not differ:
+        return
+    shape = lambda d, k: "none" if k not in d else "x".join(map(str, d[k])) or "a scalar"
+    names = [(load_meta(run_dir).get("arch") or {}).get("name"), (getattr(model, "model_config", None) or {}).get("name")]
+    named = f"model.json: {names[0]}, this model: {names[1]}; " if None not in names and names[0] != names[1] else ""
+    raise ValueError(f"{run_dir} was trained with another model ({named}{len(differ)} of its tensors differ, e.g. "
+                     f"{differ[0]}: run {shape(saved, differ[0])}, now {shape(now, differ[0])}): resume with the model "
+                     "the run was started with (model.json's 'arch' holds create_model's arguments)")
 
 
 def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
@@ -395,7 +404,7 @@ class Checkpointer:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
         check_resume(run_dir, state, self.facts, self.world_size)
-        _check_same_arch(run_dir, self.model)  # before the counts: another model differs in them too
+        _check_same_arch(run_dir, self.saved_model)  # before the counts: another model differs in them too
         _check_trainable(run_dir, state["optimizer"], self.optimizer)  # before the model is touched
         self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         if self.averaging is not None:
