@@ -28,7 +28,6 @@ from ..runs import (
     load_state_dict_file,
     load_train_state,
     missing_run,
-    read_json,
     read_metrics,
     recover_run_dir,
     run_without_meta,
@@ -268,7 +267,7 @@ def _check_no_foreign_outputs(run_dir: Path) -> None:
             )
 
 
-def _check_same_arch(run_dir: Path, model: nn.Module) -> None:
+def _check_same_arch(run_dir: Path, meta: dict[str, Any], model: nn.Module) -> None:
     """Refuse, in one line naming what differs, a model whose tensors are not those the run saved (a
     Python resume with resnet20 for a resnet8 run, or norm='none' for 'batch'): torch's missing and
     unexpected keys were many lines, and the trainable-count check would blame freezing. Shapes, not
@@ -287,14 +286,15 @@ def _check_same_arch(run_dir: Path, model: nn.Module) -> None:
     if not differ:
         return
     shape = lambda d, k: "none" if k not in d else "x".join(map(str, d[k])) or "a scalar"
-    names = [(load_meta(run_dir).get("arch") or {}).get("name"), (getattr(model, "model_config", None) or {}).get("name")]
+    names = [(meta.get("arch") or {}).get("name"), (getattr(model, "model_config", None) or {}).get("name")]
     named = f"model.json: {names[0]}, this model: {names[1]}; " if None not in names and names[0] != names[1] else ""
     raise ValueError(f"{run_dir} was trained with another model ({named}{len(differ)} of its tensors differ, e.g. "
                      f"{differ[0]}: run {shape(saved, differ[0])}, now {shape(now, differ[0])}): resume with the model "
                      "the run was started with (model.json's 'arch' holds create_model's arguments)")
 
 
-def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+def _check_trainable(run_dir: Path, meta: dict[str, Any], saved: dict[str, Any],
+                     optimizer: torch.optim.Optimizer) -> None:
     """Refuse, in one line, a model that trains other tensors than the run did (torch's own error:
     "loaded state dict contains a parameter group that doesn't match the size of optimizer's
     group"); the usual cause is whiten_first_conv, which freezes the first conv, done on one side only."""
@@ -302,8 +302,7 @@ def _check_trainable(run_dir: Path, saved: dict[str, Any], optimizer: torch.opti
     now = [len(g["params"]) for g in optimizer.param_groups]
     if then == now:
         return
-    meta = read_json(run_dir / "model.json") if (run_dir / "model.json").is_file() else None
-    whitened = meta.get("whiten") if isinstance(meta, dict) else None
+    whitened = meta.get("whiten")
     why = ("its first conv was whitened and frozen (model.json 'whiten'): call whiten_first_conv on the model "
            "before resuming, as the run's start did" if whitened and sum(then) < sum(now) else
            "it was trained without a whitened first conv: resume with the model unwhitened, its layers frozen "
@@ -404,8 +403,9 @@ class Checkpointer:
         run_dir = self.run_dir
         state = load_train_state(run_dir)
         check_resume(run_dir, state, self.facts, self.world_size)
-        _check_same_arch(run_dir, self.saved_model)  # before the counts: another model differs in them too
-        _check_trainable(run_dir, state["optimizer"], self.optimizer)  # before the model is touched
+        meta = load_meta(run_dir)  # read once for both checks, which run before the model is touched
+        _check_same_arch(run_dir, meta, self.saved_model)  # before the counts: another model differs in them too
+        _check_trainable(run_dir, meta, state["optimizer"], self.optimizer)
         self.saved_model.load_state_dict(load_state_dict_file(run_dir / "model.safetensors", map_location=self.device))
         if self.averaging is not None:
             self.averaging.load_state_dict(state.get("averaging") or {})
