@@ -24,6 +24,7 @@ import torch
 from ..data import InMemoryLoader
 from .metrics import balanced_accuracy, roc_auc
 from .report import Check, Report, Spread, exceeds, plot_lines, rule_text
+from .._text import seeds_text
 from .runner import Context, RunResult, RunSpec, cifar_net, count
 
 __all__ = ["CLAIM", "NAME", "SEED_CLAIM", "claim_checks", "run"]
@@ -151,7 +152,7 @@ def run(ctx: Context) -> Report:
                      "(conv biases on)",
             "training": f"SGD momentum 0.9 (Nesterov), lr {LR} one-cycle, weight decay 5e-4, batch {b['batch']} "
                         f"(~{b['batch'] / (RATIO + 1):.2f} positives per batch), {count(b['epochs'], 'epoch')}, plain "
-                        "cross-entropy (no reweighting), seeds " + ", ".join(map(str, seeds))
+                        "cross-entropy (no reweighting), " + seeds_text(seeds)
                         + "; a diverged seed counts at chance (AUC and balanced accuracy 0.5)",
         },
         columns=["run", "ROC AUC", "balanced accuracy", "positive recall"],
