@@ -26,6 +26,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,14 +55,18 @@ __all__ = [
     "Section",
     "add_common_args",
     "add_quiet_args",
+    "at_most",
+    "bf16_hardware",
     "busy_reasons",
     "calibrate",
     "check_doc",
+    "check_folder",
     "command_line",
     "compile_cache_note",
     "cpu_seconds",
     "describe_machine",
     "fail",
+    "first_paragraph",
     "gemm_speed",
     "fmt_rate",
     "fmt_ratio",
@@ -81,9 +86,12 @@ __all__ = [
     "run_standalone",
     "setup_threads",
     "spread",
+    "thread_count",
     "train_step",
     "unmarked_text",
+    "unwritable",
     "update_doc",
+    "write_doc",
     "verdict",
     "wait_for_quiet",
     "want_compile",
@@ -92,6 +100,14 @@ __all__ = [
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS_MD = os.path.join(REPO, "docs", "BENCHMARKS.md")
 MAX_WAIT_MIN = 60.0  # --wait-for-load gives up after this many minutes unless --max-wait-min says
+# Upper bounds of the counts the scripts take: far above any real run, low enough that a typo (an
+# extra digit, 10**23) is refused in one line instead of running until killed or overflowing torch.
+MAX_THREADS = 1024
+MAX_REPEATS = 1000
+MAX_SEEDS = 100
+MAX_EPOCHS = 1000
+MAX_STEPS = 10_000
+MAX_PROCESSES = 256
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -107,14 +123,23 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def first_paragraph(doc: str | None) -> str:
+    """A script's ``--help`` description: the first paragraph of its docstring, whole (its first line
+    alone can stop mid-sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def setup_threads(threads: int) -> None:
     """Use ``threads`` intra-op threads (the machine has 2 cores; every benchmark runs at 2).
 
     Args:
-        threads: value for ``torch.set_num_threads``.
+        threads: value for ``torch.set_num_threads``, 1 to :data:`MAX_THREADS`.
+
+    Raises:
+        ValueError: a count out of that range (torch overflows on a huge one).
     """
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be 1 to {MAX_THREADS} (this machine has {os.cpu_count()} cores), got {threads}")
     torch.set_num_threads(threads)
 
 
@@ -148,7 +173,7 @@ def accuracy_fraction(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    """argparse type of a count (--threads, --seeds, --repeats, --steps): 0 or less is no count."""
+    """argparse type of a count (--batch-size, --subset): 0 or less is no count."""
     try:
         value = int(text)
     except ValueError:
@@ -156,6 +181,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def at_most(limit: int, why: str = "") -> Callable[[str], int]:
+    """argparse type of a count that also has an upper bound (--threads, --seeds, --repeats, --steps,
+    --epochs, --nproc): :func:`positive_int` up to ``limit``, named with ``why`` in the refusal."""
+
+    def count(text: str) -> int:
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit:,}{why}, got {value:,}")
+        return value
+
+    count.__name__ = "count"
+    return count
+
+
+def thread_count(text: str) -> int:
+    """argparse type of --threads: 1 to :data:`MAX_THREADS`."""
+    return at_most(MAX_THREADS, f" (this machine has {os.cpu_count()} cores)")(text)
 
 
 def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) -> argparse.ArgumentParser:
@@ -179,7 +223,8 @@ def add_quiet_args(parser: argparse.ArgumentParser, *, allow_busy: bool = True) 
     return parser
 
 
-def add_common_args(parser: argparse.ArgumentParser, *, compile_flag: bool = True) -> argparse.ArgumentParser:
+def add_common_args(parser: argparse.ArgumentParser, *, compile_flag: bool = True,
+                    repeats: tuple[object, object] = (5, 2)) -> argparse.ArgumentParser:
     """The flags of the in-process benchmarks: ``--quick``, ``--repeats``, ``--threads``, ``--compile``,
     and those of :func:`add_quiet_args`.
 
@@ -187,12 +232,14 @@ def add_common_args(parser: argparse.ArgumentParser, *, compile_flag: bool = Tru
         parser: the script's parser; the flags are added to it and it is returned.
         compile_flag: add ``--compile`` (False for a script with no ``torch.compile`` contender, where
             the flag would change nothing).
+        repeats: the default ``--repeats`` of a run and of a ``--quick`` one, as ``--help`` states them.
     """
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes and repeat counts: checks that the script runs, figures are meaningless")
-    parser.add_argument("--repeats", type=positive_int, default=None,
-                        help="timed repeats per contender (default 5, --quick 2); medians are over these")
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch intra-op threads (default 2)")
+    full, quick = repeats
+    parser.add_argument("--repeats", type=at_most(MAX_REPEATS), default=None,
+                        help=f"timed repeats per contender (default {full}, --quick {quick}); medians are over these")
+    parser.add_argument("--threads", type=thread_count, default=2, help="torch intra-op threads (default 2)")
     if compile_flag:
         parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                             help="measure torch.compile contenders (auto: on, off with --quick; compiling a "
@@ -242,8 +289,8 @@ def wait_for_quiet(args: argparse.Namespace, poll_s: float = 10.0) -> None:
     max_wait = getattr(args, "max_wait_min", None)
     if args.wait_for_load is None:
         if max_wait is not None:
-            raise SystemExit(f"error: --max-wait-min {max_wait:g} bounds the wait of --wait-for-load, which was not "
-                             "given: add --wait-for-load LOAD (e.g. 0.6), or drop --max-wait-min")
+            fail(f"--max-wait-min {max_wait:g} bounds the wait of --wait-for-load, which was not given: add "
+                 "--wait-for-load LOAD (e.g. 0.6), or drop --max-wait-min")
         return
     max_wait = MAX_WAIT_MIN if max_wait is None else max_wait
     deadline = time.perf_counter() + max_wait * 60
@@ -310,6 +357,22 @@ def gemm_speed(threads: int, side: int = 1024, repeats: int = 5) -> str:
     finally:
         torch.set_num_threads(before)
     return f"GEMM {side}^3 at {threads} thread(s): {', '.join(rates)} GFLOP/s"
+
+
+def bf16_hardware(flags: set[str] | None = None) -> str:
+    """What this CPU offers bfloat16 matrix products, as words for a note: AMX tiles, avx512_bf16
+    dot-product instructions only, or neither (then bf16 is emulated).
+
+    Args:
+        flags: the CPU's flags (default: this machine's, from /proc/cpuinfo).
+    """
+    flags = _cpu_flags() if flags is None else flags
+    if flags & {"amx_bf16", "amx_tile"}:
+        return ("this CPU has AMX tiles (amx_bf16), which oneDNN uses for bfloat16 convolutions and matrix "
+                "products" + (", besides avx512_bf16 dot-product instructions" if "avx512_bf16" in flags else ""))
+    if "avx512_bf16" in flags:
+        return "this CPU has avx512_bf16 dot-product instructions but no AMX tiles"
+    return "this CPU has no native bfloat16 instructions (neither avx512_bf16 nor AMX): bfloat16 is emulated"
 
 
 def describe_machine() -> dict[str, str]:
@@ -989,7 +1052,8 @@ def unmarked_text(path: str) -> str:
 
 def check_doc(path: str, flag: str) -> str:
     """Refuse, before anything is measured, a document that :func:`update_doc` could not write:
-    an empty name (it would write ``.tmp`` in the working folder, then fail) or a folder.
+    an empty name (it would write ``.tmp`` in the working folder, then fail), a folder, or a place
+    where no file can be written (a read-only or virtual folder, a parent that is a file).
 
     Args:
         path: the document a script is to update.
@@ -1003,7 +1067,50 @@ def check_doc(path: str, flag: str) -> str:
         fail(f"{flag} {path!r} names no file: give a Markdown file (e.g. {default}), or leave {flag} out")
     if os.path.isdir(path):
         fail(f"{flag} {path} is a folder: give a Markdown file, e.g. {os.path.join(path, 'BENCHMARKS.md')}")
+    problem = unwritable(os.path.dirname(os.path.abspath(path)))
+    if problem:
+        fail(f"{flag} {path} cannot be written: {problem}; give a file in a folder you can write, or leave {flag} "
+             "out")
     return path
+
+
+def check_folder(path: str, flag: str) -> str:
+    """Refuse, before anything runs, a folder a script could not create or write files in: an empty
+    name (the working folder, unasked), an existing file, a read-only or virtual place.
+
+    Args:
+        path: the folder a script is to write into.
+        flag: the option that named it (for the message).
+
+    Returns:
+        ``path``.
+    """
+    if not path.strip():
+        fail(f"{flag} {path!r} names no folder: give one (it is created when missing), or leave {flag} out")
+    if os.path.exists(path) and not os.path.isdir(path):
+        fail(f"{flag} {path} is a file, not a folder: give a folder (it is created when missing)")
+    problem = unwritable(os.path.abspath(path))
+    if problem:
+        fail(f"{flag} {path} cannot be written: {problem}; give a folder you can write")
+    return path
+
+
+def unwritable(folder: str) -> str | None:
+    """Why no file can be written in ``folder`` (created when missing), or None when one can: a probe
+    file is created and removed in its nearest existing ancestor (``os.access`` says yes to root even
+    where writing fails, as in /proc)."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        return f"no file can be created in {existing} ({e.strerror or e})"
+    return None
 
 
 def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
@@ -1037,6 +1144,26 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
     with open(tmp, "w") as f:
         f.write(new)
     os.replace(tmp, path)
+
+
+def write_doc(path: str, key: str, text: str, *, head: bool = False, shown: bool = False) -> bool:
+    """:func:`update_doc`, and when the write fails at the end of a measurement (the folder went away,
+    a full disk), one ``error:`` line instead of a traceback, with the text printed (unless ``shown``:
+    already printed) so the figures are not lost. Returns whether the document was written.
+
+    Args:
+        path, key, text, head: as :func:`update_doc`.
+        shown: ``text`` is already on stdout.
+    """
+    try:
+        update_doc(path, key, text, head=head)
+        return True
+    except OSError as e:
+        if not shown:
+            print(text, flush=True)
+        print(f"error: could not write {path} ({e.strerror or e}); the figures are printed above: keep them from "
+              "there, or rerun with a document you can write", file=sys.stderr, flush=True)
+        return False
 
 
 def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | None) -> bool:
@@ -1087,13 +1214,15 @@ def publish(section: Section, args: argparse.Namespace, *, doc: str | None = Non
     if not may_write(section.checks, allow_busy=args.allow_busy, target=doc):
         return 1
     if doc is not None:
-        update_doc(doc, key, section.markdown())
+        if not write_doc(doc, key, section.markdown(), shown=True):
+            return 1
         print(f"wrote the '{key}' block of {doc}", file=sys.stderr, flush=True)
     return 0
 
 
 def run_standalone(build: Callable[[argparse.Namespace, str], Section], description: str,
-                   argv: Sequence[str] | None = None, *, compile_flag: bool = False) -> int:
+                   argv: Sequence[str] | None = None, *, compile_flag: bool = False,
+                   repeats: tuple[object, object] = (5, 2)) -> int:
     """``main`` of a benchmark script run on its own: parse flags, run, print the section (the docs
     are written by ``run_all.py``). Returns the exit status (see :func:`publish`).
 
@@ -1103,8 +1232,10 @@ def run_standalone(build: Callable[[argparse.Namespace, str], Section], descript
         argv: command-line arguments (default ``sys.argv[1:]``).
         compile_flag: the script measures ``torch.compile`` contenders (:func:`want_compile`): offer
             ``--compile``.
+        repeats: the script's default ``--repeats`` of a run and of a ``--quick`` one (its sizes' ``repeats``).
     """
-    parser = add_common_args(argparse.ArgumentParser(description=description), compile_flag=compile_flag)
+    parser = add_common_args(argparse.ArgumentParser(description=description), compile_flag=compile_flag,
+                             repeats=repeats)
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     wait_for_quiet(args)
