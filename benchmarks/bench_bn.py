@@ -13,7 +13,8 @@ import argparse
 import sys
 
 import torch
-from _common import Run, Section, fmt_ratio, markdown_table, paired_cost, run_standalone, train_step, verdict
+from _common import (Run, Section, first_paragraph, fmt_ratio, markdown_table, paired_cost, run_standalone, train_step,
+                     verdict)
 
 from resnet_lab import create_model
 from resnet_lab.nn import BatchNorm2d
@@ -118,4 +119,5 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0]))
+    sys.exit(run_standalone(build, first_paragraph(__doc__),
+                            repeats=(FULL["repeats"], QUICK["repeats"])))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from _common import (
-    Run, Section, fmt_rate, markdown_table, paired_ratio, rate_rows, run_standalone, spread, verdict,
+    Run, Section, fmt_rate, markdown_table, paired_ratio, rate_rows, first_paragraph, run_standalone, spread, verdict,
 )
 from PIL import Image
 from torchvision import transforms as T
@@ -207,6 +208,15 @@ def _training_wait(bundle, streams: dict[str, Iterator], cfg, run: Run) -> tuple
     return table, summary
 
 
+def _threads_note(threads: int, cores: int) -> str:
+    """Why the diagnostic row exists, in words true of the run's ``--threads`` and the machine's cores."""
+    if threads == 1:
+        return ("its batches take well under a millisecond; at --threads 1 it runs as the in-memory row does (one "
+                "thread either way), so the two differ only by noise.\n")
+    return (f"its batches take well under a millisecond, and with {threads} threads every one of its operators is a "
+            f"parallel region that stalls whenever another process holds one of the {cores} cores.\n")
+
+
 def build(args: argparse.Namespace, command: str) -> Section:
     """Run the data benchmarks and return their Markdown section.
 
@@ -237,17 +247,17 @@ def build(args: argparse.Namespace, command: str) -> Section:
         f"2 batches each between repeats, which flatters the worker rows a little; each timed repeat starts "
         f"after a {SETTLE_S:g} s pause so that refilling is not charged to the next contender. The "
         "diagnostic row runs the same in-memory loader with `torch.set_num_threads(1)` around each `next()`: "
-        "its batches take well under a millisecond, and with 2 threads every one of its operators is a "
-        "parallel region that stalls whenever another process holds one of the 2 cores.\n"
+        + _threads_note(args.threads, os.cpu_count() or 1)
         + f"\n### Is training waiting on data? resnet20 (1x28x28, batch {cfg['batch']}) in `resnet_lab.train`, "
         f"eager fp32, {cfg['train_steps']} steps per call of which the first {cfg['skip_steps']} are not "
         f"counted, {repeats} repeats\n\n" + t2
         + "\n\"Time fetching\" is the wall time the training loop spends inside `next()` on the loader, over "
-        "the whole step time. With DataLoader workers on a 2-core machine the fetch can look cheap while "
-        "the worker processes take CPU from the training step itself: compare the training images/s.\n"
+        f"the whole step time. With DataLoader workers on a {os.cpu_count() or 1}-core machine the fetch can look "
+        "cheap while the worker processes take CPU from the training step itself: compare the training images/s.\n"
     )
     return run.section("3. Data path: in-memory loader vs torchvision DataLoader", command, body, s1 + s2)
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0]))
+    sys.exit(run_standalone(build, first_paragraph(__doc__),
+                            repeats=(FULL["repeats"], QUICK["repeats"])))

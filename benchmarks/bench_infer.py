@@ -19,7 +19,7 @@ import torch
 import torchvision
 from _common import (
     Run, Section, compile_cache_note, markdown_table, onnxruntime, paired_ratio, rate_rows,
-    run_standalone, verdict, want_compile,
+    first_paragraph, run_standalone, verdict, want_compile,
 )
 
 from resnet_lab import create_model
@@ -71,14 +71,15 @@ def build(args: argparse.Namespace, command: str) -> Section:
     tv, ours = _models(arch)
     fused = fuse_bn(ours)
     fused_cl = fuse_bn(ours).to(memory_format=torch.channels_last)
-    tmp = tempfile.mkdtemp(prefix="bench_infer_")
-    onnx_path = os.path.join(tmp, f"{arch}.onnx")
     session, onnx_error = None, None
-    try:
-        export_onnx(ours, onnx_path, input_size=(3, size, size), fuse=True)
-        session = _onnx_session(onnx_path, torch.get_num_threads())
-    except Exception as e:  # onnx/onnxruntime missing or export failed: report, measure the rest
-        onnx_error = f"{type(e).__name__}: {e}"
+    # the session holds the model in memory: the file (45 MB at full size) goes with its folder at once
+    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+        try:
+            onnx_path = os.path.join(tmp, f"{arch}.onnx")
+            export_onnx(ours, onnx_path, input_size=(3, size, size), fuse=True)
+            session = _onnx_session(onnx_path, torch.get_num_threads())
+        except Exception as e:  # onnx/onnxruntime missing or export failed: report, measure the rest
+            onnx_error = f"{type(e).__name__}: {e}"
     parts, summary = [], []
     for batch in cfg["batches"]:
         print(f"[infer] {arch} batch {batch} x 3x{size}x{size}", flush=True)
@@ -146,4 +147,5 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0], compile_flag=True))
+    sys.exit(run_standalone(build, first_paragraph(__doc__), compile_flag=True,
+                            repeats=(FULL["repeats"], QUICK["repeats"])))

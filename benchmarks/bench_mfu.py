@@ -16,7 +16,8 @@ import argparse
 import sys
 
 import torch
-from _common import Run, Section, fmt_rate, markdown_table, paired_ratio, run_standalone, spread, train_step
+from _common import (Run, Section, first_paragraph, fmt_rate, markdown_table, paired_ratio, run_standalone, spread,
+                     train_step)
 
 from resnet_lab import create_model
 from resnet_lab.analysis import summarize
@@ -108,4 +109,5 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0]))
+    sys.exit(run_standalone(build, first_paragraph(__doc__),
+                            repeats=(FULL["repeats"], QUICK["repeats"])))

@@ -19,7 +19,7 @@ import time
 
 from _common import (BENCHMARKS_MD, QuietMeter, Section, add_quiet_args, check_doc, command_line, describe_machine,
                      gemm_speed, machine_block, markdown_table, now_utc, publish, wait_for_quiet)
-from _common import positive_int
+from _common import MAX_REPEATS, at_most, first_paragraph
 
 __all__ = ["CONTENDERS", "build", "main", "measure"]
 
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=first_paragraph(__doc__))
     p.add_argument("--quick", action="store_true", help="one repeat: checks the script runs (writes nothing)")
-    p.add_argument("--repeats", type=positive_int, default=None, help="processes per contender (default 7, --quick 1)")
+    p.add_argument("--repeats", type=at_most(MAX_REPEATS), default=None, help="processes per contender (default 7, --quick 1)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'startup' block is written (when quiet)")
     add_quiet_args(p)
     args = p.parse_args(argv)

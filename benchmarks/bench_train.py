@@ -17,8 +17,8 @@ import sys
 import torch
 import torchvision
 from _common import (
-    Run, Section, compile_cache_note, markdown_table, paired_ratio, rate_rows, run_standalone, train_step,
-    verdict, want_compile,
+    Run, Section, bf16_hardware, compile_cache_note, first_paragraph, markdown_table, paired_ratio, rate_rows, run_standalone,
+    train_step, verdict, want_compile,
 )
 
 from resnet_lab import create_model
@@ -103,8 +103,8 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "Notes: our resnet18/50 are the same architecture as torchvision's with the same module names "
         "and the same torch kernels, so a ratio near 1.00 is the expected outcome; the ratio's "
         "repeat-to-repeat range shows how much of any difference is noise on a shared machine. "
-        "bf16 autocast casts activations and weights to bfloat16 around every convolution and matmul; this "
-        "CPU has avx512_bf16 dot-product instructions but no AMX tiles. channels_last (NHWC) is the layout "
+        "bf16 autocast casts activations and weights to bfloat16 around every convolution and matmul; "
+        f"{bf16_hardware()}. channels_last (NHWC) is the layout "
         "oneDNN's CPU convolutions prefer. "
         "Whether each option pays for itself here is what the table says, not an assumption.\n"
     )
@@ -112,4 +112,5 @@ def build(args: argparse.Namespace, command: str) -> Section:
 
 
 if __name__ == "__main__":
-    sys.exit(run_standalone(build, __doc__.splitlines()[0], compile_flag=True))
+    sys.exit(run_standalone(build, first_paragraph(__doc__), compile_flag=True,
+                            repeats=(FULL["repeats"], QUICK["repeats"])))

@@ -29,8 +29,8 @@ import bench_mfu
 import bench_train
 from _common import (
     BENCHMARKS_MD, BUSY_MARK, QUICK_MARK, Section, add_common_args, busy_reasons, check_doc, command_line, fail,
-    load_average, machine_line, markdown_table, may_write, now_utc, setup_threads, unmarked_text, update_doc,
-    wait_for_quiet,
+    first_paragraph, load_average, machine_line, markdown_table, may_write, now_utc, setup_threads, unmarked_text,
+    wait_for_quiet, write_doc,
 )
 
 __all__ = ["BENCHMARKS", "MAKE_BENCH_FLAGS", "main", "render", "target"]
@@ -39,13 +39,8 @@ __all__ = ["BENCHMARKS", "MAKE_BENCH_FLAGS", "main", "render", "target"]
 # command only when the two are the same run
 MAKE_BENCH_FLAGS = "--wait-for-load 0.6 --max-wait-min 5"
 
-BENCHMARKS = {
-    "train": bench_train.build,
-    "infer": bench_infer.build,
-    "data": bench_data.build,
-    "bn": bench_bn.build,
-    "mfu": bench_mfu.build,
-}
+MODULES = {"train": bench_train, "infer": bench_infer, "data": bench_data, "bn": bench_bn, "mfu": bench_mfu}
+BENCHMARKS = {name: mod.build for name, mod in MODULES.items()}
 
 GPU_SECTION = Section(
     "6. GPU",
@@ -151,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
-    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    defaults = {name: (mod.FULL["repeats"], mod.QUICK["repeats"]) for name, mod in MODULES.items()}
+    full = ", ".join(f"{name} {f}" for name, (f, _) in defaults.items())
+    quick = sorted({q for _, q in defaults.values()})
+    parser = add_common_args(argparse.ArgumentParser(description=first_paragraph(__doc__)),
+                             repeats=(f"each benchmark's own: {full}", " or ".join(map(str, quick))))
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS),
                         help="run only these benchmarks (default: all)")
     parser.add_argument("--out", default=None,
@@ -176,19 +175,20 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     text = render(sections, command=command, started=started, finished=now_utc(),
                   elapsed_s=time.perf_counter() - t0, load_start=load_start, load_end=load_average(), quick=args.quick)
-    if failed and not args.quick:
+    if failed:  # a --quick smoke run too: a benchmark that raises is what it is there to catch
         # Writing would replace the failed sections' earlier figures with "failed": keep the document,
         # and the others' new figures in a side file.
         side = os.path.join(tempfile.gettempdir(), "BENCHMARKS.failed.md")
-        update_doc(side, "run_all", text, head=True)
-        print(f"error: {', '.join(failed)} failed (traceback above); {out} is left as it was, and this run's "
-              f"figures are in {side}", file=sys.stderr)
+        if write_doc(side, "run_all", text, head=True):
+            print(f"error: {', '.join(failed)} failed (traceback above); {out} is left as it was, and this run's "
+                  f"figures are in {side}", file=sys.stderr)
         return 1
     # A --quick run's figures are marked and go to a temporary file: no quietness gate for a smoke run.
     if not args.quick and not may_write([c for s in sections for c in s.checks], allow_busy=args.allow_busy,
                                         target=out):
         return 1
-    update_doc(out, "run_all", text, head=True)
+    if not write_doc(out, "run_all", text, head=True):
+        return 1
     print(f"wrote {out}", flush=True)
     return 0
 
