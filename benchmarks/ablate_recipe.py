@@ -19,10 +19,12 @@ falls below minus that sd); otherwise its effect is inside the seed-to-seed spre
 
     python benchmarks/ablate_recipe.py --list
     python benchmarks/ablate_recipe.py --epochs 2 --seeds 3 --jobs 2 --write
-    python benchmarks/ablate_recipe.py --dry-run          # fake data, tiny model: checks the script
+    python benchmarks/ablate_recipe.py --dry-run          # fake data, tiny images: checks the script
 
-A dry run trains in a temporary folder unless ``--out`` names one (never one that holds a real
-ablation's runs). ``--write`` puts the table into docs/RESULTS.md as the block of its epoch budget
+A dry run trains every variant, as the real recipe does (bf16 and channels_last included), on 320
+generated 24-px images for 2 epochs, in a temporary folder unless ``--out`` names one (never one that
+holds a real ablation's runs). A variant that cannot run at the epochs given (``progressive`` needs
+2) is refused before anything trains, or, in a dry run, left out with a note. ``--write`` puts the table into docs/RESULTS.md as the block of its epoch budget
 and variant set: a later run of the same command replaces it, another set stands beside it.
 """
 
@@ -45,21 +47,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import (BUSY_MARK, QuietMeter, add_quiet_args, fail, machine_line, now_utc, setup_threads, update_doc,
-                     wait_for_quiet)
-from _common import positive_int
+from _common import (BUSY_MARK, MAX_EPOCHS, MAX_SEEDS, QuietMeter, add_quiet_args, at_most, check_doc, check_folder,
+                     fail, machine_line, now_utc, setup_threads, thread_count, wait_for_quiet, write_doc)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
 CLI = [sys.executable, "-m", "resnet_lab"]
+MAX_JOBS = 64  # --jobs: runs side by side
 
 # The first `make demo` recipe (`demo_b128` in fashion_mnist.py) without its epoch count (the budget is --epochs); bf16 + channels_last make
 # a step about 2x cheaper on a CPU with AVX512-BF16, so the ablation fits in a session.
 BASE = ("--model resnet8_fast --dataset fashion-mnist --batch-size 128 --lr 0.1 --no-augment --label-smoothing 0.1 "
         "--bf16 --channels-last")
-# The smoke test's stand-in: a tiny model on generated images (the script, not the figures).
-DRY_BASE = ("--model resnet8_fast --dataset fake --subset 256 --image-size 16 --batch-size 64 --lr 0.1 "
-            "--no-augment --label-smoothing 0.1")
+# The smoke test's stand-in: the base recipe on a few generated images (the script, not the figures),
+# with what every variant needs: the flags the fp32 variants drop, 5 steps an epoch (lookahead's 5),
+# images larger than progressive resizing's 20 px start, and DRY_EPOCHS (progressive's 2).
+DRY_BASE = ("--model resnet8_fast --dataset fake --subset 320 --image-size 24 --batch-size 64 --lr 0.1 "
+            "--no-augment --label-smoothing 0.1 --bf16 --channels-last")
+DRY_EPOCHS = 2
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Variant:
     what: str
     add: str = ""
     drop: tuple[str, ...] = ()
+    min_epochs: int = 1
 
     def args(self, base: str) -> list[str]:
         words = shlex.split(base)
@@ -88,7 +94,7 @@ VARIANTS: dict[str, Variant] = {
     "lookahead": Variant("lookahead, 5 fast steps per slow update, alpha 0.5", add="--lookahead 5"),
     "norm_lr_x4": Variant("learning rate of BN gains and biases x4", add="--norm-lr-scale 4"),
     "whiten": Variant("patch-whitened first conv, frozen", add="--whiten"),
-    "progressive": Variant("progressive resizing from 20 px to 28 px", add="--progressive-resize 20"),
+    "progressive": Variant("progressive resizing from 20 px to 28 px", add="--progressive-resize 20", min_epochs=2),
     "mixup": Variant("mixup, blend drawn per batch from Beta(0.2, 0.2)", add="--mixup 0.2"),
     "cutmix": Variant("CutMix, pasted share drawn per batch from Beta(1, 1)", add="--cutmix 1.0"),
     "augment": Variant("pad-crop + random flip", drop=("--no-augment",)),
@@ -134,7 +140,9 @@ def run_one(name: str, seed: int, epochs: int, base: str, out_root: Path, thread
     print(f"[{name} seed {seed}] {100 * records[-1]['test_acc']:.2f}%", flush=True)
     seconds = [r["train_seconds"] for r in records]
     return {"variant": name, "seed": seed, "final_acc": records[-1]["test_acc"],
-            "epoch_seconds": statistics.median(seconds[1:] or seconds), "first_epoch_seconds": seconds[0],
+            # a 1-epoch run has no epoch after the first: None, "-" in the table (not the first epoch again)
+            "epoch_seconds": statistics.median(seconds[1:]) if len(seconds) > 1 else None,
+            "first_epoch_seconds": seconds[0],
             "command": "resnet-lab " + " ".join(argv[:-5] + ["--seed", "S"]), "reused": reused}
 
 
@@ -168,7 +176,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         accs = [seeds[s]["final_acc"] for s in sorted(seeds)]
         row = {"variant": name, "what": VARIANTS[name].what, "n": len(accs), "mean": statistics.fmean(accs),
                "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-               "epoch_seconds": statistics.median(seeds[s]["epoch_seconds"] for s in seeds),
+               "epoch_seconds": _median_or_none(seeds[s]["epoch_seconds"] for s in seeds),
                "first_epoch_seconds": statistics.median(seeds[s].get("first_epoch_seconds", seeds[s]["epoch_seconds"])
                                                         for s in seeds),
                "command": next(iter(seeds.values()))["command"]}
@@ -181,6 +189,12 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _median_or_none(values) -> float | None:
+    """The median of the values that are not None (None when none is)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def verdict(delta: float, sd: float) -> str:
     """``helps`` / ``hurts`` when the mean paired change exceeds its sd, else inside the spread."""
     if delta > sd:
@@ -190,16 +204,24 @@ def verdict(delta: float, sd: float) -> str:
     return "inside the seed spread"
 
 
-def table(rows: list[dict], base_seconds: float) -> str:
+def table(rows: list[dict], base_seconds: float | None) -> str:
+    """The Markdown table; a steady-state column of "-" where no run had an epoch after the first."""
     out = ["| variant | what | final test acc (mean ± sd) | change vs base, same seed | verdict | "
            "s/epoch after the first (x base) | first epoch s |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
         change = "-" if "delta" not in r else f"{100 * r['delta']:+.2f} ± {100 * r['delta_sd']:.2f} pp"
         out.append(f"| {r['variant']} | {r['what']} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f}% (n={r['n']}) | "
-                   f"{change} | {r.get('verdict', '-')} | {r['epoch_seconds']:.1f} ({r['epoch_seconds'] / base_seconds:.2f}x) | "
+                   f"{change} | {r.get('verdict', '-')} | {_steady(r['epoch_seconds'], base_seconds)} | "
                    f"{r['first_epoch_seconds']:.1f} |")
     return "\n".join(out)
+
+
+def _steady(seconds: float | None, base_seconds: float | None) -> str:
+    """The steady-state cell: seconds and the ratio to base's, or "-" (a 1-epoch budget has no such epoch)."""
+    if seconds is None:
+        return "- (1 epoch: none after the first)"
+    return f"{seconds:.1f} ({seconds / base_seconds:.2f}x)" if base_seconds else f"{seconds:.1f}"
 
 
 def report(rows: list[dict], args: argparse.Namespace, started: str, quiet, wall: float, reused: int = 0) -> str:
@@ -235,15 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--epochs", type=positive_int, default=None, help="the fixed budget (default 2, --dry-run 1)")
-    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3, --dry-run 2)")
-    p.add_argument("--jobs", type=positive_int, default=1, help="runs side by side (each with --threads threads)")
-    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--epochs", type=at_most(MAX_EPOCHS), default=None,
+                   help=f"the fixed budget (default 2, --dry-run {DRY_EPOCHS})")
+    p.add_argument("--seeds", type=at_most(MAX_SEEDS), default=None, help="seeds per variant (default 3, --dry-run 2)")
+    p.add_argument("--jobs", type=at_most(MAX_JOBS), default=1, help="runs side by side (each with --threads threads)")
+    p.add_argument("--threads", type=thread_count, default=1, help="OMP_NUM_THREADS of each run (default 1)")
     p.add_argument("--out", default=None,
                    help="where the runs and ablation.json go (default runs/ablation; --dry-run: a temporary folder)")
     p.add_argument("--write", action="store_true", help="write the block into docs/RESULTS.md")
     p.add_argument("--dry-run", action="store_true",
-                   help="fake data, tiny images, 1 epoch, 2 seeds unless --epochs, --seeds say; writes no doc")
+                   help=f"fake data, tiny images, {DRY_EPOCHS} epochs, 2 seeds unless --epochs, --seeds say; writes no doc")
     # No --allow-busy: a busy ablation is still written, since its accuracies hold (its block then
     # says its seconds are no figure).
     add_quiet_args(p, allow_busy=False)
@@ -253,9 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _settle(a: argparse.Namespace) -> None:
     """The budget and the folder: explicit values win over the defaults of a run or a dry run; what a
     dry run cannot do, or would destroy, is refused before anything trains."""
-    a.epochs = a.epochs or (1 if a.dry_run else 2)
+    a.epochs = a.epochs or (DRY_EPOCHS if a.dry_run else 2)
     a.seeds = a.seeds or (2 if a.dry_run else 3)
+    if a.out is not None:  # "" would train in the repository root (the runs' working folder)
+        check_folder(a.out, "--out")
     if not a.dry_run:
+        if a.write:
+            check_doc(str(RESULTS), "--write's document")
         a.out = a.out if a.out is not None else str(ROOT / "runs" / "ablation")
         return
     if a.write:
@@ -264,6 +291,18 @@ def _settle(a: argparse.Namespace) -> None:
     if a.out is not None and _real_runs(Path(a.out)):
         fail(f"--out {a.out} holds a real ablation ({_real_runs(Path(a.out))[0]}), which a dry run would replace: "
              "leave --out out (a temporary folder) or give another folder")
+
+
+def _runnable(names: list[str], a: argparse.Namespace) -> list[str]:
+    """The variants that can run at ``a.epochs``: one that cannot is refused before anything trains,
+    or, in a dry run (a check of the script), left out with a one-line note."""
+    short = [n for n in names if VARIANTS[n].min_epochs > a.epochs]
+    for n in short:
+        why = f"{n} needs at least {VARIANTS[n].min_epochs} epochs, and --epochs is {a.epochs}"
+        if not a.dry_run:
+            fail(f"{why}: give --epochs {VARIANTS[n].min_epochs} or more, or leave {n} out")
+        print(f"note: {why}: left out of this dry run", file=sys.stderr, flush=True)
+    return [n for n in names if n not in short]
 
 
 def _real_runs(out: Path) -> list[Path]:
@@ -295,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if "base" not in names:
         names = ["base", *names]
     _settle(a)
+    names = _runnable(names, a)
     key = block_key(a.epochs, a.variants) if a.write else None  # the block is chosen before the runs
     with contextlib.ExitStack() as stack:
         if a.out is None:  # a dry run's own folder, gone when it ends
@@ -317,9 +357,14 @@ def _ablate(a: argparse.Namespace, names: list[str], key: str | None) -> int:
     reused = sum(r.get("reused", False) for r in runs)
     block = report(rows, a, started, quiet, time.perf_counter() - t0, reused=reused)
     print(block)
-    (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
-    if key is not None:
-        update_doc(str(RESULTS), key, block)
+    try:
+        (Path(a.out) / "ablation.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
+    except OSError as e:  # the table is printed above; the runs' own files hold the rest
+        print(f"error: could not write {Path(a.out) / 'ablation.json'} ({e.strerror or e}); the table is printed "
+              "above", file=sys.stderr)
+        return 1
+    if key is not None and not write_doc(str(RESULTS), key, block, shown=True):
+        return 1
     return 0
 
 
