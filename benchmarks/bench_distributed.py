@@ -37,7 +37,7 @@ from _common import (
     BUSY_MARK, QUICK_MARK, QuietMeter, Quietness, add_quiet_args, busy_reasons, command_line, fail, machine_line,
     may_write, now_utc, wait_for_quiet,
 )
-from _common import positive_int
+from _common import MAX_EPOCHS, MAX_PROCESSES, MAX_REPEATS, at_most, first_paragraph, positive_int
 
 from resnet_lab import model_info
 from resnet_lab.train.device import resolve_device
@@ -59,6 +59,15 @@ def _train_args(a: argparse.Namespace, out: Path) -> list[str]:
             "--batch-size", str(a.batch_size), "--device", a.device, "--no-progress", "--out", str(out)]
 
 
+class RunFailed(RuntimeError):
+    """A training run that exited with an error: its label, command, status and the last line it wrote."""
+
+    def __init__(self, label: str, command: str, status: int, output: str) -> None:
+        lines = [line.strip() for line in output.splitlines() if line.strip()]
+        self.last = lines[-1] if lines else "(no output)"
+        super().__init__(f"run '{label}' failed with exit status {status}: {self.last} (command: {command})")
+
+
 def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, workdir: Path, label: str,
             own_load: float) -> tuple[float, Quietness]:
     """One training run: the median images/s over epochs 2.. (global, as rank 0 reports) and the
@@ -74,7 +83,7 @@ def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, work
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+        raise RunFailed(label, shlex.join(cmd), r.returncode, r.stderr or r.stdout)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [rec["images_per_second"] for rec in records[1:]] or [records[0]["images_per_second"]]
     return statistics.median(rates), meter.stop()
@@ -83,15 +92,15 @@ def run_one(a: argparse.Namespace, nproc: int, threads: int, sync_bn: bool, work
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The flags, with the sizes of --quick (or a full run) where none was given, and the model and
     device checked by resnet-lab itself: a bad one is refused in one line before anything runs."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=first_paragraph(__doc__))
     p.add_argument("--model", default="resnet20")
     p.add_argument("--batch-size", type=positive_int, default=64, help="per process")
     p.add_argument("--subset", type=positive_int, default=None,
                    help=f"training images per epoch (default {FULL['subset']}, --quick {QUICK['subset']})")
-    p.add_argument("--epochs", type=positive_int, default=None,
+    p.add_argument("--epochs", type=at_most(MAX_EPOCHS), default=None,
                    help=f"default {FULL['epochs']}, --quick {QUICK['epochs']}")
-    p.add_argument("--nproc", type=positive_int, default=2)
-    p.add_argument("--repeats", type=positive_int, default=None,
+    p.add_argument("--nproc", type=at_most(MAX_PROCESSES), default=2, help="processes of the torchrun runs (default 2)")
+    p.add_argument("--repeats", type=at_most(MAX_REPEATS), default=None,
                    help=f"default {FULL['repeats']}, --quick {QUICK['repeats']}")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true",
@@ -106,6 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         resolve_device(a.device)
     except (ValueError, RuntimeError) as e:  # the runs would fail one by one, each with a traceback
         fail(str(e))
+    if a.subset < a.batch_size * a.nproc:  # a rank would get no full batch: its run fails, after the others ran
+        fail(f"--subset {a.subset} is less than one batch per process ({a.batch_size} x {a.nproc} processes = "
+             f"{a.batch_size * a.nproc} images): give --subset {a.batch_size * a.nproc} or more, or a smaller "
+             "--batch-size")
     return a
 
 
@@ -129,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(a.repeats):
             order = contenders if rep % 2 == 0 else contenders[::-1]
             for label, procs, threads, sync in order:
-                rate, quiet = run_one(a, procs, threads, sync, Path(tmp), f"{label}, repeat {rep + 1}", own_load)
+                try:
+                    rate, quiet = run_one(a, procs, threads, sync, Path(tmp), f"{label}, repeat {rep + 1}", own_load)
+                except RunFailed as e:  # one line, not a traceback; the other runs' figures mean nothing alone
+                    print(f"error: {e}", file=sys.stderr, flush=True)
+                    return 1
                 rates[label].append(rate)
                 checks.append(quiet)
                 print(f"repeat {rep + 1}: {label}: {rate:.0f} img/s", file=sys.stderr, flush=True)

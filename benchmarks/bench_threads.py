@@ -8,10 +8,10 @@ time the other process needed; ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads
 The table says which setting is never much slower idle and far faster contended: the candidate for
 the CLI's default.
 
-How: every configuration runs in a fresh Python process (``--child``), because OpenMP reads
-``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY`` once, when torch loads. A contended configuration
-starts one competitor (``--spin``: a 1-thread process multiplying matrices without pause) and waits
-until it spins before timing. Each child times ``--steps`` steps after 2 untimed ones (1 with ``--quick``);
+How: every configuration runs in a fresh Python process (this script again, in a child mode only
+it can start), because OpenMP reads ``OMP_NUM_THREADS`` and ``OMP_WAIT_POLICY`` once, when torch
+loads. A contended configuration starts one competitor (a 1-thread process multiplying matrices
+without pause) and waits until it spins before timing. Each child times ``--steps`` steps after 2 untimed ones (1 with ``--quick``);
 the configurations run in turn, the order reversed every other repeat, so drift hits all alike.
 
 Quietness: each child measures its own timed steps (``_common.Quietness``). Its busy threads are
@@ -41,7 +41,7 @@ from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, describe_machine, fail,
     machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
-from _common import positive_int
+from _common import MAX_REPEATS, MAX_STEPS, at_most
 
 from resnet_lab import create_model
 
@@ -54,6 +54,9 @@ UNSET = "unset"  # a policy choice: leave OMP_WAIT_POLICY out of the environment
 RESULT = "RESULT "  # prefix of the child's one output line for the parent
 CHILD_TIMEOUT_S = 30 * 60  # a contended 2-thread ACTIVE step can take 10x longer than an idle one
 SPIN_LIMIT_S = 60 * 60  # the competitor exits on its own after this long, should nobody stop it
+# Set in the environment of the processes this script starts: only they take the child flags, which a
+# user's command line must not reach (--threads did nothing in the parent, --spin started an hour's spinner).
+CHILD_ENV = "RESNET_LAB_BENCH_THREADS_CHILD"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Config:
         """The child's environment: set before its torch loads, as OpenMP requires."""
         env = {k: v for k, v in os.environ.items() if not (self.policy == UNSET and k == "OMP_WAIT_POLICY")}
         env["OMP_NUM_THREADS"] = str(self.threads)
+        env[CHILD_ENV] = "1"
         if self.policy != UNSET:
             env["OMP_WAIT_POLICY"] = self.policy
         return env
@@ -98,7 +102,7 @@ def spin(size: int) -> int:
 
 
 def _start_competitor(size: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", CHILD_ENV: "1"}
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--spin", "--spin-size", str(size)],
                             env=env, stdout=subprocess.PIPE, text=True)
     if proc.stdout.readline().strip() != "spinning":
@@ -248,16 +252,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The flags, the hidden ones of the processes this script starts itself included."""
+def build_parser(child: bool | None = None) -> argparse.ArgumentParser:
+    """The flags; in a process this script started itself, its hidden ones too.
+
+    Args:
+        child: parse a child's command line (default: whether :data:`CHILD_ENV` is set to 1).
+    """
+    child = os.environ.get(CHILD_ENV) == "1" if child is None else child
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="batch 8, 1+2 steps, 1 repeat: checks the script runs")
-    p.add_argument("--repeats", type=positive_int, default=None, help="processes per configuration (default 2, --quick 1)")
-    p.add_argument("--steps", type=positive_int, default=None, help="timed steps per process (default 8, --quick 2)")
+    p.add_argument("--repeats", type=at_most(MAX_REPEATS), default=None,
+                   help=f"processes per configuration (default {FULL['repeats']}, --quick {QUICK['repeats']})")
+    p.add_argument("--steps", type=at_most(MAX_STEPS), default=None,
+                   help=f"timed steps per process (default {FULL['steps']}, --quick {QUICK['steps']})")
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, UNSET],
                    help=f"OMP_WAIT_POLICY values to compare (default: ACTIVE PASSIVE; '{UNSET}': the runtime's default)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'threads' block is written (when quiet)")
     add_quiet_args(p)
+    if not child:
+        return p
     # the processes this script starts itself
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -276,9 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
     args = parse_args(argv)
-    if args.spin:
+    if getattr(args, "spin", False):
         return spin(args.spin_size)
-    if args.child:
+    if getattr(args, "child", False):
         size = dict(QUICK if args.quick else FULL)
         size["steps"] = args.steps or size["steps"]
         out = child(Config(args.threads, args.policy, args.contended), size, args.own_load)

@@ -11,8 +11,9 @@ a) **Data**: one epoch of :func:`resnet_lab.data.load_data` with ``device=cuda``
 b) **Training step**: ResNet-20 on Fashion-MNIST-shaped batches of 512, SGD, as ``resnet_lab.train``
    steps (``_common.train_step``): fp32, bf16 autocast (fp16 with a GradScaler on a GPU without
    bfloat16), channels_last, ``torch.compile``, each alone, and their combinations. Contenders are
-   interleaved repeat by repeat after warm-up calls; each timed call runs ``--steps`` steps between
-   two synchronizations; medians of ``--repeats`` repeats, ratios paired repeat by repeat. On a CUDA
+   interleaved repeat by repeat after warm-up calls; each timed call runs 10 steps (1 with
+   ``--dry-run``) between two synchronizations; medians of ``--repeats`` repeats, ratios paired repeat
+   by repeat. On a CUDA
    device with bfloat16, also bf16 + channels_last with the whole step captured in one CUDA graph
    (the first H200 run found the eager step bound by kernel launches, not by the GPU).
 c) **Time to accuracy**: the ``--recipe`` (a `resnet-lab train` command line) once per seed; the whole
@@ -51,10 +52,10 @@ import torch
 from _common import (
     BENCHMARKS_MD, Run, Section, add_quiet_args, check_doc, command_line, compile_cache_note, error_line, fail,
     fmt_rate,
-    machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step, update_doc,
+    machine_block, markdown_table, may_write, paired_ratio, rate_rows, setup_threads, train_step,
     wait_for_quiet, want_compile,
 )
-from _common import accuracy_fraction, positive_int
+from _common import MAX_REPEATS, MAX_SEEDS, accuracy_fraction, at_most, thread_count, write_doc
 from bench_data import torchvision_loader
 from peer_torchvision import time_to
 
@@ -386,13 +387,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"`resnet-lab train` flags for the time to accuracy, without {', '.join(OWN_FLAGS)}; "
                         f"give them with '=': --recipe='--model ...' (default: '{RECIPE}'; --dry-run: "
                         f"'{DRY_RECIPE}')")
-    p.add_argument("--seeds", type=positive_int, default=None, help="runs of the recipe, seeds 0..N-1 (default 3, --dry-run 1)")
+    p.add_argument("--seeds", type=at_most(MAX_SEEDS), default=None,
+                   help=f"runs of the recipe, seeds 0..N-1 (default {FULL['seeds']}, --dry-run {DRY['seeds']})")
     p.add_argument("--targets", type=accuracy_fraction, nargs="+", default=list(TARGETS),
                    help="test accuracies to time, as fractions (default 0.94 0.95)")
-    p.add_argument("--repeats", type=positive_int, default=None, help="timed repeats per contender (default 5, --dry-run 2)")
+    p.add_argument("--repeats", type=at_most(MAX_REPEATS), default=None,
+                   help=f"timed repeats per contender (default {FULL['repeats']}, --dry-run {DRY['repeats']})")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="measure the torch.compile contenders (auto: on, off with --dry-run)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="torch intra-op threads of this process (default: torch's; the GPU does the work)")
     p.add_argument("--write", action="store_true",
                    help="write the section into --doc (CUDA only; never from --dry-run)")
@@ -453,21 +456,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     wait_for_quiet(args)
-    section = build(args, command_line(), device)
+    return finish(build(args, command_line(), device), args)
+
+
+def finish(section: Section, args: argparse.Namespace) -> int:
+    """Print the section, write it with ``--write``; the exit status: 1 when a part failed, or when
+    the machine was busy and ``--allow-busy`` was not given (written or not: figures that are not to
+    be quoted fail the run, as in the other scripts); a ``--dry-run`` never fails for a busy machine.
+
+    Args:
+        section: what :func:`build` measured.
+        args: the parsed flags.
+    """
     print(section.markdown(), flush=True)
     broken = failed_parts(section)
     if broken:
         print(f"error: {', '.join(broken)} failed (the reason is in its part above); nothing written to {args.doc}",
               file=sys.stderr)
         return 1
+    if args.dry_run:
+        if args.write:
+            print(f"--dry-run: not written to {args.doc}", file=sys.stderr)
+        return 0
+    if not may_write(section.checks, allow_busy=args.allow_busy, target=args.doc if args.write else None):
+        return 1
     if not args.write:
         return 0
-    if args.dry_run:
-        print(f"--dry-run: not written to {args.doc}", file=sys.stderr)
-        return 0
-    if not may_write(section.checks, allow_busy=args.allow_busy, target=args.doc):
+    if not write_doc(args.doc, KEY, section.markdown(), shown=True):
         return 1
-    update_doc(args.doc, KEY, section.markdown())
     print(f"wrote the '{KEY}' block of {args.doc}", file=sys.stderr)
     return 0
 
