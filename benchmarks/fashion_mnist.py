@@ -33,7 +33,7 @@ import torch
 from _common import (
     BUSY_MARK, QuietMeter, Quietness, add_quiet_args, fail, machine_line, may_write, setup_threads, wait_for_quiet,
 )
-from _common import positive_int
+from _common import MAX_SEEDS, MAX_THREADS, at_most, check_folder, thread_count
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "RESULTS.md"
@@ -57,7 +57,8 @@ _DEMO_B256 = ("--model resnet8_fast --dataset fashion-mnist --epochs {epochs} --
 # arguments may be a tuple of stages: the first is `resnet-lab train`, each later one is
 # `resnet-lab finetune --from <the previous stage's run>` (a warm restart on the same data).
 RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
-    "demo": ("`make demo`: `demo_b256_4` at twice its rate (0.4; chosen on 3 seeds against 0.15, 0.2, 0.3 and 0.6), "
+    "demo": ("`make demo` (whose --bf16 the Makefile passes only on a CPU with avx512_bf16 or amx_bf16): "
+             "`demo_b256_4` at twice its rate (0.4; chosen on 3 seeds against 0.15, 0.2, 0.3 and 0.6), "
              "93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4)),
     "demo_b128": ("the first `make demo`: a small ResNet, 5 epochs at batch 128, 93% within 2 minutes", 0.93, 2,
                   "--model resnet8_fast --dataset fashion-mnist --epochs 5 --batch-size 128 --lr 0.1 --no-augment --label-smoothing 0.1 --channels-last --bf16"),
@@ -410,7 +411,9 @@ def _env_threads() -> int:
     if text is None:
         return torch.get_num_threads()
     if not text.strip().isdigit() or int(text) < 1:
-        raise SystemExit(f"error: OMP_NUM_THREADS={text!r} is no thread count: set a whole number such as 2, or unset it")
+        fail(f"OMP_NUM_THREADS={text!r} is no thread count: set a whole number such as 2, or unset it")
+    if int(text) > MAX_THREADS:
+        fail(f"OMP_NUM_THREADS={text} is more than {MAX_THREADS} threads: set a smaller count such as 2, or unset it")
     return int(text)
 
 
@@ -436,13 +439,12 @@ RESULT_KEYS = ("recipe", "purpose", "command", "final_acc", "best_acc", "epochs"
 def _saved_results(saved: Path) -> list[dict]:
     """The result records of OUT/results.json, refused in one line when it is missing or not this script's."""
     if not saved.is_file():
-        raise SystemExit(f"error: --record-only found no {saved}: it records the results.json that a run of "
-                         "this script wrote there; give that run's --out, or run the recipes first")
+        fail(f"--record-only found no {saved}: it records the results.json that a run of this script wrote there; "
+             "give that run's --out, or run the recipes first")
     try:
         results = json.loads(saved.read_text())
     except ValueError as e:
-        raise SystemExit(f"error: {saved} is not a results file of this script ({e}); give the --out of a "
-                         "finished run") from None
+        fail(f"{saved} is not a results file of this script ({e}); give the --out of a finished run")
     if not isinstance(results, list):
         fail(f"{saved} is not a results file of this script (a {type(results).__name__}, not a list of results); "
              "give the --out of a finished run")
@@ -485,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipes", nargs="*", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--list", action="store_true")
     p.add_argument("--out", default=str(ROOT / "runs" / "results"))
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="OMP_NUM_THREADS of the training processes (default: $OMP_NUM_THREADS, else torch's "
                         "default, one per core); the recorded command carries it")
-    p.add_argument("--seeds", type=positive_int, default=None, help="run each recipe with --seed 0..N-1 and report the mean "
+    p.add_argument("--seeds", type=at_most(MAX_SEEDS), default=None, help="run each recipe with --seed 0..N-1 and report the mean "
                    "(default 1: the recipe's own seed)")
     p.add_argument("--record-only", action="store_true",
                    help="train nothing: rewrite docs/RESULTS.md from OUT/results.json of an earlier run")
@@ -498,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     add_quiet_args(p)
     a = p.parse_args(argv)
     if a.host is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", a.host):
-        raise SystemExit(f"error: --host {a.host!r}: use letters, digits, '-' and '_' only (it names a block "
-                         "of docs/RESULTS.md and an image file)")
+        fail(f"--host {a.host!r}: use letters, digits, '-' and '_' only (it names a block of docs/RESULTS.md and an "
+             "image file)")
     unknown = [n for n in a.recipes if n not in RECIPES]
     if unknown:  # --record-only too: it exited 0 having recorded nothing
         fail(f"unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)} (see --list)")
@@ -510,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.list or not a.recipes:
         _list_recipes()
         return 0
+    check_folder(a.out, "--out")  # before the wait and the training, not when the first result is saved
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))

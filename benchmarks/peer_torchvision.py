@@ -3,7 +3,8 @@
 The peer is the idiomatic torchvision pipeline: ``torchvision.datasets.FashionMNIST`` reading the
 IDX files, per-sample transforms (``RandomCrop(28, padding=4)`` and ``RandomHorizontalFlip`` when
 the recipe augments, then ``ToTensor`` and ``Normalize``), a ``DataLoader`` and a plain training
-loop. It trains the same model with the same recipe as ``make demo``: the flags are parsed by
+loop. It trains the same model with the same recipe as ``make demo`` (with ``--bf16``, which the
+Makefile passes only on a CPU with avx512_bf16 or amx_bf16): the flags are parsed by
 resnet-lab's own argument parser, so both sides read the same epochs, batch size, learning rate,
 label smoothing, momentum and weight decay; SGD with Nesterov momentum, weight decay on the >= 2-D
 weights only, and the per-step schedule from ``resnet_lab.train.build_scheduler``; ``--channels-last``
@@ -45,8 +46,8 @@ from pathlib import Path
 import torch
 from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, machine_block,
-    markdown_table, accuracy_fraction, fail, now_utc, positive_int, publish, python_name, setup_threads, verdict,
-    wait_for_quiet,
+    MAX_EPOCHS, at_most, markdown_table, accuracy_fraction, fail, now_utc, publish, python_name, setup_threads,
+    verdict, wait_for_quiet,
 )
 from fashion_mnist import RECIPES
 from torch.utils.data import DataLoader, Subset
@@ -314,6 +315,8 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
     checks = [o.quiet for o in outcomes]
     body = (
         f"### The `make demo` recipe, {len(outcomes[0].records)} epoch(s), one thread each, back to back\n\n"
+        + ("Both sides run --bf16, which `make demo` passes only on a CPU with avx512_bf16 or amx_bf16.\n\n"
+           if "--bf16" in outcomes[0].command else "")
         + "".join(f"- {o.name}: `{o.command}`\n" for o in outcomes) + "\n" + table
         + f"\nresnet-lab is {c['per_epoch_ratio']:.2f}x as fast per epoch and {to_target} as fast to "
         f"{100 * c['target']:.2f}% test accuracy ({'the best both reached' if c['target_is_best'] else 'the --target given'}) "
@@ -335,7 +338,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help=f"1 epoch of {QUICK_SUBSET:,} training images: checks the script runs")
-    p.add_argument("--epochs", type=positive_int, default=None, help="epochs for both (default: the demo's)")
+    p.add_argument("--epochs", type=at_most(MAX_EPOCHS), default=None, help="epochs for both (default: the demo's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip on both sides (default: as the demo recipe, which has --no-augment)")
     p.add_argument("--target", type=accuracy_fraction, default=None,
