@@ -340,7 +340,7 @@ def test_fashion_mnist_seeds_share_one_block_with_a_row_each_and_their_mean(tmp_
     assert "92.0% in 5 min: **not met**" in doc.read_text()
 
 
-def test_fashion_mnist_host_writes_another_machines_block_beside_the_recipes_own(tmp_path, monkeypatch):
+def test_fashion_mnist_host_writes_another_machines_block_beside_the_recipes_own(tmp_path, monkeypatch, capsys):
     """--host NAME: the same recipe measured on a second machine gets its own block (and plot); the
     first machine's block stays as it was, and a rerun on NAME replaces only NAME's block."""
     doc = tmp_path / "RESULTS.md"
@@ -370,14 +370,19 @@ def test_fashion_mnist_host_writes_another_machines_block_beside_the_recipes_own
     monkeypatch.setattr(fashion_mnist, "record", lambda results, **kw: written.extend(results) or 0)
     assert fashion_mnist.main(["--record-only", "--out", str(tmp_path / "out"), "--host", "slow"]) == 0
     assert [r["host"] for r in written] == ["slow"]
-    with pytest.raises(SystemExit, match="--host 'a b': use letters, digits"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         fashion_mnist.main(["demo", "--host", "a b"])
+    assert e.value.code == 2 and "--host 'a b': use letters, digits" in _one_error_line(capsys)
     # --record-only where no run wrote results.json, or where it is not one: a one-line error, not a traceback
-    with pytest.raises(SystemExit, match=r"--record-only found no .*nowhere.*results\.json.*give that run's --out"):
+    with pytest.raises(SystemExit) as e:
         fashion_mnist.main(["--record-only", "--out", str(tmp_path / "nowhere")])
+    assert e.value.code == 2 and re.search(r"--record-only found no .*nowhere.*results\.json.*give that run's --out",
+                                           _one_error_line(capsys))
     (tmp_path / "out" / "results.json").write_text("{not json")
-    with pytest.raises(SystemExit, match=r"results\.json is not a results file of this script"):
+    with pytest.raises(SystemExit) as e:
         fashion_mnist.main(["--record-only", "--out", str(tmp_path / "out")])
+    assert e.value.code == 2 and "results.json is not a results file of this script" in _one_error_line(capsys)
 
 
 def _fake_resnet_lab(monkeypatch, record: dict) -> list[tuple[list[str], str]]:
@@ -926,10 +931,11 @@ def test_the_waiting_flags_refuse_a_load_or_a_wait_that_is_no_positive_number(ba
         assert e.value.code == 2 and flag in capsys.readouterr().err
 
 
-def test_max_wait_without_wait_for_load_is_refused_instead_of_doing_nothing(monkeypatch):
+def test_max_wait_without_wait_for_load_is_refused_instead_of_doing_nothing(monkeypatch, capsys):
     parser = _common.add_quiet_args(argparse.ArgumentParser())
-    with pytest.raises(SystemExit, match=r"--max-wait-min 5 bounds the wait of --wait-for-load"):
+    with pytest.raises(SystemExit) as e:  # a usage error: status 2, as fail() documents (it was 1)
         _common.wait_for_quiet(parser.parse_args(["--max-wait-min", "5"]))
+    assert e.value.code == 2 and "--max-wait-min 5 bounds the wait of --wait-for-load" in _one_error_line(capsys)
     # with --wait-for-load it bounds the wait: a machine that never calms down is given 5 minutes
     clock, slept = [0.0], []
     monkeypatch.setattr(_common, "load_average", lambda: (3.0, 3.0, 3.0))
@@ -1084,10 +1090,11 @@ def test_peer_says_whether_the_timed_accuracy_was_given_or_the_best_both_reached
     assert peer_torchvision.compare(ours, peer, target=0.5)["target_is_best"] is False
 
 
-def test_fashion_mnist_refuses_a_thread_count_that_is_no_count(monkeypatch):
+def test_fashion_mnist_refuses_a_thread_count_that_is_no_count(monkeypatch, capsys):
     monkeypatch.setenv("OMP_NUM_THREADS", "abc")
-    with pytest.raises(SystemExit, match=r"OMP_NUM_THREADS='abc' is no thread count"):
+    with pytest.raises(SystemExit) as e:
         fashion_mnist.main(["--list"])
+    assert e.value.code == 2 and "OMP_NUM_THREADS='abc' is no thread count" in _one_error_line(capsys)
 
 
 def test_make_demo_replaces_only_the_last_demos_run_files_and_leaves_a_users_folder_alone(tmp_path):
@@ -1148,7 +1155,7 @@ def test_run_all_refuses_an_out_that_would_replace_the_real_figures_before_measu
     # --out "" was taken for "no --out": docs/BENCHMARKS.md lost sections 1-4 to a --only mfu run
     ran = []
     run_all = _run_all_measuring_nothing(monkeypatch, ran)
-    monkeypatch.setattr(run_all, "update_doc", lambda *a, **k: pytest.fail("wrote a document"))
+    monkeypatch.setattr(run_all, "write_doc", lambda *a, **k: pytest.fail("wrote a document"))
     with pytest.raises(SystemExit) as e:
         run_all.main(argv)
     assert e.value.code == 2 and ran == []
@@ -1429,3 +1436,324 @@ def test_readme_and_recipes_name_every_flag_make_demo_passes():
         if flag in ("--no-augment", "--label-smoothing", "--whiten"):
             assert flag in demo, flag
             assert (flag if flag != "--label-smoothing" else f"label smoothing {value}") in para, flag
+
+
+# ----------------------------------------------------------------------------- QA of benchmarks/ (2026-12-06)
+
+
+@pytest.mark.parametrize("name", list(ablate_recipe.VARIANTS))
+def test_every_ablation_variant_can_run_on_the_dry_runs_base_at_its_epochs(name):
+    # --dry-run failed: lookahead 5 in 4 steps, progressive in 1 epoch, fp32 dropping a --bf16 the base lacked
+    from resnet_lab import cli
+    from resnet_lab.data import load_data
+    from resnet_lab.train.loop import _check_lookahead_steps, _steps_per_epoch
+    from resnet_lab.train.progressive import check_progressive_resize
+
+    argv = ["train", *ablate_recipe.VARIANTS[name].args(ablate_recipe.DRY_BASE), "--epochs",
+            str(ablate_recipe.DRY_EPOCHS)]
+    ns = build_parser().parse_args(argv)
+    config = cli._train_config(ns, None)  # TrainConfig's own checks (progressive's 2 epochs)
+    data = load_data(cli._data_config(ns, device="cpu"))
+    _check_lookahead_steps(config, _steps_per_epoch(data, config), None)  # the trainer's checks before step 1
+    check_progressive_resize(config.progressive_resize, data.info.input_size)
+    # every flag a variant drops is in the dry run's base
+    assert {f for v in ablate_recipe.VARIANTS.values() for f in v.drop} <= set(shlex.split(ablate_recipe.DRY_BASE))
+
+
+def test_an_ablation_variant_short_of_epochs_is_refused_or_left_out_of_a_dry_run_before_anything_trains(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ablate_recipe, "ROOT", tmp_path / "repo")
+    calls = _fake_ablation_runs(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        ablate_recipe.main(["progressive", "--epochs", "1", "--out", str(tmp_path / "real")])
+    assert e.value.code == 2 and "progressive needs at least 2 epochs" in _one_error_line(capsys) and calls == []
+    assert ablate_recipe.main(["--dry-run", "progressive", "ema", "--epochs", "1", "--seeds", "1"]) == 0
+    assert sorted(n for n, *_ in calls) == ["base", "ema"]
+    assert "note: progressive needs at least 2 epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["", " "])
+def test_an_ablation_out_that_names_no_folder_is_refused_instead_of_training_in_the_repository_root(
+        out, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # where the runs went
+    calls = _fake_ablation_runs(monkeypatch)
+    for dry in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit) as e:
+            ablate_recipe.main(["base", *dry, "--out", out])
+        assert e.value.code == 2 and "--out" in _one_error_line(capsys) and calls == []
+
+
+def test_an_ablation_of_one_epoch_shows_no_steady_state_seconds_instead_of_the_first_epochs():
+    runs = [{"variant": v, "seed": 0, "final_acc": 0.9, "epoch_seconds": None, "first_epoch_seconds": first,
+             "command": v} for v, first in (("base", 21.0), ("ema", 30.0))]
+    rows = ablate_recipe.summarize(runs)
+    text = ablate_recipe.table(rows, rows[0]["epoch_seconds"])
+    assert "| 21.0 |" in text and "| 30.0 |" in text and "(1.00x)" not in text
+    assert text.count("- (1 epoch: none after the first)") == 2
+
+
+def test_a_document_in_a_place_no_file_can_be_written_is_refused_before_measuring(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for path in ("/proc/x.md", str(tmp_path / "file" / "x.md")):
+        with pytest.raises(SystemExit) as e:
+            _common.check_doc(path, "--doc")
+        assert e.value.code == 2 and path in _one_error_line(capsys)
+    with pytest.raises(SystemExit) as e:
+        _common.check_folder(str(tmp_path / "file"), "--out")
+    assert e.value.code == 2 and "is a file, not a folder" in _one_error_line(capsys)
+    assert _common.check_doc(str(tmp_path / "new" / "B.md"), "--doc") and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe leaves nothing behind
+
+
+def test_fashion_mnist_refuses_an_out_that_is_a_file_before_waiting_or_training(tmp_path, monkeypatch, capsys):
+    waited = []
+    monkeypatch.setattr(fashion_mnist, "wait_for_quiet", lambda a: waited.append(a))
+    monkeypatch.setattr(fashion_mnist, "run_recipe", lambda *a: waited.append("ran"))
+    (tmp_path / "results").write_text("a file")
+    with pytest.raises(SystemExit) as e:
+        fashion_mnist.main(["demo", "--threads", "1", "--out", str(tmp_path / "results")])
+    assert e.value.code == 2 and "--out" in _one_error_line(capsys) and waited == []
+
+
+def _failing_update_doc(*a, **k):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_a_write_that_fails_after_the_measurement_keeps_the_figures_on_stdout_with_one_error_line(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_common, "update_doc", _failing_update_doc)
+    args = argparse.Namespace(quick=False, allow_busy=False)
+    section = Section("T", "| figure | 1.23x |\n")
+    assert _common.publish(section, args, doc=str(tmp_path / "B.md"), key="t") == 1
+    out, err = capsys.readouterr()
+    assert "| figure | 1.23x |" in out
+    assert err.startswith("error: could not write") and len(err.strip().splitlines()) == 1
+
+
+def test_run_all_prints_its_figures_when_the_document_cannot_be_written_at_the_end(tmp_path, monkeypatch, capsys):
+    import run_all
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (lambda *a, k=k: Section(k, f"figures of {k}"))
+                                                for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
+    monkeypatch.setattr(run_all, "may_write", lambda *a, **k: True)
+    monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    monkeypatch.setattr(_common, "update_doc", _failing_update_doc)
+    assert run_all.main(["--out", str(tmp_path / "B.md")]) == 1
+    out, err = capsys.readouterr()
+    assert "figures of mfu" in out and "error: could not write" in err and "Traceback" not in err
+
+
+def test_a_quick_run_all_with_a_failed_benchmark_exits_1(tmp_path, monkeypatch, capsys):
+    import run_all
+
+    def broken(*a):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (broken if k == "data" else (lambda *a, k=k: Section(k, "new")))
+                                                for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
+    monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert run_all.main(["--quick"]) == 1  # a smoke run exists to catch this; it exited 0
+    assert "error: data failed" in capsys.readouterr().err
+
+
+def test_the_inference_benchmark_leaves_no_temporary_folder_behind(tmp_path, monkeypatch):
+    import bench_infer
+
+    monkeypatch.setattr(bench_infer.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(bench_infer, "QUICK", {**bench_infer.QUICK, "image_size": 16, "batches": (1,),
+                                               "target_s": 0.001, "repeats": 1})
+    monkeypatch.setattr(bench_infer.Run, "section", lambda self, *a: None)
+    seen = []
+    real_export = bench_infer.export_onnx
+    monkeypatch.setattr(bench_infer, "export_onnx", lambda m, path, **k: seen.append(path) or real_export(m, path, **k))
+    bench_infer.build(argparse.Namespace(quick=True, repeats=None, threads=1, compile="off"), "cmd")
+    assert seen and str(tmp_path) in seen[0]  # the export went where this test looks
+    assert list(tmp_path.iterdir()) == []  # the 45 MB folder of a full run was left in /tmp every time
+
+
+@pytest.mark.parametrize("script, repeats", [("bench_train", 7), ("bench_infer", 7), ("bench_data", 5)])
+def test_each_scripts_help_states_its_own_default_repeats_and_a_whole_first_paragraph(script, repeats, monkeypatch,
+                                                                                      capsys):
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / f"{script}.py"), run_name="__main__")
+    out = " ".join(capsys.readouterr().out.split())
+    module = runpy.run_path(str(BENCHMARKS / f"{script}.py"))
+    assert f"(default {module['FULL']['repeats']}, --quick {module['QUICK']['repeats']})" in out
+    assert module["FULL"]["repeats"] == repeats
+    assert _common.first_paragraph(module["__doc__"]) in out  # bench_data's stopped at "...Fashion-MNIST,"
+
+
+@pytest.mark.parametrize("script", ["bench_bn", "bench_mfu", "bench_data"])
+def test_help_descriptions_end_their_sentence(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(BENCHMARKS / f"{script}.py"), run_name="__main__")
+    description = " ".join(capsys.readouterr().out.split("\n\n")[1].split())
+    assert description.endswith("."), description
+
+
+def test_run_all_help_names_each_benchmarks_default_repeats(capsys):
+    import bench_infer
+    import bench_train
+    import run_all
+
+    with pytest.raises(SystemExit):
+        run_all.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"train {bench_train.FULL['repeats']}" in out and f"infer {bench_infer.FULL['repeats']}" in out
+    assert "default 5, --quick 2" not in out
+
+
+@pytest.mark.parametrize("flags, words", [({"avx512_bf16"}, "but no AMX tiles"),
+                                          ({"avx512_bf16", "amx_bf16", "amx_tile"}, "has AMX tiles"),
+                                          ({"avx2"}, "no native bfloat16")])
+def test_the_bf16_note_says_what_the_cpu_has(flags, words):
+    assert words in _common.bf16_hardware(flags)
+    assert ("has AMX tiles" in _common.bf16_hardware(flags)) == ("amx_bf16" in flags)  # it said "no AMX" on AMX
+
+
+def test_the_data_note_names_the_threads_and_cores_of_the_run():
+    import bench_data
+
+    one, three = bench_data._threads_note(1, 4), bench_data._threads_note(3, 4)
+    assert "2 threads" not in one and "2 cores" not in one and "--threads 1" in one
+    assert "with 3 threads" in three and "of the 4 cores" in three
+
+
+def _never(*a, **k):
+    pytest.fail("the refused command measured or trained")
+
+
+def _busy_quietness():
+    return Quietness("gpu", 1, load_before=3.0, load_after=3.0, wall_s=10.0, cpu_s=10.0, others_cpu_s=9.0)
+
+
+def test_gpu_without_write_exits_1_on_a_busy_machine_as_its_allow_busy_help_says(capsys):
+    import gpu
+
+    section = Section(gpu.TITLE, "body", checks=[_busy_quietness()])
+    ns = lambda **k: argparse.Namespace(**{"write": False, "dry_run": False, "allow_busy": False,  # noqa: E731
+                                           "doc": "D.md", **k})
+    assert gpu.finish(section, ns()) == 1
+    assert gpu.finish(section, ns(allow_busy=True)) == 0
+    assert gpu.finish(section, ns(dry_run=True)) == 0  # a dry run's figures measure nothing anyway
+    quiet = Section(gpu.TITLE, "body", checks=[dataclasses.replace(_busy_quietness(), load_before=0.1,
+                                                                   load_after=0.1, others_cpu_s=0.0)])
+    assert gpu.finish(quiet, ns()) == 0
+
+
+def test_gpu_docstring_names_only_its_own_flags(monkeypatch):
+    import gpu
+
+    captured = {}
+    real = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
+                        lambda self, argv=None, ns=None: captured.setdefault("p", self) and real(self, argv, ns))
+    gpu.parse_args(["--dry-run"])
+    named = set(re.findall(r"``(--[\w-]+)``", gpu.__doc__))
+    assert named and named <= set(captured["p"]._option_string_actions), named  # it named a --steps option
+
+
+@pytest.mark.parametrize("argv", [["--threads", "99999999999"], ["--repeats", str(10 ** 23)]])
+def test_huge_counts_are_refused_in_one_line_naming_the_limit(argv, monkeypatch, capsys):
+    import run_all
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: _never for k in run_all.BENCHMARKS})
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--quick", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "must be at most" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="threads must be 1 to"):
+        _common.setup_threads(99999999999)  # torch's "Overflow when unpacking long"
+
+
+@pytest.mark.parametrize("main, argv", [(ablate_recipe.main, ["base", "--epochs", str(10 ** 9)]),
+                                        (bench_startup.main, ["--repeats", str(10 ** 23)]),
+                                        ("bench_distributed", ["--nproc", str(10 ** 6)]),
+                                        ("bench_distributed", ["--repeats", str(10 ** 6)])])
+def test_huge_counts_of_each_script_are_refused_by_its_parser(main, argv, monkeypatch, capsys):
+    import bench_distributed
+
+    _fake_ablation_runs(monkeypatch)
+    monkeypatch.setattr(bench_startup, "measure", _never)
+    monkeypatch.setattr(bench_distributed, "run_one", _never)
+    if main == "bench_distributed":
+        main = bench_distributed.main
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "must be at most" in capsys.readouterr().err
+
+
+def test_bench_distributed_refuses_a_subset_below_one_batch_per_process_before_any_run(monkeypatch, capsys):
+    import bench_distributed
+
+    monkeypatch.setattr(bench_distributed, "run_one", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit) as e:
+        bench_distributed.main(["--quick", "--subset", "1"])
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and "--subset 1" in err and "64 x 2 processes = 128" in err
+
+
+def test_bench_distributed_reports_a_failing_run_in_one_line(monkeypatch, capsys):
+    import bench_distributed
+
+    monkeypatch.setattr(bench_distributed.subprocess, "run", lambda *a, **k: SimpleNamespace(
+        returncode=1, stdout="", stderr="Traceback (most recent call last):\n  ...\nValueError: no steps\n"))
+    monkeypatch.setattr(bench_distributed, "wait_for_quiet", lambda a: None)
+    assert bench_distributed.main(["--quick"]) == 1
+    err = capsys.readouterr().err
+    assert _one_line_error(err) and "ValueError: no steps" in err and "exit status 1" in err
+
+
+def _one_line_error(err: str) -> bool:
+    lines = err.strip().splitlines()
+    return len(lines) == 1 and lines[0].startswith("error: ")
+
+
+@pytest.mark.parametrize("argv, env", [(["demo", "--host", "a b"], {}), (["demo"], {"OMP_NUM_THREADS": "abc"}),
+                                       (["--record-only", "--out", "/nonexistent/x"], {})])
+def test_fashion_mnist_usage_errors_exit_2(argv, env, monkeypatch, capsys):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit) as e:
+        fashion_mnist.main(argv)
+    assert e.value.code == 2 and _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("argv", [["--spin"], ["--threads", "2"], ["--child"]])
+def test_bench_threads_refuses_its_child_flags_from_a_user(argv, monkeypatch, capsys):
+    monkeypatch.delenv("RESNET_LAB_BENCH_THREADS_CHILD", raising=False)
+    monkeypatch.setattr(bench_threads, "spin", lambda size: pytest.fail("a user's --spin started the spinner"))
+    monkeypatch.setattr(bench_threads, "child", _never)
+    monkeypatch.setattr(bench_threads, "_measure", _never)
+    with pytest.raises(SystemExit) as e:
+        bench_threads.main(argv)
+    assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    assert bench_threads.build_parser(child=True).parse_args(argv)  # the processes it starts take them
+    assert bench_threads.Config(1, "PASSIVE", False).env()[bench_threads.CHILD_ENV] == "1"
+
+
+def test_peer_and_demo_recipe_say_that_make_demo_passes_bf16_only_on_a_cpu_with_it():
+    assert "avx512_bf16" in fashion_mnist.RECIPES["demo"][0]
+    assert "avx512_bf16" in _common.first_paragraph(peer_torchvision.__doc__.split("\n\n", 1)[1])
+
+
+def test_the_distributed_scaling_table_measured_on_a_busy_machine_is_marked_invalid():
+    text = (BENCHMARKS.parent / "docs" / "DISTRIBUTED.md").read_text()
+    section = text.split("## Scaling on this machine", 1)[1]
+    assert "load average (1/5/15 min) before 6.0" in section  # the busy run it publishes
+    assert BUSY_MARK in section.split("| setup |", 1)[0]  # marked before its table, as BENCHMARKS.md's rule asks
+
+
+def test_readme_states_the_quietness_rule_that_quietness_check_applies():
+    text = " ".join((BENCHMARKS.parent / "README.md").read_text().split())
+    rule = text[text.index("Benchmarks record whether the machine was quiet"):][:700]
+    assert f"threads + {_common.LOAD_MARGIN}" in rule and f"{100 * _common.CPU_SHARE:.0f}%" in rule
+    assert "tenth of a core" in rule and _common.OTHERS_IDLE_SHARE == 0.1  # the exception to the CPU share
+    assert "half a core" in rule and _common.LOAD_MARGIN == 0.5  # the rest of the machine's bound
