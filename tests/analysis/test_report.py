@@ -915,3 +915,36 @@ def test_side_by_side_legend_covers_no_point_and_shows_each_curves_style(runs, m
             assert (x1 - x0) * scale >= 2 * (on + off) + line.get_markersize(), (x1 - x0) * scale
     assert {h.get_linestyle() for h in handles if "(train" in h.get_label()} == {"--"}
     assert {h.get_linestyle() for h in handles if "(test)" in h.get_label()} == {"-"}
+
+
+def test_report_of_a_finetune_with_freeze_epochs_shows_the_frozen_phase_and_counts_it_in_the_times(runs, tmp_path):
+    """`finetune --freeze-epochs N` trains its head-only phase in RUN/freeze_phase/, and the report
+    showed only the main phase's epochs and times. The reference: both phases' metrics.jsonl read
+    with json (the frozen phase's rows, and the training and wall seconds of both added)."""
+    run = tmp_path / "ft-frozen"
+    assert main(["finetune", "--from", str(runs[0]), "--strategy", "all", "--freeze-epochs", "2",
+                 "--backbone-lr-scale", "0.1", "--dataset", "folder", "--data-dir", str(make_folder(tmp_path / "pics")),
+                 "--image-size", "8", "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress",
+                 "--device", "cpu", "--out", str(run)]) == 0
+    frozen, main_phase = metrics(run / "freeze_phase"), metrics(run)
+    assert [r["epoch"] for r in frozen] == [1, 2] and [r["epoch"] for r in main_phase] == [1]
+    text = report_html([run], device="cpu", mistakes=0)
+    page = Page(text)
+    rows = page.table("frozen-epochs", str(run))
+    assert [int(r["epoch"]["value"]) for r in rows] == [1, 2]
+    for row, record in zip(rows, frozen, strict=True):
+        for key in ("train_loss", "train_seconds", "elapsed_seconds"):
+            assert float(row[key]["value"]) == record[key], key
+    assert [int(r["epoch"]["value"]) for r in page.table("epochs", str(run))] == [1]
+    timings = re.sub("<[^>]+>", " ", text.split("<h3>Timings</h3>")[1])
+    assert "freeze_phase/metrics.jsonl" in timings
+    frozen_train = sum(r["train_seconds"] for r in frozen)
+    frozen_wall = max(r["elapsed_seconds"] for r in frozen)
+    whole_train = frozen_train + sum(r["train_seconds"] for r in main_phase)
+    whole_wall = frozen_wall + max(r["elapsed_seconds"] for r in main_phase)
+    assert f"2 epochs: {frozen_train:.1f} s training, {frozen_wall:.1f} s wall time" in timings
+    assert f"{whole_train:.1f} s training, {whole_wall:.1f} s wall time" in timings
+    # side by side: the whole run's seconds, both phases
+    row = Page(report_html([run, runs[0]], device="cpu", mistakes=0)).table("compare")[0]
+    assert float(row["train_seconds"]["value"]) == pytest.approx(whole_train)
+    assert float(row["wall_seconds"]["value"]) == pytest.approx(whole_wall)

@@ -41,6 +41,7 @@ from ..train.plots import curves_figure, plot_confusion, whole_epochs
 __all__ = ["machine_info", "report_html", "write_report"]
 
 _EVAL_BATCH = 256
+FROZEN_DIR = "freeze_phase"  # where finetune --freeze-epochs trains its head-only phase, a run of its own
 
 
 @dataclass
@@ -88,6 +89,7 @@ class _Run:
     figures: dict[str, str] = field(default_factory=dict)  # data URIs by figure name
     metrics_note: str = ""  # where metrics.jsonl stops short of the checkpoint's epoch, and what stands in
     from_meta: int | None = None  # the epoch whose record is model.json's (history[-1]), not metrics.jsonl's
+    frozen: list[dict[str, Any]] = field(default_factory=list)  # finetune --freeze-epochs: freeze_phase/'s records
 
 
 class _MistakeTracker(nn.Module):
@@ -149,7 +151,8 @@ def _collect(source: str | os.PathLike, data_dir: str | os.PathLike | None, devi
     check_meta(meta, source, ("input_size", "classes", "mean", "std"), "report")
     run_dir = where if where.is_dir() else where.parent  # shipped weights: their folder, which has no metrics
     run = _Run(name=str(source), run_dir=run_dir, meta=meta, history=read_metrics(run_dir),
-               weights="model.safetensors" if where.is_dir() else where.name)
+               weights="model.safetensors" if where.is_dir() else where.name,
+               frozen=read_metrics(run_dir / FROZEN_DIR))  # finetune --freeze-epochs' head-only phase, if any
     _stops_short(run)
     if not meta.get("dataset"):
         run.data_note = "model.json does not record the dataset, so the test set cannot be loaded."
@@ -438,9 +441,13 @@ def _wall_seconds(history: Sequence[dict]) -> float:
     return total + prev
 
 
+def _train_seconds(history: Sequence[dict]) -> float:
+    return sum(float(r.get("train_seconds") or 0.0) for r in history)
+
+
 def _summary(run: _Run) -> dict[str, Any]:
     """The numbers of the side-by-side table (and of each run's heading)."""
-    h = run.history
+    h, frozen = run.history, run.frozen
     evaluated = [r for r in h if r.get("test_acc") is not None]  # epochs with an evaluation (--eval-every)
     best = max(evaluated, key=lambda r: r["test_acc"]) if evaluated else {}
     params = run.meta.get("params") or {}
@@ -453,8 +460,10 @@ def _summary(run: _Run) -> dict[str, Any]:
         "final_test_acc": h[-1].get("test_acc") if h else run.evaluation.accuracy if run.evaluation else None,
         "final_from_report": not h and run.evaluation is not None,
         "best_test_acc": best.get("test_acc"), "best_epoch": best.get("epoch"),
-        "train_seconds": sum(float(r.get("train_seconds") or 0.0) for r in h) if h else None,  # None: not measured
-        "wall_seconds": _wall_seconds(h) if h else None,
+        # None: not measured. Both phases of a finetune --freeze-epochs run; "main_*": metrics.jsonl's alone
+        "train_seconds": _train_seconds(h) + _train_seconds(frozen) if h else None,
+        "wall_seconds": _wall_seconds(h) + _wall_seconds(frozen) if h else None,
+        "main_train_seconds": _train_seconds(h) if h else None, "main_wall_seconds": _wall_seconds(h) if h else None,
         "unfinished": _unfinished(run),
         # metrics.jsonl stops short of the checkpoint and model.json has no record to stand in: not final
         "short": bool(run.metrics_note) and run.from_meta is None,
@@ -547,12 +556,27 @@ def _epochs_html(run: _Run) -> str:
     s = _summary(run)
     unfinished = s["unfinished"]
     epochs = count(s["epochs"], "epoch") + (f" of {unfinished[1]}" if unfinished else "")
-    head = (f"<p>{epochs}: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time "
-            "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added).</p>")
+    times = (f"{epochs}: {s['main_train_seconds']:.1f} s training, {s['main_wall_seconds']:.1f} s wall time "
+             "with the evaluations and checkpoints (elapsed restarts on each --resume; the sessions are added)")
     rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in run.history]
     if run.from_meta is not None:  # the last row is not metrics.jsonl's (see the note above)
         rows[-1][0] = _cell(f"{run.from_meta} (model.json)", "epoch", run.from_meta)
-    return head + _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
+    table = _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
+    if not run.frozen:
+        return f"<p>{times}.</p>{table}"
+    return _frozen_html(run) + f"<p>Main phase (all layers): {times}.</p>{table}"
+
+
+def _frozen_html(run: _Run) -> str:
+    """The head-only phase of `finetune --freeze-epochs N`, a run of its own in RUN/freeze_phase/:
+    its epochs' rows and times, and the whole run's times with it."""
+    frozen, s = run.frozen, _summary(run)
+    rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in frozen]
+    return (f"<p>Both phases: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time.</p>"
+            f"<p>Frozen phase (--freeze-epochs: only the classifier trained; its records are {FROZEN_DIR}/metrics.jsonl):"
+            f" {count(frozen[-1]['epoch'], 'epoch')}: {_train_seconds(frozen):.1f} s training, "
+            f"{_wall_seconds(frozen):.1f} s wall time.</p>"
+            + _table("frozen-epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name))
 
 
 def _per_class_html(run: _Run) -> str:
