@@ -333,6 +333,74 @@ def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
     assert str(e.value) == f"{path} {says}"
 
 
+@pytest.mark.parametrize("field, text, says", [
+    ("test_images", "1e400", "field 'weights.test_images' is Infinity, not a whole number"),
+    ("test_images", "NaN", "field 'weights.test_images' is NaN, not a whole number"),
+    ("test_images", "10000.7", "field 'weights.test_images' is 10000.7, not a whole number"),
+    ("accuracy", "NaN", "field 'weights.accuracy' is NaN, not a finite number"),
+    ("accuracy", "-Infinity", "field 'weights.accuracy' is -Infinity, not a finite number"),
+])
+def test_a_count_or_figure_that_is_not_finite_or_not_whole_names_the_field(tmp_path, field, text, says):
+    """QA: "test_images": 1e400 (json reads inf) raised OverflowError, NaN a ValueError naming neither
+    file nor field; 10000.7 became 10000 and an accuracy of NaN was taken. The reference: the text
+    written into the entry, as JSON (Python's json) spells the value."""
+    from resnet_lab.weights import read_entry
+
+    meta = json.loads(get_weights("resnet20:fashion-mnist").meta_path.read_text())
+    meta["weights"][field] = "@VALUE@"
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps(meta).replace('"@VALUE@"', text))
+    assert json.loads(path.read_text())["weights"][field] is not None
+    with pytest.raises(ValueError) as e:
+        read_entry(path)
+    assert str(e.value) == f"{path} is not a weights entry: {says}"
+
+
+@pytest.mark.parametrize("field, items, says", [
+    ("mean", ["a"], "field 'mean[0]' is \"a\", not a number"),
+    ("std", [0.3, "NaN"], "field 'std[1]' is NaN, not a finite number"),
+    ("input_size", [1, 28.5, 28], "field 'input_size[1]' is 28.5, not a whole number"),
+    ("input_size", [1, None, 28], "field 'input_size[1]' is null, not a number"),
+    ("classes", ["a", 3], "field 'classes[1]' is 3, not a string"),
+])
+def test_a_list_item_of_another_kind_names_the_field_and_the_item(tmp_path, field, items, says):
+    """QA: "mean": ["a"] was accepted (and would fail at the first normalization)."""
+    from resnet_lab.weights import read_entry
+
+    meta = json.loads(get_weights("resnet20:fashion-mnist").meta_path.read_text())
+    path = tmp_path / "entry.json"
+    path.write_text(json.dumps({**meta, field: items}).replace('"NaN"', "NaN"))
+    with pytest.raises(ValueError) as e:
+        read_entry(path)
+    assert str(e.value) == f"{path} is not a weights entry: {says}"
+
+
+def test_any_failure_of_one_entry_stays_with_that_file_and_names_it(tmp_path, monkeypatch):
+    """QA: a stray entry with "test_images": 1e400 took every command (resnet-lab models) down with an
+    OverflowError traceback; the scan kept only ValueError and TypeError to the file."""
+    import resnet_lab.weights as weights
+
+    good = get_weights("resnet20:fashion-mnist").meta_path
+    shutil.copy(good, tmp_path / good.name)
+    meta = json.loads(good.read_text())
+    (tmp_path / "huge.json").write_text(json.dumps(meta).replace('"test_images": 10000', '"test_images": 1e400'))
+    (tmp_path / "odd.json").write_text(json.dumps({**meta, "weights": {**meta["weights"], "tag": "odd"}}))
+
+    def read(path):
+        if path.name == "odd.json":
+            raise RuntimeError("an unforeseen failure")
+        return real(path)
+
+    real = weights.read_entry
+    monkeypatch.setattr(weights, "read_entry", read)
+    entries, damaged = weights._scan(tmp_path)
+    assert list(entries) == ["resnet20:fashion-mnist"]
+    assert sorted(damaged) == [tmp_path / "huge.json", tmp_path / "odd.json"]
+    assert damaged[tmp_path / "huge.json"] == (f"{tmp_path / 'huge.json'} is not a weights entry: field "
+                                               "'weights.test_images' is Infinity, not a whole number")
+    assert damaged[tmp_path / "odd.json"] == f"{tmp_path / 'odd.json'}: RuntimeError: an unforeseen failure"
+
+
 def test_a_damaged_or_stray_entry_leaves_the_other_weights_and_the_commands_working(tmp_path):
     """The registry reads every JSON of the weights folder at import: a truncated entry (a damaged
     install) or a stray notes.json used to take every command down with a traceback, --help too."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -159,23 +160,31 @@ def read_entry(meta_path: str | os.PathLike) -> Weights:
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path} is not a weights entry: its JSON is {_json_kind(meta)}, not an object")
 
-    def field(dotted: str, kind: type | tuple[type, ...] = object) -> Any:
-        return _entry_field(meta, dotted, kind, meta_path)
+    def field(dotted: str, kind: Any = object, items: Any = None) -> Any:
+        value = _entry_field(meta, dotted, kind, meta_path)
+        for i, item in enumerate(value if items is not None else ()):  # a list's items, each of ``items``
+            _entry_value(item, f"{dotted}[{i}]", items, meta_path)
+        return value
 
     number, seq = (int, float), (list, tuple)
-    transforms = Transforms(mean=tuple(field("mean", seq)), std=tuple(field("std", seq)),
-                            input_size=tuple(field("input_size", seq)), classes=tuple(field("classes", seq)))
+    transforms = Transforms(mean=tuple(field("mean", seq, number)), std=tuple(field("std", seq, number)),
+                            input_size=tuple(int(n) for n in field("input_size", seq, _WHOLE)),
+                            classes=tuple(field("classes", seq, str)))
     return Weights(
         model=field("arch.name", str), tag=field("weights.tag", str), path=meta_path.parent / field("weights.file", str),
         meta_path=meta_path, sha256=field("weights.sha256", str), recipe=field("weights.recipe"),
-        accuracy=float(field("weights.accuracy", number)), test_images=int(field("weights.test_images", number)),
+        accuracy=float(field("weights.accuracy", number)), test_images=int(field("weights.test_images", _WHOLE)),
         dataset=field("dataset", str), transforms=transforms, arch=MappingProxyType(dict(field("arch", dict))),
     )
 
 
-def _entry_field(meta: dict[str, Any], dotted: str, kind: type | tuple[type, ...], meta_path: Path) -> Any:
-    """``meta``'s value at ``dotted`` ("weights.sha256"), of ``kind``, or a ValueError naming the field
-    (a list where an object belongs read "list indices must be integers or slices, not str")."""
+_WHOLE = "whole"  # a kind for _entry_field: a count, a finite number without a fraction (10000 or 10000.0)
+
+
+def _entry_field(meta: dict[str, Any], dotted: str, kind: Any, meta_path: Path) -> Any:
+    """``meta``'s value at ``dotted`` ("weights.sha256"), of ``kind`` (a type, a tuple of types or
+    ``_WHOLE``), or a ValueError naming the field (a list where an object belongs read "list indices
+    must be integers or slices, not str")."""
     value: Any = meta
     for depth, key in enumerate(dotted.split(".")):
         if not isinstance(value, dict):
@@ -186,10 +195,21 @@ def _entry_field(meta: dict[str, Any], dotted: str, kind: type | tuple[type, ...
             missing = ".".join(dotted.split(".")[:depth + 1])
             raise ValueError(f"{meta_path} is not a weights entry: field {missing!r} is missing")
         value = value[key]
+    return _entry_value(value, dotted, kind, meta_path)
+
+
+def _entry_value(value: Any, dotted: str, kind: Any, meta_path: Path) -> Any:
+    """``value`` (field ``dotted``, or a list's item ``mean[0]``) if it is of ``kind``; a number must
+    be finite (json reads NaN, Infinity and 1e400 as floats), a ``_WHOLE`` one without a fraction."""
+    whole = isinstance(kind, str) and kind == _WHOLE
+    kind = (int, float) if whole else kind
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not object):
         want = _json_kind(kind[0]() if isinstance(kind, tuple) else kind())  # kind's JSON name: a list, a number
         shown = json.dumps(value) if value is None or isinstance(value, (str, int, float)) else _json_kind(value)
         raise ValueError(f"{meta_path} is not a weights entry: field {dotted!r} is {shown}, not {want}")
+    if isinstance(value, float) and (not math.isfinite(value) or (whole and not value.is_integer())):
+        raise ValueError(f"{meta_path} is not a weights entry: field {dotted!r} is {json.dumps(value)}, not a "
+                         f"{'whole' if whole else 'finite'} number")
     return value
 
 
@@ -207,8 +227,8 @@ def _scan(directory: Path) -> tuple[dict[str, Weights], dict[Path, str]]:
     for path in sorted(directory.glob("*.json")):
         try:
             w = read_entry(path)
-        except (ValueError, TypeError) as e:  # TypeError: a case read_entry did not foresee; still one file
-            damaged[path] = str(e)
+        except Exception as e:  # noqa: BLE001 - whatever one file does (a case not foreseen), it stays its own
+            damaged[path] = str(e) if str(path) in str(e) else f"{path}: {type(e).__name__}: {e}"
         else:
             entries[w.name] = w
     return entries, damaged
