@@ -90,3 +90,26 @@ def test_the_same_model_spelled_otherwise_resumes(tmp_path, first, then):
     history = train(create_model("resnet8", num_classes=10, in_channels=3, **then), data,
                     TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
     assert [r["epoch"] for r in history.epochs] == [1, 2]
+
+
+@pytest.mark.parametrize("first, then", [("batch", "scratch"), ("scratch", "batch")])
+def test_resuming_with_another_norm_of_the_same_tensors_is_refused_naming_norm(tmp_path, first, then):
+    """QA: torch's BN and ours (norm='scratch') have the same tensor names and shapes, so a Python
+    resume with the other one was taken (the CLI refuses it) and model.json's arch was rewritten to
+    the new norm. The reference: the norm each model was built with, the run's files byte for byte,
+    and the given model's tensors, untouched."""
+    run = tmp_path / "run"
+    data = load_data("fake", subset=128, batch_size=64, image_size=16)
+    torch.manual_seed(0)
+    train(create_model("resnet8", num_classes=10, in_channels=3, norm=first), data,
+          TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False))
+    before = _files(run)
+    model = create_model("resnet8", num_classes=10, in_channels=3, norm=then)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError) as e:
+        train(model, data, TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
+    text = str(e.value)
+    assert "\n" not in text and f"{run} was trained with another model (" in text
+    assert f"norm: model.json {first!r}, this model {then!r}" in text
+    assert _files(run) == before
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())

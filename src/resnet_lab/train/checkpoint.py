@@ -272,7 +272,8 @@ def _check_same_arch(run_dir: Path, meta: dict[str, Any], model: nn.Module) -> N
     Python resume with resnet20 for a resnet8 run, or norm='none' for 'batch'): torch's missing and
     unexpected keys were many lines, and the trainable-count check would blame freezing. Shapes, not
     create_model's arguments, are compared: the same model spelled otherwise (a default given or left
-    out, checkpoint_segments) resumes."""
+    out, checkpoint_segments) resumes. The norm is compared too (create_model fills it in, and
+    load_meta corrects old records of it): torch's BN and ours ('scratch') have the same tensors."""
     path = run_dir / "model.safetensors"
     if not path.is_file():
         return
@@ -283,14 +284,19 @@ def _check_same_arch(run_dir: Path, meta: dict[str, Any], model: nn.Module) -> N
         return
     now = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if not differ:
+    arch, config = meta.get("arch") or {}, getattr(model, "model_config", None) or {}
+    norms = arch.get("norm"), config.get("norm")  # None: not recorded (an old run, a model of one's own)
+    other_norm = None not in norms and norms[0] != norms[1]
+    if not differ and not other_norm:
         return
     shape = lambda d, k: "none" if k not in d else "x".join(map(str, d[k])) or "a scalar"
-    names = [(meta.get("arch") or {}).get("name"), (getattr(model, "model_config", None) or {}).get("name")]
-    named = f"model.json: {names[0]}, this model: {names[1]}; " if None not in names and names[0] != names[1] else ""
-    raise ValueError(f"{run_dir} was trained with another model ({named}{len(differ)} of its tensors differ, e.g. "
-                     f"{differ[0]}: run {shape(saved, differ[0])}, now {shape(now, differ[0])}): resume with the model "
-                     "the run was started with (model.json's 'arch' holds create_model's arguments)")
+    names = [arch.get("name"), config.get("name")]
+    what = [f"model.json: {names[0]}, this model: {names[1]}"] if None not in names and names[0] != names[1] else []
+    what += [f"norm: model.json {norms[0]!r}, this model {norms[1]!r}"] if other_norm else []
+    what += [f"{len(differ)} of its tensors differ, e.g. {differ[0]}: run {shape(saved, differ[0])}, now "
+             f"{shape(now, differ[0])}"] if differ else ["the same tensors in other layers"]
+    raise ValueError(f"{run_dir} was trained with another model ({'; '.join(what)}): resume with the model the run "
+                     "was started with (model.json's 'arch' holds create_model's arguments)")
 
 
 def _check_trainable(run_dir: Path, meta: dict[str, Any], saved: dict[str, Any],
