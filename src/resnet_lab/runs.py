@@ -969,9 +969,24 @@ def unfinished_note(run: str | os.PathLike, meta: dict[str, Any]) -> str | None:
     if at and (folder / "model.json").is_file() and _writer_active(folder):
         done, planned, step = at
         where = f"in epoch {done + 1} of {planned} (step {step})" if step else f"after epoch {done} of {planned}"
-        return (f"{run} is still being trained by another process: its weights are those saved so far (the last "
-                f"checkpoint was {where})")
+        if Path(run).is_dir():
+            return (f"{run} is still being trained by another process: its weights are those saved so far (the last "
+                    f"checkpoint was {where})")
+        best = _best_epoch(folder) if Path(run).name == "best.safetensors" else None
+        what = ("the weights saved so far" if Path(run).name != "best.safetensors" else
+                f"the best weights so far, those of {f'epoch {best}' if best else 'the best evaluated epoch'}")
+        return f"{folder} is still being trained by another process: {run} holds {what} (the last checkpoint was {where})"
     return f"{run} is unfinished: it {stopped_words(*at)}" if at else None
+
+
+def _best_epoch(run_dir: Path) -> int | None:
+    """The epoch whose weights best.safetensors holds, as the trainer picks it (the first with the
+    highest test accuracy), read from metrics.jsonl; None when that cannot be read."""
+    try:
+        evaluated = [r for r in read_metrics(run_dir) if r.get("test_acc") is not None]
+    except (OSError, ValueError):
+        return None
+    return max(evaluated, key=lambda r: r["test_acc"])["epoch"] if evaluated else None  # max keeps the first
 
 
 def stopped_words(done: int, planned: int, step: int) -> str:

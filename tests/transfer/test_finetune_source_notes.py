@@ -78,8 +78,35 @@ def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfi
         for given in (unfinished / "model.safetensors", unfinished / "best.safetensors"):  # a file of the run too
             cli.main(["evaluate", str(given), "--dataset", "fake", "--image-size", "16"])
             err = capsys.readouterr().err
-            assert f"note: {given} is still being trained by another process" in err and "--resume" not in err
+            assert f"note: {unfinished} is still being trained by another process" in err and "--resume" not in err
     assert "--resume" in _evaluate_note(unfinished, capsys)  # released: stopped, and resumable again
+
+
+def test_a_weights_file_of_a_run_being_trained_is_said_of_the_run_and_best_weights_as_the_best_so_far(tmp_path):
+    """QA: "note: live/best.safetensors is still being trained by another process: its weights are those
+    saved so far (the last checkpoint was after epoch 9 of 40)": the run folder is being trained, not
+    the file, and best.safetensors holds the best epoch's weights, not the last checkpoint's. The
+    references: the words written out by hand, and the best epoch the trainer saved in train_state.pt."""
+    from resnet_lab.runs import RunLock, load_meta, unfinished_note
+
+    run = tmp_path / "live"
+    data = load_data("fake", subset=64, batch_size=32, image_size=16)
+    torch.manual_seed(0)
+    train(create_model("resnet8", num_classes=10, in_channels=3), data,
+          TrainConfig(epochs=5, stop_after=3, lr=0.5, out=str(run), progress=False, plots=False))
+    best = int(torch.load(run / "train_state.pt", weights_only=False)["best_epoch"])
+    meta = load_meta(run)
+    with RunLock(run):  # a trainer holds the run
+        assert unfinished_note(run / "model.safetensors", meta) == (
+            f"{run} is still being trained by another process: {run / 'model.safetensors'} holds the weights saved "
+            "so far (the last checkpoint was after epoch 3 of 5)")
+        assert unfinished_note(run / "best.safetensors", meta) == (
+            f"{run} is still being trained by another process: {run / 'best.safetensors'} holds the best weights "
+            f"so far, those of epoch {best} (the last checkpoint was after epoch 3 of 5)")
+        (run / "metrics.jsonl").unlink()  # which epoch was best is then not known
+        assert unfinished_note(run / "best.safetensors", meta) == (
+            f"{run} is still being trained by another process: {run / 'best.safetensors'} holds the best weights "
+            "so far, those of the best evaluated epoch (the last checkpoint was after epoch 3 of 5)")
 
 
 @pytest.mark.parametrize("edit", [{"name": "nonsense"}, {"num_classes": 0}, {"norm": "sparkle"}])
