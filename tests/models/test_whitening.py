@@ -105,6 +105,24 @@ def test_whitening_that_makes_no_sense_is_refused_in_one_line(conv, images, eps,
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_loader_or_an_array_in_place_of_an_image_tensor_is_a_type_error_naming_it_and_the_way_out():
+    """QA: whiten_first_conv(model, data.train) crashed with "'InMemoryLoader' object has no attribute
+    'ndim'". The reference: the names of the types given, and the call docs/RECIPES.md shows."""
+    data = load_data(DataConfig("fake", subset=32, batch_size=16, image_size=8))
+    model = create_model("resnet8", num_classes=10, in_channels=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError) as err:
+        whiten_first_conv(model, data.train)
+    assert str(err.value) == ("images must be a tensor of training images (N, C, H, W), got InMemoryLoader: pass "
+                              "data.train.normalized_images(5000) (its first images, normalized as the model sees "
+                              "them, not augmented)")
+    with pytest.raises(TypeError) as err:
+        whiten_first_conv(model, data.train.normalized_images(16).numpy())
+    assert str(err.value) == ("images must be a tensor of training images (N, C, H, W), got ndarray: pass "
+                              "torch.as_tensor(images), normalized as the model sees them")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_whitened_conv_stays_as_it_is_through_training_while_the_rest_learns():
     data = make_bundle()
     torch.manual_seed(0)

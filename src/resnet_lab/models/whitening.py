@@ -131,7 +131,13 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, eps: float = 5e
     Raises:
         ValueError: a grouped first conv (whitening mixes all input channels), images whose
             channel count is not the conv's, eps <= 0 or an empty image tensor.
+        TypeError: ``images`` is not a tensor (a loader: pass ``data.train.normalized_images(5000)``).
     """
+    if not isinstance(images, torch.Tensor):  # a loader read "'InMemoryLoader' object has no attribute 'ndim'"
+        hint = ("data.train.normalized_images(5000) (its first images, normalized as the model sees them, not augmented)"
+                if hasattr(images, "normalized_images") else "torch.as_tensor(images), normalized as the model sees them")
+        raise TypeError(f"images must be a tensor of training images (N, C, H, W), got {type(images).__name__}: pass "
+                        f"{hint}")
     path, conv = find_first_conv(model)
     if conv.groups != 1:
         raise ValueError(f"{path} is a grouped convolution (groups={conv.groups}); patch whitening needs a conv "
