@@ -826,7 +826,7 @@ def cmd_evaluate(args) -> int:
                   device=device, tta=args.tta, tta_shift=args.tta_shift, tta_pattern=args.tta_pattern,
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     for r, (_, m) in zip(runs, loaded):  # after the evaluation: a note never comes with an error
-        _note_unfinished(r, m)
+        _note_unfinished(r, m, best=args.best)
     # a class without test images has no accuracy: null in JSON (NaN is not JSON), "no test images" in text
     per_class = {c: _finite(a) for c, a in zip(meta["classes"], ev["per_class_acc"])}
     name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
@@ -857,10 +857,11 @@ def _check_evaluated_classes(classes, meta: dict, given_dataset: str | None) -> 
     raise ValueError(f"the dataset's classes {list(classes)} differ from the model's {meta['classes']}{way_out}")
 
 
-def _note_unfinished(run: str, meta: dict) -> None:
+def _note_unfinished(run: str, meta: dict, best: bool = False) -> None:
     """One stderr line for a run that stopped before its last epoch (--stop-after, Ctrl-C): its
-    weights are those of that point, as the report and finetune say (runs.unfinished_note)."""
-    if note := unfinished_note(run, meta):
+    weights are those of that point, as the report and finetune say (runs.unfinished_note; ``best``:
+    --best took the run's best weights)."""
+    if note := unfinished_note(run, meta, best=best):
         print(f"note: {note}", file=sys.stderr)
 
 

@@ -960,22 +960,25 @@ def unfinished_at(meta: dict[str, Any], done: Any = None) -> tuple[int, int, int
     return (done, planned, step) if done < planned or step else None
 
 
-def unfinished_note(run: str | os.PathLike, meta: dict[str, Any]) -> str | None:
+def unfinished_note(run: str | os.PathLike, meta: dict[str, Any], best: bool = False) -> str | None:
     """The one-line note (without "note: ") that ``run`` stopped before its last epoch, or None; a run
     whose lock a trainer holds has not stopped: the note says it is still training (--resume would be
-    refused)."""
+    refused). ``best``: the run folder's best weights were used (evaluate RUN --best)."""
     at = unfinished_at(meta)
     folder = Path(run) if Path(run).is_dir() else Path(run).parent  # RUN, or RUN/best.safetensors
     if at and (folder / "model.json").is_file() and _writer_active(folder):
         done, planned, step = at
         where = f"in epoch {done + 1} of {planned} (step {step})" if step else f"after epoch {done} of {planned}"
-        if Path(run).is_dir():
+        best = Path(run).name == "best.safetensors" if not Path(run).is_dir() else best
+        if Path(run).is_dir() and not best:
             return (f"{run} is still being trained by another process: its weights are those saved so far (the last "
                     f"checkpoint was {where})")
-        best = _best_epoch(folder) if Path(run).name == "best.safetensors" else None
-        what = ("the weights saved so far" if Path(run).name != "best.safetensors" else
-                f"the best weights so far, those of {f'epoch {best}' if best else 'the best evaluated epoch'}")
-        return f"{folder} is still being trained by another process: {run} holds {what} (the last checkpoint was {where})"
+        epoch = _best_epoch(folder) if best else None
+        what = ("the weights saved so far" if not best else
+                f"the best weights so far, those of {f'epoch {epoch}' if epoch else 'the best evaluated epoch'}")
+        holder = f"{run} holds" if not Path(run).is_dir() else "its best.safetensors holds"
+        return (f"{folder} is still being trained by another process: {holder} {what} (the last checkpoint was "
+                f"{where})")
     return f"{run} is unfinished: it {stopped_words(*at)}" if at else None
 
 

@@ -79,6 +79,8 @@ def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfi
             cli.main(["evaluate", str(given), "--dataset", "fake", "--image-size", "16"])
             err = capsys.readouterr().err
             assert f"note: {unfinished} is still being trained by another process" in err and "--resume" not in err
+        cli.main(["evaluate", str(unfinished), "--best", "--dataset", "fake", "--image-size", "16"])
+        assert "its best.safetensors holds the best weights so far" in capsys.readouterr().err  # not "saved so far"
     assert "--resume" in _evaluate_note(unfinished, capsys)  # released: stopped, and resumable again
 
 
@@ -102,6 +104,9 @@ def test_a_weights_file_of_a_run_being_trained_is_said_of_the_run_and_best_weigh
             "so far (the last checkpoint was after epoch 3 of 5)")
         assert unfinished_note(run / "best.safetensors", meta) == (
             f"{run} is still being trained by another process: {run / 'best.safetensors'} holds the best weights "
+            f"so far, those of epoch {best} (the last checkpoint was after epoch 3 of 5)")
+        assert unfinished_note(run, meta, best=True) == (  # evaluate RUN --best
+            f"{run} is still being trained by another process: its best.safetensors holds the best weights "
             f"so far, those of epoch {best} (the last checkpoint was after epoch 3 of 5)")
         (run / "metrics.jsonl").unlink()  # which epoch was best is then not known
         assert unfinished_note(run / "best.safetensors", meta) == (
