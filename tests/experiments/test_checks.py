@@ -192,8 +192,20 @@ def test_vanishing_gradients_names_a_seed_whose_training_died_apart_from_a_vanis
     assert vanishing_gradients.collapsed_seeds(relu, 10) == [1]
     ratios = {"sigmoid": ([1e-4, 2e-4], [1e-3, 2e-3]), **ALIVE, "ReLU": ([0.3, 0.4], [0.6, 2.5e-3])}
     checks = vanishing_gradients.claim_checks(ratios, collapsed={"ReLU": [1]})
-    assert not checks[2].passed and checks[2].evidence.endswith("training collapsed to chance accuracy in seed 1")
-    assert "collapsed" not in checks[1].evidence
+    assert not checks[2].passed and checks[2].evidence.endswith(
+        "training ended at chance accuracy in seed 1 (a dead or untrained net: the ratio alone decides the check)")
+    assert "chance" not in checks[1].evidence
+
+
+def test_vanishing_gradients_names_seeds_at_chance_in_the_plural_and_says_the_ratio_decides():
+    """QA 2026-12-06: a smoke run's "[x] sigmoid + BN ... stays alive" said "training collapsed to chance
+    accuracy in seed 0, 1": the singular for two seeds, and a passed check whose evidence read as a
+    failure. The ratio decides (here every seed is alive); the evidence says so."""
+    ratios = {"sigmoid": ([1e-4, 2e-4], [1e-3, 2e-3]), **ALIVE}
+    checks = vanishing_gradients.claim_checks(ratios, collapsed={"sigmoid + BN": [0, 1]})
+    assert checks[1].passed
+    assert checks[1].evidence.endswith("training ended at chance accuracy in seeds 0, 1 (a dead or untrained net: "
+                                       "the ratio alone decides the check)")
 
 
 # --- bn_batch_size: BN's error rises > 2 pp (and the spread) at the smallest batch, GN's stays

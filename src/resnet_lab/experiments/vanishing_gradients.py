@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._text import seeds_text
 from ..analysis.gradflow import GradientFlowRecorder, gradient_norms, plot_gradient_flow
 from .report import Check, Report, Spread, plot_lines
 from .runner import Context, RunSpec, SeedResults, count
@@ -149,8 +150,8 @@ def claim_checks(ratios: Mapping[str, tuple[Sequence[float], Sequence[float]]],
                             f"first/last ratio {spread(init)} at init, {spread(trained)} after training (range over "
                             f"{len(init)} seeds; every seed must be above {ALIVE:g})"
                             + ("; training diverged (NaN loss)" if diverged.get(label) else "")
-                            + (f"; training collapsed to chance accuracy in seed {', '.join(map(str, collapsed[label]))}"
-                               if collapsed.get(label) else "")))
+                            + (f"; training ended at chance accuracy in {seeds_text(collapsed[label])} (a dead or "
+                               "untrained net: the ratio alone decides the check)" if collapsed.get(label) else "")))
     return checks
 
 
