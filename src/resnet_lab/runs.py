@@ -752,8 +752,10 @@ def load_meta(source: str | os.PathLike) -> dict[str, Any]:
     arch = meta["arch"]
     if arch.get("small_input") is False and arch["name"] in list_models() and model_info(arch["name"]).small_input:
         arch["small_input"] = True  # runs saved before 2026-12-03 recorded the argument, not the stem it built
-    if arch.get("norm") in ("scratch", "group") and arch["name"] in ("vgg11", "vgg13", "vgg16", "vgg19"):
-        arch["norm"] = "none"  # the paper's VGGs have no norm layer (they refuse one); earlier runs recorded the flag
+    if arch.get("norm") in ("batch", "scratch", "group") and arch["name"] in ("vgg11", "vgg13", "vgg16", "vgg19"):
+        # the paper's VGGs have no norm layer: create_model records "none"; runs saved before 2026-12-03
+        # recorded the flag (its default "batch" too), which the resume's norm check would refuse
+        arch["norm"] = "none"
     return meta
 
 

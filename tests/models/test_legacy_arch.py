@@ -31,13 +31,13 @@ def test_a_cifar_family_run_that_recorded_small_input_false_still_loads(tmp_path
 
 
 def test_a_plain_vgg_run_that_recorded_another_norm_still_loads_as_the_norm_free_net(tmp_path):
-    # runs saved before the plain VGGs refused norm="scratch"/"group" recorded the flag given
+    # runs saved before 2026-12-03 recorded the flag given (and its default, "batch")
     torch.manual_seed(0)
     model = create_model("vgg11", num_classes=10, in_channels=1, small_input=True, hidden_dim=8, pool_size=1).eval()
     assert model.model_config["norm"] == "none"
     save_model(tmp_path, model, dict(META))
     meta_path = tmp_path / "model.json"
-    for recorded in ("scratch", "group"):
+    for recorded in ("batch", "scratch", "group"):
         meta = json.loads(meta_path.read_text())
         meta["arch"]["norm"] = recorded
         meta_path.write_text(json.dumps(meta))

@@ -113,3 +113,45 @@ def test_resuming_with_another_norm_of_the_same_tensors_is_refused_naming_norm(t
     assert f"norm: model.json {first!r}, this model {then!r}" in text
     assert _files(run) == before
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+
+
+def _plain_vgg_run_of_old(run, norm: str):
+    """A vgg11 run as resnet-lab wrote it before 2026-12-03: model.json's arch recorded the norm flag
+    (create_model's default "batch"), though the plain VGGs have no norm layer. A small head
+    (hidden_dim, pool_size) keeps its files small; --resume rebuilds it from model.json."""
+    import json
+
+    data = load_data("fake", subset=64, batch_size=32, image_size=32)
+    torch.manual_seed(0)
+    train(create_model("vgg11", num_classes=10, hidden_dim=16, pool_size=1), data,
+          TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False))
+    meta = json.loads((run / "model.json").read_text())
+    meta["arch"]["norm"] = norm
+    (run / "model.json").write_text(json.dumps(meta))
+    return data
+
+
+@pytest.mark.parametrize("norm", ["batch", "scratch", "group"])
+def test_a_plain_vgg_run_recorded_with_a_norm_resumes_in_python(tmp_path, norm):
+    """The review of 2026-12-06: the norm check refused a plain-VGG run saved before 2026-12-03
+    ("norm: model.json 'batch', this model 'none'"); load_meta corrected only scratch and group."""
+    from resnet_lab.runs import load_meta
+
+    run = tmp_path / "run"
+    data = _plain_vgg_run_of_old(run, norm)
+    model = create_model("vgg11", num_classes=10, hidden_dim=16, pool_size=1)
+    assert load_meta(run)["arch"]["norm"] == model.model_config["norm"]  # what create_model records
+    history = train(model, data, TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
+    assert [r["epoch"] for r in history.epochs] == [1, 2]
+
+
+def test_a_plain_vgg_run_recorded_with_norm_batch_resumes_from_the_cli(tmp_path, capsys):
+    from resnet_lab.cli import main
+    from resnet_lab.runs import read_metrics
+
+    run = tmp_path / "run"
+    _plain_vgg_run_of_old(run, "batch")
+    rc = main(["train", "--model", "vgg11", "--dataset", "fake", "--subset", "64", "--image-size", "32",
+               "--batch-size", "32", "--epochs", "2", "--no-progress", "--out", str(run), "--resume"])
+    assert rc == 0, capsys.readouterr().err
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
