@@ -1046,14 +1046,15 @@ def _block_re(key: str) -> re.Pattern:
 def unmarked_text(path: str) -> str:
     """The text of the document ``path`` outside its ``<!-- bench:KEY -->`` blocks, stripped ('' when
     it is missing): what a ``head`` write of :func:`update_doc` would replace."""
-    old = Path(path).read_text() if os.path.isfile(path) else ""
+    old = Path(path).read_text(encoding="utf-8") if os.path.isfile(path) else ""
     return re.sub(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->\n?", "", old, flags=re.S).strip()
 
 
 def check_doc(path: str, flag: str) -> str:
     """Refuse, before anything is measured, a document that :func:`update_doc` could not write:
-    an empty name (it would write ``.tmp`` in the working folder, then fail), a folder, or a place
-    where no file can be written (a read-only or virtual folder, a parent that is a file).
+    an empty name (it would write ``.tmp`` in the working folder, then fail), a folder, a place
+    where no file can be written (a read-only or virtual folder, a parent that is a file), or an
+    existing file that cannot be read as UTF-8 text (its blocks could not be found to keep).
 
     Args:
         path: the document a script is to update.
@@ -1071,6 +1072,14 @@ def check_doc(path: str, flag: str) -> str:
     if problem:
         fail(f"{flag} {path} cannot be written: {problem}; give a file in a folder you can write, or leave {flag} "
              "out")
+    if os.path.isfile(path):
+        try:
+            Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            fail(f"{flag} {path} is not UTF-8 text (byte {e.start}: {e.reason}), so its blocks cannot be kept: give a "
+                 f"Markdown file, or a new name")
+        except OSError as e:
+            fail(f"{flag} {path} cannot be read ({e.strerror or e}): give a Markdown file you can read, or a new name")
     return path
 
 
@@ -1129,7 +1138,7 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
     """
     if not str(path).strip():  # "" would write ".tmp" in the working folder, then fail (check_doc says so first)
         raise ValueError("update_doc needs a document path, got an empty one")
-    old = Path(path).read_text() if os.path.exists(path) else ""
+    old = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else ""
     block = f"<!-- bench:{key} -->\n{text.rstrip()}\n<!-- /bench:{key} -->\n"
     if head:
         others = [m.group(0) for m in re.finditer(r"<!-- bench:([\w-]+) -->\n.*?<!-- /bench:\1 -->\n?", old, re.S)
@@ -1141,14 +1150,14 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
         new = (old.rstrip() + "\n\n" if old.strip() else "") + block
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(new)
     os.replace(tmp, path)
 
 
 def write_doc(path: str, key: str, text: str, *, head: bool = False, shown: bool = False) -> bool:
     """:func:`update_doc`, and when the write fails at the end of a measurement (the folder went away,
-    a full disk), one ``error:`` line instead of a traceback, with the text printed (unless ``shown``:
+    a full disk, the document is no longer UTF-8 text), one ``error:`` line instead of a traceback, with the text printed (unless ``shown``:
     already printed) so the figures are not lost. Returns whether the document was written.
 
     Args:
@@ -1158,21 +1167,25 @@ def write_doc(path: str, key: str, text: str, *, head: bool = False, shown: bool
     try:
         update_doc(path, key, text, head=head)
         return True
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: UnicodeDecodeError of a document that is no text
         if not shown:
             print(text, flush=True)
-        print(f"error: could not write {path} ({e.strerror or e}); the figures are printed above: keep them from "
+        why = "not UTF-8 text" if isinstance(e, UnicodeError) else getattr(e, "strerror", None) or e
+        print(f"error: could not write {path} ({why}); the figures are printed above: keep them from "
               "there, or rerun with a document you can write", file=sys.stderr, flush=True)
         return False
 
 
-def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | None) -> bool:
+def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | None,
+              unwritten: str = "nothing is written") -> bool:
     """Whether figures measured under ``checks`` may be written; says why not on stderr.
 
     Args:
         checks: the quietness of every measurement behind the figures.
         allow_busy: ``--allow-busy``: write busy figures anyway (they carry :data:`BUSY_MARK`).
         target: the document to be written, or None when the figures are only printed.
+        unwritten: with no ``target``, the caller's words for why nothing is written (``--allow-busy``
+            says them), e.g. "this script writes no document: run_all.py does".
     """
     reasons = busy_reasons(checks)
     if not reasons:
@@ -1183,8 +1196,7 @@ def may_write(checks: Iterable[Quietness], *, allow_busy: bool, target: str | No
         say(f"  - {r}")
     if allow_busy:
         say(f"--allow-busy: writing {target} anyway, marked '{BUSY_MARK}'" if target else
-            f"--allow-busy: exit status 0 anyway; the figures above are marked '{BUSY_MARK}' (this script writes "
-            "no document: run_all.py does)")
+            f"--allow-busy: exit status 0 anyway; the figures above are marked '{BUSY_MARK}' ({unwritten})")
         return True
     what = f"refusing to update {target}" if target else "the figures above are not to be quoted"
     way = (f"--allow-busy to write them marked '{BUSY_MARK}'" if target else
@@ -1211,7 +1223,8 @@ def publish(section: Section, args: argparse.Namespace, *, doc: str | None = Non
         print(f"--quick: {'not written to ' + doc if doc else 'figures only show that the script runs'}",
               file=sys.stderr, flush=True)
         return 0
-    if not may_write(section.checks, allow_busy=args.allow_busy, target=doc):
+    if not may_write(section.checks, allow_busy=args.allow_busy, target=doc,
+                     unwritten="this script writes no document: run_all.py does"):  # run_standalone's scripts
         return 1
     if doc is not None:
         if not write_doc(doc, key, section.markdown(), shown=True):

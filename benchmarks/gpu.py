@@ -478,7 +478,8 @@ def finish(section: Section, args: argparse.Namespace) -> int:
         if args.write:
             print(f"--dry-run: not written to {args.doc}", file=sys.stderr)
         return 0
-    if not may_write(section.checks, allow_busy=args.allow_busy, target=args.doc if args.write else None):
+    if not may_write(section.checks, allow_busy=args.allow_busy, target=args.doc if args.write else None,
+                     unwritten="nothing is written without --write"):
         return 1
     if not args.write:
         return 0

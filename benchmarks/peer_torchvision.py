@@ -353,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.flags and not args.worker:
         p.error(f"unexpected arguments {' '.join(args.flags)}")
-    if not args.worker:
+    if not args.worker and not args.quick:  # --quick writes nothing: a read-only checkout may smoke-run it
         check_doc(args.doc, "--doc")  # before either pipeline runs, not after both
     if not args.worker and not Path(args.data_dir).is_dir():  # before either pipeline starts
         p.error(f"--data-dir {args.data_dir} is not a folder: give the one with the four Fashion-MNIST IDX files "

@@ -119,10 +119,10 @@ def target(args: argparse.Namespace) -> str:
         args: parsed flags with ``out``, ``only`` and ``quick``.
     """
     if args.out is not None:
-        check_doc(args.out, "--out")  # "" is no file, not "the default"
-        out = args.out
+        out = args.out  # "" is no file, not "the default": check_doc refuses it
     else:
         out = os.path.join(tempfile.gettempdir(), "BENCHMARKS.quick.md") if args.quick else BENCHMARKS_MD
+    check_doc(out, "--out" if args.out is not None else "--out (default)")  # unmarked_text reads it below
     doc = os.path.relpath(BENCHMARKS_MD)
     if os.path.realpath(out) == os.path.realpath(BENCHMARKS_MD):
         if set(args.only) != set(BENCHMARKS):  # a partial run would drop the other sections' figures
@@ -179,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         # Writing would replace the failed sections' earlier figures with "failed": keep the document,
         # and the others' new figures in a side file.
         side = os.path.join(tempfile.gettempdir(), "BENCHMARKS.failed.md")
-        if write_doc(side, "run_all", text, head=True):
-            print(f"error: {', '.join(failed)} failed (traceback above); {out} is left as it was, and this run's "
-                  f"figures are in {side}", file=sys.stderr)
+        kept = f"this run's figures are in {side}" if write_doc(side, "run_all", text, head=True) else \
+            "this run's figures are printed above"  # write_doc printed them, and why the side file failed
+        print(f"error: {', '.join(failed)} failed (traceback above); {out} is left as it was, and {kept}",
+              file=sys.stderr)
         return 1
     # A --quick run's figures are marked and go to a temporary file: no quietness gate for a smoke run.
     if not args.quick and not may_write([c for s in sections for c in s.checks], allow_busy=args.allow_busy,

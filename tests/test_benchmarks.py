@@ -1214,8 +1214,8 @@ def test_a_doc_that_names_no_file_is_refused_before_anything_is_measured(doc, tm
     monkeypatch.setattr(bench_threads, "_measure", lambda *a: measured.append("threads") or ({}, {}))
     monkeypatch.setattr(peer_torchvision, "_run", lambda *a: measured.append("peer"))
     (tmp_path / "data").mkdir()
-    for main, argv in ((bench_startup.main, ["--repeats", "1", "--allow-busy"]), (bench_threads.main, ["--quick"]),
-                       (peer_torchvision.main, ["--quick", "--data-dir", str(tmp_path / "data")]),
+    for main, argv in ((bench_startup.main, ["--repeats", "1", "--allow-busy"]), (bench_threads.main, []),
+                       (peer_torchvision.main, ["--data-dir", str(tmp_path / "data")]),  # --quick writes no doc
                        (gpu_parse_args(), ["--write"])):
         with pytest.raises(SystemExit) as e:
             main([*argv, "--doc", doc])
@@ -1757,3 +1757,121 @@ def test_readme_states_the_quietness_rule_that_quietness_check_applies():
     assert f"threads + {_common.LOAD_MARGIN}" in rule and f"{100 * _common.CPU_SHARE:.0f}%" in rule
     assert "tenth of a core" in rule and _common.OTHERS_IDLE_SHARE == 0.1  # the exception to the CPU share
     assert "half a core" in rule and _common.LOAD_MARGIN == 0.5  # the rest of the machine's bound
+
+
+# ----------------------------------------------------------------------------- the review of 2026-12-06
+
+
+class _Measuring(Exception):
+    """Raised where a script starts waiting for a quiet machine: past its up-front checks."""
+
+
+def _stop_at_the_wait(monkeypatch, module):
+    monkeypatch.setattr(module, "wait_for_quiet", lambda args: (_ for _ in ()).throw(_Measuring()))
+
+
+@pytest.mark.parametrize("name", ["bench_startup", "bench_threads", "peer_torchvision"])
+def test_a_quick_run_writes_no_document_so_its_doc_is_not_probed(name, tmp_path, monkeypatch, capsys):
+    # --quick --doc /proc/B.md (or the default in a read-only checkout) was refused, exit 2, though
+    # --quick never writes the document; a run that writes still probes it before measuring
+    module = {"bench_startup": bench_startup, "bench_threads": bench_threads,
+              "peer_torchvision": peer_torchvision}[name]
+    _stop_at_the_wait(monkeypatch, module)
+    extra = []
+    if module is peer_torchvision:
+        monkeypatch.setattr(peer_torchvision, "missing_idx", lambda d: [])
+        extra = ["--data-dir", str(tmp_path)]
+    with pytest.raises(_Measuring):
+        module.main(["--quick", "--doc", "/proc/B.md", *extra])
+    with pytest.raises(SystemExit) as e:
+        module.main(["--doc", "/proc/B.md", *extra])
+    assert e.value.code == 2 and "/proc/B.md cannot be written" in _one_error_line(capsys)
+
+
+_NOT_UTF8 = bytes(range(0x80, 0x100)) * 4  # no UTF-8 text starts with a continuation byte
+
+
+def test_an_existing_document_that_is_not_utf8_text_is_refused_in_one_line_before_measuring(
+        tmp_path, monkeypatch, capsys):
+    # check_doc took it, and the final write crashed with a UnicodeDecodeError traceback
+    doc = tmp_path / "bin.md"
+    doc.write_bytes(_NOT_UTF8)
+    with pytest.raises(UnicodeDecodeError):  # the premise, by Python's own decoder
+        _NOT_UTF8.decode("utf-8")
+    with pytest.raises(SystemExit) as e:
+        _common.check_doc(str(doc), "--doc")
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and str(doc) in err and "UTF-8" in err
+    measured = []
+    monkeypatch.setattr(bench_startup, "run_once", lambda code: measured.append(code) or 1.0)
+    _stop_at_the_wait(monkeypatch, bench_startup)
+    with pytest.raises(SystemExit) as e:
+        bench_startup.main(["--repeats", "1", "--doc", str(doc)])
+    assert e.value.code == 2 and measured == [] and "UTF-8" in _one_error_line(capsys)
+    assert doc.read_bytes() == _NOT_UTF8
+
+
+def test_run_all_refuses_an_out_that_is_not_utf8_text_in_one_line_before_measuring(tmp_path, monkeypatch, capsys):
+    # run_all.py --quick --only bn --out bin.md: a traceback from target()'s read of the file
+    ran = []
+    run_all = _run_all_measuring_nothing(monkeypatch, ran)
+    doc = tmp_path / "bin.md"
+    doc.write_bytes(_NOT_UTF8)
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--quick", "--only", "bn", "--out", str(doc)])
+    assert e.value.code == 2 and ran == [] and doc.read_bytes() == _NOT_UTF8
+    assert str(doc) in _one_error_line(capsys)
+
+
+def test_a_document_that_turned_into_no_text_by_the_final_write_keeps_the_figures(tmp_path, capsys):
+    # write_doc caught only OSError: the figures were lost to a UnicodeDecodeError traceback
+    doc = tmp_path / "B.md"
+    doc.write_bytes(_NOT_UTF8)
+    assert _common.write_doc(str(doc), "t", "| figure | 1.23x |") is False
+    out, err = capsys.readouterr()
+    assert "| figure | 1.23x |" in out and doc.read_bytes() == _NOT_UTF8
+    assert err.startswith(f"error: could not write {doc}") and len(err.strip().splitlines()) == 1
+
+
+def test_allow_busy_says_in_each_scripts_own_words_what_it_writes(monkeypatch, capsys):
+    # "(this script writes no document: run_all.py does)" was printed by gpu.py (which writes its own
+    # document with --write) and bench_distributed.py (whose section is pasted in by hand) too
+    import bench_distributed
+    import gpu
+
+    section = Section(gpu.TITLE, "body", checks=[_busy_quietness()])
+    ns = argparse.Namespace(write=False, dry_run=False, allow_busy=True, doc="D.md")
+    assert gpu.finish(section, ns) == 0
+    err = capsys.readouterr().err
+    assert "run_all.py does" not in err and "nothing is written without --write" in err
+
+    monkeypatch.setattr(bench_distributed, "wait_for_quiet", lambda a: None)
+    monkeypatch.setattr(bench_distributed, "run_one", lambda *a: (100.0, _busy_quietness()))
+    assert bench_distributed.main(["--allow-busy", "--repeats", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "run_all.py does" not in err and "it prints its section: nothing is written" in err
+
+    assert _common.publish(Section("T", "new", checks=[q(cpu_s=0.0)]), _args(allow_busy=True)) == 0
+    assert "this script writes no document: run_all.py does" in capsys.readouterr().err  # true of these
+
+
+def test_run_all_names_the_failed_benchmarks_even_when_its_side_file_cannot_be_written(tmp_path, monkeypatch,
+                                                                                        capsys):
+    import run_all
+
+    def broken(*a):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (broken if k == "data" else (lambda *a, k=k: Section(k, "new")))
+                                                for k in run_all.BENCHMARKS})
+    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
+    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
+    monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path / "afile"))  # no folder to write in
+    doc = tmp_path / "B.md"
+    assert run_all.main(["--out", str(doc)]) == 1
+    out, err = capsys.readouterr()
+    assert "error: could not write" in err and "new" in out  # the figures, printed instead
+    assert "error: data failed (traceback above)" in err and f"{doc} is left as it was" in err
+    assert not doc.exists()
