@@ -123,6 +123,28 @@ def test_a_loader_or_an_array_in_place_of_an_image_tensor_is_a_type_error_naming
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_a_data_bundle_or_a_list_of_images_gets_a_way_out_that_works():
+    """The review of 2026-12-06: a DataBundle (load_data's result) and a list of image tensors were told
+    torch.as_tensor(images), which fails on both. The reference: the way out named is run as written
+    and whitens the conv, as the tensor it builds does."""
+    data = load_data(DataConfig("fake", subset=32, batch_size=16, image_size=8))
+    images = list(data.train.normalized_images(16))
+    batches = [torch.stack(images[:8]), torch.stack(images[8:])]  # as a loader yields them
+    for given, way_out, build in ((data, "data.train.normalized_images(5000)", lambda: data.train.normalized_images(16)),
+                                  (images, "torch.stack(images)", lambda: torch.stack(images)),
+                                  (tuple(images), "torch.stack(images)", lambda: torch.stack(images)),
+                                  (batches, "torch.cat(images)", lambda: torch.cat(batches))):
+        with pytest.raises((TypeError, ValueError, RuntimeError)):
+            torch.as_tensor(given)  # the premise: the earlier way out fails on it
+        model = create_model("resnet8", num_classes=10, in_channels=3)
+        with pytest.raises(TypeError) as err:
+            whiten_first_conv(model, given)
+        text = str(err.value)
+        assert "\n" not in text and type(given).__name__ in text and f"pass {way_out}" in text
+        assert "as_tensor" not in text
+        assert whiten_first_conv(model, build()).as_dict()  # the way out works
+
+
 def test_whitened_conv_stays_as_it_is_through_training_while_the_rest_learns():
     data = make_bundle()
     torch.manual_seed(0)

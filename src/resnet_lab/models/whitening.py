@@ -110,6 +110,23 @@ def patch_whitening(
     return eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1).T.contiguous()
 
 
+def _images_way_out(images: object) -> str:
+    """The call that turns what was given instead of an image tensor into one (for the TypeError)."""
+    in_memory = "(its first images, normalized as the model sees them, not augmented)"
+    if hasattr(images, "normalized_images"):  # an in-memory loader: data.train
+        return f"data.train.normalized_images(5000) {in_memory}"
+    if hasattr(images, "train") and hasattr(images, "test"):  # load_data's DataBundle
+        if hasattr(images.train, "normalized_images"):
+            return f"data.train.normalized_images(5000) {in_memory}"
+        return ("a tensor of unaugmented training images normalized as the model sees them (data.train streams "
+                "an image folder, augmented)")
+    if isinstance(images, (list, tuple)) and images and all(isinstance(x, torch.Tensor) for x in images):
+        if all(x.ndim == 4 for x in images):  # batches, as a loader yields them
+            return "torch.cat(images) (the batches joined), normalized as the model sees them, not augmented"
+        return "torch.stack(images) (each a (C, H, W) image), normalized as the model sees them"
+    return "torch.as_tensor(images), normalized as the model sees them"
+
+
 @torch.no_grad()
 def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, eps: float = 5e-4) -> Whitening:
     """Set the model's first convolution to the PCA whitening of ``images``' patches and freeze it.
@@ -131,13 +148,12 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, *, eps: float = 5e
     Raises:
         ValueError: a grouped first conv (whitening mixes all input channels), images whose
             channel count is not the conv's, eps <= 0 or an empty image tensor.
-        TypeError: ``images`` is not a tensor (a loader: pass ``data.train.normalized_images(5000)``).
+        TypeError: ``images`` is not a tensor (a loader or load_data's bundle: pass
+            ``data.train.normalized_images(5000)``; a list of images: ``torch.stack(images)``).
     """
     if not isinstance(images, torch.Tensor):  # a loader read "'InMemoryLoader' object has no attribute 'ndim'"
-        hint = ("data.train.normalized_images(5000) (its first images, normalized as the model sees them, not augmented)"
-                if hasattr(images, "normalized_images") else "torch.as_tensor(images), normalized as the model sees them")
         raise TypeError(f"images must be a tensor of training images (N, C, H, W), got {type(images).__name__}: pass "
-                        f"{hint}")
+                        f"{_images_way_out(images)}")
     path, conv = find_first_conv(model)
     if conv.groups != 1:
         raise ValueError(f"{path} is a grouped convolution (groups={conv.groups}); patch whitening needs a conv "
