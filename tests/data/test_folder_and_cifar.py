@@ -459,3 +459,39 @@ def test_a_damaged_cifar_pickle_that_fails_in_any_way_is_one_error_naming_the_fi
     with pytest.raises(ValueError, match=rf"{meta} is not a readable CIFAR batch \({error}: .*get it again") as e:
         load_data("cifar10", data_dir=root, batch_size=2)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("given", ["parent", "folder"])
+@pytest.mark.parametrize("damage, lacks", [
+    (("test_batch",), "test_batch"),
+    (("data_batch_3", "test_batch"), "data_batch_3, test_batch"),
+    (("batches.meta",), "batches.meta"),
+])
+def test_a_cifar_folder_lacking_files_names_the_files_it_lacks(tmp_path, monkeypatch, given, damage, lacks):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path / "b2")
+    folder = root / "cifar-10-batches-py"
+    for f in damage:
+        (folder / f).unlink()
+    with pytest.raises(DataNotFoundError, match=rf"; {folder} lacks {lacks}\)\. Get it one of these ways"):
+        load_data("cifar10", data_dir=root if given == "parent" else folder, batch_size=2)
+
+
+def test_a_cifar_file_that_is_a_folder_is_named_as_such(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path / "b2")
+    folder = root / "cifar-10-batches-py"
+    (folder / "data_batch_2").unlink()
+    (folder / "data_batch_2").mkdir()
+    with pytest.raises(DataNotFoundError, match=rf"{folder} lacks data_batch_2 \(a folder, not a file\)\)"):
+        load_data("cifar10", data_dir=root, batch_size=2)
+
+
+def test_a_partial_cifar_folder_in_resnet_lab_data_is_named_too(tmp_path, monkeypatch):
+    root = write_cifar10_dir(tmp_path / "env")
+    folder = root / "cifar-10-batches-py"
+    (folder / "test_batch").unlink()
+    monkeypatch.setenv("RESNET_LAB_DATA", str(root))
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match=rf"cifar10 not found \({folder} lacks test_batch\)\. Get it"):
+        load_data("cifar10", batch_size=2)

@@ -357,6 +357,16 @@ def _cifar_batch_arrays(
     return x.astype(np.uint8).reshape(-1, 3, 32, 32), y.astype(np.int64)
 
 
+def _cifar_files_missing(places: list[tuple[str, Path]], needed: list[str]) -> str:
+    """Where a searched folder holds some of CIFAR's files but not all: which it lacks."""
+    for _, folder in places:
+        absent = [f for f in needed if not (folder / f).is_file()]
+        if 0 < len(absent) < len(needed):
+            named = [f + (" (a folder, not a file)" if (folder / f).is_dir() else "") for f in absent]
+            return f"{folder} lacks {', '.join(named)}"
+    return ""
+
+
 def _cifar_places(name: str, data_dir: str | os.PathLike | None) -> list[tuple[str, Path]]:
     folder = _CIFAR[name]["folder"]
     places = []
@@ -377,7 +387,8 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
             :func:`cache_dir`.
 
     Raises:
-        DataNotFoundError: the files are in none of the places searched.
+        DataNotFoundError: the files are in none of the places searched (naming the files a
+            folder that holds some of them lacks).
         ValueError: a file that is not a pickled dict with CIFAR's entries, labels outside
             0..len(class names)-1 or not one per image, data that are not (N, 3072) values in
             0..255; the message names the file.
@@ -400,10 +411,13 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
         hit = root / spec["folder"]
     if hit is None:
         searched = "\n".join(f"  - {p} ({label})" for label, p in places)
+        lacks = _cifar_files_missing(places, needed)
+        incomplete = f"no complete {spec['folder']}/ in it, nor its files directly in it"
         where, explicit = _explicit_dir_notes(
-            data_dir, f"no complete {spec['folder']}/ in it, nor its files directly in it",
+            data_dir, incomplete + (f"; {lacks}" if lacks else ""),
             f"${ENV_DATA} and the download cache",
         )
+        where = where or (f" ({lacks})" if lacks else "")
         raise DataNotFoundError(
             f"{name} not found{where}. Get it one of these ways:\n"
             f"  1. --download (download=True) with internet access: torchvision fetches it into "
