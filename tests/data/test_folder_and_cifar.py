@@ -289,7 +289,8 @@ CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b
 
 def write_cifar10_dir(root: Path, **replace) -> Path:
     """cifar-10-batches-py with 4 images per batch, then the named files (``data_batch_3``,
-    ``batches.meta``, ...) replaced by the given objects, pickled as they are."""
+    ``batches.meta``, ...) replaced by the given objects, pickled as they are (bytes: written as
+    they are, a pickle made with another protocol)."""
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     files = {f"data_batch_{i}": cifar_batch(4, i) for i in range(1, 6)}
@@ -297,7 +298,7 @@ def write_cifar10_dir(root: Path, **replace) -> Path:
     files["batches.meta"] = {b"label_names": CIFAR10_NAMES}
     files.update(replace)
     for name, obj in files.items():
-        (d / name).write_bytes(pickle.dumps(obj, protocol=2))
+        (d / name).write_bytes(obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=2))
     return root
 
 
@@ -320,6 +321,27 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
      r"has 4 images but labels of shape \(3,\), expected \(4,\)"),
     ({"data_batch_1": with_entry(cifar_batch(4, 1), b"data", np.full((4, 3072), 300, np.int64))}, "data_batch_1",
      r"data are int64 from 300 to 300, expected pixel values 0\.\.255"),
+    # class names Python 3 wrote as bytes that are not UTF-8: damage, as everywhere else in the file
+    ({"batches.meta": {b"label_names": [b"b\xe9", *CIFAR10_NAMES[1:]]}}, "batches.meta",
+     r"label_names\[0\] is b'b\\xe9', not UTF-8 text"),
+    # a key that is not UTF-8 is not the entry it should be
+    ({"data_batch_2": {b"\xe9ata": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}}, "data_batch_2",
+     r"lacks the entries \['data'\] of a CIFAR batch \(it has \['\\\\xe9ata', 'labels'\]\)"),
+    ({"batches.meta": {b"label_names": [None] * 10}}, "batches.meta",
+     r"label_names\[0\] is None, expected a non-empty class name on one line"),
+    ({"batches.meta": {b"label_names": list(range(10))}}, "batches.meta",
+     r"label_names\[0\] is 0, expected a non-empty class name on one line"),
+    # (protocol 3: protocol 2 pickles b"" as a call to bytes, which the unpickler refuses)
+    ({"batches.meta": pickle.dumps({b"label_names": [b""] * 10}, protocol=3)}, "batches.meta",
+     r"label_names\[0\] is b'', expected a non-empty class name on one line"),
+    ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:3], b"c\nat", *CIFAR10_NAMES[4:]]}}, "batches.meta",
+     r"label_names\[3\] is b'c\\nat', expected a non-empty class name on one line"),
+    ({"batches.meta": {b"label_names": [b"a"] * 10}}, "batches.meta",
+     r"label_names names 'a' twice \(at 0 and 1\), expected distinct class names"),
+    ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:9], "airplane"]}}, "batches.meta",  # bytes and str alike
+     r"label_names names 'airplane' twice \(at 0 and 9\)"),
+    ({"data_batch_5": pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=3)},
+     "data_batch_5", r"holds no images \(data has shape \(0, 3072\)\)"),
 ])
 def test_cifar_refuses_malformed_batches_and_meta_with_one_line_naming_the_file(
     tmp_path, monkeypatch, replace, bad_file, match
@@ -459,6 +481,14 @@ def test_a_damaged_cifar_pickle_that_fails_in_any_way_is_one_error_naming_the_fi
     with pytest.raises(ValueError, match=rf"{meta} is not a readable CIFAR batch \({error}: .*get it again") as e:
         load_data("cifar10", data_dir=root, batch_size=2)
     assert "\n" not in str(e.value)
+
+
+def test_a_stray_key_that_is_not_utf8_beside_the_entries_is_ignored_as_other_extra_entries_are(tmp_path, monkeypatch):
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    batch = {**cifar_batch(4, 1), b"\xe9xtra": b"x"}
+    b = load_data("cifar10", data_dir=write_cifar10_dir(tmp_path, data_batch_1=batch), batch_size=2, augment=False)
+    np.testing.assert_array_equal(b.train.images[:4].numpy(), batch[b"data"].reshape(4, 3, 32, 32))
+    assert b.info.classes == [n.decode() for n in CIFAR10_NAMES]
 
 
 @pytest.mark.parametrize("given", ["parent", "folder"])

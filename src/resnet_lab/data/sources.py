@@ -318,7 +318,8 @@ def _load_batch(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}){_CIFAR_AGAIN}") from e
     if not isinstance(d, dict):
         raise ValueError(f"{path} holds a pickled {type(d).__name__}, not the dict of a CIFAR batch{_CIFAR_AGAIN}")
-    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    # A key that is not UTF-8 is no entry of CIFAR's: kept visible for the "lacks" error, ignored otherwise.
+    d = {(k.decode("utf-8", "backslashreplace") if isinstance(k, bytes) else k): v for k, v in d.items()}
     missing = [k for k in keys if k not in d]
     if missing:
         raise ValueError(
@@ -341,6 +342,8 @@ def _cifar_batch_arrays(
         raise ValueError(f"{path}: its data or {labels_key} are not arrays ({e}){_CIFAR_AGAIN}") from e
     if x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: data has shape {x.shape}, expected (N, 3072){_CIFAR_AGAIN}")
+    if x.shape[0] == 0:  # every batch of CIFAR's holds images: an empty one is a truncated file
+        raise ValueError(f"{path} holds no images (data has shape {x.shape}){_CIFAR_AGAIN}")
     if x.dtype != np.uint8:
         if x.dtype.kind not in "iu" or (x.size and (x.min() < 0 or x.max() > 255)):
             lo_hi = f" from {x.min()} to {x.max()}" if x.size and x.dtype.kind in "iuf" else ""
@@ -355,6 +358,27 @@ def _cifar_batch_arrays(
         raise ValueError(f"{path} has label {int(y[bad][0])}, expected 0..{k - 1} ({meta.name} names {k} classes): "
                          f"the files do not belong together; delete {path.parent} and get it again (see docs/DATA.md)")
     return x.astype(np.uint8).reshape(-1, 3, 32, 32), y.astype(np.int64)
+
+
+def _cifar_class_names(meta: Path, key: str, names: Any) -> list[str]:
+    """The class names of a meta file as str: distinct, non-empty, one line each, bytes UTF-8."""
+    if not isinstance(names, (list, tuple)) or len(names) < 2:
+        raise ValueError(f"{meta}: {key} is {names!r:.60}, expected a list of class names{_CIFAR_AGAIN}")
+    classes: list[str] = []
+    for i, raw in enumerate(names):
+        try:
+            name = raw.decode() if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise ValueError(f"{meta}: {key}[{i}] is {raw!r:.40}, not UTF-8 text{_CIFAR_AGAIN}") from None
+        # a name is a figure's tick label and a line of a report: None, 0 or "" would show as a class
+        if not isinstance(name, str) or not name.strip() or name.splitlines() != [name]:
+            raise ValueError(f"{meta}: {key}[{i}] is {raw!r:.40}, expected a non-empty class name on one line"
+                             f"{_CIFAR_AGAIN}")
+        if name in classes:
+            raise ValueError(f"{meta}: {key} names {name!r:.40} twice (at {classes.index(name)} and {i}), expected "
+                             f"distinct class names{_CIFAR_AGAIN}")
+        classes.append(name)
+    return classes
 
 
 def _cifar_files_missing(places: list[tuple[str, Path]], needed: list[str]) -> str:
@@ -389,7 +413,8 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
     Raises:
         DataNotFoundError: the files are in none of the places searched (naming the files a
             folder that holds some of them lacks).
-        ValueError: a file that is not a pickled dict with CIFAR's entries, labels outside
+        ValueError: a file that is not a pickled dict with CIFAR's entries, class names that are
+            not distinct one-line text (bytes: UTF-8), a batch without images, labels outside
             0..len(class names)-1 or not one per image, data that are not (N, 3072) values in
             0..255; the message names the file.
     """
@@ -429,10 +454,7 @@ def read_cifar(name: str, data_dir: str | os.PathLike | None = None, *, download
         )
 
     meta = hit / spec["meta"]
-    names = _load_batch(meta, (spec["names"],))[spec["names"]]
-    if not isinstance(names, (list, tuple)) or len(names) < 2:
-        raise ValueError(f"{meta}: {spec['names']} is {names!r:.60}, expected a list of class names{_CIFAR_AGAIN}")
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
+    classes = _cifar_class_names(meta, spec["names"], _load_batch(meta, (spec["names"],))[spec["names"]])
 
     def split(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
