@@ -187,6 +187,11 @@ def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path
                                                        "group) would change nothing: use vgg11_bn"),
     (["lr-find", "--model", "vgg13", "--norm", "scratch"], "vgg13 has no normalization layers"),
     (["summary", "vgg11", "--norm", "group"], "use vgg11_bn"),
+    (["train", "--model", "plain20", "--zero-init-residual"],
+     "--zero-init-residual: plain20 has no residual branches; leave it out"),
+    (["train", "--model", "densenet40", "--zero-init-residual"], "--zero-init-residual: densenet40 has no residual"),
+    (["train", "--model", "vgg11_bn", "--zero-init-residual"], "--zero-init-residual: vgg11_bn has no residual"),
+    (["lr-find", "--model", "googlenet", "--zero-init-residual"], "--zero-init-residual: googlenet has no residual"),
 ])
 def test_model_flags_the_model_would_ignore_are_refused(tmp_path, capsys, argv, message):
     data = {"train": ["--dataset", "fake", "--image-size", "16", "--subset", "32", "--batch-size", "16", "--no-progress"],

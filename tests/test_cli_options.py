@@ -189,6 +189,17 @@ def test_zero_init_residual_zeroes_the_last_norm_of_every_residual_branch(capsys
     assert all(torch.equal(plain[k], torch.ones_like(plain[k])) for k in last)  # torch's default gamma
 
 
+def test_zero_init_residual_with_norm_none_zeroes_the_last_conv_as_its_help_says(capsys, dry_spy):
+    assert cli(capsys, "train", *TINY, "--norm", "none", "--zero-init-residual")[0] == 0
+    zeroed = dry_spy.calls[0].initial_state
+    last = [k for k in zeroed if k.startswith("layer") and k.endswith("conv2.weight")]
+    assert len(last) == 3 and all(torch.equal(zeroed[k], torch.zeros_like(zeroed[k])) for k in last)
+    for command in ("train", "lr-find"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "with --norm none the last conv" in " ".join(capsys.readouterr().out.split())
+
+
 # --- data ---------------------------------------------------------------------------------------
 
 

@@ -160,7 +160,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-input", choices=["auto", "yes", "no"], default="auto", nargs="?", const="yes",
                    help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px (the CIFAR "
                         "families, resnet20 and the like, always have it); the flag alone: yes, as in summary")
-    p.add_argument("--zero-init-residual", action="store_true", help="zero the last BN of each residual branch")
+    p.add_argument("--zero-init-residual", action="store_true",
+                   help="start each residual block as the identity: zero the last BN of its branch (with --norm none "
+                        "the last conv, as in pre-activation blocks); models with residual branches only")
 
 
 def _add_step_args(g) -> None:
@@ -585,6 +587,7 @@ def cmd_train(args) -> int:
         data = _load_data(args, device=device, in_channels=arch["in_channels"], shard=True)
         model = create_model(arch.pop("name"), **arch)
     else:
+        _check_zero_init_flag(args)
         data = _load_data(args, device=device, shard=True)
         model = _new_model(args, data)
     meta = _whiten(args, model, data)
@@ -665,6 +668,13 @@ def _small_input(args, height: int) -> bool | None:
     return height <= 64 if args.small_input == "auto" else args.small_input == "yes"
 
 
+def _check_zero_init_flag(args) -> None:
+    """--zero-init-residual on a family without residual branches (plain nets, DenseNet, VGG,
+    GoogLeNet), before the data is loaded: its builder has no such option."""
+    if args.zero_init_residual and "zero_init_residual" not in model_info(args.model).options:
+        raise ValueError(f"--zero-init-residual: {args.model} has no residual branches; leave it out")
+
+
 def _new_model(args, data):
     """The model the _add_model_args flags ask for, shaped for ``data``, its weights seeded by --seed."""
     c, h, _ = data.info.input_size
@@ -685,6 +695,7 @@ def cmd_lr_find(args) -> int:  # one process (ONE_PROCESS): every rank would run
         check_output_file(args.out, kind="PNG plot", suffixes=(".png",))
     device = resolve_device(args.device)
     check_fp16(device, args.fp16)  # before the data is loaded
+    _check_zero_init_flag(args)
     data = _load_data(args, device=device)
     model = _new_model(args, data)
     arch = dict(model.model_config)
