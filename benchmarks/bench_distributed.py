@@ -40,11 +40,12 @@ from _common import (
 from _common import MAX_EPOCHS, MAX_PROCESSES, MAX_REPEATS, at_most, first_paragraph, positive_int
 
 from resnet_lab import model_info
+from resnet_lab.data import FAKE_TRAIN_SAMPLES
 from resnet_lab.train.device import resolve_device
 
 VENV_BIN = Path(sys.executable).parent
 # the sizes of a run, and of a --quick one; a size given on the command line wins over either
-FULL = {"repeats": 3, "epochs": 3, "subset": 2048}
+FULL = {"repeats": 3, "epochs": 6, "subset": FAKE_TRAIN_SAMPLES}  # the whole fake training split (512 images)
 QUICK = {"repeats": 1, "epochs": 2, "subset": 512}
 
 
@@ -115,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         resolve_device(a.device)
     except (ValueError, RuntimeError) as e:  # the runs would fail one by one, each with a traceback
         fail(str(e))
+    if a.subset > FAKE_TRAIN_SAMPLES:  # every run would fail with train's own refusal, one after another
+        fail(f"--subset {a.subset} is more than the {FAKE_TRAIN_SAMPLES} training images of the fake dataset the runs "
+             f"train on: give --subset {FAKE_TRAIN_SAMPLES} or less (more --epochs measure longer)")
     if a.subset < a.batch_size * a.nproc:  # a rank would get no full batch: its run fails, after the others ran
         fail(f"--subset {a.subset} is less than one batch per process ({a.batch_size} x {a.nproc} processes = "
              f"{a.batch_size * a.nproc} images): give --subset {a.batch_size * a.nproc} or more, or a smaller "

@@ -1271,6 +1271,24 @@ def test_gpu_refuses_a_bad_device_or_recipe_in_one_line_before_measuring(argv, n
     assert names in _one_error_line(capsys)
 
 
+def test_bench_distributed_defaults_fit_the_fake_dataset_and_a_larger_subset_is_refused_before_any_run(
+        monkeypatch, capsys):
+    """A quiet re-measure (2026-12-06) failed at its first run: the default --subset 2048 is more than
+    the fake dataset's training split, which train refuses; the script now trains on all of it by
+    default and refuses a larger --subset up front. The reference: the fake split as load_data gives it."""
+    import bench_distributed
+    from resnet_lab.data import load_data
+
+    a = bench_distributed.parse_args([])
+    assert a.subset == load_data("fake", batch_size=64).train.num_samples == 512
+    monkeypatch.setattr(bench_distributed, "run_one", lambda *x, **k: pytest.fail("a run started"))
+    with pytest.raises(SystemExit) as e:
+        bench_distributed.main(["--subset", str(a.subset + 1)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--subset {a.subset + 1}" in err and f"--subset {a.subset} or less" in err
+
+
 def test_bench_distributed_quick_keeps_the_sizes_given_explicitly():
     import bench_distributed
 
@@ -1279,7 +1297,7 @@ def test_bench_distributed_quick_keeps_the_sizes_given_explicitly():
     a = bench_distributed.parse_args(["--quick"])
     assert (a.epochs, a.repeats, a.subset) == (2, 1, 512)
     a = bench_distributed.parse_args(["--epochs", "5"])
-    assert (a.epochs, a.repeats, a.subset) == (5, 3, 2048)
+    assert (a.epochs, a.repeats, a.subset) == (5, 3, 512)
 
 
 @pytest.mark.parametrize("flag, value", [("--model", "nope"), ("--device", "nope")])
