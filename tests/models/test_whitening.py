@@ -119,7 +119,7 @@ def test_a_loader_or_an_array_in_place_of_an_image_tensor_is_a_type_error_naming
     with pytest.raises(TypeError) as err:
         whiten_first_conv(model, data.train.normalized_images(16).numpy())
     assert str(err.value) == ("images must be a tensor of training images (N, C, H, W), got ndarray: pass "
-                              "torch.as_tensor(images), normalized as the model sees them")
+                              "torch.as_tensor(images) for a numpy array of (N, C, H, W) images, normalized as the model sees them")
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
@@ -143,6 +143,24 @@ def test_a_data_bundle_or_a_list_of_images_gets_a_way_out_that_works():
         assert "\n" not in text and type(given).__name__ in text and f"pass {way_out}" in text
         assert "as_tensor" not in text
         assert whiten_first_conv(model, build()).as_dict()  # the way out works
+
+
+def test_a_loader_batch_or_a_list_of_loader_batches_gets_the_loader_images_as_its_way_out():
+    """Second review of 2026-12-06: one loader batch (x, y) was told torch.stack(images), which fails on
+    it, and a list of (x, y) batches torch.as_tensor(images), which fails too. Both now get
+    data.train.normalized_images(5000), run here as written."""
+    data = load_data(DataConfig("fake", subset=32, batch_size=16, image_size=8))
+    for given in (next(iter(data.train)), list(data.train)):
+        for attempt in (torch.stack, torch.as_tensor):
+            with pytest.raises((TypeError, ValueError, RuntimeError)):
+                attempt(given)  # the premise: neither of the earlier ways out works on it
+        model = create_model("resnet8", num_classes=10, in_channels=3)
+        with pytest.raises(TypeError) as err:
+            whiten_first_conv(model, given)
+        text = str(err.value)
+        assert "\n" not in text and "pass data.train.normalized_images(5000)" in text
+        assert "torch.stack" not in text and "as_tensor" not in text
+        assert whiten_first_conv(model, data.train.normalized_images(5000)).as_dict()
 
 
 def test_whitened_conv_stays_as_it_is_through_training_while_the_rest_learns():

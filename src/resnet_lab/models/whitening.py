@@ -120,11 +120,17 @@ def _images_way_out(images: object) -> str:
             return f"data.train.normalized_images(5000) {in_memory}"
         return ("a tensor of unaugmented training images normalized as the model sees them (data.train streams "
                 "an image folder, augmented)")
+    loader = f"data.train.normalized_images(5000) {in_memory}"
     if isinstance(images, (list, tuple)) and images and all(isinstance(x, torch.Tensor) for x in images):
-        if all(x.ndim == 4 for x in images):  # batches, as a loader yields them
+        if len(images) == 2 and images[0].ndim == 4 and images[1].ndim == 1:  # one loader batch (x, y)
+            return f"{loader}; a batch's own images (its x, augmented) whiten for the augmentation"
+        if all(x.ndim == 4 for x in images):  # image batches
             return "torch.cat(images) (the batches joined), normalized as the model sees them, not augmented"
-        return "torch.stack(images) (each a (C, H, W) image), normalized as the model sees them"
-    return "torch.as_tensor(images), normalized as the model sees them"
+        if all(x.ndim == 3 for x in images):
+            return "torch.stack(images) (each a (C, H, W) image), normalized as the model sees them"
+    if isinstance(images, (list, tuple)) and images and all(isinstance(b, (list, tuple)) for b in images):
+        return f"{loader} (what was given holds (images, labels) batches, as a loader yields them)"
+    return "torch.as_tensor(images) for a numpy array of (N, C, H, W) images, normalized as the model sees them"
 
 
 @torch.no_grad()
