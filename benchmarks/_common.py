@@ -1064,22 +1064,28 @@ def check_doc(path: str, flag: str) -> str:
         ``path``.
     """
     default = os.path.relpath(BENCHMARKS_MD)
+    name, given = flag.split()[0], not flag.endswith("(default)")  # run_all labels its default "--out (default)"
+    leave = f", or leave {name} out" if given else ""
     if not path.strip():
-        fail(f"{flag} {path!r} names no file: give a Markdown file (e.g. {default}), or leave {flag} out")
+        fail(f"{flag} {path!r} names no file: give a Markdown file (e.g. {default}){leave}")
     if os.path.isdir(path):
-        fail(f"{flag} {path} is a folder: give a Markdown file, e.g. {os.path.join(path, 'BENCHMARKS.md')}")
+        fail(f"{flag} {path} is a folder: give {name} a Markdown file, e.g. {os.path.join(path, 'BENCHMARKS.md')}")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # the document records its command line, which would then not encode
+        fail(f"{flag} {path!r} is not a UTF-8 name: give {name} a name in UTF-8")
     problem = unwritable(os.path.dirname(os.path.abspath(path)))
     if problem:
-        fail(f"{flag} {path} cannot be written: {problem}; give a file in a folder you can write, or leave {flag} "
-             "out")
+        fail(f"{flag} {path} cannot be written: {problem}; give {name} a file in a folder you can write{leave}")
     if os.path.isfile(path):
         try:
             Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
-            fail(f"{flag} {path} is not UTF-8 text (byte {e.start}: {e.reason}), so its blocks cannot be kept: give a "
-                 f"Markdown file, or a new name")
+            fail(f"{flag} {path} is not UTF-8 text (byte {e.start}: {e.reason}), so its blocks cannot be kept: give "
+                 f"{name} a Markdown file, or a new name")
         except OSError as e:
-            fail(f"{flag} {path} cannot be read ({e.strerror or e}): give a Markdown file you can read, or a new name")
+            fail(f"{flag} {path} cannot be read ({e.strerror or e}): give {name} a Markdown file you can read, or a "
+                 "new name")
     return path
 
 
@@ -1150,9 +1156,14 @@ def update_doc(path: str, key: str, text: str, *, head: bool = False) -> None:
         new = (old.rstrip() + "\n\n" if old.strip() else "") + block
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.replace(tmp, path)
+    except BaseException:  # a failed write leaves no half-written .tmp beside the document
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def write_doc(path: str, key: str, text: str, *, head: bool = False, shown: bool = False) -> bool:
@@ -1168,9 +1179,10 @@ def write_doc(path: str, key: str, text: str, *, head: bool = False, shown: bool
         update_doc(path, key, text, head=head)
         return True
     except (OSError, ValueError) as e:  # ValueError: UnicodeDecodeError of a document that is no text
-        if not shown:
-            print(text, flush=True)
-        why = "not UTF-8 text" if isinstance(e, UnicodeError) else getattr(e, "strerror", None) or e
+        if not shown:  # text a write could not encode is printed escaped, never lost to a second error
+            print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=True)
+        why = ("the figures hold text that UTF-8 cannot encode" if isinstance(e, UnicodeEncodeError) else
+               "not UTF-8 text" if isinstance(e, UnicodeError) else getattr(e, "strerror", None) or e)
         print(f"error: could not write {path} ({why}); the figures are printed above: keep them from "
               "there, or rerun with a document you can write", file=sys.stderr, flush=True)
         return False

@@ -116,6 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         resolve_device(a.device)
     except (ValueError, RuntimeError) as e:  # the runs would fail one by one, each with a traceback
         fail(str(e))
+    if a.batch_size * a.nproc > FAKE_TRAIN_SAMPLES:  # no --subset can hold one batch per process
+        fail(f"--batch-size {a.batch_size} x {a.nproc} processes = {a.batch_size * a.nproc} images is more than the "
+             f"{FAKE_TRAIN_SAMPLES} training images of the fake dataset the runs train on: give --batch-size "
+             f"{FAKE_TRAIN_SAMPLES // a.nproc} or less, or a smaller --nproc")
     if a.subset > FAKE_TRAIN_SAMPLES:  # every run would fail with train's own refusal, one after another
         fail(f"--subset {a.subset} is more than the {FAKE_TRAIN_SAMPLES} training images of the fake dataset the runs "
              f"train on: give --subset {FAKE_TRAIN_SAMPLES} or less (more --epochs measure longer)")

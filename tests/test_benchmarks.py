@@ -1902,3 +1902,48 @@ def test_run_all_names_the_failed_benchmarks_even_when_its_side_file_cannot_be_w
     assert "error: could not write" in err and "new" in out  # the figures, printed instead
     assert "error: data failed (traceback above)" in err and f"{doc} is left as it was" in err
     assert not doc.exists()
+
+
+# --- Second review of 2026-12-06's benchmark mends ---
+
+def test_bench_distributed_a_batch_larger_than_the_fake_data_is_told_a_batch_size_that_fits(monkeypatch, capsys):
+    """--batch-size 512 was told "give --subset 1024 or more", which the next check refuses (fake has
+    512 training images): the way out is a smaller batch or fewer processes, here checked to parse."""
+    import bench_distributed
+
+    monkeypatch.setattr(bench_distributed, "run_one", lambda *x, **k: pytest.fail("a run started"))
+    with pytest.raises(SystemExit) as e:
+        bench_distributed.parse_args(["--batch-size", "512"])
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and "--subset" not in err and "--batch-size 256 or less" in err
+    assert bench_distributed.parse_args(["--batch-size", "256"]).batch_size == 256  # the way out is taken
+
+
+def test_check_doc_of_a_default_out_names_the_flag_to_give_not_to_leave_out(tmp_path, capsys):
+    """run_all labels its default "--out (default)"; the refusal said "or leave --out (default) out"."""
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    for path in (str(blocked / "BENCHMARKS.md"), str(tmp_path)):  # a parent that is a file; a folder
+        with pytest.raises(SystemExit):
+            _common.check_doc(path, "--out (default)")
+        err = _one_error_line(capsys)
+        assert "leave" not in err and "give --out " in err
+    with pytest.raises(SystemExit):
+        _common.check_doc(str(blocked / "BENCHMARKS.md"), "--doc")  # a flag the user gave may still be left out
+    assert _one_error_line(capsys).endswith("or leave --doc out")
+
+
+def test_a_doc_name_that_is_not_utf8_is_refused_up_front_and_a_failed_write_leaves_no_tmp(tmp_path, capsys):
+    """bench_startup --doc $'caf\\xe9.md' measured, then blamed the (absent) document for the
+    figures' command line that UTF-8 could not encode, leaving a 0-byte .tmp beside it."""
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.md")  # as argv gives a non-UTF-8 name
+    with pytest.raises(UnicodeEncodeError):
+        name.encode("utf-8")  # the premise
+    with pytest.raises(SystemExit) as e:
+        _common.check_doc(name, "--doc")
+    assert e.value.code == 2 and "UTF-8" in _one_error_line(capsys)
+    doc = tmp_path / "B.md"
+    assert not _common.write_doc(str(doc), "k", "figures \udcff")  # text UTF-8 cannot encode
+    err = capsys.readouterr().err
+    assert "the figures hold text that UTF-8 cannot encode" in err and "not UTF-8 text" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the document nor a .tmp

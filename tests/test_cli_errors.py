@@ -168,6 +168,11 @@ def test_resume_refuses_model_flags_that_differ_from_the_run_instead_of_ignoring
     err = _one_line_error(capsys, message)
     assert "resume with the command the run was started with" in err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    if flags[0] != "--model":  # the way out for a flag model.json settles (an old plain-VGG run's --norm batch:
+        # review of 2026-12-06, "resume with the command ..." was that very command): leaving it out resumes
+        assert err.endswith(f", or leave {flags[0]} out")
+        assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+
 
 
 def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path, capsys):

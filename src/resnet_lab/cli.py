@@ -645,9 +645,10 @@ def _check_resumed_arch(args, arch: dict) -> None:
     }
     for key, (flag, value) in asked.items():
         saved = arch.get(key, False if key == "zero_init_residual" else None)
-        if value is not None and value != saved:
+        if value is not None and value != saved:  # left out, a flag takes the run's value from model.json
+            leave = "" if key == "name" else f", or leave {flag.split()[0]} out"
             raise ValueError(f"{flag} differs from the run in {args.out} ({key}: {saved}); resume with the command "
-                             "the run was started with")
+                             f"the run was started with{leave}")
 
 
 def _check_norm_flag(args, model) -> None:
