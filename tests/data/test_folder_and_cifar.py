@@ -324,6 +324,9 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
     # class names Python 3 wrote as bytes that are not UTF-8: damage, as everywhere else in the file
     ({"batches.meta": {b"label_names": [b"b\xe9", *CIFAR10_NAMES[1:]]}}, "batches.meta",
      r"label_names\[0\] is b'b\\xe9', not UTF-8 text"),
+    # a str name with a lone surrogate (second review of 2026-12-06: it trained and printed as "b\ufffd")
+    ({"batches.meta": {b"label_names": ["b\udce9", *CIFAR10_NAMES[1:]]}}, "batches.meta",
+     r"label_names\[0\] is 'b\\udce9', not UTF-8 text"),
     # a key that is not UTF-8 is not the entry it should be
     ({"data_batch_2": {b"\xe9ata": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}}, "data_batch_2",
      r"lacks the entries \['data'\] of a CIFAR batch \(it has \['\\\\xe9ata', 'labels'\]\)"),

@@ -361,14 +361,17 @@ def _cifar_batch_arrays(
 
 
 def _cifar_class_names(meta: Path, key: str, names: Any) -> list[str]:
-    """The class names of a meta file as str: distinct, non-empty, one line each, bytes UTF-8."""
+    """The class names of a meta file as str: distinct, non-empty, one line each, bytes UTF-8 (a
+    Python 2 pickle's str names arrive Latin-1 decoded, as the file is read: real CIFAR's are ASCII)."""
     if not isinstance(names, (list, tuple)) or len(names) < 2:
         raise ValueError(f"{meta}: {key} is {names!r:.60}, expected a list of class names{_CIFAR_AGAIN}")
     classes: list[str] = []
     for i, raw in enumerate(names):
-        try:
+        try:  # a str with a lone surrogate (no UTF-8 text either) fails the encode
             name = raw.decode() if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError:
+            if isinstance(name, str):
+                name.encode("utf-8")
+        except UnicodeError:
             raise ValueError(f"{meta}: {key}[{i}] is {raw!r:.40}, not UTF-8 text{_CIFAR_AGAIN}") from None
         # a name is a figure's tick label and a line of a report: None, 0 or "" would show as a class
         if not isinstance(name, str) or not name.strip() or name.splitlines() != [name]:
