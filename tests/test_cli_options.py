@@ -197,7 +197,20 @@ def test_zero_init_residual_with_norm_none_zeroes_the_last_conv_as_its_help_says
     for command in ("train", "lr-find"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
-        assert "with --norm none the last conv" in " ".join(capsys.readouterr().out.split())
+        assert "has no BN (--norm none)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_zero_init_residual_on_a_pre_activation_model_zeroes_the_last_conv_as_its_help_says(capsys, dry_spy):
+    """Second review of 2026-12-06: the help said "the last BN of its branch" but for preact and
+    wide blocks (which end in a conv) the last conv is zeroed; the help now says so."""
+    tiny = [a if a != "resnet8" else "preact_resnet110" for a in TINY]
+    assert cli(capsys, "train", *tiny, "--zero-init-residual")[0] == 0
+    zeroed = dry_spy.calls[0].initial_state
+    last = [k for k in zeroed if k.startswith("layer") and k.endswith("conv2.weight")]
+    assert last and all(torch.equal(zeroed[k], torch.zeros_like(zeroed[k])) for k in last)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "pre-activation and wide blocks" in " ".join(capsys.readouterr().out.split())
 
 
 # --- data ---------------------------------------------------------------------------------------

@@ -161,8 +161,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="3x3 stride-1 stem for small images; auto: yes when images are <= 64 px (the CIFAR "
                         "families, resnet20 and the like, always have it); the flag alone: yes, as in summary")
     p.add_argument("--zero-init-residual", action="store_true",
-                   help="start each residual block as the identity: zero the last BN of its branch (with --norm none "
-                        "the last conv, as in pre-activation blocks); models with residual branches only")
+                   help="start each residual block as the identity: zero the last BN of its branch, or its last conv "
+                        "where the branch ends in a conv (pre-activation and wide blocks) or has no BN (--norm none); "
+                        "models with residual branches only")
 
 
 def _add_step_args(g) -> None:
