@@ -1498,3 +1498,28 @@ def test_a_pause_before_any_evaluation_says_so_instead_of_a_best_of_0(capsys, tm
                        "--out", str(tmp_path / "run"))
     assert code == 0 and "paused after epoch 1 of 3: no epoch evaluated yet; continue with the same command" in out
     assert "0.00%" not in out
+
+
+def test_seed_help_names_the_subset_sample_and_the_fake_dataset_which_the_seed_draws(capsys):
+    """QA 2026-12-06: --seed's help named weights, data order and augmentation only, but the seed also
+    draws the --subset sample and generates the fake dataset, test split included (runs of two seeds
+    on fake are scored on different test sets). The reference: load_data's tensors for two seeds."""
+    from resnet_lab.data import DataConfig, load_data
+
+    fake = [load_data(DataConfig("fake", batch_size=32, seed=s)) for s in (0, 1)]
+    assert not torch.equal(*(torch.cat([x for x, _ in f.test]) for f in fake))
+    sample = [load_data(DataConfig("fake", subset=64, batch_size=32, seed=s)).train.images for s in (0, 1)]
+    assert not torch.equal(*sample)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "also of the --subset sample, and of the fake dataset itself (its test split included)" in text
+
+
+def test_fuse_bn_help_says_torch_bn_is_folded_by_the_exporter_anyway(capsys):
+    """QA 2026-12-06: export --fuse-bn on a torch-BN run writes the same graph as without it (the
+    exporter folds a conv's BN in eval mode; DEPLOY.md says so), which its help did not say."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exporter folds a conv's BN anyway" in text and "--norm scratch" in text

@@ -181,7 +181,8 @@ def _add_step_args(g) -> None:
     g.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm to this value; "
                    "no clipping when not given" + _NO_DEFAULT)
     g.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    g.add_argument("--seed", type=int, default=0, help="seed of the new weights, data order and augmentation")
+    g.add_argument("--seed", type=int, default=0, help="seed of the new weights, data order and augmentation; also of the --subset sample, and of "
+                   "the fake dataset itself (its test split included)")
     g.add_argument("--device", default="auto", help=_DEVICE_HELP)
 
 
@@ -444,7 +445,8 @@ def _add_use_commands(sub) -> None:
              "resnet-lab export runs/r20 --fuse-bn --out r20.onnx")
     p.add_argument("run", help="run directory (its last epoch; RUN/best.safetensors for the best evaluated one), "
                    ".safetensors file or shipped weights MODEL:TAG")
-    p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv")
+    p.add_argument("--fuse-bn", action="store_true", help="fold eval-mode BatchNorm into the preceding conv first (with torch's BN the ONNX "
+                   "exporter folds a conv's BN anyway: the graph changes with --norm scratch; see docs/DEPLOY.md)")
     p.add_argument("--out", required=True, help="the .onnx file to write" + _NO_DEFAULT)
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
 
