@@ -12,7 +12,9 @@ from torch import nn
 
 import resnet_lab.nn as rl_nn
 from resnet_lab import create_model
+from resnet_lab.cli import main
 from resnet_lab.train import TrainConfig, build_optimizer, train
+from resnet_lab.train.optim import NORM_LAYERS
 
 from tinytrain import TinyNet, make_bundle
 
@@ -102,3 +104,38 @@ def test_the_recorded_lr_is_the_schedules_not_the_scaled_norm_groups(optimizer, 
     model = TinyNet()
     opt = build_optimizer(model, optimizer, lr=LR, norm_lr_scale=F_NORM)
     assert opt.param_groups[0]["lr"] == pytest.approx(F_NORM * LR)  # the norm group does come first
+
+
+class NoNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+
+def test_norm_lr_scale_on_a_model_without_trainable_norm_parameters_is_refused_not_ignored():
+    # reference: with the option the groups would be exactly those without it (nothing to scale)
+    plain = NoNorm()
+    assert not any(isinstance(m, NORM_LAYERS) for m in plain.modules())
+    with pytest.raises(ValueError, match=r"norm_lr_scale \(--norm-lr-scale\) 3 matches no parameter.*leave it out"):
+        build_optimizer(plain, lr=LR, norm_lr_scale=F_NORM)
+    frozen = AllNorms()
+    for name, p in frozen.named_parameters():
+        p.requires_grad_(name not in NORM_NAMES)  # only the norm layers are frozen
+    with pytest.raises(ValueError, match="they are frozen"):
+        build_optimizer(frozen, lr=LR, norm_lr_scale=F_NORM)
+    build_optimizer(plain, lr=LR, norm_lr_scale=1.0)  # the default stays accepted
+
+
+@pytest.mark.parametrize("argv", [
+    ["lr-find", "--model", "resnet8", "--dataset", "fake", "--subset", "64", "--batch-size", "32", "--steps", "3",
+     "--no-progress", "--norm", "none", "--norm-lr-scale", "2"],
+    ["train", "--model", "resnet8", "--dataset", "fake", "--subset", "64", "--epochs", "1", "--batch-size", "32",
+     "--no-progress", "--norm", "none", "--norm-lr-scale", "2"],
+])
+def test_cli_norm_lr_scale_without_norm_layers_is_a_one_line_error(argv, tmp_path, capsys):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: norm_lr_scale (--norm-lr-scale) 2 matches no parameter"), err

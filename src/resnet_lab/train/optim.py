@@ -49,6 +49,11 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, floa
         raise ValueError(f"lr_scale prefix {unmatched[0]!r} matches no parameter of the model; its parameters "
                          f"start with: {', '.join(tops)}")
     norm_ids = norm_parameters(model) if norm_lr_scale != 1.0 else set()
+    if norm_lr_scale != 1.0 and not any(id(p) in norm_ids for p in model.parameters() if p.requires_grad):
+        # scaling nothing would silently train exactly as without the option
+        raise ValueError(f"norm_lr_scale (--norm-lr-scale) {norm_lr_scale:g} matches no parameter of the model: "
+                         f"no trainable parameter belongs to a normalization layer ({'none has one' if not norm_ids else 'they are frozen'}); "
+                         f"leave it out")
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
