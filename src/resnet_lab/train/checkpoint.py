@@ -124,18 +124,24 @@ def _augmentation(train) -> dict[str, Any]:
     """How the training batches were augmented: the in-memory loader's own settings, or an image
     folder's train transforms (the streaming loader has none of those attributes: folder runs saved
     before 2026-12-06 recorded None for each). A folder crops at random scale and aspect ratio
-    (RandomResizedCrop), never by padding, so its ``crop_padding`` is None."""
+    (RandomResizedCrop), never by padding, so its ``crop_padding`` is None. ``flip``: whether the
+    training images are mirrored at all (augmented with the flip allowed); with the flip off an
+    augmented in-memory run records ``flip_mode`` None, as a folder run does (runs saved before
+    recorded "random" and no ``flip``: see _old_flip_record)."""
     if hasattr(train, "augment"):
+        flip = bool(train.augment and getattr(train, "flip", True))
+        mode = getattr(train, "flip_mode", None)
         return {"augment": train.augment, "random_erasing": getattr(train, "random_erasing", None),
-                "flip_mode": getattr(train, "flip_mode", None),
+                "flip_mode": None if train.augment and not flip else mode, "flip": flip,
                 "crop_padding": getattr(train, "padding", None) if train.augment else None}
     steps = getattr(getattr(getattr(train, "dataset", None), "transform", None), "transforms", None)
     if steps is None:  # a loader of the caller's: nothing to read
-        return dict.fromkeys(("augment", "random_erasing", "flip_mode", "crop_padding"))
+        return dict.fromkeys(("augment", "random_erasing", "flip_mode", "flip", "crop_padding"))
     by_name = {type(t).__name__: t for t in steps}  # torchvision's classes, named: no torchvision import here
     erasing = by_name.get("RandomErasing")
     return {"augment": "RandomResizedCrop" in by_name, "random_erasing": float(erasing.p) if erasing else 0.0,
-            "flip_mode": "random" if "RandomHorizontalFlip" in by_name else None, "crop_padding": None}
+            "flip_mode": "random" if "RandomHorizontalFlip" in by_name else None,
+            "flip": "RandomHorizontalFlip" in by_name, "crop_padding": None}
 
 
 # Folder runs saved before 2026-12-06 recorded None for these (see _augmentation): not recorded, so
@@ -143,9 +149,18 @@ def _augmentation(train) -> dict[str, Any]:
 _UNRECORDED_FOLDER_FACTS = ("augment", "flip_mode", "random_erasing")
 
 
-def _unrecorded(saved_data: dict[str, Any], key: str) -> bool:
+def _unrecorded(saved_data: dict[str, Any], key: str, now_data: dict[str, Any]) -> bool:
     return (saved_data.get("dataset") == "folder" and saved_data.get("augment") is None
-            and key in _UNRECORDED_FOLDER_FACTS)
+            and key in _UNRECORDED_FOLDER_FACTS) or _old_flip_record(saved_data, key, now_data)
+
+
+def _old_flip_record(saved_data: dict[str, Any], key: str, now_data: dict[str, Any]) -> bool:
+    """An in-memory run saved before ``flip`` was recorded (2026-12-06) has ``flip_mode`` "random"
+    with the flip off: the same command, which records None now, still resumes it (as before, its
+    flip is not known, so not compared)."""
+    return (key == "flip_mode" and "flip" not in saved_data and saved_data.get("dataset") != "folder"
+            and saved_data.get("flip_mode") == "random" and now_data.get("flip_mode") is None
+            and now_data.get("flip") is False and bool(now_data.get("augment")))
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -179,7 +194,7 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
     differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
                  if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
-                 and not (part == "data" and _unrecorded(saved["data"], key))]
+                 and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))]
     if differing:
         diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
@@ -194,9 +209,10 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
         fields = [f"{key}={saved[part][key]!r}" for part, key in differing
                   if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov")
-                      or (part, key) == ("data", "val_fraction")) and saved[part][key] is not None]
-        python = f"; in Python: {', '.join(fields)}" if fields else ""
-        again = f" (or give the run's values: {' '.join(flags)}{python})" if flags else ""
+                      or (part, key) in (("data", "val_fraction"), ("data", "flip"), ("data", "drop_last")))
+                  and saved[part][key] is not None]
+        python = ("; in Python: " if flags else "in Python: ") + ", ".join(fields) if fields else ""
+        again = f" (or give the run's values: {' '.join(flags)}{python})" if flags or fields else ""
         raise ValueError(
             f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
             f"was started with{again}; to train a finished run further, warm-restart from it: "

@@ -1,0 +1,64 @@
+"""Data settings a resume must share with the run: DataConfig.flip (in-memory datasets too) and
+DataConfig.drop_last are recorded in model.json and train_state.pt, and a resume that changes them
+is refused in one line naming them; runs saved before they were recorded still resume with the
+command they were started with.
+
+References: the DataConfig each run was made with, and the loader's own flip and batch count."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnet_lab import create_model
+from resnet_lab.data import DataConfig, load_data
+from resnet_lab.train import TrainConfig, train
+
+
+def _run(out, *, resume: bool, stop_after: int | None = 1, **data_kw):
+    data = load_data(DataConfig("fake", subset=56, batch_size=16, image_size=8, **data_kw))
+    model = create_model("resnet8", num_classes=len(data.info.classes), small_input=True)
+    config = TrainConfig(epochs=2, stop_after=stop_after, out=str(out), resume=resume, progress=False, plots=False,
+                         device="cpu")
+    return lambda: train(model, data, config), data
+
+
+def _as_saved_before(run, *keys):
+    """Rewrite a run's records as resnet-lab saved them before ``keys`` were recorded."""
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    for key in keys:
+        state["data"].pop(key, None)
+    if "flip" in keys:
+        state["data"]["flip_mode"] = "random"  # what an in-memory run with the flip off recorded
+    torch.save(state, run / "train_state.pt")
+
+
+def test_an_in_memory_run_records_its_flip_off_as_a_folder_run_does(tmp_path):
+    for name, flip in (("off", False), ("on", True)):
+        start, data = _run(tmp_path / name, resume=False, flip=flip)
+        start()
+        assert data.train.flip is flip  # the reference: what the loader was told
+        training = json.loads((tmp_path / name / "model.json").read_text())["training"]
+        assert (training["flip"], training["flip_mode"]) == ((False, None) if not flip else (True, "random")), name
+
+
+@pytest.mark.parametrize("first, then", [(False, True), (True, False)])
+def test_resuming_with_the_flip_changed_is_refused_naming_it(tmp_path, first, then):
+    run = tmp_path / "run"
+    _run(run, resume=False, flip=first)[0]()
+    resume, _ = _run(run, resume=True, stop_after=None, flip=then)
+    with pytest.raises(ValueError, match=f"data flip: run has {first}, now {then}") as e:
+        resume()
+    assert "\n" not in str(e.value) and f"flip={first}" in str(e.value)
+    _run(run, resume=True, stop_after=None, flip=first)[0]()  # the run's own setting resumes
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_run_saved_before_the_flip_was_recorded_resumes_with_its_own_command(tmp_path):
+    run = tmp_path / "old"
+    _run(run, resume=False, flip=False)[0]()
+    _as_saved_before(run, "flip")
+    _run(run, resume=True, stop_after=None, flip=False)[0]()
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2
