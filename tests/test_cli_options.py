@@ -1366,6 +1366,30 @@ def test_evaluate_json_gives_null_for_a_class_without_test_images_and_the_text_s
     assert code == 0 and "  emu                       - (no test images)" in out and "nan" not in out
 
 
+def test_split_seed_on_a_folder_with_val_is_refused_and_old_runs_of_one_still_evaluate(tmp_path, capsys):
+    """split_seed picks the held-out images of a folder without val/: on a folder with val/ it changed
+    nothing, silently. A run of such a folder saved before model.json recorded split_seed (its
+    training seed stood for it) is still evaluated and fine-tuned, the seed left out."""
+    data = tmp_path / "split"
+    make_folder(data / "train", per_class=4)
+    make_folder(data / "val", per_class=2, seed=1)
+    with pytest.raises(ValueError, match=rf"split_seed 2 picks the images held out of a folder without a val/ folder, "
+                                         rf"and {re.escape(str(data))} has .*val.*: leave it out"):
+        rl_data.load_data(rl_data.DataConfig("folder", data_dir=str(data), split_seed=2, num_workers=0))
+    held = rl_data.load_data(rl_data.DataConfig("folder", data_dir=str(data), num_workers=0))
+    assert held.num_test == 2 * 2  # the reference: the val/ folder's images, none held out
+    run = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder", "--batch-size", "4", "--seed", "3"),
+               "--data-dir", str(data), "--workers", "0", "--out", str(run))[0] == 0
+    meta = json.loads((run / "model.json").read_text())
+    del meta["split_seed"]  # as runs saved before recorded it: split_seed_of reads the training seed, 3
+    (run / "model.json").write_text(json.dumps(meta))
+    code, out, err = cli(capsys, "evaluate", str(run), "--data-dir", str(data), "--workers", "0", "--json")
+    assert code == 0 and json.loads(out)["n"] == 4, err
+    assert cli(capsys, "finetune", "--from", str(run), "--strategy", "all", "--dataset", "folder", "--data-dir", str(data), "--workers", "0",
+               "--epochs", "1", "--batch-size", "4", "--no-progress", "--out", str(tmp_path / "ft"))[0] == 0
+
+
 def _refused_on_a_split_folder(capsys, root: Path, share: str) -> Path:
     """A train/ + val/ folder under ``root``, on which ``--val-fraction SHARE`` is refused (its val/ is
     the test split: a share would change nothing). Returns the folder."""

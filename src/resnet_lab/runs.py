@@ -671,11 +671,12 @@ def held_out_split(meta: dict[str, Any], data_dir: str | os.PathLike | None) -> 
     """The DataConfig fields that hold out again, from the image folder ``data_dir``, the test images
     of a run of an image folder without val/ (``split_seed``, ``val_fraction``; runs saved before
     ``model.json`` recorded them drew the split with their training seed and the default share).
-    Empty for other datasets; no share for a ``data_dir`` with a val/ folder, which is its test split."""
-    if meta.get("dataset") != "folder":
+    Empty for other datasets and for a ``data_dir`` with a val/ folder, which is its test split (a
+    split seed there is refused: it would pick nothing)."""
+    if meta.get("dataset") != "folder" or not holds_out(data_dir):
         return {}
     fields: dict[str, Any] = {"split_seed": split_seed_of(meta) or 0}
-    if meta.get("val_fraction") and holds_out(data_dir):
+    if meta.get("val_fraction"):
         fields["val_fraction"] = float(meta["val_fraction"])
     return fields
 

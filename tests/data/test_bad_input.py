@@ -240,6 +240,18 @@ def test_val_fraction_for_a_dataset_with_its_own_test_split_is_refused(name):
     assert DataConfig("folder", data_dir="x", val_fraction=0.3).val_fraction == 0.3
 
 
+@pytest.mark.parametrize("name", ["fake", "fashion-mnist", "cifar10"])
+def test_split_seed_for_a_dataset_with_its_own_test_split_is_refused(name):
+    """It picks which images of a folder without val/ are held out; elsewhere it changed nothing."""
+    from resnet_lab.data import DataConfig
+
+    with pytest.raises(ValueError, match=rf"split_seed 3 picks the images held out of an image folder as its test "
+                                         rf"split; {name} has its own test split: leave it out"):
+        DataConfig(name, split_seed=3)
+    assert DataConfig(name).split_seed == 0
+    assert DataConfig("folder", data_dir="x", split_seed=3).split_seed == 3
+
+
 def test_workers_for_a_dataset_held_in_memory_are_refused_and_folders_default_to_two(tmp_path):
     from resnet_lab.data import DataConfig
 

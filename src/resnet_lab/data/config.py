@@ -242,6 +242,9 @@ class DataConfig:
             raise ValueError(f"val_fraction (--val-fraction {self.val_fraction:g}) holds out part of an image folder as "
                              f"its test split; "
                              f"{self.name} has its own test split: leave it out")
+        if self.name != "folder" and self.split_seed != 0:  # it picks a folder's held-out images: nothing here
+            raise ValueError(f"split_seed {self.split_seed} picks the images held out of an image folder as its test "
+                             f"split; {self.name} has its own test split: leave it out")
         check_erase_probability(self.random_erasing, augment=self.augment)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
         if self.crop_padding is not None:

@@ -582,6 +582,10 @@ def find_folder_samples(data_dir: str | os.PathLike | None, val_fraction: float,
         raise ValueError(f"val_fraction (--val-fraction) {val_fraction:g} holds out a share of a folder without a "
                          f"val/ folder, and {data_dir} has {val_dir}, which is the test split: leave it out, or point "
                          f"--data-dir at {train_dir} to hold out a share of it instead")
+    if val_dir is not None and seed != 0:  # no images are held out: the seed would pick none
+        raise ValueError(f"split_seed {seed} picks the images held out of a folder without a val/ folder, and "
+                         f"{data_dir} has {val_dir}, which is the test split: leave it out, or point --data-dir at "
+                         f"{train_dir} to hold out a share of it instead")
     scan = scan_class_folders(train_dir)
     train = scan.samples
     if val_dir is not None:

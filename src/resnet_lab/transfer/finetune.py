@@ -232,10 +232,11 @@ def with_source_preprocessing(config: DataConfig, source: WeightSource) -> DataC
     mean, std = adapt_mean_std(source.mean, config.channels), adapt_mean_std(source.std, config.channels)
     if config.mean is None and mean is not None and std is not None:
         changes.update(mean=mean, std=std)
-    if config.name == "folder" and source.split_seed is not None:
+    if config.name == "folder" and source.split_seed is not None and holds_out(config.data_dir):
         # the source's held-out images: on the same folder, other ones would include images it trained on
+        # (a folder with val/ holds none out: a split seed there is refused)
         changes["split_seed"] = source.split_seed
-        if source.val_fraction and config.val_fraction == DEFAULT_VAL_FRACTION and holds_out(config.data_dir):
+        if source.val_fraction and config.val_fraction == DEFAULT_VAL_FRACTION:
             changes["val_fraction"] = float(source.val_fraction)
     return dataclasses.replace(config, **changes)
 
