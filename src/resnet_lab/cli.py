@@ -173,7 +173,8 @@ def _add_step_args(g) -> None:
     g.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
                    help="sgd (with --momentum, Nesterov) or adamw")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (sgd only)")
-    g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov (with --momentum 0 "
+                   "the update is plain SGD either way, and the flag is refused)")
     g.add_argument("--weight-decay", type=float, default=5e-4,
                    help="weight decay of the conv and linear weights (never norm layers or biases); 0: off")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing, in [0, 1); "

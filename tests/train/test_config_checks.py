@@ -104,3 +104,33 @@ def test_warmup_still_weighed_against_epochs():
     with pytest.raises(ValueError, match=r"warmup_epochs \(--warmup-epochs\) must be between 0 and epochs \(2\), got 3"):
         TrainConfig(epochs=2, warmup_epochs=3.0)
     assert math.isclose(TrainConfig(epochs=2, warmup_epochs=2.0).warmup_epochs, 2.0)
+
+
+def test_no_nesterov_with_momentum_0_is_refused_as_plain_sgd_either_way(tmp_path, capsys):
+    from resnet_lab.cli import main  # deferred: only this test drives the CLI
+    from resnet_lab.train import build_optimizer  # deferred, as above
+    # the reference: with momentum 0 the optimizer is plain SGD whether nesterov is asked for or not
+    groups = [[{k: v for k, v in g.items() if k != "params"} for g in build_optimizer(_net(), momentum=0.0,
+               nesterov=nesterov).param_groups] for nesterov in (False, True)]
+    assert groups[0] == groups[1] and not any(g["nesterov"] for g in groups[1])
+    with pytest.raises(ValueError, match=r"nesterov=False \(--no-nesterov\) does nothing with momentum 0 .*leave it out"):
+        TrainConfig(momentum=0.0, nesterov=False)
+    assert TrainConfig(momentum=0.0).nesterov and not TrainConfig(nesterov=False).nesterov  # each alone is fine
+    argv = ["lr-find", "--model", "resnet8", "--dataset", "fake", "--subset", "32", "--batch-size", "16", "--steps", "2",
+            "--no-progress", "--momentum", "0", "--no-nesterov"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: nesterov=False (--no-nesterov) does nothing"), err
+
+
+def test_a_run_saved_with_no_nesterov_and_momentum_0_resumes_with_momentum_0(tmp_path):
+    """Runs saved before the refusal recorded nesterov False: the command without --no-nesterov resumes them."""
+    run = tmp_path / "run"
+    train(_net(), make_bundle(), _quiet(epochs=2, stop_after=1, momentum=0.0, out=str(run)))
+    state = torch.load(run / "train_state.pt", weights_only=False)
+    state["recipe"]["nesterov"] = False  # as `--momentum 0 --no-nesterov` saved it
+    torch.save(state, run / "train_state.pt")
+    with pytest.raises(ValueError, match="recipe nesterov: run has False, now True"):  # with momentum it matters
+        train(_net(), make_bundle(), _quiet(epochs=2, momentum=0.5, out=str(run), resume=True))
+    train(_net(), make_bundle(), _quiet(epochs=2, momentum=0.0, out=str(run), resume=True))
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2

@@ -163,6 +163,12 @@ def _old_flip_record(saved_data: dict[str, Any], key: str, now_data: dict[str, A
             and now_data.get("flip") is False and bool(now_data.get("augment")))
 
 
+def _plain_sgd_either_way(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Nesterov with momentum 0 on both sides: plain SGD either way (a run saved with --no-nesterov
+    --momentum 0, which is refused now, resumes with --momentum 0 alone)."""
+    return key == "nesterov" and not saved.get("momentum") and not now.get("momentum")
+
+
 def _check_writable(run_dir: Path) -> None:
     """Before the first step, not after the first epoch: a run directory we cannot write to."""
     if not os.access(run_dir, os.W_OK | os.X_OK):
@@ -194,7 +200,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
     differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
                  if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
-                 and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))]
+                 and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))
+                 and not (part == "recipe" and _plain_sgd_either_way(key, saved["recipe"], now["recipe"]))]
     if differing:
         diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as

@@ -177,6 +177,10 @@ class TrainConfig:
             given = [f"--momentum {self.momentum:g}"] * (self.momentum != SGD_MOMENTUM) + ["--no-nesterov"] * (not self.nesterov)
             raise ValueError(f"momentum and nesterov ({', '.join(given)}) are SGD's and do nothing with adamw: leave "
                              "them out, or use --optimizer sgd")
+        if self.optimizer == "sgd" and self.momentum == 0 and not self.nesterov:
+            # SGD with momentum 0 is plain SGD whatever nesterov says (build_optimizer passes nesterov only with momentum)
+            raise ValueError("nesterov=False (--no-nesterov) does nothing with momentum 0 (--momentum 0), which is plain "
+                             "SGD either way: leave it out")
         if self.bf16 and self.fp16:
             raise ValueError("bf16 and fp16 (--bf16, --fp16) exclude each other: pick one autocast dtype")
         if self.stop_after is not None and self.stop_after < self.epochs and not self.out:
