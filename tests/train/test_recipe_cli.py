@@ -62,6 +62,7 @@ def test_model_json_records_how_the_batches_were_made(tmp_path):
     assert main(["train", *TINY, "--no-augment", "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / n / "model.json").read_text())["training"] for n in "ab")
     assert a == {"world_size": 1, "sync_bn": False, "global_batch_size": 16, "augment": True, "crop_padding": 1,
-                 "flip_mode": "random", "flip": True, "random_erasing": 0.3, "num_train": 32, "bf16": False, "fp16": False,
+                 "flip_mode": "random", "flip": True, "random_erasing": 0.3, "num_train": 32, "drop_last": True,
+                 "bf16": False, "fp16": False,
                  "channels_last": False, "compile": False, "deterministic": False, "folder": None}
     assert (b["augment"], b["crop_padding"], b["random_erasing"]) == (False, None, 0.0)

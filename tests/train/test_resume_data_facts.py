@@ -62,3 +62,27 @@ def test_a_run_saved_before_the_flip_was_recorded_resumes_with_its_own_command(t
     _as_saved_before(run, "flip")
     _run(run, resume=True, stop_after=None, flip=False)[0]()
     assert json.loads((run / "model.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.parametrize("first, then", [(True, False), (False, True)])
+def test_resuming_with_drop_last_changed_is_refused_naming_it(tmp_path, first, then):
+    run = tmp_path / "run"
+    _, data = _run(run, resume=False, drop_last=first)
+    _, other = _run(tmp_path / "unused", resume=False, drop_last=then)
+    assert {len(data.train), len(other.train)} == {56 // 16, -(-56 // 16)}  # the reference: 3 and 4 steps an epoch
+    _run(run, resume=False, drop_last=first)[0]()
+    assert json.loads((run / "model.json").read_text())["training"]["drop_last"] is first
+    resume, _ = _run(run, resume=True, stop_after=None, drop_last=then)
+    with pytest.raises(ValueError, match=f"data drop_last: run has {first}, now {then}") as e:
+        resume()
+    assert "\n" not in str(e.value) and f"drop_last={first}" in str(e.value)
+    _run(run, resume=True, stop_after=None, drop_last=first)[0]()  # the run's own setting resumes
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_run_saved_before_drop_last_was_recorded_resumes_with_its_own_command(tmp_path):
+    run = tmp_path / "old"
+    _run(run, resume=False, drop_last=False)[0]()
+    _as_saved_before(run, "drop_last")
+    _run(run, resume=True, stop_after=None, drop_last=False)[0]()
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2

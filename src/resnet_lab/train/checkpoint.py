@@ -85,6 +85,9 @@ def run_facts(config: TrainConfig, data, world_size: int) -> dict[str, dict[str,
             "input_size": list(info.input_size), "mean": list(info.mean), "std": list(info.std),
             "global_batch_size": batch * world_size if batch else None,
             "num_train": getattr(data, "num_train", None),
+            # the last partial batch kept or dropped: another count of steps per epoch (runs saved
+            # before 2026-12-06 lack it, and are resumed without comparing it)
+            "drop_last": getattr(data.train, "drop_last", None),
             **_augmentation(data.train),
             # a folder's held-out split: another share or seed would test on images the run trained on
             "val_fraction": getattr(info, "val_fraction", None), "split_seed": getattr(info, "split_seed", None),

@@ -893,8 +893,8 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     return steps
 
 
-_TRAINING_FACTS = ("global_batch_size", "num_train", "augment", "crop_padding", "flip_mode", "flip", "random_erasing",
-                   "folder")
+_TRAINING_FACTS = ("global_batch_size", "num_train", "drop_last", "augment", "crop_padding", "flip_mode", "flip",
+                   "random_erasing", "folder")
 
 
 def _run_meta(base: nn.Module, info, facts: dict, meta: dict | None) -> dict[str, Any]:
