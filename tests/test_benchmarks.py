@@ -1041,18 +1041,9 @@ def test_ablation_counts_below_one_are_refused_by_the_parser(argv, capsys):
 
 
 def test_run_all_with_a_failed_benchmark_leaves_the_doc_alone_and_exits_1(tmp_path, capsys, monkeypatch):
-    import run_all
-
+    run_all = _run_all_whose_data_benchmark_fails(monkeypatch)  # defined below
     doc = tmp_path / "B.md"
     doc.write_text("<!-- bench:run_all -->\nearlier figures\n<!-- /bench:run_all -->\n")
-
-    def broken(*a):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (broken if k == "data" else (lambda *a, k=k: Section(k, "new")))
-                                                for k in run_all.BENCHMARKS})
-    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
-    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
     monkeypatch.setattr(run_all, "may_write", lambda *a, **k: True)
     monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path))
     assert run_all.main(["--out", str(doc)]) == 1
@@ -1563,7 +1554,8 @@ def test_run_all_prints_its_figures_when_the_document_cannot_be_written_at_the_e
     assert "figures of mfu" in out and "error: could not write" in err and "Traceback" not in err
 
 
-def test_a_quick_run_all_with_a_failed_benchmark_exits_1(tmp_path, monkeypatch, capsys):
+def _run_all_whose_data_benchmark_fails(monkeypatch):
+    """run_all with every benchmark stubbed to a section, 'data' raising, and nothing measured."""
     import run_all
 
     def broken(*a):
@@ -1574,6 +1566,11 @@ def test_a_quick_run_all_with_a_failed_benchmark_exits_1(tmp_path, monkeypatch, 
     monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
     monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
     monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    return run_all
+
+
+def test_a_quick_run_all_with_a_failed_benchmark_exits_1(tmp_path, monkeypatch, capsys):
+    run_all = _run_all_whose_data_benchmark_fails(monkeypatch)
     monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path))
     assert run_all.main(["--quick"]) == 1  # a smoke run exists to catch this; it exited 0
     assert "error: data failed" in capsys.readouterr().err
@@ -1884,16 +1881,7 @@ def test_allow_busy_says_in_each_scripts_own_words_what_it_writes(monkeypatch, c
 
 def test_run_all_names_the_failed_benchmarks_even_when_its_side_file_cannot_be_written(tmp_path, monkeypatch,
                                                                                         capsys):
-    import run_all
-
-    def broken(*a):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(run_all, "BENCHMARKS", {k: (broken if k == "data" else (lambda *a, k=k: Section(k, "new")))
-                                                for k in run_all.BENCHMARKS})
-    monkeypatch.setattr(run_all, "setup_threads", lambda *a: None)
-    monkeypatch.setattr(run_all, "wait_for_quiet", lambda args: None)
-    monkeypatch.setattr(run_all, "machine_line", lambda: "m")
+    run_all = _run_all_whose_data_benchmark_fails(monkeypatch)
     (tmp_path / "afile").write_text("x")
     monkeypatch.setattr(run_all.tempfile, "gettempdir", lambda: str(tmp_path / "afile"))  # no folder to write in
     doc = tmp_path / "B.md"

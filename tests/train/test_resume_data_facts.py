@@ -48,19 +48,25 @@ def test_an_in_memory_run_records_its_flip_off_as_a_folder_run_does(tmp_path):
 def test_resuming_with_the_flip_changed_is_refused_naming_it(tmp_path, first, then):
     run = tmp_path / "run"
     _run(run, resume=False, flip=first)[0]()
-    resume, _ = _run(run, resume=True, stop_after=None, flip=then)
-    with pytest.raises(ValueError, match=f"data flip: run has {first}, now {then}") as e:
+    _refused_then_resumed_with_its_own(run, "flip", first, then)
+
+
+def _refused_then_resumed_with_its_own(run, field: str, first: bool, then: bool) -> None:
+    """A resume with ``field`` changed is refused in one line naming it; the run's own value resumes."""
+    resume, _ = _run(run, resume=True, stop_after=None, **{field: then})
+    with pytest.raises(ValueError, match=f"data {field}: run has {first}, now {then}") as e:
         resume()
-    assert "\n" not in str(e.value) and f"flip={first}" in str(e.value)
-    _run(run, resume=True, stop_after=None, flip=first)[0]()  # the run's own setting resumes
+    assert "\n" not in str(e.value) and f"{field}={first}" in str(e.value)
+    _run(run, resume=True, stop_after=None, **{field: first})[0]()
     assert json.loads((run / "model.json").read_text())["epoch"] == 2
 
 
-def test_a_run_saved_before_the_flip_was_recorded_resumes_with_its_own_command(tmp_path):
+@pytest.mark.parametrize("field", ["flip", "drop_last"])
+def test_a_run_saved_before_the_field_was_recorded_resumes_with_its_own_command(tmp_path, field):
     run = tmp_path / "old"
-    _run(run, resume=False, flip=False)[0]()
-    _as_saved_before(run, "flip")
-    _run(run, resume=True, stop_after=None, flip=False)[0]()
+    _run(run, resume=False, **{field: False})[0]()
+    _as_saved_before(run, field)
+    _run(run, resume=True, stop_after=None, **{field: False})[0]()
     assert json.loads((run / "model.json").read_text())["epoch"] == 2
 
 
@@ -72,17 +78,4 @@ def test_resuming_with_drop_last_changed_is_refused_naming_it(tmp_path, first, t
     assert {len(data.train), len(other.train)} == {56 // 16, -(-56 // 16)}  # the reference: 3 and 4 steps an epoch
     _run(run, resume=False, drop_last=first)[0]()
     assert json.loads((run / "model.json").read_text())["training"]["drop_last"] is first
-    resume, _ = _run(run, resume=True, stop_after=None, drop_last=then)
-    with pytest.raises(ValueError, match=f"data drop_last: run has {first}, now {then}") as e:
-        resume()
-    assert "\n" not in str(e.value) and f"drop_last={first}" in str(e.value)
-    _run(run, resume=True, stop_after=None, drop_last=first)[0]()  # the run's own setting resumes
-    assert json.loads((run / "model.json").read_text())["epoch"] == 2
-
-
-def test_a_run_saved_before_drop_last_was_recorded_resumes_with_its_own_command(tmp_path):
-    run = tmp_path / "old"
-    _run(run, resume=False, drop_last=False)[0]()
-    _as_saved_before(run, "drop_last")
-    _run(run, resume=True, stop_after=None, drop_last=False)[0]()
-    assert json.loads((run / "model.json").read_text())["epoch"] == 2
+    _refused_then_resumed_with_its_own(run, "drop_last", first, then)
