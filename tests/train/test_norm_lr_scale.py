@@ -139,3 +139,21 @@ def test_cli_norm_lr_scale_without_norm_layers_is_a_one_line_error(argv, tmp_pat
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: norm_lr_scale (--norm-lr-scale) 2 matches no parameter"), err
+
+
+def test_finetune_all_with_a_frozen_phase_scales_the_norm_layers_of_the_main_phase(tmp_path):
+    """Review of 2026-12-06: the refusal of a norm_lr_scale that scales nothing fired in finetune
+    --strategy all --freeze-epochs N, whose head-only phase has every norm layer frozen: the scale is
+    the main phase's. The frozen phase runs, and the main phase's optimizer scales the norm layers
+    (checked on the recorded train_config of each phase)."""
+    import json
+
+    src, out = tmp_path / "src", tmp_path / "ft"
+    tiny = ["--dataset", "fake", "--subset", "64", "--image-size", "16", "--batch-size", "32", "--epochs", "1",
+            "--no-progress"]
+    assert main(["train", "--model", "resnet8", *tiny, "--out", str(src)]) == 0
+    assert main(["finetune", "--from", str(src), "--strategy", "all", "--freeze-epochs", "1", "--norm-lr-scale", "2",
+                 *tiny, "--out", str(out)]) == 0
+    main_phase = json.loads((out / "model.json").read_text())["train_config"]
+    frozen_phase = json.loads((out / "freeze_phase" / "model.json").read_text())["train_config"]
+    assert main_phase["norm_lr_scale"] == 2.0 and frozen_phase["norm_lr_scale"] == 1.0

@@ -432,7 +432,8 @@ def finetune(
         if resume:  # a frozen phase saved by an earlier version carried the main phase's values: keep its own
             saved = load_meta(phase_dir).get("train_config") or {}
             own = {k: saved.get(k, v) for k, v in own.items()}
-        phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, resume=resume,
+        # norm_lr_scale is the main phase's too: the frozen phase trains the head alone, no norm layer
+        phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, norm_lr_scale=1.0, resume=resume,
                                     out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
         phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": FROZEN_PHASE, "main_phase": main_plan}}
         # A frozen phase that finished before an interrupt only reloads its weights here: train's note
