@@ -7,6 +7,7 @@ References: the DataConfig each run was made with, and the loader's own flip and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -79,3 +80,41 @@ def test_resuming_with_drop_last_changed_is_refused_naming_it(tmp_path, first, t
     _run(run, resume=False, drop_last=first)[0]()
     assert json.loads((run / "model.json").read_text())["training"]["drop_last"] is first
     _refused_then_resumed_with_its_own(run, "drop_last", first, then)
+
+
+@pytest.mark.parametrize("subset", [64, 65])
+def test_drop_last_changed_where_it_changes_no_step_resumes(tmp_path, subset):
+    """Review of 2026-12-06: 512 images at batch 64 give 8 steps whether the last partial batch is kept
+    or dropped (there is none), and a 1-image last batch is dropped either way; such a resume was
+    refused for "another count of steps". The reference: the loaders' own step counts."""
+    def run(resume, drop_last, stop_after=1):
+        data = load_data(DataConfig("fake", subset=subset, batch_size=16, image_size=8, drop_last=drop_last))
+        model = create_model("resnet8", num_classes=len(data.info.classes), small_input=True)
+        config = TrainConfig(epochs=2, stop_after=stop_after, out=str(tmp_path / "run"), resume=resume,
+                             progress=False, plots=False, device="cpu")
+        return lambda: train(model, data, config), data
+
+    start, kept = run(False, True)
+    assert len(kept.train) == len(run(False, False)[1].train) == 4  # the same steps either way
+    start()
+    run(True, False, stop_after=None)[0]()
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["epoch"] == 2
+
+
+def test_an_old_plain_sgd_run_is_told_momentum_0_alone_not_the_refused_no_nesterov(tmp_path):
+    """Review of 2026-12-06: a run saved with momentum 0 and nesterov False (accepted then) resumed with
+    the defaults was told "--momentum 0.0 --no-nesterov", which is refused now."""
+    data = load_data(DataConfig("fake", subset=56, batch_size=16, image_size=8))
+    model = create_model("resnet8", num_classes=10, small_input=True)
+    config = TrainConfig(epochs=2, stop_after=1, out=str(tmp_path / "run"), momentum=0.0, progress=False,
+                         plots=False, device="cpu")
+    train(model, data, config)
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    state["recipe"]["nesterov"] = False  # as the run was saved before --no-nesterov with momentum 0 was refused
+    torch.save(state, tmp_path / "run" / "train_state.pt")
+    again = TrainConfig(epochs=2, out=str(tmp_path / "run"), resume=True, progress=False, plots=False, device="cpu")
+    with pytest.raises(ValueError) as e:
+        train(create_model("resnet8", num_classes=10, small_input=True), data, again)
+    assert "--momentum 0.0" in str(e.value) and "nesterov" not in str(e.value).split("(or give the run's values")[1]
+    train(create_model("resnet8", num_classes=10, small_input=True), data,
+          dataclasses.replace(again, momentum=0.0))  # the hint, taken: it resumes

@@ -172,6 +172,14 @@ def _plain_sgd_either_way(key: str, saved: dict[str, Any], now: dict[str, Any]) 
     return key == "nesterov" and not saved.get("momentum") and not now.get("momentum")
 
 
+def _same_steps_either_way(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """drop_last changed where it changes no step: the same training images and global batch, and a
+    last batch of 0 or 1 images (a 1-image batch is dropped either way: BN cannot use it)."""
+    n, batch = saved.get("num_train"), saved.get("global_batch_size")
+    return (key == "drop_last" and isinstance(n, int) and isinstance(batch, int) and batch > 0
+            and (n, batch) == (now.get("num_train"), now.get("global_batch_size")) and n % batch in (0, 1))
+
+
 def _check_writable(run_dir: Path) -> None:
     """Before the first step, not after the first epoch: a run directory we cannot write to."""
     if not os.access(run_dir, os.W_OK | os.X_OK):
@@ -204,7 +212,8 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
                  if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
                  and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))
-                 and not (part == "recipe" and _plain_sgd_either_way(key, saved["recipe"], now["recipe"]))]
+                 and not (part == "recipe" and _plain_sgd_either_way(key, saved["recipe"], now["recipe"]))
+                 and not (part == "data" and _same_steps_either_way(key, saved["data"], now["data"]))]
     if differing:
         diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
         # The run's own values as flags: the way back when the difference was not typed but made, as
@@ -212,13 +221,14 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
         flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
                  if (part == "recipe" and key in _FLAG_FIELDS or (part, key) == ("data", "val_fraction"))
                  and saved[part][key] is not None]
+        plain_sgd = not saved["recipe"].get("momentum")  # its nesterov did nothing (and --no-nesterov is refused now)
         flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
-                  for part, key in differing if (part, key) == ("recipe", "nesterov")]
+                  for part, key in differing if (part, key) == ("recipe", "nesterov") and not plain_sgd]
         flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
                   for flag in [_data_flag(key, saved["data"], world_size)] if flag]
         # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
         fields = [f"{key}={saved[part][key]!r}" for part, key in differing
-                  if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov")
+                  if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov" and not plain_sgd)
                       or (part, key) in (("data", "val_fraction"), ("data", "flip"), ("data", "drop_last")))
                   and saved[part][key] is not None]
         python = ("; in Python: " if flags else "in Python: ") + ", ".join(fields) if fields else ""
