@@ -427,12 +427,11 @@ def finetune(
             _check_resumed_plan(phase_dir, meta["transfer"])
             _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
         # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
-        # --progressive-resize count epochs of the main phase (--epochs), so they stay there.
+        # --progressive-resize count epochs of the main phase (--epochs), and --norm-lr-scale scales its norms.
         own = {"warmup_epochs": 0.0, "progressive_resize": None}
         if resume:  # a frozen phase saved by an earlier version carried the main phase's values: keep its own
             saved = load_meta(phase_dir).get("train_config") or {}
             own = {k: saved.get(k, v) for k, v in own.items()}
-        # norm_lr_scale is the main phase's too: the frozen phase trains the head alone, no norm layer
         phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, norm_lr_scale=1.0, resume=resume,
                                     out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
         phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": FROZEN_PHASE, "main_phase": main_plan}}
