@@ -617,7 +617,7 @@ def find_model_json(source: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{source} is an ONNX file (an export), not a run: `resnet-lab predict --onnx {source} "
                                 "IMAGE...` runs it (in Python: resnet_lab.deploy.OnnxPredictor); the other commands "
                                 "take the run directory it was exported from")
-    if source.is_dir() and (source / "freeze_phase" / "model.json").is_file():  # finetune's first phase only
+    if source.is_dir() and (source / FROZEN_DIR / "model.json").is_file():  # finetune's first phase only
         raise FileNotFoundError(f"{source} holds only the frozen phase of a finetune (freeze_phase/): the main phase "
                                 f"has not saved yet; evaluate {source / 'freeze_phase'}, or finish the finetune with "
                                 "its command and --resume")
@@ -963,23 +963,28 @@ def unfinished_at(meta: dict[str, Any], done: Any = None) -> tuple[int, int, int
     return (done, planned, step) if done < planned or step else None
 
 
+# Where finetune --freeze-epochs trains its head-only phase, a run of its own inside the run folder
+FROZEN_DIR = "freeze_phase"
+
+
 def unfinished_note(run: str | os.PathLike, meta: dict[str, Any], best: bool = False) -> str | None:
     """The one-line note (without "note: ") that ``run`` stopped before its last epoch, or None; a run
     whose lock a trainer holds has not stopped: the note says it is still training (--resume would be
     refused). ``best``: the run folder's best weights were used (evaluate RUN --best)."""
     at = unfinished_at(meta)
-    folder = Path(run) if Path(run).is_dir() else Path(run).parent  # RUN, or RUN/best.safetensors
+    is_folder = Path(run).is_dir()
+    folder = Path(run) if is_folder else Path(run).parent  # RUN, or RUN/best.safetensors
     if at and (folder / "model.json").is_file() and _writer_active(folder):
         done, planned, step = at
         where = f"in epoch {done + 1} of {planned} (step {step})" if step else f"after epoch {done} of {planned}"
-        best = Path(run).name == "best.safetensors" if not Path(run).is_dir() else best
-        if Path(run).is_dir() and not best:
+        best = best if is_folder else Path(run).name == "best.safetensors"
+        if is_folder and not best:
             return (f"{run} is still being trained by another process: its weights are those saved so far (the last "
                     f"checkpoint was {where})")
         epoch = _best_epoch(folder) if best else None
         what = ("the weights saved so far" if not best else
                 f"the best weights so far, those of {f'epoch {epoch}' if epoch else 'the best evaluated epoch'}")
-        holder = f"{run} holds" if not Path(run).is_dir() else "its best.safetensors holds"
+        holder = "its best.safetensors holds" if is_folder else f"{run} holds"
         return (f"{folder} is still being trained by another process: {holder} {what} (the last checkpoint was "
                 f"{where})")
     return f"{run} is unfinished: it {stopped_words(*at)}" if at else None

@@ -33,15 +33,14 @@ from torch import Tensor, nn
 from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
-from ..runs import (OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file, load_model,
-                    read_metrics, resolve_source, same_test_data, stopped_words, trained_folder, unfinished_at)
+from ..runs import (FROZEN_DIR, OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file,
+                    load_model, read_metrics, resolve_source, same_test_data, stopped_words, trained_folder, unfinished_at)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion, whole_epochs
 
 __all__ = ["machine_info", "report_html", "write_report"]
 
 _EVAL_BATCH = 256
-FROZEN_DIR = "freeze_phase"  # where finetune --freeze-epochs trains its head-only phase, a run of its own
 
 
 @dataclass
@@ -564,13 +563,13 @@ def _epochs_html(run: _Run) -> str:
     table = _table("epochs", [h for _, h, _ in _EPOCH_COLUMNS], rows, run.name)
     if not run.frozen:
         return f"<p>{times}.</p>{table}"
-    return _frozen_html(run) + f"<p>Main phase (all layers): {times}.</p>{table}"
+    return _frozen_html(run, s) + f"<p>Main phase (all layers): {times}.</p>{table}"
 
 
-def _frozen_html(run: _Run) -> str:
+def _frozen_html(run: _Run, s: dict[str, Any]) -> str:
     """The head-only phase of `finetune --freeze-epochs N`, a run of its own in RUN/freeze_phase/:
-    its epochs' rows and times, and the whole run's times with it."""
-    frozen, s = run.frozen, _summary(run)
+    its epochs' rows and times, and the whole run's times with it (``s``: the run's _summary)."""
+    frozen = run.frozen
     rows = [[_epoch_cell(r, key, fmt) for key, _, fmt in _EPOCH_COLUMNS] for r in frozen]
     return (f"<p>Both phases: {s['train_seconds']:.1f} s training, {s['wall_seconds']:.1f} s wall time.</p>"
             f"<p>Frozen phase (--freeze-epochs: only the classifier trained; its records are {FROZEN_DIR}/metrics.jsonl):"

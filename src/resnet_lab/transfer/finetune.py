@@ -26,7 +26,7 @@ from ..data.config import DEFAULT_VAL_FRACTION
 from ..data.folder import holds_out
 from ..models import create_model
 from ..models.registry import check_num_classes
-from ..runs import arch_outputs, load_meta, settle_run_dir
+from ..runs import FROZEN_DIR, arch_outputs, load_meta, settle_run_dir
 from ..train import train
 from ..train.loop import FROZEN_PHASE
 from ..train.checkpoint import recipe_values_differ
@@ -269,7 +269,7 @@ def _check_frozen_phase_kept(out: Path | None, freeze_epochs: int, resume: bool,
     """A run directory holding a frozen phase that has not handed over is that run's, without
     --freeze-epochs too: a resume was "nothing to resume", and a new run trained the main phase from
     the source beside the orphaned frozen one, one directory mixing two runs."""
-    phase_dir = out / "freeze_phase" if out is not None else None
+    phase_dir = out / FROZEN_DIR if out is not None else None
     if freeze_epochs or main_started or phase_dir is None or not (phase_dir / "model.json").exists():
         return
     epochs = (load_meta(phase_dir).get("train_config") or {}).get("epochs")
@@ -409,7 +409,7 @@ def finetune(
     histories = []
     out = Path(config.out) if config.out else None
     if config.resume and out is not None:  # finish a save a kill cut short before judging what started
-        for run_dir in (out, out / "freeze_phase"):
+        for run_dir in (out, out / FROZEN_DIR):
             settle_run_dir(run_dir)
     main_started = out is not None and (out / "train_state.pt").exists()
     if main_started:
@@ -420,7 +420,7 @@ def finetune(
         # into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze).
         classifier = model.get_submodule(plan.classifier)
         freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
-        phase_dir = out / "freeze_phase" if out else None
+        phase_dir = out / FROZEN_DIR if out else None
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
         main_plan = _main_phase_plan(config)
         if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
