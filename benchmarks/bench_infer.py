@@ -58,6 +58,87 @@ def _onnx_session(path: str, threads: int):
     return onnxruntime.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+def _onnx(ours: torch.nn.Module, arch: str, size: int):
+    """An onnxruntime session on the exported, fused model, or None and the reason it is missing."""
+    # the session holds the model in memory: the file (45 MB at full size) goes with its folder at once
+    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
+        try:
+            onnx_path = os.path.join(tmp, f"{arch}.onnx")
+            export_onnx(ours, onnx_path, input_size=(3, size, size), fuse=True)
+            return _onnx_session(onnx_path, torch.get_num_threads()), None
+        except Exception as e:  # onnx/onnxruntime missing or export failed: report, measure the rest
+            return None, f"{type(e).__name__}: {e}"
+
+
+def _contenders(args, models: dict, session, x: torch.Tensor) -> dict:
+    """Each contender as a call on the same batch (channels_last ones on a channels_last copy)."""
+    tv, ours, fused, fused_cl = models["tv"], models["ours"], models["fused"], models["fused_cl"]
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    x_np = x.numpy()
+    c = {
+        BASELINE: lambda: tv(x),
+        "ours eager (BN not fused)": lambda: ours(x),
+        "ours fused": lambda: fused(x),
+        "ours fused + channels_last": lambda: fused_cl(x_cl),
+    }
+    if want_compile(args):
+        # one compiled function per batch size, static shapes (no recompilation to dynamic shapes)
+        compiled = torch.compile(fused_cl, dynamic=False)
+        c["ours fused + channels_last + compile"] = lambda: compiled(x_cl)
+    if session is not None:
+        c["onnxruntime (exported, fused)"] = lambda: session.run(None, {"input": x_np})[0]
+    return c
+
+
+def _summary(res: dict, batch: int) -> list[tuple]:
+    """The summary rows of one batch size: fused + channels_last and the best contender vs the baseline."""
+    base = res[BASELINE]
+    cands = [(paired_ratio(m, base), n) for n, m in res.items() if n != BASELINE and m.ok]
+    if not (base.ok and cands):
+        return []
+    rows = []
+    best_r, best_n = max(cands)
+    fcl = res["ours fused + channels_last"]
+    if fcl.ok:
+        r = paired_ratio(fcl, base)
+        rows.append((f"inference batch {batch}: ours fused + channels_last / torchvision eager",
+                     f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})", f">= {TARGET}", verdict(r[0], TARGET)))
+    rows.append((f"inference batch {batch}: best ({best_n}) / torchvision eager",
+                 f"{best_r[0]:.2f}x ({best_r[1]:.2f}-{best_r[2]:.2f})", f">= {TARGET}",
+                 verdict(best_r[0], TARGET)))
+    return rows
+
+
+def _batch_part(run: Run, args, models: dict, session, batch: int) -> tuple[str, list[tuple]]:
+    """Measure every contender at one batch size: its Markdown table (+ compile note) and summary rows."""
+    cfg = run.cfg
+    arch, size = cfg["arch"], cfg["image_size"]
+    print(f"[infer] {arch} batch {batch} x 3x{size}x{size}", flush=True)
+    torch.manual_seed(batch)
+    x = torch.randn(batch, 3, size, size)
+    c = _contenders(args, models, session, x)
+    with torch.inference_mode():
+        ref = models["tv"](x)
+        dev = {}
+        res = run.interleave(f"batch {batch}", c, target_s=cfg["target_s"], warmup=1)
+        for name, fn in c.items():
+            if res[name].ok:
+                out = torch.as_tensor(fn())
+                dev[name] = (out.float() - ref).abs().max().item() / ref.abs().max().item()
+    rows = rate_rows(res, batch, BASELINE)
+    for row in rows:
+        row.append(f"{dev[row[0]]:.1e}" if row[0] in dev else "")
+    part = f"### {arch}, batch {batch} x 3x{size}x{size}, {run.repeats} repeats\n\n" + markdown_table(
+        ["contender", "images/s (median)", "min-max", "speed vs torchvision eager", "max abs deviation / max abs logit"],
+        rows)
+    comp = [m for n, m in res.items() if "compile" in n]
+    if comp:
+        part += "\nCompile time (first call): " + ", ".join(
+            f"{m.first_call_s:.0f} s" if m.ok else f"failed ({m.error})" for m in comp) \
+            + f" ({compile_cache_note()}); the table is steady state.\n"
+    return part + "\n", _summary(res, batch)
+
+
 def build(args: argparse.Namespace, command: str) -> Section:
     """Run the inference benchmark and return its Markdown section.
 
@@ -66,72 +147,16 @@ def build(args: argparse.Namespace, command: str) -> Section:
         command: the command line recorded with the tables.
     """
     run = Run.start(args, FULL, QUICK, "inference benchmark")
-    cfg, repeats = run.cfg, run.repeats
-    arch, size = cfg["arch"], cfg["image_size"]
+    arch, size = run.cfg["arch"], run.cfg["image_size"]
     tv, ours = _models(arch)
-    fused = fuse_bn(ours)
-    fused_cl = fuse_bn(ours).to(memory_format=torch.channels_last)
-    session, onnx_error = None, None
-    # the session holds the model in memory: the file (45 MB at full size) goes with its folder at once
-    with tempfile.TemporaryDirectory(prefix="bench_infer_") as tmp:
-        try:
-            onnx_path = os.path.join(tmp, f"{arch}.onnx")
-            export_onnx(ours, onnx_path, input_size=(3, size, size), fuse=True)
-            session = _onnx_session(onnx_path, torch.get_num_threads())
-        except Exception as e:  # onnx/onnxruntime missing or export failed: report, measure the rest
-            onnx_error = f"{type(e).__name__}: {e}"
+    models = {"tv": tv, "ours": ours, "fused": fuse_bn(ours),
+              "fused_cl": fuse_bn(ours).to(memory_format=torch.channels_last)}
+    session, onnx_error = _onnx(ours, arch, size)
     parts, summary = [], []
-    for batch in cfg["batches"]:
-        print(f"[infer] {arch} batch {batch} x 3x{size}x{size}", flush=True)
-        torch.manual_seed(batch)
-        x = torch.randn(batch, 3, size, size)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-        x_np = x.numpy()
-        c = {
-            BASELINE: lambda: tv(x),
-            "ours eager (BN not fused)": lambda: ours(x),
-            "ours fused": lambda: fused(x),
-            "ours fused + channels_last": lambda: fused_cl(x_cl),
-        }
-        if want_compile(args):
-            # one compiled function per batch size, static shapes (no recompilation to dynamic shapes)
-            compiled = torch.compile(fused_cl, dynamic=False)
-            c["ours fused + channels_last + compile"] = lambda: compiled(x_cl)
-        if session is not None:
-            c["onnxruntime (exported, fused)"] = lambda: session.run(None, {"input": x_np})[0]
-        with torch.inference_mode():
-            ref = tv(x)
-            dev = {}
-            res = run.interleave(f"batch {batch}", c, target_s=cfg["target_s"], warmup=1)
-            for name, fn in c.items():
-                if res[name].ok:
-                    out = torch.as_tensor(fn())
-                    dev[name] = (out.float() - ref).abs().max().item() / ref.abs().max().item()
-        rows = rate_rows(res, batch, BASELINE)
-        for row in rows:
-            row.append(f"{dev[row[0]]:.1e}" if row[0] in dev else "")
-        parts.append(f"### {arch}, batch {batch} x 3x{size}x{size}, {repeats} repeats\n\n")
-        parts.append(markdown_table(
-            ["contender", "images/s (median)", "min-max", "speed vs torchvision eager", "max abs deviation / max abs logit"],
-            rows))
-        comp = [m for n, m in res.items() if "compile" in n]
-        if comp:
-            parts.append("\nCompile time (first call): " + ", ".join(
-                f"{m.first_call_s:.0f} s" if m.ok else f"failed ({m.error})" for m in comp)
-                + f" ({compile_cache_note()}); the table is steady state.\n")
-        base = res[BASELINE]
-        cands = [(paired_ratio(m, base), n) for n, m in res.items() if n != BASELINE and m.ok]
-        if base.ok and cands:
-            best_r, best_n = max(cands)
-            fcl = res["ours fused + channels_last"]
-            if fcl.ok:
-                r = paired_ratio(fcl, base)
-                summary.append((f"inference batch {batch}: ours fused + channels_last / torchvision eager",
-                                f"{r[0]:.2f}x ({r[1]:.2f}-{r[2]:.2f})", f">= {TARGET}", verdict(r[0], TARGET)))
-            summary.append((f"inference batch {batch}: best ({best_n}) / torchvision eager",
-                            f"{best_r[0]:.2f}x ({best_r[1]:.2f}-{best_r[2]:.2f})", f">= {TARGET}",
-                            verdict(best_r[0], TARGET)))
-        parts.append("\n")
+    for batch in run.cfg["batches"]:
+        part, rows = _batch_part(run, args, models, session, batch)
+        parts.append(part)
+        summary.extend(rows)
     if onnx_error:
         parts.append(f"onnxruntime not measured: {onnx_error}\n\n")
     if not want_compile(args):
