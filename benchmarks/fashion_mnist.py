@@ -188,6 +188,27 @@ def seeded(stage: str, seed: int | None) -> str:
     return shlex.join([*words, "--seed", str(seed)])
 
 
+_SEED = re.compile(r" --seed (\S+)")
+PREVIOUS_RUN_NOTE = ("`<previous run>` is the first command's run folder: the script gives each stage `--out "
+                     "OUT/RECIPE/stageK --no-progress`, left out above; typed by hand, add `--out runs/stage1` to "
+                     "the first command and give `--from runs/stage1`.\n\n")
+
+
+def as_typed(command: str) -> str:
+    """A recorded command as today's resnet-lab takes it. Records written before it refused a flag given
+    twice carry a second stage's seed twice (``--seed 1 ... --seed S``, the seed appended); that run took
+    the last, so it is shown once, in the first one's place."""
+    lines = []
+    for line in command.splitlines():
+        seeds = list(_SEED.finditer(line))
+        if len(seeds) > 1:
+            first, last = seeds[0], seeds[-1]
+            rest = _SEED.sub("", line[first.end():])
+            line = f"{line[:first.start()]} --seed {last.group(1)}{rest}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | None = None) -> dict:
     purpose, target, budget, args = RECIPES[name]
     stages = (args,) if isinstance(args, str) else args
@@ -365,12 +386,14 @@ def write_results(results: list[dict], path: Path = RESULTS) -> None:
         seeds = [x.get("seed") for x in rs]
         how = "" if seeds == [None] else (f"Seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)} "
                                           "(`--seed` set in each command, in place of its own).\n\n")
+        command = as_typed(r["command"])
+        how += PREVIOUS_RUN_NOTE if "<previous run>" in command else ""
         rows = "".join(_row(x) + "\n" for x in rs) + (_mean_row(rs) + "\n" if len(rs) > 1 else "")
         views = _tta_views(name)
         judged = (f"final, {views}, evaluation timed" if name in TTA_TARGET else "single view, per epoch")
         block = (
             f"<!-- recipe:{key} -->\n### {name}{'' if host is None else f' on the {host} host'}: {r['purpose']}\n\n{mark}"
-            f"```\n{r['command']}\n```\n\n{how}"
+            f"```\n{command}\n```\n\n{how}"
             f"Machine: {r['machine']}.\n\nMachine during the run: {'; '.join(q.describe() for q in quiet)}.\n\n"
             f"| recipe | final test acc | final, {views} | best epoch's test acc | epochs | wall time | train images/s (median epoch) | target ({judged}) | date |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + rows + "\n" + figure + "<!-- /recipe -->\n"

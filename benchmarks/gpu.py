@@ -321,7 +321,8 @@ def recipe_part(args: argparse.Namespace, run: Run, device: torch.device, amp: s
     table = markdown_table(["run", "final test acc", "best epoch's", *[f"time to {_pct(t)}" for t in targets],
                             "whole command"], rows)
     body = (f"### c) Time to {' and '.join(_pct(t) for t in targets)} test accuracy on {args.dataset}, "
-            f"{len(seeds)} seed(s)\n\n```\n{shown}\n```\n\n{table}\n"
+            f"{len(seeds)} seed(s)\n\n```\n{shown}\n```\n\n"
+            f"(S: each seed, 0 to {seeds[-1]}; `$TMP`: a temporary folder the script makes and removes.)\n\n{table}\n"
             "Time to accuracy counts the training loop from its first step to the end of the evaluation of the "
             "first epoch at that accuracy (metrics.jsonl, `elapsed_seconds`); the whole command adds process "
             "start, data loading, checkpoints and plots. The mean of a target's time is over the seeds that "

@@ -317,7 +317,8 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
         f"### The `make demo` recipe, {len(outcomes[0].records)} epoch(s), one thread each, back to back\n\n"
         + ("Both sides run --bf16, which `make demo` passes only on a CPU with avx512_bf16 or amx_bf16.\n\n"
            if "--bf16" in outcomes[0].command else "")
-        + "".join(f"- {o.name}: `{o.command}`\n" for o in outcomes) + "\n" + table
+        + "".join(f"- {o.name}: `{o.command}`\n" for o in outcomes)
+        + "\n(`$TMP`: a temporary folder the script makes and removes.)\n\n" + table
         + f"\nresnet-lab is {c['per_epoch_ratio']:.2f}x as fast per epoch and {to_target} as fast to "
         f"{100 * c['target']:.2f}% test accuracy ({'the best both reached' if c['target_is_best'] else 'the --target given'}) "
         "as the pipeline a user would write.\n\n"

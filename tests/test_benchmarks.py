@@ -775,6 +775,16 @@ def test_peer_ratios_per_epoch_and_to_the_accuracy_both_reach():
     assert math.isclose(peer_torchvision.time_to(ours, 0.85), 24.0)
 
 
+def test_peer_section_says_what_tmp_in_its_commands_is():
+    ours = [{"test_acc": 0.90, "train_seconds": 10.0, "elapsed_seconds": 11.0}]
+    peer = [{"test_acc": 0.90, "train_seconds": 30.0, "elapsed_seconds": 32.0}]
+    outcomes = [peer_torchvision.Outcome(name, f"run --out $TMP/{name}", records, 40.0, q(label=name))
+                for name, records in (("ours", ours), ("peer", peer))]
+    body = peer_torchvision._section(outcomes, peer_torchvision.compare(ours, peer), "cmd", "2026-01-01", False).body
+    assert "`run --out $TMP/peer`" in body
+    assert "(`$TMP`: a temporary folder the script makes and removes.)" in body
+
+
 def test_peer_help_works(capsys):
     with pytest.raises(SystemExit) as e:
         peer_torchvision.main(["--help"])
@@ -1935,3 +1945,28 @@ def test_a_doc_name_that_is_not_utf8_is_refused_up_front_and_a_failed_write_leav
     err = capsys.readouterr().err
     assert "the figures hold text that UTF-8 cannot encode" in err and "not UTF-8 text" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the document nor a .tmp
+
+
+def test_a_two_stage_block_shows_commands_that_todays_cli_takes_and_says_what_previous_run_is(tmp_path):
+    """Records written before resnet-lab refused a flag given twice carry the second stage's seed twice
+    (the recipe's `--seed 1`, then the appended `--seed 0`, which that run took): the block shows the
+    seed once, the last one, and every shown line parses; `<previous run>` is explained beside it."""
+    from resnet_lab.cli import _parse
+
+    old = ("OMP_NUM_THREADS=2 resnet-lab train --model resnet8 --dataset fake --epochs 2 --seed 0\n"
+           "OMP_NUM_THREADS=2 resnet-lab finetune --from <previous run> --strategy all --dataset fake --seed 1 "
+           "--lr 0.01 --epochs 2 --seed 0")
+    doc = tmp_path / "RESULTS.md"
+    fashion_mnist.write_results([{**_result(cpu_s=119.0), "recipe": "single40_shift", "seed": 0, "command": old}], doc)
+    text = doc.read_text()
+    shown = text.split("```\n")[1].splitlines()
+    assert len(shown) == 2 and shown[0] == old.splitlines()[0]
+    for line in shown:
+        argv = shlex.split(line.replace("<previous run>", str(tmp_path)))[2:]  # past OMP_NUM_THREADS=2 resnet-lab
+        args = _parse(argv)  # a flag given twice exits 2
+        assert args.seed == 0
+    assert shown[1].count("--seed") == 1 and "--lr 0.01 --epochs 2" in shown[1]
+    assert fashion_mnist.PREVIOUS_RUN_NOTE in text
+    fashion_mnist.write_results([{**_result(cpu_s=119.0), "seed": 0}], doc)  # one stage: no note
+    assert text.count(fashion_mnist.PREVIOUS_RUN_NOTE) == 1
+    assert doc.read_text().split("<!-- recipe:demo -->")[1].count("previous run") == 0

@@ -48,6 +48,7 @@ def test_dry_run_prints_every_part_with_figures_and_never_writes_the_doc(tmp_pat
     assert re.search(rf"^\| \*\*mean of 1\*\* \|( \*\*{NUMBER}%\*\* \|){{2}}( \*\*{NUMBER} s \(1/1 reached\)\*\* \|){{2}}"
                      rf" \*\*{NUMBER} s\*\* \|$", out, re.M)
     assert "--seed S" in out and "$TMP/seedS" in out and "$TMP/seed0" not in out
+    assert "(S: each seed, 0 to 0; `$TMP`: a temporary folder the script makes and removes.)" in out
     assert not doc.exists() and "--dry-run: not written" in proc.stderr
 
 
