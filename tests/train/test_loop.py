@@ -59,6 +59,34 @@ def test_resume_after_interrupt_gives_identical_weights_to_uninterrupted_run(tmp
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
 
 
+def test_a_resumed_run_keeps_the_best_epoch_of_the_sessions_before_it(tmp_path):
+    """The best epoch, its accuracy and best.safetensors of a run paused after epoch 2 and resumed
+    are the uninterrupted run's, also where the first epoch after the resume is worse than an
+    earlier one (a resume that forgot the best so far made that epoch "the best" and overwrote
+    best.safetensors with it). lr 2.0 on the tiny task: test accuracy falls after epoch 1."""
+    from safetensors.torch import load_file
+
+    from resnet_lab.runs import load_train_state, read_metrics
+
+    cfg = dict(epochs=4, lr=2.0)
+    full = train(_fresh(), make_bundle(), _cfg(tmp_path / "full", **cfg))
+    accs = [r["test_acc"] for r in read_metrics(tmp_path / "full")]
+    best = max(range(len(accs)), key=lambda i: (accs[i], -i)) + 1  # the first epoch of the highest accuracy
+    assert best <= 2 and accs[2] < accs[best - 1]  # the premise: the epoch after the pause is worse
+    assert (full.best_epoch, full.best_acc) == (best, accs[best - 1])
+
+    assert train(_fresh(), make_bundle(), _cfg(tmp_path / "run", **cfg), callbacks=[_stop_after(n_epochs=2)]).interrupted
+    resumed = train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", resume=True, **cfg))
+    assert [r["test_acc"] for r in read_metrics(tmp_path / "run")] == accs  # the same trajectory
+    assert (resumed.best_epoch, resumed.best_acc) == (best, accs[best - 1])
+    state = load_train_state(tmp_path / "run")
+    assert (state["best_epoch"], state["best_acc"]) == (best, accs[best - 1])
+    want, got = load_file(tmp_path / "full" / "best.safetensors"), load_file(tmp_path / "run" / "best.safetensors")
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    last = load_file(tmp_path / "run" / "model.safetensors")
+    assert not all(torch.equal(last[k], got[k]) for k in got)  # best is not simply the last epoch
+
+
 @pytest.mark.parametrize("step", [3, 6], ids=["mid_epoch", "after_the_last_step"])
 def test_an_epoch_resumed_mid_way_reports_the_training_figures_of_all_its_steps(tmp_path, step):
     # The reference: the uninterrupted run's record of the same epoch (same batches, same weights;
@@ -154,6 +182,26 @@ def test_schedules_follow_their_closed_forms(name):
         want = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "onecycle": 1 - p,
                 "step": 0.1 ** ((t >= 50) + (t >= 75))}[name]
         assert f(t) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_train_sets_each_steps_lr_from_the_warmup_and_the_schedule_over_the_whole_run(schedule):
+    """train's own wiring, step by step: warmup_epochs=1 ramps the rate linearly over the first
+    epoch's 6 steps, then the schedule decays it over the other 12 of the run's 18, reaching 0 at
+    the end (the last epoch's record). Recomputed by hand from the papers' forms, not schedule_fn."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    try:
+        history = train(_fresh(), make_bundle(), _cfg(epochs=3, lr=0.1, schedule=schedule, warmup_epochs=1.0))
+    finally:
+        handle.remove()
+    steps, warm = 18, 6  # 96 images in batches of 16, 3 epochs; one epoch of warmup
+    decay = {"cosine": lambda p: 0.5 * (1 + math.cos(math.pi * p)), "onecycle": lambda p: 1 - p}[schedule]
+    want = [0.1 * (t + 1) / warm if t < warm else 0.1 * decay((t - warm) / (steps - warm)) for t in range(steps)]
+    assert seen == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert history.epochs[-1]["lr"] == pytest.approx(0.0, abs=1e-15)  # after the last step: the end
 
 
 def test_evaluate_uses_running_statistics_and_restores_train_mode():
