@@ -264,6 +264,35 @@ def test_folder_transforms_survive_pickling_and_worker_processes(tmp_path):
     assert len(batches) == len(b.train) == 2 and all(x.shape == (2, 3, 10, 10) for x, _ in batches)
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_a_folders_training_images_are_mirrored_at_random_only_with_the_flip_on(tmp_path, flip):
+    """The train pipeline load_data builds for a folder, against torchvision's RandomResizedCrop
+    alone drawn from the same seed (the crop's draws come first in the pipeline): each output is
+    that crop or its mirror, the mirror about half the time with flip=True and never with
+    flip=False. The image has no mirror symmetry, so a mirror cannot pass for the crop."""
+    from torchvision.transforms import v2
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8))
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            img.save(tmp_path / cls / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, image_size=8, flip=flip, val_fraction=0.34)
+    pipeline = b.train.dataset.transform
+    crop = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(8, antialias=True), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(list(b.info.mean), list(b.info.std))])
+    mirrored = []
+    for seed in range(60):
+        torch.manual_seed(seed)
+        out = pipeline(img)
+        torch.manual_seed(seed)
+        ref = crop(img)
+        assert not torch.equal(ref, ref.flip(-1))
+        assert torch.equal(out, ref) or torch.equal(out, ref.flip(-1)), seed
+        mirrored.append(torch.equal(out, ref.flip(-1)))
+    assert (15 <= sum(mirrored) <= 45) if flip else not any(mirrored)
+
+
 def test_streaming_loader_resumes_mid_epoch_with_the_same_remaining_batches(tmp_path):
     for cls in ("a", "b", "c"):
         (tmp_path / cls).mkdir()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import InMemoryLoader, crop_flip, load_data, select_per_class, select_subset
+from resnet_lab.data import (InMemoryLoader, crop_flip, load_data, sample_crop_flip_params, select_per_class,
+                             select_subset)
 
 MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
 
@@ -123,6 +124,23 @@ def test_loader_augmentation_equals_reference_with_the_offsets_it_drew():
             ref = (ref / 255 - np.array(MEAN).reshape(3, 1, 1)) / np.array(STD).reshape(3, 1, 1)
             np.testing.assert_allclose(xb[k].numpy(), ref, atol=1e-5)
             assert yb[k] == y[i]
+
+
+@pytest.mark.parametrize("padding", [1, 2, 4])
+def test_crop_offsets_take_every_shift_from_0_to_2p_about_equally_often(padding):
+    """RandomCrop(padding=p) shifts by -p..p: offsets 0..2p into the padded image, each with
+    probability 1/(2p+1). A hand count over 900*(2p+1) seeded draws of each axis (expected 900
+    each, sd about 29): every offset occurs, none outside, none under 750 or over 1050."""
+    k = 2 * padding + 1
+    n = 900 * k
+    dy, dx, _ = sample_crop_flip_params(n, padding, True, torch.Generator().manual_seed(0))
+    for axis in (dy, dx):
+        counts = {v: 0 for v in range(k)}
+        for v in axis.tolist():
+            assert v in counts, v
+            counts[v] += 1
+        assert all(750 <= c <= 1050 for c in counts.values()), counts
+    assert not torch.equal(dy, dx)  # two draws, not one used twice
 
 
 def test_flip_disabled_never_mirrors():
