@@ -40,6 +40,40 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def std_off(w: torch.Tensor, want: float, sigmas: float = 6.0) -> str | None:
+    """Why ``w``'s standard deviation is not ``want`` (None when it is): more than ``sigmas``
+    standard errors away (about ``want / sqrt(2 n)`` for n independent normal draws), or its mean
+    more than ``sigmas`` standard errors off 0. A loose bound: the draws are seeded, so a test
+    that uses it is deterministic; a He init over the other fan, or another gain, is several
+    times the bound away for tensors of a few hundred values or more."""
+    w, n = w.detach().double().flatten(), w.numel()
+    std, mean = w.std().item(), w.mean().item()
+    if abs(std / want - 1) > sigmas / (2 * n) ** 0.5:
+        return f"std {std:.4g}, want {want:.4g} (n={n})"
+    if abs(mean) > sigmas * want / n ** 0.5:
+        return f"mean {mean:.4g}, want 0 (std {want:.4g}, n={n})"
+    return None
+
+
+def init_differences(ours: nn.Module, ref: nn.Module) -> dict[str, str]:
+    """Every parameter of ``ours`` against ``ref``'s of the same name, both freshly initialised:
+    a constant one (a norm's 1s, a bias's 0s) must be equal, a random one drawn with the same
+    spread (see :func:`std_off`; twice the bound, both are estimates). Returns what differs, by
+    name; a name ``ref`` lacks is a difference too."""
+    refs = dict(ref.named_parameters())
+    out = {}
+    for name, p in ours.named_parameters():
+        r = refs.get(name)
+        if r is None or r.shape != p.shape:
+            out[name] = f"{tuple(p.shape)}, the reference's: {None if r is None else tuple(r.shape)}"
+        elif r.numel() < 2 or r.detach().std() == 0:
+            if not torch.equal(p, r):
+                out[name] = "not the reference's constant"
+        elif why := std_off(p, r.detach().double().std().item(), sigmas=6.0 * 2 ** 0.5):
+            out[name] = why
+    return out
+
+
 class FakeTorchvisionCifar10:
     """Stands in for torchvision.datasets.CIFAR10(download=True): writes torchvision's
     python-pickle layout (5 train batches of 6 images, a test batch of 6) into ``root``."""

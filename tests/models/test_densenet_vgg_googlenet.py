@@ -13,7 +13,7 @@ from torch import nn
 
 from resnet_lab.models import create_model, densenet, googlenet, list_models, vgg
 from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
-from support import randomize_bn
+from support import init_differences, randomize_bn, std_off
 
 OURS = {
     **{n: getattr(densenet, n) for n in ("densenet121", "densenet161", "densenet169", "densenet201")},
@@ -95,6 +95,49 @@ def test_keys_shapes_and_parameter_counts_equal_torchvision(name):
         ours = OURS[name]()
     assert _shapes(ours) == _shapes(ref)
     assert _n_params(ours) == _n_params(ref)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "googlenet"])
+def test_initial_weights_are_drawn_as_torchvisions_layer_by_layer(name):
+    """The comments' promise, "torchvision's init": each tensor's spread (DenseNet: He-normal over
+    fan_in, torch's default Linear weight; GoogLeNet: normal std 0.01 cut at +-2) or constant (norms
+    1/0, zero biases) is that of torchvision's model, tensor by tensor (its aux heads aside)."""
+    torch.manual_seed(0)
+    ref = _torchvision(name)
+    torch.manual_seed(1)
+    assert init_differences(OURS[name](), ref) == {}
+
+
+def test_cifar_densenet_convs_are_he_normal_over_fan_in_as_the_imagenet_ones():
+    """densenet40 shares the init: std sqrt(2 / (in_channels * k * k)) for every conv (the
+    growth-rate 12 convs take 24 to 168 channels in: fan_out would give another std)."""
+    torch.manual_seed(0)
+    model = create_model("densenet40", num_classes=10)
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert any(m.in_channels != m.out_channels for _, m in convs)
+    off = {n: why for n, m in convs
+           if (why := std_off(m.weight, (2 / (m.in_channels * m.kernel_size[0] * m.kernel_size[1])) ** 0.5))}
+    assert off == {}
+
+
+@pytest.mark.parametrize("name", ["vgg11", "vgg11_bn"])
+def test_vgg_init_is_torchvisions_he_normal_over_fan_out_and_small_normal_linears(name):
+    """torchvision's VGG init, by hand (its 130M-parameter model costs seconds, so a narrow head
+    here): convs std sqrt(2 / (out_channels * 9)), Linear weights std 0.01, every bias 0, norms 1/0."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, hidden_dim=256, pool_size=2)
+    off = {}
+    for n, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            want = 0.01 if isinstance(m, nn.Linear) else (2 / (m.out_channels * 9)) ** 0.5
+            if why := std_off(m.weight, want):
+                off[n] = why
+            if m.bias is not None and m.bias.any():
+                off[n + ".bias"] = "not zero"
+        elif isinstance(m, nn.BatchNorm2d) and not (torch.equal(m.weight, torch.ones_like(m.weight))
+                                                    and not m.bias.any()):
+            off[n] = "norm not 1/0"
+    assert off == {}
 
 
 def test_googlenet_default_has_torchvision_published_parameter_count():

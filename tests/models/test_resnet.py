@@ -11,7 +11,7 @@ from torch import nn
 
 from resnet_lab.models import create_model
 from resnet_lab.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
-from support import randomize_bn
+from support import init_differences, randomize_bn, std_off
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -46,6 +46,31 @@ def test_zero_init_residual_zeroes_the_same_parameters_as_torchvision(name):
     ref_zero = {k for k, v in ref.state_dict().items() if v.dtype.is_floating_point and not v.any()}
     ours_zero = {k for k, v in ours.state_dict().items() if v.dtype.is_floating_point and not v.any()}
     assert ours_zero == ref_zero
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_initial_weights_are_drawn_as_torchvisions_layer_by_layer(name):
+    """The docstring's promise, "torchvision's initialisation": every tensor's spread (He-normal
+    over fan_out for convs, torch's default for fc) or constant (BN 1/0) is torchvision's."""
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, name)(weights=None)
+    torch.manual_seed(1)
+    assert init_differences(create_model(name), ref) == {}
+
+
+@pytest.mark.parametrize("name,kwargs", [("resnet20", {"shortcut": "B"}), ("plain20", {}), ("resnet8_fast", {}),
+                                         ("preact_resnet164", {}), ("wrn16_4", {})])
+def test_every_conv_of_the_cifar_families_is_he_normal_over_its_fan_out(name, kwargs):
+    """He et al. 2015 ("Delving Deep into Rectifiers", eq. 14 for the backward pass): std
+    sqrt(2 / (out_channels * k * k)), as torchvision; checked on the convs whose in and out
+    channels differ too (fan_in there would give another std), which every family has."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, **kwargs)
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert any(m.in_channels != m.out_channels for _, m in convs)
+    off = {n: why for n, m in convs
+           if (why := std_off(m.weight, (2 / (m.out_channels * m.kernel_size[0] * m.kernel_size[1])) ** 0.5))}
+    assert off == {}
 
 
 @pytest.mark.parametrize("name,kwargs", [("resnet20", {"shortcut": "none"}), ("resnet20", {"shortcut": "B"}),
