@@ -95,3 +95,37 @@ def test_unfreeze_points_default_to_the_last_stage_and_bad_names_list_the_choice
     assert default_unfreeze_point(model) == "layer3"  # one block per stage is still a stage
     with pytest.raises(ValueError, match="expected one of conv1, bn1, layer1, layer2, layer3, fc"):
         params_from(model, "layer9")
+
+
+def test_a_norm_without_affine_parameters_is_locked_with_the_block_that_holds_it():
+    """BatchNorm2d(affine=False) has no parameters of its own to be frozen: it is locked in eval
+    mode when every parameter of the module holding it is frozen, and trains (moves its running
+    statistics) when one of them trains. Reference: torch's own BN module, its buffers as they were
+    and as a training-mode forward moves them."""
+    from torch import nn
+
+    from resnet_lab.transfer import freeze
+
+    def block(cin):
+        return nn.Sequential(nn.Conv2d(cin, 4, 3, padding=1), nn.BatchNorm2d(4, affine=False), nn.ReLU())
+
+    torch.manual_seed(0)
+    model = nn.Sequential(block(2), block(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    report = freeze(model, ["1.0.weight", "4.weight", "4.bias"])  # block 0 all frozen; block 1's conv weight trains
+    assert report.eval_norms == ["0.1"]
+    model.train()
+    frozen_bn, live_bn = model[0][1], model[1][1]
+    assert not frozen_bn.training and live_bn.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(8, 2, 6, 6) * 3 + 1  # statistics far from the initial 0/1
+    model(x)
+    after = model.state_dict()
+    for k in ("0.1.running_mean", "0.1.running_var", "0.1.num_batches_tracked"):
+        assert torch.equal(after[k], before[k]), k
+    # the locked BN normalizes with its running statistics, as torch's BN in eval mode
+    h = model[0][0](x).detach()
+    assert torch.equal(frozen_bn(h), nn.BatchNorm2d(4, affine=False).eval()(h))
+    # the trained block's BN moved exactly as torch's training-mode BN does on the same input
+    ref = nn.BatchNorm2d(4, affine=False).train()
+    ref(model[1][0](model[0](x)).detach())
+    assert torch.equal(after["1.1.running_mean"], ref.running_mean) and torch.equal(after["1.1.running_var"], ref.running_var)
