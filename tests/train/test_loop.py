@@ -5,6 +5,7 @@ import io
 import sys
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -542,6 +543,113 @@ def test_ctrl_c_during_setup_is_not_replaced_by_a_failing_restore(monkeypatch):
     monkeypatch.setattr(torch, "use_deterministic_algorithms", half_loaded)
     with pytest.raises(KeyboardInterrupt):
         train(_fresh(), make_bundle(), _cfg(epochs=1))
+
+
+def test_models_built_after_train_in_a_loop_start_where_they_would_without_train():
+    """train() seeded the caller's global RNG with config.seed and left it so: every model built
+    after a train() call in a loop got the same initial weights."""
+    torch.manual_seed(7)
+    reference = [TinyNet().state_dict() for _ in range(3)]  # built one after another, nothing between
+    torch.manual_seed(7)
+    built = []
+    for _ in range(3):
+        model = TinyNet()
+        built.append(copy.deepcopy(model.state_dict()))
+        train(model, make_bundle(), _cfg(epochs=1))
+    for ref, got in zip(reference, built):
+        assert all(torch.equal(ref[k], got[k]) for k in ref)
+    assert not torch.equal(built[1]["conv.weight"], built[2]["conv.weight"])
+
+
+CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
+
+
+def _raise(error):
+    def cb(info):
+        raise error
+    return cb
+
+
+@pytest.mark.parametrize("how", ["returns", "callback error", "ctrl-c in a callback", "refused at setup",
+                                 "finished resume"])
+def test_the_callers_rng_state_is_back_after_train(tmp_path, how):
+    """The run's own seed must not replace the caller's global RNG, however train() ends."""
+    kw = {}
+    if how == "callback error":
+        kw["step_callbacks"] = [_raise(RuntimeError("boom"))]
+    elif how == "ctrl-c in a callback":
+        kw["callbacks"] = [_raise(KeyboardInterrupt())]
+    elif how == "finished resume":
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=1))
+    config = _cfg(tmp_path if how == "finished resume" else None, epochs=1, resume=how == "finished resume",
+                  checkpoint_segments=2 if how == "refused at setup" else 0)  # refused after the seeding
+    model = TinyNet()
+    torch.manual_seed(1234)
+    torch.rand(5)  # a state no manual_seed gives
+    before = torch.get_rng_state()
+    if how in ("callback error", "refused at setup"):
+        with pytest.raises(RuntimeError if how == "callback error" else ValueError,
+                           match="boom" if how == "callback error" else "gradient checkpointing"):
+            train(model, make_bundle(), config, **kw)
+    else:
+        hist = train(model, make_bundle(), config, **kw)
+        assert hist.interrupted is (how == "ctrl-c in a callback")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_train_gives_the_same_weights_whatever_the_callers_rng_state():
+    """Restoring the caller's RNG afterwards keeps the run itself seeded by config.seed alone
+    (TinyNet's dropout draws from the global RNG while it trains)."""
+    results = []
+    for caller_seed in (1, 2):
+        model = _fresh()
+        torch.manual_seed(caller_seed)
+        train(model, make_bundle(), _cfg(epochs=2))
+        results.append(model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+@pytest.mark.parametrize("before", [None, ":16:8"])
+def test_deterministic_on_cuda_puts_the_callers_cublas_workspace_setting_back(monkeypatch, before):
+    """deterministic=True on CUDA set CUBLAS_WORKSPACE_CONFIG (setdefault) and left it set after
+    train(). No GPU here: the CUDA branch of the model's preparation runs on a model that stays
+    where it is, then what train does at its end puts the caller's setting back."""
+    loop = importlib.import_module("resnet_lab.train.loop")
+
+    class Staying(TinyNet):
+        def to(self, *args, **kwargs):  # the CUDA branch without a GPU
+            return self
+
+    if before is None:
+        monkeypatch.delenv(CUBLAS, raising=False)
+    else:
+        monkeypatch.setenv(CUBLAS, before)
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    bench = torch.backends.cudnn.benchmark
+    try:
+        caller = loop._caller_state()
+        loop._prepare_model(Staying(), _cfg(epochs=1), torch.device("cuda"))
+        assert os.environ.get(CUBLAS) == (before or ":4096:8")  # set while the run runs
+        loop._restore_caller(caller)
+        assert os.environ.get(CUBLAS) == before
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = bench
+
+
+def test_train_puts_the_cublas_workspace_setting_back_when_it_returns_or_fails(monkeypatch):
+    """The restore is wired into train's end, on a normal return and on an error alike (a callback
+    stands in for the CUDA branch, which sets the variable on a GPU)."""
+    monkeypatch.delenv(CUBLAS, raising=False)
+
+    def sets(info):
+        os.environ[CUBLAS] = ":4096:8"
+
+    train(_fresh(), make_bundle(), _cfg(epochs=1), step_callbacks=[sets])
+    assert CUBLAS not in os.environ
+    with pytest.raises(RuntimeError, match="boom"):
+        train(_fresh(), make_bundle(), _cfg(epochs=1), step_callbacks=[sets, _raise(RuntimeError("boom"))])
+    assert CUBLAS not in os.environ
 
 
 def test_progress_bars_draw_on_a_terminal_only():

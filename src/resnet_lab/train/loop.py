@@ -604,7 +604,7 @@ class _Run:
     ckpt: Checkpointer
     say: Callable[[str], None]  # log on the main process, silent on the others
     epoch_stats: EpochStats | None = None  # the current epoch's sums so far, saved by an interrupt
-    determinism: tuple[bool, bool, bool] = (False, False, False)  # the caller's, restored at the end (_close)
+    caller: _CallerState | None = None  # the caller's process-wide settings, restored at the end (_close)
     made_out: bool = False  # this start created the run directory (_begin): removed again if it is left empty
 
 
@@ -658,46 +658,74 @@ def check_model_fits_info(model: nn.Module, info, progressive_resize: int | None
             check_input_size(arch["name"], (int(c), side, side), flag="--progressive-resize", **rest)
 
 
-def _determinism() -> tuple[bool, bool, bool]:
-    """torch's process-wide deterministic mode (on, warn only) and cuDNN's benchmark flag."""
-    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.benchmark)
+# The variable cuBLAS reads for its deterministic workspace; deterministic=True on CUDA sets it while train runs.
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
-def _restore_determinism(state: tuple[bool, bool, bool], quiet: bool = False) -> None:
+@dataclass
+class _CallerState:
+    """The process-wide settings train changes, as the caller had them: torch's deterministic mode
+    (on, warn only), cuDNN's benchmark flag, ``CUBLAS_WORKSPACE_CONFIG`` (None: unset), the CPU's
+    global RNG state and, where CUDA was initialized, every GPU's (``cuda_rng``); else the seed a
+    GPU would start from on first use (``seed``: CUDA seeds lazily with the caller's last seed)."""
+
+    determinism: tuple[bool, bool, bool]
+    cublas: str | None
+    cpu_rng: Tensor
+    cuda_rng: list[Tensor] | None
+    seed: int
+
+
+def _caller_state() -> _CallerState:
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return _CallerState((torch.are_deterministic_algorithms_enabled(),
+                         torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark),
+                        os.environ.get(CUBLAS_ENV), torch.get_rng_state(), cuda_rng, torch.initial_seed())
+
+
+def _restore_caller(state: _CallerState, quiet: bool = False) -> None:
     """Put ``state`` back; ``quiet``: on the way out of an error or Ctrl-C, whose report must not
     be replaced by this one's (a Ctrl-C inside torch's lazy imports leaves them half loaded)."""
     try:
-        torch.use_deterministic_algorithms(state[0], warn_only=state[1])
-        torch.backends.cudnn.benchmark = state[2]
+        if state.cublas is None:
+            os.environ.pop(CUBLAS_ENV, None)
+        else:
+            os.environ[CUBLAS_ENV] = state.cublas
+        torch.set_rng_state(state.cpu_rng)
+        if state.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(state.cuda_rng)
+        elif torch.cuda.is_available() and torch.cuda.is_initialized():  # first used by this run
+            torch.cuda.manual_seed_all(state.seed)  # as the caller's first use would have found them
+        torch.use_deterministic_algorithms(state.determinism[0], warn_only=state.determinism[1])
+        torch.backends.cudnn.benchmark = state.determinism[2]
     except Exception:
         if not quiet:
             raise
 
 
 def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, log: Callable[[str], None]) -> _Run:
-    """:func:`_build_run`, remembering the process-wide settings ``deterministic`` changes, to put
-    them back when the run ends (or now, if it cannot start)."""
-    determinism = _determinism()
+    """:func:`_build_run`, remembering the process-wide settings a run changes (the seed, what
+    ``deterministic`` switches), to put them back when the run ends (or now, if it cannot start)."""
+    caller = _caller_state()
     try:
         run = _build_run(model, data, config, meta, log)
     except BaseException:
-        _restore_determinism(determinism, quiet=True)
+        _restore_caller(caller, quiet=True)
         raise
-    run.determinism = determinism
+    run.caller = caller
     return run
 
 
 def _close(run: _Run, board, history: History) -> None:
-    """Let go of what a run holds: its TensorBoard writer, its run directory's lock, the
-    deterministic mode it switched on (the caller's comes back), and the run directory itself when
-    this start made it and nothing was saved into it."""
+    """Let go of what a run holds: its TensorBoard writer, its run directory's lock, the seeded RNG
+    and the deterministic mode it switched on (the caller's come back), and the run directory itself
+    when this start made it and nothing was saved into it."""
     try:
         if board is not None:
             board.close(history)
     finally:
         run.ckpt.close()
-        _restore_determinism(run.determinism, quiet=True)  # in a finally: never over an error in flight
+        _restore_caller(run.caller, quiet=True)  # in a finally: never over an error in flight
         if run.made_out:  # a run that failed before its first save (no image decodes): no empty --out behind
             with contextlib.suppress(OSError):  # not empty (or gone): left as it is
                 run.ckpt.run_dir.rmdir()
@@ -782,15 +810,15 @@ def _step_hook(pos: Position, step_callbacks: Iterable[Callable[[dict], None]], 
 
 
 def _start(run: _Run, history: History) -> Position | None:
-    """:func:`_begin`, putting the caller's deterministic mode back when no training follows (a
-    refused resume, a run that already finished)."""
+    """:func:`_begin`, putting the caller's RNG and deterministic mode back when no training follows
+    (a refused resume, a run that already finished)."""
     try:
         pos = _begin(run, history)
     except BaseException:
-        _restore_determinism(run.determinism, quiet=True)
+        _restore_caller(run.caller, quiet=True)
         raise
     if pos is None:
-        _restore_determinism(run.determinism)
+        _restore_caller(run.caller)
     return pos
 
 
@@ -867,7 +895,7 @@ def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) 
         torch.use_deterministic_algorithms(True, warn_only=True)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = False
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            os.environ.setdefault(CUBLAS_ENV, ":4096:8")  # the caller's value or absence comes back (_close)
     base = unwrap(model).to(device)
     if config.channels_last:
         base.to(memory_format=torch.channels_last)
