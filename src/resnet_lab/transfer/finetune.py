@@ -368,6 +368,38 @@ def _check_classes_fit(model: nn.Module, data, plan: TransferPlan) -> None:
                          f"source, {plan.strategy!r}, num_classes={len(classes)}) keeps the pretrained weights")
 
 
+def _frozen_phase(model: nn.Module, data, config, plan: TransferPlan, *, freeze_epochs: int, meta: dict[str, Any],
+                  log: Callable[[str], None] | None):
+    """Phase 1 of :func:`finetune`: the classifier alone, so the fresh head does not send large random
+    gradients into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze). The
+    model comes back unfrozen whether the phase finishes or fails (a refused ``out``, a divergence)."""
+    out = Path(config.out) if config.out else None
+    classifier = model.get_submodule(plan.classifier)
+    freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
+    try:
+        phase_dir = out / FROZEN_DIR if out else None
+        resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
+        main_plan = _main_phase_plan(config)
+        if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
+            _check_resumed_plan(phase_dir, meta["transfer"])
+            _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
+        # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
+        # --progressive-resize count epochs of the main phase (--epochs), and --norm-lr-scale scales its norms.
+        own = {"warmup_epochs": 0.0, "progressive_resize": None}
+        if resume:  # a frozen phase saved by an earlier version carried the main phase's values: keep its own
+            saved = load_meta(phase_dir).get("train_config") or {}
+            own = {k: saved.get(k, v) for k, v in own.items()}
+        phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, norm_lr_scale=1.0, resume=resume,
+                                    out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
+        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": FROZEN_PHASE, "main_phase": main_plan}}
+        # A frozen phase that finished before an interrupt only reloads its weights here: train's note
+        # on a finished run (warm-restart it to train further) is not for this command.
+        phase_log = _without_finished_note(log, phase_dir) if resume else log
+        return train(model, data, phase, meta=phase_meta, log=phase_log)
+    finally:
+        unfreeze(model, mode=True)
+
+
 def finetune(
     model: nn.Module,
     data,
@@ -416,30 +448,7 @@ def finetune(
         _check_started_run(out, meta["transfer"], config.resume, freeze_epochs)
     _check_frozen_phase_kept(out, freeze_epochs, config.resume, main_started)
     if freeze_epochs and not (config.resume and main_started):
-        # Phase 1: the classifier alone, so the fresh head does not send large random gradients
-        # into the pretrained backbone (fastai's fine_tune: freeze_epochs, then unfreeze).
-        classifier = model.get_submodule(plan.classifier)
-        freeze(model, [f"{plan.classifier}.{n}" for n, _ in classifier.named_parameters()])
-        phase_dir = out / FROZEN_DIR if out else None
-        resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
-        main_plan = _main_phase_plan(config)
-        if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
-            _check_resumed_plan(phase_dir, meta["transfer"])
-            _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
-        # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
-        # --progressive-resize count epochs of the main phase (--epochs), and --norm-lr-scale scales its norms.
-        own = {"warmup_epochs": 0.0, "progressive_resize": None}
-        if resume:  # a frozen phase saved by an earlier version carried the main phase's values: keep its own
-            saved = load_meta(phase_dir).get("train_config") or {}
-            own = {k: saved.get(k, v) for k, v in own.items()}
-        phase = dataclasses.replace(config, epochs=freeze_epochs, lr_scale={}, norm_lr_scale=1.0, resume=resume,
-                                    out=str(phase_dir) if phase_dir else None, stop_after=None, **own)
-        phase_meta = {**meta, "transfer": {**meta["transfer"], "phase": FROZEN_PHASE, "main_phase": main_plan}}
-        # A frozen phase that finished before an interrupt only reloads its weights here: train's note
-        # on a finished run (warm-restart it to train further) is not for this command.
-        phase_log = _without_finished_note(log, phase_dir) if resume else log
-        histories.append(train(model, data, phase, meta=phase_meta, log=phase_log))
-        unfreeze(model, mode=True)
+        histories.append(_frozen_phase(model, data, config, plan, freeze_epochs=freeze_epochs, meta=meta, log=log))
         if histories[-1].interrupted:
             histories[-1].phases = histories
             return histories[-1]
