@@ -199,3 +199,20 @@ def test_a_tied_weight_and_a_containers_own_parameter_are_each_in_one_row():
         assert sum(r.macs for r in s.rows) == s.total_macs
     rows = {r.name: r for r in summarize(scaled, (3, 8, 8)).rows}
     assert (rows["0"].params, rows["0"].macs, rows["0.conv"].params) == (4, 0, 112)  # gamma alone; the conv's MACs stay its own
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "input refused"])
+def test_each_modules_own_mode_is_restored_not_just_the_top_levels(fails):
+    """summarize restored model.train(was_training) alone, which put a BN the caller had set to
+    eval inside a training model back in training (its running statistics then moved in a loop)."""
+    model = torchvision.models.resnet18().train()
+    model.bn1.eval()
+    model.layer2[0].eval()  # a whole block, its submodules too
+    before = [(name, m.training) for name, m in model.named_modules()]
+    assert sum(not mode for _, mode in before) > 2  # the reference has modules in both modes
+    if fails:
+        with pytest.raises(ValueError, match="input_size"):
+            summarize(model, (32, 32))
+    else:
+        summarize(model, (3, 32, 32))
+    assert [(name, m.training) for name, m in model.named_modules()] == before

@@ -189,7 +189,8 @@ def summarize(
     """Run one forward pass of a random batch and tabulate layers, parameters and MACs.
 
     The model runs in eval mode under ``torch.no_grad()`` (so BN uses running statistics and
-    GoogLeNet skips its auxiliary heads, as at inference); its previous mode is restored.
+    GoogLeNet skips its auxiliary heads, as at inference); every module's own train/eval mode is
+    restored afterwards (a BN the caller put in eval inside a training model stays in eval).
 
     Args:
         model: the network.
@@ -216,7 +217,7 @@ def summarize(
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # each module's own (a BN put in eval in a training model)
     try:
         model.eval()
         with torch.no_grad(), recorder.counter:
@@ -226,7 +227,8 @@ def summarize(
                 raise ValueError(f"the model cannot run on the summary's input {tuple(x.shape)} ({x.dtype}): {e}; "
                                  "input_size is (C, H, W) without the batch dim, and dtype must be the model's") from e
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
         for h in handles:
             h.remove()
     counter, rows, activation_bytes = recorder.counter, recorder.rows, recorder.activation_bytes
