@@ -265,3 +265,15 @@ def test_read_onnx_metadata_names_a_directory_and_a_file_that_is_not_onnx(tmp_pa
     garbage.write_bytes(b"\x08\x96\x01not a model at all" * 3)
     with pytest.raises(ValueError, match=f"{garbage} is not a readable ONNX file"):
         read_onnx_metadata(garbage)
+
+
+@pytest.mark.parametrize("dynamic_batch", [True, False])
+def test_export_leaves_the_callers_global_rng_as_it_was(tmp_path, dynamic_batch):
+    """The example input was drawn with torch.randn from the global RNG: an export between two
+    draws of a seeded notebook changed every draw after it."""
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)
+    torch.manual_seed(3)
+    want = torch.rand(4)  # the next draw after the seed, with no export in between
+    torch.manual_seed(3)
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 8, 8), fuse=True, dynamic_batch=dynamic_batch)
+    assert torch.equal(torch.rand(4), want)

@@ -316,3 +316,14 @@ def test_a_conv_whose_weight_is_tied_to_another_module_is_not_folded():
     with torch.no_grad():
         assert rel_err(fused(x), model(x)) < 1e-12
     assert fused.conv3.weight is fused.conv1.weight
+
+
+def test_the_fallbacks_own_example_input_leaves_the_callers_global_rng_as_it_was():
+    """Without example_input the module-order check drew its batch from the global RNG."""
+    model = randomize_bn(ConvLinearNet(branch=True), seed=6).eval()
+    torch.manual_seed(3)
+    want = torch.rand(4)
+    torch.manual_seed(3)
+    fused, report = fuse_bn_with_report(model)
+    assert report.method == "module-order" and len(report.folded) == 3
+    assert torch.equal(torch.rand(4), want)

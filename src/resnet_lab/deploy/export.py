@@ -229,8 +229,9 @@ def export_onnx(
         log.info("%s", report.summary())
     # Dynamic: batch 2, not 1, since the dynamo exporter specializes a dimension whose example size
     # is 1. Static: batch 1, one image per call, as a predictor sends them (a static batch of 2
-    # would refuse every other size).
-    x = torch.randn(2 if dynamic_batch else 1, *size)
+    # would refuse every other size). Drawn from a generator of its own: the caller's global RNG is
+    # left as it was (the values shape nothing in the file, only the trace's example).
+    x = torch.randn(2 if dynamic_batch else 1, *size, generator=torch.Generator().manual_seed(0))
     try:  # a wrong input_size is the caller's mistake, not the exporter's: say so before exporting
         with torch.no_grad():
             work(x)

@@ -320,16 +320,19 @@ def _repeated(named: Iterable[tuple[str, object]]) -> set[int]:
 
 
 def _example_input(model: nn.Module) -> Tensor:
+    """A random batch for the check, from a generator of its own (the caller's global RNG is left as it was)."""
     config = getattr(model, "model_config", None) or {}
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Conv1d))), None)
     p = next(model.parameters())
     if isinstance(first, nn.Linear):
-        return torch.randn(2, first.in_features, dtype=p.dtype, device=p.device)
-    if isinstance(first, nn.Conv1d):
-        return torch.randn(2, first.in_channels, 64, dtype=p.dtype, device=p.device)
-    channels = config.get("in_channels", first.in_channels if first is not None else 3)
-    size = 32 if config.get("small_input") else 64
-    return torch.randn(2, channels, size, size, dtype=p.dtype, device=p.device)
+        shape: tuple[int, ...] = (2, first.in_features)
+    elif isinstance(first, nn.Conv1d):
+        shape = (2, first.in_channels, 64)
+    else:
+        channels = config.get("in_channels", first.in_channels if first is not None else 3)
+        size = 32 if config.get("small_input") else 64
+        shape = (2, channels, size, size)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(dtype=p.dtype, device=p.device)
 
 
 def fuse_bn_with_report(
