@@ -637,6 +637,27 @@ def test_deterministic_on_cuda_puts_the_callers_cublas_workspace_setting_back(mo
         torch.backends.cudnn.benchmark = bench
 
 
+@pytest.mark.parametrize("initialized_before", [True, False])
+def test_the_gpus_rng_comes_back_as_the_caller_had_it_or_would_find_it(monkeypatch, initialized_before):
+    """No GPU here: torch.cuda's calls are recorded. CUDA in use before train: every GPU's state is
+    put back; first used by the run: seeded as the caller's first use would have found it (CUDA
+    seeds lazily with the last torch.manual_seed), not left where the run's seed took it."""
+    loop = importlib.import_module("resnet_lab.train.loop")
+    initialized, calls = [initialized_before], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized[0])
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["the caller's"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(("set", states)))
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(("seed", seed)))
+    torch.manual_seed(321)
+    caller = loop._caller_state()
+    torch.manual_seed(0)  # the run's seed
+    initialized[0] = True  # the run used a GPU
+    calls.clear()  # torch.manual_seed seeds CUDA too: only the restore's calls count
+    loop._restore_caller(caller)
+    assert calls == ([("set", ["the caller's"])] if initialized_before else [("seed", 321)])
+
+
 def test_train_puts_the_cublas_workspace_setting_back_when_it_returns_or_fails(monkeypatch):
     """The restore is wired into train's end, on a normal return and on an error alike (a callback
     stands in for the CUDA branch, which sets the variable on a GPU)."""
