@@ -216,3 +216,16 @@ def test_each_modules_own_mode_is_restored_not_just_the_top_levels(fails):
     else:
         summarize(model, (3, 32, 32))
     assert [(name, m.training) for name, m in model.named_modules()] == before
+
+
+def test_the_callers_global_rng_is_not_drawn_from():
+    """A notebook's seeded draws go on as they would without the summary between them."""
+    model = torchvision.models.resnet18(num_classes=10)
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    summarize(model, (3, 32, 32))
+    assert torch.equal(torch.rand(4), expected)
+    with torch.device("meta"):
+        meta_model = torchvision.models.resnet18(num_classes=10)
+    assert summarize(meta_model, (3, 32, 32), device="meta").total_params == count_params(model)[0]

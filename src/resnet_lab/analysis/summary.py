@@ -216,7 +216,8 @@ def summarize(
         handles.append(m.register_forward_hook(recorder.post_hook))
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    x = torch.randn(batch_size, *input_size, device=device, dtype=dtype)
+    # a generator of its own: the caller's global RNG is not drawn from (the counts never depend on the values)
+    x = torch.randn(batch_size, *input_size, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
     modes = [(m, m.training) for m in model.modules()]  # each module's own (a BN put in eval in a training model)
     try:
         model.eval()
