@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from ._text import count
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
@@ -722,16 +723,16 @@ def _print_lr_find(result, args) -> None:
     """The test's outcome, its suggestion (or why there is none) and, with --out, the plot."""
     taken = len(result.lrs)
     how = ("the loss did not diverge" if not result.stopped else
-           f"the loss diverged after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else
+           f"the loss diverged after {count(taken, 'step')}, at lr {result.lrs[-1]:.3g}" if taken else
            "the first loss was not finite")
     if result.interrupted:
-        how = f"interrupted after {taken} steps, at lr {result.lrs[-1]:.3g}" if taken else "interrupted before a step"
+        how = f"interrupted after {count(taken, 'step')}, at lr {result.lrs[-1]:.3g}" if taken else "interrupted before a step"
     print(f"lr range test of {args.model} on {args.dataset}, lr {args.start_lr:g} to {args.end_lr:g} in "
           f"{args.steps} steps: {how}")
     if result.valley is None and taken and not result.stopped:
-        print(f"no suggestion: {taken} steps are too few to show a valley; use more --steps (100 is fastai's)")
+        print(f"no suggestion: {count(taken, 'step')} {'is' if taken == 1 else 'are'} too few to show a valley; use more --steps (100 is fastai's)")
     elif result.valley is None and taken:
-        print(f"no suggestion: the loss diverged after {taken} steps, too soon to show a valley; lower --start-lr "
+        print(f"no suggestion: the loss diverged after {count(taken, 'step')}, too soon to show a valley; lower --start-lr "
               f"(or --end-lr)")
     elif result.valley is None and not result.interrupted:  # the first loss comes before any update
         print("no suggestion: the first loss, before any update, was not finite; check the data and the model "

@@ -321,6 +321,9 @@ def test_scale_lr_is_the_linear_scaling_rule_with_warmup_of_goyal_et_al():
     onecycle = TrainConfig(epochs=8, lr=0.1, schedule="onecycle")
     scale_lr_for_world_size(onecycle, 2)
     assert onecycle.warmup_epochs == 0  # one-cycle already ramps up over its first quarter
+    four = TrainConfig(epochs=4, lr=0.1, schedule="cosine")
+    notes = scale_lr_for_world_size(four, 2)  # a quarter of 4 epochs: one, said in the singular
+    assert four.warmup_epochs == 1 and notes[-1] == "--scale-lr: linear warmup over the first 1 epoch"
 
 
 def _empty_batch_rank(rank: int, port: int, out: str) -> None:

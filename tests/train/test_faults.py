@@ -63,9 +63,12 @@ def test_the_interrupt_message_says_where_the_run_stopped(tmp_path):
     train(TinyNet(), make_bundle(), _cfg(tmp_path / "a"), callbacks=[stop_at(1)], log=lines.append)
     torch.manual_seed(0)  # inside an epoch: its step
     train(TinyNet(), make_bundle(), _cfg(tmp_path / "b"), step_callbacks=[stop_at(1, 2)], log=lines.append)
+    torch.manual_seed(0)  # after a single step: "1 step" (QA: "after 1 steps")
+    train(TinyNet(), make_bundle(), _cfg(tmp_path / "c"), step_callbacks=[stop_at(1, 1)], log=lines.append)
     said = [line.strip().splitlines()[0] for line in lines if "interrupted" in line]
     assert said == [f"interrupted after epoch 1 of 2; state saved to {tmp_path / 'a'}.",
-                    f"interrupted in epoch 1 after 2 steps; state saved to {tmp_path / 'b'}."]
+                    f"interrupted in epoch 1 after 2 steps; state saved to {tmp_path / 'b'}.",
+                    f"interrupted in epoch 1 after 1 step; state saved to {tmp_path / 'c'}."]
 
 
 def test_a_run_resumed_mid_epoch_counts_the_cut_short_sessions_seconds_in_its_wall_time(tmp_path):

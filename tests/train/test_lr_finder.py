@@ -553,6 +553,14 @@ def test_ctrl_c_keeps_what_was_measured_and_the_model_as_it_was(monkeypatch, cap
     assert captured.err.strip().endswith("interrupted after 30 of 100 steps")
 
 
+def test_a_single_step_is_counted_in_the_singular(monkeypatch, capsys):
+    """QA: "interrupted after 1 steps"; the counts go through _text.count as everywhere else."""
+    _interrupt_after(monkeypatch, 1)
+    assert main(["lr-find", *BASE, "--steps", "100"]) == 130
+    out = capsys.readouterr().out
+    assert "interrupted after 1 step, at lr" in out and "no suggestion: 1 step is too few to show a valley" in out
+
+
 def test_a_short_test_that_ran_every_step_suggests_from_its_whole_record_not_its_first_rate():
     """With 7 to 9 steps fastai's window (the first tenth and the last 5 left out) kept 2 to 4
     points, so on a straight falling curve the valley was the first rate tested."""

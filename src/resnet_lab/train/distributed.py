@@ -231,7 +231,8 @@ def scale_lr_for_world_size(config, world_size: int) -> list[str]:
         notes.append(f"--scale-lr: lr {old:g} x {world_size} processes = {config.lr:g}")
         if config.warmup_epochs <= 0 and config.schedule != "onecycle":
             config.warmup_epochs = min(5.0, config.epochs / 4)
-            notes.append(f"--scale-lr: linear warmup over the first {config.warmup_epochs:g} epochs")
+            notes.append(f"--scale-lr: linear warmup over the first {config.warmup_epochs:g} "
+                         + ("epoch" if config.warmup_epochs == 1 else "epochs"))
     return notes
 
 

@@ -873,7 +873,7 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
     else:
         ckpt.save(pos, history)
         where = (f"after epoch {pos.epoch} of {run.config.epochs}" if pos.step == 0 and pos.epoch
-                 else f"in epoch {pos.epoch + 1} after {pos.step} steps")
+                 else f"in epoch {pos.epoch + 1} after {count(pos.step, 'step')}")
         # stopped while the last plots were drawn; a finetune's frozen phase has its main phase to come
         done = pos.epoch == run.config.epochs and pos.step == 0 and not _phase_of_more(ckpt.meta)
         say(f"\ninterrupted {where}; state saved to {ckpt.run_dir}.\n" + (

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._text import count
 from ..figures import check_png_path, new_figure, save_png
 from .bars import bar_disable
 from .config import TrainConfig
@@ -378,7 +379,7 @@ def lr_find_figure(result: LRFindResult, title: str = "") -> "Figure":
     steps = len(result.lrs)
     end = (f"diverged at lr {result.lrs[-1]:.2g}, step {steps}" if result.stopped and steps else
            "the first loss was not finite" if result.stopped else
-           f"interrupted after {steps} of {result.steps} steps" if result.interrupted else f"{steps} steps")
+           f"interrupted after {steps} of {result.steps} steps" if result.interrupted else count(steps, "step"))
     ax.set(xlabel="learning rate", ylabel="training loss", title=f"{title or 'learning-rate range test'}: {end}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
