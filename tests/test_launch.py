@@ -1,6 +1,7 @@
 """The `resnet-lab` command's start: `import resnet_lab` loads no torch, so a Ctrl-C while torch loads
 (the first seconds of every command) ends in one line, like one later, and not in a traceback."""
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -23,8 +24,43 @@ sys.meta_path.insert(0, Interrupt())
 """
 
 
-def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+# A SIGTERM (or Ctrl-C) that lands while torch imports, as a real signal sent by the process to itself
+# there: its handler runs at the next bytecode, inside the import, with no timing involved.
+SIGNAL_IN_TORCH = """
+import os, signal, sys
+class Signal:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            os.kill(os.getpid(), signal.{sig})
+sys.meta_path.insert(0, Signal())
+"""
+
+# A signal during the interpreter's shutdown, after the command has returned and its output is out:
+# an exit handler registered first runs last, after torch's own (QA: a Ctrl-C just after `evaluate`
+# printed "Exception ignored in atexit callback ... torch/library.py ... KeyboardInterrupt").
+SIGNAL_AT_EXIT = """
+import atexit, os, signal
+def late(): os.kill(os.getpid(), signal.{sig}); print("still here", flush=True)
+atexit.register(late)
+"""
+
+# A signal while the command line is parsed (after torch loaded, before the command's own handlers).
+SIGNAL_IN_PARSE = """
+import os, signal
+import resnet_lab.cli as cli
+real = cli._parse
+def parse(argv):
+    os.kill(os.getpid(), signal.{sig})
+    return real(argv)
+cli._parse = parse
+"""
+
+LAUNCH = "from resnet_lab._launch import main; raise SystemExit(main())"
+
+
+def _run(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def test_importing_the_package_loads_no_torch_and_every_public_name_loads_on_use():
@@ -57,6 +93,60 @@ def test_a_ctrl_c_while_torch_loads_is_one_line_and_exit_130():
     # the reference: the same interrupt through the CLI module itself is the traceback users saw
     done = _run(INTERRUPT_TORCH + "from resnet_lab.cli import main")
     assert done.returncode != 0 and "Traceback" in done.stderr and "KeyboardInterrupt" in done.stderr
+
+
+@pytest.mark.parametrize("start", ["launcher", "python -m"])
+def test_a_sigterm_while_torch_loads_is_interrupted_and_130_as_a_ctrl_c_is(start):
+    """QA: SIGTERM in the first seconds killed the process silently (-15) where Ctrl-C said
+    "interrupted" (130); the README says SIGTERM stops any command as Ctrl-C does."""
+    run = LAUNCH if start == "launcher" else "import runpy; runpy.run_module('resnet_lab', run_name='__main__')"
+    for sig in ("SIGTERM", "SIGINT"):
+        done = _run(SIGNAL_IN_TORCH.format(sig=sig) + run, "models")
+        assert (done.returncode, done.stderr) == (130, "interrupted\n"), (sig, done)
+    # a torchrun rank stopped by torchrun says so, as it does later in a command
+    done = _run(SIGNAL_IN_TORCH.format(sig="SIGTERM") + run, "models", env={"WORLD_SIZE": "2", "RANK": "1"})
+    assert (done.returncode, done.stderr) == (130, "rank 1: stopped by torchrun (SIGTERM): another process failed "
+                                                   "(its error says why) or the job was interrupted\n"), done
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_command_line_is_parsed_is_interrupted_and_130(sig):
+    """Between torch's import and the command's own handlers: a SIGTERM killed the process silently,
+    a Ctrl-C went up through the launcher as a traceback."""
+    done = _run(SIGNAL_IN_PARSE.format(sig=sig) + LAUNCH, "models")
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", ""), done
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_after_the_command_finished_changes_nothing(sig):
+    """The command's output, its exit status, and nothing else: the signal is ignored during the
+    shutdown (the exit handler that sent it goes on to its end)."""
+    done = _run(SIGNAL_AT_EXIT.format(sig=sig) + LAUNCH, "models")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert "resnet18" in done.stdout and done.stdout.endswith("still here\n")
+    # an interrupted command pressed again (users press Ctrl-C twice): still its one line and 130
+    done = _run(INTERRUPT_TORCH + SIGNAL_AT_EXIT.format(sig=sig) + LAUNCH, "models")
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "still here\n"), done
+    # a usage error's exit too
+    done = _run(SIGNAL_AT_EXIT.format(sig=sig) + LAUNCH, "trian")
+    assert done.returncode == 2 and "did you mean train?" in done.stderr and "Traceback" not in done.stderr
+    assert "Exception ignored" not in done.stderr and done.stdout == "still here\n"
+
+
+def test_the_launcher_leaves_the_commands_own_handlers_in_charge():
+    """Training and the CLI install their handlers on top of the launcher's and put it back after."""
+    code = ("import signal, resnet_lab._launch as launch, resnet_lab.cli as cli\n"
+            "seen = []\n"
+            "def models(args): seen.append(signal.getsignal(signal.SIGTERM)); return 0\n"
+            "cli.COMMANDS['models'] = models\n"
+            "real = cli.main\n"
+            "def main(argv=None): seen.append(signal.getsignal(signal.SIGTERM)); return real(argv)\n"
+            "cli.main = main\n"
+            "code = launch.main()\n"
+            "print(seen[0] is launch._interrupt, seen[1] not in (launch._interrupt, signal.SIG_DFL), code,\n"
+            "      signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
+    done = _run(code, "models")
+    assert done.stdout.split() == ["True", "True", "0", "True", "True"], done.stderr
 
 
 @pytest.mark.parametrize("module, package", [("torch", "torch"), ("PIL", "pillow"), ("tqdm", "tqdm")])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 __all__ = ["count"]
 
 
@@ -25,3 +28,13 @@ def seeds_text(seeds) -> str:
 def every_steps(n: int) -> str:
     """``every training step`` or ``every 5 training steps``: how often a probe records."""
     return "every training step" if n == 1 else f"every {n} training steps"
+
+
+def interrupted_words(e: KeyboardInterrupt) -> str:
+    """"interrupted"; under torchrun a SIGTERM outside training is torchrun ending the job, most often
+    because another rank failed first: the words say so (they read as a Ctrl-C of the user's). A
+    SIGTERM reaches a command as ``KeyboardInterrupt("signal 15")``."""
+    if str(e) == f"signal {int(signal.SIGTERM)}" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return (f"rank {os.environ.get('RANK', '?')}: stopped by torchrun (SIGTERM): another process failed (its "
+                "error says why) or the job was interrupted")
+    return "interrupted"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from ._text import count
+from ._text import count, interrupted_words
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS
@@ -1147,15 +1147,6 @@ def _pipe_safe_output():
                     os.dup2(os.open(os.devnull, os.O_WRONLY), stream._stream.fileno())
 
 
-def _interrupted_words(e: KeyboardInterrupt) -> str:
-    """"interrupted"; under torchrun a SIGTERM outside training is torchrun ending the job, most often
-    because another rank failed first: the words say so (they read as a Ctrl-C of the user's)."""
-    if str(e) == f"signal {int(signal.SIGTERM)}" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return (f"rank {os.environ.get('RANK', '?')}: stopped by torchrun (SIGTERM): another process failed (its "
-                "error says why) or the job was interrupted")
-    return "interrupted"
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM stops every command as Ctrl-C does ("interrupted", exit 130), wherever it lands:
@@ -1294,7 +1285,7 @@ def _run_command(args: argparse.Namespace) -> int:
         with _sigterm_as_interrupt():
             return COMMANDS[args.command](args) or 0
     except KeyboardInterrupt as e:
-        print(_interrupted_words(e), file=sys.stderr)
+        print(interrupted_words(e), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `resnet-lab models | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
