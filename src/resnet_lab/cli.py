@@ -989,11 +989,13 @@ def cmd_finetune(args) -> int:
     return _report_run(history, args)
 
 
-def _interrupted_experiment(given: str | None, folder: Path | None, empty: bool) -> str:
+def _interrupted_experiment(given: str | None, folder: Path | None, empty: bool, finished: bool = False) -> str:
     """What an interrupted experiment left, naming the very folder it claimed (run_experiment says
     which: a guess at runs/experiments/NAME-N once sent a user to delete finished results)."""
     if folder is None:
         return "nothing was written (no folder was claimed yet)"
+    if finished:  # the stop came after results.json, the last file written
+        return f"the experiment had finished: its verdict is in {folder / 'report.md'} and {folder / 'results.json'}"
     if empty:
         return f"{folder} holds nothing yet (no verdict): the same command runs it again"
     if given:
@@ -1023,7 +1025,8 @@ def cmd_experiment(args) -> int:
                        seed=0 if args.seed is None else args.seed)  # its last line: the verdict
     except KeyboardInterrupt as e:  # more than main's "interrupted": the folder it leaves is refused by a rerun
         where = _interrupted_experiment(args.out, getattr(e, "experiment_dir", None),
-                                        getattr(e, "experiment_dir_empty", False))
+                                        getattr(e, "experiment_dir_empty", False),
+                                        getattr(e, "experiment_finished", False))
         print(f"interrupted: {where}", file=sys.stderr)
         return 130
     return 0

@@ -75,3 +75,55 @@ def test_an_interrupted_experiment_names_the_folder_it_claimed_not_the_newest(tm
     assert capsys.readouterr().err.strip() == ("interrupted: runs/experiments/degradation holds nothing yet (no "
                                                "verdict): the same command runs it again")
     assert (finished / "results.json").exists()
+
+
+@pytest.mark.parametrize("file, when", [("report.md", "before"), ("report.md", "after"), ("results.json", "before"),
+                                        ("results.json", "after")])
+def test_an_experiment_stopped_while_writing_its_verdict_leaves_both_files_or_neither(
+        tmp_path, monkeypatch, capsys, file, when):
+    """QA: a Ctrl-C while report.md was written left results.json with a verdict and no report.md,
+    said "half-written (no verdict)", and the rerun was refused as "the results of an earlier
+    experiment". Now results.json, the mark of a finished experiment, is written last, the line tells
+    which of the two states the folder is in, and the rerun goes as it says."""
+    import types
+
+    import resnet_lab.experiments.registry as registry
+    import resnet_lab.experiments.report as report_module
+    from resnet_lab.experiments import Check, Report
+
+    def run(ctx):  # an experiment that drew a plot, then reports
+        (ctx.out / "curve.png").write_bytes(b"png")
+        return Report(claim="c", setup={}, columns=["a"], rows=[[1]], checks=[Check("q", True, "n")],
+                      plots=["curve.png"])
+
+    real = report_module.atomic_write_text
+
+    def write(path, text):  # the Ctrl-C lands just before or just after the write of `file`
+        if when == "before" and path.name == file:
+            raise KeyboardInterrupt
+        real(path, text)
+        if when == "after" and path.name == file:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "get_experiment", lambda name: types.SimpleNamespace(run=run))
+    out = tmp_path / "ex3"
+    with monkeypatch.context() as m:
+        m.setattr(report_module, "atomic_write_text", write)
+        assert main(["experiment", "transfer", "--out", str(out), "--device", "cpu"]) == 130
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    finished = (out / "results.json").exists()
+    assert finished == (out / "report.md").exists()  # both or neither
+    assert finished == ((file, when) == ("results.json", "after"))  # a verdict only once it was all written
+    if finished:
+        assert line == (f"interrupted: the experiment had finished: its verdict is in {out / 'report.md'} and "
+                        f"{out / 'results.json'}")
+        assert json.loads((out / "results.json").read_text())["verdict"] == "confirmed"
+        return
+    assert line == (f"interrupted: --out {out} is half-written (no verdict): give another --out, or delete {out} "
+                    "first, to run it again")
+    # the rerun is refused as the line said, not as "the results of an earlier experiment"
+    assert main(["experiment", "transfer", "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "results.json" not in err
+    assert main(["experiment", "transfer", "--out", str(tmp_path / "another"), "--device", "cpu"]) == 0
+    assert (tmp_path / "another" / "results.json").is_file() and (tmp_path / "another" / "report.md").is_file()

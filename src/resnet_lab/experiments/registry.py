@@ -196,8 +196,9 @@ def run_experiment(
     try:
         with lock:
             return _run(module, name, budget, out, data_dir, device, seed, log)
-    except KeyboardInterrupt as e:  # which folder this run claimed, and whether it wrote into it yet
+    except KeyboardInterrupt as e:  # which folder this run claimed, whether it wrote into it yet, and finished
         e.experiment_dir, e.experiment_dir_empty = out, _first_entry(out) is None
+        e.experiment_finished = (out / "results.json").is_file()  # written last (write_report)
         raise
 
 

@@ -315,7 +315,8 @@ def _jsonable(obj: Any) -> Any:
 
 def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: str, seconds: float,
                  command: str | None = None, fake_data: bool = False) -> dict[str, Any]:
-    """Write ``results.json`` and ``report.md`` into ``out``; return the results dict.
+    """Write ``report.md`` and then ``results.json`` into ``out``; return the results dict. Both or
+    neither: stopped before ``results.json`` is in place, the report written is removed again.
 
     Args:
         out: the experiment's output folder (plots are already in it).
@@ -349,8 +350,6 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
         "command": command,
         "data": report.data,
     }
-    atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1))
-
     lines = [f"# {name}: {verdict_text(verdict, budget, fake_data)}", "", f"**Claim.** {report.claim}", "", "## Setup", ""]
     lines += [f"- {k}: {_fmt(v)}" for k, v in report.setup.items()]
     lines += [f"- budget: {budget}; wall time {seconds:.0f} s; {results['date']}",
@@ -369,7 +368,15 @@ def write_report(out: str | os.PathLike, name: str, report: Report, *, budget: s
     if budget == "smoke":
         lines += ["", "_Smoke budget: this checks the pipeline, not the claim; run `--budget full` for a verdict "
                       "worth reading._"]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    # report.md first, results.json last: results.json marks a finished experiment (a rerun over it is
+    # refused), so a stop (Ctrl-C, a full disk) between the two leaves no verdict in either file.
+    try:
+        atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+        atomic_write_text(out / "results.json", json.dumps(_jsonable(results), indent=1))
+    except BaseException:
+        if not (out / "results.json").exists():
+            (out / "report.md").unlink(missing_ok=True)
+        raise
     return results
 
 
