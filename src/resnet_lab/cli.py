@@ -34,6 +34,7 @@ from .deploy.cam import cam_paths, require_cam, save_cams
 from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, iter_predictions
 from .experiments import list_experiments, run_experiment
+from .figures import check_png_path
 from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
@@ -741,7 +742,22 @@ def _print_lr_find(result, args) -> None:
         steep = f"; steepest fall at {result.steep:.2e}" if result.steep is not None else ""
         print(f"suggested lr: {result.valley:.2e} (fastai's valley{steep}); try --lr {result.valley:.2g}")
     if args.out:
-        print(f"wrote {plot_lr_find(result, args.out, title=f'{args.model} on {args.dataset}')}")
+        _plot_lr_find(result, args)
+
+
+def _plot_lr_find(result, args) -> None:
+    """The plot at --out; an interrupted test beside an earlier plot there writes NAME.interrupted.png
+    instead: the steps before a Ctrl-C (4 of 100, or none) replaced a whole test's curve."""
+    out = Path(args.out)
+    path, kept = out, ""
+    if result.interrupted and out.exists():  # an earlier plot of ours: cmd_lr_find refused anything else
+        path, kept = out.with_name(f"{out.stem}.interrupted.png"), f" (interrupted: the earlier plot {out} is kept)"
+        try:
+            check_png_path(path)
+        except (ValueError, OSError) as e:  # not ours: written neither there nor over the earlier plot
+            print(f"not plotted: the earlier plot {out} is kept, and {e}")
+            return
+    print(f"wrote {plot_lr_find(result, path, title=f'{args.model} on {args.dataset}')}{kept}")
 
 
 def _report_run(history, args) -> int:

@@ -553,6 +553,40 @@ def test_ctrl_c_keeps_what_was_measured_and_the_model_as_it_was(monkeypatch, cap
     assert captured.err.strip().endswith("interrupted after 30 of 100 steps")
 
 
+@pytest.mark.parametrize("taken", [0, 3], ids=["before a step", "after 3 steps"])
+def test_an_interrupted_test_does_not_replace_an_earlier_plot_at_out(monkeypatch, capsys, tmp_path, taken):
+    """QA: a Ctrl-C in the first steps (or a SIGTERM before the first) replaced a whole test's plot
+    at the same --out with one of 3 (or no) steps. The earlier plot is kept, byte for byte, and the
+    steps so far go beside it, as NAME.interrupted.png."""
+    png, beside = tmp_path / "lr.png", tmp_path / "lr.interrupted.png"
+    assert main(["lr-find", *BASE, "--steps", "8", "--out", str(png)]) == 0
+    earlier = png.read_bytes()
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        _interrupt_after(m, taken)
+        assert main(["lr-find", *BASE, "--steps", "100", "--out", str(png)]) == 130
+    out = capsys.readouterr().out
+    assert png.read_bytes() == earlier and beside.is_file()
+    assert f"wrote {beside} (interrupted: the earlier plot {png} is kept)" in out
+    assert main(["lr-find", *BASE, "--steps", "8", "--out", str(beside)]) == 0  # ours: replaced as any plot of ours
+    # a file there that is not ours is refused as everywhere, and the earlier plot still kept
+    beside.write_bytes(b"not a plot of ours")
+    with monkeypatch.context() as m:
+        _interrupt_after(m, taken)
+        assert main(["lr-find", *BASE, "--steps", "100", "--out", str(png)]) == 130
+    out = capsys.readouterr().out
+    assert png.read_bytes() == earlier and beside.read_bytes() == b"not a plot of ours"
+    assert f"not plotted: the earlier plot {png} is kept, and {beside} exists and was not written by resnet-lab" in out
+
+
+def test_an_interrupted_test_without_an_earlier_plot_writes_its_steps_at_out(monkeypatch, capsys, tmp_path):
+    png = tmp_path / "lr.png"
+    _interrupt_after(monkeypatch, 3)
+    assert main(["lr-find", *BASE, "--steps", "100", "--out", str(png)]) == 130
+    assert f"wrote {png}\n" in capsys.readouterr().out and png.is_file()
+    assert not (tmp_path / "lr.interrupted.png").exists()
+
+
 def test_a_single_step_is_counted_in_the_singular(monkeypatch, capsys):
     """QA: "interrupted after 1 steps"; the counts go through _text.count as everywhere else."""
     _interrupt_after(monkeypatch, 1)
