@@ -94,6 +94,7 @@ __all__ = [
     "stopped_words",
     "unfinished_at",
     "unfinished_note",
+    "write_error",
     "write_file_set",
 ]
 
@@ -202,16 +203,69 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: others on a shared --out can read runs
 
 
+# A failed write as a library words it: Rust's "(os error 28)" (safetensors), Python's "[Errno 28]"
+_ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has no block left (for a failed write that says no errno)."""
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):  # gone, or no statvfs (Windows)
+        return False
+
+
+def write_error(e: BaseException, target: str | os.PathLike, temps: Sequence[str] = ()) -> OSError | None:
+    """The error to raise for ``e``, raised while writing ``target`` (through one of the temporary
+    files ``temps``): an OSError with the errno the write failed with, named by ``target``, so that
+    the message names the file the user asked for and the CLI can add the way out. A full disk is
+    reported without a file name by ``f.write``, matplotlib and PIL, by safetensors as its own
+    error ("... (os error 28)"), by torch.save as a RuntimeError and by numpy as a short write
+    ("2304 requested and 0 written"): each is recognized (the last two by the disk being full).
+    ``e`` itself when it names another file; None when ``e`` is no failed write."""
+    temps = tuple(map(str, temps))
+    if isinstance(e, OSError) and e.errno is not None:
+        if e.filename is not None and str(e.filename) not in temps:
+            return e  # about another file (an input), which it names
+        code = e.errno
+    elif isinstance(e, (OSError, RuntimeError, SafetensorError)):
+        found = _ERRNO_IN_TEXT.search(str(e))
+        code = int(found.group(1) or found.group(2)) if found else next(
+            (c for c in _WRITE_ERRNOS if os.strerror(c) in str(e)), None)
+        if code is None and _disk_full(Path(target).parent):
+            code = errno.ENOSPC
+        if code is None:
+            return None
+    else:
+        return None
+    return OSError(code, os.strerror(code), str(target))  # PermissionError for EACCES, as the OS's own
+
+
+def _raise_named(e: BaseException, target: str | os.PathLike, temps: Sequence[str]) -> None:
+    """Raise :func:`write_error`'s error for ``e`` (from it), or ``e`` itself when it is none other."""
+    error = write_error(e, target, temps)
+    if error is None or error is e:
+        raise e
+    raise error from e
+
+
 def _write_staged(tmp: str, write: Callable[[str], None], target: Path) -> None:
-    """Run ``write(tmp)``, make the file durable and give it the normal file mode (mkstemp's is 0600)."""
+    """Run ``write(tmp)``, make the file durable and give it the normal file mode (mkstemp's is 0600).
+    A failed write is an OSError naming ``target`` (:func:`write_error`), never ``tmp``."""
     try:
         write(tmp)
-    except RuntimeError as e:  # torch.save and safetensors report a failed write (a full disk) this way
-        raise OSError(f"cannot write {target}: {str(e).strip().splitlines()[-1]}; free some disk space, check "
-                      "the permissions, or choose another --out") from e
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.chmod(tmp, _FILE_MODE)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        if write_error(e, target, (tmp,)) is not None or isinstance(e, SafetensorError) or getattr(e, "errno", None):
+            _raise_named(e, target, (tmp,))  # a SafetensorError that is no I/O error: the tensors (our bug)
+        # torch.save reports a failed write as a RuntimeError, numpy as a short write, with nothing more
+        # to recognize them by when the disk is not full (a quota)
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise OSError(f"cannot write {target}: {last}; free some disk space, check the permissions, or choose "
+                      "another --out") from e
 
 
 def _fsync_dir(path: Path) -> None:
@@ -241,13 +295,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         _write_staged(tmp, write, path)
         os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.filename == tmp:
-            raise type(e)(e.errno, e.strerror, str(path)) from e
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        with suppress(OSError):  # a folder turned read-only keeps it: the write's error is the one to tell
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            _raise_named(e, path, (tmp,))
         raise
     return path
 
@@ -374,21 +426,29 @@ def settle_run_dir(run_dir: str | os.PathLike) -> None:
 def write_file_set(run_dir: str | os.PathLike, writers: dict[str, Callable[[str], None]]) -> None:
     """Replace the files ``writers`` names (``{file name: write(tmp_path)}``) in ``run_dir`` as one
     atomic unit: after a crash at any point, either all of them are the new ones (after
-    :func:`recover_run_dir`) or all are the old ones."""
+    :func:`recover_run_dir`) or all are the old ones. A failed write (a full disk, a folder turned
+    read-only) is an OSError naming the file of the set it was writing, never a staging name; the
+    old set is then left as it was."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     staged: dict[str, str] = {}
+    manifest = run_dir / _MANIFEST
     try:
         for name, write in writers.items():
             tmp = run_dir / f".{name}{_STAGED_SUFFIX}"
             staged[name] = tmp.name
             _write_staged(str(tmp), write, run_dir / name)
+        _fsync_dir(run_dir)
+        try:
+            atomic_write_text(manifest, json.dumps({"files": staged}) + "\n")  # the commit point
+        except OSError as e:  # the set is not saved: name its first file, not the manifest nobody asked for
+            _raise_named(e, run_dir / next(iter(writers)), (str(manifest),))
     except BaseException:
-        for tmp_name in staged.values():
-            (run_dir / tmp_name).unlink(missing_ok=True)
+        if not manifest.exists():  # not committed (a kill just after the manifest's rename is)
+            for tmp_name in staged.values():
+                with suppress(OSError):  # read-only by now: the next start removes them (recover_run_dir)
+                    (run_dir / tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(run_dir)
-    atomic_write_text(run_dir / _MANIFEST, json.dumps({"files": staged}) + "\n")  # the commit point
     _fsync_dir(run_dir)
     _apply_manifest(run_dir)
 
@@ -398,7 +458,10 @@ def _apply_manifest(run_dir: Path) -> None:
     files = read_json(manifest)["files"]
     for name, tmp_name in files.items():
         if (run_dir / tmp_name).exists():  # already renamed when an earlier roll-forward was cut short
-            os.replace(run_dir / tmp_name, run_dir / name)
+            try:
+                os.replace(run_dir / tmp_name, run_dir / name)
+            except OSError as e:  # committed: the next start or load rolls it forward
+                _raise_named(e, run_dir / name, (str(run_dir / tmp_name),))
     _fsync_dir(run_dir)
     manifest.unlink()
 
