@@ -103,3 +103,50 @@ def test_a_cleanup_that_the_read_only_folder_refuses_does_not_hide_the_writes_er
     with pytest.raises(OSError) as caught:
         runs.atomic_write(run / "curves.png", write)
     assert caught.value.filename == str(run / "curves.png")
+
+
+class _TornAppend:
+    """metrics.jsonl opened for appending on a disk with room for a few bytes of the record."""
+
+    def __init__(self, path, mode, **kw):
+        self.file = open(path, mode, **kw)
+
+    def write(self, text):
+        self.file.write(text[:7])
+        self.file.flush()
+        _full()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def _torn_metrics(monkeypatch):
+    real_open = open
+    monkeypatch.setattr(runs, "open", lambda path, mode="r", **kw: _TornAppend(path, mode, **kw)
+                        if Path(path).name == "metrics.jsonl" and "a" in mode else real_open(path, mode, **kw),
+                        raising=False)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_metrics_append_that_fails_is_taken_back_whole(tmp_path, monkeypatch, first):
+    path = tmp_path / "metrics.jsonl"
+    if not first:
+        runs.append_metrics(tmp_path, {"epoch": 1, "train_loss": 2.0})
+    before = _files(tmp_path)
+    _torn_metrics(monkeypatch)
+    with pytest.raises(OSError) as caught:
+        runs.append_metrics(tmp_path, {"epoch": 2 - first, "train_loss": 1.0})
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(path))
+    assert _files(tmp_path) == before  # no torn line, and on the first epoch no empty file
+
+
+def test_a_metrics_table_that_cannot_be_written_takes_the_records_line_back_too(tmp_path, monkeypatch):
+    runs.append_metrics(tmp_path, {"epoch": 1, "train_loss": 2.0})
+    before = _files(tmp_path)
+    monkeypatch.setattr(runs, "atomic_write_text", lambda path, text: _full())
+    with pytest.raises(OSError):
+        runs.append_metrics(tmp_path, {"epoch": 2, "train_loss": 1.0})
+    assert _files(tmp_path) == before  # metrics.jsonl and metrics.csv still agree

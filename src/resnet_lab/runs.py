@@ -987,10 +987,24 @@ def load_train_state(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one epoch's record to ``metrics.jsonl`` (one JSON object per line) and rewrite
-    ``metrics.csv`` from it."""
-    with open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-    _write_metrics_csv(run_dir, read_metrics(run_dir))
+    ``metrics.csv`` from it. When either fails (a full disk), the append is taken back: the file is
+    cut to its old length (removed if it was new), so no torn or empty file stays, and the error
+    names the file that could not be written."""
+    path = Path(run_dir) / "metrics.jsonl"
+    size = path.stat().st_size if path.is_file() else None
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        _write_metrics_csv(run_dir, read_metrics(run_dir))
+    except Exception as e:  # a Ctrl-C's torn last line is left: read_metrics passes over it
+        with suppress(OSError):  # a full disk lets a file shrink; a read-only one keeps what it has
+            if size is None:
+                path.unlink(missing_ok=True)
+            else:
+                os.truncate(path, size)
+        if isinstance(e, OSError):  # f.write names no file
+            _raise_named(e, path, ())
+        raise
 
 
 _CSV_ORDER = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "train_seconds", "images_per_second",

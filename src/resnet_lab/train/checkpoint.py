@@ -280,21 +280,33 @@ def recipe_values_differ(saved: Any, now: Any) -> bool:
     return saved != now
 
 
+_RECORD_START = '{"epoch": '  # how every line append_metrics writes begins (the epoch comes first)
+
+
+def _metrics_leftover(path: Path) -> bool:
+    """Whether ``path`` holds only what ``append_metrics`` could have left of a run that never saved:
+    whole epoch records, one a line, the last one possibly cut short by a kill (down to nothing: a
+    file that a kill or a full disk left empty). Blank lines, text before a record or a line that
+    is not one are someone else's: append_metrics never writes them."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    *whole, last = text.split("\n")
+    return (all(line.startswith(_RECORD_START) for line in whole)
+            and (last.startswith(_RECORD_START) or _RECORD_START.startswith(last)))
+
+
 def _check_no_foreign_outputs(run_dir: Path) -> None:
     """Refuse to start a run where it would overwrite files that are not a failed first save's.
 
     A first save appends ``metrics.jsonl`` (and rewrites ``metrics.csv`` from it) before it writes
     the checkpoint set; when it fails in between, those two are left without a run, and the same
     command may start again over them. Anything else of a run's names (the plots; a
-    ``metrics.csv`` alone; a ``metrics.jsonl`` whose lines are not epoch records, each of which
-    starts ``{"epoch": ``, a torn last one too) is someone's file.
+    ``metrics.csv`` alone; a ``metrics.jsonl`` that is not what a first save leaves,
+    :func:`_metrics_leftover`) is someone's file.
     """
-    jsonl = run_dir / "metrics.jsonl"
-    try:
-        lines = jsonl.read_text(encoding="utf-8").splitlines() if jsonl.is_file() else []
-    except (OSError, UnicodeDecodeError):
-        lines = []
-    leftover = bool(lines) and all(line.startswith('{"epoch": ') for line in lines if line.strip())
+    leftover = (run_dir / "metrics.jsonl").is_file() and _metrics_leftover(run_dir / "metrics.jsonl")
     for name in ("metrics.jsonl", *RUN_OUTPUTS):
         if (run_dir / name).exists() and not (leftover and name in ("metrics.jsonl", "metrics.csv")):
             raise FileExistsError(
