@@ -549,14 +549,19 @@ def test_an_out_on_a_read_only_file_system_says_so_not_permission_denied(trained
     monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: (not mode & os.W_OK) and real_access(p, mode)
                         if inside(p) else real_access(p, mode, *a, **k))
     monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY) if inside(p) else real_statvfs(p))
-    argv, named = {
-        "train": (["train", *TRAIN, "--epochs", "1", "--out", str(mount / "new")], mount / "new"),
-        "train --resume": (["train", *TRAIN, "--epochs", "3", "--out", str(mount / "run"), "--resume"], mount / "run"),
-        "report": (["report", str(run), "--out", str(mount / "r.html"), "--mistakes", "0"], mount / "r.html"),
+    argv, named, way_out = {  # each command's own way out: train has no --cam, a run to resume is kept
+        "train": (["train", *TRAIN, "--epochs", "1", "--out", str(mount / "new")], mount / "new",
+                  "the file system is read-only: choose another --out, or run the same command again once it is "
+                  "writable"),
+        "train --resume": (["train", *TRAIN, "--epochs", "3", "--out", str(mount / "run"), "--resume"], mount / "run",
+                           "the file system is read-only (the last checkpoint is kept): continue with the same "
+                           "command and --resume once the folder is writable again"),
+        "report": (["report", str(run), "--out", str(mount / "r.html"), "--mistakes", "0"], mount / "r.html",
+                   "the file system is read-only: choose another output path (--out)"),
     }[command]
     before = _files(mount)
     assert main(argv) == 2
-    _one_line_error(capsys, f"{named}: Read-only file system; the file system is read-only: choose another output path (--out, --cam)")
+    _one_line_error(capsys, f"{named}: Read-only file system; {way_out}")
     assert _files(mount) == before
 
 

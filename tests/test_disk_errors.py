@@ -7,15 +7,24 @@ The failures are simulated: each writer is made to fail as the library it uses r
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import matplotlib.figure
 import pytest
+import torch
+from PIL import Image
 from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from resnet_lab import runs
+from resnet_lab.cli import main
 
+TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
+         "--no-progress"]
 FULL = os.strerror(errno.ENOSPC)
 READ_ONLY = os.strerror(errno.EROFS)
 
@@ -28,8 +37,36 @@ def _safetensors_full(*_a, **_k):  # safetensors 0.8's own error, no RuntimeErro
     raise SafetensorError(f"Error while serializing: I/O error: {FULL} (os error 28)")
 
 
+def _fail_on(monkeypatch, cls, method: str, name_part: str) -> None:
+    """Make ``cls.method(self, fp, ...)`` fail as on a full disk when ``fp`` is a path holding ``name_part``."""
+    real = getattr(cls, method)
+
+    def failing(self, fp, *a, **k):
+        if isinstance(fp, (str, os.PathLike)) and name_part in str(fp):
+            _full()
+        return real(self, fp, *a, **k)
+
+    monkeypatch.setattr(cls, method, failing)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
 def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("disk")
+    run = root / "run"
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(run)]) == 0
+    image = root / "img.png"
+    Image.new("L", (16, 16), 128).save(image)
+    return run, image
 
 
 # --- the writing helpers ------------------------------------------------------------------------
@@ -150,3 +187,154 @@ def test_a_metrics_table_that_cannot_be_written_takes_the_records_line_back_too(
     with pytest.raises(OSError):
         runs.append_metrics(tmp_path, {"epoch": 2, "train_loss": 1.0})
     assert _files(tmp_path) == before  # metrics.jsonl and metrics.csv still agree
+
+
+# --- train: the checkpoint, the records, the plots ----------------------------------------------
+
+
+def test_a_full_disk_at_the_first_checkpoint_says_nothing_was_saved_and_the_same_command_starts_again(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["train", *TRAIN, "--epochs", "1", "--out", str(out)]
+    monkeypatch.setattr(runs, "save_file", _safetensors_full)
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"error: {out / 'model.safetensors'}: {FULL}; nothing was saved yet: free some disk space")
+    assert "run the same command again" in err and "unexpected" not in err
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 1
+
+
+def test_a_full_disk_at_a_later_checkpoint_keeps_the_last_one_and_resume_goes_on(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["train", *TRAIN, "--epochs", "2", "--out", str(out)]
+    real = runs.save_file
+
+    def full_after_the_first(state, path, metadata=None):
+        if (Path(path).parent / "model.json").exists():
+            _safetensors_full()
+        real(state, path, metadata=metadata)
+
+    monkeypatch.setattr(runs, "save_file", full_after_the_first)
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert err == (f"error: {out / 'model.safetensors'}: {FULL}; the last checkpoint is kept: free some disk space, "
+                   "then continue with the same command and --resume")
+    assert json.loads((out / "model.json").read_text())["epoch"] == 1
+    load_file(out / "model.safetensors")  # whole
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_full_disk_during_the_first_metrics_append_leaves_nothing_that_blocks_the_same_command(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["train", *TRAIN, "--epochs", "1", "--out", str(out)]
+    _torn_metrics(monkeypatch)
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"error: {out / 'metrics.jsonl'}: {FULL}; nothing was saved yet: free some disk space")
+    assert not out.exists() or not any(out.iterdir())  # a folder the run made is removed with it
+    monkeypatch.undo()
+    assert main(argv) == 0
+
+
+def test_a_full_disk_while_drawing_the_confusion_matrix_names_it_and_the_kept_checkpoint(tmp_path, capsys,
+                                                                                          monkeypatch):
+    out = tmp_path / "run"
+    _fail_on(monkeypatch, matplotlib.figure.Figure, "savefig", ".confusion.png.")
+    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"error: {out / 'confusion.png'}: {FULL}; the last checkpoint is kept")
+    assert "--resume" in err and not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_a_folder_that_turns_read_only_mid_run_names_the_checkpoint_file_and_points_to_resume(
+        tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    real = runs.save_file
+
+    def read_only_after_the_first(state, path, metadata=None):
+        if (Path(path).parent / "model.json").exists():
+            raise OSError(errno.EROFS, READ_ONLY, path)  # what the OS says: the staging name
+        real(state, path, metadata=metadata)
+
+    monkeypatch.setattr(runs, "save_file", read_only_after_the_first)
+    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert err == (f"error: {out / 'model.safetensors'}: {READ_ONLY}; the file system is read-only (the last "
+                   "checkpoint is kept): continue with the same command and --resume once the folder is writable "
+                   "again")
+
+
+def test_finetune_whose_main_phase_cannot_save_says_the_frozen_phase_is_kept(trained, tmp_path, capsys,
+                                                                             monkeypatch):
+    src, _ = trained
+    out = tmp_path / "ft"
+    real = runs.save_file
+
+    def full_outside_the_frozen_phase(state, path, metadata=None):
+        if Path(path).parent == out:
+            _safetensors_full()
+        real(state, path, metadata=metadata)
+
+    monkeypatch.setattr(runs, "save_file", full_outside_the_frozen_phase)
+    assert main(["finetune", "--from", str(src), "--strategy", "all", "--freeze-epochs", "1", *TRAIN[2:],
+                 "--epochs", "2", "--out", str(out)]) == 2
+    err = _one_line(capsys)
+    assert err.startswith(f"error: {out / 'model.safetensors'}: {FULL}; no checkpoint of this phase yet, the frozen "
+                          "phase's is kept: free some disk space, then give the same command with --resume")
+
+
+# --- the other commands' outputs ----------------------------------------------------------------
+
+
+def test_report_lr_find_and_cam_name_their_output_on_a_full_disk(trained, tmp_path, capsys, monkeypatch):
+    run, image = trained
+    # only the output files: the report draws its figures into memory
+    _fail_on(monkeypatch, matplotlib.figure.Figure, "savefig", ".lr.png.")
+    _fail_on(monkeypatch, Image.Image, "save", ".img_cam.png.")
+    real_open = open
+    monkeypatch.setattr(runs, "open", lambda path, mode="r", **kw: _full() if "w" in mode and ".r.html." in str(path)
+                        else real_open(path, mode, **kw), raising=False)
+    report, plot, cams = tmp_path / "r.html", tmp_path / "lr.png", tmp_path / "cams"
+    cams.mkdir()
+    for argv, named, option in (
+            (["report", str(run), "--out", str(report)], report, "--out"),
+            (["lr-find", *TRAIN[:6], "--batch-size", "16", "--steps", "3", "--out", str(plot)], plot, "--out"),
+            (["predict", str(run), str(image), "--cam", str(cams)], cams / "img_cam.png", "--cam")):
+        assert main(argv) == 2, argv
+        assert _one_line(capsys) == (f"error: {named}: {FULL}; free some disk space or choose another output path "
+                                     f"({option})")
+    assert list(tmp_path.glob("**/.*")) == []
+
+
+def test_export_on_a_full_disk_is_not_blamed_on_the_exporter_and_keeps_the_earlier_file(trained, tmp_path, capsys,
+                                                                                        monkeypatch):
+    run, _ = trained
+    out = tmp_path / "e.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    monkeypatch.setattr(torch.onnx, "export", _full)
+    for opset in ("17", "18"):
+        capsys.readouterr()
+        assert main(["export", str(run), "--out", str(out), "--opset", opset]) == 2
+        assert _one_line(capsys) == (f"error: {out}: {FULL}; free some disk space or choose another output path "
+                                     f"(--out); the earlier e.onnx is left as it was")
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["e.onnx"]
+
+
+def test_a_full_disk_while_downloading_data_for_evaluate_names_no_output_option(trained, tmp_path, capsys,
+                                                                                monkeypatch):
+    import resnet_lab.cli as cli
+
+    def download(*a, **k):
+        raise OSError(errno.ENOSPC, FULL, str(tmp_path / "cache" / "train.gz"))
+
+    monkeypatch.setattr(cli, "load_data", download)
+    run, _ = trained
+    shutil.copytree(run, tmp_path / "run")
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert _one_line(capsys) == f"error: {tmp_path / 'cache' / 'train.gz'}: {FULL}; free some disk space or choose another path"

@@ -39,7 +39,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (check_arch, check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
+from .runs import (FROZEN_DIR, check_arch, check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
                    settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
@@ -1089,15 +1089,67 @@ COMMANDS = {
 
 
 _OS_HINTS = {
-    errno.ENOSPC: "free some disk space or choose another output path (--out, --cam)",
-    errno.EDQUOT: "free some disk space or choose another output path (--out, --cam)",
-    errno.EACCES: "check the permissions (of an output: or choose another path for it, --out or --cam)",
-    errno.EPERM: "check the permissions (of an output: or choose another path for it, --out or --cam)",
-    errno.EROFS: "the file system is read-only: choose another output path (--out, --cam)",
     errno.EISDIR: "give a file name, not a directory",
     errno.ENOTDIR: "a part of the path is a file, not a directory",
     errno.ENOENT: "check the path (an output's folder must be one that can be created)",
 }
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM)
+# The option that names where each command writes: the way out of an output that cannot be written
+# (evaluate and summary write nothing of their own; a dataset's download is all they write)
+_OUTPUT_OPTION = {"train": "--out", "finetune": "--out", "experiment": "--out", "export": "--out",
+                  "report": "--out", "lr-find": "--out", "predict": "--cam"}
+
+
+def _run_folder_of(e: OSError, args: argparse.Namespace) -> Path | None:
+    """The run folder of train's or finetune's --out (the main run, or finetune's frozen phase in it)
+    that holds the file ``e`` names; None for any other file (a dataset's download)."""
+    out = getattr(args, "out", None)
+    if args.command not in ("train", "finetune") or not out or not e.filename:
+        return None
+    target = Path(os.path.abspath(e.filename))
+    return next((d for d in (Path(out) / FROZEN_DIR, Path(out))
+                 if target.is_relative_to(os.path.abspath(d))), None)
+
+
+def _run_write_hint(code: int, run_dir: Path, out: str) -> str:
+    """The way out of a run's file that could not be written (or read): what is kept, how to go on."""
+    if (run_dir / "train_state.pt").is_file():
+        kept, go_on = "the last checkpoint is kept", "continue with the same command and --resume"
+    elif (Path(out) / FROZEN_DIR / "train_state.pt").is_file():  # finetune's main phase, its frozen one finished
+        kept, go_on = ("no checkpoint of this phase yet, the frozen phase's is kept",
+                       "give the same command with --resume, which keeps the finished phase")
+    elif code in _FULL:
+        return "nothing was saved yet: free some disk space (or choose another --out), then run the same command again"
+    elif code == errno.EROFS:
+        return "the file system is read-only: choose another --out, or run the same command again once it is writable"
+    else:
+        return "check the permissions, or choose another --out"
+    if code in _FULL:
+        return f"{kept}: free some disk space, then {go_on}"
+    if code == errno.EROFS:
+        return f"the file system is read-only ({kept}): {go_on} once the folder is writable again"
+    return f"check the permissions ({kept}: {go_on} once they are fixed)"
+
+
+def _os_hint(e: OSError, args: argparse.Namespace | None) -> str | None:
+    """The way out of a failed file operation, in the words of the command that failed."""
+    code = e.errno or 0
+    run_dir = _run_folder_of(e, args) if args is not None else None
+    if run_dir is not None and code in (*_FULL, *_DENIED, errno.EROFS):
+        return _run_write_hint(code, run_dir, args.out)
+    option = _OUTPUT_OPTION.get(getattr(args, "command", None))
+    other = f"choose another output path ({option})" if option else "choose another path"
+    # only a write fails for these: the file it would have replaced is still the earlier one
+    kept = (f"; the earlier {Path(e.filename).name} is left as it was"
+            if code in (*_FULL, errno.EROFS) and e.filename and os.path.isfile(e.filename) else "")
+    if code in _FULL:
+        return f"free some disk space or {other}{kept}"
+    if code == errno.EROFS:
+        return f"the file system is read-only: {other}{kept}"
+    if code in _DENIED:
+        return f"check the permissions (of an output: or {other})"
+    return _OS_HINTS.get(code)
 
 
 def _finite(value: float) -> float | None:
@@ -1114,12 +1166,13 @@ def _missing_module_hint(e: Exception) -> str:
             "resnet-lab's dependencies (pip install resnet-lab, or make setup in a checkout)")
 
 
-def _describe_os_error(e: OSError) -> str:
-    """One line for a failed file operation: which file, what went wrong, what to do."""
+def _describe_os_error(e: OSError, args: argparse.Namespace | None = None) -> str:
+    """One line for a failed file operation: which file, what went wrong, what to do (``args``: the
+    command's, whose outputs and runs the way out names)."""
     if e.filename is None or e.strerror is None:  # raised by us with a full message already
         return str(e)
     where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
-    hint = _OS_HINTS.get(e.errno or 0)
+    hint = _os_hint(e, args)
     return f"{where}: {e.strerror}" + (f"; {hint}" if hint else "")
 
 
@@ -1310,7 +1363,7 @@ def _run_command(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # missing, unreadable or unwritable files, full disks
-        print(f"error: {_describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {_describe_os_error(e, args)}", file=sys.stderr)
         return 2
     except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)) as e:  # the name is torch >= 2.5
         print(f"error: {_out_of_memory(e, args)}", file=sys.stderr)

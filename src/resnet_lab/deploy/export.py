@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runs import arch_outputs, atomic_write, check_output_file, load_model, read_metrics
+from ..runs import arch_outputs, atomic_write, check_output_file, load_model, read_metrics, write_error
 from .fuse import BN_TYPES, fuse_bn_with_report
 from .predict import decode_metadata
 
@@ -154,6 +154,8 @@ def _export(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_ba
             _export_torchscript(model, x, path, opset, dynamic_batch)
             return
         except Exception as e:
+            if isinstance(e, OSError) or write_error(e, path) is not None:
+                raise  # a full disk or a read-only folder: no newer opset or exporter writes it either
             error = e
     if exporter == "torchscript" or opset < DYNAMO_MIN_OPSET:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(" [Caused by")[0].strip()
