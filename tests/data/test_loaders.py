@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import (InMemoryLoader, crop_flip, load_data, sample_crop_flip_params, select_per_class,
-                             select_subset)
+from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, load_data, sample_crop_flip_params,
+                             select_per_class, select_subset)
 
 MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
 
@@ -333,3 +333,22 @@ def test_streamed_augmentation_is_the_same_for_any_worker_count_and_after_a_resu
     batches_in_process = batches(0)  # reseeds to 123 before iterating, then decodes here
     assert torch.equal(torch.rand(3), expected)  # decoding in this process left torch's stream as it was
     assert all(torch.equal(a, b) for a, b in zip(batches_in_process, whole))
+
+
+@pytest.mark.parametrize("n,batch,world", [(99, 8, 2), (50, 4, 3), (23, 4, 4), (7, 8, 2), (3, 8, 4), (5, 4, 4), (9, 2, 5)])
+def test_without_drop_last_the_ranks_together_cover_every_position_exactly_once(n, batch, world):
+    # The reference: a hand count. Without drop_last no position is dropped, padded or repeated:
+    # the ranks' slices, all together, are range(n) with each position once (docs/DISTRIBUTED.md:
+    # "each rank reads disjoint positions"; "No sample is used twice in an epoch").
+    covered = []
+    for r in range(world):
+        for s, e in batch_slices(n, batch, drop_last=False, rank=r, world_size=world):
+            assert 0 < e - s <= batch
+            covered += range(s, e)
+    assert sorted(covered) == list(range(n))
+    # and a test loader (no shuffle) on those ranks serves those samples, every one once
+    x, y = dataset(n)
+    served = []
+    for r in range(world):
+        served += epoch_indices(loader(x, y, batch_size=batch, shuffle=False, rank=r, world_size=world))
+    assert sorted(served) == list(range(n))
