@@ -139,6 +139,23 @@ def test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split(tmp_p
     assert splits[0.5] == {"a": 5, "b": 3}
 
 
+def test_val_fraction_never_holds_out_a_whole_class(tmp_path):
+    """A 1-image class keeps its image in train, and val_fraction 0.96 of a 10-image class holds out 9,
+    not round(9.6) = 10: every class keeps at least one training image (hold_out's rule: round(fraction *
+    count), at least 1 for classes of two or more, never the whole class; a hand count below)."""
+    for cls, n in (("a", 10), ("b", 1), ("c", 2), ("d", 40)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            rgb(8, 8, (10 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, val_fraction=0.96)
+    count = {}
+    for split in ("train", "test"):
+        labels = [b.info.classes[label] for _, label in getattr(b, split).dataset.samples]
+        count[split] = {cls: labels.count(cls) for cls in ("a", "b", "c", "d")}
+    assert count["train"] == {"a": 1, "b": 1, "c": 1, "d": 2}  # d: round(0.96 * 40) = 38 held out
+    assert count["test"] == {"a": 9, "b": 0, "c": 1, "d": 38}
+
+
 def test_to_channels_handles_every_mode_like_a_manual_conversion():
     # 16-bit is rescaled (40000/65535*255 = 155.6 -> 156), not clipped to 255
     im16 = Image.fromarray(np.full((3, 3), 40000, dtype=np.uint16))
