@@ -277,3 +277,29 @@ def test_export_leaves_the_callers_global_rng_as_it_was(tmp_path, dynamic_batch)
     torch.manual_seed(3)
     export_onnx(model, tmp_path / "m.onnx", input_size=(1, 8, 8), fuse=True, dynamic_batch=dynamic_batch)
     assert torch.equal(torch.rand(4), want)
+
+
+def test_a_folder_trained_runs_onnx_file_crops_as_the_run_does(tmp_path, capsys):
+    """A folder run records resize "crop" (its images were resized by the shorter side and
+    center-cropped): its ONNX file must preprocess the same way at 16 px, where "auto" would resize
+    the whole image, so a non-square image gets the PyTorch predictor's probabilities."""
+    from resnet_lab.cli import main  # deferred: the CLI, to train a real folder run
+
+    rng = np.random.default_rng(0)
+    for cls in ("ants", "bees"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+                 "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    onnx_path = export_run(run, tmp_path / "folder.onnx")
+    assert read_onnx_metadata(onnx_path)["resize"] == json.loads((run / "model.json").read_text())["resize"] == "crop"
+    wide = tmp_path / "wide.png"  # 48 x 20: cropping keeps its middle 20 x 20, resizing the whole squeezes it
+    Image.fromarray(rng.integers(0, 256, (20, 48, 3), dtype=np.uint8)).save(wide)
+    (want,) = predict_images(run, [wide], top_k=2)
+    (got,) = OnnxPredictor(onnx_path).predict([wide], top_k=2)
+    assert [c for c, _ in got["top"]] == [c for c, _ in want["top"]]
+    np.testing.assert_allclose([p for _, p in got["top"]], [p for _, p in want["top"]], atol=1e-5)
