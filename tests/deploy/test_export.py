@@ -303,3 +303,17 @@ def test_a_folder_trained_runs_onnx_file_crops_as_the_run_does(tmp_path, capsys)
     (got,) = OnnxPredictor(onnx_path).predict([wide], top_k=2)
     assert [c for c, _ in got["top"]] == [c for c, _ in want["top"]]
     np.testing.assert_allclose([p for _, p in got["top"]], [p for _, p in want["top"]], atol=1e-5)
+
+
+@pytest.mark.parametrize("exporter, opset", [("torchscript", 17), ("dynamo", 18)])
+def test_the_graph_has_the_documented_names_and_symbolic_batch_dimension(tmp_path, exporter, opset):
+    """docs/DEPLOY.md: input `input` of shape (batch, C, H, W) float32 with a symbolic batch
+    dimension; output `logits` (batch, num_classes). Read back by onnxruntime, the reader users have."""
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=(1, 12, 12), opset=opset, exporter=exporter)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ((name, shape, kind),) = [(i.name, i.shape, i.type) for i in sess.get_inputs()]
+    assert (name, shape, kind) == ("input", ["batch", 1, 12, 12], "tensor(float)")
+    assert [(o.name, o.shape) for o in sess.get_outputs()] == [("logits", ["batch", 10])]
