@@ -244,6 +244,16 @@ def test_bn_batch_size_compares_with_the_largest_batch_when_none_reaches_16():
     assert "best of batch [8]" in checks[0].evidence
 
 
+def test_bn_batch_size_compares_with_the_best_large_batch_and_names_it():
+    # BN's best large batch is 16 (0.10; 3 pp below batch 2: a rise), its worst 32 (0.12; 1 pp: none);
+    # GN's best is 32 (0.08; 3 pp below batch 2: GN rises too), its worst 16 (0.10; 1 pp: within).
+    bn, gn = {2: 0.13, 16: 0.10, 32: 0.12}, {2: 0.11, 16: 0.10, 32: 0.08}
+    checks = bn_batch_size.claim_checks(_errors(bn, gn), [2, 16, 32])
+    assert answers(checks) == [True, False, True]
+    assert "vs 10.00 ± 0.20% at batch 16 (the best of batch [16, 32]" in checks[0].evidence
+    assert "vs 8.00 ± 0.20% at batch 32 (the best of batch [16, 32])" in checks[1].evidence
+
+
 # --- very_deep: a net trains when its last-window loss, mean + sd over seeds, is > 0.2 below
 # --- ln(classes); the plain net does not train when mean - sd is not below that ---
 
