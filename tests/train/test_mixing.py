@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_lab.train import EpochStats, TrainConfig, train
-from resnet_lab.train.mixing import mix_batch, mix_rng
+from resnet_lab.train.mixing import cutmix_box, mix_batch, mix_rng
 
 from tinytrain import TinyNet, make_bundle
 
@@ -58,6 +58,25 @@ def test_cutmix_pastes_one_rectangle_of_the_partner_and_lam_is_the_area_left(see
             boxes.add((top, bottom, left, right))
         assert mix.lam == pytest.approx(1 - int(pasted.sum()) / (H * W), abs=1e-12)
     assert len(boxes) <= 1  # one rectangle per batch, the same for every image
+
+
+class _Middle:
+    """A stand-in generator whose centre draws fall in the middle of the image."""
+
+    def randrange(self, n: int) -> int:
+        return n // 2
+
+
+@pytest.mark.parametrize("lam", [0.64, 0.5, 0.9, 0.19])
+def test_cutmix_box_has_sides_sqrt_one_minus_lam_of_the_images_own(lam):
+    # Yun et al. 2019, eq. (2): r_w = W sqrt(1 - lam), r_h = H sqrt(1 - lam), centred at (r_x, r_y); H != W
+    # and a centre far from the edges, so nothing is clipped and the area is (1 - lam) of the image's
+    height, width = 40, 24
+    top, bottom, left, right = cutmix_box(height, width, lam, _Middle())
+    side = (1 - lam) ** 0.5
+    assert (bottom - top, right - left) == (int(height * side), int(width * side))
+    assert (top + bottom) // 2 in (20, 19) and (left + right) // 2 in (12, 11)  # around the centre drawn
+    assert 0 < top and bottom < height and 0 < left and right < width
 
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0])
@@ -158,6 +177,20 @@ def test_training_accuracy_counts_the_label_with_the_larger_share():
         # the plain (unsmoothed) loss is blended as the objective is
         soft = lam * F.one_hot(y, N).double() + (1 - lam) * F.one_hot(mix.y_b, N).double()
         assert float(stats.plain_sum) == pytest.approx(N * float(F.cross_entropy(logits.double(), soft)), rel=1e-6)
+
+
+def test_training_accuracy_counts_the_images_own_label_on_an_even_share():
+    # lam exactly 0.5 (a CutMix box of half the image): the tie goes to the image's own label
+    x, y = _indexed()
+    mix = mix_batch(x, y, mixup=0.4, cutmix=0.0, rng=mix_rng(0, 0, 0))
+    moved = mix.y_b != y
+    assert moved.any()
+    even = type(mix)(mix.x, mix.y_b, 0.5, mix.kind)
+    assert torch.equal(even.major(y), y)
+    for right, want in ((y, N), (mix.y_b, N - int(moved.sum()))):
+        stats = EpochStats.zeros(torch.device("cpu"))
+        stats.add(torch.tensor(1.0), F.one_hot(right, N).float(), y, 0.1, even)
+        assert int(stats.correct) == want
 
 
 @pytest.mark.parametrize("field", ["mixup", "cutmix"])
