@@ -97,6 +97,15 @@ def test_the_last_epoch_always_trains_at_full_size(epochs):
     assert sides[0] == START and sides[-1] == FULL and sides == sorted(sides)
 
 
+@pytest.mark.parametrize("epochs, full_from", [(4, 3), (6, 4), (8, 6)])
+def test_the_full_size_comes_at_the_epoch_75_percent_through_rounded_up(epochs, full_from):
+    # 0.75 * (E - 1) not whole: 2.25 -> epoch 3 of 4, 3.75 -> 4 of 6, 5.25 -> 6 of 8 (rounded up: the full
+    # size never comes before 75% of the way); e.g. 4 epochs: 4, 8, 12, 16 px, not 4, 10, 16, 16
+    assert full_from == math.ceil(0.75 * (epochs - 1))
+    want = [round(START + (FULL - START) * min(1, e / full_from)) for e in range(epochs)]
+    assert [progressive_side(START, FULL, e, epochs) for e in range(epochs)] == want
+
+
 def test_progressive_resize_with_one_epoch_is_refused_naming_the_flag():
     with pytest.raises(ValueError, match="--progressive-resize.*at least 2 epochs"):
         TrainConfig(epochs=1, progressive_resize=8)
