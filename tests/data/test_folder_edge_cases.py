@@ -137,3 +137,17 @@ def test_a_folder_whose_images_all_fail_to_decode_is_one_error_naming_it_and_lea
     assert errors[0].startswith(f"error: no image in {root} can be decoded")
     assert "convert" in errors[0] and err.rstrip().endswith(errors[0])
     assert not out.exists()  # created for the run, empty: removed
+
+
+def test_classes_are_in_torchvisions_imagefolder_order_uppercase_first(tmp_path):
+    # ImageFolder sorts the folder names as strings (code points: "Zebra" < "apple"); a case-blind
+    # sort would number the classes differently from a model trained with torchvision on the folder
+    from torchvision.datasets import ImageFolder  # deferred: the reference
+
+    for name in ("Zebra", "apple", "Mango", "banana"):
+        save_images(tmp_path / name, 2)
+    reference = ImageFolder(str(tmp_path))
+    assert reference.classes == ["Mango", "Zebra", "apple", "banana"]
+    scan = scan_class_folders(tmp_path)
+    assert scan.classes == reference.classes
+    assert sorted((str(p), lab) for p, lab in scan.samples) == sorted(reference.samples)
