@@ -19,7 +19,7 @@ import torch
 import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import resnet_lab.weights as weights_pkg
 from resnet_lab.cli import main
@@ -202,6 +202,41 @@ def test_a_corrupted_copy_is_refused_with_both_hashes_in_the_message(tmp_path):
     actual = hashlib.sha256(bad.path.read_bytes()).hexdigest()
     with pytest.raises(WeightsHashError, match=f"sha256 {actual}.*expects {bad.sha256}.*refused.*reinstall"):
         bad.get_state_dict()
+
+
+def _entry_copy(tmp_path: Path, tensors: dict[str, torch.Tensor] | None = None, sha256: str | None = None):
+    """resnet20:fashion-mnist's entry copied to tmp_path, with other tensors and/or another recorded sha256."""
+    entry = get_weights("resnet20:fashion-mnist")
+    meta = json.loads(entry.meta_path.read_text())
+    path = tmp_path / entry.path.name
+    if tensors is None:
+        shutil.copy(entry.path, path)
+    else:
+        save_file(tensors, str(path))
+    meta["weights"]["sha256"] = sha256 or hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / entry.meta_path.name).write_text(json.dumps(meta))
+    return read_entry(tmp_path / entry.meta_path.name)
+
+
+def test_a_recorded_sha256_that_differs_in_its_last_hex_digit_is_refused(tmp_path):
+    actual = hashlib.sha256(get_weights("resnet20:fashion-mnist").path.read_bytes()).hexdigest()
+    last = "0" if actual[-1] != "0" else "1"
+    entry = _entry_copy(tmp_path, sha256=actual[:-1] + last)
+    with pytest.raises(WeightsHashError, match=f"sha256 {actual}, but .* expects {actual[:-1] + last}"):
+        entry.get_state_dict()
+    same = tmp_path / "same"
+    same.mkdir()
+    assert _entry_copy(same, sha256=actual).verify().parent == same  # the digest itself is taken
+
+
+def test_a_float16_file_is_read_as_float32_with_its_values_and_counts_as_they_are(tmp_path):
+    half = {k: v.half() if v.is_floating_point() else v for k, v in _file_tensors("resnet20:fashion-mnist").items()}
+    assert {v.dtype for v in half.values()} >= {torch.float16}
+    state = _entry_copy(tmp_path, half).get_state_dict()
+    assert state.keys() == half.keys()
+    for k, v in half.items():
+        want = v.to(torch.float32) if v.is_floating_point() else v  # float16 -> float32 is exact
+        assert state[k].dtype == want.dtype and torch.equal(state[k], want), k
 
 
 def test_cli_and_create_model_refuse_a_corrupted_file_in_one_error_line(tmp_path, monkeypatch, capsys):
