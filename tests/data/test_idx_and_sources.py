@@ -68,6 +68,21 @@ def test_read_idx_decodes_big_endian_int32():
         np.testing.assert_array_equal(read_idx(p), arr)
 
 
+@pytest.mark.parametrize("code, fmt, values", [
+    (0x09, "b", [1, -2, 127, -128, 5, 0]),
+    (0x0B, "h", [1, -2, 300, -32768, 32767, 7]),
+    (0x0D, "f", [1.5, -2.25, 3e8, 1e-3, -0.0, 7.0]),
+    (0x0E, "d", [1.5, -2.25, 3e300, 1e-3, -0.0, 7.0]),
+])
+def test_read_idx_decodes_every_big_endian_dtype(tmp_path, code, fmt, values):
+    # a 2 x 3 array packed with struct's ">" (big-endian), as the IDX format says; the reference is
+    # struct's reading of those bytes (the values at the dtype's precision: 1e-3 as a float32)
+    body = struct.pack(f">{len(values)}{fmt}", *values)
+    out = read_idx(write(tmp_path / "x.idx", bytes([0, 0, code, 2]) + struct.pack(">II", 2, 3) + body))
+    assert out.shape == (2, 3) and out.dtype.isnative
+    assert out.reshape(-1).tolist() == list(struct.unpack(f">{len(values)}{fmt}", body))
+
+
 def test_read_idx_rejects_bad_magic_naming_the_file(tmp_path):
     p = write(tmp_path / "bad-magic", b"\x12\x34\x08\x01" + struct.pack(">I", 1) + b"\x00")
     with pytest.raises(IDXError, match="bad-magic.*not an IDX file"):
