@@ -432,6 +432,27 @@ def test_report_heading_of_a_run_without_an_evaluated_epoch_invents_no_best_epoc
     assert "no metrics.jsonl" in report_html([run], device="cpu", mistakes=0)
 
 
+def test_report_names_the_first_of_two_equal_best_accuracies_as_the_trainer_does(runs, tmp_path):
+    """Two epochs with the same best test accuracy: the best epoch is the first, the one whose weights
+    best.safetensors holds. The reference: the trainer's own History, fed the same records."""
+    from resnet_lab.train.loop import History  # deferred: the reference, the rule that writes best.safetensors
+
+    run = copy_run(runs[0], tmp_path / "tie")
+    records = metrics(run)
+    assert len(records) >= 2
+    records = [{**r, "test_acc": 0.5} for r in records]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    trainer = History()
+    for r in records:
+        trainer.add(dict(r))
+    assert trainer.best_epoch == records[0]["epoch"]
+    page = report_html([run, runs[1]], device="cpu", mistakes=0)
+    assert f"best test accuracy 50.00% (epoch {trainer.best_epoch})" in page.split("<section")[1]  # its heading
+    (compare,) = [t for t in Page(page).tables if t["name"] == "compare"]  # the side-by-side table
+    cells = [c for row in compare["rows"] for c in row if c["key"] == "best_epoch"]
+    assert cells[0]["value"] == str(trainer.best_epoch)
+
+
 def test_report_data_dir_for_runs_on_fake_data_only_is_refused(runs, tmp_path):
     with pytest.raises(ValueError, match=r"--data-dir .* is not used: every run here was trained on the fake dataset"):
         report_html(list(runs), data_dir=tmp_path / "nowhere", device="cpu")

@@ -191,6 +191,23 @@ def test_predictions_are_probabilities_sorted_best_first(gray_run, images):
     assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-6
 
 
+def test_top_k_ties_keep_the_lower_class_index_first_with_many_classes():
+    """Equal probabilities come in class order (so the PyTorch and ONNX predictors agree on a tie),
+    also past 16 classes, where NumPy's default sort is not stable. The reference: Python's sorted,
+    which is stable."""
+    from resnet_lab.deploy.predict import top_k  # deferred: not re-exported by resnet_lab.deploy
+
+    rows = np.random.default_rng(0).random((3, 100)) * 0.5
+    rows[:, [5, 50, 70, 90]] = 0.9
+    rows[1, [3, 97]] = 0.4  # a second tie further down
+    names = [f"c{i}" for i in range(100)]
+    got = top_k(rows, names, 8)
+    for row, top in zip(rows, got):
+        want = sorted(range(100), key=lambda j: -row[j])[:8]
+        assert [c for c, _ in top] == [names[j] for j in want]
+        assert [c for c, _ in top[:4]] == ["c5", "c50", "c70", "c90"]
+
+
 def test_unreadable_image_error_names_the_file(gray_run, tmp_path):
     run_dir, onnx_path = gray_run
     bad = tmp_path / "broken.png"
@@ -237,6 +254,28 @@ def test_exporting_the_best_weights_writes_the_best_epochs_number_and_metrics(tm
         assert meta["epoch"] == 1 and meta["metrics"]["test_acc"] == 0.9, source
     last = read_onnx_metadata(export_run(run, tmp_path / "last.onnx"))
     assert last["epoch"] == 3 and last["metrics"] == records[-1]  # the last epoch's weights: model.json's
+
+
+def test_exporting_the_best_weights_of_a_tie_writes_the_first_best_epoch(tmp_path):
+    """Epochs 2 and 3 share the best test accuracy: best.safetensors holds epoch 2's weights (the
+    trainer's History, the reference, keeps the first), so the file must say epoch 2."""
+    import shutil
+
+    from resnet_lab.train.loop import History  # deferred: the reference, the rule that writes best.safetensors
+
+    run = tmp_path / "run"
+    records = [{"epoch": 1, "test_acc": 0.5, "test_loss": 0.9}, {"epoch": 2, "test_acc": 0.9, "test_loss": 0.3},
+               {"epoch": 3, "test_acc": 0.9, "test_loss": 0.2}, {"epoch": 4, "test_acc": 0.7, "test_loss": 0.5}]
+    trainer = History()
+    for r in records:
+        trainer.add(dict(r))
+    save_model(run, resnet_lab.create_model("resnet8", num_classes=10, in_channels=1),
+               {"classes": CLASSES, "input_size": [1, 12, 12], "mean": [0.5], "std": [0.25], "epoch": 4,
+                "metrics": records[-1]})
+    shutil.copy(run / "model.safetensors", run / "best.safetensors")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    meta = read_onnx_metadata(export_run(run, tmp_path / "best.onnx", which="best"))
+    assert meta["epoch"] == trainer.best_epoch == 2 and meta["metrics"] == records[1]
 
 
 def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_path):
