@@ -88,6 +88,19 @@ def test_macs_equal_hand_formula_for_conv_and_linear_layers():
     assert s.rows[-1].output_shape == [[batch, 5]]
 
 
+def test_a_row_is_trainable_when_any_of_its_parameters_is_and_a_row_without_any_is_not():
+    """LayerRow.trainable: whether any of the row's parameters requires grad (False for 0 parameters).
+    The reference: each module's own parameters' requires_grad, read here."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.Linear(5, 2))
+    model[0].weight.requires_grad_(False)  # partly frozen: its bias still trains
+    model[4].requires_grad_(False)  # wholly frozen
+    s = summarize(model, (3, 8, 8))
+    want = [any(p.requires_grad for p in m.parameters()) for m in model]
+    assert want == [True, False, False, True, False]
+    assert [r.params for r in s.rows] == [sum(p.numel() for p in m.parameters()) for m in model]
+    assert [r.trainable for r in s.rows] == want
+
+
 def test_params_and_shapes_match_torchvision_resnet18_on_cpu_and_meta_agrees():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10)
