@@ -118,3 +118,35 @@ def test_an_old_plain_sgd_run_is_told_momentum_0_alone_not_the_refused_no_nester
     assert "--momentum 0.0" in str(e.value) and "nesterov" not in str(e.value).split("(or give the run's values")[1]
     train(create_model("resnet8", num_classes=10, small_input=True), data,
           dataclasses.replace(again, momentum=0.0))  # the hint, taken: it resumes
+
+
+def test_a_run_saved_before_drop_last_was_recorded_resumes_mid_epoch_at_its_share_of_the_new_epoch(tmp_path):
+    """Such a run resumes with drop_last changed unchecked (above), and then has another count of steps
+    per epoch: 56 images at batch 16 give 3 steps with drop_last and 4 without (the loaders' own
+    counts). Stopped after step 2 of epoch 2 of 3 (2/3 of it), the resume skips floor(2 * 4 / 3) = 2
+    of the 4 steps and its schedule goes on at step 1 * 4 + 2 = 6 of 12: it ends where a run made
+    with the new count ends (the reference: that run's schedule position and learning rate)."""
+    def run(out, *, resume: bool, drop_last: bool, callbacks=()):
+        data = load_data(DataConfig("fake", subset=56, batch_size=16, image_size=8, drop_last=drop_last))
+        model = create_model("resnet8", num_classes=len(data.info.classes), small_input=True)
+        config = TrainConfig(epochs=3, out=str(out), resume=resume, progress=False, plots=False, device="cpu")
+        return train(model, data, config, step_callbacks=callbacks), len(data.train)
+
+    def stop_at_epoch_2_step_2(info):
+        if (info["epoch"], info["step"]) == (2, 2):
+            raise KeyboardInterrupt
+
+    old = tmp_path / "old"
+    history, three = run(old, resume=False, drop_last=True, callbacks=[stop_at_epoch_2_step_2])
+    assert history.interrupted and three == 3
+    saved = torch.load(old / "train_state.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"], saved["steps_per_epoch"]) == (1, 2, 3)
+    _as_saved_before(old, "drop_last")
+    steps = []
+    _, four = run(old, resume=True, drop_last=False, callbacks=[lambda info: steps.append((info["epoch"], info["step"]))])
+    assert four == 4
+    assert steps == [(2, 3), (2, 4)] + [(3, s) for s in range(1, 5)]
+    run(tmp_path / "new", resume=False, drop_last=False)
+    got, want = (torch.load(d / "train_state.pt", weights_only=True) for d in (old, tmp_path / "new"))
+    assert got["scheduler"]["last_epoch"] == want["scheduler"]["last_epoch"] == 3 * 4
+    assert got["optimizer"]["param_groups"][0]["lr"] == want["optimizer"]["param_groups"][0]["lr"]
