@@ -291,8 +291,10 @@ def setup_distributed(
 def rescale_resume_position(scheduler, state: dict[str, Any], steps_per_epoch: int) -> int:
     """Map a checkpoint's position to the current number of steps per epoch.
 
-    A run saved with W processes and resumed with W' (or another batch size) has a different
-    number of optimizer steps per epoch. The epoch count is kept; a mid-epoch position keeps its
+    The step count per epoch can differ only where the checkpoint did not record what fixes it
+    (``check_resume`` refuses another global batch or drop_last where they are recorded): a run
+    saved before drop_last was recorded, a train_state without data facts, or a Python loader
+    without ``batch_size``/``num_train``. The epoch count is kept; a mid-epoch position keeps its
     fraction of the epoch, rounded down (so a few samples are seen twice rather than skipped);
     the learning-rate schedule moves to the same step in the new step count.
 
