@@ -190,8 +190,8 @@ def seeded(stage: str, seed: int | None) -> str:
 
 _SEED = re.compile(r" --seed (\S+)")
 PREVIOUS_RUN_NOTE = ("`<previous run>` is the first command's run folder: the script gives each stage `--out "
-                     "OUT/RECIPE/stageK --no-progress`, left out above; typed by hand, add `--out runs/stage1` to "
-                     "the first command and give `--from runs/stage1`.\n\n")
+                     "OUT/RECIPE/stageK --no-progress` (OUT/RECIPE/seedS/stageK for a seed), left out above; typed "
+                     "by hand, add `--out runs/stage1` to the first command and give `--from runs/stage1`.\n\n")
 
 
 def as_typed(command: str) -> str:

@@ -119,6 +119,16 @@ def test_a_failed_write_on_a_disk_that_is_not_full_still_names_the_target(tmp_pa
         runs.atomic_write(tmp_path / "m.onnx", write)
 
 
+def test_a_writers_own_oserror_that_is_no_disk_failure_goes_out_in_its_own_words(tmp_path):
+    """PIL refuses an image mode with an OSError that has no errno: not a disk to free."""
+    def write(tmp):
+        Image.new("CMYK", (2, 2)).save(tmp, format="PNG")
+
+    with pytest.raises(OSError, match=r"^cannot write mode CMYK as PNG$"):
+        runs.atomic_write(tmp_path / "x.png", write)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_cleanup_that_the_read_only_folder_refuses_does_not_hide_the_writes_error(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
@@ -338,3 +348,20 @@ def test_a_full_disk_while_downloading_data_for_evaluate_names_no_output_option(
     shutil.copytree(run, tmp_path / "run")
     assert main(["evaluate", str(tmp_path / "run")]) == 2
     assert _one_line(capsys) == f"error: {tmp_path / 'cache' / 'train.gz'}: {FULL}; free some disk space or choose another path"
+
+
+def test_an_experiment_on_a_full_disk_says_the_same_command_needs_a_new_or_empty_out(tmp_path, capsys, monkeypatch):
+    """What it wrote before the disk filled stays in --out, which a new experiment refuses: the way out
+    is a new or empty --out (or deleting it), not freeing space alone."""
+    out = tmp_path / "ex"
+    _fail_on(monkeypatch, matplotlib.figure.Figure, "savefig", ".png.")
+    argv = ["experiment", "bn_regularization", "--budget", "smoke", "--out", str(out)]
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert err.endswith(f"{FULL}; free some disk space, then run it again with a new or empty --out, or delete "
+                        f"{out} first"), err
+    monkeypatch.undo()
+    if any(out.iterdir()):  # the way out it names works: a rerun into the same folder is refused ...
+        assert main(argv) == 2 and "not empty" in _one_line(capsys)
+        shutil.rmtree(out)
+    assert main(argv) == 0  # ... and after deleting it, the same command runs

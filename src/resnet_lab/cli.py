@@ -1132,6 +1132,10 @@ def _run_write_hint(code: int, run_dir: Path, out: str) -> str:
     return f"check the permissions ({kept}: {go_on} once they are fixed)"
 
 
+_EXPERIMENT_WHY = {errno.EROFS: "the file system is read-only: use a writable one",
+                   **{code: "check the permissions" for code in _DENIED}}
+
+
 def _os_hint(e: OSError, args: argparse.Namespace | None) -> str | None:
     """The way out of a failed file operation, in the words of the command that failed."""
     code = e.errno or 0
@@ -1140,6 +1144,10 @@ def _os_hint(e: OSError, args: argparse.Namespace | None) -> str | None:
         return _run_write_hint(code, run_dir, args.out)
     option = _OUTPUT_OPTION.get(getattr(args, "command", None))
     other = f"choose another output path ({option})" if option else "choose another path"
+    if getattr(args, "command", None) == "experiment" and code in (*_FULL, *_DENIED, errno.EROFS):
+        # what it wrote stays in --out, which a new experiment refuses: freeing space alone is no way out
+        return (f"{_EXPERIMENT_WHY.get(code, 'free some disk space')}, then run it again with a new or empty "
+                f"--out, or delete {args.out} first")
     # only a write fails for these: the file it would have replaced is still the earlier one
     kept = (f"; the earlier {Path(e.filename).name} is left as it was"
             if code in (*_FULL, errno.EROFS) and e.filename and os.path.isfile(e.filename) else "")

@@ -250,6 +250,10 @@ def _raise_named(e: BaseException, target: str | os.PathLike, temps: Sequence[st
     raise error from e
 
 
+# numpy's (and so onnx's) words for a write the disk cut short: an OSError with no errno
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
 def _write_staged(tmp: str, write: Callable[[str], None], target: Path) -> None:
     """Run ``write(tmp)``, make the file durable and give it the normal file mode (mkstemp's is 0600).
     A failed write is an OSError naming ``target`` (:func:`write_error`), never ``tmp``."""
@@ -261,6 +265,8 @@ def _write_staged(tmp: str, write: Callable[[str], None], target: Path) -> None:
     except (OSError, RuntimeError, SafetensorError) as e:
         if write_error(e, target, (tmp,)) is not None or isinstance(e, SafetensorError) or getattr(e, "errno", None):
             _raise_named(e, target, (tmp,))  # a SafetensorError that is no I/O error: the tensors (our bug)
+        if isinstance(e, OSError) and not _SHORT_WRITE.search(str(e)):  # the writer's own words (PIL: a mode)
+            raise
         # torch.save reports a failed write as a RuntimeError, numpy as a short write, with nothing more
         # to recognize them by when the disk is not full (a quota)
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
