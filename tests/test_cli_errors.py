@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from resnet_lab import cli
 from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
@@ -1504,3 +1506,19 @@ def test_best_of_shipped_weights_names_them_as_typed_not_their_file_inside_the_p
     with pytest.raises(ValueError, match=f"^{name} names shipped weights"):
         load_model(name, which="best")
     assert load_model(name)[1]["arch"]  # without --best the same name loads
+
+
+def test_torchs_cpp_extension_log_line_is_not_shown_by_a_command_and_its_level_comes_back(monkeypatch, caplog):
+    """--compile on a CPU with a CUDA toolkit: inductor logs 'No CUDA runtime is found' at WARNING."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+
+    def compiles(args):
+        log.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "models", compiles)
+    with caplog.at_level(logging.WARNING):
+        assert cli.main(["models"]) == 0
+    assert "No CUDA runtime" not in caplog.text
+    assert log.level == level

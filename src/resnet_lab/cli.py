@@ -1356,6 +1356,11 @@ def _run_command(args: argparse.Namespace) -> int:
     plain_format = warnings.formatwarning
     if own_format:
         warnings.formatwarning = _one_line_warning
+    # --compile on a CPU of a machine with a CUDA toolkit: inductor's build step logs "No CUDA runtime is
+    # found, using CUDA_HOME=..." at WARNING, a line about nothing the user asked for
+    extension_log = logging.getLogger("torch.utils.cpp_extension")
+    extension_level = extension_log.level
+    extension_log.setLevel(logging.ERROR)
     try:
         _refuse_empty_paths(args)
         if args.command in ONE_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -1386,5 +1391,6 @@ def _run_command(args: argparse.Namespace) -> int:
               "and please report it)", file=sys.stderr)
         return 3
     finally:
+        extension_log.setLevel(extension_level)
         if own_format and warnings.formatwarning is _one_line_warning:
             warnings.formatwarning = plain_format

@@ -61,3 +61,17 @@ def _assert_one_seconds_per_epoch(results: dict) -> None:
         assert row[column]["values"] == per_run
         assert f"{label} {Spread.of(per_run)}" in line, (label, line)
     assert "training seconds per epoch (the table's s/epoch" in line
+
+
+def test_the_memory_probe_closes_what_it_reads():
+    """_peak_kib read /proc/self/status without closing it: a ResourceWarning under python -X dev."""
+    import gc
+    import warnings
+
+    from resnet_lab.experiments import very_deep
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert very_deep._peak_kib() > 0
+        gc.collect()
+    assert [w for w in seen if issubclass(w.category, ResourceWarning)] == []

@@ -87,9 +87,10 @@ def _reset_peak() -> bool:
 def _peak_kib() -> int:
     """High-water mark of resident memory in KiB (VmHWM, which ``clear_refs`` resets)."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
