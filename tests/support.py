@@ -97,3 +97,21 @@ class TerminalStream(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+# A tiny CLI training run: the flags, and a trained run with a grey image to predict on.
+TINY_TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
+              "--no-progress"]
+
+
+def tiny_trained_run(root: Path, epochs: int) -> tuple[Path, Path]:
+    """Train ``TINY_TRAIN`` for ``epochs`` into ``root/run`` through the CLI; return it and a 16x16 image."""
+    from PIL import Image  # deferred: most users of this module need no images
+
+    from resnet_lab.cli import main  # deferred: the CLI loads everything
+
+    run = root / "run"
+    assert main(["train", *TINY_TRAIN, "--epochs", str(epochs), "--out", str(run)]) == 0
+    image = root / "img.png"
+    Image.new("L", (16, 16), 128).save(image)
+    return run, image

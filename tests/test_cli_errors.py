@@ -16,18 +16,14 @@ from resnet_lab import cli
 from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
-TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
-         "--no-progress"]
+from support import TINY_TRAIN, tiny_trained_run
+
+TRAIN = TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_errors")
-    run = root / "run"
-    assert main(["train", *TRAIN, "--epochs", "2", "--out", str(run)]) == 0
-    image = root / "img.png"
-    Image.new("L", (16, 16), 128).save(image)
-    return run, image
+    return tiny_trained_run(tmp_path_factory.mktemp("cli_errors"), epochs=2)
 
 
 def _one_line_error(capsys, must_name: str) -> str:

@@ -23,8 +23,9 @@ from safetensors.torch import load_file
 from resnet_lab import runs
 from resnet_lab.cli import main
 
-TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
-         "--no-progress"]
+from support import TINY_TRAIN, tiny_trained_run
+
+TRAIN = TINY_TRAIN
 FULL = os.strerror(errno.ENOSPC)
 READ_ONLY = os.strerror(errno.EROFS)
 
@@ -61,12 +62,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("disk")
-    run = root / "run"
-    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(run)]) == 0
-    image = root / "img.png"
-    Image.new("L", (16, 16), 128).save(image)
-    return run, image
+    return tiny_trained_run(tmp_path_factory.mktemp("disk"), epochs=1)
 
 
 # --- the writing helpers ------------------------------------------------------------------------
