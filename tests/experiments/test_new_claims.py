@@ -130,6 +130,44 @@ def test_bn_regularization_gap_is_compared_by_size_so_test_above_train_is_no_nar
     assert not checks[0].passed and "|gap| no norm 0.50 ± 0.10 pp vs |gap| BN 4.00 ± 0.10 pp" in checks[0].evidence
 
 
+def test_bn_regularization_bn_alone_is_compared_with_the_regularized_net_not_the_plain_one():
+    # BN alone (86%) beats the plain net without BN (84%) by 2 pp but not dropout + L2 alone (87%):
+    # check 3 asks whether BN can stand in for the regularizers, so it fails.
+    acc = {BN: {PLAIN: [0.859, 0.86, 0.861], REG: [0.859, 0.86, 0.861]},
+           NO: {PLAIN: [0.839, 0.84, 0.841], REG: [0.869, 0.87, 0.871]}}
+    checks = bn_regularization.claim_checks(acc, GAP_CONFIRMS)
+    assert answers(checks) == [True, True, False]
+    assert "BN alone 86.00 ± 0.10% vs dropout + L2 alone 87.00 ± 0.10%" in checks[2].evidence
+
+
+def _seeds(mean: float, d: float = 0.001) -> list[float]:
+    return [mean - d, mean, mean + d]
+
+
+# The margins fixed in advance (docstring: 1 pp of gap, 0.5 pp of accuracy or gain), each probed just
+# above and just below with seeds 0.1 pp apart, so the margin and not the spread decides.
+@pytest.mark.parametrize("index, acc, gap, passed, margin", [
+    # |gap| 15% without BN, 13.5% / 14.2% with it: 1.5 pp / 0.8 pp narrower
+    (0, ACC_CONFIRMS, {BN: {PLAIN: _seeds(0.135), REG: _seeds(0.05)}, NO: {PLAIN: _seeds(0.15), REG: _seeds(0.10)}},
+     True, "margin 1.00 pp"),
+    (0, ACC_CONFIRMS, {BN: {PLAIN: _seeds(0.142), REG: _seeds(0.05)}, NO: {PLAIN: _seeds(0.15), REG: _seeds(0.10)}},
+     False, "margin 1.00 pp"),
+    # dropout + L2 add 0.8 pp / 0.3 pp without BN (0.7-0.9 / 0.2-0.4 by seed), 0 (-0.1-0.1) with it
+    (1, {BN: {PLAIN: [0.95] * 3, REG: _seeds(0.95)}, NO: {PLAIN: [0.84, 0.845, 0.85], REG: [0.847, 0.853, 0.859]}},
+     GAP_CONFIRMS, True, "margin 0.50 pp"),
+    (1, {BN: {PLAIN: [0.95] * 3, REG: _seeds(0.95)}, NO: {PLAIN: [0.84, 0.845, 0.85], REG: [0.842, 0.848, 0.854]}},
+     GAP_CONFIRMS, False, "margin 0.50 pp"),
+    # BN alone 85.8% / 85.3% vs dropout + L2 alone 85%
+    (2, {BN: {PLAIN: _seeds(0.858), REG: _seeds(0.858)}, NO: {PLAIN: _seeds(0.83), REG: _seeds(0.85)}},
+     GAP_CONFIRMS, True, "margin 0.50 pp"),
+    (2, {BN: {PLAIN: _seeds(0.853), REG: _seeds(0.853)}, NO: {PLAIN: _seeds(0.83), REG: _seeds(0.85)}},
+     GAP_CONFIRMS, False, "margin 0.50 pp"),
+])
+def test_bn_regularization_margins_fixed_in_advance_decide_when_the_seeds_agree(index, acc, gap, passed, margin):
+    check = bn_regularization.claim_checks(acc, gap)[index]
+    assert check.passed == passed and margin in check.evidence and "sum of the two seed sds 0.20 pp" in check.evidence
+
+
 # --- smoke runs ------------------------------------------------------------------------------
 
 
