@@ -90,6 +90,21 @@ def test_bn_sigmoid_range_a_diverged_learnable_run_fails_the_accuracy_check():
     assert answers(checks) == [True, True, False] and "nan" in checks[2].evidence
 
 
+@pytest.mark.parametrize("learnable, passed", [
+    ([0.599, 0.60, 0.601], True),  # 8 pp lower in every seed: beyond the 5 pp margin
+    ([0.649, 0.65, 0.651], False),  # 3 pp lower: the seeds agree, but under the margin
+])
+def test_bn_sigmoid_range_a_share_drop_counts_beyond_five_points(learnable, passed):
+    checks = bn_sigmoid_range.claim_checks({F: [0.679, 0.68, 0.681], L: learnable}, {L: [0.9] * 3, F: [0.8] * 3})
+    assert checks[1].passed == passed and "margin 5.0 pp" in checks[1].evidence
+
+
+def test_bn_sigmoid_range_every_frozen_seed_must_be_in_the_linear_range():
+    # two seeds at 68-70%, one at 58%: the lowest seed decides "at least 60% in every seed"
+    checks = bn_sigmoid_range.claim_checks({F: [0.58, 0.68, 0.70], L: [0.4] * 3}, {L: [0.9] * 3, F: [0.8] * 3})
+    assert answers(checks) == [False, True, True] and "lowest share over seeds 58.0%" in checks[0].evidence
+
+
 # --- bn_regularization: BN narrows the gap; dropout + L2 add less with BN; BN alone beats them alone --
 
 BN, NO, PLAIN, REG = bn_regularization.BN, bn_regularization.NO_NORM, bn_regularization.PLAIN, bn_regularization.REG
