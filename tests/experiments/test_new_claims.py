@@ -58,6 +58,28 @@ def test_bn_input_stats_checks(bn, none, want, verdict):
     assert answers(checks) == want and verdict_from_checks(checks) == verdict
 
 
+@pytest.mark.parametrize("key, index", [("mean", 0), ("log_std", 1)])
+@pytest.mark.parametrize("no_norm, passed", [
+    ([0.079, 0.08, 0.081], True),  # 0.07 above BN's 0.01, seeds 0.001 apart: beyond the 0.05 margin
+    ([0.039, 0.04, 0.041], False),  # 0.03 above: the seeds agree, but under the margin
+])
+def test_bn_input_stats_a_drift_difference_counts_beyond_the_margin(key, index, no_norm, passed):
+    bn = {"mean": [0.009, 0.01, 0.011], "log_std": [0.009, 0.01, 0.011]}
+    checks = bn_input_stats.claim_checks({"BN": bn, "no norm": {**NO_NORM_FAR, key: no_norm}})
+    assert checks[index].passed == passed and "margin 0.050" in checks[index].evidence
+
+
+@pytest.mark.parametrize("bn_mean, near", [
+    ([0.01, 0.25, 0.02], False),  # one seed's median |mean| 0.25 > 0.2: not near 0 "in every seed"
+    ([0.15, 0.19, 0.18], True),  # every seed at most 0.2
+])
+def test_bn_input_stats_near_zero_needs_every_seeds_mean_within_a_fifth(bn_mean, near):
+    checks = bn_input_stats.claim_checks({"BN": {**BN_NEAR, "mean": bn_mean},
+                                          "no norm": {"mean": [0.9, 1.0, 1.1], "log_std": NO_NORM_FAR["log_std"]}})
+    assert answers(checks) == [True, True, near]
+    assert f"worst seed: median |mean| {max(bn_mean):.3f} (<= 0.2)" in checks[2].evidence
+
+
 # --- bn_sigmoid_range: frozen share >= 60%; learnable share lower; learnable more accurate ---------
 
 L, F = bn_sigmoid_range.LEARNABLE, bn_sigmoid_range.FROZEN
