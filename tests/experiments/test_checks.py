@@ -67,6 +67,21 @@ def test_degradation_evidence_gives_mean_and_sd_in_percent():
     assert "+10.00 pp" in checks[0].evidence and "2.00 pp" in checks[0].evidence  # difference, sum of sds
 
 
+
+TIGHT = {"plain-20": around(0.10, 0.001), "resnet-20": around(0.10, 0.0)}
+
+
+@pytest.mark.parametrize("plain56, resnet56, want", [
+    (around(0.115, 0.001), around(0.105, 0.0), [True, True]),  # plain 1.5 pp worse: beyond the 1 pp margin
+    # plain 0.5 pp worse, beyond the 0.2 pp of the seeds' sds: the 1 pp margin decides
+    (around(0.105, 0.001), around(0.105, 0.0), [False, True]),
+    (around(0.115, 0.001), around(0.12, 0.0), [True, False]),  # resnet 2 pp worse with sd 0: beyond the 1 pp tolerance
+])
+def test_degradation_margin_of_one_point_decides_when_the_seeds_agree(plain56, resnet56, want):
+    checks = degradation.claim_checks({**TIGHT, "plain-56": plain56, "resnet-56": resnet56}, 20, 56, "Fashion-MNIST")
+    assert answers(checks) == want
+    assert "margin 1.00 pp" in checks[0].evidence and "must be <= 1.00 pp" in checks[1].evidence
+
 # --- bn_convergence: float64 agreement <= 1e-9; scratch/torch BN inside each other's spread; BN
 # --- sooner than no norm beyond the spread; d2l's LeNet sooner with BN ---
 
