@@ -175,6 +175,13 @@ def test_vanishing_gradients_checks(ratios, want, verdict):
     assert "over 2 seeds" in checks[0].evidence
 
 
+
+@pytest.mark.parametrize("worst, vanished", [(0.005, True), (0.02, False)])
+def test_vanishing_gradients_vanished_means_every_seed_below_one_hundredth(worst, vanished):
+    # a ratio of 0.02 is small but not below 1e-2: "vanished" is not shown
+    checks = vanishing_gradients.claim_checks({"sigmoid": ([1e-4, 2e-4], [1e-3, worst]), **ALIVE})
+    assert answers(checks) == [vanished, True, True, True] and "every seed must be below 0.01" in checks[0].evidence
+
 @pytest.mark.parametrize("label", ["sigmoid", "sigmoid + residual"])
 @pytest.mark.parametrize("where", [0, 1])
 def test_vanishing_gradients_a_nan_seed_fails_its_check_wherever_it_sits(label, where):
