@@ -4,7 +4,9 @@ is the run's metrics.jsonl (written by another path, runs.append_metrics) or the
 
 import csv
 import json
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,18 @@ except ImportError:  # the optional extra is absent: the tests that read logs sk
 
 needs_tensorboard = pytest.mark.skipif(EventAccumulator is None,
                                        reason="tensorboard is not installed: pip install 'resnet-lab[tensorboard]'")
+
+# docs/TENSORBOARD.md's table "What is written", literally: TensorBoard tag -> metrics.jsonl key. The
+# reference for which record value each tag holds (the module's own SCALAR_TAGS is what is tested).
+DOCUMENTED_TAGS = {
+    "loss/train": "train_loss",
+    "loss/test": "test_loss",
+    "loss/train_plain": "train_loss_plain",
+    "accuracy/train": "train_acc",
+    "accuracy/test": "test_acc",
+    "lr": "lr",
+    "speed/images_per_second": "images_per_second",
+}
 
 TINY_CLI = ["--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16", "--epochs", "1",
             "--no-progress", "--device", "cpu"]
@@ -54,14 +68,29 @@ def _records(run) -> list[dict]:
 
 
 def _assert_scalars_equal_records(acc, records: list[dict]) -> None:
-    """Every scalar tag holds each epoch once, with the record's value (TensorBoard stores float32)."""
-    for key, tag in SCALAR_TAGS.items():
+    """Every documented scalar tag holds each epoch once, with the value of the record's key that
+    docs/TENSORBOARD.md names for it (TensorBoard stores float32); no other scalar tag is written."""
+    assert set(acc.Tags()["scalars"]) == {t for t, k in DOCUMENTED_TAGS.items() if k in records[0]}
+    for tag, key in DOCUMENTED_TAGS.items():
         if key not in records[0]:
             assert tag not in acc.Tags()["scalars"], tag
             continue
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [r["epoch"] for r in records], tag
         assert [e.value for e in events] == [float(np.float32(r[key])) for r in records], tag
+
+
+def test_documented_tags_are_the_table_of_docs_tensorboard_md():
+    """DOCUMENTED_TAGS is the doc's table: each row pairs its tags, in order, with the first keys of
+    its second column (`loss/train`, `loss/test` | `train_loss`, `test_loss`)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "TENSORBOARD.md").read_text()
+    table = doc.split("| tag | from the epoch's `metrics.jsonl` record |", 1)[1].split("\n\n", 1)[0]
+    documented = {}
+    for row in table.strip().splitlines()[1:]:  # after the | --- | --- | line
+        tags, keys = (re.findall(r"`([^`]+)`", cell) for cell in row.strip("|").split("|")[:2])
+        documented.update(zip(tags, keys))
+    assert documented == DOCUMENTED_TAGS
+    assert {v: k for k, v in SCALAR_TAGS.items()}.keys() == DOCUMENTED_TAGS.keys()
 
 
 def _hparams(log_dir) -> dict:
