@@ -25,10 +25,14 @@ def _trained(**kw) -> TinyNet:
     return trained_with_plain_sgd(LR, MOMENTUM, EPOCHS, **kw)
 
 
-def _by_hand(k: int | None, alpha: float) -> TinyNet:
+def _by_hand(k: int | None, alpha: float, ema: float = 0.0) -> TinyNet:
+    """The hand loop; with ``ema`` the returned net holds the float64 average
+    ``e <- d_t e + (1 - d_t) w`` (d_t = min(ema, (1 + t) / (10 + t)), integer buffers copied) of the
+    weights each step leaves, after that step's synchronization (docs/RECIPES.md)."""
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
     slow = [p.detach().clone() for p in net.parameters()]
+    average = {n: v.double() if v.is_floating_point() else v.clone() for n, v in net.state_dict().items()}
     loader, t = make_bundle().train, 0
     net.train()
     for epoch in range(EPOCHS):
@@ -43,6 +47,11 @@ def _by_hand(k: int | None, alpha: float) -> TinyNet:
                     for p, s in zip(net.parameters(), slow):
                         s += alpha * (p - s)
                         p.copy_(s)
+            d = min(ema, t / (9 + t))  # update number t - 1 (0-based): (1 + (t - 1)) / (10 + (t - 1))
+            for n, v in net.state_dict().items():
+                average[n] = d * average[n] + (1 - d) * v.double() if v.is_floating_point() else v.clone()
+    if ema:
+        net.load_state_dict({n: v.float() if v.is_floating_point() else v for n, v in average.items()})
     return net
 
 
@@ -57,6 +66,15 @@ def test_lookahead_equals_a_hand_written_loop_over_torch_sgd(k, alpha):
     _assert_same(trained, _by_hand(k, alpha))  # 12 steps: syncs after step 5 and 10 (k=5), every 3rd (k=3)
     plain = _by_hand(None, alpha)
     assert not torch.allclose(trained.fc.weight, plain.fc.weight, atol=1e-4)  # against the same run without it
+
+
+def test_with_ema_the_average_takes_the_weights_after_each_steps_synchronization():
+    """docs/RECIPES.md: "With --ema too, the EMA averages the weights after each step's
+    synchronization." Every 3rd step the average takes the slow weights the fast ones restart
+    from, not the fast weights before the sync."""
+    trained = _trained(lookahead=3, lookahead_alpha=0.5, ema=0.9)  # ends holding the EMA (finish)
+    _assert_same(trained, _by_hand(3, 0.5, ema=0.9))
+    assert not torch.allclose(trained.fc.weight, _by_hand(3, 0.5).fc.weight, atol=1e-4)  # the average, not the raw
 
 
 def test_lookahead_alpha_1_is_the_inner_optimizer_alone():
