@@ -224,6 +224,26 @@ def test_densenet_memory_efficient_with_dropout_matches_torchvision_outputs_and_
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6 * max(g.abs().max().item(), 1.0))
 
 
+def test_densenet_dropout_acts_only_in_training_as_torchvisions():
+    """drop_rate > 0 in eval(): deterministic outputs equal to torchvision's DenseNet with the same
+    weights (its _DenseLayer passes training=self.training); in train() the dropout draws."""
+    cfg = dict(growth_rate=12, block_config=(2, 2, 2, 2), num_init_features=24, drop_rate=0.5, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    ref = torchvision.models.DenseNet(**cfg).eval()
+    randomize_bn(ref)
+    ours = densenet.DenseNet(**cfg).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = ours(x)
+        torch.manual_seed(2)  # other dropout draws, were there any
+        _assert_close(first, ref(x))
+        assert torch.equal(ours(x), first)
+        ours.train()
+        assert not torch.allclose(ours(x), ours(x))
+
+
 @pytest.mark.parametrize(
     ("name", "published_millions"),
     # Huang et al. 2017, Table 2 (CIFAR-10, 10 classes), given to 0.1M.
