@@ -225,6 +225,33 @@ def test_cifar10_reads_torchvision_pickle_layout_without_md5(tmp_path, monkeypat
         load_data("cifar10", data_dir=tmp_path)
 
 
+def test_cifar100_reads_the_fine_labels_and_fine_class_names(tmp_path, monkeypatch):
+    """torchvision's cifar-100-python layout: train and test hold fine_labels (100 classes) and
+    coarse_labels (20 superclasses), meta both name lists; CIFAR-100 is the fine task."""
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, n in (("train", 12), ("test", 5)):
+        fine = rng.permutation(100)[:n]  # distinct fine labels, none equal to its coarse one below
+        fine = np.where(fine // 5 == fine, fine + 50, fine)
+        splits[split] = {b"filenames": [b"f"] * n, b"batch_label": split.encode(), b"fine_labels": fine.tolist(),
+                         b"coarse_labels": (fine // 5).tolist(),
+                         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (d / split).write_bytes(pickle.dumps(splits[split], protocol=2))
+    fine_names = [f"fine{i}" for i in range(100)]
+    (d / "meta").write_bytes(pickle.dumps({b"fine_label_names": [n.encode() for n in fine_names],
+                                           b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]},
+                                          protocol=2))
+    b = load_data("cifar100", data_dir=tmp_path, batch_size=4, augment=False)
+    assert b.info.classes == fine_names
+    for loader, split in ((b.train, "train"), (b.test, "test")):
+        np.testing.assert_array_equal(loader.labels.numpy(), splits[split][b"fine_labels"])
+        np.testing.assert_array_equal(loader.images.numpy(), splits[split][b"data"].reshape(-1, 3, 32, 32))
+
+
 def test_missing_cifar_error_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
     monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
