@@ -225,6 +225,22 @@ def test_cifar10_reads_torchvision_pickle_layout_without_md5(tmp_path, monkeypat
         load_data("cifar10", data_dir=tmp_path)
 
 
+def test_folder_normalizes_with_torchvisions_imagenet_mean_and_std_per_channel(tmp_path):
+    """torchvision's documented ImageNet constants, channel by channel (R, G, B): a pixel of value v
+    (0..255) in channel c becomes (v / 255 - mean_c) / std_c."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    color = (200, 90, 30)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            rgb(8, 8, color).save(tmp_path / split / cls / "0.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, augment=False, image_size=8)
+    assert tuple(b.info.mean) == mean and tuple(b.info.std) == std
+    x, _ = next(iter(b.test))
+    expected = torch.tensor([(v / 255 - m) / s for v, m, s in zip(color, mean, std)]).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, expected.expand(2, 3, 8, 8), atol=1e-5, rtol=0)
+
+
 def test_cifar100_reads_the_fine_labels_and_fine_class_names(tmp_path, monkeypatch):
     """torchvision's cifar-100-python layout: train and test hold fine_labels (100 classes) and
     coarse_labels (20 superclasses), meta both name lists; CIFAR-100 is the fine task."""
