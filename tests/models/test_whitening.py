@@ -29,9 +29,12 @@ def _correlated_images(n: int = 24, c: int = 3, size: int = 12, seed: int = 0) -
     return np.einsum("dc,nchw->ndhw", mix, x) + 0.3
 
 
-def _patches(x: np.ndarray, k: int) -> np.ndarray:
-    """Every k x k patch as a row, laid out like a conv weight row (channel, row, column)."""
-    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))  # (N, C, H', W', k, k)
+def _patches(x: np.ndarray, k: int, dilation: int = 1) -> np.ndarray:
+    """Every k x k patch (its pixels ``dilation`` apart) as a row, laid out like a conv weight row
+    (channel, row, column)."""
+    span = (k - 1) * dilation + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (span, span), axis=(2, 3))  # (N, C, H', W', span, span)
+    win = win[..., ::dilation, ::dilation]  # (N, C, H', W', k, k)
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * k * k)
 
 
@@ -59,6 +62,17 @@ def test_whitened_patches_have_identity_covariance_and_the_second_half_the_oppos
     cov = _whitened_cov(conv.weight[:27], p)
     np.testing.assert_allclose(cov, np.eye(27), atol=2e-5)
     assert torch.equal(conv.weight[27:], -conv.weight[:27])
+
+
+def test_a_dilated_conv_whitens_its_own_dilated_patches():
+    """A conv with dilation 2 sees pixels 2 apart: its outputs over those patches are white, which
+    the whitening of adjacent-pixel patches would not make them on images correlated nearby."""
+    x = _correlated_images(size=14)
+    p = _patches(x, 3, dilation=2)
+    conv = nn.Conv2d(3, 27, 3, padding=2, dilation=2, bias=False)
+    whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9)
+    assert _eigen(p)[0][-1] > 1e-3, "the test images must have no flat direction"
+    np.testing.assert_allclose(_whitened_cov(conv.weight, p), np.eye(27), atol=2e-5)
 
 
 def test_resnet20_first_conv_keeps_the_16_strongest_directions_scaled_by_their_eigenvalues():
