@@ -606,6 +606,21 @@ def test_a_short_test_that_ran_every_step_suggests_from_its_whole_record_not_its
         assert lr_finder._suggest(lrs, falling, n, stopped=True) == (None, None)  # a divergence that early: none
 
 
+def test_suggestions_leave_out_the_first_tenth_of_the_steps():
+    """docs/LR_FINDER.md: the suggestions leave out the first tenth of the steps (and the last 5
+    points). Here the steepest fall lies in the first tenth: the suggestions come from after it."""
+    n = 100
+    lrs = list(np.geomspace(1e-6, 1.0, n))  # equal steps of log lr: the steepest fall is the largest drop
+    losses = ([10.0 - 0.7 * i for i in range(10)]  # indices 0-9, falling 0.7 a step
+              + [3.0 - 0.01 * (i - 10) - (0.3 if i >= 51 else 0.0) for i in range(10, 95)]  # 0.31 at 50 -> 51
+              + [3.0 + 0.5 * i for i in range(5)])  # the divergence, indices 95-99
+    suggested, fastest = lr_finder._suggest(lrs, losses, n)
+    assert fastest == lrs[50]  # the largest drop outside the first tenth and the last 5 points
+    # valley over indices 10..94, a descent throughout: 85 points, fastai's start -1 (local), a
+    # third of 85 is 28.3: local -1 + 28 + 14 = 41, index 51.
+    assert suggested == lrs[51]
+
+
 def test_lr_find_names_bad_argument_kinds_and_takes_numpy_scalars():
     data = make_bundle()
     for kwargs, message in (({"start_lr": "1e-7"}, "start_lr must be a number, got '1e-7'"),
