@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from resnet_lab import create_model
 from resnet_lab.transfer import (
     ArchitectureMismatchError,
     fold_head,
+    load_pretrained,
     load_source,
     parse_torchvision_name,
     transfer_model,
@@ -83,6 +85,23 @@ def test_class_count_change_recreates_only_the_classifier(tv_resnet18):
     for k, v in ours.state_dict().items():
         if not k.startswith("fc."):
             assert torch.equal(v, src[k]), k
+
+
+def test_recreate_head_false_refuses_another_class_count_and_true_keeps_the_fresh_head(tv_resnet18):
+    """load_pretrained's documented choice: False -- the classifier must fit (a 10-class state dict in a
+    7-class model fails naming fc's two shapes); True -- the model's fresh classifier stays even when
+    the weights' one fits."""
+    tv, _ = tv_resnet18
+    src = tv.state_dict()
+    seven = create_model("resnet18", num_classes=7)
+    with pytest.raises(ArchitectureMismatchError, match=r"fc\.weight \(10, 512\) vs model \(7, 512\)"):
+        load_pretrained(seven, src, recreate_head=False)
+    ten = create_model("resnet18", num_classes=10)
+    fresh = {k: v.clone() for k, v in ten.state_dict().items() if k.startswith("fc.")}
+    report = load_pretrained(ten, src, recreate_head=True)
+    assert report.recreated == ["fc.weight", "fc.bias"]
+    assert all(torch.equal(ten.state_dict()[k], v) for k, v in fresh.items())
+    assert torch.equal(ten.conv1.weight, src["conv1.weight"])
 
 
 def test_mismatched_architecture_fails_naming_the_first_keys_that_differ(tv_resnet18):
