@@ -91,6 +91,9 @@ def test_unfreeze_points_default_to_the_last_stage_and_bad_names_list_the_choice
         assert default_unfreeze_point(create_model("densenet121", num_classes=3)) == "features.denseblock4"
         vgg = create_model("vgg11", num_classes=3)
     assert default_unfreeze_point(vgg) == "features.18"  # its last convolution
+    with torch.device("meta"):  # the aux heads (registered after inception5b) are not a stage (docstring)
+        for aux in (False, True):
+            assert default_unfreeze_point(create_model("googlenet", num_classes=3, aux_logits=aux)) == "inception5b"
     model = create_model("resnet8", num_classes=3)
     assert default_unfreeze_point(model) == "layer3"  # one block per stage is still a stage
     with pytest.raises(ValueError, match="expected one of conv1, bn1, layer1, layer2, layer3, fc"):
