@@ -134,3 +134,25 @@ def test_a_run_saved_with_no_nesterov_and_momentum_0_resumes_with_momentum_0(tmp
         train(_net(), make_bundle(), _quiet(epochs=2, momentum=0.5, out=str(run), resume=True))
     train(_net(), make_bundle(), _quiet(epochs=2, momentum=0.0, out=str(run), resume=True))
     assert json.loads((run / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_nesterov_run_with_momentum_resumed_with_momentum_0_names_both_differences(tmp_path):
+    """Plain SGD "either way" needs momentum 0 on both sides: a --no-nesterov run with momentum 0.5
+    resumed with --momentum 0 (nesterov then True) differs in both, and the way back names both flags."""
+    run = tmp_path / "run"
+    train(_net(), make_bundle(), _quiet(epochs=2, stop_after=1, momentum=0.5, nesterov=False, out=str(run)))
+    with pytest.raises(ValueError, match="recipe momentum: run has 0.5, now 0.0; recipe nesterov: run has False, "
+                                         r"now True\).*--momentum 0\.5 --no-nesterov"):
+        train(_net(), make_bundle(), _quiet(epochs=2, momentum=0.0, out=str(run), resume=True))
+
+
+def test_a_resume_with_an_lr_one_part_in_a_million_off_is_refused_and_rounding_is_not(tmp_path):
+    """check_resume compares floats "to rounding" (recipe_values_differ's docstring): a typed lr that
+    differs by 1e-6 of itself is another recipe; a difference of float rounding (1e-15 relative) is not."""
+    from resnet_lab.train.checkpoint import recipe_values_differ  # deferred: only this test reads it
+    assert recipe_values_differ(0.1, 0.1 * (1 + 1e-6)) and not recipe_values_differ(0.1, 0.1 * (1 + 1e-15))
+    assert recipe_values_differ([0.1, 0.2], [0.1]) and recipe_values_differ([1, 2], [1, 2, 3])
+    run = tmp_path / "run"
+    train(_net(), make_bundle(), _quiet(epochs=2, stop_after=1, lr=0.1, out=str(run)))
+    with pytest.raises(ValueError, match=r"recipe lr: run has 0\.1, now 0\.1000001"):
+        train(_net(), make_bundle(), _quiet(epochs=2, lr=0.1000001, out=str(run), resume=True))
