@@ -101,6 +101,26 @@ def test_drop_last_changed_where_it_changes_no_step_resumes(tmp_path, subset):
     assert json.loads((tmp_path / "run" / "model.json").read_text())["epoch"] == 2
 
 
+@pytest.mark.parametrize("subset, batch_then", [(66, 16), (64, 24)])
+def test_drop_last_changed_where_it_changes_the_steps_is_refused_naming_it(tmp_path, subset, batch_then):
+    """Only a last batch of 0 or 1 images at the same global batch makes drop_last change no step: 66
+    images at batch 16 leave 2 (4 steps or 5), and 64 at batch 24 leave 16 (2 or 3; at the run's batch
+    16 none). The reference: the loaders' own step counts."""
+    def run(resume, drop_last, batch, stop_after=1):
+        data = load_data(DataConfig("fake", subset=subset, batch_size=batch, image_size=8, drop_last=drop_last))
+        model = create_model("resnet8", num_classes=len(data.info.classes), small_input=True)
+        config = TrainConfig(epochs=2, stop_after=stop_after, out=str(tmp_path / "run"), resume=resume,
+                             progress=False, plots=False, device="cpu")
+        return lambda: train(model, data, config), data
+
+    start, kept = run(False, True, 16)
+    resume, other = run(True, False, batch_then, stop_after=None)
+    assert len(kept.train) != len(run(False, False, 16)[1].train) or len(other.train) != len(run(False, True, batch_then)[1].train)
+    start()
+    with pytest.raises(ValueError, match="data drop_last: run has True, now False"):
+        resume()
+
+
 def test_an_old_plain_sgd_run_is_told_momentum_0_alone_not_the_refused_no_nesterov(tmp_path):
     """Review of 2026-12-06: a run saved with momentum 0 and nesterov False (accepted then) resumed with
     the defaults was told "--momentum 0.0 --no-nesterov", which is refused now."""
