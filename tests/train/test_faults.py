@@ -1088,6 +1088,22 @@ def test_a_folder_run_is_evaluated_and_reported_on_its_own_folder_without_data_d
         in capsys.readouterr().err
 
 
+def test_cli_resume_of_a_folder_run_with_its_augmentation_changed_is_refused(tmp_path, capsys):
+    """A folder run records its augmentation (since 2026-12-06); only the runs saved before, which
+    recorded None, resume unchecked. The reference: what the run was started with (augmented, the
+    default) against --no-augment."""
+    from resnet_lab.cli import main
+
+    folder = _png_folder(tmp_path / "imgs", seed=0)
+    common = ["--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--epochs", "2", "--batch-size",
+              "4", "--workers", "0", "--val-fraction", "0.25", "--no-progress", "--out", str(tmp_path / "run")]
+    assert main(["train", *common, "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", *common, "--no-augment", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "data augment: run has True, now False" in err and "no --no-augment" in err, err
+
+
 def test_the_folder_fingerprint_is_taken_only_for_a_run_directory(tmp_path):
     """It reads 4 KiB of every image; without --out there is nothing to resume, so it is not taken."""
     from resnet_lab.data import DataConfig, load_data
