@@ -1,0 +1,74 @@
+"""What a run's model.json is read as (resnet_lab.runs): the held-out split of a folder run, the folder
+it trained on, where an unfinished run stopped, the corrections of old records and the refusals of
+missing fields. References: the functions' docstrings, and hand-written model.json records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnet_lab import create_model
+from resnet_lab.runs import (check_meta, held_out_split, load_meta, split_seed_of, trained_folder, unfinished_at,
+                             weights_path)
+
+
+def test_split_seed_is_the_recorded_one_or_for_older_runs_the_training_seed():
+    assert split_seed_of({"split_seed": 7, "train_config": {"seed": 3}}) == 7
+    assert split_seed_of({"split_seed": None, "train_config": {"seed": 3}}) is None  # a val/ folder: no seed
+    assert split_seed_of({"train_config": {"seed": 3}}) == 3  # saved before split_seed was: the seed drew it
+    assert split_seed_of({}) == 0
+
+
+def test_held_out_split_of_a_folder_run_takes_its_seed_and_share(tmp_path):
+    (tmp_path / "a").mkdir()  # a folder without val/: its test split is held out of it
+    meta = {"dataset": "folder", "split_seed": 4, "val_fraction": 0.25}
+    assert held_out_split(meta, tmp_path) == {"split_seed": 4, "val_fraction": 0.25}
+    assert held_out_split({"dataset": "folder", "train_config": {"seed": 2}}, tmp_path) == {"split_seed": 2}
+    assert held_out_split({**meta, "dataset": "cifar10"}, tmp_path) == {}
+
+
+def test_trained_folder_is_a_folder_runs_own_folder_while_it_is_there(tmp_path):
+    folder = tmp_path / "imgs"
+    meta = {"dataset": "folder", "training": {"folder": str(folder)}}
+    assert trained_folder(meta) is None  # not there (moved, deleted)
+    folder.mkdir()
+    assert trained_folder(meta) == str(folder)
+    assert trained_folder({**meta, "dataset": "cifar10"}) is None  # another dataset has no folder of its own
+
+
+def test_unfinished_at_says_epochs_done_planned_and_steps_into_the_next():
+    assert unfinished_at({"epoch": 1, "step": 4, "train_config": {"epochs": 3}}) == (1, 3, 4)
+    assert unfinished_at({"epoch": 3, "step": 0, "train_config": {"epochs": 3}}) is None  # finished
+    assert unfinished_at({"train_config": {"epochs": 3}}, done=2) == (2, 3, 0)  # no record: the epoch given
+    assert unfinished_at({"epoch": 1}) is None  # no plan recorded (shipped weights)
+
+
+def test_check_meta_refuses_a_field_that_is_null_as_well_as_one_that_is_missing(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"has no 'classes', which predict needs"):
+        check_meta({"classes": None, "mean": [0.5]}, tmp_path, ("classes", "mean"), "predict")
+    check_meta({"classes": ["a"], "mean": [0.5]}, tmp_path, ("classes", "mean"), "predict")
+
+
+def test_old_records_of_the_stem_and_of_a_vgg_norm_load_as_what_was_built(tmp_path):
+    """Runs saved before 2026-12-03 recorded create_model's arguments: small_input False for a model
+    whose registry entry builds the small stem, and norm "batch" for the paper's VGGs, which have none."""
+    for name, arch, key, built in (("resnet20", {"small_input": False}, "small_input", True),
+                                   ("vgg11", {"norm": "batch"}, "norm", "none")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "model.json").write_text(json.dumps({"arch": {"name": name, "num_classes": 10, **arch}}))
+        with torch.device("meta"):
+            model = create_model(name, num_classes=10)
+        assert model.model_config[key] == built  # the reference: what create_model records
+        assert load_meta(run)["arch"][key] == built
+
+
+def test_weights_path_of_a_weights_file_refuses_best(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"")
+    assert weights_path(path) == path
+    with pytest.raises(ValueError, match="is a weights file, so there is no best.safetensors to choose"):
+        weights_path(path, "best")
