@@ -180,3 +180,19 @@ def test_data_config_keeps_good_classes_ranks_and_devices():
     assert DataConfig("fake", classes=np.array([3, 1])).classes == (3, 1)
     assert DataConfig("fake", rank=1, world_size=2).rank == 1
     assert str(DataConfig("fake", device="cuda:1").device) == "cuda:1"  # a name; whether it exists is checked later
+
+
+def test_crop_padding_0_is_flip_only_and_the_crop_and_flip_options_are_refused_where_they_change_nothing():
+    """DataConfig's documented rules: crop_padding 0 is the flip alone (a value, not an error); a
+    padding with augment=False, or with a folder (RandomResizedCrop), and flip_mode 'alternate' with a
+    folder (streamed with a random flip) are refused naming the flag."""
+    assert DataConfig("fake", crop_padding=0).crop_padding == 0
+    with pytest.raises(ValueError, match=r"crop_padding \(--crop-padding\) must be 0 \(flip only\) or a positive"):
+        DataConfig("fake", crop_padding=-1)
+    with pytest.raises(ValueError, match=r"crop_padding 2 \(--crop-padding\) sets the random crop, which --no-augment"):
+        DataConfig("fake", crop_padding=2, augment=False)
+    with pytest.raises(ValueError, match=r"crop_padding 2 \(--crop-padding\) applies to in-memory datasets"):
+        DataConfig("folder", data_dir="x", crop_padding=2)
+    with pytest.raises(ValueError, match=r"flip_mode 'alternate' \(--flip alternate\) needs an in-memory dataset"):
+        DataConfig("folder", data_dir="x", flip_mode="alternate")
+    assert DataConfig("fake", flip_mode="alternate").flip_mode == "alternate"
