@@ -185,6 +185,20 @@ def test_overlay_is_the_documented_blend_without_stretching(weight):
         assert (got == 100).all()  # only the image: the image
 
 
+def test_overlay_resizes_a_smaller_heatmap_bilinearly_as_documented():
+    """overlay's docstring: the heatmap is "resized (bilinear) to the output". A 2x2 map over a 28x28
+    image must blend smoothly, as torch's bilinear interpolation (align_corners=False) of the same map;
+    nearest-neighbour resizing survived the earlier tests (their maps were the image's size)."""
+    image = Image.fromarray(np.full((28, 28), 0, dtype=np.uint8))
+    heat = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    got = np.asarray(overlay(image, heat, image_weight=0.0)).astype(int)
+    smooth = F.interpolate(torch.from_numpy(heat)[None, None], size=(28, 28), mode="bilinear",
+                           align_corners=False)[0, 0].numpy().clip(0, 1)
+    want = np.round(255 * _jet(smooth)).astype(int)
+    assert np.abs(got - want).max() <= 8  # jet's 256 steps: a rounding of 255 * heat may move one step
+    assert len({tuple(px) for px in got.reshape(-1, 3)}) > 20  # many blended colours, not two
+
+
 def test_a_map_of_tiny_values_is_still_scaled_to_reach_one():
     """QA 2026-12-06: grad-cam divides by max + 1e-7, so a map whose raw values are near 1e-9 (an
     untrained model's near-zero logits) topped out well below 1."""
