@@ -407,3 +407,18 @@ def test_a_reset_classifier_is_what_save_model_records_and_load_model_rebuilds(t
     x = torch.randn(2, model.model_config["in_channels"], 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x)) and loaded(x).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["resnet8_fast", "resnet14_wide_fast"])
+def test_fast_models_pool_the_stem_with_a_2x2_max_pool(name):
+    """The *_fast models put "a 2x2 max-pool after the stem" (their docstring): each output pixel the
+    max of its own 2x2 block, as F.max_pool2d(x, 2). An ImageNet-style 3x3 stride-2 pool keeps the
+    shape and survived the shape checks."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+    model.maxpool.register_forward_hook(lambda m, i, o: seen.update(inp=i[0], out=o))
+    model(x)
+    assert torch.equal(seen["out"], F.max_pool2d(seen["inp"], 2))
+    assert seen["out"].shape[-2:] == (16, 16)
