@@ -82,3 +82,17 @@ def test_an_onnx_file_where_a_run_belongs_says_how_to_run_it(run, image, tmp_pat
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert f"{path} is an ONNX file (an export), not a run: `resnet-lab predict --onnx {path} IMAGE...` runs it" in err
+
+
+def test_onnx_softmax_is_finite_for_large_logits():
+    """OnnxPredictor's probabilities come from a NumPy softmax: logits of 1000 (a confident or
+    diverged model) overflowed exp() to inf and gave NaN unless the row's maximum is subtracted.
+    Reference: torch.softmax in float64."""
+    from resnet_lab.deploy.predict import _softmax
+
+    logits = np.array([[1000.0, 0.0, -5.0], [0.0, 1.0, 2.0], [-800.0, -801.0, -900.0]], dtype=np.float32)
+    got = _softmax(logits)
+    want = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
