@@ -1362,6 +1362,16 @@ def test_evaluate_json_gives_null_for_a_class_without_test_images_and_the_text_s
     ev = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert ev["per_class_accuracy"]["emu"] is None and ev["n"] == 4
     assert all(isinstance(ev["per_class_accuracy"][c], float) for c in ("cat", "dog"))
+    # confusion[true][predicted], rows in the classes' order (docs/REPORT.md: rows are the true class),
+    # counted here from predict_images on the test files: a transposed matrix survived
+    from resnet_lab.deploy import predict_images
+
+    classes = ["cat", "dog", "emu"]
+    want = [[0] * 3 for _ in classes]
+    for true in ("cat", "dog"):
+        for r in predict_images(str(run), sorted((data / "val" / true).iterdir()), top_k=1):
+            want[classes.index(true)][classes.index(r["top"][0][0])] += 1
+    assert ev["confusion"] == want and [sum(row) for row in ev["confusion"]] == [2, 2, 0]
     code, out, _ = cli(capsys, "evaluate", str(run), "--data-dir", str(data), "--workers", "0")
     assert code == 0 and "  emu                       - (no test images)" in out and "nan" not in out
 
