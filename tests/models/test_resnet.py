@@ -422,3 +422,15 @@ def test_fast_models_pool_the_stem_with_a_2x2_max_pool(name):
     model(x)
     assert torch.equal(seen["out"], F.max_pool2d(seen["inp"], 2))
     assert seen["out"].shape[-2:] == (16, 16)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet8_fast", "preact_resnet164", "wrn16_4"])
+def test_every_conv_keeps_its_bias_exactly_when_no_norm_follows(name):
+    """norm_has_bias's rule (docs of resnet_lab.nn.norm): a conv before a BN or GN drops its bias (the
+    mean subtraction cancels it); with norm='none' nothing follows, so every conv keeps it, the
+    projection shortcuts' 1x1 convs included (a bias-less projection survived)."""
+    for norm, bias in (("none", True), ("batch", False), ("group", False)):
+        model = create_model(name, norm=norm)
+        convs = {n: m.bias is not None for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        assert any("downsample" in n or "shortcut" in n for n in convs), sorted(convs)  # projections exist
+        assert convs == {n: bias for n in convs}, (norm, [n for n, b in convs.items() if b != bias])
