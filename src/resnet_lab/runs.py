@@ -263,10 +263,11 @@ def _write_staged(tmp: str, write: Callable[[str], None], target: Path) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
     except (OSError, RuntimeError, SafetensorError) as e:
-        if write_error(e, target, (tmp,)) is not None or isinstance(e, SafetensorError) or getattr(e, "errno", None):
-            _raise_named(e, target, (tmp,))  # a SafetensorError that is no I/O error: the tensors (our bug)
-        if isinstance(e, OSError) and not _SHORT_WRITE.search(str(e)):  # the writer's own words (PIL: a mode)
-            raise
+        # besides a recognized failed write, in its own words: a SafetensorError that is no I/O error (the
+        # tensors: our bug), an OSError that is no short write (PIL: "cannot write mode CMYK as PNG")
+        if (write_error(e, target, (tmp,)) is not None or isinstance(e, SafetensorError)
+                or (isinstance(e, OSError) and not _SHORT_WRITE.search(str(e)))):
+            _raise_named(e, target, (tmp,))
         # torch.save reports a failed write as a RuntimeError, numpy as a short write, with nothing more
         # to recognize them by when the disk is not full (a quota)
         last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
