@@ -82,10 +82,6 @@ class FuseReport:
     def unfolded_names(self) -> list[str]:
         return [name for name, _ in self.unfolded]
 
-    @property
-    def folded_bn_names(self) -> list[str]:
-        return [bn for _, bn in self.folded]
-
     def summary(self) -> str:
         """A few human-readable lines (what the CLI prints)."""
         total = len(self.folded) + len(self.unfolded)
