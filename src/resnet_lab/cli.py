@@ -810,31 +810,14 @@ def _own_folder(run: str, meta: dict) -> str | None:
 
 
 def cmd_evaluate(args) -> int:
-    if args.dataset is not None and not args.dataset.strip():  # "" would fall back to the run's dataset
-        raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
-                         "out for the run's own")
-    if args.tta_shift < 0:
-        raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
-    if args.tta_pattern != "cross" and not args.tta_shift:
-        raise ValueError(f"--tta-pattern {args.tta_pattern} says how --tta-shift moves the views, and --tta-shift is 0 "
-                         "(off): add --tta-shift PX, or drop --tta-pattern")
+    _check_evaluate_flags(args)
     device = resolve_device(args.device)
     runs = list(args.run)
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
     models, meta = [m for m, _ in loaded], loaded[0][1]
     for r, (_, m) in zip(runs, loaded):
         check_meta(m, r, ("input_size", "classes", "mean", "std"), "evaluate")
-    for r, (_, other) in zip(runs[1:], loaded[1:]):  # an ensemble must see the same inputs and classes
-        for key in ("classes", "input_size", "mean", "std", "dataset"):
-            if other.get(key) != meta.get(key):
-                raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
-                                 f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
-        mine, theirs = ((split_seed_of(m), m.get("val_fraction")) for m in (meta, other))
-        if meta.get("dataset") == "folder" and mine != theirs:
-            # each held out other test images: one run's test images are the other's training images
-            raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
-                             f"folder (split seeds {mine[0]} and {theirs[0]}, shares {mine[1]} and {theirs[1]}), "
-                             "so each would be scored on images the other trained on; evaluate them one at a time")
+    _check_ensemble(runs, [m for _, m in loaded])
     given_dataset, args.dataset = args.dataset, args.dataset or meta.get("dataset")
     if not args.dataset:
         raise ValueError(f"{runs[0]} does not record its dataset; pass --dataset")
@@ -860,24 +843,57 @@ def cmd_evaluate(args) -> int:
                   fill=[-m / s for m, s in zip(meta["mean"], meta["std"])])  # a black pixel, normalized
     for r, (_, m) in zip(runs, loaded):  # after the evaluation: a note never comes with an error
         _note_unfinished(r, m, best=args.best)
+    _print_evaluation(args, runs, meta["classes"], ev)
+    return 0
+
+
+def _check_evaluate_flags(args) -> None:
+    """evaluate's flags that are wrong whatever the run: refused before any model loads."""
+    if args.dataset is not None and not args.dataset.strip():  # "" would fall back to the run's dataset
+        raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
+                         "out for the run's own")
+    if args.tta_shift < 0:
+        raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
+    if args.tta_pattern != "cross" and not args.tta_shift:
+        raise ValueError(f"--tta-pattern {args.tta_pattern} says how --tta-shift moves the views, and --tta-shift is 0 "
+                         "(off): add --tta-shift PX, or drop --tta-pattern")
+
+
+def _check_ensemble(runs: list[str], metas: list[dict]) -> None:
+    """An ensemble must see the same inputs and classes, and a folder's runs the same held-out images."""
+    meta = metas[0]
+    for r, other in zip(runs[1:], metas[1:]):
+        for key in ("classes", "input_size", "mean", "std", "dataset"):
+            if other.get(key) != meta.get(key):
+                raise ValueError(f"cannot ensemble {runs[0]} and {r}: their {key} differ "
+                                 f"({meta.get(key)} vs {other.get(key)}); evaluate them one at a time")
+        mine, theirs = ((split_seed_of(m), m.get("val_fraction")) for m in (meta, other))
+        if meta.get("dataset") == "folder" and mine != theirs:
+            # each held out other test images: one run's test images are the other's training images
+            raise ValueError(f"cannot ensemble {runs[0]} and {r}: they hold out different test images of the "
+                             f"folder (split seeds {mine[0]} and {theirs[0]}, shares {mine[1]} and {theirs[1]}), "
+                             "so each would be scored on images the other trained on; evaluate them one at a time")
+
+
+def _print_evaluation(args, runs: list[str], classes: list[str], ev: dict) -> None:
+    """evaluate's result: JSON with --json, else a line and one line per class."""
     # a class without test images has no accuracy: null in JSON (NaN is not JSON), "no test images" in text
-    per_class = {c: _finite(a) for c, a in zip(meta["classes"], ev["per_class_acc"])}
-    name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
+    per_class = {c: _finite(a) for c, a in zip(classes, ev["per_class_acc"])}
     if args.json:
         print(json.dumps({"runs": runs, "accuracy": ev["acc"], "loss": _finite(ev["loss"]), "n": ev["n"], "tta": args.tta,
                           "tta_shift": args.tta_shift, "tta_pattern": args.tta_pattern if args.tta_shift else None,
                           "per_class_accuracy": per_class,
                           "confusion": ev["confusion"].tolist()}, indent=2))
-    else:
-        shifts = f"{args.tta_shift} px{' diamond' if args.tta_pattern == 'diamond' else ''} shift"
-        views = (["flip"] if args.tta else []) + ([shifts] if args.tta_shift else [])
-        how = f" with {' and '.join(views)} TTA" if views else ""
-        print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
-              f"loss {ev['loss']:.4f}")
-        for cls, acc in per_class.items():
-            cls = display_name(cls)  # a folder name that is not UTF-8 (b"b\xe9") as a terminal shows it
-            print(f"  {cls:<20} {100 * acc:6.2f}%" if acc is not None else f"  {cls:<20}      - (no test images)")
-    return 0
+        return
+    name = runs[0] if len(runs) == 1 else f"ensemble of {len(runs)} ({', '.join(runs)})"
+    shifts = f"{args.tta_shift} px{' diamond' if args.tta_pattern == 'diamond' else ''} shift"
+    views = (["flip"] if args.tta else []) + ([shifts] if args.tta_shift else [])
+    how = f" with {' and '.join(views)} TTA" if views else ""
+    print(f"{name}: accuracy {100 * ev['acc']:.2f}%{how} on {ev['n']} {args.dataset} test images, "
+          f"loss {ev['loss']:.4f}")
+    for cls, acc in per_class.items():
+        cls = display_name(cls)  # a folder name that is not UTF-8 (b"b\xe9") as a terminal shows it
+        print(f"  {cls:<20} {100 * acc:6.2f}%" if acc is not None else f"  {cls:<20}      - (no test images)")
 
 
 def _check_evaluated_classes(classes, meta: dict, given_dataset: str | None) -> None:
