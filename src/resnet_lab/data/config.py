@@ -205,7 +205,28 @@ class DataConfig:
                              f"{self.split_seed!r}")
         # Frozen: the checked values are the final ones; object.__setattr__ stores their canonical form.
         object.__setattr__(self, "name", _canonical_name(self.name))
-        # options that would change nothing for this dataset (an option that does nothing is refused)
+        self._check_dataset_options()
+        self._check_sizes()
+        self._check_test_split()
+        self._check_augmentation()
+        self._check_placement()
+        if self.world_size > 1 and not self.drop_last:
+            # batch_slices gives the last partial batch to some ranks only (a one-sample piece is
+            # dropped), and DDP waits at every step for all of them: a hang until the timeout
+            raise ValueError(f"drop_last=False with world_size={self.world_size}: the last partial batch would go to "
+                             "some ranks and not others, and DDP needs every rank to take the same steps; keep "
+                             "drop_last=True")
+        self._check_classes()
+        if self.mean is not None or self.std is not None:
+            object.__setattr__(self, "mean", _stats("mean", self.mean, self.channels, self))
+            object.__setattr__(self, "std", _stats("std", self.std, self.channels, self))
+            if not all(s > 0 for s in self.std):
+                raise ValueError(f"std must be > 0 in every channel, got {list(self.std)}")
+        check_field_types(self)
+
+    def _check_dataset_options(self) -> None:
+        """Options that would change nothing for this dataset (an option that does nothing is
+        refused); a folder's worker count stored as a value."""
         if self.name == "fake" and (self.data_dir is not None or self.download):
             flag = "data_dir (--data-dir)" if self.data_dir is not None else "download (--download)"
             raise ValueError(f"{flag} with the fake dataset would change nothing (its images are made, not read): "
@@ -222,6 +243,9 @@ class DataConfig:
                              "is held in memory and decodes nothing: leave it out")
         if self.name == "folder" and self.num_workers is None:  # the value (what dataclasses.replace passes on)
             object.__setattr__(self, "num_workers", FOLDER_WORKERS)
+
+    def _check_sizes(self) -> None:
+        """Batch sizes, channels, image size, subset sizes and the held-out share in range."""
         if self.batch_size < 1:
             raise ValueError(f"batch_size (--batch-size) must be at least 1, got {self.batch_size}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
@@ -238,6 +262,10 @@ class DataConfig:
             raise ValueError(f"per_class must be a positive number of training images per class, got {self.per_class}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction (--val-fraction) must be between 0 and 1 (exclusive), got {self.val_fraction}")
+
+    def _check_test_split(self) -> None:
+        """val_fraction and split_seed pick a folder's held-out images: refused for a dataset with
+        its own test split."""
         if self.name != "folder" and self.val_fraction != DEFAULT_VAL_FRACTION:  # elsewhere it would change nothing
             raise ValueError(f"val_fraction (--val-fraction {self.val_fraction:g}) holds out part of an image folder as "
                              f"its test split; "
@@ -245,6 +273,9 @@ class DataConfig:
         if self.name != "folder" and self.split_seed != 0:  # it picks a folder's held-out images: nothing here
             raise ValueError(f"split_seed {self.split_seed} picks the images held out of an image folder as its test "
                              f"split; {self.name} has its own test split: leave it out")
+
+    def _check_augmentation(self) -> None:
+        """Random erasing, flips and the pad-crop: in range, and only where they act."""
         check_erase_probability(self.random_erasing, augment=self.augment)
         check_flip_mode(self.flip_mode, augment=self.augment, flip=self.flip)
         if self.crop_padding is not None:
@@ -262,20 +293,6 @@ class DataConfig:
             raise ValueError(f"flip_mode {self.flip_mode!r} (--flip {self.flip_mode}) needs an in-memory dataset "
                              "(fashion-mnist, cifar10, cifar100, fake); image folders are streamed with a random "
                              "flip per image: use --flip random")
-        self._check_placement()
-        if self.world_size > 1 and not self.drop_last:
-            # batch_slices gives the last partial batch to some ranks only (a one-sample piece is
-            # dropped), and DDP waits at every step for all of them: a hang until the timeout
-            raise ValueError(f"drop_last=False with world_size={self.world_size}: the last partial batch would go to "
-                             "some ranks and not others, and DDP needs every rank to take the same steps; keep "
-                             "drop_last=True")
-        self._check_classes()
-        if self.mean is not None or self.std is not None:
-            object.__setattr__(self, "mean", _stats("mean", self.mean, self.channels, self))
-            object.__setattr__(self, "std", _stats("std", self.std, self.channels, self))
-            if not all(s > 0 for s in self.std):
-                raise ValueError(f"std must be > 0 in every channel, got {list(self.std)}")
-        check_field_types(self)
 
     @property
     def channels(self) -> int:

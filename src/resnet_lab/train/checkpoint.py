@@ -197,6 +197,23 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
     """Refuse to resume when the checkpoint set is torn or the recipe or data differ from the run's
     (``world_size``: the processes resuming it, which share the run's global batch)."""
     meta = load_meta(run_dir)
+    _check_same_position(run_dir, state, meta)
+    saved = {"recipe": state.get("recipe"), "data": state.get("data")}
+    if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
+        saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
+    differing = _differing(saved, now)
+    if differing:
+        diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
+        raise ValueError(
+            f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
+            f"was started with{_way_back(differing, saved, world_size)}; to train a finished run further, warm-restart "
+            f"from it: {warm_restart_command(run_dir, saved['data'].get('dataset') or meta.get('dataset'))}"
+        )
+
+
+def _check_same_position(run_dir: Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """model.json and train_state.pt name the same epoch and step (else an older resnet-lab was
+    killed between the two writes)."""
     saved_pos = (int(state["epoch"]), int(state["step"]))
     meta_pos = (int(meta.get("epoch", saved_pos[0])), int(meta.get("step", saved_pos[1])))
     if meta_pos != saved_pos:
@@ -206,38 +223,38 @@ def check_resume(run_dir: Path, state: dict[str, Any], now: dict[str, dict[str, 
             f"still load for evaluate/predict, or continue with a warm restart: "
             f"{warm_restart_command(run_dir, meta.get('dataset'))}"
         )
-    saved = {"recipe": state.get("recipe"), "data": state.get("data")}
-    if saved["data"] is None:  # runs saved before these facts were recorded: what model.json knows
-        saved["data"] = {k: meta.get(k) for k in ("dataset", "classes", "input_size", "mean", "std")}
-    differing = [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
-                 if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
-                 and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))
-                 and not (part == "recipe" and _plain_sgd_either_way(key, saved["recipe"], now["recipe"]))
-                 and not (part == "data" and _same_steps_either_way(key, saved["data"], now["data"]))]
-    if differing:
-        diffs = [_difference(part, key, saved[part], now[part]) for part, key in differing]
-        # The run's own values as flags: the way back when the difference was not typed but made, as
-        # --scale-lr makes lr and warmup from the number of processes (another count on resume).
-        flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
-                 if (part == "recipe" and key in _FLAG_FIELDS or (part, key) == ("data", "val_fraction"))
-                 and saved[part][key] is not None]
-        plain_sgd = not saved["recipe"].get("momentum")  # its nesterov did nothing (and --no-nesterov is refused now)
-        flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
-                  for part, key in differing if (part, key) == ("recipe", "nesterov") and not plain_sgd]
-        flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
-                  for flag in [_data_flag(key, saved["data"], world_size)] if flag]
-        # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
-        fields = [f"{key}={saved[part][key]!r}" for part, key in differing
-                  if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov" and not plain_sgd)
-                      or (part, key) in (("data", "val_fraction"), ("data", "flip"), ("data", "drop_last")))
-                  and saved[part][key] is not None]
-        python = ("; in Python: " if flags else "in Python: ") + ", ".join(fields) if fields else ""
-        again = f" (or give the run's values: {' '.join(flags)}{python})" if flags or fields else ""
-        raise ValueError(
-            f"cannot resume {run_dir} with different settings ({'; '.join(diffs)}). Resume with the command the run "
-            f"was started with{again}; to train a finished run further, warm-restart from it: "
-            f"{warm_restart_command(run_dir, saved['data'].get('dataset') or meta.get('dataset'))}"
-        )
+
+
+def _differing(saved: dict[str, Any], now: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The (part, key) pairs of the recipe and data facts whose values differ in a way that matters
+    (a fact the run did not record, plain SGD's unused nesterov and the same step count whatever
+    drop_last says do not)."""
+    return [(part, key) for part in ("recipe", "data") if saved[part] for key in saved[part]
+            if key in now[part] and key != "folder" and recipe_values_differ(saved[part][key], now[part][key])
+            and not (part == "data" and _unrecorded(saved["data"], key, now["data"]))
+            and not (part == "recipe" and _plain_sgd_either_way(key, saved["recipe"], now["recipe"]))
+            and not (part == "data" and _same_steps_either_way(key, saved["data"], now["data"]))]
+
+
+def _way_back(differing: list[tuple[str, str]], saved: dict[str, Any], world_size: int) -> str:
+    """The run's own values, as flags and as TrainConfig/DataConfig fields: the way back when the
+    difference was not typed but made (as --scale-lr makes lr and warmup from the number of
+    processes, another count on resume). Empty when nothing can be named."""
+    flags = [f"--{key.replace('_', '-')} {saved[part][key]}" for part, key in differing
+             if (part == "recipe" and key in _FLAG_FIELDS or (part, key) == ("data", "val_fraction"))
+             and saved[part][key] is not None]
+    plain_sgd = not saved["recipe"].get("momentum")  # its nesterov did nothing (and --no-nesterov is refused now)
+    flags += ["--no-nesterov" if not saved["recipe"]["nesterov"] else "no --no-nesterov"
+              for part, key in differing if (part, key) == ("recipe", "nesterov") and not plain_sgd]
+    flags += [flag for part, key in differing if part == "data" and not (key == "num_train" and ("data", "files") in differing)
+              for flag in [_data_flag(key, saved["data"], world_size)] if flag]
+    # A caller of train() has no flags: the same values as TrainConfig (DataConfig) fields.
+    fields = [f"{key}={saved[part][key]!r}" for part, key in differing
+              if (part == "recipe" and (key in _FLAG_FIELDS or key == "nesterov" and not plain_sgd)
+                  or (part, key) in (("data", "val_fraction"), ("data", "flip"), ("data", "drop_last")))
+              and saved[part][key] is not None]
+    python = ("; in Python: " if flags else "in Python: ") + ", ".join(fields) if fields else ""
+    return f" (or give the run's values: {' '.join(flags)}{python})" if flags or fields else ""
 
 
 def _difference(part: str, key: str, saved: dict[str, Any], now: dict[str, Any]) -> str:
