@@ -207,16 +207,22 @@ def load_pretrained(
             report.loaded.append(k)
         new_state[k] = got.to(dtype=want.dtype)
     if missing or unexpected or wrong_shape:
-        name = (getattr(model, "model_config", None) or {}).get("name", type(model).__name__)
-        lines = [f"{source} do not fit {name}:"]
-        if missing:
-            lines.append(f"  missing in the weights: {_fmt(missing)}")
-        if unexpected:
-            lines.append(f"  not in the model: {_fmt(unexpected)}")
-        if wrong_shape:
-            lines.append(f"  different shapes: {_fmt(wrong_shape, 3)}")
-        lines.append("Check the architecture (--model, or the run's model.json) against the one the weights were trained with.")
-        raise ArchitectureMismatchError("\n".join(lines))
+        raise _mismatch(model, source, missing, unexpected, wrong_shape)
     with torch.no_grad():
         model.load_state_dict(new_state, strict=True)
     return report
+
+
+def _mismatch(model: nn.Module, source: str, missing: list[str], unexpected: list[str],
+              wrong_shape: list[str]) -> ArchitectureMismatchError:
+    """The error naming the first keys missing, unexpected and of another shape."""
+    name = (getattr(model, "model_config", None) or {}).get("name", type(model).__name__)
+    lines = [f"{source} do not fit {name}:"]
+    if missing:
+        lines.append(f"  missing in the weights: {_fmt(missing)}")
+    if unexpected:
+        lines.append(f"  not in the model: {_fmt(unexpected)}")
+    if wrong_shape:
+        lines.append(f"  different shapes: {_fmt(wrong_shape, 3)}")
+    lines.append("Check the architecture (--model, or the run's model.json) against the one the weights were trained with.")
+    return ArchitectureMismatchError("\n".join(lines))
