@@ -1313,6 +1313,7 @@ def _held_out(folder: Path, **kw) -> list[str]:
                                                   **kw).test.dataset.samples)
 
 
+@pytest.mark.filterwarnings("ignore:only .* samples for a global batch:UserWarning")  # tiny folders, batch 128
 def test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_and_finetune_keep_them(
         capsys, tmp_path):
     """The hold-out of a folder without val/ used to follow --seed: an ensemble of two seeds, or a
@@ -1376,6 +1377,7 @@ def test_evaluate_json_gives_null_for_a_class_without_test_images_and_the_text_s
     assert code == 0 and "  emu                       - (no test images)" in out and "nan" not in out
 
 
+@pytest.mark.filterwarnings("ignore:only .* samples for a global batch:UserWarning")  # tiny folders, batch 128
 def test_split_seed_on_a_folder_with_val_is_refused_and_old_runs_of_one_still_evaluate(tmp_path, capsys):
     """split_seed picks the held-out images of a folder without val/: on a folder with val/ it changed
     nothing, silently. A run of such a folder saved before model.json recorded split_seed (its
@@ -1412,6 +1414,7 @@ def _refused_on_a_split_folder(capsys, root: Path, share: str) -> Path:
     return split
 
 
+@pytest.mark.filterwarnings("ignore:only .* samples for a global batch:UserWarning")  # tiny folders, batch 128
 def test_val_fraction_holds_out_that_share_and_evaluate_and_finetune_hold_out_the_same(capsys, tmp_path):
     folder = make_folder(tmp_path / "pics", per_class=20)
     run = tmp_path / "run"
