@@ -326,9 +326,17 @@ def _loss_series(run: _Run) -> list[tuple[str, list[float]]]:
     objective is another quantity); a smoothed run without it is labelled as such."""
     plain = any("train_loss_plain" in h for h in run.history)
     smoothed = float((run.meta.get("train_config") or {}).get("label_smoothing") or 0.0) > 0 and not plain
-    return [(f"{run.name} (test)", [h.get("test_loss", math.nan) for h in run.history]),
+    return [(f"{run.name} (test)", [_plotted(h, "test_loss") for h in run.history]),
             (f"{run.name} (train{'; loss: the smoothed objective' if smoothed else ''})",
-             [h.get("train_loss_plain" if plain else "train_loss", math.nan) for h in run.history])]
+             [_plotted(h, "train_loss_plain" if plain else "train_loss") for h in run.history])]
+
+
+def _plotted(record: dict[str, Any], key: str, scale: float = 1.0) -> float:
+    """``key`` of an epoch record times ``scale``, as a point of the side-by-side curves: NaN (no
+    point) where the record has none, the key left out or null (read_metrics accepts null: an epoch
+    without the evaluation)."""
+    value = record.get(key)
+    return math.nan if value is None else scale * value
 
 
 def _compare_uri(runs: Sequence[_Run]) -> str:
@@ -341,7 +349,7 @@ def _compare_uri(runs: Sequence[_Run]) -> str:
         for (split, style), (label, losses) in zip((("test", "-"), ("train", "--")), _loss_series(run)):
             ax_loss.plot(epochs, losses, style, color=colours[i], marker="o", ms=3, label=label)
             label = f"{run.name} ({split})"
-            ax_acc.plot(epochs, [100 * h.get(f"{split}_acc", math.nan) for h in run.history], style,
+            ax_acc.plot(epochs, [_plotted(h, f"{split}_acc", 100) for h in run.history], style,
                         color=colours[i], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")

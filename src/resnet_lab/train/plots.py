@@ -74,9 +74,13 @@ def curves_figure(history: Sequence[dict], title: str = "", label_smoothing: flo
         ax_acc.plot(*_series(history, key, 100), style, marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    best = max((h.get("test_acc", 0) for h in history), default=0)
-    ax_acc.axhline(100 * best, color="gray", lw=0.6, ls=":")
-    ax_acc.text(epochs[0], 100 * best, f" best {100 * best:.2f}%", va="bottom", fontsize=8, color="gray")
+    # the evaluated epochs' best: a record without the evaluation (test_acc absent or null, which
+    # read_metrics accepts) is none, and a run never evaluated has no best to mark (it read "best 0.00%")
+    tested = [h["test_acc"] for h in history if h.get("test_acc") is not None]
+    if tested:
+        best = max(tested)
+        ax_acc.axhline(100 * best, color="gray", lw=0.6, ls=":")
+        ax_acc.text(epochs[0], 100 * best, f" best {100 * best:.2f}%", va="bottom", fontsize=8, color="gray")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
