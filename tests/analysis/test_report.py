@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -154,12 +155,13 @@ def one_page(runs, tmp_path_factory) -> tuple[Path, str]:
     return out, out.read_text(encoding="utf-8")
 
 
-def reference_evaluation(run: Path):
-    """The run's test set classified here: probabilities of the whole set in one batch."""
+def reference_evaluation(run: Path, seed: int = 0):
+    """The run's test set classified here: probabilities of the whole set in one batch. ``seed``:
+    the one the fake data of the run were made with (the --seed given to train)."""
     model, meta = load_model(run)
     c, h, _ = meta["input_size"]
     data = load_data(meta["dataset"], image_size=h, in_channels=c, mean=meta["mean"], std=meta["std"],
-                     augment=False, batch_size=256)
+                     augment=False, batch_size=256, seed=seed)
     xs, ys = zip(*data.test)
     x, y = torch.cat(xs), torch.cat(ys)
     with torch.no_grad():
@@ -167,16 +169,23 @@ def reference_evaluation(run: Path):
     return probs, y, meta["classes"]
 
 
+EPOCH_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "lr", "train_seconds",
+                 "images_per_second", "elapsed_seconds")
+
+
 def check_epoch_table(page: Page, run: Path, name: str) -> None:
     """Every cell of the timings table is metrics.jsonl's number, shown as it says."""
     rows, want = page.table("epochs", name), metrics(run)
     assert len(rows) == len(want)
     for row, record in zip(rows, want):
+        # docs/REPORT.md: losses, accuracies, lr, training seconds, images/s, elapsed seconds
+        assert set(row) == set(EPOCH_COLUMNS) and set(record) - {"session"} <= set(row), (set(row), set(record))
         for key, value in record.items():
             if key in row:
                 assert float(row[key]["value"]) == value, (key, row[key], value)
         assert row["epoch"]["text"] == str(record["epoch"])
         assert row["test_acc"]["text"] == f"{100 * record['test_acc']:.2f}%"
+        assert row["train_acc"]["text"] == f"{100 * record['train_acc']:.2f}%"
         assert row["train_loss"]["text"] == f"{record['train_loss']:.4f}"
         assert row["train_seconds"]["text"] == f"{record['train_seconds']:.2f}"
         assert row["elapsed_seconds"]["text"] == f"{record['elapsed_seconds']:.2f}"
@@ -212,6 +221,10 @@ def test_report_per_class_accuracy_and_mistakes_equal_a_plain_torch_evaluation(r
             for i in wrong[:16]]
     (grid,) = [img for img in page.images if img["data-figure"] == "mistakes"]
     assert grid["alt"].split("; ") == want
+    # the paragraph above: how many test images, and their mean cross-entropy
+    n, loss = re.search(r"</b> on (\d+) test images, loss ([\d.]+) ", one_page[1]).groups()
+    assert int(n) == len(y) == 128
+    assert float(loss) == pytest.approx(float(-probs[torch.arange(len(y)), y].log().mean()), abs=1.5e-4)
 
 
 def test_report_of_several_runs_puts_their_curves_on_shared_axes_and_their_numbers_side_by_side(runs, tmp_path):
@@ -323,6 +336,10 @@ def test_report_mistakes_sets_how_many_wrong_images_the_grid_shows(runs, tmp_pat
     (grid,) = [img for img in three.images if img["data-figure"] == "mistakes"]
     assert len(grid["alt"].split("; ")) == 3
     assert "mistakes" not in Page(report_html([runs[0]], mistakes=0, device="cpu")).figures()
+    probs, y, _ = reference_evaluation(runs[0])  # docs/REPORT.md: --mistakes 0 to 256
+    (grid,) = [img for img in Page(report_html([runs[0]], mistakes=256, device="cpu")).images
+               if img["data-figure"] == "mistakes"]
+    assert len(grid["alt"].split("; ")) == int((probs.argmax(1) != y).sum()) < 256
     assert main(["report", str(runs[0]), "--mistakes", "-1", "--out", str(tmp_path / "x.html")]) == 2
 
 
@@ -697,6 +714,8 @@ def test_report_of_a_finetuned_run_shows_its_transfer_block(runs, tmp_path):
     assert int(table["trainable parameters"]["value"]) == entry["params"]["trainable"]
     assert frozen in (0, entry["params"]["frozen"])  # load_model may unfreeze; when it does not, the same count
     heading = re.sub("<[^>]+>", "", text.split("<section")[1].split("</p>")[0])
+    assert entry["params"]["frozen"] > 0  # strategy last: the earlier layers are frozen, and still the model's
+    assert f", {sum(p.numel() for p in model.parameters()):,} parameters;" in heading
     assert f"fine-tuned from {entry['source']} (strategy last" in heading
     assert not [t for t in Page(report_html([runs[0]], device="cpu", mistakes=0)).tables if t["name"] == "transfer"]
     # a gray source on colour images: its conv1 was adapted (the entry as finetune writes it)
@@ -969,3 +988,138 @@ def test_report_of_a_finetune_with_freeze_epochs_shows_the_frozen_phase_and_coun
     row = Page(report_html([run, runs[0]], device="cpu", mistakes=0)).table("compare")[0]
     assert float(row["train_seconds"]["value"]) == pytest.approx(whole_train)
     assert float(row["wall_seconds"]["value"]) == pytest.approx(whole_wall)
+    # the tiny phases' seconds round alike at 0.1 s: set them apart and read each sentence again
+    for where, seconds in ((run / "freeze_phase", [(10.0, 11.0), (20.0, 32.0)]), (run, [(5.0, 6.5)])):
+        records = [{**r, "train_seconds": t, "elapsed_seconds": e} for r, (t, e) in zip(metrics(where), seconds, strict=True)]
+        (where / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    timings = re.sub("<[^>]+>", " ", report_html([run], device="cpu", mistakes=0).split("<h3>Timings</h3>")[1])
+    assert "Both phases: 35.0 s training, 38.5 s wall time." in timings  # 10 + 20 + 5; 32 + 6.5
+    assert "2 epochs: 30.0 s training, 32.0 s wall time." in timings  # the frozen phase
+    assert "Main phase (all layers): 1 epoch: 5.0 s training, 6.5 s wall time " in timings
+
+
+def _drawn_figures(monkeypatch) -> list:
+    """The figures the report makes from now on, as matplotlib drew them (they are still embedded):
+    each run's curves and mistakes (report._figure_uri), and the confusion matrices (plot_confusion's
+    save_png)."""
+    from resnet_lab.analysis import report
+    from resnet_lab.train import plots
+
+    drawn, uri, save = [], report._figure_uri, plots.save_png
+    monkeypatch.setattr(report, "_figure_uri", lambda fig, dpi=90: drawn.append(fig) or uri(fig, dpi))
+    monkeypatch.setattr(plots, "save_png", lambda fig, path, **kw: drawn.append(fig) or save(fig, path, **kw))
+    return drawn
+
+
+def _lines(ax) -> dict[str, tuple[list, list, str]]:
+    """label -> (x, y, colour) of the plotted lines of ``ax``."""
+    from matplotlib.colors import to_hex
+
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()), to_hex(line.get_color()))
+            for line in ax.get_lines()}
+
+
+def test_report_figures_draw_metrics_jsonl_and_the_confusion_of_the_evaluation(runs, monkeypatch):
+    """What the curves, the side-by-side curves and the confusion matrix draw, read back from
+    matplotlib: the curves against metrics.jsonl read with json (accuracy in %, the best marker at the
+    highest test accuracy, each run one colour in both panels), the matrix against the test set
+    classified with plain torch (rows: the true class, docs/REPORT.md)."""
+    drawn = _drawn_figures(monkeypatch)
+    report_html(list(runs), device="cpu", mistakes=0)
+    curves, confusion, compare = [drawn[0], drawn[2]], drawn[1], drawn[-1]  # run by run, then side by side
+    assert [len(f.axes) for f in drawn] == [2, 1, 2, 1, 2]
+    colours = []
+    for i, run in enumerate(runs):
+        m = metrics(run)
+        epochs = [r["epoch"] for r in m]
+        loss, acc = (_lines(ax) for ax in curves[i].axes)
+        assert loss["train loss"][:2] == (epochs, [r["train_loss"] for r in m])
+        assert loss["test loss"][:2] == (epochs, [r["test_loss"] for r in m])
+        assert acc["train"][:2] == (epochs, pytest.approx([100 * r["train_acc"] for r in m]))
+        assert acc["test"][:2] == (epochs, pytest.approx([100 * r["test_acc"] for r in m]))
+        (best,) = [y for label, (_, y, _) in acc.items() if label not in ("train", "test")]
+        assert best == pytest.approx([100 * max(r["test_acc"] for r in m)] * 2)
+        loss, acc = (_lines(ax) for ax in compare.axes)
+        assert loss[f"{run} (test)"][:2] == (epochs, [r["test_loss"] for r in m])
+        assert loss[f"{run} (train)"][:2] == (epochs, [r["train_loss"] for r in m])
+        for split in ("test", "train"):
+            assert acc[f"{run} ({split})"][:2] == (epochs, pytest.approx([100 * r[f"{split}_acc"] for r in m]))
+            assert acc[f"{run} ({split})"][2] == loss[f"{run} ({split})"][2] == loss[f"{run} (test)"][2]
+        colours.append(loss[f"{run} (test)"][2])
+    assert len(set(colours)) == len(runs)
+    probs, y, classes = reference_evaluation(runs[0])
+    pred = probs.argmax(1)
+    (ax,) = confusion.axes
+    assert ax.get_title() == f"{runs[0]}: test confusion"
+    cells = {tuple(round(v) for v in t.get_position()): int(t.get_text()) for t in ax.texts}  # (predicted, true)
+    assert cells == {(j, i): int(((y == i) & (pred == j)).sum()) for i in range(len(classes)) for j in range(len(classes))}
+
+
+def test_report_curves_of_a_label_smoothed_run_name_the_smoothing(runs, tmp_path, monkeypatch):
+    """The run's own curves.png names its label smoothing; the report's curves of it did not (the
+    legend called the smoothed objective "train loss"). The reference: model.json's train_config."""
+    saved = json.loads((runs[0] / "model.json").read_text())
+    run = copy_run(runs[0], tmp_path / "smoothed", meta={"train_config": {**saved["train_config"], "label_smoothing": 0.1}})
+    drawn = _drawn_figures(monkeypatch)
+    report_html([run], device="cpu", mistakes=0)
+    (curves,) = [f for f in drawn if len(f.axes) == 2]
+    assert list(_lines(curves.axes[0])) == ["train loss (label smoothing 0.1, the objective)",
+                                            "test loss (plain cross-entropy)"]
+
+
+def test_the_mistakes_grid_shows_under_each_label_the_test_image_it_names(runs, monkeypatch):
+    """Each picture of the grid is the test image its label names, as loaded without normalization
+    (the grid undoes the run's mean/std). The references: the test set classified with plain torch,
+    and the same images loaded with mean 0 and std 1."""
+    drawn = _drawn_figures(monkeypatch)
+    report_html([runs[0]], device="cpu", mistakes=6)
+    (grid,) = [f for f in drawn if len(f.axes) == 1 and f.axes[0].texts and f.axes[0].get_title() == ""]
+    (ax,) = grid.axes
+    probs, y, classes = reference_evaluation(runs[0])
+    conf, pred = probs.max(1)
+    wrong = sorted((pred != y).nonzero().flatten().tolist(), key=lambda i: -float(conf[i]))[:6]
+    _, meta = load_model(runs[0])
+    c, h, w = meta["input_size"]
+    plain = load_data("fake", image_size=h, in_channels=c, mean=[0.0] * c, std=[1.0] * c, augment=False, batch_size=256)
+    raw = torch.cat([x for x, _ in plain.test]).permute(0, 2, 3, 1)  # (n, H, W, C) in 0..1
+    assert 0 <= float(raw.min()) and float(raw.max()) <= 1
+    mosaic = np.asarray(ax.images[0].get_array())
+    assert len(ax.texts) == len(wrong) == 6
+    for text, i in zip(ax.texts, wrong):
+        words = f"true {classes[int(y[i])]}\npred {classes[int(pred[i])]} {100 * float(conf[i]):.0f}%"
+        assert text.get_text() == words
+        x, bottom = text.get_position()  # centred over its picture, just above its first row
+        left, top = round(x - (w - 1) / 2), math.ceil(bottom + 0.5)
+        np.testing.assert_allclose(mosaic[top:top + h, left:left + w], raw[i].numpy(), atol=1e-6, err_msg=words)
+
+
+def test_report_of_a_run_on_fake_data_of_another_seed_evaluates_the_images_it_was_made_with(runs, tmp_path):
+    """runs[1] was trained with --seed 1, which makes other fake images: the report evaluates those.
+    The reference: the test set made with seed 1, classified with plain torch."""
+    assert json.loads((runs[1] / "model.json").read_text())["train_config"]["seed"] == 1
+    page = Page(report_html([runs[1]], device="cpu", mistakes=0))
+    probs, y, _ = reference_evaluation(runs[1], seed=1)
+    pred = probs.argmax(1)
+    rows = page.table("per-class", str(runs[1]))
+    assert [int(r["correct"]["value"]) for r in rows] == [int((pred[y == k] == k).sum()) for k in range(len(rows))]
+    other, y0, _ = reference_evaluation(runs[1], seed=0)  # the seed matters: the default data differ
+    assert [int(r["correct"]["value"]) for r in rows] != [int((other.argmax(1)[y0 == k] == k).sum())
+                                                          for k in range(len(rows))]
+
+
+def test_report_of_records_with_a_zero_and_a_null_test_accuracy(runs, tmp_path):
+    """An epoch evaluated at 0% is an evaluated epoch, the run's best when no other is (the trainer's
+    rule: the first evaluated epoch is the best whatever its accuracy); a record whose test figures
+    are null (read_metrics accepts it: an epoch without the evaluation) is none, and the report of it
+    raised "'>' not supported between instances of 'float' and 'NoneType'". The reference: the
+    records written here."""
+    run = copy_run(runs[0], tmp_path / "zero")
+    first, second = metrics(run)
+    records = [{**first, "test_acc": 0.0}, {**second, "test_acc": None, "test_loss": None}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = report_html([run, runs[1]], device="cpu", mistakes=0)
+    assert "best test accuracy 0.00% (epoch 1)" in _heading(text)
+    row = Page(text).table("compare")[0]
+    assert (row["best_epoch"]["value"], float(row["best_test_acc"]["value"])) == ("1", 0.0)
+    assert row["final_test_acc"]["text"] == "n/a"  # the last epoch was not evaluated
+    assert sorted(Page(text).figures()).count("curves") == 2
