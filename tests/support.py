@@ -6,11 +6,28 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+
+FMNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def write_fmnist(folder: Path, n: int = 10, seed: int | None = None) -> Path:
+    """The four IDX files (uint8, big-endian dims), 28x28 images of value 7 (random pixels drawn
+    with ``seed`` when it is given: images that can be normalized and trained on), labels 0..9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for stem in FMNIST_STEMS:
+        pixels = np.full((n, 28, 28), 7, np.uint8) if seed is None else rng.integers(0, 256, (n, 28, 28), np.uint8)
+        arr = pixels if "images" in stem else (np.arange(n) % 10).astype(np.uint8)
+        head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+        (folder / stem).write_bytes(head + arr.tobytes())
+    return folder
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

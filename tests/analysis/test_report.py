@@ -29,6 +29,7 @@ from resnet_lab.analysis import report_html, write_report
 from resnet_lab.cli import main
 from resnet_lab.data import load_data
 from resnet_lab.runs import load_model, read_metrics
+from support import write_fmnist
 
 # resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
@@ -592,6 +593,23 @@ def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_pa
     fm_section, pics_section = text.split("<section")[1:3]
     assert f"--data-dir {folder} does not hold fashion-mnist" in fm_section
     assert f"read from {folder}" in pics_section  # the folder run: the --data-dir it was given
+
+
+def test_report_data_dir_holding_fashion_mnist_is_read_before_the_usual_places(tmp_path, capsys):
+    """--data-dir is the user's copy: the usual places (where the installed Fashion-MNIST is) serve
+    only a dataset it does not hold. The copy here has 20 test images, the installed one 10000."""
+    _fashion_mnist_or_skip()
+    copy, run = write_fmnist(tmp_path / "copy", n=20, seed=0), tmp_path / "run"
+    assert main(["train", "--model", "resnet8", "--dataset", "fashion-mnist", "--data-dir", str(copy), "--image-size",
+                 "8", "--epochs", "1", "--batch-size", "4", "--no-progress", "--device", "cpu", "--out", str(run)]) == 0
+    want = _evaluate_json(run, capsys, "--data-dir", str(copy))  # the reference: evaluate on the copy
+    assert want["n"] == 20
+    text = report_html([run], data_dir=copy, mistakes=0, device="cpu")
+    rows = Page(text).table("per-class", str(run))
+    assert sum(int(r["images"]["value"]) for r in rows) == 20
+    assert {r["class"]["text"]: float(r["accuracy"]["value"]) for r in rows} == pytest.approx(
+        want["per_class_accuracy"], abs=1e-12)
+    assert f"read from {copy}" in text and "does not hold" not in text
 
 
 def test_report_of_an_unfinished_run_says_it_stopped_and_calls_no_accuracy_final(runs, tmp_path):

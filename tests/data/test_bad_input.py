@@ -9,28 +9,16 @@ from __future__ import annotations
 
 import pickle
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import resnet_lab.data.sources as ds
 from resnet_lab.data import DataNotFoundError, load_data
-
-FMNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
-
-def write_fmnist(folder: Path, n: int = 10) -> Path:
-    """The four IDX files (uint8, big-endian dims), 28x28 images of value 7, labels 0..9."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem in FMNIST_STEMS:
-        arr = np.full((n, 28, 28), 7, np.uint8) if "images" in stem else (np.arange(n) % 10).astype(np.uint8)
-        head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
-        (folder / stem).write_bytes(head + arr.tobytes())
-    return folder
-
+from support import write_fmnist
 
 def write_cifar10(root: Path, n: int = 4) -> Path:
     """torchvision's cifar-10-batches-py layout with n random images per batch."""
@@ -86,10 +74,30 @@ def test_a_data_dir_lacking_one_idx_file_names_the_file_it_lacks(copies_elsewher
         load_data("fashion-mnist", data_dir=copies_elsewhere / "given", batch_size=2)
 
 
+def test_training_images_of_one_value_are_refused_before_normalizing_divides_by_their_zero_std(copies_elsewhere, capsys):
+    """Every pixel 7 of 255: the std the loader computes is 0, and normalizing divided by it (the
+    loss was NaN at the first step, blamed on the learning rate). torchvision's Normalize refuses
+    a zero std too; given statistics (DataConfig's mean/std) still load such images."""
+    from resnet_lab.cli import main
+
+    folder = write_fmnist(copies_elsewhere / "flat", n=20)
+    with pytest.raises(ValueError, match=r"channel 0 of the training images .*7/255.*std is 0") as e:
+        load_data("fashion-mnist", data_dir=folder, batch_size=2)
+    assert "mean=" in str(e.value) and "std=" in str(e.value)  # the way out, in Python
+    b = load_data("fashion-mnist", data_dir=folder, batch_size=2, augment=False, mean=(0.5,), std=(0.25,))
+    x, _ = next(iter(b.train))
+    assert torch.allclose(x, torch.full_like(x, (7 / 255 - 0.5) / 0.25))
+    assert main(["train", "--model", "resnet8", "--dataset", "fashion-mnist", "--data-dir", str(folder), "--epochs", "1",
+                 "--batch-size", "4", "--no-progress", "--out", str(copies_elsewhere / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "std is 0" in err and "Traceback" not in err
+    assert not (copies_elsewhere / "run").exists()
+
+
 def test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout(copies_elsewhere):
     for sub in ("", "fashion-mnist", "FashionMNIST/raw"):
         root = copies_elsewhere / f"given{len(sub)}"
-        write_fmnist(root / sub if sub else root, n=20)
+        write_fmnist(root / sub if sub else root, n=20, seed=0)
         b = load_data("fashion-mnist", data_dir=root, batch_size=2, augment=False)
         assert b.num_train == 20 and b.info.source == str(root / sub if sub else root)
 
@@ -99,7 +107,7 @@ def test_download_with_explicit_data_dir_fills_that_folder(copies_elsewhere, mon
 
     def fake_download(root: Path) -> None:  # stands in for torchvision's FashionMNIST(download=True)
         got.append(root)
-        write_fmnist(root / "FashionMNIST" / "raw", n=30)
+        write_fmnist(root / "FashionMNIST" / "raw", n=30, seed=0)
 
     monkeypatch.setattr(ds, "_download_fashion_mnist", fake_download)
     given = copies_elsewhere / "given"

@@ -149,6 +149,7 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
     if mean is None:
         # Before gray is repeated to RGB: each RGB channel then has the gray statistics.
         mean, std = (stats * (channels // tx.shape[1]) for stats in channel_stats(tx))
+        _check_spread(tx, std)
     tx, vx = convert_channels(tx, channels), convert_channels(vx, channels)
     idx = select_training(ty, config.subset, config.per_class, config.seed, config.name, names, keep)
     if idx is not None:
@@ -169,6 +170,18 @@ def _load_in_memory(config: DataConfig) -> DataBundle:
     test = InMemoryLoader(vx, vy, batch_size=config.test_batch_size, shuffle=False, augment=False, drop_last=False,
                           **common)
     return DataBundle(info=info, train=train, test=test, num_train=int(tx.shape[0]), num_test=int(vx.shape[0]))
+
+
+def _check_spread(images: torch.Tensor, std: tuple[float, ...]) -> None:
+    """Refuse training images whose computed std is 0 in a channel (every pixel one value, or so
+    nearly that the 4-decimal std rounds to 0): normalizing would divide by it and the first step's
+    loss would be NaN, blamed on the learning rate."""
+    for c, s in enumerate(std[: images.shape[1]]):
+        if s == 0:
+            value = int(images[:, c].flatten()[0])
+            raise ValueError(f"channel {c} of the training images is {value}/255 in (nearly) every pixel: its std is 0, "
+                             "and normalizing would divide by it; check the data (in Python, DataConfig's mean=... and "
+                             "std=... give the statistics instead)")
 
 
 def _load_folder(config: DataConfig) -> DataBundle:
