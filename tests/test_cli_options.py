@@ -1034,6 +1034,17 @@ def test_evaluate_dataset_data_dir_and_workers_choose_the_test_images(capsys, mo
     assert code == 2 and "classes" in err
 
 
+def test_evaluate_on_a_folder_of_other_classes_names_both_lists_and_not_drop_dataset(capsys, tmp_path):
+    """--dataset folder is the run's own dataset: dropping it would change nothing, so the error offers
+    no such way out (it does for another dataset than the run's, test_cli_errors)."""
+    a, b = make_folder(tmp_path / "a"), make_folder(tmp_path / "b", classes=("cats", "dogs"))
+    run = tmp_path / "run"
+    assert cli(capsys, "train", *with_flags(FOLDER_TINY, "--dataset", "folder"), "--data-dir", str(a),
+               "--workers", "0", "--out", str(run))[0] == 0
+    code, _, err = cli(capsys, "evaluate", str(run), "--dataset", "folder", "--data-dir", str(b), "--workers", "0")
+    assert code == 2 and err == "error: the dataset's classes ['cats', 'dogs'] differ from the model's ['ants', 'bees']\n"
+
+
 def test_evaluate_json_and_text_report_the_same_figures(capsys, trained_run):
     ev = evaluate_json(capsys, str(trained_run))
     code, out, _ = cli(capsys, "evaluate", str(trained_run))
@@ -1041,6 +1052,27 @@ def test_evaluate_json_and_text_report_the_same_figures(capsys, trained_run):
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
     assert len(ev["per_class_accuracy"]) == 10 and len(ev["confusion"]) == 10
+
+
+def test_evaluate_text_gives_each_class_the_percent_of_its_confusion_row(capsys, trained_run):
+    """Each class's line is 100 x (its correct predictions / its test images), read off the JSON's
+    confusion matrix (rows: the true class), as a percent; without --tta-shift no view is moved, so
+    the JSON names no pattern (null), not the default cross."""
+    ev = evaluate_json(capsys, str(trained_run))
+    assert (ev["tta"], ev["tta_shift"], ev["tta_pattern"]) == (False, 0, None)
+    code, out, _ = cli(capsys, "evaluate", str(trained_run))
+    shown = dict(line.rsplit(None, 1) for line in out.splitlines()[1:])
+    want = {c: f"{100 * row[i] / sum(row):.2f}%" for i, (c, row) in enumerate(zip(ev["per_class_accuracy"],
+                                                                                ev["confusion"]))}
+    assert code == 0 and {c.strip(): p for c, p in shown.items()} == want
+    assert len(set(want.values())) > 1  # the classes differ: a line holding another class's figure would show
+
+
+def test_evaluate_text_of_an_ensemble_names_it_and_every_member(capsys, trained_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    code, out, _ = cli(capsys, "evaluate", str(trained_run), str(other))
+    assert code == 0 and out.splitlines()[0].startswith(f"ensemble of 2 ({trained_run}, {other}): accuracy ")
 
 
 # --- predict and export -------------------------------------------------------------------------
@@ -1239,6 +1271,10 @@ def test_summary_small_input_uses_the_3x3_stem(capsys):
     # the flag alone before the model name: argparse took "resnet18" as its value (invalid choice)
     assert summary_json(capsys, "--small-input", "resnet18", "--input-size", "3", "32", "32", "--num-classes",
                         "10") == small
+    # the bound of auto, as its help says: "yes when --input-size is <= 64 px"
+    conv1 = {px: next(r for r in summary_json(capsys, "resnet18", "--input-size", "3", str(px), str(px))["rows"]
+                      if r["name"] == "conv1")["params"] for px in (64, 65)}
+    assert conv1 == {64: 3 * 64 * 3 * 3, 65: 3 * 64 * 7 * 7}
 
 
 @pytest.mark.parametrize("norm, kind", [("batch", "BatchNorm2d"), ("scratch", "ScratchBatchNorm2d"),
@@ -1527,6 +1563,22 @@ def test_a_pause_is_told_in_one_line(capsys, tmp_path):
     assert code == 0 and len(told) == 1, told
     assert re.fullmatch(r"paused after epoch 1 of 2: best test accuracy \d+\.\d\d% so far; continue with the same "
                         r"command and --resume \(in Python: resume=True\)", told[0])
+
+
+def test_train_ends_with_the_best_evaluated_accuracy_its_epoch_and_the_run(capsys, tmp_path):
+    """The last line: the best test accuracy of metrics.jsonl as a percent, its epoch (the first of
+    equal ones) and, with --out, the run folder; without --out none is named."""
+    out = tmp_path / "run"
+    code, stdout, _ = cli(capsys, "train", *with_flags(TINY, "--epochs", "2", "--lr", "0.5"), "--out", str(out))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda r: r["test_acc"])  # max keeps the first of equal ones
+    assert code == 0 and best["test_acc"] > 0
+    last = re.fullmatch(r"done: best test accuracy (\d+\.\d\d)% \(epoch (\d+)\) in \d+s; run in (.+)",
+                        stdout.splitlines()[-1])
+    assert last and (last[1], int(last[2]), last[3]) == (f"{100 * best['test_acc']:.2f}", best["epoch"], str(out))
+    code, stdout, _ = cli(capsys, "train", *TINY)
+    assert code == 0 and re.fullmatch(r"done: best test accuracy \d+\.\d\d% \(epoch 1\) in \d+s",
+                                      stdout.splitlines()[-1])
 
 
 def test_a_pause_before_any_evaluation_says_so_instead_of_a_best_of_0(capsys, tmp_path):
