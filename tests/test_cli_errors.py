@@ -672,6 +672,31 @@ def test_an_allocation_that_cannot_fit_names_the_class_count_that_asked_for_it(c
     assert "Exception raised from" not in err and "frame #" not in err
 
 
+def test_an_allocation_that_cannot_fit_gives_the_size_asked_in_gib(capsys):
+    classes = 10**12
+    assert main(["summary", "resnet20", "--num-classes", str(classes)]) == 2
+    asked = 64 * classes * 4 / 2**30  # the classifier's float32 weight, 64 features x classes, in GiB of 2^30 bytes
+    _one_line_error(capsys, f"out of memory ({asked:.1f} GiB asked): lower --num-classes")
+
+
+def test_an_out_of_memory_error_is_one_line_with_exit_2_naming_what_to_lower(capsys, monkeypatch):
+    """README: every error a user can cause (a batch too large for the GPU, or for the host) is one
+    line with exit code 2, not the unexpected error's 3."""
+    import torch
+
+    def gpu(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.1 GiB total)")
+
+    def host(args):
+        raise MemoryError()
+
+    for command, asked in ((gpu, " (20.00 GiB asked)"), (host, "")):
+        monkeypatch.setitem(cli.COMMANDS, "models", command)
+        assert main(["models"]) == 2
+        assert capsys.readouterr().err == (f"error: out of memory{asked}: lower --batch-size, --image-size (or "
+                                           "summary's --input-size), or pick a smaller model\n")
+
+
 def test_a_class_count_past_torchs_sizes_is_refused_before_any_allocation(capsys):
     assert main(["summary", "resnet20", "--num-classes", str(10**23)]) == 2
     _one_line_error(capsys, f"num_classes must be a positive int (the classifier's outputs) of at most {2**63 - 1}, "
@@ -1178,6 +1203,17 @@ def test_finetune_from_a_json_points_at_the_weights_beside_it_and_that_command_w
         assert not (tmp_path / "ft").exists()
     assert main(["finetune", "--from", str(run), "--strategy", "head", *TRAIN[2:], "--epochs", "1",
                  "--out", str(tmp_path / "ft")]) == 0
+
+
+def test_a_missing_submodule_names_the_package_to_reinstall(monkeypatch, capsys):
+    def missing(args):  # a broken install: the package is there, a compiled part of it is not
+        raise ModuleNotFoundError("No module named 'PIL._imaging'", name="PIL._imaging")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", missing)
+    assert main(["models"]) == 2
+    assert capsys.readouterr().err == ("error: No module named 'PIL._imaging': PIL is a dependency of resnet-lab that "
+                                       "this Python environment lacks; reinstall resnet-lab's dependencies (pip "
+                                       "install resnet-lab, or make setup in a checkout)\n")
 
 
 def test_a_missing_dependency_is_named_with_the_way_out(monkeypatch, capsys):
