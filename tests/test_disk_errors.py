@@ -332,6 +332,45 @@ def test_export_on_a_full_disk_is_not_blamed_on_the_exporter_and_keeps_the_earli
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["e.onnx"]
 
 
+@pytest.mark.parametrize("code, way_out", [
+    (errno.EROFS, "the file system is read-only: choose another output path (--out); the earlier e.onnx is left as it "
+                  "was"),
+    (errno.EACCES, "check the permissions (of an output: or choose another output path (--out))"),
+], ids=["read-only", "permission"])
+def test_export_that_cannot_write_names_the_way_out_and_keeps_the_earlier_file(trained, tmp_path, capsys,
+                                                                               monkeypatch, code, way_out):
+    """README: a folder that turns read-only is a line naming the way out, the earlier output left as
+    it was; a permission refused names the output option too."""
+    run, _ = trained
+    out = tmp_path / "e.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    before = out.read_bytes()
+
+    def refused(*_a, **_k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(torch.onnx, "export", refused)
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {out}: {os.strerror(code)}; {way_out}\n"
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["e.onnx"]
+
+
+def test_a_failed_move_names_both_files(trained, tmp_path, capsys, monkeypatch):
+    import resnet_lab.cli as cli
+
+    src, dst = tmp_path / "cache" / "train.gz.part", tmp_path / "cache" / "train.gz"
+
+    def download(*a, **k):  # a download's last step, a rename, as os.rename reports its failure
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+
+    monkeypatch.setattr(cli, "load_data", download)
+    run, _ = trained
+    shutil.copytree(run, tmp_path / "run")
+    assert main(["evaluate", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {src} -> {dst}: {os.strerror(errno.EXDEV)}\n"
+
+
 def test_a_full_disk_while_downloading_data_for_evaluate_names_no_output_option(trained, tmp_path, capsys,
                                                                                 monkeypatch):
     import resnet_lab.cli as cli
