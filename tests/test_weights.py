@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import re
 import os
@@ -374,11 +375,15 @@ def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
     ("test_images", "10000.7", "field 'weights.test_images' is 10000.7, not a whole number"),
     ("accuracy", "NaN", "field 'weights.accuracy' is NaN, not a finite number"),
     ("accuracy", "-Infinity", "field 'weights.accuracy' is -Infinity, not a finite number"),
+    # JSON's true and false are Python's True and False, which are ints: not a figure nor a count
+    ("accuracy", "true", "field 'weights.accuracy' is true, not a number"),
+    ("test_images", "false", "field 'weights.test_images' is false, not a number"),
 ])
 def test_a_count_or_figure_that_is_not_finite_or_not_whole_names_the_field(tmp_path, field, text, says):
     """QA: "test_images": 1e400 (json reads inf) raised OverflowError, NaN a ValueError naming neither
-    file nor field; 10000.7 became 10000 and an accuracy of NaN was taken. The reference: the text
-    written into the entry, as JSON (Python's json) spells the value."""
+    file nor field; 10000.7 became 10000 and an accuracy of NaN was taken; an accuracy of true was
+    taken as 1.0%. The reference: the text written into the entry, as JSON (Python's json) spells the
+    value."""
     from resnet_lab.weights import read_entry
 
     meta = json.loads(get_weights("resnet20:fashion-mnist").meta_path.read_text())
@@ -510,3 +515,105 @@ def test_torch_hub_needs_only_what_it_lists():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0 and r.stdout.split() == ["True"], r.stderr[-1500:]
+
+
+def test_a_missing_weights_file_names_the_entry_the_file_and_the_way_out(tmp_path):
+    """Weights.verify's documented FileNotFoundError: without its own check, the hash's open() said
+    only "[Errno 2] No such file or directory", naming neither the weights nor a reinstall."""
+    entry = _entry_copy(tmp_path)
+    entry.path.unlink()
+    with pytest.raises(FileNotFoundError) as missing:
+        entry.get_state_dict()
+    text = str(missing.value)
+    assert "resnet20:fashion-mnist" in text and str(tmp_path / entry.path.name) in text and "reinstall resnet-lab" in text
+
+
+def test_list_weights_of_one_model_lists_that_models_entries_alone():
+    """The reference: the entries' JSON files read with json, grouped by their arch.name."""
+    by_model: dict[str, list[str]] = {}
+    for path in sorted(weights_pkg.WEIGHTS_DIR.glob("*.json")):
+        meta = json.loads(path.read_text())
+        by_model.setdefault(meta["arch"]["name"], []).append(f"{meta['arch']['name']}:{meta['weights']['tag']}")
+    assert len(by_model) >= 2  # else the filter is not put to the test
+    for model, names in by_model.items():
+        assert sorted(list_weights(model)) == sorted(names), model
+    assert list_weights("resnet18") == []
+
+
+def test_one_unreadable_entry_is_counted_in_the_singular(tmp_path, monkeypatch):
+    (tmp_path / "notes.json").write_text("{}")
+    entries, damaged = weights_pkg._scan(tmp_path)
+    assert entries == {} and len(damaged) == 1
+    monkeypatch.setattr(weights_pkg, "_DAMAGED", damaged)
+    with pytest.raises(ValueError) as refused:
+        get_weights("resnet20:cifar10")
+    assert f"; 1 entry in {weights_pkg.WEIGHTS_DIR} could not be read ({tmp_path / 'notes.json'}" in str(refused.value)
+
+
+def test_a_full_name_of_weights_not_shipped_is_not_answered_with_its_tag():
+    """weights='resnet20:cifar10' (no such weights) must not be told to pass weights='cifar10', which is
+    refused in turn: it gets the tags that exist."""
+    with pytest.raises(ValueError) as refused:
+        create_model("resnet20", weights="resnet20:cifar10")
+    text = str(refused.value)
+    assert "weights='cifar10'" not in text and "resnet20 has weights 'fashion-mnist'" in text
+
+
+@pytest.mark.parametrize("path", ["resnet20.safetensors", "runs\\r20"])
+def test_a_file_or_windows_path_given_as_a_tag_is_pointed_at_load_model(path):
+    with pytest.raises(ValueError, match=r"weights= takes a shipped tag: a run directory or \.safetensors file "
+                                         r"loads with load_model\(PATH\)"):
+        create_model("resnet20", weights=path)
+
+
+def test_a_path_with_a_colon_is_never_taken_for_a_weights_name(tmp_path, monkeypatch, capsys):
+    """MODEL:TAG has no slash (the module's rule), so `evaluate exp:1/run` with no such folder is a
+    missing path, not "no shipped weights 'exp:1/run'"."""
+    from resnet_lab.weights import is_weights_name
+
+    assert is_weights_name("resnet20:fashion-mnist") and is_weights_name("resnet18:IMAGENET1K_V1")
+    for path in ("exp:1/run", "C:/runs/r20.safetensors", "runs:a/model.safetensors"):
+        assert not is_weights_name(path), path
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "exp:1/run", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: exp:1/run does not exist") and "no shipped weights" not in err
+
+
+def _hub_doc(name: str) -> str:
+    """What torch.hub.help shows for an entry point (its __doc__), read from hubconf.py without a download."""
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", ROOT / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(hubconf)  # it puts src/ first on sys.path, as under torch.hub
+    finally:
+        sys.path[:] = saved
+    return " ".join(getattr(hubconf, name).__doc__.split())
+
+
+def test_torch_hub_help_lists_the_tags_and_the_class_count_of_each_entry_point():
+    """torch.hub.help shows what weights= takes: the tags of the entries' JSON (read with json), not
+    their full names, and the class count the model's own default gives (model_info)."""
+    tags = {json.loads(p.read_text())["arch"]["name"]: json.loads(p.read_text())["weights"]["tag"]
+            for p in weights_pkg.WEIGHTS_DIR.glob("*.json")}
+    assert f"weights: {tags['resnet20']!r}; None for random initialization" in _hub_doc("resnet20")
+    assert "resnet20:" not in _hub_doc("resnet20").split("weights:")[1]
+    assert "weights: none shipped;" in _hub_doc("resnet18")
+    for name, classes in (("resnet18", 1000), ("resnet20", 10)):
+        assert model_info(name).num_classes == classes
+        assert f"num_classes left out: {classes}." in _hub_doc(name)
+
+
+def test_torch_hub_loads_the_checkouts_own_package_over_an_installed_one(tmp_path):
+    """docs/WEIGHTS.md: hubconf.py puts src/ on the path, so a checkout loads its own code even where
+    another resnet_lab (an older install) is importable first."""
+    shadow = tmp_path / "site" / "resnet_lab"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the installed resnet_lab, not the checkout')\n")
+    code = (f"import torch; m = torch.hub.load({str(ROOT)!r}, 'resnet8_fast', source='local'); "
+            "import resnet_lab; print(type(m).__name__, resnet_lab.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "site")})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.split()[1] == str(ROOT / "src" / "resnet_lab" / "__init__.py")
