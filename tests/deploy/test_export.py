@@ -82,6 +82,16 @@ def test_metadata_props_hold_preprocessing_as_json_and_read_back(tmp_path):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]  # symbolic batch
 
 
+def test_metadata_values_that_are_not_json_stay_the_strings_they_are():
+    """decode_metadata (how OnnxPredictor reads an ONNX file made elsewhere): JSON values decoded, any
+    other value kept as its text, not dropped. The reference: json.loads of each JSON value."""
+    from resnet_lab.deploy.predict import decode_metadata  # deferred: not re-exported by resnet_lab.deploy
+
+    props = {"classes": '["cat", "dog"]', "epoch": "3", "author": "made by hand", "arch": "{not json"}
+    assert decode_metadata(props) == {"classes": ["cat", "dog"], "epoch": 3, "author": "made by hand",
+                                      "arch": "{not json"}
+
+
 def test_a_static_batch_export_takes_one_image_and_the_predictor_uses_it(tmp_path, images):
     # It used to bake in the example batch of 2, so neither onnxruntime at 1 nor OnnxPredictor could run it.
     model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=4).eval()
@@ -94,6 +104,13 @@ def test_a_static_batch_export_takes_one_image_and_the_predictor_uses_it(tmp_pat
         np.testing.assert_allclose(run_onnx(path, x), model(x).numpy(), rtol=1e-4, atol=1e-5)
     preds = OnnxPredictor(path).predict(images, top_k=2)
     assert len(preds) == len(images) and all(len(p["top"]) == 2 for p in preds)
+    # one row at a time, each image its own: the reference is PyTorch's predictor on the same model
+    want = predict_images(model, images, top_k=2, meta={"input_size": [1, 28, 28], "mean": [0.286], "std": [0.353],
+                                                         "classes": CLASSES})
+    assert len({tuple(p for _, p in w["top"]) for w in want}) == len(images)  # the images tell apart
+    for w, got in zip(want, preds):
+        assert [c for c, _ in got["top"]] == [c for c, _ in w["top"]]
+        np.testing.assert_allclose([p for _, p in got["top"]], [p for _, p in w["top"]], atol=1e-4)
 
 
 @pytest.mark.parametrize("bn", [torch.nn.BatchNorm2d, resnet_lab.nn.BatchNorm2d])
@@ -181,6 +198,28 @@ def test_onnx_predictor_top_k_equals_pytorch_predictor(gray_run, images):
     for t, o in zip(torch_preds, onnx_preds):
         assert [c for c, _ in o["top"]] == [c for c, _ in t["top"]]
         np.testing.assert_allclose([p for _, p in o["top"]], [p for _, p in t["top"]], atol=1e-4)
+
+
+def test_onnx_predictor_overrides_of_classes_and_resize_win_over_the_files_metadata(gray_run, images, tmp_path):
+    """OnnxPredictor's keyword arguments override the metadata (its docstring): class names given
+    rename the same probabilities by index, and resize="crop" center-crops a file exported with
+    "whole". The references: the predictor without overrides, and torchvision's CenterCrop."""
+    import torchvision.transforms.functional as TF  # deferred: this test's reference only
+
+    _, onnx_path = gray_run
+    renamed = [f"class {i}" for i in range(len(CLASSES))]
+    plain = OnnxPredictor(onnx_path).predict(images, top_k=3)
+    named = OnnxPredictor(onnx_path, classes=renamed).predict(images, top_k=3)
+    for a, b in zip(plain, named):
+        assert b["top"] == [(renamed[CLASSES.index(c)], p) for c, p in a["top"]]
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10, in_channels=1), seed=2).eval()
+    path = export_onnx(model, tmp_path / "whole.onnx", input_size=(1, 28, 28),
+                       meta={"classes": CLASSES, "mean": [0.286], "std": [0.353], "resize": "whole"})
+    wide = tmp_path / "wide.png"  # 60 x 28: cropping keeps its middle 28 x 28, "whole" squeezes it
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (28, 60), dtype=np.uint8)).save(wide)
+    want = TF.normalize(TF.center_crop(TF.to_tensor(Image.open(wide)), [28, 28]), [0.286], [0.353]).numpy()
+    np.testing.assert_allclose(OnnxPredictor(path, resize="crop").preprocess([wide])[0], want, atol=1e-6)
+    assert not np.allclose(OnnxPredictor(path).preprocess([wide])[0], want, atol=1e-3)  # the file's "whole"
 
 
 def test_predictions_are_probabilities_sorted_best_first(gray_run, images):

@@ -109,3 +109,13 @@ def test_a_model_given_without_a_device_is_not_moved(images, monkeypatch):
     with pytest.raises(Exception):  # the CPU model cannot take "meta" inputs; what matters is where it was sent
         predict_images(model, [images / "good.png"], meta=META)
     assert seen == [torch.device("meta")]
+
+
+@pytest.mark.parametrize("classes", [["a", "b"], ["a", "b", "c", "d"]])
+def test_class_names_that_do_not_fit_the_models_outputs_are_refused_not_misnamed(images, classes):
+    """A model.json naming 4 classes for a 3-output model (or 2) is refused with both counts: with
+    one name too many, every probability was put under a name silently; with one too few, an IndexError."""
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    with pytest.raises(ValueError, match=f"^the model has 3 outputs but {len(classes)} class names were given$"):
+        predict_images(model, [images / "good.png"], meta={**META, "classes": classes})
+

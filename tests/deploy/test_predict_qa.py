@@ -35,6 +35,11 @@ def test_a_pattern_that_matches_no_file_says_so_and_a_quoted_one_that_would_matc
     with pytest.raises(ImageReadError, match=r"\(a pattern: the shell expands it only unquoted, e.g\. .*good\*\.png "
                                              r"without the quotes\)"):
         load_image(quoted)
+    # a bracket class is a pattern as well (glob's and the shell's): good[01].png matches two files
+    bracket = images / "good[01].png"
+    assert len(glob.glob(str(bracket))) == 2
+    with pytest.raises(ImageReadError, match=r"good\[01\]\.png \(a pattern: the shell expands it only unquoted"):
+        load_image(bracket)
 
 
 def lab_tiff(path):
