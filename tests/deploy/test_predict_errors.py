@@ -119,3 +119,14 @@ def test_class_names_that_do_not_fit_the_models_outputs_are_refused_not_misnamed
     with pytest.raises(ValueError, match=f"^the model has 3 outputs but {len(classes)} class names were given$"):
         predict_images(model, [images / "good.png"], meta={**META, "classes": classes})
 
+
+
+@pytest.mark.parametrize("size", [[8, 8], [1, 1, 8, 8], [1, 0, 8]])
+def test_an_input_size_that_is_not_c_h_w_is_refused_in_words_naming_it(images, size):
+    """A model.json (or meta=) input_size of (H, W) only, or with a batch dimension, failed with
+    Python's "not enough values to unpack (expected 3, got 2)"; a 0 height was blamed on every image."""
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    with pytest.raises(ValueError) as refused:
+        predict_images(model, [images / "good.png"], meta={**META, "input_size": size})
+    text = str(refused.value)
+    assert text.startswith(f"input_size must be (C, H, W) with C, H and W >= 1, got {tuple(size)}") and "\n" not in text

@@ -474,7 +474,11 @@ def check_preprocess(input_size: Sequence[int], mean: Sequence[float], std: Sequ
     """Refuse settings of :func:`preprocess` that no image could be prepared with (a hand-edited
     ``model.json``, a wrong ``meta=``), so that a caller preparing many files can say so once, before
     the first, rather than blame every file. Returns the resize mode, ``"whole"`` or ``"crop"``."""
-    c, h, w = (int(v) for v in input_size)
+    size = tuple(input_size)
+    if len(size) != 3 or any(int(v) < 1 for v in size):  # (H, W) alone, a batch dimension, a 0
+        raise ValueError(f"input_size must be (C, H, W) with C, H and W >= 1, got {size}: e.g. (1, 28, 28) for "
+                         "a grayscale 28 px model, (3, 32, 32) for an RGB one")
+    c, h, w = (int(v) for v in size)
     if c not in (1, 3):
         raise ValueError(f"input_size must have 1 (grayscale) or 3 (RGB) channels, got {c} in {tuple(input_size)}")
     if len(mean) not in (1, c) or len(std) not in (1, c):
