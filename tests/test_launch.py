@@ -175,3 +175,12 @@ def test_the_installed_command_starts_at_the_launcher():
     assert scripts == {"resnet-lab": "resnet_lab._launch:main"}
     done = subprocess.run([sys.executable, "-m", "resnet_lab", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("resnet-lab ")
+
+
+def test_a_missing_module_of_resnet_lab_itself_is_not_sent_to_pip():
+    """A ModuleNotFoundError for one of the package's own modules is a broken checkout or install,
+    not a dependency: the launcher must not answer "pip install resnet_lab" (another project's name
+    on PyPI, and no cure); it lets the traceback name the module."""
+    done = _run("import sys; sys.modules['resnet_lab.runs'] = None\n" + LAUNCH, "models")
+    assert done.returncode == 1 and "pip install" not in done.stderr, done.stderr
+    assert "ModuleNotFoundError" in done.stderr and "resnet_lab.runs" in done.stderr
