@@ -697,6 +697,18 @@ def test_an_out_of_memory_error_is_one_line_with_exit_2_naming_what_to_lower(cap
                                            "summary's --input-size), or pick a smaller model\n")
 
 
+def test_a_broken_pipe_that_is_not_the_output_ending_is_an_error_not_a_silent_success(capsys, monkeypatch):
+    """A reader leaving stdout is handled where stdout is written (the command goes on, exit 0 at its
+    end); any other broken pipe (a pipe to another process) is a failure: it exited 0 saying nothing."""
+    def command(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(cli.COMMANDS, "models", command)
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Broken pipe" in err and len(err.splitlines()) == 1
+
+
 def test_a_class_count_past_torchs_sizes_is_refused_before_any_allocation(capsys):
     assert main(["summary", "resnet20", "--num-classes", str(10**23)]) == 2
     _one_line_error(capsys, f"num_classes must be a positive int (the classifier's outputs) of at most {2**63 - 1}, "

@@ -1388,9 +1388,6 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         print(interrupted_words(e), file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `resnet-lab models | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except OSError as e:  # missing, unreadable or unwritable files, full disks
         print(f"error: {_describe_os_error(e, args)}", file=sys.stderr)
         return 2
