@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from resnet_lab.cli import main
-from resnet_lab.data import BadImageWarning, scan_class_folders
+from resnet_lab.data import BadImageWarning, load_data, scan_class_folders
 
 TRAIN = ["train", "--model", "resnet8_fast", "--dataset", "folder", "--batch-size", "4", "--image-size", "8",
          "--epochs", "1", "--no-progress"]
@@ -151,3 +151,85 @@ def test_classes_are_in_torchvisions_imagefolder_order_uppercase_first(tmp_path)
     scan = scan_class_folders(tmp_path)
     assert scan.classes == reference.classes
     assert sorted((str(p), lab) for p, lab in scan.samples) == sorted(reference.samples)
+
+
+def test_windows_thumbs_db_and_desktop_ini_are_ignored_silently_like_hidden_files(tmp_path):
+    # the module's promise: Thumbs.db (any case) and desktop.ini are no images and no "unreadable" files
+    root = tmp_path / "pets"
+    save_images(root / "cats", 2)
+    save_images(root / "dogs", 2, seed=1)
+    (root / "cats" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0 not an image")
+    (root / "dogs" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    (root / "dogs" / "THUMBS.DB").write_bytes(b"\xd0\xcf\x11\xe0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = scan_class_folders(root)
+    assert sorted(Path(p).name for p, _ in scan.samples) == ["0.png", "0.png", "1.png", "1.png"] and not scan.bad
+
+
+@pytest.mark.parametrize("val", ["val", "valid", "validation", "test", "VAL"])
+def test_every_documented_name_of_the_test_split_is_found_beside_train(tmp_path, val):
+    # find_split_dirs' docstring: val/valid/validation/test (any case) beside train/ is the test split
+    root = tmp_path / "pets"
+    for i, cls in enumerate(("a", "b")):
+        save_images(root / "train" / cls, 3, seed=i)
+        save_images(root / val / cls, 2, seed=10 + i)
+    b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
+    assert (b.num_train, b.num_test) == (6, 4) and b.info.classes == ["a", "b"]
+    assert all(Path(p).parts[-3] == val for p, _ in b.test.dataset.samples)
+    assert b.info.val_fraction is None  # nothing held out
+
+
+def test_a_test_folder_beside_val_is_named_as_unused_in_one_warning(tmp_path):
+    root = tmp_path / "pets"
+    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+        for i, cls in enumerate(("a", "b")):
+            save_images(root / split / cls, n, seed=i)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
+    assert b.num_test == 4  # val/'s 2 + 2, not test/'s
+    (message,) = [str(w.message) for w in rec]
+    assert "val/ is the test split" in message and "test/ is not used" in message
+
+
+def test_a_val_split_without_some_classes_keeps_the_training_labels(tmp_path):
+    # val/ lacks class b: its c images are still labelled c (index 2 of the training classes), not 1
+    root = tmp_path / "pets"
+    for i, cls in enumerate(("a", "b", "c")):
+        save_images(root / "train" / cls, 3, seed=i)
+    save_images(root / "val" / "a", 2, seed=10)
+    save_images(root / "val" / "c", 2, seed=12)
+    b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
+    assert b.info.classes == ["a", "b", "c"]
+    for split in (b.train, b.test):
+        assert all(b.info.classes[label] == Path(p).parent.name for p, label in split.dataset.samples)
+    assert sorted(label for _, label in b.test.dataset.samples) == [0, 0, 2, 2]
+
+
+def test_loose_images_with_an_uppercase_extension_are_warned_about_too(tmp_path):
+    root = tmp_path / "pets"
+    save_images(root / "cats", 2)
+    save_images(root / "dogs", 2, seed=1)
+    Image.new("RGB", (8, 8)).save(root / "SCAN.PNG")  # cameras and scanners write upper case
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        scan_class_folders(root)
+    (message,) = [str(w.message) for w in rec]
+    assert message.startswith(f"1 image(s) directly in {root}") and "'SCAN.PNG'" in message
+
+
+def test_samples_are_sorted_by_class_then_file_name_whatever_the_directory_order(tmp_path):
+    # FolderScan's contract; the held-out split and subsets are drawn over this order, so it must not
+    # depend on the order the file system lists a folder in
+    root = tmp_path / "pets"
+    names = [f"{c}{i}.png" for i in range(8) for c in "qzamxkbe"]
+    for cls in ("dogs", "cats"):
+        (root / cls / "sub").mkdir(parents=True)
+        for name in names:
+            Image.new("L", (4, 4)).save(root / cls / name)
+        Image.new("L", (4, 4)).save(root / cls / "sub" / "0.png")
+    scan = scan_class_folders(root)
+    expected = [(str(root / cls / n), label) for label, cls in enumerate(("cats", "dogs"))
+                for n in [*sorted(names), "sub/0.png"]]
+    assert scan.samples == expected
