@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, load_data, sample_crop_flip_params,
-                             select_per_class, select_subset)
+from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, epoch_permutation, load_data,
+                             sample_crop_flip_params, select_per_class, select_subset)
 
 MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
 
@@ -352,3 +352,114 @@ def test_without_drop_last_the_ranks_together_cover_every_position_exactly_once(
     for r in range(world):
         served += epoch_indices(loader(x, y, batch_size=batch, shuffle=False, rank=r, world_size=world))
     assert sorted(served) == list(range(n))
+
+
+# --- edges that mutants passed: the seeds' mix, the fallback batch of drop_last, the resume flag,
+# the refusals of the loader's own arguments, the streamed per-sample seeds, the flip's coin, the stats.
+
+
+def test_neighbouring_seeds_and_epochs_share_no_epoch_order():
+    # epoch_seed's promise: (seed=0, epoch=1) and (seed=1, epoch=0) do not share an order, nor does
+    # any other pair of the first few seeds and epochs (runs of seeds 0, 1, 2 side by side)
+    orders = {(s, e): tuple(epoch_permutation(100, s, e).tolist()) for s in range(4) for e in range(4)}
+    assert len(set(orders.values())) == len(orders)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_drop_last_without_a_full_global_batch_gives_each_rank_its_own_samples(world):
+    # 2 samples per rank for a global batch of 4 * world: the fallback batch of n // world per rank,
+    # and the ranks' batches together are every sample once (a hand count), not one slice repeated
+    n = 2 * world
+    covered = []
+    for r in range(world):
+        with pytest.warns(UserWarning, match=f"only {n} samples for a global batch of {4 * world}"):
+            (sl,) = batch_slices(n, 4, drop_last=True, rank=r, world_size=world)
+        covered += range(*sl)
+    assert sorted(covered) == list(range(n))
+
+
+def test_the_drop_last_fallback_is_never_a_single_sample_training_batch():
+    # 3 samples on 2 ranks leave 1 per rank: batch norm cannot train on one value per channel, so a
+    # training (shuffled) loader has no batch, and a test loader keeps its single sample
+    x, y = dataset(3)
+    for r in range(2):
+        train = loader(x, y, batch_size=4, drop_last=True, rank=r, world_size=2)
+        assert [len(b) for b, _ in train] == []
+    with pytest.warns(UserWarning, match="only 3 samples"):
+        assert batch_slices(3, 4, drop_last=True, rank=1, world_size=2) == [(1, 2)]
+
+
+def test_set_epoch_after_load_state_dict_starts_at_batch_0_and_is_no_resume():
+    x, y = dataset(40)
+    ld = loader(x, y)
+    ld.load_state_dict({"epoch": 1, "position": 3})
+    assert ld.resuming
+    ld.set_epoch(2)
+    assert not ld.resuming and ld.state_dict() == {"epoch": 2, "position": 0}
+    fresh = loader(x, y)
+    fresh.set_epoch(2)
+    assert epoch_indices(ld) == epoch_indices(fresh)
+
+
+def test_a_loaded_state_at_position_0_starts_its_epoch_whole_after_a_peek():
+    # a checkpoint taken at an epoch's start (position 0) is loaded into a loader that was peeked at
+    x, y = dataset(40)
+    ld = loader(x, y)
+    it = iter(ld)
+    next(it), next(it)
+    ld.load_state_dict({"epoch": 1, "position": 0})
+    fresh = loader(x, y)
+    fresh.set_epoch(1)
+    assert epoch_indices(ld) == epoch_indices(fresh) and len(fresh) == 5
+
+
+def test_the_loader_refuses_a_crop_padding_over_half_the_side_and_stats_of_the_wrong_length():
+    x, y = dataset(8, h=8, w=10)
+    loader(x, y, augment=True, padding=4)  # half of the shorter side: the largest allowed
+    with pytest.raises(ValueError, match=r"crop_padding 5 .* between 0 and half the image side \(4 px of 8\)"):
+        loader(x, y, augment=True, padding=5)
+    with pytest.raises(ValueError, match=r"mean/std need 3 values \(one per channel\), got 2/3"):
+        loader(x, y, mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"got 3/1"):
+        loader(x, y, std=(0.2,))
+    ld = loader(x, y)
+    assert ld.normalized_images(3).shape == (3, 3, 8, 10)
+    with pytest.raises(ValueError, match="limit must be a positive number of images"):
+        ld.normalized_images(0)
+
+
+class _DrawDataset(torch.utils.data.Dataset):
+    """Each sample is one draw of torch's generator: what a random transform of it would see."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, i: int):
+        return torch.randint(0, 2**62, (1,)).double(), i % 2
+
+
+def test_streamed_samples_of_an_epoch_each_draw_their_own_random_numbers():
+    # every position of an epoch gets its own seed: no two samples (of one batch or of two) share
+    # their random transform, and the next epoch draws anew
+    from resnet_lab.data.loaders import StreamingLoader
+
+    ld = StreamingLoader(_DrawDataset(), batch_size=4, shuffle=True, seed=1, num_workers=0)
+    epochs = [[int(v) for x, _ in ld for v in x.flatten().tolist()] for _ in range(2)]
+    assert len(epochs[0]) == 24 and len(set(epochs[0])) == 24
+    assert not set(epochs[0]) & set(epochs[1])
+
+
+def test_the_random_flip_mirrors_half_of_the_samples():
+    # RandomHorizontalFlip's p = 0.5: 20000 draws, sd of the share 0.0035
+    _, _, flips = sample_crop_flip_params(20000, 4, True, torch.Generator().manual_seed(0))
+    assert abs(flips.double().mean().item() - 0.5) < 0.02
+
+
+def test_channel_stats_are_the_population_mean_and_std_of_each_channel():
+    from resnet_lab.data import channel_stats
+
+    x, _ = dataset(5, c=3, h=4, w=4, seed=7)  # 80 values a channel: std / (n - 1) would differ by 0.002
+    v = x.double().div(255).transpose(0, 1).reshape(3, -1)
+    mean, std = channel_stats(x)
+    np.testing.assert_allclose(mean, v.mean(1).numpy(), rtol=0, atol=5e-5)
+    np.testing.assert_allclose(std, v.std(1, unbiased=False).numpy(), rtol=0, atol=5e-5)
