@@ -233,3 +233,18 @@ def test_samples_are_sorted_by_class_then_file_name_whatever_the_directory_order
     expected = [(str(root / cls / n), label) for label, cls in enumerate(("cats", "dogs"))
                 for n in [*sorted(names), "sub/0.png"]]
     assert scan.samples == expected
+
+
+def test_classes_keeps_a_class_that_the_val_split_lacks(tmp_path):
+    # classes=[2, 0] of a, b, c: c is label 0 and a label 1; val/ has no c, so its test split is a's
+    # images only, labelled 1 (a hand count), and training has both
+    root = tmp_path / "pets"
+    for i, cls in enumerate(("a", "b", "c")):
+        save_images(root / "train" / cls, 3, seed=i)
+    save_images(root / "val" / "a", 2, seed=10)
+    save_images(root / "val" / "b", 2, seed=11)
+    b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, classes=[2, 0])
+    assert b.info.classes == ["c", "a"]
+    assert sorted((Path(p).parent.name, label) for p, label in b.test.dataset.samples) == [("a", 1)] * 2
+    train = sorted((Path(p).parent.name, label) for p, label in b.train.dataset.samples)
+    assert train == [("a", 1)] * 3 + [("c", 0)] * 3

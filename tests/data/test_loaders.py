@@ -463,3 +463,13 @@ def test_channel_stats_are_the_population_mean_and_std_of_each_channel():
     mean, std = channel_stats(x)
     np.testing.assert_allclose(mean, v.mean(1).numpy(), rtol=0, atol=5e-5)
     np.testing.assert_allclose(std, v.std(1, unbiased=False).numpy(), rtol=0, atol=5e-5)
+
+
+def test_subset_after_per_class_takes_its_images_from_the_per_class_selection_stratified():
+    # per_class=5 keeps 50 images; subset=20 of those is 2 of each class (20 // 10), all among the 50
+    per = load_data("fake", batch_size=8, image_size=8, per_class=5, seed=2)
+    both = load_data("fake", batch_size=8, image_size=8, per_class=5, subset=20, seed=2)
+    assert (per.num_train, both.num_train) == (50, 20)
+    assert torch.bincount(both.train.labels, minlength=10).tolist() == [2] * 10
+    pool = {(bytes(img.numpy()), int(y)) for img, y in zip(per.train.images, per.train.labels)}
+    assert all((bytes(img.numpy()), int(y)) in pool for img, y in zip(both.train.images, both.train.labels))

@@ -148,3 +148,19 @@ def test_auto_puts_the_data_where_train_would_put_the_model(monkeypatch):
     from resnet_lab.data.config import pick_device
     assert pick_device("auto") == resolve_device("auto") == torch.device("cuda")
     assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("classes", [[3, 3, 5], [0, 10], [-1, 2]])
+def test_classes_repeated_or_beyond_the_last_label_are_refused_naming_the_range(classes):
+    # fake has 10 classes, labels 0..9: a repeated label would name one class twice, label 10 is none
+    with pytest.raises(ValueError) as exc:
+        load_data("fake", classes=classes, image_size=8)
+    assert _one_line(exc).startswith(f"classes={classes}: expected distinct labels in 0..9 (10 classes)")
+
+
+def test_a_single_last_class_is_refused_with_a_pair_that_exists():
+    # the suggestion for classes=[9] of 10 classes wraps round to label 0 (there is no label 10)
+    with pytest.raises(ValueError) as exc:
+        load_data("fake", classes=[9], image_size=8)
+    assert _one_line(exc).endswith("a classifier needs at least 2, e.g. classes=[9, 0]")
+    assert load_data("fake", classes=[9, 0], image_size=8, batch_size=8).info.classes == ["class9", "class0"]
