@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
-from resnet_lab.data import preprocess, to_channels, to_model_input
+from resnet_lab.data import check_preprocess, preprocess, to_channels, to_model_input
 from resnet_lab.data.transforms import folder_transforms
 
 
@@ -84,6 +84,7 @@ def test_to_model_input_is_preprocess_with_a_batch_dimension_and_invert_flips_th
 @pytest.mark.parametrize("args, match", [
     (((2, 8, 8), [0.5], [0.5], "whole"), r"1 \(grayscale\) or 3 \(RGB\) channels, got 2"),
     (((3, 8, 8), [0.5, 0.5], [0.5], "whole"), r"must have 1 or 3 entries"),
+    (((3, 8, 8), [0.5], [0.5, 0.5], "whole"), r"must have 1 or 3 entries"),
     (((3, 8, 8), [0.5], [0.5], "stretch"), r"resize must be 'whole', 'crop' or 'auto', got 'stretch'"),
 ])
 def test_bad_arguments_are_value_errors_naming_them(args, match):
@@ -191,3 +192,59 @@ def test_whole_shrinks_a_large_photo_first_to_within_a_gray_level_of_the_full_re
     full = reference(img, (28, 28), [0.0] * 3, [1.0] * 3, crop=False)
     ours = preprocess(img, (3, 28, 28), [0.0], [1.0], "whole")
     assert (ours - full).abs().max() <= 1.01 / 255
+
+
+def test_auto_goes_by_the_longer_side_of_a_non_square_input():
+    # "whole" up to SMALL_INPUT_MAX (64) pixels on a side: a 32 x 128 input has a side over 64
+    assert check_preprocess((3, 32, 128), [0.5], [0.5]) == "crop"
+    assert check_preprocess((3, 64, 16), [0.5], [0.5]) == "whole"
+
+
+def test_a_model_json_without_resize_crops_a_large_input_as_auto_says():
+    # runs saved before "resize" was written: 64 px inputs and up are cropped, not squeezed whole;
+    # the white left quarter of a 300 x 100 image falls outside the centre crop (64 of 192 px)
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, :75] = 255
+    meta = {"input_size": [3, 96, 96], "mean": [0.0], "std": [1.0]}
+    x = to_model_input(Image.fromarray(arr), meta)
+    assert x.shape == (1, 3, 96, 96) and x.max() < 0.05
+
+
+def test_float_images_of_0_to_1_map_1_to_white():
+    # mode "F": 0..1 when the image's maximum is at most 1 (1.0 included), else 0..255
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32), "F")
+    assert np.asarray(to_channels(unit, 1)).tolist() == [[0, 128, 255]]
+    wide = Image.fromarray(np.array([[0.0, 1.0, 255.0]], np.float32), "F")
+    assert np.asarray(to_channels(wide, 1)).tolist() == [[0, 1, 255]]
+
+
+def test_the_exif_orientation_of_a_photo_is_applied():
+    # orientation 6: the camera held sideways, the stored pixels are shown turned 90 degrees clockwise
+    import io
+
+    arr = (np.arange(8, dtype=np.uint8) * 30).reshape(2, 4)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(arr, "L").save(buf, "PNG", exif=exif)
+    with Image.open(buf) as img:
+        np.testing.assert_array_equal(np.asarray(to_channels(img, 1)), np.rot90(arr, -1))
+
+
+def test_premultiplied_la_is_composited_over_white_as_its_straight_alpha_would_be():
+    # gray 100 at alpha 128 is stored as La (50, 128); over white it is 100 * a + 255 * (1 - a)
+    la = Image.new("LA", (2, 2), (100, 128)).convert("La")
+    a = 128 / 255
+    assert abs(int(np.asarray(to_channels(la, 1))[0, 0]) - (100 * a + 255 * (1 - a))) <= 1
+
+
+def test_in_memory_gray_is_pils_luma_and_the_resize_treats_every_chunk_alike():
+    from resnet_lab.data.transforms import convert_channels, resize_images
+
+    rgb = np.random.default_rng(3).integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).contiguous()
+    pil = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in rgb])  # ITU-R 601-2, in integers
+    assert (convert_channels(x, 1)[:, 0].int() - torch.from_numpy(pil).int()).abs().max() <= 1
+    one_by_one = torch.cat([resize_images(x[i:i + 1], (4, 5)) for i in range(5)])
+    for chunk in (1, 2, 3, 4096):
+        assert torch.equal(resize_images(x, (4, 5), chunk=chunk), one_by_one)
