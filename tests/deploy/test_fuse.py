@@ -327,3 +327,192 @@ def test_the_fallbacks_own_example_input_leaves_the_callers_global_rng_as_it_was
     fused, report = fuse_bn_with_report(model)
     assert report.method == "module-order" and len(report.folded) == 3
     assert torch.equal(torch.rand(4), want)
+
+
+# --- edges the mutation probe found unguarded --------------------------------------------------
+
+
+def test_a_bn_without_affine_parameters_folds_as_scale_one_and_shift_zero():
+    # affine=False: gamma 1, beta 0 (torch's BatchNorm). The reference: the unfolded model.
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4, affine=False),
+                                       nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, affine=False)), seed=10).eval().double()
+    err, fused, report = fold_and_compare(model, torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    assert report.folded == [("0", "1"), ("2", "3")] and err < 1e-10
+
+
+def test_the_bias_a_fold_creates_is_as_trainable_as_the_convs_weight():
+    # a conv without bias gets one; a frozen model must not come back with trainable biases
+    for frozen in (False, True):
+        model = randomize_bn(nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4))).eval()
+        model.requires_grad_(not frozen)
+        fused = fuse_bn(model)
+        assert fused[0].bias is not None and fused[0].bias.requires_grad is (not frozen)
+
+
+class LinearOnWidthThenBN2d(nn.Module):
+    """A Linear on the last dim (W) feeding a BatchNorm2d over dim 1 (C) of the same size: the
+    widths match, but the BN does not normalize the Linear's outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.fc(x))
+
+
+class SharedBN(nn.Module):
+    """One BN module after two convs: folding it into either would remove it from the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv1(x)) + torch.relu(self.bn(torch.relu(self.conv2(x))))
+
+
+class SharedConv(nn.Module):
+    """One conv called twice, a BN after its first call only: the fold would change the second call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(torch.relu(self.bn(self.conv(x))))
+
+
+class AliasedBN(nn.Module):
+    """The BN registered under two names, forward calling the second: replacing the first name by
+    an Identity would leave the BN in place after a conv that already holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.norm = self.bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x))
+
+
+@pytest.mark.parametrize("build, channels, kept, reason", [
+    (LinearOnWidthThenBN2d, 4, "bn", "width mismatch with fc"),
+    (SharedBN, 3, "bn", "called 2 times in forward(): shared module"),
+    (SharedConv, 4, "bn", "its conv conv is called 2 times (shared)"),
+    (AliasedBN, 3, "bn", "module registered under several names (shared)"),
+], ids=["linear-then-bn2d", "bn-called-twice", "conv-called-twice", "bn-under-two-names"])
+def test_a_bn_whose_fold_would_change_another_path_is_kept_with_its_reason(build, channels, kept, reason):
+    # docs/DEPLOY.md, "What decides a fold": same width, neither module called twice or registered
+    # under two names. The reference: the unfolded model's output.
+    model = randomize_bn(build(), seed=11).eval().double()
+    err, fused, report = fold_and_compare(model, torch.randn(2, channels, 6, 4, dtype=torch.float64))
+    assert report.folded == [] and report.unfolded == [(kept, reason)]
+    assert err < 1e-12 and count_bn(fused) == 1
+
+
+def test_a_bn_forward_never_calls_and_one_on_the_model_input_are_kept_and_say_why():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn_in, self.conv = nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)
+            self.bn, self.spare = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.bn(self.conv(self.bn_in(x)))
+
+    _, report = fuse_bn_with_report(randomize_bn(Net()).eval())
+    assert report.folded == [("conv", "bn")]
+    assert dict(report.unfolded) == {
+        "bn_in": "input is the model input, not a Conv/Linear output (e.g. BN-ReLU-conv order)",
+        "spare": "not called by forward()"}
+
+
+def test_the_summary_counts_every_bn_and_lists_four_names_per_reason_then_how_many_more():
+    # 6 BNs without running statistics (kept, one reason) and one that folds: "folded 1 of 7"
+    layers: list[nn.Module] = [nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)]
+    for _ in range(6):
+        layers += [nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, track_running_stats=False)]
+    _, report = fuse_bn_with_report(nn.Sequential(*layers).eval())
+    lines = report.summary().splitlines()
+    assert lines[0] == "folded 1 of 7 batch-norm layers into the preceding conv/linear (fx)"
+    assert lines[1] == ("  kept 6: no running statistics (track_running_stats=False): uses batch statistics in eval "
+                        "(3, 5, 7, 9 and 2 more)") and len(lines) == 2
+    # only kept BNs: still "folded 0 of 1", not "no batch-norm layer"
+    none = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, track_running_stats=False)).eval()
+    assert fuse_bn_with_report(none)[1].summary().splitlines()[0].startswith("folded 0 of 1 batch-norm layers")
+    # the module-order fallback says so, with the reason torch.fx gave
+    untraceable = randomize_bn(ConvLinearNet(branch=True)).eval()
+    _, report = fuse_bn_with_report(untraceable, example_input=torch.randn(2, 3, 8, 8))
+    lines = report.summary().splitlines()
+    assert lines[0] == "folded 3 of 3 batch-norm layers into the preceding conv/linear (module-order)"
+    assert lines[1].startswith(f"  torch.fx could not trace the model ({report.fx_error}); used the module-order")
+
+
+class PreactUntraceable(nn.Module):
+    """bn1 registered (and run) before conv1, the pre-activation order, in a model fx cannot trace;
+    bn2 runs after conv2, but conv3 (of another width) is registered between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2, self.conv3, self.bn2 = nn.Conv2d(4, 6, 1), nn.Conv2d(6, 8, 1), nn.BatchNorm2d(6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(torch.relu(self.bn1(x)))
+        if bool(x.sum() > -1e30):  # data-dependent Python branch: fx cannot trace it
+            x = torch.relu(x)
+        return self.conv3(torch.relu(self.bn2(self.conv2(x))))
+
+
+def test_the_module_order_fallback_pairs_neither_a_bn_before_its_conv_nor_one_after_another_width():
+    # docs/DEPLOY.md: right after a Conv/Linear *of its width*, or convK registered *before* bnK
+    model = randomize_bn(PreactUntraceable(), seed=12).eval().double()
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+    fused, report = fuse_bn_with_report(model, example_input=x)
+    assert report.method == "module-order" and report.folded == [("conv2", "bn2")]
+    assert report.unfolded == [("bn1", "no Conv/Linear registered right before it (module-order heuristic)")]
+    with torch.no_grad():
+        assert rel_err(fused(x), ref) < 1e-12
+
+
+def test_a_model_with_one_bn_left_in_training_mode_is_refused_and_the_bn_named():
+    model = zoo("resnet20").eval()
+    model.layer2[1].bn2.train()  # model.training is False: the BN's own mode counts
+    with pytest.raises(RuntimeError, match=r"1 BN layer\(s\) are in training mode \(first: 'layer2.1.bn2'\)"):
+        fuse_bn(model)
+
+
+class SizedUntraceable(ConvLinearNet):
+    """ConvLinearNet that takes only (1, 32, 32) input, as model_config says (a model trained at that
+    size with a size check); fx cannot trace it."""
+
+    model_config = {"name": "sized", "in_channels": 1, "small_input": True}
+
+    def __init__(self) -> None:
+        super().__init__(branch=True)
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != (1, 32, 32):
+            raise ValueError(f"expected (N, 1, 32, 32), got {tuple(x.shape)}")
+        return super().forward(x)
+
+
+def test_the_fallbacks_check_uses_the_example_input_given_else_one_shaped_from_model_config():
+    # docs/DEPLOY.md: "checked on an example input (example_input=, or a random batch shaped from
+    # model.model_config)"; small_input: 32 px
+    model = randomize_bn(SizedUntraceable(), seed=13).eval()
+    x = torch.randn(2, 1, 32, 32)
+    for fused in (fuse_bn(model), fuse_bn(model, example_input=x)):
+        with torch.no_grad():
+            assert rel_err(fused(x), model(x)) < 1e-5 and count_bn(fused) == 0
+    plain = randomize_bn(ConvLinearNet(branch=True)).eval()  # the example given is the one tried
+    with pytest.raises(RuntimeError, match=r"failed on an example input of shape \(2, 5, 8, 8\).*Pass example_input="):
+        fuse_bn(plain, example_input=torch.randn(2, 5, 8, 8))
