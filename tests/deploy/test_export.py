@@ -395,3 +395,67 @@ def test_the_graph_has_the_documented_names_and_symbolic_batch_dimension(tmp_pat
     ((name, shape, kind),) = [(i.name, i.shape, i.type) for i in sess.get_inputs()]
     assert (name, shape, kind) == ("input", ["batch", 1, 12, 12], "tensor(float)")
     assert [(o.name, o.shape) for o in sess.get_outputs()] == [("logits", ["batch", 10])]
+
+
+# --- what the mutation probe found unguarded ---------------------------------------------------
+
+
+def test_metadata_says_what_fuse_folded_and_kept_and_false_without_fuse(tmp_path):
+    """docs/DEPLOY.md: fused_bn is false, or the numbers folded and the names kept. Hand count: the
+    first BN follows the conv (folds), the second follows the ReLU (kept)."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    model = randomize_bn(model).eval()
+    fused = read_onnx_metadata(export_onnx(model, tmp_path / "f.onnx", input_size=(1, 8, 8), fuse=True))
+    plain = read_onnx_metadata(export_onnx(model, tmp_path / "p.onnx", input_size=(1, 8, 8)))
+    assert fused["fused_bn"] == {"folded": 1, "unfolded": ["3"]}
+    assert plain["fused_bn"] is False
+
+
+def test_a_file_exported_without_meta_still_names_its_architecture_and_format(tmp_path, run):
+    # the run's model.json (save_model) is the reference for both: arch is the model's create_model
+    # arguments, format the run format's version
+    from resnet_lab.runs import load_model  # deferred: the reference's reader
+
+    model, meta = load_model(run)
+    props = read_onnx_metadata(export_onnx(model, tmp_path / "m.onnx", input_size=(1, 8, 8)))
+    assert props["arch"] == meta["arch"] and props["arch"]["name"] == "resnet8"
+    assert props["format"] == json.loads((run / "model.json").read_text())["format"]
+
+
+def test_export_onnx_refuses_a_std_of_the_wrong_length_and_names_every_bn_without_statistics(tmp_path):
+    model = resnet_lab.create_model("resnet8").eval()
+    with pytest.raises(ValueError, match=r"meta's std has 2 value\(s\) for 3-channel inputs"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(3, 12, 12), meta={"mean": [0.5] * 3, "std": [0.2, 0.2]})
+    two = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False),
+                              torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    with pytest.raises(ValueError, match=r"^1 \(and 1 more batch-norm layers\) has no running statistics"):
+        export_onnx(two, tmp_path / "m.onnx", input_size=(1, 8, 8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_run_of_a_model_json_without_input_size_says_so(tmp_path):
+    run = tmp_path / "run"
+    save_model(run, resnet_lab.create_model("resnet8", num_classes=3, in_channels=1), {"classes": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match=rf"model.json of {run} has no 'input_size' \(\[C, H, W\]\)"):
+        export_run(run, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_float64_model_is_exported_in_float32(tmp_path):
+    # docs/DEPLOY.md: exported from a copy, on the CPU, in float32 (what OnnxPredictor feeds)
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=4, in_channels=1)).eval()
+    path = export_onnx(model.double(), tmp_path / "m.onnx", input_size=(1, 12, 12))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.type for i in sess.get_inputs()] == ["tensor(float)"]
+    assert [o.type for o in sess.get_outputs()] == ["tensor(float)"]
+    x = torch.randn(2, 1, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(run_onnx(path, x.float()), want, rtol=1e-4, atol=1e-4)
+    assert next(model.parameters()).dtype == torch.float64  # the caller's model unchanged
+
+
+def test_read_onnx_metadata_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"ONNX file not found: {tmp_path / 'nope.onnx'}"):
+        read_onnx_metadata(tmp_path / "nope.onnx")
