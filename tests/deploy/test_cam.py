@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from resnet_lab import create_model, list_models, model_info
@@ -21,7 +21,7 @@ from resnet_lab.data import FASHION_MNIST_CLASSES, DataNotFoundError, channel_st
 from resnet_lab.runs import save_model
 
 pytest.importorskip("pytorch_grad_cam", reason="the cam extra is not installed: pip install 'resnet-lab[cam]'")
-from resnet_lab.deploy.cam import grad_cam, overlay  # noqa: E402  (after the skip: it is the extra's code)
+from resnet_lab.deploy.cam import grad_cam, overlay, save_cams  # noqa: E402  (after the skip: it is the extra's code)
 
 # The models whose depth makes even a meta-device build take a second or more.
 _DEEP = {"resnet1202", "preact_resnet1001"}
@@ -357,3 +357,106 @@ def test_predict_cam_checks_every_destination_first_and_prints_the_predictions_b
     assert lines[0].startswith(f"{images[0]}: ") and lines[1].endswith(str(tmp_path / "maps2" / "one_cam.png"))
     assert main(["predict", str(run), str(images[0]), "--cam", f"{tmp_path / 'maps2'}/"]) == 0  # again: replaced
     capsys.readouterr()
+
+
+# --- what the mutation probe found unguarded ---------------------------------------------------
+
+
+def test_a_negative_class_index_is_refused_not_read_from_the_end():
+    # ClassifierOutputTarget(-1) would explain the last class without a word
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    with pytest.raises(ValueError, match=r"target_class must be a class index >= 0 .*got -1"):
+        grad_cam(model, torch.randn(1, 8, 8), target_class=-1)
+    with pytest.raises(ValueError, match=r"target_class 3 is out of range: the model has 3 classes \(0\.\.2\)"):
+        grad_cam(model, torch.randn(1, 8, 8), target_class=3)
+
+
+def test_a_class_with_no_positive_evidence_gets_an_all_zero_map_not_nans():
+    # The map is ReLU(sum_c w_c A_c): with A >= 0 (after a ReLU) and every weight of class 0 negative,
+    # it is 0 everywhere; scaling it by its maximum must not divide 0 by 0.
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[4].weight.copy_(torch.tensor([[-1.0, -2.0], [1.0, 2.0]]))
+    heat = grad_cam(model, torch.rand(1, 8, 8), target_class=0, layer="1")
+    assert heat.shape == (8, 8) and np.isfinite(heat).all() and (heat == 0).all()
+    assert overlay(Image.new("L", (8, 8)), heat).size == (8, 8)
+
+
+def test_overlay_refuses_maps_and_weights_it_cannot_draw():
+    image = Image.new("L", (4, 4), 100)
+    good = np.full((4, 4), 0.5, dtype=np.float32)
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    for heat, match in [(good - 1, r"in \[0, 1\]"), (nan, r"finite and in \[0, 1\]"),
+                        (good[None], r"must be 2-D \(H, W\), got shape \(1, 4, 4\)"),
+                        (good[0], r"must be 2-D \(H, W\), got shape \(4,\)")]:
+        with pytest.raises(ValueError, match=match):
+            overlay(image, heat)
+    for weight in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"image_weight must be in \[0, 1\], got {weight}"):
+            overlay(image, good, image_weight=weight)
+
+
+def test_overlay_enlarges_the_image_by_repeating_its_pixels():
+    # CAM.md: "enlarged by a whole factor ... pixels kept sharp". The reference: each pixel repeated.
+    pixels = np.array([[0, 200, 40], [90, 255, 10]], dtype=np.uint8)
+    got = np.asarray(overlay(Image.fromarray(pixels), np.zeros((2, 3), np.float32), image_weight=1.0, min_side=6))
+    want = np.repeat(np.repeat(pixels, 3, axis=0), 3, axis=1)
+    assert got.shape == (6, 9, 3) and (got == want[..., None]).all()
+
+
+def test_save_cams_draws_an_rgb_image_of_another_aspect_as_the_model_saw_it(tmp_path):
+    """An RGB run of 8x12 (H x W) images with a mean and std per channel: the picture is the image,
+    not its transpose nor other colours, under the float64 map."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=3, in_channels=3).eval()
+    mean, std = [0.2, 0.5, 0.8], [0.3, 0.25, 0.2]
+    run = tmp_path / "run"
+    save_model(run, model, {"classes": ["a", "b", "c"], "input_size": [3, 8, 12], "mean": mean, "std": std})
+    path = tmp_path / "rgb.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(path)
+    image = Image.open(path)
+    x = (torch.from_numpy(np.array(image)).double().permute(2, 0, 1) / 255 - torch.tensor(mean).view(3, 1, 1)) \
+        / torch.tensor(std).view(3, 1, 1)
+    heat, cls = _reference_cam(model, x[None], "layer3", None)
+    want = np.asarray(overlay(image, heat.astype(np.float32), min_side=224)).astype(int)
+    (result,) = save_cams(run, [path], tmp_path / "cam.png")
+    got = np.asarray(Image.open(result["cam"])).astype(int)
+    assert result["class"] == "abc"[cls] and got.shape == want.shape == (224, 336, 3)
+    assert np.abs(got - want).max() <= 2
+
+
+def test_save_cams_invert_and_min_side_are_those_of_the_picture_written(cam_run, tmp_path):
+    """invert=True draws the map of the inverted image over the inverted image: the reference is
+    save_cams of that inverted image saved as a file. min_side: 16 px enlarged by 2 to 32."""
+    run, _, (image, _) = cam_run
+    flipped = tmp_path / "flipped.png"
+    ImageOps.invert(Image.open(image)).save(flipped)
+    (a,) = save_cams(run, [image], tmp_path / "a.png", invert=True, min_side=32)
+    (b,) = save_cams(run, [flipped], tmp_path / "b.png", min_side=32)
+    got, want = np.asarray(Image.open(a["cam"])), np.asarray(Image.open(b["cam"]))
+    assert got.shape == (32, 32, 3) and (got == want).all() and a["class"] == b["class"]
+    (c,) = save_cams(run, [image], tmp_path / "c.png", min_side=0)
+    assert Image.open(c["cam"]).size == (16, 16)
+
+
+def test_save_cams_refuses_destinations_and_arguments_it_cannot_honour(cam_run, tmp_path):
+    run, model, images = cam_run
+    same = tmp_path / "other" / images[0].name  # another one.png: both maps would be one_cam.png
+    same.parent.mkdir()
+    same.write_bytes(images[0].read_bytes())
+    cases = [
+        (lambda: save_cams(run, images, tmp_path / "maps.png"), r"looks like a picture file, but 2 images need one map "
+                                                                  r"each: pass a directory \(e.g. .*maps\)"),
+        (lambda: save_cams(run, [images[0], same], tmp_path / "maps"),
+         r"images with the same name one would share a map"),
+        (lambda: save_cams(run, images, tmp_path / "maps", on_error="skip"),
+         r"on_error must be 'raise' or 'keep', got 'skip'"),
+        (lambda: save_cams(model, images, tmp_path / "maps", meta={"classes": ["a", "b"], "input_size": [1, 16, 16],
+                                                                  "mean": [0.5], "std": [0.25]}),
+         r"meta names 2 classes but the model has 3 outputs"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert not (tmp_path / "maps").exists() and not (tmp_path / "maps.png").exists()
