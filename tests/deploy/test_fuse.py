@@ -401,7 +401,8 @@ class AliasedBN(nn.Module):
 
 
 @pytest.mark.parametrize("build, channels, kept, reason", [
-    (LinearOnWidthThenBN2d, 4, "bn", "width mismatch with fc"),
+    (LinearOnWidthThenBN2d, 4, "bn", "a BatchNorm2d after the Linear fc: only a BatchNorm1d, which normalizes a "
+                                     "Linear's features, folds into it"),
     (SharedBN, 3, "bn", "called 2 times in forward(): shared module"),
     (SharedConv, 4, "bn", "its conv conv is called 2 times (shared)"),
     (AliasedBN, 3, "bn", "module registered under several names (shared)"),
@@ -412,6 +413,22 @@ def test_a_bn_whose_fold_would_change_another_path_is_kept_with_its_reason(build
     model = randomize_bn(build(), seed=11).eval().double()
     err, fused, report = fold_and_compare(model, torch.randn(2, channels, 6, 4, dtype=torch.float64))
     assert report.folded == [] and report.unfolded == [(kept, reason)]
+    assert err < 1e-12 and count_bn(fused) == 1
+
+
+def test_a_bn1d_over_another_dim_than_the_linears_outputs_is_kept_naming_both_widths():
+    # (N, 7, 6) -> Linear(6, 5) -> (N, 7, 5): BatchNorm1d(7) normalizes dim 1, not the 5 outputs
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.bn = nn.Linear(6, 5), nn.BatchNorm1d(7)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.bn(self.fc(x))
+
+    model = randomize_bn(Net(), seed=3).eval().double()
+    err, fused, report = fold_and_compare(model, torch.randn(2, 7, 6, dtype=torch.float64))
+    assert report.folded == [] and report.unfolded == [("bn", "width mismatch with fc (5 outputs, 7 BN features)")]
     assert err < 1e-12 and count_bn(fused) == 1
 
 

@@ -129,10 +129,18 @@ def _width(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
-def _compatible(layer: nn.Module, bn: nn.Module) -> bool:
+def _mismatch(layer: nn.Module, bn: nn.Module, name: str) -> str | None:
+    """Why ``bn`` does not fold into ``layer`` (called ``name``) although it reads its output, or None."""
     if isinstance(layer, nn.Linear) and not isinstance(bn, (nn.BatchNorm1d, ScratchBatchNorm1d)):
-        return False
-    return _width(layer) == bn.num_features
+        return (f"a {type(bn).__name__} after the Linear {name}: only a BatchNorm1d, which normalizes a Linear's "
+                "features, folds into it")
+    if _width(layer) != bn.num_features:
+        return f"width mismatch with {name} ({_width(layer)} outputs, {bn.num_features} BN features)"
+    return None
+
+
+def _compatible(layer: nn.Module, bn: nn.Module) -> bool:
+    return _mismatch(layer, bn, "") is None
 
 
 def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -168,8 +176,8 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
         if calls[src.target] > 1:
             reasons[bn_name] = f"its conv {src.target} is called {calls[src.target]} times (shared)"
             continue
-        if not _compatible(src_mod, bn):
-            reasons[bn_name] = f"width mismatch with {src.target}"
+        if mismatch := _mismatch(src_mod, bn, src.target):
+            reasons[bn_name] = mismatch
             continue
         pairs.append((src.target, bn_name))
     for name, m in model.named_modules():
