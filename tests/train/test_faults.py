@@ -4,6 +4,7 @@ resuming with other settings, bad configuration. Each test names the fault and w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -648,15 +649,17 @@ def test_resume_of_a_folder_without_a_checkpoint_says_nothing_to_resume(tmp_path
                                        "(start without --resume; in Python: resume=False)\n")
 
 
-def test_a_cut_metrics_file_is_named_on_resume_with_the_epochs_it_lacks(tmp_path):
+@pytest.mark.parametrize("kept, lacking", [([1], "1"), ([0], "2"), ([], "1, 2")])
+def test_a_cut_metrics_file_is_named_on_resume_with_the_epochs_it_lacks(tmp_path, kept, lacking):
+    """The checkpoint covers epochs 1 and 2: a file cut at its end lacks the last one too."""
     out = tmp_path / "run"
     _interrupted(out, epochs=3, after_epoch=2)
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    (out / "metrics.jsonl").write_text(lines[1] + "\n")  # epoch 1's record cut away
+    (out / "metrics.jsonl").write_text("".join(lines[i] + "\n" for i in kept))  # the other records cut away
     said = []
     torch.manual_seed(0)
     train(TinyNet(), make_bundle(), _cfg(out, epochs=3, resume=True), log=said.append)
-    assert any("lacks the records of epoch(s) 1 that the checkpoint covers" in s for s in said), said
+    assert any(f"lacks the records of epoch(s) {lacking} that the checkpoint covers" in s for s in said), said
 
 
 def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_checkpoint(tmp_path):
@@ -1113,3 +1116,81 @@ def test_the_folder_fingerprint_is_taken_only_for_a_run_directory(tmp_path):
                                 val_fraction=0.25, num_workers=0))
     assert run_facts(TrainConfig(out=None), data, 1)["data"]["files"] is None
     assert len(run_facts(TrainConfig(out=str(tmp_path / "run")), data, 1)["data"]["files"]) == 16
+
+
+# Every TrainConfig field that shapes the trajectory, with another value for it. The README lists what
+# a resume may change instead ("--device, --bf16/--fp16, --channels-last, --compile, --checkpoint-segments,
+# --deterministic") and the rest only says where and how the run is written or stopped.
+_MAY_CHANGE = {"device", "bf16", "fp16", "channels_last", "compile", "checkpoint_segments", "deterministic",
+               "out", "resume", "progress", "plots", "tensorboard", "stop_after"}
+_OTHER_VALUE = {
+    "epochs": {"epochs": 4}, "lr": {"lr": 0.01}, "optimizer": {"optimizer": "adamw"}, "momentum": {"momentum": 0.5},
+    "nesterov": {"nesterov": False}, "weight_decay": {"weight_decay": 0.0}, "schedule": {"schedule": "cosine"},
+    "warmup_epochs": {"warmup_epochs": 0.5}, "label_smoothing": {"label_smoothing": 0.1},
+    "grad_clip": {"grad_clip": 1.0}, "seed": {"seed": 1}, "lr_scale": {"lr_scale": {"fc": 2.0}},
+    "max_steps_per_epoch": {"max_steps_per_epoch": 3}, "ema": {"ema": 0.9}, "lookahead": {"lookahead": 2},
+    "lookahead_alpha": {"lookahead": 2, "lookahead_alpha": 0.8}, "norm_lr_scale": {"norm_lr_scale": 2.0},
+    "progressive_resize": {"progressive_resize": 4}, "mixup": {"mixup": 0.2}, "cutmix": {"cutmix": 1.0},
+    "sam": {"sam": 0.05}, "eval_every": {"eval_every": 2},
+}
+
+
+def test_a_resume_that_changes_any_field_of_the_recipe_is_refused_naming_it_and_its_flag(tmp_path, capsys):
+    """README: "--resume continues the run with exactly the settings it was started with"; only the
+    arithmetic's settings may change. label_smoothing, grad_clip, seed, lr_scale and
+    max_steps_per_epoch were compared by no test: a resume with another of them would have trained on
+    silently. The way back names the run's value with the field's flag wherever `train` has one."""
+    from resnet_lab.cli import build_parser  # deferred: only this test reads the CLI's flags
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(_OTHER_VALUE) == fields - _MAY_CHANGE  # a new field: decide which side it is on
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    train_help = capsys.readouterr().out
+    out = tmp_path / "run"
+    _interrupted(out, epochs=3)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    saved = TrainConfig(**{"epochs": 3, "lr": 0.05})
+    for field, change in _OTHER_VALUE.items():
+        with pytest.raises(ValueError, match="cannot resume") as e:
+            _run(out, resume=True, **{"epochs": 3, **change})
+        assert f"recipe {field}: run has {getattr(saved, field)!r}, now {change[field]!r}" in str(e.value), field
+        flag = "--" + field.replace("_", "-")
+        if f"{flag} " in train_help and getattr(saved, field) is not None:
+            assert f"{flag} {getattr(saved, field)}" in str(e.value), field
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing rewritten
+    assert not _run(out, epochs=3, resume=True).interrupted  # and the run's own recipe resumes
+
+
+def test_a_refused_resume_of_a_folder_run_warm_restarts_with_its_data_dir(tmp_path):
+    """The warm restart a refusal offers is a command to run: for an image-folder run it needs
+    --data-dir (finetune --dataset folder is refused without it), as README's folder example has it."""
+    bundle = make_bundle()
+    bundle.info.name, bundle.info.source = "folder", str(tmp_path)  # the facts of an image-folder run
+    out = tmp_path / "run"
+    _run(out, epochs=2, bundle=bundle, stop_after=1)
+    with pytest.raises(ValueError, match="cannot resume") as e:
+        _run(out, epochs=3, bundle=bundle, resume=True)
+    assert f"finetune --from {out} --strategy all --dataset folder --data-dir DIR --epochs N" in str(e.value)
+
+
+def test_a_checkpoint_set_whose_files_name_other_steps_of_one_epoch_is_refused_as_inconsistent(tmp_path):
+    """model.json and train_state.pt at the same epoch but another step (an older resnet-lab killed
+    between the two writes of a mid-epoch save) are not one checkpoint: refused naming both positions,
+    as for different epochs, and nothing is written."""
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+
+    def stop(info):
+        if info["epoch"] == 1 and info["step"] == 3:
+            raise KeyboardInterrupt
+
+    assert train(TinyNet(), make_bundle(), _cfg(out), step_callbacks=[stop], log=_quiet).interrupted
+    meta = json.loads((out / "model.json").read_text())
+    assert (meta["epoch"], meta["step"]) == (0, 3)  # the reference: where the run stopped
+    (out / "model.json").write_text(json.dumps({**meta, "step": 0}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match=rf"{out} is inconsistent: model.json is at epoch 0 step 0 but "
+                                         rf"train_state.pt at epoch 0 step 3"):
+        _run(out, resume=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
