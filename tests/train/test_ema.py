@@ -159,3 +159,26 @@ def test_resume_with_a_different_recipe_option_is_refused_naming_it(tmp_path, fi
 def test_ema_outside_0_1_is_refused_naming_the_flag(value):
     with pytest.raises(ValueError, match=r"ema \(--ema\) must be a decay in \[0, 1\)"):
         TrainConfig(ema=value)
+
+
+@pytest.mark.parametrize("options, missing", [({"ema": 0.9}, "raw"), ({"lookahead": 2}, "slow"),
+                                              ({"ema": 0.9, "lookahead": 2}, "raw or slow")])
+def test_a_run_saved_before_the_recipe_recorded_ema_is_not_resumed_with_averages_it_never_kept(tmp_path, options,
+                                                                                               missing):
+    """A run from a resnet-lab whose recipe had no ema/lookahead fields is not refused by the recipe
+    comparison (a field it did not record is not compared); resumed with --ema or --lookahead, its
+    checkpoint holds neither the raw nor the slow weights: a one-line refusal naming them and the
+    way out, not a KeyError, and the command it was started with still resumes it."""
+    train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, stop_after=1))
+    state = torch.load(tmp_path / "train_state.pt", weights_only=True)
+    for key in ("ema", "lookahead", "lookahead_alpha"):
+        del state["recipe"][key]  # as a resnet-lab before these options saved it
+    torch.save(state, tmp_path / "train_state.pt")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError) as e:
+        train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, resume=True, **options))
+    assert str(e.value) == (f"the checkpoint holds no {missing} weights (it was saved without ema / lookahead); "
+                            "resume with the options the run was started with")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    hist = train(_fresh(), make_bundle(), _cfg(tmp_path, epochs=2, resume=True))
+    assert [r["epoch"] for r in hist.epochs] == [1, 2]
