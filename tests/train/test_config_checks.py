@@ -156,3 +156,42 @@ def test_a_resume_with_an_lr_one_part_in_a_million_off_is_refused_and_rounding_i
     train(_net(), make_bundle(), _quiet(epochs=2, stop_after=1, lr=0.1, out=str(run)))
     with pytest.raises(ValueError, match=r"recipe lr: run has 0\.1, now 0\.1000001"):
         train(_net(), make_bundle(), _quiet(epochs=2, lr=0.1000001, out=str(run), resume=True))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"label_smoothing": 1.0}, r"label_smoothing \(--label-smoothing\) must be in \[0, 1\), got 1.0"),
+    ({"momentum": 1.0}, r"momentum \(--momentum\) must be in \[0, 1\), got 1.0"),
+    ({"max_steps_per_epoch": 0}, r"max_steps_per_epoch must be >= 1 \(or None for whole epochs\), got 0"),
+    ({"tensorboard": True}, r"tensorboard \(--tensorboard\) writes its logs under the run directory: set out"),
+])
+def test_the_edge_of_each_documented_range_is_refused(kw, message):
+    """The open ends of the ranges the errors (and docs/TENSORBOARD.md: "--tensorboard needs --out")
+    state: label smoothing 1 trains toward uniform targets, momentum 1 never forgets a gradient, 0
+    steps an epoch trains nothing; only the values beyond them were tested."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("kw", [{"label_smoothing": 0.0}, {"momentum": 0.0}, {"max_steps_per_epoch": 1},
+                                {"epochs": 3, "stop_after": 3}, {"epochs": 2, "progressive_resize": 4},
+                                {"norm_lr_scale": 0.0}, {"lr_scale": {"fc": 0.0}},
+                                {"device": "mps"}])
+def test_the_closed_end_of_each_documented_range_is_taken(kw):
+    """stop_after "between 1 and epochs" takes epochs itself (without out too: it pauses nothing),
+    progressive_resize its minimum side (4 px), a factor of 0 "finite and >= 0" (a part trained
+    at rate 0), and each device name the error lists ("auto, cpu, cuda, cuda:N or mps": whether the
+    machine has it is checked when the run starts)."""
+    config = TrainConfig(**kw)
+    assert all(getattr(config, k) == v for k, v in kw.items())
+
+
+def test_a_factor_of_0_leaves_exactly_those_parameters_where_they_were(tmp_path):
+    """lr_scale {"fc": 0} and norm_lr_scale 0 are taken (factors "finite and >= 0"): the parameters
+    they name train at rate 0, weight decay included, while the rest move."""
+    for kw, still in (({"lr_scale": {"fc": 0.0}}, {"fc.weight", "fc.bias"}),
+                      ({"norm_lr_scale": 0.0}, {"bn.weight", "bn.bias"})):
+        net = _net()
+        before = {k: v.clone() for k, v in net.named_parameters()}
+        train(net, make_bundle(), _quiet(**kw), log=lambda s: None)
+        moved = {k for k, v in net.named_parameters() if not torch.equal(v, before[k])}
+        assert moved == set(before) - still, kw
