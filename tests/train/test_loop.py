@@ -172,6 +172,26 @@ def test_only_weights_with_two_or_more_dims_decay_and_frozen_params_are_left_out
     assert id(model.conv.weight) not in in_opt
 
 
+def test_adamw_steps_as_torchs_adamw_with_its_defaults_and_decay_on_weights_only():
+    """config.py: "AdamW has its own moment estimates (betas 0.9, 0.999)": torch's AdamW with its
+    defaults over the hand-made groups (decay on >= 2-D tensors only) is the reference, over several
+    steps so that the moments' decay rates show (one step's m / sqrt(v) is sign(g) whatever the betas)."""
+    ours, ref = _fresh(), _fresh()
+    opt = build_optimizer(ours, "adamw", lr=0.01, weight_decay=0.1)
+    params = list(ref.parameters())
+    ref_opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
+                                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        grads = [torch.randn(p.shape, generator=g) * (1 + i) for i, p in enumerate(params)]
+        for model, optimizer in ((ours, opt), (ref, ref_opt)):
+            for p, grad in zip(model.parameters(), grads):
+                p.grad = grad.clone()
+            optimizer.step()
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.parametrize("name", ["cosine", "onecycle", "step"])
 def test_schedules_follow_their_closed_forms(name):
     total, warm = 100, 10
