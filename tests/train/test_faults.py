@@ -1194,3 +1194,22 @@ def test_a_checkpoint_set_whose_files_name_other_steps_of_one_epoch_is_refused_a
                                          rf"train_state.pt at epoch 0 step 3"):
         _run(out, resume=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resumed_run_carries_on_with_the_gradient_scalers_scale(tmp_path, monkeypatch):
+    """fp16 runs on CUDA only; the scaler's save and restore is the same on any device, so an
+    enabled CPU scaler stands in for it (growing every 2 steps: its scale says how many steps it
+    has seen). A stop and a resume must end where the straight run ends, scale included."""
+    real = torch.amp.GradScaler
+
+    def enabled(device, enabled=False, **_):  # what train() builds, switched on
+        return real(device, init_scale=2.0 ** 4, growth_interval=2, enabled=True)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", enabled)
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    _run(straight, epochs=2)
+    _run(paused, epochs=2, stop_after=1)
+    _run(paused, epochs=2, resume=True)
+    scales = [torch.load(run / "train_state.pt", weights_only=True)["scaler"]["scale"] for run in (straight, paused)]
+    steps = 2 * 96 // 16  # two epochs of make_bundle's 96 images in batches of 16, no overflow at this scale
+    assert scales[0] == scales[1] == 2.0 ** (4 + steps // 2)
