@@ -193,13 +193,18 @@ def test_a_test_folder_beside_val_is_named_as_unused_in_one_warning(tmp_path):
     assert "val/ is the test split" in message and "test/ is not used" in message
 
 
+def _train_abc_and_val(root: Path, val_classes: str) -> Path:
+    """train/ with classes a, b, c (3 images each) and val/ with ``val_classes`` only (2 each)."""
+    for i, cls in enumerate("abc"):
+        save_images(root / "train" / cls, 3, seed=i)
+        if cls in val_classes:
+            save_images(root / "val" / cls, 2, seed=10 + i)
+    return root
+
+
 def test_a_val_split_without_some_classes_keeps_the_training_labels(tmp_path):
     # val/ lacks class b: its c images are still labelled c (index 2 of the training classes), not 1
-    root = tmp_path / "pets"
-    for i, cls in enumerate(("a", "b", "c")):
-        save_images(root / "train" / cls, 3, seed=i)
-    save_images(root / "val" / "a", 2, seed=10)
-    save_images(root / "val" / "c", 2, seed=12)
+    root = _train_abc_and_val(tmp_path / "pets", "ac")
     b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
     assert b.info.classes == ["a", "b", "c"]
     for split in (b.train, b.test):
@@ -238,11 +243,7 @@ def test_samples_are_sorted_by_class_then_file_name_whatever_the_directory_order
 def test_classes_keeps_a_class_that_the_val_split_lacks(tmp_path):
     # classes=[2, 0] of a, b, c: c is label 0 and a label 1; val/ has no c, so its test split is a's
     # images only, labelled 1 (a hand count), and training has both
-    root = tmp_path / "pets"
-    for i, cls in enumerate(("a", "b", "c")):
-        save_images(root / "train" / cls, 3, seed=i)
-    save_images(root / "val" / "a", 2, seed=10)
-    save_images(root / "val" / "b", 2, seed=11)
+    root = _train_abc_and_val(tmp_path / "pets", "ab")
     b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, classes=[2, 0])
     assert b.info.classes == ["c", "a"]
     assert sorted((Path(p).parent.name, label) for p, label in b.test.dataset.samples) == [("a", 1)] * 2
