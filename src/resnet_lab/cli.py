@@ -922,11 +922,10 @@ def _names_a_model(arg: str) -> bool:
             or (not path.exists() and is_weights_name(arg)))
 
 
-def cmd_predict(args) -> int:
-    images = list(args.images)
-    if args.cam and not args.onnx and args.run:
-        require_cam()  # the extra, before any prediction is made
-        cam_paths(images, args.cam)  # every map's destination, too
+def _predictions(args, images: list[str]):
+    """The predictions of predict's model on ``images``, made lazily: the ONNX file's, or the run's.
+    Refuses the combinations argparse cannot (--cam or a run beside --onnx, no run before the images);
+    with --onnx, the first image argparse put into ``run`` goes back in front of ``images``."""
     if args.cam and args.onnx:
         raise ValueError("--cam needs the PyTorch model (Grad-CAM takes gradients), not --onnx: give the run "
                          "directory instead of --onnx FILE")
@@ -938,16 +937,23 @@ def cmd_predict(args) -> int:
                              "or give the run directory instead of --onnx to predict there")
         if args.run:  # argparse put the first image into `run`
             images.insert(0, args.run)
-        results = OnnxPredictor(args.onnx).iter_predict(images, top_k=args.top_k, invert=args.invert)
-    else:
-        if not args.run:
-            given = images[0]
-            if len(images) == 1 and _names_a_model(given):
-                raise ValueError(f"no image given: add the image files after {given}, e.g. "
-                                 f"resnet-lab predict {given} shoe.png")
-            raise ValueError("give a run directory (or --onnx FILE) before the images")
-        results = iter_predictions(args.run, images, top_k=args.top_k, device=resolve_device(args.device),
-                                   invert=args.invert)
+        return OnnxPredictor(args.onnx).iter_predict(images, top_k=args.top_k, invert=args.invert)
+    if not args.run:
+        given = images[0]
+        if len(images) == 1 and _names_a_model(given):
+            raise ValueError(f"no image given: add the image files after {given}, e.g. "
+                             f"resnet-lab predict {given} shoe.png")
+        raise ValueError("give a run directory (or --onnx FILE) before the images")
+    return iter_predictions(args.run, images, top_k=args.top_k, device=resolve_device(args.device),
+                            invert=args.invert)
+
+
+def cmd_predict(args) -> int:
+    images = list(args.images)
+    if args.cam and not args.onnx and args.run:
+        require_cam()  # the extra, before any prediction is made
+        cam_paths(images, args.cam)  # every map's destination, too
+    results = _predictions(args, images)
     results, failed = _print_predictions(results, args.json)
     cams = save_cams(args.run, images, args.cam, device=resolve_device(args.device), on_error="keep",
                      invert=args.invert) if args.cam and results else []
