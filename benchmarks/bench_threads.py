@@ -1,10 +1,15 @@
 """Threads on a shared 2-core machine: a ResNet-20 training step (torch's BN, batch 128 x 1x28x28, SGD)
-with 1 and 2 torch threads and ``OMP_WAIT_POLICY`` ACTIVE and PASSIVE, on an idle machine and
-contended by one busy process that this benchmark starts itself (issue 14, item 2).
+with 1 and 2 torch threads and ``OMP_WAIT_POLICY`` ACTIVE and PASSIVE (or libgomp's ``GOMP_SPINCOUNT``:
+``--policies spin=N``), on an idle machine and contended by one busy process that this benchmark starts
+itself (issue 14, item 2).
 
 Why: with torch's default 2 OpenMP threads and one other busy process on 2 cores, each parallel
 region waits for the thread that lost its core, and threads that spin while they wait burn the
 time the other process needed; ``OMP_WAIT_POLICY=PASSIVE`` makes waiting threads sleep instead.
+Between the two, libgomp (the OpenMP runtime of torch's Linux wheels) reads ``GOMP_SPINCOUNT``: how
+many times a waiting thread polls before it sleeps (300,000, about 3 ms, when the policy is unset;
+0 with PASSIVE). ``spin=N`` sets it to N with the policy unset: a short spin may keep most of the
+idle speed of spinning and most of the contended speed of sleeping.
 The table says which setting is never much slower idle and far faster contended: the candidate for
 the CLI's default.
 
@@ -51,6 +56,7 @@ FULL = {"batch": 128, "warmup": 2, "steps": 8, "repeats": 2, "spin_size": 512}
 QUICK = {"batch": 8, "warmup": 1, "steps": 2, "repeats": 1, "spin_size": 64}
 POLICIES = ("ACTIVE", "PASSIVE")
 UNSET = "unset"  # a policy choice: leave OMP_WAIT_POLICY out of the environment (the OpenMP runtime's default)
+SPIN = "spin="  # a policy choice spin=N: OMP_WAIT_POLICY unset, GOMP_SPINCOUNT=N (libgomp's polls before sleeping)
 RESULT = "RESULT "  # prefix of the child's one output line for the parent
 CHILD_TIMEOUT_S = 30 * 60  # a contended 2-thread ACTIVE step can take 10x longer than an idle one
 SPIN_LIMIT_S = 60 * 60  # the competitor exits on its own after this long, should nobody stop it
@@ -61,7 +67,8 @@ CHILD_ENV = "RESNET_LAB_BENCH_THREADS_CHILD"
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration: torch threads, OMP_WAIT_POLICY (or :data:`UNSET`), contended or idle."""
+    """One configuration: torch threads, OMP_WAIT_POLICY (or :data:`UNSET`, or ``spin=N``: unset with
+    ``GOMP_SPINCOUNT=N``), contended or idle."""
 
     threads: int
     policy: str
@@ -71,12 +78,20 @@ class Config:
     def label(self) -> str:
         return f"{'contended' if self.contended else 'idle'}, {self.threads} thread(s), {self.policy}"
 
+    @property
+    def setting(self) -> str:
+        """The waiting setting as the table shows it."""
+        return f"GOMP_SPINCOUNT={self.policy[len(SPIN):]}" if self.policy.startswith(SPIN) else self.policy
+
     def env(self) -> dict[str, str]:
-        """The child's environment: set before its torch loads, as OpenMP requires."""
-        env = {k: v for k, v in os.environ.items() if not (self.policy == UNSET and k == "OMP_WAIT_POLICY")}
+        """The child's environment: set before its torch loads, as OpenMP requires. A spin count of the
+        caller's own environment is left out (it would override every policy's)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         env["OMP_NUM_THREADS"] = str(self.threads)
         env[CHILD_ENV] = "1"
-        if self.policy != UNSET:
+        if self.policy.startswith(SPIN):
+            env["GOMP_SPINCOUNT"] = self.policy[len(SPIN):]
+        elif self.policy != UNSET:
             env["OMP_WAIT_POLICY"] = self.policy
         return env
 
@@ -192,9 +207,9 @@ def results_table(stats: dict[Config, tuple[float, float, float]], quiet: dict[C
     rows = []
     for c, (med, lo, hi) in stats.items():
         ok = all(q.quiet for q in quiet.get(c, []))
-        rows.append([c.label.split(",")[0], c.threads, c.policy, f"{med:.3f}", f"{lo:.3f}-{hi:.3f}",
+        rows.append([c.label.split(",")[0], c.threads, c.setting, f"{med:.3f}", f"{lo:.3f}-{hi:.3f}",
                      "1.00x (baseline)" if c == first else f"**{med / base:.2f}x**", "yes" if ok else "**INVALID**"])
-    return markdown_table(["machine", "torch threads", "OMP_WAIT_POLICY", "s per step (median)", "fastest-slowest",
+    return markdown_table(["machine", "torch threads", "OMP_WAIT_POLICY (or spin count)", "s per step (median)", "fastest-slowest",
                            "time vs 1 thread idle", "quiet"], rows)
 
 
@@ -236,8 +251,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         f"multiplying {size['spin_size']}x{size['spin_size']} float32 matrices without pause (the other user of a "
         "shared 2-core machine). 'time vs 1 thread idle' is the median step time over that of the first row; "
         "'fastest-slowest' spans every timed step of every repeat. OMP_WAIT_POLICY=ACTIVE keeps waiting OpenMP "
-        "threads spinning on their core, PASSIVE puts them to sleep; it must be set before torch loads, hence a "
-        "process per configuration.\n"
+        "threads spinning on their core, PASSIVE puts them to sleep; GOMP_SPINCOUNT=N (policy unset) lets them poll "
+        "N times, then sleep (libgomp's default with the policy unset: 300,000). Both must be set before torch loads, "
+        "hence a process per configuration.\n"
     )
     return Section("7. Threads and OMP_WAIT_POLICY, idle and contended", machine_block(command, started, checks, machine)
                    + "\n" + body, checks=checks, quick=args.quick)
@@ -250,6 +266,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fail(f"--policies names {', '.join(twice)} more than once: give each policy once (--repeats N runs "
              "every configuration N times)")
     return args
+
+
+def _policy(text: str) -> str:
+    """A --policies value: ACTIVE, PASSIVE, unset or spin=N with N a whole number >= 0."""
+    count = text[len(SPIN):] if text.startswith(SPIN) else None
+    if text in (*POLICIES, UNSET) or (count is not None and count.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a policy: give ACTIVE, PASSIVE, {UNSET} or {SPIN}N with N a "
+                                     f"whole number (e.g. {SPIN}10000)")
 
 
 def build_parser(child: bool | None = None) -> argparse.ArgumentParser:
@@ -265,8 +290,9 @@ def build_parser(child: bool | None = None) -> argparse.ArgumentParser:
                    help=f"processes per configuration (default {FULL['repeats']}, --quick {QUICK['repeats']})")
     p.add_argument("--steps", type=at_most(MAX_STEPS), default=None,
                    help=f"timed steps per process (default {FULL['steps']}, --quick {QUICK['steps']})")
-    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=[*POLICIES, UNSET],
-                   help=f"OMP_WAIT_POLICY values to compare (default: ACTIVE PASSIVE; '{UNSET}': the runtime's default)")
+    p.add_argument("--policies", nargs="+", default=list(POLICIES), type=_policy, metavar="POLICY",
+                   help=f"OMP_WAIT_POLICY values to compare: ACTIVE, PASSIVE, '{UNSET}' (the runtime's default) or "
+                        f"'{SPIN}N' (unset, with GOMP_SPINCOUNT=N) (default: ACTIVE PASSIVE)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'threads' block is written (when quiet)")
     add_quiet_args(p)
     if not child:

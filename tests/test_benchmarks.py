@@ -5,6 +5,7 @@ peer_torchvision.py that can be checked without measuring anything. Nothing here
 import argparse
 import dataclasses
 import gzip
+import importlib.util
 import json
 import math
 import os
@@ -571,6 +572,45 @@ def test_each_configuration_sets_its_openmp_environment_for_the_child(monkeypatc
     env = bench_threads.Config(2, "PASSIVE", True).env()
     assert env["OMP_NUM_THREADS"] == "2" and env["OMP_WAIT_POLICY"] == "PASSIVE"
     assert "OMP_WAIT_POLICY" not in bench_threads.Config(1, bench_threads.UNSET, False).env()
+
+
+def _libgomp_spin_count(env: dict[str, str]) -> str | None:
+    """The spin count libgomp itself reports (OMP_DISPLAY_ENV) when it loads in a process with ``env``;
+    None where torch ships another OpenMP runtime."""
+    spec = importlib.util.find_spec("torch")
+    libs = [lib for d in spec.submodule_search_locations for folder in (Path(d) / "lib", Path(d).parent / "torch.libs")
+            for lib in sorted(folder.glob("libgomp*.so*"))]
+    if not libs:
+        return None
+    code = f"import ctypes; ctypes.CDLL({str(libs[0])!r})"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_DISPLAY_ENV": "VERBOSE"},
+                         capture_output=True, text=True, timeout=60)
+    found = re.search(r"GOMP_SPINCOUNT = '(\d+)'", out.stdout + out.stderr)
+    return found.group(1) if found else None
+
+
+def test_a_spin_count_policy_reaches_libgomp_and_a_callers_own_spin_count_does_not(monkeypatch):
+    monkeypatch.setenv("GOMP_SPINCOUNT", "77")  # the caller's: it would override every policy's waiting
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    spin = bench_threads.Config(2, "spin=1234", True)
+    assert "OMP_WAIT_POLICY" not in spin.env() and spin.setting == "GOMP_SPINCOUNT=1234"
+    assert "GOMP_SPINCOUNT" not in bench_threads.Config(2, "PASSIVE", False).env()
+    if _libgomp_spin_count(spin.env()) is None:
+        pytest.skip("torch's OpenMP runtime here is not libgomp")
+    assert _libgomp_spin_count(spin.env()) == "1234"
+    assert _libgomp_spin_count(bench_threads.Config(2, bench_threads.UNSET, False).env()) == "300000"  # its default
+    assert _libgomp_spin_count(bench_threads.Config(2, "PASSIVE", False).env()) == "0"
+
+
+@pytest.mark.parametrize("bad", ["spin=", "spin=-5", "spin=1e4", "BUSY", "passive"])
+def test_bench_threads_refuses_a_policy_it_cannot_set_in_one_line(bad, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_threads.parse_args(["--policies", "unset", bad])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]  # argparse's usage, then its one error line
+    assert e.value.code == 2 and "Traceback" not in err and "error: argument --policies" in line
+    assert repr(bad) in line and "spin=N" in line
+    assert bench_threads.parse_args(["--policies", "spin=0", "spin=30000"]).policies == ["spin=0", "spin=30000"]
 
 
 def test_threads_table_gives_the_median_step_and_its_ratio_to_one_thread_idle():
