@@ -360,6 +360,36 @@ def test_an_ensemble_averages_the_probabilities_of_its_models():
         evaluate([], [(x, y)], num_classes=4)
 
 
+def _constant_model(logits: list[float]) -> torch.nn.Module:
+    """A model that gives every image the same ``logits``."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, len(logits)))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor(logits))
+    return model
+
+
+def test_an_ensemble_predicts_the_class_of_the_highest_averaged_probability_not_of_the_averaged_logits():
+    """Hand-computed: softmax([0, 3, -9]) = [.047, .953, 0] and softmax([0, -9, 3.5]) = [.029, 0, .971]
+    average to [.038, .476, .486], so class 2; their averaged logits [0, -3, -2.75] would name class 0."""
+    models = [_constant_model([0.0, 3.0, -9.0]), _constant_model([0.0, -9.0, 3.5])]
+    x, y = torch.randn(5, 1, 3, 4), torch.full((5,), 2)
+    assert [evaluate(m, [(x, y)], num_classes=3)["acc"] for m in models] == [0.0, 1.0]
+    ev = evaluate(models, [(x, y)], num_classes=3)
+    assert ev["acc"] == 1.0 and ev["confusion"][2, 2] == 5
+
+
+def test_evaluate_on_a_loader_that_yields_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="evaluation loader yielded no samples"):
+        evaluate(_constant_model([0.0, 1.0, 2.0]), [], num_classes=3)
+
+
+def test_an_epochs_images_per_second_is_its_training_images_over_its_training_seconds():
+    history = train(TinyNet(), make_bundle(n_train=96, batch_size=16), _cfg(epochs=2), log=lambda s: None)
+    for record in history.epochs:  # 6 full batches of 16 an epoch
+        assert record["images_per_second"] * record["train_seconds"] == pytest.approx(96)
+
+
 def test_the_first_evaluated_epoch_is_the_best_even_at_zero_accuracy(tmp_path):
     """best.safetensors must exist once an epoch was evaluated: a run at 0% (a fine-tune on
     unseen classes can start there) used to never write it, and evaluate --best then failed."""
