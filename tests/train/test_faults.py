@@ -185,6 +185,27 @@ def test_an_epoch_not_evaluated_whose_finite_model_overflows_in_eval_mode_is_not
     assert [r["epoch"] for r in history.epochs] == [1, 2, 3]
 
 
+def test_an_epoch_not_evaluated_whose_model_overflows_in_one_output_of_several_is_not_saved(tmp_path):
+    """One class's logit at inf is enough to spoil the model's probabilities: channel 0's BN mean at
+    -1e36 leaves its pooled feature finite (~1e36) and the other logits finite (weight 1), but class
+    0's weight of 1e3 takes its logit past float32's 3.4e38."""
+    out, model = tmp_path / "run", TinyNet()
+
+    def inflate(info):  # after epoch 1's last step (6 of 96 / 16)
+        if info["epoch"] == 1 and info["step"] == 6:
+            with torch.no_grad():
+                model.bn.running_mean[0] = -1e36
+                model.fc.weight[:, 0] = torch.tensor([1e3, 1.0, 1.0])
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match="the model in eval mode gives non-finite outputs"):
+        train(model, make_bundle(), _cfg(out, epochs=3, eval_every=3), step_callbacks=[inflate], log=_quiet)
+    assert not (out / "model.safetensors").exists()
+    with torch.no_grad():  # as the test set would see it: class 0 overflows, the others do not
+        logits = model.eval()(make_bundle().test.x)
+    assert torch.isinf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
+
+
 def test_cli_run_with_a_huge_lr_exits_nonzero_and_never_saves_nonfinite_weights(tmp_path, capsys):
     from resnet_lab.cli import main
 
@@ -446,6 +467,32 @@ def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path):
     train(model, make_bundle(n_train=12, batch_size=1), _cfg(tmp_path / "run", epochs=1),
           step_callbacks=[lambda info: steps.append(info["step"])], log=_quiet)
     assert steps == list(range(1, 13))
+
+
+def _with_train_batches(sizes: list[int]):
+    """make_bundle's data, its training loader replaced by unshuffled batches of these sizes (a
+    plain list: no batch_size for train to check up front)."""
+    bundle = make_bundle()
+    x, y, ends = bundle.train.x, bundle.train.y, [sum(sizes[:i + 1]) for i in range(len(sizes))]
+    bundle.train = [(x[end - n:end], y[end - n:end]) for n, end in zip(sizes, ends)]
+    return bundle
+
+
+def test_a_lone_last_sample_is_skipped_by_a_model_with_batch_norm():
+    """A batch of one has no batch statistics (BatchNorm1d refuses it in training): the loop skips it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    steps = []
+    train(model, _with_train_batches([16, 16, 1]), TrainConfig(epochs=2, lr=0.05, progress=False, plots=False, device="cpu"),
+          step_callbacks=[lambda info: steps.append((info["epoch"], info["step"]))], log=_quiet)
+    assert steps == [(1, 1), (1, 2), (2, 1), (2, 2)]
+
+
+def test_an_epoch_whose_batches_all_have_one_sample_is_refused_not_finished_without_a_step(tmp_path):
+    with pytest.raises(ValueError, match="epoch 1 made no optimizer step: every batch had fewer than 2 samples"):
+        _run(tmp_path / "run", epochs=1, bundle=_with_train_batches([1, 1, 1]))
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_checkpoint_segments_on_a_model_without_support_is_an_error_not_a_no_op(tmp_path):
@@ -745,6 +792,24 @@ def test_under_torchrun_only_rank_0_announces_the_stop_but_every_rank_stops(caps
             stop.check()
 
 
+@pytest.mark.parametrize("during, saved_at", [("step", (0, 2)), ("epoch", (1, 0))])
+def test_a_ctrl_c_stops_at_the_next_step_boundary_and_saves_that_position(tmp_path, during, saved_at):
+    """README: Ctrl-C stops at the next step boundary and saves the exact position. One that comes
+    while step 2's callbacks run saves epoch 1 at step 2; one while epoch 1 ends (its evaluation,
+    checkpoint and callbacks) saves the end of epoch 1, before any step of epoch 2."""
+    def ctrl_c(info):
+        if info["epoch"] == 1 and info.get("step", 2) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    hooks = {"step_callbacks": [ctrl_c]} if during == "step" else {"callbacks": [ctrl_c]}
+    history = train(TinyNet(), make_bundle(), _cfg(out, epochs=3), log=_quiet, **hooks)
+    assert history.interrupted
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert (int(state["epoch"]), int(state["step"])) == saved_at
+
+
 @pytest.mark.parametrize("epoch_of_second_stop", [1, 2])
 def test_a_second_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path, epoch_of_second_stop):
     from resnet_lab.train import loop
@@ -869,6 +934,16 @@ def test_a_stop_after_the_run_has_passed_says_the_run_trains_on_to_its_end(tmp_p
     torch.manual_seed(0)
     h = train(TinyNet(), make_bundle(), _cfg(out2, epochs=4, resume=True, stop_after=3), log=said.append)
     assert [r["epoch"] for r in h.epochs] == [1, 2, 3] and not any("earlier session" in line for line in said)
+
+
+def test_a_stop_after_of_the_runs_last_epoch_finishes_the_run_without_a_pause(tmp_path):
+    """stop_after may equal epochs (TrainConfig allows 1 to epochs): the run then simply ends; a
+    "paused ... continue with --resume" line would send the user to a resume that has nothing left."""
+    said = []
+    torch.manual_seed(0)
+    h = train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", epochs=2, stop_after=2), log=said.append)
+    assert [r["epoch"] for r in h.epochs] == [1, 2] and not h.interrupted
+    assert not any("paused" in line or "--resume" in line for line in said), said
 
 
 def test_under_torchrun_the_forwarded_echo_of_a_ctrl_c_is_not_a_second_one(monkeypatch):
