@@ -454,9 +454,12 @@ def test_train_config_refuses_values_that_would_silently_corrupt_training(kw, me
         TrainConfig(**kw)
 
 
-def test_batch_size_1_with_batch_norm_is_refused_with_the_reason(tmp_path):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_batch_size_1_with_batch_norm_is_refused_with_the_reason(tmp_path, mode):
+    """Also for a model handed over in eval mode (after an evaluate, say): training puts it in train mode."""
+    model = TinyNet().train(mode == "train")
     with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization.*--norm group"):
-        _run(tmp_path / "run", epochs=1, bundle=make_bundle(batch_size=1))
+        _run(tmp_path / "run", epochs=1, model=model, bundle=make_bundle(batch_size=1))
 
 
 def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path):
@@ -792,22 +795,58 @@ def test_under_torchrun_only_rank_0_announces_the_stop_but_every_rank_stops(caps
             stop.check()
 
 
+def _ctrl_c_at(epoch: int, step: int):
+    """A step or epoch callback that sends this process a real SIGINT (as Ctrl-C does) at ``epoch``'s
+    ``step`` (an epoch's record, which has no step, counts as any step)."""
+    def ctrl_c(info):
+        if info["epoch"] == epoch and info.get("step", step) == step:
+            os.kill(os.getpid(), signal.SIGINT)
+    return ctrl_c
+
+
 @pytest.mark.parametrize("during, saved_at", [("step", (0, 2)), ("epoch", (1, 0))])
 def test_a_ctrl_c_stops_at_the_next_step_boundary_and_saves_that_position(tmp_path, during, saved_at):
     """README: Ctrl-C stops at the next step boundary and saves the exact position. One that comes
     while step 2's callbacks run saves epoch 1 at step 2; one while epoch 1 ends (its evaluation,
     checkpoint and callbacks) saves the end of epoch 1, before any step of epoch 2."""
-    def ctrl_c(info):
-        if info["epoch"] == 1 and info.get("step", 2) == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-
     out = tmp_path / "run"
     torch.manual_seed(0)
-    hooks = {"step_callbacks": [ctrl_c]} if during == "step" else {"callbacks": [ctrl_c]}
+    hooks = {"step_callbacks" if during == "step" else "callbacks": [_ctrl_c_at(epoch=1, step=2)]}
     history = train(TinyNet(), make_bundle(), _cfg(out, epochs=3), log=_quiet, **hooks)
     assert history.interrupted
     state = torch.load(out / "train_state.pt", weights_only=True)
     assert (int(state["epoch"]), int(state["step"])) == saved_at
+
+
+def test_a_ctrl_c_without_out_promises_no_save_and_train_gives_the_callers_handlers_back(capsys):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    said = []
+    torch.manual_seed(0)
+    history = train(TinyNet(), make_bundle(), TrainConfig(epochs=2, lr=0.05, progress=False, plots=False,
+                                                          device="cpu"),
+                    step_callbacks=[_ctrl_c_at(epoch=1, step=2)], log=said.append)
+    err = capsys.readouterr().err
+    assert history.interrupted and "stopping after the current step (Ctrl-C again" in err and "saving" not in err
+    assert [line.strip() for line in said if "interrupted" in line] == ["interrupted (no --out, nothing saved)"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_ctrl_c_after_a_step_that_left_nan_weights_saves_nothing_and_keeps_the_last_checkpoint(tmp_path):
+    """A soft stop saves the position it reached, but never non-finite weights (module docstring:
+    the last good checkpoint stays): here a NaN lands in the weights at epoch 2's step 2."""
+    out, model, said = tmp_path / "run", TinyNet(), []
+
+    def nan_then_stop(info):
+        if info["epoch"] == 2 and info["step"] == 2:
+            with torch.no_grad():
+                model.conv.weight[0].fill_(float("nan"))
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    assert train(model, make_bundle(), _cfg(out, epochs=3), step_callbacks=[nan_then_stop], log=said.append).interrupted
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert (int(state["epoch"]), int(state["step"])) == (1, 0) and _all_finite(out / "model.safetensors")
+    assert any("nothing of epoch 2 was saved (the last checkpoint is kept" in line for line in said), said
 
 
 @pytest.mark.parametrize("epoch_of_second_stop", [1, 2])

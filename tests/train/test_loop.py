@@ -759,11 +759,14 @@ def test_train_draws_its_bar_on_a_terminal_and_none_into_a_file(capsys):
     assert "\r" not in capsys.readouterr().err
 
 
-def test_a_pause_of_stop_after_says_where_the_run_stands_in_one_line(tmp_path):
+@pytest.mark.parametrize("eval_every", [1, 3])
+def test_a_pause_of_stop_after_says_where_the_run_stands_in_one_line(tmp_path, eval_every):
+    """With eval_every 3 neither epoch before the pause was evaluated: no best accuracy (not 0.00%)."""
     lines = []
     config = TrainConfig(epochs=3, lr=0.05, stop_after=2, out=str(tmp_path / "run"), progress=False, plots=False,
-                         device="cpu")
+                         device="cpu", eval_every=eval_every)
     history = train(TinyNet(), make_bundle(), config, log=lines.append)
     told = [line for line in lines if "after epoch 2" in line]
-    assert told == [f"paused after epoch 2 of 3: best test accuracy {100 * history.best_acc:.2f}% so far; continue "
-                    "with the same command and --resume (in Python: resume=True)"]
+    best = f"best test accuracy {100 * history.best_acc:.2f}% so far" if eval_every == 1 else "no epoch evaluated yet"
+    assert told == [f"paused after epoch 2 of 3: {best}; continue with the same command and --resume (in Python: "
+                    "resume=True)"]
