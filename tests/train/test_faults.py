@@ -462,9 +462,17 @@ def test_batch_size_1_with_batch_norm_is_refused_with_the_reason(tmp_path, mode)
         _run(tmp_path / "run", epochs=1, model=model, bundle=make_bundle(batch_size=1))
 
 
-def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path):
+@pytest.mark.parametrize("norm", ["group", "frozen batch"])
+def test_batch_size_1_without_batch_norm_trains_every_sample(tmp_path, norm):
+    """Also with a BN layer that freeze() locked in eval mode (a fine-tune's frozen backbone): it
+    normalizes with its running statistics, so one sample is enough."""
+    from resnet_lab.transfer import freeze
+
     model = TinyNet()
-    model.bn = torch.nn.GroupNorm(2, 8)
+    if norm == "group":
+        model.bn = torch.nn.GroupNorm(2, 8)
+    else:
+        assert freeze(model, ["fc.weight", "fc.bias"]).eval_norms == ["bn"]
     steps = []
     torch.manual_seed(0)
     train(model, make_bundle(n_train=12, batch_size=1), _cfg(tmp_path / "run", epochs=1),
