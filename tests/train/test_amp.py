@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet_lab.cli import main
-from resnet_lab.train import TrainConfig, train, train_one_epoch
+from resnet_lab.train import TrainConfig, evaluate, train, train_one_epoch
 from resnet_lab.train.optim import build_optimizer, build_scheduler
 from tinytrain import TinyNet, make_bundle
 
@@ -96,3 +96,14 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_loaded_or_printed(tmp_path,
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: --fp16 ") and "use --bf16" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_evaluate_with_bf16_runs_the_model_under_torchs_bfloat16_autocast():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
+    x, y = 4 * torch.randn(32, 1, 6, 6), torch.randint(0, 3, (32,))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = torch.nn.functional.cross_entropy(model(x).float(), y)
+    ev = evaluate(model, [(x[:20], y[:20]), (x[20:], y[20:])], num_classes=3, bf16=True)
+    assert ev["loss"] == pytest.approx(float(want), rel=1e-6)
+    assert ev["loss"] != pytest.approx(evaluate(model, [(x, y)], num_classes=3)["loss"], rel=1e-5)  # bf16 did round
