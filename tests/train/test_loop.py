@@ -647,6 +647,25 @@ def test_the_callers_rng_state_is_back_after_train(tmp_path, how):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def test_a_model_handed_over_in_eval_mode_trains_as_one_in_train_mode():
+    """An evaluated model is in eval mode; train must still train it in train mode (batch statistics,
+    dropout), as the same model handed over in train mode."""
+    in_train, in_eval = _fresh(), _fresh().eval()
+    for model in (in_train, in_eval):
+        train(model, make_bundle(), _cfg(epochs=1), log=lambda s: None)
+    for (k, a), b in zip(in_train.state_dict().items(), in_eval.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_a_bf16_runs_epochs_are_evaluated_under_the_same_autocast():
+    """docs/REPORT.md: a --bf16 run's own evaluation ran under the same autocast (evaluate's bf16)."""
+    model, data = _fresh(), make_bundle()
+    history = train(model, data, _cfg(epochs=1, bf16=True), log=lambda s: None)
+    ev = {bf16: evaluate(model, data.test, num_classes=3, bf16=bf16)["loss"] for bf16 in (True, False)}
+    assert history.last["test_loss"] == pytest.approx(ev[True], rel=1e-9)
+    assert history.last["test_loss"] != pytest.approx(ev[False], rel=1e-6)
+
+
 def test_train_gives_the_same_weights_whatever_the_callers_rng_state():
     """Restoring the caller's RNG afterwards keeps the run itself seeded by config.seed alone
     (TinyNet's dropout draws from the global RNG while it trains)."""
