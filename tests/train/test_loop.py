@@ -273,14 +273,16 @@ def test_mid_epoch_resume_with_the_in_memory_loader_matches_uninterrupted_run(tm
         assert torch.equal(a, b), k
 
 
-def test_infinite_gradient_with_clipping_stops_instead_of_writing_nan_weights(tmp_path):
+@pytest.mark.parametrize("kw", [{"grad_clip": 1.0}, {"sam": 0.05}])
+def test_an_infinite_gradient_with_clipping_or_sam_stops_instead_of_writing_nan_weights(tmp_path, kw):
+    """With clipping, or with SAM (whose ascent is scaled by the gradient's norm): the norm is named."""
     def blow_up(module, grad_in, grad_out):  # an inf gradient enters the conv, as in a 1000-layer plain net
         return (torch.full_like(grad_in[0], float("inf")),) if grad_in[0] is not None else grad_in
 
     model = _fresh()
     model.bn.register_full_backward_hook(blow_up)
     with pytest.raises(TrainingDiverged, match=r"gradient norm became .* at epoch 1, step 1"):
-        train(model, make_bundle(), _cfg(tmp_path, grad_clip=1.0))
+        train(model, make_bundle(), _cfg(tmp_path, **kw))
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -382,6 +384,15 @@ def test_an_ensemble_predicts_the_class_of_the_highest_averaged_probability_not_
 def test_evaluate_on_a_loader_that_yields_nothing_is_a_clear_error():
     with pytest.raises(ValueError, match="evaluation loader yielded no samples"):
         evaluate(_constant_model([0.0, 1.0, 2.0]), [], num_classes=3)
+
+
+@pytest.mark.parametrize("epoch, left", [(1, "left ~3:00"), (2, "left ~1:30"), (3, "left ~0:00")])
+def test_the_epoch_line_says_the_time_left_for_the_epochs_still_to_train(epoch, left):
+    """Each epoch still to come takes as long as this one's training did: 90 s each, out of 3."""
+    from resnet_lab.train.loop import History, _epoch_line
+
+    record = {"epoch": epoch, "train_loss": 0.5, "train_acc": 0.8, "images_per_second": 100.0, "train_seconds": 90.0}
+    assert _epoch_line(record, _cfg(epochs=3, eval_every=3), History()).endswith(left)
 
 
 def test_an_epochs_images_per_second_is_its_training_images_over_its_training_seconds():
