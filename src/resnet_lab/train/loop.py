@@ -980,7 +980,7 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
         overflows = float(flag) > 0  # in every process alike, so that all stop together
     # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
     _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out, config.grad_clip,
-                  history.best_epoch, loss_name="test loss" if ev else "training loss", eval_overflows=overflows)
+                  loss_name="test loss" if ev else "training loss", eval_overflows=overflows)
     record = {
         "epoch": epoch + 1,
         "train_loss": float(loss_sum) / seen,
@@ -1022,7 +1022,7 @@ def _diverged_hint(grad_clip: float | None, sam: float = 0.0) -> str:
 
 
 def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir: str | None,
-                  grad_clip: float | None, best_epoch: int, loss_name: str = "test loss",
+                  grad_clip: float | None, loss_name: str = "test loss",
                   eval_overflows: bool = False) -> None:
     """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite loss (``loss_name``: the
     test loss, or the training loss of an epoch not evaluated), weights or BN statistics, or (an epoch
