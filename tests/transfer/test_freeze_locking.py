@@ -1,0 +1,96 @@
+"""Which norm layers :func:`freeze` locks, and when: at once, again on a second call, and only when
+every parameter of their own is frozen (its docstring). The reference for a locked layer is
+torch's own BatchNorm2d in eval mode; for one that trains, torch's BatchNorm2d in training mode on
+the same input."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from resnet_lab.transfer import freeze
+
+
+def _net() -> nn.Sequential:
+    """Two conv + BN blocks and a Linear; BN modules ``0.1`` and ``1.1``, with running statistics
+    and an affine scale and shift away from the identity."""
+    torch.manual_seed(0)
+
+    def block(cin):
+        bn = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+        return nn.Sequential(nn.Conv2d(cin, 4, 3, padding=1), bn, nn.ReLU())
+
+    return nn.Sequential(block(2), block(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+
+def _reference_bn(bn: nn.BatchNorm2d, training: bool) -> nn.BatchNorm2d:
+    """A fresh torch BatchNorm2d holding ``bn``'s parameters and statistics as they are now."""
+    ref = nn.BatchNorm2d(bn.num_features)
+    ref.load_state_dict(bn.state_dict())
+    return ref.train(training)
+
+
+def _check_bn_step(model: nn.Sequential, x: torch.Tensor, locked: set[str]) -> None:
+    """One forward of ``model`` in the mode it is in: each BN in ``locked`` normalizes with its running
+    statistics and keeps them bit-identical; each other BN moves them as torch's training BN does."""
+    inputs, refs = {}, {}
+
+    def keep(name):
+        def hook(module, args, out):
+            inputs[name] = (args[0].detach(), out.detach())
+        return hook
+
+    for name in ("0.1", "1.1"):
+        bn = model.get_submodule(name)
+        refs[name] = _reference_bn(bn, training=name not in locked)
+        bn.register_forward_hook(keep(name))
+    model(x)
+    for name, ref in refs.items():
+        bn = model.get_submodule(name)
+        h, out = inputs[name]
+        with torch.no_grad():
+            want = ref(h)
+        assert torch.allclose(out, want, atol=1e-6), name
+        for key in ("running_mean", "running_var", "num_batches_tracked"):
+            assert torch.equal(getattr(bn, key), getattr(ref, key)), f"{name}.{key}"
+        moved = not torch.equal(bn.running_mean, _net().get_submodule(name).running_mean)
+        assert moved is (name not in locked), f"{name} running_mean moved: {moved}"
+
+
+X = torch.randn(8, 2, 6, 6) * 3 + 1  # statistics far from the running ones
+
+
+def test_freeze_locks_a_frozen_bn_at_once_in_a_model_left_in_training_mode():
+    """A model frozen while in training mode and run before any later ``model.train()`` (a loop of
+    one's own, a forward to look at features): its frozen BN must already normalize with, and keep,
+    its running statistics."""
+    model = _net().train()
+    report = freeze(model, ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias", "4.weight", "4.bias"])
+    assert report.eval_norms == ["0.1"]
+    assert model.training and not model[0][1].training and model[1][1].training
+    _check_bn_step(model, X, locked={"0.1"})
+
+
+def test_freezing_again_with_more_to_train_unlocks_the_norms_that_now_train():
+    """A second freeze (the head alone first, then the last block too) starts from the model as
+    given, not from the earlier lock: the BN of the block that now trains moves its statistics."""
+    model = _net()
+    assert freeze(model, ["4.weight", "4.bias"]).eval_norms == ["0.1", "1.1"]
+    report = freeze(model, ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias", "4.weight", "4.bias"])
+    assert report.eval_norms == ["0.1"]
+    model.train()
+    _check_bn_step(model, X, locked={"0.1"})
+
+
+def test_a_bn_with_one_of_its_own_parameters_training_is_not_locked():
+    """Only a norm layer whose own parameters are *all* frozen is locked (freeze's docstring): a BN
+    whose scale trains while its shift is frozen is training, and normalizes with batch statistics."""
+    model = _net()
+    report = freeze(model, ["1.1.weight", "4.weight", "4.bias"])
+    assert report.eval_norms == ["0.1"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["1.1.weight", "4.weight", "4.bias"]
+    model.train()
+    _check_bn_step(model, X, locked={"0.1"})
