@@ -5,6 +5,7 @@ the same input."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -94,3 +95,14 @@ def test_a_bn_with_one_of_its_own_parameters_training_is_not_locked():
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["1.1.weight", "4.weight", "4.bias"]
     model.train()
     _check_bn_step(model, X, locked={"0.1"})
+
+
+def test_a_misspelled_trainable_name_is_refused_naming_it_and_freezes_nothing():
+    """A typo in a name kept trainable would otherwise freeze that parameter too, silently: the
+    refusal names it and the model is left as given (every parameter trainable, nothing locked)."""
+
+    model = _net()
+    with pytest.raises(ValueError, match=r"cannot keep \['4\.wieght'\] trainable: no such parameter in Sequential"):
+        freeze(model, ["4.wieght", "4.bias"])
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any("train" in m.__dict__ for m in model.modules())
