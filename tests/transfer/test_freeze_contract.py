@@ -1,7 +1,7 @@
-"""Which norm layers :func:`freeze` locks, and when: at once, again on a second call, and only when
-every parameter of their own is frozen (its docstring). The reference for a locked layer is
-torch's own BatchNorm2d in eval mode; for one that trains, torch's BatchNorm2d in training mode on
-the same input."""
+"""What :func:`freeze` and the unfreeze point promise in their docstrings: which norm layers are
+locked, and when (at once, again on a second call, only when every parameter of their own is
+frozen), which names are refused. The reference for a locked layer is torch's own BatchNorm2d in
+eval mode; for one that trains, torch's BatchNorm2d in training mode on the same input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_lab.transfer import freeze
+from resnet_lab.transfer import freeze, load_source, transfer_model
 
 
 def _net() -> nn.Sequential:
@@ -93,6 +93,7 @@ def test_a_bn_with_one_of_its_own_parameters_training_is_not_locked():
     report = freeze(model, ["1.1.weight", "4.weight", "4.bias"])
     assert report.eval_norms == ["0.1"]
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["1.1.weight", "4.weight", "4.bias"]
+    assert report.trainable_names == ["1.1.weight", "4.weight", "4.bias"]
     model.train()
     _check_bn_step(model, X, locked={"0.1"})
 
@@ -106,3 +107,19 @@ def test_a_misspelled_trainable_name_is_refused_naming_it_and_freezes_nothing():
         freeze(model, ["4.wieght", "4.bias"])
     assert all(p.requires_grad for p in model.parameters())
     assert not any("train" in m.__dict__ for m in model.modules())
+
+
+def test_an_unfreeze_point_without_parameters_is_refused_listing_the_stages(resnet8_run):
+    """``--unfreeze-from avgpool`` (a module, but one without parameters) is refused as a name that is
+    no module at all is, with the stages to choose from, instead of failing inside the search for its
+    first parameter."""
+    source = load_source(resnet8_run)
+    for name in ("avgpool", "layer1.0.relu"):
+        with pytest.raises(ValueError) as e:
+            transfer_model(source, "last", num_classes=3, unfreeze_from=name)
+        assert str(e.value) == (f"--unfreeze-from {name!r} is not a module with parameters of CifarResNet; expected "
+                                "one of conv1, bn1, layer1, layer2, layer3, fc (or a sub-module such as layer3.0)")
+    model, plan = transfer_model(source, "last", num_classes=3, unfreeze_from="layer3.0")  # the way out works
+    assert plan.unfreeze_from == "layer3.0"
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        {n for n, _ in model.named_parameters() if n.startswith(("layer3.", "fc."))}
