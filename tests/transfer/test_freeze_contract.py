@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_lab.transfer import freeze, load_source, transfer_model
+from resnet_lab.transfer import freeze, load_source, transfer_model, unfreeze
 
 
 def _net() -> nn.Sequential:
@@ -123,3 +123,17 @@ def test_an_unfreeze_point_without_parameters_is_refused_listing_the_stages(resn
     assert plan.unfreeze_from == "layer3.0"
     assert {n for n, p in model.named_parameters() if p.requires_grad} == \
         {n for n, _ in model.named_parameters() if n.startswith(("layer3.", "fc."))}
+
+
+def test_unfreeze_of_a_model_in_eval_mode_leaves_its_norms_in_eval_mode():
+    """unfreeze's documented default: the unlocked norm layers take the model's own mode, so a model
+    unfrozen for evaluation does not have its BN layers normalize with (and move to) batch statistics."""
+    model = _net()
+    freeze(model, ["4.weight", "4.bias"])
+    model.eval()
+    unfreeze(model)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(m.training for m in model.modules())
+    _check_bn_step(model, X, locked={"0.1", "1.1"})  # both as torch's eval BN: nothing moves
+    model.train()  # and nothing is locked any more
+    _check_bn_step(model, X, locked=set())
