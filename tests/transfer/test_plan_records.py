@@ -1,14 +1,18 @@
-"""What transfer_model's plan records (``model.json``'s ``transfer`` entry, the printed counts) and the
-head helpers' refusals. References: the source run's own model (its parameter count) and the
-documented contract of ``head_param_names``."""
+"""What transfer_model's plan records (``model.json``'s ``transfer`` entry, the printed counts), and
+the head helpers: where the stacked layer goes, what is refused. References: the source run's own
+model (its parameter count), torch's ``F.linear``, the documented contract of ``head_param_names``."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from resnet_lab import create_model
+from resnet_lab.models import ClassifierModel
 from resnet_lab.train import load_model
-from resnet_lab.transfer import head_param_names, load_source, transfer_model
+from resnet_lab.transfer import add_head, classifier_linear_name, head_param_names, load_source, transfer_model
 
 
 def test_head_plan_counts_the_whole_source_network_as_frozen(resnet8_run):
@@ -25,3 +29,32 @@ def test_head_plan_counts_the_whole_source_network_as_frozen(resnet8_run):
 def test_head_param_names_refuses_a_model_without_a_stacked_head():
     with pytest.raises(ValueError, match=r"^fc has no stacked head: call add_head first$"):
         head_param_names(create_model("resnet8", num_classes=3))
+
+
+class _TwoLinearHead(ClassifierModel):
+    """A model outside the registry whose classifier is an MLP: Linear(4 -> 6), ReLU, Linear(6 -> 2)."""
+
+    classifier_attr = "head"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_add_head_stacks_on_the_classifiers_final_linear_not_its_first():
+    """The stacked layer goes on the classifier's *final* Linear (the logits), whatever comes before
+    it: the reference is torch's F.linear applied to the whole old classifier's output."""
+    torch.manual_seed(0)
+    model = _TwoLinearHead()
+    x = torch.randn(3, 1, 5, 5)
+    with torch.no_grad():
+        old_logits = model(x)
+    assert classifier_linear_name(model) == "head.2"
+    assert add_head(model, 3) == "head.2" and head_param_names(model) == ["head.2.head_weight", "head.2.head_bias"]
+    with torch.no_grad():
+        assert torch.allclose(model(x), F.linear(old_logits, model.head[2].head_weight, model.head[2].head_bias),
+                              atol=1e-6)
