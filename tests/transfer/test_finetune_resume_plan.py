@@ -1,0 +1,33 @@
+"""A resumed finetune keeps what its run froze (docs/TRANSFER.md: a ``--resume`` with another
+``--unfreeze-from`` than the run's is refused): other parameters would train from the saved
+optimizer state's groups. The references: the documented refusal, and the run's files unchanged."""
+
+from __future__ import annotations
+
+import json
+
+from resnet_lab.cli import main
+
+FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
+      "--device", "cpu"]
+
+
+def _files(run):
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def test_a_resume_with_another_unfreeze_point_is_refused_and_the_same_one_resumes(resnet8_run, tmp_path, capsys):
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--unfreeze-from", "layer2", "--stop-after", "1"]) == 0
+    assert json.loads((out / "model.json").read_text())["transfer"]["unfreeze_from"] == "layer2"
+    before = _files(out)
+    for other in (["--unfreeze-from", "layer3"], []):  # another point, and the default (the last stage, layer3)
+        capsys.readouterr()
+        assert main([*args, *other, "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {out} was fine-tuned with unfreeze_from 'layer2', not 'layer3' (--unfreeze-from); "
+                       "resume with the command the run was started with")
+        assert _files(out) == before
+    assert main([*args, "--unfreeze-from", "layer2", "--resume"]) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 2
