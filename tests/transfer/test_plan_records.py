@@ -58,3 +58,12 @@ def test_add_head_stacks_on_the_classifiers_final_linear_not_its_first():
     with torch.no_grad():
         assert torch.allclose(model(x), F.linear(old_logits, model.head[2].head_weight, model.head[2].head_bias),
                               atol=1e-6)
+
+
+def test_head_keeps_the_old_classifier_even_when_asked_to_recreate_it(resnet8_run):
+    """docs/TRANSFER.md: ``head`` loads every weight, the old classifier included, unchanged; its
+    stacked layer takes the old logits, so a fresh old classifier would make them meaningless."""
+    want = load_model(resnet8_run)[0].state_dict()
+    model, plan = transfer_model(load_source(resnet8_run), "head", num_classes=3, recreate_head=True)
+    assert plan.load.recreated == []
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
