@@ -1,6 +1,7 @@
-"""A run directory as the source: which of its weights files is read (load_source's ``which``), a
-``--model`` that contradicts the run's model.json, and the preprocessing it hands to the data. The
-references: the weights file itself, read with safetensors, and the documented contracts."""
+"""What load_source reads and hands on: which weights file of a run (``which``), a ``--model`` that
+contradicts the run, the preprocessing and held-out split a run or a bare file brings, and a file of
+another architecture. The references: the weights file itself, read with safetensors, and the
+documented contracts (docs/TRANSFER.md, the docstrings)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from resnet_lab.transfer import load_source
+from resnet_lab.transfer import ArchitectureMismatchError, load_source
 
 
 @pytest.fixture
@@ -51,3 +52,29 @@ def test_source_preprocessing_fills_in_only_what_the_data_config_leaves_out(resn
     own = DataConfig("fake", image_size=12, mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
     kept = with_source_preprocessing(own, source)
     assert (kept.image_size, tuple(kept.mean), tuple(kept.std)) == (12, (0.1, 0.2, 0.3), (0.3, 0.2, 0.1))
+
+
+def test_a_non_folder_run_hands_no_held_out_split_to_the_target_data(resnet8_run):
+    """Only a run of an image folder without val/ held images out (WeightSource's docstring): the
+    source run here trained on another dataset, so nothing of its split may reach a target folder."""
+    source = load_source(resnet8_run)
+    assert (source.split_seed, source.val_fraction) == (None, None)
+
+
+def test_only_a_1000_class_rgb_file_is_assumed_to_be_imagenet_trained(tv_resnet18):
+    """docs/TRANSFER.md: a --from-file 1000-class RGB file is assumed ImageNet-trained; any other
+    file says nothing of its preprocessing, so the target data's own statistics are used."""
+    _, path = tv_resnet18  # RGB, the ImageNet stem, 10 classes
+    source = load_source(file=path, model="resnet18")
+    assert (source.mean, source.std, source.input_size) == (None, None, None)
+    assert source.notes == ["the file does not say its preprocessing: the target data's own mean/std are used"]
+
+
+def test_a_file_of_another_architecture_is_refused_naming_the_keys_it_lacks(tv_resnet18, resnet8_run):
+    _, path = tv_resnet18
+    with pytest.raises(ArchitectureMismatchError, match=r"^the weights do not fit vgg11: missing in the weights: "
+                                                        r"classifier\.6\.weight, features\.0\.weight \(they have "
+                                                        r"conv1\.weight, bn1\.weight"):
+        load_source(file=path, model="vgg11")
+    with pytest.raises(ValueError, match=r"^give exactly one weight source"):  # never one of them silently
+        load_source(resnet8_run, file=path, model="resnet18")
