@@ -1,13 +1,47 @@
-"""Which keys and shapes of a state dict load: a tensor of another shape outside the first conv and
-the classifier is refused (load_pretrained's docstring); GoogLeNet's aux heads are dropped."""
+"""Which keys and shapes of a state dict load. Saved from a wrapped model, it loads as the bare
+model's (the keys torch's own wrappers give, ``torch.compile``'s ``_orig_mod.`` and DDP's
+``module.`` nested in either order, are the reference, and the logits must equal the bare model's);
+a tensor of another shape outside the first conv and the classifier is refused (load_pretrained's
+docstring); GoogLeNet's aux heads are dropped."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from resnet_lab import create_model
-from resnet_lab.transfer import ArchitectureMismatchError, load_pretrained
+from resnet_lab.transfer import ArchitectureMismatchError, load_pretrained, load_source, normalize_keys, transfer_model
+from support import randomize_bn
+
+
+class _DDPNamed(nn.Module):
+    """DistributedDataParallel's naming (it holds the model as ``self.module``) without a process group."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+@pytest.mark.parametrize("wrap", [lambda m: torch.compile(_DDPNamed(m)), lambda m: _DDPNamed(torch.compile(m))],
+                         ids=["compile(ddp(model))", "ddp(compile(model))"])
+def test_a_compiled_and_ddp_wrapped_checkpoint_loads_with_the_bare_models_logits(tmp_path, wrap):
+    """compile(DDP(model)), the order torch's DDP docs recommend, saves ``_orig_mod.module.conv1.weight``:
+    normalize_keys stripped only its first prefix, so ``load_source`` kept ``module.conv1.weight``
+    (it loaded only because load_pretrained normalized the keys a second time)."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8", num_classes=4)).eval()
+    state = wrap(model).state_dict()
+    assert not any(k in state for k in model.state_dict())  # every key carries both prefixes
+    assert list(normalize_keys(state)) == list(model.state_dict())
+    torch.save(state, tmp_path / "wrapped.pth")
+    source = load_source(file=tmp_path / "wrapped.pth", model="resnet8")
+    assert list(source.state_dict) == list(model.state_dict())
+    loaded, plan = transfer_model(source, "all", num_classes=4)
+    assert plan.load.recreated == [] and plan.load.adapted == {}
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x))
 
 
 @pytest.mark.parametrize("key", ["layer1.0.conv1.weight", "layer2.0.bn1.running_var"])

@@ -40,6 +40,8 @@ _DENSENET_OLD = r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|b
 # Heads a checkpoint may carry that a model built without them does not want (torchvision's
 # GoogLeNet aux classifiers; torchvision drops them the same way for aux_logits=False).
 _OPTIONAL_PREFIXES = ("aux1.", "aux2.")
+# What wrappers put in front of every key: DDP (and DataParallel) "module.", torch.compile "_orig_mod.".
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 class ArchitectureMismatchError(ValueError):
@@ -73,16 +75,16 @@ class LoadReport:
 
 
 def normalize_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Strip wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile), rename
-    torchvision's old DenseNet keys and timm's VGG head (conv-shaped fc6/fc7, see
-    :func:`~resnet_lab.models.vgg.vgg_keys_from_timm`), so any common checkpoint lines up with the
-    zoo's names."""
+    """Strip wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile, nested in
+    either order), rename torchvision's old DenseNet keys and timm's VGG head (conv-shaped fc6/fc7,
+    see :func:`~resnet_lab.models.vgg.vgg_keys_from_timm`), so any common checkpoint lines up with
+    the zoo's names."""
     pattern = re.compile(_DENSENET_OLD)
     out = {}
     for k, v in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
+        # either nesting: DDP(compile(m)) saves "module._orig_mod.", compile(DDP(m)) "_orig_mod.module."
+        while k.startswith(_WRAPPER_PREFIXES):
+            k = k.split(".", 1)[1]
         m = pattern.match(k)
         out[m.group(1) + m.group(2) if m else k] = v
     return vgg_keys_from_timm(out)
