@@ -78,3 +78,25 @@ def test_a_file_of_another_architecture_is_refused_naming_the_keys_it_lacks(tv_r
         load_source(file=path, model="vgg11")
     with pytest.raises(ValueError, match=r"^give exactly one weight source"):  # never one of them silently
         load_source(resnet8_run, file=path, model="resnet18")
+
+
+def test_torchvision_googlenet_weights_take_the_input_rescaling_torchvision_sets_for_them(monkeypatch, tmp_path):
+    """torchvision's googlenet builder sets transform_input=True whenever it loads weights (they were
+    trained on [-1, 1] inputs); the source's arch must ask create_model for the same. The download is a
+    stand-in: the weights' real transforms and class names, tensors of the zoo's own GoogLeNet."""
+    import types
+
+    from resnet_lab import create_model
+    from resnet_lab.transfer import sources
+
+    real = sources.torchvision_weights("googlenet")
+    with torch.device("meta"):
+        state = create_model("googlenet", num_classes=1000).state_dict()
+    stand_in = types.SimpleNamespace(url="https://download.invalid/models/googlenet.pth", transforms=real.transforms,
+                                     meta=real.meta, name=real.name, get_state_dict=lambda **kw: state)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
+    monkeypatch.setattr(sources, "_download", lambda url, cached: None)
+    source = load_source("torchvision:googlenet")
+    assert source.arch["transform_input"] is True and source.arch["num_classes"] == 1000
+    assert load_source("torchvision:resnet18").arch.get("transform_input") is None  # only GoogLeNet's
