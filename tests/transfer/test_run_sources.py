@@ -100,3 +100,19 @@ def test_torchvision_googlenet_weights_take_the_input_rescaling_torchvision_sets
     source = load_source("torchvision:googlenet")
     assert source.arch["transform_input"] is True and source.arch["num_classes"] == 1000
     assert load_source("torchvision:resnet18").arch.get("transform_input") is None  # only GoogLeNet's
+
+
+def test_a_folder_target_holds_out_the_sources_share_unless_it_gives_its_own(tmp_path):
+    """with_source_preprocessing's docstring: a run of an image folder passes on which images it held
+    out (split_seed, and its share when the config keeps the default), so a finetune on the same
+    folder tests on none the source trained on; a share the config sets itself is the user's."""
+    from resnet_lab.data import DataConfig
+    from resnet_lab.data.config import DEFAULT_VAL_FRACTION
+    from resnet_lab.transfer import WeightSource, with_source_preprocessing
+
+    (tmp_path / "pics" / "ants").mkdir(parents=True)  # a folder without val/: its test split is held out
+    source = WeightSource(state_dict={}, arch={"name": "resnet8"}, split_seed=3, val_fraction=0.5)
+    default = with_source_preprocessing(DataConfig("folder", data_dir=str(tmp_path / "pics")), source)
+    assert (default.split_seed, default.val_fraction) == (3, 0.5) and DEFAULT_VAL_FRACTION != 0.5
+    own = with_source_preprocessing(DataConfig("folder", data_dir=str(tmp_path / "pics"), val_fraction=0.3), source)
+    assert (own.split_seed, own.val_fraction) == (3, 0.3)
