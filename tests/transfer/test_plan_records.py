@@ -67,3 +67,13 @@ def test_head_keeps_the_old_classifier_even_when_asked_to_recreate_it(resnet8_ru
     model, plan = transfer_model(load_source(resnet8_run), "head", num_classes=3, recreate_head=True)
     assert plan.load.recreated == []
     assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+
+
+def test_last_plan_records_how_many_frozen_norm_layers_stay_in_eval_mode(resnet8_run):
+    """model.json's transfer.eval_norms (shown by `resnet-lab report`) counts the BatchNorm layers
+    before the unfreeze point: every torch BatchNorm2d outside layer3 of resnet8."""
+    model, plan = transfer_model(load_source(resnet8_run), "last", num_classes=3, unfreeze_from="layer3")
+    frozen_bns = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not n.startswith("layer3")]
+    assert len(frozen_bns) >= 3 and sorted(plan.eval_norms) == sorted(frozen_bns)
+    assert plan.to_meta()["transfer"]["eval_norms"] == len(frozen_bns)
+    assert f"; {len(frozen_bns)} frozen norm layers kept in eval mode" in plan.describe()
