@@ -31,3 +31,30 @@ def test_a_resume_with_another_unfreeze_point_is_refused_and_the_same_one_resume
         assert _files(out) == before
     assert main([*args, "--unfreeze-from", "layer2", "--resume"]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_resume_whose_source_file_now_holds_another_architecture_says_so(resnet8_run, tmp_path, capsys):
+    """The source run's folder trained again with another model: the same --from path holds other
+    weights. The refusal said "fine-tuned from SRC/model.safetensors, not SRC/model.safetensors",
+    naming one path twice; it names what changed (the reference: the two runs' model.json arch)."""
+    import shutil
+
+    from resnet_lab import create_model
+    from resnet_lab.runs import load_meta, save_model
+    from support import randomize_bn
+
+    source = tmp_path / "src"
+    shutil.copytree(resnet8_run, source)
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(source), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--stop-after", "1"]) == 0
+    before = _files(out)
+    meta = {k: v for k, v in load_meta(source).items() if k in ("classes", "input_size", "mean", "std", "dataset")}
+    shutil.rmtree(source)
+    save_model(source, randomize_bn(create_model("resnet20", num_classes=5, in_channels=1), seed=2), meta)
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {out} was fine-tuned from {source / 'model.safetensors'}, which now holds other weights "
+                   "(name 'resnet8', now 'resnet20'): resume from the weights the run was started with")
+    assert _files(out) == before

@@ -299,13 +299,25 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     # runs saved before source_path was recorded: their relative source, resolved from here
     other = (saved["source_path"] != planned.get("source_path") if "source_path" in saved and planned.get("source_path")
              else _other_source(was, now))
-    if "source" in saved and (other or saved.get("source_arch") != planned.get("source_arch")):
+    if "source" in saved and not other and saved.get("source_arch") != planned.get("source_arch"):
+        # the same file, written again since (its run trained anew): naming it twice said nothing
+        raise ValueError(f"{out} was fine-tuned from {was}, which now holds other weights "
+                         f"({_arch_change(saved.get('source_arch'), planned.get('source_arch'))}): resume from the "
+                         "weights the run was started with")
+    if "source" in saved and other:
         raise ValueError(f"{out} was fine-tuned from {was}, not {now} (--from); resume with the command the run was "
                          "started with")
     for key, flag in (("strategy", "--strategy"), ("unfreeze_from", "--unfreeze-from"), ("head", "--strategy head")):
         if saved.get(key) != planned.get(key):
             raise ValueError(f"{out} was fine-tuned with {key} {saved.get(key)!r}, not {planned.get(key)!r} "
                              f"({flag}); resume with the command the run was started with")
+
+
+def _arch_change(was: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
+    """``name 'resnet8', now 'resnet20'``: the ``create_model`` arguments that differ between two archs."""
+    was, now = was or {}, now or {}
+    return ", ".join(f"{k} {was.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(was) | set(now))
+                     if was.get(k) != now.get(k))
 
 
 def _check_started_run(out: Path, planned: dict[str, Any], resume: bool, freeze_epochs: int) -> None:
