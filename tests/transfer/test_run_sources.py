@@ -116,3 +116,18 @@ def test_a_folder_target_holds_out_the_sources_share_unless_it_gives_its_own(tmp
     assert (default.split_seed, default.val_fraction) == (3, 0.5) and DEFAULT_VAL_FRACTION != 0.5
     own = with_source_preprocessing(DataConfig("folder", data_dir=str(tmp_path / "pics"), val_fraction=0.3), source)
     assert (own.split_seed, own.val_fraction) == (3, 0.3)
+
+
+def test_a_head_transferred_run_as_a_source_has_its_stacked_heads_class_count(tmp_path):
+    """Its stacked Linear folds into the classifier, so the source's arch has the head's classes
+    (the rows of the folded weight), and a further ``head`` transfer stacks on those outputs."""
+    from resnet_lab import create_model
+    from resnet_lab.runs import save_model
+    from resnet_lab.transfer import transfer_model
+
+    model = create_model("resnet8", num_classes=5, in_channels=1, stacked_head=3)
+    save_model(tmp_path / "run", model, {"classes": ["a", "b", "c"], "input_size": [1, 8, 8]})
+    source = load_source(tmp_path / "run")
+    assert source.arch["num_classes"] == source.state_dict["fc.weight"].shape[0] == 3
+    _, plan = transfer_model(source, "head", num_classes=2)
+    assert plan.head == {"module": "fc", "num_classes": 2, "old_classes": 3}
