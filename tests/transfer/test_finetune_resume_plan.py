@@ -58,3 +58,21 @@ def test_a_resume_whose_source_file_now_holds_another_architecture_says_so(resne
     assert err == (f"error: {out} was fine-tuned from {source / 'model.safetensors'}, which now holds other weights "
                    "(name 'resnet8', now 'resnet20'): resume from the weights the run was started with")
     assert _files(out) == before
+
+
+def test_a_resume_after_a_kill_inside_the_main_phases_save_goes_on_from_that_save(resnet8_run, tmp_path):
+    """Killed after its save was committed but before train_state.pt was renamed into place: the
+    resume must roll the save forward before it judges whether the main phase has begun, not train
+    the frozen phase's hand-over again. The reference: the run's own epochs, 1 then 2."""
+    from resnet_lab.runs import _MANIFEST, _STAGED_SUFFIX
+
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "all", "--freeze-epochs", "1", "--epochs", "2", *FT,
+            "--out", str(out)]
+    assert main([*args, "--stop-after", "1"]) == 0
+    staged = f".train_state.pt{_STAGED_SUFFIX}"
+    (out / "train_state.pt").rename(out / staged)  # as the kill left it: committed, not yet renamed
+    (out / _MANIFEST).write_text(json.dumps({"files": {"train_state.pt": staged}}) + "\n")
+    assert main([*args, "--resume"]) == 0
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [json.loads(line)["epoch"] for line in (out / "freeze_phase" / "metrics.jsonl").read_text().splitlines()] == [1]
