@@ -132,3 +132,9 @@ def tiny_trained_run(root: Path, epochs: int) -> tuple[Path, Path]:
     image = root / "img.png"
     Image.new("L", (16, 16), 128).save(image)
     return run, image
+
+
+def run_files(run: Path) -> dict[str, bytes]:
+    """``{file name: bytes}`` of the files directly in ``run``: compared before and after a refused
+    command, it shows that nothing was written."""
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}

@@ -11,13 +11,10 @@ from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.train import TrainConfig
 from resnet_lab.transfer import finetune, load_source, transfer_model
+from support import run_files
 
 FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
       "--device", "cpu"]
-
-
-def _files(run):
-    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
 
 @pytest.mark.parametrize("resume", [[], ["--resume"]])
@@ -28,7 +25,7 @@ def test_finetune_into_a_train_run_says_it_is_a_train_run_and_the_ways_out_work(
     trained = ["train", "--model", "resnet8", "--epochs", "2", *FT, "--out", str(run)]
     assert main([*trained, "--stop-after", "1"]) == 0  # paused: a resume has an epoch to train
     assert "transfer" not in json.loads((run / "model.json").read_text())
-    before = _files(run)
+    before = run_files(run)
     capsys.readouterr()
     args = ["finetune", "--from", str(resnet8_run), "--strategy", "last", "--epochs", "1", *FT]
     assert main([*args, "--out", str(run), *resume]) == 2
@@ -36,7 +33,7 @@ def test_finetune_into_a_train_run_says_it_is_a_train_run_and_the_ways_out_work(
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err == (f"error: {run} holds a `resnet-lab train` run, not a finetune: give the finetune a new --out (the "
                    f"train run resumes with `resnet-lab train ... --out {run} --resume`)")
-    assert _files(run) == before
+    assert run_files(run) == before
     # the ways out: the finetune elsewhere, the train run resumed by train
     assert main([*args, "--out", str(tmp_path / "ft")]) == 0
     assert json.loads((tmp_path / "ft" / "model.json").read_text())["transfer"]["strategy"] == "last"

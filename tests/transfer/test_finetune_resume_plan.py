@@ -1,19 +1,18 @@
-"""A resumed finetune keeps what its run froze (docs/TRANSFER.md: a ``--resume`` with another
-``--unfreeze-from`` than the run's is refused): other parameters would train from the saved
-optimizer state's groups. The references: the documented refusal, and the run's files unchanged."""
+"""A resumed finetune goes on with what its run started with (docs/TRANSFER.md): another
+``--unfreeze-from`` would train other parameters from the saved optimizer state's groups, a source
+file rewritten with another architecture is named as such, and a save a kill left committed is
+rolled forward first. The references: the documented refusals, the run's files unchanged, the
+epochs the run records."""
 
 from __future__ import annotations
 
 import json
 
 from resnet_lab.cli import main
+from support import randomize_bn, run_files
 
 FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
       "--device", "cpu"]
-
-
-def _files(run):
-    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
 
 
 def test_a_resume_with_another_unfreeze_point_is_refused_and_the_same_one_resumes(resnet8_run, tmp_path, capsys):
@@ -21,14 +20,14 @@ def test_a_resume_with_another_unfreeze_point_is_refused_and_the_same_one_resume
     args = ["finetune", "--from", str(resnet8_run), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
     assert main([*args, "--unfreeze-from", "layer2", "--stop-after", "1"]) == 0
     assert json.loads((out / "model.json").read_text())["transfer"]["unfreeze_from"] == "layer2"
-    before = _files(out)
+    before = run_files(out)
     for other in (["--unfreeze-from", "layer3"], []):  # another point, and the default (the last stage, layer3)
         capsys.readouterr()
         assert main([*args, *other, "--resume"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == (f"error: {out} was fine-tuned with unfreeze_from 'layer2', not 'layer3' (--unfreeze-from); "
                        "resume with the command the run was started with")
-        assert _files(out) == before
+        assert run_files(out) == before
     assert main([*args, "--unfreeze-from", "layer2", "--resume"]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 2
 
@@ -41,14 +40,13 @@ def test_a_resume_whose_source_file_now_holds_another_architecture_says_so(resne
 
     from resnet_lab import create_model
     from resnet_lab.runs import load_meta, save_model
-    from support import randomize_bn
 
     source = tmp_path / "src"
     shutil.copytree(resnet8_run, source)
     out = tmp_path / "ft"
     args = ["finetune", "--from", str(source), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
     assert main([*args, "--stop-after", "1"]) == 0
-    before = _files(out)
+    before = run_files(out)
     meta = {k: v for k, v in load_meta(source).items() if k in ("classes", "input_size", "mean", "std", "dataset")}
     shutil.rmtree(source)
     save_model(source, randomize_bn(create_model("resnet20", num_classes=5, in_channels=1), seed=2), meta)
@@ -57,7 +55,7 @@ def test_a_resume_whose_source_file_now_holds_another_architecture_says_so(resne
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {out} was fine-tuned from {source / 'model.safetensors'}, which now holds other weights "
                    "(name 'resnet8', now 'resnet20'): resume from the weights the run was started with")
-    assert _files(out) == before
+    assert run_files(out) == before
 
 
 def test_a_resume_after_a_kill_inside_the_main_phases_save_goes_on_from_that_save(resnet8_run, tmp_path):
