@@ -355,9 +355,11 @@ def test_module_and_input_in_the_same_dtype_match_torch(layout, dtype):
     _assert_same_step(ours, ref, _input(layout, dtype=dtype, seed=9))
 
 
+# low-precision input takes float32 parameters only: not float64 ones, nor the other 16-bit type
 @pytest.mark.parametrize("input_dtype,module_dtype", [(torch.float64, torch.float32), (torch.float32, torch.bfloat16),
-                                                      (torch.float32, torch.float64)],
-                         ids=["fp64-into-fp32", "fp32-into-bf16", "fp32-into-fp64"])
+                                                      (torch.float32, torch.float64), (torch.bfloat16, torch.float64),
+                                                      (torch.float16, torch.bfloat16)],
+                         ids=["fp64-into-fp32", "fp32-into-bf16", "fp32-into-fp64", "bf16-into-fp64", "fp16-into-bf16"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_other_dtype_mixes_raise_like_torch(input_dtype, module_dtype, mode):
     ours, ref = _pair("2d", dtype=module_dtype)
