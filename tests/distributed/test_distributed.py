@@ -13,6 +13,7 @@ Unsynchronized statistics still move the weights by 4e-4 after these 6 steps, ag
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -264,6 +265,8 @@ def test_convert_sync_batchnorm_converts_torch_and_our_bn_and_keeps_state_dict_k
         for name, b in model.named_buffers():
             if "running" in name:
                 b.uniform_(0.5, 1.5)
+            elif name.endswith("num_batches_tracked"):  # a counter reset to 0 restarts momentum=None's average
+                b.fill_(7)
         for p in model.parameters():
             p.add_(0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -287,6 +290,15 @@ def test_convert_sync_batchnorm_keeps_a_frozen_layer_locked_in_eval():
     model.train()
     assert isinstance(model.bn_torch, SyncBatchNorm) and isinstance(model.block[1], SyncBatchNorm)
     assert not model.bn_torch.training and model.block[1].training
+
+
+def test_convert_sync_batchnorm_keeps_each_layers_mode_as_torchs_converter_does():
+    model = _MixedNorms()
+    model.bn_torch.eval(), model.block[1].eval()  # modes mixed, as after a partial .eval()
+    ref = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model))  # torch's: its own BNs only
+    convert_sync_batchnorm(model, "cpu")
+    assert [m.training for m in model.modules()] == [m.training for m in ref.modules()]
+    assert not model.bn_torch.training and not model.block[1].training and model.bn1d_ours.training
 
 
 def test_sync_batchnorm_without_process_group_is_torch_batchnorm_in_train_and_eval():
