@@ -100,3 +100,52 @@ def test_sync_batchnorm_global_path_makes_the_plain_paths_checks_and_takes_any_r
 def test_norm_layer_names_a_bad_channel_count(norm, channels):
     with pytest.raises(ValueError, match=rf"norm_layer\('{norm}'\) takes a channel count \(an int >= 1\), got"):
         rn.norm_layer(norm)(channels)
+
+
+def _as_if_two_identical_ranks(monkeypatch, layer):
+    """The global-batch path with no process group: the layer takes the world for two ranks, and
+    every all-reduce doubles its tensor, as if the other rank held the same batch (and, backward,
+    the same output gradient). The reference is torch's layer on the batch stacked twice."""
+    import torch.distributed as dist
+
+    monkeypatch.setattr(type(layer), "_group_size", lambda self: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, group=None: t.mul_(2))
+    return layer
+
+
+@pytest.mark.parametrize("momentum", [0.3, None], ids=["m0.3", "cumulative"])
+@pytest.mark.parametrize("shape", [(1, 3), (2, 3, 4)], ids=["one-sample-per-rank", "NCL"])
+def test_sync_batchnorm_global_path_equals_torch_on_the_global_batch(monkeypatch, momentum, shape):
+    """One sample per rank is a batch of two globally (torch's SyncBatchNorm takes it), and the
+    running averages use the layer's momentum, or the cumulative average for None."""
+    ours = _as_if_two_identical_ranks(monkeypatch, rn.SyncBatchNorm(3, momentum=momentum, dtype=torch.float64))
+    ref = nn.BatchNorm1d(3, momentum=momentum, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    for step in range(3):
+        x = (torch.randn(shape, generator=g, dtype=torch.float64) * (1 + step) + step).requires_grad_()
+        both = torch.cat([x.detach(), x.detach()]).requires_grad_()
+        up = torch.randn(shape, generator=g, dtype=torch.float64)
+        y, y_ref = ours(x), ref(both)
+        torch.testing.assert_close(y, y_ref[: shape[0]])
+        (y * up).sum().backward()
+        (y_ref * torch.cat([up, up])).sum().backward()
+        torch.testing.assert_close(x.grad, both.grad[: shape[0]])
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
+    torch.testing.assert_close(2 * ours.weight.grad, ref.weight.grad)  # this rank's share: DDP sums the two
+
+
+def test_sync_batchnorm_global_path_refuses_one_value_per_channel_over_all_ranks_as_torch(monkeypatch):
+    x = torch.randn(1, 3)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        nn.BatchNorm1d(3, track_running_stats=False)(x)
+    import torch.distributed as dist
+
+    try:  # a world of one rank: the global batch is this one sample
+        layer = _as_if_two_ranks(monkeypatch, rn.SyncBatchNorm(3, track_running_stats=False))
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel when training, got 1 over all"):
+            layer(x)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
