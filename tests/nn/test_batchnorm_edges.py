@@ -149,3 +149,21 @@ def test_sync_batchnorm_global_path_refuses_one_value_per_channel_over_all_ranks
         if dist.is_initialized():
             dist.destroy_process_group()
 
+
+def test_functional_batch_norm_refuses_input_without_a_channel_dim():
+    with pytest.raises(ValueError, match=r"batch_norm expects input of shape \(N, C, ...\), got torch.Size\(\[5\]\)"):
+        RF.batch_norm(torch.randn(5), torch.zeros(5), torch.ones(5), training=True)
+
+
+def test_layer_and_factory_arguments_that_build_nothing_sensible_are_refused():
+    with pytest.raises(ValueError, match="num_features must be positive, got 0"):
+        rn.BatchNorm2d(0)
+    with pytest.raises(ValueError, match="dim must be 1 or 2, got True"):  # True == 1 built BatchNorm1d
+        rn.norm_layer("scratch", dim=True)
+
+
+def test_group_count_is_the_documented_one_and_scratch_bn_counts_as_a_norm_layer():
+    # group_count's docstring: Wu & He's 32 where it divides, else at least 2 channels per group
+    assert [rn.group_count(c) for c in (64, 256, 16, 6, 1)] == [32, 32, 8, 3, 1]
+    assert rn.norm.has_norm_layers(nn.Sequential(nn.Conv2d(3, 8, 3), rn.BatchNorm2d(8)))
+    assert not rn.norm.has_norm_layers(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
