@@ -95,7 +95,7 @@ def _forward(
         momentum=factor,
         eps=eps,
     )
-    if counting and num_batches_tracked is not None:  # torch counts before its checks: a refused batch counted
+    if counting and num_batches_tracked is not None:  # after the call: a refused batch is not counted (torch counts it)
         num_batches_tracked.add_(1)
     return out
 
