@@ -265,6 +265,16 @@ def test_old_state_dict_without_num_batches_tracked_loads_strictly_and_keeps_the
     assert ours.num_batches_tracked.item() == 7
 
 
+def test_old_state_dict_loads_into_a_layer_built_on_meta_with_a_real_counter_like_torch():
+    """A layer built on the meta device (no memory) and loaded with assign=True: an old state dict
+    has no counter, so it becomes a real 0, not the meta placeholder, as in torch."""
+    with torch.device("meta"):
+        ours, ref = rnn.BatchNorm2d(4, dtype=torch.float64), nn.BatchNorm2d(4, dtype=torch.float64)
+    for bn in (ours, ref):
+        bn.load_state_dict(_without_counter(1), strict=True, assign=True)
+    assert ours.num_batches_tracked.device == ref.num_batches_tracked.device == torch.device("cpu")
+    _assert_same_state(ours, ref)
+
 def test_version_2_state_dict_without_num_batches_tracked_is_a_missing_key_like_torch():
     ours, ref = _pair("2d")
     want, got = _raised(lambda: ref.load_state_dict(_without_counter(2))), _raised(
