@@ -109,3 +109,13 @@ def test_balanced_accuracy_refuses_classes_outside_num_classes_instead_of_droppi
             balanced_accuracy(pred, labels, num_classes=bad)
     with pytest.raises(ValueError, match="at least one sample"):
         balanced_accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
+
+
+def test_balanced_accuracy_bounds_its_classes_exactly_and_counts_predicted_classes():
+    # num_classes 2 allows 0 and 1: a prediction of class 2 is the first index outside
+    with pytest.raises(ValueError, match=r"class indices must be in 0..1, got 2"):
+        balanced_accuracy(torch.tensor([0, 2]), torch.tensor([0, 1]), num_classes=2)
+    # inferred from labels and predictions (0..2); only class 0 has labels: its recall 1/2, by hand
+    assert balanced_accuracy(torch.tensor([2, 0]), torch.tensor([0, 0])) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same length, got 2 and 3"):
+        balanced_accuracy(torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
