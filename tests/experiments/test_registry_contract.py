@@ -119,3 +119,11 @@ def test_the_setup_names_the_epochs_the_budget_cut_short(tmp_path, monkeypatch, 
         assert setup == {"data": "d"}
     else:
         assert setup["steps"].startswith("the smoke budget stops each epoch early (1 step of 2, 3 steps of 8): ")
+
+
+def test_an_out_that_is_a_file_is_refused_by_name_not_by_a_raw_os_error(tmp_path):
+    out = tmp_path / "results.txt"
+    out.write_text("mine")
+    with pytest.raises(FileExistsError, match=f"--out {out} is a file; an experiment writes a folder"):
+        registry.claim_experiment_dir(out, "degradation")
+    assert out.read_text() == "mine"
