@@ -266,6 +266,12 @@ def test_bn_batch_size_compares_with_the_largest_batch_when_none_reaches_16():
     assert "best of batch [8]" in checks[0].evidence
 
 
+def test_bn_batch_size_gn_beats_bn_with_no_margin_beyond_the_seed_spread():
+    # GN 1 pp better than BN at batch 2, seeds 0.2 pp apart (sds' sum 0.4 pp): the third check has
+    # no margin of its own (GN beats BN beyond the spread), so 1 pp counts though it is below MARGIN
+    checks = bn_batch_size.claim_checks(_errors({2: 0.13, 16: 0.10}, {2: 0.12, 16: 0.11}), [2, 16])
+    assert bn_batch_size.MARGIN > 0.01 and checks[2].passed
+
 def test_bn_batch_size_compares_with_the_best_large_batch_and_names_it():
     # BN's best large batch is 16 (0.10; 3 pp below batch 2: a rise), its worst 32 (0.12; 1 pp: none);
     # GN's best is 32 (0.08; 3 pp below batch 2: GN rises too), its worst 16 (0.10; 1 pp: within).
