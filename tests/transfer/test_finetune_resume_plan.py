@@ -74,3 +74,22 @@ def test_a_resume_after_a_kill_inside_the_main_phases_save_goes_on_from_that_sav
     assert main([*args, "--resume"]) == 0
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert [json.loads(line)["epoch"] for line in (out / "freeze_phase" / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_new_finetune_into_a_stopped_one_of_another_strategy_names_it_not_a_resume_that_fails(resnet8_run, tmp_path,
+                                                                                               capsys):
+    """Without --resume, train's refusal ("pass --resume to continue it") sent the user to a resume that
+    the other strategy then refused: two steps to the way out. The refusal names the difference and
+    both ways at once; the stopped run stays as it was and resumes with its own command."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--strategy", "last", "--stop-after", "1"]) == 0
+    before = run_files(out)
+    capsys.readouterr()
+    assert main([*args, "--strategy", "all"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {out} was fine-tuned with strategy 'last', not 'all' (--strategy); resume with the "
+                   "command the run was started with, or choose another --out for a new finetune")
+    assert run_files(out) == before
+    assert main([*args, "--strategy", "last", "--resume"]) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 2
