@@ -15,19 +15,24 @@ FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset"
       "--device", "cpu"]
 
 
+def _refused(argv: list[str], out, capsys) -> str:
+    """Run a finetune that must be refused: exit 2, the run's files as they were; its one stderr line."""
+    before = run_files(out)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert run_files(out) == before
+    return capsys.readouterr().err.strip()
+
+
 def test_a_resume_with_another_unfreeze_point_is_refused_and_the_same_one_resumes(resnet8_run, tmp_path, capsys):
     out = tmp_path / "ft"
     args = ["finetune", "--from", str(resnet8_run), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
     assert main([*args, "--unfreeze-from", "layer2", "--stop-after", "1"]) == 0
     assert json.loads((out / "model.json").read_text())["transfer"]["unfreeze_from"] == "layer2"
-    before = run_files(out)
     for other in (["--unfreeze-from", "layer3"], []):  # another point, and the default (the last stage, layer3)
-        capsys.readouterr()
-        assert main([*args, *other, "--resume"]) == 2
-        err = capsys.readouterr().err.strip()
+        err = _refused([*args, *other, "--resume"], out, capsys)
         assert err == (f"error: {out} was fine-tuned with unfreeze_from 'layer2', not 'layer3' (--unfreeze-from); "
                        "resume with the command the run was started with")
-        assert run_files(out) == before
     assert main([*args, "--unfreeze-from", "layer2", "--resume"]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 2
 
@@ -84,12 +89,8 @@ def test_a_new_finetune_into_a_stopped_one_of_another_strategy_names_it_not_a_re
     out = tmp_path / "ft"
     args = ["finetune", "--from", str(resnet8_run), "--epochs", "2", *FT, "--out", str(out)]
     assert main([*args, "--strategy", "last", "--stop-after", "1"]) == 0
-    before = run_files(out)
-    capsys.readouterr()
-    assert main([*args, "--strategy", "all"]) == 2
-    err = capsys.readouterr().err.strip()
+    err = _refused([*args, "--strategy", "all"], out, capsys)
     assert err == (f"error: {out} was fine-tuned with strategy 'last', not 'all' (--strategy); resume with the "
                    "command the run was started with, or choose another --out for a new finetune")
-    assert run_files(out) == before
     assert main([*args, "--strategy", "last", "--resume"]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 2
