@@ -324,14 +324,16 @@ def _check_started_run(out: Path, planned: dict[str, Any], resume: bool, freeze_
     """An --out whose main phase has a checkpoint: a `train` run is refused; a resume keeps the plan and the
     frozen epochs the main phase began after; a new finetune of another plan is told both ways out (train's
     own refusal of a folder that holds a run would only say --resume, which the plan check then refuses)."""
-    _check_not_a_train_run(out)
+    _check_not_a_train_run(out)  # before the plan check: its own way out is a new --out already
+    try:
+        _check_resumed_plan(out, planned)
+    except ValueError as e:
+        if resume:
+            raise
+        # train's "pass --resume" would lead to this very refusal: both ways at once
+        raise FileExistsError(f"{e}, or choose another --out for a new finetune") from None
     if not resume:
-        try:
-            _check_resumed_plan(out, planned)
-        except ValueError as e:  # train's "pass --resume" would lead to this very refusal: both ways at once
-            raise FileExistsError(f"{e}, or choose another --out for a new finetune") from None
         return
-    _check_resumed_plan(out, planned)
     saved = load_meta(out)["transfer"].get("freeze_epochs")
     if saved is not None and saved != freeze_epochs:
         raise ValueError(f"{out} was fine-tuned with --freeze-epochs {saved}, not {freeze_epochs}; resume with "
