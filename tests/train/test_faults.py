@@ -500,6 +500,31 @@ def test_a_lone_last_sample_is_skipped_by_a_model_with_batch_norm():
     assert steps == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
+@pytest.mark.parametrize("n_train, steps_per_epoch", [(33, 2), (34, 3)])
+def test_a_loaders_lone_last_sample_is_not_counted_in_the_schedule(n_train, steps_per_epoch):
+    """A user's own DataLoader (drop_last=False) whose last batch is one sample: under batch norm the
+    loop skips it, so the schedule is sized without it and cosine ends at 0 on the last step, as
+    torch's CosineAnnealingLR over the steps actually taken does."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.BatchNorm1d(8),
+                                torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    bundle = make_bundle()
+    data = torch.utils.data.TensorDataset(bundle.train.x[:n_train], bundle.train.y[:n_train])
+    bundle.train = torch.utils.data.DataLoader(data, batch_size=16, drop_last=False)
+    steps = []
+    h = train(model, bundle, TrainConfig(epochs=2, lr=0.1, schedule="cosine", progress=False, plots=False,
+                                         device="cpu"),
+              step_callbacks=[lambda info: steps.append(info["step"])], log=_quiet)
+    assert steps == list(range(1, steps_per_epoch + 1)) * 2
+    ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref, T_max=2 * steps_per_epoch)
+    for _ in range(steps_per_epoch):
+        ref.step()
+        sched.step()
+    assert h.epochs[0]["lr"] == pytest.approx(sched.get_last_lr()[0], abs=1e-12)
+    assert h.last["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_an_epoch_whose_batches_all_have_one_sample_is_refused_not_finished_without_a_step(tmp_path):
     with pytest.raises(ValueError, match="epoch 1 made no optimizer step: every batch had fewer than 2 samples"):
         _run(tmp_path / "run", epochs=1, bundle=_with_train_batches([1, 1, 1]))

@@ -735,10 +735,10 @@ def _build_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
     """Device, model, optimizer, schedule, gradient scaler and Checkpointer of a run."""
     check_model_fits_data(model, data, config, meta)
     job, device = DistContext.current(), resolve_device(config.device)
-    steps = _steps_per_epoch(data, config)
-    _check_lookahead_steps(config, steps, meta)
     base = _prepare_model(model, config, device)
     has_bn = _check_batch_norm_batch_size(base, getattr(data.train, "batch_size", None), job.world_size)
+    steps = _steps_per_epoch(data, config, skip_single=has_bn)
+    _check_lookahead_steps(config, steps, meta)
     check_progressive_resize(config.progressive_resize, data.info.input_size)
     optimizer = build_optimizer(base, config.optimizer, config.lr, config.momentum, config.nesterov,
                                 config.weight_decay, config.lr_scale, config.norm_lr_scale)
@@ -907,8 +907,8 @@ def _prepare_model(model: nn.Module, config: TrainConfig, device: torch.device) 
     return base
 
 
-def _steps_per_epoch(data, config: TrainConfig) -> int:
-    steps = len(data.train)
+def _steps_per_epoch(data, config: TrainConfig, skip_single: bool = False) -> int:
+    steps = len(data.train) - (skip_single and _lone_last_batch(data.train))
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     world = dist_env().world_size
@@ -919,6 +919,17 @@ def _steps_per_epoch(data, config: TrainConfig) -> int:
     if steps < 1:
         raise ValueError("the training loader yields no full batch: lower --batch-size or use more data")
     return steps
+
+
+def _lone_last_batch(loader) -> bool:
+    """Whether a torch DataLoader ends on a batch of one sample, which the loop skips under batch norm
+    (the library's own loaders drop it): the schedule must not count it, or it ends a step short."""
+    if not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None or loader.drop_last:
+        return False
+    try:
+        return len(loader.sampler) % loader.batch_size == 1
+    except TypeError:  # a sampler without a length: len(loader) would have failed before this
+        return False
 
 
 _TRAINING_FACTS = ("global_batch_size", "num_train", "drop_last", "augment", "crop_padding", "flip_mode", "flip",
