@@ -1,6 +1,6 @@
 """A resumed finetune goes on with what its run started with (docs/TRANSFER.md): another
 ``--unfreeze-from`` would train other parameters from the saved optimizer state's groups, a source
-file rewritten with another architecture is named as such, and a save a kill left committed is
+file rewritten with another architecture or other values is named as such, and a save a kill left committed is
 rolled forward first. The references: the documented refusals, the run's files unchanged, the
 epochs the run records."""
 
@@ -61,6 +61,34 @@ def test_a_resume_whose_source_file_now_holds_another_architecture_says_so(resne
     assert err == (f"error: {out} was fine-tuned from {source / 'model.safetensors'}, which now holds other weights "
                    "(name 'resnet8', now 'resnet20'): resume from the weights the run was started with")
     assert run_files(out) == before
+
+
+def test_a_resume_whose_source_file_now_holds_the_same_architecture_with_other_values_says_so(resnet8_run, tmp_path,
+                                                                                                capsys):
+    """The source folder trained again with the same model (another seed): path and architecture agree,
+    the values do not. The resume went on as if fine-tuned from the new weights; it is refused, and
+    the same file written back resumes (the reference: the values themselves, via torch.equal)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    source = tmp_path / "src"
+    shutil.copytree(resnet8_run, source)
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(source), "--strategy", "last", "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--stop-after", "1"]) == 0
+    weights = source / "model.safetensors"
+    kept = load_file(weights)
+    other = {k: (v + 1 if v.is_floating_point() else v) for k, v in kept.items()}
+    assert not all(torch.equal(kept[k], other[k]) for k in kept)
+    save_file(other, weights)
+    err = _refused([*args, "--resume"], out, capsys)
+    assert err == (f"error: {out} was fine-tuned from {weights}, which now holds other weights (the same "
+                   "architecture, other values): resume from the weights the run was started with")
+    save_file({k: kept[k] for k in reversed(list(kept))}, weights)  # the same values, keys in another order
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "model.json").read_text())["epoch"] == 2
 
 
 def test_a_resume_after_a_kill_inside_the_main_phases_save_goes_on_from_that_save(resnet8_run, tmp_path):

@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -51,6 +53,8 @@ class TransferPlan:
         strategy: ``all``, ``last`` or ``head``.
         origin: where the weights came from.
         source_arch: the architecture of the weights.
+        source_digest: SHA-256 of the weights' values (:func:`state_digest`), so that a resume knows a
+            source file written again with the same architecture but other values.
         classifier: module name of the classifier's final Linear.
         trainable, frozen: parameter values that train / stay fixed.
         load: what loading did (adapted first conv, re-created classifier).
@@ -75,12 +79,14 @@ class TransferPlan:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     input_size: tuple[int, ...] | None = None
+    source_digest: str | None = None
 
     def to_meta(self) -> dict[str, Any]:
         """The ``transfer`` entry of ``model.json`` (``transfer.head`` lets ``load_model`` rebuild)."""
         entry: dict[str, Any] = {
             "strategy": self.strategy, "source": self.origin, "source_path": _absolute(self.origin),
             "source_arch": self.source_arch,
+            **({"source_digest": self.source_digest} if self.source_digest else {}),
             "classifier": self.classifier,
             "params": {"trainable": self.trainable, "frozen": self.frozen},
             "adapted": self.load.adapted, "recreated": self.load.recreated,
@@ -205,6 +211,7 @@ def transfer_model(
         trainable=trainable, frozen=frozen, load=report, unfreeze_from=point, head=head, lr_scale=lr_scale,
         eval_norms=eval_norms, mean=adapt_mean_std(source.mean, in_ch), std=adapt_mean_std(source.std, in_ch),
         input_size=(in_ch, *source.input_size[1:]) if source.input_size else None,
+        source_digest=state_digest(source.state_dict),
     )
     return model.train(), plan
 
@@ -246,6 +253,17 @@ def _without_finished_note(log: Callable[[str], None] | None, run_dir: Path) -> 
     say = log or tqdm.write
     note = f"{run_dir} already finished "
     return lambda line: None if line.startswith(note) else say(line)
+
+
+def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and values (key order aside): the same for the
+    same weights whatever file format or path carried them."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _absolute(origin: str) -> str:
@@ -299,11 +317,12 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     # runs saved before source_path was recorded: their relative source, resolved from here
     other = (saved["source_path"] != planned.get("source_path") if "source_path" in saved and planned.get("source_path")
              else _other_source(was, now))
-    if "source" in saved and not other and saved.get("source_arch") != planned.get("source_arch"):
+    if "source" in saved and not other and _rewritten(saved, planned):
         # the same file, written again since (its run trained anew): naming it twice said nothing
-        raise ValueError(f"{out} was fine-tuned from {was}, which now holds other weights "
-                         f"({_arch_change(saved.get('source_arch'), planned.get('source_arch'))}): resume from the "
-                         "weights the run was started with")
+        change = (_arch_change(saved.get("source_arch"), planned.get("source_arch"))
+                  if saved.get("source_arch") != planned.get("source_arch") else "the same architecture, other values")
+        raise ValueError(f"{out} was fine-tuned from {was}, which now holds other weights ({change}): resume from "
+                         "the weights the run was started with")
     if "source" in saved and other:
         raise ValueError(f"{out} was fine-tuned from {was}, not {now} (--from); resume with the command the run was "
                          "started with")
@@ -311,6 +330,15 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
         if saved.get(key) != planned.get(key):
             raise ValueError(f"{out} was fine-tuned with {key} {saved.get(key)!r}, not {planned.get(key)!r} "
                              f"({flag}); resume with the command the run was started with")
+
+
+def _rewritten(saved: dict[str, Any], planned: dict[str, Any]) -> bool:
+    """Whether the source named the same way now holds other weights: another architecture, or other
+    values (runs saved before the digest was recorded are judged by the architecture alone)."""
+    if saved.get("source_arch") != planned.get("source_arch"):
+        return True
+    return bool(saved.get("source_digest") and planned.get("source_digest")
+                and saved["source_digest"] != planned["source_digest"])
 
 
 def _arch_change(was: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
