@@ -626,7 +626,8 @@ def test_lr_find_names_bad_argument_kinds_and_takes_numpy_scalars():
     for kwargs, message in (({"start_lr": "1e-7"}, "start_lr must be a number, got '1e-7'"),
                             ({"end_lr": torch.tensor(1.0)}, r"end_lr must be a number, got tensor\(1.\) \(a tensor: "
                                                             r"pass .item\(\)\)"),
-                            ({"steps": 5.0}, "steps must be an int, got 5.0")):
+                            ({"steps": 5.0}, "steps must be an int, got 5.0"),
+                            ({"start_lr": True}, "start_lr must be a number, got True")):  # not the rate 1.0
         with pytest.raises(TypeError, match=message):
             lr_find(TinyNet(), data, CPU, **kwargs)
     with pytest.raises(TypeError, match="data must be a DataBundle .* or a loader with len"):
@@ -674,3 +675,74 @@ def test_a_test_interrupted_too_early_for_the_window_suggests_nothing(monkeypatc
     with pytest.raises(lr_finder.LRFindInterrupted) as stop:
         lr_find(TinyNet(), make_bundle(), CPU, steps=100)
     assert len(stop.value.result.lrs) == 7 and stop.value.result.valley is None and stop.value.result.steep is None
+
+
+def test_valley_counts_only_strict_descents_and_keeps_the_first_of_equally_long_ones():
+    """fastai's valley (``losses[i] < losses[j]`` and ``lds[max_end] < lds[i]``), worked by hand."""
+    lrs = list(np.geomspace(1e-5, 1e-1, 8))
+    # A plateau is no descent: 5, 4 (x4: one step), 3 gives the longest strict run, 3 points, ending
+    # at index 5 and counted from 5 - 3 = 2; a third of 3 is 1: 2 + 1 + 0 = 3. Counting the plateau
+    # (<=) would make it 6 points from -1: -1 + 2 + 1 = 2.
+    assert valley(lrs, [5.0, 4.0, 4.0, 4.0, 4.0, 3.0, 6.0, 7.0]) == lrs[3]
+    # Two descents of 3 points (indices 0-2 and 3-5): the first one is the valley, from -1: -1 + 1 + 0 = 0
+    # (the second would give 2 + 1 + 0 = 3).
+    assert valley(lrs[:6], [3.0, 2.0, 1.0, 9.0, 8.0, 7.0]) == lrs[0]
+
+
+def test_a_window_of_exactly_five_points_is_fastais_not_the_whole_record():
+    """11 steps: the first tenth (1 point) and the last 5 leave indices 1-5, as fastai reads them; only
+    a window of 2 to 4 points falls back to the whole record."""
+    lrs = list(np.geomspace(1e-4, 1e-1, 11))
+    losses = [5.0, 3.0, 2.9, 2.6, 2.5, 2.4, 1.0, 0.9, 0.8, 0.7, 0.6]
+    # Equal log steps: in 1..5 the largest drop (0.3) starts at lrs[2], the steep; the window is one
+    # strict descent of 5 points, counted from -1: -1 + int(5/3) + int(5/6) = 0, lrs[1]. The whole
+    # record would give the 2.0 drop at lrs[0] and a valley of 11 points: -1 + 3 + 1, lrs[3].
+    assert lr_finder._suggest(lrs, losses, 11) == (lrs[1], lrs[2])
+
+
+def test_beta_zero_is_no_smoothing_and_end_lr_equal_to_start_lr_is_refused():
+    """docs: beta in [0, 1) (0: each smoothed point is its loss); end_lr must lie above start_lr."""
+    result = lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-4, end_lr=1e-2, steps=6, beta=0.0)
+    assert len(result.losses) == 6 and result.smoothed == pytest.approx(result.losses, rel=1e-12)
+    with pytest.raises(ValueError, match=r"end_lr \(--end-lr\) must be finite and above start_lr \(0.001\), got 0.001"):
+        lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-3, end_lr=1e-3, steps=6)
+
+
+def test_a_loader_without_a_batch_is_refused_before_any_step():
+    data = make_bundle(n_train=8, batch_size=16)  # shuffled, drop-last: 0 batches
+    assert len(data.train) == 0
+    with pytest.raises(ValueError, match="the training loader yields no batch: lower --batch-size or use more data"):
+        lr_find(TinyNet(), data, CPU, steps=6)
+
+
+def test_channels_last_steps_in_channels_last_and_the_model_comes_back_contiguous():
+    """--channels-last reaches the steps (torch's own memory-format query on the weights a
+    convolution uses) and the model's own format comes back afterwards."""
+    model, data = _resnet8()
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]  # 16 input channels
+    seen = []
+    hook = conv.register_forward_pre_hook(
+        lambda m, i: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    try:
+        lr_find(model, data, dataclasses.replace(CPU, channels_last=True), start_lr=1e-4, end_lr=1e-2, steps=3)
+    finally:
+        hook.remove()
+    assert len(seen) == 3 and all(seen)
+    assert conv.weight.is_contiguous() and not conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_non_finite_loss_stops_the_test_where_the_guard_looks_only_every_few_steps(monkeypatch):
+    """On a GPU the trainer's finite check reads the device only every 10 steps: the NaN loss of
+    step 5 reaches the recorder, which must stop there without recording it (docs: not recorded)."""
+    loop = importlib.import_module("resnet_lab.train.loop")
+    real_init = loop._FiniteGuard.__init__
+
+    def as_on_a_gpu(self, device):
+        real_init(self, device)
+        self.every_step = False
+
+    monkeypatch.setattr(loop._FiniteGuard, "__init__", as_on_a_gpu)
+    torch.manual_seed(0)
+    result = lr_find(TinyNet(), _NaNAt(make_bundle().train, 4), CPU, start_lr=1e-4, end_lr=1.0, steps=12)
+    assert result.stopped and len(result.losses) == len(result.lrs) == 4
+    assert all(math.isfinite(v) for v in result.losses + result.smoothed)
