@@ -765,6 +765,22 @@ def test_progress_bars_draw_on_a_terminal_only():
     assert on_terminal(TerminalStream()) and not on_terminal(io.StringIO()) and not on_terminal(object())
 
 
+def test_on_terminal_asks_stderr_by_default_and_a_closed_stream_is_no_terminal(monkeypatch):
+    """Bars draw on stderr (tqdm's default file), so the default stream is stderr, not stdout; a
+    closed stream's isatty raises ValueError (io's own), which is no terminal either."""
+    monkeypatch.setattr(sys, "stderr", TerminalStream())
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert on_terminal()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(sys, "stdout", TerminalStream())
+    assert not on_terminal()
+    closed = io.StringIO()
+    closed.close()
+    with pytest.raises(ValueError):
+        closed.isatty()
+    assert not on_terminal(closed)
+
+
 def test_progress_bars_draw_in_ipython_whose_output_is_no_terminal(monkeypatch):
     """Jupyter without ipywidgets, qtconsole and Spyder give tqdm.auto plain tqdm, which on their
     non-terminal stream disabled itself under disable=None: the bar shown there before was gone."""
