@@ -134,6 +134,49 @@ def test_tensorboard_histograms_are_the_bn_running_statistics_of_each_epoch(tmp_
         assert final.sum == pytest.approx(float(buffer.sum()), rel=1e-5, abs=1e-6)
 
 
+@needs_tensorboard
+def test_a_batch_norm_without_running_statistics_draws_no_histogram(tmp_path):
+    """torch's BatchNorm2d(track_running_stats=False) has running_mean None: nothing to draw, and no crash."""
+    model = _fresh()
+    model.stats_free = nn.BatchNorm2d(8, track_running_stats=False)
+    assert model.stats_free.running_mean is None
+    board = open_tensorboard(_cfg(tmp_path, tensorboard=True), model, {"recipe": {}, "data": {}}, start_epoch=0,
+                             is_main=True)
+    board.log_epoch({"epoch": 1, "train_loss": 0.5})
+    board.writer.close()
+    acc = _read(tmp_path / "tensorboard")
+    assert set(acc.Tags()["histograms"]) == {"bn_running_mean/bn", "bn_running_var/bn"}
+    assert [e.value for e in acc.Scalars("loss/train")] == [0.5]
+
+
+@needs_tensorboard
+def test_closing_after_an_epoch_without_evaluation_records_the_figures_it_has(tmp_path):
+    """--eval-every: the last epoch of an interrupted run may have no test figures; its hparams
+    record holds the training loss and the best so far, and no test figures."""
+    from types import SimpleNamespace
+
+    board = open_tensorboard(_cfg(tmp_path, tensorboard=True), _fresh(), {"recipe": {"lr": 0.05}, "data": {}},
+                             start_epoch=0, is_main=True)
+    board.close(SimpleNamespace(last={"epoch": 3, "train_loss": 0.25}, best_acc=0.5, best_epoch=2))
+    scalars = _read(tmp_path / "tensorboard" / "hparams").Tags()["scalars"]
+    assert {"hparam/train_loss", "hparam/best_test_acc", "hparam/best_epoch", "hparam/epochs"} <= set(scalars)
+    assert not {"hparam/test_acc", "hparam/test_loss"} & set(scalars)
+
+
+def test_a_session_opens_its_event_file_in_a_later_second_than_the_last_one(tmp_path, monkeypatch):
+    """TensorBoard orders event files by name, whose first number is the writer's second (a fake
+    clock: no real waiting); a gap of more than a second is another clock's and is not waited for."""
+    import resnet_lab.train.tensorboard as tb
+
+    (tmp_path / "events.out.tfevents.1000.host.1.0").write_bytes(b"")
+    slept = []
+    for now in (1000.25, 998.0, 1001.5):
+        monkeypatch.setattr(tb.time, "time", lambda: now)
+        monkeypatch.setattr(tb.time, "sleep", slept.append)
+        tb._wait_for_a_later_second(tmp_path)
+    assert slept == [pytest.approx(0.75)]
+
+
 def test_without_tensorboard_no_log_is_written_but_metrics_csv_is(tmp_path):
     train(_fresh(), make_bundle(), _cfg(tmp_path))
     assert not (tmp_path / "tensorboard").exists()
@@ -241,6 +284,20 @@ def test_a_tensorboard_folder_with_files_resnet_lab_did_not_write_is_refused_and
     with pytest.raises(FileExistsError, match=r"tensorboard is a file, and --tensorboard writes a folder there"):
         train(_fresh(), make_bundle(), _cfg(as_file, epochs=1, tensorboard=True))
     assert (as_file / "tensorboard").read_text() == "mine"
+
+
+@needs_tensorboard
+def test_a_new_run_refuses_event_files_without_the_mark_which_only_a_resume_accepts(tmp_path):
+    """Event files without the mark may be another tool's: a new run (which clears its old event files)
+    refuses them and deletes nothing; only a resume takes them as an older run's of ours (docs)."""
+    log = tmp_path / "tensorboard"
+    log.mkdir()
+    foreign = log / "events.out.tfevents.1700000000.host.1.0"
+    foreign.write_bytes(b"someone else's events")
+    with pytest.raises(FileExistsError, match=r"tensorboard holds files that resnet-lab did not write: move them"):
+        open_tensorboard(_cfg(tmp_path, tensorboard=True), _fresh(), {"recipe": {}, "data": {}}, start_epoch=0,
+                         is_main=True)
+    assert foreign.read_bytes() == b"someone else's events"
 
 
 @needs_tensorboard
