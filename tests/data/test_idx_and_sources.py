@@ -250,3 +250,51 @@ def test_read_idx_names_a_gzip_file_without_gz_and_counts_huge_dimensions_exactl
     wraps.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(6))
     with pytest.raises(IDXError, match=r"is truncated: dimensions .* need \d+ data bytes, found 6"):
         read_idx(wraps)
+
+
+GOOD_2x3 = b"\x00\x00\x08\x02" + struct.pack(">2I", 2, 3) + bytes(range(6))
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"\x00\x00\x08", r"is truncated: 3 bytes, shorter than the 4-byte header"),
+    (b"\x00\x01\x08\x01" + struct.pack(">I", 1) + b"\x00", r"is not an IDX file: magic number 00010801"),  # 2nd byte
+    (b"\x00\x00\x08\x00" + b"\x05", r"is not an IDX file: magic number 00000800"),  # 0 dimensions
+    (b"\x00\x00\x08\x03" + struct.pack(">I", 2), r"is truncated inside its header \(8 of 16 bytes\)"),
+    (GOOD_2x3 + b"\x00\x00\x00", r"has 3 bytes beyond its dimensions \(2, 3\)"),
+], ids=["3 bytes", "second magic byte", "0 dims", "short header", "extra bytes"])
+def test_read_idx_refuses_each_malformed_file_in_one_line_naming_it(tmp_path, data, match):
+    """The IDX layout (2 zero bytes, dtype code, ndim >= 1, ndim big-endian uint32, exactly the data)."""
+    np.testing.assert_array_equal(read_idx(write(tmp_path / "ok-idx2-ubyte", GOOD_2x3)), [[0, 1, 2], [3, 4, 5]])
+    p = write(tmp_path / "bad-idx-ubyte", data)
+    with pytest.raises(IDXError, match=match) as e:
+        read_idx(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_write_idx_writes_the_bytes_of_an_independent_encoder(tmp_path, gz):
+    from resnet_lab.data import write_idx
+
+    for arr, code in ((np.arange(24, dtype=np.uint8).reshape(2, 3, 4), 0x08),
+                      (np.array([[1, -2], [70000, 3]], dtype=np.int32), 0x0C)):  # native little-endian in
+        p = tmp_path / ("a.gz" if gz else "a")
+        write_idx(p, arr)
+        raw = gzip.decompress(p.read_bytes()) if gz else p.read_bytes()
+        assert raw == idx_bytes(arr, code=code)
+    with pytest.raises(ValueError, match="IDX cannot store dtype float16"):
+        write_idx(tmp_path / "h", np.zeros(3, np.float16))
+
+
+@pytest.mark.parametrize("key, arr, match", [
+    ("train_labels", (np.arange(19) % 10).astype(np.uint8),
+     r"train-images-idx3-ubyte has 20 images but \S+train-labels-idx1-ubyte has 19 labels; the files do not belong "
+     r"together"),
+    ("test_labels", (np.arange(10) % 10).astype(np.float32),
+     r"t10k-labels-idx1-ubyte holds float32 labels, expected integers 0\.\.9"),
+])
+def test_fashion_mnist_refuses_labels_that_do_not_match_the_images_in_count_or_kind(isolated, key, arr, match):
+    """One integer label per image (the IDX files of LeCun's MNIST layout: labels are ubyte)."""
+    d = fmnist_with(isolated / "d", **{key: arr})
+    with pytest.raises(ValueError, match=match) as e:
+        load_data("fashion-mnist", data_dir=d, batch_size=2)
+    assert str(d) in str(e.value) and "\n" not in str(e.value)
