@@ -95,13 +95,19 @@ def test_folder_without_class_subfolders_is_an_error(tmp_path):
         load_data("folder")
 
 
-def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
+def train_val_folder(root: Path) -> Path:
+    """train/ with 4 red and 4 blue 12 px images, val/ with 2 of each."""
     for split, n in (("train", 4), ("val", 2)):
         for cls, color in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
-            d = tmp_path / split / cls
+            d = root / split / cls
             d.mkdir(parents=True)
             for i in range(n):
                 rgb(12, 12, color).save(d / f"{i}.png")
+    return root
+
+
+def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
+    train_val_folder(tmp_path)
     b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, augment=False, image_size=12)
     assert (b.num_train, b.num_test) == (8, 4) and b.info.classes == ["blue", "red"]
     xs, ys = zip(*b.test)
@@ -115,6 +121,18 @@ def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
     rgb(12, 12, (0, 255, 0)).save(tmp_path / "val" / "green" / "0.png")
     with pytest.raises(ValueError, match="green"):
         load_data("folder", data_dir=tmp_path, num_workers=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"split_seed": 3}, r"split_seed 3 picks the images held out of a folder without a val/ folder, and .* has "),
+    ({"val_fraction": 0.3}, r"val_fraction \(--val-fraction\) 0.3 holds out a share of a folder without a val/ folder"),
+])
+def test_hold_out_options_for_a_folder_with_its_own_val_folder_are_refused(tmp_path, kwargs, match):
+    """With val/ nothing is held out (docs/DATA.md): a seed or a share for it would change nothing."""
+    root = train_val_folder(tmp_path)
+    with pytest.raises(ValueError, match=match) as e:
+        load_data("folder", data_dir=root, batch_size=2, num_workers=0, **kwargs)
+    assert f"point --data-dir at {root / 'train'}" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split(tmp_path):
@@ -419,6 +437,8 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
     # a key that is not UTF-8 is not the entry it should be
     ({"data_batch_2": {b"\xe9ata": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}}, "data_batch_2",
      r"lacks the entries \['data'\] of a CIFAR batch \(it has \['\\\\xe9ata', 'labels'\]\)"),
+    ({"batches.meta": {b"label_names": [b"airplane"]}}, "batches.meta",  # one name: no classifier
+     r"label_names is \[b'airplane'\], expected a list of class names"),
     ({"batches.meta": {b"label_names": [None] * 10}}, "batches.meta",
      r"label_names\[0\] is None, expected a non-empty class name on one line"),
     ({"batches.meta": {b"label_names": list(range(10))}}, "batches.meta",
@@ -573,6 +593,27 @@ def test_a_damaged_cifar_pickle_that_fails_in_any_way_is_one_error_naming_the_fi
     with pytest.raises(ValueError, match=rf"{meta} is not a readable CIFAR batch \({error}: .*get it again") as e:
         load_data("cifar10", data_dir=root, batch_size=2)
     assert "\n" not in str(e.value)
+
+
+class _MakesADirectory:
+    """Pickles as a call to os.mkdir: what a crafted CIFAR file could run on loading with pickle's defaults."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path, monkeypatch):
+    """docs/DATA.md: the batches are read with a restricted unpickler (arrays, lists, dicts, bytes)."""
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    ran = tmp_path / "ran"
+    root = write_cifar10_dir(tmp_path / "c", test_batch=pickle.dumps({b"data": _MakesADirectory(ran), b"labels": []}))
+    with pytest.raises(ValueError, match=r"test_batch is not a readable CIFAR batch \(UnpicklingError: refusing to "
+                                         r"unpickle (posix|nt)\.mkdir") as e:
+        load_data("cifar10", data_dir=root, batch_size=2)
+    assert not ran.exists() and "\n" not in str(e.value)
 
 
 def test_a_stray_key_that_is_not_utf8_beside_the_entries_is_ignored_as_other_extra_entries_are(tmp_path, monkeypatch):
