@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from resnet_lab.models import create_model
-from resnet_lab.models.resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck
+from resnet_lab.models.resnet import (BasicBlock, Bottleneck, CifarResNet, PreActBasicBlock, PreActBottleneck,
+                                     PreActResNet)
 from support import init_differences, randomize_bn, std_off
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -255,6 +256,84 @@ def test_imagenet_plain_bottleneck_free_resnet_block_vs_plain_block_by_hand():
         torch.testing.assert_close(pb(x), F.relu(branch))
 
 
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_a_stage_that_halves_the_map_without_widening_still_gets_a_subsampling_shortcut(shortcut):
+    """A shortcut goes wherever input and output shapes differ, in resolution as in width: at widths
+    16-16-16 the stride-2 block gets one, and option A's (out_ch >= in_ch, as documented) subsamples
+    and pads no channel."""
+    model = CifarResNet(8, widths=(16, 16, 16), shortcut=shortcut).double().eval()
+    block = model.layer2[0]
+    assert block.downsample is not None
+    x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        if shortcut == "A":
+            torch.testing.assert_close(block.downsample(x), x[:, :, ::2, ::2])
+        assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pre-activation blocks recomputed by hand in float64 (He et al. 2016, fig. 4e; Zagoruyko &
+# Komodakis 2016, fig. 1d).
+# ----------------------------------------------------------------------------------------------
+
+
+def _bn_relu(x, bn):
+    """relu(bn(x)) as the norm's mode computes it: running statistics in eval, the batch's in training."""
+    if bn.training:
+        return F.relu(F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+    return F.relu(_bn(x, bn))
+
+
+@pytest.mark.parametrize("stage,index,stride", [("layer1", 0, 1), ("layer2", 0, 2), ("layer3", 1, 1)])
+def test_preact_bottleneck_is_three_bn_relu_convs_with_the_stride_in_the_3x3(stage, index, stride):
+    """He et al. 2016 (the authors' code, as the block's docstring says): BN-ReLU-1x1, BN-ReLU-3x3 with
+    the stage's stride, BN-ReLU-1x1, plus the input, or where shapes change a 1x1 projection of the
+    pre-activated input."""
+    torch.manual_seed(0)
+    block = getattr(randomize_bn(create_model("preact_resnet164")).double().eval(), stage)[index]
+    x = torch.randn(2, block.conv1.in_channels, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        pre = _bn_relu(x, block.bn1)
+        out = F.conv2d(pre, block.conv1.weight)
+        out = F.conv2d(_bn_relu(out, block.bn2), block.conv2.weight, stride=stride, padding=1)
+        out = F.conv2d(_bn_relu(out, block.bn3), block.conv3.weight)
+        shortcut = x if block.downsample is None else F.conv2d(pre, block.downsample.weight, stride=stride)
+        torch.testing.assert_close(block(x), out + shortcut)
+
+
+def test_wide_block_drops_out_between_its_convs_in_training_only():
+    """WRN's block (fig. 1d): BN-ReLU-conv3x3, BN-ReLU-dropout-conv3x3, plus the input; in training the
+    masks F.dropout draws under the same seed, in eval none."""
+    torch.manual_seed(0)
+    block = randomize_bn(create_model("wrn16_4", drop_rate=0.3)).double().layer2[1]  # identity shortcut
+    x = torch.randn(2, block.conv1.in_channels, 8, 8, dtype=torch.float64)
+
+    def by_hand(training):
+        h = F.conv2d(_bn_relu(x, block.bn1), block.conv1.weight, padding=1)
+        h = F.dropout(_bn_relu(h, block.bn2), p=0.3, training=training)
+        return F.conv2d(h, block.conv2.weight, padding=1) + x
+
+    with torch.no_grad():
+        for training in (True, False):
+            block.train(training)
+            torch.manual_seed(1)
+            expected = by_hand(training)
+            torch.manual_seed(1)
+            torch.testing.assert_close(block(x), expected)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet110", "wrn16_4"])
+def test_preact_features_end_in_a_bn_relu_of_the_last_sum(name):
+    """He et al. 2016, sec. 4.1: the last block's sum is not normalized yet, so a final BN-ReLU
+    comes before the pooling."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name)).double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        stages = model.layer3(model.layer2(model.layer1(model.conv1(x))))
+        torch.testing.assert_close(model.forward_features(x), _bn_relu(stages, model.bn_final))
+
+
 # ----------------------------------------------------------------------------------------------
 # zero_init_residual: every residual block starts as the identity (Goyal et al. 2017).
 # ----------------------------------------------------------------------------------------------
@@ -307,6 +386,21 @@ def test_zero_init_residual_makes_every_block_the_identity_at_init(name, norm, s
     assert seen
     for block, x, out in seen:
         torch.testing.assert_close(out, _expected_at_zero_init(block, x))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet110"])
+def test_zero_init_last_silences_a_branch_whose_last_conv_keeps_a_bias(name):
+    """With norm='none' the convs keep their biases, so zero_init_last must zero the last conv's bias
+    as well for the branch to output zero (its docstring), whatever values training left in it."""
+    torch.manual_seed(0)
+    block = create_model(name, norm="none").layer1[1]
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_()
+    block.zero_init_last()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), _expected_at_zero_init(block, x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,6 +456,18 @@ def test_bad_arguments_fail_with_the_bad_value_named():
         create_model("resnet20", checkpoint_segments=-1)
     with pytest.raises(ValueError, match="1.5"):
         create_model("wrn16_4", drop_rate=1.5)
+    # 6n+2 with n >= 1: depth 2 would build stages without blocks, -4 a negative count.
+    for depth in (2, -4):
+        with pytest.raises(ValueError, match=f"6n\\+2 with n >= 1.*got {depth}$"):
+            CifarResNet(depth)
+
+
+def test_preact_resnet_refuses_what_it_would_silently_drop():
+    # A dropout rate the bottleneck has no place for, and a stage without a width (zip would cut it).
+    with pytest.raises(ValueError, match="PreActBottleneck has no dropout, got drop_rate=0.3"):
+        PreActResNet(PreActBottleneck, (1, 1, 1), drop_rate=0.3)
+    with pytest.raises(ValueError, match=r"one entry per stage, got \[1, 1, 1\] and \[16, 32\]"):
+        PreActResNet(PreActBasicBlock, (1, 1, 1), (16, 32))
 
 
 @pytest.mark.parametrize("name, depth, widths", [("resnet8_fast", 8, (32, 64, 128)),
