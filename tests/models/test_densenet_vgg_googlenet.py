@@ -255,6 +255,15 @@ def test_cifar_densenet_parameter_count_matches_paper(name, published_millions):
     assert abs(n / 1e6 - published_millions) < 0.05, n
 
 
+@pytest.mark.parametrize("block_config", [(1, 1), (2, 1, 1)])
+def test_densenet_transition_floors_an_odd_channel_count_as_torchvisions(block_config):
+    """The zoo's DenseNets reach every transition with an even count; torchvision's class takes
+    num_features // 2 when it is odd (8 + 5 = 13 -> 6), and its state dicts load into ours."""
+    cfg = dict(growth_rate=5, block_config=block_config, num_init_features=8, num_classes=10)
+    with torch.device("meta"):
+        assert _shapes(densenet.DenseNet(**cfg)) == _shapes(torchvision.models.DenseNet(**cfg))
+
+
 def test_densenet_bc_100_feature_map_follows_paper_arithmetic():
     # 2k=24 stem channels; each block adds 16*12=192; transitions halve: 216->108, 300->150, 342.
     # Three blocks on 32 px: 32, 16, 8 (the paper's final 8x8 global average pool).
