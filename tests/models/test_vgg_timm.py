@@ -63,24 +63,42 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * max(scale, 1.0))
 
 
-def test_timm_style_conv_head_loads_into_vgg_and_matches_torch_conv2d():
-    # A small VGG head (hidden 16) in timm's layout: fc6 a 7x7 conv over the 512x7x7 map, fc7 a
-    # 1x1 conv, fc8 head.fc; the reference is torch's own Conv2d on the feature map.
-    torch.manual_seed(0)
+def _timm_style_head(ours: nn.Module) -> tuple[dict[str, torch.Tensor], nn.Module]:
+    """A small VGG head (hidden 16) in timm's layout for ``ours`` (vgg11, hidden_dim 16): fc6 a 7x7
+    conv over the 512x7x7 map, fc7 a 1x1 conv, fc8 head.fc, with random features; returned with
+    the reference that maps a feature map to the logits through torch's own Conv2d."""
     fc1, fc2, fc = nn.Conv2d(512, 16, 7), nn.Conv2d(16, 16, 1), nn.Linear(16, 10)
-    with torch.device("meta"):
-        ours = create_model("vgg11", num_classes=10, hidden_dim=16)
     timm_style = {k: torch.randn(v.shape) for k, v in ours.state_dict().items() if k.startswith("features.")}
     for name, module in (("pre_logits.fc1", fc1), ("pre_logits.fc2", fc2), ("head.fc", fc)):
         timm_style.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    return timm_style, nn.Sequential(fc1, nn.ReLU(), fc2, nn.ReLU(), nn.Flatten(1), fc)  # (2, 16, 1, 1) -> (2, 10)
+
+
+def test_timm_style_conv_head_loads_into_vgg_and_matches_torch_conv2d():
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        ours = create_model("vgg11", num_classes=10, hidden_dim=16)
+    timm_style, reference = _timm_style_head(ours)
     ours.load_state_dict(timm_style, strict=True, assign=True)
     ours.eval()
 
     feat = torch.randn(2, 512, 7, 7)
     with torch.no_grad():
-        expected = fc(F.relu(fc2(F.relu(fc1(feat)))).flatten(1))  # (2, 16, 1, 1) -> (2, 10)
-        _assert_close(ours.forward_head(feat), expected)
+        _assert_close(ours.forward_head(feat), reference(feat))
     assert ours.get_classifier() is ours.classifier[6]
+
+
+def test_timm_style_head_loads_into_a_vgg_nested_in_another_module():
+    """torch hands a nested VGG its entries under a prefix (``0.`` in a Sequential, ``module.`` under
+    DataParallel); the renaming looks behind it."""
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        wrapped = nn.Sequential(create_model("vgg11", num_classes=10, hidden_dim=16))
+    timm_style, reference = _timm_style_head(wrapped[0])
+    wrapped.load_state_dict({f"0.{k}": v for k, v in timm_style.items()}, strict=True, assign=True)
+    feat = torch.randn(2, 512, 7, 7)
+    with torch.no_grad():
+        _assert_close(wrapped[0].eval().forward_head(feat), reference(feat))
 
 
 def test_vgg_keys_from_timm_leaves_torchvision_keys_and_other_prefixes_alone():
