@@ -165,10 +165,12 @@ def test_eval_and_no_grad_run_without_checkpointing(family):
         torch.testing.assert_close(ckpt(x), plain(x), rtol=0, atol=0)
 
 
-def test_bool_turns_checkpointing_on_with_sqrt_blocks_segments_and_off():
-    model = create_model("resnet20", num_classes=10)  # 9 blocks
+@pytest.mark.parametrize("name,blocks", [("resnet20", 9), ("resnet8", 3)])
+def test_bool_turns_checkpointing_on_with_sqrt_blocks_segments_and_off(name, blocks):
+    model = create_model(name, num_classes=10)
     model.set_grad_checkpointing(True)
-    assert model.checkpoint_segments == math.ceil(math.sqrt(9))
+    # ceil, as documented: 3 blocks take 2 segments (a floor would give 1, one segment for everything)
+    assert model.checkpoint_segments == math.ceil(math.sqrt(blocks))
     model.set_grad_checkpointing(False)
     assert model.checkpoint_segments == 0
 
