@@ -15,7 +15,8 @@ import torchvision
 from torch import nn
 
 import resnet_lab.models as models
-from resnet_lab.models import LinearWithHead, create_model, list_models, model_info
+from resnet_lab.models import LinearWithHead, create_model, list_models, model_info, stack_head
+from resnet_lab.models.layers import replace_linear
 
 # The CIFAR families the CLI used to recognise by a name regex before the registry knew them.
 SMALL_INPUT = {
@@ -169,6 +170,20 @@ def test_stacked_head_is_a_new_linear_on_the_unchanged_logits_and_model_config_r
     rebuilt.load_state_dict(stacked.state_dict(), strict=True)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), stacked(x))
+
+
+def test_a_second_stacked_head_is_refused_naming_the_first():
+    model = create_model("resnet8", stacked_head=3)
+    with pytest.raises(ValueError, match=r"^fc already has a stacked head \(3 classes\); fold it first"):
+        stack_head(model, "fc", 4)
+
+
+def test_replace_linear_replaces_the_last_linear_of_a_sequential_head():
+    # its docstring: a Sequential ending, possibly after dropout, in a Linear; the earlier ones stay
+    head = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.Dropout(), nn.Linear(8, 3), nn.Dropout())
+    kept = head[:4]
+    out = replace_linear(head, 5)
+    assert list(out[:4]) == list(kept) and (out[4].in_features, out[4].out_features) == (8, 5)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
