@@ -96,6 +96,16 @@ def test_resnet20_first_conv_keeps_the_16_strongest_directions_scaled_by_their_e
     assert [n for n, q in model.named_parameters() if not q.requires_grad] == ["conv1.weight"]
 
 
+@pytest.mark.parametrize("name,module", [("densenet40", "features.conv0"), ("googlenet", "conv1.conv")])
+def test_the_conv_whitened_in_other_families_is_the_one_that_sees_the_image(name, module):
+    # torchvision's names of the first conv: a DenseNet's and a GoogLeNet's are not ``conv1``
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10)
+    model.to_empty(device="cpu")
+    done = whiten_first_conv(model, torch.from_numpy(_correlated_images()).float())
+    assert done.module == module and not model.get_submodule(module).weight.requires_grad
+
+
 def test_more_channels_than_twice_the_patch_dimensions_keep_their_initial_weights():
     x = _correlated_images(c=1)
     conv = nn.Conv2d(1, 24, 3, bias=False)  # patches of 9 values: 18 channels whitened
