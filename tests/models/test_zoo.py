@@ -116,6 +116,9 @@ def test_list_models_filters_by_pattern():
     names = list_models("resnet*")
     assert "resnet18" in names and "resnet56" in names
     assert all(n.startswith("resnet") for n in names)
+    # numbers in numeric order, as a reader expects (a plain string sort puts resnet110 before resnet18)
+    depths = [int(n[len("resnet"):]) for n in names if n[len("resnet"):].isdigit()]
+    assert depths == sorted(depths) and {8, 18, 20, 110, 1202} <= set(depths)
 
 
 def test_unknown_model_name_suggests_close_names():
