@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_commands(sub) -> None:
     """Build: `models`, `summary`."""
     p = _cmd(sub, "models", "List the registered models with their parameter counts.", "resnet-lab models 'resnet*'")
-    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*' or wrn; all models when not "
-                   "given" + _NO_DEFAULT)
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'resnet*'; a word without * ? [ matches anywhere in "
+                   "the name (wrn is '*wrn*'); all models when not given" + _NO_DEFAULT)
 
     p = _cmd(sub, "summary", "Layer-by-layer table: output shapes, parameters, MACs.",
              "resnet-lab summary resnet18 --input-size 1 224 224 --num-classes 10")

@@ -121,6 +121,18 @@ def test_list_models_filters_by_pattern():
     assert depths == sorted(depths) and {8, 18, 20, 110, 1202} <= set(depths)
 
 
+def test_a_pattern_without_wildcards_matches_anywhere_in_the_name():
+    """``wrn`` is ``*wrn*`` (documented with the CLI's `models` and in list_models), checked against fnmatch
+    over every registered name; a pattern with a wildcard is taken as written, anchored at both ends."""
+    import fnmatch
+
+    every = list_models()
+    assert list_models("wrn") == [n for n in every if fnmatch.fnmatchcase(n, "*wrn*")] != []
+    assert list_models("WRN") == list_models("wrn")
+    assert list_models("resnet1?") == [n for n in every if fnmatch.fnmatchcase(n, "resnet1?")]
+    assert "preact_resnet110" in list_models("resnet110") and "preact_resnet110" not in list_models("resnet110*")
+
+
 def test_unknown_model_name_suggests_close_names():
     with pytest.raises(ValueError) as info:
         create_model("resnet_56")

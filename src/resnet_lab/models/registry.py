@@ -254,8 +254,9 @@ def _options(constructor: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
 
 
 def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, sorted, optionally filtered by a shell-style pattern (``resnet*``;
-    letter case is ignored, as the names are lower case)."""
+    """Registered model names, sorted (numbers in numeric order), optionally filtered by a shell-style
+    pattern (``resnet*``; letter case is ignored, as the names are lower case). A pattern without
+    ``*``, ``?`` or ``[`` matches anywhere in the name: ``wrn`` is ``*wrn*``."""
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a string such as 'resnet*' (or None for all), got {pattern!r}")
     names = sorted(_MODELS, key=_natural_key)
