@@ -427,3 +427,11 @@ def test_very_deep_memory_finding_shows_small_peaks_to_three_figures():
                                      {0: {"step_peak_mib": 0.22, "seconds": 0.5, "params_mib": 0.4},
                                       4: {"step_peak_mib": 0.121, "seconds": 0.7, "params_mib": 0.4}})
     assert "peak memory rise 0.22 MiB -> 0.121 MiB (45% less)" in text and "parameters 0.4 MiB" in text
+
+
+def test_transfer_a_gain_largest_at_the_smallest_k_is_no_win_when_transfer_loses_to_scratch():
+    # `all` 1 pp below scratch at k=5 and 10 pp below at k=20: the loss shrinks with fewer labels,
+    # but transfer does not beat scratch, so the fourth check fails.
+    acc = {**GOOD_ACC, "scratch": (0.71, 0.90)}
+    checks = transfer.claim_checks(_runs(acc, GOOD_PARAMS, GOOD_MS), [5, 20])
+    assert not checks[3].passed and "k=5: all - scratch = -0.97" in checks[3].evidence

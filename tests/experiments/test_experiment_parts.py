@@ -1,0 +1,339 @@
+"""The parts of the experiments that turn runs into figures, and the arms they build: each against
+a hand computation, torch's own layers or the module's documented contract (test_checks.py and
+test_new_claims.py test the verdict rules on made-up figures; the smoke runs only the pipeline)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_lab.experiments import bn_convergence, bn_imbalance, bn_regularization, bn_sigmoid_range, precise_bn
+from resnet_lab.experiments import transfer, very_deep
+from resnet_lab.experiments import vanishing_gradients
+from resnet_lab.experiments.runner import RunResult
+from resnet_lab.nn import BatchNorm1d as ScratchBatchNorm1d
+from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
+from support import std_off
+
+
+def _types(model: nn.Module) -> list[type]:
+    return [type(m) for m in model.modules()]
+
+
+def _xavier_std(layer: nn.Module) -> float:
+    """Glorot & Bengio's uniform init has variance 2 / (fan_in + fan_out)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+# --- bn_convergence ------------------------------------------------------------------------------
+
+
+def test_bn_convergence_a_partly_censored_bn_arm_gives_no_speed_up_even_beyond_the_spread():
+    # torch BN reached the target in two seeds (100 steps) and never in the third (424): its mean 216
+    # is below no norm's 424 by more than its sd 120, but a mean over a censored run is no speed-up.
+    steps = {"torch BN": [100.0, 100.0, 424.0], "scratch BN": [100.0, 100.0, 424.0], "no norm": [424.0] * 3}
+    checks = bn_convergence.claim_checks({"steps": 3, "max_loss_diff": 0.0, "max_state_diff": 0.0},
+                                         {"torch BN": [0.7] * 3, "scratch BN": [0.7] * 3}, steps,
+                                         {"LeNet + BN": [200.0] * 3, "LeNet": [950.0] * 3},
+                                         {"plain": 424, "lenet": 2341})
+    assert not checks[2].passed and "no speed-up: 1 of 3 faster runs never reached it either" in checks[2].evidence
+
+
+def test_bn_convergence_state_difference_is_the_largest_absolute_one():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    with torch.no_grad():
+        b.load_state_dict(a.state_dict())
+        b.weight[0, 0] += 0.5  # a - b = -0.5 there: the difference that counts, though negative
+        b.bias[1] -= 0.1
+    assert bn_convergence._max_state_diff(a, b) == pytest.approx(0.5)
+
+
+def test_bn_convergence_picks_the_rate_with_the_lowest_sweep_loss_and_the_smaller_on_a_tie():
+    assert bn_convergence._best({0.003: 2.0, 0.01: 0.7, 0.03: 0.7, 0.1: math.inf, 0.3: 0.9}) == 0.01
+    assert bn_convergence._best({0.3: 0.5, 0.1: 1.0}) == 0.3
+
+
+def test_bn_convergence_counts_the_epoch_that_reaches_the_accuracy_target_exactly():
+    run = RunResult("r", [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": bn_convergence.ACC_TARGET}], [],
+                    1.0, 10)
+    assert bn_convergence._epochs_to_acc(run) == 2.0
+
+
+@pytest.mark.parametrize("label, bn", [("torch BN", nn.BatchNorm2d), ("scratch BN", ScratchBatchNorm2d),
+                                       ("no norm", None)])
+def test_bn_convergence_arms_are_the_plain_net_with_their_own_norm(label, bn):
+    b = bn_convergence.BUDGET["smoke"]
+    model = bn_convergence._spec(b, label, 0.1).model(10, 1)
+    norms = {t for t in _types(model) if t in (nn.BatchNorm2d, ScratchBatchNorm2d)}
+    assert norms == ({bn} if bn else set())
+    blocks = [m for m in model.modules() if hasattr(m, "residual")]
+    assert blocks and not any(m.residual for m in blocks)  # plain: no shortcut in any block
+
+
+@pytest.mark.parametrize("norm, bn2d, bn1d", [("scratch", ScratchBatchNorm2d, ScratchBatchNorm1d),
+                                              ("batch", nn.BatchNorm2d, nn.BatchNorm1d), ("none", None, None)])
+def test_lenet_is_d2ls_sigmoid_net_with_the_chosen_bn_and_xavier_weights(norm, bn2d, bn1d):
+    torch.manual_seed(0)
+    model = bn_convergence.LeNet(10, 1, norm=norm)
+    types = _types(model)
+    assert types.count(nn.Sigmoid) == 4 and nn.ReLU not in types
+    if bn2d:
+        assert types.count(bn2d) == 2 and types.count(bn1d) == 2
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    off = {i: std_off(m.weight, _xavier_std(m)) for i, m in enumerate(layers) if m.weight.numel() >= 800}
+    assert len(off) >= 3 and not any(off.values()), off
+
+
+# --- vanishing_gradients ----------------------------------------------------------------------------
+
+
+def test_vanishing_gradients_ratio_is_first_layer_over_last_layer():
+    norms = [("blocks.0.linear", 1e-3), ("blocks.1.linear", 0.5), ("head", 2.0)]
+    assert vanishing_gradients._ratio(norms) == pytest.approx(5e-4)
+    assert math.isnan(vanishing_gradients._ratio([("a", 1.0), ("b", 0.0)]))
+
+
+def _mlp_by_hand(model: vanishing_gradients.DeepMLP, x: torch.Tensor, residual: bool) -> torch.Tensor:
+    """The forward of the docstring in float64 from the model's own weights (no BN): the first block
+    sigmoid(W x + b); every later one x + W sigmoid(x) + b with shortcuts, sigmoid(W x + b) without."""
+    h = x.double().flatten(1)
+    for i, block in enumerate(model.blocks):
+        w, bias = block.linear.weight.double(), block.linear.bias.double()
+        h = h + F.linear(torch.sigmoid(h), w, bias) if residual and i > 0 else torch.sigmoid(F.linear(h, w, bias))
+    return F.linear(h, model.head.weight.double(), model.head.bias.double())
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_deep_mlp_computes_the_documented_forward_with_depth_linear_layers(residual):
+    torch.manual_seed(0)
+    model = vanishing_gradients.DeepMLP(12, 3, depth=5, width=8, residual=residual)
+    assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 5
+    x = torch.randn(4, 3, 2, 2)
+    torch.testing.assert_close(model(x).double(), _mlp_by_hand(model, x, residual), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("label", list(vanishing_gradients.CONFIGS))
+def test_vanishing_gradients_arms_are_what_their_labels_say_with_glorot_or_he_init(label):
+    torch.manual_seed(0)
+    depth, width = 6, 256
+    model = vanishing_gradients.DeepMLP(200, 10, depth=depth, width=width, **vanishing_gradients.CONFIGS[label])
+    types = _types(model)
+    relu = label == "ReLU"
+    assert (nn.ReLU in types, nn.Sigmoid in types) == (relu, not relu)
+    assert (nn.BatchNorm1d in types) == ("BN" in label)
+    assert [b.residual for b in model.blocks] == [i > 0 and "residual" in label for i in range(depth - 1)]
+    # the linear before a BN has no bias (BN's shift replaces it)
+    assert all((b.linear.bias is None) == ("BN" in label) for b in model.blocks)
+    for i, block in enumerate(model.blocks):
+        w = block.linear.weight
+        want = math.sqrt(2.0 / w.shape[1]) if relu else _xavier_std(block.linear)  # He normal / Glorot
+        if block.residual:  # branches scaled by 1 / sqrt(depth - 2) at init
+            want /= math.sqrt(depth - 2)
+        assert std_off(w, want) is None, (i, std_off(w, want))
+
+
+# --- very_deep ---------------------------------------------------------------------------------------
+
+
+def test_very_deep_trend_is_the_mean_of_the_first_and_last_k_finite_losses():
+    assert very_deep._trend([4.0, 3.0, 2.0, 1.0, 0.0], 2) == (3.5, 0.5)
+    assert very_deep._trend([2.0, 1.0, math.nan], 1) == (2.0, 1.0)  # the NaN of a divergence dropped
+    assert all(math.isnan(v) for v in very_deep._trend([2.0, 1.0, 0.5], 2))  # fewer than 2k losses
+
+
+def _very_deep_checks(plain_last: list[float]):
+    resnet = [[2.3, 2.3, 1.5, 1.5]] * 3
+    plain = [[2.3, 2.3, v, v] for v in plain_last]
+    return very_deep.claim_checks({"resnet-20": resnet, "plain-20": plain},
+                                  {"resnet-20": [False] * 3, "plain-20": [False] * 3}, ["resnet-20", "plain-20"],
+                                  protocols={"resnet-20": "", "plain-20": ""}, window=2, num_classes=10)
+
+
+@pytest.mark.parametrize("plain_last, trains", [
+    ([2.14, 2.15, 2.16], True),  # 0.15 below chance (2.303), seeds 0.01 apart: under the 0.2 that counts
+    ([2.05, 2.15, 2.25], False),  # mean 2.15, sd 0.1: one sd down (2.05) is below 2.103, so "does not" is unshown
+])
+def test_very_deep_does_not_train_needs_the_plain_net_not_below_the_bar_even_one_sd_down(plain_last, trains):
+    assert _very_deep_checks(plain_last)[1].passed == trains
+
+
+def test_very_deep_plain_arm_has_no_shortcuts_and_the_residual_arm_has_them():
+    specs = very_deep._specs(very_deep.BUDGET["smoke"], {})
+    residual = [[m.residual for m in s.model(10, 1).modules() if hasattr(m, "residual")] for s in specs[:2]]
+    assert all(residual[0]) and not any(residual[1]) and residual[0] and residual[1]
+
+
+def test_very_deep_warmup_finding_says_met_when_the_error_is_below_eighty_percent():
+    def result(err):
+        return SimpleNamespace(runs=[SimpleNamespace(info={"warmup": {"train_error": err, "steps": 4, "lr": 0.01}})])
+
+    met, unmet = very_deep._warmup_findings({"a": result(0.7), "b": result(0.9)})
+    assert "met on average" in met and "not met" not in met and "not met on average" in unmet
+
+
+# --- bn_imbalance -------------------------------------------------------------------------------------
+
+
+def _scored_model(bn: bool = False) -> nn.Module:
+    """Logits (0, x): p(positive) = sigmoid(x); with ``bn``, a BN in front whose running statistics
+    (mean 0, var 1) make it the identity in eval mode, and batch statistics would not."""
+    head = nn.Linear(1, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[0.0], [1.0]])), head.bias.zero_()
+    return nn.Sequential(nn.BatchNorm1d(1, eps=0.0, affine=False), head) if bn else head
+
+
+P_POS, P_NEG = [0.2, 0.6], [0.005, 0.05, 0.3]
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_bn_imbalance_evaluates_auc_on_p_positive_and_balanced_accuracy_at_the_prior(bn):
+    p = torch.tensor(P_POS + P_NEG, dtype=torch.float64)
+    x, y = torch.logit(p).float().unsqueeze(1), torch.tensor([1, 1, 0, 0, 0])
+    model = _scored_model(bn).train()
+    m = bn_imbalance._evaluate(SimpleNamespace(diverged=False, model=model), SimpleNamespace(test=[(x, y)]), 0.01,
+                               "cpu")
+    # by hand: pairs (positive > negative): 0.2 beats 0.005 and 0.05, 0.6 beats all three -> 5 of 6
+    assert m["auc"] == pytest.approx(5 / 6)
+    # positive when p > 0.01: both positives, and 0.05 and 0.3 of the negatives -> (2/2 + 1/3) / 2
+    assert m["bacc"] == pytest.approx((1 + 1 / 3) / 2) and m["pos_recall"] == 1.0
+    # argmax (p > 0.5): one positive of two, every negative -> (1/2 + 1) / 2
+    assert m["argmax_bacc"] == pytest.approx(0.75) and not model.training
+
+
+def test_bn_imbalance_counts_a_diverged_run_at_chance():
+    m = bn_imbalance._evaluate(SimpleNamespace(diverged=True, model=None), None, 0.01, "cpu")
+    assert m == {"auc": 0.5, "bacc": 0.5, "pos_recall": 0.0, "argmax_bacc": 0.5}
+
+
+# --- bn_sigmoid_range ------------------------------------------------------------------------------
+
+
+def test_bn_sigmoid_range_a_frozen_share_of_exactly_sixty_percent_is_in_the_linear_range():
+    checks = bn_sigmoid_range.claim_checks({bn_sigmoid_range.FROZEN: [0.6] * 3, bn_sigmoid_range.LEARNABLE: [0.4] * 3},
+                                           {bn_sigmoid_range.LEARNABLE: [0.9] * 3, bn_sigmoid_range.FROZEN: [0.8] * 3})
+    assert checks[0].passed  # "at least 60%"
+
+
+@pytest.mark.parametrize("label", list(bn_sigmoid_range.CONFIGS))
+def test_bn_sigmoid_range_arms_are_the_papers_sigmoid_mlp_with_gamma_beta_learned_frozen_or_absent(label):
+    cfg = bn_sigmoid_range.CONFIGS[label]
+    model = bn_sigmoid_range.sigmoid_bn_mlp(3, 16, in_features=20, **cfg)(10, 1)
+    types = _types(model)
+    assert types.count(nn.Sigmoid) == 3 and types.count(nn.Linear) == 4 and nn.ReLU not in types
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(bns) == (3 if label != bn_sigmoid_range.NO_NORM else 0)
+    trainable = {p.requires_grad for m in bns for p in (m.weight, m.bias)}
+    assert trainable == (set() if not bns else {label == bn_sigmoid_range.LEARNABLE})
+
+
+def test_bn_sigmoid_range_reports_the_mean_absolute_gamma_and_beta():
+    model = bn_sigmoid_range.sigmoid_bn_mlp(2, 2, norm=True, affine=True, in_features=4)(3, 1)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    with torch.no_grad():
+        bns[0].weight.copy_(torch.tensor([-1.0, 3.0])), bns[1].weight.copy_(torch.tensor([2.0, -2.0]))
+        bns[0].bias.copy_(torch.tensor([-0.5, 0.5])), bns[1].bias.copy_(torch.tensor([0.0, -1.0]))
+    assert bn_sigmoid_range._gamma_beta(model) == pytest.approx({"mean abs gamma": 2.0, "mean abs beta": 0.5})
+
+
+# --- bn_regularization ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_bn_regularization_lenet_drops_out_after_both_hidden_fcs_and_drops_biases_before_bn(norm):
+    model = bn_regularization.LeNet(10, 1, norm=norm, dropout=0.5)
+    drops = [m for m in model.classifier if isinstance(m, nn.Dropout)]
+    assert [m.p for m in drops] == [0.5, 0.5]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert [m.bias is not None for m in layers] == [norm == "none"] * 4 + [True]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_bn_regularization_smallest_lenet_input_is_twelve_pixels():
+    assert bn_regularization.LeNet(10, 1, image_size=12)(torch.randn(2, 1, 12, 12)).shape == (2, 10)
+    with pytest.raises(ValueError, match="at least 12 x 12"):
+        bn_regularization.LeNet(10, 1, image_size=11)
+
+
+def test_bn_regularization_a_diverged_run_has_no_training_accuracy():
+    r = SimpleNamespace(diverged=True, model=nn.Linear(2, 2))
+    assert math.isnan(bn_regularization._train_acc_eval(SimpleNamespace(device="cpu"), r, None))
+
+
+# --- transfer ------------------------------------------------------------------------------------------
+
+
+def _frozen_net() -> tuple[nn.Module, dict]:
+    """Linear -> BN -> Linear: the first Linear frozen, the BN locked in eval as freeze() locks it."""
+    from resnet_lab.transfer.freeze import _lock_eval
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    _lock_eval(model[1])
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("change, unchanged", [
+    (None, True), ("2.weight", True),  # a trainable tensor may move
+    ("0.weight", False), ("1.running_mean", False),  # a frozen parameter or a locked BN's statistic may not
+])
+def test_transfer_frozen_unchanged_compares_every_frozen_tensor_with_the_source(change, unchanged):
+    model, source = _frozen_net()
+    if change:
+        with torch.no_grad():
+            model.state_dict()[change].add_(1.0)
+    assert transfer._frozen_unchanged(model, source) is unchanged
+    assert transfer._frozen_unchanged(nn.Linear(2, 2), {}) is None  # nothing frozen
+
+
+def test_transfer_passes_run_the_inner_loaders_epochs_in_turn_without_repeating_an_order():
+    from resnet_lab.data import InMemoryLoader
+
+    images = torch.arange(8, dtype=torch.uint8).view(8, 1, 1, 1).expand(8, 1, 2, 2).contiguous()
+    inner = InMemoryLoader(images, torch.arange(8), batch_size=4, mean=(0.0,), std=(1.0,), shuffle=True, seed=1)
+    view = transfer._Passes(inner, 2)
+    assert len(view) == 2 * len(inner)
+    seen = []
+    for epoch in (0, 1):
+        view.set_epoch(epoch)
+        seen.append([y.tolist() for _, y in view])
+    want = []
+    for e in range(4):  # the inner loader's epochs 0-3, by themselves
+        inner.set_epoch(e)
+        want += [y.tolist() for _, y in inner]
+    assert seen[0] + seen[1] == want
+
+
+def test_transfer_time_per_image_is_pooled_over_the_runs_of_a_strategy():
+    runs = [{"strategy": "all", "train_seconds": 1.0, "images": 100}, {"strategy": "all", "train_seconds": 3.0,
+                                                                       "images": 300},
+            {"strategy": "head", "train_seconds": 9.0, "images": 1}]
+    assert transfer._ms_per_image(runs, "all") == pytest.approx(1000 * 4.0 / 400)
+
+
+# --- precise_bn ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bn", [nn.BatchNorm2d, ScratchBatchNorm2d])
+def test_precise_bn_forgets_the_statistics_a_long_training_left(bn):
+    # After training num_batches_tracked is large: a cumulative average that went on from it would
+    # keep the stale statistics almost whole. Reference: the float64 mean of the per-batch means.
+    batches = [torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(i)) + 1.0 for i in range(3)]
+    layer = bn(2)
+    layer.running_mean.fill_(7.0), layer.num_batches_tracked.fill_(1000)
+    precise_bn(nn.Sequential(layer), batches, num_batches=3)
+    want = torch.stack([x.double().mean(dim=(0, 2, 3)) for x in batches]).mean(0)
+    torch.testing.assert_close(layer.running_mean.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_precise_bn_refuses_zero_batches_and_leaves_a_model_without_bn_in_its_mode():
+    with pytest.raises(ValueError, match="num_batches must be >= 1, got 0"):
+        precise_bn(nn.Sequential(nn.BatchNorm2d(2)), [torch.randn(2, 2, 2, 2)], num_batches=0)
+    model = nn.Sequential(nn.Linear(2, 2)).eval()
+    assert precise_bn(model, [torch.randn(2, 2)], num_batches=1) == 0 and not model.training
