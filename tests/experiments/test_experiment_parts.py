@@ -337,3 +337,55 @@ def test_precise_bn_refuses_zero_batches_and_leaves_a_model_without_bn_in_its_mo
         precise_bn(nn.Sequential(nn.BatchNorm2d(2)), [torch.randn(2, 2, 2, 2)], num_batches=0)
     model = nn.Sequential(nn.Linear(2, 2)).eval()
     assert precise_bn(model, [torch.randn(2, 2)], num_batches=1) == 0 and not model.training
+
+
+# --- run-level arms: what the experiments hand to the trainer ----------------------------------------
+
+
+def test_bn_convergence_lenet_arms_use_d2ls_settings_and_censor_one_past_the_longest_run(tmp_path, monkeypatch):
+    from trainspy import TrainSpy
+    from resnet_lab.experiments.runner import Context
+
+    spy = TrainSpy(monkeypatch)
+    ctx = Context("bn_convergence", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    _, censor = bn_convergence._lenet(ctx, bn_convergence.BUDGET["smoke"], [0])
+    (bn, plain) = spy.calls  # "LeNet + BN", then "LeNet"
+    # d2l's BN chapter: plain SGD, lr 1.0 for its (from-scratch) BN LeNet and 0.9 for LeNet
+    assert [(c.config.lr, c.config.momentum, c.config.weight_decay) for c in spy.calls] == [(1.0, 0.0, 0.0),
+                                                                                            (0.9, 0.0, 0.0)]
+    assert ScratchBatchNorm2d in _types(bn.model) and ScratchBatchNorm1d in _types(bn.model)
+    assert not any(isinstance(m, (nn.BatchNorm2d, ScratchBatchNorm2d)) for m in plain.model.modules())
+    assert censor == max(len(c.steps) for c in spy.calls) + 1
+
+
+def test_train_recorded_builds_the_model_after_seeding_with_the_specs_seed(tmp_path):
+    from resnet_lab.experiments.bn_input_stats import train_recorded
+    from resnet_lab.experiments.runner import Context, RunSpec, cifar_net
+
+    ctx = Context("seeds", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    data = ctx.data("fake", batch_size=8, subset=16, image_size=8, in_channels=1)
+    factory, built = cifar_net(8, widths=(2, 4, 8)), []
+
+    def build(nc: int, ic: int) -> nn.Module:
+        built.append({k: v.clone() for k, v in factory(nc, ic).state_dict().items()})
+        return factory(nc, ic)
+
+    result, _ = train_recorded(ctx, RunSpec("r", batch_size=8, epochs=1, max_steps_per_epoch=1, seed=3), data,
+                               lambda nc, ic: (build(nc, ic), None)[0], every=1)
+    torch.manual_seed(3)
+    ref = factory(10, 1).state_dict()
+    assert all(torch.equal(built[0][k], ref[k]) for k in ref) and result.info["drift"]["mean"]
+
+
+def test_seed_band_is_the_mean_over_seeds_plus_and_minus_their_sample_sd():
+    import statistics
+
+    from resnet_lab.experiments.bn_input_stats import seed_band
+    from resnet_lab.experiments.runner import SeedResults
+
+    curves = [[1.0, 2.0, 9.0], [3.0, 5.0]]  # the band runs to the shortest curve
+    runs = SeedResults("x", [RunResult(f"s{i}", [], [], 1.0, 1, info={"c": c}) for i, c in enumerate(curves)])
+    mean, (lo, hi) = seed_band(runs, lambda r: r.info["c"])
+    sds = [statistics.stdev([1.0, 3.0]), statistics.stdev([2.0, 5.0])]
+    assert mean == pytest.approx([2.0, 3.5])
+    assert lo == pytest.approx([m - s for m, s in zip(mean, sds)]) and hi == pytest.approx([m + s for m, s in zip(mean, sds)])
