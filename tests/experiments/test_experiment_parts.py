@@ -138,6 +138,18 @@ def test_vanishing_gradients_arms_are_what_their_labels_say_with_glorot_or_he_in
         assert std_off(w, want) is None, (i, std_off(w, want))
 
 
+def test_vanishing_gradients_scales_each_residual_branch_by_the_count_of_residual_blocks():
+    """Input as wide as the hidden layers: the first block has a shortcut too, so depth - 1 branches
+    (not depth - 2) share the 1/sqrt(n) init scale that keeps the sum of branches' variance fixed."""
+    torch.manual_seed(0)
+    depth, width = 6, 256
+    model = vanishing_gradients.DeepMLP(width, 10, depth=depth, width=width, activation="relu", residual=True)
+    assert all(b.residual for b in model.blocks) and len(model.blocks) == depth - 1
+    for block in model.blocks:
+        want = math.sqrt(2.0 / width) / math.sqrt(depth - 1)  # He normal, scaled
+        assert std_off(block.linear.weight, want) is None, std_off(block.linear.weight, want)
+
+
 # --- very_deep ---------------------------------------------------------------------------------------
 
 

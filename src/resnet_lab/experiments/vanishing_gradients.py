@@ -91,8 +91,9 @@ class DeepMLP(nn.Module):
         width: hidden width.
         activation: ``sigmoid`` or ``relu``.
         norm: BatchNorm1d after every hidden Linear.
-        residual: ``x + W act(x)`` for every hidden block after the first (pre-activation shortcut),
-            the branch weights scaled by ``1/sqrt(depth - 2)`` at init.
+        residual: ``x + W act(x)`` for every width-preserving hidden block (pre-activation shortcut):
+            all after the first, and the first too when ``in_features == width``; the branch weights
+            scaled by ``1/sqrt(number of such blocks)`` at init.
     """
 
     def __init__(self, in_features: int, num_classes: int, *, depth: int, width: int, activation: str = "sigmoid",
@@ -103,7 +104,7 @@ class DeepMLP(nn.Module):
         if activation not in ("sigmoid", "relu"):
             raise ValueError(f"activation must be 'sigmoid' or 'relu', got {activation!r}")
         dims = [in_features] + [width] * (depth - 1)
-        scale = 1.0 / math.sqrt(max(depth - 2, 1))  # depth - 2 width-preserving (residual) blocks
+        scale = 1.0 / math.sqrt(max(sum(a == b for a, b in zip(dims[:-1], dims[1:])), 1))  # per residual branch
         self.blocks = nn.Sequential(*(_Block(a, b, activation, norm, residual, scale)
                                       for a, b in zip(dims[:-1], dims[1:])))
         self.head = nn.Linear(width, num_classes)
