@@ -55,7 +55,10 @@ def test_analysis_tools_name_bad_arguments():
     for kw, match in [({"input_size": "1,8,8"}, r"input_size must be positive int sizes .*got '1,8,8'"),
                       ({"input_size": (1, 8.5, 8)}, r"input_size must be positive int sizes .*got \(1, 8\.5, 8\)"),
                       ({"input_size": (1, 8, 8), "batch_size": 2.0}, r"batch_size must be an int >= 1, got 2\.0"),
-                      ({"input_size": (1, 8, 8), "depth": True}, r"depth must be None .* or an int >= 1, got True")]:
+                      ({"input_size": (1, 8, 8), "depth": True}, r"depth must be None .* or an int >= 1, got True"),
+                      ({"input_size": (1, 0, 8)}, r"input_size must be positive int sizes .*got \(1, 0, 8\)"),
+                      ({"input_size": (1, 8, 8), "batch_size": 0}, r"batch_size must be an int >= 1, got 0"),
+                      ({"input_size": (1, 8, 8), "depth": 0}, r"depth must be None .* or an int >= 1, got 0")]:
         with pytest.raises(ValueError, match=match):
             summarize(model, **kw)
     with pytest.raises(TypeError, match=r"summarize needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\)"):

@@ -25,6 +25,21 @@ PUBLISHED_GMACS = {
 }
 
 
+def _leaf_output_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of every leaf module's output in an eval forward pass of ``x``, recomputed with plain
+    forward hooks (a second, independent bookkeeping of ``activation_bytes``)."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, a, o: sizes.append(o.numel() * o.element_size()))
+             for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(sizes)
+
+
 def _torchvision_on_meta(name: str) -> nn.Module:
     kw = {"init_weights": False} if name == "googlenet" else {}
     with torch.device("meta"):
@@ -116,15 +131,7 @@ def test_params_and_shapes_match_torchvision_resnet18_on_cpu_and_meta_agrees():
     assert s.rows[0].name == "conv1" and s.rows[0].output_shape == [[2, 64, 16, 16]]
     assert s.rows[-1].name == "fc" and s.rows[-1].output_shape == [[2, 10]]
     assert s.param_bytes == 4 * ref_total
-    # Leaf outputs recomputed with plain forward hooks (a second, independent bookkeeping).
-    sizes = []
-    hooks = [m.register_forward_hook(lambda m, a, o: sizes.append(o.numel() * o.element_size()))
-             for m in model.modules() if next(m.children(), None) is None]
-    with torch.no_grad():
-        model.eval()(torch.randn(2, 3, 32, 32))
-    for h in hooks:
-        h.remove()
-    assert s.activation_bytes == sum(sizes)
+    assert s.activation_bytes == _leaf_output_bytes(model, torch.randn(2, 3, 32, 32))
     # The meta device gives the same counts without computing.
     with torch.device("meta"):
         meta_model = torchvision.models.resnet18(num_classes=10)
@@ -242,3 +249,99 @@ def test_the_callers_global_rng_is_not_drawn_from():
     with torch.device("meta"):
         meta_model = torchvision.models.resnet18(num_classes=10)
     assert summarize(meta_model, (3, 32, 32), device="meta").total_params == count_params(model)[0]
+
+
+def test_each_text_row_shows_its_hand_counted_macs_indented_by_depth_and_long_labels_are_cut():
+    """The MACs column of every row, not only the total, in G (3 decimals), M, K (2) or plain;
+    a row one level deeper is indented by two spaces. Reference: the conv/linear hand formulas."""
+    with torch.device("meta"):
+        model = nn.Sequential(
+            nn.Conv2d(64, 256, 3, padding=1),  # 256 * 64 * 9 * 112 * 112 = 1,849,688,064
+            nn.Conv2d(256, 4, 1),  # 4 * 256 * 112 * 112 = 12,845,056
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Sequential(nn.Linear(4, 300), nn.Linear(300, 2)),  # 1,200 and 600
+        )
+    s = summarize(model, (64, 112, 112), device="meta")
+    assert [r.macs for r in s.rows] == [1_849_688_064, 12_845_056, 0, 0, 1_200, 600]
+    want = {"0 (Conv2d)": "1.850 G", "1 (Conv2d)": "12.85 M", "2 (AdaptiveAvgPool2d)": "-", "3 (Flatten)": "-",
+            "  4.0 (Linear)": "1.20 K", "  4.1 (Linear)": "600"}
+    lines = s.to_text().split("\n")
+    for label, macs in want.items():
+        (line,) = [line for line in lines if line.startswith(label + " ")]
+        assert line.endswith(" " + macs), (label, line)
+    cut = s.to_text(max_name_width=10).split("\n")  # "  4.0 (Linear)" is 14 characters: 7 kept, "..." added
+    assert any(line.startswith("  4.0 (...  ") for line in cut)
+    assert any(line.startswith("0 (Conv2d)  ") for line in cut)  # exactly 10: left whole
+
+
+def test_a_module_returning_a_tuple_or_a_dict_has_every_tensors_shape_and_bytes():
+    """torch's LSTM returns (output, (h, c)): three shapes, documented by torch; a dict output
+    counts each value. Activation bytes are those of every tensor a leaf returned."""
+
+    class Heads(nn.Module):
+        def forward(self, x):
+            return {"last": x[:, -1], "all": x}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.heads = nn.LSTM(4, 6, batch_first=True), Heads()
+
+        def forward(self, x):
+            return self.heads(self.lstm(x)[0])
+
+    s = summarize(Net(), (5, 4), batch_size=2)
+    rows = {r.name: r.output_shape for r in s.rows}
+    assert rows == {"lstm": [[2, 5, 6], [1, 2, 6], [1, 2, 6]], "heads": [[2, 6], [2, 5, 6]]}
+    assert s.activation_bytes == 4 * ((2 * 5 * 6 + 2 * 2 * 6) + (2 * 6 + 2 * 5 * 6))
+
+
+def test_the_input_follows_the_models_device_and_dtype_when_left_out():
+    """device=None: the model's own device, read from a buffer when there is no parameter;
+    dtype=None: float32 for a model without a floating-point parameter (the docstring's contract)."""
+    with torch.device("meta"):
+        on_meta = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+        buffers_only = nn.Sequential(nn.BatchNorm2d(3, affine=False), nn.Flatten())
+    assert summarize(on_meta, (3, 6, 6)).total_macs == 4 * 3 * 9 * 4 * 4
+    assert summarize(buffers_only, (3, 4, 4)).rows[-1].output_shape == [[1, 48]]
+    s = summarize(nn.Sequential(nn.ReLU(), nn.Flatten()), (2, 3), batch_size=5)
+    assert (s.input_bytes, s.activation_bytes) == (4 * 5 * 6, 2 * 4 * 5 * 6)
+
+
+def test_the_batch_is_in_the_input_shape_and_buffer_bytes_count_the_running_statistics():
+    """input_shape includes the batch dim (documented); a BatchNorm2d(8) holds running mean and var
+    (8 float32 each) and num_batches_tracked (one int64): 72 bytes, counted by hand."""
+    s = summarize(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), (3, 8, 8), batch_size=2)
+    assert (s.input_shape, s.batch_size, s.buffer_bytes) == ([2, 3, 8, 8], 2, 8 * 4 * 2 + 8)
+    assert "(input (2, 3, 8, 8))" in s.to_text()
+    assert s.to_dict()["batch_size"] == 2
+
+
+def test_depth_2_keeps_the_shallower_leaves_and_activation_bytes_do_not_depend_on_depth():
+    """"leaves above d stay as rows": at depth 2 resnet18's stem and head (depth 1) are rows
+    beside its blocks (depth 2); activation bytes are the leaves' outputs whatever the depth."""
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(num_classes=10)
+        x = torch.randn(1, 3, 64, 64)
+    leaves = _leaf_output_bytes(model, x)
+    s = summarize(model, (3, 64, 64), depth=2, device="meta")
+    blocks = [f"layer{i}.{j}" for i in (1, 2, 3, 4) for j in (0, 1)]
+    assert [r.name for r in s.rows] == ["conv1", "bn1", "relu", "maxpool", *blocks, "avgpool", "fc"]
+    assert sum(r.params for r in s.rows) == sum(p.numel() for p in model.parameters())
+    for depth in (1, 2, None):
+        assert summarize(model, (3, 64, 64), depth=depth, device="meta").activation_bytes == leaves, depth
+
+
+@pytest.mark.parametrize(("norm", "shown"), [("group", "GroupNorm"), ("scratch", "ScratchBatchNorm2d")])
+def test_row_types_read_groupnorm_and_scratchbatchnorm2d(norm, shown):
+    """norm="group" is a private _GroupNorm subclass (shown without the underscore); norm="scratch"
+    is our BatchNorm2d, which must not read as torch's BatchNorm2d."""
+    from resnet_lab import create_model
+    from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
+
+    model = create_model("resnet8", norm=norm)
+    norm_type = {"group": nn.GroupNorm, "scratch": ScratchBatchNorm2d}[norm]
+    types = [r.type for r in summarize(model, (3, 16, 16)).rows]
+    assert types.count(shown) == sum(isinstance(m, norm_type) for m in model.modules()) > 0
+    assert not any(t.startswith("_") or t == "BatchNorm2d" for t in types)
