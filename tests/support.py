@@ -57,6 +57,12 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def hooked_modules(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that still carry a forward (pre-)hook: a tool that hooks a
+    model for one pass or one recording must leave this empty afterwards."""
+    return [name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
 def std_off(w: torch.Tensor, want: float, sigmas: float = 6.0) -> str | None:
     """Why ``w``'s standard deviation is not ``want`` (None when it is): more than ``sigmas``
     standard errors away (about ``want / sqrt(2 n)`` for n independent normal draws), or its mean

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from support import hooked_modules
 from torch import nn
 
 from resnet_lab.analysis import GradientFlowRecorder, gradient_norms, plot_gradient_flow
+from resnet_lab.analysis.gradflow import weight_layers_in_forward_order
 
 
 class _BranchyNet(nn.Module):
@@ -118,7 +120,6 @@ def test_plot_gradient_flow_rejects_empty_records(tmp_path):
 
 
 def test_forward_order_in_training_mode_leaves_the_bn_running_statistics_as_they_were():
-    from resnet_lab.analysis.gradflow import weight_layers_in_forward_order
     from resnet_lab.models import create_model
 
     model = create_model("resnet8").train()
@@ -169,3 +170,56 @@ def test_recorders_ride_along_training_with_ema_and_sam_one_record_per_optimizer
                   step_callbacks=[lambda s: (flow.record(s["step"]), steps.append(s["step"]))])
         assert flow.layer_names == ["conv", "fc"] and len(flow.history) == len(steps) == 6, options
         assert len(acts.steps) == 6, options  # one per optimizer step, the probe passes left out
+
+
+def test_every_tool_takes_its_hooks_off_the_model():
+    """weight_layers_in_forward_order and gradient_norms hook one pass; the recorder keeps its hooks
+    until its first record() (or close()). A hook left behind runs at every later forward pass."""
+    torch.manual_seed(4)
+    model = _BranchyNet()
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    assert [n for n, _ in weight_layers_in_forward_order(model, x)] == FORWARD_ORDER
+    assert hooked_modules(model) == []
+    assert [n for n, _ in gradient_norms(model, x, y)] == FORWARD_ORDER
+    assert hooked_modules(model) == []
+    rec = GradientFlowRecorder(model)
+    assert hooked_modules(model) == ["head", "skip", "conv2", "conv1"]
+    rec.close()
+    assert hooked_modules(model) == []
+    rec = GradientFlowRecorder(model)
+    F.cross_entropy(model(x), y).backward()
+    rec.record()
+    assert hooked_modules(model) == []
+
+
+def test_records_without_a_step_are_numbered_and_norms_takes_negative_indices():
+    """record() labels a record with the number of records so far; norms(-k) is the k-th from the
+    end, as for a list; an index past the end is refused. Reference: the .grad norms read directly."""
+    torch.manual_seed(5)
+    model = _BranchyNet()
+    rec, expected = GradientFlowRecorder(model), []
+    for _ in range(3):
+        model.zero_grad()
+        F.cross_entropy(model(torch.randn(2, 3, 8, 8)), torch.tensor([1, 2])).backward()
+        expected.append([getattr(model, n).weight.grad.norm().item() for n in FORWARD_ORDER])
+        rec.record()
+    assert rec.steps == [0, 1, 2]
+    for index, want in ((-1, expected[2]), (-3, expected[0]), (1, expected[1])):
+        assert [v for _, v in rec.norms(index)] == pytest.approx(want, rel=1e-6), index
+    for index in (3, -4):
+        with pytest.raises(IndexError, match=rf"record {index} asked, but there are 3 \(0..2\)"):
+            rec.norms(index)
+
+
+def test_a_model_without_the_layer_types_names_them_and_layer_types_picks_other_layers():
+    """A net of no conv/linear has nothing to measure by default: the error names the types and the
+    way out; with layer_types=(nn.BatchNorm1d,) its weight is measured, checked by autograd.grad."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.BatchNorm1d(4)).train()
+    nn.init.normal_(model[0].weight)
+    x, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
+    with pytest.raises(ValueError, match=r"no layer of type Conv1d, Conv2d, Conv3d, Linear ran .*pass layer_types="):
+        gradient_norms(model, x, y)
+    ((name, value),) = gradient_norms(model, x, y, layer_types=(nn.BatchNorm1d,))
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), [model[0].weight])
+    assert name == "0" and value == pytest.approx(grad.norm().item(), rel=1e-6) and value > 0

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 import torchvision
+from support import hooked_modules
 from torch import nn
 
 from resnet_lab.analysis import count_params, summarize
@@ -187,7 +188,7 @@ def test_an_input_size_or_dtype_the_model_cannot_take_names_the_arguments_and_le
     with pytest.raises(ValueError, match=r"torch.float64.*dtype must be the model's"):
         summarize(model, (3, 32, 32), dtype=torch.float64)
     assert model.training  # the mode is restored and every hook removed
-    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert hooked_modules(model) == []
 
 
 def test_a_tied_weight_and_a_containers_own_parameter_are_each_in_one_row():
