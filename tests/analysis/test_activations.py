@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from support import hooked_modules
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -22,6 +23,20 @@ def _by_hand(y: torch.Tensor, linear_range: float = 1.0) -> tuple[float, float, 
     mean = y.sum() / n
     std = torch.sqrt(((y - mean) ** 2).sum() / n)
     return float(mean), float(std), float((y.abs() < linear_range).sum()) / n
+
+
+class _Flaky(nn.Module):
+    """A ReLU net whose forward raises after the ReLU (an out-of-memory error) while ``fail``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.act, self.fail = nn.Linear(4, 4), nn.ReLU(), False
+
+    def forward(self, x):
+        x = self.act(self.fc(x))
+        if self.fail:
+            raise RuntimeError("out of memory (simulated)")
+        return x
 
 
 def _linear_out_float64(lin: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +110,7 @@ def test_hooks_are_removed_on_exit_and_nothing_more_is_recorded():
         model(torch.randn(2, 3))
     model(torch.randn(2, 3))
     assert len(rec.records) == 1
-    assert not model._forward_pre_hooks and not model._forward_hooks and not model[1]._forward_pre_hooks
+    assert hooked_modules(model) == []
 
 
 def test_every_relu_call_of_a_plain_cifar_net_is_a_site_in_forward_order():
@@ -137,18 +152,7 @@ def test_heatmaps_of_two_networks_with_different_depths_are_written(tmp_path):
 
 
 def test_a_training_pass_that_raises_adds_no_step_so_steps_and_records_stay_paired():
-    class Flaky(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc, self.act, self.fail = nn.Linear(4, 4), nn.ReLU(), False
-
-        def forward(self, x):
-            x = self.act(self.fc(x))
-            if self.fail:
-                raise RuntimeError("out of memory (simulated)")
-            return x
-
-    model = Flaky().train()
+    model = _Flaky().train()
     with ActivationStatsRecorder(model) as rec:
         model(torch.randn(3, 4))
         model.fail = True
@@ -168,3 +172,92 @@ def test_stats_at_a_record_that_does_not_exist_names_the_records_there_are():
     assert len(rec.stats(0)) == 1 and rec.stats(-1) == rec.stats(0)
     with pytest.raises(IndexError, match=r"index 5 is outside the 1 record\(s\) \(steps \[0\]\): use 0\.\.0, or -1"):
         rec.stats(5)
+
+
+@pytest.mark.parametrize(("kw", "match"), [({"where": "inputs"}, r"where must be 'input' or 'output', got 'inputs'"),
+                                           ({"linear_range": 0.0}, r"linear_range must be > 0, got 0\.0"),
+                                           ({"every": True}, r"every must be a whole number of steps >= 1, got True")],
+                         ids=["where", "linear_range", "every"])
+def test_bad_arguments_are_refused_naming_the_value(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ActivationStatsRecorder(nn.ReLU(), **kw)
+
+
+def test_matrix_rows_are_sites_columns_records_each_statistic_by_hand_and_nan_where_a_site_did_not_run():
+    """A site that runs in one step only keeps its row (NaN in the other columns, as documented);
+    each statistic's matrix holds that statistic, recomputed in float64 by hand."""
+
+    class Sometimes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.extra, self.use_extra = nn.Linear(5, 6), nn.ReLU(), nn.Tanh(), False
+
+        def forward(self, x):
+            h = self.fc(x)
+            return self.act(h) + (self.extra(2 * h) if self.use_extra else 0)
+
+    torch.manual_seed(7)
+    model = Sometimes()
+    xs = [torch.randn(8, 5), torch.randn(8, 5) * 3 + 1]
+    with ActivationStatsRecorder(model, linear_range=0.5) as rec:
+        for use_extra, x in zip((True, False), xs):
+            model.use_extra = use_extra
+            model(x)
+    assert rec.layers == ["act", "extra"] and rec.steps == [0, 1]
+    pre = [_linear_out_float64(model.fc, x) for x in xs]
+    want = {"act": [_by_hand(pre[0], 0.5), _by_hand(pre[1], 0.5)], "extra": [_by_hand(2 * pre[0], 0.5), None]}
+    for k, stat in enumerate(("mean", "std", "within")):
+        got = rec.matrix(stat)
+        assert got.shape == (2, 2) and math.isnan(got[1, 1])
+        for i, site in enumerate(rec.layers):
+            for j, by_hand in enumerate(want[site]):
+                if by_hand is not None:
+                    assert float(got[i, j]) == pytest.approx(by_hand[k], abs=1e-6), (stat, site, j)
+    assert [r.name for r in rec.stats(1)] == ["act"]  # the tanh did not run at step 1
+
+
+def test_a_float64_model_gets_float64_statistics():
+    """Statistics are computed in float64: a spread of 1e-9 around 1 (lost in float32, where every
+    value rounds to 1.0) comes out as the float64 recomputation gives it."""
+    torch.manual_seed(8)
+    x = 1 + 1e-9 * torch.randn(64, 5, dtype=torch.float64)
+    model = nn.Sequential(nn.Identity(), nn.ReLU())
+    with ActivationStatsRecorder(model) as rec:
+        model(x)
+    (got,) = rec.stats()
+    mean, std, _ = _by_hand(x)
+    assert got.std == pytest.approx(std, rel=1e-6) and got.std > 0
+    assert got.mean == pytest.approx(mean, abs=1e-12)
+
+
+def test_a_nan_statistic_makes_the_drift_nan_instead_of_being_sorted_away():
+    """_median: NaN when any layer's value is NaN (a diverged step), per drift's contract."""
+    rec = ActivationStatsRecorder(nn.ReLU())
+    rec.layers, rec.steps = ["a", "b", "c", "d", "e"], [0]
+    rec.records = [{"a": (math.nan, math.nan, math.nan), "b": (0.1, 1.0, 0.9), "c": (0.2, 1.0, 0.8),
+                    "d": (0.3, 2.0, 0.7), "e": (0.4, 3.0, 0.6)}]
+    assert all(math.isnan(v) for v in rec.drift().values())
+
+
+def test_attaching_twice_hooks_once_and_an_empty_recorder_still_serializes():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    rec = ActivationStatsRecorder(model)
+    assert rec.to_dict() == {"layers": [], "steps": [], "every": 1, "where": "input", "linear_range": 1.0}
+    rec.attach()
+    with rec:  # __enter__ attaches again: the hooks must not double (two steps, a "1#2" site)
+        model(torch.randn(2, 3))
+    assert (rec.layers, rec.steps) == (["1"], [0])
+    assert hooked_modules(model) == []
+
+
+def test_an_evaluation_pass_after_a_training_pass_that_raised_is_not_recorded():
+    """The raising pass left the recorder mid-step; the evaluation pass after it is no training step."""
+    model = _Flaky().train()
+    with ActivationStatsRecorder(model) as rec:
+        model.fail = True
+        with pytest.raises(RuntimeError, match="simulated"):
+            model(torch.randn(3, 4))
+        model.fail = False
+        model.eval()
+        model(torch.randn(3, 4))
+    assert rec.records == [] and rec.steps == []
