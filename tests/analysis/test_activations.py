@@ -261,3 +261,24 @@ def test_an_evaluation_pass_after_a_training_pass_that_raised_is_not_recorded():
         model.eval()
         model(torch.randn(3, 4))
     assert rec.records == [] and rec.steps == []
+
+
+def test_an_activation_called_with_its_input_as_a_keyword_is_recorded():
+    """act(input=h) reached the pre-hook with no positional argument: an IndexError inside the
+    recorder's hook broke the user's forward pass. Reference: the float64 linear output by hand."""
+
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act = nn.Linear(3, 5), nn.ReLU()
+
+        def forward(self, x):
+            return self.act(input=self.fc(x))
+
+    torch.manual_seed(9)
+    model, x = Keyword(), torch.randn(6, 3)
+    with ActivationStatsRecorder(model) as rec:
+        model(x)
+    (got,) = rec.stats()
+    assert got.name == "act"
+    assert (got.mean, got.std, got.within) == pytest.approx(_by_hand(_linear_out_float64(model.fc, x)), abs=1e-6)

@@ -118,8 +118,11 @@ class ActivationStatsRecorder:
         self._handles.append(self.model.register_forward_hook(self._end))
         for name, m in self.model.named_modules():
             if isinstance(m, self.layer_types):
-                if self.where == "input":
-                    hook = m.register_forward_pre_hook(lambda mod, args, name=name: self._site(name, args[0]))
+                if self.where == "input":  # the input given by keyword (act(input=h)) as well
+                    hook = m.register_forward_pre_hook(
+                        lambda mod, args, kwargs, name=name: self._site(name, args[0] if args else
+                                                                        next(iter(kwargs.values()), None)),
+                        with_kwargs=True)
                 else:
                     hook = m.register_forward_hook(lambda mod, args, out, name=name: self._site(name, out))
                 self._handles.append(hook)
