@@ -346,3 +346,22 @@ def test_row_types_read_groupnorm_and_scratchbatchnorm2d(norm, shown):
     types = [r.type for r in summarize(model, (3, 16, 16)).rows]
     assert types.count(shown) == sum(isinstance(m, norm_type) for m in model.modules()) > 0
     assert not any(t.startswith("_") or t == "BatchNorm2d" for t in types)
+
+
+def test_a_module_called_twice_has_a_row_per_call_with_that_calls_macs_and_its_params_once():
+    """"0 on a second call of the same module" and per-call MACs (the hand conv formula), so the
+    rows still sum to the totals."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mid = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.conv(self.mid(self.conv(x)))
+
+    s = summarize(Twice(), (4, 5, 5))
+    conv, mid = 4 * 4 * 9 * 5 * 5, 4 * 4 * 5 * 5
+    assert [(r.name, r.params, r.macs) for r in s.rows] == [("conv", 4 * 4 * 9 + 4, conv), ("mid", 4 * 4 + 4, mid),
+                                                              ("conv", 0, conv)]
+    assert (sum(r.macs for r in s.rows), sum(r.params for r in s.rows)) == (s.total_macs, s.total_params)
