@@ -150,6 +150,7 @@ def test_drop_last_false_is_refused_for_several_ranks_which_would_take_different
     (lambda: DataConfig("fake", drop_last="no"), "DataConfig.drop_last must be True or False, got 'no'"),
     (lambda: DataConfig("fake", batch_size="16"), "DataConfig.batch_size must be a number, got '16'"),
     (lambda: DataConfig("fake", batch_size=16.5), "DataConfig.batch_size must be an int, got 16.5"),
+    (lambda: DataConfig("fake", augment=1), "DataConfig.augment must be True or False, got 1"),  # not a truthy int
 ])
 def test_a_field_of_the_wrong_kind_is_a_type_error_not_a_truthy_string(make, message):
     """augment="no" used to augment (a non-empty string is true); "16" failed deep in a comparison."""
@@ -196,3 +197,40 @@ def test_crop_padding_0_is_flip_only_and_the_crop_and_flip_options_are_refused_w
     with pytest.raises(ValueError, match=r"flip_mode 'alternate' \(--flip alternate\) needs an in-memory dataset"):
         DataConfig("folder", data_dir="x", flip_mode="alternate")
     assert DataConfig("fake", flip_mode="alternate").flip_mode == "alternate"
+
+
+@pytest.mark.parametrize("field, last_good, first_bad, folder", [
+    ("seed", 2 ** 64 - 1, 2 ** 64, False), ("seed", -(2 ** 63), -(2 ** 63) - 1, False),
+    ("split_seed", 2 ** 64 - 1, 2 ** 64, True), ("split_seed", -(2 ** 63), -(2 ** 63) - 1, True),
+])
+def test_seeds_are_taken_over_torchs_whole_range_and_refused_just_past_it(field, last_good, first_bad, folder):
+    """The reference: what torch.Generator.manual_seed takes (docs/DATA.md: the seeds seed torch)."""
+    where = dict(name="folder", data_dir="x") if folder else dict(name="fake")
+    torch.Generator().manual_seed(last_good)
+    assert getattr(DataConfig(**where, **{field: last_good}), field) == last_good
+    with pytest.raises((RuntimeError, ValueError)):  # torch's own words: "Overflow when unpacking long long"
+        torch.Generator().manual_seed(first_bad)
+    with pytest.raises(ValueError, match=rf"{field} .*must be an integer from {-(2 ** 63)} to {2 ** 64 - 1}"):
+        DataConfig(**where, **{field: first_bad})
+
+
+@pytest.mark.parametrize("kw, last_good, first_bad, match", [
+    # each range as the error words it (docs/DATA.md "Selecting data"): its last good value is taken
+    (dict(name="fake"), dict(image_size=8192), dict(image_size=8193), r"image_size \(--image-size\) must be at most 8192"),
+    (dict(name="fake"), dict(per_class=1), dict(per_class=0), r"per_class must be a positive number of training images"),
+    (dict(name="fake"), dict(in_channels=3), dict(in_channels=2), r"in_channels must be 1 or 3, got 2"),
+    (dict(name="folder", data_dir="x"), dict(val_fraction=1e-9), dict(val_fraction=0.0),
+     r"val_fraction \(--val-fraction\) must be between 0 and 1 \(exclusive\), got 0.0"),
+    (dict(name="fake", world_size=2), dict(rank=1), dict(rank=2), r"rank must be an int from 0 to world_size - 1 \(1\), got 2"),
+    (dict(name="fake", std=STD), dict(mean=MEAN), dict(mean=(0.5, float("nan"), 0.5)), r"needs 3 finite values"),
+])
+def test_each_range_check_takes_its_edge_and_refuses_one_step_past_it(kw, last_good, first_bad, match):
+    DataConfig(**kw, **last_good)
+    with pytest.raises(ValueError, match=match):
+        DataConfig(**kw, **first_bad)
+
+
+def test_a_dataset_named_twice_is_refused_in_words_that_say_so():
+    """load_data("fake", name=...) gives the name twice; the message says so, not Python's own words."""
+    with pytest.raises(TypeError, match=r"the dataset is named twice: 'fake' and name='cifar10'"):
+        load_data("fake", name="cifar10")

@@ -34,6 +34,7 @@ def _one_gpu(monkeypatch):
 
 @pytest.mark.parametrize("machine, device", [
     (_no_cuda, "cuda"), (_no_cuda, "cuda:0"), (_no_mps, "mps"), (_one_gpu, "cuda:3"),
+    (_one_gpu, "cuda:1"),  # the first index past the GPUs
 ])
 def test_train_and_data_refuse_a_missing_device_in_the_same_words(monkeypatch, machine, device):
     machine(monkeypatch)
