@@ -1,0 +1,43 @@
+"""The files of a run directory as resnet_lab.runs writes and reads them, against safetensors' own
+save_file/load_file: which weights land in which file, what a save refuses, and a weights file read
+by its suffix whatever the suffix's case."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from resnet_lab import create_model
+from resnet_lab.runs import save_checkpoint
+
+CLASSES = ["ant", "bee", "cat"]
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("resnet8", num_classes=len(CLASSES))
+
+
+def _holds(state: dict[str, torch.Tensor], model: torch.nn.Module) -> bool:
+    want = model.state_dict()
+    return state.keys() == want.keys() and all(torch.equal(state[k], want[k]) for k in want)
+
+
+def test_best_weights_are_replaced_only_by_a_save_that_says_best(tmp_path):
+    first, second = _model(0), _model(1)
+    save_checkpoint(tmp_path, first, {"classes": CLASSES}, best=True)
+    save_checkpoint(tmp_path, second, {"classes": CLASSES})
+    assert _holds(load_file(tmp_path / "model.safetensors"), second)
+    assert _holds(load_file(tmp_path / "best.safetensors"), first) and not _holds(load_file(tmp_path / "best.safetensors"), second)
+
+
+@pytest.mark.parametrize("meta, says", [
+    ({"classes": CLASSES[:2]}, "meta names 2 classes but the model has 3 outputs"),
+    ({"arch": {"name": "resnet20", "num_classes": 3}}, r"meta's arch \(resnet20\) does not describe the model \(resnet8\)"),
+])
+def test_a_model_json_that_would_not_describe_the_weights_is_refused_before_anything_is_written(tmp_path, meta, says):
+    with pytest.raises(ValueError, match=says):
+        save_checkpoint(tmp_path / "run", _model(0), meta)
+    assert not (tmp_path / "run").exists()
+
