@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import save_checkpoint
+from resnet_lab.runs import load_state_dict_file, save_checkpoint
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -41,3 +41,13 @@ def test_a_model_json_that_would_not_describe_the_weights_is_refused_before_anyt
         save_checkpoint(tmp_path / "run", _model(0), meta)
     assert not (tmp_path / "run").exists()
 
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "W.SAFETENSORS", "w.SafeTensors"])
+def test_a_safetensors_file_is_read_by_safetensors_whatever_the_case_of_its_suffix(tmp_path, name):
+    """load_state_dict_file took W.SAFETENSORS for a weights file, then gave it to torch.load, which
+    called it "not a torch checkpoint, or a truncated or damaged one"."""
+    path = tmp_path / name
+    save_file(_model(0).state_dict(), str(path))
+    got, want = load_state_dict_file(path), load_file(str(path))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

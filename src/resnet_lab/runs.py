@@ -652,7 +652,7 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
         hint = (f"pass the run directory {path.parent}" if (path.parent / "model.json").exists()
                 else "pass a .safetensors, .pth or .pt file")
         raise ValueError(f"{path} is not a weights file ({path.suffix or 'no suffix'}): {hint}")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":  # as the check above reads it: W.SAFETENSORS went to torch.load
         try:
             return load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as e:
