@@ -318,6 +318,9 @@ def _second_checkpoint_killed(tmp_path, monkeypatch, *, fail_replace_at=None, fa
     calls = {"n": 0}
 
     def replace(src, dst):
+        if fail_replace_at == 0 and str(dst).endswith(".checkpoint-pending.json"):  # just after the commit point
+            real_replace(src, dst)
+            raise _Killed
         if fail_replace_at is not None and ".checkpoint-pending" not in str(src) and str(src).endswith(".staged"):
             calls["n"] += 1
             if calls["n"] == fail_replace_at:
@@ -337,7 +340,7 @@ def _second_checkpoint_killed(tmp_path, monkeypatch, *, fail_replace_at=None, fa
     return out, before
 
 
-@pytest.mark.parametrize("fail_replace_at", [1, 2, 3])
+@pytest.mark.parametrize("fail_replace_at", [0, 1, 2, 3])  # 0: a Ctrl-C as the manifest lands, before any rename
 def test_a_kill_between_the_renames_of_a_checkpoint_is_rolled_forward_to_one_consistent_set(
         tmp_path, monkeypatch, fail_replace_at):
     out, _ = _second_checkpoint_killed(tmp_path, monkeypatch, fail_replace_at=fail_replace_at)
