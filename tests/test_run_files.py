@@ -4,6 +4,8 @@ by its suffix whatever the suffix's case."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -30,6 +32,15 @@ def test_best_weights_are_replaced_only_by_a_save_that_says_best(tmp_path):
     save_checkpoint(tmp_path, second, {"classes": CLASSES})
     assert _holds(load_file(tmp_path / "model.safetensors"), second)
     assert _holds(load_file(tmp_path / "best.safetensors"), first) and not _holds(load_file(tmp_path / "best.safetensors"), second)
+
+
+def test_model_json_holds_tensors_and_tuples_as_lists_and_paths_as_strings(tmp_path):
+    meta = {"classes": CLASSES, "mean": torch.tensor([0.25, 0.5, 0.75]), "input_size": (3, 32, 32),
+            "source": tmp_path / "data"}
+    save_checkpoint(tmp_path, _model(0), meta)
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert (written["mean"], written["input_size"], written["source"]) == ([0.25, 0.5, 0.75], [3, 32, 32],
+                                                                           str(tmp_path / "data"))
 
 
 @pytest.mark.parametrize("meta, says", [
