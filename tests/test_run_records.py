@@ -72,3 +72,41 @@ def test_weights_path_of_a_weights_file_refuses_best(tmp_path):
     assert weights_path(path) == path
     with pytest.raises(ValueError, match="is a weights file, so there is no best.safetensors to choose"):
         weights_path(path, "best")
+
+
+def _load_meta_error(tmp_path, fields: dict) -> str | None:
+    """load_meta's refusal of a hand-written model.json of a 3-class resnet8 with ``fields``; None if taken."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    meta = {"arch": {"name": "resnet8", "num_classes": 3}, "classes": ["a", "b", "c"], "input_size": [3, 32, 32],
+            "mean": [0.5] * 3, "std": [0.25] * 3, **fields}
+    (run / "model.json").write_text(json.dumps(meta))
+    try:
+        load_meta(run)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("good, bad, says", [
+    ({"arch": {"name": "resnet8", "num_classes": 1}, "classes": ["a"]},
+     {"arch": {"name": "resnet8", "num_classes": 0}, "classes": []}, "'arch.num_classes' must be a positive integer"),
+    ({"input_size": [3, 1, 1]}, {"input_size": [3, 0, 32]}, "'input_size' must be [channels, height, width]"),
+    ({"input_size": [3, 32, 32]}, {"input_size": [3, 32, 32, 1]}, "'input_size' must be [channels, height, width]"),
+    ({"classes": ["a", "b", "c"]}, {"classes": ["a", "b", "c", "d"]}, "'classes' must be a list of 3 class names"),
+    ({"mean": [0.0], "std": [0.25]}, {"mean": [0.5, 0.5]}, "'mean' must be a list of 1 or 3 numbers (one per channel)"),
+    ({"mean": [-0.5, 0.0, 0.5]}, {"std": [0.25, 0.0, 0.25]}, "'std' must be a list of 1 or 3 numbers (one per channel), each > 0"),
+    ({"input_size": [1, 28, 28], "mean": [0.5], "std": [0.25]}, {"input_size": [1, 28, 28], "mean": [0.5] * 3, "std": [0.25]},
+     "'mean' must be a list of 1 number"),  # the channels are input_size's first number
+    ({"training": {}}, {"training": []}, "'training' must be a JSON object"),
+    # a transfer head recorded beside the arch (runs saved before the arch held it): its classes are the outputs
+    ({"transfer": {"head": {"num_classes": 2}}, "classes": ["a", "b"]},
+     {"transfer": {"head": {"num_classes": 2}}, "classes": ["a", "b", "c"]}, "'classes' must be a list of 2 class names"),
+])
+def test_each_field_check_of_model_json_takes_the_edge_a_run_can_write_and_refuses_one_past_it(tmp_path, good, bad,
+                                                                                                  says):
+    """A run writes positive sizes and class counts, one class name per output, one mean/std value per
+    channel of input_size (or one for all) and std > 0; the refusal names the file and the field."""
+    assert _load_meta_error(tmp_path, good) is None
+    error = _load_meta_error(tmp_path, bad)
+    assert error is not None and says in error and str(tmp_path / "run" / "model.json") in error
