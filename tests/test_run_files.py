@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import load_state_dict_file, save_checkpoint
+from resnet_lab.runs import load_meta, load_state_dict_file, save_checkpoint
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -62,3 +62,28 @@ def test_a_safetensors_file_is_read_by_safetensors_whatever_the_case_of_its_suff
     save_file(_model(0).state_dict(), str(path))
     got, want = load_state_dict_file(path), load_file(str(path))
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model", "model_state_dict"])
+def test_a_training_checkpoint_holding_the_state_dict_under_a_common_key_is_unwrapped(tmp_path, key):
+    state = _model(0).state_dict()
+    torch.save({key: state, "epoch": 3}, tmp_path / "ckpt.pth")
+    got = load_state_dict_file(tmp_path / "ckpt.pth")
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
+def test_a_pth_whose_mapping_holds_more_than_tensors_is_no_state_dict(tmp_path):
+    torch.save({"weight": torch.ones(2), "epoch": 3}, tmp_path / "mixed.pth")
+    assert torch.load(tmp_path / "mixed.pth", weights_only=True)["epoch"] == 3  # torch reads it: it is no damage
+    with pytest.raises(ValueError, match=r"does not hold a state dict \(a mapping of names to tensors\)"):
+        load_state_dict_file(tmp_path / "mixed.pth")
+
+
+def test_a_weights_files_own_entry_describes_it_before_the_folders_model_json(tmp_path):
+    """NAME.safetensors beside its entry NAME.json (docs/WEIGHTS.md "Integrity": shipped or copied
+    weights) is described by that entry; the folder's model.json describes the run's model.safetensors."""
+    (tmp_path / "model.json").write_text(json.dumps({"arch": {"name": "resnet20", "num_classes": 10}}))
+    (tmp_path / "other.json").write_text(json.dumps({"arch": {"name": "resnet8", "num_classes": 3}}))
+    save_file(_model(0).state_dict(), str(tmp_path / "other.safetensors"))
+    assert load_meta(tmp_path / "other.safetensors")["arch"]["name"] == "resnet8"
+    assert load_meta(tmp_path)["arch"]["name"] == "resnet20"
