@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import load_meta, load_state_dict_file, save_checkpoint
+from resnet_lab.runs import load_meta, load_model, load_state_dict_file, save_checkpoint
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -87,3 +87,31 @@ def test_a_weights_files_own_entry_describes_it_before_the_folders_model_json(tm
     save_file(_model(0).state_dict(), str(tmp_path / "other.safetensors"))
     assert load_meta(tmp_path / "other.safetensors")["arch"]["name"] == "resnet8"
     assert load_meta(tmp_path)["arch"]["name"] == "resnet20"
+
+
+def test_load_model_gives_the_saved_weights_in_eval_mode(tmp_path):
+    """load_model's docstring: the model is returned in eval mode, with the file's tensors."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    model, meta = load_model(tmp_path)
+    assert meta["classes"] == CLASSES and not any(m.training for m in model.modules())
+    assert _holds(load_file(tmp_path / "model.safetensors"), model)
+
+
+@pytest.mark.parametrize("edit", [lambda s: s.pop("fc.bias"), lambda s: s.update(extra=torch.zeros(1))])
+def test_weights_with_a_tensor_missing_or_extra_do_not_fit_the_model_json(tmp_path, edit):
+    """A tensor the model lacks or does not have is refused, as torch's strict load_state_dict does."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    state = load_file(tmp_path / "model.safetensors")
+    edit(state)
+    with pytest.raises(RuntimeError):
+        _model(0).load_state_dict(state, strict=True)  # the reference: torch refuses them too
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"do not fit the model that .*model.json describes"):
+        load_model(tmp_path)
+
+
+def test_which_is_model_or_best_and_nothing_else(tmp_path):
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES}, best=True)
+    with pytest.raises(ValueError, match=r"which must be 'model' \(the last epoch\) or 'best'.*got 'last'"):
+        load_model(tmp_path, which="last")
+    assert _holds(load_file(tmp_path / "best.safetensors"), load_model(tmp_path, which="best")[0])
