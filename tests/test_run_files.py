@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import load_meta, load_model, load_state_dict_file, save_checkpoint
+from resnet_lab.runs import load_meta, load_model, load_state_dict_file, load_train_state, save_checkpoint
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -115,3 +115,13 @@ def test_which_is_model_or_best_and_nothing_else(tmp_path):
     with pytest.raises(ValueError, match=r"which must be 'model' \(the last epoch\) or 'best'.*got 'last'"):
         load_model(tmp_path, which="last")
     assert _holds(load_file(tmp_path / "best.safetensors"), load_model(tmp_path, which="best")[0])
+
+
+@pytest.mark.parametrize("missing", ["epoch", "step", "optimizer", "scheduler", "rng"])
+def test_a_training_state_without_a_part_a_resume_needs_is_refused_naming_it(tmp_path, missing):
+    state = {"epoch": 1, "step": 0, "optimizer": {}, "scheduler": {}, "rng": {"cpu": torch.get_rng_state()}}
+    torch.save({k: v for k, v in state.items() if k != missing}, tmp_path / "train_state.pt")
+    with pytest.raises(ValueError, match=rf"train_state.pt lacks {missing}: not a resnet-lab training state"):
+        load_train_state(tmp_path)
+    torch.save(state, tmp_path / "train_state.pt")
+    assert torch.equal(load_train_state(tmp_path)["rng"]["cpu"], state["rng"]["cpu"])
