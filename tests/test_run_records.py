@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from resnet_lab import create_model
-from resnet_lab.runs import (check_meta, held_out_split, load_meta, split_seed_of, trained_folder, unfinished_at,
-                             weights_path)
+from resnet_lab.runs import (RunLock, check_meta, held_out_split, load_meta, read_metrics, split_seed_of, trained_folder,
+                             unfinished_at, unfinished_note, weights_path)
 
 
 def test_split_seed_is_the_recorded_one_or_for_older_runs_the_training_seed():
@@ -110,3 +110,27 @@ def test_each_field_check_of_model_json_takes_the_edge_a_run_can_write_and_refus
     assert _load_meta_error(tmp_path, good) is None
     error = _load_meta_error(tmp_path, bad)
     assert error is not None and says in error and str(tmp_path / "run" / "model.json") in error
+
+
+def _write_metrics(run, records) -> None:
+    run.mkdir(exist_ok=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("value", [True, "0.5"])
+def test_an_epoch_record_whose_number_is_a_bool_or_a_string_is_refused_naming_line_and_field(tmp_path, value):
+    """json.loads reads true as a bool, which Python would take for 1: a hand edit, not a figure."""
+    _write_metrics(tmp_path, [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": value}, {"epoch": 3}])
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 2: 'test_acc' must be a number \(or null\)"):
+        read_metrics(tmp_path)
+
+
+def test_the_best_weights_of_a_run_in_training_are_named_by_the_first_epoch_of_the_highest_accuracy(tmp_path):
+    """The trainer replaces best.safetensors only on a higher test accuracy, so a tie keeps the first."""
+    run = tmp_path / "run"
+    _write_metrics(run, [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.7}, {"epoch": 3, "test_acc": 0.7}])
+    (run / "model.json").write_text("{}")
+    meta = {"epoch": 3, "step": 0, "train_config": {"epochs": 5}}
+    with RunLock(run):  # a trainer at work: the note says so, and which epoch the best weights are
+        note = unfinished_note(run / "best.safetensors", meta)
+    assert "best weights so far, those of epoch 2 (the last checkpoint was after epoch 3 of 5)" in note
