@@ -4,14 +4,15 @@ missing fields. References: the functions' docstrings, and hand-written model.js
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 import torch
 
 from resnet_lab import create_model
-from resnet_lab.runs import (RunLock, check_meta, held_out_split, load_meta, read_metrics, split_seed_of, trained_folder,
-                             unfinished_at, unfinished_note, weights_path)
+from resnet_lab.runs import (RunLock, append_metrics, check_meta, held_out_split, load_meta, read_metrics,
+                             split_seed_of, trained_folder, unfinished_at, unfinished_note, weights_path)
 
 
 def test_split_seed_is_the_recorded_one_or_for_older_runs_the_training_seed():
@@ -134,3 +135,15 @@ def test_the_best_weights_of_a_run_in_training_are_named_by_the_first_epoch_of_t
     with RunLock(run):  # a trainer at work: the note says so, and which epoch the best weights are
         note = unfinished_note(run / "best.safetensors", meta)
     assert "best weights so far, those of epoch 2 (the last checkpoint was after epoch 3 of 5)" in note
+
+
+def test_a_resumes_trim_of_metrics_jsonl_reaches_metrics_csv(tmp_path):
+    """metrics.csv is rewritten whole from metrics.jsonl whenever it changes, so the two always agree
+    (the module's docstring); a resume keeps the epochs its checkpoint covers."""
+    for epoch in (1, 2, 3):
+        append_metrics(tmp_path, {"epoch": epoch, "test_acc": epoch / 10})
+    assert [r["epoch"] for r in read_metrics(tmp_path, upto=2)] == [1, 2]
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["epoch"], r["test_acc"]) for r in rows] == [("1", "0.1"), ("2", "0.2")]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
