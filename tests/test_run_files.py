@@ -125,3 +125,13 @@ def test_a_training_state_without_a_part_a_resume_needs_is_refused_naming_it(tmp
         load_train_state(tmp_path)
     torch.save(state, tmp_path / "train_state.pt")
     assert torch.equal(load_train_state(tmp_path)["rng"]["cpu"], state["rng"]["cpu"])
+
+
+@pytest.mark.parametrize("broken, other", [("model", "best"), ("best", "model")])
+def test_a_broken_weights_file_of_a_run_points_to_the_runs_other_one_which_loads(tmp_path, broken, other):
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES}, best=True)
+    (tmp_path / f"{broken}.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match=rf"is truncated or corrupt\. The run's {other}.safetensors .*may still be "
+                                         rf"good: give {tmp_path / f'{other}.safetensors'} instead"):
+        load_model(tmp_path, which=broken)
+    assert _holds(load_file(tmp_path / f"{other}.safetensors"), load_model(tmp_path, which=other)[0])
