@@ -890,10 +890,13 @@ def test_too_small_images_of_progressive_resizing_and_lr_find_are_refused_before
     _one_line_error(capsys, "densenet121 cannot take 28x28 px images")
 
 
-@pytest.mark.parametrize("what", ["run directory", "weights name"])
-def test_predict_with_a_model_and_no_image_says_no_image_was_given(trained, capsys, what):
+@pytest.mark.parametrize("what", ["run directory", "weights name", "upper-case weights file"])
+def test_predict_with_a_model_and_no_image_says_no_image_was_given(trained, capsys, what, tmp_path):
     run, _ = trained
-    model = str(run) if what == "run directory" else "resnet20:fashion-mnist"
+    model = {"run directory": str(run), "weights name": "resnet20:fashion-mnist",
+             "upper-case weights file": str(tmp_path / "MODEL.SAFETENSORS")}[what]
+    if what == "upper-case weights file":  # a weights file as the loader reads it, whatever its suffix's case
+        shutil.copy(run / "model.safetensors", model)
     assert main(["predict", model]) == 2
     _one_line_error(capsys, f"no image given: add the image files after {model}, e.g. resnet-lab predict {model} "
                             "shoe.png")

@@ -918,7 +918,7 @@ def _names_a_model(arg: str) -> bool:
     """Whether a positional argument of predict is a model (a run directory, a weights file or shipped
     weights MODEL:TAG) rather than an image: argparse cannot tell them apart."""
     path = Path(arg)
-    return ((path / "model.json").is_file() or (path.suffix == ".safetensors" and path.is_file())
+    return ((path / "model.json").is_file() or (path.suffix.lower() == ".safetensors" and path.is_file())
             or (not path.exists() and is_weights_name(arg)))
 
 

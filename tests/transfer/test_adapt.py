@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 import types
 import urllib.error
 
@@ -232,6 +233,16 @@ def test_from_file_folds_a_head_transferred_runs_stacked_head_as_from_run_does(t
     assert by_file.arch["num_classes"] == 3 and any("folded the stacked head fc" in n for n in by_file.notes)
     assert by_file.state_dict.keys() == by_run.state_dict.keys()
     assert all(torch.equal(by_file.state_dict[k], by_run.state_dict[k]) for k in by_run.state_dict)
+
+
+def test_a_run_file_with_an_upper_case_suffix_is_the_same_source_as_its_lower_case_copy(resnet8_run, tmp_path):
+    """--from W.SAFETENSORS was refused as "not a weights file (.SAFETENSORS)", though the run loader reads
+    any case; the reference: the same run's model.safetensors."""
+    run = shutil.copytree(resnet8_run, tmp_path / "run")
+    shutil.copy(run / "model.safetensors", run / "COPY.SAFETENSORS")
+    got, want = load_source(run / "COPY.SAFETENSORS"), load_source(run / "model.safetensors")
+    assert got.arch == want.arch and got.state_dict.keys() == want.state_dict.keys()
+    assert all(torch.equal(got.state_dict[k], want.state_dict[k]) for k in want.state_dict)
 
 
 def test_from_file_googlenet_imagenet_weights_take_torchvisions_input_rescaling(tmp_path):

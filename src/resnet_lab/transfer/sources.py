@@ -374,7 +374,7 @@ def load_source(
     if path.is_file() and path.suffix == ".json":  # model.json or a shipped entry: the weights are beside it
         beside = path.parent if path.name == "model.json" else path.with_suffix(".safetensors")
         raise ValueError(f"--from {spec} is the description, not the weights: give --from {beside}")
-    if path.is_file() and path.suffix != ".safetensors":
+    if path.is_file() and path.suffix.lower() != ".safetensors":  # W.SAFETENSORS is one too, as runs reads it
         raise ValueError(_not_a_run_file(path, spec, map_location))
     src = _from_run(path, which, map_location)
     if model and src.arch["name"] != model:
