@@ -67,6 +67,13 @@ def test_channels_is_the_channel_count_of_the_batches(kw):
     assert config.channels == x.shape[1]
 
 
+@pytest.mark.parametrize("side, want", [(4, 1), (8, 1), (20, 2), (28, 4)])
+def test_the_default_crop_padding_is_an_eighth_of_the_side_and_at_least_one_pixel(side, want):
+    """docs/DATA.md: None is side / 8 (He et al.'s 4 px on 32 px), rounded, and at least 1 px so that a
+    small image is still shifted (side 4: 0.5 px would be no crop at all); 20 / 8 = 2.5 rounds to 2."""
+    assert load_data("fake", batch_size=8, subset=16, image_size=side).train.padding == want
+
+
 def source_normalized(random_erasing: float):
     return load_data("fake", batch_size=16, subset=64, image_size=8, in_channels=3, seed=5, flip=False,
                      channels_last=True, random_erasing=random_erasing, mean=MEAN, std=STD)
