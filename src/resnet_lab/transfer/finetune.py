@@ -310,17 +310,16 @@ def _check_not_a_train_run(out: Path) -> None:
 def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     """A resumed transfer must start from the same weights and freeze and stack what the run did:
     other source weights would mix two transfers in one run (or fail to load), and another strategy,
-    unfreeze point or head would give the saved optimizer state other parameter groups."""
-    _check_not_a_train_run(out)
+    unfreeze point or head would give the saved optimizer state other parameter groups. ``out`` is
+    known to hold a finetune (:func:`_check_not_a_train_run`)."""
     saved = load_meta(out)["transfer"]
     was, now = saved.get("source"), planned.get("source")
     # runs saved before source_path was recorded: their relative source, resolved from here
     other = (saved["source_path"] != planned.get("source_path") if "source_path" in saved and planned.get("source_path")
              else _other_source(was, now))
-    if "source" in saved and not other and _rewritten(saved, planned):
+    change = None if other else _source_change(saved, planned)
+    if "source" in saved and change:
         # the same file, written again since (its run trained anew): naming it twice said nothing
-        change = (_arch_change(saved.get("source_arch"), planned.get("source_arch"))
-                  if saved.get("source_arch") != planned.get("source_arch") else "the same architecture, other values")
         raise ValueError(f"{out} was fine-tuned from {was}, which now holds other weights ({change}): resume from "
                          "the weights the run was started with")
     if "source" in saved and other:
@@ -332,13 +331,14 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
                              f"({flag}); resume with the command the run was started with")
 
 
-def _rewritten(saved: dict[str, Any], planned: dict[str, Any]) -> bool:
-    """Whether the source named the same way now holds other weights: another architecture, or other
-    values (runs saved before the digest was recorded are judged by the architecture alone)."""
+def _source_change(saved: dict[str, Any], planned: dict[str, Any]) -> str | None:
+    """What the source named the same way holds now that it did not: another architecture (what
+    differs), or other values; None when the same (runs saved before the digest was recorded are
+    judged by the architecture alone)."""
     if saved.get("source_arch") != planned.get("source_arch"):
-        return True
-    return bool(saved.get("source_digest") and planned.get("source_digest")
-                and saved["source_digest"] != planned["source_digest"])
+        return _arch_change(saved.get("source_arch"), planned.get("source_arch"))
+    was, now = saved.get("source_digest"), planned.get("source_digest")
+    return "the same architecture, other values" if was and now and was != now else None
 
 
 def _arch_change(was: dict[str, Any] | None, now: dict[str, Any] | None) -> str:
@@ -428,6 +428,7 @@ def _frozen_phase(model: nn.Module, data, config, plan: TransferPlan, *, freeze_
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
         main_plan = _main_phase_plan(config)
         if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
+            _check_not_a_train_run(phase_dir)
             _check_resumed_plan(phase_dir, meta["transfer"])
             _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
         # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
