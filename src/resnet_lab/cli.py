@@ -39,7 +39,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (FROZEN_DIR, check_arch, check_meta, check_output_file, load_meta, load_model, missing_run, run_without_meta, same_test_data,
+from .runs import (FROZEN_DIR, check_arch, check_meta, check_output_file, is_safetensors, load_meta, load_model, missing_run, run_without_meta, same_test_data,
                    settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
@@ -918,7 +918,7 @@ def _names_a_model(arg: str) -> bool:
     """Whether a positional argument of predict is a model (a run directory, a weights file or shipped
     weights MODEL:TAG) rather than an image: argparse cannot tell them apart."""
     path = Path(arg)
-    return ((path / "model.json").is_file() or (path.suffix.lower() == ".safetensors" and path.is_file())
+    return ((path / "model.json").is_file() or (is_safetensors(path) and path.is_file())
             or (not path.exists() and is_weights_name(arg)))
 
 

@@ -79,6 +79,7 @@ __all__ = [
     "weights_path",
     "load_model",
     "load_state_dict_file",
+    "is_safetensors",
     "append_metrics",
     "check_arch",
     "load_train_state",
@@ -634,6 +635,12 @@ def _corrupt_weights_hint(path: Path) -> str:
             "(evaluate: drop --best; Python: which='model'); otherwise train again.")
 
 
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a safetensors file by its suffix, in any case (``W.SAFETENSORS`` too:
+    read as a torch pickle it was called damaged)."""
+    return Path(path).suffix.lower() == ".safetensors"
+
+
 def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read weights from ``.safetensors``, or ``.pth``/``.pt`` with ``weights_only=True``.
 
@@ -652,7 +659,7 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
         hint = (f"pass the run directory {path.parent}" if (path.parent / "model.json").exists()
                 else "pass a .safetensors, .pth or .pt file")
         raise ValueError(f"{path} is not a weights file ({path.suffix or 'no suffix'}): {hint}")
-    if path.suffix.lower() == ".safetensors":  # as the check above reads it: W.SAFETENSORS went to torch.load
+    if is_safetensors(path):
         try:
             return load_file(str(path), device=str(map_location))
         except (SafetensorError, OSError, ValueError) as e:

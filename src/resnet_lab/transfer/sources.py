@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
 from ..models import create_model, is_model, model_info
-from ..runs import check_arch, load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
+from ..runs import check_arch, is_safetensors, load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
 from ..train.bars import on_terminal
 from ..weights import sha256_of
 from .adapt import ArchitectureMismatchError, normalize_keys
@@ -374,7 +374,7 @@ def load_source(
     if path.is_file() and path.suffix == ".json":  # model.json or a shipped entry: the weights are beside it
         beside = path.parent if path.name == "model.json" else path.with_suffix(".safetensors")
         raise ValueError(f"--from {spec} is the description, not the weights: give --from {beside}")
-    if path.is_file() and path.suffix.lower() != ".safetensors":  # W.SAFETENSORS is one too, as runs reads it
+    if path.is_file() and not is_safetensors(path):
         raise ValueError(_not_a_run_file(path, spec, map_location))
     src = _from_run(path, which, map_location)
     if model and src.arch["name"] != model:
