@@ -342,6 +342,23 @@ def test_a_corrupted_copy_given_by_path_is_refused_as_by_name(tmp_path, capsys):
     assert load_model(run)[0] is not None  # intact: loads
 
 
+def test_a_corrupted_copy_with_an_upper_case_suffix_is_refused_too(tmp_path):
+    """The loader reads ``W.SAFETENSORS`` (any case) as safetensors, but the entry check beside it
+    compared the suffix case-sensitively, so a damaged copy so named loaded without its sha256 check."""
+    from resnet_lab.runs import load_model
+
+    src = get_weights("resnet8_fast:fashion-mnist")
+    copy = tmp_path / (src.path.stem + ".SAFETENSORS")
+    raw = bytearray(src.path.read_bytes())
+    raw[-100] ^= 0x01
+    copy.write_bytes(bytes(raw))
+    shutil.copy(src.path.with_suffix(".json"), copy.with_suffix(".json"))
+    with pytest.raises(WeightsHashError, match=r"has another sha256 than its entry .*refused"):
+        load_model(copy)
+    shutil.copy(src.path, copy)
+    assert load_model(copy)[0] is not None  # intact: loads
+
+
 @pytest.mark.parametrize("edit, says", [
     (lambda meta: [], "is not a weights entry: its JSON is a list, not an object"),
     (lambda meta: {k: v for k, v in meta.items() if k != "weights"}, "is not a weights entry: field 'weights' is missing"),

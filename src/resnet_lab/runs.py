@@ -873,7 +873,7 @@ def _verify_beside(path: Path) -> None:
     if path.is_dir():
         path = path / "model.safetensors"
     entry = path.with_suffix(".json")
-    if path.suffix != ".safetensors" or not path.is_file() or not entry.is_file():
+    if not is_safetensors(path) or not path.is_file() or not entry.is_file():
         return
     try:
         expected = (json.loads(entry.read_text()).get("weights") or {}).get("sha256")
