@@ -654,6 +654,17 @@ def test_evaluate_at_another_image_size_than_the_model_was_trained_at_says_so(tr
     assert "note:" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("size, message", [("0", "must be at least 4 px, got 0"), ("3", "must be at least 4 px, got 3"),
+                                           ("100000", "must be at most 8192 px, got 100000")])
+def test_evaluate_with_an_image_size_no_model_can_take_names_that_flag_alone_before_loading(trained, capsys, size,
+                                                                                          message):
+    # --image-size 0 was blamed on --tta-shift 0 (never given), and each refusal came after a note on the size
+    run, _ = trained
+    assert main(["evaluate", str(run), "--image-size", size]) == 2
+    err = _one_line_error(capsys, f"image_size (--image-size) {message}")
+    assert "--tta-shift" not in err
+
+
 def test_an_allocation_that_cannot_fit_is_one_line_naming_the_sizes_to_lower(capsys):
     # 3 x 10^7 x 10^7 floats: no machine has the 1.2 PB, and torch's CPU allocator refuses at once
     assert main(["summary", "resnet8", "--input-size", "3", "10000000", "10000000"]) == 2

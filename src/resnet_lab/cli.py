@@ -27,7 +27,7 @@ from . import __version__
 from ._text import count, interrupted_words
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
-from .data.config import FOLDER_WORKERS
+from .data.config import FOLDER_WORKERS, check_image_size
 from .data.folder import display_name, holds_out
 from .data.transforms import TTA_PATTERNS
 from .deploy.cam import cam_paths, require_cam, save_cams
@@ -852,6 +852,7 @@ def _check_evaluate_flags(args) -> None:
     if args.dataset is not None and not args.dataset.strip():  # "" would fall back to the run's dataset
         raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
                          "out for the run's own")
+    check_image_size(args.image_size)  # before the note on another size than the run's, and before --tta-shift's check
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
     if args.tta_pattern != "cross" and not args.tta_shift:

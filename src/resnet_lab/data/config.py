@@ -16,7 +16,8 @@ import torch
 from .transforms import check_erase_probability, check_flip_mode
 
 __all__ = ["DATASETS", "MIN_IMAGE_SIZE", "NATIVE_CHANNELS", "DataConfig", "check_device_is_name", "check_device_name",
-           "check_data_dir", "check_device_present", "check_field_types", "check_seed", "data_config", "pick_device"]
+           "check_data_dir", "check_device_present", "check_field_types", "check_image_size", "check_seed", "data_config",
+           "pick_device"]
 
 # torch.manual_seed's range (a signed or an unsigned 64-bit integer)
 SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
@@ -144,7 +145,7 @@ MAX_IMAGE_SIZE = 8192  # 8192^2 px per image; far beyond any model here
 FOLDER_WORKERS = 2  # num_workers left out, for image folders
 
 
-def _check_image_size(size: int | None) -> None:
+def check_image_size(size: int | None) -> None:
     if size is not None and size < MIN_IMAGE_SIZE:
         raise ValueError(
             f"image_size (--image-size) must be at least {MIN_IMAGE_SIZE} px, got {size}: smaller "
@@ -252,7 +253,7 @@ class DataConfig:
             raise ValueError(f"eval_batch_size (evaluate's --batch-size) must be at least 1 (or None for batch_size), got {self.eval_batch_size}")
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
-        _check_image_size(self.image_size)
+        check_image_size(self.image_size)
         if self.subset is not None and self.subset < 1:
             raise ValueError(
                 f"subset (--subset) must be a positive number of training images, got {self.subset}; "
