@@ -1204,6 +1204,19 @@ def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder
     assert not (tmp_path / "x").exists()  # neither left an empty folder behind
 
 
+@pytest.mark.parametrize("where, what", [("no such folder", "does not exist"), ("a file", "is a file, not a folder")])
+def test_experiment_data_dir_that_is_no_folder_is_refused_before_any_run(capsys, tmp_path, monkeypatch, where, what):
+    """A mistyped --data-dir ran the whole experiment on the data found elsewhere, saying so only in
+    report.md: a root that is not there holds no dataset, whereas one it lacks is still looked for elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    data_dir = tmp_path / "datasets"
+    if where == "a file":
+        data_dir.write_text("x")
+    assert main(["experiment", "degradation", "--data-dir", str(data_dir), "--out", str(tmp_path / "e")]) == 2
+    _one_line_error(capsys, f"(--data-dir) {data_dir} {what}: give the folder that holds the datasets")
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["datasets"] if where == "a file" else [])
+
+
 def test_a_prefix_of_a_flag_is_not_taken_for_it(capsys):
     """argparse's abbreviations took `finetune --norm 0.5` for --norm-lr-scale 0.5 (and `--norm
     group` failed as a bad float): an unknown flag is now an error, never a guess."""

@@ -395,7 +395,7 @@ def _add_training_commands(sub) -> None:
                         "not given" + _NO_DEFAULT)
     p.add_argument("--out", help="output directory, refused when it holds earlier results; when not given: "
                    "runs/experiments/NAME, or NAME-2... when that one does" + _NO_DEFAULT)
-    p.add_argument("--data-dir", help="where to look for the datasets first (then, as without it, "
+    p.add_argument("--data-dir", help="a folder: where to look for the datasets first (then, as without it, "
                    "$RESNET_LAB_DATA, the Debian path, the cache)" + _NO_DEFAULT)
     p.add_argument("--device", default=None, help=_DEVICE_HELP + "; auto when not given" + _NO_DEFAULT)
     p.add_argument("--seed", type=int, default=None, help="base seed of the weights and data order (several seeds: "

@@ -138,6 +138,8 @@ def test_the_reports_command_runs_the_experiment_again_with_the_same_arguments(t
         return Report(claim="c", setup={}, columns=["a"], rows=[[1]], checks=[Check("q", True, "n")])
 
     monkeypatch.setattr(registry, "get_experiment", lambda name: types.SimpleNamespace(run=run))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my data").mkdir()  # a data root that is there: one that is not is refused
     out = tmp_path / "exp one"
     results = registry.run_experiment("degradation", budget="smoke", out=out, log=lambda s: None, **kwargs)
     command = results["command"]

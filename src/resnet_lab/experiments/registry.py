@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from ..data.config import check_seed
+from ..data.config import check_data_dir, check_seed
 from ..runs import RunInUseError, RunLock
 from ..train.device import resolve_device
 from .._text import count
@@ -178,7 +178,7 @@ def run_experiment(
         budget: ``smoke`` (seconds; checks the pipeline, not the claim) or ``full`` (the real run).
         out: output folder, missing or empty (None: the first free ``runs/experiments/NAME``,
             ``NAME-2``...). It is locked while the experiment runs.
-        data_dir: where to look for datasets first.
+        data_dir: a folder where to look for datasets first (one that is not there is refused).
         device: ``auto``, ``cpu``, ``cuda``...
         seed: base seed of weights and data order.
         log: where progress lines go.
@@ -192,6 +192,7 @@ def run_experiment(
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     check_seed(seed, headroom=100)  # its runs count seeds up from it
     resolve_device(device)  # a bad device before any folder is made
+    _check_data_root(data_dir)
     out, lock = claim_experiment_dir(out, name)
     try:
         with lock:
@@ -200,6 +201,21 @@ def run_experiment(
         e.experiment_dir, e.experiment_dir_empty = out, _first_entry(out) is None
         e.experiment_finished = (out / "results.json").is_file()  # written last (write_report)
         raise
+
+
+def _check_data_root(data_dir: str | os.PathLike | None) -> None:
+    """A dataset missing from ``data_dir`` is read from where the library looks without it; a
+    ``data_dir`` that is no folder at all is a mistyped path, refused (it ran the whole experiment on
+    the data found elsewhere, saying so only in report.md)."""
+    if data_dir is None:
+        return
+    check_data_dir(data_dir)
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ValueError(f"data_dir (--data-dir) {data_dir} {what}: give the folder that holds the datasets "
+                         "(Fashion-MNIST, CIFAR-10...), or leave it out to search $RESNET_LAB_DATA, the Debian path "
+                         "and the cache")
 
 
 def _run(module: ModuleType, name: str, budget: str, out: Path, data_dir: str | None, device: str, seed: int,
