@@ -888,6 +888,19 @@ def test_lr_find_with_batches_too_small_to_step_says_so_of_the_range_test(capsys
     assert "epoch" not in shown and shown.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_one_training_image_says_so_not_to_lower_the_batch_size(tmp_path, capsys, command):
+    """--subset 1 said "lower --batch-size or use more data": at --batch-size 1 batch norm is refused, and
+    any smaller batch of that one image is the lone image training skips."""
+    out = ["--out", str(tmp_path / ("o" if command == "train" else "lr.png"))]
+    assert main([command, *TRAIN[:6], "--subset", "1", "--batch-size", "16", "--no-progress", *out]) == 2
+    err = _one_line_error(capsys, "one training image")
+    assert "2 or more images" in err and "lower --batch-size" not in err
+    # --batch-size 1 trains without batch norm; the range test steps on 2 or more samples whatever the norm
+    assert ("--batch-size 1 without batch norm" in err) == (command == "train")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_too_small_images_of_progressive_resizing_and_lr_find_are_refused_before_any_step(tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["train", "--model", "vgg11", "--small-input", "yes", "--dataset", "fake", "--image-size", "32",

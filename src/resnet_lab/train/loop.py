@@ -917,8 +917,19 @@ def _steps_per_epoch(data, config: TrainConfig, skip_single: bool = False) -> in
                          f"processes leave each fewer than one batch; use fewer processes (--nproc-per-node), a "
                          "smaller --batch-size or more data")
     if steps < 1:
-        raise ValueError("the training loader yields no full batch: lower --batch-size or use more data")
+        raise ValueError(f"the training loader yields no full batch: {no_batch_way_out(data.train)}")
     return steps
+
+
+def no_batch_way_out(loader, batch_of_one: bool = True) -> str:
+    """What to do about a training loader without a batch: one image is a lone last batch, which the
+    loaders skip at any --batch-size above 1, and batch norm refuses --batch-size 1 (no statistics).
+    ``batch_of_one``: whether --batch-size 1 trains without batch norm (not in the lr range test)."""
+    if getattr(loader, "num_samples", None) == 1:
+        alone = ", or --batch-size 1 without batch norm (--norm group or none)" if batch_of_one else ""
+        return ("its one training image is a lone image, which training skips: use 2 or more images (a larger "
+                f"--subset, or more data){alone}")
+    return "lower --batch-size or use more data"
 
 
 def _lone_last_batch(loader) -> bool:

@@ -34,7 +34,7 @@ from ..figures import check_png_path, new_figure, save_png
 from .bars import bar_disable
 from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
-from .loop import TrainingDiverged, check_model_fits_info, train_one_epoch
+from .loop import TrainingDiverged, check_model_fits_info, no_batch_way_out, train_one_epoch
 from .optim import build_optimizer
 
 if TYPE_CHECKING:  # matplotlib loads when a figure is drawn
@@ -178,7 +178,7 @@ def _run(model: nn.Module, loader, config: TrainConfig, device: torch.device, st
     """The steps themselves; returns the learning rates of the recorded steps, whether the loss
     diverged and whether Ctrl-C (or SIGTERM) ended the test."""
     if len(loader) < 1:
-        raise ValueError("the training loader yields no batch: lower --batch-size or use more data")
+        raise ValueError(f"the training loader yields no batch: {no_batch_way_out(loader, batch_of_one=False)}")
     base = unwrap(model)
     lr_factor = lambda t: (end_lr / start_lr) ** (t / (steps - 1))  # noqa: E731  (geometric; 1 at step 0)
     optimizer = build_optimizer(base, config.optimizer, start_lr, config.momentum, config.nesterov,
