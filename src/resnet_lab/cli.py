@@ -46,6 +46,7 @@ from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
 from .train.device import check_fp16
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
+from .transfer.finetune import check_unfreeze_from
 
 __all__ = ["build_parser", "main"]
 
@@ -1004,6 +1005,7 @@ def cmd_finetune(args) -> int:
     device = resolve_device(args.device)
     check_fp16(device, args.fp16)  # before the source and the data are loaded
     source = load_source(args.source, file=args.from_file, model=args.model)
+    check_unfreeze_from(source, args.unfreeze_from)  # a misspelt module before the data is loaded
     for note in source.notes:  # notes on stderr, as every command's: stdout is for the results
         print(f"note: {note}", file=sys.stderr)
     data_config = with_source_preprocessing(_data_config(args, device=device), source)

@@ -41,6 +41,23 @@ def test_finetune_into_a_train_run_says_it_is_a_train_run_and_the_ways_out_work(
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.parametrize("name", ["layerz", "layer 2", "layer3.9"])
+def test_an_unknown_unfreeze_from_is_one_line_before_the_data_is_loaded(resnet8_run, tmp_path, capsys, monkeypatch,
+                                                                        name):
+    """A misspelt module was refused only once the data was loaded (an image folder is scanned whole),
+    after a note on the input size the weights gave."""
+    import resnet_lab.cli as cli
+
+    monkeypatch.setattr(cli, "load_data", lambda *a, **k: pytest.fail("the data was loaded"))
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "last", "--unfreeze-from", name, "--epochs", "1"]
+    assert main([*args, *[a for a in FT if a not in ("--image-size", "8")], "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: --unfreeze-from {name!r} is not a module with parameters of ") and "layer3" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("strategy", ["last", "head", "all"])
 def test_an_empty_unfreeze_from_is_refused_in_one_line_by_the_cli_and_the_api(resnet8_run, tmp_path, capsys, strategy):
     """--unfreeze-from "" was taken as not given: --strategy last trained from the default layer3, and the

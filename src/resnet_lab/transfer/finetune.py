@@ -139,6 +139,18 @@ def check_transfer_options(
             raise ValueError(f"--freeze-epochs must be >= 0, got {freeze_epochs}")
 
 
+def check_unfreeze_from(source: WeightSource, unfreeze_from: str | None) -> None:
+    """Refuse an ``unfreeze_from`` that names no module with parameters of ``source``'s architecture,
+    before any data is loaded: the target model has the same module names (only the classifier's
+    size and the first conv's channels follow the data). Built on the meta device: nothing allocated."""
+    if unfreeze_from is None:
+        return
+    arch = dict(source.arch)
+    with torch.device("meta"):
+        model = create_model(arch.pop("name"), **arch)
+    params_from(model, unfreeze_from)
+
+
 def transfer_model(
     source: WeightSource,
     strategy: str,
