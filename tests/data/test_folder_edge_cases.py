@@ -249,3 +249,25 @@ def test_classes_keeps_a_class_that_the_val_split_lacks(tmp_path):
     assert sorted((Path(p).parent.name, label) for p, label in b.test.dataset.samples) == [("a", 1)] * 2
     train = sorted((Path(p).parent.name, label) for p, label in b.train.dataset.samples)
     assert train == [("a", 1)] * 3 + [("c", 0)] * 3
+
+
+@pytest.mark.parametrize("layout", ["one image per class", "val/ lacks the chosen classes"])
+def test_an_empty_test_split_is_one_warning_naming_the_folder_and_the_way_out_at_the_callers_line(tmp_path, layout):
+    # docs/DATA.md: a hold-out that leaves no image (a class of one image keeps it for training), or
+    # classes that val/ lacks, leave the test split empty; load_data says so, pointing at the line
+    # that called it (not at the library), and serves an empty test loader
+    root = tmp_path / "pets"
+    if layout == "one image per class":
+        save_images(root / "cats", 1)
+        save_images(root / "dogs", 1, seed=1)
+        kw = {}
+    else:
+        kw = {"classes": [1, 2]}  # b and c; val/ has a only
+        _train_abc_and_val(root, "a")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, **kw)
+    (w,) = rec
+    assert str(w.message) == f"the test split of {root} is empty; add images or a val/ folder"
+    assert w.filename == __file__
+    assert b.num_test == 0 and list(b.test) == [] and b.num_train == 2 * (1 if not kw else 3)
