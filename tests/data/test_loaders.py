@@ -267,14 +267,23 @@ def test_load_data_rank_and_world_size_serve_each_rank_its_half_of_the_global_ba
         assert torch.equal(xr, x1[2:]) and torch.equal(yr, y1[2:])
 
 
+def _best_device() -> str:
+    """docs/DATA.md's choice for device="auto", asked of torch itself: CUDA, then Apple's MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 @pytest.mark.parametrize("name", ["fake", "folder"])
 @pytest.mark.parametrize("device", [
     "meta",  # a device every machine has: batches arrive there, with shapes but no values
+    "auto",  # the best device here (the CPU on a machine without an accelerator, then checked like one)
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
 ])
 def test_load_data_device_serves_every_batch_there(tmp_path, name, device):
     """device against the default (cpu): every batch of both splits arrives on it, same shapes; on a
     real accelerator with the same values."""
+    want = _best_device() if device == "auto" else device
     plain, moved = _load(name, tmp_path, batch_size=4), _load(name, tmp_path, batch_size=4, device=device)
     for split in ("train", "test"):
         here, there = getattr(plain, split), getattr(moved, split)
@@ -284,8 +293,8 @@ def test_load_data_device_serves_every_batch_there(tmp_path, name, device):
         assert pairs
         for (xc, yc), (xd, yd) in pairs:
             assert xc.device.type == yc.device.type == "cpu"
-            assert xd.device.type == yd.device.type == device and xd.shape == xc.shape and yd.shape == yc.shape
-            if device != "meta":
+            assert xd.device.type == yd.device.type == want and xd.shape == xc.shape and yd.shape == yc.shape
+            if want != "meta":
                 torch.testing.assert_close(xd.cpu(), xc, rtol=0, atol=1e-6)
                 assert torch.equal(yd.cpu(), yc)
 
