@@ -66,3 +66,13 @@ def test_a_device_given_as_a_number_is_refused_not_taken_for_a_gpu(device):
     with pytest.raises(TypeError, match=r"device \(--device\) must be a device name"):
         predict_images(torch.nn.Linear(4, 2), [], device=device)
     assert resolve_device(torch.device("cpu")) == resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10", "folder"])
+def test_load_data_refuses_a_missing_device_before_looking_for_the_files(monkeypatch, tmp_path, name):
+    """docs/DATA.md: the device is refused "before reading any file"; a data_dir that does not exist
+    would otherwise be the error reported (DataNotFoundError, FileNotFoundError), and fixing it would
+    only lead to this one."""
+    _no_cuda(monkeypatch)
+    text = _message(lambda d: load_data(name, data_dir=tmp_path / "absent", device=d), "cuda")
+    assert text == _message(resolve_device, "cuda")
