@@ -20,13 +20,16 @@ import resnet_lab.data.sources as ds
 from resnet_lab.data import DataNotFoundError, load_data
 from support import write_fmnist
 
-def write_cifar10(root: Path, n: int = 4) -> Path:
-    """torchvision's cifar-10-batches-py layout with n random images per batch."""
+def write_cifar10(root: Path, n: int = 4, green: int | None = None) -> Path:
+    """torchvision's cifar-10-batches-py layout with n random images per batch (each row R, G, B
+    planes of 1024 values), every green value ``green`` when it is given."""
     d = root / "cifar-10-batches-py"
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"labels": list(rng.integers(0, 10, n)), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        if green is not None:
+            batch[b"data"][:, 1024:2048] = green
         (d / name).write_bytes(pickle.dumps(batch, protocol=2))
     (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2))
     return root
@@ -92,6 +95,14 @@ def test_training_images_of_one_value_are_refused_before_normalizing_divides_by_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "std is 0" in err and "Traceback" not in err
     assert not (copies_elsewhere / "run").exists()
+
+
+def test_a_flat_channel_is_refused_naming_that_channel_and_its_value(tmp_path):
+    """CIFAR images whose green plane is 77 everywhere (red and blue random): the error names channel
+    1 and 77/255, not the first channel's or the first pixel's value."""
+    root = write_cifar10(tmp_path, n=6, green=77)
+    with pytest.raises(ValueError, match=r"^channel 1 of the training images is 77/255 in \(nearly\) every pixel"):
+        load_data("cifar10", data_dir=root, batch_size=2)
 
 
 def test_explicit_data_dir_with_fashion_mnist_still_loads_it_in_every_layout(copies_elsewhere):
