@@ -10,6 +10,7 @@ import torch
 
 from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, epoch_permutation, load_data,
                              sample_crop_flip_params, select_per_class, select_subset)
+from support import write_fmnist
 
 MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
 
@@ -227,12 +228,18 @@ def test_streaming_loader_decodes_in_num_workers_processes():
 # the same load without it, for the in-memory (fake) and the streamed (folder) path.
 
 
-def _load(name: str, root, **kw):
-    """load_data of 64 fake images of 8 px, or of a folder under ``root`` of two classes of 8 distinct
-    8 px PNGs (written on first use; not augmented, since folder augmentation draws from torch's
-    global generator and two loads would crop differently)."""
+def _load(name: str, root, seed: int = 3, **kw):
+    """load_data of 64 fake images of 8 px, of 48 random Fashion-MNIST images of 28 px (which, unlike
+    fake images, do not depend on ``seed``) or of a folder under ``root`` of two classes of 8
+    distinct 8 px PNGs (files written on first use; not augmented, since folder augmentation draws
+    from torch's global generator and two loads would crop differently)."""
     if name == "fake":
-        return load_data("fake", seed=3, subset=64, image_size=8, **kw)
+        return load_data("fake", seed=seed, subset=64, image_size=8, **kw)
+    if name == "fashion-mnist":
+        folder = root / "fmnist"
+        if not folder.is_dir():
+            write_fmnist(folder, n=48, seed=1)
+        return load_data("fashion-mnist", seed=seed, data_dir=folder, augment=False, **kw)
     from PIL import Image
 
     for c, cls in enumerate(("a", "b")):
@@ -240,7 +247,7 @@ def _load(name: str, root, **kw):
             (root / cls).mkdir(parents=True)
             for i in range(8):
                 Image.fromarray(np.full((8, 8, 3), 20 * i + 5 * c, np.uint8)).save(root / cls / f"{i}.png")
-    return load_data("folder", seed=3, data_dir=root, num_workers=0, val_fraction=0.25, augment=False, **kw)
+    return load_data("folder", seed=seed, data_dir=root, num_workers=0, val_fraction=0.25, augment=False, **kw)
 
 
 def _epoch(ld) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -297,6 +304,18 @@ def test_load_data_device_serves_every_batch_there(tmp_path, name, device):
             if want != "meta":
                 torch.testing.assert_close(xd.cpu(), xc, rtol=0, atol=1e-6)
                 assert torch.equal(yd.cpu(), yc)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "folder"])
+def test_load_data_seed_orders_the_training_epoch_and_leaves_the_images_and_the_test_split(tmp_path, name):
+    """docs/DATA.md: each epoch's order is drawn from (seed, epoch). The same seed serves the same
+    batches; another seed the same training images in another order, and the same test batches."""
+    a, again, other = (_load(name, tmp_path, seed=s, batch_size=4) for s in (0, 0, 1))
+    train = [torch.cat([x for x, _ in _epoch(b.train)]) for b in (a, again, other)]
+    assert torch.equal(train[0], train[1]) and not torch.equal(train[0], train[2])
+    assert sorted(train[0].flatten(1).tolist()) == sorted(train[2].flatten(1).tolist())
+    for (xa, ya), (xo, yo) in zip(_epoch(a.test), _epoch(other.test), strict=True):
+        assert torch.equal(xa, xo) and torch.equal(ya, yo)
 
 
 @pytest.mark.parametrize("name", ["fake", "folder"])
