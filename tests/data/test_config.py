@@ -74,6 +74,18 @@ def test_the_default_crop_padding_is_an_eighth_of_the_side_and_at_least_one_pixe
     assert load_data("fake", batch_size=8, subset=16, image_size=side).train.padding == want
 
 
+@pytest.mark.parametrize("given", [0, 3])
+def test_a_given_crop_padding_replaces_the_default(given):
+    """docs/DATA.md: crop_padding is the pad-crop shift in px (the default at side 8 is 1), and 0 the
+    flip alone: with the flip off too, the training batches are the images unaugmented."""
+    kw = dict(batch_size=8, subset=16, image_size=8, seed=1)
+    b = load_data("fake", crop_padding=given, flip=False, **kw)
+    assert b.train.padding == given
+    if given == 0:
+        pairs = list(zip(b.train, load_data("fake", augment=False, **kw).train, strict=True))
+        assert pairs and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in pairs)
+
+
 def source_normalized(random_erasing: float):
     return load_data("fake", batch_size=16, subset=64, image_size=8, in_channels=3, seed=5, flip=False,
                      channels_last=True, random_erasing=random_erasing, mean=MEAN, std=STD)
