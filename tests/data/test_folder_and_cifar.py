@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -121,6 +122,21 @@ def test_train_val_layout_uses_the_val_folder_as_test_split(tmp_path):
     rgb(12, 12, (0, 255, 0)).save(tmp_path / "val" / "green" / "0.png")
     with pytest.raises(ValueError, match="green"):
         load_data("folder", data_dir=tmp_path, num_workers=0)
+
+
+@pytest.mark.parametrize("kw, each", [({"subset": 4}, 2), ({"per_class": 3}, 3)])
+def test_subset_and_per_class_pick_a_folders_training_images_and_leave_its_test_split(tmp_path, kw, each):
+    """docs/DATA.md: --subset N is N training images stratified by class, per_class k of each class
+    (a hand count: 4 of 4 + 4 is 2 + 2); val/'s 2 + 2 stay the test split. Too many names the train/
+    folder and both numbers."""
+    root = train_val_folder(tmp_path)
+    b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, **kw)
+    train = [(Path(p), b.info.classes[label]) for p, label in b.train.dataset.samples]
+    assert b.num_train == len(train) == 2 * each and b.num_test == len(b.test.dataset.samples) == 4
+    assert sorted(cls for _, cls in train) == ["blue"] * each + ["red"] * each
+    assert all(p.parent == root / "train" / cls for p, cls in train)
+    with pytest.raises(ValueError, match=rf"^--subset 9 is more than the 8 training images of image folder {re.escape(str(root / 'train'))};"):
+        load_data("folder", data_dir=root, num_workers=0, subset=9)
 
 
 @pytest.mark.parametrize("kwargs, match", [
