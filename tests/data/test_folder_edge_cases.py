@@ -177,7 +177,7 @@ def test_every_documented_name_of_the_test_split_is_found_beside_train(tmp_path,
     b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
     assert (b.num_train, b.num_test) == (6, 4) and b.info.classes == ["a", "b"]
     assert all(Path(p).parts[-3] == val for p, _ in b.test.dataset.samples)
-    assert b.info.val_fraction is None  # nothing held out
+    assert b.info.val_fraction is None and b.info.split_seed is None  # nothing held out, no seed drew it
 
 
 def test_a_test_folder_beside_val_is_named_as_unused_in_one_warning(tmp_path):
@@ -245,7 +245,7 @@ def test_classes_keeps_a_class_that_the_val_split_lacks(tmp_path):
     # images only, labelled 1 (a hand count), and training has both
     root = _train_abc_and_val(tmp_path / "pets", "ab")
     b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, classes=[2, 0])
-    assert b.info.classes == ["c", "a"]
+    assert b.info.classes == ["c", "a"] and b.info.class_indices == (2, 0)  # model.json keeps them (docs/DATA.md)
     assert sorted((Path(p).parent.name, label) for p, label in b.test.dataset.samples) == [("a", 1)] * 2
     train = sorted((Path(p).parent.name, label) for p, label in b.train.dataset.samples)
     assert train == [("a", 1)] * 3 + [("c", 0)] * 3

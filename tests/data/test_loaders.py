@@ -187,6 +187,7 @@ def test_fake_data_are_deterministic_and_classes_filter_relabels():
     assert (a.num_train, a.num_test) == (512, 128)
     c = load_data("fake", batch_size=32, seed=5, classes=[7, 2], augment=False)
     assert c.info.classes == ["class7", "class2"]
+    assert c.info.class_indices == (7, 2) and a.info.class_indices is None  # model.json keeps them (docs/DATA.md)
     orig_y = a.train.labels
     keep = (orig_y == 7) | (orig_y == 2)
     assert torch.equal(c.train.images, a.train.images[keep])
