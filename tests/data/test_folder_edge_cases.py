@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from resnet_lab.cli import main
@@ -271,3 +272,48 @@ def test_an_empty_test_split_is_one_warning_naming_the_folder_and_the_way_out_at
     assert str(w.message) == f"the test split of {root} is empty; add images or a val/ folder"
     assert w.filename == __file__
     assert b.num_test == 0 and list(b.test) == [] and b.num_train == 2 * (1 if not kw else 3)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's documented values
+
+
+def _served_images(root: Path, split: str, **kw) -> list[torch.Tensor]:
+    """Every image of one epoch of a split of an 8 px folder, served at 8 px."""
+    b = load_data("folder", data_dir=root, batch_size=2, num_workers=0, val_fraction=0.25, image_size=8, **kw)
+    return [img for x, _ in getattr(b, split) for img in x]
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_folders_test_split_and_unaugmented_training_images_are_the_pixels_normalized(tmp_path, augment):
+    """docs/DATA.md: training augments (RandomResizedCrop + flip) unless augment=False; testing resizes
+    and center-crops, which changes nothing on 8 px images at 8 px. The reference: each PNG's
+    pixels normalized by hand in float64 with ImageNet's mean/std."""
+    root = tmp_path / "pets"
+    save_images(root / "cats", 4)
+    save_images(root / "dogs", 4, seed=1)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    refs = [(torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) / 255 - mean) / std
+            for p in sorted(root.glob("*/*.png"))]
+
+    def as_is(img: torch.Tensor) -> bool:
+        return any(torch.allclose(img.double(), ref, atol=1e-5, rtol=0) for ref in refs)
+
+    test, train = _served_images(root, "test", augment=augment), _served_images(root, "train", augment=augment)
+    assert len(test) == 2 and all(as_is(img) for img in test)
+    assert len(train) == 6 and sum(as_is(img) for img in train) == (0 if augment else 6)
+
+
+def test_random_erasing_reaches_a_folders_training_images_only(tmp_path):
+    """random_erasing=1 erases a rectangle of every training image to 0 (the mean, after
+    normalization: torchvision's RandomErasing), which no normalized pixel of an 8 bit image is in
+    all three channels; the test split is never erased."""
+    root = tmp_path / "pets"
+    save_images(root / "cats", 4)
+    save_images(root / "dogs", 4, seed=1)
+
+    def erased(img: torch.Tensor) -> bool:
+        return bool((img == 0).all(0).any())
+
+    for p, split in ((1.0, "train"), (1.0, "test"), (0.0, "train")):
+        images = _served_images(root, split, random_erasing=p)
+        assert images and sum(map(erased, images)) == (len(images) if (p, split) == (1.0, "train") else 0)
