@@ -77,6 +77,21 @@ def test_folder_grayscale_model_gets_one_channel_and_small_images_keep_their_siz
     assert x.shape == (2, 1, 30, 30)
 
 
+@pytest.mark.parametrize("sizes, want", [
+    ([(8, 8), (12, 12), (12, 8), (12, 12)], 10),  # short sides 8, 12, 8, 12: their median is 10, between the two middle ones
+    ([(64, 9), (9, 9), (9, 11), (9, 9)], 9),  # 64 px is still small
+    ([(8, 8), (8, 8), (8, 8), (65, 30)], 224),  # one image over 64 px: the ImageNet size
+])
+def test_a_folders_default_size_is_the_median_short_side_of_small_images_else_224(tmp_path, sizes, want):
+    """docs/DATA.md: image_size defaults to the median shorter side when every image is at most 64 px,
+    else 224 (hand-computed above; two images per class)."""
+    for i, (w, h) in enumerate(sizes):
+        (tmp_path / "ab"[i % 2]).mkdir(exist_ok=True)
+        rgb(w, h, (40 * i, 0, 0)).save(tmp_path / "ab"[i % 2] / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, augment=False)
+    assert b.info.input_size == (3, want, want)
+
+
 def test_empty_class_folder_is_an_error_naming_it(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
