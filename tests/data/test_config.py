@@ -151,6 +151,24 @@ def test_drop_last_false_keeps_the_incomplete_training_batch():
     assert served == list(range(64))  # the tail batch holds the 16 images the default drops
 
 
+@pytest.mark.parametrize("kw, train, test", [
+    ({}, [3, 3], [3, 3]),  # drop_last by default: the 8 training images make 2 batches of 3
+    ({"drop_last": False}, [3, 3, 2], [3, 3]),
+    ({"eval_batch_size": 4}, [3, 3], [4, 2]),  # the test split drops nothing
+])
+def test_a_folders_batches_follow_batch_size_eval_batch_size_and_drop_last(tmp_path, kw, train, test):
+    """The in-memory rules above, for a folder (hand counts): 7 images of each class, round(0.43 * 7) = 3
+    of each held out, leave 8 training and 6 test images; batch_size 3."""
+    for c, cls in enumerate(("a", "b")):
+        (tmp_path / cls).mkdir()
+        for i in range(7):
+            Image.fromarray(np.full((8, 8, 3), 30 * i + c, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    b = load_data("folder", data_dir=tmp_path, batch_size=3, num_workers=1, val_fraction=0.43, augment=False, **kw)
+    assert (b.num_train, b.num_test) == (8, 6)
+    assert (_batch_sizes(b.train), _batch_sizes(b.test)) == (train, test)
+    assert b.train.num_workers == b.test.num_workers == 1  # decoding processes (docs/DATA.md: None is 2)
+
+
 def test_drop_last_false_is_refused_for_several_ranks_which_would_take_different_step_counts():
     # The reference: batch_slices itself, which gives 99 samples in batches of 8 on 2 ranks 7 and 6
     # training batches: DDP would wait for the missing step until its timeout.
