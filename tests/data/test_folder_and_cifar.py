@@ -177,8 +177,10 @@ def test_val_fraction_holds_out_that_share_of_each_class_as_the_test_split(tmp_p
         files[cls] = {str(tmp_path / cls / f"{i}.png") for i in range(n)}
     splits = {}
     for fraction in (None, 0.5):
-        kw = {} if fraction is None else {"val_fraction": fraction}
+        kw = {} if fraction is None else {"val_fraction": fraction, "split_seed": 3}
         b = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, **kw)
+        # docs/DATA.md: model.json records the split, so that evaluating the run holds out the same images
+        assert (b.info.val_fraction, b.info.split_seed) == ((0.1, 0) if fraction is None else (fraction, 3))
         test = [(path, b.info.classes[label]) for path, label in b.test.dataset.samples]
         train = [(path, b.info.classes[label]) for path, label in b.train.dataset.samples]
         assert (b.num_test, b.num_train) == (len(test), len(train))
