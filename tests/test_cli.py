@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+
 import pytest
 import torch
 import torchvision
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from resnet_lab.cli import main
+from resnet_lab.data import load_data
+from resnet_lab.runs import load_model
 from trainspy import TrainSpy
 
 FAST = ["--dataset", "fake", "--image-size", "16", "--batch-size", "32", "--no-progress"]
@@ -97,11 +101,16 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
     code, stdout, _ = run(capsys, "evaluate", str(out), "--json", "--tta")
     tta = json.loads(stdout)
     assert code == 0 and tta["tta"] is True and tta["n"] == ev["n"] and tta["loss"] != ev["loss"]
-    # the same run twice is an ensemble whose averaged probabilities are the run's own
-    code, stdout, _ = run(capsys, "evaluate", str(out), str(out), "--json")
-    twice = json.loads(stdout)
-    assert code == 0 and twice["runs"] == [str(out), str(out)]
-    assert twice["accuracy"] == ev["accuracy"] and twice["loss"] == pytest.approx(ev["loss"], rel=1e-5)
+    # an ensemble of two distinct runs (a copy of the run in another folder, its weights moved) is the
+    # mean of their softmax probabilities; the loss, the negative log of its true-class probability
+    mate = _moved_copy(out, tmp_path / "mate")
+    code, stdout, _ = run(capsys, "evaluate", str(out), str(mate), "--json")
+    pair = json.loads(stdout)
+    assert code == 0 and pair["runs"] == [str(out), str(mate)]
+    assert _ensemble_reference([out], meta) == pytest.approx((ev["accuracy"], ev["loss"]), rel=1e-5)  # its data
+    acc, loss = _ensemble_reference([out, mate], meta)
+    assert pair["accuracy"] == acc and pair["loss"] == pytest.approx(loss, rel=1e-5)
+    assert pair["loss"] != ev["loss"]  # the copy's weights count
     other = tmp_path / "other"  # a different input size cannot be ensembled with it
     assert run(capsys, "train", "--model", "resnet8", *FAST[:2], "--image-size", "12", "--batch-size", "32",
                "--no-progress", "--epochs", "1", "--subset", "64", "--out", str(other))[0] == 0
@@ -116,6 +125,32 @@ def test_train_evaluate_predict_end_to_end(tmp_path, capsys):
     assert len(res["top"]) == 3 and all(c in meta["classes"] for c, _ in res["top"])
     probs = [p for _, p in res["top"]]
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+
+
+def _moved_copy(run_dir, to):
+    """A copy of the run ``run_dir`` at ``to`` whose conv and linear weights are moved by seeded noise:
+    another run with the same model.json (classes, input size, normalization)."""
+    shutil.copytree(run_dir, to)
+    state = load_file(to / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    moved = {k: v + 0.3 * v.std() * torch.randn(v.shape, generator=g) if v.dim() > 1 else v for k, v in state.items()}
+    save_file(moved, to / "model.safetensors")
+    return to
+
+
+def _ensemble_reference(runs, meta):
+    """Accuracy and loss of the mean of the runs' softmax probabilities over the fake test set (float64),
+    the test images normalized as the first run was trained."""
+    models = [load_model(r)[0].double() for r in runs]
+    data = load_data("fake", image_size=16, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=32)
+    right, nll, n = 0, 0.0, 0
+    with torch.no_grad():
+        for x, y in data.test:
+            probs = torch.stack([m(x.double()).softmax(1) for m in models]).mean(0)
+            right += int((probs.argmax(1) == y).sum())
+            nll += float(-probs.gather(1, y[:, None]).log().sum())
+            n += len(y)
+    return right / n, nll / n
 
 
 def test_resume_of_a_finished_run_says_how_to_train_further(tmp_path, capsys):

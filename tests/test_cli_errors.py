@@ -1068,11 +1068,34 @@ def test_options_may_go_between_the_runs_and_images_of_predict_evaluate_and_repo
     assert [p["path"] for p in json.loads(capsys.readouterr().out)] == [str(image)] * 2
     assert main(["evaluate", str(run), "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
-    assert main(["evaluate", str(run), "--device", "cpu", str(run), "--json"]) == 0  # an ensemble of the two
+    copy = shutil.copytree(run, tmp_path / "copy")  # another run (the same one twice is refused)
+    assert main(["evaluate", str(run), "--device", "cpu", str(copy), "--json"]) == 0  # an ensemble of the two
     assert json.loads(capsys.readouterr().out)["accuracy"] == one["accuracy"]
     with pytest.raises(SystemExit) as e:  # an unknown option: still argparse's error, exit 2
         main(["predict", str(run), "--no-such-flag", str(image)])
     assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+# One run given twice, spelt two ways (paths relative to the folder holding the run as r/, the link link/).
+_SAME_RUN = {"as typed": ("r", "r"), "trailing slash": ("r", "r/"), "./": ("./r", "r"), "symlink": ("r", "link"),
+             "its weights file": ("r/model.safetensors", "r"),
+             "shipped weights": ("resnet20:fashion-mnist", "resnet20:fashion-mnist")}
+
+
+@pytest.mark.parametrize("spelt", list(_SAME_RUN))
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_the_same_run_given_twice_is_refused_naming_it(trained, tmp_path, monkeypatch, capsys, command, spelt):
+    """evaluate took it for an ensemble of 2 (whose average is the run itself), the report showed it
+    side by side with itself; a copy in another folder is another run (see test_cli.py)."""
+    shutil.copytree(trained[0], tmp_path / "r")
+    (tmp_path / "link").symlink_to(tmp_path / "r")
+    monkeypatch.chdir(tmp_path)
+    first, second = _SAME_RUN[spelt]
+    out = ["--out", "page.html"] if command == "report" else []
+    assert main([command, first, second, *out]) == 2
+    err = _one_line_error(capsys, f"{second} {'is given' if first == second else 'are the same run'}")
+    assert first in err and err.endswith("given twice: give each run once")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "r"]  # no page written
 
 
 LR_FIND = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--batch-size", "16"]

@@ -39,7 +39,7 @@ from .models import check_input_size, create_model, list_models, model_info, whi
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
-from .runs import (FROZEN_DIR, check_arch, check_meta, check_output_file, is_safetensors, load_meta, load_model, missing_run, run_without_meta, same_test_data,
+from .runs import (FROZEN_DIR, check_arch, check_distinct_runs, check_meta, check_output_file, is_safetensors, load_meta, load_model, missing_run, run_without_meta, same_test_data,
                    settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
@@ -410,7 +410,7 @@ def _add_use_commands(sub) -> None:
              "  resnet-lab evaluate resnet20:fashion-mnist   # the shipped weights (docs/WEIGHTS.md)")
     p.add_argument("run", nargs="+", help="run directory, .safetensors file or shipped weights MODEL:TAG "
                    "(resnet20:fashion-mnist); several: their averaged "
-                   "probabilities are evaluated (an ensemble)")
+                   "probabilities are evaluated (an ensemble; each run once, however spelt)")
     _add_data_args(p, required=False, size=_RUN_SIZE)
     p.add_argument("--batch-size", type=int, default=256, help="test images per batch")
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
@@ -457,8 +457,8 @@ def _add_use_commands(sub) -> None:
     p = _cmd(sub, "report", "One self-contained HTML page on trained runs: curves, confusion matrix, per-class "
              "accuracy, the most confidently wrong test images, recipe, machine, timings; several runs side by side.",
              "resnet-lab report runs/r20 --out report.html\n  resnet-lab report runs/a runs/b --out compare.html")
-    p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table), a "
-                   "weights file in one (RUN/best.safetensors) or shipped weights MODEL:TAG")
+    p.add_argument("run", nargs="+", help="run directories (several: their curves on shared axes and a table; each "
+                   "run once), a weights file in one (RUN/best.safetensors) or shipped weights MODEL:TAG")
     p.add_argument("--out", required=True, help="the HTML file to write" + _NO_DEFAULT)
     p.add_argument("--data-dir", help="the image folder of folder runs, and the first place searched for a built-in "
                    "dataset (then the usual places, as evaluate without it), so runs of both kinds share a page; "
@@ -814,6 +814,7 @@ def cmd_evaluate(args) -> int:
     _check_evaluate_flags(args)
     device = resolve_device(args.device)
     runs = list(args.run)
+    check_distinct_runs(runs, which="best" if args.best else "model")  # not an ensemble of 2: the run itself
     loaded = [load_model(r, device, which="best" if args.best else "model") for r in runs]
     models, meta = [m for m, _ in loaded], loaded[0][1]
     for r, (_, m) in zip(runs, loaded):

@@ -67,6 +67,7 @@ __all__ = [
     "RunInUseError",
     "RunLock",
     "arch_outputs",
+    "check_distinct_runs",
     "check_output_file",
     "is_one_of",
     "atomic_write",
@@ -902,6 +903,35 @@ def resolve_source(source: str | os.PathLike) -> Path:
     except ValueError as e:  # here a path would do too: say so
         raise ValueError(f"{e} (or give a run directory or .safetensors file)") from None
     return weights.verify()
+
+
+def _weights_identity(source: str | os.PathLike, which: str) -> str:
+    """The weights file ``source`` loads, as one string however it is spelt: the real path (a trailing
+    slash, ``./``, a symlink resolved), a run directory's ``which`` file, shipped ``MODEL:TAG``'s file."""
+    path = Path(source)
+    if not path.exists() and is_weights_name(str(source)):
+        try:
+            path = get_weights(str(source)).path
+        except ValueError:  # no such weights: load_model says so
+            return str(source)
+    real = Path(os.path.realpath(path))
+    return str(real / f"{which}.safetensors" if real.is_dir() else real)
+
+
+def check_distinct_runs(sources: Sequence[str | os.PathLike], which: str = "model") -> None:
+    """Refuse a run given twice, however spelt (``runs/a`` and ``./runs/a/``, a symlink to it, shipped
+    weights by name and by path): evaluate took it for an ensemble of 2, the report showed it twice side
+    by side. A copy of a run in another folder is another run. ``which``: the weights a run directory
+    stands for (``model`` or ``best``)."""
+    seen: dict[str, str] = {}
+    for source in map(str, sources):
+        key = _weights_identity(source, which)
+        if key in seen:
+            first = seen[key]
+            same = f"{source} is given twice" if first == source else \
+                f"{first} and {source} are the same run ({key}), given twice"
+            raise ValueError(f"{same}: give each run once")
+        seen[key] = source
 
 
 def _arch_error(source: str | os.PathLike, e: Exception) -> ValueError:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
 from ..figures import new_figure
-from ..runs import (FROZEN_DIR, OUTPUT_MARK, atomic_write_text, check_meta, check_metrics_record, check_output_file,
+from ..runs import (FROZEN_DIR, OUTPUT_MARK, atomic_write_text, check_distinct_runs, check_meta, check_metrics_record, check_output_file,
                     load_model, read_metrics, resolve_source, same_test_data, stopped_words, trained_folder, unfinished_at)
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion, whole_epochs
@@ -806,6 +806,7 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
         runs = [runs]
     if not runs:
         raise ValueError("give at least one run directory to report on")
+    check_distinct_runs(runs)  # the same run side by side with itself
     if isinstance(mistakes, bool) or not isinstance(mistakes, int) or not 0 <= mistakes <= MAX_MISTAKES:
         # 100000 drew a 856 x 99526 px grid in 4 GB and a 20 MB page
         raise ValueError(f"mistakes (--mistakes) must be a whole number of images from 0 to {MAX_MISTAKES}, got "
