@@ -1240,6 +1240,28 @@ def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder
     assert not (tmp_path / "x").exists()  # neither left an empty folder behind
 
 
+def _data_dir_commands(run: str) -> dict[str, list[str]]:
+    """Every command that takes --data-dir, given a Fashion-MNIST one (train: the fake dataset's flags swapped)."""
+    fmnist = ["--dataset", "fashion-mnist"]
+    return {"train": ["train", "--model", "resnet8", *fmnist, "--epochs", "1", "--out", "new"],
+            "lr-find": ["lr-find", "--model", "resnet8", *fmnist, "--steps", "4"],
+            "finetune": ["finetune", "--from", run, "--strategy", "last", *fmnist, "--out", "new"],
+            "evaluate": ["evaluate", run, *fmnist], "report": ["report", run, "--out", "page.html"],
+            "experiment": ["experiment", "degradation", "--out", "new"]}
+
+
+@pytest.mark.parametrize("command", list(_data_dir_commands("r")))
+def test_a_data_dir_that_is_a_file_is_refused_in_one_line_by_every_command(trained, tmp_path, monkeypatch, capsys,
+                                                                         command):
+    """Refused up front: evaluate and finetune (after loading the run) printed the not-found message, whose
+    way out was a --download into FILE/FashionMNIST/raw, which cannot work."""
+    monkeypatch.chdir(tmp_path)
+    Path("data.zip").write_text("x")
+    assert main([*_data_dir_commands(str(trained[0]))[command], "--data-dir", "data.zip"]) == 2
+    _one_line_error(capsys, "(--data-dir) data.zip is a file, not a folder: give the folder that holds the dataset")
+    assert [p.name for p in tmp_path.iterdir()] == ["data.zip"]  # nothing written
+
+
 @pytest.mark.parametrize("where, what", [("no such folder", "does not exist"), ("a file", "is a file, not a folder")])
 def test_experiment_data_dir_that_is_no_folder_is_refused_before_any_run(capsys, tmp_path, monkeypatch, where, what):
     """A mistyped --data-dir ran the whole experiment on the data found elsewhere, saying so only in
@@ -1249,7 +1271,7 @@ def test_experiment_data_dir_that_is_no_folder_is_refused_before_any_run(capsys,
     if where == "a file":
         data_dir.write_text("x")
     assert main(["experiment", "degradation", "--data-dir", str(data_dir), "--out", str(tmp_path / "e")]) == 2
-    _one_line_error(capsys, f"(--data-dir) {data_dir} {what}: give the folder that holds the datasets")
+    _one_line_error(capsys, f"(--data-dir) {data_dir} {what}: give the folder that holds the dataset")
     assert sorted(p.name for p in tmp_path.iterdir()) == (["datasets"] if where == "a file" else [])
 
 

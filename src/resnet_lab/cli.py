@@ -27,7 +27,7 @@ from . import __version__
 from ._text import count, interrupted_words
 from .analysis import summarize, write_report
 from .data import DataConfig, InMemoryLoader, load_data
-from .data.config import FOLDER_WORKERS, check_image_size
+from .data.config import FOLDER_WORKERS, check_data_dir, check_image_size
 from .data.folder import display_name, holds_out
 from .data.transforms import TTA_PATTERNS
 from .deploy.cam import cam_paths, require_cam, save_cams
@@ -1389,6 +1389,8 @@ def _run_command(args: argparse.Namespace) -> int:
     extension_log.setLevel(logging.ERROR)
     try:
         _refuse_empty_paths(args)
+        if getattr(args, "data_dir", None) is not None:  # a file, before any run, source or data is read
+            check_data_dir(args.data_dir, searched=getattr(args, "dataset", None) != "folder")
         if args.command in ONE_PROCESS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # every rank would run the whole job and write the same files (experiment: refused by
             # its own lock as "another process"); only train takes torchrun

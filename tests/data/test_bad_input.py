@@ -50,19 +50,17 @@ def copies_elsewhere(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("kind", ["empty", "missing", "file"])
+@pytest.mark.parametrize("kind", ["empty", "missing"])
 def test_explicit_data_dir_without_fashion_mnist_is_an_error_naming_it_and_every_way(copies_elsewhere, kind):
     given = copies_elsewhere / "given"
     if kind == "empty":
         given.mkdir()
-    elif kind == "file":
-        given.write_text("not a folder")
     with pytest.raises(FileNotFoundError) as e:  # DataNotFoundError is one
         load_data("fashion-mnist", data_dir=given, batch_size=2)
     assert isinstance(e.value, DataNotFoundError)
     msg = str(e.value)
     assert f"in --data-dir {given}" in msg
-    assert {"empty": "no folder below has all four", "missing": "does not exist", "file": "is a file"}[kind] in msg
+    assert {"empty": "no folder below has all four", "missing": "does not exist"}[kind] in msg
     for way in ("--data-dir DIR", "t10k-labels-idx1-ubyte[.gz]", "RESNET_LAB_DATA",
                 "apt-get install dataset-fashion-mnist", "--download"):
         assert way in msg, way
@@ -137,6 +135,20 @@ def test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy(copies_els
     assert "--download" in msg and "RESNET_LAB_DATA" in msg
     # without data_dir the search order still finds the copy in $RESNET_LAB_DATA
     assert load_data("cifar10", batch_size=2).num_train == 5 * 4
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "cifar10", "cifar100", "folder"])
+def test_a_data_dir_that_is_a_file_is_refused_in_one_line_before_any_search(copies_elsewhere, name):
+    """No dataset is read from a file, nor downloaded into one: the not-found message offered
+    --download into FILE/FashionMNIST/raw, which cannot work."""
+    given = copies_elsewhere / "given.zip"
+    given.write_text("not a folder")
+    before = sorted(copies_elsewhere.rglob("*"))
+    with pytest.raises(NotADirectoryError) as e:
+        load_data(name, data_dir=given, download=name != "folder", batch_size=2)
+    assert str(e.value) == (f"data_dir (--data-dir) {given} is a file, not a folder: give the folder that holds the "
+                            "dataset" + (", or leave it out (None) to search the usual places" if name != "folder" else ""))
+    assert sorted(copies_elsewhere.rglob("*")) == before and given.read_text() == "not a folder"  # nothing written
 
 
 def test_folder_data_dir_that_is_a_file_is_not_a_directory_error(tmp_path):

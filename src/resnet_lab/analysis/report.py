@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .._text import count
 from ..data import DataNotFoundError, display_name, load_data
+from ..data.config import check_data_dir
 from ..figures import new_figure
 from ..runs import (FROZEN_DIR, OUTPUT_MARK, atomic_write_text, check_distinct_runs, check_meta, check_metrics_record, check_output_file,
                     load_model, read_metrics, resolve_source, same_test_data, stopped_words, trained_folder, unfinished_at)
@@ -807,6 +808,7 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
     if not runs:
         raise ValueError("give at least one run directory to report on")
     check_distinct_runs(runs)  # the same run side by side with itself
+    check_data_dir(data_dir, searched=True)  # a file: refused up front, not a note on every run
     if isinstance(mistakes, bool) or not isinstance(mistakes, int) or not 0 <= mistakes <= MAX_MISTAKES:
         # 100000 drew a 856 x 99526 px grid in 4 GB and a 20 MB page
         raise ValueError(f"mistakes (--mistakes) must be a whole number of images from 0 to {MAX_MISTAKES}, got "

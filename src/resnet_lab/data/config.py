@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -90,12 +91,17 @@ def check_device_present(device: str | torch.device) -> None:
 
 def check_data_dir(data_dir: Any, searched: bool = True) -> None:
     """Refuse an empty or blank string, which ``if data_dir:`` took for "not given" (and a folder
-    for "."); one message for DataConfig and the readers. ``searched``: leaving data_dir out
+    for "."), and a file, which holds no dataset and can take no download; one message for
+    DataConfig, the readers, the report and the experiments. ``searched``: leaving data_dir out
     searches the usual places (not for a folder, which has none)."""
+    way_out = ", or leave it out (None) to search the usual places" if searched else ""
     if isinstance(data_dir, str) and not data_dir.strip():
         what = "an empty string" if not data_dir else f"blank ({data_dir!r}, whitespace only)"
-        way_out = ", or leave it out (None) to search the usual places" if searched else ""
         raise ValueError(f"data_dir (--data-dir) is {what}: give a path (an unset shell variable?){way_out}")
+    if isinstance(data_dir, (str, os.PathLike)) and Path(data_dir).expanduser().is_file():
+        # no dataset is ever read from (or downloaded into) a file: the not-found message offered FILE/FashionMNIST/raw
+        raise NotADirectoryError(f"data_dir (--data-dir) {data_dir} is a file, not a folder: give the folder that "
+                                 f"holds the dataset{way_out}")
 
 
 def _is_int(v: Any) -> bool:
