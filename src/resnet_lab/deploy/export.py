@@ -89,6 +89,9 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # strided slices (the CIFAR option-A shortcut x[:, :, ::2, ::2]) are exported unfolded: fine
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        # opsets 7 and 8 keep the weights as graph inputs too (valid, onnxruntime reads them): torch says so
+        # in a warning that named an argument the user never gave, before any error of the export itself
+        warnings.filterwarnings("ignore", message="Setting 'keep_initializers_as_inputs=False'", category=UserWarning)
         torch.onnx.export(
             model, (x,), path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
