@@ -1113,12 +1113,19 @@ def test_errors_of_recipe_values_name_the_flag(argv, names, capsys):
     _one_line_error(capsys, names)
 
 
-def test_predict_top_k_and_evaluate_batch_size_errors_name_the_flag(trained, capsys):
+def test_predict_top_k_error_names_the_flag(trained, capsys):
     run, image = trained
     assert main(["predict", str(run), str(image), "--top-k", "0"]) == 2
     _one_line_error(capsys, "top_k (--top-k) must be an int >= 1, got 0")
-    assert main(["evaluate", str(run), "--batch-size", "0"]) == 2
-    _one_line_error(capsys, "eval_batch_size (evaluate's --batch-size) must be at least 1")
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_evaluate_batch_size_below_one_names_the_flag_in_the_clis_words(trained, capsys, size):
+    """Not DataConfig's eval_batch_size "(or None for batch_size)": the Python API's wording."""
+    assert main(["evaluate", str(trained[0]), "--batch-size", size]) == 2
+    err = _one_line_error(capsys, f"--batch-size must be at least 1 test image per batch, got {size}: leave it out for "
+                                  f"{build_parser().parse_args(['evaluate', 'r']).batch_size}")
+    assert "eval_batch_size" not in err and "None" not in err
 
 
 def test_every_command_but_train_under_torchrun_is_refused_before_any_work(monkeypatch, capsys, trained, tmp_path):

@@ -125,6 +125,7 @@ _DEVICE_HELP = "auto (cuda, then mps, else cpu) | cpu | cuda | cuda:N | mps"
 _NATIVE_SIZE = "28 Fashion-MNIST, 32 CIFAR and fake; folders: the median short side when all are <= 64 px, else 224"
 _SOURCE_SIZE = "the weights' size when known (torchvision: 224), else " + _NATIVE_SIZE
 _RUN_SIZE = "the size the run was trained at"
+_EVAL_BATCH = 256  # evaluate's --batch-size when not given
 
 
 def _lr_help(rates: dict[str, float], why: str = "") -> str:
@@ -412,7 +413,7 @@ def _add_use_commands(sub) -> None:
                    "(resnet20:fashion-mnist); several: their averaged "
                    "probabilities are evaluated (an ensemble; each run once, however spelt)")
     _add_data_args(p, required=False, size=_RUN_SIZE)
-    p.add_argument("--batch-size", type=int, default=256, help="test images per batch")
+    p.add_argument("--batch-size", type=int, default=_EVAL_BATCH, help="test images per batch")
     p.add_argument("--best", action="store_true", help="use best.safetensors instead of the last epoch")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the predictions for each image and its mirror image")
@@ -855,6 +856,9 @@ def _check_evaluate_flags(args) -> None:
         raise ValueError("--dataset is an empty string: give a dataset name (an unset shell variable?), or leave it "
                          "out for the run's own")
     check_image_size(args.image_size)  # before the note on another size than the run's, and before --tta-shift's check
+    if args.batch_size < 1:  # DataConfig's message is the Python API's (eval_batch_size, None)
+        raise ValueError(f"--batch-size must be at least 1 test image per batch, got {args.batch_size}: leave it out "
+                         f"for {_EVAL_BATCH}")
     if args.tta_shift < 0:
         raise ValueError(f"--tta-shift must be 0 (off) or a positive number of pixels, got {args.tta_shift}")
     if args.tta_pattern != "cross" and not args.tta_shift:
