@@ -1247,6 +1247,38 @@ def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder
     assert not (tmp_path / "x").exists()  # neither left an empty folder behind
 
 
+# An --out where no new run can start: what is there, and the refusal (the trainer's words) it gets.
+_TAKEN_OUT = {"a file": "is a file; a run is written into a directory: choose another --out",
+              "a run": "already holds a run (", "part of a run": "holds part of a run ("}
+_TAKEN_BY_TRAIN = "holds a `resnet-lab train` run, not a finetune: give the finetune a new --out"  # finetune's words
+
+
+@pytest.mark.parametrize("taken", list(_TAKEN_OUT))
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_an_out_where_no_new_run_can_start_is_refused_before_the_data_is_loaded(trained, tmp_path, monkeypatch,
+                                                                              capsys, command, taken):
+    """train and finetune refused it only when the run started, after the data (an image folder is
+    scanned whole)."""
+    out = tmp_path / "out"
+    if taken == "a file":
+        out.write_text("notes")
+    else:
+        shutil.copytree(trained[0], out)
+        if taken == "part of a run":
+            (out / "model.json").unlink()
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(cli, "load_data", no_data)
+    argv = {"train": ["train", *TRAIN], "finetune": ["finetune", "--from", str(trained[0]), "--strategy", "last",
+                                                      *TRAIN[2:]]}[command]
+    assert main([*argv, "--epochs", "1", "--out", str(out)]) == 2
+    _one_line_error(capsys, f"{out} {_TAKEN_BY_TRAIN if (command, taken) == ('finetune', 'a run') else _TAKEN_OUT[taken]}")
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()) == before
+
+
 def _data_dir_commands(run: str) -> dict[str, list[str]]:
     """Every command that takes --data-dir, given a Fashion-MNIST one (train: the fake dataset's flags swapped)."""
     fmnist = ["--dataset", "fashion-mnist"]

@@ -43,10 +43,11 @@ from .runs import (FROZEN_DIR, check_arch, check_distinct_runs, check_meta, chec
                    settle_run_dir, split_seed_of, trained_folder, unfinished_note, unwritable)
 from .train import LRFindInterrupted, TrainConfig, evaluate, lr_find, plot_lr_find, resolve_device, train
 from .train.config import DEFAULT_LR, LOOKAHEAD_ALPHA
+from .train.checkpoint import check_new_run_dir
 from .train.device import check_fp16
 from .train.distributed import dist_env, distributed_errors, setup_distributed
 from .transfer import check_transfer_options, finetune, load_source, transfer_model, with_source_preprocessing
-from .transfer.finetune import check_unfreeze_from
+from .transfer.finetune import check_not_a_train_run, check_unfreeze_from
 
 __all__ = ["build_parser", "main"]
 
@@ -587,6 +588,7 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device)
     check_fp16(device, args.fp16)  # before the data is loaded (an image folder is scanned whole)
     config = _train_config(args, args.out)
+    _check_new_out(args)
     if args.resume:
         meta = _resumed_meta(args.out)
         check_arch(meta, args.out)  # a hand-edited arch is the file's fault, not --model's
@@ -608,6 +610,19 @@ def cmd_train(args) -> int:
     with _distributed_errors():
         history = train(model, data, config, meta=meta)
     return _report_run(history, args)
+
+
+def _check_new_out(args) -> None:
+    """train's and finetune's --out for a new run, refused before the data is loaded (an image folder is
+    scanned whole) in the words the trainer would use: a file, a folder holding a run or part of one."""
+    if not args.out or args.resume:
+        return
+    if lost := run_without_meta(args.out):
+        raise lost
+    if args.command == "finetune" and (Path(args.out) / "model.json").is_file():
+        check_not_a_train_run(Path(args.out))  # a finetune's own run: its plan is compared once the model is built
+        return
+    check_new_run_dir(args.out)
 
 
 def _resumed_meta(out: str) -> dict:
@@ -1001,6 +1016,7 @@ def cmd_finetune(args) -> int:
     config = _train_config(args, args.out)  # its refusals (--tensorboard without the package...) before any loading
     if args.resume and args.out and not Path(args.out).exists():  # a frozen phase would start afresh there
         raise missing_run(args.out)
+    _check_new_out(args)
     if args.out:  # before the source and the data are loaded, not after
         folder = next((p for p in (Path(args.out), *Path(args.out).parents) if p.exists()), Path("."))
         if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):

@@ -314,6 +314,24 @@ def _metrics_leftover(path: Path) -> bool:
             and (last.startswith(_RECORD_START) or _RECORD_START.startswith(last)))
 
 
+def check_new_run_dir(run_dir: str | os.PathLike) -> None:
+    """Refuse a folder a new run cannot start in: a file, a folder holding a run, or one holding
+    files a run would overwrite. The CLI asks before it loads the data (an image folder is scanned
+    whole), the trainer again when the run starts."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"--out {run_dir} is a file; a run is written into a directory: choose another --out")
+    # metrics.jsonl alone is the leftover of a first save that failed (it is written before the
+    # checkpoint set): not a run, so it is cleared as before, and the same command can start again
+    found = [name for name in RUN_FILES if name != "metrics.jsonl" and (run_dir / name).exists()]
+    if found:  # a run, even one without its training state, is never overwritten
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
+            "another --out (in Python: resume=True, or another out)"
+        )
+    _check_no_foreign_outputs(run_dir)
+
+
 def _check_no_foreign_outputs(run_dir: Path) -> None:
     """Refuse to start a run where it would overwrite files that are not a failed first save's.
 
@@ -451,18 +469,7 @@ class Checkpointer:
                 _check_writable(self.run_dir)
             return self._resume(history)
         if self.writes:
-            if self.run_dir.exists() and not self.run_dir.is_dir():
-                raise FileExistsError(f"--out {self.run_dir} is a file; a run is written into a directory: choose "
-                                      "another --out")
-            # metrics.jsonl alone is the leftover of a first save that failed (it is written before the
-            # checkpoint set): not a run, so it is cleared as before, and the same command can start again
-            found = [name for name in RUN_FILES if name != "metrics.jsonl" and (self.run_dir / name).exists()]
-            if found:  # a run, even one without its training state, is never overwritten
-                raise FileExistsError(
-                    f"{self.run_dir} already holds a run ({found[0]}); pass --resume to continue it, or choose "
-                    "another --out (in Python: resume=True, or another out)"
-                )
-            _check_no_foreign_outputs(self.run_dir)
+            check_new_run_dir(self.run_dir)
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _check_writable(self.run_dir)
             self.lock.acquire()  # two new runs started at once into a new folder: the second stops here

@@ -311,7 +311,7 @@ def _check_frozen_phase_kept(out: Path | None, freeze_epochs: int, resume: bool,
                           f"same command, {how} and --resume, or choose another --out")
 
 
-def _check_not_a_train_run(out: Path) -> None:
+def check_not_a_train_run(out: Path) -> None:
     """A finetune's --out that holds a `train` run: a resume compared the plans field by field ("fine-tuned
     with strategy None"), and without --resume train's refusal said to pass it."""
     if (out / "model.json").is_file() and not load_meta(out).get("transfer"):
@@ -323,7 +323,7 @@ def _check_resumed_plan(out: Path, planned: dict[str, Any]) -> None:
     """A resumed transfer must start from the same weights and freeze and stack what the run did:
     other source weights would mix two transfers in one run (or fail to load), and another strategy,
     unfreeze point or head would give the saved optimizer state other parameter groups. ``out`` is
-    known to hold a finetune (:func:`_check_not_a_train_run`)."""
+    known to hold a finetune (:func:`check_not_a_train_run`)."""
     saved = load_meta(out)["transfer"]
     was, now = saved.get("source"), planned.get("source")
     # runs saved before source_path was recorded: their relative source, resolved from here
@@ -364,7 +364,7 @@ def _check_started_run(out: Path, planned: dict[str, Any], resume: bool, freeze_
     """An --out whose main phase has a checkpoint: a `train` run is refused; a resume keeps the plan and the
     frozen epochs the main phase began after; a new finetune of another plan is told both ways out (train's
     own refusal of a folder that holds a run would only say --resume, which the plan check then refuses)."""
-    _check_not_a_train_run(out)  # before the plan check: its own way out is a new --out already
+    check_not_a_train_run(out)  # before the plan check: its own way out is a new --out already
     try:
         _check_resumed_plan(out, planned)
     except ValueError as e:
@@ -440,7 +440,7 @@ def _frozen_phase(model: nn.Module, data, config, plan: TransferPlan, *, freeze_
         resume = bool(config.resume and phase_dir and (phase_dir / "train_state.pt").exists())
         main_plan = _main_phase_plan(config)
         if resume:  # interrupted in (or right after) the frozen phase: the same command, or nothing
-            _check_not_a_train_run(phase_dir)
+            check_not_a_train_run(phase_dir)
             _check_resumed_plan(phase_dir, meta["transfer"])
             _check_resumed_phases(out, phase_dir, freeze_epochs, main_plan)
         # The frozen phase runs whole before the main one: --stop-after, --warmup-epochs and
