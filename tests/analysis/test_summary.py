@@ -181,8 +181,37 @@ def test_model_on_other_device_than_requested_raises_with_hint():
         summarize(nn.Linear(2, 2), (2,), device="meta")
 
 
-def test_an_input_size_or_dtype_the_model_cannot_take_names_the_arguments_and_leaves_no_hooks():
-    model = torchvision.models.resnet18().train()
+@pytest.mark.parametrize("kw, error, match", [
+    ({"dtype": torch.int64}, TypeError, r"dtype must be a floating-point torch.dtype .*got torch.int64"),
+    ({"dtype": "float32"}, TypeError, r"dtype must be a floating-point torch.dtype .*got 'float32'"),
+    ({"device": "gpu"}, ValueError, r"unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"),
+    ({"device": 0}, TypeError, r"device \(--device\) must be a device name \(str\) or torch.device"),
+])
+def test_a_dtype_or_device_of_the_wrong_kind_is_named(kw, error, match):
+    """dtype=torch.int64 was torch.randn's '"normal_kernel_cpu" not implemented for 'Long''; device="gpu"
+    torch's list of every backend it knows. Each names the argument now, and the model is untouched."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(error, match=match):
+        summarize(model, (2,), **kw)
+    assert model.training and hooked_modules(model) == []
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert summarize(model, (2,), dtype=torch.float32, device="cpu").total_params == 10  # 6 Linear + 4 BN
+
+
+def _resnet_lab_gray(norm: str) -> nn.Module:
+    from resnet_lab import create_model
+
+    return create_model("resnet8", num_classes=3, in_channels=1, norm=norm)
+
+
+@pytest.mark.parametrize("make", [lambda: torchvision.models.resnet18(), lambda: _resnet_lab_gray("batch"),
+                                  lambda: _resnet_lab_gray("scratch")],
+                         ids=["torchvision", "torch-bn", "scratch-bn"])
+def test_an_input_size_or_dtype_the_model_cannot_take_names_the_arguments_and_leaves_no_hooks(make):
+    """A gray model's first conv takes (1, 32, 32) as one unbatched image, so the BN after it raised
+    its bare ValueError "expected 4D input (got 3D input)", naming no argument."""
+    model = make().train()
     with pytest.raises(ValueError, match=r"summary's input \(1, 32, 32\).*input_size is \(C, H, W\) without the batch dim"):
         summarize(model, (32, 32))  # C missing: torch's error alone names neither argument
     with pytest.raises(ValueError, match=r"torch.float64.*dtype must be the model's"):

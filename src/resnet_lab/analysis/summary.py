@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..data.config import check_device_name, pick_device
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 
@@ -204,10 +205,14 @@ def summarize(
             like GoogLeNet's eval-time-idle auxiliary heads).
         device: where the input is created; must be where the model's parameters are. ``None``
             uses the model's own device. ``"meta"`` (with a model built on meta) needs no compute.
-        dtype: input dtype; ``None`` uses the dtype of the model's first floating-point parameter
-            (float32 for a model without any).
+        dtype: input dtype, a floating-point ``torch.dtype`` (another is a ``TypeError``); ``None``
+            uses the dtype of the model's first floating-point parameter (float32 for a model without any).
     """
     device = _check_summary_args(model, input_size, batch_size, depth, device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        # torch.int64 failed in torch.randn ("normal_kernel_cpu" not implemented), "float32" as a TypeError
+        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32 (or None for the "
+                        f"model's), got {dtype!r}")
     row_modules, leaves = _row_modules(model, depth)
     recorder = _Recorder(row_modules, leaves, own_only=depth is None)
     handles = []
@@ -224,7 +229,8 @@ def summarize(
         with torch.no_grad(), recorder.counter:
             try:
                 model(x)
-            except RuntimeError as e:  # torch's message names neither input_size nor dtype
+            except (RuntimeError, ValueError) as e:  # torch's message (a BN's "expected 4D input") names neither
+                # input_size nor dtype
                 raise ValueError(f"the model cannot run on the summary's input {tuple(x.shape)} ({x.dtype}): {e}; "
                                  "input_size is (C, H, W) without the batch dim, and dtype must be the model's") from e
     finally:
@@ -264,7 +270,8 @@ def _check_summary_args(model: nn.Module, input_size: tuple[int, ...], batch_siz
         raise ValueError(f"input_size must be positive int sizes without the batch dim, e.g. (3, 224, 224); got "
                          f"{input_size!r}")
     model_device = _model_device(model)
-    device = model_device if device is None else torch.device(device)
+    # a name torch does not know ("gpu") was torch's list of every backend: say which names work
+    device = model_device if device is None else pick_device(check_device_name(device))
     if device.type != model_device.type:
         raise ValueError(
             f"the model's parameters are on {model_device} but device={device}; "
