@@ -88,3 +88,33 @@ def test_transfer_functions_name_bad_arguments(tmp_path):
         transfer_model(source, "last", num_classes=3, classes=["a", "b"])
     with pytest.raises(ValueError, match=r"--backbone-lr-scale must be a finite number > 0 \(e.g. 0.1\), got inf"):
         check_transfer_options("all", None, float("inf"))
+
+
+def _calls_taking_a_model():
+    from resnet_lab.analysis import summarize
+    from resnet_lab.deploy import export_onnx
+    from resnet_lab.deploy.cam import grad_cam
+    from resnet_lab.train import TrainConfig, train
+    from tinytrain import make_bundle
+
+    return {
+        "fuse_bn": lambda m, tmp: fuse_bn(m),
+        "export_onnx": lambda m, tmp: export_onnx(m, tmp / "m.onnx", input_size=(1, 8, 8)),
+        "summarize": lambda m, tmp: summarize(m, (1, 8, 8)),
+        "grad_cam": lambda m, tmp: grad_cam(m, torch.zeros(1, 8, 8)),
+        "evaluate": lambda m, tmp: evaluate([m], [(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long))],
+                                            num_classes=3),
+        "train": lambda m, tmp: train(m, make_bundle(), TrainConfig(epochs=1, out=str(tmp / "run"), progress=False)),
+    }
+
+
+@pytest.mark.parametrize("call", list(_calls_taking_a_model()))
+@pytest.mark.parametrize("model", ["resnet8", {"fc.weight": torch.zeros(3, 4)}], ids=["name", "state-dict"])
+def test_a_model_name_or_state_dict_where_the_network_goes_is_named(call, model, tmp_path):
+    """fuse_bn("resnet8") and export_onnx were "'str' object has no attribute 'named_modules'", evaluate
+    'no attribute modules', and train("resnet8", ...) said the model had no model_config; nothing is written."""
+    name = repr(model) if isinstance(model, str) else "'resnet8'"
+    with pytest.raises(TypeError, match=rf"{call} needs a torch.nn.Module \(e.g. create_model\({name}\)\), got "
+                                        rf"{type(model).__name__}$"):
+        _calls_taking_a_model()[call](model, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -148,6 +148,21 @@ def test_grad_cam_errors_name_the_bad_value_and_the_way_out():
             grad_cam(model, torch.randn(1, 8, 8), layer=layer)
 
 
+@pytest.mark.parametrize("image, match", [
+    (np.zeros((1, 8, 8), np.float32), r"grad_cam takes the image as a torch.Tensor \(C, H, W\), got ndarray: convert it"),
+    (torch.zeros(1, 8, 8, dtype=torch.uint8), r"normalized floating-point image, got torch.uint8: .*to_model_input"),
+    ([[[0.0] * 8] * 8], r"torch.Tensor \(C, H, W\), got list"),
+], ids=["numpy", "uint8", "list"])
+def test_grad_cam_refuses_an_image_that_is_no_float_tensor_and_leaves_the_model_alone(image, match):
+    """A numpy array was an AttributeError ('no attribute dim'), uint8 pixels torch's 'only Tensors of
+    floating point dtype can require gradients'."""
+    model = create_model("resnet8", num_classes=3, in_channels=1).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match=match):
+        grad_cam(model, image)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_overlay_is_the_images_size_enlarged_by_a_whole_factor_in_jet_colours():
     image = Image.fromarray(np.full((28, 20), 128, dtype=np.uint8))  # (H, W) = (28, 20): W is the short side
     heat = np.zeros((28, 20), dtype=np.float32)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.config import check_device_name, pick_device
+from ..models.registry import check_module
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 
@@ -259,8 +260,7 @@ def summarize(
 def _check_summary_args(model: nn.Module, input_size: tuple[int, ...], batch_size: int, depth: int | None,
                         device: str | torch.device | None) -> torch.device:
     """Refuse bad arguments with the value named; returns the device the input is made on."""
-    if not isinstance(model, nn.Module):  # summarize("resnet8"): build it with create_model first
-        raise TypeError(f"summarize needs a torch.nn.Module (e.g. create_model({model!r})), got {type(model).__name__}")
+    check_module(model, "summarize")  # summarize("resnet8"): build it with create_model first
     if not _is_count(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if depth is not None and (not _is_count(depth) or depth < 1):

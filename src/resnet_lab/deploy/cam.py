@@ -24,6 +24,7 @@ from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
 from ..models import model_info
+from ..models.registry import check_module
 from ..runs import (OUTPUT_MARK, RUN_FILES, RUN_OUTPUTS, arch_outputs, atomic_write, is_one_of, is_own_output,
                     load_model)
 from .predict import ImageReadError, image_paths, load_model_input
@@ -56,6 +57,12 @@ def _target_layer(model: nn.Module, name: str) -> nn.Module:
 
 def _one_image(image_tensor: torch.Tensor) -> torch.Tensor:
     """(C, H, W) or (1, C, H, W) -> (1, C, H, W), a leaf that requires grad."""
+    if not isinstance(image_tensor, torch.Tensor):  # a numpy array was an AttributeError ('no attribute dim')
+        raise TypeError(f"grad_cam takes the image as a torch.Tensor (C, H, W), got {type(image_tensor).__name__}: "
+                        "convert it (torch.from_numpy, or resnet_lab.data.to_model_input for a PIL image)")
+    if not image_tensor.is_floating_point():  # uint8 pixels: "only Tensors of floating point dtype can require gradients"
+        raise TypeError(f"grad_cam takes a normalized floating-point image, got {image_tensor.dtype}: "
+                        "resnet_lab.data.to_model_input makes one from a PIL image")
     x = image_tensor[None] if image_tensor.dim() == 3 else image_tensor
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"grad_cam takes one image, (C, H, W) or (1, C, H, W), got shape {tuple(image_tensor.shape)}")
@@ -153,6 +160,7 @@ def grad_cam(model: nn.Module, image_tensor: torch.Tensor, target_class: int | N
             class index; a model that is not float32.
         RuntimeError: called inside ``torch.inference_mode()``.
     """
+    check_module(model, "grad_cam")
     heat, _ = _grad_cam(model, _one_image(image_tensor), target_class, layer)
     return heat
 

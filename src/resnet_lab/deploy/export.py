@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.registry import check_module
 from ..runs import arch_outputs, atomic_write, check_output_file, load_model, read_metrics, write_error
 from .fuse import BN_TYPES, fuse_bn_with_report
 from .predict import decode_metadata
@@ -222,6 +223,7 @@ def export_onnx(
     """
     onnx = _require("onnx", "ONNX export")
 
+    check_module(model, "export_onnx")
     _check_export_args(exporter, opset, meta, fuse=fuse, dynamic_batch=dynamic_batch)
     size = _check_input_size(input_size)
     _check_meta_fits(model, meta, size)

@@ -37,6 +37,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from ..models.registry import check_module
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 from ..nn import SyncBatchNorm as ScratchSyncBatchNorm
@@ -351,6 +352,7 @@ def fuse_bn_with_report(
             when torch.fx cannot trace the model (default: random, shape from ``model_config`` or
             the first conv, 32 px for small-input models, else 64 px).
     """
+    check_module(model, "fuse_bn")
     _check_eval(model)
     if not isinstance(inplace, bool):  # "no" is truthy: it would change the caller's model
         raise TypeError(f"inplace must be True or False, got {inplace!r}")

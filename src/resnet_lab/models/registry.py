@@ -35,6 +35,7 @@ __all__ = [
     "ModelInfo",
     "Paper",
     "check_input_size",
+    "check_module",
     "check_num_classes",
     "create_model",
     "is_model",
@@ -447,6 +448,15 @@ def _weights_tag(name: str, weights: Any, kwargs: Mapping[str, Any]) -> str | No
         raise TypeError(f"weights= takes the tag of shipped weights such as 'fashion-mnist', got {weights!r}; "
                         "resnet_lab.list_weights() lists them")
     return weights
+
+
+def check_module(model: Any, caller: str) -> None:
+    """A ``TypeError`` naming ``caller`` unless ``model`` is an ``nn.Module``: a model's name or a
+    state dict passed where the network goes was an AttributeError from deep inside (``'str' object
+    has no attribute 'named_modules'``), or for ``train`` a complaint about its missing model_config."""
+    if not isinstance(model, nn.Module):
+        name = repr(model) if isinstance(model, str) else "'resnet8'"
+        raise TypeError(f"{caller} needs a torch.nn.Module (e.g. create_model({name})), got {type(model).__name__}")
 
 
 def create_model(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .._text import count
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
-from ..models.registry import check_num_classes
+from ..models.registry import check_module, check_num_classes
 from ..nn import BatchNormBase, SyncBatchNorm
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
@@ -244,6 +244,8 @@ def evaluate(
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
+    for m in models:
+        check_module(m, "evaluate")
     modes = [(sub, sub.training) for m in models for sub in m.modules()]  # each module's own (a BN put in eval
     for m in models:                                                       # inside a training model stays so)
         m.eval()
@@ -612,6 +614,7 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     """Before any step: the arguments are what train() takes, the model's outputs and input channels
     fit the data (for models that record them, as create_model's do), and a run with ``out`` can be
     loaded back (its model.json needs the model's architecture)."""
+    check_module(model, "train")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}: TrainConfig(epochs=..., lr=...)")
     config.check()  # again: a field set after the config was made (config.epochs = 0) is checked too
