@@ -117,6 +117,23 @@ def test_which_is_model_or_best_and_nothing_else(tmp_path):
     assert _holds(load_file(tmp_path / "best.safetensors"), load_model(tmp_path, which="best")[0])
 
 
+@pytest.mark.parametrize("source, device, error, match", [
+    (None, "gpu", ValueError, r"unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"),
+    (None, 0, TypeError, r"device \(--device\) must be a device name \(str\) or torch.device.*got 0"),
+    (3, "cpu", TypeError, r"load_model takes a run directory, a .safetensors file or shipped weights MODEL:TAG as a "
+                          r"str or path, got int 3"),
+], ids=["unknown-device", "device-number", "source-number"])
+def test_load_model_names_a_bad_device_or_source_and_leaves_the_run_as_it_was(tmp_path, source, device, error, match):
+    """device='gpu' was torch's list of every backend, raised by model.to() after the files were read;
+    load_model(3) pathlib's 'expected str, bytes or os.PathLike object'."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(error, match=match):
+        load_model(tmp_path if source is None else source, device=device)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert _holds(load_file(tmp_path / "model.safetensors"), load_model(tmp_path, device=torch.device("cpu"))[0])
+
+
 @pytest.mark.parametrize("missing", ["epoch", "step", "optimizer", "scheduler", "rng"])
 def test_a_training_state_without_a_part_a_resume_needs_is_refused_naming_it(tmp_path, missing):
     state = {"epoch": 1, "step": 0, "optimizer": {}, "scheduler": {}, "rng": {"cpu": torch.get_rng_state()}}

@@ -51,6 +51,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .data.config import check_device_name, check_device_present, pick_device
 from .data.folder import holds_out
 from .models import create_model, list_models, model_info
 
@@ -956,12 +957,19 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
     Args:
         source: run directory, a weights file with a ``model.json`` beside it, or the name of
             shipped weights, ``MODEL:TAG`` (:func:`resolve_source`).
-        device: where to put the model.
+        device: where to put the model: a name as train takes (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)
+            or a ``torch.device``; an unknown name or one missing here is refused before any file is read.
         which: in a run directory, ``model`` (last epoch) or ``best``; a weights file or shipped
             weights accept only ``model``.
 
     The model is returned in eval mode.
     """
+    if not isinstance(source, (str, os.PathLike)):  # load_model(3) was pathlib's "expected str, bytes or os.PathLike"
+        raise TypeError(f"load_model takes a run directory, a .safetensors file or shipped weights MODEL:TAG as a "
+                        f"str or path, got {type(source).__name__} {source!r}")
+    # before any file is read: "gpu" was torch's list of every backend, raised by model.to() at the end
+    check_device_present(device)
+    device = pick_device(check_device_name(device))
     if which == "best" and not Path(source).exists() and is_weights_name(str(source)):  # named as typed, not its file
         raise ValueError(f"{source} names shipped weights, one set of them: there is no best epoch to choose (--best; "
                          "in Python: which='best'); drop --best")
