@@ -118,3 +118,40 @@ def test_a_model_name_or_state_dict_where_the_network_goes_is_named(call, model,
                                         rf"{type(model).__name__}$"):
         _calls_taking_a_model()[call](model, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def _frozen_resnet8():
+    from resnet_lab.transfer import freeze
+
+    model = create_model("resnet8", num_classes=3, in_channels=1).train()
+    freeze(model, ["fc.weight", "fc.bias"])  # the norms locked in eval, all but the head frozen
+    return model
+
+
+def _unfreeze(model, **kw):
+    from resnet_lab.transfer.freeze import unfreeze
+
+    unfreeze(model, **kw)
+
+
+def _params_from(model, name):
+    from resnet_lab.transfer.freeze import params_from
+
+    params_from(model, name)
+
+
+@pytest.mark.parametrize("call, arg, error, match", [
+    (_unfreeze, {"mode": "eval"}, TypeError, r"mode must be True \(train\), False \(eval\) or None .*got 'eval'"),
+    (_params_from, {"name": ""}, ValueError, r"--unfreeze-from '' is not a module with parameters of CifarResNet; "
+                                             r"expected one of conv1, bn1, layer1, layer2, layer3, fc"),
+], ids=["unfreeze-mode-string", "params-from-empty-name"])
+def test_a_truthy_string_or_empty_name_is_refused_and_the_frozen_model_kept(call, arg, error, match):
+    """unfreeze(model, "eval") put the norms in train mode ("eval" is truthy); params_from(model, "")
+    raised "'.conv1.weight' is not in list"."""
+    model = _frozen_resnet8()
+    flags = [(n, p.requires_grad) for n, p in model.named_parameters()]
+    modes = [(n, m.training) for n, m in model.named_modules()]
+    with pytest.raises(error, match=match):
+        call(model, **arg)
+    assert [(n, p.requires_grad) for n, p in model.named_parameters()] == flags
+    assert [(n, m.training) for n, m in model.named_modules()] == modes

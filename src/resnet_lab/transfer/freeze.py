@@ -142,6 +142,8 @@ def unfreeze(model: nn.Module, mode: bool | None = None) -> None:
         model: the model, changed in place.
         mode: the train/eval mode the unlocked norm layers take (default: ``model.training``).
     """
+    if mode is not None and not isinstance(mode, bool):  # "eval" is truthy: it put the norms in train mode
+        raise TypeError(f"mode must be True (train), False (eval) or None (the model's own mode), got {mode!r}")
     mode = model.training if mode is None else mode
     for p in model.parameters():
         p.requires_grad_(True)
@@ -215,7 +217,8 @@ def params_from(model: nn.Module, module_name: str) -> list[str]:
         ValueError: no such module, or it has no parameters; the message lists valid names.
     """
     modules = dict(model.named_modules())
-    if module_name not in modules or not _has_params(modules[module_name]):
+    # "" is the model itself in named_modules(): its first parameter was looked up as ".conv1.weight"
+    if not module_name or module_name not in modules or not _has_params(modules[module_name]):
         choices = stage_names(model)
         raise ValueError(
             f"--unfreeze-from {module_name!r} is not a module with parameters of {type(model).__name__}; "
