@@ -1240,7 +1240,8 @@ def test_run_experiment_refuses_a_seed_that_is_not_an_int_before_making_a_folder
     """True ran seeds 1 and 2 and recorded `--seed True`, a command the CLI refuses; "3" was a raw TypeError."""
     from resnet_lab.experiments import run_experiment
 
-    with pytest.raises(ValueError, match=f"seed \\(--seed\\) must be an integer from .*got {seed}"):
+    # shown as given: "got 3" read as if the number 3 were out of range
+    with pytest.raises(ValueError, match=f"seed \\(--seed\\) must be an integer from .*got {seed!r}$"):
         run_experiment("degradation", out=tmp_path / "x", seed=seed, log=lambda s: None)
     with pytest.raises(ValueError, match="gpu"):
         run_experiment("degradation", out=tmp_path / "x", device="gpu", log=lambda s: None)

@@ -30,7 +30,7 @@ def check_seed(seed: int, headroom: int = 0) -> None:
     ``headroom`` for the seeds counted up from it (an experiment's seed, seed + 1...)."""
     low, high = SEED_RANGE
     if not _is_int(seed) or not low <= seed <= high - headroom:  # True would be 1, "3" or 1.0 a raw TypeError
-        raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed}")
+        raise ValueError(f"seed (--seed) must be an integer from {low} to {high - headroom}, got {seed!r}")
 
 
 def check_device_is_name(device: Any) -> None:
