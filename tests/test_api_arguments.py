@@ -155,3 +155,23 @@ def test_a_truthy_string_or_empty_name_is_refused_and_the_frozen_model_kept(call
         call(model, **arg)
     assert [(n, p.requires_grad) for n, p in model.named_parameters()] == flags
     assert [(n, m.training) for n, m in model.named_modules()] == modes
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_train_refuses_a_model_whose_weights_are_not_float32_before_any_step(tmp_path, dtype):
+    """load_data's batches are float32: a .double() model failed at its first step with torch's
+    "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same", after the 'training' line, naming
+    no way out; a .bfloat16() one likewise (mixed precision keeps float32 weights: bf16=True)."""
+    from resnet_lab.data import load_data
+    from resnet_lab.train import TrainConfig, train
+
+    data = load_data("fake", batch_size=8, subset=16, image_size=8, in_channels=1)
+    model = create_model("resnet8", num_classes=10, in_channels=1).to(dtype)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match=rf"^train needs a float32 model, got {dtype} weights: call model.float\(\)"):
+        train(model, data, TrainConfig(epochs=1, out=str(tmp_path / "run"), progress=False))
+    assert not (tmp_path / "run").exists()
+    assert all(v.dtype == dtype and torch.equal(v, before[k]) for k, v in model.state_dict().items()
+               if v.is_floating_point())
+    # the reference: the same model in float32 trains on the same batches
+    train(model.float(), data, TrainConfig(epochs=1, progress=False))

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._text import count
+from ..data.loaders import InMemoryLoader, StreamingLoader
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
 from ..models.registry import check_module, check_num_classes
@@ -635,7 +636,18 @@ def check_model_fits_data(model: nn.Module, data, config: TrainConfig, meta: dic
     if not arch and config.out and not (meta or {}).get("arch"):
         raise ValueError("the model has no model_config, so the run in out could not be loaded back: build it "
                          "with create_model, give meta={'arch': ...}, or leave out unset")
+    if isinstance(data.train, (InMemoryLoader, StreamingLoader)):  # load_data's batches are float32
+        _check_float32(model)
     check_model_fits_info(model, data.info, config.progressive_resize)
+
+
+def _check_float32(model: nn.Module) -> None:
+    """A model with float64 or bfloat16 weights failed at its first step on load_data's float32
+    batches ("Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same")."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32), None)
+    if dtype is not None:
+        raise TypeError(f"train needs a float32 model, got {dtype} weights: call model.float() first (mixed "
+                        "precision keeps float32 weights: bf16=True, or fp16=True on CUDA)")
 
 
 def check_model_fits_info(model: nn.Module, info, progressive_resize: int | None = None) -> None:
