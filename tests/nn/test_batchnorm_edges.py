@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -160,6 +161,22 @@ def test_layer_and_factory_arguments_that_build_nothing_sensible_are_refused():
         rn.BatchNorm2d(0)
     with pytest.raises(ValueError, match="dim must be 1 or 2, got True"):  # True == 1 built BatchNorm1d
         rn.norm_layer("scratch", dim=True)
+
+
+@pytest.mark.parametrize("layer", [rn.BatchNorm1d, rn.BatchNorm2d])
+@pytest.mark.parametrize("given", ["4", None, 4.0, True])
+def test_a_channel_count_that_is_not_an_integer_is_named(layer, given):
+    """torch refuses these too (TypeError, its empty()'s 'tuple of ints'); ours said "'<=' not
+    supported between instances of 'str' and 'int'" for "4" and None."""
+    with pytest.raises(TypeError):
+        getattr(nn, layer.__name__)(given)
+    with pytest.raises(TypeError, match=rf"^num_features must be an int \(the channel count\), got {given!r}"):
+        layer(given)
+
+
+@pytest.mark.parametrize("given", [torch.tensor(4), np.int64(4)])
+def test_a_channel_count_torch_takes_as_an_index_is_taken(given):
+    assert rn.BatchNorm2d(given).weight.shape == nn.BatchNorm2d(given).weight.shape == (4,)
 
 
 def test_group_count_is_the_documented_one_and_scratch_bn_counts_as_a_norm_layer():

@@ -150,6 +150,9 @@ class BatchNormBase(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
+        if isinstance(num_features, bool) or not hasattr(num_features, "__index__"):  # torch's empty() takes ints,
+            # numpy ints and one-element int tensors; "4" and None failed at our '<=' in Python's words
+            raise TypeError(f"num_features must be an int (the channel count), got {num_features!r}")
         if num_features <= 0:
             raise ValueError(f"num_features must be positive, got {num_features}")
         factory = {"device": device, "dtype": dtype}
