@@ -421,6 +421,25 @@ def test_the_graph_has_the_documented_names_and_symbolic_batch_dimension(tmp_pat
     assert [(o.name, o.shape) for o in sess.get_outputs()] == [("logits", ["batch", 10])]
 
 
+
+def _op_types(path) -> list[str]:
+    return sorted(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_fuse_turns_the_scratch_bn_graph_into_the_one_torch_bn_exports(tmp_path):
+    """docs/DEPLOY.md: torch's exporter folds torch's eval BN into the conv by itself (no
+    BatchNormalization node, fuse or not), while our BN is exported op by op, so only fuse=True
+    gives the same graph. The reference is torch's own export of the model with torch's BN."""
+    size = (1, 12, 12)
+    torch_bn = _op_types(export_onnx(resnet_lab.create_model("resnet8", in_channels=1).eval(), tmp_path / "t.onnx",
+                                     input_size=size))
+    scratch = resnet_lab.create_model("resnet8", in_channels=1, norm="scratch").eval()
+    unfused = _op_types(export_onnx(scratch, tmp_path / "s.onnx", input_size=size))
+    fused = _op_types(export_onnx(scratch, tmp_path / "f.onnx", input_size=size, fuse=True))
+    assert "BatchNormalization" not in torch_bn
+    assert fused == torch_bn
+    assert len(unfused) > len(fused)
+
 # --- what the mutation probe found unguarded ---------------------------------------------------
 
 
