@@ -1,4 +1,5 @@
-"""Every `resnet-lab COMMAND ...` line in README.md and docs/*.md uses flags that COMMAND has.
+"""Every `resnet-lab COMMAND ...` line in README.md and docs/*.md uses flags that COMMAND has, and
+every name their ```python snippets import exists.
 
 A user copies these lines; a flag renamed or dropped in the CLI but left in a document fails them
 with "unrecognized arguments". The reference is the CLI's own argparse parser (what --help shows).
@@ -7,6 +8,8 @@ with "unrecognized arguments". The reference is the CLI's own argparse parser (w
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -52,3 +55,25 @@ def test_the_check_sees_command_lines_and_their_flags():
     assert [(cmd, FLAG.findall(rest)) for _, cmd, rest in lines] == [
         ("train", ["--model", "--epochz", "--out"]), ("evaluate", ["--tta"])]
     assert "--epochz" not in _flags_by_command()["train"] and "--model" in _flags_by_command()["train"]
+
+
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def _documented_imports() -> list[tuple[str, str, str | None]]:
+    """``(document, module, name or None)`` for each import in the documents' ```python blocks."""
+    out = []
+    for doc in DOCS:
+        for block in PYTHON_BLOCK.findall(doc.read_text(encoding="utf-8")):
+            for node in ast.walk(ast.parse(block)):
+                if isinstance(node, ast.ImportFrom):
+                    out += [(doc.name, node.module, alias.name) for alias in node.names]
+                elif isinstance(node, ast.Import):
+                    out += [(doc.name, alias.name, None) for alias in node.names]
+    return out
+
+
+@pytest.mark.parametrize("doc, module, name", _documented_imports())
+def test_every_name_a_documented_python_snippet_imports_exists(doc, module, name):
+    imported = importlib.import_module(module)
+    assert name is None or hasattr(imported, name), f"{doc}: `from {module} import {name}` fails"
