@@ -45,6 +45,26 @@ def test_balanced_accuracy_is_mean_per_class_recall_counted_by_hand():
     assert balanced_accuracy(torch.zeros(10, dtype=torch.long), labels) == pytest.approx(0.5)
 
 
+def test_the_metrics_take_lists_and_numpy_arrays_as_tensors():
+    """Their docs and the experiments call them with tensors; a list was an AttributeError ('list'
+    has no attribute 'detach'). The reference: the hand values (AUC: 3 of 4 pairs ordered; recalls
+    1/2 and 1) and the same call with tensors."""
+    import numpy as np
+
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    for kind in (list, np.array):
+        assert roc_auc(kind(scores), kind(labels)) == 0.75 == roc_auc(torch.tensor(scores), torch.tensor(labels))
+        assert balanced_accuracy(kind([0, 1, 1, 1]), kind(labels)) == 0.75
+
+
+@pytest.mark.parametrize("pred, labels", [([0.2, 0.9, 0.7], [0, 1, 1]), ([0, 1, 1], [0.0, 1.5, 1.0])])
+def test_balanced_accuracy_refuses_values_that_are_not_class_indices(pred, labels):
+    """Probabilities passed for predictions were cut to class 0 by .long(): 0.2, 0.9, 0.7 scored
+    as 0, 0, 0, a balanced accuracy of 1/2 with no error."""
+    with pytest.raises(ValueError, match=r"must be class indices \(whole numbers, e.g. logits.argmax\(1\)\), got"):
+        balanced_accuracy(torch.tensor(pred), torch.tensor(labels))
+
+
 @pytest.mark.parametrize("bn", [nn.BatchNorm2d, ScratchBatchNorm2d])
 def test_precise_bn_sets_running_stats_to_equal_weight_batch_averages(bn):
     g = torch.Generator().manual_seed(1)

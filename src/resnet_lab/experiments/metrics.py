@@ -15,15 +15,15 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     a random negative, ties counting one half (average ranks), in float64.
 
     Args:
-        scores: (N,) higher means "more positive".
+        scores: (N,) higher means "more positive" (a tensor, list or numpy array).
         labels: (N,) 0/1.
 
     Raises:
         ValueError: shapes differ, a label is not 0 or 1, a score is NaN (it has no rank), or one
             class is absent (AUC undefined).
     """
-    scores = scores.detach().double().flatten().cpu()
-    labels = labels.detach().flatten().cpu()
+    scores = torch.as_tensor(scores).detach().double().flatten().cpu()  # lists and numpy arrays too
+    labels = torch.as_tensor(labels).detach().flatten().cpu()
     if scores.shape != labels.shape:
         raise ValueError(f"scores and labels must have the same length, got {scores.numel()} and {labels.numel()}")
     if not bool(((labels == 0) | (labels == 1)).all()):
@@ -47,16 +47,26 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     return u / (n_pos * n_neg)
 
 
+def _class_indices(values, name: str) -> Tensor:
+    """A tensor, list or array of class indices as a flat int64 CPU tensor; a value that is not a
+    whole number (probabilities given as predictions) is refused, not cut to an index by ``long()``."""
+    t = torch.as_tensor(values).detach().flatten().cpu()
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        bad = t[t != t.round()][0].item()
+        raise ValueError(f"{name} must be class indices (whole numbers, e.g. logits.argmax(1)), got {bad}")
+    return t.long()
+
+
 def balanced_accuracy(pred: Tensor, labels: Tensor, num_classes: int | None = None) -> float:
     """Mean over classes present in ``labels`` of the per-class recall.
 
     Args:
-        pred: (N,) predicted class indices.
+        pred: (N,) predicted class indices (a tensor, list or numpy array; probabilities are refused).
         labels: (N,) true class indices.
         num_classes: number of classes (default: inferred); a label or prediction outside
             ``0..num_classes-1`` is an error, not a class left out.
     """
-    pred, labels = pred.flatten().cpu().long(), labels.flatten().cpu().long()
+    pred, labels = _class_indices(pred, "pred"), _class_indices(labels, "labels")
     if pred.shape != labels.shape:
         raise ValueError(f"pred and labels must have the same length, got {pred.numel()} and {labels.numel()}")
     if labels.numel() == 0:
