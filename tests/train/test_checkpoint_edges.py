@@ -1,0 +1,91 @@
+"""Edges of the Checkpointer a first mutation probe left open: what an old run's missing records
+still compare, how close two recipe floats may be, a folder that lost its model.json, and a failed
+first save followed by a start that failed too.
+
+References: the documented contract (README: a resume on other data is refused; a run whose
+model.json was deleted can be neither resumed nor overwritten, and says so; a failed first save's
+leftovers let the same command start again), float64 arithmetic, and train_state.pt read back with
+torch.load(weights_only=True)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from resnet_lab.train import TrainConfig, train
+from resnet_lab.train.checkpoint import recipe_values_differ
+from support import run_files
+from tinytrain import TinyNet, make_bundle
+
+
+def _train(out, bundle=None, **kw):
+    torch.manual_seed(0)
+    config = TrainConfig(**{"epochs": 2, "lr": 0.05, "out": str(out), "progress": False, "plots": False,
+                            "device": "cpu", **kw})
+    return train(TinyNet(), bundle or make_bundle(), config, log=lambda *_: None)
+
+
+def test_a_run_saved_before_its_data_was_recorded_is_refused_on_other_normalization(tmp_path):
+    """train_state.pt of an old run has no "data": model.json's dataset, classes, input size, mean
+    and std stand in, so a resume with another std is still refused (and the run's own resumes)."""
+    out = tmp_path / "run"
+    _train(out, stop_after=1)
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    del state["data"]  # as saved before the data facts were recorded
+    torch.save(state, out / "train_state.pt")
+    assert json.loads((out / "model.json").read_text())["std"] == [1.0]  # what stands in for it
+    other = make_bundle()
+    other.info.std = (2.0,)
+    before = run_files(out)
+    with pytest.raises(ValueError, match=r"cannot resume .*data std: run has \[1\.0\], now \[2\.0\]"):
+        _train(out, bundle=other, resume=True)
+    assert run_files(out) == before
+    assert _train(out, resume=True).last["epoch"] == 2
+
+
+def test_recipe_floats_are_compared_to_rounding_only():
+    assert not recipe_values_differ(0.1 + 0.2, 0.3)  # 0.30000000000000004: one float64 rounding apart
+    assert not recipe_values_differ([0.1 * 3], [0.3])
+    for lr in (0.05 * (1 + 1e-4), 0.05 * (1 - 1e-6)):  # typed otherwise: another recipe
+        assert recipe_values_differ(0.05, lr), lr
+        assert recipe_values_differ([0.05, 1], [lr, 1]), lr
+
+
+@pytest.mark.parametrize("kept", [("train_state.pt", "model.safetensors"), ("best.safetensors",),
+                                  ("train_state.pt",)])
+def test_a_new_run_into_a_folder_that_lost_its_model_json_names_the_ways_out_that_work(tmp_path, kept):
+    """Not "pass --resume" (a resume cannot rebuild the model without model.json): put it back,
+    another out, or delete the folder; nothing in it is touched."""
+    out = tmp_path / "run"
+    _train(out, epochs=1)
+    for path in out.iterdir():
+        if path.name not in kept:
+            path.unlink()
+    before = run_files(out)
+    with pytest.raises(FileExistsError, match=rf"holds part of a run \({kept[0]}.*no model\.json.*put its model\.json "
+                                              "back.*another out.*delete") as e:
+        _train(out, epochs=1)
+    assert "resume=True" not in str(e.value) and "--resume" not in str(e.value)
+    assert run_files(out) == before
+
+
+def test_a_start_that_fails_after_a_failed_first_save_leaves_the_folder_startable(tmp_path):
+    """A failed first save leaves metrics.jsonl and metrics.csv; the next start clears both, so when
+    it fails too before saving (here: in its first step), the same command still starts a third time."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 2.3}) + "\n")
+    (out / "metrics.csv").write_text("epoch,train_loss\n1,2.3\n")
+
+    def fail(_):
+        raise RuntimeError("fails in its first step")
+
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError, match="first step"):
+        train(TinyNet(), make_bundle(), TrainConfig(epochs=1, lr=0.05, out=str(out), progress=False, plots=False,
+                                                    device="cpu"), step_callbacks=[fail], log=lambda *_: None)
+    assert not (out / "metrics.csv").exists() and not (out / "metrics.jsonl").exists()
+    assert _train(out, epochs=1).last["epoch"] == 1
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
