@@ -1,10 +1,10 @@
 """Edges of the Checkpointer a first mutation probe left open: what an old run's missing records
-still compare, how close two recipe floats may be, a folder that lost its model.json, and a failed
-first save followed by a start that failed too.
+still compare, a folder that lost its model.json, and a failed first save followed by a start that
+failed too.
 
 References: the documented contract (README: a resume on other data is refused; a run whose
 model.json was deleted can be neither resumed nor overwritten, and says so; a failed first save's
-leftovers let the same command start again), float64 arithmetic, and train_state.pt read back with
+leftovers let the same command start again) and train_state.pt read back with
 torch.load(weights_only=True)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import json
 import pytest
 import torch
 
+from resnet_lab.runs import read_metrics
 from resnet_lab.train import TrainConfig, train
-from resnet_lab.train.checkpoint import recipe_values_differ
 from support import run_files
 from tinytrain import TinyNet, make_bundle
 
@@ -28,12 +28,14 @@ def _train(out, bundle=None, **kw):
 
 
 def test_a_run_saved_before_its_data_was_recorded_is_refused_on_other_normalization(tmp_path):
-    """train_state.pt of an old run has no "data": model.json's dataset, classes, input size, mean
-    and std stand in, so a resume with another std is still refused (and the run's own resumes)."""
+    """train_state.pt of an old run has no "data" nor "steps_per_epoch": model.json's dataset,
+    classes, input size, mean and std stand in, so a resume with another std is still refused; the
+    run's own data resumes it."""
     out = tmp_path / "run"
     _train(out, stop_after=1)
     state = torch.load(out / "train_state.pt", weights_only=True)
-    del state["data"]  # as saved before the data facts were recorded
+    for key in ("data", "steps_per_epoch", "world_size"):  # as saved before these were recorded
+        del state[key]
     torch.save(state, out / "train_state.pt")
     assert json.loads((out / "model.json").read_text())["std"] == [1.0]  # what stands in for it
     other = make_bundle()
@@ -43,14 +45,6 @@ def test_a_run_saved_before_its_data_was_recorded_is_refused_on_other_normalizat
         _train(out, bundle=other, resume=True)
     assert run_files(out) == before
     assert _train(out, resume=True).last["epoch"] == 2
-
-
-def test_recipe_floats_are_compared_to_rounding_only():
-    assert not recipe_values_differ(0.1 + 0.2, 0.3)  # 0.30000000000000004: one float64 rounding apart
-    assert not recipe_values_differ([0.1 * 3], [0.3])
-    for lr in (0.05 * (1 + 1e-4), 0.05 * (1 - 1e-6)):  # typed otherwise: another recipe
-        assert recipe_values_differ(0.05, lr), lr
-        assert recipe_values_differ([0.05, 1], [lr, 1]), lr
 
 
 @pytest.mark.parametrize("kept", [("train_state.pt", "model.safetensors"), ("best.safetensors",),
@@ -89,3 +83,13 @@ def test_a_start_that_fails_after_a_failed_first_save_leaves_the_folder_startabl
     assert not (out / "metrics.csv").exists() and not (out / "metrics.jsonl").exists()
     assert _train(out, epochs=1).last["epoch"] == 1
     assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
+
+
+def test_only_the_last_line_of_metrics_may_be_torn(tmp_path):
+    """A kill cuts the last append only: a bad line before it, even the one just before, is named."""
+    whole = [json.dumps({"epoch": e, "train_loss": 1.0}) for e in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join([*whole, '{"epoch": 3, "tra']))
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+    (tmp_path / "metrics.jsonl").write_text("\n".join([whole[0], '{"epoch": 2, "tra', whole[1]]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl line 2 is corrupt .*delete that line"):
+        read_metrics(tmp_path)

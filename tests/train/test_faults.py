@@ -377,7 +377,8 @@ def test_a_torn_checkpoint_set_from_an_older_writer_is_detected_on_resume(tmp_pa
     meta = json.loads((out / "model.json").read_text())
     meta["epoch"] = 2  # model.json renamed for epoch 2, train_state.pt still epoch 1
     (out / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"inconsistent: model.json is at epoch 2 .* train_state.pt at epoch 1"):
+    with pytest.raises(ValueError, match=r"inconsistent: model.json is at epoch 2 .* train_state.pt at epoch 1"
+                                         rf".* warm restart: resnet-lab finetune --from {out} --strategy all --dataset tiny"):
         _run(out, epochs=2, resume=True)
 
 
@@ -585,6 +586,7 @@ def test_stop_after_pauses_the_schedule_and_resume_ends_where_an_uninterrupted_r
     ("metrics.jsonl", b"\n"),  # blank lines, which append_metrics never writes: someone's
     ("metrics.jsonl", b"   "),
     ("metrics.jsonl", b'{"epoch": 1}\n\n{"epoch": 2}\n'),
+    ("metrics.jsonl", b'{"epoch": 1, "note": "\xff"}\n'),  # not UTF-8: append_metrics never wrote it
 ])
 def test_a_new_run_refuses_a_folder_holding_a_users_file_of_a_runs_name(tmp_path, name, content):
     out = tmp_path / "mine"
