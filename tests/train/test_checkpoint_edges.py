@@ -47,6 +47,28 @@ def test_a_run_saved_before_its_data_was_recorded_is_refused_on_other_normalizat
     assert _train(out, resume=True).last["epoch"] == 2
 
 
+def test_a_mid_epoch_checkpoint_whose_model_json_records_no_step_resumes(tmp_path):
+    """Writers before the checkpoint set was one unit recorded the step in train_state.pt only: a
+    model.json without "step" does not contradict a mid-epoch train_state.pt; only a recorded other
+    position is a torn set."""
+    out = tmp_path / "run"
+
+    def ctrl_c(at):
+        if at["step"] == 2:
+            raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, lr=0.05, out=str(out), progress=False, plots=False, device="cpu")
+    assert train(TinyNet(), make_bundle(), config, step_callbacks=[ctrl_c], log=lambda *_: None).interrupted
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (0, 2)  # the premise: saved mid-epoch
+    meta = json.loads((out / "model.json").read_text())
+    del meta["step"]
+    (out / "model.json").write_text(json.dumps(meta))
+    assert [r["epoch"] for r in _train(out, resume=True, stop_after=1).epochs] == [1]
+    assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
+
+
 @pytest.mark.parametrize("kept", [("train_state.pt", "model.safetensors"), ("best.safetensors",),
                                   ("train_state.pt",)])
 def test_a_new_run_into_a_folder_that_lost_its_model_json_names_the_ways_out_that_work(tmp_path, kept):
