@@ -209,11 +209,9 @@ def _check_data_root(data_dir: str | os.PathLike | None) -> None:
     the data found elsewhere, saying so only in report.md)."""
     if data_dir is None:
         return
-    check_data_dir(data_dir)
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise ValueError(f"data_dir (--data-dir) {data_dir} {what}: give the folder that holds the datasets "
+    check_data_dir(data_dir)  # blank, or a file
+    if not Path(data_dir).expanduser().exists():
+        raise ValueError(f"data_dir (--data-dir) {data_dir} does not exist: give the folder that holds the datasets "
                          "(Fashion-MNIST, CIFAR-10...), or leave it out to search $RESNET_LAB_DATA, the Debian path "
                          "and the cache")
 
