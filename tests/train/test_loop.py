@@ -381,6 +381,21 @@ def test_an_ensemble_predicts_the_class_of_the_highest_averaged_probability_not_
     assert ev["acc"] == 1.0 and ev["confusion"][2, 2] == 5
 
 
+def test_evaluate_returns_rows_of_true_classes_per_class_recall_and_the_loss_averaged_over_images():
+    """Hand-computed: a model naming class 2 for every image, on labels 0, 0, 1, 2, 2, 2 in batches of
+    1 and 5: the confusion matrix's rows are the true classes (metrics.confusion_matrix, docs/REPORT.md),
+    per-class accuracy is each row's recall, and the loss is the mean over the 6 images, not over the 2
+    batches."""
+    logits = [0.0, 1.0, 3.0]
+    x, y = torch.randn(6, 1, 3, 4), torch.tensor([0, 0, 1, 2, 2, 2])
+    ev = evaluate(_constant_model(logits), [(x[:1], y[:1]), (x[1:], y[1:])], num_classes=3)
+    assert ev["confusion"].tolist() == [[0, 0, 2], [0, 0, 1], [0, 0, 3]]
+    assert ev["per_class_acc"] == [0.0, 0.0, 1.0]
+    assert ev["acc"] == 0.5 and ev["n"] == 6
+    nll = [math.log(sum(math.exp(v) for v in logits)) - logits[c] for c in y.tolist()]
+    assert ev["loss"] == pytest.approx(sum(nll) / 6, rel=1e-6)
+
+
 def test_evaluate_on_a_loader_that_yields_nothing_is_a_clear_error():
     with pytest.raises(ValueError, match="evaluation loader yielded no samples"):
         evaluate(_constant_model([0.0, 1.0, 2.0]), [], num_classes=3)
