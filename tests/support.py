@@ -30,6 +30,18 @@ def write_fmnist(folder: Path, n: int = 10, seed: int | None = None) -> Path:
     return folder
 
 
+def write_image_folder(root: Path, classes=("a", "b"), n: int = 10) -> Path:
+    """An image folder dataset: ``n`` random 8x8 RGB PNGs (seeded) in a sub-folder per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BN with running statistics (torch's, ours, any width) non-trivial ones, a
     non-trivial scale and shift where it has them, and ``num_batches_tracked`` 1234: the defaults

@@ -17,6 +17,8 @@ from resnet_lab.nn import norm_layer
 from resnet_lab.train import evaluate
 from resnet_lab.transfer.freeze import count_params as frozen_count
 
+from support import write_image_folder
+
 
 def test_truthy_strings_are_not_taken_for_true():
     model = create_model("resnet8", num_classes=3, in_channels=1).eval()
@@ -157,16 +159,22 @@ def test_a_truthy_string_or_empty_name_is_refused_and_the_frozen_model_kept(call
     assert [(n, m.training) for n, m in model.named_modules()] == modes
 
 
+@pytest.mark.parametrize("kind", ["memory", "streaming"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_train_refuses_a_model_whose_weights_are_not_float32_before_any_step(tmp_path, dtype):
-    """load_data's batches are float32: a .double() model failed at its first step with torch's
-    "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor) should be the same", after the 'training' line, naming
-    no way out; a .bfloat16() one likewise (mixed precision keeps float32 weights: bf16=True)."""
+def test_train_refuses_a_model_whose_weights_are_not_float32_before_any_step(tmp_path, dtype, kind):
+    """load_data's batches are float32, held in memory or streamed from an image folder: a .double()
+    model failed at its first step with torch's "Input type (torch.FloatTensor) and weight type
+    (torch.DoubleTensor) should be the same", after the 'training' line, naming no way out; a
+    .bfloat16() one likewise (mixed precision keeps float32 weights: bf16=True)."""
     from resnet_lab.data import load_data
     from resnet_lab.train import TrainConfig, train
 
-    data = load_data("fake", batch_size=8, subset=16, image_size=8, in_channels=1)
-    model = create_model("resnet8", num_classes=10, in_channels=1).to(dtype)
+    if kind == "memory":
+        data = load_data("fake", batch_size=8, subset=16, image_size=8, in_channels=1)
+    else:
+        data = load_data("folder", data_dir=write_image_folder(tmp_path / "pics"), batch_size=8, num_workers=0,
+                         in_channels=1, image_size=8)
+    model = create_model("resnet8", num_classes=len(data.info.classes), in_channels=1).to(dtype)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(TypeError, match=rf"^train needs a float32 model, got {dtype} weights: call model.float\(\)"):
         train(model, data, TrainConfig(epochs=1, out=str(tmp_path / "run"), progress=False))

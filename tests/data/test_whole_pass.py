@@ -5,7 +5,6 @@ References: the split's own tensors, and a plain-torch evaluation over all of th
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,22 +13,13 @@ from torch import nn
 from resnet_lab.data import load_data
 from resnet_lab.train import evaluate
 
-
-def _folder(root):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (root / cls).mkdir(parents=True)
-        for i in range(10):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
-    return root
+from support import write_image_folder
 
 
 def _bundle(kind, tmp_path):
     if kind == "memory":
         return load_data("fake", batch_size=100, subset=200, image_size=8)
-    return load_data("folder", data_dir=_folder(tmp_path / "pics"), batch_size=3, num_workers=0, val_fraction=0.5,
+    return load_data("folder", data_dir=write_image_folder(tmp_path / "pics"), batch_size=3, num_workers=0, val_fraction=0.5,
                      augment=False, image_size=8)
 
 

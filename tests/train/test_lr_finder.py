@@ -31,7 +31,7 @@ from resnet_lab.models import create_model
 from resnet_lab.train import LRFindResult, TrainConfig, lr_find, lr_find_figure
 from resnet_lab.train.lr_finder import steep, valley
 
-from support import FakeTorchvisionCifar10, TerminalStream
+from support import FakeTorchvisionCifar10, TerminalStream, write_image_folder
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy, patch_everywhere
 
@@ -341,15 +341,6 @@ def test_cli_lr_find_refuses_a_bad_range_in_one_line(capsys):
     assert err.startswith("error: end_lr (--end-lr) must be") and len(err.strip().splitlines()) == 1
 
 
-def _folder(root) -> str:
-    rng = np.random.default_rng(0)
-    for c in ("ants", "bees"):
-        (root / c).mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return str(root)
-
-
 # The flags lr-find shares with train, each compared with the same flag given to train.
 SHARED = [
     ["--model", "resnet20"], ["--norm", "group"], ["--model", "resnet18", "--small-input", "no"], ["--zero-init-residual"],
@@ -393,7 +384,7 @@ def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(ca
     if "--download" in flags:  # torchvision's CIFAR-10 download, offline
         monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
         monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
-    flags = [_folder(tmp_path / "pics") if f == "FOLDER" else str(tmp_path / "cifar") if f == "CIFAR" else f
+    flags = [str(write_image_folder(tmp_path / "pics", ("ants", "bees"), 12)) if f == "FOLDER" else str(tmp_path / "cifar") if f == "CIFAR" else f
              for f in flags]
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"lr"}  # the range test sets the lr itself
 
