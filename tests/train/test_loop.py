@@ -240,6 +240,22 @@ def test_evaluate_uses_running_statistics_and_restores_train_mode():
     assert int(ev["confusion"].sum()) == len(y)
 
 
+def test_evaluate_restores_each_modules_mode_when_the_loader_fails_part_way():
+    """docs: train/eval modes are restored afterwards, after an error too (a loader that breaks on its
+    second batch): the model is back in training mode, and a BN its owner put in eval stays in eval."""
+    model = _fresh().train()
+    model.bn.eval()
+
+    def breaking():
+        yield torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 2, 0])
+        raise OSError("unreadable image")
+
+    with pytest.raises(OSError, match="unreadable image"):
+        evaluate(model, breaking(), num_classes=3)
+    assert [(name, m.training) for name, m in model.named_modules()] == [
+        ("", True), ("conv", True), ("bn", False), ("drop", True), ("fc", True)]
+
+
 def test_training_learns_the_separable_toy_task():
     model, data = _fresh(), make_bundle()
     hist = train(model, data, _cfg(epochs=15, lr=0.3))
