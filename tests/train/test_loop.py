@@ -162,6 +162,19 @@ def test_nan_loss_stops_with_the_step_named_and_keeps_last_good_checkpoint(tmp_p
     assert (tmp_path / "model.safetensors").read_bytes() == saved[1]
 
 
+def test_the_finite_guard_that_looks_every_few_steps_remembers_a_non_finite_value_before_finite_ones():
+    """On a GPU the guard reads the device only every few steps: a NaN loss of an fp16 step the
+    scaler skipped (the weights stay finite, so later losses are finite) must still stop the run."""
+    from resnet_lab.train.loop import _FiniteGuard
+
+    guard = _FiniteGuard(torch.device("cpu"))
+    guard.every_step = False  # as on a GPU
+    for value in (1.0, float("nan"), 2.0, 3.0):
+        guard.watch(torch.tensor(value), lambda: "never described here")
+    with pytest.raises(TrainingDiverged, match="^loss became non-finite$"):
+        guard.check(lambda: "loss became non-finite")
+
+
 def test_only_weights_with_two_or_more_dims_decay_and_frozen_params_are_left_out():
     model = _fresh()
     model.conv.weight.requires_grad_(False)
