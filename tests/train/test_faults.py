@@ -530,9 +530,10 @@ def test_a_loaders_lone_last_sample_is_not_counted_in_the_schedule(n_train, drop
     assert h.last["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_an_epoch_whose_batches_all_have_one_sample_is_refused_not_finished_without_a_step(tmp_path):
+@pytest.mark.parametrize("sizes", [[1, 1, 1], [1]])
+def test_an_epoch_whose_batches_all_have_one_sample_is_refused_not_finished_without_a_step(tmp_path, sizes):
     with pytest.raises(ValueError, match="epoch 1 made no optimizer step: every batch had fewer than 2 samples"):
-        _run(tmp_path / "run", epochs=1, bundle=_with_train_batches([1, 1, 1]))
+        _run(tmp_path / "run", epochs=1, bundle=_with_train_batches(sizes))
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
