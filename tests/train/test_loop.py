@@ -736,7 +736,7 @@ def test_train_gives_the_same_weights_whatever_the_callers_rng_state():
 @pytest.mark.parametrize("before", [None, ":16:8"])
 def test_deterministic_on_cuda_puts_the_callers_cublas_workspace_setting_back(monkeypatch, before):
     """deterministic=True on CUDA set CUBLAS_WORKSPACE_CONFIG (setdefault) and left it set after
-    train(). No GPU here: the CUDA branch of the model's preparation runs on a model that stays
+    train(); it turns cuDNN's benchmark off, and the caller's setting comes back too. No GPU here: the CUDA branch of the model's preparation runs on a model that stays
     where it is, then what train does at its end puts the caller's setting back."""
     loop = importlib.import_module("resnet_lab.train.loop")
 
@@ -751,11 +751,13 @@ def test_deterministic_on_cuda_puts_the_callers_cublas_workspace_setting_back(mo
     saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     bench = torch.backends.cudnn.benchmark
     try:
+        torch.backends.cudnn.benchmark = True  # the caller's choice, which deterministic turns off while it runs
         caller = loop._caller_state()
         loop._prepare_model(Staying(), _cfg(epochs=1), torch.device("cuda"))
         assert os.environ.get(CUBLAS) == (before or ":4096:8")  # set while the run runs
+        assert not torch.backends.cudnn.benchmark
         loop._restore_caller(caller)
-        assert os.environ.get(CUBLAS) == before
+        assert os.environ.get(CUBLAS) == before and torch.backends.cudnn.benchmark
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = bench
