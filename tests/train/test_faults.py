@@ -1068,6 +1068,9 @@ def test_batch_size_1_is_refused_for_local_bn_but_not_for_sync_bn_over_several_p
     with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization"):
         loop._check_batch_norm_batch_size(synced, 1, world_size=1)  # alone, sync BN has one sample
     assert loop._check_batch_norm_batch_size(synced, 2, world_size=1) is True
+    synced.fc = torch.nn.Sequential(torch.nn.BatchNorm1d(64), synced.fc)  # one local BN left: one sample again
+    with pytest.raises(ValueError, match="batch size 1 cannot train batch normalization"):
+        loop._check_batch_norm_batch_size(synced, 1, world_size=2)
 
 
 def test_under_torchrun_an_empty_share_is_named_as_one_not_as_an_empty_set(monkeypatch):
