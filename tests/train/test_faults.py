@@ -504,15 +504,17 @@ def test_a_lone_last_sample_is_skipped_by_a_model_with_batch_norm():
     assert steps == [(1, 1), (1, 2), (2, 1), (2, 2)]
 
 
-@pytest.mark.parametrize("n_train, drop_last, steps_per_epoch", [(33, False, 2), (34, False, 3), (33, True, 2)])
-def test_a_loaders_lone_last_sample_is_not_counted_in_the_schedule(n_train, drop_last, steps_per_epoch):
+@pytest.mark.parametrize("n_train, drop_last, bn, steps_per_epoch",
+                         [(33, False, True, 2), (34, False, True, 3), (33, True, True, 2), (33, False, False, 3)])
+def test_a_loaders_lone_last_sample_is_not_counted_in_the_schedule(n_train, drop_last, bn, steps_per_epoch):
     """A user's own DataLoader (drop_last=False) whose last batch is one sample: under batch norm the
     loop skips it, so the schedule is sized without it and cosine ends at 0 on the last step, as
     torch's CosineAnnealingLR over the steps actually taken does. With drop_last=True the loader
-    yields no lone sample, so none is taken off."""
+    yields no lone sample, so none is taken off; without batch norm the lone sample trains, and counts."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8), torch.nn.BatchNorm1d(8),
-                                torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 8),
+                                torch.nn.BatchNorm1d(8) if bn else torch.nn.Identity(), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 3))
     bundle = make_bundle()
     data = torch.utils.data.TensorDataset(bundle.train.x[:n_train], bundle.train.y[:n_train])
     bundle.train = torch.utils.data.DataLoader(data, batch_size=16, drop_last=drop_last)
