@@ -30,11 +30,11 @@ def write_fmnist(folder: Path, n: int = 10, seed: int | None = None) -> Path:
     return folder
 
 
-def write_image_folder(root: Path, classes=("a", "b"), n: int = 10) -> Path:
+def write_image_folder(root: Path, classes=("a", "b"), n: int = 10, seed: int = 0) -> Path:
     """An image folder dataset: ``n`` random 8x8 RGB PNGs (seeded) in a sub-folder per class."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for cls in classes:
         (root / cls).mkdir(parents=True)
         for i in range(n):

@@ -41,7 +41,7 @@ from resnet_lab import create_model
 from resnet_lab.cli import main
 from resnet_lab.experiments import VERDICTS, Check, Report, list_experiments
 
-from support import FakeTorchvisionCifar10, TerminalStream
+from support import FakeTorchvisionCifar10, TerminalStream, write_image_folder
 from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy
 
@@ -127,12 +127,7 @@ FOLDER_TINY = without(TINY, "--subset")  # a folder of 2 x 10 images holds 18 tr
 
 
 def make_folder(root: Path, per_class: int = 10, classes=("ants", "bees"), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+    return write_image_folder(root, classes, per_class, seed)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from resnet_lab.analysis import report_html, write_report
 from resnet_lab.cli import main
 from resnet_lab.data import load_data
 from resnet_lab.runs import load_model, read_metrics
-from support import write_fmnist
+from support import write_fmnist, write_image_folder
 
 # resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
@@ -115,13 +115,8 @@ def png(uri: str) -> Image.Image:
     return img
 
 
-def make_folder(root: Path, per_class: int = 10, classes=("ants", "bees")) -> Path:
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+def make_folder(root: Path) -> Path:
+    return write_image_folder(root, ("ants", "bees"))
 
 
 def copy_run(run: Path, to: Path, *, meta: dict | None = None, elapsed: list[float] | None = None,
