@@ -51,7 +51,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .data.config import check_device_name, check_device_present, pick_device
+from .data.config import check_device_present
 from .data.folder import holds_out
 from .models import create_model, list_models, model_info
 
@@ -968,8 +968,7 @@ def load_model(source: str | os.PathLike, device: str | torch.device = "cpu", *,
         raise TypeError(f"load_model takes a run directory, a .safetensors file or shipped weights MODEL:TAG as a "
                         f"str or path, got {type(source).__name__} {source!r}")
     # before any file is read: "gpu" was torch's list of every backend, raised by model.to() at the end
-    check_device_present(device)
-    device = pick_device(check_device_name(device))
+    device = check_device_present(device)
     if which == "best" and not Path(source).exists() and is_weights_name(str(source)):  # named as typed, not its file
         raise ValueError(f"{source} names shipped weights, one set of them: there is no best epoch to choose (--best; "
                          "in Python: which='best'); drop --best")

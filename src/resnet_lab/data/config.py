@@ -72,10 +72,11 @@ def pick_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def check_device_present(device: str | torch.device) -> None:
+def check_device_present(device: str | torch.device) -> torch.device:
     """Refuse, in one line, a CUDA or MPS device this machine lacks (torch's own error is a traceback
-    about drivers, raised by the first copy of the data), or a CUDA index past its GPUs. The one
-    check: train's ``resolve_device`` calls it too, so both say the same (``RuntimeError``)."""
+    about drivers, raised by the first copy of the data), or a CUDA index past its GPUs; returns the
+    device (``auto`` picked). The one check: train's ``resolve_device`` calls it too, so both say the
+    same (``RuntimeError``)."""
     dev = pick_device(check_device_name(device))
     cpu = "device='cpu' in Python, --device cpu on the command line"
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -87,6 +88,7 @@ def check_device_present(device: str | torch.device) -> None:
         raise RuntimeError(f"device {str(device)!r} asked for, but this machine has {n} CUDA device"
                            f"{'s' if n != 1 else ''} (cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); use one of "
                            f"them, or {cpu}")
+    return dev
 
 
 def check_data_dir(data_dir: Any, searched: bool = True) -> None:
