@@ -40,7 +40,7 @@ def test_wrong_kinds_are_named():
         list_models(5)
     assert list_models("resnet20*") == ["resnet20", "resnet20_fast"]
     for counter in (count_params, frozen_count):
-        with pytest.raises(TypeError, match="count_params needs a torch.nn.Module, got int"):
+        with pytest.raises(TypeError, match=r"count_params needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\), got int"):
             counter(5)
     with pytest.raises(ValueError, match=r"to_model_input needs the model's mean, std \(a run's model.json"):
         to_model_input(Image.new("L", (8, 8)), {"input_size": [1, 8, 8]})
@@ -65,7 +65,7 @@ def test_analysis_tools_name_bad_arguments():
             summarize(model, **kw)
     with pytest.raises(TypeError, match=r"summarize needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\)"):
         summarize("resnet8", (1, 8, 8))
-    with pytest.raises(TypeError, match="GradientFlowRecorder needs a torch.nn.Module, got str"):
+    with pytest.raises(TypeError, match=r"GradientFlowRecorder needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\), got str"):
         GradientFlowRecorder("resnet8")
     assert summarize(model, (1, 8, 8), depth=1).total_params == sum(p.numel() for p in model.parameters())
 

@@ -623,7 +623,7 @@ def test_lr_find_names_bad_argument_kinds_and_takes_numpy_scalars():
             lr_find(TinyNet(), data, CPU, **kwargs)
     with pytest.raises(TypeError, match="data must be a DataBundle .* or a loader with len"):
         lr_find(TinyNet(), iter(data.train), CPU)
-    with pytest.raises(TypeError, match="model must be a torch nn.Module, got NoneType"):
+    with pytest.raises(TypeError, match=r"lr_find needs a torch.nn.Module \(e.g. create_model\('resnet8'\)\), got NoneType"):
         lr_find(None, data, CPU)
     with pytest.raises(ValueError, match=r"spans more than a float can hold .*narrow the range"):
         lr_find(TinyNet(), data, CPU, start_lr=1e-300, end_lr=1e300, steps=10)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..figures import check_png_path, new_figure, save_png
+from ..models.registry import check_module
 
 __all__ = ["GradientFlowRecorder", "gradient_norms", "plot_gradient_flow", "weight_layers_in_forward_order"]
 
@@ -144,8 +145,7 @@ class GradientFlowRecorder:
     """
 
     def __init__(self, model: nn.Module, layer_types: tuple[type[nn.Module], ...] = WEIGHT_LAYERS) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"GradientFlowRecorder needs a torch.nn.Module, got {type(model).__name__}")
+        check_module(model, "GradientFlowRecorder")
         self.model = model
         self.layer_types = layer_types
         self.steps: list[int] = []

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.config import check_device_name, pick_device
-from ..models.registry import check_module
+from ..models.registry import check_module, count_params
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 
@@ -140,23 +140,6 @@ def _human(macs: int) -> str:
     if macs >= 1e3:
         return f"{macs / 1e3:.2f} K"
     return str(macs)
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """Return ``(trainable, frozen)`` parameter counts; shared parameters are counted once.
-
-    Args:
-        model: any module.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"count_params needs a torch.nn.Module, got {type(model).__name__}")
-    trainable = frozen = 0
-    for p in model.parameters():  # parameters() already de-duplicates shared tensors
-        if p.requires_grad:
-            trainable += p.numel()
-        else:
-            frozen += p.numel()
-    return trainable, frozen
 
 
 def _tensors(out: Any) -> Iterator[Tensor]:

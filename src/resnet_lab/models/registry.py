@@ -36,6 +36,7 @@ __all__ = [
     "Paper",
     "check_input_size",
     "check_module",
+    "count_params",
     "check_num_classes",
     "create_model",
     "is_model",
@@ -457,6 +458,22 @@ def check_module(model: Any, caller: str) -> None:
     if not isinstance(model, nn.Module):
         name = repr(model) if isinstance(model, str) else "'resnet8'"
         raise TypeError(f"{caller} needs a torch.nn.Module (e.g. create_model({name})), got {type(model).__name__}")
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """Return ``(trainable, frozen)`` numbers of parameter values; a shared parameter counts once.
+
+    Args:
+        model: any module.
+    """
+    check_module(model, "count_params")
+    trainable = frozen = 0
+    for p in model.parameters():  # parameters() already de-duplicates shared tensors
+        if p.requires_grad:
+            trainable += p.numel()
+        else:
+            frozen += p.numel()
+    return trainable, frozen
 
 
 def create_model(

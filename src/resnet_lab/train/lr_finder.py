@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .._text import count
 from ..figures import check_png_path, new_figure, save_png
+from ..models.registry import check_module
 from .bars import bar_disable
 from .config import TrainConfig
 from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
@@ -257,8 +258,7 @@ def lr_find(
         LRFindInterrupted: Ctrl-C (or SIGTERM) during the test, after the model is put back; its
             ``result`` holds the steps measured until then.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    check_module(model, "lr_find")
     start_lr, end_lr = _number("start_lr", start_lr), _number("end_lr", end_lr)
     steps, beta, diverge = _number("steps", steps, integral=True), _number("beta", beta), _number("diverge", diverge)
     config = TrainConfig() if config is None else config

@@ -23,6 +23,8 @@ from typing import Iterable
 
 from torch import Tensor, nn
 
+from ..models.registry import count_params
+
 __all__ = [
     "FreezeReport",
     "count_params",
@@ -74,15 +76,6 @@ def _unlock(module: nn.Module, mode: bool) -> None:
     if "train" in module.__dict__:
         del module.__dict__["train"]
         nn.Module.train(module, mode)
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """``(trainable, frozen)`` numbers of parameter values of ``model``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"count_params needs a torch.nn.Module, got {type(model).__name__}")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trainable, frozen
 
 
 def freeze(model: nn.Module, trainable: Iterable[str]) -> FreezeReport:
