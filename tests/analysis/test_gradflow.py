@@ -223,3 +223,18 @@ def test_a_model_without_the_layer_types_names_them_and_layer_types_picks_other_
     ((name, value),) = gradient_norms(model, x, y, layer_types=(nn.BatchNorm1d,))
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), [model[0].weight])
     assert name == "0" and value == pytest.approx(grad.norm().item(), rel=1e-6) and value > 0
+
+
+def test_gradient_norms_names_a_bad_batch_and_takes_integer_labels_of_any_dtype():
+    """Float labels, a label past the outputs and float64 images were torch's errors; int32 labels failed."""
+    torch.manual_seed(4)
+    model = _BranchyNet().train()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    for args, error, message in [((x, y.float()), TypeError, r"gradient_norms needs integer class indices"),
+                                 ((x, y + 6), ValueError, r"label 9 is not a class index for a model with 4 outputs: "
+                                                          r"labels must be 0 to 3"),
+                                 ((x.double(), y), TypeError, r"gradient_norms got torch.float64 images for a model "
+                                                              r"with torch.float32 weights: x.float\(\)")]:
+        with pytest.raises(error, match=message):
+            gradient_norms(model, *args)
+    assert gradient_norms(model, x, y.int()) == gradient_norms(model, x, y)

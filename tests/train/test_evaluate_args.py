@@ -107,3 +107,36 @@ def test_ensemble_loss_matches_a_float64_recomputation():
         probs = torch.stack([m(x).double().softmax(1) for m in mild]).mean(0)
     assert evaluate(mild, [(x, y)], num_classes=10)["loss"] == pytest.approx(
         F.nll_loss(probs.log(), y).item(), rel=1e-5)
+
+
+def _bad_batches():
+    x, y = _batch()
+    return [
+        ((x, y.float()), TypeError, r"evaluate needs integer class indices as labels, got torch.float32: y.long\(\)"),
+        ((x, torch.where(y == 9, 10, y)), ValueError, r"label 10 is not a class index for num_classes=10: labels must be 0 to 9"),
+        ((x, torch.where(y == 0, -1, y)), ValueError, r"label -1 is not a class index for num_classes=10"),
+        ((x.double(), y), TypeError, r"evaluate got torch.float64 images for a model with torch.float32 weights: x.float\(\)"),
+        (((x * 40).clamp(0, 255).to(torch.uint8), y), TypeError, r"torch.uint8 images .*x.float\(\) \(and divide 0-255 pixels by 255\)"),
+        ((x, y[:, None]), ValueError, r"needs one label per image, shape \(16,\), got \(16, 1\): y.flatten\(\)"),
+        ((x, y[:3]), ValueError, r"needs one label per image, shape \(16,\), got \(3,\)"),
+        ((x, y, y), TypeError, r"evaluate needs batches of \(images, labels\), got a tuple of 3"),
+        ((x, y.tolist()), TypeError, r"needs batches of two tensors \(images, labels\), got \(Tensor, list\)"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_a_hand_made_batch_is_named_before_the_model_runs(case):
+    """A user's own loader: torch's "expected target dtype to be Long or Byte", "Target 10 is out of
+    bounds", "expected scalar type Double but found Float" or an unpacking error came instead."""
+    batch, error, message = _bad_batches()[case]
+    with pytest.raises(error, match=message):
+        evaluate(_model(), [batch], num_classes=10)
+
+
+def test_labels_of_any_integer_dtype_evaluate_as_int64_labels_do():
+    """int32 labels (numpy's default on some systems, torch.from_numpy of them) failed in cross_entropy."""
+    x, y = _batch()
+    reference = evaluate(_model(), [(x, y)], num_classes=10)
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        got = evaluate(_model(), [(x, y.to(dtype))], num_classes=10)
+        assert got["loss"] == reference["loss"] and torch.equal(got["confusion"], reference["confusion"])

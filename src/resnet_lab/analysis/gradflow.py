@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..figures import check_png_path, new_figure, save_png
 from ..models.registry import check_module
+from ..train.loop import check_batch, check_label_range
 
 __all__ = ["GradientFlowRecorder", "gradient_norms", "plot_gradient_flow", "weight_layers_in_forward_order"]
 
@@ -98,12 +99,19 @@ def gradient_norms(
     if not torch.is_grad_enabled():
         raise RuntimeError("gradient_norms needs autograd, but it is off here (torch.no_grad() or "
                            "torch.inference_mode()): call it outside that block")
+    check_module(model, "gradient_norms")
+    if loss_fn is F.cross_entropy:  # else the caller's loss decides what its targets are
+        x, y = check_batch((x, y), model, "gradient_norms")
+        y = y.long()
     order, handles = _track_forward_order(model, layer_types)
     try:
         out = model(x)
         # GoogLeNet with aux heads in training mode returns (logits, aux2, aux1): the main
         # classifier's loss, unless the caller's loss_fn takes the whole output.
-        loss = loss_fn(out.logits if loss_fn is F.cross_entropy and hasattr(out, "logits") else out, y)
+        logits = out.logits if loss_fn is F.cross_entropy and hasattr(out, "logits") else out
+        if loss_fn is F.cross_entropy:
+            check_label_range(y, logits.shape[-1], f"a model with {logits.shape[-1]} outputs")
+        loss = loss_fn(logits, y)
     finally:
         for h in handles:
             h.remove()

@@ -254,8 +254,11 @@ def evaluate(
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     n = 0
     try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for i, batch in enumerate(loader):
+            x, y = check_batch(batch, models[0], "evaluate") if i == 0 else batch
+            if i == 0:  # a hand-made loader's label 3 of 3 classes was torch's "Target 3 is out of bounds"
+                check_label_range(y, num_classes, f"num_classes={num_classes}")
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
             inputs = tta_views(x, flip=tta, shift=tta_shift, fill=fill, pattern=tta_pattern)
             if channels_last:
                 inputs = [v.contiguous(memory_format=torch.channels_last) for v in inputs]
@@ -296,6 +299,41 @@ def _check_evaluate_args(num_classes: int, device: torch.device, *, tta_shift: i
     tta_offsets(tta_shift, tta_pattern)  # a negative shift or an unknown pattern fails before any model runs
     amp_dtype(flags["bf16"], flags["fp16"])  # both: refused here, not per batch
     check_fp16(device, flags["fp16"])  # as train refuses --fp16 on a CPU
+
+
+def check_batch(batch: Any, model: nn.Module, caller: str) -> tuple[Tensor, Tensor]:
+    """A caller's ``(images, labels)`` batch, checked before the model sees it, else a one-line error
+    naming the bad part and the way out (torch's own were "expected target dtype to be Long or Byte",
+    "expected scalar type Double but found Float", "too many values to unpack"). Labels of any
+    integer dtype are taken (evaluate turns them to int64)."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        got = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise TypeError(f"{caller} needs batches of (images, labels), got {got}: yield two tensors per batch")
+    x, y = batch
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        raise TypeError(f"{caller} needs batches of two tensors (images, labels), got ({type(x).__name__}, "
+                        f"{type(y).__name__}): torch.as_tensor(...) them")
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    if x.dtype != weights:
+        way = "x.float()" if weights == torch.float32 else f"x.to({weights}) or model.float()"
+        scale = " (and divide 0-255 pixels by 255)" if not x.is_floating_point() else ""
+        raise TypeError(f"{caller} got {x.dtype} images for a model with {weights} weights: {way}{scale}")
+    if x.dim() == 0:
+        raise ValueError(f"{caller} needs a batch of inputs, got a 0-d tensor: stack the images along a first axis")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise TypeError(f"{caller} needs integer class indices as labels, got {y.dtype}: y.long()")
+    if tuple(y.shape) != (x.shape[0],):
+        raise ValueError(f"{caller} needs one label per image, shape ({x.shape[0]},), got {tuple(y.shape)}"
+                         + (": y.flatten()" if y.numel() == x.shape[0] else ""))
+    return x, y
+
+
+def check_label_range(y: Tensor, num_classes: int, source: str) -> None:
+    """Labels are class indices 0 .. num_classes - 1 (``source``: where num_classes came from, for the message)."""
+    low, high = (int(y.min()), int(y.max())) if y.numel() else (0, 0)
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"label {low if low < 0 else high} is not a class index for {source}: labels must be 0 to "
+                         f"{num_classes - 1}")
 
 
 def _averaged_loss(outputs: list[Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
