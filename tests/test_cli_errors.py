@@ -1098,6 +1098,18 @@ def test_the_same_run_given_twice_is_refused_naming_it(trained, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "r"]  # no page written
 
 
+@pytest.mark.parametrize("bad, message", [(["r", "r"], "r is given twice"),
+                                          (["r", "--mistakes", "999"], "mistakes (--mistakes) must be a whole number")])
+def test_report_refuses_its_arguments_before_the_missing_data_dir_note(trained, tmp_path, monkeypatch, capsys, bad,
+                                                                      message):
+    """The note that --data-dir does not exist came first, then the error: two lines for one mistake."""
+    shutil.copytree(trained[0], tmp_path / "r")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", *bad, "--data-dir", "nowhere", "--out", "page.html"]) == 2
+    assert message in _one_line_error(capsys, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 LR_FIND = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--batch-size", "16"]
 
 

@@ -26,6 +26,7 @@ import torch
 from . import __version__
 from ._text import count, interrupted_words
 from .analysis import summarize, write_report
+from .analysis.report import check_report_args
 from .data import DataConfig, InMemoryLoader, load_data
 from .data.config import FOLDER_WORKERS, check_data_dir, check_image_size
 from .data.folder import display_name, holds_out
@@ -1119,6 +1120,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    check_report_args(args.run, data_dir=args.data_dir, device=args.device, mistakes=args.mistakes)  # before the note
     if args.data_dir and not Path(args.data_dir).expanduser().exists():  # the page notes it; say so here too
         print(f"warning: --data-dir {args.data_dir} does not exist: the test-set sections will be a note saying so",
               file=sys.stderr)

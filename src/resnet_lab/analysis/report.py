@@ -39,7 +39,7 @@ from ..runs import (FROZEN_DIR, OUTPUT_MARK, atomic_write_text, check_distinct_r
 from ..train import evaluate, resolve_device
 from ..train.plots import curves_figure, plot_confusion, whole_epochs
 
-__all__ = ["machine_info", "report_html", "write_report"]
+__all__ = ["check_report_args", "machine_info", "report_html", "write_report"]
 
 _EVAL_BATCH = 256
 
@@ -787,6 +787,22 @@ def _page(runs: Sequence[_Run]) -> str:
 MAX_MISTAKES = 256  # the most confidently wrong images a report shows: 32 rows of 8
 
 
+def check_report_args(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLike | None = None,
+                      device: str | torch.device = "auto", mistakes: int = 16) -> None:
+    """report_html's arguments, refused before any run is read (the CLI checks them before its notes)."""
+    if not runs:
+        raise ValueError("give at least one run directory to report on")
+    check_distinct_runs(runs)  # the same run side by side with itself
+    check_data_dir(data_dir, searched=True)  # a file: refused up front, not a note on every run
+    if isinstance(mistakes, bool) or not isinstance(mistakes, int) or not 0 <= mistakes <= MAX_MISTAKES:
+        # 100000 drew a 856 x 99526 px grid in 4 GB and a 20 MB page
+        raise ValueError(f"mistakes (--mistakes) must be a whole number of images from 0 to {MAX_MISTAKES}, got "
+                         f"{mistakes!r}")
+    if device is None:
+        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps, got None")
+    resolve_device(device)
+
+
 def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLike | None = None,
                 device: str | torch.device = "auto", mistakes: int = 16) -> str:
     """The report of ``runs`` as one self-contained HTML page.
@@ -803,18 +819,8 @@ def report_html(runs: Sequence[str | os.PathLike], *, data_dir: str | os.PathLik
         FileNotFoundError: a run without model.json or weights.
         ValueError: no runs, ``mistakes`` outside 0..MAX_MISTAKES, or data whose classes differ from a run's.
     """
-    if isinstance(runs, (str, os.PathLike)):  # one run, not a list of its letters
-        runs = [runs]
-    if not runs:
-        raise ValueError("give at least one run directory to report on")
-    check_distinct_runs(runs)  # the same run side by side with itself
-    check_data_dir(data_dir, searched=True)  # a file: refused up front, not a note on every run
-    if isinstance(mistakes, bool) or not isinstance(mistakes, int) or not 0 <= mistakes <= MAX_MISTAKES:
-        # 100000 drew a 856 x 99526 px grid in 4 GB and a 20 MB page
-        raise ValueError(f"mistakes (--mistakes) must be a whole number of images from 0 to {MAX_MISTAKES}, got "
-                         f"{mistakes!r}")
-    if device is None:
-        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps, got None")
+    runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)  # one run, not a list of its letters
+    check_report_args(runs, data_dir=data_dir, mistakes=mistakes, device=device)
     dev = resolve_device(device)
     collected = [_collect(r, data_dir, dev, mistakes) for r in runs]
     if data_dir is not None and all(run.meta.get("dataset") == "fake" for run in collected):
