@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..train.metrics import balanced_accuracy as recall_mean
+from ..train.metrics import confusion_matrix
+
 __all__ = ["balanced_accuracy", "roc_auc"]
 
 
@@ -78,11 +81,4 @@ def balanced_accuracy(pred: Tensor, labels: Tensor, num_classes: int | None = No
     low, high = int(min(pred.min(), labels.min())), int(max(pred.max(), labels.max()))
     if low < 0 or high >= k:
         raise ValueError(f"class indices must be in 0..{k - 1}, got {low if low < 0 else high}")
-    recalls = []
-    for c in range(k):
-        mask = labels == c
-        if mask.any():
-            recalls.append(float((pred[mask] == c).double().mean()))
-    if not recalls:
-        raise ValueError("balanced_accuracy needs at least one sample")
-    return sum(recalls) / len(recalls)
+    return recall_mean(confusion_matrix(pred, labels, k))  # over the classes that occur in labels
