@@ -60,7 +60,7 @@ from bench_data import torchvision_loader
 from peer_torchvision import time_to
 
 from resnet_lab import create_model, model_info
-from resnet_lab.cli import build_parser
+from resnet_lab.cli import _data_config, _train_config, build_parser
 from resnet_lab.data import DataNotFoundError, find_fashion_mnist, load_data
 
 __all__ = ["amp_flag", "main", "recipe_command", "seed_summary"]
@@ -117,7 +117,8 @@ def recipe_command(recipe: str, *, dataset: str, data_dir: str | None, device: t
         amp: :func:`amp_flag`.
 
     Raises:
-        ValueError: the recipe gives a flag the script sets itself, or names no model of resnet-lab.
+        ValueError: the recipe gives a flag the script sets itself, names no model of resnet-lab, or
+            holds a value `resnet-lab train` refuses (its own message).
     """
     flags = shlex.split(recipe)
     own = [f for f in flags if f.split("=")[0] in OWN_FLAGS]
@@ -130,6 +131,8 @@ def recipe_command(recipe: str, *, dataset: str, data_dir: str | None, device: t
               "--seed", str(seed), "--out", out, "--no-progress"]
     ns = build_parser().parse_args(["train", *flags])  # a bad recipe fails here, with argparse's message
     model_info(ns.model)  # and an unknown model here (ValueError), not after the other parts were measured
+    _train_config(ns, out)  # and values train refuses (--epochs 0, --lr 0: ValueError) here too
+    _data_config(ns)
     return ["train", *flags]
 
 
