@@ -354,6 +354,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.flags and not args.worker:
         p.error(f"unexpected arguments {' '.join(args.flags)}")
+    if args.root is not None and not args.worker:  # torchvision's word for the data folder: it was ignored
+        fail(f"--root is the peer process's own flag, not a data folder: give the Fashion-MNIST IDX files with "
+             f"--data-dir {args.root}")
+    if not args.worker and not args.data_dir.strip():  # "" is the working folder, named blank in a refusal
+        fail(f"--data-dir {args.data_dir!r} names no folder: give the one with the four Fashion-MNIST IDX files, or "
+             f"leave --data-dir out ({DEBIAN_FASHION_MNIST})")
     if not args.worker and not args.quick:  # --quick writes nothing: a read-only checkout may smoke-run it
         check_doc(args.doc, "--doc")  # before either pipeline runs, not after both
     if not args.worker and not Path(args.data_dir).is_dir():  # before either pipeline starts

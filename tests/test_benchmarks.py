@@ -1362,6 +1362,21 @@ def test_peer_refuses_a_data_dir_without_the_idx_files_in_one_line_before_runnin
     assert e.value.code == 2 and str(tmp_path) in err and "train-images-idx3-ubyte" in err
 
 
+@pytest.mark.parametrize("argv, says", [(["--root", "/data/fashion"], "--root is the peer process's own flag"),
+                                        (["--data-dir", ""], "--data-dir '' names no folder"),
+                                        (["--data-dir", "  "], "--data-dir '  ' names no folder")])
+def test_peer_refuses_a_root_from_a_user_and_a_blank_data_dir_in_one_line_before_running(argv, says, monkeypatch,
+                                                                                           capsys):
+    """A trial of 2026-12-06: `--root DIR` (torchvision's word for the data folder) was taken without
+    --worker and ignored, the default data trained instead; `--data-dir ''` read the working folder and
+    said "--data-dir  lacks ..." with the value blank."""
+    monkeypatch.setattr(peer_torchvision, "_run", lambda *a: pytest.fail("a pipeline ran"))
+    with pytest.raises(SystemExit) as e:
+        peer_torchvision.main(["--quick", *argv])
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and says in err and "--data-dir" in err
+
+
 def test_peer_records_an_interpreter_outside_the_repository_by_its_name(monkeypatch):
     # a venv outside the repository was recorded as ../../../work/main/.venv/bin/python
     monkeypatch.setattr(sys, "executable", "/opt/elsewhere/.venv/bin/python")
