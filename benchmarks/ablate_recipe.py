@@ -322,15 +322,14 @@ def _real_runs(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)  # the command the block records
+    unknown = [n for n in a.variants if n not in VARIANTS]
+    if unknown:  # --list too: it listed them and exited 0, the typo unsaid
+        fail(f"unknown variant(s) {', '.join(unknown)}; expected any of {', '.join(VARIANTS)} (see --list)")
     if a.list:
         for k, v in VARIANTS.items():
             print(f"{k:<20} {v.what}")
         return 0
     names = a.variants or list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        print(f"error: unknown variant(s) {', '.join(unknown)}; see --list", file=sys.stderr)
-        return 2
     if "base" not in names:
         names = ["base", *names]
     _settle(a)

@@ -1090,6 +1090,17 @@ def test_ablation_counts_below_one_are_refused_by_the_parser(argv, capsys):
     assert e.value.code == 2 and "must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("main", [ablate_recipe.main, fashion_mnist.main])
+@pytest.mark.parametrize("argv", [["nope"], ["--list", "nope"]])
+def test_an_unknown_name_is_refused_in_one_line_with_or_without_list(main, argv, capsys):
+    """A trial of 2026-12-06: `ablate_recipe.py --list nope` listed the variants and exited 0, the typo
+    unsaid, where fashion_mnist.py's `--list nope` refuses it."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and err.startswith("error: unknown ") and "nope" in err
+
+
 def test_run_all_with_a_failed_benchmark_leaves_the_doc_alone_and_exits_1(tmp_path, capsys, monkeypatch):
     run_all = _run_all_whose_data_benchmark_fails(monkeypatch)  # defined below
     doc = tmp_path / "B.md"
