@@ -536,13 +536,16 @@ def test_torch_hub_needs_only_what_it_lists():
 
 def test_a_missing_weights_file_names_the_entry_the_file_and_the_way_out(tmp_path):
     """Weights.verify's documented FileNotFoundError: without its own check, the hash's open() said
-    only "[Errno 2] No such file or directory", naming neither the weights nor a reinstall."""
+    only "[Errno 2] No such file or directory", naming neither the weights nor a reinstall. A torch.hub
+    user loads a checkout's own weights (hubconf.py puts its src/ first), which no reinstall restores:
+    the way out of a damaged file, git, is named for a missing one too (a trial of 2026-12-06)."""
     entry = _entry_copy(tmp_path)
     entry.path.unlink()
     with pytest.raises(FileNotFoundError) as missing:
         entry.get_state_dict()
     text = str(missing.value)
     assert "resnet20:fashion-mnist" in text and str(tmp_path / entry.path.name) in text and "reinstall resnet-lab" in text
+    assert "in a checkout, restore the file with git" in text
 
 
 def test_list_weights_of_one_model_lists_that_models_entries_alone():

@@ -57,6 +57,11 @@ class WeightsHashError(ValueError):
     """A weights file whose sha256 differs from the one its entry records."""
 
 
+# The way out of a missing or damaged weights file: a torch.hub user's checkout (hubconf.py puts its
+# src/ first) loads its own files, which only git restores.
+_RESTORE = "reinstall resnet-lab (pip install --force-reinstall resnet-lab) or, in a checkout, restore the file with git"
+
+
 @dataclass(frozen=True)
 class Transforms:
     """What an input must look like for the weights: the preprocessing they were trained with.
@@ -117,13 +122,12 @@ class Weights:
             WeightsHashError: its sha256 differs (a damaged or replaced file).
         """
         if not self.path.is_file():
-            raise FileNotFoundError(f"the weights file of {self.name} is missing: {self.path}; reinstall resnet-lab")
+            raise FileNotFoundError(f"the weights file of {self.name} is missing: {self.path}; {_RESTORE}")
         actual = sha256_of(self.path)
         if actual != self.sha256:
             raise WeightsHashError(
                 f"{self.path} has sha256 {actual}, but {self.name} expects {self.sha256}: the file is damaged "
-                "or was replaced, so it is refused; reinstall resnet-lab (pip install --force-reinstall resnet-lab) or, "
-                "in a checkout, restore the file with git"
+                f"or was replaced, so it is refused; {_RESTORE}"
             )
         return self.path
 
