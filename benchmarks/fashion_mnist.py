@@ -446,12 +446,21 @@ def _result_key(r: dict) -> tuple:
 
 
 def _earlier_results(path: Path) -> list[dict]:
-    """The results an earlier call left in ``path`` (none when missing or unreadable)."""
+    """The results an earlier call left in ``path`` (none when missing); one that is no list of results
+    is refused in one line, since the first result saved would replace it."""
     try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
         return []
-    return [r for r in results if isinstance(r, dict) and "recipe" in r] if isinstance(results, list) else []
+    try:
+        results = json.loads(text)
+    except ValueError as e:
+        results = e
+    if not isinstance(results, list):
+        why = f"not JSON ({results})" if isinstance(results, ValueError) else f"a {type(results).__name__}"
+        fail(f"{path} is no list of this script's results ({why}), and the first result saved would replace it: "
+             "move it away, or give another --out")
+    return [r for r in results if isinstance(r, dict) and "recipe" in r]
 
 
 #: What a result record holds for its row and block of docs/RESULTS.md (see :func:`summarize`).
@@ -536,13 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         _list_recipes()
         return 0
     check_folder(a.out, "--out")  # before the wait and the training, not when the first result is saved
+    saved = Path(a.out) / "results.json"
+    earlier = _earlier_results(saved)
     setup_threads(a.threads)  # the machine line names the training processes' threads
     wait_for_quiet(a)
     seeds = [None] if a.seeds == 1 else list(range(a.seeds))
     results, host = [], {} if a.host is None else {"host": a.host}
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    saved = Path(a.out) / "results.json"
-    earlier = _earlier_results(saved)
     for n in a.recipes:
         for seed in seeds:
             results.append({**run_recipe(n, Path(a.out), a.threads, seed), **host})

@@ -1600,6 +1600,22 @@ def test_fashion_mnist_refuses_an_out_that_is_a_file_before_waiting_or_training(
     assert e.value.code == 2 and "--out" in _one_error_line(capsys) and waited == []
 
 
+@pytest.mark.parametrize("text", ['[{"recipe": "demo", "final_acc": 0.9', '{"demo": 0.93}'])
+def test_fashion_mnist_refuses_an_out_whose_results_json_it_cannot_read_before_waiting_or_training(
+        text, tmp_path, monkeypatch, capsys):
+    """A trial of 2026-12-06: a results.json that is no list of results (cut short, edited, another
+    tool's) was taken as empty and replaced after the first recipe, its results lost."""
+    waited = []
+    monkeypatch.setattr(fashion_mnist, "wait_for_quiet", lambda a: waited.append(a))
+    monkeypatch.setattr(fashion_mnist, "run_recipe", lambda *a: waited.append("ran"))
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(SystemExit) as e:
+        fashion_mnist.main(["demo", "--threads", "1", "--out", str(tmp_path)])
+    err = _one_error_line(capsys)
+    assert e.value.code == 2 and str(tmp_path / "results.json") in err and "--out" in err and waited == []
+    assert (tmp_path / "results.json").read_text() == text
+
+
 def _failing_update_doc(*a, **k):
     raise PermissionError(13, "Permission denied")
 
