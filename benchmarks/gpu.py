@@ -24,8 +24,9 @@ then exits with status 1 without writing the docs.
 
 ``--dry-run`` runs all three on the CPU at tiny sizes (a few steps, a one-epoch recipe), to check the
 script without a GPU: its figures measure nothing and it never writes the docs. Without ``--dry-run``
-the script needs CUDA; ``--write`` puts the section into docs/BENCHMARKS.md (block ``gpu``, replaced
-whole, so only with all three ``--parts``), and only when the CPU side of the machine was quiet
+the script needs CUDA; ``--write`` puts the section into docs/BENCHMARKS.md, or the ``--doc`` it names
+(block ``gpu``, replaced whole, so only with all three ``--parts``; ``--doc`` without ``--write`` is
+refused), and only when the CPU side of the machine was quiet
 (``_common.Quietness``; ``--allow-busy`` to override).
 
     .venv/bin/python benchmarks/gpu.py                     # on a CUDA machine: print the section
@@ -403,7 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch intra-op threads of this process (default: torch's; the GPU does the work)")
     p.add_argument("--write", action="store_true",
                    help="write the section into --doc (CUDA only; never from --dry-run)")
-    p.add_argument("--doc", default=BENCHMARKS_MD, help="the document --write updates (default docs/BENCHMARKS.md)")
+    p.add_argument("--doc", default=None, help="the document --write updates (default docs/BENCHMARKS.md)")
     add_quiet_args(p)
     args = p.parse_args(argv)
     args.quick = args.dry_run  # the sizes of Run.start and the default of want_compile
@@ -411,6 +412,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.recipe = DRY_RECIPE if args.dry_run else RECIPE
     if args.seeds is not None and args.seeds < 1:
         p.error(f"--seeds must be at least 1, got {args.seeds}")
+    if args.doc is not None and not args.write:  # it was taken, and the figures only printed
+        fail(f"--doc {args.doc} is the document --write updates, and --write was not given: add --write, or leave "
+             "--doc out (the section is printed)")
+    args.doc = BENCHMARKS_MD if args.doc is None else args.doc
     if args.write:
         check_doc(args.doc, "--doc")  # before the GPU's minutes are spent, not after
     if args.write and not args.dry_run and set(args.parts) != set(PARTS):

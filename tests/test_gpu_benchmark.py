@@ -159,3 +159,17 @@ def test_a_recipe_that_resnet_lab_train_would_refuse_is_refused_before_any_part_
     assert gpu.main(["--dry-run", "--dataset", "fake", f"--recipe=--model resnet8_fast {bad}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and bad.split()[0] in err
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_doc_without_write_is_refused_in_one_line_since_only_write_writes_it(dry, tmp_path, capsys):
+    """A trial of 2026-12-06: `--doc FILE` alone was taken, the GPU's minutes spent, and FILE never
+    written (only --write writes it), without a word."""
+    doc = tmp_path / "GPU.md"
+    with pytest.raises(SystemExit) as e:
+        gpu.parse_args([*dry, "--doc", str(doc)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: ") and "\n" not in err
+    assert f"--doc {doc}" in err and "--write" in err and not doc.exists()
+    assert gpu.parse_args([*dry, "--doc", str(doc), "--write"]).doc == str(doc)
+    assert gpu.parse_args(dry).doc == gpu.BENCHMARKS_MD
