@@ -1590,30 +1590,23 @@ def test_a_document_in_a_place_no_file_can_be_written_is_refused_before_measurin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the probe leaves nothing behind
 
 
-def test_fashion_mnist_refuses_an_out_that_is_a_file_before_waiting_or_training(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name, text, out, says", [
+    ("results", "a file", "results", "--out"),
+    # a trial of 2026-12-06: a results.json that is no list of results (cut short, edited, another
+    # tool's) was taken as empty and replaced after the first recipe, its results lost
+    ("results.json", '[{"recipe": "demo", "final_acc": 0.9', ".", "results.json is no list of this script's results"),
+    ("results.json", '{"demo": 0.93}', ".", "results.json is no list of this script's results (a dict)")])
+def test_fashion_mnist_refuses_an_out_it_cannot_use_before_waiting_or_training(name, text, out, says, tmp_path,
+                                                                               monkeypatch, capsys):
     waited = []
     monkeypatch.setattr(fashion_mnist, "wait_for_quiet", lambda a: waited.append(a))
     monkeypatch.setattr(fashion_mnist, "run_recipe", lambda *a: waited.append("ran"))
-    (tmp_path / "results").write_text("a file")
+    (tmp_path / name).write_text(text)
     with pytest.raises(SystemExit) as e:
-        fashion_mnist.main(["demo", "--threads", "1", "--out", str(tmp_path / "results")])
-    assert e.value.code == 2 and "--out" in _one_error_line(capsys) and waited == []
-
-
-@pytest.mark.parametrize("text", ['[{"recipe": "demo", "final_acc": 0.9', '{"demo": 0.93}'])
-def test_fashion_mnist_refuses_an_out_whose_results_json_it_cannot_read_before_waiting_or_training(
-        text, tmp_path, monkeypatch, capsys):
-    """A trial of 2026-12-06: a results.json that is no list of results (cut short, edited, another
-    tool's) was taken as empty and replaced after the first recipe, its results lost."""
-    waited = []
-    monkeypatch.setattr(fashion_mnist, "wait_for_quiet", lambda a: waited.append(a))
-    monkeypatch.setattr(fashion_mnist, "run_recipe", lambda *a: waited.append("ran"))
-    (tmp_path / "results.json").write_text(text)
-    with pytest.raises(SystemExit) as e:
-        fashion_mnist.main(["demo", "--threads", "1", "--out", str(tmp_path)])
+        fashion_mnist.main(["demo", "--threads", "1", "--out", str(tmp_path / out)])
     err = _one_error_line(capsys)
-    assert e.value.code == 2 and str(tmp_path / "results.json") in err and "--out" in err and waited == []
-    assert (tmp_path / "results.json").read_text() == text
+    assert e.value.code == 2 and says in err and "--out" in err and waited == []
+    assert (tmp_path / name).read_text() == text  # left as it was
 
 
 def _failing_update_doc(*a, **k):
