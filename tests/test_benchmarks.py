@@ -1310,7 +1310,11 @@ def test_gpu_write_with_a_subset_of_parts_is_refused_since_the_block_is_written_
 
 @pytest.mark.parametrize("argv, names", [(["--device", "nonsense"], "--device nonsense"),
                                          (["--dry-run", "--device", "cuda:1"], "--device cuda:1"),
-                                         (["--dry-run", "--dataset", "fake", "--recipe=--model nope"], "nope")])
+                                         (["--dry-run", "--dataset", "fake", "--recipe=--model nope"], "nope"),
+                                         # a trial of 2026-12-06: values resnet-lab train refuses passed the
+                                         # parser check, and the recipe part failed after the others had run
+                                         *[(["--dry-run", "--dataset", "fake", f"--recipe=--model resnet8_fast {bad}"],
+                                            bad.split()[0]) for bad in ("--epochs 0", "--lr 0", "--label-smoothing 1")]])
 def test_gpu_refuses_a_bad_device_or_recipe_in_one_line_before_measuring(argv, names, monkeypatch, capsys):
     gpu = pytest.importorskip("gpu")
     measured = []
