@@ -340,6 +340,18 @@ def test_a_bn_without_affine_parameters_folds_as_scale_one_and_shift_zero():
     assert report.folded == [("0", "1"), ("2", "3")] and err < 1e-10
 
 
+@pytest.mark.parametrize("conv, bn, shape", [
+    (nn.Conv1d, nn.BatchNorm1d, (2, 3, 9)),
+    (nn.Conv3d, nn.BatchNorm3d, (2, 3, 5, 6, 4)),
+], ids=["conv1d-bn1d", "conv3d-bn3d"])
+def test_conv1d_and_conv3d_followed_by_their_bn_fold_exactly(conv, bn, shape):
+    # docs/DEPLOY.md: a BN folds into a Conv1d/2d/3d of its width. The reference: the unfolded model.
+    model = randomize_bn(nn.Sequential(conv(3, 4, 3, bias=False), bn(4), nn.ReLU(), conv(4, 5, 1), bn(5)),
+                         seed=14).eval().double()
+    err, fused, report = fold_and_compare(model, torch.randn(shape, dtype=torch.float64))
+    assert report.folded == [("0", "1"), ("3", "4")] and err < 1e-10 and count_bn(fused) == 0
+
+
 def test_the_bias_a_fold_creates_is_as_trainable_as_the_convs_weight():
     # a conv without bias gets one; a frozen model must not come back with trainable biases
     for frozen in (False, True):
@@ -486,15 +498,36 @@ class PreactUntraceable(nn.Module):
         return self.conv3(torch.relu(self.bn2(self.conv2(x))))
 
 
-def test_the_module_order_fallback_pairs_neither_a_bn_before_its_conv_nor_one_after_another_width():
+class InputBNUntraceable(nn.Module):
+    """bn_in, registered first, normalizes the model input; the last module registered is a conv of
+    its width (3): "right before" the first child is nothing, not the last one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_in, self.conv1, self.bn1 = nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.head = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.conv1(self.bn_in(x)))
+        if bool(x.sum() > -1e30):  # data-dependent Python branch: fx cannot trace it
+            x = torch.relu(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("build, channels, pair, kept", [
+    (PreactUntraceable, 4, ("conv2", "bn2"), "bn1"),
+    (InputBNUntraceable, 3, ("conv1", "bn1"), "bn_in"),
+], ids=["bn-before-conv-and-after-another-width", "first-child-bn"])
+def test_the_module_order_fallback_pairs_neither_a_bn_before_its_conv_nor_one_after_another_width(
+        build, channels, pair, kept):
     # docs/DEPLOY.md: right after a Conv/Linear *of its width*, or convK registered *before* bnK
-    model = randomize_bn(PreactUntraceable(), seed=12).eval().double()
-    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    model = randomize_bn(build(), seed=12).eval().double()
+    x = torch.randn(2, channels, 6, 6, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
     fused, report = fuse_bn_with_report(model, example_input=x)
-    assert report.method == "module-order" and report.folded == [("conv2", "bn2")]
-    assert report.unfolded == [("bn1", "no Conv/Linear registered right before it (module-order heuristic)")]
+    assert report.method == "module-order" and report.folded == [pair]
+    assert report.unfolded == [(kept, "no Conv/Linear registered right before it (module-order heuristic)")]
     with torch.no_grad():
         assert rel_err(fused(x), ref) < 1e-12
 
