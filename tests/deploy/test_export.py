@@ -343,7 +343,8 @@ def test_exporting_the_best_weights_of_a_tie_writes_the_first_best_epoch(tmp_pat
 
 def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_path):
     """These were written, and failed only in the file's predictor (2 class names for 10 outputs,
-    2 means for 3 channels), or named another network; input_size 12.7 was cut to 12, fuse="no" folded."""
+    2 means for 3 channels, a std of 0 it would divide by), or named another network; input_size 12.7
+    was cut to 12, fuse="no" folded."""
     model = resnet_lab.create_model("resnet8").eval()
     out = tmp_path / "m.onnx"
     for kw, match in [({"meta": {"classes": ["a", "b"]}}, "meta names 2 classes but the model has 10 outputs"),
@@ -351,7 +352,9 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
                       ({"meta": {"arch": {"name": "resnet50"}}}, r"meta's arch \(resnet50\) does not describe the model"),
                       ({"input_size": None}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": "3,12,12"}, "input_size must be .C, H, W. with positive int entries"),
-                      ({"input_size": (3, 12.7, 12)}, "input_size must be .C, H, W. with positive int entries")]:
+                      ({"input_size": (3, 12.7, 12)}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"input_size": (3, 0, 12)}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0, 0.2\]")]:
         with pytest.raises(ValueError, match=match):
             export_onnx(model, out, **{"input_size": (3, 12, 12), **kw})
     for kw in ({"fuse": "no"}, {"dynamic_batch": "no"}):
@@ -502,3 +505,41 @@ def test_a_float64_model_is_exported_in_float32(tmp_path):
 def test_read_onnx_metadata_of_a_missing_file_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"ONNX file not found: {tmp_path / 'nope.onnx'}"):
         read_onnx_metadata(tmp_path / "nope.onnx")
+
+
+@pytest.mark.parametrize("opset, failure, want", [
+    (17, None, ["torchscript"]),
+    (20, None, ["torchscript"]),  # TorchScript's newest opset: still its own
+    (21, None, ["dynamo"]),  # above it: dynamo straight away
+    (18, RuntimeError("unsupported operator"), ["torchscript", "dynamo"]),  # fails at >= 18: dynamo
+    (17, RuntimeError("unsupported operator"), ValueError),  # below 18: an error naming the opset
+    (18, OSError(28, "No space left on device"), OSError),  # a full disk: no exporter writes it either
+], ids=["17", "20", "21", "18-fails", "17-fails", "18-disk-full"])
+def test_auto_picks_the_exporter_docs_deploy_names_for_each_opset(tmp_path, monkeypatch, opset, failure, want):
+    """docs/DEPLOY.md, "Exporter": TorchScript first, dynamo if TorchScript fails at an opset of 18 or
+    more, never a file of another opset below 18, and dynamo straight away above TorchScript's newest
+    opset (20). Both exporters are stood in for by TorchScript at opset 17 (the choice is the test)."""
+    import importlib
+
+    module = importlib.import_module("resnet_lab.deploy.export")
+    real, calls = module._export_torchscript, []
+
+    def stand_in(name, error=None):
+        def export(model, x, path, _opset, dynamic_batch):
+            calls.append(name)
+            if error is not None:
+                raise error
+            real(model, x, path, 17, dynamic_batch)
+        return export
+
+    monkeypatch.setattr(module, "_export_torchscript", stand_in("torchscript", failure))
+    monkeypatch.setattr(module, "_export_dynamo", stand_in("dynamo"))
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3)).eval()
+    out = tmp_path / "m.onnx"
+    if isinstance(want, list):
+        export_onnx(model, out, input_size=(1, 6, 6), opset=opset)
+        assert calls == want and out.is_file()
+        return
+    with pytest.raises(want, match=f"at opset {opset} .unsupported operator" if want is ValueError else "No space"):
+        export_onnx(model, out, input_size=(1, 6, 6), opset=opset)
+    assert calls == ["torchscript"] and list(tmp_path.iterdir()) == []
