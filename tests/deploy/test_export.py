@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -507,6 +508,32 @@ def test_read_onnx_metadata_of_a_missing_file_names_it(tmp_path):
         read_onnx_metadata(tmp_path / "nope.onnx")
 
 
+def _stand_in_exporters(monkeypatch, failure: BaseException | None = None) -> list[str]:
+    """Replace export's two exporters by TorchScript at opset 17 (the torchscript one raising
+    ``failure`` after writing part of its file, when given); returns the names called, in order."""
+    import importlib
+
+    module = importlib.import_module("resnet_lab.deploy.export")
+    real, calls = module._export_torchscript, []
+
+    def stand_in(name, error=None):
+        def export(model, x, path, _opset, dynamic_batch):
+            calls.append(name)
+            if error is not None:
+                Path(path).write_bytes(b"\x08\x07 half an ONNX file")
+                raise error
+            real(model, x, path, 17, dynamic_batch)
+        return export
+
+    monkeypatch.setattr(module, "_export_torchscript", stand_in("torchscript", failure))
+    monkeypatch.setattr(module, "_export_dynamo", stand_in("dynamo"))
+    return calls
+
+
+def _small_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3)).eval()
+
+
 @pytest.mark.parametrize("opset, failure, want", [
     (17, None, ["torchscript"]),
     (20, None, ["torchscript"]),  # TorchScript's newest opset: still its own
@@ -519,27 +546,23 @@ def test_auto_picks_the_exporter_docs_deploy_names_for_each_opset(tmp_path, monk
     """docs/DEPLOY.md, "Exporter": TorchScript first, dynamo if TorchScript fails at an opset of 18 or
     more, never a file of another opset below 18, and dynamo straight away above TorchScript's newest
     opset (20). Both exporters are stood in for by TorchScript at opset 17 (the choice is the test)."""
-    import importlib
-
-    module = importlib.import_module("resnet_lab.deploy.export")
-    real, calls = module._export_torchscript, []
-
-    def stand_in(name, error=None):
-        def export(model, x, path, _opset, dynamic_batch):
-            calls.append(name)
-            if error is not None:
-                raise error
-            real(model, x, path, 17, dynamic_batch)
-        return export
-
-    monkeypatch.setattr(module, "_export_torchscript", stand_in("torchscript", failure))
-    monkeypatch.setattr(module, "_export_dynamo", stand_in("dynamo"))
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3)).eval()
+    calls = _stand_in_exporters(monkeypatch, failure)
     out = tmp_path / "m.onnx"
     if isinstance(want, list):
-        export_onnx(model, out, input_size=(1, 6, 6), opset=opset)
+        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset)
         assert calls == want and out.is_file()
         return
     with pytest.raises(want, match=f"at opset {opset} .unsupported operator" if want is ValueError else "No space"):
-        export_onnx(model, out, input_size=(1, 6, 6), opset=opset)
+        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset)
     assert calls == ["torchscript"] and list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_export_leaves_the_earlier_file_whole_and_no_part_of_its_own(tmp_path, monkeypatch):
+    # docs/DEPLOY.md: "written to a temporary name and renamed: an interrupted export leaves no partial file"
+    out = export_onnx(_small_net(), tmp_path / "m.onnx", input_size=(1, 6, 6))
+    before = out.read_bytes()
+    _stand_in_exporters(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(_small_net(), out, input_size=(1, 6, 6))
+    assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
+    onnx.checker.check_model(onnx.load(str(out)))
