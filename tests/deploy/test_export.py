@@ -355,7 +355,7 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
                       ({"input_size": "3,12,12"}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (3, 12.7, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (3, 0, 12)}, "input_size must be .C, H, W. with positive int entries"),
-                      ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0, 0.2\]")]:
+                      ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0")]:
         with pytest.raises(ValueError, match=match):
             export_onnx(model, out, **{"input_size": (3, 12, 12), **kw})
     for kw in ({"fuse": "no"}, {"dynamic_batch": "no"}):

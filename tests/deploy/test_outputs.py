@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import resnet_lab  # noqa: E402
-from resnet_lab.deploy import OnnxPredictor, export_onnx, export_run, predict_images  # noqa: E402
+from resnet_lab.deploy import OnnxPredictor, export_onnx, export_run, predict_images, read_onnx_metadata  # noqa: E402
 from resnet_lab.deploy.cam import save_cams  # noqa: E402
 from resnet_lab.deploy.predict import ImageReadError, load_image  # noqa: E402
 from resnet_lab.figures import new_figure, save_png  # noqa: E402
@@ -52,6 +52,8 @@ def test_the_export_api_refuses_the_runs_own_files_and_names_without_onnx(run, t
     assert (run_dir / "model.safetensors").read_bytes() == weights  # the run survives, as with the CLI
     with pytest.raises(ValueError, match=r"does not end in \.onnx"):
         export_run(run_dir, tmp_path / "model.txt")
+    with pytest.raises(ValueError, match=r"does not end in \.onnx"):  # "before any work": the run is not read
+        export_run(tmp_path / "no-such-run", tmp_path / "model.txt")
     model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1)
     with pytest.raises(ValueError, match=r"does not end in \.onnx"):
         export_onnx(model, tmp_path / "model.txt", input_size=(1, 28, 28))
@@ -64,6 +66,9 @@ def test_export_replaces_its_own_onnx_file_but_not_anyone_elses(run, tmp_path):
     assert onnx.load(str(out)).producer_name == "resnet-lab" and is_own_output(out)
     export_run(run_dir, out, fuse=True)  # the same command again: replaced
     assert onnx.load(str(out)).metadata_props  # a whole file, read back
+    # and folded, as asked: resnet8 is conv-BN-ReLU throughout, every BN folds (docs/DEPLOY.md's table)
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in resnet_lab.load_model(run_dir)[0].modules())
+    assert read_onnx_metadata(out)["fused_bn"] == {"folded": bns, "unfolded": []} and bns > 0
     foreign = tmp_path / "theirs.onnx"
     proto = onnx.load(str(out))
     proto.producer_name = "pytorch"
