@@ -78,13 +78,15 @@ def test_a_std_that_is_not_positive_is_refused_not_turned_into_nan_or_wrong_prob
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("size", [-1, 0, 2.5, True])
-def test_a_batch_size_that_is_not_a_positive_int_is_refused_not_an_empty_result(run, images, size):
-    """-1 returned [] (no predictions, no error); 0 was a bare range() error."""
+@pytest.mark.parametrize("arg, size", [("batch_size", -1), ("batch_size", 0), ("batch_size", 2.5), ("batch_size", True),
+                                       ("top_k", 0), ("top_k", 2.5)])
+def test_a_batch_size_or_top_k_that_is_not_a_positive_int_is_refused_not_an_empty_result(run, images, arg, size):
+    """-1 returned [] (no predictions, no error); 0 was a bare range() error; top_k 0 would give
+    every image an empty list of classes (docs/DEPLOY.md: best class first)."""
     good = [images / "good.png"]
-    with pytest.raises(ValueError, match=f"batch_size must be an int >= 1 .*got {size!r}"):
-        predict_images(run, good, batch_size=size)
-    assert len(predict_images(run, good, batch_size=1)) == 1
+    with pytest.raises(ValueError, match=f"{arg}.* must be an int >= 1.*got {size!r}"):
+        predict_images(run, good, **{arg: size})
+    assert len(predict_images(run, good, **{arg: 1})) == 1
 
 
 def test_a_quoted_pattern_is_named_as_one_the_shell_did_not_expand(images):
