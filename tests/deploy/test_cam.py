@@ -61,7 +61,7 @@ def _reference_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int | 
     """Grad-CAM as Selvaraju et al. 2017 write it, in float64 with a hook and autograd: channel
     weights are the spatial mean of d(score)/dA, the map is ReLU(sum_c w_c A_c), scaled to [0, 1],
     upsampled bilinearly (half-pixel centres) and scaled to [0, 1] again, as grad-cam does."""
-    model = copy.deepcopy(model).double().eval()
+    model = copy.deepcopy(model).double().eval().requires_grad_(True)  # a frozen model's copy too: the graph to A
     seen = {}
     model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.update(a=o))
     logits = model(x.double())
@@ -89,6 +89,18 @@ def test_grad_cam_is_the_formula_recomputed_in_float64_for_the_top_or_the_given_
     other = (top + 1) % 4
     want_other, _ = _reference_cam(model, x, "layer2", other)
     np.testing.assert_allclose(grad_cam(model, x, target_class=other, layer="layer2"), want_other, atol=1e-4)
+
+
+def test_grad_cam_of_a_model_with_only_its_head_trainable_is_still_the_formula():
+    # A backbone frozen whole (fine-tuning the classifier only): no parameter up to the cam layer
+    # requires grad, so its feature map has a graph only through the image.
+    torch.manual_seed(1)
+    model = create_model("resnet8", num_classes=4, in_channels=1).requires_grad_(False)
+    model.get_classifier().requires_grad_(True)
+    x = torch.randn(1, 1, 16, 16)
+    want, _ = _reference_cam(model, x, model_info("resnet8").cam_layer, None)
+    np.testing.assert_allclose(grad_cam(model, x), want, atol=1e-4)
+    assert not x.requires_grad and not model.conv1.weight.requires_grad  # the caller's tensors as they were
 
 
 def test_grad_cam_leaves_the_model_as_it_came_modes_hooks_and_accumulated_gradients():
@@ -129,8 +141,10 @@ def test_grad_cam_under_autocast_matches_float32_and_refuses_what_it_cannot_take
 
 def test_grad_cam_errors_name_the_bad_value_and_the_way_out():
     model = create_model("resnet8", num_classes=3, in_channels=1)
-    with pytest.raises(ValueError, match=r"target_class 3 is out of range: the model has 3 classes"):
+    with pytest.raises(ValueError, match=r"target_class 3 is out of range: the model has 3 classes") as raised:
         grad_cam(model, torch.randn(1, 8, 8), target_class=3)
+    # its hooks are off although the error's traceback (and with it grad_cam's frame) is still held
+    assert raised.tb is not None and all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match=r"no module 'layer9'.*layer1, layer2, layer3"):
         grad_cam(model, torch.randn(1, 8, 8), layer="layer9")
     with pytest.raises(ValueError, match=r"one image.*got shape \(2, 1, 8, 8\)"):
