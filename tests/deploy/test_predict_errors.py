@@ -97,19 +97,25 @@ def test_a_quoted_pattern_is_named_as_one_the_shell_did_not_expand(images):
         load_image(images / "missing.png")
 
 
-def test_a_model_given_without_a_device_is_not_moved(images, monkeypatch):
+@pytest.mark.parametrize("module_name", ["predict", "cam"])
+def test_a_model_given_without_a_device_is_not_moved(images, monkeypatch, module_name):
     """predict_images(model) used device="cpu" by default and moved the caller's model there: a
-    CUDA model came back on the CPU. Without device= it stays where it is."""
-    import resnet_lab.deploy.predict as predict_module
+    CUDA model came back on the CPU. Without device= it stays where it is; save_cams(model) too."""
+    import importlib
 
+    if module_name == "cam":
+        pytest.importorskip("pytorch_grad_cam", reason="the cam extra is not installed")
+    module = importlib.import_module(f"resnet_lab.deploy.{module_name}")
+    call = {"predict": lambda m: predict_images(m, [images / "good.png"], meta=META),
+            "cam": lambda m: module.save_cams(m, [images / "good.png"], images / "map.png", meta=META)}[module_name]
     model = create_model("resnet8", num_classes=3, in_channels=1)
-    # No GPU here: the model's device, as predict_images reads it from its first parameter, is
-    # made to say "meta"; the default must send the model there, not to "cpu".
-    monkeypatch.setattr(predict_module, "next", lambda it, default=None: torch.empty(0, device="meta"), raising=False)
+    # No GPU here: the model's device, as the call reads it from its first parameter, is made to
+    # say "meta"; the default must send the model there, not to "cpu".
+    monkeypatch.setattr(module, "next", lambda it, default=None: torch.empty(0, device="meta"), raising=False)
     seen = []
     monkeypatch.setattr(model, "to", lambda device=None, *a, **kw: seen.append(torch.device(device)) or model)
     with pytest.raises(Exception):  # the CPU model cannot take "meta" inputs; what matters is where it was sent
-        predict_images(model, [images / "good.png"], meta=META)
+        call(model)
     assert seen == [torch.device("meta")]
 
 
