@@ -138,3 +138,11 @@ def test_an_input_size_that_is_not_c_h_w_is_refused_in_words_naming_it(images, s
         predict_images(model, [images / "good.png"], meta={**META, "input_size": size})
     text = str(refused.value)
     assert text.startswith(f"input_size must be (C, H, W) with C, H and W >= 1, got {tuple(size)}") and "\n" not in text
+
+
+def test_a_meta_without_mean_and_std_is_refused_naming_both(images):
+    # docs/DEPLOY.md: meta= is model.json's content; without its normalization no image can be
+    # prepared, which is said before the first file, not as a KeyError from the preprocessing
+    meta = {k: v for k, v in META.items() if k not in ("mean", "std")}
+    with pytest.raises(ValueError, match="has no mean, std: cannot preprocess images without them"):
+        predict_images(create_model("resnet8", num_classes=3, in_channels=1), [images / "good.png"], meta=meta)
