@@ -89,6 +89,7 @@ def test_an_opset_above_the_torchscript_exporters_is_written_by_dynamo_without_a
         warnings.simplefilter("always")
         out = export_run(run_dir, tmp_path / "m21.onnx", opset=21)
     assert not [w for w in caught if "not supported" in str(w.message)]
+    assert list(tmp_path.iterdir()) == [out]  # dynamo writes the weights beside its file: saved inline, no side file left
     proto = onnx.load(str(out))
     assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {21}
     model, _ = resnet_lab.load_model(run_dir)
