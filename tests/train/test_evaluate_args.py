@@ -121,10 +121,14 @@ def _bad_batches():
         ((x, y[:3]), ValueError, r"needs one label per image, shape \(16,\), got \(3,\)"),
         ((x, y, y), TypeError, r"evaluate needs batches of \(images, labels\), got a tuple of 3"),
         ((x, y.tolist()), TypeError, r"needs batches of two tensors \(images, labels\), got \(Tensor, list\)"),
+        ((x[:, 0], y), ValueError, r"needs images of shape \(N, C, H, W\), got \(16, 8, 8\): add the channel axis, "
+                                   r"x.unsqueeze\(1\)"),
+        ((x.expand(-1, 3, -1, -1), y), ValueError, r"got images of 3 channels, shape \(16, 3, 8, 8\), for a model that "
+                                                   r"takes 1: load the data with in_channels=1"),
     ]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(11))
 def test_a_hand_made_batch_is_named_before_the_model_runs(case):
     """A user's own loader: torch's "expected target dtype to be Long or Byte", "Target 10 is out of
     bounds", "expected scalar type Double but found Float" or an unpacking error came instead."""

@@ -320,6 +320,13 @@ def check_batch(batch: Any, model: nn.Module, caller: str) -> tuple[Tensor, Tens
         raise TypeError(f"{caller} got {x.dtype} images for a model with {weights} weights: {way}{scale}")
     if x.dim() == 0:
         raise ValueError(f"{caller} needs a batch of inputs, got a 0-d tensor: stack the images along a first axis")
+    arch = getattr(unwrap(model), "model_config", None) or {}  # create_model's: an image model
+    if arch and x.dim() != 4:  # (N, H, W) grayscale was torch's "expected input[1, 4, 8, 8] to have 1 channels"
+        raise ValueError(f"{caller} needs images of shape (N, C, H, W), got {tuple(x.shape)}"
+                         + (": add the channel axis, x.unsqueeze(1)" if x.dim() == 3 else ""))
+    if arch.get("in_channels") is not None and x.shape[1] != arch["in_channels"]:
+        raise ValueError(f"{caller} got images of {x.shape[1]} channels, shape {tuple(x.shape)}, for a model that "
+                         f"takes {arch['in_channels']}: load the data with in_channels={arch['in_channels']}")
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
         raise TypeError(f"{caller} needs integer class indices as labels, got {y.dtype}: y.long()")
     if tuple(y.shape) != (x.shape[0],):
