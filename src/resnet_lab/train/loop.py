@@ -313,6 +313,13 @@ def check_batch(batch: Any, model: nn.Module, caller: str) -> tuple[Tensor, Tens
     if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
         raise TypeError(f"{caller} needs batches of two tensors (images, labels), got ({type(x).__name__}, "
                         f"{type(y).__name__}): torch.as_tensor(...) them")
+    _check_images(x, model, caller)
+    _check_labels(y, x.shape[0], caller)
+    return x, y
+
+
+def _check_images(x: Tensor, model: nn.Module, caller: str) -> None:
+    """check_batch's images: the weights' dtype, and for create_model's models (N, C, H, W) with their channels."""
     weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
     if x.dtype != weights:
         way = "x.float()" if weights == torch.float32 else f"x.to({weights}) or model.float()"
@@ -327,12 +334,15 @@ def check_batch(batch: Any, model: nn.Module, caller: str) -> tuple[Tensor, Tens
     if arch.get("in_channels") is not None and x.shape[1] != arch["in_channels"]:
         raise ValueError(f"{caller} got images of {x.shape[1]} channels, shape {tuple(x.shape)}, for a model that "
                          f"takes {arch['in_channels']}: load the data with in_channels={arch['in_channels']}")
+
+
+def _check_labels(y: Tensor, n: int, caller: str) -> None:
+    """check_batch's labels: integer class indices, one for each of the ``n`` images."""
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
         raise TypeError(f"{caller} needs integer class indices as labels, got {y.dtype}: y.long()")
-    if tuple(y.shape) != (x.shape[0],):
-        raise ValueError(f"{caller} needs one label per image, shape ({x.shape[0]},), got {tuple(y.shape)}"
-                         + (": y.flatten()" if y.numel() == x.shape[0] else ""))
-    return x, y
+    if tuple(y.shape) != (n,):
+        raise ValueError(f"{caller} needs one label per image, shape ({n},), got {tuple(y.shape)}"
+                         + (": y.flatten()" if y.numel() == n else ""))
 
 
 def check_label_range(y: Tensor, num_classes: int, source: str) -> None:
