@@ -5,11 +5,16 @@ eval mode; for one that trains, torch's BatchNorm2d in training mode on the same
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from resnet_lab.transfer import freeze, load_source, transfer_model, unfreeze
+from resnet_lab import create_model
+from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
+from resnet_lab.transfer import freeze, load_source, params_from, transfer_model, unfreeze
+from support import randomize_bn
 
 
 def _net() -> nn.Sequential:
@@ -137,3 +142,41 @@ def test_unfreeze_of_a_model_in_eval_mode_leaves_its_norms_in_eval_mode():
     _check_bn_step(model, X, locked={"0.1", "1.1"})  # both as torch's eval BN: nothing moves
     model.train()  # and nothing is locked any more
     _check_bn_step(model, X, locked=set())
+
+
+def test_a_frozen_scratch_batchnorm_is_locked_and_keeps_its_statistics_as_torchs_does():
+    """Our from-scratch BN (``norm="scratch"``) keeps running statistics as torch's does, so a frozen one
+    is locked too (freeze's docstring: "torch's BN, our scratch BN"): after ``model.train()`` it
+    normalizes as torch's BatchNorm2d in eval mode with the same buffers, and a training-mode forward
+    leaves them bit-identical (a frozen backbone whose statistics drift towards the new data)."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8", num_classes=3, norm="scratch"))
+    report = freeze(model, ["fc.weight", "fc.bias"])
+    scratch = [n for n, m in model.named_modules() if isinstance(m, ScratchBatchNorm2d)]
+    assert scratch and report.eval_norms == scratch
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    h = torch.randn(4, 16, 5, 5) * 3 + 1
+    with torch.no_grad():
+        assert torch.allclose(model.bn1(h), _reference_bn(model.bn1, training=False)(h), atol=1e-5)
+        model(torch.randn(4, 3, 8, 8) * 3 + 1)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} moved although its BN is frozen"
+
+
+def test_trainable_names_given_as_one_string_are_refused_naming_the_list_to_pass():
+    """``freeze(model, "4.weight")`` iterated the string letter by letter: the refusal is a TypeError
+    that shows the list to pass, and the model is left as given."""
+    model = _net()
+    with pytest.raises(TypeError, match=re.escape("trainable must be a list of parameter names, e.g. ['4.weight']")):
+        freeze(model, "4.weight")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_params_from_an_empty_name_is_refused_listing_the_stages():
+    """``""`` names the model itself in ``named_modules()``: as an unfreeze point it is refused as any
+    other name without a stage, with the stages to choose from (not an error about ``.conv1.weight``)."""
+    model = create_model("resnet8", num_classes=3)
+    with pytest.raises(ValueError, match="^--unfreeze-from '' is not a module with parameters of CifarResNet; "
+                                         "expected one of conv1, bn1, layer1, layer2, layer3, fc"):
+        params_from(model, "")
