@@ -77,3 +77,22 @@ def test_last_plan_records_how_many_frozen_norm_layers_stay_in_eval_mode(resnet8
     assert len(frozen_bns) >= 3 and sorted(plan.eval_norms) == sorted(frozen_bns)
     assert plan.to_meta()["transfer"]["eval_norms"] == len(frozen_bns)
     assert f"; {len(frozen_bns)} frozen norm layers kept in eval mode" in plan.describe()
+
+
+@pytest.mark.parametrize("strategy", ["all", "last"])
+@pytest.mark.parametrize("names, recreated", [
+    ([f"old{i}" for i in range(5)], False),  # the source's own classes: its classifier is kept
+    ([f"new{i}" for i in range(5)], True),  # as many classes, other ones: the old rows mean nothing here
+])
+def test_the_classifier_is_recreated_at_the_same_count_exactly_when_the_class_names_differ(resnet8_run, strategy,
+                                                                                          names, recreated):
+    """docs/TRANSFER.md: "with both class name lists known and different it is re-created even at the same
+    count". Reference: the source run's own classifier (5 classes old0..old4), read back with load_model."""
+    want = load_model(resnet8_run)[0].state_dict()
+    torch.manual_seed(0)
+    model, plan = transfer_model(load_source(resnet8_run), strategy, num_classes=5, in_channels=1, classes=names)
+    got = model.state_dict()
+    assert plan.load.recreated == (["fc.weight", "fc.bias"] if recreated else [])
+    assert torch.equal(got["fc.weight"], want["fc.weight"]) is not recreated
+    assert torch.equal(got["fc.bias"], want["fc.bias"]) is not recreated
+    assert torch.equal(got["layer1.0.conv1.weight"], want["layer1.0.conv1.weight"])  # the backbone loads either way
