@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from tinytrain import make_bundle
+from trainspy import TrainSpy
 
 from resnet_lab import create_model
 from resnet_lab.train import TrainConfig, build_optimizer, load_state_dict_file, train
 from resnet_lab.transfer import (
     default_unfreeze_point,
     is_running_norm,
+    finetune,
     load_source,
     params_from,
     transfer_model,
@@ -82,6 +84,26 @@ def test_all_with_backbone_lr_scale_puts_the_scaled_rate_on_the_backbone_and_the
     for name, p in model.named_parameters():
         want = 0.02 if name.startswith("fc.") else 0.002
         assert lr_of[id(p)] == pytest.approx(want), name
+
+
+def test_finetune_steps_the_backbone_at_backbone_lr_scale_times_the_classifiers_rate(resnet8_run, monkeypatch):
+    """finetune's main phase trains with the plan's factors (docs/TRANSFER.md: "the backbone at a fraction
+    of the head's learning rate"). Reference: plain SGD's first step (no momentum, no decay) moves each
+    parameter by -rate * grad, so the rate each one got is read from its own change and gradient."""
+    spy = TrainSpy(monkeypatch)
+    data = make_bundle(n_train=16, n_test=8, batch_size=16)
+    model, plan = transfer_model(load_source(resnet8_run), "all", num_classes=3, in_channels=1,
+                                 classes=list(data.info.classes), backbone_lr_scale=0.1)
+    config = TrainConfig(epochs=1, lr=0.05, momentum=0.0, weight_decay=0.0, schedule="constant",
+                         device="cpu", progress=False, plots=False)
+    finetune(model, data, config, plan, log=lambda s: None)
+    step = spy.last.steps[0]
+    rates = {}
+    for name, before, after, grad in zip(spy.last.names, step.before, step.after, step.grads):
+        rates[name] = float(((before - after) * grad).sum() / (grad * grad).sum())
+    assert rates["fc.weight"] == pytest.approx(0.05, rel=1e-3) and rates["fc.bias"] == pytest.approx(0.05, rel=1e-3)
+    for name in ("conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer3.0.bn2.bias"):
+        assert rates[name] == pytest.approx(0.005, rel=1e-3), name
 
 
 def test_unfreeze_points_default_to_the_last_stage_and_bad_names_list_the_choices():
