@@ -97,6 +97,14 @@ def test_transfer_model_takes_numpy_class_counts_as_ints(resnet8_run):
     assert plan.head["num_classes"] == 3 and type(plan.head["num_classes"]) is int  # goes to model.json
 
 
+@pytest.mark.parametrize("bad", [0, 2, 4])
+def test_transfer_model_refuses_input_channels_other_than_gray_or_rgb(resnet8_run, bad):
+    """in_channels 0 was taken as "the weights' own" without a word, and 2 or 4 (the gray kernel repeated)
+    built a model no dataset feeds; the refusal names the value and the two that work."""
+    with pytest.raises(ValueError, match=rf"^in_channels must be 1 \(grayscale\) or 3 \(RGB\), got {bad}$"):
+        transfer_model(load_source(resnet8_run), "all", num_classes=3, in_channels=bad)
+
+
 @pytest.mark.parametrize("plan", [None, "head", {"strategy": "head"}])
 def test_finetune_without_the_plan_of_transfer_model_is_a_type_error(resnet8_run, tmp_path, plan):
     model, _ = transfer_model(load_source(resnet8_run), "head", num_classes=3)
