@@ -4,6 +4,7 @@ load. References: the model before saving (outputs compared exactly), torch's ``
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,11 +80,18 @@ def test_classifier_of_a_model_outside_the_registry_is_found_by_search():
     assert add_head(model, 4) == "head.2" and isinstance(model.head[2], LinearWithHead)
 
 
-def test_a_head_transferred_run_is_a_source_for_a_further_transfer(tmp_path):
+@pytest.mark.parametrize("saved_as", ["run", "state dict file"])
+def test_a_head_transferred_run_is_a_source_for_a_further_transfer(tmp_path, saved_as):
+    """Through --from RUN and --from-file FILE --model NAME alike (a run's weights copied out as a .pth)."""
     model = _source()
     add_head(model, 3)
-    save_model(tmp_path, model, {**META, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}})
-    source = load_source(tmp_path)
+    if saved_as == "run":
+        save_model(tmp_path, model, {**META, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}})
+        source = load_source(tmp_path)
+    else:
+        torch.save(model.state_dict(), tmp_path / "head.pth")
+        source = load_source(file=tmp_path / "head.pth", model="resnet8")
+    assert source.arch["num_classes"] == 3
     again, _ = transfer_model(source, "all", num_classes=3)
     x = torch.randn(2, 1, 8, 8)
     with torch.no_grad():
