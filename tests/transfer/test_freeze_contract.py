@@ -180,3 +180,16 @@ def test_params_from_an_empty_name_is_refused_listing_the_stages():
     with pytest.raises(ValueError, match="^--unfreeze-from '' is not a module with parameters of CifarResNet; "
                                          "expected one of conv1, bn1, layer1, layer2, layer3, fc"):
         params_from(model, "")
+
+
+def test_freeze_and_unfreeze_change_the_mode_of_the_locked_norms_only():
+    """unfreeze's docstring: ``mode`` is the one "the unlocked norm layers take"; a block the caller put
+    in eval mode (and that freeze does not lock: its parameters train) keeps it through freeze and
+    unfreeze, while the norm that was locked takes the model's own mode back."""
+    model = _net().train()
+    model[1].eval()  # the caller's choice
+    freeze(model, ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias", "4.weight", "4.bias"])
+    assert [m.training for m in model[1]] == [False, False, False] and not model[0][1].training
+    unfreeze(model)
+    assert [m.training for m in model[1]] == [False, False, False]
+    assert model[0][1].training and model[0][0].training
