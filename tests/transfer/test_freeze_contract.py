@@ -193,3 +193,14 @@ def test_freeze_and_unfreeze_change_the_mode_of_the_locked_norms_only():
     unfreeze(model)
     assert [m.training for m in model[1]] == [False, False, False]
     assert model[0][1].training and model[0][0].training
+
+
+def test_last_trains_every_stage_from_the_unfreeze_point_on_not_that_stage_alone(resnet8_run):
+    """docs/TRANSFER.md: everything before the module is frozen; it and everything after it train. From
+    layer2 of resnet8 that is layer2, layer3 and fc (torch's named_parameters by prefix), and the BN
+    layers of conv1's block and layer1 alone are locked."""
+    model, plan = transfer_model(load_source(resnet8_run), "last", num_classes=3, unfreeze_from="layer2")
+    later = ("layer2.", "layer3.", "fc.")
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == \
+        [n for n, _ in model.named_parameters() if n.startswith(later)]
+    assert plan.eval_norms and all(n == "bn1" or n.startswith("layer1.") for n in plan.eval_norms)
