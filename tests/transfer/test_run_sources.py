@@ -99,6 +99,9 @@ def test_torchvision_googlenet_weights_take_the_input_rescaling_torchvision_sets
     monkeypatch.setattr(sources, "_download", lambda url, cached: None)
     source = load_source("torchvision:googlenet")
     assert source.arch["transform_input"] is True and source.arch["num_classes"] == 1000
+    # torchvision's ImageNet stem: small_input (no stride-2 conv1, no first pools) loads the same tensors and
+    # computes other features
+    assert source.arch["small_input"] is False
     assert load_source("torchvision:resnet18").arch.get("transform_input") is None  # only GoogLeNet's
 
 
