@@ -4,14 +4,17 @@ by its suffix whatever the suffix's case."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import load_meta, load_model, load_state_dict_file, load_train_state, save_checkpoint
+from resnet_lab.runs import (RunInUseError, RunLock, load_meta, load_model, load_state_dict_file, load_train_state,
+                             save_checkpoint)
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -152,3 +155,57 @@ def test_a_broken_weights_file_of_a_run_points_to_the_runs_other_one_which_loads
                                          rf"good: give {tmp_path / f'{other}.safetensors'} instead"):
         load_model(tmp_path, which=broken)
     assert _holds(load_file(tmp_path / f"{other}.safetensors"), load_model(tmp_path, which=other)[0])
+
+
+def test_load_model_rolls_a_killed_writers_committed_save_forward(tmp_path):
+    """A save killed between its commit (the manifest) and its renames is rolled forward whenever the
+    run is loaded (the module's docstring): the model is the save's, with the save's model.json."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES, "epoch": 1})
+    save_file(_model(1).state_dict(), str(tmp_path / ".model.safetensors.staged"))
+    (tmp_path / ".model.json.staged").write_text(json.dumps({**load_meta(tmp_path), "epoch": 2}))
+    (tmp_path / ".checkpoint-pending.json").write_text(json.dumps(
+        {"files": {"model.safetensors": ".model.safetensors.staged", "model.json": ".model.json.staged"}}))
+    model, meta = load_model(tmp_path)
+    assert meta["epoch"] == 2 and _holds(model.state_dict(), _model(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+
+
+def _held(run_dir) -> bool:
+    """Whether another holder has ``run_dir``'s lock: a second RunLock (another open file) is refused."""
+    try:
+        with RunLock(run_dir):
+            return False
+    except RunInUseError:
+        return True
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc/self/fd")
+@pytest.mark.parametrize("let_go", ["release", "drop"])
+def test_a_lock_let_go_frees_the_folder_and_its_open_file(tmp_path, let_go):
+    """release(), or a RunLock dropped by a run abandoned between its start and its end, lets the next
+    writer in and closes the folder it opened: a process that reads many runs would run out of files."""
+    before = _open_files()
+    lock = RunLock(tmp_path).acquire()
+    assert _held(tmp_path) and _open_files() == before + 1
+    if let_go == "release":
+        lock.release()
+    del lock
+    gc.collect()
+    assert not _held(tmp_path) and _open_files() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a child as a DataLoader worker is forked")
+def test_a_forked_child_leaves_its_parents_lock_held(tmp_path):
+    """A forked child (an image folder's DataLoader worker) closes its copy of the lock; unlocking it
+    would free the lock of the parent, which still writes the run (RunLock's docstring)."""
+    with RunLock(tmp_path):
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        assert _held(tmp_path)
+    assert not _held(tmp_path)
