@@ -684,7 +684,10 @@ def test_a_reader_leaves_a_live_writers_committed_save_alone_and_finishes_a_dead
     assert ckpt.load_train_state(out)["epoch"] == json.loads((out / "model.json").read_text())["epoch"] == 2
 
 
-def test_a_read_waits_out_a_saves_renames_and_is_redone_when_a_save_lands_during_it(tmp_path):
+@pytest.mark.parametrize("lands", ["model.json replaced", "renames begun"])
+def test_a_read_waits_out_a_saves_renames_and_is_redone_when_a_save_lands_during_it(tmp_path, lands):
+    """"renames begun": the save committed during the read (its manifest appeared), its model.json not
+    renamed yet; the read is redone once the renames end, as for a save that landed whole."""
     import threading
 
     out = tmp_path / "run"
@@ -695,10 +698,13 @@ def test_a_read_waits_out_a_saves_renames_and_is_redone_when_a_save_lands_during
 
     def read():
         seen.append(manifest.exists())
-        if len(seen) == 1:  # a save lands while this read runs: model.json is a new file after it
+        if len(seen) == 1 and lands == "model.json replaced":  # model.json is a new file after a save
             text = (out / "model.json").read_text()
             (out / "model.json").unlink()
             (out / "model.json").write_text(text)
+        elif len(seen) == 1:
+            manifest.write_text('{"files": {}}\n')
+            threading.Timer(0.2, manifest.unlink).start()
         return len(seen)
 
     with ckpt.RunLock(out):  # a live writer (this lock is another open file to the reader's check)
