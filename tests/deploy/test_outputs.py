@@ -6,12 +6,14 @@ pass, Pillow reading the written pictures back, and the files as they were befor
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -140,6 +142,39 @@ def test_plots_replace_only_their_own_files(tmp_path):
     with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
         check_output_file(page, kind="HTML report", suffixes=(".html", ".htm"))
     # (a report replacing its own page: tests/analysis/test_report.py)
+
+
+@pytest.mark.parametrize("name, mark", [("theirs.png", "GIMP 2.10.34"), ("theirs.jpg", "my holiday")])
+def test_a_picture_another_program_marked_is_not_taken_for_an_earlier_output(tmp_path, name, mark):
+    """Only resnet-lab's own mark makes a picture replaceable: a PNG's Software text or a JPEG's
+    comment written by another program (Pillow reads it back) is a user's picture, kept."""
+    path = tmp_path / name
+    picture = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8), "RGB")
+    if name.endswith(".png"):
+        info = PngInfo()
+        info.add_text("Software", mark)
+        picture.save(path, pnginfo=info)
+    else:
+        picture.save(path, comment=mark.encode())
+    with Image.open(path) as pic:
+        assert mark in str(pic.info.get("Software") or pic.info.get("comment"))
+    assert not is_own_output(path)
+    with pytest.raises(FileExistsError, match="was not written by resnet-lab"):
+        check_output_file(path, kind="picture", suffixes=(".png", ".jpg"))
+
+
+def test_an_input_given_as_the_output_under_another_name_is_named_as_an_input(tmp_path):
+    """A symlink or a hard link to an input is that input (os.path.samefile says so): the refusal
+    names it as one, not as a file of another kind."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    (tmp_path / "link.safetensors").symlink_to(weights)
+    os.link(weights, tmp_path / "hard.safetensors")
+    for other in (tmp_path / "link.safetensors", tmp_path / "hard.safetensors"):
+        assert os.path.samefile(other, weights)
+        with pytest.raises(FileExistsError, match="is one of this command's inputs"):
+            check_output_file(other, kind="ONNX", suffixes=(".onnx",), inputs=(weights,))
+    assert weights.read_bytes() == b"weights"
 
 
 def test_one_path_is_one_image_not_its_letters(run, tmp_path):
