@@ -7,14 +7,16 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import (RunInUseError, RunLock, load_meta, load_model, load_state_dict_file, load_train_state,
-                             save_checkpoint)
+from resnet_lab.runs import (RunInUseError, RunLock, check_distinct_runs, load_meta, load_model, load_state_dict_file,
+                             load_train_state, save_checkpoint)
+from resnet_lab.weights import get_weights
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -209,3 +211,34 @@ def test_a_forked_child_leaves_its_parents_lock_held(tmp_path):
         os.waitpid(child, 0)
         assert _held(tmp_path)
     assert not _held(tmp_path)
+
+
+SHIPPED = "resnet20:fashion-mnist"
+
+
+@pytest.mark.parametrize("sources, which, same", [
+    (["r", "r/best.safetensors"], "best", True),
+    (["r", "r/model.safetensors"], "best", False),  # the best epoch and the last: two sets of weights
+    (["r", "r/model.safetensors"], "model", True),
+    ([SHIPPED, "shipped file"], "model", True),
+], ids=["best-and-its-file", "best-and-the-last", "last-and-its-file", "shipped-by-name-and-by-path"])
+def test_a_run_is_the_weights_file_it_loads_when_told_apart_from_others(tmp_path, monkeypatch, sources, which, same):
+    """check_distinct_runs's docstring: a run directory stands for its ``which`` weights, and shipped
+    weights by name are their file; the same file twice is refused, two files of a run are two runs."""
+    save_checkpoint(tmp_path / "r", _model(0), {"classes": CLASSES}, best=True)
+    monkeypatch.chdir(tmp_path)
+    sources = [str(get_weights(SHIPPED).path) if s == "shipped file" else s for s in sources]
+    if not same:
+        check_distinct_runs(sources, which)
+        return
+    with pytest.raises(ValueError, match=rf"{re.escape(sources[0])} and {re.escape(sources[1])} are the same run .*given twice"):
+        check_distinct_runs(sources, which)
+
+
+def test_a_run_folder_named_like_shipped_weights_is_loaded_as_the_run(tmp_path, monkeypatch):
+    """resolve_source's docstring: an existing path wins over a name; a folder named
+    ``resnet20:fashion-mnist`` holds the user's run, not the shipped resnet20."""
+    save_checkpoint(tmp_path / SHIPPED, _model(0), {"classes": CLASSES})
+    monkeypatch.chdir(tmp_path)
+    model, meta = load_model(SHIPPED)
+    assert meta["arch"]["name"] == "resnet8" and _holds(model.state_dict(), _model(0))
