@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import (RunInUseError, RunLock, check_distinct_runs, load_meta, load_model, load_state_dict_file,
+from resnet_lab.runs import (RunInUseError, RunLock, check_arch, check_distinct_runs, load_meta, load_model, load_state_dict_file,
                              load_train_state, save_checkpoint)
 from resnet_lab.weights import get_weights
 
@@ -242,3 +242,28 @@ def test_a_run_folder_named_like_shipped_weights_is_loaded_as_the_run(tmp_path, 
     monkeypatch.chdir(tmp_path)
     model, meta = load_model(SHIPPED)
     assert meta["arch"]["name"] == "resnet8" and _holds(model.state_dict(), _model(0))
+
+
+def test_a_broken_weights_file_of_a_run_without_the_other_one_points_to_no_file(tmp_path):
+    """A run stopped before its first evaluation has no best.safetensors: the way out of a broken
+    model.safetensors is then a new copy or a new run, not a file that is not there."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    assert not (tmp_path / "best.safetensors").exists()
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match=r"truncated or corrupt\. If it was copied or downloaded, copy it again; "
+                                         r"otherwise train again\.$"):
+        load_model(tmp_path)
+
+
+def test_an_arch_that_create_model_refuses_with_a_type_error_is_blamed_on_the_file(tmp_path):
+    """check_arch's docstring: a hand-edited arch that builds no model is refused naming the file;
+    create_model refuses an argument it does not take with a TypeError (the reference), a count
+    given as text with a ValueError."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    meta = load_meta(tmp_path)
+    for edit in ({"bogus": 1}, {"num_classes": "3"}):
+        arch = {**meta["arch"], **edit}
+        with pytest.raises((TypeError, ValueError)):
+            create_model(**arch)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'model.json'))}: its 'arch' builds no model"):
+            check_arch({**meta, "arch": arch}, tmp_path)
