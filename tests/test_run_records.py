@@ -4,6 +4,7 @@ missing fields. References: the functions' docstrings, and hand-written model.js
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 
@@ -135,6 +136,19 @@ def test_the_best_weights_of_a_run_in_training_are_named_by_the_first_epoch_of_t
     with RunLock(run):  # a trainer at work: the note says so, and which epoch the best weights are
         note = unfinished_note(run / "best.safetensors", meta)
     assert "best weights so far, those of epoch 2 (the last checkpoint was after epoch 3 of 5)" in note
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["stopped", "in training"])
+def test_a_run_saved_mid_epoch_is_placed_in_the_epoch_after_those_it_finished(tmp_path, training):
+    """epoch 1 done and 4 steps into the next (unfinished_at's docstring): the run is in epoch 2 of 3,
+    whether it stopped there or a trainer is still at work."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text("{}")
+    meta = {"epoch": 1, "step": 4, "train_config": {"epochs": 3}}
+    with RunLock(run) if training else contextlib.nullcontext():
+        note = unfinished_note(run, meta)
+    assert ("in epoch 2 of 3 (step 4)" if training else "in epoch 2 of 3 (after step 4)") in note
 
 
 def test_a_resumes_trim_of_metrics_jsonl_reaches_metrics_csv(tmp_path):
