@@ -127,10 +127,14 @@ def test_an_epoch_record_whose_number_is_a_bool_or_a_string_is_refused_naming_li
         read_metrics(tmp_path)
 
 
-def test_the_best_weights_of_a_run_in_training_are_named_by_the_first_epoch_of_the_highest_accuracy(tmp_path):
-    """The trainer replaces best.safetensors only on a higher test accuracy, so a tie keeps the first."""
+@pytest.mark.parametrize("accuracies", [[0.5, 0.7, 0.7], [None, 0.7, "absent"]], ids=["tie", "eval-every 2"])
+def test_the_best_weights_of_a_run_in_training_are_named_by_the_first_epoch_of_the_highest_accuracy(tmp_path,
+                                                                                                    accuracies):
+    """The trainer replaces best.safetensors only on a higher test accuracy, so a tie keeps the first;
+    an epoch --eval-every skips has no test figures (absent or null: METRICS_NUMBERS) and is no candidate."""
     run = tmp_path / "run"
-    _write_metrics(run, [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.7}, {"epoch": 3, "test_acc": 0.7}])
+    _write_metrics(run, [{"epoch": e, **({} if acc == "absent" else {"test_acc": acc})}
+                         for e, acc in enumerate(accuracies, 1)])
     (run / "model.json").write_text("{}")
     meta = {"epoch": 3, "step": 0, "train_config": {"epochs": 5}}
     with RunLock(run):  # a trainer at work: the note says so, and which epoch the best weights are
