@@ -282,6 +282,21 @@ def test_float32_outputs_grads_and_running_stats_close_to_torch(ours_cls, torch_
     torch.testing.assert_close(ours(x), ref(x), **tol)
 
 
+
+def test_float32_statistics_of_a_large_offset_stay_near_float64_like_torchs():
+    """The variance is mean((x - mean)^2) in two passes (functional._centred_statistics): with an
+    offset of 1000 against a spread of 1, float32 E[x^2] - mean^2 is off by about 10% here, while
+    ours and torch's layer stay within float32 rounding of float64 torch."""
+    x = torch.randn(16, 3, 4, 4, generator=torch.Generator().manual_seed(0)) + 1000.0
+    ref64 = nn.BatchNorm2d(3, dtype=torch.float64)
+    want = ref64(x.double())
+    _, var = rnn.functional.batch_statistics(x)
+    torch.testing.assert_close(var.double(), x.double().var((0, 2, 3), unbiased=False), atol=0, rtol=1e-5)
+    for layer in (rnn.BatchNorm2d(3), nn.BatchNorm2d(3)):
+        torch.testing.assert_close(layer(x).double(), want, atol=2e-4, rtol=0)
+        torch.testing.assert_close(layer.running_var.double(), ref64.running_var, atol=0, rtol=1e-6)
+
+
 # --- the norm= factory -------------------------------------------------------------------------
 
 
@@ -295,6 +310,14 @@ def test_group_norm_factory_uses_wu_and_he_32_groups_and_keeps_narrow_layers_gro
     x = torch.randn(2, 16, 4, 4)
     torch.testing.assert_close(narrow(x), nn.functional.group_norm(x, narrow.num_groups, narrow.weight, narrow.bias))
 
+
+
+def test_group_norm_factory_passes_eps_on_like_torchs_group_norm():
+    layer = rnn.norm_layer("group")(16, eps=0.1)  # a variance of about 0.09: eps weighs
+    ref = nn.GroupNorm(rnn.group_count(16), 16, eps=0.1)
+    assert layer.eps == 0.1
+    x = torch.randn(2, 16, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.3
+    torch.testing.assert_close(layer(x), ref(x))
 
 def test_norm_factory_builds_torch_scratch_and_identity_layers():
     assert type(rnn.norm_layer("batch")(8)) is nn.BatchNorm2d
