@@ -119,8 +119,10 @@ def _as_if_two_identical_ranks(monkeypatch, layer):
 def test_sync_batchnorm_global_path_equals_torch_on_the_global_batch(monkeypatch, momentum, shape):
     """One sample per rank is a batch of two globally (torch's SyncBatchNorm takes it), and the
     running averages use the layer's momentum, or the cumulative average for None."""
-    ours = _as_if_two_identical_ranks(monkeypatch, rn.SyncBatchNorm(3, momentum=momentum, dtype=torch.float64))
-    ref = nn.BatchNorm1d(3, momentum=momentum, dtype=torch.float64)
+    # eps 0.5 against variances of 1 to 9: the layer's eps, not the default, must normalize
+    ours = rn.SyncBatchNorm(3, momentum=momentum, eps=0.5, dtype=torch.float64)
+    ours = _as_if_two_identical_ranks(monkeypatch, ours)
+    ref = nn.BatchNorm1d(3, momentum=momentum, eps=0.5, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     for step in range(3):
         x = (torch.randn(shape, generator=g, dtype=torch.float64) * (1 + step) + step).requires_grad_()
@@ -134,6 +136,21 @@ def test_sync_batchnorm_global_path_equals_torch_on_the_global_batch(monkeypatch
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
     torch.testing.assert_close(2 * ours.weight.grad, ref.weight.grad)  # this rank's share: DDP sums the two
+
+
+def test_sync_batchnorm_global_path_with_tracking_switched_off_later_freezes_the_buffers_like_torch(monkeypatch):
+    """torch's rule (_BatchNorm.forward, SyncBatchNorm.forward): track_running_stats set False
+    after construction leaves the running statistics and the counter as they were."""
+    # momentum 0.3: with None an untracked step's weight is 0, which hides an update
+    ours = _as_if_two_identical_ranks(monkeypatch, rn.SyncBatchNorm(3, momentum=0.3, dtype=torch.float64))
+    ref = nn.BatchNorm1d(3, momentum=0.3, dtype=torch.float64)
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours(x), ref(torch.cat([x, x]))  # one tracked step
+    ours.track_running_stats = ref.track_running_stats = False
+    torch.testing.assert_close(ours(3 * x + 1), ref(torch.cat([x, x]) * 3 + 1)[:2])
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), msg=name)
+    assert ref.num_batches_tracked.item() == 1
 
 
 def test_sync_batchnorm_global_path_refuses_one_value_per_channel_over_all_ranks_as_torch(monkeypatch):
