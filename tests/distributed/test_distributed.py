@@ -14,6 +14,7 @@ Unsynchronized statistics still move the weights by 4e-4 after these 6 steps, ag
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -270,7 +271,10 @@ def test_convert_sync_batchnorm_converts_torch_and_our_bn_and_keeps_state_dict_k
         for p in model.parameters():
             p.add_(0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    objects = {k: id(v) for k, v in itertools.chain(model.named_parameters(), model.named_buffers())}
     convert_sync_batchnorm(model, device)  # conversion itself needs no GPU: it only builds layers
+    # shared, not copied (the module's docstring): an optimizer built before converting still steps them
+    assert {k: id(v) for k, v in itertools.chain(model.named_parameters(), model.named_buffers())} == objects
     kinds = [type(model.bn_torch), type(model.block[1]), type(model.bn1d_ours), type(model.bn1d_torch)]
     assert kinds == [cls] * 4
     after = model.state_dict()
