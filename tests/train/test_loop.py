@@ -191,18 +191,41 @@ def test_adamw_steps_as_torchs_adamw_with_its_defaults_and_decay_on_weights_only
     steps so that the moments' decay rates show (one step's m / sqrt(v) is sign(g) whatever the betas)."""
     ours, ref = _fresh(), _fresh()
     opt = build_optimizer(ours, "adamw", lr=0.01, weight_decay=0.1)
-    params = list(ref.parameters())
-    ref_opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
-                                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=0.01)
+    _assert_steps_alike(ours, opt, ref, torch.optim.AdamW(_decay_on_weights(ref, 0.1), lr=0.01), steps=20)
+
+
+def _decay_on_weights(model, weight_decay):
+    """The parameter groups by hand: decay on the >= 2-D tensors (conv and linear weights) only."""
+    params = list(model.parameters())
+    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
+def _assert_steps_alike(ours, opt, ref, ref_opt, steps):
+    """Give both models the same made-up gradients for ``steps`` steps; their weights stay equal."""
     g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        grads = [torch.randn(p.shape, generator=g) * (1 + i) for i, p in enumerate(params)]
+    for _ in range(steps):
+        grads = [torch.randn(p.shape, generator=g) * (1 + i) for i, p in enumerate(ref.parameters())]
         for model, optimizer in ((ours, opt), (ref, ref_opt)):
             for p, grad in zip(model.parameters(), grads):
                 p.grad = grad.clone()
             optimizer.step()
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("kw", [{}, {"momentum": 0.5}, {"momentum": 0.5, "nesterov": False}],
+                         ids=["defaults", "momentum", "no_nesterov"])
+def test_sgd_steps_as_torchs_sgd_with_the_asked_momentum_and_the_configs_defaults(kw):
+    """build_optimizer's own defaults are TrainConfig's (lr 0.1, momentum 0.9, Nesterov, decay 5e-4
+    on weights only); a momentum or nesterov asked for reaches torch's SGD (a momentum fixed at 0.9
+    and a default nesterov=False passed every test). Several steps: momentum shows from the second."""
+    config = TrainConfig()
+    ours, ref = _fresh(), _fresh()
+    opt = build_optimizer(ours, **kw)
+    ref_opt = torch.optim.SGD(_decay_on_weights(ref, config.weight_decay), lr=config.lr,
+                              **{"momentum": config.momentum, "nesterov": config.nesterov, **kw})
+    _assert_steps_alike(ours, opt, ref, ref_opt, steps=5)
 
 
 @pytest.mark.parametrize("name", ["cosine", "onecycle", "step"])
@@ -216,6 +239,23 @@ def test_schedules_follow_their_closed_forms(name):
         want = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "onecycle": 1 - p,
                 "step": 0.1 ** ((t >= 50) + (t >= 75))}[name]
         assert f(t) == pytest.approx(want)
+
+
+def test_onecycle_without_warmup_ramps_up_over_the_first_quarter():
+    """config.py and docs/DISTRIBUTED.md: onecycle "ramps up over its first quarter" when no warmup is
+    given: 100 steps rise over 25 to the peak, then fall linearly to 0 over the other 75."""
+    f = schedule_fn("onecycle", 100)
+    assert [f(t) for t in range(100)] == pytest.approx(
+        [(t + 1) / 25 if t < 25 else 1 - (t - 25) / 75 for t in range(100)], rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("name", ["cosine", "onecycle"])
+def test_a_schedule_stays_at_0_after_its_last_step(name):
+    """cosine and onecycle decay "to 0": past total_steps (a scheduler stepped more times than it was
+    built for) the rate stays at 0; it must not climb back (cosine) or turn negative (onecycle: an
+    ascent)."""
+    f = schedule_fn(name, 100, 10)
+    assert [f(t) for t in (100, 101, 150)] == pytest.approx([0.0] * 3, abs=1e-15)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
