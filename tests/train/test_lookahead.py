@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab.train import TrainConfig
+from resnet_lab.train.averaging import WeightAveraging
 
 from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
 
@@ -114,3 +115,18 @@ def test_lookahead_alpha_without_lookahead_is_refused_not_ignored():
         TrainConfig(lookahead_alpha=0.8)
     assert TrainConfig(lookahead=5, lookahead_alpha=0.8).lookahead_alpha == 0.8
     assert TrainConfig().lookahead_alpha == 0.5  # the default counts as unset
+
+
+def test_weight_averaging_without_an_alpha_takes_the_configs_default():
+    """WeightAveraging(lookahead=k) alone steps the slow weights by TrainConfig's alpha (the paper's
+    0.5): k = 2 fast steps of +1 each leave every weight at w0 + alpha * 2 after the sync."""
+    net = _net()
+    start = [p.detach().clone() for p in net.parameters()]
+    averaging = WeightAveraging(net, lookahead=2)
+    for _ in range(2):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        averaging.after_step()
+    for p, w in zip(net.parameters(), start):
+        torch.testing.assert_close(p.detach(), w + TrainConfig().lookahead_alpha * 2.0)
