@@ -101,6 +101,7 @@ def test_the_draws_depend_on_the_seed_epoch_and_step_only():
     assert (a.kind, a.lam) == (b.kind, b.lam) and torch.equal(a.x, b.x) and torch.equal(a.y_b, b.y_b)
     others = [mix_batch(x, y, mixup=0.4, cutmix=1.0, rng=mix_rng(*k)) for k in [(4, 1, 5), (3, 2, 5), (3, 1, 6)]]
     assert all(o.lam != a.lam for o in others)
+    assert not any(torch.equal(o.y_b, a.y_b) for o in others)  # the partners too (16! pairings): drawn anew each step
 
 
 class RecordingNet(TinyNet):
