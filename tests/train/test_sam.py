@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab.train import TrainConfig, train
-from resnet_lab.train.sam import ascent_at
+from resnet_lab.train.sam import ascent_at, in_ascent
 
 from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
 
@@ -75,7 +75,9 @@ def test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restor
     before = copy.deepcopy(net.state_dict())
     trainable = [p for p in net.parameters() if p.requires_grad]
     grads = [p.grad.clone() for p in trainable]
+    assert not in_ascent()
     with ascent_at(net, 0.25) as norm:
+        assert in_ascent()  # the probe's pass: per-step recorders skip it
         moved = [p.detach() - before[name] for name, p in net.named_parameters() if p.requires_grad]
         assert torch.equal(net.conv.weight, before["conv.weight"])
         torch.testing.assert_close(torch.sqrt(sum((m ** 2).sum() for m in moved)), torch.tensor(0.25))
@@ -85,6 +87,7 @@ def test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restor
         assert not torch.equal(net.bn.running_mean, before["bn.running_mean"])
     for name, value in net.state_dict().items():  # ...which leave with the block, as the ascent does
         assert torch.equal(value, before[name]), name
+    assert not in_ascent()
 
 
 @pytest.mark.parametrize("value", [-0.05, float("nan"), float("inf")])
