@@ -106,6 +106,12 @@ def test_the_full_size_comes_at_the_epoch_75_percent_through_rounded_up(epochs, 
     assert [progressive_side(START, FULL, e, epochs) for e in range(epochs)] == want
 
 
+def test_a_side_between_whole_pixels_is_rounded_to_the_nearest_as_recipes_example():
+    # docs/RECIPES.md: "For 10 epochs of 32 px images from --progressive-resize 16: 16, 18, 21, 23, 25, 27,
+    # 30, 32, 32, 32" (16 + 16 e / 7: 20.57 -> 21, 29.71 -> 30; truncated they would be 20 and 29)
+    assert [progressive_side(16, 32, e, 10) for e in range(10)] == [16, 18, 21, 23, 25, 27, 30, 32, 32, 32]
+
+
 def test_progressive_resize_with_one_epoch_is_refused_naming_the_flag():
     with pytest.raises(ValueError, match="--progressive-resize.*at least 2 epochs"):
         TrainConfig(epochs=1, progressive_resize=8)
