@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_lab.train import TrainConfig, train
-from resnet_lab.train.progressive import progressive_side, resize_batch
+from resnet_lab.train.progressive import check_progressive_resize, progressive_side, resize_batch
 
 from tinytrain import TinyLoader, TinyNet, make_bundle
 
@@ -89,6 +89,14 @@ def test_a_start_side_not_below_the_images_side_is_refused_before_training(start
     with pytest.raises(ValueError, match=r"--progressive-resize\) must be smaller than the images' side \(6 px\)"):
         train(model, make_bundle(), _cfg(progressive_resize=start))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_on_images_taller_than_wide_the_start_is_checked_against_the_shorter_side():
+    # 12 x 10 images train at full size with the shorter side 10 (resize_batch's side): a start of 11
+    # would grow them at first, not shrink them, and is refused naming the 10 px
+    with pytest.raises(ValueError, match=r"must be smaller than the images' side \(10 px\), got 11"):
+        check_progressive_resize(11, (3, 12, 10))
+    check_progressive_resize(9, (3, 12, 10))
 
 
 @pytest.mark.parametrize("epochs", [2, 3, 4, 7, 10])
