@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 import resnet_lab.nn as rl_nn
 from resnet_lab.train import TrainConfig, evaluate, train
+from resnet_lab.train.averaging import WeightEma
 
 from tinytrain import TinyNet, make_bundle
 
@@ -73,6 +74,15 @@ def test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights(tm
     raw = torch.load(tmp_path / "train_state.pt", weights_only=True)["averaging"]["raw"]
     for k, v in raws[-1].items():
         assert torch.equal(raw[k], v), k
+
+
+def test_the_average_is_kept_in_a_frozen_copy_and_the_trained_model_stays_trainable():
+    """WeightEma's docstring: "kept in a frozen copy of the model": no parameter of the average asks
+    autograd for a gradient (a pass through it would build a graph for nothing), the source's all do."""
+    model = _fresh()
+    ema = WeightEma(model, DECAY)
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_reported_test_accuracy_and_best_file_are_those_of_the_ema(tmp_path):
