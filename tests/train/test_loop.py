@@ -228,7 +228,7 @@ def test_sgd_steps_as_torchs_sgd_with_the_asked_momentum_and_the_configs_default
     _assert_steps_alike(ours, opt, ref, ref_opt, steps=5)
 
 
-@pytest.mark.parametrize("name", ["cosine", "onecycle", "step"])
+@pytest.mark.parametrize("name", ["cosine", "onecycle", "step", "constant"])
 def test_schedules_follow_their_closed_forms(name):
     total, warm = 100, 10
     f = schedule_fn(name, total, warm)
@@ -237,7 +237,7 @@ def test_schedules_follow_their_closed_forms(name):
     for t in (10, 37, 50, 74, 75, 99):
         p = (t - warm) / (total - warm)
         want = {"cosine": 0.5 * (1 + math.cos(math.pi * p)), "onecycle": 1 - p,
-                "step": 0.1 ** ((t >= 50) + (t >= 75))}[name]
+                "step": 0.1 ** ((t >= 50) + (t >= 75)), "constant": 1.0}[name]
         assert f(t) == pytest.approx(want)
 
 
