@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab.train import TrainConfig
-from resnet_lab.train.averaging import WeightAveraging
+from resnet_lab.train.averaging import Lookahead, WeightAveraging
 
 from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
 
@@ -130,3 +130,17 @@ def test_weight_averaging_without_an_alpha_takes_the_configs_default():
         averaging.after_step()
     for p, w in zip(net.parameters(), start):
         torch.testing.assert_close(p.detach(), w + TrainConfig().lookahead_alpha * 2.0)
+
+
+def test_a_parameter_frozen_when_lookahead_starts_and_unfrozen_later_is_synced_too():
+    """Lookahead keeps slow weights for frozen parameters too, so that one unfrozen later (finetune's
+    --freeze-epochs) takes part: moved by 2 after unfreezing, it syncs to start + alpha * 2."""
+    net = _net()
+    net.conv.weight.requires_grad_(False)
+    start = net.conv.weight.detach().clone()
+    lookahead = Lookahead(net, k=1, alpha=0.5)
+    net.conv.weight.requires_grad_(True)
+    with torch.no_grad():
+        net.conv.weight.add_(2.0)
+    lookahead.step()
+    torch.testing.assert_close(net.conv.weight.detach(), start + 1.0)
