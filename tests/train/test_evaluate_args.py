@@ -137,6 +137,12 @@ def test_a_hand_made_batch_is_named_before_the_model_runs(case):
         evaluate(_model(), [batch], num_classes=10)
 
 
+def test_a_later_batch_of_float_labels_is_named_too():
+    x, y = _batch()
+    with pytest.raises(TypeError, match=r"evaluate needs integer class indices as labels, got torch.float32"):
+        evaluate(_model(), [(x, y), (x, y.float())], num_classes=10)
+
+
 def test_labels_of_any_integer_dtype_evaluate_as_int64_labels_do():
     """int32 labels (numpy's default on some systems, torch.from_numpy of them) failed in cross_entropy."""
     x, y = _batch()

@@ -255,7 +255,7 @@ def evaluate(
     n = 0
     try:
         for i, batch in enumerate(loader):
-            x, y = check_batch(batch, models[0], "evaluate") if i == 0 else batch
+            x, y = check_batch(batch, models[0], "evaluate")  # kinds and shapes only: no host sync
             if i == 0:  # a hand-made loader's label 3 of 3 classes was torch's "Target 3 is out of bounds"
                 check_label_range(y, num_classes, f"num_classes={num_classes}")
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
