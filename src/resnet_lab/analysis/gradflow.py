@@ -100,7 +100,8 @@ def gradient_norms(
         raise RuntimeError("gradient_norms needs autograd, but it is off here (torch.no_grad() or "
                            "torch.inference_mode()): call it outside that block")
     check_module(model, "gradient_norms")
-    if loss_fn is F.cross_entropy:  # else the caller's loss decides what its targets are
+    classes = loss_fn is F.cross_entropy  # class-index targets; another loss decides what its targets are
+    if classes:
         x, y = check_batch((x, y), model, "gradient_norms")
         y = y.long()
     order, handles = _track_forward_order(model, layer_types)
@@ -108,8 +109,8 @@ def gradient_norms(
         out = model(x)
         # GoogLeNet with aux heads in training mode returns (logits, aux2, aux1): the main
         # classifier's loss, unless the caller's loss_fn takes the whole output.
-        logits = out.logits if loss_fn is F.cross_entropy and hasattr(out, "logits") else out
-        if loss_fn is F.cross_entropy:
+        logits = out.logits if classes and hasattr(out, "logits") else out
+        if classes:
             check_label_range(y, logits.shape[-1], f"a model with {logits.shape[-1]} outputs")
         loss = loss_fn(logits, y)
     finally:
