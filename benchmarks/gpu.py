@@ -440,30 +440,25 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError:
         fail(f"--device {args.device} is no device: give cuda or cuda:N (or --dry-run to check the script on a CPU)")
     if not args.dry_run and device.type != "cuda":  # cpu, mps: not what this script measures
-        print(f"--device {args.device} is not a CUDA device: give cuda or cuda:N (or --dry-run to check the script on "
-              "a CPU)", file=sys.stderr)
-        return 2
+        fail(f"--device {args.device} is not a CUDA device: give cuda or cuda:N (or --dry-run to check the script on "
+             "a CPU)")
     if not args.dry_run and not torch.cuda.is_available():
-        print(NO_CUDA, file=sys.stderr)
-        return 2
+        fail(NO_CUDA)
     if not args.dry_run and device.index is not None and device.index >= torch.cuda.device_count():
-        print(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
-              f"cuda:{torch.cuda.device_count() - 1}; give one of them", file=sys.stderr)  # before any part runs
-        return 2
+        fail(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+             f"cuda:{torch.cuda.device_count() - 1}; give one of them")  # before any part runs
     if args.threads is not None:
         setup_threads(args.threads)
     if args.dataset == "fashion-mnist":  # missing data is refused once, whole, before any part runs
         try:
             find_fashion_mnist(args.data_dir)
         except DataNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            fail(str(e))
     try:  # a bad recipe is refused before anything is measured
         recipe_command(args.recipe, dataset=args.dataset, data_dir=args.data_dir, device=device, seed=0,
                        out="-", amp=amp_flag(device))
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fail(str(e))
     wait_for_quiet(args)
     return finish(build(args, command_line(), device), args)
 

@@ -29,6 +29,16 @@ def _gpu_script(*args: str, cuda_visible: str | None = None) -> subprocess.Compl
                           env=env, cwd=BENCHMARKS.parent, timeout=300)
 
 
+def _refusal(argv: list[str], capsys) -> str:
+    """``gpu.main(argv)``'s one-line refusal (exit status 2), without its ``error: `` prefix."""
+    with pytest.raises(SystemExit) as e:
+        gpu.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.endswith("\n")
+    return err.removeprefix("error: ")[:-1]
+
+
 def test_dry_run_prints_every_part_with_figures_and_never_writes_the_doc(tmp_path):
     doc = tmp_path / "BENCHMARKS.md"
     # targets 0.1% and 1%: reached by the first epoch of any model, so the time columns hold numbers
@@ -55,24 +65,22 @@ def test_dry_run_prints_every_part_with_figures_and_never_writes_the_doc(tmp_pat
 def test_without_cuda_and_without_dry_run_it_refuses_in_one_line_with_exit_2():
     proc = _gpu_script(cuda_visible="")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == gpu.NO_CUDA and proc.stdout == ""
+    assert proc.stderr == f"error: {gpu.NO_CUDA}\n" and proc.stdout == ""
 
 
 @pytest.mark.parametrize("device", ["cpu", "mps"])
 def test_a_device_that_is_not_cuda_without_dry_run_is_refused_by_name(device, capsys):
     """QA 2026-12-06: --device cpu said "no CUDA device", false on a machine with one."""
-    assert gpu.main(["--device", device]) == 2
-    assert capsys.readouterr().err.strip() == (f"--device {device} is not a CUDA device: give cuda or cuda:N (or "
-                                               "--dry-run to check the script on a CPU)")
+    assert _refusal(["--device", device], capsys) == (f"--device {device} is not a CUDA device: give cuda or cuda:N "
+                                                      "(or --dry-run to check the script on a CPU)")
 
 
 def test_a_cuda_index_past_the_machines_gpus_is_refused_before_any_part_runs(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(gpu, "build", lambda *a, **k: pytest.fail("a part ran"))
-    assert gpu.main(["--device", "cuda:5"]) == 2
-    assert capsys.readouterr().err.strip() == ("--device cuda:5: this machine has 1 CUDA device(s), cuda:0 to cuda:0; "
-                                               "give one of them")
+    assert _refusal(["--device", "cuda:5"], capsys) == ("--device cuda:5: this machine has 1 CUDA device(s), cuda:0 "
+                                                        "to cuda:0; give one of them")
 
 
 def test_fp16_with_a_gradient_scaler_on_a_gpu_without_bfloat16(monkeypatch):
@@ -147,8 +155,7 @@ def test_missing_fashion_mnist_is_refused_whole_before_any_part_runs(tmp_path, m
     missing = tmp_path / "nowhere"
     with pytest.raises(DataNotFoundError) as reference:
         find_fashion_mnist(missing)
-    assert gpu.main(["--dry-run", "--data-dir", str(missing)]) == 2
-    assert capsys.readouterr().err == f"error: {reference.value}\n"
+    assert _refusal(["--dry-run", "--data-dir", str(missing)], capsys) == str(reference.value)
 
 
 @pytest.mark.parametrize("dry", [[], ["--dry-run"]])
