@@ -156,3 +156,31 @@ def run_files(run: Path) -> dict[str, bytes]:
     """``{file name: bytes}`` of the files directly in ``run``: compared before and after a refused
     command, it shows that nothing was written."""
     return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+
+def hand_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch a user's own loader might yield: 16 one-channel 8x8 images and int64 labels 0-9."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(16, 1, 8, 8, generator=g) * 3, torch.arange(16) % 10
+
+
+def bad_batches(caller: str, classes: str) -> list[tuple[tuple, type, str]]:
+    """Hand-made batches a one-channel, ten-class create_model model must refuse, as
+    ``(batch, error type, message pattern)``: ``caller`` names the function in the message,
+    ``classes`` where its class count came from (the label-range message names it)."""
+    x, y = hand_batch()
+    return [
+        ((x, y.float()), TypeError, rf"{caller} needs integer class indices as labels, got torch.float32: y.long\(\)"),
+        ((x, torch.where(y == 9, 10, y)), ValueError, rf"label 10 is not a class index for {classes}: labels must be 0 to 9"),
+        ((x, torch.where(y == 0, -1, y)), ValueError, rf"label -1 is not a class index for {classes}"),
+        ((x.double(), y), TypeError, rf"{caller} got torch.float64 images for a model with torch.float32 weights: x.float\(\)"),
+        (((x * 40).clamp(0, 255).to(torch.uint8), y), TypeError, r"torch.uint8 images .*x.float\(\) \(and divide 0-255 pixels by 255\)"),
+        ((x, y[:, None]), ValueError, r"needs one label per image, shape \(16,\), got \(16, 1\): y.flatten\(\)"),
+        ((x, y[:3]), ValueError, r"needs one label per image, shape \(16,\), got \(3,\)"),
+        ((x, y, y), TypeError, rf"{caller} needs batches of \(images, labels\), got a tuple of 3"),
+        ((x, y.tolist()), TypeError, r"needs batches of two tensors \(images, labels\), got \(Tensor, list\)"),
+        ((x[:, 0], y), ValueError, r"needs images of shape \(N, C, H, W\), got \(16, 8, 8\): add the channel axis, "
+                                   r"x.unsqueeze\(1\)"),
+        ((x.expand(-1, 3, -1, -1), y), ValueError, r"got images of 3 channels, shape \(16, 3, 8, 8\), for a model that "
+                                                   r"takes 1: load the data with in_channels=1"),
+    ]

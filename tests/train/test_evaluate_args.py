@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from resnet_lab.models import create_model
 from resnet_lab.train import evaluate
+from support import bad_batches, hand_batch
 
 
 def _model(seed: int = 0, scale: float = 1.0):
@@ -22,11 +23,6 @@ def _model(seed: int = 0, scale: float = 1.0):
         model.fc.weight.mul_(scale)
         model.fc.bias.mul_(scale)
     return model
-
-
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(16, 1, 8, 8, generator=g) * 3, torch.arange(16) % 10
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -40,7 +36,7 @@ def _batch():
 def test_arguments_of_the_wrong_kind_are_named(kw, error, message):
     model = _model()
     with pytest.raises(error) as e:
-        evaluate(model, [_batch()], **{"num_classes": 10, **kw})
+        evaluate(model, [hand_batch()], **{"num_classes": 10, **kw})
     assert str(e.value) == message
 
 
@@ -51,7 +47,7 @@ def test_num_classes_is_refused_as_create_model_and_transfer_model_refuse_it(bad
     with pytest.raises(ValueError) as want:
         create_model("resnet8", num_classes=bad)
     with pytest.raises(ValueError) as got:
-        evaluate(_model(), [_batch()], num_classes=bad)
+        evaluate(_model(), [hand_batch()], num_classes=bad)
     assert str(got.value) == str(want.value) and "num_classes" in str(got.value)
     assert "\n" not in str(want.value)  # 10**23 was torch's overflow TypeError, several lines
 
@@ -64,11 +60,11 @@ def test_a_class_count_no_layer_can_hold_names_the_limit():
 
 def test_fp16_on_a_cpu_is_refused_as_train_refuses_it():
     with pytest.raises(ValueError, match=r"--fp16 \(fp16=True.*this is on cpu: use --bf16 \(bf16=True\) there, or neither"):
-        evaluate(_model(), [_batch()], num_classes=10, device="cpu", fp16=True)
+        evaluate(_model(), [hand_batch()], num_classes=10, device="cpu", fp16=True)
 
 
 def test_good_arguments_still_evaluate():
-    x, y = _batch()
+    x, y = hand_batch()
     ev = evaluate(_model(), [(x, y)], num_classes=np.int64(10), tta_shift=np.int64(1), bf16=True, channels_last=True)
     assert ev["n"] == 16
 
@@ -76,7 +72,7 @@ def test_good_arguments_still_evaluate():
 def test_ensemble_and_tta_loss_stay_finite_for_an_overconfident_model():
     """[m, m] averages a model with itself: its loss is the model's own cross-entropy, recomputed in
     float64 here; the predictions are the argmax of the averaged float32 probabilities, as before."""
-    model, (x, y) = _model(scale=5000.0), _batch()
+    model, (x, y) = _model(scale=5000.0), hand_batch()
     with torch.no_grad():
         logits = model(x)
     reference = F.cross_entropy(logits.double(), y).item()
@@ -92,7 +88,7 @@ def test_ensemble_and_tta_loss_stay_finite_for_an_overconfident_model():
 def test_ensemble_loss_matches_a_float64_recomputation():
     """Two different overconfident models: -log of the mean of their probabilities of the true class,
     in float64 (log-sum-exp, so nothing underflows); accuracy from the mean float32 probabilities."""
-    models, (x, y) = [_model(0, 5000.0), _model(1, 5000.0)], _batch()
+    models, (x, y) = [_model(0, 5000.0), _model(1, 5000.0)], hand_batch()
     with torch.no_grad():
         logits = [m(x) for m in models]
     log_p = torch.stack([F.log_softmax(l.double(), 1) for l in logits])  # (2, N, 10)
@@ -109,43 +105,24 @@ def test_ensemble_loss_matches_a_float64_recomputation():
         F.nll_loss(probs.log(), y).item(), rel=1e-5)
 
 
-def _bad_batches():
-    x, y = _batch()
-    return [
-        ((x, y.float()), TypeError, r"evaluate needs integer class indices as labels, got torch.float32: y.long\(\)"),
-        ((x, torch.where(y == 9, 10, y)), ValueError, r"label 10 is not a class index for num_classes=10: labels must be 0 to 9"),
-        ((x, torch.where(y == 0, -1, y)), ValueError, r"label -1 is not a class index for num_classes=10"),
-        ((x.double(), y), TypeError, r"evaluate got torch.float64 images for a model with torch.float32 weights: x.float\(\)"),
-        (((x * 40).clamp(0, 255).to(torch.uint8), y), TypeError, r"torch.uint8 images .*x.float\(\) \(and divide 0-255 pixels by 255\)"),
-        ((x, y[:, None]), ValueError, r"needs one label per image, shape \(16,\), got \(16, 1\): y.flatten\(\)"),
-        ((x, y[:3]), ValueError, r"needs one label per image, shape \(16,\), got \(3,\)"),
-        ((x, y, y), TypeError, r"evaluate needs batches of \(images, labels\), got a tuple of 3"),
-        ((x, y.tolist()), TypeError, r"needs batches of two tensors \(images, labels\), got \(Tensor, list\)"),
-        ((x[:, 0], y), ValueError, r"needs images of shape \(N, C, H, W\), got \(16, 8, 8\): add the channel axis, "
-                                   r"x.unsqueeze\(1\)"),
-        ((x.expand(-1, 3, -1, -1), y), ValueError, r"got images of 3 channels, shape \(16, 3, 8, 8\), for a model that "
-                                                   r"takes 1: load the data with in_channels=1"),
-    ]
-
-
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(len(bad_batches("evaluate", "num_classes=10"))))
 def test_a_hand_made_batch_is_named_before_the_model_runs(case):
     """A user's own loader: torch's "expected target dtype to be Long or Byte", "Target 10 is out of
     bounds", "expected scalar type Double but found Float" or an unpacking error came instead."""
-    batch, error, message = _bad_batches()[case]
+    batch, error, message = bad_batches("evaluate", "num_classes=10")[case]
     with pytest.raises(error, match=message):
         evaluate(_model(), [batch], num_classes=10)
 
 
 def test_a_later_batch_of_float_labels_is_named_too():
-    x, y = _batch()
+    x, y = hand_batch()
     with pytest.raises(TypeError, match=r"evaluate needs integer class indices as labels, got torch.float32"):
         evaluate(_model(), [(x, y), (x, y.float())], num_classes=10)
 
 
 def test_labels_of_any_integer_dtype_evaluate_as_int64_labels_do():
     """int32 labels (numpy's default on some systems, torch.from_numpy of them) failed in cross_entropy."""
-    x, y = _batch()
+    x, y = hand_batch()
     reference = evaluate(_model(), [(x, y)], num_classes=10)
     for dtype in (torch.int32, torch.int16, torch.uint8):
         got = evaluate(_model(), [(x, y.to(dtype))], num_classes=10)
