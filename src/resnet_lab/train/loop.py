@@ -457,17 +457,12 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
                disable=bar_disable(progress), unit="batch", dynamic_ncols=True, mininterval=0.5)
     where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {_base_lr(scheduler):.4g}); "  # noqa: E731
                      f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip, config.sam)}")
-    arch = getattr(unwrap(model), "model_config", None)
-    classes = arch_outputs(arch) if arch else None  # train checked them against the data's classes
     for i, batch in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):
         if step >= steps:
             break
         if i < start_step:  # resuming mid-epoch without a loader position: replay
             continue
-        x, y = check_batch(batch, model, "train")  # a user's own loader: kinds and shapes, no host sync
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
-        if classes and step == start_step:  # the range needs a host sync: the pass's first batch only
-            check_label_range(y, classes, f"a model with {classes} outputs")
+        x, y = _training_batch(batch, model, device, first=step == start_step)
         if skip_single and x.shape[0] < 2:  # a lone last sample has no batch statistics
             continue
         mix = (mix_batch(x, y, mixup=config.mixup, cutmix=config.cutmix, rng=mix_rng(config.seed, epoch, step))
@@ -497,6 +492,18 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
     if step == start_step < steps:
         raise ValueError(f"epoch {epoch + 1} made no optimizer step: every batch had fewer than 2 samples; use a "
                          "larger --batch-size or more data")
+
+
+def _training_batch(batch: Any, model: nn.Module, device: torch.device, first: bool) -> tuple[Tensor, Tensor]:
+    """A loader's batch checked (a user's own loader: kinds and shapes, no host sync) and on ``device``,
+    labels as int64; on a pass's ``first`` batch the label range too (it needs a host sync), for
+    models that say their outputs (train checked those against the data's classes)."""
+    x, y = check_batch(batch, model, "train")
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True).long()
+    classes = arch_outputs(getattr(unwrap(model), "model_config", None) or {}) if first else None
+    if classes:
+        check_label_range(y, classes, f"a model with {classes} outputs")
+    return x, y
 
 
 def _base_lr(scheduler) -> float:
