@@ -39,7 +39,7 @@ from .averaging import WeightAveraging
 from .bars import bar_disable
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
-from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap
+from .device import amp_dtype, autocast, check_fp16, emulated_bf16, resolve_device, unwrap
 from .distributed import DistContext, dist_env
 from .metrics import confusion_matrix, per_class_accuracy
 from .mixing import Mix, mix_batch, mix_rng
@@ -611,6 +611,9 @@ def train(
     board, t_start = None, time.perf_counter()
     try:  # from here on, whatever happens, the run directory's lock is let go
         run.say(_start_line(run.base, run.device, config, run.steps, pos))
+        if config.bf16 and run.job.is_main and emulated_bf16(run.device):
+            warnings.warn("this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
+                          "float32: leave it out for speed", stacklevel=2)
         board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
         t_start = time.perf_counter()
         with _GracefulStop.for_run(run).installed() as stop:
