@@ -1512,6 +1512,29 @@ def test_every_recipe_stage_gives_each_flag_once_with_or_without_a_seed():
     assert fashion_mnist.seeded("--lr 0.1", 3) == "--lr 0.1 --seed 3"
 
 
+@pytest.mark.parametrize("emulated", [True, False])
+def test_recipes_leave_bf16_out_where_it_would_be_emulated_as_make_demo_does(emulated, monkeypatch, tmp_path, capsys):
+    """On an x86 CPU without AVX512-BF16 or AMX, --bf16 is emulated and slower than float32 (train warns);
+    the Makefile's demo already left it out there, the script's recipes passed it anyway."""
+    stages = []
+    monkeypatch.setattr(fashion_mnist, "emulated_bf16", lambda device: emulated and device.type == "cpu")
+    monkeypatch.setattr(fashion_mnist, "_train_stages", lambda name, s, *a: stages.extend(s) or {})
+    fashion_mnist._train_recipe("single40_shift", tmp_path, {}, seed=2)
+    recipe = fashion_mnist.RECIPES["single40_shift"][3]
+    assert len(stages) == len(recipe) == 2
+    for stage, own in zip(stages, recipe):
+        own_words = shlex.split(fashion_mnist.seeded(own, 2))
+        assert "--bf16" in own_words
+        assert shlex.split(stage) == ([w for w in own_words if w != "--bf16"] if emulated else own_words)
+    assert ("--bf16 is left out" in capsys.readouterr().out) is emulated
+    # a stage trained on a GPU keeps it: bfloat16 is the GPU's, whatever the CPU lacks
+    monkeypatch.setattr(fashion_mnist, "resolve_device", lambda name: torch.device("cuda" if name == "auto" else name))
+    for stage in ("--lr 0.1 --bf16", "--lr 0.1 --bf16 --device cuda:1"):
+        assert fashion_mnist.native_precision(stage) == stage
+    assert fashion_mnist.native_precision("--bf16 --device=cpu --lr 0.1") == (
+        "--device=cpu --lr 0.1" if emulated else "--bf16 --device=cpu --lr 0.1")
+
+
 def test_readme_and_recipes_name_every_flag_make_demo_passes():
     """QA 2026-12-06: both pages described the demo without --no-augment and --label-smoothing 0.1,
     which change what it trains; the Makefile is the reference."""
