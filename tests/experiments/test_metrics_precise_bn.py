@@ -139,3 +139,11 @@ def test_balanced_accuracy_bounds_its_classes_exactly_and_counts_predicted_class
     assert balanced_accuracy(torch.tensor([2, 0]), torch.tensor([0, 0])) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same length, got 2 and 3"):
         balanced_accuracy(torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
+
+
+@pytest.mark.parametrize("pred, labels", [([-1, 0], [1, 0]), ([1, 0], [-1, 0])])
+def test_balanced_accuracy_refuses_a_negative_class_index_instead_of_counting_it_as_another_class(pred, labels):
+    # A prediction of -1 for true class 1 lands in the (1, 0) cell of a flat 2x2 count (1 * 2 - 1):
+    # a wrong answer, not an error, unless the index is refused first.
+    with pytest.raises(ValueError, match=r"class indices must be in 0..1, got -1"):
+        balanced_accuracy(torch.tensor(pred), torch.tensor(labels), num_classes=2)
