@@ -10,7 +10,7 @@ import math
 import pytest
 
 from resnet_lab.experiments import Check, Report, verdict_from_checks, write_report
-from resnet_lab.experiments.report import Spread, exceeds, rule_text, within
+from resnet_lab.experiments.report import Spread, exceeds, indistinguishable, rule_text, within
 
 
 def test_within_holds_at_the_tolerance_itself():
@@ -26,6 +26,22 @@ def test_a_seed_that_never_got_there_gives_no_sd_so_no_effect_is_claimed_from_it
     never = Spread.of([math.inf, 5.0])
     assert math.isnan(never.sd)
     assert not exceeds(never, Spread.of([1.0, 1.0]), margin)
+
+
+def test_indistinguishable_holds_when_the_difference_equals_the_summed_sds():
+    # docs/EXPERIMENTS.md: "coincide" when |difference| <= the sum of the sds; equal one-seed
+    # figures (sds 0, difference 0) coincide, and so do means 1 apart with sds 0.5 + 0.5
+    assert indistinguishable(Spread.of([5.0]), Spread.of([5.0]))
+    assert indistinguishable(Spread.of([1.5, 2.5]), Spread.of([0.5, 1.5]))  # sds sqrt(0.5) each: 1 < 1.41
+    assert indistinguishable(Spread.of([2.0, 2.0]), Spread.of([1.0, 1.0])) is False  # sds 0: 1 > 0
+    assert indistinguishable(Spread.of([2.0]), Spread.of([1.5, 1.0, 2.0]))  # sd 0.5: |0.5| <= 0.5
+
+
+def test_a_small_mean_is_shown_to_the_decimal_of_its_sd():
+    # mean 0.005, sd sqrt(2 * 0.001^2) = 0.0014142: the sd in two significant digits (4 decimals),
+    # the mean to the same decimal, by hand
+    assert str(Spread.of([0.004, 0.006])) == "0.0050 ± 0.0014"
+    assert str(Spread.of([0.04, 0.06])) == "0.050 ± 0.014"
 
 
 def test_within_evidence_adds_the_sds_to_the_difference_it_compares():
@@ -60,3 +76,20 @@ def test_report_md_ticks_the_checks_that_passed_and_keeps_findings_and_notes(tmp
     # docs/EXPERIMENTS.md: a smoke verdict means nothing and the report says so; a full one stands alone
     footer = [line for line in lines if line.startswith("_Smoke budget")]
     assert len(footer) == (budget == "smoke")
+
+
+def test_report_md_draws_a_well_formed_table_formats_its_cells_and_shows_every_plot(tmp_path):
+    report = Report(claim="X beats Y", setup={"bn": True, "lr": 1 / 3}, columns=["run", "loss", "steps"],
+                    rows=[["X", 2.299, math.inf], ["Y", -math.inf, math.nan], ["Z", None, False]],
+                    checks=[Check("X is faster", True, "1 vs 2")], plots=["loss.png", "steps.png"])
+    write_report(tmp_path, "demo", report, budget="full", seconds=1.0)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    # a markdown table's separator has one cell per header (else it renders as text)
+    header = lines.index("| run | loss | steps |")
+    assert lines[header + 1] == "|---|---|---|"
+    # cells as a reader reads them: four significant digits, inf as never, -inf as -inf (a curve that
+    # fell without bound did get there), NaN as n/a, None as -, booleans as yes/no; setup values alike
+    assert lines[header + 2:header + 5] == ["| X | 2.299 | never |", "| Y | -inf | n/a |", "| Z | - | no |"]
+    assert "- bn: yes" in lines and "- lr: 0.3333" in lines
+    # README: report.md holds the plots, the main one first
+    assert lines[lines.index("## Plots") + 2:] == ["![loss.png](loss.png)", "![steps.png](steps.png)"]
