@@ -30,6 +30,24 @@ def test_unknown_experiment_name_raises_and_lists_the_known_names():
         get_experiment("degredation")
 
 
+@pytest.mark.parametrize("typed, meant", [("imbalance", "bn_imbalance"), ("batch_size", "bn_batch_size")])
+def test_an_experiment_name_without_its_prefix_gets_one_line_naming_it_the_closest_name_and_every_choice(typed, meant):
+    # difflib's usual cutoff (0.6): "imbalance" is 0.86 like "bn_imbalance", a hint worth giving
+    with pytest.raises(ValueError) as e:
+        get_experiment(typed)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"unknown experiment {typed!r}: did you mean {meant}? ")
+    assert message.endswith(f"expected one of {', '.join(list_experiments())} (resnet-lab experiment --list)")
+
+
+def test_the_reproducing_command_names_only_the_arguments_that_differ_from_the_defaults():
+    # registry.reproducing_command's contract: the CLI's defaults (--seed 0, --device auto, no --data-dir) left out
+    assert registry.reproducing_command("degradation", "smoke", "my out", None, "auto", 0) == (
+        "resnet-lab experiment degradation --budget smoke --out 'my out'")
+    assert registry.reproducing_command("degradation", "full", "o", "d", "cpu", 3) == (
+        "resnet-lab experiment degradation --budget full --out o --seed 3 --device cpu --data-dir d")
+
+
 def test_registry_skips_a_listed_module_that_does_not_exist_yet(monkeypatch):
     monkeypatch.setattr(registry, "EXPERIMENT_MODULES", (*registry.EXPERIMENT_MODULES, "not_written_yet"))
     assert "not_written_yet" not in list_experiments()
