@@ -40,3 +40,9 @@ def test_context_data_caps_per_class_on_the_fake_fallback(tmp_path, no_fashion_m
     data = ctx.data(per_class=100, image_size=8)
     counts = torch.bincount(fake_arrays(8, 1, ctx.seed).train_y)  # all ten classes
     assert data.num_train == int(counts.min()) * len(counts)
+
+
+def test_context_data_caps_a_full_budgets_subset_on_the_fake_fallback(tmp_path, no_fashion_mnist):
+    ctx = Context("x", "full", tmp_path, device="cpu", log=lambda s: None)
+    data = ctx.data(subset=10_000, image_size=8)  # more than the fake set holds: all of it, not an error
+    assert data.num_train == len(fake_arrays(8, 1, ctx.seed).train_y)

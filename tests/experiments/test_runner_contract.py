@@ -211,6 +211,43 @@ def test_cifar_net_starts_every_block_as_the_identity_when_asked_and_refuses_it_
         cifar_net(8, residual=False, zero_init_residual=True)
 
 
+def test_cifar_net_shortcuts_are_option_a_identities_with_no_parameters_of_their_own():
+    # He et al. 2015 sec. 4.2: option A (zero-padded identity) shortcuts add no parameters, so the
+    # residual net has exactly its plain twin's; projection shortcuts (option B) would add 1x1 convs
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    assert count(cifar_net(8, widths=(2, 4, 8))(10, 1)) == count(cifar_net(8, widths=(2, 4, 8), residual=False)(10, 1))
+
+
+def test_a_run_result_for_results_json_leaves_the_model_out():
+    import json
+
+    from torch import nn
+
+    r = RunResult("net", [{"epoch": 1, "test_acc": 0.5}], [1.0], 2.0, 3, model=nn.Linear(1, 1), info={"seed": 0})
+    assert r.to_dict() == {"label": "net", "epochs": [{"epoch": 1, "test_acc": 0.5}], "step_losses": [1.0],
+                           "seconds": 2.0, "params": 3, "diverged": False, "info": {"seed": 0}}
+    json.dumps(r.to_dict())  # JSON-ready as it is
+
+
+def test_context_data_draws_and_orders_with_the_contexts_seed_unless_given_one(tmp_path, monkeypatch):
+    import resnet_lab.experiments.runner as runner
+
+    seen, real = [], runner.load_data
+
+    def load_data(name, **kw):
+        seen.append(kw["seed"])
+        return real(name, **kw)
+
+    monkeypatch.setattr(runner, "load_data", load_data)
+    ctx = Context("data", "smoke", tmp_path, device="cpu", seed=7, log=lambda s: None)
+    args = dict(batch_size=8, subset=32, image_size=8, in_channels=1)
+    ctx.data("fake", **args)
+    ctx.data("fake", seed=2, **args)
+    assert seen == [7, 2]  # Context.data's docstring: the subset draw and the order default to the context's seed
+
+
 def test_a_run_that_diverged_ends_its_losses_with_nan_and_logs_it(tmp_path, monkeypatch):
     """The trainer raises at the step whose loss blew up, before its step callbacks see it: the
     runner marks that step with NaN (steps-to-target and the plots read the losses)."""
