@@ -5,9 +5,12 @@ that never got there, the evidence each rule prints, and the parts of report.md 
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
+import torch
 
 from resnet_lab.experiments import Check, Report, verdict_from_checks, write_report
 from resnet_lab.experiments.report import Spread, exceeds, indistinguishable, rule_text, within
@@ -42,6 +45,12 @@ def test_a_small_mean_is_shown_to_the_decimal_of_its_sd():
     # the mean to the same decimal, by hand
     assert str(Spread.of([0.004, 0.006])) == "0.0050 ± 0.0014"
     assert str(Spread.of([0.04, 0.06])) == "0.050 ± 0.014"
+
+
+def test_a_figure_with_a_seed_that_never_got_there_shows_each_seed_in_evidence_too():
+    # fmt (the evidence's form) falls back to str's per-seed form when the sd is not finite
+    assert Spread.of([3.0, math.inf]).fmt() == "3 / never"
+    assert Spread.of([0.5, math.nan]).fmt(1) == "0.5 / n/a"
 
 
 def test_within_evidence_adds_the_sds_to_the_difference_it_compares():
@@ -93,3 +102,14 @@ def test_report_md_draws_a_well_formed_table_formats_its_cells_and_shows_every_p
     assert "- bn: yes" in lines and "- lr: 0.3333" in lines
     # README: report.md holds the plots, the main one first
     assert lines[lines.index("## Plots") + 2:] == ["![loss.png](loss.png)", "![steps.png](steps.png)"]
+
+
+def test_results_json_holds_tensors_and_arrays_as_numbers_and_the_default_command(tmp_path):
+    report = _report([Check("X is faster", True, "1 vs 2")])
+    report.data = {"losses": torch.tensor([0.5, 0.25]), "steps": np.array([3, 4]), "auc": torch.tensor(0.75)}
+    write_report(tmp_path, "demo", report, budget="full", seconds=1.0)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["data"] == {"losses": [0.5, 0.25], "steps": [3, 4], "auc": 0.75}  # exact in binary
+    # write_report's docstring: without a command, the CLI call that runs it again
+    command = f"resnet-lab experiment demo --budget full --out {tmp_path}"
+    assert on_disk["command"] == command and f"- command: `{command}`" in (tmp_path / "report.md").read_text()
