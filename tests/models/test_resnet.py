@@ -11,7 +11,7 @@ from torch import nn
 
 from resnet_lab.models import create_model
 from resnet_lab.models.resnet import (BasicBlock, Bottleneck, CifarResNet, PreActBasicBlock, PreActBottleneck,
-                                     PreActResNet)
+                                     PreActResNet, ResNet, ZeroPadShortcut)
 from support import init_differences, randomize_bn, std_off
 
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -540,3 +540,59 @@ def test_every_conv_keeps_its_bias_exactly_when_no_norm_follows(name):
         convs = {n: m.bias is not None for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
         assert any("downsample" in n or "shortcut" in n for n in convs), sorted(convs)  # projections exist
         assert convs == {n: bias for n in convs}, (norm, [n for n, b in convs.items() if b != bias])
+
+
+# ----------------------------------------------------------------------------------------------
+# Public classes built by hand: what they refuse, and what a plain block keeps.
+# ----------------------------------------------------------------------------------------------
+
+
+def _one_line_error(build) -> str:
+    """The message of the ValueError that ``build()`` raises, checked to be one line."""
+    with pytest.raises(ValueError) as err:
+        build()
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_zero_pad_shortcut_refuses_to_drop_channels_and_names_the_projection():
+    """Option A only appends zero channels (its docstring: out_ch >= in_ch); F.pad with a negative
+    pad would silently crop the input's last channels instead."""
+    msg = _one_line_error(lambda: ZeroPadShortcut(32, 16, 2))
+    assert "32 -> 16" in msg and "shortcut='B'" in msg
+
+
+@pytest.mark.parametrize("layers,widths,named", [((2, 2, 2), (64, 128, 256, 512), "layers=[2, 2, 2]"),
+                                                 ((2, 2, 2, 2), (64, 128, 256, 512, 1024), "1024")])
+def test_imagenet_resnet_refuses_anything_but_four_stages(layers, widths, named):
+    """He et al. 2015, table 1: four stages, conv2_x..conv5_x; a fifth width would be dropped unseen."""
+    msg = _one_line_error(lambda: ResNet(BasicBlock, layers, widths=widths))
+    assert "4 stages" in msg and named in msg
+
+
+def test_zero_init_last_leaves_a_plain_block_alone():
+    """A plain block has no shortcut to carry the signal (He et al. 2015, sec. 4.1): zeroing its
+    last BN scale would output zeros from that block on. timm-style code calls zero_init_last on
+    every block that has it, so a plain block must keep its weights."""
+    torch.manual_seed(0)
+    model = create_model("plain20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for m in model.modules():
+        if hasattr(m, "zero_init_last"):
+            m.zero_init_last()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("depth", [8, 14, 20, 32])
+def test_a_cifar_resnet_of_depth_6n_plus_2_has_that_many_weighted_layers(depth):
+    """He et al. 2015, sec. 4.2: "6n+2 stacked weighted layers" (the stem conv, 6n 3x3 convs, the
+    fc); option A adds none."""
+    model = CifarResNet(depth)
+    assert sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()) == depth
+
+
+@pytest.mark.parametrize("depth", [11, 17, 21])
+def test_a_cifar_depth_off_6n_plus_2_is_refused_not_rounded_down(depth):
+    msg = _one_line_error(lambda: CifarResNet(depth))
+    assert "6n+2" in msg and f"got {depth}" in msg
