@@ -8,6 +8,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -339,3 +340,44 @@ def test_families_are_registered():
     assert set(list_models("vgg*")) == {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn",
                                         "vgg19", "vgg19_bn"}
     assert "googlenet" in list_models("googlenet")
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(stem="tiny"), "stem must be 'imagenet' or 'cifar', got 'tiny'"),
+    (dict(compression=0.0), "compression must be in (0, 1], got 0.0"),
+    (dict(compression=1.5), "compression must be in (0, 1], got 1.5"),
+], ids=["stem", "no-channels", "expansion"])
+def test_densenet_refuses_a_stem_or_compression_it_cannot_build_in_one_line(kwargs, words):
+    """Compression is the paper's theta, 0 < theta <= 1 (Huang et al. 2017, sec. 3): a transition
+    keeps that fraction of its channels; 0 would keep none, above 1 it would widen."""
+    with pytest.raises(ValueError) as err:
+        densenet.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=8, **kwargs)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_densenet_transition_keeps_the_compression_fraction_of_its_channels():
+    """By hand: 8 stem channels + 2 layers of k=4 -> 16; theta 0.8 keeps floor(12.8) = 12 (a floor, as
+    torchvision's num_features // 2); the next block adds 8 -> 20 at norm5. Every layer's 1x1
+    bottleneck is bn_size * k wide, its 3x3 gives k."""
+    with torch.device("meta"):
+        model = densenet.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=3,
+                                  compression=0.8, stem="cifar", num_classes=10)
+    shapes = _shapes(model)
+    assert shapes["features.transition1.conv.weight"] == (12, 16, 1, 1)
+    assert shapes["features.denseblock2.denselayer2.conv1.weight"] == (12, 16, 1, 1)  # 12 + 4 in, 3k out
+    assert shapes["features.denseblock2.denselayer2.conv2.weight"] == (4, 12, 3, 3)
+    assert shapes["features.norm5.weight"] == (20,) and shapes["classifier.weight"] == (10, 20)
+
+
+def test_a_dense_layer_without_bottleneck_is_bn_relu_3x3_conv_of_the_concatenation():
+    """DenseNet-40's composite function H_l (Huang et al. 2017, sec. 3): BN, ReLU, 3x3 conv of the
+    concatenated earlier maps, recomputed in float64 with torch's functional ops."""
+    torch.manual_seed(0)
+    model = densenet.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=0, stem="cifar")
+    layer = randomize_bn(model).double().eval().features.denseblock1.denselayer2
+    earlier = [torch.randn(2, 8, 6, 6, dtype=torch.float64), torch.randn(2, 4, 6, 6, dtype=torch.float64)]
+    bn = layer.norm1
+    with torch.no_grad():
+        pre = F.relu(F.batch_norm(torch.cat(earlier, 1), bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                  training=False, eps=bn.eps))
+        torch.testing.assert_close(layer(earlier), F.conv2d(pre, layer.conv1.weight, padding=1))
