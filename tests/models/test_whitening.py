@@ -75,6 +75,15 @@ def test_a_dilated_conv_whitens_its_own_dilated_patches():
     np.testing.assert_allclose(_whitened_cov(conv.weight, p), np.eye(27), atol=2e-5)
 
 
+def test_patch_statistics_of_more_images_than_one_chunk_are_those_of_all_their_patches():
+    """The patches are unfolded and summed a chunk of images at a time (64 MiB of float64): 24
+    images of 128 px make two chunks, and the whitening must still be that of every patch."""
+    x = _correlated_images(n=24, size=128)
+    conv = nn.Conv2d(3, 27, 3, bias=False)
+    whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9)
+    np.testing.assert_allclose(_whitened_cov(conv.weight, _patches(x, 3)), np.eye(27), atol=2e-5)
+
+
 def test_resnet20_first_conv_keeps_the_16_strongest_directions_scaled_by_their_eigenvalues():
     x = _correlated_images()
     p = _patches(x, 3)
@@ -122,7 +131,9 @@ def test_more_channels_than_twice_the_patch_dimensions_keep_their_initial_weight
     (nn.Conv2d(3, 8, 3), torch.randn(2, 1, 8, 8), 5e-4, "(N>=1, 3, H, W)"),
     (nn.Conv2d(3, 8, 3), torch.randn(2, 3, 8, 8), 0.0, "eps must be > 0"),
     (nn.Conv2d(3, 8, 5), torch.randn(2, 3, 4, 4), 5e-4, "smaller than the 5x5 kernel"),
-], ids=["groups", "channels", "eps", "tiny-images"])
+    # a 3x3 kernel at dilation 3 spans 7x7 px: 5x5 images hold no patch of it
+    (nn.Conv2d(3, 8, 3, dilation=3), torch.randn(2, 3, 5, 5), 5e-4, "smaller than the 3x3 kernel (it spans 7x7 px"),
+], ids=["groups", "channels", "eps", "tiny-images", "tiny-for-dilation"])
 def test_whitening_that_makes_no_sense_is_refused_in_one_line(conv, images, eps, words):
     with pytest.raises(ValueError) as err:
         whiten_first_conv(conv, images, eps=eps)

@@ -93,8 +93,10 @@ def patch_whitening(
     """
     n, c, h, w = images.shape
     kh, kw = kernel_size
-    if h < (kh - 1) * dilation[0] + 1 or w < (kw - 1) * dilation[1] + 1:
-        raise ValueError(f"images of {h}x{w} px are smaller than the {kh}x{kw} kernel: no patch to whiten")
+    span_h, span_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
+    if h < span_h or w < span_w:
+        spans = f" (it spans {span_h}x{span_w} px at dilation {tuple(dilation)})" if (span_h, span_w) != (kh, kw) else ""
+        raise ValueError(f"images of {h}x{w} px are smaller than the {kh}x{kw} kernel{spans}: no patch to whiten")
     d = c * kh * kw
     moments, total, count = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0
     per_image = d * (h - (kh - 1) * dilation[0]) * (w - (kw - 1) * dilation[1])
