@@ -632,10 +632,10 @@ def test_bench_threads_help_works(capsys):
 # ----------------------------------------------------------------------------- peer_torchvision.py (item 4)
 
 
-def _makefile_demo_flags() -> list[str]:
-    """The flags `make demo` passes on a CPU with native bfloat16 (where $(DEMO_BF16) is --bf16)."""
+def _makefile_demo_flags(native_bf16: bool = True) -> list[str]:
+    """The flags `make demo` passes on a CPU with native bfloat16 (where $(DEMO_BF16) is --bf16) or without."""
     text = (BENCHMARKS.parent / "Makefile").read_text().replace("\\\n", " ")
-    line = re.search(r"resnet-lab train (.*)", text).group(1).replace("$(DEMO_BF16)", "--bf16")
+    line = re.search(r"resnet-lab train (.*)", text).group(1).replace("$(DEMO_BF16)", "--bf16" if native_bf16 else "")
     flags = shlex.split(line)
     i = flags.index("--out")
     return flags[:i] + flags[i + 2:]
@@ -651,8 +651,10 @@ def test_make_demo_asks_for_bf16_only_where_the_cpu_has_native_bfloat16(tmp_path
         assert out.stdout.strip() == want, flags
 
 
-def test_peer_runs_the_flags_of_make_demo():
-    assert peer_torchvision.recipe_flags() == _makefile_demo_flags()
+@pytest.mark.parametrize("native", [True, False])
+def test_peer_runs_the_flags_of_make_demo(native, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "emulated_bf16", lambda device: not native)
+    assert peer_torchvision.recipe_flags() == _makefile_demo_flags(native)
 
 
 def test_peer_recipe_changes_reach_both_sides_through_resnet_labs_parser():
