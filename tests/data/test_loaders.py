@@ -447,6 +447,8 @@ def test_the_loader_refuses_a_crop_padding_over_half_the_side_and_stats_of_the_w
     loader(x, y, augment=True, padding=4)  # half of the shorter side: the largest allowed
     with pytest.raises(ValueError, match=r"crop_padding 5 .* between 0 and half the image side \(4 px of 8\)"):
         loader(x, y, augment=True, padding=5)
+    with pytest.raises(ValueError, match=r"crop_padding -1 .* between 0 and half"):  # a negative pad would crop inward
+        loader(x, y, augment=True, padding=-1)
     with pytest.raises(ValueError, match=r"mean/std need 3 values \(one per channel\), got 2/3"):
         loader(x, y, mean=(0.5, 0.5))
     with pytest.raises(ValueError, match=r"got 3/1"):
@@ -502,3 +504,52 @@ def test_subset_after_per_class_takes_its_images_from_the_per_class_selection_st
     assert torch.bincount(both.train.labels, minlength=10).tolist() == [2] * 10
     pool = {(bytes(img.numpy()), int(y)) for img, y in zip(per.train.images, per.train.labels)}
     assert all((bytes(img.numpy()), int(y)) in pool for img, y in zip(both.train.images, both.train.labels))
+
+
+@pytest.mark.parametrize("kw, named", [({"batch_size": 0}, "batch_size=0"), ({"rank": 2, "world_size": 2}, "rank=2"),
+                                       ({"rank": -1, "world_size": 2}, "rank=-1"), ({"world_size": 0}, "world_size=0")])
+def test_batch_slices_refuse_an_empty_batch_and_a_rank_outside_the_world_naming_the_value(kw, named):
+    # docstring: batch_size >= 1 and 0 <= rank < world_size; a batch of 0 would divide by zero, rank
+    # == world_size would read past every other rank's slice
+    with pytest.raises(ValueError, match=rf"need batch_size >= 1 and 0 <= rank < world_size, got .*{named}"):
+        batch_slices(10, **{"batch_size": 4, "drop_last": False, **kw})
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_labels_of_any_integer_type_come_out_int64(dtype):
+    # the documented output: int64 (B,) labels, whatever integer type the dataset stores
+    x, y = dataset(16)
+    _, yb = next(iter(loader(x, y.to(dtype), shuffle=False)))
+    assert yb.dtype == torch.int64 and yb.tolist() == list(range(8))
+
+
+def test_a_state_without_a_position_resumes_at_the_start_of_its_epoch():
+    # load_state_dict reads "position" when there is one: a state of just {"epoch": 2} is that epoch whole
+    x, y = dataset(40)
+    ld, fresh = loader(x, y), loader(x, y)
+    next(iter(ld))
+    ld.load_state_dict({"epoch": 2})
+    fresh.set_epoch(2)
+    assert epoch_indices(ld) == epoch_indices(fresh) == epoch_permutation(40, 3, 2).tolist()
+
+
+class _IndexDataset(torch.utils.data.Dataset):
+    """Each sample is its own index: a streamed epoch shows its order."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int):
+        return torch.tensor([i]), i % 2
+
+
+def test_a_streamed_epoch_is_served_in_that_epochs_order():
+    # the module's contract: epoch order is epoch_permutation(n, seed, epoch), for the streaming
+    # loader as for the in-memory one: each epoch its own order, the in-memory loader's
+    from resnet_lab.data.loaders import StreamingLoader
+
+    streamed = StreamingLoader(_IndexDataset(), batch_size=4, shuffle=True, seed=6, num_workers=0)
+    in_memory = loader(*dataset(20), batch_size=4, seed=6)
+    orders = [[int(i) for x, _ in streamed for i in x.flatten()] for _ in range(3)]
+    assert orders == [epoch_indices(in_memory) for _ in range(3)]
+    assert orders == [epoch_permutation(20, 6, e).tolist() for e in range(3)] and orders[0] != orders[1]
