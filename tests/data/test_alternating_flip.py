@@ -199,3 +199,23 @@ def test_cli_flip_alternate_with_no_augment_says_so_in_one_line(capsys):
     code = main(["train", "--model", "resnet8", *TINY, "--flip", "alternate", "--no-augment"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: flip_mode 'alternate'") and err.count("\n") == 1
+
+
+def test_with_an_odd_count_epoch_0_flips_the_smaller_half_and_epoch_1_the_larger():
+    # alternating_flips' contract: exactly n // 2 samples (24 of 49) in even epochs, the other 25 in
+    # odd ones; 7 batches of 7, so no tail is dropped and every image is seen
+    images = _images(49)
+    loader = _loader(images, flip_mode="alternate", batch_size=7)
+    flips = [_flips_seen(loader, images, e) for e in range(3)]
+    assert [int(f.sum()) for f in flips] == [24, 25, 24]
+    assert torch.equal(flips[1], ~flips[0]) and torch.equal(flips[2], flips[0])
+
+
+def test_augment_params_without_an_order_are_the_flips_an_unshuffled_loader_draws():
+    # augment_params(epoch) computes the epoch's order itself when none is given: for a test-order
+    # (unshuffled) loader that is the stored order, so it says what the loader's batches showed
+    images = _images(48)
+    loader = _loader(images, flip_mode="alternate", shuffle=False)
+    for epoch in (0, 1):
+        shown = _flips_seen(loader, images, epoch)
+        assert torch.equal(loader.augment_params(epoch)[2], shown)
