@@ -46,9 +46,10 @@ def test_translate_by_the_black_pixel_fill_equals_the_training_pad_crop_then_nor
         assert torch.allclose(translate(norm(raw), dy, dx, fill), trained, atol=1e-6)
 
 
-def test_translate_refuses_a_shift_that_leaves_the_frame():
-    with pytest.raises(ValueError, match=r"\(0, 5\) px moves a 5x5 image out of its frame"):
-        translate(torch.zeros(1, 1, 5, 5), 0, 5)
+@pytest.mark.parametrize("dy, dx", [(0, 5), (0, -5), (5, 0), (-5, 0), (6, 1)])
+def test_translate_refuses_a_shift_that_leaves_the_frame(dy, dx):
+    with pytest.raises(ValueError, match=rf"\({dy}, {dx}\) px moves a 5x5 image out of its frame"):
+        translate(torch.zeros(1, 1, 5, 5), dy, dx)
 
 
 def test_tta_views_are_the_images_their_mirrors_and_the_four_shifts_of_each():
