@@ -86,6 +86,7 @@ def test_to_model_input_is_preprocess_with_a_batch_dimension_and_invert_flips_th
     (((3, 8, 8), [0.5, 0.5], [0.5], "whole"), r"must have 1 or 3 entries"),
     (((3, 8, 8), [0.5], [0.5, 0.5], "whole"), r"must have 1 or 3 entries"),
     (((3, 8, 8), [0.5], [0.5], "stretch"), r"resize must be 'whole', 'crop' or 'auto', got 'stretch'"),
+    (((3, 8, 8), [0.5], [float("inf")], "whole"), r"std must be > 0 in every channel, got \[inf\]"),  # all zeros
 ])
 def test_bad_arguments_are_value_errors_naming_them(args, match):
     with pytest.raises(ValueError, match=match):
@@ -208,6 +209,8 @@ def test_a_model_json_without_resize_crops_a_large_input_as_auto_says():
     meta = {"input_size": [3, 96, 96], "mean": [0.0], "std": [1.0]}
     x = to_model_input(Image.fromarray(arr), meta)
     assert x.shape == (1, 3, 96, 96) and x.max() < 0.05
+    # train writes "resize": null for a dataset info without one: read as "auto" too
+    assert torch.equal(to_model_input(Image.fromarray(arr), {**meta, "resize": None}), x)
 
 
 def test_float_images_of_0_to_1_map_1_to_white():
@@ -248,3 +251,13 @@ def test_in_memory_gray_is_pils_luma_and_the_resize_treats_every_chunk_alike():
     one_by_one = torch.cat([resize_images(x[i:i + 1], (4, 5)) for i in range(5)])
     for chunk in (1, 2, 3, 4096):
         assert torch.equal(resize_images(x, (4, 5), chunk=chunk), one_by_one)
+
+
+def test_one_mean_and_three_stds_normalize_each_channel_by_its_own_std():
+    # check_preprocess lets mean and std each have 1 or C entries; a float64 recomputation of a flat
+    # RGB image: (v / 255 - 0.5) / std_c for each channel c
+    img = Image.new("RGB", (8, 8), (40, 120, 200))
+    ours = preprocess(img, (3, 8, 8), [0.5], [0.2, 0.25, 0.3], "whole")
+    want = [(v / 255 - 0.5) / s for v, s in zip((40, 120, 200), (0.2, 0.25, 0.3))]
+    torch.testing.assert_close(ours.double(), torch.tensor(want, dtype=torch.float64).view(3, 1, 1).expand(3, 8, 8),
+                               atol=1e-5, rtol=0)
