@@ -170,3 +170,18 @@ def test_a_scale_or_ratio_range_that_is_empty_or_out_of_bounds_is_refused(scale,
     # the documented ranges: 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]
     with pytest.raises(ValueError, match=r"need 0 < scale\[0\] <= scale\[1\] <= 1 and 0 < ratio\[0\] <= ratio\[1\]"):
         sample_erase_params(4, 8, 8, 0.5, torch.Generator(), scale=scale, ratio=ratio)
+
+
+def test_a_rectangle_of_fixed_size_sits_at_every_position_where_it_fits_equally_often():
+    """The docstring's "at a uniform position where it fits": a 4x4 rectangle on an 8x8 image has
+    5 x 5 places. Rounding the draw instead of flooring it gave the first and last rows half the
+    weight of the others and passed every test."""
+    n = 50_000
+    top, left, eh, ew = sample_erase_params(n, 8, 8, 1.0, torch.Generator().manual_seed(0), scale=(0.25, 0.25),
+                                            ratio=(1.0, 1.0))
+    assert (eh == 4).all() and (ew == 4).all()
+    for where in (top, left):
+        counts = torch.bincount(where, minlength=5)
+        assert len(counts) == 5  # 0 .. 8 - 4, never past the image
+        # n / 5 = 10000 each; binomial sd sqrt(n p (1 - p)) ~ 89: 6 sd is a tolerance no real draw misses
+        assert (counts - n / 5).abs().max() < 6 * math.sqrt(n * 0.2 * 0.8), counts.tolist()
