@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
-__all__ = ["count"]
+__all__ = ["count", "user_stacklevel"]
 
 
 def count(n: int, noun: str) -> str:
@@ -38,3 +39,13 @@ def interrupted_words(e: KeyboardInterrupt) -> str:
         return (f"rank {os.environ.get('RANK', '?')}: stopped by torchrun (SIGTERM): another process failed (its "
                 "error says why) or the job was interrupted")
     return "interrupted"
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the caller that names the first line outside
+    this package: the user's ``load_data(...)``, not a line of ours some calls deeper (a fixed
+    level named a line of loaders.py for load_data's callers, and a line of sys for batch_slices')."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == __name__.partition(".")[0]:
+        frame, level = frame.f_back, level + 1
+    return level

@@ -553,3 +553,13 @@ def test_a_streamed_epoch_is_served_in_that_epochs_order():
     orders = [[int(i) for x, _ in streamed for i in x.flatten()] for _ in range(3)]
     assert orders == [epoch_indices(in_memory) for _ in range(3)]
     assert orders == [epoch_permutation(20, 6, e).tolist() for e in range(3)] and orders[0] != orders[1]
+
+
+def test_the_small_dataset_warning_names_the_users_line_not_ours():
+    """A fixed stacklevel named a line of loaders.py for load_data's callers (and a line of sys for
+    batch_slices'): a warning should point at the call the user can change."""
+    with pytest.warns(UserWarning, match="only 40 samples for a global batch of 64") as through_load_data:
+        load_data("fake", subset=40, batch_size=64)
+    with pytest.warns(UserWarning, match="only 40 samples for a global batch of 64") as direct:
+        batch_slices(40, 64, drop_last=True)
+    assert {w.filename for w in [*through_load_data, *direct]} == {__file__}

@@ -20,6 +20,7 @@ import torch
 
 from .config import MIN_IMAGE_SIZE, DataConfig, check_device_present, data_config, pick_device
 from .folder import ImageFileDataset
+from .._text import user_stacklevel
 from .loaders import InMemoryLoader, StreamingLoader
 from .selection import check_classes, keep_classes, select_training
 from .sources import FAKE_TRAIN_SAMPLES, find_folder_samples, read_arrays
@@ -196,7 +197,7 @@ def _load_folder(config: DataConfig) -> DataBundle:
     if idx is not None:
         train_s = [train_s[i] for i in idx.tolist()]
     if not test_s:
-        warnings.warn(f"the test split of {config.data_dir} is empty; add images or a val/ folder", stacklevel=3)
+        warnings.warn(f"the test split of {config.data_dir} is empty; add images or a val/ folder", stacklevel=user_stacklevel())
     size = config.image_size or _folder_image_size(found.sizes)
     channels = config.channels
     mean, std = config.mean, config.std

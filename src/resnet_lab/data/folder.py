@@ -20,6 +20,8 @@ from typing import Callable, Iterator
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .._text import user_stacklevel
+
 __all__ = ["FolderScan", "ImageFileDataset", "scan_class_folders", "find_split_dirs", "BadImageWarning",
            "NoDecodableImageError", "display_name"]
 
@@ -127,7 +129,7 @@ def _warn_loose_images(root: Path) -> None:
                    if not _hidden(p.name) and p.suffix.lower() in images and p.is_file())
     if loose:
         warnings.warn(f"{len(loose)} image(s) directly in {root} are not in a class folder and are not used, e.g. "
-                      f"{loose[0]!r}; move them into {root}/<class>/ to train on them", stacklevel=3)
+                      f"{loose[0]!r}; move them into {root}/<class>/ to train on them", stacklevel=user_stacklevel())
 
 
 def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None) -> FolderScan:
@@ -195,7 +197,7 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
             empty.append(name)
     if bad:  # one line, each name quoted whole: "bad  two  spaces.png" keeps its spaces, a newline shows as \n
         shown = "; ".join(f"{p!r} ({why})" for p, why in bad)
-        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}: {shown}", BadImageWarning, stacklevel=2)
+        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}: {shown}", BadImageWarning, stacklevel=user_stacklevel())
     if twice:
         first_path, first, p, second = twice[0]
         raise ValueError(
@@ -235,7 +237,7 @@ def find_split_dirs(root: str | os.PathLike) -> tuple[Path, Path | None]:
         if unused:  # a test/ beside val/: say which one the test split is, rather than skip it silently
             warnings.warn(f"{root}: {val.name}/ is the test split; {', '.join(f'{u}/' for u in unused)} "
                           f"{'is' if len(unused) == 1 else 'are'} not used (evaluate a run on it with "
-                          f"--data-dir pointing at a folder whose val/ it is)", stacklevel=2)
+                          f"--data-dir pointing at a folder whose val/ it is)", stacklevel=user_stacklevel())
         return train, val
     if train is not None or val is not None:
         raise ValueError(_half_split(root, train, val))

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from .._text import user_stacklevel
 from .config import check_device_present, pick_device
 from .transforms import (
     alternating_flips,
@@ -96,7 +97,7 @@ def batch_slices(
             warnings.warn(
                 f"only {n} samples for a global batch of {gb}: using one batch of {per} per rank "
                 "instead of none; lower --batch-size to silence this",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
             out = [(rank * per, (rank + 1) * per)]
     return out
