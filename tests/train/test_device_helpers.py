@@ -81,5 +81,6 @@ def test_train_warns_of_an_emulated_bf16_at_its_start(bf16_flag, amx, bf16, warn
     train(TinyNet(), make_bundle(), TrainConfig(epochs=1, lr=0.05, bf16=bf16, device="cpu", progress=False),
           log=lambda line: None)
     said = [str(w.message) for w in recwarn if "is emulated here and slower than float32" in str(w.message)]
+    assert all(w.filename == __file__ for w in recwarn if str(w.message) in said)  # the user's train(...) line
     assert said == (["this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
                      "float32: leave it out for speed"] if warned else [])

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._text import count
+from .._text import count, user_stacklevel
 from ..data.loaders import InMemoryLoader, StreamingLoader
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
@@ -611,9 +611,6 @@ def train(
     board, t_start = None, time.perf_counter()
     try:  # from here on, whatever happens, the run directory's lock is let go
         run.say(_start_line(run.base, run.device, config, run.steps, pos))
-        if config.bf16 and run.job.is_main and emulated_bf16(run.device):
-            warnings.warn("this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
-                          "float32: leave it out for speed", stacklevel=2)
         board = open_tensorboard(config, run.base, run.facts, start_epoch=pos.epoch, is_main=run.job.is_main)
         t_start = time.perf_counter()
         with _GracefulStop.for_run(run).installed() as stop:
@@ -798,6 +795,9 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
         _restore_caller(caller, quiet=True)
         raise
     run.caller = caller
+    if config.bf16 and run.job.is_main and emulated_bf16(run.device):
+        warnings.warn("this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
+                      "float32: leave it out for speed", stacklevel=user_stacklevel())
     return run
 
 
