@@ -68,19 +68,25 @@ def test_emulated_bf16_agrees_with_the_cpus_own_flags():
     assert emulated_bf16(torch.device("cuda")) is False and emulated_bf16(torch.device("meta")) is False
 
 
+@pytest.mark.parametrize("entry", ["train", "lr_find"])
 @pytest.mark.parametrize("bf16_flag, amx, bf16, warned", [(False, False, True, True), (True, False, True, False),
                                                           (False, True, True, False), (False, False, False, False)])
-def test_train_warns_of_an_emulated_bf16_at_its_start(bf16_flag, amx, bf16, warned, monkeypatch, recwarn):
+def test_train_and_lr_find_warn_of_an_emulated_bf16_at_their_start(entry, bf16_flag, amx, bf16, warned, monkeypatch,
+                                                                    recwarn):
     """On an x86 CPU without AVX512-BF16 or AMX, --bf16 ran about 2x slower than float32 without a word."""
-    from resnet_lab.train import TrainConfig, train
+    from resnet_lab.train import TrainConfig, lr_find, train
     from tinytrain import TinyNet, make_bundle
 
     monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_flag)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    train(TinyNet(), make_bundle(), TrainConfig(epochs=1, lr=0.05, bf16=bf16, device="cpu", progress=False),
-          log=lambda line: None)
-    said = [str(w.message) for w in recwarn if "is emulated here and slower than float32" in str(w.message)]
-    assert all(w.filename == __file__ for w in recwarn if str(w.message) in said)  # the user's train(...) line
-    assert said == (["this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
-                     "float32: leave it out for speed"] if warned else [])
+    config = TrainConfig(epochs=1, lr=0.05, bf16=bf16, device="cpu", progress=False)
+    if entry == "train":
+        train(TinyNet(), make_bundle(), config, log=lambda line: None)
+    else:
+        lr_find(TinyNet(), make_bundle(), config, steps=5)
+    said = [w for w in recwarn if "is emulated here and slower than float32" in str(w.message)]
+    assert [str(w.message) for w in said] == (["this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is "
+                                               "emulated here and slower than float32: leave it out for speed"]
+                                              if warned else [])
+    assert all(w.filename == __file__ for w in said)  # the user's line, not one of ours

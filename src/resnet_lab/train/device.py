@@ -3,13 +3,16 @@ that an exact resume restores."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
+from .._text import user_stacklevel
 from ..data.config import check_device_name, check_device_present, pick_device
 
 __all__ = ["amp_dtype", "autocast", "check_fp16", "emulated_bf16", "get_rng_state", "resolve_device", "set_rng_state",
-           "unwrap"]
+           "unwrap", "warn_emulated_bf16"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -50,6 +53,14 @@ def emulated_bf16(device: torch.device) -> bool:
         return False
     x86 = cpu._is_avx2_supported() or cpu._is_avx512_supported()
     return bool(x86 and not cpu._is_avx512_bf16_supported() and not cpu._is_amx_tile_supported())
+
+
+def warn_emulated_bf16(device: torch.device, bf16: bool) -> None:
+    """Warn, naming the user's line, when ``bf16`` autocast would be emulated on ``device``
+    (:func:`emulated_bf16`): train and lr_find would run slower than in float32 without a word."""
+    if bf16 and emulated_bf16(device):
+        warnings.warn("this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
+                      "float32: leave it out for speed", stacklevel=user_stacklevel())
 
 
 def unwrap(model: nn.Module) -> nn.Module:

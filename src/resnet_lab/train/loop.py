@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._text import count, user_stacklevel
+from .._text import count
 from ..data.loaders import InMemoryLoader, StreamingLoader
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
@@ -39,7 +39,7 @@ from .averaging import WeightAveraging
 from .bars import bar_disable
 from .checkpoint import Checkpointer, Position, run_facts, warm_restart_command
 from .config import TrainConfig
-from .device import amp_dtype, autocast, check_fp16, emulated_bf16, resolve_device, unwrap
+from .device import amp_dtype, autocast, check_fp16, resolve_device, unwrap, warn_emulated_bf16
 from .distributed import DistContext, dist_env
 from .metrics import confusion_matrix, per_class_accuracy
 from .mixing import Mix, mix_batch, mix_rng
@@ -795,9 +795,8 @@ def _setup_run(model: nn.Module, data, config: TrainConfig, meta: dict | None, l
         _restore_caller(caller, quiet=True)
         raise
     run.caller = caller
-    if config.bf16 and run.job.is_main and emulated_bf16(run.device):
-        warnings.warn("this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is emulated here and slower than "
-                      "float32: leave it out for speed", stacklevel=user_stacklevel())
+    if run.job.is_main:
+        warn_emulated_bf16(run.device, config.bf16)
     return run
 
 

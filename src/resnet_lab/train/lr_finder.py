@@ -34,7 +34,7 @@ from ..figures import check_png_path, new_figure, save_png
 from ..models.registry import check_module
 from .bars import bar_disable
 from .config import TrainConfig
-from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap
+from .device import check_fp16, get_rng_state, resolve_device, set_rng_state, unwrap, warn_emulated_bf16
 from .loop import TrainingDiverged, check_model_fits_info, no_batch_way_out, train_one_epoch
 from .optim import build_optimizer
 
@@ -276,6 +276,7 @@ def lr_find(
                         f"{type(loader).__name__}")
     device = resolve_device(config.device)
     check_fp16(device, config.fp16)
+    warn_emulated_bf16(device, config.bf16)
     base, record = unwrap(model), _Recorder(beta, diverge)
     with _state_kept(base, loader, device):
         _seed(config.seed, device)
