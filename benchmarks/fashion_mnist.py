@@ -216,9 +216,11 @@ def native_precision(stage: str) -> str:
     x86 without AVX512-BF16 or AMX, where bf16 is slower than float32 and train warns of it), as
     `make demo` leaves it out there; on a GPU (``--device``, default auto) it stays. The recorded
     command is the one that ran."""
-    words = shlex.split(stage)
-    device = next((w.split("=", 1)[1] for w in words if w.startswith("--device=")), None)
-    device = words[words.index("--device") + 1] if "--device" in words else device or "auto"
+    words, device = shlex.split(stage), "auto"
+    for i, word in enumerate(words):  # --device cuda or --device=cuda, as seeded() reads --seed
+        name, eq, value = word.partition("=")
+        if name == "--device":
+            device = value if eq else words[i + 1]
     if "--bf16" not in words or not emulated_bf16(resolve_device(device)):
         return stage
     return shlex.join(w for w in words if w != "--bf16")
@@ -227,11 +229,11 @@ def native_precision(stage: str) -> str:
 def _train_recipe(name: str, out_root: Path, env: dict[str, str], seed: int | None = None) -> dict:
     purpose, target, budget, args = RECIPES[name]
     stages = (args,) if isinstance(args, str) else args
-    ran = tuple(native_precision(seeded(stage, seed)) for stage in stages)  # every stage gets the seed
-    if ran != tuple(seeded(stage, seed) for stage in stages):
+    asked = tuple(seeded(stage, seed) for stage in stages)  # every stage gets this one
+    stages = tuple(native_precision(stage) for stage in asked)
+    if stages != asked:
         print(f"[{name}] this CPU has neither AVX512-BF16 nor AMX: --bf16 is left out (emulated, it is slower than "
               "float32)", flush=True)
-    stages = ran
     out = out_root / name if seed is None else out_root / name / f"seed{seed}"
     # An earlier run of it waits beside, and comes back if this one fails or is stopped: a re-run
     # never loses a finished run before it has a new one.

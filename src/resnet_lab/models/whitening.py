@@ -99,7 +99,7 @@ def patch_whitening(
         raise ValueError(f"images of {h}x{w} px are smaller than the {kh}x{kw} kernel{spans}: no patch to whiten")
     d = c * kh * kw
     moments, total, count = torch.zeros(d, d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0
-    per_image = d * (h - (kh - 1) * dilation[0]) * (w - (kw - 1) * dilation[1])
+    per_image = d * (h - span_h + 1) * (w - span_w + 1)
     for chunk in images.split(max(1, _CHUNK_VALUES // per_image)):
         x = chunk.detach().to("cpu", torch.float64)
         patches = F.unfold(x, (kh, kw), dilation=dilation).transpose(1, 2).reshape(-1, d)  # (B*L, D)
