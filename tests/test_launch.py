@@ -2,6 +2,7 @@
 (the first seconds of every command) ends in one line, like one later, and not in a traceback."""
 
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -58,9 +59,15 @@ cli._parse = parse
 LAUNCH = "from resnet_lab._launch import main; raise SystemExit(main())"
 
 
+def _as_a_foreground_command() -> None:
+    # A shell starts a background job (`make test &`) with SIGINT ignored, Python keeps it so, and the
+    # Ctrl-C these tests send would do nothing: the child starts as one typed at a terminal does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, **(env or {})}, preexec_fn=_as_a_foreground_command)
 
 
 def test_importing_the_package_loads_no_torch_and_every_public_name_loads_on_use():
