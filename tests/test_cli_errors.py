@@ -665,29 +665,38 @@ def test_evaluate_with_an_image_size_no_model_can_take_names_that_flag_alone_bef
     assert "--tta-shift" not in err
 
 
-def test_an_allocation_that_cannot_fit_is_one_line_naming_the_sizes_to_lower(capsys):
-    # 3 x 10^7 x 10^7 floats: no machine has the 1.2 PB, and torch's CPU allocator refuses at once
-    assert main(["summary", "resnet8", "--input-size", "3", "10000000", "10000000"]) == 2
-    err = _one_line_error(capsys, "out of memory (")
-    assert "GiB asked): lower --batch-size, --image-size (or summary's --input-size)" in err
+def test_an_allocation_that_cannot_fit_is_one_line_giving_the_size_asked_in_gib(capsys, monkeypatch):
+    # 3 x 10^14 floats through torch's real CPU allocator: no machine has the 1.2 PB, and it refuses at once
+    import torch
+
+    def command(args):
+        torch.empty(3 * 10**14)
+
+    monkeypatch.setitem(cli.COMMANDS, "models", command)
+    assert main(["models"]) == 2
+    err = _one_line_error(capsys, f"out of memory ({3 * 10**14 * 4 / 2**30:.1f} GiB asked): lower --batch-size, "
+                                  "--image-size (or summary's --input-size)")
     assert "alloc_cpu" not in err and "enforce fail" not in err
 
 
-@pytest.mark.parametrize("classes, asked", [(10**12, "GiB asked"), (2**63 - 1, "more than 2^63 bytes asked")])
-def test_an_allocation_that_cannot_fit_names_the_class_count_that_asked_for_it(capsys, classes, asked):
-    # the classifier alone: 64 features x classes float32 weights, past any machine's memory
-    assert 64 * classes * 4 > 2**47  # 128 TiB
-    assert main(["summary", "resnet20", "--num-classes", str(classes)]) == 2
-    err = _one_line_error(capsys, "out of memory (")
-    assert asked in err and f"lower --num-classes (now {classes}), --batch-size" in err
+def test_summary_sizes_a_model_or_an_input_no_machine_holds_without_allocating_it(capsys):
+    """summary builds on the meta device: its memory estimate is there to say what will not fit. A
+    class count past torch's sizes (2^63 bytes) is still one line naming --num-classes."""
+    import torch
+
+    from resnet_lab import create_model
+
+    classes = 10**12  # the classifier alone: 64 features x 10^12 float32 weights, 238 TiB
+    assert main(["summary", "resnet20", "--num-classes", str(classes), "--json"]) == 0
+    per_class = 64 + 1  # a weight row and a bias
+    ten = sum(p.numel() for p in create_model("resnet20", num_classes=10).parameters())  # the reference count
+    assert json.loads(capsys.readouterr().out)["total_params"] == ten - 10 * per_class + classes * per_class
+    assert main(["summary", "resnet8", "--input-size", "3", "10000000", "10000000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_bytes"] == 3 * 10**14 * torch.finfo(torch.float32).bits // 8
+    assert main(["summary", "resnet20", "--num-classes", str(2**63 - 1)]) == 2
+    err = _one_line_error(capsys, "out of memory (more than 2^63 bytes asked): ")
+    assert f"lower --num-classes (now {2**63 - 1}), --batch-size" in err
     assert "Exception raised from" not in err and "frame #" not in err
-
-
-def test_an_allocation_that_cannot_fit_gives_the_size_asked_in_gib(capsys):
-    classes = 10**12
-    assert main(["summary", "resnet20", "--num-classes", str(classes)]) == 2
-    asked = 64 * classes * 4 / 2**30  # the classifier's float32 weight, 64 features x classes, in GiB of 2^30 bytes
-    _one_line_error(capsys, f"out of memory ({asked:.1f} GiB asked): lower --num-classes")
 
 
 def test_an_out_of_memory_error_is_one_line_with_exit_2_naming_what_to_lower(capsys, monkeypatch):

@@ -506,12 +506,13 @@ def cmd_summary(args) -> int:
     if args.depth < 1:
         raise ValueError(f"--depth must be at least 1 (1: the top-level modules), got {args.depth}")
     k = args.num_classes if args.num_classes is not None else info.num_classes
-    model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=_small_input(args, size[1]),
-                         norm=args.norm or "batch")
+    with torch.device("meta"):  # shapes and MACs need no weights: vgg19's 143M were 2 s of allocation and init
+        model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=_small_input(args, size[1]),
+                             norm=args.norm or "batch")
     _check_norm_flag(args, model)
     arch = dict(model.model_config)
     check_input_size(arch.pop("name"), size, flag="--input-size", **arch)
-    s = summarize(model, size, depth=args.depth)
+    s = summarize(model, size, depth=args.depth, device="meta")
     print(json.dumps(s.to_dict(), indent=2) if args.json else s.to_text())
     return 0
 

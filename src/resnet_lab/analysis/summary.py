@@ -206,7 +206,10 @@ def summarize(
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     # a generator of its own: the caller's global RNG is not drawn from (the counts never depend on the values)
-    x = torch.randn(batch_size, *input_size, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
+    if torch.device(device).type == "meta":  # shapes only: a 1 PB input is summarized, not allocated on the CPU first
+        x = torch.empty(batch_size, *input_size, dtype=dtype, device=device)
+    else:
+        x = torch.randn(batch_size, *input_size, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(device)
     modes = [(m, m.training) for m in model.modules()]  # each module's own (a BN put in eval in a training model)
     try:
         model.eval()
