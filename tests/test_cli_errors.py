@@ -757,20 +757,6 @@ def test_a_run_whose_first_save_failed_starts_again_with_the_same_command(tmp_pa
     assert (out / "model.json").exists() and len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_a_plain_vgg_run_saved_with_another_norm_by_an_earlier_version_still_loads(tmp_path, capsys):
-    """Earlier versions accepted --norm group on vgg11 and recorded it; rebuilding from that
-    model.json must not trip the refusal meant for the flag."""
-    run = tmp_path / "vgg"
-    args = ["--model", "vgg11", "--dataset", "fake", "--image-size", "32", "--subset", "32", "--batch-size", "16",
-            "--epochs", "1", "--no-progress"]
-    assert main(["train", *args, "--out", str(run)]) == 0
-    meta = json.loads((run / "model.json").read_text())
-    assert meta["arch"]["norm"] == "none"
-    meta["arch"]["norm"] = "group"  # as an earlier version wrote it
-    (run / "model.json").write_text(json.dumps(meta))
-    assert main(["evaluate", str(run)]) == 0
-
-
 @pytest.mark.parametrize("command", ["export", "lr-find", "report"])
 def test_an_output_named_without_its_suffix_is_refused_on_the_first_write_too(trained, tmp_path, capsys, command):
     """Written once without a suffix, the file could not be told from a stranger's the next time."""

@@ -494,7 +494,8 @@ def test_fast_cifar_variants_count_what_their_layers_hold(name, depth, widths):
     assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, widths[-1], 4, 4)
 
 
-@pytest.mark.parametrize("name, kwargs", [("resnet20", {"weights": "fashion-mnist"}), ("vgg11_bn", {}),
+@pytest.mark.parametrize("name, kwargs", [("resnet20", {"weights": "fashion-mnist"}),
+                                          ("vgg11_bn", {"hidden_dim": 16, "pool_size": 1}),  # a small head (the full one: 480 MB)
                                           ("googlenet", {"aux_logits": True}), ("resnet20", {"stacked_head": 4})],
                          ids=["shipped_weights", "vgg", "googlenet_aux", "stacked_head"])
 def test_a_reset_classifier_is_what_save_model_records_and_load_model_rebuilds(tmp_path, name, kwargs):

@@ -115,15 +115,19 @@ def test_resuming_with_another_norm_of_the_same_tensors_is_refused_naming_norm(t
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
+# 16 px images without the last max-pool, and a small head: seconds, not minutes, and files of 37 MB, not 500
+SMALL_VGG = dict(small_input=True, hidden_dim=16, pool_size=1)
+
+
 def _plain_vgg_run_of_old(run, norm: str):
     """A vgg11 run as resnet-lab wrote it before 2026-12-03: model.json's arch recorded the norm flag
-    (create_model's default "batch"), though the plain VGGs have no norm layer. A small head
-    (hidden_dim, pool_size) keeps its files small; --resume rebuilds it from model.json."""
+    (create_model's default "batch"), though the plain VGGs have no norm layer. --resume rebuilds
+    the small model from model.json."""
     import json
 
-    data = load_data("fake", subset=64, batch_size=32, image_size=32)
+    data = load_data("fake", subset=64, batch_size=32, image_size=16)
     torch.manual_seed(0)
-    train(create_model("vgg11", num_classes=10, hidden_dim=16, pool_size=1), data,
+    train(create_model("vgg11", num_classes=10, **SMALL_VGG), data,
           TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False))
     meta = json.loads((run / "model.json").read_text())
     meta["arch"]["norm"] = norm
@@ -139,7 +143,7 @@ def test_a_plain_vgg_run_recorded_with_a_norm_resumes_in_python(tmp_path, norm):
 
     run = tmp_path / "run"
     data = _plain_vgg_run_of_old(run, norm)
-    model = create_model("vgg11", num_classes=10, hidden_dim=16, pool_size=1)
+    model = create_model("vgg11", num_classes=10, **SMALL_VGG)
     assert load_meta(run)["arch"]["norm"] == model.model_config["norm"]  # what create_model records
     history = train(model, data, TrainConfig(epochs=2, out=str(run), resume=True, progress=False, plots=False))
     assert [r["epoch"] for r in history.epochs] == [1, 2]
@@ -151,7 +155,17 @@ def test_a_plain_vgg_run_recorded_with_norm_batch_resumes_from_the_cli(tmp_path,
 
     run = tmp_path / "run"
     _plain_vgg_run_of_old(run, "batch")
-    rc = main(["train", "--model", "vgg11", "--dataset", "fake", "--subset", "64", "--image-size", "32",
+    rc = main(["train", "--model", "vgg11", "--dataset", "fake", "--subset", "64", "--image-size", "16",
                "--batch-size", "32", "--epochs", "2", "--no-progress", "--out", str(run), "--resume"])
     assert rc == 0, capsys.readouterr().err
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+
+
+def test_a_plain_vgg_run_recorded_with_norm_group_still_evaluates_from_the_cli(tmp_path, capsys):
+    """Earlier versions accepted --norm group on vgg11 and recorded it: rebuilding from that model.json
+    must not trip the refusal meant for the flag."""
+    from resnet_lab.cli import main
+
+    run = tmp_path / "run"
+    _plain_vgg_run_of_old(run, "group")
+    assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
