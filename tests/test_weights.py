@@ -462,7 +462,7 @@ def test_a_damaged_or_stray_entry_leaves_the_other_weights_and_the_commands_work
     """The registry reads every JSON of the weights folder at import: a truncated entry (a damaged
     install) or a stray notes.json used to take every command down with a traceback, --help too."""
     package = tmp_path / "src" / "resnet_lab"
-    shutil.copytree(ROOT / "src" / "resnet_lab", package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src" / "resnet_lab", package)  # with its bytecode: copy2 keeps the mtimes it is checked by
     entry = package / "weights" / "resnet20-fashion-mnist.json"
     entry.write_text(entry.read_text()[:300])
     (package / "weights" / "notes.json").write_text("{}")

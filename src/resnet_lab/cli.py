@@ -36,7 +36,7 @@ from .deploy.export import export_run
 from .deploy.predict import OnnxPredictor, iter_predictions
 from .experiments import list_experiments, run_experiment
 from .figures import check_png_path
-from .models import check_input_size, create_model, list_models, model_info, whiten_first_conv
+from .models import check_input_size, create_model, list_models, meta_device, model_info, whiten_first_conv
 from .models.registry import small_stem_only
 from .nn import BatchNormBase
 from .weights import is_weights_name
@@ -485,7 +485,7 @@ def cmd_models(args) -> int:
     print(f"{'model':<22} {'family':<10} {'classes':>7} {'params':>10}")
     for name in names:
         info = model_info(name)
-        with torch.device("meta"):  # count without allocating (resnet1202, vgg19...)
+        with meta_device():  # count without allocating (resnet1202, vgg19...)
             n = sum(p.numel() for p in create_model(name, num_classes=info.num_classes).parameters())
         print(f"{name:<22} {info.family:<10} {info.num_classes:>7} {n / 1e6:>9.2f}M")
     return 0
@@ -506,7 +506,7 @@ def cmd_summary(args) -> int:
     if args.depth < 1:
         raise ValueError(f"--depth must be at least 1 (1: the top-level modules), got {args.depth}")
     k = args.num_classes if args.num_classes is not None else info.num_classes
-    with torch.device("meta"):  # shapes and MACs need no weights: vgg19's 143M were 2 s of allocation and init
+    with meta_device():  # shapes and MACs need no weights: vgg19's 143M were 2 s of allocation and init
         model = create_model(args.model, num_classes=k, in_channels=size[0], small_input=_small_input(args, size[1]),
                              norm=args.norm or "batch")
     _check_norm_flag(args, model)

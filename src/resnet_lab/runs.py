@@ -53,7 +53,7 @@ from torch import nn
 
 from .data.config import check_device_present
 from .data.folder import holds_out
-from .models import create_model, list_models, model_info
+from .models import create_model, list_models, meta_device, model_info
 
 try:
     import fcntl
@@ -945,7 +945,7 @@ def check_arch(meta: dict[str, Any], source: str | os.PathLike) -> None:
     model is built on the meta device: shapes only, no memory, no time."""
     arch = dict(meta.get("arch") or {})
     try:
-        with torch.device("meta"):
+        with meta_device():
             create_model(arch.pop("name", None), **arch)
     except (ValueError, TypeError) as e:
         raise _arch_error(source, e) from e

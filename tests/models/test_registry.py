@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import resnet_lab.models as models
-from resnet_lab.models import LinearWithHead, create_model, list_models, model_info, stack_head
+from resnet_lab.models import LinearWithHead, create_model, list_models, meta_device, model_info, stack_head
 from resnet_lab.models.layers import replace_linear
 
 # The CIFAR families the CLI used to recognise by a name regex before the registry knew them.
@@ -371,3 +372,35 @@ def test_a_docstring_calls_published_only_what_a_paper_or_its_named_source_publi
     ImageNet ResNets credited torchvision's counts to He et al. 2015, whose table 1 has FLOPs only."""
     doc = " ".join(getattr(models.resnet, name).__doc__.split())
     assert says in doc and ("Published" not in doc if "counted" in says else True)
+
+
+class _AtenOps(TorchDispatchMode):
+    """The aten operators that reach torch's dispatcher, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name, kwargs", [("vgg11_bn", dict(hidden_dim=16)), ("resnet20", {}), ("densenet40", {}),
+                                          ("googlenet", {}), ("wrn16_4", {}), ("preact_resnet110", {})])
+def test_meta_device_builds_what_a_real_build_does_without_drawing_random_numbers(name, kwargs):
+    """meta_device (the model list, summary, the size and run checks) skips the random draws that
+    cost 0.5 ms each on the meta device, and nothing else: the reference is a real build's tensors.
+    (VGG's Linear layers draw through nn.init.normal_, GoogLeNet's through trunc_normal_.)"""
+    real = create_model(name, num_classes=7, **kwargs)
+    with torch.device("meta"), _AtenOps() as plain_meta:
+        create_model(name, num_classes=7, **kwargs)
+    with meta_device(), _AtenOps() as ours:
+        meta = create_model(name, num_classes=7, **kwargs)
+    draws = {"normal_", "uniform_"}
+    assert draws & plain_meta.names and not draws & ours.names  # the spy sees a plain meta build's draws
+    assert meta.model_config == real.model_config and repr(meta) == repr(real)
+    assert {k: (v.shape, v.dtype) for k, v in meta.state_dict().items()} == {
+        k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
+    assert all(v.is_meta for v in meta.state_dict().values())
+    assert torch.empty(1).device.type == "cpu"  # and the default device is back

@@ -9,7 +9,7 @@ Per-layer MACs are the growth of the counter's total between a module's forward 
 forward hook, so they are exact per call. Operations that run outside any listed module (a
 functional matmul in a container's ``forward``) are in the total but in no row.
 
-Tip: a model built on the ``meta`` device (``with torch.device("meta"): model = ...``) is
+Tip: a model built on the ``meta`` device (``with resnet_lab.models.meta_device(): model = ...``) is
 summarized in milliseconds, since shapes and MACs need no arithmetic; pass ``device="meta"``.
 """
 

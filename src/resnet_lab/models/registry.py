@@ -19,12 +19,14 @@ import functools
 import inspect
 import operator
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..nn.norm import check_norm, has_norm_layers
 from ..weights import Weights, get_weights, in_torchvision
@@ -41,6 +43,7 @@ __all__ = [
     "create_model",
     "is_model",
     "list_models",
+    "meta_device",
     "model_family",
     "model_info",
     "register_model",
@@ -51,6 +54,35 @@ Builder = TypeVar("Builder", bound=Callable[..., nn.Module])  # register_model r
 # The input a model is designed for when its family is small-input (CIFAR) or not (ImageNet).
 _SMALL_DEFAULTS = ((3, 32, 32), 10)
 _IMAGENET_DEFAULTS = ((3, 224, 224), 1000)
+
+
+class _NoRandomInit(TorchFunctionMode):
+    """A random draw into a meta tensor returns the tensor: there are no values to draw, yet torch
+    runs ``normal_`` through its Python reference (about 0.5 ms a call, 4700 calls for the model
+    list, and 1.5 s to import torch._dynamo on the first). ``nn.init``'s own functions are caught
+    too: the tensor method they call inside is past this mode."""
+
+    DRAWS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, *(getattr(nn.init, f) for f in (
+        "normal_", "uniform_", "trunc_normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_",
+        "xavier_uniform_"))})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.DRAWS:
+            tensor = args[0] if args else kwargs.get("tensor")  # nn.init passes it by keyword
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def meta_device() -> Iterator[None]:
+    """Build models for their structure only: ``with meta_device(): model = create_model("vgg19")``
+    gives parameters with shapes and no storage, as ``torch.device("meta")`` does, and skips the
+    random initialization that would draw nothing (listing every model: 7.5 s of CPU, now about 2).
+    Shapes, parameter counts, ``model_config`` and a meta-device forward pass are the same."""
+    with torch.device("meta"), _NoRandomInit():
+        yield
 
 
 @dataclass(frozen=True)
@@ -408,7 +440,7 @@ def check_input_size(name: str, input_size: Sequence[int], *, flag: str = "--ima
     if any(int(v) < 1 for v in tuple(input_size)[-2:]):
         raise ValueError(f"{flag} must give a height and width of at least 1 px, got {tuple(input_size)} (C, H, W)")
     try:
-        with torch.device("meta"), torch.no_grad():
+        with meta_device(), torch.no_grad():
             create_model(name, **kwargs).eval()(torch.empty(2, *input_size))
     except RuntimeError as e:
         if "too small" not in str(e):

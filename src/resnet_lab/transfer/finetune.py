@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..data import DataConfig
 from ..data.config import DEFAULT_VAL_FRACTION
 from ..data.folder import holds_out
-from ..models import create_model
+from ..models import create_model, meta_device
 from ..models.registry import check_num_classes
 from ..runs import FROZEN_DIR, arch_outputs, load_meta, settle_run_dir
 from ..train import train
@@ -146,7 +146,7 @@ def check_unfreeze_from(source: WeightSource, unfreeze_from: str | None) -> None
     if unfreeze_from is None:
         return
     arch = dict(source.arch)
-    with torch.device("meta"):
+    with meta_device():
         model = create_model(arch.pop("name"), **arch)
     params_from(model, unfreeze_from)
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.hub import HASH_REGEX, download_url_to_file, get_dir
 
-from ..models import create_model, is_model, model_info
+from ..models import create_model, is_model, meta_device, model_info
 from ..runs import check_arch, is_safetensors, load_meta, load_state_dict_file, resolve_source, split_seed_of, unfinished_note, weights_path
 from ..train.bars import on_terminal
 from ..weights import sha256_of
@@ -226,7 +226,7 @@ def infer_arch(model: str, state_dict: dict[str, Tensor], norm: str = "batch") -
     for small in (True,) if info.small_input else (False, True):  # a CIFAR family has only the small stem
         arch = {**base, "small_input": small}
         kw = {k: v for k, v in arch.items() if k != "name"}
-        with torch.device("meta"):
+        with meta_device():
             target = create_model(model, **kw).state_dict()
         bad = [k for k, v in target.items() if k in state_dict and state_dict[k].shape != v.shape]
         missing = [k for k in target if k not in state_dict and not k.endswith("num_batches_tracked")]
