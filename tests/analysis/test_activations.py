@@ -282,3 +282,37 @@ def test_an_activation_called_with_its_input_as_a_keyword_is_recorded():
     (got,) = rec.stats()
     assert got.name == "act"
     assert (got.mean, got.std, got.within) == pytest.approx(_by_hand(_linear_out_float64(model.fc, x)), abs=1e-6)
+
+
+def test_within_counts_only_values_strictly_inside_the_linear_range():
+    """The docstring's |x| < linear_range: values on the edge (|x| = 1) are outside. Hand count: of
+    -1, -0.5, 0, 0.5, 1, 2 three are inside; the float64 recomputation agrees."""
+    x = torch.tensor([[-1.0, -0.5, 0.0, 0.5, 1.0, 2.0]], dtype=torch.float64)
+    model = nn.Sequential(nn.Identity(), nn.Sigmoid())
+    with ActivationStatsRecorder(model, linear_range=1.0) as rec:
+        model(x)
+    (got,) = rec.stats()
+    assert got.within == 0.5 == _by_hand(x)[2]
+
+
+def test_a_site_of_constant_input_has_std_0_and_an_infinite_log_std_drift():
+    """A dead site (every value equal: std 0) is infinitely far from std 1: |ln 0| = inf, per
+    drift's contract, not a math domain error. Reference: the float64 recomputation by hand."""
+    model, x = nn.Sequential(nn.ReLU()), torch.zeros(4, 3)
+    with ActivationStatsRecorder(model) as rec:
+        model(x)
+    (got,) = rec.stats()
+    assert (got.mean, got.std, got.within) == _by_hand(x.double()) == (0.0, 0.0, 1.0)
+    assert rec.drift() == {"mean": 0.0, "log_std": math.inf, "within": 1.0}
+
+
+def test_a_recorder_closed_and_entered_again_records_again_and_takes_its_hooks_off_again():
+    """close() then attach() (two `with` blocks): the second block must hook the model again; the
+    steps go on counting from the first block's."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    rec = ActivationStatsRecorder(model)
+    for _ in range(2):
+        with rec:
+            model(torch.randn(2, 3))
+        assert hooked_modules(model) == []
+    assert rec.steps == [0, 1] and len(rec.records) == 2
