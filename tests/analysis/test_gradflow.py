@@ -68,12 +68,18 @@ def test_gradient_norms_in_float32_close_to_float64_reference():
         assert value == pytest.approx(ref[name], rel=1e-4)
 
 
-def test_gradient_norms_report_zero_for_frozen_layers():
+def test_gradient_norms_and_the_recorder_report_zero_for_frozen_layers():
+    """A frozen layer (no .grad) reads 0 in both tools; the others are their .grad norms, read directly."""
     torch.manual_seed(2)
     model = _BranchyNet().double()
     model.conv1.requires_grad_(False)
-    got = dict(gradient_norms(model, torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])))
+    x, y = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])
+    got = dict(gradient_norms(model, x, y))
     assert got["conv1"] == 0.0 and got["head"] > 0
+    rec = GradientFlowRecorder(model)
+    F.cross_entropy(model(x), y).backward()
+    want = [0.0] + [getattr(model, n).weight.grad.norm().item() for n in FORWARD_ORDER[1:]]
+    assert [v for _, v in rec.record()] == pytest.approx(want, rel=1e-12) and want[-1] > 0
 
 
 def test_recorder_follows_forward_order_and_matches_grad_norms_each_step():
@@ -213,16 +219,17 @@ def test_records_without_a_step_are_numbered_and_norms_takes_negative_indices():
 
 def test_a_model_without_the_layer_types_names_them_and_layer_types_picks_other_layers():
     """A net of no conv/linear has nothing to measure by default: the error names the types and the
-    way out; with layer_types=(nn.BatchNorm1d,) its weight is measured, checked by autograd.grad."""
+    way out; with layer_types=(nn.BatchNorm1d,) the weight of the affine one is measured, checked by
+    autograd.grad, and the one without a weight (affine=False) is left out."""
     torch.manual_seed(6)
-    model = nn.Sequential(nn.BatchNorm1d(4)).train()
-    nn.init.normal_(model[0].weight)
+    model = nn.Sequential(nn.BatchNorm1d(4, affine=False), nn.BatchNorm1d(4)).train()
+    nn.init.normal_(model[1].weight)
     x, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
     with pytest.raises(ValueError, match=r"no layer of type Conv1d, Conv2d, Conv3d, Linear ran .*pass layer_types="):
         gradient_norms(model, x, y)
     ((name, value),) = gradient_norms(model, x, y, layer_types=(nn.BatchNorm1d,))
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), [model[0].weight])
-    assert name == "0" and value == pytest.approx(grad.norm().item(), rel=1e-6) and value > 0
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), [model[1].weight])
+    assert name == "1" and value == pytest.approx(grad.norm().item(), rel=1e-6) and value > 0
 
 
 def test_gradient_norms_names_a_bad_batch_and_takes_integer_labels_of_any_dtype():
