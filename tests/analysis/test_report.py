@@ -269,13 +269,16 @@ def test_report_with_a_folder_run_whose_folder_is_not_at_data_dir_notes_it_and_r
     assert [t for t in page.tables if t["name"] == "per-class"]  # the other run was evaluated
 
 
-@pytest.mark.parametrize("elapsed, sessions", [([3.0, 1.25], [1, 2]), ([3.0, 3.5], [1, 2]), ([3.0, 1.25], [None, None])],
-                         ids=["resumed", "resumed-slower-epoch", "records-without-session"])
+@pytest.mark.parametrize("elapsed, sessions", [([3.0, 1.25], [1, 2]), ([3.0, 3.5], [1, 2]), ([3.0, 1.25], [None, None]),
+                                               ([3.0, 1.25], [None, 2])],
+                         ids=["resumed", "resumed-slower-epoch", "records-without-session",
+                              "older-records-then-a-session"])
 def test_report_wall_time_adds_the_sessions_of_a_resumed_run(runs, tmp_path, elapsed, sessions):
     # Epoch 2 was trained after a --resume: elapsed_seconds restarted from 0 in the second session.
     # A resumed epoch may take longer than the last one before it (later epochs of progressive
     # resizing), which a rule "a session ends where elapsed goes down" cannot see; older records,
-    # without the session, still get that rule.
+    # without the session, still get that rule, and so does a run resumed after the upgrade (its
+    # older records have no session, the newer ones do).
     run = copy_run(runs[0], tmp_path / "resumed", elapsed=elapsed, sessions=sessions)
     page = Page(report_html([run, runs[1]], mistakes=0, device="cpu"))
     assert float(page.table("compare")[0]["wall_seconds"]["value"]) == sum(elapsed)
@@ -631,6 +634,10 @@ def test_report_of_an_unfinished_run_says_it_stopped_and_calls_no_accuracy_final
     # killed in the middle of epoch 2: model.json's checkpoint is at a step of it
     killed = copy_run(run, tmp_path / "killed", meta={"step": 1})
     assert f"stopped in epoch {done + 1} of {planned} (after step 1)" in report_html([killed], device="cpu", mistakes=0)
+    # a model.json that records no checkpoint epoch (an older run): metrics.jsonl's last epoch stands in
+    saved = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in ("epoch", "step")}))
+    assert f"stopped after epoch {done} of {planned}" in _heading(report_html([run], device="cpu", mistakes=0))
 
 
 def _named(page: Page, table: str, run) -> dict[str, dict]:
@@ -881,6 +888,11 @@ def test_a_torn_last_metrics_record_is_named_and_its_epoch_1_is_not_called_final
     (note,) = [n for n in Page(text).notes if "metrics.jsonl stops" in n]
     assert "records after it are missing" in note and "no record of epoch 2" in note
     assert Page(text).table("compare")[0]["final_test_acc"]["text"].endswith("(last recorded)")
+    # model.json's record is of epoch 1 (not the checkpoint's epoch 2): it stands in for nothing
+    (run / "model.json").write_text(json.dumps({**saved, "metrics": json.loads(first)}))
+    text = report_html([run], device="cpu", mistakes=0)
+    assert "no record of epoch 2" in "".join(Page(text).notes)
+    assert [r["epoch"]["text"] for r in Page(text).table("epochs", str(run))] == ["1"]
 
 
 @pytest.mark.parametrize("value", ['"oops"', "true", "[0.5]"])
@@ -1120,7 +1132,7 @@ def test_report_of_a_run_on_fake_data_of_another_seed_evaluates_the_images_it_wa
                                                           for k in range(len(rows))]
 
 
-def test_report_of_records_with_a_zero_and_a_null_test_accuracy(runs, tmp_path):
+def test_report_of_records_with_a_zero_and_a_null_test_accuracy(runs, tmp_path, monkeypatch):
     """An epoch evaluated at 0% is an evaluated epoch, the run's best when no other is (the trainer's
     rule: the first evaluated epoch is the best whatever its accuracy); a record whose test figures
     are null (read_metrics accepts it: an epoch without the evaluation) is none, and the report of it
@@ -1130,9 +1142,64 @@ def test_report_of_records_with_a_zero_and_a_null_test_accuracy(runs, tmp_path):
     first, second = metrics(run)
     records = [{**first, "test_acc": 0.0}, {**second, "test_acc": None, "test_loss": None}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    drawn = _drawn_figures(monkeypatch)
     text = report_html([run, runs[1]], device="cpu", mistakes=0)
     assert "best test accuracy 0.00% (epoch 1)" in _heading(text)
+    _, test_acc, _ = _lines(drawn[-1].axes[1])[f"{run} (test)"]  # side by side: 0% drawn at 0, null left out
+    assert test_acc[0] == 0.0 and math.isnan(test_acc[1])
     row = Page(text).table("compare")[0]
     assert (row["best_epoch"]["value"], float(row["best_test_acc"]["value"])) == ("1", 0.0)
     assert row["final_test_acc"]["text"] == "n/a"  # the last epoch was not evaluated
     assert sorted(Page(text).figures()).count("curves") == 2
+
+
+def test_most_confident_mistakes_keep_the_order_seen_among_equal_confidences():
+    """Ties keep the order seen: the earlier batch's mistake first (stable sort), per _Mistakes'
+    docstring. A hand-made case: three mistakes at 0.9 over two batches, k = 2."""
+    from resnet_lab.analysis.report import _Mistakes
+
+    def batch(true: list[int], confidence: list[float]) -> _Mistakes:
+        n = len(true)
+        return _Mistakes(torch.zeros(n, 1, 2, 2), torch.tensor(true), torch.zeros(n, dtype=torch.long),
+                         torch.tensor(confidence))
+
+    kept = batch([1, 2], [0.9, 0.5]).most_confident(None, 2)
+    kept = batch([3, 4], [0.9, 0.9]).most_confident(kept, 2)
+    assert kept.true.tolist() == [1, 3] and kept.confidence.tolist() == pytest.approx([0.9, 0.9])
+
+
+def test_per_class_table_shows_n_a_for_a_class_without_test_images(tmp_path):
+    """evaluate gives NaN for a class without test images; the table shows n/a there, not "nan%".
+    A hand-made case: confusion rows 3 + 1, 2, 0 images."""
+    from resnet_lab.analysis.report import _Evaluation, _per_class_html, _Run
+
+    confusion = torch.tensor([[3, 1, 0], [0, 2, 0], [0, 0, 0]])
+    ev = _Evaluation(5 / 6, 0.5, 6, confusion, [0.75, 1.0, math.nan], None, "cpu")
+    run = _Run("r", tmp_path, {"classes": ["a", "b", "c"]}, [], evaluation=ev)
+    rows = Page(_per_class_html(run)).table("per-class", "r")
+    assert [r["accuracy"]["text"] for r in rows] == ["75.00%", "100.00%", "n/a"]
+    assert [int(r["images"]["value"]) for r in rows] == [4, 2, 0]
+
+
+def test_report_evaluates_with_the_runs_own_mean_and_std(runs, tmp_path):
+    """The test images are normalized with model.json's mean/std (what the network was trained on),
+    not the dataset's defaults. The reference: the test set loaded with the copy's mean/std and
+    classified with plain torch; the defaults give other counts, so the mean/std used shows."""
+    run = copy_run(runs[0], tmp_path / "renormed", meta={"mean": [0.0] * 3, "std": [1.0] * 3})
+    rows = Page(report_html([run], device="cpu", mistakes=0)).table("per-class", str(run))
+    got = [int(r["correct"]["value"]) for r in rows]
+
+    def correct(probs, y):
+        return [int((probs.argmax(1)[y == k] == k).sum()) for k in range(len(rows))]
+
+    assert got == correct(*reference_evaluation(run)[:2])
+    assert got != correct(*reference_evaluation(runs[0])[:2])
+
+
+def test_report_of_a_folder_run_against_a_folder_of_other_classes_is_refused_naming_both(runs, tmp_path):
+    """report_html's contract (Raises): data whose classes differ from the run's are refused, not
+    evaluated as if class 0 of one were class 0 of the other."""
+    run = copy_run(runs[0], tmp_path / "pets", meta={"dataset": "folder"})
+    with pytest.raises(ValueError, match=r"the dataset's classes \['ants', 'bees'\] differ from the run's "
+                                         r"\['class0', .*point --data-dir at the data the run was trained on"):
+        report_html([run], data_dir=make_folder(tmp_path / "pics"), device="cpu", mistakes=0)
