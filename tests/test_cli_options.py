@@ -418,6 +418,19 @@ def test_the_clis_default_lr_is_the_apis(capsys, dry_spy, optimizer):
     assert dry_spy.last.config.lr == rl_train.TrainConfig(optimizer=optimizer).lr == {"sgd": 0.1, "adamw": 1e-3}[optimizer]
 
 
+def test_flags_left_out_mean_the_apis_defaults_and_seed_reaches_the_trainer_and_the_data(capsys, dry_spy, monkeypatch):
+    """A flag left out means what the field left out of TrainConfig / DataConfig means (10 epochs,
+    batch 128, ... as the Python API documents them); --seed seeds both (the trainer records it, and
+    evaluate rebuilds the fake test set from it)."""
+    loads = CallSpy(monkeypatch, rl_data.load_data)
+    assert cli(capsys, "train", "--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "128",
+               "--seed", "3", "--device", "cpu", "--no-progress")[0] == 0
+    api = rl_train.TrainConfig(seed=3, device="cpu", progress=False)
+    assert _changes(dataclasses.asdict(api), dataclasses.asdict(dry_spy.last.config)) == {}
+    api_data = dataclasses.asdict(rl_data.DataConfig("fake", image_size=8, subset=128, seed=3))
+    assert {k: v for k, v in _changes(api_data, _data_request(loads.calls[-1])).items() if k != "device"} == {}
+
+
 def test_momentum_sets_the_momentum_of_every_sgd_update(capsys, spy):
     default, chosen = train_pair(capsys, spy, CONSTANT, "--momentum", "0.5")
     assert sgd_mismatch(chosen, lr=0.1, momentum=0.5) < SGD_TOL < sgd_mismatch(chosen, lr=0.1, momentum=0.9)
