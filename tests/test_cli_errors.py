@@ -1093,6 +1093,15 @@ def test_the_same_run_given_twice_is_refused_naming_it(trained, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "r"]  # no page written
 
 
+def test_evaluate_best_takes_a_run_and_its_best_file_for_one_run_given_twice(trained, tmp_path, monkeypatch, capsys):
+    """With --best a run directory stands for its best.safetensors (check_distinct_runs's ``which``): RUN and
+    RUN/best.safetensors are one set of weights given twice, refused as such before any model loads."""
+    shutil.copytree(trained[0], tmp_path / "r")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "r", "r/best.safetensors", "--best"]) == 2
+    assert _one_line_error(capsys, "r and r/best.safetensors are the same run").endswith("given twice: give each run once")
+
+
 @pytest.mark.parametrize("bad, message", [(["r", "r"], "r is given twice"),
                                           (["r", "--mistakes", "999"], "mistakes (--mistakes) must be a whole number")])
 def test_report_refuses_its_arguments_before_the_missing_data_dir_note(trained, tmp_path, monkeypatch, capsys, bad,
@@ -1480,10 +1489,11 @@ def test_an_error_line_to_a_stderr_reader_that_left_still_exits_2(tmp_path, monk
     assert code == 2
 
 
-def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys):
+@pytest.mark.parametrize("shift", ["16", "100"])  # 16: the whole side, the first shift that leaves nothing
+def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys, shift):
     run, _ = trained
-    assert main(["evaluate", str(run), "--tta-shift", "100"]) == 2
-    _one_line_error(capsys, "--tta-shift 100 moves the 16 px test images out of their frame")
+    assert main(["evaluate", str(run), "--tta-shift", shift]) == 2
+    _one_line_error(capsys, f"--tta-shift {shift} moves the 16 px test images out of their frame")
 
 
 def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
@@ -1562,9 +1572,10 @@ def test_a_switch_given_twice_and_a_flag_value_after_double_dash_are_not_refused
     assert _parse(["predict", "--top-k", "2", "r", "--", "--top-k"]).images == ["--top-k"]
     # summary's --small-input takes an optional yes/no; alone it is a switch, and was refused twice
     assert _parse(["summary", "--small-input", "--small-input", "resnet8"]).small_input in (True, "yes")
-    with pytest.raises(SystemExit):
-        _parse(["summary", "resnet8", "--small-input", "yes", "--small-input", "no"])
-    assert "--small-input is given twice (yes, then no)" in capsys.readouterr().err
+    for twice in (["--small-input", "yes", "--small-input", "no"], ["--small-input=yes", "--small-input=no"]):
+        with pytest.raises(SystemExit):  # a value, given as the next word or after =, is no switch
+            _parse(["summary", "resnet8", *twice])
+        assert "--small-input is given twice (yes, then no)" in capsys.readouterr().err
 
 
 # --- evaluate: which weights file to try, the run's own dataset, an unfinished run ------------------
