@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -369,18 +370,35 @@ def _with(base: list[str], flags: list[str]) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("flags", SHARED, ids=lambda f: f[-2] if f[0] == "--model" and len(f) > 2 else f[0])
-def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(capsys, monkeypatch, tmp_path, flags):
-    """lr-find shares train's model, data and step flags; each must reach the model, the data loader
-    and the TrainConfig exactly as it does for train (whose tests show each one's effect)."""
-    train_spy, data_spy, lr_calls = TrainSpy(monkeypatch, run=False), CallSpy(monkeypatch, rl_data.load_data), []
+def _fake_lr_find(monkeypatch) -> list[SimpleNamespace]:
+    """lr_find replaced by one that records what it is given (model, config, keywords) and returns a
+    two-step result at once; returns the list of its calls."""
+    calls = []
 
     def fake_lr_find(model, data, config, **kwargs):
-        lr_calls.append(SimpleNamespace(model=model, config=config))
+        calls.append(SimpleNamespace(model=model, config=config, kwargs=kwargs))
         return LRFindResult(lrs=[1e-3, 1e-2], losses=[2.0, 1.0], smoothed=[2.0, 1.5], valley=1e-3, steep=1e-3,
                             stopped=False, steps=2)
 
     patch_everywhere(monkeypatch, lr_finder.lr_find, fake_lr_find)
+    return calls
+
+
+def test_cli_lr_find_without_range_flags_tests_fastais_range_as_the_library_does(capsys, monkeypatch):
+    """README: lr-find has fastai's defaults, 1e-7 to 10 over 100 steps, which are lr_find's own."""
+    calls = _fake_lr_find(monkeypatch)
+    assert main(["lr-find", *BASE]) == 0
+    own = {k: p.default for k, p in inspect.signature(lr_find).parameters.items() if k in calls[-1].kwargs}
+    assert calls[-1].kwargs == own == {"start_lr": 1e-7, "end_lr": 10.0, "steps": 100}
+    assert "lr 1e-07 to 10 in 100 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags", SHARED, ids=lambda f: f[-2] if f[0] == "--model" and len(f) > 2 else f[0])
+def test_lr_find_hands_model_data_and_step_flags_to_the_library_as_train_does(capsys, monkeypatch, tmp_path, flags):
+    """lr-find shares train's model, data and step flags; each must reach the model, the data loader
+    and the TrainConfig exactly as it does for train (whose tests show each one's effect)."""
+    train_spy, data_spy = TrainSpy(monkeypatch, run=False), CallSpy(monkeypatch, rl_data.load_data)
+    lr_calls = _fake_lr_find(monkeypatch)
     if "--download" in flags:  # torchvision's CIFAR-10 download, offline
         monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
         monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
