@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from resnet_lab import cli
+from resnet_lab import TrainConfig, cli, create_model, load_data, train
 from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
@@ -178,6 +178,19 @@ def test_resume_with_the_model_flags_the_run_was_started_with_continues(tmp_path
     assert main(["train", *TRAIN, "--epochs", "2", "--stop-after", "1", "--out", str(run)]) == 0
     assert main(["train", *TRAIN, "--norm", "batch", "--small-input", "yes", "--epochs", "2", "--out", str(run),
                  "--resume"]) == 0
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_loads_the_data_with_the_channels_the_run_was_built_for(tmp_path, capsys):
+    """A run the Python API started on one-channel fake images (the dataset's own are RGB) goes on from the
+    CLI: --resume rebuilds the model from model.json and loads the images with its in_channels."""
+    run = tmp_path / "run"
+    argv = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16"]
+    data = load_data("fake", image_size=8, subset=32, batch_size=16, in_channels=1, device="cpu")
+    model = create_model("resnet8", num_classes=len(data.info.classes), in_channels=1)
+    train(model, data, TrainConfig(epochs=2, stop_after=1, out=str(run), progress=False, plots=False, device="cpu"))
+    assert main(["train", *argv, "--epochs", "2", "--out", str(run), "--resume", "--no-progress"]) == 0, \
+        capsys.readouterr().err
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
