@@ -1120,6 +1120,14 @@ def test_predict_top_k_returns_the_k_most_probable_classes(capsys, trained_run, 
     assert len(predict_json(capsys, str(trained_run), str(image))[0]["top"]) == 3  # the default
 
 
+def test_predict_without_device_runs_on_the_cpu_as_its_help_says(capsys, trained_run, image, monkeypatch):
+    """predict's --device is cpu when not given (train's and evaluate's are auto): a few images do not
+    pay for a GPU's start-up."""
+    devices = CallSpy(monkeypatch, rl_train.resolve_device)
+    assert predict_json(capsys, str(trained_run), str(image))
+    assert devices.calls and {str(args[0]) for args, _ in devices.calls} == {"cpu"}
+
+
 def test_predict_json_and_text_name_the_same_classes(capsys, trained_run, image):
     (res,) = predict_json(capsys, str(trained_run), str(image))
     code, out, _ = cli(capsys, "predict", str(trained_run), str(image))
