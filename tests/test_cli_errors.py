@@ -1509,7 +1509,8 @@ def test_a_tta_shift_as_large_as_the_image_names_the_flag(trained, capsys, shift
     _one_line_error(capsys, f"--tta-shift {shift} moves the 16 px test images out of their frame")
 
 
-def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("denied", ["W_OK", "X_OK"])  # no file can be made in a folder without either
+def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_path, capsys, monkeypatch, denied):
     import os
 
     import resnet_lab.cli as cli
@@ -1520,7 +1521,8 @@ def test_finetune_into_a_folder_it_cannot_write_is_refused_before_loading(tmp_pa
     ro.mkdir()
     real_access = os.access
     # root may write anywhere: stand in for a folder the user cannot write to
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro and mode & getattr(os, denied)
+                        else real_access(p, mode))
     assert main(["finetune", "--from", "resnet8_fast:fashion-mnist", "--strategy", "head", *TRAIN[2:],
                  "--epochs", "1", "--out", str(ro / "ft")]) == 2
     _one_line_error(capsys, f"{ro / 'ft'}: Permission denied")
