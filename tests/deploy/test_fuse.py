@@ -7,10 +7,13 @@ units), and a data-flow check by forward hooks that does not use torch.fx.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import resnet_lab
 from resnet_lab import nn as rnn
@@ -269,6 +272,21 @@ def test_fallback_heuristic_that_changes_the_output_raises_instead_of_returning_
         fuse_bn(model, example_input=torch.randn(2, 3, 8, 8))
     assert isinstance(model.bn1, nn.BatchNorm2d)  # left as it was
 
+
+
+def test_a_misordered_fold_that_moves_the_output_by_a_few_percent_is_refused_too():
+    # The check's tolerance is 1e-3 of the output's scale: a wrong pairing whose BN is nearly the
+    # identity (a shift of 0.01 only) moves the output by a few percent, which is no rounding error.
+    model = MisorderedUntraceableNet().eval()
+    with torch.no_grad():
+        model.bn1.bias.fill_(0.01)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    guess = copy.deepcopy(model)  # the heuristic's pairing, folded by torch's own function
+    guess.conv1, guess.bn1 = fuse_conv_bn_eval(guess.conv1, guess.bn1), nn.Identity()
+    with torch.no_grad():
+        assert 0.005 < rel_err(guess(x), model(x)) < 0.05  # the premise: wrong, but only by a few percent
+    with pytest.raises(RuntimeError, match="changed its output"):
+        fuse_bn(model, example_input=x)
 
 def test_bn_without_running_stats_is_kept_and_reported():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
@@ -566,3 +584,26 @@ def test_the_fallbacks_check_uses_the_example_input_given_else_one_shaped_from_m
     plain = randomize_bn(ConvLinearNet(branch=True)).eval()  # the example given is the one tried
     with pytest.raises(RuntimeError, match=r"failed on an example input of shape \(2, 5, 8, 8\).*Pass example_input="):
         fuse_bn(plain, example_input=torch.randn(2, 5, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False], ids=["conv-bias", "no-bias"])
+def test_a_fold_is_torchs_fuse_conv_bn_eval_done_in_float64_and_cast_to_the_layers_dtype(dtype, bias):
+    """The module's contract: the fold's arithmetic is done in float64 and cast back. Reference:
+    torch.nn.utils.fusion.fuse_conv_bn_eval on float64 copies, then cast. Statistics drawn in float64
+    (not float32 values widened), variances near the non-default eps, so eps counts, and scales of
+    either sign (support.randomize_bn draws positive ones only)."""
+    g = torch.Generator().manual_seed(9)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=bias), nn.BatchNorm2d(16, eps=1e-3)).eval().to(dtype)
+    with torch.no_grad():
+        for buf, value in ((model[1].running_mean, torch.randn(16, generator=g, dtype=torch.float64)),
+                           (model[1].running_var, torch.rand(16, generator=g, dtype=torch.float64) * 1e-2),
+                           (model[1].weight, torch.randn(16, generator=g, dtype=torch.float64)),  # negative scales too
+                           (model[1].bias, torch.randn(16, generator=g, dtype=torch.float64))):
+            buf.copy_(value)
+    want = fuse_conv_bn_eval(copy.deepcopy(model[0]).double(), copy.deepcopy(model[1]).double())
+    fused = fuse_bn(model)
+    assert isinstance(fused[1], nn.Identity) and fused[0].weight.dtype == dtype
+    exact = dict(rtol=0.0, atol=0.0) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-13)  # rsqrt vs 1/sqrt
+    torch.testing.assert_close(fused[0].weight, want.weight.to(dtype), **exact)
+    torch.testing.assert_close(fused[0].bias, want.bias.to(dtype), **exact)
