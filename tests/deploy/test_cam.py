@@ -91,6 +91,15 @@ def test_grad_cam_is_the_formula_recomputed_in_float64_for_the_top_or_the_given_
     np.testing.assert_allclose(grad_cam(model, x, target_class=other, layer="layer2"), want_other, atol=1e-4)
 
 
+
+def test_a_float64_image_gets_the_map_of_the_same_image_in_float32():
+    # The docstring asks for a normalized floating-point image, and NumPy's default is float64
+    # (torch.from_numpy keeps it): the map is computed in float32 whatever the image's precision.
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=4, in_channels=1)
+    x = torch.randn(1, 16, 16, dtype=torch.float64)
+    np.testing.assert_allclose(grad_cam(model, x), grad_cam(model, x.float()), atol=1e-6)
+
 def test_grad_cam_of_a_model_with_only_its_head_trainable_is_still_the_formula():
     # A backbone frozen whole (fine-tuning the classifier only): no parameter up to the cam layer
     # requires grad, so its feature map has a graph only through the image.
