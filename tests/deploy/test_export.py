@@ -84,6 +84,16 @@ def test_metadata_props_hold_preprocessing_as_json_and_read_back(tmp_path):
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]  # symbolic batch
 
 
+
+def test_the_recorded_input_size_is_the_calls_the_graph_was_traced_at_not_metas(tmp_path):
+    # export_onnx's docstring: meta's keys are stored "with input_size from this call"; a model.json of
+    # 28 px exported at 12 px must say 12, or OnnxPredictor would feed the graph 28 px images.
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    meta = {"classes": CLASSES, "mean": [0.5], "std": [0.25], "input_size": [1, 28, 28]}
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=(1, 12, 12), meta=meta)
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert read_onnx_metadata(path)["input_size"] == dims == [1, 12, 12]
+
 def test_metadata_values_that_are_not_json_stay_the_strings_they_are():
     """decode_metadata (how OnnxPredictor reads an ONNX file made elsewhere): JSON values decoded, any
     other value kept as its text, not dropped. The reference: json.loads of each JSON value."""
@@ -318,6 +328,11 @@ def test_exporting_the_best_weights_writes_the_best_epochs_number_and_metrics(tm
         assert meta["epoch"] == 1 and meta["metrics"]["test_acc"] == 0.9, source
     last = read_onnx_metadata(export_run(run, tmp_path / "last.onnx"))
     assert last["epoch"] == 3 and last["metrics"] == records[-1]  # the last epoch's weights: model.json's
+    # no evaluated epoch in metrics.jsonl (or no file): which epoch best.safetensors holds is unknown, and
+    # model.json's last epoch is not it, so neither is written (the _best_epoch_meta docstring)
+    (run / "metrics.jsonl").write_text(json.dumps(records[-1]) + "\n")
+    unknown = read_onnx_metadata(export_run(run, tmp_path / "unknown.onnx", which="best"))
+    assert "epoch" not in unknown and "metrics" not in unknown and unknown["classes"] == CLASSES
 
 
 def test_exporting_the_best_weights_of_a_tie_writes_the_first_best_epoch(tmp_path):
@@ -423,6 +438,13 @@ def test_the_graph_has_the_documented_names_and_symbolic_batch_dimension(tmp_pat
     ((name, shape, kind),) = [(i.name, i.shape, i.type) for i in sess.get_inputs()]
     assert (name, shape, kind) == ("input", ["batch", 1, 12, 12], "tensor(float)")
     assert [(o.name, o.shape) for o in sess.get_outputs()] == [("logits", ["batch", 10])]
+    # symbolic in the graph's signature and in its computation: other batch sizes run, as torch does
+    # (an exporter given a batch of 1 as its example may bake that 1 into the ops)
+    for batch in (1, 3):
+        x = torch.randn(batch, 1, 12, 12, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            want = model(x).numpy()
+        np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], want, rtol=1e-4, atol=1e-5)
 
 
 
