@@ -187,6 +187,15 @@ def test_fewer_than_two_values_per_channel_raises_the_torch_error_in_training(la
         assert str(_raised(lambda: ours(x))) == str(_raised(lambda: ref(x)))
 
 
+@pytest.mark.parametrize("layout,shape", [("1d-NCL", (1, 3, 5)), ("2d", (1, 4, 5, 3))], ids=["1d-NCL", "2d"])
+def test_one_sample_with_several_values_per_channel_trains_like_torch(layout, shape):
+    """torch counts the values per channel (N times the spatial sizes), not the samples: one 5x3
+    image is a batch of 15 values, normalized and folded into the running variance with n - 1 = 14."""
+    ours, ref = _pair(layout, momentum=0.3)
+    _assert_same_step(ours, ref, torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    _assert_same_state(ours, ref)
+
+
 @pytest.mark.parametrize("layout,bad_shape", [("1d-NC", (2, 3, 4, 4)), ("1d-NC", (3,)), ("2d", (2, 4, 3))],
                          ids=["1d-got-4d", "1d-got-1d", "2d-got-3d"])
 def test_wrong_number_of_dims_raises_the_torch_error(layout, bad_shape):
@@ -454,6 +463,13 @@ def test_forward_mode_jvp_and_jacfwd_in_training_equal_torch(layout, affine):
         jac = lambda bn: torch.func.jacfwd(lambda p: torch.func.functional_call(bn, p, (x,)))(params)  # noqa: E731
         got, want = jac(ours), jac(ref)
         _assert_all_close([got[k] for k in want], [want[k] for k in want])
+
+
+def test_forward_mode_jvp_normalizes_with_the_layers_eps_like_torch():
+    # eps 0.5 against a batch variance of about 1: a tangent taken with the default eps is off
+    ours, ref = _pair("2d", track_running_stats=False, eps=0.5)
+    x, tangent = _input("2d"), _input("2d", seed=7)
+    _assert_all_close(*[list(torch.func.jvp(bn, (x,), (tangent,))) for bn in (ours, ref)])
 
 
 @layouts
