@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -138,6 +140,20 @@ def test_sync_batchnorm_global_path_equals_torch_on_the_global_batch(monkeypatch
     torch.testing.assert_close(2 * ours.weight.grad, ref.weight.grad)  # this rank's share: DDP sums the two
 
 
+def test_sync_batchnorm_global_path_sums_low_precision_input_in_float32_like_torch(monkeypatch):
+    """bfloat16 input to a float32 layer (autocast's mix): the global sums are taken in float32, as
+    torch's kernel takes them, so the running statistics are torch's to float32 rounding; sums in
+    bfloat16 (8 bits) put the mean of values near 5 off by about 0.02."""
+    ours = _as_if_two_identical_ranks(monkeypatch, rn.SyncBatchNorm(3, momentum=0.5))
+    ref = nn.BatchNorm1d(3, momentum=0.5)
+    x = (torch.randn(4, 3, 16, generator=torch.Generator().manual_seed(0)) * 3 + 5).to(torch.bfloat16)
+    y, y_ref = ours(x), ref(torch.cat([x, x]))
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref[:4])
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(ours, name), getattr(ref, name), rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_sync_batchnorm_global_path_with_tracking_switched_off_later_freezes_the_buffers_like_torch(monkeypatch):
     """torch's rule (_BatchNorm.forward, SyncBatchNorm.forward): track_running_stats set False
     after construction leaves the running statistics and the counter as they were."""
@@ -201,3 +217,24 @@ def test_group_count_is_the_documented_one_and_scratch_bn_counts_as_a_norm_layer
     assert [rn.group_count(c) for c in (64, 256, 16, 6, 1)] == [32, 32, 8, 3, 1]
     assert rn.norm.has_norm_layers(nn.Sequential(nn.Conv2d(3, 8, 3), rn.BatchNorm2d(8)))
     assert not rn.norm.has_norm_layers(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+    # every kind NORM_LAYERS' comment names, each alone in a model
+    for layer in (nn.InstanceNorm2d(8), nn.SyncBatchNorm(8), nn.GroupNorm(2, 8), nn.LayerNorm(8), nn.RMSNorm(8),
+                  rn.SyncBatchNorm(8)):
+        assert rn.norm.has_norm_layers(nn.Sequential(nn.Linear(8, 8), layer)), type(layer).__name__
+
+
+def test_convert_sync_batchnorm_keeps_each_layers_eps_momentum_and_options():
+    """A converted layer is the layer it replaces (the module's docstring): the same outputs and
+    running statistics as the original, whose eps, momentum (None included), affine and tracking
+    the new layer must take over; a lone BN comes back converted."""
+    model = nn.Sequential(nn.BatchNorm1d(3, eps=0.5, momentum=0.7), rn.BatchNorm1d(3, momentum=None, affine=False),
+                          nn.BatchNorm1d(3, eps=0.3, track_running_stats=False))
+    ref = copy.deepcopy(model)
+    rn.convert_sync_batchnorm(model, "cpu")
+    assert [type(m) for m in model] == [rn.SyncBatchNorm] * 3
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):  # two steps: the cumulative average (momentum None) differs from 0.1 at the second
+        x = torch.randn(6, 3, 4, generator=g) * 2 + 1
+        torch.testing.assert_close(model(x), ref(x))
+    torch.testing.assert_close(model.state_dict(), ref.state_dict())
+    assert isinstance(rn.convert_sync_batchnorm(nn.BatchNorm2d(4), "cpu"), rn.SyncBatchNorm)
