@@ -335,6 +335,8 @@ def test_unknown_norm_error_lists_the_choices():
     assert "'layer'" in msg
     for choice in ("batch", "scratch", "group", "none"):  # the names DESIGN.md documents
         assert choice in msg
+    with pytest.raises(ValueError, match="unknown norm 'Batch'"):  # a typo is not a norm without a bias
+        rnn.norm_has_bias("Batch")
 
 
 def test_scratch_bn_in_a_conv_net_trains_identically_to_torch_bn_float64():
