@@ -389,3 +389,6 @@ def test_batch_statistics_normalize_and_update_each_match_torch_functional(dtype
     want = nn.functional.batch_norm(x, mean, var, w.to(stat), b.to(stat), training=False, eps=1e-3)
     assert y.dtype == want.dtype == dtype
     torch.testing.assert_close(y, want, **(tol if dtype == torch.float64 else {}))
+    # no scale, no shift, the default eps: torch's 1e-5, as normalize's signature and docstring say
+    torch.testing.assert_close(rnn.functional.normalize(x, mean, var), nn.functional.batch_norm(x, mean, var),
+                               **(tol if dtype == torch.float64 else {}))

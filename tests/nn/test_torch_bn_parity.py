@@ -20,6 +20,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import resnet_lab.nn as rnn
 from resnet_lab import create_model
+from support import randomize_bn
 
 TOL = dict(atol=1e-12, rtol=1e-12)
 
@@ -284,6 +285,19 @@ def test_old_state_dict_loads_into_a_layer_built_on_meta_with_a_real_counter_lik
     assert ours.num_batches_tracked.device == ref.num_batches_tracked.device == torch.device("cpu")
     _assert_same_state(ours, ref)
 
+def test_state_dict_without_metadata_loads_its_counter_like_torch():
+    """A plain dict (``{k: v for ...}``, as when stripping DDP's ``module.`` prefix) loses the
+    version metadata but keeps num_batches_tracked: the counter it holds loads, as in torch (it
+    weighs the next step of the cumulative average, momentum None)."""
+    trained = randomize_bn(nn.BatchNorm2d(4, dtype=torch.float64))
+    ours, ref = _pair("2d", momentum=None)
+    for bn in (ours, ref):
+        bn.load_state_dict(dict(trained.state_dict()), strict=True)
+    _assert_same_state(ours, ref)
+    _assert_same_step(ours, ref, _input("2d"))
+    _assert_same_state(ours, ref)
+
+
 def test_version_2_state_dict_without_num_batches_tracked_is_a_missing_key_like_torch():
     ours, ref = _pair("2d")
     want, got = _raised(lambda: ref.load_state_dict(_without_counter(2))), _raised(
@@ -515,11 +529,12 @@ def test_bias_false_keeps_weight_and_has_no_bias_like_torch(layout):
 @pytest.mark.parametrize("layout,shape", [("1d-NC", (0, 4)), ("1d-NCL", (0, 3, 5)), ("2d", (0, 4, 5, 3))],
                          ids=["1d-NC", "1d-NCL", "2d"])
 def test_empty_batch_gives_empty_output_and_counts_without_updating_stats_like_torch(layout, shape):
-    ours, ref = _pair(layout)
+    # non-trivial running statistics: the defaults (mean 0) hide a momentum decay of the mean
+    ours, ref = (randomize_bn(bn) for bn in _pair(layout))
     x = torch.zeros(shape, dtype=torch.float64)
     _assert_same_step(ours, ref, x)
     _assert_same_state(ours, ref)
-    assert ours.num_batches_tracked.item() == 1 and not ours.running_mean.isnan().any()
+    assert ours.num_batches_tracked.item() == 1235 and not ours.running_mean.isnan().any()
     ours.eval(), ref.eval()
     _assert_same_step(ours, ref, x)
 
@@ -533,6 +548,10 @@ def test_reset_running_stats_and_reset_parameters_like_torch():
     assert ours.num_batches_tracked.item() == 0 and torch.equal(ours.running_var, torch.ones(4, dtype=torch.float64))
     ours.reset_parameters(), ref.reset_parameters()
     _assert_same_state(ours, ref)
+    plain, plain_ref = _pair("2d", affine=False)  # statistics without parameters reset all the same
+    plain(_input("2d")), plain_ref(_input("2d"))
+    plain.reset_running_stats(), plain_ref.reset_running_stats()
+    _assert_same_state(plain, plain_ref)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"eps": 1e-3, "momentum": None}, {"affine": False}, {"bias": False},
