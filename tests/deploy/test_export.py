@@ -230,9 +230,24 @@ def test_onnx_predictor_top_k_equals_pytorch_predictor(gray_run, images):
     torch_preds = predict_images(run_dir, images, top_k=3)
     onnx_preds = OnnxPredictor(onnx_path).predict(images, top_k=3)
     assert [p["path"] for p in onnx_preds] == [str(p) for p in images]
-    for t, o in zip(torch_preds, onnx_preds):
+    _assert_same_top(torch_preds, onnx_preds)
+
+
+def _assert_same_top(torch_preds, onnx_preds):
+    for t, o in zip(torch_preds, onnx_preds, strict=True):
         assert [c for c, _ in o["top"]] == [c for c, _ in t["top"]]
         np.testing.assert_allclose([p for _, p in o["top"]], [p for _, p in t["top"]], atol=1e-4)
+
+
+def test_one_mean_and_std_for_three_channels_exports_and_predicts_as_the_run_does(images, tmp_path):
+    """model.json may hold one mean and std for every channel, and the run predicts with it; export
+    refused it ("give one per channel"). The reference: the run's own PyTorch predictor."""
+    model = randomize_bn(resnet_lab.create_model("resnet8", num_classes=10), seed=4).eval()
+    save_model(tmp_path / "run", model, {"classes": CLASSES, "input_size": [3, 28, 28], "mean": [0.4], "std": [0.25],
+                                         "dataset": "folder", "epoch": 1, "metrics": {}})
+    path = export_run(tmp_path / "run", tmp_path / "m.onnx")
+    assert (read_onnx_metadata(path)["mean"], read_onnx_metadata(path)["std"]) == ([0.4], [0.25])
+    _assert_same_top(predict_images(tmp_path / "run", images, top_k=3), OnnxPredictor(path).predict(images, top_k=3))
 
 
 def test_onnx_predictor_overrides_of_classes_and_resize_win_over_the_files_metadata(gray_run, images, tmp_path):

@@ -75,10 +75,10 @@ def _check_meta_fits(model: nn.Module, meta: dict[str, Any] | None, size: tuple[
     if meta.get("classes") is not None and outputs is not None and len(meta["classes"]) != outputs:
         raise ValueError(f"meta names {len(meta['classes'])} classes but the model has {outputs} outputs: give one "
                          "class name per output")
-    for key in ("mean", "std"):
-        if meta.get(key) is not None and len(meta[key]) != size[0]:
+    for key in ("mean", "std"):  # one value serves every channel, as in model.json and the predictors
+        if meta.get(key) is not None and len(meta[key]) not in (1, size[0]):
             raise ValueError(f"meta's {key} has {len(meta[key])} value(s) for {size[0]}-channel inputs: give one per "
-                             "channel")
+                             "channel, or one for all")
 
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool) -> None:
