@@ -21,7 +21,7 @@ from resnet_lab.models.layers import replace_linear
 
 # The CIFAR families the CLI used to recognise by a name regex before the registry knew them.
 SMALL_INPUT = {
-    "resnet8", "resnet8_fast", "resnet14_fast", "resnet14_wide_fast", "resnet20", "resnet20_fast", "resnet32",
+    "resnet8", "resnet8_fast", "resnet8_prepool", "resnet14_fast", "resnet14_wide_fast", "resnet20", "resnet20_fast", "resnet32",
     "resnet44", "resnet56", "resnet110", "resnet1202", "plain20", "plain32", "plain44", "plain56", "plain110",
     "preact_resnet110", "preact_resnet164", "preact_resnet1001", "wrn16_4", "wrn28_10", "wrn40_4",
     "densenet_bc_100", "densenet_bc_250", "densenet40",
@@ -117,7 +117,7 @@ def test_registered_parameter_count_is_the_built_models_to_the_figures_rounding(
 @pytest.mark.parametrize("name", list_models())
 def test_registered_paper_has_an_arxiv_id_and_error_figures_are_percentages(name):
     info = model_info(name)
-    assert info.paper is not None or name.endswith("_fast")  # our CPU variants are from no paper
+    assert info.paper is not None or name.endswith(("_fast", "_prepool"))  # our CPU variants are from no paper
     assert info.paper is None or re.fullmatch(r"\d{4}\.\d{4,5}", info.paper.arxiv)
     assert info.cifar10_error is None or 0 < info.cifar10_error < 100
 

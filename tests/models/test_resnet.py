@@ -471,6 +471,7 @@ def test_preact_resnet_refuses_what_it_would_silently_drop():
 
 
 @pytest.mark.parametrize("name, depth, widths", [("resnet8_fast", 8, (32, 64, 128)),
+                                                 ("resnet8_prepool", 8, (32, 64, 128)),
                                                  ("resnet20_fast", 20, (32, 64, 128)),
                                                  ("resnet14_wide_fast", 14, (64, 128, 256))])
 def test_fast_cifar_variants_count_what_their_layers_hold(name, depth, widths):
@@ -516,7 +517,7 @@ def test_a_reset_classifier_is_what_save_model_records_and_load_model_rebuilds(t
         assert torch.equal(model(x), loaded(x)) and loaded(x).shape == (2, 3)
 
 
-@pytest.mark.parametrize("name", ["resnet8_fast", "resnet14_wide_fast"])
+@pytest.mark.parametrize("name", ["resnet8_fast", "resnet14_wide_fast", "resnet8_prepool"])
 def test_fast_models_pool_the_stem_with_a_2x2_max_pool(name):
     """The *_fast models put "a 2x2 max-pool after the stem" (their docstring): each output pixel the
     max of its own 2x2 block, as F.max_pool2d(x, 2). An ImageNet-style 3x3 stride-2 pool keeps the
@@ -529,6 +530,62 @@ def test_fast_models_pool_the_stem_with_a_2x2_max_pool(name):
     model(x)
     assert torch.equal(seen["out"], F.max_pool2d(seen["inp"], 2))
     assert seen["out"].shape[-2:] == (16, 16)
+
+
+def _prepool_reference(model: nn.Module, x: torch.Tensor, training: bool) -> torch.Tensor:
+    """resnet8_prepool as its docstring says, in torch's functional ops: conv, 2x2 max-pool, BN (batch
+    statistics in training, running ones in eval), ReLU, then the stages and head it shares with
+    resnet8_fast."""
+    bn = model.bn1
+    stem = F.max_pool2d(F.conv2d(x, model.conv1.weight, padding=1), 2)
+    stem = F.relu(F.batch_norm(stem, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias,
+                               training=training, eps=bn.eps))
+    return model.forward_head(model.layer3(model.layer2(model.layer1(stem))))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_prepool_stem_pools_the_conv_before_its_norm_and_relu(training):
+    """The stem of resnet8_prepool computes conv -> pool -> BN -> ReLU. Its BN has negative gains and
+    non-default running statistics, so the order shows in eval mode too (a positive per-channel
+    affine map would commute with the max). The same weights in resnet8_fast, whose stem pools after
+    the ReLU, give other outputs: the two differ only in the order."""
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8_prepool", num_classes=10, in_channels=1))
+    with torch.no_grad():
+        model.bn1.weight[::2] *= -1
+    model.train(training)
+    x = torch.randn(6, 1, 28, 28)
+    with torch.no_grad():
+        expected = _prepool_reference(model, x, training)
+        out = model(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    fast = create_model("resnet8_fast", num_classes=10, in_channels=1).train(training)
+    fast.load_state_dict(model.state_dict())  # the same parameter names and shapes
+    with torch.no_grad():
+        assert (fast(x) - out).abs().max() > 1e-2
+
+
+def test_prepool_stem_bn_is_left_unfolded_by_fuse_bn():
+    """Export's BN folding folds a BN into the conv before it; in resnet8_prepool a max-pool sits
+    between the stem conv and its BN, and with a negative gain max(a*x) != a*max(x), so that one BN
+    must stay while the blocks' fold, and the folded model computes what the original does."""
+    from resnet_lab.deploy import fuse_bn_with_report
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model("resnet8_prepool", num_classes=10, in_channels=1)).eval()
+    with torch.no_grad():
+        model.bn1.weight[::2] *= -1
+    fused, report = fuse_bn_with_report(model)
+    assert "bn1" in report.unfolded_names and "layer1.0.bn1" not in report.unfolded_names
+    assert len(report.folded) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) - 1
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_cifar_resnet_refuses_a_stem_pool_it_does_not_know():
+    msg = _one_line_error(lambda: CifarResNet(8, stem_pool="before"))
+    assert msg == "stem_pool must be False, True, 'after' or 'before_norm', got 'before'"
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet8_fast", "preact_resnet164", "wrn16_4"])
