@@ -3,8 +3,9 @@
 The peer is the idiomatic torchvision pipeline: ``torchvision.datasets.FashionMNIST`` reading the
 IDX files, per-sample transforms (``RandomCrop(28, padding=4)`` and ``RandomHorizontalFlip`` when
 the recipe augments, then ``ToTensor`` and ``Normalize``), a ``DataLoader`` and a plain training
-loop. It trains the same model with the same recipe as ``make demo`` (with ``--bf16`` only on a CPU with
-avx512_bf16 or AMX, as the Makefile passes it): the flags are parsed by
+loop. It trains the same model with the same recipe as ``make demo`` on this CPU (``--bf16`` and
+``resnet8_fast`` on a CPU with avx512_bf16 or AMX, ``resnet8_prepool`` in float32 elsewhere, as the
+Makefile chooses): the flags are parsed by
 resnet-lab's own argument parser, so both sides read the same epochs, batch size, learning rate,
 label smoothing, momentum and weight decay; SGD with Nesterov momentum, weight decay on the >= 2-D
 weights only, and the per-step schedule from ``resnet_lab.train.build_scheduler``; ``--channels-last``
@@ -49,7 +50,7 @@ from _common import (
     MAX_EPOCHS, at_most, markdown_table, accuracy_fraction, fail, now_utc, publish, python_name, setup_threads,
     verdict, wait_for_quiet,
 )
-from fashion_mnist import RECIPES, native_precision
+from fashion_mnist import RECIPES, make_demo_recipe, native_precision
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets
 from torchvision import transforms as T
@@ -65,7 +66,6 @@ from resnet_lab.train.optim import warmup_steps
 __all__ = ["compare", "main", "missing_idx", "prepare_root", "recipe_flags", "time_to"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = RECIPES["demo"][3]  # the flags of `make demo`
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # The Fashion-MNIST training set's mean and std, as tutorials quote them (a user copies these).
 MEAN, STD = (0.2860,), (0.3530,)
@@ -96,7 +96,8 @@ def recipe_flags(*, epochs: int | None = None, augment: bool | None = None, subs
         subset: adds ``--subset N`` (train on N images, the same ones on both sides).
         data_dir: adds ``--data-dir``.
     """
-    flags = shlex.split(native_precision(DEMO))  # --bf16 only where this CPU has it natively, as make demo
+    # the recipe and precision `make demo` trains on this CPU (--bf16 only where it is native)
+    flags = shlex.split(native_precision(RECIPES[make_demo_recipe()][3]))
     if epochs is not None:
         flags = _with_flag(flags, "--epochs", str(epochs))
     if augment is True:

@@ -633,12 +633,19 @@ def test_bench_threads_help_works(capsys):
 
 
 def _makefile_demo_flags(native_bf16: bool = True) -> list[str]:
-    """The flags `make demo` passes on a CPU with native bfloat16 (where $(DEMO_BF16) is --bf16) or without."""
-    text = (BENCHMARKS.parent / "Makefile").read_text().replace("\\\n", " ")
-    line = re.search(r"resnet-lab train (.*)", text).group(1).replace("$(DEMO_BF16)", "--bf16" if native_bf16 else "")
+    """The flags `make demo` passes on a CPU with native bfloat16 (where the Makefile sets DEMO_BF16
+    to --bf16) or without: the train command that `make -n` prints, less --out."""
+    out = subprocess.run(["make", "-n", "-s", "demo", f"DEMO_BF16={'--bf16' if native_bf16 else ''}"],
+                         cwd=BENCHMARKS.parent, capture_output=True, text=True, check=True).stdout
+    line = re.search(r"resnet-lab train (.*)", out.replace("\\\n", " ")).group(1)
     flags = shlex.split(line)
     i = flags.index("--out")
     return flags[:i] + flags[i + 2:]
+
+
+def _train_args(flags: list[str]) -> dict:
+    """What `resnet-lab train` reads from ``flags``, whatever their order."""
+    return vars(build_parser().parse_args(["train", *flags]))
 
 
 def test_make_demo_asks_for_bf16_only_where_the_cpu_has_native_bfloat16(tmp_path):
@@ -652,12 +659,26 @@ def test_make_demo_asks_for_bf16_only_where_the_cpu_has_native_bfloat16(tmp_path
 
 
 @pytest.mark.parametrize("native", [True, False])
+def test_make_demo_trains_the_recipe_measured_for_its_cpu(native, monkeypatch):
+    """With native bfloat16 `make demo` is recipe `demo` (resnet8_fast, --bf16), without it `demo_fp32`
+    (resnet8_prepool, float32, 3 epochs): docs/RESULTS.md's figures are those of what it runs."""
+    monkeypatch.setattr(fashion_mnist, "emulated_bf16", lambda device: not native)
+    name = fashion_mnist.make_demo_recipe()
+    assert name == ("demo" if native else "demo_fp32")
+    recipe = shlex.split(fashion_mnist.native_precision(fashion_mnist.RECIPES[name][3]))
+    assert _train_args(recipe) == _train_args(_makefile_demo_flags(native))
+    assert _train_args(recipe)["model"] == ("resnet8_fast" if native else "resnet8_prepool")
+    assert _train_args(recipe)["bf16"] is native
+
+
+@pytest.mark.parametrize("native", [True, False])
 def test_peer_runs_the_flags_of_make_demo(native, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "emulated_bf16", lambda device: not native)
-    assert peer_torchvision.recipe_flags() == _makefile_demo_flags(native)
+    assert _train_args(peer_torchvision.recipe_flags()) == _train_args(_makefile_demo_flags(native))
 
 
-def test_peer_recipe_changes_reach_both_sides_through_resnet_labs_parser():
+def test_peer_recipe_changes_reach_both_sides_through_resnet_labs_parser(monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "emulated_bf16", lambda device: False)  # the demo of a bf16 CPU
     flags = peer_torchvision.recipe_flags(epochs=1, augment=True, subset=512, data_dir="/d")
     ns = build_parser().parse_args(["train", *flags])
     assert (ns.epochs, ns.no_augment, ns.subset, ns.data_dir, ns.model) == (1, False, 512, "/d", "resnet8_fast")
