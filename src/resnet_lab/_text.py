@@ -46,6 +46,13 @@ def user_stacklevel() -> int:
     this package: the user's ``load_data(...)``, not a line of ours some calls deeper (a fixed
     level named a line of loaders.py for load_data's callers, and a line of sys for batch_slices')."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == __name__.partition(".")[0]:
+    while frame is not None and (frame.f_globals.get("__name__", "").partition(".")[0] == __name__.partition(".")[0]
+                                 or frame.f_globals.get("__name__") in _WRAPPERS):
         frame, level = frame.f_back, level + 1
     return level
+
+
+# Modules whose frames sit between a function of ours and its caller when a decorator wraps it
+# (``@torch.no_grad()`` runs evaluate from torch.utils._contextlib): skipped as ours are, or the
+# warning named torch's wrapper.
+_WRAPPERS = ("torch.utils._contextlib",)

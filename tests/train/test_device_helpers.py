@@ -4,6 +4,9 @@ torch.compile and a data-parallel wrapper, and the RNG state a resume restores."
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -68,24 +71,29 @@ def test_emulated_bf16_agrees_with_the_cpus_own_flags():
     assert emulated_bf16(torch.device("cuda")) is False and emulated_bf16(torch.device("meta")) is False
 
 
-@pytest.mark.parametrize("entry", ["train", "lr_find"])
+@pytest.mark.parametrize("entry", ["train", "lr_find", "evaluate"])
 @pytest.mark.parametrize("bf16_flag, amx, bf16, warned", [(False, False, True, True), (True, False, True, False),
                                                           (False, True, True, False), (False, False, False, False)])
-def test_train_and_lr_find_warn_of_an_emulated_bf16_at_their_start(entry, bf16_flag, amx, bf16, warned, monkeypatch,
-                                                                    recwarn):
-    """On an x86 CPU without AVX512-BF16 or AMX, --bf16 ran about 2x slower than float32 without a word."""
-    from resnet_lab.train import TrainConfig, lr_find, train
+def test_train_lr_find_and_evaluate_warn_of_an_emulated_bf16_once(entry, bf16_flag, amx, bf16, warned, monkeypatch):
+    """On an x86 CPU without AVX512-BF16 or AMX, --bf16 ran about 2x slower than float32 without a word.
+    Every warning is recorded (pyproject's filter hides this one from the rest of the suite)."""
+    from resnet_lab.train import TrainConfig, evaluate, lr_find, train
     from tinytrain import TinyNet, make_bundle
 
     monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_flag)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     config = TrainConfig(epochs=1, lr=0.05, bf16=bf16, device="cpu", progress=False)
-    if entry == "train":
-        train(TinyNet(), make_bundle(), config, log=lambda line: None)
-    else:
-        lr_find(TinyNet(), make_bundle(), config, steps=5)
-    said = [w for w in recwarn if "is emulated here and slower than float32" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if entry == "train":  # it evaluates every epoch: warned once all the same
+            train(TinyNet(), make_bundle(), dataclasses.replace(config, epochs=2), log=lambda line: None)
+        elif entry == "evaluate":  # evaluate(bf16=True) in Python ran emulated without a word
+            bundle = make_bundle()
+            evaluate(TinyNet(), bundle.test, num_classes=len(bundle.info.classes), bf16=bf16)
+        else:
+            lr_find(TinyNet(), make_bundle(), config, steps=5)
+    said = [w for w in caught if "is emulated here and slower than float32" in str(w.message)]
     assert [str(w.message) for w in said] == (["this CPU has neither AVX512-BF16 nor AMX, so bf16 (--bf16) is "
                                                "emulated here and slower than float32: leave it out for speed"]
                                               if warned else [])

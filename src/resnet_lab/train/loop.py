@@ -237,11 +237,22 @@ def evaluate(
     Whenever probabilities are averaged, the loss is the negative log of the averaged probability of
     the true class, computed in log space (a probability below float32's range stays finite). The
     flags (``bf16``, ``fp16``, ``channels_last``, ``tta``) must be True or False; ``fp16`` needs a
-    CUDA device, as in train. Train/eval modes are restored afterwards.
+    CUDA device, as in train; on an x86 CPU without AVX512-BF16 or AMX, ``bf16`` warns that it is
+    emulated there and slower than float32, as train does. Train/eval modes are restored afterwards.
     """
     device = resolve_device(device)  # "auto" and a clear message for "gpu", as train
     _check_evaluate_args(num_classes, device, bf16=bf16, fp16=fp16, channels_last=channels_last, tta=tta,
                          tta_shift=tta_shift, tta_pattern=tta_pattern)
+    warn_emulated_bf16(device, bf16)
+    return _evaluate(model, loader, num_classes=num_classes, device=device, bf16=bf16, fp16=fp16,
+                     channels_last=channels_last, tta=tta, tta_shift=tta_shift, fill=fill, tta_pattern=tta_pattern)
+
+
+def _evaluate(model: nn.Module | Sequence[nn.Module], loader: Iterable, *, num_classes: int, device: torch.device,
+              bf16: bool, fp16: bool, channels_last: bool, tta: bool = False, tta_shift: int = 0,
+              fill: Sequence[float] | None = None, tta_pattern: str = "cross") -> dict[str, Any]:
+    """:func:`evaluate` with its arguments checked and ``device`` resolved, and no warning: train
+    evaluates every epoch with the bf16 it warned of once, as it started."""
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     if not models:
         raise ValueError("evaluate needs at least one model")
@@ -1077,8 +1088,8 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
     ev = None
     if config.evaluates(epoch + 1):  # the same answer in every process: they evaluate together
         job.share_buffers(base)  # every process evaluates its test shard with rank 0's (saved) statistics
-        ev = job.evaluation(evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
-                                     bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
+        ev = job.evaluation(_evaluate(model, data.test, num_classes=len(data.info.classes), device=device,
+                                      bf16=config.bf16, fp16=config.fp16, channels_last=config.channels_last))
     overflows = False
     if ev is None:  # no test loss to judge by: the saved model must at least give finite outputs
         mine = stats.probe is not None and _eval_overflows(model, stats.probe, config, device)
