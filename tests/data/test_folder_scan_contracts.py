@@ -1,0 +1,71 @@
+"""The documented promises of resnet_lab.data.folder that the larger folder tests do not pin down:
+the reason each skipped file is reported with, hidden folders beside the classes, which folders
+count as a held-out split, and which sample a replaced image's label comes from."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resnet_lab.data import BadImageWarning, ImageFileDataset, scan_class_folders
+from resnet_lab.data.folder import holds_out
+from support import write_image_folder
+
+
+def test_each_skipped_file_is_reported_with_the_reason_docs_data_md_gives_it(tmp_path):
+    # docs/DATA.md: "'pets/dogs/empty.png' (empty file)"; a text file is "(not an image)"
+    root = write_image_folder(tmp_path / "pets", n=2)
+    (root / "b" / "empty.png").write_bytes(b"")
+    (root / "b" / "notes.txt").write_text("remember to label more dogs")
+    with pytest.warns(BadImageWarning) as rec:
+        scan = scan_class_folders(root)
+    reasons = {Path(p).name: why for p, why in scan.bad}
+    assert reasons == {"empty.png": "empty file", "notes.txt": "not an image"}
+    msg = str(rec[0].message)
+    assert f"{str(root / 'b' / 'empty.png')!r} (empty file)" in msg
+
+
+def test_a_hidden_folder_beside_the_classes_is_no_class(tmp_path):
+    # hidden entries are ignored silently (module docstring), folders too: Jupyter leaves
+    # .ipynb_checkpoints/ beside the class folders, and a copy of an image in it is no class
+    root = write_image_folder(tmp_path / "pets", n=2)
+    write_image_folder(root / ".ipynb_checkpoints", classes=("c",), n=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = scan_class_folders(root)
+    assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+
+
+def test_holds_out_is_true_only_for_a_readable_folder_without_a_val_split(tmp_path):
+    # its docstring: a test split is held out of a folder without val/; False where there is a val/,
+    # no folder at all, or one that cannot be read (loading it says why)
+    flat = write_image_folder(tmp_path / "flat")
+    split = tmp_path / "split"
+    write_image_folder(split / "train")
+    write_image_folder(split / "val")
+    half = write_image_folder(tmp_path / "half", classes=("train",))  # only train/: refused on load
+    assert holds_out(flat) is True
+    assert holds_out(str(flat)) is True
+    assert holds_out(split) is False
+    assert holds_out(None) is False
+    assert holds_out(half) is False
+
+
+def test_a_replaced_image_comes_with_its_own_label_not_the_broken_ones(tmp_path):
+    # ImageFileDataset's promise: an undecodable file is replaced by the next sample, which is that
+    # sample (image and label) as the dataset would give it at its own index
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:40])  # the header survives, the data do not
+    to_tensor = lambda im: torch.from_numpy(np.array(im.convert("RGB")))  # noqa: E731
+    ds = ImageFileDataset([(str(broken), 0), (str(good), 1)], to_tensor)
+    with pytest.warns(BadImageWarning):
+        x, y = ds[0]
+    want_x, want_y = ds[1]
+    assert y == want_y == 1 and torch.equal(x, want_x)
