@@ -56,16 +56,29 @@ def test_holds_out_is_true_only_for_a_readable_folder_without_a_val_split(tmp_pa
     assert holds_out(half) is False
 
 
-def test_a_replaced_image_comes_with_its_own_label_not_the_broken_ones(tmp_path):
-    # ImageFileDataset's promise: an undecodable file is replaced by the next sample, which is that
-    # sample (image and label) as the dataset would give it at its own index
+@pytest.fixture
+def good_and_broken(tmp_path):
+    """A decodable 4x4 PNG and a copy cut short after its header (passes a scan, fails to decode)."""
     good = tmp_path / "good.png"
     Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(good)
     broken = tmp_path / "broken.png"
-    broken.write_bytes(good.read_bytes()[:40])  # the header survives, the data do not
-    to_tensor = lambda im: torch.from_numpy(np.array(im.convert("RGB")))  # noqa: E731
-    ds = ImageFileDataset([(str(broken), 0), (str(good), 1)], to_tensor)
+    broken.write_bytes(good.read_bytes()[:40])
+    return str(good), str(broken)
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(im.convert("RGB")))
+
+
+@pytest.mark.parametrize("order", ["broken_first", "broken_last"])
+def test_a_replaced_image_is_the_next_sample_with_its_own_label_wrapping_around(good_and_broken, order):
+    # ImageFileDataset's promise: an undecodable file is replaced by the next sample (after the last
+    # comes the first), which is that sample, image and label, as the dataset gives it at its own index
+    good, broken = good_and_broken
+    samples = [(broken, 0), (good, 1)] if order == "broken_first" else [(good, 1), (broken, 0)]
+    ds = ImageFileDataset(samples, to_tensor)
+    bad_i = 0 if order == "broken_first" else 1
     with pytest.warns(BadImageWarning):
-        x, y = ds[0]
-    want_x, want_y = ds[1]
+        x, y = ds[bad_i]
+    want_x, want_y = ds[1 - bad_i]
     assert y == want_y == 1 and torch.equal(x, want_x)
