@@ -82,3 +82,8 @@ def test_a_replaced_image_is_the_next_sample_with_its_own_label_wrapping_around(
         x, y = ds[bad_i]
     want_x, want_y = ds[1 - bad_i]
     assert y == want_y == 1 and torch.equal(x, want_x)
+
+
+def test_an_image_dataset_without_samples_is_refused_when_built_not_when_first_read():
+    with pytest.raises(ValueError, match="at least one sample"):
+        ImageFileDataset([], to_tensor)
