@@ -1,0 +1,39 @@
+"""resnet_lab.data.sources against its docstrings and docs/DATA.md, with dataset files written here
+(nothing is downloaded): where downloads go, and which folders are looked in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import resnet_lab.data.sources as ds
+from resnet_lab.data import find_fashion_mnist
+from support import write_fmnist
+
+
+@pytest.fixture
+def no_locations(tmp_path, monkeypatch):
+    """None of the variables that move the data or the cache, HOME in tmp_path, no Debian copy."""
+    for var in ("RESNET_LAB_CACHE", "XDG_CACHE_HOME", "RESNET_LAB_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(ds, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    return tmp_path
+
+
+def test_the_cache_is_resnet_lab_cache_else_xdg_cache_home_else_home_dot_cache(no_locations, monkeypatch):
+    # cache_dir's docstring and docs/DATA.md: "$RESNET_LAB_CACHE or $XDG_CACHE_HOME/resnet-lab move it"
+    t = no_locations
+    assert ds.cache_dir() == t / "home" / ".cache" / "resnet-lab"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(t / "xdg"))
+    assert ds.cache_dir() == t / "xdg" / "resnet-lab"
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(t / "mine"))
+    assert ds.cache_dir() == t / "mine"
+
+
+def test_fashion_mnist_in_the_xdg_cache_is_found_without_any_setting(no_locations, monkeypatch):
+    # a torchvision download into the cache (docs/DATA.md, place 3) is found again on the next run
+    monkeypatch.setenv("XDG_CACHE_HOME", str(no_locations / "xdg"))
+    raw = write_fmnist(no_locations / "xdg" / "resnet-lab" / "FashionMNIST" / "raw")
+    assert find_fashion_mnist(None) == {k: raw / stem for k, stem in ds.FASHION_MNIST_FILES.items()}
