@@ -87,3 +87,13 @@ def test_a_replaced_image_is_the_next_sample_with_its_own_label_wrapping_around(
 def test_an_image_dataset_without_samples_is_refused_when_built_not_when_first_read():
     with pytest.raises(ValueError, match="at least one sample"):
         ImageFileDataset([], to_tensor)
+
+
+def test_scanning_a_file_or_a_missing_folder_says_which_in_its_error_type(tmp_path):
+    # scan_class_folders' docstring: FileNotFoundError for a missing root, NotADirectoryError for a file
+    file = tmp_path / "pets.zip"
+    file.write_bytes(b"PK\x03\x04")
+    with pytest.raises(NotADirectoryError, match=f"{file} is a file, not a folder"):
+        scan_class_folders(file)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'} does not exist"):
+        scan_class_folders(tmp_path / "nowhere")
