@@ -461,6 +461,9 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
      r"has 4 images but labels of shape \(3,\), expected \(4,\)"),
     ({"data_batch_1": with_entry(cifar_batch(4, 1), b"data", np.full((4, 3072), 300, np.int64))}, "data_batch_1",
      r"data are int64 from 300 to 300, expected pixel values 0\.\.255"),
+    # 256 is the first value a uint8 cannot hold (it would wrap to 0): refused as 300 is
+    ({"data_batch_1": with_entry(cifar_batch(4, 1), b"data", np.full((4, 3072), 256, np.int64))}, "data_batch_1",
+     r"data are int64 from 256 to 256, expected pixel values 0\.\.255"),
     # class names Python 3 wrote as bytes that are not UTF-8: damage, as everywhere else in the file
     ({"batches.meta": {b"label_names": [b"b\xe9", *CIFAR10_NAMES[1:]]}}, "batches.meta",
      r"label_names\[0\] is b'b\\xe9', not UTF-8 text"),
