@@ -37,3 +37,18 @@ def test_fashion_mnist_in_the_xdg_cache_is_found_without_any_setting(no_location
     monkeypatch.setenv("XDG_CACHE_HOME", str(no_locations / "xdg"))
     raw = write_fmnist(no_locations / "xdg" / "resnet-lab" / "FashionMNIST" / "raw")
     assert find_fashion_mnist(None) == {k: raw / stem for k, stem in ds.FASHION_MNIST_FILES.items()}
+
+
+@pytest.mark.parametrize("given", ["parent", "folder"])
+def test_an_explicit_cifar_dir_is_searched_as_given_or_as_the_batches_folder_itself(no_locations, given):
+    # docs/DATA.md: cifar-10-batches-py/ "in (or directly as) --data-dir DIR, the only place looked at":
+    # a DIR that is that folder is searched alone, not for a cifar-10-batches-py/ inside it
+    batches = no_locations / "c" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    (batches / "batches.meta").write_bytes(b"")  # some of the files, not all: not found
+    data_dir = batches if given == "folder" else batches.parent
+    with pytest.raises(ds.DataNotFoundError) as e:
+        ds.read_cifar("cifar10", data_dir)
+    searched = str(e.value).split("Searched, in order:\n")[1].splitlines()
+    want = [batches] if given == "folder" else [batches, batches.parent]
+    assert searched == [f"  - {p} (--data-dir)" for p in want]
