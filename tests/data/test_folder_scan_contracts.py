@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_lab.data import BadImageWarning, ImageFileDataset, scan_class_folders
-from resnet_lab.data.folder import holds_out
+from resnet_lab.data import BadImageWarning, ImageFileDataset, NoDecodableImageError, scan_class_folders
+from resnet_lab.data.folder import find_split_dirs, holds_out
 from support import write_image_folder
 
 
@@ -39,6 +39,24 @@ def test_a_hidden_folder_beside_the_classes_is_no_class(tmp_path):
         warnings.simplefilter("error")
         scan = scan_class_folders(root)
     assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+
+
+def test_a_hidden_folder_inside_a_class_adds_no_samples(tmp_path):
+    # _files_below: "every non-hidden file below", hidden folders skipped like hidden files: the
+    # previews a viewer keeps in cats/.thumbnails/ are not more cats
+    root = write_image_folder(tmp_path / "pets", n=2)
+    write_image_folder(root / "a", classes=(".thumbnails",), n=3, seed=1)
+    scan = scan_class_folders(root)
+    assert sorted(Path(p).relative_to(root).as_posix() for p, _ in scan.samples) == ["a/0.png", "a/1.png",
+                                                                                    "b/0.png", "b/1.png"]
+
+
+@pytest.mark.parametrize("train", ["train", "training", "Training"])
+def test_every_documented_name_of_the_training_split_is_found_beside_val(tmp_path, train):
+    # find_split_dirs' docstring: train/training (any case, as the val names) mark the split layout
+    write_image_folder(tmp_path / train)
+    write_image_folder(tmp_path / "val")
+    assert find_split_dirs(tmp_path) == (tmp_path / train, tmp_path / "val")
 
 
 def test_holds_out_is_true_only_for_a_readable_folder_without_a_val_split(tmp_path):
@@ -97,3 +115,13 @@ def test_scanning_a_file_or_a_missing_folder_says_which_in_its_error_type(tmp_pa
         scan_class_folders(file)
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'} does not exist"):
         scan_class_folders(tmp_path / "nowhere")
+
+
+def test_no_decodable_image_error_keeps_its_own_message_and_unwraps_only_torchs_worker_traceback():
+    # its docstring: torch reraises a worker's error with the whole traceback as message; the last
+    # line, "<module>.NoDecodableImageError: <message>", is taken back out. Any other text is kept whole.
+    own = "no image in /data/a\nb can be decoded"  # a folder name with a newline in it
+    assert str(NoDecodableImageError(own)) == own
+    wrapped = ("Caught NoDecodableImageError in DataLoader worker process 0.\nOriginal Traceback (most recent "
+               "call last):\n  File \"x.py\", line 1\nresnet_lab.data.folder.NoDecodableImageError: no image in /d")
+    assert str(NoDecodableImageError(wrapped)) == "no image in /d"
