@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import resnet_lab.data.sources as ds
-from resnet_lab.data import find_fashion_mnist
+from resnet_lab.data import find_fashion_mnist, read_fashion_mnist
 from support import write_fmnist
 
 
@@ -52,3 +53,12 @@ def test_an_explicit_cifar_dir_is_searched_as_given_or_as_the_batches_folder_its
     searched = str(e.value).split("Searched, in order:\n")[1].splitlines()
     want = [batches] if given == "folder" else [batches, batches.parent]
     assert searched == [f"  - {p} (--data-dir)" for p in want]
+
+
+def test_read_fashion_mnist_gives_the_documented_dtypes_and_shapes(tmp_path):
+    # ImageArrays' docstring: images uint8 (N, C, H, W), labels int64 (N,), as the IDX files hold them
+    files = find_fashion_mnist(write_fmnist(tmp_path / "f", n=12, seed=0))
+    a = read_fashion_mnist(files)
+    for x, y in ((a.train_x, a.train_y), (a.test_x, a.test_y)):
+        assert x.dtype == torch.uint8 and x.shape == (12, 1, 28, 28)
+        assert y.dtype == torch.int64 and y.tolist() == [i % 10 for i in range(12)]
