@@ -69,3 +69,5 @@ def test_keep_classes_relabels_in_the_given_order_and_skips_labels_the_split_lac
     assert mask.tolist() == [True, False, False, True] and new.tolist() == [1, 1]
     mask, new = keep_classes(torch.tensor([2, 1, 0, 2]), [2, 0])
     assert mask.tolist() == [True, False, True, True] and new.tolist() == [0, 1, 0]
+    mask, new = keep_classes(torch.tensor([], dtype=torch.long), [2, 0])  # an empty split keeps nothing
+    assert mask.shape == (0,) and new.shape == (0,)
