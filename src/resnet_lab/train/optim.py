@@ -67,7 +67,8 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scale: dict[str, floa
     for (scale, decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
         out.append({"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
     if not out:
-        raise ValueError("the model has no trainable parameters (everything is frozen)")
+        raise ValueError("the model has no trainable parameters (everything is frozen): unfreeze the layers to train "
+                         "(requires_grad_(True)) before building the optimizer")
     return out
 
 
