@@ -397,7 +397,10 @@ def _check_trainable(run_dir: Path, meta: dict[str, Any], saved: dict[str, Any],
            "it was trained without a whitened first conv: resume with the model unwhitened, its layers frozen "
            "as the run's start had them" if not whitened and sum(then) > sum(now) else
            "resume with the model as the run's start had it (the same layers frozen)")
-    raise ValueError(f"{run_dir} was trained with {sum(then)} trainable tensors, this model has {sum(now)}: {why}")
+    counts = (f"{sum(then)} trainable tensors, this model has {sum(now)}" if sum(then) != sum(now) else
+              f"other trainable tensors than this model's ({sum(now)} trainable tensors either way, but in "
+              "other optimizer groups: other layers frozen)")
+    raise ValueError(f"{run_dir} was trained with {counts}: {why}")
 
 
 class Checkpointer:
