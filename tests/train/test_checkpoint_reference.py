@@ -8,7 +8,21 @@ import pytest
 import torch
 
 from resnet_lab.train import TrainConfig, train
+from resnet_lab.train.checkpoint import recipe_values_differ, run_facts
+
 from tinytrain import TinyNet, make_bundle
+
+
+def test_the_data_facts_record_the_global_batch_so_another_split_of_it_among_processes_resumes():
+    """docs/DISTRIBUTED.md: --batch-size is per process, the global batch is batch x N; a run of 2
+    processes at 16 shares its trajectory with 1 process at 32, not with 1 process at 16."""
+    def data_facts(batch_size, world_size):
+        return run_facts(TrainConfig(), make_bundle(batch_size=batch_size), world_size)["data"]
+
+    two_at_16 = data_facts(16, 2)
+    assert two_at_16["global_batch_size"] == 32
+    assert not [k for k in two_at_16 if recipe_values_differ(two_at_16[k], data_facts(32, 1)[k])]
+    assert [k for k in two_at_16 if recipe_values_differ(two_at_16[k], data_facts(16, 1)[k])] == ["global_batch_size"]
 
 
 def _tiny_run(out, frozen: str, **kw):
@@ -33,3 +47,12 @@ def test_a_resume_freezing_another_tensor_of_the_same_count_is_one_line_and_leav
     assert "\n" not in text and str(run) in text and "the same layers frozen" in text
     assert "4 trainable tensors either way" in text  # not "trained with 4, this model has 4"
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("saved, now", [(3, 0.1 * 3 * 10), (0.1 * 3 * 10, 3), (0, 1e-13), (1e-13, 0)])  # 3.0000000000000004
+def test_a_float_on_either_side_is_compared_to_rounding(saved, now):
+    """recipe_values_differ's docstring: floats are compared to rounding. A value a user gave as an int
+    (lr=3) and the same value computed in floats on the other side are the same recipe, whichever
+    side holds the int."""
+    assert not recipe_values_differ(saved, now)
+    assert recipe_values_differ(saved, now + 1e-3)
