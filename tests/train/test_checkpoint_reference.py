@@ -10,6 +10,7 @@ import torch
 from resnet_lab.train import TrainConfig, train
 from resnet_lab.train.checkpoint import recipe_values_differ, run_facts
 
+from support import run_files
 from tinytrain import TinyNet, make_bundle
 
 
@@ -40,13 +41,13 @@ def test_a_resume_freezing_another_tensor_of_the_same_count_is_one_line_and_leav
     multi-line "doesn't match the size of optimizer's group" through."""
     run = tmp_path / "run"
     _tiny_run(run, "conv.weight")
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    before = run_files(run)
     with pytest.raises(ValueError) as e:
         _tiny_run(run, "bn.weight", resume=True)
     text = str(e.value)
     assert "\n" not in text and str(run) in text and "the same layers frozen" in text
     assert "4 trainable tensors either way" in text  # not "trained with 4, this model has 4"
-    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert run_files(run) == before
 
 
 @pytest.mark.parametrize("saved, now", [(3, 0.1 * 3 * 10), (0.1 * 3 * 10, 3), (0, 1e-13), (1e-13, 0)])  # 3.0000000000000004
