@@ -3,6 +3,8 @@ contracts of param_groups and the schedules (optim.py's docstrings, docs/)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
 import torch
 
@@ -60,6 +62,9 @@ def test_warmup_steps_counts_whole_steps_and_one_for_a_warmup_shorter_than_a_ste
     assert warmup_steps(0.01, 50) == 1  # half a step
     assert warmup_steps(2.0, 50) == 100
     assert warmup_steps(0.5, 3) == 1  # 1.5 steps
+    # the epochs as the user wrote them, times the steps, exactly (0.29 * 100 is 28.999999999999996 in floats)
+    for epochs in ("0.29", "0.57", "0.58", "1.13", "2.3"):
+        assert warmup_steps(float(epochs), 100) == int(Fraction(epochs) * 100), epochs
     f = schedule_fn("onecycle", 100, warmup_steps(0.01, 50))
     assert f(0) == 1.0  # the peak at once, not a ramp over 25 steps (the default when 0)
 

@@ -129,8 +129,9 @@ def schedule_fn(name: str, total_steps: int, warmup_steps: int = 0, milestones: 
 def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
     """The steps of ``warmup_epochs``, whole steps rounded down (a resumed run recomputes them: the
     same count every time): at least one when it is set at all, so a warmup shorter than a step is
-    not read as 0 (which onecycle takes as its default 25%)."""
-    steps = int(warmup_epochs * steps_per_epoch)
+    not read as 0 (which onecycle takes as its default 25%). The product is rounded to 6 decimals
+    first: 0.29 epochs of 100 steps is 28.999999999999996 in floating point, and meant 29."""
+    steps = math.floor(round(warmup_epochs * steps_per_epoch, 6))
     return max(steps, 1) if warmup_epochs > 0 else 0
 
 
