@@ -761,6 +761,31 @@ def test_a_bf16_runs_epochs_are_evaluated_under_the_same_autocast():
     assert history.last["test_loss"] != pytest.approx(ev[False], rel=1e-6)
 
 
+class _GradModeSpy(TinyNet):
+    """TinyNet that records, for each forward pass, whether it ran in training mode and with autograd on."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return super().forward(x)
+
+
+def test_train_and_evaluate_run_their_evaluations_without_autograd():
+    """An evaluation records no graph (torch.no_grad): train's per-epoch evaluation once ran with
+    autograd on (a refactor left its internal evaluate undecorated), keeping every batch's graph and
+    warning "Converting a tensor with requires_grad=True to a scalar"."""
+    model, data = _GradModeSpy(), make_bundle()
+    train(model, data, _cfg(epochs=1), log=lambda s: None)
+    assert {(False, False)} == {c for c in model.calls if not c[0]}  # evaluation batches: eval mode, no grad
+    assert any(c == (True, True) for c in model.calls)  # the training steps record the graph
+    model.calls.clear()
+    evaluate(model, data.test, num_classes=3)
+    assert model.calls and set(model.calls) == {(False, False)}
+
+
 def test_train_gives_the_same_weights_whatever_the_callers_rng_state():
     """Restoring the caller's RNG afterwards keeps the run itself seeded by config.seed alone
     (TinyNet's dropout draws from the global RNG while it trains)."""

@@ -208,7 +208,6 @@ class EpochStats:
                 "lr": f"{lr:.4g}", "img_s": f"{seen / seconds:.0f}"}
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module | Sequence[nn.Module],
     loader: Iterable,
@@ -248,6 +247,7 @@ def evaluate(
                      channels_last=channels_last, tta=tta, tta_shift=tta_shift, fill=fill, tta_pattern=tta_pattern)
 
 
+@torch.no_grad()
 def _evaluate(model: nn.Module | Sequence[nn.Module], loader: Iterable, *, num_classes: int, device: torch.device,
               bf16: bool, fp16: bool, channels_last: bool, tta: bool = False, tta_shift: int = 0,
               fill: Sequence[float] | None = None, tta_pattern: str = "cross") -> dict[str, Any]:
