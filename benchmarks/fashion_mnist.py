@@ -62,8 +62,8 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
     "demo": ("`make demo` (whose --bf16 the Makefile passes only on a CPU with avx512_bf16 or amx_bf16): "
              "`demo_b256_4` at twice its rate (0.4; chosen on 3 seeds against 0.15, 0.2, 0.3 and 0.6), "
              "93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4)),
-    "demo_prepool": ("`demo` with `resnet8_prepool` (the stem's max-pool before its BN and ReLU: about 1.5x the "
-                     "float32 steps per second of resnet8_fast), for CPUs without native bfloat16, 93% within 2 minutes",
+    "demo_prepool": ("`demo` with `resnet8_prepool` (the stem's max-pool before its BN and ReLU), for CPUs without "
+                     "native bfloat16, 93% within 2 minutes",
                      0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4).replace("resnet8_fast", "resnet8_prepool")),
     "demo_fp32": ("`make demo` on a CPU without native bfloat16 (neither avx512_bf16 nor amx_bf16): `demo_prepool` for "
                   "3 epochs at `--lr 0.8` (screened on 3 seeds at one thread against 0.4, 0.6 and 1.0), float32, "

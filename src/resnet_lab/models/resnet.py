@@ -770,11 +770,13 @@ def _cifar_resnet(
 
 
 def _cifar_fast(
-    depth: int, widths: Sequence[int], stem_pool: str = "after", /, *, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
-    norm: str = "batch", zero_init_residual: bool = False, checkpoint_segments: int | bool = 0,
+    depth: int, widths: Sequence[int], stem_pool: str = "after", /, *, num_classes: int = 1000, in_channels: int = 3,
+    small_input: bool = False, norm: str = "batch", zero_init_residual: bool = False,
+    checkpoint_segments: int | bool = 0,
 ) -> CifarResNet:
-    """A CIFAR ResNet at other widths with a 2x2 max-pool after the stem and projection
-    shortcuts; ``small_input`` is ignored, the net is built for 28-32 px images.
+    """A CIFAR ResNet at other widths with a 2x2 max-pool in the stem (after its BN and ReLU, or
+    before them for ``stem_pool="before_norm"``) and projection shortcuts; ``small_input`` is
+    ignored, the net is built for 28-32 px images.
 
     Args:
         zero_init_residual: start every residual block as the identity (Goyal et al. 2017);
