@@ -204,3 +204,26 @@ def test_last_trains_every_stage_from_the_unfreeze_point_on_not_that_stage_alone
     assert [n for n, p in model.named_parameters() if p.requires_grad] == \
         [n for n, _ in model.named_parameters() if n.startswith(later)]
     assert plan.eval_norms and all(n == "bn1" or n.startswith("layer1.") for n in plan.eval_norms)
+
+
+def test_the_freeze_report_counts_trainable_and_frozen_values_as_counted_by_hand():
+    """FreezeReport's attributes: ``trainable``/``frozen`` are numbers of parameter values. _net() by
+    hand: conv 2->4 3x3 (72 + 4), BN(4) (4 + 4), conv 4->4 3x3 (144 + 4), BN(4) (4 + 4), Linear 4->3
+    (12 + 3). Training the second BN and the Linear: 8 + 15 = 23 train, 76 + 8 + 148 = 232 frozen."""
+    report = freeze(_net(), ["1.1.weight", "1.1.bias", "4.weight", "4.bias"])
+    assert (report.trainable, report.frozen) == (23, 232)
+    assert report.trainable_names == ["1.1.weight", "1.1.bias", "4.weight", "4.bias"]
+
+
+def test_the_default_unfreeze_point_skips_a_wrapper_that_holds_a_single_layer():
+    """default_unfreeze_point's docstring: the last stage is the last module with *several*
+    parameterized layers; a single layer after it (here one conv in a Sequential of its own) trains
+    with it, so the point is the composite ``stem``, not the one-layer ``tail``."""
+    from collections import OrderedDict
+
+    from resnet_lab.transfer import default_unfreeze_point
+
+    model = nn.Sequential(OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)), tail=nn.Sequential(nn.Conv2d(4, 4, 1)),
+        pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(4, 3)))
+    assert default_unfreeze_point(model) == "stem"
