@@ -17,6 +17,7 @@ import torchvision
 from resnet_lab import create_model
 from resnet_lab.transfer import (
     ArchitectureMismatchError,
+    adapt_first_conv,
     fold_head,
     load_pretrained,
     load_source,
@@ -81,6 +82,8 @@ def test_class_count_change_recreates_only_the_classifier(tv_resnet18):
     tv, path = tv_resnet18
     ours, plan = _transfer(path, num_classes=7)
     assert plan.load.recreated == ["fc.weight", "fc.bias"]
+    # LoadReport.loaded: every other key of torchvision's state dict, copied as it was
+    assert sorted(plan.load.loaded) == sorted(set(tv.state_dict()) - {"fc.weight", "fc.bias"})
     assert ours.fc.weight.shape == (7, 512)
     src = tv.state_dict()
     for k, v in ours.state_dict().items():
@@ -164,6 +167,15 @@ def test_folded_head_equals_the_two_linears_in_float64():
     want = F.linear(F.linear(x, w0.double(), b0.double()), wh.double(), bh.double())
     assert set(sd) == {"fc.weight", "fc.bias"}
     assert torch.allclose(F.linear(x, sd["fc.weight"].double(), sd["fc.bias"].double()), want, atol=1e-5)
+    # the float64 product is only the way there: the folded Linear is stored in the weights' own dtype
+    assert sd["fc.weight"].dtype == sd["fc.bias"].dtype == torch.float32
+
+
+def test_a_first_conv_with_three_channels_is_not_adapted_to_four():
+    """adapt_first_conv's docstring: only c -> 1 and 1 -> C are exact; 3 -> 4 is refused naming both
+    counts and the in_channels to load the data with."""
+    with pytest.raises(ValueError, match=r"^cannot adapt a first conv with 3 input channels to 4: .*in_channels=3 instead$"):
+        adapt_first_conv(torch.randn(8, 3, 3, 3), 4)
 
 
 def test_legacy_torchvision_densenet_keys_and_wrapper_prefixes_map_to_the_current_names():
