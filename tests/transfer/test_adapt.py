@@ -18,6 +18,7 @@ from resnet_lab import create_model
 from resnet_lab.transfer import (
     ArchitectureMismatchError,
     adapt_first_conv,
+    first_conv_key,
     fold_head,
     load_pretrained,
     load_source,
@@ -169,6 +170,13 @@ def test_folded_head_equals_the_two_linears_in_float64():
     assert torch.allclose(F.linear(x, sd["fc.weight"].double(), sd["fc.bias"].double()), want, atol=1e-5)
     # the float64 product is only the way there: the folded Linear is stored in the weights' own dtype
     assert sd["fc.weight"].dtype == sd["fc.bias"].dtype == torch.float32
+
+
+def test_the_first_conv_key_of_a_bare_convolution_is_its_own_state_dict_key():
+    """first_conv_key names a state-dict key; for a model that is one Conv2d, torch's state dict calls
+    its kernel ``weight`` (no leading dot)."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    assert first_conv_key(conv) == "weight" and "weight" in conv.state_dict()
 
 
 def test_a_first_conv_with_three_channels_is_not_adapted_to_four():
