@@ -11,11 +11,13 @@ import re
 
 import pytest
 import torch
+from PIL import Image, PngImagePlugin
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from resnet_lab import create_model
-from resnet_lab.runs import (RunInUseError, RunLock, check_arch, check_distinct_runs, load_meta, load_model, load_state_dict_file,
-                             load_train_state, save_checkpoint)
+from resnet_lab.runs import (OUTPUT_MARK, RunInUseError, RunLock, check_arch, check_distinct_runs, check_output_file, load_meta,
+                             load_model, load_state_dict_file, load_train_state, run_without_meta, save_checkpoint, save_model)
 from resnet_lab.weights import get_weights
 
 CLASSES = ["ant", "bee", "cat"]
@@ -267,3 +269,59 @@ def test_an_arch_that_create_model_refuses_with_a_type_error_is_blamed_on_the_fi
             create_model(**arch)
         with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'model.json'))}: its 'arch' builds no model"):
             check_arch({**meta, "arch": arch}, tmp_path)
+
+
+def test_save_model_with_best_writes_the_same_weights_to_both_files(tmp_path):
+    """save_model's docstring: best.safetensors too when ``best``; both hold the model's own state_dict."""
+    model = _model(0)
+    save_model(tmp_path, model, {"classes": CLASSES}, best=True)
+    assert _holds(load_file(tmp_path / "model.safetensors"), model) and _holds(load_file(tmp_path / "best.safetensors"), model)
+
+
+def test_a_run_records_the_format_of_the_shipped_entries_in_model_json_and_in_its_weights(tmp_path):
+    """The format tag a reader goes by: the one the shipped weights' entries carry (written by hand in the package)."""
+    entry = json.loads(get_weights("resnet20:fashion-mnist").path.with_suffix(".json").read_text())
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    assert json.loads((tmp_path / "model.json").read_text())["format"] == entry["format"]
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        assert f.metadata()["format"] == entry["format"]
+
+
+@pytest.mark.parametrize("name", ["w.bin", "w.ckpt", "model_best.pth.tar"])
+def test_a_torch_checkpoint_is_read_under_each_suffix_torch_users_give_it(tmp_path, name):
+    state = _model(0).state_dict()
+    torch.save(state, tmp_path / name)
+    got = load_state_dict_file(tmp_path / name)
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
+def test_a_runs_model_json_given_as_weights_points_to_the_run_directory(tmp_path):
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    with pytest.raises(ValueError, match=rf"model.json is not a weights file \(.json\): pass the run directory {tmp_path}$"):
+        load_state_dict_file(tmp_path / "model.json")
+
+
+def test_best_of_a_run_never_evaluated_says_to_drop_best_and_the_last_weights_load(tmp_path):
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    with pytest.raises(FileNotFoundError, match="has no best.safetensors yet: no epoch of it was evaluated"):
+        load_model(tmp_path, which="best")
+    assert _holds(load_file(tmp_path / "model.safetensors"), load_model(tmp_path)[0])
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "train_state.pt"])
+def test_a_folder_with_a_runs_weights_or_state_but_no_model_json_is_named_part_of_a_run(tmp_path, name):
+    """A folder whose model.json was deleted is neither resumed nor overwritten, whichever run file is left."""
+    (tmp_path / name).write_bytes(b"x")
+    error = run_without_meta(tmp_path)
+    assert isinstance(error, FileExistsError) and f"holds part of a run ({name}) but no model.json" in str(error)
+
+
+@pytest.mark.parametrize("name, suffix", [("metrics.csv", ".csv"), ("curves.png", ".png"), ("confusion.png", ".png")])
+def test_no_output_lands_on_a_runs_table_or_plots_even_when_resnet_lab_drew_them(tmp_path, name, suffix):
+    """RUN_OUTPUTS (runs.py): a run's table and plots belong to it, however their mark reads."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", OUTPUT_MARK)
+    Image.new("L", (4, 4)).save(tmp_path / name, format="PNG", pnginfo=info)
+    with pytest.raises(FileExistsError, match=rf"{name} belongs to the run in {tmp_path}"):
+        check_output_file(tmp_path / name, kind="picture", suffixes=(suffix,))
