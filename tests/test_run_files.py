@@ -325,3 +325,9 @@ def test_no_output_lands_on_a_runs_table_or_plots_even_when_resnet_lab_drew_them
     Image.new("L", (4, 4)).save(tmp_path / name, format="PNG", pnginfo=info)
     with pytest.raises(FileExistsError, match=rf"{name} belongs to the run in {tmp_path}"):
         check_output_file(tmp_path / name, kind="picture", suffixes=(suffix,))
+
+
+def test_best_of_shipped_weights_by_name_is_refused_in_the_name_the_user_typed():
+    """load_model's docstring: shipped weights accept only which='model'; the refusal names them as typed."""
+    with pytest.raises(ValueError, match=r"^resnet20:fashion-mnist names shipped weights, one set of them: .*drop --best$"):
+        load_model("resnet20:fashion-mnist", which="best")
