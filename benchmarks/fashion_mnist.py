@@ -52,8 +52,10 @@ _SINGLE40 = ("--model resnet20_fast --dataset fashion-mnist --epochs {epochs} --
 _SINGLE40_RESTART = _RESTART + " --crop-padding 2 --epochs {epochs} --eval-every {epochs}"
 
 # The first `make demo` (`demo_b128`) at batch 256 and twice the rate, with the whitened first layer
-_DEMO_B256 = ("--model resnet8_fast --dataset fashion-mnist --epochs {epochs} --batch-size 256 --lr {lr} --no-augment "
-              "--label-smoothing 0.1 --channels-last --bf16 --whiten")
+# (`demo_fp32` trains resnet8_prepool in float32, as `make demo` does on a CPU without native bfloat16).
+_DEMO_B256 = ("--model {model} --dataset fashion-mnist --epochs {epochs} --batch-size 256 --lr {lr} --no-augment "
+              "--label-smoothing 0.1 --channels-last{bf16} --whiten")
+_B256_FAST = {"model": "resnet8_fast", "bf16": " --bf16"}
 
 # name: (what it is for, target test accuracy, time budget in minutes, train arguments). The
 # arguments may be a tuple of stages: the first is `resnet-lab train`, each later one is
@@ -61,20 +63,20 @@ _DEMO_B256 = ("--model resnet8_fast --dataset fashion-mnist --epochs {epochs} --
 RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
     "demo": ("`make demo` (whose --bf16 the Makefile passes only on a CPU with avx512_bf16 or amx_bf16): "
              "`demo_b256_4` at twice its rate (0.4; chosen on 3 seeds against 0.15, 0.2, 0.3 and 0.6), "
-             "93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4)),
+             "93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4, **_B256_FAST)),
     "demo_prepool": ("`demo` with `resnet8_prepool` (the stem's max-pool before its BN and ReLU), for CPUs without "
                      "native bfloat16, 93% within 2 minutes",
-                     0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4).replace("resnet8_fast", "resnet8_prepool")),
+                     0.93, 2, _DEMO_B256.format(epochs=4, lr=0.4, model="resnet8_prepool", bf16=" --bf16")),
     "demo_fp32": ("`make demo` on a CPU without native bfloat16 (neither avx512_bf16 nor amx_bf16): `demo_prepool` for "
                   "3 epochs at `--lr 0.8` (screened on 3 seeds at one thread against 0.4, 0.6 and 1.0), float32, "
                   "93% within 2 minutes", 0.93, 2,
-                  _DEMO_B256.format(epochs=3, lr=0.8).replace("resnet8_fast", "resnet8_prepool").replace(" --bf16", "")),
+                  _DEMO_B256.format(epochs=3, lr=0.8, model="resnet8_prepool", bf16="")),
     "demo_b128": ("the first `make demo`: a small ResNet, 5 epochs at batch 128, 93% within 2 minutes", 0.93, 2,
                   "--model resnet8_fast --dataset fashion-mnist --epochs 5 --batch-size 128 --lr 0.1 --no-augment --label-smoothing 0.1 --channels-last --bf16"),
     "demo_b256": ("`demo_b128` at batch 256 and twice the rate with a whitened first layer (at 2 threads a batch of "
                   "256 trains about 1.1x the images/s of 128 on this model), 93% within 2 minutes", 0.93, 2,
-                  _DEMO_B256.format(epochs=5, lr=0.2)),
-    "demo_b256_4": ("`demo_b256` for 4 epochs instead of 5, 93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.2)),
+                  _DEMO_B256.format(epochs=5, lr=0.2, **_B256_FAST)),
+    "demo_b256_4": ("`demo_b256` for 4 epochs instead of 5, 93% within 2 minutes", 0.93, 2, _DEMO_B256.format(epochs=4, lr=0.2, **_B256_FAST)),
     "fast": ("a `fast` recipe: ResNet-14 at doubled width with a pooled stem (`resnet14_fast`), 8 epochs, flip "
              "without crop, a whitened first layer, evaluated once at the end, judged with flip TTA, 94% within "
              "5 minutes", 0.94, 5,
