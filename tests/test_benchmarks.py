@@ -2094,3 +2094,15 @@ def test_a_two_stage_block_shows_commands_that_todays_cli_takes_and_says_what_pr
     fashion_mnist.write_results([{**_result(cpu_s=119.0), "seed": 0}], doc)  # one stage: no note
     assert text.count(fashion_mnist.PREVIOUS_RUN_NOTE) == 1
     assert doc.read_text().split("<!-- recipe:demo -->")[1].count("previous run") == 0
+
+
+def test_the_float32_fast_recipe_is_fast_b256_on_the_float32_demo_model():
+    """fast_fp32 is what a CPU without native bfloat16 runs for the `fast` target: fast_b256's options
+    with the demo_fp32 model, its own epochs and rate, no --bf16, judged the same way (flip TTA,
+    timed)."""
+    base, fp32 = (_train_args(shlex.split(fashion_mnist.RECIPES[n][3])) for n in ("fast_b256", "fast_fp32"))
+    changed = {k for k in base if base[k] != fp32[k]}
+    assert changed == {"model", "epochs", "lr", "bf16", "eval_every"}
+    assert (fp32["model"], fp32["bf16"], fp32["eval_every"]) == ("resnet8_prepool", False, fp32["epochs"])
+    assert fashion_mnist.RECIPES["fast_fp32"][1:3] == fashion_mnist.RECIPES["fast_b256"][1:3] == (0.94, 5)
+    assert "fast_fp32" in fashion_mnist.TTA_TARGET and "fast_fp32" not in fashion_mnist.TTA_SHIFT
