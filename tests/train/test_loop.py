@@ -470,12 +470,15 @@ def test_evaluate_on_a_loader_that_yields_nothing_is_a_clear_error():
         evaluate(_constant_model([0.0, 1.0, 2.0]), [], num_classes=3)
 
 
-@pytest.mark.parametrize("epoch, left", [(1, "left ~3:00"), (2, "left ~1:30"), (3, "left ~0:00")])
-def test_the_epoch_line_says_the_time_left_for_the_epochs_still_to_train(epoch, left):
-    """Each epoch still to come takes as long as this one's training did: 90 s each, out of 3."""
+@pytest.mark.parametrize("epoch, seconds, left", [(1, 90.0, "left ~3:00"), (2, 90.0, "left ~1:30"),
+                                                  (3, 90.0, "left ~0:00"), (1, 1830.5, "left ~1:01:01")])
+def test_the_epoch_line_says_the_time_left_for_the_epochs_still_to_train(epoch, seconds, left):
+    """Each epoch still to come takes as long as this one's training did: 90 s each, out of 3; two
+    epochs of 1830.5 s left are 3661 s, an hour, a minute and a second (h:mm:ss past an hour)."""
     from resnet_lab.train.loop import History, _epoch_line
 
-    record = {"epoch": epoch, "train_loss": 0.5, "train_acc": 0.8, "images_per_second": 100.0, "train_seconds": 90.0}
+    record = {"epoch": epoch, "train_loss": 0.5, "train_acc": 0.8, "images_per_second": 100.0,
+              "train_seconds": seconds}
     assert _epoch_line(record, _cfg(epochs=3, eval_every=3), History()).endswith(left)
 
 
@@ -927,3 +930,16 @@ def test_a_pause_of_stop_after_says_where_the_run_stands_in_one_line(tmp_path, e
     best = f"best test accuracy {100 * history.best_acc:.2f}% so far" if eval_every == 1 else "no epoch evaluated yet"
     assert told == [f"paused after epoch 2 of 3: {best}; continue with the same command and --resume (in Python: "
                     "resume=True)"]
+
+
+def test_an_epoch_evaluated_at_zero_accuracy_is_a_best_of_0_00_percent_in_the_lines_not_none():
+    """History's contract: the first evaluated epoch is the best whatever its accuracy, so once one
+    was evaluated at 0% the epoch line and a pause say 0.00%, not "best -" / "no epoch evaluated"."""
+    from resnet_lab.train.loop import History, _epoch_line, _pause_line
+
+    history = History()
+    record = {"epoch": 1, "train_loss": 1.1, "train_acc": 0.3, "test_loss": 1.2, "test_acc": 0.0,
+              "images_per_second": 100.0, "train_seconds": 1.0}
+    history.add(record)
+    assert "  best 0.00%  " in _epoch_line(record, _cfg(epochs=3), history)
+    assert _pause_line(history, 1, 3).startswith("paused after epoch 1 of 3: best test accuracy 0.00% so far;")
