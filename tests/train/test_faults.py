@@ -1378,3 +1378,18 @@ def test_a_resumed_run_carries_on_with_the_gradient_scalers_scale(tmp_path, monk
     scales = [torch.load(run / "train_state.pt", weights_only=True)["scaler"]["scale"] for run in (straight, paused)]
     steps = 2 * 96 // 16  # two epochs of make_bundle's 96 images in batches of 16, no overflow at this scale
     assert scales[0] == scales[1] == 2.0 ** (4 + steps // 2)
+
+
+@pytest.mark.parametrize("n_bad, named", [(3, "0.weight, 1.weight, 2.weight;"),
+                                          (4, "0.weight, 1.weight, 2.weight and 1 more;")])
+def test_a_divergence_names_at_most_three_non_finite_tensors_and_counts_the_rest(n_bad, named):
+    """The documented message (_check_finite): three names, then "and N more" for the others."""
+    from resnet_lab.train.loop import _check_finite
+
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1, bias=False) for _ in range(5)])
+    with torch.no_grad():
+        for layer in model[:n_bad]:
+            layer.weight.fill_(float("nan"))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=0.1), lambda s: 1.0)
+    with pytest.raises(TrainingDiverged, match=f"stayed finite but non-finite values in {named}"):
+        _check_finite(model, 1.0, 0, scheduler, None, None)
