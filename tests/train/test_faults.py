@@ -185,6 +185,20 @@ def test_an_epoch_not_evaluated_whose_finite_model_overflows_in_eval_mode_is_not
     assert [r["epoch"] for r in history.epochs] == [1, 2, 3]
 
 
+def test_a_sam_run_that_diverges_at_the_end_of_an_epoch_names_sam_as_a_way_out(tmp_path):
+    """The way out of a divergence names --sam wherever the divergence is caught: in a step (test_sam)
+    and, as here, at the end of an epoch (BN statistics spoiled after its last step)."""
+    model = TinyNet()
+
+    def spoil(info):
+        if info["epoch"] == 1 and info["step"] == 6:
+            model.bn.running_mean.fill_(float("nan"))
+
+    torch.manual_seed(0)
+    with pytest.raises(TrainingDiverged, match=r"end of epoch 1 .*Lower --sam \(now 0.05\) or --lr, add --grad-clip 1"):
+        train(model, make_bundle(), _cfg(tmp_path / "run", epochs=2, sam=0.05), step_callbacks=[spoil], log=_quiet)
+
+
 def test_an_epoch_not_evaluated_whose_model_overflows_in_one_output_of_several_is_not_saved(tmp_path):
     """One class's logit at inf is enough to spoil the model's probabilities: channel 0's BN mean at
     -1e36 leaves its pooled feature finite (~1e36) and the other logits finite (weight 1), but class
@@ -1392,4 +1406,4 @@ def test_a_divergence_names_at_most_three_non_finite_tensors_and_counts_the_rest
             layer.weight.fill_(float("nan"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=0.1), lambda s: 1.0)
     with pytest.raises(TrainingDiverged, match=f"stayed finite but non-finite values in {named}"):
-        _check_finite(model, 1.0, 0, scheduler, None, None)
+        _check_finite(model, 1.0, 0, scheduler, None, "Lower --lr.")

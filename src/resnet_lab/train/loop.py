@@ -1096,8 +1096,9 @@ def _epoch_record(model: nn.Module, base: nn.Module, data, config: TrainConfig, 
         (flag,) = job.sum(torch.tensor(float(mine), dtype=torch.float64, device=device))
         overflows = float(flag) > 0  # in every process alike, so that all stop together
     # Never let a diverged model be written (or reported as done): the last good checkpoint stays.
-    _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out, config.grad_clip,
-                  loss_name="test loss" if ev else "training loss", eval_overflows=overflows)
+    _check_finite(base, ev["loss"] if ev else float(loss_sum) / seen, epoch, scheduler, config.out,
+                  _diverged_hint(config.grad_clip, config.sam), loss_name="test loss" if ev else "training loss",
+                  eval_overflows=overflows)
     record = {
         "epoch": epoch + 1,
         "train_loss": float(loss_sum) / seen,
@@ -1139,12 +1140,11 @@ def _diverged_hint(grad_clip: float | None, sam: float = 0.0) -> str:
 
 
 def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir: str | None,
-                  grad_clip: float | None, loss_name: str = "test loss",
-                  eval_overflows: bool = False) -> None:
+                  hint: str, loss_name: str = "test loss", eval_overflows: bool = False) -> None:
     """Raise :class:`TrainingDiverged` when the epoch ended with a non-finite loss (``loss_name``: the
     test loss, or the training loss of an epoch not evaluated), weights or BN statistics, or (an epoch
     not evaluated) a model whose eval-mode outputs overflow; called before anything of the epoch is
-    written."""
+    written. ``hint``: the way out (:func:`_diverged_hint` of the run's flags)."""
     bad = _nonfinite_tensors(model)
     if math.isfinite(loss) and not bad and not eval_overflows:
         return
@@ -1159,7 +1159,7 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir:
             else "no checkpoint was written")
     raise TrainingDiverged(
         f"training diverged at the end of epoch {epoch + 1} ({what}; lr {_base_lr(scheduler):.4g}); {kept}. "
-        f"{_diverged_hint(grad_clip)}"
+        f"{hint}"
     )
 
 
