@@ -97,6 +97,12 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
                   "with flip TTA, 94% within 5 minutes", 0.94, 5,
                   "--model resnet8_prepool --dataset fashion-mnist --epochs 8 --batch-size 256 --lr 0.6 "
                   "--crop-padding 0 --label-smoothing 0.1 --channels-last --whiten --eval-every 8"),
+    "fast_fp32_9": ("`fast_fp32` for 9 epochs instead of 8 (its timed run took 4.0 of the 5 minutes; screened on 3 "
+                    "seeds at one thread: 94.03 +- 0.09% with flip TTA against 93.96 +- 0.18% for 8 epochs and "
+                    "94.08 +- 0.13% for 10, which would take about 5), judged with flip TTA, 94% within 5 minutes",
+                    0.94, 5,
+                    "--model resnet8_prepool --dataset fashion-mnist --epochs 9 --batch-size 256 --lr 0.6 "
+                    "--crop-padding 0 --label-smoothing 0.1 --channels-last --whiten --eval-every 9"),
     "fast_resnet20": ("the first `fast` recipe: `resnet20_fast`, 7 epochs, flip without crop, a whitened first layer, "
                       "judged with flip TTA, 94% within 5 minutes", 0.94, 5,
                       "--model resnet20_fast --dataset fashion-mnist --epochs 7 --batch-size 128 --lr 0.1 "
@@ -157,7 +163,7 @@ RECIPES: dict[str, tuple[str, float, float, str | tuple[str, ...]]] = {
 # (`evaluate --tta`: the mean of the image's and its mirror's softmax), as airbench judges its 94%:
 # the evaluation is part of the recipe, so its time counts in the wall time. The other recipes are
 # judged on the single-view test accuracy after each epoch.
-TTA_TARGET = frozenset({"fast", "fast_b256", "fast_b256_6", "fast_fp32", "fast_resnet20", "fast_ddp", "single40", "single40_restart",
+TTA_TARGET = frozenset({"fast", "fast_b256", "fast_b256_6", "fast_fp32", "fast_fp32_9", "fast_resnet20", "fast_ddp", "single40", "single40_restart",
                         "single40_restart20", "single40_shift", "single40_shift62", "single40_shift_lr01",
                         "single40_diamond"})
 

@@ -2106,3 +2106,11 @@ def test_the_float32_fast_recipe_is_fast_b256_on_the_float32_demo_model():
     assert (fp32["model"], fp32["bf16"], fp32["eval_every"]) == ("resnet8_prepool", False, fp32["epochs"])
     assert fashion_mnist.RECIPES["fast_fp32"][1:3] == fashion_mnist.RECIPES["fast_b256"][1:3] == (0.94, 5)
     assert "fast_fp32" in fashion_mnist.TTA_TARGET and "fast_fp32" not in fashion_mnist.TTA_SHIFT
+
+
+def test_the_longer_float32_fast_recipe_changes_only_the_epochs():
+    """fast_fp32_9 is fast_fp32 trained 9 epochs (evaluated once, at the end), judged the same way."""
+    base, longer = (_train_args(shlex.split(fashion_mnist.RECIPES[n][3])) for n in ("fast_fp32", "fast_fp32_9"))
+    assert {k for k in base if base[k] != longer[k]} == {"epochs", "eval_every"}
+    assert longer["epochs"] == longer["eval_every"] == 9 and base["epochs"] == 8
+    assert fashion_mnist.RECIPES["fast_fp32_9"][1:3] == (0.94, 5) and "fast_fp32_9" in fashion_mnist.TTA_TARGET
