@@ -142,19 +142,23 @@ def test_a_run_whose_bn_statistics_go_nan_stops_and_keeps_the_last_finite_checkp
     assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [1]
 
 
+def _fill_bn_after(model, buffer: str, value: float, step: int):
+    """A step callback that fills ``model.bn.<buffer>`` with ``value`` after step ``step`` of epoch 1."""
+    def fill(info):
+        if info["epoch"] == 1 and info["step"] == step:
+            getattr(model.bn, buffer).fill_(value)
+    return fill
+
+
 def test_an_epoch_that_eval_every_skips_is_still_checked_for_divergence(tmp_path):
     """With --eval-every the test loss of a skipped epoch is unknown: the weights, the BN statistics
     and the training loss are still checked before anything of the epoch is written."""
     out = tmp_path / "run"
     model = TinyNet()
-
-    def poison(info):
-        if info["epoch"] == 1 and info["step"] == 3:
-            model.bn.running_var.fill_(float("inf"))
-
     torch.manual_seed(0)
     with pytest.raises(TrainingDiverged, match=r"epoch 1 \(the training loss stayed finite but.*bn.running_var"):
-        train(model, make_bundle(), _cfg(out, epochs=3, eval_every=2), step_callbacks=[poison], log=_quiet)
+        train(model, make_bundle(), _cfg(out, epochs=3, eval_every=2),
+              step_callbacks=[_fill_bn_after(model, "running_var", float("inf"), step=3)], log=_quiet)
     assert not (out / "model.safetensors").exists() and not (out / "metrics.jsonl").exists()
 
 
@@ -162,11 +166,8 @@ def test_an_epoch_not_evaluated_whose_finite_model_overflows_in_eval_mode_is_not
     """Weights and BN statistics can all be finite and still so large that every eval-mode output
     overflows (a huge lr): an epoch without a test loss is judged by a few of its own images, run
     as `evaluate` would run them, before it is written."""
-    def inflating(model):
-        def inflate(info):  # after epoch 1's last step (6 of 96 / 16): a finite mean no output survives
-            if info["epoch"] == 1 and info["step"] == 6:
-                model.bn.running_mean.fill_(-3e38)
-        return inflate
+    def inflating(model):  # after epoch 1's last step (6 of 96 / 16): a finite mean no output survives
+        return _fill_bn_after(model, "running_mean", -3e38, step=6)
 
     out, model = tmp_path / "run", TinyNet()
     torch.manual_seed(0)
@@ -189,11 +190,7 @@ def test_a_sam_run_that_diverges_at_the_end_of_an_epoch_names_sam_as_a_way_out(t
     """The way out of a divergence names --sam wherever the divergence is caught: in a step (test_sam)
     and, as here, at the end of an epoch (BN statistics spoiled after its last step)."""
     model = TinyNet()
-
-    def spoil(info):
-        if info["epoch"] == 1 and info["step"] == 6:
-            model.bn.running_mean.fill_(float("nan"))
-
+    spoil = _fill_bn_after(model, "running_mean", float("nan"), step=6)  # epoch 1's last step
     torch.manual_seed(0)
     with pytest.raises(TrainingDiverged, match=r"end of epoch 1 .*Lower --sam \(now 0.05\) or --lr, add --grad-clip 1"):
         train(model, make_bundle(), _cfg(tmp_path / "run", epochs=2, sam=0.05), step_callbacks=[spoil], log=_quiet)
