@@ -1158,8 +1158,7 @@ def _check_finite(model: nn.Module, loss: float, epoch: int, scheduler, run_dir:
     kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if run_dir and epoch
             else "no checkpoint was written")
     raise TrainingDiverged(
-        f"training diverged at the end of epoch {epoch + 1} ({what}; lr {_base_lr(scheduler):.4g}); {kept}. "
-        f"{hint}"
+        f"training diverged at the end of epoch {epoch + 1} ({what}; lr {_base_lr(scheduler):.4g}); {kept}. " + hint
     )
 
 
