@@ -123,6 +123,17 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def check_host(host: str | None, where: str) -> None:
+    """Refuse a ``--host`` name that cannot name a block of a document (see :func:`fail`).
+
+    Args:
+        host: the name given, or None (no ``--host``).
+        where: what the name becomes, for the message (e.g. "a block of docs/RESULTS.md").
+    """
+    if host is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", host):
+        fail(f"--host {host!r}: use letters, digits, '-' and '_' only (it names {where})")
+
+
 def first_paragraph(doc: str | None) -> str:
     """A script's ``--help`` description: the first paragraph of its docstring, whole (its first line
     alone can stop mid-sentence)."""

@@ -33,7 +33,7 @@ import torch
 from _common import (
     BUSY_MARK, QuietMeter, Quietness, add_quiet_args, fail, machine_line, may_write, setup_threads, wait_for_quiet,
 )
-from _common import MAX_SEEDS, MAX_THREADS, at_most, check_folder, thread_count
+from _common import MAX_SEEDS, MAX_THREADS, at_most, check_folder, check_host, thread_count
 
 from resnet_lab.train.device import emulated_bf16, resolve_device
 
@@ -584,9 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                         "recipe's block from another machine instead of replacing it (letters, digits, - and _)")
     add_quiet_args(p)
     a = p.parse_args(argv)
-    if a.host is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", a.host):
-        fail(f"--host {a.host!r}: use letters, digits, '-' and '_' only (it names a block of docs/RESULTS.md and an "
-             "image file)")
+    check_host(a.host, "a block of docs/RESULTS.md and an image file")
     unknown = [n for n in a.recipes if n not in RECIPES]
     if unknown:  # --record-only too: it exited 0 having recorded nothing
         fail(f"unknown recipe(s) {', '.join(unknown)}; expected any of {', '.join(RECIPES)} (see --list)")

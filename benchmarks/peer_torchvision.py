@@ -26,6 +26,7 @@ machine (``_common.Quietness``).
 
     .venv/bin/python benchmarks/peer_torchvision.py            # the demo recipe, 4 epochs each (~15-20 min)
     .venv/bin/python benchmarks/peer_torchvision.py --quick    # smoke run: 1 epoch of 1,024 images
+    .venv/bin/python benchmarks/peer_torchvision.py --host icelake  # another machine: a block beside the first
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, machine_block,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, check_host, command_line, machine_block,
     MAX_EPOCHS, at_most, markdown_table, accuracy_fraction, fail, now_utc, publish, python_name, setup_threads,
     verdict, wait_for_quiet,
 )
@@ -305,7 +306,8 @@ def compare(ours: list[dict], peer: list[dict], target: float | None = None) -> 
             "to_target_ratio": t_peer / t_ours if t_ours and t_peer else None}
 
 
-def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick: bool) -> Section:
+def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick: bool,
+             host: str | None = None) -> Section:
     fmt_t = lambda s: "not reached" if s is None else f"{s:.1f} s"  # noqa: E731
     rows = [[o.name, f"{statistics.median(r['train_seconds'] for r in o.records):.1f}",
              " / ".join(f"{100 * r['test_acc']:.2f}%" for r in o.records),
@@ -332,7 +334,8 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
     summary = [("peer: resnet-lab train / torchvision pipeline, time per epoch (1 thread)", f"{ratio:.2f}x",
                 f">= {PER_EPOCH_GOAL:g}", verdict(ratio, PER_EPOCH_GOAL))]
     head = machine_block(command, started, checks)
-    return Section("8. Against the pipeline a user would write: torchvision + DataLoader", head + "\n" + body,
+    title = "8. Against the pipeline a user would write: torchvision + DataLoader"
+    return Section(title if host is None else f"{title}, on the {host} host", head + "\n" + body,
                    summary, checks=checks, quick=quick)
 
 
@@ -348,6 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=str(DEBIAN_FASHION_MNIST),
                    help="the Fashion-MNIST IDX files (default: %(default)s)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'peer' block is written (when quiet)")
+    p.add_argument("--host", default=None, metavar="NAME",
+                   help="write the figures as a block of their own, 'peer-NAME', titled for the NAME host, beside "
+                        "another machine's 'peer' block instead of replacing it (letters, digits, - and _)")
     add_quiet_args(p)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the peer's own process
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -355,6 +361,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.flags and not args.worker:
         p.error(f"unexpected arguments {' '.join(args.flags)}")
+    check_host(args.host, "a block of the --doc")
     if args.root is not None and not args.worker:  # torchvision's word for the data folder: it was ignored
         fail(f"--root is the peer process's own flag, not a data folder: give the Fashion-MNIST IDX files with "
              f"--data-dir {args.root}")
@@ -398,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [*head, *flags, "--out", str(out), "--no-progress"]
             outcomes.append(_run(name, cmd, out, _shown(cmd, tmp)))
     c = compare(outcomes[0].records, outcomes[1].records, args.target)
-    return publish(_section(outcomes, c, command_line(), started, args.quick), args, doc=args.doc, key="peer")
+    # another host's figures get a block of their own ("peer-NAME": run_all keeps only [\w-]+ names)
+    return publish(_section(outcomes, c, command_line(), started, args.quick, args.host), args, doc=args.doc,
+                   key="peer" if args.host is None else f"peer-{args.host}")
 
 
 if __name__ == "__main__":

@@ -1414,6 +1414,41 @@ def test_peer_refuses_a_root_from_a_user_and_a_blank_data_dir_in_one_line_before
     assert e.value.code == 2 and says in err and "--data-dir" in err
 
 
+def _peer_publish(argv, tmp_path, monkeypatch):
+    """peer_torchvision.main with both pipelines made up (quiet, two epochs each): the document it wrote."""
+    idx = tmp_path / "debian"  # the IDX files _tiny_root made
+    records = [{"test_acc": 0.90, "train_seconds": 10.0, "elapsed_seconds": 11.0},
+               {"test_acc": 0.93, "train_seconds": 10.0, "elapsed_seconds": 22.0}]
+    monkeypatch.setattr(peer_torchvision, "_run", lambda name, cmd, out, shown: peer_torchvision.Outcome(
+        name, shown, records, 25.0, q(threads=1, cpu_s=9.8, load_after=1.0)))
+    monkeypatch.setattr(peer_torchvision, "machine_block", lambda *a: "- machine: made up\n")
+    monkeypatch.setattr(peer_torchvision, "setup_threads", lambda n: None)
+    doc = tmp_path / "B.md"
+    assert peer_torchvision.main(["--data-dir", str(idx), "--doc", str(doc), *argv]) == 0
+    return doc.read_text()
+
+
+def test_peer_host_writes_another_machines_block_beside_the_peer_block(tmp_path, monkeypatch, capsys):
+    """--host NAME: the comparison measured on a second machine (another `make demo` recipe there) stands
+    beside the first machine's; without it, a rerun replaces the 'peer' block in place."""
+    _tiny_root(tmp_path)
+    first = _peer_publish([], tmp_path, monkeypatch)
+    assert first.count("<!-- bench:peer -->") == 1 and "peer-" not in first
+    both = _peer_publish(["--host", "icelake"], tmp_path, monkeypatch)
+    assert both.startswith(first)  # the first machine's block untouched
+    own = both[len(first):]
+    assert "<!-- bench:peer-icelake -->" in own and "<!-- /bench:peer-icelake -->" in own
+    assert "## 8. Against the pipeline a user would write: torchvision + DataLoader, on the icelake host" in own
+    assert _peer_publish([], tmp_path, monkeypatch) == both  # each rerun replaces only its own block
+    # run_all rewrites the document around the blocks it does not own: the host's block survives it
+    _common.update_doc(str(tmp_path / "B.md"), "run_all", "# head", head=True)
+    assert "<!-- bench:peer-icelake -->" in (tmp_path / "B.md").read_text()
+    capsys.readouterr()  # the "wrote" lines
+    with pytest.raises(SystemExit) as e:
+        peer_torchvision.main(["--quick", "--host", "ice lake"])
+    assert e.value.code == 2 and "--host 'ice lake': use letters, digits" in _one_error_line(capsys)
+
+
 def test_peer_records_an_interpreter_outside_the_repository_by_its_name(monkeypatch):
     # a venv outside the repository was recorded as ../../../work/main/.venv/bin/python
     monkeypatch.setattr(sys, "executable", "/opt/elsewhere/.venv/bin/python")
