@@ -54,6 +54,17 @@ def test_rectangles_follow_the_papers_ranges_and_fit_the_image():
     assert (top == 0).any() and (top + eh == h).any() and (left == 0).any() and (left + ew == w).any()
 
 
+@pytest.mark.parametrize("h, w", [(6, 30), (30, 6)])
+def test_on_a_non_square_image_each_side_is_clipped_to_its_own_extent(h, w):
+    # "clipped to the image": the height to the image's height, the width to its width. At 40% of
+    # 180 px an area of 72 px with a ratio of 0.3 has sides of 15.5 and 4.6 px: longer than the short
+    # side (6 px), which must clip it, shorter than the long side (30 px), which must not.
+    top, left, eh, ew = sample_erase_params(4000, h, w, 1.0, torch.Generator().manual_seed(2))
+    assert (top >= 0).all() and (left >= 0).all() and (top + eh <= h).all() and (left + ew <= w).all()
+    across, along = (eh, ew) if h < w else (ew, eh)
+    assert (across == min(h, w)).any() and (along > min(h, w)).any()
+
+
 def test_probability_sets_the_erased_share_and_the_stream_stays_aligned():
     n = 10000
     full = sample_erase_params(n, 16, 16, 1.0, torch.Generator().manual_seed(5))
