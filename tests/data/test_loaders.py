@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, epoch_permutation, load_data,
+from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, epoch_permutation, load_data, normalize,
                              sample_crop_flip_params, select_per_class, select_subset)
 from support import write_fmnist
 
@@ -78,16 +78,29 @@ def test_order_is_a_function_of_seed_and_epoch_so_resume_is_exact():
     assert loader(x, y, seed=4).__iter__().__next__()[1].tolist() != loader(x, y).__iter__().__next__()[1].tolist()
 
 
+def normalized_float64(x: torch.Tensor, scale: float = 255.0) -> torch.Tensor:
+    """(x / scale - MEAN) / STD per channel, in float64: the reference of both normalizations."""
+    view = (1, 3, 1, 1)
+    return (x.double() / scale - torch.tensor(MEAN, dtype=torch.float64).view(view)) / torch.tensor(
+        STD, dtype=torch.float64
+    ).view(view)
+
+
 def test_normalization_matches_float64_recomputation():
     x, y = dataset(16)
     ld = loader(x, y, shuffle=False, augment=False)
     xb, yb = next(iter(ld))
-    ref = (x[:8].double() / 255 - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
-        STD, dtype=torch.float64
-    ).view(1, 3, 1, 1)
     assert xb.dtype == torch.float32 and yb.dtype == torch.int64
-    torch.testing.assert_close(xb.double(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(xb.double(), normalized_float64(x[:8]), rtol=0, atol=1e-5)
     assert torch.equal(yb, y[:8])
+
+
+def test_normalize_reads_float_pixels_on_the_range_its_scale_names():
+    # normalize's docstring: uint8, "or float on the 0..scale range": images already on 0..1 take scale=1
+    x = torch.rand(4, 3, 5, 6, generator=torch.Generator().manual_seed(0))
+    out = normalize(x, MEAN, STD, scale=1.0)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), normalized_float64(x, scale=1.0), rtol=0, atol=1e-5)
 
 
 def reference_crop_flip(img: np.ndarray, dy: int, dx: int, flip: bool, pad: int) -> np.ndarray:
