@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_lab.data import (InMemoryLoader, batch_slices, crop_flip, epoch_permutation, load_data, normalize,
-                             sample_crop_flip_params, select_per_class, select_subset)
+from resnet_lab.data import (InMemoryLoader, StreamingLoader, batch_slices, crop_flip, epoch_permutation, load_data,
+                             normalize, sample_crop_flip_params, select_per_class, select_subset)
 from support import write_fmnist
 
 MEAN, STD = (0.3, 0.5, 0.7), (0.2, 0.25, 0.3)
@@ -528,12 +528,29 @@ def test_batch_slices_refuse_an_empty_batch_and_a_rank_outside_the_world_naming_
         batch_slices(10, **{"batch_size": 4, "drop_last": False, **kw})
 
 
+class _TypedLabels(torch.utils.data.Dataset):
+    """Eight samples whose labels are 0-d tensors of one integer type (as a dataset reading them
+    from a uint8 or int32 array would return them)."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        return torch.zeros(1, 2, 2), torch.tensor(i, dtype=self.dtype)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
 def test_labels_of_any_integer_type_come_out_int64(dtype):
-    # the documented output: int64 (B,) labels, whatever integer type the dataset stores
+    # the documented output: int64 (B,) labels, whatever integer type the dataset stores; the
+    # streaming loader keeps the in-memory one's contract
     x, y = dataset(16)
     _, yb = next(iter(loader(x, y.to(dtype), shuffle=False)))
-    assert yb.dtype == torch.int64 and yb.tolist() == list(range(8))
+    _, ys = next(iter(StreamingLoader(_TypedLabels(dtype), batch_size=8, num_workers=0)))
+    for labels in (yb, ys):
+        assert labels.dtype == torch.int64 and labels.tolist() == list(range(8))
 
 
 def test_a_state_without_a_position_resumes_at_the_start_of_its_epoch():
