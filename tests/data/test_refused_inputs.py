@@ -164,3 +164,17 @@ def test_a_single_last_class_is_refused_with_a_pair_that_exists():
         load_data("fake", classes=[9], image_size=8)
     assert _one_line(exc).endswith("a classifier needs at least 2, e.g. classes=[9, 0]")
     assert load_data("fake", classes=[9, 0], image_size=8, batch_size=8).info.classes == ["class9", "class0"]
+
+
+@pytest.mark.parametrize("images, labels, named, way_out", [
+    (torch.rand(4, 3, 8, 8), torch.arange(4), "got torch.float32 (4, 3, 8, 8)", "(images * 255).round().to(torch.uint8)"),
+    (torch.zeros(4, 8, 8, dtype=torch.uint8), torch.arange(4), "got torch.uint8 (4, 8, 8)", "images.unsqueeze(1)"),
+    (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4)[:, None], "shape (4,), one class index per image, got (4, 1)", "labels.view(-1)"),
+    (torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(3), "got (3,)", "one class index per image"),
+])
+def test_the_in_memory_loader_refuses_images_it_would_misread_and_labels_that_do_not_match(images, labels, named, way_out):
+    # 0..1 floats would be normalized as if they were 0..255, and a label per image is what each batch
+    # pairs with its images: each refused in one line naming the value and the way out
+    with pytest.raises(ValueError) as exc:
+        InMemoryLoader(images, labels, batch_size=2, mean=[0.5] * 3, std=[0.5] * 3)
+    assert named in _one_line(exc) and way_out in _one_line(exc)

@@ -103,6 +103,29 @@ def batch_slices(
     return out
 
 
+def _check_images_and_labels(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse what the in-memory loader would misread, in one line with the way out: images that
+    are not uint8 (N, C, H, W) (0..1 floats would be normalized as 0..255 ones), labels that are not
+    one class index per image."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        shape = tuple(images.shape)
+        hints = []
+        if images.ndim == 3:
+            hints.append("add gray images' channel dimension with images.unsqueeze(1)")
+        elif images.ndim == 4 and shape[-1] in (1, 3) and shape[1] not in (1, 3):
+            hints.append("put (N, H, W, C) images' channels first with images.permute(0, 3, 1, 2)")
+        if images.is_floating_point():
+            hints.append("convert 0..1 floats with (images * 255).round().to(torch.uint8)")
+        elif images.dtype != torch.uint8:
+            hints.append("convert 0..255 integers with images.to(torch.uint8)")
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {shape}: "
+                         f"{'; '.join(hints) or 'pass one batch of images'}")
+    n = images.shape[0]
+    if labels.shape != (n,):
+        flatten = ": flatten them with labels.view(-1)" if labels.numel() == n else ""
+        raise ValueError(f"labels must have shape ({n},), one class index per image, got {tuple(labels.shape)}{flatten}")
+
+
 class _EpochState:
     """What both loaders share: this rank's batches of an epoch, the epoch counter and position
     (the resume contract), and the memory format of the batches they yield."""
@@ -229,10 +252,7 @@ class InMemoryLoader(_EpochState):
     ) -> None:
         check_erase_probability(random_erasing, augment=augment)
         check_flip_mode(flip_mode, augment=augment, flip=flip)
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+        _check_images_and_labels(images, labels)
         side = min(images.shape[-2:])
         if augment and not 0 <= int(padding) <= side // 2:
             raise ValueError(f"crop_padding {padding} (--crop-padding) must be between 0 and half the image side "
