@@ -55,6 +55,17 @@ def test_alternate_flips_a_random_half_then_each_image_the_opposite_of_the_epoch
     assert not torch.equal(epoch_permutation(N, 0, 0), epoch_permutation(N, 0, 1))
 
 
+def test_the_flipped_half_is_drawn_apart_from_the_epoch_order():
+    # "a seeded random half of the samples": a draw of its own, so the mirrored images are spread
+    # over each epoch's order, not its first half. Hypergeometric count over the first 128 of 256
+    # positions: 64 expected, sd 4; 44..84 is 5 sd either side
+    n = 256
+    loader = _loader(_images(n), flip_mode="alternate")
+    for epoch in (0, 1):
+        flips = loader.augment_params(epoch)[2]  # by position in the epoch's order
+        assert 44 <= int(flips[: n // 2].sum()) <= 84, f"epoch {epoch}: {int(flips[: n // 2].sum())} of 128"
+
+
 def test_random_flip_repeats_some_images_view_in_consecutive_epochs():
     """The same run without --flip alternate: a coin toss per image and epoch, so about half the
     images keep their view from one epoch to the next."""
