@@ -34,6 +34,8 @@ def test_a_pass_left_part_way_does_not_shorten_the_next(kind, split, tmp_path):
     for _ in ld:
         break
     next(iter(ld))
+    iter(ld)  # a new pass starts at iter(): a checkpoint taken before its first batch resumes it whole
+    assert ld.state_dict() == {"epoch": 0, "position": 0}
     again = [y for _, y in ld]  # epoch 0 again: no set_epoch was needed after a pass left part-way
     assert len(again) == len(whole) and all(torch.equal(a, b) for a, b in zip(again, whole))
 
