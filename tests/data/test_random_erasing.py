@@ -63,6 +63,20 @@ def test_on_a_non_square_image_each_side_is_clipped_to_its_own_extent(h, w):
     assert (top >= 0).all() and (left >= 0).all() and (top + eh <= h).all() and (left + ew <= w).all()
     across, along = (eh, ew) if h < w else (ew, eh)
     assert (across == min(h, w)).any() and (along > min(h, w)).any()
+    # the area is a share of h * w (not of a square on either side): up to 40% (rounding aside)
+    # and, since clipping to 6 px leaves 72 px rectangles possible, above 30% for some
+    frac = (eh * ew).double() / (h * w)
+    assert ERASE_SCALE[1] * 0.75 < frac.max() <= ERASE_SCALE[1] * 1.3
+
+
+def test_the_loaders_rectangles_span_its_images_height_and_width():
+    # 12 x 10 images: the loader's rectangles are drawn for its height and width, not the other way
+    # round, so they never pass the bottom or right edge and some reach each
+    x, y = data(n=400)
+    loader = InMemoryLoader(x, y, batch_size=16, mean=MEAN, std=STD, shuffle=True, augment=True, random_erasing=1.0)
+    top, left, eh, ew = loader.erase_params(0)
+    assert (top >= 0).all() and (left >= 0).all() and (top + eh <= 12).all() and (left + ew <= 10).all()
+    assert (top + eh == 12).any() and (left + ew == 10).any() and (eh > 10).any()
 
 
 def test_probability_sets_the_erased_share_and_the_stream_stays_aligned():
@@ -73,6 +87,10 @@ def test_probability_sets_the_erased_share_and_the_stream_stays_aligned():
     erased = half[2] > 0
     assert 0.47 < erased.float().mean().item() < 0.53
     assert (none[2] == 0).all() and (none[3] == 0).all()
+    # whether a sample is erased is a draw of its own: the erased half has the areas of all samples
+    # (mean share 0.21 with sd 0.11, so the mean of 5000 is within 0.002 of it; 0.01 is 6 sd)
+    frac = lambda r: (r[2] * r[3]).double() / (16 * 16)
+    assert abs(frac(half)[erased].mean() - frac(full).mean()) < 0.01
     # the same samples get the same rectangles whatever p is; p only decides who is erased
     for a, b in zip(full, half):
         assert torch.equal(a[erased], b[erased])
