@@ -97,6 +97,14 @@ def test_transfer_model_takes_numpy_class_counts_as_ints(resnet8_run):
     assert plan.head["num_classes"] == 3 and type(plan.head["num_classes"]) is int  # goes to model.json
 
 
+@pytest.mark.parametrize("strategy", ["all", "last", "head"])
+def test_transfer_model_refuses_class_names_that_do_not_match_num_classes(resnet8_run, strategy):
+    """transfer_model's docstring: ``classes`` names the target classes, so one name per class; two names
+    for three classes would be recorded in a model.json that could never load back."""
+    with pytest.raises(ValueError, match=r"^classes names 2 classes but num_classes is 3: give one name per class$"):
+        transfer_model(load_source(resnet8_run), strategy, num_classes=3, classes=["a", "b"])
+
+
 @pytest.mark.parametrize("bad", [0, 2, 4])
 def test_transfer_model_refuses_input_channels_other_than_gray_or_rgb(resnet8_run, bad):
     """in_channels 0 was taken as "the weights' own" without a word, and 2 or 4 (the gray kernel repeated)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from resnet_lab.transfer import ArchitectureMismatchError, load_source
+from support import write_image_folder
 
 
 @pytest.fixture
@@ -119,6 +120,25 @@ def test_a_folder_target_holds_out_the_sources_share_unless_it_gives_its_own(tmp
     assert (default.split_seed, default.val_fraction) == (3, 0.5) and DEFAULT_VAL_FRACTION != 0.5
     own = with_source_preprocessing(DataConfig("folder", data_dir=str(tmp_path / "pics"), val_fraction=0.3), source)
     assert (own.split_seed, own.val_fraction) == (3, 0.3)
+
+
+def test_a_folder_target_with_its_own_val_folder_takes_no_held_out_split_and_loads(tmp_path):
+    """with_source_preprocessing's docstring: a folder with val/ holds none out, so the source's split
+    seed is not handed on; the reference is the folder reader, which refuses a split seed for such a
+    folder (there is nothing to hold out) and reads the config that comes back."""
+    from resnet_lab.data import DataConfig
+    from resnet_lab.data.config import DEFAULT_VAL_FRACTION
+    from resnet_lab.data.sources import find_folder_samples
+    from resnet_lab.transfer import WeightSource, with_source_preprocessing
+
+    root = tmp_path / "pics"
+    for split in ("train", "val"):
+        write_image_folder(root / split, n=2)
+    source = WeightSource(state_dict={}, arch={"name": "resnet8"}, split_seed=3, val_fraction=0.5)
+    config = with_source_preprocessing(DataConfig("folder", data_dir=str(root)), source)
+    assert (config.split_seed, config.val_fraction) == (0, DEFAULT_VAL_FRACTION)
+    found = find_folder_samples(config.data_dir, config.val_fraction, config.split_seed)
+    assert not found.held_out
 
 
 def test_a_head_transferred_run_as_a_source_has_its_stacked_heads_class_count(tmp_path):

@@ -13,6 +13,8 @@ from tinytrain import make_bundle
 @pytest.mark.parametrize("strategy, kw, message", [
     ("everything", {}, "unknown strategy 'everything': expected one of all, last, head"),
     ("all", {"backbone_lr_scale": 0.0}, "--backbone-lr-scale must be a finite number > 0 (e.g. 0.1), got 0.0"),
+    # inf passed "> 0" and was refused later naming lr_scale, a name the caller never gave
+    ("all", {"backbone_lr_scale": float("inf")}, "--backbone-lr-scale must be a finite number > 0 (e.g. 0.1), got inf"),
     ("last", {"backbone_lr_scale": 0.1}, "--backbone-lr-scale applies to --strategy all, not last"),
 ])
 def test_transfer_model_refuses_an_option_of_another_strategy_or_out_of_range(resnet8_run, strategy, kw, message):
