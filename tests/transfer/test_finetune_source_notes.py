@@ -55,13 +55,14 @@ def test_a_finished_run_has_no_such_note(unfinished, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["all", "last", "head"])
-def test_a_class_count_that_does_not_fit_names_transfer_model(unfinished, strategy):
-    model, plan = transfer_model(load_source(unfinished), strategy, num_classes=3)
-    data = load_data(DataConfig("fake", classes=[0, 1, 2, 3, 4], subset=50, image_size=16, batch_size=25))
+@pytest.mark.parametrize("outputs, classes", [(3, 5), (5, 3)])  # too few outputs, and too many
+def test_a_class_count_that_does_not_fit_names_transfer_model(unfinished, strategy, outputs, classes):
+    model, plan = transfer_model(load_source(unfinished), strategy, num_classes=outputs)
+    data = load_data(DataConfig("fake", classes=list(range(classes)), subset=50, image_size=16, batch_size=25))
     with pytest.raises(ValueError) as e:
         finetune(model, data, TrainConfig(epochs=1, lr=0.01, progress=False), plan)
-    assert str(e.value) == (f"the model has 3 outputs but the data has 5 classes: transfer_model(source, "
-                            f"{strategy!r}, num_classes=5) keeps the pretrained weights")
+    assert str(e.value) == (f"the model has {outputs} outputs but the data has {classes} classes: transfer_model("
+                            f"source, {strategy!r}, num_classes={classes}) keeps the pretrained weights")
 
 
 def test_a_run_still_being_trained_is_said_to_be_training_not_to_be_resumed(unfinished, capsys):
