@@ -50,12 +50,17 @@ def test_a_saved_head_transferred_model_loads_back_from_its_arch_alone(tmp_path)
         assert torch.equal(loaded(x), model(x))
 
 
+def _legacy_meta(model: nn.Module) -> dict:
+    """model.json of a head-transferred run as older versions saved it: the stacked head only in
+    ``transfer.head``, not in ``arch``."""
+    arch = {k: v for k, v in model.model_config.items() if k != "stacked_head"}
+    return {**META, "arch": arch, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}}
+
+
 def test_a_legacy_run_with_only_transfer_head_in_model_json_loads_with_its_head(tmp_path):
     model = _source()
     add_head(model, 3)
-    arch = {k: v for k, v in model.model_config.items() if k != "stacked_head"}  # as older runs saved it
-    legacy = {**META, "arch": arch, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}}
-    save_model(tmp_path, model, legacy)
+    save_model(tmp_path, model, _legacy_meta(model))
     loaded, _ = load_model(tmp_path)
     assert isinstance(loaded.fc, LinearWithHead) and loaded.fc.new_classes == 3
     x = torch.randn(2, 1, 8, 8)
@@ -80,13 +85,17 @@ def test_classifier_of_a_model_outside_the_registry_is_found_by_search():
     assert add_head(model, 4) == "head.2" and isinstance(model.head[2], LinearWithHead)
 
 
-@pytest.mark.parametrize("saved_as", ["run", "state dict file"])
+@pytest.mark.parametrize("saved_as", ["run", "legacy run", "state dict file"])
 def test_a_head_transferred_run_is_a_source_for_a_further_transfer(tmp_path, saved_as):
-    """Through --from RUN and --from-file FILE --model NAME alike (a run's weights copied out as a .pth)."""
+    """Through --from RUN (as saved now, and as older runs recorded the head: transfer.head only) and
+    --from-file FILE --model NAME alike (a run's weights copied out as a .pth)."""
     model = _source()
     add_head(model, 3)
     if saved_as == "run":
         save_model(tmp_path, model, {**META, "transfer": {"head": {"module": "fc", "num_classes": 3, "old_classes": 5}}})
+        source = load_source(tmp_path)
+    elif saved_as == "legacy run":
+        save_model(tmp_path, model, _legacy_meta(model))
         source = load_source(tmp_path)
     else:
         torch.save(model.state_dict(), tmp_path / "head.pth")
