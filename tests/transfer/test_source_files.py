@@ -52,6 +52,9 @@ def test_from_a_state_dict_file_suggests_from_file_and_that_loads_it(tmp_path):
     with pytest.raises(ValueError, match=r"use --from-file (\S+) --model NAME$") as e:
         load_source(tmp_path / "w.pth")
     path = re.search(r"--from-file (\S+)", str(e.value)).group(1)
+    # the advice says --model NAME too: without it the bare file cannot say its architecture
+    with pytest.raises(ValueError, match=rf"^--from-file {re.escape(path)} needs --model NAME: "):
+        load_source(file=path)
     source = load_source(file=path, model="resnet8")
     assert all(torch.equal(source.state_dict[k], v) for k, v in model.state_dict().items())
 
