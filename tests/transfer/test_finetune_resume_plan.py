@@ -122,3 +122,16 @@ def test_a_new_finetune_into_a_stopped_one_of_another_strategy_names_it_not_a_re
                    "command the run was started with, or choose another --out for a new finetune")
     assert main([*args, "--strategy", "last", "--resume"]) == 0
     assert json.loads((out / "model.json").read_text())["epoch"] == 2
+
+
+def test_a_run_saved_before_source_path_was_recorded_resumes_from_the_same_source(resnet8_run, tmp_path, capsys):
+    """_check_resumed_plan: runs saved before transfer.source_path existed are judged by their --from
+    value; the same value names the same weights, so the run resumes (and trains its last epoch)."""
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", str(resnet8_run), "--strategy", "head", "--epochs", "2", *FT, "--out", str(out)]
+    assert main([*args, "--stop-after", "1"]) == 0
+    meta = json.loads((out / "model.json").read_text())
+    del meta["transfer"]["source_path"]  # as older versions saved it
+    (out / "model.json").write_text(json.dumps(meta))
+    assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "model.json").read_text())["epoch"] == 2
