@@ -77,6 +77,8 @@ FULLY_FOLDABLE = {
     "resnet20": lambda norm: zoo("resnet20", norm),
     "vgg11_bn": lambda norm: zoo("vgg11_bn", norm, hidden_dim=32, pool_size=1),
     "googlenet": lambda norm: zoo("googlenet", norm),
+    # conv -> max-pool -> BN in the stem: randomize_bn's scales are positive, so it folds across the pool
+    "resnet8_prepool": lambda norm: zoo("resnet8_prepool", norm),
 }
 
 
@@ -444,6 +446,44 @@ def test_a_bn_whose_fold_would_change_another_path_is_kept_with_its_reason(build
     err, fused, report = fold_and_compare(model, torch.randn(2, channels, 6, 4, dtype=torch.float64))
     assert report.folded == [] and report.unfolded == [(kept, reason)]
     assert err < 1e-12 and count_bn(fused) == 1
+
+
+class ConvPoolBN(nn.Module):
+    """conv -> max-pool -> BN, as resnet8_prepool's stem; ``also_read``: the pooled map is read
+    un-normalized by a second path too."""
+
+    def __init__(self, also_read: bool = False) -> None:
+        super().__init__()
+        self.conv, self.pool, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, padding=1), nn.BatchNorm2d(4)
+        self.also_read = also_read
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.pool(self.conv(x))
+        return self.bn(pooled) + pooled if self.also_read else self.bn(pooled)
+
+
+def test_a_bn_after_a_max_pool_folds_into_the_conv_only_when_every_scale_is_non_negative():
+    # max(s x + t) = s max(x) + t for s >= 0 (docs/DEPLOY.md); a negative s turns the max into a min.
+    # The reference: the unfolded model's output, in float64.
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
+    model = randomize_bn(ConvPoolBN(), seed=12).eval().double()
+    with torch.no_grad():
+        model.bn.weight[1] = 0.0  # a zero scale commutes too: max(t) = t
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-12 and count_bn(fused) == 0
+    assert report.folded == [("conv", "bn")] and report.across_pool == {"bn": "pool"}
+    assert "1 of them across a max-pool, which commutes with a BN whose scales are all >= 0 (bn after pool)" in (
+        report.summary())
+    with torch.no_grad():
+        model.bn.weight[2] = -0.7
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-12 and count_bn(fused) == 1 and report.folded == []
+    assert report.unfolded == [("bn", "input is MaxPool2d pool, and 1 of its 4 scales gamma / sqrt(var + eps) are "
+                                      "negative: max-pooling commutes only with a non-negative scale")]
+    assert "across a max-pool" not in report.summary()
+    model = randomize_bn(ConvPoolBN(also_read=True), seed=12).eval().double()
+    err, fused, report = fold_and_compare(model, x)
+    assert err < 1e-12 and report.unfolded == [("bn", "input is MaxPool2d pool, whose output also feeds another op")]
 
 
 def test_a_bn1d_over_another_dim_than_the_linears_outputs_is_kept_naming_both_widths():

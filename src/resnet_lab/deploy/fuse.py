@@ -13,7 +13,8 @@ is folded only when its input is the output of a Conv/Linear module that has no 
 why the BN-ReLU-Conv order of pre-activation ResNets (He et al. 2016, "Identity Mappings") and of
 DenseNet layers (Huang et al. 2017) leaves some BNs in place: a BN that *precedes* a conv through a
 ReLU is not an affine map of the conv's output, and a conv whose output also feeds a shortcut cannot
-absorb a BN that only one of its users sees. :class:`FuseReport` lists both kinds.
+absorb a BN that only one of its users sees. :class:`FuseReport` lists both kinds. A max-pool between
+the conv and the BN is looked through when every scale of the BN is >= 0 (it then commutes with the pool).
 
 When a model does not trace (Python control flow on tensor values), a module-order heuristic is
 used instead (a BN registered right after a Conv/Linear of matching width, or ``convK``/``bnK``
@@ -72,12 +73,15 @@ class FuseReport:
         method: ``"fx"`` (data flow from a torch.fx trace) or ``"module-order"`` (the heuristic
             used when the model does not trace; its result was checked numerically).
         fx_error: why tracing failed, when ``method`` is ``"module-order"``.
+        across_pool: ``{bn_name: pool_name}`` for folded BNs that read a max-pool of the layer's
+            output: every scale of the BN is >= 0, so it commutes with the pool.
     """
 
     folded: list[tuple[str, str]] = field(default_factory=list)
     unfolded: list[tuple[str, str]] = field(default_factory=list)
     method: str = "fx"
     fx_error: str | None = None
+    across_pool: dict[str, str] = field(default_factory=dict)
 
     @property
     def unfolded_names(self) -> list[str]:
@@ -91,6 +95,10 @@ class FuseReport:
         lines = [f"folded {len(self.folded)} of {total} batch-norm layers into the preceding conv/linear ({self.method})"]
         if self.fx_error:
             lines.append(f"  torch.fx could not trace the model ({self.fx_error}); used the module-order heuristic, verified numerically")
+        across = [f"{bn} after {pool}" for bn, pool in self.across_pool.items() if bn in {b for _, b in self.folded}]
+        if across:
+            lines.append(f"  {len(across)} of them across a max-pool, which commutes with a BN whose scales are all >= 0 "
+                         f"({', '.join(across)})")
         reasons: dict[str, list[str]] = {}
         for name, reason in self.unfolded:
             reasons.setdefault(reason, []).append(name)
@@ -144,8 +152,9 @@ def _compatible(layer: nn.Module, bn: nn.Module) -> bool:
     return _mismatch(layer, bn, "") is None
 
 
-def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Fold pairs and the reasons for the rest, from the data flow of a torch.fx trace."""
+def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, str]]:
+    """Fold pairs, the reasons for the rest and the pairs' max-pools in between, from the data flow
+    of a torch.fx trace."""
     graph = _LeafBNTracer().trace(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
@@ -154,6 +163,7 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
             calls[node.target] = calls.get(node.target, 0) + 1
     pairs: list[tuple[str, str]] = []
     reasons: dict[str, str] = {}
+    across: dict[str, str] = {}
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), BN_TYPES):
             continue
@@ -166,10 +176,17 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
             reasons[bn_name] = f"called {calls[bn_name]} times in forward(): shared module"
             continue
         src = node.args[0] if node.args else None
+        if len(node.args) != 1 or node.kwargs:
+            reasons[bn_name] = f"input is {_describe(src, modules)}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
+            continue
+        read = src
+        src, pool_reason = _through_max_pool(read, bn, modules)
+        if pool_reason:
+            reasons[bn_name] = pool_reason
+            continue
         src_mod = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
-        if len(node.args) != 1 or node.kwargs or not isinstance(src_mod, FOLDABLE_TYPES):
-            what = _describe(src, modules)
-            reasons[bn_name] = f"input is {what}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
+        if not isinstance(src_mod, FOLDABLE_TYPES):
+            reasons[bn_name] = f"input is {_describe(src, modules)}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
             continue
         if len(src.users) > 1:
             reasons[bn_name] = "the conv output also feeds another op (e.g. a shortcut), so it must stay un-normalized there"
@@ -181,10 +198,44 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
             reasons[bn_name] = mismatch
             continue
         pairs.append((src.target, bn_name))
+        if read is not src:
+            across[bn_name] = read.target
     for name, m in model.named_modules():
         if isinstance(m, BN_TYPES) and name not in reasons and name not in {b for _, b in pairs}:
             reasons[name] = "not called by forward()"
-    return pairs, reasons
+    return pairs, reasons, across
+
+
+def _bn_scale(bn: nn.Module) -> Tensor:
+    """The per-channel factor of an eval-mode BN: gamma / sqrt(running_var + eps)."""
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(bn.running_var, dtype=torch.float64)
+    return gamma / torch.sqrt(bn.running_var.double() + bn.eps)
+
+
+def _through_max_pool(src, bn: nn.Module, modules: dict[str, nn.Module]):
+    """``(node, None)``: the node whose output ``bn`` normalizes, looking through a max-pool in
+    between; ``(src, reason)`` when a max-pool is in between and the BN cannot move before it.
+
+    A BN with scale s >= 0 on every channel commutes with max-pooling, max(s x + t) = s max(x) + t
+    (its padding is -inf, never a maximum), so a conv -> max-pool -> BN stem (``resnet8_prepool``)
+    folds like conv -> BN; a negative s turns the max into a min.
+    """
+    module = lambda n: modules.get(n.target) if isinstance(n, torch.fx.Node) and n.op == "call_module" else None  # noqa: E731
+    pool = module(src)
+    if not isinstance(pool, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) or not src.args:
+        return src, None
+    if not isinstance(module(src.args[0]), (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # a pool after a Linear mixes features
+        return src, None
+    what = f"{type(pool).__name__} {src.target}"
+    if pool.return_indices or len(src.args) != 1 or src.kwargs:  # (output, indices), or a call it cannot read
+        return src, f"input is {what}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
+    if len(src.users) > 1:
+        return src, f"input is {what}, whose output also feeds another op"
+    negative = int((_bn_scale(bn) < 0).sum())
+    if negative:
+        return src, (f"input is {what}, and {negative} of its {bn.num_features} scales gamma / sqrt(var + eps) "
+                     "are negative: max-pooling commutes only with a non-negative scale")
+    return src.args[0], None
 
 
 def _describe(src, modules: dict[str, nn.Module]) -> str:
@@ -243,8 +294,8 @@ def plan_bn_folding(model: nn.Module) -> FuseReport:
         model: any ``nn.Module``; the zoo's models all trace with torch.fx.
     """
     try:
-        pairs, reasons = _plan_fx(model)
-        report = FuseReport(method="fx")
+        pairs, reasons, across = _plan_fx(model)
+        report = FuseReport(method="fx", across_pool=across)
     except Exception as e:  # fx raises many types (TraceError, TypeError, RuntimeError...)
         pairs, reasons = _plan_module_order(model)
         report = FuseReport(method="module-order", fx_error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
@@ -265,10 +316,8 @@ def _fold_into(layer: nn.Module, bn: nn.Module) -> None:
     w = layer.weight
     dtype = w.dtype
     mean = bn.running_mean.double()
-    var = bn.running_var.double()
-    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
-    scale = gamma / torch.sqrt(var + bn.eps)  # (C_out,)
+    scale = _bn_scale(bn)  # (C_out,)
     bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(mean)
     new_w = w.double() * scale.reshape((-1,) + (1,) * (w.dim() - 1))  # output channel is dim 0
     new_b = (bias - mean) * scale + beta
