@@ -486,6 +486,19 @@ def test_a_bn_after_a_max_pool_folds_into_the_conv_only_when_every_scale_is_non_
     assert err < 1e-12 and report.unfolded == [("bn", "input is MaxPool2d pool, whose output also feeds another op")]
 
 
+@pytest.mark.parametrize("layer, pool, bn, shape", [
+    (nn.Linear(6, 6), nn.MaxPool1d(3, 1, padding=1), nn.BatchNorm1d(6), (5, 6)),  # pools (N, F) across features
+    (nn.Conv2d(3, 4, 1), nn.MaxPool3d((3, 1, 1), 1, padding=(1, 0, 0)), nn.BatchNorm2d(4), (4, 3, 5, 5)),  # across C
+], ids=["linear-pool1d", "conv2d-pool3d"])
+def test_a_bn_after_a_max_pool_that_mixes_channels_is_kept(layer, pool, bn, shape):
+    # Moving a per-channel scale before a max over several channels changes the function: the
+    # reference is the unfolded model.
+    model = randomize_bn(nn.Sequential(layer, pool, bn), seed=13).eval().double()
+    err, fused, report = fold_and_compare(model, torch.randn(shape, dtype=torch.float64))
+    assert err < 1e-12 and report.folded == [] and count_bn(fused) == 1
+    assert report.unfolded[0][1].startswith(f"input is {type(pool).__name__} 1, not a Conv/Linear output")
+
+
 def test_a_bn1d_over_another_dim_than_the_linears_outputs_is_kept_naming_both_widths():
     # (N, 7, 6) -> Linear(6, 5) -> (N, 7, 5): BatchNorm1d(7) normalizes dim 1, not the 5 outputs
     class Net(nn.Module):

@@ -212,6 +212,10 @@ def _bn_scale(bn: nn.Module) -> Tensor:
     return gamma / torch.sqrt(bn.running_var.double() + bn.eps)
 
 
+#: The max-pool over the spatial dims of each conv's output, which a BN after it may be moved before.
+_POOL_OF = {nn.Conv1d: nn.MaxPool1d, nn.Conv2d: nn.MaxPool2d, nn.Conv3d: nn.MaxPool3d}
+
+
 def _through_max_pool(src, bn: nn.Module, modules: dict[str, nn.Module]):
     """``(node, None)``: the node whose output ``bn`` normalizes, looking through a max-pool in
     between; ``(src, reason)`` when a max-pool is in between and the BN cannot move before it.
@@ -222,9 +226,11 @@ def _through_max_pool(src, bn: nn.Module, modules: dict[str, nn.Module]):
     """
     module = lambda n: modules.get(n.target) if isinstance(n, torch.fx.Node) and n.op == "call_module" else None  # noqa: E731
     pool = module(src)
-    if not isinstance(pool, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) or not src.args:
+    if not isinstance(pool, tuple(_POOL_OF.values())) or not src.args:
         return src, None
-    if not isinstance(module(src.args[0]), (nn.Conv1d, nn.Conv2d, nn.Conv3d)):  # a pool after a Linear mixes features
+    # only a pool over the conv's own spatial dims keeps channels apart: after a Linear, or a
+    # MaxPool3d after a Conv2d (which takes N as channels and C as depth), it would mix them
+    if type(pool) is not _POOL_OF.get(type(module(src.args[0]))):
         return src, None
     what = f"{type(pool).__name__} {src.target}"
     if pool.return_indices or len(src.args) != 1 or src.kwargs:  # (output, indices), or a call it cannot read
