@@ -184,7 +184,7 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str], d
         if pool_reason:
             reasons[bn_name] = pool_reason
             continue
-        src_mod = modules.get(src.target) if isinstance(src, torch.fx.Node) and src.op == "call_module" else None
+        src_mod = _called_module(src, modules)
         if not isinstance(src_mod, FOLDABLE_TYPES):
             reasons[bn_name] = f"input is {_describe(src, modules)}, not a Conv/Linear output (e.g. BN-ReLU-conv order)"
             continue
@@ -206,6 +206,11 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str], d
     return pairs, reasons, across
 
 
+def _called_module(node, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The module a graph node calls, or None for any other node (a function, the input, a constant)."""
+    return modules.get(node.target) if isinstance(node, torch.fx.Node) and node.op == "call_module" else None
+
+
 def _bn_scale(bn: nn.Module) -> Tensor:
     """The per-channel factor of an eval-mode BN: gamma / sqrt(running_var + eps)."""
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(bn.running_var, dtype=torch.float64)
@@ -224,13 +229,12 @@ def _through_max_pool(src, bn: nn.Module, modules: dict[str, nn.Module]):
     (its padding is -inf, never a maximum), so a conv -> max-pool -> BN stem (``resnet8_prepool``)
     folds like conv -> BN; a negative s turns the max into a min.
     """
-    module = lambda n: modules.get(n.target) if isinstance(n, torch.fx.Node) and n.op == "call_module" else None  # noqa: E731
-    pool = module(src)
+    pool = _called_module(src, modules)
     if not isinstance(pool, tuple(_POOL_OF.values())) or not src.args:
         return src, None
     # only a pool over the conv's own spatial dims keeps channels apart: after a Linear, or a
     # MaxPool3d after a Conv2d (which takes N as channels and C as depth), it would mix them
-    if type(pool) is not _POOL_OF.get(type(module(src.args[0]))):
+    if type(pool) is not _POOL_OF.get(type(_called_module(src.args[0], modules))):
         return src, None
     what = f"{type(pool).__name__} {src.target}"
     if pool.return_indices or len(src.args) != 1 or src.kwargs:  # (output, indices), or a call it cannot read
