@@ -227,3 +227,28 @@ def test_the_default_unfreeze_point_skips_a_wrapper_that_holds_a_single_layer():
         stem=nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)), tail=nn.Sequential(nn.Conv2d(4, 4, 1)),
         pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(4, 3)))
     assert default_unfreeze_point(model) == "stem"
+
+
+def test_freezing_again_a_model_in_eval_mode_leaves_the_norms_that_now_train_in_eval_mode():
+    """freeze starts by unfreezing in the model's own mode: a BN it unlocks on a second call (its
+    block now trains) takes the eval mode of a model being evaluated, so a forward normalizes with,
+    and keeps, its running statistics; the next ``model.train()`` puts it in training mode."""
+    model = _net().eval()
+    freeze(model, ["4.weight", "4.bias"])
+    assert freeze(model, ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias", "4.weight", "4.bias"]).eval_norms == ["0.1"]
+    assert not any(m.training for m in model.modules())
+    _check_bn_step(model, X, locked={"0.1", "1.1"})  # both as torch's eval BN: nothing moves
+    model.train()
+    _check_bn_step(model, X, locked={"0.1"})
+
+
+def test_unfreeze_refuses_a_mode_that_is_not_a_bool_and_leaves_the_model_frozen():
+    """unfreeze's ``mode`` is True, False or None: the string "eval" is truthy and would put the norm
+    layers in training mode, so it is refused naming the value, before anything is unfrozen."""
+    model = _net()
+    freeze(model, ["4.weight", "4.bias"])
+    with pytest.raises(TypeError, match=r"^mode must be True \(train\), False \(eval\) or None .*got 'eval'$"):
+        unfreeze(model, mode="eval")
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["4.weight", "4.bias"]
+    model.train()
+    _check_bn_step(model, X, locked={"0.1", "1.1"})  # still locked
