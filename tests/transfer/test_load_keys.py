@@ -44,21 +44,31 @@ def test_a_compiled_and_ddp_wrapped_checkpoint_loads_with_the_bare_models_logits
         assert torch.equal(loaded.eval()(x), model(x))
 
 
-@pytest.mark.parametrize("key", ["layer1.0.conv1.weight", "layer2.0.bn1.running_var"])
-def test_a_tensor_of_another_shape_inside_the_network_is_refused_naming_it(key):
-    """Only the first conv's input channels are adapted and only the classifier is re-created: an
-    inner conv with one input channel (which the first conv's 1 -> C rule could repeat) or a BN
-    buffer of another width is a wrong architecture, refused before anything is copied."""
-    torch.manual_seed(0)
-    state = create_model("resnet8", num_classes=4).state_dict()
-    good = state[key]
-    state[key] = good[:, :1] if good.ndim == 4 else good[:-1]
+def _refused(weights: dict, **kw) -> str:
+    """The ArchitectureMismatchError message of loading ``weights`` into a fresh resnet8 for 4
+    classes, checking that the model was left exactly as built."""
     target = create_model("resnet8", num_classes=4)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(ArchitectureMismatchError) as e:
-        load_pretrained(target, state)
-    assert f"different shapes: {key} {tuple(state[key].shape)} vs model {tuple(good.shape)}" in str(e.value)
+        load_pretrained(target, weights, **kw)
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    return str(e.value)
+
+
+@pytest.mark.parametrize("key, cut", [("layer1.0.conv1.weight", lambda t: t[:, :1]),
+                                      ("layer2.0.bn1.running_var", lambda t: t[:-1]),
+                                      ("conv1.weight", lambda t: t[:-1])],
+                         ids=["inner conv, one input channel", "bn buffer", "first conv, fewer filters"])
+def test_a_tensor_of_another_shape_inside_the_network_is_refused_naming_it(key, cut):
+    """Only the first conv's input channels are adapted and only the classifier is re-created: an
+    inner conv with one input channel (which the first conv's 1 -> C rule could repeat), a BN
+    buffer of another width or a first conv with another number of filters is a wrong
+    architecture, refused before anything is copied."""
+    torch.manual_seed(0)
+    state = create_model("resnet8", num_classes=4).state_dict()
+    good = state[key]
+    state[key] = cut(good)
+    assert f"different shapes: {key} {tuple(state[key].shape)} vs model {tuple(good.shape)}" in _refused(state)
 
 
 def test_googlenets_aux_heads_in_the_weights_are_dropped_for_a_model_without_them():
@@ -76,3 +86,17 @@ def test_googlenets_aux_heads_in_the_weights_are_dropped_for_a_model_without_the
     report = load_pretrained(ours, state)
     assert report.dropped == aux and report.recreated == []
     assert all(torch.equal(v, state[k]) for k, v in ours.state_dict().items())
+
+
+def test_keys_missing_from_the_weights_or_unknown_to_the_model_are_refused_naming_the_first_five():
+    """load_pretrained's docstring: missing or unexpected keys raise ArchitectureMismatchError naming
+    the first of each (five, then how many more), before anything is copied. The reference is torch's
+    state dict order; num_batches_tracked may be missing (old torchvision files lack it)."""
+    torch.manual_seed(0)
+    state = create_model("resnet8", num_classes=4).state_dict()
+    gone = [k for k in state if k.startswith("layer3.") and not k.endswith("num_batches_tracked")]
+    weights = {k: v for k, v in state.items() if not k.startswith("layer3.")} | {"extra.weight": torch.ones(1)}
+    lines = _refused(weights, source="my.pth").splitlines()
+    assert lines[0] == "my.pth do not fit resnet8:"
+    assert lines[1] == f"  missing in the weights: {', '.join(gone[:5])} (+{len(gone) - 5} more)"
+    assert lines[2] == "  not in the model: extra.weight"
