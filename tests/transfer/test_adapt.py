@@ -39,6 +39,8 @@ def test_gray_model_with_summed_first_conv_computes_what_the_rgb_model_computes_
     ours, plan = _transfer(path, in_channels=1, num_classes=10)
     ours.eval()
     assert plan.load.adapted == {"conv1.weight": "summed over input channels (3 -> 1)"}
+    # what finetune prints: every other tensor of torchvision's state dict loaded, and the adaptation
+    assert plan.load.summary() == f"loaded {len(tv.state_dict()) - 1} tensors; conv1.weight: summed over input channels (3 -> 1)"
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         # The first conv alone, in float64 against torch's conv on the 3-channel kernel.
@@ -185,6 +187,29 @@ def test_a_first_conv_with_three_channels_is_not_adapted_to_four():
     counts and the in_channels to load the data with."""
     with pytest.raises(ValueError, match=r"^cannot adapt a first conv with 3 input channels to 4: .*in_channels=3 instead$"):
         adapt_first_conv(torch.randn(8, 3, 3, 3), 4)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_first_conv_with_the_models_channel_count_is_kept_as_it_is(channels):
+    """adapt_first_conv adapts only when the counts differ: a 1-channel kernel for a 1-channel model
+    and a 3-channel one for a 3-channel model come back unchanged (not summed, not refused)."""
+    w = torch.randn(8, channels, 3, 3)
+    assert torch.equal(adapt_first_conv(w, channels), w)
+
+
+def test_head_names_the_classifier_of_a_model_without_get_classifier():
+    """load_pretrained's ``head``: a plain torch model has no get_classifier(), so the caller names its
+    final Linear; a class count that differs re-creates that Linear and the rest loads as it was."""
+    torch.manual_seed(0)
+
+    def build(classes):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(16, classes))
+
+    src, model = build(10).state_dict(), build(7)
+    fresh = model[2].weight.clone()
+    report = load_pretrained(model, src, head="2")
+    assert report.recreated == ["2.weight", "2.bias"] and report.loaded == ["0.weight", "0.bias"]
+    assert torch.equal(model[0].weight, src["0.weight"]) and torch.equal(model[2].weight, fresh)
 
 
 def test_legacy_torchvision_densenet_keys_and_wrapper_prefixes_map_to_the_current_names():
