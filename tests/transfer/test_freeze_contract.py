@@ -103,13 +103,15 @@ def test_a_bn_with_one_of_its_own_parameters_training_is_not_locked():
     _check_bn_step(model, X, locked={"0.1"})
 
 
-def test_a_misspelled_trainable_name_is_refused_naming_it_and_freezes_nothing():
+@pytest.mark.parametrize("bad", ["4.wieght", "0.1.running_mean"], ids=["misspelled", "a buffer"])
+def test_a_misspelled_trainable_name_is_refused_naming_it_and_freezes_nothing(bad):
     """A typo in a name kept trainable would otherwise freeze that parameter too, silently: the
-    refusal names it and the model is left as given (every parameter trainable, nothing locked)."""
+    refusal names it and the model is left as given (every parameter trainable, nothing locked). A
+    buffer's name (a state-dict key, but no parameter: it has no gradient) is refused the same way."""
 
     model = _net()
-    with pytest.raises(ValueError, match=r"cannot keep \['4\.wieght'\] trainable: no such parameter in Sequential"):
-        freeze(model, ["4.wieght", "4.bias"])
+    with pytest.raises(ValueError, match=rf"cannot keep \[{re.escape(repr(bad))}\] trainable: no such parameter in Sequential"):
+        freeze(model, [bad, "4.bias"])
     assert all(p.requires_grad for p in model.parameters())
     assert not any("train" in m.__dict__ for m in model.modules())
 
@@ -252,3 +254,13 @@ def test_unfreeze_refuses_a_mode_that_is_not_a_bool_and_leaves_the_model_frozen(
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["4.weight", "4.bias"]
     model.train()
     _check_bn_step(model, X, locked={"0.1", "1.1"})  # still locked
+
+
+def test_train_on_a_locked_norm_returns_the_layer_as_torchs_module_train_does():
+    """The lock replaces the norm layer's ``train`` but keeps torch's contract: ``bn.train()`` returns
+    the layer itself (so ``bn.train().to(...)`` chains), and the layer stays in eval mode."""
+    model = _net()
+    freeze(model, ["4.weight", "4.bias"])
+    bn = model[0][1]
+    assert bn.train() is bn
+    assert not bn.training
