@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from tinytrain import make_bundle
+from torch import nn
 from trainspy import TrainSpy
 
 from resnet_lab import create_model
@@ -15,6 +17,7 @@ from resnet_lab.transfer import (
     finetune,
     load_source,
     params_from,
+    stage_names,
     transfer_model,
     unfreeze,
 )
@@ -113,6 +116,10 @@ def test_unfreeze_points_default_to_the_last_stage_and_bad_names_list_the_choice
         assert default_unfreeze_point(create_model("densenet121", num_classes=3)) == "features.denseblock4"
         vgg = create_model("vgg11", num_classes=3)
     assert default_unfreeze_point(vgg) == "features.18"  # its last convolution
+    # the choices --unfreeze-from lists: VGG's layers with parameters (torchvision's indices), not its ReLUs and pools
+    with torch.device("meta"):
+        tv_features = torchvision.models.vgg11().features
+    assert stage_names(vgg) == [f"features.{i}" for i, m in enumerate(tv_features) if isinstance(m, nn.Conv2d)] + ["classifier"]
     with torch.device("meta"):  # the aux heads (registered after inception5b) are not a stage (docstring)
         for aux in (False, True):
             assert default_unfreeze_point(create_model("googlenet", num_classes=3, aux_logits=aux)) == "inception5b"
