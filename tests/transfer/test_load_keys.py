@@ -57,13 +57,16 @@ def _refused(weights: dict, **kw) -> str:
 
 @pytest.mark.parametrize("key, cut", [("layer1.0.conv1.weight", lambda t: t[:, :1]),
                                       ("layer2.0.bn1.running_var", lambda t: t[:-1]),
-                                      ("conv1.weight", lambda t: t[:-1])],
-                         ids=["inner conv, one input channel", "bn buffer", "first conv, fewer filters"])
+                                      ("conv1.weight", lambda t: t[:-1]),
+                                      ("conv1.weight", lambda t: nn.functional.pad(t, (1, 1, 1, 1)))],
+                         ids=["inner conv, one input channel", "bn buffer", "first conv, fewer filters",
+                              "first conv, 5x5 kernel"])
 def test_a_tensor_of_another_shape_inside_the_network_is_refused_naming_it(key, cut):
     """Only the first conv's input channels are adapted and only the classifier is re-created: an
     inner conv with one input channel (which the first conv's 1 -> C rule could repeat), a BN
-    buffer of another width or a first conv with another number of filters is a wrong
-    architecture, refused before anything is copied."""
+    buffer of another width or a first conv with another number of filters or kernel size (an
+    ImageNet 7x7 stem for a small-input 3x3 one) is a wrong architecture, refused before anything
+    is copied."""
     torch.manual_seed(0)
     state = create_model("resnet8", num_classes=4).state_dict()
     good = state[key]
