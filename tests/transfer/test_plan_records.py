@@ -4,6 +4,8 @@ model (its parameter count), torch's ``F.linear``, the documented contract of ``
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,28 @@ def test_head_plan_counts_the_whole_source_network_as_frozen(resnet8_run):
 def test_head_param_names_refuses_a_model_without_a_stacked_head():
     with pytest.raises(ValueError, match=r"^fc has no stacked head: call add_head first$"):
         head_param_names(create_model("resnet8", num_classes=3))
+
+
+class _IdentityHead(ClassifierModel):
+    """A model outside the registry whose classifier has no Linear (features out, as num_classes=0)."""
+
+    classifier_attr = "head"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = nn.Conv2d(1, 4, 3), nn.Identity()
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2)),
+     "Sequential has no get_classifier(): build it with resnet_lab.create_model"),
+    (_IdentityHead(), "the classifier of _IdentityHead (Identity) has no Linear layer"),
+], ids=["no get_classifier", "no Linear"])
+def test_a_model_without_a_classifier_linear_is_refused_saying_why(model, message):
+    """classifier_linear_name's docstring: a model without get_classifier(), or whose classifier holds no
+    Linear, raises ValueError (not an AttributeError or IndexError from inside the search)."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        add_head(model, 3)
 
 
 class _TwoLinearHead(ClassifierModel):
