@@ -210,6 +210,8 @@ def test_head_names_the_classifier_of_a_model_without_get_classifier():
     report = load_pretrained(model, src, head="2")
     assert report.recreated == ["2.weight", "2.bias"] and report.loaded == ["0.weight", "0.bias"]
     assert torch.equal(model[0].weight, src["0.weight"]) and torch.equal(model[2].weight, fresh)
+    with pytest.raises(ValueError, match=r"has no get_classifier\(\).*, or pass load_pretrained\(\.\.\., head=NAME\)"):
+        load_pretrained(build(7), src)  # without head=, the error names it as the way out
 
 
 def test_legacy_torchvision_densenet_keys_and_wrapper_prefixes_map_to_the_current_names():

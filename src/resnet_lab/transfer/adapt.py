@@ -175,7 +175,12 @@ def load_pretrained(
     """
     state_dict = normalize_keys(state_dict)
     target = model.state_dict()
-    head = head if head is not None else classifier_linear_name(model)
+    if head is None:
+        try:
+            head = classifier_linear_name(model)
+        except ValueError as e:  # a plain torch model: its classifier can be named instead
+            raise ValueError(f"{e}, or pass load_pretrained(..., head=NAME) naming its classifier's final Linear "
+                             "(e.g. head='fc')") from None
     head_keys = {f"{head}.weight", f"{head}.bias"}
     stem = first_conv_key(model)
     report = LoadReport()
