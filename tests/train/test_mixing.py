@@ -199,3 +199,33 @@ def test_training_accuracy_counts_the_images_own_label_on_an_even_share():
 def test_a_bad_alpha_is_refused_naming_the_flag(field, value):
     with pytest.raises(ValueError, match=rf"{field} \(--{field}\) must be a Beta\(alpha, alpha\) concentration >= 0"):
         TrainConfig(**{field: value})
+
+
+def test_cutmix_pastes_the_partners_pixels_at_the_same_place():
+    # Yun et al. 2019, eq. (1): x~ = M * x_A + (1 - M) * x_B, one mask M for both images, so each
+    # pixel is the image's own or its partner's at that same pixel; every pixel here is unique.
+    y = torch.arange(N)
+    x = (y[:, None, None, None] * 1000 + torch.arange(2 * H * W).reshape(1, 2, H, W)).float()
+    pasted_some = False
+    for seed in range(10):
+        mix = mix_batch(x, y, mixup=0.0, cutmix=1.0, rng=mix_rng(seed, 0, 0))
+        own, partner = mix.x == x, mix.x == x[mix.y_b]
+        assert bool((own | partner).all()), seed
+        pasted_some |= bool((partner & ~own).any())
+    assert pasted_some
+
+
+def test_cutmix_box_is_centred_at_a_uniform_pixel_and_clipped_to_the_image():
+    # Yun et al. 2019: the centre (r_x, r_y) is uniform over the image and the box is cropped at its
+    # edges. With lam = 1 the box has no size and sits at its centre; with sides 8 of a 10 px square,
+    # it escapes clipping only when the centre is at 4, 5 or 6 on both axes: (3 / 10)^2 = 9% of draws.
+    rng = mix_rng(0, 0, 0)
+    centres = [cutmix_box(10, 10, 1.0, rng) for _ in range(4000)]
+    assert all(top == bottom and left == right for top, bottom, left, right in centres)
+    for axis in (0, 2):
+        counts = torch.bincount(torch.tensor([c[axis] for c in centres]), minlength=11)
+        assert counts[10] == 0 and int(counts[:10].min()) > 0.7 * 400 and int(counts[:10].max()) < 1.3 * 400, counts
+    boxes = [cutmix_box(10, 10, 0.36, rng) for _ in range(4000)]
+    whole = sum((bottom - top, right - left) == (8, 8) for top, bottom, left, right in boxes)
+    assert whole / 4000 == pytest.approx(0.09, abs=0.02)
+    assert all(0 <= top < bottom <= 10 and 0 <= left < right <= 10 for top, bottom, left, right in boxes)
