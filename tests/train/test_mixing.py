@@ -229,3 +229,9 @@ def test_cutmix_box_is_centred_at_a_uniform_pixel_and_clipped_to_the_image():
     whole = sum((bottom - top, right - left) == (8, 8) for top, bottom, left, right in boxes)
     assert whole / 4000 == pytest.approx(0.09, abs=0.02)
     assert all(0 <= top < bottom <= 10 and 0 <= left < right <= 10 for top, bottom, left, right in boxes)
+
+
+def test_mix_batch_with_both_off_is_refused_naming_the_values_and_the_way_out():
+    # A caller of the library function gets the options' values, not betavariate's "alpha and beta must be > 0.0"
+    with pytest.raises(ValueError, match=r"mix_batch needs mixup or cutmix > 0 .*got mixup=0.0, cutmix=0.0"):
+        mix_batch(*_indexed(), mixup=0.0, cutmix=0.0, rng=mix_rng(0, 0, 0))

@@ -71,7 +71,8 @@ def mix_batch(x: Tensor, y: Tensor, *, mixup: float, cutmix: float, rng: random.
         rng: the step's generator (:func:`mix_rng`); it picks the method, ``lam`` and the partners.
     """
     if not (mixup or cutmix):
-        raise ValueError("mix_batch needs mixup or cutmix > 0")
+        raise ValueError(f"mix_batch needs mixup or cutmix > 0 (a Beta concentration; 0 turns one off), got "
+                         f"mixup={mixup!r}, cutmix={cutmix!r}; give one of them > 0, or skip mixing")
     kind = "mixup" if mixup and (not cutmix or rng.random() < 0.5) else "cutmix"
     alpha = mixup if kind == "mixup" else cutmix
     lam = rng.betavariate(alpha, alpha)
