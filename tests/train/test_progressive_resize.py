@@ -69,9 +69,10 @@ def test_without_progressive_resize_every_epoch_trains_at_full_size():
     assert {size for _, size, _ in model.seen} == {(FULL, FULL)}
 
 
-def test_resize_keeps_the_aspect_ratio_with_the_shorter_side_at_the_asked_size():
-    x = torch.rand(2, 3, 8, 12)
-    assert resize_batch(x, 4).shape == (2, 3, 4, 6)
+@pytest.mark.parametrize("hw, want", [((8, 12), (4, 6)), ((12, 8), (6, 4))], ids=["wide", "tall"])
+def test_resize_keeps_the_aspect_ratio_with_the_shorter_side_at_the_asked_size(hw, want):
+    x = torch.rand(2, 3, *hw)
+    assert resize_batch(x, 4).shape == (2, 3, *want)
     assert resize_batch(x, 8) is x
     flat = torch.full((1, 1, 9, 9), 0.25)
     torch.testing.assert_close(resize_batch(flat, 5), torch.full((1, 1, 5, 5), 0.25))  # a constant stays constant
@@ -91,12 +92,13 @@ def test_a_start_side_not_below_the_images_side_is_refused_before_training(start
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def test_on_images_taller_than_wide_the_start_is_checked_against_the_shorter_side():
-    # 12 x 10 images train at full size with the shorter side 10 (resize_batch's side): a start of 11
-    # would grow them at first, not shrink them, and is refused naming the 10 px
+@pytest.mark.parametrize("input_size", [(3, 12, 10), (3, 10, 12)], ids=["tall", "wide"])
+def test_on_images_not_square_the_start_is_checked_against_the_shorter_side(input_size):
+    # 12 x 10 (or 10 x 12) images train at full size with the shorter side 10 (resize_batch's side): a
+    # start of 11 would grow them at first, not shrink them, and is refused naming the 10 px
     with pytest.raises(ValueError, match=r"must be smaller than the images' side \(10 px\), got 11"):
-        check_progressive_resize(11, (3, 12, 10))
-    check_progressive_resize(9, (3, 12, 10))
+        check_progressive_resize(11, input_size)
+    check_progressive_resize(9, input_size)
 
 
 @pytest.mark.parametrize("epochs", [2, 3, 4, 7, 10])
