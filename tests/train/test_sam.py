@@ -70,8 +70,7 @@ def test_sam_equals_a_float64_hand_written_loop_and_differs_from_plain_sgd():
 def test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restores_everything_exactly():
     net = _net()
     net.conv.weight.requires_grad_(False)  # frozen: no gradient, not moved
-    x, y = next(iter(make_bundle().train))
-    F.cross_entropy(net(x), y).backward()
+    x = _with_gradient(net)
     before = copy.deepcopy(net.state_dict())
     trainable = [p for p in net.parameters() if p.requires_grad]
     grads = [p.grad.clone() for p in trainable]
@@ -85,8 +84,7 @@ def test_the_ascent_moves_the_training_weights_rho_along_the_gradient_and_restor
             torch.testing.assert_close(m, 0.25 * g / norm, rtol=1e-5, atol=1e-7)
         net(x)  # a training pass in the block moves the running statistics...
         assert not torch.equal(net.bn.running_mean, before["bn.running_mean"])
-    for name, value in net.state_dict().items():  # ...which leave with the block, as the ascent does
-        assert torch.equal(value, before[name]), name
+    _assert_unchanged(net, before)  # ...which leave with the block, as the ascent does
     assert not in_ascent()
 
 
@@ -114,14 +112,80 @@ def test_a_blow_up_at_the_ascent_stops_before_the_step_and_names_sam():
     assert all(torch.isfinite(p).all() for p in net.parameters())  # the step was not taken
 
 
+def _with_gradient(net: nn.Module) -> torch.Tensor:
+    """Give ``net`` the gradient of one training batch's loss (in ``net``'s dtype); returns the batch."""
+    x, y = next(iter(make_bundle().train))
+    x = x.to(next(net.parameters()).dtype)
+    F.cross_entropy(net(x), y).backward()
+    return x
+
+
+def _assert_unchanged(net: nn.Module, before: dict) -> None:
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 def test_the_ascent_is_measured_in_the_gradients_own_precision_when_finer_than_float32():
     """A float64 model's gradient norm was taken in float32 (3e-4 off a float64 reference step)."""
     net = _net().double()
-    x, y = next(iter(make_bundle().train))
-    F.cross_entropy(net(x.double()), y).backward()
+    _with_gradient(net)
     grads = [p.grad.clone() for p in net.parameters()]
     want = torch.sqrt(sum((g ** 2).sum() for g in grads))
     with ascent_at(net, 0.1) as norm:
         assert norm.dtype == torch.float64 and torch.equal(norm, torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads])))
     torch.testing.assert_close(norm, want, rtol=1e-12, atol=0)
+
+
+def test_the_ascent_of_a_bfloat16_model_is_measured_in_float32():
+    """bf16 gradients are upcast for the norm (sam.py: "at least float32"): a bf16 norm would be off
+    by up to 2^-9 of itself, and so would the ascent's length."""
+    net = _net().bfloat16()
+    _with_gradient(net)
+    want = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in net.parameters()))
+    with ascent_at(net, 0.1) as norm:
+        assert norm.dtype == torch.float32
+    torch.testing.assert_close(norm.double(), want, rtol=1e-6, atol=0)
+
+
+def test_a_trainable_parameter_the_loss_never_reached_stays_put():
+    """A parameter outside the loss's graph (a head the loss does not use) holds no gradient: it has no
+    direction to move, so it stays where it is and the norm is over the others, as for frozen ones."""
+    net = _net()
+    net.unused = nn.Linear(2, 2)
+    _with_gradient(net)
+    assert net.unused.weight.grad is None
+    before = copy.deepcopy(net.unused.state_dict())
+    want = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters() if p.grad is not None))
+    with ascent_at(net, 0.1) as norm:
+        _assert_unchanged(net.unused, before)
+        torch.testing.assert_close(norm, want)
+
+
+@pytest.mark.parametrize("grads", ["zero", "none"])
+def test_without_a_gradient_to_follow_the_ascent_moves_nothing(grads):
+    """At a zero gradient (a loss at its minimum), or with no gradient at all, rho * g / ||g|| has no
+    direction: the weights stay at w (not NaN from 0 / 0) and ||g|| is 0."""
+    net = _net()
+    if grads == "zero":
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+    before = copy.deepcopy(net.state_dict())
+    with ascent_at(net, 0.1) as norm:
+        assert float(norm) == 0.0
+        _assert_unchanged(net, before)
+
+
+def test_an_error_inside_the_ascent_still_restores_the_weights_and_statistics():
+    """ascent_at's promise, "on exit the weights and buffers are exactly what they were", holds when the
+    block raises too (a second Ctrl-C or an out-of-memory error during the probe's pass): the caller's
+    model is not left at the perturbed weights."""
+    net = _net()
+    x = _with_gradient(net)
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(KeyboardInterrupt):
+        with ascent_at(net, 0.25):
+            net(x)  # moves the running statistics, as the probe's pass would
+            raise KeyboardInterrupt
+    assert not in_ascent()
+    _assert_unchanged(net, before)
