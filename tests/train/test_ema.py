@@ -85,6 +85,20 @@ def test_the_average_is_kept_in_a_frozen_copy_and_the_trained_model_stays_traina
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_the_average_follows_a_buffer_that_a_layer_assigns_anew_instead_of_updating_in_place():
+    """WeightEma reads the model's tensors at every update: a layer that puts a new tensor in its
+    buffer's slot (``self.running_mean = ...``, as hand-written norms do) is still averaged."""
+    model = _fresh()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    ema, raws = WeightEma(model, DECAY), []
+    for _ in range(3):
+        model.bn.running_mean = model.bn.running_mean + 1.0  # a new tensor, registered as the buffer
+        raws.append({k: v.clone() for k, v in model.state_dict().items()})
+        ema.update()
+    expected = _float64_ema(initial, raws, DECAY)["bn.running_mean"]
+    torch.testing.assert_close(ema.model.bn.running_mean.double(), expected, rtol=1e-6, atol=1e-7)
+
+
 def test_reported_test_accuracy_and_best_file_are_those_of_the_ema(tmp_path):
     _, _, raws, hist = _train_recording(tmp_path, epochs=3)
     data = make_bundle()
