@@ -61,10 +61,10 @@ def _assert_same(a: nn.Module, b: nn.Module) -> None:
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("k, alpha", [(5, 0.5), (3, 0.8)])
+@pytest.mark.parametrize("k, alpha", [(5, 0.5), (3, 0.8), (1, 0.5)])
 def test_lookahead_equals_a_hand_written_loop_over_torch_sgd(k, alpha):
     trained = _trained(lookahead=k, lookahead_alpha=alpha)
-    _assert_same(trained, _by_hand(k, alpha))  # 12 steps: syncs after step 5 and 10 (k=5), every 3rd (k=3)
+    _assert_same(trained, _by_hand(k, alpha))  # 12 steps: syncs after step 5 and 10 (k=5), every 3rd (k=3), each (k=1)
     plain = _by_hand(None, alpha)
     assert not torch.allclose(trained.fc.weight, plain.fc.weight, atol=1e-4)  # against the same run without it
 

@@ -104,6 +104,13 @@ def test_the_draws_depend_on_the_seed_epoch_and_step_only():
     assert not any(torch.equal(o.y_b, a.y_b) for o in others)  # the partners too (16! pairings): drawn anew each step
 
 
+def test_steps_whose_numbers_read_alike_when_run_together_draw_apart():
+    # epoch 1 step 15 and epoch 11 step 5 (or seed 1 epoch 23 and seed 12 epoch 3) are different steps: a
+    # generator seeded by the digits run together would mix them alike
+    for a, b in [((3, 1, 15), (3, 11, 5)), ((1, 23, 4), (12, 3, 4))]:
+        assert mix_rng(*a).random() != mix_rng(*b).random(), (a, b)
+
+
 class RecordingNet(TinyNet):
     """TinyNet that records each training input and the logits it returned."""
 
