@@ -18,6 +18,7 @@ import resnet_lab.nn as rl_nn
 from resnet_lab.train import TrainConfig, evaluate, train
 from resnet_lab.train.averaging import WeightEma
 
+from support import randomize_bn
 from tinytrain import TinyNet, make_bundle
 
 DECAY = 0.9
@@ -45,6 +46,16 @@ def _float64_ema(initial: dict, raws: list[dict], decay: float) -> dict:
     return ema
 
 
+def _assert_equals_float64(state: dict, expected: dict) -> None:
+    """``state`` holds :func:`_float64_ema`'s floating-point tensors (to float32 precision) and its
+    integer ones exactly (num_batches_tracked: copied, not averaged)."""
+    for k, v in expected.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(state[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
+        else:
+            assert torch.equal(state[k], v), k
+
+
 def _train_recording(out, scratch_bn: bool = False, **kw) -> tuple[TinyNet, dict, list[dict], object]:
     """Train, recording the raw weights (parameters and buffers) after every optimizer step."""
     model = _fresh()
@@ -63,12 +74,8 @@ def test_ema_weights_equal_a_float64_recurrence_over_the_recorded_raw_weights(tm
     assert len(raws) == 12  # 2 epochs of 6 steps
     expected = _float64_ema(initial, raws, DECAY)
     saved = load_file(tmp_path / "model.safetensors")
-    for k, v in expected.items():
-        if v.is_floating_point():
-            torch.testing.assert_close(saved[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
-            torch.testing.assert_close(model.state_dict()[k].double(), v, rtol=1e-5, atol=1e-6, msg=k)
-        else:
-            assert torch.equal(saved[k], v), k  # num_batches_tracked: copied, not averaged
+    _assert_equals_float64(saved, expected)
+    _assert_equals_float64(model.state_dict(), expected)
     assert not torch.allclose(saved["bn.running_mean"], raws[-1]["bn.running_mean"])  # BN statistics averaged
     # train_state.pt keeps the raw weights for an exact resume
     raw = torch.load(tmp_path / "train_state.pt", weights_only=True)["averaging"]["raw"]
@@ -83,6 +90,20 @@ def test_the_average_is_kept_in_a_frozen_copy_and_the_trained_model_stays_traina
     ema = WeightEma(model, DECAY)
     assert not any(p.requires_grad for p in ema.model.parameters())
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_the_average_starts_from_the_models_weights_at_construction():
+    """WeightEma's docstring: "its current weights start the average". After a training run the start
+    weighs almost nothing (0.1 x 0.18 x ... over the warm-up), so one update shows it: d_0 = 0.1 of the
+    start and 0.9 of the weights that step left, for the weights and BN statistics alike."""
+    model = randomize_bn(_fresh())
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = WeightEma(model, DECAY)
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            v.add_(1)
+    ema.update()
+    _assert_equals_float64(ema.model.state_dict(), _float64_ema(initial, [model.state_dict()], DECAY))
 
 
 def test_the_average_follows_a_buffer_that_a_layer_assigns_anew_instead_of_updating_in_place():
