@@ -29,13 +29,14 @@ def _correlated_images(n: int = 24, c: int = 3, size: int = 12, seed: int = 0) -
     return np.einsum("dc,nchw->ndhw", mix, x) + 0.3
 
 
-def _patches(x: np.ndarray, k: int, dilation: int = 1) -> np.ndarray:
-    """Every k x k patch (its pixels ``dilation`` apart) as a row, laid out like a conv weight row
-    (channel, row, column)."""
-    span = (k - 1) * dilation + 1
-    win = np.lib.stride_tricks.sliding_window_view(x, (span, span), axis=(2, 3))  # (N, C, H', W', span, span)
-    win = win[..., ::dilation, ::dilation]  # (N, C, H', W', k, k)
-    return win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * k * k)
+def _patches(x: np.ndarray, k: int | tuple[int, int], dilation: int = 1) -> np.ndarray:
+    """Every k x k patch (kh x kw for a pair; its pixels ``dilation`` apart) as a row, laid out like
+    a conv weight row (channel, row, column)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    span = ((kh - 1) * dilation + 1, (kw - 1) * dilation + 1)
+    win = np.lib.stride_tricks.sliding_window_view(x, span, axis=(2, 3))  # (N, C, H', W', span_h, span_w)
+    win = win[..., ::dilation, ::dilation]  # (N, C, H', W', kh, kw)
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)
 
 
 def _eigen(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +73,29 @@ def test_a_dilated_conv_whitens_its_own_dilated_patches():
     conv = nn.Conv2d(3, 27, 3, padding=2, dilation=2, bias=False)
     whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9)
     assert _eigen(p)[0][-1] > 1e-3, "the test images must have no flat direction"
+    np.testing.assert_allclose(_whitened_cov(conv.weight, p), np.eye(27), atol=2e-5)
+
+
+def test_a_non_square_kernel_whitens_its_own_rows_by_columns_patches():
+    """A 2x3 conv sees patches of 2 rows and 3 columns (C*2*3 = 18 values): their whitening, not that
+    of 3x2 patches laid into a 2x3 weight, makes its outputs white."""
+    x = _correlated_images(size=10)
+    p = _patches(x, (2, 3))
+    conv = nn.Conv2d(3, 36, (2, 3), bias=False)
+    done = whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9)
+    assert (done.patch_dim, done.whitened) == (18, 36)
+    assert _eigen(p)[0][-1] > 1e-3, "the test images must have no flat direction"
+    np.testing.assert_allclose(_whitened_cov(conv.weight[:18], p), np.eye(18), atol=2e-5)
+
+
+def test_images_far_from_zero_mean_still_whiten_as_the_float64_centred_covariance_says():
+    """The module centres the covariance (hlb-CIFAR10's) and accumulates it in float64 (its
+    docstring): images shifted by 50, whose second moments are 2500x their variance, lose the
+    variance to rounding in float32 sums of squares minus the squared mean."""
+    images = torch.from_numpy(_correlated_images() + 50).float()
+    p = _patches(images.double().numpy(), 3)  # the reference sees the same float32 pixel values
+    conv = nn.Conv2d(3, 27, 3, bias=False)
+    whiten_first_conv(conv, images, eps=1e-9)
     np.testing.assert_allclose(_whitened_cov(conv.weight, p), np.eye(27), atol=2e-5)
 
 
@@ -119,8 +143,10 @@ def test_more_channels_than_twice_the_patch_dimensions_keep_their_initial_weight
     x = _correlated_images(c=1)
     conv = nn.Conv2d(1, 24, 3, bias=False)  # patches of 9 values: 18 channels whitened
     init = conv.weight.detach().clone()
-    done = whiten_first_conv(conv, torch.from_numpy(x).float())
-    assert (done.patch_dim, done.whitened) == (9, 18)
+    done = whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-3)
+    # the record model.json keeps, field by field as the Whitening docstring defines it
+    assert done.as_dict() == {"module": "", "images": 24, "eps": 1e-3, "patch_dim": 9, "out_channels": 24,
+                              "whitened": 18}
     assert torch.equal(conv.weight[9:18], -conv.weight[:9])
     assert torch.equal(conv.weight[18:], init[18:])
     assert not torch.equal(conv.weight[:18], init[:18])
@@ -129,11 +155,17 @@ def test_more_channels_than_twice_the_patch_dimensions_keep_their_initial_weight
 @pytest.mark.parametrize("conv, images, eps, words", [
     (nn.Conv2d(4, 8, 3, groups=2), torch.randn(2, 4, 8, 8), 5e-4, "grouped"),
     (nn.Conv2d(3, 8, 3), torch.randn(2, 1, 8, 8), 5e-4, "(N>=1, 3, H, W)"),
+    (nn.Conv2d(3, 8, 3), torch.randn(0, 3, 8, 8), 5e-4, "(N>=1, 3, H, W)"),
     (nn.Conv2d(3, 8, 3), torch.randn(2, 3, 8, 8), 0.0, "eps must be > 0"),
+    (nn.Conv2d(3, 8, 3), torch.randn(2, 3, 8, 8), float("nan"), "eps must be > 0"),
     (nn.Conv2d(3, 8, 5), torch.randn(2, 3, 4, 4), 5e-4, "smaller than the 5x5 kernel"),
+    (nn.Conv2d(3, 8, 5), torch.randn(2, 3, 4, 9), 5e-4, "images of 4x9 px are smaller than the 5x5 kernel"),
     # a 3x3 kernel at dilation 3 spans 7x7 px: 5x5 images hold no patch of it
     (nn.Conv2d(3, 8, 3, dilation=3), torch.randn(2, 3, 5, 5), 5e-4, "smaller than the 3x3 kernel (it spans 7x7 px"),
-], ids=["groups", "channels", "eps", "tiny-images", "tiny-for-dilation"])
+    # at dilation (1, 3) it spans 3 rows and 7 columns: 9x5 images are tall enough, not wide enough
+    (nn.Conv2d(3, 8, 3, dilation=(1, 3)), torch.randn(2, 3, 9, 5), 5e-4, "(it spans 3x7 px at dilation (1, 3))"),
+], ids=["groups", "channels", "no-images", "eps", "nan-eps", "tiny-images", "too-short", "tiny-for-dilation",
+        "too-narrow-for-dilation"])
 def test_whitening_that_makes_no_sense_is_refused_in_one_line(conv, images, eps, words):
     with pytest.raises(ValueError) as err:
         whiten_first_conv(conv, images, eps=eps)
