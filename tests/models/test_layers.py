@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from resnet_lab.models import create_model
-from resnet_lab.models.layers import conv3x3
+from resnet_lab.models.layers import conv1x1, conv3x3, replace_linear, stack_head
 
 
 @pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 2), (2, 3)])
@@ -36,3 +37,36 @@ def test_reset_classifier_puts_the_new_linear_on_the_models_device_and_dtype():
         on_meta = create_model("densenet40", num_classes=10)
     on_meta.reset_classifier(4)
     assert on_meta.classifier.weight.device.type == "meta" and on_meta.classifier.out_features == 4
+
+
+def test_conv1x1_is_torchvisions_bias_free_projection():
+    """Shortcuts and bottlenecks call conv1x1 with their own bias flag; its default is torchvision's:
+    no bias (a norm follows)."""
+    from torchvision.models.resnet import conv1x1 as tv_conv1x1
+
+    ours, theirs = conv1x1(4, 6, stride=2), tv_conv1x1(4, 6, stride=2)
+    assert ours.bias is None and theirs.bias is None
+    assert (ours.kernel_size, ours.stride, ours.padding) == (theirs.kernel_size, theirs.stride, theirs.padding)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_replace_linear_keeps_the_old_layers_bias_setting(bias):
+    """A bias-free classifier (a head a user built without one) stays bias-free, alone or at the end
+    of a Sequential, as a new nn.Linear with the old one's flag would be."""
+    for head in (nn.Linear(8, 4, bias=bias), nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4, bias=bias))):
+        new = replace_linear(head, 3)
+        last = new if isinstance(new, nn.Linear) else new[-1]
+        assert last.out_features == 3 and (last.bias is not None) == bias
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.0])
+def test_a_stacked_head_of_no_classes_or_a_non_int_count_is_refused(bad):
+    """LinearWithHead's docstring: new_classes is the stacked layer's outputs, a positive int; 0 would
+    build a model that predicts nothing."""
+    with pytest.raises(ValueError, match=f"new_classes must be a positive int, got {bad!r}$"):
+        stack_head(nn.Sequential(nn.Linear(8, 4)), "0", bad)
+
+
+def test_a_stacked_head_names_its_classes_in_its_repr():
+    head = stack_head(nn.Sequential(nn.Linear(8, 4)), "0", 5)
+    assert repr(head) == "LinearWithHead(in_features=8, out_features=4, bias=True, new_classes=5)"
