@@ -108,6 +108,26 @@ def test_patch_statistics_of_more_images_than_one_chunk_are_those_of_all_their_p
     np.testing.assert_allclose(_whitened_cov(conv.weight, _patches(x, 3)), np.eye(27), atol=2e-5)
 
 
+def test_one_image_larger_than_a_chunk_is_whitened_on_its_own():
+    """A chunk holds 2**23 float64 patch values; one 600x600 RGB image has 27 * 598**2 (9.7M) of them,
+    so its chunk is that one image (a chunk of 0 images made torch's split fail)."""
+    x = _correlated_images(n=1, size=600)
+    conv = nn.Conv2d(3, 27, 3, bias=False)
+    assert whiten_first_conv(conv, torch.from_numpy(x).float(), eps=1e-9).images == 1
+    np.testing.assert_allclose(_whitened_cov(conv.weight, _patches(x, 3)), np.eye(27), atol=2e-5)
+
+
+def test_the_bias_of_a_whitened_conv_is_left_as_it_was_and_trains():
+    """whiten_first_conv's docstring: only the weight is set and frozen; the bias (a conv with no norm
+    after it keeps one, resnet20 with norm='none') keeps its value and its gradient."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, norm="none")
+    bias = model.conv1.bias.detach().normal_().clone()  # the zoo starts biases at 0: make it tell
+    whiten_first_conv(model, torch.from_numpy(_correlated_images()).float())
+    assert torch.equal(model.conv1.bias, bias) and model.conv1.bias.requires_grad
+    assert not model.conv1.weight.requires_grad
+
+
 def test_resnet20_first_conv_keeps_the_16_strongest_directions_scaled_by_their_eigenvalues():
     x = _correlated_images()
     p = _patches(x, 3)
