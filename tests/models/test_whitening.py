@@ -292,6 +292,26 @@ def test_cli_whiten_trains_with_the_whitened_frozen_first_conv_records_it_and_lo
     assert np.abs(_whitened_cov(base.conv1.weight, p) - target).max() > 0.1
 
 
+def test_cli_whiten_reads_the_first_5000_training_images_normalized(monkeypatch):
+    """README: --whiten is the whitening "of up to 5000 training images' patches" (airbench's count):
+    the first 5000 in dataset order, normalized as the batches are; a smaller set gives all of its own."""
+    from types import SimpleNamespace
+
+    from resnet_lab import cli
+    from resnet_lab.data.loaders import InMemoryLoader
+
+    seen = []
+    monkeypatch.setattr(cli, "whiten_first_conv", lambda model, x: seen.append(x) or SimpleNamespace(as_dict=dict))
+    args = SimpleNamespace(whiten=True, out=None, dataset="fake")
+    raw = torch.randint(0, 256, (5003, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for n in (5003, 7):
+        loader = InMemoryLoader(raw[:n], torch.zeros(n, dtype=torch.long), batch_size=8, mean=(0.3,), std=(0.2,))
+        cli._whiten(args, None, SimpleNamespace(train=loader))
+        expected = (raw[:min(n, 5000)].double() / 255 - 0.3) / 0.2  # float64 reference
+        assert seen[-1].shape == (min(n, 5000), 1, 4, 4)
+        torch.testing.assert_close(seen[-1].double(), expected, rtol=0, atol=1e-5)
+
+
 def test_cli_resume_refuses_a_different_whiten_setting(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--whiten", "--out", str(run)]) == 0
