@@ -2149,3 +2149,39 @@ def test_the_longer_float32_fast_recipe_changes_only_the_epochs():
     assert {k for k in base if base[k] != longer[k]} == {"epochs", "eval_every"}
     assert longer["epochs"] == longer["eval_every"] == 9 and base["epochs"] == 8
     assert fashion_mnist.RECIPES["fast_fp32_9"][1:3] == (0.94, 5) and "fast_fp32_9" in fashion_mnist.TTA_TARGET
+
+# --- Mutation pass over benchmarks/_common.py (2026-12-07): the rule's edges, the writer, the flag types ---
+
+
+def test_the_rest_of_the_machine_may_use_exactly_half_a_core():
+    # README: "the rest of the machine at most half a core": 0.5 x 10 s wall = 5.0 s is still quiet
+    assert q(others_cpu_s=5.0).check() == []
+    assert len(q(others_cpu_s=5.01).check()) == 1
+
+
+def test_the_cpu_share_a_busy_reason_quotes_leaves_out_the_time_asleep_on_purpose():
+    # 10 s wall, 4 s asleep, 1 thread: 5.3 s of CPU is 5.3 / 6 = 88% (not 53% of the whole 10 s)
+    reasons = q(threads=1, load_after=1.0, idle_s=4.0, cpu_s=5.3).check()
+    assert len(reasons) == 1 and "CPU time 5.3 s is 88% of 6.0 s wall x 1 threads" in reasons[0]
+
+
+def test_the_quiet_meter_takes_differences_and_never_reports_a_negative_rest_of_the_machine(monkeypatch):
+    now = {"cpu": 100.0, "machine": 500.0, "clock": 1.0, "load": 0.3}
+    monkeypatch.setattr(_common, "cpu_seconds", lambda: now["cpu"])
+    monkeypatch.setattr(_common, "_machine_busy_seconds", lambda: now["machine"])
+    monkeypatch.setattr(_common.time, "perf_counter", lambda: now["clock"])
+    monkeypatch.setattr(_common, "load_average", lambda: (now["load"], 0.0, 0.0))
+    meter = _common.QuietMeter("x", 1)
+    now.update(cpu=110.0, machine=509.9, clock=11.0, load=1.9)  # /proc/stat's ticks counted 0.1 s less than ours
+    got = meter.stop()
+    assert (got.wall_s, got.cpu_s, got.load_before, got.load_after, got.others_cpu_s) == (10.0, 10.0, 0.3, 1.9, 0.0)
+
+
+def test_wait_for_load_waits_while_the_load_equals_the_bound(monkeypatch):
+    # --help: "wait until the 1-minute load average is below LOAD": 0.5 is not below 0.5
+    loads, slept = iter([0.5, 0.49]), []
+    monkeypatch.setattr(_common, "load_average", lambda: (next(loads),) * 3)
+    monkeypatch.setattr(_common.time, "sleep", slept.append)
+    parser = _common.add_quiet_args(argparse.ArgumentParser())
+    _common.wait_for_quiet(parser.parse_args(["--wait-for-load", "0.5"]), poll_s=7)
+    assert slept == [7]
