@@ -277,12 +277,13 @@ def test_a_block_replaces_only_itself_and_a_new_one_is_appended(tmp_path):
     assert "A1" not in text and text.index("A2") < text.index("B1")
 
 
-def test_the_head_block_replaces_unmarked_text_and_keeps_the_other_blocks(tmp_path):
+@pytest.mark.parametrize("write", [_common.update_doc, _common.write_doc])  # run_all writes through write_doc
+def test_the_head_block_replaces_unmarked_text_and_keeps_the_other_blocks(write, tmp_path):
     doc = tmp_path / "d.md"
     doc.write_text("legacy generated text\n")
     _common.update_doc(str(doc), "threads", "T1")
-    _common.update_doc(str(doc), "run_all", "R1", head=True)
-    _common.update_doc(str(doc), "run_all", "R2", head=True)
+    write(str(doc), "run_all", "R1", head=True)
+    write(str(doc), "run_all", "R2", head=True)
     text = doc.read_text()
     assert "legacy" not in text and "R1" not in text and text.index("R2") < text.index("T1")
 
@@ -2150,6 +2151,7 @@ def test_the_longer_float32_fast_recipe_changes_only_the_epochs():
     assert longer["epochs"] == longer["eval_every"] == 9 and base["epochs"] == 8
     assert fashion_mnist.RECIPES["fast_fp32_9"][1:3] == (0.94, 5) and "fast_fp32_9" in fashion_mnist.TTA_TARGET
 
+
 # --- Mutation pass over benchmarks/_common.py (2026-12-07): the rule's edges, the writer, the flag types ---
 
 
@@ -2185,3 +2187,26 @@ def test_wait_for_load_waits_while_the_load_equals_the_bound(monkeypatch):
     parser = _common.add_quiet_args(argparse.ArgumentParser())
     _common.wait_for_quiet(parser.parse_args(["--wait-for-load", "0.5"]), poll_s=7)
     assert slept == [7]
+
+
+def test_a_new_document_holds_each_block_between_its_markers_exactly(tmp_path):
+    doc = tmp_path / "B.md"
+    _common.update_doc(str(doc), "a", "line 1\nline 2\n\n\n")  # trailing blank lines are not kept
+    _common.update_doc(str(doc), "b-2", "B")  # appended after one blank line
+    assert doc.read_text() == ("<!-- bench:a -->\nline 1\nline 2\n<!-- /bench:a -->\n\n"
+                               "<!-- bench:b-2 -->\nB\n<!-- /bench:b-2 -->\n")
+
+
+def test_a_write_that_fails_midway_leaves_the_old_document_whole(tmp_path):
+    # atomic: the new text goes to a temporary file first, so a failure cannot truncate the figures
+    doc = tmp_path / "B.md"
+    _common.update_doc(str(doc), "a", "A1")
+    before = doc.read_bytes()
+    assert not _common.write_doc(str(doc), "a", "figures \udcff")  # text UTF-8 cannot encode
+    assert doc.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["B.md"]
+
+
+def test_a_document_in_a_folder_not_made_yet_passes_check_doc_and_is_written(tmp_path):
+    doc = str(tmp_path / "new" / "sub" / "B.md")
+    assert _common.check_doc(doc, "--doc") == doc  # check_doc lets it through, so the write must make the folder
+    assert _common.write_doc(doc, "a", "A1") and "A1" in Path(doc).read_text()
