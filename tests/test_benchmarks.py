@@ -2210,3 +2210,44 @@ def test_a_document_in_a_folder_not_made_yet_passes_check_doc_and_is_written(tmp
     doc = str(tmp_path / "new" / "sub" / "B.md")
     assert _common.check_doc(doc, "--doc") == doc  # check_doc lets it through, so the write must make the folder
     assert _common.write_doc(doc, "a", "A1") and "A1" in Path(doc).read_text()
+
+
+def test_a_verdict_meets_a_target_reached_exactly_either_way_and_nan_is_not_measured():
+    # the summary tables state targets as ">= 2" (speed-ups) and "<= 1.1" (costs)
+    assert _common.verdict(2.0, 2.0) == "met" and "missed" in _common.verdict(1.99, 2.0)  # higher is better by default
+    assert _common.verdict(1.1, 1.1, higher_is_better=False) == "met"
+    assert _common.verdict(0.5, 1.1, higher_is_better=False) == "met"
+    assert "missed" in _common.verdict(1.11, 1.1, higher_is_better=False)
+    assert _common.verdict(NAN, 2.0) == "not measured"
+
+
+def test_a_count_at_its_limit_is_accepted_and_one_more_is_refused():
+    assert _common.at_most(5)("5") == 5
+    with pytest.raises(argparse.ArgumentTypeError, match="must be at most 5, got 6"):
+        _common.at_most(5)("6")
+    top = _common.MAX_THREADS  # --threads takes what setup_threads takes: 1 to MAX_THREADS
+    assert _common.thread_count(str(top)) == top
+    with pytest.raises(argparse.ArgumentTypeError, match=f"must be at most {top:,}"):
+        _common.thread_count(str(top + 1))
+    for bad in (0, top + 1):
+        with pytest.raises(ValueError, match=f"threads must be 1 to {top}"):
+            _common.setup_threads(bad)
+
+
+@pytest.mark.parametrize("host, ok", [("icelake", True), ("ice-lake_2", True), ("", False), ("ice lake", False),
+                                      ("a/b", False)])
+def test_a_host_name_takes_letters_digits_dash_and_underscore_only(host, ok, capsys):
+    if ok:
+        _common.check_host(host, "a block")
+        return
+    with pytest.raises(SystemExit) as e:
+        _common.check_host(host, "a block")
+    assert e.value.code == 2 and f"--host {host!r}: use letters, digits" in _one_error_line(capsys)
+
+
+def test_run_start_takes_the_quick_sizes_with_quick_and_repeats_overrides_the_default():
+    full, quick = {"repeats": 5, "batch": 256}, {"repeats": 2, "batch": 8}
+    run = _common.Run.start(_args(quick=True, repeats=None, threads=2), full, quick, "t")
+    assert (run.cfg["batch"], run.repeats, run.threads) == (8, 2, 2)
+    run = _common.Run.start(_args(repeats=3, threads=1), full, quick, "t")
+    assert (run.cfg["batch"], run.repeats, run.threads) == (256, 3, 1)
