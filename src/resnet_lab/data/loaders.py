@@ -119,7 +119,7 @@ def _check_images_and_labels(images: torch.Tensor, labels: torch.Tensor) -> None
         elif images.dtype != torch.uint8:
             hints.append("convert 0..255 integers with images.to(torch.uint8)")
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {shape}: "
-                         f"{'; '.join(hints) or 'pass one batch of images'}")
+                         f"{'; '.join(hints) or 'reshape them to one (N, C, H, W) batch'}")
     n = images.shape[0]
     if labels.shape != (n,):
         flatten = ": flatten them with labels.view(-1)" if labels.numel() == n else ""
