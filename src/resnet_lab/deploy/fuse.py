@@ -95,7 +95,8 @@ class FuseReport:
         lines = [f"folded {len(self.folded)} of {total} batch-norm layers into the preceding conv/linear ({self.method})"]
         if self.fx_error:
             lines.append(f"  torch.fx could not trace the model ({self.fx_error}); used the module-order heuristic, verified numerically")
-        across = [f"{bn} after {pool}" for bn, pool in self.across_pool.items() if bn in {b for _, b in self.folded}]
+        folded = {bn for _, bn in self.folded}
+        across = [f"{bn} after {pool}" for bn, pool in self.across_pool.items() if bn in folded]
         if across:
             lines.append(f"  {len(across)} of them across a max-pool, which commutes with a BN whose scales are all >= 0 "
                          f"({', '.join(across)})")
@@ -200,8 +201,9 @@ def _plan_fx(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str], d
         pairs.append((src.target, bn_name))
         if read is not src:
             across[bn_name] = read.target
+    paired = {b for _, b in pairs}
     for name, m in model.named_modules():
-        if isinstance(m, BN_TYPES) and name not in reasons and name not in {b for _, b in pairs}:
+        if isinstance(m, BN_TYPES) and name not in reasons and name not in paired:
             reasons[name] = "not called by forward()"
     return pairs, reasons, across
 
