@@ -972,13 +972,16 @@ def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_
 @pytest.mark.parametrize("script,flag", [("fashion_mnist.py", ["demo", "--seeds", "0"]),
                                          ("bench_bn.py", ["--threads", "0"]),
                                          ("ablate_recipe.py", ["base", "--seeds", "-2"])])
-def test_a_count_below_one_is_refused_before_anything_runs_or_is_written(script, flag, tmp_path):
-    # fashion_mnist --seeds 0 ran nothing, then wrote an empty results.json over the last one
-    import subprocess
-
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), *flag], capture_output=True, text=True,
-                          cwd=tmp_path)
-    assert proc.returncode == 2 and "must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+def test_a_count_below_one_is_refused_before_anything_runs_or_is_written(script, flag, tmp_path, monkeypatch, capsys):
+    # fashion_mnist --seeds 0 ran nothing, then wrote an empty results.json over the last one. The script
+    # runs as `python benchmarks/SCRIPT` would run it (its __main__ block), in this process.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, *flag])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(BENCHMARKS / script), run_name="__main__")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "must be at least 1" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(argparse.ArgumentTypeError, match="must be at least 1, got 0"):
         _common.positive_int("0")
 
