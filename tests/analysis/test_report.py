@@ -505,6 +505,9 @@ def test_weights_copied_from_another_run_give_one_line_naming_the_files(runs, tm
 def test_report_takes_shipped_weights_as_the_other_commands_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test_acc": 0.5}\n')  # someone's file here: not read
+    # the usual places, as a user's $RESNET_LAB_DATA: 20 test images (the accuracy of the shipped weights
+    # on the real 10000 is tests/test_weights.py's)
+    monkeypatch.setenv("RESNET_LAB_DATA", str(write_fmnist(tmp_path / "data", n=20, seed=0)))
     page = report_html(["resnet20:fashion-mnist"], data_dir=None, device="cpu", mistakes=0)
     assert "weights in resnet20-fashion-mnist.safetensors" in page and "no metrics.jsonl" in page
 
@@ -567,19 +570,21 @@ def _evaluate_json(run: Path, capsys, *extra: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_page(tmp_path, capsys):
+def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_page(tmp_path, capsys, monkeypatch):
     """--data-dir serves every run of the page: the folder run's folder held no Fashion-MNIST, so the
     Fashion-MNIST run lost its test set; a built-in dataset that --data-dir does not hold is read
-    from the usual places, as `evaluate` without --data-dir reads it, and the page says where."""
-    _fashion_mnist_or_skip()
+    from the usual places (here $RESNET_LAB_DATA, 40 images), as `evaluate` without --data-dir reads
+    it, and the page says where."""
+    monkeypatch.setenv("RESNET_LAB_DATA", str(write_fmnist(tmp_path / "usual", n=40, seed=0)))
     folder = make_folder(tmp_path / "pics")
     fm, pics = tmp_path / "fm", tmp_path / "pics-run"
-    assert main(["train", "--model", "resnet8", "--dataset", "fashion-mnist", "--image-size", "8", "--subset", "32",
+    assert main(["train", "--model", "resnet8", "--dataset", "fashion-mnist", "--image-size", "8",
                  "--epochs", "1", "--batch-size", "16", "--no-progress", "--device", "cpu", "--out", str(fm)]) == 0
     assert main(["train", "--model", "resnet8", "--dataset", "folder", "--data-dir", str(folder), "--image-size", "8",
                  "--epochs", "1", "--batch-size", "16", "--workers", "0", "--no-progress", "--device", "cpu",
                  "--out", str(pics)]) == 0
-    page = Page(report_html([fm, pics], data_dir=folder, mistakes=0, device="cpu"))
+    text = report_html([fm, pics], data_dir=folder, mistakes=0, device="cpu")
+    page = Page(text)
     assert not page.notes, page.notes
     for run, extra in ((fm, ()), (pics, ("--data-dir", str(folder)))):
         want = _evaluate_json(run, capsys, *extra)  # the reference: evaluate, where it looks by itself
@@ -587,7 +592,7 @@ def test_report_of_a_fashion_mnist_run_and_a_folder_run_evaluates_both_on_one_pa
         assert {r["class"]["text"]: float(r["accuracy"]["value"]) for r in rows} == pytest.approx(
             want["per_class_accuracy"], abs=1e-12)
         assert sum(int(r["images"]["value"]) for r in rows) == want["n"]
-    text = report_html([fm, pics], data_dir=folder, mistakes=0, device="cpu")
+        assert run != fm or want["n"] == 40  # the test set of $RESNET_LAB_DATA, not of the Debian package
     fm_section, pics_section = text.split("<section")[1:3]
     assert f"--data-dir {folder} does not hold fashion-mnist" in fm_section
     assert f"read from {folder}" in pics_section  # the folder run: the --data-dir it was given
