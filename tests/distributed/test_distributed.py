@@ -357,6 +357,9 @@ def _empty_batch_rank(rank: int, port: int, out: str) -> None:
                              "var": sync.running_var.tolist(), "tracked": int(sync.num_batches_tracked),
                              "wgrad": sync.weight.grad.tolist()}
         torch.save(results, Path(out) / f"rank{rank}.pt")
+        # both ranks past their last collective before either closes its connections: once, at a load
+        # of 5, rank 1 aborted in gloo (SIGABRT, "terminate called without an active exception")
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
