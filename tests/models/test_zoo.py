@@ -80,12 +80,13 @@ def test_model_trains_one_step_with_finite_gradients(name, norm):
             with pytest.raises(ValueError, match=f"{name} has no normalization layers.*use {name}_bn"):
                 create_model(name, num_classes=NUM_CLASSES, norm=norm)
             return
-        assert create_model(name, num_classes=NUM_CLASSES, norm=norm).model_config["norm"] == "none"
     torch.manual_seed(0)
     in_channels, small_input = _case(norm)
     small_input = small_input or model_info(name).small_input  # the CIFAR families refuse small_input=False
     model = create_model(name, num_classes=NUM_CLASSES, in_channels=in_channels, small_input=small_input, norm=norm,
                          **_extra(name))
+    if name in PLAIN_VGG:  # none, or the default batch recorded as none (built once: 130M parameters)
+        assert model.model_config["norm"] == "none"
     size = _input_size(model, name, in_channels, small_input)
     out = model.train()(torch.randn(2, in_channels, size, size))
     assert isinstance(out, torch.Tensor), f"{name} returned {type(out).__name__} in training, expected logits"
