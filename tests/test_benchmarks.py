@@ -957,15 +957,16 @@ def test_an_ablation_at_another_budget_gets_a_block_of_its_own_in_results(tmp_pa
     assert f"<!-- bench:{ablate_recipe.block_key(2)} -->" in results  # where the 2-epoch table stands
 
 
-def test_ablation_dry_run_trains_each_variant_per_seed_and_prints_the_table(tmp_path):
+def test_ablation_dry_run_trains_each_variant_and_prints_the_table(tmp_path):
+    # one seed: each run is a CLI process of 5-9 s, mostly start-up (the pairing over seeds is summarize's,
+    # tested above on made-up runs)
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
-                           "--out", str(tmp_path)], capture_output=True, text=True,
+                           "--seeds", "1", "--out", str(tmp_path)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 torch threads" in proc.stdout  # the machine line names the runs' threads (--threads 1)
     saved = json.loads((tmp_path / "ablation.json").read_text())
-    assert sorted((r["variant"], r["seed"]) for r in saved["runs"]) == [
-        ("base", 0), ("base", 1), ("no_label_smoothing", 0), ("no_label_smoothing", 1)]
+    assert sorted((r["variant"], r["seed"]) for r in saved["runs"]) == [("base", 0), ("no_label_smoothing", 0)]
     for r in saved["runs"]:  # the figure is the run's own last test accuracy
         last = json.loads((tmp_path / r["variant"] / f"seed{r['seed']}" / "metrics.jsonl").read_text().splitlines()[-1])
         assert r["final_acc"] == last["test_acc"]
