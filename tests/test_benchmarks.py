@@ -3,6 +3,7 @@ INVALID and never written to docs/), the docs blocks, and the pieces of bench_th
 peer_torchvision.py that can be checked without measuring anything. Nothing here times anything."""
 
 import argparse
+import contextlib
 import dataclasses
 import gzip
 import importlib.util
@@ -2258,3 +2259,124 @@ def test_run_start_takes_the_quick_sizes_with_quick_and_repeats_overrides_the_de
     assert (run.cfg["batch"], run.repeats, run.threads) == (8, 2, 2)
     run = _common.Run.start(_args(repeats=3, threads=1), full, quick, "t")
     assert (run.cfg["batch"], run.repeats, run.threads) == (256, 3, 1)
+
+
+# ----------------------------------------------------------------------------- timing helpers, on a fake clock
+
+
+class _FakeClock:
+    """A clock that moves only when a fake workload or a sleep says so: durations are exact
+    binary fractions, so every count below is computed by hand from the docstrings."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now, self.calls, self.slept = 0.0, [], []
+        self.inside = False  # set while interleave's measured() context is open
+        monkeypatch.setattr(_common, "time", SimpleNamespace(perf_counter=lambda: self.now, sleep=self.sleep))
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def work(self, name: str, *durations: float, limit: int = 1000):
+        """A contender whose k-th call takes ``durations[k]`` seconds (the last one from then on)."""
+
+        def call() -> None:
+            k = sum(1 for n, _ in self.calls if n == name)
+            if k >= limit:
+                raise AssertionError(f"{name} called {k} times: the loop does not stop")
+            self.calls.append((name, self.inside))
+            self.now += durations[min(k, len(durations) - 1)]
+
+        return call
+
+
+@pytest.mark.parametrize("call_s, calls, inner", [
+    (1 / 64, 7, 64),  # until a tenth of the target has passed: 7 x 1/64 s = 0.109 s
+    (1 / 16, 3, 16),  # a tenth passes after 2 calls, but at least 3 are timed
+    (1 / 4, 2, 4),  # 2 calls: the first is under a third of the target
+    (3 / 8, 1, 3),  # one call over a third of the target is enough; 1 / 0.375 = 2.67 rounds to 3
+    (4.0, 1, 1),  # a call longer than the target still gives one call per repeat
+    (1 / 1024, 103, 1000),  # 1024 calls would fill the target: capped at max_inner
+])
+def test_calibrate_times_calls_until_a_tenth_of_the_target_and_sizes_the_repeat_from_them(call_s, calls, inner,
+                                                                                          monkeypatch):
+    clock = _FakeClock(monkeypatch)
+    assert _common.calibrate(clock.work("f", call_s), target_s=1.0) == inner
+    assert len(clock.calls) == calls
+
+
+def test_calibrate_sizes_the_repeat_from_the_median_call_so_a_prefetched_or_stalled_call_cannot_skew_it(monkeypatch):
+    clock = _FakeClock(monkeypatch)
+    # one fast call (a prefetched batch), four ordinary ones, one stalled: the median is 1/64 s
+    work = clock.work("f", 1 / 1024, 1 / 64, 1 / 64, 1 / 64, 1 / 64, 1 / 4)
+    assert _common.calibrate(work, target_s=1.0) == 64 and len(clock.calls) == 6
+    assert _common.calibrate(clock.work("g", 1 / 1024), target_s=1.0, max_inner=10) == 10
+
+
+def _interleave_on_the_fake_clock(monkeypatch, **kw) -> tuple[_FakeClock, dict, list[str], list[str]]:
+    """Contenders a (2 s first call, then 1/4 s: 4 per repeat), b (1/8 s: 8 per repeat) and c (fails
+    at its first call), timed 3 times inside a measured() context whose meter takes the sleeps."""
+    clock, lines, meter_sleeps = _FakeClock(monkeypatch), [], []
+
+    class Meter:
+        def sleep(self, seconds: float) -> None:
+            meter_sleeps.append(seconds)
+            clock.now += seconds
+
+    @contextlib.contextmanager
+    def measured():
+        clock.inside = True
+        yield Meter()
+        clock.inside = False
+
+    def broken() -> None:
+        raise ValueError("no such kernel")
+
+    contenders = {"a": clock.work("a", 2.0, 1 / 4), "b": clock.work("b", 1 / 8), "c": broken}
+    out = _common.interleave(contenders, repeats=3, target_s=1.0, measured=measured, log=lines.append, **kw)
+    return clock, out, lines, meter_sleeps
+
+
+def test_interleave_warms_up_then_times_each_contender_per_call_alternating_the_order_inside_measured(monkeypatch):
+    clock, out, lines, meter_sleeps = _interleave_on_the_fake_clock(monkeypatch)
+    a, b = out["a"], out["b"]
+    assert (a.first_call_s, a.inner, b.first_call_s, b.inner) == (2.0, 4, 1 / 8, 8)
+    # warm-up (default 2 calls) and calibration (2 calls of a, 3 of b) run outside measured()
+    assert [n for n, inside in clock.calls if not inside] == ["a"] * 4 + ["b"] * 5
+    timed = [n for n, inside in clock.calls if inside]
+    assert timed == ["a"] * 4 + ["b"] * 8 + ["b"] * 8 + ["a"] * 4 + ["a"] * 4 + ["b"] * 8  # forward, reversed, forward
+    assert a.seconds == [1 / 4] * 3 and b.seconds == [1 / 8] * 3  # seconds per call, one value per repeat
+    assert a.ok and b.ok and meter_sleeps == [] and clock.slept == []
+    assert lines[-1] == "  repeat 3/3: a 250.0 ms, b 125.0 ms"
+
+
+def test_interleave_reports_a_contender_that_fails_in_warm_up_and_times_the_others(monkeypatch):
+    clock, out, lines, _ = _interleave_on_the_fake_clock(monkeypatch, warmup=3)
+    c = out["c"]
+    assert list(out) == ["a", "b", "c"] and not c.ok and c.seconds == []
+    assert c.error == "ValueError: no such kernel" and "  c: failed in warm-up (ValueError: no such kernel)" in lines
+    assert [n for n, inside in clock.calls if not inside] == ["a"] * 5 + ["b"] * 6  # warmup=3: one more each
+    assert len(out["a"].seconds) == len(out["b"].seconds) == 3
+
+
+def test_interleave_settles_through_the_meter_before_each_timed_repeat_without_charging_the_pause(monkeypatch):
+    clock, out, _, meter_sleeps = _interleave_on_the_fake_clock(monkeypatch, settle_s=0.5)
+    assert meter_sleeps == [0.5] * 6 and clock.slept == []  # 3 repeats x 2 contenders, the meter's own sleep
+    assert out["a"].seconds == [1 / 4] * 3 and out["b"].seconds == [1 / 8] * 3
+
+
+def test_measurement_is_ok_with_seconds_and_no_error_and_gives_median_and_rates():
+    assert _common.Measurement("x", [1.0]).ok
+    assert not _common.Measurement("x").ok and not _common.Measurement("x", [1.0], error="boom").ok
+    m = _common.Measurement("x", [1.0, 0.25, 8.0])
+    assert m.median() == 1.0 and m.rates(64) == [64.0, 256.0, 8.0]
+
+
+def test_paired_ratio_divides_repeat_by_repeat_so_drift_common_to_both_cancels():
+    slow = _common.Measurement("slow", [2.0, 4.0, 2.0])  # the machine slowed down in repeat 2
+    fast = _common.Measurement("fast", [1.0, 2.0, 1.0])
+    assert _common.paired_ratio(fast, slow) == (2.0, 2.0, 2.0)
+    assert _common.paired_ratio(slow, fast) == (0.5, 0.5, 0.5)
+    # per repeat: 2/1, 6/2, 4/4
+    assert _common.paired_ratio(_common.Measurement("n", [1.0, 2.0, 4.0]),
+                                _common.Measurement("d", [2.0, 6.0, 4.0])) == (2.0, 1.0, 3.0)
