@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from support import hooked_modules
 from torch import nn
 
-from resnet_lab.analysis import GradientFlowRecorder, gradient_norms, plot_gradient_flow
+from resnet_lab.analysis import GradientFlowRecorder, gradflow, gradient_norms, plot_gradient_flow
 from resnet_lab.analysis.gradflow import weight_layers_in_forward_order
 
 
@@ -121,8 +124,40 @@ def test_plot_gradient_flow_writes_a_png_with_several_curves(tmp_path):
 
 
 def test_plot_gradient_flow_rejects_empty_records(tmp_path):
-    with pytest.raises(ValueError, match="non-empty"):
-        plot_gradient_flow({"init": []}, tmp_path / "x.png")
+    for empty in ({"init": []}, {}, []):
+        with pytest.raises(ValueError, match="non-empty"):
+            plot_gradient_flow(empty, tmp_path / "x.png")
+
+
+def _drawn_axes(monkeypatch, tmp_path, records, **kw):
+    """The axes plot_gradient_flow draws, caught before the PNG is rendered (the layout pass, which
+    renders all text, is skipped too: it moves the axes, not what they show)."""
+    figures = []
+    monkeypatch.setattr(gradflow, "save_png", lambda fig, path, dpi: figures.append(fig) or path)
+    monkeypatch.setattr(Figure, "tight_layout", lambda fig, *args, **kw: None)
+    plot_gradient_flow(records, tmp_path / "flow.png", **kw)
+    (ax,) = figures[0].axes
+    return ax
+
+
+def test_plot_gradient_flow_draws_what_its_docstring_promises(monkeypatch, tmp_path):
+    """Log y axis, one labelled curve per entry, a zero norm (a layer without gradient) as a gap,
+    the layer names on the ticks only when every curve has the same layers (and at most 60)."""
+    init = [("conv1", 1e-3), ("skip", 0.0), ("head", 1.0)]
+    later = [("conv1", 2e-3), ("skip", 1e-1), ("head", 0.5)]
+    ax = _drawn_axes(monkeypatch, tmp_path, {"init": init, "later": later}, title="flow of resnet8")
+    assert ax.get_yscale() == "log" and ax.get_title() == "flow of resnet8"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["init", "later"]
+    ys = [list(line.get_ydata()) for line in ax.get_lines()]
+    assert ys[0][0] == 1e-3 and math.isnan(ys[0][1]) and ys[0][2] == 1.0 and ys[1] == [2e-3, 1e-1, 0.5]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "skip", "head"]
+    single = _drawn_axes(monkeypatch, tmp_path, init)  # one unlabelled curve: no legend
+    assert single.get_legend() is None and [list(line.get_xdata()) for line in single.get_lines()] == [[0, 1, 2]]
+    other = [("conv1", 1.0), ("conv2", 1.0), ("head", 1.0)]
+    deep = [(f"l{i}", 1.0) for i in range(61)]
+    for records, names in (({"a": init, "b": other}, {"conv1", "conv2", "skip", "head"}), (deep, {n for n, _ in deep})):
+        ticks = {t.get_text() for t in _drawn_axes(monkeypatch, tmp_path, records).get_xticklabels()}
+        assert not ticks & names, ticks  # numbered ticks, not names that would belong to one curve only
 
 
 def test_forward_order_in_training_mode_leaves_the_bn_running_statistics_as_they_were():
@@ -199,8 +234,9 @@ def test_every_tool_takes_its_hooks_off_the_model():
 
 
 def test_records_without_a_step_are_numbered_and_norms_takes_negative_indices():
-    """record() labels a record with the number of records so far; norms(-k) is the k-th from the
-    end, as for a list; an index past the end is refused. Reference: the .grad norms read directly."""
+    """record() labels a record with the number of records so far and returns this step's norms;
+    norms() is the last record and norms(-k) the k-th from the end, as for a list; an index past the
+    end is refused. Reference: the .grad norms read directly."""
     torch.manual_seed(5)
     model = _BranchyNet()
     rec, expected = GradientFlowRecorder(model), []
@@ -208,10 +244,12 @@ def test_records_without_a_step_are_numbered_and_norms_takes_negative_indices():
         model.zero_grad()
         F.cross_entropy(model(torch.randn(2, 3, 8, 8)), torch.tensor([1, 2])).backward()
         expected.append([getattr(model, n).weight.grad.norm().item() for n in FORWARD_ORDER])
-        rec.record()
+        returned = rec.record()
+        assert [n for n, _ in returned] == FORWARD_ORDER and [v for _, v in returned] == pytest.approx(expected[-1])
     assert rec.steps == [0, 1, 2]
-    for index, want in ((-1, expected[2]), (-3, expected[0]), (1, expected[1])):
-        assert [v for _, v in rec.norms(index)] == pytest.approx(want, rel=1e-6), index
+    for index, want in ((None, expected[2]), (-1, expected[2]), (-3, expected[0]), (1, expected[1])):
+        got = rec.norms() if index is None else rec.norms(index)  # no index: the last record, as documented
+        assert [v for _, v in got] == pytest.approx(want, rel=1e-6), index
     for index in (3, -4):
         with pytest.raises(IndexError, match=rf"record {index} asked, but there are 3 \(0..2\)"):
             rec.norms(index)
