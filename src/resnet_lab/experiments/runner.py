@@ -229,7 +229,8 @@ class SeedResults:
 
 
 def _mean_sd(curves: Sequence[Sequence[float]], start: list[int]) -> tuple[list[int], list[float], list[float]]:
-    """Point-wise mean and sample sd (0 for one curve) of equally long curves."""
+    """Point-wise mean and sample sd of equally long curves; the sd is 0 for one curve and where a
+    value is not finite (a diverged seed's NaN step: ``statistics.stdev`` would raise)."""
     cols = list(zip(*curves))
     means = [statistics.fmean(c) for c in cols]
     sds = [statistics.stdev(c) if len(c) > 1 and all(math.isfinite(v) for v in c) else 0.0 for c in cols]
