@@ -35,6 +35,13 @@ def test_the_full_transfer_budgets_per_class_loads_on_the_fake_fallback(tmp_path
     assert got.tolist() == [expected] * len(transfer.TARGET_CLASSES)
 
 
+def test_the_fake_fallback_has_fashion_mnists_shape_unless_told_another_size(tmp_path, no_fashion_mnist):
+    """Context.data: the fallback has 1 channel and Fashion-MNIST's 28 x 28 images, so the
+    experiment's models fit it as they would the real set."""
+    ctx = Context("x", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    assert ctx.data(batch_size=16, subset=16).info.input_size == (1, 28, 28) and ctx.fake_data
+
+
 def test_context_data_caps_per_class_on_the_fake_fallback(tmp_path, no_fashion_mnist):
     ctx = Context("x", "full", tmp_path, device="cpu", log=lambda s: None)
     data = ctx.data(per_class=100, image_size=8)

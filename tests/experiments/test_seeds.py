@@ -150,7 +150,7 @@ def test_warmup_trains_exactly_its_steps_when_they_do_not_split_evenly_into_epoc
     assert r.info["warmup"]["steps"] == steps and len(r.step_losses) == steps + 2
 
 
-@pytest.mark.parametrize("bad", [-5, 2.5, True])
+@pytest.mark.parametrize("bad", [-5, -1, 2.5, True])
 def test_runspec_refuses_warmup_steps_that_are_not_a_count(bad):
     with pytest.raises(ValueError, match=f"warmup_steps must be an int >= 0.*got {bad!r}"):
         RunSpec("warm", warmup_steps=bad)
