@@ -6,6 +6,7 @@ computations, the trainer's own records (TrainSpy) and the loader's seeded order
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -45,6 +46,15 @@ def test_mean_curves_over_seeds_stop_at_the_shortest_run_with_the_sample_sd():
                                                                                             0.4 / math.sqrt(2)])
 
 
+def test_a_diverged_seeds_nan_step_leaves_the_mean_curve_drawable_without_an_sd_there():
+    """Context.train ends a diverged run's losses with NaN; the plots' mean over seeds then reaches
+    that step, where statistics.stdev raised on the non-finite value instead of giving the curve."""
+    runs = SeedResults("net", [_run(0, [0.5], [1.0, 3.0]), _run(1, [0.5], [3.0, math.nan], diverged=True)])
+    steps, mean, sd = runs.mean_steps()
+    assert steps == [1, 2] and mean[0] == 2.0 and math.isnan(mean[1])
+    assert sd == [pytest.approx(math.sqrt(2)), 0.0]  # sample sd of (1, 3); none where a seed has no value
+
+
 def test_diverged_counts_every_seed_that_diverged():
     runs = SeedResults("net", [_run(s, [0.1], [math.nan], diverged=s != 1) for s in range(3)])
     assert runs.diverged == 2
@@ -54,6 +64,8 @@ def test_ema_is_bias_corrected_as_adams_first_moment():
     assert ema([3.0, 3.0, 3.0]) == pytest.approx([3.0, 3.0, 3.0])  # a constant curve stays put from step 1
     # alpha 0.5 on (1, 0): m = 0.5, 0.25; corrected by 1 - 0.5 and 1 - 0.25: 1 and 1/3
     assert ema([1.0, 0.0], alpha=0.5) == pytest.approx([1.0, 1 / 3])
+    # the default weight of the newest value, 0.1 (the signature): m = 0.1, 0.09; corrected by 0.1 and 0.19
+    assert ema([1.0, 0.0]) == pytest.approx([1.0, 0.09 / 0.19])
 
 
 def test_first_at_or_below_counts_from_one_and_includes_the_target():
@@ -65,6 +77,14 @@ def test_context_refuses_an_unknown_budget_before_making_its_folder(tmp_path):
     with pytest.raises(ValueError, match="budget must be one of smoke, full, got 'huge'"):
         Context("x", "huge", tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_note_is_kept_and_logged_once_however_often_it_is_given(tmp_path):
+    lines: list[str] = []
+    ctx = Context("notes", "smoke", tmp_path, device="cpu", log=lines.append)
+    for _ in range(2):  # e.g. every run of an experiment that met the same caveat
+        ctx.note("the budget is small")
+    assert ctx.notes == ["the budget is small"] and lines == ["[notes] the budget is small"]
 
 
 def test_an_experiment_needs_at_least_one_seed(tmp_path):
@@ -187,6 +207,22 @@ def test_the_warmup_reports_its_steps_rate_and_training_error_and_the_run_its_ow
     r = ctx.train(_warm_spec(seed=2), data)
     assert r.info["warmup"] == {"steps": 2, "lr": 0.01, "train_error": 0.75}  # 1 - the warm-up's 25%
     assert r.epochs == main and r.step_losses == [2.0, 1.9, 1.5] and not r.diverged
+
+
+@pytest.mark.parametrize("subset, cap, steps, epochs", [(32, 1, 2, 2), (16, None, 3, 3)])
+def test_the_warmup_takes_epochs_of_equal_length_evaluates_once_and_leaves_the_run_folder_to_the_run(
+        tmp_path, monkeypatch, subset, cap, steps, epochs):
+    """Context._warmup_config: ``steps`` steps in as few equal epochs as an epoch allows (the cap
+    of 1, or 2 batches of 8 out of 16 samples), evaluated once at its end; spec.out is the run proper's.
+    By hand: 2 steps at 1 an epoch take 2 epochs of 1; 3 steps at 2 an epoch take 3 epochs of 1."""
+    ctx = Context("warm", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    data = ctx.data("fake", batch_size=8, subset=subset, image_size=8, in_channels=1)
+    configs = _fake_fits(monkeypatch, ctx, ([], [1.0] * steps, False), ([], [1.0], False))
+    spec = replace(_warm_spec(max_steps_per_epoch=cap, out=tmp_path / "run"), warmup_steps=steps)
+    ctx.train(spec, data)
+    warm, main = configs
+    assert (warm.epochs, warm.max_steps_per_epoch, warm.eval_every) == (epochs, steps // epochs, epochs)
+    assert warm.out is None and main.out == str(tmp_path / "run")
 
 
 def test_params_counts_the_trainable_parameters_only(tmp_path, monkeypatch):
