@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resnet_lab.experiments import registry
+from resnet_lab.experiments import Check, Report, registry
 
 
 def _near_the_top() -> int:
@@ -75,6 +75,11 @@ def _experiment(run) -> types.ModuleType:
     return module
 
 
+def _report(**kw) -> Report:
+    """The smallest report an experiment can return: one passed check."""
+    return Report(claim="c", columns=["a"], rows=[[1]], checks=[Check("q", True, "n")], **kw)
+
+
 def test_an_experiment_whose_run_returns_no_report_is_an_error_not_a_verdict(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "get_experiment", lambda name: _experiment(lambda ctx: {"verdict": "confirmed"}))
     with pytest.raises(TypeError, match="must return a Report, got dict"):
@@ -103,22 +108,21 @@ def test_a_listed_module_without_claim_is_refused_and_a_missing_dependency_is_no
         registry.list_experiments()
 
 
-@pytest.mark.parametrize("caps", [set(), {(3, 8), (1, 2)}])
-def test_the_setup_names_the_epochs_the_budget_cut_short(tmp_path, monkeypatch, caps):
+@pytest.mark.parametrize("caps, budget", [(set(), "smoke"), ({(3, 8), (1, 2)}, "smoke"), ({(3, 8), (1, 2)}, "full")])
+def test_the_setup_names_the_epochs_the_budget_cut_short(tmp_path, monkeypatch, caps, budget):
     """docs/EXPERIMENTS.md: a budget that stops each epoch after a few steps adds a `steps` line to
     the setup naming the cut (`3 steps of 8`)."""
-    from resnet_lab.experiments import Check, Report
-
     def run(ctx):
         ctx.step_caps.update(caps)
-        return Report(claim="c", setup={"data": "d"}, columns=["a"], rows=[[1]], checks=[Check("q", True, "n")])
+        return _report(setup={"data": "d"})
 
     monkeypatch.setattr(registry, "get_experiment", lambda name: _experiment(run))
-    setup = registry.run_experiment("contract_probe", out=tmp_path / "o", device="cpu", log=lambda s: None)["setup"]
+    setup = registry.run_experiment("contract_probe", budget=budget, out=tmp_path / "o", device="cpu",
+                                    log=lambda s: None)["setup"]
     if not caps:
         assert setup == {"data": "d"}
     else:
-        assert setup["steps"].startswith("the smoke budget stops each epoch early (1 step of 2, 3 steps of 8): ")
+        assert setup["steps"].startswith(f"the {budget} budget stops each epoch early (1 step of 2, 3 steps of 8): ")
 
 
 def test_an_out_that_is_a_file_is_refused_by_name_not_by_a_raw_os_error(tmp_path):
@@ -127,3 +131,53 @@ def test_an_out_that_is_a_file_is_refused_by_name_not_by_a_raw_os_error(tmp_path
     with pytest.raises(FileExistsError, match=f"--out {out} is a file; an experiment writes a folder"):
         registry.claim_experiment_dir(out, "degradation")
     assert out.read_text() == "mine"
+
+
+def test_the_contexts_notes_join_the_reports_once_and_fake_data_needs_no_data_line(tmp_path, monkeypatch):
+    """_run adds the runner's caveats after the experiment's own, each once (an experiment may have
+    copied one already), and rewrites the setup's "data" line for the fake fallback only where the
+    setup has one."""
+    def run(ctx):
+        ctx.fake_data = True  # as Context.data sets it when Fashion-MNIST was missing
+        ctx.note("from the runner")
+        ctx.note("also from the runner")
+        return _report(setup={"model": "m"}, notes=["mine", "from the runner"])
+
+    monkeypatch.setattr(registry, "get_experiment", lambda name: _experiment(run))
+    results = registry.run_experiment("contract_probe", out=tmp_path / "o", device="cpu", log=lambda s: None)
+    assert results["notes"] == ["mine", "from the runner", "also from the runner"]
+    assert results["setup"] == {"model": "m"} and results["fake_data"] is True
+
+
+def test_an_interrupted_experiment_frees_its_folder_while_the_caller_still_holds_the_exception(tmp_path, monkeypatch):
+    """RunLock: the folder is locked while the experiment runs, not after; a notebook that caught
+    the Ctrl-C keeps its traceback (and with it run_experiment's frame) alive."""
+    def run(ctx):
+        (ctx.out / "plot.png").write_bytes(b"png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "get_experiment", lambda name: _experiment(run))
+    out = tmp_path / "o"
+    try:
+        registry.run_experiment("contract_probe", out=out, device="cpu", log=lambda s: None)
+    except KeyboardInterrupt as e:
+        assert e.experiment_dir == out and not e.experiment_dir_empty and not e.experiment_finished
+        registry.RunLock(out).acquire().release()  # RunInUseError while the lock is still held
+    else:
+        pytest.fail("the interrupt was swallowed")
+
+
+def test_a_data_dir_under_the_home_folder_is_taken_as_given(tmp_path, monkeypatch):
+    """``--data-dir ~/datasets`` (quoted, or from Python): the folder is there, so it is no mistyped path."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir()
+    seen = []
+
+    def run(ctx):
+        seen.append(ctx.data_dir)
+        return _report(setup={})
+
+    monkeypatch.setattr(registry, "get_experiment", lambda name: _experiment(run))
+    registry.run_experiment("contract_probe", out=tmp_path / "o", data_dir="~/datasets", device="cpu",
+                            log=lambda s: None)
+    assert seen == ["~/datasets"]
