@@ -663,6 +663,24 @@ def test_no_progress_hides_the_progress_bar(capsys):
         assert ("epoch 1/1" in bar and "batch" in bar) is drawn, argv  # tqdm's bar on stderr
 
 
+def test_no_plots_draws_neither_plot_changes_nothing_else_and_a_resume_without_it_draws_them(capsys, tmp_path):
+    runs = {"drawn": tmp_path / "drawn", "none": tmp_path / "none"}
+    base = with_flags(TINY, "--epochs", "2", "--deterministic")
+    assert cli(capsys, "train", *base, "--out", str(runs["drawn"]))[0] == 0
+    assert cli(capsys, "train", *base, "--no-plots", "--out", str(runs["none"]))[0] == 0
+    for name in ("curves.png", "confusion.png"):
+        assert (runs["drawn"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert not (runs["none"] / name).exists()
+    drop = ("elapsed_seconds", "train_seconds", "images_per_second", "time")  # the clock's, not the run's
+    assert [{k: v for k, v in r.items() if k not in drop} for r in _metrics(runs["none"])] == [
+        {k: v for k, v in r.items() if k not in drop} for r in _metrics(runs["drawn"])]
+    a, b = (load_file(runs[k] / "model.safetensors") for k in ("drawn", "none"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    code, out, err = cli(capsys, "train", *base, "--out", str(runs["none"]), "--resume")
+    assert code == 0 and f"{runs['none'] / 'curves.png'}: redrawn (it was missing)" in out + err
+    assert (runs["none"] / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_off_a_terminal_train_draws_no_bar_and_keeps_the_line_of_each_epoch(capsys):
     """`resnet-lab train ... 2> log` filled the log with the bar's carriage-return redraws."""
     code, out, err = cli(capsys, "train", *[a for a in TINY if a != "--no-progress"])  # stderr captured: no terminal
@@ -726,7 +744,7 @@ FLAG_CASES = [
     ["--no-nesterov"], ["--weight-decay", "0.01"], ["--schedule", "cosine"], ["--warmup-epochs", "0.5"],
     ["--label-smoothing", "0.1"], ["--grad-clip", "1.0"], ["--no-augment"], ["--random-erasing", "0.5"],
     ["--subset", "40"], ["--seed", "3"], ["--device", "auto"], ["--channels-last"], ["--bf16"], ["--compile"],
-    ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"],
+    ["--deterministic"], ["--checkpoint-segments", "2"], ["--out", "OUT"], ["--no-progress"], ["--no-plots"],
     ["--dataset", "folder", "--data-dir", "FOLDER"], ["--dataset", "cifar10", "--data-dir", "CIFAR", "--download", "--subset", "20"],
     ["--image-size", "12"], ["--dataset", "folder", "--data-dir", "FOLDER", "--workers", "1"], ["--eval-every", "2"],
     ["--crop-padding", "2"],

@@ -130,6 +130,8 @@ TRAINING = {
     "--resume": (CLI + "test_sigterm_saves_the_position_and_resume_finishes_the_run",
                  CLI + "test_resume_of_a_finished_run_says_how_to_train_further"),
     "--no-progress": OPTS + "test_no_progress_hides_the_progress_bar",
+    "--no-plots": (OPTS + "test_no_plots_draws_neither_plot_changes_nothing_else_and_a_resume_without_it_draws_them",
+                   OPTS + "test_finetune_hands_each_training_flag_to_the_trainer_as_train_does"),
     "--eval-every": (OPTS + "test_eval_every_evaluates_every_nth_and_the_last_epoch_and_changes_nothing_else",
                      OPTS + "test_a_run_split_by_stop_after_evaluates_and_keeps_the_best_epoch_as_the_whole_run_does",
                      OPTS + "test_eval_every_below_1_is_refused_in_one_line_naming_the_flag",

@@ -298,6 +298,10 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                         "evaluates only where the whole run would); the epochs between record no test figures and "
                         "cannot become best.safetensors")
     _add_no_progress(g)
+    g.add_argument("--no-plots", action="store_true",
+                   help="draw no curves.png and confusion.png (each drawing, after an improved epoch and the last, "
+                        "costs about 0.3-0.5 s: a sweep of short runs spends more on it than on training); "
+                        "metrics.jsonl still has every figure, and a later --resume without it redraws them")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
 
@@ -540,7 +544,8 @@ def _train_config(args, out: str | None):
         **_step_config(args), epochs=args.epochs, lr=lr, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         channels_last=args.channels_last, bf16=args.bf16, fp16=args.fp16, compile=args.compile,
         deterministic=args.deterministic, out=out,
-        resume=args.resume, progress=not args.no_progress, checkpoint_segments=args.checkpoint_segments,
+        resume=args.resume, progress=not args.no_progress, plots=not args.no_plots,
+        checkpoint_segments=args.checkpoint_segments,
         stop_after=args.stop_after, tensorboard=args.tensorboard, ema=args.ema, lookahead=args.lookahead,
         lookahead_alpha=_lookahead_alpha(args), norm_lr_scale=args.norm_lr_scale,
         progressive_resize=args.progressive_resize, mixup=args.mixup, cutmix=args.cutmix, eval_every=args.eval_every,

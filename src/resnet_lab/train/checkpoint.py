@@ -569,7 +569,7 @@ class Checkpointer:
             return
         record = history.last
         append_metrics(self.run_dir, record)
-        if confusion is not None and self.config.plots:
+        if confusion is not None:  # kept with plots off too: a later session with them draws confusion.png
             self.confusion = {"epoch": int(record["epoch"]), "matrix": confusion.detach().to("cpu", torch.int64, copy=True)}
         self.save(Position(record["epoch"], 0), history, best=improved)
         if self.config.plots and (improved or record["epoch"] == self.config.epochs):
