@@ -46,9 +46,10 @@ from tinytrain import TinyNet, make_bundle
 from trainspy import CallSpy, TrainSpy
 
 
-# resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps, evaluation on 128 images.
+# resnet8 on 32 fake images of 8 px, batch 16: two optimizer steps, evaluation on 128 images; no plots
+# (drawing them took 88% of such a run; the tests of plots draw them).
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "16",
-        "--epochs", "1", "--no-progress", "--device", "cpu"]
+        "--epochs", "1", "--no-progress", "--no-plots", "--device", "cpu"]
 CONSTANT = [*TINY, "--schedule", "constant"]  # lr = --lr at every step: SGD updates are easy to write out
 
 
@@ -665,7 +666,7 @@ def test_no_progress_hides_the_progress_bar(capsys):
 
 def test_no_plots_draws_neither_plot_changes_nothing_else_and_a_resume_without_it_draws_them(capsys, tmp_path):
     runs = {"drawn": tmp_path / "drawn", "none": tmp_path / "none"}
-    base = with_flags(TINY, "--epochs", "2", "--deterministic")
+    base = with_flags([a for a in TINY if a != "--no-plots"], "--epochs", "2", "--deterministic")
     assert cli(capsys, "train", *base, "--out", str(runs["drawn"]))[0] == 0
     assert cli(capsys, "train", *base, "--no-plots", "--out", str(runs["none"]))[0] == 0
     for name in ("curves.png", "confusion.png"):
@@ -765,7 +766,7 @@ def test_finetune_hands_each_training_flag_to_the_trainer_as_train_does(capsys, 
         monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
     flags = [str(tmp_path / "out") if f == "OUT" else str(folder) if f == "FOLDER" else
              str(tmp_path / "cifar") if f == "CIFAR" else f for f in flags]
-    no_progress = [a for a in TINY if a != "--no-progress"]
+    no_progress = [a for a in TINY if a not in ("--no-progress", "--no-plots")]  # flags the cases give
     changes = {}
     for command, base in (("train", no_progress), ("finetune", ["--from", str(source_run), "--strategy", "all",
                                                                   *no_progress[2:]])):
