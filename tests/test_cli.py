@@ -18,7 +18,7 @@ from resnet_lab.data import load_data
 from resnet_lab.runs import load_model
 from trainspy import TrainSpy
 
-FAST = ["--dataset", "fake", "--image-size", "16", "--batch-size", "32", "--no-progress"]
+FAST = ["--dataset", "fake", "--image-size", "16", "--batch-size", "32", "--no-progress", "--no-plots"]
 
 
 def run(capsys, *argv):

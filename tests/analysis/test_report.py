@@ -31,9 +31,10 @@ from resnet_lab.data import load_data
 from resnet_lab.runs import load_model, read_metrics
 from support import write_fmnist, write_image_folder
 
-# resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images.
+# resnet8 on 32 fake images of 8 px, batch 16: two epochs of two steps, evaluation on 128 images; no plots
+# (the report draws the curves from metrics.jsonl; the runs fixture keeps them, for the figures that stand in).
 TINY = ["--model", "resnet8", "--dataset", "fake", "--image-size", "8", "--subset", "32", "--epochs", "2",
-        "--batch-size", "16", "--no-progress", "--device", "cpu"]
+        "--batch-size", "16", "--no-progress", "--no-plots", "--device", "cpu"]
 
 
 def tiny(**values: str) -> list[str]:
@@ -139,8 +140,9 @@ def copy_run(run: Path, to: Path, *, meta: dict | None = None, elapsed: list[flo
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     """Two finished tiny runs: resnet8 with batch norm and without normalization."""
     root = tmp_path_factory.mktemp("runs")
-    assert main(["train", *TINY, "--out", str(root / "bn")]) == 0
-    assert main(["train", *TINY, "--norm", "none", "--seed", "1", "--out", str(root / "plain")]) == 0
+    drawn = [a for a in TINY if a != "--no-plots"]  # the report shows a run's own curves.png where it has one
+    assert main(["train", *drawn, "--out", str(root / "bn")]) == 0
+    assert main(["train", *drawn, "--norm", "none", "--seed", "1", "--out", str(root / "plain")]) == 0
     return root / "bn", root / "plain"
 
 

@@ -188,7 +188,7 @@ def _consecutive_flips(loader) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 TINY = ["--dataset", "fake", "--image-size", "8", "--subset", "32", "--batch-size", "8", "--epochs", "1",
-        "--no-progress", "--device", "cpu"]
+        "--no-progress", "--no-plots", "--device", "cpu"]
 
 
 @pytest.mark.parametrize("command", ["train", "finetune"])

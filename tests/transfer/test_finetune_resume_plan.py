@@ -11,7 +11,7 @@ import json
 from resnet_lab.cli import main
 from support import randomize_bn, run_files
 
-FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
+FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress", "--no-plots",
       "--device", "cpu"]
 
 

@@ -87,7 +87,7 @@ def test_finetune_rejects_options_of_another_strategy(resnet8_run, capsys):
     assert code == 2 and "--unfreeze-from applies to --strategy last" in capsys.readouterr().err
 
 
-FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress",
+FT = ["--dataset", "fake", "--image-size", "8", "--batch-size", "32", "--subset", "64", "--no-progress", "--no-plots",
       "--device", "cpu"]
 
 
