@@ -134,9 +134,10 @@ class TerminalStream(io.StringIO):
         return True
 
 
-# A tiny CLI training run: the flags, and a trained run with a grey image to predict on.
+# A tiny CLI training run: the flags (no plots: drawing them took most of such a run's time), and a trained
+# run with a grey image to predict on.
 TINY_TRAIN = ["--model", "resnet8", "--dataset", "fake", "--image-size", "16", "--subset", "64", "--batch-size", "16",
-              "--no-progress"]
+              "--no-progress", "--no-plots"]
 
 
 def tiny_trained_run(root: Path, epochs: int) -> tuple[Path, Path]:
