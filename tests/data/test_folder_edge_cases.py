@@ -17,7 +17,7 @@ from resnet_lab.cli import main
 from resnet_lab.data import BadImageWarning, load_data, scan_class_folders
 
 TRAIN = ["train", "--model", "resnet8_fast", "--dataset", "folder", "--batch-size", "4", "--image-size", "8",
-         "--epochs", "1", "--no-progress"]
+         "--epochs", "1", "--no-progress", "--no-plots"]
 
 
 def save_images(folder: Path, n: int, seed: int = 0) -> None:

@@ -46,7 +46,8 @@ PER_RANK_BATCH = 4
 # 48 samples / global batch 8 = 6 optimizer steps in one epoch.
 TRAIN = ["train", "--model", "resnet8", "--dataset", "fake", "--subset", "48", "--epochs", "1",
          "--optimizer", "sgd", "--momentum", "0", "--weight-decay", "0", "--schedule", "constant",
-         "--lr", "0.002", "--no-augment", "--no-progress", "--device", "cpu", "--norm", "scratch", "--seed", "3"]
+         "--lr", "0.002", "--no-augment", "--no-progress", "--no-plots", "--device", "cpu", "--norm", "scratch",
+         "--seed", "3"]
 
 
 def _free_port() -> int:
