@@ -10,7 +10,7 @@ from PIL import Image
 
 from resnet_lab import create_model
 from resnet_lab.cli import main
-from resnet_lab.deploy import ImageReadError, OnnxPredictor, load_image, predict_images
+from resnet_lab.deploy import ImageReadError, OnnxPredictor, iter_predictions, load_image, predict_images
 
 META = {"classes": ["a", "b", "c"], "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25]}  # the run fixture's (conftest.py)
 
@@ -79,7 +79,7 @@ def test_a_std_that_is_not_positive_is_refused_not_turned_into_nan_or_wrong_prob
 
 
 @pytest.mark.parametrize("arg, size", [("batch_size", -1), ("batch_size", 0), ("batch_size", 2.5), ("batch_size", True),
-                                       ("top_k", 0), ("top_k", 2.5)])
+                                       ("top_k", 0), ("top_k", 2.5), ("top_k", True)])
 def test_a_batch_size_or_top_k_that_is_not_a_positive_int_is_refused_not_an_empty_result(run, images, arg, size):
     """-1 returned [] (no predictions, no error); 0 was a bare range() error; top_k 0 would give
     every image an empty list of classes (docs/DEPLOY.md: best class first)."""
@@ -146,3 +146,12 @@ def test_a_meta_without_mean_and_std_is_refused_naming_both(images):
     meta = {k: v for k, v in META.items() if k not in ("mean", "std")}
     with pytest.raises(ValueError, match="has no mean, std: cannot preprocess images without them"):
         predict_images(create_model("resnet8", num_classes=3, in_channels=1), [images / "good.png"], meta=meta)
+
+
+def test_a_model_given_without_meta_is_refused_saying_meta_is_needed(images):
+    # docs/DEPLOY.md: "Pass meta= (a model.json dict) when giving an nn.Module": without it the size,
+    # normalization and class names are unknown, which is said in words, not as an AttributeError
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    for call in (predict_images, iter_predictions):
+        with pytest.raises(ValueError, match=r"^predict_images\(model, \.\.\.\) needs meta= with input_size, mean, std"):
+            call(model, [images / "good.png"])

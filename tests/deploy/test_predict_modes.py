@@ -96,3 +96,19 @@ def test_onnx_softmax_is_finite_for_large_logits():
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_predict_images_probabilities_are_the_float64_softmax_of_the_logits(image):
+    """A class 110 logits below the best has probability e^-110 / Z, about 1.7e-48, which a float32
+    softmax rounds to 0: the PyTorch predictor computes it in float64, as OnnxPredictor's NumPy
+    softmax does. Reference: the softmax by hand with math.exp, for a model whose logits are its bias."""
+    import math
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))  # 1 x 8 x 8: TINY_META's input
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.copy_(torch.tensor([0.0, -5.0, -110.0]))
+    (got,) = predict_images(model, [image], meta=dict(TINY_META), top_k=3)
+    z = 1 + math.exp(-5) + math.exp(-110)
+    assert [c for c, _ in got["top"]] == ["a", "b", "c"]
+    assert [p for _, p in got["top"]] == pytest.approx([1 / z, math.exp(-5) / z, math.exp(-110) / z], rel=1e-9, abs=0)
