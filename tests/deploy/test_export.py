@@ -272,6 +272,51 @@ def test_onnx_predictor_overrides_of_classes_and_resize_win_over_the_files_metad
     assert not np.allclose(OnnxPredictor(path).preprocess([wide])[0], want, atol=1e-3)  # the file's "whole"
 
 
+@pytest.mark.parametrize("kw", [{"top_k": 0}, {"top_k": True}, {"batch_size": 0}, {"on_error": "skip"}],
+                         ids=["top_k-0", "top_k-True", "batch_size-0", "on_error-skip"])
+def test_onnx_predictor_refuses_what_predict_images_refuses_in_the_same_words(gray_run, images, kw):
+    """docs/DEPLOY.md: OnnxPredictor.predict takes predict_images' arguments, and iter_predict, as
+    iter_predictions, checks them when called, not at the first next(). A top_k of 0 gave every
+    image an empty list; a batch_size of 0 was range()'s error. Reference: predict_images' refusal."""
+    run_dir, onnx_path = gray_run
+    with pytest.raises(ValueError) as want:
+        predict_images(run_dir, images[:1], **kw)
+    predictor = OnnxPredictor(onnx_path)
+    calls = [lambda: predictor.predict(images[:1], **kw)]
+    if "on_error" not in kw:
+        calls.append(lambda: predictor.iter_predict(images[:1], **kw))  # not iterated: refused at the call
+    for call in calls:
+        with pytest.raises(ValueError) as got:
+            call()
+        assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("kw, match", [({"std": [0.0]}, r"std must be > 0 in every channel, got \[0.0\]"),
+                                       ({"resize": "squash"}, "resize must be 'whole', 'crop' or 'auto', got 'squash'")],
+                         ids=["std-0", "resize-squash"])
+def test_onnx_predictor_refuses_settings_no_image_fits_when_made_not_per_image(gray_run, kw, match):
+    # docs/DEPLOY.md: such settings are "a ValueError raised before the first file is opened", not an
+    # ImageReadError blamed on every image in turn
+    _, onnx_path = gray_run
+    with pytest.raises(ValueError, match=match):
+        OnnxPredictor(onnx_path, **kw)
+
+
+def test_an_onnx_file_without_resize_metadata_center_crops_above_64_px_as_auto_does(tmp_path):
+    """A file exported without meta (or made elsewhere) records no resize: OnnxPredictor then uses
+    "auto", which crops above 64 px (docs/DEPLOY.md). Reference: torchvision's center crop of an
+    image whose height is already the input's (nothing resampled)."""
+    import torchvision.transforms.functional as TF  # deferred: this test's reference only
+
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 2))
+    path = export_onnx(net, tmp_path / "m.onnx", input_size=(1, 70, 70))
+    assert "resize" not in read_onnx_metadata(path)
+    wide = tmp_path / "wide.png"  # 150 x 70: "crop" keeps its middle 70 x 70, "whole" would squeeze it
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (70, 150), dtype=np.uint8)).save(wide)
+    want = TF.normalize(TF.center_crop(TF.to_tensor(Image.open(wide)), [70, 70]), [0.5], [0.25]).numpy()
+    np.testing.assert_allclose(OnnxPredictor(path, mean=[0.5], std=[0.25]).preprocess([wide])[0], want, atol=1e-6)
+
+
 def test_predictions_are_probabilities_sorted_best_first(gray_run, images):
     run_dir, _ = gray_run
     (pred,) = predict_images(run_dir, images[:1], top_k=10)
@@ -385,6 +430,9 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
                       ({"input_size": "3,12,12"}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (3, 12.7, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (3, 0, 12)}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"input_size": (12, 12)}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"input_size": (True, 12, 12)}, "input_size must be .C, H, W. with positive int entries"),
+                      ({"exporter": "onnxscript"}, "exporter must be 'auto', 'torchscript' or 'dynamo', got 'onnxscript'"),
                       ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0")]:
         with pytest.raises(ValueError, match=match):
             export_onnx(model, out, **{"input_size": (3, 12, 12), **kw})
