@@ -112,3 +112,18 @@ def test_predict_images_probabilities_are_the_float64_softmax_of_the_logits(imag
     z = 1 + math.exp(-5) + math.exp(-110)
     assert [c for c, _ in got["top"]] == ["a", "b", "c"]
     assert [p for _, p in got["top"]] == pytest.approx([1 / z, math.exp(-5) / z, math.exp(-110) / z], rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-6), (torch.bfloat16, 0.05)])
+def test_a_model_of_another_float_dtype_is_given_inputs_of_its_own(run, image, dtype, tol):
+    """The batch was always cast to float32: a float64 or bfloat16 model given to predict_images
+    stopped at its first conv ("Input type and bias type should be the same"). The reference: the
+    float32 run loaded fresh, and the model's own forward on the image at its dtype."""
+    reference = predict_images(run, [image])[0]
+    model, meta = load_model(run)
+    model = model.to(dtype).eval()
+    got = predict_images(model, [image], meta=dict(meta))[0]
+    assert [name for name, _ in got["top"]] == [name for name, _ in reference["top"]]
+    for (_, p), (_, q) in zip(got["top"], reference["top"]):
+        assert p == pytest.approx(q, abs=tol)
+    assert next(model.parameters()).dtype == dtype  # the caller's model is left as it was

@@ -235,12 +235,15 @@ def iter_predictions(
     _check_k(top_k)
     _check_batch_size(batch_size)
 
+    # the inputs in the model's own floating dtype (a float64 or bfloat16 model refused float32 ones)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
     def probabilities(batch: list[torch.Tensor]) -> np.ndarray:
         modes = [(m, m.training) for m in model.modules()]  # each module's own: a frozen BN stays in eval
         model.eval()  # for the forward only: a training model given here goes back to training after it
         try:
             with torch.no_grad():  # here, not around the yields: grad mode is the caller's between them
-                x = torch.cat(batch).to(device=device, dtype=torch.float32)
+                x = torch.cat(batch).to(device=device, dtype=dtype)
                 return torch.softmax(model(x).double(), dim=1).cpu().numpy()
         finally:
             for m, training in modes:
