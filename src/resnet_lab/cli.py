@@ -299,8 +299,8 @@ def _add_train_args(p: argparse.ArgumentParser, lr_help: str = _lr_help(_TRAIN_L
                         "cannot become best.safetensors")
     _add_no_progress(g)
     g.add_argument("--no-plots", action="store_true",
-                   help="draw no curves.png and confusion.png (each drawing, after an improved epoch and the last, "
-                        "costs about 0.3-0.5 s: a sweep of short runs spends more on it than on training); "
+                   help="draw no curves.png and confusion.png (drawing both, after an improved epoch and the last, "
+                        "takes about half a second: a sweep of short runs spends more on it than on training); "
                         "metrics.jsonl still has every figure, and a later --resume without it redraws them")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs to --out/tensorboard "
                    "(scalars, BN statistics, hyper-parameters); needs pip install 'resnet-lab[tensorboard]'")
