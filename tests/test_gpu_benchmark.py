@@ -96,7 +96,7 @@ def test_the_recipe_reaches_resnet_lab_train_with_the_scripts_own_flags_and_fp16
                               seed=2, out="/o", amp="fp16")
     ns = build_parser().parse_args(argv)  # resnet-lab's own parser: what the subprocess will see
     assert (ns.model, ns.epochs, ns.batch_size, ns.lr, ns.label_smoothing) == ("resnet20_fast", 20, 512, 0.4, 0.1)
-    assert ns.fp16 and not ns.bf16 and ns.channels_last
+    assert ns.fp16 and not ns.bf16 and ns.channels_last and ns.no_plots  # a plot costs an epoch's share of time
     assert (ns.dataset, ns.data_dir, ns.device, ns.seed, ns.out) == ("fashion-mnist", "/d", "cuda", 2, "/o")
 
 
