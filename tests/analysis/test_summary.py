@@ -394,3 +394,161 @@ def test_a_module_called_twice_has_a_row_per_call_with_that_calls_macs_and_its_p
     assert [(r.name, r.params, r.macs) for r in s.rows] == [("conv", 4 * 4 * 9 + 4, conv), ("mid", 4 * 4 + 4, mid),
                                                               ("conv", 0, conv)]
     assert (sum(r.macs for r in s.rows), sum(r.params for r in s.rows)) == (s.total_macs, s.total_params)
+
+
+def _column_end(header: str, title: str) -> int:
+    """Where a right-aligned column ends: just after its title in the header line."""
+    return header.index(title) + len(title)
+
+
+def test_the_totals_block_shows_each_count_and_size_in_mib_counted_by_hand():
+    """Every line of the totals block against hand counts (torchsummary's convention: MB = 1024**2
+    bytes). A 1x1 conv to 65536 channels and a BN whose gamma is frozen, on meta: parameters
+    2 * 65536 each (the BN's beta trains), buffers 2 * 65536 float32 plus one int64."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(1, 65536, 1), nn.BatchNorm2d(65536), nn.ReLU())
+    model[1].weight.requires_grad_(False)
+    s = summarize(model, (1, 32, 32), batch_size=64, device="meta")
+    total, frozen = 4 * 65536, 65536
+    in_bytes, act_bytes = 64 * 1024 * 4, 3 * 64 * 65536 * 1024 * 4  # conv, BN and ReLU outputs
+    par_bytes, buf_bytes = 4 * total, 2 * 65536 * 4 + 8
+    macs = 64 * 65536 * 1024  # C_out * C_in * 1 * 1 * H * W per sample: 4,294,967,296
+    mib = 1024**2
+    assert (s.model_name, s.to_dict()["non_trainable_params"]) == ("Sequential", frozen)
+    lines = s.to_text().split("\n")
+    for want in [f"Total params:          {total:,} (0.26 M)",
+                 f"Trainable params:      {total - frozen:,}",
+                 f"Non-trainable params:  {frozen:,}",
+                 "Total MACs:            4.295 G (input (64, 1, 32, 32))",
+                 f"Input size (MB):       {in_bytes / mib:.2f}",
+                 f"Activations (MB):      {act_bytes / mib:.2f}  (leaf outputs, one forward pass)",
+                 f"Params size (MB):      {par_bytes / mib:.2f}",
+                 f"Buffers size (MB):     {buf_bytes / mib:.2f}",
+                 f"Estimated total (MB):  {(in_bytes + act_bytes + par_bytes + buf_bytes) / mib:.2f}"]:
+        assert want in lines, want
+    assert s.total_macs == macs
+    # The Params column is right-aligned under its title ("0" for the ReLU ends where "131,072" does),
+    # and each rule spans the header: the four columns and three two-space gaps.
+    header = next(line for line in lines if line.startswith("Layer (type)"))
+    end = _column_end(header, "Params")
+    rows = [line for line in lines if line.startswith(("0 (", "1 (", "2 ("))]
+    assert [line[:end].split()[-1] for line in rows] == ["131,072", "131,072", "0"]
+    assert lines[0] == "=" * len(header)
+    # A label one character over max_name_width is cut; one at it is not.
+    cut = s.to_text(max_name_width=len("1 (BatchNorm2d)") - 1).split("\n")
+    assert any(line.startswith("1 (BatchNor...  ") for line in cut)
+
+
+def test_macs_at_exactly_one_thousand_million_and_billion_take_the_larger_unit():
+    """_human's thresholds are inclusive: 1,000 MACs read 1.00 K, not 1000. Hand counts: a Linear
+    does in * out MACs per input row; b's second call sees 1000 rows."""
+
+    class Sizes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(1000, 1), nn.Linear(1000, 1000)
+
+        def forward(self, x):  # (B, 1000, 1000)
+            return self.a(x[:, 0]), self.b(x[:, 0]), self.b(x)
+
+    with torch.device("meta"):
+        model = Sizes()
+    s = summarize(model, (1000, 1000), device="meta")
+    assert [r.macs for r in s.rows] == [10**3, 10**6, 10**9]
+    lines = s.to_text().split("\n")
+    header = next(line for line in lines if line.startswith("Layer (type)"))
+    shown = [line[:_column_end(header, "MACs")].split()[-2:] for line in lines if line.startswith(("a (", "b ("))]
+    assert shown == [["1.00", "K"], ["1.00", "M"], ["1.000", "G"]]
+
+
+def test_a_leaf_model_an_empty_table_and_an_output_without_tensors_still_print():
+    """The model itself as the only row (torch names it ""), a forward that calls none of its
+    children (no rows: the column widths come from the headers alone), and a module returning
+    None (no shape: "-")."""
+
+    class Idle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return 2 * x
+
+    class Sink(nn.Module):
+        def forward(self, x):
+            return None
+
+    class Logs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sink = Sink()
+
+        def forward(self, x):
+            self.sink(x)
+            return x
+
+    def first_row(s):
+        return s.to_text().split("\n")[3].split()
+
+    assert first_row(summarize(nn.Linear(4, 2), (4,))) == ["(model)", "(Linear)", "[1,", "2]", "10", "8"]
+    idle = summarize(Idle(), (4,))
+    assert idle.rows == [] and "Total params:          10 (0.00 M)" in idle.to_text()
+    logs = summarize(Logs(), (4,))
+    assert logs.rows[0].output_shape == [] and first_row(logs) == ["sink", "(Sink)", "-", "0", "-"]
+
+
+def test_a_module_returning_a_list_has_each_tensors_shape():
+    """A list output, as a tuple's: each tensor's shape (torch.chunk returns a tuple; wrapped in a list here)."""
+
+    class Halves(nn.Module):
+        def forward(self, x):
+            return list(x.chunk(2, dim=1))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.halves = Halves()
+
+        def forward(self, x):
+            return self.halves(x)[0]
+
+    s = summarize(Net(), (6,), batch_size=3)
+    assert s.rows[0].output_shape == [[3, 3], [3, 3]] and s.activation_bytes == 4 * 2 * 3 * 3
+
+
+def test_the_pass_runs_in_eval_mode_without_autograd_as_documented():
+    """"runs in eval mode under torch.no_grad()": read from inside the forward pass."""
+    seen = []
+    model = nn.Linear(2, 2).train()
+    model.register_forward_hook(lambda m, a, o: seen.append((m.training, torch.is_grad_enabled(), o.requires_grad)))
+    summarize(model, (2,))
+    assert seen == [(False, False, False)] and model.training and torch.is_grad_enabled()
+
+
+def test_a_containers_own_row_holds_its_own_parameters_not_those_of_a_child_never_called():
+    """A layer-scale container with an auxiliary head its forward never calls: the container's row
+    is its gamma alone, and the rows miss only the uncalled head (the docstring's "less any module
+    the forward pass never calls"). Reference: torch's numel of each parameter."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.aux = nn.Conv2d(3, 4, 3), nn.Linear(10, 10)
+            self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+
+        def forward(self, x):
+            return self.conv(x) * self.gamma
+
+    model = Scaled()
+    s = summarize(model, (3, 8, 8))
+    rows = {r.name: r.params for r in s.rows}
+    assert rows == {"conv": sum(p.numel() for p in model.conv.parameters()), "": model.gamma.numel()}
+    assert sum(rows.values()) == s.total_params - sum(p.numel() for p in model.aux.parameters())
+
+
+def test_our_batchnorm1d_reads_scratchbatchnorm1d():
+    """The 1d scratch BN must not read as torch's BatchNorm1d either."""
+    from resnet_lab.nn import BatchNorm1d as ScratchBatchNorm1d
+
+    s = summarize(nn.Sequential(nn.Linear(4, 3), ScratchBatchNorm1d(3)), (4,), batch_size=2)
+    assert [r.type for r in s.rows] == ["Linear", "ScratchBatchNorm1d"]
