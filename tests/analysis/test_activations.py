@@ -12,7 +12,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from resnet_lab.analysis import ActivationStatsRecorder, plot_activation_stats
+from resnet_lab.models import create_model
 from resnet_lab.models.resnet import CifarResNet
+from resnet_lab.train.sam import ascent_at
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -170,8 +172,10 @@ def test_stats_at_a_record_that_does_not_exist_names_the_records_there_are():
     with ActivationStatsRecorder(net) as rec:
         net(torch.randn(2, 3)).sum().backward()
     assert len(rec.stats(0)) == 1 and rec.stats(-1) == rec.stats(0)
-    with pytest.raises(IndexError, match=r"index 5 is outside the 1 record\(s\) \(steps \[0\]\): use 0\.\.0, or -1"):
-        rec.stats(5)
+    for bad in (5, 1, -2, False):  # 1 and -2: one past either end; False is no index (not 0)
+        with pytest.raises(IndexError, match=rf"index {bad!r} is outside the 1 record\(s\) \(steps \[0\]\): "
+                                             r"use 0\.\.0, or -1"):
+            rec.stats(bad)
 
 
 @pytest.mark.parametrize(("kw", "match"), [({"where": "inputs"}, r"where must be 'input' or 'output', got 'inputs'"),
@@ -316,3 +320,78 @@ def test_a_recorder_closed_and_entered_again_records_again_and_takes_its_hooks_o
             model(torch.randn(2, 3))
         assert hooked_modules(model) == []
     assert rec.steps == [0, 1] and len(rec.records) == 2
+
+
+def test_sams_probe_pass_at_the_perturbed_weights_is_no_step():
+    """A SAM step runs the model twice; the probe (inside ascent_at) is not a training step of its
+    own. Reference: the float64 linear output of the second step's batch at the restored weights."""
+    torch.manual_seed(10)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    x0, probe, x1 = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    with ActivationStatsRecorder(model) as rec:
+        model(x0).sum().backward()
+        with ascent_at(model, 0.5):
+            model(probe).sum().backward()
+        model(x1)
+    assert rec.steps == [0, 1] and len(rec.records) == 2
+    got = rec.stats(1)[0]
+    assert (got.mean, got.std, got.within) == pytest.approx(_by_hand(_linear_out_float64(model[0], x1)), abs=1e-6)
+
+
+def test_an_empty_call_and_an_output_that_is_no_tensor_are_skipped_not_recorded_as_nan():
+    """A call on an empty slice has no elements to average (its NaN would make every drift NaN);
+    an LSTM's output is a tuple, not one tensor: neither is a site, and the user's forward runs."""
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.lstm, self.act = nn.Linear(3, 4), nn.LSTM(4, 4, batch_first=True), nn.ReLU()
+
+        def forward(self, x):  # (B, 3)
+            h = self.fc(x)
+            self.act(h[:0])
+            out, _ = self.lstm(h.unsqueeze(1))
+            return self.act(h) + out.squeeze(1)
+
+    torch.manual_seed(11)
+    model, x = Mixed(), torch.randn(6, 3)
+    inputs, outputs = ActivationStatsRecorder(model), ActivationStatsRecorder(
+        model, where="output", layer_types=(nn.Linear, nn.LSTM))
+    with inputs, outputs:
+        model(x)
+    want = _by_hand(_linear_out_float64(model.fc, x))
+    for rec, site in ((inputs, "act"), (outputs, "fc")):
+        (got,) = rec.stats()
+        assert rec.layers == [site] and (got.mean, got.std, got.within) == pytest.approx(want, abs=1e-6)
+
+
+def test_layer_types_match_subclasses_such_as_the_group_norm_layer_of_norm_group():
+    """norm="group" builds a private GroupNorm subclass: layer_types=(nn.GroupNorm,) must reach every
+    one of them (isinstance, as torch's own module checks). Reference: torch's named_modules."""
+    model = create_model("resnet8", num_classes=3, norm="group")
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(type(m) is not nn.GroupNorm for m in model.modules() if isinstance(m, nn.GroupNorm))
+    with ActivationStatsRecorder(model, where="output", layer_types=(nn.GroupNorm,)) as rec:
+        model(torch.randn(2, 3, 8, 8))
+    assert sorted(rec.layers) == sorted(norms)
+
+
+def test_drift_history_is_each_records_drift_and_an_even_count_takes_the_middle_pair_mean():
+    """Hand-set records: site "a" runs from the second step on, called before "b". The median of
+    two values is their mean (0.2, not the lower 0.1); stats() lists sites in the matrix's row order."""
+    rec = ActivationStatsRecorder(nn.ReLU())
+    rec.layers, rec.steps = ["b", "a"], [0, 5]
+    rec.records = [{"b": (-0.4, math.e, 0.6)},
+                   {"a": (0.1, math.exp(-1), 0.9), "b": (-0.3, 1.0, 0.5)}]
+    want = {"mean": [0.4, 0.2], "log_std": [1.0, 0.5], "within": [0.6, 0.7]}
+    assert {k: pytest.approx(v) for k, v in want.items()} == rec.drift_history()
+    assert [r.name for r in rec.stats(1)] == ["b", "a"] == rec.layers
+
+
+def test_a_bad_statistic_or_no_recorder_to_plot_is_refused_naming_the_value(tmp_path):
+    rec = ActivationStatsRecorder(nn.ReLU())
+    with pytest.raises(ValueError, match=r"stat must be one of mean, std, within, got 'median'"):
+        rec.matrix("median")
+    with pytest.raises(ValueError, match="plot_activation_stats needs at least one recorder"):
+        plot_activation_stats({}, tmp_path / "stats.png")
+    assert not (tmp_path / "stats.png").exists()
