@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from resnet_lab.experiments import Check, Report, verdict_from_checks, write_report
-from resnet_lab.experiments.report import Spread, exceeds, indistinguishable, rule_text, within
+from resnet_lab.experiments import Check, Report, report as report_module, verdict_from_checks, write_report
+from resnet_lab.experiments.report import (Spread, exceeds, indistinguishable, machine_description, plot_lines,
+                                           rule_text, within)
 
 
 def test_within_holds_at_the_tolerance_itself():
@@ -85,6 +88,10 @@ def test_report_md_ticks_the_checks_that_passed_and_keeps_findings_and_notes(tmp
     # docs/EXPERIMENTS.md: a smoke verdict means nothing and the report says so; a full one stands alone
     footer = [line for line in lines if line.startswith("_Smoke budget")]
     assert len(footer) == (budget == "smoke")
+    # docs/EXPERIMENTS.md: the verdict where people read it is marked at the smoke budget, the
+    # "## Verdict" heading as much as the title
+    word = "mixed (smoke budget: a check of the pipeline, not evidence)" if budget == "smoke" else "mixed"
+    assert lines[0] == f"# demo: {word}" and f"## Verdict: {word}" in lines
 
 
 def test_report_md_draws_a_well_formed_table_formats_its_cells_and_shows_every_plot(tmp_path):
@@ -113,3 +120,66 @@ def test_results_json_holds_tensors_and_arrays_as_numbers_and_the_default_comman
     # write_report's docstring: without a command, the CLI call that runs it again
     command = f"resnet-lab experiment demo --budget full --out {tmp_path}"
     assert on_disk["command"] == command and f"- command: `{command}`" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("values", [[1e5, 3e5], [12.0, 14.0, 19.0], [0.004, 0.006], [2e-4, 5e-4]])
+def test_a_spread_shows_its_sd_to_two_significant_digits_and_its_mean_to_that_decimal_at_any_scale(values):
+    # the sd rounded to two significant digits (Python's "g" rounding, the reference), the mean to
+    # within half a unit of the sd's last digit; a large figure used to be at risk of six digits of sd
+    s = Spread.of(values)
+    mean_text, sd_text = str(s).split(" ± ")
+    assert float(sd_text) == float(f"{s.sd:.2g}")
+    assert abs(float(mean_text) - s.mean) <= 0.5 * 10 ** (math.floor(math.log10(s.sd)) - 1)
+
+
+def test_indistinguishable_evidence_shows_the_size_of_the_difference_whichever_figure_is_higher():
+    # means 1 and 2.5 (a below b), sds 0 and sqrt(0.5) = 0.7071: |difference| 1.5, both in percent points
+    text = rule_text("indistinguishable", Spread.of([1.0, 1.0]), Spread.of([2.0, 3.0]), scale=100, unit=" pp")
+    assert text == "|difference of means| 150.00 pp must be <= the sum of the two seed sds 70.71 pp"
+
+
+def test_rule_text_refuses_a_rule_it_does_not_know_naming_the_three_it_does():
+    with pytest.raises(ValueError, match=r"unknown rule 'exceed': expected exceeds, within or indistinguishable"):
+        rule_text("exceed", Spread.of([1.0]), Spread.of([0.0]))
+
+
+def test_the_machine_line_names_the_cpu_model_the_core_count_and_torch():
+    # references: the kernel's /proc/cpuinfo (read here on its own), os.cpu_count and torch itself
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    desc = machine_description()
+    assert f", {os.cpu_count()} logical cores, torch {torch.__version__} (" in desc
+    if names:
+        assert desc.startswith(f"{names[0]}, ")
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures plot_lines hands to save_png, kept instead of rendered (matplotlib's own objects
+    are the reference for what is drawn)."""
+    figures = []
+    monkeypatch.setattr(report_module, "save_png", lambda fig, path, dpi: figures.append(fig) or Path(path))
+    return figures
+
+
+def test_plot_lines_draws_every_option_its_docstring_lists(drawn, tmp_path):
+    xs = [1, 2, 4]
+    plot_lines({"resnet": (xs, [1.0, 0.5, 0.0]), "plain": (xs, [2.0, None, 1.0])}, tmp_path / "p.png",
+               title="loss", xlabel="batch", ylabel="error", logy=True, logx=True, xticks=xs, hline=0.25,
+               styles={"plain": "--"}, bands={"resnet": ([0.5, 0.25, 0.1], [1.5, 0.75, 0.2])})
+    (ax,) = drawn[0].axes
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    # on a log y axis a value <= 0 has no place and is left out, as None is
+    np.testing.assert_array_equal(curves["resnet"].get_ydata(), [1.0, 0.5, np.nan])
+    np.testing.assert_array_equal(curves["plain"].get_ydata(), [2.0, np.nan, 1.0])
+    assert (curves["plain"].get_linestyle(), curves["resnet"].get_linestyle()) == ("--", "-")
+    assert ax.get_yscale() == ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+    assert list(ax.get_xticks()) == xs and [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4"]
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == ("loss", "batch", "error")
+    # the dashed reference line, across the axis at y = 0.25
+    assert [list(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == ":"] == [[0.25, 0.25]]
+    # the band: the region between lower and upper at each x
+    (band,) = ax.collections
+    corners = {tuple(v) for v in band.get_paths()[0].vertices}
+    assert corners == {(1, 0.5), (2, 0.25), (4, 0.1), (4, 0.2), (2, 0.75), (1, 1.5)}
