@@ -140,10 +140,11 @@ def test_grad_cam_under_autocast_matches_float32_and_refuses_what_it_cannot_take
     x = torch.randn(1, 16, 16)
     with torch.autocast("cpu", torch.bfloat16):  # turned off for the map
         np.testing.assert_array_equal(grad_cam(model, x), grad_cam(model, x))
-    with pytest.raises(ValueError, match=r"needs a float32 model, and this one has bfloat16 parameters: pass "
-                                         r"model.float\(\)"):
-        grad_cam(model.to(torch.bfloat16), x.bfloat16())
-    model.float()
+    for low in ("bfloat16", "float16"):  # CAM.md: a bf16/fp16 model is refused
+        with pytest.raises(ValueError, match=rf"needs a float32 model, and this one has {low} parameters: pass "
+                                             r"model.float\(\)"):
+            grad_cam(model.to(getattr(torch, low)), x.to(getattr(torch, low)))
+        model.float()
     with torch.inference_mode(), pytest.raises(RuntimeError, match=r"which torch.inference_mode\(\) turns off"):
         grad_cam(model, x)
 
@@ -407,6 +408,32 @@ def test_a_negative_class_index_is_refused_not_read_from_the_end():
         grad_cam(model, torch.randn(1, 8, 8), target_class=-1)
     with pytest.raises(ValueError, match=r"target_class 3 is out of range: the model has 3 classes \(0\.\.2\)"):
         grad_cam(model, torch.randn(1, 8, 8), target_class=3)
+
+
+def test_a_numpy_class_index_is_that_class_and_a_bool_is_refused():
+    # an index taken from numpy (np.argmax of the logits) is a class index; True is no class, not class 1
+    torch.manual_seed(0)
+    model = create_model("resnet8", num_classes=3, in_channels=1)
+    x = torch.randn(1, 8, 8)
+    want, _ = _reference_cam(model, x[None], "layer3", 1)
+    np.testing.assert_allclose(grad_cam(model, x, target_class=np.int64(1)), want, atol=1e-4)
+    with pytest.raises(ValueError, match=r"target_class must be a class index >= 0 .*got True"):
+        grad_cam(model, x, target_class=True)
+
+
+def test_grad_cam_of_a_densenet_is_grad_cams_own_map_of_the_layer_cam_md_names():
+    """CAM.md's table: a DenseNet's map is that of ``features`` (the other registry-named layers were
+    only reached with layer= or on CIFAR nets). Reference: pytorch_grad_cam.GradCAM itself on that
+    module for the same class, rescaled so that its largest value is exactly 1, as CAM.md says."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = create_model("densenet40", num_classes=4).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with GradCAM(model=model, target_layers=[model.features]) as cam:
+        want = cam(input_tensor=x, targets=[ClassifierOutputTarget(2)])[0]
+    np.testing.assert_allclose(grad_cam(model, x, target_class=2), want / want.max(), atol=1e-6)
 
 
 def test_a_class_with_no_positive_evidence_gets_an_all_zero_map_not_nans():
