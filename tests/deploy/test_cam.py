@@ -21,7 +21,7 @@ from resnet_lab.data import FASHION_MNIST_CLASSES, DataNotFoundError, channel_st
 from resnet_lab.runs import save_model
 
 pytest.importorskip("pytorch_grad_cam", reason="the cam extra is not installed: pip install 'resnet-lab[cam]'")
-from resnet_lab.deploy.cam import grad_cam, overlay, save_cams  # noqa: E402  (after the skip: it is the extra's code)
+from resnet_lab.deploy.cam import cam_paths, grad_cam, overlay, save_cams  # noqa: E402  (after the skip: it is the extra's code)
 
 # The models whose depth makes even a meta-device build take a second or more.
 _DEEP = {"resnet1202", "preact_resnet1001"}
@@ -222,6 +222,14 @@ def test_overlay_is_the_documented_blend_without_stretching(weight):
     assert np.abs(got - want).max() <= 1
     if weight == 1.0:
         assert (got == 100).all()  # only the image: the image
+
+
+def test_overlay_rounds_the_blend_to_the_nearest_level():
+    # CAM.md: each pixel is image_weight * image + (1 - image_weight) * jet(heatmap), rounded, here far
+    # from a half: red and green 0.3 * 102 = 30.6 -> 31 (truncated, 30); blue adds 0.7 * jet's 128 -> 120.2
+    got = np.asarray(overlay(Image.new("L", (2, 2), 102), np.zeros((2, 2), np.float32), image_weight=0.3))
+    want = np.round(0.3 * 102 + 0.7 * 255 * _jet(np.zeros((2, 2))))
+    assert (got == want).all() and want[0, 0].tolist() == [31, 31, 120]
 
 
 def test_overlay_resizes_a_smaller_heatmap_bilinearly_as_documented():
@@ -436,6 +444,28 @@ def test_grad_cam_of_a_densenet_is_grad_cams_own_map_of_the_layer_cam_md_names()
     np.testing.assert_allclose(grad_cam(model, x, target_class=2), want / want.max(), atol=1e-6)
 
 
+def test_a_layer_with_a_3d_output_is_named_as_no_feature_map():
+    # a sequence-shaped output (N, C, L), as a token layer gives: named, not grad-cam's "Invalid grads shape"
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(2), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"layer '1' gives a 3-D output \(1, 4, 36\), not a feature map"):
+        grad_cam(model, torch.randn(1, 8, 8), layer="1")
+
+
+def test_cam_paths_follow_cam_md_for_a_directory_an_upper_case_suffix_and_a_file(tmp_path):
+    """CAM.md: one image and an existing directory: the map goes into it as <image>_cam.png; a .PNG
+    name is a .png; several images and a file: refused (pass a directory) before anything is written."""
+    images = [tmp_path / "one.png", tmp_path / "two.png"]
+    for path in images:
+        Image.new("L", (4, 4)).save(path)
+    (tmp_path / "maps").mkdir()
+    assert cam_paths(images[:1], tmp_path / "maps") == [tmp_path / "maps" / "one_cam.png"]
+    assert cam_paths(images[:1], tmp_path / "MAP.PNG") == [tmp_path / "MAP.PNG"]
+    (tmp_path / "notes").write_text("mine")
+    with pytest.raises(ValueError, match=r"--cam .*notes is a file, but 2 images need one map each: pass a directory"):
+        cam_paths(images, tmp_path / "notes")
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_a_class_with_no_positive_evidence_gets_an_all_zero_map_not_nans():
     # The map is ReLU(sum_c w_c A_c): with A >= 0 (after a ReLU) and every weight of class 0 negative,
     # it is 0 everywhere; scaling it by its maximum must not divide 0 by 0.
@@ -454,7 +484,8 @@ def test_overlay_refuses_maps_and_weights_it_cannot_draw():
     nan[0, 0] = np.nan
     for heat, match in [(good - 1, r"in \[0, 1\]"), (nan, r"finite and in \[0, 1\]"),
                         (good[None], r"must be 2-D \(H, W\), got shape \(1, 4, 4\)"),
-                        (good[0], r"must be 2-D \(H, W\), got shape \(4,\)")]:
+                        (good[0], r"must be 2-D \(H, W\), got shape \(4,\)"),
+                        (good[:0], r"finite and in \[0, 1\]")]:  # no values: numpy's "zero-size array" before
         with pytest.raises(ValueError, match=match):
             overlay(image, heat)
     for weight in (-0.1, 1.5):
@@ -513,8 +544,11 @@ def test_save_cams_refuses_destinations_and_arguments_it_cannot_honour(cam_run, 
     cases = [
         (lambda: save_cams(run, images, tmp_path / "maps.png"), r"looks like a picture file, but 2 images need one map "
                                                                   r"each: pass a directory \(e.g. .*maps\)"),
+        # the destination is checked before any work: before the run is even looked for
+        (lambda: save_cams(tmp_path / "no run", images, tmp_path / "maps.png"), r"looks like a picture file"),
         (lambda: save_cams(run, [images[0], same], tmp_path / "maps"),
          r"images with the same name one would share a map"),
+        (lambda: save_cams(model, images, tmp_path / "maps"), r"save_cams\(model, \.\.\.\) needs meta= with input_size"),
         (lambda: save_cams(run, images, tmp_path / "maps", on_error="skip"),
          r"on_error must be 'raise' or 'keep', got 'skip'"),
         (lambda: save_cams(model, images, tmp_path / "maps", meta={"classes": ["a", "b"], "input_size": [1, 16, 16],
