@@ -236,7 +236,9 @@ def _through_max_pool(src, bn: nn.Module, modules: dict[str, nn.Module]):
         return src, None
     # only a pool over the conv's own spatial dims keeps channels apart: after a Linear, or a
     # MaxPool3d after a Conv2d (which takes N as channels and C as depth), it would mix them
-    if type(pool) is not _POOL_OF.get(type(_called_module(src.args[0], modules))):
+    # (subclasses count, as for FOLDABLE_TYPES)
+    conv = _called_module(src.args[0], modules)
+    if not any(isinstance(conv, c) and isinstance(pool, p) for c, p in _POOL_OF.items()):
         return src, None
     what = f"{type(pool).__name__} {src.target}"
     if pool.return_indices or len(src.args) != 1 or src.kwargs:  # (output, indices), or a call it cannot read
