@@ -135,6 +135,19 @@ def test_simple_average_momentum_none_is_the_cumulative_mean_like_torch(layout):
     _assert_same_step(ours, ref, _input(layout, seed=9))
 
 
+@pytest.mark.parametrize("momentum", [None, 0.3], ids=["cumulative", "m0.3"])
+def test_layer_whose_batch_counter_was_removed_updates_its_statistics_like_torch(momentum):
+    # num_batches_tracked set to None (code that strips the counter): torch's cumulative average
+    # has no count to divide by and keeps the statistics (factor 0); a fixed momentum still applies.
+    ours, ref = (randomize_bn(bn) for bn in _pair("2d", momentum=momentum))
+    for bn in (ours, ref):
+        bn.num_batches_tracked = None
+    for step in range(2):
+        _assert_same_step(ours, ref, _input("2d", step=step))
+    _assert_same_state(ours, ref)
+    assert ours.num_batches_tracked is None
+
+
 @layouts
 def test_affine_false_has_no_parameters_like_torch(layout):
     ours, ref = _pair(layout, affine=False)
@@ -601,6 +614,24 @@ def test_fx_graph_follows_the_mode_it_runs_in_not_the_one_it_was_traced_in(trace
     ours, ref = graphs["ours"].get_submodule("1"), graphs["torch"].get_submodule("1")
     assert ours.num_batches_tracked.item() == ref.num_batches_tracked.item() == 1
     torch.testing.assert_close(ours.running_var, ref.running_var, atol=1e-6, rtol=1e-6)
+
+
+def test_symbolic_trace_records_functional_batch_norm_as_one_call_that_gives_torchs_values():
+    # The module docstring's contract: batch_norm dispatches __torch_function__ as torch's does, so
+    # fx records one call instead of tracing into its shape checks (which a Proxy cannot pass).
+    def step(x, mean, var, weight, bias):
+        return rnn.functional.batch_norm(x, mean, var, weight, bias, training=True, momentum=0.3, eps=1e-3)
+
+    traced = torch.fx.symbolic_trace(step)
+    assert [n.target for n in traced.graph.nodes if n.op == "call_function"] == [rnn.functional.batch_norm]
+    ours, ref = (randomize_bn(bn) for bn in _pair("2d"))
+    x = _input("2d")
+    got = traced(x, ours.running_mean, ours.running_var, ours.weight, ours.bias)
+    want = nn.functional.batch_norm(x, ref.running_mean, ref.running_var, ref.weight, ref.bias, training=True,
+                                    momentum=0.3, eps=1e-3)
+    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(ours.running_mean, ref.running_mean, **TOL)
+    torch.testing.assert_close(ours.running_var, ref.running_var, **TOL)
 
 
 def test_fx_traced_scratch_bn_keeps_its_input_checks():
