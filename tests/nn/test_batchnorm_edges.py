@@ -32,6 +32,22 @@ def test_functional_momentum_none_is_torchs_type_error():
             fn(*args, training=True, momentum=None)
 
 
+@pytest.mark.parametrize("momentum", [np.float32(0.25), np.int64(1), torch.tensor(0.25)],
+                         ids=["numpy-float32", "numpy-int64", "0-dim-tensor"])
+def test_momentum_as_a_numpy_scalar_or_a_0_dim_tensor_is_taken_like_torch(momentum):
+    """torch's parser takes any real scalar for momentum (a numpy float32 from a config, a 0-dim
+    tensor from a schedule); ours refused all but Python's int and float."""
+    x = torch.randn(6, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
+    layers = [cls(3, momentum=momentum, dtype=torch.float64) for cls in (rn.BatchNorm1d, nn.BatchNorm1d)]
+    buffers = [[torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)] for _ in range(2)]
+    for layer, (mean, var), fn in zip(layers, buffers, (RF.batch_norm, torch.nn.functional.batch_norm)):
+        layer(x)
+        fn(x, mean, var, training=True, momentum=momentum)
+    ours, ref = layers
+    for got, want in [(ours.running_mean, ref.running_mean), (ours.running_var, ref.running_var)] + list(zip(*buffers)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+
+
 def test_sync_batchnorm_takes_bias_false_as_torchs_does():
     ours, theirs = rn.SyncBatchNorm(3, bias=False), nn.SyncBatchNorm(3, bias=False)
     assert ours.bias is None and theirs.bias is None and ours.weight.shape == theirs.weight.shape

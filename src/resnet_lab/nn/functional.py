@@ -40,6 +40,8 @@ one call instead of tracing into its shape-dependent checks.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 from torch.overrides import handle_torch_function, has_torch_function_variadic
@@ -135,6 +137,16 @@ def _check_buffers(x: Tensor, running_mean: Tensor | None, running_var: Tensor |
                                "pass a buffer (requires_grad=False)")
 
 
+def _is_real_scalar(value: object) -> bool:
+    # What torch's parser takes for a float argument: Python and numpy reals (a numpy float32 from a
+    # config) and 0-dim real tensors (a scheduled momentum); bool stays refused, as before.
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and value.dtype != torch.bool and not value.is_complex()
+    return isinstance(value, numbers.Real)
+
+
 def check_arguments(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None,
                     bias: Tensor | None, training: bool, momentum: float, eps: float,
                     per_process_batch: bool = True) -> None:
@@ -151,8 +163,9 @@ def check_arguments(x: Tensor, running_mean: Tensor | None, running_var: Tensor 
         check_batch_size(x)
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):  # torch's words; None was a raw "-"
-        raise TypeError(f"batch_norm(): argument 'momentum' must be float, not {type(momentum).__name__}")
+    if not torch.jit.is_scripting():  # TorchScript has typed momentum already (and knows no numbers.Real)
+        if not _is_real_scalar(momentum):  # torch's words; None was a raw "-"
+            raise TypeError(f"batch_norm(): argument 'momentum' must be float, not {type(momentum).__name__}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     _check_dtypes(x, running_mean, running_var, weight, bias)
@@ -255,6 +268,7 @@ def update_running_stats(
     """
     if count == 0:
         return
+    momentum = float(momentum)  # a numpy scalar or a 0-dim tensor, taken as torch takes them
     if count < 2:  # n / (n - 1) has no value at 1 and flips the sign below it
         raise ValueError(f"count must be 0 (an empty batch) or at least 2 values per channel, got {count}")
     with torch.no_grad():
