@@ -330,6 +330,17 @@ def test_untracked_layer_rejects_running_stats_keys_like_torch():
     assert got == want
 
 
+def test_untracked_layer_loads_an_old_state_dict_strictly_like_torch():
+    # no version metadata (an old checkpoint, or a dict rebuilt key by key): only a layer with
+    # running statistics gets a counter filled in; an untracked one has none to expect
+    trained = nn.BatchNorm2d(4, dtype=torch.float64, track_running_stats=False)
+    nn.init.uniform_(trained.weight, 2.0, 3.0), nn.init.uniform_(trained.bias, -1.0, 1.0)
+    old = dict(trained.state_dict())
+    ours, ref = _pair("2d", track_running_stats=False)
+    assert ours.load_state_dict(old) == ref.load_state_dict(old)
+    _assert_same_state(ours, ref)
+
+
 # --- memory layouts --------------------------------------------------------------------------
 
 
@@ -409,8 +420,9 @@ def test_module_and_input_in_the_same_dtype_match_torch(layout, dtype):
                                                       (torch.float16, torch.bfloat16)],
                          ids=["fp64-into-fp32", "fp32-into-bf16", "fp32-into-fp64", "bf16-into-fp64", "fp16-into-bf16"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_other_dtype_mixes_raise_like_torch(input_dtype, module_dtype, mode):
-    ours, ref = _pair("2d", dtype=module_dtype)
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])  # no-affine: the buffers alone differ
+def test_other_dtype_mixes_raise_like_torch(input_dtype, module_dtype, mode, affine):
+    ours, ref = _pair("2d", dtype=module_dtype, affine=affine)
     getattr(ours, mode)(), getattr(ref, mode)()
     x = _input("2d", dtype=input_dtype)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
