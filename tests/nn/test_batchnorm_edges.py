@@ -25,6 +25,24 @@ def test_vmap_in_training_is_refused_with_torchs_words_and_the_buffers_untouched
     assert m.running_mean.tolist() == [1.0] * 5 and m.running_var.tolist() == [1.0] * 5
 
 
+@pytest.mark.parametrize("cls", [nn.BatchNorm1d, rn.BatchNorm1d], ids=["torch", "scratch"])
+def test_grad_transform_over_captured_buffers_is_refused_with_torchs_words_not_a_vmap_error(cls):
+    """torch.func.grad over a training layer whose buffers are captured (not inputs of the function):
+    torch refuses the in-place update as a mutation of a captured tensor; ours said vmap instead."""
+    m = cls(5)
+    m.running_mean.fill_(1.0)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    buffers = dict(m.named_buffers())
+    x = torch.randn(4, 5)
+
+    def loss(p):
+        return torch.func.functional_call(m, {**p, **buffers}, (x,)).pow(3).sum()
+
+    with pytest.raises(RuntimeError, match=r"During a grad \(vjp, jvp, grad, etc\) transform.*mutate a captured Tensor"):
+        torch.func.grad(loss)(params)
+    assert m.running_mean.tolist() == [1.0] * 5 and m.running_var.tolist() == [1.0] * 5
+
+
 def test_functional_momentum_none_is_torchs_type_error():
     args = (torch.randn(4, 3), torch.zeros(3), torch.ones(3))
     for fn in (torch.nn.functional.batch_norm, RF.batch_norm):

@@ -288,6 +288,8 @@ def _write_running_mean(running_mean: Tensor, new_mean: Tensor) -> None:
     try:
         running_mean.copy_(new_mean)
     except RuntimeError as e:  # torch's own words for the case (its kernel raises them up front)
+        if "vmap" not in str(e):  # e.g. torch.func.grad over captured buffers: torch's error says why
+            raise
         raise RuntimeError(
             "Batch norm got a batched tensor as input while the running_mean or running_var, which will "
             "be updated in place, were not batched. If you are using vmap, use "
