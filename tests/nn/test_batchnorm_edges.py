@@ -43,11 +43,15 @@ def test_grad_transform_over_captured_buffers_is_refused_with_torchs_words_not_a
     assert m.running_mean.tolist() == [1.0] * 5 and m.running_var.tolist() == [1.0] * 5
 
 
-def test_functional_momentum_none_is_torchs_type_error():
+@pytest.mark.parametrize("momentum,named", [(None, "NoneType"), (torch.tensor([0.1]), "Tensor")], ids=["None", "1-d-tensor"])
+def test_functional_momentum_that_is_no_scalar_is_torchs_type_error(momentum, named):
+    # a 1-element 1-d tensor too: only a 0-dim one is a scalar (a (C,) one would broadcast per channel)
     args = (torch.randn(4, 3), torch.zeros(3), torch.ones(3))
     for fn in (torch.nn.functional.batch_norm, RF.batch_norm):
-        with pytest.raises(TypeError, match=r"batch_norm\(\): argument 'momentum'.* must be float, not NoneType"):
-            fn(*args, training=True, momentum=None)
+        with pytest.raises(TypeError, match=rf"batch_norm\(\): argument 'momentum'.* must be float, not {named}"):
+            fn(*args, training=True, momentum=momentum)
+    with pytest.raises(TypeError, match="must be float, not bool"):  # ours only, a slip torch reads as 1 (BATCHNORM.md)
+        RF.batch_norm(*args, training=True, momentum=True)
 
 
 @pytest.mark.parametrize("momentum", [np.float32(0.25), np.int64(1), torch.tensor(0.25)],
