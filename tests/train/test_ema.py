@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import resnet_lab.nn as rl_nn
 from resnet_lab.train import TrainConfig, evaluate, train
-from resnet_lab.train.averaging import WeightEma
+from resnet_lab.train.averaging import WeightEma, ema_decay
 
 from support import randomize_bn
 from tinytrain import TinyNet, make_bundle
@@ -104,6 +104,35 @@ def test_the_average_starts_from_the_models_weights_at_construction():
             v.add_(1)
     ema.update()
     _assert_equals_float64(ema.model.state_dict(), _float64_ema(initial, [model.state_dict()], DECAY))
+
+
+def test_past_the_warm_up_every_update_uses_the_full_decay():
+    """docs/RECIPES.md: d = min(DECAY, (1 + t) / (10 + t)): at 0.5 the warm-up ends after
+    (10 x 0.5 - 1) / 0.5 = 8 updates and d stays 0.5 from there. The training runs above stop
+    inside the warm-up (12 updates at 0.9), so only this shows the cap. Weights and BN statistics
+    move by a different random amount at each of 20 updates; num_batches_tracked counts."""
+    model = randomize_bn(_fresh())
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    ema, raws, g = WeightEma(model, 0.5), [], torch.Generator().manual_seed(1)
+    for _ in range(20):
+        with torch.no_grad():
+            for v in model.state_dict().values():
+                v.add_(torch.randn(v.shape, generator=g) if v.is_floating_point() else 1)
+        raws.append({k: v.clone() for k, v in model.state_dict().items()})
+        ema.update()
+    _assert_equals_float64(ema.model.state_dict(), _float64_ema(initial, raws, 0.5))
+
+
+def test_the_warm_up_ends_after_the_documented_number_of_updates():
+    """docs/RECIPES.md and ema_decay's docstring: full decay after (10 d - 1) / (1 - d) updates, 890
+    at 0.99 and 8990 at 0.999 (hand-solved from (1 + t) / (10 + t) >= d); below it, the smaller
+    warm-up value; and the decay never exceeds the one asked for however long the run."""
+    for decay, reached in ((0.99, 890), (0.999, 8990)):
+        assert ema_decay(decay, reached - 1) == pytest.approx(reached / (reached + 9)) and \
+            ema_decay(decay, reached - 1) < decay
+        assert ema_decay(decay, reached) == pytest.approx(decay)
+        assert ema_decay(decay, 10**7) == decay
+    assert ema_decay(0.99, 0) == pytest.approx(0.1)  # the first update: 1 / 10
 
 
 def test_the_average_follows_a_buffer_that_a_layer_assigns_anew_instead_of_updating_in_place():
