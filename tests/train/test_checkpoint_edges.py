@@ -69,6 +69,18 @@ def test_a_mid_epoch_checkpoint_whose_model_json_records_no_step_resumes(tmp_pat
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
 
 
+def test_an_epoch_checkpoint_whose_model_json_records_no_position_resumes(tmp_path):
+    """The rule of the test above for the epoch too: only a recorded other position is a torn set,
+    so a model.json after epoch 1 without "epoch" and "step" resumes from train_state.pt's epoch 1
+    (a missing epoch read as 0 would call the set torn)."""
+    out = tmp_path / "run"
+    _train(out, stop_after=1)
+    meta = json.loads((out / "model.json").read_text())
+    del meta["epoch"], meta["step"]
+    (out / "model.json").write_text(json.dumps(meta))
+    assert [r["epoch"] for r in _train(out, resume=True).epochs] == [1, 2]
+
+
 @pytest.mark.parametrize("kept", [("train_state.pt", "model.safetensors"), ("best.safetensors",),
                                   ("train_state.pt",)])
 def test_a_new_run_into_a_folder_that_lost_its_model_json_names_the_ways_out_that_work(tmp_path, kept):
