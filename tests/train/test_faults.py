@@ -771,12 +771,16 @@ def test_a_cut_metrics_file_is_named_on_resume_with_the_epochs_it_lacks(tmp_path
     assert any(f"lacks the records of epoch(s) {lacking} that the checkpoint covers" in s for s in said), said
 
 
-def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("older_by_ns", [None, 1_000_000], ids=["from_1970", "by_a_millisecond"])
+def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_checkpoint(tmp_path, older_by_ns):
+    """Older by any amount: a kill during the last epoch's plots leaves the previous epoch's curves,
+    drawn moments before model.json was written (the 1970 file alone let a tolerance through)."""
     out = tmp_path / "run"
     _run(out, epochs=1, plots=True)
     stale = b"drawn before the last checkpoint"
     (out / "curves.png").write_bytes(stale)
-    os.utime(out / "curves.png", ns=(1, 1))
+    when = 1 if older_by_ns is None else (out / "model.json").stat().st_mtime_ns - older_by_ns
+    os.utime(out / "curves.png", ns=(when, when))
     said = []
     train(TinyNet(), make_bundle(), _cfg(out, epochs=1, resume=True, plots=True), log=said.append)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
