@@ -52,6 +52,17 @@ def test_resuming_with_the_flip_changed_is_refused_naming_it(tmp_path, first, th
     _refused_then_resumed_with_its_own(run, "flip", first, then)
 
 
+def test_without_augmentation_the_flip_setting_mirrors_nothing_and_a_resume_may_change_it(tmp_path):
+    """_augmentation's "flip": whether the training images are mirrored at all. With --no-augment
+    they never are, whatever flip says: the run records flip False, and a resume that adds
+    flip=False (or leaves it at its default) has the same batches and is not refused."""
+    run = tmp_path / "run"
+    _run(run, resume=False, augment=False)[0]()
+    assert json.loads((run / "model.json").read_text())["training"]["flip"] is False
+    _run(run, resume=True, stop_after=None, augment=False, flip=False)[0]()
+    assert json.loads((run / "model.json").read_text())["epoch"] == 2
+
+
 def _refused_then_resumed_with_its_own(run, field: str, first: bool, then: bool) -> None:
     """A resume with ``field`` changed is refused in one line naming it; the run's own value resumes."""
     resume, _ = _run(run, resume=True, stop_after=None, **{field: then})
