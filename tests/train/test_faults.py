@@ -790,6 +790,15 @@ def test_resuming_a_finished_run_redraws_curves_a_kill_left_older_than_its_check
     assert not any("redrawn" in s for s in said)  # up to date: left alone
 
 
+def test_resuming_a_finished_run_with_plots_off_draws_no_plot(tmp_path):
+    """README: --no-plots draws neither curves.png nor confusion.png; a resume of a finished run
+    (which redraws missing or stale plots when they are on) draws none either."""
+    out = tmp_path / "run"
+    _run(out, epochs=1)
+    _run(out, epochs=1, resume=True)
+    assert not (out / "curves.png").exists() and not (out / "confusion.png").exists()
+
+
 def test_resuming_a_finished_run_redraws_a_stale_confusion_plot_from_the_checkpoint_without_evaluating(tmp_path):
     """The last evaluated epoch's confusion matrix rides in train_state.pt: it is the saved model's
     own (recounted here from its predictions), and a resume redraws the same picture from it."""
