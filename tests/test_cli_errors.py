@@ -529,21 +529,31 @@ def test_an_unreadable_training_state_is_a_permission_error_not_corruption(tmp_p
     assert "corrupt" not in err
 
 
-def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("denied", ["W_OK", "X_OK"])  # no file can be made in a folder without either
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_unwritable_out_is_refused_before_training(tmp_path, capsys, monkeypatch, denied, resume):
     import importlib
     import os
 
     loop = importlib.import_module("resnet_lab.train.loop")
     out = tmp_path / "ro"
-    out.mkdir()
+    if resume:  # a run cut short after its first epoch, its folder since made read-only
+        assert main(["train", *TRAIN, "--epochs", "2", "--stop-after", "1", "--out", str(out)]) == 0
+        capsys.readouterr()
+    else:
+        out.mkdir()
+    before = sorted((f.name, f.stat().st_mtime_ns) for f in out.iterdir())
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == out else real(p, mode, *a, **k))
+    # root may write anywhere: stand in for a folder the user cannot write to
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == out and mode & getattr(os, denied)
+                        else real(p, mode, *a, **k))
     steps = []
     real_epoch = loop._run_epoch
     monkeypatch.setattr(loop, "_run_epoch", lambda *a, **k: steps.append(1) or real_epoch(*a, **k))
-    assert main(["train", *TRAIN, "--epochs", "1", "--out", str(out)]) == 2
+    assert main(["train", *TRAIN, "--epochs", "2" if resume else "1", "--out", str(out),
+                 *(["--resume"] if resume else [])]) == 2
     _one_line_error(capsys, f"{out}: Permission denied")
-    assert steps == [] and list(out.iterdir()) == []
+    assert steps == [] and sorted((f.name, f.stat().st_mtime_ns) for f in out.iterdir()) == before
 
 
 @pytest.mark.parametrize("command", ["train", "train --resume", "report"])
