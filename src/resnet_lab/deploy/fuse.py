@@ -433,6 +433,9 @@ def fuse_bn_with_report(
         else:
             keep.append((layer_name, bn_name))
     report.folded = keep
+    # a pair kept here folds across no pool either (FuseReport.across_pool names folded BNs only)
+    folded_bns = {bn for _, bn in keep}
+    report.across_pool = {bn: pool for bn, pool in report.across_pool.items() if bn in folded_bns}
     if report.method == "fx":
         _apply(work, report.folded)
     else:
