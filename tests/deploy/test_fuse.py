@@ -269,11 +269,11 @@ class MisorderedUntraceableNet(nn.Module):
 
 
 class MisorderedTupleNet(MisorderedUntraceableNet):
-    """Returns ``(logits, features)`` as a model with an auxiliary output may: the features (the
-    stem's output) are the same whatever is folded, so only the first element shows the wrong fold."""
+    """Returns ``(output, features)`` as a model with an auxiliary output may: the features (the
+    stem's output, pooled) are the same whatever is folded, so only the first element shows the wrong fold."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return super().forward(x), self.stem(x)
+        return super().forward(x), self.stem(x).mean((2, 3))
 
 
 @pytest.mark.parametrize("build", [MisorderedUntraceableNet, MisorderedTupleNet], ids=["tensor", "tuple"])
