@@ -8,6 +8,7 @@ torchvision's transforms in tests/data/test_preprocess.py.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from resnet_lab.deploy import (  # noqa: E402
 )
 from resnet_lab.runs import save_model  # noqa: E402
 from support import randomize_bn  # noqa: E402
+from torch.onnx._constants import ONNX_MAX_OPSET  # noqa: E402
+from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as TS_MAX_OPSET  # noqa: E402
 
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot"]
 
@@ -360,6 +363,20 @@ def test_missing_model_files_raise_clear_errors(tmp_path):
         predict_images(tmp_path / "no_run", [])
 
 
+def test_stdout_works_again_after_an_export_and_after_a_refused_one(tmp_path, capfd):
+    # the exporter's C++ IR dump is silenced by pointing file descriptor 1 at /dev/null for the
+    # export only: what the caller writes to it afterwards (the CLI's "wrote m.onnx", through
+    # sys.stdout, which is descriptor 1 outside pytest's capture) must still show
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    capfd.readouterr()
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16))
+    os.write(1, b"after the export\n")
+    with pytest.raises(ValueError, match="cannot write this model at opset 9"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), opset=9)
+    os.write(1, b"after the refusal\n")
+    assert capfd.readouterr().out == "after the export\nafter the refusal\n"
+
+
 def test_export_works_without_a_stdout(tmp_path, monkeypatch):
     # pythonw, services, `>&-`: the exporter's silencing of stdout has nothing to silence
     model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
@@ -433,7 +450,10 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
                       ({"input_size": (12, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (True, 12, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"exporter": "onnxscript"}, "exporter must be 'auto', 'torchscript' or 'dynamo', got 'onnxscript'"),
-                      ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0")]:
+                      ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0"),
+                      ({"opset": ONNX_MAX_OPSET + 1}, rf"opset \(--opset\) must be .* to {ONNX_MAX_OPSET}, got "),
+                      ({"opset": "17"}, r"opset \(--opset\) must be an ONNX opset this torch exports.*got '17'"),
+                      ({"opset": 17.0}, r"opset \(--opset\) must be an ONNX opset this torch exports.*got 17.0")]:
         with pytest.raises(ValueError, match=match):
             export_onnx(model, out, **{"input_size": (3, 12, 12), **kw})
     for kw in ({"fuse": "no"}, {"dynamic_batch": "no"}):
@@ -619,26 +639,34 @@ def _small_net() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3)).eval()
 
 
-@pytest.mark.parametrize("opset, failure, want", [
-    (17, None, ["torchscript"]),
-    (20, None, ["torchscript"]),  # TorchScript's newest opset: still its own
-    (21, None, ["dynamo"]),  # above it: dynamo straight away
-    (18, RuntimeError("unsupported operator"), ["torchscript", "dynamo"]),  # fails at >= 18: dynamo
-    (17, RuntimeError("unsupported operator"), ValueError),  # below 18: an error naming the opset
-    (18, OSError(28, "No space left on device"), OSError),  # a full disk: no exporter writes it either
-], ids=["17", "20", "21", "18-fails", "17-fails", "18-disk-full"])
-def test_auto_picks_the_exporter_docs_deploy_names_for_each_opset(tmp_path, monkeypatch, opset, failure, want):
+@pytest.mark.parametrize("exporter, opset, failure, want", [
+    ("auto", 17, None, ["torchscript"]),
+    ("auto", 20, None, ["torchscript"]),  # TorchScript's newest opset: still its own
+    ("auto", 21, None, ["dynamo"]),  # above it: dynamo straight away
+    ("auto", ONNX_MAX_OPSET, None, ["dynamo"]),  # up to the newest opset this torch exports
+    ("auto", 18, RuntimeError("unsupported operator"), ["torchscript", "dynamo"]),  # fails at >= 18: dynamo
+    ("auto", 17, RuntimeError("unsupported operator"), ValueError),  # below 18: an error naming the opset
+    ("auto", 18, OSError(28, "No space left on device"), OSError),  # a full disk: no exporter writes it either
+    ("auto", 18, OSError("cannot write the file"), OSError),  # any OSError, with an errno or not
+    ("torchscript", TS_MAX_OPSET, None, ["torchscript"]),  # asked for, at its newest opset
+    ("torchscript", 18, RuntimeError("unsupported operator"), ValueError),  # asked for: no dynamo behind it
+    ("dynamo", ONNX_MAX_OPSET, None, ["dynamo"]),
+], ids=["17", "20", "21", "newest", "18-fails", "17-fails", "18-disk-full", "18-oserror-no-errno",
+        "torchscript-newest", "torchscript-18-fails", "dynamo-newest"])
+def test_auto_picks_the_exporter_docs_deploy_names_for_each_opset(tmp_path, monkeypatch, exporter, opset, failure,
+                                                                  want):
     """docs/DEPLOY.md, "Exporter": TorchScript first, dynamo if TorchScript fails at an opset of 18 or
     more, never a file of another opset below 18, and dynamo straight away above TorchScript's newest
-    opset (20). Both exporters are stood in for by TorchScript at opset 17 (the choice is the test)."""
+    opset (20); an exporter asked for by name is the only one tried, at any opset it writes. Both
+    exporters are stood in for by TorchScript at opset 17 (the choice is the test)."""
     calls = _stand_in_exporters(monkeypatch, failure)
     out = tmp_path / "m.onnx"
     if isinstance(want, list):
-        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset)
+        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset, exporter=exporter)
         assert calls == want and out.is_file()
         return
-    with pytest.raises(want, match=f"at opset {opset} .unsupported operator" if want is ValueError else "No space"):
-        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset)
+    with pytest.raises(want, match=f"at opset {opset} .unsupported operator" if want is ValueError else "No space|cannot"):
+        export_onnx(_small_net(), out, input_size=(1, 6, 6), opset=opset, exporter=exporter)
     assert calls == ["torchscript"] and list(tmp_path.iterdir()) == []
 
 
@@ -651,3 +679,30 @@ def test_an_interrupted_export_leaves_the_earlier_file_whole_and_no_part_of_its_
         export_onnx(_small_net(), out, input_size=(1, 6, 6))
     assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
     onnx.checker.check_model(onnx.load(str(out)))
+
+
+# --- edges the second mutation pass found unguarded --------------------------------------------
+
+
+def test_every_metadata_key_of_meta_is_stored_as_given_and_no_other(tmp_path):
+    # docs/DEPLOY.md lists the keys: input_size (the call's), mean, std, classes, arch, resize,
+    # dataset, epoch, metrics, format, and fused_bn; a run's own format, dataset and arch too (an arch
+    # with more than model_config holds, same name), and nothing else. The reference: meta itself.
+    model = resnet_lab.create_model("resnet8", num_classes=3, in_channels=1).eval()
+    meta = {"format": "resnet-lab/0", "arch": {**model.model_config, "note": "fine-tuned"}, "classes": ["a", "b", "c"],
+            "input_size": [1, 8, 8], "mean": [0.5], "std": [0.25], "resize": "crop", "dataset": "folder", "epoch": 7,
+            "metrics": {"test_acc": 0.5}, "lr": 0.1}
+    props = read_onnx_metadata(export_onnx(model, tmp_path / "m.onnx", input_size=(1, 8, 8), meta=meta))
+    assert props == {**{k: v for k, v in meta.items() if k != "lr"}, "fused_bn": False}
+
+
+def test_export_run_with_fuse_folds_every_bn_of_the_run_and_says_so(tmp_path, run):
+    # docs/DEPLOY.md: a CIFAR ResNet folds all its BNs; export_run(fuse=True) passes fuse on. The
+    # reference: the BN count of the run's model, loaded by load_model.
+    from resnet_lab.deploy import count_bn
+    from resnet_lab.runs import load_model  # deferred: the reference's reader
+
+    n = count_bn(load_model(run)[0])
+    assert n > 0
+    fused = read_onnx_metadata(export_run(run, tmp_path / "f.onnx", fuse=True))["fused_bn"]
+    assert fused == {"folded": n, "unfolded": []}
