@@ -489,7 +489,21 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
     ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:9], "airplane"]}}, "batches.meta",  # bytes and str alike
      r"label_names names 'airplane' twice \(at 0 and 9\)"),
     ({"data_batch_5": pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=3)},
-     "data_batch_5", r"holds no images \(data has shape \(0, 3072\)\)"),
+     "data_batch_5", r"holds no images \(data has shape \(0, 3072\)\)"),    # docs/DATA.md: "data must be (N, 3072) values in 0..255": a row of 3000 values is no 3x32x32 image
+    ({"data_batch_3": with_entry(cifar_batch(4, 3), b"data", np.zeros((4, 3000), np.uint8))}, "data_batch_3",
+     r"data has shape \(4, 3000\), expected \(N, 3072\)"),
+    # below 0 as above 255: a cast to uint8 would wrap -1 to 255
+    ({"data_batch_1": with_entry(cifar_batch(4, 1), b"data", np.full((4, 3072), -1, np.int64))}, "data_batch_1",
+     r"data are int64 from -1 to -1, expected pixel values 0\.\.255"),
+    # floats (a copy scaled to 0..1) are no pixel values, though within 0..255: the cast would floor 0.25 to 0
+    ({"data_batch_2": with_entry(cifar_batch(4, 2), b"data", np.full((4, 3072), 0.25))}, "data_batch_2",
+     r"data are float64 from 0\.25 to 0\.25, expected pixel values 0\.\.255"),
+    # labels must be integers: 1.5 names no class, and a cast would floor it to 1 without a word
+    ({"test_batch": with_entry(cifar_batch(4, 9), b"labels", [0.0, 1.5, 2.0, 3.0])}, "test_batch",
+     r"labels are float64, expected integers 0\.\.9"),
+    # a blank name shows as no class at all, as b"" does
+    ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:2], b"  ", *CIFAR10_NAMES[3:]]}}, "batches.meta",
+     r"label_names\[2\] is b'  ', expected a non-empty class name on one line"),
 ])
 def test_cifar_refuses_malformed_batches_and_meta_with_one_line_naming_the_file(
     tmp_path, monkeypatch, replace, bad_file, match
