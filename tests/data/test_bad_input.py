@@ -61,6 +61,9 @@ def test_explicit_data_dir_without_fashion_mnist_is_an_error_naming_it_and_every
     msg = str(e.value)
     assert f"in --data-dir {given}" in msg
     assert {"empty": "no folder below has all four", "missing": "does not exist"}[kind] in msg
+    # docs/DATA.md: with --data-dir DIR, "DIR is the only place looked at": the message says so, since
+    # the copies elsewhere (copies_elsewhere) would be found without it
+    assert "An explicit --data-dir is the only place looked at; without it $RESNET_LAB_DATA" in msg
     for way in ("--data-dir DIR", "t10k-labels-idx1-ubyte[.gz]", "RESNET_LAB_DATA",
                 "apt-get install dataset-fashion-mnist", "--download"):
         assert way in msg, way
@@ -132,7 +135,7 @@ def test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy(copies_els
         load_data("cifar10", data_dir=given, batch_size=2)
     msg = str(e.value)
     assert f"in --data-dir {given}" in msg and "cifar-10-batches-py" in msg
-    assert "--download" in msg and "RESNET_LAB_DATA" in msg
+    assert "--download" in msg and "An explicit --data-dir is the only place looked at; without it $RESNET_LAB_DATA" in msg
     # without data_dir the search order still finds the copy in $RESNET_LAB_DATA
     assert load_data("cifar10", batch_size=2).num_train == 5 * 4
 

@@ -60,3 +60,21 @@ def test_read_fashion_mnist_gives_the_documented_dtypes_and_shapes(tmp_path):
     for x, y in ((a.train_x, a.train_y), (a.test_x, a.test_y)):
         assert x.dtype == torch.uint8 and x.shape == (12, 1, 28, 28)
         assert y.dtype == torch.int64 and y.tolist() == [i % 10 for i in range(12)]
+
+
+def test_fake_classes_are_told_apart_by_the_nearest_class_mean_on_the_test_split():
+    # fake_arrays' docstring: "each class is a smooth random pattern plus noise, so a smoke run can
+    # learn something": the class means of the training split, recomputed here in float64, classify
+    # the test split far above chance (1/10); data without the pattern would sit at chance
+    a = ds.fake_arrays(16, 3, seed=5)
+    train, test = a.train_x.double().flatten(1), a.test_x.double().flatten(1)
+    means = torch.stack([train[a.train_y == c].mean(0) for c in range(ds.FAKE_CLASSES)])
+    nearest = torch.cdist(test, means).argmin(1)
+    assert (nearest == a.test_y).double().mean() > 0.9
+
+
+def test_fake_data_are_drawn_from_the_seed():
+    # docs/DATA.md: seed decides the "fake data": one seed gives the same images, another seed others
+    same, again, other = (ds.fake_arrays(8, 1, seed=s) for s in (3, 3, 4))
+    assert torch.equal(same.train_x, again.train_x) and torch.equal(same.test_y, again.test_y)
+    assert not torch.equal(same.train_x, other.train_x)
