@@ -71,3 +71,24 @@ def test_keep_classes_relabels_in_the_given_order_and_skips_labels_the_split_lac
     assert mask.tolist() == [True, False, True, True] and new.tolist() == [0, 1, 0]
     mask, new = keep_classes(torch.tensor([], dtype=torch.long), [2, 0])  # an empty split keeps nothing
     assert mask.shape == (0,) and new.shape == (0,)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda labels, seed: select_per_class(labels, 3, seed),
+    lambda labels, seed: select_subset(labels, 10, seed),
+    lambda labels, seed: torch.nonzero(hold_out(labels, 0.3, seed)).flatten(),
+], ids=["per_class", "subset", "hold_out"])
+def test_each_draw_follows_its_seed(draw):
+    # docs/DATA.md: seed decides the "subset draw", split_seed "which images are held out": one seed
+    # picks the same samples every time, other seeds pick others (the counts above stay as documented)
+    labels = labels_of([9, 7, 8])
+    picks = [draw(labels, seed).tolist() for seed in (0, 0, 1, 2)]
+    assert picks[0] == picks[1]
+    assert picks[2] != picks[0] and picks[3] != picks[0]
+
+
+def test_per_class_is_checked_against_the_classes_the_split_has_not_a_label_it_lacks():
+    # select_training's docstring: refused when per_class "is more than some class has"; a label no
+    # training image has (none of class 1 here) is no class of the split: all 2 of classes 0 and 2
+    labels = torch.tensor([2, 0, 2, 0])
+    assert select_training(labels, subset=None, per_class=2, seed=0, what="test data").tolist() == [0, 1, 2, 3]
