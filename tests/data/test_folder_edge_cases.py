@@ -181,17 +181,20 @@ def test_every_documented_name_of_the_test_split_is_found_beside_train(tmp_path,
     assert b.info.val_fraction is None and b.info.split_seed is None  # nothing held out, no seed drew it
 
 
-def test_a_test_folder_beside_val_is_named_as_unused_in_one_warning(tmp_path):
+@pytest.mark.parametrize("used, unused", [("val", "test"), ("val", "valid"), ("valid", "validation"),
+                                          ("validation", "test")])
+def test_a_second_test_folder_is_named_as_unused_in_one_warning(tmp_path, used, unused):
+    # docs/DATA.md: "the first of val, valid, validation, test is the test split"
     root = tmp_path / "pets"
-    for split, n in (("train", 3), ("val", 2), ("test", 1)):
+    for split, n in (("train", 3), (used, 2), (unused, 1)):
         for i, cls in enumerate(("a", "b")):
             save_images(root / split / cls, n, seed=i)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         b = load_data("folder", data_dir=root, batch_size=2, num_workers=0)
-    assert b.num_test == 4  # val/'s 2 + 2, not test/'s
+    assert b.num_test == 4  # the used folder's 2 + 2, not the other's
     (message,) = [str(w.message) for w in rec]
-    assert "val/ is the test split" in message and "test/ is not used" in message
+    assert f"{used}/ is the test split" in message and f"{unused}/ is not used" in message
 
 
 def _train_abc_and_val(root: Path, val_classes: str) -> Path:

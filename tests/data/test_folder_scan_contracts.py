@@ -22,9 +22,15 @@ def test_each_skipped_file_is_reported_with_the_reason_docs_data_md_gives_it(tmp
     root = write_image_folder(tmp_path / "pets", n=2)
     (root / "b" / "empty.png").write_bytes(b"")
     (root / "b" / "notes.txt").write_text("remember to label more dogs")
+    # a PNG whose header reads but whose pixel data were damaged (one byte of its IDAT chunk):
+    # the module docstring's Image.verify at scan time finds it, not the tenth epoch's decode
+    png = bytearray((root / "a" / "0.png").read_bytes())
+    png[png.index(b"IDAT") + 9] ^= 0xFF
+    (root / "b" / "damaged.png").write_bytes(bytes(png))
     with pytest.warns(BadImageWarning) as rec:
         scan = scan_class_folders(root)
     reasons = {Path(p).name: why for p, why in scan.bad}
+    assert reasons.pop("damaged.png").startswith("corrupt (")
     assert reasons == {"empty.png": "empty file", "notes.txt": "not an image"}
     msg = str(rec[0].message)
     assert f"{str(root / 'b' / 'empty.png')!r} (empty file)" in msg
