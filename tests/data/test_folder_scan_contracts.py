@@ -4,6 +4,7 @@ count as a held-out split, and which sample a replaced image's label comes from.
 
 from __future__ import annotations
 
+import signal
 import warnings
 from pathlib import Path
 
@@ -131,3 +132,30 @@ def test_no_decodable_image_error_keeps_its_own_message_and_unwraps_only_torchs_
     wrapped = ("Caught NoDecodableImageError in DataLoader worker process 0.\nOriginal Traceback (most recent "
                "call last):\n  File \"x.py\", line 1\nresnet_lab.data.folder.NoDecodableImageError: no image in /d")
     assert str(NoDecodableImageError(wrapped)) == "no image in /d"
+
+
+class _ScanTooSlow(Exception):
+    """Raised by the timer below; not an OSError, which os.walk would swallow as an unreadable folder."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs a POSIX interval timer")
+def test_two_links_back_to_a_folder_inside_a_class_are_entered_once_not_in_every_combination(tmp_path):
+    # module docstring: symlinked folders are followed, "each real folder once". a/sub/ holds two
+    # links to itself: entering a folder again for every path that reaches it would walk 2**40
+    # paths (the kernel's symbolic-link limit ends each chain) and never finish; once, it takes ms
+    root = write_image_folder(tmp_path / "pets", n=1)
+    write_image_folder(root / "a", classes=("sub",), n=1, seed=1)
+    for name in ("l1", "l2"):
+        (root / "a" / "sub" / name).symlink_to(root / "a" / "sub", target_is_directory=True)
+
+    def too_slow(*_):
+        raise _ScanTooSlow("the scan walked for 5 s")
+
+    old = signal.signal(signal.SIGALRM, too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 5)
+    try:
+        scan = scan_class_folders(root)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert sorted(Path(p).relative_to(root).as_posix() for p, _ in scan.samples) == ["a/0.png", "a/sub/0.png", "b/0.png"]
