@@ -135,6 +135,7 @@ def test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy(copies_els
         load_data("cifar10", data_dir=given, batch_size=2)
     msg = str(e.value)
     assert f"in --data-dir {given}" in msg and "cifar-10-batches-py" in msg
+    assert "lacks" not in msg  # docs/DATA.md: only a folder with some of the files but not all is named so
     assert "--download" in msg and "An explicit --data-dir is the only place looked at; without it $RESNET_LAB_DATA" in msg
     # without data_dir the search order still finds the copy in $RESNET_LAB_DATA
     assert load_data("cifar10", batch_size=2).num_train == 5 * 4
@@ -310,4 +311,5 @@ def test_a_failed_cifar_download_says_how_to_go_on_without_internet(tmp_path, mo
         load_data("cifar10", data_dir=tmp_path / "given", download=True, batch_size=2)
     line = str(e.value)
     assert "\n" not in line and "Name or service not known" in line
+    assert f"downloading cifar10 into {tmp_path / 'given'} failed" in line  # read_cifar: "into data_dir when given"
     assert "fetch cifar-10-batches-py/ (data_batch_1" in line and "--data-dir DIR (data_dir=) holding it" in line

@@ -105,7 +105,8 @@ def test_empty_class_folder_is_an_error_naming_it(tmp_path):
 
 def test_folder_without_class_subfolders_is_an_error(tmp_path):
     rgb(8, 8, (1, 2, 3)).save(tmp_path / "x.png")
-    with pytest.raises(ValueError, match="no class sub-folders"):
+    with pytest.raises(ValueError, match=r"no class sub-folders \(it holds files like \['x.png'\]; move them into "
+                                         r"one sub-folder per class\)"):
         load_data("folder", data_dir=tmp_path, num_workers=0)
     with pytest.raises(ValueError, match="needs data_dir"):
         load_data("folder")
