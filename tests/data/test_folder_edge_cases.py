@@ -154,6 +154,17 @@ def test_classes_are_in_torchvisions_imagefolder_order_uppercase_first(tmp_path)
     assert sorted((str(p), lab) for p, lab in scan.samples) == sorted(reference.samples)
 
 
+def test_nested_folders_are_listed_in_torchvisions_imagefolder_order(tmp_path):
+    # FolderScan: samples "sorted by class then file name"; inside a class, nested folders in the
+    # order of torchvision's ImageFolder (sorted walk, sorted files): the seeded hold-out draws over
+    # this list, so another order holds out other images on another machine or version
+    from torchvision.datasets import ImageFolder  # deferred: the reference
+
+    for sub, n in (("a", 2), ("a/y", 1), ("a/x", 2), ("a/y/z", 1), ("a/x/w", 1), ("b", 2), ("b/q", 1)):
+        save_images(tmp_path / sub, n)
+    assert [(str(p), lab) for p, lab in scan_class_folders(tmp_path).samples] == ImageFolder(str(tmp_path)).samples
+
+
 def test_windows_thumbs_db_and_desktop_ini_are_ignored_silently_like_hidden_files(tmp_path):
     # the module's promise: Thumbs.db (any case) and desktop.ini are no images and no "unreadable" files
     root = tmp_path / "pets"

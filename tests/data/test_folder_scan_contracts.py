@@ -48,6 +48,18 @@ def test_a_hidden_folder_beside_the_classes_is_no_class(tmp_path):
     assert scan.classes == ["a", "b"] and len(scan.samples) == 4
 
 
+def test_hidden_image_files_beside_the_classes_are_no_loose_images(tmp_path):
+    # docs/DATA.md: hidden files (".DS_Store, ._x.jpg, Thumbs.db") are ignored silently; the
+    # AppleDouble ._x.jpg a Mac copy leaves beside the class folders is no image left out of a class
+    root = write_image_folder(tmp_path / "pets", n=2)
+    (root / "._x.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / ".cover.png").write_bytes((root / "a" / "0.png").read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = scan_class_folders(root)
+    assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+
+
 def test_a_hidden_folder_inside_a_class_adds_no_samples(tmp_path):
     # _files_below: "every non-hidden file below", hidden folders skipped like hidden files: the
     # previews a viewer keeps in cats/.thumbnails/ are not more cats

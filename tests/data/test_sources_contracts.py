@@ -31,6 +31,17 @@ def test_the_cache_is_resnet_lab_cache_else_xdg_cache_home_else_home_dot_cache(n
     assert ds.cache_dir() == t / "mine"
 
 
+def test_a_tilde_in_the_data_and_cache_variables_is_the_home_folder(no_locations, monkeypatch):
+    # docs/DATA.md lets --data-dir start with ~ "which the shell leaves as it is"; so does a quoted
+    # export RESNET_LAB_DATA="~/data": both variables name the folder in $HOME, not a folder called ~
+    home = no_locations / "home"
+    monkeypatch.setenv("RESNET_LAB_CACHE", "~/mine")
+    assert ds.cache_dir() == home / "mine"
+    raw = write_fmnist(home / "data" / "FashionMNIST" / "raw")
+    monkeypatch.setenv("RESNET_LAB_DATA", "~/data")
+    assert find_fashion_mnist(None)["train_images"] == raw / "train-images-idx3-ubyte"
+
+
 def test_fashion_mnist_in_the_xdg_cache_is_found_without_any_setting(no_locations, monkeypatch):
     # a torchvision download into the cache (docs/DATA.md, place 3) is found again on the next run
     monkeypatch.setenv("XDG_CACHE_HOME", str(no_locations / "xdg"))
