@@ -646,6 +646,25 @@ def test_a_damaged_cifar_pickle_that_fails_in_any_way_is_one_error_naming_the_fi
     assert "\n" not in str(e.value)
 
 
+def test_a_cifar_batch_the_system_cannot_read_keeps_the_systems_error(tmp_path, monkeypatch):
+    # read_cifar raises ValueError ("delete it and get it again") for a damaged file only: a file the
+    # system refuses to read (permissions, a disk error) is not damaged, and deleting it would not help
+    import resnet_lab.data.sources as ds
+
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path)
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+
+    def denied(path, *args, **kwargs):  # root reads any file whatever its mode: refuse it here instead
+        if Path(path) == batch:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "open", denied, raising=False)
+    with pytest.raises(PermissionError, match=f"Permission denied: '{re.escape(str(batch))}'"):
+        load_data("cifar10", data_dir=root, batch_size=2)
+
+
 class _MakesADirectory:
     """Pickles as a call to os.mkdir: what a crafted CIFAR file could run on loading with pickle's defaults."""
 
