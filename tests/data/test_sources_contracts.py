@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import resnet_lab.data.sources as ds
-from resnet_lab.data import find_fashion_mnist, read_fashion_mnist
-from support import write_fmnist
+from resnet_lab.data import DataConfig, find_fashion_mnist, read_fashion_mnist
+from support import write_fmnist, write_image_folder
 
 
 @pytest.fixture
@@ -71,6 +71,10 @@ def test_read_fashion_mnist_gives_the_documented_dtypes_and_shapes(tmp_path):
     for x, y in ((a.train_x, a.train_y), (a.test_x, a.test_y)):
         assert x.dtype == torch.uint8 and x.shape == (12, 1, 28, 28)
         assert y.dtype == torch.int64 and y.tolist() == [i % 10 for i in range(12)]
+    # index = label, in the order of the dataset's own labels, as torchvision names them
+    from torchvision.datasets import FashionMNIST  # deferred: the reference
+
+    assert a.classes == FashionMNIST.classes
 
 
 def test_fake_classes_are_told_apart_by_the_nearest_class_mean_on_the_test_split():
@@ -82,6 +86,20 @@ def test_fake_classes_are_told_apart_by_the_nearest_class_mean_on_the_test_split
     means = torch.stack([train[a.train_y == c].mean(0) for c in range(ds.FAKE_CLASSES)])
     nearest = torch.cdist(test, means).argmin(1)
     assert (nearest == a.test_y).double().mean() > 0.9
+
+
+def test_fake_data_are_the_documented_512_plus_128_images_of_10_classes():
+    # docs/DATA.md's table: fake is "512 + 128 random images, 10 classes"
+    a = ds.fake_arrays(8, 1, seed=0)
+    assert (len(a.train_y), len(a.test_y), len(a.classes)) == (512, 128, 10)
+    assert a.train_x.shape == (512, 1, 8, 8) and a.test_x.shape == (128, 1, 8, 8)
+
+
+def test_read_arrays_refuses_a_folder_dataset_and_names_its_reader(tmp_path):
+    # read_arrays' docstring: it reads the in-memory datasets; a folder's files are streamed instead
+    config = DataConfig("folder", data_dir=str(write_image_folder(tmp_path / "pets", n=2)), num_workers=0)
+    with pytest.raises(ValueError, match=r"folder is not an in-memory dataset; .*\(find_folder_samples\)"):
+        ds.read_arrays(config)
 
 
 def test_fake_data_are_drawn_from_the_seed():
