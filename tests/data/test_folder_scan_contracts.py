@@ -35,6 +35,16 @@ def test_each_skipped_file_is_reported_with_the_reason_docs_data_md_gives_it(tmp
     assert reasons == {"empty.png": "empty file", "notes.txt": "not an image"}
     msg = str(rec[0].message)
     assert f"{str(root / 'b' / 'empty.png')!r} (empty file)" in msg
+    assert rec[0].filename == __file__  # reported at the caller's line, not inside resnet_lab
+
+
+def test_each_sample_size_is_the_width_and_height_pil_reads(tmp_path):
+    # FolderScan: sizes are "(width, height) of each sample, from the file header", PIL's Image.size
+    root = write_image_folder(tmp_path / "pets", n=1)
+    Image.new("RGB", (12, 5)).save(root / "b" / "wide.png")
+    scan = scan_class_folders(root)
+    assert [(Path(p).name, size) for (p, _), size in zip(scan.samples, scan.sizes)] == [
+        ("0.png", (8, 8)), ("0.png", (8, 8)), ("wide.png", (12, 5))]
 
 
 def test_a_hidden_folder_beside_the_classes_is_no_class(tmp_path):
