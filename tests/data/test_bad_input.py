@@ -136,7 +136,8 @@ def test_explicit_data_dir_without_cifar_is_an_error_not_the_env_copy(copies_els
     msg = str(e.value)
     assert f"in --data-dir {given}" in msg and "cifar-10-batches-py" in msg
     assert "lacks" not in msg  # docs/DATA.md: only a folder with some of the files but not all is named so
-    assert "--download" in msg and "An explicit --data-dir is the only place looked at; without it $RESNET_LAB_DATA" in msg
+    assert "--download" in msg
+    assert "An explicit --data-dir is the only place looked at; without it $RESNET_LAB_DATA" in msg
     # without data_dir the search order still finds the copy in $RESNET_LAB_DATA
     assert load_data("cifar10", batch_size=2).num_train == 5 * 4
 

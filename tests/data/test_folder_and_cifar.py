@@ -490,7 +490,8 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
     ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:9], "airplane"]}}, "batches.meta",  # bytes and str alike
      r"label_names names 'airplane' twice \(at 0 and 9\)"),
     ({"data_batch_5": pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}, protocol=3)},
-     "data_batch_5", r"holds no images \(data has shape \(0, 3072\)\)"),    # docs/DATA.md: "data must be (N, 3072) values in 0..255": a row of 3000 values is no 3x32x32 image
+     "data_batch_5", r"holds no images \(data has shape \(0, 3072\)\)"),
+    # docs/DATA.md: "data must be (N, 3072) values in 0..255": a row of 3000 values is no 3x32x32 image
     ({"data_batch_3": with_entry(cifar_batch(4, 3), b"data", np.zeros((4, 3000), np.uint8))}, "data_batch_3",
      r"data has shape \(4, 3000\), expected \(N, 3072\)"),
     # below 0 as above 255: a cast to uint8 would wrap -1 to 255
