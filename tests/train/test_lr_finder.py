@@ -755,3 +755,62 @@ def test_a_non_finite_loss_stops_the_test_where_the_guard_looks_only_every_few_s
     result = lr_find(TinyNet(), _NaNAt(make_bundle().train, 4), CPU, start_lr=1e-4, end_lr=1.0, steps=12)
     assert result.stopped and len(result.losses) == len(result.lrs) == 4
     assert all(math.isfinite(v) for v in result.losses + result.smoothed)
+
+
+def _part_way(data, epoch: int) -> None:
+    """Read ``data.train``'s epoch ``epoch`` for 3 batches, then stop, as a caller peeking at it would."""
+    data.train.set_epoch(epoch)
+    for _ in zip(range(3), data.train):
+        pass
+
+
+def test_after_lr_find_a_loader_left_part_way_yields_exactly_what_it_would_have_without_the_test():
+    """The loader's position comes back (the module docstring): the caller's next pass is its epoch's
+    whole pass, the same batches in the same order as from a twin loader that saw no range test."""
+    data, twin = (load_data("fake", batch_size=32, subset=256, device="cpu") for _ in range(2))
+    _part_way(data, 3)
+    _part_way(twin, 3)
+    lr_find(create_model("resnet8", num_classes=10, in_channels=3), data, CPU, start_lr=1e-4, end_lr=1.0, steps=5)
+    for (x, y), (x_want, y_want) in zip(data.train, twin.train, strict=True):
+        assert torch.equal(y, y_want) and torch.equal(x, x_want)
+
+
+class _Stateful:
+    """A loader with ``state_dict``/``load_state_dict`` (as torchdata's StatefulDataLoader) and no
+    ``resuming``: its state is the epoch and the batches read of it."""
+
+    def __init__(self, loader) -> None:
+        self.loader, self.epoch, self.position = loader, 0, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.loader.set_epoch(self.epoch)
+        for batch in self.loader:
+            self.position += 1
+            yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = state["epoch"], state["position"]
+
+
+def test_a_stateful_loader_of_another_library_gets_its_state_back():
+    loader = _Stateful(make_bundle().train)
+    loader.load_state_dict({"epoch": 2, "position": 1})
+    lr_find(TinyNet(), loader, CPU, start_lr=1e-4, end_lr=1.0, steps=8)  # 6 batches a pass: two passes
+    assert loader.state_dict() == {"epoch": 2, "position": 1}
+
+
+def test_the_test_stops_only_once_the_smoothed_loss_is_strictly_above_4x_its_minimum():
+    """fastai's LRFinder: ``if self.smooth_loss > 4 * self.best_loss: raise CancelFitException``.
+    beta 0 makes the smoothed loss the loss itself."""
+    record = lr_finder._Recorder(beta=0.0, diverge=4.0)
+    assert [record.add(v) for v in (2.0, 0.5, 2.0)] == [False, False, False]  # 2.0 is 4x 0.5: not above
+    assert record.add(2.0 + 1e-9) and record.losses == [2.0, 0.5, 2.0, 2.0 + 1e-9]  # kept, as fastai does
