@@ -222,16 +222,17 @@ def test_first_loss_is_the_untouched_models_training_loss_on_the_first_batch():
     reference.load_state_dict(model.state_dict())
     data.train.set_epoch(0)
     x, y = next(iter(data.train))
-    torch.manual_seed(CPU.seed)  # the test seeds dropout with config.seed, as train() does
+    seeded = dataclasses.replace(CPU, seed=3)  # not the default: config.seed itself draws the dropout
+    torch.manual_seed(seeded.seed)  # the test seeds dropout with config.seed, as train() does
     expected = F.cross_entropy(reference.train()(x), y).item()
-    result = lr_find(model, data, CPU, start_lr=1e-4, end_lr=1.0, steps=4)
+    result = lr_find(model, data, seeded, start_lr=1e-4, end_lr=1.0, steps=4)
     assert result.losses[0] == pytest.approx(expected, rel=1e-6)
 
 
 def test_stops_once_the_smoothed_loss_exceeds_four_times_its_minimum(diverged):
     result, steps = diverged
     s = result.smoothed
-    assert result.stopped and len(s) < steps
+    assert result.stopped and len(s) < steps and result.steps == steps  # the steps asked for, not taken
     assert s[-1] > 4 * min(s)  # the last point broke the rule (recorded, as fastai does) ...
     assert all(s[k] <= 4 * min(s[:k + 1]) for k in range(len(s) - 1))  # ... and none before it
 
@@ -628,6 +629,17 @@ def test_suggestions_leave_out_the_first_tenth_of_the_steps():
     # valley over indices 10..94, a descent throughout: 85 points, fastai's start -1 (local), a
     # third of 85 is 28.3: local -1 + 28 + 14 = 41, index 51.
     assert suggested == lrs[51]
+
+
+def test_after_an_early_stop_the_left_out_tenth_is_of_the_steps_asked_not_of_those_taken():
+    """fastai leaves out num_it // 10 points whatever the record's length: a test of 100 steps that
+    diverged after 60 still skips 10 points, not 6. The steepest fall sits at points 6-9 here."""
+    n, taken = 100, 60
+    lrs = list(np.geomspace(1e-6, 1.0, n))[:taken]
+    losses = ([10.0 - 0.1 * i for i in range(6)] + [9.5 - 0.7 * (i - 5) for i in range(6, 10)]  # 0.7 a step at 6-9
+              + [6.0 - 0.01 * (i - 10) - (0.3 if i >= 31 else 0.0) for i in range(10, 55)]  # 0.31 at 30 -> 31
+              + [6.0 + 2.0 * i for i in range(5)])  # the divergence, points 55-59
+    assert lr_finder._suggest(lrs, losses, n, stopped=True)[1] == lrs[30]
 
 
 def test_lr_find_names_bad_argument_kinds_and_takes_numpy_scalars():
