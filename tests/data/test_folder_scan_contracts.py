@@ -47,15 +47,20 @@ def test_each_sample_size_is_the_width_and_height_pil_reads(tmp_path):
         ("0.png", (8, 8)), ("0.png", (8, 8)), ("wide.png", (12, 5))]
 
 
+def _scans_the_two_classes_silently(root):
+    """The scan of write_image_folder's two classes of 2 images finds them alone, with no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scan = scan_class_folders(root)
+    assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+
+
 def test_a_hidden_folder_beside_the_classes_is_no_class(tmp_path):
     # hidden entries are ignored silently (module docstring), folders too: Jupyter leaves
     # .ipynb_checkpoints/ beside the class folders, and a copy of an image in it is no class
     root = write_image_folder(tmp_path / "pets", n=2)
     write_image_folder(root / ".ipynb_checkpoints", classes=("c",), n=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        scan = scan_class_folders(root)
-    assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+    _scans_the_two_classes_silently(root)
 
 
 def test_hidden_image_files_beside_the_classes_are_no_loose_images(tmp_path):
@@ -64,10 +69,7 @@ def test_hidden_image_files_beside_the_classes_are_no_loose_images(tmp_path):
     root = write_image_folder(tmp_path / "pets", n=2)
     (root / "._x.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     (root / ".cover.png").write_bytes((root / "a" / "0.png").read_bytes())
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        scan = scan_class_folders(root)
-    assert scan.classes == ["a", "b"] and len(scan.samples) == 4
+    _scans_the_two_classes_silently(root)
 
 
 def test_a_hidden_folder_inside_a_class_adds_no_samples(tmp_path):
