@@ -346,12 +346,21 @@ def test_families_are_registered():
     (dict(stem="tiny"), "stem must be 'imagenet' or 'cifar', got 'tiny'"),
     (dict(compression=0.0), "compression must be in (0, 1], got 0.0"),
     (dict(compression=1.5), "compression must be in (0, 1], got 1.5"),
-], ids=["stem", "no-channels", "expansion"])
-def test_densenet_refuses_a_stem_or_compression_it_cannot_build_in_one_line(kwargs, words):
+    (dict(bn_size=-1), "bn_size must be an int >= 0, got -1"),
+    (dict(bn_size=2.5), "bn_size must be an int >= 0, got 2.5"),
+    (dict(growth_rate=0), "growth_rate must be an int >= 1, got 0"),
+    (dict(num_init_features=0), "num_init_features must be an int >= 1, got 0"),
+    (dict(block_config=()), "block_config must be a non-empty sequence of ints >= 1, got ()"),
+    (dict(block_config=(2, 0)), "block_config must be a non-empty sequence of ints >= 1, got (2, 0)"),
+], ids=["stem", "no-channels", "expansion", "negative-bn-size", "fractional-bn-size", "no-growth", "no-stem-channels",
+        "no-blocks", "empty-block"])
+def test_densenet_refuses_arguments_it_cannot_build_in_one_line(kwargs, words):
     """Compression is the paper's theta, 0 < theta <= 1 (Huang et al. 2017, sec. 3): a transition
-    keeps that fraction of its channels; 0 would keep none, above 1 it would widen."""
+    keeps that fraction of its channels; 0 would keep none, above 1 it would widen. A negative
+    bn_size once built the plain layer of bn_size=0 without a word; a zero growth rate, stem width
+    or layer count builds layers that add no channels."""
     with pytest.raises(ValueError) as err:
-        densenet.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=8, **kwargs)
+        densenet.DenseNet(**{**dict(growth_rate=4, block_config=(1, 1), num_init_features=8), **kwargs})
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
@@ -381,3 +390,12 @@ def test_a_dense_layer_without_bottleneck_is_bn_relu_3x3_conv_of_the_concatenati
         pre = F.relu(F.batch_norm(torch.cat(earlier, 1), bn.running_mean, bn.running_var, bn.weight, bn.bias,
                                   training=False, eps=bn.eps))
         torch.testing.assert_close(layer(earlier), F.conv2d(pre, layer.conv1.weight, padding=1))
+
+
+@pytest.mark.parametrize("bn_size", [1, 2])
+def test_densenet_any_positive_bn_size_has_torchvisions_bottleneck(bn_size):
+    """torchvision's _DenseLayer always has the 1x1 bottleneck of bn_size * k channels, bn_size=1
+    included (only our bn_size=0 drops it, for the paper's plain DenseNet)."""
+    cfg = dict(growth_rate=4, block_config=(2, 1), num_init_features=8, bn_size=bn_size, num_classes=10)
+    with torch.device("meta"):
+        assert _shapes(densenet.DenseNet(**cfg)) == _shapes(torchvision.models.DenseNet(**cfg))

@@ -13,6 +13,7 @@ norm1``, ..., ``features.norm5``, ``classifier``), so torchvision checkpoints lo
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from typing import Sequence
 
@@ -134,11 +135,32 @@ class _Transition(nn.Sequential):
         self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
 
 
+def _is_count(value: object, least: int) -> bool:
+    """An int (numpy's too, not a bool) of at least ``least``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def _check_sizes(growth_rate: object, block_config: object, num_init_features: object, bn_size: object) -> None:
+    """One-line errors for sizes that would build layers of no channels or silently drop one."""
+    for arg, value, least, usual in (
+        ("growth_rate", growth_rate, 1, "32 is densenet121's, 12 densenet_bc_100's"),
+        ("num_init_features", num_init_features, 1, "2 * growth_rate is the paper's"),
+        ("bn_size", bn_size, 0, "4 is DenseNet-B's, 0 drops the bottleneck"),
+    ):
+        if not _is_count(value, least):
+            raise ValueError(f"{arg} must be an int >= {least}, got {value!r} ({usual})")
+    if not isinstance(block_config, Sequence) or not block_config or not all(_is_count(n, 1) for n in block_config):
+        raise ValueError(f"block_config must be a non-empty sequence of ints >= 1, got {block_config!r} "
+                         "((6, 12, 24, 16) is densenet121's)")
+
+
 class DenseNet(ClassifierModel):
     """DenseNet: a stem, dense blocks joined by transitions, a final norm and a Linear classifier.
 
     Args:
         growth_rate: k, channels added per layer (32 for densenet121, 12 for densenet_bc_100).
+            Sizes are ints: growth_rate, num_init_features and every block's layer count
+            >= 1, bn_size >= 0; others raise a ValueError naming the value.
         block_config: layers per dense block (4 blocks for ImageNet, 3 for CIFAR).
         num_init_features: channels of the stem conv (2k in the paper).
         bn_size: bottleneck width as a multiple of k (4 in DenseNet-B, 0 for no bottleneck).
@@ -174,6 +196,7 @@ class DenseNet(ClassifierModel):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         if not 0.0 < compression <= 1.0:
             raise ValueError(f"compression must be in (0, 1], got {compression!r} (0.5 is DenseNet-C)")
+        _check_sizes(growth_rate, block_config, num_init_features, bn_size)
         drop_rate = check_rate("drop_rate", drop_rate, "0.2 is the paper's")
         nl = norm_layer(norm)
         bias = norm_has_bias(norm)
