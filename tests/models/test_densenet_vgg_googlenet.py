@@ -399,3 +399,13 @@ def test_densenet_any_positive_bn_size_has_torchvisions_bottleneck(bn_size):
     cfg = dict(growth_rate=4, block_config=(2, 1), num_init_features=8, bn_size=bn_size, num_classes=10)
     with torch.device("meta"):
         assert _shapes(densenet.DenseNet(**cfg)) == _shapes(torchvision.models.DenseNet(**cfg))
+
+
+@pytest.mark.parametrize("name", ["densenet121", "densenet_bc_100", "densenet40"])
+def test_densenet_builders_pass_drop_rate_and_memory_efficient_to_every_dense_layer(name):
+    """The builders' documented keywords reach each layer (the paper's 0.2 dropout for CIFAR without
+    augmentation; torchvision's memory_efficient)."""
+    with torch.device("meta"):
+        model = getattr(densenet, name)(num_classes=10, drop_rate=0.2, memory_efficient=True)
+    layers = [m for n, m in model.named_modules() if n.rpartition(".")[2].startswith("denselayer")]  # torchvision's keys
+    assert layers and all(m.drop_rate == 0.2 and m.memory_efficient for m in layers)
