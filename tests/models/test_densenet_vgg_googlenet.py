@@ -407,5 +407,6 @@ def test_densenet_builders_pass_drop_rate_and_memory_efficient_to_every_dense_la
     augmentation; torchvision's memory_efficient)."""
     with torch.device("meta"):
         model = getattr(densenet, name)(num_classes=10, drop_rate=0.2, memory_efficient=True)
-    layers = [m for n, m in model.named_modules() if n.rpartition(".")[2].startswith("denselayer")]  # torchvision's keys
+    # torchvision's keys: features.denseblock<i>.denselayer<j>
+    layers = [m for n, m in model.named_modules() if n.rpartition(".")[2].startswith("denselayer")]
     assert layers and all(m.drop_rate == 0.2 and m.memory_efficient for m in layers)
