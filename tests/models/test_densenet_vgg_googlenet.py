@@ -410,3 +410,29 @@ def test_densenet_builders_pass_drop_rate_and_memory_efficient_to_every_dense_la
     # torchvision's keys: features.denseblock<i>.denselayer<j>
     layers = [m for n, m in model.named_modules() if n.rpartition(".")[2].startswith("denselayer")]
     assert layers and all(m.drop_rate == 0.2 and m.memory_efficient for m in layers)
+
+
+def _narrow_vgg11(**kw) -> vgg.VGG:
+    # The head's width and pool size do not matter to these tests; 4096-wide fc6/fc7 cost seconds.
+    return vgg.vgg11(num_classes=3, hidden_dim=16, pool_size=1, **kw)
+
+
+def test_vgg_dropout_acts_before_fc7_and_fc8_both():
+    """The paper regularizes "the first two fully-connected layers" with dropout; the ``dropout``
+    argument sets that rate for both, as torchvision's VGG(dropout=...)."""
+    with torch.device("meta"):
+        model = _narrow_vgg11(dropout=0.3)
+    assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.3, 0.3]
+
+
+def test_vgg_pre_logits_are_what_fc8_reads_in_training_too():
+    """forward_head(x) is get_classifier()(forward_head(x, pre_logits=True)): fc7's features after
+    its dropout, so with the same seed the train-mode logits are fc8 of the pre-logits."""
+    torch.manual_seed(0)
+    model = _narrow_vgg11().train()
+    features = torch.randn(4, 512, 2, 2)
+    torch.manual_seed(1)
+    logits = model.forward_head(features)
+    torch.manual_seed(1)
+    pre = model.forward_head(features, pre_logits=True)
+    torch.testing.assert_close(model.get_classifier()(pre), logits)
