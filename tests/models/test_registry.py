@@ -258,6 +258,7 @@ def test_numpy_integer_class_counts_are_taken_as_torchvision_takes_them():
     ("densenet40", dict(drop_rate=1.0), r"drop_rate must be a float in \[0, 1\), got 1.0"),
     ("vgg11", dict(pool_size=0), "pool_size must be a positive int, got 0"),
     ("vgg11", dict(hidden_dim=0), "hidden_dim must be a positive int, got 0"),
+    ("vgg11", dict(hidden_dim=True), "hidden_dim must be a positive int, got True"),  # not a 1-wide fc6
 ])
 def test_family_options_out_of_range_are_refused_by_name(name, kwargs, match):
     with pytest.raises(ValueError, match=match):
