@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.googlenet import InceptionAux as TorchvisionInceptionAux
 
 from resnet_lab.models import create_model, densenet, googlenet, list_models, vgg
 from resnet_lab.nn import BatchNorm2d as ScratchBatchNorm2d
@@ -436,3 +437,16 @@ def test_vgg_pre_logits_are_what_fc8_reads_in_training_too():
     torch.manual_seed(1)
     pre = model.forward_head(features, pre_logits=True)
     torch.testing.assert_close(model.get_classifier()(pre), logits)
+
+
+def test_googlenet_aux_head_matches_torchvisions_on_a_14px_map():
+    """The aux head reads 4a's 14x14 map at 224 px (the paper's 5x5/3 average pool gives 4x4); on
+    32 px inputs its map is 2x2 and the 4x4 pool only repeats pixels, so the pooling is compared
+    here, on the map size it was made for, against torchvision's InceptionAux in eval mode."""
+    torch.manual_seed(0)
+    ref = randomize_bn(TorchvisionInceptionAux(512, 10)).eval()
+    ours = googlenet.InceptionAux(512, 10).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 512, 14, 14)
+    with torch.no_grad():
+        _assert_close(ours(x), ref(x))
