@@ -450,3 +450,12 @@ def test_googlenet_aux_head_matches_torchvisions_on_a_14px_map():
     x = torch.randn(2, 512, 14, 14)
     with torch.no_grad():
         _assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("in_channels", [2, 4])
+def test_googlenet_transform_input_refuses_channels_without_imagenet_statistics(in_channels):
+    """transform_input re-normalizes with ImageNet's 3 channel means and stds (or their average for
+    1 channel); other counts have none, and once failed only at the first forward, in broadcasting."""
+    with pytest.raises(ValueError) as err:
+        googlenet.googlenet(transform_input=True, in_channels=in_channels)
+    assert f"in_channels={in_channels}; pass transform_input=False" in str(err.value) and "\n" not in str(err.value)
