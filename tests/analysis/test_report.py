@@ -878,6 +878,7 @@ def test_a_torn_last_metrics_record_is_named_and_its_epoch_1_is_not_called_final
     assert [r["epoch"]["text"] for r in timings] == ["1", "2 (model.json)"]
     for row, record in zip(timings, [json.loads(first), saved["metrics"]]):
         assert float(row["test_acc"]["value"]) == record["test_acc"]
+        assert float(row["train_loss"]["value"]) == record["train_loss"]  # model.json's row is whole
     # the record cut off whole (not torn) and model.json without a record of epoch 2: nothing is "final"
     (run / "metrics.jsonl").write_text(first + "\n")
     (run / "model.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "metrics"}))
@@ -1205,3 +1206,92 @@ def test_report_of_a_folder_run_against_a_folder_of_other_classes_is_refused_nam
     with pytest.raises(ValueError, match=r"the dataset's classes \['ants', 'bees'\] differ from the run's "
                                          r"\['class0', .*point --data-dir at the data the run was trained on"):
         report_html([run], data_dir=make_folder(tmp_path / "pics"), device="cpu", mistakes=0)
+
+
+# A name as markup would read it: tags, both quotes and an ampersand (run and class folders may be named so).
+MARKUP = "<b>x</b> \"q\" 'a' & y"
+
+
+def test_report_escapes_run_names_and_keeps_the_runs_in_the_order_given(runs, tmp_path):
+    """Run names (folder paths) are text, never markup: html.escape's reading of them is on the page and
+    the raw name nowhere; html.parser reads them back in the title, the side-by-side rows, the
+    sections and their tables, in the order given (z before a: not sorted)."""
+    named = [copy_run(run, tmp_path / f"{first} {MARKUP}", meta={"dataset": None})  # no evaluation: fast
+             for run, first in zip(runs, "za")]
+    text = report_html(named, device="cpu")
+    page, names = Page(text), [str(r) for r in named]
+    assert MARKUP not in text and html.escape(MARKUP, quote=True) in text
+    assert page.title == f"resnet-lab report: 2 runs ({names[0]}, {names[1]})"
+    assert [r["run"]["text"] for r in page.table("compare")] == names
+    assert [html.unescape(n) for n in re.findall(r'<section data-run="([^"]*)">', text)] == names
+    assert [t["run"] for t in page.tables if t["name"] == "epochs"] == names
+
+
+def test_test_set_section_shows_numpy_counts_and_escaped_class_names(tmp_path):
+    """The accuracy, the per-class counts (a hand-made confusion matrix, recomputed with numpy) and the
+    mistakes' words with class names that look like markup: escaped as html.escape does, read back whole."""
+    from resnet_lab.analysis.report import _Evaluation, _Mistakes, _Run, _test_set_html
+
+    classes = [MARKUP, "cat & dog", "<i>c</i>"]
+    cm = np.array([[2, 1, 0], [0, 3, 1], [2, 0, 2]])  # row sums differ from column sums
+    per_class = (np.diag(cm) / cm.sum(1)).tolist()
+    mistakes = _Mistakes(torch.zeros(2, 1, 2, 2), torch.tensor([1, 0]), torch.tensor([2, 1]), torch.tensor([0.8, 0.6]))
+    ev = _Evaluation(float(np.trace(cm) / cm.sum()), 0.5, int(cm.sum()), torch.tensor(cm), per_class, mistakes, "cpu")
+    run = _Run("r", tmp_path, {"classes": classes}, [], evaluation=ev,
+               figures={"confusion": "data:image/png;base64,", "mistakes": "data:image/png;base64,"})
+    text = _test_set_html(run)
+    assert "<b>x</b>" not in text and "<i>" not in text and html.escape(classes[2]) in text
+    assert re.search(r"Accuracy <b>([\d.]+)%</b>", text)[1] == f"{100 * np.trace(cm) / cm.sum():.2f}"
+    page = Page(text)
+    rows = page.table("per-class", "r")
+    assert [r["class"]["text"] for r in rows] == classes
+    assert [int(r["correct"]["value"]) for r in rows] == np.diag(cm).tolist()
+    assert [int(r["images"]["value"]) for r in rows] == cm.sum(1).tolist()
+    assert [r["accuracy"]["text"] for r in rows] == [f"{100 * a:.2f}%" for a in per_class]
+    (grid,) = [img for img in page.images if img["data-figure"] == "mistakes"]
+    assert grid["alt"] == f"true {classes[1]}, predicted {classes[2]} (80%); true {classes[0]}, predicted {classes[1]} (60%)"
+
+
+@pytest.mark.parametrize("k", [1, 3, 40])
+def test_mistake_tracker_keeps_the_k_most_confident_wrong_predictions_over_batches(k):
+    """Logits in three batches, the model the identity: the kept mistakes are those of torch.softmax's
+    argmax that differ from the label, sorted by confidence (Python's sorted), the k first, with their images."""
+    from resnet_lab.analysis.report import _MistakeTracker
+
+    gen = torch.Generator().manual_seed(0)
+    logits, y = 3 * torch.randn(30, 4, generator=gen), torch.randint(0, 4, (30,), generator=gen)
+    tracker = _MistakeTracker(torch.nn.Identity(), k)
+    for x, _ in tracker.batches(zip(logits.split(10), y.split(10))):
+        tracker(x)
+    conf, pred = torch.softmax(logits.double(), 1).max(1)
+    want = sorted((i for i in range(30) if pred[i] != y[i]), key=lambda i: -float(conf[i]))[:k]
+    kept = tracker.kept
+    assert kept.true.tolist() == y[want].tolist() and kept.pred.tolist() == pred[want].tolist()
+    assert kept.confidence.double().tolist() == pytest.approx(conf[want].tolist(), abs=1e-6)
+    assert torch.equal(kept.images, logits[want])
+
+
+def test_report_args_accept_0_and_max_mistakes_and_refuse_no_runs_or_a_data_dir_file(runs, tmp_path):
+    """report_html's contract (Raises): no runs, or mistakes outside 0..MAX_MISTAKES; both ends are counts it
+    takes. A --data-dir that is a file is refused up front (check_data_dir), not left to a note on every run."""
+    from resnet_lab.analysis.report import MAX_MISTAKES, check_report_args
+
+    for ok in (0, MAX_MISTAKES):
+        check_report_args([runs[0]], mistakes=ok, device="cpu")
+    with pytest.raises(ValueError, match="give at least one run directory to report on"):
+        check_report_args([], device="cpu")
+    file = tmp_path / "data.zip"
+    file.write_text("x")
+    with pytest.raises(NotADirectoryError, match=re.escape(f"data_dir (--data-dir) {file} is a file, not a folder")):
+        check_report_args([runs[0]], data_dir=file, device="cpu")
+
+
+def test_write_report_to_a_directory_is_refused_before_evaluating_naming_a_file_inside(runs, tmp_path, monkeypatch):
+    """write_report's docstring: an ``out`` that is a directory is said before the evaluations, not after."""
+    import resnet_lab.analysis.report as report
+
+    monkeypatch.setattr(report, "report_html", lambda *a, **k: pytest.fail("evaluated before refusing --out"))
+    (tmp_path / "pages.html").mkdir()
+    with pytest.raises(IsADirectoryError, match=re.escape(f"--out {tmp_path / 'pages.html'} is a directory: give a file "
+                                                          f"name inside it, e.g. {tmp_path / 'pages.html' / 'report.html'}")):
+        write_report([runs[0]], tmp_path / "pages.html", device="cpu")
