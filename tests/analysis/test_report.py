@@ -1295,3 +1295,13 @@ def test_write_report_to_a_directory_is_refused_before_evaluating_naming_a_file_
     with pytest.raises(IsADirectoryError, match=re.escape(f"--out {tmp_path / 'pages.html'} is a directory: give a file "
                                                           f"name inside it, e.g. {tmp_path / 'pages.html' / 'report.html'}")):
         write_report([runs[0]], tmp_path / "pages.html", device="cpu")
+
+
+def test_mistake_labels_cut_only_class_names_longer_than_the_limit():
+    """_LABEL_CHARS' comment: a name longer than it is cut with an ellipsis (to that many characters in all);
+    one of exactly that length is shown whole."""
+    from resnet_lab.analysis.report import _LABEL_CHARS, _short
+
+    exact, longer = "x" * _LABEL_CHARS, "y" * (_LABEL_CHARS + 1)
+    assert _short(exact) == exact
+    assert _short(longer) == "y" * (_LABEL_CHARS - 1) + "\u2026" and len(_short(longer)) == _LABEL_CHARS
