@@ -1305,3 +1305,9 @@ def test_mistake_labels_cut_only_class_names_longer_than_the_limit():
     exact, longer = "x" * _LABEL_CHARS, "y" * (_LABEL_CHARS + 1)
     assert _short(exact) == exact
     assert _short(longer) == "y" * (_LABEL_CHARS - 1) + "\u2026" and len(_short(longer)) == _LABEL_CHARS
+
+
+def test_report_html_takes_one_run_given_as_a_str_or_path_not_as_a_list_of_its_letters(runs, tmp_path):
+    run = copy_run(runs[0], tmp_path / "solo", meta={"dataset": None})  # no evaluation: fast
+    for given in (str(run), run):
+        assert Page(report_html(given, device="cpu")).title == f"resnet-lab report: {run}"
