@@ -544,6 +544,7 @@ def test_report_colours_each_of_many_runs_apart():
     from resnet_lab.analysis.report import _run_colours
 
     assert _run_colours(3) == ["C0", "C1", "C2"]
+    assert _run_colours(10) == [f"C{i}" for i in range(10)]  # the docstring: all ten while they last
     many = _run_colours(40)
     assert len({tuple(round(v, 6) for v in c) for c in many}) == 40
 
