@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.config import check_device_name, pick_device
-from ..models.registry import check_module, count_params
+from ..models.registry import check_module, count_params, weights_dtype
 from ..nn import BatchNorm1d as ScratchBatchNorm1d
 from ..nn import BatchNorm2d as ScratchBatchNorm2d
 
@@ -204,7 +204,7 @@ def summarize(
         handles.append(m.register_forward_pre_hook(recorder.pre_hook))
         handles.append(m.register_forward_hook(recorder.post_hook))
     if dtype is None:
-        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        dtype = weights_dtype(model, torch.float32)
     # a generator of its own: the caller's global RNG is not drawn from (the counts never depend on the values)
     if torch.device(device).type == "meta":  # shapes only: a 1 PB input is summarized, not allocated on the CPU first
         x = torch.empty(batch_size, *input_size, dtype=dtype, device=device)

@@ -31,6 +31,7 @@ from PIL import Image
 from torch import nn
 
 from ..data import check_preprocess, preprocess, to_model_input
+from ..models.registry import weights_dtype
 from ..runs import load_model
 from ..train.device import resolve_device
 
@@ -236,7 +237,7 @@ def iter_predictions(
     _check_batch_size(batch_size)
 
     # the inputs in the model's own floating dtype (a float64 or bfloat16 model refused float32 ones)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = weights_dtype(model, torch.float32)
 
     def probabilities(batch: list[torch.Tensor]) -> np.ndarray:
         modes = [(m, m.training) for m in model.modules()]  # each module's own: a frozen BN stays in eval

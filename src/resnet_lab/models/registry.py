@@ -492,6 +492,12 @@ def check_module(model: Any, caller: str) -> None:
         raise TypeError(f"{caller} needs a torch.nn.Module (e.g. create_model({name})), got {type(model).__name__}")
 
 
+def weights_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter (the dtype its inputs must have), or
+    ``default`` for a model without one."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), default)
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """Return ``(trainable, frozen)`` numbers of parameter values; a shared parameter counts once.
 

@@ -32,7 +32,7 @@ from .._text import count
 from ..data.loaders import InMemoryLoader, StreamingLoader
 from ..data.transforms import tta_offsets, tta_views
 from ..models import check_input_size, is_model
-from ..models.registry import check_module, check_num_classes
+from ..models.registry import check_module, check_num_classes, weights_dtype
 from ..nn import BatchNormBase, SyncBatchNorm
 from ..runs import arch_outputs
 from .averaging import WeightAveraging
@@ -331,7 +331,7 @@ def check_batch(batch: Any, model: nn.Module, caller: str) -> tuple[Tensor, Tens
 
 def _check_images(x: Tensor, model: nn.Module, caller: str) -> None:
     """check_batch's images: the weights' dtype, and for create_model's models (N, C, H, W) with their channels."""
-    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    weights = weights_dtype(model, x.dtype)
     if x.dtype != weights:
         way = "x.float()" if weights == torch.float32 else f"x.to({weights}) or model.float()"
         scale = " (and divide 0-255 pixels by 255)" if not x.is_floating_point() else ""
