@@ -115,6 +115,12 @@ def test_bn_convergence_checks(f64, acc, steps, lenet, want, verdict):
     assert answers(checks) == want and verdict_from_checks(checks) == verdict
 
 
+@pytest.mark.parametrize("diff, same", [(bn_convergence.F64_TOLERANCE, True), (2 * bn_convergence.F64_TOLERANCE, False)])
+def test_bn_convergence_float64_tolerance_is_inclusive(diff, same):
+    checks = bn_convergence.claim_checks({**F64_OK, "max_state_diff": diff}, ACC_OK, STEPS_OK, LENET_OK, CENSOR)
+    assert checks[0].passed is same
+
+
 def test_bn_convergence_says_the_speed_up_is_a_lower_bound_when_no_norm_never_gets_there():
     checks = bn_convergence.claim_checks(F64_OK, ACC_OK, {**STEPS_OK, "no norm": [424.0, 424.0, 300.0]}, LENET_OK,
                                          CENSOR)
@@ -176,11 +182,30 @@ def test_vanishing_gradients_checks(ratios, want, verdict):
 
 
 
-@pytest.mark.parametrize("worst, vanished", [(0.005, True), (0.02, False)])
+@pytest.mark.parametrize("worst, vanished", [(0.005, True), (0.01, False), (0.02, False)])
 def test_vanishing_gradients_vanished_means_every_seed_below_one_hundredth(worst, vanished):
     # a ratio of 0.02 is small but not below 1e-2: "vanished" is not shown
     checks = vanishing_gradients.claim_checks({"sigmoid": ([1e-4, 2e-4], [1e-3, worst]), **ALIVE})
     assert answers(checks) == [vanished, True, True, True] and "every seed must be below 0.01" in checks[0].evidence
+
+
+def test_vanishing_gradients_alive_means_every_seed_strictly_above_one_tenth():
+    # "above 0.1": a seed exactly at the bar is not shown alive
+    checks = vanishing_gradients.claim_checks({"sigmoid": ([1e-4], [1e-3]), **ALIVE, "ReLU": ([0.3, 0.1], [0.6, 0.7])})
+    assert answers(checks) == [True, True, False, True] and "every seed must be above 0.1" in checks[2].evidence
+
+
+@pytest.mark.parametrize("init, shown", [
+    ([1e-4, 3e-4, 2e-4], "1.00e-04..3.00e-04"),  # the range over seeds, smallest first
+    ([2.5e-4], "2.50e-04"),  # one seed: its value, no range
+    ([math.nan, 2e-3, 1e-3], "1.00e-03..2.00e-03 and NaN in 1 seed(s)"),  # the range of the finite seeds
+    ([math.nan, 2e-3], "2.00e-03 and NaN in 1 seed(s)"),
+    ([math.nan], "NaN"),
+    ([math.nan, math.nan], "NaN in all 2 seeds"),
+])
+def test_vanishing_gradients_evidence_gives_the_range_of_the_finite_seeds_and_counts_the_nans(init, shown):
+    checks = vanishing_gradients.claim_checks({"sigmoid": (init, [1e-3] * len(init)), **ALIVE})
+    assert checks[0].evidence.startswith(f"first/last layer gradient norm {shown} at init, ")
 
 @pytest.mark.parametrize("label", ["sigmoid", "sigmoid + residual"])
 @pytest.mark.parametrize("where", [0, 1])
@@ -210,7 +235,8 @@ def test_vanishing_gradients_names_a_seed_whose_training_died_apart_from_a_vanis
     def run(seed, acc, diverged=False):
         return RunResult("ReLU", [{"epoch": 3, "test_acc": acc}], [], 1.0, 10, diverged, info={"seed": seed})
 
-    relu = SeedResults("ReLU", [run(0, 0.80), run(1, 0.119), run(2, 0.121), run(3, 0.10, diverged=True)])
+    relu = SeedResults("ReLU", [run(0, 0.80), run(1, 0.119), run(2, 0.121), run(3, 0.10, diverged=True),
+                                run(4, 1 / 10 + vanishing_gradients.CHANCE_MARGIN)])  # at the bar: not below it
     assert vanishing_gradients.collapsed_seeds(relu, 10) == [1]
     ratios = {"sigmoid": ([1e-4, 2e-4], [1e-3, 2e-3]), **ALIVE, "ReLU": ([0.3, 0.4], [0.6, 2.5e-3])}
     checks = vanishing_gradients.claim_checks(ratios, collapsed={"ReLU": [1]})
@@ -322,7 +348,19 @@ def test_very_deep_third_net_must_train_too_and_a_diverged_seed_counts_at_chance
     checks = very_deep.claim_checks(losses, diverged, list(losses), protocols=PROTOCOLS, window=2, num_classes=10)
     assert answers(checks) == [True, True, False] and verdict_from_checks(checks) == "mixed"
     assert "1 diverged, counted at chance" in checks[2].evidence
+    # the first-2-step mean is over the seeds that have one (the diverged seed has 3 finite losses, not 4)
+    assert "of the first 2 2.300;" in checks[2].evidence
     assert "paper's recipe" in checks[2].question
+
+
+def test_very_deep_a_net_exactly_at_the_bar_neither_trains_nor_is_shown_not_to():
+    # one seed, window 1, last loss exactly chance - 0.2: "trains" needs strictly below the bar,
+    # "does not train" holds when not below it
+    bar = CHANCE - very_deep.BELOW_CHANCE
+    losses = {"resnet-1202": [[2.3, bar]], "plain-1202": [[2.3, bar]]}
+    checks = very_deep.claim_checks(losses, {"resnet-1202": [False], "plain-1202": [False]}, list(losses),
+                                    protocols=PROTOCOLS, window=1, num_classes=10)
+    assert answers(checks) == [False, True]
 
 
 def test_very_deep_names_seeds_that_stopped_in_their_first_step_apart_from_later_divergence():
@@ -370,14 +408,15 @@ def test_bn_imbalance_checks(metrics, want, verdict):
 # --- parameters and fastest; transfer gains most at small k ---
 
 
-def _runs(acc: dict[str, tuple[float, float]], trainable: dict[str, int], ms: dict[str, float],
-          noise: tuple[float, ...] = (-0.004, 0.0, 0.004)) -> list[dict]:
-    """Three seeds per strategy and k (5, 20): the given accuracy plus a per-seed offset shared by
-    every strategy of that seed (seeds share the labelled images) and a small per-strategy jitter."""
+def _runs(acc: dict[str, tuple[float, ...]], trainable: dict[str, int], ms: dict[str, float],
+          noise: tuple[float, ...] = (-0.004, 0.0, 0.004), ks: tuple[int, ...] = (5, 20)) -> list[dict]:
+    """Three seeds per strategy and k (5, 20 unless given; one accuracy per k): the given accuracy plus
+    a per-seed offset shared by every strategy of that seed (seeds share the labelled images) and a
+    small per-strategy jitter."""
     jitter = {s: 0.001 * i for i, s in enumerate(transfer.VARIANTS)}
     return [{"strategy": s, "k": k, "seed": seed, "acc": acc[s][i] + off + (jitter[s] if seed == 1 else 0.0),
              "trainable": trainable[s], "train_seconds": ms[s] * 0.1, "images": 100}
-            for s in transfer.VARIANTS for i, k in enumerate((5, 20)) for seed, off in enumerate(noise)]
+            for s in transfer.VARIANTS for i, k in enumerate(ks) for seed, off in enumerate(noise)]
 
 
 GOOD_ACC = {"scratch": (0.30, 0.60), "all": (0.70, 0.80), "all-discr": (0.69, 0.79), "last": (0.65, 0.75),
@@ -397,6 +436,10 @@ GOOD_MS = {"scratch": 2.0, "all": 2.0, "all-discr": 2.0, "last": 1.0, "head": 0.
     # `all`'s at every k, not the best variant's picked afterwards (which passed here)
     ({**GOOD_ACC, "scratch": (0.69, 0.70), "last": (0.85, 0.75)}, GOOD_PARAMS, GOOD_MS, [False, True, True, False],
      "mixed"),
+    # `all` trains fewer parameters and runs faster than `last`: neither check may take `scratch`'s larger figures
+    (GOOD_ACC, {**GOOD_PARAMS, "all": 50_000}, {**GOOD_MS, "all": 0.9}, [True, False, False, True], "mixed"),
+    # `last` ties `all`'s parameters and time per image: a tie is not "the fewest" nor "the least"
+    (GOOD_ACC, {**GOOD_PARAMS, "last": 75_000}, {**GOOD_MS, "last": 2.0}, [True, False, False, True], "mixed"),
     ({"scratch": (0.9, 0.9), "all": (0.5, 0.5), "all-discr": (0.5, 0.5), "last": (0.7, 0.7), "head": (0.6, 0.6)},
      {**GOOD_PARAMS, "head": 80_000}, {**GOOD_MS, "last": 3.0}, [False, False, False, False], "not confirmed"),
 ])
@@ -427,6 +470,19 @@ def test_very_deep_memory_finding_shows_small_peaks_to_three_figures():
                                      {0: {"step_peak_mib": 0.22, "seconds": 0.5, "params_mib": 0.4},
                                       4: {"step_peak_mib": 0.121, "seconds": 0.7, "params_mib": 0.4}})
     assert "peak memory rise 0.22 MiB -> 0.121 MiB (45% less)" in text and "parameters 0.4 MiB" in text
+
+
+def test_transfer_gain_at_the_smallest_k_must_beat_the_gain_at_every_larger_k():
+    # three k: `all` gains 40 pp over scratch at k=5, 45 at k=10 and 20 at k=20; beating k=20 is not enough
+    acc = {"scratch": (0.30, 0.30, 0.60), "all": (0.70, 0.75, 0.80), "all-discr": (0.69, 0.74, 0.79),
+           "last": (0.65, 0.70, 0.75), "head": (0.60, 0.62, 0.65)}
+    checks = transfer.claim_checks(_runs(acc, GOOD_PARAMS, GOOD_MS, ks=(5, 10, 20)), [5, 10, 20])
+    assert answers(checks) == [True, True, True, False]
+    assert "k=5: all - scratch = 40.0" in checks[3].evidence and "k=10: all - scratch = 45.0" in checks[3].evidence
+    # 40 pp at k=5 against 35 at k=10 and 20 at k=20 (per-seed sds 0.06 pp): the most at the smallest k
+    fixed = transfer.claim_checks(_runs({**acc, "all": (0.70, 0.65, 0.80)}, GOOD_PARAMS, GOOD_MS, ks=(5, 10, 20)),
+                                  [5, 10, 20])
+    assert fixed[3].passed
 
 
 def test_transfer_a_gain_largest_at_the_smallest_k_is_no_win_when_transfer_loses_to_scratch():

@@ -282,17 +282,18 @@ def test_bn_regularization_a_diverged_run_has_no_training_accuracy():
 
 
 def _frozen_net() -> tuple[nn.Module, dict]:
-    """Linear -> BN -> Linear: the first Linear frozen, the BN locked in eval as freeze() locks it."""
+    """Linear -> BN -> Linear -> BN: the first Linear frozen, the first BN locked in eval as freeze()
+    locks it, the second BN trainable."""
     from resnet_lab.transfer.freeze import _lock_eval
 
-    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2), nn.BatchNorm1d(2))
     model[0].requires_grad_(False)
     _lock_eval(model[1])
     return model, {k: v.clone() for k, v in model.state_dict().items()}
 
 
 @pytest.mark.parametrize("change, unchanged", [
-    (None, True), ("2.weight", True),  # a trainable tensor may move
+    (None, True), ("2.weight", True), ("3.running_mean", True),  # a trainable tensor or a live BN's statistic may move
     ("0.weight", False), ("1.running_mean", False),  # a frozen parameter or a locked BN's statistic may not
 ])
 def test_transfer_frozen_unchanged_compares_every_frozen_tensor_with_the_source(change, unchanged):

@@ -80,6 +80,17 @@ def test_bn_input_stats_near_zero_needs_every_seeds_mean_within_a_fifth(bn_mean,
     assert f"worst seed: median |mean| {max(bn_mean):.3f} (<= 0.2)" in checks[2].evidence
 
 
+@pytest.mark.parametrize("key, values, near", [
+    ("mean", [0.2, 0.1, 0.1], True),  # "at most 0.2": a seed exactly at the bar is near
+    ("log_std", [math.log(1.25), 0.02, 0.02], True),  # std exactly a factor 1.25 from 1: near
+    ("log_std", [0.02, 0.3, 0.02], False),  # the worst seed decides, wherever it sits
+])
+def test_bn_input_stats_near_one_is_judged_on_the_worst_seed_with_the_bar_included(key, values, near):
+    checks = bn_input_stats.claim_checks({"BN": {**BN_NEAR, key: values},
+                                          "no norm": {"mean": [0.9, 1.0, 1.1], "log_std": NO_NORM_FAR["log_std"]}})
+    assert answers(checks) == [True, True, near]
+
+
 # --- bn_sigmoid_range: frozen share >= 60%; learnable share lower; learnable more accurate ---------
 
 L, F = bn_sigmoid_range.LEARNABLE, bn_sigmoid_range.FROZEN
