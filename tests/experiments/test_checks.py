@@ -13,6 +13,7 @@ rule would have answered the other way.
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -470,6 +471,21 @@ def test_very_deep_memory_finding_shows_small_peaks_to_three_figures():
                                      {0: {"step_peak_mib": 0.22, "seconds": 0.5, "params_mib": 0.4},
                                       4: {"step_peak_mib": 0.121, "seconds": 0.7, "params_mib": 0.4}})
     assert "peak memory rise 0.22 MiB -> 0.121 MiB (45% less)" in text and "parameters 0.4 MiB" in text
+
+
+def test_transfer_accuracy_is_the_mean_over_seeds_of_one_strategy_at_one_k():
+    runs = _runs(GOOD_ACC, GOOD_PARAMS, GOOD_MS)
+    want = statistics.fmean(r["acc"] for r in runs if r["strategy"] == "last" and r["k"] == 20)
+    assert transfer._acc(runs, "last", 20) == pytest.approx(want) and want == pytest.approx(0.751)  # seed 1 jitter 0.003 over 3 seeds
+
+
+def test_transfer_pairs_only_the_seeds_both_strategies_ran():
+    # `all` ran seeds 0, 1, 3 and scratch 0, 1, 2: the differences are of seeds 0 and 1 alone
+    runs = [{"strategy": s, "k": 5, "seed": seed, "acc": acc}
+            for s, seeds, acc in [("all", (0, 1, 3), 0.8), ("scratch", (0, 1, 2), 0.5), ("last", (0, 1, 2), 0.7)]
+            for seed in seeds]
+    runs[1]["acc"] = 0.9  # `all`, seed 1
+    assert transfer._paired(runs, "all", "scratch", 5).values == pytest.approx([0.3, 0.4])
 
 
 def test_transfer_gain_at_the_smallest_k_must_beat_the_gain_at_every_larger_k():
