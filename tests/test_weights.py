@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import importlib.util
@@ -166,6 +167,24 @@ def test_torch_hub_entry_points_default_to_the_models_own_class_count():
 def test_unknown_weights_tag_names_the_shipped_ones():
     with pytest.raises(ValueError, match=r"no shipped weights 'resnet20:cifar10'; resnet20 has weights 'fashion-mnist'"):
         create_model("resnet20", weights="cifar10")
+
+
+def test_a_model_without_shipped_weights_is_told_every_shipped_name():
+    """resnet56 has no entry of its own: the message lists what list_weights() lists, not another
+    model's tags as if they were resnet56's."""
+    with pytest.raises(ValueError) as refused:
+        get_weights("resnet56:cifar10")
+    assert str(refused.value).startswith(f"no shipped weights 'resnet56:cifar10'; shipped: {', '.join(list_weights())}")
+    assert len(list_weights()) >= 2 and "resnet56 has weights" not in str(refused.value)
+    with pytest.raises(ValueError) as refused:  # torchvision's tags are upper case: a lower-case one is not its
+        get_weights("resnet18:cifar10")
+    assert "torchvision" not in str(refused.value)
+
+
+def test_a_name_without_a_tag_is_a_value_error_showing_the_form():
+    """The docstring's Raises: a ValueError (a caller catching it, as resolve_source does)."""
+    with pytest.raises(ValueError, match=r"^'resnet20' is not a weights name: expected MODEL:TAG, e\.g\. resnet20:"):
+        get_weights("resnet20")
 
 
 def test_the_way_out_of_a_missing_tag_fits_where_it_was_asked_for(tmp_path):
@@ -372,6 +391,9 @@ def test_a_corrupted_copy_with_an_upper_case_suffix_is_refused_too(tmp_path):
     (lambda meta: {**meta, "classes": {}}, "is not a weights entry: field 'classes' is an object, not a list"),
     (lambda meta: {**meta, "weights": {**meta["weights"], "tag": True}},
      "is not a weights entry: field 'weights.tag' is true, not a string"),
+    # JSON's true is a boolean, not a number, though Python's bool is an int
+    (lambda meta: {**meta, "weights": True}, "is not a weights entry: field 'weights' is a boolean, not an object"),
+    (lambda meta: {**meta, "dataset": 10}, "is not a weights entry: field 'dataset' is 10, not a string"),
 ])
 def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
     """QA 2026-12-06: an entry of [] read "missing or bad field list indices must be integers or
@@ -384,6 +406,23 @@ def test_an_unreadable_entry_names_the_field(tmp_path, edit, says):
     with pytest.raises(ValueError) as e:
         read_entry(path)
     assert str(e.value) == f"{path} {says}"
+
+
+def test_an_entry_that_is_not_utf8_json_is_refused_naming_the_file_and_the_reason(tmp_path):
+    path = tmp_path / "entry.json"
+    path.write_bytes(b'{"arch": "\xff"}')  # a Latin-1 byte: not UTF-8, which JSON text is (RFC 8259)
+    with pytest.raises(ValueError, match=r"entry\.json is not a readable weights entry \(UnicodeDecodeError: "):
+        read_entry(path)
+
+
+def test_a_file_whose_recorded_hash_matches_but_is_not_safetensors_is_refused_in_one_line(tmp_path):
+    entry = _entry_copy(tmp_path)
+    garbage = b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}"  # a 16-byte header that is not JSON
+    entry.path.write_bytes(garbage)
+    bad = dataclasses.replace(entry, sha256=hashlib.sha256(garbage).hexdigest())
+    with pytest.raises(ValueError, match=r"is not a readable safetensors file \(.*\); reinstall resnet-lab$") as e:
+        bad.get_state_dict()
+    assert "\n" not in str(e.value) and str(bad.path) in str(e.value)
 
 
 @pytest.mark.parametrize("field, text, says", [
