@@ -415,6 +415,23 @@ def test_an_entry_that_is_not_utf8_json_is_refused_naming_the_file_and_the_reaso
         read_entry(path)
 
 
+@pytest.mark.parametrize("device", ["gpu", "meta"])
+def test_a_bad_or_unusual_map_location_is_blamed_on_itself_not_on_the_file(device):
+    """get_state_dict('gpu') said the shipped file was "not a readable safetensors file" and to reinstall:
+    the file is fine. Torch's own device parsing is the reference: 'gpu' is refused by torch.device in
+    the same words, and 'meta' (shapes without data, as torch.load's map_location takes) works."""
+    entry = get_weights("resnet20:fashion-mnist")
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        with pytest.raises(RuntimeError, match=re.escape(str(e))):
+            entry.get_state_dict(device)
+        return
+    state = entry.get_state_dict(device)
+    want = _file_tensors("resnet20:fashion-mnist")
+    assert {k: (v.shape, v.device.type) for k, v in state.items()} == {k: (v.shape, device) for k, v in want.items()}
+
+
 def test_a_file_whose_recorded_hash_matches_but_is_not_safetensors_is_refused_in_one_line(tmp_path):
     entry = _entry_copy(tmp_path)
     garbage = b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}"  # a 16-byte header that is not JSON

@@ -132,12 +132,17 @@ class Weights:
         return self.path
 
     def get_state_dict(self, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """The verified tensors; floating-point ones as float32 (a file may store float16)."""
-        try:
-            state = load_file(str(self.verify()), device=str(map_location))
+        """The verified tensors on ``map_location``; floating-point ones as float32 (a file may store float16).
+
+        Raises:
+            RuntimeError: ``map_location`` is not a device (torch's own message, naming it).
+        """
+        device = torch.device(map_location)  # a bad device is the caller's, not the file's: torch says so
+        try:  # read on the CPU: safetensors' own device errors ("device meta is invalid") blamed the file
+            state = load_file(str(self.verify()), device="cpu")
         except SafetensorError as e:  # only reachable if the recorded hash itself is of a bad file
             raise ValueError(f"{self.path} is not a readable safetensors file ({e}); reinstall resnet-lab") from e
-        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        return {k: (v.float() if v.is_floating_point() else v).to(device) for k, v in state.items()}
 
 
 def sha256_of(path: str | os.PathLike) -> str:
