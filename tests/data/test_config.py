@@ -206,6 +206,8 @@ def test_a_field_of_the_wrong_kind_is_a_type_error_not_a_truthy_string(make, mes
     ({"world_size": 0}, ValueError, r"world_size must be an int >= 1 .*got 0"),
     ({"device": "gpu"}, ValueError, r"unknown device 'gpu': use auto, cpu, cuda, cuda:N or mps"),
     ({"mean": 0.5, "std": 0.2}, TypeError, r"mean must be a list of one value per channel, e\.g\. \[0\.5\]"),
+    # a string is iterable and "555" would read as (5.0, 5.0, 5.0) for a 3-channel dataset
+    ({"mean": "555", "std": [0.2] * 3}, TypeError, r"mean must be a list of one value per channel, .*, got '555'$"),
 ])
 def test_data_config_refuses_nonsense_when_made_not_after_reading_the_files(kw, error, match):
     """These were accepted (classes "01" became (0, 1), [1.5, 2.7] became [1, 2]) or failed later,

@@ -87,6 +87,8 @@ def test_to_model_input_is_preprocess_with_a_batch_dimension_and_invert_flips_th
     (((3, 8, 8), [0.5], [0.5, 0.5], "whole"), r"must have 1 or 3 entries"),
     (((3, 8, 8), [0.5], [0.5], "stretch"), r"resize must be 'whole', 'crop' or 'auto', got 'stretch'"),
     (((3, 8, 8), [0.5], [float("inf")], "whole"), r"std must be > 0 in every channel, got \[inf\]"),  # all zeros
+    (((3, 8, 8), [0.5], [0.2, 0.0, 0.2], "whole"), r"std must be > 0 in every channel, got \[0.2, 0.0, 0.2\]"),
+    (((3, 0, 8), [0.5], [0.5], "whole"), r"input_size must be \(C, H, W\) with C, H and W >= 1, got \(3, 0, 8\)"),
 ])
 def test_bad_arguments_are_value_errors_naming_them(args, match):
     with pytest.raises(ValueError, match=match):
