@@ -25,7 +25,7 @@ def test_gray_imagenet_statistics_are_the_luma_of_torchvisions_published_ones(gr
     assert gray == (round(float(np.dot(LUMA, rgb)), 3),)
 
 
-@pytest.mark.parametrize("c, channels", [(3, 2), (2, 1), (4, 3)])
+@pytest.mark.parametrize("c, channels", [(3, 2), (2, 1), (4, 3), (1, 2), (1, 0)])  # gray was expanded to any count
 def test_convert_channels_refuses_counts_other_than_gray_and_rgb(c, channels):
     x = torch.zeros(1, c, 2, 2, dtype=torch.uint8)
     with pytest.raises(ValueError, match=rf"^cannot convert {c}-channel images to {channels} channels; use in_channels 1 or 3$"):

@@ -312,16 +312,17 @@ def normalize(
 
 def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """uint8 images (N, C, H, W) with C in (1, 3) as ``channels`` channels: gray is repeated to
-    RGB; RGB becomes gray with the ITU-R 601-2 luma weights (those of PIL's ``convert("L")``)."""
+    RGB; RGB becomes gray with the ITU-R 601-2 luma weights (those of PIL's ``convert("L")``).
+    Any other count, either side, is a ValueError (gray was once expanded to 2 or 0 channels)."""
     c = x.shape[1]
+    if c not in (1, 3) or channels not in (1, 3):
+        raise ValueError(f"cannot convert {c}-channel images to {channels} channels; use in_channels 1 or 3")
     if c == channels:
         return x
     if c == 1:
         return x.expand(-1, channels, -1, -1).contiguous()
-    if c == 3 and channels == 1:
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise ValueError(f"cannot convert {c}-channel images to {channels} channels; use in_channels 1 or 3")
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # c == 3, channels == 1
+    return (x.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
 def resize_images(x: torch.Tensor, size: int | tuple[int, int], chunk: int = 4096) -> torch.Tensor:
