@@ -214,3 +214,28 @@ def test_a_rectangle_of_fixed_size_sits_at_every_position_where_it_fits_equally_
         assert len(counts) == 5  # 0 .. 8 - 4, never past the image
         # n / 5 = 10000 each; binomial sd sqrt(n p (1 - p)) ~ 89: 6 sd is a tolerance no real draw misses
         assert (counts - n / 5).abs().max() < 6 * math.sqrt(n * 0.2 * 0.8), counts.tolist()
+
+
+def test_the_default_rectangle_covers_the_documented_2_to_40_percent_of_the_image():
+    """docs/DATA.md and Zhong et al. 2017 (sec. 3.1): "covers 2%..40% of the image" by default; the
+    numbers are written out here, not read from ERASE_SCALE, so a changed default (torchvision's own
+    default is 0.33) is caught. 100 x 100 px keeps rounding to whole pixels small. An area uniform on
+    0.02..0.4 has mean 0.21 (sd 0.11, so 20000 draws pin it within 0.001 before clipping, which
+    lowers it a little) and lies above 36% in (0.4 - 0.36) / 0.38 = 10.5% of the draws."""
+    top, left, eh, ew = sample_erase_params(20000, 100, 100, 1.0, torch.Generator().manual_seed(0))
+    frac = (eh * ew).double() / (100 * 100)
+    assert 0.015 <= frac.min() and frac.max() <= 0.42
+    assert abs(frac.mean().item() - 0.21) < 0.01
+    assert 0.05 < (frac > 0.36).double().mean().item() < 0.12
+
+
+@pytest.mark.parametrize("side", [3, 4])
+def test_on_a_tiny_image_every_sample_drawn_for_erasing_loses_at_least_one_pixel(side):
+    """p = 1 erases every sample (docs/DATA.md: each image gets a rectangle with probability P). On a
+    3 or 4 px image 2% of the area is a fraction of a pixel (0.02 * 16 * 0.3 = 0.1 px^2 at the
+    smallest ratio rounds each side to 0): the sides are clipped up to 1 px, never to an empty
+    rectangle that erases nothing."""
+    top, left, eh, ew = sample_erase_params(2000, side, side, 1.0, torch.Generator().manual_seed(0))
+    assert (eh >= 1).all() and (ew >= 1).all()
+    x = torch.ones(2000, 1, side, side)
+    assert (erase(x, top, left, eh, ew) == 0).flatten(1).any(1).all()
