@@ -593,3 +593,17 @@ def test_the_small_dataset_warning_names_the_users_line_not_ours():
     with pytest.warns(UserWarning, match="only 40 samples for a global batch of 64") as direct:
         batch_slices(40, 64, drop_last=True)
     assert {w.filename for w in [*through_load_data, *direct]} == {__file__}
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_streamed_ranks_together_serve_the_batches_of_a_dataloader_with_the_global_batch(drop_last):
+    """The sharding contract (docs/DISTRIBUTED.md) for the streaming loader, against torch's own
+    DataLoader over the same 20 samples with the global batch of 3 x 2 and the same drop_last: the
+    ranks' batch i together are its batch i, so with drop_last both ranks take the same number of
+    steps (DDP needs that), read disjoint samples and leave out only the tail."""
+    ranks = [StreamingLoader(_IndexDataset(), batch_size=3, drop_last=drop_last, num_workers=0, rank=r, world_size=2)
+             for r in range(2)]
+    served = [[x.flatten() for x, _ in ld] for ld in ranks]
+    want = [x.flatten() for x, _ in torch.utils.data.DataLoader(_IndexDataset(), batch_size=6, drop_last=drop_last)]
+    assert [len(s) for s in served] == [len(ld) for ld in ranks] == [len(want)] * 2
+    assert all(torch.equal(torch.cat([a, b]), w) for a, b, w in zip(*served, want))
