@@ -46,6 +46,17 @@ def test_translate_by_the_black_pixel_fill_equals_the_training_pad_crop_then_nor
         assert torch.allclose(translate(norm(raw), dy, dx, fill), trained, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_translate_keeps_the_batch_dtype_and_its_exact_values(dtype):
+    # "a new batch of the same shape" of the images themselves: a float64 or bfloat16 batch is moved,
+    # not converted, so its shifted TTA views match its unshifted ones (the reference: the per-pixel loop)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64).to(dtype)
+    fill = (-1.5, 0.25)
+    out = translate(x, 1, -2, fill)
+    assert out.dtype == dtype and torch.equal(out, _reference(x, 1, -2, fill))
+    assert {v.dtype for v in tta_views(x, flip=True, shift=1, fill=fill)} == {dtype}
+
+
 @pytest.mark.parametrize("dy, dx", [(0, 5), (0, -5), (5, 0), (-5, 0), (6, 1)])
 def test_translate_refuses_a_shift_that_leaves_the_frame(dy, dx):
     with pytest.raises(ValueError, match=rf"\({dy}, {dx}\) px moves a 5x5 image out of its frame"):
