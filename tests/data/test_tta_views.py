@@ -57,6 +57,16 @@ def test_translate_keeps_the_batch_dtype_and_its_exact_values(dtype):
     assert {v.dtype for v in tta_views(x, flip=True, shift=1, fill=fill)} == {dtype}
 
 
+@pytest.mark.parametrize("fill", [(0.1, 0.2), (0.1, 0.2, 0.3, 0.4)])
+def test_translate_refuses_a_fill_that_is_not_one_value_per_channel_naming_it(fill):
+    # an RGB black-pixel fill passed with gray images (or the reverse) was torch's "The expanded size of
+    # the tensor (3) must match the existing size (2)"; the docstring asks one value per channel
+    x = torch.randn(2, 3, 5, 5)
+    with pytest.raises(ValueError, match=rf"fill has {len(fill)} values for 3-channel images: pass 3 .*-mean / std"):
+        translate(x, 1, 0, fill)
+    assert torch.equal(translate(x, 1, 0, (0.5,)), _reference(x, 1, 0, (0.5,) * 3))  # one value: all channels
+
+
 @pytest.mark.parametrize("dy, dx", [(0, 5), (0, -5), (5, 0), (-5, 0), (6, 1)])
 def test_translate_refuses_a_shift_that_leaves_the_frame(dy, dx):
     with pytest.raises(ValueError, match=rf"\({dy}, {dx}\) px moves a 5x5 image out of its frame"):

@@ -169,7 +169,7 @@ def translate(x: torch.Tensor, dy: int, dx: int, fill: Sequence[float] | None = 
     Args:
         x: images (B, C, H, W), floating point.
         dy, dx: the shift in pixels, each smaller than the image's side.
-        fill: per-channel value of the uncovered pixels.
+        fill: per-channel value of the uncovered pixels (one value per channel, or one for all).
 
     Returns:
         A new batch of the same shape (contiguous in the default memory format).
@@ -177,6 +177,10 @@ def translate(x: torch.Tensor, dy: int, dx: int, fill: Sequence[float] | None = 
     h, w = x.shape[-2:]
     if abs(dy) >= h or abs(dx) >= w:
         raise ValueError(f"a shift of ({dy}, {dx}) px moves a {h}x{w} image out of its frame")
+    c = x.shape[1]
+    if fill is not None and len(fill) not in (1, c):
+        raise ValueError(f"fill has {len(fill)} values for {c}-channel images: pass {c} (the normalized black pixel "
+                         f"-mean / std of these images' channels) or one for all")
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     out[:] = x.new_tensor(fill).view(1, -1, 1, 1) if fill is not None else 0
     out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
