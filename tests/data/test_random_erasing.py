@@ -142,6 +142,18 @@ def test_mid_epoch_resume_redraws_the_same_erasures():
     assert not torch.equal(a.erase_params(1)[0], a.erase_params(2)[0])
 
 
+def test_each_epochs_batches_erase_the_rectangles_erase_params_gives_for_that_epoch():
+    # erase_params(epoch) is documented as the rectangles of every position of that epoch's order:
+    # the batches of epochs 0 and 1, read in order, use exactly those (and the two epochs differ)
+    x, y = data()
+    ld = InMemoryLoader(x, y, batch_size=16, mean=MEAN, std=STD, shuffle=True, augment=True, seed=5, random_erasing=0.5)
+    for epoch in (0, 1):
+        used = [list(ld.last_erase) for _ in ld]
+        for got, want in zip(zip(*used), ld.erase_params(epoch)):
+            assert torch.equal(torch.cat(got), want)
+    assert not torch.equal(ld.erase_params(0)[2], ld.erase_params(1)[2])
+
+
 def test_load_data_passes_it_to_the_training_loader_only():
     bundle = load_data("fake", batch_size=16, subset=64, random_erasing=0.25, seed=0)
     assert bundle.train.random_erasing == 0.25 and bundle.train.augment
