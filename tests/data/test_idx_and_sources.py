@@ -215,6 +215,26 @@ def fmnist_with(folder: Path, **replace: np.ndarray) -> Path:
     return folder
 
 
+def test_an_empty_array_round_trips_and_what_is_read_is_a_writable_copy(tmp_path):
+    from resnet_lab.data import write_idx
+
+    write_idx(tmp_path / "empty", np.zeros((0, 28, 28), np.uint8))  # the header alone: 0 data bytes
+    assert (tmp_path / "empty").read_bytes() == idx_bytes(np.zeros((0, 28, 28), np.uint8))
+    assert read_idx(tmp_path / "empty").shape == (0, 28, 28)
+    out = read_idx(write(tmp_path / "a", idx_bytes(np.arange(6, dtype=np.uint8))))
+    assert out.flags.writeable  # the caller's own array, not a read-only view of the file's bytes
+    out[0] = 9
+
+
+def test_write_idx_refuses_a_0_dimensional_array_which_no_reader_would_take(tmp_path):
+    from resnet_lab.data import write_idx
+
+    with pytest.raises(ValueError, match=r"IDX stores 1 to 255 dimensions, got a 0-dimensional array; "
+                                         r"reshape it, e.g. array.reshape\(1\)"):
+        write_idx(tmp_path / "s", np.array(5, np.uint8))
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("key, arr, match", [
     # 32 px training images with the 28 px test images: refused, not trained at one size and tested at another
     ("train_images", np.zeros((20, 32, 32), np.uint8),
@@ -260,8 +280,9 @@ GOOD_2x3 = b"\x00\x00\x08\x02" + struct.pack(">2I", 2, 3) + bytes(range(6))
     (b"\x00\x01\x08\x01" + struct.pack(">I", 1) + b"\x00", r"is not an IDX file: magic number 00010801"),  # 2nd byte
     (b"\x00\x00\x08\x00" + b"\x05", r"is not an IDX file: magic number 00000800"),  # 0 dimensions
     (b"\x00\x00\x08\x03" + struct.pack(">I", 2), r"is truncated inside its header \(8 of 16 bytes\)"),
+    (b"\x00\x00\x08\x01", r"is truncated inside its header \(4 of 8 bytes\)"),  # the magic number alone
     (GOOD_2x3 + b"\x00\x00\x00", r"has 3 bytes beyond its dimensions \(2, 3\)"),
-], ids=["3 bytes", "second magic byte", "0 dims", "short header", "extra bytes"])
+], ids=["3 bytes", "second magic byte", "0 dims", "short header", "magic only", "extra bytes"])
 def test_read_idx_refuses_each_malformed_file_in_one_line_naming_it(tmp_path, data, match):
     """The IDX layout (2 zero bytes, dtype code, ndim >= 1, ndim big-endian uint32, exactly the data)."""
     np.testing.assert_array_equal(read_idx(write(tmp_path / "ok-idx2-ubyte", GOOD_2x3)), [[0, 1, 2], [3, 4, 5]])

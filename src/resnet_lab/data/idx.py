@@ -102,12 +102,19 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     Args:
         path: destination file.
         array: uint8/int8/int16/int32/float32/float64 data, 1 to 255 dimensions.
+
+    Raises:
+        ValueError: a dtype IDX has no code for, or a 0-dimensional array (its header would read
+            as "not an IDX file").
     """
     array = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
     dt = array.dtype.newbyteorder("=")
     if dt not in codes:
         raise ValueError(f"IDX cannot store dtype {array.dtype}; expected one of {sorted(map(str, codes))}")
+    if not 1 <= array.ndim <= 255:  # the header's ndim byte; read_idx (and every IDX reader) refuses 0
+        raise ValueError(f"IDX stores 1 to 255 dimensions, got a {array.ndim}-dimensional array; "
+                         "reshape it, e.g. array.reshape(1)")
     code = codes[dt]
     payload = (
         bytes([0, 0, code, array.ndim])
