@@ -70,10 +70,18 @@ def test_momentum_as_a_numpy_scalar_or_a_0_dim_tensor_is_taken_like_torch(moment
         torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
 
 
-def test_sync_batchnorm_takes_bias_false_as_torchs_does():
-    ours, theirs = rn.SyncBatchNorm(3, bias=False), nn.SyncBatchNorm(3, bias=False)
-    assert ours.bias is None and theirs.bias is None and ours.weight.shape == theirs.weight.shape
+@pytest.mark.parametrize("kwargs", [{}, {"bias": False}], ids=["default", "bias=False"])
+def test_sync_batchnorm_takes_bias_as_torchs_does(kwargs):
+    ours, theirs = rn.SyncBatchNorm(3, **kwargs), nn.SyncBatchNorm(3, **kwargs)
+    assert (ours.bias is None) == (theirs.bias is None) == ("bias" in kwargs)
+    assert ours.weight.shape == theirs.weight.shape
     assert ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+def test_convert_sync_batchnorm_of_a_model_without_parameters_picks_ours_for_the_cpu():
+    # nothing to read the device from (affine=False): the CPU, where torch's SyncBatchNorm cannot run
+    model = rn.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3, affine=False), nn.ReLU()))
+    assert type(model[0]) is rn.SyncBatchNorm and model[0].running_mean.shape == (3,)
 
 
 @pytest.mark.parametrize("x", [torch.randint(0, 5, (2, 3, 2, 2)), torch.rand(2, 3, 2, 2) > 0.5,
