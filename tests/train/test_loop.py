@@ -175,6 +175,30 @@ def test_the_finite_guard_that_looks_every_few_steps_remembers_a_non_finite_valu
         guard.check(lambda: "loss became non-finite")
 
 
+def test_the_guard_that_looks_every_few_steps_also_looks_at_an_epochs_last_step_and_names_it(monkeypatch):
+    """On a GPU the guard reads the device every 10 steps and at the epoch's last: a NaN loss at
+    step 6 of 6 stops the run there, as a non-finite step (not later as a diverged epoch), and the
+    message names that step once (it said "before step 6 at epoch 1, step 7")."""
+    from resnet_lab.train import loop
+
+    class EveryFewSteps(loop._FiniteGuard):
+        def __init__(self, device):
+            super().__init__(device)
+            self.every_step = False  # as on a GPU
+
+    def poison(info):  # after step 5 of 6: step 6's loss is NaN
+        if info["step"] == 5:
+            with torch.no_grad():
+                model.fc.weight.fill_(float("nan"))
+
+    monkeypatch.setattr(loop, "_FiniteGuard", EveryFewSteps)
+    model = _fresh()
+    with pytest.raises(TrainingDiverged) as stopped:
+        train(model, make_bundle(), _cfg(epochs=1), step_callbacks=[poison])
+    assert str(stopped.value).startswith("loss or gradient norm became non-finite in a step up to the one at epoch 1, "
+                                         "step 6 (lr "), str(stopped.value)
+
+
 def test_only_weights_with_two_or_more_dims_decay_and_frozen_params_are_left_out():
     model = _fresh()
     model.conv.weight.requires_grad_(False)

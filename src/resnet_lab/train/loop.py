@@ -466,8 +466,10 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
         loader.load_state_dict({"epoch": epoch, "position": start_step})
     bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=bar_disable(progress), unit="batch", dynamic_ncols=True, mininterval=0.5)
-    where = lambda: (f"at epoch {epoch + 1}, step {step + 1} (lr {_base_lr(scheduler):.4g}); "  # noqa: E731
-                     f"no checkpoint of this epoch is written. {_diverged_hint(config.grad_clip, config.sam)}")
+    # at=None: the step being taken (1-based); after it is counted, the check names it as ``at=step``
+    where = lambda at=None: (f"at epoch {epoch + 1}, step {step + 1 if at is None else at} "  # noqa: E731
+                             f"(lr {_base_lr(scheduler):.4g}); no checkpoint of this epoch is written. "
+                             f"{_diverged_hint(config.grad_clip, config.sam)}")
     for i, batch in enumerate(loader, start=start_step if hasattr(loader, "load_state_dict") else 0):
         if step >= steps:
             break
@@ -496,7 +498,7 @@ def _epoch_steps(model, loader, optimizer, scheduler, config, device, epoch, ste
             on_step(step, loss)
         bar.update(1)
         if step % 10 == 0 or step == steps:  # the only host syncs: for the bar, and the guard with it
-            guard.check(lambda: f"loss or gradient norm became non-finite before step {step} {where()}")
+            guard.check(lambda: f"loss or gradient norm became non-finite in a step up to the one {where(step)}")
             elapsed = stats.seconds + time.perf_counter() - t0  # with the part of the epoch before a resume
             bar.set_postfix(stats.postfix(_base_lr(scheduler), elapsed), refresh=False)
     bar.close()
