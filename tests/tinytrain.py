@@ -75,9 +75,15 @@ def trained_with_plain_sgd(lr: float, momentum: float, epochs: int, **kw) -> Tin
     """:func:`dropout_free_net` trained by resnet_lab's trainer at a constant rate, with plain
     momentum and no decay, so that one ``torch.optim.SGD`` over all parameters is the same optimizer;
     ``kw``: further TrainConfig fields (the option under test)."""
+    return plain_sgd_run(lr, momentum, epochs, **kw)[0]
+
+
+def plain_sgd_run(lr: float, momentum: float, epochs: int, **kw):
+    """:func:`trained_with_plain_sgd`, returning the trained net and the run's History."""
     from resnet_lab.train import TrainConfig, train
 
     net = dropout_free_net()
-    train(net, make_bundle(), TrainConfig(epochs=epochs, lr=lr, momentum=momentum, nesterov=False, weight_decay=0.0,
-                                          schedule="constant", progress=False, plots=False, device="cpu", **kw))
-    return net
+    history = train(net, make_bundle(), TrainConfig(epochs=epochs, lr=lr, momentum=momentum, nesterov=False,
+                                                    weight_decay=0.0, schedule="constant", progress=False,
+                                                    plots=False, device="cpu", **kw))
+    return net, history

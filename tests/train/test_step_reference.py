@@ -10,26 +10,47 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tinytrain import dropout_free_net, make_bundle, trained_with_plain_sgd
+from tinytrain import dropout_free_net, make_bundle, plain_sgd_run, trained_with_plain_sgd
 
 LR, MOMENTUM, EPOCHS = 0.1, 0.9, 2
 
 
-def _by_hand(clip: float | None = None, steps: int | None = None) -> torch.nn.Module:
+def _by_hand(clip: float | None = None, steps: int | None = None, records: list | None = None) -> torch.nn.Module:
     """torch.optim.SGD over every parameter, the gradient clipped by torch's clip_grad_norm_, the
-    first ``steps`` batches of each epoch (all when None)."""
+    first ``steps`` batches of each epoch (all when None). ``records``: gets each epoch's figures
+    as the documented record has them, summed in float64 (training loss and accuracy over the
+    epoch's batches as they were trained, test loss and accuracy in eval mode after it)."""
     net = dropout_free_net().train()
     optimizer = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
-    loader = make_bundle().train
+    bundle = make_bundle()
     for epoch in range(EPOCHS):
-        loader.set_epoch(epoch)
-        for x, y in itertools.islice(loader, steps):
+        bundle.train.set_epoch(epoch)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x, y in itertools.islice(bundle.train, steps):
             optimizer.zero_grad()
-            F.cross_entropy(net(x), y).backward()
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
             optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct, seen = correct + int((logits.argmax(1) == y).sum()), seen + len(y)
+        if records is not None:
+            records.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                            **_tested_by_hand(net, bundle.test), "lr": LR})
     return net
+
+
+def _tested_by_hand(net: torch.nn.Module, test) -> dict[str, float]:
+    """Test loss (float64 cross-entropy summed over images, over their count) and accuracy in eval mode."""
+    net.eval()
+    with torch.no_grad():
+        pairs = [(net(x).double(), y) for x, y in test]
+    net.train()
+    n = sum(len(y) for _, y in pairs)
+    return {"test_loss": sum(F.cross_entropy(o, y, reduction="sum").item() for o, y in pairs) / n,
+            "test_acc": sum(int((o.argmax(1) == y).sum()) for o, y in pairs) / n}
 
 
 def _assert_same_weights(trained: torch.nn.Module, expected: torch.nn.Module) -> None:
@@ -50,3 +71,17 @@ def test_max_steps_per_epoch_trains_exactly_the_first_that_many_batches_of_each_
     trained = trained_with_plain_sgd(LR, MOMENTUM, EPOCHS, max_steps_per_epoch=steps)
     assert trained.bn.num_batches_tracked.item() == EPOCHS * steps
     _assert_same_weights(trained, _by_hand(steps=steps))
+
+
+def test_each_epochs_record_has_the_figures_of_a_plain_torch_loop_and_the_best_is_its_most_accurate_epoch():
+    """The record's training loss and accuracy cover every batch of the epoch as it was trained
+    (the loss weighted by batch size), the test figures are the eval-mode model's over the whole test
+    set, and the best epoch is the first with the highest test accuracy: all against a hand-written
+    loop that sums in float64."""
+    _, history = plain_sgd_run(LR, MOMENTUM, EPOCHS)
+    expected: list[dict] = []
+    _by_hand(records=expected)
+    for got, want in zip(history.epochs, expected, strict=True):
+        assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-5, abs=1e-7)
+    accs = [r["test_acc"] for r in expected]
+    assert (history.best_epoch, history.best_acc) == (accs.index(max(accs)) + 1, pytest.approx(max(accs)))
