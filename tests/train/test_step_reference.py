@@ -15,9 +15,11 @@ from tinytrain import dropout_free_net, make_bundle, plain_sgd_run, trained_with
 LR, MOMENTUM, EPOCHS = 0.1, 0.9, 2
 
 
-def _by_hand(clip: float | None = None, steps: int | None = None, records: list | None = None) -> torch.nn.Module:
+def _by_hand(clip: float | None = None, steps: int | None = None, records: list | None = None,
+             bf16: bool = False) -> torch.nn.Module:
     """torch.optim.SGD over every parameter, the gradient clipped by torch's clip_grad_norm_, the
-    first ``steps`` batches of each epoch (all when None). ``records``: gets each epoch's figures
+    first ``steps`` batches of each epoch (all when None); ``bf16``: the forward under torch's own
+    CPU bfloat16 autocast, the loss of its logits in float32. ``records``: gets each epoch's figures
     as the documented record has them, summed in float64 (training loss and accuracy over the
     epoch's batches as they were trained, test loss and accuracy in eval mode after it)."""
     net = dropout_free_net().train()
@@ -28,8 +30,9 @@ def _by_hand(clip: float | None = None, steps: int | None = None, records: list 
         loss_sum, correct, seen = 0.0, 0, 0
         for x, y in itertools.islice(bundle.train, steps):
             optimizer.zero_grad()
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
@@ -85,3 +88,12 @@ def test_each_epochs_record_has_the_figures_of_a_plain_torch_loop_and_the_best_i
         assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-5, abs=1e-7)
     accs = [r["test_acc"] for r in expected]
     assert (history.best_epoch, history.best_acc) == (accs.index(max(accs)) + 1, pytest.approx(max(accs)))
+
+
+def test_bf16_trains_every_step_under_torchs_bfloat16_autocast():
+    """--bf16 is mixed precision for the training steps too, not only for evaluation: the weights
+    are those of a plain loop whose forward runs under torch.autocast(bfloat16), and not those of
+    the float32 loop."""
+    trained = trained_with_plain_sgd(LR, MOMENTUM, EPOCHS, bf16=True)
+    _assert_same_weights(trained, _by_hand(bf16=True))
+    assert not torch.allclose(trained.fc.weight, _by_hand().fc.weight, rtol=1e-4, atol=1e-5)
