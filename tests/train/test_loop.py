@@ -79,6 +79,8 @@ def test_a_resumed_run_keeps_the_best_epoch_of_the_sessions_before_it(tmp_path):
     assert train(_fresh(), make_bundle(), _cfg(tmp_path / "run", **cfg), callbacks=[_stop_after(n_epochs=2)]).interrupted
     resumed = train(TinyNet(), make_bundle(), _cfg(tmp_path / "run", resume=True, **cfg))
     assert [r["test_acc"] for r in read_metrics(tmp_path / "run")] == accs  # the same trajectory
+    # docs/REPORT.md: each record names the session that wrote it (the wall time adds up per session)
+    assert [r["session"] for r in read_metrics(tmp_path / "run")] == [1, 1, 2, 2] and resumed.session == 2
     assert (resumed.best_epoch, resumed.best_acc) == (best, accs[best - 1])
     state = load_train_state(tmp_path / "run")
     assert (state["best_epoch"], state["best_acc"]) == (best, accs[best - 1])
