@@ -172,6 +172,8 @@ def bad_batches(caller: str, classes: str) -> list[tuple[tuple, type, str]]:
     x, y = hand_batch()
     return [
         ((x, y.float()), TypeError, rf"{caller} needs integer class indices as labels, got torch.float32: y.long\(\)"),
+        # a mask is no class index, though .long() would make one of 0s and 1s
+        ((x, y > 4), TypeError, rf"{caller} needs integer class indices as labels, got torch.bool: y.long\(\)"),
         ((x, torch.where(y == 9, 10, y)), ValueError, rf"label 10 is not a class index for {classes}: labels must be 0 to 9"),
         ((x, torch.where(y == 0, -1, y)), ValueError, rf"label -1 is not a class index for {classes}"),
         ((x.double(), y), TypeError, rf"{caller} got torch.float64 images for a model with torch.float32 weights: x.float\(\)"),
