@@ -120,6 +120,36 @@ def test_under_torchrun_a_resumed_epoch_drops_the_sums_but_keeps_the_cut_short_s
     assert first["train_seconds"] < carried <= first["elapsed_seconds"]  # the sums start again; the time does not
 
 
+def test_a_stop_saved_under_torchrun_keeps_the_cut_short_seconds_but_not_rank_0s_sums(tmp_path, monkeypatch):
+    """train()'s promise: a mid-epoch resume counts the cut-short session's seconds, under torchrun
+    too. A stop saved by rank 0 of 2 saved no partial at all (its sums are one rank's), so the
+    seconds were lost; they are kept now, and a resume (here as one process) starts the sums again."""
+    import time
+
+    from resnet_lab.train import loop
+
+    def slow_then_stop(info):
+        time.sleep(0.3)
+        if info["step"] == 3:
+            raise KeyboardInterrupt
+
+    real_save = loop._save_interrupted
+
+    def saved_as_rank_0_of_2(run, pos, history, *, hard):
+        run.job = dataclasses.replace(run.job, world_size=2)
+        real_save(run, pos, history, hard=hard)
+
+    monkeypatch.setattr(loop, "_save_interrupted", saved_as_rank_0_of_2)
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    train(TinyNet(), make_bundle(), _cfg(out), step_callbacks=[slow_then_stop], log=_quiet)
+    partial = torch.load(out / "train_state.pt", weights_only=True)["partial"]
+    assert partial is not None and set(partial) == {"seconds"} and partial["seconds"] >= 0.9
+    monkeypatch.undo()
+    first = train(TinyNet(), make_bundle(), _cfg(out, resume=True), log=_quiet).epochs[0]
+    assert first["train_seconds"] < partial["seconds"] <= first["elapsed_seconds"]
+
+
 # --- divergence ---------------------------------------------------------------------------------
 
 

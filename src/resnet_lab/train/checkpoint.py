@@ -498,8 +498,10 @@ class Checkpointer:
         if int(state.get("steps_per_epoch", self.steps_per_epoch)) != self.steps_per_epoch:  # other world size/batch
             pos.step = rescale_resume_position(self.scheduler, state, self.steps_per_epoch)
         pos.seconds = float((pos.partial or {}).get("seconds", 0.0)) if pos.step else 0.0
-        if self.world_size > 1:
-            pos.partial = None  # one process's sums (only one process saves them): every rank would add them
+        if self.world_size > 1 or "loss_sum" not in (pos.partial or {}):
+            # one process's sums (only one process saves them): every rank would add them; a stop
+            # saved under torchrun kept only the seconds (read above), for a resume of any size
+            pos.partial = None
         # Only rank 0 reads (and trims) metrics.jsonl: concurrent rewrites by several ranks race.
         history.epochs = read_metrics(run_dir, upto=pos.epoch) if self.writes else []
         missing = sorted(set(range(1, pos.epoch + 1)) - {r["epoch"] for r in history.epochs})

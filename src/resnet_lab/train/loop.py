@@ -951,9 +951,11 @@ def _save_interrupted(run: _Run, pos: Position, history: History, *, hard: bool)
     hard stop (a second Ctrl-C) may land inside an optimizer step, so nothing is saved then."""
     ckpt, base, say = run.ckpt, run.base, run.say
     # One process's sums are the epoch's; under torchrun each rank has its own, and rank 0's alone
-    # would be wrong, so a resumed distributed epoch reports the steps after the resume.
-    if run.epoch_stats is not None and pos.step and run.job.world_size == 1:
-        pos.partial = run.epoch_stats.state_dict()
+    # would be wrong, so a resumed distributed epoch reports the steps after the resume; its
+    # seconds are kept either way (the sessions add up to the run's wall time).
+    if run.epoch_stats is not None and pos.step:
+        partial = run.epoch_stats.state_dict()
+        pos.partial = partial if run.job.world_size == 1 else {"seconds": partial["seconds"]}
     if ckpt.run_dir is None:
         say("\ninterrupted (no --out, nothing saved)")
     elif hard and ckpt.saved_at == (pos.epoch + 1, 0):  # its checkpoint was written; pos moves on after it
