@@ -49,6 +49,13 @@ def test_curves_with_label_smoothing_name_the_objective_and_plot_the_plain_train
     }
 
 
+def test_a_plain_train_loss_in_some_records_only_is_still_drawn_and_named(close_figures):
+    # a run resumed from an older one: its first epochs have no train_loss_plain, its later ones do
+    history = [{k: v for k, v in SMOOTHED[0].items() if k != "train_loss_plain"}, SMOOTHED[1]]
+    curves = _loss_curves(curves_figure(history, label_smoothing=0.1))
+    assert curves["train loss (plain cross-entropy)"] == [SMOOTHED[1]["train_loss_plain"]]  # epoch 2's alone
+
+
 def test_curves_with_label_smoothing_but_no_plain_record_still_label_both_losses(close_figures):
     history = [{k: v for k, v in h.items() if k != "train_loss_plain"} for h in SMOOTHED]
     labels = list(_loss_curves(curves_figure(history, label_smoothing=0.05)))
@@ -176,3 +183,12 @@ def test_confusion_plot_shades_each_row_by_its_share_and_writes_the_counts_in_pl
     # legible: white on the darkest cell (a share of 1), black on the lightest (0)
     assert mcolors.to_hex(counts[(2, 1)].get_color()) == "#ffffff"
     assert mcolors.to_hex(counts[(1, 1)].get_color()) == "#000000"
+    assert ax.get_title() == "confusion matrix (test)"  # the title when none is given
+
+
+def test_confusion_plot_draws_the_title_it_is_given(tmp_path, monkeypatch):
+    import resnet_lab.train.plots as plots
+
+    drawn = _drawn(monkeypatch, plots)
+    plot_confusion(np.eye(2, dtype=np.int64), ["a", "b"], tmp_path / "confusion.png", title="resnet20, epoch 3")
+    assert drawn[0].axes[0].get_title() == "resnet20, epoch 3"

@@ -168,13 +168,17 @@ def test_a_session_opens_its_event_file_in_a_later_second_than_the_last_one(tmp_
     clock: no real waiting); a gap of more than a second is another clock's and is not waited for."""
     import resnet_lab.train.tensorboard as tb
 
-    (tmp_path / "events.out.tfevents.1000.host.1.0").write_bytes(b"")
+    for name in ("events.out.tfevents.1000.host.1.0", "events.out.tfevents.990.host.1.0",  # the latest counts
+                 "events.out.tfevents.x.host.1.0"):  # no second in the name: not counted
+        (tmp_path / name).write_bytes(b"")
     slept = []
-    for now in (1000.25, 998.0, 1001.5):
+    # a quarter second past: wait the rest; a whole second before: wait it; at or past the next second,
+    # or more than a second behind (another clock): no wait
+    for now in (1000.25, 998.0, 1001.5, 1001.0, 1000.0):
         monkeypatch.setattr(tb.time, "time", lambda: now)
         monkeypatch.setattr(tb.time, "sleep", slept.append)
         tb._wait_for_a_later_second(tmp_path)
-    assert slept == [pytest.approx(0.75)]
+    assert slept == [pytest.approx(0.75), 1.0]
 
 
 def test_without_tensorboard_no_log_is_written_but_metrics_csv_is(tmp_path):
@@ -284,6 +288,29 @@ def test_a_tensorboard_folder_with_files_resnet_lab_did_not_write_is_refused_and
     with pytest.raises(FileExistsError, match=r"tensorboard is a file, and --tensorboard writes a folder there"):
         train(_fresh(), make_bundle(), _cfg(as_file, epochs=1, tensorboard=True))
     assert (as_file / "tensorboard").read_text() == "mine"
+
+
+def test_a_resume_accepts_an_unmarked_log_only_when_every_file_in_it_is_a_log(tmp_path):
+    import resnet_lab.train.tensorboard as tb
+
+    log = tmp_path / "tensorboard"
+    log.mkdir()
+    tb._check_log_dir(log, resuming=False)  # an empty folder is anybody's to write in
+    (log / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"")
+    (log / "hparams").mkdir()
+    tb._check_log_dir(log, resuming=True)  # an older run of ours, from before the mark
+    (log / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"tensorboard holds files that resnet-lab did not write"):
+        tb._check_log_dir(log, resuming=True)
+
+
+def test_hparams_give_a_mapping_or_a_list_as_json_with_sorted_keys():
+    from resnet_lab.train.tensorboard import run_hparams
+
+    hp = run_hparams({"recipe": {"lr": 0.1, "milestones": [3, 6], "opt": {"nesterov": True, "momentum": 0.9}},
+                      "data": {"dataset": "fake", "classes": ["a", "b"], "input_size": [1, 8, 8]}}, "resnet8")
+    assert hp["opt"] == json.dumps({"momentum": 0.9, "nesterov": True}) and hp["milestones"] == "[3, 6]"
+    assert (hp["model"], hp["lr"], hp["num_classes"], hp["input_size"]) == ("resnet8", 0.1, 2, "1x8x8")
 
 
 @needs_tensorboard
