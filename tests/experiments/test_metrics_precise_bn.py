@@ -127,6 +127,7 @@ def test_balanced_accuracy_refuses_classes_outside_num_classes_instead_of_droppi
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="num_classes must be a positive int"):
             balanced_accuracy(pred, labels, num_classes=bad)
+    assert balanced_accuracy([0, 0], [0, 0], num_classes=1) == 1.0  # one class is a positive count
     with pytest.raises(ValueError, match="at least one sample"):
         balanced_accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
 

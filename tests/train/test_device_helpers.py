@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_lab.train.device import amp_dtype, check_fp16, emulated_bf16, get_rng_state, set_rng_state, unwrap
+from resnet_lab.train.device import (amp_dtype, autocast, check_fp16, emulated_bf16, get_rng_state, set_rng_state,
+                                     unwrap)
 
 
 @pytest.mark.parametrize("bf16, fp16, dtype", [(False, False, None), (True, False, torch.bfloat16),
@@ -50,6 +51,36 @@ def test_a_restored_rng_state_draws_what_the_saved_one_drew():
     torch.rand(3)  # the state moves on
     set_rng_state(state, torch.device("cpu"))
     assert torch.equal(torch.rand(5), first)
+
+
+def test_a_gpu_runs_rng_state_restores_on_the_cpu_leaving_the_cuda_part_alone():
+    # a checkpoint of a GPU run holds a "cuda" state too; resumed on a CPU it must not reach for CUDA
+    torch.manual_seed(3)
+    state = {**get_rng_state(torch.device("cpu")), "cuda": torch.zeros(16, dtype=torch.uint8)}
+    first = torch.rand(4)
+    set_rng_state(state, torch.device("cpu"))
+    assert torch.equal(torch.rand(4), first)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
+def test_autocast_computes_a_matmul_in_the_dtype_asked_and_in_float32_without_one(dtype):
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast(torch.device("cpu"), dtype):
+        out = a @ b
+    assert out.dtype == (dtype or torch.float32)
+
+
+@pytest.mark.parametrize("avx2, avx512, bf16, amx, emulated", [
+    (True, False, False, False, True), (False, True, False, False, True),  # x86 with either vector unit
+    (False, False, False, False, False),  # neither: not an x86 CPU torch knows, counted as native
+    (True, True, True, False, False), (True, True, False, True, False),  # AVX512-BF16 or AMX: native
+])
+def test_emulated_bf16_is_an_x86_cpu_without_avx512_bf16_and_without_amx(avx2, avx512, bf16, amx, emulated,
+                                                                          monkeypatch):
+    for name, value in [("_is_avx2_supported", avx2), ("_is_avx512_supported", avx512),
+                        ("_is_avx512_bf16_supported", bf16), ("_is_amx_tile_supported", amx)]:
+        monkeypatch.setattr(torch.cpu, name, lambda value=value: value)
+    assert emulated_bf16(torch.device("cpu")) is emulated
 
 
 def _cpu_flags() -> set[str] | None:
