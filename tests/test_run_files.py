@@ -4,6 +4,7 @@ by its suffix whatever the suffix's case."""
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -79,6 +80,26 @@ def test_a_training_checkpoint_holding_the_state_dict_under_a_common_key_is_unwr
     assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
 
 
+def test_a_state_dict_with_a_tensor_named_like_a_wrapper_key_is_not_unwrapped(tmp_path):
+    """Only a mapping under "model" (or "state_dict", ...) is a wrapped state dict: a parameter that is
+    itself named "model" is one of the tensors."""
+    state = {"model": torch.ones(2), "fc.weight": torch.zeros(3, 2)}
+    torch.save(state, tmp_path / "plain.pth")
+    got = load_state_dict_file(tmp_path / "plain.pth")
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)
+
+
+def test_a_safetensors_file_is_read_onto_the_map_location_as_torch_load_reads_a_pth(tmp_path):
+    """map_location means the same for both formats: 'meta' gives the tensors' shapes on the meta device."""
+    state = _model(0).state_dict()
+    save_file(state, str(tmp_path / "w.safetensors"))
+    torch.save(state, tmp_path / "w.pth")
+    want = {k: (v.shape, v.device.type) for k, v in torch.load(tmp_path / "w.pth", map_location="meta",
+                                                               weights_only=True).items()}
+    got = load_state_dict_file(tmp_path / "w.safetensors", map_location="meta")
+    assert {k: (v.shape, v.device.type) for k, v in got.items()} == want and "meta" in {d for _, d in want.values()}
+
+
 def test_a_pth_whose_mapping_holds_more_than_tensors_is_no_state_dict(tmp_path):
     torch.save({"weight": torch.ones(2), "epoch": 3}, tmp_path / "mixed.pth")
     assert torch.load(tmp_path / "mixed.pth", weights_only=True)["epoch"] == 3  # torch reads it: it is no damage
@@ -113,7 +134,8 @@ def test_weights_with_a_tensor_missing_or_extra_do_not_fit_the_model_json(tmp_pa
     with pytest.raises(RuntimeError):
         _model(0).load_state_dict(state, strict=True)  # the reference: torch refuses them too
     save_file(state, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"do not fit the model that .*model.json describes"):
+    odd = next(iter(set(state) ^ set(_model(0).state_dict())))  # the tensor missing or extra
+    with pytest.raises(ValueError, match=rf"do not fit the model that .*model.json describes \(.*{odd}"):
         load_model(tmp_path)
 
 
@@ -139,6 +161,17 @@ def test_load_model_names_a_bad_device_or_source_and_leaves_the_run_as_it_was(tm
         load_model(tmp_path if source is None else source, device=device)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert _holds(load_file(tmp_path / "model.safetensors"), load_model(tmp_path, device=torch.device("cpu"))[0])
+
+
+def test_a_training_state_holding_a_python_object_is_never_unpickled(tmp_path):
+    """train_state.pt holds tensors and plain containers only (DESIGN.md): torch.load(weights_only=True),
+    the reference, refuses a pickled class instance, and so must the resume."""
+    state = {k: 0 for k in ("epoch", "step", "optimizer", "scheduler", "rng")} | {"args": argparse.Namespace(lr=0.1)}
+    torch.save(state, tmp_path / "train_state.pt")
+    with pytest.raises(Exception):
+        torch.load(tmp_path / "train_state.pt", weights_only=True)
+    with pytest.raises(ValueError, match="train_state.pt cannot be read .*the training state is corrupt"):
+        load_train_state(tmp_path)
 
 
 @pytest.mark.parametrize("missing", ["epoch", "step", "optimizer", "scheduler", "rng"])
@@ -223,11 +256,13 @@ SHIPPED = "resnet20:fashion-mnist"
     (["r", "r/model.safetensors"], "best", False),  # the best epoch and the last: two sets of weights
     (["r", "r/model.safetensors"], "model", True),
     ([SHIPPED, "shipped file"], "model", True),
-], ids=["best-and-its-file", "best-and-the-last", "last-and-its-file", "shipped-by-name-and-by-path"])
+    (["r", "link"], "model", True),  # a symlink to the run: the same files
+], ids=["best-and-its-file", "best-and-the-last", "last-and-its-file", "shipped-by-name-and-by-path", "run-and-a-symlink"])
 def test_a_run_is_the_weights_file_it_loads_when_told_apart_from_others(tmp_path, monkeypatch, sources, which, same):
     """check_distinct_runs's docstring: a run directory stands for its ``which`` weights, and shipped
     weights by name are their file; the same file twice is refused, two files of a run are two runs."""
     save_checkpoint(tmp_path / "r", _model(0), {"classes": CLASSES}, best=True)
+    (tmp_path / "link").symlink_to(tmp_path / "r", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     sources = [str(get_weights(SHIPPED).path) if s == "shipped file" else s for s in sources]
     if not same:

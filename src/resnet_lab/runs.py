@@ -662,11 +662,13 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
                 else "pass a .safetensors, .pth or .pt file")
         raise ValueError(f"{path} is not a weights file ({path.suffix or 'no suffix'}): {hint}")
     if is_safetensors(path):
-        try:
-            return load_file(str(path), device=str(map_location))
+        device = torch.device(map_location)  # a bad device is the caller's: torch names it, before any read
+        try:  # on the CPU: safetensors' own device errors ("device meta is invalid") blamed the file
+            state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise ValueError(f"{path} is not a readable safetensors file ({e}): it is truncated or corrupt. "
                              f"{_corrupt_weights_hint(path)}") from e
+        return state if device.type == "cpu" else {k: v.to(device) for k, v in state.items()}
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends
