@@ -58,7 +58,8 @@ def test_old_records_of_the_stem_and_of_a_vgg_norm_load_as_what_was_built(tmp_pa
     """Runs saved before 2026-12-03 recorded create_model's arguments: small_input False for a model
     whose registry entry builds the small stem, and norm "batch" for the paper's VGGs, which have none."""
     for name, arch, key, built in (("resnet20", {"small_input": False}, "small_input", True),
-                                   ("vgg11", {"norm": "batch"}, "norm", "none")):
+                                   ("vgg11", {"norm": "batch"}, "norm", "none"),
+                                   ("vgg13", {"norm": "group"}, "norm", "none")):
         run = tmp_path / name
         run.mkdir()
         (run / "model.json").write_text(json.dumps({"arch": {"name": name, "num_classes": 10, **arch}}))
@@ -125,6 +126,14 @@ def test_an_epoch_record_whose_number_is_a_bool_or_a_string_is_refused_naming_li
     _write_metrics(tmp_path, [{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": value}, {"epoch": 3}])
     with pytest.raises(ValueError, match=r"metrics.jsonl line 2: 'test_acc' must be a number \(or null\)"):
         read_metrics(tmp_path)
+
+
+def test_a_torn_last_line_of_metrics_jsonl_is_passed_over_as_a_killed_append(tmp_path):
+    """read_metrics's docstring: a killed append leaves a torn last line, which is not an epoch record."""
+    _write_metrics(tmp_path, [{"epoch": 1, "test_acc": 0.5}])
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "test_a')
+    assert read_metrics(tmp_path) == [{"epoch": 1, "test_acc": 0.5}]
 
 
 @pytest.mark.parametrize("accuracies", [[0.5, 0.7, 0.7], [None, 0.7, "absent"]], ids=["tie", "eval-every 2"])
