@@ -100,6 +100,21 @@ def test_a_safetensors_file_is_read_onto_the_map_location_as_torch_load_reads_a_
     assert {k: (v.shape, v.device.type) for k, v in got.items()} == want and "meta" in {d for _, d in want.values()}
 
 
+def test_a_weights_file_that_is_not_there_is_not_found_rather_than_unreadable(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_state_dict_file(tmp_path / "gone.safetensors")
+
+
+def test_loading_a_run_removes_the_staged_files_a_killed_uncommitted_save_left(tmp_path):
+    """The module's docstring: a kill before the commit point leaves the old set; recover_run_dir, run
+    whenever a run is loaded, removes the staged files (here with no manifest: never committed)."""
+    save_checkpoint(tmp_path, _model(0), {"classes": CLASSES})
+    save_file(_model(1).state_dict(), str(tmp_path / ".model.safetensors.staged"))
+    model, _ = load_model(tmp_path)
+    assert _holds(load_file(tmp_path / "model.safetensors"), model)
+    assert not (tmp_path / ".model.safetensors.staged").exists()
+
+
 def test_a_pth_whose_mapping_holds_more_than_tensors_is_no_state_dict(tmp_path):
     torch.save({"weight": torch.ones(2), "epoch": 3}, tmp_path / "mixed.pth")
     assert torch.load(tmp_path / "mixed.pth", weights_only=True)["epoch"] == 3  # torch reads it: it is no damage
