@@ -195,3 +195,15 @@ def test_a_factor_of_0_leaves_exactly_those_parameters_where_they_were(tmp_path)
         train(net, make_bundle(), _quiet(**kw), log=lambda s: None)
         moved = {k for k, v in net.named_parameters() if not torch.equal(v, before[k])}
         assert moved == set(before) - still, kw
+
+
+def test_every_default_is_the_cli_trains_default():
+    """The recipe the Python API trains when a field is left out is the one `resnet-lab train` trains
+    when its flag is left out (README): the parser's defaults, written apart from the dataclass's,
+    are the reference. Only out differs (the CLI always has a run directory) and nothing here sets it."""
+    from resnet_lab import cli  # deferred: only this test reads the parser
+
+    args = cli.build_parser().parse_args(["train", "--model", "resnet8", "--dataset", "fake"])
+    made, default = cli._train_config(args, None), TrainConfig()
+    assert {f.name: getattr(default, f.name) for f in dataclasses.fields(TrainConfig)} == \
+        {f.name: getattr(made, f.name) for f in dataclasses.fields(TrainConfig)}
