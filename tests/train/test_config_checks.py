@@ -163,11 +163,20 @@ def test_a_resume_with_an_lr_one_part_in_a_million_off_is_refused_and_rounding_i
     ({"momentum": 1.0}, r"momentum \(--momentum\) must be in \[0, 1\), got 1.0"),
     ({"max_steps_per_epoch": 0}, r"max_steps_per_epoch must be >= 1 \(or None for whole epochs\), got 0"),
     ({"tensorboard": True}, r"tensorboard \(--tensorboard\) writes its logs under the run directory: set out"),
+    ({"lr": 0.0}, r"lr \(--lr\) must be a finite number > 0, got 0.0"),
+    ({"grad_clip": 0.0}, r"grad_clip \(--grad-clip\) must be a finite number > 0 \(or unset for no clipping\), got 0.0"),
+    ({"lr_scale": {"fc": math.inf}}, r"lr_scale factors must be finite and >= 0, got \{'fc': inf\}"),
+    ({"out": "  "}, r"out \(--out\) is an empty string: give a run directory, or None"),
+    ({"resume": True}, r"resume \(--resume\) needs the run directory to continue: set out \(--out DIR\)"),
+    ({"device": "meta"}, r"unknown device 'meta' \(--device\): use auto, cpu, cuda, cuda:N or mps"),
+    ({"device": "xla"}, r"unknown device 'xla' \(--device\): use auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_the_edge_of_each_documented_range_is_refused(kw, message):
     """The open ends of the ranges the errors (and docs/TENSORBOARD.md: "--tensorboard needs --out")
     state: label smoothing 1 trains toward uniform targets, momentum 1 never forgets a gradient, 0
-    steps an epoch trains nothing; only the values beyond them were tested."""
+    steps an epoch trains nothing; only the values beyond them were tested. Likewise lr 0 and
+    grad_clip 0 (every step would be zero), an infinite factor, a blank out, resume with nothing to
+    resume from, and torch device kinds outside the listed ones (meta holds no data, xla is not ours)."""
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kw)
 
