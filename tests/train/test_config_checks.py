@@ -216,3 +216,16 @@ def test_every_default_is_the_cli_trains_default():
     made, default = cli._train_config(args, None), TrainConfig()
     assert {f.name: getattr(default, f.name) for f in dataclasses.fields(TrainConfig)} == \
         {f.name: getattr(made, f.name) for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, -(2 ** 63) - 1])
+def test_a_seed_torch_cannot_take_is_refused_when_made(seed):
+    """The reference is torch's own generator, which overflows on these seeds; the config names the
+    flag and the range when made, instead of train() failing on "Overflow when unpacking long"."""
+    with pytest.raises((RuntimeError, ValueError), match="Overflow"):
+        torch.Generator().manual_seed(seed)
+    with pytest.raises(ValueError, match=r"seed \(--seed\) must be an integer from -9223372036854775808 to "
+                                         r"18446744073709551615, got"):
+        TrainConfig(seed=seed)
+    assert TrainConfig(seed=2 ** 64 - 1).seed == 2 ** 64 - 1  # the largest torch takes
+    torch.Generator().manual_seed(2 ** 64 - 1)
