@@ -443,6 +443,20 @@ def write_cifar10_dir(root: Path, **replace) -> Path:
     return root
 
 
+def test_cifar10_as_gray_is_normalized_with_the_gray_images_statistics(tmp_path, monkeypatch):
+    """in_channels=1 turns CIFAR's RGB into gray (ITU-R 601-2 luma, convert_channels' docstring) and
+    normalizes with the statistics of those gray training images: recomputed here in float64 from the
+    pickled rows (one mean and one population std, to channel_stats' 4 decimals)."""
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    root = write_cifar10_dir(tmp_path)
+    rows = np.concatenate([cifar_batch(4, i)[b"data"] for i in range(1, 6)]).reshape(-1, 3, 1024).astype(np.float64)
+    gray = np.round(np.tensordot([0.299, 0.587, 0.114], rows, axes=([0], [1]))) / 255.0
+    b = load_data("cifar10", data_dir=root, in_channels=1, batch_size=4, device="cpu", augment=False)
+    assert b.info.input_size == (1, 32, 32) and next(iter(b.train))[0].shape == (4, 1, 32, 32)
+    assert b.info.mean == pytest.approx((gray.mean(),), abs=6e-5)
+    assert b.info.std == pytest.approx((gray.std(),), abs=6e-5)
+
+
 def with_entry(batch: dict, key: bytes, value) -> dict:
     return {**batch, key: value}
 
