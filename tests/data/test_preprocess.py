@@ -263,3 +263,23 @@ def test_one_mean_and_three_stds_normalize_each_channel_by_its_own_std():
     want = [(v / 255 - 0.5) / s for v, s in zip((40, 120, 200), (0.2, 0.25, 0.3))]
     torch.testing.assert_close(ours.double(), torch.tensor(want, dtype=torch.float64).view(3, 1, 1).expand(3, 8, 8),
                                atol=1e-5, rtol=0)
+
+
+def test_a_folder_runs_info_prepares_a_wide_file_as_the_folder_test_set_has_it(tmp_path):
+    """A folder run's DatasetInfo tells prediction to resize as the folder's test transform does
+    (the shorter side, then the center crop): a wide file predicted from it is the tensor evaluate
+    saw. Squeezed whole instead, the 24 x 12 images would reach the model stretched."""
+    from resnet_lab.data import load_data
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (12, 24, 3), dtype=np.uint8)).save(tmp_path / split / cls / "0.png")
+    data = load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0, image_size=8, device="cpu")
+    evaluated = torch.cat([x for x, _ in data.test])
+    info = data.info
+    for (path, _), want in zip(data.test.dataset.samples, evaluated):
+        with Image.open(path) as img:
+            torch.testing.assert_close(preprocess(img, info.input_size, info.mean, info.std, info.resize), want,
+                                       atol=1e-6, rtol=0)
