@@ -45,6 +45,19 @@ def test_mps_without_mps_is_one_line(monkeypatch):
     assert "Apple's MPS is not available here; use device='cpu' in Python, --device cpu" in _one_line(exc)
 
 
+@pytest.mark.parametrize("name", ["cifar10", "folder"])
+def test_a_missing_device_is_named_before_any_file_is_looked_for(tmp_path, monkeypatch, name):
+    """load_data's docstring: a device this machine lacks is a RuntimeError, checked "before any file
+    is read": data that are not there either must not hide the one-line device error behind a
+    DataNotFoundError (or read a whole dataset first)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError) as exc:
+        load_data(name, data_dir=tmp_path / "none", device="cuda")
+    assert "CUDA is not available here; use device='cpu' in Python, --device cpu" in _one_line(exc)
+
+
 @pytest.mark.parametrize("device, error, message", [
     (0, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu', 'cuda:0' or 'auto', got 0"),
     (None, TypeError, "device (--device) must be a device name (str) or torch.device, e.g. 'cpu', 'cuda:0' or 'auto', got None"),
