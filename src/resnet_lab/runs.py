@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .data.config import check_device_present
@@ -59,7 +59,7 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one writer per run directory is then the user's care
     fcntl = None  # type: ignore[assignment]
-from .weights import WeightsHashError, get_weights, is_weights_name, sha256_of
+from .weights import WeightsHashError, get_weights, is_weights_name, load_safetensors, sha256_of
 
 __all__ = [
     "FORMAT",
@@ -662,13 +662,11 @@ def load_state_dict_file(path: str | os.PathLike, map_location: str | torch.devi
                 else "pass a .safetensors, .pth or .pt file")
         raise ValueError(f"{path} is not a weights file ({path.suffix or 'no suffix'}): {hint}")
     if is_safetensors(path):
-        device = torch.device(map_location)  # a bad device is the caller's: torch names it, before any read
-        try:  # on the CPU: safetensors' own device errors ("device meta is invalid") blamed the file
-            state = load_file(str(path), device="cpu")
+        try:  # a bad map_location is torch's RuntimeError naming it, not caught here: the caller's, not the file's
+            return load_safetensors(path, map_location)
         except (SafetensorError, OSError, ValueError) as e:
             raise ValueError(f"{path} is not a readable safetensors file ({e}): it is truncated or corrupt. "
                              f"{_corrupt_weights_hint(path)}") from e
-        return state if device.type == "cpu" else {k: v.to(device) for k, v in state.items()}
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends

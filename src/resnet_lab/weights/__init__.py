@@ -137,12 +137,23 @@ class Weights:
         Raises:
             RuntimeError: ``map_location`` is not a device (torch's own message, naming it).
         """
-        device = torch.device(map_location)  # a bad device is the caller's, not the file's: torch says so
-        try:  # read on the CPU: safetensors' own device errors ("device meta is invalid") blamed the file
-            state = load_file(str(self.verify()), device="cpu")
+        try:
+            state = load_safetensors(self.verify(), map_location)
         except SafetensorError as e:  # only reachable if the recorded hash itself is of a bad file
             raise ValueError(f"{self.path} is not a readable safetensors file ({e}); reinstall resnet-lab") from e
-        return {k: (v.float() if v.is_floating_point() else v).to(device) for k, v in state.items()}
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_safetensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors on ``map_location``, any device torch takes (``"meta"`` too).
+
+    The device is parsed first, so a bad one is torch's error naming it; the file is read on the CPU
+    and then moved, since safetensors' own device errors ("device meta is invalid") read as a broken
+    file. A damaged file raises safetensors' ``SafetensorError`` (or an ``OSError``) for the caller to word.
+    """
+    device = torch.device(map_location)
+    state = load_file(str(path), device="cpu")
+    return state if device.type == "cpu" else {k: v.to(device) for k, v in state.items()}
 
 
 def sha256_of(path: str | os.PathLike) -> str:
