@@ -405,3 +405,48 @@ def test_meta_device_builds_what_a_real_build_does_without_drawing_random_number
         k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
     assert all(v.is_meta for v in meta.state_dict().values())
     assert torch.empty(1).device.type == "cpu"  # and the default device is back
+
+
+# --- registry bookkeeping, against hand-written references --------------------------------------
+
+def test_a_second_model_of_a_registered_name_is_refused_and_the_first_kept():
+    from resnet_lab.models.registry import register_model
+
+    first = models.registry._MODELS["resnet20"]
+
+    def resnet20(**kwargs):  # a user's model that would shadow the zoo's
+        return nn.Linear(1, 1)
+
+    with pytest.raises(ValueError, match=r"^model 'resnet20' is registered twice$"):
+        register_model(resnet20)
+    assert models.registry._MODELS["resnet20"] is first and model_info("resnet20").cifar10_error == 8.75
+
+
+def test_a_wildcard_pattern_ignores_letter_case_as_the_docstring_says():
+    assert list_models("ResNet2?") == list_models("resnet2?") == ["resnet20"]
+
+
+def test_a_misspelt_name_half_way_from_the_real_one_is_still_suggested():
+    # "resn20" shares 6 of resnet20's 8 letters: difflib's ratio 2 * 6 / 14 = 0.86, above the 0.5 cutoff
+    with pytest.raises(ValueError, match=r"^unknown model 'resn20'\. Did you mean: [^?]*\bresnet20\b"):
+        model_info("resn20")
+
+
+def test_class_counts_are_taken_up_to_torchs_int64_limit_and_refused_past_it():
+    from resnet_lab.models.registry import check_num_classes
+
+    most = torch.iinfo(torch.int64).max  # the largest size torch can hold
+    assert check_num_classes(most) == most
+    with pytest.raises(ValueError, match=rf"^num_classes must be a positive int .* of at most {most}, got {most + 1}$"):
+        check_num_classes(most + 1)
+
+
+def test_weights_dtype_is_the_first_floating_point_parameters():
+    from resnet_lab.models.registry import weights_dtype
+
+    model = nn.Module()
+    model.steps = nn.Parameter(torch.zeros(1, dtype=torch.int64), requires_grad=False)  # an int "parameter" first
+    model.lin = nn.Linear(2, 2).double()
+    assert [p.dtype for p in model.parameters()][0] == torch.int64
+    assert weights_dtype(model, torch.float32) == torch.float64
+    assert weights_dtype(nn.ReLU(), torch.float16) == torch.float16
