@@ -124,7 +124,7 @@ def test_plot_gradient_flow_writes_a_png_with_several_curves(tmp_path):
 
 
 def test_plot_gradient_flow_rejects_empty_records(tmp_path):
-    for empty in ({"init": []}, {}, []):
+    for empty in ({"init": []}, {}, [], {"init": [("conv1", 1.0)], "later": []}):
         with pytest.raises(ValueError, match="non-empty"):
             plot_gradient_flow(empty, tmp_path / "x.png")
 
@@ -158,6 +158,8 @@ def test_plot_gradient_flow_draws_what_its_docstring_promises(monkeypatch, tmp_p
     for records, names in (({"a": init, "b": other}, {"conv1", "conv2", "skip", "head"}), (deep, {n for n, _ in deep})):
         ticks = {t.get_text() for t in _drawn_axes(monkeypatch, tmp_path, records).get_xticklabels()}
         assert not ticks & names, ticks  # numbered ticks, not names that would belong to one curve only
+    sixty = deep[:60]  # the largest count that still gets its names
+    assert [t.get_text() for t in _drawn_axes(monkeypatch, tmp_path, sixty).get_xticklabels()] == [n for n, _ in sixty]
 
 
 def test_forward_order_in_training_mode_leaves_the_bn_running_statistics_as_they_were():
