@@ -124,9 +124,13 @@ def test_plot_gradient_flow_writes_a_png_with_several_curves(tmp_path):
 
 
 def test_plot_gradient_flow_rejects_empty_records(tmp_path):
-    for empty in ({"init": []}, {}, [], {"init": [("conv1", 1.0)], "later": []}):
+    for empty in ({"init": []}, {}, []):
         with pytest.raises(ValueError, match="non-empty"):
             plot_gradient_flow(empty, tmp_path / "x.png")
+    # one real curve beside an empty one: the empty one is named (the records do hold a non-empty curve)
+    with pytest.raises(ValueError, match=r"^curve 'later' of the records is empty: leave it out, or give its "
+                                         r"\[\(layer_name, norm\), \.\.\.\]$"):
+        plot_gradient_flow({"init": [("conv1", 1.0)], "later": []}, tmp_path / "x.png")
 
 
 def _drawn_axes(monkeypatch, tmp_path, records, **kw):

@@ -212,6 +212,7 @@ def plot_gradient_flow(
     Args:
         records: ``{label: [(layer_name, norm), ...]}`` (e.g. ``"init"`` and ``"after 100 steps"``,
             or one entry per model), or a single ``[(layer_name, norm), ...]`` list.
+            Every curve needs a layer: an empty one is refused, naming its label.
         path: where to write the PNG (a name ending in ``.png``; another suffix is refused).
         title: the figure title.
 
@@ -220,8 +221,12 @@ def plot_gradient_flow(
     """
     if not isinstance(records, Mapping):
         records = {"": records}
-    if not records or any(len(v) == 0 for v in records.values()):
+    empty = [label for label, curve in records.items() if len(curve) == 0]
+    if len(empty) == len(records):  # no records, or none with a layer
         raise ValueError("records must hold at least one non-empty [(layer_name, norm), ...] curve")
+    if empty:  # the message above would be false here: another curve has layers
+        raise ValueError(f"curve {empty[0]!r} of the records is empty: leave it out, or give its "
+                         "[(layer_name, norm), ...]")
     path = check_png_path(path)
     fig, ax = new_figure(figsize=(10, 5))
     for label, curve in records.items():
