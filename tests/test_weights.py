@@ -111,6 +111,16 @@ def test_an_argument_equal_to_the_default_still_counts_as_given_against_the_weig
         create_model("resnet20", weights="fashion-mnist", **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"num_classes": 10.0}, {"in_channels": 1.0}, {"small_input": 1}])
+def test_a_value_of_the_wrong_kind_is_refused_with_weights_as_without(kwargs):
+    # 10.0 == 10 and 1 == True: compared with the entry alone they passed, while create_model without
+    # weights refuses them; the reference is that call's own error.
+    with pytest.raises((TypeError, ValueError)) as without:
+        create_model("resnet20", **kwargs)
+    with pytest.raises(without.type, match=f"^{re.escape(str(without.value))}$"):
+        create_model("resnet20", weights="fashion-mnist", **kwargs)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"shortcut": "B"}, r"were trained with shortcut='A', not 'B': leave shortcut out$"),
     # no tensor more or less: it loaded silently and computed a plain net with residual weights

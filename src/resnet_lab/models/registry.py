@@ -405,7 +405,9 @@ def _arch_of_weights(name: str, tag: str, given: dict[str, Any]) -> tuple[int, i
                 + (" (for another class count, call model.reset_classifier(n) on the loaded model)"
                    if key == "num_classes" else "")
             )
-    merged = {**_create_defaults(name), **given, **arch}
+    # A given value equals the entry's here, but keeps its kind, so create_model's checks see it: 10.0 == 10
+    # and 1 == True passed with weights while refused without.
+    merged = {**_create_defaults(name), **arch, **given}
     options = {k: v for k, v in merged.items() if k not in _ARCH_ARGS}
     return merged["num_classes"], merged["in_channels"], merged["small_input"], merged["norm"], options
 
