@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from resnet_lab import TrainConfig, cli, create_model, load_data, train
+from resnet_lab import DataConfig, TrainConfig, cli, create_model, load_data, train
+from resnet_lab.data.config import check_data_dir
 from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
@@ -116,7 +117,7 @@ def test_an_unexpected_exception_is_still_one_line_and_debug_shows_the_traceback
     assert main(["models"]) == 3  # the documented status, the traceback shown too
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "KeyError: 'surprise'" in err
-    for off in ("0", "false", ""):  # "0" turned tracebacks on
+    for off in ("0", "false", "", "no", "off", " Off "):  # "0" turned tracebacks on
         monkeypatch.setenv("RESNET_LAB_DEBUG", off)
         assert main(["models"]) == 3
         assert "Traceback" not in capsys.readouterr().err
@@ -143,14 +144,15 @@ def test_values_that_would_corrupt_training_are_refused_before_anything_is_writt
     assert not (out / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--model", "resnet20"], "--model resnet20 differs from the run in"),
-    (["--norm", "group"], "--norm group differs from the run in"),
-    (["--small-input", "no"], "--small-input no differs from the run in"),
-    (["--zero-init-residual"], "--zero-init-residual differs from the run in"),
+@pytest.mark.parametrize("flags, message, saved", [  # saved: what the run was built with (TRAIN: resnet8, a CIFAR
+    # family, small-input by construction; norm and zero_init_residual at create_model's defaults, batch and False)
+    (["--model", "resnet20"], "--model resnet20 differs from the run in", "(name: resnet8)"),
+    (["--norm", "group"], "--norm group differs from the run in", "(norm: batch)"),
+    (["--small-input", "no"], "--small-input no differs from the run in", "(small_input: True)"),
+    (["--zero-init-residual"], "--zero-init-residual differs from the run in", "(zero_init_residual: False)"),
 ])
 def test_resume_refuses_model_flags_that_differ_from_the_run_instead_of_ignoring_them(trained, tmp_path, capsys,
-                                                                                     flags, message):
+                                                                                     flags, message, saved):
     """--resume rebuilds the model from model.json; a model flag that disagrees would be silently dropped."""
     src, _ = trained
     run = tmp_path / "run"
@@ -163,7 +165,7 @@ def test_resume_refuses_model_flags_that_differ_from_the_run_instead_of_ignoring
         else:
             args += [flag] + ([value] if value is not None else [])
     assert main(["train", *args, "--epochs", "2", "--out", str(run), "--resume"]) == 2
-    err = _one_line_error(capsys, message)
+    err = _one_line_error(capsys, f"{message} {run} {saved}; ")
     assert "resume with the command the run was started with" in err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     if flags[0] != "--model":  # the way out for a flag model.json settles (an old plain-VGG run's --norm batch:
@@ -256,7 +258,8 @@ def test_predict_onnx_refuses_a_device_it_would_not_use(trained, tmp_path, capsy
     capsys.readouterr()
     assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cuda:7"]) == 2
     _one_line_error(capsys, "--onnx runs on onnxruntime's CPU provider, not --device cuda:7")
-    assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", "cpu"]) == 0
+    for device in ("cpu", "auto"):  # auto picks the CPU, where onnxruntime runs: nothing to refuse
+        assert main(["predict", "--onnx", str(onnx_file), str(image), "--device", device]) == 0
 
 
 @pytest.mark.parametrize("norm", ["group", "none"])
@@ -944,6 +947,18 @@ def test_predict_with_a_model_and_no_image_says_no_image_was_given(trained, caps
                             "shoe.png")
 
 
+def test_an_image_file_named_like_shipped_weights_is_still_an_image(trained, tmp_path, capsys, monkeypatch):
+    """`img:001.png` has the form MODEL:TAG (weights.is_weights_name says so), but it is a file that exists:
+    an image, so the refusal is the missing model before it, not a missing image after it."""
+    from resnet_lab.weights import is_weights_name
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(trained[1], "img:001.png")
+    assert is_weights_name("img:001.png")
+    assert main(["predict", "img:001.png"]) == 2
+    _one_line_error(capsys, "give a run directory (or --onnx FILE) before the images")
+
+
 def test_an_output_path_that_cannot_exist_says_to_check_the_path(trained, tmp_path, capsys, monkeypatch):
     run, _ = trained
 
@@ -1585,6 +1600,10 @@ def test_a_hand_edited_model_json_is_refused_naming_the_file_and_the_field(train
      "resnet-lab summary: error: --input-size is given twice (3 32 32, then 1 28 28): give it once"),
     (["predict", "runs/r", "a.png", "--top-k", "-1", "--top-k", "2"],
      "resnet-lab predict: error: --top-k is given twice (-1, then 2): give it once"),
+    (["summary", "--depth", "2", "resnet8", "--depth", "3"],  # the positional after a value is not part of it
+     "resnet-lab summary: error: --depth is given twice (2, then 3): give it once"),
+    (["train", "--model", "resnet8", "--epochs", "--epochs", "5"],  # the first one without its value
+     "resnet-lab train: error: --epochs is given twice (alone, then 5): give it once"),
 ])
 def test_a_flag_given_twice_is_refused_naming_both_values(capsys, argv, first):
     """`--epochs 3 ... --epochs 5` trained 5 epochs without a word; it is one of the two, or a typo."""
@@ -1734,3 +1753,52 @@ def test_torchs_cpp_extension_log_line_is_not_shown_by_a_command_and_its_level_c
         assert cli.main(["models"]) == 0
     assert "No CUDA runtime" not in caplog.text
     assert log.level == level
+
+
+@pytest.mark.parametrize("value", ["0", "1", "0.0", "1.0"])
+def test_random_erasing_takes_both_ends_of_the_probability_range_as_data_config_does(value):
+    """0 (off, the default and its help's word) and 1 (every image) are probabilities: DataConfig takes
+    them, and the flag must too."""
+    assert DataConfig("fake", random_erasing=float(value)).random_erasing == float(value)
+    assert _parse(["train", *TRAIN, "--random-erasing", value]).random_erasing == float(value)
+
+
+def test_json_null_stands_for_exactly_the_values_json_cannot_hold():
+    """NaN and both infinities are not JSON (json.dumps with allow_nan=False refuses each): null."""
+    for value in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError):
+            json.dumps(value, allow_nan=False)
+        assert cli._finite(value) is None
+    assert cli._finite(0.25) == 0.25 and cli._finite(-1e308) == -1e308
+
+
+def test_a_warnings_line_breaks_become_one_space_and_its_own_spaces_stay():
+    """Only a line break and the indentation around it become one space: a file name's two spaces or a
+    tab are the file's (hand-written expectation)."""
+    message = "  /data/my  photos/a.png:\n      unreadable\tskipped  \n"
+    assert cli._one_line_warning(message, UserWarning, "loaders.py", 1) == \
+        "warning: /data/my  photos/a.png: unreadable\tskipped\n"
+
+
+@pytest.mark.parametrize("dataset, searched", [("folder", False), ("fashion-mnist", True)])
+def test_a_data_dir_file_offers_the_usual_places_only_for_datasets_that_have_them(tmp_path, monkeypatch, capsys,
+                                                                                  dataset, searched):
+    """An image folder has no usual places to search: its refusal must not offer leaving --data-dir out
+    (the library's own message for each case is the reference)."""
+    monkeypatch.chdir(tmp_path)
+    Path("data.zip").write_text("x")
+    with pytest.raises(NotADirectoryError) as expected:
+        check_data_dir("data.zip", searched=searched)
+    assert main(["train", "--model", "resnet8", "--dataset", dataset, "--data-dir", "data.zip"]) == 2
+    assert capsys.readouterr().err == f"error: {expected.value}\n"
+
+
+def test_an_ensemble_of_runs_on_different_datasets_is_refused_naming_both(trained, tmp_path, capsys):
+    """Same classes, input size and normalization, another dataset: which test set would it be scored on?"""
+    run, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    meta = json.loads((other / "model.json").read_text())
+    (other / "model.json").write_text(json.dumps({**meta, "dataset": "cifar10"}))
+    assert main(["evaluate", str(run), str(other)]) == 2
+    _one_line_error(capsys, f"cannot ensemble {run} and {other}: their dataset differ (fake vs cifar10)")
