@@ -525,6 +525,11 @@ def test_seed_fixes_the_initial_weights_and_the_data_order(capsys, spy):
     assert all(torch.equal(p, q) for p, q in zip(a.steps[-1].after, b.steps[-1].after))
     assert not torch.equal(a.initial_state["conv1.weight"], c.initial_state["conv1.weight"])
     assert not torch.equal(a.inputs[0], c.inputs[0])
+    # and the weights are those create_model draws right after torch.manual_seed(seed), as the help says
+    arch = dict(a.model.model_config)
+    torch.manual_seed(1)
+    reference = create_model(arch.pop("name"), **arch).state_dict()
+    assert all(torch.equal(a.initial_state[k], reference[k]) for k in reference)
 
 
 # --- speed and memory ---------------------------------------------------------------------------
@@ -1410,6 +1415,13 @@ def test_every_seed_of_a_folder_tests_on_the_same_held_out_images_and_evaluate_a
     code, _, err = cli(capsys, "evaluate", runs[0], str(old), "--data-dir", str(folder), "--workers", "0")
     assert code == 2 and "they hold out different test images of the folder (split seeds 0 and 1, shares 0.1 and " \
                          "0.1)" in err
+    # the same split seed and another share hold out other images too (the loader says so): refused alike
+    assert _held_out(folder, val_fraction=0.2) != _held_out(folder)
+    shutil.copytree(runs[1], tmp_path / "share")
+    meta = json.loads((tmp_path / "share" / "model.json").read_text())
+    (tmp_path / "share" / "model.json").write_text(json.dumps({**meta, "val_fraction": 0.2}))
+    code, _, err = cli(capsys, "evaluate", runs[0], str(tmp_path / "share"), "--data-dir", str(folder), "--workers", "0")
+    assert code == 2 and "(split seeds 0 and 0, shares 0.1 and 0.2)" in err
     from resnet_lab.runs import load_meta, split_seed_of
     from resnet_lab.transfer import load_source, with_source_preprocessing
 
@@ -1571,6 +1583,10 @@ def test_finetune_val_fraction_given_wins_over_the_folder_sources_share_and_says
     note = f"note: {run} held out 0.25 of its folder; on that same folder --val-fraction 0.1 tests on other images"
     assert note in err and "note:" not in out  # a note, on stderr as every command's
     assert json.loads((ft / "model.json").read_text())["val_fraction"] == 0.1  # it used to stay 0.25, silently
+    code, _, err = cli(capsys, "finetune", "--from", str(run), "--strategy", "head", "--dataset", "folder",
+                       "--data-dir", str(folder), "--workers", "0", "--epochs", "1", "--batch-size", "8",
+                       "--no-progress", "--device", "cpu", "--val-fraction", "0.25")
+    assert code == 0 and "held out" not in err  # the source's own share: the same test images, nothing to note
 
 
 def test_val_fraction_where_it_changes_nothing_is_refused_at_any_value_and_a_resume_keeps_it(capsys, tmp_path):
