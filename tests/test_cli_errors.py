@@ -3,6 +3,7 @@ exit code 2, never a traceback; and it loses nothing that was saved before."""
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import logging
@@ -17,7 +18,7 @@ from resnet_lab.data.config import check_data_dir
 from resnet_lab.cli import _parse, build_parser, main
 from resnet_lab import runs as ckpt
 
-from support import TINY_TRAIN, tiny_trained_run
+from support import TINY_TRAIN, tiny_trained_run, write_fmnist
 
 TRAIN = TINY_TRAIN
 
@@ -1802,3 +1803,55 @@ def test_an_ensemble_of_runs_on_different_datasets_is_refused_naming_both(traine
     (other / "model.json").write_text(json.dumps({**meta, "dataset": "cifar10"}))
     assert main(["evaluate", str(run), str(other)]) == 2
     _one_line_error(capsys, f"cannot ensemble {run} and {other}: their dataset differ (fake vs cifar10)")
+
+
+def test_out_of_memory_names_num_classes_only_where_the_command_has_it():
+    """summary's --num-classes sizes the classifier, so its out-of-memory line names it with its value;
+    a command without the flag names the others (256e12 bytes / 2**30 = 238418.58 GiB, by hand)."""
+    e = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 256000000000000 bytes.")
+    others = "--batch-size, --image-size (or summary's --input-size), or pick a smaller model"
+    assert cli._out_of_memory(e, argparse.Namespace(num_classes=10**12)) == \
+        f"out of memory (238418.6 GiB asked): lower --num-classes (now 1000000000000), {others}"
+    assert cli._out_of_memory(e, argparse.Namespace(command="train")) == f"out of memory (238418.6 GiB asked): lower {others}"
+
+
+def test_a_bad_small_input_value_of_train_is_argparses_invalid_choice(capsys):
+    """Only summary has a positional (the model) that may follow the bare flag; in train a word after
+    --small-input is its value, and a wrong one is named as argparse names any bad choice."""
+    probe = argparse.ArgumentParser(prog="resnet-lab train")  # argparse's own words for a bad choice
+    probe.add_argument("--small-input", choices=["auto", "yes", "no"])
+    with pytest.raises(SystemExit):
+        probe.parse_args(["--small-input", "maybe"])
+    expected = capsys.readouterr().err.splitlines()[-1]
+    assert _parse_error(capsys, ["train", *TRAIN, "--small-input", "maybe"])[0] == expected
+
+
+def test_a_full_disk_in_finetunes_frozen_phase_names_that_phases_own_checkpoint(tmp_path):
+    """A file of the frozen phase (OUT/freeze_phase/...) belongs to that phase's folder, not to OUT: its
+    own last checkpoint is kept and --resume continues it (the hint _run_write_hint gives a run folder
+    holding train_state.pt)."""
+    out = tmp_path / "ft"
+    (out / ckpt.FROZEN_DIR).mkdir(parents=True)
+    (out / ckpt.FROZEN_DIR / "train_state.pt").write_bytes(b"x")
+    e = OSError(errno.ENOSPC, "No space left on device", str(out / ckpt.FROZEN_DIR / "model.safetensors"))
+    line = cli._describe_os_error(e, argparse.Namespace(command="finetune", out=str(out)))
+    assert line == (f"{out / ckpt.FROZEN_DIR / 'model.safetensors'}: No space left on device; the last checkpoint is "
+                    "kept: free some disk space, then continue with the same command and --resume")
+
+
+def test_an_ensemble_of_other_seeds_on_a_dataset_with_its_own_test_split_is_evaluated(tmp_path, capsys):
+    """Only a folder without val/ holds out images by a seed; runs of other seeds on a dataset with its
+    own test split (Fashion-MNIST) are scored together on all of it."""
+    data = write_fmnist(tmp_path / "fm", n=32, seed=0)
+    common = ["--model", "resnet8", "--dataset", "fashion-mnist", "--data-dir", str(data), "--image-size", "8",
+              "--batch-size", "16", "--epochs", "1", "--no-progress", "--no-plots", "--device", "cpu"]
+    runs = [str(tmp_path / f"seed{seed}") for seed in (0, 1)]
+    assert main(["train", *common, "--out", runs[0]]) == 0
+    shutil.copytree(runs[0], runs[1])  # as --seed 1 records itself (model.json names no split seed here)
+    meta = json.loads((Path(runs[1]) / "model.json").read_text())
+    assert "split_seed" not in meta
+    meta["train_config"]["seed"] = 1
+    (Path(runs[1]) / "model.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["evaluate", *runs, "--data-dir", str(data), "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["n"] == 32  # every test image write_fmnist wrote
