@@ -1244,6 +1244,13 @@ def test_an_unknown_flag_is_answered_in_the_name_of_its_command_with_a_pointer_t
      "finetune, experiment, evaluate, predict, export, report"),
     # a top-level flag: it said "the following arguments are required: COMMAND"
     (["--verison"], "resnet-lab: error: unrecognized arguments: --verison; did you mean --version?"),
+    # one dash for a long option (other tools' habit): it got no hint; a negative number is no option
+    (["train", "--model", "resnet8", "--dataset", "fake", "-lr", "0.1"],
+     "resnet-lab train: error: unrecognized arguments: -lr 0.1; did you mean --lr?"),
+    (["train", "--model", "resnet8", "--dataset", "fake", "-epochs=3"],
+     "resnet-lab train: error: unrecognized arguments: -epochs=3; did you mean --epochs?"),
+    (["train", "--model", "resnet8", "--dataset", "fake", "-1e-3"],
+     "resnet-lab train: error: unrecognized arguments: -1e-3"),
 ])
 def test_an_unknown_flag_or_command_is_answered_with_the_closest_one(capsys, argv, first):
     lines = _parse_error(capsys, argv)

@@ -82,12 +82,13 @@ class _Parser(argparse.ArgumentParser):
 
     def unrecognized(self, extra: list[str]) -> str:
         """argparse's "unrecognized arguments" message, with this command's closest option for each
-        unknown one (`--epoch` -> `--epochs`)."""
+        unknown one (`--epoch` -> `--epochs`; `-lr`, a long name with one dash, -> `--lr`)."""
         options = list(self.options())
         close = {}
         for word in extra:
             flag = word.split("=", 1)[0]
-            match = difflib.get_close_matches(flag, options, n=1) if flag.startswith("--") else []
+            long = "-" + flag if re.fullmatch(r"-[A-Za-z][\w-]+", flag) else flag  # not a number like -1e-3
+            match = difflib.get_close_matches(long, options, n=1) if long.startswith("--") else []
             if match:
                 close[flag] = match[0]
         hint = ", ".join(f"{m} (for {flag})" if len(close) > 1 else m for flag, m in close.items())
