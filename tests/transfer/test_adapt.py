@@ -132,7 +132,8 @@ def test_run_directory_source_brings_its_architecture_and_preprocessing(resnet8_
 def test_torchvision_names_parse_and_unknown_weights_list_the_available_ones():
     assert parse_torchvision_name("torchvision:resnet50") == ("resnet50", None)
     assert parse_torchvision_name("torchvision:resnet18.IMAGENET1K_V1") == ("resnet18", "IMAGENET1K_V1")
-    for spec in ("torchvision:resnet18.", "torchvision:", "torchvision:.IMAGENET1K_V1"):  # no weights, no model
+    for spec in ("torchvision:resnet18.", "torchvision:", "torchvision:.IMAGENET1K_V1",  # no weights, no model
+                 "torchvision:resnet18.IMAGENET1K_V1."):  # a stray dot after the weights
         with pytest.raises(ValueError, match="expected torchvision:MODEL"):
             parse_torchvision_name(spec)
     with pytest.raises(ValueError, match="IMAGENET1K_V1"):

@@ -154,3 +154,39 @@ def test_a_head_transferred_run_as_a_source_has_its_stacked_heads_class_count(tm
     assert source.arch["num_classes"] == source.state_dict["fc.weight"].shape[0] == 3
     _, plan = transfer_model(source, "head", num_classes=2)
     assert plan.head == {"module": "fc", "num_classes": 2, "old_classes": 3}
+
+
+@pytest.mark.parametrize("in_channels, small_input", [(1, False), (3, True)], ids=["1-channel", "cifar-stem"])
+def test_a_1000_class_file_is_assumed_imagenet_trained_only_when_rgb_with_the_imagenet_stem(tmp_path, in_channels,
+                                                                                          small_input):
+    """docs/TRANSFER.md: only a 1000-class RGB file with the ImageNet stem is assumed ImageNet-trained; a
+    1-channel one, or one with the CIFAR stem, was trained on other images, whatever its class count."""
+    from resnet_lab import create_model
+
+    path = tmp_path / "w.pth"
+    torch.save(create_model("resnet18", num_classes=1000, in_channels=in_channels, small_input=small_input).state_dict(),
+               path)
+    source = load_source(file=path, model="resnet18")
+    assert (source.arch["in_channels"], source.arch["small_input"]) == (in_channels, small_input)
+    assert (source.mean, source.std, source.input_size) == (None, None, None)
+
+
+def test_a_file_of_another_depth_is_refused_naming_what_it_lacks_not_the_other_stems_shapes(tv_resnet18):
+    """infer_arch's error is that of the stem tried first (the ImageNet one, which resnet18's file has):
+    a resnet18 file for resnet34 lacks layer1.2's tensors; its 7x7 conv1 is no "different shape"."""
+    _, path = tv_resnet18
+    with pytest.raises(ArchitectureMismatchError) as e:
+        load_source(file=path, model="resnet34")
+    assert "missing in the weights: layer1.2.conv1.weight" in str(e.value)
+    assert "different shapes" not in str(e.value) and "conv1.weight (64, 3, 7, 7)" not in str(e.value)
+
+
+def test_a_file_without_the_classifier_is_refused_naming_it_not_with_a_key_error(tv_resnet18, tmp_path):
+    """A backbone-only file (its fc dropped, as feature-extractor exports do) has the stem but no
+    classifier: infer_arch's refusal names the missing key, whichever of the two is missing."""
+    model, _ = tv_resnet18
+    path = tmp_path / "backbone.pth"
+    torch.save({k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}, path)
+    with pytest.raises(ArchitectureMismatchError, match=r"^the weights do not fit resnet18: missing in the weights: "
+                                                        r"fc\.weight \(they have conv1\.weight"):
+        load_source(file=path, model="resnet18")
