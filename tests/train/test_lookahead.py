@@ -144,3 +144,18 @@ def test_a_parameter_frozen_when_lookahead_starts_and_unfrozen_later_is_synced_t
         net.conv.weight.add_(2.0)
     lookahead.step()
     torch.testing.assert_close(net.conv.weight.detach(), start + 1.0)
+
+
+def test_the_saved_averages_are_a_snapshot_that_later_steps_leave_as_they_were():
+    """WeightAveraging.state_dict() copies (as train_state.pt needs): the raw and slow weights it
+    returns stay those of the moment it was called, compared with clones taken then."""
+    model = _net()
+    averaging = WeightAveraging(model, ema=0.9, lookahead=2)
+    state = averaging.state_dict()
+    taken = {part: {k: v.clone() for k, v in state[part].items()} for part in ("raw", "slow")}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    averaging.after_step()
+    averaging.after_step()  # a synchronization: the slow weights move
+    assert all(torch.equal(state[part][k], v) for part in taken for k, v in taken[part].items())

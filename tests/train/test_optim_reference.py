@@ -167,3 +167,11 @@ def test_cosine_and_onecycle_stay_at_0_after_the_last_step_instead_of_rising_or_
     after T_max, and a linear decay continued would turn the rate negative (gradient ascent)."""
     f = schedule_fn(name, 20, 4)
     assert [f(t) for t in range(20, 30)] == [0.0] * 10
+
+
+def test_sgd_takes_the_momentum_and_nesterov_it_is_given_as_torchs_sgd():
+    """build_optimizer's momentum and nesterov reach SGD: 0.5 without Nesterov steps as
+    torch.optim.SGD(momentum=0.5) does (no decay: one group is the whole model)."""
+    ours, ref = TinyNet(), TinyNet()
+    opt = build_optimizer(ours, "sgd", lr=0.1, momentum=0.5, nesterov=False, weight_decay=0.0)
+    _steps_match(ours, ref, opt, torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.5))
