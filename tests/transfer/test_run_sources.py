@@ -81,23 +81,30 @@ def test_a_file_of_another_architecture_is_refused_naming_the_keys_it_lacks(tv_r
         load_source(resnet8_run, file=path, model="resnet18")
 
 
-def test_torchvision_googlenet_weights_take_the_input_rescaling_torchvision_sets_for_them(monkeypatch, tmp_path):
-    """torchvision's googlenet builder sets transform_input=True whenever it loads weights (they were
-    trained on [-1, 1] inputs); the source's arch must ask create_model for the same. The download is a
-    stand-in: the weights' real transforms and class names, tensors of the zoo's own GoogLeNet."""
+def _torchvision_stand_in(monkeypatch, tmp_path, model: str, weights: str | None, state: dict) -> None:
+    """torchvision's ``model`` weights ``weights`` (DEFAULT when None), downloaded as a stand-in: their
+    real transforms and meta, ``state`` as the tensors, the hub cache in ``tmp_path``."""
     import types
 
-    from resnet_lab import create_model
     from resnet_lab.transfer import sources
 
-    real = sources.torchvision_weights("googlenet")
-    with torch.device("meta"):
-        state = create_model("googlenet", num_classes=1000).state_dict()
-    stand_in = types.SimpleNamespace(url="https://download.invalid/models/googlenet.pth", transforms=real.transforms,
+    real = sources.torchvision_weights(model, weights)
+    stand_in = types.SimpleNamespace(url=f"https://download.invalid/models/{model}.pth", transforms=real.transforms,
                                      meta=real.meta, name=real.name, get_state_dict=lambda **kw: state)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(sources, "torchvision_weights", lambda model, name=None: stand_in)
     monkeypatch.setattr(sources, "_download", lambda url, cached: None)
+
+
+def test_torchvision_googlenet_weights_take_the_input_rescaling_torchvision_sets_for_them(monkeypatch, tmp_path):
+    """torchvision's googlenet builder sets transform_input=True whenever it loads weights (they were
+    trained on [-1, 1] inputs); the source's arch must ask create_model for the same. The download is a
+    stand-in: the weights' real transforms and class names, tensors of the zoo's own GoogLeNet."""
+    from resnet_lab import create_model
+
+    with torch.device("meta"):
+        state = create_model("googlenet", num_classes=1000).state_dict()
+    _torchvision_stand_in(monkeypatch, tmp_path, "googlenet", None, state)
     source = load_source("torchvision:googlenet")
     assert source.arch["transform_input"] is True and source.arch["num_classes"] == 1000
     # torchvision's ImageNet stem: small_input (no stride-2 conv1, no first pools) loads the same tensors and
@@ -190,3 +197,18 @@ def test_a_file_without_the_classifier_is_refused_naming_it_not_with_a_key_error
     with pytest.raises(ArchitectureMismatchError, match=r"^the weights do not fit resnet18: missing in the weights: "
                                                         r"fc\.weight \(they have conv1\.weight"):
         load_source(file=path, model="resnet18")
+
+
+def test_torchvision_weights_with_nan_tensors_are_refused_naming_them_and_the_weights_to_use(monkeypatch, tmp_path):
+    """torchvision's vgg16.IMAGENET1K_FEATURES are "missing values in the classifier module" (their docs):
+    loaded, every strategy would train on NaN (a new head replaces only the last Linear of VGG's
+    classifier). Any torchvision source with non-finite tensors is refused, naming them and the
+    DEFAULT weights (a stand-in of resnet18's, which build in a fraction of vgg16's time)."""
+    from resnet_lab import create_model
+
+    state = create_model("resnet18", num_classes=1000).state_dict()
+    state["fc.weight"][3, 5] = float("nan")
+    _torchvision_stand_in(monkeypatch, tmp_path, "resnet18", None, state)
+    with pytest.raises(ValueError, match=r"^torchvision:resnet18: 1 tensor holds NaN or inf \(fc\.weight\), so "
+                                         r"nothing trains from these weights: .*torchvision:resnet18 "):
+        load_source("torchvision:resnet18")

@@ -150,6 +150,7 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
             f"{get_dir()}/checkpoints on first use, which needs internet access. Without it, download "
             f"the file elsewhere and pass --from-file FILE --model {model}."
         ) from e
+    _check_finite(state, spec, model)
     preprocess = weights.transforms()
     size = int(getattr(preprocess, "crop_size", [224])[0])
     categories = list(weights.meta.get("categories") or [])
@@ -164,6 +165,16 @@ def _from_torchvision(spec: str, map_location: str | torch.device) -> WeightSour
         mean=tuple(float(v) for v in preprocess.mean), std=tuple(float(v) for v in preprocess.std),
         origin=f"torchvision:{model}.{weights.name}", notes=notes,
     )
+
+
+def _check_finite(state: dict[str, Tensor], spec: str, model: str) -> None:
+    """Refuse weights with NaN or inf tensors (torchvision's vgg16.IMAGENET1K_FEATURES: "missing values
+    in the classifier module"): every strategy would train on NaN. Meta tensors (no values) pass."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and v.device.type != "meta" and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{spec}: {len(bad)} tensor{'s hold' if len(bad) > 1 else ' holds'} NaN or inf "
+                         f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}), so nothing trains from these "
+                         f"weights: use others, e.g. torchvision:{model} (its DEFAULT weights)")
 
 
 def _download(url: str, cached: Path) -> None:
