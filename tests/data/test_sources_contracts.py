@@ -107,3 +107,21 @@ def test_fake_data_are_drawn_from_the_seed():
     same, again, other = (ds.fake_arrays(8, 1, seed=s) for s in (3, 3, 4))
     assert torch.equal(same.train_x, again.train_x) and torch.equal(same.test_y, again.test_y)
     assert not torch.equal(same.train_x, other.train_x)
+
+
+def test_a_folder_holding_the_files_itself_wins_over_its_layouts_in_the_documented_order(no_locations):
+    # docs/DATA.md: looked for in "DIR, DIR/fashion-mnist, DIR/FashionMNIST/raw", the first complete one winning
+    given = no_locations / "given"
+    layouts = [given / "FashionMNIST" / "raw", given / "fashion-mnist", given]
+    for i, folder in enumerate(layouts):  # the last written is the first documented place
+        write_fmnist(folder)
+        assert find_fashion_mnist(given)["train_images"].parent == folder, i
+
+
+def test_the_debian_copy_wins_over_the_download_cache_without_a_setting(no_locations, monkeypatch):
+    # docs/DATA.md, without --data-dir: "2. /usr/share/datasets/fashion-mnist ... 3. the download cache"
+    monkeypatch.setenv("RESNET_LAB_CACHE", str(no_locations / "cache"))
+    cached = write_fmnist(no_locations / "cache" / "FashionMNIST" / "raw")
+    assert find_fashion_mnist(None)["test_labels"].parent == cached
+    write_fmnist(no_locations / "debian")
+    assert find_fashion_mnist(None)["test_labels"].parent == no_locations / "debian"
