@@ -319,3 +319,16 @@ def test_fashion_mnist_refuses_labels_that_do_not_match_the_images_in_count_or_k
     with pytest.raises(ValueError, match=match) as e:
         load_data("fashion-mnist", data_dir=d, batch_size=2)
     assert str(d) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, arr, match", [
+    # a column of labels would pass every other check and train as (N, 1) targets
+    ("train_labels", (np.arange(20) % 10).astype(np.uint8)[:, None], r"train-labels-idx1-ubyte has 2 dimensions, expected 1"),
+    # MNIST as flat rows of 784 pixels, as some converters write it
+    ("test_images", np.zeros((10, 784), np.uint8), r"t10k-images-idx3-ubyte has 2 dimensions, expected 3"),
+])
+def test_fashion_mnist_refuses_files_of_the_wrong_rank_naming_the_file(isolated, key, arr, match):
+    d = fmnist_with(isolated / "d", **{key: arr})
+    with pytest.raises(IDXError, match=match) as e:
+        load_data("fashion-mnist", data_dir=d, batch_size=2)
+    assert str(d) in str(e.value) and "\n" not in str(e.value)
