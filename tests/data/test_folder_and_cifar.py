@@ -743,3 +743,25 @@ def test_a_partial_cifar_folder_in_resnet_lab_data_is_named_too(tmp_path, monkey
     monkeypatch.setenv("RESNET_LAB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataNotFoundError, match=rf"cifar10 not found \({folder} lacks test_batch\)\. Get it"):
         load_data("cifar10", batch_size=2)
+
+
+def py2_str_pickle(d: dict[bytes, list[bytes]]) -> bytes:
+    """A dict of lists pickled as Python 2's cPickle did CIFAR's files: every key and name a Python 2
+    str (SHORT_BINSTRING), not Python 3's bytes (written opcode by opcode, from pickletools' table)."""
+    s = lambda b: b"U" + bytes([len(b)]) + b  # noqa: E731
+    out = b"\x80\x02}("
+    for k, names in d.items():
+        out += s(k) + b"](" + b"".join(s(n) for n in names) + b"e"
+    return out + b"u."
+
+
+def test_class_names_python_2_pickled_as_str_are_read_as_latin_1(tmp_path, monkeypatch):
+    # docs/DATA.md: "names that Python 2 pickled as str are read as Latin-1, as the rest of such a file is"
+    monkeypatch.delenv("RESNET_LAB_DATA", raising=False)
+    names = [b"caf\xe9", *CIFAR10_NAMES[1:]]
+    meta = py2_str_pickle({b"label_names": names})
+    import pickletools  # the reference: what Python's own disassembler reads in those bytes
+
+    assert [a for op, a, _ in pickletools.genops(meta) if op.name == "SHORT_BINSTRING"][:2] == ["label_names", "caf\xe9"]
+    b = load_data("cifar10", data_dir=write_cifar10_dir(tmp_path, **{"batches.meta": meta}), batch_size=2)
+    assert b.info.classes == ["café"] + [n.decode() for n in CIFAR10_NAMES[1:]]
