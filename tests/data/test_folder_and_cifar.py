@@ -520,6 +520,9 @@ def with_entry(batch: dict, key: bytes, value) -> dict:
     # a blank name shows as no class at all, as b"" does
     ({"batches.meta": {b"label_names": [*CIFAR10_NAMES[:2], b"  ", *CIFAR10_NAMES[3:]]}}, "batches.meta",
      r"label_names\[2\] is b'  ', expected a non-empty class name on one line"),
+    # a column of labels has one per image too, but would train as (N, 1) targets
+    ({"data_batch_4": with_entry(cifar_batch(4, 4), b"labels", [[0], [1], [2], [3]])}, "data_batch_4",
+     r"has 4 images but labels of shape \(4, 1\), expected \(4,\)"),
 ])
 def test_cifar_refuses_malformed_batches_and_meta_with_one_line_naming_the_file(
     tmp_path, monkeypatch, replace, bad_file, match
