@@ -8,7 +8,7 @@ import torch
 
 import resnet_lab.data.sources as ds
 from resnet_lab.data import DataConfig, find_fashion_mnist, read_fashion_mnist
-from support import write_fmnist, write_image_folder
+from support import FakeTorchvisionCifar10, write_fmnist, write_image_folder
 
 
 @pytest.fixture
@@ -125,3 +125,24 @@ def test_the_debian_copy_wins_over_the_download_cache_without_a_setting(no_locat
     assert find_fashion_mnist(None)["test_labels"].parent == cached
     write_fmnist(no_locations / "debian")
     assert find_fashion_mnist(None)["test_labels"].parent == no_locations / "debian"
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_a_cifar_download_goes_into_data_dir_else_the_cache_and_is_read_from_there(no_locations, monkeypatch, given):
+    # read_cifar's docstring: download "into data_dir when given, else into cache_dir()"; what is read
+    # is what was downloaded, compared with numpy's reading of the same pickles
+    import pickle
+
+    import numpy as np
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeTorchvisionCifar10)
+    monkeypatch.setattr(FakeTorchvisionCifar10, "roots", [])
+    root = no_locations / ("given" if given else "home/.cache/resnet-lab")
+    a = ds.read_cifar("cifar10", root if given else None, download=True)
+    assert FakeTorchvisionCifar10.roots == [(str(root), True)]
+    batches = root / "cifar-10-batches-py"
+    test = pickle.loads((batches / "test_batch").read_bytes())
+    assert a.test_x.numpy().tobytes() == np.asarray(test[b"data"], np.uint8).tobytes()
+    assert a.test_y.tolist() == [int(v) for v in test[b"labels"]] and a.train_x.shape == (30, 3, 32, 32)
+    assert a.classes == [f"c{i}" for i in range(10)] and a.source == str(batches)
