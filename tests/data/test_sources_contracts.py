@@ -146,3 +146,11 @@ def test_a_cifar_download_goes_into_data_dir_else_the_cache_and_is_read_from_the
     assert a.test_x.numpy().tobytes() == np.asarray(test[b"data"], np.uint8).tobytes()
     assert a.test_y.tolist() == [int(v) for v in test[b"labels"]] and a.train_x.shape == (30, 3, 32, 32)
     assert a.classes == [f"c{i}" for i in range(10)] and a.source == str(batches)
+
+
+def test_read_arrays_makes_the_fake_data_at_the_configs_size_else_32_px_and_from_its_seed():
+    # read_arrays' docstring: "the fake data already at config's image size and channels"; DataConfig: None is 32 px
+    for size, want in ((16, 16), (None, 32)):
+        a = ds.read_arrays(DataConfig("fake", image_size=size, in_channels=1, seed=7))
+        assert a.train_x.shape == (512, 1, want, want)
+        assert torch.equal(a.test_x, ds.fake_arrays(want, 1, seed=7).test_x)
