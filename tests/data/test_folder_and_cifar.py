@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from resnet_lab.data import BadImageWarning, DataNotFoundError, DatasetInfo, load_data, to_channels, to_model_input
+from support import write_image_folder
 
 
 def rgb(w: int, h: int, color: tuple[int, int, int]) -> Image.Image:
@@ -768,3 +769,21 @@ def test_class_names_python_2_pickled_as_str_are_read_as_latin_1(tmp_path, monke
     assert [a for op, a, _ in pickletools.genops(meta) if op.name == "SHORT_BINSTRING"][:2] == ["label_names", "caf\xe9"]
     b = load_data("cifar10", data_dir=write_cifar10_dir(tmp_path, **{"batches.meta": meta}), batch_size=2)
     assert b.info.classes == ["café"] + [n.decode() for n in CIFAR10_NAMES[1:]]
+
+
+@pytest.mark.parametrize("link", ["class_folder", "one_file"])
+def test_a_val_folder_linked_to_training_images_is_refused_counting_them(tmp_path, link):
+    """_refuse_shared_images: val/a -> train/a (or one linked file) would measure test accuracy on
+    images the model trained on; hand count of the shared images out of val/'s 4 + 4."""
+    write_image_folder(tmp_path / "train", n=4)
+    write_image_folder(tmp_path / "val", classes=("b",), n=4, seed=1)
+    if link == "class_folder":
+        (tmp_path / "val" / "a").symlink_to(tmp_path / "train" / "a", target_is_directory=True)
+    else:
+        write_image_folder(tmp_path / "val", classes=("a",), n=3, seed=2)
+        (tmp_path / "val" / "a" / "x.png").symlink_to(tmp_path / "train" / "a" / "2.png")
+    shared = 4 if link == "class_folder" else 1
+    with pytest.raises(ValueError, match=rf"^{shared} of the 8 test image\(s\) in \S+/val are training images of "
+                                         r"\S+/train through symbolic links, e.g. \S+/val/a/\S+ is \S+/train/a/\S+: "
+                                         r".*remove the link\(s\)"):
+        load_data("folder", data_dir=tmp_path, batch_size=2, num_workers=0)
