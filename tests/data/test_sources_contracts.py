@@ -154,3 +154,9 @@ def test_read_arrays_makes_the_fake_data_at_the_configs_size_else_32_px_and_from
         a = ds.read_arrays(DataConfig("fake", image_size=size, in_channels=1, seed=7))
         assert a.train_x.shape == (512, 1, want, want)
         assert torch.equal(a.test_x, ds.fake_arrays(want, 1, seed=7).test_x)
+
+
+def test_fake_per_class_is_the_hand_counted_size_of_the_smallest_fake_class():
+    # FAKE_PER_CLASS's comment: labels 0..k-1 in turn, each class has n // k or one more: 512 = 2 * 52 + 8 * 51
+    counts = torch.bincount(ds.fake_arrays(8, 1, seed=0).train_y, minlength=ds.FAKE_CLASSES).tolist()
+    assert sorted(counts) == [51] * 8 + [52] * 2 and ds.FAKE_PER_CLASS == min(counts) == 51
