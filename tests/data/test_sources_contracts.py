@@ -160,3 +160,14 @@ def test_fake_per_class_is_the_hand_counted_size_of_the_smallest_fake_class():
     # FAKE_PER_CLASS's comment: labels 0..k-1 in turn, each class has n // k or one more: 512 = 2 * 52 + 8 * 51
     counts = torch.bincount(ds.fake_arrays(8, 1, seed=0).train_y, minlength=ds.FAKE_CLASSES).tolist()
     assert sorted(counts) == [51] * 8 + [52] * 2 and ds.FAKE_PER_CLASS == min(counts) == 51
+
+
+def test_a_data_dir_that_is_neither_file_nor_folder_is_named_as_not_a_folder(no_locations):
+    # a FIFO (or /dev/null) passes check_data_dir's is_file test; the not-found message still says what it is
+    import os
+
+    fifo = no_locations / "pipe"
+    os.mkfifo(fifo)
+    for find in (find_fashion_mnist, lambda d: ds.read_cifar("cifar10", d)):
+        with pytest.raises(ds.DataNotFoundError, match=rf"not found in --data-dir {fifo} \(it is a file, not a folder\)"):
+            find(fifo)
