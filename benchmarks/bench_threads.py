@@ -27,6 +27,7 @@ measured while anything else ran is marked INVALID and docs/BENCHMARKS.md is not
 
     .venv/bin/python benchmarks/bench_threads.py            # the measurement (about 10-15 minutes)
     .venv/bin/python benchmarks/bench_threads.py --quick    # smoke run: tiny sizes, figures meaningless
+    .venv/bin/python benchmarks/bench_threads.py --host avx2  # another machine: a block beside the first
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from dataclasses import dataclass
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, command_line, describe_machine, fail,
-    machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, check_host, command_line,
+    describe_machine, fail, machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
 from _common import MAX_REPEATS, MAX_STEPS, at_most
 
@@ -230,7 +231,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
     """Run every configuration and return the Markdown section.
 
     Args:
-        args: parsed flags (``quick``, ``repeats``, ``steps``, ``policies``).
+        args: parsed flags (``quick``, ``repeats``, ``steps``, ``policies``, ``host``).
         command: the command line recorded with the table.
     """
     size = dict(QUICK if args.quick else FULL)
@@ -255,12 +256,14 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "N times, then sleep (libgomp's default with the policy unset: 300,000). Both must be set before torch loads, "
         "hence a process per configuration.\n"
     )
-    return Section("7. Threads and OMP_WAIT_POLICY, idle and contended", machine_block(command, started, checks, machine)
+    title = "7. Threads and OMP_WAIT_POLICY, idle and contended"
+    return Section(title if args.host is None else f"{title}, on the {args.host} host", machine_block(command, started, checks, machine)
                    + "\n" + body, checks=checks, quick=args.quick)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    check_host(args.host, "a block of the --doc")
     twice = sorted({p for p in args.policies if args.policies.count(p) > 1})
     if twice:  # each would run twice per repeat, and the table would still say one repeat
         fail(f"--policies names {', '.join(twice)} more than once: give each policy once (--repeats N runs "
@@ -294,6 +297,9 @@ def build_parser(child: bool | None = None) -> argparse.ArgumentParser:
                    help=f"OMP_WAIT_POLICY values to compare: ACTIVE, PASSIVE, '{UNSET}' (the runtime's default) or "
                         f"'{SPIN}N' (unset, with GOMP_SPINCOUNT=N) (default: ACTIVE PASSIVE)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'threads' block is written (when quiet)")
+    p.add_argument("--host", default=None, metavar="NAME",
+                   help="write the table as a block of its own, 'threads-NAME', titled for the NAME host, beside "
+                        "another machine's 'threads' block instead of replacing it (letters, digits, - and _)")
     add_quiet_args(p)
     if not child:
         return p
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:  # --quick writes nothing: a smoke run from a read-only checkout is fine
         check_doc(args.doc, "--doc")  # before the measurement, not after it
     wait_for_quiet(args)
-    return publish(build(args, command_line()), args, doc=args.doc, key="threads")
+    key = "threads" if args.host is None else f"threads-{args.host}"  # another host's table stands beside the first
+    return publish(build(args, command_line()), args, doc=args.doc, key=key)
 
 
 if __name__ == "__main__":

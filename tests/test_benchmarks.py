@@ -628,6 +628,29 @@ def test_threads_table_gives_the_median_step_and_its_ratio_to_one_thread_idle():
     assert "1.00x" in rows[0] and "**5.00x**" in rows[1] and "INVALID" in rows[1] and "INVALID" not in rows[0]
 
 
+def test_bench_threads_host_writes_another_machines_table_beside_the_first(tmp_path, monkeypatch, capsys):
+    # two hosts' tables side by side (an AVX2 host beside the AVX-512 one): without --host the run
+    # replaces the 'threads' block, with --host NAME it gets a block and a title of its own
+    base = bench_threads.Config(1, "ACTIVE", False)
+    monkeypatch.setattr(bench_threads, "_measure", lambda args, todo, own_load, size: ({base: [[1.0]]}, {base: [q()]}))
+    monkeypatch.setattr(bench_threads, "describe_machine", lambda: {
+        "cpu": "made up", "cores": 2, "isa": "avx2", "torch cpu capability": "AVX2", "torch": "t", "torchvision": "v",
+        "python": "3"})
+    doc = tmp_path / "B.md"
+    doc.write_text("<!-- bench:threads -->\nfirst host\n<!-- /bench:threads -->\n")
+    assert bench_threads.main(["--doc", str(doc), "--host", "slow"]) == 0
+    text = doc.read_text()
+    assert "first host" in text and "<!-- bench:threads-slow -->" in text
+    assert "## 7. Threads and OMP_WAIT_POLICY, idle and contended, on the slow host" in text
+    assert bench_threads.main(["--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "first host" not in text and "on the slow host" in text and text.count("## 7. Threads") == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        bench_threads.main(["--host", "a b"])
+    assert e.value.code == 2 and "--host 'a b': use letters, digits" in _one_error_line(capsys)
+
+
 def test_bench_threads_help_works(capsys):
     with pytest.raises(SystemExit) as e:
         bench_threads.main(["--help"])
