@@ -982,10 +982,10 @@ def test_an_ablation_at_another_budget_gets_a_block_of_its_own_in_results(tmp_pa
 
 
 def test_ablation_dry_run_trains_each_variant_and_prints_the_table(tmp_path):
-    # one seed: each run is a CLI process of 5-9 s, mostly start-up (the pairing over seeds is summarize's,
-    # tested above on made-up runs)
+    # one seed, one epoch: each run is a CLI process of 5-20 s, start-up and (on a CPU without native bf16)
+    # emulated bf16 (the pairing over seeds is summarize's, tested above on made-up runs)
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "ablate_recipe.py"), "--dry-run", "no_label_smoothing",
-                           "--seeds", "1", "--out", str(tmp_path)], capture_output=True, text=True,
+                           "--seeds", "1", "--epochs", "1", "--out", str(tmp_path)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 torch threads" in proc.stdout  # the machine line names the runs' threads (--threads 1)
