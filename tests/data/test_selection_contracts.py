@@ -92,3 +92,44 @@ def test_per_class_is_checked_against_the_classes_the_split_has_not_a_label_it_l
     # training image has (none of class 1 here) is no class of the split: all 2 of classes 0 and 2
     labels = torch.tensor([2, 0, 2, 0])
     assert select_training(labels, subset=None, per_class=2, seed=0, what="test data").tolist() == [0, 1, 2, 3]
+
+
+def test_a_subset_of_at_least_every_sample_is_every_sample_once():
+    # docstring: "all if n >= N", so a larger n gives the N indices, not n
+    labels = labels_of([3, 2])
+    assert select_subset(labels, 5).tolist() == select_subset(labels, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_extra_sample_of_a_partial_round_goes_to_a_random_class_even_for_labels_sorted_by_class():
+    # an image folder lists its classes in turn (labels sorted); "chosen at random": n=1 of two equal
+    # classes must not always be class 0 (the lowest index), over seeds each class is picked
+    labels = torch.tensor([0] * 5 + [1] * 5)
+    picked = {int(labels[select_subset(labels, 1, seed)]) for seed in range(16)}
+    assert picked == {0, 1}
+
+
+def test_per_class_is_checked_against_the_smallest_class_present_named_by_the_callers_label():
+    # counts by hand: class 0 has 3, class 1 none (a label this split lacks), class 2 has 2
+    labels = torch.tensor([0, 2, 0, 2, 0])
+    idx = select_training(labels, subset=None, per_class=2, seed=0, what="test data")
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 0, 2]
+    with pytest.raises(ValueError, match=r"^per_class 3 is more than the 2 training images of class 'c' \(label 9\) "
+                                         r"of test data, its smallest class; pass per_class=2 or less"):
+        select_training(labels, subset=None, per_class=3, seed=0, what="test data", names=["a", "b", "c"],
+                        keep=[5, 7, 9])
+    with pytest.raises(ValueError, match=r"training images of class 2 of test data"):  # no name for label 2
+        select_training(labels, subset=None, per_class=3, seed=0, what="test data", names=["a"])
+
+
+def test_per_class_of_an_empty_split_keeps_nothing():
+    empty = torch.tensor([], dtype=torch.long)
+    assert select_training(empty, subset=None, per_class=1, seed=0, what="test data").tolist() == []
+
+
+def test_the_held_out_split_is_drawn_from_its_own_stream_not_the_per_class_one():
+    # module docstring: every draw through its own stream; held out 3 of each class of 10 (0.3) and
+    # per_class=3 with the same seed must not be the very same samples
+    labels = labels_of([10, 10, 10])
+    for seed in (0, 1):
+        held = torch.nonzero(hold_out(labels, 0.3, seed)).flatten().tolist()
+        assert len(held) == 9 and held != select_per_class(labels, 3, seed).tolist()
