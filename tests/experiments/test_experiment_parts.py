@@ -219,9 +219,144 @@ def test_bn_imbalance_evaluates_auc_on_p_positive_and_balanced_accuracy_at_the_p
     assert m["argmax_bacc"] == pytest.approx(0.75) and not model.training
 
 
+def test_bn_imbalance_calls_a_probability_equal_to_the_prevalence_negative():
+    # docstring and report: "positive when p(positive) > training prevalence"; logits (0, 0) give
+    # p = 1/2 exactly, so at prevalence 1/2 the negative scored 1/2 is called negative
+    x, y = torch.tensor([[0.0], [3.0]]), torch.tensor([0, 1])
+    m = bn_imbalance._evaluate(SimpleNamespace(diverged=False, model=_scored_model()), SimpleNamespace(test=[(x, y)]),
+                               0.5, "cpu")
+    assert m["bacc"] == 1.0 and m["pos_recall"] == 1.0
+
+
 def test_bn_imbalance_counts_a_diverged_run_at_chance():
     m = bn_imbalance._evaluate(SimpleNamespace(diverged=True, model=None), None, 0.01, "cpu")
     assert m == {"auc": 0.5, "bacc": 0.5, "pos_recall": 0.0, "argmax_bacc": 0.5}
+
+
+def _indexed_bundle(labels: list[int], train: bool = True):
+    """A two-class bundle whose image i carries i (pixels 0 and 1: i // 256, i % 256): a training
+    split (shuffled, drop_last) that is its own test split, or with ``train=False`` a test split."""
+    from resnet_lab.data import DataBundle, DatasetInfo, InMemoryLoader
+
+    n = len(labels)
+    images = torch.zeros(n, 1, 2, 2, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = torch.arange(n) // 256, torch.arange(n) % 256
+    train = InMemoryLoader(images, torch.tensor(labels), batch_size=4, mean=(0.3,), std=(0.2,), shuffle=train,
+                           drop_last=train)
+    info = DatasetInfo(name="fake", classes=["neg", "pos"], input_size=(1, 2, 2), mean=(0.3,), std=(0.2,))
+    return DataBundle(info=info, train=train, test=train, num_train=n, num_test=n)
+
+
+def _image_ids(loader) -> list[int]:
+    return (loader.images[:, 0, 0, 0].long() * 256 + loader.images[:, 0, 0, 1].long()).tolist()
+
+
+IMBALANCED_LABELS = [1 if i % 31 == 30 else 0 for i in range(310)]  # 300 negatives, 10 positives
+
+
+@pytest.mark.parametrize("negatives, want_neg, want_pos", [
+    (50, 50, 2),  # 50 // 99 = 0 positives: at least 2
+    (294, 294, 2), (297, 297, 3),  # 1 positive per 99 negatives, rounded down
+    (500, 300, 3),  # more than the data have: all 300
+])
+def test_bn_imbalance_training_set_keeps_n_negatives_and_one_positive_per_99_drawn_per_seed(negatives, want_neg,
+                                                                                           want_pos):
+    full = _indexed_bundle(IMBALANCED_LABELS)
+    asked = []
+    ctx = SimpleNamespace(data=lambda **kw: asked.append(kw) or full)
+    b = dict(bn_imbalance.BUDGET["smoke"], negatives=negatives)
+    drawn = {}
+    for seed in (0, 1):
+        bundle, n_neg, n_pos = bn_imbalance._imbalanced(ctx, b, seed)
+        ids, y = _image_ids(bundle.train), bundle.train.labels.tolist()
+        assert (n_neg, n_pos) == (want_neg, want_pos) and bundle.num_train == len(ids) == want_neg + want_pos
+        assert len(set(ids)) == len(ids) and y == [IMBALANCED_LABELS[i] for i in ids]  # each image with its label
+        assert y.count(0) == want_neg and y.count(1) == want_pos
+        # a training split as load_data makes it (DataBundle: shuffled; docs/DATA.md: drop_last True),
+        # normalized with the full training split's statistics, tested on the full test split
+        assert bundle.train.shuffle and bundle.train.drop_last and bundle.test is full.test
+        assert (bundle.train.mean, bundle.train.std) == (full.train.mean, full.train.std)
+        drawn[seed] = {i for i in ids if IMBALANCED_LABELS[i]}
+    assert asked[0]["classes"] == [0, 6]  # T-shirt/top vs Shirt
+    if want_pos < 10:  # some positives left out: "each with its own draw of the positives"
+        assert drawn[0] != drawn[1]
+
+
+class _TableScorer(nn.Module):
+    """Logits (0, logit p[i]) for the image carrying index i (see _indexed_bundle)."""
+
+    def __init__(self, p: list[float], mean: float, std: float) -> None:
+        super().__init__()
+        self.p, self.mean, self.std = p, mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pix = torch.round((x[:, 0, 0, :2] * self.std + self.mean) * 255).long()
+        logit = torch.logit(torch.tensor(self.p, dtype=torch.float64)[pix[:, 0] * 256 + pix[:, 1]])
+        return torch.stack([torch.zeros_like(logit), logit], 1).float()
+
+
+# p(positive) of the 6 test images (labels below) per arm and seed; smoke training: 198 negatives,
+# 2 positives, prevalence 2 / 200 = 0.01 (1 / 99 would be 0.0101: 0.01005 lies between the two)
+IMBALANCE_TEST_Y = [1, 1, 1, 0, 0, 0]
+IMBALANCE_P = {("BN", 0): [0.01005, 0.6, 0.002, 0.005, 0.3, 0.0099],
+               ("BN", 1): [0.02, 0.7, 0.9, 0.005, 0.3, 0.0099],
+               ("no norm", 0): [0.01005, 0.001, 0.003, 0.005, 0.002, 0.8],
+               ("no norm", 1): [0.4, 0.5, 0.003, 0.1, 0.2, 0.0001]}
+
+
+def _imbalance_reference(p: list[float], prevalence: float) -> dict[str, float]:
+    """AUC (pairs won), prior-corrected balanced accuracy and positive recall, in float64 by hand."""
+    pos = [q for q, t in zip(p, IMBALANCE_TEST_Y) if t]
+    neg = [q for q, t in zip(p, IMBALANCE_TEST_Y) if not t]
+    recall = sum(q > prevalence for q in pos) / len(pos)
+    return {"auc": sum(a > b for a in pos for b in neg) / (len(pos) * len(neg)),
+            "bacc": (recall + sum(q <= prevalence for q in neg) / len(neg)) / 2, "pos_recall": recall}
+
+
+def test_bn_imbalance_run_reports_what_its_two_arms_score_per_seed_at_the_training_prevalence(tmp_path, monkeypatch):
+    monkeypatch.setattr(bn_imbalance, "plot_lines", lambda *a, **kw: None)  # the figures, not the plot
+    from resnet_lab.experiments.runner import RunResult, SeedResults
+
+    full = _indexed_bundle(IMBALANCED_LABELS)
+    full.test = _indexed_bundle(IMBALANCE_TEST_Y, train=False).train
+    specs, trained = {}, {}
+
+    def train_seeds(spec, seeds, data):
+        specs[spec.label] = spec
+        runs = []
+        for s in seeds:
+            bundle = data(s)
+            trained[spec.label, s] = bundle
+            model = _TableScorer(IMBALANCE_P[spec.label, s], 0.3, 0.2)
+            runs.append(RunResult(f"{spec.label} seed {s}", [], [], 0.0, 0, model=model, info={"seed": s}))
+        return SeedResults(spec.label, runs)
+
+    ctx = SimpleNamespace(budget="smoke", seeds=lambda n: list(range(n)), data=lambda **kw: full,
+                          train_seeds=train_seeds, device="cpu", out=tmp_path)
+    report = bn_imbalance.run(ctx)
+    metrics = report.data["metrics"]
+    for label in ("BN", "no norm"):
+        y = [trained[label, 0].train.labels.tolist().count(c) for c in (0, 1)]
+        prevalence = y[1] / (y[0] + y[1])
+        want = [_imbalance_reference(IMBALANCE_P[label, s], prevalence) for s in (0, 1)]
+        for k in ("auc", "bacc", "pos_recall"):
+            assert metrics[label][k] == pytest.approx([w[k] for w in want], abs=1e-6), (label, k)
+            row = next(r for r in report.rows if r[0] == label)
+            assert row[1 + ("auc", "bacc", "pos_recall").index(k)].values == pytest.approx(metrics[label][k])
+            for s in (0, 1):
+                seed_row = next(r for r in report.rows if r[0] == f"{label} seed {s}")
+                assert seed_row[1 + ("auc", "bacc", "pos_recall").index(k)] == pytest.approx(want[s][k], abs=1e-6)
+        for s in (0, 1):
+            info = report.data["runs"][f"{label} seed {s}"]["info"]
+            assert (info["auc"], info["balanced_accuracy"]) == (metrics[label]["auc"][s], metrics[label]["bacc"][s])
+        # the "same data for both arms, own positives per seed" protocol
+        assert _image_ids(trained[label, 0].train) != _image_ids(trained[label, 1].train)
+        assert f"lr {specs[label].lr} " in report.setup["training"] and specs[label].lr == specs["BN"].lr
+    # the arm called BN has batch norm, the other none
+    norms = {label: any(isinstance(m, nn.BatchNorm2d) for m in spec.model(2, 1).modules())
+             for label, spec in specs.items()}
+    assert norms == {"BN": True, "no norm": False}
+    assert all("over 2 seeds" in c.evidence for c in report.checks)
 
 
 # --- bn_sigmoid_range ------------------------------------------------------------------------------
