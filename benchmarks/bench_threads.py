@@ -256,9 +256,9 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "N times, then sleep (libgomp's default with the policy unset: 300,000). Both must be set before torch loads, "
         "hence a process per configuration.\n"
     )
-    title = "7. Threads and OMP_WAIT_POLICY, idle and contended"
-    return Section(title if args.host is None else f"{title}, on the {args.host} host", machine_block(command, started, checks, machine)
-                   + "\n" + body, checks=checks, quick=args.quick)
+    title = "7. Threads and OMP_WAIT_POLICY, idle and contended" + (f", on the {args.host} host" if args.host else "")
+    return Section(title, machine_block(command, started, checks, machine) + "\n" + body, checks=checks,
+                   quick=args.quick)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
