@@ -134,6 +134,31 @@ def check_host(host: str | None, where: str) -> None:
         fail(f"--host {host!r}: use letters, digits, '-' and '_' only (it names {where})")
 
 
+def add_host_arg(parser: argparse.ArgumentParser, block: str, what: str) -> None:
+    """Add ``--host NAME``: a second machine's figures go to a block of their own (see :func:`host_block`).
+
+    Args:
+        parser: the script's parser.
+        block: the key of the script's block in its document (e.g. "peer").
+        what: what the script writes, for the help (e.g. "the table").
+    """
+    parser.add_argument("--host", default=None, metavar="NAME",
+                        help=f"write {what} to a separate block, '{block}-NAME', titled for the NAME host, beside "
+                             f"another machine's '{block}' block instead of replacing it (letters, digits, - and _)")
+
+
+def host_block(block: str, title: str, host: str | None) -> tuple[str, str]:
+    """The block key and the section title for ``--host``: another host's figures stand beside the first
+    ("BLOCK-NAME", run_all keeping only ``[\\w-]+`` names) under a title that names the host.
+
+    Args:
+        block: the script's own block key.
+        title: the section title.
+        host: the ``--host`` name, or None (the script's own block and title).
+    """
+    return (block, title) if host is None else (f"{block}-{host}", f"{title}, on the {host} host")
+
+
 def first_paragraph(doc: str | None) -> str:
     """A script's ``--help`` description: the first paragraph of its docstring, whole (its first line
     alone can stop mid-sentence)."""

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, check_host, command_line,
-    describe_machine, fail, machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_host_arg, add_quiet_args, check_doc, check_host, command_line,
+    describe_machine, host_block, fail, machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
 from _common import MAX_REPEATS, MAX_STEPS, at_most
 
@@ -256,7 +256,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "N times, then sleep (libgomp's default with the policy unset: 300,000). Both must be set before torch loads, "
         "hence a process per configuration.\n"
     )
-    title = "7. Threads and OMP_WAIT_POLICY, idle and contended" + (f", on the {args.host} host" if args.host else "")
+    title = host_block("threads", "7. Threads and OMP_WAIT_POLICY, idle and contended", args.host)[1]
     return Section(title, machine_block(command, started, checks, machine) + "\n" + body, checks=checks,
                    quick=args.quick)
 
@@ -297,9 +297,7 @@ def build_parser(child: bool | None = None) -> argparse.ArgumentParser:
                    help=f"OMP_WAIT_POLICY values to compare: ACTIVE, PASSIVE, '{UNSET}' (the runtime's default) or "
                         f"'{SPIN}N' (unset, with GOMP_SPINCOUNT=N) (default: ACTIVE PASSIVE)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'threads' block is written (when quiet)")
-    p.add_argument("--host", default=None, metavar="NAME",
-                   help="write the table as a block of its own, 'threads-NAME', titled for the NAME host, beside "
-                        "another machine's 'threads' block instead of replacing it (letters, digits, - and _)")
+    add_host_arg(p, "threads", "the table")
     add_quiet_args(p)
     if not child:
         return p
@@ -332,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:  # --quick writes nothing: a smoke run from a read-only checkout is fine
         check_doc(args.doc, "--doc")  # before the measurement, not after it
     wait_for_quiet(args)
-    key = "threads" if args.host is None else f"threads-{args.host}"  # another host's table stands beside the first
-    return publish(build(args, command_line()), args, doc=args.doc, key=key)
+    return publish(build(args, command_line()), args, doc=args.doc, key=host_block("threads", "", args.host)[0])
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ from pathlib import Path
 
 import torch
 from _common import (
-    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_quiet_args, check_doc, check_host, command_line, machine_block,
+    BENCHMARKS_MD, QuietMeter, Quietness, Section, add_host_arg, add_quiet_args, check_doc, check_host, command_line,
+    host_block, machine_block,
     MAX_EPOCHS, at_most, markdown_table, accuracy_fraction, fail, now_utc, publish, python_name, setup_threads,
     verdict, wait_for_quiet,
 )
@@ -70,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # The Fashion-MNIST training set's mean and std, as tutorials quote them (a user copies these).
 MEAN, STD = (0.2860,), (0.3530,)
+BLOCK = "peer"  # its block in --doc; --host NAME writes "peer-NAME" beside it
 QUICK_SUBSET = 1024
 WHITEN_IMAGES = 5000  # as `resnet-lab train --whiten` (airbench's count)
 PER_EPOCH_GOAL, TO_ACCURACY_GOAL = 3.0, 5.0  # issue 14: >= 3x per epoch, >= 5x to 93% (own recipe vs peer's)
@@ -334,8 +336,8 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
     summary = [("peer: resnet-lab train / torchvision pipeline, time per epoch (1 thread)", f"{ratio:.2f}x",
                 f">= {PER_EPOCH_GOAL:g}", verdict(ratio, PER_EPOCH_GOAL))]
     head = machine_block(command, started, checks)
-    title = "8. Against the pipeline a user would write: torchvision + DataLoader"
-    return Section(title if host is None else f"{title}, on the {host} host", head + "\n" + body,
+    title = host_block(BLOCK, "8. Against the pipeline a user would write: torchvision + DataLoader", host)[1]
+    return Section(title, head + "\n" + body,
                    summary, checks=checks, quick=quick)
 
 
@@ -351,9 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=str(DEBIAN_FASHION_MNIST),
                    help="the Fashion-MNIST IDX files (default: %(default)s)")
     p.add_argument("--doc", default=BENCHMARKS_MD, help="the document whose 'peer' block is written (when quiet)")
-    p.add_argument("--host", default=None, metavar="NAME",
-                   help="write the figures as a block of their own, 'peer-NAME', titled for the NAME host, beside "
-                        "another machine's 'peer' block instead of replacing it (letters, digits, - and _)")
+    add_host_arg(p, BLOCK, "the figures")
     add_quiet_args(p)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # the peer's own process
     p.add_argument("--root", help=argparse.SUPPRESS)
@@ -405,9 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [*head, *flags, "--out", str(out), "--no-progress"]
             outcomes.append(_run(name, cmd, out, _shown(cmd, tmp)))
     c = compare(outcomes[0].records, outcomes[1].records, args.target)
-    # another host's figures get a block of their own ("peer-NAME": run_all keeps only [\w-]+ names)
     return publish(_section(outcomes, c, command_line(), started, args.quick, args.host), args, doc=args.doc,
-                   key="peer" if args.host is None else f"peer-{args.host}")
+                   key=host_block(BLOCK, "", args.host)[0])
 
 
 if __name__ == "__main__":
