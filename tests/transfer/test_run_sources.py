@@ -39,6 +39,11 @@ def test_a_model_name_that_contradicts_the_run_is_refused(run_with_best):
                                          r"drop --model$"):
         load_source(run_with_best, model="resnet20")
     assert load_source(run_with_best, model="resnet8").arch["name"] == "resnet8"  # the same name is fine
+    # `--model ''` (an unset shell variable) was taken for no --model and silently ignored, where
+    # `--model resnet20` was refused: a blank name contradicts the run as much as a wrong one
+    for blank in ("", " "):
+        with pytest.raises(ValueError, match=rf"^--model {blank!r} differs from resnet8 recorded with "):
+            load_source(run_with_best, model=blank)
 
 
 def test_source_preprocessing_fills_in_only_what_the_data_config_leaves_out(resnet8_run):

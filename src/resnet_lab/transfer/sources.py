@@ -340,6 +340,11 @@ def _not_a_run_file(path: Path, spec: str, map_location: str | torch.device) -> 
             "--from-file FILE.pth --model NAME for a state dict")
 
 
+def _shown(name: str) -> str:
+    """A model name as a message shows it: quoted where blank, which would otherwise read as nothing."""
+    return name if name.strip() else repr(name)
+
+
 def load_source(
     source: str | os.PathLike | None = None,
     *,
@@ -372,8 +377,8 @@ def load_source(
     spec = str(source)
     if spec.startswith(TORCHVISION_PREFIX):
         named, _ = parse_torchvision_name(spec)
-        if model and model != named:  # checked before any download
-            raise ValueError(f"--model {model} differs from {named} named by --from {spec}; drop --model")
+        if model is not None and model != named:  # checked before any download; '' is a name too, not "none given"
+            raise ValueError(f"--model {_shown(model)} differs from {named} named by --from {spec}; drop --model")
         return _from_torchvision(spec, map_location)
     path = resolve_source(spec)  # shipped weights MODEL:TAG: their checked file, with its model.json beside it
     if not path.exists():
@@ -388,8 +393,8 @@ def load_source(
     if path.is_file() and not is_safetensors(path):
         raise ValueError(_not_a_run_file(path, spec, map_location))
     src = _from_run(path, which, map_location)
-    if model and src.arch["name"] != model:
-        raise ValueError(f"--model {model} differs from {src.arch['name']} recorded with {spec}; drop --model")
+    if model is not None and src.arch["name"] != model:
+        raise ValueError(f"--model {_shown(model)} differs from {src.arch['name']} recorded with {spec}; drop --model")
     if path != Path(spec):
         src.origin = spec  # shipped weights: their name says more than the installed file's path
     return src
