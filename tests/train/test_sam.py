@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_lab.train import TrainConfig, train
-from resnet_lab.train.sam import ascent_at, in_ascent
+from resnet_lab.train.sam import ascent_at, in_ascent, sam_gradient
 
 from tinytrain import TinyNet, dropout_free_net, make_bundle, trained_with_plain_sgd
 
@@ -189,3 +189,27 @@ def test_an_error_inside_the_ascent_still_restores_the_weights_and_statistics():
             raise KeyboardInterrupt
     assert not in_ascent()
     _assert_unchanged(net, before)
+
+
+def test_sam_gradient_returns_the_norm_at_w_and_leaves_the_gradient_at_w_plus_e_as_a_float64_recomputation():
+    """sam_gradient's docstring, by hand in float64 on one batch: g = grad L(w), e = rho g / ||g||, the
+    gradients left are grad L(w + e), the weights are back at w, and it returns ||g|| (what the trainer
+    watches for a non-finite gradient: a norm of 0 would let an overflow at w pass as "the loss at
+    SAM's ascent", blaming --sam)."""
+    net = _net()
+    x, y = next(iter(make_bundle().train))
+    ref = copy.deepcopy(net).double()
+    params = list(ref.parameters())
+    g = torch.autograd.grad(F.cross_entropy(ref(x.double()), y), params)
+    want_norm = torch.sqrt(sum((gi ** 2).sum() for gi in g))
+    with torch.no_grad():
+        for p, gi in zip(params, g):
+            p += RHO * gi / want_norm
+    want = torch.autograd.grad(F.cross_entropy(ref(x.double()), y), params)
+    F.cross_entropy(net(x), y).backward()
+    weights = [p.detach().clone() for p in net.parameters()]
+    norm = sam_gradient(net, RHO, lambda: F.cross_entropy(net(x), y))
+    torch.testing.assert_close(norm.double(), want_norm, rtol=1e-5, atol=0)
+    for (name, p), w, gi in zip(net.named_parameters(), weights, want):
+        assert torch.equal(p.detach(), w), name
+        torch.testing.assert_close(p.grad.double(), gi, rtol=1e-4, atol=1e-6, msg=name)
