@@ -729,13 +729,6 @@ def test_beta_zero_is_no_smoothing_and_end_lr_equal_to_start_lr_is_refused():
         lr_find(TinyNet(), make_bundle(), CPU, start_lr=1e-3, end_lr=1e-3, steps=6)
 
 
-def test_a_loader_without_a_batch_is_refused_before_any_step():
-    data = make_bundle(n_train=8, batch_size=16)  # shuffled, drop-last: 0 batches
-    assert len(data.train) == 0
-    with pytest.raises(ValueError, match="the training loader yields no batch: lower --batch-size or use more data"):
-        lr_find(TinyNet(), data, CPU, steps=6)
-
-
 def test_channels_last_steps_in_channels_last_and_the_model_comes_back_contiguous():
     """--channels-last reaches the steps (torch's own memory-format query on the weights a
     convolution uses) and the model's own format comes back afterwards."""
@@ -826,3 +819,38 @@ def test_the_test_stops_only_once_the_smoothed_loss_is_strictly_above_4x_its_min
     record = lr_finder._Recorder(beta=0.0, diverge=4.0)
     assert [record.add(v) for v in (2.0, 0.5, 2.0)] == [False, False, False]  # 2.0 is 4x 0.5: not above
     assert record.add(2.0 + 1e-9) and record.losses == [2.0, 0.5, 2.0, 2.0 + 1e-9]  # kept, as fastai does
+
+
+class _AtMostPasses:
+    """A loader that fails the test on a pass beyond ``passes`` (counted by set_epoch and iter),
+    so a finder that loops over an empty or finished loader fails here instead of hanging."""
+
+    def __init__(self, loader, passes: int) -> None:
+        self.loader, self.passes, self.epochs, self.iters = loader, passes, 0, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs += 1
+        assert self.epochs <= self.passes, f"pass {self.epochs} of a loader that needs {self.passes}"
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        self.iters += 1
+        assert self.iters <= self.passes, f"pass {self.iters} of a loader that needs {self.passes}"
+        return iter(self.loader)
+
+
+def test_an_empty_loader_is_refused_at_once_not_read_again_and_again():
+    loader = _AtMostPasses(make_bundle(n_train=8, batch_size=16).train, passes=1)  # drop-last: 0 batches
+    with pytest.raises(ValueError, match="the training loader yields no batch: lower --batch-size or use more data"):
+        lr_find(TinyNet(), loader, CPU, steps=6)
+    assert (loader.epochs, loader.iters) == (0, 0)
+
+
+def test_the_test_reads_exactly_the_passes_its_steps_need():
+    """docs: the loader is read for as many passes as ``steps`` needs: 12 steps of a 6-batch loader are 2."""
+    loader = _AtMostPasses(make_bundle(n_train=96, batch_size=16).train, passes=2)
+    result = lr_find(TinyNet(), loader, CPU, start_lr=1e-5, end_lr=1e-3, steps=12)
+    assert len(result.losses) == 12 and (loader.epochs, loader.iters) == (2, 2)
