@@ -706,3 +706,17 @@ def test_export_run_with_fuse_folds_every_bn_of_the_run_and_says_so(tmp_path, ru
     assert n > 0
     fused = read_onnx_metadata(export_run(run, tmp_path / "f.onnx", fuse=True))["fused_bn"]
     assert fused == {"folded": n, "unfolded": []}
+
+
+def test_text_printed_before_an_export_reaches_stdout_in_order(tmp_path, capfd, monkeypatch):
+    """What the caller printed but Python still buffers (a pipe or file is block-buffered) must be
+    written out before the exporter points descriptor 1 at /dev/null, not lost while it is there."""
+    model = resnet_lab.create_model("resnet8", num_classes=10, in_channels=1).eval()
+    capfd.readouterr()
+    buffered = open(1, "w", buffering=1 << 16, closefd=False)  # a stdout as it is when piped
+    monkeypatch.setattr("sys.stdout", buffered)
+    print("before the export")
+    export_onnx(model, tmp_path / "m.onnx", input_size=(1, 16, 16), exporter="torchscript")
+    print("after the export")
+    buffered.flush()
+    assert capfd.readouterr().out == "before the export\nafter the export\n"
