@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -528,6 +529,13 @@ def test_the_graph_has_the_documented_names_and_symbolic_batch_dimension(tmp_pat
         with torch.no_grad():
             want = model(x).numpy()
         np.testing.assert_allclose(sess.run(None, {"input": x.numpy()})[0], want, rtol=1e-4, atol=1e-5)
+    # the dynamo exporter also writes torch.export's range of the symbolic batch into the graph's
+    # metadata (onnxruntime ignores it): it must not claim less than "any batch size" from 1
+    ranges = {p.key: p.value for p in onnx.load(str(path)).graph.metadata_props}.get(
+        "pkg.torch.export.ExportedProgram.range_constraints")
+    if ranges is not None:
+        ((low, high),) = re.findall(r"VR\[(\d+), (\d+)\]", ranges)
+        assert int(low) == 1 and int(high) >= 65536, ranges
 
 
 
