@@ -826,14 +826,14 @@ class _AtMostPasses:
     so a finder that loops over an empty or finished loader fails here instead of hanging."""
 
     def __init__(self, loader, passes: int) -> None:
-        self.loader, self.passes, self.epochs, self.iters = loader, passes, 0, 0
+        self.loader, self.passes, self.epochs, self.iters = loader, passes, [], 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epochs += 1
-        assert self.epochs <= self.passes, f"pass {self.epochs} of a loader that needs {self.passes}"
+        self.epochs.append(epoch)
+        assert len(self.epochs) <= self.passes, f"pass {len(self.epochs)} of a loader that needs {self.passes}"
         self.loader.set_epoch(epoch)
 
     def __iter__(self):
@@ -846,11 +846,12 @@ def test_an_empty_loader_is_refused_at_once_not_read_again_and_again():
     loader = _AtMostPasses(make_bundle(n_train=8, batch_size=16).train, passes=1)  # drop-last: 0 batches
     with pytest.raises(ValueError, match="the training loader yields no batch: lower --batch-size or use more data"):
         lr_find(TinyNet(), loader, CPU, steps=6)
-    assert (loader.epochs, loader.iters) == (0, 0)
+    assert (loader.epochs, loader.iters) == ([], 0)
 
 
 def test_the_test_reads_exactly_the_passes_its_steps_need():
-    """docs: the loader is read for as many passes as ``steps`` needs: 12 steps of a 6-batch loader are 2."""
+    """docs: the loader is read for as many passes as ``steps`` needs: 12 steps of a 6-batch loader are 2,
+    epochs 0 and 1 (each pass its own shuffle, as in training)."""
     loader = _AtMostPasses(make_bundle(n_train=96, batch_size=16).train, passes=2)
     result = lr_find(TinyNet(), loader, CPU, start_lr=1e-5, end_lr=1e-3, steps=12)
-    assert len(result.losses) == 12 and (loader.epochs, loader.iters) == (2, 2)
+    assert len(result.losses) == 12 and (loader.epochs, loader.iters) == ([0, 1], 2)
