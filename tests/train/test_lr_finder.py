@@ -16,6 +16,7 @@ import inspect
 import math
 from types import SimpleNamespace
 
+import matplotlib.figure
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -292,7 +293,12 @@ def test_plot_has_a_log_lr_axis_both_curves_and_a_mark_at_each_suggestion():
         lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
         assert lines["loss"] == (lrs, result.losses) and lines["smoothed loss (beta 0.98)"] == (lrs, result.smoothed)
         assert lines["valley: 1.00e-03"] == ([1e-3], [1.7]) and lines["steep: 1.00e-02"] == ([1e-2], [1.3])
-        assert ax.get_ylim()[1] < 4.5  # scaled to the curve before the divergence, not its tail
+        # scaled to the curve before the divergence, not its tail, with matplotlib's own 5% margins
+        # (1.3 - 0.035, 2.0 + 0.035), as its autoscale would put them around that curve alone
+        reference = matplotlib.figure.Figure().add_subplot()
+        reference.plot(lrs[:-1], result.smoothed[:-1])
+        assert ax.get_ylim() == pytest.approx(reference.get_ylim(), rel=1e-12)
+        assert ax.get_ylim() == pytest.approx((1.265, 2.035), rel=1e-12)
     finally:
         plt.close(fig)
 
