@@ -674,6 +674,8 @@ def test_valley_and_steep_refuse_curves_they_cannot_read_and_the_plot_marks_a_ra
                           (lambda: valley([1e-3, 1e-2], [1.0, float("nan")]), "not finite")):
         with pytest.raises(ValueError, match=message):
             call()
+    # the fewest points each reads (docs: "no point", "fewer than 2 points" are refused): its first rate
+    assert valley([1e-3], [2.0]) == 1e-3 and steep([1e-3, 1e-2], [2.0, 1.0]) == 1e-3
     result = LRFindResult(lrs=[1e-3, 1e-2, 1e-1], losses=[3.0, 2.0, 1.0], smoothed=[3.0, 2.0, 1.0], valley=5e-3,
                           steep=1e-2, stopped=False, steps=3)
     fig = lr_find_figure(result, title="resnet8 on fake")
