@@ -728,3 +728,18 @@ def test_text_printed_before_an_export_reaches_stdout_in_order(tmp_path, capfd, 
     print("after the export")
     buffered.flush()
     assert capfd.readouterr().out == "before the export\nafter the export\n"
+
+
+def test_read_onnx_metadata_reads_only_the_graph_file_not_its_external_weights(tmp_path):
+    """The metadata lives in the .onnx file itself: a file whose weights lie in a side file (onnx's
+    external data, as large models are saved) is read without that side file, here absent."""
+    weight = onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weight])
+    model = onnx.helper.make_model(graph)
+    onnx.helper.set_model_props(model, {"classes": json.dumps(["a", "b"])})
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    (tmp_path / "m.onnx.data").unlink()
+    assert read_onnx_metadata(path) == {"classes": ["a", "b"]}
