@@ -451,6 +451,7 @@ def test_export_onnx_refuses_a_meta_or_arguments_that_do_not_fit_the_model(tmp_p
                       ({"input_size": (12, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"input_size": (True, 12, 12)}, "input_size must be .C, H, W. with positive int entries"),
                       ({"exporter": "onnxscript"}, "exporter must be 'auto', 'torchscript' or 'dynamo', got 'onnxscript'"),
+                      ({"exporter": ""}, "exporter must be 'auto', 'torchscript' or 'dynamo', got ''"),
                       ({"meta": {"std": [0.2, 0.0, 0.2]}}, r"meta's std must be > 0 in every channel, got \[0.2, 0.0"),
                       ({"opset": ONNX_MAX_OPSET + 1}, rf"opset \(--opset\) must be .* to {ONNX_MAX_OPSET}, got "),
                       ({"opset": "17"}, r"opset \(--opset\) must be an ONNX opset this torch exports.*got '17'"),
