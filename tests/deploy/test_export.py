@@ -411,6 +411,10 @@ def test_exporting_the_best_weights_writes_the_best_epochs_number_and_metrics(tm
     (run / "metrics.jsonl").write_text(json.dumps(records[-1]) + "\n")
     unknown = read_onnx_metadata(export_run(run, tmp_path / "unknown.onnx", which="best"))
     assert "epoch" not in unknown and "metrics" not in unknown and unknown["classes"] == CLASSES
+    # a corrupt metrics.jsonl (a broken line before the last) says no more: exported, neither written
+    (run / "metrics.jsonl").write_text("{not json\n" + json.dumps(records[0]) + "\n")
+    corrupt = read_onnx_metadata(export_run(run, tmp_path / "corrupt.onnx", which="best"))
+    assert "epoch" not in corrupt and "metrics" not in corrupt
 
 
 def test_exporting_the_best_weights_of_a_tie_writes_the_first_best_epoch(tmp_path):
