@@ -181,3 +181,36 @@ def test_a_run_saved_before_drop_last_was_recorded_resumes_mid_epoch_at_its_shar
     got, want = (torch.load(d / "train_state.pt", weights_only=True) for d in (old, tmp_path / "new"))
     assert got["scheduler"]["last_epoch"] == want["scheduler"]["last_epoch"] == 3 * 4
     assert got["optimizer"]["param_groups"][0]["lr"] == want["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_without_augmentation_no_crop_padding_is_recorded_and_with_it_a_change_is_refused(tmp_path):
+    """_augmentation's "crop_padding": None when nothing is augmented (the loader keeps a padding for
+    a random crop it never takes; the report shows the record as the run's augmentation); with
+    augmentation on, the loader's padding, and a resume that changes it is refused."""
+    run = tmp_path / "plain"
+    resume, data = _run(run, resume=False, augment=False)
+    resume()
+    assert data.train.padding is not None  # what would be recorded if the augmentation were not asked
+    assert torch.load(run / "train_state.pt", weights_only=True)["data"]["crop_padding"] is None
+    assert json.loads((run / "model.json").read_text())["training"]["crop_padding"] is None
+    run = tmp_path / "augmented"
+    _run(run, resume=False, crop_padding=2)[0]()
+    assert torch.load(run / "train_state.pt", weights_only=True)["data"]["crop_padding"] == 2
+    with pytest.raises(ValueError, match="data crop_padding: run has 2, now 4"):
+        _run(run, resume=True, stop_after=None, crop_padding=4)[0]()
+
+
+@pytest.mark.parametrize("erasing", [0.0, 0.25])
+def test_a_folder_runs_erasing_probability_is_read_from_its_training_transforms(erasing):
+    """An image folder's augmentation is read off its train pipeline (the streaming loader has no
+    settings of its own): the probability is the one folder_transforms was given, so a resume of a
+    folder run with another --random-erasing is refused, as an in-memory run's is."""
+    from types import SimpleNamespace
+
+    from resnet_lab.data.transforms import folder_transforms
+    from resnet_lab.train.checkpoint import _augmentation
+
+    pipeline = folder_transforms(8, 1, (0.5,), (0.25,), train=True, random_erasing=erasing)
+    loader = SimpleNamespace(dataset=SimpleNamespace(transform=pipeline))
+    assert _augmentation(loader) == {"augment": True, "random_erasing": erasing, "flip_mode": "random", "flip": True,
+                                     "crop_padding": None}
