@@ -82,6 +82,19 @@ def test_a_run_saved_before_the_field_was_recorded_resumes_with_its_own_command(
     assert json.loads((run / "model.json").read_text())["epoch"] == 2
 
 
+def test_an_old_run_with_alternating_flips_is_not_taken_for_one_with_the_flip_off(tmp_path):
+    """Only an old record of "random" flips can stand for the flip off (what such runs recorded
+    then); an old run that alternated its flips mirrored its images, and a resume without the flip
+    is refused, naming the mode."""
+    run = tmp_path / "old"
+    _run(run, resume=False, flip_mode="alternate")[0]()
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    state["data"].pop("flip")  # as saved before the flip was recorded; flip_mode stays "alternate"
+    torch.save(state, run / "train_state.pt")
+    with pytest.raises(ValueError, match="data flip_mode: run has 'alternate', now None"):
+        _run(run, resume=True, stop_after=None, flip=False)[0]()
+
+
 @pytest.mark.parametrize("first, then", [(True, False), (False, True)])
 def test_resuming_with_drop_last_changed_is_refused_naming_it(tmp_path, first, then):
     run = tmp_path / "run"
