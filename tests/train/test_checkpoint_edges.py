@@ -127,3 +127,16 @@ def test_only_the_last_line_of_metrics_may_be_torn(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join([whole[0], '{"epoch": 2, "tra', whole[1]]) + "\n")
     with pytest.raises(ValueError, match=r"metrics\.jsonl line 2 is corrupt .*delete that line"):
         read_metrics(tmp_path)
+
+
+def test_a_refused_resume_gives_the_runs_values_as_flags_but_none_for_a_value_it_left_unset(tmp_path):
+    """The way back names the run's values as flags and as TrainConfig fields (--lr 0.05, lr=0.05);
+    a value the run left unset (no --grad-clip) has no flag that gives it: it is named among the
+    differences only, never as "--grad-clip None", which the CLI would refuse."""
+    out = tmp_path / "run"
+    _train(out, stop_after=1)
+    with pytest.raises(ValueError, match=r"recipe lr: run has 0\.05, now 0\.1; recipe grad_clip: run has None, "
+                                         r"now 1\.0") as e:
+        _train(out, resume=True, lr=0.1, grad_clip=1.0)
+    assert "(or give the run's values: --lr 0.05; in Python: lr=0.05)" in str(e.value)
+    assert "--grad-clip None" not in str(e.value) and "grad_clip=None" not in str(e.value)
