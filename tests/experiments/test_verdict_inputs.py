@@ -1,0 +1,58 @@
+"""What the verdicts read: which measured series each check is given, and the measured figures
+themselves, recomputed independently (hand-made per-seed results, float64 recomputations).
+
+test_checks.py feeds each ``claim_checks`` its figures directly; these tests cover the step
+before it: the experiment picks the right series out of its runs (training error, not test
+error, for degradation) and measures what its docstring says (an RMS is an RMS).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnet_lab.experiments import degradation
+from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
+
+
+def _seeds(label: str, depth: int, train_acc: list[float], test_acc: list[float]) -> SeedResults:
+    runs = [RunResult(f"{label} seed {s}", [{"epoch": 1, "train_acc": tr, "test_acc": te, "train_loss": 1.0}],
+                      [1.0], 1.0, 10, info={"seed": s, "depth": depth})
+            for s, (tr, te) in enumerate(zip(train_acc, test_acc))]
+    return SeedResults(label, runs)
+
+
+def test_degradation_judges_the_training_error_not_the_test_error(tmp_path, monkeypatch):
+    """He et al.'s fig. 6 claim is about *training* error: plain-14 trains worse than plain-8 here
+    (20% vs 10% training error) while its test error is lower (10% vs 20%, as an overfit shallow
+    net could give); resnet-14 trains as well as resnet-8 but tests 10 pp worse. Read from the
+    training error both checks pass; read from the test error both would fail."""
+    monkeypatch.setattr(degradation, "_plots", lambda *a, **k: [])
+    results = {"plain-8": _seeds("plain-8", 8, [0.90, 0.90], [0.80, 0.80]),
+               "plain-14": _seeds("plain-14", 14, [0.80, 0.80], [0.90, 0.90]),
+               "resnet-8": _seeds("resnet-8", 8, [0.90, 0.90], [0.90, 0.90]),
+               "resnet-14": _seeds("resnet-14", 14, [0.90, 0.90], [0.80, 0.80])}
+    ctx = Context("degradation", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    checks, *_ = degradation._compare(ctx, results, 8, 14, "Fashion-MNIST", "", classes=10)
+    assert [c.passed for c in checks] == [True, True]
+
+
+def test_init_gradient_measures_the_stream_rms_and_the_global_gradient_norm_in_float64_too(tmp_path):
+    """The stream RMS is sqrt(mean(f^2)) of the features entering the pooling and the gradient norm
+    the L2 norm of all parameter gradients together: recomputed here on a float64 copy of the
+    same initialization, with torch.linalg norms rather than the module's sums."""
+    ctx = Context("degradation", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    bundle = ctx.data("fake", batch_size=8, subset=32, image_size=8, in_channels=1)
+    factory = cifar_net(8, widths=(2, 4, 8))
+    got = degradation.init_gradient(factory, bundle, [0, 1])
+    x, y = next(iter(bundle.train))
+    for i, seed in enumerate([0, 1]):
+        torch.manual_seed(seed)
+        model = factory(len(bundle.info.classes), bundle.info.input_size[0]).double().train()
+        feats = model.forward_features(x.double())
+        grads = torch.autograd.grad(F.cross_entropy(model.forward_head(feats), y), list(model.parameters()))
+        rms = torch.linalg.vector_norm(feats.detach()) / feats.numel() ** 0.5
+        norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+        assert got["stream_rms"].values[i] == pytest.approx(float(rms), rel=1e-4)
+        assert got["grad_norm"].values[i] == pytest.approx(float(norm), rel=1e-4)
