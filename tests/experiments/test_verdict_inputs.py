@@ -56,3 +56,15 @@ def test_init_gradient_measures_the_stream_rms_and_the_global_gradient_norm_in_f
         norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
         assert got["stream_rms"].values[i] == pytest.approx(float(rms), rel=1e-4)
         assert got["grad_norm"].values[i] == pytest.approx(float(norm), rel=1e-4)
+
+
+def test_degradation_trains_the_residual_nets_from_zeroed_branches_and_the_plain_nets_from_a_normal_init():
+    """The protocol (module docstring, docs/EXPERIMENTS.md): every residual block's last BN scale
+    starts at 0 (Goyal et al. 2017), so ResNet-56 starts at ResNet-20's scale; a plain net cannot
+    (a zeroed layer would cut it). Counted on the built nets: one all-zero BN scale per block."""
+    b = degradation.BUDGET["smoke"]
+    for spec in degradation._specs(b, 32, {}, "fashion-mnist"):
+        model = spec.model(10, 1)
+        zeroed = sum(bool((m.weight == 0).all()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        blocks = 3 * (spec.info["depth"] - 2) // 6  # 6n+2 layers: n blocks in each of 3 stages
+        assert zeroed == (blocks if spec.info["kind"] == "resnet" else 0), spec.label
