@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from resnet_lab.experiments import degradation
+from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
 
@@ -68,3 +69,12 @@ def test_degradation_trains_the_residual_nets_from_zeroed_branches_and_the_plain
         zeroed = sum(bool((m.weight == 0).all()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
         blocks = 3 * (spec.info["depth"] - 2) // 6  # 6n+2 layers: n blocks in each of 3 stages
         assert zeroed == (blocks if spec.info["kind"] == "resnet" else 0), spec.label
+
+
+def test_an_effect_must_clear_the_larger_of_margin_and_spread_not_their_sum():
+    """``exceeds``: mean(a) - mean(b) > max(margin, sd(a) + sd(b)). By hand: means 0.31 and 0.21
+    (difference 0.10), sds 0.01414 each (sum 0.0283); with margin 0.09 the difference clears both
+    (0.10 > 0.09), though not their sum (0.118)."""
+    a, b = Spread.of([0.30, 0.32]), Spread.of([0.20, 0.22])
+    assert exceeds(a, b, 0.09)
+    assert not exceeds(a, b, 0.11)
