@@ -8,11 +8,13 @@ error, for degradation) and measures what its docstring says (an RMS is an RMS).
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.experiments import degradation
+from resnet_lab.experiments import bn_convergence, degradation
 from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
@@ -78,3 +80,22 @@ def test_an_effect_must_clear_the_larger_of_margin_and_spread_not_their_sum():
     a, b = Spread.of([0.30, 0.32]), Spread.of([0.20, 0.22])
     assert exceeds(a, b, 0.09)
     assert not exceeds(a, b, 0.11)
+
+
+def test_float64_agreement_keeps_the_largest_loss_difference_over_all_steps_not_the_last(monkeypatch):
+    """The float64 check reads the worst step: a loss difference of 1e-3 planted in the scratch
+    net's first step (a constant: the gradients, so the weights, stay the same) must come out as
+    the largest difference though the second step agrees to rounding."""
+    calls = []
+
+    def cross_entropy(logits, y):
+        calls.append(1)
+        return F.cross_entropy(logits, y) + (1e-3 if len(calls) == 2 else 0.0)  # call 2: scratch BN, step 1
+
+    monkeypatch.setattr(bn_convergence, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 1, 8, 8, generator=g), torch.tensor([0, 1, 2, 3])) for _ in range(2)]
+    got = bn_convergence.float64_agreement(8, (2, 4, 8), batches, lr=0.1)
+    assert got["steps"] == 2 and len(calls) == 4
+    assert got["max_loss_diff"] == pytest.approx(1e-3, abs=1e-9)
+    assert got["max_state_diff"] < 1e-9 < got["max_change"]
