@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.experiments import bn_convergence, degradation
+from resnet_lab.experiments import bn_convergence, bn_regularization, degradation
 from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
@@ -99,3 +99,23 @@ def test_float64_agreement_keeps_the_largest_loss_difference_over_all_steps_not_
     assert got["steps"] == 2 and len(calls) == 4
     assert got["max_loss_diff"] == pytest.approx(1e-3, abs=1e-9)
     assert got["max_state_diff"] < 1e-9 < got["max_change"]
+
+
+_BN, _NO = bn_regularization.BN, bn_regularization.NO_NORM
+_PLAIN, _REG = bn_regularization.PLAIN, bn_regularization.REG
+
+
+def test_bn_regularization_takes_the_no_norm_gap_by_size_too():
+    """Check 1 compares |gap|: a net without BN testing 5 pp *above* its training accuracy has a
+    gap of 5 pp, wider than BN's 0 by more than the 1 pp margin, so BN narrows it (passes)."""
+    acc = {_BN: {_PLAIN: [0.9] * 3, _REG: [0.9] * 3}, _NO: {_PLAIN: [0.9] * 3, _REG: [0.9] * 3}}
+    gap = {_BN: {_PLAIN: [0.0] * 3, _REG: [0.0] * 3}, _NO: {_PLAIN: [-0.05] * 3, _REG: [0.0] * 3}}
+    assert bn_regularization.claim_checks(acc, gap)[0].passed
+
+
+def test_bn_regularization_bn_alone_means_bn_without_dropout_and_l2():
+    """Check 3: BN *alone* (86%) against dropout + L2 alone (87%) fails, whatever BN with dropout +
+    L2 reaches (95%); read from the BN + dropout + L2 cell it would pass."""
+    acc = {_BN: {_PLAIN: [0.86] * 3, _REG: [0.95] * 3}, _NO: {_PLAIN: [0.84] * 3, _REG: [0.87] * 3}}
+    gap = {k: {_PLAIN: [0.0] * 3, _REG: [0.0] * 3} for k in (_BN, _NO)}
+    assert not bn_regularization.claim_checks(acc, gap)[2].passed
