@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.experiments import bn_convergence, bn_regularization, degradation
+from resnet_lab.experiments import bn_convergence, bn_input_stats, bn_regularization, bn_sigmoid_range, degradation
 from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
@@ -119,3 +119,37 @@ def test_bn_regularization_bn_alone_means_bn_without_dropout_and_l2():
     acc = {_BN: {_PLAIN: [0.86] * 3, _REG: [0.95] * 3}, _NO: {_PLAIN: [0.84] * 3, _REG: [0.87] * 3}}
     gap = {k: {_PLAIN: [0.0] * 3, _REG: [0.0] * 3} for k in (_BN, _NO)}
     assert not bn_regularization.claim_checks(acc, gap)[2].passed
+
+
+def _recorded(labels_drift: dict[str, dict[str, list[float]]], acc: float = 0.9) -> dict[str, SeedResults]:
+    """Two seeds per label, each with the drift history ``{stat: [first record, ..., last record]}``
+    (both seeds alike) and a final test accuracy, as ``train_recorded`` leaves them."""
+    return {label: SeedResults(label, [RunResult(f"{label} seed {s}", [{"epoch": 1, "test_acc": acc}], [1.0], 1.0, 10,
+                                                 info={"seed": s, "drift": drift, "gamma_beta": {}})
+                                       for s in (0, 1)])
+            for label, drift in labels_drift.items()}
+
+
+def test_bn_sigmoid_range_judges_the_share_at_the_last_record_not_at_initialization(tmp_path, monkeypatch):
+    """The claim is about the end of training: frozen 70% and learnable 30% of inputs in |x| < 1 at
+    the last record (68% for both at the first) pass checks 1 and 2."""
+    runs = _recorded({label: {"within": [0.68, within]} for label, within in
+                      ((bn_sigmoid_range.LEARNABLE, 0.30), (bn_sigmoid_range.FROZEN, 0.70),
+                       (bn_sigmoid_range.NO_NORM, 0.5))})
+    monkeypatch.setattr(bn_sigmoid_range, "_train_all", lambda ctx, b: (runs, {}))
+    monkeypatch.setattr(bn_sigmoid_range, "_plots", lambda *a: [])
+    report = bn_sigmoid_range.run(Context("bn_sigmoid_range", "smoke", tmp_path, device="cpu", log=lambda s: None))
+    assert report.data["share"][bn_sigmoid_range.FROZEN] == [0.70, 0.70]
+    assert [c.passed for c in report.checks[:2]] == [True, True]
+
+
+def test_bn_input_stats_judges_the_drift_at_the_last_record_not_at_initialization(tmp_path, monkeypatch):
+    """Both nets start at (0, 1) here; at the last record the net without BN is 0.5 off in |mean| and
+    |ln std|, BN 0.05: the three checks pass only when read at the end."""
+    runs = _recorded({"BN": {"mean": [0.0, 0.05], "log_std": [0.0, 0.05]},
+                      "no norm": {"mean": [0.0, 0.5], "log_std": [0.0, 0.5]}})
+    monkeypatch.setattr(bn_input_stats, "_train_all", lambda ctx, b: (runs, {}))
+    monkeypatch.setattr(bn_input_stats, "_plots", lambda *a: [])
+    report = bn_input_stats.run(Context("bn_input_stats", "smoke", tmp_path, device="cpu", log=lambda s: None))
+    assert report.data["drift_end"]["no norm"] == {"mean": [0.5, 0.5], "log_std": [0.5, 0.5]}
+    assert [c.passed for c in report.checks] == [True, True, True]
