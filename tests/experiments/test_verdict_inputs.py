@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.experiments import bn_convergence, bn_input_stats, bn_regularization, bn_sigmoid_range, degradation
+from resnet_lab.experiments import bn_batch_size, bn_convergence, bn_input_stats, bn_regularization, bn_sigmoid_range, degradation
+from resnet_lab.experiments import vanishing_gradients
 from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
@@ -153,3 +154,54 @@ def test_bn_input_stats_judges_the_drift_at_the_last_record_not_at_initializatio
     report = bn_input_stats.run(Context("bn_input_stats", "smoke", tmp_path, device="cpu", log=lambda s: None))
     assert report.data["drift_end"]["no norm"] == {"mean": [0.5, 0.5], "log_std": [0.5, 0.5]}
     assert [c.passed for c in report.checks] == [True, True, True]
+
+
+def _batch_errors(bn_small: float, gn_small: float = 0.10, precise_small: float | None = None) -> dict:
+    """Test errors over three seeds (sd 0.001) at batches 2 and 32; every large-batch error 10%."""
+    def three(m: float) -> list[float]:
+        return [m - 0.001, m, m + 0.001]
+    err = {("BN", 2): three(bn_small), ("GN", 2): three(gn_small), ("BN", 32): three(0.10), ("GN", 32): three(0.10)}
+    if precise_small is not None:
+        err.update({("BN + precise", 2): three(precise_small), ("BN + precise", 32): three(0.10)})
+    return err
+
+
+def test_bn_batch_size_a_rise_of_bn_error_must_clear_the_two_point_margin():
+    """BN's error 1.5 pp above the large batch's, with a tiny spread, is under MARGIN (2 pp): no rise;
+    3 pp is one."""
+    assert not bn_batch_size.claim_checks(_batch_errors(0.115), [2, 32])[0].passed
+    assert bn_batch_size.claim_checks(_batch_errors(0.13), [2, 32])[0].passed
+
+
+def test_bn_batch_size_finding_says_precise_bn_helps_when_it_lowers_the_tiny_batch_error():
+    """Precise BN taking the batch-2 error from 20% to 12% (beyond PRECISE_HELPS and the spread)
+    helps; the reverse does not."""
+    def helps(bn: float, precise: float) -> str:
+        e = {k: Spread.of(v) for k, v in _batch_errors(bn, precise_small=precise).items()}
+        return next(f for f in bn_batch_size._findings(e, [2, 32]) if f.startswith("precise BN helps"))
+
+    assert "batch 2: yes" in helps(0.20, 0.12)
+    assert "batch 2: no" in helps(0.12, 0.20)
+
+
+def test_bn_input_stats_near_zero_means_a_median_mean_of_at_most_one_fifth():
+    """NEAR_MEAN is 0.2: a median |mean| of 0.21 in every seed is not near 0 (check 3 fails), even
+    though it is inside ln 1.25 = 0.223, the std's bound."""
+    drift = {"BN": {"mean": [0.21] * 3, "log_std": [0.0] * 3}, "no norm": {"mean": [1.0] * 3, "log_std": [1.0] * 3}}
+    assert not bn_input_stats.claim_checks(drift)[2].passed
+
+
+def test_bn_input_stats_compares_the_stds_of_the_two_nets_not_bns_mean():
+    """Check 2 reads |ln std|: BN's 0.5 equals the no-norm net's, so BN does not keep the stds closer
+    to 1, whatever BN's means (0.0) do."""
+    drift = {"BN": {"mean": [0.0] * 3, "log_std": [0.5] * 3}, "no norm": {"mean": [0.5] * 3, "log_std": [0.5] * 3}}
+    checks = bn_input_stats.claim_checks(drift)
+    assert [checks[0].passed, checks[1].passed] == [True, False]
+
+
+def test_vanishing_gradients_does_not_call_a_run_without_an_accuracy_collapsed():
+    """A seed that recorded no test accuracy did not end at chance accuracy; one at 10% did."""
+    runs = SeedResults("ReLU", [RunResult("ReLU seed 0", [], [1.0], 1.0, 10, info={"seed": 0}),
+                                RunResult("ReLU seed 1", [{"epoch": 1, "test_acc": 0.10}], [1.0], 1.0, 10,
+                                          info={"seed": 1})])
+    assert vanishing_gradients.collapsed_seeds(runs, 10) == [1]
