@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_lab.experiments import bn_batch_size, bn_convergence, bn_input_stats, bn_regularization, bn_sigmoid_range, degradation
-from resnet_lab.experiments import vanishing_gradients
+from resnet_lab.experiments import bn_batch_size, bn_convergence, bn_input_stats, bn_regularization, bn_sigmoid_range
+from resnet_lab.experiments import degradation, vanishing_gradients
 from resnet_lab.experiments.report import Spread, exceeds
 from resnet_lab.experiments.runner import Context, RunResult, SeedResults, cifar_net
 
