@@ -205,3 +205,38 @@ def test_vanishing_gradients_does_not_call_a_run_without_an_accuracy_collapsed()
                                 RunResult("ReLU seed 1", [{"epoch": 1, "test_acc": 0.10}], [1.0], 1.0, 10,
                                           info={"seed": 1})])
     assert vanishing_gradients.collapsed_seeds(runs, 10) == [1]
+
+
+def test_bn_batch_size_takes_the_smallest_batch_whatever_order_the_batches_come_in():
+    """``batches`` in any order: the tiny batch is the smallest (2), not the first listed (32)."""
+    assert "at batch 2" in bn_batch_size.claim_checks(_batch_errors(0.13), [32, 2])[0].question
+
+
+def _flows(init: float, trained: float) -> dict[str, list]:
+    """Two seeds of per-layer gradient norms whose first/last ratio is ``init`` then ``trained``."""
+    return {"init": [[("fc1", init), ("out", 1.0)]] * 2, "trained": [[("fc1", trained), ("out", 1.0)]] * 2}
+
+
+def test_vanishing_gradients_judges_the_ratios_after_training_too_and_says_which_net_diverged(tmp_path, monkeypatch):
+    """The sigmoid net's ratio has vanished at initialization (1e-4) but not after training (0.5):
+    "every seed below 1e-2, at init and after training" fails. One of ReLU's two seeds diverged: its
+    evidence says so."""
+    monkeypatch.setattr(vanishing_gradients, "plot_gradient_flow", lambda *a, **k: None)
+    monkeypatch.setattr(vanishing_gradients, "plot_lines", lambda *a, **k: None)
+    labels = list(vanishing_gradients.CONFIGS)
+    flows = {label: _flows(1e-4, 0.5) if label == "sigmoid" else _flows(0.5, 0.5) for label in labels}
+    record = [{"epoch": 1, "test_acc": 0.8, "train_loss": 0.5}]
+    results = {label: SeedResults(label, [RunResult(f"{label} seed {s}", record, [1.0], 1.0, 10,
+                                                    diverged=label == "ReLU" and s == 1, info={"seed": s})
+                                          for s in (0, 1)]) for label in labels}
+    ctx = Context("vanishing_gradients", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    report = vanishing_gradients._report(ctx, vanishing_gradients.BUDGET["smoke"], [0, 1], flows, results,
+                                         {label: [1.0] for label in labels}, 10)
+    assert [c.passed for c in report.checks] == [False, True, True, True]
+    assert [("diverged" in c.evidence) for c in report.checks[1:]] == [label == "ReLU" for label in labels[1:]]
+
+
+def test_a_smoke_verdict_is_marked_as_no_evidence():
+    from resnet_lab.experiments.report import verdict_text
+
+    assert verdict_text("mixed", "smoke") == "mixed (smoke budget: a check of the pipeline, not evidence)"
