@@ -240,3 +240,28 @@ def test_a_smoke_verdict_is_marked_as_no_evidence():
     from resnet_lab.experiments.report import verdict_text
 
     assert verdict_text("mixed", "smoke") == "mixed (smoke budget: a check of the pipeline, not evidence)"
+
+
+def test_bn_input_stats_peak_is_the_largest_over_seeds_and_records():
+    """The finding's "largest median |ln std| over training" is the max over every seed's records:
+    seed 0 peaks at 0.3, seed 1 at 0.6, so 0.600."""
+    runs = _recorded({"BN": {"mean": [0.0, 0.0], "log_std": [0.1, 0.3]},
+                      "no norm": {"mean": [0.0, 0.0], "log_std": [0.1, 0.2]}})
+    runs["BN"].runs[1].info["drift"] = {"mean": [0.0, 0.0], "log_std": [0.6, 0.1]}
+    drift = {label: {"mean": [0.0, 0.0], "log_std": [0.0, 0.0]} for label in runs}
+    peak = bn_input_stats._findings(runs, drift, drift)[0]
+    assert peak == "largest median |ln std| over training: BN 0.600, no norm 0.200"
+
+
+def test_degradation_smooths_the_step_losses_over_a_twentieth_of_the_shortest_run(tmp_path, monkeypatch):
+    """100 steps: a moving average of 5 (the first values over the steps so far), by hand."""
+    drawn = {}
+    monkeypatch.setattr(degradation, "plot_lines", lambda series, path, **kw: drawn.update({path.name: (series, kw)}))
+    losses = [float(i % 7) for i in range(100)]
+    results = {label: SeedResults(label, [RunResult(label, [{"epoch": 1, "train_acc": 0.5, "test_acc": 0.5}], losses,
+                                                    1.0, 10, info={"seed": 0})]) for label in ("a", "b", "c", "d")}
+    ctx = Context("degradation", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    degradation._plots(ctx, results, ("a", "b", "c", "d"), "Fashion-MNIST", "")
+    series, kw = drawn["train_loss_steps.png"]
+    want = [sum(losses[max(0, i - 4):i + 1]) / min(i + 1, 5) for i in range(100)]
+    assert "moving average of 5" in kw["title"] and series["a"][1] == pytest.approx(want)
