@@ -8,6 +8,7 @@ error, for degradation) and measures what its docstring says (an RMS is an RMS).
 
 from __future__ import annotations
 
+import copy
 import types
 
 import pytest
@@ -265,3 +266,33 @@ def test_degradation_smooths_the_step_losses_over_a_twentieth_of_the_shortest_ru
     series, kw = drawn["train_loss_steps.png"]
     want = [sum(losses[max(0, i - 4):i + 1]) / min(i + 1, 5) for i in range(100)]
     assert "moving average of 5" in kw["title"] and series["a"][1] == pytest.approx(want)
+
+
+def test_vanishing_gradients_measures_the_trained_nets_in_training_mode(tmp_path, monkeypatch):
+    """The after-training ratio is measured as training sees the net (BN with batch statistics),
+    even when the trainer hands the model back in eval mode. Training is skipped here (the nets
+    are measured as built); the reference is autograd on a copy in training mode."""
+    kept = {}
+
+    def train_seeds(spec, seeds, data):
+        runs = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = spec.model(len(data.info.classes), data.info.input_size[0])
+            kept.setdefault(spec.label, []).append(copy.deepcopy(model))
+            runs.append(RunResult(f"{spec.label} seed {seed}", [{"epoch": 1, "test_acc": 0.8, "train_loss": 0.5}],
+                                  [1.0], 1.0, 10, model=model.eval(), info={"seed": seed}))
+        return SeedResults(spec.label, runs)
+
+    ctx = Context("vanishing_gradients", "smoke", tmp_path, device="cpu", log=lambda s: None)
+    monkeypatch.setattr(ctx, "train_seeds", train_seeds)
+    monkeypatch.setattr(vanishing_gradients, "_report", lambda ctx, b, seeds, flows, *a: flows)
+    flows = vanishing_gradients.run(ctx)
+    b = vanishing_gradients.BUDGET["smoke"]
+    bundle = ctx.data(batch_size=b["batch"], subset=b["subset"], test_samples=b["test"])
+    x, y = next(iter(bundle.train))
+    model = kept["sigmoid + BN"][0].train()
+    layers = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), layers)
+    got = [n for _, n in flows["sigmoid + BN"]["trained"][0]]
+    assert got == pytest.approx([float(torch.linalg.vector_norm(g)) for g in grads], rel=1e-4)
