@@ -140,3 +140,26 @@ def test_a_refused_resume_gives_the_runs_values_as_flags_but_none_for_a_value_it
         _train(out, resume=True, lr=0.1, grad_clip=1.0)
     assert "(or give the run's values: --lr 0.05; in Python: lr=0.05)" in str(e.value)
     assert "--grad-clip None" not in str(e.value) and "grad_clip=None" not in str(e.value)
+
+
+def test_a_folder_with_a_model_json_alone_holds_a_run_and_is_not_started_over(tmp_path):
+    """model.json alone (the weights moved away) is a run's: a new run there is refused, as with
+    any other of a run's files, rather than writing over it."""
+    from resnet_lab.train.checkpoint import check_new_run_dir
+
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"already holds a run \(model\.json\); pass --resume"):
+        check_new_run_dir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["curves.png", "confusion.png"])
+def test_a_failed_first_saves_leftovers_do_not_make_a_users_plot_overwritable(tmp_path, name):
+    """A failed first save leaves metrics.jsonl (and metrics.csv), which a new start may clear; a
+    plot beside them is not such a leftover, and is refused by name."""
+    from resnet_lab.train.checkpoint import check_new_run_dir
+
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 2.3}\n')
+    check_new_run_dir(tmp_path)  # the leftover alone: the same command starts again
+    (tmp_path / name).write_bytes(b"\x89PNG")
+    with pytest.raises(FileExistsError, match=rf"{name} exists but .* holds no run"):
+        check_new_run_dir(tmp_path)

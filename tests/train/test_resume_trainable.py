@@ -13,11 +13,13 @@ from resnet_lab.models import create_model, whiten_first_conv
 from resnet_lab.train import TrainConfig, train
 
 
-def _run(out, *, whiten: bool, resume: bool):
+def _run(out, *, whiten: bool, resume: bool, freeze: str | None = None):
     data = load_data("fake", subset=128, batch_size=64, image_size=16)
     torch.manual_seed(0)
     model = create_model("resnet8_fast", num_classes=10, in_channels=3)
     meta = {"whiten": whiten_first_conv(model, data.train.normalized_images(256)).as_dict()} if whiten else None
+    for p in model.get_submodule(freeze).parameters() if freeze else ():
+        p.requires_grad_(False)
     trainable = sum(p.requires_grad for p in model.parameters())
     config = TrainConfig(epochs=2, stop_after=1, out=str(out), resume=resume, progress=False, plots=False)
     return lambda: train(model, data, config, meta=meta), trainable
@@ -44,6 +46,19 @@ def test_resuming_with_other_trainable_tensors_is_one_line(tmp_path, first, then
     assert "\n" not in text and str(run) in text and hint in text
     assert f"{saved} trainable tensors" in text and f"this model has {now}" in text
     assert _files(run) == before
+
+
+def test_a_whitened_run_resumed_with_another_layer_frozen_is_not_told_to_whiten(tmp_path):
+    """The whitening hint is for a model with more trainable tensors than the whitened run had (its
+    first conv not frozen); a whitened model with one more layer frozen has fewer, and is told to
+    freeze the layers as the run's start did."""
+    run = tmp_path / "run"
+    _run(run, whiten=True, resume=False)[0]()
+    resume, now = _run(run, whiten=True, resume=True, freeze="fc")
+    with pytest.raises(ValueError) as e:
+        resume()
+    assert f"this model has {now}" in str(e.value) and "whiten_first_conv" not in str(e.value)
+    assert "resume with the model as the run's start had it (the same layers frozen)" in str(e.value)
 
 
 @pytest.mark.parametrize("other, what", [
