@@ -112,6 +112,17 @@ def test_functional_arguments_torch_refuses_are_refused():
     assert torch.equal(mean, torch.zeros(3)) and torch.equal(var, torch.ones(3))
 
 
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_zero_dim_running_statistics_of_one_channel_are_refused_like_torch(training):
+    """torch refuses 0-dim buffers even where they hold the one channel's value (RuntimeError, "expected
+    1 dims"); ours said so in training only by accident (a broadcast error) and took them in eval."""
+    x = torch.randn(4, 1)
+    with pytest.raises(RuntimeError):
+        nn.functional.batch_norm(x, torch.zeros(()), torch.ones(()), training=training)
+    with pytest.raises(RuntimeError, match=r"running_mean should be a 1-D tensor of 1 elements, got shape \[\]"):
+        RF.batch_norm(x, torch.zeros(()), torch.ones(()), training=training)
+
 def _as_if_two_ranks(monkeypatch, layer):
     """The global-batch path in one process: a world of one gloo rank that the layer takes for two
     (the all-reduces sum this rank alone)."""
