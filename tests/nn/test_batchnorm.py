@@ -392,3 +392,17 @@ def test_batch_statistics_normalize_and_update_each_match_torch_functional(dtype
     # no scale, no shift, the default eps: torch's 1e-5, as normalize's signature and docstring say
     torch.testing.assert_close(rnn.functional.normalize(x, mean, var), nn.functional.batch_norm(x, mean, var),
                                **(tol if dtype == torch.float64 else {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_normalize_of_low_precision_arguments_computes_in_float32(dtype):
+    # x = w = 1 + 2^-7, b = -(1 + 2^-6), mean 0, var 1, eps 0: x * w = 1 + 2^-6 + 2^-14 rounds to
+    # 1 + 2^-6 in bf16 and fp16 (2^-14 is under half an ulp at 1), so the exact answer 2^-14 (the
+    # float64 recomputation, representable in both dtypes) survives only a float32 product.
+    x = torch.full((2, 1), 1 + 2 ** -7, dtype=dtype)
+    mean, var = torch.zeros(1, dtype=dtype), torch.ones(1, dtype=dtype)
+    w, b = torch.full((1,), 1 + 2 ** -7, dtype=dtype), torch.full((1,), -(1 + 2 ** -6), dtype=dtype)
+    want = (x.double() - mean.double()) / var.double().sqrt() * w.double() + b.double()
+    assert want.tolist() == [[2 ** -14]] * 2
+    y = rnn.functional.normalize(x, mean, var, w, b, eps=0.0)
+    assert y.dtype == dtype and y.double().tolist() == want.tolist()
