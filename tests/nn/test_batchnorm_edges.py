@@ -54,11 +54,13 @@ def test_functional_momentum_that_is_no_scalar_is_torchs_type_error(momentum, na
         RF.batch_norm(*args, training=True, momentum=True)
 
 
-@pytest.mark.parametrize("momentum", [np.float32(0.25), np.int64(1), torch.tensor(0.25)],
-                         ids=["numpy-float32", "numpy-int64", "0-dim-tensor"])
+@pytest.mark.parametrize("momentum", [np.float32(0.25), np.int64(1), torch.tensor(0.25),
+                                      torch.tensor(0.1, dtype=torch.bfloat16)],
+                         ids=["numpy-float32", "numpy-int64", "0-dim-tensor", "0-dim-bf16-tensor"])
 def test_momentum_as_a_numpy_scalar_or_a_0_dim_tensor_is_taken_like_torch(momentum):
     """torch's parser takes any real scalar for momentum (a numpy float32 from a config, a 0-dim
-    tensor from a schedule); ours refused all but Python's int and float."""
+    tensor from a schedule); ours refused all but Python's int and float. torch reads it as a Python
+    float: a bf16 tensor's 1 - momentum is not rounded to bf16 (0.8984375 for 0.9)."""
     x = torch.randn(6, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
     layers = [cls(3, momentum=momentum, dtype=torch.float64) for cls in (rn.BatchNorm1d, nn.BatchNorm1d)]
     buffers = [[torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)] for _ in range(2)]
