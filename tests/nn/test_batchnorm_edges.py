@@ -52,6 +52,11 @@ def test_functional_momentum_that_is_no_scalar_is_torchs_type_error(momentum, na
             fn(*args, training=True, momentum=momentum)
     with pytest.raises(TypeError, match="must be float, not bool"):  # ours only, a slip torch reads as 1 (BATCHNORM.md)
         RF.batch_norm(*args, training=True, momentum=True)
+    # ours only: torch takes a complex 0-dim tensor whose imaginary part is 0 and says "cannot be
+    # converted to type double without overflow" for others; ours names momentum, before any update
+    with pytest.raises(TypeError, match=r"argument 'momentum' must be float, not Tensor"):
+        RF.batch_norm(*args, training=True, momentum=torch.tensor(0.1 + 0.5j))
+    assert torch.equal(args[1], torch.zeros(3)) and torch.equal(args[2], torch.ones(3))
 
 
 @pytest.mark.parametrize("momentum", [np.float32(0.25), np.int64(1), torch.tensor(0.25),
