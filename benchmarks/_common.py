@@ -135,7 +135,8 @@ def check_host(host: str | None, where: str) -> None:
 
 
 def add_host_arg(parser: argparse.ArgumentParser, block: str, what: str) -> None:
-    """Add ``--host NAME``: a second machine's figures go to a block of their own (see :func:`host_block`).
+    """Add ``--host NAME``: a second machine's figures go to a block of their own (:func:`host_key`),
+    under a title that names the host (:func:`host_title`).
 
     Args:
         parser: the script's parser.
@@ -147,16 +148,15 @@ def add_host_arg(parser: argparse.ArgumentParser, block: str, what: str) -> None
                              f"another machine's '{block}' block instead of replacing it (letters, digits, - and _)")
 
 
-def host_block(block: str, title: str, host: str | None) -> tuple[str, str]:
-    """The block key and the section title for ``--host``: another host's figures stand beside the first
-    ("BLOCK-NAME", run_all keeping only ``[\\w-]+`` names) under a title that names the host.
+def host_key(block: str, host: str | None) -> str:
+    """The document block a script writes: its own, or for ``--host NAME`` "BLOCK-NAME" beside it
+    (run_all keeps only ``[\\w-]+`` names)."""
+    return block if host is None else f"{block}-{host}"
 
-    Args:
-        block: the script's own block key.
-        title: the section title.
-        host: the ``--host`` name, or None (the script's own block and title).
-    """
-    return (block, title) if host is None else (f"{block}-{host}", f"{title}, on the {host} host")
+
+def host_title(title: str, host: str | None) -> str:
+    """A section's title, naming the ``--host`` it was measured on (None: the title as it is)."""
+    return title if host is None else f"{title}, on the {host} host"
 
 
 def first_paragraph(doc: str | None) -> str:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_host_arg, add_quiet_args, check_doc, check_host, command_line,
-    describe_machine, host_block, fail, machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
+    describe_machine, fail, host_key, host_title, machine_block, markdown_table, now_utc, publish, train_step, wait_for_quiet,
 )
 from _common import MAX_REPEATS, MAX_STEPS, at_most
 
@@ -256,7 +256,7 @@ def build(args: argparse.Namespace, command: str) -> Section:
         "N times, then sleep (libgomp's default with the policy unset: 300,000). Both must be set before torch loads, "
         "hence a process per configuration.\n"
     )
-    title = host_block("threads", "7. Threads and OMP_WAIT_POLICY, idle and contended", args.host)[1]
+    title = host_title("7. Threads and OMP_WAIT_POLICY, idle and contended", args.host)
     return Section(title, machine_block(command, started, checks, machine) + "\n" + body, checks=checks,
                    quick=args.quick)
 
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:  # --quick writes nothing: a smoke run from a read-only checkout is fine
         check_doc(args.doc, "--doc")  # before the measurement, not after it
     wait_for_quiet(args)
-    return publish(build(args, command_line()), args, doc=args.doc, key=host_block("threads", "", args.host)[0])
+    return publish(build(args, command_line()), args, doc=args.doc, key=host_key("threads", args.host))
 
 
 if __name__ == "__main__":

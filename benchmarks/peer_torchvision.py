@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from _common import (
     BENCHMARKS_MD, QuietMeter, Quietness, Section, add_host_arg, add_quiet_args, check_doc, check_host, command_line,
-    host_block, machine_block,
+    host_key, host_title, machine_block,
     MAX_EPOCHS, at_most, markdown_table, accuracy_fraction, fail, now_utc, publish, python_name, setup_threads,
     verdict, wait_for_quiet,
 )
@@ -336,9 +336,8 @@ def _section(outcomes: list[Outcome], c: dict, command: str, started: str, quick
     summary = [("peer: resnet-lab train / torchvision pipeline, time per epoch (1 thread)", f"{ratio:.2f}x",
                 f">= {PER_EPOCH_GOAL:g}", verdict(ratio, PER_EPOCH_GOAL))]
     head = machine_block(command, started, checks)
-    title = host_block(BLOCK, "8. Against the pipeline a user would write: torchvision + DataLoader", host)[1]
-    return Section(title, head + "\n" + body,
-                   summary, checks=checks, quick=quick)
+    title = host_title("8. Against the pipeline a user would write: torchvision + DataLoader", host)
+    return Section(title, head + "\n" + body, summary, checks=checks, quick=quick)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -406,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             outcomes.append(_run(name, cmd, out, _shown(cmd, tmp)))
     c = compare(outcomes[0].records, outcomes[1].records, args.target)
     return publish(_section(outcomes, c, command_line(), started, args.quick, args.host), args, doc=args.doc,
-                   key=host_block(BLOCK, "", args.host)[0])
+                   key=host_key(BLOCK, args.host))
 
 
 if __name__ == "__main__":
